@@ -1,0 +1,156 @@
+//! Typed configuration: what `pgtrail.toml` may contain.
+//!
+//! The binary layers file → `PGTRAIL_*` environment → flags; this module only
+//! defines the shape, its defaults and its validation.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser said.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range or malformed.
+    #[error("config key '{key}': {reason}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: String,
+        /// The constraint it broke.
+        reason: String,
+    },
+}
+
+/// The whole `pgtrail.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where events are kept.
+    pub store: StoreConfig,
+    /// Checkpoint signing.
+    pub signing: SigningConfig,
+    /// How long events are kept.
+    pub retention: RetentionConfig,
+    /// Where application identity is read from.
+    pub identity: IdentityConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreConfig::default(),
+            signing: SigningConfig::default(),
+            retention: RetentionConfig::default(),
+            identity: IdentityConfig::default(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` (embedded, one file) or a `postgres://` URL.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: default_store_url(),
+        }
+    }
+}
+
+/// The store used when none is configured: a file in the working directory.
+pub fn default_store_url() -> String {
+    "sqlite:pgtrail.db".to_string()
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Ed25519 private key file (from `pgtrail keygen`) used to sign checkpoints.
+    pub private_key: Option<String>,
+    /// Ed25519 public key file used by `verify` to check checkpoint signatures.
+    pub public_key: Option<String>,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How long to keep events, e.g. `400d`; unset keeps everything.
+    pub keep: Option<String>,
+    /// Directory to archive removed events into (compressed JSONL + checksum).
+    pub archive_dir: Option<String>,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Session settings read for the application user, first set one wins.
+    pub user_settings: Vec<String>,
+    /// Session setting holding a JSON object of application context.
+    pub context_setting: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            user_settings: vec!["pgtrail.user".into(), "app.current_user".into()],
+            context_setting: "pgtrail.context".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_string(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                key: "store.url".into(),
+                reason: "expected sqlite:PATH or postgres://…".into(),
+            });
+        }
+        if let Some(keep) = &self.retention.keep {
+            crate::time::parse_duration(keep).map_err(|e| ConfigError::Invalid {
+                key: "retention.keep".into(),
+                reason: e.to_string(),
+            })?;
+        }
+        for name in self.identity.user_settings.iter().chain([&self.identity.context_setting]) {
+            let valid = name.split_once('.').is_some_and(|(a, b)| {
+                [a, b]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "identity".into(),
+                    reason: format!("'{name}' is not a custom setting name like prefix.name"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

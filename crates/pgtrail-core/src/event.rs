@@ -1,0 +1,284 @@
+//! The [`Event`]: one audited thing that happened, whichever path captured it.
+//!
+//! Field names and meanings are the contract in DESIGN.md and in
+//! `schema/event.schema.json`; a test checks every serialized event against
+//! that schema. Optional fields that are unset are left out of the JSON, so
+//! the canonical form (and so the hash) does not depend on which fields a
+//! capture path happens to know about.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A JSON object: key columns, row images, application context.
+pub type JsonObject = Map<String, Value>;
+
+/// Which capture path produced an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Written by pgtrail's triggers inside the audited database.
+    Trigger,
+    /// Decoded from logical replication (pgoutput).
+    Cdc,
+    /// Seen on the wire by the pgtrail proxy.
+    Proxy,
+}
+
+/// What sort of thing an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An INSERT, UPDATE, DELETE or TRUNCATE of table rows.
+    RowChange,
+    /// A schema change (CREATE, ALTER, DROP, …).
+    Ddl,
+    /// One statement as the proxy saw it, reads and failures included.
+    Statement,
+    /// A session starting or ending, or failing to log in.
+    Session,
+    /// A row as it was when capture started (the baseline of its history).
+    Snapshot,
+}
+
+macro_rules! str_enum {
+    ($ty:ty { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            /// The name used in JSON, in the stores and on the command line.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(format!(
+                        "unknown value '{other}' (expected one of: {})",
+                        [$($text),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy" });
+str_enum!(Kind {
+    RowChange => "row_change",
+    Ddl => "ddl",
+    Statement => "statement",
+    Session => "session",
+    Snapshot => "snapshot",
+});
+
+/// One audit event. See DESIGN.md, "The event".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    // --- identity
+    /// UUIDv7, sortable by creation time; unique across stores.
+    pub id: Uuid,
+    /// Position in the store's chain, assigned by the store (gap-free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// Which capture path produced the event.
+    pub source: Source,
+    /// What sort of thing the event records.
+    pub kind: Kind,
+    /// When pgtrail (or the trigger) captured it; microsecond precision.
+    #[serde(with = "crate::time::micros")]
+    pub captured_at: DateTime<Utc>,
+
+    // --- actor
+    /// The Postgres role (session user; `current_user` if it differs is in `context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_user: Option<String>,
+    /// The application's end user, from `pgtrail.user` or a sqlcommenter comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_user: Option<String>,
+    /// The client's address as Postgres saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    /// The client's TCP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<i32>,
+    /// `application_name` of the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    /// The server process that ran the statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_pid: Option<i32>,
+    /// Identifies one client session across its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// What the application supplied: request id, endpoint, tenant, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<JsonObject>,
+
+    // --- target
+    /// Database name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Schema of the table (or of the object, for DDL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Table name, unqualified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// INSERT/UPDATE/DELETE/TRUNCATE, or the command tag (SELECT, CREATE TABLE, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Every relation a statement touched, qualified (`schema.table`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+
+    // --- row change
+    /// Key columns and their values as text (composite keys: several entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pk: Option<JsonObject>,
+    /// The row before the change (UPDATE, DELETE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<JsonObject>,
+    /// The row after the change (INSERT, UPDATE, snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<JsonObject>,
+    /// Columns whose value changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// Columns whose values the source could not see (never reported as NULL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial: Vec<String>,
+
+    // --- statement
+    /// Statement text, redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// Bound parameters, redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<Value>>,
+    /// The command tag the server returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_tag: Option<String>,
+    /// Rows returned or affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// How long the statement ran, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<i64>,
+    /// SQLSTATE of a failed statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    /// Error message of a failed statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+
+    // --- transaction
+    /// Transaction id (64-bit, epoch included where known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid: Option<i64>,
+    /// WAL position of the change or commit, as `X/X`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    /// When the transaction committed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::micros_opt"
+    )]
+    pub committed_at: Option<DateTime<Utc>>,
+    /// Order of the event inside its transaction, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_seq: Option<i64>,
+
+    // --- seal
+    /// Hash of the previous event in the store's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// SHA-256 (hex) of the canonical JSON of this event without `hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl Event {
+    /// A new event of `kind` from `source`, stamped now, with a fresh UUIDv7.
+    pub fn new(source: Source, kind: Kind) -> Self {
+        Self::at(source, kind, Utc::now())
+    }
+
+    /// A new event captured at `captured_at` (truncated to microseconds).
+    pub fn at(source: Source, kind: Kind, captured_at: DateTime<Utc>) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            source,
+            kind,
+            captured_at: crate::time::truncate_micros(captured_at),
+            db_user: None,
+            app_user: None,
+            client_addr: None,
+            client_port: None,
+            application_name: None,
+            backend_pid: None,
+            session_id: None,
+            context: None,
+            database: None,
+            schema: None,
+            table: None,
+            operation: None,
+            objects: Vec::new(),
+            pk: None,
+            old: None,
+            new: None,
+            changed: Vec::new(),
+            partial: Vec::new(),
+            sql: None,
+            params: None,
+            command_tag: None,
+            rows: None,
+            duration_us: None,
+            sqlstate: None,
+            error: None,
+            xid: None,
+            lsn: None,
+            committed_at: None,
+            tx_seq: None,
+            prev_hash: None,
+            hash: None,
+        }
+    }
+
+    /// `schema.table`, or just `table` when the schema is unknown.
+    pub fn qualified_table(&self) -> Option<String> {
+        let table = self.table.as_deref()?;
+        Some(match self.schema.as_deref() {
+            Some(schema) => format!("{schema}.{table}"),
+            None => table.to_string(),
+        })
+    }
+
+    /// Whether the event records a failure (a statement with an error or SQLSTATE).
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.sqlstate.as_deref().is_some_and(|s| !s.starts_with("00"))
+    }
+
+    /// The user to show: the application user if known, else the database role.
+    pub fn actor(&self) -> Option<&str> {
+        self.app_user.as_deref().or(self.db_user.as_deref())
+    }
+
+    /// The event as it was before a store sealed it: no `seq`, `prev_hash` or `hash`.
+    pub fn unsealed(mut self) -> Self {
+        self.seq = None;
+        self.prev_hash = None;
+        self.hash = None;
+        self
+    }
+}

@@ -1,0 +1,227 @@
+//! What readers ask the store for: a [`Filter`] over events, or one row
+//! ([`RowRef`]). Parsing of the command-line forms lives here too, so the CLI,
+//! the HTTP API and tests all accept the same syntax.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::JsonObject;
+use crate::{Kind, Source};
+
+/// Why a filter argument was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// A `--pk` value that is not `col=value[,col=value…]` or a JSON object.
+    #[error("invalid key '{input}': {reason}")]
+    Pk {
+        /// What the user typed.
+        input: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// A table name that is empty or has too many dots.
+    #[error("invalid table '{input}': expected TABLE or SCHEMA.TABLE")]
+    Table {
+        /// What the user typed.
+        input: String,
+    },
+}
+
+/// A table, optionally qualified by its schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableName {
+    /// The schema; `None` matches the table in any schema.
+    pub schema: Option<String>,
+    /// The table name, unquoted.
+    pub table: String,
+}
+
+impl TableName {
+    /// Parses `table`, `schema.table`, or double-quoted identifiers (`"My Schema"."t.1"`).
+    pub fn parse(input: &str) -> Result<Self, FilterError> {
+        let err = || FilterError::Table {
+            input: input.to_string(),
+        };
+        let mut parts = Vec::new();
+        let mut current = String::new();
+        let mut quoted = false;
+        let mut chars = input.trim().chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    chars.next();
+                    current.push('"');
+                }
+                '"' => quoted = !quoted,
+                '.' if !quoted => parts.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            }
+        }
+        if quoted {
+            return Err(err());
+        }
+        parts.push(current);
+        if parts.iter().any(String::is_empty) {
+            return Err(err());
+        }
+        match parts.as_slice() {
+            [table] => Ok(TableName {
+                schema: None,
+                table: table.clone(),
+            }),
+            [schema, table] => Ok(TableName {
+                schema: Some(schema.clone()),
+                table: table.clone(),
+            }),
+            _ => Err(err()),
+        }
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.table),
+            None => f.write_str(&self.table),
+        }
+    }
+}
+
+/// A primary-key value to look up: column names to their values as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkFilter(pub JsonObject);
+
+impl PkFilter {
+    /// Parses `id=42`, `a=1,b=x` (composite key), or a JSON object such as
+    /// `{"id":"42"}`. Values are compared as text, the way events store keys.
+    pub fn parse(input: &str) -> Result<Self, FilterError> {
+        let err = |reason| FilterError::Pk {
+            input: input.to_string(),
+            reason,
+        };
+        let s = input.trim();
+        let mut map = JsonObject::new();
+        if s.starts_with('{') {
+            let value: Value = serde_json::from_str(s).map_err(|_| err("not a valid JSON object"))?;
+            let object = value.as_object().ok_or_else(|| err("not a JSON object"))?;
+            for (k, v) in object {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(err("key values must be strings, numbers or booleans")),
+                };
+                map.insert(k.clone(), Value::String(text));
+            }
+        } else {
+            for part in s.split(',') {
+                let (column, value) = part
+                    .split_once('=')
+                    .ok_or_else(|| err("expected COLUMN=VALUE, e.g. id=42 or a=1,b=x"))?;
+                let column = column.trim();
+                if column.is_empty() {
+                    return Err(err("a column name is empty"));
+                }
+                if map.insert(column.to_string(), Value::String(value.to_string())).is_some() {
+                    return Err(err("a column is named twice"));
+                }
+            }
+        }
+        if map.is_empty() {
+            return Err(err("no key columns given"));
+        }
+        Ok(PkFilter(map))
+    }
+
+    /// The canonical text of the key (sorted keys, compact): how stores index it.
+    pub fn canonical(&self) -> String {
+        canonical_pk(&self.0)
+    }
+}
+
+/// The canonical text of a key object, as stores index it.
+pub fn canonical_pk(pk: &JsonObject) -> String {
+    serde_json::to_string(pk).expect("a JSON object always serializes")
+}
+
+/// One row of one table: what `history`, `as-of` and `blame` look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRef {
+    /// The table.
+    pub table: TableName,
+    /// The row's key.
+    pub pk: PkFilter,
+}
+
+/// A search over events. Every set field must match; unset fields match all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only events on this table.
+    pub table: Option<TableName>,
+    /// Only events on the row with this key (usually with `table`).
+    pub pk: Option<PkFilter>,
+    /// Only events by this user: matches the application user or the database role.
+    pub user: Option<String>,
+    /// Only this operation (INSERT, UPDATE, SELECT, CREATE TABLE, …), case-insensitive.
+    pub operation: Option<String>,
+    /// Only this kind of event.
+    pub kind: Option<Kind>,
+    /// Only events from this capture path.
+    pub source: Option<Source>,
+    /// Only events captured at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events captured before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only failed statements.
+    pub failed: bool,
+    /// Only events whose SQL text contains all these words.
+    pub search: Option<String>,
+    /// At most this many events (newest first).
+    pub limit: Option<usize>,
+}
+
+/// Splits a search string into words the way both stores index SQL text:
+/// runs of letters, digits and `_`. Everything else separates words, so no
+/// character in a search string is ever interpreted as query syntax.
+pub fn search_words(search: &str) -> Vec<String> {
+    search
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pk_forms() {
+        assert_eq!(PkFilter::parse("id=42").expect("ok").canonical(), r#"{"id":"42"}"#);
+        assert_eq!(PkFilter::parse("b=x,a=1").expect("ok").canonical(), r#"{"a":"1","b":"x"}"#);
+        assert_eq!(PkFilter::parse(r#"{"id": 42}"#).expect("ok").canonical(), r#"{"id":"42"}"#);
+        assert_eq!(PkFilter::parse("note=a=b").expect("ok").canonical(), r#"{"note":"a=b"}"#);
+        for bad in ["42", "", "=4", "a=1,a=2", "{", "[1]", r#"{"a":[1]}"#] {
+            assert!(PkFilter::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn table_forms() {
+        let t = TableName::parse("public.users").expect("ok");
+        assert_eq!((t.schema.as_deref(), t.table.as_str()), (Some("public"), "users"));
+        let t = TableName::parse(r#""My Schema"."t.1""#).expect("ok");
+        assert_eq!((t.schema.as_deref(), t.table.as_str()), (Some("My Schema"), "t.1"));
+        assert_eq!(TableName::parse("users").expect("ok").schema, None);
+        for bad in ["", "a.b.c", ".x", "\"open"] {
+            assert!(TableName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn search_words_drop_syntax() {
+        assert_eq!(search_words(r#"UPDATE "accounts" OR* (x) NEAR/3"#), ["update", "accounts", "or", "x", "near", "3"]);
+        assert!(search_words("\" ( ) * :").is_empty());
+    }
+}

@@ -1,0 +1,112 @@
+//! Where events are kept: the [`Store`] trait and its two backends.
+//!
+//! A store is append-only and tamper-evident. [`Store::append`] assigns each
+//! event the next `seq`, links it to the previous event by `prev_hash`, hashes
+//! it (see `pgtrail_core::canonical`), and returns only once the whole batch
+//! is durable: fsync'd in SQLite, committed in Postgres. A batch is all or
+//! nothing. Readers never write; [`verify`] walks the chain and the signed
+//! [`Checkpoint`]s to prove nothing was altered, removed, inserted or reordered.
+//!
+//! Backends: [`sqlite`] (embedded default, one file) and [`postgres`] (schema
+//! `pgtrail`, partitioned by month). Both pass the conformance suite in
+//! `tests/conformance`, so every reader behaves the same on either.
+
+pub mod checkpoint;
+mod error;
+pub mod open;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod retention;
+pub mod row;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod verify;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pgtrail_core::{Event, Filter, RowRef};
+
+pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair};
+pub use error::StoreError;
+pub use open::open;
+pub use verify::{verify, Problem, ProblemKind, VerifyReport};
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The newest sealed event of a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Its `seq`.
+    pub seq: i64,
+    /// Its `hash`.
+    pub hash: String,
+}
+
+/// What [`Store::append`] sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// `seq` of the first event of the batch (`None` for an empty batch).
+    pub first_seq: Option<i64>,
+    /// The chain head after the batch (`None` if the store is still empty).
+    pub head: Option<ChainHead>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// Events removed.
+    pub removed: u64,
+    /// Partitions dropped (Postgres) — empty for SQLite.
+    pub dropped_partitions: Vec<String>,
+}
+
+/// Durable, append-only, hash-chained event storage.
+///
+/// Contract, for every backend:
+/// - **Ordering.** `seq` is assigned in append order, starting at 1, without
+///   gaps; concurrent appends (several processes on one store included) are
+///   serialized so the chain stays linear.
+/// - **Durability.** `append` returns `Ok` only when the batch is on disk;
+///   on `Err` nothing of the batch was written.
+/// - **Idempotency.** An event whose `id` is already stored is skipped (not
+///   re-chained), so a retried batch does not duplicate events.
+/// - **Reading.** Readers see only committed batches. Incoming `seq`,
+///   `prev_hash` and `hash` are ignored: the store seals, never trusts.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Seals and appends `events` atomically; durable when this returns.
+    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt>;
+
+    /// Events matching `filter`, newest first (highest `seq` first; events not
+    /// yet sealed come before all sealed ones), at most `filter.limit`.
+    async fn query(&self, filter: &Filter) -> Result<Vec<Event>>;
+
+    /// Every event of one row (matching table and key), plus the TRUNCATE
+    /// events of its table, oldest first: the input of history, as-of and blame.
+    async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>>;
+
+    /// Sealed events with `seq > after`, ascending, at most `limit`: the chain
+    /// as stored, for verify and export.
+    async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The newest sealed event, or `None` for an empty chain.
+    async fn head(&self) -> Result<Option<ChainHead>>;
+
+    /// Records a checkpoint (signed or not) durably.
+    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// All checkpoints, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// Removes sealed events with `seq <= through` (a prefix of the chain)
+    /// after the caller archived them and recorded a prune checkpoint.
+    async fn prune(&self, through: i64) -> Result<PruneOutcome>;
+
+    /// Prepares storage for events up to `until` (Postgres: creates monthly
+    /// partitions ahead). A no-op where nothing needs preparing.
+    async fn prepare_until(&self, until: DateTime<Utc>) -> Result<Vec<String>>;
+
+    /// Where this store is, for messages (path or URL without password).
+    fn location(&self) -> String;
+}

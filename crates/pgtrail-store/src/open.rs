@@ -1,0 +1,83 @@
+//! Opening a store from its URL: `sqlite:PATH` or `postgres://…`.
+
+use std::sync::Arc;
+
+use crate::{Store, StoreError};
+
+/// Opens (creating or migrating if needed) the store named by `url`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        #[cfg(feature = "sqlite")]
+        {
+            if path.is_empty() {
+                return Err(StoreError::Url {
+                    url: url.to_string(),
+                    reason: "sqlite: needs a file path, e.g. sqlite:pgtrail.db".into(),
+                });
+            }
+            let store = crate::sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(StoreError::Url {
+            url: url.to_string(),
+            reason: format!("this build has no SQLite support ({path})"),
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = crate::postgres::PostgresStore::connect(url).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Url {
+            url: redact_url(url),
+            reason: "this build has no PostgreSQL support".into(),
+        });
+    }
+    Err(StoreError::Url {
+        url: redact_url(url),
+        reason: "expected sqlite:PATH or postgres://USER@HOST/DB".into(),
+    })
+}
+
+/// The URL with any password replaced by `***`, safe to print and log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let mut redacted = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    };
+    // libpq also accepts password=… as a query parameter.
+    if let Some(start) = redacted.find("password=") {
+        let value_start = start + "password=".len();
+        let value_end = redacted[value_start..]
+            .find('&')
+            .map_or(redacted.len(), |i| value_start + i);
+        redacted.replace_range(value_start..value_end, "***");
+    }
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_survive() {
+        assert_eq!(redact_url("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db?password=s3cret&sslmode=disable"), "postgres://u@h/db?password=***&sslmode=disable");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("sqlite:x.db"), "sqlite:x.db");
+    }
+}
