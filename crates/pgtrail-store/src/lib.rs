@@ -78,8 +78,8 @@ pub trait Store: Send + Sync {
     /// Seals and appends `events` atomically; durable when this returns.
     async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt>;
 
-    /// Events matching `filter`, newest first (highest `seq` first; events not
-    /// yet sealed come before all sealed ones), at most `filter.limit`.
+    /// Events matching `filter`, newest first (highest `seq` first), at most
+    /// `filter.limit`.
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>>;
 
     /// Every event of one row (matching table and key), plus the TRUNCATE

@@ -1,0 +1,1 @@
+//! Backend-specific tests of the SQLite store (owned by the SQLite backend work).
