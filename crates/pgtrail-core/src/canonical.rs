@@ -47,7 +47,8 @@ mod tests {
     fn sample() -> Event {
         let mut e = Event::new(Source::Trigger, Kind::RowChange);
         e.table = Some("accounts".into());
-        e.new = serde_json::from_str(r#"{"zeta": 1, "alpha": "x", "amount": 12.50}"#).expect("valid JSON");
+        e.new = serde_json::from_str(r#"{"zeta": 1, "alpha": "x", "amount": 12.50}"#)
+            .expect("valid JSON");
         e
     }
 

@@ -126,7 +126,10 @@ impl Config {
     /// Checks values that TOML types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.store.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::Invalid {
                 key: "store.url".into(),
                 reason: "expected sqlite:PATH or postgres://…".into(),
@@ -138,11 +141,16 @@ impl Config {
                 reason: e.to_string(),
             })?;
         }
-        for name in self.identity.user_settings.iter().chain([&self.identity.context_setting]) {
+        for name in self
+            .identity
+            .user_settings
+            .iter()
+            .chain([&self.identity.context_setting])
+        {
             let valid = name.split_once('.').is_some_and(|(a, b)| {
-                [a, b]
-                    .iter()
-                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                [a, b].iter().all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
             });
             if !valid {
                 return Err(ConfigError::Invalid {

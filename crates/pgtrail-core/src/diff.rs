@@ -65,6 +65,9 @@ mod tests {
         let d = diff_rows(None, Some(&new));
         assert_eq!(d.len(), 2);
         assert_eq!(d[1].column, "note");
-        assert_eq!((d[1].old.clone(), d[1].new.clone()), (None, Some(Value::Null)));
+        assert_eq!(
+            (d[1].old.clone(), d[1].new.clone()),
+            (None, Some(Value::Null))
+        );
     }
 }

@@ -266,7 +266,11 @@ impl Event {
 
     /// Whether the event records a failure (a statement with an error or SQLSTATE).
     pub fn failed(&self) -> bool {
-        self.error.is_some() || self.sqlstate.as_deref().is_some_and(|s| !s.starts_with("00"))
+        self.error.is_some()
+            || self
+                .sqlstate
+                .as_deref()
+                .is_some_and(|s| !s.starts_with("00"))
     }
 
     /// The user to show: the application user if known, else the database role.

@@ -103,7 +103,8 @@ impl PkFilter {
         let s = input.trim();
         let mut map = JsonObject::new();
         if s.starts_with('{') {
-            let value: Value = serde_json::from_str(s).map_err(|_| err("not a valid JSON object"))?;
+            let value: Value =
+                serde_json::from_str(s).map_err(|_| err("not a valid JSON object"))?;
             let object = value.as_object().ok_or_else(|| err("not a JSON object"))?;
             for (k, v) in object {
                 let text = match v {
@@ -123,7 +124,10 @@ impl PkFilter {
                 if column.is_empty() {
                     return Err(err("a column name is empty"));
                 }
-                if map.insert(column.to_string(), Value::String(value.to_string())).is_some() {
+                if map
+                    .insert(column.to_string(), Value::String(value.to_string()))
+                    .is_some()
+                {
                     return Err(err("a column is named twice"));
                 }
             }
@@ -198,10 +202,22 @@ mod tests {
 
     #[test]
     fn pk_forms() {
-        assert_eq!(PkFilter::parse("id=42").expect("ok").canonical(), r#"{"id":"42"}"#);
-        assert_eq!(PkFilter::parse("b=x,a=1").expect("ok").canonical(), r#"{"a":"1","b":"x"}"#);
-        assert_eq!(PkFilter::parse(r#"{"id": 42}"#).expect("ok").canonical(), r#"{"id":"42"}"#);
-        assert_eq!(PkFilter::parse("note=a=b").expect("ok").canonical(), r#"{"note":"a=b"}"#);
+        assert_eq!(
+            PkFilter::parse("id=42").expect("ok").canonical(),
+            r#"{"id":"42"}"#
+        );
+        assert_eq!(
+            PkFilter::parse("b=x,a=1").expect("ok").canonical(),
+            r#"{"a":"1","b":"x"}"#
+        );
+        assert_eq!(
+            PkFilter::parse(r#"{"id": 42}"#).expect("ok").canonical(),
+            r#"{"id":"42"}"#
+        );
+        assert_eq!(
+            PkFilter::parse("note=a=b").expect("ok").canonical(),
+            r#"{"note":"a=b"}"#
+        );
         for bad in ["42", "", "=4", "a=1,a=2", "{", "[1]", r#"{"a":[1]}"#] {
             assert!(PkFilter::parse(bad).is_err(), "{bad}");
         }
@@ -210,9 +226,15 @@ mod tests {
     #[test]
     fn table_forms() {
         let t = TableName::parse("public.users").expect("ok");
-        assert_eq!((t.schema.as_deref(), t.table.as_str()), (Some("public"), "users"));
+        assert_eq!(
+            (t.schema.as_deref(), t.table.as_str()),
+            (Some("public"), "users")
+        );
         let t = TableName::parse(r#""My Schema"."t.1""#).expect("ok");
-        assert_eq!((t.schema.as_deref(), t.table.as_str()), (Some("My Schema"), "t.1"));
+        assert_eq!(
+            (t.schema.as_deref(), t.table.as_str()),
+            (Some("My Schema"), "t.1")
+        );
         assert_eq!(TableName::parse("users").expect("ok").schema, None);
         for bad in ["", "a.b.c", ".x", "\"open"] {
             assert!(TableName::parse(bad).is_err(), "{bad}");
@@ -221,7 +243,10 @@ mod tests {
 
     #[test]
     fn search_words_drop_syntax() {
-        assert_eq!(search_words(r#"UPDATE "accounts" OR* (x) NEAR/3"#), ["update", "accounts", "or", "x", "near", "3"]);
+        assert_eq!(
+            search_words(r#"UPDATE "accounts" OR* (x) NEAR/3"#),
+            ["update", "accounts", "or", "x", "near", "3"]
+        );
         assert!(search_words("\" ( ) * :").is_empty());
     }
 }

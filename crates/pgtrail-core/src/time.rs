@@ -65,12 +65,16 @@ pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Time
             return Ok(t.and_utc());
         }
     }
-    if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(|c: char| c.is_ascii_alphabetic()) {
+    if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
         let ago = parse_duration(s)?;
-        return now.checked_sub_signed(ago).map(truncate_micros).ok_or(TimeError {
-            input: input.to_string(),
-            reason: "too far in the past",
-        });
+        return now
+            .checked_sub_signed(ago)
+            .map(truncate_micros)
+            .ok_or(TimeError {
+                input: input.to_string(),
+                reason: "too far in the past",
+            });
     }
     Err(TimeError {
         input: input.to_string(),
@@ -134,8 +138,14 @@ mod tests {
 
     #[test]
     fn relative_times_count_back_from_now() {
-        assert_eq!(parse_time("2h", now()).expect("ok").to_rfc3339(), "2026-03-10T10:00:00+00:00");
-        assert_eq!(parse_time("7d", now()).expect("ok").to_rfc3339(), "2026-03-03T12:00:00+00:00");
+        assert_eq!(
+            parse_time("2h", now()).expect("ok").to_rfc3339(),
+            "2026-03-10T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("7d", now()).expect("ok").to_rfc3339(),
+            "2026-03-03T12:00:00+00:00"
+        );
     }
 
     #[test]
@@ -148,7 +158,14 @@ mod tests {
 
     #[test]
     fn bad_times_say_what_is_expected() {
-        for bad in ["yesterday", "2x", "h2", "", "2026-13-01", "99999999999999999999d"] {
+        for bad in [
+            "yesterday",
+            "2x",
+            "h2",
+            "",
+            "2026-13-01",
+            "99999999999999999999d",
+        ] {
             let e = parse_time(bad, now()).expect_err(bad);
             assert!(e.to_string().contains("invalid time"), "{e}");
         }

@@ -161,8 +161,10 @@ impl KeyPair {
             options.mode(0o600);
         }
         let mut file = options.open(private).map_err(|e| io_err(private, e))?;
-        writeln!(file, "{}", hex::encode(self.signing.to_bytes())).map_err(|e| io_err(private, e))?;
-        std::fs::write(public, format!("{}\n", self.public_hex())).map_err(|e| io_err(public, e))?;
+        writeln!(file, "{}", hex::encode(self.signing.to_bytes()))
+            .map_err(|e| io_err(private, e))?;
+        std::fs::write(public, format!("{}\n", self.public_hex()))
+            .map_err(|e| io_err(public, e))?;
         Ok(())
     }
 }
@@ -170,13 +172,18 @@ impl KeyPair {
 /// Reads a public key file (hex).
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, StoreError> {
     let bytes = read_hex_key(path, "public")?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| StoreError::Invalid(format!("{} is not a valid Ed25519 public key", path.display())))
+    VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        StoreError::Invalid(format!(
+            "{} is not a valid Ed25519 public key",
+            path.display()
+        ))
+    })
 }
 
 fn read_hex_key(path: &Path, which: &str) -> Result<[u8; 32], StoreError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| StoreError::Invalid(format!("cannot read {which} key {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StoreError::Invalid(format!("cannot read {which} key {}: {e}", path.display()))
+    })?;
     hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -210,8 +217,14 @@ mod tests {
         let (private, public) = (dir.path().join("k"), dir.path().join("k.pub"));
         let key = KeyPair::generate().expect("key");
         key.save(&private, &public).expect("save");
-        assert!(key.save(&private, &public).is_err(), "never overwrites a key");
-        assert_eq!(KeyPair::load(&private).expect("load").public_hex(), key.public_hex());
+        assert!(
+            key.save(&private, &public).is_err(),
+            "never overwrites a key"
+        );
+        assert_eq!(
+            KeyPair::load(&private).expect("load").public_hex(),
+            key.public_hex()
+        );
         assert_eq!(load_public_key(&public).expect("load"), key.verifying_key());
         std::fs::write(&public, "zz").expect("write");
         assert!(load_public_key(&public).is_err());

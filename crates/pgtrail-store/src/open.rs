@@ -6,7 +6,10 @@ use crate::{Store, StoreError};
 
 /// Opens (creating or migrating if needed) the store named by `url`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         #[cfg(feature = "sqlite")]
         {
             if path.is_empty() {
@@ -75,8 +78,14 @@ mod tests {
 
     #[test]
     fn passwords_never_survive() {
-        assert_eq!(redact_url("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("postgres://u@h/db?password=s3cret&sslmode=disable"), "postgres://u@h/db?password=***&sslmode=disable");
+        assert_eq!(
+            redact_url("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=s3cret&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("sqlite:x.db"), "sqlite:x.db");
     }

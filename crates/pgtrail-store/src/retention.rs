@@ -45,7 +45,9 @@ pub async fn apply(
 ) -> Result<RetentionOutcome> {
     let cutoff = now - keep;
     let mut outcome = RetentionOutcome {
-        created_partitions: store.prepare_until(now + Duration::days(PREPARE_AHEAD_DAYS)).await?,
+        created_partitions: store
+            .prepare_until(now + Duration::days(PREPARE_AHEAD_DAYS))
+            .await?,
         ..Default::default()
     };
 
@@ -88,7 +90,10 @@ pub async fn apply(
         }
         return Ok(outcome);
     };
-    let (through, hash) = (last.seq.unwrap_or_default(), last.hash.clone().unwrap_or_default());
+    let (through, hash) = (
+        last.seq.unwrap_or_default(),
+        last.hash.clone().unwrap_or_default(),
+    );
     if let Some(archive) = archive {
         outcome.archive = Some(archive.finish(through)?);
     }
@@ -114,9 +119,14 @@ struct Archive {
 
 impl Archive {
     fn create(dir: &Path, first: i64, now: DateTime<Utc>) -> Result<Self> {
-        let io = |e: std::io::Error| StoreError::Invalid(format!("cannot write archive in {}: {e}", dir.display()));
+        let io = |e: std::io::Error| {
+            StoreError::Invalid(format!("cannot write archive in {}: {e}", dir.display()))
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let temp = dir.join(format!(".pgtrail-archive-{}.partial", now.timestamp_micros()));
+        let temp = dir.join(format!(
+            ".pgtrail-archive-{}.partial",
+            now.timestamp_micros()
+        ));
         let file = std::fs::File::create(&temp).map_err(io)?;
         Ok(Archive {
             dir: dir.to_path_buf(),
@@ -131,12 +141,19 @@ impl Archive {
         self.writer
             .write_all(&line)
             .and_then(|()| self.writer.write_all(b"\n"))
-            .map_err(|e| StoreError::Invalid(format!("cannot write archive {}: {e}", self.temp.display())))
+            .map_err(|e| {
+                StoreError::Invalid(format!("cannot write archive {}: {e}", self.temp.display()))
+            })
     }
 
     /// Flushes, fsyncs, renames into place and writes the checksum file.
     fn finish(self, last: i64) -> Result<PathBuf> {
-        let io = |e: std::io::Error| StoreError::Invalid(format!("cannot finish archive in {}: {e}", self.dir.display()));
+        let io = |e: std::io::Error| {
+            StoreError::Invalid(format!(
+                "cannot finish archive in {}: {e}",
+                self.dir.display()
+            ))
+        };
         let file = self.writer.finish().map_err(io)?;
         file.sync_all().map_err(io)?;
         let name = format!("pgtrail-{:012}-{:012}.jsonl.gz", self.first, last);
@@ -145,7 +162,9 @@ impl Archive {
         let digest = hex::encode(Sha256::digest(std::fs::read(&path).map_err(io)?));
         let sum = self.dir.join(format!("{name}.sha256"));
         std::fs::write(&sum, format!("{digest}  {name}\n")).map_err(io)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(path)
     }
 

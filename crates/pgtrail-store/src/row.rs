@@ -25,7 +25,14 @@ pub enum RowEffect {
 
 /// How `event` affects the row it concerns.
 pub fn effect(event: &Event) -> RowEffect {
-    match (event.kind, event.operation.as_deref().map(str::to_ascii_uppercase).as_deref()) {
+    match (
+        event.kind,
+        event
+            .operation
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+    ) {
         (Kind::Snapshot, _) => RowEffect::Created,
         (Kind::RowChange, Some("INSERT")) => RowEffect::Created,
         (Kind::RowChange, Some("UPDATE")) => RowEffect::Updated,
@@ -74,7 +81,10 @@ pub fn history(events: &[Event]) -> Vec<HistoryEntry> {
 fn apply(state: Option<JsonObject>, event: &Event) -> Option<JsonObject> {
     match effect(event) {
         RowEffect::Created => Some(merged(None, event.new.as_ref())),
-        RowEffect::Updated => Some(merged(state.as_ref().or(event.old.as_ref()), event.new.as_ref())),
+        RowEffect::Updated => Some(merged(
+            state.as_ref().or(event.old.as_ref()),
+            event.new.as_ref(),
+        )),
         RowEffect::Removed => None,
         RowEffect::None => state,
     }
@@ -129,7 +139,9 @@ pub fn as_of(events: &[Event], at: DateTime<Utc>) -> AsOf {
             values,
             last: Box::new(last.clone()),
         },
-        (None, Some(by)) => AsOf::Deleted { by: Box::new(by.clone()) },
+        (None, Some(by)) => AsOf::Deleted {
+            by: Box::new(by.clone()),
+        },
         _ => AsOf::NotYetExisting {
             first: events
                 .iter()
@@ -189,7 +201,11 @@ pub fn blame(events: &[Event]) -> Option<Vec<BlameLine>> {
             .into_iter()
             .filter_map(|(column, value)| {
                 let event = (*setters.get(&column)?).clone();
-                Some(BlameLine { column, value, event })
+                Some(BlameLine {
+                    column,
+                    value,
+                    event,
+                })
             })
             .collect(),
     )

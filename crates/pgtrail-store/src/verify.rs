@@ -132,7 +132,12 @@ pub async fn verify(store: &dyn Store, public_key: Option<&VerifyingKey>) -> Res
     report.problems.extend(chain_problem);
 
     for checkpoint in &checkpoints {
-        if let Some(problem) = check_checkpoint(checkpoint, &seen_at_checkpoints, report.head_seq, public_key) {
+        if let Some(problem) = check_checkpoint(
+            checkpoint,
+            &seen_at_checkpoints,
+            report.head_seq,
+            public_key,
+        ) {
             report.problems.push(problem);
         } else if checkpoint.signature.is_some() && public_key.is_some() {
             report.checkpoints_signed += 1;
@@ -154,7 +159,10 @@ fn check_link(
         let detail = if expected_seq == seq - 1 {
             format!("event {expected_seq} is missing: it was removed")
         } else {
-            format!("events {expected_seq} to {} are missing: they were removed", seq - 1)
+            format!(
+                "events {expected_seq} to {} are missing: they were removed",
+                seq - 1
+            )
         };
         return Some(Problem {
             kind: ProblemKind::Removed,
@@ -166,7 +174,10 @@ fn check_link(
         return Some(Problem {
             kind: ProblemKind::Modified,
             seq,
-            detail: format!("event {seq} (id {}) was modified: its content no longer matches its hash", event.id),
+            detail: format!(
+                "event {seq} (id {}) was modified: its content no longer matches its hash",
+                event.id
+            ),
         });
     }
     if stored_prev != prev_hash {
@@ -203,7 +214,12 @@ fn check_checkpoint(
             detail,
         })
     };
-    let what = format!("{} checkpoint at event {} ({})", checkpoint.kind.as_str(), checkpoint.seq, pgtrail_core::time::format_micros(&checkpoint.created_at));
+    let what = format!(
+        "{} checkpoint at event {} ({})",
+        checkpoint.kind.as_str(),
+        checkpoint.seq,
+        pgtrail_core::time::format_micros(&checkpoint.created_at)
+    );
     if let Some(key) = public_key {
         match checkpoint.verify_signature(key) {
             Ok(true) => {}

@@ -22,7 +22,9 @@ impl PgBinaries {
 }
 
 fn has_server(dir: &Path) -> bool {
-    ["initdb", "postgres", "pg_ctl"].iter().all(|p| dir.join(p).is_file())
+    ["initdb", "postgres", "pg_ctl"]
+        .iter()
+        .all(|p| dir.join(p).is_file())
 }
 
 /// Finds the server binaries (see the crate docs for the search order).
@@ -51,7 +53,10 @@ pub fn find_bindir() -> Result<PgBinaries, TestkitError> {
     versioned.sort_by(|a, b| b.0.cmp(&a.0));
     candidates.extend(versioned.into_iter().map(|(_, dir)| dir));
 
-    let found = candidates.into_iter().find(|d| has_server(d)).ok_or(TestkitError::NoBinaries)?;
+    let found = candidates
+        .into_iter()
+        .find(|d| has_server(d))
+        .ok_or(TestkitError::NoBinaries)?;
     // /usr/local/bin may hold symlinks to one version's programs; the real
     // directory also has psql, pg_recvlogical and the rest of that version.
     let bindir = std::fs::canonicalize(found.join("initdb"))
@@ -64,10 +69,13 @@ pub fn find_bindir() -> Result<PgBinaries, TestkitError> {
 
 fn server_major(bindir: &Path) -> Result<u32, TestkitError> {
     let program = bindir.join("postgres");
-    let out = Command::new(&program).arg("--version").output().map_err(|e| TestkitError::Command {
-        command: format!("{} --version", program.display()),
-        detail: e.to_string(),
-    })?;
+    let out = Command::new(&program)
+        .arg("--version")
+        .output()
+        .map_err(|e| TestkitError::Command {
+            command: format!("{} --version", program.display()),
+            detail: e.to_string(),
+        })?;
     // "postgres (PostgreSQL) 15.18 (Debian …)"
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()

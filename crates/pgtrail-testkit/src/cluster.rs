@@ -58,7 +58,11 @@ impl Cluster {
         let bins = find_bindir()?;
         let (dir, keep_dir) = match &options.data_dir {
             Some(dir) => (dir.clone(), true),
-            None => (std::env::temp_dir().join(format!("pgtrail-test-{}", uuid::Uuid::new_v4().simple())), false),
+            None => (
+                std::env::temp_dir()
+                    .join(format!("pgtrail-test-{}", uuid::Uuid::new_v4().simple())),
+                false,
+            ),
         };
         let mut cluster = Cluster {
             bins,
@@ -83,7 +87,11 @@ impl Cluster {
                     cluster.running = true;
                     return Ok(cluster);
                 }
-                Err(e) if options.port.is_none() && cluster.log_tail().contains("could not bind") => last_error = Some(e),
+                Err(e)
+                    if options.port.is_none() && cluster.log_tail().contains("could not bind") =>
+                {
+                    last_error = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -117,7 +125,8 @@ impl Cluster {
 
     /// Connects to `db` as `postgres`; the connection runs on a spawned task.
     pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client, TestkitError> {
-        let (client, connection) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls).await?;
+        let (client, connection) =
+            tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -129,12 +138,23 @@ impl Cluster {
     pub async fn create_database(&self, prefix: &str) -> Result<String, TestkitError> {
         let clean: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
-        let name = format!("{clean}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let name = format!(
+            "{clean}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let client = self.connect("postgres").await?;
-        client.batch_execute(&format!("create database \"{name}\"")).await?;
+        client
+            .batch_execute(&format!("create database \"{name}\""))
+            .await?;
         Ok(self.url(&name))
     }
 
@@ -142,11 +162,24 @@ impl Cluster {
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, TestkitError> {
         let psql = self.bins.program("psql");
         let out = Command::new(&psql)
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(db),
+                "-c",
+                sql,
+            ])
             .output()
             .map_err(|e| command_error(&psql, e.to_string()))?;
         if !out.status.success() {
-            return Err(command_error(&psql, String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(command_error(
+                &psql,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
     }
@@ -159,38 +192,57 @@ impl Cluster {
         self.running = false;
         let data = self.data_dir();
         let mode = if self.keep_dir { "fast" } else { "immediate" };
-        self.run_pg("pg_ctl", &["-D", path_str(&data), "-m", mode, "-w", "stop"]).map(drop)
+        self.run_pg("pg_ctl", &["-D", path_str(&data), "-m", mode, "-w", "stop"])
+            .map(drop)
     }
 
     /// Copies the machine-wide template (running initdb once to make it).
     fn create_from_template(&self) -> Result<(), TestkitError> {
         let template = self.ensure_template()?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(format!("create {}", self.dir.display()), e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| io_error(format!("create {}", self.dir.display()), e))?;
         let status = Command::new("cp")
             .args(["-a", path_str(&template), path_str(&self.data_dir())])
             .status()
             .map_err(|e| io_error("copy the template cluster".into(), e))?;
         if !status.success() {
-            return Err(command_error(Path::new("cp"), format!("copying {} failed", template.display())));
+            return Err(command_error(
+                Path::new("cp"),
+                format!("copying {} failed", template.display()),
+            ));
         }
         self.give_to_postgres(&self.dir)
     }
 
     /// The initdb'd template for this version, made once and shared.
     fn ensure_template(&self) -> Result<PathBuf, TestkitError> {
-        let root = std::env::temp_dir().join(format!("pgtrail-testkit-template-{}-uid{}", self.bins.major, current_uid()));
+        let root = std::env::temp_dir().join(format!(
+            "pgtrail-testkit-template-{}-uid{}",
+            self.bins.major,
+            current_uid()
+        ));
         let template = root.join("data");
         if template.join("PG_VERSION").is_file() {
             return Ok(template);
         }
-        std::fs::create_dir_all(&root).map_err(|e| io_error(format!("create {}", root.display()), e))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| io_error(format!("create {}", root.display()), e))?;
         self.give_to_postgres(&root)?;
         // initdb into a private directory, then rename: concurrent tests race
         // harmlessly and the template is never seen half-made.
         let staging = root.join(format!("staging-{}", uuid::Uuid::new_v4().simple()));
         self.run_pg(
             "initdb",
-            &["-D", path_str(&staging), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
+            &[
+                "-D",
+                path_str(&staging),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
         )?;
         if std::fs::rename(&staging, &template).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
@@ -211,7 +263,18 @@ impl Cluster {
         let data = self.data_dir();
         self.run_pg(
             "pg_ctl",
-            &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "-o", &options, "start"],
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
         )
         .map(drop)
         .map_err(|e| match e {
@@ -267,7 +330,10 @@ impl Cluster {
         if !status.success() {
             return Err(command_error(
                 Path::new("chown"),
-                format!("cannot give {} to the postgres user (does it exist?)", dir.display()),
+                format!(
+                    "cannot give {} to the postgres user (does it exist?)",
+                    dir.display()
+                ),
             ));
         }
         Ok(())
@@ -284,7 +350,8 @@ impl Drop for Cluster {
 }
 
 fn free_port() -> Result<u16, TestkitError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| io_error("find a free port".into(), e))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| io_error("find a free port".into(), e))?;
     listener
         .local_addr()
         .map(|a| a.port())

@@ -8,7 +8,10 @@ async fn cluster_starts_with_logical_replication_and_is_removed_on_drop() {
     let cluster = Cluster::start().expect("cluster starts");
     let dir = cluster.dir().to_path_buf();
     let client = cluster.connect("postgres").await.expect("connect");
-    let row = client.query_one("show wal_level", &[]).await.expect("query");
+    let row = client
+        .query_one("show wal_level", &[])
+        .await
+        .expect("query");
     assert_eq!(row.get::<_, String>(0), "logical");
 
     let a = cluster.create_database("same name").await.expect("db a");
@@ -26,7 +29,10 @@ fn two_clusters_run_side_by_side() {
     let a = Cluster::start().expect("a");
     let b = Cluster::start().expect("b");
     assert_ne!(a.port(), b.port());
-    assert_eq!(b.psql("postgres", "select current_user").expect("psql"), "postgres");
+    assert_eq!(
+        b.psql("postgres", "select current_user").expect("psql"),
+        "postgres"
+    );
 }
 
 #[test]

@@ -4,7 +4,9 @@ use pgtrail_core::Source;
 use serde_json::json;
 
 fn at(minute: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 5, 1, 12, minute, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 5, 1, 12, minute, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn obj(v: Value) -> Option<JsonObject> {
@@ -24,11 +26,35 @@ fn change(op: &str, minute: u32, user: &str, old: Value, new: Value) -> Event {
 
 fn story() -> Vec<Event> {
     vec![
-        change("INSERT", 0, "alice", Value::Null, json!({"id": 1, "name": "bob", "email": "b@x"})),
-        change("UPDATE", 10, "carol", json!({"id": 1, "name": "bob", "email": "b@x"}), json!({"id": 1, "name": "robert", "email": "b@x"})),
+        change(
+            "INSERT",
+            0,
+            "alice",
+            Value::Null,
+            json!({"id": 1, "name": "bob", "email": "b@x"}),
+        ),
+        change(
+            "UPDATE",
+            10,
+            "carol",
+            json!({"id": 1, "name": "bob", "email": "b@x"}),
+            json!({"id": 1, "name": "robert", "email": "b@x"}),
+        ),
         // A CDC-style update whose old image holds only the key.
-        change("UPDATE", 20, "dave", json!({"id": 1}), json!({"id": 1, "name": "robert", "email": "r@x"})),
-        change("DELETE", 30, "erin", json!({"id": 1, "name": "robert", "email": "r@x"}), Value::Null),
+        change(
+            "UPDATE",
+            20,
+            "dave",
+            json!({"id": 1}),
+            json!({"id": 1, "name": "robert", "email": "r@x"}),
+        ),
+        change(
+            "DELETE",
+            30,
+            "erin",
+            json!({"id": 1, "name": "robert", "email": "r@x"}),
+            Value::Null,
+        ),
     ]
 }
 
@@ -38,9 +64,16 @@ fn history_is_newest_first_with_only_real_changes() {
     assert_eq!(h.len(), 4);
     assert_eq!(h[0].event.operation.as_deref(), Some("DELETE"));
     let email = &h[1].changes;
-    assert_eq!(email.len(), 1, "partial old image must not show unchanged columns: {email:?}");
+    assert_eq!(
+        email.len(),
+        1,
+        "partial old image must not show unchanged columns: {email:?}"
+    );
     assert_eq!(email[0].column, "email");
-    assert_eq!((email[0].old.clone(), email[0].new.clone()), (Some(json!("b@x")), Some(json!("r@x"))));
+    assert_eq!(
+        (email[0].old.clone(), email[0].new.clone()),
+        (Some(json!("b@x")), Some(json!("r@x")))
+    );
     assert_eq!(h[2].changes[0].column, "name");
     assert_eq!(h[3].changes.len(), 3, "insert shows every column");
 }
@@ -48,7 +81,10 @@ fn history_is_newest_first_with_only_real_changes() {
 #[test]
 fn as_of_replays_to_the_moment() {
     let events = story();
-    assert!(matches!(as_of(&events, at(0) - chrono::Duration::seconds(1)), AsOf::NotYetExisting { first: Some(_) }));
+    assert!(matches!(
+        as_of(&events, at(0) - chrono::Duration::seconds(1)),
+        AsOf::NotYetExisting { first: Some(_) }
+    ));
     match as_of(&events, at(15)) {
         AsOf::Existing { values, last } => {
             assert_eq!(values.get("name"), Some(&json!("robert")));
@@ -77,5 +113,8 @@ fn blame_names_who_set_each_value() {
     assert_eq!(who("id"), "alice");
     assert_eq!(who("name"), "carol");
     assert_eq!(who("email"), "dave");
-    assert!(blame(&story()).is_none(), "deleted rows have no current state");
+    assert!(
+        blame(&story()).is_none(),
+        "deleted rows have no current state"
+    );
 }
