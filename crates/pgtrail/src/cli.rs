@@ -1,0 +1,260 @@
+//! The command line: global options and one subcommand per verb.
+//!
+//! Doc comments are the help text. Each verb's arguments live in their own
+//! struct here so that `commands/<verb>.rs` only holds behaviour. Global
+//! options (`--config`, `--store`, `--format`) may be given before or after
+//! the verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// pgtrail: a tamper-evident audit trail for PostgreSQL.
+///
+/// Captures row changes, DDL and statements, keeps them append-only in a
+/// hash-chained store (an SQLite file or a Postgres schema), and answers
+/// "who changed what, when" from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "pgtrail", version, propagate_version = true)]
+#[command(after_help = "\
+Quick start:
+  pgtrail import examples/sample.jsonl     # load a sample trail into sqlite:pgtrail.db
+  pgtrail log                              # the newest events
+  pgtrail history public.users id=1        # every change to one row
+
+Configuration comes from pgtrail.toml (see `pgtrail init`), then PGTRAIL_SECTION__KEY
+environment variables (e.g. PGTRAIL_STORE__URL), then flags.")]
+pub struct Cli {
+    /// Configuration file [default: pgtrail.toml, if it exists].
+    #[arg(long, global = true, env = "PGTRAIL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Store to use: `sqlite:PATH` or `postgres://USER@HOST/DB` (overrides `[store] url`).
+    #[arg(long, global = true, env = "PGTRAIL_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
+    /// Output format [default: table on a terminal, jsonl when piped].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented pgtrail.toml template to start from.
+    Init(InitArgs),
+    /// Make an Ed25519 key pair for signing checkpoints.
+    Keygen(KeygenArgs),
+    /// Sign the chain's current head and store the checkpoint.
+    Checkpoint(CheckpointArgs),
+    /// Check that no event was modified, removed, inserted or reordered.
+    Verify(VerifyArgs),
+    /// List events, newest first, filtered.
+    Log(LogArgs),
+    /// Every change to one row, newest first, with a field-level diff.
+    History(HistoryArgs),
+    /// One row as it was at a moment.
+    #[command(name = "as-of")]
+    AsOf(AsOfArgs),
+    /// Who set each current value of one row, when, in which transaction.
+    Blame(BlameArgs),
+    /// Append events from a JSONL file; they are sealed anew.
+    Import(ImportArgs),
+    /// Write the chain, oldest first, as JSONL.
+    Export(ExportArgs),
+    /// Remove (optionally archive) events older than the retention window.
+    Retention(RetentionArgs),
+}
+
+/// `pgtrail init`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail init                      # writes ./pgtrail.toml
+  pgtrail --config /etc/pgtrail.toml init --force")]
+pub struct InitArgs {
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `pgtrail keygen`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  pgtrail keygen --out /etc/pgtrail/signing.key
+  # then in pgtrail.toml:  [signing] private_key = \"/etc/pgtrail/signing.key\"
+  # and give signing.key.pub to whoever runs `pgtrail verify --public-key`.")]
+pub struct KeygenArgs {
+    /// Private key file to write; the public key goes to the same path plus `.pub`.
+    /// Existing files are never overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// `pgtrail checkpoint`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Run it regularly, e.g. from cron:
+  */10 * * * *  pgtrail checkpoint
+The private key comes from [signing] private_key or PGTRAIL_SIGNING__PRIVATE_KEY.")]
+pub struct CheckpointArgs {
+    /// Private key file [default: `[signing] private_key`].
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+}
+
+/// `pgtrail verify`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit status: 0 when the chain is intact, 1 when a problem was found, 2 on error.
+Example:
+  pgtrail verify --public-key signing.key.pub")]
+pub struct VerifyArgs {
+    /// Public key that every checkpoint must be signed with [default: `[signing] public_key`].
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
+/// Filters shared by `log` and `export`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct FilterArgs {
+    /// Only events on this table (`users` or `public.users`).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Only events on the row with this key: `id=42`, or `a=1,b=x` for a composite key.
+    #[arg(long, value_name = "KEY")]
+    pub pk: Option<String>,
+    /// Only events by this user (application user or database role).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only this operation: INSERT, UPDATE, DELETE, TRUNCATE, or a command tag such as "CREATE TABLE".
+    #[arg(long, value_name = "OP")]
+    pub op: Option<String>,
+    /// Only this kind: row_change, ddl, statement, session, snapshot.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only this capture path: trigger, cdc, proxy.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Only events at or after this time: RFC 3339, a date, or a duration ago (`2h`, `7d`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only failed statements.
+    #[arg(long)]
+    pub failed: bool,
+    /// Only events whose SQL text contains all these words.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+}
+
+/// `pgtrail log`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail log --table public.users --since 2h
+  pgtrail log --user alice@example.com --op UPDATE --limit 20
+  pgtrail log --failed --format json
+  pgtrail log --search \"drop table\"")]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// At most this many events (the newest).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
+}
+
+/// `pgtrail history`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  pgtrail history public.users id=1
+  pgtrail history order_lines order_id=7,line=2")]
+pub struct HistoryArgs {
+    /// The table (`users` or `public.users`).
+    pub table: String,
+    /// The row's key: `id=42`, or `a=1,b=x` for a composite key.
+    pub pk: String,
+}
+
+/// `pgtrail as-of`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail as-of public.users id=1 2026-01-31T12:00:00Z
+  pgtrail as-of public.users id=1 2h        # two hours ago")]
+pub struct AsOfArgs {
+    /// The table (`users` or `public.users`).
+    pub table: String,
+    /// The row's key: `id=42`, or `a=1,b=x` for a composite key.
+    pub pk: String,
+    /// The moment: RFC 3339, a date, or a duration ago (`2h`, `7d`).
+    pub time: String,
+}
+
+/// `pgtrail blame`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  pgtrail blame public.accounts id=10")]
+pub struct BlameArgs {
+    /// The table (`users` or `public.users`).
+    pub table: String,
+    /// The row's key: `id=42`, or `a=1,b=x` for a composite key.
+    pub pk: String,
+}
+
+/// `pgtrail import`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each line is one event as JSON (the form `pgtrail export` writes). seq, prev_hash and
+hash are ignored: the store seals every event anew. Events whose id is already stored
+are skipped. A bad line stops the import; the batch it is in is not written.
+Examples:
+  pgtrail import examples/sample.jsonl
+  pgtrail --store sqlite:old.db export | pgtrail --store sqlite:new.db import -")]
+pub struct ImportArgs {
+    /// JSONL file to read, or `-` for standard input.
+    pub file: PathBuf,
+}
+
+/// `pgtrail export`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes every field of every event, including seq, prev_hash and hash, oldest first.
+Examples:
+  pgtrail export --out trail.jsonl
+  pgtrail export --table public.users --since 7d > users-week.jsonl")]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// File to write [default: standard output].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `pgtrail retention`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Removes the oldest events as a prefix of the chain, after recording a (signed, when
+[signing] private_key is set) checkpoint, so `pgtrail verify` still passes.
+Example:
+  pgtrail retention --keep 400d --archive /var/lib/pgtrail/archive")]
+pub struct RetentionArgs {
+    /// How long to keep events, e.g. `400d`, `8w` [default: `[retention] keep`].
+    #[arg(long, value_name = "DURATION")]
+    pub keep: Option<String>,
+    /// Archive removed events here first, as gzip'd JSONL with a .sha256 file
+    /// [default: `[retention] archive_dir`].
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+}

@@ -1,0 +1,112 @@
+//! One module per verb, and the dispatch from [`Command`] to them.
+//!
+//! Every verb has the same shape: `pub async fn run(args: &XArgs, ctx:
+//! &Context) -> anyhow::Result<ExitCode>`. [`Context`] carries what all of
+//! them share: the merged configuration and the output settings. Adding a
+//! verb: an args struct and a variant in `cli.rs`, a module here, one match
+//! arm in [`run`].
+
+mod as_of;
+mod blame;
+mod checkpoint;
+mod export;
+mod history;
+mod import;
+mod init;
+mod keygen;
+mod log;
+mod retention;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pgtrail_core::config::Config;
+use pgtrail_store::Store;
+
+use crate::cli::{Cli, Command};
+use crate::output::Output;
+
+/// How long opening a store may take before pgtrail gives up (an unreachable
+/// host must fail fast, not hang a cron job).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What every command gets besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The merged configuration: file, then `PGTRAIL_*` environment, then flags.
+    pub config: Config,
+    /// The configuration file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Where `--config` points, or `pgtrail.toml`: the file `init` writes.
+    pub config_target: PathBuf,
+    /// How to print results.
+    pub output: Output,
+}
+
+impl Context {
+    /// Loads the configuration named by `cli` and applies its flags.
+    pub fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let loaded = crate::config::load(cli.config.as_deref(), std::env::vars())?;
+        let mut context = Context {
+            config: loaded.config,
+            config_file: loaded.file,
+            ..Context::defaults(cli)
+        };
+        if let Some(url) = &cli.store {
+            context.config.store.url = url.clone();
+        }
+        Ok(context)
+    }
+
+    /// Default configuration plus the flags: for `init`, which must work
+    /// when the existing file is broken.
+    pub fn defaults(cli: &Cli) -> Self {
+        Context {
+            config: Config::default(),
+            config_file: None,
+            config_target: cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_FILE)),
+            output: Output::new(cli.format),
+        }
+    }
+
+    /// Opens the configured store (creating an empty one if it does not exist).
+    pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let url = &self.config.store.url;
+        match tokio::time::timeout(OPEN_TIMEOUT, pgtrail_store::open(url)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => anyhow::bail!(
+                "cannot open store {}: no answer within {} seconds",
+                pgtrail_store::open::redact_url(url),
+                OPEN_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = match cli.command {
+        Command::Init(_) => Context::defaults(&cli),
+        _ => Context::load(&cli).context("cannot load the configuration")?,
+    };
+    match &cli.command {
+        Command::Init(args) => init::run(args, &ctx).await,
+        Command::Keygen(args) => keygen::run(args, &ctx).await,
+        Command::Checkpoint(args) => checkpoint::run(args, &ctx).await,
+        Command::Verify(args) => verify::run(args, &ctx).await,
+        Command::Log(args) => log::run(args, &ctx).await,
+        Command::History(args) => history::run(args, &ctx).await,
+        Command::AsOf(args) => as_of::run(args, &ctx).await,
+        Command::Blame(args) => blame::run(args, &ctx).await,
+        Command::Import(args) => import::run(args, &ctx).await,
+        Command::Export(args) => export::run(args, &ctx).await,
+        Command::Retention(args) => retention::run(args, &ctx).await,
+    }
+}

@@ -1,0 +1,182 @@
+//! Loading the configuration: file → `PGTRAIL_*` environment → flags.
+//!
+//! The file is `--config FILE` (or `PGTRAIL_CONFIG`), else `pgtrail.toml` in
+//! the working directory when it exists, else the defaults. Environment
+//! variables named `PGTRAIL_SECTION__KEY` (double underscore between section
+//! and key, e.g. `PGTRAIL_STORE__URL`, `PGTRAIL_SIGNING__PRIVATE_KEY`) then
+//! override single keys; variables without `__` (such as `PGTRAIL_STORE`,
+//! the `--store` flag's variable) are flags, not config keys. Unknown keys,
+//! in the file or the environment, are errors that name the key: a typo must
+//! never silently fall back to a default.
+//!
+//! The overlay is done on the TOML value and then deserialized into
+//! `pgtrail_core::config::Config` once, so one set of serde rules
+//! (`deny_unknown_fields`, types, `validate`) applies to every layer. This
+//! keeps the dependency list short (no figment) for about thirty lines.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use pgtrail_core::config::Config;
+
+/// The file used when `--config` is not given.
+pub const DEFAULT_FILE: &str = "pgtrail.toml";
+
+/// Prefix of configuration environment variables.
+const ENV_PREFIX: &str = "PGTRAIL_";
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The merged, validated configuration.
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Loads `explicit` (must exist) or `pgtrail.toml` (if it exists), overlays
+/// `env` (`(name, value)` pairs, normally `std::env::vars()`), and validates.
+pub fn load(
+    explicit: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Loaded> {
+    let (mut table, file) = match explicit {
+        Some(path) => (read_table(path)?, Some(path.to_path_buf())),
+        None if Path::new(DEFAULT_FILE).exists() => {
+            let path = PathBuf::from(DEFAULT_FILE);
+            (read_table(&path)?, Some(path))
+        }
+        None => (toml::Table::new(), None),
+    };
+    let origin = file
+        .as_ref()
+        .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    let overridden = overlay_env(&mut table, env)?;
+    let config: Config = toml::Value::Table(table).try_into().with_context(|| {
+        if overridden.is_empty() {
+            format!("invalid configuration in {origin}")
+        } else {
+            format!(
+                "invalid configuration ({origin}, with environment variables {})",
+                overridden.join(", ")
+            )
+        }
+    })?;
+    config
+        .validate()
+        .with_context(|| format!("invalid configuration ({origin} and PGTRAIL_* environment)"))?;
+    Ok(Loaded { config, file })
+}
+
+/// Reads a file as a TOML table; errors name the file and the line.
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    // Parse through Config first: its errors carry line numbers and the
+    // unknown key's name, which the plain table would not check.
+    Config::from_toml(&text, &path.display().to_string())?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("cannot parse {}", path.display()))
+}
+
+/// Applies `PGTRAIL_SECTION__KEY=value` variables to `table`; returns their names.
+///
+/// A value starting with `[` is read as a TOML array (for list keys such as
+/// `identity.user_settings`); anything else is a string.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<String>> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let [section, key] = path.as_slice() else {
+            bail!("environment variable {name}: expected PGTRAIL_SECTION__KEY, e.g. PGTRAIL_STORE__URL");
+        };
+        let value = if value.trim_start().starts_with('[') {
+            let wrapped: toml::Table = format!("v = {value}").parse().with_context(|| {
+                format!("environment variable {name}: not a TOML array: {value}")
+            })?;
+            wrapped
+                .get("v")
+                .cloned()
+                .unwrap_or(toml::Value::String(value))
+        } else {
+            toml::Value::String(value)
+        };
+        let section_table = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = section_table.as_table_mut() else {
+            bail!("environment variable {name}: '{section}' is not a section");
+        };
+        section_table.insert(key.clone(), value);
+        applied.push(name);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[store]\nurl = \"sqlite:a.db\"\n").expect("write");
+        let loaded = load(
+            Some(&file),
+            env(&[
+                ("PGTRAIL_STORE__URL", "sqlite:b.db"),
+                ("PGTRAIL_SIGNING__PRIVATE_KEY", "/k"),
+                ("PGTRAIL_IDENTITY__USER_SETTINGS", "[\"app.user\"]"),
+                ("PGTRAIL_STORE", "ignored: a flag's variable"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(loaded.config.store.url, "sqlite:b.db");
+        assert_eq!(loaded.config.signing.private_key.as_deref(), Some("/k"));
+        assert_eq!(loaded.config.identity.user_settings, ["app.user"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[store]\nulr = \"sqlite:a.db\"\n").expect("write");
+        let err = format!("{:#}", load(Some(&file), env(&[])).expect_err("typo"));
+        assert!(err.contains("ulr"), "{err}");
+
+        std::fs::write(&file, "").expect("write");
+        let err = format!(
+            "{:#}",
+            load(Some(&file), env(&[("PGTRAIL_STORE__ULR", "x")])).expect_err("typo")
+        );
+        assert!(
+            err.contains("ulr") && err.contains("PGTRAIL_STORE__ULR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let err = load(Some(Path::new("/nonexistent/p.toml")), env(&[])).expect_err("missing");
+        assert!(format!("{err:#}").contains("/nonexistent/p.toml"));
+    }
+}
