@@ -9,6 +9,8 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+mod describe;
+mod filters;
 pub mod output;
 
 pub use commands::{run, Context};

@@ -41,15 +41,16 @@ impl Output {
         Output { format }
     }
 
-    /// Prints `items` as JSON (an array), JSON Lines, or the table `table` builds.
+    /// Prints `items` as JSON (an array), JSON Lines (one item per line), or
+    /// the text `text` makes of them (usually a rendered [`Table`]).
     pub fn records<T: Serialize>(
         &self,
         items: &[T],
-        table: impl FnOnce(&[T]) -> Table,
+        text: impl FnOnce(&[T]) -> String,
     ) -> io::Result<()> {
         let mut out = io::stdout().lock();
         match self.format {
-            Format::Table => table(items).write(&mut out)?,
+            Format::Table => out.write_all(text(items).as_bytes())?,
             Format::Json => {
                 serde_json::to_writer_pretty(&mut out, items).map_err(io::Error::from)?;
                 writeln!(out)?;
@@ -158,11 +159,6 @@ impl Table {
             text.push('\n');
         }
         text
-    }
-
-    /// Writes [`Table::render`].
-    pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
-        out.write_all(self.render().as_bytes())
     }
 }
 

@@ -1,11 +1,55 @@
-//! `pgtrail verify`.
+//! `pgtrail verify`: walks the chain and the checkpoints and reports the
+//! first event that was modified, removed, inserted or reordered, and every
+//! checkpoint that does not hold. Exit 1 when anything is wrong.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use pgtrail_store::checkpoint::load_public_key;
+use pgtrail_store::VerifyReport;
 
 use crate::cli::VerifyArgs;
 use crate::Context;
 
 /// Runs `pgtrail verify`.
-pub async fn run(_args: &VerifyArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let key_path = args
+        .public_key
+        .clone()
+        .or_else(|| ctx.config.signing.public_key.as_ref().map(PathBuf::from));
+    let key = key_path.as_deref().map(load_public_key).transpose()?;
+    let store = ctx.open_store().await?;
+    let report = pgtrail_store::verify(store.as_ref(), key.as_ref()).await?;
+    let location = store.location();
+    ctx.output
+        .document(&report, || text(&location, key.is_some(), &report))?;
+    Ok(if report.ok() {
+        crate::exit::ok()
+    } else {
+        crate::exit::check_failed()
+    })
+}
+
+fn text(location: &str, with_key: bool, report: &VerifyReport) -> String {
+    let mut out = String::new();
+    let signatures = if with_key {
+        format!(", {} with a valid signature", report.checkpoints_signed)
+    } else {
+        " (signatures not checked: no public key given)".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "{location}: checked {} events up to #{}, {} checkpoints{signatures}",
+        report.events_checked, report.head_seq, report.checkpoints
+    );
+    if report.ok() {
+        out.push_str("OK: the chain is intact\n");
+    } else {
+        let _ = writeln!(out, "FAILED: {} problem(s)", report.problems.len());
+        for problem in &report.problems {
+            let _ = writeln!(out, "  event {}: {}", problem.seq, problem.detail);
+        }
+    }
+    out
 }

@@ -1,0 +1,108 @@
+//! Turning what users type into the store's questions: [`FilterArgs`] into a
+//! `pgtrail_core::Filter`, `TABLE PK` into a `RowRef`. The syntax itself
+//! (keys, tables, times) is parsed in `pgtrail-core`, so the CLI and the
+//! HTTP API accept the same forms; here we only attach the flag's name.
+
+use anyhow::{anyhow, Context as _};
+use chrono::{DateTime, Utc};
+use pgtrail_core::filter::TableName;
+use pgtrail_core::time::parse_time;
+use pgtrail_core::{Filter, Kind, PkFilter, RowRef, Source};
+
+use crate::cli::FilterArgs;
+
+/// The filter `args` describe, with relative times counted back from `now`.
+pub fn filter(
+    args: &FilterArgs,
+    limit: Option<usize>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Filter> {
+    Ok(Filter {
+        table: args
+            .table
+            .as_deref()
+            .map(table)
+            .transpose()
+            .context("--table")?,
+        pk: args
+            .pk
+            .as_deref()
+            .map(PkFilter::parse)
+            .transpose()
+            .context("--pk")?,
+        user: args.user.clone(),
+        operation: args.op.clone(),
+        kind: args
+            .kind
+            .as_deref()
+            .map(|k| k.parse::<Kind>().map_err(|e| anyhow!(e)))
+            .transpose()
+            .context("--kind")?,
+        source: args
+            .source
+            .as_deref()
+            .map(|s| s.parse::<Source>().map_err(|e| anyhow!(e)))
+            .transpose()
+            .context("--source")?,
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()
+            .context("--since")?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()
+            .context("--until")?,
+        failed: args.failed,
+        search: args.search.clone(),
+        limit,
+    })
+}
+
+/// A table argument.
+pub fn table(input: &str) -> anyhow::Result<TableName> {
+    Ok(TableName::parse(input)?)
+}
+
+/// The row named by `TABLE PK` arguments.
+pub fn row(table_arg: &str, pk_arg: &str) -> anyhow::Result<RowRef> {
+    Ok(RowRef {
+        table: table(table_arg)?,
+        pk: PkFilter::parse(pk_arg)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_name_the_flag() {
+        let now = Utc::now();
+        let args = FilterArgs {
+            since: Some("yesterday".into()),
+            ..FilterArgs::default()
+        };
+        let err = format!("{:#}", filter(&args, None, now).expect_err("bad time"));
+        assert!(
+            err.starts_with("--since: invalid time 'yesterday'"),
+            "{err}"
+        );
+        let args = FilterArgs {
+            pk: Some("42".into()),
+            ..FilterArgs::default()
+        };
+        let err = format!("{:#}", filter(&args, None, now).expect_err("bad key"));
+        assert!(err.starts_with("--pk: invalid key '42'"), "{err}");
+        let args = FilterArgs {
+            kind: Some("rowchange".into()),
+            ..FilterArgs::default()
+        };
+        assert!(
+            format!("{:#}", filter(&args, None, now).expect_err("bad kind")).contains("row_change")
+        );
+    }
+}
