@@ -1,33 +1,284 @@
-//! Placeholder: the sqlite backend is being written.
+//! The embedded store: one SQLite file a user can open with `sqlite3`.
+//!
+//! Design choices:
+//! - **WAL mode, `synchronous=FULL`**: readers never block the writer, and a
+//!   commit is fsync'd before `append` returns (the durability contract).
+//! - **One writer connection behind a mutex**, plus a small pool of read-only
+//!   connections; SQLite calls block, so each runs on tokio's blocking pool.
+//!   Appends from other processes are serialized by `BEGIN IMMEDIATE`.
+//! - **Compact rows**: ids and hashes are blobs, the event body is its JSON
+//!   without the seal (see `schema` for the table layout).
+//! - **Refuse before writing**: a file that is not ours is identified and
+//!   refused before any pragma could change it (see `schema`).
+
+mod append;
+mod checkpoints;
+mod prune;
+mod query;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
+use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
 use crate::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Result, Store, StoreError};
 
-/// The sqlite store.
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+/// Tuning for [`SqliteStore::open_with`]. The defaults suit a production store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a call waits for another connection's write lock.
+    pub busy_timeout: Duration,
+    /// Page size of a new file, in bytes (ignored for an existing file).
+    pub page_size: u32,
+    /// Page cache of the writer connection, in KiB.
+    pub cache_kib: u32,
+    /// Caps the file at this many pages: appends beyond it fail as on a full
+    /// disk. For tests; `None` leaves SQLite's (huge) default.
+    pub max_page_count: Option<u32>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(30),
+            page_size: 8192,
+            cache_kib: 64 * 1024,
+            max_page_count: None,
+        }
+    }
+}
+
+/// Page cache of each reader connection, in KiB.
+const READER_CACHE_KIB: u32 = 16 * 1024;
+/// Reader connections kept open between calls.
+const IDLE_READERS: usize = 4;
+/// Prepared statements kept per connection (queries vary with the filter).
+const STATEMENT_CACHE: usize = 64;
+
+/// The SQLite store. Cheap to share: clone the `Arc` it usually lives in.
 pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
     location: String,
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    idle_readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
-    /// Opens the store.
-    pub async fn open(path: &std::path::Path) -> Result<Self> {
-        Err(StoreError::Open { location: path.display().to_string(), reason: "not implemented yet".into(), source: None })
+    /// Opens the store at `path`, creating the file and its schema if missing.
+    pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
     }
+
+    /// [`SqliteStore::open`] with tuning.
+    pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
+        let path = path.to_path_buf();
+        let location = path.display().to_string();
+        let shared = tokio::task::spawn_blocking(move || Shared::open(path, options))
+            .await
+            .map_err(|e| StoreError::backend(location, "opening the store", e))??;
+        Ok(SqliteStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn, &shared.location)
+        })
+        .await
+        .map_err(|e| StoreError::backend(self.shared.location.clone(), "running a write", e))?
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let conn = shared.take_reader()?;
+            let result = f(&conn, &shared.location);
+            shared.return_reader(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::backend(self.shared.location.clone(), "running a read", e))?
+    }
+}
+
+impl Shared {
+    fn open(path: PathBuf, options: SqliteOptions) -> Result<Self> {
+        let location = path.display().to_string();
+        let mut writer = connect(&path, &location, &options)?;
+        configure_writer(&writer, &location, &options)?;
+        schema::migrate(&mut writer, &location)?;
+        Ok(Shared {
+            path,
+            location,
+            options,
+            writer: Mutex::new(writer),
+            idle_readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take_reader(&self) -> Result<Connection> {
+        let idle = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        let conn = connect(&self.path, &self.location, &self.options)?;
+        conn.execute_batch(&format!(
+            "pragma query_only = true; pragma cache_size = -{READER_CACHE_KIB};"
+        ))
+        .map_err(|e| StoreError::backend(self.location.as_str(), "setting up a reader", e))?;
+        Ok(conn)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        let mut idle = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Checks the file is ours (or empty) before anything is written, then sets
+/// WAL mode and full durability.
+fn configure_writer(writer: &Connection, location: &str, options: &SqliteOptions) -> Result<()> {
+    let refuse = |reason: String| StoreError::Open {
+        location: location.to_string(),
+        reason,
+        source: None,
+    };
+    if writer.is_readonly(MAIN_DB).unwrap_or(false) {
+        return Err(refuse("the file is read-only".into()));
+    }
+    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
+    if schema::identify(writer, location)? == schema::Identity::Empty {
+        writer
+            .pragma_update(None, "page_size", options.page_size)
+            .map_err(db("setting the page size"))?;
+    }
+    let mode: String = writer
+        .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+        .map_err(db("switching to WAL mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(refuse(format!(
+            "SQLite refused WAL mode (journal_mode is {mode})"
+        )));
+    }
+    writer
+        .execute_batch(&format!(
+            "pragma synchronous = full; pragma cache_size = -{}; pragma temp_store = memory;",
+            options.cache_kib
+        ))
+        .map_err(db("setting durability and cache"))?;
+    if let Some(pages) = options.max_page_count {
+        writer
+            .pragma_update(None, "max_page_count", pages)
+            .map_err(db("capping the file size"))?;
+    }
+    Ok(())
+}
+
+/// Opens a connection with the busy timeout set; writes nothing to the file.
+fn connect(path: &Path, location: &str, options: &SqliteOptions) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
+        location: location.to_string(),
+        reason: "cannot open or create the file (does the directory exist and is it writable?)"
+            .into(),
+        source: Some(Box::new(e)),
+    })?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| StoreError::backend(location, "setting the busy timeout", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(&self, _events: Vec<Event>) -> Result<AppendReceipt> { unimplemented!() }
-    async fn query(&self, _filter: &Filter) -> Result<Vec<Event>> { unimplemented!() }
-    async fn row_events(&self, _row: &RowRef) -> Result<Vec<Event>> { unimplemented!() }
-    async fn scan(&self, _after: i64, _limit: usize) -> Result<Vec<Event>> { unimplemented!() }
-    async fn head(&self) -> Result<Option<ChainHead>> { unimplemented!() }
-    async fn add_checkpoint(&self, _checkpoint: &Checkpoint) -> Result<()> { unimplemented!() }
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> { unimplemented!() }
-    async fn prune(&self, _through: i64) -> Result<PruneOutcome> { unimplemented!() }
-    async fn prepare_until(&self, _until: DateTime<Utc>) -> Result<Vec<String>> { unimplemented!() }
-    fn location(&self) -> String { self.location.clone() }
+    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt> {
+        if events.is_empty() {
+            return Ok(AppendReceipt {
+                first_seq: None,
+                head: self.head().await?,
+            });
+        }
+        self.write(move |conn, location| append::append(conn, events, location))
+            .await
+    }
+
+    async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
+        let filter = filter.clone();
+        self.read(move |conn, location| query::query(conn, &filter, location))
+            .await
+    }
+
+    async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
+        let row = row.clone();
+        self.read(move |conn, location| query::row_events(conn, &row, location))
+            .await
+    }
+
+    async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        self.read(move |conn, location| query::scan(conn, after, limit, location))
+            .await
+    }
+
+    async fn head(&self) -> Result<Option<ChainHead>> {
+        self.read(append::read_head).await
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let checkpoint = checkpoint.clone();
+        self.write(move |conn, location| checkpoints::add(conn, &checkpoint, location))
+            .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.read(checkpoints::all).await
+    }
+
+    async fn prune(&self, through: i64) -> Result<PruneOutcome> {
+        self.write(move |conn, location| prune::prune(conn, through, location))
+            .await
+    }
+
+    async fn prepare_until(&self, _until: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn location(&self) -> String {
+        self.shared.location.clone()
+    }
 }

@@ -1,0 +1,177 @@
+//! Reading events back: filters, one row's events, the chain in order.
+//!
+//! Filters become a `where` clause over the indexed columns, every value a
+//! bound parameter. A search string is split into words by
+//! `pgtrail_core::filter::search_words` and each word is quoted as an FTS5
+//! string, so nothing a user types is ever FTS syntax. Events are rebuilt
+//! from `body` plus the `seq`, `prev_hash` and `hash` columns.
+
+use pgtrail_core::filter::{search_words, TableName};
+use pgtrail_core::{Event, Filter, RowRef};
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+
+use crate::{Result, StoreError};
+
+const EVENT_COLUMNS: &str = "seq, body, prev_hash, hash";
+
+/// Events matching `filter`, newest first.
+pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
+    let mut c = Conditions::default();
+    if let Some(table) = &filter.table {
+        c.table(table);
+    }
+    if let Some(pk) = &filter.pk {
+        c.equals("pk", pk.canonical());
+    }
+    if let Some(user) = &filter.user {
+        let p = c.param(Value::Text(user.clone()));
+        c.require(format!("(app_user = {p} or db_user = {p})"));
+    }
+    if let Some(operation) = &filter.operation {
+        c.equals("operation", operation.to_uppercase());
+    }
+    if let Some(kind) = filter.kind {
+        c.equals("kind", kind.as_str().into());
+    }
+    if let Some(source) = filter.source {
+        c.equals("source", source.as_str().into());
+    }
+    if let Some(since) = filter.since {
+        let p = c.param(Value::Integer(since.timestamp_micros()));
+        c.require(format!("captured_at >= {p}"));
+    }
+    if let Some(until) = filter.until {
+        let p = c.param(Value::Integer(until.timestamp_micros()));
+        c.require(format!("captured_at < {p}"));
+    }
+    if filter.failed {
+        c.require("failed = 1".into());
+    }
+    if let Some(search) = &filter.search {
+        match fts_query(search) {
+            Some(matcher) => {
+                let p = c.param(Value::Text(matcher));
+                c.require(format!(
+                    "seq in (select rowid from events_fts where events_fts match {p})"
+                ));
+            }
+            // Nothing searchable (only punctuation): no event's SQL contains it.
+            None => c.require("false".into()),
+        }
+    }
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let p = c.param(Value::Integer(limit));
+    let sql = format!(
+        "select {EVENT_COLUMNS} from events{} order by seq desc limit {p}",
+        c.where_sql()
+    );
+    read_events(conn, &sql, c.values, location)
+}
+
+/// The events of one row plus the TRUNCATEs of its table, oldest first.
+pub fn row_events(conn: &Connection, row: &RowRef, location: &str) -> Result<Vec<Event>> {
+    let mut c = Conditions::default();
+    c.table(&row.table);
+    let p = c.param(Value::Text(row.pk.canonical()));
+    c.require(format!("(pk = {p} or operation = 'TRUNCATE')"));
+    let sql = format!(
+        "select {EVENT_COLUMNS} from events{} order by seq",
+        c.where_sql()
+    );
+    read_events(conn, &sql, c.values, location)
+}
+
+/// Sealed events with `seq > after`, ascending, at most `limit`.
+pub fn scan(conn: &Connection, after: i64, limit: usize, location: &str) -> Result<Vec<Event>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = format!("select {EVENT_COLUMNS} from events where seq > ?1 order by seq limit ?2");
+    read_events(
+        conn,
+        &sql,
+        vec![Value::Integer(after), Value::Integer(limit)],
+        location,
+    )
+}
+
+/// The FTS5 query for `search`: every word as a quoted string, all required.
+/// `None` when the search has no words at all.
+pub fn fts_query(search: &str) -> Option<String> {
+    let words = search_words(search);
+    if words.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    Some(quoted.join(" AND "))
+}
+
+/// A `where` clause being built: conditions and their bound values.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl Conditions {
+    /// Binds `value`, returning its placeholder.
+    fn param(&mut self, value: Value) -> String {
+        self.values.push(value);
+        format!("?{}", self.values.len())
+    }
+
+    fn require(&mut self, clause: String) {
+        self.clauses.push(clause);
+    }
+
+    fn equals(&mut self, column: &str, value: String) {
+        let p = self.param(Value::Text(value));
+        self.require(format!("{column} = {p}"));
+    }
+
+    /// The table and, when the schema is given, the schema: an unqualified
+    /// name matches the table in any schema.
+    fn table(&mut self, table: &TableName) {
+        self.equals("table_name", table.table.clone());
+        if let Some(schema) = &table.schema {
+            self.equals("schema_name", schema.clone());
+        }
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" where {}", self.clauses.join(" and "))
+        }
+    }
+}
+
+fn read_events(
+    conn: &Connection,
+    sql: &str,
+    values: Vec<Value>,
+    location: &str,
+) -> Result<Vec<Event>> {
+    let db = |e| StoreError::backend(location, "reading events", e);
+    let mut statement = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = statement.query(params_from_iter(values)).map_err(db)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        let body = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(db)?;
+        let mut event: Event = serde_json::from_str(body)
+            .map_err(|e| StoreError::backend(location, format!("decoding event {seq}"), e))?;
+        let prev_hash = row.get_ref(2).and_then(|v| Ok(v.as_blob()?)).map_err(db)?;
+        let hash = row.get_ref(3).and_then(|v| Ok(v.as_blob()?)).map_err(db)?;
+        event.seq = Some(seq);
+        event.prev_hash = Some(hex::encode(prev_hash));
+        event.hash = Some(hex::encode(hash));
+        events.push(event);
+    }
+    Ok(events)
+}

@@ -1,0 +1,217 @@
+//! The file's identity and its schema migrations.
+//!
+//! A pgtrail file is marked twice in the SQLite header: `application_id` says
+//! "this is pgtrail", `user_version` says which schema version it has. The
+//! `pgtrail_migrations` table records each migration applied. Each migration
+//! runs in one `BEGIN IMMEDIATE` transaction together with its record and the
+//! `user_version` bump, so SQLite's transactional DDL makes a half-applied
+//! migration impossible through a crash; if the two markers still disagree
+//! (someone edited the file, or an older tool half-copied it) we refuse.
+//!
+//! Before anything is written, [`identify`] looks at the file read-only: a
+//! file that is not SQLite, or SQLite belonging to someone else, is refused
+//! and left untouched.
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use crate::{Result, StoreError};
+
+/// `PRAGMA application_id` of a pgtrail store: "pgtr" in ASCII.
+pub const APPLICATION_ID: i32 = 0x7067_7472;
+
+/// Migrations in order; the version of migration `i` is `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[("events, full-text index, checkpoints", V1)];
+
+/// The newest schema version this build understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1. `body` is the event's JSON without `seq`, `prev_hash` and
+/// `hash` (those are columns); the other columns copy what filters look at,
+/// so queries never parse JSON. `chain_head` survives a prune of every event,
+/// so the chain continues from the pruned hash instead of restarting.
+const V1: &str = "
+create table events (
+    seq integer primary key,
+    id blob not null unique,
+    captured_at integer not null,
+    source text not null,
+    kind text not null,
+    schema_name text,
+    table_name text,
+    pk text,
+    app_user text,
+    db_user text,
+    operation text,
+    failed integer not null,
+    body text not null,
+    prev_hash blob not null,
+    hash blob not null
+) strict;
+create index events_row on events (table_name, pk);
+create index events_captured_at on events (captured_at);
+create index events_app_user on events (app_user);
+create index events_db_user on events (db_user);
+
+create virtual table events_fts using fts5 (
+    sql,
+    content = '',
+    contentless_delete = 1,
+    tokenize = \"unicode61 tokenchars '_'\"
+);
+
+create table chain_head (
+    singleton integer primary key check (singleton = 1),
+    seq integer not null,
+    hash blob not null
+) strict;
+
+create table checkpoints (
+    id integer primary key,
+    kind text not null,
+    seq integer not null,
+    hash text not null,
+    count integer not null,
+    created_at integer not null,
+    public_key text,
+    signature text
+) strict;
+";
+
+/// What [`identify`] found at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// An empty database (a new or zero-length file): ours to initialize.
+    Empty,
+    /// A pgtrail store.
+    Pgtrail,
+}
+
+/// Tells a pgtrail store or an empty file from anything else, without writing.
+pub fn identify(conn: &Connection, location: &str) -> Result<Identity> {
+    let foreign = |reason: String| StoreError::Foreign {
+        location: location.to_string(),
+        reason,
+    };
+    let application_id: i32 = match conn.pragma_query_value(None, "application_id", |r| r.get(0)) {
+        Ok(id) => id,
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => {
+            return Err(foreign("the file is not a SQLite database".into()))
+        }
+        Err(e) => return Err(StoreError::backend(location, "reading the file header", e)),
+    };
+    if application_id == APPLICATION_ID {
+        return Ok(Identity::Pgtrail);
+    }
+    if application_id != 0 {
+        return Err(foreign(format!(
+            "it is a SQLite database of another application (application_id {application_id:#x})"
+        )));
+    }
+    let objects: i64 = conn
+        .query_row("select count(*) from sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| StoreError::backend(location, "listing the file's tables", e))?;
+    if objects > 0 {
+        return Err(foreign(format!(
+            "it is a SQLite database with {objects} tables or indexes of its own"
+        )));
+    }
+    Ok(Identity::Empty)
+}
+
+/// Brings the store to [`SCHEMA_VERSION`], refusing stores that are newer or
+/// half-migrated. Safe against other processes opening the same file at once:
+/// the state is re-read inside the write lock.
+pub fn migrate(conn: &mut Connection, location: &str) -> Result<()> {
+    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("locking the store to migrate it"))?;
+        let version = match identify(&tx, location)? {
+            Identity::Empty => {
+                tx.pragma_update(None, "application_id", APPLICATION_ID)
+                    .map_err(db("marking the file as a pgtrail store"))?;
+                tx.execute_batch(
+                    "create table pgtrail_migrations (
+                        version integer primary key,
+                        name text not null,
+                        applied_at integer not null
+                    ) strict",
+                )
+                .map_err(db("creating the migrations table"))?;
+                0
+            }
+            Identity::Pgtrail => current_version(&tx, location)?,
+        };
+        let Some(&(name, sql)) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Ok(()); // up to date; the transaction rolls back having written nothing
+        };
+        let next = version + 1;
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::backend(location, format!("applying migration {next} ({name})"), e)
+        })?;
+        tx.execute(
+            "insert into pgtrail_migrations (version, name, applied_at) values (?1, ?2, ?3)",
+            rusqlite::params![next, name, chrono::Utc::now().timestamp_micros()],
+        )
+        .map_err(db("recording a migration"))?;
+        tx.pragma_update(None, "user_version", next)
+            .map_err(db("recording the schema version"))?;
+        tx.commit().map_err(db("committing a migration"))?;
+        tracing::info!(location, version = next, name, "Migrated the SQLite store");
+    }
+}
+
+/// The store's schema version, checked against this build and the record of
+/// applied migrations.
+fn current_version(conn: &Connection, location: &str) -> Result<i64> {
+    let user_version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError::backend(location, "reading the schema version", e))?;
+    let recorded: Option<i64> = conn
+        .query_row("select max(version) from pgtrail_migrations", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| StoreError::backend(location, "reading the migrations table", e))?
+        .flatten();
+    let recorded = match recorded {
+        Some(v) => v,
+        // The table is missing (or empty) although the file is marked as ours.
+        None if has_migrations_table(conn, location)? => 0,
+        None => {
+            return Err(StoreError::HalfMigrated {
+                location: location.to_string(),
+                version: 1,
+            })
+        }
+    };
+    let newest = user_version.max(recorded);
+    if newest > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
+            found: newest,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if user_version != recorded {
+        return Err(StoreError::HalfMigrated {
+            location: location.to_string(),
+            version: recorded.min(user_version) + 1,
+        });
+    }
+    Ok(user_version)
+}
+
+fn has_migrations_table(conn: &Connection, location: &str) -> Result<bool> {
+    conn.query_row(
+        "select count(*) from sqlite_schema where type = 'table' and name = 'pgtrail_migrations'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(|e| StoreError::backend(location, "looking for the migrations table", e))
+}
