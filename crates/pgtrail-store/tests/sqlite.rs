@@ -1,1 +1,547 @@
-//! Backend-specific tests of the SQLite store (owned by the SQLite backend work).
+//! What only the SQLite store has: a file on disk that someone can edit with
+//! `sqlite3`. Tampering goes straight through rusqlite, the way an attacker
+//! with file access would; `verify` must name what was done and where.
+//! Also: refusing files that are not ours, schema versions, several stores
+//! on one file, a full disk, and an ignored throughput benchmark.
+
+use std::path::PathBuf;
+
+use pgtrail_core::canonical::seal;
+use pgtrail_core::{Event, Filter, Kind, Source, GENESIS_HASH};
+use pgtrail_store::sqlite::{SqliteOptions, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
+use pgtrail_store::{verify, Checkpoint, CheckpointKind, KeyPair, ProblemKind, Store, StoreError};
+use rusqlite::{params, Connection};
+use serde_json::json;
+
+/// A temp dir with a store file in it, removed on drop.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("trail.db")
+    }
+
+    async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.path()).await.expect("open store")
+    }
+
+    /// A raw connection to the file, as an attacker (or `sqlite3`) would have.
+    fn raw(&self) -> Connection {
+        Connection::open(self.path()).expect("open raw")
+    }
+}
+
+/// A statement event of about 400 bytes of JSON, numbered `n`.
+fn event(n: i64) -> Event {
+    let mut e = Event::new(Source::Proxy, Kind::Statement);
+    e.db_user = Some("app".into());
+    e.app_user = Some(format!("user{}@example.com", n % 50));
+    e.application_name = Some("billing-api".into());
+    e.client_addr = Some("10.0.0.7".into());
+    e.session_id = Some(format!("s-{}", n % 97));
+    e.database = Some("shop".into());
+    e.schema = Some("public".into());
+    e.table = Some("orders".into());
+    e.operation = Some("UPDATE".into());
+    e.pk = json!({ "id": n.to_string() }).as_object().cloned();
+    e.sql = Some(format!(
+        "UPDATE public.orders SET status = $1, updated_at = now() WHERE id = {n} AND tenant_id = $2 RETURNING id"
+    ));
+    e.params = Some(vec![json!("shipped"), json!(42)]);
+    e.command_tag = Some("UPDATE 1".into());
+    e.rows = Some(1);
+    e.duration_us = Some(250 + n % 1000);
+    e.context = json!({ "request_id": format!("req-{n}") })
+        .as_object()
+        .cloned();
+    e
+}
+
+fn events(from: i64, count: i64) -> Vec<Event> {
+    (from..from + count).map(event).collect()
+}
+
+/// Rewrites event `seq` in the file: body and hash recomputed by `seal`, as
+/// a careful attacker would, linking it to `prev_hash`.
+fn reseal(raw: &Connection, mut event: Event, seq: i64, prev_hash: &str) {
+    seal(&mut event, seq, prev_hash);
+    let body = serde_json::to_string(&event.clone().unsealed()).expect("body");
+    let hash = hex::decode(event.hash.as_deref().expect("sealed")).expect("hex");
+    let prev = hex::decode(prev_hash).expect("hex");
+    raw.execute(
+        "update events set body = ?2, hash = ?3, prev_hash = ?4 where seq = ?1",
+        params![seq, body, hash, prev],
+    )
+    .expect("reseal");
+}
+
+async fn stored(store: &SqliteStore) -> Vec<Event> {
+    store.scan(0, usize::MAX).await.expect("scan")
+}
+
+async fn first_problem(store: &SqliteStore) -> (ProblemKind, i64) {
+    let report = verify(store, None).await.expect("verify");
+    let problem = report.problems.first().expect("tampering is detected");
+    (problem.kind, problem.seq)
+}
+
+#[tokio::test]
+async fn an_untouched_store_verifies_and_survives_reopening() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    drop(store);
+    let store = scratch.open().await;
+    let receipt = store
+        .append(events(10, 5))
+        .await
+        .expect("append after reopen");
+    assert_eq!(receipt.first_seq, Some(11));
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.events_checked, 15);
+
+    // The file is plain SQLite: the marks and the JSON are readable from SQL.
+    let raw = scratch.raw();
+    let marks: (i32, i64) = raw
+        .query_row(
+            "select * from pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("pragmas");
+    assert_eq!(marks, (APPLICATION_ID, SCHEMA_VERSION));
+    let sql: String = raw
+        .query_row(
+            "select json_extract(body, '$.sql') from events where seq = 3",
+            [],
+            |r| r.get(0),
+        )
+        .expect("json");
+    assert!(sql.contains("WHERE id = 2 "), "{sql}");
+    let mode: String = raw
+        .query_row("pragma journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_modified_body_is_reported_at_its_seq() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    scratch
+        .raw()
+        .execute(
+            "update events set body = json_set(body, '$.app_user', 'mallory') where seq = 4",
+            [],
+        )
+        .expect("tamper");
+    assert_eq!(first_problem(&store).await, (ProblemKind::Modified, 4));
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_reported_as_removed() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    scratch
+        .raw()
+        .execute("delete from events where seq = 6", [])
+        .expect("tamper");
+    assert_eq!(first_problem(&store).await, (ProblemKind::Removed, 6));
+}
+
+/// Makes room at `seq` by moving every later event up by one.
+fn renumber_from(raw: &Connection, seq: i64) {
+    // Two steps, so no row ever collides with another's seq.
+    raw.execute("update events set seq = -seq - 1 where seq >= ?1", [seq])
+        .expect("renumber");
+    raw.execute("update events set seq = -seq where seq < 0", [])
+        .expect("renumber");
+}
+
+#[tokio::test]
+async fn an_inserted_event_is_reported() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    let chain = stored(&store).await;
+    let raw = scratch.raw();
+    renumber_from(&raw, 5);
+
+    // A forged event sealed on its own (it cannot know the chain): it does not link.
+    let mut forged = event(1000);
+    seal(&mut forged, 5, GENESIS_HASH);
+    raw.execute(
+        "insert into events (seq, id, captured_at, source, kind, failed, body, prev_hash, hash) \
+         values (5, ?1, ?2, 'proxy', 'statement', 0, ?3, ?4, ?5)",
+        params![
+            forged.id.as_bytes().to_vec(),
+            forged.captured_at.timestamp_micros(),
+            serde_json::to_string(&forged.clone().unsealed()).expect("body"),
+            hex::decode(GENESIS_HASH).expect("hex"),
+            hex::decode(forged.hash.as_deref().expect("sealed")).expect("hex"),
+        ],
+    )
+    .expect("insert forged");
+    assert_eq!(first_problem(&store).await, (ProblemKind::Inserted, 5));
+
+    // Linking it properly to event 4 only moves the evidence one step on: the
+    // renumbered event 6 was hashed as event 5.
+    let forged = stored(&store).await.remove(4).unsealed();
+    reseal(&raw, forged, 5, chain[3].hash.as_deref().expect("sealed"));
+    assert_eq!(first_problem(&store).await, (ProblemKind::Modified, 6));
+}
+
+#[tokio::test]
+async fn swapped_events_are_reported() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    let chain = stored(&store).await;
+    let raw = scratch.raw();
+
+    // Swapping two rows' positions: each was hashed with its own seq.
+    raw.execute("update events set seq = -1 where seq = 3", [])
+        .expect("swap");
+    raw.execute("update events set seq = 3 where seq = 4", [])
+        .expect("swap");
+    raw.execute("update events set seq = 4 where seq = -1", [])
+        .expect("swap");
+    assert_eq!(first_problem(&store).await, (ProblemKind::Modified, 3));
+
+    // An attacker who re-seals both at their new places: the second still
+    // links to event 2, which verify recognises as a reordering.
+    let hash_2 = chain[1].hash.clone().expect("sealed");
+    reseal(&raw, chain[3].clone().unsealed(), 3, &hash_2);
+    reseal(&raw, chain[2].clone().unsealed(), 4, &hash_2);
+    assert_eq!(first_problem(&store).await, (ProblemKind::Reordered, 4));
+}
+
+#[tokio::test]
+async fn a_signed_head_checkpoint_catches_a_rewritten_tail() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    let key = KeyPair::generate().expect("key");
+    let head = store.head().await.expect("head").expect("not empty");
+    let checkpoint =
+        Checkpoint::new(CheckpointKind::Head, head.seq, head.hash, head.seq).signed(&key);
+    store.add_checkpoint(&checkpoint).await.expect("checkpoint");
+    assert!(verify(&store, Some(&key.verifying_key()))
+        .await
+        .expect("verify")
+        .ok());
+
+    // Rewrite the last event and its hash: the chain alone looks fine...
+    let chain = stored(&store).await;
+    let mut last = chain[9].clone().unsealed();
+    last.app_user = Some("mallory".into());
+    reseal(
+        &scratch.raw(),
+        last,
+        10,
+        chain[8].hash.as_deref().expect("sealed"),
+    );
+    let report = verify(&store, Some(&key.verifying_key()))
+        .await
+        .expect("verify");
+    // ...but the signed checkpoint no longer matches.
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(
+        (report.problems[0].kind, report.problems[0].seq),
+        (ProblemKind::Checkpoint, 10)
+    );
+}
+
+#[tokio::test]
+async fn files_that_are_not_pgtrail_stores_are_refused_and_left_alone() {
+    let scratch = Scratch::new();
+
+    let text = scratch.dir.path().join("notes.txt");
+    std::fs::write(&text, "these are my notes, not a database\n".repeat(100)).expect("write");
+    let before = std::fs::read(&text).expect("read");
+    let err = SqliteStore::open(&text).await.expect_err("refused");
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    assert_eq!(std::fs::read(&text).expect("read"), before, "untouched");
+
+    let other = scratch.dir.path().join("other.db");
+    {
+        let conn = Connection::open(&other).expect("create");
+        conn.execute_batch("create table invoices (id integer primary key, total text); insert into invoices values (1, '9.99');")
+            .expect("fill");
+    }
+    let before = std::fs::read(&other).expect("read");
+    let err = SqliteStore::open(&other).await.expect_err("refused");
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    assert_eq!(std::fs::read(&other).expect("read"), before, "untouched");
+    assert!(
+        !scratch.dir.path().join("other.db-wal").exists(),
+        "not switched to WAL"
+    );
+
+    let tagged = scratch.dir.path().join("tagged.db");
+    Connection::open(&tagged)
+        .and_then(|c| c.pragma_update(None, "application_id", 0x1234))
+        .expect("tag");
+    let err = SqliteStore::open(&tagged).await.expect_err("refused");
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+
+    let missing_dir = scratch.dir.path().join("no/such/dir/trail.db");
+    let err = SqliteStore::open(&missing_dir).await.expect_err("refused");
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(
+        err.to_string().contains("no/such/dir/trail.db"),
+        "names the path: {err}"
+    );
+}
+
+#[tokio::test]
+async fn newer_and_half_migrated_stores_are_refused() {
+    let scratch = Scratch::new();
+    drop(scratch.open().await);
+    scratch
+        .raw()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("bump");
+    match SqliteStore::open(&scratch.path()).await {
+        Err(StoreError::TooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+        }
+        Err(other) => panic!("expected TooNew, got {other}"),
+        Ok(_) => panic!("expected TooNew, the store opened"),
+    }
+
+    // The version says 1 but no migration was recorded as finished.
+    let raw = scratch.raw();
+    raw.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .expect("restore");
+    raw.execute("delete from pgtrail_migrations", [])
+        .expect("forget");
+    let err = SqliteStore::open(&scratch.path())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, StoreError::HalfMigrated { version: 1, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_keep_one_chain_and_skip_retried_batches() {
+    let scratch = Scratch::new();
+    let (a, b) = (scratch.open().await, scratch.open().await);
+    let batches: Vec<Vec<Event>> = (0..20).map(|i| events(i * 50, 50)).collect();
+    let (left, right) = batches.split_at(10);
+    let (left, right) = (left.to_vec(), right.to_vec());
+    let write = |store: SqliteStore, batches: Vec<Vec<Event>>| async move {
+        for batch in batches {
+            store.append(batch).await.expect("append");
+        }
+        store
+    };
+    let (a, b) = tokio::join!(tokio::spawn(write(a, left)), tokio::spawn(write(b, right)));
+    let (a, b) = (a.expect("writer a"), b.expect("writer b"));
+
+    // A batch retried through the other store adds nothing.
+    let receipt = b.append(batches[0].clone()).await.expect("retry");
+    assert_eq!(receipt.first_seq, None);
+    assert_eq!(receipt.head.map(|h| h.seq), Some(1000));
+
+    let chain = stored(&a).await;
+    assert_eq!(chain.len(), 1000);
+    assert!(chain
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq == Some(i as i64 + 1)));
+    assert!(verify(&a, None).await.expect("verify").ok());
+}
+
+#[tokio::test]
+async fn search_strings_are_never_fts_syntax() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 5)).await.expect("append");
+    let search = |s: &str| Filter {
+        search: Some(s.to_string()),
+        ..Default::default()
+    };
+    for hostile in [
+        r#"" OR * ("#,
+        "sql:orders",
+        "orders NOT status",
+        "^orders",
+        "-status +id",
+        "NEAR(orders status, 2)",
+        "{sql}: orders",
+        "orders*",
+        "\"\"\"",
+        "tenant_id\u{0}",
+    ] {
+        let found = store.query(&search(hostile)).await;
+        assert!(found.is_ok(), "{hostile:?}: {:?}", found.err());
+    }
+    // Syntax characters separate words; the words still match.
+    assert_eq!(
+        store
+            .query(&search("sql:orders"))
+            .await
+            .expect("query")
+            .len(),
+        0,
+        "'sql' is not in the text"
+    );
+    assert_eq!(
+        store
+            .query(&search("orders NOT status"))
+            .await
+            .expect("query")
+            .len(),
+        0,
+        "'not' is a word here"
+    );
+    assert_eq!(
+        store
+            .query(&search("(orders) status* tenant_id"))
+            .await
+            .expect("query")
+            .len(),
+        5
+    );
+    assert_eq!(
+        store
+            .query(&search("\"id = 3\""))
+            .await
+            .expect("query")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn prune_removes_events_and_their_index_and_the_chain_continues() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 10)).await.expect("append");
+    let chain = stored(&store).await;
+    let prune_point = |seq: usize| {
+        let e = &chain[seq - 1];
+        Checkpoint::new(
+            CheckpointKind::Prune,
+            seq as i64,
+            e.hash.clone().expect("sealed"),
+            seq as i64,
+        )
+    };
+    store
+        .add_checkpoint(&prune_point(4))
+        .await
+        .expect("checkpoint");
+    assert_eq!(store.prune(4).await.expect("prune").removed, 4);
+    let indexed: i64 = scratch
+        .raw()
+        .query_row("select count(*) from events_fts", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(indexed, 6, "full-text rows of pruned events are gone");
+    assert!(verify(&store, None).await.expect("verify").ok());
+
+    // Prune everything: the chain continues from the pruned head, not from genesis.
+    store
+        .add_checkpoint(&prune_point(10))
+        .await
+        .expect("checkpoint");
+    assert_eq!(store.prune(10).await.expect("prune").removed, 6);
+    let receipt = store.append(events(10, 3)).await.expect("append");
+    assert_eq!(receipt.first_seq, Some(11));
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.events_checked, report.head_seq), (3, 13));
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_batch_and_keeps_nothing_of_it() {
+    let scratch = Scratch::new();
+    let options = SqliteOptions {
+        max_page_count: Some(64),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&scratch.path(), options)
+        .await
+        .expect("open");
+    store.append(events(0, 10)).await.expect("small batch fits");
+    let head = store.head().await.expect("head");
+
+    let err = store
+        .append(events(10, 5_000))
+        .await
+        .expect_err("does not fit");
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(source.contains("full"), "says the disk is full: {source}");
+
+    assert_eq!(store.head().await.expect("head"), head, "head unchanged");
+    assert_eq!(stored(&store).await.len(), 10, "nothing of the batch kept");
+    assert_eq!(
+        store.query(&Filter::default()).await.expect("query").len(),
+        10
+    );
+    assert!(verify(&store, None).await.expect("verify").ok());
+    store
+        .append(events(5_010, 1))
+        .await
+        .expect("a batch that fits still goes in");
+}
+
+/// Throughput of sealed, indexed appends. Run with
+/// `cargo nextest run -p pgtrail-store --release --run-ignored only -E 'test(append_throughput)'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly, in release"]
+async fn append_throughput() {
+    const BATCH: i64 = 10_000;
+    const BATCHES: i64 = 30;
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let sample = serde_json::to_string(&event(123_456)).expect("json").len();
+    let mut elapsed = std::time::Duration::ZERO;
+    for b in 0..BATCHES {
+        let batch = events(b * BATCH, BATCH);
+        let start = std::time::Instant::now();
+        store.append(batch).await.expect("append");
+        elapsed += start.elapsed();
+    }
+    let total = (BATCH * BATCHES) as f64;
+    let size = std::fs::metadata(scratch.path())
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(scratch.dir.path().join("trail.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    println!(
+        "append_throughput: {total} events of ~{sample} bytes in batches of {BATCH}: {:.0} events/s ({:.1} s), file {:.0} MiB",
+        total / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        size as f64 / (1024.0 * 1024.0),
+    );
+    let started = std::time::Instant::now();
+    let hits = store
+        .query(&Filter {
+            search: Some("id = 123456".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    println!("search: {} hits in {:?}", hits.len(), started.elapsed());
+}

@@ -67,6 +67,14 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     path: PathBuf,
     location: String,
