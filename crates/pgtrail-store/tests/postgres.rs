@@ -1,1 +1,630 @@
-//! Backend-specific tests of the Postgres store (owned by the Postgres backend work).
+//! Backend-specific tests of the Postgres store: tampering with rows through
+//! SQL, signed checkpoints, monthly partitions and retention, migrations and
+//! the stores they refuse, concurrent appenders, idempotency, exact round
+//! trips, connection failures. Each test runs its own throwaway cluster.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use pgtrail_core::{Event, Filter, Kind, Source};
+use pgtrail_store::postgres::PostgresStore;
+use pgtrail_store::{verify, Checkpoint, CheckpointKind, KeyPair, ProblemKind, Store, StoreError};
+use pgtrail_testkit::Cluster;
+
+/// A store in a fresh database of `cluster`, and that database's URL.
+async fn fresh_store(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
+    let url = cluster
+        .create_database(name)
+        .await
+        .expect("create database");
+    let store = PostgresStore::connect(&url).await.expect("open store");
+    (store, url)
+}
+
+/// A direct connection for tampering, as a superuser with psql would.
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+fn row_change(i: i64, at: DateTime<Utc>) -> Event {
+    let mut e = Event::at(Source::Cdc, Kind::RowChange, at);
+    e.app_user = Some(format!("user{}", i % 3));
+    e.db_user = Some("app".into());
+    e.schema = Some("public".into());
+    e.table = Some("accounts".into());
+    e.operation = Some("UPDATE".into());
+    e.pk = Some(serde_json::from_str(&format!(r#"{{"id":"{}"}}"#, i % 10)).expect("json"));
+    e.old = Some(
+        serde_json::from_str(&format!(r#"{{"id":{},"balance":10.50}}"#, i % 10)).expect("json"),
+    );
+    e.new = Some(
+        serde_json::from_str(&format!(r#"{{"id":{},"balance":{i}.25}}"#, i % 10)).expect("json"),
+    );
+    e.changed = vec!["balance".into()];
+    e
+}
+
+fn batch(from: i64, n: i64) -> Vec<Event> {
+    (from..from + n)
+        .map(|i| row_change(i, Utc::now()))
+        .collect()
+}
+
+async fn problem_after(url: &str, store: &PostgresStore, tamper: &str) -> (ProblemKind, i64) {
+    raw(url).await.batch_execute(tamper).await.expect("tamper");
+    let report = verify(store, None).await.expect("verify runs");
+    let first = report.problems.first().expect("tampering is found");
+    (first.kind, first.seq)
+}
+
+async fn store_with_ten(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
+    let (store, url) = fresh_store(cluster, name).await;
+    store.append(batch(1, 10)).await.expect("append");
+    assert!(
+        verify(&store, None).await.expect("verify").ok(),
+        "untampered store verifies clean"
+    );
+    (store, url)
+}
+
+#[tokio::test]
+async fn verify_names_each_kind_of_tampering() {
+    let cluster = Cluster::start().expect("cluster");
+
+    let (store, url) = store_with_ten(&cluster, "modified").await;
+    let found = problem_after(
+        &url,
+        &store,
+        "update pgtrail.events set app_user = 'mallory' where seq = 4",
+    )
+    .await;
+    assert_eq!(found, (ProblemKind::Modified, 4));
+
+    let (store, url) = store_with_ten(&cluster, "removed").await;
+    let found = problem_after(&url, &store, "delete from pgtrail.events where seq = 6").await;
+    assert_eq!(found, (ProblemKind::Removed, 6));
+
+    // A forged event sealed onto event 4's hash, squeezed in as the new 5.
+    let (store, url) = store_with_ten(&cluster, "inserted").await;
+    let found = problem_after(
+        &url,
+        &store,
+        "update pgtrail.events set seq = seq + 1 where seq >= 5;
+         insert into pgtrail.events select gen_random_uuid(), 5, source, kind, captured_at, db_user,
+             'mallory', client_addr, client_port, application_name, backend_pid, session_id, context,
+             database, schema_name, table_name, operation, objects, pk, old, new, changed, partial,
+             sql, params, command_tag, rows, duration_us, sqlstate, error, xid, lsn, committed_at,
+             tx_seq, hash, repeat('f', 64)
+         from pgtrail.events where seq = 4;",
+    )
+    .await;
+    assert_eq!(found.1, 5, "{found:?}");
+    assert!(
+        matches!(found.0, ProblemKind::Inserted | ProblemKind::Modified),
+        "{found:?}"
+    );
+
+    // Each event was hashed with its own seq: swapped as they are, the first
+    // of them no longer matches its hash.
+    let (store, url) = store_with_ten(&cluster, "reordered").await;
+    let found = problem_after(
+        &url,
+        &store,
+        "update pgtrail.events set seq = case seq when 3 then 4 else 3 end where seq in (3, 4)",
+    )
+    .await;
+    assert_eq!(found, (ProblemKind::Modified, 3));
+
+    // An attacker who re-seals both at their new places: the second still
+    // links to event 2, which verify recognises as a reordering.
+    let (store, url) = store_with_ten(&cluster, "resealed").await;
+    let chain = store.scan(0, 10).await.expect("scan");
+    let hash_2 = chain[1].hash.clone().expect("sealed");
+    let client = raw(&url).await;
+    for (event, seq) in [(&chain[3], 3), (&chain[2], 4)] {
+        let mut moved = event.clone().unsealed();
+        pgtrail_core::canonical::seal(&mut moved, seq, &hash_2);
+        client
+            .execute(
+                "update pgtrail.events set seq = $1, prev_hash = $2, hash = $3 where id = $4",
+                &[&seq, &moved.prev_hash, &moved.hash, &moved.id],
+            )
+            .await
+            .expect("reseal");
+    }
+    let report = verify(&store, None).await.expect("verify");
+    let first = report.problems.first().expect("found");
+    assert_eq!(
+        (first.kind, first.seq),
+        (ProblemKind::Reordered, 4),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn forged_event_with_a_valid_hash_is_found_as_inserted() {
+    // The forger recomputes the hash with Postgres's sha256(): the content
+    // check passes, only the broken link gives the insertion away.
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = store_with_ten(&cluster, "forged").await;
+    let mut forged = row_change(99, Utc::now());
+    pgtrail_core::canonical::seal(&mut forged, 5, "f".repeat(64).as_str());
+    let client = raw(&url).await;
+    client
+        .batch_execute("update pgtrail.events set seq = seq + 1 where seq >= 5")
+        .await
+        .expect("renumber");
+    let json = serde_json::to_string(&forged).expect("json");
+    client
+        .execute(
+            "insert into pgtrail.events (id, seq, source, kind, captured_at, app_user, db_user, schema_name, \
+             table_name, operation, pk, old, new, changed, prev_hash, hash) \
+             select (e->>'id')::uuid, 5, e->>'source', e->>'kind', (e->>'captured_at')::timestamptz, \
+             e->>'app_user', e->>'db_user', e->>'schema', e->>'table', e->>'operation', e->'pk', \
+             (e->'old')::json, (e->'new')::json, array['balance'], e->>'prev_hash', e->>'hash' \
+             from (select $1::text::jsonb as e) f",
+            &[&json],
+        )
+        .await
+        .expect("insert forged row");
+    // Through jsonb the numbers keep their text, so only the link can fail;
+    // either way the problem is at 5.
+    let report = verify(&store, None).await.expect("verify");
+    let first = report.problems.first().expect("found");
+    assert_eq!(first.seq, 5, "{first:?}");
+    assert_eq!(first.kind, ProblemKind::Inserted, "{first:?}");
+}
+
+#[tokio::test]
+async fn signed_head_checkpoint_catches_a_rewritten_tail() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = store_with_ten(&cluster, "rewritten").await;
+    let key = KeyPair::generate().expect("key");
+    let head = store.head().await.expect("head").expect("not empty");
+    let checkpoint =
+        Checkpoint::new(CheckpointKind::Head, head.seq, head.hash, head.seq).signed(&key);
+    store.add_checkpoint(&checkpoint).await.expect("checkpoint");
+    let report = verify(&store, Some(&key.verifying_key()))
+        .await
+        .expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.checkpoints_signed, 1);
+
+    // Rewrite events 6..10 and reseal them properly: the chain itself is
+    // consistent again, only the signed checkpoint still remembers event 10.
+    let client = raw(&url).await;
+    let prev: String = client
+        .query_one("select hash from pgtrail.events where seq = 5", &[])
+        .await
+        .expect("hash of 5")
+        .get(0);
+    client
+        .batch_execute("delete from pgtrail.events where seq > 5")
+        .await
+        .expect("delete tail");
+    client
+        .execute("update pgtrail.chain_head set seq = 5, hash = $1", &[&prev])
+        .await
+        .expect("reset head");
+    store
+        .append(batch(100, 5))
+        .await
+        .expect("append forged tail");
+    let report = verify(&store, Some(&key.verifying_key()))
+        .await
+        .expect("verify");
+    let kinds: Vec<_> = report.problems.iter().map(|p| (p.kind, p.seq)).collect();
+    assert_eq!(kinds, [(ProblemKind::Checkpoint, 10)], "{report:?}");
+}
+
+fn month_start(year: i32, month: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+#[tokio::test]
+async fn partitions_are_made_ahead_and_dropped_by_retention() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "partitions").await;
+    let now = Utc::now();
+    // Two old months, then recent events: all land in the default partition.
+    let mut events = Vec::new();
+    for (i, at) in [
+        month_start(2024, 1),
+        month_start(2024, 2),
+        now - chrono::Duration::hours(1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        events.extend(
+            (0..5).map(|j| row_change(i as i64 * 10 + j, at + chrono::Duration::minutes(j))),
+        );
+    }
+    store.append(events).await.expect("append");
+
+    let created = store
+        .prepare_until(now + chrono::Duration::days(40))
+        .await
+        .expect("prepare");
+    assert!(
+        created.contains(&"events_202401".to_string()),
+        "{created:?}"
+    );
+    assert!(
+        created.contains(&"events_202402".to_string()),
+        "{created:?}"
+    );
+    let this_month = format!("events_{}", now.format("%Y%m"));
+    assert!(created.contains(&this_month), "{created:?}");
+    assert!(created.len() >= 4, "the months ahead too: {created:?}");
+    assert!(
+        store.prepare_until(now).await.expect("again").is_empty(),
+        "idempotent"
+    );
+
+    let client = raw(&url).await;
+    let in_default: i64 = client
+        .query_one("select count(*) from pgtrail.events_default", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(in_default, 0, "rows moved out of the default partition");
+    let in_january: i64 = client
+        .query_one("select count(*) from pgtrail.events_202401", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(in_january, 5);
+    assert!(verify(&store, None).await.expect("verify").ok());
+
+    // Keep 30 days: both 2024 months go, as whole partitions.
+    let key = KeyPair::generate().expect("key");
+    let outcome =
+        pgtrail_store::retention::apply(&store, chrono::Duration::days(30), now, None, Some(&key))
+            .await
+            .expect("retention");
+    assert_eq!(outcome.removed, 10);
+    assert_eq!(outcome.through_seq, Some(10));
+    assert_eq!(
+        outcome.dropped_partitions,
+        ["events_202401", "events_202402"]
+    );
+    let report = verify(&store, Some(&key.verifying_key()))
+        .await
+        .expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events_checked, 5);
+    let left = store.scan(0, 100).await.expect("scan");
+    assert_eq!(left.first().and_then(|e| e.seq), Some(11));
+
+    // Appends go on from the head, into this month's partition.
+    store
+        .append(batch(50, 3))
+        .await
+        .expect("append after prune");
+    assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(18));
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_reopening_is_a_no_op() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "reopen").await;
+    store.append(batch(1, 3)).await.expect("append");
+    let client = raw(&url).await;
+    let before: Vec<(i64, String)> = client
+        .query(
+            "select version, applied_at::text from pgtrail.schema_migrations order by 1",
+            &[],
+        )
+        .await
+        .expect("migrations")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(before.len() as i64, PostgresStore::schema_version());
+    let again = PostgresStore::connect(&url).await.expect("reopen");
+    let after: Vec<(i64, String)> = client
+        .query(
+            "select version, applied_at::text from pgtrail.schema_migrations order by 1",
+            &[],
+        )
+        .await
+        .expect("migrations")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(again.scan(0, 10).await.expect("scan").len(), 3);
+}
+
+#[tokio::test]
+async fn two_processes_opening_a_new_store_at_once_both_succeed() {
+    let cluster = Cluster::start().expect("cluster");
+    let url = cluster.create_database("race").await.expect("db");
+    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    a.expect("first opener");
+    b.expect("second opener");
+}
+
+#[tokio::test]
+async fn stores_that_must_not_be_touched_are_refused() {
+    let cluster = Cluster::start().expect("cluster");
+
+    let (_, url) = fresh_store(&cluster, "too new").await;
+    raw(&url)
+        .await
+        .batch_execute(
+            "insert into pgtrail.schema_migrations (version, name) values (999, 'from the future')",
+        )
+        .await
+        .expect("insert");
+    match PostgresStore::connect(&url).await {
+        Err(StoreError::TooNew {
+            found: 999,
+            supported,
+            ..
+        }) => assert_eq!(supported, PostgresStore::schema_version()),
+        other => panic!("expected TooNew, got {:?}", other.err()),
+    }
+
+    let url = cluster.create_database("foreign").await.expect("db");
+    raw(&url)
+        .await
+        .batch_execute("create schema pgtrail; create table pgtrail.hiking_trails (name text)")
+        .await
+        .expect("create");
+    match PostgresStore::connect(&url).await {
+        Err(e @ StoreError::Foreign { .. }) => {
+            assert!(e.to_string().contains("hiking_trails"), "{e}")
+        }
+        other => panic!("expected Foreign, got {:?}", other.err()),
+    }
+
+    let (_, url) = fresh_store(&cluster, "half").await;
+    raw(&url)
+        .await
+        .batch_execute("drop table pgtrail.checkpoints")
+        .await
+        .expect("drop");
+    assert!(matches!(
+        PostgresStore::connect(&url).await,
+        Err(StoreError::HalfMigrated { version: 1, .. })
+    ));
+
+    let (_, url) = fresh_store(&cluster, "unrecorded").await;
+    raw(&url)
+        .await
+        .batch_execute("drop table pgtrail.schema_migrations")
+        .await
+        .expect("drop");
+    assert!(matches!(
+        PostgresStore::connect(&url).await,
+        Err(StoreError::HalfMigrated { version: 1, .. })
+    ));
+
+    // An empty schema made ahead by an administrator is fine.
+    let url = cluster.create_database("empty schema").await.expect("db");
+    raw(&url)
+        .await
+        .batch_execute("create schema pgtrail")
+        .await
+        .expect("create");
+    PostgresStore::connect(&url)
+        .await
+        .expect("empty schema is adopted");
+}
+
+#[tokio::test]
+async fn concurrent_appends_from_two_stores_keep_one_gap_free_chain() {
+    let cluster = Cluster::start().expect("cluster");
+    let (a, url) = fresh_store(&cluster, "concurrent").await;
+    let b = PostgresStore::connect(&url).await.expect("second store");
+    let work = |store: PostgresStore, offset: i64| async move {
+        for round in 0..20 {
+            store
+                .append(batch(offset + round * 25, 25))
+                .await
+                .expect("append");
+        }
+    };
+    tokio::join!(work(a, 0), work(b, 10_000));
+    let store = PostgresStore::connect(&url).await.expect("reopen");
+    let all = store.scan(0, 10_000).await.expect("scan");
+    let seqs: Vec<i64> = all.iter().filter_map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events_checked, 1000);
+}
+
+#[tokio::test]
+async fn re_appending_a_batch_adds_only_what_is_new() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _) = fresh_store(&cluster, "idempotent").await;
+    let first = batch(1, 5);
+    let receipt = store.append(first.clone()).await.expect("append");
+    assert_eq!(receipt.first_seq, Some(1));
+    let again = store.append(first.clone()).await.expect("retry");
+    assert_eq!(again.first_seq, None);
+    assert_eq!(again.head, receipt.head);
+
+    let mut mixed = first;
+    let new = batch(6, 2);
+    mixed.extend(new.clone());
+    mixed.push(new[0].clone()); // repeated inside the batch too
+    let receipt = store.append(mixed).await.expect("mixed");
+    assert_eq!(receipt.first_seq, Some(6));
+    assert_eq!(receipt.head.map(|h| h.seq), Some(7));
+    let stored: Vec<_> = store
+        .scan(5, 10)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(stored, [new[0].id, new[1].id]);
+}
+
+#[tokio::test]
+async fn events_come_back_exactly_as_they_were_hashed() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _) = fresh_store(&cluster, "round trip").await;
+    let mut e = row_change(1, Utc::now());
+    e.context =
+        Some(serde_json::from_str(r#"{"z":1e3,"a":{"n":0.10},"req":"r-1"}"#).expect("json"));
+    e.new = Some(
+        serde_json::from_str(
+            r#"{"amount":12345678901234567890.000,"tiny":1E-7,"dime":0.10,"s":"é\u0000x"}"#,
+        )
+        .expect("json"),
+    );
+    e.params = Some(serde_json::from_str(r#"[1.50, "x", null, {"b":2}]"#).expect("json"));
+    e.objects = vec!["public.accounts".into()];
+    e.partial = vec!["blob".into()];
+    e.sql = Some("update public.accounts set balance = balance + $1".into());
+    e.client_addr = Some("10.0.0.1".into());
+    e.client_port = Some(5432);
+    e.backend_pid = Some(77);
+    e.xid = Some(1 << 40);
+    e.lsn = Some("0/16B3748".into());
+    e.committed_at = Some(Utc::now());
+    e.tx_seq = Some(0);
+    e.sqlstate = Some("00000".into());
+    e.rows = Some(1);
+    e.duration_us = Some(15);
+    store.append(vec![e.clone()]).await.expect("append");
+    let back = store.scan(0, 1).await.expect("scan").remove(0);
+    assert_eq!(
+        back.clone().unsealed(),
+        pgtrail_core::Event {
+            committed_at: e.committed_at.map(pgtrail_core::time::truncate_micros),
+            ..e
+        }
+    );
+    assert_eq!(
+        pgtrail_core::canonical::event_hash(&back),
+        back.hash.clone().expect("sealed")
+    );
+    let text = serde_json::to_string(&back.new).expect("json");
+    assert!(
+        text.contains("12345678901234567890.000") && text.contains("0.10"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn search_finds_words_inside_qualified_names_and_never_errors() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _) = fresh_store(&cluster, "search").await;
+    let mut e = Event::new(Source::Proxy, Kind::Statement);
+    e.sql = Some("UPDATE public.accounts SET owner = 'alice@example.com' WHERE id = 42".into());
+    store.append(vec![e]).await.expect("append");
+    let search = |s: &str| Filter {
+        search: Some(s.into()),
+        ..Filter::default()
+    };
+    for found in ["accounts", "ALICE example", "public.accounts", "id 42"] {
+        assert_eq!(
+            store.query(&search(found)).await.expect("query").len(),
+            1,
+            "{found}"
+        );
+    }
+    for missing in ["account", "bob", "accounts bob"] {
+        assert!(
+            store
+                .query(&search(missing))
+                .await
+                .expect("query")
+                .is_empty(),
+            "{missing}"
+        );
+    }
+    for hostile in [
+        "'; drop table x; --",
+        "a & | ! <-> :*",
+        "\\",
+        "(((",
+        "\u{0}",
+    ] {
+        store
+            .query(&search(hostile))
+            .await
+            .expect("a hostile search never errors");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_open_error_without_the_password() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("postgres://pgtrail:s3cret@127.0.0.1:{port}/trail");
+    let started = Instant::now();
+    let error = PostgresStore::connect(&url)
+        .await
+        .err()
+        .expect("nothing listens there");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}/trail")),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test]
+async fn authentication_failure_is_an_open_error() {
+    let cluster = Cluster::start().expect("cluster");
+    let url = cluster.url("postgres").replace("postgres@", "nobody@");
+    let error = PostgresStore::connect(&url)
+        .await
+        .err()
+        .expect("no such role");
+    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+    assert!(error.to_string().contains("nobody"), "{error}");
+}
+
+/// Append throughput: `cargo nextest run -p pgtrail-store --release --run-ignored only append_throughput`.
+#[tokio::test]
+#[ignore = "benchmark; run explicitly"]
+async fn append_throughput() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _) = fresh_store(&cluster, "bench").await;
+    let (batches, size) = (20, 10_000);
+    let mut total = Duration::ZERO;
+    for b in 0..batches {
+        let events: Vec<Event> = (0..size)
+            .map(|i| {
+                let mut e = row_change(b * size + i, Utc::now());
+                e.sql = Some(format!(
+                    "update public.accounts set balance = {i} where id = {}",
+                    i % 10
+                ));
+                e
+            })
+            .collect();
+        let started = Instant::now();
+        store.append(events).await.expect("append");
+        total += started.elapsed();
+    }
+    let sample = serde_json::to_vec(&store.scan(0, 1).await.expect("scan")[0])
+        .expect("json")
+        .len();
+    let n = (batches * size) as f64;
+    println!(
+        "appended {n} events of ~{sample} bytes in batches of {size}: {:.0} events/s",
+        n / total.as_secs_f64()
+    );
+}

@@ -1,33 +1,252 @@
-//! Placeholder: the postgres backend is being written.
+//! The PostgreSQL store: schema `pgtrail` in any database, events partitioned
+//! by month.
+//!
+//! - [`schema`]: versioned migrations, and the refusal of stores this build
+//!   must not touch (newer, half-migrated, foreign).
+//! - [`append`]: sealing under the chain-head row lock, written by binary
+//!   COPY; [`append_in`] lets another writer share the transaction.
+//! - [`event_row`]: an event to a row and back, exactly.
+//! - [`query`]: the readers' SQL, every value bound as a parameter.
+//! - [`partition`]: monthly partitions made ahead and dropped by retention.
+//! - [`pool`]: a few connections, so concurrent calls do not queue on one.
+//!
+//! Connections are plain TCP or Unix sockets: TLS to the store is not
+//! supported yet (`sslmode=require` fails rather than silently going without).
+
+mod append;
+mod event_row;
+mod partition;
+mod pool;
+mod query;
+mod schema;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
+use tokio_postgres::Row;
 
-use crate::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Result, Store, StoreError};
+pub use append::append_in;
 
-/// The postgres store.
+use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::open::redact_url;
+use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError};
+use pool::{Pool, PooledClient};
+
+/// Connections opened at most at once per store.
+const MAX_CONNECTIONS: usize = 8;
+/// How long to wait for the server when the URL does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events in schema `pgtrail` of a PostgreSQL database.
 pub struct PostgresStore {
+    pool: Pool,
     location: String,
 }
 
 impl PostgresStore {
-    /// Opens the store.
+    /// Connects to the database at `url` (libpq URL form), creating or
+    /// migrating schema `pgtrail` as needed. Refuses a store written by a
+    /// newer pgtrail, a half-migrated one, and a foreign `pgtrail` schema.
     pub async fn connect(url: &str) -> Result<Self> {
-        Err(StoreError::Open { location: crate::open::redact_url(url), reason: "not implemented yet".into(), source: None })
+        let location = redact_url(url);
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Url {
+                    url: location.clone(),
+                    reason: schema::describe(&e),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pgtrail");
+        }
+        let store = PostgresStore {
+            pool: Pool::new(config, MAX_CONNECTIONS),
+            location,
+        };
+        let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
+            location: store.location.clone(),
+            reason: schema::describe(&e),
+            source: Some(Box::new(e)),
+        })?;
+        schema::migrate(&mut client, &store.location).await?;
+        drop(client);
+        Ok(store)
+    }
+
+    /// The schema version this build creates and understands.
+    pub fn schema_version() -> i64 {
+        schema::latest_version()
+    }
+
+    async fn client(&self) -> Result<PooledClient<'_>> {
+        self.pool.get().await.map_err(self.backend("connecting"))
+    }
+
+    /// Wraps a Postgres error with what the store was doing.
+    fn backend(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
+        let context = context.into();
+        move |e| StoreError::backend(&self.location, context, e)
+    }
+
+    fn decode(&self, rows: &[Row]) -> Result<Vec<Event>> {
+        rows.iter()
+            .map(|row| {
+                event_row::event_from_row(row)
+                    .map_err(|e| StoreError::backend(&self.location, "reading events", e))
+            })
+            .collect()
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn append(&self, _events: Vec<Event>) -> Result<AppendReceipt> { unimplemented!() }
-    async fn query(&self, _filter: &Filter) -> Result<Vec<Event>> { unimplemented!() }
-    async fn row_events(&self, _row: &RowRef) -> Result<Vec<Event>> { unimplemented!() }
-    async fn scan(&self, _after: i64, _limit: usize) -> Result<Vec<Event>> { unimplemented!() }
-    async fn head(&self) -> Result<Option<ChainHead>> { unimplemented!() }
-    async fn add_checkpoint(&self, _checkpoint: &Checkpoint) -> Result<()> { unimplemented!() }
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> { unimplemented!() }
-    async fn prune(&self, _through: i64) -> Result<PruneOutcome> { unimplemented!() }
-    async fn prepare_until(&self, _until: DateTime<Utc>) -> Result<Vec<String>> { unimplemented!() }
-    fn location(&self) -> String { self.location.clone() }
+    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt> {
+        let context = format!("appending {} events", events.len());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.backend(&context))?;
+        let receipt = append_in(&tx, events)
+            .await
+            .map_err(self.backend(&context))?;
+        tx.commit().await.map_err(self.backend(&context))?;
+        Ok(receipt)
+    }
+
+    async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
+        let q = query::filtered(filter);
+        let client = self.client().await?;
+        let rows = client
+            .query(&q.sql, &q.params())
+            .await
+            .map_err(self.backend("querying events"))?;
+        self.decode(&rows)
+    }
+
+    async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
+        let q = query::row_events(row);
+        let client = self.client().await?;
+        let rows = client
+            .query(&q.sql, &q.params())
+            .await
+            .map_err(self.backend(format!(
+                "reading the events of {} {}",
+                row.table,
+                row.pk.canonical()
+            )))?;
+        self.decode(&rows)
+    }
+
+    async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(&query::scan(), &[&after, &limit])
+            .await
+            .map_err(self.backend(format!("reading events after {after}")))?;
+        self.decode(&rows)
+    }
+
+    async fn head(&self) -> Result<Option<ChainHead>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("select seq, hash from pgtrail.chain_head", &[])
+            .await
+            .map_err(self.backend("reading the chain head"))?;
+        let seq: i64 = row.get(0);
+        Ok((seq > 0).then(|| ChainHead {
+            seq,
+            hash: row.get(1),
+        }))
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "insert into pgtrail.checkpoints (kind, seq, hash, count, created_at, public_key, signature) \
+                 values ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &checkpoint.kind.as_str(),
+                    &checkpoint.seq,
+                    &checkpoint.hash,
+                    &checkpoint.count,
+                    &checkpoint.created_at,
+                    &checkpoint.public_key,
+                    &checkpoint.signature,
+                ],
+            )
+            .await
+            .map_err(self.backend("recording a checkpoint"))?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select kind, seq, hash, count, created_at, public_key, signature \
+                 from pgtrail.checkpoints order by id",
+                &[],
+            )
+            .await
+            .map_err(self.backend("reading checkpoints"))?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.get(0);
+                let kind = CheckpointKind::parse(&kind).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "store {}: checkpoint of unknown kind '{kind}'",
+                        self.location
+                    ))
+                })?;
+                Ok(Checkpoint {
+                    kind,
+                    seq: row.get(1),
+                    hash: row.get(2),
+                    count: row.get(3),
+                    created_at: row.get(4),
+                    public_key: row.get(5),
+                    signature: row.get(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, through: i64) -> Result<PruneOutcome> {
+        let context = format!("removing events through {through}");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.backend(&context))?;
+        let pruned = partition::prune(&tx, Utc::now(), through)
+            .await
+            .map_err(self.backend(&context))?;
+        tx.commit().await.map_err(self.backend(&context))?;
+        Ok(PruneOutcome {
+            removed: pruned.removed,
+            dropped_partitions: pruned.dropped,
+        })
+    }
+
+    async fn prepare_until(&self, until: DateTime<Utc>) -> Result<Vec<String>> {
+        let context = format!(
+            "creating partitions up to {}",
+            pgtrail_core::time::format_micros(&until)
+        );
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.backend(&context))?;
+        let created = partition::prepare_until(&tx, Utc::now(), until)
+            .await
+            .map_err(self.backend(&context))?;
+        tx.commit().await.map_err(self.backend(&context))?;
+        Ok(created)
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
 }

@@ -1,0 +1,108 @@
+//! Sealing a batch onto the chain and writing it with one binary COPY.
+//!
+//! The chain head row is locked `FOR UPDATE` first: that serializes every
+//! appender of the store (other processes included) for the rest of the
+//! transaction, so `seq` stays gap-free and each event links to the one
+//! before it. Under that lock, events whose id is already stored are dropped
+//! (a retried batch is not duplicated), the rest are sealed in order, copied
+//! in, and the head moves. The caller's transaction makes it all or nothing.
+//!
+//! [`append_in`] is public so that a writer with its own work in the same
+//! transaction (the trigger capture path deletes the inbox rows it seals) can
+//! commit both at once.
+
+use std::collections::HashSet;
+
+use pgtrail_core::{canonical::seal, time::truncate_micros, Event};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::event_row::{RowValues, COLUMNS, COLUMN_TYPES};
+use crate::{AppendReceipt, ChainHead};
+
+/// Seals `events` onto the store's chain and writes them, inside `tx`.
+///
+/// Nothing is visible to others until the caller commits `tx`; the chain
+/// head stays locked until then, so commit promptly. Run it in a READ
+/// COMMITTED transaction (the default): after waiting for the lock, each
+/// statement must see what the previous appender committed. Events whose
+/// `id` is already stored (or repeated in the batch) are skipped; incoming
+/// `seq`, `prev_hash` and `hash` are ignored, and times are truncated to
+/// microseconds, what Postgres keeps.
+pub async fn append_in(
+    tx: &Transaction<'_>,
+    events: Vec<Event>,
+) -> Result<AppendReceipt, tokio_postgres::Error> {
+    let head = tx
+        .query_one("select seq, hash from pgtrail.chain_head for update", &[])
+        .await?;
+    let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
+
+    let fresh = drop_stored(tx, events).await?;
+    if fresh.is_empty() {
+        return Ok(AppendReceipt {
+            first_seq: None,
+            head: (seq > 0).then_some(ChainHead {
+                seq,
+                hash: prev_hash,
+            }),
+        });
+    }
+
+    let first_seq = seq + 1;
+    let mut sealed = Vec::with_capacity(fresh.len());
+    for mut event in fresh {
+        event.captured_at = truncate_micros(event.captured_at);
+        event.committed_at = event.committed_at.map(truncate_micros);
+        seq += 1;
+        seal(&mut event, seq, &prev_hash);
+        prev_hash = event.hash.clone().expect("seal sets the hash");
+        sealed.push(event);
+    }
+
+    let sink = tx
+        .copy_in(&format!(
+            "copy pgtrail.events ({COLUMNS}) from stdin (format binary)"
+        ))
+        .await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
+    for event in &sealed {
+        writer
+            .as_mut()
+            .write(&RowValues::of(event).values())
+            .await?;
+    }
+    writer.as_mut().finish().await?;
+
+    tx.execute(
+        "update pgtrail.chain_head set seq = $1, hash = $2",
+        &[&seq, &prev_hash],
+    )
+    .await?;
+    Ok(AppendReceipt {
+        first_seq: Some(first_seq),
+        head: Some(ChainHead {
+            seq,
+            hash: prev_hash,
+        }),
+    })
+}
+
+/// `events` without those already stored and without repeats, in order.
+async fn drop_stored(
+    tx: &Transaction<'_>,
+    events: Vec<Event>,
+) -> Result<Vec<Event>, tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let mut seen: HashSet<Uuid> = tx
+        .query("select id from pgtrail.events where id = any($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(events.into_iter().filter(|e| seen.insert(e.id)).collect())
+}

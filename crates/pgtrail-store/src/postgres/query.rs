@@ -1,0 +1,139 @@
+//! The SQL of the readers: a [`Filter`] turned into a WHERE clause, a row's
+//! events, and the chain scan. Every value is a bound parameter; only fixed
+//! SQL fragments are ever concatenated.
+
+use pgtrail_core::filter::search_words;
+use pgtrail_core::filter::TableName;
+use pgtrail_core::{Filter, RowRef};
+use postgres_types::{Json, ToSql};
+
+use super::event_row::COLUMNS;
+use super::schema::search_vector;
+
+/// A statement and the values of its `$n` parameters.
+pub(super) struct Query {
+    /// The SQL text.
+    pub sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Query {
+    fn new() -> Self {
+        Query {
+            sql: String::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds a parameter; returns its placeholder (`$n`).
+    fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// The parameters, for `Client::query`.
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// Events matching `filter`, newest first.
+pub(super) fn filtered(filter: &Filter) -> Query {
+    let mut q = Query::new();
+    let mut conditions = Vec::new();
+    if let Some(table) = &filter.table {
+        table_conditions(&mut q, &mut conditions, table);
+    }
+    if let Some(pk) = &filter.pk {
+        conditions.push(format!("pk = {}", q.bind(Json(pk.0.clone()))));
+    }
+    if let Some(user) = &filter.user {
+        let p = q.bind(user.clone());
+        conditions.push(format!("(app_user = {p} or db_user = {p})"));
+    }
+    if let Some(operation) = &filter.operation {
+        conditions.push(format!(
+            "upper(operation) = upper({})",
+            q.bind(operation.clone())
+        ));
+    }
+    if let Some(kind) = filter.kind {
+        conditions.push(format!("kind = {}", q.bind(kind.as_str())));
+    }
+    if let Some(source) = filter.source {
+        conditions.push(format!("source = {}", q.bind(source.as_str())));
+    }
+    if let Some(since) = filter.since {
+        conditions.push(format!("captured_at >= {}", q.bind(since)));
+    }
+    if let Some(until) = filter.until {
+        conditions.push(format!("captured_at < {}", q.bind(until)));
+    }
+    if filter.failed {
+        // As Event::failed: an error message, or a SQLSTATE outside class 00.
+        conditions.push(
+            "(error is not null or (sqlstate is not null and sqlstate not like '00%'))".into(),
+        );
+    }
+    if let Some(search) = &filter.search {
+        conditions.push("sql is not null".into());
+        let words = search_words(search);
+        // No word left (only punctuation): every event with SQL contains
+        // all of the zero words, so the condition above is the whole filter.
+        if !words.is_empty() {
+            // plainto_tsquery ANDs the words and reads no operators; the same
+            // cleaning as the indexed side keeps both tokenized alike.
+            let p = q.bind(words.join(" "));
+            conditions.push(format!(
+                "{} @@ plainto_tsquery('simple', regexp_replace({p}, '[^[:alnum:]_]+', ' ', 'g'))",
+                search_vector!()
+            ));
+        }
+    }
+    q.sql = format!("select {COLUMNS} from pgtrail.events");
+    if !conditions.is_empty() {
+        q.sql.push_str(" where ");
+        q.sql.push_str(&conditions.join(" and "));
+    }
+    q.sql.push_str(" order by seq desc");
+    if let Some(limit) = filter.limit {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let p = q.bind(limit);
+        q.sql.push_str(&format!(" limit {p}"));
+    }
+    q
+}
+
+/// The events of one row plus the TRUNCATEs of its table, oldest first. Two
+/// index lookups (by key, and the small TRUNCATE index) rather than one OR,
+/// which would read every event of the table.
+pub(super) fn row_events(row: &RowRef) -> Query {
+    let mut q = Query::new();
+    let mut table = Vec::new();
+    table_conditions(&mut q, &mut table, &row.table);
+    let table = table.join(" and ");
+    let pk = q.bind(Json(row.pk.0.clone()));
+    q.sql = format!(
+        "select {COLUMNS} from pgtrail.events where {table} and pk = {pk} \
+         union all \
+         select {COLUMNS} from pgtrail.events where {table} and upper(operation) = 'TRUNCATE' \
+             and pk is distinct from {pk} \
+         order by seq"
+    );
+    q
+}
+
+/// Sealed events after `$1`, ascending, at most `$2`.
+pub(super) fn scan() -> String {
+    format!("select {COLUMNS} from pgtrail.events where seq > $1 order by seq limit $2")
+}
+
+fn table_conditions(q: &mut Query, conditions: &mut Vec<String>, table: &TableName) {
+    conditions.push(format!("table_name = {}", q.bind(table.table.clone())));
+    if let Some(schema) = &table.schema {
+        conditions.push(format!("schema_name = {}", q.bind(schema.clone())));
+    }
+}

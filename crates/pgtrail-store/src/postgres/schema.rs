@@ -1,0 +1,323 @@
+//! The `pgtrail` schema and its versioned migrations.
+//!
+//! Each migration runs in its own transaction under a transaction-level
+//! advisory lock, and records itself in `pgtrail.schema_migrations` in that
+//! same transaction: two processes opening one store at once serialize on the
+//! lock, and the second finds the work done. Before migrating, the state found
+//! is checked: a store from a newer pgtrail, a half-migrated one, or a schema
+//! `pgtrail` that holds someone else's tables is refused, never "repaired".
+//!
+//! Migrations are append-only: once released, a migration's SQL never
+//! changes; a later change is a new migration.
+
+use tokio_postgres::{Client, Transaction};
+
+use crate::StoreError;
+
+/// Key of the advisory lock that serializes migrations ("pgtrail" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7067_7472_6169_6c00;
+
+/// One schema change, applied at most once per store.
+pub(super) struct Migration {
+    /// Position in the sequence, from 1, without gaps.
+    pub version: i64,
+    /// What it does, recorded beside the version.
+    pub name: &'static str,
+    /// The SQL, run as one batch inside the migration's transaction.
+    pub sql: &'static str,
+    /// Tables it creates: checked to exist once it is recorded as applied.
+    pub creates: &'static [&'static str],
+}
+
+/// The full-text vector of an event's SQL, as the index and the search both
+/// compute it. SQL text is cut into the words `search_words` also uses (runs
+/// of letters, digits and `_`) before Postgres's parser sees it: otherwise
+/// `public.accounts` or `alice@example.com` would each be one token, and a
+/// search for `accounts` would miss them. Only the first 200,000 characters
+/// are indexed, so that a huge statement can never exceed tsvector's 1 MB
+/// limit and fail its append.
+macro_rules! search_vector {
+    () => {
+        "to_tsvector('simple', regexp_replace(left(sql, 200000), '[^[:alnum:]_]+', ' ', 'g'))"
+    };
+}
+pub(super) use search_vector;
+
+/// Migration 1: the events table, the chain head and the checkpoints.
+const V1_EVENTS: &str = concat!(
+    r#"
+create schema if not exists pgtrail;
+
+create table pgtrail.schema_migrations (
+    version bigint primary key,
+    name text not null,
+    applied_at timestamptz not null default now()
+);
+
+-- One row per sealed event. Column names follow the Event's JSON fields
+-- (schema -> schema_name, table -> table_name); other writers (the trigger
+-- capture path) rely on them. Unset optional fields are NULL; empty arrays
+-- may be NULL or '{}'. old/new/context/params are json, not jsonb, so the
+-- exact text (number spelling, key order) survives and the hash recomputes.
+create table pgtrail.events (
+    -- identity
+    id uuid not null,                  -- UUIDv7 of the event
+    seq bigint not null,               -- chain position, from 1, gap-free
+    source text not null,              -- trigger | cdc | proxy
+    kind text not null,                -- row_change | ddl | statement | session | snapshot
+    captured_at timestamptz not null,  -- partition key (monthly)
+    -- actor
+    db_user text,
+    app_user text,
+    client_addr text,
+    client_port int,
+    application_name text,
+    backend_pid int,
+    session_id text,
+    context json,                      -- object supplied by the application
+    -- target
+    database text,
+    schema_name text,
+    table_name text,
+    operation text,                    -- INSERT/UPDATE/DELETE/TRUNCATE or a command tag
+    objects text[],                    -- relations a statement touched, qualified
+    -- row change
+    pk jsonb,                          -- key columns -> values as strings
+    old json,
+    new json,
+    changed text[],
+    partial text[],
+    -- statement
+    sql text,
+    params json,                       -- array
+    command_tag text,
+    rows bigint,
+    duration_us bigint,
+    sqlstate text,
+    error text,
+    -- transaction
+    xid bigint,
+    lsn text,
+    committed_at timestamptz,
+    tx_seq bigint,
+    -- seal
+    prev_hash text not null,
+    hash text not null,
+    primary key (id, captured_at)
+) partition by range (captured_at);
+
+-- Rows of months without their own partition land here, so a write never
+-- fails for lack of a partition; prepare_until moves them out.
+create table pgtrail.events_default partition of pgtrail.events default;
+
+create index events_seq_idx on pgtrail.events (seq);
+create index events_id_idx on pgtrail.events (id);
+create index events_row_idx on pgtrail.events (table_name, pk);
+create index events_truncate_idx on pgtrail.events (table_name)
+    where upper(operation) = 'TRUNCATE';
+create index events_captured_at_idx on pgtrail.events (captured_at);
+create index events_app_user_idx on pgtrail.events (app_user) where app_user is not null;
+create index events_db_user_idx on pgtrail.events (db_user) where db_user is not null;
+create index events_sql_search_idx on pgtrail.events using gin ("#,
+    search_vector!(),
+    r#") where sql is not null;
+
+-- The newest sealed event. Appenders lock this one row FOR UPDATE, which
+-- serializes them across processes; seq 0 means an empty chain.
+create table pgtrail.chain_head (
+    singleton boolean primary key default true check (singleton),
+    seq bigint not null,
+    hash text not null
+);
+insert into pgtrail.chain_head (seq, hash)
+    values (0, '0000000000000000000000000000000000000000000000000000000000000000');
+
+-- Head and prune checkpoints, oldest first by id.
+create table pgtrail.checkpoints (
+    id bigint generated always as identity primary key,
+    kind text not null,                -- head | prune
+    seq bigint not null,
+    hash text not null,
+    count bigint not null,
+    created_at timestamptz not null,
+    public_key text,                   -- hex Ed25519 key, when signed
+    signature text                     -- hex signature, when signed
+);
+"#
+);
+
+/// Every migration this build knows, in order.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "events, chain head, checkpoints",
+    sql: V1_EVENTS,
+    creates: &[
+        "schema_migrations",
+        "events",
+        "events_default",
+        "chain_head",
+        "checkpoints",
+    ],
+}];
+
+/// The schema version this build writes.
+pub(super) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the store's schema up to [`latest_version`], refusing states it
+/// must not touch. Returns the version found before migrating.
+pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<i64, StoreError> {
+    let backend = |context: &str| {
+        let context = context.to_string();
+        move |e: tokio_postgres::Error| StoreError::backend(location, context, e)
+    };
+    let mut found = None;
+    loop {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(backend("starting a migration"))?;
+        tx.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(backend("taking the migration lock"))?;
+        let current = current_version(&tx, location).await?;
+        found.get_or_insert(current);
+        let Some(next) = MIGRATIONS.iter().find(|m| m.version == current + 1) else {
+            tx.commit().await.map_err(backend("checking the schema"))?;
+            return Ok(found.unwrap_or(current));
+        };
+        let context = format!("applying migration {} ({})", next.version, next.name);
+        tx.batch_execute(next.sql)
+            .await
+            .map_err(backend(&context))?;
+        tx.execute(
+            "insert into pgtrail.schema_migrations (version, name) values ($1, $2)",
+            &[&next.version, &next.name],
+        )
+        .await
+        .map_err(backend(&context))?;
+        tx.commit().await.map_err(backend(&context))?;
+        tracing::info!(
+            store = location,
+            version = next.version,
+            "Applied store migration."
+        );
+    }
+}
+
+/// The version recorded in the store, after checking that what is there is
+/// a pgtrail store this build may use. 0 means nothing is there yet.
+async fn current_version(tx: &Transaction<'_>, location: &str) -> Result<i64, StoreError> {
+    let backend = |e| StoreError::backend(location, "reading the schema state", e);
+    let schema_exists: bool = tx
+        .query_one(
+            "select exists (select 1 from pg_namespace where nspname = 'pgtrail')",
+            &[],
+        )
+        .await
+        .map_err(backend)?
+        .get(0);
+    if !schema_exists {
+        return Ok(0);
+    }
+    let tables: Vec<String> = tx
+        .query(
+            "select c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = 'pgtrail' and c.relkind in ('r', 'p', 'v', 'm', 'f') order by 1",
+            &[],
+        )
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let has = |name: &str| tables.iter().any(|t| t == name);
+
+    if !has("schema_migrations") {
+        if tables.is_empty() {
+            // An empty schema, e.g. created ahead by an administrator.
+            return Ok(0);
+        }
+        let ours = MIGRATIONS.iter().flat_map(|m| m.creates).any(|t| has(t));
+        if ours {
+            return Err(StoreError::HalfMigrated {
+                location: location.to_string(),
+                version: 1,
+            });
+        }
+        return Err(StoreError::Foreign {
+            location: location.to_string(),
+            reason: format!(
+                "schema pgtrail holds other tables ({}) and no pgtrail.schema_migrations",
+                tables.join(", ")
+            ),
+        });
+    }
+
+    let versions: Vec<i64> = tx
+        .query(
+            "select version from pgtrail.schema_migrations order by version",
+            &[],
+        )
+        .await
+        .map_err(|e| StoreError::Foreign {
+            location: location.to_string(),
+            reason: format!(
+                "pgtrail.schema_migrations is not pgtrail's ({})",
+                describe(&e)
+            ),
+        })?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let Some(&newest) = versions.last() else {
+        return Err(StoreError::HalfMigrated {
+            location: location.to_string(),
+            version: 1,
+        });
+    };
+    if newest > latest_version() {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
+            found: newest,
+            supported: latest_version(),
+        });
+    }
+    if let Some(missing) = (1..=newest).find(|v| !versions.contains(v)) {
+        return Err(StoreError::HalfMigrated {
+            location: location.to_string(),
+            version: missing,
+        });
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= newest) {
+        if !migration.creates.iter().all(|t| has(t)) {
+            return Err(StoreError::HalfMigrated {
+                location: location.to_string(),
+                version: migration.version,
+            });
+        }
+    }
+    Ok(newest)
+}
+
+/// A one-line description of a Postgres error with its cause: tokio-postgres
+/// prints only the kind ("db error") in its own message.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
