@@ -101,7 +101,7 @@ pub struct KeygenArgs {
 /// `pgtrail checkpoint`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Run it regularly, e.g. from cron:
+Example, from cron every ten minutes:
   */10 * * * *  pgtrail checkpoint
 The private key comes from [signing] private_key or PGTRAIL_SIGNING__PRIVATE_KEY.")]
 pub struct CheckpointArgs {

@@ -68,13 +68,19 @@ pub fn load(
     Ok(Loaded { config, file })
 }
 
-/// Reads a file as a TOML table; errors name the file and the line.
+/// Reads a file as a TOML table; errors name the file, the line and the key.
 fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    // Parse through Config first: its errors carry line numbers and the
-    // unknown key's name, which the plain table would not check.
-    Config::from_toml(&text, &path.display().to_string())?;
+    // Deserialize into Config first: that checks key names and types with
+    // line numbers, which the plain table would not.
+    if let Err(e) = toml::from_str::<Config>(&text) {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let at = line.map(|n| format!(" line {n}")).unwrap_or_default();
+        bail!("{}{at}: {}", path.display(), e.message().trim());
+    }
     text.parse::<toml::Table>()
         .with_context(|| format!("cannot parse {}", path.display()))
 }

@@ -41,6 +41,13 @@ fn report(error: anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {error:#}");
+    // One line, even when a cause's message spans several (parser snippets).
+    let message = format!("{error:#}");
+    let one_line: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("error: {}", one_line.join(" "));
     pgtrail::exit::error()
 }

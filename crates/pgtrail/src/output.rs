@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(lines[0], "seq  user");
         assert_eq!(lines[1], "1    alice");
         assert!(
-            lines[2].ends_with('…') && lines[2].chars().count() == 4 + MAX_CELL,
+            lines[2].ends_with('…') && lines[2].chars().count() == 5 + MAX_CELL,
             "{}",
             lines[2]
         );

@@ -1,0 +1,17 @@
+//! The `pgtrail` binary, run as a user runs it, against a temporary SQLite
+//! file and a Postgres store on a throwaway cluster.
+//!
+//! - `support`: the harness (a store per test, running the binary).
+//! - `queries`: log, history, as-of and blame on the sample trail, the same
+//!   assertions on both backends.
+//! - `transfer`: import and export, round trips, bad input.
+//! - `integrity`: verify, tampering, keys, checkpoints, retention.
+//! - `failures`: every error path a user can hit: one clear line, exit 2.
+//! - `setup`: init, the configuration layers, help text.
+
+mod failures;
+mod integrity;
+mod queries;
+mod setup;
+mod support;
+mod transfer;
