@@ -1,0 +1,158 @@
+//! Who made a change: the actor pgtrail's logical messages carry.
+//!
+//! Logical decoding alone says what changed, never who changed it. With
+//! `--setup --context`, pgtrail installs (see [`crate::setup`]) a BEFORE ...
+//! FOR EACH STATEMENT trigger on every captured table that calls
+//! `pgtrail.cdc_emit('pgtrail', …)`. That function emits a transactional
+//! logical message ([`CONTEXT_PREFIX`]) holding the application user and
+//! context from the session settings, the session and current role, the
+//! client address and port, `application_name` and the backend pid — at most
+//! once per transaction unless the actor changes (it remembers the last
+//! payload in a transaction-local setting). Because the message is
+//! transactional and written before the statement's rows, it arrives inside
+//! the transaction ahead of the changes it describes; the assembler attaches
+//! the latest actor to every following change of the transaction.
+//!
+//! DDL arrives the same way: an event trigger emits [`DDL_PREFIX`] messages
+//! with the command tag, the objects and the statement text.
+
+use pgtrail_core::event::JsonObject;
+use pgtrail_core::Event;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Prefix of the actor messages.
+pub const CONTEXT_PREFIX: &str = "pgtrail";
+/// Prefix of the DDL messages.
+pub const DDL_PREFIX: &str = "pgtrail.ddl";
+
+/// The actor of the statements that follow, as the context message carries it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Actor {
+    /// Application user from the configured session settings.
+    #[serde(default)]
+    pub app_user: Option<String>,
+    /// The context setting's text (a JSON object when the application followed the convention).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// `session_user`.
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// `current_user` when the statement ran (differs under SET ROLE / SECURITY DEFINER).
+    #[serde(default)]
+    pub current_user: Option<String>,
+    /// `inet_client_addr()`; absent for Unix-socket clients.
+    #[serde(default)]
+    pub client_addr: Option<String>,
+    /// `inet_client_port()`.
+    #[serde(default)]
+    pub client_port: Option<i32>,
+    /// `application_name`.
+    #[serde(default)]
+    pub application_name: Option<String>,
+    /// `pg_backend_pid()`.
+    #[serde(default)]
+    pub backend_pid: Option<i32>,
+}
+
+impl Actor {
+    /// Parses a context message's payload.
+    pub fn parse(content: &[u8]) -> Result<Actor, serde_json::Error> {
+        serde_json::from_slice(content)
+    }
+
+    /// Sets the actor fields of `event`.
+    pub fn apply_to(&self, event: &mut Event) {
+        event.app_user = self.app_user.clone().filter(|u| !u.is_empty());
+        event.db_user = self.db_user.clone();
+        event.client_addr = self.client_addr.clone();
+        event.client_port = self.client_port;
+        event.application_name = self.application_name.clone().filter(|a| !a.is_empty());
+        event.backend_pid = self.backend_pid;
+        let mut context = JsonObject::new();
+        if let Some(text) = self.context.as_deref().filter(|t| !t.is_empty()) {
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(object)) => context = object,
+                // Not an object: kept verbatim rather than dropped.
+                _ => {
+                    context.insert("value".into(), Value::String(text.to_string()));
+                }
+            }
+        }
+        if let (Some(current), Some(session)) = (&self.current_user, &self.db_user) {
+            if current != session {
+                context.insert("current_user".into(), Value::String(current.clone()));
+            }
+        }
+        event.context = (!context.is_empty()).then_some(context);
+    }
+}
+
+/// A DDL message's payload: the command and the actor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DdlMessage {
+    /// The command tag, e.g. `ALTER TABLE`.
+    pub command_tag: String,
+    /// `object_identity` of every object the command created, altered or dropped.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// Schema of the first object, when it has one.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// The statement text (`current_query()`).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// Who ran it.
+    #[serde(flatten)]
+    pub actor: Actor,
+}
+
+impl DdlMessage {
+    /// Parses a DDL message's payload.
+    pub fn parse(content: &[u8]) -> Result<DdlMessage, serde_json::Error> {
+        serde_json::from_slice(content)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgtrail_core::{Kind, Source};
+
+    #[test]
+    fn actor_fills_the_event_and_keeps_odd_context() {
+        let actor = Actor::parse(
+            br#"{"app_user":"alice","context":"{\"request_id\":\"r1\"}","db_user":"app","current_user":"admin",
+                "client_addr":"10.0.0.5","client_port":5123,"application_name":"web","backend_pid":42}"#,
+        )
+        .expect("valid payload");
+        let mut event = Event::new(Source::Cdc, Kind::RowChange);
+        actor.apply_to(&mut event);
+        assert_eq!(event.app_user.as_deref(), Some("alice"));
+        assert_eq!(event.db_user.as_deref(), Some("app"));
+        assert_eq!(
+            (event.client_port, event.backend_pid),
+            (Some(5123), Some(42))
+        );
+        let context = event.context.expect("context");
+        assert_eq!(context["request_id"], "r1");
+        assert_eq!(context["current_user"], "admin");
+
+        let actor = Actor::parse(br#"{"context":"not json","db_user":"app","current_user":"app"}"#)
+            .expect("valid");
+        let mut event = Event::new(Source::Cdc, Kind::RowChange);
+        actor.apply_to(&mut event);
+        assert_eq!(event.context.expect("kept")["value"], "not json");
+        assert_eq!(event.app_user, None);
+    }
+
+    #[test]
+    fn ddl_payload() {
+        let ddl = DdlMessage::parse(
+            br#"{"command_tag":"ALTER TABLE","objects":["public.t"],"schema":"public","sql":"alter table t add c int","db_user":"postgres"}"#,
+        )
+        .expect("valid");
+        assert_eq!(ddl.command_tag, "ALTER TABLE");
+        assert_eq!(ddl.actor.db_user.as_deref(), Some("postgres"));
+    }
+}

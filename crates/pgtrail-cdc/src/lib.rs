@@ -1,0 +1,21 @@
+//! Logical-replication capture: every committed row change, from the WAL, as
+//! `pgtrail_core::Event`s in a `pgtrail_store::Store`.
+//!
+//! The crate is a pure core with a thin async shell:
+//! - [`pgoutput`] decodes the plugin's messages (pure, byte-fixture tested);
+//! - [`value`] turns pgoutput's text values into JSON by column type;
+//! - [`assemble`] builds whole transactions of events, attaching the actor
+//!   carried by pgtrail's logical messages (see [`context`]);
+//! - [`connection`] is the replication connection on `pgtrail-wire`;
+//! - [`setup`] manages publication, slot, context triggers and checks;
+//! - [`consumer`] runs the loop: stream → assemble → append → confirm.
+//!
+//! The one durability rule: the flush position confirmed to Postgres never
+//! passes a transaction whose events the store has not durably appended.
+//! Event ids derive from (stream, commit LSN, order in the transaction), so a
+//! replay after a crash produces the same ids and the store skips them.
+
+pub mod assemble;
+pub mod context;
+pub mod pgoutput;
+pub mod value;
