@@ -83,9 +83,13 @@ pub fn summary(event: &Event) -> String {
     }
 }
 
-/// `schema.table` or `-`.
+/// `schema.table`, else the relations a statement touched, else `-`.
 pub fn table(event: &Event) -> String {
-    event.qualified_table().unwrap_or_else(|| "-".into())
+    match event.qualified_table() {
+        Some(table) => table,
+        None if !event.objects.is_empty() => event.objects.join(","),
+        None => "-".into(),
+    }
 }
 
 /// An optional number, or `-`.

@@ -8,13 +8,43 @@ use crate::support::{pgtrail_in, Backend, Trail};
 #[tokio::test]
 async fn an_unreadable_store_path_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let url = "sqlite:/nonexistent/dir/trail.db";
     let run = pgtrail_in(
         dir.path(),
-        &["--store", "sqlite:/nonexistent/dir/trail.db", "log"],
+        &["--store", url, "import", crate::support::SAMPLE],
         &[],
         None,
     );
     assert!(run.error().contains("/nonexistent/dir/trail.db"), "{run:?}");
+
+    let unreadable = dir.path().join("a-directory.db");
+    std::fs::create_dir(&unreadable).expect("mkdir");
+    let url = format!("sqlite:{}", unreadable.display());
+    let run = pgtrail_in(
+        dir.path(),
+        &["--store", &url, "import", crate::support::SAMPLE],
+        &[],
+        None,
+    );
+    assert!(run.error().contains("a-directory.db"), "{run:?}");
+}
+
+#[test]
+fn reading_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for verb in [
+        &["log"][..],
+        &["verify"],
+        &["history", "users", "id=1"],
+        &["export"],
+    ] {
+        let run = pgtrail_in(dir.path(), verb, &[], None);
+        assert!(
+            run.error().contains("no store at pgtrail.db"),
+            "{verb:?}: {run:?}"
+        );
+    }
+    assert!(!dir.path().join("pgtrail.db").exists());
 }
 
 #[tokio::test]

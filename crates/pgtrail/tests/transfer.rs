@@ -132,3 +132,40 @@ async fn export_filters(trail: Trail) {
         "{json}"
     );
 }
+
+/// Lines of `count` fresh events, JSONL.
+fn generated(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let mut e = Event::new(pgtrail_core::Source::Cdc, pgtrail_core::Kind::RowChange);
+            e.table = Some("bulk".into());
+            e.operation = Some("INSERT".into());
+            e.pk = serde_json::json!({ "id": i.to_string() })
+                .as_object()
+                .cloned();
+            serde_json::to_string(&e).expect("json")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn import_commits_whole_batches_of_ten_thousand() {
+    let trail = Trail::new(crate::support::Backend::Sqlite).await;
+    let mut lines = generated(10_005);
+    lines[10_002] = "{not json".into();
+    let file = trail.path("bulk.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let line = trail
+        .run(&["import", file.to_str().expect("utf8")])
+        .error()
+        .to_string();
+    assert!(
+        line.contains("line 10003") && line.contains("10000 events before it were"),
+        "{line}"
+    );
+    let summary = trail.run(&["verify", "--format", "json"]).json();
+    assert_eq!(
+        summary["events_checked"], 10_000,
+        "the first batch is in, the second is not"
+    );
+}

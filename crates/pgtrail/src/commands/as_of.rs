@@ -16,7 +16,7 @@ use crate::{describe, Context};
 pub async fn run(args: &AsOfArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let row_ref = crate::filters::row(&args.table, &args.pk)?;
     let at = pgtrail_core::time::parse_time(&args.time, Utc::now()).context("TIME")?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let events = store.row_events(&row_ref).await?;
     let state = row::as_of(&events, at);
     let what = format!("{} {}", row_ref.table, describe::pk(&row_ref.pk.0));

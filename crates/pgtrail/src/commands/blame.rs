@@ -12,7 +12,7 @@ use crate::{describe, Context};
 /// Runs `pgtrail blame`.
 pub async fn run(args: &BlameArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let row_ref = crate::filters::row(&args.table, &args.pk)?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let events = store.row_events(&row_ref).await?;
     let what = format!("{} {}", row_ref.table, describe::pk(&row_ref.pk.0));
     match row::blame(&events) {

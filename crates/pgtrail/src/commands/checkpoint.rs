@@ -21,7 +21,7 @@ pub async fn run(args: &CheckpointArgs, ctx: &Context) -> anyhow::Result<ExitCod
              or pass --private-key; make one with `pgtrail keygen --out FILE`",
         )?;
     let key = KeyPair::load(&key_path)?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let Some(head) = store.head().await? else {
         crate::output::line(&format!(
             "{} is empty: nothing to checkpoint yet",

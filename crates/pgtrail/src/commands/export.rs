@@ -23,7 +23,7 @@ const PAGE: usize = 10_000;
 /// Runs `pgtrail export`.
 pub async fn run(args: &ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let filter = crate::filters::filter(&args.filter, None, Utc::now())?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let (target, sink): (String, Box<dyn Write>) = match &args.out {
         Some(path) => {
             let file =

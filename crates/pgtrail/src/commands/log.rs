@@ -12,7 +12,7 @@ use crate::{describe, Context};
 /// Runs `pgtrail log`.
 pub async fn run(args: &LogArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let filter = crate::filters::filter(&args.filter, Some(args.limit), Utc::now())?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let events = store.query(&filter).await?;
     ctx.output
         .records(&events, |events| table(events).render())?;

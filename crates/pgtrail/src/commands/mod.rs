@@ -76,7 +76,26 @@ impl Context {
         }
     }
 
-    /// Opens the configured store (creating an empty one if it does not exist).
+    /// Opens the configured store, which must exist already: commands that
+    /// only read or seal never leave an empty `pgtrail.db` behind because of
+    /// a mistyped path. (A Postgres store is still migrated if it is older.)
+    pub async fn open_existing_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let url = &self.config.store.url;
+        let sqlite_path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
+        if let Some(path) = sqlite_path.filter(|p| !p.is_empty()) {
+            if !std::path::Path::new(path).exists() {
+                anyhow::bail!(
+                    "no store at {path}: import events first (`pgtrail import FILE`), \
+                     or point --store / [store] url at an existing store"
+                );
+            }
+        }
+        self.open_store().await
+    }
+
+    /// Opens the configured store, creating an empty one if it does not exist.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let url = &self.config.store.url;
         match tokio::time::timeout(OPEN_TIMEOUT, pgtrail_store::open(url)).await {

@@ -33,7 +33,7 @@ pub async fn run(args: &RetentionArgs, ctx: &Context) -> anyhow::Result<ExitCode
             None
         }
     };
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let outcome = pgtrail_store::retention::apply(
         store.as_ref(),
         keep,

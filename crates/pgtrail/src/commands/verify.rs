@@ -19,7 +19,7 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| ctx.config.signing.public_key.as_ref().map(PathBuf::from));
     let key = key_path.as_deref().map(load_public_key).transpose()?;
-    let store = ctx.open_store().await?;
+    let store = ctx.open_existing_store().await?;
     let report = pgtrail_store::verify(store.as_ref(), key.as_ref()).await?;
     let location = store.location();
     ctx.output
