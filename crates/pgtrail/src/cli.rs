@@ -28,15 +28,33 @@ Configuration comes from pgtrail.toml (see `pgtrail init`), then PGTRAIL_SECTION
 environment variables (e.g. PGTRAIL_STORE__URL), then flags.")]
 pub struct Cli {
     /// Configuration file [default: pgtrail.toml, if it exists].
-    #[arg(long, global = true, env = "PGTRAIL_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PGTRAIL_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Store to use: `sqlite:PATH` or `postgres://USER@HOST/DB` (overrides `[store] url`).
-    #[arg(long, global = true, env = "PGTRAIL_STORE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PGTRAIL_STORE",
+        value_name = "URL"
+    )]
     pub store: Option<String>,
 
     /// Output format [default: table on a terminal, jsonl when piped].
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        value_name = "FORMAT"
+    )]
     pub format: Option<Format>,
 
     /// What to do.
