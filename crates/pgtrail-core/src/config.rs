@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file is not valid TOML or has unknown keys.
-    #[error("{path}: {source}")]
+    #[error("cannot parse {path}")]
     Parse {
         /// The file.
         path: String,
@@ -28,7 +28,7 @@ pub enum ConfigError {
 }
 
 /// The whole `pgtrail.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where events are kept.
@@ -39,17 +39,6 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Where application identity is read from.
     pub identity: IdentityConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            store: StoreConfig::default(),
-            signing: SigningConfig::default(),
-            retention: RetentionConfig::default(),
-            identity: IdentityConfig::default(),
-        }
-    }
 }
 
 /// `[store]`

@@ -190,6 +190,11 @@ pub fn blame(events: &[Event]) -> Option<Vec<BlameLine>> {
                 for column in &event.changed {
                     setters.insert(column.clone(), event);
                 }
+                // A column added later (ALTER TABLE) first appears in an
+                // update's images without changing; this event brought it.
+                for column in state.iter().flat_map(|s| s.keys()) {
+                    setters.entry(column.clone()).or_insert(event);
+                }
             }
             RowEffect::Removed => setters.clear(),
             RowEffect::None => {}

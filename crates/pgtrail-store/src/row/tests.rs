@@ -118,3 +118,24 @@ fn blame_names_who_set_each_value() {
         "deleted rows have no current state"
     );
 }
+
+#[test]
+fn blame_covers_a_column_added_later() {
+    let mut events = story();
+    events.pop();
+    // ALTER TABLE … ADD COLUMN phone; then an update that leaves phone NULL.
+    events.push(change(
+        "UPDATE",
+        40,
+        "frank",
+        json!({"id": 1, "name": "robert", "email": "r@x", "phone": null}),
+        json!({"id": 1, "name": "bobby", "email": "r@x", "phone": null}),
+    ));
+    let lines = blame(&events).expect("row exists");
+    let phone = lines
+        .iter()
+        .find(|l| l.column == "phone")
+        .expect("phone is blamed");
+    assert_eq!(phone.event.app_user.as_deref(), Some("frank"));
+    assert_eq!(phone.value, Value::Null);
+}
