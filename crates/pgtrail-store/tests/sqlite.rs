@@ -44,24 +44,18 @@ fn event(n: i64) -> Event {
     let mut e = Event::new(Source::Proxy, Kind::Statement);
     e.db_user = Some("app".into());
     e.app_user = Some(format!("user{}@example.com", n % 50));
-    e.application_name = Some("billing-api".into());
-    e.client_addr = Some("10.0.0.7".into());
     e.session_id = Some(format!("s-{}", n % 97));
-    e.database = Some("shop".into());
     e.schema = Some("public".into());
     e.table = Some("orders".into());
     e.operation = Some("UPDATE".into());
     e.pk = json!({ "id": n.to_string() }).as_object().cloned();
     e.sql = Some(format!(
-        "UPDATE public.orders SET status = $1, updated_at = now() WHERE id = {n} AND tenant_id = $2 RETURNING id"
+        "UPDATE public.orders SET status = $1, updated_at = now() WHERE id = {n} AND tenant_id = $2"
     ));
     e.params = Some(vec![json!("shipped"), json!(42)]);
     e.command_tag = Some("UPDATE 1".into());
     e.rows = Some(1);
     e.duration_us = Some(250 + n % 1000);
-    e.context = json!({ "request_id": format!("req-{n}") })
-        .as_object()
-        .cloned();
     e
 }
 

@@ -12,6 +12,7 @@ use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::encode::{encode, Encoded};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -29,9 +30,13 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("locking the store to append"))?;
-    let mut head = read_head(&tx, location)?;
+    let head = read_head(&tx, location)?;
+    let (mut last_seq, mut prev_hex) = match &head {
+        Some(head) => (head.seq, head.hash.clone()),
+        None => (0, GENESIS_HASH.to_string()),
+    };
+    let mut prev = decode_hash(&prev_hex)?;
     let mut first_seq = None;
-    let mut head_hash = [0u8; 32];
     {
         let mut insert = tx
             .prepare_cached(INSERT_EVENT)
@@ -39,35 +44,29 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
         let mut insert_fts = tx
             .prepare_cached(INSERT_FTS)
             .map_err(db("preparing the full-text insert"))?;
-        let mut prev_hex = head
-            .as_ref()
-            .map_or_else(|| GENESIS_HASH.to_string(), |h| h.hash.clone());
-        for event in events {
-            let seq = head.as_ref().map_or(1, |h| h.seq + 1);
-            let mut event = event.unsealed();
-            let body = serde_json::to_string(&event).map_err(|e| {
-                StoreError::Invalid(format!("event {} cannot be encoded: {e}", event.id))
-            })?;
-            seal(&mut event, seq, &prev_hex);
-            let hash_hex = event.hash.take().expect("seal sets the hash");
-            let row = Row::new(&event, body, &prev_hex, &hash_hex)?;
+        for (i, event) in events.iter().enumerate() {
+            let seq = last_seq + 1;
+            let encoded = encode(event, seq, &prev_hex)?;
+            if i == 0 {
+                check_against_canonical(event, seq, &prev_hex, &encoded)?;
+            }
             let inserted = insert
                 .execute(params![
                     seq,
-                    row.id,
-                    row.captured_at,
+                    event.id.as_bytes(),
+                    event.captured_at.timestamp_micros(),
                     event.source.as_str(),
                     event.kind.as_str(),
                     event.schema,
                     event.table,
-                    row.pk,
+                    event.pk.as_ref().map(canonical_pk),
                     event.app_user,
                     event.db_user,
-                    row.operation,
+                    event.operation.as_deref().map(str::to_uppercase),
                     event.failed(),
-                    row.body,
-                    row.prev_hash,
-                    row.hash,
+                    encoded.body,
+                    prev,
+                    encoded.hash,
                 ])
                 .map_err(|e| StoreError::backend(location, format!("inserting event {seq}"), e))?;
             if inserted == 0 {
@@ -79,22 +78,46 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
                 })?;
             }
             first_seq.get_or_insert(seq);
-            head_hash = row.hash;
-            head = Some(ChainHead {
-                seq,
-                hash: hash_hex.clone(),
-            });
-            prev_hex = hash_hex;
+            last_seq = seq;
+            prev = encoded.hash;
+            prev_hex = hex::encode(prev);
         }
     }
-    if first_seq.is_some() {
-        let head = head.as_ref().expect("a stored event sets the head");
-        tx.prepare_cached(UPSERT_HEAD)
-            .and_then(|mut s| s.execute(params![head.seq, head_hash]))
-            .map_err(db("moving the chain head"))?;
-        tx.commit().map_err(db("committing the batch"))?;
+    if first_seq.is_none() {
+        // Nothing new: the transaction rolls back having written nothing.
+        return Ok(AppendReceipt { first_seq, head });
     }
-    Ok(AppendReceipt { first_seq, head })
+    tx.prepare_cached(UPSERT_HEAD)
+        .and_then(|mut s| s.execute(params![last_seq, prev]))
+        .map_err(db("moving the chain head"))?;
+    tx.commit().map_err(db("committing the batch"))?;
+    Ok(AppendReceipt {
+        first_seq,
+        head: Some(ChainHead {
+            seq: last_seq,
+            hash: prev_hex,
+        }),
+    })
+}
+
+/// Refuses the batch if the one-pass encoder ever disagrees with the
+/// canonical form: storing events `verify` would call modified is worse
+/// than failing loudly.
+fn check_against_canonical(
+    event: &Event,
+    seq: i64,
+    prev_hex: &str,
+    encoded: &Encoded,
+) -> Result<()> {
+    let mut sealed = event.clone();
+    seal(&mut sealed, seq, prev_hex);
+    if sealed.hash.as_deref() == Some(hex::encode(encoded.hash).as_str()) {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(format!(
+        "event {}: the SQLite store's encoder disagrees with pgtrail_core::canonical (a bug): batch refused",
+        event.id
+    )))
 }
 
 /// The chain head, read inside the caller's transaction.
@@ -110,31 +133,6 @@ pub fn read_head(conn: &Connection, location: &str) -> Result<Option<ChainHead>>
             .optional()
         })
         .map_err(|e| StoreError::backend(location, "reading the chain head", e))
-}
-
-/// The column values of one event that are not taken from it as they are.
-struct Row {
-    id: [u8; 16],
-    captured_at: i64,
-    pk: Option<String>,
-    operation: Option<String>,
-    body: String,
-    prev_hash: [u8; 32],
-    hash: [u8; 32],
-}
-
-impl Row {
-    fn new(event: &Event, body: String, prev_hex: &str, hash_hex: &str) -> Result<Self> {
-        Ok(Row {
-            id: *event.id.as_bytes(),
-            captured_at: event.captured_at.timestamp_micros(),
-            pk: event.pk.as_ref().map(canonical_pk),
-            operation: event.operation.as_deref().map(str::to_uppercase),
-            body,
-            prev_hash: decode_hash(prev_hex)?,
-            hash: decode_hash(hash_hex)?,
-        })
-    }
 }
 
 fn decode_hash(hex_text: &str) -> Result<[u8; 32]> {

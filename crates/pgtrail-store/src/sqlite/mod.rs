@@ -13,6 +13,7 @@
 
 mod append;
 mod checkpoints;
+mod encode;
 mod prune;
 mod query;
 mod schema;
