@@ -16,6 +16,12 @@
 //! replay after a crash produces the same ids and the store skips them.
 
 pub mod assemble;
+pub mod connection;
+pub mod consumer;
+mod error;
+pub mod setup;
+
+pub use error::{CdcError, RetryPolicy};
 pub mod context;
 pub mod pgoutput;
 pub mod value;

@@ -1,0 +1,525 @@
+//! The consumer loop: stream → decode → assemble → append → confirm.
+//!
+//! Two tasks. The reader owns the replication connection: it decodes and
+//! assembles transactions, groups them into batches (by size or age) and
+//! hands them over a bounded channel; it also answers keepalives and sends
+//! status updates, even while waiting for the writer, so the server never
+//! times the connection out. The writer appends each batch to the store —
+//! retrying with back-off for as long as the store is unavailable; the slot
+//! holds the WAL meanwhile — and only then publishes the batch's end LSN.
+//! The reader confirms (flush position) only what the writer published. A
+//! crash anywhere therefore replays from the last confirmed transaction, and
+//! the deterministic event ids let the store skip what it already has.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use pgtrail_core::filter::{PkFilter, RowRef, TableName};
+use pgtrail_core::{Event, Kind};
+use pgtrail_store::{Store, StoreError};
+use pgtrail_wire::replication::{to_pg_epoch, ReplicationMessage, StandbyStatus};
+use pgtrail_wire::Lsn;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::assemble::Assembler;
+use crate::connection::{ConnectOptions, ReplicationConnection};
+use crate::pgoutput::{Decoder, PgOutput};
+use crate::setup::{self, TableSelection};
+use crate::value::TypeRegistry;
+use crate::{CdcError, RetryPolicy};
+
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Replication slot name.
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Tables that must be in the publication (checked at start).
+    pub selection: TableSelection,
+    /// A batch is appended when it holds this many events…
+    pub batch_events: usize,
+    /// …or when its oldest transaction waited this long.
+    pub batch_wait: Duration,
+    /// Status updates are sent at least this often (keep below `wal_sender_timeout`).
+    pub status_interval: Duration,
+    /// Lag is logged this often.
+    pub lag_report_interval: Duration,
+    /// A warning is logged when the slot lags more than this many bytes.
+    pub lag_warn_bytes: u64,
+    /// First pause before retrying a failed store append or a lost connection.
+    pub retry_pause: Duration,
+}
+
+impl CaptureOptions {
+    /// Defaults for `slot` and `publication`.
+    pub fn new(slot: &str, publication: &str) -> Self {
+        CaptureOptions {
+            slot: slot.to_string(),
+            publication: publication.to_string(),
+            selection: TableSelection::default(),
+            batch_events: 5_000,
+            batch_wait: Duration::from_millis(100),
+            status_interval: Duration::from_secs(1),
+            lag_report_interval: Duration::from_secs(30),
+            lag_warn_bytes: 256 * 1024 * 1024,
+            retry_pause: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the writer has made durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// End LSN of the last transaction appended to the store.
+    pub stored_lsn: Lsn,
+    /// Commit time of that transaction.
+    pub stored_commit: Option<DateTime<Utc>>,
+    /// Events appended since start.
+    pub events: u64,
+}
+
+/// Runs capture until `shutdown` becomes true, reconnecting after transient
+/// failures. `progress` (optional) reports what is durable, for callers
+/// that wait for it (tests, status).
+pub async fn run(
+    connect: &ConnectOptions,
+    options: &CaptureOptions,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<(), CdcError> {
+    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let mut pause = options.retry_pause;
+    loop {
+        let started = Instant::now();
+        match session(connect, options, store.clone(), &mut shutdown, &progress).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.retry_policy() == RetryPolicy::Reconnect => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    pause = options.retry_pause;
+                }
+                tracing::warn!(error = %error_chain(&error), pause_ms = pause.as_millis() as u64, "Replication connection lost; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// An error and its sources, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+struct Batch {
+    events: Vec<Event>,
+    end_lsn: Lsn,
+    last_commit: DateTime<Utc>,
+}
+
+async fn session(
+    connect: &ConnectOptions,
+    options: &CaptureOptions,
+    store: Arc<dyn Store>,
+    shutdown: &mut watch::Receiver<bool>,
+    progress: &watch::Sender<Progress>,
+) -> Result<(), CdcError> {
+    let catalog = connect.connect_sql().await?;
+    let facts = setup::check_ready(&catalog).await?;
+    let tables = setup::resolve_tables(&catalog, &options.selection).await?;
+    let required = if options.selection.is_all() {
+        Vec::new()
+    } else {
+        tables
+    };
+    setup::check_capture(&catalog, &options.slot, &options.publication, &required).await?;
+    let mut types = TypeRegistry::builtin();
+    types.load(&setup::load_types(&catalog).await?);
+
+    let mut conn = ReplicationConnection::connect(connect).await?;
+    let system = conn.identify_system().await?;
+    let stream_id = format!("{}/{}", system.system_id, system.dbname);
+    let start = progress.borrow().stored_lsn;
+    if let Err(error) = conn
+        .start_replication(
+            &options.slot,
+            &options.publication,
+            start,
+            facts.proto_version(),
+        )
+        .await
+    {
+        if error.sqlstate() == Some("55006") {
+            return Err(setup::slot_in_use(&options.slot, None));
+        }
+        return Err(error);
+    }
+    tracing::info!(slot = %options.slot, publication = %options.publication, from = %start, proto = facts.proto_version(), "Streaming changes");
+
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
+    let writer = spawn_writer(store, batch_rx, progress.clone(), options.retry_pause);
+    let mut reader = Reader {
+        options,
+        catalog,
+        assembler: Assembler::new(&stream_id, &system.dbname, types),
+        decoder: Decoder::new(),
+        tried_types: HashSet::new(),
+        pending: Vec::new(),
+        pending_end: Lsn(0),
+        pending_commit: None,
+        pending_since: None,
+        sent_lsn: start,
+        received: start,
+        server_end: start,
+        idle_lsn: start,
+        last_status: Instant::now(),
+        last_lag_report: Instant::now(),
+        progress: progress.subscribe(),
+    };
+    let result = reader.run(&mut conn, &batch_tx, shutdown).await;
+    drop(batch_tx);
+    let writer_result = writer.await;
+    if result.is_ok() {
+        // Confirm what the writer finished after the last status.
+        let _ = reader.send_status(&mut conn, false).await;
+        conn.close().await;
+    }
+    match writer_result {
+        Ok(Err(error)) => return Err(error),
+        Err(join) => {
+            return Err(CdcError::Unexpected {
+                context: "writing to the store".into(),
+                detail: join.to_string(),
+            })
+        }
+        Ok(Ok(())) => {}
+    }
+    result
+}
+
+struct Reader<'a> {
+    options: &'a CaptureOptions,
+    catalog: tokio_postgres::Client,
+    assembler: Assembler,
+    decoder: Decoder,
+    tried_types: HashSet<u32>,
+    pending: Vec<Event>,
+    pending_end: Lsn,
+    pending_commit: Option<DateTime<Utc>>,
+    pending_since: Option<Instant>,
+    /// End LSN of the last batch handed to the writer.
+    sent_lsn: Lsn,
+    /// Furthest WAL position received.
+    received: Lsn,
+    /// The server's end of WAL, from the last message.
+    server_end: Lsn,
+    /// A keepalive position seen while nothing was open or pending.
+    idle_lsn: Lsn,
+    last_status: Instant,
+    last_lag_report: Instant,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Reader<'_> {
+    async fn run(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        batches: &mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), CdcError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = conn.next_message() => {
+                    self.handle(conn, message?).await?;
+                    if self.pending.len() >= self.options.batch_events {
+                        self.send_batch(conn, batches).await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.pending_since.is_some_and(|t| t.elapsed() >= self.options.batch_wait) {
+                        self.send_batch(conn, batches).await?;
+                    }
+                    if self.last_status.elapsed() >= self.options.status_interval {
+                        self.send_status(conn, false).await?;
+                    }
+                    if batches.is_closed() {
+                        return Err(CdcError::Unexpected { context: "writing to the store".into(), detail: "the writer stopped".into() });
+                    }
+                }
+                _ = shutdown.changed() => {
+                    self.send_batch(conn, batches).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        message: ReplicationMessage,
+    ) -> Result<(), CdcError> {
+        match message {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.received = self.received.max(wal_start);
+                self.server_end = self.server_end.max(wal_end);
+                let message = self.decoder.decode(&data)?;
+                self.prepare(&message).await?;
+                if let Some(tx) = self.assembler.apply(message)? {
+                    if self.pending.is_empty() {
+                        self.pending_since = Some(Instant::now());
+                    }
+                    self.pending.extend(tx.events);
+                    self.pending_end = tx.end_lsn;
+                    self.pending_commit = Some(tx.committed_at);
+                    self.received = self.received.max(tx.end_lsn);
+                }
+            }
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.server_end = self.server_end.max(wal_end);
+                if !self.assembler.in_transaction() && self.pending.is_empty() {
+                    self.idle_lsn = self.idle_lsn.max(wal_end);
+                    self.received = self.received.max(wal_end);
+                }
+                if reply_requested {
+                    self.send_status(conn, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up what a Relation message needs from the catalog: the primary
+    /// key (pgoutput only knows the replica identity) and unknown types.
+    async fn prepare(&mut self, message: &PgOutput) -> Result<(), CdcError> {
+        let oids: Vec<u32> = match message {
+            PgOutput::Relation { relation, .. } => {
+                let pk = setup::primary_key(&self.catalog, relation.oid).await?;
+                self.assembler.set_primary_key(relation.oid, pk);
+                relation.columns.iter().map(|c| c.type_oid).collect()
+            }
+            PgOutput::Type { oid, .. } => vec![*oid],
+            _ => return Ok(()),
+        };
+        let unknown: Vec<u32> = oids
+            .into_iter()
+            .filter(|oid| {
+                *oid >= 10_000
+                    && !self.assembler.types_mut().knows(*oid)
+                    && !self.tried_types.contains(oid)
+            })
+            .collect();
+        if !unknown.is_empty() {
+            self.tried_types.extend(unknown);
+            let rows = setup::load_types(&self.catalog).await?;
+            self.assembler.types_mut().load(&rows);
+        }
+        Ok(())
+    }
+
+    /// Hands the pending transactions to the writer, answering the server
+    /// while the writer is busy.
+    async fn send_batch(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        batches: &mpsc::Sender<Batch>,
+    ) -> Result<(), CdcError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch {
+            events: std::mem::take(&mut self.pending),
+            end_lsn: self.pending_end,
+            last_commit: self.pending_commit.take().unwrap_or_else(Utc::now),
+        };
+        self.pending_since = None;
+        self.sent_lsn = batch.end_lsn;
+        loop {
+            tokio::select! {
+                permit = batches.reserve() => {
+                    let permit = permit.map_err(|_| CdcError::Unexpected { context: "writing to the store".into(), detail: "the writer stopped".into() })?;
+                    permit.send(batch);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(self.options.status_interval) => self.send_status(conn, false).await?,
+            }
+        }
+    }
+
+    /// Confirms what is durable: the writer's position, or — when nothing
+    /// is open, pending or in flight — the last idle keepalive position.
+    async fn send_status(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        reply: bool,
+    ) -> Result<(), CdcError> {
+        let progress = *self.progress.borrow();
+        let all_stored = progress.stored_lsn >= self.sent_lsn
+            && self.pending.is_empty()
+            && !self.assembler.in_transaction();
+        let flush = if all_stored {
+            progress.stored_lsn.max(self.idle_lsn)
+        } else {
+            progress.stored_lsn
+        };
+        let now_micros = Utc::now().timestamp_micros();
+        conn.send_status(&StandbyStatus {
+            write: self.received.max(flush),
+            flush,
+            apply: flush,
+            send_time: to_pg_epoch(now_micros),
+            reply_requested: reply,
+        })
+        .await?;
+        self.last_status = Instant::now();
+        if self.last_lag_report.elapsed() >= self.options.lag_report_interval {
+            self.last_lag_report = Instant::now();
+            let lag_bytes = self.server_end.0.saturating_sub(flush.0);
+            let lag_seconds = if lag_bytes == 0 || all_stored {
+                0.0
+            } else {
+                progress.stored_commit.map_or(0.0, |t| {
+                    (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                })
+            };
+            if lag_bytes > self.options.lag_warn_bytes {
+                tracing::warn!(slot = %self.options.slot, lag_bytes, lag_seconds, confirmed = %flush, "Capture is falling behind");
+            } else {
+                tracing::info!(slot = %self.options.slot, lag_bytes, lag_seconds, confirmed = %flush, events = progress.events, "Capture lag");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_writer(
+    store: Arc<dyn Store>,
+    mut batches: mpsc::Receiver<Batch>,
+    progress: watch::Sender<Progress>,
+    retry_pause: Duration,
+) -> JoinHandle<Result<(), CdcError>> {
+    tokio::spawn(async move {
+        while let Some(mut batch) = batches.recv().await {
+            fill_unchanged_toast(store.as_ref(), &mut batch.events).await;
+            let count = batch.events.len() as u64;
+            append_until_stored(store.as_ref(), batch.events, retry_pause).await?;
+            progress.send_modify(|p| {
+                p.stored_lsn = p.stored_lsn.max(batch.end_lsn);
+                p.stored_commit = Some(batch.last_commit);
+                p.events += count;
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Appends `events`, retrying while the store fails in a way that may pass.
+async fn append_until_stored(
+    store: &dyn Store,
+    events: Vec<Event>,
+    retry_pause: Duration,
+) -> Result<(), CdcError> {
+    let mut pause = retry_pause;
+    let mut failures = 0u32;
+    loop {
+        match store.append(events.clone()).await {
+            Ok(_) => {
+                if failures > 0 {
+                    tracing::info!(store = %store.location(), failures, "Store is back; appended the waiting batch");
+                }
+                return Ok(());
+            }
+            Err(error @ StoreError::Invalid(_)) => return Err(error.into()),
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(store = %store.location(), error = %error_chain(&error), failures, "Store append failed; retrying (the slot keeps the WAL)");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Fills columns listed in `partial` (unchanged TOAST) from the row's last
+/// image: earlier in this batch, else in the store. What cannot be found
+/// stays listed in `partial`.
+async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
+    for i in 0..events.len() {
+        if events[i].partial.is_empty() || events[i].kind != Kind::RowChange {
+            continue;
+        }
+        let (Some(pk), Some(table)) = (events[i].pk.clone(), events[i].table.clone()) else {
+            continue;
+        };
+        let schema = events[i].schema.clone();
+        let same_row = |e: &Event| {
+            e.table.as_deref() == Some(&table) && e.schema == schema && e.pk.as_ref() == Some(&pk)
+        };
+        let mut image = events[..i]
+            .iter()
+            .rev()
+            .find(|e| same_row(e))
+            .and_then(|e| e.new.clone());
+        if image.is_none() {
+            let row = RowRef {
+                table: TableName {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                },
+                pk: PkFilter(pk.clone()),
+            };
+            match store.row_events(&row).await {
+                Ok(history) => {
+                    image = history
+                        .iter()
+                        .rev()
+                        .find(|e| {
+                            e.kind == Kind::Snapshot || e.operation.as_deref() != Some("TRUNCATE")
+                        })
+                        .and_then(|e| e.new.clone())
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "Cannot read the row's last image; keeping columns as partial")
+                }
+            }
+        }
+        let Some(image) = image else { continue };
+        let event = &mut events[i];
+        let mut still_partial = Vec::new();
+        for column in std::mem::take(&mut event.partial) {
+            match (image.get(&column), event.new.as_mut()) {
+                (Some(value), Some(new)) => {
+                    new.insert(column, value.clone());
+                }
+                _ => still_partial.push(column),
+            }
+        }
+        event.partial = still_partial;
+    }
+}

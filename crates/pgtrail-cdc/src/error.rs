@@ -1,0 +1,107 @@
+use pgtrail_store::StoreError;
+use pgtrail_wire::backend::ErrorFields;
+use pgtrail_wire::WireError;
+
+use crate::assemble::AssembleError;
+
+/// Why capture failed or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CdcError {
+    /// The connection URL cannot be used.
+    #[error("invalid database URL: {reason}")]
+    Url {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("connection to {target} failed")]
+    Io {
+        /// `host:port` or socket path.
+        target: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server closed the connection.
+    #[error("the server closed the replication connection")]
+    Closed,
+    /// Bytes from the server did not decode.
+    #[error("protocol error")]
+    Wire(#[from] WireError),
+    /// The server answered with an error.
+    #[error("{context}: {fields}")]
+    Server {
+        /// What pgtrail was doing.
+        context: String,
+        /// The server's error fields.
+        fields: ErrorFields,
+    },
+    /// The server sent something the protocol does not allow here.
+    #[error("unexpected message from the server while {context}: {detail}")]
+    Unexpected {
+        /// What pgtrail was doing.
+        context: String,
+        /// What arrived.
+        detail: String,
+    },
+    /// A catalog query on the ordinary connection failed.
+    #[error("{context}")]
+    Catalog {
+        /// What pgtrail was doing.
+        context: String,
+        /// The driver error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database is not ready for capture; `hint` says how to fix it.
+    #[error("{problem}\n  hint: {hint}")]
+    NotReady {
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        hint: String,
+    },
+    /// The stream could not be assembled into events.
+    #[error("cannot assemble the change stream")]
+    Assemble(#[from] AssembleError),
+    /// The store failed in a way retrying cannot fix.
+    #[error("store failed")]
+    Store(#[from] StoreError),
+}
+
+/// What the consumer does about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Reconnect after a pause: the slot keeps the position.
+    Reconnect,
+    /// Stop: an operator must act (the message says what).
+    Stop,
+}
+
+impl CdcError {
+    /// The SQLSTATE of a server error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            CdcError::Server { fields, .. } => Some(fields.code()),
+            CdcError::Catalog { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
+    /// The one place deciding whether capture may retry after this error.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        match self {
+            CdcError::Io { .. } | CdcError::Closed => RetryPolicy::Reconnect,
+            // Admin shutdown, crash recovery, too many connections, the server starting up.
+            CdcError::Server { fields, .. } => match fields.code() {
+                "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => RetryPolicy::Reconnect,
+                _ => RetryPolicy::Stop,
+            },
+            CdcError::Catalog { source, .. } if source.is_closed() || source.code().is_none() => {
+                RetryPolicy::Reconnect
+            }
+            _ => RetryPolicy::Stop,
+        }
+    }
+}

@@ -1,0 +1,841 @@
+//! Preparing a database for capture, checking it, and undoing it.
+//!
+//! Everything here runs on an ordinary connection (`tokio_postgres`), is
+//! idempotent, and keeps its objects in the `pgtrail` schema under `cdc_*`
+//! names (trigger capture shares the schema). Identifiers are quoted and
+//! values bound as parameters; the only SQL built from text is DDL whose
+//! names pass through [`quote_ident`] / [`quote_literal`].
+
+use pgtrail_core::config::IdentityConfig;
+use pgtrail_core::filter::TableName;
+use tokio_postgres::Client;
+
+use crate::connection::{quote_ident, quote_literal};
+use crate::value::TypeRow;
+use crate::CdcError;
+
+/// Schemas never captured: the catalogs and pgtrail's own (a Postgres store
+/// in the same database would otherwise capture its own writes forever).
+pub const EXCLUDED_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pgtrail"];
+
+/// Which tables to capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSelection {
+    /// Named tables (`schema.table` or `table`, which means `public.table`).
+    pub tables: Vec<TableName>,
+    /// Every table of these schemas, including tables created later.
+    pub schemas: Vec<String>,
+}
+
+impl TableSelection {
+    /// Nothing named: every user schema.
+    pub fn is_all(&self) -> bool {
+        self.tables.is_empty() && self.schemas.is_empty()
+    }
+}
+
+/// A table, resolved in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// `relreplident`: `d`, `n`, `f` or `i`.
+    pub replica_identity: char,
+    /// Has a primary key.
+    pub has_primary_key: bool,
+}
+
+impl Table {
+    /// `"schema"."name"`.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// Whether UPDATE and DELETE can be published: a key or FULL identity.
+    pub fn can_publish_updates(&self) -> bool {
+        match self.replica_identity {
+            'f' | 'i' => true,
+            'd' => self.has_primary_key,
+            _ => false,
+        }
+    }
+}
+
+fn catalog(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
+    let context = context.into();
+    move |source| CdcError::Catalog { context, source }
+}
+
+/// Facts about the server that capture depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// `server_version_num`, e.g. 150004.
+    pub version_num: i32,
+}
+
+impl ServerFacts {
+    /// The newest pgoutput protocol version pgtrail uses on this server:
+    /// 2 (streaming of large transactions) from PostgreSQL 14, else 1.
+    pub fn proto_version(&self) -> u32 {
+        if self.version_num >= 140_000 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Checks `wal_level` and the role's REPLICATION privilege, with the fix in the error.
+pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
+    let row = client
+        .query_one(
+            "select current_setting('wal_level'), current_setting('server_version_num')::int4, \
+             (select rolreplication or rolsuper from pg_roles where rolname = current_user), current_user::text",
+            &[],
+        )
+        .await
+        .map_err(catalog("reading server settings"))?;
+    let wal_level: String = row.get(0);
+    let version_num: i32 = row.get(1);
+    let can_replicate: Option<bool> = row.get(2);
+    let user: String = row.get(3);
+    if wal_level != "logical" {
+        return Err(CdcError::NotReady {
+            problem: format!("wal_level is '{wal_level}', but logical replication needs 'logical'"),
+            hint:
+                "run ALTER SYSTEM SET wal_level = logical; as a superuser, then restart PostgreSQL"
+                    .into(),
+        });
+    }
+    if can_replicate != Some(true) {
+        return Err(CdcError::NotReady {
+            problem: format!("role '{user}' lacks the REPLICATION privilege"),
+            hint: format!(
+                "run ALTER ROLE {} WITH REPLICATION; as a superuser",
+                quote_ident(&user)
+            ),
+        });
+    }
+    if version_num < 100_000 {
+        return Err(CdcError::NotReady {
+            problem: format!("PostgreSQL {version_num} has no pgoutput"),
+            hint: "use PostgreSQL 10 or newer (15 is tested)".into(),
+        });
+    }
+    Ok(ServerFacts { version_num })
+}
+
+/// The tables `selection` names, as they are in the catalog now. Unknown
+/// tables are an error naming them.
+pub async fn resolve_tables(
+    client: &Client,
+    selection: &TableSelection,
+) -> Result<Vec<Table>, CdcError> {
+    let rows = client
+        .query(
+            "select n.nspname::text, c.relname::text, c.relreplident::text, \
+                    exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p') and n.nspname <> all($1) and n.nspname not like 'pg\\_%' \
+             order by 1, 2",
+            &[&EXCLUDED_SCHEMAS],
+        )
+        .await
+        .map_err(catalog("listing tables"))?;
+    let all: Vec<Table> = rows
+        .iter()
+        .map(|r| Table {
+            schema: r.get(0),
+            name: r.get(1),
+            replica_identity: r.get::<_, String>(2).chars().next().unwrap_or('d'),
+            has_primary_key: r.get(3),
+        })
+        .collect();
+    if selection.is_all() {
+        return Ok(all);
+    }
+    let mut chosen: Vec<Table> = Vec::new();
+    for wanted in &selection.tables {
+        let schema = wanted.schema.as_deref().unwrap_or("public");
+        let table = all
+            .iter()
+            .find(|t| t.schema == schema && t.name == wanted.table)
+            .ok_or_else(|| CdcError::NotReady {
+                problem: format!(
+                    "table {schema}.{} does not exist (or is not capturable)",
+                    wanted.table
+                ),
+                hint: "check --tables; names are case-sensitive, quote mixed-case names".into(),
+            })?;
+        if !chosen.contains(table) {
+            chosen.push(table.clone());
+        }
+    }
+    for schema in &selection.schemas {
+        for table in all.iter().filter(|t| &t.schema == schema) {
+            if !chosen.contains(table) {
+                chosen.push(table.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// The schemas a publication for `selection` should cover by schema: the
+/// named ones, or every user schema for "all".
+pub async fn selected_schemas(
+    client: &Client,
+    selection: &TableSelection,
+) -> Result<Vec<String>, CdcError> {
+    if !selection.is_all() {
+        return Ok(selection.schemas.clone());
+    }
+    let rows = client
+        .query(
+            "select nspname::text from pg_namespace \
+             where nspname <> all($1) and nspname not like 'pg\\_%' order by 1",
+            &[&EXCLUDED_SCHEMAS],
+        )
+        .await
+        .map_err(catalog("listing schemas"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Creates the publication if missing, and adds any selected table or
+/// schema it lacks. Schemas use `FOR TABLES IN SCHEMA` (PostgreSQL 15), so
+/// tables created later are captured too.
+pub async fn ensure_publication(
+    client: &Client,
+    facts: &ServerFacts,
+    publication: &str,
+    selection: &TableSelection,
+    tables: &[Table],
+) -> Result<(), CdcError> {
+    let schemas = selected_schemas(client, selection).await?;
+    let by_schema = facts.version_num >= 150_000 && !schemas.is_empty();
+    let mut targets: Vec<String> = Vec::new();
+    if by_schema {
+        targets.extend(
+            schemas
+                .iter()
+                .map(|s| format!("tables in schema {}", quote_ident(s))),
+        );
+    }
+    let named: Vec<&Table> = tables
+        .iter()
+        .filter(|t| !(by_schema && schemas.contains(&t.schema)))
+        .collect();
+    if !named.is_empty() {
+        let list: Vec<String> = named.iter().map(|t| t.quoted()).collect();
+        targets.push(format!("table {}", list.join(", ")));
+    }
+    if targets.is_empty() {
+        return Err(CdcError::NotReady {
+            problem: "no tables to capture".into(),
+            hint: "create tables first, or name them with --tables / --schema".into(),
+        });
+    }
+    let exists = client
+        .query_opt(
+            "select 1 from pg_publication where pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(catalog("looking up the publication"))?
+        .is_some();
+    if !exists {
+        let sql = format!(
+            "create publication {} for {}",
+            quote_ident(publication),
+            targets.join(", ")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog(format!("creating publication '{publication}'")))?;
+        return Ok(());
+    }
+    let missing = publication_missing(client, publication, tables).await?;
+    let missing_schemas = if by_schema {
+        let rows = client
+            .query(
+                "select n.nspname::text from pg_publication_namespace pn \
+                 join pg_publication p on p.oid = pn.pnpubid join pg_namespace n on n.oid = pn.pnnspid \
+                 where p.pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map_err(catalog("reading publication schemas"))?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        schemas
+            .iter()
+            .filter(|s| !have.contains(s))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for schema in missing_schemas {
+        let sql = format!(
+            "alter publication {} add tables in schema {}",
+            quote_ident(publication),
+            quote_ident(&schema)
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog("adding a schema to the publication"))?;
+    }
+    let missing = if by_schema {
+        publication_missing(client, publication, &missing).await?
+    } else {
+        missing
+    };
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|t| t.quoted()).collect();
+        let sql = format!(
+            "alter publication {} add table {}",
+            quote_ident(publication),
+            list.join(", ")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog("adding tables to the publication"))?;
+    }
+    Ok(())
+}
+
+/// The tables of `tables` that `publication` does not publish.
+pub async fn publication_missing(
+    client: &Client,
+    publication: &str,
+    tables: &[Table],
+) -> Result<Vec<Table>, CdcError> {
+    let rows = client
+        .query(
+            "select schemaname::text, tablename::text from pg_publication_tables where pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(catalog("reading the publication's tables"))?;
+    let published: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(tables
+        .iter()
+        .filter(|t| {
+            !published
+                .iter()
+                .any(|(s, n)| s == &t.schema && n == &t.name)
+        })
+        .cloned()
+        .collect())
+}
+
+/// Checks before streaming: the slot and publication exist, the slot is not
+/// in use, and the publication covers the selected tables.
+pub async fn check_capture(
+    client: &Client,
+    slot: &str,
+    publication: &str,
+    tables: &[Table],
+) -> Result<(), CdcError> {
+    let row = client
+        .query_opt(
+            "select plugin::text, active, active_pid from pg_replication_slots where slot_name = $1 and database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog("looking up the replication slot"))?;
+    let Some(row) = row else {
+        return Err(CdcError::NotReady {
+            problem: format!("replication slot '{slot}' does not exist in this database"),
+            hint: "run pgtrail capture with --setup once to create the slot and publication".into(),
+        });
+    };
+    let plugin: Option<String> = row.get(0);
+    if plugin.as_deref() != Some("pgoutput") {
+        return Err(CdcError::NotReady {
+            problem: format!("slot '{slot}' uses plugin {plugin:?}, pgtrail needs pgoutput"),
+            hint: "pick another --slot name, or drop that slot".into(),
+        });
+    }
+    let active: bool = row.get(1);
+    if active {
+        let pid: Option<i32> = row.get(2);
+        return Err(slot_in_use(slot, pid));
+    }
+    let exists = client
+        .query_opt(
+            "select 1 from pg_publication where pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(catalog("looking up the publication"))?
+        .is_some();
+    if !exists {
+        return Err(CdcError::NotReady {
+            problem: format!("publication '{publication}' does not exist"),
+            hint: "run pgtrail capture with --setup to create it".into(),
+        });
+    }
+    let missing = publication_missing(client, publication, tables).await?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect();
+        return Err(CdcError::NotReady {
+            problem: format!(
+                "publication '{publication}' lacks table(s) {}",
+                list.join(", ")
+            ),
+            hint: "run pgtrail capture with --setup and the same --tables/--schema to add them"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The error for a slot another process is streaming from.
+pub fn slot_in_use(slot: &str, pid: Option<i32>) -> CdcError {
+    let by = pid.map(|p| format!(" by process {p}")).unwrap_or_default();
+    CdcError::NotReady {
+        problem: format!("replication slot '{slot}' is in use{by}: another consumer is running"),
+        hint: "stop the other consumer, or use another --slot (each consumer needs its own slot)"
+            .into(),
+    }
+}
+
+/// Whether the slot exists in this database.
+pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, CdcError> {
+    Ok(client
+        .query_opt(
+            "select 1 from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog("looking up the replication slot"))?
+        .is_some())
+}
+
+/// Sets REPLICA IDENTITY FULL on `tables` that lack it.
+pub async fn set_replica_identity_full(
+    client: &Client,
+    tables: &[Table],
+) -> Result<Vec<String>, CdcError> {
+    let mut changed = Vec::new();
+    for table in tables.iter().filter(|t| t.replica_identity != 'f') {
+        let sql = format!("alter table {} replica identity full", table.quoted());
+        client.batch_execute(&sql).await.map_err(catalog(format!(
+            "setting replica identity on {}",
+            table.quoted()
+        )))?;
+        changed.push(format!("{}.{}", table.schema, table.name));
+    }
+    Ok(changed)
+}
+
+/// The SQL of the context and DDL functions, for the session settings in `identity`.
+pub fn context_functions_sql(identity: &IdentityConfig) -> String {
+    let user_exprs: Vec<String> = identity
+        .user_settings
+        .iter()
+        .map(|s| {
+            format!(
+                "nullif(pg_catalog.current_setting({}, true), '')",
+                quote_literal(s)
+            )
+        })
+        .collect();
+    let app_user = if user_exprs.is_empty() {
+        "null::text".to_string()
+    } else {
+        format!("coalesce({})", user_exprs.join(", "))
+    };
+    let context = format!(
+        "nullif(pg_catalog.current_setting({}, true), '')",
+        quote_literal(&identity.context_setting)
+    );
+    format!(
+        r#"create schema if not exists pgtrail;
+
+-- Emits one transactional logical message naming the actor. SECURITY DEFINER
+-- because pg_logical_emit_message needs privileges writers lack; the fields
+-- that identify the session are computed here and win over `extra`.
+create or replace function pgtrail.cdc_emit(prefix text, invoker text, extra jsonb)
+returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+declare
+  payload text;
+begin
+  if prefix not in ('pgtrail', 'pgtrail.ddl') then
+    raise exception 'pgtrail.cdc_emit: unknown prefix %', prefix;
+  end if;
+  payload := (coalesce(extra, '{{}}'::jsonb) || jsonb_build_object(
+    'app_user', {app_user},
+    'context', {context},
+    'db_user', session_user::text,
+    'current_user', invoker,
+    'client_addr', host(inet_client_addr()),
+    'client_port', inet_client_port(),
+    'application_name', current_setting('application_name'),
+    'backend_pid', pg_backend_pid()))::text;
+  if prefix = 'pgtrail' then
+    -- Once per transaction unless the actor changed.
+    if current_setting('pgtrail.cdc_sent', true) is not distinct from payload then
+      return;
+    end if;
+    perform set_config('pgtrail.cdc_sent', payload, true);
+  end if;
+  perform pg_logical_emit_message(true, prefix, payload);
+end
+$fn$;
+grant execute on function pgtrail.cdc_emit(text, text, jsonb) to public;
+grant usage on schema pgtrail to public;
+
+create or replace function pgtrail.cdc_context() returns trigger
+language plpgsql as $fn$
+begin
+  perform pgtrail.cdc_emit('pgtrail', current_user::text, null);
+  return null;
+end
+$fn$;
+
+create or replace function pgtrail.cdc_ddl() returns event_trigger
+language plpgsql as $fn$
+declare
+  objects jsonb;
+  first_schema text;
+begin
+  if tg_event = 'sql_drop' then
+    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
+      into objects, first_schema from pg_event_trigger_dropped_objects() where original;
+  elsif tg_tag like 'DROP %' then
+    return; -- reported by sql_drop, with the dropped objects
+  else
+    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
+      into objects, first_schema from pg_event_trigger_ddl_commands();
+  end if;
+  perform pgtrail.cdc_emit('pgtrail.ddl', current_user::text, jsonb_build_object(
+    'command_tag', tg_tag, 'objects', objects, 'schema', first_schema, 'sql', current_query()));
+end
+$fn$;
+
+do $do$
+begin
+  if to_regprocedure('pgtrail.set_context(text,jsonb)') is null then
+    -- Sets the actor for the rest of the current transaction.
+    create function pgtrail.set_context(app_user text, context jsonb default null) returns void
+    language sql as $fn$
+      select set_config({user_setting}, coalesce(app_user, ''), true),
+             set_config({context_setting}, coalesce(context::text, ''), true);
+    $fn$;
+    grant execute on function pgtrail.set_context(text, jsonb) to public;
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_ddl') then
+    create event trigger pgtrail_cdc_ddl on ddl_command_end execute function pgtrail.cdc_ddl();
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_drop') then
+    create event trigger pgtrail_cdc_drop on sql_drop execute function pgtrail.cdc_ddl();
+  end if;
+end
+$do$;
+"#,
+        user_setting = quote_literal(
+            identity
+                .user_settings
+                .first()
+                .map_or("pgtrail.user", String::as_str)
+        ),
+        context_setting = quote_literal(&identity.context_setting),
+    )
+}
+
+/// Installs the context functions, the DDL event triggers and a statement
+/// trigger on each of `tables`.
+pub async fn install_context(
+    client: &Client,
+    identity: &IdentityConfig,
+    tables: &[Table],
+) -> Result<(), CdcError> {
+    client
+        .batch_execute(&context_functions_sql(identity))
+        .await
+        .map_err(catalog("installing pgtrail's context functions"))?;
+    for table in tables {
+        let sql = format!(
+            "create or replace trigger pgtrail_cdc_context before insert or update or delete or truncate on {} \
+             for each statement execute function pgtrail.cdc_context()",
+            table.quoted()
+        );
+        client.batch_execute(&sql).await.map_err(catalog(format!(
+            "adding the context trigger to {}",
+            table.quoted()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Removes the slot, the publication, the context triggers and functions.
+/// Returns what was removed.
+pub async fn drop_all(
+    client: &Client,
+    slot: &str,
+    publication: &str,
+) -> Result<Vec<String>, CdcError> {
+    let mut removed = Vec::new();
+    if let Some(row) = client
+        .query_opt(
+            "select active_pid from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog("looking up the replication slot"))?
+    {
+        let pid: Option<i32> = row.get(0);
+        if pid.is_some() {
+            return Err(slot_in_use(slot, pid));
+        }
+        client
+            .execute("select pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(catalog(format!("dropping slot '{slot}'")))?;
+        removed.push(format!("replication slot {slot}"));
+    }
+    if client
+        .query_opt(
+            "select 1 from pg_publication where pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(catalog("looking up the publication"))?
+        .is_some()
+    {
+        client
+            .batch_execute(&format!("drop publication {}", quote_ident(publication)))
+            .await
+            .map_err(catalog(format!("dropping publication '{publication}'")))?;
+        removed.push(format!("publication {publication}"));
+    }
+    let triggers = client
+        .query(
+            "select n.nspname::text, c.relname::text from pg_trigger t join pg_class c on c.oid = t.tgrelid \
+             join pg_namespace n on n.oid = c.relnamespace where t.tgname = 'pgtrail_cdc_context'",
+            &[],
+        )
+        .await
+        .map_err(catalog("listing context triggers"))?;
+    for row in &triggers {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        let sql = format!(
+            "drop trigger if exists pgtrail_cdc_context on {}.{}",
+            quote_ident(&schema),
+            quote_ident(&table)
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog("dropping a context trigger"))?;
+        removed.push(format!("context trigger on {schema}.{table}"));
+    }
+    let had_functions = client
+        .query_opt("select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'pgtrail' and p.proname like 'cdc\\_%'", &[])
+        .await
+        .map_err(catalog("looking up pgtrail functions"))?
+        .is_some();
+    client
+        .batch_execute(
+            "drop event trigger if exists pgtrail_cdc_ddl; drop event trigger if exists pgtrail_cdc_drop; \
+             drop function if exists pgtrail.cdc_context(); drop function if exists pgtrail.cdc_ddl(); \
+             drop function if exists pgtrail.cdc_emit(text, text, jsonb);",
+        )
+        .await
+        .map_err(catalog("dropping pgtrail's context functions"))?;
+    if had_functions {
+        removed.push("context functions and DDL event triggers".into());
+    }
+    Ok(removed)
+}
+
+/// What `--setup` should do.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// Replication slot name.
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Which tables.
+    pub selection: TableSelection,
+    /// Set REPLICA IDENTITY FULL on every captured table (old images, TOAST filled).
+    pub replica_identity_full: bool,
+    /// Install the context triggers and DDL event triggers.
+    pub context: bool,
+    /// Session settings the context trigger reads.
+    pub identity: IdentityConfig,
+}
+
+/// What `--setup` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupReport {
+    /// The captured tables, `schema.table`.
+    pub tables: Vec<String>,
+    /// Whether the slot was created now.
+    pub slot_created: bool,
+    /// Tables switched to REPLICA IDENTITY FULL.
+    pub identity_full: Vec<String>,
+    /// Tables without a key switched to FULL so their UPDATEs and DELETEs can be published.
+    pub identity_full_for_keyless: Vec<String>,
+}
+
+/// Creates (or completes) the publication, the slot, and optionally the
+/// context triggers; idempotent. The slot is created last, so it starts
+/// after every setup change.
+pub async fn prepare(
+    client: &Client,
+    facts: &ServerFacts,
+    options: &SetupOptions,
+) -> Result<SetupReport, CdcError> {
+    let tables = resolve_tables(client, &options.selection).await?;
+    let mut report = SetupReport {
+        tables: tables
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect(),
+        ..SetupReport::default()
+    };
+    if options.replica_identity_full {
+        report.identity_full = set_replica_identity_full(client, &tables).await?;
+    } else {
+        let keyless: Vec<Table> = tables
+            .iter()
+            .filter(|t| !t.can_publish_updates())
+            .cloned()
+            .collect();
+        report.identity_full_for_keyless = set_replica_identity_full(client, &keyless).await?;
+    }
+    ensure_publication(
+        client,
+        facts,
+        &options.publication,
+        &options.selection,
+        &tables,
+    )
+    .await?;
+    if options.context {
+        install_context(client, &options.identity, &tables).await?;
+    }
+    if !slot_exists(client, &options.slot).await? {
+        client
+            .execute(
+                "select pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&options.slot],
+            )
+            .await
+            .map_err(catalog(format!(
+                "creating replication slot '{}'",
+                options.slot
+            )))?;
+        report.slot_created = true;
+    }
+    Ok(report)
+}
+
+/// The primary-key columns of table `oid`, in key order; `None` if it has none.
+pub async fn primary_key(client: &Client, oid: u32) -> Result<Option<Vec<String>>, CdcError> {
+    let rows = client
+        .query(
+            "select a.attname::text from pg_index i \
+             join lateral unnest(i.indkey) with ordinality k(attnum, ord) on true \
+             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum \
+             where i.indrelid = $1::int8::oid and i.indisprimary order by k.ord",
+            &[&i64::from(oid)],
+        )
+        .await
+        .map_err(catalog("reading a primary key"))?;
+    let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok((!columns.is_empty()).then_some(columns))
+}
+
+/// Every row of `pg_type`, for [`crate::value::TypeRegistry::load`].
+pub async fn load_types(client: &Client) -> Result<Vec<TypeRow>, CdcError> {
+    let rows = client
+        .query(crate::value::TYPE_ROWS_SQL, &[])
+        .await
+        .map_err(catalog("reading pg_type"))?;
+    let ch = |s: String| s.chars().next().unwrap_or(' ');
+    Ok(rows
+        .iter()
+        .map(|r| TypeRow {
+            oid: u32::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+            typtype: ch(r.get(1)),
+            category: ch(r.get(2)),
+            element: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+            base: u32::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+            delimiter: ch(r.get(5)),
+        })
+        .collect())
+}
+
+/// How far a slot's confirmed position is behind the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLag {
+    /// Bytes of WAL between the current position and the confirmed one.
+    pub bytes: i64,
+    /// Whether a consumer is connected.
+    pub active: bool,
+}
+
+/// The lag of `slot`, or `None` if it does not exist.
+pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, CdcError> {
+    let row = client
+        .query_opt(
+            "select coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8, active \
+             from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog("reading slot lag"))?;
+    Ok(row.map(|r| SlotLag {
+        bytes: r.get(0),
+        active: r.get(1),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_sql_uses_the_configured_settings_quoted() {
+        let identity = IdentityConfig {
+            user_settings: vec!["app.current_user".into(), "pgtrail.user".into()],
+            context_setting: "app.ctx".into(),
+        };
+        let sql = context_functions_sql(&identity);
+        let first = sql
+            .find("current_setting('app.current_user', true)")
+            .expect("first setting");
+        let second = sql
+            .find("current_setting('pgtrail.user', true)")
+            .expect("second setting");
+        assert!(first < second, "settings are tried in configured order");
+        assert!(sql.contains("current_setting('app.ctx', true)"));
+        assert!(sql.contains("select set_config('app.current_user'"));
+    }
+
+    #[test]
+    fn tables_that_cannot_publish_updates() {
+        let t = |identity, pk| Table {
+            schema: "s".into(),
+            name: "t".into(),
+            replica_identity: identity,
+            has_primary_key: pk,
+        };
+        assert!(t('d', true).can_publish_updates());
+        assert!(!t('d', false).can_publish_updates());
+        assert!(t('f', false).can_publish_updates());
+        assert!(!t('n', true).can_publish_updates());
+        assert_eq!(t('d', true).quoted(), "\"s\".\"t\"");
+    }
+}

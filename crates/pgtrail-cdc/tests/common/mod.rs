@@ -1,0 +1,140 @@
+//! Shared set-up: a cluster per test binary, a database, a consumer running
+//! into a SQLite store, and waiting for events to arrive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgtrail_cdc::connection::ConnectOptions;
+use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
+use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_cdc::CdcError;
+use pgtrail_core::config::IdentityConfig;
+use pgtrail_core::Event;
+use pgtrail_store::Store;
+use pgtrail_testkit::Cluster;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One cluster shared by the tests of this binary (each uses its own database).
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start().expect("a test cluster starts"))
+}
+
+/// A database with `schema_sql` applied, plus names derived from `test`.
+pub struct TestDb {
+    pub url: String,
+    pub slot: String,
+    pub publication: String,
+    pub client: tokio_postgres::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(test: &str, schema_sql: &str) -> anyhow::Result<Self> {
+        let url = cluster().create_database(test).await?;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute(schema_sql).await?;
+        Ok(TestDb {
+            url,
+            slot: format!("pgtrail_{test}"),
+            publication: format!("pgtrail_{test}"),
+            client,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::parse(&self.url).expect("valid URL")
+    }
+
+    pub fn setup_options(&self) -> SetupOptions {
+        SetupOptions {
+            slot: self.slot.clone(),
+            publication: self.publication.clone(),
+            selection: TableSelection::default(),
+            replica_identity_full: false,
+            context: true,
+            identity: IdentityConfig::default(),
+        }
+    }
+
+    /// Runs `--setup` with `options`.
+    pub async fn setup(&self, options: &SetupOptions) -> Result<setup::SetupReport, CdcError> {
+        let facts = setup::check_ready(&self.client).await?;
+        setup::prepare(&self.client, &facts, options).await
+    }
+
+    pub fn store_url(&self) -> String {
+        format!("sqlite:{}", self.dir.path().join("trail.db").display())
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        pgtrail_store::open(&self.store_url())
+            .await
+            .expect("store opens")
+    }
+
+    pub fn capture_options(&self) -> CaptureOptions {
+        let mut options = CaptureOptions::new(&self.slot, &self.publication);
+        options.batch_wait = Duration::from_millis(20);
+        options.retry_pause = Duration::from_millis(100);
+        options
+    }
+}
+
+/// A consumer running in the background.
+pub struct Running {
+    pub shutdown: watch::Sender<bool>,
+    pub progress: watch::Receiver<Progress>,
+    pub task: JoinHandle<Result<(), CdcError>>,
+}
+
+impl Running {
+    pub fn start(db: &TestDb, store: Arc<dyn Store>, options: CaptureOptions) -> Running {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let connect = db.connect_options();
+        let task = tokio::spawn(async move {
+            consumer::run(&connect, &options, store, shutdown_rx, Some(progress_tx)).await
+        });
+        Running {
+            shutdown,
+            progress,
+            task,
+        }
+    }
+
+    pub async fn stop(self) -> Result<(), CdcError> {
+        let _ = self.shutdown.send(true);
+        self.task.await.expect("consumer task does not panic")
+    }
+}
+
+/// All events in the store, oldest first.
+pub async fn all_events(store: &dyn Store) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.scan(after, 10_000).await.expect("scan");
+        let Some(last) = page.last() else { break };
+        after = last.seq.expect("stored events have seq");
+        events.extend(page);
+    }
+    events
+}
+
+/// Waits until the store holds at least `count` events (or times out).
+pub async fn wait_for_events(store: &dyn Store, count: usize) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = all_events(store).await;
+        if events.len() >= count || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

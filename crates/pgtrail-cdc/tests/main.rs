@@ -1,0 +1,6 @@
+//! Integration tests of logical-replication capture against real clusters.
+//! Each test has its own database, slot and publication.
+
+mod capture;
+mod common;
+mod restart;
