@@ -7,6 +7,7 @@
 //! - [`assemble`] builds whole transactions of events, attaching the actor
 //!   carried by pgtrail's logical messages (see [`context`]);
 //! - [`connection`] is the replication connection on `pgtrail-wire`;
+//! - [`baseline`] stores the rows as of the slot's start as `snapshot` events;
 //! - [`setup`] manages publication, slot, context triggers and checks;
 //! - [`consumer`] runs the loop: stream → assemble → append → confirm.
 //!
@@ -16,6 +17,7 @@
 //! replay after a crash produces the same ids and the store skips them.
 
 pub mod assemble;
+pub mod baseline;
 pub mod connection;
 pub mod consumer;
 mod error;

@@ -673,6 +673,8 @@ pub struct SetupOptions {
     pub context: bool,
     /// Session settings the context trigger reads.
     pub identity: IdentityConfig,
+    /// Create the slot if missing (off when the baseline creates it with a snapshot).
+    pub create_slot: bool,
 }
 
 /// What `--setup` did.
@@ -725,7 +727,7 @@ pub async fn prepare(
     if options.context {
         install_context(client, &options.identity, &tables).await?;
     }
-    if !slot_exists(client, &options.slot).await? {
+    if options.create_slot && !slot_exists(client, &options.slot).await? {
         client
             .execute(
                 "select pg_create_logical_replication_slot($1, 'pgoutput')",

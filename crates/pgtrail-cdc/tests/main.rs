@@ -3,4 +3,5 @@
 
 mod capture;
 mod common;
+mod kill;
 mod restart;

@@ -88,6 +88,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Remove (optionally archive) events older than the retention window.
     Retention(RetentionArgs),
+    /// Capture row changes and DDL from the WAL (logical replication) into the store.
+    Capture(CaptureArgs),
 }
 
 /// `pgtrail init`
@@ -275,4 +277,67 @@ pub struct RetentionArgs {
     /// [default: `[retention] archive_dir`].
     #[arg(long, value_name = "DIR")]
     pub archive: Option<PathBuf>,
+}
+
+/// `pgtrail capture`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs until interrupted (Ctrl-C / SIGTERM). A flush position is confirmed to Postgres only
+after the store has the events, so a restart resumes exactly where the store left off.
+Examples:
+  pgtrail capture --db postgres://pgtrail@db/shop --setup --context      # first run
+  pgtrail capture --db postgres://pgtrail@db/shop                        # later runs
+  pgtrail capture --db postgres://pgtrail@db/shop --setup --tables public.orders,public.users \\
+      --replica-identity full --baseline
+  pgtrail capture --db postgres://pgtrail@db/shop --status               # slot lag
+  pgtrail capture --db postgres://pgtrail@db/shop --drop                 # remove everything
+The password comes from the URL or PGPASSWORD; prefer PGPASSWORD to keep it out of argv.")]
+pub struct CaptureArgs {
+    /// Database to capture (libpq URL); the role needs REPLICATION, and --setup needs
+    /// ownership of the tables (a superuser for --context's DDL event triggers).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Create or complete the publication and the slot (and more, see below) first.
+    #[arg(long)]
+    pub setup: bool,
+    /// With --setup: only these tables (comma-separated, `schema.table`) [default: all user schemas].
+    #[arg(long, value_delimiter = ',', value_name = "TABLES")]
+    pub tables: Vec<String>,
+    /// With --setup: every table of these schemas, including tables created later.
+    #[arg(long = "schema", value_delimiter = ',', value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// With --setup: `full` records whole old rows on UPDATE/DELETE (costs WAL volume).
+    #[arg(long, value_name = "IDENTITY", value_parser = ["full"])]
+    pub replica_identity: Option<String>,
+    /// With --setup: install the statement triggers that record who made each change,
+    /// and the DDL event triggers.
+    #[arg(long)]
+    pub context: bool,
+    /// With --setup on a new slot: store the current rows as `snapshot` events first.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Set up (if asked) and exit without streaming.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Remove the slot, the publication and the context triggers, then exit.
+    #[arg(long, conflicts_with_all = ["setup", "baseline"])]
+    pub drop: bool,
+    /// Print the slot's lag and exit.
+    #[arg(long, conflicts_with_all = ["setup", "baseline", "drop"])]
+    pub status: bool,
+    /// Replication slot name.
+    #[arg(long, default_value = "pgtrail", value_name = "NAME")]
+    pub slot: String,
+    /// Publication name.
+    #[arg(long, default_value = "pgtrail", value_name = "NAME")]
+    pub publication: String,
+    /// Warn when the slot lags more than this many megabytes.
+    #[arg(long, default_value_t = 256, value_name = "MB")]
+    pub lag_warn_mb: u64,
+    /// Append a batch at this many events (or after --batch-wait-ms).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub batch_events: usize,
+    /// Append a batch when its oldest transaction waited this long.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub batch_wait_ms: u64,
 }

@@ -59,6 +59,7 @@ impl TestDb {
             replica_identity_full: false,
             context: true,
             identity: IdentityConfig::default(),
+            create_slot: true,
         }
     }
 

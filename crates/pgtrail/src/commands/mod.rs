@@ -8,6 +8,7 @@
 
 mod as_of;
 mod blame;
+mod capture;
 mod checkpoint;
 mod export;
 mod history;
@@ -127,5 +128,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(args, &ctx).await,
         Command::Export(args) => export::run(args, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
+        Command::Capture(args) => capture::run(args, &ctx).await,
     }
 }

@@ -1,0 +1,147 @@
+//! The baseline: the rows of the captured tables as they were when the slot
+//! was created, stored as `snapshot` events so every row's history starts
+//! complete.
+//!
+//! Consistency comes from the slot: `CREATE_REPLICATION_SLOT … (SNAPSHOT
+//! 'export')` returns a snapshot that sees exactly the transactions
+//! committed before the slot's start. The rows are read in a REPEATABLE READ
+//! transaction that imports it, so the baseline plus the stream is every
+//! state of every row, with no gap and no overlap. The replication
+//! connection must stay idle while the snapshot is in use.
+
+use std::sync::Arc;
+
+use pgtrail_core::event::JsonObject;
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_store::Store;
+use serde_json::Value;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::connection::{quote_literal, ConnectOptions, ReplicationConnection};
+use crate::setup::{self, Table};
+use crate::value::{to_json, TypeRegistry};
+use crate::CdcError;
+
+/// Events appended per batch while taking the baseline.
+const BATCH: usize = 5_000;
+
+fn catalog(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
+    move |source| CdcError::Catalog {
+        context: context.into(),
+        source,
+    }
+}
+
+/// Creates `slot` with an exported snapshot and stores every row of
+/// `tables` as of that snapshot. Returns the number of rows stored.
+pub async fn create_slot_with_baseline(
+    connect: &ConnectOptions,
+    client: &Client,
+    slot: &str,
+    tables: &[Table],
+    store: &Arc<dyn Store>,
+) -> Result<u64, CdcError> {
+    if setup::slot_exists(client, slot).await? {
+        return Err(CdcError::NotReady {
+            problem: format!(
+                "slot '{slot}' exists already, so a baseline consistent with it cannot be taken"
+            ),
+            hint: "run pgtrail capture --drop first, then --setup --baseline".into(),
+        });
+    }
+    let mut conn = ReplicationConnection::connect(connect).await?;
+    let system = conn.identify_system().await?;
+    let snapshot = conn
+        .create_slot(slot, true)
+        .await?
+        .ok_or_else(|| CdcError::Unexpected {
+            context: "creating the slot".into(),
+            detail: "no snapshot name returned".into(),
+        })?;
+    let mut types = TypeRegistry::builtin();
+    types.load(&setup::load_types(client).await?);
+    client
+        .batch_execute(&format!(
+            "begin isolation level repeatable read read only; set transaction snapshot {}",
+            quote_literal(&snapshot)
+        ))
+        .await
+        .map_err(catalog("importing the slot's snapshot"))?;
+    let mut total = 0;
+    let result = async {
+        for table in tables {
+            total += copy_table(client, table, &types, &system.dbname, store).await?;
+        }
+        Ok::<_, CdcError>(())
+    }
+    .await;
+    let _ = client.batch_execute("commit").await;
+    conn.close().await;
+    result?;
+    Ok(total)
+}
+
+async fn copy_table(
+    client: &Client,
+    table: &Table,
+    types: &TypeRegistry,
+    database: &str,
+    store: &Arc<dyn Store>,
+) -> Result<u64, CdcError> {
+    let quoted = table.quoted();
+    let oid: i64 = client
+        .query_one("select $1::text::regclass::oid::int8", &[&quoted])
+        .await
+        .map_err(catalog("looking up a table"))?
+        .get(0);
+    let columns: Vec<(String, u32)> = client
+        .query(
+            "select attname::text, atttypid::int8 from pg_attribute \
+             where attrelid = $1::int8::oid and attnum > 0 and not attisdropped order by attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(catalog("reading a table's columns"))?
+        .iter()
+        .map(|r| (r.get(0), u32::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+        .collect();
+    let key = setup::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
+    let messages = client
+        .simple_query(&format!("select * from {quoted}"))
+        .await
+        .map_err(catalog("reading a table for the baseline"))?;
+    let mut batch = Vec::new();
+    let mut count = 0;
+    for message in messages {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let mut image = JsonObject::new();
+        let mut pk = JsonObject::new();
+        for (i, (name, type_oid)) in columns.iter().enumerate() {
+            let text = row.get(i);
+            let value = text.map_or(Value::Null, |t| to_json(types.kind(*type_oid), t));
+            if let (Some(key), Some(t)) = (&key, text) {
+                if key.contains(name) {
+                    pk.insert(name.clone(), Value::String(t.to_string()));
+                }
+            }
+            image.insert(name.clone(), value);
+        }
+        let mut event = Event::new(Source::Cdc, Kind::Snapshot);
+        event.database = Some(database.to_string());
+        event.schema = Some(table.schema.clone());
+        event.table = Some(table.name.clone());
+        event.pk = (!pk.is_empty()).then_some(pk);
+        event.new = Some(image);
+        batch.push(event);
+        count += 1;
+        if batch.len() >= BATCH {
+            store.append(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        store.append(batch).await?;
+    }
+    Ok(count)
+}
