@@ -509,6 +509,9 @@ declare
   first_schema text;
 begin
   if tg_event = 'sql_drop' then
+    if tg_tag not like 'DROP %' then
+      return; -- e.g. ALTER TABLE … DROP COLUMN: reported once, at ddl_command_end
+    end if;
     select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
       into objects, first_schema from pg_event_trigger_dropped_objects() where original;
   elsif tg_tag like 'DROP %' then

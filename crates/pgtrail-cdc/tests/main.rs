@@ -3,5 +3,6 @@
 
 mod capture;
 mod common;
+mod errors;
 mod kill;
 mod restart;

@@ -139,3 +139,19 @@ pub async fn wait_for_events(store: &dyn Store, count: usize) -> Vec<Event> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the store holds at least `count` row changes; returns only those.
+pub async fn wait_for_row_changes(store: &dyn Store, count: usize) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Vec<Event> = all_events(store)
+            .await
+            .into_iter()
+            .filter(|e| e.kind == pgtrail_core::Kind::RowChange)
+            .collect();
+        if rows.len() >= count || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
