@@ -1,0 +1,34 @@
+-- Removes trigger capture: the capture triggers of every tracked table, the
+-- event triggers, the guards and pgtrail's functions. The trail stays:
+-- pgtrail.events and its checkpoints, and the inbox and tracked-table list,
+-- so that a later install picks up where this one stopped.
+do $$
+declare
+    r record;
+begin
+    for r in select t.tgrelid::regclass as rel, t.tgname
+               from pg_trigger t
+               join pg_proc p on p.oid = t.tgfoid
+               join pg_namespace n on n.oid = p.pronamespace
+              where n.nspname = 'pgtrail' and not t.tgisinternal loop
+        execute format('drop trigger if exists %I on %s', r.tgname, r.rel);
+    end loop;
+end;
+$$;
+drop event trigger if exists pgtrail_ddl;
+drop event trigger if exists pgtrail_drop;
+do $$
+declare
+    r record;
+begin
+    for r in select p.oid::regprocedure as fn
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+              where n.nspname = 'pgtrail'
+                and (p.proname like 'capture\_%' or p.proname in ('hmac_pad', 'keyed_hash', 'mask',
+                     'has_equality', 'install_capture', 'track', 'untrack', 'reinstall_captures',
+                     'guard', 'app_user', 'app_context')) loop
+        execute format('drop function if exists %s', r.fn);
+    end loop;
+end;
+$$;
+drop table if exists pgtrail.trigger_migrations;

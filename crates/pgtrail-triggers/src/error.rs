@@ -1,0 +1,92 @@
+//! What can go wrong while installing, tracking or sealing.
+
+use pgtrail_store::StoreError;
+
+/// Errors of trigger capture.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A statement against the audited database failed.
+    #[error("{context}: {}", describe(.source))]
+    Postgres {
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The server is older than trigger capture supports.
+    #[error("PostgreSQL {found} is not supported by trigger capture: it needs PostgreSQL 13 or newer (tested on 13 to 17)")]
+    UnsupportedVersion {
+        /// The server's version.
+        found: String,
+    },
+    /// The connected role lacks what installing needs.
+    #[error("cannot install pgtrail as role {role}; missing:\n{}", .missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    MissingPrivileges {
+        /// The connected role.
+        role: String,
+        /// Each missing privilege and what it is needed for.
+        missing: Vec<String>,
+    },
+    /// Trigger capture is not installed in this database.
+    #[error("pgtrail trigger capture is not installed in this database (run `pgtrail install --db URL`)")]
+    NotInstalled,
+    /// The table to track does not exist.
+    #[error("table {table} does not exist (or is not visible to this role)")]
+    NoSuchTable {
+        /// The name as given.
+        table: String,
+    },
+    /// The database refused a tracking option (unknown column, not a table, …).
+    #[error("cannot track {table}: {message}")]
+    Refused {
+        /// The table.
+        table: String,
+        /// Postgres's explanation.
+        message: String,
+    },
+    /// A row of the inbox could not be turned into an event.
+    #[error("inbox row {id} cannot be sealed: {reason}")]
+    BadInbox {
+        /// The inbox row's id.
+        id: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store refused the sealed events.
+    #[error("sealing into the store failed")]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// Wraps a driver error with what was being done.
+    pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Postgres { context, source }
+    }
+
+    /// The SQLSTATE of a database error, if this is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Postgres { source, .. } => source.as_db_error().map(|db| db.code().code()),
+            _ => None,
+        }
+    }
+}
+
+/// A one-line description of a driver error: tokio-postgres's own message
+/// is only "db error".
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

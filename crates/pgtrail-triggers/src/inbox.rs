@@ -1,0 +1,297 @@
+//! From an inbox row to an [`Event`]: everything the triggers deferred.
+//!
+//! The trigger stores what only it can see (the row images, the key, the
+//! session); the sealer derives the rest here, off the write path: the
+//! event id, `changed`, the key of keyless tables, the commit time and the
+//! order inside the transaction. Pure functions, tested without a database.
+
+use chrono::{DateTime, Utc};
+use pgtrail_core::event::JsonObject;
+use pgtrail_core::{Event, Kind, Source};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Context key set on events of tables without a primary key: their `pk`
+/// is the whole row.
+pub const FULL_ROW_IDENTITY_KEY: &str = "pgtrail_identity";
+
+/// One row of `pgtrail.inbox`, with what the sealer adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxRow {
+    /// The row's id (order inside its transaction).
+    pub id: i64,
+    /// The writing transaction (64-bit).
+    pub xid: i64,
+    /// When the statement ran.
+    pub captured_at: DateTime<Utc>,
+    /// `r` (row change) or `d` (DDL).
+    pub kind: u8,
+    /// INSERT/UPDATE/DELETE/TRUNCATE or the DDL command tag.
+    pub operation: String,
+    /// Schema of the table or object.
+    pub schema: Option<String>,
+    /// Table (or relation) name.
+    pub table: Option<String>,
+    /// Whether `pk` is the whole row (no primary key).
+    pub keyless: bool,
+    /// Key columns to text, or the row for keyless tables.
+    pub pk: Option<Value>,
+    /// Old image (UPDATE: changed columns only).
+    pub old: Option<Value>,
+    /// New image (UPDATE: changed columns only).
+    pub new: Option<Value>,
+    /// `session_user`.
+    pub db_user: Option<String>,
+    /// The role set with SET ROLE, when the trigger ran.
+    pub role: Option<String>,
+    /// Application user from the session settings.
+    pub app_user: Option<String>,
+    /// Application context setting, as text (JSON expected).
+    pub context: Option<String>,
+    /// Client address (host part).
+    pub client_addr: Option<String>,
+    /// Client port.
+    pub client_port: Option<i32>,
+    /// `application_name`.
+    pub application_name: Option<String>,
+    /// Backend process id.
+    pub backend_pid: Option<i32>,
+    /// Statement text, when captured.
+    pub sql: Option<String>,
+    /// DDL: object type and identity.
+    pub detail: Option<Value>,
+    /// Commit time of the transaction, when known.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// Position inside the transaction, from 0.
+    pub tx_seq: i64,
+}
+
+/// The event id of an inbox row: a UUIDv7 whose time is the capture time
+/// and whose other bits come from the install id and the row id. The same
+/// row always gets the same id, so a seal retried after a crash is
+/// deduplicated by the store instead of recorded twice.
+pub fn event_id(install_id: &Uuid, inbox_id: i64, captured_at: DateTime<Utc>) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(install_id.as_bytes())
+        .chain_update(inbox_id.to_be_bytes())
+        .finalize();
+    let mut tail = [0u8; 10];
+    tail.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(captured_at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid()
+}
+
+/// The event an inbox row records.
+pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Event, String> {
+    let kind = match row.kind {
+        b'r' => Kind::RowChange,
+        b'd' => Kind::Ddl,
+        other => return Err(format!("unknown kind '{}'", char::from(other))),
+    };
+    let mut event = Event::at(Source::Trigger, kind, row.captured_at);
+    event.id = event_id(install_id, row.id, row.captured_at);
+    event.db_user = row.db_user.clone();
+    event.app_user = row.app_user;
+    event.client_addr = row.client_addr;
+    event.client_port = row.client_port;
+    event.application_name = row.application_name;
+    event.backend_pid = row.backend_pid;
+    event.database = Some(database.to_string());
+    event.schema = row.schema;
+    event.table = row.table;
+    event.operation = Some(row.operation.clone());
+    event.sql = row.sql;
+    event.xid = Some(row.xid);
+    event.committed_at = row.committed_at;
+    event.tx_seq = Some(row.tx_seq);
+
+    let mut context = match row.context.as_deref().map(serde_json::from_str::<Value>) {
+        None => JsonObject::new(),
+        Some(Ok(Value::Object(object))) => object,
+        // Not a JSON object: keep what the application said, as text.
+        Some(_) => JsonObject::from_iter([(
+            "value".to_string(),
+            Value::String(row.context.unwrap_or_default()),
+        )]),
+    };
+    if row.role.is_some() && row.role != row.db_user {
+        context.insert("current_user".into(), Value::from(row.role));
+    }
+
+    match kind {
+        Kind::Ddl => {
+            event.command_tag = Some(row.operation);
+            if let Some(Value::Object(detail)) = row.detail {
+                if let Some(Value::String(identity)) = detail.get("object_identity") {
+                    event.objects = vec![identity.clone()];
+                }
+                if let Some(object_type) = detail.get("object_type") {
+                    context.insert("object_type".into(), object_type.clone());
+                }
+            }
+        }
+        _ => {
+            event.old = object(row.old, row.id, "old")?;
+            event.new = object(row.new, row.id, "new")?;
+            let pk = object(row.pk, row.id, "pk")?;
+            if row.keyless {
+                event.pk = pk.map(|row| row.into_iter().map(|(k, v)| (k, as_text(v))).collect());
+                context.insert(FULL_ROW_IDENTITY_KEY.into(), Value::from("full_row"));
+            } else {
+                event.pk = pk;
+            }
+            if row.operation == "UPDATE" {
+                // The trigger kept only changed columns in both images.
+                let mut changed: Vec<String> = event
+                    .new
+                    .iter()
+                    .chain(event.old.iter())
+                    .flat_map(|image| image.keys().cloned())
+                    .collect();
+                changed.sort();
+                changed.dedup();
+                event.changed = changed;
+            }
+        }
+    }
+    event.context = (!context.is_empty()).then_some(context);
+    Ok(event)
+}
+
+fn object(value: Option<Value>, id: i64, what: &str) -> Result<Option<JsonObject>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(other) => Err(format!("row {id}: {what} is not a JSON object: {other}")),
+    }
+}
+
+/// A value as key text, the way events store keys.
+fn as_text(value: Value) -> Value {
+    match value {
+        Value::Null | Value::String(_) => value,
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(operation: &str) -> InboxRow {
+        InboxRow {
+            id: 7,
+            xid: 1234,
+            captured_at: "2026-01-02T03:04:05.123456Z".parse().expect("time"),
+            kind: b'r',
+            operation: operation.into(),
+            schema: Some("public".into()),
+            table: Some("users".into()),
+            keyless: false,
+            pk: Some(json!({"id": "1"})),
+            old: None,
+            new: None,
+            db_user: Some("app".into()),
+            role: Some("app".into()),
+            app_user: Some("alice@example.com".into()),
+            context: Some(r#"{"request_id": "r-1"}"#.into()),
+            client_addr: Some("127.0.0.1".into()),
+            client_port: Some(5000),
+            application_name: Some("web".into()),
+            backend_pid: Some(42),
+            sql: None,
+            detail: None,
+            committed_at: None,
+            tx_seq: 0,
+        }
+    }
+
+    #[test]
+    fn update_lists_changed_columns_from_the_images() {
+        let mut r = row("UPDATE");
+        r.old = Some(json!({"name": "Bob", "email": "b@x"}));
+        r.new = Some(json!({"name": "Robert", "email": "r@x"}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.changed, vec!["email", "name"]);
+        assert_eq!(
+            e.pk,
+            Some(json!({"id": "1"}).as_object().cloned().expect("object"))
+        );
+        assert_eq!(e.app_user.as_deref(), Some("alice@example.com"));
+        assert_eq!(e.context.expect("context")["request_id"], "r-1");
+    }
+
+    #[test]
+    fn keyless_rows_use_the_row_as_text_key_and_say_so() {
+        let mut r = row("DELETE");
+        r.keyless = true;
+        r.pk = Some(json!({"a": 1, "b": "x", "c": null}));
+        r.old = r.pk.clone();
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(
+            e.pk.expect("pk"),
+            json!({"a": "1", "b": "x", "c": null})
+                .as_object()
+                .cloned()
+                .expect("object")
+        );
+        assert_eq!(
+            e.context.expect("context")[FULL_ROW_IDENTITY_KEY],
+            "full_row"
+        );
+    }
+
+    #[test]
+    fn a_non_json_context_is_kept_as_text_and_a_switched_role_is_noted() {
+        let mut r = row("INSERT");
+        r.context = Some("checkout".into());
+        r.role = Some("owner".into());
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        let context = e.context.expect("context");
+        assert_eq!(context["value"], "checkout");
+        assert_eq!(context["current_user"], "owner");
+    }
+
+    #[test]
+    fn event_ids_are_stable_per_row_and_differ_between_rows_and_installs() {
+        let at = row("INSERT").captured_at;
+        let install = Uuid::from_u128(1);
+        assert_eq!(event_id(&install, 1, at), event_id(&install, 1, at));
+        assert_ne!(event_id(&install, 1, at), event_id(&install, 2, at));
+        assert_ne!(
+            event_id(&install, 1, at),
+            event_id(&Uuid::from_u128(2), 1, at)
+        );
+        assert_eq!(event_id(&install, 1, at).get_version_num(), 7);
+    }
+
+    #[test]
+    fn ddl_rows_name_their_object() {
+        let mut r = row("CREATE TABLE");
+        r.kind = b'd';
+        r.detail = Some(json!({"object_type": "table", "object_identity": "public.orders"}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.kind, Kind::Ddl);
+        assert_eq!(e.objects, vec!["public.orders"]);
+        assert_eq!(e.command_tag.as_deref(), Some("CREATE TABLE"));
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_text() {
+        let mut r = row("INSERT");
+        r.new = Some(
+            serde_json::from_str(r#"{"amount": 12.50, "big": 123456789012345678901234567890}"#)
+                .expect("json"),
+        );
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        let text = serde_json::to_string(&e.new).expect("json");
+        assert!(
+            text.contains("12.50") && text.contains("123456789012345678901234567890"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Trigger capture: pgtrail installed as plain SQL inside the audited
+//! database, for any Postgres (managed clouds included) from 13 on.
+//!
+//! Design, from the write path outwards:
+//!
+//! - **Statement-level triggers with transition tables** ([`track`]). Each
+//!   tracked table gets one generated PL/pgSQL function and four `AFTER …
+//!   FOR EACH STATEMENT` triggers; a statement that touches 200,000 rows
+//!   runs one `INSERT … SELECT`, not 200,000 function calls. An UPDATE
+//!   keeps only the columns that changed, so the trail stays small.
+//! - **A lean inbox.** Triggers write into `pgtrail.inbox`: no index, no
+//!   key, nothing derived. Hashing, chaining, `changed`, event ids and
+//!   commit times are all computed later, off the application's write path.
+//! - **Sealing after commit, in commit order** ([`seal`]). Only rows of
+//!   finished transactions are moved, through the store's own append (so
+//!   they are hashed and chained like every other event), and deleted from
+//!   the inbox in the same transaction.
+//! - **Versioned, re-runnable migrations** ([`install`]) create the inbox,
+//!   the generator functions, DDL event triggers, roles and guards, in one
+//!   transaction: a lost connection leaves nothing behind.
+
+pub mod ddl;
+mod error;
+pub mod inbox;
+pub mod install;
+pub mod migrations;
+pub mod seal;
+pub mod track;
+
+pub use error::Error;
+pub use install::{connect, install, uninstall, InstallOptions, InstallReport};
+pub use seal::{seal_all, seal_once, SealReport};
+pub use track::{
+    status, track, track_schema, untrack, MaskMode, Status, TableStatus, TrackOptions, TrackedTable,
+};
+
+/// Result of this crate's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,118 @@
+//! The SQL that trigger capture installs, as versioned migrations.
+//!
+//! Each migration is recorded in `pgtrail.trigger_migrations` (the store's
+//! own `pgtrail.schema_migrations` is separate: the two evolve apart). A
+//! migration only ever runs inside the install transaction, and is written
+//! to be re-runnable (`if not exists`, `or replace`), because `uninstall`
+//! drops the functions and the version table but keeps the data, and a
+//! later install applies everything again on top of it.
+//!
+//! After the migrations, [`identity_sql`] (re)writes the two functions that
+//! read application identity, from configuration: they are not versioned,
+//! every install writes them.
+
+use pgtrail_core::config::IdentityConfig;
+
+/// One versioned step of the installed SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Position in the sequence, from 1, without gaps.
+    pub version: i32,
+    /// What it does.
+    pub name: &'static str,
+    /// The SQL, run as one batch.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "inbox, tracked tables, capture generator, DDL event triggers",
+        sql: include_str!("../sql/v1_capture.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "roles pgtrail_reader and pgtrail_admin, privileges, guards",
+        sql: include_str!("../sql/v2_protection.sql"),
+    },
+];
+
+/// The version this build installs.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Creates the version table (runs before any migration).
+pub const VERSION_TABLE_SQL: &str = "create table if not exists pgtrail.trigger_migrations (\n    \
+    version int primary key,\n    name text not null,\n    applied_at timestamptz not null default now()\n);\n";
+
+/// Removes trigger capture, keeping the trail.
+pub const UNINSTALL_SQL: &str = include_str!("../sql/uninstall.sql");
+
+/// Removes everything in schema `pgtrail`, the trail included.
+pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
+
+/// `pgtrail.app_user()` and `pgtrail.app_context()`: the first non-empty
+/// of the configured session settings. An empty value counts as unset,
+/// which is what a setting reads as after a `SET LOCAL` ended.
+pub fn identity_sql(identity: &IdentityConfig) -> String {
+    let users: Vec<String> = identity
+        .user_settings
+        .iter()
+        .map(|name| format!("nullif(current_setting({}, true), '')", literal(name)))
+        .collect();
+    let user_expr = match users.len() {
+        0 => "null::text".to_string(),
+        1 => users[0].clone(),
+        _ => format!("coalesce({})", users.join(", ")),
+    };
+    format!(
+        "create or replace function pgtrail.app_user() returns text\n\
+         language sql stable set search_path = pg_catalog, pg_temp as $$ select {user_expr} $$;\n\
+         create or replace function pgtrail.app_context() returns text\n\
+         language sql stable set search_path = pg_catalog, pg_temp as $$ select nullif(current_setting({}, true), '') $$;\n\
+         revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n",
+        literal(&identity.context_setting)
+    )
+}
+
+/// A SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i32::try_from(i).expect("few migrations") + 1,
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn identity_reads_every_configured_setting_in_order() {
+        let sql = identity_sql(&IdentityConfig::default());
+        let first = sql.find("'pgtrail.user'").expect("pgtrail.user");
+        let second = sql.find("'app.current_user'").expect("app.current_user");
+        assert!(first < second, "{sql}");
+        assert!(sql.contains("'pgtrail.context'"), "{sql}");
+    }
+
+    #[test]
+    fn identity_quotes_setting_names() {
+        let identity = IdentityConfig {
+            user_settings: vec!["a.b'c".into()],
+            context_setting: "x.y".into(),
+        };
+        assert!(identity_sql(&identity).contains("'a.b''c'"));
+    }
+}

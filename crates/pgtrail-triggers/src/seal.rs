@@ -1,0 +1,233 @@
+//! Sealing: moving finished transactions' inbox rows into the store, in
+//! commit order.
+//!
+//! **What is final.** A transaction whose xid is below the snapshot's xmin
+//! has ended: no row of it can still appear. That alone is not enough for
+//! commit order: with T1 still running, T2 (newer xid) may commit before
+//! T0 (older xid) does, and sealing T0 now would put T2 after it later. So
+//! a transaction is sealed only when its xid is below xmin **and** it
+//! committed before every already-committed transaction that is not yet
+//! final. Sealed transactions are ordered by commit timestamp (xid breaks
+//! ties). Without `track_commit_timestamp` the commit time is unknown and
+//! xid order stands in for it (close, not exact: `pgtrail status` says so).
+//!
+//! **Exactly once.** One database transaction takes the inbox lock (one
+//! sealer at a time), reads the chosen rows, appends them through the
+//! store's [`append_in`] in the same transaction, deletes them, and
+//! commits: all or nothing. Event ids are derived from the inbox row, so
+//! even a sealer writing to another store cannot duplicate on retry.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use pgtrail_store::postgres::append_in;
+use tokio_postgres::{Client, Row, Transaction};
+use uuid::Uuid;
+
+use crate::inbox::{self, InboxRow};
+use crate::{Error, Result};
+
+/// Rows sealed per database transaction (whole transactions are never split
+/// across two, so one big transaction may exceed it).
+pub const DEFAULT_BATCH_ROWS: i64 = 10_000;
+
+/// Events appended to the store per COPY while streaming a batch.
+const CHUNK: i32 = 2_000;
+
+/// What a seal did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealReport {
+    /// Events appended to the chain.
+    pub events: usize,
+    /// Transactions they came from.
+    pub transactions: usize,
+}
+
+impl std::ops::AddAssign for SealReport {
+    fn add_assign(&mut self, other: SealReport) {
+        self.events += other.events;
+        self.transactions += other.transactions;
+    }
+}
+
+/// Seals everything that is final now, batch after batch.
+pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
+    let mut total = SealReport::default();
+    loop {
+        let report = seal_once(client, DEFAULT_BATCH_ROWS).await?;
+        if report.transactions == 0 {
+            return Ok(total);
+        }
+        total += report;
+    }
+}
+
+/// Seals the oldest final transactions, about `max_rows` rows of them (at
+/// least one transaction), in one database transaction.
+pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport> {
+    crate::install::require_installed(client).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::pg("starting a seal"))?;
+    tx.batch_execute("lock table pgtrail.inbox in share update exclusive mode")
+        .await
+        .map_err(Error::pg("locking the inbox"))?;
+    let plan = plan(&tx, max_rows).await?;
+    if plan.is_empty() {
+        tx.commit().await.map_err(Error::pg("ending a seal"))?;
+        return Ok(SealReport::default());
+    }
+    let setting = tx
+        .query_one(
+            "select install_id, current_database()::text from pgtrail.capture_settings",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("reading the install id"))?;
+    let (install_id, database): (Uuid, String) = (setting.get(0), setting.get(1));
+    let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
+    let committed: HashMap<i64, Option<DateTime<Utc>>> =
+        plan.iter().map(|t| (t.xid, t.committed_at)).collect();
+
+    let statement = tx
+        .prepare(
+            "select i.id, i.xid::text::bigint as xid, i.captured_at, i.kind, i.operation, i.schema_name, i.table_name, \
+                    i.keyless, i.pk, i.old, i.new, i.db_user, i.role_name, i.app_user, i.context, \
+                    host(i.client_addr) as client_addr, i.client_port, i.application_name, i.backend_pid, i.sql, i.detail, \
+                    row_number() over (partition by i.xid order by i.id) - 1 as tx_seq \
+             from pgtrail.inbox i \
+             join unnest($1::bigint[]) with ordinality as p(xid, ord) on i.xid = p.xid::text::xid8 \
+             order by p.ord, i.id",
+        )
+        .await
+        .map_err(Error::pg("reading the inbox"))?;
+    let portal = tx
+        .bind(&statement, &[&xids])
+        .await
+        .map_err(Error::pg("reading the inbox"))?;
+    let mut events_total = 0;
+    loop {
+        let rows = tx
+            .query_portal(&portal, CHUNK)
+            .await
+            .map_err(Error::pg("reading the inbox"))?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut inbox_row = read_row(row);
+            inbox_row.committed_at = committed.get(&inbox_row.xid).copied().flatten();
+            let id = inbox_row.id;
+            let event = inbox::to_event(inbox_row, &install_id, &database)
+                .map_err(|reason| Error::BadInbox { id, reason })?;
+            events.push(event);
+        }
+        events_total += events.len();
+        append_in(&tx, events)
+            .await
+            .map_err(Error::pg("appending sealed events"))?;
+    }
+    tx.execute(
+        "delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest($1::bigint[]) as x)",
+        &[&xids],
+    )
+    .await
+    .map_err(Error::pg("removing sealed rows from the inbox"))?;
+    tx.commit().await.map_err(Error::pg("committing a seal"))?;
+    tracing::debug!(
+        events = events_total,
+        transactions = plan.len(),
+        "Sealed trigger events."
+    );
+    Ok(SealReport {
+        events: events_total,
+        transactions: plan.len(),
+    })
+}
+
+/// One final transaction waiting in the inbox.
+struct Pending {
+    xid: i64,
+    rows: i64,
+    committed_at: Option<DateTime<Utc>>,
+}
+
+/// The final transactions to seal now, in commit order, cut after about
+/// `max_rows` rows.
+async fn plan(tx: &Transaction<'_>, max_rows: i64) -> Result<Vec<Pending>> {
+    let commit_ts: bool = tx
+        .query_one(
+            "select current_setting('track_commit_timestamp') = 'on'",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("reading track_commit_timestamp"))?
+        .get(0);
+    let committed_at = if commit_ts {
+        "pg_xact_commit_timestamp(xid(xid))"
+    } else {
+        "null::timestamptz"
+    };
+    let rows = tx
+        .query(
+            &format!(
+                "with txs as ( \
+                     select xid, count(*) as n, {committed_at} as committed_at from pgtrail.inbox group by xid), \
+                 horizon as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin), \
+                 not_final as (select min(t.committed_at) as at from txs t, horizon h where t.xid >= h.xmin) \
+                 select t.xid::text::bigint, t.n, t.committed_at \
+                 from txs t, horizon h, not_final f \
+                 where t.xid < h.xmin and (f.at is null or t.committed_at is null or t.committed_at < f.at) \
+                 order by t.committed_at nulls first, t.xid"
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::pg("finding final transactions"))?;
+    let mut chosen = Vec::new();
+    let mut total = 0;
+    for row in rows {
+        if total >= max_rows && !chosen.is_empty() {
+            break;
+        }
+        let pending = Pending {
+            xid: row.get(0),
+            rows: row.get(1),
+            committed_at: row.get(2),
+        };
+        total += pending.rows;
+        chosen.push(pending);
+    }
+    Ok(chosen)
+}
+
+fn read_row(row: &Row) -> InboxRow {
+    let kind: i8 = row.get("kind");
+    InboxRow {
+        id: row.get("id"),
+        xid: row.get("xid"),
+        captured_at: row.get("captured_at"),
+        kind: kind.to_ne_bytes()[0],
+        operation: row.get("operation"),
+        schema: row.get("schema_name"),
+        table: row.get("table_name"),
+        keyless: row.get("keyless"),
+        pk: row.get("pk"),
+        old: row.get("old"),
+        new: row.get("new"),
+        db_user: row.get("db_user"),
+        role: row.get("role_name"),
+        app_user: row.get("app_user"),
+        context: row.get("context"),
+        client_addr: row.get("client_addr"),
+        client_port: row.get("client_port"),
+        application_name: row.get("application_name"),
+        backend_pid: row.get("backend_pid"),
+        sql: row.get("sql"),
+        detail: row.get("detail"),
+        committed_at: None,
+        tx_seq: row.get("tx_seq"),
+    }
+}

@@ -1,0 +1,247 @@
+//! Row changes: what INSERT, UPDATE, DELETE and TRUNCATE record, with types
+//! preserved, only changed columns on UPDATE, and nothing for no-op updates.
+
+use pgtrail_core::filter::TableName;
+use pgtrail_triggers::{MaskMode, TrackOptions};
+use serde_json::json;
+
+use crate::support::{obj, Db};
+
+fn table(name: &str) -> TableName {
+    TableName::parse(name).expect("table name")
+}
+
+#[tokio::test]
+async fn insert_update_delete_truncate_are_recorded_with_types_preserved() {
+    let db = Db::installed("crud").await;
+    db.sql(
+        "create table accounts (id bigint primary key, name text, balance numeric(12,2), \
+         opened timestamptz, tags text[], prefs json, active boolean)",
+    )
+    .await;
+    pgtrail_triggers::track(&db.client, &table("accounts"), &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "insert into accounts values (1, 'Ann', 10.50, '2026-01-02 03:04:05.123456+02', '{a,b}', '{\"x\": [1, 2.50]}', true);
+         update accounts set balance = 99999999.99, name = 'Anne' where id = 1;
+         update accounts set name = 'Anne' where id = 1;
+         delete from accounts where id = 1;
+         insert into accounts (id, name) values (2, 'Bo');
+         truncate accounts;",
+    )
+    .await;
+
+    let events = db.row_events("accounts").await;
+    let ops: Vec<&str> = events
+        .iter()
+        .map(|e| e.operation.as_deref().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        ops,
+        ["INSERT", "UPDATE", "DELETE", "INSERT", "TRUNCATE"],
+        "the no-op UPDATE logs nothing"
+    );
+
+    let insert = &events[0];
+    assert_eq!(insert.pk, Some(obj(r#"{"id": "1"}"#)));
+    let new = insert.new.as_ref().expect("new image");
+    assert_eq!(
+        serde_json::to_string(&new["balance"]).expect("json"),
+        "10.50",
+        "numeric keeps its scale"
+    );
+    assert_eq!(
+        new["opened"],
+        json!("2026-01-02T01:04:05.123456+00:00"),
+        "timestamptz with zone"
+    );
+    assert_eq!(new["tags"], json!(["a", "b"]));
+    assert_eq!(
+        serde_json::to_string(&new["prefs"]).expect("json"),
+        r#"{"x":[1,2.50]}"#
+    );
+    assert_eq!(new["active"], json!(true));
+    assert_eq!(insert.schema.as_deref(), Some("public"));
+
+    let update = &events[1];
+    assert_eq!(update.changed, ["balance", "name"]);
+    assert_eq!(
+        update.old,
+        Some(obj(r#"{"balance": 10.50, "name": "Ann"}"#))
+    );
+    assert_eq!(
+        serde_json::to_string(&update.new).expect("json"),
+        r#"{"balance":99999999.99,"name":"Anne"}"#,
+        "only changed columns, numbers exact"
+    );
+    assert_eq!(
+        events[2].old.as_ref().expect("old image")["name"],
+        json!("Anne")
+    );
+    assert!(events[4].pk.is_none(), "TRUNCATE concerns the table");
+    for e in &events {
+        assert!(
+            e.xid.is_some() && e.committed_at.is_some() && e.hash.is_some(),
+            "{e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ignored_columns_alone_log_nothing_and_composite_keys_have_every_column() {
+    let db = Db::installed("ignored").await;
+    db.sql(
+        "create table memberships (org text, member int, role text, updated_at timestamptz, \
+         last_login_at timestamptz, primary key (org, member))",
+    )
+    .await;
+    let options = TrackOptions {
+        ignore: vec!["updated_at".into(), "last_login_at".into()],
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &table("public.memberships"), &options)
+        .await
+        .expect("track");
+    db.sql(
+        "insert into memberships values ('acme', 7, 'viewer', now(), null);
+         update memberships set last_login_at = now(), updated_at = now();
+         update memberships set role = 'editor', updated_at = now() + interval '1 minute';",
+    )
+    .await;
+    let events = db.row_events("memberships").await;
+    let ops: Vec<&str> = events
+        .iter()
+        .map(|e| e.operation.as_deref().unwrap_or("?"))
+        .collect();
+    assert_eq!(ops, ["INSERT", "UPDATE"]);
+    assert_eq!(events[1].pk, Some(obj(r#"{"org": "acme", "member": "7"}"#)));
+    assert!(events[1].changed.contains(&"role".to_string()));
+}
+
+#[tokio::test]
+async fn a_bulk_update_pairs_every_old_row_with_its_new_row_even_when_keys_change() {
+    let db = Db::installed("bulk").await;
+    db.sql("create table items (id int primary key, qty int)")
+        .await;
+    pgtrail_triggers::track(&db.client, &table("items"), &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "insert into items select i, i from generate_series(1, 1000) i;
+         update items set qty = qty * 2 where id % 2 = 0;
+         update items set id = id + 10000 where id <= 3;",
+    )
+    .await;
+    let events = db.row_events("items").await;
+    assert_eq!(events.len(), 1000 + 500 + 3);
+    for e in &events[1000..1500] {
+        let id: i64 = e.pk.as_ref().expect("pk")["id"]
+            .as_str()
+            .expect("text")
+            .parse()
+            .expect("number");
+        assert_eq!(e.old.as_ref().expect("old")["qty"], json!(id));
+        assert_eq!(e.new.as_ref().expect("new")["qty"], json!(id * 2));
+    }
+    for e in &events[1500..] {
+        let old_id = e.old.as_ref().expect("old")["id"].as_i64().expect("id");
+        assert_eq!(
+            e.new.as_ref().expect("new")["id"],
+            json!(old_id + 10000),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.pk,
+            Some(obj(&format!(r#"{{"id": "{}"}}"#, old_id + 10000)))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_table_without_primary_key_uses_the_full_row_and_says_so() {
+    let db = Db::installed("keyless").await;
+    db.sql("create table log_lines (at date, line text)").await;
+    let tracked =
+        pgtrail_triggers::track(&db.client, &table("log_lines"), &TrackOptions::default())
+            .await
+            .expect("track");
+    assert!(tracked.key_columns.is_empty());
+    db.sql(
+        "insert into log_lines values ('2026-01-01', 'hello');
+         update log_lines set line = 'bye';",
+    )
+    .await;
+    let events = db.row_events("log_lines").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].pk,
+        Some(obj(r#"{"at": "2026-01-01", "line": "hello"}"#)),
+        "the old row identifies it"
+    );
+    for e in &events {
+        assert_eq!(
+            e.context.as_ref().expect("context")["pgtrail_identity"],
+            json!("full_row")
+        );
+    }
+}
+
+#[tokio::test]
+async fn masked_columns_are_hashed_with_a_key_or_redacted() {
+    let db = Db::installed("masked").await;
+    db.sql(
+        "create table people (id int primary key, email text, ssn text);
+         create table cards (id int primary key, number text);",
+    )
+    .await;
+    let hashed = TrackOptions {
+        mask: vec!["email".into(), "ssn".into()],
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &table("people"), &hashed)
+        .await
+        .expect("track");
+    let redacted = TrackOptions {
+        mask: vec!["number".into()],
+        mask_mode: MaskMode::Redact,
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &table("cards"), &redacted)
+        .await
+        .expect("track");
+    db.sql(
+        "insert into people values (1, 'a@example.com', null), (2, 'a@example.com', '123-45-6789');
+         insert into cards values (1, '4111111111111111');",
+    )
+    .await;
+    let people = db.row_events("people").await;
+    let first = people[0].new.as_ref().expect("new");
+    let second = people[1].new.as_ref().expect("new");
+    assert_eq!(first["email"], second["email"], "equal values hash equal");
+    let hash = first["email"].as_str().expect("text");
+    assert_eq!(hash.len(), 64);
+    assert_ne!(hash, "a@example.com");
+    assert_ne!(
+        hash,
+        pgtrail_core::canonical::Hash::from(sha256_hex("a@example.com")),
+        "keyed, not a bare hash"
+    );
+    assert!(first["ssn"].is_null(), "NULL stays NULL");
+    let all = serde_json::to_string(&people).expect("json");
+    assert!(
+        !all.contains("a@example.com") && !all.contains("123-45-6789"),
+        "{all}"
+    );
+    let cards = db.row_events("cards").await;
+    assert_eq!(cards[0].new.as_ref().expect("new")["number"], json!("***"));
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,124 @@
+//! Who and where: session settings (SET LOCAL on a pooled connection,
+//! configurable names), role, client, process and transaction.
+
+use pgtrail_core::config::IdentityConfig;
+use pgtrail_core::filter::TableName;
+use pgtrail_triggers::{InstallOptions, TrackOptions};
+use serde_json::json;
+
+use crate::support::{connect, Db};
+
+#[tokio::test]
+async fn set_local_on_one_pooled_connection_attributes_each_transaction() {
+    let db = Db::installed("set_local").await;
+    db.sql("create table orders (id int primary key, total numeric)")
+        .await;
+    let orders = TableName::parse("orders").expect("name");
+    pgtrail_triggers::track(&db.client, &orders, &TrackOptions::default())
+        .await
+        .expect("track");
+
+    // One connection, as a pool hands it to two requests in turn.
+    let pooled = connect(&format!("{}?application_name=shop", db.url)).await;
+    pooled
+        .batch_execute(
+            "begin;
+             set local pgtrail.\"user\" = 'alice@example.com';
+             set local pgtrail.context = '{\"request_id\": \"r-1\", \"endpoint\": \"POST /orders\"}';
+             insert into orders values (1, 10);
+             commit;
+             begin;
+             set local app.\"current_user\" = 'bob@example.com';
+             update orders set total = 12 where id = 1;
+             commit;
+             delete from orders where id = 1;",
+        )
+        .await
+        .expect("writes");
+    let pid: i32 = pooled
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+
+    let events = db.row_events("orders").await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].app_user.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        events[0].context.as_ref().expect("context")["request_id"],
+        json!("r-1")
+    );
+    assert_eq!(
+        events[1].app_user.as_deref(),
+        Some("bob@example.com"),
+        "app.current_user is accepted too"
+    );
+    assert!(
+        events[1].context.is_none(),
+        "the first transaction's context ended with it"
+    );
+    assert_eq!(
+        events[2].app_user, None,
+        "no user outside the SET LOCAL transactions"
+    );
+    for e in &events {
+        assert_eq!(e.db_user.as_deref(), Some("postgres"));
+        assert_eq!(e.application_name.as_deref(), Some("shop"));
+        assert_eq!(e.client_addr.as_deref(), Some("127.0.0.1"));
+        assert!(e.client_port.is_some_and(|p| p > 0));
+        assert_eq!(e.backend_pid, Some(pid));
+    }
+    let xids: Vec<_> = events.iter().map(|e| e.xid.expect("xid")).collect();
+    assert!(xids[0] < xids[1] && xids[1] < xids[2], "{xids:?}");
+}
+
+#[tokio::test]
+async fn setting_names_come_from_configuration() {
+    let db = Db::installed("names").await;
+    let options = InstallOptions {
+        identity: IdentityConfig {
+            user_settings: vec!["myapp.user_email".into()],
+            context_setting: "myapp.ctx".into(),
+        },
+        target_version: None,
+    };
+    pgtrail_triggers::install(&db.url, &options)
+        .await
+        .expect("reinstall with other names");
+    db.sql("create table notes (id int primary key, body text)")
+        .await;
+    let notes = TableName::parse("notes").expect("name");
+    pgtrail_triggers::track(&db.client, &notes, &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "begin; set local myapp.user_email = 'carol@example.com'; set local myapp.ctx = '{\"tenant\": 7}';
+         set local pgtrail.\"user\" = 'ignored@example.com';
+         insert into notes values (1, 'hi'); commit;",
+    )
+    .await;
+    let events = db.row_events("notes").await;
+    assert_eq!(events[0].app_user.as_deref(), Some("carol@example.com"));
+    assert_eq!(
+        events[0].context.as_ref().expect("context")["tenant"],
+        json!(7)
+    );
+}
+
+#[tokio::test]
+async fn a_role_switch_is_recorded_beside_the_session_user() {
+    let db = Db::installed("set_role").await;
+    db.sql("create table t (id int primary key); create role auditor_test; grant all on t to auditor_test;").await;
+    let t = TableName::parse("t").expect("name");
+    pgtrail_triggers::track(&db.client, &t, &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql("begin; set local role auditor_test; insert into t values (1); commit;")
+        .await;
+    let events = db.row_events("t").await;
+    assert_eq!(events[0].db_user.as_deref(), Some("postgres"));
+    assert_eq!(
+        events[0].context.as_ref().expect("context")["current_user"],
+        json!("auditor_test")
+    );
+}

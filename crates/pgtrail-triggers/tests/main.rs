@@ -1,0 +1,10 @@
+//! Trigger capture against real Postgres clusters (pgtrail-testkit): each
+//! test creates its own database in a shared cluster.
+
+mod capture;
+mod ddl;
+mod identity;
+mod install;
+mod protection;
+mod sealing;
+mod support;

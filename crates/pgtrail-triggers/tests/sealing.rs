@@ -1,0 +1,145 @@
+//! Sealing: only finished transactions, in commit order, exactly once,
+//! and writes that never fail for want of a partition.
+
+use pgtrail_core::filter::TableName;
+use pgtrail_store::{verify, Store};
+use pgtrail_triggers::TrackOptions;
+
+use crate::support::{connect, Db};
+
+async fn tracked_table(db: &Db) {
+    db.sql("create table t (id int primary key, label text)")
+        .await;
+    let t = TableName::parse("t").expect("name");
+    pgtrail_triggers::track(&db.client, &t, &TrackOptions::default())
+        .await
+        .expect("track");
+}
+
+fn labels(events: &[pgtrail_core::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| {
+            e.new
+                .as_ref()
+                .and_then(|n| n.get("label"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn only_final_transactions_are_sealed_and_in_commit_order() {
+    let db = Db::installed("commit_order").await;
+    tracked_table(&db).await;
+    db.seal().await;
+    let (t0, t1, t2) = (db.session().await, db.session().await, db.session().await);
+    // xids in the order t0 < t1 < t2; commits in the order t2, t0, t1.
+    t0.batch_execute("begin; insert into t values (0, 'first xid')")
+        .await
+        .expect("t0");
+    t1.batch_execute("begin; insert into t values (1, 'long running')")
+        .await
+        .expect("t1");
+    t2.batch_execute("begin; insert into t values (2, 'commits first'); commit")
+        .await
+        .expect("t2");
+    t0.batch_execute("commit").await.expect("t0 commit");
+
+    // t0 ended and its xid is below xmin, but t2 committed before it and
+    // is not final yet (t1 holds xmin back): sealing t0 now would put t2
+    // after it. Nothing is sealed.
+    let report = db.seal().await;
+    assert_eq!(report.events, 0, "{report:?}");
+
+    t1.batch_execute("commit").await.expect("t1 commit");
+    let report = db.seal().await;
+    assert_eq!(report.transactions, 3);
+    let events = db.row_events("t").await;
+    assert_eq!(
+        labels(&events),
+        ["commits first", "first xid", "long running"]
+    );
+    let committed: Vec<_> = events
+        .iter()
+        .map(|e| e.committed_at.expect("commit time"))
+        .collect();
+    assert!(committed.windows(2).all(|w| w[0] <= w[1]), "{committed:?}");
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_leaves_nothing_and_tx_seq_counts_inside_each_transaction() {
+    let db = Db::installed("rollback").await;
+    tracked_table(&db).await;
+    db.sql(
+        "begin; insert into t values (1, 'a'); insert into t values (2, 'b'); commit;
+         begin; insert into t values (3, 'gone'); rollback;
+         begin; insert into t values (4, 'c'); savepoint s; insert into t values (5, 'undone'); rollback to s; commit;",
+    )
+    .await;
+    let events = db.row_events("t").await;
+    assert_eq!(labels(&events), ["a", "b", "c"]);
+    let seqs: Vec<_> = events.iter().map(|e| e.tx_seq.expect("tx_seq")).collect();
+    assert_eq!(seqs, [0, 1, 0]);
+}
+
+#[tokio::test]
+async fn concurrent_sealers_never_duplicate_and_the_chain_verifies() {
+    let db = Db::installed("concurrent_seal").await;
+    tracked_table(&db).await;
+    db.seal().await;
+    let writer = db.session().await;
+    for i in 0..300 {
+        writer
+            .execute("insert into t values ($1, 'x')", &[&i])
+            .await
+            .expect("insert");
+    }
+    let (mut a, mut b) = (connect(&db.url).await, connect(&db.url).await);
+    let (ra, rb) = tokio::join!(
+        pgtrail_triggers::seal_all(&mut a),
+        pgtrail_triggers::seal_all(&mut b)
+    );
+    assert_eq!(ra.expect("seal a").events + rb.expect("seal b").events, 300);
+    let store = db.store().await;
+    assert_eq!(db.row_events("t").await.len(), 300);
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    let pending: i64 = db
+        .client
+        .query_one("select count(*) from pgtrail.inbox", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn writes_succeed_and_seal_without_a_partition_for_the_month() {
+    let db = Db::installed("no_partition").await;
+    tracked_table(&db).await;
+    // Drop every monthly partition: only the default one is left.
+    db.sql(
+        "do $$ declare r record; begin
+           for r in select c.oid::regclass as p from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                    where i.inhparent = 'pgtrail.events'::regclass and c.relname <> 'events_default' loop
+             execute format('drop table %s', r.p);
+           end loop; end $$;",
+    )
+    .await;
+    db.sql("insert into t values (1, 'still recorded')").await;
+    let events = db.row_events("t").await;
+    assert_eq!(labels(&events), ["still recorded"]);
+    let in_default: i64 = db
+        .client
+        .query_one(
+            "select count(*) from pgtrail.events_default where table_name = 't' and kind = 'row_change'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(in_default, 1);
+    assert!(db.store().await.head().await.expect("head").is_some());
+}
