@@ -596,35 +596,40 @@ async fn authentication_failure_is_an_open_error() {
     assert!(error.to_string().contains("nobody"), "{error}");
 }
 
-/// Append throughput: `cargo nextest run -p pgtrail-store --release --run-ignored only append_throughput`.
+/// Append throughput, with and without SQL text on the events (the
+/// full-text index is most of the cost):
+/// `cargo nextest run -p pgtrail-store --release --run-ignored only --no-capture postgres::append_throughput`.
 #[tokio::test]
 #[ignore = "benchmark; run explicitly"]
 async fn append_throughput() {
     let cluster = Cluster::start().expect("cluster");
-    let (store, _) = fresh_store(&cluster, "bench").await;
-    let (batches, size) = (20, 10_000);
-    let mut total = Duration::ZERO;
-    for b in 0..batches {
-        let events: Vec<Event> = (0..size)
-            .map(|i| {
-                let mut e = row_change(b * size + i, Utc::now());
-                e.sql = Some(format!(
-                    "update public.accounts set balance = {i} where id = {}",
-                    i % 10
-                ));
-                e
-            })
-            .collect();
-        let started = Instant::now();
-        store.append(events).await.expect("append");
-        total += started.elapsed();
+    for with_sql in [true, false] {
+        let (store, _) = fresh_store(&cluster, "bench").await;
+        let (batches, size) = (20, 10_000);
+        let mut total = Duration::ZERO;
+        for b in 0..batches {
+            let events: Vec<Event> = (0..size)
+                .map(|i| {
+                    let mut e = row_change(b * size + i, Utc::now());
+                    if with_sql {
+                        e.sql = Some(format!(
+                            "update public.accounts set balance = {i} where id = {}",
+                            i % 10
+                        ));
+                    }
+                    e
+                })
+                .collect();
+            let started = Instant::now();
+            store.append(events).await.expect("append");
+            total += started.elapsed();
+        }
+        let sample = store.scan(0, 1).await.expect("scan").remove(0);
+        let bytes = serde_json::to_vec(&sample).expect("json").len();
+        let n = (batches * size) as f64;
+        println!(
+            "appended {n} events of ~{bytes} bytes (sql: {with_sql}) in batches of {size}: {:.0} events/s",
+            n / total.as_secs_f64()
+        );
     }
-    let sample = serde_json::to_vec(&store.scan(0, 1).await.expect("scan")[0])
-        .expect("json")
-        .len();
-    let n = (batches * size) as f64;
-    println!(
-        "appended {n} events of ~{sample} bytes in batches of {size}: {:.0} events/s",
-        n / total.as_secs_f64()
-    );
 }

@@ -50,28 +50,25 @@ pub async fn append_in(
         });
     }
 
+    // Each event is sealed just before its row is written, so the server
+    // works on the rows already sent while the next ones are hashed.
     let first_seq = seq + 1;
-    let mut sealed = Vec::with_capacity(fresh.len());
-    for mut event in fresh {
-        event.captured_at = truncate_micros(event.captured_at);
-        event.committed_at = event.committed_at.map(truncate_micros);
-        seq += 1;
-        seal(&mut event, seq, &prev_hash);
-        prev_hash = event.hash.clone().expect("seal sets the hash");
-        sealed.push(event);
-    }
-
     let sink = tx
         .copy_in(&format!(
             "copy pgtrail.events ({COLUMNS}) from stdin (format binary)"
         ))
         .await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
-    for event in &sealed {
+    for mut event in fresh {
+        event.captured_at = truncate_micros(event.captured_at);
+        event.committed_at = event.committed_at.map(truncate_micros);
+        seq += 1;
+        seal(&mut event, seq, &prev_hash);
         writer
             .as_mut()
-            .write(&RowValues::of(event).values())
+            .write(&RowValues::of(&event).values())
             .await?;
+        prev_hash = event.hash.take().expect("seal sets the hash");
     }
     writer.as_mut().finish().await?;
 
@@ -90,6 +87,11 @@ pub async fn append_in(
 }
 
 /// `events` without those already stored and without repeats, in order.
+///
+/// One primary-key probe per id, whatever the table's size: the LATERAL
+/// subquery with LIMIT cannot be turned into a join, so Postgres never
+/// trades the probes for a scan of the whole table (which it would for a
+/// batch-sized `id = any(…)` on a table that is still small).
 async fn drop_stored(
     tx: &Transaction<'_>,
     events: Vec<Event>,
@@ -99,7 +101,11 @@ async fn drop_stored(
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let mut seen: HashSet<Uuid> = tx
-        .query("select id from pgtrail.events where id = any($1)", &[&ids])
+        .query(
+            "select b.id from unnest($1::uuid[]) as b(id) \
+             cross join lateral (select 1 from pgtrail.events e where e.id = b.id limit 1) as stored",
+            &[&ids],
+        )
         .await?
         .iter()
         .map(|row| row.get(0))

@@ -110,17 +110,21 @@ create table pgtrail.events (
 -- fails for lack of a partition; prepare_until moves them out.
 create table pgtrail.events_default partition of pgtrail.events default;
 
+-- The primary key (id, captured_at) also serves lookups by id.
 create index events_seq_idx on pgtrail.events (seq);
-create index events_id_idx on pgtrail.events (id);
 create index events_row_idx on pgtrail.events (table_name, pk);
 create index events_truncate_idx on pgtrail.events (table_name)
     where upper(operation) = 'TRUNCATE';
-create index events_captured_at_idx on pgtrail.events (captured_at);
+-- BRIN: captured_at grows with seq, so block ranges narrow time filters at a
+-- fraction of a btree's cost per append.
+create index events_captured_at_idx on pgtrail.events using brin (captured_at);
 create index events_app_user_idx on pgtrail.events (app_user) where app_user is not null;
 create index events_db_user_idx on pgtrail.events (db_user) where db_user is not null;
 create index events_sql_search_idx on pgtrail.events using gin ("#,
     search_vector!(),
-    r#") where sql is not null;
+    r#")
+    -- A large pending list: most GIN work happens in (auto)vacuum, not in appends.
+    with (gin_pending_list_limit = 32768) where sql is not null;
 
 -- The newest sealed event. Appenders lock this one row FOR UPDATE, which
 -- serializes them across processes; seq 0 means an empty chain.
