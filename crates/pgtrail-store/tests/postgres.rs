@@ -473,6 +473,61 @@ async fn re_appending_a_batch_adds_only_what_is_new() {
 }
 
 #[tokio::test]
+async fn a_batch_that_fails_midway_leaves_nothing_behind() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _) = fresh_store(&cluster, "all or nothing").await;
+    store.append(batch(1, 2)).await.expect("append");
+    let mut events = batch(3, 5);
+    // jsonb cannot hold NUL characters: the COPY fails on the fourth row.
+    events[3].pk = Some(serde_json::from_str(r#"{"id":"a\u0000b"}"#).expect("json"));
+    let error = store
+        .append(events)
+        .await
+        .expect_err("the batch is refused");
+    assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+    assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(2));
+    assert_eq!(store.scan(0, 100).await.expect("scan").len(), 2);
+    store.append(batch(10, 1)).await.expect("the chain goes on");
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+#[tokio::test]
+async fn append_in_shares_the_callers_transaction() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "shared tx").await;
+    let mut client = raw(&url).await;
+    client
+        .batch_execute("create table inbox (n int); insert into inbox values (1), (2)")
+        .await
+        .expect("inbox");
+
+    // Rolled back: neither the events nor the inbox deletion happened.
+    let tx = client.transaction().await.expect("begin");
+    let receipt = pgtrail_store::postgres::append_in(&tx, batch(1, 2))
+        .await
+        .expect("append_in");
+    assert_eq!(receipt.first_seq, Some(1));
+    tx.execute("delete from inbox", &[]).await.expect("delete");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(store.head().await.expect("head"), None);
+
+    let tx = client.transaction().await.expect("begin");
+    let receipt = pgtrail_store::postgres::append_in(&tx, batch(1, 2))
+        .await
+        .expect("append_in");
+    tx.execute("delete from inbox", &[]).await.expect("delete");
+    tx.commit().await.expect("commit");
+    assert_eq!(receipt.head.map(|h| h.seq), Some(2));
+    let left: i64 = client
+        .query_one("select count(*) from inbox", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+#[tokio::test]
 async fn events_come_back_exactly_as_they_were_hashed() {
     let cluster = Cluster::start().expect("cluster");
     let (store, _) = fresh_store(&cluster, "round trip").await;
