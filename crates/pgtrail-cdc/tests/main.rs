@@ -5,4 +5,5 @@ mod capture;
 mod common;
 mod errors;
 mod kill;
+mod oracle;
 mod restart;
