@@ -335,6 +335,12 @@ declare
 begin
     for r in select * from pg_event_trigger_ddl_commands() loop
         continue when r.schema_name = 'pgtrail' or r.schema_name like 'pg\_temp%';
+        -- pgtrail's own capture triggers (tracking a table): listed by
+        -- `pgtrail status`, not logged as schema changes. Dropping or
+        -- disabling them is logged.
+        continue when r.command_tag = 'CREATE TRIGGER' and exists (
+            select 1 from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+             where t.oid = r.objid and p.pronamespace = 'pgtrail'::regnamespace);
         insert into pgtrail.inbox (kind, operation, schema_name, table_name,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid,
             sql, detail)
@@ -348,7 +354,15 @@ begin
         if r.command_tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') and r.object_type = 'table' then
             select * into a from pgtrail.auto_track where schema_name = r.schema_name;
             if found then
-                perform pgtrail.track(r.objid::regclass, a.ignored, a.masked, a.mask_mode, a.capture_sql, true);
+                -- The schema's options apply to the columns this table has.
+                perform pgtrail.track(r.objid::regclass,
+                    array(select c from unnest(a.ignored) c
+                          where exists (select 1 from pg_attribute x where x.attrelid = r.objid and x.attname = c
+                                        and x.attnum > 0 and not x.attisdropped)),
+                    array(select c from unnest(a.masked) c
+                          where exists (select 1 from pg_attribute x where x.attrelid = r.objid and x.attname = c
+                                        and x.attnum > 0 and not x.attisdropped)),
+                    a.mask_mode, a.capture_sql, true);
             end if;
         end if;
     end loop;

@@ -90,6 +90,24 @@ pub enum Command {
     Retention(RetentionArgs),
     /// Capture row changes and DDL from the WAL (logical replication) into the store.
     Capture(CaptureArgs),
+    /// Install trigger capture (and the store) into a database.
+    Install(InstallArgs),
+    /// Remove trigger capture from a database; the trail is kept unless --drop-data.
+    Uninstall(UninstallArgs),
+    /// Start capturing tables with triggers (or change their options).
+    Track(TrackArgs),
+    /// Stop capturing tables with triggers; their trail is kept.
+    Untrack(UntrackArgs),
+    /// Tracked tables, how they are captured, events so far, what waits to be sealed.
+    Status(StatusArgs),
+    /// Seal captured changes of finished transactions into the chain, once.
+    Seal(SealArgs),
+    /// Seal captured changes continuously (and create partitions ahead) until stopped.
+    Run(RunArgs),
+    /// Schema changes, grouped by transaction.
+    Ddl(DdlArgs),
+    /// Start a throwaway Postgres with pgtrail, play a short session, show the trail.
+    Demo(DemoArgs),
 }
 
 /// `pgtrail init`
@@ -340,4 +358,166 @@ pub struct CaptureArgs {
     /// Append a batch when its oldest transaction waited this long.
     #[arg(long, default_value_t = 100, value_name = "MS")]
     pub batch_wait_ms: u64,
+}
+
+/// `pgtrail install`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Creates schema pgtrail (the store and the trigger capture: inbox, functions, DDL event
+triggers, roles pgtrail_reader and pgtrail_admin) in one transaction; running it again
+upgrades an older install in place. Needs a superuser (event triggers).
+Examples:
+  pgtrail install --db postgres://postgres@localhost/shop
+  pgtrail install --db postgres://postgres@localhost/shop --dry-run > install.sql
+The password comes from the URL or PGPASSWORD; prefer PGPASSWORD to keep it out of argv.")]
+pub struct InstallArgs {
+    /// Database to audit (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `pgtrail uninstall`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Seals what is pending, then removes the capture triggers, the DDL event triggers and
+pgtrail's functions. The trail (pgtrail.events, checkpoints) stays unless --drop-data.
+Example:
+  pgtrail uninstall --db postgres://postgres@localhost/shop")]
+pub struct UninstallArgs {
+    /// Database to remove trigger capture from (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Also drop schema pgtrail with the whole trail.
+    #[arg(long)]
+    pub drop_data: bool,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `pgtrail track`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail track --db $DB public.users public.orders --ignore updated_at,last_login_at
+  pgtrail track --db $DB customers --mask email,phone            # keyed hash: equal stays equal
+  pgtrail track --db $DB cards --mask number --mask-mode redact  # ***
+  pgtrail track --db $DB --all --schema shop --auto              # and tables created later
+Tracking again changes a table's options. Tables without a primary key are tracked with the
+whole row as identity (their events say so).")]
+pub struct TrackArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Tables to track (`users` or `public.users`).
+    #[arg(value_name = "TABLE", conflicts_with = "all")]
+    pub tables: Vec<String>,
+    /// Track every table of --schema.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: the schema [default: public].
+    #[arg(long, value_name = "SCHEMA", requires = "all")]
+    pub schema: Option<String>,
+    /// With --all: also track tables created in the schema later.
+    #[arg(long, requires = "all")]
+    pub auto: bool,
+    /// Columns whose changes alone are not logged (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub ignore: Vec<String>,
+    /// Columns whose values are masked in the trail (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub mask: Vec<String>,
+    /// How masked values are replaced: `hash` (keyed, equal values stay equal) or `redact` (***).
+    #[arg(long, default_value = "hash", value_parser = ["hash", "redact"], value_name = "MODE")]
+    pub mask_mode: String,
+    /// Also record each change's statement text.
+    #[arg(long)]
+    pub sql: bool,
+}
+
+/// `pgtrail untrack`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  pgtrail untrack --db $DB public.sessions")]
+pub struct UntrackArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Tables to stop tracking.
+    #[arg(value_name = "TABLE", required = true)]
+    pub tables: Vec<String>,
+}
+
+/// `pgtrail status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+}
+
+/// `pgtrail seal`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Only transactions that are over are sealed, in commit order; the rest wait for the next run.
+Example, from cron every minute (or keep `pgtrail run` going instead):
+  * * * * *  pgtrail seal --db postgres://pgtrail@localhost/shop")]
+pub struct SealArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+}
+
+/// `pgtrail run`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs until interrupted (Ctrl-C / SIGTERM), sealing once more before it exits.
+Example:
+  pgtrail run --db postgres://pgtrail@localhost/shop")]
+pub struct RunArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Pause between seals.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
+}
+
+/// `pgtrail ddl`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail --store $DB ddl --since 7d
+  pgtrail --store $DB ddl --user alice@example.com --format json")]
+pub struct DdlArgs {
+    /// Only changes at or after this time: RFC 3339, a date, or a duration ago (`2h`, `7d`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only changes before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only changes by this user (application user or database role).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// At most this many commands (the newest).
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub limit: usize,
+}
+
+/// `pgtrail demo`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  cargo run --release -- demo")]
+pub struct DemoArgs {
+    /// Keep the demo cluster in this directory (reused next time) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen on this port instead of a free one.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }

@@ -10,13 +10,20 @@ mod as_of;
 mod blame;
 mod capture;
 mod checkpoint;
+mod ddl;
+mod demo;
 mod export;
 mod history;
 mod import;
 mod init;
+mod install;
 mod keygen;
 mod log;
 mod retention;
+mod seal;
+mod status;
+mod track;
+mod uninstall;
 mod verify;
 
 use std::path::PathBuf;
@@ -129,5 +136,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(args, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
         Command::Capture(args) => capture::run(args, &ctx).await,
+        Command::Install(args) => install::run(args, &ctx).await,
+        Command::Uninstall(args) => uninstall::run(args, &ctx).await,
+        Command::Track(args) => track::run(args, &ctx).await,
+        Command::Untrack(args) => track::untrack(args, &ctx).await,
+        Command::Status(args) => status::run(args, &ctx).await,
+        Command::Seal(args) => seal::run(args, &ctx).await,
+        Command::Run(args) => seal::run_forever(args, &ctx).await,
+        Command::Ddl(args) => ddl::run(args, &ctx).await,
+        Command::Demo(args) => demo::run(args, &ctx).await,
     }
 }

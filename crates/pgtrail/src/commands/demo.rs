@@ -1,0 +1,157 @@
+//! `pgtrail demo`: the first command a new user runs. Starts a throwaway
+//! Postgres, installs trigger capture, plays a short session as two
+//! application users, shows the trail, then keeps the database running
+//! (sealing every second) so the next commands can be tried on it.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pgtrail_testkit::{Cluster, ClusterOptions};
+use pgtrail_triggers::{InstallOptions, TrackOptions};
+
+use crate::cli::{DemoArgs, FilterArgs, HistoryArgs, LogArgs};
+use crate::output::{self, Format, Output};
+use crate::Context;
+
+/// The session the demo plays, one transaction per step, each with the
+/// application user a web app would set.
+const SESSION: &[(&str, &str)] = &[
+    (
+        "ops@example.com",
+        "create table users (id serial primary key, email text not null, name text, \
+         plan text not null default 'free', updated_at timestamptz not null default now())",
+    ),
+    (
+        "signup-service",
+        "insert into users (email, name) values ('ann@example.com', 'Ann'), ('bob@example.com', 'Bob')",
+    ),
+    (
+        "alice@example.com",
+        "update users set plan = 'pro', name = 'Ann Smith', updated_at = now() where id = 1",
+    ),
+    ("carol@example.com", "delete from users where id = 2"),
+    ("ops@example.com", "create table scratch (id int); drop table scratch"),
+];
+
+/// Runs `pgtrail demo`.
+pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    eprintln!("starting a throwaway PostgreSQL…");
+    let options = ClusterOptions {
+        data_dir: args.data_dir.clone(),
+        port: args.port,
+        settings: Vec::new(),
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
+        .await
+        .context("starting PostgreSQL")?
+        .context("cannot start PostgreSQL for the demo")?;
+    let admin = cluster
+        .connect("postgres")
+        .await
+        .context("connecting to the demo cluster")?;
+    let fresh = admin
+        .query_one(
+            "select not exists (select 1 from pg_database where datname = 'shop')",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if fresh {
+        admin.batch_execute("create database shop").await?;
+    }
+    let url = cluster.url("shop");
+
+    pgtrail_triggers::install(
+        &url,
+        &InstallOptions {
+            identity: ctx.config.identity.clone(),
+            target_version: None,
+        },
+    )
+    .await
+    .context("installing pgtrail")?;
+    let mut client = pgtrail_triggers::connect(&url).await?;
+    if fresh {
+        pgtrail_triggers::track_schema(
+            &client,
+            "public",
+            &TrackOptions {
+                ignore: vec!["updated_at".into()],
+                ..TrackOptions::default()
+            },
+            true,
+        )
+        .await?;
+        eprintln!("pgtrail installed; new tables in schema public are tracked (updated_at alone is ignored)\n");
+        for (user, sql) in SESSION {
+            eprintln!("  as {user:<18} {sql}");
+            let tx = client.transaction().await?;
+            tx.execute("select set_config('pgtrail.user', $1, true)", &[user])
+                .await?;
+            tx.batch_execute(sql)
+                .await
+                .with_context(|| format!("demo step failed: {sql}"))?;
+            tx.commit().await?;
+        }
+        eprintln!();
+    }
+    let mut sealer = pgtrail_triggers::connect(&url).await?;
+    pgtrail_triggers::seal_all(&mut sealer).await?;
+
+    let mut shown = ctx.clone();
+    shown.config.store.url = url.clone();
+    shown.output = Output::new(Some(Format::Table));
+    output::line("$ pgtrail log")?;
+    super::log::run(
+        &LogArgs {
+            filter: FilterArgs::default(),
+            limit: 20,
+        },
+        &shown,
+    )
+    .await?;
+    output::line("\n$ pgtrail history public.users id=1")?;
+    super::history::run(
+        &HistoryArgs {
+            table: "public.users".into(),
+            pk: "id=1".into(),
+        },
+        &shown,
+    )
+    .await?;
+
+    output::line(&format!(
+        "\nThe demo database keeps running, and changes are sealed every second.\n\
+         Connection string: {url}\n\
+         Try:\n  \
+           psql {url}\n  \
+           pgtrail --store {url} log --user alice@example.com\n  \
+           pgtrail --store {url} blame public.users id=1\n  \
+           pgtrail --store {url} ddl\n  \
+           pgtrail --store {url} verify\n  \
+           pgtrail status --db {url}\n\
+         Stop with Ctrl-C{}.",
+        if args.data_dir.is_some() {
+            " (the data directory is kept)"
+        } else {
+            " (the database is removed)"
+        }
+    ))?;
+
+    let stop = super::seal::shutdown();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Err(e) = pgtrail_triggers::seal_all(&mut sealer).await {
+                    eprintln!("warning: sealing failed: {e:#}");
+                }
+            }
+        }
+    }
+    drop(cluster);
+    eprintln!("demo stopped");
+    Ok(crate::exit::ok())
+}
