@@ -12,6 +12,13 @@
 //!
 //! Connections are plain TCP or Unix sockets: TLS to the store is not
 //! supported yet (`sslmode=require` fails rather than silently going without).
+//! Needs PostgreSQL 12 or newer (default partitions, `date_trunc` with a zone).
+//!
+//! Other writers of the same database (the trigger capture path) open the
+//! store first, so the schema is migrated, then seal their rows through
+//! [`append_in`]. They keep their own tables and migration records beside
+//! it: a version in `pgtrail.schema_migrations` that this build does not
+//! know makes the store refuse to open as "too new".
 
 mod append;
 mod event_row;
