@@ -8,7 +8,8 @@
 //!   carried by pgtrail's logical messages (see [`context`]);
 //! - [`connection`] is the replication connection on `pgtrail-wire`;
 //! - [`baseline`] stores the rows as of the slot's start as `snapshot` events;
-//! - [`setup`] manages publication, slot, context triggers and checks;
+//! - [`setup`] manages publication, slot and checks; [`triggers`] holds the
+//!   SQL of the context and DDL triggers;
 //! - [`consumer`] runs the loop: stream → assemble → append → confirm.
 //!
 //! The one durability rule: the flush position confirmed to Postgres never
@@ -22,6 +23,7 @@ pub mod connection;
 pub mod consumer;
 mod error;
 pub mod setup;
+pub mod triggers;
 
 pub use error::{CdcError, RetryPolicy};
 pub mod context;

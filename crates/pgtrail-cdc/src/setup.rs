@@ -10,7 +10,7 @@ use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::filter::TableName;
 use tokio_postgres::Client;
 
-use crate::connection::{quote_ident, quote_literal};
+use crate::connection::quote_ident;
 use crate::value::TypeRow;
 use crate::CdcError;
 
@@ -63,7 +63,10 @@ impl Table {
     }
 }
 
-fn catalog(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
+/// Wraps a catalog query's error with what pgtrail was doing.
+pub(crate) fn catalog_error(
+    context: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
     let context = context.into();
     move |source| CdcError::Catalog { context, source }
 }
@@ -96,7 +99,7 @@ pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
             &[],
         )
         .await
-        .map_err(catalog("reading server settings"))?;
+        .map_err(catalog_error("reading server settings"))?;
     let wal_level: String = row.get(0);
     let version_num: i32 = row.get(1);
     let can_replicate: Option<bool> = row.get(2);
@@ -143,7 +146,7 @@ pub async fn resolve_tables(
             &[&EXCLUDED_SCHEMAS],
         )
         .await
-        .map_err(catalog("listing tables"))?;
+        .map_err(catalog_error("listing tables"))?;
     let all: Vec<Table> = rows
         .iter()
         .map(|r| Table {
@@ -199,7 +202,7 @@ pub async fn selected_schemas(
             &[&EXCLUDED_SCHEMAS],
         )
         .await
-        .map_err(catalog("listing schemas"))?;
+        .map_err(catalog_error("listing schemas"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -243,7 +246,7 @@ pub async fn ensure_publication(
             &[&publication],
         )
         .await
-        .map_err(catalog("looking up the publication"))?
+        .map_err(catalog_error("looking up the publication"))?
         .is_some();
     if !exists {
         let sql = format!(
@@ -254,7 +257,9 @@ pub async fn ensure_publication(
         client
             .batch_execute(&sql)
             .await
-            .map_err(catalog(format!("creating publication '{publication}'")))?;
+            .map_err(catalog_error(format!(
+                "creating publication '{publication}'"
+            )))?;
         return Ok(());
     }
     let missing = publication_missing(client, publication, tables).await?;
@@ -267,7 +272,7 @@ pub async fn ensure_publication(
                 &[&publication],
             )
             .await
-            .map_err(catalog("reading publication schemas"))?;
+            .map_err(catalog_error("reading publication schemas"))?;
         let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         schemas
             .iter()
@@ -286,7 +291,7 @@ pub async fn ensure_publication(
         client
             .batch_execute(&sql)
             .await
-            .map_err(catalog("adding a schema to the publication"))?;
+            .map_err(catalog_error("adding a schema to the publication"))?;
     }
     let missing = if by_schema {
         publication_missing(client, publication, &missing).await?
@@ -303,7 +308,7 @@ pub async fn ensure_publication(
         client
             .batch_execute(&sql)
             .await
-            .map_err(catalog("adding tables to the publication"))?;
+            .map_err(catalog_error("adding tables to the publication"))?;
     }
     Ok(())
 }
@@ -320,7 +325,7 @@ pub async fn publication_missing(
             &[&publication],
         )
         .await
-        .map_err(catalog("reading the publication's tables"))?;
+        .map_err(catalog_error("reading the publication's tables"))?;
     let published: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(tables
         .iter()
@@ -347,7 +352,7 @@ pub async fn check_capture(
             &[&slot],
         )
         .await
-        .map_err(catalog("looking up the replication slot"))?;
+        .map_err(catalog_error("looking up the replication slot"))?;
     let Some(row) = row else {
         return Err(CdcError::NotReady {
             problem: format!("replication slot '{slot}' does not exist in this database"),
@@ -372,7 +377,7 @@ pub async fn check_capture(
             &[&publication],
         )
         .await
-        .map_err(catalog("looking up the publication"))?
+        .map_err(catalog_error("looking up the publication"))?
         .is_some();
     if !exists {
         return Err(CdcError::NotReady {
@@ -416,7 +421,7 @@ pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, CdcError> 
             &[&slot],
         )
         .await
-        .map_err(catalog("looking up the replication slot"))?
+        .map_err(catalog_error("looking up the replication slot"))?
         .is_some())
 }
 
@@ -428,156 +433,16 @@ pub async fn set_replica_identity_full(
     let mut changed = Vec::new();
     for table in tables.iter().filter(|t| t.replica_identity != 'f') {
         let sql = format!("alter table {} replica identity full", table.quoted());
-        client.batch_execute(&sql).await.map_err(catalog(format!(
-            "setting replica identity on {}",
-            table.quoted()
-        )))?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog_error(format!(
+                "setting replica identity on {}",
+                table.quoted()
+            )))?;
         changed.push(format!("{}.{}", table.schema, table.name));
     }
     Ok(changed)
-}
-
-/// The SQL of the context and DDL functions, for the session settings in `identity`.
-pub fn context_functions_sql(identity: &IdentityConfig) -> String {
-    let user_exprs: Vec<String> = identity
-        .user_settings
-        .iter()
-        .map(|s| {
-            format!(
-                "nullif(pg_catalog.current_setting({}, true), '')",
-                quote_literal(s)
-            )
-        })
-        .collect();
-    let app_user = if user_exprs.is_empty() {
-        "null::text".to_string()
-    } else {
-        format!("coalesce({})", user_exprs.join(", "))
-    };
-    let context = format!(
-        "nullif(pg_catalog.current_setting({}, true), '')",
-        quote_literal(&identity.context_setting)
-    );
-    format!(
-        r#"create schema if not exists pgtrail;
-
--- Emits one transactional logical message naming the actor. SECURITY DEFINER
--- because pg_logical_emit_message needs privileges writers lack; the fields
--- that identify the session are computed here and win over `extra`.
-create or replace function pgtrail.cdc_emit(prefix text, invoker text, extra jsonb)
-returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
-declare
-  payload text;
-begin
-  if prefix not in ('pgtrail', 'pgtrail.ddl') then
-    raise exception 'pgtrail.cdc_emit: unknown prefix %', prefix;
-  end if;
-  payload := (coalesce(extra, '{{}}'::jsonb) || jsonb_build_object(
-    'app_user', {app_user},
-    'context', {context},
-    'db_user', session_user::text,
-    'current_user', invoker,
-    'client_addr', host(inet_client_addr()),
-    'client_port', inet_client_port(),
-    'application_name', current_setting('application_name'),
-    'backend_pid', pg_backend_pid()))::text;
-  if prefix = 'pgtrail' then
-    -- Once per transaction unless the actor changed.
-    if current_setting('pgtrail.cdc_sent', true) is not distinct from payload then
-      return;
-    end if;
-    perform set_config('pgtrail.cdc_sent', payload, true);
-  end if;
-  perform pg_logical_emit_message(true, prefix, payload);
-end
-$fn$;
-grant execute on function pgtrail.cdc_emit(text, text, jsonb) to public;
-grant usage on schema pgtrail to public;
-
-create or replace function pgtrail.cdc_context() returns trigger
-language plpgsql as $fn$
-begin
-  perform pgtrail.cdc_emit('pgtrail', current_user::text, null);
-  return null;
-end
-$fn$;
-
-create or replace function pgtrail.cdc_ddl() returns event_trigger
-language plpgsql as $fn$
-declare
-  objects jsonb;
-  first_schema text;
-begin
-  if tg_event = 'sql_drop' then
-    if tg_tag not like 'DROP %' then
-      return; -- e.g. ALTER TABLE … DROP COLUMN: reported once, at ddl_command_end
-    end if;
-    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
-      into objects, first_schema from pg_event_trigger_dropped_objects() where original;
-  elsif tg_tag like 'DROP %' then
-    return; -- reported by sql_drop, with the dropped objects
-  else
-    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
-      into objects, first_schema from pg_event_trigger_ddl_commands();
-  end if;
-  perform pgtrail.cdc_emit('pgtrail.ddl', current_user::text, jsonb_build_object(
-    'command_tag', tg_tag, 'objects', objects, 'schema', first_schema, 'sql', current_query()));
-end
-$fn$;
-
-do $do$
-begin
-  if to_regprocedure('pgtrail.set_context(text,jsonb)') is null then
-    -- Sets the actor for the rest of the current transaction.
-    create function pgtrail.set_context(app_user text, context jsonb default null) returns void
-    language sql as $fn$
-      select set_config({user_setting}, coalesce(app_user, ''), true),
-             set_config({context_setting}, coalesce(context::text, ''), true);
-    $fn$;
-    grant execute on function pgtrail.set_context(text, jsonb) to public;
-  end if;
-  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_ddl') then
-    create event trigger pgtrail_cdc_ddl on ddl_command_end execute function pgtrail.cdc_ddl();
-  end if;
-  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_drop') then
-    create event trigger pgtrail_cdc_drop on sql_drop execute function pgtrail.cdc_ddl();
-  end if;
-end
-$do$;
-"#,
-        user_setting = quote_literal(
-            identity
-                .user_settings
-                .first()
-                .map_or("pgtrail.user", String::as_str)
-        ),
-        context_setting = quote_literal(&identity.context_setting),
-    )
-}
-
-/// Installs the context functions, the DDL event triggers and a statement
-/// trigger on each of `tables`.
-pub async fn install_context(
-    client: &Client,
-    identity: &IdentityConfig,
-    tables: &[Table],
-) -> Result<(), CdcError> {
-    client
-        .batch_execute(&context_functions_sql(identity))
-        .await
-        .map_err(catalog("installing pgtrail's context functions"))?;
-    for table in tables {
-        let sql = format!(
-            "create or replace trigger pgtrail_cdc_context before insert or update or delete or truncate on {} \
-             for each statement execute function pgtrail.cdc_context()",
-            table.quoted()
-        );
-        client.batch_execute(&sql).await.map_err(catalog(format!(
-            "adding the context trigger to {}",
-            table.quoted()
-        )))?;
-    }
-    Ok(())
 }
 
 /// Removes the slot, the publication, the context triggers and functions.
@@ -594,7 +459,7 @@ pub async fn drop_all(
             &[&slot],
         )
         .await
-        .map_err(catalog("looking up the replication slot"))?
+        .map_err(catalog_error("looking up the replication slot"))?
     {
         let pid: Option<i32> = row.get(0);
         if pid.is_some() {
@@ -603,7 +468,7 @@ pub async fn drop_all(
         client
             .execute("select pg_drop_replication_slot($1)", &[&slot])
             .await
-            .map_err(catalog(format!("dropping slot '{slot}'")))?;
+            .map_err(catalog_error(format!("dropping slot '{slot}'")))?;
         removed.push(format!("replication slot {slot}"));
     }
     if client
@@ -612,13 +477,15 @@ pub async fn drop_all(
             &[&publication],
         )
         .await
-        .map_err(catalog("looking up the publication"))?
+        .map_err(catalog_error("looking up the publication"))?
         .is_some()
     {
         client
             .batch_execute(&format!("drop publication {}", quote_ident(publication)))
             .await
-            .map_err(catalog(format!("dropping publication '{publication}'")))?;
+            .map_err(catalog_error(format!(
+                "dropping publication '{publication}'"
+            )))?;
         removed.push(format!("publication {publication}"));
     }
     let triggers = client
@@ -628,7 +495,7 @@ pub async fn drop_all(
             &[],
         )
         .await
-        .map_err(catalog("listing context triggers"))?;
+        .map_err(catalog_error("listing context triggers"))?;
     for row in &triggers {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
         let sql = format!(
@@ -639,14 +506,18 @@ pub async fn drop_all(
         client
             .batch_execute(&sql)
             .await
-            .map_err(catalog("dropping a context trigger"))?;
+            .map_err(catalog_error("dropping a context trigger"))?;
         removed.push(format!("context trigger on {schema}.{table}"));
     }
-    let had_functions = client
-        .query_opt("select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'pgtrail' and p.proname like 'cdc\\_%'", &[])
+    let had_functions: bool = client
+        .query_one(
+            "select exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = 'pgtrail' and p.proname like 'cdc\\_%')",
+            &[],
+        )
         .await
-        .map_err(catalog("looking up pgtrail functions"))?
-        .is_some();
+        .map_err(catalog_error("looking up pgtrail functions"))?
+        .get(0);
     client
         .batch_execute(
             "drop event trigger if exists pgtrail_cdc_ddl; drop event trigger if exists pgtrail_cdc_drop; \
@@ -654,7 +525,7 @@ pub async fn drop_all(
              drop function if exists pgtrail.cdc_emit(text, text, jsonb);",
         )
         .await
-        .map_err(catalog("dropping pgtrail's context functions"))?;
+        .map_err(catalog_error("dropping pgtrail's context functions"))?;
     if had_functions {
         removed.push("context functions and DDL event triggers".into());
     }
@@ -728,7 +599,7 @@ pub async fn prepare(
     )
     .await?;
     if options.context {
-        install_context(client, &options.identity, &tables).await?;
+        crate::triggers::install_context(client, &options.identity, &tables).await?;
     }
     if options.create_slot && !slot_exists(client, &options.slot).await? {
         client
@@ -737,7 +608,7 @@ pub async fn prepare(
                 &[&options.slot],
             )
             .await
-            .map_err(catalog(format!(
+            .map_err(catalog_error(format!(
                 "creating replication slot '{}'",
                 options.slot
             )))?;
@@ -757,7 +628,7 @@ pub async fn primary_key(client: &Client, oid: u32) -> Result<Option<Vec<String>
             &[&i64::from(oid)],
         )
         .await
-        .map_err(catalog("reading a primary key"))?;
+        .map_err(catalog_error("reading a primary key"))?;
     let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     Ok((!columns.is_empty()).then_some(columns))
 }
@@ -767,7 +638,7 @@ pub async fn load_types(client: &Client) -> Result<Vec<TypeRow>, CdcError> {
     let rows = client
         .query(crate::value::TYPE_ROWS_SQL, &[])
         .await
-        .map_err(catalog("reading pg_type"))?;
+        .map_err(catalog_error("reading pg_type"))?;
     let ch = |s: String| s.chars().next().unwrap_or(' ');
     Ok(rows
         .iter()
@@ -800,7 +671,7 @@ pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, Cd
             &[&slot],
         )
         .await
-        .map_err(catalog("reading slot lag"))?;
+        .map_err(catalog_error("reading slot lag"))?;
     Ok(row.map(|r| SlotLag {
         bytes: r.get(0),
         active: r.get(1),
@@ -810,24 +681,6 @@ pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, Cd
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn context_sql_uses_the_configured_settings_quoted() {
-        let identity = IdentityConfig {
-            user_settings: vec!["app.current_user".into(), "pgtrail.user".into()],
-            context_setting: "app.ctx".into(),
-        };
-        let sql = context_functions_sql(&identity);
-        let first = sql
-            .find("current_setting('app.current_user', true)")
-            .expect("first setting");
-        let second = sql
-            .find("current_setting('pgtrail.user', true)")
-            .expect("second setting");
-        assert!(first < second, "settings are tried in configured order");
-        assert!(sql.contains("current_setting('app.ctx', true)"));
-        assert!(sql.contains("select set_config('app.current_user'"));
-    }
 
     #[test]
     fn tables_that_cannot_publish_updates() {

@@ -336,3 +336,30 @@ async fn baseline_is_consistent_with_the_stream() -> anyhow::Result<()> {
     assert_eq!(events[100].operation.as_deref(), Some("UPDATE"));
     Ok(())
 }
+
+#[tokio::test]
+async fn drop_removes_slot_publication_and_triggers() -> anyhow::Result<()> {
+    let db = TestDb::new("cdc_drop", "create table t (id int primary key);").await?;
+    db.setup(&db.setup_options()).await?;
+    let removed = setup::drop_all(&db.client, &db.slot, &db.publication).await?;
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    let left: i64 = db
+        .client
+        .query_one(
+            "select (select count(*) from pg_replication_slots where slot_name = $1)
+                  + (select count(*) from pg_publication where pubname = $2)
+                  + (select count(*) from pg_trigger where tgname like 'pgtrail_cdc%')
+                  + (select count(*) from pg_event_trigger where evtname like 'pgtrail_cdc%')
+                  + (select count(*) from pg_proc where proname like 'cdc\\_%')",
+            &[&db.slot, &db.publication],
+        )
+        .await?
+        .get(0);
+    assert_eq!(left, 0);
+    // Writes still work afterwards, and a second drop finds nothing to do.
+    db.client.batch_execute("insert into t values (1)").await?;
+    assert!(setup::drop_all(&db.client, &db.slot, &db.publication)
+        .await?
+        .is_empty());
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! The `bench/cdc` benchmark (run it with `bench/cdc/run`, release build).
+//!
+//! One throwaway cluster, three measurements:
+//! (a) writer cost: pgbench single-row UPDATE and INSERT throughput at 1 and
+//!     2 clients with no capture, with pg_recvlogical+wal2json consuming,
+//!     with pgtrail consuming, and with pgtrail plus the context trigger;
+//! (b) consumer throughput on the same pre-generated WAL: pg_recvlogical +
+//!     wal2json to /dev/null, and pgtrail into a null store, SQLite and the
+//!     Postgres store;
+//! (c) end-to-end lag (commit → durably stored) p50/p99 at a steady rate.
+//! Prints a table and writes JSON (`--json FILE`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pgtrail_cdc::connection::ConnectOptions;
+use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
+use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_core::config::IdentityConfig;
+use pgtrail_core::{Event, Filter, RowRef};
+use pgtrail_store::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Store};
+use pgtrail_testkit::Cluster;
+use pgtrail_wire::Lsn;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+struct Args {
+    seconds: u64,
+    changes: u64,
+    json: Option<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        seconds: 10,
+        changes: 2_000_000,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                args.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds N")
+            }
+            "--changes" => {
+                args.changes = it.next().and_then(|v| v.parse().ok()).expect("--changes N")
+            }
+            "--json" => args.json = it.next(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+/// A store that keeps nothing: the decode-and-assemble rate alone.
+struct NullStore;
+
+#[async_trait]
+impl Store for NullStore {
+    async fn append(&self, _events: Vec<Event>) -> pgtrail_store::Result<AppendReceipt> {
+        Ok(AppendReceipt {
+            first_seq: None,
+            head: None,
+        })
+    }
+    async fn query(&self, _filter: &Filter) -> pgtrail_store::Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+    async fn row_events(&self, _row: &RowRef) -> pgtrail_store::Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+    async fn scan(&self, _after: i64, _limit: usize) -> pgtrail_store::Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+    async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
+        Ok(None)
+    }
+    async fn add_checkpoint(&self, _checkpoint: &Checkpoint) -> pgtrail_store::Result<()> {
+        Ok(())
+    }
+    async fn checkpoints(&self) -> pgtrail_store::Result<Vec<Checkpoint>> {
+        Ok(Vec::new())
+    }
+    async fn prune(&self, _through: i64) -> pgtrail_store::Result<PruneOutcome> {
+        Ok(PruneOutcome {
+            removed: 0,
+            dropped_partitions: Vec::new(),
+        })
+    }
+    async fn prepare_until(&self, _until: DateTime<Utc>) -> pgtrail_store::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    fn location(&self) -> String {
+        "null".into()
+    }
+}
+
+/// Wraps a store and records, per event, how long after its commit the append returned.
+struct LagStore {
+    inner: Arc<dyn Store>,
+    lags_ms: Mutex<Vec<f64>>,
+}
+
+#[async_trait]
+impl Store for LagStore {
+    async fn append(&self, events: Vec<Event>) -> pgtrail_store::Result<AppendReceipt> {
+        let commits: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.committed_at).collect();
+        let receipt = self.inner.append(events).await?;
+        let now = Utc::now();
+        let mut lags = self.lags_ms.lock().expect("not poisoned");
+        lags.extend(
+            commits
+                .into_iter()
+                .flatten()
+                .map(|c| (now - c).num_microseconds().unwrap_or(0) as f64 / 1000.0),
+        );
+        Ok(receipt)
+    }
+    async fn query(&self, filter: &Filter) -> pgtrail_store::Result<Vec<Event>> {
+        self.inner.query(filter).await
+    }
+    async fn row_events(&self, row: &RowRef) -> pgtrail_store::Result<Vec<Event>> {
+        self.inner.row_events(row).await
+    }
+    async fn scan(&self, after: i64, limit: usize) -> pgtrail_store::Result<Vec<Event>> {
+        self.inner.scan(after, limit).await
+    }
+    async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
+        self.inner.head().await
+    }
+    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> pgtrail_store::Result<()> {
+        self.inner.add_checkpoint(checkpoint).await
+    }
+    async fn checkpoints(&self) -> pgtrail_store::Result<Vec<Checkpoint>> {
+        self.inner.checkpoints().await
+    }
+    async fn prune(&self, through: i64) -> pgtrail_store::Result<PruneOutcome> {
+        self.inner.prune(through).await
+    }
+    async fn prepare_until(&self, until: DateTime<Utc>) -> pgtrail_store::Result<Vec<String>> {
+        self.inner.prepare_until(until).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// pgtrail consuming in this process.
+struct Consumer {
+    shutdown: watch::Sender<bool>,
+    progress: watch::Receiver<Progress>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    fn start(url: &str, slot: &str, publication: &str, store: Arc<dyn Store>) -> Consumer {
+        let (shutdown, rx) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let connect = ConnectOptions::parse(url).expect("valid URL");
+        let options = CaptureOptions::new(slot, publication);
+        let task = tokio::spawn(async move {
+            if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
+                eprintln!("consumer failed: {}", consumer::error_chain(&e));
+            }
+        });
+        Consumer {
+            shutdown,
+            progress,
+            task,
+        }
+    }
+
+    async fn wait_for(&mut self, lsn: Lsn) -> Instant {
+        self.progress
+            .wait_for(|p| p.stored_lsn >= lsn)
+            .await
+            .expect("consumer runs");
+        Instant::now()
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
+}
+
+async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
+    let text: String = client
+        .query_one("select pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("lsn")
+        .get(0);
+    Lsn::parse(&text).expect("valid LSN")
+}
+
+fn pgbench(cluster: &Cluster, url: &str, script: &str, clients: u32, seconds: u64) -> f64 {
+    let path = std::env::temp_dir().join(format!("pgtrail-bench-{}.sql", std::process::id()));
+    std::fs::write(&path, script).expect("script written");
+    let out = Command::new(cluster.binaries().program("pgbench"))
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.to_string(),
+        ])
+        .args(["-T", &seconds.to_string(), "-f"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+fn recvlogical(cluster: &Cluster, url: &str, slot: &str, endpos: Option<Lsn>) -> Child {
+    let mut cmd = Command::new(cluster.binaries().program("pg_recvlogical"));
+    cmd.args([
+        "-d",
+        url,
+        "--slot",
+        slot,
+        "--start",
+        "-f",
+        "/dev/null",
+        "-o",
+        "format-version=2",
+        "-s",
+        "1",
+    ]);
+    if let Some(end) = endpos {
+        cmd.args(["-E", &end.to_string()]);
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pg_recvlogical runs")
+}
+
+const UPDATE: &str = "\\set id random(1, 100000)\nupdate acct set n = n + 1 where id = :id;\n";
+const INSERT: &str = "insert into ins (n, note) values (1, 'x');\n";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let cluster = Cluster::start().expect("cluster");
+    let version = cluster.psql("postgres", "select version()").expect("psql");
+    println!(
+        "machine: {} cores; {version}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let url = cluster
+        .create_database("cdc_bench")
+        .await
+        .expect("database");
+    let client = sql(&url).await;
+    client
+        .batch_execute(
+            "create table acct (id int primary key, n int not null, note text);
+             insert into acct select g, 0, 'row ' || g from generate_series(1, 100000) g;
+             create table ins (id bigserial primary key, n int, note text);
+             create table bulk (id int primary key, n int, note text);",
+        )
+        .await
+        .expect("schema");
+    client
+        .batch_execute("vacuum analyze")
+        .await
+        .expect("vacuum");
+    let facts = setup::check_ready(&client).await.expect("ready");
+    let setup_options = |slot: &str, publication: &str, context: bool| SetupOptions {
+        slot: slot.into(),
+        publication: publication.into(),
+        selection: TableSelection::default(),
+        replica_identity_full: false,
+        context,
+        identity: IdentityConfig::default(),
+        create_slot: true,
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut results = serde_json::Map::new();
+
+    // (a) writer cost
+    println!(
+        "\n(a) writer cost, {} s per run (tps; ratio to no capture)",
+        args.seconds
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>10}",
+        "configuration", "UPD 1c", "UPD 2c", "INS 1c", "INS 2c"
+    );
+    let mut baseline = Vec::new();
+    let mut writer = serde_json::Map::new();
+    for config in [
+        "no capture",
+        "pg_recvlogical + wal2json",
+        "pgtrail (SQLite store)",
+        "pgtrail + context trigger",
+    ] {
+        let mut recv = None;
+        let mut consumer = None;
+        match config {
+            "pg_recvlogical + wal2json" => {
+                client
+                    .execute(
+                        "select pg_create_logical_replication_slot('w2j_writer', 'wal2json')",
+                        &[],
+                    )
+                    .await
+                    .expect("slot");
+                recv = Some(recvlogical(&cluster, &url, "w2j_writer", None));
+            }
+            "pgtrail (SQLite store)" | "pgtrail + context trigger" => {
+                let context = config.contains("context");
+                let slot = if context { "writer_ctx" } else { "writer" };
+                setup::prepare(&client, &facts, &setup_options(slot, "bench", context))
+                    .await
+                    .expect("setup");
+                let store = pgtrail_store::open(&format!(
+                    "sqlite:{}",
+                    tmp.path().join(format!("{slot}.db")).display()
+                ))
+                .await
+                .expect("store");
+                consumer = Some(Consumer::start(&url, slot, "bench", store));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut row = Vec::new();
+        for (script, clients) in [(UPDATE, 1), (UPDATE, 2), (INSERT, 1), (INSERT, 2)] {
+            let tps = tokio::task::block_in_place(|| {
+                pgbench(&cluster, &url, script, clients, args.seconds)
+            });
+            row.push(tps);
+        }
+        if baseline.is_empty() {
+            baseline = row.clone();
+        }
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&baseline)
+            .map(|(t, b)| format!("{:.0} {:.3}", t, t / b))
+            .collect();
+        println!(
+            "{:<34} {:>10} {:>10} {:>10} {:>10}",
+            config, cells[0], cells[1], cells[2], cells[3]
+        );
+        writer.insert(config.into(), json!({"update_1c": row[0], "update_2c": row[1], "insert_1c": row[2], "insert_2c": row[3]}));
+        if let Some(mut child) = recv {
+            let _ = child.kill();
+            let _ = child.wait();
+            client
+                .execute("select pg_drop_replication_slot('w2j_writer')", &[])
+                .await
+                .expect("drop");
+        }
+        if let Some(consumer) = consumer {
+            consumer.stop().await;
+            let slot = if config.contains("context") {
+                "writer_ctx"
+            } else {
+                "writer"
+            };
+            setup::drop_all(&client, slot, "bench").await.expect("drop");
+        }
+    }
+    results.insert("writer_tps".into(), Value::Object(writer));
+
+    // (b) consumer throughput on the same WAL
+    client
+        .batch_execute("create publication bench for table bulk")
+        .await
+        .expect("publication");
+    for (slot, plugin) in [
+        ("t_w2j", "wal2json"),
+        ("t_null", "pgoutput"),
+        ("t_sqlite", "pgoutput"),
+        ("t_pg", "pgoutput"),
+    ] {
+        client
+            .execute(
+                "select pg_create_logical_replication_slot($1, $2)",
+                &[&slot, &plugin],
+            )
+            .await
+            .expect("slot");
+    }
+    let per_tx = 1_000u64;
+    let transactions = args.changes / per_tx / 2;
+    let started = Instant::now();
+    for t in 0..transactions {
+        let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
+        client
+            .execute("insert into bulk select g, 0, md5(g::text) from generate_series($1::int, $2::int) g", &[&from, &to])
+            .await
+            .expect("insert");
+    }
+    for t in 0..transactions {
+        let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
+        client
+            .execute(
+                "update bulk set n = n + 1 where id between $1 and $2",
+                &[&from, &to],
+            )
+            .await
+            .expect("update");
+    }
+    let end = current_lsn(&client).await;
+    let changes = transactions * per_tx * 2;
+    println!("\n(b) consumer throughput: {changes} changes pre-generated in {:.1} s (inserts then updates, 1,000 per transaction)", started.elapsed().as_secs_f64());
+
+    let t0 = Instant::now();
+    let mut child = recvlogical(&cluster, &url, "t_w2j", Some(end));
+    tokio::task::block_in_place(|| child.wait()).expect("pg_recvlogical ends");
+    let w2j_rate = changes as f64 / t0.elapsed().as_secs_f64();
+
+    let store_db = cluster
+        .create_database("cdc_bench_store")
+        .await
+        .expect("store db");
+    let mut consumer_rates = serde_json::Map::new();
+    println!("{:<44} {:>12} {:>10}", "consumer", "changes/s", "ratio");
+    println!(
+        "{:<44} {:>12.0} {:>10}",
+        "pg_recvlogical + wal2json → /dev/null", w2j_rate, "1.00"
+    );
+    consumer_rates.insert("pg_recvlogical_wal2json".into(), json!(w2j_rate));
+    for (name, slot) in [
+        ("pgtrail → null store (decode only)", "t_null"),
+        ("pgtrail → SQLite store", "t_sqlite"),
+        ("pgtrail → Postgres store", "t_pg"),
+    ] {
+        let store: Arc<dyn Store> = match slot {
+            "t_null" => Arc::new(NullStore),
+            "t_sqlite" => pgtrail_store::open(&format!(
+                "sqlite:{}",
+                tmp.path().join("throughput.db").display()
+            ))
+            .await
+            .expect("sqlite store"),
+            _ => pgtrail_store::open(&store_db)
+                .await
+                .expect("postgres store"),
+        };
+        let t0 = Instant::now();
+        let mut consumer = Consumer::start(&url, slot, "bench", store);
+        let done = consumer.wait_for(end).await;
+        let rate = changes as f64 / (done - t0).as_secs_f64();
+        consumer.stop().await;
+        println!("{:<44} {:>12.0} {:>10.2}", name, rate, rate / w2j_rate);
+        consumer_rates.insert(slot.into(), json!(rate));
+    }
+    results.insert(
+        "consumer_changes_per_s".into(),
+        Value::Object(consumer_rates),
+    );
+
+    // (c) lag at a steady rate
+    setup::prepare(&client, &facts, &setup_options("lag", "bench_lag", false))
+        .await
+        .expect("setup");
+    let inner = pgtrail_store::open(&format!("sqlite:{}", tmp.path().join("lag.db").display()))
+        .await
+        .expect("store");
+    let lag_store = Arc::new(LagStore {
+        inner,
+        lags_ms: Mutex::new(Vec::new()),
+    });
+    let consumer = Consumer::start(&url, "lag", "bench_lag", lag_store.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rate = 500u64;
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(args.seconds) {
+        tick.tick().await;
+        client
+            .execute("insert into ins (n, note) values (2, 'lag')", &[])
+            .await
+            .expect("insert");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    consumer.stop().await;
+    let mut lags = lag_store.lags_ms.lock().expect("not poisoned").clone();
+    lags.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!("\n(c) lag commit → stored at {rate} tx/s for {} s ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", args.seconds, lags.len(), pct(0.5), pct(0.99), pct(1.0));
+    results.insert("lag_ms".into(), json!({"rate_tx_per_s": rate, "events": lags.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}));
+
+    if let Some(path) = args.json {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&Value::Object(results)).expect("json"),
+        )
+        .expect("write json");
+        println!("\nresults: {path}");
+    }
+}

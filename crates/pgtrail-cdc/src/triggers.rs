@@ -1,0 +1,192 @@
+//! The SQL pgtrail installs for `--context`: the function that emits the
+//! actor as a transactional logical message, the statement trigger that calls
+//! it once per transaction (see [`crate::context`] for why), the DDL event
+//! triggers, and `pgtrail.set_context`.
+//!
+//! The function text is generated for the configured session settings
+//! (`[identity]` in pgtrail.toml); every name goes in as a quoted literal.
+
+use pgtrail_core::config::IdentityConfig;
+use tokio_postgres::Client;
+
+use crate::connection::quote_literal;
+use crate::setup::Table;
+use crate::CdcError;
+
+/// The SQL of the context and DDL functions, for the session settings in `identity`.
+pub fn context_functions_sql(identity: &IdentityConfig) -> String {
+    let user_exprs: Vec<String> = identity
+        .user_settings
+        .iter()
+        .map(|s| {
+            format!(
+                "nullif(pg_catalog.current_setting({}, true), '')",
+                quote_literal(s)
+            )
+        })
+        .collect();
+    let app_user = if user_exprs.is_empty() {
+        "null::text".to_string()
+    } else {
+        format!("coalesce({})", user_exprs.join(", "))
+    };
+    let context = format!(
+        "nullif(pg_catalog.current_setting({}, true), '')",
+        quote_literal(&identity.context_setting)
+    );
+    let key_parts: Vec<String> = identity
+        .user_settings
+        .iter()
+        .chain([&identity.context_setting])
+        .map(|s| format!("current_setting({}, true)", quote_literal(s)))
+        .collect();
+    format!(
+        r#"create schema if not exists pgtrail;
+
+-- Emits one transactional logical message naming the actor. SECURITY DEFINER
+-- because pg_logical_emit_message needs privileges writers lack; the fields
+-- that identify the session are computed here and win over `extra`.
+create or replace function pgtrail.cdc_emit(prefix text, invoker text, extra jsonb)
+returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+declare
+  payload text;
+begin
+  if prefix not in ('pgtrail', 'pgtrail.ddl') then
+    raise exception 'pgtrail.cdc_emit: unknown prefix %', prefix;
+  end if;
+  payload := (coalesce(extra, '{{}}'::jsonb) || jsonb_build_object(
+    'app_user', {app_user},
+    'context', {context},
+    'db_user', session_user::text,
+    'current_user', invoker,
+    'client_addr', host(inet_client_addr()),
+    'client_port', inet_client_port(),
+    'application_name', current_setting('application_name'),
+    'backend_pid', pg_backend_pid()))::text;
+  perform pg_logical_emit_message(true, prefix, payload);
+end
+$fn$;
+grant execute on function pgtrail.cdc_emit(text, text, jsonb) to public;
+grant usage on schema pgtrail to public;
+
+-- Runs before every captured statement, so it is kept cheap: the actor is
+-- emitted once per transaction, again only if the settings or role changed.
+create or replace function pgtrail.cdc_context() returns trigger
+language plpgsql as $fn$
+declare
+  actor_key text := concat({key_parts}, chr(31), current_user);
+begin
+  if current_setting('pgtrail.cdc_sent', true) is distinct from actor_key then
+    perform pgtrail.cdc_emit('pgtrail', current_user::text, null);
+    perform set_config('pgtrail.cdc_sent', actor_key, true);
+  end if;
+  return null;
+end
+$fn$;
+
+create or replace function pgtrail.cdc_ddl() returns event_trigger
+language plpgsql as $fn$
+declare
+  objects jsonb;
+  first_schema text;
+begin
+  if tg_event = 'sql_drop' then
+    if tg_tag not like 'DROP %' then
+      return; -- e.g. ALTER TABLE … DROP COLUMN: reported once, at ddl_command_end
+    end if;
+    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
+      into objects, first_schema from pg_event_trigger_dropped_objects() where original;
+  elsif tg_tag like 'DROP %' then
+    return; -- reported by sql_drop, with the dropped objects
+  else
+    select coalesce(jsonb_agg(object_identity), '[]'::jsonb), min(schema_name)
+      into objects, first_schema from pg_event_trigger_ddl_commands();
+  end if;
+  perform pgtrail.cdc_emit('pgtrail.ddl', current_user::text, jsonb_build_object(
+    'command_tag', tg_tag, 'objects', objects, 'schema', first_schema, 'sql', current_query()));
+end
+$fn$;
+
+do $do$
+begin
+  if to_regprocedure('pgtrail.set_context(text,jsonb)') is null then
+    -- Sets the actor for the rest of the current transaction.
+    create function pgtrail.set_context(app_user text, context jsonb default null) returns void
+    language sql as $fn$
+      select set_config({user_setting}, coalesce(app_user, ''), true),
+             set_config({context_setting}, coalesce(context::text, ''), true);
+    $fn$;
+    grant execute on function pgtrail.set_context(text, jsonb) to public;
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_ddl') then
+    create event trigger pgtrail_cdc_ddl on ddl_command_end execute function pgtrail.cdc_ddl();
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgtrail_cdc_drop') then
+    create event trigger pgtrail_cdc_drop on sql_drop execute function pgtrail.cdc_ddl();
+  end if;
+end
+$do$;
+"#,
+        key_parts = key_parts.join(", chr(31), "),
+        user_setting = quote_literal(
+            identity
+                .user_settings
+                .first()
+                .map_or("pgtrail.user", String::as_str)
+        ),
+        context_setting = quote_literal(&identity.context_setting),
+    )
+}
+
+/// Installs the context functions, the DDL event triggers and a statement
+/// trigger on each of `tables`.
+pub async fn install_context(
+    client: &Client,
+    identity: &IdentityConfig,
+    tables: &[Table],
+) -> Result<(), CdcError> {
+    client
+        .batch_execute(&context_functions_sql(identity))
+        .await
+        .map_err(crate::setup::catalog_error(
+            "installing pgtrail's context functions",
+        ))?;
+    for table in tables {
+        let sql = format!(
+            "create or replace trigger pgtrail_cdc_context before insert or update or delete or truncate on {} \
+             for each statement execute function pgtrail.cdc_context()",
+            table.quoted()
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(crate::setup::catalog_error(format!(
+                "adding the context trigger to {}",
+                table.quoted()
+            )))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_sql_uses_the_configured_settings_quoted() {
+        let identity = IdentityConfig {
+            user_settings: vec!["app.current_user".into(), "pgtrail.user".into()],
+            context_setting: "app.ctx".into(),
+        };
+        let sql = context_functions_sql(&identity);
+        let first = sql
+            .find("current_setting('app.current_user', true)")
+            .expect("first setting");
+        let second = sql
+            .find("current_setting('pgtrail.user', true)")
+            .expect("second setting");
+        assert!(first < second, "settings are tried in configured order");
+        assert!(sql.contains("current_setting('app.ctx', true)"));
+        assert!(sql.contains("select set_config('app.current_user'"));
+    }
+}
