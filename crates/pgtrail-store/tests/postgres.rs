@@ -313,6 +313,50 @@ async fn partitions_are_made_ahead_and_dropped_by_retention() {
 }
 
 #[tokio::test]
+async fn partition_work_and_appends_run_side_by_side() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "side by side").await;
+    let other = PostgresStore::connect(&url).await.expect("second store");
+    let old = month_start(2025, 3);
+    store
+        .append((0..50).map(|i| row_change(i, old)).collect())
+        .await
+        .expect("old events");
+    let appends = async {
+        for round in 0..20 {
+            store
+                .append(batch(100 + round * 10, 10))
+                .await
+                .expect("append");
+        }
+    };
+    let maintenance = async {
+        let now = Utc::now();
+        for ahead in 0..5 {
+            other
+                .prepare_until(now + chrono::Duration::days(31 * ahead))
+                .await
+                .expect("prepare");
+        }
+        other.prune(25).await.expect("prune")
+    };
+    let ((), pruned) = tokio::join!(appends, maintenance);
+    assert_eq!(pruned.removed, 25);
+    assert!(
+        pruned.dropped_partitions.is_empty(),
+        "events_202503 still holds 26..50"
+    );
+    let seqs: Vec<i64> = store
+        .scan(0, 1000)
+        .await
+        .expect("scan")
+        .iter()
+        .filter_map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (26..=250).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn migrations_are_recorded_and_reopening_is_a_no_op() {
     let cluster = Cluster::start().expect("cluster");
     let (store, url) = fresh_store(&cluster, "reopen").await;
@@ -637,6 +681,30 @@ async fn unreachable_server_is_a_clear_open_error_without_the_password() {
     );
     assert!(message.contains("refused"), "{message}");
     assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test]
+async fn connections_killed_by_the_server_are_replaced() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "reconnect").await;
+    store.append(batch(1, 3)).await.expect("append");
+    let killed: i64 = raw(&url)
+        .await
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+             where application_name = 'pgtrail' and pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1, "the store's connection was terminated");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .append(batch(4, 3))
+        .await
+        .expect("append on a new connection");
+    assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(6));
 }
 
 #[tokio::test]
