@@ -67,8 +67,8 @@ create table pgtrail.events (
     kind text not null,                -- row_change | ddl | statement | session | snapshot
     captured_at timestamptz not null,  -- partition key (monthly)
     -- actor
-    db_user text collate "C",         -- "C": byte comparisons in the
-    app_user text collate "C",        -- indexes, whatever the database locale
+    db_user text,
+    app_user text,
     client_addr text,
     client_port int,
     application_name text,
@@ -77,8 +77,8 @@ create table pgtrail.events (
     context json,                      -- object supplied by the application
     -- target
     database text,
-    schema_name text collate "C",
-    table_name text collate "C",
+    schema_name text,
+    table_name text,
     operation text,                    -- INSERT/UPDATE/DELETE/TRUNCATE or a command tag
     objects text[],                    -- relations a statement touched, qualified
     -- row change
