@@ -170,13 +170,12 @@ pub(super) fn latest_version() -> i64 {
 }
 
 /// Brings the store's schema up to [`latest_version`], refusing states it
-/// must not touch. Returns the version found before migrating.
-pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<i64, StoreError> {
+/// must not touch.
+pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
     let backend = |context: &str| {
         let context = context.to_string();
         move |e: tokio_postgres::Error| StoreError::backend(location, context, e)
     };
-    let mut found = None;
     loop {
         let tx = client
             .transaction()
@@ -186,10 +185,9 @@ pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<i64, 
             .await
             .map_err(backend("taking the migration lock"))?;
         let current = current_version(&tx, location).await?;
-        found.get_or_insert(current);
         let Some(next) = MIGRATIONS.iter().find(|m| m.version == current + 1) else {
             tx.commit().await.map_err(backend("checking the schema"))?;
-            return Ok(found.unwrap_or(current));
+            return Ok(());
         };
         let context = format!("applying migration {} ({})", next.version, next.name);
         tx.batch_execute(next.sql)
