@@ -332,6 +332,37 @@ async fn newer_and_half_migrated_stores_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn an_older_store_is_migrated_on_open() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(events(0, 3)).await.expect("append");
+    drop(store);
+    // Turn the file back into a version-1 store.
+    let raw = scratch.raw();
+    raw.execute_batch(
+        "drop index events_truncates; delete from pgtrail_migrations where version = 2; pragma user_version = 1;",
+    )
+    .expect("downgrade");
+
+    let store = scratch.open().await;
+    let version: i64 = raw
+        .query_row("select max(version) from pgtrail_migrations", [], |r| {
+            r.get(0)
+        })
+        .expect("version");
+    let index: i64 = raw
+        .query_row(
+            "select count(*) from sqlite_schema where name = 'events_truncates'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("index");
+    assert_eq!((version, index), (SCHEMA_VERSION, 1));
+    assert_eq!(stored(&store).await.len(), 3, "events kept");
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_keep_one_chain_and_skip_retried_batches() {
     let scratch = Scratch::new();

@@ -1,18 +1,20 @@
 //! Appending a batch: one `BEGIN IMMEDIATE` transaction that reads the chain
-//! head, seals each new event onto it and inserts it with its full-text row.
+//! head, links each new event onto it and inserts it with its full-text row.
 //!
 //! `BEGIN IMMEDIATE` takes SQLite's write lock up front, so appends from other
 //! connections and other processes wait (busy timeout) instead of forking the
 //! chain. Idempotency costs no extra lookup: the insert says `on conflict (id)
 //! do nothing`, and an event that was not inserted does not advance the chain.
 //! Any error drops the transaction, which rolls the whole batch back.
+//!
+//! Encoding an event (see `encode`) does not depend on the chain, so it is
+//! done before the lock is taken; inside, each event costs one SHA-256 over
+//! its ready-made bytes and two inserts.
 
-use pgtrail_core::canonical::seal;
-use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::encode::{encode, Encoded};
+use super::encode::{prepare, prepare_checked, Prepared};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -26,6 +28,25 @@ const UPSERT_HEAD: &str = "insert into chain_head (singleton, seq, hash) values 
 
 /// Seals and stores `events` atomically. See the module docs.
 pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Result<AppendReceipt> {
+    // Encode everything before taking the write lock: other writers wait
+    // only for the inserts.
+    let mut prepared = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        prepared.push(if i == 0 {
+            prepare_checked(event)?
+        } else {
+            prepare(event)?
+        });
+    }
+    insert_all(conn, prepared, location)
+}
+
+/// Links and inserts the prepared events in one transaction.
+fn insert_all(
+    conn: &mut Connection,
+    prepared: Vec<Prepared>,
+    location: &str,
+) -> Result<AppendReceipt> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -44,42 +65,39 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
         let mut insert_fts = tx
             .prepare_cached(INSERT_FTS)
             .map_err(db("preparing the full-text insert"))?;
-        for (i, event) in events.iter().enumerate() {
+        for row in prepared {
             let seq = last_seq + 1;
-            let encoded = encode(event, seq, &prev_hex)?;
-            if i == 0 {
-                check_against_canonical(event, seq, &prev_hex, &encoded)?;
-            }
+            let hash = row.chain_hash(seq, &prev_hex);
             let inserted = insert
                 .execute(params![
                     seq,
-                    event.id.as_bytes(),
-                    event.captured_at.timestamp_micros(),
-                    event.source.as_str(),
-                    event.kind.as_str(),
-                    event.schema,
-                    event.table,
-                    event.pk.as_ref().map(canonical_pk),
-                    event.app_user,
-                    event.db_user,
-                    event.operation.as_deref().map(str::to_uppercase),
-                    event.failed(),
-                    encoded.body,
+                    row.id,
+                    row.captured_at,
+                    row.source,
+                    row.kind,
+                    row.schema,
+                    row.table,
+                    row.pk,
+                    row.app_user,
+                    row.db_user,
+                    row.operation,
+                    row.failed,
+                    row.body,
                     prev,
-                    encoded.hash,
+                    hash,
                 ])
                 .map_err(|e| StoreError::backend(location, format!("inserting event {seq}"), e))?;
             if inserted == 0 {
                 continue; // already stored: a retried batch
             }
-            if let Some(sql) = &event.sql {
+            if let Some(sql) = &row.sql {
                 insert_fts.execute(params![seq, sql]).map_err(|e| {
                     StoreError::backend(location, format!("indexing the SQL of event {seq}"), e)
                 })?;
             }
             first_seq.get_or_insert(seq);
             last_seq = seq;
-            prev = encoded.hash;
+            prev = hash;
             prev_hex = hex::encode(prev);
         }
     }
@@ -98,26 +116,6 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
             hash: prev_hex,
         }),
     })
-}
-
-/// Refuses the batch if the one-pass encoder ever disagrees with the
-/// canonical form: storing events `verify` would call modified is worse
-/// than failing loudly.
-fn check_against_canonical(
-    event: &Event,
-    seq: i64,
-    prev_hex: &str,
-    encoded: &Encoded,
-) -> Result<()> {
-    let mut sealed = event.clone();
-    seal(&mut sealed, seq, prev_hex);
-    if sealed.hash.as_deref() == Some(hex::encode(encoded.hash).as_str()) {
-        return Ok(());
-    }
-    Err(StoreError::Invalid(format!(
-        "event {}: the SQLite store's encoder disagrees with pgtrail_core::canonical (a bug): batch refused",
-        event.id
-    )))
 }
 
 /// The chain head, read inside the caller's transaction.

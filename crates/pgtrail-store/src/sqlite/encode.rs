@@ -1,20 +1,23 @@
-//! One pass over an event writes both the stored body and the hashed bytes.
+//! Turning an event into its row, in one pass over its fields.
 //!
 //! `pgtrail_core::canonical::seal` builds a `serde_json::Value` of the whole
-//! event (a map, every string copied) and then serializes it; the store then
+//! event (a map, every string copied) and serializes that; the store then
 //! needed a second serialization for the body. At 10,000 events a batch that
 //! was over half of the append time. Here the canonical JSON is written
 //! directly from the struct's fields in key order, once, without `seq` and
 //! `prev_hash`: that is the body. The hash input is the same bytes with
 //! `"prev_hash"` and `"seq"` spliced in at their sorted places, fed to
-//! SHA-256 in pieces.
+//! SHA-256 in pieces, so only that last cheap step depends on the chain and
+//! everything else can run before (and beside) the write transaction.
 //!
 //! Staying identical to `canonical_json` is guarded three ways: `Event` is
 //! destructured without `..` (a new field fails to compile here), tests
 //! compare against `event_hash` on fully and sparsely populated events, and
-//! `append` checks the first event of every batch against `event_hash` and
-//! refuses the batch on a mismatch.
+//! `append` checks the first event of every batch against `seal` and refuses
+//! the batch on a mismatch.
 
+use pgtrail_core::canonical::seal;
+use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::time::format_micros;
 use pgtrail_core::Event;
 use serde::Serialize;
@@ -22,16 +25,50 @@ use sha2::{Digest, Sha256};
 
 use crate::{Result, StoreError};
 
-/// What `append` stores for one event.
-pub struct Encoded {
+/// An event encoded for the `events` table, not yet linked into the chain.
+pub struct Prepared {
+    pub id: [u8; 16],
+    pub captured_at: i64,
+    pub source: &'static str,
+    pub kind: &'static str,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    /// Canonical text of the key (`pgtrail_core::filter::canonical_pk`).
+    pub pk: Option<String>,
+    pub app_user: Option<String>,
+    pub db_user: Option<String>,
+    /// Upper-cased, so filters compare case-insensitively on an index.
+    pub operation: Option<String>,
+    pub failed: bool,
+    /// The statement text, for the full-text index.
+    pub sql: Option<String>,
     /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
     pub body: String,
-    /// SHA-256 of the canonical JSON of the sealed event (without `hash`).
-    pub hash: [u8; 32],
+    /// Where `"prev_hash"` and `"seq"` go in `body` when hashing.
+    prev_hash_at: usize,
+    seq_at: usize,
 }
 
-/// Encodes `event` (its own seal fields ignored) as sealed at `seq` after `prev_hash_hex`.
-pub fn encode(event: &Event, seq: i64, prev_hash_hex: &str) -> Result<Encoded> {
+impl Prepared {
+    /// SHA-256 of the canonical JSON of the event sealed at `seq` after `prev_hash_hex`.
+    pub fn chain_hash(&self, seq: i64, prev_hash_hex: &str) -> [u8; 32] {
+        let body = self.body.as_bytes();
+        let mut hasher = Sha256::new();
+        hasher.update(&body[..self.prev_hash_at]);
+        hasher.update(b",\"prev_hash\":\"");
+        hasher.update(prev_hash_hex.as_bytes());
+        hasher.update(b"\"");
+        hasher.update(&body[self.prev_hash_at..self.seq_at]);
+        hasher.update(b",\"seq\":");
+        hasher.update(seq.to_string().as_bytes());
+        hasher.update(&body[self.seq_at..]);
+        hasher.finalize().into()
+    }
+}
+
+/// Encodes `event` (its own seal fields ignored), taking its strings.
+pub fn prepare(event: Event) -> Result<Prepared> {
+    let failed = event.failed();
     let mut w = FieldWriter::default();
     // Keys in byte order, exactly as a serde_json map (BTreeMap) sorts them.
     let Event {
@@ -72,64 +109,80 @@ pub fn encode(event: &Event, seq: i64, prev_hash_hex: &str) -> Result<Encoded> {
         prev_hash: _,
         hash: _,
     } = event;
-    w.opt("app_user", app_user)?;
-    w.opt("application_name", application_name)?;
-    w.opt("backend_pid", backend_pid)?;
-    w.field("captured_at", &format_micros(captured_at))?;
-    w.list("changed", changed)?;
-    w.opt("client_addr", client_addr)?;
-    w.opt("client_port", client_port)?;
-    w.opt("command_tag", command_tag)?;
+    w.opt("app_user", &app_user)?;
+    w.opt("application_name", &application_name)?;
+    w.opt("backend_pid", &backend_pid)?;
+    w.field("captured_at", &format_micros(&captured_at))?;
+    w.list("changed", &changed)?;
+    w.opt("client_addr", &client_addr)?;
+    w.opt("client_port", &client_port)?;
+    w.opt("command_tag", &command_tag)?;
     w.opt("committed_at", &committed_at.as_ref().map(format_micros))?;
-    w.opt("context", context)?;
-    w.opt("database", database)?;
-    w.opt("db_user", db_user)?;
-    w.opt("duration_us", duration_us)?;
-    w.opt("error", error)?;
-    w.field("id", id)?;
+    w.opt("context", &context)?;
+    w.opt("database", &database)?;
+    w.opt("db_user", &db_user)?;
+    w.opt("duration_us", &duration_us)?;
+    w.opt("error", &error)?;
+    w.field("id", &id)?;
     w.field("kind", kind.as_str())?;
-    w.opt("lsn", lsn)?;
-    w.opt("new", new)?;
-    w.list("objects", objects)?;
-    w.opt("old", old)?;
-    w.opt("operation", operation)?;
-    w.opt("params", params)?;
-    w.list("partial", partial)?;
-    w.opt("pk", pk)?;
+    w.opt("lsn", &lsn)?;
+    w.opt("new", &new)?;
+    w.list("objects", &objects)?;
+    w.opt("old", &old)?;
+    w.opt("operation", &operation)?;
+    w.opt("params", &params)?;
+    w.list("partial", &partial)?;
+    w.opt("pk", &pk)?;
     let prev_hash_at = w.buf.len();
-    w.opt("rows", rows)?;
-    w.opt("schema", schema)?;
+    w.opt("rows", &rows)?;
+    w.opt("schema", &schema)?;
     let seq_at = w.buf.len();
-    w.opt("session_id", session_id)?;
+    w.opt("session_id", &session_id)?;
     w.field("source", source.as_str())?;
-    w.opt("sql", sql)?;
-    w.opt("sqlstate", sqlstate)?;
-    w.opt("table", table)?;
-    w.opt("tx_seq", tx_seq)?;
-    w.opt("xid", xid)?;
+    w.opt("sql", &sql)?;
+    w.opt("sqlstate", &sqlstate)?;
+    w.opt("table", &table)?;
+    w.opt("tx_seq", &tx_seq)?;
+    w.opt("xid", &xid)?;
 
     // Every entry starts with ','; the first becomes the opening brace.
-    let inner = &w.buf[1..];
-    let (prev_hash_at, seq_at) = (prev_hash_at - 1, seq_at - 1);
-    let mut hasher = Sha256::new();
-    hasher.update(b"{");
-    hasher.update(&inner[..prev_hash_at]);
-    hasher.update(b",\"prev_hash\":\"");
-    hasher.update(prev_hash_hex.as_bytes());
-    hasher.update(b"\"");
-    hasher.update(&inner[prev_hash_at..seq_at]);
-    hasher.update(format!(",\"seq\":{seq}").as_bytes());
-    hasher.update(&inner[seq_at..]);
-    hasher.update(b"}");
-
     w.buf[0] = b'{';
     w.buf.push(b'}');
     let body = String::from_utf8(w.buf)
         .map_err(|e| StoreError::Invalid(format!("event {id} is not UTF-8: {e}")))?;
-    Ok(Encoded {
+    Ok(Prepared {
+        id: *id.as_bytes(),
+        captured_at: captured_at.timestamp_micros(),
+        source: source.as_str(),
+        kind: kind.as_str(),
+        schema,
+        table,
+        pk: pk.as_ref().map(canonical_pk),
+        app_user,
+        db_user,
+        operation: operation.map(|op| op.to_uppercase()),
+        failed,
+        sql,
         body,
-        hash: hasher.finalize().into(),
+        prev_hash_at,
+        seq_at,
     })
+}
+
+/// Prepares `event`, checking the result against `pgtrail_core::canonical`.
+/// Storing events `verify` would call modified is worse than failing loudly.
+pub fn prepare_checked(event: Event) -> Result<Prepared> {
+    const PREV: &str = pgtrail_core::GENESIS_HASH;
+    let mut sealed = event.clone();
+    seal(&mut sealed, 1, PREV);
+    let prepared = prepare(event)?;
+    if sealed.hash.as_deref() == Some(hex::encode(prepared.chain_hash(1, PREV)).as_str()) {
+        return Ok(prepared);
+    }
+    Err(StoreError::Invalid(format!(
+        "event {}: the SQLite store's encoder disagrees with pgtrail_core::canonical (a bug): batch refused",
+        sealed.id
+    )))
 }
 
 /// Appends `,"key":value` entries to one buffer.
@@ -167,7 +220,7 @@ impl FieldWriter {
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
-    use pgtrail_core::canonical::{canonical_json, event_hash, seal};
+    use pgtrail_core::canonical::{canonical_json, event_hash};
     use pgtrail_core::{Kind, Source, GENESIS_HASH};
     use serde_json::json;
 
@@ -210,11 +263,12 @@ mod tests {
     }
 
     fn assert_matches_canonical(event: &Event, seq: i64, prev: &str) {
-        let encoded = encode(event, seq, prev).expect("encode");
+        let encoded = prepare(event.clone()).expect("encode");
+        assert!(prepare_checked(event.clone()).is_ok());
         let mut sealed = event.clone();
         seal(&mut sealed, seq, prev);
         assert_eq!(
-            hex::encode(encoded.hash),
+            hex::encode(encoded.chain_hash(seq, prev)),
             sealed.hash.clone().expect("sealed"),
             "{}",
             encoded.body
@@ -260,12 +314,11 @@ mod tests {
         e.seq = Some(9);
         e.prev_hash = Some("f".repeat(64));
         e.hash = Some("e".repeat(64));
-        let encoded = encode(&e, 1, GENESIS_HASH).expect("encode");
+        let encoded = prepare(e.clone()).expect("encode");
+        let clean = prepare(e.clone().unsealed()).expect("encode");
         assert_eq!(
-            encoded.hash,
-            encode(&e.clone().unsealed(), 1, GENESIS_HASH)
-                .expect("encode")
-                .hash
+            encoded.chain_hash(1, GENESIS_HASH),
+            clean.chain_hash(1, GENESIS_HASH)
         );
         assert!(!encoded.body.contains("ffff") && !encoded.body.contains("\"seq\""));
     }

@@ -40,6 +40,10 @@ pub struct SqliteOptions {
     pub page_size: u32,
     /// Page cache of the writer connection, in KiB.
     pub cache_kib: u32,
+    /// The write-ahead log is copied back into the file once it holds this
+    /// many pages. SQLite's default (1,000) checkpoints after nearly every
+    /// 10,000-event batch; a larger log batches that work.
+    pub wal_autocheckpoint_pages: u32,
     /// Caps the file at this many pages: appends beyond it fail as on a full
     /// disk. For tests; `None` leaves SQLite's (huge) default.
     pub max_page_count: Option<u32>,
@@ -51,6 +55,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(30),
             page_size: 8192,
             cache_kib: 64 * 1024,
+            wal_autocheckpoint_pages: 8192,
             max_page_count: None,
         }
     }
@@ -205,8 +210,12 @@ fn configure_writer(writer: &Connection, location: &str, options: &SqliteOptions
     }
     writer
         .execute_batch(&format!(
-            "pragma synchronous = full; pragma cache_size = -{}; pragma temp_store = memory;",
-            options.cache_kib
+            "pragma synchronous = full; pragma cache_size = -{}; pragma temp_store = memory; \
+             pragma wal_autocheckpoint = {}; pragma journal_size_limit = {};",
+            options.cache_kib,
+            options.wal_autocheckpoint_pages,
+            // Truncate the log back to its working size after a checkpoint.
+            u64::from(options.wal_autocheckpoint_pages) * u64::from(options.page_size),
         ))
         .map_err(db("setting durability and cache"))?;
     if let Some(pages) = options.max_page_count {

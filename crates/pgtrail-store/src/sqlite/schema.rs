@@ -20,7 +20,10 @@ use crate::{Result, StoreError};
 pub const APPLICATION_ID: i32 = 0x7067_7472;
 
 /// Migrations in order; the version of migration `i` is `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("events, full-text index, checkpoints", V1)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("events, full-text index, checkpoints", V1),
+    ("index of truncates by table", V2),
+];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -75,6 +78,12 @@ create table checkpoints (
     public_key text,
     signature text
 ) strict;
+";
+
+/// Version 2. A row's history includes its table's TRUNCATEs; without this
+/// (tiny, partial) index finding them scans every event of the table.
+const V2: &str = "
+create index events_truncates on events (table_name) where operation = 'TRUNCATE';
 ";
 
 /// What [`identify`] found at the path.
