@@ -466,9 +466,10 @@ async fn append_until_stored(
     }
 }
 
-/// Fills columns listed in `partial` (unchanged TOAST) from the row's last
-/// image: earlier in this batch, else in the store. What cannot be found
-/// stays listed in `partial`.
+/// Fills columns listed in `partial` (unchanged TOAST) from the row's latest
+/// known value: earlier in this batch, else in the store, newest first and
+/// never past a DELETE or TRUNCATE (the row did not exist then). What cannot
+/// be found stays listed in `partial`.
 async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
     for i in 0..events.len() {
         if events[i].partial.is_empty() || events[i].kind != Kind::RowChange {
@@ -479,14 +480,17 @@ async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
         };
         let schema = events[i].schema.clone();
         let same_row = |e: &Event| {
-            e.table.as_deref() == Some(&table) && e.schema == schema && e.pk.as_ref() == Some(&pk)
+            e.table.as_deref() == Some(table.as_str())
+                && e.schema == schema
+                && e.pk.as_ref() == Some(&pk)
         };
-        let mut image = events[..i]
+        let mut history: Vec<Event> = events[..i]
             .iter()
-            .rev()
-            .find(|e| same_row(e))
-            .and_then(|e| e.new.clone());
-        if image.is_none() {
+            .filter(|e| same_row(e))
+            .cloned()
+            .collect();
+        let row_ended_in_batch = history.iter().any(ends_row);
+        if !row_ended_in_batch {
             let row = RowRef {
                 table: TableName {
                     schema: schema.clone(),
@@ -495,25 +499,24 @@ async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
                 pk: PkFilter(pk.clone()),
             };
             match store.row_events(&row).await {
-                Ok(history) => {
-                    image = history
-                        .iter()
-                        .rev()
-                        .find(|e| {
-                            e.kind == Kind::Snapshot || e.operation.as_deref() != Some("TRUNCATE")
-                        })
-                        .and_then(|e| e.new.clone())
+                Ok(mut stored) => {
+                    stored.append(&mut history);
+                    history = stored;
                 }
                 Err(error) => {
                     tracing::warn!(error = %error_chain(&error), "Cannot read the row's last image; keeping columns as partial")
                 }
             }
         }
-        let Some(image) = image else { continue };
         let event = &mut events[i];
         let mut still_partial = Vec::new();
         for column in std::mem::take(&mut event.partial) {
-            match (image.get(&column), event.new.as_mut()) {
+            let value = history
+                .iter()
+                .rev()
+                .take_while(|e| !ends_row(e))
+                .find_map(|e| e.new.as_ref().and_then(|n| n.get(&column)));
+            match (value, event.new.as_mut()) {
                 (Some(value), Some(new)) => {
                     new.insert(column, value.clone());
                 }
@@ -522,4 +525,12 @@ async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
         }
         event.partial = still_partial;
     }
+}
+
+/// A DELETE or TRUNCATE: no earlier value of the row is current after it.
+fn ends_row(event: &Event) -> bool {
+    matches!(
+        event.operation.as_deref(),
+        Some("DELETE") | Some("TRUNCATE")
+    )
 }
