@@ -25,6 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Result, StoreError};
 
+/// Room reserved for a body: most events fit without the buffer growing.
+const BODY_CAPACITY: usize = 768;
+
 /// An event encoded for the `events` table, not yet linked into the chain.
 pub struct Prepared {
     pub id: [u8; 16],
@@ -69,7 +72,9 @@ impl Prepared {
 /// Encodes `event` (its own seal fields ignored), taking its strings.
 pub fn prepare(event: Event) -> Result<Prepared> {
     let failed = event.failed();
-    let mut w = FieldWriter::default();
+    let mut w = FieldWriter {
+        buf: Vec::with_capacity(BODY_CAPACITY),
+    };
     // Keys in byte order, exactly as a serde_json map (BTreeMap) sorts them.
     let Event {
         id,
@@ -186,7 +191,6 @@ pub fn prepare_checked(event: Event) -> Result<Prepared> {
 }
 
 /// Appends `,"key":value` entries to one buffer.
-#[derive(Default)]
 struct FieldWriter {
     buf: Vec<u8>,
 }

@@ -6,8 +6,10 @@
 //! - **One writer connection behind a mutex**, plus a small pool of read-only
 //!   connections; SQLite calls block, so each runs on tokio's blocking pool.
 //!   Appends from other processes are serialized by `BEGIN IMMEDIATE`.
-//! - **Compact rows**: ids and hashes are blobs, the event body is its JSON
-//!   without the seal (see `schema` for the table layout).
+//! - **Compact rows**: ids and hashes are blobs, the event body is its
+//!   canonical JSON without the seal (see `schema` for the table layout).
+//! - **One pass per event**: the body and the hash input come from a single
+//!   serialization, done before the write lock is taken (see `encode`).
 //! - **Refuse before writing**: a file that is not ours is identified and
 //!   refused before any pragma could change it (see `schema`).
 
@@ -68,7 +70,8 @@ const IDLE_READERS: usize = 4;
 /// Prepared statements kept per connection (queries vary with the filter).
 const STATEMENT_CACHE: usize = 64;
 
-/// The SQLite store. Cheap to share: clone the `Arc` it usually lives in.
+/// The SQLite store. Share one per process (in an `Arc`): its writer
+/// connection serializes appends, its reader pool serves queries in parallel.
 pub struct SqliteStore {
     shared: Arc<Shared>,
 }
