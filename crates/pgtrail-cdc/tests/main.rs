@@ -7,3 +7,4 @@ mod errors;
 mod kill;
 mod oracle;
 mod restart;
+mod store_outage;
