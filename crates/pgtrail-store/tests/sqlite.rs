@@ -113,14 +113,15 @@ async fn an_untouched_store_verifies_and_survives_reopening() {
         )
         .expect("pragmas");
     assert_eq!(marks, (APPLICATION_ID, SCHEMA_VERSION));
-    let sql: String = raw
+    let (sql, hash): (String, String) = raw
         .query_row(
-            "select json_extract(body, '$.sql') from events where seq = 3",
+            "select sql, hash from events_readable where seq = 3",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .expect("json");
+        .expect("readable view");
     assert!(sql.contains("WHERE id = 2 "), "{sql}");
+    assert_eq!(Some(hash), stored(&store).await[2].hash);
     let mode: String = raw
         .query_row("pragma journal_mode", [], |r| r.get(0))
         .expect("mode");
@@ -341,7 +342,8 @@ async fn an_older_store_is_migrated_on_open() {
     // Turn the file back into a version-1 store.
     let raw = scratch.raw();
     raw.execute_batch(
-        "drop index events_truncates; delete from pgtrail_migrations where version = 2; pragma user_version = 1;",
+        "drop index events_truncates; drop view events_readable; \
+         delete from pgtrail_migrations where version > 1; pragma user_version = 1;",
     )
     .expect("downgrade");
 
@@ -353,12 +355,12 @@ async fn an_older_store_is_migrated_on_open() {
         .expect("version");
     let index: i64 = raw
         .query_row(
-            "select count(*) from sqlite_schema where name = 'events_truncates'",
+            "select count(*) from sqlite_schema where name in ('events_truncates', 'events_readable')",
             [],
             |r| r.get(0),
         )
         .expect("index");
-    assert_eq!((version, index), (SCHEMA_VERSION, 1));
+    assert_eq!((version, index), (SCHEMA_VERSION, 2));
     assert_eq!(stored(&store).await.len(), 3, "events kept");
     assert!(verify(&store, None).await.expect("verify").ok());
 }

@@ -23,6 +23,7 @@ pub const APPLICATION_ID: i32 = 0x7067_7472;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("events, full-text index, checkpoints", V1),
     ("index of truncates by table", V2),
+    ("a readable view for sqlite3 users", V3),
 ];
 
 /// The newest schema version this build understands.
@@ -84,6 +85,30 @@ create table checkpoints (
 /// (tiny, partial) index finding them scans every event of the table.
 const V2: &str = "
 create index events_truncates on events (table_name) where operation = 'TRUNCATE';
+";
+
+/// Version 3. For someone reading the file with `sqlite3`: ids and hashes
+/// in hex, times as text, the statement pulled out of the body.
+const V3: &str = "
+create view events_readable as
+select
+    seq,
+    lower(hex(id)) as id,
+    strftime('%Y-%m-%dT%H:%M:%fZ', captured_at / 1000000.0, 'unixepoch') as captured_at,
+    source,
+    kind,
+    schema_name,
+    table_name,
+    pk,
+    app_user,
+    db_user,
+    operation,
+    failed,
+    json_extract(body, '$.sql') as sql,
+    body,
+    lower(hex(prev_hash)) as prev_hash,
+    lower(hex(hash)) as hash
+from events;
 ";
 
 /// What [`identify`] found at the path.
