@@ -1,5 +1,6 @@
-//! Shared set-up: a cluster per test binary, a database, a consumer running
-//! into a SQLite store, and waiting for events to arrive.
+//! Shared set-up: a cluster and a database per test (stopped and removed
+//! when the test ends), a consumer running into a SQLite store, and waiting
+//! for events to arrive.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,12 +16,6 @@ use pgtrail_testkit::Cluster;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// One cluster shared by the tests of this binary (each uses its own database).
-pub fn cluster() -> &'static Cluster {
-    static CLUSTER: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start().expect("a test cluster starts"))
-}
-
 /// A database with `schema_sql` applied, plus names derived from `test`.
 pub struct TestDb {
     pub url: String,
@@ -28,11 +23,14 @@ pub struct TestDb {
     pub publication: String,
     pub client: tokio_postgres::Client,
     pub dir: tempfile::TempDir,
+    /// Last, so it stops after the connections above are dropped.
+    pub cluster: Cluster,
 }
 
 impl TestDb {
     pub async fn new(test: &str, schema_sql: &str) -> anyhow::Result<Self> {
-        let url = cluster().create_database(test).await?;
+        let cluster = tokio::task::spawn_blocking(Cluster::start).await??;
+        let url = cluster.create_database(test).await?;
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
@@ -44,6 +42,7 @@ impl TestDb {
             publication: format!("pgtrail_{test}"),
             client,
             dir: tempfile::tempdir()?,
+            cluster,
         })
     }
 
