@@ -24,7 +24,7 @@ pub struct TestDb {
     pub client: tokio_postgres::Client,
     pub dir: tempfile::TempDir,
     /// Last, so it stops after the connections above are dropped.
-    pub cluster: Cluster,
+    _cluster: Cluster,
 }
 
 impl TestDb {
@@ -42,7 +42,7 @@ impl TestDb {
             publication: format!("pgtrail_{test}"),
             client,
             dir: tempfile::tempdir()?,
-            cluster,
+            _cluster: cluster,
         })
     }
 
