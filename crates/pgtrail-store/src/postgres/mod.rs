@@ -27,10 +27,11 @@ mod pool;
 mod query;
 mod schema;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
@@ -41,6 +42,8 @@ use crate::open::redact_url;
 use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError};
 use pool::{Pool, PooledClient};
 
+/// How far ahead an appending store makes sure monthly partitions exist.
+const PARTITION_DAYS_AHEAD: i64 = 40;
 /// Connections opened at most at once per store.
 const MAX_CONNECTIONS: usize = 8;
 /// How long to wait for the server when the URL does not say (`connect_timeout`).
@@ -50,6 +53,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PostgresStore {
     pool: Pool,
     location: String,
+    /// `year * 12 + month0` up to which this process made sure monthly
+    /// partitions exist (0: not yet), so appends create the current and next
+    /// month's partitions once instead of filling the default partition.
+    partitions_ready_through: AtomicI64,
 }
 
 impl PostgresStore {
@@ -73,6 +80,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool: Pool::new(config, MAX_CONNECTIONS),
             location,
+            partitions_ready_through: AtomicI64::new(0),
         };
         let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
             location: store.location.clone(),
@@ -87,6 +95,24 @@ impl PostgresStore {
     /// The schema version this build creates and understands.
     pub fn schema_version() -> i64 {
         schema::latest_version()
+    }
+
+    /// Creates this month's and next month's partitions once per process and
+    /// month. Failing here is not fatal: rows then land in the default
+    /// partition, and `pgtrail retention` moves them out later.
+    async fn ensure_partitions_ahead(&self) {
+        let now = Utc::now();
+        let month_index = |t: DateTime<Utc>| i64::from(t.year()) * 12 + i64::from(t.month0());
+        let wanted = month_index(now) + 1;
+        if self.partitions_ready_through.load(Ordering::Relaxed) >= wanted {
+            return;
+        }
+        self.partitions_ready_through
+            .store(wanted, Ordering::Relaxed);
+        let ahead = now + chrono::Duration::days(PARTITION_DAYS_AHEAD);
+        if let Err(e) = Store::prepare_until(self, ahead).await {
+            tracing::warn!(store = %self.location, error = %e, "Could not create partitions ahead; events go to the default partition until retention runs");
+        }
     }
 
     async fn client(&self) -> Result<PooledClient<'_>> {
@@ -115,6 +141,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt> {
+        self.ensure_partitions_ahead().await;
         let context = format!("appending {} events", events.len());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.backend(&context))?;
