@@ -73,6 +73,7 @@ create table if not exists pgtrail.tracked (
     mask_mode text not null default 'hash' check (mask_mode in ('hash', 'redact')),
     capture_sql boolean not null default false,
     auto boolean not null default false,
+    mode text not null default 'row' check (mode in ('row', 'statement')),
     tracked_at timestamptz not null default now()
 );
 
@@ -82,7 +83,8 @@ create table if not exists pgtrail.auto_track (
     ignored text[] not null default '{}',
     masked text[] not null default '{}',
     mask_mode text not null default 'hash' check (mask_mode in ('hash', 'redact')),
-    capture_sql boolean not null default false
+    capture_sql boolean not null default false,
+    mode text not null default 'row' check (mode in ('row', 'statement'))
 );
 
 -- The keyed hash of a masked value: HMAC-SHA256 with this install's key,
@@ -118,121 +120,183 @@ end;
 $$;
 
 -- Writes the capture function and triggers of one tracked table from its
--- row in pgtrail.tracked. Statement-level triggers with transition tables:
--- one INSERT … SELECT per statement, however many rows it touched. UPDATEs
--- keep only the columns that changed (key columns are in pk), and an UPDATE
--- that changed only ignored columns, or nothing, is not logged.
+-- row in pgtrail.tracked, in one of two modes (measured in bench/triggers):
+--
+-- row (default): AFTER … FOR EACH ROW triggers, each running one cached
+--   INSERT … VALUES. The cheapest per statement, so the best for OLTP.
+--   The UPDATE trigger's WHEN clause compares the watched (not ignored)
+--   columns in C: an UPDATE that changed nothing, or only ignored columns,
+--   never calls PL/pgSQL.
+-- statement: AFTER … FOR EACH STATEMENT triggers with transition tables,
+--   one INSERT … SELECT per statement however many rows it touched: the
+--   best for bulk statements. Old and new rows are paired by position
+--   (transition tables keep both in the order rows were updated); plans
+--   are made per call (force_custom_plan) so they fit the row count.
+--
+-- Either way an UPDATE keeps only the columns that changed (the key is in
+-- pk), and nothing is derived that the sealer can derive later.
 create or replace function pgtrail.install_capture(rel oid) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 declare
     t pgtrail.tracked;
     fn text := 'capture_' || rel;
-    same_parts text;
-    watched text;
+    o text;                 -- how the old row is named: old (row) or o (statement)
+    n text;
+    img_old text;           -- UPDATE images: only the changed columns
+    img_new text;
+    watched_old text;
+    watched_new text;
     pk_new text;
     pk_old text;
-    pk_upd text;
     keyless boolean;
     mask_open text := '';
     mask_close text := '';
-    sql_expr text;
+    who text;
     body text;
+    settings text := 'set search_path = pg_catalog, pg_temp';
 begin
     select * into strict t from pgtrail.tracked where relid = rel;
     keyless := cardinality(t.key_columns) = 0;
-
-    -- One CASE per column: its name when old and new are the same.
-    select string_agg(format(
-               case when pgtrail.has_equality(a.atttypid::regtype)
-                    then 'case when (o.r).%1$I is not distinct from (n.r).%1$I then %1$L end'
-                    else 'case when (o.r).%1$I::text is not distinct from (n.r).%1$I::text then %1$L end' end,
-               a.attname), ', ' order by a.attnum),
-           format('%L::text[]', coalesce(array_agg(a.attname::text order by a.attnum)
-                      filter (where a.attname <> all (t.ignored)), '{}'))
-      into same_parts, watched
-      from pg_attribute a
-     where a.attrelid = rel and a.attnum > 0 and not a.attisdropped;
-
-    if keyless then
-        pk_new := 'to_jsonb(n.r)';
-        pk_old := 'to_jsonb(o.r)';
-        pk_upd := 'to_jsonb(o.r)';
+    if t.mode = 'row' then
+        o := 'old';
+        n := 'new';
     else
-        select 'jsonb_build_object(' || string_agg(format('%L, (n.r).%I::text', c, c), ', ') || ')',
-               'jsonb_build_object(' || string_agg(format('%L, (o.r).%I::text', c, c), ', ') || ')'
-          into pk_new, pk_old
-          from unnest(t.key_columns) as c;
-        pk_upd := pk_new;
+        o := 'o';
+        n := 'n';
+        -- Plans fit each statement's row count; pairing 200,000 rows sorts
+        -- or hashes them in memory rather than on disk.
+        settings := settings || ' set plan_cache_mode = force_custom_plan set work_mem = ''128MB''';
     end if;
 
+    -- Per column: a one-key object when it changed, else '{}': converting
+    -- only changed values to JSON is what keeps a wide row's UPDATE cheap
+    -- (to_jsonb of a whole 15-column row costs ~7 µs; this, under 1).
+    -- And the watched columns as row constructors. Types without an
+    -- equality operator (json, xml, point…) compare as text.
+    select string_agg(format('case when %s is distinct from %s then jsonb_build_object(%L, %s.%I) else ''{}''::jsonb end',
+                             col_old, col_new, a.attname, o, a.attname), ' || ' order by a.attnum),
+           string_agg(format('case when %s is distinct from %s then jsonb_build_object(%L, %s.%I) else ''{}''::jsonb end',
+                             col_old, col_new, a.attname, n, a.attname), ' || ' order by a.attnum),
+           string_agg(col_old, ', ' order by a.attnum) filter (where a.attname <> all (t.ignored)),
+           string_agg(col_new, ', ' order by a.attnum) filter (where a.attname <> all (t.ignored))
+      into img_old, img_new, watched_old, watched_new
+      from pg_attribute a
+      cross join lateral (select pgtrail.has_equality(a.atttypid::regtype) as eq) e
+      cross join lateral (
+          select format(case when e.eq then '%s.%I' else '%s.%I::text' end, o, a.attname) as col_old,
+                 format(case when e.eq then '%s.%I' else '%s.%I::text' end, n, a.attname) as col_new) c
+     where a.attrelid = rel and a.attnum > 0 and not a.attisdropped;
+    if watched_old is not null then
+        watched_old := 'row(' || watched_old || ')';
+        watched_new := 'row(' || watched_new || ')';
+    end if;
+
+    if keyless then
+        pk_new := format('to_jsonb(%s)', n);
+        pk_old := format('to_jsonb(%s)', o);
+    else
+        select 'jsonb_build_object(' || string_agg(format('%L, %s.%I::text', c, n, c), ', ') || ')',
+               'jsonb_build_object(' || string_agg(format('%L, %s.%I::text', c, o, c), ', ') || ')'
+          into pk_new, pk_old
+          from unnest(t.key_columns) as c;
+    end if;
     if cardinality(t.masked) > 0 then
         mask_open := 'pgtrail.mask(';
         mask_close := format(', %L::text[], %L)', t.masked, t.mask_mode);
         pk_new := mask_open || pk_new || mask_close;
         pk_old := mask_open || pk_old || mask_close;
-        pk_upd := mask_open || pk_upd || mask_close;
     end if;
-    sql_expr := case when t.capture_sql then 'current_query()' else 'null::text' end;
+    -- current_user is the definer here; a SET ROLE shows in the setting.
+    who := 'session_user, nullif(current_setting(''role''), ''none''), pgtrail.app_user(), pgtrail.app_context(), '
+           'inet_client_addr(), inet_client_port(), current_setting(''application_name''), pg_backend_pid(), '
+           || case when t.capture_sql then 'current_query()' else 'null' end;
 
-    body := format($body$
-declare
-    v_db_user text := session_user;
-    -- current_user is the definer here; SET ROLE shows in the setting.
-    v_role text := nullif(current_setting('role'), 'none');
-    v_app_user text := pgtrail.app_user();
-    v_context text := pgtrail.app_context();
-    v_addr inet := inet_client_addr();
-    v_port int := inet_client_port();
-    v_application text := current_setting('application_name');
-    v_pid int := pg_backend_pid();
-    v_sql text := %1$s;
+    if t.mode = 'row' then
+        body := format($body$
 begin
-    if tg_op = 'INSERT' then
-        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
-            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        select 'r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %7$sto_jsonb(n.r)%8$s,
-            v_db_user, v_role, v_app_user, v_context, v_addr, v_port, v_application, v_pid, v_sql
-        from (select n as r from pgtrail_new n) as n;
-    elsif tg_op = 'UPDATE' then
+    if tg_op = 'UPDATE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        select 'r', 'UPDATE', tg_table_schema, tg_table_name, %2$L, %5$s,
-            %7$sto_jsonb(o.r) - u.same%8$s, %7$sto_jsonb(n.r) - u.same%8$s,
-            v_db_user, v_role, v_app_user, v_context, v_addr, v_port, v_application, v_pid, v_sql
-        -- Transition tables hold old and new rows in the same order.
-        from (select row_number() over () as i, o as r from pgtrail_old o) as o
-        join (select row_number() over () as i, n as r from pgtrail_new n) as n using (i)
-        cross join lateral (select array_remove(array[%9$s]::text[], null) as same) as u
-        where not (u.same @> %6$s);
+        values ('r', 'UPDATE', tg_table_schema, tg_table_name, %2$L, %8$s,
+            %5$s%1$s%6$s, %5$s%9$s%6$s, %7$s);
+    elsif tg_op = 'INSERT' then
+        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
+            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
+        values ('r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %5$sto_jsonb(new)%6$s, %7$s);
     elsif tg_op = 'DELETE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        select 'r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %7$sto_jsonb(o.r)%8$s,
-            v_db_user, v_role, v_app_user, v_context, v_addr, v_port, v_application, v_pid, v_sql
-        from (select o as r from pgtrail_old o) as o;
+        values ('r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %5$sto_jsonb(old)%6$s, %7$s);
     else
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'TRUNCATE', tg_table_schema, tg_table_name, %2$L,
-            v_db_user, v_role, v_app_user, v_context, v_addr, v_port, v_application, v_pid, v_sql);
+        values ('r', 'TRUNCATE', tg_table_schema, tg_table_name, %2$L, %7$s);
     end if;
     return null;
 end;
-$body$, sql_expr, keyless, pk_new, pk_old, pk_upd, watched, mask_open, mask_close, same_parts);
+$body$, img_old, keyless, pk_new, pk_old, mask_open, mask_close, who,
+            -- UPDATE: the new key; keyless tables: the old row, as it was known.
+            case when keyless then pk_old else pk_new end, img_new);
+    else
+        body := format($body$
+begin
+    if tg_op = 'UPDATE' then
+        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old, new,
+            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
+        select 'r', 'UPDATE', tg_table_schema, tg_table_name, %2$L, %8$s,
+            %5$s%1$s%6$s, %5$s%11$s%6$s, %7$s
+        from (select row_number() over () as pgtrail_ordinal, * from pgtrail_old) as o
+        join (select row_number() over () as pgtrail_ordinal, * from pgtrail_new) as n using (pgtrail_ordinal)
+        where %9$s is distinct from %10$s;
+    elsif tg_op = 'INSERT' then
+        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
+            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
+        select 'r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %5$sto_jsonb(n)%6$s, %7$s
+        from pgtrail_new as n;
+    elsif tg_op = 'DELETE' then
+        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old,
+            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
+        select 'r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %5$sto_jsonb(o)%6$s, %7$s
+        from pgtrail_old as o;
+    else
+        insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless,
+            db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
+        values ('r', 'TRUNCATE', tg_table_schema, tg_table_name, %2$L, %7$s);
+    end if;
+    return null;
+end;
+$body$, img_old, keyless, pk_new, pk_old, mask_open, mask_close, who,
+            case when keyless then '(' || pk_old || ' - ''pgtrail_ordinal'')' else pk_new end,
+            coalesce(watched_old, 'null::record'), coalesce(watched_new, 'null::record'), img_new);
+    end if;
 
     execute format('create or replace function pgtrail.%I() returns trigger language plpgsql '
-                   'security definer set search_path = pg_catalog, pg_temp as %L', fn, body);
+                   'security definer %s as %L', fn, settings, body);
 
     execute format('drop trigger if exists pgtrail_capture_insert on %s', rel::regclass);
     execute format('drop trigger if exists pgtrail_capture_update on %s', rel::regclass);
     execute format('drop trigger if exists pgtrail_capture_delete on %s', rel::regclass);
     execute format('drop trigger if exists pgtrail_capture_truncate on %s', rel::regclass);
-    execute format('create trigger pgtrail_capture_insert after insert on %s referencing new table as pgtrail_new '
-                   'for each statement execute function pgtrail.%I()', rel::regclass, fn);
-    execute format('create trigger pgtrail_capture_update after update on %s referencing old table as pgtrail_old '
-                   'new table as pgtrail_new for each statement execute function pgtrail.%I()', rel::regclass, fn);
-    execute format('create trigger pgtrail_capture_delete after delete on %s referencing old table as pgtrail_old '
-                   'for each statement execute function pgtrail.%I()', rel::regclass, fn);
+    if t.mode = 'row' then
+        execute format('create trigger pgtrail_capture_insert after insert on %s '
+                       'for each row execute function pgtrail.%I()', rel::regclass, fn);
+        if watched_old is not null then
+            execute format('create trigger pgtrail_capture_update after update on %s for each row '
+                           'when (%s is distinct from %s) execute function pgtrail.%I()',
+                           rel::regclass, watched_old, watched_new, fn);
+        end if;
+        execute format('create trigger pgtrail_capture_delete after delete on %s '
+                       'for each row execute function pgtrail.%I()', rel::regclass, fn);
+    else
+        execute format('create trigger pgtrail_capture_insert after insert on %s referencing new table as pgtrail_new '
+                       'for each statement execute function pgtrail.%I()', rel::regclass, fn);
+        if watched_old is not null then
+            execute format('create trigger pgtrail_capture_update after update on %s referencing old table as pgtrail_old '
+                           'new table as pgtrail_new for each statement execute function pgtrail.%I()', rel::regclass, fn);
+        end if;
+        execute format('create trigger pgtrail_capture_delete after delete on %s referencing old table as pgtrail_old '
+                       'for each statement execute function pgtrail.%I()', rel::regclass, fn);
+    end if;
     execute format('create trigger pgtrail_capture_truncate after truncate on %s '
                    'for each statement execute function pgtrail.%I()', rel::regclass, fn);
 end;
@@ -246,7 +310,8 @@ create or replace function pgtrail.track(
     masked text[] default '{}',
     mask_mode text default 'hash',
     capture_sql boolean default false,
-    auto boolean default false
+    auto boolean default false,
+    mode text default 'row'
 ) returns pgtrail.tracked
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -263,6 +328,9 @@ begin
     if mask_mode not in ('hash', 'redact') then
         raise exception 'pgtrail: mask mode must be hash or redact, not %', mask_mode using errcode = '22023';
     end if;
+    if mode not in ('row', 'statement') then
+        raise exception 'pgtrail: capture mode must be row or statement, not %', mode using errcode = '22023';
+    end if;
     select string_agg(c, ', ') into missing
       from unnest(coalesce(ignored, '{}') || coalesce(masked, '{}')) as c
      where not exists (select 1 from pg_attribute a
@@ -277,15 +345,15 @@ begin
      where i.indrelid = rel and i.indisprimary;
 
     insert into pgtrail.tracked as t (relid, schema_name, table_name, key_columns, ignored, masked,
-                                      mask_mode, capture_sql, auto)
+                                      mask_mode, capture_sql, auto, mode)
     select rel, n.nspname, c.relname, keys, coalesce(track.ignored, '{}'), coalesce(track.masked, '{}'),
-           track.mask_mode, track.capture_sql, track.auto
+           track.mask_mode, track.capture_sql, track.auto, track.mode
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
      where c.oid = rel
     on conflict (relid) do update
        set schema_name = excluded.schema_name, table_name = excluded.table_name,
            key_columns = excluded.key_columns, ignored = excluded.ignored, masked = excluded.masked,
-           mask_mode = excluded.mask_mode, capture_sql = excluded.capture_sql
+           mask_mode = excluded.mask_mode, capture_sql = excluded.capture_sql, mode = excluded.mode
     returning * into result;
     perform pgtrail.install_capture(rel);
     return result;
@@ -362,7 +430,7 @@ begin
                     array(select c from unnest(a.masked) c
                           where exists (select 1 from pg_attribute x where x.attrelid = r.objid and x.attname = c
                                         and x.attnum > 0 and not x.attisdropped)),
-                    a.mask_mode, a.capture_sql, true);
+                    a.mask_mode, a.capture_sql, true, a.mode);
             end if;
         end if;
     end loop;
@@ -398,11 +466,11 @@ $$;
 -- Application identity: defaults here, rewritten by every install from the
 -- [identity] configuration.
 create or replace function pgtrail.app_user() returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
     select coalesce(nullif(current_setting('pgtrail.user', true), ''), nullif(current_setting('app.current_user', true), ''))
 $$;
 create or replace function pgtrail.app_context() returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
     select nullif(current_setting('pgtrail.context', true), '')
 $$;
 

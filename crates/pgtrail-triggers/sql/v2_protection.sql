@@ -30,7 +30,7 @@ grant select on pgtrail.events, pgtrail.checkpoints, pgtrail.chain_head, pgtrail
 grant delete on pgtrail.inbox to pgtrail_admin;
 grant insert on pgtrail.events, pgtrail.checkpoints to pgtrail_admin;
 grant update on pgtrail.chain_head to pgtrail_admin;
-grant execute on function pgtrail.track(regclass, text[], text[], text, boolean, boolean),
+grant execute on function pgtrail.track(regclass, text[], text[], text, boolean, boolean, text),
     pgtrail.untrack(regclass) to pgtrail_admin;
 grant insert, update, delete on pgtrail.auto_track to pgtrail_admin;
 

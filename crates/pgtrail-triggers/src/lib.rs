@@ -3,11 +3,14 @@
 //!
 //! Design, from the write path outwards:
 //!
-//! - **Statement-level triggers with transition tables** ([`track`]). Each
-//!   tracked table gets one generated PL/pgSQL function and four `AFTER …
-//!   FOR EACH STATEMENT` triggers; a statement that touches 200,000 rows
-//!   runs one `INSERT … SELECT`, not 200,000 function calls. An UPDATE
-//!   keeps only the columns that changed, so the trail stays small.
+//! - **Generated capture triggers, two modes** ([`track`]). Each tracked
+//!   table gets one generated PL/pgSQL function with the table's columns,
+//!   key, ignored and masked columns baked in. `row` mode (default) uses
+//!   row-level triggers with one cached `INSERT … VALUES` each, the
+//!   cheapest per statement; `statement` mode uses statement-level
+//!   triggers with transition tables, one `INSERT … SELECT` however many
+//!   rows a statement touched, for tables changed in bulk. An UPDATE keeps
+//!   only the columns that changed, so the trail stays small.
 //! - **A lean inbox.** Triggers write into `pgtrail.inbox`: no index, no
 //!   key, nothing derived. Hashing, chaining, `changed`, event ids and
 //!   commit times are all computed later, off the application's write path.
@@ -31,7 +34,8 @@ pub use error::Error;
 pub use install::{connect, install, uninstall, InstallOptions, InstallReport};
 pub use seal::{seal_all, seal_once, SealReport};
 pub use track::{
-    status, track, track_schema, untrack, MaskMode, Status, TableStatus, TrackOptions, TrackedTable,
+    status, track, track_schema, untrack, CaptureMode, MaskMode, Status, TableStatus, TrackOptions,
+    TrackedTable,
 };
 
 /// Result of this crate's operations.

@@ -69,9 +69,9 @@ pub fn identity_sql(identity: &IdentityConfig) -> String {
     };
     format!(
         "create or replace function pgtrail.app_user() returns text\n\
-         language sql stable set search_path = pg_catalog, pg_temp as $$ select {user_expr} $$;\n\
+         language sql stable as $$ select {user_expr} $$;\n\
          create or replace function pgtrail.app_context() returns text\n\
-         language sql stable set search_path = pg_catalog, pg_temp as $$ select nullif(current_setting({}, true), '') $$;\n\
+         language sql stable as $$ select nullif(current_setting({}, true), '') $$;\n\
          revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n",
         literal(&identity.context_setting)
     )

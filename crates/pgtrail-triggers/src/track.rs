@@ -42,6 +42,36 @@ impl MaskMode {
     }
 }
 
+/// How a table's changes are captured (see `install_capture` in the SQL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Row-level triggers: cheapest per statement, for OLTP tables.
+    #[default]
+    Row,
+    /// Statement-level triggers with transition tables: one INSERT … SELECT
+    /// per statement, for tables changed by bulk statements.
+    Statement,
+}
+
+impl CaptureMode {
+    /// The name used in SQL and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Row => "row",
+            CaptureMode::Statement => "statement",
+        }
+    }
+
+    fn parse(text: &str) -> CaptureMode {
+        if text == "statement" {
+            CaptureMode::Statement
+        } else {
+            CaptureMode::Row
+        }
+    }
+}
+
 /// Options of one tracked table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackOptions {
@@ -53,6 +83,8 @@ pub struct TrackOptions {
     pub mask_mode: MaskMode,
     /// Record each change's statement text too.
     pub capture_sql: bool,
+    /// Row or statement triggers.
+    pub mode: CaptureMode,
 }
 
 /// A tracked table as the registry holds it.
@@ -74,6 +106,8 @@ pub struct TrackedTable {
     pub capture_sql: bool,
     /// Tracked automatically because its schema is.
     pub auto: bool,
+    /// Row or statement triggers.
+    pub mode: CaptureMode,
 }
 
 impl TrackedTable {
@@ -101,12 +135,13 @@ impl TrackedTable {
             mask_mode: MaskMode::parse(row.get("mask_mode")),
             capture_sql: row.get("capture_sql"),
             auto: row.get("auto"),
+            mode: CaptureMode::parse(row.get("mode")),
         }
     }
 }
 
 const TRACKED_COLUMNS: &str =
-    "schema_name, table_name, key_columns, ignored, masked, mask_mode, capture_sql, auto";
+    "schema_name, table_name, key_columns, ignored, masked, mask_mode, capture_sql, auto, mode";
 
 /// Starts capturing `table` (or changes its options).
 pub async fn track(
@@ -144,10 +179,18 @@ pub async fn track_schema(
     if auto {
         client
             .execute(
-                "insert into pgtrail.auto_track (schema_name, ignored, masked, mask_mode, capture_sql) \
-                 values ($1, $2, $3, $4, $5) on conflict (schema_name) do update set ignored = excluded.ignored, \
-                 masked = excluded.masked, mask_mode = excluded.mask_mode, capture_sql = excluded.capture_sql",
-                &[&schema, &options.ignore, &options.mask, &options.mask_mode.as_str(), &options.capture_sql],
+                "insert into pgtrail.auto_track (schema_name, ignored, masked, mask_mode, capture_sql, mode) \
+                 values ($1, $2, $3, $4, $5, $6) on conflict (schema_name) do update set ignored = excluded.ignored, \
+                 masked = excluded.masked, mask_mode = excluded.mask_mode, capture_sql = excluded.capture_sql, \
+                 mode = excluded.mode",
+                &[
+                    &schema,
+                    &options.ignore,
+                    &options.mask,
+                    &options.mask_mode.as_str(),
+                    &options.capture_sql,
+                    &options.mode.as_str(),
+                ],
             )
             .await
             .map_err(Error::pg("recording the auto-tracked schema"))?;
@@ -243,7 +286,7 @@ pub async fn status(client: &Client) -> Result<Status> {
         .iter()
         .map(|row| {
             let tracked = TrackedTable::from_row(row);
-            let mode = format!("statement triggers, {}", tracked.identity());
+            let mode = format!("{} triggers, {}", tracked.mode.as_str(), tracked.identity());
             TableStatus {
                 tracked,
                 mode,
@@ -303,7 +346,7 @@ async fn track_oid(
         .query_one(
             &format!(
                 "select {TRACKED_COLUMNS} from pgtrail.track($1::oid::regclass, $2, $3, $4, $5, \
-                 exists (select 1 from pgtrail.tracked where relid = $1 and auto))"
+                 exists (select 1 from pgtrail.tracked where relid = $1 and auto), $6)"
             ),
             &[
                 &oid,
@@ -311,6 +354,7 @@ async fn track_oid(
                 &options.mask,
                 &options.mask_mode.as_str(),
                 &options.capture_sql,
+                &options.mode.as_str(),
             ],
         )
         .await

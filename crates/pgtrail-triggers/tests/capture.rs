@@ -2,7 +2,7 @@
 //! preserved, only changed columns on UPDATE, and nothing for no-op updates.
 
 use pgtrail_core::filter::TableName;
-use pgtrail_triggers::{MaskMode, TrackOptions};
+use pgtrail_triggers::{CaptureMode, MaskMode, TrackOptions};
 use serde_json::json;
 
 use crate::support::{obj, Db};
@@ -13,15 +13,31 @@ fn table(name: &str) -> TableName {
 
 #[tokio::test]
 async fn insert_update_delete_truncate_are_recorded_with_types_preserved() {
+    crud(CaptureMode::Row).await;
+}
+
+#[tokio::test]
+async fn insert_update_delete_truncate_are_recorded_with_types_preserved_in_statement_mode() {
+    crud(CaptureMode::Statement).await;
+}
+
+async fn crud(mode: CaptureMode) {
     let db = Db::installed("crud").await;
     db.sql(
         "create table accounts (id bigint primary key, name text, balance numeric(12,2), \
          opened timestamptz, tags text[], prefs json, active boolean)",
     )
     .await;
-    pgtrail_triggers::track(&db.client, &table("accounts"), &TrackOptions::default())
-        .await
-        .expect("track");
+    pgtrail_triggers::track(
+        &db.client,
+        &table("accounts"),
+        &TrackOptions {
+            mode,
+            ..TrackOptions::default()
+        },
+    )
+    .await
+    .expect("track");
     db.sql(
         "insert into accounts values (1, 'Ann', 10.50, '2026-01-02 03:04:05.123456+02', '{a,b}', '{\"x\": [1, 2.50]}', true);
          update accounts set balance = 99999999.99, name = 'Anne' where id = 1;
@@ -90,6 +106,16 @@ async fn insert_update_delete_truncate_are_recorded_with_types_preserved() {
 
 #[tokio::test]
 async fn ignored_columns_alone_log_nothing_and_composite_keys_have_every_column() {
+    ignored_and_composite(CaptureMode::Row).await;
+}
+
+#[tokio::test]
+async fn ignored_columns_alone_log_nothing_and_composite_keys_have_every_column_in_statement_mode()
+{
+    ignored_and_composite(CaptureMode::Statement).await;
+}
+
+async fn ignored_and_composite(mode: CaptureMode) {
     let db = Db::installed("ignored").await;
     db.sql(
         "create table memberships (org text, member int, role text, updated_at timestamptz, \
@@ -98,6 +124,7 @@ async fn ignored_columns_alone_log_nothing_and_composite_keys_have_every_column(
     .await;
     let options = TrackOptions {
         ignore: vec!["updated_at".into(), "last_login_at".into()],
+        mode,
         ..TrackOptions::default()
     };
     pgtrail_triggers::track(&db.client, &table("public.memberships"), &options)
@@ -121,12 +148,29 @@ async fn ignored_columns_alone_log_nothing_and_composite_keys_have_every_column(
 
 #[tokio::test]
 async fn a_bulk_update_pairs_every_old_row_with_its_new_row_even_when_keys_change() {
+    bulk_pairs(CaptureMode::Row).await;
+}
+
+#[tokio::test]
+async fn a_bulk_update_pairs_every_old_row_with_its_new_row_even_when_keys_change_in_statement_mode(
+) {
+    bulk_pairs(CaptureMode::Statement).await;
+}
+
+async fn bulk_pairs(mode: CaptureMode) {
     let db = Db::installed("bulk").await;
     db.sql("create table items (id int primary key, qty int)")
         .await;
-    pgtrail_triggers::track(&db.client, &table("items"), &TrackOptions::default())
-        .await
-        .expect("track");
+    pgtrail_triggers::track(
+        &db.client,
+        &table("items"),
+        &TrackOptions {
+            mode,
+            ..TrackOptions::default()
+        },
+    )
+    .await
+    .expect("track");
     db.sql(
         "insert into items select i, i from generate_series(1, 1000) i;
          update items set qty = qty * 2 where id % 2 = 0;
@@ -160,12 +204,27 @@ async fn a_bulk_update_pairs_every_old_row_with_its_new_row_even_when_keys_chang
 
 #[tokio::test]
 async fn a_table_without_primary_key_uses_the_full_row_and_says_so() {
+    keyless(CaptureMode::Row).await;
+}
+
+#[tokio::test]
+async fn a_table_without_primary_key_uses_the_full_row_and_says_so_in_statement_mode() {
+    keyless(CaptureMode::Statement).await;
+}
+
+async fn keyless(mode: CaptureMode) {
     let db = Db::installed("keyless").await;
     db.sql("create table log_lines (at date, line text)").await;
-    let tracked =
-        pgtrail_triggers::track(&db.client, &table("log_lines"), &TrackOptions::default())
-            .await
-            .expect("track");
+    let tracked = pgtrail_triggers::track(
+        &db.client,
+        &table("log_lines"),
+        &TrackOptions {
+            mode,
+            ..TrackOptions::default()
+        },
+    )
+    .await
+    .expect("track");
     assert!(tracked.key_columns.is_empty());
     db.sql(
         "insert into log_lines values ('2026-01-01', 'hello');
@@ -189,6 +248,15 @@ async fn a_table_without_primary_key_uses_the_full_row_and_says_so() {
 
 #[tokio::test]
 async fn masked_columns_are_hashed_with_a_key_or_redacted() {
+    masked(CaptureMode::Row).await;
+}
+
+#[tokio::test]
+async fn masked_columns_are_hashed_with_a_key_or_redacted_in_statement_mode() {
+    masked(CaptureMode::Statement).await;
+}
+
+async fn masked(mode: CaptureMode) {
     let db = Db::installed("masked").await;
     db.sql(
         "create table people (id int primary key, email text, ssn text);
@@ -197,6 +265,7 @@ async fn masked_columns_are_hashed_with_a_key_or_redacted() {
     .await;
     let hashed = TrackOptions {
         mask: vec!["email".into(), "ssn".into()],
+        mode,
         ..TrackOptions::default()
     };
     pgtrail_triggers::track(&db.client, &table("people"), &hashed)
@@ -205,6 +274,7 @@ async fn masked_columns_are_hashed_with_a_key_or_redacted() {
     let redacted = TrackOptions {
         mask: vec!["number".into()],
         mask_mode: MaskMode::Redact,
+        mode,
         ..TrackOptions::default()
     };
     pgtrail_triggers::track(&db.client, &table("cards"), &redacted)

@@ -436,6 +436,10 @@ pub struct TrackArgs {
     /// Also record each change's statement text.
     #[arg(long)]
     pub sql: bool,
+    /// `row`: row-level triggers, cheapest per statement (OLTP); `statement`: statement-level
+    /// triggers with transition tables, cheapest for bulk UPDATE/DELETE/INSERT.
+    #[arg(long, default_value = "row", value_parser = ["row", "statement"], value_name = "MODE")]
+    pub mode: String,
 }
 
 /// `pgtrail untrack`

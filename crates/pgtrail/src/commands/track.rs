@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use pgtrail_triggers::{MaskMode, TrackOptions, TrackedTable};
+use pgtrail_triggers::{CaptureMode, MaskMode, TrackOptions, TrackedTable};
 
 use crate::cli::{TrackArgs, UntrackArgs};
 use crate::output;
@@ -21,6 +21,11 @@ pub async fn run(args: &TrackArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
             MaskMode::Hash
         },
         capture_sql: args.sql,
+        mode: if args.mode == "statement" {
+            CaptureMode::Statement
+        } else {
+            CaptureMode::Row
+        },
     };
     let mut tracked = Vec::new();
     if args.all {
@@ -66,7 +71,12 @@ pub async fn untrack(args: &UntrackArgs, _ctx: &Context) -> anyhow::Result<ExitC
 }
 
 fn describe(table: &TrackedTable) -> String {
-    let mut text = format!("tracking {}: {}", table.qualified(), table.identity());
+    let mut text = format!(
+        "tracking {}: {} triggers, {}",
+        table.qualified(),
+        table.mode.as_str(),
+        table.identity()
+    );
     if !table.ignored.is_empty() {
         text.push_str(&format!("; ignoring {}", table.ignored.join(", ")));
     }
