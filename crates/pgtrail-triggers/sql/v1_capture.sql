@@ -165,7 +165,8 @@ begin
         n := 'n';
         -- Plans fit each statement's row count; pairing 200,000 rows sorts
         -- or hashes them in memory rather than on disk.
-        settings := settings || ' set plan_cache_mode = force_custom_plan set work_mem = ''128MB''';
+        -- JIT compiling the capture query costs more than it saves.
+        settings := settings || ' set plan_cache_mode = force_custom_plan set work_mem = ''128MB'' set jit = off';
     end if;
 
     -- Per column: a one-key object when it changed, else '{}': converting
