@@ -28,6 +28,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 struct Args {
+    /// Which parts to run: any of `a`, `b`, `c`.
+    only: String,
     seconds: u64,
     changes: u64,
     json: Option<String>,
@@ -35,6 +37,7 @@ struct Args {
 
 fn args() -> Args {
     let mut args = Args {
+        only: "abc".into(),
         seconds: 10,
         changes: 2_000_000,
         json: None,
@@ -49,6 +52,7 @@ fn args() -> Args {
                 args.changes = it.next().and_then(|v| v.parse().ok()).expect("--changes N")
             }
             "--json" => args.json = it.next(),
+            "--only" => args.only = it.next().expect("--only PARTS, e.g. ab"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -303,215 +307,239 @@ async fn main() {
     let mut results = serde_json::Map::new();
 
     // (a) writer cost
-    println!(
-        "\n(a) writer cost, {} s per run (tps; ratio to no capture)",
-        args.seconds
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>10}",
-        "configuration", "UPD 1c", "UPD 2c", "INS 1c", "INS 2c"
-    );
-    let mut baseline = Vec::new();
-    let mut writer = serde_json::Map::new();
-    for config in [
-        "no capture",
-        "pg_recvlogical + wal2json",
-        "pgtrail (SQLite store)",
-        "pgtrail + context trigger",
-    ] {
-        let mut recv = None;
-        let mut consumer = None;
-        match config {
-            "pg_recvlogical + wal2json" => {
-                client
-                    .execute(
-                        "select pg_create_logical_replication_slot('w2j_writer', 'wal2json')",
-                        &[],
-                    )
-                    .await
-                    .expect("slot");
-                recv = Some(recvlogical(&cluster, &url, "w2j_writer", None));
-            }
-            "pgtrail (SQLite store)" | "pgtrail + context trigger" => {
-                let context = config.contains("context");
-                let slot = if context { "writer_ctx" } else { "writer" };
-                setup::prepare(&client, &facts, &setup_options(slot, "bench", context))
-                    .await
-                    .expect("setup");
-                let store = pgtrail_store::open(&format!(
-                    "sqlite:{}",
-                    tmp.path().join(format!("{slot}.db")).display()
-                ))
-                .await
-                .expect("store");
-                consumer = Some(Consumer::start(&url, slot, "bench", store));
-            }
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut row = Vec::new();
-        for (script, clients) in [(UPDATE, 1), (UPDATE, 2), (INSERT, 1), (INSERT, 2)] {
-            let tps = tokio::task::block_in_place(|| {
-                pgbench(&cluster, &url, script, clients, args.seconds)
-            });
-            row.push(tps);
-        }
-        if baseline.is_empty() {
-            baseline = row.clone();
-        }
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&baseline)
-            .map(|(t, b)| format!("{:.0} {:.3}", t, t / b))
-            .collect();
+    if args.only.contains('a') {
+        println!(
+            "\n(a) writer cost, {} s per run (tps; ratio to no capture)",
+            args.seconds
+        );
         println!(
             "{:<34} {:>10} {:>10} {:>10} {:>10}",
-            config, cells[0], cells[1], cells[2], cells[3]
+            "configuration", "UPD 1c", "UPD 2c", "INS 1c", "INS 2c"
         );
-        writer.insert(config.into(), json!({"update_1c": row[0], "update_2c": row[1], "insert_1c": row[2], "insert_2c": row[3]}));
-        if let Some(mut child) = recv {
-            let _ = child.kill();
-            let _ = child.wait();
-            client
-                .execute("select pg_drop_replication_slot('w2j_writer')", &[])
-                .await
-                .expect("drop");
+        let mut baseline = Vec::new();
+        let mut writer = serde_json::Map::new();
+        for config in [
+            "no capture",
+            "pg_recvlogical + wal2json",
+            "pgtrail (SQLite store)",
+            "pgtrail + context trigger",
+            "context trigger alone (no consumer)",
+        ] {
+            let mut recv = None;
+            let mut consumer = None;
+            match config {
+                "pg_recvlogical + wal2json" => {
+                    client
+                        .execute(
+                            "select pg_create_logical_replication_slot('w2j_writer', 'wal2json')",
+                            &[],
+                        )
+                        .await
+                        .expect("slot");
+                    recv = Some(recvlogical(&cluster, &url, "w2j_writer", None));
+                }
+                "pgtrail (SQLite store)" | "pgtrail + context trigger" => {
+                    let context = config.contains("context");
+                    let slot = if context { "writer_ctx" } else { "writer" };
+                    setup::prepare(&client, &facts, &setup_options(slot, "bench", context))
+                        .await
+                        .expect("setup");
+                    let store = pgtrail_store::open(&format!(
+                        "sqlite:{}",
+                        tmp.path().join(format!("{slot}.db")).display()
+                    ))
+                    .await
+                    .expect("store");
+                    consumer = Some(Consumer::start(&url, slot, "bench", store));
+                }
+                "context trigger alone (no consumer)" => {
+                    let tables = setup::resolve_tables(&client, &TableSelection::default())
+                        .await
+                        .expect("tables");
+                    pgtrail_cdc::triggers::install_context(
+                        &client,
+                        &IdentityConfig::default(),
+                        &tables,
+                    )
+                    .await
+                    .expect("triggers");
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut row = Vec::new();
+            for (script, clients) in [(UPDATE, 1), (UPDATE, 2), (INSERT, 1), (INSERT, 2)] {
+                let tps = tokio::task::block_in_place(|| {
+                    pgbench(&cluster, &url, script, clients, args.seconds)
+                });
+                row.push(tps);
+            }
+            if baseline.is_empty() {
+                baseline = row.clone();
+            }
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&baseline)
+                .map(|(t, b)| format!("{:.0} {:.3}", t, t / b))
+                .collect();
+            println!(
+                "{:<34} {:>10} {:>10} {:>10} {:>10}",
+                config, cells[0], cells[1], cells[2], cells[3]
+            );
+            writer.insert(config.into(), json!({"update_1c": row[0], "update_2c": row[1], "insert_1c": row[2], "insert_2c": row[3]}));
+            if let Some(mut child) = recv {
+                let _ = child.kill();
+                let _ = child.wait();
+                client
+                    .execute("select pg_drop_replication_slot('w2j_writer')", &[])
+                    .await
+                    .expect("drop");
+            }
+            if let Some(consumer) = consumer {
+                consumer.stop().await;
+                let slot = if config.contains("context") {
+                    "writer_ctx"
+                } else {
+                    "writer"
+                };
+                setup::drop_all(&client, slot, "bench").await.expect("drop");
+            }
+            if config.starts_with("context trigger alone") {
+                setup::drop_all(&client, "none", "none")
+                    .await
+                    .expect("drop");
+            }
         }
-        if let Some(consumer) = consumer {
-            consumer.stop().await;
-            let slot = if config.contains("context") {
-                "writer_ctx"
-            } else {
-                "writer"
-            };
-            setup::drop_all(&client, slot, "bench").await.expect("drop");
-        }
+        results.insert("writer_tps".into(), Value::Object(writer));
     }
-    results.insert("writer_tps".into(), Value::Object(writer));
 
     // (b) consumer throughput on the same WAL
-    client
-        .batch_execute("create publication bench for table bulk")
-        .await
-        .expect("publication");
-    for (slot, plugin) in [
-        ("t_w2j", "wal2json"),
-        ("t_null", "pgoutput"),
-        ("t_sqlite", "pgoutput"),
-        ("t_pg", "pgoutput"),
-    ] {
+    if args.only.contains('b') {
         client
-            .execute(
-                "select pg_create_logical_replication_slot($1, $2)",
-                &[&slot, &plugin],
-            )
+            .batch_execute("create publication bench for table bulk")
             .await
-            .expect("slot");
-    }
-    let per_tx = 1_000u64;
-    let transactions = args.changes / per_tx / 2;
-    let started = Instant::now();
-    for t in 0..transactions {
-        let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
-        client
+            .expect("publication");
+        for (slot, plugin) in [
+            ("t_w2j", "wal2json"),
+            ("t_null", "pgoutput"),
+            ("t_sqlite", "pgoutput"),
+            ("t_pg", "pgoutput"),
+        ] {
+            client
+                .execute(
+                    "select pg_create_logical_replication_slot($1, $2)",
+                    &[&slot, &plugin],
+                )
+                .await
+                .expect("slot");
+        }
+        let per_tx = 1_000u64;
+        let transactions = args.changes / per_tx / 2;
+        let started = Instant::now();
+        for t in 0..transactions {
+            let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
+            client
             .execute("insert into bulk select g, 0, md5(g::text) from generate_series($1::int, $2::int) g", &[&from, &to])
             .await
             .expect("insert");
-    }
-    for t in 0..transactions {
-        let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
-        client
-            .execute(
-                "update bulk set n = n + 1 where id between $1 and $2",
-                &[&from, &to],
-            )
-            .await
-            .expect("update");
-    }
-    let end = current_lsn(&client).await;
-    let changes = transactions * per_tx * 2;
-    println!("\n(b) consumer throughput: {changes} changes pre-generated in {:.1} s (inserts then updates, 1,000 per transaction)", started.elapsed().as_secs_f64());
-
-    let t0 = Instant::now();
-    let mut child = recvlogical(&cluster, &url, "t_w2j", Some(end));
-    tokio::task::block_in_place(|| child.wait()).expect("pg_recvlogical ends");
-    let w2j_rate = changes as f64 / t0.elapsed().as_secs_f64();
-
-    let store_db = cluster
-        .create_database("cdc_bench_store")
-        .await
-        .expect("store db");
-    let mut consumer_rates = serde_json::Map::new();
-    println!("{:<44} {:>12} {:>10}", "consumer", "changes/s", "ratio");
-    println!(
-        "{:<44} {:>12.0} {:>10}",
-        "pg_recvlogical + wal2json → /dev/null", w2j_rate, "1.00"
-    );
-    consumer_rates.insert("pg_recvlogical_wal2json".into(), json!(w2j_rate));
-    for (name, slot) in [
-        ("pgtrail → null store (decode only)", "t_null"),
-        ("pgtrail → SQLite store", "t_sqlite"),
-        ("pgtrail → Postgres store", "t_pg"),
-    ] {
-        let store: Arc<dyn Store> = match slot {
-            "t_null" => Arc::new(NullStore),
-            "t_sqlite" => pgtrail_store::open(&format!(
-                "sqlite:{}",
-                tmp.path().join("throughput.db").display()
-            ))
-            .await
-            .expect("sqlite store"),
-            _ => pgtrail_store::open(&store_db)
+        }
+        for t in 0..transactions {
+            let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
+            client
+                .execute(
+                    "update bulk set n = n + 1 where id between $1 and $2",
+                    &[&from, &to],
+                )
                 .await
-                .expect("postgres store"),
-        };
+                .expect("update");
+        }
+        let end = current_lsn(&client).await;
+        let changes = transactions * per_tx * 2;
+        println!("\n(b) consumer throughput: {changes} changes pre-generated in {:.1} s (inserts then updates, 1,000 per transaction)", started.elapsed().as_secs_f64());
+
         let t0 = Instant::now();
-        let mut consumer = Consumer::start(&url, slot, "bench", store);
-        let done = consumer.wait_for(end).await;
-        let rate = changes as f64 / (done - t0).as_secs_f64();
-        consumer.stop().await;
-        println!("{:<44} {:>12.0} {:>10.2}", name, rate, rate / w2j_rate);
-        consumer_rates.insert(slot.into(), json!(rate));
+        let mut child = recvlogical(&cluster, &url, "t_w2j", Some(end));
+        tokio::task::block_in_place(|| child.wait()).expect("pg_recvlogical ends");
+        let w2j_rate = changes as f64 / t0.elapsed().as_secs_f64();
+
+        let store_db = cluster
+            .create_database("cdc_bench_store")
+            .await
+            .expect("store db");
+        let mut consumer_rates = serde_json::Map::new();
+        println!("{:<44} {:>12} {:>10}", "consumer", "changes/s", "ratio");
+        println!(
+            "{:<44} {:>12.0} {:>10}",
+            "pg_recvlogical + wal2json → /dev/null", w2j_rate, "1.00"
+        );
+        consumer_rates.insert("pg_recvlogical_wal2json".into(), json!(w2j_rate));
+        for (name, slot) in [
+            ("pgtrail → null store (decode only)", "t_null"),
+            ("pgtrail → SQLite store", "t_sqlite"),
+            ("pgtrail → Postgres store", "t_pg"),
+        ] {
+            let store: Arc<dyn Store> = match slot {
+                "t_null" => Arc::new(NullStore),
+                "t_sqlite" => pgtrail_store::open(&format!(
+                    "sqlite:{}",
+                    tmp.path().join("throughput.db").display()
+                ))
+                .await
+                .expect("sqlite store"),
+                _ => pgtrail_store::open(&store_db)
+                    .await
+                    .expect("postgres store"),
+            };
+            let t0 = Instant::now();
+            let mut consumer = Consumer::start(&url, slot, "bench", store);
+            let done = consumer.wait_for(end).await;
+            let rate = changes as f64 / (done - t0).as_secs_f64();
+            consumer.stop().await;
+            println!("{:<44} {:>12.0} {:>10.2}", name, rate, rate / w2j_rate);
+            consumer_rates.insert(slot.into(), json!(rate));
+        }
+        results.insert(
+            "consumer_changes_per_s".into(),
+            Value::Object(consumer_rates),
+        );
     }
-    results.insert(
-        "consumer_changes_per_s".into(),
-        Value::Object(consumer_rates),
-    );
 
     // (c) lag at a steady rate
-    setup::prepare(&client, &facts, &setup_options("lag", "bench_lag", false))
-        .await
-        .expect("setup");
-    let inner = pgtrail_store::open(&format!("sqlite:{}", tmp.path().join("lag.db").display()))
-        .await
-        .expect("store");
-    let lag_store = Arc::new(LagStore {
-        inner,
-        lags_ms: Mutex::new(Vec::new()),
-    });
-    let consumer = Consumer::start(&url, "lag", "bench_lag", lag_store.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rate = 500u64;
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(args.seconds) {
-        tick.tick().await;
-        client
-            .execute("insert into ins (n, note) values (2, 'lag')", &[])
+    if args.only.contains('c') {
+        setup::prepare(&client, &facts, &setup_options("lag", "bench_lag", false))
             .await
-            .expect("insert");
+            .expect("setup");
+        let inner = pgtrail_store::open(&format!("sqlite:{}", tmp.path().join("lag.db").display()))
+            .await
+            .expect("store");
+        let lag_store = Arc::new(LagStore {
+            inner,
+            lags_ms: Mutex::new(Vec::new()),
+        });
+        let consumer = Consumer::start(&url, "lag", "bench_lag", lag_store.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rate = 500u64;
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(args.seconds) {
+            tick.tick().await;
+            client
+                .execute("insert into ins (n, note) values (2, 'lag')", &[])
+                .await
+                .expect("insert");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        consumer.stop().await;
+        let mut lags = lag_store.lags_ms.lock().expect("not poisoned").clone();
+        lags.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        println!("\n(c) lag commit → stored at {rate} tx/s for {} s ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", args.seconds, lags.len(), pct(0.5), pct(0.99), pct(1.0));
+        results.insert("lag_ms".into(), json!({"rate_tx_per_s": rate, "events": lags.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    consumer.stop().await;
-    let mut lags = lag_store.lags_ms.lock().expect("not poisoned").clone();
-    lags.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    println!("\n(c) lag commit → stored at {rate} tx/s for {} s ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", args.seconds, lags.len(), pct(0.5), pct(0.99), pct(1.0));
-    results.insert("lag_ms".into(), json!({"rate_tx_per_s": rate, "events": lags.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}));
 
     if let Some(path) = args.json {
         std::fs::write(

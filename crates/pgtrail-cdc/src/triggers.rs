@@ -40,30 +40,34 @@ pub fn context_functions_sql(identity: &IdentityConfig) -> String {
         .chain([&identity.context_setting])
         .map(|s| format!("current_setting({}, true)", quote_literal(s)))
         .collect();
+    let actor = |current_user: &str| {
+        format!(
+            "pg_catalog.jsonb_build_object('app_user', {app_user}, 'context', {context}, \
+             'db_user', session_user::text, 'current_user', {current_user}, \
+             'client_addr', pg_catalog.host(pg_catalog.inet_client_addr()), \
+             'client_port', pg_catalog.inet_client_port(), \
+             'application_name', pg_catalog.current_setting('application_name'), \
+             'backend_pid', pg_catalog.pg_backend_pid())"
+        )
+    };
     format!(
         r#"create schema if not exists pgtrail;
 
--- Emits one transactional logical message naming the actor. SECURITY DEFINER
--- because pg_logical_emit_message needs privileges writers lack; the fields
--- that identify the session are computed here and win over `extra`.
+-- Emits one transactional logical message naming the actor; the session
+-- fields are computed here and win over `extra`. It runs as the writer
+-- (pg_logical_emit_message is executable by PUBLIC by default): no SECURITY
+-- DEFINER, whose SET search_path would cost every transaction and whose
+-- privileges a hostile search_path could borrow.
 create or replace function pgtrail.cdc_emit(prefix text, invoker text, extra jsonb)
-returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+returns void language plpgsql security invoker as $fn$
 declare
   payload text;
 begin
   if prefix not in ('pgtrail', 'pgtrail.ddl') then
     raise exception 'pgtrail.cdc_emit: unknown prefix %', prefix;
   end if;
-  payload := (coalesce(extra, '{{}}'::jsonb) || jsonb_build_object(
-    'app_user', {app_user},
-    'context', {context},
-    'db_user', session_user::text,
-    'current_user', invoker,
-    'client_addr', host(inet_client_addr()),
-    'client_port', inet_client_port(),
-    'application_name', current_setting('application_name'),
-    'backend_pid', pg_backend_pid()))::text;
-  perform pg_logical_emit_message(true, prefix, payload);
+  payload := (coalesce(extra, '{{}}'::jsonb) operator(pg_catalog.||) {actor})::text;
+  perform pg_catalog.pg_logical_emit_message(true, prefix, payload);
 end
 $fn$;
 grant execute on function pgtrail.cdc_emit(text, text, jsonb) to public;
@@ -77,7 +81,8 @@ declare
   actor_key text := concat({key_parts}, chr(31), current_user);
 begin
   if current_setting('pgtrail.cdc_sent', true) is distinct from actor_key then
-    perform pgtrail.cdc_emit('pgtrail', current_user::text, null);
+    -- Inlined rather than calling cdc_emit: one function call less per transaction.
+    perform pg_catalog.pg_logical_emit_message(true, 'pgtrail', ({actor_self})::text);
     perform set_config('pgtrail.cdc_sent', actor_key, true);
   end if;
   return null;
@@ -128,6 +133,8 @@ end
 $do$;
 "#,
         key_parts = key_parts.join(", chr(31), "),
+        actor = actor("invoker"),
+        actor_self = actor("current_user::text"),
         user_setting = quote_literal(
             identity
                 .user_settings
