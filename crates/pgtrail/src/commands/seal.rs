@@ -40,11 +40,12 @@ pub async fn run_forever(args: &RunArgs, _ctx: &Context) -> anyhow::Result<ExitC
     tokio::pin!(stop);
     loop {
         if prepared_at.is_none_or(|at| at.elapsed() >= PREPARE_EVERY) {
+            // Without partitions ahead, events land in the default partition:
+            // a failure here (e.g. not the owner) must not stop sealing.
             let until = Utc::now() + chrono::Duration::days(62);
-            store
-                .prepare_until(until)
-                .await
-                .context("creating partitions ahead")?;
+            if let Err(e) = store.prepare_until(until).await {
+                tracing::warn!(error = %e, "Cannot create partitions ahead; events go to the default partition.");
+            }
             prepared_at = Some(std::time::Instant::now());
         }
         let report = pgtrail_triggers::seal_all(&mut client)
