@@ -154,8 +154,14 @@ declare
     who text;
     body text;
     settings text := 'set search_path = pg_catalog, pg_temp';
+    target text := 'tg_table_schema, tg_table_name';
 begin
     select * into strict t from pgtrail.tracked where relid = rel;
+    -- Row triggers of a partitioned table run on its partitions: name the
+    -- table that was tracked, not the partition.
+    if (select c.relkind from pg_class c where c.oid = rel) = 'p' then
+        target := format('%L, %L', t.schema_name, t.table_name);
+    end if;
     keyless := cardinality(t.key_columns) = 0;
     if t.mode = 'row' then
         o := 'old';
@@ -218,26 +224,26 @@ begin
     if tg_op = 'UPDATE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'UPDATE', tg_table_schema, tg_table_name, %2$L, %8$s,
+        values ('r', 'UPDATE', %10$s, %2$L, %8$s,
             %5$s%1$s%6$s, %5$s%9$s%6$s, %7$s);
     elsif tg_op = 'INSERT' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %5$sto_jsonb(new)%6$s, %7$s);
+        values ('r', 'INSERT', %10$s, %2$L, %3$s, %5$sto_jsonb(new)%6$s, %7$s);
     elsif tg_op = 'DELETE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %5$sto_jsonb(old)%6$s, %7$s);
+        values ('r', 'DELETE', %10$s, %2$L, %4$s, %5$sto_jsonb(old)%6$s, %7$s);
     else
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'TRUNCATE', tg_table_schema, tg_table_name, %2$L, %7$s);
+        values ('r', 'TRUNCATE', %10$s, %2$L, %7$s);
     end if;
     return null;
 end;
 $body$, img_old, keyless, pk_new, pk_old, mask_open, mask_close, who,
             -- UPDATE: the new key; keyless tables: the old row, as it was known.
-            case when keyless then pk_old else pk_new end, img_new);
+            case when keyless then pk_old else pk_new end, img_new, target);
     else
         body := format($body$
 begin

@@ -315,3 +315,27 @@ fn sha256_hex(text: &str) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn a_partitioned_table_is_recorded_under_its_own_name() {
+    let db = Db::installed("partitioned").await;
+    db.sql(
+        "create table measurements (id int, at date, value numeric, primary key (id, at)) partition by range (at);
+         create table measurements_2026 partition of measurements for values from ('2026-01-01') to ('2027-01-01');",
+    )
+    .await;
+    pgtrail_triggers::track(&db.client, &table("measurements"), &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "insert into measurements values (1, '2026-03-01', 1.5);
+         update measurements set value = 2.5;",
+    )
+    .await;
+    let events = db.row_events("measurements").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[1].pk,
+        Some(obj(r#"{"id": "1", "at": "2026-03-01"}"#))
+    );
+}
