@@ -91,7 +91,6 @@ struct OpenTx {
 pub struct Assembler {
     /// Seed of event ids: identifies the database stream (system id + database).
     stream_id: String,
-    database: String,
     types: TypeRegistry,
     relations: HashMap<u32, Relation>,
     primary_keys: HashMap<u32, Option<Vec<String>>>,
@@ -99,6 +98,8 @@ pub struct Assembler {
     streams: HashMap<Xid, OpenTx>,
     /// The top-level xid of the stream chunk being received.
     streaming: Option<Xid>,
+    /// What every event starts from (source and database set).
+    template: Event,
 }
 
 impl Assembler {
@@ -107,13 +108,17 @@ impl Assembler {
     pub fn new(stream_id: &str, database: &str, types: TypeRegistry) -> Self {
         Assembler {
             stream_id: stream_id.to_string(),
-            database: database.to_string(),
             types,
             relations: HashMap::new(),
             primary_keys: HashMap::new(),
             current: None,
             streams: HashMap::new(),
             streaming: None,
+            template: {
+                let mut template = Event::new(Source::Cdc, Kind::RowChange);
+                template.database = Some(database.to_string());
+                template
+            },
         }
     }
 
@@ -317,8 +322,11 @@ impl Assembler {
     }
 
     fn blank(&self, kind: Kind) -> Event {
-        let mut event = Event::new(Source::Cdc, kind);
-        event.database = Some(self.database.clone());
+        // Cloning a template is cheaper than Event::new, whose random UUIDv7
+        // would be replaced by the deterministic id at commit anyway.
+        let mut event = self.template.clone();
+        event.kind = kind;
+        event.captured_at = pgtrail_core::time::truncate_micros(Utc::now());
         event
     }
 

@@ -172,7 +172,13 @@ async fn session(
     tracing::info!(slot = %options.slot, publication = %options.publication, from = %start, proto = facts.proto_version(), "Streaming changes");
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
-    let writer = spawn_writer(store, batch_rx, progress.clone(), options.retry_pause);
+    let writer = spawn_writer(
+        store,
+        batch_rx,
+        progress.clone(),
+        options.retry_pause,
+        shutdown.clone(),
+    );
     let mut reader = Reader {
         options,
         catalog,
@@ -423,12 +429,22 @@ fn spawn_writer(
     mut batches: mpsc::Receiver<Batch>,
     progress: watch::Sender<Progress>,
     retry_pause: Duration,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), CdcError>> {
     tokio::spawn(async move {
         while let Some(mut batch) = batches.recv().await {
             fill_unchanged_toast(store.as_ref(), &mut batch.events).await;
             let count = batch.events.len() as u64;
-            append_until_stored(store.as_ref(), batch.events, retry_pause).await?;
+            if !append_until_stored(store.as_ref(), batch.events, retry_pause, shutdown.clone())
+                .await?
+            {
+                // Not confirmed, so the slot still has these and the next start replays them.
+                tracing::warn!(
+                    events = count,
+                    "Stopping while the store is unavailable; unstored changes stay in the slot"
+                );
+                return Ok(());
+            }
             progress.send_modify(|p| {
                 p.stored_lsn = p.stored_lsn.max(batch.end_lsn);
                 p.stored_commit = Some(batch.last_commit);
@@ -440,11 +456,13 @@ fn spawn_writer(
 }
 
 /// Appends `events`, retrying while the store fails in a way that may pass.
+/// Returns `false` if shutdown was asked for before the store came back.
 async fn append_until_stored(
     store: &dyn Store,
     events: Vec<Event>,
     retry_pause: Duration,
-) -> Result<(), CdcError> {
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<bool, CdcError> {
     let mut pause = retry_pause;
     let mut failures = 0u32;
     loop {
@@ -453,13 +471,22 @@ async fn append_until_stored(
                 if failures > 0 {
                     tracing::info!(store = %store.location(), failures, "Store is back; appended the waiting batch");
                 }
-                return Ok(());
+                return Ok(true);
             }
             Err(error @ StoreError::Invalid(_)) => return Err(error.into()),
             Err(error) => {
                 failures += 1;
                 tracing::warn!(store = %store.location(), error = %error_chain(&error), failures, "Store append failed; retrying (the slot keeps the WAL)");
-                tokio::time::sleep(pause).await;
+                // Some(true): shutdown asked; Some(false): no one can ask any more.
+                let shutdown_asked = tokio::select! {
+                    _ = tokio::time::sleep(pause) => None,
+                    stop = shutdown.wait_for(|stop| *stop) => Some(stop.is_ok()),
+                };
+                match shutdown_asked {
+                    Some(true) => return Ok(false),
+                    Some(false) => tokio::time::sleep(pause).await,
+                    None => {}
+                }
                 pause = (pause * 2).min(Duration::from_secs(30));
             }
         }
