@@ -22,7 +22,7 @@ use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::{Event, Filter, RowRef};
 use pgtrail_store::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Store};
-use pgtrail_testkit::Cluster;
+use pgtrail_testkit::{Cluster, ClusterOptions};
 use pgtrail_wire::Lsn;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -272,7 +272,14 @@ const INSERT: &str = "insert into ins (n, note) values (1, 'x');\n";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
-    let cluster = Cluster::start().expect("cluster");
+    // The test cluster's defaults, except that commits flush the WAL at once
+    // (fsync stays off): with synchronous_commit=off the walsender would only
+    // see a commit after the WAL writer's next round (up to 200 ms later).
+    let cluster = Cluster::start_with(ClusterOptions {
+        settings: vec![("synchronous_commit".into(), "on".into())],
+        ..ClusterOptions::default()
+    })
+    .expect("cluster");
     let version = cluster.psql("postgres", "select version()").expect("psql");
     println!(
         "machine: {} cores; {version}",
