@@ -328,6 +328,9 @@ declare
     result pgtrail.tracked;
 begin
     select c.relkind into kind from pg_class c where c.oid = rel;
+    if (select c.relnamespace from pg_class c where c.oid = rel) = 'pgtrail'::regnamespace then
+        raise exception 'pgtrail: % is pgtrail''s own table: it cannot be tracked', rel using errcode = '42809';
+    end if;
     if kind not in ('r', 'p') then
         raise exception 'pgtrail: % is not a table (only tables and partitioned tables can be tracked)', rel
             using errcode = '42809';

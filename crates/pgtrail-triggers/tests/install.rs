@@ -164,6 +164,11 @@ async fn bad_tables_and_columns_get_clear_errors() {
         .expect_err("a view");
     assert!(err.to_string().contains("not a table"), "{err}");
 
+    let err = pgtrail_triggers::track(&db.client, &name("pgtrail.inbox"), &TrackOptions::default())
+        .await
+        .expect_err("pgtrail's own table");
+    assert!(err.to_string().contains("own table"), "{err}");
+
     let plain = Db::empty("not_installed").await;
     let err = pgtrail_triggers::track(&plain.client, &name("t"), &TrackOptions::default())
         .await
