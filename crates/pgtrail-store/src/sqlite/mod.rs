@@ -19,6 +19,7 @@ mod encode;
 mod prune;
 mod query;
 mod schema;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,6 +91,7 @@ struct Shared {
     options: SqliteOptions,
     writer: Mutex<Connection>,
     idle_readers: Mutex<Vec<Connection>>,
+    wal: wal::WalCheckpointer,
 }
 
 impl SqliteStore {
@@ -149,12 +151,14 @@ impl Shared {
         let mut writer = connect(&path, &location, &options)?;
         configure_writer(&writer, &location, &options)?;
         schema::migrate(&mut writer, &location)?;
+        let wal = wal::WalCheckpointer::start(connect(&path, &location, &options)?, &path)?;
         Ok(Shared {
             path,
             location,
             options,
             writer: Mutex::new(writer),
             idle_readers: Mutex::new(Vec::new()),
+            wal,
         })
     }
 
@@ -255,8 +259,13 @@ impl Store for SqliteStore {
                 head: self.head().await?,
             });
         }
-        self.write(move |conn, location| append::append(conn, events, location))
-            .await
+        let receipt = self
+            .write(move |conn, location| append::append(conn, events, location))
+            .await?;
+        if receipt.first_seq.is_some() {
+            self.shared.wal.nudge();
+        }
+        Ok(receipt)
     }
 
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("events, full-text index, checkpoints", V1),
     ("index of truncates by table", V2),
     ("a readable view for sqlite3 users", V3),
+    ("user indexes ordered by time", V4),
 ];
 
 /// The newest schema version this build understands.
@@ -109,6 +110,16 @@ select
     lower(hex(prev_hash)) as prev_hash,
     lower(hex(hash)) as hash
 from events;
+";
+
+/// Version 4. "This user's events since yesterday" reads only that window:
+/// with the time in the user indexes, both halves of `app_user = ? or
+/// db_user = ?` are range lookups instead of every event of the user.
+const V4: &str = "
+drop index events_app_user;
+drop index events_db_user;
+create index events_app_user on events (app_user, captured_at);
+create index events_db_user on events (db_user, captured_at);
 ";
 
 /// What [`identify`] found at the path.
