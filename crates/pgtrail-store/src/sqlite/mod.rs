@@ -6,6 +6,8 @@
 //! - **One writer connection behind a mutex**, plus a small pool of read-only
 //!   connections; SQLite calls block, so each runs on tokio's blocking pool.
 //!   Appends from other processes are serialized by `BEGIN IMMEDIATE`.
+//!   A third connection copies the WAL back into the file on its own thread
+//!   (see `wal`), so appends do not pay for that.
 //! - **Compact rows**: ids and hashes are blobs, the event body is its
 //!   canonical JSON without the seal (see `schema` for the table layout).
 //! - **One pass per event**: the body and the hash input come from a single
