@@ -30,6 +30,7 @@ use tokio::sync::watch;
 struct Args {
     /// Which parts to run: any of `a`, `b`, `c`.
     only: String,
+    durable: bool,
     seconds: u64,
     rounds: u32,
     changes: u64,
@@ -39,6 +40,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         only: "abc".into(),
+        durable: false,
         seconds: 10,
         rounds: 3,
         changes: 2_000_000,
@@ -54,6 +56,7 @@ fn args() -> Args {
                 args.changes = it.next().and_then(|v| v.parse().ok()).expect("--changes N")
             }
             "--json" => args.json = it.next(),
+            "--durable" => args.durable = true,
             "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--only" => args.only = it.next().expect("--only PARTS, e.g. ab"),
             other => panic!("unknown argument {other}"),
@@ -275,11 +278,25 @@ async fn main() {
     // The test cluster's defaults, except that commits flush the WAL at once
     // (fsync stays off): with synchronous_commit=off the walsender would only
     // see a commit after the WAL writer's next round (up to 200 ms later).
+    // With --durable, PostgreSQL's own defaults: fsync and full-page writes on.
+    let mut settings = vec![("synchronous_commit".to_string(), "on".to_string())];
+    if args.durable {
+        settings.push(("fsync".into(), "on".into()));
+        settings.push(("full_page_writes".into(), "on".into()));
+    }
     let cluster = Cluster::start_with(ClusterOptions {
-        settings: vec![("synchronous_commit".into(), "on".into())],
+        settings,
         ..ClusterOptions::default()
     })
     .expect("cluster");
+    println!(
+        "durability: fsync {}",
+        if args.durable {
+            "on"
+        } else {
+            "off (CPU-bound worst case)"
+        }
+    );
     let version = cluster.psql("postgres", "select version()").expect("psql");
     println!(
         "machine: {} cores; {version}",

@@ -40,9 +40,11 @@ pub fn context_functions_sql(identity: &IdentityConfig) -> String {
         .chain([&identity.context_setting])
         .map(|s| format!("current_setting({}, true)", quote_literal(s)))
         .collect();
-    let actor = |current_user: &str| {
+    // `builder` is jsonb_build_object where the result is merged, else the
+    // cheaper json_build_object (no parsing, no key sorting).
+    let actor = |builder: &str, current_user: &str| {
         format!(
-            "pg_catalog.jsonb_build_object('app_user', {app_user}, 'context', {context}, \
+            "pg_catalog.{builder}('app_user', {app_user}, 'context', {context}, \
              'db_user', session_user::text, 'current_user', {current_user}, \
              'client_addr', pg_catalog.host(pg_catalog.inet_client_addr()), \
              'client_port', pg_catalog.inet_client_port(), \
@@ -133,8 +135,8 @@ end
 $do$;
 "#,
         key_parts = key_parts.join(", chr(31), "),
-        actor = actor("invoker"),
-        actor_self = actor("current_user::text"),
+        actor = actor("jsonb_build_object", "invoker"),
+        actor_self = actor("json_build_object", "current_user::text"),
         user_setting = quote_literal(
             identity
                 .user_settings

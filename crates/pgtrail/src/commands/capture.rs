@@ -14,6 +14,7 @@ use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer::{self, CaptureOptions};
 use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
 use pgtrail_core::filter::TableName;
+use pgtrail_core::{Filter, Source};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -27,6 +28,8 @@ struct Status {
     exists: bool,
     active: bool,
     lag_bytes: i64,
+    /// Seconds since the commit of the newest captured change, when behind.
+    lag_seconds: Option<f64>,
 }
 
 /// Runs `pgtrail capture`.
@@ -36,17 +39,27 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
 
     if args.status {
         let lag = setup::slot_lag(&client, &args.slot).await?;
+        let behind = lag.as_ref().is_some_and(|l| l.bytes > 0);
+        let lag_seconds = if behind {
+            seconds_since_last_capture(ctx).await
+        } else {
+            None
+        };
         let status = Status {
             slot: args.slot.clone(),
             exists: lag.is_some(),
             active: lag.as_ref().is_some_and(|l| l.active),
             lag_bytes: lag.as_ref().map_or(0, |l| l.bytes),
+            lag_seconds,
         };
         ctx.output.document(&status, || match &lag {
             Some(lag) => format!(
-                "slot {}: {} bytes behind, {}\n",
+                "slot {}: {} bytes behind{}, {}\n",
                 args.slot,
                 lag.bytes,
+                lag_seconds.map_or(String::new(), |s| format!(
+                    " (newest captured commit {s:.1} s ago)"
+                )),
                 if lag.active {
                     "a consumer is connected"
                 } else {
@@ -162,6 +175,19 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     consumer::run(&connect, &options, store, shutdown, None).await?;
     eprintln!("stopped; everything received so far is stored and confirmed");
     Ok(crate::exit::ok())
+}
+
+/// Seconds since the commit of the newest `cdc` event in the store, if any.
+async fn seconds_since_last_capture(ctx: &Context) -> Option<f64> {
+    let store = ctx.open_existing_store().await.ok()?;
+    let filter = Filter {
+        source: Some(Source::Cdc),
+        limit: Some(1),
+        ..Filter::default()
+    };
+    let newest = store.query(&filter).await.ok()?.into_iter().next()?;
+    let committed = newest.committed_at?;
+    Some((chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0)
 }
 
 async fn wait_for_signal() {
