@@ -13,7 +13,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use crate::{Result, StoreError};
 
-const EVENT_COLUMNS: &str = "seq, body, prev_hash, hash";
+const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
 
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
@@ -48,13 +48,18 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
     if filter.failed {
         c.require("failed = 1".into());
     }
+    // With a search, the full-text index drives: it yields matches newest
+    // first and the limit stops it early, instead of collecting every match
+    // of a common word before sorting.
+    let mut from = "events".to_string();
+    let mut order = "seq";
     if let Some(search) = &filter.search {
         match fts_query(search) {
             Some(matcher) => {
                 let p = c.param(Value::Text(matcher));
-                c.require(format!(
-                    "seq in (select rowid from events_fts where events_fts match {p})"
-                ));
+                c.require(format!("events_fts match {p}"));
+                from = "events_fts join events on events.seq = events_fts.rowid".into();
+                order = "events_fts.rowid";
             }
             // Nothing searchable (only punctuation): no event's SQL contains it.
             None => c.require("false".into()),
@@ -65,7 +70,7 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let p = c.param(Value::Integer(limit));
     let sql = format!(
-        "select {EVENT_COLUMNS} from events{} order by seq desc limit {p}",
+        "select {EVENT_COLUMNS} from {from}{} order by {order} desc limit {p}",
         c.where_sql()
     );
     read_events(conn, &sql, c.values, location)
