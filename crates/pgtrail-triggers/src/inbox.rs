@@ -142,7 +142,7 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
                 event.pk = pk;
             }
             if row.operation == "UPDATE" {
-                // The trigger kept only changed columns in both images.
+                keep_changed(&mut event.old, &mut event.new);
                 let mut changed: Vec<String> = event
                     .new
                     .iter()
@@ -157,6 +157,24 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     }
     event.context = (!context.is_empty()).then_some(context);
     Ok(event)
+}
+
+/// Drops the columns whose value is the same in both images: row-mode
+/// triggers store whole rows (cheaper for them), statement-mode triggers
+/// only the changed columns (then nothing is dropped).
+fn keep_changed(old: &mut Option<JsonObject>, new: &mut Option<JsonObject>) {
+    let (Some(old), Some(new)) = (old.as_mut(), new.as_mut()) else {
+        return;
+    };
+    let same: Vec<String> = old
+        .iter()
+        .filter(|(column, value)| new.get(*column) == Some(value))
+        .map(|(column, _)| column.clone())
+        .collect();
+    for column in same {
+        old.remove(&column);
+        new.remove(&column);
+    }
 }
 
 fn object(value: Option<Value>, id: i64, what: &str) -> Result<Option<JsonObject>, String> {
@@ -223,6 +241,17 @@ mod tests {
         );
         assert_eq!(e.app_user.as_deref(), Some("alice@example.com"));
         assert_eq!(e.context.expect("context")["request_id"], "r-1");
+    }
+
+    #[test]
+    fn whole_row_update_images_are_reduced_to_the_changed_columns() {
+        let mut r = row("UPDATE");
+        r.old = Some(json!({"id": 1, "name": "Bob", "plan": "free", "score": 1.50}));
+        r.new = Some(json!({"id": 1, "name": "Bob", "plan": "pro", "score": 1.50}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.changed, vec!["plan"]);
+        assert_eq!(e.old, json!({"plan": "free"}).as_object().cloned());
+        assert_eq!(e.new, json!({"plan": "pro"}).as_object().cloned());
     }
 
     #[test]
