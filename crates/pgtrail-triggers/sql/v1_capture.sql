@@ -48,8 +48,8 @@ create table if not exists pgtrail.inbox (
     table_name text,
     keyless boolean not null default false,  -- pk is the whole old/new row
     pk jsonb,                          -- key columns -> text (keyless: the row)
-    old jsonb,                         -- UPDATE: changed columns only
-    new jsonb,
+    old json,                          -- json, not jsonb: row_to_json is the cheapest image
+    new json,
     db_user text,
     role_name text,                    -- SET ROLE in effect, if any
     app_user text,
@@ -211,10 +211,10 @@ begin
           from unnest(t.key_columns) as c;
     end if;
     if cardinality(t.masked) > 0 then
-        mask_open := 'pgtrail.mask(';
-        mask_close := format(', %L::text[], %L)', t.masked, t.mask_mode);
-        pk_new := mask_open || pk_new || mask_close;
-        pk_old := mask_open || pk_old || mask_close;
+        pk_new := format('pgtrail.mask(%s, %L::text[], %L)', pk_new, t.masked, t.mask_mode);
+        pk_old := format('pgtrail.mask(%s, %L::text[], %L)', pk_old, t.masked, t.mask_mode);
+        mask_open := 'pgtrail.mask((';
+        mask_close := format(')::jsonb, %L::text[], %L)::json', t.masked, t.mask_mode);
     end if;
     -- current_user is the definer here; a SET ROLE shows in the setting.
     who := 'session_user, nullif(current_setting(''role''), ''none''), pgtrail.app_user(), pgtrail.app_context(), '
@@ -228,15 +228,15 @@ begin
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
         values ('r', 'UPDATE', %10$s, %2$L, %8$s,
-            %5$sto_jsonb(old)%6$s, %5$sto_jsonb(new)%6$s, %7$s);
+            %5$srow_to_json(old)%6$s, %5$srow_to_json(new)%6$s, %7$s);
     elsif tg_op = 'INSERT' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'INSERT', %10$s, %2$L, %3$s, %5$sto_jsonb(new)%6$s, %7$s);
+        values ('r', 'INSERT', %10$s, %2$L, %3$s, %5$srow_to_json(new)%6$s, %7$s);
     elsif tg_op = 'DELETE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        values ('r', 'DELETE', %10$s, %2$L, %4$s, %5$sto_jsonb(old)%6$s, %7$s);
+        values ('r', 'DELETE', %10$s, %2$L, %4$s, %5$srow_to_json(old)%6$s, %7$s);
     else
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
@@ -254,19 +254,19 @@ begin
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
         select 'r', 'UPDATE', tg_table_schema, tg_table_name, %2$L, %8$s,
-            %5$s%1$s%6$s, %5$s%11$s%6$s, %7$s
+            (%5$s%1$s%6$s)::json, (%5$s%11$s%6$s)::json, %7$s
         from (select row_number() over () as pgtrail_ordinal, * from pgtrail_old) as o
         join (select row_number() over () as pgtrail_ordinal, * from pgtrail_new) as n using (pgtrail_ordinal)
         where %9$s is distinct from %10$s;
     elsif tg_op = 'INSERT' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, new,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        select 'r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %5$sto_jsonb(n)%6$s, %7$s
+        select 'r', 'INSERT', tg_table_schema, tg_table_name, %2$L, %3$s, %5$srow_to_json(n)%6$s, %7$s
         from pgtrail_new as n;
     elsif tg_op = 'DELETE' then
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless, pk, old,
             db_user, role_name, app_user, context, client_addr, client_port, application_name, backend_pid, sql)
-        select 'r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %5$sto_jsonb(o)%6$s, %7$s
+        select 'r', 'DELETE', tg_table_schema, tg_table_name, %2$L, %4$s, %5$srow_to_json(o)%6$s, %7$s
         from pgtrail_old as o;
     else
         insert into pgtrail.inbox (kind, operation, schema_name, table_name, keyless,
