@@ -207,7 +207,7 @@ async fn sql(url: &str) -> tokio_postgres::Client {
 
 async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     let text: String = client
-        .query_one("select pg_current_wal_lsn()::text", &[])
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await
         .expect("lsn")
         .get(0);

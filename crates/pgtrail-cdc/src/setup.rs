@@ -666,7 +666,7 @@ pub struct SlotLag {
 pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, CdcError> {
     let row = client
         .query_opt(
-            "select coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8, active \
+            "select coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn), 0)::int8, active \
              from pg_replication_slots where slot_name = $1",
             &[&slot],
         )

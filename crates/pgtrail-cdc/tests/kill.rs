@@ -148,7 +148,7 @@ async fn kill_9_during_writes_loses_nothing_and_duplicates_nothing() -> anyhow::
     let consumer = capture(&bin, &db, &[]);
     let target: String = db
         .client
-        .query_one("select pg_current_wal_lsn()::text", &[])
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -237,5 +237,71 @@ async fn kill_9_during_writes_loses_nothing_and_duplicates_nothing() -> anyhow::
             assert_eq!(got.to_string(), row.to_string(), "{table} row {key}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_setup_status_and_drop() -> anyhow::Result<()> {
+    let bin = tokio::task::spawn_blocking(pgtrail_binary).await?;
+    let db = TestDb::new("cdc_cli", "create table t (id int primary key, v text);").await?;
+    let run = |args: &[&str]| {
+        Command::new(&bin)
+            .args([
+                "--store",
+                &db.store_url(),
+                "capture",
+                "--db",
+                &db.url,
+                "--slot",
+                &db.slot,
+            ])
+            .args(["--publication", &db.publication])
+            .args(args)
+            .output()
+    };
+    let out = run(&["--status", "--format", "table"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not exist"),
+        "{out:?}"
+    );
+
+    let out = run(&[
+        "--setup",
+        "--context",
+        "--tables",
+        "public.t",
+        "--baseline",
+        "--no-stream",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("covers 1 table(s): public.t") && stderr.contains("baseline: 0 row(s)"),
+        "{stderr}"
+    );
+
+    db.client
+        .batch_execute("insert into t values (1, 'a')")
+        .await?;
+    let out = run(&["--status", "--format", "json"])?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(status["exists"], true, "{status}");
+    assert!(
+        status["lag_bytes"].as_i64().is_some_and(|b| b > 0),
+        "{status}"
+    );
+
+    let out = run(&["--drop"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("removed replication slot"),
+        "{stderr}"
+    );
+    let out = run(&[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--setup"),
+        "a dropped slot is reported with the fix: {stderr}"
+    );
     Ok(())
 }

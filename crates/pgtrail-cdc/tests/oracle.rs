@@ -183,7 +183,7 @@ async fn every_change_wal2json_sees_is_in_the_trail_with_equal_values() -> anyho
     // Let pgtrail catch up with everything written.
     let target: String = db
         .client
-        .query_one("select pg_current_wal_lsn()::text", &[])
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     let deadline = Instant::now() + Duration::from_secs(60);

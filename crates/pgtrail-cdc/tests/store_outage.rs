@@ -79,7 +79,7 @@ async fn a_store_outage_holds_the_slot_and_then_catches_up() -> anyhow::Result<(
     // Everything before this position may be confirmed; the insert below commits after it.
     let before_insert: String = db
         .client
-        .query_one("select pg_current_wal_lsn()::text", &[])
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     db.client
