@@ -170,7 +170,13 @@ impl Consumer {
         let (shutdown, rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let connect = ConnectOptions::parse(url).expect("valid URL");
-        let options = CaptureOptions::new(slot, publication);
+        let mut options = CaptureOptions::new(slot, publication);
+        if let Some(n) = std::env::var("PGTRAIL_BENCH_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            options.batch_events = n;
+        }
         let task = tokio::spawn(async move {
             if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
                 eprintln!("consumer failed: {}", consumer::error_chain(&e));

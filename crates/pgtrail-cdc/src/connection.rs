@@ -27,6 +27,9 @@ use crate::CdcError;
 pub const SESSION_OPTIONS: &str =
     "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex";
 
+/// How much the read buffer grows by when it runs low.
+const READ_CHUNK: usize = 256 * 1024;
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -218,6 +221,10 @@ impl ReplicationConnection {
             if let Some(message) = BackendMessage::decode(&mut self.read)? {
                 return Ok(message);
             }
+            // Read in large chunks: one wake-up then serves many small messages.
+            if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+                self.read.reserve(READ_CHUNK);
+            }
             let n = self
                 .io
                 .read_buf(&mut self.read)
@@ -347,6 +354,24 @@ impl ReplicationConnection {
                 }
                 other => return Err(unexpected("streaming changes", &other)),
             }
+        }
+    }
+
+    /// A replication message already in the read buffer, without waiting.
+    pub fn next_buffered(&mut self) -> Result<Option<ReplicationMessage>, CdcError> {
+        match BackendMessage::decode(&mut self.read)? {
+            None => Ok(None),
+            Some(BackendMessage::CopyData(data)) => Ok(Some(ReplicationMessage::parse(&data)?)),
+            Some(BackendMessage::ErrorResponse(fields)) => Err(CdcError::Server {
+                context: "streaming changes".into(),
+                fields,
+            }),
+            Some(BackendMessage::CopyDone) => Err(CdcError::Closed),
+            Some(BackendMessage::NoticeResponse(fields)) => {
+                tracing::info!(notice = %fields, "Server notice");
+                Ok(None)
+            }
+            Some(other) => Err(unexpected("streaming changes", &other)),
         }
     }
 

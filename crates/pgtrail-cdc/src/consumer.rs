@@ -254,8 +254,15 @@ impl Reader<'_> {
             tokio::select! {
                 message = conn.next_message() => {
                     self.handle(conn, message?).await?;
-                    if self.pending.len() >= self.options.batch_events {
-                        self.send_batch(conn, batches).await?;
+                    // Then everything that arrived with it, without going through select.
+                    loop {
+                        if self.pending.len() >= self.options.batch_events {
+                            self.send_batch(conn, batches).await?;
+                        }
+                        match conn.next_buffered()? {
+                            Some(message) => self.handle(conn, message).await?,
+                            None => break,
+                        }
                     }
                 }
                 _ = tick.tick() => {
