@@ -78,15 +78,17 @@ pub struct ServerFacts {
     pub version_num: i32,
 }
 
+/// The oldest server pgtrail captures from: PostgreSQL 14 brought pgoutput's
+/// `messages` option (the actor and DDL) and protocol 2 (streaming).
+pub const MIN_VERSION_NUM: i32 = 140_000;
+
 impl ServerFacts {
-    /// The newest pgoutput protocol version pgtrail uses on this server:
-    /// 2 (streaming of large transactions) from PostgreSQL 14, else 1.
+    /// The pgoutput protocol version pgtrail asks for: 2, which streams large
+    /// in-progress transactions. (3 adds two-phase decoding, which pgtrail
+    /// does not request; 4, on PostgreSQL 16, parallel apply, which it does
+    /// not need.)
     pub fn proto_version(&self) -> u32 {
-        if self.version_num >= 140_000 {
-            2
-        } else {
-            1
-        }
+        2
     }
 }
 
@@ -121,10 +123,13 @@ pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
             ),
         });
     }
-    if version_num < 100_000 {
+    if version_num < MIN_VERSION_NUM {
         return Err(CdcError::NotReady {
-            problem: format!("PostgreSQL {version_num} has no pgoutput"),
-            hint: "use PostgreSQL 10 or newer (15 is tested)".into(),
+            problem: format!(
+                "server_version_num is {version_num}; pgtrail capture needs PostgreSQL 14 or newer \
+                 (pgoutput's logical messages and streaming)"
+            ),
+            hint: "upgrade PostgreSQL, or capture with triggers instead".into(),
         });
     }
     Ok(ServerFacts { version_num })
