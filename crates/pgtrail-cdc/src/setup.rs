@@ -76,6 +76,8 @@ pub(crate) fn catalog_error(
 pub struct ServerFacts {
     /// `server_version_num`, e.g. 150004.
     pub version_num: i32,
+    /// The connected role is a superuser (needed for schema-wide publications).
+    pub superuser: bool,
 }
 
 /// The oldest server pgtrail captures from: PostgreSQL 14 brought pgoutput's
@@ -97,7 +99,8 @@ pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
     let row = client
         .query_one(
             "select current_setting('wal_level'), current_setting('server_version_num')::int4, \
-             (select rolreplication or rolsuper from pg_roles where rolname = current_user), current_user::text",
+             (select rolreplication or rolsuper from pg_roles where rolname = current_user), current_user::text, \
+             (select rolsuper from pg_roles where rolname = current_user)",
             &[],
         )
         .await
@@ -132,7 +135,11 @@ pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
             hint: "upgrade PostgreSQL, or capture with triggers instead".into(),
         });
     }
-    Ok(ServerFacts { version_num })
+    let superuser: Option<bool> = row.get(4);
+    Ok(ServerFacts {
+        version_num,
+        superuser: superuser == Some(true),
+    })
 }
 
 /// The tables `selection` names, as they are in the catalog now. Unknown
@@ -222,7 +229,8 @@ pub async fn ensure_publication(
     tables: &[Table],
 ) -> Result<(), CdcError> {
     let schemas = selected_schemas(client, selection).await?;
-    let by_schema = facts.version_num >= 150_000 && !schemas.is_empty();
+    // FOR TABLES IN SCHEMA needs PostgreSQL 15 and a superuser; else list the tables.
+    let by_schema = facts.version_num >= 150_000 && facts.superuser && !schemas.is_empty();
     let mut targets: Vec<String> = Vec::new();
     if by_schema {
         targets.extend(

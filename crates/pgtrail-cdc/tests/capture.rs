@@ -363,3 +363,47 @@ async fn drop_removes_slot_publication_and_triggers() -> anyhow::Result<()> {
         .is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replication_role_that_is_not_superuser_can_set_up_and_capture() -> anyhow::Result<()> {
+    let db = TestDb::new(
+        "cdc_role",
+        "create role capturer login replication;
+         create table owned (id int primary key, v text);
+         alter table owned owner to capturer;
+         do $$ begin execute format('grant create on database %I to capturer', current_database()); end $$;",
+    )
+    .await?;
+    let url = db.url.replacen("postgres@", "capturer@", 1);
+    let connect = pgtrail_cdc::connection::ConnectOptions::parse(&url)?;
+    let client = connect.connect_sql().await?;
+    let facts = setup::check_ready(&client).await?;
+    assert!(!facts.superuser);
+    let mut options = db.setup_options();
+    options.context = false; // event triggers need a superuser
+    setup::prepare(&client, &facts, &options).await?;
+
+    let store = db.store().await;
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let (progress_tx, mut progress) =
+        tokio::sync::watch::channel(pgtrail_cdc::consumer::Progress::default());
+    let capture = db.capture_options();
+    let task = tokio::spawn({
+        let store = store.clone();
+        async move { pgtrail_cdc::consumer::run(&connect, &capture, store, rx, Some(progress_tx)).await }
+    });
+    db.client
+        .batch_execute("insert into owned values (1, 'x')")
+        .await?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        progress.wait_for(|p| p.events >= 1),
+    )
+    .await??;
+    shutdown.send(true)?;
+    task.await??;
+    let events = all_events(store.as_ref()).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].table.as_deref(), Some("owned"));
+    Ok(())
+}
