@@ -94,11 +94,23 @@ pub async fn run(
 ) -> Result<(), CdcError> {
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let mut pause = options.retry_pause;
+    let mut sessions = 0u32;
+    let mut in_use_retries = 0u32;
     loop {
         let started = Instant::now();
+        sessions += 1;
         match session(connect, options, store.clone(), &mut shutdown, &progress).await {
             Ok(()) => return Ok(()),
+            // After a lost connection the old walsender may hold the slot a moment longer.
+            Err(CdcError::SlotInUse { .. }) if sessions > 1 && in_use_retries < 20 => {
+                in_use_retries += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(options.retry_pause) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
             Err(error) if error.retry_policy() == RetryPolicy::Reconnect => {
+                in_use_retries = 0;
                 if started.elapsed() > Duration::from_secs(30) {
                     pause = options.retry_pause;
                 }

@@ -62,6 +62,14 @@ pub enum CdcError {
         /// How to fix it.
         hint: String,
     },
+    /// Another process streams from the slot.
+    #[error("replication slot '{slot}' is in use{by}: another consumer is running\n  hint: stop the other consumer, or use another --slot (each consumer needs its own slot)", by = pid.map(|p| format!(" by process {p}")).unwrap_or_default())]
+    SlotInUse {
+        /// The slot.
+        slot: String,
+        /// The process holding it, when known.
+        pid: Option<i32>,
+    },
     /// The stream could not be assembled into events.
     #[error("cannot assemble the change stream")]
     Assemble(#[from] AssembleError),

@@ -418,11 +418,9 @@ pub async fn check_capture(
 
 /// The error for a slot another process is streaming from.
 pub fn slot_in_use(slot: &str, pid: Option<i32>) -> CdcError {
-    let by = pid.map(|p| format!(" by process {p}")).unwrap_or_default();
-    CdcError::NotReady {
-        problem: format!("replication slot '{slot}' is in use{by}: another consumer is running"),
-        hint: "stop the other consumer, or use another --slot (each consumer needs its own slot)"
-            .into(),
+    CdcError::SlotInUse {
+        slot: slot.to_string(),
+        pid,
     }
 }
 

@@ -92,3 +92,29 @@ async fn replaying_stored_transactions_adds_nothing() -> anyhow::Result<()> {
     assert_each_row_once(&events, 110);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lost_replication_connection_is_reestablished() -> anyhow::Result<()> {
+    let db = TestDb::new("cdc_reconnect", SCHEMA).await?;
+    db.setup(&db.setup_options()).await?;
+    let store = db.store().await;
+    let running = Running::start(&db, store.clone(), db.capture_options());
+    insert_batch(&db, 1, 2, 10).await?;
+    wait_for_events(store.as_ref(), 20).await;
+
+    let terminated: bool = db
+        .client
+        .query_one(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1",
+            &[&db.slot],
+        )
+        .await?
+        .get(0);
+    assert!(terminated, "the walsender was running");
+    insert_batch(&db, 21, 2, 10).await?;
+    let events = wait_for_events(store.as_ref(), 40).await;
+    assert!(!running.task.is_finished(), "capture kept running");
+    running.stop().await?;
+    assert_each_row_once(&events, 40);
+    Ok(())
+}
