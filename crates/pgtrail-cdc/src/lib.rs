@@ -21,11 +21,11 @@ pub mod assemble;
 pub mod baseline;
 pub mod connection;
 pub mod consumer;
+pub mod context;
 mod error;
+pub mod pgoutput;
 pub mod setup;
 pub mod triggers;
+pub mod value;
 
 pub use error::{CdcError, RetryPolicy};
-pub mod context;
-pub mod pgoutput;
-pub mod value;
