@@ -313,13 +313,17 @@ impl Reader<'_> {
                 let message = self.decoder.decode(&data)?;
                 self.prepare(&message).await?;
                 if let Some(tx) = self.assembler.apply(message)? {
-                    if self.pending.is_empty() {
-                        self.pending_since = Some(Instant::now());
-                    }
-                    self.pending.extend(tx.events);
-                    self.pending_end = tx.end_lsn;
-                    self.pending_commit = Some(tx.committed_at);
                     self.received = self.received.max(tx.end_lsn);
+                    // A transaction without events (PostgreSQL 14 sends empty ones)
+                    // needs no batch: the idle keepalive position covers it.
+                    if !tx.events.is_empty() {
+                        if self.pending.is_empty() {
+                            self.pending_since = Some(Instant::now());
+                        }
+                        self.pending.extend(tx.events);
+                        self.pending_end = tx.end_lsn;
+                        self.pending_commit = Some(tx.committed_at);
+                    }
                 }
             }
             ReplicationMessage::PrimaryKeepalive {
