@@ -102,11 +102,9 @@ async fn missing_replication_privilege_names_the_grant() -> anyhow::Result<()> {
 #[tokio::test]
 async fn wal_level_not_logical_names_the_fix() -> anyhow::Result<()> {
     let cluster = tokio::task::spawn_blocking(|| {
-        cluster_lifecycle(|| {
-            Cluster::start_with(ClusterOptions {
-                settings: vec![("wal_level".into(), "replica".into())],
-                ..ClusterOptions::default()
-            })
+        Cluster::start_with(ClusterOptions {
+            settings: vec![("wal_level".into(), "replica".into())],
+            ..ClusterOptions::default()
         })
     })
     .await??;
@@ -123,6 +121,6 @@ async fn wal_level_not_logical_names_the_fix() -> anyhow::Result<()> {
         "{text}"
     );
     drop(client);
-    tokio::task::spawn_blocking(move || cluster_lifecycle(|| drop(cluster))).await?;
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
     Ok(())
 }

@@ -24,34 +24,12 @@ pub struct TestDb {
     pub client: tokio_postgres::Client,
     pub dir: tempfile::TempDir,
     /// Last, so it stops after the connections above are dropped.
-    cluster: Option<Cluster>,
-}
-
-/// Serializes cluster start and stop within this test process: the testkit
-/// decides whether it runs as root through a probe file named after the
-/// process, which concurrent starts and stops in one process race on.
-static CLUSTER_LIFECYCLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Runs `f` (a cluster start or stop) while no other one runs in this process.
-pub fn cluster_lifecycle<T>(f: impl FnOnce() -> T) -> T {
-    let _guard = CLUSTER_LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
-    f()
-}
-
-fn start_cluster() -> Result<Cluster, pgtrail_testkit::TestkitError> {
-    cluster_lifecycle(Cluster::start)
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let cluster = self.cluster.take();
-        cluster_lifecycle(|| drop(cluster));
-    }
+    _cluster: Cluster,
 }
 
 impl TestDb {
     pub async fn new(test: &str, schema_sql: &str) -> anyhow::Result<Self> {
-        let cluster = tokio::task::spawn_blocking(start_cluster).await??;
+        let cluster = tokio::task::spawn_blocking(Cluster::start).await??;
         let url = cluster.create_database(test).await?;
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
@@ -64,7 +42,7 @@ impl TestDb {
             publication: format!("pgtrail_{test}"),
             client,
             dir: tempfile::tempdir()?,
-            cluster: Some(cluster),
+            _cluster: cluster,
         })
     }
 
