@@ -64,12 +64,17 @@ const TABLES: u64 = 20;
 const ROWS_PER_TABLE: u64 = 50_000;
 const USERS: u64 = 500;
 
-/// ~400-byte events over 30 days: mostly row changes, some statements with SQL.
-fn generate(n: usize, now: DateTime<Utc>) -> Vec<Event> {
-    let mut rng = Lcg(42);
+/// Events `range` of `total` ~400-byte events spread over 30 days: mostly
+/// row changes, every tenth a statement with SQL. Event `i` is the same
+/// whichever batch asks for it, so batches are made just before they are
+/// timed and never all held in memory (10M events would not fit twice).
+fn generate(range: std::ops::Range<usize>, total: usize, now: DateTime<Utc>) -> Vec<Event> {
     let span_us = 30 * 86_400 * 1_000_000i64;
-    (0..n)
+    range
         .map(|i| {
+            let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            rng.next();
+            let n = total;
             let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / n as i64);
             let user = format!("user{}@example.com", rng.below(USERS));
             if i % 10 == 9 {
@@ -122,12 +127,22 @@ struct Figures {
     search_p95_ms: f64,
 }
 
-async fn ingest(store: &dyn Store, events: &[Event], batch: usize) -> f64 {
-    let start = Instant::now();
-    for chunk in events.chunks(batch) {
-        store.append(chunk.to_vec()).await.expect("append");
+/// The batches of a run, each generated when it is needed.
+fn batches(total: usize, batch: usize, now: DateTime<Utc>) -> impl Iterator<Item = Vec<Event>> {
+    (0..total)
+        .step_by(batch)
+        .map(move |start| generate(start..(start + batch).min(total), total, now))
+}
+
+/// Events per second spent inside `append` (generation is not timed).
+async fn ingest(store: &dyn Store, total: usize, batch: usize, now: DateTime<Utc>) -> f64 {
+    let mut busy = Duration::ZERO;
+    for events in batches(total, batch, now) {
+        let start = Instant::now();
+        store.append(events).await.expect("append");
+        busy += start.elapsed();
     }
-    events.len() as f64 / start.elapsed().as_secs_f64()
+    total as f64 / busy.as_secs_f64()
 }
 
 fn percentile(mut samples: Vec<Duration>, p: f64) -> f64 {
@@ -181,7 +196,7 @@ async fn latencies(store: &dyn Store, now: DateTime<Utc>, figures: &mut Figures)
 
 /// The baseline: the same rows as JSON with the same lookup columns and
 /// indexes, inserted in the same batches, without sealing or a text index.
-fn sqlite_plain(path: &std::path::Path, events: &[Event], batch: usize) -> f64 {
+fn sqlite_plain(path: &std::path::Path, total: usize, batch: usize, now: DateTime<Utc>) -> f64 {
     let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch(
         "pragma journal_mode=wal; pragma synchronous=full;
@@ -190,12 +205,13 @@ fn sqlite_plain(path: &std::path::Path, events: &[Event], batch: usize) -> f64 {
          create index plain_app_user on plain(app_user); create index plain_db_user on plain(db_user);",
     )
     .expect("schema");
-    let start = Instant::now();
-    for chunk in events.chunks(batch) {
+    let mut busy = Duration::ZERO;
+    for chunk in batches(total, batch, now) {
+        let start = Instant::now();
         let tx = conn.transaction().expect("tx");
         {
             let mut insert = tx.prepare_cached("insert into plain(id, captured_at, table_name, pk, app_user, db_user, body) values (?,?,?,?,?,?,?)").expect("prepare");
-            for e in chunk {
+            for e in &chunk {
                 let pk = e.pk.as_ref().map(pgtrail_core::filter::canonical_pk);
                 let body = serde_json::to_vec(e).expect("json");
                 insert
@@ -212,11 +228,17 @@ fn sqlite_plain(path: &std::path::Path, events: &[Event], batch: usize) -> f64 {
             }
         }
         tx.commit().expect("commit");
+        busy += start.elapsed();
     }
-    events.len() as f64 / start.elapsed().as_secs_f64()
+    total as f64 / busy.as_secs_f64()
 }
 
-async fn postgres_plain(client: &tokio_postgres::Client, events: &[Event], batch: usize) -> f64 {
+async fn postgres_plain(
+    client: &tokio_postgres::Client,
+    total: usize,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> f64 {
     use futures_util::pin_mut;
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
@@ -237,15 +259,16 @@ async fn postgres_plain(client: &tokio_postgres::Client, events: &[Event], batch
         Type::TEXT,
         Type::JSON,
     ];
-    let start = Instant::now();
-    for chunk in events.chunks(batch) {
+    let mut busy = Duration::ZERO;
+    for chunk in batches(total, batch, now) {
+        let start = Instant::now();
         let sink = client
             .copy_in("copy plain(id, captured_at, table_name, pk, app_user, db_user, body) from stdin binary")
             .await
             .expect("copy");
         let writer = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(writer);
-        for e in chunk {
+        for e in &chunk {
             let pk = e.pk.clone().map(Value::Object);
             let body = serde_json::to_value(e).expect("json");
             writer
@@ -263,21 +286,22 @@ async fn postgres_plain(client: &tokio_postgres::Client, events: &[Event], batch
                 .expect("row");
         }
         writer.finish().await.expect("finish");
+        busy += start.elapsed();
     }
-    events.len() as f64 / start.elapsed().as_secs_f64()
+    total as f64 / busy.as_secs_f64()
 }
 
-async fn bench_sqlite(events: &[Event], batch: usize, now: DateTime<Utc>) -> Figures {
+async fn bench_sqlite(total: usize, batch: usize, now: DateTime<Utc>) -> Figures {
     let dir = tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| ".".into()))
         .expect("tempdir");
-    let plain_per_s = sqlite_plain(&dir.path().join("plain.db"), events, batch);
+    let plain_per_s = sqlite_plain(&dir.path().join("plain.db"), total, batch, now);
     let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
         .await
         .expect("open");
-    let sealed_per_s = ingest(&store, events, batch).await;
+    let sealed_per_s = ingest(&store, total, batch, now).await;
     let mut figures = Figures {
         backend: "sqlite".into(),
-        events: events.len(),
+        events: total,
         sealed_per_s,
         plain_per_s,
         seal_cost_ratio: plain_per_s / sealed_per_s,
@@ -287,7 +311,7 @@ async fn bench_sqlite(events: &[Event], batch: usize, now: DateTime<Utc>) -> Fig
     figures
 }
 
-async fn bench_postgres(events: &[Event], batch: usize, now: DateTime<Utc>) -> Figures {
+async fn bench_postgres(total: usize, batch: usize, now: DateTime<Utc>) -> Figures {
     let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
         settings: [
             ("fsync", "on"),
@@ -305,17 +329,17 @@ async fn bench_postgres(events: &[Event], batch: usize, now: DateTime<Utc>) -> F
     let url = cluster.create_database("bench").await.expect("db");
     let db = url.rsplit('/').next().expect("db name").to_string();
     let client = cluster.connect(&db).await.expect("connect");
-    let plain_per_s = postgres_plain(&client, events, batch).await;
+    let plain_per_s = postgres_plain(&client, total, batch, now).await;
     let store: Arc<dyn Store> = Arc::new(
         pgtrail_store::postgres::PostgresStore::connect(&url)
             .await
             .expect("open"),
     );
-    let sealed_per_s = ingest(&*store, events, batch).await;
+    let sealed_per_s = ingest(&*store, total, batch, now).await;
     client.batch_execute("analyze").await.expect("analyze");
     let mut figures = Figures {
         backend: "postgres".into(),
-        events: events.len(),
+        events: total,
         sealed_per_s,
         plain_per_s,
         seal_cost_ratio: plain_per_s / sealed_per_s,
@@ -360,25 +384,21 @@ fn print(all: &[Figures]) {
 async fn main() {
     let args = parse_args();
     let now = Utc::now();
-    let events = generate(args.events, now);
     let mut all = Vec::new();
     for backend in &args.backends {
         eprintln!(
             "bench: {backend}, {} events, batches of {}",
-            events.len(),
-            args.batch
+            args.events, args.batch
         );
         all.push(match backend.as_str() {
-            "sqlite" => bench_sqlite(&events, args.batch, now).await,
-            "postgres" => bench_postgres(&events, args.batch, now).await,
+            "sqlite" => bench_sqlite(args.events, args.batch, now).await,
+            "postgres" => bench_postgres(args.events, args.batch, now).await,
             other => panic!("unknown backend {other}"),
         });
     }
     if let Some(n) = args.big_sqlite {
-        drop(events);
         eprintln!("bench: sqlite, {n} events");
-        let big = generate(n, now);
-        all.push(bench_sqlite(&big, args.batch, now).await);
+        all.push(bench_sqlite(n, args.batch, now).await);
     }
     print(&all);
     if let Some(path) = args.json_out {
