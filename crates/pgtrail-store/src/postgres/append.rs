@@ -1,11 +1,14 @@
 //! Sealing a batch onto the chain and writing it with one binary COPY.
 //!
-//! The chain head row is locked `FOR UPDATE` first: that serializes every
-//! appender of the store (other processes included) for the rest of the
-//! transaction, so `seq` stays gap-free and each event links to the one
-//! before it. Under that lock, events whose id is already stored are dropped
-//! (a retried batch is not duplicated), the rest are sealed in order, copied
-//! in, and the head moves. The caller's transaction makes it all or nothing.
+//! Each event's canonical JSON (`CanonicalBody`) does not depend on the
+//! chain, so it is written before any lock. Then the chain head row is
+//! locked `FOR UPDATE`: that serializes every appender of the store (other
+//! processes included) for the rest of the transaction, so `seq` stays
+//! gap-free and each event links to the one before it. Under that lock,
+//! events whose id is already stored are dropped (a retried batch is not
+//! duplicated), the rest are hashed in order from their ready-made bytes,
+//! copied in, and the head moves. The caller's transaction makes it all or
+//! nothing.
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
 //! transaction (the trigger capture path deletes the inbox rows it seals) can
@@ -13,7 +16,8 @@
 
 use std::collections::HashSet;
 
-use pgtrail_core::{canonical::seal, time::truncate_micros, Event};
+use pgtrail_core::canonical::CanonicalBody;
+use pgtrail_core::{time::truncate_micros, Event};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -34,12 +38,13 @@ pub async fn append_in(
     tx: &Transaction<'_>,
     events: Vec<Event>,
 ) -> Result<AppendReceipt, tokio_postgres::Error> {
+    let encoded = events.into_iter().map(encode).collect();
     let head = tx
         .query_one("select seq, hash from pgtrail.chain_head for update", &[])
         .await?;
     let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
 
-    let fresh = drop_stored(tx, events).await?;
+    let fresh = drop_stored(tx, encoded).await?;
     if fresh.is_empty() {
         return Ok(AppendReceipt {
             first_seq: None,
@@ -50,7 +55,7 @@ pub async fn append_in(
         });
     }
 
-    // Each event is sealed just before its row is written, so the server
+    // Each event is hashed just before its row is written, so the server
     // works on the rows already sent while the next ones are hashed.
     let first_seq = seq + 1;
     let sink = tx
@@ -59,16 +64,17 @@ pub async fn append_in(
         ))
         .await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
-    for mut event in fresh {
-        event.captured_at = truncate_micros(event.captured_at);
-        event.committed_at = event.committed_at.map(truncate_micros);
+    for (mut event, body) in fresh {
         seq += 1;
-        seal(&mut event, seq, &prev_hash);
+        let hash = hex::encode(body.sealed_hash(seq, &prev_hash));
+        event.seq = Some(seq);
+        event.prev_hash = Some(prev_hash);
+        event.hash = Some(hash);
         writer
             .as_mut()
             .write(&RowValues::of(&event).values())
             .await?;
-        prev_hash = event.hash.take().expect("seal sets the hash");
+        prev_hash = event.hash.take().expect("set just above");
     }
     writer.as_mut().finish().await?;
 
@@ -86,6 +92,15 @@ pub async fn append_in(
     })
 }
 
+/// `event` as Postgres will keep it (times in microseconds) with its
+/// canonical JSON, ready to be linked into the chain.
+fn encode(mut event: Event) -> (Event, CanonicalBody) {
+    event.captured_at = truncate_micros(event.captured_at);
+    event.committed_at = event.committed_at.map(truncate_micros);
+    let body = CanonicalBody::of(&event);
+    (event, body)
+}
+
 /// `events` without those already stored and without repeats, in order.
 ///
 /// One primary-key probe per id, whatever the table's size: the LATERAL
@@ -94,12 +109,12 @@ pub async fn append_in(
 /// batch-sized `id = any(…)` on a table that is still small).
 async fn drop_stored(
     tx: &Transaction<'_>,
-    events: Vec<Event>,
-) -> Result<Vec<Event>, tokio_postgres::Error> {
+    events: Vec<(Event, CanonicalBody)>,
+) -> Result<Vec<(Event, CanonicalBody)>, tokio_postgres::Error> {
     if events.is_empty() {
         return Ok(events);
     }
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.id).collect();
     let mut seen: HashSet<Uuid> = tx
         .query(
             "select b.id from unnest($1::uuid[]) as b(id) \
@@ -110,5 +125,8 @@ async fn drop_stored(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    Ok(events.into_iter().filter(|e| seen.insert(e.id)).collect())
+    Ok(events
+        .into_iter()
+        .filter(|(e, _)| seen.insert(e.id))
+        .collect())
 }

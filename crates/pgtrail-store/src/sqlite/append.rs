@@ -14,7 +14,7 @@
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::encode::{prepare, prepare_checked, Prepared};
+use super::encode::{prepare, Prepared};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -30,14 +30,7 @@ const UPSERT_HEAD: &str = "insert into chain_head (singleton, seq, hash) values 
 pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Result<AppendReceipt> {
     // Encode everything before taking the write lock: other writers wait
     // only for the inserts.
-    let mut prepared = Vec::with_capacity(events.len());
-    for (i, event) in events.into_iter().enumerate() {
-        prepared.push(if i == 0 {
-            prepare_checked(event)?
-        } else {
-            prepare(event)?
-        });
-    }
+    let prepared = events.into_iter().map(prepare).collect();
     insert_all(conn, prepared, location)
 }
 
@@ -67,7 +60,7 @@ fn insert_all(
             .map_err(db("preparing the full-text insert"))?;
         for row in prepared {
             let seq = last_seq + 1;
-            let hash = row.chain_hash(seq, &prev_hex);
+            let hash = row.body.sealed_hash(seq, &prev_hex);
             let inserted = insert
                 .execute(params![
                     seq,
@@ -82,7 +75,7 @@ fn insert_all(
                     row.db_user,
                     row.operation,
                     row.failed,
-                    row.body,
+                    row.body.as_str(),
                     prev,
                     hash,
                 ])
