@@ -1,14 +1,16 @@
 //! Sealing a batch onto the chain and writing it with one binary COPY.
 //!
 //! Each event's canonical JSON (`CanonicalBody`) does not depend on the
-//! chain, so it is written before any lock. Then the chain head row is
-//! locked `FOR UPDATE`: that serializes every appender of the store (other
-//! processes included) for the rest of the transaction, so `seq` stays
-//! gap-free and each event links to the one before it. Under that lock,
-//! events whose id is already stored are dropped (a retried batch is not
-//! duplicated), the rest are hashed in order from their ready-made bytes,
-//! copied in, and the head moves. The caller's transaction makes it all or
-//! nothing.
+//! chain, so it is written on the blocking pool, started before the lock is
+//! requested: it runs while the lock is taken and the stored ids are looked
+//! up (server work), so it usually adds no time under the lock. The chain
+//! head row is locked `FOR UPDATE`: that serializes every appender of the
+//! store (other processes included) for the rest of the transaction, so
+//! `seq` stays gap-free and each event links to the one before it. Under
+//! that lock, events whose id is already stored are dropped (a retried
+//! batch is not duplicated), the rest are hashed in order from their
+//! ready-made bytes, copied in, and the head moves. The caller's
+//! transaction makes it all or nothing.
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
 //! transaction (the trigger capture path deletes the inbox rows it seals) can
@@ -38,13 +40,25 @@ pub async fn append_in(
     tx: &Transaction<'_>,
     events: Vec<Event>,
 ) -> Result<AppendReceipt, tokio_postgres::Error> {
-    let encoded = events.into_iter().map(encode).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let encoding =
+        tokio::task::spawn_blocking(move || events.into_iter().map(encode).collect::<Vec<_>>());
     let head = tx
         .query_one("select seq, hash from pgtrail.chain_head for update", &[])
         .await?;
     let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
 
-    let fresh = drop_stored(tx, encoded).await?;
+    let mut keep = not_stored(tx, &ids).await?;
+    let encoded = match encoding.await {
+        Ok(encoded) => encoded,
+        // Encoding has no failure of its own: a panic there is a bug, and
+        // goes on up as the panic it was.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let fresh: Vec<(Event, CanonicalBody)> = encoded
+        .into_iter()
+        .filter(|(event, _)| keep.remove(&event.id))
+        .collect();
     if fresh.is_empty() {
         return Ok(AppendReceipt {
             first_seq: None,
@@ -101,32 +115,29 @@ fn encode(mut event: Event) -> (Event, CanonicalBody) {
     (event, body)
 }
 
-/// `events` without those already stored and without repeats, in order.
+/// The ids among `ids` not yet stored, without repeats.
 ///
 /// One primary-key probe per id, whatever the table's size: the LATERAL
 /// subquery with LIMIT cannot be turned into a join, so Postgres never
 /// trades the probes for a scan of the whole table (which it would for a
 /// batch-sized `id = any(…)` on a table that is still small).
-async fn drop_stored(
+async fn not_stored(
     tx: &Transaction<'_>,
-    events: Vec<(Event, CanonicalBody)>,
-) -> Result<Vec<(Event, CanonicalBody)>, tokio_postgres::Error> {
-    if events.is_empty() {
-        return Ok(events);
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
+    let mut keep: HashSet<Uuid> = ids.iter().copied().collect();
+    if ids.is_empty() {
+        return Ok(keep);
     }
-    let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.id).collect();
-    let mut seen: HashSet<Uuid> = tx
+    let stored = tx
         .query(
             "select b.id from unnest($1::uuid[]) as b(id) \
              cross join lateral (select 1 from pgtrail.events e where e.id = b.id limit 1) as stored",
             &[&ids],
         )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    Ok(events
-        .into_iter()
-        .filter(|(e, _)| seen.insert(e.id))
-        .collect())
+        .await?;
+    for row in stored {
+        keep.remove(&row.get::<_, Uuid>(0));
+    }
+    Ok(keep)
 }
