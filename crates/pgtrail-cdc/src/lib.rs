@@ -9,7 +9,8 @@
 //! - [`connection`] is the replication connection on `pgtrail-wire`;
 //! - [`baseline`] stores the rows as of the slot's start as `snapshot` events;
 //! - [`setup`] manages publication, slot and checks; [`triggers`] holds the
-//!   SQL of the context and DDL triggers;
+//!   SQL of the context and DDL triggers; [`slot`] reports a slot's state
+//!   and lag for operators;
 //! - [`consumer`] runs the loop: stream → assemble → append → confirm.
 //!
 //! The one durability rule: the flush position confirmed to Postgres never
@@ -25,6 +26,7 @@ pub mod context;
 mod error;
 pub mod pgoutput;
 pub mod setup;
+pub mod slot;
 pub mod triggers;
 pub mod value;
 

@@ -39,6 +39,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Where application identity is read from.
     pub identity: IdentityConfig,
+    /// Trigger capture sealed by `pgtrail run`.
+    pub triggers: TriggersConfig,
+    /// Logical-replication capture (`pgtrail capture`, `pgtrail run`).
+    pub capture: CaptureConfig,
 }
 
 /// `[store]`
@@ -101,6 +105,58 @@ impl Default for IdentityConfig {
     }
 }
 
+/// `[triggers]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggersConfig {
+    /// Database with trigger capture installed whose captured rows `pgtrail
+    /// run` seals (libpq URL); unset: `pgtrail run` seals only with `--db`.
+    pub db: Option<String>,
+    /// Pause between seals, in milliseconds.
+    pub seal_interval_ms: u64,
+}
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        TriggersConfig {
+            db: None,
+            seal_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[capture]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Database captured through logical replication (libpq URL); unset:
+    /// `pgtrail run` captures only with `--capture-db`.
+    pub db: Option<String>,
+    /// Replication slot (one per consumer).
+    pub slot: String,
+    /// Publication naming the captured tables.
+    pub publication: String,
+    /// A batch is appended when it holds this many events…
+    pub batch_events: u64,
+    /// …or when its oldest transaction waited this many milliseconds.
+    pub batch_wait_ms: u64,
+    /// Lag, in megabytes of WAL, past which a warning fires (log and status).
+    pub lag_warn_mb: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            db: None,
+            slot: "pgtrail".into(),
+            publication: "pgtrail".into(),
+            batch_events: 5000,
+            batch_wait_ms: 100,
+            lag_warn_mb: 256,
+        }
+    }
+}
+
 impl Config {
     /// Parses TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
@@ -147,6 +203,44 @@ impl Config {
                     reason: format!("'{name}' is not a custom setting name like prefix.name"),
                 });
             }
+        }
+        for (key, url) in [
+            ("triggers.db", &self.triggers.db),
+            ("capture.db", &self.capture.db),
+        ] {
+            if let Some(url) = url.as_deref() {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::Invalid {
+                        key: key.into(),
+                        reason: "expected a postgres:// URL".into(),
+                    });
+                }
+            }
+        }
+        // Postgres's own rule for slot names.
+        let slot = &self.capture.slot;
+        let valid_slot = !slot.is_empty()
+            && slot.len() <= 63
+            && slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_slot {
+            return Err(ConfigError::Invalid {
+                key: "capture.slot".into(),
+                reason: format!("'{slot}': use 1 to 63 lowercase letters, digits or _"),
+            });
+        }
+        if self.capture.publication.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "capture.publication".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        if self.capture.batch_events == 0 {
+            return Err(ConfigError::Invalid {
+                key: "capture.batch_events".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }

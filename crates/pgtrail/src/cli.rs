@@ -102,7 +102,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Seal captured changes of finished transactions into the chain, once.
     Seal(SealArgs),
-    /// Seal captured changes continuously (and create partitions ahead) until stopped.
+    /// Run capture until stopped: seal trigger capture and stream logical replication.
     Run(RunArgs),
     /// Schema changes, grouped by transaction.
     Ddl(DdlArgs),
@@ -311,10 +311,10 @@ Examples:
   pgtrail capture --db postgres://pgtrail@db/shop --drop                 # remove everything
 The password comes from the URL or PGPASSWORD; prefer PGPASSWORD to keep it out of argv.")]
 pub struct CaptureArgs {
-    /// Database to capture (libpq URL); the role needs REPLICATION, and --setup needs
-    /// ownership of the tables (a superuser for --context's DDL event triggers).
+    /// Database to capture (libpq URL) [default: `[capture] db`]; the role needs REPLICATION,
+    /// and --setup needs ownership of the tables (a superuser for --context's DDL event triggers).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
-    pub db: String,
+    pub db: Option<String>,
     /// Create or complete the publication and the slot (and more, see below) first.
     #[arg(long)]
     pub setup: bool,
@@ -343,21 +343,31 @@ pub struct CaptureArgs {
     /// Print the slot's lag and exit.
     #[arg(long, conflicts_with_all = ["setup", "baseline", "drop"])]
     pub status: bool,
-    /// Replication slot name.
-    #[arg(long, default_value = "pgtrail", value_name = "NAME")]
-    pub slot: String,
-    /// Publication name.
-    #[arg(long, default_value = "pgtrail", value_name = "NAME")]
-    pub publication: String,
-    /// Warn when the slot lags more than this many megabytes.
-    #[arg(long, default_value_t = 256, value_name = "MB")]
-    pub lag_warn_mb: u64,
-    /// Append a batch at this many events (or after --batch-wait-ms).
-    #[arg(long, default_value_t = 5000, value_name = "N")]
-    pub batch_events: usize,
-    /// Append a batch when its oldest transaction waited this long.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
-    pub batch_wait_ms: u64,
+    #[command(flatten)]
+    pub tuning: CaptureTuning,
+}
+
+/// Logical-replication settings shared by `capture` and `run`; each falls
+/// back to its `[capture]` key.
+#[derive(Debug, Args, Default, Clone)]
+pub struct CaptureTuning {
+    /// Replication slot name [default: `[capture] slot`, pgtrail].
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Publication name [default: `[capture] publication`, pgtrail].
+    #[arg(long, value_name = "NAME")]
+    pub publication: Option<String>,
+    /// Warn when the slot lags more than this many megabytes [default: `[capture] lag_warn_mb`, 256].
+    #[arg(long, value_name = "MB")]
+    pub lag_warn_mb: Option<u64>,
+    /// Append a batch at this many events (or after --batch-wait-ms)
+    /// [default: `[capture] batch_events`, 5000].
+    #[arg(long, value_name = "N")]
+    pub batch_events: Option<u64>,
+    /// Append a batch when its oldest transaction waited this long
+    /// [default: `[capture] batch_wait_ms`, 100].
+    #[arg(long, value_name = "MS")]
+    pub batch_wait_ms: Option<u64>,
 }
 
 /// `pgtrail install`
@@ -458,10 +468,19 @@ pub struct UntrackArgs {
 
 /// `pgtrail status`
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Shows trigger capture (when installed) and pgtrail's replication slots: whether a consumer
+is connected, the confirmed position, and the lag in bytes and seconds, with a warning past
+`[capture] lag_warn_mb`.
+Example:
+  pgtrail status --db postgres://pgtrail@localhost/shop")]
 pub struct StatusArgs {
     /// Database (libpq URL).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
     pub db: String,
+    /// Replication slot to report (repeatable) [default: `[capture] slot`].
+    #[arg(long = "slot", value_name = "NAME")]
+    pub slots: Vec<String>,
 }
 
 /// `pgtrail seal`
@@ -479,16 +498,31 @@ pub struct SealArgs {
 /// `pgtrail run`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Runs until interrupted (Ctrl-C / SIGTERM), sealing once more before it exits.
-Example:
-  pgtrail run --db postgres://pgtrail@localhost/shop")]
+The one long-running process. It runs each configured part side by side until interrupted
+(Ctrl-C / SIGTERM):
+  - sealing: the trigger inbox of --db / `[triggers] db` (when trigger capture is installed
+    there), every --interval-ms, and once more before it exits;
+  - logical replication: --capture-db / `[capture] db` into the store (--store / `[store] url`),
+    from a slot made by `pgtrail capture --setup`; the batch in hand is stored before it exits.
+Each part retries what may pass (a database restarting, a store outage). If a part fails
+for good, the others stop cleanly and pgtrail exits with status 2, so that a supervisor
+(systemd Restart=on-failure) restarts it; it never keeps running with a part dead.
+Examples:
+  pgtrail run --db postgres://pgtrail@localhost/shop
+  pgtrail run --capture-db postgres://pgtrail@localhost/shop --store sqlite:/var/lib/pgtrail/trail.db
+  pgtrail run                      # both from pgtrail.toml: [triggers] db, [capture] db")]
 pub struct RunArgs {
-    /// Database (libpq URL).
+    /// Database whose trigger capture to seal (libpq URL) [default: `[triggers] db`].
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
-    pub db: String,
-    /// Pause between seals.
-    #[arg(long, default_value_t = 1000, value_name = "MS")]
-    pub interval_ms: u64,
+    pub db: Option<String>,
+    /// Pause between seals [default: `[triggers] seal_interval_ms`, 1000].
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<u64>,
+    /// Database to capture by logical replication (libpq URL) [default: `[capture] db`].
+    #[arg(long, value_name = "URL")]
+    pub capture_db: Option<String>,
+    #[command(flatten)]
+    pub capture: CaptureTuning,
 }
 
 /// `pgtrail ddl`

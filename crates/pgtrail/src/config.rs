@@ -88,11 +88,14 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
 /// Applies `PGTRAIL_SECTION__KEY=value` variables to `table`; returns their names.
 ///
 /// A value starting with `[` is read as a TOML array (for list keys such as
-/// `identity.user_settings`); anything else is a string.
+/// `identity.user_settings`); a key whose default is a number or a boolean
+/// (`capture.batch_events`) is read as one; anything else is a string.
 fn overlay_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> anyhow::Result<Vec<String>> {
+    let defaults = toml::Table::try_from(Config::default())
+        .context("the default configuration is not a TOML table")?;
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
@@ -116,7 +119,20 @@ fn overlay_env(
                 .cloned()
                 .unwrap_or(toml::Value::String(value))
         } else {
-            toml::Value::String(value)
+            let default = defaults.get(section).and_then(|s| s.get(key.as_str()));
+            match default {
+                Some(toml::Value::Integer(_)) => {
+                    toml::Value::Integer(value.trim().parse().with_context(|| {
+                        format!("environment variable {name}: not a whole number: {value}")
+                    })?)
+                }
+                Some(toml::Value::Boolean(_)) => {
+                    toml::Value::Boolean(value.trim().parse().with_context(|| {
+                        format!("environment variable {name}: expected true or false: {value}")
+                    })?)
+                }
+                _ => toml::Value::String(value),
+            }
         };
         let section_table = table
             .entry(section.clone())
@@ -159,6 +175,37 @@ mod tests {
         assert_eq!(loaded.config.store.url, "sqlite:b.db");
         assert_eq!(loaded.config.signing.private_key.as_deref(), Some("/k"));
         assert_eq!(loaded.config.identity.user_settings, ["app.user"]);
+    }
+
+    #[test]
+    fn numbers_from_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[capture]\nslot = \"a\"\n").expect("write");
+        let loaded = load(
+            Some(&file),
+            env(&[
+                ("PGTRAIL_CAPTURE__BATCH_EVENTS", "100"),
+                ("PGTRAIL_CAPTURE__DB", "postgres://u@h/db"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(loaded.config.capture.batch_events, 100);
+        assert_eq!(loaded.config.capture.slot, "a");
+        assert_eq!(
+            loaded.config.capture.db.as_deref(),
+            Some("postgres://u@h/db")
+        );
+
+        let err = load(
+            Some(&file),
+            env(&[("PGTRAIL_CAPTURE__LAG_WARN_MB", "lots")]),
+        )
+        .expect_err("not a number");
+        assert!(
+            format!("{err:#}").contains("PGTRAIL_CAPTURE__LAG_WARN_MB"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! - `integrity`: verify, tampering, keys, checkpoints, retention.
 //! - `failures`: every error path a user can hit: one clear line, exit 2.
 //! - `setup`: init, the configuration layers, help text.
+//! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
+//!   a part failing for good; `pgtrail status` on replication slots.
 
 mod failures;
 mod integrity;
 mod queries;
+mod run;
 mod setup;
 mod support;
 mod transfer;

@@ -7,75 +7,67 @@
 //! result on stdout.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer::{self, CaptureOptions};
 use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_core::config::CaptureConfig;
 use pgtrail_core::filter::TableName;
-use pgtrail_core::{Filter, Source};
-use serde::Serialize;
+use pgtrail_store::{Store, StoreError};
 use tokio::sync::watch;
 
-use crate::cli::CaptureArgs;
+use crate::cli::{CaptureArgs, CaptureTuning};
 use crate::Context;
 
-/// What `--status` reports.
-#[derive(Debug, Serialize)]
-struct Status {
-    slot: String,
-    exists: bool,
-    active: bool,
-    lag_bytes: i64,
-    /// Seconds since the commit of the newest captured change, when behind.
-    lag_seconds: Option<f64>,
+/// The consumer's options: flags over `[capture]`.
+pub(crate) fn capture_options(tuning: &CaptureTuning, config: &CaptureConfig) -> CaptureOptions {
+    let mut options = CaptureOptions::new(
+        tuning.slot.as_deref().unwrap_or(&config.slot),
+        tuning.publication.as_deref().unwrap_or(&config.publication),
+    );
+    let batch_events = tuning.batch_events.unwrap_or(config.batch_events).max(1);
+    options.batch_events = usize::try_from(batch_events).unwrap_or(usize::MAX);
+    options.batch_wait =
+        Duration::from_millis(tuning.batch_wait_ms.unwrap_or(config.batch_wait_ms));
+    options.lag_warn_bytes = tuning
+        .lag_warn_mb
+        .unwrap_or(config.lag_warn_mb)
+        .saturating_mul(1024 * 1024);
+    options
 }
 
 /// Runs `pgtrail capture`.
 pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let connect = ConnectOptions::parse(&args.db)?;
+    let Some(db) = args.db.as_deref().or(ctx.config.capture.db.as_deref()) else {
+        anyhow::bail!("no database to capture: give --db URL (or PGTRAIL_DB), or set [capture] db");
+    };
+    let connect = ConnectOptions::parse(db)?;
     let client = connect.connect_sql().await?;
+    let mut options = capture_options(&args.tuning, &ctx.config.capture);
 
     if args.status {
-        let lag = setup::slot_lag(&client, &args.slot).await?;
-        let behind = lag.as_ref().is_some_and(|l| l.bytes > 0);
-        let lag_seconds = if behind {
-            seconds_since_last_capture(ctx).await
-        } else {
-            None
-        };
-        let status = Status {
-            slot: args.slot.clone(),
-            exists: lag.is_some(),
-            active: lag.as_ref().is_some_and(|l| l.active),
-            lag_bytes: lag.as_ref().map_or(0, |l| l.bytes),
-            lag_seconds,
-        };
-        ctx.output.document(&status, || match &lag {
-            Some(lag) => format!(
-                "slot {}: {} bytes behind{}, {}\n",
-                args.slot,
-                lag.bytes,
-                lag_seconds.map_or(String::new(), |s| format!(
-                    " (newest captured commit {s:.1} s ago)"
-                )),
-                if lag.active {
-                    "a consumer is connected"
-                } else {
-                    "no consumer connected"
-                }
-            ),
-            None => format!("slot {} does not exist\n", args.slot),
-        })?;
+        let slots = super::status::slot_reports(
+            &client,
+            std::slice::from_ref(&options.slot),
+            true,
+            options.lag_warn_bytes,
+            ctx,
+        )
+        .await?;
+        let slot = slots.first().context("the slot's report")?;
+        ctx.output
+            .document(slot, || super::status::slots_text(&slots))?;
         return Ok(crate::exit::ok());
     }
     if args.drop {
-        let removed = setup::drop_all(&client, &args.slot, &args.publication).await?;
+        let removed = setup::drop_all(&client, &options.slot, &options.publication).await?;
         if removed.is_empty() {
             eprintln!(
                 "nothing to remove: no slot '{}', publication '{}' or context triggers",
-                args.slot, args.publication
+                options.slot, options.publication
             );
         }
         for what in removed {
@@ -105,8 +97,8 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
             );
         }
         let options = SetupOptions {
-            slot: args.slot.clone(),
-            publication: args.publication.clone(),
+            slot: options.slot.clone(),
+            publication: options.publication.clone(),
             selection: selection.clone(),
             replica_identity_full: full,
             context: args.context,
@@ -116,7 +108,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         let report = setup::prepare(&client, &facts, &options).await?;
         eprintln!(
             "publication '{}' covers {} table(s): {}",
-            args.publication,
+            options.publication,
             report.tables.len(),
             report.tables.join(", ")
         );
@@ -134,19 +126,23 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
             );
         }
         if report.slot_created {
-            eprintln!("slot '{}' created", args.slot);
+            eprintln!("slot '{}' created", options.slot);
         }
         if args.baseline {
             let store = ctx.open_store().await?;
             let tables = setup::resolve_tables(&client, &selection).await?;
             let rows = pgtrail_cdc::baseline::create_slot_with_baseline(
-                &connect, &client, &args.slot, &tables, &store,
+                &connect,
+                &client,
+                &options.slot,
+                &tables,
+                &store,
             )
             .await
             .context("cannot take the baseline")?;
             eprintln!(
                 "slot '{}' created; baseline: {rows} row(s) stored as snapshot events",
-                args.slot
+                options.slot
             );
         }
     }
@@ -155,21 +151,17 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     }
 
     let store = ctx.open_store().await?;
-    let mut options = CaptureOptions::new(&args.slot, &args.publication);
     options.selection = selection;
-    options.batch_events = args.batch_events.max(1);
-    options.batch_wait = Duration::from_millis(args.batch_wait_ms);
-    options.lag_warn_bytes = args.lag_warn_mb.saturating_mul(1024 * 1024);
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        super::run::signal().await;
         let _ = shutdown_tx.send(true);
     });
     eprintln!(
         "capturing database '{}' (slot '{}', publication '{}') into {}; Ctrl-C to stop",
         connect.dbname(),
-        args.slot,
-        args.publication,
+        options.slot,
+        options.publication,
         store.location()
     );
     consumer::run(&connect, &options, store, shutdown, None).await?;
@@ -177,35 +169,69 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     Ok(crate::exit::ok())
 }
 
-/// Seconds since the commit of the newest `cdc` event in the store, if any.
-async fn seconds_since_last_capture(ctx: &Context) -> Option<f64> {
-    let store = ctx.open_existing_store().await.ok()?;
-    let filter = Filter {
-        source: Some(Source::Cdc),
-        limit: Some(1),
-        ..Filter::default()
-    };
-    let newest = store.query(&filter).await.ok()?.into_iter().next()?;
-    let committed = newest.committed_at?;
-    Some((chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0)
+/// What the logical-replication part of `pgtrail run` does.
+#[derive(Debug, Clone)]
+pub(crate) struct CapturePart {
+    /// The database to capture.
+    pub connect: ConnectOptions,
+    /// Slot, publication, batching, lag warning.
+    pub options: CaptureOptions,
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+/// Streams into the store until `stop` turns true; the batch in hand is
+/// stored and confirmed before it returns. Lost connections and store
+/// outages are retried inside (`consumer::run`); what an operator must fix
+/// is returned.
+pub(crate) async fn capture_part(
+    part: CapturePart,
+    ctx: Context,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(store) = open_store_patiently(&ctx, stop.clone()).await? else {
+        return Ok(());
+    };
+    consumer::run(&part.connect, &part.options, store, stop, None)
+        .await
+        .with_context(|| format!("capture from slot '{}' stopped", part.options.slot))
+}
+
+/// Opens the store, retrying while a Postgres store is unreachable (it may
+/// be starting with the machine); `None` when stopped meanwhile. A SQLite
+/// file that cannot be opened will not open later either: that fails now.
+async fn open_store_patiently(
+    ctx: &Context,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let remote = ctx.config.store.url.starts_with("postgres");
+    let mut pause = Duration::from_millis(500);
+    let mut failures = 0u32;
+    loop {
+        let error = match ctx.open_store().await {
+            Ok(store) => return Ok(Some(store)),
+            Err(error) => error,
+        };
+        let may_pass = remote
+            && error.chain().all(|cause| {
+                !matches!(
+                    cause.downcast_ref::<StoreError>(),
+                    Some(
+                        StoreError::Url { .. }
+                            | StoreError::Foreign { .. }
+                            | StoreError::TooNew { .. }
+                            | StoreError::HalfMigrated { .. }
+                            | StoreError::Invalid(_)
+                    )
+                )
+            });
+        if !may_pass {
+            return Err(error);
         }
+        failures += 1;
+        tracing::warn!(failures, pause_ms = pause.as_millis() as u64, error = %format!("{error:#}"), "Cannot open the store; capture waits (the slot keeps the WAL).");
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -20,6 +20,7 @@ mod install;
 mod keygen;
 mod log;
 mod retention;
+mod run;
 mod seal;
 mod status;
 mod track;
@@ -142,7 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Untrack(args) => track::untrack(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
         Command::Seal(args) => seal::run(args, &ctx).await,
-        Command::Run(args) => seal::run_forever(args, &ctx).await,
+        Command::Run(args) => run::run(args, &ctx).await,
         Command::Ddl(args) => ddl::run(args, &ctx).await,
         Command::Demo(args) => demo::run(args, &ctx).await,
     }

@@ -1,0 +1,425 @@
+//! `pgtrail run` as the one long-running process, and `pgtrail status` on
+//! replication slots: a real cluster, the real binary, a SQLite store.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgtrail_core::Event;
+use pgtrail_testkit::Cluster;
+
+use crate::support::pgtrail_in;
+
+/// A database on its own cluster, and a directory with a pgtrail.toml.
+struct Setup {
+    url: String,
+    db: String,
+    store: String,
+    dir: tempfile::TempDir,
+    client: tokio_postgres::Client,
+    /// Last: stops after the connection above is dropped.
+    cluster: Cluster,
+}
+
+impl Setup {
+    async fn new(prefix: &str, schema_sql: &str) -> Setup {
+        let cluster = Cluster::start().expect("start cluster");
+        let url = cluster.create_database(prefix).await.expect("database");
+        let db = url.rsplit('/').next().expect("db name").to_string();
+        let client = cluster.connect(&db).await.expect("connect");
+        client.batch_execute(schema_sql).await.expect("schema");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = format!("sqlite:{}", dir.path().join("trail.db").display());
+        Setup {
+            url,
+            db,
+            store,
+            dir,
+            client,
+            cluster,
+        }
+    }
+
+    /// Writes pgtrail.toml: the store, then `sections`.
+    fn config(&self, sections: &str) {
+        let text = format!("[store]\nurl = \"{}\"\n{sections}", self.store);
+        std::fs::write(self.dir.path().join("pgtrail.toml"), text).expect("write config");
+    }
+
+    /// Runs pgtrail to completion in the directory; asserts success.
+    fn ok(&self, args: &[&str]) -> String {
+        pgtrail_in(self.dir.path(), args, &[], None)
+            .ok()
+            .to_string()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        pgtrail_in(
+            self.dir.path(),
+            &["status", "--db", &self.url, "--format", "json"],
+            &[],
+            None,
+        )
+        .json()
+    }
+
+    /// The `cdc` events in the store, oldest first.
+    fn cdc_events(&self) -> Vec<Event> {
+        if !self.dir.path().join("trail.db").exists() {
+            return Vec::new();
+        }
+        let mut events = pgtrail_in(
+            self.dir.path(),
+            &[
+                "log", "--source", "cdc", "--limit", "100000", "--format", "jsonl",
+            ],
+            &[],
+            None,
+        )
+        .events();
+        events.reverse();
+        events
+    }
+
+    /// Waits until the store holds `n` cdc events.
+    async fn wait_for_events(&self, n: usize, run: &mut Running) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = self.cdc_events();
+            if events.len() >= n {
+                return events;
+            }
+            if let Ok(Some(status)) = run.0.try_wait() {
+                panic!("pgtrail run exited ({status}): {}", run.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} events after 60 s; pgtrail run said: {}",
+                events.len(),
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
+        for id in ids {
+            self.client
+                .execute("insert into t (id, v) values ($1::int, 'v' || $1::int)", &[&id])
+                .await
+                .expect("insert");
+        }
+    }
+
+    /// Starts `pgtrail run args` in the directory; stderr goes to a file.
+    fn start(&self, args: &[&str]) -> Running {
+        let log = self.dir.path().join("run.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+            .arg("run")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PGTRAIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pgtrail run");
+        Running(child, log)
+    }
+}
+
+/// A running `pgtrail run`; killed if the test ends without stopping it.
+struct Running(Child, std::path::PathBuf);
+
+impl Running {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// Waits for the exit (at most 30 s); returns the exit code and stderr.
+    async fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return (status.code().unwrap_or(-1), self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgtrail run did not exit: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, and a clean exit.
+    async fn stop(self) -> String {
+        self.signal("-TERM");
+        let (code, stderr) = self.wait().await;
+        assert_eq!(code, 0, "clean stop: {stderr}");
+        stderr
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `id` of each event's row, in store order.
+fn ids(events: &[Event]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| {
+            let pk = e.pk.as_ref().expect("pk");
+            pk["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| pk["id"].as_i64())
+                .unwrap_or_else(|| panic!("id in {pk:?}"))
+        })
+        .collect()
+}
+
+fn assert_exactly(events: &[Event], n: i64) {
+    let mut seen = ids(events);
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=n).collect::<Vec<_>>(),
+        "each row once, none lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_captures_across_a_stop_and_a_kill() {
+    let s = Setup::new(
+        "run_restart",
+        "create table t (id int primary key, v text);",
+    )
+    .await;
+    s.ok(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ]);
+    s.config(&format!(
+        "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
+        s.url
+    ));
+
+    let mut run = s.start(&[]);
+    s.insert(1..=50).await;
+    s.wait_for_events(50, &mut run).await;
+    let stderr = run.stop().await;
+    assert!(stderr.contains("capturing database"), "{stderr}");
+
+    // Written while nothing runs: the slot keeps them.
+    s.insert(51..=100).await;
+    let mut run = s.start(&[]);
+    s.wait_for_events(100, &mut run).await;
+    // Killed in the middle of a write load: what was not confirmed is sent again.
+    let writes = {
+        let client = s.cluster.connect(&s.db).await.expect("connect");
+        tokio::spawn(async move {
+            for id in 101..=300 {
+                client
+                    .execute("insert into t (id, v) values ($1, 'w')", &[&id])
+                    .await
+                    .expect("insert");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.signal("-KILL");
+    let (code, _) = run.wait().await;
+    assert_ne!(code, 0, "killed");
+    writes.await.expect("writes");
+
+    let mut run = s.start(&[]);
+    let events = s.wait_for_events(300, &mut run).await;
+    run.stop().await;
+    // Nothing arrives late after the stop.
+    let events_after = s.cdc_events();
+    assert_eq!(events_after.len(), events.len());
+    assert_exactly(&events_after, 300);
+    s.ok(&["verify"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_seals_triggers_and_captures_side_by_side() {
+    let s = Setup::new(
+        "run_both",
+        "create table a (id int primary key, v text); create table t (id int primary key, v text);",
+    )
+    .await;
+    s.ok(&["install", "--db", &s.url]);
+    s.ok(&["track", "--db", &s.url, "public.a"]);
+    s.config(&format!(
+        "[triggers]\ndb = \"{url}\"\nseal_interval_ms = 100\n[capture]\ndb = \"{url}\"\nbatch_wait_ms = 10\n",
+        url = s.url
+    ));
+
+    // Capture is configured but has no slot yet: an operator must act, so
+    // the whole process stops (sealing included) and says why.
+    let (code, stderr) = s.start(&[]).wait().await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("error: capture failed") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+
+    s.ok(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ]);
+    let mut run = s.start(&[]);
+    for id in 1..=20 {
+        s.client
+            .execute("insert into a (id, v) values ($1, 'a')", &[&id])
+            .await
+            .expect("insert a");
+    }
+    s.insert(1..=20).await;
+    let events = s.wait_for_events(20, &mut run).await;
+    assert!(events.iter().all(|e| e.table.as_deref() == Some("t")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sealed = s
+            .cluster
+            .psql(
+                &s.db,
+                "select count(*) from pgtrail.events where table_name = 'a'",
+            )
+            .expect("psql");
+        if sealed.trim() == "20" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sealed {sealed} of 20: {}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = run.stop().await;
+    assert!(
+        stderr.contains("sealing trigger capture") && stderr.contains("capturing database"),
+        "{stderr}"
+    );
+    assert_exactly(&s.cdc_events(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_slot_and_its_lag() {
+    let s = Setup::new("run_status", "create table t (id int primary key, v text);").await;
+    // Neither capture path set up: status still answers.
+    let status = s.status();
+    assert!(status["triggers"].is_null(), "{status}");
+    assert_eq!(status["slots"], serde_json::json!([]), "{status}");
+
+    s.ok(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ]);
+    s.config(&format!(
+        "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\nlag_warn_mb = 1\n",
+        s.url
+    ));
+    let status = s.status();
+    let slot = &status["slots"][0];
+    assert_eq!(slot["slot"], "pgtrail", "{status}");
+    assert_eq!(slot["active"], false, "{status}");
+    assert!(slot["confirmed_flush_lsn"].is_string(), "{status}");
+
+    // The consumer is stopped and writes happen: the lag grows, past the threshold.
+    let before = slot["lag_bytes"].as_i64().expect("lag_bytes");
+    s.client
+        .batch_execute("insert into t select g, repeat('x', 200) from generate_series(1, 10000) g")
+        .await
+        .expect("bulk insert");
+    let status = s.status();
+    let slot = &status["slots"][0];
+    let lag = slot["lag_bytes"].as_i64().expect("lag_bytes");
+    assert!(lag > before && lag > 1024 * 1024, "{status}");
+    assert!(
+        slot["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("behind") && w.contains("no consumer")),
+        "{status}"
+    );
+    let text = pgtrail_in(
+        s.dir.path(),
+        &["status", "--db", &s.url, "--format", "table"],
+        &[],
+        None,
+    );
+    let text = text.ok();
+    assert!(
+        text.contains("not installed") && text.contains("pgtrail") && text.contains("warning:"),
+        "{text}"
+    );
+
+    // With `pgtrail run` consuming: connected, with its pid, and caught up.
+    let mut run = s.start(&[]);
+    s.wait_for_events(10_000, &mut run).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let slot = loop {
+        let status = s.status();
+        let slot = status["slots"][0].clone();
+        if slot["active"] == true && slot["lag_bytes"].as_i64().is_some_and(|b| b < 1024 * 1024) {
+            break slot;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(slot["pid"].as_i64().is_some_and(|p| p > 0), "{slot}");
+    assert_eq!(slot["lag_seconds_from"], "server", "{slot}");
+    assert!(slot["warning"].is_null(), "{slot}");
+    run.stop().await;
+
+    // Stopped again and behind: seconds are estimated from the store.
+    s.insert(10_001..=10_010).await;
+    let slot = s.status()["slots"][0].clone();
+    assert_eq!(slot["active"], false, "{slot}");
+    assert_eq!(slot["lag_seconds_from"], "store", "{slot}");
+    assert!(slot["lag_seconds"].as_f64().is_some(), "{slot}");
+}
+
+#[test]
+fn run_without_anything_to_run_says_what_to_configure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = pgtrail_in(dir.path(), &["run"], &[], None);
+    let line = run.error();
+    assert!(
+        line.contains("nothing to run") && line.contains("[capture] db"),
+        "{line}"
+    );
+    assert!(!Path::new(&dir.path().join("pgtrail.db")).exists());
+}
