@@ -105,7 +105,10 @@ impl Setup {
     async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
         for id in ids {
             self.client
-                .execute("insert into t (id, v) values ($1::int, 'v' || $1::int)", &[&id])
+                .execute(
+                    "insert into t (id, v) values ($1::int, 'v' || $1::int)",
+                    &[&id],
+                )
                 .await
                 .expect("insert");
         }
@@ -224,11 +227,14 @@ async fn run_captures_across_a_stop_and_a_kill() {
         s.url
     ));
 
-    let mut run = s.start(&[]);
+    // A batch waits a minute (flags over the file): a stop stores the batch in hand.
+    let run = s.start(&["--batch-wait-ms", "60000"]);
     s.insert(1..=50).await;
-    s.wait_for_events(50, &mut run).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(s.cdc_events().is_empty(), "the batch is still in hand");
     let stderr = run.stop().await;
     assert!(stderr.contains("capturing database"), "{stderr}");
+    assert_exactly(&s.cdc_events(), 50);
 
     // Written while nothing runs: the slot keeps them.
     s.insert(51..=100).await;
