@@ -88,6 +88,12 @@ impl ConnectOptions {
     /// Opens an ordinary (non-replication) connection for catalog queries.
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client, CdcError> {
         let mut config = self.config.clone();
+        // The same password as the replication connection (tokio-postgres reads no PGPASSWORD).
+        if config.get_password().is_none() {
+            if let Some(password) = self.password() {
+                config.password(password);
+            }
+        }
         config.application_name("pgtrail capture");
         config.options(SESSION_OPTIONS);
         let (client, connection) =
