@@ -35,7 +35,9 @@ pub struct InboxRow {
     pub table: Option<String>,
     /// Whether `pk` is the whole row (no primary key).
     pub keyless: bool,
-    /// Key columns to text, or the row for keyless tables.
+    /// Key columns to text; or the names of the key columns, read from the
+    /// image; or, for keyless tables, the row or nothing (then the image is
+    /// the key). See [`to_event`].
     pub pk: Option<Value>,
     /// Old image (UPDATE: changed columns only).
     pub old: Option<Value>,
@@ -89,10 +91,16 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
         b'd' => Kind::Ddl,
         other => return Err(format!("unknown kind '{}'", char::from(other))),
     };
+    // Row-mode triggers store settings as read: an empty setting is unset,
+    // and role 'none' means no SET ROLE (a role cannot be named so).
+    let role = row.role.filter(|role| role != "none");
+    let app_user = row.app_user.filter(|user| !user.is_empty());
+    let context_text = row.context.filter(|context| !context.is_empty());
+
     let mut event = Event::at(Source::Trigger, kind, row.captured_at);
     event.id = event_id(install_id, row.id, row.captured_at);
     event.db_user = row.db_user.clone();
-    event.app_user = row.app_user;
+    event.app_user = app_user;
     event.client_addr = row.client_addr;
     event.client_port = row.client_port;
     event.application_name = row.application_name;
@@ -106,17 +114,17 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     event.committed_at = row.committed_at;
     event.tx_seq = Some(row.tx_seq);
 
-    let mut context = match row.context.as_deref().map(serde_json::from_str::<Value>) {
+    let mut context = match context_text.as_deref().map(serde_json::from_str::<Value>) {
         None => JsonObject::new(),
         Some(Ok(Value::Object(object))) => object,
         // Not a JSON object: keep what the application said, as text.
         Some(_) => JsonObject::from_iter([(
             "value".to_string(),
-            Value::String(row.context.unwrap_or_default()),
+            Value::String(context_text.unwrap_or_default()),
         )]),
     };
-    if row.role.is_some() && row.role != row.db_user {
-        context.insert("current_user".into(), Value::from(row.role));
+    if role.is_some() && role != row.db_user {
+        context.insert("current_user".into(), Value::from(role));
     }
 
     match kind {
@@ -134,12 +142,10 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
         _ => {
             event.old = object(row.old, row.id, "old")?;
             event.new = object(row.new, row.id, "new")?;
-            let pk = object(row.pk, row.id, "pk")?;
+            let images = (event.old.as_ref(), event.new.as_ref());
+            event.pk = key(row.id, row.keyless, &row.operation, row.pk, images)?;
             if row.keyless {
-                event.pk = pk.map(|row| row.into_iter().map(|(k, v)| (k, as_text(v))).collect());
                 context.insert(FULL_ROW_IDENTITY_KEY.into(), Value::from("full_row"));
-            } else {
-                event.pk = pk;
             }
             if row.operation == "UPDATE" {
                 keep_changed(&mut event.old, &mut event.new);
@@ -157,6 +163,61 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     }
     event.context = (!context.is_empty()).then_some(context);
     Ok(event)
+}
+
+/// The key of a row change, from what the trigger stored in `pk`:
+///
+/// - an object: the key itself (statement mode, row mode before migration
+///   3, and row-mode keys whose text the image does not hold);
+/// - an array of column names: the key columns, read from the image (the
+///   new row, or the old one of a DELETE), values as text;
+/// - nothing, for a table without a key: the whole row (the old one of an
+///   UPDATE or DELETE, the new one of an INSERT), values as text.
+///
+/// Called before the UPDATE images are reduced to the changed columns.
+fn key(
+    id: i64,
+    keyless: bool,
+    operation: &str,
+    pk: Option<Value>,
+    (old, new): (Option<&JsonObject>, Option<&JsonObject>),
+) -> Result<Option<JsonObject>, String> {
+    let as_text_object = |image: &JsonObject| -> JsonObject {
+        image
+            .iter()
+            .map(|(column, value)| (column.clone(), as_text(value.clone())))
+            .collect()
+    };
+    match pk {
+        Some(Value::Object(pk)) if keyless => Ok(Some(as_text_object(&pk))),
+        Some(Value::Object(pk)) => Ok(Some(pk)),
+        Some(Value::Array(columns)) => {
+            let image = if operation == "DELETE" { old } else { new };
+            let image =
+                image.ok_or_else(|| format!("row {id}: key columns given without a row image"))?;
+            columns
+                .iter()
+                .map(|column| {
+                    let name = column
+                        .as_str()
+                        .ok_or_else(|| format!("row {id}: key column {column} is not a name"))?;
+                    let value = image.get(name).ok_or_else(|| {
+                        format!("row {id}: key column {name} is not in the row image")
+                    })?;
+                    Ok((name.to_string(), as_text(value.clone())))
+                })
+                .collect::<Result<JsonObject, String>>()
+                .map(Some)
+        }
+        None | Some(Value::Null) if keyless => {
+            let image = if operation == "INSERT" { new } else { old };
+            Ok(image.map(as_text_object))
+        }
+        None | Some(Value::Null) => Ok(None),
+        Some(other) => Err(format!(
+            "row {id}: pk is neither an object nor key column names: {other}"
+        )),
+    }
 }
 
 /// Drops the columns whose value is the same in both images: row-mode
@@ -272,6 +333,68 @@ mod tests {
             e.context.expect("context")[FULL_ROW_IDENTITY_KEY],
             "full_row"
         );
+    }
+
+    #[test]
+    fn key_column_names_are_read_from_the_new_image_or_the_old_one_of_a_delete() {
+        let mut r = row("UPDATE");
+        r.pk = Some(json!(["org", "member"]));
+        r.old = Some(json!({"org": "acme", "member": 7, "role": "viewer"}));
+        r.new = Some(json!({"org": "acme", "member": 8, "role": "viewer"}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(
+            e.pk,
+            json!({"org": "acme", "member": "8"}).as_object().cloned()
+        );
+        assert_eq!(e.changed, vec!["member"]);
+
+        let mut r = row("DELETE");
+        r.pk = Some(json!(["id"]));
+        r.old = Some(serde_json::from_str(r#"{"id": 12.50, "x": null}"#).expect("json"));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.pk, json!({"id": "12.50"}).as_object().cloned());
+    }
+
+    #[test]
+    fn a_key_column_missing_from_the_image_is_an_error_not_a_guess() {
+        let mut r = row("INSERT");
+        r.pk = Some(json!(["id"]));
+        r.new = Some(json!({"other": 1}));
+        let err = to_event(r, &Uuid::nil(), "db").expect_err("no key");
+        assert!(err.contains("id"), "{err}");
+    }
+
+    #[test]
+    fn keyless_rows_without_a_stored_key_use_the_image_the_old_row_of_an_update() {
+        let mut r = row("UPDATE");
+        r.keyless = true;
+        r.pk = None;
+        r.old = Some(json!({"at": "2026-01-01", "n": 1}));
+        r.new = Some(json!({"at": "2026-01-01", "n": 2}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(
+            e.pk,
+            json!({"at": "2026-01-01", "n": "1"}).as_object().cloned()
+        );
+        assert_eq!(e.new, json!({"n": 2}).as_object().cloned());
+
+        let mut r = row("INSERT");
+        r.keyless = true;
+        r.pk = None;
+        r.new = Some(json!({"n": 3}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.pk, json!({"n": "3"}).as_object().cloned());
+    }
+
+    #[test]
+    fn settings_stored_as_read_mean_unset_when_empty() {
+        let mut r = row("INSERT");
+        r.app_user = Some(String::new());
+        r.context = Some(String::new());
+        r.role = Some("none".into());
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.app_user, None);
+        assert_eq!(e.context, None);
     }
 
     #[test]

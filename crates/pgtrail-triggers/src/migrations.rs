@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "roles pgtrail_reader and pgtrail_admin, privileges, guards",
         sql: include_str!("../sql/v2_protection.sql"),
     },
+    Migration {
+        version: 3,
+        name: "leaner row-mode capture: no per-call search_path, keys read from the image",
+        sql: include_str!("../sql/v3_lean_row_capture.sql"),
+    },
 ];
 
 /// The version this build installs.
@@ -54,26 +59,42 @@ pub const UNINSTALL_SQL: &str = include_str!("../sql/uninstall.sql");
 pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 
 /// `pgtrail.app_user()` and `pgtrail.app_context()`: the first non-empty
-/// of the configured session settings. An empty value counts as unset,
-/// which is what a setting reads as after a `SET LOCAL` ended.
+/// of the configured session settings, else the last one as read. An
+/// empty value means unset (what a setting reads as after a `SET LOCAL`
+/// ended); the sealer reads it so, which spares the trigger a comparison.
+///
+/// Row-mode capture functions inline these into their INSERT without a
+/// fixed `search_path`, so every name in them is schema-qualified, and
+/// no `nullif` (it looks up `=` on the search path).
 pub fn identity_sql(identity: &IdentityConfig) -> String {
-    let users: Vec<String> = identity
-        .user_settings
-        .iter()
-        .map(|name| format!("nullif(current_setting({}, true), '')", literal(name)))
-        .collect();
-    let user_expr = match users.len() {
-        0 => "null::text".to_string(),
-        1 => users[0].clone(),
-        _ => format!("coalesce({})", users.join(", ")),
+    let read = |name: &String| format!("pg_catalog.current_setting({}, true)", literal(name));
+    let user_expr = match identity.user_settings.split_last() {
+        None => "null::pg_catalog.text".to_string(),
+        Some((last, first)) => {
+            let tried: String = first
+                .iter()
+                .map(|name| {
+                    format!(
+                        "when {} operator(pg_catalog.<>) '' then {} ",
+                        read(name),
+                        read(name)
+                    )
+                })
+                .collect();
+            if tried.is_empty() {
+                read(last)
+            } else {
+                format!("case {tried}else {} end", read(last))
+            }
+        }
     };
     format!(
         "create or replace function pgtrail.app_user() returns text\n\
          language sql stable as $$ select {user_expr} $$;\n\
          create or replace function pgtrail.app_context() returns text\n\
-         language sql stable as $$ select nullif(current_setting({}, true), '') $$;\n\
+         language sql stable as $$ select {} $$;\n\
          revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n",
-        literal(&identity.context_setting)
+        read(&identity.context_setting)
     )
 }
 
@@ -105,6 +126,17 @@ mod tests {
         let second = sql.find("'app.current_user'").expect("app.current_user");
         assert!(first < second, "{sql}");
         assert!(sql.contains("'pgtrail.context'"), "{sql}");
+    }
+
+    #[test]
+    fn identity_functions_name_everything_by_schema() {
+        let sql = identity_sql(&IdentityConfig::default());
+        assert!(!sql.contains("nullif"), "{sql}");
+        assert_eq!(
+            sql.matches("current_setting(").count(),
+            sql.matches("pg_catalog.current_setting(").count(),
+            "{sql}"
+        );
     }
 
     #[test]

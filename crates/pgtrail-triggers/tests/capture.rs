@@ -339,3 +339,44 @@ async fn a_partitioned_table_is_recorded_under_its_own_name() {
         Some(obj(r#"{"id": "1", "at": "2026-03-01"}"#))
     );
 }
+
+#[tokio::test]
+async fn a_change_made_by_another_tracked_tables_trigger_is_recorded_after_it() {
+    let db = Db::installed("nested").await;
+    db.sql(
+        "create table orders (id int primary key, total numeric);
+         create table order_log (id serial primary key, order_id int, note text);
+         create function log_order() returns trigger language plpgsql as $$
+         begin
+             insert into order_log (order_id, note) values (new.id, tg_op);
+             return null;
+         end $$;
+         create trigger zz_log after insert or update on orders for each row execute function log_order();",
+    )
+    .await;
+    for name in ["orders", "order_log"] {
+        pgtrail_triggers::track(&db.client, &table(name), &TrackOptions::default())
+            .await
+            .expect("track");
+    }
+    db.sql("insert into orders values (1, 5); update orders set total = 6;")
+        .await;
+    let events: Vec<_> = db
+        .sealed_events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == pgtrail_core::Kind::RowChange)
+        .map(|e| (e.table.unwrap_or_default(), e.operation.unwrap_or_default()))
+        .collect();
+    let expected = [
+        ("orders", "INSERT"),
+        ("order_log", "INSERT"),
+        ("orders", "UPDATE"),
+        ("order_log", "INSERT"),
+    ];
+    assert_eq!(
+        events,
+        expected.map(|(t, o)| (t.to_string(), o.to_string())),
+        "pgtrail's trigger fires before zz_log's, both are recorded"
+    );
+}

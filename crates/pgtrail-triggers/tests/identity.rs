@@ -122,3 +122,56 @@ async fn a_role_switch_is_recorded_beside_the_session_user() {
         json!("auditor_test")
     );
 }
+
+#[tokio::test]
+async fn each_change_is_attributed_to_the_identity_in_effect_when_it_was_made() {
+    let db = Db::installed("mid_transaction").await;
+    db.sql("create table notes (id int primary key, body text)")
+        .await;
+    let notes = TableName::parse("notes").expect("name");
+    pgtrail_triggers::track(&db.client, &notes, &TrackOptions::default())
+        .await
+        .expect("track");
+    // A user switched mid-transaction with set_config(…, true), and a
+    // savepoint whose switch and change are rolled back.
+    db.sql(
+        "begin;
+         select set_config('pgtrail.user', 'alice@example.com', true);
+         insert into notes values (1, 'by alice');
+         select set_config('pgtrail.user', 'bob@example.com', true);
+         select set_config('pgtrail.context', '{\"step\": 2}', true);
+         update notes set body = 'by bob' where id = 1;
+         savepoint s;
+         set local pgtrail.\"user\" = 'mallory@example.com';
+         insert into notes values (2, 'undone');
+         rollback to s;
+         insert into notes values (3, 'bob again');
+         commit;",
+    )
+    .await;
+    let events = db.row_events("notes").await;
+    let who: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.app_user.as_deref(),
+                e.pk.as_ref().map(|pk| pk["id"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (Some("alice@example.com"), Some(json!("1"))),
+            (Some("bob@example.com"), Some(json!("1"))),
+            (Some("bob@example.com"), Some(json!("3"))),
+        ]
+    );
+    assert!(events[0].context.is_none());
+    assert_eq!(
+        events[1].context.as_ref().expect("context")["step"],
+        json!(2)
+    );
+    let xids: Vec<_> = events.iter().map(|e| e.xid).collect();
+    assert!(xids.windows(2).all(|w| w[0] == w[1]), "one transaction");
+}

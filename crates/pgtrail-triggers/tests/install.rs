@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use pgtrail_core::filter::TableName;
-use pgtrail_triggers::{Error, InstallOptions, TrackOptions};
+use pgtrail_store::verify;
+use pgtrail_triggers::{migrations, Error, InstallOptions, MaskMode, TrackOptions};
+use serde_json::json;
 
-use crate::support::Db;
+use crate::support::{obj, Db};
 
 fn name(text: &str) -> TableName {
     TableName::parse(text).expect("table name")
@@ -40,7 +42,10 @@ async fn installing_twice_changes_nothing_and_an_older_install_is_upgraded_in_pl
     let report = pgtrail_triggers::install(&db.url, &InstallOptions::default())
         .await
         .expect("upgrade");
-    assert_eq!((report.from_version, report.to_version), (1, 2));
+    assert_eq!(
+        (report.from_version, report.to_version),
+        (1, migrations::latest_version())
+    );
     assert_eq!(
         report.regenerated, 1,
         "the tracked table's capture is rewritten"
@@ -56,6 +61,116 @@ async fn installing_twice_changes_nothing_and_an_older_install_is_upgraded_in_pl
         2,
         "nothing lost across the upgrade"
     );
+}
+
+#[tokio::test]
+async fn rows_captured_before_an_upgrade_are_sealed_after_it_with_the_same_keys_and_identity() {
+    let db = Db::empty("upgrade_pending").await;
+    let v2 = InstallOptions {
+        target_version: Some(2),
+        ..InstallOptions::default()
+    };
+    pgtrail_triggers::install(&db.url, &v2)
+        .await
+        .expect("install v2");
+    db.sql(
+        "create table accounts (id bigint primary key, balance numeric(12,2));
+         create table readings (at date, value int);
+         create table shifts (day date, n int, note text, primary key (day, n));
+         create table people (id int primary key, email text);",
+    )
+    .await;
+    for table in ["accounts", "readings", "shifts"] {
+        pgtrail_triggers::track(&db.client, &name(table), &TrackOptions::default())
+            .await
+            .expect("track");
+    }
+    let masked = TrackOptions {
+        mask: vec!["email".into(), "id".into()],
+        mask_mode: MaskMode::Redact,
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &name("people"), &masked)
+        .await
+        .expect("track people");
+    // The same writes before and after the upgrade, on different rows.
+    let writes = |user: &str, id: i32| {
+        format!(
+            "begin;
+             set local pgtrail.\"user\" = '{user}';
+             insert into accounts values ({id}, 10.50);
+             update accounts set balance = 11.00 where id = {id};
+             insert into readings values ('2026-01-0{id}', {id});
+             update readings set value = value + 1 where at = '2026-01-0{id}';
+             insert into shifts values ('2026-02-0{id}', {id}, 'a');
+             delete from shifts where n = {id};
+             insert into people values ({id}, 'p{id}@example.com');
+             delete from accounts where id = {id};
+             commit;"
+        )
+    };
+    db.sql(&writes("before@example.com", 1)).await;
+    let pending: i64 = db
+        .client
+        .query_one("select count(*) from pgtrail.inbox where kind = 'r'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(pending, 8, "captured by v2 triggers, not sealed yet");
+
+    let report = pgtrail_triggers::install(&db.url, &InstallOptions::default())
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        (report.from_version, report.to_version, report.regenerated),
+        (2, migrations::latest_version(), 4)
+    );
+    db.sql(&writes("after@example.com", 2)).await;
+
+    let events: Vec<_> = db
+        .sealed_events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == pgtrail_core::Kind::RowChange)
+        .collect();
+    assert_eq!(events.len(), 16, "nothing lost across the upgrade");
+    let (before, after) = events.split_at(8);
+    for (b, a) in before.iter().zip(after) {
+        assert_eq!(b.table, a.table);
+        assert_eq!(b.operation, a.operation);
+        assert_eq!(b.changed, a.changed, "{b:?} / {a:?}");
+        assert_eq!(b.app_user.as_deref(), Some("before@example.com"));
+        assert_eq!(a.app_user.as_deref(), Some("after@example.com"));
+        assert_eq!(
+            b.context, a.context,
+            "no role or context noted on either side"
+        );
+        let b_keys: Vec<_> = b.pk.iter().flat_map(|pk| pk.keys()).collect();
+        let a_keys: Vec<_> = a.pk.iter().flat_map(|pk| pk.keys()).collect();
+        assert_eq!(b_keys, a_keys, "{b:?} / {a:?}");
+    }
+    assert_eq!(before[1].pk, Some(obj(r#"{"id": "1"}"#)));
+    assert_eq!(after[1].pk, Some(obj(r#"{"id": "2"}"#)));
+    assert_eq!(after[1].new, Some(obj(r#"{"balance": 11.00}"#)));
+    assert_eq!(
+        after[3].pk,
+        Some(obj(r#"{"at": "2026-01-02", "value": "2"}"#)),
+        "a keyless UPDATE is keyed by the old row"
+    );
+    assert_eq!(after[5].pk, Some(obj(r#"{"day": "2026-02-02", "n": "2"}"#)));
+    assert_eq!(
+        after[6].pk,
+        Some(obj(r#"{"id": "***"}"#)),
+        "a masked key stays masked"
+    );
+    assert_eq!(after[6].new.as_ref().expect("new")["email"], json!("***"));
+    assert_eq!(
+        after[7].old.as_ref().expect("old")["balance"].to_string(),
+        "11.00",
+        "a DELETE keeps the whole old row, numbers exact"
+    );
+    let report = verify(&db.store().await, None).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
 }
 
 #[tokio::test]
