@@ -27,6 +27,12 @@ use pgtrail_wire::Lsn;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+/// Built with `--features mimalloc` (bench/cdc/run's default), the
+/// consumer runs on the allocator of the `pgtrail` binary.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     /// Which parts to run: any of `a`, `b`, `c`.
     only: String,

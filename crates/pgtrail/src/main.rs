@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgtrail::cli::Cli;
 
+/// mimalloc: capture allocates events on one thread and frees them on
+/// another, where glibc's malloc spent ~30% of the consumer's time on arena
+/// locks (bench/cdc/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_tracing();

@@ -4,7 +4,8 @@
 //! `--baseline`, `--drop`, `--status`) from `pgtrail_cdc::setup` and
 //! `pgtrail_cdc::baseline`, then runs `pgtrail_cdc::consumer::run` until
 //! Ctrl-C or SIGTERM. Diagnostics go to stderr; `--status` prints its
-//! result on stdout.
+//! result on stdout. [`capture_part`] is the same consumer as a part of
+//! `pgtrail run`; flags and `[capture]` resolve in [`capture_options`] for both.
 
 use std::process::ExitCode;
 use std::sync::Arc;
