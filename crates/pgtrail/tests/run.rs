@@ -102,6 +102,32 @@ impl Setup {
         }
     }
 
+    /// Waits until the consumer reported WAL past `end` as received (its
+    /// `write` position), stored or not.
+    async fn wait_until_received(&self, end: &str, run: &Running) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let received: Option<bool> = self
+                .client
+                .query_one(
+                    "select bool_or(write_lsn >= $1::text::pg_lsn) from pg_stat_replication",
+                    &[&end],
+                )
+                .await
+                .expect("pg_stat_replication")
+                .get(0);
+            if received == Some(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing received after 60 s: {}",
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
         for id in ids {
             self.client
@@ -229,8 +255,18 @@ async fn run_captures_across_a_stop_and_a_kill() {
 
     // A batch waits a minute (flags over the file): a stop stores the batch in hand.
     let run = s.start(&["--batch-wait-ms", "60000"]);
-    s.insert(1..=50).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.insert(1..=49).await;
+    // A position inside the last transaction: only its commit reaches past it.
+    let inside: String = s
+        .client
+        .query_one(
+            "insert into t (id, v) values (50, 'v50') returning pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    s.wait_until_received(&inside, &run).await;
     assert!(s.cdc_events().is_empty(), "the batch is still in hand");
     let stderr = run.stop().await;
     assert!(stderr.contains("capturing database"), "{stderr}");
