@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgtrail_core::Event;
-use pgtrail_testkit::Cluster;
+use pgtrail_testkit::{Cluster, ClusterOptions};
 
 use crate::support::pgtrail_in;
 
@@ -65,7 +65,7 @@ impl Setup {
 
     /// The `cdc` events in the store, oldest first.
     fn cdc_events(&self) -> Vec<Event> {
-        if !self.dir.path().join("trail.db").exists() {
+        if self.store.starts_with("sqlite:") && !self.dir.path().join("trail.db").exists() {
             return Vec::new();
         }
         let mut events = pgtrail_in(
@@ -346,6 +346,17 @@ async fn run_seals_triggers_and_captures_side_by_side() {
     s.insert(1..=20).await;
     let events = s.wait_for_events(20, &mut run).await;
     assert!(events.iter().all(|e| e.table.as_deref() == Some("t")));
+    wait_for_sealed(&s, 20, &run).await;
+    let stderr = run.stop().await;
+    assert!(
+        stderr.contains("sealing trigger capture") && stderr.contains("capturing database"),
+        "{stderr}"
+    );
+    assert_exactly(&s.cdc_events(), 20);
+}
+
+/// Waits until trigger capture has sealed `n` events of table `a`.
+async fn wait_for_sealed(s: &Setup, n: usize, run: &Running) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let sealed = s
@@ -355,22 +366,97 @@ async fn run_seals_triggers_and_captures_side_by_side() {
                 "select count(*) from pgtrail.events where table_name = 'a'",
             )
             .expect("psql");
-        if sealed.trim() == "20" {
-            break;
+        if sealed.trim() == n.to_string() {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "sealed {sealed} of 20: {}",
+            "sealed {sealed} of {n}: {}",
             run.stderr()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let stderr = run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_pauses_capture_only() {
+    let mut s = Setup::new(
+        "run_outage",
+        "create table a (id int primary key, v text); create table t (id int primary key, v text);",
+    )
+    .await;
+    s.ok(&["install", "--db", &s.url]);
+    s.ok(&["track", "--db", &s.url, "public.a"]);
+    s.ok(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ]);
+    // Capture stores into a Postgres store on a second cluster, which goes
+    // down and comes back on the same port.
+    let store_dir =
+        std::env::temp_dir().join(format!("pgtrail-test-store-{}", uuid::Uuid::now_v7()));
+    let options = |port| ClusterOptions {
+        data_dir: Some(store_dir.clone()),
+        port,
+        ..ClusterOptions::default()
+    };
+    let mut store_cluster = Cluster::start_with(options(None)).expect("store cluster");
+    let port = store_cluster.port();
+    s.store = store_cluster
+        .create_database("store")
+        .await
+        .expect("store db");
+    s.config(&format!(
+        "[triggers]\ndb = \"{url}\"\nseal_interval_ms = 100\n[capture]\ndb = \"{url}\"\nbatch_wait_ms = 10\n",
+        url = s.url
+    ));
+    let insert_a = |ids: std::ops::RangeInclusive<i32>| {
+        let client = &s.client;
+        async move {
+            for id in ids {
+                client
+                    .execute("insert into a (id, v) values ($1, 'a')", &[&id])
+                    .await
+                    .expect("insert a");
+            }
+        }
+    };
+
+    let mut run = s.start(&[]);
+    insert_a(1..=10).await;
+    s.insert(1..=10).await;
+    s.wait_for_events(10, &mut run).await;
+    wait_for_sealed(&s, 10, &run).await;
+
+    store_cluster.stop().expect("stop the store");
+    insert_a(11..=20).await;
+    s.insert(11..=20).await;
+    // Sealing goes on while capture waits for its store.
+    wait_for_sealed(&s, 20, &run).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        stderr.contains("sealing trigger capture") && stderr.contains("capturing database"),
-        "{stderr}"
+        run.0.try_wait().expect("try_wait").is_none(),
+        "still running: {}",
+        run.stderr()
     );
-    assert_exactly(&s.cdc_events(), 20);
+    assert!(
+        run.stderr().contains("Store append failed"),
+        "the outage is reported: {}",
+        run.stderr()
+    );
+
+    let store_cluster = Cluster::start_with(options(Some(port))).expect("store back");
+    let events = s.wait_for_events(20, &mut run).await;
+    run.stop().await;
+    assert_exactly(&events, 20);
+    s.ok(&["verify"]);
+    drop(store_cluster);
+    let _ = std::fs::remove_dir_all(&store_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
