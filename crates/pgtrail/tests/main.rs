@@ -9,7 +9,7 @@
 //! - `failures`: every error path a user can hit: one clear line, exit 2.
 //! - `setup`: init, the configuration layers, help text.
 //! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
-//!   a part failing for good; `pgtrail status` on replication slots.
+//!   a part failing for good, a store outage; `pgtrail status` on slots.
 
 mod failures;
 mod integrity;
