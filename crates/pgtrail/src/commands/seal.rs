@@ -93,7 +93,8 @@ pub(crate) async fn seal_part(
                 } else {
                     tracing::warn!(failures, pause_ms = pause.as_millis() as u64, error = %message, "Sealing failed; retrying.");
                 }
-                pause = (pause * 2).clamp(part.interval, MAX_PAUSE);
+                // Never below the interval, never above it or MAX_PAUSE, whichever is longer.
+                pause = (pause * 2).min(MAX_PAUSE.max(part.interval));
             }
             Err(error) if stopping => {
                 return Err(anyhow::Error::new(error).context("the last seal before stopping failed (the rows wait in the inbox for the next run)"));
@@ -188,5 +189,29 @@ fn postgres_may_pass(error: &tokio_postgres::Error) -> bool {
         }
         // No server answer: an I/O failure (refused, reset) may pass; a bad URL will not.
         None => std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_may_pass_is_retried() {
+        let store_down = pgtrail_triggers::Error::Store(StoreError::Open {
+            location: "postgres://db/shop".into(),
+            reason: "connection refused".into(),
+            source: None,
+        });
+        assert!(may_pass(&store_down));
+        let bad_row = pgtrail_triggers::Error::BadInbox {
+            id: 7,
+            reason: "no image".into(),
+        };
+        assert!(!may_pass(&bad_row));
+        assert!(!may_pass(&pgtrail_triggers::Error::NotInstalled));
+        assert!(!may_pass(&pgtrail_triggers::Error::Store(
+            StoreError::Invalid("x".into())
+        )));
     }
 }
