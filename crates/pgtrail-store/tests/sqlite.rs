@@ -395,6 +395,45 @@ async fn two_stores_on_one_file_keep_one_chain_and_skip_retried_batches() {
     assert!(verify(&a, None).await.expect("verify").ok());
 }
 
+/// A large batch is encoded and hashed ahead of its inserts on a second
+/// thread, assuming every event goes in. Events of it already stored shift
+/// the chain; the events after them must be linked again, not skipped.
+#[tokio::test]
+async fn a_large_batch_around_stored_events_links_only_the_new_ones() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let batch = events(0, 6_000);
+    store
+        .append(batch[1_000..1_500].to_vec())
+        .await
+        .expect("some of the middle first");
+    store
+        .append(batch[5_999..].to_vec())
+        .await
+        .expect("the last one first");
+    let mut retried = batch.clone();
+    retried.push(batch[10].clone()); // twice in one batch
+
+    let receipt = store.append(retried).await.expect("the whole batch");
+    assert_eq!(receipt.first_seq, Some(502));
+    let head = receipt.head.expect("a head");
+    assert_eq!(head.seq, 6_000);
+
+    let chain = stored(&store).await;
+    let ids: Vec<_> = chain.iter().map(|e| e.id).collect();
+    let expected: Vec<_> = batch[1_000..1_500]
+        .iter()
+        .chain(&batch[5_999..])
+        .chain(&batch[..1_000])
+        .chain(&batch[1_500..5_999])
+        .map(|e| e.id)
+        .collect();
+    assert!(ids == expected, "stored in append order, each once");
+    assert_eq!(chain.last().and_then(|e| e.hash.clone()), Some(head.hash));
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
 #[tokio::test]
 async fn search_strings_are_never_fts_syntax() {
     let scratch = Scratch::new();

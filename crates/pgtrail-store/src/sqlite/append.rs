@@ -7,14 +7,20 @@
 //! do nothing`, and an event that was not inserted does not advance the chain.
 //! Any error drops the transaction, which rolls the whole batch back.
 //!
-//! Encoding an event (see `encode`) does not depend on the chain, so it is
-//! done before the lock is taken; inside, each event costs one SHA-256 over
-//! its ready-made bytes and two inserts.
+//! Encoding and hashing do not need SQLite, so a large batch is pipelined: a
+//! second thread encodes the events in chunks and, once told the chain head,
+//! hashes them too, assuming each one goes in; this thread only inserts. An
+//! event already stored shifts the chain behind it, and the inserts then
+//! re-link the rest themselves (`ChainEnd::link`). The inserts commit only
+//! after receiving as many events as the batch holds: if encoding stopped
+//! early, nothing is written.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::encode::{prepare, Prepared};
+use super::encode::{prepare, ChainEnd, Prepared};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -26,18 +32,69 @@ const SELECT_HEAD: &str = "select seq, hash from chain_head where singleton = 1"
 const UPSERT_HEAD: &str = "insert into chain_head (singleton, seq, hash) values (1, ?1, ?2) \
      on conflict (singleton) do update set seq = excluded.seq, hash = excluded.hash";
 
+/// Events the encoding thread hands over at a time.
+const CHUNK: usize = 500;
+/// Encoded chunks waiting for the inserts, at most.
+const CHUNKS_AHEAD: usize = 4;
+/// Smaller batches are encoded on this thread: a second one would not pay.
+const PIPELINE_MIN: usize = 4 * CHUNK;
+
 /// Seals and stores `events` atomically. See the module docs.
 pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Result<AppendReceipt> {
-    // Encode everything before taking the write lock: other writers wait
-    // only for the inserts.
-    let prepared = events.into_iter().map(prepare).collect();
-    insert_all(conn, prepared, location)
+    let expected = events.len();
+    if expected < PIPELINE_MIN {
+        // Encode before taking the write lock: other writers wait only for
+        // the inserts.
+        let prepared: Vec<Prepared> = events.into_iter().map(prepare).collect();
+        return insert_all(conn, expected, [prepared], None, location);
+    }
+    std::thread::scope(|scope| {
+        let (chunk_tx, chunks) = mpsc::sync_channel(CHUNKS_AHEAD);
+        let (head_tx, head) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("pgtrail-sqlite-encode".into())
+            .spawn_scoped(scope, move || encode_ahead(events, &head, &chunk_tx))
+            .map_err(|e| StoreError::backend(location, "starting the encoding thread", e))?;
+        insert_all(conn, expected, chunks, Some(head_tx), location)
+    })
 }
 
-/// Links and inserts the prepared events in one transaction.
+/// The encoding thread: chunks of prepared events, linked into the chain
+/// from the head the inserts send (unlinked if they send none).
+fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: &SyncSender<Vec<Prepared>>) {
+    let mut events = events.into_iter();
+    let mut end: Option<ChainEnd> = None;
+    let mut asked = false;
+    loop {
+        let mut chunk: Vec<Prepared> = events.by_ref().take(CHUNK).map(prepare).collect();
+        if chunk.is_empty() {
+            return;
+        }
+        if !asked {
+            // The inserts read the head once they hold the write lock.
+            end = head.recv().ok();
+            asked = true;
+        }
+        if let Some(end) = &mut end {
+            for row in &mut chunk {
+                let link = end.next(&row.body);
+                *end = ChainEnd::after(&link);
+                row.link = Some(link);
+            }
+        }
+        if out.send(chunk).is_err() {
+            return; // the inserts failed and stopped listening
+        }
+    }
+}
+
+/// Links and inserts `expected` prepared events, arriving in `chunks`, in
+/// one transaction; tells `head_out` where the chain starts.
 fn insert_all(
     conn: &mut Connection,
-    prepared: Vec<Prepared>,
+    expected: usize,
+    chunks: impl IntoIterator<Item = Vec<Prepared>>,
+    head_out: Option<SyncSender<ChainEnd>>,
     location: &str,
 ) -> Result<AppendReceipt> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
@@ -45,12 +102,16 @@ fn insert_all(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("locking the store to append"))?;
     let head = read_head(&tx, location)?;
-    let (mut last_seq, mut prev_hex) = match &head {
-        Some(head) => (head.seq, head.hash.clone()),
-        None => (0, GENESIS_HASH.to_string()),
+    let mut end = ChainEnd {
+        seq: head.as_ref().map_or(0, |h| h.seq),
+        hash: decode_hash(head.as_ref().map_or(GENESIS_HASH, |h| h.hash.as_str()))?,
     };
-    let mut prev = decode_hash(&prev_hex)?;
+    if let Some(head_out) = head_out {
+        // Capacity 1 and sent once: never blocks. Unheard if encoding stopped.
+        let _ = head_out.send(end);
+    }
     let mut first_seq = None;
+    let mut received = 0;
     {
         let mut insert = tx
             .prepare_cached(INSERT_EVENT)
@@ -58,55 +119,66 @@ fn insert_all(
         let mut insert_fts = tx
             .prepare_cached(INSERT_FTS)
             .map_err(db("preparing the full-text insert"))?;
-        for row in prepared {
-            let seq = last_seq + 1;
-            let hash = row.body.sealed_hash(seq, &prev_hex);
-            let inserted = insert
-                .execute(params![
-                    seq,
-                    row.id,
-                    row.captured_at,
-                    row.source,
-                    row.kind,
-                    row.schema,
-                    row.table,
-                    row.pk,
-                    row.app_user,
-                    row.db_user,
-                    row.operation,
-                    row.failed,
-                    row.body.as_str(),
-                    prev,
-                    hash,
-                ])
-                .map_err(|e| StoreError::backend(location, format!("inserting event {seq}"), e))?;
-            if inserted == 0 {
-                continue; // already stored: a retried batch
+        for chunk in chunks {
+            received += chunk.len();
+            for row in chunk {
+                let link = end.link(&row);
+                let seq = link.seq;
+                let inserted = insert
+                    .execute(params![
+                        seq,
+                        row.id,
+                        row.captured_at,
+                        row.source,
+                        row.kind,
+                        row.schema,
+                        row.table,
+                        row.pk,
+                        row.app_user,
+                        row.db_user,
+                        row.operation,
+                        row.failed,
+                        row.body.as_str(),
+                        link.prev,
+                        link.hash,
+                    ])
+                    .map_err(|e| {
+                        StoreError::backend(location, format!("inserting event {seq}"), e)
+                    })?;
+                if inserted == 0 {
+                    continue; // already stored: a retried batch
+                }
+                if let Some(sql) = &row.sql {
+                    insert_fts.execute(params![seq, sql]).map_err(|e| {
+                        StoreError::backend(location, format!("indexing the SQL of event {seq}"), e)
+                    })?;
+                }
+                first_seq.get_or_insert(seq);
+                end = ChainEnd::after(&link);
             }
-            if let Some(sql) = &row.sql {
-                insert_fts.execute(params![seq, sql]).map_err(|e| {
-                    StoreError::backend(location, format!("indexing the SQL of event {seq}"), e)
-                })?;
-            }
-            first_seq.get_or_insert(seq);
-            last_seq = seq;
-            prev = hash;
-            prev_hex = hex::encode(prev);
         }
+    }
+    if received != expected {
+        // Never commit part of a batch.
+        return Err(StoreError::backend(
+            location,
+            "encoding the batch",
+            format!("only {received} of {expected} events were encoded"),
+        ));
     }
     if first_seq.is_none() {
         // Nothing new: the transaction rolls back having written nothing.
         return Ok(AppendReceipt { first_seq, head });
     }
     tx.prepare_cached(UPSERT_HEAD)
-        .and_then(|mut s| s.execute(params![last_seq, prev]))
+        .and_then(|mut s| s.execute(params![end.seq, end.hash]))
         .map_err(db("moving the chain head"))?;
     tx.commit().map_err(db("committing the batch"))?;
     Ok(AppendReceipt {
         first_seq,
         head: Some(ChainHead {
-            seq: last_seq,
-            hash: prev_hex,
+            seq: end.seq,
+            hash: hex::encode(end.hash),
         }),
     })
 }

@@ -6,6 +6,11 @@
 //! that last cheap step depends on the chain and everything here runs
 //! before the write transaction. The other columns are the event's indexed
 //! fields, moved out of it rather than copied.
+//!
+//! [`ChainEnd::next`] is that last step. Appends run it ahead of the inserts
+//! on the encoding thread, assuming every event goes in; an event whose
+//! [`Link`] no longer fits the chain (one before it was already stored) is
+//! linked again where it is inserted.
 
 use pgtrail_core::canonical::CanonicalBody;
 use pgtrail_core::filter::canonical_pk;
@@ -30,6 +35,54 @@ pub struct Prepared {
     pub sql: Option<String>,
     /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
     pub body: CanonicalBody,
+    /// The seal computed ahead, if any: valid only where it fits the chain.
+    pub link: Option<Link>,
+}
+
+/// An event's seal: its place in the chain and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub seq: i64,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// The last event of a chain: the next event links onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainEnd {
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+impl ChainEnd {
+    /// The seal of `body` as the next event.
+    pub fn next(&self, body: &CanonicalBody) -> Link {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.hash, &mut hex).expect("32 bytes are 64 hex digits");
+        let prev_hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
+        let seq = self.seq + 1;
+        Link {
+            seq,
+            prev: self.hash,
+            hash: body.sealed_hash(seq, prev_hex),
+        }
+    }
+
+    /// The seal of `row`: the one computed ahead when it fits here, else a new one.
+    pub fn link(&self, row: &Prepared) -> Link {
+        match row.link {
+            Some(link) if link.seq == self.seq + 1 && link.prev == self.hash => link,
+            _ => self.next(&row.body),
+        }
+    }
+
+    /// The end after `link` went in.
+    pub fn after(link: &Link) -> ChainEnd {
+        ChainEnd {
+            seq: link.seq,
+            hash: link.hash,
+        }
+    }
 }
 
 /// Encodes `event` (its own seal fields ignored), taking its strings.
@@ -49,6 +102,7 @@ pub fn prepare(event: Event) -> Prepared {
         db_user: event.db_user,
         sql: event.sql,
         body,
+        link: None,
     }
 }
 
@@ -82,5 +136,33 @@ mod tests {
             Some(hex::encode(prepared.body.sealed_hash(4, GENESIS_HASH))),
             sealed.hash
         );
+    }
+
+    #[test]
+    fn a_link_computed_ahead_is_used_only_where_it_fits() {
+        let genesis = ChainEnd {
+            seq: 0,
+            hash: [0; 32],
+        };
+        let mut first = prepare(Event::new(Source::Cdc, Kind::RowChange));
+        let mut second = prepare(Event::new(Source::Cdc, Kind::RowChange));
+        first.link = Some(genesis.next(&first.body));
+        let after_first = ChainEnd::after(&first.link.expect("linked"));
+        second.link = Some(after_first.next(&second.body));
+
+        // In order, the links computed ahead are the links.
+        assert_eq!(genesis.link(&first), first.link.expect("linked"));
+        assert_eq!(after_first.link(&second), second.link.expect("linked"));
+        // The first was already stored: the second is linked onto the genesis.
+        let relinked = genesis.link(&second);
+        assert_eq!(relinked.seq, 1);
+        assert_eq!(relinked.prev, [0; 32]);
+        assert_eq!(relinked.hash, second.body.sealed_hash(1, GENESIS_HASH));
+        // Same seq, other predecessor: linked again too.
+        let elsewhere = ChainEnd {
+            seq: 0,
+            hash: [7; 32],
+        };
+        assert_ne!(elsewhere.link(&first), first.link.expect("linked"));
     }
 }
