@@ -1,9 +1,12 @@
 //! From an inbox row to an [`Event`]: everything the triggers deferred.
 //!
-//! The trigger stores what only it can see (the row images, the key, the
-//! session); the sealer derives the rest here, off the write path: the
-//! event id, `changed`, the key of keyless tables, the commit time and the
-//! order inside the transaction. Pure functions, tested without a database.
+//! The trigger stores what only it can see (the row images, the session
+//! settings as read, the key when the image does not hold its text); the
+//! sealer derives the rest here, off the write path: the event id,
+//! `changed`, the key's values from the image, "unset" for empty settings,
+//! the commit time and the order inside the transaction. Pure functions,
+//! tested without a database. Rows written by older triggers (before
+//! migration 3: a built key, NULL for unset settings) read the same.
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::event::JsonObject;
