@@ -380,3 +380,46 @@ async fn a_change_made_by_another_tracked_tables_trigger_is_recorded_after_it() 
         "pgtrail's trigger fires before zz_log's, both are recorded"
     );
 }
+
+#[tokio::test]
+async fn keys_of_every_common_type_are_recorded_as_their_text() {
+    let db = Db::installed("key_types").await;
+    let keys = [
+        ("k_int", "integer", "42", "42"),
+        ("k_numeric", "numeric(6,2)", "12.50", "12.50"),
+        (
+            "k_uuid",
+            "uuid",
+            "'00000000-0000-0000-0000-00000000002a'",
+            "00000000-0000-0000-0000-00000000002a",
+        ),
+        ("k_varchar", "varchar(10)", "'a\"b'", "a\"b"),
+        ("k_char", "char(4)", "'ab'", "ab"),
+        ("k_date", "date", "'2026-01-02'", "2026-01-02"),
+        ("k_bool", "boolean", "true", "true"),
+    ];
+    for (name, column_type, value, _) in keys {
+        db.sql(&format!(
+            "create table {name} (k {column_type} primary key, v int);"
+        ))
+        .await;
+        pgtrail_triggers::track(&db.client, &table(name), &TrackOptions::default())
+            .await
+            .expect("track");
+        db.sql(&format!(
+            "insert into {name} values ({value}, 1); update {name} set v = 2; delete from {name};"
+        ))
+        .await;
+    }
+    for (name, _, _, text) in keys {
+        let events = db.row_events(name).await;
+        assert_eq!(events.len(), 3, "{name}");
+        for e in &events {
+            assert_eq!(
+                e.pk.as_ref().expect("pk")["k"],
+                json!(text),
+                "{name}: {e:?}"
+            );
+        }
+    }
+}
