@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use pgtrail_core::canonical::seal;
-use pgtrail_core::{Event, Filter, Kind, Source, GENESIS_HASH};
+use pgtrail_core::filter::{PkFilter, TableName};
+use pgtrail_core::{Event, Filter, Kind, RowRef, Source, GENESIS_HASH};
 use pgtrail_store::sqlite::{SqliteOptions, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 use pgtrail_store::{verify, Checkpoint, CheckpointKind, KeyPair, ProblemKind, Store, StoreError};
 use rusqlite::{params, Connection};
@@ -341,6 +342,7 @@ async fn an_older_store_is_migrated_on_open() {
     drop(store);
     // Turn the file back into a version-1 store.
     let raw = scratch.raw();
+    downgrade_to_v4(&raw);
     raw.execute_batch(
         "drop index events_truncates; drop view events_readable; \
          delete from pgtrail_migrations where version > 1; pragma user_version = 1;",
@@ -362,6 +364,96 @@ async fn an_older_store_is_migrated_on_open() {
         .expect("index");
     assert_eq!((version, index), (SCHEMA_VERSION, 2));
     assert_eq!(stored(&store).await.len(), 3, "events kept");
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+/// Turns a store back into the version-4 layout: rows and users indexed
+/// by their text, no key columns.
+fn downgrade_to_v4(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_row; drop index events_app_user; drop index events_db_user;
+         alter table events drop column row_key;
+         alter table events drop column app_user_key;
+         alter table events drop column db_user_key;
+         create index events_row on events (table_name, pk);
+         create index events_app_user on events (app_user, captured_at);
+         create index events_db_user on events (db_user, captured_at);
+         delete from pgtrail_migrations where version > 4; pragma user_version = 4;",
+    )
+    .expect("downgrade to version 4");
+}
+
+#[tokio::test]
+async fn a_version_4_store_gets_integer_keys_for_the_events_it_has() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let mut batch = events(0, 120);
+    let mut truncate = Event::new(Source::Trigger, Kind::RowChange);
+    truncate.schema = Some("public".into());
+    truncate.table = Some("orders".into());
+    truncate.operation = Some("TRUNCATE".into());
+    batch.push(truncate);
+    let mut session = Event::new(Source::Proxy, Kind::Session);
+    session.db_user = Some("user7@example.com".into());
+    batch.push(session);
+    store.append(batch).await.expect("append");
+
+    let row = RowRef {
+        table: TableName::parse("orders").expect("table"),
+        pk: PkFilter::parse("id=7").expect("pk"),
+    };
+    let filters = [
+        Filter::default(),
+        Filter {
+            table: Some(TableName::parse("public.orders").expect("table")),
+            ..Default::default()
+        },
+        Filter {
+            table: Some(TableName::parse("orders").expect("table")),
+            pk: Some(PkFilter::parse("id=57").expect("pk")),
+            ..Default::default()
+        },
+        Filter {
+            user: Some("user7@example.com".into()),
+            ..Default::default()
+        },
+    ];
+    let mut before = Vec::new();
+    for filter in &filters {
+        before.push(store.query(filter).await.expect("query"));
+    }
+    let row_before = store.row_events(&row).await.expect("row events");
+    assert_eq!(
+        before.iter().map(Vec::len).collect::<Vec<_>>(),
+        [122, 121, 1, 4],
+        "the filters select something to compare"
+    );
+    assert_eq!(row_before.len(), 2, "the row's event and the truncate");
+    drop(store);
+    downgrade_to_v4(&scratch.raw());
+
+    let store = scratch.open().await;
+    let version: i64 = scratch
+        .raw()
+        .query_row("select max(version) from pgtrail_migrations", [], |r| {
+            r.get(0)
+        })
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    for (filter, expected) in filters.iter().zip(&before) {
+        assert_eq!(
+            &store.query(filter).await.expect("query"),
+            expected,
+            "{filter:?}"
+        );
+    }
+    assert_eq!(store.row_events(&row).await.expect("row"), row_before);
+
+    // Events appended after the migration are found with the old ones.
+    let mut again = event(7);
+    again.operation = Some("DELETE".into());
+    store.append(vec![again]).await.expect("append");
+    assert_eq!(store.row_events(&row).await.expect("row").len(), 3);
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 

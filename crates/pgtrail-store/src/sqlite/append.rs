@@ -24,8 +24,9 @@ use super::encode::{prepare, ChainEnd, Prepared};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
-     table_name, pk, app_user, db_user, operation, failed, body, prev_hash, hash) \
-     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     table_name, pk, app_user, db_user, operation, failed, body, prev_hash, hash, row_key, \
+     app_user_key, db_user_key) \
+     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
      on conflict (id) do nothing";
 const INSERT_FTS: &str = "insert into events_fts (rowid, sql) values (?1, ?2)";
 const SELECT_HEAD: &str = "select seq, hash from chain_head where singleton = 1";
@@ -141,6 +142,9 @@ fn insert_all(
                         row.body.as_str(),
                         link.prev,
                         link.hash,
+                        row.row_key,
+                        row.app_user_key,
+                        row.db_user_key,
                     ])
                     .map_err(|e| {
                         StoreError::backend(location, format!("inserting event {seq}"), e)

@@ -16,6 +16,8 @@ use pgtrail_core::canonical::CanonicalBody;
 use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::Event;
 
+use super::keys;
+
 /// An event encoded for the `events` table, not yet linked into the chain.
 pub struct Prepared {
     pub id: [u8; 16],
@@ -28,6 +30,10 @@ pub struct Prepared {
     pub pk: Option<String>,
     pub app_user: Option<String>,
     pub db_user: Option<String>,
+    /// Index keys of the row and the users (see `keys`).
+    pub row_key: Option<i64>,
+    pub app_user_key: Option<i64>,
+    pub db_user_key: Option<i64>,
     /// Upper-cased, so filters compare case-insensitively on an index.
     pub operation: Option<String>,
     pub failed: bool,
@@ -88,13 +94,22 @@ impl ChainEnd {
 /// Encodes `event` (its own seal fields ignored), taking its strings.
 pub fn prepare(event: Event) -> Prepared {
     let body = CanonicalBody::of(&event);
+    let pk = event.pk.as_ref().map(canonical_pk);
     Prepared {
         id: *event.id.as_bytes(),
         captured_at: event.captured_at.timestamp_micros(),
         source: event.source.as_str(),
         kind: event.kind.as_str(),
         failed: event.failed(),
-        pk: event.pk.as_ref().map(canonical_pk),
+        // Events of a table without a key (DDL, TRUNCATE) still fall in the
+        // table's key range, for `--table` alone.
+        row_key: event
+            .table
+            .as_deref()
+            .map(|table| keys::row_key(table, pk.as_deref().unwrap_or(""))),
+        app_user_key: event.app_user.as_deref().map(keys::user_key),
+        db_user_key: event.db_user.as_deref().map(keys::user_key),
+        pk,
         operation: event.operation.map(|op| op.to_uppercase()),
         schema: event.schema,
         table: event.table,
@@ -126,6 +141,9 @@ mod tests {
         let prepared = prepare(e.clone());
         assert_eq!(prepared.operation.as_deref(), Some("UPDATE"));
         assert_eq!(prepared.pk, e.pk.as_ref().map(canonical_pk));
+        let pk_text = prepared.pk.as_deref().expect("a key");
+        assert_eq!(prepared.row_key, Some(keys::row_key("t", pk_text)));
+        assert_eq!(prepared.app_user_key, None);
         assert!(prepared.failed);
         assert_eq!(prepared.id, *e.id.as_bytes());
         assert_eq!(prepared.body.as_str().as_bytes(), canonical_json(&e));

@@ -9,15 +9,18 @@
 //!   A third connection copies the WAL back into the file on its own thread
 //!   (see `wal`), so appends do not pay for that.
 //! - **Compact rows**: ids and hashes are blobs, the event body is its
-//!   canonical JSON without the seal (see `schema` for the table layout).
+//!   canonical JSON without the seal (see `schema` for the table layout);
+//!   the row and user indexes hold integer keys (see `keys`).
 //! - **One pass per event**: the body and the hash input come from a single
-//!   serialization, done before the write lock is taken (see `encode`).
+//!   serialization (see `encode`); a large batch is encoded and hashed on a
+//!   second thread while the inserts run (see `append`).
 //! - **Refuse before writing**: a file that is not ours is identified and
 //!   refused before any pragma could change it (see `schema`).
 
 mod append;
 mod checkpoints;
 mod encode;
+mod keys;
 mod prune;
 mod query;
 mod schema;
@@ -152,6 +155,7 @@ impl Shared {
         let location = path.display().to_string();
         let mut writer = connect(&path, &location, &options)?;
         configure_writer(&writer, &location, &options)?;
+        keys::register(&writer, &location)?;
         schema::migrate(&mut writer, &location)?;
         let wal = wal::WalCheckpointer::start(connect(&path, &location, &options)?, &path)?;
         Ok(Shared {

@@ -1,7 +1,8 @@
 //! Reading events back: filters, one row's events, the chain in order.
 //!
 //! Filters become a `where` clause over the indexed columns, every value a
-//! bound parameter. A search string is split into words by
+//! bound parameter; rows and users are found by their integer keys (see
+//! `keys`) and then compared by name. A search string is split into words by
 //! `pgtrail_core::filter::search_words` and each word is quoted as an FTS5
 //! string, so nothing a user types is ever FTS syntax. Events are rebuilt
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
@@ -11,6 +12,7 @@ use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
+use super::keys;
 use crate::{Result, StoreError};
 
 const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
@@ -20,11 +22,26 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
         c.table(table);
+        match &filter.pk {
+            Some(pk) => {
+                let key = c.param(Value::Integer(keys::row_key(&table.table, &pk.canonical())));
+                c.require(format!("row_key = {key}"));
+            }
+            None => {
+                let (first, last) = keys::table_key_range(&table.table);
+                let first = c.param(Value::Integer(first));
+                let last = c.param(Value::Integer(last));
+                c.require(format!("row_key between {first} and {last}"));
+            }
+        }
     }
     if let Some(pk) = &filter.pk {
         c.equals("pk", pk.canonical());
     }
     if let Some(user) = &filter.user {
+        // The keys find the candidates; the names decide (keys can collide).
+        let key = c.param(Value::Integer(keys::user_key(user)));
+        c.require(format!("(app_user_key = {key} or db_user_key = {key})"));
         let p = c.param(Value::Text(user.clone()));
         c.require(format!("(app_user = {p} or db_user = {p})"));
     }
@@ -79,13 +96,15 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 /// The events of one row plus the TRUNCATEs of its table, oldest first.
 /// Written as two indexed lookups (`events_row`, `events_truncates`) whose
 /// `seq`s are united: as one `where … or …` SQLite scans the whole table's
-/// events instead.
+/// events instead. The row key finds the candidates, the names decide.
 pub fn row_events(conn: &Connection, row: &RowRef, location: &str) -> Result<Vec<Event>> {
     let mut c = Conditions::default();
+    let pk_text = row.pk.canonical();
+    let key = c.param(Value::Integer(keys::row_key(&row.table.table, &pk_text)));
     let table = c.param(Value::Text(row.table.table.clone()));
-    let pk = c.param(Value::Text(row.pk.canonical()));
+    let pk = c.param(Value::Text(pk_text));
     c.require(format!(
-        "seq in (select seq from events where table_name = {table} and pk = {pk} \
+        "seq in (select seq from events where row_key = {key} and table_name = {table} and pk = {pk} \
          union all select seq from events where table_name = {table} and operation = 'TRUNCATE')"
     ));
     if let Some(schema) = &row.table.schema {

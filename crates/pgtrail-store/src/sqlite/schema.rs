@@ -25,6 +25,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("index of truncates by table", V2),
     ("a readable view for sqlite3 users", V3),
     ("user indexes ordered by time", V4),
+    ("integer keys for the row and user indexes", V5),
 ];
 
 /// The newest schema version this build understands.
@@ -120,6 +121,28 @@ drop index events_app_user;
 drop index events_db_user;
 create index events_app_user on events (app_user, captured_at);
 create index events_db_user on events (db_user, captured_at);
+";
+
+/// Version 5. The row and user indexes hold integer keys instead of text
+/// (see `keys`): appends write about a quarter fewer bytes. The keys of the
+/// events already stored are computed by functions the writer registers;
+/// on a large store this rewrites every row once. An event of a table
+/// without a key has the key of the empty key, so it is in its table's
+/// range. Partial: events without a table or a user take no room there.
+const V5: &str = "
+alter table events add column row_key integer;
+alter table events add column app_user_key integer;
+alter table events add column db_user_key integer;
+update events set
+    row_key = pgtrail_row_key(table_name, coalesce(pk, '')),
+    app_user_key = pgtrail_user_key(app_user),
+    db_user_key = pgtrail_user_key(db_user);
+drop index events_row;
+drop index events_app_user;
+drop index events_db_user;
+create index events_row on events (row_key) where row_key is not null;
+create index events_app_user on events (app_user_key, captured_at) where app_user_key is not null;
+create index events_db_user on events (db_user_key, captured_at) where db_user_key is not null;
 ";
 
 /// What [`identify`] found at the path.
