@@ -11,8 +11,21 @@
 //! time and whose other bits hash (stream, commit LSN, tx_seq). Replaying a
 //! transaction after a crash therefore yields the same ids, and the store
 //! skips them.
+//!
+//! Memory: every held item is counted at a rough size (its strings and JSON
+//! values plus per-entry overhead). With a spill directory
+//! ([`Assembler::with_spill`]), once the items held for all open
+//! transactions pass the budget, the largest open transaction's items move
+//! to its spill file ([`spill`]); more of its items may follow in memory and
+//! be spilled again later. A committed transaction is handed out as a
+//! [`CommittedTx`] that yields its events in chunks — spilled ones first,
+//! then those still in memory — so the caller can store a huge transaction
+//! in several batches without ever holding all of it. That is safe because
+//! ids depend only on the commit: a crash between two batches replays the
+//! transaction and the store skips the part it already has.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::event::JsonObject;
@@ -27,8 +40,12 @@ use crate::context::{Actor, DdlMessage, CONTEXT_PREFIX, DDL_PREFIX};
 use crate::pgoutput::{ColumnValue, OldKind, PgOutput, Relation, Tuple, Xid};
 use crate::value::{to_json, TypeRegistry};
 
+mod spill;
 #[cfg(test)]
 mod tests;
+
+pub use spill::{SpillDir, SpillError};
+use spill::{SpillFile, SpillReader};
 
 /// Why a message could not be assembled. Each means the stream and pgtrail
 /// disagree; the consumer stops rather than store a wrong trail.
@@ -59,10 +76,15 @@ pub enum AssembleError {
         /// The transaction concerned.
         xid: Option<Xid>,
     },
+    /// A large transaction could not be spilled to disk or read back.
+    #[error("spilling a large transaction to disk failed; nothing past the stored changes is confirmed\n  hint: free space in the spill directory, or point [capture] spill_dir (--spill-dir) at a larger disk")]
+    Spill(#[from] SpillError),
 }
 
-/// A transaction whose events are complete and ready to store.
-#[derive(Debug, Clone, PartialEq)]
+/// A committed transaction whose events are ready to store, taken in
+/// chunks with [`CommittedTx::take_events`] (all at once with
+/// [`CommittedTx::into_events`] when it is known to be small).
+#[derive(Debug)]
 pub struct CommittedTx {
     /// Transaction id.
     pub xid: Xid,
@@ -72,25 +94,138 @@ pub struct CommittedTx {
     pub end_lsn: Lsn,
     /// Commit time.
     pub committed_at: DateTime<Utc>,
-    /// The events, in transaction order.
-    pub events: Vec<Event>,
+    /// Items read back from disk, first.
+    spilled: Option<SpillReader>,
+    /// Subtransactions aborted after some of their items were spilled.
+    aborted: Vec<Xid>,
+    /// Items still in memory, after the spilled ones.
+    held: std::vec::IntoIter<Held>,
+    stamp: Stamp,
 }
 
+/// What the events of a committed transaction get, in order.
+#[derive(Debug)]
+struct Stamp {
+    stream_id: Arc<str>,
+    lsn_text: String,
+    /// The actor of the changes that follow.
+    actor: Option<Actor>,
+    next_tx_seq: i64,
+}
+
+#[derive(Debug)]
 enum Item {
     Actor(Actor),
     Event(Box<Event>),
 }
 
+/// An item held in memory: the (sub)transaction that made it and its rough size.
+#[derive(Debug)]
+struct Held {
+    xid: Xid,
+    item: Item,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct OpenTx {
-    /// Items with the (sub)transaction that made them.
-    items: Vec<(Xid, Item)>,
+    /// Items in memory, in order, after those in `spilled`.
+    items: Vec<Held>,
+    /// Rough bytes of `items`.
+    bytes: usize,
+    /// The earlier items, on disk.
+    spilled: Option<SpillFile>,
+    /// Subtransactions aborted after some of their items were spilled.
+    aborted: Vec<Xid>,
+}
+
+impl CommittedTx {
+    /// Appends the next events, in transaction order, to `out`: at most
+    /// `max_events`, and no more once they reach about `max_bytes`. Returns
+    /// their rough size in bytes. Nothing is appended once all were taken.
+    pub fn take_events(
+        &mut self,
+        out: &mut Vec<Event>,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<usize, AssembleError> {
+        let mut taken = 0;
+        let mut bytes = 0;
+        while taken < max_events && bytes < max_bytes {
+            let next = match self.spilled.as_mut() {
+                Some(reader) if reader.remaining() > 0 => match reader.next_item()? {
+                    Some((xid, _, _)) if self.aborted.contains(&xid) => continue,
+                    Some((_, item, size)) => Some((item, size)),
+                    None => None,
+                },
+                _ => self.held.next().map(|held| (held.item, held.bytes)),
+            };
+            let Some((item, size)) = next else { break };
+            if let Some(event) = self.stamp(item) {
+                out.push(event);
+                taken += 1;
+                bytes += size;
+            }
+        }
+        if self.spilled.as_ref().is_some_and(|r| r.remaining() == 0) {
+            // Removes the file as soon as it is read.
+            self.spilled = None;
+        }
+        Ok(bytes)
+    }
+
+    /// Every event, in transaction order.
+    pub fn into_events(mut self) -> Result<Vec<Event>, AssembleError> {
+        let mut events = Vec::with_capacity(self.held.len());
+        self.take_events(&mut events, usize::MAX, usize::MAX)?;
+        Ok(events)
+    }
+
+    /// Whether every event has been taken.
+    pub fn is_done(&self) -> bool {
+        self.spilled.as_ref().is_none_or(|r| r.remaining() == 0) && self.held.len() == 0
+    }
+
+    /// Whether part of the transaction was read back from disk.
+    pub fn was_spilled(&self) -> bool {
+        self.spilled.is_some()
+    }
+
+    /// Turns an item into the next event (or takes the actor it carries).
+    fn stamp(&mut self, item: Item) -> Option<Event> {
+        let mut event = match item {
+            Item::Actor(actor) => {
+                self.stamp.actor = Some(actor);
+                return None;
+            }
+            Item::Event(event) => *event,
+        };
+        let tx_seq = self.stamp.next_tx_seq;
+        self.stamp.next_tx_seq += 1;
+        // A DDL event carries its own actor; a row change takes the current one.
+        if event.kind == Kind::RowChange {
+            if let Some(actor) = &self.stamp.actor {
+                actor.apply_to(&mut event);
+            }
+        }
+        event.id = event_id(
+            &self.stamp.stream_id,
+            self.commit_lsn,
+            tx_seq,
+            self.committed_at,
+        );
+        event.xid = Some(i64::from(self.xid));
+        event.lsn = Some(self.stamp.lsn_text.clone());
+        event.committed_at = Some(self.committed_at);
+        event.tx_seq = Some(tx_seq);
+        Some(event)
+    }
 }
 
 /// Builds events from the message stream of one replication connection.
 pub struct Assembler {
     /// Seed of event ids: identifies the database stream (system id + database).
-    stream_id: String,
+    stream_id: Arc<str>,
     types: TypeRegistry,
     relations: HashMap<u32, Relation>,
     primary_keys: HashMap<u32, Option<Vec<String>>>,
@@ -100,6 +235,12 @@ pub struct Assembler {
     streaming: Option<Xid>,
     /// What every event starts from (source and database set).
     template: Event,
+    /// Rough bytes of the items held in memory for all open transactions.
+    held_bytes: usize,
+    /// Past this many held bytes, the largest open transaction is spilled.
+    memory_limit: usize,
+    /// Where to spill; `None` holds everything in memory.
+    spill: Option<SpillDir>,
 }
 
 impl Assembler {
@@ -107,7 +248,7 @@ impl Assembler {
     /// database (e.g. the system identifier and the database name).
     pub fn new(stream_id: &str, database: &str, types: TypeRegistry) -> Self {
         Assembler {
-            stream_id: stream_id.to_string(),
+            stream_id: Arc::from(stream_id),
             types,
             relations: HashMap::new(),
             primary_keys: HashMap::new(),
@@ -119,7 +260,23 @@ impl Assembler {
                 template.database = Some(database.to_string());
                 template
             },
+            held_bytes: 0,
+            memory_limit: usize::MAX,
+            spill: None,
         }
+    }
+
+    /// Spills to `dir` whenever the items held for open transactions pass
+    /// `memory_limit` bytes (counted roughly).
+    pub fn with_spill(mut self, dir: SpillDir, memory_limit: usize) -> Self {
+        self.spill = Some(dir);
+        self.memory_limit = memory_limit;
+        self
+    }
+
+    /// Rough bytes held in memory for open transactions.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// The type registry, to extend when new types appear.
@@ -165,7 +322,10 @@ impl Assembler {
                     what: "Commit without Begin",
                     xid: None,
                 })?;
-                return Ok(Some(self.finish(xid, tx, commit_lsn, end_lsn, commit_time)));
+                self.held_bytes -= tx.bytes;
+                return self
+                    .finish(xid, tx, commit_lsn, end_lsn, commit_time)
+                    .map(Some);
             }
             PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
             PgOutput::Relation { relation, .. } => {
@@ -178,9 +338,18 @@ impl Assembler {
             PgOutput::StreamStop => self.streaming = None,
             PgOutput::StreamAbort { xid, subxid } => {
                 if xid == subxid {
-                    self.streams.remove(&xid);
+                    // Dropping the transaction removes its spill file.
+                    if let Some(tx) = self.streams.remove(&xid) {
+                        self.held_bytes -= tx.bytes;
+                    }
                 } else if let Some(tx) = self.streams.get_mut(&xid) {
-                    tx.items.retain(|(item_xid, _)| *item_xid != subxid);
+                    tx.items.retain(|held| held.xid != subxid);
+                    let bytes: usize = tx.items.iter().map(|held| held.bytes).sum();
+                    self.held_bytes -= tx.bytes - bytes;
+                    tx.bytes = bytes;
+                    if tx.spilled.is_some() {
+                        tx.aborted.push(subxid);
+                    }
                 }
             }
             PgOutput::StreamCommit {
@@ -193,7 +362,10 @@ impl Assembler {
                     what: "Stream Commit of an unknown transaction",
                     xid: Some(xid),
                 })?;
-                return Ok(Some(self.finish(xid, tx, commit_lsn, end_lsn, commit_time)));
+                self.held_bytes -= tx.bytes;
+                return self
+                    .finish(xid, tx, commit_lsn, end_lsn, commit_time)
+                    .map(Some);
             }
             PgOutput::Message {
                 xid,
@@ -256,26 +428,75 @@ impl Assembler {
     }
 
     fn push(&mut self, xid: Option<Xid>, item: Item) -> Result<(), AssembleError> {
-        match (xid, self.streaming) {
-            (Some(sub), Some(top)) => {
-                self.streams.entry(top).or_default().items.push((sub, item));
-                Ok(())
-            }
+        let (tx, item_xid) = match (xid, self.streaming) {
+            (Some(sub), Some(top)) => (self.streams.entry(top).or_default(), sub),
             (None, None) => match &mut self.current {
-                Some((top, tx)) => {
-                    tx.items.push((*top, item));
-                    Ok(())
+                Some((top, tx)) => (tx, *top),
+                None => {
+                    return Err(AssembleError::OutOfOrder {
+                        what: "change outside a transaction",
+                        xid: None,
+                    })
                 }
-                None => Err(AssembleError::OutOfOrder {
-                    what: "change outside a transaction",
-                    xid: None,
-                }),
             },
-            _ => Err(AssembleError::OutOfOrder {
-                what: "change with a streamed xid outside a stream",
-                xid,
-            }),
+            _ => {
+                return Err(AssembleError::OutOfOrder {
+                    what: "change with a streamed xid outside a stream",
+                    xid,
+                })
+            }
+        };
+        let bytes = item_bytes(&item);
+        tx.items.push(Held {
+            xid: item_xid,
+            item,
+            bytes,
+        });
+        tx.bytes += bytes;
+        self.held_bytes += bytes;
+        if self.held_bytes > self.memory_limit {
+            self.spill_largest()?;
         }
+        Ok(())
+    }
+
+    /// Moves the items of the largest open transactions to their spill files
+    /// until the held bytes are within the budget again.
+    fn spill_largest(&mut self) -> Result<(), AssembleError> {
+        let Some(dir) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        while self.held_bytes > self.memory_limit {
+            let largest = self
+                .current
+                .iter_mut()
+                .map(|(xid, tx)| (*xid, tx))
+                .chain(self.streams.iter_mut().map(|(xid, tx)| (*xid, tx)))
+                .max_by_key(|(_, tx)| tx.bytes);
+            let Some((xid, tx)) = largest.filter(|(_, tx)| tx.bytes > 0) else {
+                break;
+            };
+            let file = match &mut tx.spilled {
+                Some(file) => file,
+                None => {
+                    let file = dir.create(xid)?;
+                    tracing::info!(xid, held_bytes = self.held_bytes, memory_limit = self.memory_limit, file = %dir.path().display(), "Spilling a large transaction to disk");
+                    tx.spilled.insert(file)
+                }
+            };
+            for held in tx.items.drain(..) {
+                file.write(held.xid, &held.item)?;
+            }
+            tracing::debug!(
+                xid,
+                records = file.records(),
+                bytes = file.bytes(),
+                "Spilled"
+            );
+            self.held_bytes -= tx.bytes;
+            tx.bytes = 0;
+        }
+        Ok(())
     }
 
     fn finish(
@@ -285,40 +506,28 @@ impl Assembler {
         commit_lsn: Lsn,
         end_lsn: Lsn,
         commit_time: i64,
-    ) -> CommittedTx {
+    ) -> Result<CommittedTx, AssembleError> {
         let committed_at =
             DateTime::from_timestamp_micros(from_pg_epoch(commit_time)).unwrap_or_default();
-        let lsn_text = commit_lsn.to_string();
-        let mut actor: Option<Actor> = None;
-        let mut events = Vec::new();
-        for (_, item) in tx.items {
-            match item {
-                Item::Actor(a) => actor = Some(a),
-                Item::Event(event) => {
-                    let mut event = *event;
-                    let tx_seq = i64::try_from(events.len()).expect("fewer than 2^63 events");
-                    // A DDL event carries its own actor; a row change takes the current one.
-                    if event.kind == Kind::RowChange {
-                        if let Some(actor) = &actor {
-                            actor.apply_to(&mut event);
-                        }
-                    }
-                    event.id = event_id(&self.stream_id, commit_lsn, tx_seq, committed_at);
-                    event.xid = Some(i64::from(xid));
-                    event.lsn = Some(lsn_text.clone());
-                    event.committed_at = Some(committed_at);
-                    event.tx_seq = Some(tx_seq);
-                    events.push(event);
-                }
-            }
-        }
-        CommittedTx {
+        let spilled = match tx.spilled {
+            Some(file) => Some(file.into_reader()?),
+            None => None,
+        };
+        Ok(CommittedTx {
             xid,
             commit_lsn,
             end_lsn,
             committed_at,
-            events,
-        }
+            spilled,
+            aborted: tx.aborted,
+            held: tx.items.into_iter(),
+            stamp: Stamp {
+                stream_id: self.stream_id.clone(),
+                lsn_text: commit_lsn.to_string(),
+                actor: None,
+                next_tx_seq: 0,
+            },
+        })
     }
 
     fn blank(&self, kind: Kind) -> Event {
@@ -471,6 +680,60 @@ impl Assembler {
 struct Image {
     values: JsonObject,
     unchanged: Vec<String>,
+}
+
+/// Rough heap bytes of a held item: what the memory budget counts.
+fn item_bytes(item: &Item) -> usize {
+    match item {
+        Item::Actor(_) => std::mem::size_of::<Actor>() + 128,
+        Item::Event(event) => approx_event_bytes(event),
+    }
+}
+
+/// Rough heap bytes of an event: the struct, its texts and its JSON values
+/// with a per-entry overhead. Cheap to compute, within a small factor of
+/// the truth, which is all a memory budget needs.
+pub fn approx_event_bytes(event: &Event) -> usize {
+    let texts = [
+        &event.schema,
+        &event.table,
+        &event.operation,
+        &event.sql,
+        &event.command_tag,
+        &event.app_user,
+        &event.db_user,
+    ]
+    .iter()
+    .map(|text| text.as_ref().map_or(0, String::len))
+    .sum::<usize>();
+    let lists = [&event.changed, &event.partial, &event.objects]
+        .iter()
+        .flat_map(|list| list.iter())
+        .map(|name| 24 + name.len())
+        .sum::<usize>();
+    let objects = [&event.pk, &event.old, &event.new, &event.context]
+        .iter()
+        .map(|object| object.as_ref().map_or(0, object_bytes))
+        .sum::<usize>();
+    std::mem::size_of::<Event>() + texts + lists + objects
+}
+
+fn object_bytes(object: &JsonObject) -> usize {
+    object
+        .iter()
+        .map(|(key, value)| 64 + key.len() + value_bytes(value))
+        .sum()
+}
+
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        // Digits kept as text (arbitrary precision).
+        Value::Number(_) => 24,
+        Value::Array(items) => items.iter().map(|v| 32 + value_bytes(v)).sum(),
+        Value::Object(object) => object_bytes(object),
+        Value::Null | Value::Bool(_) => 0,
+    }
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

@@ -10,8 +10,18 @@
 //! The reader confirms (flush position) only what the writer published. A
 //! crash anywhere therefore replays from the last confirmed transaction, and
 //! the deterministic event ids let the store skip what it already has.
+//!
+//! Memory stays near [`CaptureOptions::memory_limit`] end to end: the
+//! assembler spills the largest open transaction to disk past it (see
+//! [`crate::assemble`]), and a committed transaction is handed to the writer
+//! in batches bounded by events and by bytes, through a channel of a few
+//! batches. A transaction split over several batches is confirmed only with
+//! its last one (a batch's end LSN is that of the last transaction it
+//! completes); after a crash between two of them the transaction replays and
+//! the store skips the events it already has.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +34,7 @@ use pgtrail_wire::Lsn;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::assemble::Assembler;
+use crate::assemble::{Assembler, CommittedTx, SpillDir};
 use crate::connection::{ConnectOptions, ReplicationConnection};
 use crate::pgoutput::{Decoder, PgOutput};
 use crate::setup::{self, TableSelection};
@@ -52,6 +62,12 @@ pub struct CaptureOptions {
     pub lag_warn_bytes: u64,
     /// First pause before retrying a failed store append or a lost connection.
     pub retry_pause: Duration,
+    /// Bytes (counted roughly) of changes held in memory for open
+    /// transactions before the largest is spilled to disk; batches to the
+    /// store are kept to a sixteenth of it.
+    pub memory_limit: usize,
+    /// Where spill files go; the consumer uses a subdirectory per system and slot.
+    pub spill_dir: PathBuf,
 }
 
 impl CaptureOptions {
@@ -67,8 +83,24 @@ impl CaptureOptions {
             lag_report_interval: Duration::from_secs(30),
             lag_warn_bytes: 256 * 1024 * 1024,
             retry_pause: Duration::from_millis(500),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            spill_dir: default_spill_dir(),
         }
     }
+
+    /// Bytes (roughly) after which a batch is handed to the writer even if
+    /// it holds fewer than `batch_events`.
+    fn batch_bytes(&self) -> usize {
+        (self.memory_limit / 16).max(64 * 1024)
+    }
+}
+
+/// Default of [`CaptureOptions::memory_limit`]: 256 MiB.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Default of [`CaptureOptions::spill_dir`]: `pgtrail-spill` in the system's temporary directory.
+pub fn default_spill_dir() -> PathBuf {
+    std::env::temp_dir().join("pgtrail-spill")
 }
 
 /// What the writer has made durable.
@@ -140,8 +172,10 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 struct Batch {
     events: Vec<Event>,
+    /// End of the last transaction the batch completes (earlier when it
+    /// holds only the first part of a large one).
     end_lsn: Lsn,
-    last_commit: DateTime<Utc>,
+    last_commit: Option<DateTime<Utc>>,
 }
 
 async fn session(
@@ -182,6 +216,13 @@ async fn session(
         return Err(error);
     }
     tracing::info!(slot = %options.slot, publication = %options.publication, from = %start, proto = facts.proto_version(), "Streaming changes");
+    // Opened only now that the slot is ours: opening removes leftover files.
+    let spill_dir = SpillDir::open(
+        options
+            .spill_dir
+            .join(format!("{}-{}", system.system_id, options.slot)),
+    )
+    .map_err(crate::assemble::AssembleError::from)?;
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
     let writer = spawn_writer(
@@ -194,10 +235,14 @@ async fn session(
     let mut reader = Reader {
         options,
         catalog,
-        assembler: Assembler::new(&stream_id, &system.dbname, types),
+        assembler: Assembler::new(&stream_id, &system.dbname, types)
+            .with_spill(spill_dir, options.memory_limit),
         decoder: Decoder::new(),
         tried_types: HashSet::new(),
         pending: Vec::new(),
+        pending_bytes: 0,
+        batch_bytes: options.batch_bytes(),
+        emitting: false,
         pending_end: Lsn(0),
         pending_commit: None,
         pending_since: None,
@@ -237,6 +282,11 @@ struct Reader<'a> {
     decoder: Decoder,
     tried_types: HashSet<u32>,
     pending: Vec<Event>,
+    /// Rough bytes of `pending`.
+    pending_bytes: usize,
+    batch_bytes: usize,
+    /// A committed transaction is being handed over in several batches.
+    emitting: bool,
     pending_end: Lsn,
     pending_commit: Option<DateTime<Utc>>,
     pending_since: Option<Instant>,
@@ -265,14 +315,14 @@ impl Reader<'_> {
         loop {
             tokio::select! {
                 message = conn.next_message() => {
-                    self.handle(conn, message?).await?;
+                    self.handle(conn, message?, batches).await?;
                     // Then everything that arrived with it, without going through select.
                     loop {
-                        if self.pending.len() >= self.options.batch_events {
+                        if self.batch_full() {
                             self.send_batch(conn, batches).await?;
                         }
                         match conn.next_buffered()? {
-                            Some(message) => self.handle(conn, message).await?,
+                            Some(message) => self.handle(conn, message, batches).await?,
                             None => break,
                         }
                     }
@@ -300,6 +350,7 @@ impl Reader<'_> {
         &mut self,
         conn: &mut ReplicationConnection,
         message: ReplicationMessage,
+        batches: &mpsc::Sender<Batch>,
     ) -> Result<(), CdcError> {
         match message {
             ReplicationMessage::XLogData {
@@ -314,16 +365,7 @@ impl Reader<'_> {
                 self.prepare(&message).await?;
                 if let Some(tx) = self.assembler.apply(message)? {
                     self.received = self.received.max(tx.end_lsn);
-                    // A transaction without events (PostgreSQL 14 sends empty ones)
-                    // needs no batch: the idle keepalive position covers it.
-                    if !tx.events.is_empty() {
-                        if self.pending.is_empty() {
-                            self.pending_since = Some(Instant::now());
-                        }
-                        self.pending.extend(tx.events);
-                        self.pending_end = tx.end_lsn;
-                        self.pending_commit = Some(tx.committed_at);
-                    }
+                    self.emit(conn, batches, tx).await?;
                 }
             }
             ReplicationMessage::PrimaryKeepalive {
@@ -342,6 +384,50 @@ impl Reader<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Moves a committed transaction's events into pending batches, handing
+    /// full ones to the writer as it goes, so a huge transaction never sits
+    /// in memory whole. Only the batch holding its last event carries its
+    /// end LSN. A transaction without events (PostgreSQL 14 sends empty
+    /// ones) needs no batch: the idle keepalive position covers it.
+    async fn emit(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        batches: &mpsc::Sender<Batch>,
+        mut tx: CommittedTx,
+    ) -> Result<(), CdcError> {
+        let mut emitted = false;
+        self.emitting = true;
+        loop {
+            let was_empty = self.pending.is_empty();
+            let before = self.pending.len();
+            let room_events = self.options.batch_events.saturating_sub(before).max(1);
+            let room_bytes = self.batch_bytes.saturating_sub(self.pending_bytes).max(1);
+            self.pending_bytes += tx.take_events(&mut self.pending, room_events, room_bytes)?;
+            if self.pending.len() > before {
+                emitted = true;
+                if was_empty {
+                    self.pending_since = Some(Instant::now());
+                }
+            }
+            if tx.is_done() {
+                break;
+            }
+            // Full, with more of the transaction to come: this batch confirms
+            // only the transactions it completes.
+            self.send_batch(conn, batches).await?;
+        }
+        if emitted {
+            self.pending_end = tx.end_lsn;
+            self.pending_commit = Some(tx.committed_at);
+        }
+        self.emitting = false;
+        Ok(())
+    }
+
+    fn batch_full(&self) -> bool {
+        self.pending.len() >= self.options.batch_events || self.pending_bytes >= self.batch_bytes
     }
 
     /// Looks up what a Relation message needs from the catalog: the primary
@@ -385,8 +471,9 @@ impl Reader<'_> {
         let batch = Batch {
             events: std::mem::take(&mut self.pending),
             end_lsn: self.pending_end,
-            last_commit: self.pending_commit.take().unwrap_or_else(Utc::now),
+            last_commit: self.pending_commit.take(),
         };
+        self.pending_bytes = 0;
         self.pending_since = None;
         self.sent_lsn = batch.end_lsn;
         loop {
@@ -411,6 +498,7 @@ impl Reader<'_> {
         let progress = *self.progress.borrow();
         let all_stored = progress.stored_lsn >= self.sent_lsn
             && self.pending.is_empty()
+            && !self.emitting
             && !self.assembler.in_transaction();
         let flush = if all_stored {
             progress.stored_lsn.max(self.idle_lsn)
@@ -470,7 +558,9 @@ fn spawn_writer(
             }
             progress.send_modify(|p| {
                 p.stored_lsn = p.stored_lsn.max(batch.end_lsn);
-                p.stored_commit = Some(batch.last_commit);
+                if batch.last_commit.is_some() {
+                    p.stored_commit = batch.last_commit;
+                }
                 p.events += count;
             });
         }

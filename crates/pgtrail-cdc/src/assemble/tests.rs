@@ -58,10 +58,22 @@ fn message(xid: Option<Xid>, prefix: &str, content: &str) -> PgOutput {
     }
 }
 
-fn run(assembler: &mut Assembler, messages: Vec<PgOutput>) -> Vec<CommittedTx> {
+/// A committed transaction with all its events taken.
+struct Done {
+    xid: Xid,
+    end_lsn: Lsn,
+    events: Vec<Event>,
+}
+
+fn run(assembler: &mut Assembler, messages: Vec<PgOutput>) -> Vec<Done> {
     messages
         .into_iter()
         .filter_map(|m| assembler.apply(m).expect("assembles"))
+        .map(|tx| Done {
+            xid: tx.xid,
+            end_lsn: tx.end_lsn,
+            events: tx.into_events().expect("events"),
+        })
         .collect()
 }
 
@@ -157,7 +169,7 @@ fn a_transaction_becomes_ordered_events_with_actor_and_keys() {
 fn ids_are_deterministic_across_replays_and_distinct_within() {
     let first = run(&mut assembler(), basic_transaction());
     let second = run(&mut assembler(), basic_transaction());
-    let ids = |txs: &[CommittedTx]| txs[0].events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let ids = |txs: &[Done]| txs[0].events.iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(ids(&first), ids(&second));
     let mut unique = ids(&first);
     unique.dedup();
@@ -390,4 +402,204 @@ fn protocol_violations_are_errors() {
         }),
         Err(AssembleError::ColumnCount { .. })
     ));
+}
+
+fn spilling(dir: &std::path::Path, memory_limit: usize) -> Assembler {
+    assembler().with_spill(SpillDir::open(dir).expect("spill dir"), memory_limit)
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).expect("lists").count()
+}
+
+/// A transaction of `rows` inserts with a changing actor, wide enough to spill.
+fn large_transaction(rows: usize) -> Vec<PgOutput> {
+    let mut messages = vec![
+        begin(7),
+        relation(
+            vec![
+                col("id", 23, true),
+                col("amount", 1700, false),
+                col("note", 25, false),
+            ],
+            b'd',
+        ),
+    ];
+    for i in 0..rows {
+        if i % 10 == 0 {
+            messages.push(message(
+                None,
+                CONTEXT_PREFIX,
+                &format!(r#"{{"app_user":"user-{i}"}}"#),
+            ));
+        }
+        let note = if i % 3 == 0 {
+            ColumnValue::Null
+        } else {
+            t(&"x".repeat(100 + i))
+        };
+        messages.push(PgOutput::Insert {
+            xid: None,
+            relation: 100,
+            new: vec![
+                t(&i.to_string()),
+                t("12345678901234567890.0000000001"),
+                note,
+            ],
+        });
+    }
+    messages.push(commit());
+    messages
+}
+
+/// Events without `captured_at`, which is the decoding time.
+fn comparable(mut events: Vec<Event>) -> Vec<Event> {
+    for e in &mut events {
+        e.captured_at = chrono::DateTime::UNIX_EPOCH;
+    }
+    events
+}
+
+#[test]
+fn a_spilled_transaction_yields_what_memory_would_in_chunks() {
+    let expected = comparable(
+        run(&mut assembler(), large_transaction(300))
+            .remove(0)
+            .events,
+    );
+    assert_eq!(expected.len(), 300);
+
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut a = spilling(temp.path(), 8 * 1024);
+    let mut committed = None;
+    let mut peak = 0;
+    for m in large_transaction(300) {
+        if let Some(tx) = a.apply(m).expect("assembles") {
+            committed = Some(tx);
+        }
+        peak = peak.max(a.held_bytes());
+        assert!(a.held_bytes() <= 8 * 1024, "held {}", a.held_bytes());
+    }
+    assert!(peak > 0);
+    assert_eq!(a.held_bytes(), 0);
+    let mut tx = committed.expect("committed");
+    assert!(tx.was_spilled());
+    assert_eq!(files_in(temp.path()), 1, "spilled to one file");
+
+    // Taken in chunks of at most 7 events or about 2 kB.
+    let mut events = Vec::new();
+    let mut chunks = 0;
+    while !tx.is_done() {
+        let before = events.len();
+        tx.take_events(&mut events, 7, 2048).expect("reads back");
+        assert!((1..=7).contains(&(events.len() - before)));
+        chunks += 1;
+    }
+    assert!(chunks > 300 / 7);
+    assert_eq!(comparable(events), expected);
+    assert_eq!(files_in(temp.path()), 0, "read back: removed");
+}
+
+#[test]
+fn spilled_items_of_aborted_subtransactions_and_transactions_are_dropped() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    // Every item spills at once.
+    let mut a = spilling(temp.path(), 1);
+    let insert = |xid, id: &str| PgOutput::Insert {
+        xid: Some(xid),
+        relation: 100,
+        new: vec![t(id)],
+    };
+    let stream = |xid, messages: Vec<PgOutput>| {
+        let mut all = vec![PgOutput::StreamStart {
+            xid,
+            first_segment: false,
+        }];
+        all.extend(messages);
+        all.push(PgOutput::StreamStop);
+        all
+    };
+    let mut messages = stream(
+        50,
+        vec![
+            PgOutput::Relation {
+                xid: Some(50),
+                relation: Relation {
+                    oid: 100,
+                    schema: "public".into(),
+                    name: "accounts".into(),
+                    replica_identity: b'd',
+                    columns: vec![col("id", 23, true)],
+                },
+            },
+            message(Some(50), CONTEXT_PREFIX, r#"{"app_user":"bob"}"#),
+            insert(50, "1"),
+            message(Some(51), CONTEXT_PREFIX, r#"{"app_user":"mallory"}"#),
+            insert(51, "2"),
+            insert(52, "3"),
+        ],
+    );
+    messages.extend(stream(70, vec![insert(70, "7")]));
+    messages.push(PgOutput::StreamAbort {
+        xid: 50,
+        subxid: 51,
+    });
+    messages.extend(stream(50, vec![insert(50, "4")]));
+    assert_eq!(run(&mut a, messages).len(), 0);
+    assert_eq!(files_in(temp.path()), 2, "one file per open transaction");
+
+    // The whole of 70 aborts: its file goes.
+    run(
+        &mut a,
+        vec![PgOutput::StreamAbort {
+            xid: 70,
+            subxid: 70,
+        }],
+    );
+    assert_eq!(files_in(temp.path()), 1);
+
+    let txs = run(
+        &mut a,
+        vec![PgOutput::StreamCommit {
+            xid: 50,
+            commit_lsn: Lsn(0x900),
+            end_lsn: Lsn(0x930),
+            commit_time: 5,
+        }],
+    );
+    let keys: Vec<_> = txs[0]
+        .events
+        .iter()
+        .map(|e| e.pk.as_ref().expect("pk")["id"].clone())
+        .collect();
+    assert_eq!(keys, [json!("1"), json!("3"), json!("4")]);
+    // The aborted subtransaction's actor is gone with it.
+    assert!(txs[0]
+        .events
+        .iter()
+        .all(|e| e.app_user.as_deref() == Some("bob")));
+    assert_eq!(txs[0].events[2].tx_seq, Some(2));
+    assert_eq!(files_in(temp.path()), 0);
+    assert_eq!(a.held_bytes(), 0);
+    assert!(!a.in_transaction());
+}
+
+#[test]
+fn a_spill_directory_gone_is_an_error_not_a_dropped_change() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().join("spill");
+    let mut a = spilling(&path, 1);
+    std::fs::remove_dir(&path).expect("removes");
+    a.apply(begin(1)).expect("begin");
+    a.apply(relation(vec![col("id", 23, true)], b'd'))
+        .expect("relation");
+    let error = a
+        .apply(PgOutput::Insert {
+            xid: None,
+            relation: 100,
+            new: vec![t("1")],
+        })
+        .expect_err("cannot spill");
+    assert!(matches!(error, AssembleError::Spill(_)), "{error:?}");
+    assert!(error.to_string().contains("spill_dir"), "{error}");
 }
