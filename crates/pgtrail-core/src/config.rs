@@ -142,6 +142,12 @@ pub struct CaptureConfig {
     pub batch_wait_ms: u64,
     /// Lag, in megabytes of WAL, past which a warning fires (log and status).
     pub lag_warn_mb: u64,
+    /// Megabytes (counted roughly) of changes held in memory for open
+    /// transactions; past it the largest is spilled to `spill_dir`.
+    pub memory_limit_mb: u64,
+    /// Directory for spill files (created 0700; a subdirectory per slot);
+    /// unset: `pgtrail-spill` in the system's temporary directory.
+    pub spill_dir: Option<String>,
 }
 
 impl Default for CaptureConfig {
@@ -153,6 +159,8 @@ impl Default for CaptureConfig {
             batch_events: 5000,
             batch_wait_ms: 100,
             lag_warn_mb: 256,
+            memory_limit_mb: 256,
+            spill_dir: None,
         }
     }
 }
@@ -239,6 +247,12 @@ impl Config {
         if self.capture.batch_events == 0 {
             return Err(ConfigError::Invalid {
                 key: "capture.batch_events".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.capture.memory_limit_mb == 0 {
+            return Err(ConfigError::Invalid {
+                key: "capture.memory_limit_mb".into(),
                 reason: "must be at least 1".into(),
             });
         }

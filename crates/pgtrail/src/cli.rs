@@ -368,6 +368,15 @@ pub struct CaptureTuning {
     /// [default: `[capture] batch_wait_ms`, 100].
     #[arg(long, value_name = "MS")]
     pub batch_wait_ms: Option<u64>,
+    /// Hold at most about this many megabytes of open transactions' changes
+    /// in memory; the largest transaction past it is spilled to --spill-dir
+    /// [default: `[capture] memory_limit_mb`, 256].
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_limit_mb: Option<u64>,
+    /// Directory for spill files of large transactions (created 0700)
+    /// [default: `[capture] spill_dir`, pgtrail-spill in the temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// `pgtrail install`

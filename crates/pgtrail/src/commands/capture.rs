@@ -37,6 +37,19 @@ pub(crate) fn capture_options(tuning: &CaptureTuning, config: &CaptureConfig) ->
         .lag_warn_mb
         .unwrap_or(config.lag_warn_mb)
         .saturating_mul(1024 * 1024);
+    let memory_limit_mb = tuning
+        .memory_limit_mb
+        .unwrap_or(config.memory_limit_mb)
+        .max(1);
+    options.memory_limit =
+        usize::try_from(memory_limit_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    if let Some(dir) = tuning
+        .spill_dir
+        .clone()
+        .or_else(|| config.spill_dir.clone().map(Into::into))
+    {
+        options.spill_dir = dir;
+    }
     options
 }
 
