@@ -146,8 +146,9 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
             event.old = object(row.old, row.id, "old")?;
             event.new = object(row.new, row.id, "new")?;
             let images = (event.old.as_ref(), event.new.as_ref());
-            event.pk = key(row.id, row.keyless, &row.operation, row.pk, images)?;
-            if row.keyless {
+            let (pk, full_row) = key(row.id, row.keyless, &row.operation, row.pk, images)?;
+            event.pk = pk;
+            if row.keyless || full_row {
                 context.insert(FULL_ROW_IDENTITY_KEY.into(), Value::from("full_row"));
             }
             if row.operation == "UPDATE" {
@@ -173,18 +174,22 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
 /// - an object: the key itself (statement mode, row mode before migration
 ///   3, and row-mode keys whose text the image does not hold);
 /// - an array of column names: the key columns, read from the image (the
-///   new row, or the old one of a DELETE), values as text;
+///   new row, or the old one of a DELETE), values as text. Should one be
+///   missing (a key column renamed after tracking, before `pgtrail track`
+///   ran again), the whole row identifies the change, as for a table
+///   without a key, rather than stopping the sealer;
 /// - nothing, for a table without a key: the whole row (the old one of an
 ///   UPDATE or DELETE, the new one of an INSERT), values as text.
 ///
-/// Called before the UPDATE images are reduced to the changed columns.
+/// Returns the key and whether it is the whole row. Called before the
+/// UPDATE images are reduced to the changed columns.
 fn key(
     id: i64,
     keyless: bool,
     operation: &str,
     pk: Option<Value>,
     (old, new): (Option<&JsonObject>, Option<&JsonObject>),
-) -> Result<Option<JsonObject>, String> {
+) -> Result<(Option<JsonObject>, bool), String> {
     let as_text_object = |image: &JsonObject| -> JsonObject {
         image
             .iter()
@@ -192,31 +197,29 @@ fn key(
             .collect()
     };
     match pk {
-        Some(Value::Object(pk)) if keyless => Ok(Some(as_text_object(&pk))),
-        Some(Value::Object(pk)) => Ok(Some(pk)),
+        Some(Value::Object(pk)) if keyless => Ok((Some(as_text_object(&pk)), true)),
+        Some(Value::Object(pk)) => Ok((Some(pk), false)),
         Some(Value::Array(columns)) => {
             let image = if operation == "DELETE" { old } else { new };
             let image =
                 image.ok_or_else(|| format!("row {id}: key columns given without a row image"))?;
-            columns
-                .iter()
-                .map(|column| {
-                    let name = column
-                        .as_str()
-                        .ok_or_else(|| format!("row {id}: key column {column} is not a name"))?;
-                    let value = image.get(name).ok_or_else(|| {
-                        format!("row {id}: key column {name} is not in the row image")
-                    })?;
-                    Ok((name.to_string(), as_text(value.clone())))
-                })
-                .collect::<Result<JsonObject, String>>()
-                .map(Some)
+            let mut pk = JsonObject::new();
+            for column in &columns {
+                let name = column
+                    .as_str()
+                    .ok_or_else(|| format!("row {id}: key column {column} is not a name"))?;
+                match image.get(name) {
+                    Some(value) => pk.insert(name.to_string(), as_text(value.clone())),
+                    None => return Ok((Some(as_text_object(image)), true)),
+                };
+            }
+            Ok((Some(pk), false))
         }
         None | Some(Value::Null) if keyless => {
             let image = if operation == "INSERT" { new } else { old };
-            Ok(image.map(as_text_object))
+            Ok((image.map(as_text_object), true))
         }
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Value::Null) => Ok((None, false)),
         Some(other) => Err(format!(
             "row {id}: pk is neither an object nor key column names: {other}"
         )),
@@ -359,12 +362,19 @@ mod tests {
     }
 
     #[test]
-    fn a_key_column_missing_from_the_image_is_an_error_not_a_guess() {
+    fn a_key_column_missing_from_the_image_falls_back_to_the_whole_row_and_says_so() {
         let mut r = row("INSERT");
         r.pk = Some(json!(["id"]));
-        r.new = Some(json!({"other": 1}));
-        let err = to_event(r, &Uuid::nil(), "db").expect_err("no key");
-        assert!(err.contains("id"), "{err}");
+        r.new = Some(json!({"account_id": 1, "name": "x"}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(
+            e.pk,
+            json!({"account_id": "1", "name": "x"}).as_object().cloned()
+        );
+        assert_eq!(
+            e.context.expect("context")[FULL_ROW_IDENTITY_KEY],
+            "full_row"
+        );
     }
 
     #[test]

@@ -423,3 +423,39 @@ async fn keys_of_every_common_type_are_recorded_as_their_text() {
         }
     }
 }
+
+#[tokio::test]
+async fn renaming_a_key_column_keeps_writes_and_events_and_tracking_again_restores_the_key() {
+    let db = Db::installed("renamed_key").await;
+    db.sql("create table accounts (id int primary key, name text)")
+        .await;
+    let accounts = table("accounts");
+    pgtrail_triggers::track(&db.client, &accounts, &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "insert into accounts values (1, 'a');
+         alter table accounts rename column id to account_id;
+         insert into accounts values (2, 'b');",
+    )
+    .await;
+    pgtrail_triggers::track(&db.client, &accounts, &TrackOptions::default())
+        .await
+        .expect("track again");
+    db.sql("insert into accounts values (3, 'c')").await;
+    let events = db.row_events("accounts").await;
+    let keys: Vec<_> = events.iter().map(|e| e.pk.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            Some(obj(r#"{"id": "1"}"#)),
+            Some(obj(r#"{"account_id": "2", "name": "b"}"#)),
+            Some(obj(r#"{"account_id": "3"}"#)),
+        ]
+    );
+    assert_eq!(
+        events[1].context.as_ref().expect("context")["pgtrail_identity"],
+        json!("full_row"),
+        "the event says its key is the whole row"
+    );
+}
