@@ -64,7 +64,7 @@ pub struct CaptureOptions {
     pub retry_pause: Duration,
     /// Bytes (counted roughly) of changes held in memory for open
     /// transactions before the largest is spilled to disk; batches to the
-    /// store are kept to a sixteenth of it.
+    /// store are kept to a sixteenth of it (at least 4 MiB).
     pub memory_limit: usize,
     /// Where spill files go; the consumer uses a subdirectory per system and slot.
     pub spill_dir: PathBuf,
@@ -89,9 +89,12 @@ impl CaptureOptions {
     }
 
     /// Bytes (roughly) after which a batch is handed to the writer even if
-    /// it holds fewer than `batch_events`.
+    /// it holds fewer than `batch_events`. About seven batches can be in
+    /// flight (pending, the channel's four, the writer's and its retry
+    /// copy), so that adds under half the budget — but at least a few MB,
+    /// as every append costs an fsync.
     fn batch_bytes(&self) -> usize {
-        (self.memory_limit / 16).max(64 * 1024)
+        (self.memory_limit / 16).max(4 * 1024 * 1024)
     }
 }
 
