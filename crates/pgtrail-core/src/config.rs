@@ -67,13 +67,43 @@ pub fn default_store_url() -> String {
 }
 
 /// `[signing]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigningConfig {
     /// Ed25519 private key file (from `pgtrail keygen`) used to sign checkpoints.
     pub private_key: Option<String>,
     /// Ed25519 public key file used by `verify` to check checkpoint signatures.
     pub public_key: Option<String>,
+    /// How often `pgtrail run` signs a checkpoint of each store it writes
+    /// to (when the head moved), e.g. `10m`; `status` warns past twice this.
+    pub checkpoint_every: String,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            private_key: None,
+            public_key: None,
+            checkpoint_every: "10m".into(),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// `checkpoint_every` as a duration (checked by [`Config::validate`]).
+    pub fn checkpoint_interval(&self) -> Result<std::time::Duration, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "signing.checkpoint_every".into(),
+            reason,
+        };
+        let every = crate::time::parse_duration(&self.checkpoint_every)
+            .map_err(|e| invalid(e.to_string()))?;
+        every
+            .to_std()
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| invalid("must be longer than zero".into()))
+    }
 }
 
 /// `[retention]`
@@ -188,6 +218,7 @@ impl Config {
                 reason: "expected sqlite:PATH or postgres://…".into(),
             });
         }
+        self.signing.checkpoint_interval()?;
         if let Some(keep) = &self.retention.keep {
             crate::time::parse_duration(keep).map_err(|e| ConfigError::Invalid {
                 key: "retention.keep".into(),
@@ -257,5 +288,27 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_every_is_a_positive_duration() {
+        let config = Config::default();
+        assert_eq!(
+            config.signing.checkpoint_interval().expect("default"),
+            std::time::Duration::from_secs(600)
+        );
+        for bad in ["0s", "10", "soon"] {
+            let text = format!("[signing]\ncheckpoint_every = \"{bad}\"\n");
+            let err = Config::from_toml(&text, "p.toml").expect_err(bad);
+            assert!(
+                err.to_string().contains("signing.checkpoint_every"),
+                "{err}"
+            );
+        }
     }
 }

@@ -512,7 +512,10 @@ The one long-running process. It runs each configured part side by side until in
   - sealing: the trigger inbox of --db / `[triggers] db` (when trigger capture is installed
     there), every --interval-ms, and once more before it exits;
   - logical replication: --capture-db / `[capture] db` into the store (--store / `[store] url`),
-    from a slot made by `pgtrail capture --setup`; the batch in hand is stored before it exits.
+    from a slot made by `pgtrail capture --setup`; the batch in hand is stored before it exits;
+  - checkpoints, with a private key (--private-key / `[signing] private_key`): the head of each
+    store written to is signed every `[signing] checkpoint_every` (10m) when it moved, and once
+    more after the other parts stopped.
 Each part retries what may pass (a database restarting, a store outage). If a part fails
 for good, the others stop cleanly and pgtrail exits with status 2, so that a supervisor
 (systemd Restart=on-failure) restarts it; it never keeps running with a part dead.
@@ -532,6 +535,11 @@ pub struct RunArgs {
     pub capture_db: Option<String>,
     #[command(flatten)]
     pub capture: CaptureTuning,
+    /// Private key that signs checkpoints of the stores this process writes to, every
+    /// `[signing] checkpoint_every` [default: `[signing] private_key`]. Without a key,
+    /// no checkpoint is signed.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
 }
 
 /// `pgtrail ddl`

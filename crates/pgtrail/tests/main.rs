@@ -10,7 +10,10 @@
 //! - `setup`: init, the configuration layers, help text.
 //! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
 //!   a part failing for good, a store outage; `pgtrail status` on slots.
+//! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
+//!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
+mod checkpoints;
 mod failures;
 mod integrity;
 mod queries;

@@ -10,6 +10,7 @@ mod as_of;
 mod blame;
 mod capture;
 mod checkpoint;
+mod checkpointer;
 mod ddl;
 mod demo;
 mod export;

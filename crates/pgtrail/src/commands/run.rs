@@ -16,6 +16,10 @@
 //! `watch` channel; the sealer seals once more, the consumer stores and
 //! confirms the batch in hand. A second Ctrl-C exits at once, which loses
 //! nothing either: the slot and the inbox keep whatever was not confirmed.
+//!
+//! With a private key, `checkpointer.rs` signs the head of each store the
+//! parts write to; it stops last, so its final checkpoint covers their final
+//! events.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::capture::{capture_options, capture_part, CapturePart};
+use super::checkpointer::{Checkpointer, Target};
 use super::seal::{seal_part, SealPart};
 use crate::cli::RunArgs;
 use crate::Context;
@@ -60,6 +65,17 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         ),
         alone: capture.is_none(),
     });
+    // Every store written to: the sealer's in its database, capture's at [store] url.
+    let targets = seal
+        .iter()
+        .map(|part| Target::Sealed(part.db.clone()))
+        .chain(
+            capture
+                .iter()
+                .map(|_| Target::Capture(ctx.config.store.url.clone())),
+        )
+        .collect();
+    let checkpointer = Checkpointer::start(args.private_key.as_deref(), targets, ctx)?;
 
     let (stop_tx, stop) = watch::channel(false);
     let mut parts = JoinSet::new();
@@ -113,6 +129,13 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                     failure.get_or_insert(error.context(format!("{name} failed")));
                 }
             }
+        }
+    }
+    // Signed after the parts stored what they had in hand, so it covers it.
+    if let Some(checkpointer) = checkpointer {
+        tokio::select! {
+            () = checkpointer.finish() => {}
+            _ = signals.recv() => anyhow::bail!("interrupted again: quit without the last checkpoint"),
         }
     }
     match failure {

@@ -6,11 +6,25 @@
 //! with the consumer's pid, the confirmed position and the lag in bytes and
 //! seconds, and a warning past `[capture] lag_warn_mb`. Either part may be
 //! absent; status still reports the other.
+//!
+//! Checkpoints: for each store the database's capture lands in (the
+//! `pgtrail` schema of this database when trigger capture is installed, and
+//! `[store] url` when it exists), the newest head checkpoint, its age and
+//! how many events are past it — those are the ones whose removal `verify`
+//! could not prove — with a warning when it is older than twice
+//! `[signing] checkpoint_every` while events arrived after it. A store that
+//! cannot be read is a warning, not a failure of `status`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use pgtrail_cdc::slot::{self, SlotStatus};
 use pgtrail_core::{Filter, Source};
+use pgtrail_store::open::redact_url;
+use pgtrail_store::postgres::PostgresStore;
+use pgtrail_store::{ChainHead, Checkpoint, CheckpointKind, Store};
 use pgtrail_triggers::Status;
 use serde::Serialize;
 
@@ -27,6 +41,37 @@ struct Report {
     triggers: Option<Status>,
     /// pgtrail's replication slots in this database.
     slots: Vec<SlotReport>,
+    /// How fresh the signed checkpoints of each store are.
+    checkpoints: Vec<CheckpointReport>,
+}
+
+/// The newest checkpoint of one store, and what came after it.
+#[derive(Debug, Serialize)]
+struct CheckpointReport {
+    /// Where the store is (URL without password).
+    store: String,
+    /// `triggers` (this database's `pgtrail` schema) or `store` (`[store] url`).
+    holds: &'static str,
+    /// The chain's newest `seq` (`None`: empty, or unreadable).
+    head_seq: Option<i64>,
+    /// The newest head checkpoint.
+    newest: Option<NewestCheckpoint>,
+    /// Events after the newest checkpoint (all of them when there is none).
+    events_since: i64,
+    /// `[signing] checkpoint_every`, in seconds.
+    checkpoint_every_seconds: u64,
+    /// Set when the checkpoints need attention (or the store could not be read).
+    warning: Option<String>,
+}
+
+/// One checkpoint as `status` shows it.
+#[derive(Debug, Serialize)]
+struct NewestCheckpoint {
+    seq: i64,
+    #[serde(with = "pgtrail_core::time::micros")]
+    created_at: DateTime<Utc>,
+    age_seconds: f64,
+    signed: bool,
 }
 
 /// One replication slot, as `status` and `capture --status` show it.
@@ -69,7 +114,12 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let lag_warn_bytes = ctx.config.capture.lag_warn_mb.saturating_mul(MIB);
     let slots = slot_reports(&client, &names, show_missing, lag_warn_bytes, ctx).await?;
-    let report = Report { triggers, slots };
+    let checkpoints = checkpoint_reports(&args.db, triggers.is_some(), ctx).await?;
+    let report = Report {
+        triggers,
+        slots,
+        checkpoints,
+    };
     ctx.output.document(&report, || text(&report))?;
     Ok(crate::exit::ok())
 }
@@ -223,6 +273,10 @@ fn text(report: &Report) -> String {
         out.push_str("logical replication:\n");
         out.push_str(&slots_text(&report.slots));
     }
+    if !report.checkpoints.is_empty() {
+        out.push_str("\ncheckpoints:\n");
+        out.push_str(&checkpoints_text(&report.checkpoints));
+    }
     out
 }
 
@@ -278,4 +332,229 @@ fn triggers_text(status: &Status) -> String {
         );
     }
     out
+}
+
+/// The checkpoint report of each store this database's capture lands in.
+async fn checkpoint_reports(
+    db: &str,
+    triggers_installed: bool,
+    ctx: &Context,
+) -> anyhow::Result<Vec<CheckpointReport>> {
+    let every = ctx.config.signing.checkpoint_interval()?;
+    let mut reports = Vec::new();
+    if triggers_installed {
+        let store = PostgresStore::connect(db)
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>);
+        reports.push(checkpoint_report(db, "triggers", store, every).await);
+    }
+    let url = &ctx.config.store.url;
+    let sqlite_file = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|p| !p.is_empty());
+    let exists = sqlite_file.is_none_or(|path| std::path::Path::new(path).exists());
+    if exists && url != db {
+        let store = ctx
+            .open_store()
+            .await
+            .map_err(|e| pgtrail_store::StoreError::Invalid(format!("{e:#}")));
+        reports.push(checkpoint_report(url, "store", store, every).await);
+    }
+    Ok(reports)
+}
+
+/// Reads one store's head and checkpoints; a failure becomes the warning.
+async fn checkpoint_report(
+    url: &str,
+    holds: &'static str,
+    store: Result<Arc<dyn Store>, pgtrail_store::StoreError>,
+    every: Duration,
+) -> CheckpointReport {
+    let read = async {
+        let store = store?;
+        Ok::<_, pgtrail_store::StoreError>((store.head().await?, store.checkpoints().await?))
+    };
+    match read.await {
+        Ok((head, checkpoints)) => freshness(
+            redact_url(url),
+            holds,
+            head,
+            &checkpoints,
+            every,
+            Utc::now(),
+        ),
+        Err(error) => CheckpointReport {
+            store: redact_url(url),
+            holds,
+            head_seq: None,
+            newest: None,
+            events_since: 0,
+            checkpoint_every_seconds: every.as_secs(),
+            warning: Some(format!("cannot read the store's checkpoints: {error}")),
+        },
+    }
+}
+
+/// How far the chain `head` ran past its newest head checkpoint, and
+/// whether that needs a warning at `now`.
+fn freshness(
+    store: String,
+    holds: &'static str,
+    head: Option<ChainHead>,
+    checkpoints: &[Checkpoint],
+    every: Duration,
+    now: DateTime<Utc>,
+) -> CheckpointReport {
+    let head_seq = head.map(|h| h.seq);
+    let newest = checkpoints
+        .iter()
+        .filter(|c| c.kind == CheckpointKind::Head)
+        .max_by_key(|c| (c.seq, c.created_at));
+    let covered = newest.map_or(0, |c| c.seq);
+    let events_since = head_seq.map_or(0, |h| (h - covered).max(0));
+    let age = newest.map(|c| (now - c.created_at).to_std().unwrap_or_default());
+    let warning = match (newest, age) {
+        _ if events_since == 0 => None,
+        (None, _) => Some(format!(
+            "{store}: no checkpoint covers its {events_since} event(s): removing the newest ones \
+             would go unnoticed; set [signing] private_key so `pgtrail run` signs checkpoints"
+        )),
+        (Some(c), Some(age)) if age > every * 2 => Some(format!(
+            "{store}: the newest checkpoint (event {}) is {} old, more than twice checkpoint_every ({}), \
+             and {events_since} event(s) arrived after it: is `pgtrail run` signing (private key, errors in its log)?",
+            c.seq,
+            seconds_text(age),
+            seconds_text(every),
+        )),
+        _ => None,
+    };
+    CheckpointReport {
+        store,
+        holds,
+        head_seq,
+        newest: newest.zip(age).map(|(c, age)| NewestCheckpoint {
+            seq: c.seq,
+            created_at: c.created_at,
+            age_seconds: age.as_secs_f64(),
+            signed: c.signature.is_some(),
+        }),
+        events_since,
+        checkpoint_every_seconds: every.as_secs(),
+        warning,
+    }
+}
+
+/// `95s` → `1m 35s`; whole seconds.
+fn seconds_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn checkpoints_text(reports: &[CheckpointReport]) -> String {
+    let mut table = Table::new(&[
+        "store",
+        "holds",
+        "head",
+        "newest checkpoint",
+        "age",
+        "events past it",
+    ]);
+    for r in reports
+        .iter()
+        .filter(|r| r.head_seq.is_some() || r.newest.is_some())
+    {
+        let (newest, age) = match &r.newest {
+            Some(c) => (
+                format!(
+                    "event {}{}",
+                    c.seq,
+                    if c.signed { "" } else { " (unsigned)" }
+                ),
+                seconds_text(Duration::from_secs_f64(c.age_seconds)),
+            ),
+            None => ("none".into(), "-".into()),
+        };
+        table.push(vec![
+            r.store.clone(),
+            match r.holds {
+                "triggers" => "trigger capture".into(),
+                _ => "[store] url".into(),
+            },
+            describe::number(r.head_seq),
+            newest,
+            age,
+            r.events_since.to_string(),
+        ]);
+    }
+    let mut out = if table.is_empty() {
+        "no events stored yet\n".to_string()
+    } else {
+        table.render()
+    };
+    for r in reports {
+        if let Some(warning) = &r.warning {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(seq: i64, created_at: DateTime<Utc>) -> Checkpoint {
+        let mut c = Checkpoint::new(CheckpointKind::Head, seq, "ab".repeat(32), seq);
+        c.created_at = created_at;
+        c
+    }
+
+    fn head(seq: i64) -> Option<ChainHead> {
+        Some(ChainHead {
+            seq,
+            hash: "cd".repeat(32),
+        })
+    }
+
+    #[test]
+    fn a_stale_checkpoint_warns_only_when_events_came_after_it() {
+        let now = Utc::now();
+        let every = Duration::from_secs(600);
+        let old = [checkpoint(10, now - chrono::Duration::minutes(30))];
+        let report = |head_seq, checkpoints: &[Checkpoint]| {
+            freshness("s".into(), "store", head(head_seq), checkpoints, every, now)
+        };
+
+        let idle = report(10, &old);
+        assert_eq!(idle.events_since, 0);
+        assert!(idle.warning.is_none(), "nothing arrived: {idle:?}");
+
+        let behind = report(15, &old);
+        assert_eq!(behind.events_since, 5);
+        let newest = behind.newest.as_ref().expect("newest");
+        assert_eq!((newest.seq, newest.signed), (10, false));
+        assert!((newest.age_seconds - 1800.0).abs() < 1.0, "{newest:?}");
+        let warning = behind.warning.expect("stale");
+        assert!(
+            warning.contains("event 10") && warning.contains("30m 0s"),
+            "{warning}"
+        );
+
+        let fresh = [checkpoint(10, now - chrono::Duration::minutes(19))];
+        assert!(
+            report(15, &fresh).warning.is_none(),
+            "within twice the interval"
+        );
+
+        let none = report(3, &[]);
+        assert_eq!(none.events_since, 3);
+        assert!(none.warning.is_some_and(|w| w.contains("no checkpoint")));
+        let empty = freshness("s".into(), "store", None, &[], every, now);
+        assert!(empty.warning.is_none() && empty.head_seq.is_none());
+    }
 }

@@ -1,0 +1,404 @@
+//! `pgtrail run` signing checkpoints on its own, and `pgtrail status`
+//! showing how fresh they are: a real cluster, the real binary, a SQLite
+//! store for logical replication and the sealed database's own store for
+//! trigger capture.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgtrail_testkit::Cluster;
+use serde_json::Value;
+
+use crate::support::{pgtrail_in, Run};
+
+/// A database, a directory with a key pair, and the pgtrail.toml in it.
+struct Signed {
+    url: String,
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    key: String,
+    client: tokio_postgres::Client,
+    /// Last: stops after the connection above is dropped.
+    _cluster: Cluster,
+}
+
+impl Signed {
+    async fn new(prefix: &str, schema_sql: &str) -> Signed {
+        let cluster = Cluster::start().expect("start cluster");
+        let url = cluster.create_database(prefix).await.expect("database");
+        let db = url.rsplit('/').next().expect("db name").to_string();
+        let client = cluster.connect(&db).await.expect("connect");
+        client.batch_execute(schema_sql).await.expect("schema");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("trail.db");
+        let key = dir.path().join("signing.key").display().to_string();
+        pgtrail_in(dir.path(), &["keygen", "--out", &key], &[], None).ok();
+        Signed {
+            url,
+            dir,
+            store,
+            key,
+            client,
+            _cluster: cluster,
+        }
+    }
+
+    /// Writes pgtrail.toml: the SQLite store, signing with the key every
+    /// `every`, then `sections`.
+    fn config(&self, every: &str, sections: &str) {
+        let text = format!(
+            "[store]\nurl = \"sqlite:{}\"\n[signing]\nprivate_key = \"{}\"\ncheckpoint_every = \"{every}\"\n{sections}",
+            self.store.display(),
+            self.key,
+        );
+        std::fs::write(self.dir.path().join("pgtrail.toml"), text).expect("write config");
+    }
+
+    fn pgtrail(&self, args: &[&str]) -> Run {
+        pgtrail_in(self.dir.path(), args, &[], None)
+    }
+
+    fn public_key(&self) -> String {
+        format!("{}.pub", self.key)
+    }
+
+    /// `pgtrail status` as JSON.
+    fn status(&self) -> Value {
+        self.pgtrail(&["status", "--db", &self.url, "--format", "json"])
+            .json()
+    }
+
+    /// The status entry of the store that `holds` (`store` or `triggers`),
+    /// `Null` while status does not show that store.
+    fn checkpoint_status(&self, holds: &str) -> Value {
+        let status = self.status();
+        status["checkpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["holds"] == holds))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// How many checkpoints `verify` found in the store at `store_url`.
+    fn checkpoint_count(&self, store_url: &str) -> u64 {
+        let report = self
+            .pgtrail(&["--store", store_url, "verify", "--format", "json"])
+            .json();
+        report["checkpoints"].as_u64().expect("checkpoints")
+    }
+
+    async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
+        for id in ids {
+            self.client
+                .execute("insert into t (id, v) values ($1, 'v')", &[&id])
+                .await
+                .expect("insert");
+        }
+    }
+
+    /// Starts `pgtrail run args` in the directory; stderr goes to a file.
+    fn start(&self, args: &[&str]) -> Running {
+        let log = self.dir.path().join("run.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+            .arg("run")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PGTRAIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pgtrail run");
+        Running(child, log)
+    }
+
+    /// Waits until the newest checkpoint of the store that `holds` is at `seq`.
+    async fn wait_for_checkpoint(&self, holds: &str, seq: i64, run: &mut Running) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.checkpoint_status(holds);
+            if status["newest"]["seq"].as_i64() == Some(seq) {
+                return status;
+            }
+            if let Ok(Some(exit)) = run.0.try_wait() {
+                panic!("pgtrail run exited ({exit}): {}", run.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint at event {seq} after 60 s: {status}\n{}",
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the consumer received WAL up to `lsn` (stored or not).
+    async fn wait_until_received(&self, lsn: &str, run: &Running) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let received: Option<bool> = self
+                .client
+                .query_one(
+                    "select bool_or(write_lsn >= $1::text::pg_lsn) from pg_stat_replication",
+                    &[&lsn],
+                )
+                .await
+                .expect("pg_stat_replication")
+                .get(0);
+            if received == Some(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing received after 60 s: {}",
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A running `pgtrail run`; killed if the test ends without stopping it.
+struct Running(Child, PathBuf);
+
+impl Running {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// SIGTERM, and a clean exit; returns stderr.
+    async fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                assert_eq!(status.code(), Some(0), "clean stop: {}", self.stderr());
+                return self.stderr();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgtrail run did not exit: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_signs_checkpoints_that_catch_removed_events() {
+    let s = Signed::new("cp_capture", "create table t (id int primary key, v text);").await;
+    s.pgtrail(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ])
+    .ok();
+    let capture = format!("[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n", s.url);
+    let store_url = format!("sqlite:{}", s.store.display());
+    s.config("1s", &capture);
+
+    // Events arrive: each burst gets signed within a round or two.
+    let mut run = s.start(&[]);
+    s.insert(1..=10).await;
+    s.wait_for_checkpoint("store", 10, &mut run).await;
+    s.insert(11..=20).await;
+    let fresh = s.wait_for_checkpoint("store", 20, &mut run).await;
+    assert_eq!(fresh["events_since"], 0, "{fresh}");
+    assert_eq!(fresh["newest"]["signed"], true, "{fresh}");
+    assert!(fresh["warning"].is_null(), "{fresh}");
+
+    // Idle: three rounds go by without a new checkpoint.
+    let idle_before = s.checkpoint_count(&store_url);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.checkpoint_count(&store_url),
+        idle_before,
+        "no checkpoint while nothing arrives: {}",
+        run.stderr()
+    );
+    let stderr = run.stop().await;
+    assert!(
+        stderr.contains("signing checkpoints of") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
+
+    // Rounds an hour apart and a batch held a minute: only the checkpoint
+    // at stop, signed after the batch in hand was stored, covers these.
+    s.config("1h", &capture);
+    let run = s.start(&["--batch-wait-ms", "60000"]);
+    s.insert(21..=24).await;
+    let inside: String = s
+        .client
+        .query_one(
+            "insert into t (id, v) values (25, 'v') returning pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    s.wait_until_received(&inside, &run).await;
+    let stderr = run.stop().await;
+    assert!(
+        stderr.contains("signed a last checkpoint") && stderr.contains("at event 25"),
+        "{stderr}"
+    );
+    assert_eq!(s.checkpoint_status("store")["newest"]["seq"], 25);
+
+    let public = s.public_key();
+    let verified = s
+        .pgtrail(&["verify", "--public-key", &public, "--format", "json"])
+        .json();
+    assert_eq!(verified["events_checked"], 25, "{verified}");
+    assert_eq!(
+        verified["checkpoints_signed"], verified["checkpoints"],
+        "{verified}"
+    );
+
+    // Without the checkpoints, removing the newest events leaves a chain
+    // that verifies: a copy of the store shows it.
+    let copy = s.dir.path().join("copy.db");
+    {
+        let db = rusqlite::Connection::open(&s.store).expect("open store");
+        db.execute("vacuum into ?1", [copy.display().to_string()])
+            .expect("copy");
+        let unsigned = rusqlite::Connection::open(&copy).expect("open copy");
+        unsigned
+            .execute_batch("delete from events where seq > 22; delete from checkpoints;")
+            .expect("tamper with the copy");
+        db.execute("delete from events where seq > 22", [])
+            .expect("tamper");
+    }
+    let copy_url = format!("sqlite:{}", copy.display());
+    let unnoticed = s.pgtrail(&["--store", &copy_url, "verify", "--format", "table"]);
+    assert!(unnoticed.ok().contains("OK"), "{unnoticed:?}");
+
+    let caught = s.pgtrail(&["verify", "--public-key", &public, "--format", "table"]);
+    assert_eq!(caught.code, 1, "{caught:?}");
+    assert!(
+        caught.stdout.contains("head checkpoint at event 25")
+            && caught.stdout.contains("the chain ends at event 22"),
+        "{caught:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
+    let s = Signed::new(
+        "cp_triggers",
+        "create table t (id int primary key, v text);",
+    )
+    .await;
+    s.pgtrail(&["install", "--db", &s.url]).ok();
+    s.pgtrail(&["track", "--db", &s.url, "public.t"]).ok();
+    let triggers = format!("[triggers]\ndb = \"{}\"\nseal_interval_ms = 100\n", s.url);
+
+    // No key: run says checkpoints are off and how to turn them on.
+    std::fs::write(
+        s.dir.path().join("pgtrail.toml"),
+        format!(
+            "[store]\nurl = \"sqlite:{}\"\n{triggers}",
+            s.store.display()
+        ),
+    )
+    .expect("write config");
+    let unsigned = s.start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !unsigned.stderr().contains("running;") {
+        assert!(Instant::now() < deadline, "{}", unsigned.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = unsigned.stderr();
+    assert!(
+        said.contains("checkpoints: off") && said.contains("private_key"),
+        "{said}"
+    );
+    drop(unsigned);
+
+    // The sealer appends to the database's own store: that is what gets signed.
+    s.config("1s", &triggers);
+    let mut run = s.start(&[]);
+    s.insert(1..=5).await;
+    let fresh = s.wait_for_checkpoint("triggers", 5, &mut run).await;
+    assert!(fresh["warning"].is_null(), "{fresh}");
+    assert!(
+        !s.store.exists(),
+        "nothing captured into [store] url, so nothing created there"
+    );
+    run.stop().await;
+    let public = s.public_key();
+    let verified = s.pgtrail(&[
+        "--store",
+        &s.url,
+        "verify",
+        "--public-key",
+        &public,
+        "--format",
+        "table",
+    ]);
+    assert!(verified.ok().contains("OK"), "{verified:?}");
+
+    // Sealed while nothing signs, and older than twice the interval: a warning.
+    s.insert(6..=8).await;
+    s.pgtrail(&["seal", "--db", &s.url]).ok();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stale = s.checkpoint_status("triggers");
+    assert_eq!(stale["events_since"], 3, "{stale}");
+    assert!(
+        stale["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("event 5") && w.contains("3 event(s) arrived")),
+        "{stale}"
+    );
+    let text = s.pgtrail(&["status", "--db", &s.url, "--format", "table"]);
+    assert!(
+        text.ok().contains("checkpoints:") && text.ok().contains("warning:"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_key_stops_run_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.key");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key\n").expect("write");
+    for (key, says) in [(&missing, "cannot read"), (&garbage, "not a private key")] {
+        let run = pgtrail_in(
+            dir.path(),
+            &[
+                "run",
+                "--capture-db",
+                "postgres://nobody@127.0.0.1:1/none",
+                "--private-key",
+                &key.display().to_string(),
+            ],
+            &[],
+            None,
+        );
+        let line = run.error();
+        assert!(
+            line.contains(&key.display().to_string()) && line.contains(says),
+            "{line}"
+        );
+        assert!(!Path::new(&dir.path().join("pgtrail.db")).exists());
+    }
+}
