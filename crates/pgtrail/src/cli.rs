@@ -139,6 +139,8 @@ pub struct KeygenArgs {
 /// `pgtrail checkpoint`
 #[derive(Debug, Args)]
 #[command(after_help = "\
+`pgtrail run` signs checkpoints of the stores it writes to by itself when it has a key;
+this signs the head of one store once (a store nothing runs on, before a backup, from cron).
 Example, from cron every ten minutes:
   */10 * * * *  pgtrail checkpoint
 The private key comes from [signing] private_key or PGTRAIL_SIGNING__PRIVATE_KEY.")]

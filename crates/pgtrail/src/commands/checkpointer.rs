@@ -181,10 +181,14 @@ async fn round(
                 tracing::warn!(store = %location, failures = tracked.failures, "Checkpoints are signed again.");
             }
             tracked.failures = 0;
-            if let Some(seq) = signed {
-                tracing::info!(store = %location, seq, "Signed a checkpoint.");
+            // The hash goes to the log too: a copy kept off the store's
+            // host is a record of the head that a store admin cannot edit.
+            if let Some(ChainHead { seq, hash }) = signed {
+                tracing::info!(store = %location, seq, hash = %hash, "Signed a checkpoint.");
                 if stopping {
-                    eprintln!("signed a last checkpoint of {location} at event {seq}");
+                    eprintln!(
+                        "signed a last checkpoint of {location} at event {seq} (hash {hash})"
+                    );
                 }
             }
         }
@@ -203,12 +207,12 @@ async fn round(
 }
 
 /// Opens the store if needed and signs its head unless it is the one last
-/// signed; the new checkpoint's `seq`, if one was signed.
+/// signed; the new checkpoint's head, if one was signed.
 async fn sign_if_moved(
     tracked: &mut Tracked,
     key: &KeyPair,
     ctx: &Context,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<Option<ChainHead>> {
     let store = match &tracked.store {
         Some(store) => store.clone(),
         None => {
@@ -224,12 +228,12 @@ async fn sign_if_moved(
     match sign_head(store.as_ref(), key, tracked.signed.as_ref()).await? {
         Signed::Empty | Signed::Unchanged => Ok(None),
         Signed::New(checkpoint) => {
-            let seq = checkpoint.seq;
-            tracked.signed = Some(ChainHead {
-                seq,
+            let head = ChainHead {
+                seq: checkpoint.seq,
                 hash: checkpoint.hash,
-            });
-            Ok(Some(seq))
+            };
+            tracked.signed = Some(head.clone());
+            Ok(Some(head))
         }
     }
 }
