@@ -115,12 +115,14 @@ impl Signed {
         Running(child, log)
     }
 
-    /// Waits until the newest checkpoint of the store that `holds` is at `seq`.
+    /// Waits until the newest checkpoint of the store that `holds` is at
+    /// its head, and the head at `seq` or past it.
     async fn wait_for_checkpoint(&self, holds: &str, seq: i64, run: &mut Running) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let status = self.checkpoint_status(holds);
-            if status["newest"]["seq"].as_i64() == Some(seq) {
+            let newest = status["newest"]["seq"].as_i64();
+            if newest.is_some_and(|n| n >= seq) && newest == status["head_seq"].as_i64() {
                 return status;
             }
             if let Ok(Some(exit)) = run.0.try_wait() {
@@ -333,10 +335,44 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
     );
     drop(unsigned);
 
-    // The sealer appends to the database's own store: that is what gets signed.
+    // The sealer appends to the database's own store: that is what gets
+    // signed. While the store refuses checkpoints, sealing goes on and the
+    // failure is logged loudly; the next round after it is fixed signs.
+    s.client
+        .batch_execute(
+            "create function public.refuse() returns trigger language plpgsql as \
+             $$ begin raise exception 'checkpoints refused for this test'; end $$; \
+             create trigger refuse before insert on pgtrail.checkpoints \
+             for each row execute function public.refuse();",
+        )
+        .await
+        .expect("refuse checkpoints");
     s.config("1s", &triggers);
     let mut run = s.start(&[]);
     s.insert(1..=5).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sealed = s
+            .client
+            .query_one(
+                "select count(*) from pgtrail.events where table_name = 't'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0);
+        let said = run.stderr();
+        if sealed == 5 && said.contains("ERROR") && said.contains("checkpoints refused") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sealed {sealed}: {said}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(s.checkpoint_status("triggers")["newest"].is_null());
+    s.client
+        .batch_execute("drop trigger refuse on pgtrail.checkpoints")
+        .await
+        .expect("accept checkpoints");
     let fresh = s.wait_for_checkpoint("triggers", 5, &mut run).await;
     assert!(fresh["warning"].is_null(), "{fresh}");
     assert!(
@@ -357,15 +393,16 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
     assert!(verified.ok().contains("OK"), "{verified:?}");
 
     // Sealed while nothing signs, and older than twice the interval: a warning.
+    let signed = fresh["newest"]["seq"].as_i64().expect("seq");
     s.insert(6..=8).await;
     s.pgtrail(&["seal", "--db", &s.url]).ok();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let stale = s.checkpoint_status("triggers");
     assert_eq!(stale["events_since"], 3, "{stale}");
     assert!(
-        stale["warning"]
-            .as_str()
-            .is_some_and(|w| w.contains("event 5") && w.contains("3 event(s) arrived")),
+        stale["warning"].as_str().is_some_and(
+            |w| w.contains(&format!("event {signed})")) && w.contains("3 event(s) arrived")
+        ),
         "{stale}"
     );
     let text = s.pgtrail(&["status", "--db", &s.url, "--format", "table"]);
