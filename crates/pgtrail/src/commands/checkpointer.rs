@@ -243,11 +243,7 @@ async fn sign_if_moved(
 async fn open(target: &Target, ctx: &Context) -> anyhow::Result<Option<Arc<dyn Store>>> {
     match target {
         Target::Capture(url) => {
-            let sqlite_file = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .filter(|p| !p.is_empty());
-            if sqlite_file.is_some_and(|path| !Path::new(path).exists()) {
+            if super::missing_sqlite_file(url).is_some() {
                 return Ok(None);
             }
             let mut ctx = ctx.clone();

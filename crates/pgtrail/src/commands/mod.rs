@@ -90,17 +90,11 @@ impl Context {
     /// only read or seal never leave an empty `pgtrail.db` behind because of
     /// a mistyped path. (A Postgres store is still migrated if it is older.)
     pub async fn open_existing_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let url = &self.config.store.url;
-        let sqlite_path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"));
-        if let Some(path) = sqlite_path.filter(|p| !p.is_empty()) {
-            if !std::path::Path::new(path).exists() {
-                anyhow::bail!(
-                    "no store at {path}: import events first (`pgtrail import FILE`), \
-                     or point --store / [store] url at an existing store"
-                );
-            }
+        if let Some(path) = missing_sqlite_file(&self.config.store.url) {
+            anyhow::bail!(
+                "no store at {path}: import events first (`pgtrail import FILE`), \
+                 or point --store / [store] url at an existing store"
+            );
         }
         self.open_store().await
     }
@@ -117,6 +111,14 @@ impl Context {
             ),
         }
     }
+}
+
+/// The file of a `sqlite:` store URL when it does not exist (yet); `None`
+/// for a file that exists and for any other store.
+pub(crate) fn missing_sqlite_file(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|path| !path.is_empty() && !std::path::Path::new(path).exists())
 }
 
 /// Runs the command `cli` names.

@@ -349,12 +349,9 @@ async fn checkpoint_reports(
         reports.push(checkpoint_report(db, "triggers", store, every).await);
     }
     let url = &ctx.config.store.url;
-    let sqlite_file = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .filter(|p| !p.is_empty());
-    let exists = sqlite_file.is_none_or(|path| std::path::Path::new(path).exists());
-    if exists && url != db {
+    // The same database's store is reported once.
+    let reported = triggers_installed && url == db;
+    if super::missing_sqlite_file(url).is_none() && !reported {
         let store = ctx
             .open_store()
             .await
