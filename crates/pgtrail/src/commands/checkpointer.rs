@@ -82,8 +82,11 @@ impl Checkpointer {
         };
         let mut stores: Vec<Tracked> = Vec::new();
         for target in targets {
-            if !stores.iter().any(|s| s.target.url() == target.url()) {
-                stores.push(Tracked::new(target));
+            match stores.iter_mut().find(|s| s.target.url() == target.url()) {
+                // Capture's store opens without waiting for trigger capture.
+                Some(same) if matches!(target, Target::Capture(_)) => same.target = target,
+                Some(_) => {}
+                None => stores.push(Tracked::new(target)),
             }
         }
         eprintln!(
