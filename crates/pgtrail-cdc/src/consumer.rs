@@ -328,6 +328,9 @@ impl Reader<'_> {
                             Some(message) => self.handle(conn, message, batches).await?,
                             None => break,
                         }
+                        // A long backlog (a huge transaction arriving) must not
+                        // starve the server of replies past wal_sender_timeout.
+                        self.keep_alive(conn).await?;
                     }
                 }
                 _ = tick.tick() => {
@@ -417,6 +420,7 @@ impl Reader<'_> {
             if tx.is_done() {
                 break;
             }
+            self.keep_alive(conn).await?;
             // Full, with more of the transaction to come: this batch confirms
             // only the transactions it completes.
             self.send_batch(conn, batches).await?;
@@ -426,6 +430,14 @@ impl Reader<'_> {
             self.pending_commit = Some(tx.committed_at);
         }
         self.emitting = false;
+        Ok(())
+    }
+
+    /// Sends a status update when the last is `status_interval` old.
+    async fn keep_alive(&mut self, conn: &mut ReplicationConnection) -> Result<(), CdcError> {
+        if self.last_status.elapsed() >= self.options.status_interval {
+            self.send_status(conn, false).await?;
+        }
         Ok(())
     }
 

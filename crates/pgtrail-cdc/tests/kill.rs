@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::common::*;
 
 /// The `pgtrail` binary, built on demand (it lives in another package).
-fn pgtrail_binary() -> PathBuf {
+pub(crate) fn pgtrail_binary() -> PathBuf {
     if let Ok(path) = std::env::var("PGTRAIL_BIN") {
         return PathBuf::from(path);
     }
@@ -33,7 +33,7 @@ fn pgtrail_binary() -> PathBuf {
 }
 
 /// A running `pgtrail capture`, killed with SIGKILL (and reaped) when dropped.
-struct Consumer(Child);
+pub(crate) struct Consumer(pub(crate) Child);
 
 impl Drop for Consumer {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for Consumer {
     }
 }
 
-fn capture(bin: &PathBuf, db: &TestDb, extra: &[&str]) -> Consumer {
+pub(crate) fn capture(bin: &PathBuf, db: &TestDb, extra: &[&str]) -> Consumer {
     let child = Command::new(bin)
         .args([
             "--store",

@@ -7,4 +7,5 @@ mod errors;
 mod kill;
 mod oracle;
 mod restart;
+mod spill;
 mod store_outage;

@@ -12,7 +12,7 @@ use pgtrail_cdc::CdcError;
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::Event;
 use pgtrail_store::Store;
-use pgtrail_testkit::Cluster;
+use pgtrail_testkit::{Cluster, ClusterOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,7 +29,23 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new(test: &str, schema_sql: &str) -> anyhow::Result<Self> {
-        let cluster = tokio::task::spawn_blocking(Cluster::start).await??;
+        Self::with_settings(test, schema_sql, &[]).await
+    }
+
+    /// Like [`TestDb::new`], on a cluster with extra `postgresql.conf` settings.
+    pub async fn with_settings(
+        test: &str,
+        schema_sql: &str,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let options = ClusterOptions {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..ClusterOptions::default()
+        };
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options)).await??;
         let url = cluster.create_database(test).await?;
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
