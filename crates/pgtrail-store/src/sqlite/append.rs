@@ -15,7 +15,7 @@
 //! after receiving as many events as the batch holds: if encoding stopped
 //! early, nothing is written.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -52,17 +52,28 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
     std::thread::scope(|scope| {
         let (chunk_tx, chunks) = mpsc::sync_channel(CHUNKS_AHEAD);
         let (head_tx, head) = mpsc::sync_channel(1);
+        let (spent_tx, spent) = mpsc::channel();
         std::thread::Builder::new()
             .name("pgtrail-sqlite-encode".into())
-            .spawn_scoped(scope, move || encode_ahead(events, &head, &chunk_tx))
+            .spawn_scoped(scope, move || {
+                // Takes the sender, so the inserts see the end of the chunks.
+                encode_ahead(events, &head, chunk_tx);
+                // Freeing inserted rows is work too: done here, beside the
+                // inserts, until they finish and drop their sender.
+                spent.into_iter().for_each(drop);
+            })
             .map_err(|e| StoreError::backend(location, "starting the encoding thread", e))?;
-        insert_all(conn, expected, chunks, Some(head_tx), location)
+        let helper = Helper {
+            head: head_tx,
+            spent: spent_tx,
+        };
+        insert_all(conn, expected, chunks, Some(helper), location)
     })
 }
 
 /// The encoding thread: chunks of prepared events, linked into the chain
 /// from the head the inserts send (unlinked if they send none).
-fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: &SyncSender<Vec<Prepared>>) {
+fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: SyncSender<Vec<Prepared>>) {
     let mut events = events.into_iter();
     let mut end: Option<ChainEnd> = None;
     let mut asked = false;
@@ -89,13 +100,21 @@ fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: &SyncSender<
     }
 }
 
+/// The encoding thread, seen from the inserts.
+struct Helper {
+    /// Where the chain starts, once the write lock is held.
+    head: SyncSender<ChainEnd>,
+    /// Chunks inserted, for the helper to free.
+    spent: Sender<Vec<Prepared>>,
+}
+
 /// Links and inserts `expected` prepared events, arriving in `chunks`, in
-/// one transaction; tells `head_out` where the chain starts.
+/// one transaction; tells the `helper`, if any, where the chain starts.
 fn insert_all(
     conn: &mut Connection,
     expected: usize,
     chunks: impl IntoIterator<Item = Vec<Prepared>>,
-    head_out: Option<SyncSender<ChainEnd>>,
+    helper: Option<Helper>,
     location: &str,
 ) -> Result<AppendReceipt> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
@@ -107,9 +126,9 @@ fn insert_all(
         seq: head.as_ref().map_or(0, |h| h.seq),
         hash: decode_hash(head.as_ref().map_or(GENESIS_HASH, |h| h.hash.as_str()))?,
     };
-    if let Some(head_out) = head_out {
+    if let Some(helper) = &helper {
         // Capacity 1 and sent once: never blocks. Unheard if encoding stopped.
-        let _ = head_out.send(end);
+        let _ = helper.head.send(end);
     }
     let mut first_seq = None;
     let mut received = 0;
@@ -122,8 +141,8 @@ fn insert_all(
             .map_err(db("preparing the full-text insert"))?;
         for chunk in chunks {
             received += chunk.len();
-            for row in chunk {
-                let link = end.link(&row);
+            for row in &chunk {
+                let link = end.link(row);
                 let seq = link.seq;
                 let inserted = insert
                     .execute(params![
@@ -159,6 +178,9 @@ fn insert_all(
                 }
                 first_seq.get_or_insert(seq);
                 end = ChainEnd::after(&link);
+            }
+            if let Some(helper) = &helper {
+                let _ = helper.spent.send(chunk); // if it is gone, drop here
             }
         }
     }
