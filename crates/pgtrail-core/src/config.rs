@@ -74,6 +74,9 @@ pub struct SigningConfig {
     pub private_key: Option<String>,
     /// Ed25519 public key file used by `verify` to check checkpoint signatures.
     pub public_key: Option<String>,
+    /// Public keys replaced by `public_key` (after a rotation): `verify`
+    /// also accepts checkpoints signed with one of these.
+    pub previous_public_keys: Vec<String>,
     /// How often `pgtrail run` signs a checkpoint of each store it writes
     /// to (when the head moved), e.g. `10m`; `status` warns past twice this.
     pub checkpoint_every: String,
@@ -84,6 +87,7 @@ impl Default for SigningConfig {
         SigningConfig {
             private_key: None,
             public_key: None,
+            previous_public_keys: Vec::new(),
             checkpoint_every: "10m".into(),
         }
     }

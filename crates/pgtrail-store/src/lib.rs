@@ -29,7 +29,7 @@ use pgtrail_core::{Event, Filter, RowRef};
 pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair};
 pub use error::StoreError;
 pub use open::open;
-pub use verify::{verify, Problem, ProblemKind, VerifyReport};
+pub use verify::{verify, verify_with_keys, Problem, ProblemKind, VerifyReport};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -63,6 +63,15 @@ impl VerifyReport {
 /// Walks the whole chain of `store` and its checkpoints. With `public_key`,
 /// every checkpoint must carry a valid signature by that key.
 pub async fn verify(store: &dyn Store, public_key: Option<&VerifyingKey>) -> Result<VerifyReport> {
+    let trusted: Vec<VerifyingKey> = public_key.into_iter().cloned().collect();
+    verify_with_keys(store, &trusted).await
+}
+
+/// Like [`verify`], trusting several keys: every checkpoint must carry a
+/// valid signature by one of `trusted` (a key and the ones it replaced, so a
+/// store signed across a key rotation verifies). No keys: signatures are not
+/// checked.
+pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Result<VerifyReport> {
     let checkpoints = store.checkpoints().await?;
     let mut report = VerifyReport {
         checkpoints: checkpoints.len(),
@@ -132,14 +141,11 @@ pub async fn verify(store: &dyn Store, public_key: Option<&VerifyingKey>) -> Res
     report.problems.extend(chain_problem);
 
     for checkpoint in &checkpoints {
-        if let Some(problem) = check_checkpoint(
-            checkpoint,
-            &seen_at_checkpoints,
-            report.head_seq,
-            public_key,
-        ) {
+        if let Some(problem) =
+            check_checkpoint(checkpoint, &seen_at_checkpoints, report.head_seq, trusted)
+        {
             report.problems.push(problem);
-        } else if checkpoint.signature.is_some() && public_key.is_some() {
+        } else if checkpoint.signature.is_some() && !trusted.is_empty() {
             report.checkpoints_signed += 1;
         }
     }
@@ -205,7 +211,7 @@ fn check_checkpoint(
     checkpoint: &Checkpoint,
     seen: &std::collections::HashMap<i64, String>,
     head_seq: i64,
-    public_key: Option<&VerifyingKey>,
+    trusted: &[VerifyingKey],
 ) -> Option<Problem> {
     let problem = |detail: String| {
         Some(Problem {
@@ -220,12 +226,8 @@ fn check_checkpoint(
         checkpoint.seq,
         pgtrail_core::time::format_micros(&checkpoint.created_at)
     );
-    if let Some(key) = public_key {
-        match checkpoint.verify_signature(key) {
-            Ok(true) => {}
-            Ok(false) => return problem(format!("{what} is not signed")),
-            Err(reason) => return problem(format!("{what}: {reason}")),
-        }
+    if let Err(detail) = check_signature(checkpoint, trusted, &what) {
+        return problem(detail);
     }
     if checkpoint.kind == CheckpointKind::Head {
         if checkpoint.seq > head_seq {
@@ -247,4 +249,30 @@ fn check_checkpoint(
         }
     }
     None
+}
+
+/// Ok when no keys are trusted or one of them signed `checkpoint`.
+fn check_signature(
+    checkpoint: &Checkpoint,
+    trusted: &[VerifyingKey],
+    what: &str,
+) -> std::result::Result<(), String> {
+    let mut first_failure = None;
+    for key in trusted {
+        match checkpoint.verify_signature(key) {
+            Ok(true) => return Ok(()),
+            Ok(false) => return Err(format!("{what} is not signed")),
+            Err(reason) => {
+                first_failure.get_or_insert(reason);
+            }
+        }
+    }
+    match first_failure {
+        None => Ok(()),
+        Some(_) if trusted.len() > 1 => Err(format!(
+            "{what}: its signature matches none of the {} trusted public keys",
+            trusted.len()
+        )),
+        Some(reason) => Err(format!("{what}: {reason}")),
+    }
 }

@@ -154,12 +154,15 @@ pub struct CheckpointArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Exit status: 0 when the chain is intact, 1 when a problem was found, 2 on error.
-Example:
-  pgtrail verify --public-key signing.key.pub")]
+Examples:
+  pgtrail verify --public-key signing.key.pub
+  pgtrail verify --public-key new.key.pub --public-key old.key.pub   # across a key rotation")]
 pub struct VerifyArgs {
-    /// Public key that every checkpoint must be signed with [default: `[signing] public_key`].
+    /// Public key that checkpoints must be signed with; repeat it to trust
+    /// the keys of a rotation [default: `[signing] public_key` and
+    /// `previous_public_keys`].
     #[arg(long, value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
+    pub public_key: Vec<PathBuf>,
 }
 
 /// Filters shared by `log` and `export`.

@@ -88,6 +88,36 @@ async fn signed_checkpoints_verify_with_the_public_key(trail: Trail) {
         "{wrong:?}"
     );
 
+    // A key rotation: the next checkpoint is signed with the new key. The
+    // old key alone rejects it; both keys together accept every checkpoint.
+    let rotated = [(
+        "PGTRAIL_SIGNING__PRIVATE_KEY",
+        other.to_str().expect("utf8"),
+    )];
+    trail.run_env(&["checkpoint"], &rotated).ok();
+    let old_only = trail.run(&["verify", "--public-key", &public, "--format", "json"]);
+    assert_eq!(old_only.code, 1, "{old_only:?}");
+    let both = trail
+        .run(&[
+            "verify",
+            "--public-key",
+            &other_public,
+            "--public-key",
+            &public,
+            "--format",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        (
+            both["checkpoints"].as_u64(),
+            both["checkpoints_signed"].as_u64(),
+            both["problems"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{both}"
+    );
+
     let unkeyed = trail.run(&["checkpoint"]);
     assert!(unkeyed.error().contains("pgtrail keygen"), "{unkeyed:?}");
 }

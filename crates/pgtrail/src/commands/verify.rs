@@ -14,16 +14,26 @@ use crate::Context;
 
 /// Runs `pgtrail verify`.
 pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let key_path = args
-        .public_key
-        .clone()
-        .or_else(|| ctx.config.signing.public_key.as_ref().map(PathBuf::from));
-    let key = key_path.as_deref().map(load_public_key).transpose()?;
+    let key_paths: Vec<PathBuf> = if args.public_key.is_empty() {
+        let signing = &ctx.config.signing;
+        signing
+            .public_key
+            .iter()
+            .chain(&signing.previous_public_keys)
+            .map(PathBuf::from)
+            .collect()
+    } else {
+        args.public_key.clone()
+    };
+    let keys = key_paths
+        .iter()
+        .map(|path| load_public_key(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let store = ctx.open_existing_store().await?;
-    let report = pgtrail_store::verify(store.as_ref(), key.as_ref()).await?;
+    let report = pgtrail_store::verify_with_keys(store.as_ref(), &keys).await?;
     let location = store.location();
     ctx.output
-        .document(&report, || text(&location, key.is_some(), &report))?;
+        .document(&report, || text(&location, keys.len(), &report))?;
     Ok(if report.ok() {
         crate::exit::ok()
     } else {
@@ -31,9 +41,9 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn text(location: &str, with_key: bool, report: &VerifyReport) -> String {
+fn text(location: &str, keys: usize, report: &VerifyReport) -> String {
     let mut out = String::new();
-    let signatures = if with_key {
+    let signatures = if keys > 0 {
         format!(", {} with a valid signature", report.checkpoints_signed)
     } else {
         " (signatures not checked: no public key given)".to_string()
