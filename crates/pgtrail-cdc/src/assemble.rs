@@ -186,7 +186,7 @@ impl CommittedTx {
         self.spilled.as_ref().is_none_or(|r| r.remaining() == 0) && self.held.len() == 0
     }
 
-    /// Whether part of the transaction was read back from disk.
+    /// Whether part of the transaction is on disk, still to be read back.
     pub fn was_spilled(&self) -> bool {
         self.spilled.is_some()
     }

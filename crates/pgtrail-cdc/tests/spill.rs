@@ -371,3 +371,74 @@ async fn kill_9_in_the_middle_of_a_huge_transaction_stores_it_exactly_once() -> 
     assert_eq!(events.len() as i64, CHANGES);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_that_cannot_be_written_stops_capture_and_loses_nothing() -> anyhow::Result<()> {
+    let db = TestDb::with_settings(
+        "cdc_spill_fail",
+        SCHEMA,
+        &[("logical_decoding_work_mem", "64kB")],
+    )
+    .await?;
+    db.setup(&db.setup_options()).await?;
+    let store = db.store().await;
+    let spill_dir = db.dir.path().join("spill");
+    let mut options = db.capture_options();
+    options.memory_limit = MEMORY_LIMIT;
+    options.spill_dir = spill_dir.clone();
+
+    // Something small first, stored and confirmed.
+    let running = Running::start(&db, store.clone(), options.clone());
+    db.client.batch_execute(&insert_rows(1, 10)).await?;
+    wait_until_stored(store.as_ref(), 10).await;
+    // The consumer's directory becomes a file: no spill file can be created.
+    let own_dir = std::fs::read_dir(&spill_dir)?
+        .next()
+        .expect("the consumer's spill directory")?
+        .path();
+    std::fs::remove_dir(&own_dir)?;
+    std::fs::write(&own_dir, "in the way")?;
+
+    db.client
+        .batch_execute(&format!("begin; {} commit;", insert_rows(11, 30_000)))
+        .await?;
+    let end: String = db
+        .client
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), running.task).await??;
+    let error = outcome.expect_err("capture stops");
+    assert!(
+        matches!(error.retry_policy(), pgtrail_cdc::RetryPolicy::Stop),
+        "{error:?}"
+    );
+    let text = pgtrail_cdc::consumer::error_chain(&error);
+    assert!(
+        text.contains("spill") && text.contains(&own_dir.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        stored(store.as_ref()).await,
+        10,
+        "none of the transaction stored"
+    );
+    let confirmed_past: bool = db
+        .client
+        .query_one(
+            "select confirmed_flush_lsn >= $1::text::pg_lsn from pg_replication_slots where slot_name = $2",
+            &[&end, &db.slot],
+        )
+        .await?
+        .get(0);
+    assert!(!confirmed_past, "nothing confirmed past what is stored");
+
+    // Room again: the next start captures the transaction exactly.
+    std::fs::remove_file(&own_dir)?;
+    let running = Running::start(&db, store.clone(), options);
+    wait_until_stored(store.as_ref(), 30_000).await;
+    running.stop().await?;
+    let events = assert_trail_equals_table(&db, store.as_ref()).await?;
+    assert_eq!(events.len(), 30_000);
+    Ok(())
+}
