@@ -433,8 +433,25 @@ async fn a_spill_that_cannot_be_written_stops_capture_and_loses_nothing() -> any
         .get(0);
     assert!(!confirmed_past, "nothing confirmed past what is stored");
 
-    // Room again: the next start captures the transaction exactly.
+    // Room again: the next start, once the old walsender let go of the
+    // slot, captures the transaction exactly.
     std::fs::remove_file(&own_dir)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active: bool = db
+            .client
+            .query_one(
+                "select active from pg_replication_slots where slot_name = $1",
+                &[&db.slot],
+            )
+            .await?
+            .get(0);
+        if !active {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot stays in use");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let running = Running::start(&db, store.clone(), options);
     wait_until_stored(store.as_ref(), 30_000).await;
     running.stop().await?;
