@@ -17,7 +17,8 @@
 //!
 //! Files are removed when their transaction is emitted or aborted (on drop),
 //! and every leftover `*.spill` file of a crashed run when the directory is
-//! opened. Any I/O failure — a full disk above all — is a [`SpillError`]: the
+//! opened; the directory itself when the consumer stops, if it is empty.
+//! Any I/O failure — a full disk above all — is a [`SpillError`]: the
 //! consumer stops with nothing confirmed past what the store holds, and the
 //! slot replays the transaction on the next start. A change is never dropped.
 
@@ -130,6 +131,13 @@ impl SpillDir {
             bytes: 0,
             body: Vec::new(),
         })
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        // Only when empty: a consumer that stopped cleanly leaves nothing behind.
+        let _ = fs::remove_dir(&self.path);
     }
 }
 

@@ -120,6 +120,9 @@ fn files_are_private_and_removed_after_use() {
     let file = dir.create(2).expect("creates");
     drop(file);
     assert_eq!(files(), 0);
+    // The consumer stopped: its empty directory goes too.
+    drop(dir);
+    assert!(!path.exists());
 }
 
 #[test]
