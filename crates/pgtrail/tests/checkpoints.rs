@@ -4,12 +4,12 @@
 //! trigger capture.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgtrail_testkit::Cluster;
 use serde_json::Value;
 
+use crate::running::{wait_until_received, Running};
 use crate::support::{pgtrail_in, Run};
 
 /// A database, a directory with a key pair, and the pgtrail.toml in it.
@@ -97,22 +97,9 @@ impl Signed {
         }
     }
 
-    /// Starts `pgtrail run args` in the directory; stderr goes to a file.
+    /// Starts `pgtrail run args` in the directory.
     fn start(&self, args: &[&str]) -> Running {
-        let log = self.dir.path().join("run.log");
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-            .arg("run")
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PGTRAIL_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start pgtrail run");
-        Running(child, log)
+        Running::start(self.dir.path(), args)
     }
 
     /// Waits until the newest checkpoint of the store that `holds` is at
@@ -137,67 +124,8 @@ impl Signed {
         }
     }
 
-    /// Waits until the consumer received WAL up to `lsn` (stored or not).
     async fn wait_until_received(&self, lsn: &str, run: &Running) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let received: Option<bool> = self
-                .client
-                .query_one(
-                    "select bool_or(write_lsn >= $1::text::pg_lsn) from pg_stat_replication",
-                    &[&lsn],
-                )
-                .await
-                .expect("pg_stat_replication")
-                .get(0);
-            if received == Some(true) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing received after 60 s: {}",
-                run.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// A running `pgtrail run`; killed if the test ends without stopping it.
-struct Running(Child, PathBuf);
-
-impl Running {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-
-    /// SIGTERM, and a clean exit; returns stderr.
-    async fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                assert_eq!(status.code(), Some(0), "clean stop: {}", self.stderr());
-                return self.stderr();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pgtrail run did not exit: {}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        wait_until_received(&self.client, lsn, run).await
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `setup`: init, the configuration layers, help text.
 //! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
 //!   a part failing for good, a store outage; `pgtrail status` on slots.
+//! - `running`: a `pgtrail run` process under test, and waiting on its consumer.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -18,6 +19,7 @@ mod failures;
 mod integrity;
 mod queries;
 mod run;
+mod running;
 mod setup;
 mod support;
 mod transfer;

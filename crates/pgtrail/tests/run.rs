@@ -2,12 +2,12 @@
 //! replication slots: a real cluster, the real binary, a SQLite store.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgtrail_core::Event;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 
+use crate::running::{wait_until_received, Running};
 use crate::support::pgtrail_in;
 
 /// A database on its own cluster, and a directory with a pgtrail.toml.
@@ -102,30 +102,8 @@ impl Setup {
         }
     }
 
-    /// Waits until the consumer reported WAL past `end` as received (its
-    /// `write` position), stored or not.
-    async fn wait_until_received(&self, end: &str, run: &Running) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let received: Option<bool> = self
-                .client
-                .query_one(
-                    "select bool_or(write_lsn >= $1::text::pg_lsn) from pg_stat_replication",
-                    &[&end],
-                )
-                .await
-                .expect("pg_stat_replication")
-                .get(0);
-            if received == Some(true) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing received after 60 s: {}",
-                run.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    async fn wait_until_received(&self, lsn: &str, run: &Running) {
+        wait_until_received(&self.client, lsn, run).await
     }
 
     async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
@@ -140,70 +118,9 @@ impl Setup {
         }
     }
 
-    /// Starts `pgtrail run args` in the directory; stderr goes to a file.
+    /// Starts `pgtrail run args` in the directory.
     fn start(&self, args: &[&str]) -> Running {
-        let log = self.dir.path().join("run.log");
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-            .arg("run")
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PGTRAIL_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start pgtrail run");
-        Running(child, log)
-    }
-}
-
-/// A running `pgtrail run`; killed if the test ends without stopping it.
-struct Running(Child, std::path::PathBuf);
-
-impl Running {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal}");
-    }
-
-    /// Waits for the exit (at most 30 s); returns the exit code and stderr.
-    async fn wait(mut self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return (status.code().unwrap_or(-1), self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pgtrail run did not exit: {}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM, and a clean exit.
-    async fn stop(self) -> String {
-        self.signal("-TERM");
-        let (code, stderr) = self.wait().await;
-        assert_eq!(code, 0, "clean stop: {stderr}");
-        stderr
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Running::start(self.dir.path(), args)
     }
 }
 

@@ -1,0 +1,98 @@
+//! A `pgtrail run` process started by a test, and waiting on what it does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `pgtrail run`; killed if the test ends without stopping it.
+pub struct Running(pub Child, PathBuf);
+
+impl Running {
+    /// Starts `pgtrail run args` in `dir` (where its pgtrail.toml is), with
+    /// a clean environment; stderr goes to `dir/run.log`.
+    pub fn start(dir: &Path, args: &[&str]) -> Running {
+        let log = dir.join("run.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+            .arg("run")
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PGTRAIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pgtrail run");
+        Running(child, log)
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// Waits for the exit (at most 60 s); returns the exit code and stderr.
+    pub async fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return (status.code().unwrap_or(-1), self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgtrail run did not exit: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, and a clean exit; returns stderr.
+    pub async fn stop(self) -> String {
+        self.signal("-TERM");
+        let (code, stderr) = self.wait().await;
+        assert_eq!(code, 0, "clean stop: {stderr}");
+        stderr
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the consumer of `run` reported WAL up to `lsn` as received
+/// (its `write` position in `pg_stat_replication`), stored or not.
+pub async fn wait_until_received(client: &tokio_postgres::Client, lsn: &str, run: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let received: Option<bool> = client
+            .query_one(
+                "select bool_or(write_lsn >= $1::text::pg_lsn) from pg_stat_replication",
+                &[&lsn],
+            )
+            .await
+            .expect("pg_stat_replication")
+            .get(0);
+        if received == Some(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing received after 60 s: {}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
