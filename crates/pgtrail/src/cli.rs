@@ -485,9 +485,11 @@ pub struct UntrackArgs {
 #[command(after_help = "\
 Shows trigger capture (when installed) and pgtrail's replication slots: whether a consumer
 is connected, the confirmed position, and the lag in bytes and seconds, with a warning past
-`[capture] lag_warn_mb`.
-Example:
-  pgtrail status --db postgres://pgtrail@localhost/shop")]
+`[capture] lag_warn_mb`, and each store's newest signed checkpoint, with a warning when it is stale.
+Exit status: 0; with --check, 1 when anything carries a warning (for monitoring), 2 on error.
+Examples:
+  pgtrail status --db postgres://pgtrail@localhost/shop
+  pgtrail status --db postgres://pgtrail@localhost/shop --check --format json   # from a monitor")]
 pub struct StatusArgs {
     /// Database (libpq URL).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
@@ -495,6 +497,9 @@ pub struct StatusArgs {
     /// Replication slot to report (repeatable) [default: `[capture] slot`].
     #[arg(long = "slot", value_name = "NAME")]
     pub slots: Vec<String>,
+    /// Exit with status 1 when a slot or a store's checkpoints carry a warning.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `pgtrail seal`

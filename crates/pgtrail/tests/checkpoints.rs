@@ -319,6 +319,8 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
         "table",
     ]);
     assert!(verified.ok().contains("OK"), "{verified:?}");
+    let checked = s.pgtrail(&["status", "--db", &s.url, "--check", "--format", "json"]);
+    assert_eq!(checked.code, 0, "fresh: nothing to warn about: {checked:?}");
 
     // Sealed while nothing signs, and older than twice the interval: a warning.
     let signed = fresh["newest"]["seq"].as_i64().expect("seq");
@@ -338,6 +340,8 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
         text.ok().contains("checkpoints:") && text.ok().contains("warning:"),
         "{text:?}"
     );
+    let checked = s.pgtrail(&["status", "--db", &s.url, "--check"]);
+    assert_eq!(checked.code, 1, "stale: {checked:?}");
 }
 
 #[test]

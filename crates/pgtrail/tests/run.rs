@@ -430,6 +430,17 @@ async fn status_shows_the_slot_and_its_lag() {
         text.contains("not installed") && text.contains("pgtrail") && text.contains("warning:"),
         "{text}"
     );
+    // A monitor asks with --check: the warning makes the exit status 1.
+    let check = |s: &Setup| {
+        pgtrail_in(
+            s.dir.path(),
+            &["status", "--db", &s.url, "--check", "--format", "json"],
+            &[],
+            None,
+        )
+    };
+    let checked = check(&s);
+    assert_eq!(checked.code, 1, "{checked:?}");
 
     // With `pgtrail run` consuming: connected, with its pid, and caught up.
     let mut run = s.start(&[]);
@@ -447,6 +458,13 @@ async fn status_shows_the_slot_and_its_lag() {
     assert!(slot["pid"].as_i64().is_some_and(|p| p > 0), "{slot}");
     assert_eq!(slot["lag_seconds_from"], "server", "{slot}");
     assert!(slot["warning"].is_null(), "{slot}");
+    // Caught up, but no key signs checkpoints here: --check still says so.
+    let checked = check(&s);
+    assert_eq!(checked.code, 1, "{checked:?}");
+    assert!(
+        checked.stdout.contains("no checkpoint covers"),
+        "{checked:?}"
+    );
     run.stop().await;
 
     // Stopped again and behind: seconds are estimated from the store.

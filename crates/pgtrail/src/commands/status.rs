@@ -121,7 +121,13 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         checkpoints,
     };
     ctx.output.document(&report, || text(&report))?;
-    Ok(crate::exit::ok())
+    let warned = report.slots.iter().any(|s| s.warning.is_some())
+        || report.checkpoints.iter().any(|c| c.warning.is_some());
+    Ok(if args.check && warned {
+        crate::exit::check_failed()
+    } else {
+        crate::exit::ok()
+    })
 }
 
 /// Reports on the slots `names` of the database `client` is connected to.
