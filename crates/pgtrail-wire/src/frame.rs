@@ -13,6 +13,10 @@ use crate::WireError;
 /// messages is 1 GB, and a bigger length means the stream is out of step.
 pub const MAX_BODY: usize = 1 << 30;
 
+/// The most [`decode_frame`] reserves ahead for a message still arriving;
+/// a longer one grows the buffer as its bytes come in.
+const MAX_RESERVE: usize = 1 << 20;
+
 /// One message: its tag and its body (length prefix removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -32,7 +36,9 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
     let length = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
     let body_len = checked_body_len(tag, length)?;
     if buf.len() < 5 + body_len {
-        buf.reserve(5 + body_len - buf.len());
+        // A hint for the reader, bounded: the declared length is not trusted
+        // until its bytes arrive, so a corrupt header cannot reserve a gigabyte.
+        buf.reserve((5 + body_len - buf.len()).min(MAX_RESERVE));
         return Ok(None);
     }
     buf.advance(5);
