@@ -242,15 +242,20 @@ pub fn parse_array(text: &str, delimiter: char) -> Option<Vec<ArrayItem>> {
         rest = &rest[eq + 1..];
     }
     let mut chars = rest.chars().peekable();
-    let items = parse_level(&mut chars, delimiter)?;
+    let items = parse_level(&mut chars, delimiter, 1)?;
     chars.next().is_none().then_some(items)
 }
+
+/// Postgres arrays have at most 6 dimensions (`MAXDIM`); text nested deeper
+/// is not an array it printed, and refusing it keeps the recursion bounded.
+const MAX_DIMENSIONS: usize = 6;
 
 fn parse_level(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     delimiter: char,
+    depth: usize,
 ) -> Option<Vec<ArrayItem>> {
-    if chars.next()? != '{' {
+    if depth > MAX_DIMENSIONS || chars.next()? != '{' {
         return None;
     }
     let mut items = Vec::new();
@@ -263,7 +268,7 @@ fn parse_level(
             chars.next();
         }
         match chars.peek()? {
-            '{' => items.push(ArrayItem::Nested(parse_level(chars, delimiter)?)),
+            '{' => items.push(ArrayItem::Nested(parse_level(chars, delimiter, depth + 1)?)),
             '"' => {
                 chars.next();
                 let mut value = String::new();

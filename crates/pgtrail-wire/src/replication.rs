@@ -15,13 +15,15 @@ use crate::{Lsn, WireError};
 pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// Converts Unix-epoch microseconds to Postgres-epoch microseconds.
+/// Saturates: a clock value from a corrupt message must not overflow.
 pub fn to_pg_epoch(unix_micros: i64) -> i64 {
-    unix_micros - PG_EPOCH_OFFSET_MICROS
+    unix_micros.saturating_sub(PG_EPOCH_OFFSET_MICROS)
 }
 
 /// Converts Postgres-epoch microseconds to Unix-epoch microseconds.
+/// Saturates: times come from the server's bytes, which may be corrupt.
 pub fn from_pg_epoch(pg_micros: i64) -> i64 {
-    pg_micros + PG_EPOCH_OFFSET_MICROS
+    pg_micros.saturating_add(PG_EPOCH_OFFSET_MICROS)
 }
 
 /// A message from the server inside CopyData during replication.
@@ -182,5 +184,7 @@ mod tests {
             from_pg_epoch(to_pg_epoch(1_700_000_000_000_000)),
             1_700_000_000_000_000
         );
+        assert_eq!(from_pg_epoch(i64::MAX), i64::MAX, "saturates, no overflow");
+        assert_eq!(to_pg_epoch(i64::MIN), i64::MIN, "saturates, no overflow");
     }
 }

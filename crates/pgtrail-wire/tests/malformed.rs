@@ -32,8 +32,9 @@ impl Rng {
     }
 }
 
-/// One random change to a valid message: flip a byte, overwrite four bytes
-/// with an extreme length or count, cut the tail, or insert junk.
+/// One to four random changes to a valid message: flip a bit, replace a
+/// byte, overwrite four or eight bytes with an extreme length, count, LSN or
+/// time, cut the tail, insert junk.
 fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     let mut out = valid.to_vec();
     for _ in 0..=rng.below(3) {
@@ -46,8 +47,24 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
             0 => out[at] ^= 1 << rng.below(8),
             1 => out[at] = rng.next() as u8,
             2 => {
-                let extreme: [i32; 6] = [-1, 0, 1, i32::MAX, i32::MIN, 0x7fff];
-                let value = extreme[rng.below(extreme.len())].to_be_bytes();
+                let extreme: [i64; 8] = [
+                    -1,
+                    0,
+                    1,
+                    0x7fff,
+                    0x7fff_ffff,
+                    -0x8000_0000,
+                    i64::MAX,
+                    i64::MIN,
+                ];
+                let value = extreme[rng.below(extreme.len())];
+                // As a 4-byte length or count, or as an 8-byte LSN or time.
+                let bytes = value.to_be_bytes();
+                let value = if rng.below(2) == 0 {
+                    &bytes[4..]
+                } else {
+                    &bytes[..]
+                };
                 for (i, b) in value.iter().enumerate() {
                     if let Some(slot) = out.get_mut(at + i) {
                         *slot = *b;

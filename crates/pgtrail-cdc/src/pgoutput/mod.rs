@@ -15,6 +15,8 @@ use pgtrail_wire::frame::Reader;
 use pgtrail_wire::{Lsn, WireError};
 
 #[cfg(test)]
+mod malformed;
+#[cfg(test)]
 mod tests;
 
 /// A transaction id as pgoutput sends it (32 bits, no epoch).
