@@ -13,9 +13,9 @@ use crate::output::Format;
 
 /// pgtrail: a tamper-evident audit trail for PostgreSQL.
 ///
-/// Captures row changes, DDL and statements, keeps them append-only in a
-/// hash-chained store (an SQLite file or a Postgres schema), and answers
-/// "who changed what, when" from the command line.
+/// Captures row changes and DDL (by triggers or logical replication), keeps
+/// them append-only in a hash-chained store (an SQLite file or a Postgres
+/// schema), and answers "who changed what, when" from the command line.
 #[derive(Debug, Parser)]
 #[command(name = "pgtrail", version, propagate_version = true)]
 #[command(after_help = "\
