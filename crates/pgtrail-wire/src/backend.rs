@@ -267,8 +267,8 @@ fn parse_error_fields(r: &mut Reader<'_>) -> Result<ErrorFields, WireError> {
 }
 
 fn parse_row_description(r: &mut Reader<'_>) -> Result<Vec<FieldDescription>, WireError> {
-    let count = r.i16("field count")?;
-    let mut fields = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let count = r.count_i16("field count")?;
+    let mut fields = Vec::with_capacity(count);
     for _ in 0..count {
         fields.push(FieldDescription {
             name: r.cstr("field name")?.to_string(),
@@ -284,8 +284,8 @@ fn parse_row_description(r: &mut Reader<'_>) -> Result<Vec<FieldDescription>, Wi
 }
 
 fn parse_data_row(r: &mut Reader<'_>, body: &Bytes) -> Result<Vec<Option<Bytes>>, WireError> {
-    let count = r.i16("column count")?;
-    let mut values = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let count = r.count_i16("column count")?;
+    let mut values = Vec::with_capacity(count);
     for _ in 0..count {
         let len = r.i32("value length")?;
         if len < 0 {
@@ -302,7 +302,7 @@ fn parse_data_row(r: &mut Reader<'_>, body: &Bytes) -> Result<Vec<Option<Bytes>>
 
 fn parse_copy_format(r: &mut Reader<'_>) -> Result<CopyFormat, WireError> {
     let overall = r.u8("overall format")? as i8;
-    let count = r.i16("column count")?;
+    let count = r.count_i16("column count")?;
     let mut columns = Vec::new();
     for _ in 0..count {
         columns.push(r.i16("column format")?);

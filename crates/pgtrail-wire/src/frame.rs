@@ -163,6 +163,19 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 
+    /// A count of following items sent as a big-endian i16. A negative count
+    /// is an error: read as zero items it would silently drop what follows.
+    pub fn count_i16(&mut self, field: &'static str) -> Result<usize, WireError> {
+        let count = self.i16(field)?;
+        usize::try_from(count).map_err(|_| self.invalid(field, format!("negative: {count}")))
+    }
+
+    /// A count of following items sent as a big-endian i32; negative is an error.
+    pub fn count_i32(&mut self, field: &'static str) -> Result<usize, WireError> {
+        let count = self.i32(field)?;
+        usize::try_from(count).map_err(|_| self.invalid(field, format!("negative: {count}")))
+    }
+
     /// A NUL-terminated string (UTF-8; the server encoding is UTF-8 for pgtrail's connections).
     pub fn cstr(&mut self, field: &'static str) -> Result<&'a str, WireError> {
         let end = self

@@ -290,3 +290,19 @@ fn authenticator_survives_malformed_sasl_messages() {
         );
     }
 }
+
+#[test]
+fn negative_counts_are_errors_not_empty_lists() {
+    for (tag, body) in [
+        (b'T', &b"\xff\xff"[..]),
+        (b'D', b"\x80\x00"),
+        (b'W', b"\0\xff\xff"),
+    ] {
+        let err = BackendMessage::parse(Frame {
+            tag,
+            body: Bytes::from_static(body),
+        })
+        .expect_err("negative count");
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+}

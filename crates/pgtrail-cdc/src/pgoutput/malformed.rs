@@ -412,3 +412,25 @@ fn extreme_commit_times_do_not_overflow() {
         }
     }
 }
+
+#[test]
+fn negative_counts_are_errors_not_empty_lists() {
+    // Read as zero items, a Truncate would lose its tables and a row its values.
+    let cases = [
+        Msg::tag(b'T').u32(u32::MAX).u8(0).u32(TABLE).0,
+        Msg::tag(b'I').u32(TABLE).u8(b'N').u16(0xffff).0,
+        Msg::tag(b'R')
+            .u32(TABLE)
+            .s("public")
+            .s("t")
+            .u8(b'd')
+            .u16(0x8000)
+            .0,
+    ];
+    for payload in cases {
+        let err = Decoder::new()
+            .decode(&Bytes::from(payload))
+            .expect_err("negative count");
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+}

@@ -314,7 +314,7 @@ impl Decoder {
             }
             b'T' => {
                 let xid = self.stream_xid(&mut r)?;
-                let count = r.r.i32("relation count")?;
+                let count = r.r.count_i32("relation count")?;
                 let options = r.r.u8("truncate options")?;
                 let mut relations = Vec::new();
                 for _ in 0..count {
@@ -413,8 +413,8 @@ impl Body<'_> {
     }
 
     fn tuple(&mut self) -> Result<Tuple, WireError> {
-        let count = self.r.i16("column count")?;
-        let mut values = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let count = self.r.count_i16("column count")?;
+        let mut values = Vec::with_capacity(count);
         for _ in 0..count {
             let value = match self.r.u8("column kind")? {
                 b'n' => ColumnValue::Null,
@@ -446,7 +446,7 @@ impl Body<'_> {
         let schema = self.r.cstr("schema")?.to_string();
         let name = self.r.cstr("table name")?.to_string();
         let replica_identity = self.r.u8("replica identity")?;
-        let count = self.r.i16("column count")?;
+        let count = self.r.count_i16("column count")?;
         let mut columns = Vec::new();
         for _ in 0..count {
             columns.push(RelationColumn {
