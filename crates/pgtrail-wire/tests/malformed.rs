@@ -16,6 +16,25 @@ use pgtrail_wire::replication::ReplicationMessage;
 /// xorshift64*: tiny, deterministic, good enough to pick mutations.
 struct Rng(u64);
 
+/// `cases` scaled by `PGTRAIL_FUZZ_SCALE` (default 1), for a longer campaign
+/// by hand; CI runs the small default.
+fn cases(cases: usize) -> usize {
+    let scale = std::env::var("PGTRAIL_FUZZ_SCALE").ok();
+    cases * scale.and_then(|s| s.parse().ok()).unwrap_or(1)
+}
+
+/// A generator for `seed`, varied by `PGTRAIL_FUZZ_SEED` when set so a long
+/// campaign can explore new cases; a failure prints the seed it ran with.
+fn rng(seed: u64) -> Rng {
+    let extra: u64 = std::env::var("PGTRAIL_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let seed = seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    println!("seed {seed:#x}");
+    Rng(seed.max(1))
+}
+
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -182,8 +201,8 @@ fn decode_all(bytes: &[u8]) {
 
 #[test]
 fn arbitrary_bytes_never_panic_the_frame_and_backend_decoders() {
-    let mut rng = Rng(0x5eed_0001);
-    for _ in 0..3000 {
+    let mut rng = rng(0x5eed_0001);
+    for _ in 0..cases(3000) {
         let bytes = rng.bytes(64);
         decode_all(&bytes);
         let _ = decode_untagged(&mut BytesMut::from(&bytes[..]));
@@ -205,8 +224,8 @@ fn mutated_backend_messages_decode_or_fail_cleanly() {
             decode_all(&valid[..cut]);
         }
     }
-    let mut rng = Rng(0x5eed_0002);
-    for _ in 0..3000 {
+    let mut rng = rng(0x5eed_0002);
+    for _ in 0..cases(3000) {
         let valid = &corpus[rng.below(corpus.len())];
         decode_all(&mutate(&mut rng, valid));
         // The body alone, as a proxy that framed it itself would pass it on.
@@ -247,8 +266,8 @@ fn mutated_replication_messages_parse_or_fail_cleanly() {
             let _ = ReplicationMessage::parse(&Bytes::copy_from_slice(&valid[..cut]));
         }
     }
-    let mut rng = Rng(0x5eed_0003);
-    for _ in 0..3000 {
+    let mut rng = rng(0x5eed_0003);
+    for _ in 0..cases(3000) {
         let bytes = if rng.below(4) == 0 {
             rng.bytes(40)
         } else {
@@ -266,9 +285,9 @@ fn mutated_replication_messages_parse_or_fail_cleanly() {
 
 #[test]
 fn authenticator_survives_malformed_sasl_messages() {
-    let mut rng = Rng(0x5eed_0004);
+    let mut rng = rng(0x5eed_0004);
     let valid_first = b"r=abc,s=c2FsdA==,i=1".to_vec();
-    for _ in 0..300 {
+    for _ in 0..cases(300) {
         let mut auth = Authenticator::new("alice", Some("secret"));
         let mut out = BytesMut::new();
         auth.respond(

@@ -15,6 +15,25 @@ use crate::value::{to_json, TypeRegistry};
 /// xorshift64*: tiny, deterministic, good enough to pick mutations.
 struct Rng(u64);
 
+/// `cases` scaled by `PGTRAIL_FUZZ_SCALE` (default 1), for a longer campaign
+/// by hand; CI runs the small default.
+fn cases(cases: usize) -> usize {
+    let scale = std::env::var("PGTRAIL_FUZZ_SCALE").ok();
+    cases * scale.and_then(|s| s.parse().ok()).unwrap_or(1)
+}
+
+/// A generator for `seed`, varied by `PGTRAIL_FUZZ_SEED` when set so a long
+/// campaign can explore new cases; a failure prints the seed it ran with.
+fn rng(seed: u64) -> Rng {
+    let extra: u64 = std::env::var("PGTRAIL_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let seed = seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    println!("seed {seed:#x}");
+    Rng(seed.max(1))
+}
+
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -244,8 +263,8 @@ fn every_truncation_of_every_message_fails_cleanly() {
 
 #[test]
 fn arbitrary_bytes_never_panic_the_decoder_or_assembler() {
-    let mut rng = Rng(0x5eed_0011);
-    for _ in 0..300 {
+    let mut rng = rng(0x5eed_0011);
+    for _ in 0..cases(300) {
         let stream: Vec<Vec<u8>> = (0..8).map(|_| rng.bytes(48)).collect();
         feed(&stream);
     }
@@ -254,8 +273,8 @@ fn arbitrary_bytes_never_panic_the_decoder_or_assembler() {
 #[test]
 fn mutated_transactions_decode_and_assemble_or_fail_cleanly() {
     let corpus = corpus();
-    let mut rng = Rng(0x5eed_0012);
-    for _ in 0..1000 {
+    let mut rng = rng(0x5eed_0012);
+    for _ in 0..cases(1000) {
         // The valid stream with a few messages mutated, dropped or repeated,
         // so order errors (Commit without Begin, changes to an unknown
         // relation, rows of the wrong width) reach the assembler too.
@@ -349,8 +368,8 @@ const SAMPLES: [&str; 14] = [
 #[test]
 fn arbitrary_and_mutated_text_values_convert_without_panicking() {
     let types = TypeRegistry::builtin();
-    let mut rng = Rng(0x5eed_0013);
-    for _ in 0..3000 {
+    let mut rng = rng(0x5eed_0013);
+    for _ in 0..cases(3000) {
         let bytes = if rng.below(3) == 0 {
             rng.bytes(24)
         } else {
