@@ -234,8 +234,9 @@ pub struct TableStatus {
     /// The table and its options.
     #[serde(flatten)]
     pub tracked: TrackedTable,
-    /// How it is captured.
-    pub mode: String,
+    /// How it is captured, in words: the mode and the row identity
+    /// (`row triggers, key (id)`). Not `mode`: the flattened table has that.
+    pub capture: String,
     /// Sealed events of this table so far.
     pub events: i64,
     /// Captured rows waiting to be sealed.
@@ -286,10 +287,10 @@ pub async fn status(client: &Client) -> Result<Status> {
         .iter()
         .map(|row| {
             let tracked = TrackedTable::from_row(row);
-            let mode = format!("{} triggers, {}", tracked.mode.as_str(), tracked.identity());
+            let capture = format!("{} triggers, {}", tracked.mode.as_str(), tracked.identity());
             TableStatus {
                 tracked,
-                mode,
+                capture,
                 events: row.get("events"),
                 pending: row.get("pending"),
                 last_event_at: row.get("last"),

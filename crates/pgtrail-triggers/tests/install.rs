@@ -360,6 +360,6 @@ async fn status_counts_events_per_table() {
     let a = &status.tables[0];
     assert_eq!((a.tracked.table.as_str(), a.events, a.pending), ("a", 3, 1));
     assert!(a.last_event_at.is_some());
-    assert!(status.tables[1].mode.contains("full row"));
+    assert!(status.tables[1].capture.contains("full row"));
     assert!(status.commit_timestamps);
 }

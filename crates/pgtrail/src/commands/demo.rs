@@ -1,5 +1,5 @@
 //! `pgtrail demo`: the first command a new user runs. Starts a throwaway
-//! Postgres, installs trigger capture, plays a short session as two
+//! Postgres, installs trigger capture, plays a short session as four
 //! application users, shows the trail, then keeps the database running
 //! (sealing every second) so the next commands can be tried on it.
 

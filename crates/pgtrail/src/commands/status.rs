@@ -299,7 +299,7 @@ fn triggers_text(status: &Status) -> String {
     for t in &status.tables {
         table.push(vec![
             t.tracked.qualified(),
-            t.mode.clone(),
+            t.capture.clone(),
             t.tracked.ignored.join(","),
             t.tracked.masked.join(","),
             t.events.to_string(),
