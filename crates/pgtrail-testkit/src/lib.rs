@@ -13,6 +13,7 @@
 
 mod binaries;
 mod cluster;
+pub mod fuzz;
 
 pub use binaries::{find_bindir, PgBinaries};
 pub use cluster::{Cluster, ClusterOptions};

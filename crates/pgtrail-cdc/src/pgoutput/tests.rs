@@ -3,42 +3,42 @@
 
 use super::*;
 
-/// Builds a payload field by field.
+/// Builds a payload field by field (also used by the `malformed` tests).
 #[derive(Default)]
-struct Msg(Vec<u8>);
+pub(super) struct Msg(pub(super) Vec<u8>);
 
 impl Msg {
-    fn tag(t: u8) -> Self {
+    pub(super) fn tag(t: u8) -> Self {
         Msg(vec![t])
     }
-    fn u8(mut self, v: u8) -> Self {
+    pub(super) fn u8(mut self, v: u8) -> Self {
         self.0.push(v);
         self
     }
-    fn u16(mut self, v: u16) -> Self {
+    pub(super) fn u16(mut self, v: u16) -> Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    fn u32(mut self, v: u32) -> Self {
+    pub(super) fn u32(mut self, v: u32) -> Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    fn u64(mut self, v: u64) -> Self {
+    pub(super) fn u64(mut self, v: u64) -> Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    fn s(mut self, v: &str) -> Self {
+    pub(super) fn s(mut self, v: &str) -> Self {
         self.0.extend_from_slice(v.as_bytes());
         self.0.push(0);
         self
     }
-    fn text(mut self, v: &str) -> Self {
+    pub(super) fn text(mut self, v: &str) -> Self {
         self.0.push(b't');
         self.0.extend_from_slice(&(v.len() as u32).to_be_bytes());
         self.0.extend_from_slice(v.as_bytes());
         self
     }
-    fn bytes(self) -> Bytes {
+    pub(super) fn bytes(self) -> Bytes {
         Bytes::from(self.0)
     }
 }
