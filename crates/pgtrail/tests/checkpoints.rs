@@ -6,41 +6,35 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pgtrail_testkit::Cluster;
 use serde_json::Value;
 
-use crate::running::{wait_until_received, Running};
+use crate::running::{Running, Service};
 use crate::support::{pgtrail_in, Run};
 
-/// A database, a directory with a key pair, and the pgtrail.toml in it.
+/// A `Service` with a key pair in its directory.
 struct Signed {
-    url: String,
-    dir: tempfile::TempDir,
+    service: Service,
     store: PathBuf,
     key: String,
-    client: tokio_postgres::Client,
-    /// Last: stops after the connection above is dropped.
-    _cluster: Cluster,
+}
+
+impl std::ops::Deref for Signed {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 impl Signed {
     async fn new(prefix: &str, schema_sql: &str) -> Signed {
-        let cluster = Cluster::start().expect("start cluster");
-        let url = cluster.create_database(prefix).await.expect("database");
-        let db = url.rsplit('/').next().expect("db name").to_string();
-        let client = cluster.connect(&db).await.expect("connect");
-        client.batch_execute(schema_sql).await.expect("schema");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = dir.path().join("trail.db");
-        let key = dir.path().join("signing.key").display().to_string();
-        pgtrail_in(dir.path(), &["keygen", "--out", &key], &[], None).ok();
+        let service = Service::new(prefix, schema_sql).await;
+        let store = service.store_file();
+        let key = service.dir.path().join("signing.key").display().to_string();
+        pgtrail_in(service.dir.path(), &["keygen", "--out", &key], &[], None).ok();
         Signed {
-            url,
-            dir,
+            service,
             store,
             key,
-            client,
-            _cluster: cluster,
         }
     }
 
@@ -88,20 +82,6 @@ impl Signed {
         report["checkpoints"].as_u64().expect("checkpoints")
     }
 
-    async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
-        for id in ids {
-            self.client
-                .execute("insert into t (id, v) values ($1, 'v')", &[&id])
-                .await
-                .expect("insert");
-        }
-    }
-
-    /// Starts `pgtrail run args` in the directory.
-    fn start(&self, args: &[&str]) -> Running {
-        Running::start(self.dir.path(), args)
-    }
-
     /// Waits until the newest checkpoint of the store that `holds` is at
     /// its head, and the head at `seq` or past it.
     async fn wait_for_checkpoint(&self, holds: &str, seq: i64, run: &mut Running) -> Value {
@@ -122,10 +102,6 @@ impl Signed {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    async fn wait_until_received(&self, lsn: &str, run: &Running) {
-        wait_until_received(&self.client, lsn, run).await
     }
 }
 

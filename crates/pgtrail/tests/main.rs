@@ -10,7 +10,8 @@
 //! - `setup`: init, the configuration layers, help text.
 //! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
 //!   a part failing for good, a store outage; `pgtrail status` on slots.
-//! - `running`: a `pgtrail run` process under test, and waiting on its consumer.
+//! - `running`: what the run and checkpoint tests share: a database on its own
+//!   cluster with a directory (`Service`), a `pgtrail run` process (`Running`).
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 

@@ -7,37 +7,27 @@ use std::time::{Duration, Instant};
 use pgtrail_core::Event;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 
-use crate::running::{wait_until_received, Running};
+use crate::running::{Running, Service};
 use crate::support::pgtrail_in;
 
-/// A database on its own cluster, and a directory with a pgtrail.toml.
+/// A `Service` and the URL of the store `pgtrail run` captures into.
 struct Setup {
-    url: String,
-    db: String,
+    service: Service,
     store: String,
-    dir: tempfile::TempDir,
-    client: tokio_postgres::Client,
-    /// Last: stops after the connection above is dropped.
-    cluster: Cluster,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 impl Setup {
     async fn new(prefix: &str, schema_sql: &str) -> Setup {
-        let cluster = Cluster::start().expect("start cluster");
-        let url = cluster.create_database(prefix).await.expect("database");
-        let db = url.rsplit('/').next().expect("db name").to_string();
-        let client = cluster.connect(&db).await.expect("connect");
-        client.batch_execute(schema_sql).await.expect("schema");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = format!("sqlite:{}", dir.path().join("trail.db").display());
-        Setup {
-            url,
-            db,
-            store,
-            dir,
-            client,
-            cluster,
-        }
+        let service = Service::new(prefix, schema_sql).await;
+        let store = format!("sqlite:{}", service.store_file().display());
+        Setup { service, store }
     }
 
     /// Writes pgtrail.toml: the store, then `sections`.
@@ -65,7 +55,7 @@ impl Setup {
 
     /// The `cdc` events in the store, oldest first.
     fn cdc_events(&self) -> Vec<Event> {
-        if self.store.starts_with("sqlite:") && !self.dir.path().join("trail.db").exists() {
+        if self.store.starts_with("sqlite:") && !self.store_file().exists() {
             return Vec::new();
         }
         let mut events = pgtrail_in(
@@ -100,27 +90,6 @@ impl Setup {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    async fn wait_until_received(&self, lsn: &str, run: &Running) {
-        wait_until_received(&self.client, lsn, run).await
-    }
-
-    async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
-        for id in ids {
-            self.client
-                .execute(
-                    "insert into t (id, v) values ($1::int, 'v' || $1::int)",
-                    &[&id],
-                )
-                .await
-                .expect("insert");
-        }
-    }
-
-    /// Starts `pgtrail run args` in the directory.
-    fn start(&self, args: &[&str]) -> Running {
-        Running::start(self.dir.path(), args)
     }
 }
 

@@ -1,8 +1,69 @@
-//! A `pgtrail run` process started by a test, and waiting on what it does.
+//! What the `pgtrail run` tests stand on: a database on its own cluster with
+//! a directory for pgtrail.toml (`Service`), a `pgtrail run` process started
+//! there (`Running`), and waiting on what its consumer received.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use pgtrail_testkit::Cluster;
+
+/// A database on its own throwaway cluster, created with `schema_sql`, and a
+/// temporary directory for pgtrail.toml, the SQLite store and the run's log.
+pub struct Service {
+    pub url: String,
+    pub db: String,
+    pub dir: tempfile::TempDir,
+    pub client: tokio_postgres::Client,
+    /// Last: stops after the connection above is dropped.
+    pub cluster: Cluster,
+}
+
+impl Service {
+    pub async fn new(prefix: &str, schema_sql: &str) -> Service {
+        let cluster = Cluster::start().expect("start cluster");
+        let url = cluster.create_database(prefix).await.expect("database");
+        let db = url.rsplit('/').next().expect("db name").to_string();
+        let client = cluster.connect(&db).await.expect("connect");
+        client.batch_execute(schema_sql).await.expect("schema");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Service {
+            url,
+            db,
+            dir,
+            client,
+            cluster,
+        }
+    }
+
+    /// The SQLite store's file in the directory.
+    pub fn store_file(&self) -> PathBuf {
+        self.dir.path().join("trail.db")
+    }
+
+    /// Inserts rows `ids` into table `t (id, v)`, one transaction each.
+    pub async fn insert(&self, ids: std::ops::RangeInclusive<i32>) {
+        for id in ids {
+            self.client
+                .execute(
+                    "insert into t (id, v) values ($1::int, 'v' || $1::int)",
+                    &[&id],
+                )
+                .await
+                .expect("insert");
+        }
+    }
+
+    /// Starts `pgtrail run args` in the directory.
+    pub fn start(&self, args: &[&str]) -> Running {
+        Running::start(self.dir.path(), args)
+    }
+
+    /// Waits until the consumer of `run` received WAL up to `lsn`.
+    pub async fn wait_until_received(&self, lsn: &str, run: &Running) {
+        wait_until_received(&self.client, lsn, run).await
+    }
+}
 
 /// A running `pgtrail run`; killed if the test ends without stopping it.
 pub struct Running(pub Child, PathBuf);
@@ -74,7 +135,7 @@ impl Drop for Running {
 
 /// Waits until the consumer of `run` reported WAL up to `lsn` as received
 /// (its `write` position in `pg_stat_replication`), stored or not.
-pub async fn wait_until_received(client: &tokio_postgres::Client, lsn: &str, run: &Running) {
+async fn wait_until_received(client: &tokio_postgres::Client, lsn: &str, run: &Running) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let received: Option<bool> = client
