@@ -108,16 +108,7 @@ impl Signed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_signs_checkpoints_that_catch_removed_events() {
     let s = Signed::new("cp_capture", "create table t (id int primary key, v text);").await;
-    s.pgtrail(&[
-        "capture",
-        "--db",
-        &s.url,
-        "--setup",
-        "--tables",
-        "public.t",
-        "--no-stream",
-    ])
-    .ok();
+    s.set_up_capture();
     let capture = format!("[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n", s.url);
     let store_url = format!("sqlite:{}", s.store.display());
     s.config("1s", &capture);

@@ -125,15 +125,7 @@ async fn run_captures_across_a_stop_and_a_kill() {
         "create table t (id int primary key, v text);",
     )
     .await;
-    s.ok(&[
-        "capture",
-        "--db",
-        &s.url,
-        "--setup",
-        "--tables",
-        "public.t",
-        "--no-stream",
-    ]);
+    s.set_up_capture();
     s.config(&format!(
         "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
         s.url
@@ -213,15 +205,7 @@ async fn run_seals_triggers_and_captures_side_by_side() {
         "{stderr}"
     );
 
-    s.ok(&[
-        "capture",
-        "--db",
-        &s.url,
-        "--setup",
-        "--tables",
-        "public.t",
-        "--no-stream",
-    ]);
+    s.set_up_capture();
     let mut run = s.start(&[]);
     for id in 1..=20 {
         s.client
@@ -273,15 +257,7 @@ async fn a_store_outage_pauses_capture_only() {
     .await;
     s.ok(&["install", "--db", &s.url]);
     s.ok(&["track", "--db", &s.url, "public.a"]);
-    s.ok(&[
-        "capture",
-        "--db",
-        &s.url,
-        "--setup",
-        "--tables",
-        "public.t",
-        "--no-stream",
-    ]);
+    s.set_up_capture();
     // Capture stores into a Postgres store on a second cluster, which goes
     // down and comes back on the same port.
     let store_dir =
@@ -353,15 +329,7 @@ async fn status_shows_the_slot_and_its_lag() {
     assert!(status["triggers"].is_null(), "{status}");
     assert_eq!(status["slots"], serde_json::json!([]), "{status}");
 
-    s.ok(&[
-        "capture",
-        "--db",
-        &s.url,
-        "--setup",
-        "--tables",
-        "public.t",
-        "--no-stream",
-    ]);
+    s.set_up_capture();
     s.config(&format!(
         "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\nlag_warn_mb = 1\n",
         s.url

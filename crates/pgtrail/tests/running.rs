@@ -54,6 +54,26 @@ impl Service {
         }
     }
 
+    /// `pgtrail capture --setup` of table `t`: its publication and slot
+    /// (without streaming of large transactions).
+    pub fn set_up_capture(&self) {
+        crate::support::pgtrail_in(
+            self.dir.path(),
+            &[
+                "capture",
+                "--db",
+                &self.url,
+                "--setup",
+                "--tables",
+                "public.t",
+                "--no-stream",
+            ],
+            &[],
+            None,
+        )
+        .ok();
+    }
+
     /// Starts `pgtrail run args` in the directory.
     pub fn start(&self, args: &[&str]) -> Running {
         Running::start(self.dir.path(), args)
