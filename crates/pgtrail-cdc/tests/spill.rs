@@ -177,22 +177,50 @@ async fn assert_trail_equals_table(db: &TestDb, store: &dyn Store) -> anyhow::Re
     Ok(events)
 }
 
+/// A database set up for capture whose server decodes with
+/// `logical_decoding_work_mem` (`64kB`: large transactions are streamed;
+/// `1GB`: sent whole after commit), its store, and capture options with the
+/// small budget, spilling into `spill_dir`.
+struct Spilling {
+    db: TestDb,
+    store: Arc<dyn Store>,
+    spill_dir: PathBuf,
+    options: pgtrail_cdc::consumer::CaptureOptions,
+}
+
+impl Spilling {
+    async fn set_up(test: &str, decoding_work_mem: &str) -> anyhow::Result<Spilling> {
+        let db = TestDb::with_settings(
+            test,
+            SCHEMA,
+            &[("logical_decoding_work_mem", decoding_work_mem)],
+        )
+        .await?;
+        db.setup(&db.setup_options()).await?;
+        let store = db.store().await;
+        let spill_dir = db.dir.path().join("spill");
+        let mut options = db.capture_options();
+        options.memory_limit = MEMORY_LIMIT;
+        options.spill_dir = spill_dir.clone();
+        Ok(Spilling {
+            db,
+            store,
+            spill_dir,
+            options,
+        })
+    }
+}
+
 async fn huge_transaction_is_captured_exactly(
     test: &str,
     decoding_work_mem: &str,
 ) -> anyhow::Result<()> {
-    let db = TestDb::with_settings(
-        test,
-        SCHEMA,
-        &[("logical_decoding_work_mem", decoding_work_mem)],
-    )
-    .await?;
-    db.setup(&db.setup_options()).await?;
-    let store = db.store().await;
-    let spill_dir = db.dir.path().join("spill");
-    let mut options = db.capture_options();
-    options.memory_limit = MEMORY_LIMIT;
-    options.spill_dir = spill_dir.clone();
+    let Spilling {
+        db,
+        store,
+        spill_dir,
+        options,
+    } = Spilling::set_up(test, decoding_work_mem).await?;
     let watch = SpillWatch::start(spill_dir.clone());
     let running = Running::start(&db, store.clone(), options);
 
@@ -232,18 +260,12 @@ async fn a_huge_unstreamed_transaction_is_spilled_and_captured_exactly() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolled_back_streamed_work_leaves_no_events_and_no_files() -> anyhow::Result<()> {
-    let db = TestDb::with_settings(
-        "cdc_spill_abort",
-        SCHEMA,
-        &[("logical_decoding_work_mem", "64kB")],
-    )
-    .await?;
-    db.setup(&db.setup_options()).await?;
-    let store = db.store().await;
-    let spill_dir = db.dir.path().join("spill");
-    let mut options = db.capture_options();
-    options.memory_limit = MEMORY_LIMIT;
-    options.spill_dir = spill_dir.clone();
+    let Spilling {
+        db,
+        store,
+        spill_dir,
+        options,
+    } = Spilling::set_up("cdc_spill_abort", "64kB").await?;
     let watch = SpillWatch::start(spill_dir.clone());
     let running = Running::start(&db, store.clone(), options);
 
@@ -374,18 +396,12 @@ async fn kill_9_in_the_middle_of_a_huge_transaction_stores_it_exactly_once() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spill_that_cannot_be_written_stops_capture_and_loses_nothing() -> anyhow::Result<()> {
-    let db = TestDb::with_settings(
-        "cdc_spill_fail",
-        SCHEMA,
-        &[("logical_decoding_work_mem", "64kB")],
-    )
-    .await?;
-    db.setup(&db.setup_options()).await?;
-    let store = db.store().await;
-    let spill_dir = db.dir.path().join("spill");
-    let mut options = db.capture_options();
-    options.memory_limit = MEMORY_LIMIT;
-    options.spill_dir = spill_dir.clone();
+    let Spilling {
+        db,
+        store,
+        spill_dir,
+        options,
+    } = Spilling::set_up("cdc_spill_fail", "64kB").await?;
 
     // Something small first, stored and confirmed.
     let running = Running::start(&db, store.clone(), options.clone());
