@@ -186,6 +186,7 @@ mod tests {
         let identity = IdentityConfig {
             user_settings: vec!["app.current_user".into(), "pgtrail.user".into()],
             context_setting: "app.ctx".into(),
+            ..IdentityConfig::default()
         };
         let sql = context_functions_sql(&identity);
         let first = sql

@@ -128,6 +128,9 @@ pub struct IdentityConfig {
     pub user_settings: Vec<String>,
     /// Session setting holding a JSON object of application context.
     pub context_setting: String,
+    /// Keys of a sqlcommenter comment naming the application user, first
+    /// present wins (see `sql_comment`).
+    pub comment_user_keys: Vec<String>,
 }
 
 impl Default for IdentityConfig {
@@ -135,6 +138,10 @@ impl Default for IdentityConfig {
         IdentityConfig {
             user_settings: vec!["pgtrail.user".into(), "app.current_user".into()],
             context_setting: "pgtrail.context".into(),
+            comment_user_keys: crate::sql_comment::DEFAULT_USER_KEYS
+                .iter()
+                .map(|key| key.to_string())
+                .collect(),
         }
     }
 }

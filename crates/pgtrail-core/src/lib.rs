@@ -10,6 +10,7 @@ pub mod config;
 pub mod diff;
 pub mod event;
 pub mod filter;
+pub mod sql_comment;
 pub mod time;
 
 pub use canonical::{canonical_json, event_hash, Hash, GENESIS_HASH};

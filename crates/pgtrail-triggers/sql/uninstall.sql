@@ -26,7 +26,8 @@ begin
               where n.nspname = 'pgtrail'
                 and (p.proname like 'capture\_%' or p.proname in ('hmac_pad', 'keyed_hash', 'mask',
                      'has_equality', 'install_capture', 'track', 'untrack', 'reinstall_captures',
-                     'guard', 'app_user', 'app_context', 'key_readable_from_image', 'row_capture_body')) loop
+                     'guard', 'app_user', 'app_context', 'comment_user_keys', 'key_readable_from_image',
+                     'row_capture_body')) loop
         execute format('drop function if exists %s', r.fn);
     end loop;
 end;

@@ -7,9 +7,10 @@
 //! drops the functions and the version table but keeps the data, and a
 //! later install applies everything again on top of it.
 //!
-//! After the migrations, [`identity_sql`] (re)writes the two functions that
-//! read application identity, from configuration: they are not versioned,
-//! every install writes them.
+//! After the migrations, [`identity_sql`] (re)writes the functions that
+//! read application identity (`app_user`, `app_context`) and name the
+//! sqlcommenter keys the sealer reads the user from, from configuration:
+//! they are not versioned, every install writes them.
 
 use pgtrail_core::config::IdentityConfig;
 
@@ -93,8 +94,17 @@ pub fn identity_sql(identity: &IdentityConfig) -> String {
          language sql stable as $$ select {user_expr} $$;\n\
          create or replace function pgtrail.app_context() returns text\n\
          language sql stable as $$ select {} $$;\n\
-         revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n",
-        read(&identity.context_setting)
+         revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n\
+         create or replace function pgtrail.comment_user_keys() returns text[]\n\
+         language sql immutable as $$ select array[{}]::pg_catalog.text[] $$;\n\
+         revoke execute on function pgtrail.comment_user_keys() from public;\n",
+        read(&identity.context_setting),
+        identity
+            .comment_user_keys
+            .iter()
+            .map(|key| literal(key))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -144,6 +154,7 @@ mod tests {
         let identity = IdentityConfig {
             user_settings: vec!["a.b'c".into()],
             context_setting: "x.y".into(),
+            ..IdentityConfig::default()
         };
         assert!(identity_sql(&identity).contains("'a.b''c'"));
     }

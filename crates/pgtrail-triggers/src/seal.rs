@@ -86,6 +86,7 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
         .await
         .map_err(Error::pg("reading the install id"))?;
     let (install_id, database): (Uuid, String) = (setting.get(0), setting.get(1));
+    let comment_user_keys = comment_user_keys(&tx).await?;
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
@@ -120,8 +121,10 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
             let mut inbox_row = read_row(row);
             inbox_row.committed_at = committed.get(&inbox_row.xid).copied().flatten();
             let id = inbox_row.id;
-            let event = inbox::to_event(inbox_row, &install_id, &database)
+            let mut event = inbox::to_event(inbox_row, &install_id, &database)
                 .map_err(|reason| Error::BadInbox { id, reason })?;
+            // A sqlcommenter comment names the user where no setting did.
+            pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
             events.push(event);
         }
         events_total += events.len();
@@ -201,6 +204,29 @@ async fn plan(tx: &Transaction<'_>, max_rows: i64) -> Result<Vec<Pending>> {
         chosen.push(pending);
     }
     Ok(chosen)
+}
+
+/// The sqlcommenter keys naming the user, as the last install wrote them
+/// from the configuration; the defaults for an install older than that.
+async fn comment_user_keys(tx: &Transaction<'_>) -> Result<Vec<String>> {
+    let written = tx
+        .query_one(
+            "select to_regprocedure('pgtrail.comment_user_keys()') is not null",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("looking for the sqlcommenter keys"))?
+        .get::<_, bool>(0);
+    if !written {
+        return Ok(pgtrail_core::sql_comment::DEFAULT_USER_KEYS
+            .iter()
+            .map(|key| key.to_string())
+            .collect());
+    }
+    tx.query_one("select pgtrail.comment_user_keys()", &[])
+        .await
+        .map(|row| row.get(0))
+        .map_err(Error::pg("reading the sqlcommenter keys"))
 }
 
 fn read_row(row: &Row) -> InboxRow {

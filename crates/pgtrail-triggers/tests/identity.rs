@@ -79,6 +79,7 @@ async fn setting_names_come_from_configuration() {
         identity: IdentityConfig {
             user_settings: vec!["myapp.user_email".into()],
             context_setting: "myapp.ctx".into(),
+            ..IdentityConfig::default()
         },
         target_version: None,
     };
@@ -174,4 +175,90 @@ async fn each_change_is_attributed_to_the_identity_in_effect_when_it_was_made() 
     );
     let xids: Vec<_> = events.iter().map(|e| e.xid).collect();
     assert!(xids.windows(2).all(|w| w[0] == w[1]), "one transaction");
+}
+
+#[tokio::test]
+async fn a_sqlcommenter_comment_names_the_user_where_no_setting_did() {
+    let db = Db::installed("sqlcommenter").await;
+    db.sql("create table plans (id int primary key, tier text)")
+        .await;
+    let plans = TableName::parse("plans").expect("name");
+    let with_sql = TrackOptions {
+        capture_sql: true,
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &plans, &with_sql)
+        .await
+        .expect("track");
+    // One statement per query, as ORMs send them: the server's statement
+    // text is the whole query string.
+    for statement in [
+        "insert into plans values (1, 'free') /*request_id='r-7',user='dana%40example.com'*/",
+        "begin",
+        "set local pgtrail.\"user\" = 'erin@example.com'",
+        "update plans set tier = 'pro' where id = 1 /*request_id='r-8',user='spoofed'*/",
+        "commit",
+        "alter table plans add column note text /*user='migrator'*/",
+        "delete from plans /* an ordinary comment, user='nobody' */",
+    ] {
+        db.sql(statement).await;
+    }
+
+    let rows = db.row_events("plans").await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].app_user.as_deref(), Some("dana@example.com"));
+    assert_eq!(
+        rows[0].context.as_ref().expect("context")["request_id"],
+        json!("r-7")
+    );
+    assert_eq!(
+        rows[1].app_user.as_deref(),
+        Some("erin@example.com"),
+        "the session setting wins over the comment"
+    );
+    assert_eq!(
+        rows[1].context.as_ref().expect("context")["request_id"],
+        json!("r-8")
+    );
+    assert_eq!(rows[2].app_user, None, "an ordinary comment is not read");
+
+    let ddl: Vec<_> = db
+        .sealed_events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == pgtrail_core::Kind::Ddl)
+        .collect();
+    assert!(
+        ddl.iter()
+            .any(|e| e.app_user.as_deref() == Some("migrator")),
+        "DDL events carry the statement, so its comment: {ddl:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sqlcommenter_user_keys_come_from_configuration() {
+    let db = Db::installed("sqlcommenter_keys").await;
+    let options = InstallOptions {
+        identity: IdentityConfig {
+            comment_user_keys: vec!["actor".into()],
+            ..IdentityConfig::default()
+        },
+        target_version: None,
+    };
+    pgtrail_triggers::install(&db.url, &options)
+        .await
+        .expect("reinstall with other keys");
+    db.sql("create table t (id int primary key)").await;
+    let t = TableName::parse("t").expect("name");
+    let with_sql = TrackOptions {
+        capture_sql: true,
+        ..TrackOptions::default()
+    };
+    pgtrail_triggers::track(&db.client, &t, &with_sql)
+        .await
+        .expect("track");
+    db.sql("insert into t values (1) /*actor='frank',user='not-this-one'*/")
+        .await;
+    let events = db.row_events("t").await;
+    assert_eq!(events[0].app_user.as_deref(), Some("frank"));
 }
