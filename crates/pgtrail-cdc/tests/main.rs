@@ -3,6 +3,7 @@
 
 mod capture;
 mod common;
+mod context;
 mod errors;
 mod kill;
 mod oracle;

@@ -1,0 +1,187 @@
+//! Who made each change: the context trigger's actor follows every switch
+//! inside a transaction, and re-running the setup upgrades an installed
+//! trigger function.
+
+use pgtrail_core::{Event, Kind};
+
+use crate::common::*;
+
+fn context_field<'a>(event: &'a Event, key: &str) -> Option<&'a serde_json::Value> {
+    event.context.as_ref().and_then(|c| c.get(key))
+}
+
+#[tokio::test]
+async fn the_actor_follows_set_local_roles_and_savepoints_within_a_transaction(
+) -> anyhow::Result<()> {
+    let db = TestDb::new(
+        "cdc_actor",
+        "create table t (id int primary key, v text);
+         create role clerk;
+         grant all on t to clerk;",
+    )
+    .await?;
+    db.setup(&db.setup_options()).await?;
+    let store = db.store().await;
+    let running = Running::start(&db, store.clone(), db.capture_options());
+    db.client
+        .batch_execute(
+            "begin;
+             set local pgtrail.\"user\" = 'alice';
+             insert into t values (1, 'a');
+             insert into t values (2, 'a');
+             set local pgtrail.\"user\" = 'bob';
+             update t set v = 'b' where id = 1;
+             set local role clerk;
+             update t set v = 'c' where id = 2;
+             reset role;
+             savepoint s;
+             set local pgtrail.\"user\" = 'mallory';
+             insert into t values (3, 'rolled back');
+             rollback to savepoint s;
+             insert into t values (4, 'd');
+             set local pgtrail.context = '{\"step\": 5}';
+             set local application_name = 'renamed';
+             delete from t where id = 4;
+             set local session authorization clerk;
+             update t set v = 'e' where id = 1;
+             commit;
+             begin;
+             select pgtrail.set_context(E'd\\x1f\"q\"\\\\ é', '{\"a\": 1}');
+             insert into t values (5, 'odd name');
+             commit;
+             begin;
+             set local app.\"current_user\" = 'carol';
+             insert into t values (6, 'second user setting');
+             commit;",
+        )
+        .await?;
+    let rows = wait_for_row_changes(store.as_ref(), 9).await;
+    running.stop().await?;
+    let ids: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|e| (e.operation.clone().unwrap_or_default(), e.app_user.clone()))
+        .collect();
+    let expected = [
+        ("INSERT", Some("alice")),
+        ("INSERT", Some("alice")),
+        ("UPDATE", Some("bob")),
+        ("UPDATE", Some("bob")),
+        ("INSERT", Some("bob")),
+        ("DELETE", Some("bob")),
+        ("UPDATE", Some("bob")),
+        ("INSERT", Some("d\u{1f}\"q\"\\ é")),
+        ("INSERT", Some("carol")),
+    ];
+    let expected: Vec<(String, Option<String>)> = expected
+        .iter()
+        .map(|(op, user)| (op.to_string(), user.map(String::from)))
+        .collect();
+    assert_eq!(
+        ids, expected,
+        "operation and app user of each change, in order"
+    );
+    assert!(rows.iter().all(|e| e.kind == Kind::RowChange));
+
+    // SET ROLE shows as the current user; RESET ROLE ends it.
+    assert_eq!(context_field(&rows[2], "current_user"), None);
+    assert_eq!(
+        context_field(&rows[3], "current_user").and_then(|v| v.as_str()),
+        Some("clerk")
+    );
+    assert_eq!(context_field(&rows[4], "current_user"), None);
+    // The change of the rolled-back savepoint is gone, and so is its user.
+    assert!(rows
+        .iter()
+        .all(|e| e.app_user.as_deref() != Some("mallory")));
+    // A context and application_name set mid-transaction reach the next statement.
+    assert_eq!(context_field(&rows[4], "step"), None);
+    assert_eq!(
+        context_field(&rows[5], "step").and_then(|v| v.as_i64()),
+        Some(5)
+    );
+    assert_eq!(rows[4].application_name, None);
+    assert_eq!(rows[5].application_name.as_deref(), Some("renamed"));
+    // SET SESSION AUTHORIZATION changes the session user itself.
+    assert_eq!(rows[5].db_user.as_deref(), Some("postgres"));
+    assert_eq!(rows[6].db_user.as_deref(), Some("clerk"));
+    // pgtrail.set_context with a context object.
+    assert_eq!(
+        context_field(&rows[7], "a").and_then(|v| v.as_i64()),
+        Some(1)
+    );
+    for event in &rows {
+        assert!(event.backend_pid.is_some(), "{event:?}");
+    }
+    Ok(())
+}
+
+/// The context function as versions before the array payload installed it
+/// (a JSON object), for the upgrade test.
+const OLD_CONTEXT_FUNCTION: &str =
+    "create or replace function pgtrail.cdc_context() returns trigger
+language plpgsql as $fn$
+begin
+  perform pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.json_build_object(
+    'app_user', nullif(current_setting('pgtrail.user', true), ''),
+    'db_user', session_user::text, 'current_user', current_user::text,
+    'backend_pid', pg_catalog.pg_backend_pid())::text);
+  return null;
+end
+$fn$;";
+
+#[tokio::test]
+async fn setup_again_replaces_an_installed_context_function() -> anyhow::Result<()> {
+    let db = TestDb::new("cdc_ctx_upgrade", "create table t (id int primary key);").await?;
+    db.setup(&db.setup_options()).await?;
+    db.client.batch_execute(OLD_CONTEXT_FUNCTION).await?;
+    let store = db.store().await;
+    let running = Running::start(&db, store.clone(), db.capture_options());
+    db.client
+        .batch_execute(
+            "begin; set local pgtrail.\"user\" = 'old'; insert into t values (1); commit;",
+        )
+        .await?;
+
+    // Twice: re-running the setup is idempotent.
+    db.setup(&db.setup_options()).await?;
+    db.setup(&db.setup_options()).await?;
+    let source: String = db
+        .client
+        .query_one(
+            "select prosrc from pg_proc where oid = 'pgtrail.cdc_context()'::regprocedure",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(
+        source.contains("to_json(array["),
+        "the setup replaced the function: {source}"
+    );
+    let triggers: i64 = db
+        .client
+        .query_one(
+            "select count(*) from pg_trigger where tgname = 'pgtrail_cdc_context'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(triggers, 1, "one context trigger on the one table");
+
+    db.client
+        .batch_execute(
+            "begin; set local pgtrail.\"user\" = 'new'; insert into t values (2); commit;",
+        )
+        .await?;
+    let rows = wait_for_row_changes(store.as_ref(), 2).await;
+    running.stop().await?;
+    let users: Vec<Option<&str>> = rows.iter().map(|e| e.app_user.as_deref()).collect();
+    assert_eq!(
+        users,
+        [Some("old"), Some("new")],
+        "both payload forms are read"
+    );
+    assert!(rows
+        .iter()
+        .all(|e| e.db_user.as_deref() == Some("postgres")));
+    Ok(())
+}
