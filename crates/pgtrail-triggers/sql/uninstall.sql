@@ -17,6 +17,10 @@ end;
 $$;
 drop event trigger if exists pgtrail_ddl;
 drop event trigger if exists pgtrail_drop;
+drop event trigger if exists pgtrail_shapes;
+-- Rebuilt by the next install (it calls a function removed below); the
+-- shape tables it reads stay, with their rows.
+drop view if exists pgtrail.pending;
 do $$
 declare
     r record;
@@ -27,7 +31,9 @@ begin
                 and (p.proname like 'capture\_%' or p.proname in ('hmac_pad', 'keyed_hash', 'mask',
                      'has_equality', 'install_capture', 'track', 'untrack', 'reinstall_captures',
                      'guard', 'app_user', 'app_context', 'comment_user_keys', 'key_readable_from_image',
-                     'row_capture_body')) loop
+                     'row_capture_body', 'json_capture_body', 'shape_safe_type', 'shape_columns',
+                     'shape_signature', 'json_in_zone', 'refresh_pending', 'delete_sealed', 'drop_sealed_shapes', 'shape_for',
+                     'refresh_shapes')) loop
         execute format('drop function if exists %s', r.fn);
     end loop;
 end;

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "leaner row-mode capture: no per-call search_path, keys read from the image",
         sql: include_str!("../sql/v3_lean_row_capture.sql"),
     },
+    Migration {
+        version: 4,
+        name: "row images as typed rows (shapes), converted to JSON by the sealer",
+        sql: include_str!("../sql/v4_shaped_row_capture.sql"),
+    },
 ];
 
 /// The version this build installs.

@@ -65,7 +65,7 @@ pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
 /// Seals the oldest final transactions, about `max_rows` rows of them (at
 /// least one transaction), in one database transaction.
 pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport> {
-    crate::install::require_installed(client).await?;
+    let version = crate::install::require_installed(client).await?;
     let tx = client
         .transaction()
         .await
@@ -73,7 +73,14 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
     tx.batch_execute("lock table pgtrail.inbox in share update exclusive mode")
         .await
         .map_err(Error::pg("locking the inbox"))?;
-    let plan = plan(&tx, max_rows).await?;
+    // From migration 4 on, pgtrail.pending adds the rows of the shape
+    // tables (see sql/v4_shaped_row_capture.sql) to the inbox's.
+    let source = if version >= 4 {
+        "pgtrail.pending"
+    } else {
+        "pgtrail.inbox"
+    };
+    let plan = plan(&tx, source, max_rows).await?;
     if plan.is_empty() {
         tx.commit().await.map_err(Error::pg("ending a seal"))?;
         return Ok(SealReport::default());
@@ -91,16 +98,19 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
 
+    // The xid list is also a filter (not only a join), so that each part
+    // of the view converts only the images of the rows being sealed.
     let statement = tx
-        .prepare(
+        .prepare(&format!(
             "select i.id, i.xid::text::bigint as xid, i.captured_at, i.kind, i.operation, i.schema_name, i.table_name, \
                     i.keyless, i.pk, i.old, i.new, i.db_user, i.role_name, i.app_user, i.context, \
                     host(i.client_addr) as client_addr, i.client_port, i.application_name, i.backend_pid, i.sql, i.detail, \
                     row_number() over (partition by i.xid order by i.id) - 1 as tx_seq \
-             from pgtrail.inbox i \
+             from {source} i \
              join unnest($1::bigint[]) with ordinality as p(xid, ord) on i.xid = p.xid::text::xid8 \
-             order by p.ord, i.id",
-        )
+             where i.xid = any (array(select x::text::xid8 from unnest($1::bigint[]) as x)) \
+             order by p.ord, i.id"
+        ))
         .await
         .map_err(Error::pg("reading the inbox"))?;
     let portal = tx
@@ -132,12 +142,14 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
             .await
             .map_err(Error::pg("appending sealed events"))?;
     }
-    tx.execute(
-        "delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest($1::bigint[]) as x)",
-        &[&xids],
-    )
-    .await
-    .map_err(Error::pg("removing sealed rows from the inbox"))?;
+    let delete = if version >= 4 {
+        "select pgtrail.delete_sealed($1::bigint[])"
+    } else {
+        "delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest($1::bigint[]) as x)"
+    };
+    tx.execute(delete, &[&xids])
+        .await
+        .map_err(Error::pg("removing sealed rows from the inbox"))?;
     tx.commit().await.map_err(Error::pg("committing a seal"))?;
     tracing::debug!(
         events = events_total,
@@ -159,7 +171,7 @@ struct Pending {
 
 /// The final transactions to seal now, in commit order, cut after about
 /// `max_rows` rows.
-async fn plan(tx: &Transaction<'_>, max_rows: i64) -> Result<Vec<Pending>> {
+async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<Pending>> {
     let commit_ts: bool = tx
         .query_one(
             "select current_setting('track_commit_timestamp') = 'on'",
@@ -177,7 +189,7 @@ async fn plan(tx: &Transaction<'_>, max_rows: i64) -> Result<Vec<Pending>> {
         .query(
             &format!(
                 "with txs as ( \
-                     select xid, count(*) as n, {committed_at} as committed_at from pgtrail.inbox group by xid), \
+                     select xid, count(*) as n, {committed_at} as committed_at from {source} group by xid), \
                  horizon as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin), \
                  not_final as (select min(t.committed_at) as at from txs t, horizon h where t.xid >= h.xmin) \
                  select t.xid::text::bigint, t.n, t.committed_at \

@@ -265,6 +265,12 @@ pub struct Status {
 /// Tracked tables with their event counts, and the inbox backlog.
 pub async fn status(client: &Client) -> Result<Status> {
     let version = crate::install::require_installed(client).await?;
+    // Migration 4 added the shape tables, which the view reads with the inbox.
+    let pending = if version >= 4 {
+        "pgtrail.pending"
+    } else {
+        "pgtrail.inbox"
+    };
     let rows = client
         .query(
             &format!(
@@ -272,7 +278,7 @@ pub async fn status(client: &Client) -> Result<Status> {
                    select schema_name, table_name, count(*) as n, max(captured_at) as last \
                    from pgtrail.events where source = 'trigger' and kind = 'row_change' group by 1, 2), \
                  pending as ( \
-                   select schema_name, table_name, count(*) as n from pgtrail.inbox where kind = 'r' group by 1, 2) \
+                   select schema_name, table_name, count(*) as n from {pending} where kind = 'r' group by 1, 2) \
                  select {TRACKED_COLUMNS}, coalesce(s.n, 0) as events, coalesce(p.n, 0) as pending, s.last \
                  from pgtrail.tracked t \
                  left join sealed s using (schema_name, table_name) \
@@ -306,7 +312,9 @@ pub async fn status(client: &Client) -> Result<Status> {
         .collect();
     let backlog = client
         .query_one(
-            "select count(*), min(captured_at), current_setting('track_commit_timestamp') = 'on' from pgtrail.inbox",
+            &format!(
+                "select count(*), min(captured_at), current_setting('track_commit_timestamp') = 'on' from {pending}"
+            ),
             &[],
         )
         .await
