@@ -7,4 +7,5 @@ mod identity;
 mod install;
 mod protection;
 mod sealing;
+mod shapes;
 mod support;
