@@ -136,9 +136,19 @@ async fn a_row_is_sealed_with_the_columns_it_had_when_captured_whatever_alter_ta
          commit;",
     )
     .await;
-    let events: Vec<_> = db
-        .sealed_events()
-        .await
+    let sealed = db.sealed_events().await;
+    let ddl: Vec<_> = sealed
+        .iter()
+        .filter(|e| e.kind == pgtrail_core::Kind::Ddl)
+        .filter_map(|e| e.command_tag.as_deref())
+        .collect();
+    assert!(
+        ddl.iter()
+            .all(|tag| ["CREATE TABLE", "CREATE INDEX", "ALTER TABLE"].contains(tag))
+            && ddl.len() >= 7,
+        "the application's DDL, not the shapes pgtrail made for it: {ddl:?}"
+    );
+    let events: Vec<_> = sealed
         .into_iter()
         .filter(|e| e.kind == pgtrail_core::Kind::RowChange)
         .collect();
