@@ -93,25 +93,23 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
 $$;
 
 -- row_to_json of an image in the writer's TimeZone (timestamptz offsets
--- come out as the trigger of migration 3 wrote them).
--- (Stable, though it sets TimeZone for the call: so that a query of the
--- view that does not read the images does not convert them.)
+-- come out as the trigger of migration 3 wrote them). The zone stays set
+-- for the rest of the sealer's transaction (nothing else there reads
+-- timestamps as text), so that a run of rows written in one zone sets it
+-- once: the view calls this only when the zone differs from the current
+-- one, and row_to_json directly otherwise. Stable, though it sets
+-- TimeZone: so that a query of the view that does not read the images
+-- does not convert them.
 create or replace function pgtrail.json_in_zone(image anyelement, zone text) returns json
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
-declare
-    before text := current_setting('TimeZone');
-    result json;
 begin
     if image is null then
         return null;
     end if;
-    if zone is null or zone = before then
-        return row_to_json(image);
+    if zone is not null then
+        perform set_config('TimeZone', zone, true);
     end if;
-    perform set_config('TimeZone', zone, true);
-    result := row_to_json(image);
-    perform set_config('TimeZone', before, true);
-    return result;
+    return row_to_json(image);
 end;
 $$;
 
@@ -131,8 +129,12 @@ begin
                              'db_user, role_name, app_user, context, client_addr, client_port, application_name, '
                              'backend_pid, sql, null::jsonb from pgtrail.%I',
                              s.schema_name, s.table_name, s.keyless, s.pk,
-                             case when s.zoned then 'pgtrail.json_in_zone(old_row, zone)' else 'row_to_json(old_row)' end,
-                             case when s.zoned then 'pgtrail.json_in_zone(new_row, zone)' else 'row_to_json(new_row)' end,
+                             case when s.zoned then 'case when zone = current_setting(''TimeZone'') then row_to_json(old_row) '
+                                                    'else pgtrail.json_in_zone(old_row, zone) end'
+                                  else 'row_to_json(old_row)' end,
+                             case when s.zoned then 'case when zone = current_setting(''TimeZone'') then row_to_json(new_row) '
+                                                    'else pgtrail.json_in_zone(new_row, zone) end'
+                                  else 'row_to_json(new_row)' end,
                              'inbox_' || s.id),
                       ' union all ' order by s.id)
       into shape_selects

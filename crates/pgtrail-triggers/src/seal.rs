@@ -98,8 +98,10 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
 
-    // The xid list is also a filter (not only a join), so that each part
-    // of the view converts only the images of the rows being sealed.
+    // The xids' range is also a filter (not only the join), so that each
+    // part of the view converts only the images of the rows being sealed
+    // (and a few beside them): a join is not pushed into a UNION ALL, and
+    // `= any (array)` would compare every row with every xid.
     let statement = tx
         .prepare(&format!(
             "select i.id, i.xid::text::bigint as xid, i.captured_at, i.kind, i.operation, i.schema_name, i.table_name, \
@@ -108,7 +110,8 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
                     row_number() over (partition by i.xid order by i.id) - 1 as tx_seq \
              from {source} i \
              join unnest($1::bigint[]) with ordinality as p(xid, ord) on i.xid = p.xid::text::xid8 \
-             where i.xid = any (array(select x::text::xid8 from unnest($1::bigint[]) as x)) \
+             where i.xid between (select min(x)::text::xid8 from unnest($1::bigint[]) as x) \
+                             and (select max(x)::text::xid8 from unnest($1::bigint[]) as x) \
              order by p.ord, i.id"
         ))
         .await
