@@ -76,7 +76,7 @@ struct NullStore;
 
 #[async_trait]
 impl Store for NullStore {
-    async fn append(&self, _events: Vec<Event>) -> pgtrail_store::Result<AppendReceipt> {
+    async fn append(&self, _events: &[Event]) -> pgtrail_store::Result<AppendReceipt> {
         Ok(AppendReceipt {
             first_seq: None,
             head: None,
@@ -122,7 +122,7 @@ struct LagStore {
 
 #[async_trait]
 impl Store for LagStore {
-    async fn append(&self, events: Vec<Event>) -> pgtrail_store::Result<AppendReceipt> {
+    async fn append(&self, events: &[Event]) -> pgtrail_store::Result<AppendReceipt> {
         let commits: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.committed_at).collect();
         let receipt = self.inner.append(events).await?;
         let now = Utc::now();

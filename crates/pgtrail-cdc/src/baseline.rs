@@ -137,11 +137,12 @@ async fn copy_table(
         batch.push(event);
         count += 1;
         if batch.len() >= BATCH {
-            store.append(std::mem::take(&mut batch)).await?;
+            store.append(&batch).await?;
+            batch.clear();
         }
     }
     if !batch.is_empty() {
-        store.append(batch).await?;
+        store.append(&batch).await?;
     }
     Ok(count)
 }

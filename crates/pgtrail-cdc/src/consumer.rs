@@ -90,8 +90,8 @@ impl CaptureOptions {
 
     /// Bytes (roughly) after which a batch is handed to the writer even if
     /// it holds fewer than `batch_events`. About seven batches can be in
-    /// flight (pending, the channel's four, the writer's and its retry
-    /// copy), so that adds under half the budget — but at least a few MB,
+    /// flight (pending, the channel's four, the writer's and the one being
+    /// freed), so that adds under half the budget — but at least a few MB,
     /// as every append costs an fsync.
     fn batch_bytes(&self) -> usize {
         (self.memory_limit / 16).max(4 * 1024 * 1024)
@@ -561,7 +561,7 @@ fn spawn_writer(
         while let Some(mut batch) = batches.recv().await {
             fill_unchanged_toast(store.as_ref(), &mut batch.events).await;
             let count = batch.events.len() as u64;
-            if !append_until_stored(store.as_ref(), batch.events, retry_pause, shutdown.clone())
+            if !append_until_stored(store.as_ref(), &batch.events, retry_pause, shutdown.clone())
                 .await?
             {
                 // Not confirmed, so the slot still has these and the next start replays them.
@@ -578,6 +578,9 @@ fn spawn_writer(
                 }
                 p.events += count;
             });
+            // Freeing a batch's events takes a while: not on the way from
+            // one append to the next.
+            tokio::task::spawn_blocking(move || drop(batch));
         }
         Ok(())
     })
@@ -587,14 +590,14 @@ fn spawn_writer(
 /// Returns `false` if shutdown was asked for before the store came back.
 async fn append_until_stored(
     store: &dyn Store,
-    events: Vec<Event>,
+    events: &[Event],
     retry_pause: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<bool, CdcError> {
     let mut pause = retry_pause;
     let mut failures = 0u32;
     loop {
-        match store.append(events.clone()).await {
+        match store.append(events).await {
             Ok(_) => {
                 if failures > 0 {
                     tracing::info!(store = %store.location(), failures, "Store is back; appended the waiting batch");

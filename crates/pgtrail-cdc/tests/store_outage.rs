@@ -21,7 +21,7 @@ struct FlakyStore {
 
 #[async_trait]
 impl Store for FlakyStore {
-    async fn append(&self, events: Vec<Event>) -> pgtrail_store::Result<AppendReceipt> {
+    async fn append(&self, events: &[Event]) -> pgtrail_store::Result<AppendReceipt> {
         if self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Open {

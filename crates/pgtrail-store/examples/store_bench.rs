@@ -143,7 +143,7 @@ async fn ingest(store: &dyn Store, total: usize, batch: usize, now: DateTime<Utc
     let mut busy = Duration::ZERO;
     for events in batches(total, batch, now) {
         let start = Instant::now();
-        store.append(events).await.expect("append");
+        store.append(&events).await.expect("append");
         busy += start.elapsed();
     }
     total as f64 / busy.as_secs_f64()

@@ -70,13 +70,17 @@ pub struct PruneOutcome {
 /// - **Durability.** `append` returns `Ok` only when the batch is on disk;
 ///   on `Err` nothing of the batch was written.
 /// - **Idempotency.** An event whose `id` is already stored is skipped (not
-///   re-chained), so a retried batch does not duplicate events.
+///   re-chained), so a retried batch does not duplicate events. `append`
+///   borrows the batch, so a caller retries with the same events without
+///   copying them.
 /// - **Reading.** Readers see only committed batches. Incoming `seq`,
 ///   `prev_hash` and `hash` are ignored: the store seals, never trusts.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Seals and appends `events` atomically; durable when this returns.
-    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt>;
+    /// May block the calling worker thread for the duration (SQLite, on a
+    /// multi-threaded runtime); other tasks move to another thread.
+    async fn append(&self, events: &[Event]) -> Result<AppendReceipt>;
 
     /// Events matching `filter`, newest first (highest `seq` first), at most
     /// `filter.limit`.

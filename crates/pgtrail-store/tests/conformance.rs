@@ -179,9 +179,9 @@ pub async fn append_assigns_gap_free_seq_and_chains(store: &dyn Store) {
         "a new store is empty"
     );
     let events = story();
-    let receipt = store.append(events[..3].to_vec()).await.expect("append");
+    let receipt = store.append(&events[..3]).await.expect("append");
     assert_eq!(receipt.first_seq, Some(1));
-    let receipt = store.append(events[3..].to_vec()).await.expect("append");
+    let receipt = store.append(&events[3..]).await.expect("append");
     assert_eq!(receipt.first_seq, Some(4));
 
     let stored = all(store).await;
@@ -211,7 +211,7 @@ pub async fn append_ignores_incoming_seal_and_is_idempotent(store: &dyn Store) {
     forged.seq = Some(99);
     forged.prev_hash = Some("f".repeat(64));
     forged.hash = Some("e".repeat(64));
-    store.append(vec![forged.clone()]).await.expect("append");
+    store.append(&[forged.clone()]).await.expect("append");
     let stored = all(store).await;
     assert_eq!(stored[0].seq, Some(1), "the store assigns seq");
     assert_eq!(
@@ -221,16 +221,16 @@ pub async fn append_ignores_incoming_seal_and_is_idempotent(store: &dyn Store) {
     );
 
     // A retried batch (same ids) adds nothing; a mixed batch adds only the new one.
-    store.append(vec![forged.clone()]).await.expect("re-append");
+    store.append(&[forged.clone()]).await.expect("re-append");
     let fresh = story().remove(2);
     store
-        .append(vec![forged, fresh.clone()])
+        .append(&[forged, fresh.clone()])
         .await
         .expect("mixed append");
     let stored = all(store).await;
     assert_eq!(stored.len(), 2, "duplicates skipped: {:?}", ops(&stored));
     assert_eq!(stored[1].id, fresh.id);
-    assert_eq!(store.append(vec![]).await.expect("empty").first_seq, None);
+    assert_eq!(store.append(&[]).await.expect("empty").first_seq, None);
 }
 
 pub async fn values_round_trip_exactly(store: &dyn Store) {
@@ -277,7 +277,7 @@ pub async fn values_round_trip_exactly(store: &dyn Store) {
             .expect("time"),
     );
     e.tx_seq = Some(3);
-    store.append(vec![e.clone()]).await.expect("append");
+    store.append(&[e.clone()]).await.expect("append");
 
     let stored = all(store).await.remove(0);
     assert_eq!(
@@ -298,7 +298,7 @@ pub async fn values_round_trip_exactly(store: &dyn Store) {
 }
 
 pub async fn query_filters_match_on_every_field(store: &dyn Store) {
-    store.append(story()).await.expect("append");
+    store.append(&story()).await.expect("append");
     let q = |f: Filter| async move { store.query(&f).await.expect("query") };
     let table = |s: &str| Some(TableName::parse(s).expect("table"));
 
@@ -464,7 +464,7 @@ pub async fn query_filters_match_on_every_field(store: &dyn Store) {
 }
 
 pub async fn search_finds_words_and_never_errors(store: &dyn Store) {
-    store.append(story()).await.expect("append");
+    store.append(&story()).await.expect("append");
     let search = |s: &str| {
         let s = s.to_string();
         async move {
@@ -517,7 +517,7 @@ pub async fn row_events_feed_history_as_of_and_blame(store: &dyn Store) {
     truncate.table = Some("users".into());
     truncate.operation = Some("TRUNCATE".into());
     events.push(truncate);
-    store.append(events).await.expect("append");
+    store.append(&events).await.expect("append");
 
     let row = RowRef {
         table: TableName::parse("public.users").expect("t"),
@@ -583,7 +583,7 @@ pub async fn verify_passes_and_checks_signed_checkpoints(store: &dyn Store) {
     let report = verify(store, None).await.expect("verify empty");
     assert!(report.ok() && report.events_checked == 0);
 
-    store.append(story()).await.expect("append");
+    store.append(&story()).await.expect("append");
     let key = KeyPair::generate().expect("key");
     let head = store.head().await.expect("head").expect("head");
     store
@@ -593,7 +593,7 @@ pub async fn verify_passes_and_checks_signed_checkpoints(store: &dyn Store) {
         )
         .await
         .expect("checkpoint");
-    store.append(story()).await.expect("append more");
+    store.append(&story()).await.expect("append more");
 
     let checkpoints = store.checkpoints().await.expect("checkpoints");
     assert_eq!(checkpoints.len(), 1);
@@ -645,7 +645,7 @@ pub async fn retention_removes_a_prefix_and_verify_still_passes(store: &dyn Stor
             json!({"id": i}),
         ));
     }
-    store.append(events).await.expect("append");
+    store.append(&events).await.expect("append");
     let dir = tempfile::tempdir().expect("tempdir");
     let key = KeyPair::generate().expect("key");
     let outcome = retention::apply(store, Duration::days(30), now, Some(dir.path()), Some(&key))
@@ -678,7 +678,10 @@ pub async fn retention_removes_a_prefix_and_verify_still_passes(store: &dyn Stor
     assert_eq!(lines, 3, "archive holds what was removed");
 
     // Appending continues the chain from the remaining head.
-    store.append(story()).await.expect("append after retention");
+    store
+        .append(&story())
+        .await
+        .expect("append after retention");
     assert!(verify(store, None).await.expect("verify").ok());
     // A second run with nothing old enough removes nothing.
     let again = retention::apply(store, Duration::days(30), now, None, None)
@@ -693,7 +696,7 @@ pub async fn concurrent_appends_keep_one_linear_chain(store: Arc<dyn Store>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for batch in 0..10 {
-                let events = (0..25)
+                let events: Vec<Event> = (0..25)
                     .map(|i| {
                         change(
                             Utc::now(),
@@ -706,7 +709,7 @@ pub async fn concurrent_appends_keep_one_linear_chain(store: Arc<dyn Store>) {
                         )
                     })
                     .collect();
-                store.append(events).await.expect("append");
+                store.append(&events).await.expect("append");
             }
         }));
     }

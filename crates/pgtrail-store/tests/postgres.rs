@@ -63,7 +63,7 @@ async fn problem_after(url: &str, store: &PostgresStore, tamper: &str) -> (Probl
 
 async fn store_with_ten(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
     let (store, url) = fresh_store(cluster, name).await;
-    store.append(batch(1, 10)).await.expect("append");
+    store.append(&batch(1, 10)).await.expect("append");
     assert!(
         verify(&store, None).await.expect("verify").ok(),
         "untampered store verifies clean"
@@ -211,7 +211,7 @@ async fn signed_head_checkpoint_catches_a_rewritten_tail() {
         .await
         .expect("reset head");
     store
-        .append(batch(100, 5))
+        .append(&batch(100, 5))
         .await
         .expect("append forged tail");
     let report = verify(&store, Some(&key.verifying_key()))
@@ -247,7 +247,7 @@ async fn partitions_are_made_ahead_and_dropped_by_retention() {
             (0..5).map(|j| row_change(i as i64 * 10 + j, at + chrono::Duration::minutes(j))),
         );
     }
-    store.append(events).await.expect("append");
+    store.append(&events).await.expect("append");
 
     let created = store
         .prepare_until(now + chrono::Duration::days(40))
@@ -317,7 +317,7 @@ async fn partitions_are_made_ahead_and_dropped_by_retention() {
 
     // Appends go on from the head, into this month's partition.
     store
-        .append(batch(50, 3))
+        .append(&batch(50, 3))
         .await
         .expect("append after prune");
     assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(18));
@@ -331,13 +331,13 @@ async fn partition_work_and_appends_run_side_by_side() {
     let other = PostgresStore::connect(&url).await.expect("second store");
     let old = month_start(2025, 3);
     store
-        .append((0..50).map(|i| row_change(i, old)).collect())
+        .append(&(0..50).map(|i| row_change(i, old)).collect::<Vec<_>>())
         .await
         .expect("old events");
     let appends = async {
         for round in 0..20 {
             store
-                .append(batch(100 + round * 10, 10))
+                .append(&batch(100 + round * 10, 10))
                 .await
                 .expect("append");
         }
@@ -372,7 +372,7 @@ async fn partition_work_and_appends_run_side_by_side() {
 async fn migrations_are_recorded_and_reopening_is_a_no_op() {
     let cluster = Cluster::start().expect("cluster");
     let (store, url) = fresh_store(&cluster, "reopen").await;
-    store.append(batch(1, 3)).await.expect("append");
+    store.append(&batch(1, 3)).await.expect("append");
     let client = raw(&url).await;
     let before: Vec<(i64, String)> = client
         .query(
@@ -485,7 +485,7 @@ async fn concurrent_appends_from_two_stores_keep_one_gap_free_chain() {
     let work = |store: PostgresStore, offset: i64| async move {
         for round in 0..20 {
             store
-                .append(batch(offset + round * 25, 25))
+                .append(&batch(offset + round * 25, 25))
                 .await
                 .expect("append");
         }
@@ -505,9 +505,9 @@ async fn re_appending_a_batch_adds_only_what_is_new() {
     let cluster = Cluster::start().expect("cluster");
     let (store, _) = fresh_store(&cluster, "idempotent").await;
     let first = batch(1, 5);
-    let receipt = store.append(first.clone()).await.expect("append");
+    let receipt = store.append(&first).await.expect("append");
     assert_eq!(receipt.first_seq, Some(1));
-    let again = store.append(first.clone()).await.expect("retry");
+    let again = store.append(&first).await.expect("retry");
     assert_eq!(again.first_seq, None);
     assert_eq!(again.head, receipt.head);
 
@@ -515,7 +515,7 @@ async fn re_appending_a_batch_adds_only_what_is_new() {
     let new = batch(6, 2);
     mixed.extend(new.clone());
     mixed.push(new[0].clone()); // repeated inside the batch too
-    let receipt = store.append(mixed).await.expect("mixed");
+    let receipt = store.append(&mixed).await.expect("mixed");
     assert_eq!(receipt.first_seq, Some(6));
     assert_eq!(receipt.head.map(|h| h.seq), Some(7));
     let stored: Vec<_> = store
@@ -532,18 +532,21 @@ async fn re_appending_a_batch_adds_only_what_is_new() {
 async fn a_batch_that_fails_midway_leaves_nothing_behind() {
     let cluster = Cluster::start().expect("cluster");
     let (store, _) = fresh_store(&cluster, "all or nothing").await;
-    store.append(batch(1, 2)).await.expect("append");
+    store.append(&batch(1, 2)).await.expect("append");
     let mut events = batch(3, 5);
     // jsonb cannot hold NUL characters: the COPY fails on the fourth row.
     events[3].pk = Some(serde_json::from_str(r#"{"id":"a\u0000b"}"#).expect("json"));
     let error = store
-        .append(events)
+        .append(&events)
         .await
         .expect_err("the batch is refused");
     assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
     assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(2));
     assert_eq!(store.scan(0, 100).await.expect("scan").len(), 2);
-    store.append(batch(10, 1)).await.expect("the chain goes on");
+    store
+        .append(&batch(10, 1))
+        .await
+        .expect("the chain goes on");
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
@@ -610,7 +613,7 @@ async fn events_come_back_exactly_as_they_were_hashed() {
     e.sqlstate = Some("00000".into());
     e.rows = Some(1);
     e.duration_us = Some(15);
-    store.append(vec![e.clone()]).await.expect("append");
+    store.append(&[e.clone()]).await.expect("append");
     let back = store.scan(0, 1).await.expect("scan").remove(0);
     assert_eq!(
         back.clone().unsealed(),
@@ -636,7 +639,7 @@ async fn search_finds_words_inside_qualified_names_and_never_errors() {
     let (store, _) = fresh_store(&cluster, "search").await;
     let mut e = Event::new(Source::Proxy, Kind::Statement);
     e.sql = Some("UPDATE public.accounts SET owner = 'alice@example.com' WHERE id = 42".into());
-    store.append(vec![e]).await.expect("append");
+    store.append(&[e]).await.expect("append");
     let search = |s: &str| Filter {
         search: Some(s.into()),
         ..Filter::default()
@@ -699,7 +702,7 @@ async fn unreachable_server_is_a_clear_open_error_without_the_password() {
 async fn connections_killed_by_the_server_are_replaced() {
     let cluster = Cluster::start().expect("cluster");
     let (store, url) = fresh_store(&cluster, "reconnect").await;
-    store.append(batch(1, 3)).await.expect("append");
+    store.append(&batch(1, 3)).await.expect("append");
     let killed: i64 = raw(&url)
         .await
         .query_one(
@@ -713,7 +716,7 @@ async fn connections_killed_by_the_server_are_replaced() {
     assert!(killed >= 1, "the store's connection was terminated");
     tokio::time::sleep(Duration::from_millis(200)).await;
     store
-        .append(batch(4, 3))
+        .append(&batch(4, 3))
         .await
         .expect("append on a new connection");
     assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(6));
@@ -756,7 +759,7 @@ async fn append_throughput() {
                 })
                 .collect();
             let started = Instant::now();
-            store.append(events).await.expect("append");
+            store.append(&events).await.expect("append");
             total += started.elapsed();
         }
         let sample = store.scan(0, 1).await.expect("scan").remove(0);

@@ -140,12 +140,13 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt> {
+    async fn append(&self, events: &[Event]) -> Result<AppendReceipt> {
         self.ensure_partitions_ahead().await;
         let context = format!("appending {} events", events.len());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.backend(&context))?;
-        let receipt = append_in(&tx, events)
+        // `append_in` encodes on the blocking pool, which needs its own copy.
+        let receipt = append_in(&tx, events.to_vec())
             .await
             .map_err(self.backend(&context))?;
         tx.commit().await.map_err(self.backend(&context))?;

@@ -41,12 +41,12 @@ const CHUNKS_AHEAD: usize = 4;
 const PIPELINE_MIN: usize = 4 * CHUNK;
 
 /// Seals and stores `events` atomically. See the module docs.
-pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Result<AppendReceipt> {
+pub fn append(conn: &mut Connection, events: &[Event], location: &str) -> Result<AppendReceipt> {
     let expected = events.len();
     if expected < PIPELINE_MIN {
         // Encode before taking the write lock: other writers wait only for
         // the inserts.
-        let prepared: Vec<Prepared> = events.into_iter().map(prepare).collect();
+        let prepared: Vec<Prepared> = events.iter().map(prepare).collect();
         return insert_all(conn, expected, [prepared], None, location);
     }
     std::thread::scope(|scope| {
@@ -73,8 +73,12 @@ pub fn append(conn: &mut Connection, events: Vec<Event>, location: &str) -> Resu
 
 /// The encoding thread: chunks of prepared events, linked into the chain
 /// from the head the inserts send (unlinked if they send none).
-fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: SyncSender<Vec<Prepared>>) {
-    let mut events = events.into_iter();
+fn encode_ahead<'a>(
+    events: &'a [Event],
+    head: &Receiver<ChainEnd>,
+    out: SyncSender<Vec<Prepared<'a>>>,
+) {
+    let mut events = events.iter();
     let mut end: Option<ChainEnd> = None;
     let mut asked = false;
     loop {
@@ -101,20 +105,20 @@ fn encode_ahead(events: Vec<Event>, head: &Receiver<ChainEnd>, out: SyncSender<V
 }
 
 /// The encoding thread, seen from the inserts.
-struct Helper {
+struct Helper<'a> {
     /// Where the chain starts, once the write lock is held.
     head: SyncSender<ChainEnd>,
     /// Chunks inserted, for the helper to free.
-    spent: Sender<Vec<Prepared>>,
+    spent: Sender<Vec<Prepared<'a>>>,
 }
 
 /// Links and inserts `expected` prepared events, arriving in `chunks`, in
 /// one transaction; tells the `helper`, if any, where the chain starts.
-fn insert_all(
+fn insert_all<'a>(
     conn: &mut Connection,
     expected: usize,
-    chunks: impl IntoIterator<Item = Vec<Prepared>>,
-    helper: Option<Helper>,
+    chunks: impl IntoIterator<Item = Vec<Prepared<'a>>>,
+    helper: Option<Helper<'a>>,
     location: &str,
 ) -> Result<AppendReceipt> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);

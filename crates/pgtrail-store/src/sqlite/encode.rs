@@ -5,12 +5,15 @@
 //! is those same bytes with `"prev_hash"` and `"seq"` spliced in, so only
 //! that last cheap step depends on the chain and everything here runs
 //! before the write transaction. The other columns are the event's indexed
-//! fields, moved out of it rather than copied.
+//! fields, borrowed from it: the caller keeps its batch (to retry it), and
+//! nothing is copied that SQLite does not copy itself.
 //!
 //! [`ChainEnd::next`] is that last step. Appends run it ahead of the inserts
 //! on the encoding thread, assuming every event goes in; an event whose
 //! [`Link`] no longer fits the chain (one before it was already stored) is
 //! linked again where it is inserted.
+
+use std::borrow::Cow;
 
 use pgtrail_core::canonical::CanonicalBody;
 use pgtrail_core::filter::canonical_pk;
@@ -19,26 +22,26 @@ use pgtrail_core::Event;
 use super::keys;
 
 /// An event encoded for the `events` table, not yet linked into the chain.
-pub struct Prepared {
+pub struct Prepared<'a> {
     pub id: [u8; 16],
     pub captured_at: i64,
     pub source: &'static str,
     pub kind: &'static str,
-    pub schema: Option<String>,
-    pub table: Option<String>,
+    pub schema: Option<&'a str>,
+    pub table: Option<&'a str>,
     /// Canonical text of the key (`pgtrail_core::filter::canonical_pk`).
     pub pk: Option<String>,
-    pub app_user: Option<String>,
-    pub db_user: Option<String>,
+    pub app_user: Option<&'a str>,
+    pub db_user: Option<&'a str>,
     /// Index keys of the row and the users (see `keys`).
     pub row_key: Option<i64>,
     pub app_user_key: Option<i64>,
     pub db_user_key: Option<i64>,
     /// Upper-cased, so filters compare case-insensitively on an index.
-    pub operation: Option<String>,
+    pub operation: Option<Cow<'a, str>>,
     pub failed: bool,
     /// The statement text, for the full-text index.
-    pub sql: Option<String>,
+    pub sql: Option<&'a str>,
     /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
     pub body: CanonicalBody,
     /// The seal computed ahead, if any: valid only where it fits the chain.
@@ -91,9 +94,9 @@ impl ChainEnd {
     }
 }
 
-/// Encodes `event` (its own seal fields ignored), taking its strings.
-pub fn prepare(event: Event) -> Prepared {
-    let body = CanonicalBody::of(&event);
+/// Encodes `event` (its own seal fields ignored).
+pub fn prepare(event: &Event) -> Prepared<'_> {
+    let body = CanonicalBody::of(event);
     let pk = event.pk.as_ref().map(canonical_pk);
     Prepared {
         id: *event.id.as_bytes(),
@@ -110,14 +113,24 @@ pub fn prepare(event: Event) -> Prepared {
         app_user_key: event.app_user.as_deref().map(keys::user_key),
         db_user_key: event.db_user.as_deref().map(keys::user_key),
         pk,
-        operation: event.operation.map(|op| op.to_uppercase()),
-        schema: event.schema,
-        table: event.table,
-        app_user: event.app_user,
-        db_user: event.db_user,
-        sql: event.sql,
+        operation: event.operation.as_deref().map(upper_case),
+        schema: event.schema.as_deref(),
+        table: event.table.as_deref(),
+        app_user: event.app_user.as_deref(),
+        db_user: event.db_user.as_deref(),
+        sql: event.sql.as_deref(),
         body,
         link: None,
+    }
+}
+
+/// `text` in upper case, copied only if it is not already (captured
+/// operations nearly always are).
+fn upper_case(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) || !text.is_ascii() {
+        Cow::Owned(text.to_uppercase())
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -138,7 +151,7 @@ mod tests {
         e.pk = json!({"b": 2, "a": "x"}).as_object().cloned();
         e.sql = Some("update t set n = 1".into());
         e.sqlstate = Some("23505".into());
-        let prepared = prepare(e.clone());
+        let prepared = prepare(&e);
         assert_eq!(prepared.operation.as_deref(), Some("UPDATE"));
         assert_eq!(prepared.pk, e.pk.as_ref().map(canonical_pk));
         let pk_text = prepared.pk.as_deref().expect("a key");
@@ -162,8 +175,12 @@ mod tests {
             seq: 0,
             hash: [0; 32],
         };
-        let mut first = prepare(Event::new(Source::Cdc, Kind::RowChange));
-        let mut second = prepare(Event::new(Source::Cdc, Kind::RowChange));
+        let (first_event, second_event) = (
+            Event::new(Source::Cdc, Kind::RowChange),
+            Event::new(Source::Cdc, Kind::RowChange),
+        );
+        let mut first = prepare(&first_event);
+        let mut second = prepare(&second_event);
         first.link = Some(genesis.next(&first.body));
         let after_first = ChainEnd::after(&first.link.expect("linked"));
         second.link = Some(after_first.next(&second.body));

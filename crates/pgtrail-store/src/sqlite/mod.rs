@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
+use tokio::runtime::RuntimeFlavor;
 
 use crate::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Result, Store, StoreError};
 
@@ -130,6 +131,27 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::backend(self.shared.location.clone(), "running a write", e))?
+    }
+
+    /// Appends `events` with the writer connection, off the async workers.
+    /// On a multi-threaded runtime the batch is used where it is: this
+    /// worker hands its other tasks to another thread and blocks
+    /// (`block_in_place`), so a batch is never copied. A current-thread
+    /// runtime has no thread to hand over to, so there the batch is copied
+    /// to the blocking pool.
+    async fn append_blocking(&self, events: &[Event]) -> Result<AppendReceipt> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if multi_thread {
+            let shared = &self.shared;
+            return tokio::task::block_in_place(|| {
+                let mut conn = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                append::append(&mut conn, events, &shared.location)
+            });
+        }
+        let events = events.to_vec();
+        self.write(move |conn, location| append::append(conn, &events, location))
+            .await
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -258,16 +280,14 @@ fn connect(path: &Path, location: &str, options: &SqliteOptions) -> Result<Conne
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(&self, events: Vec<Event>) -> Result<AppendReceipt> {
+    async fn append(&self, events: &[Event]) -> Result<AppendReceipt> {
         if events.is_empty() {
             return Ok(AppendReceipt {
                 first_seq: None,
                 head: self.head().await?,
             });
         }
-        let receipt = self
-            .write(move |conn, location| append::append(conn, events, location))
-            .await?;
+        let receipt = self.append_blocking(events).await?;
         if receipt.first_seq.is_some() {
             self.shared.wal.nudge();
         }

@@ -17,21 +17,39 @@ use crate::{Result, StoreError};
 
 const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
 
+/// Every stretch of the chain that holds events, as the row index groups
+/// them (schema version 6): a lookup by row key is one seek per stretch.
+/// The expression is the index's, word for word.
+const IN_STORED_STRETCHES: &str = "(seq >> 17) in (\
+     with recursive stretch(n) as (\
+         select coalesce((select min(seq) from events), 0) >> 17 \
+         union all \
+         select n + 1 from stretch where n < (select max(seq) from events) >> 17\
+     ) select n from stretch)";
+
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
+    let (sql, values) = query_sql(filter);
+    read_events(conn, &sql, values, location)
+}
+
+/// The statement of [`query`] and its values.
+fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
         c.table(table);
         match &filter.pk {
             Some(pk) => {
                 let key = c.param(Value::Integer(keys::row_key(&table.table, &pk.canonical())));
-                c.require(format!("row_key = {key}"));
+                c.require(format!("{IN_STORED_STRETCHES} and row_key = {key}"));
             }
             None => {
                 let (first, last) = keys::table_key_range(&table.table);
                 let first = c.param(Value::Integer(first));
                 let last = c.param(Value::Integer(last));
-                c.require(format!("row_key between {first} and {last}"));
+                c.require(format!(
+                    "{IN_STORED_STRETCHES} and row_key between {first} and {last}"
+                ));
             }
         }
     }
@@ -90,7 +108,7 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
         "select {EVENT_COLUMNS} from {from}{} order by {order} desc limit {p}",
         c.where_sql()
     );
-    read_events(conn, &sql, c.values, location)
+    (sql, c.values)
 }
 
 /// The events of one row plus the TRUNCATEs of its table, oldest first.
@@ -98,13 +116,20 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 /// `seq`s are united: as one `where … or …` SQLite scans the whole table's
 /// events instead. The row key finds the candidates, the names decide.
 pub fn row_events(conn: &Connection, row: &RowRef, location: &str) -> Result<Vec<Event>> {
+    let (sql, values) = row_events_sql(row);
+    read_events(conn, &sql, values, location)
+}
+
+/// The statement of [`row_events`] and its values.
+fn row_events_sql(row: &RowRef) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     let pk_text = row.pk.canonical();
     let key = c.param(Value::Integer(keys::row_key(&row.table.table, &pk_text)));
     let table = c.param(Value::Text(row.table.table.clone()));
     let pk = c.param(Value::Text(pk_text));
     c.require(format!(
-        "seq in (select seq from events where row_key = {key} and table_name = {table} and pk = {pk} \
+        "seq in (select seq from events where {IN_STORED_STRETCHES} and row_key = {key} \
+         and table_name = {table} and pk = {pk} \
          union all select seq from events where table_name = {table} and operation = 'TRUNCATE')"
     ));
     if let Some(schema) = &row.table.schema {
@@ -114,7 +139,7 @@ pub fn row_events(conn: &Connection, row: &RowRef, location: &str) -> Result<Vec
         "select {EVENT_COLUMNS} from events{} order by seq",
         c.where_sql()
     );
-    read_events(conn, &sql, c.values, location)
+    (sql, c.values)
 }
 
 /// Sealed events with `seq > after`, ascending, at most `limit`.
@@ -207,4 +232,60 @@ fn read_events(
         events.push(event);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use pgtrail_core::filter::PkFilter;
+    use rusqlite::params_from_iter;
+
+    use super::*;
+    use crate::sqlite::{keys, schema};
+
+    fn plan(conn: &Connection, (sql, values): (String, Vec<Value>)) -> String {
+        let mut statement = conn
+            .prepare(&format!("explain query plan {sql}"))
+            .expect("statement");
+        let details = statement
+            .query_map(params_from_iter(values), |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan rows");
+        details.join("\n")
+    }
+
+    /// The stretch expression of the queries must match the index's word
+    /// for word, or SQLite silently scans: these plans would show it.
+    #[test]
+    fn row_lookups_seek_the_row_index() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let table = TableName::parse("public.orders").expect("table");
+        let pk = PkFilter::parse("id=7").expect("pk");
+        let row = RowRef {
+            table: table.clone(),
+            pk: pk.clone(),
+        };
+        let by_row = Filter {
+            table: Some(table.clone()),
+            pk: Some(pk),
+            ..Default::default()
+        };
+        let by_table = Filter {
+            table: Some(table),
+            ..Default::default()
+        };
+        for (what, sql) in [
+            ("row events", row_events_sql(&row)),
+            ("filter by row", query_sql(&by_row)),
+            ("filter by table", query_sql(&by_table)),
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("USING INDEX events_row (<expr>=? AND row_key"),
+                "{what}: {plan}"
+            );
+        }
+    }
 }

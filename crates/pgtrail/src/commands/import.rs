@@ -114,7 +114,7 @@ async fn append(
     batch_start: usize,
 ) -> anyhow::Result<()> {
     let size = batch.len() as u64;
-    let receipt = store.append(batch).await.with_context(|| {
+    let receipt = store.append(&batch).await.with_context(|| {
         format!(
             "cannot append the batch starting at {name} line {batch_start}; nothing of it was written ({} events before it were)",
             summary.imported
