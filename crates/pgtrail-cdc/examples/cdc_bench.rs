@@ -3,11 +3,15 @@
 //! One throwaway cluster, three measurements:
 //! (a) writer cost: pgbench single-row UPDATE and INSERT throughput at 1 and
 //!     2 clients with no capture, with pg_recvlogical+wal2json consuming,
-//!     with pgtrail consuming, and with pgtrail plus the context trigger;
+//!     with pgtrail consuming, and with pgtrail plus the context trigger,
+//!     in interleaved rounds on clusters of its own (fsync on and off; see
+//!     cdc_bench/writer.rs);
 //! (b) consumer throughput on the same pre-generated WAL: pg_recvlogical +
 //!     wal2json to /dev/null, and pgtrail into a null store, SQLite and the
 //!     Postgres store;
-//! (c) end-to-end lag (commit → durably stored) p50/p99 at a steady rate.
+//! (c) end-to-end lag (commit → durably stored) p50/p99 at a steady rate;
+//! (i) on request (`--only i`): instructions per transaction of the context
+//!     trigger under callgrind (cdc_bench/instructions.rs).
 //! Prints a table and writes JSON (`--json FILE`).
 
 use std::process::{Child, Command, Stdio};
@@ -29,6 +33,11 @@ use tokio::sync::watch;
 
 /// Built with `--features mimalloc` (bench/cdc/run's default), the
 /// consumer runs on the allocator of the `pgtrail` binary.
+#[path = "cdc_bench/instructions.rs"]
+mod instructions;
+#[path = "cdc_bench/writer.rs"]
+mod writer;
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,6 +50,10 @@ struct Args {
     rounds: u32,
     changes: u64,
     json: Option<String>,
+    /// (a): length of one pgbench run, which durabilities, which configurations.
+    round_seconds: u64,
+    fsync: Option<String>,
+    configs: Vec<writer::Config>,
 }
 
 fn args() -> Args {
@@ -48,9 +61,12 @@ fn args() -> Args {
         only: "abc".into(),
         durable: false,
         seconds: 10,
-        rounds: 3,
+        rounds: 5,
         changes: 2_000_000,
         json: None,
+        round_seconds: 2,
+        fsync: None,
+        configs: writer::Config::DEFAULT.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -65,6 +81,16 @@ fn args() -> Args {
             "--durable" => args.durable = true,
             "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--only" => args.only = it.next().expect("--only PARTS, e.g. ab"),
+            "--round-seconds" => {
+                args.round_seconds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--round-seconds N")
+            }
+            "--fsync" => args.fsync = it.next(),
+            "--configs" => {
+                args.configs = writer::Config::parse_list(&it.next().expect("--configs LIST"))
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -345,118 +371,27 @@ async fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut results = serde_json::Map::new();
 
-    // (a) writer cost
+    // (a) writer cost, on clusters of its own (cdc_bench/writer.rs)
     if args.only.contains('a') {
-        println!(
-            "\n(a) writer cost: pgbench tps, best of {} runs of {} s; ratio to no capture",
-            args.rounds, args.seconds
-        );
-        println!(
-            "{:<36} {:>12} {:>12} {:>12} {:>12}",
-            "configuration", "UPD 1c", "UPD 2c", "INS 1c", "INS 2c"
-        );
-        let configs = [
-            "no capture",
-            "pg_recvlogical + wal2json",
-            "pgtrail (SQLite store)",
-            "pgtrail + context trigger",
-            "context trigger alone (no consumer)",
-        ];
-        // Best of `rounds`, configurations interleaved, so a burst of load from
-        // elsewhere on the machine does not land on one configuration only.
-        let mut best: Vec<Vec<f64>> = vec![vec![0.0; 4]; configs.len()];
-        for _round in 0..args.rounds {
-            for (index, config) in configs.iter().copied().enumerate() {
-                let mut recv = None;
-                let mut consumer = None;
-                match config {
-                    "pg_recvlogical + wal2json" => {
-                        client
-                        .execute(
-                            "select pg_create_logical_replication_slot('w2j_writer', 'wal2json')",
-                            &[],
-                        )
-                        .await
-                        .expect("slot");
-                        recv = Some(recvlogical(&cluster, &url, "w2j_writer", None));
-                    }
-                    "pgtrail (SQLite store)" | "pgtrail + context trigger" => {
-                        let context = config.contains("context");
-                        let slot = if context { "writer_ctx" } else { "writer" };
-                        setup::prepare(&client, &facts, &setup_options(slot, "bench", context))
-                            .await
-                            .expect("setup");
-                        let store = pgtrail_store::open(&format!(
-                            "sqlite:{}",
-                            tmp.path().join(format!("{slot}.db")).display()
-                        ))
-                        .await
-                        .expect("store");
-                        consumer = Some(Consumer::start(&url, slot, "bench", store));
-                    }
-                    "context trigger alone (no consumer)" => {
-                        let tables = setup::resolve_tables(&client, &TableSelection::default())
-                            .await
-                            .expect("tables");
-                        pgtrail_cdc::triggers::install_context(
-                            &client,
-                            &IdentityConfig::default(),
-                            &tables,
-                        )
-                        .await
-                        .expect("triggers");
-                    }
-                    _ => {}
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let mut row = Vec::new();
-                for (script, clients) in [(UPDATE, 1), (UPDATE, 2), (INSERT, 1), (INSERT, 2)] {
-                    let tps = tokio::task::block_in_place(|| {
-                        pgbench(&cluster, &url, script, clients, args.seconds)
-                    });
-                    row.push(tps);
-                }
-                for (b, t) in best[index].iter_mut().zip(&row) {
-                    *b = b.max(*t);
-                }
-                if let Some(mut child) = recv {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    client
-                        .execute("select pg_drop_replication_slot('w2j_writer')", &[])
-                        .await
-                        .expect("drop");
-                }
-                if let Some(consumer) = consumer {
-                    consumer.stop().await;
-                    let slot = if config.contains("context") {
-                        "writer_ctx"
-                    } else {
-                        "writer"
-                    };
-                    setup::drop_all(&client, slot, "bench").await.expect("drop");
-                }
-                if config.starts_with("context trigger alone") {
-                    setup::drop_all(&client, "none", "none")
-                        .await
-                        .expect("drop");
-                }
-            }
-        }
-        let mut writer = serde_json::Map::new();
-        for (config, row) in configs.iter().zip(&best) {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&best[0])
-                .map(|(t, b)| format!("{:.0} {:.3}", t, t / b))
-                .collect();
-            println!(
-                "{:<36} {:>12} {:>12} {:>12} {:>12}",
-                config, cells[0], cells[1], cells[2], cells[3]
-            );
-            writer.insert((*config).into(), json!({"update_1c": row[0], "update_2c": row[1], "insert_1c": row[2], "insert_2c": row[3]}));
-        }
-        results.insert("writer_tps".into(), Value::Object(writer));
+        let durability = match args.fsync.as_deref() {
+            Some("on") => vec![true],
+            Some("off") => vec![false],
+            Some("both") => vec![true, false],
+            None if args.durable => vec![true],
+            None => vec![true, false],
+            Some(other) => panic!("--fsync on|off|both, not {other}"),
+        };
+        let writer_args = writer::WriterArgs {
+            rounds: args.rounds,
+            seconds: args.round_seconds,
+            durability,
+            configs: args.configs.clone(),
+        };
+        results.insert("writer".into(), writer::run(&writer_args).await);
+    }
+    // Instructions per transaction of the context trigger (cdc_bench/instructions.rs)
+    if args.only.contains('i') {
+        results.insert("instructions".into(), instructions::run().await);
     }
 
     // (b) consumer throughput on the same WAL
