@@ -16,6 +16,14 @@
 //! - **A lean inbox.** Triggers write into `pgtrail.inbox`: no index, no
 //!   key, nothing derived. Hashing, chaining, `changed`, event ids and
 //!   commit times are all computed later, off the application's write path.
+//! - **Row images as typed rows** (migration 4). Where a *shape* (a
+//!   composite type pgtrail makes with the table's columns) reproduces the
+//!   JSON exactly, row-mode triggers copy OLD/NEW into it and insert them
+//!   into the shape's narrow `pgtrail.inbox_<n>`, leaving `row_to_json`
+//!   (most of the trigger's cost before) to the sealer, which reads both
+//!   through the view `pgtrail.pending`. A DDL event trigger makes a new
+//!   shape when a table's columns change, so each row is sealed with the
+//!   columns of its time.
 //! - **Sealing after commit, in commit order** ([`seal`]). Only rows of
 //!   finished transactions are moved, through the store's own append (so
 //!   they are hashed and chained like every other event), and deleted from
