@@ -468,7 +468,7 @@ fn downgrade_to_v5(raw: &Connection) {
     .expect("downgrade to version 5");
 }
 
-/// Version 6 groups the row index by stretches of 131,072 events; a row's
+/// Version 6 groups the row index by stretches of 524,288 events; a row's
 /// events are found in every stretch, those stored before the migration
 /// included.
 #[tokio::test]
@@ -488,11 +488,11 @@ async fn a_version_5_store_finds_rows_across_stretches_of_the_chain() {
         .expect("version");
     assert_eq!(version, SCHEMA_VERSION);
     // Move the chain to the end of the first stretch, so the next batch
-    // spans the boundary at seq 131,072. (This breaks the chain: lookups
+    // spans the boundary at seq 524,288. (This breaks the chain: lookups
     // are under test here, not verify.)
     scratch
         .raw()
-        .execute("update chain_head set seq = 131070", [])
+        .execute("update chain_head set seq = 524286", [])
         .expect("skip ahead");
     store
         .append(&[event(7), event(8), event(7), event(9)])
@@ -508,7 +508,7 @@ async fn a_version_5_store_finds_rows_across_stretches_of_the_chain() {
     };
     assert_eq!(
         seqs(store.row_events(&row).await.expect("row")),
-        [8, 131_071, 131_073],
+        [8, 524_287, 524_289],
         "the row's events in both stretches, oldest first"
     );
     let by_row = Filter {
@@ -518,7 +518,7 @@ async fn a_version_5_store_finds_rows_across_stretches_of_the_chain() {
     };
     assert_eq!(
         seqs(store.query(&by_row).await.expect("query")),
-        [131_073, 131_071, 8]
+        [524_289, 524_287, 8]
     );
     let by_table = Filter {
         table: Some(row.table.clone()),
@@ -527,7 +527,7 @@ async fn a_version_5_store_finds_rows_across_stretches_of_the_chain() {
     };
     assert_eq!(
         seqs(store.query(&by_table).await.expect("query")),
-        [131_074, 131_073, 131_072, 131_071, 20],
+        [524_290, 524_289, 524_288, 524_287, 20],
         "newest first across the boundary"
     );
 }

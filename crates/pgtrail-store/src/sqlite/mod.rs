@@ -4,13 +4,19 @@
 //! - **WAL mode, `synchronous=FULL`**: readers never block the writer, and a
 //!   commit is fsync'd before `append` returns (the durability contract).
 //! - **One writer connection behind a mutex**, plus a small pool of read-only
-//!   connections; SQLite calls block, so each runs on tokio's blocking pool.
+//!   connections; SQLite calls block, so each runs on tokio's blocking pool,
+//!   except an append on a multi-threaded runtime, which blocks in place
+//!   so that it can use the caller's batch without copying it.
 //!   Appends from other processes are serialized by `BEGIN IMMEDIATE`.
 //!   A third connection copies the WAL back into the file on its own thread
 //!   (see `wal`), so appends do not pay for that.
 //! - **Compact rows**: ids and hashes are blobs, the event body is its
 //!   canonical JSON without the seal (see `schema` for the table layout);
 //!   the row and user indexes hold integer keys (see `keys`).
+//! - **Appends touch few pages**: the row index leads with the stretch of
+//!   the chain (`seq >> 19`), so a batch's random row keys land only in the
+//!   newest stretch's leaves, and what a commit writes to the WAL does not
+//!   grow with the store (schema version 6; lookups seek once per stretch).
 //! - **One pass per event**: the body and the hash input come from a single
 //!   serialization (see `encode`); a large batch is encoded and hashed on a
 //!   second thread while the inserts run (see `append`).

@@ -12,20 +12,25 @@ use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
-use super::keys;
+use super::{keys, schema};
 use crate::{Result, StoreError};
 
 const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
 
-/// Every stretch of the chain that holds events, as the row index groups
-/// them (schema version 6): a lookup by row key is one seek per stretch.
-/// The expression is the index's, word for word.
-const IN_STORED_STRETCHES: &str = "(seq >> 17) in (\
-     with recursive stretch(n) as (\
-         select coalesce((select min(seq) from events), 0) >> 17 \
-         union all \
-         select n + 1 from stretch where n < (select max(seq) from events) >> 17\
-     ) select n from stretch)";
+/// `seq` is in a stretch of the chain that holds events, as the row index
+/// groups them (schema version 6): a lookup by row key is one seek per
+/// stretch. The expression is the index's, word for word.
+fn in_stored_stretches() -> String {
+    let shift = schema::ROW_STRETCH_SHIFT;
+    format!(
+        "(seq >> {shift}) in (\
+         with recursive stretch(n) as (\
+             select coalesce((select min(seq) from events), 0) >> {shift} \
+             union all \
+             select n + 1 from stretch where n < (select max(seq) from events) >> {shift}\
+         ) select n from stretch)"
+    )
+}
 
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
@@ -41,14 +46,15 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
         match &filter.pk {
             Some(pk) => {
                 let key = c.param(Value::Integer(keys::row_key(&table.table, &pk.canonical())));
-                c.require(format!("{IN_STORED_STRETCHES} and row_key = {key}"));
+                c.require(format!("{} and row_key = {key}", in_stored_stretches()));
             }
             None => {
                 let (first, last) = keys::table_key_range(&table.table);
                 let first = c.param(Value::Integer(first));
                 let last = c.param(Value::Integer(last));
                 c.require(format!(
-                    "{IN_STORED_STRETCHES} and row_key between {first} and {last}"
+                    "{} and row_key between {first} and {last}",
+                    in_stored_stretches()
                 ));
             }
         }
@@ -127,8 +133,9 @@ fn row_events_sql(row: &RowRef) -> (String, Vec<Value>) {
     let key = c.param(Value::Integer(keys::row_key(&row.table.table, &pk_text)));
     let table = c.param(Value::Text(row.table.table.clone()));
     let pk = c.param(Value::Text(pk_text));
+    let stretches = in_stored_stretches();
     c.require(format!(
-        "seq in (select seq from events where {IN_STORED_STRETCHES} and row_key = {key} \
+        "seq in (select seq from events where {stretches} and row_key = {key} \
          and table_name = {table} and pk = {pk} \
          union all select seq from events where table_name = {table} and operation = 'TRUNCATE')"
     ));
@@ -240,7 +247,6 @@ mod tests {
     use rusqlite::params_from_iter;
 
     use super::*;
-    use crate::sqlite::{keys, schema};
 
     fn plan(conn: &Connection, (sql, values): (String, Vec<Value>)) -> String {
         let mut statement = conn
