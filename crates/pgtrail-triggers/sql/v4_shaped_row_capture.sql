@@ -371,7 +371,9 @@ $fn$;
 -- a parent's ALTER TABLE reaching a tracked child) get a new shape and
 -- capture function before the transaction writes to them again. pgtrail's
 -- own DDL here is not audit-worthy (as in an install): event triggers are
--- quiet while it runs, and only while it runs.
+-- quiet while it runs, and only while it runs. This trigger itself fires
+-- always, replica mode included (a stale shape would store values under
+-- the wrong column names), so it skips the DDL it runs itself.
 create or replace function pgtrail.refresh_shapes() returns event_trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -379,6 +381,9 @@ declare
     rel oid;
     role_before text := current_setting('session_replication_role');
 begin
+    if current_setting('pgtrail.refreshing_shapes', true) = 'on' then
+        return;
+    end if;
     select array_agg(s.relid order by s.relid) into stale
       from pgtrail.shapes s
       join pgtrail.tracked t on t.relid = s.relid and t.mode = 'row'
@@ -388,15 +393,18 @@ begin
         return;
     end if;
     perform set_config('session_replication_role', 'replica', true);
+    perform set_config('pgtrail.refreshing_shapes', 'on', true);
     foreach rel in array stale loop
         perform pgtrail.install_capture(rel);
     end loop;
+    perform set_config('pgtrail.refreshing_shapes', 'off', true);
     perform set_config('session_replication_role', role_before, true);
 end;
 $$;
 
 drop event trigger if exists pgtrail_shapes;
 create event trigger pgtrail_shapes on ddl_command_end execute function pgtrail.refresh_shapes();
+alter event trigger pgtrail_shapes enable always;
 
 select pgtrail.refresh_pending();
 

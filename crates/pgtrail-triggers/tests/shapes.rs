@@ -252,3 +252,26 @@ async fn tables_a_shape_cannot_serve_exactly_keep_json_images() {
         .collect();
     assert_eq!(new, [r#"{"id":1,"mood":"ok"}"#, r#"{"id":1,"x":0.3}"#]);
 }
+
+#[tokio::test]
+async fn a_table_changed_in_replica_mode_still_gets_its_new_shape() {
+    // Tools that apply DDL as replicas (pglogical's replicate_ddl_command,
+    // some migration runners) set session_replication_role = replica, which
+    // silences ordinary event triggers: the shape must follow anyway, or
+    // later writes would be stored under the old column names.
+    let db = Db::installed("shapes_replica").await;
+    db.sql("create table items (id int primary key, a text, b text)")
+        .await;
+    track(&db, "items").await;
+    db.sql(
+        "set session_replication_role = replica;
+         alter table items drop column a;
+         alter table items add column c text;
+         reset session_replication_role;
+         insert into items values (1, 'bee', 'sea');",
+    )
+    .await;
+    let events: Vec<_> = db.row_events("items").await;
+    let images: Vec<_> = events.iter().map(new_text).collect();
+    assert_eq!(images, [r#"{"b":"bee","c":"sea","id":1}"#]);
+}
