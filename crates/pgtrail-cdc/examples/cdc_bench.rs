@@ -52,6 +52,7 @@ struct Args {
     json: Option<String>,
     /// (a): length of one pgbench run, which durabilities, which configurations.
     round_seconds: u64,
+    rate: Option<u32>,
     fsync: Option<String>,
     configs: Vec<writer::Config>,
 }
@@ -65,6 +66,7 @@ fn args() -> Args {
         changes: 2_000_000,
         json: None,
         round_seconds: 2,
+        rate: None,
         fsync: None,
         configs: writer::Config::DEFAULT.to_vec(),
     };
@@ -88,6 +90,7 @@ fn args() -> Args {
                     .expect("--round-seconds N")
             }
             "--fsync" => args.fsync = it.next(),
+            "--rate" => args.rate = it.next().and_then(|v| v.parse().ok()),
             "--configs" => {
                 args.configs = writer::Config::parse_list(&it.next().expect("--configs LIST"))
             }
@@ -252,37 +255,6 @@ async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     Lsn::parse(&text).expect("valid LSN")
 }
 
-fn pgbench(cluster: &Cluster, url: &str, script: &str, clients: u32, seconds: u64) -> f64 {
-    let path = std::env::temp_dir().join(format!("pgtrail-bench-{}.sql", std::process::id()));
-    std::fs::write(&path, script).expect("script written");
-    let out = Command::new(cluster.binaries().program("pgbench"))
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &clients.to_string(),
-        ])
-        .args(["-T", &seconds.to_string(), "-f"])
-        .arg(&path)
-        .arg(url)
-        .output()
-        .expect("pgbench runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbench failed: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
 fn recvlogical(cluster: &Cluster, url: &str, slot: &str, endpos: Option<Lsn>) -> Child {
     let mut cmd = Command::new(cluster.binaries().program("pg_recvlogical"));
     cmd.args([
@@ -384,6 +356,7 @@ async fn main() {
         let writer_args = writer::WriterArgs {
             rounds: args.rounds,
             seconds: args.round_seconds,
+            rate: args.rate,
             durability,
             configs: args.configs.clone(),
         };

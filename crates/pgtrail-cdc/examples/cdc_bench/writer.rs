@@ -41,6 +41,9 @@ pub struct WriterArgs {
     pub rounds: u32,
     /// Length of one pgbench run.
     pub seconds: u64,
+    /// Transactions per second per run (pgbench --rate), instead of as many
+    /// as possible: for comparing CPU per transaction at the same load.
+    pub rate: Option<u32>,
     /// `true` for fsync on (durable), `false` for fsync off; in this order.
     pub durability: Vec<bool>,
     pub configs: Vec<Config>,
@@ -202,7 +205,7 @@ pub async fn run(args: &WriterArgs) -> Value {
                     .await;
                 for (w, (label, _, script, clients)) in WORKLOADS.iter().enumerate() {
                     let run = target
-                        .measure(config, &active, script, *clients, args.seconds)
+                        .measure(config, &active, script, *clients, (args.seconds, args.rate))
                         .await;
                     eprintln!(
                         "round {}/{} fsync {} {:<28} {label}: {:>8.0} tps  ({:.0} s)",
@@ -339,12 +342,11 @@ impl Target {
                     active.store_file = Some(file);
                     store
                 };
-                let batch_wait = if config == Config::PgtrailWait1s {
-                    Duration::from_secs(1)
-                } else {
-                    CaptureOptions::new("", "").batch_wait
-                };
-                active.consumer = Some(start_consumer(&self.url, store, batch_wait));
+                let mut options = CaptureOptions::new("writer", "bench");
+                if config == Config::PgtrailWait1s {
+                    options.batch_wait = Duration::from_secs(1);
+                }
+                active.consumer = Some(start_consumer(&self.url, store, options));
             }
         }
         // Let the consumer connect and the walsender start.
@@ -359,7 +361,7 @@ impl Target {
         active: &Active,
         script: &str,
         clients: u32,
-        seconds: u64,
+        (seconds, rate): (u64, Option<u32>),
     ) -> Run {
         self.client
             .batch_execute("checkpoint")
@@ -384,7 +386,7 @@ impl Target {
             cpu_seconds(consumer_pid),
         );
         let tps = tokio::task::block_in_place(|| {
-            super::pgbench(&self.cluster, &self.url, script, clients, seconds)
+            pgbench(&self.cluster, &self.url, script, clients, seconds, rate)
         });
         // The postmaster adds an ended backend's CPU to its own children's
         // total once it reaped it.
@@ -438,9 +440,12 @@ impl Target {
                     .expect("drop");
             }
             _ => {
-                setup::drop_all(&self.client, "writer", "bench")
-                    .await
-                    .expect("drop");
+                // The walsender may still hold the slot for a moment after the consumer stopped.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while let Err(e) = setup::drop_all(&self.client, "writer", "bench").await {
+                    assert!(Instant::now() < deadline, "drop: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
         if let Some(file) = active.store_file {
@@ -568,13 +573,11 @@ impl Target {
     }
 }
 
-/// pgtrail consuming slot `writer` of publication `bench` in this process.
-fn start_consumer(url: &str, store: Arc<dyn Store>, batch_wait: Duration) -> Consumer {
+/// pgtrail consuming in this process.
+fn start_consumer(url: &str, store: Arc<dyn Store>, options: CaptureOptions) -> Consumer {
     let (shutdown, rx) = watch::channel(false);
     let (progress_tx, progress) = watch::channel(Progress::default());
     let connect = ConnectOptions::parse(url).expect("valid URL");
-    let mut options = CaptureOptions::new("writer", "bench");
-    options.batch_wait = batch_wait;
     let task = tokio::spawn(async move {
         if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
             eprintln!("consumer failed: {}", consumer::error_chain(&e));
@@ -585,6 +588,45 @@ fn start_consumer(url: &str, store: Arc<dyn Store>, batch_wait: Duration) -> Con
         progress,
         task,
     }
+}
+
+/// Runs `script` with pgbench for `seconds` (at `rate` transactions per
+/// second when given); its TPS.
+fn pgbench(
+    cluster: &Cluster,
+    url: &str,
+    script: &str,
+    clients: u32,
+    seconds: u64,
+    rate: Option<u32>,
+) -> f64 {
+    let file = tempfile::NamedTempFile::new().expect("script file");
+    std::fs::write(file.path(), script).expect("script written");
+    let clients = clients.to_string();
+    let mut command = std::process::Command::new(cluster.binaries().program("pgbench"));
+    command
+        .args(["-n", "-M", "prepared", "-c", &clients, "-j", &clients])
+        .args(["-T", &seconds.to_string()]);
+    if let Some(rate) = rate {
+        command.args(["-R", &rate.to_string()]);
+    }
+    let out = command
+        .arg("-f")
+        .arg(file.path())
+        .arg(url)
+        .output()
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// pg_recvlogical + wal2json on slot `w2j_writer`, to /dev/null. It
