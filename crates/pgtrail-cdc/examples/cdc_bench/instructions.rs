@@ -38,6 +38,27 @@ $fn$;
 create trigger pgtrail_cdc_context before insert or update or delete or truncate on acct
   for each statement execute function pgtrail.cdc_context();"#;
 
+/// The current payload emitted by every statement, without remembering what
+/// the transaction already sent (an experiment: cheaper for one-statement
+/// transactions, dearer for longer ones).
+const CONTEXT_NO_DEDUP: &str = r#"create schema if not exists pgtrail;
+create or replace function pgtrail.cdc_context() returns trigger
+language plpgsql as $fn$
+declare
+  emitted pg_catalog.pg_lsn;
+begin
+  emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.to_json(array[
+    session_user::text, current_user::text,
+    pg_catalog.host(pg_catalog.inet_client_addr()), pg_catalog.inet_client_port()::text,
+    pg_catalog.current_setting('application_name'), pg_catalog.pg_backend_pid()::text,
+    pg_catalog.current_setting('pgtrail.context', true), pg_catalog.current_setting('pgtrail.user', true),
+    pg_catalog.current_setting('app.current_user', true)])::text);
+  return null;
+end
+$fn$;
+create trigger pgtrail_cdc_context before insert or update or delete or truncate on acct
+  for each statement execute function pgtrail.cdc_context();"#;
+
 /// An empty statement trigger: what calling any PL/pgSQL trigger costs.
 const EMPTY_TRIGGER: &str = r#"create function empty_trigger() returns trigger
 language plpgsql as $fn$ begin return null; end $fn$;
@@ -77,6 +98,11 @@ pub async fn run() -> Value {
             Variant::Sql(CONTEXT_BEFORE),
         ),
         ("context trigger now", "now", Variant::Current),
+        (
+            "now without dedup (experiment)",
+            "nodedup",
+            Variant::Sql(CONTEXT_NO_DEDUP),
+        ),
     ];
     let mut cluster = Cluster::start().expect("cluster");
     for (_, key, variant) in &variants {
@@ -119,34 +145,41 @@ pub async fn run() -> Value {
     cluster.stop().expect("cluster stops");
     let postgres = cluster.binaries().program("postgres");
     let mut results = serde_json::Map::new();
-    let mut baseline = None;
-    println!(
-        "{:<28} {:>14} {:>8} {:>18}",
-        "variant", "instr./tx", "ratio", "trigger instr./tx"
-    );
-    for (label, key, _) in &variants {
-        let (total, trigger) = count(&postgres, &cluster.data_dir(), &format!("ir_{key}"));
-        let base = *baseline.get_or_insert(total);
+    for statements in [1, 5] {
+        println!("transactions of {statements} single-row UPDATE(s):");
         println!(
-            "{label:<28} {total:>14} {:>8.2} {trigger:>18}",
-            total as f64 / base as f64
+            "{:<32} {:>12} {:>8} {:>18}",
+            "variant", "instr./tx", "ratio", "trigger instr./tx"
         );
-        results.insert(
-            (*key).into(),
-            json!({"instructions_per_tx": total, "trigger_instructions_per_tx": trigger}),
-        );
+        let mut baseline = None;
+        for (label, key, _) in &variants {
+            let db = format!("ir_{key}");
+            let (total, trigger) = count(&postgres, &cluster.data_dir(), &db, statements);
+            let base = *baseline.get_or_insert(total);
+            println!(
+                "{label:<32} {total:>12} {:>8.2} {trigger:>18}",
+                total as f64 / base as f64
+            );
+            results.insert(
+                format!("{key}_{statements}"),
+                json!({"statements_per_tx": statements, "instructions_per_tx": total,
+                       "trigger_instructions_per_tx": trigger}),
+            );
+        }
     }
     Value::Object(results)
 }
 
-/// Runs the DO block in database `db` under callgrind: (instructions per
-/// transaction, of which in the statement triggers).
-fn count(postgres: &Path, data_dir: &Path, db: &str) -> (u64, u64) {
+/// Runs the DO block (transactions of `statements` single-row UPDATEs) in
+/// database `db` under callgrind: (instructions per transaction, of which
+/// in the statement triggers).
+fn count(postgres: &Path, data_dir: &Path, db: &str, statements: u64) -> (u64, u64) {
     let out =
         std::env::temp_dir().join(format!("pgtrail-callgrind-{}-{db}.out", std::process::id()));
     let script = format!(
         "set synchronous_commit = off\ndo $$ begin for i in 1..{TRANSACTIONS} loop \
-         update acct set n = n + 1 where id = (i * 7919) % 100000 + 1; commit; end loop; end $$;\n"
+         for j in 1..{statements} loop update acct set n = n + 1 where id = (i * 7919 + j) % 100000 + 1; \
+         end loop; commit; end loop; end $$;\n"
     );
     let valgrind_args = [
         "valgrind".to_string(),
