@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::event::JsonObject;
-use pgtrail_core::{Event, Kind, Source};
+use pgtrail_core::{sql_comment, Event, Kind, Source};
 use pgtrail_wire::replication::from_pg_epoch;
 use pgtrail_wire::Lsn;
 use serde_json::Value;
@@ -110,6 +110,7 @@ struct Stamp {
     lsn_text: String,
     /// The actor of the changes that follow.
     actor: Option<Actor>,
+    comment_user_keys: Arc<[String]>,
     next_tx_seq: i64,
 }
 
@@ -205,7 +206,7 @@ impl CommittedTx {
         // A DDL event carries its own actor; a row change takes the current one.
         if event.kind == Kind::RowChange {
             if let Some(actor) = &self.stamp.actor {
-                actor.apply_to(&mut event);
+                actor.apply_to(&mut event, &self.stamp.comment_user_keys);
             }
         }
         event.id = event_id(
@@ -241,6 +242,8 @@ pub struct Assembler {
     memory_limit: usize,
     /// Where to spill; `None` holds everything in memory.
     spill: Option<SpillDir>,
+    /// Keys of a sqlcommenter comment that name the application user.
+    comment_user_keys: Arc<[String]>,
 }
 
 impl Assembler {
@@ -263,7 +266,15 @@ impl Assembler {
             held_bytes: 0,
             memory_limit: usize::MAX,
             spill: None,
+            comment_user_keys: sql_comment::default_user_keys().into(),
         }
+    }
+
+    /// Names the application user after the first of these keys a
+    /// statement's sqlcommenter comment has (default `user`, `app_user`).
+    pub fn with_comment_user_keys(mut self, keys: &[String]) -> Self {
+        self.comment_user_keys = keys.into();
+        self
     }
 
     /// Spills to `dir` whenever the items held for open transactions pass
@@ -525,6 +536,7 @@ impl Assembler {
                 stream_id: self.stream_id.clone(),
                 lsn_text: commit_lsn.to_string(),
                 actor: None,
+                comment_user_keys: self.comment_user_keys.clone(),
                 next_tx_seq: 0,
             },
         })
@@ -547,12 +559,14 @@ impl Assembler {
 
     fn ddl_event(&self, ddl: DdlMessage) -> Event {
         let mut event = self.blank(Kind::Ddl);
-        ddl.actor.apply_to(&mut event);
+        ddl.actor.apply_to(&mut event, &self.comment_user_keys);
         event.operation = Some(ddl.command_tag.clone());
         event.command_tag = Some(ddl.command_tag);
         event.schema = ddl.schema;
         event.objects = ddl.objects;
         event.sql = ddl.sql;
+        // A migration tool's comment on the DDL statement names its user.
+        sql_comment::apply(&mut event, &self.comment_user_keys);
         event
     }
 

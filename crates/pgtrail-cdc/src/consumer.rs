@@ -68,6 +68,9 @@ pub struct CaptureOptions {
     pub memory_limit: usize,
     /// Where spill files go; the consumer uses a subdirectory per system and slot.
     pub spill_dir: PathBuf,
+    /// Keys of a statement's sqlcommenter comment that name the application
+    /// user (`[identity] comment_user_keys`).
+    pub comment_user_keys: Vec<String>,
 }
 
 impl CaptureOptions {
@@ -85,6 +88,7 @@ impl CaptureOptions {
             retry_pause: Duration::from_millis(500),
             memory_limit: DEFAULT_MEMORY_LIMIT,
             spill_dir: default_spill_dir(),
+            comment_user_keys: pgtrail_core::sql_comment::default_user_keys(),
         }
     }
 
@@ -239,7 +243,8 @@ async fn session(
         options,
         catalog,
         assembler: Assembler::new(&stream_id, &system.dbname, types)
-            .with_spill(spill_dir, options.memory_limit),
+            .with_spill(spill_dir, options.memory_limit)
+            .with_comment_user_keys(&options.comment_user_keys),
         decoder: Decoder::new(),
         tried_types: HashSet::new(),
         pending: Vec::new(),

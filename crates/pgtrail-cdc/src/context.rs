@@ -23,7 +23,7 @@
 //! with the command tag, the objects and the statement text.
 
 use pgtrail_core::event::JsonObject;
-use pgtrail_core::Event;
+use pgtrail_core::{sql_comment, Event};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -33,7 +33,7 @@ pub const CONTEXT_PREFIX: &str = "pgtrail";
 pub const DDL_PREFIX: &str = "pgtrail.ddl";
 
 /// Position of the first user setting in the trigger's array payload.
-const ARRAY_USER_SETTINGS: usize = 7;
+const ARRAY_USER_SETTINGS: usize = 8;
 
 /// The actor of the statements that follow, as the context message carries it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -62,14 +62,20 @@ pub struct Actor {
     /// `pg_backend_pid()`.
     #[serde(default)]
     pub backend_pid: Option<i32>,
+    /// The pairs of the statement's sqlcommenter comment, if it had one
+    /// (see `pgtrail_core::sql_comment`).
+    #[serde(default)]
+    pub comment: Vec<(String, String)>,
 }
 
 impl Actor {
     /// Parses a context message's payload: a JSON object with the field
     /// names, or the trigger's array of texts `[db_user, current_user,
     /// client_addr, client_port, application_name, backend_pid, context,
-    /// user setting 1, user setting 2, …]`, where the first user setting
-    /// that is set and not empty is the application user.
+    /// statement comment, user setting 1, user setting 2, …]`, where the
+    /// first user setting that is set and not empty is the application user
+    /// and the statement comment is the sqlcommenter comment the trigger
+    /// found at the end (or start) of the statement.
     pub fn parse(content: &[u8]) -> Result<Actor, serde_json::Error> {
         if content.trim_ascii_start().first() != Some(&b'[') {
             return serde_json::from_slice(content);
@@ -96,14 +102,19 @@ impl Actor {
             application_name: next(),
             backend_pid: number(&next())?,
             context: next(),
+            comment: next()
+                .and_then(|text| sql_comment::parse(&text))
+                .unwrap_or_default(),
             app_user: std::iter::from_fn(|| fields.next())
                 .flatten()
                 .find(|user| !user.is_empty()),
         })
     }
 
-    /// Sets the actor fields of `event`.
-    pub fn apply_to(&self, event: &mut Event) {
+    /// Sets the actor fields of `event`; the statement's comment names the
+    /// user (by the first of `comment_user_keys` it has) where no setting
+    /// did, and adds its pairs to the context.
+    pub fn apply_to(&self, event: &mut Event, comment_user_keys: &[String]) {
         event.app_user = self.app_user.clone().filter(|u| !u.is_empty());
         event.db_user = self.db_user.clone();
         event.client_addr = self.client_addr.clone();
@@ -126,6 +137,7 @@ impl Actor {
             }
         }
         event.context = (!context.is_empty()).then_some(context);
+        sql_comment::apply_pairs(event, &self.comment, comment_user_keys);
     }
 }
 
@@ -168,7 +180,7 @@ mod tests {
         )
         .expect("valid payload");
         let mut event = Event::new(Source::Cdc, Kind::RowChange);
-        actor.apply_to(&mut event);
+        actor.apply_to(&mut event, &[]);
         assert_eq!(event.app_user.as_deref(), Some("alice"));
         assert_eq!(event.db_user.as_deref(), Some("app"));
         assert_eq!(
@@ -182,7 +194,7 @@ mod tests {
         let actor = Actor::parse(br#"{"context":"not json","db_user":"app","current_user":"app"}"#)
             .expect("valid");
         let mut event = Event::new(Source::Cdc, Kind::RowChange);
-        actor.apply_to(&mut event);
+        actor.apply_to(&mut event, &[]);
         assert_eq!(event.context.expect("kept")["value"], "not json");
         assert_eq!(event.app_user, None);
     }
@@ -204,19 +216,39 @@ mod tests {
                 client_port: Some(5123),
                 application_name: Some("web".into()),
                 backend_pid: Some(42),
+                comment: Vec::new(),
             },
             "the first user setting that is set and not empty wins"
         );
-        let unix_socket = Actor::parse(br#"["app","app",null,null,"","7",null]"#).expect("valid");
+        let unix_socket =
+            Actor::parse(br#"["app","app",null,null,"","7",null,null]"#).expect("valid");
         assert_eq!(
             (unix_socket.client_port, unix_socket.app_user),
             (None, None)
         );
         assert!(Actor::parse(br#"["app","app",null]"#).is_err(), "too short");
         assert!(
-            Actor::parse(br#"["app","app",null,"x","","7",null]"#).is_err(),
+            Actor::parse(br#"["app","app",null,"x","","7",null,null]"#).is_err(),
             "bad port"
         );
+    }
+
+    #[test]
+    fn the_statements_comment_names_the_user_where_no_setting_did() {
+        let commented =
+            br#"["app","app",null,null,"","7",null,"/*request_id='r9',user='dana'*/",null]"#;
+        let actor = Actor::parse(commented).expect("valid");
+        let mut event = Event::new(Source::Cdc, Kind::RowChange);
+        actor.apply_to(&mut event, &["user".to_string()]);
+        assert_eq!(event.app_user.as_deref(), Some("dana"));
+        assert_eq!(event.context.expect("context")["request_id"], "r9");
+
+        let with_setting = br#"["app","app",null,null,"","7",null,"/*user='dana'*/","erin"]"#;
+        let mut event = Event::new(Source::Cdc, Kind::RowChange);
+        Actor::parse(with_setting)
+            .expect("valid")
+            .apply_to(&mut event, &["user".to_string()]);
+        assert_eq!(event.app_user.as_deref(), Some("erin"), "the setting wins");
     }
 
     #[test]

@@ -533,7 +533,8 @@ pub async fn drop_all(
         .batch_execute(
             "drop event trigger if exists pgtrail_cdc_ddl; drop event trigger if exists pgtrail_cdc_drop; \
              drop function if exists pgtrail.cdc_context(); drop function if exists pgtrail.cdc_ddl(); \
-             drop function if exists pgtrail.cdc_emit(text, text, jsonb);",
+             drop function if exists pgtrail.cdc_emit(text, text, jsonb); \
+             drop function if exists pgtrail.cdc_statement_comment(text);",
         )
         .await
         .map_err(catalog_error("dropping pgtrail's context functions"))?;

@@ -13,6 +13,10 @@ use crate::connection::quote_literal;
 use crate::setup::Table;
 use crate::CdcError;
 
+/// The context trigger's expression of the statement's sqlcommenter comment.
+const STATEMENT_COMMENT: &str = "case when pg_catalog.strpos(pg_catalog.current_query(), '*/') \
+     operator(pg_catalog.>) 0 then pgtrail.cdc_statement_comment(pg_catalog.current_query()) end";
+
 /// The SQL of the context and DDL functions, for the session settings in `identity`.
 pub fn context_functions_sql(identity: &IdentityConfig) -> String {
     let user_exprs: Vec<String> = identity
@@ -34,12 +38,13 @@ pub fn context_functions_sql(identity: &IdentityConfig) -> String {
         "nullif(pg_catalog.current_setting({}, true), '')",
         quote_literal(&identity.context_setting)
     );
-    // The context setting, then the user settings in their configured order
-    // (the consumer takes the first that is set and not empty).
-    let actor_settings: Vec<String> = [&identity.context_setting]
+    // The context setting, the statement's comment, then the user settings
+    // in their configured order (the consumer takes the first that is set
+    // and not empty).
+    let read = |s: &String| format!("pg_catalog.current_setting({}, true)", quote_literal(s));
+    let actor_settings: Vec<String> = [read(&identity.context_setting), STATEMENT_COMMENT.into()]
         .into_iter()
-        .chain(&identity.user_settings)
-        .map(|s| format!("pg_catalog.current_setting({}, true)", quote_literal(s)))
+        .chain(identity.user_settings.iter().map(read))
         .collect();
     // The actor of DDL messages: merged into the command's jsonb object.
     let ddl_actor = format!(
@@ -79,6 +84,11 @@ grant usage on schema pgtrail to public;
 -- to_json call; it is emitted once per transaction, and again only when it
 -- changes (SET LOCAL, SET ROLE, ...). Assignments, not PERFORM: PL/pgSQL
 -- evaluates them as simple expressions, without starting an executor.
+--
+-- A statement tagged with a sqlcommenter comment (/*user='…',request_id='…'*/,
+-- at its end or start) sends that comment too; the consumer reads the user
+-- and context from it. Looking for one costs a copy of the statement text
+-- and a search for "*/" in it; the comment is cut out only when one is there.
 create or replace function pgtrail.cdc_context() returns trigger
 language plpgsql as $fn$
 declare
@@ -96,6 +106,16 @@ begin
   return null;
 end
 $fn$;
+
+-- The sqlcommenter comment that ends (or else starts) a statement, or null.
+-- Only the last and first 4 kB are searched: a comment is never longer.
+create or replace function pgtrail.cdc_statement_comment(statement text) returns text
+language sql immutable parallel safe as $fn$
+  select coalesce(
+    pg_catalog.substring(pg_catalog.right(statement, 4096), '/\*(?:[^*]|\*+[^*/])*\*+/[\s;]*$'),
+    pg_catalog.substring(pg_catalog.left(statement, 4096), '^\s*/\*(?:[^*]|\*+[^*/])*\*+/'))
+$fn$;
+grant execute on function pgtrail.cdc_statement_comment(text) to public;
 
 create or replace function pgtrail.cdc_ddl() returns event_trigger
 language plpgsql as $fn$

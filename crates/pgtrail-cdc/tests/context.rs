@@ -185,3 +185,64 @@ async fn setup_again_replaces_an_installed_context_function() -> anyhow::Result<
         .all(|e| e.db_user.as_deref() == Some("postgres")));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sqlcommenter_comment_names_the_user_where_no_setting_did() -> anyhow::Result<()> {
+    let db = TestDb::new(
+        "cdc_sqlcommenter",
+        "create table t (id int primary key, v text);",
+    )
+    .await?;
+    db.setup(&db.setup_options()).await?;
+    let store = db.store().await;
+    let mut options = db.capture_options();
+    options.comment_user_keys = vec!["actor".into(), "user".into()];
+    let running = Running::start(&db, store.clone(), options);
+    // One statement per query, as ORMs send them: the comment belongs to
+    // the query string the server received.
+    for statement in [
+        "insert into t values (1, 'a') /*request_id='r1',user='dana%40example.com'*/",
+        "begin",
+        "set local pgtrail.\"user\" = 'erin'",
+        "update t set v = 'b' where id = 1 /*request_id='r2',user='spoofed'*/",
+        "commit",
+        "insert into t values (2, 'x') /* a plain comment, user='nobody' */",
+        "insert into t values (3, 'y') /*actor='frank',user='second-choice'*/;",
+        "/* user='lead' */ delete from t where id = 1",
+        "alter table t add column w text /*user='migrator'*/",
+    ] {
+        db.client.batch_execute(statement).await?;
+    }
+    let events = wait_for_events(store.as_ref(), 6).await;
+    running.stop().await?;
+
+    let rows: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == Kind::RowChange)
+        .collect();
+    let users: Vec<Option<&str>> = rows.iter().map(|e| e.app_user.as_deref()).collect();
+    assert_eq!(
+        users,
+        [
+            Some("dana@example.com"),
+            Some("erin"), // the session setting wins over the comment
+            None,         // a plain comment is not read
+            Some("frank"),
+            Some("lead"), // a leading comment
+        ]
+    );
+    assert_eq!(
+        context_field(rows[0], "request_id"),
+        Some(&serde_json::json!("r1"))
+    );
+    assert_eq!(
+        context_field(rows[1], "request_id"),
+        Some(&serde_json::json!("r2"))
+    );
+    let ddl = events
+        .iter()
+        .find(|e| e.kind == Kind::Ddl)
+        .expect("the ALTER TABLE");
+    assert_eq!(ddl.app_user.as_deref(), Some("migrator"));
+    Ok(())
+}

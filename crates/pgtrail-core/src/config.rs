@@ -138,10 +138,7 @@ impl Default for IdentityConfig {
         IdentityConfig {
             user_settings: vec!["pgtrail.user".into(), "app.current_user".into()],
             context_setting: "pgtrail.context".into(),
-            comment_user_keys: crate::sql_comment::DEFAULT_USER_KEYS
-                .iter()
-                .map(|key| key.to_string())
-                .collect(),
+            comment_user_keys: crate::sql_comment::default_user_keys(),
         }
     }
 }

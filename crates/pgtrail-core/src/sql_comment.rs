@@ -31,6 +31,14 @@ const MAX_COMMENT: usize = 16 * 1024;
 /// Keys naming the application user when the configuration does not say.
 pub const DEFAULT_USER_KEYS: &[&str] = &["user", "app_user"];
 
+/// [`DEFAULT_USER_KEYS`], owned, as configuration holds them.
+pub fn default_user_keys() -> Vec<String> {
+    DEFAULT_USER_KEYS
+        .iter()
+        .map(|key| key.to_string())
+        .collect()
+}
+
 /// The `key='value'` pairs of the statement's sqlcommenter comment, decoded,
 /// in the order written; `None` when it has none.
 pub fn parse(sql: &str) -> Option<Vec<(String, String)>> {
@@ -43,9 +51,22 @@ pub fn parse(sql: &str) -> Option<Vec<(String, String)>> {
 /// from the sqlcommenter comment of `event.sql`. `user_keys` are the keys
 /// naming the user, first present wins. Returns whether anything changed.
 pub fn apply(event: &mut Event, user_keys: &[impl AsRef<str>]) -> bool {
-    let Some(pairs) = event.sql.as_deref().and_then(parse) else {
+    match event.sql.as_deref().and_then(parse) {
+        Some(pairs) => apply_pairs(event, &pairs, user_keys),
+        None => false,
+    }
+}
+
+/// [`apply`] for pairs already parsed (by [`parse`]) from a statement the
+/// event does not carry.
+pub fn apply_pairs(
+    event: &mut Event,
+    pairs: &[(String, String)],
+    user_keys: &[impl AsRef<str>],
+) -> bool {
+    if pairs.is_empty() {
         return false;
-    };
+    }
     let mut changed = false;
     if event.app_user.is_none() {
         let user = user_keys.iter().find_map(|wanted| {
@@ -60,8 +81,8 @@ pub fn apply(event: &mut Event, user_keys: &[impl AsRef<str>]) -> bool {
     }
     let context = event.context.get_or_insert_with(Default::default);
     for (key, value) in pairs {
-        if !context.contains_key(&key) {
-            context.insert(key, Value::String(value));
+        if !context.contains_key(key) {
+            context.insert(key.clone(), Value::String(value.clone()));
             changed = true;
         }
     }

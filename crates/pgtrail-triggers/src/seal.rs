@@ -233,10 +233,7 @@ async fn comment_user_keys(tx: &Transaction<'_>) -> Result<Vec<String>> {
         .map_err(Error::pg("looking for the sqlcommenter keys"))?
         .get::<_, bool>(0);
     if !written {
-        return Ok(pgtrail_core::sql_comment::DEFAULT_USER_KEYS
-            .iter()
-            .map(|key| key.to_string())
-            .collect());
+        return Ok(pgtrail_core::sql_comment::default_user_keys());
     }
     tx.query_one("select pgtrail.comment_user_keys()", &[])
         .await

@@ -178,6 +178,7 @@ struct ActorRecord<'a> {
     client_port: Option<i32>,
     application_name: &'a Option<String>,
     backend_pid: Option<i32>,
+    comment: &'a Vec<(String, String)>,
 }
 
 impl<'a> From<&'a Actor> for ActorRecord<'a> {
@@ -191,6 +192,7 @@ impl<'a> From<&'a Actor> for ActorRecord<'a> {
             client_port,
             application_name,
             backend_pid,
+            comment,
         } = actor;
         ActorRecord {
             app_user,
@@ -201,6 +203,7 @@ impl<'a> From<&'a Actor> for ActorRecord<'a> {
             client_port: *client_port,
             application_name,
             backend_pid: *backend_pid,
+            comment,
         }
     }
 }

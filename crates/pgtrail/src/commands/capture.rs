@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer::{self, CaptureOptions};
 use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
-use pgtrail_core::config::CaptureConfig;
+use pgtrail_core::config::{CaptureConfig, IdentityConfig};
 use pgtrail_core::filter::TableName;
 use pgtrail_store::{Store, StoreError};
 use tokio::sync::watch;
@@ -23,12 +23,18 @@ use tokio::sync::watch;
 use crate::cli::{CaptureArgs, CaptureTuning};
 use crate::Context;
 
-/// The consumer's options: flags over `[capture]`.
-pub(crate) fn capture_options(tuning: &CaptureTuning, config: &CaptureConfig) -> CaptureOptions {
+/// The consumer's options: flags over `[capture]`, and `[identity]`'s
+/// sqlcommenter keys.
+pub(crate) fn capture_options(
+    tuning: &CaptureTuning,
+    config: &CaptureConfig,
+    identity: &IdentityConfig,
+) -> CaptureOptions {
     let mut options = CaptureOptions::new(
         tuning.slot.as_deref().unwrap_or(&config.slot),
         tuning.publication.as_deref().unwrap_or(&config.publication),
     );
+    options.comment_user_keys = identity.comment_user_keys.clone();
     let batch_events = tuning.batch_events.unwrap_or(config.batch_events).max(1);
     options.batch_events = usize::try_from(batch_events).unwrap_or(usize::MAX);
     options.batch_wait =
@@ -60,7 +66,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     };
     let connect = ConnectOptions::parse(db)?;
     let client = connect.connect_sql().await?;
-    let mut options = capture_options(&args.tuning, &ctx.config.capture);
+    let mut options = capture_options(&args.tuning, &ctx.config.capture, &ctx.config.identity);
 
     if args.status {
         let slots = super::status::slot_reports(

@@ -40,6 +40,7 @@ fn full_actor() -> Actor {
         client_port: Some(5433),
         application_name: Some("shop".into()),
         backend_pid: Some(777),
+        comment: vec![("request_id".into(), "r-9".into())],
     }
 }
 
