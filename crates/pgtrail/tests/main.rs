@@ -12,10 +12,13 @@
 //!   a part failing for good, a store outage; `pgtrail status` on slots.
 //! - `running`: what the run and checkpoint tests share: a database on its own
 //!   cluster with a directory (`Service`), a `pgtrail run` process (`Running`).
+//! - `demo`: `pgtrail demo` end to end: the trail it prints, the commands it
+//!   suggests run against the database it keeps, Ctrl-C.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
 mod checkpoints;
+mod demo;
 mod failures;
 mod integrity;
 mod queries;
