@@ -73,13 +73,7 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
     tx.batch_execute("lock table pgtrail.inbox in share update exclusive mode")
         .await
         .map_err(Error::pg("locking the inbox"))?;
-    // From migration 4 on, pgtrail.pending adds the rows of the shape
-    // tables (see sql/v4_shaped_row_capture.sql) to the inbox's.
-    let source = if version >= 4 {
-        "pgtrail.pending"
-    } else {
-        "pgtrail.inbox"
-    };
+    let source = pending_rows(version);
     let plan = plan(&tx, source, max_rows).await?;
     if plan.is_empty() {
         tx.commit().await.map_err(Error::pg("ending a seal"))?;
@@ -170,6 +164,17 @@ struct Pending {
     xid: i64,
     rows: i64,
     committed_at: Option<DateTime<Utc>>,
+}
+
+/// Where the captured rows waiting to be sealed are read, for an install at
+/// `version`: from migration 4 on, the view `pgtrail.pending` adds the rows
+/// of the shape tables (see sql/v4_shaped_row_capture.sql) to the inbox's.
+pub(crate) fn pending_rows(version: i32) -> &'static str {
+    if version >= 4 {
+        "pgtrail.pending"
+    } else {
+        "pgtrail.inbox"
+    }
 }
 
 /// The final transactions to seal now, in commit order, cut after about

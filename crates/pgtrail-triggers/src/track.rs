@@ -265,12 +265,7 @@ pub struct Status {
 /// Tracked tables with their event counts, and the inbox backlog.
 pub async fn status(client: &Client) -> Result<Status> {
     let version = crate::install::require_installed(client).await?;
-    // Migration 4 added the shape tables, which the view reads with the inbox.
-    let pending = if version >= 4 {
-        "pgtrail.pending"
-    } else {
-        "pgtrail.inbox"
-    };
+    let pending = crate::seal::pending_rows(version);
     let rows = client
         .query(
             &format!(
