@@ -84,7 +84,7 @@ impl Actor {
         if fields.len() < ARRAY_USER_SETTINGS {
             return Err(serde::de::Error::invalid_length(
                 fields.len(),
-                &"at least 7 actor fields",
+                &"at least 8 actor fields",
             ));
         }
         let number = |text: &Option<String>| -> Result<Option<i32>, serde_json::Error> {
