@@ -40,6 +40,12 @@ pub enum Kind {
     Session,
     /// A row as it was when capture started (the baseline of its history).
     Snapshot,
+    /// pgtrail noticed something that may make the trail incomplete: capture
+    /// disabled or dropped, a slot lost, pending rows deleted, a gap.
+    Alarm,
+    /// A value a store could not take as captured: kept as raw bytes with the
+    /// reason and the source position, so capture goes on and nothing is lost.
+    Quarantine,
 }
 
 macro_rules! str_enum {
@@ -77,6 +83,8 @@ str_enum!(Kind {
     Statement => "statement",
     Session => "session",
     Snapshot => "snapshot",
+    Alarm => "alarm",
+    Quarantine => "quarantine",
 });
 
 /// One audit event. See DESIGN.md, "The event".

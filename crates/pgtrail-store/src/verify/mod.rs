@@ -3,10 +3,16 @@
 //! matches the chain and carries a valid signature.
 
 use ed25519_dalek::VerifyingKey;
-use pgtrail_core::{canonical::event_hash, GENESIS_HASH};
+use pgtrail_core::GENESIS_HASH;
 use serde::Serialize;
 
-use crate::{Checkpoint, CheckpointKind, Result, Store};
+use crate::{CheckpointKind, Result, Store};
+
+mod checkpoints;
+mod events;
+
+use checkpoints::check_checkpoint;
+use events::check_link;
 
 /// How many events are read per round trip.
 const PAGE: usize = 10_000;
@@ -150,129 +156,4 @@ pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Re
         }
     }
     Ok(report)
-}
-
-fn check_link(
-    event: &pgtrail_core::Event,
-    seq: i64,
-    expected_seq: i64,
-    prev_hash: &str,
-    stored_prev: &str,
-    stored_hash: &str,
-    recent: &std::collections::VecDeque<(i64, String)>,
-) -> Option<Problem> {
-    if seq > expected_seq {
-        let detail = if expected_seq == seq - 1 {
-            format!("event {expected_seq} is missing: it was removed")
-        } else {
-            format!(
-                "events {expected_seq} to {} are missing: they were removed",
-                seq - 1
-            )
-        };
-        return Some(Problem {
-            kind: ProblemKind::Removed,
-            seq: expected_seq,
-            detail,
-        });
-    }
-    if event_hash(event) != stored_hash {
-        return Some(Problem {
-            kind: ProblemKind::Modified,
-            seq,
-            detail: format!(
-                "event {seq} (id {}) was modified: its content no longer matches its hash",
-                event.id
-            ),
-        });
-    }
-    if stored_prev != prev_hash {
-        if let Some((other, _)) = recent.iter().find(|(_, h)| h == stored_prev) {
-            return Some(Problem {
-                kind: ProblemKind::Reordered,
-                seq,
-                detail: format!("event {seq} (id {}) links to event {other}, not to event {}: events were reordered", event.id, seq - 1),
-            });
-        }
-        return Some(Problem {
-            kind: ProblemKind::Inserted,
-            seq,
-            detail: format!(
-                "event {seq} (id {}) does not link to event {}: an event was inserted here, or the one before was rewritten",
-                event.id,
-                seq - 1
-            ),
-        });
-    }
-    None
-}
-
-fn check_checkpoint(
-    checkpoint: &Checkpoint,
-    seen: &std::collections::HashMap<i64, String>,
-    head_seq: i64,
-    trusted: &[VerifyingKey],
-) -> Option<Problem> {
-    let problem = |detail: String| {
-        Some(Problem {
-            kind: ProblemKind::Checkpoint,
-            seq: checkpoint.seq,
-            detail,
-        })
-    };
-    let what = format!(
-        "{} checkpoint at event {} ({})",
-        checkpoint.kind.as_str(),
-        checkpoint.seq,
-        pgtrail_core::time::format_micros(&checkpoint.created_at)
-    );
-    if let Err(detail) = check_signature(checkpoint, trusted, &what) {
-        return problem(detail);
-    }
-    if checkpoint.kind == CheckpointKind::Head {
-        if checkpoint.seq > head_seq {
-            return problem(format!(
-                "{what}: the chain ends at event {head_seq}; events after it were removed"
-            ));
-        }
-        match seen.get(&checkpoint.seq) {
-            Some(hash) if hash.is_empty() => {
-                return problem(format!("{what}: event {} is missing", checkpoint.seq))
-            }
-            Some(hash) if *hash != checkpoint.hash => {
-                return problem(format!(
-                    "{what}: event {} is not the event that was signed (the chain was rewritten)",
-                    checkpoint.seq
-                ))
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Ok when no keys are trusted or one of them signed `checkpoint`.
-fn check_signature(
-    checkpoint: &Checkpoint,
-    trusted: &[VerifyingKey],
-    what: &str,
-) -> std::result::Result<(), String> {
-    let mut first_failure = None;
-    for key in trusted {
-        match checkpoint.verify_signature(key) {
-            Ok(true) => return Ok(()),
-            Ok(false) => return Err(format!("{what} is not signed")),
-            Err(reason) => {
-                first_failure.get_or_insert(reason);
-            }
-        }
-    }
-    match first_failure {
-        None => Ok(()),
-        Some(_) if trusted.len() > 1 => Err(format!(
-            "{what}: its signature matches none of the {} trusted public keys",
-            trusted.len()
-        )),
-        Some(reason) => Err(format!("{what}: {reason}")),
-    }
 }
