@@ -75,8 +75,13 @@ pub struct SigningConfig {
     /// Ed25519 public key file used by `verify` to check checkpoint signatures.
     pub public_key: Option<String>,
     /// Public keys replaced by `public_key` (after a rotation): `verify`
-    /// also accepts checkpoints signed with one of these.
+    /// also accepts checkpoints signed with one of these. Write a retired
+    /// key as `PATH@N`, N the last event it signed: its checkpoints past
+    /// event N are then refused, so a leaked old key cannot sign new ones.
     pub previous_public_keys: Vec<String>,
+    /// Witness file: every signed checkpoint is also appended here (keep it
+    /// off the store's host); `verify` checks the store against it.
+    pub witness: Option<String>,
     /// How often `pgtrail run` signs a checkpoint of each store it writes
     /// to (when the head moved), e.g. `10m`; `status` warns past twice this.
     pub checkpoint_every: String,
@@ -88,6 +93,7 @@ impl Default for SigningConfig {
             private_key: None,
             public_key: None,
             previous_public_keys: Vec::new(),
+            witness: None,
             checkpoint_every: "10m".into(),
         }
     }

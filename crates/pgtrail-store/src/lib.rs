@@ -13,23 +13,29 @@
 
 pub mod checkpoint;
 mod error;
+pub mod merkle;
+pub mod note;
 pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod retention;
 pub mod row;
+pub mod signing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod verify;
+pub mod witness;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
 
-pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair};
+pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair, TrustedKey};
 pub use error::StoreError;
 pub use open::open;
-pub use verify::{verify, verify_with_keys, Problem, ProblemKind, VerifyReport};
+pub use verify::{
+    verify, verify_with, verify_with_keys, Problem, ProblemKind, VerifyOptions, VerifyReport,
+};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -102,6 +108,14 @@ pub trait Store: Send + Sync {
 
     /// All checkpoints, oldest first.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// The store's random id, made when its schema was created or upgraded
+    /// to signed notes; checkpoints name it in their origin. `None` for a
+    /// store from before that (or a wrapper that does not forward it: such a
+    /// store cannot be checkpointed, which fails loudly, never silently).
+    async fn store_id(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Removes sealed events with `seq <= through` (a prefix of the chain)
     /// after the caller archived them and recorded a prune checkpoint.

@@ -297,10 +297,17 @@ async fn partitions_are_made_ahead_and_dropped_by_retention() {
 
     // Keep 30 days: both 2024 months go, as whole partitions.
     let key = KeyPair::generate().expect("key");
-    let outcome =
-        pgtrail_store::retention::apply(&store, chrono::Duration::days(30), now, None, Some(&key))
-            .await
-            .expect("retention");
+    let outcome = pgtrail_store::retention::apply(
+        &store,
+        chrono::Duration::days(30),
+        now,
+        None,
+        Some(&key),
+        &[],
+        None,
+    )
+    .await
+    .expect("retention");
     assert_eq!(outcome.removed, 10);
     assert_eq!(outcome.through_seq, Some(10));
     assert_eq!(

@@ -370,6 +370,7 @@ async fn an_older_store_is_migrated_on_open() {
 /// Turns a store back into the version-4 layout: rows and users indexed
 /// by their text, no key columns.
 fn downgrade_to_v4(raw: &Connection) {
+    downgrade_to_v6(raw);
     raw.execute_batch(
         "drop index events_row; drop index events_app_user; drop index events_db_user;
          alter table events drop column row_key;
@@ -459,7 +460,19 @@ async fn a_version_4_store_gets_integer_keys_for_the_events_it_has() {
 
 /// Turns a store back into the version-5 layout: one row index over the
 /// whole chain.
+/// Undoes version 7 (store id, note checkpoints).
+fn downgrade_to_v6(raw: &Connection) {
+    raw.execute_batch(
+        "drop table store_identity;
+         alter table checkpoints drop column note;
+         alter table checkpoints drop column frontier;
+         delete from pgtrail_migrations where version > 6; pragma user_version = 6;",
+    )
+    .expect("downgrade to version 6");
+}
+
 fn downgrade_to_v5(raw: &Connection) {
+    downgrade_to_v6(raw);
     raw.execute_batch(
         "drop index events_row;
          create index events_row on events (row_key) where row_key is not null;

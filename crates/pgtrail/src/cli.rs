@@ -148,6 +148,9 @@ pub struct CheckpointArgs {
     /// Private key file [default: `[signing] private_key`].
     #[arg(long, value_name = "FILE")]
     pub private_key: Option<PathBuf>,
+    /// Witness file to append the checkpoint to [default: `[signing] witness`].
+    #[arg(long, value_name = "FILE")]
+    pub witness: Option<PathBuf>,
 }
 
 /// `pgtrail verify`
@@ -156,13 +159,26 @@ pub struct CheckpointArgs {
 Exit status: 0 when the chain is intact, 1 when a problem was found, 2 on error.
 Examples:
   pgtrail verify --public-key signing.key.pub
-  pgtrail verify --public-key new.key.pub --public-key old.key.pub   # across a key rotation")]
+  pgtrail verify --public-key new.key.pub --public-key old.key.pub@120000   # across a key rotation
+  pgtrail verify --public-key signing.key.pub --witness /mnt/witness/pgtrail.notes --max-unsigned 10000
+  pgtrail verify --public-key signing.key.pub --archive archive/pgtrail-000000000001-000000005000.jsonl.gz")]
 pub struct VerifyArgs {
     /// Public key that checkpoints must be signed with; repeat it to trust
-    /// the keys of a rotation [default: `[signing] public_key` and
+    /// the keys of a rotation, a retired key as `FILE@N` (trusted only for
+    /// checkpoints up to event N) [default: `[signing] public_key` and
     /// `previous_public_keys`].
     #[arg(long, value_name = "FILE")]
-    pub public_key: Vec<PathBuf>,
+    pub public_key: Vec<String>,
+    /// Witness file the store must agree with [default: `[signing] witness`].
+    #[arg(long, value_name = "FILE")]
+    pub witness: Option<PathBuf>,
+    /// Fail when more than N events follow the newest signed checkpoint.
+    #[arg(long, value_name = "N")]
+    pub max_unsigned: Option<u64>,
+    /// Check this retention archive against its prune checkpoint instead of
+    /// the chain.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
 }
 
 /// Filters shared by `log` and `export`.

@@ -204,8 +204,8 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "insert into pgtrail.checkpoints (kind, seq, hash, count, created_at, public_key, signature) \
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                "insert into pgtrail.checkpoints (kind, seq, hash, count, created_at, public_key, signature, note, frontier) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &checkpoint.kind.as_str(),
                     &checkpoint.seq,
@@ -214,6 +214,8 @@ impl Store for PostgresStore {
                     &checkpoint.created_at,
                     &checkpoint.public_key,
                     &checkpoint.signature,
+                    &checkpoint.note,
+                    &checkpoint.frontier,
                 ],
             )
             .await
@@ -225,32 +227,63 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "select kind, seq, hash, count, created_at, public_key, signature \
-                 from pgtrail.checkpoints order by id",
+                // `*`: a store from before notes (read without migrating)
+                // has no note and frontier columns.
+                "select * from pgtrail.checkpoints order by id",
                 &[],
             )
             .await
             .map_err(self.backend("reading checkpoints"))?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.get(0);
+                let corrupt = |e: tokio_postgres::Error| {
+                    StoreError::backend(&self.location, "reading checkpoints", e)
+                };
+                let kind: String = row.try_get("kind").map_err(corrupt)?;
                 let kind = CheckpointKind::parse(&kind).ok_or_else(|| {
                     StoreError::Invalid(format!(
                         "store {}: checkpoint of unknown kind '{kind}'",
                         self.location
                     ))
                 })?;
+                let optional = |name: &str| match row.columns().iter().any(|c| c.name() == name) {
+                    true => row.try_get::<_, Option<String>>(name).map_err(corrupt),
+                    false => Ok(None),
+                };
                 Ok(Checkpoint {
                     kind,
-                    seq: row.get(1),
-                    hash: row.get(2),
-                    count: row.get(3),
-                    created_at: row.get(4),
-                    public_key: row.get(5),
-                    signature: row.get(6),
+                    seq: row.try_get("seq").map_err(corrupt)?,
+                    hash: row.try_get("hash").map_err(corrupt)?,
+                    count: row.try_get("count").map_err(corrupt)?,
+                    created_at: row.try_get("created_at").map_err(corrupt)?,
+                    public_key: row.try_get("public_key").map_err(corrupt)?,
+                    signature: row.try_get("signature").map_err(corrupt)?,
+                    note: optional("note")?,
+                    frontier: optional("frontier")?,
                 })
             })
             .collect()
+    }
+
+    async fn store_id(&self) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "select to_regclass('pgtrail.store_identity') is not null",
+                &[],
+            )
+            .await
+            .map_err(self.backend("looking for the store's id"))?;
+        if !row.try_get::<_, bool>(0).unwrap_or(false) {
+            return Ok(None);
+        }
+        let row = client
+            .query_one("select id from pgtrail.store_identity", &[])
+            .await
+            .map_err(self.backend("reading the store's id"))?;
+        row.try_get(0)
+            .map(Some)
+            .map_err(self.backend("reading the store's id"))
     }
 
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {

@@ -150,19 +150,41 @@ create table pgtrail.checkpoints (
 "#
 );
 
+/// Migration 2: checkpoints become signed notes over a Merkle tree of the
+/// events (see `checkpoint`): the note and the tree's frontier at its size
+/// sit beside the old columns. The store gets a random id, named in every
+/// note's origin, so a checkpoint of one store cannot pass for another's.
+const V2_NOTES: &str = r#"
+create table pgtrail.store_identity (
+    singleton boolean primary key default true check (singleton),
+    id text not null
+);
+insert into pgtrail.store_identity (id) values (replace(gen_random_uuid()::text, '-', ''));
+alter table pgtrail.checkpoints add column note text;      -- C2SP signed note
+alter table pgtrail.checkpoints add column frontier text;  -- Merkle frontier at seq, hex
+"#;
+
 /// Every migration this build knows, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, chain head, checkpoints",
-    sql: V1_EVENTS,
-    creates: &[
-        "schema_migrations",
-        "events",
-        "events_default",
-        "chain_head",
-        "checkpoints",
-    ],
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, chain head, checkpoints",
+        sql: V1_EVENTS,
+        creates: &[
+            "schema_migrations",
+            "events",
+            "events_default",
+            "chain_head",
+            "checkpoints",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "store identity; checkpoints as signed notes with a tree frontier",
+        sql: V2_NOTES,
+        creates: &["store_identity"],
+    },
+];
 
 /// The schema version this build writes.
 pub(super) fn latest_version() -> i64 {

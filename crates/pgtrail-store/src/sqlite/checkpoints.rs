@@ -7,8 +7,8 @@ use crate::{Checkpoint, CheckpointKind, Result, StoreError};
 /// Records `checkpoint` durably (its own transaction, fsync'd on commit).
 pub fn add(conn: &Connection, checkpoint: &Checkpoint, location: &str) -> Result<()> {
     conn.prepare_cached(
-        "insert into checkpoints (kind, seq, hash, count, created_at, public_key, signature) \
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "insert into checkpoints (kind, seq, hash, count, created_at, public_key, signature, note, frontier) \
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -19,6 +19,8 @@ pub fn add(conn: &Connection, checkpoint: &Checkpoint, location: &str) -> Result
             checkpoint.created_at.timestamp_micros(),
             checkpoint.public_key,
             checkpoint.signature,
+            checkpoint.note,
+            checkpoint.frontier,
         ])
     })
     .map_err(|e| StoreError::backend(location, "recording a checkpoint", e))?;
@@ -28,15 +30,26 @@ pub fn add(conn: &Connection, checkpoint: &Checkpoint, location: &str) -> Result
 /// All checkpoints, oldest first.
 pub fn all(conn: &Connection, location: &str) -> Result<Vec<Checkpoint>> {
     let db = |e| StoreError::backend(location, "reading checkpoints", e);
+    // `*`: a store from before notes (schema < 7, read without migrating)
+    // has no note and frontier columns.
     let mut statement = conn
-        .prepare_cached(
-            "select kind, seq, hash, count, created_at, public_key, signature from checkpoints order by id",
-        )
+        .prepare_cached("select * from checkpoints order by id")
         .map_err(db)?;
+    let column = |name: &str| statement.column_index(name).map_err(db);
+    let [kind_at, seq_at, hash_at, count_at, created_at_at, public_key_at, signature_at] = [
+        column("kind")?,
+        column("seq")?,
+        column("hash")?,
+        column("count")?,
+        column("created_at")?,
+        column("public_key")?,
+        column("signature")?,
+    ];
+    let (note_at, frontier_at) = (column("note").ok(), column("frontier").ok());
     let mut rows = statement.query([]).map_err(db)?;
     let mut checkpoints = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
-        let seq: i64 = row.get(1).map_err(db)?;
+        let seq: i64 = row.get(seq_at).map_err(db)?;
         let corrupt = |what: &str| {
             StoreError::backend(
                 location,
@@ -44,18 +57,41 @@ pub fn all(conn: &Connection, location: &str) -> Result<Vec<Checkpoint>> {
                 format!("checkpoint at event {seq} has an invalid {what}"),
             )
         };
-        let kind: String = row.get(0).map_err(db)?;
-        let created_at: i64 = row.get(4).map_err(db)?;
+        let kind: String = row.get(kind_at).map_err(db)?;
+        let created_at: i64 = row.get(created_at_at).map_err(db)?;
+        let optional = |at: Option<usize>| match at {
+            Some(at) => row.get::<_, Option<String>>(at).map_err(db),
+            None => Ok(None),
+        };
         checkpoints.push(Checkpoint {
             kind: CheckpointKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
             seq,
-            hash: row.get(2).map_err(db)?,
-            count: row.get(3).map_err(db)?,
+            hash: row.get(hash_at).map_err(db)?,
+            count: row.get(count_at).map_err(db)?,
             created_at: chrono::DateTime::from_timestamp_micros(created_at)
                 .ok_or_else(|| corrupt("time"))?,
-            public_key: row.get(5).map_err(db)?,
-            signature: row.get(6).map_err(db)?,
+            public_key: row.get(public_key_at).map_err(db)?,
+            signature: row.get(signature_at).map_err(db)?,
+            note: optional(note_at)?,
+            frontier: optional(frontier_at)?,
         });
     }
     Ok(checkpoints)
+}
+
+/// The store's random id (schema 7 on); `None` in an older store.
+pub fn store_id(conn: &Connection, location: &str) -> Result<Option<String>> {
+    let has_table: i64 = conn
+        .query_row(
+            "select count(*) from sqlite_schema where type = 'table' and name = 'store_identity'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| StoreError::backend(location, "looking for the store's id", e))?;
+    if has_table == 0 {
+        return Ok(None);
+    }
+    conn.query_row("select id from store_identity", [], |r| r.get(0))
+        .map(Some)
+        .map_err(|e| StoreError::backend(location, "reading the store's id", e))
 }

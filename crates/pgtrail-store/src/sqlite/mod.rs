@@ -331,6 +331,10 @@ impl Store for SqliteStore {
         self.read(checkpoints::all).await
     }
 
+    async fn store_id(&self) -> Result<Option<String>> {
+        self.read(checkpoints::store_id).await
+    }
+
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.write(move |conn, location| prune::prune(conn, through, location))
             .await

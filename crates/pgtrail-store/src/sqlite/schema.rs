@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("user indexes ordered by time", V4),
     ("integer keys for the row and user indexes", V5),
     ("the row index grouped by stretches of the chain", V6),
+    (
+        "store identity; checkpoints as signed notes with a tree frontier",
+        V7,
+    ),
 ];
 
 /// The newest schema version this build understands.
@@ -161,6 +165,21 @@ create index events_db_user on events (db_user_key, captured_at) where db_user_k
 const V6: &str = "
 drop index events_row;
 create index events_row on events (seq >> 19, row_key) where row_key is not null;
+";
+
+/// Version 7. Checkpoints become signed notes over a Merkle tree of the
+/// events (see `checkpoint`): the note and the tree's frontier at its size
+/// sit beside the old columns, which stay for readers and for checkpoints
+/// made before. The store gets a random id, named in every note's origin,
+/// so a checkpoint of one store cannot pass for another's.
+const V7: &str = "
+create table store_identity (
+    singleton integer primary key check (singleton = 1),
+    id text not null
+) strict;
+insert into store_identity (singleton, id) values (1, lower(hex(randomblob(16))));
+alter table checkpoints add column note text;
+alter table checkpoints add column frontier text;
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

@@ -1,16 +1,110 @@
-//! Checks of each checkpoint: it matches the chain where it claims to, and
-//! carries a valid signature by a trusted key.
+//! Checks of each checkpoint: it matches the chain where it claims to, its
+//! note's root is the Merkle tree's root at its size, and it carries a valid
+//! signature by a trusted key; then the store as a whole against the
+//! witness and the limits asked for.
 
-use ed25519_dalek::VerifyingKey;
+use std::collections::{HashMap, HashSet};
 
-use super::{Problem, ProblemKind};
+use super::{Problem, ProblemKind, VerifyOptions, VerifyReport};
+use crate::checkpoint::{trusted_signer, NoteCheckpoint, TrustedKey};
+use crate::merkle::{event_leaf, Frontier, Hash};
 use crate::{Checkpoint, CheckpointKind};
+
+/// The Merkle tree, grown while the chain is walked, and its roots at the
+/// sizes that checkpoints and the witness name.
+pub(super) struct Tree {
+    /// `None` when the walk starts at a prune checkpoint made before notes
+    /// (no frontier): roots cannot be computed.
+    frontier: Option<Frontier>,
+    wanted: HashSet<i64>,
+    roots: HashMap<i64, Hash>,
+}
+
+impl Tree {
+    /// The tree where the walk starts: empty, or the frontier kept in the
+    /// prune checkpoint `start`.
+    pub(super) fn start(
+        start: Option<&Checkpoint>,
+        origin: Option<&str>,
+        keys: &[TrustedKey],
+        report: &mut VerifyReport,
+    ) -> Tree {
+        let frontier = match start {
+            None => Some(Frontier::new()),
+            Some(c) => {
+                if keys.is_empty() {
+                    report.unverified_prefix = Some(c.seq);
+                }
+                match c.parsed_note() {
+                    Some(Ok(note)) if Some(note.tree.origin.as_str()) == origin => {
+                        c.checked_frontier(&note).ok()
+                    }
+                    Some(_) => None,
+                    None => c
+                        .frontier
+                        .as_deref()
+                        .and_then(|text| Frontier::decode(u64::try_from(c.seq).ok()?, text).ok()),
+                }
+            }
+        };
+        let mut roots = HashMap::new();
+        if let (Some(c), Some(f)) = (start, &frontier) {
+            roots.insert(c.seq, f.root());
+        }
+        Tree {
+            frontier,
+            wanted: HashSet::new(),
+            roots,
+        }
+    }
+
+    /// Notes the sizes whose roots will be compared.
+    pub(super) fn want(
+        &mut self,
+        checkpoints: &[Checkpoint],
+        witness: Option<&[(String, NoteCheckpoint)]>,
+    ) {
+        self.wanted.extend(
+            checkpoints
+                .iter()
+                .filter(|c| c.note.is_some())
+                .map(|c| c.seq),
+        );
+        self.wanted
+            .extend(witness.into_iter().flatten().map(|(_, n)| n.seq()));
+    }
+
+    /// Adds the event at `seq` with `hash` (hex).
+    pub(super) fn push(&mut self, seq: i64, hash: &str) {
+        let Some(frontier) = self.frontier.as_mut() else {
+            return;
+        };
+        match event_leaf(hash) {
+            Some(leaf) => frontier.push(leaf),
+            None => {
+                // A broken hash is the chain check's to report; the tree
+                // stops here so no root is claimed past it.
+                self.frontier = None;
+                return;
+            }
+        }
+        if self.wanted.contains(&seq) {
+            self.roots.insert(seq, frontier.root());
+        }
+    }
+
+    fn root_at(&self, seq: i64) -> Option<&Hash> {
+        self.roots.get(&seq)
+    }
+}
 
 pub(super) fn check_checkpoint(
     checkpoint: &Checkpoint,
-    seen: &std::collections::HashMap<i64, String>,
+    seen: &HashMap<i64, String>,
     head_seq: i64,
-    trusted: &[VerifyingKey],
+    trusted: &[TrustedKey],
+    tree: &Tree,
+    origin: Option<&str>,
 ) -> Option<Problem> {
     let problem = |detail: String| {
         Some(Problem {
@@ -25,8 +119,35 @@ pub(super) fn check_checkpoint(
         checkpoint.seq,
         pgtrail_core::time::format_micros(&checkpoint.created_at)
     );
-    if let Err(detail) = check_signature(checkpoint, trusted, &what) {
-        return problem(detail);
+    if !trusted.is_empty() {
+        if let Err(reason) = trusted_signer(checkpoint, trusted) {
+            return problem(format!("{what}: {reason}"));
+        }
+    }
+    if let Some(note) = checkpoint.parsed_note() {
+        let note = match note {
+            Ok(note) => note,
+            Err(reason) => return problem(format!("{what}: {reason}")),
+        };
+        if Some(note.tree.origin.as_str()) != origin {
+            return problem(format!(
+                "{what} belongs to another store (origin '{}')",
+                note.tree.origin
+            ));
+        }
+        if let Some(root) = tree.root_at(checkpoint.seq) {
+            if *root != note.tree.root {
+                return problem(format!(
+                    "{what}: the Merkle root of the chain at event {} is not the one signed (the chain was rewritten)",
+                    checkpoint.seq
+                ));
+            }
+        }
+        if checkpoint.kind == CheckpointKind::Prune {
+            if let Err(reason) = checkpoint.checked_frontier(&note) {
+                return problem(format!("{what}: {reason}"));
+            }
+        }
     }
     if checkpoint.kind == CheckpointKind::Head {
         if checkpoint.seq > head_seq {
@@ -50,28 +171,122 @@ pub(super) fn check_checkpoint(
     None
 }
 
-/// Ok when no keys are trusted or one of them signed `checkpoint`.
-fn check_signature(
-    checkpoint: &Checkpoint,
-    trusted: &[VerifyingKey],
-    what: &str,
-) -> std::result::Result<(), String> {
-    let mut first_failure = None;
-    for key in trusted {
-        match checkpoint.verify_signature(key) {
-            Ok(true) => return Ok(()),
-            Ok(false) => return Err(format!("{what} is not signed")),
-            Err(reason) => {
-                first_failure.get_or_insert(reason);
-            }
+/// How much of the chain signatures cover: with keys, at least one
+/// checkpoint must be signed by them; with a limit, at most that many
+/// events may follow the newest signed checkpoint.
+pub(super) fn check_coverage(
+    checkpoints: &[Checkpoint],
+    options: &VerifyOptions,
+    report: &mut VerifyReport,
+) {
+    let signed = |c: &&Checkpoint| {
+        if options.keys.is_empty() {
+            c.is_signed()
+        } else {
+            trusted_signer(c, &options.keys).is_ok()
+        }
+    };
+    report.newest_signed_seq = checkpoints.iter().filter(signed).map(|c| c.seq).max();
+    report.unsigned_events = (report.head_seq - report.newest_signed_seq.unwrap_or(0)).max(0);
+    if !options.keys.is_empty() && report.newest_signed_seq.is_none() && report.head_seq > 0 {
+        report.problems.push(Problem {
+            kind: ProblemKind::Unsigned,
+            seq: report.head_seq,
+            detail: "no checkpoint is signed by the given public key: nothing proves the chain is the one that was written (its checkpoints may have been deleted)".into(),
+        });
+    }
+    if let Some(limit) = options.max_unsigned {
+        if u64::try_from(report.unsigned_events).unwrap_or(0) > limit {
+            report.problems.push(Problem {
+                kind: ProblemKind::Unsigned,
+                seq: report.head_seq,
+                detail: format!(
+                    "{} events follow the newest signed checkpoint ({}), more than the {limit} allowed",
+                    report.unsigned_events,
+                    report
+                        .newest_signed_seq
+                        .map_or("there is none".to_string(), |s| format!("at event {s}"))
+                ),
+            });
         }
     }
-    match first_failure {
-        None => Ok(()),
-        Some(_) if trusted.len() > 1 => Err(format!(
-            "{what}: its signature matches none of the {} trusted public keys",
-            trusted.len()
-        )),
-        Some(reason) => Err(format!("{what}: {reason}")),
+}
+
+/// The store against the witness: every checkpoint of this store written
+/// there must be in the store, unchanged, and the chain must still reach
+/// and match it.
+pub(super) fn check_witness(
+    witness: &[(String, NoteCheckpoint)],
+    checkpoints: &[Checkpoint],
+    tree: &Tree,
+    origin: Option<&str>,
+    options: &VerifyOptions,
+    report: &mut VerifyReport,
+) {
+    let mut push = |kind, seq, detail| {
+        report.problems.push(Problem { kind, seq, detail });
+    };
+    let ours: Vec<&(String, NoteCheckpoint)> = witness
+        .iter()
+        .filter(|(_, n)| Some(n.tree.origin.as_str()) == origin)
+        .collect();
+    let head_seq = report.head_seq;
+    report.witnessed = Some(ours.len());
+    if ours.is_empty() {
+        push(
+            ProblemKind::Witness,
+            head_seq,
+            format!(
+                "the witness holds no checkpoint of this store ({}): it is another store's witness, or this store was replaced",
+                origin.unwrap_or("a store without an id")
+            ),
+        );
+        return;
+    }
+    let mut missing: Vec<&NoteCheckpoint> = Vec::new();
+    for (text, note) in &ours {
+        let seq = note.seq();
+        let when = pgtrail_core::time::format_micros(&note.created_at);
+        if !options.keys.is_empty()
+            && !options.keys.iter().any(|k| {
+                note.note.verify(&note.tree.origin, &k.key)
+                    && k.through_seq.is_none_or(|t| seq <= t)
+            })
+        {
+            push(
+                ProblemKind::Witness,
+                seq,
+                format!("the witness's checkpoint at event {seq} ({when}) is not signed by a trusted key: the witness was written by someone else"),
+            );
+            continue;
+        }
+        if seq > head_seq {
+            push(
+                ProblemKind::Removed,
+                seq,
+                format!("the witness saw the chain at event {seq} ({when}), but the store ends at event {head_seq}: events were removed, or an older copy of the store was put back"),
+            );
+        } else if tree.root_at(seq).is_some_and(|r| *r != note.tree.root) {
+            push(
+                ProblemKind::Witness,
+                seq,
+                format!("the chain up to event {seq} is not the one the witness saw ({when}): it was rewritten"),
+            );
+        }
+        if !checkpoints.iter().any(|c| c.note.as_deref() == Some(text)) {
+            missing.push(note);
+        }
+    }
+    if let Some(newest) = missing.last() {
+        push(
+            ProblemKind::Witness,
+            newest.seq(),
+            format!(
+                "the store lacks {} checkpoint(s) the witness recorded, the newest at event {} ({}): checkpoints were deleted, or an older copy of the store was put back",
+                missing.len(),
+                newest.seq(),
+                pgtrail_core::time::format_micros(&newest.created_at)
+            ),
+        );
     }
 }

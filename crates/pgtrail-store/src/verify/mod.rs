@@ -6,6 +6,7 @@ use ed25519_dalek::VerifyingKey;
 use pgtrail_core::GENESIS_HASH;
 use serde::Serialize;
 
+use crate::checkpoint::TrustedKey;
 use crate::{CheckpointKind, Result, Store};
 
 mod checkpoints;
@@ -31,6 +32,10 @@ pub enum ProblemKind {
     Reordered,
     /// A checkpoint does not match the chain, or its signature fails.
     Checkpoint,
+    /// The store disagrees with the witness.
+    Witness,
+    /// Too many events, or all of them, are not covered by a signature.
+    Unsigned,
 }
 
 /// The first thing found wrong.
@@ -57,6 +62,29 @@ pub struct VerifyReport {
     pub checkpoints_signed: usize,
     /// Problems: the first chain problem, then any checkpoint problems.
     pub problems: Vec<Problem>,
+    /// The newest checkpoint whose signature verified (with keys), or that
+    /// carries a signature (without).
+    pub newest_signed_seq: Option<i64>,
+    /// Events after it.
+    pub unsigned_events: i64,
+    /// Checkpoints of this store found in the witness, when one was given.
+    pub witnessed: Option<usize>,
+    /// Retention removed the events up to here under a prune checkpoint
+    /// whose signature was not checked (no key): their removal is not
+    /// proven. With a key such a checkpoint is a problem instead.
+    pub unverified_prefix: Option<i64>,
+}
+
+/// What [`verify_with`] checks besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Every checkpoint must be signed by one of these, and at least one
+    /// must be; none: signatures are not checked.
+    pub keys: Vec<TrustedKey>,
+    /// A witness file every checkpoint of this store in it must match.
+    pub witness: Option<std::path::PathBuf>,
+    /// Fail when more events than this follow the newest signed checkpoint.
+    pub max_unsigned: Option<u64>,
 }
 
 impl VerifyReport {
@@ -78,23 +106,49 @@ pub async fn verify(store: &dyn Store, public_key: Option<&VerifyingKey>) -> Res
 /// store signed across a key rotation verifies). No keys: signatures are not
 /// checked.
 pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Result<VerifyReport> {
+    let options = VerifyOptions {
+        keys: trusted.iter().cloned().map(TrustedKey::current).collect(),
+        ..VerifyOptions::default()
+    };
+    verify_with(store, &options).await
+}
+
+/// Walks the whole chain of `store`, its checkpoints and the Merkle tree
+/// they sign, and the options' witness and limits.
+pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<VerifyReport> {
     let checkpoints = store.checkpoints().await?;
+    let origin = store
+        .store_id()
+        .await?
+        .map(|id| crate::checkpoint::origin(&id));
+    let witness = match &options.witness {
+        Some(path) => Some(crate::witness::read(path)?),
+        None => None,
+    };
     let mut report = VerifyReport {
         checkpoints: checkpoints.len(),
         ..VerifyReport::default()
     };
 
-    // Retention removes a prefix; the newest prune checkpoint says where the
-    // remaining chain starts and which hash it must link to.
-    let start = checkpoints
-        .iter()
-        .filter(|c| c.kind == CheckpointKind::Prune)
-        .max_by_key(|c| c.seq);
+    // Retention removes a prefix; a prune checkpoint just before the oldest
+    // stored event says where the remaining chain starts, which hash it
+    // links to and the tree's frontier there. Events still stored are
+    // always checked: a forged prune checkpoint cannot make verify skip any.
+    let first = store.scan(0, 1).await?.first().and_then(|e| e.seq);
+    let start = first.filter(|f| *f > 1).and_then(|f| {
+        checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.kind == CheckpointKind::Prune && c.seq == f - 1)
+    });
+    let tree = checkpoints::Tree::start(start, origin.as_deref(), &options.keys, &mut report);
+    let mut tree = tree;
     let (mut expected_seq, mut prev_hash) = match start {
         Some(c) => (c.seq + 1, c.hash.clone()),
         None => (1, GENESIS_HASH.to_string()),
     };
     report.head_seq = expected_seq - 1;
+    tree.want(&checkpoints, witness.as_deref());
 
     // Hashes of checkpointed positions, filled in as the walk passes them.
     let mut seen_at_checkpoints: std::collections::HashMap<i64, String> = checkpoints
@@ -131,6 +185,9 @@ pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Re
             if let Some(slot) = seen_at_checkpoints.get_mut(&seq) {
                 *slot = stored_hash.clone();
             }
+            if chain_problem.is_none() {
+                tree.push(seq, &stored_hash);
+            }
             expected_seq = seq + 1;
             prev_hash = stored_hash.clone();
             recent.push_back((seq, stored_hash));
@@ -146,14 +203,31 @@ pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Re
     }
     report.problems.extend(chain_problem);
 
+    let trusted = &options.keys;
     for checkpoint in &checkpoints {
-        if let Some(problem) =
-            check_checkpoint(checkpoint, &seen_at_checkpoints, report.head_seq, trusted)
-        {
+        if let Some(problem) = check_checkpoint(
+            checkpoint,
+            &seen_at_checkpoints,
+            report.head_seq,
+            trusted,
+            &tree,
+            origin.as_deref(),
+        ) {
             report.problems.push(problem);
-        } else if checkpoint.signature.is_some() && !trusted.is_empty() {
+        } else if checkpoint.is_signed() && !trusted.is_empty() {
             report.checkpoints_signed += 1;
         }
+    }
+    checkpoints::check_coverage(&checkpoints, options, &mut report);
+    if let Some(witness) = &witness {
+        checkpoints::check_witness(
+            witness,
+            &checkpoints,
+            &tree,
+            origin.as_deref(),
+            options,
+            &mut report,
+        );
     }
     Ok(report)
 }

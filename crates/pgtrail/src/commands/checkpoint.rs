@@ -1,16 +1,21 @@
-//! `pgtrail checkpoint`: signs the chain's current head and stores it, so
-//! that rewriting the chain up to here later cannot go unnoticed.
+//! `pgtrail checkpoint`: checks the chain against what was signed before,
+//! then signs the chain's current head as a note, stores it and appends it
+//! to the witness, so that rewriting the chain up to here later cannot go
+//! unnoticed.
 //!
-//! The key lookup ([`signing_key`]) and the signing itself ([`sign_head`])
-//! are shared with the checkpointing part of `pgtrail run`
-//! (`checkpointer.rs`): one code path signs every head checkpoint.
+//! The key lookup ([`signing_key`], [`trusted_keys`], [`witness_path`]) and
+//! the signing itself (`pgtrail_store::signing::sign_head`) are shared with
+//! the checkpointing part of `pgtrail run` (`checkpointer.rs`) and with
+//! `retention`: one code path checks and signs every checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pgtrail_core::config::SigningConfig;
-use pgtrail_store::{ChainHead, Checkpoint, CheckpointKind, KeyPair, Store, StoreError};
+use pgtrail_store::checkpoint::load_public_key;
+use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
+use pgtrail_store::{KeyPair, TrustedKey};
 
 use crate::cli::CheckpointArgs;
 use crate::Context;
@@ -25,26 +30,77 @@ pub async fn run(args: &CheckpointArgs, ctx: &Context) -> anyhow::Result<ExitCod
         );
     };
     tracing::debug!(key = %key_path.display(), "Signing with this key.");
+    let trusted = trusted_keys(&ctx.config.signing)?;
+    let witness = witness_path(args.witness.as_deref(), &ctx.config.signing);
     let store = ctx.open_existing_store().await?;
-    let checkpoint = match sign_head(store.as_ref(), &key, None).await? {
-        Signed::New(checkpoint) => checkpoint,
-        Signed::Empty | Signed::Unchanged => {
+    let signer = Signer {
+        key: &key,
+        trusted: &trusted,
+        witness: witness.as_deref(),
+    };
+    let checkpoint = match sign_head(store.as_ref(), &signer, false).await {
+        Ok(Signed::New(checkpoint)) => checkpoint,
+        Ok(Signed::Empty | Signed::Unchanged) => {
             crate::output::line(&format!(
                 "{} is empty: nothing to checkpoint yet",
                 store.location()
             ))?;
             return Ok(crate::exit::ok());
         }
+        Err(refused @ SignError::Inconsistent { .. }) => {
+            eprintln!(
+                "pgtrail: {refused}; nothing was signed. Run `pgtrail verify` to see what changed."
+            );
+            return Ok(crate::exit::check_failed());
+        }
+        Err(e) => return Err(e.into()),
     };
     ctx.output.document(&checkpoint, || {
         format!(
-            "signed checkpoint at event {} (hash {}) in {}\n",
+            "signed checkpoint at event {} (hash {}) in {}{}\n",
             checkpoint.seq,
             checkpoint.hash,
-            store.location()
+            store.location(),
+            witness
+                .as_ref()
+                .map(|w| format!(", witnessed in {}", w.display()))
+                .unwrap_or_default()
         )
     })?;
     Ok(crate::exit::ok())
+}
+
+/// The witness named by `flag` or `[signing] witness`.
+pub(crate) fn witness_path(flag: Option<&Path>, config: &SigningConfig) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| config.witness.as_ref().map(PathBuf::from))
+}
+
+/// The keys whose checkpoints are trusted besides the signing key:
+/// `[signing] public_key` and `previous_public_keys`.
+pub(crate) fn trusted_keys(config: &SigningConfig) -> anyhow::Result<Vec<TrustedKey>> {
+    config
+        .public_key
+        .iter()
+        .chain(&config.previous_public_keys)
+        .map(|entry| parse_trusted_key(entry))
+        .collect()
+}
+
+/// Reads `PATH` (a current key) or `PATH@N` (a retired key, trusted for
+/// checkpoints up to event N).
+pub(crate) fn parse_trusted_key(entry: &str) -> anyhow::Result<TrustedKey> {
+    let (path, through_seq) = match entry.rsplit_once('@') {
+        Some((path, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            let n: i64 = n
+                .parse()
+                .with_context(|| format!("'{entry}': the event number after @ is too large"))?;
+            (path, Some(n))
+        }
+        _ => (entry, None),
+    };
+    let key = load_public_key(Path::new(path))?;
+    Ok(TrustedKey { key, through_seq })
 }
 
 /// The private key named by `flag` or `[signing] private_key`, loaded;
@@ -83,34 +139,4 @@ fn warn_if_readable_by_others(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
-}
-
-/// What [`sign_head`] did.
-#[derive(Debug)]
-pub(crate) enum Signed {
-    /// The store holds no event yet.
-    Empty,
-    /// The head is the one given as already signed.
-    Unchanged,
-    /// A checkpoint of the head was signed and stored.
-    New(Checkpoint),
-}
-
-/// Signs the store's current head and stores the checkpoint, unless the
-/// head is still `signed` (the head of the last checkpoint taken).
-pub(crate) async fn sign_head(
-    store: &dyn Store,
-    key: &KeyPair,
-    signed: Option<&ChainHead>,
-) -> Result<Signed, StoreError> {
-    let Some(head) = store.head().await? else {
-        return Ok(Signed::Empty);
-    };
-    if signed == Some(&head) {
-        return Ok(Signed::Unchanged);
-    }
-    let checkpoint =
-        Checkpoint::new(CheckpointKind::Head, head.seq, head.hash, head.seq).signed(key);
-    store.add_checkpoint(&checkpoint).await?;
-    Ok(Signed::New(checkpoint))
 }

@@ -5,9 +5,17 @@
 //! Those stores are `[store] url` when logical replication captures into it,
 //! and the `pgtrail` schema of the sealed database when trigger sealing runs
 //! (the sealer appends there, not to `[store] url`). Each is signed every
-//! `[signing] checkpoint_every` when its head moved, once at start (events
-//! may have arrived while nothing ran) and once more at a graceful stop,
-//! after the other parts stored what they had in hand.
+//! `[signing] checkpoint_every`, also when its head did not move (a
+//! heartbeat: the witness then records that nothing happened, rather than
+//! nothing at all), once at start (events may have arrived while nothing
+//! ran) and once more at a graceful stop when the head moved, after the
+//! other parts stored what they had in hand.
+//!
+//! Nothing is signed over a chain that does not agree with the previous
+//! signed checkpoint and the witness (`pgtrail_store::signing`). At start
+//! that stops `pgtrail run` before it captures anything: tampering done
+//! while pgtrail was stopped must not get a fresh signature. Found later, it
+//! is logged at ERROR every round, nothing is signed, and capture goes on.
 //!
 //! It runs beside the capture parts, not in their `JoinSet`: it must outlive
 //! them to sign their last events, and it never fails for good. A store
@@ -18,18 +26,19 @@
 //! wanted to catch. Signing itself is `checkpoint::sign_head`, the same code
 //! as `pgtrail checkpoint`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_store::open::redact_url;
 use pgtrail_store::postgres::PostgresStore;
-use pgtrail_store::{ChainHead, CheckpointKind, KeyPair, Store};
+use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
+use pgtrail_store::{ChainHead, KeyPair, Store, TrustedKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::checkpoint::{sign_head, signing_key, Signed};
+use super::checkpoint::{signing_key, trusted_keys, witness_path};
 use crate::Context;
 
 /// Longest time one store's round may take: a store that hangs must not
@@ -60,9 +69,11 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Loads the key and starts signing `targets` (duplicates counted once).
-    /// `None`, after saying so on stderr, when no key is configured.
-    pub(crate) fn start(
+    /// Loads the key, signs `targets` once (duplicates counted once) and
+    /// goes on signing them in the background. `None`, after saying so on
+    /// stderr, when no key is configured. A store whose chain disagrees
+    /// with what was signed before is an error: nothing may run on it.
+    pub(crate) async fn start(
         private_key: Option<&Path>,
         targets: Vec<Target>,
         ctx: &Context,
@@ -79,6 +90,11 @@ impl Checkpointer {
                  PGTRAIL_SIGNING__PRIVATE_KEY or --private-key"
             );
             return Ok(None);
+        };
+        let keys = Keys {
+            key,
+            trusted: trusted_keys(&ctx.config.signing)?,
+            witness: witness_path(None, &ctx.config.signing),
         };
         let mut stores: Vec<Tracked> = Vec::new();
         for target in targets {
@@ -99,8 +115,16 @@ impl Checkpointer {
             ctx.config.signing.checkpoint_every,
             path.display()
         );
+        for tracked in &mut stores {
+            if let Err(refused) = round(tracked, &keys, ctx, false, every).await {
+                return Err(anyhow::anyhow!(refused)).context(
+                    "the store does not agree with its signed checkpoints: not starting. \
+                     Run `pgtrail verify` to see what changed",
+                );
+            }
+        }
         let (stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(checkpoint_loop(stores, key, every, ctx.clone(), stop));
+        let task = tokio::spawn(checkpoint_loop(stores, keys, every, ctx.clone(), stop));
         Ok(Some(Checkpointer {
             stop: stop_tx,
             task,
@@ -117,13 +141,10 @@ impl Checkpointer {
     }
 }
 
-/// One store, and what was last signed in it.
+/// One store.
 struct Tracked {
     target: Target,
     store: Option<Arc<dyn Store>>,
-    /// The head of the newest checkpoint signed with this key; `None` until
-    /// the store was read once.
-    signed: Option<ChainHead>,
     /// Rounds failed in a row.
     failures: u32,
 }
@@ -133,44 +154,52 @@ impl Tracked {
         Tracked {
             target,
             store: None,
-            signed: None,
             failures: 0,
         }
     }
 }
 
+/// What signing needs: the key, the other trusted keys, the witness.
+struct Keys {
+    key: KeyPair,
+    trusted: Vec<TrustedKey>,
+    witness: Option<PathBuf>,
+}
+
 async fn checkpoint_loop(
     mut stores: Vec<Tracked>,
-    key: KeyPair,
+    keys: Keys,
     every: Duration,
     ctx: Context,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let stopping = *stop.borrow();
-        for tracked in &mut stores {
-            round(tracked, &key, &ctx, stopping, every).await;
-        }
-        if stopping {
-            return;
-        }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => {}
             _ = tokio::time::sleep(every) => {}
         }
+        let stopping = *stop.borrow();
+        for tracked in &mut stores {
+            // A refusal is logged inside; the loop goes on.
+            let _ = round(tracked, &keys, &ctx, stopping, every).await;
+        }
+        if stopping {
+            return;
+        }
     }
 }
 
-/// Signs `tracked`'s head if it moved, logging what happened.
+/// Signs `tracked`'s head (when stopping, only if it moved), logging what
+/// happened; the refusal when the chain disagrees with what was signed.
 async fn round(
     tracked: &mut Tracked,
-    key: &KeyPair,
+    keys: &Keys,
     ctx: &Context,
     stopping: bool,
     every: Duration,
-) {
+) -> Result<(), String> {
     let location = redact_url(tracked.target.url());
-    let outcome = tokio::time::timeout(ROUND_TIMEOUT, sign_if_moved(tracked, key, ctx)).await;
+    let outcome = tokio::time::timeout(ROUND_TIMEOUT, sign(tracked, keys, ctx, stopping)).await;
     let result = match outcome {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!(
@@ -194,6 +223,13 @@ async fn round(
                     );
                 }
             }
+            Ok(())
+        }
+        Err(error) if is_refusal(&error) => {
+            tracked.failures += 1;
+            let error = format!("{error:#}");
+            tracing::error!(store = %location, error = %error, "Refusing to sign a checkpoint: the chain does not agree with the checkpoints signed before, or with the witness. Run `pgtrail verify`.");
+            Err(error)
         }
         Err(error) => {
             tracked.failures += 1;
@@ -205,16 +241,25 @@ async fn round(
             } else {
                 tracing::error!(store = %location, failures = tracked.failures, retry_in_s = every.as_secs(), error = %error, "Cannot sign a checkpoint: the newest events are not covered by a signature until it works. Capture goes on; retrying next round.");
             }
+            Ok(())
         }
     }
 }
 
-/// Opens the store if needed and signs its head unless it is the one last
-/// signed; the new checkpoint's head, if one was signed.
-async fn sign_if_moved(
+fn is_refusal(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<SignError>(),
+        Some(SignError::Inconsistent { .. })
+    )
+}
+
+/// Opens the store if needed, checks its chain and signs its head; the new
+/// checkpoint's head, if one was signed.
+async fn sign(
     tracked: &mut Tracked,
-    key: &KeyPair,
+    keys: &Keys,
     ctx: &Context,
+    only_if_moved: bool,
 ) -> anyhow::Result<Option<ChainHead>> {
     let store = match &tracked.store {
         Some(store) => store.clone(),
@@ -222,22 +267,20 @@ async fn sign_if_moved(
             let Some(store) = open(&tracked.target, ctx).await? else {
                 return Ok(None);
             };
-            if tracked.signed.is_none() {
-                tracked.signed = last_signed_head(store.as_ref(), key).await?;
-            }
             tracked.store.insert(store).clone()
         }
     };
-    match sign_head(store.as_ref(), key, tracked.signed.as_ref()).await? {
+    let signer = Signer {
+        key: &keys.key,
+        trusted: &keys.trusted,
+        witness: keys.witness.as_deref(),
+    };
+    match sign_head(store.as_ref(), &signer, only_if_moved).await? {
         Signed::Empty | Signed::Unchanged => Ok(None),
-        Signed::New(checkpoint) => {
-            let head = ChainHead {
-                seq: checkpoint.seq,
-                hash: checkpoint.hash,
-            };
-            tracked.signed = Some(head.clone());
-            Ok(Some(head))
-        }
+        Signed::New(checkpoint) => Ok(Some(ChainHead {
+            seq: checkpoint.seq,
+            hash: checkpoint.hash,
+        })),
     }
 }
 
@@ -267,19 +310,4 @@ async fn open(target: &Target, ctx: &Context) -> anyhow::Result<Option<Arc<dyn S
             Ok(Some(Arc::new(PostgresStore::connect(db).await?)))
         }
     }
-}
-
-/// The head of the newest head checkpoint signed with `key`, so a restart
-/// does not sign an unchanged head again.
-async fn last_signed_head(store: &dyn Store, key: &KeyPair) -> anyhow::Result<Option<ChainHead>> {
-    let public = key.public_hex();
-    let checkpoints = store.checkpoints().await?;
-    Ok(checkpoints
-        .into_iter()
-        .rev()
-        .find(|c| c.kind == CheckpointKind::Head && c.public_key.as_deref() == Some(&public))
-        .map(|c| ChainHead {
-            seq: c.seq,
-            hash: c.hash,
-        }))
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use pgtrail_store::signing::SignError;
 use pgtrail_store::KeyPair;
 
 use crate::cli::RetentionArgs;
@@ -33,15 +34,27 @@ pub async fn run(args: &RetentionArgs, ctx: &Context) -> anyhow::Result<ExitCode
             None
         }
     };
+    let trusted = super::checkpoint::trusted_keys(&ctx.config.signing)?;
+    let witness = super::checkpoint::witness_path(None, &ctx.config.signing);
     let store = ctx.open_existing_store().await?;
-    let outcome = pgtrail_store::retention::apply(
+    let outcome = match pgtrail_store::retention::apply(
         store.as_ref(),
         keep,
         Utc::now(),
         archive.as_deref(),
         key.as_ref(),
+        &trusted,
+        witness.as_deref(),
     )
-    .await?;
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(refused @ SignError::Inconsistent { .. }) => {
+            eprintln!("pgtrail: {refused}; nothing was removed. Run `pgtrail verify` to see what changed.");
+            return Ok(crate::exit::check_failed());
+        }
+        Err(e) => return Err(e.into()),
+    };
     ctx.output.document(&outcome, || {
         let mut out = String::new();
         match outcome.through_seq {

@@ -75,7 +75,7 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 .map(|_| Target::Capture(ctx.config.store.url.clone())),
         )
         .collect();
-    let checkpointer = Checkpointer::start(args.private_key.as_deref(), targets, ctx)?;
+    let checkpointer = Checkpointer::start(args.private_key.as_deref(), targets, ctx).await?;
 
     let (stop_tx, stop) = watch::channel(false);
     let mut parts = JoinSet::new();

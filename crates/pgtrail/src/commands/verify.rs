@@ -1,39 +1,51 @@
-//! `pgtrail verify`: walks the chain and the checkpoints and reports the
-//! first event that was modified, removed, inserted or reordered, and every
-//! checkpoint that does not hold. Exit 1 when anything is wrong.
+//! `pgtrail verify`: walks the chain, the Merkle tree and the checkpoints
+//! and reports the first event that was modified, removed, inserted or
+//! reordered, every checkpoint that does not hold, and where the store
+//! disagrees with the witness. Exit 1 when anything is wrong.
+//! `--archive FILE` checks a retention archive instead.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pgtrail_store::checkpoint::load_public_key;
-use pgtrail_store::VerifyReport;
+use pgtrail_store::retention::ArchiveReport;
+use pgtrail_store::{TrustedKey, VerifyOptions, VerifyReport};
 
+use super::checkpoint::{parse_trusted_key, trusted_keys, witness_path};
 use crate::cli::VerifyArgs;
 use crate::Context;
 
 /// Runs `pgtrail verify`.
 pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let key_paths: Vec<PathBuf> = if args.public_key.is_empty() {
-        let signing = &ctx.config.signing;
-        signing
-            .public_key
-            .iter()
-            .chain(&signing.previous_public_keys)
-            .map(PathBuf::from)
-            .collect()
+    let keys: Vec<TrustedKey> = if args.public_key.is_empty() {
+        trusted_keys(&ctx.config.signing)?
     } else {
-        args.public_key.clone()
+        args.public_key
+            .iter()
+            .map(|entry| parse_trusted_key(entry))
+            .collect::<anyhow::Result<_>>()?
     };
-    let keys = key_paths
-        .iter()
-        .map(|path| load_public_key(path))
-        .collect::<Result<Vec<_>, _>>()?;
     let store = ctx.open_existing_store().await?;
-    let report = pgtrail_store::verify_with_keys(store.as_ref(), &keys).await?;
     let location = store.location();
+    if let Some(archive) = &args.archive {
+        let report =
+            pgtrail_store::retention::check_archive(store.as_ref(), archive, &keys).await?;
+        let name = archive.display().to_string();
+        ctx.output
+            .document(&report, || archive_text(&name, keys.len(), &report))?;
+        return Ok(if report.ok() {
+            crate::exit::ok()
+        } else {
+            crate::exit::check_failed()
+        });
+    }
+    let options = VerifyOptions {
+        keys,
+        witness: witness_path(args.witness.as_deref(), &ctx.config.signing),
+        max_unsigned: args.max_unsigned,
+    };
+    let report = pgtrail_store::verify_with(store.as_ref(), &options).await?;
     ctx.output
-        .document(&report, || text(&location, keys.len(), &report))?;
+        .document(&report, || text(&location, options.keys.len(), &report))?;
     Ok(if report.ok() {
         crate::exit::ok()
     } else {
@@ -53,12 +65,53 @@ fn text(location: &str, keys: usize, report: &VerifyReport) -> String {
         "{location}: checked {} events up to #{}, {} checkpoints{signatures}",
         report.events_checked, report.head_seq, report.checkpoints
     );
+    if let Some(witnessed) = report.witnessed {
+        let _ = writeln!(out, "witness: {witnessed} checkpoints of this store");
+    }
+    if report.unsigned_events > 0 {
+        let _ = writeln!(
+            out,
+            "{} events after the newest signed checkpoint are not covered by a signature",
+            report.unsigned_events
+        );
+    }
+    if let Some(prefix) = report.unverified_prefix {
+        let _ = writeln!(
+            out,
+            "warning: events 1 to {prefix} were removed under a prune checkpoint whose signature was not checked: their removal is not proven (pass --public-key)"
+        );
+    }
     if report.ok() {
         out.push_str("OK: the chain is intact\n");
     } else {
         let _ = writeln!(out, "FAILED: {} problem(s)", report.problems.len());
         for problem in &report.problems {
             let _ = writeln!(out, "  event {}: {}", problem.seq, problem.detail);
+        }
+    }
+    out
+}
+
+fn archive_text(name: &str, keys: usize, report: &ArchiveReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{name}: checked {} events ({} to {}){}",
+        report.events_checked,
+        report.first_seq.map_or("-".into(), |s| s.to_string()),
+        report.last_seq.map_or("-".into(), |s| s.to_string()),
+        if keys == 0 {
+            " (signature not checked: no public key given)"
+        } else {
+            ""
+        }
+    );
+    if report.ok() {
+        out.push_str("OK: the archive is what its prune checkpoint vouches for\n");
+    } else {
+        let _ = writeln!(out, "FAILED: {} problem(s)", report.problems.len());
+        for problem in &report.problems {
+            let _ = writeln!(out, "  {problem}");
         }
     }
     out
