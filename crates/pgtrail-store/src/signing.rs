@@ -61,6 +61,10 @@ pub struct CheckedChain {
 /// (and, with `witness`, against every checkpoint written there), up to its
 /// head, and returns the tree at `through` (the head when `None`).
 ///
+/// With `through` (retention) the check starts at the oldest stored event
+/// instead, so every event about to be removed is checked, not only those
+/// after the newest checkpoint.
+///
 /// With no trusted key at all, the newest prune checkpoint with a frontier
 /// is where the check starts, signed or not: there is nothing better.
 pub async fn check_chain(
@@ -81,6 +85,9 @@ pub async fn check_chain(
     };
     let origin = origin(&store_id);
     let checkpoints = store.checkpoints().await?;
+    let first = store.scan(0, 1).await?.first().and_then(|e| e.seq);
+    // Retention starts at the prune point before the oldest stored event.
+    let start_at = |seq: i64| through.is_none() || first.is_some_and(|f| seq == f - 1);
 
     // What is known to be right: trusted checkpoints, and the witness.
     let mut pinned: HashMap<i64, Pin> = HashMap::new();
@@ -118,7 +125,7 @@ pub async fn check_chain(
                 let size = u64::try_from(checkpoint.seq).ok()?;
                 Frontier::decode(size, text).ok()
             });
-        if let Some(frontier) = frontier {
+        if let Some(frontier) = frontier.filter(|_| start_at(checkpoint.seq)) {
             if through.is_none_or(|t| checkpoint.seq <= t)
                 && base
                     .as_ref()
@@ -156,7 +163,6 @@ pub async fn check_chain(
         .max();
 
     // Where the walk starts.
-    let first = store.scan(0, 1).await?.first().and_then(|e| e.seq);
     let (mut expected, mut prev_hash, mut frontier) = match base {
         Some((seq, hash, frontier)) => (seq + 1, hash, frontier),
         None => (1, GENESIS_HASH.to_string(), Frontier::new()),

@@ -3,9 +3,12 @@
 //!
 //! - `conformance`: one suite of behaviours every backend must show, run
 //!   against both (the same test bodies).
+//! - `attacks`: someone with the store (and no signing key) removes,
+//!   rewrites or replays what was signed; run against both backends.
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
 
+mod attacks;
 mod conformance;
 mod postgres;
 mod sqlite;
