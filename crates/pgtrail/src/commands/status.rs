@@ -440,7 +440,7 @@ fn freshness(
             seq: c.seq,
             created_at: c.created_at,
             age_seconds: age.as_secs_f64(),
-            signed: c.signature.is_some(),
+            signed: c.is_signed(),
         }),
         events_since,
         checkpoint_every_seconds: every.as_secs(),
