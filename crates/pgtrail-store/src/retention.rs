@@ -118,20 +118,24 @@ pub async fn apply(
     if let Some(archive) = archive {
         outcome.archive = Some(archive.finish(through)?);
     }
-    let checkpoint = match key {
-        Some(key) => Checkpoint::signed_note(
+    let checkpoint = match (key, &chain.frontier) {
+        (Some(key), Some(frontier)) => Checkpoint::signed_note(
             CheckpointKind::Prune,
             &chain.origin,
-            &chain.frontier,
+            frontier,
             &chain.hash,
             removed as i64,
             key,
         ),
-        None => {
+        (key, frontier) => {
+            // Unsigned, or in a store pruned before notes (no tree).
             let mut checkpoint =
                 Checkpoint::new(CheckpointKind::Prune, through, chain.hash, removed as i64);
-            checkpoint.frontier = Some(chain.frontier.encode());
-            checkpoint
+            checkpoint.frontier = frontier.as_ref().map(|f| f.encode());
+            match key {
+                Some(key) => checkpoint.signed(key),
+                None => checkpoint,
+            }
         }
     };
     record(store, &checkpoint, witness).await?;

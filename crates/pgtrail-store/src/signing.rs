@@ -49,8 +49,12 @@ pub enum SignError {
 pub struct CheckedChain {
     /// The checkpoints' origin for this store.
     pub origin: String,
-    /// The tree at the point asked for (the head, or `through`).
-    pub frontier: Frontier,
+    /// The last event's `seq` at the point asked for (the head, or `through`).
+    pub seq: i64,
+    /// The tree there; `None` in a store that retention pruned before signed
+    /// notes (its prune checkpoint holds no tree): such a store goes on with
+    /// checkpoints of the old format.
+    pub frontier: Option<Frontier>,
     /// The hash of the event at that point (the genesis hash for none).
     pub hash: String,
     /// The newest trusted checkpoint's size, if any.
@@ -91,7 +95,7 @@ pub async fn check_chain(
 
     // What is known to be right: trusted checkpoints, and the witness.
     let mut pinned: HashMap<i64, Pin> = HashMap::new();
-    let mut base: Option<(i64, String, Frontier)> = None;
+    let mut base: Option<(i64, String, Option<Frontier>)> = None;
     for checkpoint in &checkpoints {
         let trusted_here = !trusted.is_empty() && trusted_signer(checkpoint, trusted).is_ok();
         let note = match checkpoint.parsed_note() {
@@ -131,9 +135,24 @@ pub async fn check_chain(
                     .as_ref()
                     .is_none_or(|(seq, _, _)| checkpoint.seq >= *seq)
             {
-                base = Some((checkpoint.seq, checkpoint.hash.clone(), frontier));
+                base = Some((checkpoint.seq, checkpoint.hash.clone(), Some(frontier)));
             }
         }
+    }
+    // Pruned before signed notes: the old prune checkpoint gives the hash to
+    // link to, but no tree.
+    if base.is_none() {
+        base = first
+            .filter(|f| *f > 1)
+            .and_then(|f| {
+                checkpoints.iter().rev().find(|c| {
+                    c.kind == CheckpointKind::Prune
+                        && c.seq == f - 1
+                        && c.note.is_none()
+                        && (trusted.is_empty() || trusted_signer(c, trusted).is_ok())
+                })
+            })
+            .map(|c| (c.seq, c.hash.clone(), None));
     }
     if let Some(path) = witness.filter(|p| p.exists()) {
         for (text, note) in crate::witness::read(path)? {
@@ -165,7 +184,7 @@ pub async fn check_chain(
     // Where the walk starts.
     let (mut expected, mut prev_hash, mut frontier) = match base {
         Some((seq, hash, frontier)) => (seq + 1, hash, frontier),
-        None => (1, GENESIS_HASH.to_string(), Frontier::new()),
+        None => (1, GENESIS_HASH.to_string(), Some(Frontier::new())),
     };
     if let Some(first) = first.filter(|f| *f > expected) {
         return Err(refuse(if expected == 1 {
@@ -213,9 +232,12 @@ pub async fn check_chain(
             }
             let leaf = event_leaf(stored)
                 .ok_or_else(|| refuse(format!("event {seq} has no valid hash")))?;
-            frontier.push(leaf);
+            if let Some(frontier) = frontier.as_mut() {
+                frontier.push(leaf);
+            }
+            let root = frontier.as_ref().map(Frontier::root);
             if let Some(pin) = pinned.get(&seq) {
-                if pin.hash != stored || pin.root.is_some_and(|r| r != frontier.root()) {
+                if pin.hash != stored || pin.root.is_some_and(|r| root.is_some_and(|t| t != r)) {
                     return Err(refuse(format!(
                         "{} does not match the chain: events up to it were rewritten",
                         pin.what
@@ -248,7 +270,7 @@ pub async fn check_chain(
         }
     }
     let (frontier, hash) = match (through, at_through) {
-        (None, _) => (frontier, prev_hash),
+        (None, _) => (frontier, prev_hash.clone()),
         (Some(_), Some(at)) => at,
         (Some(t), None) => {
             return Err(refuse(format!(
@@ -258,6 +280,7 @@ pub async fn check_chain(
     };
     Ok(CheckedChain {
         origin,
+        seq: through.unwrap_or(end),
         frontier,
         hash,
         newest_trusted,
@@ -325,7 +348,7 @@ pub async fn sign_head(
 ) -> Result<Signed, SignError> {
     let trusted = signer.all_trusted();
     let chain = check_chain(store, &trusted, signer.witness, None).await?;
-    let size = i64::try_from(chain.frontier.size()).unwrap_or(i64::MAX);
+    let size = chain.seq;
     if size == 0 {
         return Ok(Signed::Empty);
     }
@@ -334,19 +357,23 @@ pub async fn sign_head(
         let checkpoints = store.checkpoints().await?;
         if checkpoints
             .iter()
-            .any(|c| c.seq == size && c.note.is_some() && trusted_signer(c, &own).is_ok())
+            .any(|c| c.seq == size && trusted_signer(c, &own).is_ok())
         {
             return Ok(Signed::Unchanged);
         }
     }
-    let checkpoint = Checkpoint::signed_note(
-        CheckpointKind::Head,
-        &chain.origin,
-        &chain.frontier,
-        &chain.hash,
-        size,
-        signer.key,
-    );
+    let checkpoint = match &chain.frontier {
+        Some(frontier) => Checkpoint::signed_note(
+            CheckpointKind::Head,
+            &chain.origin,
+            frontier,
+            &chain.hash,
+            size,
+            signer.key,
+        ),
+        // Pruned before notes: the old format, which the witness cannot hold.
+        None => Checkpoint::new(CheckpointKind::Head, size, chain.hash, size).signed(signer.key),
+    };
     record(store, &checkpoint, signer.witness).await?;
     Ok(Signed::New(checkpoint))
 }

@@ -602,7 +602,7 @@ pub async fn a_retired_key_signs_nothing_after_its_rotation(t: Target) {
     let forged = Checkpoint::signed_note(
         CheckpointKind::Head,
         &chain.origin,
-        &chain.frontier,
+        chain.frontier.as_ref().expect("a tree"),
         &chain.hash,
         19,
         &old,
@@ -654,9 +654,42 @@ pub async fn old_style_checkpoints_still_verify(t: Target) {
     );
 }
 
+/// A store pruned the old way (a prune checkpoint without a tree) still
+/// verifies, and goes on with old-style checkpoints (no tree to continue),
+/// still refused over a tampered chain.
+pub async fn an_old_style_prune_still_verifies(t: Target) {
+    let key = KeyPair::generate().expect("key");
+    t.append(8, "app").await;
+    let fifth = t.store.scan(4, 1).await.expect("scan")[0].clone();
+    let prune =
+        Checkpoint::new(CheckpointKind::Prune, 5, fifth.hash.expect("hash"), 5).signed(&key);
+    t.store
+        .add_checkpoint(&prune)
+        .await
+        .expect("prune checkpoint");
+    t.store.prune(5).await.expect("prune");
+    let report = t.verify(Some(&key), false).await;
+    assert!(report.ok(), "{}", details(&report));
+    assert_eq!((report.events_checked, report.unverified_prefix), (3, None));
+    match t.sign(&key).await {
+        Ok(Signed::New(checkpoint)) => assert!(checkpoint.note.is_none() && checkpoint.seq == 8),
+        other => panic!("not signed: {other:?}"),
+    }
+    let report = t.verify(Some(&key), false).await;
+    assert!(report.ok(), "{}", details(&report));
+    t.append(2, "app").await;
+    t.edit_event(9).await;
+    let why = refused(t.sign(&key).await);
+    assert!(why.contains("event 9"), "{why}");
+}
+
 macro_rules! attacks {
     ($backend:ident) => {
         mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_old_style_prune_still_verifies() {
+                super::an_old_style_prune_still_verifies(super::$backend().await).await;
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn old_style_checkpoints_still_verify() {
                 super::old_style_checkpoints_still_verify(super::$backend().await).await;
