@@ -88,6 +88,9 @@ pub async fn check_chain(
         ));
     };
     let origin = origin(&store_id);
+    // The head first: events appended while the check runs (capture goes
+    // on beside the checkpointer) are after it, and left for next time.
+    let head = store.head().await?;
     let checkpoints = store.checkpoints().await?;
     let first = store.scan(0, 1).await?.first().and_then(|e| e.seq);
     // Retention starts at the prune point before the oldest stored event.
@@ -156,7 +159,11 @@ pub async fn check_chain(
     }
     if let Some(path) = witness.filter(|p| p.exists()) {
         for (text, note) in crate::witness::read(path)? {
-            if note.tree.origin != origin {
+            let signed_by_trusted = trusted.is_empty()
+                || trusted
+                    .iter()
+                    .any(|k| note.note.verify(&note.tree.origin, &k.key));
+            if note.tree.origin != origin || !signed_by_trusted {
                 continue;
             }
             if !checkpoints.iter().any(|c| c.note.as_deref() == Some(&text)) {
@@ -200,7 +207,10 @@ pub async fn check_chain(
     let mut at_through = through
         .filter(|t| *t < expected)
         .map(|_| (frontier.clone(), prev_hash.clone()));
-    let stop = through.map(|t| t.max(newest_pinned.unwrap_or(0)));
+    let stop = match through {
+        Some(t) => Some(t.max(newest_pinned.unwrap_or(0))),
+        None => Some(head.as_ref().map_or(0, |h| h.seq)),
+    };
     let mut after = expected - 1;
     'walk: loop {
         let page = store.scan(after, PAGE).await?;
@@ -261,7 +271,6 @@ pub async fn check_chain(
         )));
     }
     if through.is_none() {
-        let head = store.head().await?;
         let head_seq = head.as_ref().map_or(0, |h| h.seq);
         if head_seq != end || head.as_ref().is_some_and(|h| h.hash != prev_hash) {
             return Err(refuse(format!(
