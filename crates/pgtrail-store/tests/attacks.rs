@@ -683,9 +683,37 @@ pub async fn an_old_style_prune_still_verifies(t: Target) {
     assert!(why.contains("event 9"), "{why}");
 }
 
+/// Not an attack: capture appends while the checkpointer checks and signs;
+/// no round is refused, and everything verifies.
+pub async fn signing_while_events_arrive_is_never_refused(t: Target) {
+    let key = KeyPair::generate().expect("key");
+    t.append(5, "app").await;
+    let store = t.store.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..40 {
+            store
+                .append(&[event("app", Utc::now())])
+                .await
+                .expect("append");
+        }
+    });
+    for _ in 0..15 {
+        t.sign(&key).await.expect("signed while events arrive");
+    }
+    writer.await.expect("writer");
+    t.sign(&key).await.expect("sign");
+    let report = t.verify(Some(&key), true).await;
+    assert!(report.ok(), "{}", details(&report));
+    assert_eq!(report.events_checked, 45);
+}
+
 macro_rules! attacks {
     ($backend:ident) => {
         mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn signing_while_events_arrive_is_never_refused() {
+                super::signing_while_events_arrive_is_never_refused(super::$backend().await).await;
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_old_style_prune_still_verifies() {
                 super::an_old_style_prune_still_verifies(super::$backend().await).await;
