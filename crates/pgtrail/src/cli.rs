@@ -140,7 +140,10 @@ pub struct KeygenArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 `pgtrail run` signs checkpoints of the stores it writes to by itself when it has a key;
-this signs the head of one store once (a store nothing runs on, before a backup, from cron).
+this signs the head of one store once (a store nothing runs on, before a backup, from cron),
+as a signed note, and appends it to the witness ([signing] witness or --witness).
+It first checks the chain against the checkpoints signed before and the witness, and
+signs nothing (exit 1) when they disagree.
 Example, from cron every ten minutes:
   */10 * * * *  pgtrail checkpoint
 The private key comes from [signing] private_key or PGTRAIL_SIGNING__PRIVATE_KEY.")]
