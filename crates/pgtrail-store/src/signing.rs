@@ -158,7 +158,11 @@ pub async fn check_chain(
             .map(|c| (c.seq, c.hash.clone(), None));
     }
     if let Some(path) = witness.filter(|p| p.exists()) {
-        for (text, note) in crate::witness::read(path)? {
+        let file = crate::witness::read(path)?;
+        if file.damaged > 0 {
+            tracing::warn!(witness = %path.display(), damaged = file.damaged, "The witness has records that do not parse (a write torn by a crash, or an edit); they are ignored.");
+        }
+        for (text, note) in file.notes {
             let signed_by_trusted = trusted.is_empty()
                 || trusted
                     .iter()

@@ -464,7 +464,7 @@ pub async fn tampering_while_stopped_is_never_signed(t: Target) {
     let checkpoints = t.store.checkpoints().await.expect("checkpoints");
     assert_eq!(checkpoints.len(), 2, "nothing was signed");
     let witness = pgtrail_store::witness::read(&t.witness()).expect("witness");
-    assert_eq!(witness.len(), 2, "nothing was witnessed");
+    assert_eq!(witness.notes.len(), 2, "nothing was witnessed");
 }
 
 /// Retention over a prefix someone edited: nothing is removed or signed.

@@ -216,7 +216,7 @@ pub(super) fn check_coverage(
 /// there must be in the store, unchanged, and the chain must still reach
 /// and match it.
 pub(super) fn check_witness(
-    witness: &[(String, NoteCheckpoint)],
+    witness: &crate::witness::WitnessFile,
     checkpoints: &[Checkpoint],
     tree: &Tree,
     origin: Option<&str>,
@@ -226,7 +226,18 @@ pub(super) fn check_witness(
     let mut push = |kind, seq, detail| {
         report.problems.push(Problem { kind, seq, detail });
     };
+    if witness.damaged > 0 {
+        push(
+            ProblemKind::Witness,
+            report.head_seq,
+            format!(
+                "the witness has {} record(s) that are not checkpoints: a write torn by a crash, or the witness was edited",
+                witness.damaged
+            ),
+        );
+    }
     let ours: Vec<&(String, NoteCheckpoint)> = witness
+        .notes
         .iter()
         .filter(|(_, n)| Some(n.tree.origin.as_str()) == origin)
         .collect();

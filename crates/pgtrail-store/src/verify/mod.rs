@@ -148,7 +148,7 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
         None => (1, GENESIS_HASH.to_string()),
     };
     report.head_seq = expected_seq - 1;
-    tree.want(&checkpoints, witness.as_deref());
+    tree.want(&checkpoints, witness.as_ref().map(|w| w.notes.as_slice()));
 
     // Hashes of checkpointed positions, filled in as the walk passes them.
     let mut seen_at_checkpoints: std::collections::HashMap<i64, String> = checkpoints
