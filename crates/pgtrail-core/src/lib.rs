@@ -11,6 +11,7 @@ pub mod diff;
 pub mod event;
 pub mod filter;
 pub mod json;
+pub mod quarantine;
 pub mod sql_comment;
 pub mod time;
 

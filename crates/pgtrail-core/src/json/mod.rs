@@ -102,6 +102,43 @@ fn push_nested(value: Value, stack: &mut Vec<Value>) {
     }
 }
 
+/// How deep `value` is nested (a container is one level, a scalar none),
+/// walked without recursion.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, level)) = stack.pop() {
+        let children: &mut dyn Iterator<Item = &Value> = match value {
+            Value::Array(items) => &mut items.iter(),
+            Value::Object(members) => &mut members.values(),
+            _ => continue,
+        };
+        deepest = deepest.max(level + 1);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// Whether a string or key anywhere in `value` holds NUL, walked without
+/// recursion.
+pub fn has_nul(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(members) => {
+                if members.keys().any(|key| key.contains('\0')) {
+                    return true;
+                }
+                stack.extend(members.values());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether `value` is nested at most `levels` deep (a container is one
 /// level, a scalar none), looking no deeper than that.
 pub fn within(value: &Value, levels: usize) -> bool {

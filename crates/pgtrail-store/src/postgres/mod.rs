@@ -22,6 +22,7 @@
 
 mod append;
 mod event_row;
+pub mod json;
 mod partition;
 mod pool;
 mod query;
@@ -193,11 +194,12 @@ impl Store for PostgresStore {
             .query_one("select seq, hash from pgtrail.chain_head", &[])
             .await
             .map_err(self.backend("reading the chain head"))?;
-        let seq: i64 = row.get(0);
-        Ok((seq > 0).then(|| ChainHead {
-            seq,
-            hash: row.get(1),
-        }))
+        let read = self.backend("reading the chain head");
+        let (seq, hash): (i64, String) = match (row.try_get(0), row.try_get(1)) {
+            (Ok(seq), Ok(hash)) => (seq, hash),
+            (Err(e), _) | (_, Err(e)) => return Err(read(e)),
+        };
+        Ok((seq > 0).then_some(ChainHead { seq, hash }))
     }
 
     async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
@@ -233,7 +235,8 @@ impl Store for PostgresStore {
             .map_err(self.backend("reading checkpoints"))?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.get(0);
+                let read = |e| self.backend("reading checkpoints")(e);
+                let kind: String = row.try_get(0).map_err(read)?;
                 let kind = CheckpointKind::parse(&kind).ok_or_else(|| {
                     StoreError::Invalid(format!(
                         "store {}: checkpoint of unknown kind '{kind}'",
@@ -242,12 +245,12 @@ impl Store for PostgresStore {
                 })?;
                 Ok(Checkpoint {
                     kind,
-                    seq: row.get(1),
-                    hash: row.get(2),
-                    count: row.get(3),
-                    created_at: row.get(4),
-                    public_key: row.get(5),
-                    signature: row.get(6),
+                    seq: row.try_get(1).map_err(read)?,
+                    hash: row.try_get(2).map_err(read)?,
+                    count: row.try_get(3).map_err(read)?,
+                    created_at: row.try_get(4).map_err(read)?,
+                    public_key: row.try_get(5).map_err(read)?,
+                    signature: row.try_get(6).map_err(read)?,
                 })
             })
             .collect()
