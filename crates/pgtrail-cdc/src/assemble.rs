@@ -754,15 +754,27 @@ fn object_bytes(object: &JsonObject) -> usize {
         .sum()
 }
 
+/// Walked with a heap stack: a value may be nested thousands deep.
 fn value_bytes(value: &Value) -> usize {
-    match value {
-        Value::String(text) => text.len(),
-        // Digits kept as text (arbitrary precision).
-        Value::Number(_) => 24,
-        Value::Array(items) => items.iter().map(|v| 32 + value_bytes(v)).sum(),
-        Value::Object(object) => object_bytes(object),
-        Value::Null | Value::Bool(_) => 0,
+    let mut total = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        total += match value {
+            Value::String(text) => text.len(),
+            // Digits kept as text (arbitrary precision).
+            Value::Number(_) => 24,
+            Value::Array(items) => {
+                stack.extend(items);
+                32 * items.len()
+            }
+            Value::Object(object) => {
+                stack.extend(object.values());
+                object.keys().map(|key| 64 + key.len()).sum()
+            }
+            Value::Null | Value::Bool(_) => 0,
+        };
     }
+    total
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
