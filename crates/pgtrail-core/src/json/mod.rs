@@ -105,6 +105,10 @@ fn push_nested(value: Value, stack: &mut Vec<Value>) {
 /// How deep `value` is nested (a container is one level, a scalar none),
 /// walked without recursion.
 pub fn depth(value: &Value) -> usize {
+    // Most column values are scalars: no stack for them.
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return 0;
+    }
     let mut deepest = 0;
     let mut stack = vec![(value, 0)];
     while let Some((value, level)) = stack.pop() {
@@ -122,6 +126,11 @@ pub fn depth(value: &Value) -> usize {
 /// Whether a string or key anywhere in `value` holds NUL, walked without
 /// recursion.
 pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => return text.contains('\0'),
+        Value::Array(_) | Value::Object(_) => {}
+        _ => return false,
+    }
     let mut stack = vec![value];
     while let Some(value) = stack.pop() {
         match value {

@@ -223,3 +223,20 @@ fn event_bodies_refuse_repeated_keys_and_keep_marker_keys() {
         "{error}"
     );
 }
+
+#[test]
+fn depth_and_nul_are_found_at_any_depth() {
+    assert_eq!(depth(&json!(1)), 0);
+    assert_eq!(depth(&json!([])), 1);
+    assert_eq!(depth(&json!({"a": [1, {"b": []}], "c": 2})), 4);
+    assert!(!has_nul(&json!({"a": ["x"]})));
+    assert!(has_nul(&json!({"a": ["x\u{0}"]})));
+    assert!(has_nul(&json!({"a\u{0}": 1})));
+    assert!(has_nul(&json!("\u{0}")));
+    on_worker_stack(|| {
+        let value = parse(&deep_text(100_000)).expect("deep JSON");
+        assert_eq!(depth(&value), 100_001);
+        assert!(has_nul(&value));
+        drop_deep(value);
+    });
+}
