@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::json;
+use pgtrail_core::quarantine::quarantine;
 use pgtrail_store::postgres::append_in;
 use pgtrail_store::postgres::json::RawJson;
 use serde_json::Value;
@@ -138,9 +139,20 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
         for row in &rows {
             let mut inbox_row = read_row(row)?;
             inbox_row.committed_at = committed.get(&inbox_row.xid).copied().flatten();
-            let id = inbox_row.id;
-            let mut event = inbox::to_event(inbox_row, &install_id, &database)
-                .map_err(|reason| Error::BadInbox { id, reason })?;
+            let committed_at = inbox_row.committed_at;
+            let mut event = match inbox::to_event(inbox_row, &install_id, &database) {
+                Ok(event) => event,
+                // A row pgtrail's triggers did not write as they do (someone
+                // who can write the inbox): kept as a quarantine event, and
+                // sealing goes on.
+                Err(reason) => {
+                    let mut unreadable = unreadable_row(row, &install_id, &database)?;
+                    unreadable.committed_at = committed_at;
+                    tracing::warn!(id = %unreadable.id, %reason, "Quarantined an inbox row that is not an event.");
+                    events.push(quarantine(&unreadable, &format!("inbox row: {reason}")));
+                    continue;
+                }
+            };
             // A sqlcommenter comment names the user where no setting did.
             pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
             events.push(event);
@@ -310,6 +322,38 @@ fn read_row(row: &Row) -> Result<InboxRow> {
         tx_seq: column(row, "tx_seq", Some(id))?,
         duplicates,
     })
+}
+
+/// What can be read of a pending row that is not an event: its position,
+/// and its columns' text in `new`, for its quarantine event.
+fn unreadable_row(row: &Row, install_id: &Uuid, database: &str) -> Result<pgtrail_core::Event> {
+    let id: i64 = column(row, "id", None)?;
+    let captured_at = column(row, "captured_at", Some(id))?;
+    let mut event = pgtrail_core::Event::at(
+        pgtrail_core::Source::Trigger,
+        pgtrail_core::Kind::RowChange,
+        captured_at,
+    );
+    event.id = inbox::event_id(install_id, id, captured_at);
+    event.database = Some(database.to_string());
+    event.xid = Some(column(row, "xid", Some(id))?);
+    event.tx_seq = Some(column(row, "tx_seq", Some(id))?);
+    event.schema = column(row, "schema_name", Some(id))?;
+    event.table = column(row, "table_name", Some(id))?;
+    event.operation = column(row, "operation", Some(id))?;
+    let mut columns = pgtrail_core::event::JsonObject::new();
+    for name in ["pk", "old", "new", "detail"] {
+        if let Some(RawJson(text)) = column(row, name, Some(id))? {
+            columns.insert(name.into(), Value::String(text.to_string()));
+        }
+    }
+    for name in ["db_user", "role_name", "app_user", "context", "sql"] {
+        if let Some(text) = column::<Option<String>>(row, name, Some(id))? {
+            columns.insert(name.into(), Value::String(text));
+        }
+    }
+    event.new = Some(columns);
+    Ok(event)
 }
 
 /// Column `name` of a pending row, or an error that names both.

@@ -194,3 +194,51 @@ fn quarantined(event: &Event) -> Event {
     let raw = quarantine::raw(event).expect("raw bytes");
     serde_json::from_slice(&raw).expect("the original event")
 }
+
+/// Someone who can write the inbox (its owner, a superuser) puts in a row
+/// the triggers never write: it becomes a quarantine event holding the
+/// row's text, and sealing goes on with the later rows.
+#[tokio::test]
+async fn an_inbox_row_that_is_not_an_event_is_quarantined() {
+    let db = Db::installed("bad_inbox").await;
+    db.sql("create table t (id int primary key, v text)").await;
+    let t = TableName::parse("t").expect("name");
+    pgtrail_triggers::track(&db.client, &t, &TrackOptions::default())
+        .await
+        .expect("track");
+    db.sql(
+        "insert into pgtrail.inbox (kind, operation, schema_name, table_name, pk, new) \
+         values ('r', 'INSERT', 'public', 't', '42', '{\"id\": 1}')",
+    )
+    .await;
+    db.sql("insert into t values (2, 'b')").await;
+
+    let events = db.sealed_events().await;
+    let pending: i64 = db
+        .client
+        .query_one("select count(*) from pgtrail.pending", &[])
+        .await
+        .expect("pending")
+        .get(0);
+    assert_eq!(pending, 0, "nothing stays pending");
+    let rows: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.table.as_deref() == Some("t") && e.kind != Kind::Ddl)
+        .collect();
+    assert_eq!(rows.len(), 2, "{events:#?}");
+    assert_eq!(rows[0].kind, Kind::Quarantine);
+    let reason = &rows[0].context.as_ref().expect("context")["reason"];
+    assert!(
+        reason
+            .as_str()
+            .is_some_and(|r| r.starts_with("inbox row: ") && r.contains("pk")),
+        "{reason}"
+    );
+    assert_eq!(doc(&quarantined(rows[0]), "pk"), json!("42"));
+    assert_eq!(rows[1].kind, Kind::RowChange);
+    let store = db.store().await;
+    let verified = pgtrail_store::verify(&store, None)
+        .await
+        .expect("verify runs");
+    assert!(verified.ok(), "{verified:?}");
+}
