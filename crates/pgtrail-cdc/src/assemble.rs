@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::event::JsonObject;
-use pgtrail_core::{sql_comment, Event, Kind, Source};
+use pgtrail_core::{json, sql_comment, Event, Kind, Source};
 use pgtrail_wire::replication::from_pg_epoch;
 use pgtrail_wire::Lsn;
 use serde_json::Value;
@@ -594,7 +594,7 @@ impl Assembler {
             for column in std::mem::take(&mut image.unchanged) {
                 match old_image.as_ref().and_then(|o| o.values.get(&column)) {
                     Some(value) if old_is_full => {
-                        image.values.insert(column, value.clone());
+                        image.values.insert(column, json::clone(value));
                     }
                     _ => event.partial.push(column),
                 }
@@ -605,20 +605,20 @@ impl Assembler {
                     .iter()
                     .filter(|c| {
                         old.values.contains_key(&c.name)
-                            && old.values.get(&c.name) != image.values.get(&c.name)
+                            && !same(old.values.get(&c.name), image.values.get(&c.name))
                     })
                     .map(|c| c.name.clone())
                     .collect();
             }
             event.pk = self.key(relation, new);
-            event.new = Some(image.values);
+            event.new = Some(std::mem::take(&mut image.values));
         }
         if let Some((_, tuple)) = &old {
             if event.pk.is_none() {
                 event.pk = self.key(relation, tuple);
             }
         }
-        event.old = old_image.map(|o| o.values);
+        event.old = old_image.map(|mut o| std::mem::take(&mut o.values));
         Ok(event)
     }
 
@@ -690,10 +690,25 @@ impl Assembler {
     }
 }
 
+/// Whether two column values are the same, at any depth.
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => json::eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 #[derive(Default)]
 struct Image {
     values: JsonObject,
     unchanged: Vec<String>,
+}
+
+impl Drop for Image {
+    // An image dropped on an error path may hold a deep json value.
+    fn drop(&mut self) {
+        json::drop_object(std::mem::take(&mut self.values));
+    }
 }
 
 /// Rough heap bytes of a held item: what the memory budget counts.
@@ -739,15 +754,27 @@ fn object_bytes(object: &JsonObject) -> usize {
         .sum()
 }
 
+/// Walked with a heap stack: a value may be nested thousands deep.
 fn value_bytes(value: &Value) -> usize {
-    match value {
-        Value::String(text) => text.len(),
-        // Digits kept as text (arbitrary precision).
-        Value::Number(_) => 24,
-        Value::Array(items) => items.iter().map(|v| 32 + value_bytes(v)).sum(),
-        Value::Object(object) => object_bytes(object),
-        Value::Null | Value::Bool(_) => 0,
+    let mut total = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        total += match value {
+            Value::String(text) => text.len(),
+            // Digits kept as text (arbitrary precision).
+            Value::Number(_) => 24,
+            Value::Array(items) => {
+                stack.extend(items);
+                32 * items.len()
+            }
+            Value::Object(object) => {
+                stack.extend(object.values());
+                object.keys().map(|key| 64 + key.len()).sum()
+            }
+            Value::Null | Value::Bool(_) => 0,
+        };
     }
+    total
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

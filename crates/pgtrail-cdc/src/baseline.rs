@@ -93,7 +93,8 @@ async fn copy_table(
         .query_one("select $1::text::regclass::oid::int8", &[&quoted])
         .await
         .map_err(catalog("looking up a table"))?
-        .get(0);
+        .try_get(0)
+        .map_err(catalog("looking up a table"))?;
     let columns: Vec<(String, u32)> = client
         .query(
             "select attname::text, atttypid::int8 from pg_attribute \
@@ -103,8 +104,14 @@ async fn copy_table(
         .await
         .map_err(catalog("reading a table's columns"))?
         .iter()
-        .map(|r| (r.get(0), u32::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
-        .collect();
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                u32::try_from(r.try_get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(catalog("reading a table's columns"))?;
     let key = setup::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
     let messages = client
         .simple_query(&format!("select * from {quoted}"))

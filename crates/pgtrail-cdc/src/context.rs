@@ -123,9 +123,13 @@ impl Actor {
         event.backend_pid = self.backend_pid;
         let mut context = JsonObject::new();
         if let Some(text) = self.context.as_deref().filter(|t| !t.is_empty()) {
-            match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(object)) => context = object,
-                // Not an object: kept verbatim rather than dropped.
+            // Core's reader: any depth, any key. Not an object, or one that
+            // repeats a key: kept verbatim rather than dropped.
+            match pgtrail_core::json::parse_captured(text) {
+                Ok(pgtrail_core::json::Parsed {
+                    value: Value::Object(object),
+                    duplicates,
+                }) if duplicates.is_empty() => context = object,
                 _ => {
                     context.insert("value".into(), Value::String(text.to_string()));
                 }
@@ -187,7 +191,7 @@ mod tests {
             (event.client_port, event.backend_pid),
             (Some(5123), Some(42))
         );
-        let context = event.context.expect("context");
+        let context = event.context.clone().expect("context");
         assert_eq!(context["request_id"], "r1");
         assert_eq!(context["current_user"], "admin");
 
@@ -195,7 +199,7 @@ mod tests {
             .expect("valid");
         let mut event = Event::new(Source::Cdc, Kind::RowChange);
         actor.apply_to(&mut event, &[]);
-        assert_eq!(event.context.expect("kept")["value"], "not json");
+        assert_eq!(event.context.clone().expect("kept")["value"], "not json");
         assert_eq!(event.app_user, None);
     }
 
@@ -241,7 +245,7 @@ mod tests {
         let mut event = Event::new(Source::Cdc, Kind::RowChange);
         actor.apply_to(&mut event, &["user".to_string()]);
         assert_eq!(event.app_user.as_deref(), Some("dana"));
-        assert_eq!(event.context.expect("context")["request_id"], "r9");
+        assert_eq!(event.context.clone().expect("context")["request_id"], "r9");
 
         let with_setting = br#"["app","app",null,null,"","7",null,"/*user='dana'*/","erin"]"#;
         let mut event = Event::new(Source::Cdc, Kind::RowChange);

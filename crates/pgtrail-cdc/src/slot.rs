@@ -53,17 +53,19 @@ pub async fn slot_status(client: &Client, names: &[String]) -> Result<Vec<SlotSt
         .query(SLOT_STATUS, &[&names])
         .await
         .map_err(catalog_error("reading replication slots"))?;
-    Ok(rows
-        .iter()
-        .map(|r| SlotStatus {
-            name: r.get(0),
-            plugin: r.get(1),
-            active: r.get(2),
-            active_pid: r.get(3),
-            confirmed_flush: r.get(4),
-            lag_bytes: r.get(5),
-            replay_lag_seconds: r.get(6),
-            wal_status: r.get(7),
+    rows.iter()
+        .map(|r| {
+            Ok(SlotStatus {
+                name: r.try_get(0)?,
+                plugin: r.try_get(1)?,
+                active: r.try_get(2)?,
+                active_pid: r.try_get(3)?,
+                confirmed_flush: r.try_get(4)?,
+                lag_bytes: r.try_get(5)?,
+                replay_lag_seconds: r.try_get(6)?,
+                wal_status: r.try_get(7)?,
+            })
         })
-        .collect())
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(catalog_error("reading replication slots"))
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use pgtrail_core::json;
 use serde_json::{Number, Value};
 
 /// How a column type's text converts to JSON.
@@ -188,9 +189,13 @@ pub fn to_json(kind: &ValueKind, text: &str) -> Value {
             other => Value::String(other.to_string()),
         },
         ValueKind::Integer | ValueKind::Float => number(text),
-        ValueKind::Json => {
-            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-        }
+        // Core's reader: any depth, any key, numbers as written. A `json`
+        // value that repeats a key cannot be an object here without losing
+        // a member: it is kept as its text, as is anything not JSON.
+        ValueKind::Json => match json::parse_captured(text) {
+            Ok(parsed) if parsed.duplicates.is_empty() => parsed.value,
+            _ => Value::String(text.to_string()),
+        },
         ValueKind::Array { element, delimiter } => match parse_array(text, *delimiter) {
             Some(items) => array_to_json(&items, element),
             None => Value::String(text.to_string()),

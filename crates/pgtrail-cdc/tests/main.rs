@@ -10,3 +10,4 @@ mod oracle;
 mod restart;
 mod spill;
 mod store_outage;
+mod values;

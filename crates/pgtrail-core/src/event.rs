@@ -88,7 +88,12 @@ str_enum!(Kind {
 });
 
 /// One audit event. See DESIGN.md, "The event".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its JSON fields are read, written, copied, compared and dropped through
+/// [`crate::json`], never recursing once per level: a row image may be
+/// nested thousands of levels deep (hence the hand-written `Clone`,
+/// `PartialEq` and `Drop` below).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     // --- identity
@@ -128,7 +133,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// What the application supplied: request id, endpoint, tenant, …
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::fields::serialize_object",
+        deserialize_with = "crate::json::fields::deserialize_object"
+    )]
     pub context: Option<JsonObject>,
 
     // --- target
@@ -150,13 +160,28 @@ pub struct Event {
 
     // --- row change
     /// Key columns and their values as text (composite keys: several entries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::fields::serialize_object",
+        deserialize_with = "crate::json::fields::deserialize_object"
+    )]
     pub pk: Option<JsonObject>,
     /// The row before the change (UPDATE, DELETE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::fields::serialize_object",
+        deserialize_with = "crate::json::fields::deserialize_object"
+    )]
     pub old: Option<JsonObject>,
     /// The row after the change (INSERT, UPDATE, snapshot).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::fields::serialize_object",
+        deserialize_with = "crate::json::fields::deserialize_object"
+    )]
     pub new: Option<JsonObject>,
     /// Columns whose value changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -170,7 +195,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
     /// Bound parameters, redacted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::fields::serialize_params",
+        deserialize_with = "crate::json::fields::deserialize_params"
+    )]
     pub params: Option<Vec<Value>>,
     /// The command tag the server returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +243,198 @@ pub struct Event {
     /// SHA-256 (hex) of the canonical JSON of this event without `hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+}
+
+impl Clone for Event {
+    fn clone(&self) -> Self {
+        let object = |o: &Option<JsonObject>| o.as_ref().map(crate::json::clone_object);
+        // Destructured without `..`: a new field must be placed here.
+        let Event {
+            id,
+            seq,
+            source,
+            kind,
+            captured_at,
+            db_user,
+            app_user,
+            client_addr,
+            client_port,
+            application_name,
+            backend_pid,
+            session_id,
+            context,
+            database,
+            schema,
+            table,
+            operation,
+            objects,
+            pk,
+            old,
+            new,
+            changed,
+            partial,
+            sql,
+            params,
+            command_tag,
+            rows,
+            duration_us,
+            sqlstate,
+            error,
+            xid,
+            lsn,
+            committed_at,
+            tx_seq,
+            prev_hash,
+            hash,
+        } = self;
+        Event {
+            id: *id,
+            seq: *seq,
+            source: *source,
+            kind: *kind,
+            captured_at: *captured_at,
+            db_user: db_user.clone(),
+            app_user: app_user.clone(),
+            client_addr: client_addr.clone(),
+            client_port: *client_port,
+            application_name: application_name.clone(),
+            backend_pid: *backend_pid,
+            session_id: session_id.clone(),
+            context: object(context),
+            database: database.clone(),
+            schema: schema.clone(),
+            table: table.clone(),
+            operation: operation.clone(),
+            objects: objects.clone(),
+            pk: object(pk),
+            old: object(old),
+            new: object(new),
+            changed: changed.clone(),
+            partial: partial.clone(),
+            sql: sql.clone(),
+            params: params
+                .as_ref()
+                .map(|params| params.iter().map(crate::json::clone).collect()),
+            command_tag: command_tag.clone(),
+            rows: *rows,
+            duration_us: *duration_us,
+            sqlstate: sqlstate.clone(),
+            error: error.clone(),
+            xid: *xid,
+            lsn: lsn.clone(),
+            committed_at: *committed_at,
+            tx_seq: *tx_seq,
+            prev_hash: prev_hash.clone(),
+            hash: hash.clone(),
+        }
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        let object = |a: &Option<JsonObject>, b: &Option<JsonObject>| match (a, b) {
+            (Some(a), Some(b)) => crate::json::eq_object(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let params = match (&self.params, &other.params) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| crate::json::eq(a, b))
+            }
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let Event {
+            id,
+            seq,
+            source,
+            kind,
+            captured_at,
+            db_user,
+            app_user,
+            client_addr,
+            client_port,
+            application_name,
+            backend_pid,
+            session_id,
+            context,
+            database,
+            schema,
+            table,
+            operation,
+            objects,
+            pk,
+            old,
+            new,
+            changed,
+            partial,
+            sql,
+            params: _,
+            command_tag,
+            rows,
+            duration_us,
+            sqlstate,
+            error,
+            xid,
+            lsn,
+            committed_at,
+            tx_seq,
+            prev_hash,
+            hash,
+        } = self;
+        *id == other.id
+            && *seq == other.seq
+            && *source == other.source
+            && *kind == other.kind
+            && *captured_at == other.captured_at
+            && *db_user == other.db_user
+            && *app_user == other.app_user
+            && *client_addr == other.client_addr
+            && *client_port == other.client_port
+            && *application_name == other.application_name
+            && *backend_pid == other.backend_pid
+            && *session_id == other.session_id
+            && object(context, &other.context)
+            && *database == other.database
+            && *schema == other.schema
+            && *table == other.table
+            && *operation == other.operation
+            && *objects == other.objects
+            && object(pk, &other.pk)
+            && object(old, &other.old)
+            && object(new, &other.new)
+            && *changed == other.changed
+            && *partial == other.partial
+            && *sql == other.sql
+            && params
+            && *command_tag == other.command_tag
+            && *rows == other.rows
+            && *duration_us == other.duration_us
+            && *sqlstate == other.sqlstate
+            && *error == other.error
+            && *xid == other.xid
+            && *lsn == other.lsn
+            && *committed_at == other.committed_at
+            && *tx_seq == other.tx_seq
+            && *prev_hash == other.prev_hash
+            && *hash == other.hash
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        for object in [
+            &mut self.context,
+            &mut self.pk,
+            &mut self.old,
+            &mut self.new,
+        ] {
+            if let Some(object) = object.take() {
+                crate::json::drop_object(object);
+            }
+        }
+        for param in self.params.take().into_iter().flatten() {
+            crate::json::drop_deep(param);
+        }
+    }
 }
 
 impl Event {

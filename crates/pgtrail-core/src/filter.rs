@@ -144,9 +144,10 @@ impl PkFilter {
     }
 }
 
-/// The canonical text of a key object, as stores index it.
+/// The canonical text of a key object, as stores index it (core's writer:
+/// a key column may hold deep JSON).
 pub fn canonical_pk(pk: &JsonObject) -> String {
-    serde_json::to_string(pk).expect("a JSON object always serializes")
+    crate::json::object_to_string(pk)
 }
 
 /// One row of one table: what `history`, `as-of` and `blame` look at.

@@ -10,6 +10,8 @@ pub mod config;
 pub mod diff;
 pub mod event;
 pub mod filter;
+pub mod json;
+pub mod quarantine;
 pub mod sql_comment;
 pub mod time;
 

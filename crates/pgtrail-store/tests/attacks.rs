@@ -661,8 +661,13 @@ pub async fn an_old_style_prune_still_verifies(t: Target) {
     let key = KeyPair::generate().expect("key");
     t.append(8, "app").await;
     let fifth = t.store.scan(4, 1).await.expect("scan")[0].clone();
-    let prune =
-        Checkpoint::new(CheckpointKind::Prune, 5, fifth.hash.expect("hash"), 5).signed(&key);
+    let prune = Checkpoint::new(
+        CheckpointKind::Prune,
+        5,
+        fifth.hash.clone().expect("hash"),
+        5,
+    )
+    .signed(&key);
     t.store
         .add_checkpoint(&prune)
         .await

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::event::JsonObject;
-use pgtrail_core::{Event, Kind, Source};
+use pgtrail_core::{json, Event, Kind, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -70,7 +70,19 @@ pub struct InboxRow {
     pub committed_at: Option<DateTime<Utc>>,
     /// Position inside the transaction, from 0.
     pub tx_seq: i64,
+    /// Members that a `json` value in `pk`, `old`, `new` or `detail` repeated
+    /// (the column, and the earlier value the last one replaced): the event
+    /// records them in its context under [`DUPLICATE_KEYS_KEY`].
+    pub duplicates: Vec<(&'static str, json::Duplicate)>,
 }
+
+/// Context key listing what the captured values repeated: for each image,
+/// the members whose key a later member repeated (`path`, a JSON Pointer
+/// into the image, and the `dropped` value). A `json` column may repeat a
+/// key; the event, like `jsonb`, keeps the last value, and this keeps the
+/// others. Repeated keys in the context setting itself are listed under
+/// `context`.
+pub const DUPLICATE_KEYS_KEY: &str = "pgtrail_duplicate_keys";
 
 /// The event id of an inbox row: a UUIDv7 whose time is the capture time
 /// and whose other bits come from the install id and the row id. The same
@@ -117,15 +129,37 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     event.committed_at = row.committed_at;
     event.tx_seq = Some(row.tx_seq);
 
-    let mut context = match context_text.as_deref().map(serde_json::from_str::<Value>) {
+    let mut duplicates = row.duplicates;
+    let mut context = match context_text.as_deref().map(json::parse_captured) {
         None => JsonObject::new(),
-        Some(Ok(Value::Object(object))) => object,
+        Some(Ok(json::Parsed {
+            value: Value::Object(object),
+            duplicates: repeated,
+        })) => {
+            duplicates.extend(repeated.into_iter().map(|d| ("context", d)));
+            object
+        }
         // Not a JSON object: keep what the application said, as text.
         Some(_) => JsonObject::from_iter([(
             "value".to_string(),
             Value::String(context_text.unwrap_or_default()),
         )]),
     };
+    if !duplicates.is_empty() {
+        let mut by_column = JsonObject::new();
+        for (column, duplicate) in duplicates {
+            let entry = by_column
+                .entry(column)
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(list) = entry {
+                let mut member = JsonObject::new();
+                member.insert("path".into(), Value::String(duplicate.path));
+                member.insert("dropped".into(), duplicate.dropped);
+                list.push(Value::Object(member));
+            }
+        }
+        context.insert(DUPLICATE_KEYS_KEY.into(), Value::Object(by_column));
+    }
     if role.is_some() && role != row.db_user {
         context.insert("current_user".into(), Value::from(role));
     }
@@ -193,7 +227,7 @@ fn key(
     let as_text_object = |image: &JsonObject| -> JsonObject {
         image
             .iter()
-            .map(|(column, value)| (column.clone(), as_text(value.clone())))
+            .map(|(column, value)| (column.clone(), as_text(value)))
             .collect()
     };
     match pk {
@@ -209,7 +243,7 @@ fn key(
                     .as_str()
                     .ok_or_else(|| format!("row {id}: key column {column} is not a name"))?;
                 match image.get(name) {
-                    Some(value) => pk.insert(name.to_string(), as_text(value.clone())),
+                    Some(value) => pk.insert(name.to_string(), as_text(value)),
                     None => return Ok((Some(as_text_object(image)), true)),
                 };
             }
@@ -235,7 +269,7 @@ fn keep_changed(old: &mut Option<JsonObject>, new: &mut Option<JsonObject>) {
     };
     let same: Vec<String> = old
         .iter()
-        .filter(|(column, value)| new.get(*column) == Some(value))
+        .filter(|(column, value)| new.get(*column).is_some_and(|new| json::eq(new, value)))
         .map(|(column, _)| column.clone())
         .collect();
     for column in same {
@@ -252,13 +286,15 @@ fn object(value: Option<Value>, id: i64, what: &str) -> Result<Option<JsonObject
     }
 }
 
-/// A value as key text, the way events store keys.
-fn as_text(value: Value) -> Value {
+/// A value as key text, the way events store keys (written with core's
+/// writer: a key column may hold deep JSON).
+fn as_text(value: &Value) -> Value {
     match value {
-        Value::Null | Value::String(_) => value,
+        Value::Null => Value::Null,
+        Value::String(text) => Value::String(text.clone()),
         Value::Number(n) => Value::String(n.to_string()),
         Value::Bool(b) => Value::String(b.to_string()),
-        other => Value::String(other.to_string()),
+        other => Value::String(json::to_string(other)),
     }
 }
 
@@ -292,6 +328,7 @@ mod tests {
             detail: None,
             committed_at: None,
             tx_seq: 0,
+            duplicates: Vec::new(),
         }
     }
 
@@ -307,7 +344,7 @@ mod tests {
             Some(json!({"id": "1"}).as_object().cloned().expect("object"))
         );
         assert_eq!(e.app_user.as_deref(), Some("alice@example.com"));
-        assert_eq!(e.context.expect("context")["request_id"], "r-1");
+        assert_eq!(e.context.clone().expect("context")["request_id"], "r-1");
     }
 
     #[test]
@@ -329,14 +366,14 @@ mod tests {
         r.old = r.pk.clone();
         let e = to_event(r, &Uuid::nil(), "db").expect("event");
         assert_eq!(
-            e.pk.expect("pk"),
+            e.pk.clone().expect("pk"),
             json!({"a": "1", "b": "x", "c": null})
                 .as_object()
                 .cloned()
                 .expect("object")
         );
         assert_eq!(
-            e.context.expect("context")[FULL_ROW_IDENTITY_KEY],
+            e.context.clone().expect("context")[FULL_ROW_IDENTITY_KEY],
             "full_row"
         );
     }
@@ -372,7 +409,7 @@ mod tests {
             json!({"account_id": "1", "name": "x"}).as_object().cloned()
         );
         assert_eq!(
-            e.context.expect("context")[FULL_ROW_IDENTITY_KEY],
+            e.context.clone().expect("context")[FULL_ROW_IDENTITY_KEY],
             "full_row"
         );
     }
@@ -416,7 +453,7 @@ mod tests {
         r.context = Some("checkout".into());
         r.role = Some("owner".into());
         let e = to_event(r, &Uuid::nil(), "db").expect("event");
-        let context = e.context.expect("context");
+        let context = e.context.clone().expect("context");
         assert_eq!(context["value"], "checkout");
         assert_eq!(context["current_user"], "owner");
     }

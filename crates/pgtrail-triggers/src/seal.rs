@@ -20,7 +20,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use pgtrail_core::json;
+use pgtrail_core::quarantine::quarantine;
 use pgtrail_store::postgres::append_in;
+use pgtrail_store::postgres::json::RawJson;
+use serde_json::Value;
+use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Row, Transaction};
 use uuid::Uuid;
 
@@ -86,7 +91,14 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
         )
         .await
         .map_err(Error::pg("reading the install id"))?;
-    let (install_id, database): (Uuid, String) = (setting.get(0), setting.get(1));
+    let (install_id, database): (Uuid, String) = (
+        setting
+            .try_get(0)
+            .map_err(Error::pg("reading the install id"))?,
+        setting
+            .try_get(1)
+            .map_err(Error::pg("reading the database name"))?,
+    );
     let comment_user_keys = comment_user_keys(&tx).await?;
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
@@ -125,11 +137,22 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
         }
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut inbox_row = read_row(row);
+            let mut inbox_row = read_row(row)?;
             inbox_row.committed_at = committed.get(&inbox_row.xid).copied().flatten();
-            let id = inbox_row.id;
-            let mut event = inbox::to_event(inbox_row, &install_id, &database)
-                .map_err(|reason| Error::BadInbox { id, reason })?;
+            let committed_at = inbox_row.committed_at;
+            let mut event = match inbox::to_event(inbox_row, &install_id, &database) {
+                Ok(event) => event,
+                // A row pgtrail's triggers did not write as they do (someone
+                // who can write the inbox): kept as a quarantine event, and
+                // sealing goes on.
+                Err(reason) => {
+                    let mut unreadable = unreadable_row(row, &install_id, &database)?;
+                    unreadable.committed_at = committed_at;
+                    tracing::warn!(id = %unreadable.id, %reason, "Quarantined an inbox row that is not an event.");
+                    events.push(quarantine(&unreadable, &format!("inbox row: {reason}")));
+                    continue;
+                }
+            };
             // A sqlcommenter comment names the user where no setting did.
             pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
             events.push(event);
@@ -187,7 +210,8 @@ async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<P
         )
         .await
         .map_err(Error::pg("reading track_commit_timestamp"))?
-        .get(0);
+        .try_get(0)
+        .map_err(Error::pg("reading track_commit_timestamp"))?;
     let committed_at = if commit_ts {
         "pg_xact_commit_timestamp(xid(xid))"
     } else {
@@ -215,10 +239,14 @@ async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<P
         if total >= max_rows && !chosen.is_empty() {
             break;
         }
+        let read = |source| Error::Postgres {
+            context: "reading a final transaction".into(),
+            source,
+        };
         let pending = Pending {
-            xid: row.get(0),
-            rows: row.get(1),
-            committed_at: row.get(2),
+            xid: row.try_get(0).map_err(&read)?,
+            rows: row.try_get(1).map_err(&read)?,
+            committed_at: row.try_get(2).map_err(&read)?,
         };
         total += pending.rows;
         chosen.push(pending);
@@ -236,41 +264,105 @@ async fn comment_user_keys(tx: &Transaction<'_>) -> Result<Vec<String>> {
         )
         .await
         .map_err(Error::pg("looking for the sqlcommenter keys"))?
-        .get::<_, bool>(0);
+        .try_get::<_, bool>(0)
+        .map_err(Error::pg("looking for the sqlcommenter keys"))?;
     if !written {
         return Ok(pgtrail_core::sql_comment::default_user_keys());
     }
     tx.query_one("select pgtrail.comment_user_keys()", &[])
         .await
-        .map(|row| row.get(0))
+        .and_then(|row| row.try_get(0))
         .map_err(Error::pg("reading the sqlcommenter keys"))
 }
 
-fn read_row(row: &Row) -> InboxRow {
-    let kind: i8 = row.get("kind");
-    InboxRow {
-        id: row.get("id"),
-        xid: row.get("xid"),
-        captured_at: row.get("captured_at"),
+/// An inbox row as the sealer reads it. Every column is read with
+/// `try_get` (a value of an unexpected type is an error naming the column
+/// and the row, never a panic), and JSON with core's reader: any depth, any
+/// key, numbers as written; of a key a `json` value repeats, the last value
+/// is kept and the earlier ones are recorded (see [`InboxRow::duplicates`]).
+fn read_row(row: &Row) -> Result<InboxRow> {
+    let id: i64 = column(row, "id", None)?;
+    let mut duplicates = Vec::new();
+    let mut json = |name: &'static str| -> Result<Option<Value>> {
+        let Some(RawJson(text)) = column(row, name, Some(id))? else {
+            return Ok(None);
+        };
+        let parsed = json::parse_captured(text).map_err(|e| Error::BadInbox {
+            id,
+            reason: format!("{name} is not JSON: {e}"),
+        })?;
+        duplicates.extend(parsed.duplicates.into_iter().map(|d| (name, d)));
+        Ok(Some(parsed.value))
+    };
+    let (pk, old, new, detail) = (json("pk")?, json("old")?, json("new")?, json("detail")?);
+    let kind: i8 = column(row, "kind", Some(id))?;
+    Ok(InboxRow {
+        id,
+        xid: column(row, "xid", Some(id))?,
+        captured_at: column(row, "captured_at", Some(id))?,
         kind: kind.to_ne_bytes()[0],
-        operation: row.get("operation"),
-        schema: row.get("schema_name"),
-        table: row.get("table_name"),
-        keyless: row.get("keyless"),
-        pk: row.get("pk"),
-        old: row.get("old"),
-        new: row.get("new"),
-        db_user: row.get("db_user"),
-        role: row.get("role_name"),
-        app_user: row.get("app_user"),
-        context: row.get("context"),
-        client_addr: row.get("client_addr"),
-        client_port: row.get("client_port"),
-        application_name: row.get("application_name"),
-        backend_pid: row.get("backend_pid"),
-        sql: row.get("sql"),
-        detail: row.get("detail"),
+        operation: column(row, "operation", Some(id))?,
+        schema: column(row, "schema_name", Some(id))?,
+        table: column(row, "table_name", Some(id))?,
+        keyless: column(row, "keyless", Some(id))?,
+        pk,
+        old,
+        new,
+        db_user: column(row, "db_user", Some(id))?,
+        role: column(row, "role_name", Some(id))?,
+        app_user: column(row, "app_user", Some(id))?,
+        context: column(row, "context", Some(id))?,
+        client_addr: column(row, "client_addr", Some(id))?,
+        client_port: column(row, "client_port", Some(id))?,
+        application_name: column(row, "application_name", Some(id))?,
+        backend_pid: column(row, "backend_pid", Some(id))?,
+        sql: column(row, "sql", Some(id))?,
+        detail,
         committed_at: None,
-        tx_seq: row.get("tx_seq"),
+        tx_seq: column(row, "tx_seq", Some(id))?,
+        duplicates,
+    })
+}
+
+/// What can be read of a pending row that is not an event: its position,
+/// and its columns' text in `new`, for its quarantine event.
+fn unreadable_row(row: &Row, install_id: &Uuid, database: &str) -> Result<pgtrail_core::Event> {
+    let id: i64 = column(row, "id", None)?;
+    let captured_at = column(row, "captured_at", Some(id))?;
+    let mut event = pgtrail_core::Event::at(
+        pgtrail_core::Source::Trigger,
+        pgtrail_core::Kind::RowChange,
+        captured_at,
+    );
+    event.id = inbox::event_id(install_id, id, captured_at);
+    event.database = Some(database.to_string());
+    event.xid = Some(column(row, "xid", Some(id))?);
+    event.tx_seq = Some(column(row, "tx_seq", Some(id))?);
+    event.schema = column(row, "schema_name", Some(id))?;
+    event.table = column(row, "table_name", Some(id))?;
+    event.operation = column(row, "operation", Some(id))?;
+    let mut columns = pgtrail_core::event::JsonObject::new();
+    for name in ["pk", "old", "new", "detail"] {
+        if let Some(RawJson(text)) = column(row, name, Some(id))? {
+            columns.insert(name.into(), Value::String(text.to_string()));
+        }
     }
+    for name in ["db_user", "role_name", "app_user", "context", "sql"] {
+        if let Some(text) = column::<Option<String>>(row, name, Some(id))? {
+            columns.insert(name.into(), Value::String(text));
+        }
+    }
+    event.new = Some(columns);
+    Ok(event)
+}
+
+/// Column `name` of a pending row, or an error that names both.
+fn column<'a, T: FromSql<'a>>(row: &'a Row, name: &str, id: Option<i64>) -> Result<T> {
+    row.try_get(name).map_err(|source| Error::Postgres {
+        context: match id {
+            Some(id) => format!("reading column {name} of inbox row {id}"),
+            None => format!("reading column {name} of a pending row"),
+        },
+        source,
+    })
 }

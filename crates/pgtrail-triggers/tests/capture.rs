@@ -366,7 +366,12 @@ async fn a_change_made_by_another_tracked_tables_trigger_is_recorded_after_it() 
         .await
         .into_iter()
         .filter(|e| e.kind == pgtrail_core::Kind::RowChange)
-        .map(|e| (e.table.unwrap_or_default(), e.operation.unwrap_or_default()))
+        .map(|mut e| {
+            (
+                e.table.take().unwrap_or_default(),
+                e.operation.take().unwrap_or_default(),
+            )
+        })
         .collect();
     let expected = [
         ("orders", "INSERT"),

@@ -9,3 +9,4 @@ mod protection;
 mod sealing;
 mod shapes;
 mod support;
+mod values;

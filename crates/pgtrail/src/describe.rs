@@ -18,7 +18,7 @@ pub fn value(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => pgtrail_core::json::to_string(other),
     }
 }
 

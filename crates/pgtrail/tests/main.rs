@@ -21,6 +21,7 @@ mod checkpoints;
 mod demo;
 mod failures;
 mod integrity;
+mod quarantine;
 mod queries;
 mod run;
 mod running;

@@ -89,7 +89,7 @@ impl CanonicalBody {
         w.opt("client_port", client_port);
         w.opt("command_tag", command_tag);
         w.opt("committed_at", &committed_at.as_ref().map(format_micros));
-        w.opt("context", context);
+        w.object("context", context);
         w.opt("database", database);
         w.opt("db_user", db_user);
         w.opt("duration_us", duration_us);
@@ -97,13 +97,16 @@ impl CanonicalBody {
         w.field("id", id);
         w.field("kind", kind.as_str());
         w.opt("lsn", lsn);
-        w.opt("new", new);
+        w.object("new", new);
         w.list("objects", objects);
-        w.opt("old", old);
+        w.object("old", old);
         w.opt("operation", operation);
-        w.opt("params", params);
+        if let Some(params) = params {
+            w.key("params");
+            crate::json::write_array(params, &mut w.buf);
+        }
         w.list("partial", partial);
-        w.opt("pk", pk);
+        w.object("pk", pk);
         let prev_hash_at = w.buf.len();
         w.opt("rows", rows);
         w.opt("schema", schema);
@@ -190,12 +193,24 @@ struct FieldWriter {
 }
 
 impl FieldWriter {
-    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+    fn key(&mut self, key: &str) {
         self.buf.extend_from_slice(b",\"");
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.extend_from_slice(b"\":");
-        // Event values are strings, integers and JSON values with string
-        // keys: serde_json cannot fail on them writing into memory.
+    }
+
+    /// A JSON object, left out when unset.
+    fn object(&mut self, key: &str, value: &Option<crate::event::JsonObject>) {
+        if let Some(object) = value {
+            self.key(key);
+            crate::json::write_object(object, &mut self.buf);
+        }
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key);
+        // Scalars and lists of strings: serde_json cannot fail on them
+        // writing into memory.
         serde_json::to_writer(&mut self.buf, value).expect("an event field always serializes");
     }
 

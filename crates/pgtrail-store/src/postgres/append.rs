@@ -24,7 +24,9 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::event_row::{RowValues, COLUMNS, COLUMN_TYPES};
+use pgtrail_core::quarantine::quarantine;
+
+use super::event_row::{unstorable, RowValues, COLUMNS, COLUMN_TYPES};
 use crate::{AppendReceipt, ChainHead};
 
 /// Seals `events` onto the store's chain and writes them, inside `tx`.
@@ -46,7 +48,7 @@ pub async fn append_in(
     let head = tx
         .query_one("select seq, hash from pgtrail.chain_head for update", &[])
         .await?;
-    let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
+    let (mut seq, mut prev_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
 
     let mut keep = not_stored(tx, &ids).await?;
     let encoded = match encoding.await {
@@ -108,9 +110,19 @@ pub async fn append_in(
 
 /// `event` as Postgres will keep it (times in microseconds) with its
 /// canonical JSON, ready to be linked into the chain.
+///
+/// An event this store cannot keep as it is (see [`unstorable`]) is kept as
+/// its quarantine event (`pgtrail_core::quarantine`): same id, so a retry is
+/// still deduplicated, and every byte of the original in `raw_base64`. This
+/// is the one place both capture paths (and import) go through, so one
+/// value can never stop capture.
 fn encode(mut event: Event) -> (Event, CanonicalBody) {
     event.captured_at = truncate_micros(event.captured_at);
     event.committed_at = event.committed_at.map(truncate_micros);
+    if let Some(reason) = unstorable(&event) {
+        tracing::warn!(id = %event.id, lsn = event.lsn.as_deref(), xid = event.xid, %reason, "Quarantined an event the Postgres store cannot keep as captured.");
+        event = quarantine(&event, &reason);
+    }
     let body = CanonicalBody::of(&event);
     (event, body)
 }
@@ -137,7 +149,7 @@ async fn not_stored(
         )
         .await?;
     for row in stored {
-        keep.remove(&row.get::<_, Uuid>(0));
+        keep.remove(&row.try_get::<_, Uuid>(0)?);
     }
     Ok(keep)
 }

@@ -7,11 +7,12 @@
 //! (with `arbitrary_precision`) keeps number spelling, and empty arrays are
 //! stored as NULL and read back as empty (the event's JSON leaves both out).
 
-use pgtrail_core::event::JsonObject;
-use pgtrail_core::Event;
-use postgres_types::{Json, ToSql, Type};
+use pgtrail_core::{json, Event};
+use postgres_types::{ToSql, Type};
 use serde_json::Value;
 use tokio_postgres::Row;
+
+use super::json::{JsonText, RawJson};
 
 /// Columns of `pgtrail.events`, in COPY and SELECT order.
 pub(super) const COLUMNS: &str = "id, seq, source, kind, captured_at, \
@@ -76,20 +77,21 @@ pub(super) struct RowValues<'a> {
     hash: &'a str,
     source: &'static str,
     kind: &'static str,
-    context: Option<Json<&'a JsonObject>>,
+    context: Option<JsonText>,
     objects: Option<&'a [String]>,
-    pk: Option<Json<&'a JsonObject>>,
-    old: Option<Json<&'a JsonObject>>,
-    new: Option<Json<&'a JsonObject>>,
+    pk: Option<JsonText>,
+    old: Option<JsonText>,
+    new: Option<JsonText>,
     changed: Option<&'a [String]>,
     partial: Option<&'a [String]>,
-    params: Option<Json<&'a Vec<Value>>>,
+    params: Option<JsonText>,
 }
 
 impl<'a> RowValues<'a> {
     /// The row of `event`, which must be sealed.
     pub(super) fn of(event: &'a Event) -> Self {
         let non_empty = |v: &'a Vec<String>| (!v.is_empty()).then_some(v.as_slice());
+        let object = |o: &Option<_>| o.as_ref().map(|o| JsonText(json::object_to_string(o)));
         RowValues {
             event,
             seq: event
@@ -105,14 +107,17 @@ impl<'a> RowValues<'a> {
                 .expect("events are sealed before they are written"),
             source: event.source.as_str(),
             kind: event.kind.as_str(),
-            context: event.context.as_ref().map(Json),
+            context: object(&event.context),
             objects: non_empty(&event.objects),
-            pk: event.pk.as_ref().map(Json),
-            old: event.old.as_ref().map(Json),
-            new: event.new.as_ref().map(Json),
+            pk: object(&event.pk),
+            old: object(&event.old),
+            new: object(&event.new),
             changed: non_empty(&event.changed),
             partial: non_empty(&event.partial),
-            params: event.params.as_ref().map(Json),
+            params: event
+                .params
+                .as_ref()
+                .map(|p| JsonText(json::array_to_string(p))),
         }
     }
 
@@ -160,12 +165,108 @@ impl<'a> RowValues<'a> {
     }
 }
 
+/// How deep the JSON of a column may be nested. Postgres parses `json`
+/// and `jsonb` input recursively: with the default `max_stack_depth` (2MB)
+/// it accepts about 13,000 levels (arrays 14,500, objects 13,000): a store
+/// server with that setting takes any value up to this bound, with room for
+/// the row image around the column and a smaller stack.
+pub(super) const MAX_JSON_DEPTH: usize = 10_000;
+
+/// Why this store cannot keep `event` as it is, if it cannot: a `text`
+/// column cannot hold NUL (nor can `jsonb`: `\u0000`), and JSON nested past
+/// [`MAX_JSON_DEPTH`] may exceed the server's stack. The `json` columns
+/// keep NUL as the escape `\u0000`, so row images and context with NUL are
+/// kept exactly.
+pub(super) fn unstorable(event: &Event) -> Option<String> {
+    let e = event;
+    let texts = [
+        ("db_user", &e.db_user),
+        ("app_user", &e.app_user),
+        ("client_addr", &e.client_addr),
+        ("application_name", &e.application_name),
+        ("session_id", &e.session_id),
+        ("database", &e.database),
+        ("schema", &e.schema),
+        ("table", &e.table),
+        ("operation", &e.operation),
+        ("sql", &e.sql),
+        ("command_tag", &e.command_tag),
+        ("sqlstate", &e.sqlstate),
+        ("error", &e.error),
+        ("lsn", &e.lsn),
+    ];
+    let nul = |text: &str| text.contains('\0');
+    if let Some((column, _)) = texts
+        .iter()
+        .find(|(_, text)| text.as_deref().is_some_and(nul))
+    {
+        return Some(format!("a Postgres text column cannot hold NUL ({column})"));
+    }
+    let lists = [
+        ("objects", &e.objects),
+        ("changed", &e.changed),
+        ("partial", &e.partial),
+    ];
+    if let Some((column, _)) = lists
+        .iter()
+        .find(|(_, list)| list.iter().any(|text| nul(text)))
+    {
+        return Some(format!("a Postgres text column cannot hold NUL ({column})"));
+    }
+    if let Some(pk) = &e.pk {
+        if pk
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json::has_nul(value))
+        {
+            return Some("a Postgres jsonb column cannot hold NUL (pk)".into());
+        }
+    }
+    let objects = [
+        ("context", &e.context),
+        ("pk", &e.pk),
+        ("old", &e.old),
+        ("new", &e.new),
+    ];
+    let params = e
+        .params
+        .iter()
+        .flatten()
+        .map(|p| ("params", 1 + json::depth(p)));
+    let deepest = objects
+        .iter()
+        .flat_map(|(column, object)| {
+            object
+                .iter()
+                .flat_map(|o| o.values())
+                .map(move |v| (*column, 1 + json::depth(v)))
+        })
+        .chain(params)
+        .max_by_key(|(_, depth)| *depth);
+    match deepest {
+        Some((column, depth)) if depth > MAX_JSON_DEPTH => Some(format!(
+            "{column} is nested {depth} levels deep; the Postgres store keeps JSON up to {MAX_JSON_DEPTH}"
+        )),
+        _ => None,
+    }
+}
+
 /// Why a stored row is not a valid event.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum DecodeError {
     /// A column could not be read as its expected type.
     #[error("cannot read a stored event")]
     Column(#[from] tokio_postgres::Error),
+    /// A JSON column does not hold what pgtrail wrote there.
+    #[error("stored event {seq} has an invalid {column}")]
+    Json {
+        /// The event's position.
+        seq: i64,
+        /// The column.
+        column: &'static str,
+        /// What the reader found.
+        #[source]
+        source: json::JsonError,
+    },
     /// `source` or `kind` holds a value pgtrail does not know.
     #[error("stored event {seq} has an invalid {column}: {reason}")]
     Value {
@@ -201,19 +302,23 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
         application_name: row.try_get(9)?,
         backend_pid: row.try_get(10)?,
         session_id: row.try_get(11)?,
-        context: json(row, 12)?,
+        context: object(row, seq, 12, "context")?,
         database: row.try_get(13)?,
         schema: row.try_get(14)?,
         table: row.try_get(15)?,
         operation: row.try_get(16)?,
         objects: array(row, 17)?,
-        pk: json(row, 18)?,
-        old: json(row, 19)?,
-        new: json(row, 20)?,
+        pk: object(row, seq, 18, "pk")?,
+        old: object(row, seq, 19, "old")?,
+        new: object(row, seq, 20, "new")?,
         changed: array(row, 21)?,
         partial: array(row, 22)?,
         sql: row.try_get(23)?,
-        params: json(row, 24)?,
+        params: match json_column(row, seq, 24, "params")? {
+            None => None,
+            Some(Value::Array(params)) => Some(params),
+            Some(_) => return Err(invalid("params", "not a JSON array".into())),
+        },
         command_tag: row.try_get(25)?,
         rows: row.try_get(26)?,
         duration_us: row.try_get(27)?,
@@ -228,9 +333,40 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
     })
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Result<Option<T>, DecodeError> {
-    let value: Option<Json<T>> = row.try_get(index)?;
-    Ok(value.map(|Json(v)| v))
+/// A json column, read with core's reader (any depth, any key).
+fn json_column(
+    row: &Row,
+    seq: i64,
+    index: usize,
+    column: &'static str,
+) -> Result<Option<Value>, DecodeError> {
+    let Some(RawJson(text)) = row.try_get(index)? else {
+        return Ok(None);
+    };
+    json::parse(text)
+        .map(Some)
+        .map_err(|source| DecodeError::Json {
+            seq,
+            column,
+            source,
+        })
+}
+
+fn object(
+    row: &Row,
+    seq: i64,
+    index: usize,
+    column: &'static str,
+) -> Result<Option<pgtrail_core::event::JsonObject>, DecodeError> {
+    match json_column(row, seq, index, column)? {
+        None => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(_) => Err(DecodeError::Value {
+            seq,
+            column,
+            reason: "not a JSON object".into(),
+        }),
+    }
 }
 
 fn array(row: &Row, index: usize) -> Result<Vec<String>, DecodeError> {

@@ -22,6 +22,7 @@
 
 mod append;
 mod event_row;
+pub mod json;
 mod partition;
 mod pool;
 mod query;
@@ -193,11 +194,12 @@ impl Store for PostgresStore {
             .query_one("select seq, hash from pgtrail.chain_head", &[])
             .await
             .map_err(self.backend("reading the chain head"))?;
-        let seq: i64 = row.get(0);
-        Ok((seq > 0).then(|| ChainHead {
-            seq,
-            hash: row.get(1),
-        }))
+        let read = self.backend("reading the chain head");
+        let (seq, hash): (i64, String) = match (row.try_get(0), row.try_get(1)) {
+            (Ok(seq), Ok(hash)) => (seq, hash),
+            (Err(e), _) | (_, Err(e)) => return Err(read(e)),
+        };
+        Ok((seq > 0).then_some(ChainHead { seq, hash }))
     }
 
     async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pgtrail_cdc::slot::{self, SlotStatus};
-use pgtrail_core::{Filter, Source};
+use pgtrail_core::{Filter, Kind, Source};
 use pgtrail_store::open::redact_url;
 use pgtrail_store::postgres::PostgresStore;
 use pgtrail_store::{ChainHead, Checkpoint, CheckpointKind, Store};
@@ -43,6 +43,36 @@ struct Report {
     slots: Vec<SlotReport>,
     /// How fresh the signed checkpoints of each store are.
     checkpoints: Vec<CheckpointReport>,
+    /// The quarantine events of each store (values a store could not keep
+    /// as captured, kept as raw bytes: see docs/operations.md).
+    quarantine: Vec<QuarantineReport>,
+}
+
+/// How many quarantine events one store holds, and the newest.
+#[derive(Debug, Serialize)]
+struct QuarantineReport {
+    /// Where the store is (URL without password).
+    store: String,
+    /// `triggers` or `store`, as for checkpoints.
+    holds: &'static str,
+    /// Quarantine events in the store.
+    count: usize,
+    /// The newest of them.
+    newest: Option<QuarantinedEvent>,
+    /// Set when the store could not be read.
+    warning: Option<String>,
+}
+
+/// A quarantine event as `status` shows it.
+#[derive(Debug, Serialize)]
+struct QuarantinedEvent {
+    seq: Option<i64>,
+    #[serde(with = "pgtrail_core::time::micros")]
+    captured_at: DateTime<Utc>,
+    source: Source,
+    table: Option<String>,
+    reason: Option<String>,
+    source_position: Option<String>,
 }
 
 /// The newest checkpoint of one store, and what came after it.
@@ -115,10 +145,12 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let lag_warn_bytes = ctx.config.capture.lag_warn_mb.saturating_mul(MIB);
     let slots = slot_reports(&client, &names, show_missing, lag_warn_bytes, ctx).await?;
     let checkpoints = checkpoint_reports(&args.db, triggers.is_some(), ctx).await?;
+    let quarantine = quarantine_reports(&args.db, triggers.is_some(), ctx).await;
     let report = Report {
         triggers,
         slots,
         checkpoints,
+        quarantine,
     };
     ctx.output.document(&report, || text(&report))?;
     let warned = report.slots.iter().any(|s| s.warning.is_some())
@@ -283,7 +315,109 @@ fn text(report: &Report) -> String {
         out.push_str("\ncheckpoints:\n");
         out.push_str(&checkpoints_text(&report.checkpoints));
     }
+    for q in &report.quarantine {
+        out.push_str(&quarantine_text(q));
+    }
     out
+}
+
+/// The quarantine events of each store this database's capture lands in
+/// (the same stores as the checkpoints).
+async fn quarantine_reports(
+    db: &str,
+    triggers_installed: bool,
+    ctx: &Context,
+) -> Vec<QuarantineReport> {
+    let mut reports = Vec::new();
+    if triggers_installed {
+        let store = PostgresStore::connect(db)
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>);
+        reports.push(quarantine_report(db, "triggers", store).await);
+    }
+    let url = &ctx.config.store.url;
+    let reported = triggers_installed && url == db;
+    if super::missing_sqlite_file(url).is_none() && !reported {
+        let store = ctx
+            .open_store()
+            .await
+            .map_err(|e| pgtrail_store::StoreError::Invalid(format!("{e:#}")));
+        reports.push(quarantine_report(url, "store", store).await);
+    }
+    reports
+}
+
+async fn quarantine_report(
+    url: &str,
+    holds: &'static str,
+    store: Result<Arc<dyn Store>, pgtrail_store::StoreError>,
+) -> QuarantineReport {
+    let filter = Filter {
+        kind: Some(Kind::Quarantine),
+        ..Filter::default()
+    };
+    let read = async { store?.query(&filter).await };
+    let (events, warning) = match read.await {
+        Ok(events) => (events, None),
+        Err(error) => (
+            Vec::new(),
+            Some(format!(
+                "cannot read the store's quarantine events: {error}"
+            )),
+        ),
+    };
+    let text = |event: &pgtrail_core::Event, key: &str| {
+        event
+            .context
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    // Newest first.
+    let newest = events.first().map(|e| QuarantinedEvent {
+        seq: e.seq,
+        captured_at: e.captured_at,
+        source: e.source,
+        table: e.qualified_table(),
+        reason: text(e, "reason"),
+        source_position: text(e, "source_position"),
+    });
+    QuarantineReport {
+        store: redact_url(url),
+        holds,
+        count: events.len(),
+        newest,
+        warning,
+    }
+}
+
+fn quarantine_text(q: &QuarantineReport) -> String {
+    if let Some(warning) = &q.warning {
+        return format!("\nquarantine ({}): {warning}\n", q.store);
+    }
+    let Some(newest) = &q.newest else {
+        return String::new();
+    };
+    format!(
+        "\nquarantine ({}): {} event(s) kept as raw bytes; newest: event {} ({} {}{}), {}{}\n",
+        q.store,
+        q.count,
+        describe::number(newest.seq),
+        newest.source,
+        pgtrail_core::time::format_micros(&newest.captured_at),
+        newest
+            .table
+            .as_deref()
+            .map(|t| format!(", {t}"))
+            .unwrap_or_default(),
+        newest.reason.as_deref().unwrap_or("no reason recorded"),
+        newest
+            .source_position
+            .as_deref()
+            .map(|p| format!(" at {p}"))
+            .unwrap_or_default(),
+    )
 }
 
 fn triggers_text(status: &Status) -> String {
