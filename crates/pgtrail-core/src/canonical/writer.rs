@@ -56,6 +56,7 @@ impl CanonicalBody {
             backend_pid,
             session_id,
             context,
+            provenance,
             database,
             schema,
             table,
@@ -105,6 +106,7 @@ impl CanonicalBody {
         w.list("partial", partial);
         w.opt("pk", pk);
         let prev_hash_at = w.buf.len();
+        w.opt("provenance", provenance);
         w.opt("rows", rows);
         w.opt("schema", schema);
         let seq_at = w.buf.len();

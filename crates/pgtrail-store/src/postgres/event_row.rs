@@ -7,7 +7,7 @@
 //! (with `arbitrary_precision`) keeps number spelling, and empty arrays are
 //! stored as NULL and read back as empty (the event's JSON leaves both out).
 
-use pgtrail_core::event::JsonObject;
+use pgtrail_core::event::{JsonObject, Provenance};
 use pgtrail_core::Event;
 use postgres_types::{Json, ToSql, Type};
 use serde_json::Value;
@@ -20,10 +20,10 @@ pub(super) const COLUMNS: &str = "id, seq, source, kind, captured_at, \
     pk, old, new, changed, partial, \
     sql, params, command_tag, rows, duration_us, sqlstate, error, \
     xid, lsn, committed_at, tx_seq, \
-    prev_hash, hash";
+    prev_hash, hash, provenance";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 36] = [
+pub(super) static COLUMN_TYPES: [Type; 37] = [
     Type::UUID,
     Type::INT8,
     Type::TEXT,
@@ -66,6 +66,8 @@ pub(super) static COLUMN_TYPES: [Type; 36] = [
     // seal
     Type::TEXT,
     Type::TEXT,
+    // provenance (schema v2)
+    Type::JSON,
 ];
 
 /// The values of one sealed event's row, borrowed from the event.
@@ -84,6 +86,7 @@ pub(super) struct RowValues<'a> {
     changed: Option<&'a [String]>,
     partial: Option<&'a [String]>,
     params: Option<Json<&'a Vec<Value>>>,
+    provenance: Option<Json<&'a Provenance>>,
 }
 
 impl<'a> RowValues<'a> {
@@ -113,11 +116,12 @@ impl<'a> RowValues<'a> {
             changed: non_empty(&event.changed),
             partial: non_empty(&event.partial),
             params: event.params.as_ref().map(Json),
+            provenance: event.provenance.as_ref().map(Json),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 36] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 37] {
         let e = self.event;
         [
             &e.id,
@@ -156,6 +160,7 @@ impl<'a> RowValues<'a> {
             &e.tx_seq,
             &self.prev_hash,
             &self.hash,
+            &self.provenance,
         ]
     }
 }
@@ -202,6 +207,7 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
         backend_pid: row.try_get(10)?,
         session_id: row.try_get(11)?,
         context: json(row, 12)?,
+        provenance: json(row, 36)?,
         database: row.try_get(13)?,
         schema: row.try_get(14)?,
         table: row.try_get(15)?,

@@ -150,19 +150,32 @@ create table pgtrail.checkpoints (
 "#
 );
 
+/// Migration 2: the event's `provenance` (which actor fields the server
+/// vouches for, which the application claims). Events stored before have
+/// none, and their body is unchanged: the column is NULL.
+const V2_PROVENANCE: &str = "alter table pgtrail.events add column provenance json;";
+
 /// Every migration this build knows, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, chain head, checkpoints",
-    sql: V1_EVENTS,
-    creates: &[
-        "schema_migrations",
-        "events",
-        "events_default",
-        "chain_head",
-        "checkpoints",
-    ],
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, chain head, checkpoints",
+        sql: V1_EVENTS,
+        creates: &[
+            "schema_migrations",
+            "events",
+            "events_default",
+            "chain_head",
+            "checkpoints",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "event provenance",
+        sql: V2_PROVENANCE,
+        creates: &[],
+    },
+];
 
 /// The schema version this build writes.
 pub(super) fn latest_version() -> i64 {
