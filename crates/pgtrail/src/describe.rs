@@ -35,11 +35,26 @@ pub fn pk(pk: &JsonObject) -> String {
         .join(",")
 }
 
-/// Who did it: `app user (db role)`, or whichever is known.
+/// Who did it: the application user as a claim, with the channel it came
+/// through, and the database role the server vouches for —
+/// `alice@example.com (claimed, setting; app)` — or whichever is known.
 pub fn actor(event: &Event) -> String {
+    let claim = |app: &str| {
+        let channels = event
+            .provenance
+            .as_ref()
+            .map(|p| p.channels("app_user"))
+            .unwrap_or_default();
+        if channels.is_empty() {
+            format!("{app} (claimed")
+        } else {
+            let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+            format!("{app} (claimed, {}", names.join("+"))
+        }
+    };
     match (&event.app_user, &event.db_user) {
-        (Some(app), Some(db)) if app != db => format!("{app} ({db})"),
-        (Some(app), _) => app.clone(),
+        (Some(app), Some(db)) => format!("{}; {db})", claim(app)),
+        (Some(app), None) => format!("{})", claim(app)),
         (None, Some(db)) => db.clone(),
         (None, None) => "-".into(),
     }
@@ -95,4 +110,32 @@ pub fn table(event: &Event) -> String {
 /// An optional number, or `-`.
 pub fn number(n: Option<i64>) -> String {
     n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgtrail_core::event::Channel;
+    use pgtrail_core::{Kind, Source};
+
+    #[test]
+    fn an_application_user_shows_as_a_claim_with_its_channel() {
+        let mut event = Event::new(Source::Trigger, Kind::RowChange);
+        assert_eq!(actor(&event), "-");
+        event.db_user = Some("app".into());
+        event.vouch_server_fields();
+        assert_eq!(actor(&event), "app", "the server's role is shown as it is");
+        event.app_user = Some("alice@example.com".into());
+        event.claim("app_user", Channel::Setting);
+        assert_eq!(actor(&event), "alice@example.com (claimed, setting; app)");
+        event.db_user = None;
+        event.provenance = None;
+        assert_eq!(
+            actor(&event),
+            "alice@example.com (claimed)",
+            "an event from before provenance was recorded"
+        );
+        event.claim("app_user", Channel::Comment);
+        assert_eq!(actor(&event), "alice@example.com (claimed, comment)");
+    }
 }
