@@ -223,3 +223,40 @@ async fn a_role_granted_message_emission_is_an_alarm_at_every_start() -> anyhow:
     assert_eq!(report.message_emitters, ["app"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_setup_that_cannot_revoke_changes_nothing() -> anyhow::Result<()> {
+    let db = TestDb::new(
+        "cdc_forge_nonsuper",
+        "create role capturer login replication; create table c (id int primary key);
+         alter table c owner to capturer;",
+    )
+    .await?;
+    db.client
+        .batch_execute(&format!(
+            "grant create on database \"{}\" to capturer",
+            db.url.rsplit('/').next().expect("database in the URL")
+        ))
+        .await?;
+    let capturer = db.session_as("capturer").await?;
+    let facts = pgtrail_cdc::setup::check_ready(&capturer).await?;
+    let mut options = db.setup_options();
+    options.selection.tables = vec![pgtrail_core::filter::TableName::parse("c")?];
+    let error = pgtrail_cdc::setup::prepare(&capturer, &facts, &options)
+        .await
+        .expect_err("a non-superuser cannot install the context functions");
+    assert!(error.to_string().contains("context"), "{error}");
+    let row = db
+        .client
+        .query_one(
+            "select to_regnamespace('pgtrail_cdc') is null, \
+             has_function_privilege('public', 'pg_logical_emit_message(boolean,text,text)', 'execute'), \
+             (select count(*) from pg_trigger where tgname = 'pgtrail_cdc_context')",
+            &[],
+        )
+        .await?;
+    assert!(row.get::<_, bool>(0), "no schema pgtrail_cdc: {error}");
+    assert!(row.get::<_, bool>(1), "PUBLIC's EXECUTE untouched");
+    assert_eq!(row.get::<_, i64>(2), 0, "no trigger left behind");
+    Ok(())
+}

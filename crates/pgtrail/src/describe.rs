@@ -60,9 +60,21 @@ pub fn actor(event: &Event) -> String {
     }
 }
 
-/// One line on what happened: the error of a failure, the changed columns of
-/// an update, the SQL of a statement or DDL.
+/// One line on what happened: what an alarm says, the error of a failure,
+/// the changed columns of an update, the SQL of a statement or DDL.
 pub fn summary(event: &Event) -> String {
+    if event.kind == pgtrail_core::Kind::Alarm {
+        let detail = event
+            .context
+            .as_ref()
+            .and_then(|c| c.get("detail"))
+            .and_then(Value::as_str);
+        let what = event.operation.as_deref().unwrap_or("alarm");
+        return match detail {
+            Some(detail) => format!("ALARM {what}: {detail}"),
+            None => format!("ALARM {what}"),
+        };
+    }
     if event.failed() {
         let code = event
             .sqlstate
@@ -137,5 +149,19 @@ mod tests {
         );
         event.claim("app_user", Channel::Comment);
         assert_eq!(actor(&event), "alice@example.com (claimed, comment)");
+    }
+
+    #[test]
+    fn an_alarm_says_what_it_is() {
+        let mut event = Event::new(Source::Cdc, Kind::Alarm);
+        event.operation = Some("actor_missing".into());
+        assert_eq!(summary(&event), "ALARM actor_missing");
+        event.context = serde_json::json!({"detail": "who made them is unknown"})
+            .as_object()
+            .cloned();
+        assert_eq!(
+            summary(&event),
+            "ALARM actor_missing: who made them is unknown"
+        );
     }
 }
