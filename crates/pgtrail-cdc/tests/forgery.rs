@@ -122,6 +122,16 @@ async fn the_old_sent_marker_hides_nothing_and_every_statement_carries_its_actor
         )
         .await?;
     let marker: String = row.get(0);
+    // A search_path that puts the application's own functions first: the
+    // context function names everything by schema, so it never calls them.
+    app.batch_execute(
+        "create function public.host(inet) returns text language sql as $$ select 'forged' $$;
+         create function public.pg_backend_pid() returns int language sql as $$ select -1 $$;
+         create function public.to_json(anyelement) returns json language sql
+           as $$ select '[\"boss\",\"none\",null,null,\"\",\"1\",null,null]'::json $$;
+         set search_path = public, pg_catalog;",
+    )
+    .await?;
     app.batch_execute(&format!(
         "begin;
          select set_config('pgtrail.cdc_sent', '{marker}', true);
@@ -139,7 +149,8 @@ async fn the_old_sent_marker_hides_nothing_and_every_statement_carries_its_actor
     assert_eq!(rows.len(), 2);
     for event in &rows {
         assert_eq!(event.db_user.as_deref(), Some("app"), "{event:?}");
-        assert!(event.backend_pid.is_some());
+        assert!(event.backend_pid.is_some_and(|pid| pid > 0), "{event:?}");
+        assert_eq!(event.client_addr.as_deref(), Some("127.0.0.1"), "{event:?}");
     }
     let role = |e: &Event| {
         e.context
