@@ -112,7 +112,16 @@ struct Stamp {
     actor: Option<Actor>,
     comment_user_keys: Arc<[String]>,
     next_tx_seq: i64,
+    /// The context trigger is installed: a row change with no actor before
+    /// it is preceded by an `alarm` event (once per transaction).
+    expect_actor: bool,
+    /// The alarm of this transaction was made.
+    alarmed: bool,
 }
+
+/// What an `actor_missing` alarm says: changes that reached the WAL without
+/// the actor message the context trigger sends before every statement.
+pub const ACTOR_MISSING: &str = "actor_missing";
 
 #[derive(Debug)]
 enum Item {
@@ -162,9 +171,9 @@ impl CommittedTx {
                 _ => self.held.next().map(|held| (held.item, held.bytes)),
             };
             let Some((item, size)) = next else { break };
-            if let Some(event) = self.stamp(item) {
-                out.push(event);
-                taken += 1;
+            let made = self.stamp(item, out);
+            if made > 0 {
+                taken += made;
                 bytes += size;
             }
         }
@@ -192,23 +201,40 @@ impl CommittedTx {
         self.spilled.is_some()
     }
 
-    /// Turns an item into the next event (or takes the actor it carries).
-    fn stamp(&mut self, item: Item) -> Option<Event> {
+    /// Turns an item into the next event, pushed to `out` (or takes the
+    /// actor it carries); a row change without an actor where one was
+    /// expected comes after an `alarm` event saying so. Returns how many
+    /// events it pushed.
+    fn stamp(&mut self, item: Item, out: &mut Vec<Event>) -> usize {
         let mut event = match item {
             Item::Actor(actor) => {
                 self.stamp.actor = Some(actor);
-                return None;
+                return 0;
             }
             Item::Event(event) => *event,
         };
-        let tx_seq = self.stamp.next_tx_seq;
-        self.stamp.next_tx_seq += 1;
+        let mut made = 0;
         // A DDL event carries its own actor; a row change takes the current one.
         if event.kind == Kind::RowChange {
-            if let Some(actor) = &self.stamp.actor {
-                actor.apply_to(&mut event, &self.stamp.comment_user_keys);
+            match &self.stamp.actor {
+                Some(actor) => actor.apply_to(&mut event, &self.stamp.comment_user_keys),
+                None if self.stamp.expect_actor && !self.stamp.alarmed => {
+                    self.stamp.alarmed = true;
+                    let alarm = actor_missing_alarm(&event);
+                    out.push(self.finish_event(alarm));
+                    made += 1;
+                }
+                None => {}
             }
         }
+        out.push(self.finish_event(event));
+        made + 1
+    }
+
+    /// Gives `event` the next `tx_seq`, its id and the transaction's fields.
+    fn finish_event(&mut self, mut event: Event) -> Event {
+        let tx_seq = self.stamp.next_tx_seq;
+        self.stamp.next_tx_seq += 1;
         event.id = event_id(
             &self.stamp.stream_id,
             self.commit_lsn,
@@ -219,7 +245,7 @@ impl CommittedTx {
         event.lsn = Some(self.stamp.lsn_text.clone());
         event.committed_at = Some(self.committed_at);
         event.tx_seq = Some(tx_seq);
-        Some(event)
+        event
     }
 }
 
@@ -244,6 +270,8 @@ pub struct Assembler {
     spill: Option<SpillDir>,
     /// Keys of a sqlcommenter comment that name the application user.
     comment_user_keys: Arc<[String]>,
+    /// The context trigger is installed: every change should have an actor.
+    expect_actor: bool,
 }
 
 impl Assembler {
@@ -267,7 +295,17 @@ impl Assembler {
             memory_limit: usize::MAX,
             spill: None,
             comment_user_keys: sql_comment::default_user_keys().into(),
+            expect_actor: false,
         }
+    }
+
+    /// Expects an actor message before the changes of every transaction
+    /// (the context trigger is installed): a transaction whose row changes
+    /// come without one gets an `alarm` event ([`ACTOR_MISSING`]) before
+    /// the first of them, which keep no actor.
+    pub fn expecting_actor(mut self, expect: bool) -> Self {
+        self.expect_actor = expect;
+        self
     }
 
     /// Names the application user after the first of these keys a
@@ -538,6 +576,8 @@ impl Assembler {
                 actor: None,
                 comment_user_keys: self.comment_user_keys.clone(),
                 next_tx_seq: 0,
+                expect_actor: self.expect_actor,
+                alarmed: false,
             },
         })
     }
@@ -696,6 +736,30 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
         (Some(a), Some(b)) => json::eq(a, b),
         (a, b) => a.is_none() && b.is_none(),
     }
+}
+
+/// The alarm before the first change of a transaction that came without the
+/// actor message the context trigger sends before every statement: the
+/// trigger is missing or disabled on that table, the session ran with
+/// `session_replication_role = replica` (a superuser's setting), or an
+/// actor message was lost. Who made the changes is unknown.
+fn actor_missing_alarm(change: &Event) -> Event {
+    let mut alarm = Event::at(Source::Cdc, Kind::Alarm, change.captured_at);
+    alarm.database = change.database.clone();
+    alarm.schema = change.schema.clone();
+    alarm.table = change.table.clone();
+    alarm.operation = Some(ACTOR_MISSING.into());
+    let detail = format!(
+        "changes to {} reached the WAL without pgtrail's actor message: who made them is unknown \
+         (the context trigger is missing or disabled on the table, or the session ran with \
+         session_replication_role = replica)",
+        change.qualified_table().unwrap_or_else(|| "a table".into())
+    );
+    alarm.context = Some(JsonObject::from_iter([
+        ("alarm".to_string(), Value::String(ACTOR_MISSING.into())),
+        ("detail".to_string(), Value::String(detail)),
+    ]));
+    alarm
 }
 
 #[derive(Default)]

@@ -165,6 +165,32 @@ pub async fn run(
     }
 }
 
+/// The alarm recorded at start while roles other than superusers and
+/// pgtrail's own may execute `pg_logical_emit_message`: each can emit a
+/// `pgtrail` message, attaching any actor to its changes or making up DDL.
+fn emitters_alarm(database: &str, roles: &[String]) -> Event {
+    let mut alarm = Event::new(pgtrail_core::Source::Cdc, pgtrail_core::Kind::Alarm);
+    alarm.database = Some(database.to_string());
+    alarm.operation = Some(MESSAGE_EMITTERS.into());
+    let detail = format!(
+        "roles {} may execute pg_logical_emit_message in database {database}: each can forge the \
+         actor of its changes and DDL events; revoke it (pgtrail capture --setup --context does)",
+        roles.join(", ")
+    );
+    alarm.context = Some(pgtrail_core::event::JsonObject::from_iter([
+        (
+            "alarm".to_string(),
+            serde_json::Value::String(MESSAGE_EMITTERS.into()),
+        ),
+        ("detail".to_string(), serde_json::Value::String(detail)),
+        ("roles".to_string(), serde_json::json!(roles)),
+    ]));
+    alarm
+}
+
+/// What the alarm of [`emitters_alarm`] says.
+pub const MESSAGE_EMITTERS: &str = "message_emitters";
+
 /// An error and its sources, one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -204,10 +230,25 @@ async fn session(
     let mut types = TypeRegistry::builtin();
     types.load(&setup::load_types(&catalog).await?);
 
+    // With the context trigger installed, every change should come with an
+    // actor, and only pgtrail's functions may emit one: checked at each
+    // start, since a superuser may have granted EXECUTE on
+    // pg_logical_emit_message since the setup.
+    let context_owner = crate::triggers::context_owner(&catalog).await?;
+    let emitters = match &context_owner {
+        Some(owner) => crate::triggers::message_emitters(&catalog, owner).await?,
+        None => Vec::new(),
+    };
+
     let mut conn = ReplicationConnection::connect(connect).await?;
     let system = conn.identify_system().await?;
     let stream_id = format!("{}/{}", system.system_id, system.dbname);
     let start = progress.borrow().stored_lsn;
+    let mut start_alarms = Vec::new();
+    if !emitters.is_empty() {
+        tracing::warn!(roles = %emitters.join(", "), "Roles other than pgtrail's may emit logical messages, and so forge actors and DDL events");
+        start_alarms.push(emitters_alarm(&system.dbname, &emitters));
+    }
     if let Err(error) = conn
         .start_replication(
             &options.slot,
@@ -244,16 +285,18 @@ async fn session(
         catalog,
         assembler: Assembler::new(&stream_id, &system.dbname, types)
             .with_spill(spill_dir, options.memory_limit)
-            .with_comment_user_keys(&options.comment_user_keys),
+            .with_comment_user_keys(&options.comment_user_keys)
+            .expecting_actor(context_owner.is_some()),
         decoder: Decoder::new(),
         tried_types: HashSet::new(),
-        pending: Vec::new(),
+        pending_since: (!start_alarms.is_empty()).then(Instant::now),
+        pending: start_alarms,
         pending_bytes: 0,
         batch_bytes: options.batch_bytes(),
         emitting: false,
-        pending_end: Lsn(0),
+        // A batch of start alarms alone confirms nothing new.
+        pending_end: start,
         pending_commit: None,
-        pending_since: None,
         sent_lsn: start,
         received: start,
         server_end: start,

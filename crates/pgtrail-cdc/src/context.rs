@@ -22,7 +22,7 @@
 //! DDL arrives the same way: an event trigger emits [`DDL_PREFIX`] messages
 //! with the command tag, the objects and the statement text.
 
-use pgtrail_core::event::JsonObject;
+use pgtrail_core::event::{Channel, JsonObject};
 use pgtrail_core::{sql_comment, Event};
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,7 +47,8 @@ pub struct Actor {
     /// `session_user`.
     #[serde(default)]
     pub db_user: Option<String>,
-    /// `current_user` when the statement ran (differs under SET ROLE / SECURITY DEFINER).
+    /// The role set with SET ROLE (from triggers before schema `pgtrail_cdc`:
+    /// `current_user`, which also differed inside SECURITY DEFINER functions).
     #[serde(default)]
     pub current_user: Option<String>,
     /// `inet_client_addr()`; absent for Unix-socket clients.
@@ -96,7 +97,9 @@ impl Actor {
         let mut next = || fields.next().flatten();
         Ok(Actor {
             db_user: next(),
-            current_user: next(),
+            // The context function reads the role set with SET ROLE ('none'
+            // when none: no role can be named so); earlier ones, current_user.
+            current_user: next().filter(|role| role != "none"),
             client_addr: next(),
             client_port: number(&next())?,
             application_name: next(),
@@ -113,7 +116,10 @@ impl Actor {
 
     /// Sets the actor fields of `event`; the statement's comment names the
     /// user (by the first of `comment_user_keys` it has) where no setting
-    /// did, and adds its pairs to the context.
+    /// did, and adds its pairs to the context. The session fields are
+    /// recorded as vouched for by the server (only pgtrail's own functions
+    /// may emit these messages: see [`crate::triggers`]), the settings and
+    /// the comment as the application's claims.
     pub fn apply_to(&self, event: &mut Event, comment_user_keys: &[String]) {
         event.app_user = self.app_user.clone().filter(|u| !u.is_empty());
         event.db_user = self.db_user.clone();
@@ -135,17 +141,31 @@ impl Actor {
                 }
             }
         }
+        let context_claimed = !context.is_empty();
         if let (Some(current), Some(session)) = (&self.current_user, &self.db_user) {
             if current != session {
                 context.insert("current_user".into(), Value::String(current.clone()));
             }
         }
         event.context = (!context.is_empty()).then_some(context);
+        event.provenance = None;
+        event.vouch_server_fields();
+        if event.app_user.is_some() {
+            event.claim("app_user", Channel::Setting);
+        }
+        if context_claimed {
+            event.claim("context", Channel::Setting);
+        }
+        if event.application_name.is_some() {
+            event.claim("application_name", Channel::Setting);
+        }
         sql_comment::apply_pairs(event, &self.comment, comment_user_keys);
     }
 }
 
-/// A DDL message's payload: the command and the actor.
+/// A DDL message's payload: the command and the actor (the context
+/// function's array under `actor`, or, from earlier versions, the actor's
+/// fields beside the command's).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DdlMessage {
     /// The command tag, e.g. `ALTER TABLE`.
@@ -167,7 +187,17 @@ pub struct DdlMessage {
 impl DdlMessage {
     /// Parses a DDL message's payload.
     pub fn parse(content: &[u8]) -> Result<DdlMessage, serde_json::Error> {
-        serde_json::from_slice(content)
+        let mut object: JsonObject = serde_json::from_slice(content)?;
+        let array = match object.remove("actor") {
+            Some(array @ Value::Array(_)) => Some(array),
+            Some(_) => return Err(serde::de::Error::custom("the DDL actor is not an array")),
+            None => None,
+        };
+        let mut ddl: DdlMessage = serde_json::from_value(Value::Object(object))?;
+        if let Some(array) = array {
+            ddl.actor = Actor::parse(array.to_string().as_bytes())?;
+        }
+        Ok(ddl)
     }
 }
 
@@ -263,5 +293,26 @@ mod tests {
         .expect("valid");
         assert_eq!(ddl.command_tag, "ALTER TABLE");
         assert_eq!(ddl.actor.db_user.as_deref(), Some("postgres"));
+
+        // The context function's form: the actor array, its role 'none'.
+        let ddl = DdlMessage::parse(
+            br#"{"command_tag":"CREATE TABLE","objects":["public.t"],"actor":["app","none","10.0.0.5","5123","psql","42",null,null,"alice"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(ddl.actor.current_user, None, "no SET ROLE");
+        let mut event = Event::new(Source::Cdc, Kind::Ddl);
+        ddl.actor.apply_to(&mut event, &[]);
+        assert_eq!(
+            (event.db_user.as_deref(), event.app_user.as_deref()),
+            (Some("app"), Some("alice"))
+        );
+        let provenance = event.provenance.clone().expect("provenance");
+        assert_eq!(
+            provenance.vouched,
+            ["backend_pid", "client_addr", "client_port", "db_user"]
+        );
+        assert_eq!(provenance.channels("app_user"), [Channel::Setting]);
+        assert_eq!(provenance.channels("application_name"), [Channel::Setting]);
+        assert!(DdlMessage::parse(br#"{"command_tag":"X","actor":"boss"}"#).is_err());
     }
 }

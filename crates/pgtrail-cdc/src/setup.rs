@@ -1,8 +1,9 @@
 //! Preparing a database for capture, checking it, and undoing it.
 //!
 //! Everything here runs on an ordinary connection (`tokio_postgres`), is
-//! idempotent, and keeps its objects in the `pgtrail` schema under `cdc_*`
-//! names (trigger capture shares the schema). Identifiers are quoted and
+//! idempotent, and keeps its functions in schema `pgtrail_cdc` (trigger
+//! capture owns schema `pgtrail`; versions before kept `cdc_*` functions
+//! there, which the setup moves). Identifiers are quoted and
 //! values bound as parameters; the only SQL built from text is DDL whose
 //! names pass through [`quote_ident`] / [`quote_literal`].
 
@@ -16,7 +17,8 @@ use crate::CdcError;
 
 /// Schemas never captured: the catalogs and pgtrail's own (a Postgres store
 /// in the same database would otherwise capture its own writes forever).
-pub const EXCLUDED_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pgtrail"];
+pub const EXCLUDED_SCHEMAS: &[&str] =
+    &["pg_catalog", "information_schema", "pgtrail", "pgtrail_cdc"];
 
 /// Which tables to capture.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -523,18 +525,22 @@ pub async fn drop_all(
     let had_functions: bool = client
         .query_one(
             "select exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
-             where n.nspname = 'pgtrail' and p.proname like 'cdc\\_%')",
+             where (n.nspname = 'pgtrail' and p.proname like 'cdc\\_%') or n.nspname = 'pgtrail_cdc')",
             &[],
         )
         .await
         .map_err(catalog_error("looking up pgtrail functions"))?
         .get(0);
+    // PUBLIC's EXECUTE on pg_logical_emit_message stays revoked: whether to
+    // give it back is the operator's decision (docs/cdc.md).
     client
         .batch_execute(
             "drop event trigger if exists pgtrail_cdc_ddl; drop event trigger if exists pgtrail_cdc_drop; \
              drop function if exists pgtrail.cdc_context(); drop function if exists pgtrail.cdc_ddl(); \
              drop function if exists pgtrail.cdc_emit(text, text, jsonb); \
-             drop function if exists pgtrail.cdc_statement_comment(text);",
+             drop function if exists pgtrail.cdc_statement_comment(text); \
+             drop function if exists pgtrail.set_context(text, jsonb); \
+             drop schema if exists pgtrail_cdc cascade;",
         )
         .await
         .map_err(catalog_error("dropping pgtrail's context functions"))?;
@@ -574,6 +580,10 @@ pub struct SetupReport {
     pub identity_full: Vec<String>,
     /// Tables without a key switched to FULL so their UPDATEs and DELETEs can be published.
     pub identity_full_for_keyless: Vec<String>,
+    /// With `--context`: roles other than superusers and the connected one
+    /// that may still emit logical messages (granted explicitly), and so
+    /// forge an actor or a DDL event.
+    pub message_emitters: Vec<String>,
 }
 
 /// Creates (or completes) the publication, the slot, and optionally the
@@ -611,7 +621,8 @@ pub async fn prepare(
     )
     .await?;
     if options.context {
-        crate::triggers::install_context(client, &options.identity, &tables).await?;
+        report.message_emitters =
+            crate::triggers::install_context(client, &options.identity, &tables).await?;
     }
     if options.create_slot && !slot_exists(client, &options.slot).await? {
         client

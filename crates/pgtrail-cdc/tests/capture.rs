@@ -265,7 +265,7 @@ async fn large_streamed_transaction_with_a_rolled_back_savepoint() -> anyhow::Re
     db.client
         .batch_execute(
             "begin;
-             select pgtrail.set_context('bulk-loader', '{\"job\": 7}');
+             select pgtrail_cdc.set_context('bulk-loader', '{\"job\": 7}');
              insert into big select g, repeat('p', 200) from generate_series(1, 3000) g;
              savepoint s;
              insert into big select g, 'rolled back' from generate_series(3001, 4000) g;

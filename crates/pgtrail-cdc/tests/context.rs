@@ -46,7 +46,7 @@ async fn the_actor_follows_set_local_roles_and_savepoints_within_a_transaction(
              update t set v = 'e' where id = 1;
              commit;
              begin;
-             select pgtrail.set_context(E'd\\x1f\"q\"\\\\ é', '{\"a\": 1}');
+             select pgtrail_cdc.set_context(E'd\\x1f\"q\"\\\\ é', '{\"a\": 1}');
              insert into t values (5, 'odd name');
              commit;
              begin;
@@ -104,7 +104,7 @@ async fn the_actor_follows_set_local_roles_and_savepoints_within_a_transaction(
     // SET SESSION AUTHORIZATION changes the session user itself.
     assert_eq!(rows[5].db_user.as_deref(), Some("postgres"));
     assert_eq!(rows[6].db_user.as_deref(), Some("clerk"));
-    // pgtrail.set_context with a context object.
+    // pgtrail_cdc.set_context with a context object.
     assert_eq!(
         context_field(&rows[7], "a").and_then(|v| v.as_i64()),
         Some(1)
@@ -115,10 +115,14 @@ async fn the_actor_follows_set_local_roles_and_savepoints_within_a_transaction(
     Ok(())
 }
 
-/// The context function as versions before the array payload installed it
-/// (a JSON object), for the upgrade test.
-const OLD_CONTEXT_FUNCTION: &str =
-    "create or replace function pgtrail.cdc_context() returns trigger
+/// What versions before schema `pgtrail_cdc` installed: the context
+/// function in schema `pgtrail` (here in its older JSON-object form),
+/// running as the writer, with USAGE on the schema and EXECUTE on
+/// `pg_logical_emit_message` for PUBLIC.
+const OLD_INSTALL: &str = "create schema pgtrail;
+grant usage on schema pgtrail to public;
+grant execute on function pg_logical_emit_message(boolean, text, text) to public;
+create or replace function pgtrail.cdc_context() returns trigger
 language plpgsql as $fn$
 begin
   perform pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.json_build_object(
@@ -127,13 +131,26 @@ begin
     'backend_pid', pg_catalog.pg_backend_pid())::text);
   return null;
 end
-$fn$;";
+$fn$;
+create function pgtrail.cdc_emit(prefix text, invoker text, extra jsonb) returns void
+language sql as $fn$ select $fn$;
+grant execute on function pgtrail.cdc_emit(text, text, jsonb) to public;
+create function pgtrail.set_context(app_user text, context jsonb default null) returns void
+language sql as $fn$ select $fn$;
+create or replace trigger pgtrail_cdc_context before insert or update or delete or truncate on t
+  for each statement execute function pgtrail.cdc_context();";
 
 #[tokio::test]
-async fn setup_again_replaces_an_installed_context_function() -> anyhow::Result<()> {
-    let db = TestDb::new("cdc_ctx_upgrade", "create table t (id int primary key);").await?;
-    db.setup(&db.setup_options()).await?;
-    db.client.batch_execute(OLD_CONTEXT_FUNCTION).await?;
+async fn setup_again_upgrades_an_install_in_schema_pgtrail() -> anyhow::Result<()> {
+    let db = TestDb::new(
+        "cdc_ctx_upgrade",
+        "create table t (id int primary key); create role app login; grant all on t to app;",
+    )
+    .await?;
+    let mut first = db.setup_options();
+    first.context = false;
+    db.setup(&first).await?;
+    db.client.batch_execute(OLD_INSTALL).await?;
     let store = db.store().await;
     let running = Running::start(&db, store.clone(), db.capture_options());
     db.client
@@ -145,44 +162,49 @@ async fn setup_again_replaces_an_installed_context_function() -> anyhow::Result<
     // Twice: re-running the setup is idempotent.
     db.setup(&db.setup_options()).await?;
     db.setup(&db.setup_options()).await?;
-    let source: String = db
+    let row = db
         .client
         .query_one(
-            "select prosrc from pg_proc where oid = 'pgtrail.cdc_context()'::regprocedure",
+            "select t.tgfoid::regprocedure::text, \
+             (select count(*) from pg_trigger where tgname = 'pgtrail_cdc_context'), \
+             (select count(*) from pg_proc where pronamespace = 'pgtrail'::regnamespace), \
+             has_schema_privilege('app', 'pgtrail', 'usage'), \
+             has_function_privilege('app', 'pg_logical_emit_message(boolean,text,text)', 'execute'), \
+             has_function_privilege('app', 'pg_logical_emit_message(boolean,text,bytea)', 'execute') \
+             from pg_trigger t where t.tgname = 'pgtrail_cdc_context'",
             &[],
-        )
-        .await?
-        .get(0);
-    assert!(
-        source.contains("to_json(array["),
-        "the setup replaced the function: {source}"
-    );
-    let triggers: i64 = db
-        .client
-        .query_one(
-            "select count(*) from pg_trigger where tgname = 'pgtrail_cdc_context'",
-            &[],
-        )
-        .await?
-        .get(0);
-    assert_eq!(triggers, 1, "one context trigger on the one table");
-
-    db.client
-        .batch_execute(
-            "begin; set local pgtrail.\"user\" = 'new'; insert into t values (2); commit;",
         )
         .await?;
+    assert_eq!(row.get::<_, String>(0), "pgtrail_cdc.context()");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        1,
+        "one context trigger on the one table"
+    );
+    assert_eq!(row.get::<_, i64>(2), 0, "the old functions are gone");
+    assert!(
+        !row.get::<_, bool>(3),
+        "PUBLIC's USAGE on schema pgtrail is revoked"
+    );
+    assert!(!row.get::<_, bool>(4), "PUBLIC's EXECUTE is revoked");
+    assert!(!row.get::<_, bool>(5), "the bytea form too");
+
+    let app = db.session_as("app").await?;
+    app.batch_execute(
+        "begin; set local pgtrail.\"user\" = 'new'; insert into t values (2); commit;",
+    )
+    .await?;
     let rows = wait_for_row_changes(store.as_ref(), 2).await;
     running.stop().await?;
-    let users: Vec<Option<&str>> = rows.iter().map(|e| e.app_user.as_deref()).collect();
+    let users: Vec<(Option<&str>, Option<&str>)> = rows
+        .iter()
+        .map(|e| (e.app_user.as_deref(), e.db_user.as_deref()))
+        .collect();
     assert_eq!(
         users,
-        [Some("old"), Some("new")],
+        [(Some("old"), Some("postgres")), (Some("new"), Some("app"))],
         "both payload forms are read"
     );
-    assert!(rows
-        .iter()
-        .all(|e| e.db_user.as_deref() == Some("postgres")));
     Ok(())
 }
 

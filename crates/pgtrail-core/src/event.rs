@@ -6,6 +6,8 @@
 //! the canonical form (and so the hash) does not depend on which fields a
 //! capture path happens to know about.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -48,6 +50,47 @@ pub enum Kind {
     Quarantine,
 }
 
+/// The way an application's claim about its actor reached pgtrail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// A session setting: `SET`, `set_config`, startup options
+    /// (`PGOPTIONS`), `ALTER ROLE … SET`.
+    Setting,
+    /// A sqlcommenter comment on the statement.
+    Comment,
+    /// What a client told pgtrail's proxy.
+    Proxy,
+}
+
+/// Actor fields the database server reports itself: an application cannot
+/// choose them (short of logging in as someone else).
+pub const SERVER_FIELDS: [&str; 4] = ["backend_pid", "client_addr", "client_port", "db_user"];
+
+/// Who stands behind an event's actor fields: those the database server
+/// vouches for, and those the application claims, with the channels each
+/// claim came through. Readers show a claim as a claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// Claimed fields (`app_user`, `context`, `application_name`) and the
+    /// channels they came through, in the order applied. (Fields declared in
+    /// key order: the canonical writer serializes this struct as it is.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claimed: BTreeMap<String, Vec<Channel>>,
+    /// Fields the server reported to pgtrail's own code in the session (of
+    /// [`SERVER_FIELDS`], those the event has), in key order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vouched: Vec<String>,
+}
+
+impl Provenance {
+    /// The channels `field` was claimed through; empty when it was not.
+    pub fn channels(&self, field: &str) -> &[Channel] {
+        self.claimed.get(field).map_or(&[], Vec::as_slice)
+    }
+}
+
 macro_rules! str_enum {
     ($ty:ty { $($variant:ident => $text:literal),* $(,)? }) => {
         impl $ty {
@@ -76,6 +119,7 @@ macro_rules! str_enum {
     };
 }
 
+str_enum!(Channel { Setting => "setting", Comment => "comment", Proxy => "proxy" });
 str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy" });
 str_enum!(Kind {
     RowChange => "row_change",
@@ -140,6 +184,10 @@ pub struct Event {
         deserialize_with = "crate::json::fields::deserialize_object"
     )]
     pub context: Option<JsonObject>,
+    /// Which actor fields the server vouches for and which the application
+    /// claims, and how; absent on events from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 
     // --- target
     /// Database name.
@@ -263,6 +311,7 @@ impl Clone for Event {
             backend_pid,
             session_id,
             context,
+            provenance,
             database,
             schema,
             table,
@@ -301,6 +350,7 @@ impl Clone for Event {
             backend_pid: *backend_pid,
             session_id: session_id.clone(),
             context: object(context),
+            provenance: provenance.clone(),
             database: database.clone(),
             schema: schema.clone(),
             table: table.clone(),
@@ -356,6 +406,7 @@ impl PartialEq for Event {
             backend_pid,
             session_id,
             context,
+            provenance,
             database,
             schema,
             table,
@@ -393,6 +444,7 @@ impl PartialEq for Event {
             && *backend_pid == other.backend_pid
             && *session_id == other.session_id
             && object(context, &other.context)
+            && *provenance == other.provenance
             && *database == other.database
             && *schema == other.schema
             && *table == other.table
@@ -459,6 +511,7 @@ impl Event {
             backend_pid: None,
             session_id: None,
             context: None,
+            provenance: None,
             database: None,
             schema: None,
             table: None,
@@ -506,6 +559,41 @@ impl Event {
     /// The user to show: the application user if known, else the database role.
     pub fn actor(&self) -> Option<&str> {
         self.app_user.as_deref().or(self.db_user.as_deref())
+    }
+
+    /// Records that the application claimed `field` through `channel`.
+    pub fn claim(&mut self, field: &str, channel: Channel) {
+        let channels = self
+            .provenance
+            .get_or_insert_with(Provenance::default)
+            .claimed
+            .entry(field.to_string())
+            .or_default();
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+
+    /// Records that the server vouches for the [`SERVER_FIELDS`] the event
+    /// has: call it where they were read by pgtrail's own code in the session.
+    pub fn vouch_server_fields(&mut self) {
+        let present = [
+            self.backend_pid.is_some(),
+            self.client_addr.is_some(),
+            self.client_port.is_some(),
+            self.db_user.is_some(),
+        ];
+        let vouched: Vec<String> = SERVER_FIELDS
+            .iter()
+            .zip(present)
+            .filter(|(_, present)| *present)
+            .map(|(field, _)| field.to_string())
+            .collect();
+        if !vouched.is_empty() {
+            self.provenance
+                .get_or_insert_with(Provenance::default)
+                .vouched = vouched;
+        }
     }
 
     /// The event as it was before a store sealed it: no `seq`, `prev_hash` or `hash`.

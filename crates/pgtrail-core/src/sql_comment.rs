@@ -20,6 +20,7 @@
 
 use serde_json::Value;
 
+use crate::event::Channel;
 use crate::Event;
 
 /// Pairs read from one comment, at most; a longer comment is not ours.
@@ -76,20 +77,25 @@ pub fn apply_pairs(
         });
         if let Some((_, user)) = user {
             event.app_user = Some(user.clone());
+            event.claim("app_user", Channel::Comment);
             changed = true;
         }
     }
     let context = event.context.get_or_insert_with(Default::default);
+    let mut added = false;
     for (key, value) in pairs {
         if !context.contains_key(key) {
             context.insert(key.clone(), Value::String(value.clone()));
-            changed = true;
+            added = true;
         }
     }
     if context.is_empty() {
         event.context = None;
     }
-    changed
+    if added {
+        event.claim("context", Channel::Comment);
+    }
+    changed || added
 }
 
 /// The body of the comment that ends the statement (before any `;`).

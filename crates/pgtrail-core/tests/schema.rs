@@ -2,6 +2,7 @@
 //! event pgtrail serializes, and rejects what pgtrail would never write.
 
 use pgtrail_core::canonical::seal;
+use pgtrail_core::event::Channel;
 use pgtrail_core::{Event, Kind, Source, GENESIS_HASH};
 use serde_json::{json, Value};
 
@@ -28,6 +29,9 @@ fn every_field() -> Event {
     e.backend_pid = Some(77);
     e.session_id = Some("s1".into());
     e.context = json!({"request_id": "r1"}).as_object().cloned();
+    e.claim("app_user", Channel::Setting);
+    e.claim("context", Channel::Comment);
+    e.vouch_server_fields();
     e.database = Some("shop".into());
     e.schema = Some("public".into());
     e.table = Some("users".into());
@@ -76,7 +80,12 @@ fn every_kind_of_event_validates() {
 fn the_schema_rejects_what_pgtrail_never_writes() {
     let v = validator();
     let good = serde_json::to_value(every_field()).expect("serialize");
-    let mutations: [(&str, Value); 5] = [
+    let mutations: [(&str, Value); 7] = [
+        (
+            "provenance",
+            json!({"claimed": {"app_user": ["telepathy"]}}),
+        ),
+        ("provenance", json!({"vouched": ["app_user"]})),
         ("source", json!("mystery")),
         ("captured_at", json!("yesterday")),
         ("pk", json!({"id": 1})),

@@ -643,6 +643,9 @@ async fn events_come_back_exactly_as_they_were_hashed() {
     e.client_addr = Some("10.0.0.1".into());
     e.client_port = Some(5432);
     e.backend_pid = Some(77);
+    e.vouch_server_fields();
+    e.claim("context", pgtrail_core::event::Channel::Setting);
+    e.claim("context", pgtrail_core::event::Channel::Comment);
     e.xid = Some(1 << 40);
     e.lsn = Some("0/16B3748".into());
     e.committed_at = Some(Utc::now());

@@ -9,7 +9,7 @@
 //! migration 3: a built key, NULL for unset settings) read the same.
 
 use chrono::{DateTime, Utc};
-use pgtrail_core::event::JsonObject;
+use pgtrail_core::event::{Channel, JsonObject};
 use pgtrail_core::{json, Event, Kind, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -111,6 +111,7 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     let role = row.role.filter(|role| role != "none");
     let app_user = row.app_user.filter(|user| !user.is_empty());
     let context_text = row.context.filter(|context| !context.is_empty());
+    let context_claimed = context_text.is_some();
 
     let mut event = Event::at(Source::Trigger, kind, row.captured_at);
     event.id = event_id(install_id, row.id, row.captured_at);
@@ -200,6 +201,19 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
         }
     }
     event.context = (!context.is_empty()).then_some(context);
+    // The capture function read the session fields itself; the settings
+    // are the application's claims (a sqlcommenter comment adds its own,
+    // in seal.rs).
+    event.vouch_server_fields();
+    if event.app_user.is_some() {
+        event.claim("app_user", Channel::Setting);
+    }
+    if context_claimed {
+        event.claim("context", Channel::Setting);
+    }
+    if event.application_name.is_some() {
+        event.claim("application_name", Channel::Setting);
+    }
     Ok(event)
 }
 
@@ -344,6 +358,10 @@ mod tests {
             Some(json!({"id": "1"}).as_object().cloned().expect("object"))
         );
         assert_eq!(e.app_user.as_deref(), Some("alice@example.com"));
+        let provenance = e.provenance.clone().expect("provenance");
+        assert!(provenance.vouched.contains(&"db_user".to_string()));
+        assert_eq!(provenance.channels("app_user"), [Channel::Setting]);
+        assert_eq!(provenance.channels("context"), [Channel::Setting]);
         assert_eq!(e.context.clone().expect("context")["request_id"], "r-1");
     }
 

@@ -221,6 +221,24 @@ async fn a_sqlcommenter_comment_names_the_user_where_no_setting_did() {
         json!("r-8")
     );
     assert_eq!(rows[2].app_user, None, "an ordinary comment is not read");
+    // Each claim says how it came; the session fields are the server's.
+    let channels = |e: &pgtrail_core::Event, field: &str| {
+        e.provenance
+            .as_ref()
+            .map(|p| p.channels(field).to_vec())
+            .unwrap_or_default()
+    };
+    use pgtrail_core::event::Channel;
+    assert_eq!(channels(&rows[0], "app_user"), [Channel::Comment]);
+    assert_eq!(channels(&rows[0], "context"), [Channel::Comment]);
+    assert_eq!(channels(&rows[1], "app_user"), [Channel::Setting]);
+    assert_eq!(channels(&rows[1], "context"), [Channel::Comment]);
+    assert_eq!(channels(&rows[2], "app_user"), []);
+    for row in &rows {
+        let vouched = &row.provenance.as_ref().expect("provenance").vouched;
+        assert!(vouched.contains(&"db_user".to_string()), "{row:?}");
+        assert!(vouched.contains(&"backend_pid".to_string()), "{row:?}");
+    }
 
     let ddl: Vec<_> = db
         .sealed_events()

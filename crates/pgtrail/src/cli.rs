@@ -352,7 +352,8 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "IDENTITY", value_parser = ["full"])]
     pub replica_identity: Option<String>,
     /// With --setup: install the statement triggers that record who made each change,
-    /// and the DDL event triggers.
+    /// and the DDL event triggers; revokes PUBLIC's EXECUTE on pg_logical_emit_message
+    /// in this database, so that only pgtrail can send an actor (docs/cdc.md).
     #[arg(long)]
     pub context: bool,
     /// With --setup on a new slot: store the current rows as `snapshot` events first.

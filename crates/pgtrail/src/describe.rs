@@ -35,19 +35,46 @@ pub fn pk(pk: &JsonObject) -> String {
         .join(",")
 }
 
-/// Who did it: `app user (db role)`, or whichever is known.
+/// Who did it: the application user as a claim, with the channel it came
+/// through, and the database role the server vouches for —
+/// `alice@example.com (claimed, setting; app)` — or whichever is known.
 pub fn actor(event: &Event) -> String {
+    let claim = |app: &str| {
+        let channels = event
+            .provenance
+            .as_ref()
+            .map(|p| p.channels("app_user"))
+            .unwrap_or_default();
+        if channels.is_empty() {
+            format!("{app} (claimed")
+        } else {
+            let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+            format!("{app} (claimed, {}", names.join("+"))
+        }
+    };
     match (&event.app_user, &event.db_user) {
-        (Some(app), Some(db)) if app != db => format!("{app} ({db})"),
-        (Some(app), _) => app.clone(),
+        (Some(app), Some(db)) => format!("{}; {db})", claim(app)),
+        (Some(app), None) => format!("{})", claim(app)),
         (None, Some(db)) => db.clone(),
         (None, None) => "-".into(),
     }
 }
 
-/// One line on what happened: the error of a failure, the changed columns of
-/// an update, the SQL of a statement or DDL.
+/// One line on what happened: what an alarm says, the error of a failure,
+/// the changed columns of an update, the SQL of a statement or DDL.
 pub fn summary(event: &Event) -> String {
+    if event.kind == pgtrail_core::Kind::Alarm {
+        let detail = event
+            .context
+            .as_ref()
+            .and_then(|c| c.get("detail"))
+            .and_then(Value::as_str);
+        let what = event.operation.as_deref().unwrap_or("alarm");
+        return match detail {
+            Some(detail) => format!("ALARM {what}: {detail}"),
+            None => format!("ALARM {what}"),
+        };
+    }
     if event.failed() {
         let code = event
             .sqlstate
@@ -95,4 +122,46 @@ pub fn table(event: &Event) -> String {
 /// An optional number, or `-`.
 pub fn number(n: Option<i64>) -> String {
     n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgtrail_core::event::Channel;
+    use pgtrail_core::{Kind, Source};
+
+    #[test]
+    fn an_application_user_shows_as_a_claim_with_its_channel() {
+        let mut event = Event::new(Source::Trigger, Kind::RowChange);
+        assert_eq!(actor(&event), "-");
+        event.db_user = Some("app".into());
+        event.vouch_server_fields();
+        assert_eq!(actor(&event), "app", "the server's role is shown as it is");
+        event.app_user = Some("alice@example.com".into());
+        event.claim("app_user", Channel::Setting);
+        assert_eq!(actor(&event), "alice@example.com (claimed, setting; app)");
+        event.db_user = None;
+        event.provenance = None;
+        assert_eq!(
+            actor(&event),
+            "alice@example.com (claimed)",
+            "an event from before provenance was recorded"
+        );
+        event.claim("app_user", Channel::Comment);
+        assert_eq!(actor(&event), "alice@example.com (claimed, comment)");
+    }
+
+    #[test]
+    fn an_alarm_says_what_it_is() {
+        let mut event = Event::new(Source::Cdc, Kind::Alarm);
+        event.operation = Some("actor_missing".into());
+        assert_eq!(summary(&event), "ALARM actor_missing");
+        event.context = serde_json::json!({"detail": "who made them is unknown"})
+            .as_object()
+            .cloned();
+        assert_eq!(
+            summary(&event),
+            "ALARM actor_missing: who made them is unknown"
+        );
+    }
 }

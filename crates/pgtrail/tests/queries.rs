@@ -9,7 +9,8 @@ both_backends!(
     log_table_and_limits,
     history_of_a_row,
     as_of_a_row,
-    blame_of_a_row
+    blame_of_a_row,
+    claims_show_as_claims
 );
 
 fn seqs(events: &[pgtrail_core::Event]) -> Vec<i64> {
@@ -96,8 +97,8 @@ async fn log_table_and_limits(trail: Trail) {
         "the failed statement shows its error:\n{text}"
     );
     assert!(
-        text.contains("bob@example.com (app)"),
-        "app user with database role:\n{text}"
+        text.contains("bob@example.com (claimed; app)"),
+        "app user, a claim (the sample predates channels), with the database role:\n{text}"
     );
 }
 
@@ -218,5 +219,66 @@ async fn blame_of_a_row(trail: Trail) {
             .ok()
             .contains("does not exist now: no changes recorded"),
         "{never:?}"
+    );
+}
+
+/// An application user is shown as a claim with the channel it came
+/// through, next to the role the server vouches for, by every reader; JSON
+/// carries the provenance as recorded.
+async fn claims_show_as_claims(trail: Trail) {
+    use pgtrail_core::event::Channel;
+    use pgtrail_core::{Event, Kind, Source};
+    let mut lines = String::new();
+    for (n, (user, channel)) in [
+        ("alice@example.com", Channel::Setting),
+        ("dana", Channel::Comment),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = Event::new(Source::Cdc, Kind::RowChange);
+        e.db_user = Some("app".into());
+        e.backend_pid = Some(7);
+        e.app_user = Some(user.into());
+        e.vouch_server_fields();
+        e.claim("app_user", channel);
+        e.schema = Some("public".into());
+        e.table = Some("plans".into());
+        e.operation = Some(if n == 0 { "INSERT" } else { "UPDATE" }.into());
+        e.pk = serde_json::json!({"id": "1"}).as_object().cloned();
+        e.new = serde_json::json!({"id": 1, "tier": n}).as_object().cloned();
+        if n == 1 {
+            e.old = serde_json::json!({"tier": 0}).as_object().cloned();
+            e.changed = vec!["tier".into()];
+        }
+        lines.push_str(&serde_json::to_string(&e).expect("json"));
+        lines.push('\n');
+    }
+    let file = trail.path("claims.jsonl");
+    std::fs::write(&file, lines).expect("write");
+    trail.run(&["import", file.to_str().expect("utf-8")]).ok();
+
+    let log = trail.run(&["log", "--format", "table"]).ok().to_string();
+    assert!(
+        log.contains("alice@example.com (claimed, setting; app)"),
+        "{log}"
+    );
+    assert!(log.contains("dana (claimed, comment; app)"), "{log}");
+    for command in ["history", "blame"] {
+        let text = trail
+            .run(&[command, "public.plans", "id=1", "--format", "table"])
+            .ok()
+            .to_string();
+        assert!(
+            text.contains("dana (claimed, comment; app)"),
+            "{command}: {text}"
+        );
+    }
+    let json = trail.run(&["log", "--format", "json"]).json();
+    assert_eq!(
+        json[0]["provenance"],
+        serde_json::json!({"claimed": {"app_user": ["comment"]},
+                           "vouched": ["backend_pid", "db_user"]}),
+        "{json}"
     );
 }

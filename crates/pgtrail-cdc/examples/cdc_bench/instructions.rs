@@ -38,21 +38,36 @@ $fn$;
 create trigger pgtrail_cdc_context before insert or update or delete or truncate on acct
   for each statement execute function pgtrail.cdc_context();"#;
 
-/// The current payload emitted by every statement, without remembering what
-/// the transaction already sent (an experiment: cheaper for one-statement
-/// transactions, dearer for longer ones).
-const CONTEXT_NO_DEDUP: &str = r#"create schema if not exists pgtrail;
+/// The context function of the release before schema `pgtrail_cdc`: the
+/// same array payload, running as the writer, sent once per transaction and
+/// again only when the actor changed, remembered in a transaction-local
+/// setting (`pgtrail.cdc_sent`) — which any application could set to make
+/// it send nothing. For a before/after in one run.
+const CONTEXT_MARKER: &str = r#"create schema if not exists pgtrail;
+create or replace function pgtrail.cdc_statement_comment(statement text) returns text
+language sql immutable parallel safe as $fn$
+  select coalesce(
+    pg_catalog.substring(pg_catalog.right(statement, 4096), '/\*(?:[^*]|\*+[^*/])*\*+/[\s;]*$'),
+    pg_catalog.substring(pg_catalog.left(statement, 4096), '^\s*/\*(?:[^*]|\*+[^*/])*\*+/'))
+$fn$;
 create or replace function pgtrail.cdc_context() returns trigger
 language plpgsql as $fn$
 declare
-  emitted pg_catalog.pg_lsn;
-begin
-  emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.to_json(array[
-    session_user::text, current_user::text,
+  actor text := pg_catalog.to_json(array[session_user::text, current_user::text,
     pg_catalog.host(pg_catalog.inet_client_addr()), pg_catalog.inet_client_port()::text,
     pg_catalog.current_setting('application_name'), pg_catalog.pg_backend_pid()::text,
-    pg_catalog.current_setting('pgtrail.context', true), pg_catalog.current_setting('pgtrail.user', true),
-    pg_catalog.current_setting('app.current_user', true)])::text);
+    pg_catalog.current_setting('pgtrail.context', true),
+    case when pg_catalog.strpos(pg_catalog.current_query(), '*/') operator(pg_catalog.>) 0
+      then pgtrail.cdc_statement_comment(pg_catalog.current_query()) end,
+    pg_catalog.current_setting('pgtrail.user', true),
+    pg_catalog.current_setting('app.current_user', true)])::text;
+  emitted pg_catalog.pg_lsn;
+  sent text;
+begin
+  if actor is distinct from pg_catalog.current_setting('pgtrail.cdc_sent', true) then
+    emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail', actor);
+    sent := pg_catalog.set_config('pgtrail.cdc_sent', actor, true);
+  end if;
   return null;
 end
 $fn$;
@@ -70,7 +85,8 @@ enum Variant {
     None,
     /// SQL run after the table is created.
     Sql(&'static str),
-    /// pgtrail's current context trigger, installed as `--setup --context` does.
+    /// pgtrail's current context trigger, installed as `--setup --context`
+    /// does: SECURITY DEFINER, sent before every statement.
     Current,
 }
 
@@ -97,12 +113,12 @@ pub async fn run() -> Value {
             "before",
             Variant::Sql(CONTEXT_BEFORE),
         ),
-        ("context trigger now", "now", Variant::Current),
         (
-            "now without dedup (experiment)",
-            "nodedup",
-            Variant::Sql(CONTEXT_NO_DEDUP),
+            "once per tx, marker (previous)",
+            "marker",
+            Variant::Sql(CONTEXT_MARKER),
         ),
+        ("context trigger now", "now", Variant::Current),
     ];
     let mut cluster = Cluster::start().expect("cluster");
     for (_, key, variant) in &variants {

@@ -62,6 +62,16 @@ impl TestDb {
         })
     }
 
+    /// A connection to the test database as `role` (which must have LOGIN).
+    pub async fn session_as(&self, role: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let url = self.url.replacen("postgres@", &format!("{role}@"), 1);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
     pub fn connect_options(&self) -> ConnectOptions {
         ConnectOptions::parse(&self.url).expect("valid URL")
     }

@@ -85,6 +85,10 @@ mod tests {
         e.backend_pid = Some(77);
         e.session_id = Some("s1".into());
         e.context = obj(json!({"z": 1, "a": {"y": [1.50, null]}}));
+        e.claim("context", crate::event::Channel::Setting);
+        e.claim("context", crate::event::Channel::Comment);
+        e.claim("app_user", crate::event::Channel::Comment);
+        e.vouch_server_fields();
         e.database = Some("shop".into());
         e.schema = Some("public".into());
         e.table = Some("t".into());

@@ -56,6 +56,7 @@ impl CanonicalBody {
             backend_pid,
             session_id,
             context,
+            provenance,
             database,
             schema,
             table,
@@ -108,6 +109,7 @@ impl CanonicalBody {
         w.list("partial", partial);
         w.object("pk", pk);
         let prev_hash_at = w.buf.len();
+        w.opt("provenance", provenance);
         w.opt("rows", rows);
         w.opt("schema", schema);
         let seq_at = w.buf.len();

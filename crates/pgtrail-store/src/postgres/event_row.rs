@@ -7,8 +7,9 @@
 //! (with `arbitrary_precision`) keeps number spelling, and empty arrays are
 //! stored as NULL and read back as empty (the event's JSON leaves both out).
 
+use pgtrail_core::event::Provenance;
 use pgtrail_core::{json, Event};
-use postgres_types::{ToSql, Type};
+use postgres_types::{Json, ToSql, Type};
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -21,10 +22,10 @@ pub(super) const COLUMNS: &str = "id, seq, source, kind, captured_at, \
     pk, old, new, changed, partial, \
     sql, params, command_tag, rows, duration_us, sqlstate, error, \
     xid, lsn, committed_at, tx_seq, \
-    prev_hash, hash";
+    prev_hash, hash, provenance";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 36] = [
+pub(super) static COLUMN_TYPES: [Type; 37] = [
     Type::UUID,
     Type::INT8,
     Type::TEXT,
@@ -67,6 +68,8 @@ pub(super) static COLUMN_TYPES: [Type; 36] = [
     // seal
     Type::TEXT,
     Type::TEXT,
+    // provenance (schema v3)
+    Type::JSON,
 ];
 
 /// The values of one sealed event's row, borrowed from the event.
@@ -85,6 +88,7 @@ pub(super) struct RowValues<'a> {
     changed: Option<&'a [String]>,
     partial: Option<&'a [String]>,
     params: Option<JsonText>,
+    provenance: Option<Json<&'a Provenance>>,
 }
 
 impl<'a> RowValues<'a> {
@@ -118,11 +122,12 @@ impl<'a> RowValues<'a> {
                 .params
                 .as_ref()
                 .map(|p| JsonText(json::array_to_string(p))),
+            provenance: event.provenance.as_ref().map(Json),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 36] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 37] {
         let e = self.event;
         [
             &e.id,
@@ -161,6 +166,7 @@ impl<'a> RowValues<'a> {
             &e.tx_seq,
             &self.prev_hash,
             &self.hash,
+            &self.provenance,
         ]
     }
 }
@@ -303,6 +309,7 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
         backend_pid: row.try_get(10)?,
         session_id: row.try_get(11)?,
         context: object(row, seq, 12, "context")?,
+        provenance: provenance(row, seq)?,
         database: row.try_get(13)?,
         schema: row.try_get(14)?,
         table: row.try_get(15)?,
@@ -367,6 +374,20 @@ fn object(
             reason: "not a JSON object".into(),
         }),
     }
+}
+
+/// The provenance column (schema v3): a small object pgtrail wrote itself.
+fn provenance(row: &Row, seq: i64) -> Result<Option<Provenance>, DecodeError> {
+    let Some(RawJson(text)) = row.try_get(36)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| DecodeError::Value {
+            seq,
+            column: "provenance",
+            reason: e.to_string(),
+        })
 }
 
 fn array(row: &Row, index: usize) -> Result<Vec<String>, DecodeError> {

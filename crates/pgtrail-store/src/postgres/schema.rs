@@ -164,6 +164,11 @@ alter table pgtrail.checkpoints add column note text;      -- C2SP signed note
 alter table pgtrail.checkpoints add column frontier text;  -- Merkle frontier at seq, hex
 "#;
 
+/// Migration 3: the event's `provenance` (which actor fields the server
+/// vouches for, which the application claims). Events stored before have
+/// none, and their body is unchanged: the column is NULL.
+const V3_PROVENANCE: &str = "alter table pgtrail.events add column provenance json;";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -183,6 +188,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "store identity; checkpoints as signed notes with a tree frontier",
         sql: V2_NOTES,
         creates: &["store_identity"],
+    },
+    Migration {
+        version: 3,
+        name: "event provenance",
+        sql: V3_PROVENANCE,
+        creates: &[],
     },
 ];
 

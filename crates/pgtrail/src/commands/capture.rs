@@ -141,9 +141,17 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         }
         if args.context {
             eprintln!(
-                "context triggers installed (app user from {})",
+                "context triggers installed (app user from {}); only superusers may emit logical \
+                 messages in this database now",
                 ctx.config.identity.user_settings.join(", ")
             );
+            if !report.message_emitters.is_empty() {
+                eprintln!(
+                    "warning: these roles may still emit logical messages, and so forge the actor \
+                     of their changes: {}",
+                    report.message_emitters.join(", ")
+                );
+            }
         }
         if report.slot_created {
             eprintln!("slot '{}' created", options.slot);
