@@ -228,6 +228,55 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
     })
 }
 
+/// The json columns as the text Postgres keeps (after [`COLUMNS`], for
+/// verify): json keeps its input verbatim, so a duplicate key or an
+/// oddly spelled value would show to SQL readers while the event decoded
+/// from it, and hashed, says otherwise. Each must be the canonical encoding
+/// of its decoded value.
+pub(super) const JSON_TEXT: &str = "context::text, old::text, new::text, params::text";
+
+/// A row selected with [`COLUMNS`] and [`JSON_TEXT`], as verify sees it.
+pub(super) fn stored_event(row: &Row) -> Result<crate::StoredEvent, tokio_postgres::Error> {
+    let seq: i64 = row.try_get(1)?;
+    let event = event_from_row(row).map_err(|e| match e {
+        DecodeError::Column(e) => {
+            format!("a column does not decode: {}", super::schema::describe(&e))
+        }
+        e @ DecodeError::Value { .. } => e.to_string(),
+    });
+    let mut mismatches = Vec::new();
+    if let Ok(event) = &event {
+        let canonical: [(&str, Option<String>); 4] = [
+            ("context", event.context.as_ref().map(canonical)),
+            ("old", event.old.as_ref().map(canonical)),
+            ("new", event.new.as_ref().map(canonical)),
+            ("params", event.params.as_ref().map(canonical)),
+        ];
+        for (i, (column, expected)) in canonical.into_iter().enumerate() {
+            let found: Option<String> = row.try_get(COLUMN_TYPES.len() + i)?;
+            if found != expected {
+                let show = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+                mismatches.push(crate::Mismatch {
+                    column: column.to_string(),
+                    found: show(found),
+                    expected: show(expected),
+                });
+            }
+        }
+    }
+    Ok(crate::StoredEvent {
+        seq,
+        event,
+        body: None,
+        mismatches,
+    })
+}
+
+/// The canonical JSON of a value: what the event's hash covers.
+fn canonical<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 fn json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Result<Option<T>, DecodeError> {
     let value: Option<Json<T>> = row.try_get(index)?;
     Ok(value.map(|Json(v)| v))

@@ -1,13 +1,16 @@
 //! `pgtrail verify`: walks the chain and the checkpoints and reports the
-//! first event that was modified, removed, inserted or reordered, and every
-//! checkpoint that does not hold. Exit 1 when anything is wrong.
+//! first event that was modified, removed, inserted or reordered, every
+//! stored value readers use that disagrees with its event, and every
+//! checkpoint that does not hold. Exit 1 when anything is wrong, including
+//! when there is no store to verify: the store is opened read-only and never
+//! created or migrated.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pgtrail_store::checkpoint::load_public_key;
-use pgtrail_store::VerifyReport;
+use pgtrail_store::{StoreError, VerifyReport};
 
 use crate::cli::VerifyArgs;
 use crate::Context;
@@ -29,7 +32,22 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|path| load_public_key(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = ctx.open_existing_store().await?;
+    let url = &ctx.config.store.url;
+    let store = match pgtrail_store::open_for_verify(url).await {
+        Ok(store) => store,
+        Err(e @ (StoreError::Url { .. } | StoreError::Backend { .. })) => return Err(e.into()),
+        Err(e) => {
+            // Nothing there to vouch for is a failed check, not a new store.
+            let mut message = format!("FAILED: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                let _ = write!(message, ": {inner}");
+                cause = inner.source();
+            }
+            eprintln!("{message}");
+            return Ok(crate::exit::check_failed());
+        }
+    };
     let report = pgtrail_store::verify_with_keys(store.as_ref(), &keys).await?;
     let location = store.location();
     ctx.output
