@@ -5,7 +5,10 @@
 //!   against both (the same test bodies).
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
+//! - `tamper`: one suite of attacks on the stored data, run against both;
+//!   `verify` must name each.
 
 mod conformance;
 mod postgres;
 mod sqlite;
+mod tamper;

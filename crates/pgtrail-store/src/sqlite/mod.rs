@@ -40,7 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
-use rusqlite::{Connection, OpenFlags, MAIN_DB};
+use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
 
 use crate::{
@@ -141,16 +141,35 @@ impl SqliteStore {
         })
     }
 
-    /// Opens the store at `path` for `verify`: read-only (SQLite's `mode=ro`,
-    /// or `immutable=1` when the file's directory cannot be written, as on a
-    /// read-only mount), with `trusted_schema` off, without migrating,
-    /// without a writer and without the WAL checkpoint thread. A missing,
+    /// Opens the store at `path` for `verify`: read-only, with
+    /// `trusted_schema` off, without migrating, without a writer and without
+    /// the WAL checkpoint thread. A store in use (its `-wal` or `-shm` file
+    /// exists) is read in SQLite's read-only mode (`mode=ro`), beside its
+    /// writers; a closed one, or one in a directory SQLite cannot write (a
+    /// copy on a read-only mount), as immutable (`immutable=1`), which
+    /// creates no file beside it: it must then stay closed while verify runs. A missing,
     /// empty or foreign file, or a schema version other than this build's,
     /// is an error: nothing is created or changed.
     pub async fn open_for_verify(path: &Path) -> Result<Self> {
         let path = path.to_path_buf();
         let location = path.display().to_string();
-        let shared = tokio::task::spawn_blocking(move || Shared::open_read_only(path))
+        let shared = tokio::task::spawn_blocking(move || Shared::open_read_only(path, false))
+            .await
+            .map_err(|e| StoreError::backend(location, "opening the store", e))??;
+        Ok(SqliteStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// [`SqliteStore::open_for_verify`] with `immutable=1` whatever the
+    /// directory: SQLite reads the file as it is, without locks and without
+    /// its write-ahead log, so use it only on a copy no process writes. A
+    /// non-empty `-wal` file beside it is refused, since its commits would
+    /// go unseen.
+    pub async fn open_immutable(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let location = path.display().to_string();
+        let shared = tokio::task::spawn_blocking(move || Shared::open_read_only(path, true))
             .await
             .map_err(|e| StoreError::backend(location, "opening the store", e))??;
         Ok(SqliteStore {
@@ -237,7 +256,7 @@ impl Shared {
         })
     }
 
-    fn open_read_only(path: PathBuf) -> Result<Self> {
+    fn open_read_only(path: PathBuf, immutable: bool) -> Result<Self> {
         let location = path.display().to_string();
         let refuse = |reason: String| StoreError::Open {
             location: location.clone(),
@@ -257,34 +276,42 @@ impl Shared {
                 reason: "the file is empty".into(),
             });
         }
-        let directory_writable = path
-            .parent()
-            .map(|dir| {
-                if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                }
-            })
-            .is_some_and(|dir| {
-                std::fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
-                    && tempfile_probe(dir)
-            });
-        let mode = if directory_writable || shm_exists(&path) {
-            ReadOnly::Shared
+        let options = SqliteOptions::default();
+        // A store no process has open has neither a `-wal` nor a `-shm`
+        // file: it is read as immutable, which creates neither (SQLite's
+        // read-only mode would, and leave them behind). A store in use is
+        // read in read-only mode, beside its writers; that mode needs the
+        // `-shm` file, and where it cannot be made (a read-only directory)
+        // the file is read as immutable too.
+        let in_use = sibling(&path, "-wal").exists() || sibling(&path, "-shm").exists();
+        let mut mode = if immutable || !in_use {
+            ReadOnly::Immutable
         } else {
-            let wal = wal_path(&path);
+            ReadOnly::Shared
+        };
+        if mode == ReadOnly::Shared {
+            let conn = connect_read_only(&path, &location, &options, mode)?;
+            let probe = conn.query_row("select count(*) from sqlite_schema", [], |_| Ok(()));
+            if let Err(e) = probe {
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+                ) {
+                    mode = ReadOnly::Immutable;
+                }
+            }
+        }
+        if mode == ReadOnly::Immutable {
+            let wal = sibling(&path, "-wal");
             if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
                 return Err(refuse(format!(
-                    "its directory is read-only and its write-ahead log {} holds commits \
-                     SQLite cannot read without writing beside the file: copy both files \
-                     to a writable directory and verify the copy",
+                    "it must be read as immutable (its directory is read-only), and its \
+                     write-ahead log {} holds commits SQLite cannot read that way: copy the \
+                     files to a writable directory and verify the copy",
                     wal.display()
                 )));
             }
-            ReadOnly::Immutable
-        };
-        let options = SqliteOptions::default();
+        }
         let conn = connect_read_only(&path, &location, &options, mode)?;
         if schema::identify(&conn, &location)? == schema::Identity::Empty {
             return Err(StoreError::Foreign {
@@ -436,7 +463,13 @@ fn connect_read_only(
     conn.execute_batch(&format!(
         "pragma trusted_schema = off; pragma temp_store = memory; pragma cache_size = -{READER_CACHE_KIB};"
     ))
-    .map_err(|e| StoreError::backend(location, "setting up a read-only connection", e))?;
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::Foreign {
+            location: location.to_string(),
+            reason: "the file is not a SQLite database".into(),
+        },
+        _ => StoreError::backend(location, "setting up a read-only connection", e),
+    })?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -456,33 +489,11 @@ fn uri_path(path: &Path) -> String {
     out
 }
 
-fn wal_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` appended (`-wal`, `-shm`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
+    name.push(suffix);
     PathBuf::from(name)
-}
-
-fn shm_exists(path: &Path) -> bool {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-shm");
-    Path::new(&name).exists()
-}
-
-/// True when a file can be created in `dir` (permission bits say nothing
-/// of a read-only mount, or of root ignoring them).
-fn tempfile_probe(dir: &Path) -> bool {
-    let probe = dir.join(format!(".pgtrail-verify-probe-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            true
-        }
-        Err(_) => false,
-    }
 }
 
 #[async_trait]

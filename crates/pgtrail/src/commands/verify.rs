@@ -33,6 +33,10 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .map(|path| load_public_key(path))
         .collect::<Result<Vec<_>, _>>()?;
     let url = &ctx.config.store.url;
+    if let Some(path) = crate::commands::missing_sqlite_file(url) {
+        eprintln!("FAILED: no store at {path}: there is nothing to verify");
+        return Ok(crate::exit::check_failed());
+    }
     let store = match pgtrail_store::open_for_verify(url).await {
         Ok(store) => store,
         Err(e @ (StoreError::Url { .. } | StoreError::Backend { .. })) => return Err(e.into()),
