@@ -509,3 +509,39 @@ async fn an_immutable_copy_verifies_and_a_log_beside_it_is_refused() {
         .expect_err("a log that would go unseen");
     assert!(refused.to_string().contains("write-ahead log"), "{refused}");
 }
+
+/// Opened for verify, a Postgres store is read in read-only transactions
+/// and never created: a database without one is refused and left empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_opened_for_verify_is_read_only_and_never_created() {
+    let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
+    let empty = cluster.create_database("empty").await.expect("database");
+    let refused = open_for_verify(&empty).await.err().expect("no store there");
+    assert!(
+        refused.to_string().contains("no pgtrail store"),
+        "{refused}"
+    );
+    let (raw, connection) = tokio_postgres::connect(&empty, tokio_postgres::NoTls)
+        .await
+        .expect("raw");
+    tokio::spawn(connection);
+    let schemas: i64 = raw
+        .query_one(
+            "select count(*) from pg_namespace where nspname = 'pgtrail'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(schemas, 0, "verify created the schema");
+
+    let url = cluster.create_database("full").await.expect("database");
+    let store = pgtrail_store::postgres::PostgresStore::connect(&url)
+        .await
+        .expect("open");
+    store.append(&fixture()).await.expect("append");
+    let store = open_for_verify(&url).await.expect("open for verify");
+    assert!(verify(&*store, None).await.expect("verify").ok());
+    let write = store.append(&fixture()).await.expect_err("read-only");
+    assert!(format!("{write:?}").contains("read-only"), "{write:?}");
+}

@@ -110,9 +110,12 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("pgtrail verify");
         }
+        // Read-only transactions; and only the catalog on the search path,
+        // so nothing a database user created can stand in for a built-in.
+        let read_only = "-c default_transaction_read_only=on -c search_path=pg_catalog";
         let options = match config.get_options() {
-            Some(given) => format!("{given} -c default_transaction_read_only=on"),
-            None => "-c default_transaction_read_only=on".to_string(),
+            Some(given) => format!("{given} {read_only}"),
+            None => read_only.to_string(),
         };
         config.options(&options);
         let store = PostgresStore {
