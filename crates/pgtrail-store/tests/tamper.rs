@@ -545,3 +545,34 @@ async fn a_postgres_store_opened_for_verify_is_read_only_and_never_created() {
     let write = store.append(&fixture()).await.expect_err("read-only");
     assert!(format!("{write:?}").contains("read-only"), "{write:?}");
 }
+
+/// Verify beside a writer: appends during the walk move `chain_head` and
+/// add full-text rows past it, which is no tampering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_beside_appends_finds_nothing_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("live.db");
+    let store = std::sync::Arc::new(
+        pgtrail_store::sqlite::SqliteStore::open(&path)
+            .await
+            .expect("open"),
+    );
+    for _ in 0..200 {
+        store.append(&fixture()).await.expect("append");
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                store.append(&fixture()).await.expect("append");
+            }
+        })
+    };
+    let url = format!("sqlite:{}", path.display());
+    while !writer.is_finished() {
+        let reader = open_for_verify(&url).await.expect("open for verify");
+        let report = verify(&*reader, None).await.expect("verify");
+        assert!(report.ok(), "{:?}", report.problems);
+    }
+    writer.await.expect("writer");
+}
