@@ -120,6 +120,13 @@ impl Store for NullStore {
     async fn scan(&self, _after: i64, _limit: usize) -> pgtrail_store::Result<Vec<Event>> {
         Ok(Vec::new())
     }
+    async fn scan_stored(
+        &self,
+        _after: i64,
+        _limit: usize,
+    ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
+        Ok(Vec::new())
+    }
     async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
         Ok(None)
     }
@@ -172,6 +179,20 @@ impl Store for LagStore {
     }
     async fn scan(&self, after: i64, limit: usize) -> pgtrail_store::Result<Vec<Event>> {
         self.inner.scan(after, limit).await
+    }
+    async fn scan_stored(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
+        self.inner.scan_stored(after, limit).await
+    }
+    async fn check_indexes(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> pgtrail_store::Result<Vec<(i64, pgtrail_store::Mismatch)>> {
+        self.inner.check_indexes(first, last).await
     }
     async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
         self.inner.head().await

@@ -41,6 +41,20 @@ impl Store for FlakyStore {
     async fn scan(&self, after: i64, limit: usize) -> pgtrail_store::Result<Vec<Event>> {
         self.inner.scan(after, limit).await
     }
+    async fn scan_stored(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
+        self.inner.scan_stored(after, limit).await
+    }
+    async fn check_indexes(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> pgtrail_store::Result<Vec<(i64, pgtrail_store::Mismatch)>> {
+        self.inner.check_indexes(first, last).await
+    }
     async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
         self.inner.head().await
     }

@@ -32,7 +32,7 @@ use pgtrail_core::{Event, Filter, RowRef};
 
 pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair, TrustedKey};
 pub use error::StoreError;
-pub use open::open;
+pub use open::{open, open_for_verify};
 pub use verify::{
     verify, verify_with, verify_with_keys, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };
@@ -56,6 +56,37 @@ pub struct AppendReceipt {
     pub first_seq: Option<i64>,
     /// The chain head after the batch (`None` if the store is still empty).
     pub head: Option<ChainHead>,
+}
+
+/// One event as it is stored, for [`verify`]: the event decoded from its
+/// row, and every stored copy of its fields that disagrees with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The `seq` column.
+    pub seq: i64,
+    /// The event decoded from the row (seal fields set from their columns),
+    /// or why the row is not an event.
+    pub event: std::result::Result<Event, String>,
+    /// The event's JSON exactly as stored, where the backend keeps it whole
+    /// (SQLite's `body`): [`verify`] requires it to be the canonical body of
+    /// `event`, byte for byte, so the bytes SQL readers see are the bytes
+    /// that were hashed.
+    pub body: Option<String>,
+    /// Stored values that readers use (filter columns, index keys, JSON text
+    /// kept beside the parsed value) and that differ from what the backend's
+    /// own encoder makes of `event`.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// A stored value that is not what the event says it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The column or index (e.g. `app_user_key`, `events_fts`).
+    pub column: String,
+    /// What is stored (`NULL` when nothing is).
+    pub found: String,
+    /// What the event says.
+    pub expected: String,
 }
 
 /// What [`Store::prune`] removed.
@@ -99,6 +130,21 @@ pub trait Store: Send + Sync {
     /// Sealed events with `seq > after`, ascending, at most `limit`: the chain
     /// as stored, for verify and export.
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Sealed events with `seq > after`, ascending, at most `limit`, as
+    /// stored: each row decoded and compared with every copy of its fields
+    /// the store keeps for readers. For [`verify`]; never fails on a row
+    /// that does not decode (that is reported in the [`StoredEvent`]).
+    async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// Checks what the store keeps beside the events and cannot check one
+    /// event at a time (SQLite's full-text index), for events `first..=last`:
+    /// each mismatch with the `seq` it concerns. Empty where there is nothing
+    /// of the kind.
+    async fn check_indexes(&self, first: i64, last: i64) -> Result<Vec<(i64, Mismatch)>> {
+        let _ = (first, last);
+        Ok(Vec::new())
+    }
 
     /// The newest sealed event, or `None` for an empty chain.
     async fn head(&self) -> Result<Option<ChainHead>>;

@@ -45,6 +45,51 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     })
 }
 
+/// Opens the existing store named by `url` for `verify`: read-only, never
+/// migrated, never created. A missing, empty or foreign store is an error.
+/// See [`crate::sqlite::SqliteStore::open_for_verify`] and
+/// [`crate::postgres::PostgresStore::connect_for_verify`].
+pub async fn open_for_verify(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        #[cfg(feature = "sqlite")]
+        {
+            if path.is_empty() {
+                return Err(StoreError::Url {
+                    url: url.to_string(),
+                    reason: "sqlite: needs a file path, e.g. sqlite:pgtrail.db".into(),
+                });
+            }
+            let store =
+                crate::sqlite::SqliteStore::open_for_verify(std::path::Path::new(path)).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(StoreError::Url {
+            url: url.to_string(),
+            reason: format!("this build has no SQLite support ({path})"),
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = crate::postgres::PostgresStore::connect_for_verify(url).await?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Url {
+            url: redact_url(url),
+            reason: "this build has no PostgreSQL support".into(),
+        });
+    }
+    Err(StoreError::Url {
+        url: redact_url(url),
+        reason: "expected sqlite:PATH or postgres://USER@HOST/DB".into(),
+    })
+}
+
 /// The URL with any password replaced by `***`, safe to print and log.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -7,8 +7,11 @@
 //!   rewrites or replays what was signed; run against both backends.
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
+//! - `tamper`: one suite of attacks on the stored data, run against both;
+//!   `verify` must name each.
 
 mod attacks;
 mod conformance;
 mod postgres;
 mod sqlite;
+mod tamper;

@@ -390,6 +390,69 @@ fn provenance(row: &Row, seq: i64) -> Result<Option<Provenance>, DecodeError> {
         })
 }
 
+/// The json columns as the text Postgres keeps (after [`COLUMNS`], for
+/// verify): json keeps its input verbatim, so a duplicate key or an
+/// oddly spelled value would show to SQL readers while the event decoded
+/// from it, and hashed, says otherwise. Each must be the canonical encoding
+/// of its decoded value.
+pub(super) const JSON_TEXT: &str =
+    "context::text, old::text, new::text, params::text, provenance::text";
+
+/// A row selected with [`COLUMNS`] and [`JSON_TEXT`], as verify sees it.
+pub(super) fn stored_event(row: &Row) -> Result<crate::StoredEvent, tokio_postgres::Error> {
+    let seq: i64 = row.try_get(1)?;
+    let event = event_from_row(row).map_err(|e| match e {
+        DecodeError::Column(e) => {
+            format!("a column does not decode: {}", super::schema::describe(&e))
+        }
+        e @ (DecodeError::Value { .. } | DecodeError::Json { .. }) => {
+            let mut text = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                text = format!("{text}: {source}");
+            }
+            text
+        }
+    });
+    let mut mismatches = Vec::new();
+    if let Ok(event) = &event {
+        // What the store writes for each: core's writer for captured
+        // values, serde for pgtrail's own provenance object.
+        let canonical: [(&str, Option<String>); 5] = [
+            (
+                "context",
+                event.context.as_ref().map(json::object_to_string),
+            ),
+            ("old", event.old.as_ref().map(json::object_to_string)),
+            ("new", event.new.as_ref().map(json::object_to_string)),
+            ("params", event.params.as_deref().map(json::array_to_string)),
+            (
+                "provenance",
+                event
+                    .provenance
+                    .as_ref()
+                    .and_then(|p| serde_json::to_string(p).ok()),
+            ),
+        ];
+        for (i, (column, expected)) in canonical.into_iter().enumerate() {
+            let found: Option<String> = row.try_get(COLUMN_TYPES.len() + i)?;
+            if found != expected {
+                let show = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+                mismatches.push(crate::Mismatch {
+                    column: column.to_string(),
+                    found: show(found),
+                    expected: show(expected),
+                });
+            }
+        }
+    }
+    Ok(crate::StoredEvent {
+        seq,
+        event,
+        body: None,
+        mismatches,
+    })
+}
+
 fn array(row: &Row, index: usize) -> Result<Vec<String>, DecodeError> {
     let value: Option<Vec<String>> = row.try_get(index)?;
     Ok(value.unwrap_or_default())

@@ -40,7 +40,7 @@ pub use append::append_in;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::open::redact_url;
-use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError};
+use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError, StoredEvent};
 use pool::{Pool, PooledClient};
 
 /// How far ahead an appending store makes sure monthly partitions exist.
@@ -89,6 +89,47 @@ impl PostgresStore {
             source: Some(Box::new(e)),
         })?;
         schema::migrate(&mut client, &store.location).await?;
+        drop(client);
+        Ok(store)
+    }
+
+    /// Connects to the store at `url` for `verify`: every transaction is
+    /// read-only (`default_transaction_read_only`), nothing is migrated, and
+    /// a database without a pgtrail store, or with another schema version
+    /// than this build's, is an error.
+    pub async fn connect_for_verify(url: &str) -> Result<Self> {
+        let location = redact_url(url);
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Url {
+                    url: location.clone(),
+                    reason: schema::describe(&e),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pgtrail verify");
+        }
+        // Read-only transactions; and only the catalog on the search path,
+        // so nothing a database user created can stand in for a built-in.
+        let read_only = "-c default_transaction_read_only=on -c search_path=pg_catalog";
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {read_only}"),
+            None => read_only.to_string(),
+        };
+        config.options(&options);
+        let store = PostgresStore {
+            pool: Pool::new(config, MAX_CONNECTIONS),
+            location,
+            partitions_ready_through: AtomicI64::new(0),
+        };
+        let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
+            location: store.location.clone(),
+            reason: schema::describe(&e),
+            source: Some(Box::new(e)),
+        })?;
+        schema::check_for_verify(&mut client, &store.location).await?;
         drop(client);
         Ok(store)
     }
@@ -186,6 +227,20 @@ impl Store for PostgresStore {
             .await
             .map_err(self.backend(format!("reading events after {after}")))?;
         self.decode(&rows)
+    }
+
+    async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(&query::scan_stored(), &[&after, &limit])
+            .await
+            .map_err(self.backend(format!("reading events after {after} to verify")))?;
+        rows.iter()
+            .map(|row| {
+                event_row::stored_event(row).map_err(self.backend("reading events to verify"))
+            })
+            .collect()
     }
 
     async fn head(&self) -> Result<Option<ChainHead>> {

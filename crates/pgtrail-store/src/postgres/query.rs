@@ -131,6 +131,15 @@ pub(super) fn scan() -> String {
     format!("select {COLUMNS} from pgtrail.events where seq > $1 order by seq limit $2")
 }
 
+/// Like [`scan`], with the stored text of each json column after [`COLUMNS`]
+/// (see `event_row::JSON_TEXT`), for verify.
+pub(super) fn scan_stored() -> String {
+    format!(
+        "select {COLUMNS}, {} from pgtrail.events where seq > $1 order by seq limit $2",
+        super::event_row::JSON_TEXT
+    )
+}
+
 fn table_conditions(q: &mut Query, conditions: &mut Vec<String>, table: &TableName) {
     conditions.push(format!("table_name = {}", q.bind(table.table.clone())));
     if let Some(schema) = &table.schema {

@@ -241,6 +241,39 @@ pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<(), S
     }
 }
 
+/// Checks, in a read-only transaction, that the database holds a pgtrail
+/// store of this build's version, for verify (which never migrates).
+pub(super) async fn check_for_verify(
+    client: &mut Client,
+    location: &str,
+) -> Result<(), StoreError> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| StoreError::backend(location, "starting a read-only transaction", e))?;
+    let version = current_version(&tx, location).await?;
+    if version == 0 {
+        return Err(StoreError::Foreign {
+            location: location.to_string(),
+            reason: "the database has no pgtrail store (no schema pgtrail with its tables)".into(),
+        });
+    }
+    if version != latest_version() {
+        return Err(StoreError::Open {
+            location: location.to_string(),
+            reason: format!(
+                "it has schema version {version} and this pgtrail verifies version {}: \
+                 open it once with `pgtrail log` to migrate it, then verify",
+                latest_version()
+            ),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
 /// The version recorded in the store, after checking that what is there is
 /// a pgtrail store this build may use. 0 means nothing is there yet.
 async fn current_version(tx: &Transaction<'_>, location: &str) -> Result<i64, StoreError> {

@@ -23,6 +23,26 @@ use super::keys;
 
 /// An event encoded for the `events` table, not yet linked into the chain.
 pub struct Prepared<'a> {
+    /// Every column but the body and the seal.
+    pub columns: Columns<'a>,
+    /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
+    pub body: CanonicalBody,
+    /// The seal computed ahead, if any: valid only where it fits the chain.
+    pub link: Option<Link>,
+}
+
+impl<'a> std::ops::Deref for Prepared<'a> {
+    type Target = Columns<'a>;
+
+    fn deref(&self) -> &Columns<'a> {
+        &self.columns
+    }
+}
+
+/// The columns of an event's row that copy or derive from its fields, for
+/// the filters and indexes of readers. `verify` recomputes them with this
+/// same code and compares them with what is stored.
+pub struct Columns<'a> {
     pub id: [u8; 16],
     pub captured_at: i64,
     pub source: &'static str,
@@ -42,10 +62,6 @@ pub struct Prepared<'a> {
     pub failed: bool,
     /// The statement text, for the full-text index.
     pub sql: Option<&'a str>,
-    /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
-    pub body: CanonicalBody,
-    /// The seal computed ahead, if any: valid only where it fits the chain.
-    pub link: Option<Link>,
 }
 
 /// An event's seal: its place in the chain and its hash.
@@ -96,9 +112,17 @@ impl ChainEnd {
 
 /// Encodes `event` (its own seal fields ignored).
 pub fn prepare(event: &Event) -> Prepared<'_> {
-    let body = CanonicalBody::of(event);
-    let pk = event.pk.as_ref().map(canonical_pk);
     Prepared {
+        columns: columns(event),
+        body: CanonicalBody::of(event),
+        link: None,
+    }
+}
+
+/// The indexed columns of `event`.
+pub fn columns(event: &Event) -> Columns<'_> {
+    let pk = event.pk.as_ref().map(canonical_pk);
+    Columns {
         id: *event.id.as_bytes(),
         captured_at: event.captured_at.timestamp_micros(),
         source: event.source.as_str(),
@@ -119,8 +143,6 @@ pub fn prepare(event: &Event) -> Prepared<'_> {
         app_user: event.app_user.as_deref(),
         db_user: event.db_user.as_deref(),
         sql: event.sql.as_deref(),
-        body,
-        link: None,
     }
 }
 

@@ -30,6 +30,7 @@ mod keys;
 mod prune;
 mod query;
 mod schema;
+mod stored;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -39,10 +40,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::{Event, Filter, RowRef};
-use rusqlite::{Connection, OpenFlags, MAIN_DB};
+use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
 
-use crate::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Result, Store, StoreError};
+use crate::{
+    AppendReceipt, ChainHead, Checkpoint, Mismatch, PruneOutcome, Result, Store, StoreError,
+    StoredEvent,
+};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
@@ -101,9 +105,22 @@ struct Shared {
     path: PathBuf,
     location: String,
     options: SqliteOptions,
-    writer: Mutex<Connection>,
+    /// `None` when opened for verify: nothing may write.
+    writer: Option<Mutex<Connection>>,
     idle_readers: Mutex<Vec<Connection>>,
-    wal: wal::WalCheckpointer,
+    wal: Option<wal::WalCheckpointer>,
+    /// How readers open the file when opened for verify.
+    read_only: Option<ReadOnly>,
+}
+
+/// How a store opened for verify reads its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOnly {
+    /// `mode=ro`: SQLite's read-only mode, still seeing other writers.
+    Shared,
+    /// `immutable=1`: for a copy on a read-only mount, where SQLite cannot
+    /// create the files its shared read-only mode needs.
+    Immutable,
 }
 
 impl SqliteStore {
@@ -124,6 +141,42 @@ impl SqliteStore {
         })
     }
 
+    /// Opens the store at `path` for `verify`: read-only, with
+    /// `trusted_schema` off, without migrating, without a writer and without
+    /// the WAL checkpoint thread. A store in use (its `-wal` or `-shm` file
+    /// exists) is read in SQLite's read-only mode (`mode=ro`), beside its
+    /// writers; a closed one, or one in a directory SQLite cannot write (a
+    /// copy on a read-only mount), as immutable (`immutable=1`), which
+    /// creates no file beside it: it must then stay closed while verify runs. A missing,
+    /// empty or foreign file, or a schema version other than this build's,
+    /// is an error: nothing is created or changed.
+    pub async fn open_for_verify(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let location = path.display().to_string();
+        let shared = tokio::task::spawn_blocking(move || Shared::open_read_only(path, false))
+            .await
+            .map_err(|e| StoreError::backend(location, "opening the store", e))??;
+        Ok(SqliteStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// [`SqliteStore::open_for_verify`] with `immutable=1` whatever the
+    /// directory: SQLite reads the file as it is, without locks and without
+    /// its write-ahead log, so use it only on a copy no process writes. A
+    /// non-empty `-wal` file beside it is refused, since its commits would
+    /// go unseen.
+    pub async fn open_immutable(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let location = path.display().to_string();
+        let shared = tokio::task::spawn_blocking(move || Shared::open_read_only(path, true))
+            .await
+            .map_err(|e| StoreError::backend(location, "opening the store", e))??;
+        Ok(SqliteStore {
+            shared: Arc::new(shared),
+        })
+    }
+
     /// Runs `f` with the writer connection on the blocking pool.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
@@ -132,7 +185,10 @@ impl SqliteStore {
     {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            let mut conn = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut conn = shared
+                .writer()?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             f(&mut conn, &shared.location)
         })
         .await
@@ -151,7 +207,10 @@ impl SqliteStore {
         if multi_thread {
             let shared = &self.shared;
             return tokio::task::block_in_place(|| {
-                let mut conn = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut conn = shared
+                    .writer()?
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 append::append(&mut conn, events, &shared.location)
             });
         }
@@ -190,9 +249,100 @@ impl Shared {
             path,
             location,
             options,
-            writer: Mutex::new(writer),
+            writer: Some(Mutex::new(writer)),
             idle_readers: Mutex::new(Vec::new()),
-            wal,
+            wal: Some(wal),
+            read_only: None,
+        })
+    }
+
+    fn open_read_only(path: PathBuf, immutable: bool) -> Result<Self> {
+        let location = path.display().to_string();
+        let refuse = |reason: String| StoreError::Open {
+            location: location.clone(),
+            reason,
+            source: None,
+        };
+        // Checked before SQLite sees the path: it would create a missing
+        // file, and takes an empty one for an empty database.
+        let metadata = std::fs::metadata(&path)
+            .map_err(|e| refuse(format!("there is no store file there ({e})")))?;
+        if !metadata.is_file() {
+            return Err(refuse("it is not a file".into()));
+        }
+        if metadata.len() == 0 {
+            return Err(StoreError::Foreign {
+                location,
+                reason: "the file is empty".into(),
+            });
+        }
+        let options = SqliteOptions::default();
+        // A store no process has open has neither a `-wal` nor a `-shm`
+        // file: it is read as immutable, which creates neither (SQLite's
+        // read-only mode would, and leave them behind). A store in use is
+        // read in read-only mode, beside its writers; that mode needs the
+        // `-shm` file, and where it cannot be made (a read-only directory)
+        // the file is read as immutable too.
+        let in_use = sibling(&path, "-wal").exists() || sibling(&path, "-shm").exists();
+        let mut mode = if immutable || !in_use {
+            ReadOnly::Immutable
+        } else {
+            ReadOnly::Shared
+        };
+        if mode == ReadOnly::Shared {
+            let conn = connect_read_only(&path, &location, &options, mode)?;
+            let probe = conn.query_row("select count(*) from sqlite_schema", [], |_| Ok(()));
+            if let Err(e) = probe {
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)
+                ) {
+                    mode = ReadOnly::Immutable;
+                }
+            }
+        }
+        if mode == ReadOnly::Immutable {
+            let wal = sibling(&path, "-wal");
+            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(refuse(format!(
+                    "it must be read as immutable (its directory is read-only), and its \
+                     write-ahead log {} holds commits SQLite cannot read that way: copy the \
+                     files to a writable directory and verify the copy",
+                    wal.display()
+                )));
+            }
+        }
+        let conn = connect_read_only(&path, &location, &options, mode)?;
+        if schema::identify(&conn, &location)? == schema::Identity::Empty {
+            return Err(StoreError::Foreign {
+                location,
+                reason: "it is an empty SQLite database".into(),
+            });
+        }
+        let version = schema::version(&conn, &location)?;
+        if version != SCHEMA_VERSION {
+            return Err(refuse(format!(
+                "it has schema version {version} and this pgtrail verifies version \
+                 {SCHEMA_VERSION}: open it once with `pgtrail log` to migrate it, then verify"
+            )));
+        }
+        Ok(Shared {
+            path,
+            location,
+            options,
+            writer: None,
+            idle_readers: Mutex::new(vec![conn]),
+            wal: None,
+            read_only: Some(mode),
+        })
+    }
+
+    /// The writer, unless the store was opened for verify.
+    fn writer(&self) -> Result<&Mutex<Connection>> {
+        self.writer.as_ref().ok_or_else(|| StoreError::Open {
+            location: self.location.clone(),
+            reason: "the store was opened read-only (for verify)".into(),
+            source: None,
         })
     }
 
@@ -204,6 +354,9 @@ impl Shared {
             .pop();
         if let Some(conn) = idle {
             return Ok(conn);
+        }
+        if let Some(mode) = self.read_only {
+            return connect_read_only(&self.path, &self.location, &self.options, mode);
         }
         let conn = connect(&self.path, &self.location, &self.options)?;
         conn.execute_batch(&format!(
@@ -284,6 +437,65 @@ fn connect(path: &Path, location: &str, options: &SqliteOptions) -> Result<Conne
     Ok(conn)
 }
 
+/// Opens a read-only connection for verify: `mode=ro` or `immutable=1`,
+/// `trusted_schema` off (nothing the file defines runs with our authority).
+fn connect_read_only(
+    path: &Path,
+    location: &str,
+    options: &SqliteOptions,
+    mode: ReadOnly,
+) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let query = match mode {
+        ReadOnly::Shared => "mode=ro",
+        ReadOnly::Immutable => "mode=ro&immutable=1",
+    };
+    let uri = format!("file:{}?{query}", uri_path(path));
+    let conn = Connection::open_with_flags(&uri, flags).map_err(|e| StoreError::Open {
+        location: location.to_string(),
+        reason: "cannot open the file read-only".into(),
+        source: Some(Box::new(e)),
+    })?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| StoreError::backend(location, "setting the busy timeout", e))?;
+    conn.execute_batch(&format!(
+        "pragma trusted_schema = off; pragma temp_store = memory; pragma cache_size = -{READER_CACHE_KIB};"
+    ))
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::Foreign {
+            location: location.to_string(),
+            reason: "the file is not a SQLite database".into(),
+        },
+        _ => StoreError::backend(location, "setting up a read-only connection", e),
+    })?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// `path` escaped for a `file:` URI (`?`, `#` and `%` are special there).
+fn uri_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `path` with `suffix` appended (`-wal`, `-shm`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, events: &[Event]) -> Result<AppendReceipt> {
@@ -294,8 +506,8 @@ impl Store for SqliteStore {
             });
         }
         let receipt = self.append_blocking(events).await?;
-        if receipt.first_seq.is_some() {
-            self.shared.wal.nudge();
+        if let (Some(_), Some(wal)) = (receipt.first_seq, &self.shared.wal) {
+            wal.nudge();
         }
         Ok(receipt)
     }
@@ -314,6 +526,16 @@ impl Store for SqliteStore {
 
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(move |conn, location| query::scan(conn, after, limit, location))
+            .await
+    }
+
+    async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.read(move |conn, location| stored::scan(conn, after, limit, location))
+            .await
+    }
+
+    async fn check_indexes(&self, first: i64, last: i64) -> Result<Vec<(i64, Mismatch)>> {
+        self.read(move |conn, location| stored::check_fts(conn, first, last, location))
             .await
     }
 

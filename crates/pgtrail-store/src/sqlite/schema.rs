@@ -273,6 +273,12 @@ pub fn migrate(conn: &mut Connection, location: &str) -> Result<()> {
     }
 }
 
+/// The schema version of a pgtrail store, checked as [`migrate`] checks it,
+/// without writing.
+pub fn version(conn: &Connection, location: &str) -> Result<i64> {
+    current_version(conn, location)
+}
+
 /// The store's schema version, checked against this build and the record of
 /// applied migrations.
 fn current_version(conn: &Connection, location: &str) -> Result<i64> {

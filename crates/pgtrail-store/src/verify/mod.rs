@@ -1,6 +1,10 @@
-//! Proving the chain intact: every event's hash recomputes, every `prev_hash`
-//! links to the event before it, `seq` has no gaps, and every checkpoint
-//! matches the chain and carries a valid signature.
+//! Proving the chain intact: every event is stored as it was hashed and its
+//! hash recomputes, every `prev_hash` links to the event before it, `seq`
+//! has no gaps, every copy of an event's fields that readers use (filter
+//! columns, index keys, the full-text index) agrees with the event,
+//! `chain_head` is the last event, and every checkpoint matches the chain and
+//! carries a valid signature. Verify only reads: open the store with
+//! [`crate::open_for_verify`] so that nothing can write either.
 
 use ed25519_dalek::VerifyingKey;
 use pgtrail_core::GENESIS_HASH;
@@ -13,10 +17,12 @@ mod checkpoints;
 mod events;
 
 use checkpoints::check_checkpoint;
-use events::check_link;
+use events::{check_copies, check_event};
 
 /// How many events are read per round trip.
 const PAGE: usize = 10_000;
+/// Problems with stored copies reported at most (then one that counts the rest).
+const MAX_COPY_PROBLEMS: usize = 20;
 
 /// What sort of tampering a problem points to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,6 +42,11 @@ pub enum ProblemKind {
     Witness,
     /// Too many events, or all of them, are not covered by a signature.
     Unsigned,
+    /// A stored copy of an event's fields that readers use (a filter column,
+    /// an index key, the full-text index) disagrees with the event.
+    Index,
+    /// `chain_head` is not the last event of the chain.
+    Head,
 }
 
 /// The first thing found wrong.
@@ -159,34 +170,49 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
     // A short memory of recent hashes tells a reordering from a modification.
     let mut recent: std::collections::VecDeque<(i64, String)> = std::collections::VecDeque::new();
 
+    // Read before and after the walk: an append running beside verify moves
+    // it forward, never back, and never away from the chain.
+    let head_before = store.head().await?;
+    let start_seq = expected_seq;
+    let mut head_hash_seen: Option<String> = None;
+
     let mut chain_problem: Option<Problem> = None;
+    let mut copy_problems: Vec<Problem> = Vec::new();
+    let mut copy_problems_left_out = 0usize;
+    let mut walked_all = true;
     let mut after = expected_seq - 1;
     'walk: loop {
-        let page = store.scan(after, PAGE).await?;
+        let page = store.scan_stored(after, PAGE).await?;
         let Some(last) = page.last() else { break };
-        after = last.seq.unwrap_or(after);
-        for event in page {
-            let seq = event.seq.unwrap_or_default();
+        after = last.seq.max(after);
+        for stored in page {
+            let seq = stored.seq;
             report.events_checked += 1;
             report.head_seq = seq;
-            let stored_hash = event.hash.clone().unwrap_or_default();
-            let stored_prev = event.prev_hash.clone().unwrap_or_default();
+            let stored_hash = stored
+                .event
+                .as_ref()
+                .ok()
+                .and_then(|e| e.hash.clone())
+                .unwrap_or_default();
             if chain_problem.is_none() {
-                chain_problem = check_link(
-                    &event,
-                    seq,
-                    expected_seq,
-                    &prev_hash,
-                    &stored_prev,
-                    &stored_hash,
-                    &recent,
-                );
+                chain_problem = check_event(&stored, expected_seq, &prev_hash, &recent);
+            }
+            for problem in check_copies(&stored) {
+                if copy_problems.len() < MAX_COPY_PROBLEMS {
+                    copy_problems.push(problem);
+                } else {
+                    copy_problems_left_out += 1;
+                }
             }
             if let Some(slot) = seen_at_checkpoints.get_mut(&seq) {
                 *slot = stored_hash.clone();
             }
             if chain_problem.is_none() {
                 tree.push(seq, &stored_hash);
+            }
+            if head_before.as_ref().is_some_and(|h| h.seq == seq) {
+                head_hash_seen = Some(stored_hash.clone());
             }
             expected_seq = seq + 1;
             prev_hash = stored_hash.clone();
@@ -197,11 +223,53 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
             if chain_problem.is_some() && seen_at_checkpoints.values().all(|h| !h.is_empty()) {
                 // The first chain problem is what matters; keep walking only to
                 // compare checkpoints, and stop when all are compared.
+                walked_all = false;
                 break 'walk;
             }
         }
     }
     report.problems.extend(chain_problem);
+
+    if walked_all {
+        let head_after = store.head().await?;
+        let last = (report.head_seq, prev_hash.as_str());
+        report.problems.extend(check_head(
+            head_before.as_ref(),
+            head_hash_seen.as_deref(),
+            head_after.as_ref(),
+            last,
+        ));
+        // Rows beyond the walk are another append's, when one ran meanwhile.
+        let appended_since = head_after.as_ref().is_some_and(|h| h.seq > report.head_seq);
+        for (seq, mismatch) in store.check_indexes(start_seq, report.head_seq).await? {
+            if appended_since && seq > report.head_seq {
+                continue;
+            }
+            let stored = crate::StoredEvent {
+                seq,
+                event: Err(String::new()),
+                body: None,
+                mismatches: vec![mismatch],
+            };
+            for problem in check_copies(&stored) {
+                if copy_problems.len() < MAX_COPY_PROBLEMS {
+                    copy_problems.push(problem);
+                } else {
+                    copy_problems_left_out += 1;
+                }
+            }
+        }
+    }
+    if copy_problems_left_out > 0 {
+        copy_problems.push(Problem {
+            kind: ProblemKind::Index,
+            seq: copy_problems.last().map_or(0, |p| p.seq),
+            detail: format!(
+                "and {copy_problems_left_out} more stored values that disagree with their events"
+            ),
+        });
+    }
+    report.problems.extend(copy_problems);
 
     let trusted = &options.keys;
     for checkpoint in &checkpoints {
@@ -230,4 +298,71 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
         );
     }
     Ok(report)
+}
+
+/// `chain_head` read before the walk (`before`, with the hash the walk found
+/// at its position) and after it (`after`), against the `last` event walked
+/// (or the pruned boundary when no event is left).
+fn check_head(
+    before: Option<&crate::ChainHead>,
+    hash_at_before: Option<&str>,
+    after: Option<&crate::ChainHead>,
+    last: (i64, &str),
+) -> Option<Problem> {
+    let (last_seq, last_hash) = last;
+    let problem = |seq, detail| {
+        Some(Problem {
+            kind: ProblemKind::Head,
+            seq,
+            detail,
+        })
+    };
+    let Some(before) = before else {
+        if last_seq > 0 {
+            return problem(
+                last_seq,
+                format!("chain_head is empty but the chain goes up to event {last_seq}: chain_head was removed"),
+            );
+        }
+        return None;
+    };
+    if before.seq > last_seq {
+        return problem(
+            before.seq,
+            format!(
+                "chain_head is at event {} but the chain ends at event {last_seq}: events after it were removed, or chain_head was moved",
+                before.seq
+            ),
+        );
+    }
+    let hash_at = if before.seq == last_seq {
+        Some(last_hash)
+    } else {
+        hash_at_before
+    };
+    if hash_at != Some(before.hash.as_str()) {
+        return problem(
+            before.seq,
+            format!(
+                "chain_head names event {} with hash {}, but that event's hash is {}: chain_head was moved, or the event rewritten",
+                before.seq,
+                before.hash,
+                hash_at.unwrap_or("(no such event)")
+            ),
+        );
+    }
+    // Appends during the walk move the head forward; a head still behind
+    // the last event walked did not come from an append.
+    if let Some(after) = after {
+        if after.seq < last_seq {
+            return problem(
+                after.seq,
+                format!(
+                    "chain_head is at event {} but the chain goes on to event {last_seq}: events were added behind the store's back, or chain_head was moved back",
+                    after.seq
+                ),
+            );
+        }
+    }
+    None
 }

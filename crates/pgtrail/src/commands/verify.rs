@@ -1,14 +1,16 @@
 //! `pgtrail verify`: walks the chain, the Merkle tree and the checkpoints
 //! and reports the first event that was modified, removed, inserted or
-//! reordered, every checkpoint that does not hold, and where the store
-//! disagrees with the witness. Exit 1 when anything is wrong.
-//! `--archive FILE` checks a retention archive instead.
+//! reordered, every stored value readers use that disagrees with its event,
+//! every checkpoint that does not hold, and where the store disagrees with
+//! the witness. Exit 1 when anything is wrong, including when there is no
+//! store to verify: the store is opened read-only and never created or
+//! migrated. `--archive FILE` checks a retention archive instead.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use pgtrail_store::retention::ArchiveReport;
-use pgtrail_store::{TrustedKey, VerifyOptions, VerifyReport};
+use pgtrail_store::{StoreError, TrustedKey, VerifyOptions, VerifyReport};
 
 use super::checkpoint::{parse_trusted_key, trusted_keys, witness_path};
 use crate::cli::VerifyArgs;
@@ -24,7 +26,26 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             .map(|entry| parse_trusted_key(entry))
             .collect::<anyhow::Result<_>>()?
     };
-    let store = ctx.open_existing_store().await?;
+    let url = &ctx.config.store.url;
+    if let Some(path) = crate::commands::missing_sqlite_file(url) {
+        eprintln!("FAILED: no store at {path}: there is nothing to verify");
+        return Ok(crate::exit::check_failed());
+    }
+    let store = match pgtrail_store::open_for_verify(url).await {
+        Ok(store) => store,
+        Err(e @ (StoreError::Url { .. } | StoreError::Backend { .. })) => return Err(e.into()),
+        Err(e) => {
+            // Nothing there to vouch for is a failed check, not a new store.
+            let mut message = format!("FAILED: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                let _ = write!(message, ": {inner}");
+                cause = inner.source();
+            }
+            eprintln!("{message}");
+            return Ok(crate::exit::check_failed());
+        }
+    };
     let location = store.location();
     if let Some(archive) = &args.archive {
         let report =

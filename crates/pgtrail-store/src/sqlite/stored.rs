@@ -1,0 +1,272 @@
+//! Reading rows as stored, for `verify`: each event with every column that
+//! readers filter on compared against what `encode` makes of the event, and
+//! the full-text index compared against the events' SQL.
+//!
+//! The full-text table is contentless, so its rows cannot be read back per
+//! event. Instead both sides are reduced to one digest per event: the index
+//! as stored, read once through an `fts5vocab` table (every word with its
+//! event and position), and the index the events' SQL should give, built a
+//! page at a time in a temporary FTS5 table with the same tokenizer. The
+//! digest of an event is the sum of a keyed hash of each (word, position):
+//! the key is random per run, so whoever edits the file cannot make two
+//! different word lists agree. Temporary tables live in the connection's
+//! own temporary database, so the store file is never written.
+
+use std::hash::BuildHasher;
+
+use pgtrail_core::Event;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use super::encode::{columns, Columns};
+use crate::{Mismatch, Result, StoreError, StoredEvent};
+
+/// The columns read, in this order.
+const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source, kind, \
+     schema_name, table_name, pk, app_user, db_user, operation, failed, row_key, \
+     app_user_key, db_user_key from events where seq > ?1 order by seq limit ?2";
+
+/// The tokenizer of `events_fts` (schema version 1), for the expected index.
+const TOKENIZER: &str = "unicode61 tokenchars '_'";
+
+/// Events read per page when building the expected full-text index.
+const FTS_PAGE: i64 = 20_000;
+
+/// Sealed events with `seq > after`, as stored, each compared with its columns.
+pub fn scan(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+    location: &str,
+) -> Result<Vec<StoredEvent>> {
+    let db = |e| StoreError::backend(location, "reading events to verify", e);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = conn.prepare_cached(SELECT).map_err(db)?;
+    let mut rows = statement.query((after, limit)).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        let body = match row.get_ref(1).map_err(db)? {
+            ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec()).ok(),
+            _ => None,
+        };
+        let blob_hex = |i: usize| -> Result<String> {
+            Ok(match row.get_ref(i).map_err(db)? {
+                ValueRef::Blob(bytes) => hex::encode(bytes),
+                other => format!("{other:?}"),
+            })
+        };
+        let (prev_hash, hash) = (blob_hex(2)?, blob_hex(3)?);
+        let event = match &body {
+            None => Err("its body is not UTF-8 text".to_string()),
+            Some(text) => serde_json::from_str::<Event>(text)
+                .map_err(|e| format!("its body is not an event: {e}")),
+        };
+        let event = event.map(|mut event| {
+            event.seq = Some(seq);
+            event.prev_hash = Some(prev_hash);
+            event.hash = Some(hash);
+            event
+        });
+        let mut mismatches = Vec::new();
+        if let Ok(event) = &event {
+            let expected = columns(event);
+            for (i, (column, want)) in expected_values(&expected).into_iter().enumerate() {
+                let found = row.get_ref(i + 4).map_err(db)?;
+                if found != want {
+                    mismatches.push(Mismatch {
+                        column: column.to_string(),
+                        found: show(found),
+                        expected: show(want),
+                    });
+                }
+            }
+        }
+        out.push(StoredEvent {
+            seq,
+            event,
+            body,
+            mismatches,
+        });
+    }
+    Ok(out)
+}
+
+/// The stored columns from `id` on, as `encode` makes them, in [`SELECT`] order.
+fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 14] {
+    let text = |v: Option<&'a str>| v.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()));
+    let int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
+    [
+        ("id", ValueRef::Blob(&c.id)),
+        ("captured_at", ValueRef::Integer(c.captured_at)),
+        ("source", ValueRef::Text(c.source.as_bytes())),
+        ("kind", ValueRef::Text(c.kind.as_bytes())),
+        ("schema_name", text(c.schema)),
+        ("table_name", text(c.table)),
+        ("pk", text(c.pk.as_deref())),
+        ("app_user", text(c.app_user)),
+        ("db_user", text(c.db_user)),
+        ("operation", text(c.operation.as_deref())),
+        ("failed", ValueRef::Integer(i64::from(c.failed))),
+        ("row_key", int(c.row_key)),
+        ("app_user_key", int(c.app_user_key)),
+        ("db_user_key", int(c.db_user_key)),
+    ]
+}
+
+/// A stored value for a message: text quoted, blobs in hex.
+fn show(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => format!("x'{}'", hex::encode(b)),
+    }
+}
+
+/// Compares `events_fts` with the SQL of events `first..=last`: one mismatch
+/// per event whose indexed words differ, and per indexed event outside the
+/// chain. See the module docs.
+pub fn check_fts(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+    location: &str,
+) -> Result<Vec<(i64, Mismatch)>> {
+    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
+    // A pooled reader refuses writes even to its own temporary tables.
+    let query_only: bool = conn
+        .pragma_query_value(None, "query_only", |r| r.get(0))
+        .map_err(db("reading the connection's settings"))?;
+    conn.pragma_update(None, "query_only", false)
+        .map_err(db("allowing temporary tables"))?;
+    let result = compare_fts(conn, first, last, location);
+    conn.pragma_update(None, "query_only", query_only)
+        .map_err(db("restoring the connection's settings"))?;
+    result
+}
+
+fn compare_fts(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+    location: &str,
+) -> Result<Vec<(i64, Mismatch)>> {
+    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
+    let key = std::collections::hash_map::RandomState::new();
+    let mut mismatches = Vec::new();
+    let span = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
+    let mut stored = vec![0u64; span];
+    conn.execute_batch(
+        "drop table if exists temp.pgtrail_verify_fts_words;
+         create virtual table temp.pgtrail_verify_fts_words
+             using fts5vocab(main, events_fts, instance);",
+    )
+    .map_err(db("reading the full-text index"))?;
+    {
+        let mut words = conn
+            .prepare("select term, doc, offset from temp.pgtrail_verify_fts_words")
+            .map_err(db("reading the full-text index"))?;
+        let mut rows = words.query([]).map_err(db("reading the full-text index"))?;
+        let mut outside: Option<i64> = None;
+        while let Some(row) = rows.next().map_err(db("reading the full-text index"))? {
+            let doc: i64 = row.get(1).map_err(db("reading the full-text index"))?;
+            let slot = doc
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| stored.get_mut(i));
+            match slot {
+                Some(slot) => {
+                    let term = row.get_ref(0).map_err(db("reading the full-text index"))?;
+                    let offset: i64 = row.get(2).map_err(db("reading the full-text index"))?;
+                    *slot = slot.wrapping_add(key.hash_one((term.as_bytes().ok(), offset)));
+                }
+                None if outside != Some(doc) => {
+                    outside = Some(doc);
+                    mismatches.push((
+                        doc,
+                        Mismatch {
+                            column: "events_fts".into(),
+                            found: format!("words indexed for event {doc}"),
+                            expected: "no such event in the chain".into(),
+                        },
+                    ));
+                }
+                None => {}
+            }
+        }
+    }
+
+    let mut after = first - 1;
+    while after < last {
+        let through = after.saturating_add(FTS_PAGE).min(last);
+        conn.execute_batch(&format!(
+            "drop table if exists temp.pgtrail_verify_fts;
+             create virtual table temp.pgtrail_verify_fts
+                 using fts5 (sql, content = '', tokenize = \"{TOKENIZER}\");
+             insert into temp.pgtrail_verify_fts (rowid, sql)
+                 select seq, json_extract(body, '$.sql') from main.events
+                 where seq > {after} and seq <= {through} and json_extract(body, '$.sql') is not null;
+             drop table if exists temp.pgtrail_verify_fts_expected;
+             create virtual table temp.pgtrail_verify_fts_expected
+                 using fts5vocab(temp, pgtrail_verify_fts, instance);"
+        ))
+        .map_err(db("indexing the events' SQL"))?;
+        let mut expected = vec![0u64; usize::try_from(through - after).unwrap_or(0)];
+        {
+            let mut words = conn
+                .prepare("select term, doc, offset from temp.pgtrail_verify_fts_expected")
+                .map_err(db("indexing the events' SQL"))?;
+            let mut rows = words.query([]).map_err(db("indexing the events' SQL"))?;
+            while let Some(row) = rows.next().map_err(db("indexing the events' SQL"))? {
+                let doc: i64 = row.get(1).map_err(db("indexing the events' SQL"))?;
+                let term = row.get_ref(0).map_err(db("indexing the events' SQL"))?;
+                let offset: i64 = row.get(2).map_err(db("indexing the events' SQL"))?;
+                if let Some(slot) = usize::try_from(doc - after - 1)
+                    .ok()
+                    .and_then(|i| expected.get_mut(i))
+                {
+                    *slot = slot.wrapping_add(key.hash_one((term.as_bytes().ok(), offset)));
+                }
+            }
+        }
+        for (i, want) in expected.iter().enumerate() {
+            let seq = after + 1 + i as i64;
+            let have = usize::try_from(seq - first)
+                .ok()
+                .and_then(|j| stored.get(j))
+                .copied()
+                .unwrap_or(0);
+            if have != *want {
+                let found = if have == 0 {
+                    "no words".to_string()
+                } else {
+                    "other words".to_string()
+                };
+                let expected = if *want == 0 {
+                    "no words (the event has no SQL)".to_string()
+                } else {
+                    "the words of its SQL".to_string()
+                };
+                mismatches.push((
+                    seq,
+                    Mismatch {
+                        column: "events_fts".into(),
+                        found,
+                        expected,
+                    },
+                ));
+            }
+        }
+        after = through;
+    }
+    conn.execute_batch(
+        "drop table if exists temp.pgtrail_verify_fts_expected;
+         drop table if exists temp.pgtrail_verify_fts;
+         drop table if exists temp.pgtrail_verify_fts_words;",
+    )
+    .map_err(db("dropping temporary tables"))?;
+    mismatches.sort_by_key(|(seq, _)| *seq);
+    Ok(mismatches)
+}
