@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod health;
 pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
