@@ -54,38 +54,20 @@ pub async fn check(
     match found {
         None => alarms.push(Alarm::new(
             alarm::SLOT_DROPPED,
-            format!("replication slot '{slot}' does not exist: changes made since it was dropped are not captured"),
+            format!(
+                "replication slot '{slot}' does not exist: \
+                 changes made since it was dropped are not captured"
+            ),
         )),
         Some(row) => {
-            let (wal_status, safe, limit, conflicting, reason): (
-                Option<String>,
-                Option<i64>,
-                i64,
-                bool,
-                Option<String>,
-            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            if wal_status.as_deref() == Some("lost") || conflicting || reason.is_some() {
-                alarms.push(Alarm::new(
-            alarm::SLOT_INVALIDATED,
-            format!(
-                        "replication slot '{slot}' was invalidated ({}): WAL it needed is gone and changes were skipped; \
-                         recreate it (capture --drop, then --setup --baseline)",
-                        reason.unwrap_or_else(|| "wal_status lost".into())
-                    ),
-                ));
-            } else if wal_status.as_deref() == Some("unreserved")
-                || (limit > 0 && safe.is_some_and(|s| s < limit / NEAR_LIMIT_SHARE))
-            {
-                alarms.push(Alarm::new(
-            alarm::SLOT_NEAR_LIMIT,
-            format!(
-                        "replication slot '{slot}' is close to max_slot_wal_keep_size ({} left of {} bytes): \
-                         the server will drop WAL it needs unless the consumer catches up",
-                        safe.map_or_else(|| "nothing".into(), |s| format!("{s} bytes")),
-                        limit
-                    ),
-                ));
-            }
+            let state = SlotState {
+                wal_status: row.get(0),
+                safe_wal_size: row.get(1),
+                keep_size: row.get(2),
+                conflicting: row.get(3),
+                invalidation_reason: row.get(4),
+            };
+            alarms.extend(slot_alarm(slot, state));
         }
     }
 
@@ -151,4 +133,103 @@ pub async fn check(
         }
     }
     Ok(Health { alarms, published })
+}
+
+/// What `pg_replication_slots` says of a slot's WAL.
+#[derive(Debug, Clone, Default)]
+struct SlotState {
+    wal_status: Option<String>,
+    safe_wal_size: Option<i64>,
+    /// `max_slot_wal_keep_size` in bytes; -1: unlimited.
+    keep_size: i64,
+    /// PostgreSQL 16: invalidated by a conflict on a standby.
+    conflicting: bool,
+    /// PostgreSQL 17: why it was invalidated.
+    invalidation_reason: Option<String>,
+}
+
+/// The alarm a slot in `state` calls for, if any.
+fn slot_alarm(slot: &str, state: SlotState) -> Option<Alarm> {
+    let status = state.wal_status.as_deref();
+    if status == Some("lost") || state.conflicting || state.invalidation_reason.is_some() {
+        let reason = state
+            .invalidation_reason
+            .unwrap_or_else(|| "wal_status lost".into());
+        return Some(Alarm::new(
+            alarm::SLOT_INVALIDATED,
+            format!(
+                "replication slot '{slot}' was invalidated ({reason}): WAL it needed is gone and \
+                 changes were skipped; recreate it (capture --drop, then --setup --baseline)"
+            ),
+        ));
+    }
+    let near = state.keep_size > 0
+        && state
+            .safe_wal_size
+            .is_some_and(|left| left < state.keep_size / NEAR_LIMIT_SHARE);
+    if status == Some("unreserved") || near {
+        let left = state
+            .safe_wal_size
+            .map_or_else(|| "nothing".into(), |left| format!("{left} bytes"));
+        return Some(Alarm::new(
+            alarm::SLOT_NEAR_LIMIT,
+            format!(
+                "replication slot '{slot}' is close to max_slot_wal_keep_size ({left} left of {} bytes): \
+                 the server will drop WAL it needs unless the consumer catches up",
+                state.keep_size
+            ),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(state: SlotState) -> Option<String> {
+        slot_alarm("s", state).map(|a| a.code)
+    }
+
+    #[test]
+    fn a_slot_is_near_its_limit_with_less_than_a_fifth_left_or_unreserved() {
+        let mb = 1024 * 1024;
+        let reserved = |left| SlotState {
+            wal_status: Some("reserved".into()),
+            safe_wal_size: Some(left),
+            keep_size: 100 * mb,
+            ..SlotState::default()
+        };
+        assert_eq!(code(reserved(50 * mb)), None);
+        assert_eq!(
+            code(reserved(19 * mb)).as_deref(),
+            Some(alarm::SLOT_NEAR_LIMIT)
+        );
+        let unlimited = SlotState {
+            wal_status: Some("extended".into()),
+            keep_size: -1,
+            ..SlotState::default()
+        };
+        assert_eq!(code(unlimited), None);
+        let unreserved = SlotState {
+            wal_status: Some("unreserved".into()),
+            keep_size: 100 * mb,
+            ..SlotState::default()
+        };
+        assert_eq!(code(unreserved).as_deref(), Some(alarm::SLOT_NEAR_LIMIT));
+    }
+
+    #[test]
+    fn a_lost_or_conflicting_slot_is_invalidated() {
+        let lost = SlotState {
+            wal_status: Some("lost".into()),
+            ..SlotState::default()
+        };
+        assert_eq!(code(lost).as_deref(), Some(alarm::SLOT_INVALIDATED));
+        let conflict = SlotState {
+            conflicting: true,
+            ..SlotState::default()
+        };
+        assert_eq!(code(conflict).as_deref(), Some(alarm::SLOT_INVALIDATED));
+    }
 }

@@ -5,6 +5,7 @@ mod capture;
 mod common;
 mod context;
 mod errors;
+mod health;
 mod kill;
 mod oracle;
 mod restart;
