@@ -34,7 +34,7 @@ begin
                      'guard', 'app_user', 'app_context', 'comment_user_keys', 'key_readable_from_image',
                      'row_capture_body', 'json_capture_body', 'shape_safe_type', 'shape_columns',
                      'shape_signature', 'json_in_zone', 'refresh_pending', 'delete_sealed', 'drop_sealed_shapes', 'shape_for',
-                     'refresh_shapes', 'inbox_event_id', 'begin_own_work', 'in_own_work', 'end_own_work',
+                     'refresh_shapes', 'begin_own_work', 'in_own_work', 'end_own_work',
                      'raise_alarm', 'trigger_problems', 'note_pending_removed', 'protect_pending',
                      'write_capture', 'drop_capture_triggers')) loop
         execute format('drop function if exists %s', r.fn);

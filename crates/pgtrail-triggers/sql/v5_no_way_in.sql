@@ -13,7 +13,7 @@
 -- - pgtrail_admin (the sealer's role) could DELETE pending rows, unsealed,
 --   without a trace. Now only pgtrail.delete_sealed deletes them (SECURITY
 --   DEFINER; the guard refuses DELETE by anyone but the owner), and it
---   refuses a transaction whose rows are not in the chain yet: the sealer
+--   refuses a transaction that has no event in the chain yet: the sealer
 --   appends first, then deletes, in one transaction. The owner or a
 --   superuser deleting or truncating pending rows outside it leaves an
 --   alarm row in the inbox in the same transaction (and deleting that row
@@ -27,19 +27,6 @@
 --   event trigger sees (ALTER EVENT TRIGGER … DISABLE, replica mode).
 --
 -- Rows already in the inbox are sealed as they are.
-
--- The id the sealer gives the event of an inbox row (inbox::event_id in
--- the Rust code, pinned to it by a test): a UUIDv7 with the capture time
--- in milliseconds and SHA-256(install id || row id) in the other bits.
-create or replace function pgtrail.inbox_event_id(install uuid, id bigint, at timestamptz) returns uuid
-language sql immutable set search_path = pg_catalog, pg_temp as $$
-    select encode(substring(int8send(ms.v) from 3 for 6)
-                  || set_byte(set_byte(substring(d.v from 1 for 10), 0, (get_byte(d.v, 0) & 15) | 112),
-                              2, (get_byte(d.v, 2) & 63) | 128), 'hex')::uuid
-    from (select sha256(uuid_send(install) || int8send(id)) as v) as d,
-         (select extract(epoch from date_trunc('second', at at time zone 'UTC'))::bigint * 1000
-                 + (extract(microseconds from at at time zone 'UTC')::bigint % 1000000) / 1000 as v) as ms
-$$;
 
 -- Transactions in which pgtrail's own functions are changing capture or
 -- removing sealed rows. Nobody else may write here (no grant), so unlike a
@@ -150,49 +137,37 @@ $fn$;
 -- Removes sealed transactions' rows from the inbox and every shape table.
 -- The sealer calls it in its transaction, after appending their events.
 -- It is the only way to delete pending rows (pgtrail_admin may execute
--- it), so it checks what it is asked: every transaction named must have
--- its rows in the chain already. One row per transaction is enough, since
--- a seal appends a transaction's rows all together or not at all.
-create or replace function pgtrail.delete_sealed(xids bigint[]) returns bigint
+-- it), so it checks what it is asked: every transaction named must have an
+-- event in the chain after event `after` (the head the seal started from;
+-- a seal appends a transaction's rows all together or not at all).
+drop function if exists pgtrail.delete_sealed(bigint[]);
+create or replace function pgtrail.delete_sealed(xids bigint[], after bigint) returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
 declare
     s record;
     n bigint;
     total bigint;
-    mine boolean := pgtrail.begin_own_work();
-    install uuid := (select c.install_id from pgtrail.capture_settings c);
-    one_row jsonb;     -- xid -> [id, captured_at] of one deleted row
-    more jsonb;
-    unsealed text;
+    mine boolean;
+    unsealed bigint;
 begin
-    with gone as (delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest(xids) as x)
-                  returning xid, id, captured_at),
-         one as (select distinct on (xid) xid, id, captured_at from gone)
-    select (select count(*) from gone),
-           (select coalesce(jsonb_object_agg(xid::text, jsonb_build_array(id, captured_at)), '{}') from one)
-      into total, one_row;
-    for s in select id from pgtrail.shapes order by id loop
-        execute format('with gone as (delete from pgtrail.%I where xid in (select x::text::xid8 from unnest($1) as x) '
-                       'returning xid, id, captured_at), '
-                       'one as (select distinct on (xid) xid, id, captured_at from gone) '
-                       'select (select count(*) from gone), (select coalesce(jsonb_object_agg(xid::text, '
-                       'jsonb_build_array(id, captured_at)), ''{}'') from one)', 'inbox_' || s.id)
-            into n, more
-            using xids;
-        total := total + n;
-        one_row := one_row || more;
-    end loop;
-    select e.key into unsealed
-      from jsonb_each(one_row) as e
-     where not exists (
-         select 1 from pgtrail.events ev
-          where ev.id = pgtrail.inbox_event_id(install, (e.value ->> 0)::bigint, (e.value ->> 1)::timestamptz)
-            and ev.captured_at = (e.value ->> 1)::timestamptz)
+    select x into unsealed
+      from unnest(xids) as x
+     where x not in (select e.xid from pgtrail.events e
+                      where e.seq > after and e.source = 'trigger' and e.xid is not null)
      limit 1;
     if unsealed is not null then
         raise exception 'pgtrail: refused to delete the pending rows of transaction %: they are not sealed into the chain',
             unsealed using errcode = '42501';
     end if;
+    mine := pgtrail.begin_own_work();
+    delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest(xids) as x);
+    get diagnostics total = row_count;
+    for s in select id from pgtrail.shapes order by id loop
+        execute format('delete from pgtrail.%I where xid in (select x::text::xid8 from unnest($1) as x)',
+                       'inbox_' || s.id) using xids;
+        get diagnostics n = row_count;
+        total := total + n;
+    end loop;
     if mine then
         perform pgtrail.end_own_work();
     end if;
@@ -411,4 +386,4 @@ grant execute on function pgtrail.raise_alarm(text, text, text, text) to pgtrail
 grant select on pgtrail.trigger_migrations to pgtrail_reader;
 grant select (install_id) on pgtrail.capture_settings to pgtrail_admin;
 grant execute on function pgtrail.trigger_problems(oid) to pgtrail_reader;
-grant execute on function pgtrail.delete_sealed(bigint[]) to pgtrail_admin;
+grant execute on function pgtrail.delete_sealed(bigint[], bigint) to pgtrail_admin;

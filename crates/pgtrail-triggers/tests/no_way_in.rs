@@ -8,7 +8,6 @@ use pgtrail_core::filter::TableName;
 use pgtrail_core::{Event, Kind};
 use pgtrail_triggers::{health, InstallOptions, TrackOptions};
 use tokio_postgres::Client;
-use uuid::Uuid;
 
 use crate::support::Db;
 
@@ -165,7 +164,7 @@ async fn pending_rows_are_deleted_only_once_sealed() {
         "delete from pgtrail.inbox_1".to_string(),
         "truncate pgtrail.inbox".to_string(),
         "truncate pgtrail.inbox_1".to_string(),
-        format!("select pgtrail.delete_sealed(array[{xid}]::bigint[])"),
+        format!("select pgtrail.delete_sealed(array[{xid}]::bigint[], 0)"),
         "update pgtrail.inbox_1 set operation = 'DELETE'".to_string(),
     ] {
         let err = admin.batch_execute(&attack).await.expect_err(&attack);
@@ -342,40 +341,6 @@ async fn what_no_event_trigger_sees_is_found_by_the_check() {
     assert!(recorded
         .iter()
         .all(|e| e.db_user.as_deref() == Some("admin")));
-}
-
-#[tokio::test]
-async fn the_sql_event_id_is_the_sealers() {
-    let db = Db::installed("event_id").await;
-    for (install, id, at) in [
-        (Uuid::from_u128(1), 1_i64, "2026-01-02T03:04:05.123456Z"),
-        (
-            Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
-            987_654_321,
-            "2026-12-31T23:59:59.999999Z",
-        ),
-        (
-            Uuid::from_u128(u128::MAX - 5),
-            i64::MAX,
-            "2001-02-03T04:05:06Z",
-        ),
-    ] {
-        let at: chrono::DateTime<chrono::Utc> = at.parse().expect("time");
-        let sql: Uuid = db
-            .client
-            .query_one(
-                "select pgtrail.inbox_event_id($1, $2, $3)",
-                &[&install, &id, &at],
-            )
-            .await
-            .expect("sql id")
-            .get(0);
-        assert_eq!(
-            sql,
-            pgtrail_triggers::inbox::event_id(&install, id, at),
-            "{install} {id} {at}"
-        );
-    }
 }
 
 #[tokio::test]
