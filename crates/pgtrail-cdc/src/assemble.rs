@@ -121,7 +121,7 @@ struct Stamp {
 
 /// What an `actor_missing` alarm says: changes that reached the WAL without
 /// the actor message the context trigger sends before every statement.
-pub const ACTOR_MISSING: &str = "actor_missing";
+pub use pgtrail_core::alarm::ACTOR_MISSING;
 
 #[derive(Debug)]
 enum Item {
@@ -744,22 +744,22 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
 /// `session_replication_role = replica` (a superuser's setting), or an
 /// actor message was lost. Who made the changes is unknown.
 fn actor_missing_alarm(change: &Event) -> Event {
-    let mut alarm = Event::at(Source::Cdc, Kind::Alarm, change.captured_at);
-    alarm.database = change.database.clone();
-    alarm.schema = change.schema.clone();
-    alarm.table = change.table.clone();
-    alarm.operation = Some(ACTOR_MISSING.into());
     let detail = format!(
         "changes to {} reached the WAL without pgtrail's actor message: who made them is unknown \
          (the context trigger is missing or disabled on the table, or the session ran with \
          session_replication_role = replica)",
         change.qualified_table().unwrap_or_else(|| "a table".into())
     );
-    alarm.context = Some(JsonObject::from_iter([
-        ("alarm".to_string(), Value::String(ACTOR_MISSING.into())),
-        ("detail".to_string(), Value::String(detail)),
-    ]));
-    alarm
+    let alarm = pgtrail_core::alarm::Alarm {
+        code: ACTOR_MISSING.into(),
+        schema: change.schema.clone(),
+        table: change.table.clone(),
+        message: detail,
+    };
+    let mut event = alarm.event(Source::Cdc);
+    event.captured_at = change.captured_at;
+    event.database = change.database.clone();
+    event
 }
 
 #[derive(Default)]

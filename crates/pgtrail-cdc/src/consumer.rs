@@ -169,27 +169,22 @@ pub async fn run(
 /// pgtrail's own may execute `pg_logical_emit_message`: each can emit a
 /// `pgtrail` message, attaching any actor to its changes or making up DDL.
 fn emitters_alarm(database: &str, roles: &[String]) -> Event {
-    let mut alarm = Event::new(pgtrail_core::Source::Cdc, pgtrail_core::Kind::Alarm);
-    alarm.database = Some(database.to_string());
-    alarm.operation = Some(MESSAGE_EMITTERS.into());
     let detail = format!(
         "roles {} may execute pg_logical_emit_message in database {database}: each can forge the \
          actor of its changes and DDL events; revoke it (pgtrail capture --setup --context does)",
         roles.join(", ")
     );
-    alarm.context = Some(pgtrail_core::event::JsonObject::from_iter([
-        (
-            "alarm".to_string(),
-            serde_json::Value::String(MESSAGE_EMITTERS.into()),
-        ),
-        ("detail".to_string(), serde_json::Value::String(detail)),
-        ("roles".to_string(), serde_json::json!(roles)),
-    ]));
+    let mut alarm =
+        pgtrail_core::alarm::Alarm::new(MESSAGE_EMITTERS, detail).event(pgtrail_core::Source::Cdc);
+    alarm.database = Some(database.to_string());
+    if let Some(context) = alarm.context.as_mut() {
+        context.insert("roles".to_string(), serde_json::json!(roles));
+    }
     alarm
 }
 
 /// What the alarm of [`emitters_alarm`] says.
-pub const MESSAGE_EMITTERS: &str = "message_emitters";
+pub use pgtrail_core::alarm::MESSAGE_EMITTERS;
 
 /// An error and its sources, one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -24,6 +24,7 @@ pub mod connection;
 pub mod consumer;
 pub mod context;
 mod error;
+pub mod health;
 pub mod pgoutput;
 pub mod setup;
 pub mod slot;

@@ -6,6 +6,7 @@ mod common;
 mod context;
 mod errors;
 mod forgery;
+mod health;
 mod kill;
 mod oracle;
 mod restart;

@@ -5,6 +5,7 @@
 //! it defines the event, its canonical JSON form and hash (the basis of the
 //! tamper-evident chain), the filters readers use, and the config types.
 
+pub mod alarm;
 pub mod canonical;
 pub mod config;
 pub mod diff;

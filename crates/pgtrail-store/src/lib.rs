@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod health;
 pub mod merkle;
 pub mod note;
 pub mod open;

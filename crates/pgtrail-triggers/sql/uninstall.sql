@@ -2,6 +2,10 @@
 -- event triggers, the guards and pgtrail's functions. The trail stays:
 -- pgtrail.events and its checkpoints, and the inbox and tracked-table list,
 -- so that a later install picks up where this one stopped.
+-- The event triggers go first: dropping capture triggers here is no alarm.
+drop event trigger if exists pgtrail_ddl;
+drop event trigger if exists pgtrail_drop;
+drop event trigger if exists pgtrail_shapes;
 do $$
 declare
     r record;
@@ -15,9 +19,6 @@ begin
     end loop;
 end;
 $$;
-drop event trigger if exists pgtrail_ddl;
-drop event trigger if exists pgtrail_drop;
-drop event trigger if exists pgtrail_shapes;
 -- Rebuilt by the next install (it calls a function removed below); the
 -- shape tables it reads stay, with their rows.
 drop view if exists pgtrail.pending;
@@ -33,7 +34,9 @@ begin
                      'guard', 'app_user', 'app_context', 'comment_user_keys', 'key_readable_from_image',
                      'row_capture_body', 'json_capture_body', 'shape_safe_type', 'shape_columns',
                      'shape_signature', 'json_in_zone', 'refresh_pending', 'delete_sealed', 'drop_sealed_shapes', 'shape_for',
-                     'refresh_shapes')) loop
+                     'refresh_shapes', 'begin_own_work', 'in_own_work', 'end_own_work',
+                     'raise_alarm', 'trigger_problems', 'note_pending_removed', 'protect_pending',
+                     'write_capture', 'drop_capture_triggers')) loop
         execute format('drop function if exists %s', r.fn);
     end loop;
 end;

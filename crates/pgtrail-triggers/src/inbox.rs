@@ -28,7 +28,7 @@ pub struct InboxRow {
     pub xid: i64,
     /// When the statement ran.
     pub captured_at: DateTime<Utc>,
-    /// `r` (row change) or `d` (DDL).
+    /// `r` (row change), `d` (DDL) or `a` (alarm).
     pub kind: u8,
     /// INSERT/UPDATE/DELETE/TRUNCATE or the DDL command tag.
     pub operation: String,
@@ -104,6 +104,7 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     let kind = match row.kind {
         b'r' => Kind::RowChange,
         b'd' => Kind::Ddl,
+        b'a' => Kind::Alarm,
         other => return Err(format!("unknown kind '{}'", char::from(other))),
     };
     // Row-mode triggers store settings as read: an empty setting is unset,
@@ -166,6 +167,15 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
     }
 
     match kind {
+        // Raised by pgtrail.raise_alarm: the code is the operation, the
+        // explanation is in detail (see pgtrail_core::alarm).
+        Kind::Alarm => {
+            if let Some(Value::String(message)) =
+                row.detail.as_ref().and_then(|detail| detail.get("message"))
+            {
+                context.extend(pgtrail_core::alarm::context(message));
+            }
+        }
         Kind::Ddl => {
             event.command_tag = Some(row.operation);
             if let Some(Value::Object(detail)) = row.detail {
@@ -498,6 +508,22 @@ mod tests {
         assert_eq!(e.kind, Kind::Ddl);
         assert_eq!(e.objects, vec!["public.orders"]);
         assert_eq!(e.command_tag.as_deref(), Some("CREATE TABLE"));
+    }
+
+    #[test]
+    fn alarm_rows_keep_their_code_table_and_explanation() {
+        let mut r = row("capture_trigger_dropped");
+        r.kind = b'a';
+        r.pk = None;
+        r.detail = Some(json!({"message": "capture trigger gone"}));
+        let e = to_event(r, &Uuid::nil(), "db").expect("event");
+        assert_eq!(e.kind, Kind::Alarm);
+        assert_eq!(e.operation.as_deref(), Some("capture_trigger_dropped"));
+        assert_eq!(e.table.as_deref(), Some("users"));
+        assert_eq!(e.db_user.as_deref(), Some("app"));
+        let context = e.context.clone().expect("context");
+        assert_eq!(context["alarm"], "capture trigger gone");
+        assert_eq!(context["request_id"], "r-1", "the raiser's context stays");
     }
 
     #[test]

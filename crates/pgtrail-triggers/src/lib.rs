@@ -34,6 +34,7 @@
 
 pub mod ddl;
 mod error;
+pub mod health;
 pub mod inbox;
 pub mod install;
 pub mod migrations;

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "row images as typed rows (shapes), converted to JSON by the sealer",
         sql: include_str!("../sql/v4_shaped_row_capture.sql"),
     },
+    Migration {
+        version: 5,
+        name: "no way in but pgtrail's: functions revoked from PUBLIC, pending rows deleted only once sealed, alarms",
+        sql: include_str!("../sql/v5_no_way_in.sql"),
+    },
 ];
 
 /// The version this build installs.
@@ -102,7 +107,9 @@ pub fn identity_sql(identity: &IdentityConfig) -> String {
          revoke execute on function pgtrail.app_user(), pgtrail.app_context() from public;\n\
          create or replace function pgtrail.comment_user_keys() returns text[]\n\
          language sql immutable as $$ select array[{}]::pg_catalog.text[] $$;\n\
-         revoke execute on function pgtrail.comment_user_keys() from public;\n",
+         revoke execute on function pgtrail.comment_user_keys() from public;\n\
+         do $$ begin if exists (select 1 from pg_roles where rolname = 'pgtrail_admin') then \
+         grant execute on function pgtrail.comment_user_keys() to pgtrail_admin; end if; end $$;\n",
         read(&identity.context_setting),
         identity
             .comment_user_keys

@@ -100,6 +100,11 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
             .map_err(Error::pg("reading the database name"))?,
     );
     let comment_user_keys = comment_user_keys(&tx).await?;
+    let head_before: i64 = tx
+        .query_one("select seq from pgtrail.chain_head", &[])
+        .await
+        .map_err(Error::pg("reading the chain's head"))?
+        .get(0);
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
@@ -162,14 +167,27 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
             .await
             .map_err(Error::pg("appending sealed events"))?;
     }
-    let delete = if version >= 4 {
-        "select pgtrail.delete_sealed($1::bigint[])"
-    } else {
-        "delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest($1::bigint[]) as x)"
+    // From migration 5, delete_sealed checks each transaction's events
+    // are in the chain, among those after the head this seal started from.
+    let deleted = match version {
+        5.. => {
+            tx.execute(
+                "select pgtrail.delete_sealed($1::bigint[], $2)",
+                &[&xids, &head_before],
+            )
+            .await
+        }
+        4 => {
+            tx.execute("select pgtrail.delete_sealed($1::bigint[])", &[&xids])
+                .await
+        }
+        _ => tx.execute(
+            "delete from pgtrail.inbox where xid in (select x::text::xid8 from unnest($1::bigint[]) as x)",
+            &[&xids],
+        )
+        .await,
     };
-    tx.execute(delete, &[&xids])
-        .await
-        .map_err(Error::pg("removing sealed rows from the inbox"))?;
+    deleted.map_err(Error::pg("removing sealed rows from the inbox"))?;
     tx.commit().await.map_err(Error::pg("committing a seal"))?;
     tracing::debug!(
         events = events_total,

@@ -5,6 +5,7 @@ mod capture;
 mod ddl;
 mod identity;
 mod install;
+mod no_way_in;
 mod protection;
 mod sealing;
 mod shapes;

@@ -67,7 +67,7 @@ pub fn summary(event: &Event) -> String {
         let detail = event
             .context
             .as_ref()
-            .and_then(|c| c.get("detail"))
+            .and_then(|c| c.get("alarm"))
             .and_then(Value::as_str);
         let what = event.operation.as_deref().unwrap_or("alarm");
         return match detail {
@@ -156,9 +156,7 @@ mod tests {
         let mut event = Event::new(Source::Cdc, Kind::Alarm);
         event.operation = Some("actor_missing".into());
         assert_eq!(summary(&event), "ALARM actor_missing");
-        event.context = serde_json::json!({"detail": "who made them is unknown"})
-            .as_object()
-            .cloned();
+        event.context = Some(pgtrail_core::alarm::context("who made them is unknown"));
         assert_eq!(
             summary(&event),
             "ALARM actor_missing: who made them is unknown"

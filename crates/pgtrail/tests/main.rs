@@ -14,9 +14,13 @@
 //!   cluster with a directory (`Service`), a `pgtrail run` process (`Running`).
 //! - `demo`: `pgtrail demo` end to end: the trail it prints, the commands it
 //!   suggests run against the database it keeps, Ctrl-C.
+//! - `alarms`: `status --check` and `run` on what leaves the trail
+//!   incomplete (a capture trigger dropped, an event trigger disabled, the
+//!   publication narrowed, the slot dropped).
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
+mod alarms;
 mod checkpoints;
 mod demo;
 mod failures;

@@ -53,7 +53,8 @@ impl Setup {
         .json()
     }
 
-    /// The `cdc` events in the store, oldest first.
+    /// The `cdc` row changes in the store, oldest first (not the alarms
+    /// `run` records, e.g. while the slot is missing).
     fn cdc_events(&self) -> Vec<Event> {
         if self.store.starts_with("sqlite:") && !self.store_file().exists() {
             return Vec::new();
@@ -61,7 +62,15 @@ impl Setup {
         let mut events = pgtrail_in(
             self.dir.path(),
             &[
-                "log", "--source", "cdc", "--limit", "100000", "--format", "jsonl",
+                "log",
+                "--source",
+                "cdc",
+                "--kind",
+                "row_change",
+                "--limit",
+                "100000",
+                "--format",
+                "jsonl",
             ],
             &[],
             None,

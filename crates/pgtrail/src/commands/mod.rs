@@ -6,6 +6,7 @@
 //! verb: an args struct and a variant in `cli.rs`, a module here, one match
 //! arm in [`run`].
 
+mod alarms;
 mod as_of;
 mod blame;
 mod capture;

@@ -17,6 +17,10 @@
 //! confirms the batch in hand. A second Ctrl-C exits at once, which loses
 //! nothing either: the slot and the inbox keep whatever was not confirmed.
 //!
+//! Beside them, `alarms.rs` watches both paths for what leaves the trail
+//! incomplete (a capture trigger dropped, the slot lost, …) and records
+//! each condition once, as an `alarm` event.
+//!
 //! With a private key, `checkpointer.rs` signs the head of each store the
 //! parts write to; it stops last, so its final checkpoint covers their final
 //! events.
@@ -30,6 +34,7 @@ use pgtrail_store::open::redact_url;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::alarms::{watch_part, CaptureTarget, Watch};
 use super::capture::{capture_options, capture_part, CapturePart};
 use super::checkpointer::{Checkpointer, Target};
 use super::seal::{seal_part, SealPart};
@@ -77,6 +82,15 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .collect();
     let checkpointer = Checkpointer::start(args.private_key.as_deref(), targets, ctx).await?;
 
+    let alarm_watch = Watch {
+        seal_db: seal.as_ref().map(|part| part.db.clone()),
+        capture: capture.as_ref().map(|part| CaptureTarget {
+            connect: part.connect.clone(),
+            slot: part.options.slot.clone(),
+            publication: part.options.publication.clone(),
+        }),
+    };
+
     let (stop_tx, stop) = watch::channel(false);
     let mut parts = JoinSet::new();
     if let Some(part) = seal {
@@ -98,6 +112,10 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         );
         let (stop, ctx) = (stop.clone(), ctx.clone());
         parts.spawn(async move { ("capture", capture_part(part, ctx, stop).await) });
+    }
+    {
+        let (stop, ctx) = (stop.clone(), ctx.clone());
+        parts.spawn(async move { ("alarms", watch_part(alarm_watch, ctx, stop).await) });
     }
     eprintln!("running; Ctrl-C to stop");
 

@@ -7,6 +7,12 @@
 //! seconds, and a warning past `[capture] lag_warn_mb`. Either part may be
 //! absent; status still reports the other.
 //!
+//! Alarms (`alarms.rs`): what leaves the trail incomplete now — a capture
+//! trigger dropped or disabled, an event trigger disabled, an untracked
+//! table in an auto-tracked schema, the slot lost or near its WAL limit,
+//! the publication incomplete, a gap in a chain — and the alarm events
+//! recorded lately. `--check` fails on any.
+//!
 //! Checkpoints: for each store the database's capture lands in (the
 //! `pgtrail` schema of this database when trigger capture is installed, and
 //! `[store] url` when it exists), the newest head checkpoint, its age and
@@ -21,6 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pgtrail_cdc::slot::{self, SlotStatus};
+use pgtrail_core::alarm::Alarm;
 use pgtrail_core::{Filter, Kind, Source};
 use pgtrail_store::open::redact_url;
 use pgtrail_store::postgres::PostgresStore;
@@ -28,6 +35,7 @@ use pgtrail_store::{ChainHead, Checkpoint, CheckpointKind, Store};
 use pgtrail_triggers::Status;
 use serde::Serialize;
 
+use super::alarms::{self, RecordedAlarm};
 use crate::cli::StatusArgs;
 use crate::output::Table;
 use crate::{describe, Context};
@@ -46,6 +54,10 @@ struct Report {
     /// The quarantine events of each store (values a store could not keep
     /// as captured, kept as raw bytes: see docs/operations.md).
     quarantine: Vec<QuarantineReport>,
+    /// What leaves the trail incomplete now (see `alarms.rs`).
+    alarms: Vec<Alarm>,
+    /// Alarm events of the last `RECENT_HOURS`, oldest first.
+    recent_alarms: Vec<RecordedAlarm>,
 }
 
 /// How many quarantine events one store holds, and the newest.
@@ -146,20 +158,77 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let slots = slot_reports(&client, &names, show_missing, lag_warn_bytes, ctx).await?;
     let checkpoints = checkpoint_reports(&args.db, triggers.is_some(), ctx).await?;
     let quarantine = quarantine_reports(&args.db, triggers.is_some(), ctx).await;
+    let (alarms, recent_alarms) =
+        alarm_reports(&client, &args.db, triggers.is_some(), &slots, ctx).await;
     let report = Report {
         triggers,
         slots,
         checkpoints,
         quarantine,
+        alarms,
+        recent_alarms,
     };
     ctx.output.document(&report, || text(&report))?;
     let warned = report.slots.iter().any(|s| s.warning.is_some())
-        || report.checkpoints.iter().any(|c| c.warning.is_some());
+        || report.checkpoints.iter().any(|c| c.warning.is_some())
+        || !report.alarms.is_empty()
+        || !report.recent_alarms.is_empty();
     Ok(if args.check && warned {
         crate::exit::check_failed()
     } else {
         crate::exit::ok()
     })
+}
+
+/// The alarms of both paths and of the stores they write to; a check that
+/// cannot run is an alarm too (completeness is then unknown).
+async fn alarm_reports(
+    client: &tokio_postgres::Client,
+    db: &str,
+    triggers_installed: bool,
+    slots: &[SlotReport],
+    ctx: &Context,
+) -> (Vec<Alarm>, Vec<RecordedAlarm>) {
+    let unknown = |what: &str, error: anyhow::Error| {
+        Alarm::new("check_failed", format!("cannot check {what}: {error:#}"))
+    };
+    let (mut now, mut recorded) = (Vec::new(), Vec::new());
+    if triggers_installed {
+        match alarms::trigger_status(client, db).await {
+            Ok((n, r)) => {
+                now.extend(n);
+                recorded.extend(r);
+            }
+            Err(error) => now.push(unknown("trigger capture", error)),
+        }
+    }
+    let publication = &ctx.config.capture.publication;
+    for slot in slots {
+        match alarms::capture_status(client, &slot.slot, publication).await {
+            // What the slot's own warning says already is not repeated.
+            Ok(found) => now.extend(
+                found
+                    .into_iter()
+                    .filter(|a| slot.warning.is_none() || !a.code.starts_with("slot_")),
+            ),
+            Err(error) => now.push(unknown("logical replication", error)),
+        }
+    }
+    let url = &ctx.config.store.url;
+    if super::missing_sqlite_file(url).is_none() && !(triggers_installed && url == db) {
+        let checked = async {
+            let store = ctx.open_store().await?;
+            alarms::store_status(store.as_ref(), url).await
+        };
+        match checked.await {
+            Ok((n, r)) => {
+                now.extend(n);
+                recorded.extend(r);
+            }
+            Err(error) => now.push(unknown("the store", error)),
+        }
+    }
+    (now, recorded)
 }
 
 /// Reports on the slots `names` of the database `client` is connected to.
@@ -317,6 +386,27 @@ fn text(report: &Report) -> String {
     }
     for q in &report.quarantine {
         out.push_str(&quarantine_text(q));
+    }
+    out.push_str(&alarms_text(&report.alarms, &report.recent_alarms));
+    out
+}
+
+fn alarms_text(now: &[Alarm], recorded: &[RecordedAlarm]) -> String {
+    if now.is_empty() && recorded.is_empty() {
+        return "\nno alarms\n".into();
+    }
+    let mut out = String::from("\nalarms (the trail may be incomplete):\n");
+    for alarm in now {
+        out.push_str(&format!("alarm: {}\n", alarm.message));
+    }
+    if !recorded.is_empty() {
+        out.push_str(&format!(
+            "recorded in the last {} hours:\n",
+            alarms::RECENT_HOURS
+        ));
+        for alarm in recorded {
+            out.push_str(&format!("  {}\n", alarm.text()));
+        }
     }
     out
 }
