@@ -432,7 +432,7 @@ impl ConnectConfig {
             .user(&self.user)
             .dbname(&self.dbname)
             .ssl_mode(tokio_postgres::config::SslMode::Disable);
-        if let Some(password) = &connected.password {
+        if let Some(password) = connected.login.password() {
             config.password(password);
         }
         if let Some(name) = &self.application_name {
@@ -441,8 +441,8 @@ impl ConnectConfig {
         if let Some(options) = &self.options {
             config.options(options);
         }
-        let policy = connected.policy();
-        let Connected { stream, .. } = connected;
+        let Connected { stream, login } = connected;
+        let policy = login.policy();
         let (guarded, refusal) = AuthGuard::new(stream, policy);
         match config.connect_raw(guarded, tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
@@ -456,10 +456,7 @@ impl ConnectConfig {
             Err(source) => {
                 let refused = *refusal.lock().unwrap_or_else(PoisonError::into_inner);
                 Err(match refused {
-                    Some(Refusal::Cleartext) => ConnectError::CleartextRefused {
-                        target: target.to_string(),
-                    },
-                    Some(Refusal::NoPassword) => self.password_missing(target),
+                    Some(refusal) => login.refusal_error(refusal),
                     None => ConnectError::Server {
                         target: target.to_string(),
                         user: self.user.clone(),
@@ -505,21 +502,24 @@ impl ConnectConfig {
     }
 
     fn connected(&self, target: &Target, stream: PgStream) -> Connected {
-        let password = self
-            .password
-            .clone()
-            .or_else(|| match self.pgpass_lookup(target) {
-                Lookup::Found(password) => Some(password),
-                _ => None,
-            });
+        // The file is read only when no password was given, as libpq does.
+        let (password, missing_hint) = match &self.password {
+            Some(password) => (Some(password.clone()), String::new()),
+            None => match self.pgpass_lookup(target) {
+                Lookup::Found(password) => (Some(password), String::new()),
+                other => (None, self.missing_hint(&other)),
+            },
+        };
         Connected {
-            private_channel: stream.is_private(),
+            login: Login {
+                private_channel: stream.is_private(),
+                target: target.to_string(),
+                user: self.user.clone(),
+                password,
+                allow_cleartext: self.allow_cleartext,
+                missing_hint,
+            },
             stream,
-            target: target.to_string(),
-            user: self.user.clone(),
-            password,
-            allow_cleartext: self.allow_cleartext,
-            missing_hint: self.missing_hint(target),
         }
     }
 
@@ -535,25 +535,17 @@ impl ConnectConfig {
     }
 
     /// Where pgtrail looked for a password, for the error when none was found.
-    fn missing_hint(&self, target: &Target) -> String {
+    fn missing_hint(&self, lookup: &Lookup) -> String {
         let file = self.passfile.display();
-        let state = match self.pgpass_lookup(target) {
-            Lookup::Found(_) => "it has a line for this connection".to_string(),
-            Lookup::NoMatch(_) => "it has no line for this host, port, database and user".into(),
-            Lookup::Missing(_) => "it does not exist".into(),
-            Lookup::Ignored(_, reason) => format!("it was ignored: {reason}"),
+        let state = match lookup {
+            Lookup::Found(_) => "a line matches".to_string(),
+            Lookup::NoMatch(_) => "no line for this host, port, database and user".into(),
+            Lookup::Missing(_) => "there is no such file".into(),
+            Lookup::Ignored(_, reason) => format!("the file was ignored: {reason}"),
         };
         format!(
-            "the server asks for one; set PGPASSWORD, or add 'HOST:PORT:DB:USER:PASSWORD' to the password file {file} (PGPASSFILE; mode 0600) — {file}: {state}"
+            "the server asks for one; set PGPASSWORD, or add a line 'host:port:database:user:password' to the password file {file} (or the file PGPASSFILE names; mode 0600), where {state}"
         )
-    }
-
-    fn password_missing(&self, target: &Target) -> ConnectError {
-        ConnectError::PasswordMissing {
-            user: self.user.clone(),
-            target: target.to_string(),
-            hint: self.missing_hint(target),
-        }
     }
 }
 
@@ -611,9 +603,17 @@ fn targets(hosts: Option<&str>, ports: Option<&str>) -> Result<Vec<Target>, Conn
 }
 
 /// A negotiated stream, with what a login over it needs.
+#[derive(Debug)]
 pub struct Connected {
     /// The stream (TLS when negotiated).
     pub stream: PgStream,
+    /// The password and the rules for answering the server.
+    pub login: Login,
+}
+
+/// What a login needs besides the stream: the password and the rules for
+/// answering the server's authentication requests.
+pub struct Login {
     /// Host and port, or socket path: for messages.
     pub target: String,
     user: String,
@@ -623,16 +623,17 @@ pub struct Connected {
     missing_hint: String,
 }
 
-impl std::fmt::Debug for Connected {
+impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connected")
+        f.debug_struct("Login")
             .field("target", &self.target)
-            .field("tls", &self.stream.is_tls())
+            .field("user", &self.user)
+            .field("private_channel", &self.private_channel)
             .finish_non_exhaustive()
     }
 }
 
-impl Connected {
+impl Login {
     /// The password: from the string, `PGPASSWORD` or the password file.
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
@@ -647,18 +648,24 @@ impl Connected {
     }
 
     /// Call before answering each authentication request: the error to
-    /// return instead when pgtrail must not answer it.
+    /// return instead when pgtrail must not answer it (a cleartext password
+    /// without TLS; a password it does not have).
     pub fn check_auth_request(&self, request: &AuthRequest) -> Result<(), ConnectError> {
-        match self.policy().check(request) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Cleartext) => Err(ConnectError::CleartextRefused {
+        self.policy()
+            .check(request)
+            .map_err(|refusal| self.refusal_error(refusal))
+    }
+
+    fn refusal_error(&self, refusal: Refusal) -> ConnectError {
+        match refusal {
+            Refusal::Cleartext => ConnectError::CleartextRefused {
                 target: self.target.clone(),
-            }),
-            Err(Refusal::NoPassword) => Err(ConnectError::PasswordMissing {
+            },
+            Refusal::NoPassword => ConnectError::PasswordMissing {
                 user: self.user.clone(),
                 target: self.target.clone(),
                 hint: self.missing_hint.clone(),
-            }),
+            },
         }
     }
 }

@@ -40,7 +40,6 @@ pub(crate) fn lookup(path: &Path, key: &Key<'_>) -> Lookup {
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "The password file has group or world access and is ignored; chmod 0600 it");
         return Lookup::Ignored(
             path.to_path_buf(),
             format!("its mode is {mode:04o}; libpq and pgtrail use it only at 0600 or stricter (chmod 0600)"),

@@ -14,10 +14,13 @@
 //!   cluster with a directory (`Service`), a `pgtrail run` process (`Running`).
 //! - `demo`: `pgtrail demo` end to end: the trail it prints, the commands it
 //!   suggests run against the database it keeps, Ctrl-C.
+//! - `connections`: passwords from `PGPASSWORD` and password files (scram
+//!   and md5), TLS at each `sslmode`, no cleartext password without TLS.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
 mod checkpoints;
+mod connections;
 mod demo;
 mod failures;
 mod integrity;
