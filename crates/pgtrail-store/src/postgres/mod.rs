@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
-use pgtrail_connect::ConnectConfig;
+use pgtrail_connect::{ConnectConfig, ConnectError};
 use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
@@ -80,8 +80,10 @@ impl PostgresStore {
         };
         let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
             location: store.location.clone(),
-            reason: "cannot connect".into(),
-            source: Some(Box::new(e)),
+            // The whole chain in one line (the server's or rustls's words
+            // included), kept as text: the source would print it twice.
+            reason: describe_connect(&e),
+            source: None,
         })?;
         schema::migrate(&mut client, &store.location).await?;
         drop(client);
@@ -135,6 +137,22 @@ impl PostgresStore {
             })
             .collect()
     }
+}
+
+/// A connection error as one line, the server's or rustls's words included.
+fn describe_connect(e: &ConnectError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        if let Some(pg) = inner.downcast_ref::<tokio_postgres::Error>() {
+            text.push_str(&schema::describe(pg));
+            break;
+        }
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 #[async_trait]
