@@ -179,16 +179,16 @@ impl AuthPolicy {
 /// messages until authentication ends, and fails the read (so nothing is
 /// sent) when the server asks for what the policy refuses. tokio-postgres
 /// has no hook of its own for this.
-pub(crate) struct AuthGuard {
-    inner: PgStream,
+pub(crate) struct AuthGuard<S> {
+    inner: S,
     policy: AuthPolicy,
     seen: BytesMut,
     done: bool,
     refusal: Arc<Mutex<Option<Refusal>>>,
 }
 
-impl AuthGuard {
-    pub(crate) fn new(inner: PgStream, policy: AuthPolicy) -> (Self, Arc<Mutex<Option<Refusal>>>) {
+impl<S> AuthGuard<S> {
+    pub(crate) fn new(inner: S, policy: AuthPolicy) -> (Self, Arc<Mutex<Option<Refusal>>>) {
         let refusal = Arc::new(Mutex::new(None));
         let guard = AuthGuard {
             inner,
@@ -228,7 +228,10 @@ impl AuthGuard {
                         }
                     }
                 }
-                _ => self.done = true,
+                BackendMessage::ErrorResponse(_) => self.done = true,
+                // Anything else before AuthenticationOk is tokio-postgres's
+                // to refuse; the watch stays on until then.
+                _ => {}
             }
         }
         self.seen = BytesMut::new();
@@ -236,7 +239,7 @@ impl AuthGuard {
     }
 }
 
-impl AsyncRead for AuthGuard {
+impl<S: AsyncRead + Unpin> AsyncRead for AuthGuard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -258,7 +261,7 @@ impl AsyncRead for AuthGuard {
     }
 }
 
-impl AsyncWrite for AuthGuard {
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -279,6 +282,57 @@ impl AsyncWrite for AuthGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `R` message asking for `code` (3 cleartext, 5 md5 with a salt).
+    fn auth_request(code: i32) -> Vec<u8> {
+        let mut body = code.to_be_bytes().to_vec();
+        if code == 5 {
+            body.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        let mut message = vec![b'R'];
+        message.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+        message.extend_from_slice(&body);
+        message
+    }
+
+    const PLAIN: AuthPolicy = AuthPolicy {
+        private_channel: false,
+        allow_cleartext: false,
+        has_password: true,
+    };
+
+    #[tokio::test]
+    async fn the_guard_fails_the_read_that_brings_a_cleartext_request() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let (mut guard, refusal) = AuthGuard::new(client, PLAIN);
+        // Sent a byte at a time: the request is recognised across reads.
+        for byte in auth_request(3) {
+            server.write_all(&[byte]).await.expect("write");
+        }
+        let mut buf = [0u8; 64];
+        let mut result = Ok(0);
+        for _ in 0..9 {
+            result = guard.read(&mut buf).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let error = result.expect_err("refused");
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(*refusal.lock().expect("lock"), Some(Refusal::Cleartext));
+    }
+
+    #[tokio::test]
+    async fn the_guard_passes_other_requests_through_unchanged() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let (mut guard, refusal) = AuthGuard::new(client, PLAIN);
+        let md5 = auth_request(5);
+        server.write_all(&md5).await.expect("write");
+        let mut buf = vec![0u8; md5.len()];
+        guard.read_exact(&mut buf).await.expect("read");
+        assert_eq!(buf, md5);
+        assert_eq!(*refusal.lock().expect("lock"), None);
+    }
 
     #[test]
     fn policy() {
