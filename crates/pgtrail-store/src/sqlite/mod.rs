@@ -181,7 +181,7 @@ impl SqliteStore {
 impl Shared {
     fn open(path: PathBuf, options: SqliteOptions) -> Result<Self> {
         let location = path.display().to_string();
-        create_private(&path, &location)?;
+        create_private(&path);
         let mut writer = connect(&path, &location, &options)?;
         configure_writer(&writer, &location, &options)?;
         keys::register(&writer, &location)?;
@@ -271,28 +271,15 @@ fn configure_writer(writer: &Connection, location: &str, options: &SqliteOptions
 /// Creates the store's file readable by its owner only (0600) when it does
 /// not exist yet: SQLite would make it 0644, and its `-wal` and `-shm`
 /// files take the main file's mode. An existing file keeps the mode its
-/// owner chose; one that anyone may read is worth a warning.
-fn create_private(path: &Path, location: &str) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    match std::fs::OpenOptions::new()
+/// owner gave it; anything else (a missing directory, no right to write) is
+/// left for SQLite to report in its own words.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if let Ok(metadata) = std::fs::metadata(path) {
-                let mode = metadata.permissions().mode() & 0o777;
-                if mode & 0o007 != 0 {
-                    tracing::warn!(store = location, mode = format!("{mode:04o}"), "Every user of this machine can read (or write) the store file; chmod 0600 it");
-                }
-            }
-            Ok(())
-        }
-        // SQLite reports it with its own words (a missing directory, no right to write).
-        Err(_) => Ok(()),
-    }
+        .open(path);
 }
 
 /// Opens a connection with the busy timeout set; writes nothing to the file.
