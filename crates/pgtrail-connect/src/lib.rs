@@ -248,11 +248,15 @@ impl ConnectConfig {
         let invalid = |reason: String| ConnectError::Invalid { reason };
         let user = match params.get("user") {
             Some(user) => user.to_string(),
-            None => env("USER").or_else(|| env("LOGNAME")).ok_or_else(|| {
-                invalid(
-                    "no user: name one in the URL (postgres://USER@host/db) or set PGUSER".into(),
-                )
-            })?,
+            None => env("USER")
+                .or_else(|| env("LOGNAME"))
+                .or_else(os_user)
+                .ok_or_else(|| {
+                    invalid(
+                        "no user: name one in the URL (postgres://USER@host/db) or set PGUSER"
+                            .into(),
+                    )
+                })?,
         };
         let dbname = params.get("dbname").unwrap_or(&user).to_string();
         let targets = targets(params.get("host"), params.get("port"))?;
@@ -549,6 +553,20 @@ impl ConnectConfig {
     }
 }
 
+/// The name of the user this process runs as, from `/etc/passwd` (libpq's
+/// default user; a service may run without `USER` set).
+fn os_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to this process's user; no unsafe getuid().
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_string())
+    })
+}
+
 /// The hosts and ports to try, libpq's way: one port for every host, or one
 /// per host; an empty host is the default socket directory.
 fn targets(hosts: Option<&str>, ports: Option<&str>) -> Result<Vec<Target>, ConnectError> {
@@ -716,6 +734,14 @@ mod tests {
         assert_eq!(config.application_name(), Some("mine"));
         assert_eq!(config.sslmode(), SslMode::Require);
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn without_user_or_pguser_the_os_user_is_used() {
+        let env = env_of(&[]);
+        let config = ConnectConfig::parse_with_env("host=h", &env).expect("valid");
+        assert_eq!(Some(config.user().to_string()), os_user());
+        assert!(!config.user().is_empty());
     }
 
     #[test]
