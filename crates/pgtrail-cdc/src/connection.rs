@@ -4,22 +4,23 @@
 //! (`IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT`, `START_REPLICATION`) over
 //! the simple query protocol, then streams CopyData. Reading is cancel-safe
 //! (bytes stay in the buffer until a whole message is there), so the consumer
-//! can `select!` on it with timers. TLS is not supported on this link yet:
-//! use a local socket, loopback or a private network.
+//! can `select!` on it with timers. The socket, TLS (`sslmode`), the
+//! password (URL, `PGPASSWORD`, `~/.pgpass`) and the refusal of a cleartext
+//! password without TLS come from `pgtrail-connect`, as for every other
+//! connection pgtrail makes.
 //!
 //! The session fixes the settings that shape text output (`DateStyle`,
 //! `IntervalStyle`, `TimeZone=UTC`, `extra_float_digits`), since pgoutput
 //! prints values with the walsender's settings.
 
-use std::str::FromStr;
-
 use bytes::BytesMut;
+use pgtrail_connect::{ConnectConfig, PgStream};
 use pgtrail_wire::auth::{AuthProgress, Authenticator};
 use pgtrail_wire::backend::BackendMessage;
 use pgtrail_wire::frontend::{encode_query, encode_startup, encode_terminate};
 use pgtrail_wire::replication::{encode_standby_status, ReplicationMessage, StandbyStatus};
 use pgtrail_wire::Lsn;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::CdcError;
 
@@ -30,86 +31,41 @@ pub const SESSION_OPTIONS: &str =
 /// How much the read buffer grows by when it runs low.
 const READ_CHUNK: usize = 256 * 1024;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Where and as whom to connect, parsed from a libpq URL or key=value string.
-#[derive(Clone)]
+/// Where and as whom to connect, parsed from a libpq URL or key=value string
+/// with the `PG*` environment.
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// The parsed configuration (also used for the ordinary catalog connection).
-    pub config: tokio_postgres::Config,
-}
-
-impl std::fmt::Debug for ConnectOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectOptions")
-            .field("user", &self.config.get_user())
-            .field("dbname", &self.config.get_dbname())
-            .field("hosts", &self.config.get_hosts())
-            .finish_non_exhaustive()
-    }
+    /// The connection settings (also used for the ordinary catalog connection).
+    pub config: ConnectConfig,
 }
 
 impl ConnectOptions {
-    /// Parses `url` (`postgres://user:pass@host:port/db` or `host=… dbname=…`).
+    /// Parses `url` (`postgres://user@host:port/db?sslmode=…` or `host=… dbname=…`).
     pub fn parse(url: &str) -> Result<Self, CdcError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| CdcError::Url {
-            reason: e.to_string(),
-        })?;
-        if config.get_dbname().is_none() {
-            return Err(CdcError::Url {
-                reason: "no database name (e.g. postgres://user@host/mydb)".into(),
-            });
-        }
-        Ok(ConnectOptions { config })
+        Ok(Self::from_config(ConnectConfig::parse(url)?))
     }
 
-    /// The role to log in as (default: the OS user, as libpq does).
+    /// From settings parsed elsewhere (e.g. with an environment of a
+    /// test's choosing), with capture's session name and options added.
+    pub fn from_config(mut config: ConnectConfig) -> Self {
+        config.default_application_name("pgtrail capture");
+        config.add_options(SESSION_OPTIONS);
+        ConnectOptions { config }
+    }
+
+    /// The role to log in as (default: `PGUSER`, else the OS user, as libpq).
     pub fn user(&self) -> String {
-        self.config
-            .get_user()
-            .map(str::to_string)
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "postgres".into())
+        self.config.user().to_string()
     }
 
     /// The database name.
     pub fn dbname(&self) -> &str {
-        self.config.get_dbname().unwrap_or("postgres")
-    }
-
-    fn password(&self) -> Option<String> {
-        self.config
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .or_else(|| std::env::var("PGPASSWORD").ok())
+        self.config.dbname()
     }
 
     /// Opens an ordinary (non-replication) connection for catalog queries.
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client, CdcError> {
-        let mut config = self.config.clone();
-        // The same password as the replication connection (tokio-postgres reads no PGPASSWORD).
-        if config.get_password().is_none() {
-            if let Some(password) = self.password() {
-                config.password(password);
-            }
-        }
-        config.application_name("pgtrail capture");
-        config.options(SESSION_OPTIONS);
-        let (client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|source| CdcError::Catalog {
-                    context: format!("cannot connect to database '{}'", self.dbname()),
-                    source,
-                })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "Catalog connection ended");
-            }
-        });
-        Ok(client)
+        Ok(self.config.connect().await?)
     }
 }
 
@@ -131,7 +87,7 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 
 /// A logged-in replication connection.
 pub struct ReplicationConnection {
-    io: Box<dyn Io>,
+    io: PgStream,
     read: BytesMut,
     write: BytesMut,
     target: String,
@@ -148,31 +104,40 @@ impl std::fmt::Debug for ReplicationConnection {
 impl ReplicationConnection {
     /// Connects and logs in with `replication=database`.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, CdcError> {
-        let (io, target) = open_socket(options).await?;
+        let pgtrail_connect::Connected { stream, login } = options.config.connect_stream().await?;
         let mut conn = ReplicationConnection {
-            io,
+            io: stream,
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::with_capacity(1024),
-            target,
+            target: login.target.clone(),
         };
         let user = options.user();
+        let application_name = options
+            .config
+            .application_name()
+            .unwrap_or("pgtrail capture");
         encode_startup(
             &mut conn.write,
             &[
                 ("user", user.as_str()),
                 ("database", options.dbname()),
                 ("replication", "database"),
-                ("application_name", "pgtrail capture"),
+                ("application_name", application_name),
                 ("client_encoding", "UTF8"),
-                ("options", SESSION_OPTIONS),
+                (
+                    "options",
+                    options.config.options().unwrap_or(SESSION_OPTIONS),
+                ),
             ],
         );
         conn.flush().await?;
-        let password = options.password();
-        let mut auth = Authenticator::new(&user, password.as_deref());
+        let mut auth = Authenticator::new(&user, login.password());
         loop {
             match conn.recv().await? {
                 BackendMessage::Authentication(request) => {
+                    // Refuses a cleartext password without TLS, and names
+                    // where a missing password was looked for.
+                    login.check_auth_request(&request)?;
                     let progress = auth.respond(&request, &mut conn.write)?;
                     conn.flush().await?;
                     if progress == AuthProgress::Done {
@@ -394,49 +359,6 @@ impl ReplicationConnection {
     }
 }
 
-async fn open_socket(options: &ConnectOptions) -> Result<(Box<dyn Io>, String), CdcError> {
-    let hosts = options.config.get_hosts();
-    let ports = options.config.get_ports();
-    let port = ports.first().copied().unwrap_or(5432);
-    let mut last_error = None;
-    for host in hosts {
-        match host {
-            tokio_postgres::config::Host::Tcp(name) => {
-                let target = format!("{name}:{port}");
-                match tokio::net::TcpStream::connect((name.as_str(), port)).await {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok((Box::new(stream), target));
-                    }
-                    Err(source) => last_error = Some(CdcError::Io { target, source }),
-                }
-            }
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(dir) => {
-                let path = dir.join(format!(".s.PGSQL.{port}"));
-                let target = path.display().to_string();
-                match tokio::net::UnixStream::connect(&path).await {
-                    Ok(stream) => return Ok((Box::new(stream), target)),
-                    Err(source) => last_error = Some(CdcError::Io { target, source }),
-                }
-            }
-        }
-    }
-    if hosts.is_empty() {
-        let path = format!("/var/run/postgresql/.s.PGSQL.{port}");
-        return match tokio::net::UnixStream::connect(&path).await {
-            Ok(stream) => Ok((Box::new(stream), path)),
-            Err(source) => Err(CdcError::Io {
-                target: path,
-                source,
-            }),
-        };
-    }
-    Err(last_error.unwrap_or(CdcError::Url {
-        reason: "no host to connect to".into(),
-    }))
-}
-
 fn unexpected(context: &str, message: &BackendMessage) -> CdcError {
     let detail = match message {
         BackendMessage::Other(frame) => format!("message '{}'", char::from(frame.tag)),
@@ -485,9 +407,6 @@ mod tests {
             !format!("{options:?}").contains("pw"),
             "no password in Debug"
         );
-        assert!(
-            ConnectOptions::parse("postgres://h:1").is_err(),
-            "database required"
-        );
+        assert_eq!(options.config.application_name(), Some("pgtrail capture"));
     }
 }

@@ -105,9 +105,13 @@ impl CaptureOptions {
 /// Default of [`CaptureOptions::memory_limit`]: 256 MiB.
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
-/// Default of [`CaptureOptions::spill_dir`]: `pgtrail-spill` in the system's temporary directory.
+/// Default of [`CaptureOptions::spill_dir`]: `pgtrail-spill-UID` in the
+/// system's temporary directory, one per user, so no user shares (or can
+/// plant) another's; [`crate::assemble::SpillDir::open`] checks it is
+/// this user's.
 pub fn default_spill_dir() -> PathBuf {
-    std::env::temp_dir().join("pgtrail-spill")
+    let uid = rustix::process::geteuid().as_raw();
+    std::env::temp_dir().join(format!("pgtrail-spill-{uid}"))
 }
 
 /// What the writer has made durable.

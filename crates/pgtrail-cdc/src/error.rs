@@ -14,6 +14,10 @@ pub enum CdcError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The database could not be reached or logged in to (settings, TLS,
+    /// password, refused login).
+    #[error("cannot connect")]
+    Connect(#[from] pgtrail_connect::ConnectError),
     /// The server could not be reached, or the connection broke.
     #[error("connection to {target} failed")]
     Io {
@@ -93,6 +97,7 @@ impl CdcError {
         match self {
             CdcError::Server { fields, .. } => Some(fields.code()),
             CdcError::Catalog { source, .. } => source.code().map(|c| c.code()),
+            CdcError::Connect(source) => source.sqlstate(),
             _ => None,
         }
     }
@@ -101,6 +106,7 @@ impl CdcError {
     pub fn retry_policy(&self) -> RetryPolicy {
         match self {
             CdcError::Io { .. } | CdcError::Closed => RetryPolicy::Reconnect,
+            CdcError::Connect(source) if source.is_transient() => RetryPolicy::Reconnect,
             // Admin shutdown, crash recovery, too many connections, the server starting up.
             CdcError::Server { fields, .. } => match fields.code() {
                 "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => RetryPolicy::Reconnect,

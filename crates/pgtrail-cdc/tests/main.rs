@@ -3,6 +3,7 @@
 
 mod capture;
 mod common;
+mod connect;
 mod context;
 mod errors;
 mod forgery;

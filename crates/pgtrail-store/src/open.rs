@@ -93,7 +93,7 @@ pub async fn open_for_verify(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// The URL with any password replaced by `***`, safe to print and log.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return redact_pairs(url);
     };
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
@@ -117,9 +117,61 @@ pub fn redact_url(url: &str) -> String {
     redacted
 }
 
+/// `password=…` of a libpq key=value string (quoted or not) as `***`.
+fn redact_pairs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("password") {
+        let (before, from) = rest.split_at(at + "password".len());
+        out.push_str(before);
+        let after_key = from.trim_start();
+        let Some(value) = after_key.strip_prefix('=') else {
+            rest = from;
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str("=***");
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            1 + end
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        rest = &value[end.min(value.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn key_value_passwords_never_survive() {
+        assert_eq!(
+            redact_url("host=h password=s3cret dbname=d"),
+            "host=h password=*** dbname=d"
+        );
+        assert_eq!(
+            redact_url("host=h password = 'it\\'s secret' user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(redact_url("host=h dbname=d"), "host=h dbname=d");
+    }
 
     #[test]
     fn passwords_never_survive() {

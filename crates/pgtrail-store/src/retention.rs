@@ -56,7 +56,16 @@ pub async fn apply(
     trusted: &[TrustedKey],
     witness: Option<&Path>,
 ) -> std::result::Result<RetentionOutcome, SignError> {
-    let cutoff = now - keep;
+    // `now - keep` panics past chrono's range (about 262,000 years).
+    let cutoff = now
+        .checked_sub_signed(keep)
+        .filter(|_| keep >= Duration::zero())
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "cannot keep events for {} days: the cut-off falls outside the calendar",
+                keep.num_days()
+            ))
+        })?;
     let mut outcome = RetentionOutcome {
         created_partitions: store
             .prepare_until(now + Duration::days(PREPARE_AHEAD_DAYS))

@@ -623,6 +623,61 @@ async fn append_in_shares_the_callers_transaction() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// A database (or role) set to `synchronous_commit = off` must not make an
+/// append return before it is durable: the store's own sessions, and a
+/// caller's transaction that `append_in` joins, commit synchronously. (The
+/// test clusters run with it off, as an operator tuning for speed might.)
+#[tokio::test]
+async fn appends_commit_synchronously_whatever_the_database_says() {
+    let cluster = Cluster::start().expect("cluster");
+    let (_, url) = fresh_store(&cluster, "sync commit").await;
+    let db = url.rsplit('/').next().expect("database");
+    raw(&url)
+        .await
+        .batch_execute(&format!(
+            "alter database \"{db}\" set synchronous_commit = off;
+             create table public.seen (setting text);
+             create function public.note() returns trigger language plpgsql as
+               $$ begin insert into public.seen values (current_setting('synchronous_commit')); return null; end $$;
+             create trigger note after insert on pgtrail.events for each row execute function public.note();"
+        ))
+        .await
+        .expect("prepare");
+    let store = PostgresStore::connect(&url).await.expect("open store");
+    store.append(&batch(1, 2)).await.expect("append");
+
+    let mut caller = raw(&url).await;
+    let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    let before = show(
+        caller
+            .query_one("show synchronous_commit", &[])
+            .await
+            .expect("show"),
+    );
+    assert_eq!(before, "off", "the database's setting reaches new sessions");
+    let tx = caller.transaction().await.expect("begin");
+    pgtrail_store::postgres::append_in(&tx, batch(3, 1))
+        .await
+        .expect("append_in");
+    tx.commit().await.expect("commit");
+    let after = show(
+        caller
+            .query_one("show synchronous_commit", &[])
+            .await
+            .expect("show"),
+    );
+    assert_eq!(after, "off", "the caller's session is left as it was");
+
+    let seen: Vec<String> = caller
+        .query("select setting from public.seen", &[])
+        .await
+        .expect("seen")
+        .into_iter()
+        .map(show)
+        .collect();
+    assert_eq!(seen, ["on", "on", "on"]);
+}
+
 #[tokio::test]
 async fn events_come_back_exactly_as_they_were_hashed() {
     let cluster = Cluster::start().expect("cluster");

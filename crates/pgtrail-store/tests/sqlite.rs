@@ -136,6 +136,48 @@ async fn an_untouched_store_verifies_and_survives_reopening() {
 }
 
 #[tokio::test]
+async fn the_store_file_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&events(0, 3)).await.expect("append");
+    let path = scratch.path();
+    let mut checked = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        // -wal and -shm exist while the store is open.
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
+
+#[tokio::test]
+async fn retention_refuses_a_window_outside_the_calendar() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&events(0, 3)).await.expect("append");
+    let keep = chrono::Duration::try_seconds(i64::MAX / 1000).expect("largest duration");
+    let error =
+        pgtrail_store::retention::apply(&store, keep, chrono::Utc::now(), None, None, &[], None)
+            .await
+            .expect_err("out of range");
+    assert!(
+        matches!(
+            error,
+            pgtrail_store::signing::SignError::Store(StoreError::Invalid(ref m))
+                if m.contains("outside the calendar")
+        ),
+        "{error}"
+    );
+    assert_eq!(stored(&store).await.len(), 3, "nothing removed");
+}
+
+#[tokio::test]
 async fn a_modified_body_is_reported_at_its_seq() {
     let scratch = Scratch::new();
     let store = scratch.open().await;

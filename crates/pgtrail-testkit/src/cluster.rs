@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{find_bindir, PgBinaries, TestkitError};
+use crate::{find_bindir, PgBinaries, ServerTls, TestkitError};
 
 /// Settings every test cluster runs with: logical replication on, durability
 /// off (a test cluster is thrown away), short timeouts so broken replication
@@ -34,7 +34,22 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// A fixed port instead of a free one.
     pub port: Option<u16>,
+    /// `pg_hba.conf` lines for everyone but the superuser, e.g.
+    /// `host all auditor 127.0.0.1/32 scram-sha-256` or `hostssl all all
+    /// 127.0.0.1/32 md5`. Empty: everyone is trusted. The superuser
+    /// `postgres` is always trusted (socket and loopback), so the testkit and
+    /// [`Cluster::url`] keep working.
+    pub hba: Vec<String>,
+    /// Runs with `ssl = on` and this certificate (see [`crate::TestCa`]).
+    pub tls: Option<ServerTls>,
 }
+
+/// What `pg_hba.conf` starts with when a test gives lines of its own.
+const SUPERUSER_HBA: &str = "local all all trust
+host all postgres 127.0.0.1/32 trust
+host replication postgres 127.0.0.1/32 trust
+local replication all trust
+";
 
 /// A running PostgreSQL cluster, stopped and removed on drop.
 #[derive(Debug)]
@@ -74,6 +89,8 @@ impl Cluster {
         if !cluster.data_dir().join("PG_VERSION").is_file() {
             cluster.create_from_template()?;
         }
+        let mut settings = options.settings.clone();
+        cluster.write_security(&options, &mut settings)?;
         // A free port can be taken by someone else before postgres binds it:
         // try a few.
         let mut last_error = None;
@@ -82,7 +99,7 @@ impl Cluster {
                 Some(port) => port,
                 None => free_port()?,
             };
-            match cluster.pg_ctl_start(&options.settings) {
+            match cluster.pg_ctl_start(&settings) {
                 Ok(()) => {
                     cluster.running = true;
                     return Ok(cluster);
@@ -194,6 +211,42 @@ impl Cluster {
         let mode = if self.keep_dir { "fast" } else { "immediate" };
         self.run_pg("pg_ctl", &["-D", path_str(&data), "-m", mode, "-w", "stop"])
             .map(drop)
+    }
+
+    /// Writes `pg_hba.conf` and the TLS files the options ask for.
+    fn write_security(
+        &self,
+        options: &ClusterOptions,
+        settings: &mut Vec<(String, String)>,
+    ) -> Result<(), TestkitError> {
+        let data = self.data_dir();
+        let write = |name: &str, text: &str| {
+            let path = data.join(name);
+            write_private(&path, text).map_err(|e| io_error(format!("write {}", path.display()), e))
+        };
+        if !options.hba.is_empty() {
+            let mut hba = SUPERUSER_HBA.to_string();
+            for line in &options.hba {
+                hba.push_str(line);
+                hba.push('\n');
+            }
+            write("pg_hba.conf", &hba)?;
+        }
+        if let Some(tls) = &options.tls {
+            write("server.crt", &tls.cert_pem)?;
+            write("server.key", &tls.key_pem)?;
+            for (name, value) in [
+                ("ssl", "on"),
+                ("ssl_cert_file", "'server.crt'"),
+                ("ssl_key_file", "'server.key'"),
+            ] {
+                settings.push((name.to_string(), value.to_string()));
+            }
+        }
+        if !options.hba.is_empty() || options.tls.is_some() {
+            self.give_to_postgres(&data)?;
+        }
+        Ok(())
     }
 
     /// Copies the machine-wide template (running initdb once to make it).
@@ -347,6 +400,19 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Writes a file readable by its owner only (the server refuses a key others can read).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 fn free_port() -> Result<u16, TestkitError> {

@@ -14,9 +14,11 @@
 mod binaries;
 mod cluster;
 pub mod fuzz;
+mod tls;
 
 pub use binaries::{find_bindir, PgBinaries};
 pub use cluster::{Cluster, ClusterOptions};
+pub use tls::{ServerTls, TestCa};
 
 /// Why a cluster could not be provided.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,15 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The audited database could not be reached or logged in to.
+    #[error("connecting to {target}")]
+    Connect {
+        /// `user@host:port/db` (no password).
+        target: String,
+        /// Why (password missing, TLS, refused login, …).
+        #[source]
+        source: pgtrail_connect::ConnectError,
+    },
     /// The server is older than trigger capture supports.
     #[error("PostgreSQL {found} is not supported by trigger capture: it needs PostgreSQL 13 or newer (tested on 13 to 17)")]
     UnsupportedVersion {
@@ -70,6 +79,7 @@ impl Error {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Error::Postgres { source, .. } => source.as_db_error().map(|db| db.code().code()),
+            Error::Connect { source, .. } => source.sqlstate(),
             _ => None,
         }
     }

@@ -7,9 +7,10 @@
 //! two installs at once serialize, and a connection lost halfway leaves
 //! nothing of it behind.
 
+use pgtrail_connect::ConnectConfig;
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_store::postgres::PostgresStore;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::migrations::{self, MIGRATIONS};
 use crate::{Error, Result};
@@ -43,23 +44,18 @@ pub struct InstallReport {
     pub regenerated: i32,
 }
 
-/// Connects to `url` (libpq URL form); the connection runs on a spawned task.
+/// Connects to `url` (libpq URL or key=value, with the `PG*` environment,
+/// `~/.pgpass` and TLS as libpq would); the connection runs on a spawned task.
 pub async fn connect(url: &str) -> Result<Client> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(Error::pg("parsing the database URL"))?;
-    if config.get_application_name().is_none() {
-        config.application_name("pgtrail");
-    }
-    let (client, connection) = config.connect(NoTls).await.map_err(Error::pg(format!(
-        "connecting to {}",
-        pgtrail_store::open::redact_url(url)
-    )))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "Connection to the audited database ended.");
-        }
-    });
-    Ok(client)
+    let mut config = ConnectConfig::parse(url).map_err(|source| Error::Connect {
+        target: pgtrail_store::open::redact_url(url),
+        source,
+    })?;
+    config.default_application_name("pgtrail");
+    config.connect().await.map_err(|source| Error::Connect {
+        target: config.describe(),
+        source,
+    })
 }
 
 /// Installs (or upgrades) trigger capture and the store in the database at `url`.

@@ -333,7 +333,8 @@ Examples:
       --replica-identity full --baseline
   pgtrail capture --db postgres://pgtrail@db/shop --status               # slot lag
   pgtrail capture --db postgres://pgtrail@db/shop --drop                 # remove everything
-The password comes from the URL or PGPASSWORD; prefer PGPASSWORD to keep it out of argv.")]
+The password comes from PGPASSWORD or ~/.pgpass (PGPASSFILE), never put it in the URL (argv);
+TLS follows sslmode/sslrootcert (URL or PGSSLMODE/PGSSLROOTCERT), see docs/configuration.md.")]
 pub struct CaptureArgs {
     /// Database to capture (libpq URL) [default: `[capture] db`]; the role needs REPLICATION,
     /// and --setup needs ownership of the tables (a superuser for --context's DDL event triggers).
@@ -398,8 +399,8 @@ pub struct CaptureTuning {
     /// [default: `[capture] memory_limit_mb`, 256].
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_limit_mb: Option<u64>,
-    /// Directory for spill files of large transactions (created 0700)
-    /// [default: `[capture] spill_dir`, pgtrail-spill in the temporary directory].
+    /// Directory for spill files of large transactions (created 0700, must be this user's)
+    /// [default: `[capture] spill_dir`, pgtrail-spill-UID in the temporary directory].
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<std::path::PathBuf>,
 }
@@ -413,7 +414,8 @@ upgrades an older install in place. Needs a superuser (event triggers).
 Examples:
   pgtrail install --db postgres://postgres@localhost/shop
   pgtrail install --db postgres://postgres@localhost/shop --dry-run > install.sql
-The password comes from the URL or PGPASSWORD; prefer PGPASSWORD to keep it out of argv.")]
+The password comes from PGPASSWORD or ~/.pgpass (PGPASSFILE), never put it in the URL (argv);
+TLS follows sslmode/sslrootcert (URL or PGSSLMODE/PGSSLROOTCERT), see docs/configuration.md.")]
 pub struct InstallArgs {
     /// Database to audit (libpq URL).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]

@@ -181,3 +181,18 @@ async fn a_closed_pipe_ends_quietly() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
+
+#[tokio::test]
+async fn retention_keep_out_of_range_is_refused_not_a_panic() {
+    let trail = crate::support::Trail::new(crate::support::Backend::Sqlite).await;
+    trail.import_sample();
+    // Parses as a duration, but now minus it falls outside the calendar.
+    let run = trail.run(&["retention", "--keep", "99999999999d"]);
+    let line = run.error();
+    assert!(
+        line.contains("--keep 99999999999d is out of range"),
+        "{line}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    assert_eq!(trail.run(&["log"]).events().len(), 20, "nothing removed");
+}

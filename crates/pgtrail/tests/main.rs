@@ -17,11 +17,14 @@
 //! - `alarms`: `status --check` and `run` on what leaves the trail
 //!   incomplete (a capture trigger dropped, an event trigger disabled, the
 //!   publication narrowed, the slot dropped).
+//! - `connections`: passwords from `PGPASSWORD` and password files (scram
+//!   and md5), TLS at each `sslmode`, no cleartext password without TLS.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
 mod alarms;
 mod checkpoints;
+mod connections;
 mod demo;
 mod failures;
 mod integrity;

@@ -7,7 +7,8 @@
 //! [`super::Assembler::with_spill`]).
 //!
 //! One file per transaction, append-only, in a directory only the consumer's
-//! user may enter (0700, files 0600). A record is a small binary header —
+//! user may enter (0700, files 0600), owned by that user, in a parent no one
+//! else can swap it out of (see [`SpillDir::open`]). A record is a small binary header —
 //! kind (`E` event, `A` actor), the (sub)transaction id, the body length —
 //! then the body as JSON. JSON because `Event` already round-trips through it
 //! exactly (the stores rely on that): numeric digits kept as written, NULL a
@@ -24,7 +25,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -72,10 +73,13 @@ pub struct SpillDir {
 }
 
 impl SpillDir {
-    /// Creates `path` (and its parents) with mode 0700, refuses one owned by
-    /// another user (changing its mode fails then), and removes the spill
-    /// files a crashed run left there. Give each consumer (slot) its own
-    /// directory: opening it removes what is in it.
+    /// Creates `path` (and its parents) with mode 0700 and removes the
+    /// spill files a crashed run left there. Refuses a directory this user
+    /// does not own or that is a symbolic link, and one whose parent another
+    /// user could swap it in (owned by someone else than this user or root,
+    /// or writable by others without the sticky bit): whoever controls the
+    /// directory could feed forged changes into the trail. Give each
+    /// consumer (slot) its own directory: opening it removes what is in it.
     pub fn open(path: impl Into<PathBuf>) -> Result<SpillDir, SpillError> {
         let path = path.into();
         fs::DirBuilder::new()
@@ -83,6 +87,7 @@ impl SpillDir {
             .mode(0o700)
             .create(&path)
             .map_err(|e| SpillError::new("create the spill directory", &path, e))?;
+        check_private(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
             .map_err(|e| SpillError::new("restrict (chmod 0700) the spill directory", &path, e))?;
         let entries = fs::read_dir(&path)
@@ -132,6 +137,53 @@ impl SpillDir {
             body: Vec::new(),
         })
     }
+}
+
+/// The checks of [`SpillDir::open`] on the directory and its parent.
+fn check_private(path: &Path) -> Result<(), SpillError> {
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |path: &Path, why: String| {
+        SpillError::new(
+            "use the spill directory",
+            path,
+            io::Error::new(io::ErrorKind::PermissionDenied, why),
+        )
+    };
+    let stat = |path: &Path| {
+        fs::symlink_metadata(path)
+            .map_err(|e| SpillError::new("inspect the spill directory", path, e))
+    };
+    let own = stat(path)?;
+    if !own.file_type().is_dir() {
+        return Err(refuse(
+            path,
+            "it is a symbolic link or not a directory".into(),
+        ));
+    }
+    if own.uid() != me {
+        return Err(refuse(
+            path,
+            format!("it belongs to uid {}, not to this user (uid {me}); remove it or set [capture] spill_dir", own.uid()),
+        ));
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let up = fs::metadata(parent)
+            .map_err(|e| SpillError::new("inspect the spill directory's parent", parent, e))?;
+        let mode = up.mode();
+        if up.uid() != me && up.uid() != 0 {
+            return Err(refuse(
+                parent,
+                format!("the spill directory's parent belongs to uid {}, who could replace it; remove it or set [capture] spill_dir", up.uid()),
+            ));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(refuse(
+                parent,
+                format!("the spill directory's parent is writable by others (mode {:04o}) without the sticky bit", mode & 0o7777),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Drop for SpillDir {

@@ -45,6 +45,10 @@ pub async fn append_in(
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let encoding =
         tokio::task::spawn_blocking(move || events.into_iter().map(encode).collect::<Vec<_>>());
+    // Durable on commit even inside a caller's transaction on a connection
+    // the store did not open (the trigger sealer's).
+    tx.batch_execute("set local synchronous_commit = on")
+        .await?;
     let head = tx
         .query_one("select seq, hash from pgtrail.chain_head for update", &[])
         .await?;

@@ -10,8 +10,9 @@
 //! - [`partition`]: monthly partitions made ahead and dropped by retention.
 //! - [`pool`]: a few connections, so concurrent calls do not queue on one.
 //!
-//! Connections are plain TCP or Unix sockets: TLS to the store is not
-//! supported yet (`sslmode=require` fails rather than silently going without).
+//! Connections come from `pgtrail-connect` (libpq URL and environment,
+//! `~/.pgpass`, TLS by `sslmode`); the store's sessions run with
+//! `synchronous_commit = on` whatever the role or database says.
 //! Needs PostgreSQL 12 or newer (default partitions, `date_trunc` with a zone).
 //!
 //! Other writers of the same database (the trigger capture path) open the
@@ -29,10 +30,10 @@ mod query;
 mod schema;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
+use pgtrail_connect::{ConnectConfig, ConnectError};
 use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
@@ -47,8 +48,6 @@ use pool::{Pool, PooledClient};
 const PARTITION_DAYS_AHEAD: i64 = 40;
 /// Connections opened at most at once per store.
 const MAX_CONNECTIONS: usize = 8;
-/// How long to wait for the server when the URL does not say (`connect_timeout`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events in schema `pgtrail` of a PostgreSQL database.
 pub struct PostgresStore {
@@ -66,18 +65,15 @@ impl PostgresStore {
     /// newer pgtrail, a half-migrated one, and a foreign `pgtrail` schema.
     pub async fn connect(url: &str) -> Result<Self> {
         let location = redact_url(url);
-        let mut config: tokio_postgres::Config =
-            url.parse()
-                .map_err(|e: tokio_postgres::Error| StoreError::Url {
-                    url: location.clone(),
-                    reason: schema::describe(&e),
-                })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("pgtrail");
-        }
+        let mut config = ConnectConfig::parse(url).map_err(|e| StoreError::Url {
+            url: location.clone(),
+            reason: e.to_string(),
+        })?;
+        // An append returns only once durable: a role or database setting of
+        // `synchronous_commit = off` must not quietly weaken that.
+        config
+            .default_application_name("pgtrail")
+            .add_options("-c synchronous_commit=on");
         let store = PostgresStore {
             pool: Pool::new(config, MAX_CONNECTIONS),
             location,
@@ -85,8 +81,10 @@ impl PostgresStore {
         };
         let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
             location: store.location.clone(),
-            reason: schema::describe(&e),
-            source: Some(Box::new(e)),
+            // The whole chain in one line (the server's or rustls's words
+            // included), kept as text: the source would print it twice.
+            reason: describe_connect(&e),
+            source: None,
         })?;
         schema::migrate(&mut client, &store.location).await?;
         drop(client);
@@ -99,26 +97,15 @@ impl PostgresStore {
     /// than this build's, is an error.
     pub async fn connect_for_verify(url: &str) -> Result<Self> {
         let location = redact_url(url);
-        let mut config: tokio_postgres::Config =
-            url.parse()
-                .map_err(|e: tokio_postgres::Error| StoreError::Url {
-                    url: location.clone(),
-                    reason: schema::describe(&e),
-                })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("pgtrail verify");
-        }
+        let mut config = ConnectConfig::parse(url).map_err(|e| StoreError::Url {
+            url: location.clone(),
+            reason: e.to_string(),
+        })?;
         // Read-only transactions; and only the catalog on the search path,
         // so nothing a database user created can stand in for a built-in.
-        let read_only = "-c default_transaction_read_only=on -c search_path=pg_catalog";
-        let options = match config.get_options() {
-            Some(given) => format!("{given} {read_only}"),
-            None => read_only.to_string(),
-        };
-        config.options(&options);
+        config
+            .default_application_name("pgtrail verify")
+            .add_options("-c default_transaction_read_only=on -c search_path=pg_catalog");
         let store = PostgresStore {
             pool: Pool::new(config, MAX_CONNECTIONS),
             location,
@@ -126,8 +113,8 @@ impl PostgresStore {
         };
         let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
             location: store.location.clone(),
-            reason: schema::describe(&e),
-            source: Some(Box::new(e)),
+            reason: describe_connect(&e),
+            source: None,
         })?;
         schema::check_for_verify(&mut client, &store.location).await?;
         drop(client);
@@ -158,7 +145,10 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<PooledClient<'_>> {
-        self.pool.get().await.map_err(self.backend("connecting"))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::backend(&self.location, "connecting", e))
     }
 
     /// Wraps a Postgres error with what the store was doing.
@@ -178,6 +168,22 @@ impl PostgresStore {
             })
             .collect()
     }
+}
+
+/// A connection error as one line, the server's or rustls's words included.
+fn describe_connect(e: &ConnectError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        if let Some(pg) = inner.downcast_ref::<tokio_postgres::Error>() {
+            text.push_str(&schema::describe(pg));
+            break;
+        }
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 #[async_trait]

@@ -9,19 +9,20 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, PoisonError};
 
+use pgtrail_connect::{ConnectConfig, ConnectError};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
 
 /// Lends out up to `max_size` connections made from one configuration.
 pub(super) struct Pool {
-    config: Config,
+    config: ConnectConfig,
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
 }
 
 impl Pool {
     /// A pool that opens connections lazily, at most `max_size` at once.
-    pub(super) fn new(config: Config, max_size: usize) -> Self {
+    pub(super) fn new(config: ConnectConfig, max_size: usize) -> Self {
         Pool {
             config,
             idle: Mutex::new(Vec::new()),
@@ -31,7 +32,7 @@ impl Pool {
 
     /// An open connection: an idle one, or a new one when none is idle.
     /// Waits while `max_size` connections are lent out.
-    pub(super) async fn get(&self) -> Result<PooledClient<'_>, tokio_postgres::Error> {
+    pub(super) async fn get(&self) -> Result<PooledClient<'_>, ConnectError> {
         let permit = self
             .permits
             .acquire()
@@ -46,12 +47,7 @@ impl Pool {
                 });
             }
         }
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "Store connection ended with an error.");
-            }
-        });
+        let client = self.config.connect().await?;
         Ok(PooledClient {
             client: Some(client),
             pool: self,

@@ -240,6 +240,7 @@ impl SqliteStore {
 impl Shared {
     fn open(path: PathBuf, options: SqliteOptions) -> Result<Self> {
         let location = path.display().to_string();
+        create_private(&path);
         let mut writer = connect(&path, &location, &options)?;
         configure_writer(&writer, &location, &options)?;
         keys::register(&writer, &location)?;
@@ -418,6 +419,20 @@ fn configure_writer(writer: &Connection, location: &str, options: &SqliteOptions
             .map_err(db("capping the file size"))?;
     }
     Ok(())
+}
+
+/// Creates the store's file readable by its owner only (0600) when it does
+/// not exist yet: SQLite would make it 0644, and its `-wal` and `-shm`
+/// files take the main file's mode. An existing file keeps the mode its
+/// owner gave it; anything else (a missing directory, no right to write) is
+/// left for SQLite to report in its own words.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
 }
 
 /// Opens a connection with the busy timeout set; writes nothing to the file.

@@ -40,7 +40,7 @@ pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let options = ClusterOptions {
         data_dir: args.data_dir.clone(),
         port: args.port,
-        settings: Vec::new(),
+        ..ClusterOptions::default()
     };
     let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await

@@ -21,6 +21,11 @@ pub async fn run(args: &RetentionArgs, ctx: &Context) -> anyhow::Result<ExitCode
         .or_else(|| ctx.config.retention.keep.clone())
         .context("how long to keep events? pass --keep 400d or set [retention] keep")?;
     let keep = pgtrail_core::time::parse_duration(&keep_text).context("--keep")?;
+    if Utc::now().checked_sub_signed(keep).is_none() {
+        anyhow::bail!(
+            "--keep {keep_text} is out of range: the cut-off would fall outside the calendar (keep at most a few thousand years, e.g. 36500d)"
+        );
+    }
     let archive = args
         .archive
         .clone()

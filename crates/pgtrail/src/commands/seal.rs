@@ -168,6 +168,7 @@ async fn seal_round(
 fn may_pass(error: &pgtrail_triggers::Error) -> bool {
     match error {
         pgtrail_triggers::Error::Postgres { source, .. } => postgres_may_pass(source),
+        pgtrail_triggers::Error::Connect { source, .. } => source.is_transient(),
         pgtrail_triggers::Error::Store(StoreError::Open { .. } | StoreError::Backend { .. }) => {
             true
         }

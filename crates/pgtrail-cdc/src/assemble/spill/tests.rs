@@ -176,3 +176,61 @@ fn a_full_disk_is_an_error_not_a_lost_item() {
     let error = file.write(1, &event).expect_err("the disk is full");
     assert_eq!(error.source.raw_os_error(), Some(28), "ENOSPC: {error:?}");
 }
+
+/// Someone who can put a directory where the consumer spills can feed it
+/// forged changes: each way of planting one is refused before anything is
+/// read from it.
+#[test]
+fn a_directory_someone_else_controls_is_refused() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let is_root = rustix::process::geteuid().is_root();
+
+    // A directory another user made in advance.
+    let planted = if is_root {
+        let planted = temp.path().join("planted");
+        std::fs::create_dir(&planted).expect("mkdir");
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).expect("chown to nobody");
+        planted
+    } else {
+        PathBuf::from("/usr")
+    };
+    let error = SpillDir::open(&planted).expect_err("not ours");
+    assert!(
+        format!("{:?}", error.source).contains("belongs to uid"),
+        "{error:?}"
+    );
+
+    // A symbolic link to a directory of the attacker's choosing.
+    let target = temp.path().join("elsewhere");
+    std::fs::create_dir(&target).expect("mkdir");
+    let link = temp.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let error = SpillDir::open(&link).expect_err("a link");
+    assert!(
+        format!("{:?}", error.source).contains("symbolic link"),
+        "{error:?}"
+    );
+
+    // A parent anyone may write to (without /tmp's sticky bit): the directory could be swapped.
+    let open_parent = temp.path().join("open");
+    std::fs::create_dir(&open_parent).expect("mkdir");
+    std::fs::set_permissions(&open_parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let error = SpillDir::open(open_parent.join("spill")).expect_err("swappable");
+    assert!(
+        format!("{:?}", error.source).contains("writable by others"),
+        "{error:?}"
+    );
+    // With the sticky bit (as /tmp has), only the owner can rename it: fine.
+    std::fs::set_permissions(&open_parent, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    SpillDir::open(open_parent.join("spill2")).expect("sticky parent");
+}
+
+#[test]
+fn the_default_directory_is_per_user_not_shared() {
+    let default = crate::consumer::default_spill_dir();
+    let uid = rustix::process::geteuid().as_raw();
+    assert_eq!(
+        default.file_name().and_then(|n| n.to_str()),
+        Some(format!("pgtrail-spill-{uid}").as_str())
+    );
+}
