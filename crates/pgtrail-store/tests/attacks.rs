@@ -84,7 +84,19 @@ impl Target {
     /// Removes events after `seq` and points `chain_head` at event `seq`,
     /// as an attacker hiding the newest events would.
     async fn truncate_after(&self, seq: i64) {
-        let hash = match self.store.scan(seq - 1, 1).await.expect("scan").first() {
+        // The hash of event `seq` (the genesis hash for an empty chain),
+        // so chain_head agrees with what is left, as an attacker would make it.
+        let kept = match seq {
+            0 => None,
+            _ => self
+                .store
+                .scan(seq - 1, 1)
+                .await
+                .expect("scan")
+                .first()
+                .cloned(),
+        };
+        let hash = match kept {
             Some(e) => e.hash.clone().expect("hash"),
             None => pgtrail_core::GENESIS_HASH.to_string(),
         };

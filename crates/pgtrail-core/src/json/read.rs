@@ -223,7 +223,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A number, its text kept as written (`1.50`, `-0`, `1E400`).
+    /// A number, its digits kept as written (`1.50`, `-0`), its exponent
+    /// spelled as serde_json always spelled it (`1E5` -> `1e+5`, `1e-07`
+    /// stays): events hashed before this reader existed went through
+    /// serde_json, and the same input must keep giving the same bytes.
     fn number(&mut self) -> Result<Number, JsonError> {
         let start = self.at;
         if self.peek() == Some(b'-') {
@@ -241,22 +244,30 @@ impl<'a> Reader<'a> {
             }
             self.digits();
         }
+        let mut text = self.text[start..self.at].to_string();
         if let Some(b'e' | b'E') = self.peek() {
             self.at += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.at += 1;
+            text.push('e');
+            match self.peek() {
+                Some(b'-') => {
+                    self.at += 1;
+                    text.push('-');
+                }
+                Some(b'+') => {
+                    self.at += 1;
+                    text.push('+');
+                }
+                _ => text.push('+'),
             }
             if !matches!(self.peek(), Some(b'0'..=b'9')) {
                 return Err(self.error("a digit in the exponent"));
             }
+            let digits = self.at;
             self.digits();
+            text.push_str(&self.text[digits..self.at]);
         }
-        // The grammar is checked above. serde_json's own parser would respell
-        // an exponent (`1E5` -> `1e+5`); a Postgres `json` value keeps it, so
-        // the text goes in as written (`arbitrary_precision` keeps it so).
-        Ok(Number::from_string_unchecked(
-            self.text[start..self.at].to_string(),
-        ))
+        // The grammar is checked above, so the text is a valid number.
+        Ok(Number::from_string_unchecked(text))
     }
 
     fn digits(&mut self) {

@@ -32,20 +32,34 @@ fn deep_text(levels: usize) -> String {
 
 #[test]
 fn numbers_keep_their_text() {
-    for text in [
-        "0",
-        "-0",
-        "1.50",
-        "1E+400",
-        "-1e-400",
-        "0.000000000000000000000000000001",
-        "123456789012345678901234567890",
-        "12.500",
-        "1E5",
-        "2e-0",
+    for (text, spelled) in [
+        ("0", "0"),
+        ("-0", "-0"),
+        ("1.50", "1.50"),
+        ("1E+400", "1e+400"),
+        ("-1e-400", "-1e-400"),
+        (
+            "0.000000000000000000000000000001",
+            "0.000000000000000000000000000001",
+        ),
+        (
+            "123456789012345678901234567890",
+            "123456789012345678901234567890",
+        ),
+        ("12.500", "12.500"),
+        ("1E5", "1e+5"),
+        ("2e-0", "2e-0"),
+        ("1e-07", "1e-07"),
     ] {
         let value = parse(text).expect(text);
-        assert_eq!(to_string(&value), text);
+        assert_eq!(to_string(&value), spelled, "{text}");
+        // The spelling serde_json gave before this reader: hashes stay.
+        let serde: Value = serde_json::from_str(text).expect(text);
+        assert_eq!(
+            serde_json::to_string(&serde).expect("serde"),
+            spelled,
+            "{text}"
+        );
     }
 }
 

@@ -237,6 +237,10 @@ impl SqliteStore {
     }
 }
 
+/// The oldest schema whose events, index keys and full-text index `verify`
+/// reads as they are.
+const OLDEST_VERIFIABLE_VERSION: i64 = 6;
+
 impl Shared {
     fn open(path: PathBuf, options: SqliteOptions) -> Result<Self> {
         let location = path.display().to_string();
@@ -320,11 +324,14 @@ impl Shared {
                 reason: "it is an empty SQLite database".into(),
             });
         }
+        // Verify never migrates: it reads every version whose events table
+        // it knows (v7 only added checkpoint columns, read when present).
         let version = schema::version(&conn, &location)?;
-        if version != SCHEMA_VERSION {
+        if !(OLDEST_VERIFIABLE_VERSION..=SCHEMA_VERSION).contains(&version) {
             return Err(refuse(format!(
-                "it has schema version {version} and this pgtrail verifies version \
-                 {SCHEMA_VERSION}: open it once with `pgtrail log` to migrate it, then verify"
+                "it has schema version {version} and this pgtrail verifies versions \
+                 {OLDEST_VERIFIABLE_VERSION} to {SCHEMA_VERSION}: open it once with \
+                 `pgtrail log` to migrate it, then verify"
             )));
         }
         Ok(Shared {

@@ -198,6 +198,24 @@ fn compare_fts(
         }
     }
 
+    // SQLite's JSON functions stop at 1,000 levels; a captured value may be
+    // nested far deeper, so such a body's statement is read by core's reader.
+    conn.create_scalar_function(
+        "pgtrail_deep_sql",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8
+            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let body = ctx.get::<String>(0)?;
+            Ok(match pgtrail_core::json::parse(&body) {
+                Ok(serde_json::Value::Object(event)) => {
+                    event.get("sql").and_then(|s| s.as_str()).map(str::to_owned)
+                }
+                _ => None,
+            })
+        },
+    )
+    .map_err(db("indexing the events' SQL"))?;
     let mut after = first - 1;
     while after < last {
         let through = after.saturating_add(FTS_PAGE).min(last);
@@ -206,8 +224,11 @@ fn compare_fts(
              create virtual table temp.pgtrail_verify_fts
                  using fts5 (sql, content = '', tokenize = \"{TOKENIZER}\");
              insert into temp.pgtrail_verify_fts (rowid, sql)
-                 select seq, json_extract(body, '$.sql') from main.events
-                 where seq > {after} and seq <= {through} and json_extract(body, '$.sql') is not null;
+                 select seq, sql from (
+                     select seq, case when json_valid(body) then json_extract(body, '$.sql')
+                                      else pgtrail_deep_sql(body) end as sql
+                     from main.events where seq > {after} and seq <= {through})
+                 where sql is not null;
              drop table if exists temp.pgtrail_verify_fts_expected;
              create virtual table temp.pgtrail_verify_fts_expected
                  using fts5vocab(temp, pgtrail_verify_fts, instance);"

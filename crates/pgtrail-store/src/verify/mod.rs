@@ -231,6 +231,9 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
     report.problems.extend(chain_problem);
 
     if walked_all {
+        let index_mismatches = store.check_indexes(start_seq, report.head_seq).await?;
+        // Read after the index check: an append that index rows beyond the
+        // walk came from has moved the head by now.
         let head_after = store.head().await?;
         let last = (report.head_seq, prev_hash.as_str());
         report.problems.extend(check_head(
@@ -241,7 +244,7 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
         ));
         // Rows beyond the walk are another append's, when one ran meanwhile.
         let appended_since = head_after.as_ref().is_some_and(|h| h.seq > report.head_seq);
-        for (seq, mismatch) in store.check_indexes(start_seq, report.head_seq).await? {
+        for (seq, mismatch) in index_mismatches {
             if appended_since && seq > report.head_seq {
                 continue;
             }
