@@ -7,5 +7,6 @@ mod identity;
 mod install;
 mod protection;
 mod sealing;
+mod secrets;
 mod shapes;
 mod support;
