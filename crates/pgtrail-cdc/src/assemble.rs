@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::context::{Actor, DdlMessage, CONTEXT_PREFIX, DDL_PREFIX};
+use crate::mask::Masking;
 use crate::pgoutput::{ColumnValue, OldKind, PgOutput, Relation, Tuple, Xid};
 use crate::value::{to_json, TypeRegistry};
 
@@ -244,6 +245,8 @@ pub struct Assembler {
     spill: Option<SpillDir>,
     /// Keys of a sqlcommenter comment that name the application user.
     comment_user_keys: Arc<[String]>,
+    /// Columns masked in row images and keys.
+    masking: Arc<Masking>,
 }
 
 impl Assembler {
@@ -267,7 +270,15 @@ impl Assembler {
             memory_limit: usize::MAX,
             spill: None,
             comment_user_keys: sql_comment::default_user_keys().into(),
+            masking: Arc::default(),
         }
+    }
+
+    /// Masks these columns in every row image and key, before the event is
+    /// held or spilled.
+    pub fn with_masking(mut self, masking: Arc<Masking>) -> Self {
+        self.masking = masking;
+        self
     }
 
     /// Names the application user after the first of these keys a
@@ -567,6 +578,10 @@ impl Assembler {
         event.sql = ddl.sql;
         // A migration tool's comment on the DDL statement names its user.
         sql_comment::apply(&mut event, &self.comment_user_keys);
+        // Before the event is held or spilled: no secret reaches disk.
+        if let Some(sql) = event.sql.as_mut() {
+            *sql = pgtrail_sql::redact_secrets(sql).0;
+        }
         event
     }
 
@@ -619,6 +634,14 @@ impl Assembler {
             }
         }
         event.old = old_image.map(|o| o.values);
+        if self.masking.masks(&relation.schema, &relation.name) {
+            for image in [&mut event.old, &mut event.new, &mut event.pk]
+                .into_iter()
+                .flatten()
+            {
+                self.masking.apply(&relation.schema, &relation.name, image);
+            }
+        }
         Ok(event)
     }
 

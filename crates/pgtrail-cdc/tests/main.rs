@@ -8,5 +8,6 @@ mod errors;
 mod kill;
 mod oracle;
 mod restart;
+mod secrets;
 mod spill;
 mod store_outage;
