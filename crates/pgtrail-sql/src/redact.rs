@@ -41,8 +41,13 @@ fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
     };
     let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
     let mut edits = Edits::default();
+    // An option the tree marks as secret is named by a token: without such
+    // a token the walk is skipped (the parse still decides the fallback).
+    let named = tokens.iter().any(Tok::names_secret);
     let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
-        secrets_in_tree(&tree, &tokens, &mut edits);
+        if named {
+            secrets_in_tree(&tree, &tokens, &mut edits);
+        }
         true
     });
     if !parsed {
@@ -199,9 +204,7 @@ fn secrets_by_name(tokens: &[Tok], edits: &mut Edits) {
         .collect();
     for (k, &i) in code.iter().enumerate() {
         let tok = &tokens[i];
-        if !(tok.token == Token::Ident || tok.token == Token::Password || tok.is_keyword())
-            || !literal::is_secret_name(tok.text)
-        {
+        if !tok.names_secret() {
             continue;
         }
         let Some(&next) = code.get(k + 1) else {
@@ -320,7 +323,8 @@ impl<'a> Tok<'a> {
     fn is_comment(&self) -> bool {
         matches!(self.token, Token::SqlComment | Token::CComment)
     }
-    fn is_keyword(&self) -> bool {
-        self.keyword
+    /// An identifier or keyword naming a secret (`password`, `"api_token"`).
+    fn names_secret(&self) -> bool {
+        (self.token == Token::Ident || self.keyword) && literal::is_secret_name(self.text)
     }
 }
