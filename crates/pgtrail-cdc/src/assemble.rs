@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::context::{Actor, DdlMessage, CONTEXT_PREFIX, DDL_PREFIX};
+use crate::mask::Masking;
 use crate::pgoutput::{ColumnValue, OldKind, PgOutput, Relation, Tuple, Xid};
 use crate::value::{to_json, TypeRegistry};
 
@@ -272,6 +273,8 @@ pub struct Assembler {
     comment_user_keys: Arc<[String]>,
     /// The context trigger is installed: every change should have an actor.
     expect_actor: bool,
+    /// Columns masked in row images and keys.
+    masking: Arc<Masking>,
 }
 
 impl Assembler {
@@ -296,6 +299,7 @@ impl Assembler {
             spill: None,
             comment_user_keys: sql_comment::default_user_keys().into(),
             expect_actor: false,
+            masking: Arc::default(),
         }
     }
 
@@ -305,6 +309,13 @@ impl Assembler {
     /// the first of them, which keep no actor.
     pub fn expecting_actor(mut self, expect: bool) -> Self {
         self.expect_actor = expect;
+        self
+    }
+
+    /// Masks these columns in every row image and key, before the event is
+    /// held or spilled.
+    pub fn with_masking(mut self, masking: Arc<Masking>) -> Self {
+        self.masking = masking;
         self
     }
 
@@ -607,6 +618,10 @@ impl Assembler {
         event.sql = ddl.sql;
         // A migration tool's comment on the DDL statement names its user.
         sql_comment::apply(&mut event, &self.comment_user_keys);
+        // Before the event is held or spilled: no secret reaches disk.
+        if let Some(sql) = event.sql.as_mut() {
+            *sql = pgtrail_sql::redact_secrets(sql).0;
+        }
         event
     }
 
@@ -659,6 +674,14 @@ impl Assembler {
             }
         }
         event.old = old_image.map(|mut o| std::mem::take(&mut o.values));
+        if self.masking.masks(&relation.schema, &relation.name) {
+            for image in [&mut event.old, &mut event.new, &mut event.pk]
+                .into_iter()
+                .flatten()
+            {
+                self.masking.apply(&relation.schema, &relation.name, image);
+            }
+        }
         Ok(event)
     }
 

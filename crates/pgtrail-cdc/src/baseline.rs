@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::connection::{quote_literal, ConnectOptions, ReplicationConnection};
+use crate::mask::Masking;
 use crate::setup::{self, Table};
 use crate::value::{to_json, TypeRegistry};
 use crate::CdcError;
@@ -39,6 +40,7 @@ pub async fn create_slot_with_baseline(
     client: &Client,
     slot: &str,
     tables: &[Table],
+    masking: &Masking,
     store: &Arc<dyn Store>,
 ) -> Result<u64, CdcError> {
     if setup::slot_exists(client, slot).await? {
@@ -49,6 +51,8 @@ pub async fn create_slot_with_baseline(
             hint: "run pgtrail capture --drop first, then --setup --baseline".into(),
         });
     }
+    // Before the slot exists: a missing key must not leave a slot behind.
+    let masking = crate::mask::keyed(client, masking).await?;
     let mut conn = ReplicationConnection::connect(connect).await?;
     let system = conn.identify_system().await?;
     let snapshot = conn
@@ -70,7 +74,7 @@ pub async fn create_slot_with_baseline(
     let mut total = 0;
     let result = async {
         for table in tables {
-            total += copy_table(client, table, &types, &system.dbname, store).await?;
+            total += copy_table(client, table, &types, &masking, &system.dbname, store).await?;
         }
         Ok::<_, CdcError>(())
     }
@@ -85,6 +89,7 @@ async fn copy_table(
     client: &Client,
     table: &Table,
     types: &TypeRegistry,
+    masking: &Masking,
     database: &str,
     store: &Arc<dyn Store>,
 ) -> Result<u64, CdcError> {
@@ -135,6 +140,8 @@ async fn copy_table(
             }
             image.insert(name.clone(), value);
         }
+        masking.apply(&table.schema, &table.name, &mut image);
+        masking.apply(&table.schema, &table.name, &mut pk);
         let mut event = Event::new(Source::Cdc, Kind::Snapshot);
         event.database = Some(database.to_string());
         event.schema = Some(table.schema.clone());

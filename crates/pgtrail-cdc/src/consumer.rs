@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::assemble::{Assembler, CommittedTx, SpillDir};
 use crate::connection::{ConnectOptions, ReplicationConnection};
+use crate::mask::{self, Masking};
 use crate::pgoutput::{Decoder, PgOutput};
 use crate::setup::{self, TableSelection};
 use crate::value::TypeRegistry;
@@ -71,6 +72,9 @@ pub struct CaptureOptions {
     /// Keys of a statement's sqlcommenter comment that name the application
     /// user (`[identity] comment_user_keys`).
     pub comment_user_keys: Vec<String>,
+    /// Masked columns (`[capture] mask`, `mask_redact`); the key is read
+    /// from the database at start.
+    pub masking: Masking,
 }
 
 impl CaptureOptions {
@@ -89,6 +93,7 @@ impl CaptureOptions {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             spill_dir: default_spill_dir(),
             comment_user_keys: pgtrail_core::sql_comment::default_user_keys(),
+            masking: Masking::default(),
         }
     }
 
@@ -228,6 +233,7 @@ async fn session(
     setup::check_capture(&catalog, &options.slot, &options.publication, &required).await?;
     let mut types = TypeRegistry::builtin();
     types.load(&setup::load_types(&catalog).await?);
+    let masking = mask::keyed(&catalog, &options.masking).await?;
 
     // With the context trigger installed, every change should come with an
     // actor, and only pgtrail's functions may emit one: checked at each
@@ -285,7 +291,8 @@ async fn session(
         assembler: Assembler::new(&stream_id, &system.dbname, types)
             .with_spill(spill_dir, options.memory_limit)
             .with_comment_user_keys(&options.comment_user_keys)
-            .expecting_actor(context_owner.is_some()),
+            .expecting_actor(context_owner.is_some())
+            .with_masking(masking),
         decoder: Decoder::new(),
         tried_types: HashSet::new(),
         pending_since: (!start_alarms.is_empty()).then(Instant::now),

@@ -4,6 +4,7 @@
 //! The crate is a pure core with a thin async shell:
 //! - [`pgoutput`] decodes the plugin's messages (pure, byte-fixture tested);
 //! - [`value`] turns pgoutput's text values into JSON by column type;
+//! - [`mask`] masks configured columns with trigger capture's keyed hash;
 //! - [`assemble`] builds whole transactions of events, attaching the actor
 //!   carried by pgtrail's logical messages (see [`context`]);
 //! - [`connection`] is the replication connection on `pgtrail-wire`;
@@ -25,6 +26,7 @@ pub mod consumer;
 pub mod context;
 mod error;
 pub mod health;
+pub mod mask;
 pub mod pgoutput;
 pub mod setup;
 pub mod slot;

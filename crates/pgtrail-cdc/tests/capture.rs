@@ -316,6 +316,7 @@ async fn baseline_is_consistent_with_the_stream() -> anyhow::Result<()> {
         &db.client,
         &db.slot,
         &tables,
+        &pgtrail_cdc::mask::Masking::default(),
         &store,
     )
     .await?;

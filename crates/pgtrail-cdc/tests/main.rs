@@ -11,6 +11,7 @@ mod health;
 mod kill;
 mod oracle;
 mod restart;
+mod secrets;
 mod spill;
 mod store_outage;
 mod values;

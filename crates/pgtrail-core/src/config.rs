@@ -192,6 +192,12 @@ pub struct CaptureConfig {
     /// Directory for spill files (created 0700; a subdirectory per slot);
     /// unset: `pgtrail-spill` in the system's temporary directory.
     pub spill_dir: Option<String>,
+    /// Columns masked with the keyed hash of trigger capture (`track
+    /// --mask`), as `schema.table.column`; the key is the captured
+    /// database's own (see docs/cdc.md).
+    pub mask: Vec<String>,
+    /// Columns whose values become `***`, as `schema.table.column`.
+    pub mask_redact: Vec<String>,
 }
 
 impl Default for CaptureConfig {
@@ -205,6 +211,8 @@ impl Default for CaptureConfig {
             lag_warn_mb: 256,
             memory_limit_mb: 256,
             spill_dir: None,
+            mask: Vec::new(),
+            mask_redact: Vec::new(),
         }
     }
 }
@@ -294,6 +302,22 @@ impl Config {
                 key: "capture.batch_events".into(),
                 reason: "must be at least 1".into(),
             });
+        }
+        for (key, names) in [
+            ("capture.mask", &self.capture.mask),
+            ("capture.mask_redact", &self.capture.mask_redact),
+        ] {
+            for name in names {
+                let parts: Vec<&str> = name.rsplitn(3, '.').collect();
+                if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        key: key.into(),
+                        reason: format!(
+                            "'{name}' is not schema.table.column (e.g. public.users.ssn)"
+                        ),
+                    });
+                }
+            }
         }
         if self.capture.memory_limit_mb == 0 {
             return Err(ConfigError::Invalid {

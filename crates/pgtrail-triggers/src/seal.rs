@@ -105,6 +105,8 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
         .await
         .map_err(Error::pg("reading the chain's head"))?
         .get(0);
+    let masking = masks_columns(&tx).await?;
+    let mut redactor = pgtrail_sql::Redactor::default();
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
@@ -160,6 +162,9 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
             };
             // A sqlcommenter comment names the user where no setting did.
             pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
+            // No secret, nor (where columns are masked) any row value, in statement text.
+            let constants = masking && event.kind == pgtrail_core::Kind::RowChange;
+            redactor.redact_in_place(&mut event.sql, constants);
             events.push(event);
         }
         events_total += events.len();
@@ -270,6 +275,22 @@ async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<P
         chosen.push(pending);
     }
     Ok(chosen)
+}
+
+/// Whether any table is tracked (or any schema auto-tracked) with masked
+/// columns. Then row events' statement text loses all its constants: a
+/// masked value can reach the text of any captured statement (as an
+/// argument of a function that writes the masked table, say), so the rule
+/// is install-wide rather than per table.
+async fn masks_columns(tx: &Transaction<'_>) -> Result<bool> {
+    tx.query_one(
+        "select exists (select 1 from pgtrail.tracked where cardinality(masked) > 0) \
+             or exists (select 1 from pgtrail.auto_track where cardinality(masked) > 0)",
+        &[],
+    )
+    .await
+    .map(|row| row.get(0))
+    .map_err(Error::pg("looking for masked columns"))
 }
 
 /// The sqlcommenter keys naming the user, as the last install wrote them

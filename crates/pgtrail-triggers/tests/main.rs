@@ -8,6 +8,7 @@ mod install;
 mod no_way_in;
 mod protection;
 mod sealing;
+mod secrets;
 mod shapes;
 mod support;
 mod values;

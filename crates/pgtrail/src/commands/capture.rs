@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer::{self, CaptureOptions};
+use pgtrail_cdc::mask::Masking;
 use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
 use pgtrail_core::config::{CaptureConfig, IdentityConfig};
 use pgtrail_core::filter::TableName;
@@ -29,7 +30,7 @@ pub(crate) fn capture_options(
     tuning: &CaptureTuning,
     config: &CaptureConfig,
     identity: &IdentityConfig,
-) -> CaptureOptions {
+) -> anyhow::Result<CaptureOptions> {
     let mut options = CaptureOptions::new(
         tuning.slot.as_deref().unwrap_or(&config.slot),
         tuning.publication.as_deref().unwrap_or(&config.publication),
@@ -56,7 +57,9 @@ pub(crate) fn capture_options(
     {
         options.spill_dir = dir;
     }
-    options
+    options.masking = Masking::parse(&config.mask, &config.mask_redact)
+        .map_err(|reason| anyhow::anyhow!("[capture] mask: {reason}"))?;
+    Ok(options)
 }
 
 /// Runs `pgtrail capture`.
@@ -66,7 +69,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
     };
     let connect = ConnectOptions::parse(db)?;
     let client = connect.connect_sql().await?;
-    let mut options = capture_options(&args.tuning, &ctx.config.capture, &ctx.config.identity);
+    let mut options = capture_options(&args.tuning, &ctx.config.capture, &ctx.config.identity)?;
 
     if args.status {
         let slots = super::status::slot_reports(
@@ -116,6 +119,11 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
                  to the WAL (more WAL and decoding work; see docs/cdc.md for measured costs)"
             );
         }
+        let masking = options.masking.clone();
+        if masking.needs_key() {
+            // The key trigger capture uses, created if trigger capture is not installed.
+            pgtrail_cdc::mask::ensure_key(&client).await?;
+        }
         let options = SetupOptions {
             slot: options.slot.clone(),
             publication: options.publication.clone(),
@@ -164,6 +172,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
                 &client,
                 &options.slot,
                 &tables,
+                &masking,
                 &store,
             )
             .await

@@ -57,7 +57,7 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let capture = match capture_db {
         Some(db) => Some(CapturePart {
             connect: ConnectOptions::parse(db).context("invalid capture database URL")?,
-            options: capture_options(&args.capture, &ctx.config.capture, &ctx.config.identity),
+            options: capture_options(&args.capture, &ctx.config.capture, &ctx.config.identity)?,
         }),
         None => None,
     };

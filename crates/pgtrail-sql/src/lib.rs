@@ -1,0 +1,30 @@
+//! SQL understood by the real Postgres parser (`pg_query`, libpg_query):
+//! redaction of statement text before it enters the trail now, statement
+//! classification (for the statement proxy) later.
+//!
+//! Kept out of `pgtrail-core` on purpose: libpg_query is a C build (and
+//! bindgen needs libclang), which only the crates that read statement text
+//! should pay for.
+//!
+//! Two redactions, both keeping the rest of the text as written (they
+//! splice at the scanner's token positions, so the statement stays
+//! readable):
+//!
+//! - [`redact_secrets`]: passwords and connection-string credentials
+//!   (`CREATE/ALTER ROLE … PASSWORD`, `OPTIONS (password …)` of servers and
+//!   user mappings, `CREATE/ALTER SUBSCRIPTION … CONNECTION`, conninfo
+//!   `password=…` and URI `scheme://user:secret@host` inside any literal or
+//!   comment). Applied to every statement text pgtrail stores.
+//! - [`redact_constants`]: every constant (as `pg_query::normalize` does,
+//!   but from the scanner, so it works on any text that scans). For
+//!   statement text of installs with masked columns: a masked value can
+//!   only appear in the text as a constant.
+//!
+//! Text that cannot be parsed is not trusted to be understood: every string
+//! literal is replaced. Text that cannot even be scanned (an unterminated
+//! quote, a NUL byte) is withheld whole, with [`WITHHELD`] in its place.
+
+mod literal;
+mod redact;
+
+pub use redact::{redact_constants, redact_secrets, Redaction, Redactor, REDACTED, WITHHELD};

@@ -1,0 +1,330 @@
+//! Redaction of statement text: secrets always, constants on request.
+
+use pg_query::protobuf::{ScanToken, Token};
+use pg_query::NodeRef;
+
+use crate::literal;
+
+/// What replaces a secret: a whole literal becomes `'<redacted>'`, a
+/// credential inside one `<redacted>`.
+pub const REDACTED: &str = "<redacted>";
+
+/// What is stored instead of text that could not even be scanned.
+pub const WITHHELD: &str = "/* pgtrail: statement text withheld (it could not be scanned, so its secrets could not be found) */";
+
+/// Nesting of literals whose contents are redacted as statements in turn
+/// (a function body holding an EXECUTE of a string holding a password).
+const MAX_DEPTH: u8 = 4;
+
+/// What a redaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redaction {
+    /// The text parsed and held nothing to redact.
+    Unchanged,
+    /// The text parsed; the secrets (or constants) found were replaced.
+    Redacted,
+    /// The text did not parse: every string literal was replaced.
+    Unparsed,
+    /// The text could not be scanned: [`WITHHELD`] stands in its place.
+    Withheld,
+}
+
+/// `sql` with its secrets replaced (see the crate documentation), and what
+/// was done.
+pub fn redact_secrets(sql: &str) -> (String, Redaction) {
+    redact_secrets_at(sql, 0)
+}
+
+fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
+    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+        return (WITHHELD.to_string(), Redaction::Withheld);
+    };
+    let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
+    let mut edits = Edits::default();
+    // An option the tree marks as secret is named by a token: without such
+    // a token the walk is skipped (the parse still decides the fallback).
+    let named = tokens.iter().any(Tok::names_secret);
+    let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
+        if named {
+            secrets_in_tree(&tree, &tokens, &mut edits);
+        }
+        true
+    });
+    if !parsed {
+        for (i, tok) in tokens.iter().enumerate() {
+            if tok.is_string() {
+                edits.whole(i);
+            }
+        }
+    }
+    secrets_by_name(&tokens, &mut edits);
+    let outcome = match (parsed, edits.is_empty()) {
+        (false, _) => Redaction::Unparsed,
+        (true, true) => Redaction::Unchanged,
+        (true, false) => Redaction::Redacted,
+    };
+    // Credentials inside the remaining literals and comments.
+    let mut changed = false;
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    for (i, tok) in tokens.iter().enumerate() {
+        let replacement = if edits.is_whole(i) {
+            Some(format!("'{REDACTED}'"))
+        } else if tok.is_string() || tok.is_comment() {
+            inner_secrets(tok, depth)
+        } else {
+            None
+        };
+        if let Some(replacement) = replacement {
+            out.push_str(&sql[at..tok.start]);
+            out.push_str(&replacement);
+            at = tok.end;
+            changed = true;
+        }
+    }
+    if !changed {
+        return (sql.to_string(), outcome);
+    }
+    out.push_str(&sql[at..]);
+    let outcome = if outcome == Redaction::Unchanged {
+        Redaction::Redacted
+    } else {
+        outcome
+    };
+    (out, outcome)
+}
+
+/// `sql` with every constant (string, number, bit string) replaced by a
+/// parameter symbol `$n`, numbered after the parameters already there, and
+/// the credentials in its comments replaced.
+pub fn redact_constants(sql: &str) -> (String, Redaction) {
+    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+        return (WITHHELD.to_string(), Redaction::Withheld);
+    };
+    let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
+    let mut next = tokens
+        .iter()
+        .filter(|t| t.token == Token::Param)
+        .filter_map(|t| t.text.trim_start_matches('$').parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    let mut changed = false;
+    for tok in &tokens {
+        let replacement = if tok.is_constant() {
+            next += 1;
+            Some(format!("${next}"))
+        } else if tok.is_comment() {
+            literal::redact_credentials(tok.text, REDACTED)
+        } else {
+            None
+        };
+        if let Some(replacement) = replacement {
+            out.push_str(&sql[at..tok.start]);
+            out.push_str(&replacement);
+            at = tok.end;
+            changed = true;
+        }
+    }
+    if !changed {
+        return (sql.to_string(), Redaction::Unchanged);
+    }
+    out.push_str(&sql[at..]);
+    (out, Redaction::Redacted)
+}
+
+/// Redacts statement after statement, remembering the last one: the rows
+/// of one statement carry the same text, so a batch mostly repeats it.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    last: Option<(bool, String, String)>,
+}
+
+impl Redactor {
+    /// [`redact_secrets`], or with `constants` [`redact_constants`] (which
+    /// leaves no literal, so no secret literal either).
+    pub fn redact(&mut self, sql: &str, constants: bool) -> String {
+        if let Some((c, input, output)) = &self.last {
+            if *c == constants && input == sql {
+                return output.clone();
+            }
+        }
+        let (output, _) = if constants {
+            redact_constants(sql)
+        } else {
+            redact_secrets(sql)
+        };
+        self.last = Some((constants, sql.to_string(), output.clone()));
+        output
+    }
+
+    /// Redacts an optional statement text in place.
+    pub fn redact_in_place(&mut self, sql: &mut Option<String>, constants: bool) {
+        if let Some(text) = sql.as_mut() {
+            *text = self.redact(text, constants);
+        }
+    }
+}
+
+/// Secrets the parse tree places: the values of options named like a
+/// password (`PASSWORD '…'` of roles, `OPTIONS (password '…')` of servers
+/// and user mappings, in CREATE and ALTER, `SET`/`ADD` alike) are replaced
+/// whole; a subscription's conninfo keeps all but its credentials (done by
+/// [`inner_secrets`], which every literal goes through).
+fn secrets_in_tree(tree: &pg_query::ParseResult, tokens: &[Tok], edits: &mut Edits) {
+    for (node, ..) in tree.protobuf.nodes() {
+        if let NodeRef::DefElem(def) = node {
+            if def.arg.is_some() && literal::is_secret_name(&def.defname) {
+                if let Some(i) = constant_at(tokens, def.arg_location) {
+                    edits.whole(i);
+                }
+            }
+        }
+    }
+}
+
+/// The constant token starting at `location` (a byte offset), if any.
+fn constant_at(tokens: &[Tok], location: i32) -> Option<usize> {
+    let location = usize::try_from(location).ok()?;
+    tokens
+        .iter()
+        .position(|t| t.start == location)
+        .filter(|&i| tokens[i].is_constant())
+}
+
+/// The net under the tree: a name like `password` followed by a literal
+/// (`PASSWORD 'x'`, `"password" 'x'`), or by `=` / `TO` / `:=` and then an
+/// expression (`SET app.api_token = 'x'`, `password := 'x'` in a function
+/// body, `SET password = md5('x')`): the expression's constants, up to the
+/// next `,` or `;` outside parentheses, are replaced.
+fn secrets_by_name(tokens: &[Tok], edits: &mut Edits) {
+    let code: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !tokens[i].is_comment())
+        .collect();
+    for (k, &i) in code.iter().enumerate() {
+        let tok = &tokens[i];
+        if !tok.names_secret() {
+            continue;
+        }
+        let Some(&next) = code.get(k + 1) else {
+            continue;
+        };
+        if tokens[next].is_constant() {
+            edits.whole(next);
+            continue;
+        }
+        let assigns = matches!(tokens[next].text, "=" | ":=") || tokens[next].token == Token::To;
+        if !assigns {
+            continue;
+        }
+        let mut depth = 0i32;
+        for &j in &code[k + 2..] {
+            match tokens[j].text {
+                "(" => depth += 1,
+                ")" if depth == 0 => break,
+                ")" => depth -= 1,
+                "," | ";" if depth == 0 => break,
+                _ if tokens[j].is_constant() => edits.whole(j),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A literal's or comment's text with the credentials inside it redacted,
+/// if it holds any: conninfo and URI credentials, and (for literals that
+/// mention a secret) the secrets of the statement the literal may hold,
+/// found by redacting its value as a statement in turn.
+fn inner_secrets(tok: &Tok, depth: u8) -> Option<String> {
+    if !literal::mentions_secret(tok.text) {
+        return None;
+    }
+    if tok.is_comment() {
+        return literal::redact_credentials(tok.text, REDACTED);
+    }
+    let (quoting, value) = literal::decode(tok.text);
+    let Some(value) = value else {
+        // Not decoded (U&'…'): replaced whole, as it mentions a secret.
+        return Some(format!("'{REDACTED}'"));
+    };
+    if depth >= MAX_DEPTH {
+        return Some(format!("'{REDACTED}'"));
+    }
+    // The value as a statement first (its own literals redacted precisely),
+    // then as a connection string.
+    let (nested, outcome) = redact_secrets_at(&value, depth + 1);
+    let nested = match outcome {
+        Redaction::Withheld => value.clone(),
+        _ => nested,
+    };
+    let new_value = literal::redact_credentials(&nested, REDACTED).unwrap_or(nested);
+    if new_value == value {
+        return None;
+    }
+    Some(literal::encode(&quoting, &new_value))
+}
+
+/// Token replacements decided so far: whole-literal ones.
+#[derive(Default)]
+struct Edits {
+    whole: Vec<usize>,
+}
+
+impl Edits {
+    fn whole(&mut self, i: usize) {
+        if !self.whole.contains(&i) {
+            self.whole.push(i);
+        }
+    }
+    fn is_whole(&self, i: usize) -> bool {
+        self.whole.contains(&i)
+    }
+    fn is_empty(&self) -> bool {
+        self.whole.is_empty()
+    }
+}
+
+/// One scanned token with its text.
+struct Tok<'a> {
+    start: usize,
+    end: usize,
+    token: Token,
+    keyword: bool,
+    text: &'a str,
+}
+
+impl<'a> Tok<'a> {
+    fn new(sql: &'a str, token: &ScanToken) -> Option<Self> {
+        let start = usize::try_from(token.start).ok()?;
+        let end = usize::try_from(token.end).ok()?;
+        Some(Tok {
+            start,
+            end,
+            token: Token::try_from(token.token).ok()?,
+            keyword: token.keyword_kind != 0,
+            text: sql.get(start..end)?,
+        })
+    }
+    fn is_string(&self) -> bool {
+        matches!(self.token, Token::Sconst | Token::Usconst)
+    }
+    fn is_constant(&self) -> bool {
+        matches!(
+            self.token,
+            Token::Sconst
+                | Token::Usconst
+                | Token::Iconst
+                | Token::Fconst
+                | Token::Bconst
+                | Token::Xconst
+        )
+    }
+    fn is_comment(&self) -> bool {
+        matches!(self.token, Token::SqlComment | Token::CComment)
+    }
+    /// An identifier or keyword naming a secret (`password`, `"api_token"`).
+    fn names_secret(&self) -> bool {
+        (self.token == Token::Ident || self.keyword) && literal::is_secret_name(self.text)
+    }
+}
