@@ -9,7 +9,6 @@
 //!       one verify of the store at URL; prints `events seconds`.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -127,8 +126,20 @@ async fn main() {
             let (events, seconds) = verify_once(url).await;
             println!("{events} {seconds}");
         }
+        Some("fill") => {
+            // Fills a new store at URL with N events, in this build's schema.
+            let url = args.get(2).expect("fill URL");
+            let n: usize = args
+                .get(3)
+                .and_then(|n| n.parse().ok())
+                .expect("fill URL N");
+            let store = pgtrail_store::open(url).await.expect("open");
+            fill(&*store, n).await;
+        }
         Some("run") => run(&args).await,
-        _ => panic!("usage: verify_bench run --old PATH [--events N] [--rounds R] | verify URL"),
+        _ => panic!(
+            "usage: verify_bench run --old PATH [--events N] [--rounds R] | verify URL | fill URL N"
+        ),
     }
 }
 
@@ -144,25 +155,34 @@ async fn run(args: &[String]) {
     let mut cluster = None;
     println!("backend   events  build   median ev/s      min      max");
     for backend in backends.split(',') {
-        let url = match backend {
+        // Each build verifies a store it wrote itself, in its own schema
+        // (an older build refuses a newer schema): the same events, the same
+        // settings and indexes, one file or database each.
+        let (url_before, url_after) = match backend {
             "sqlite" => {
-                let path = dir.path().join("verify.db");
-                let store = pgtrail_store::sqlite::SqliteStore::open(&path)
-                    .await
-                    .expect("open");
-                fill(&store, events).await;
-                drop(store);
-                format!("sqlite:{}", path.display())
+                let url = |name: &str| format!("sqlite:{}", dir.path().join(name).display());
+                (url("before.db"), url("after.db"))
             }
             "postgres" => {
                 let c = pgtrail_testkit::Cluster::start().expect("cluster");
-                let url = c.create_database("verify").await.expect("db");
-                let store: Arc<dyn Store> = Arc::new(
-                    pgtrail_store::postgres::PostgresStore::connect(&url)
-                        .await
-                        .expect("open"),
-                );
-                fill(&*store, events).await;
+                let before = c.create_database("verify_before").await.expect("db");
+                let after = c.create_database("verify_after").await.expect("db");
+                cluster = Some(c);
+                (before, after)
+            }
+            other => panic!("unknown backend {other}"),
+        };
+        let filled = Command::new(&old)
+            .args(["fill", &url_before, &events.to_string()])
+            .status()
+            .expect("run verify_bench fill");
+        assert!(filled.success(), "{old} fill failed");
+        {
+            let store = pgtrail_store::open(&url_after).await.expect("open");
+            fill(&*store, events).await;
+        }
+        if let Some(c) = &cluster {
+            for url in [&url_before, &url_after] {
                 let db = url.rsplit('/').next().expect("db").to_string();
                 c.connect(&db)
                     .await
@@ -170,16 +190,13 @@ async fn run(args: &[String]) {
                     .batch_execute("vacuum analyze")
                     .await
                     .expect("analyze");
-                cluster = Some(c);
-                url
             }
-            other => panic!("unknown backend {other}"),
-        };
+        }
         // Alternated, so a noisy minute hits both builds.
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            before.push(rate_of(&old, &url));
-            after.push(rate_of(new, &url));
+            before.push(rate_of(&old, &url_before));
+            after.push(rate_of(new, &url_after));
         }
         let (b, after_stats) = (median_and_spread(before), median_and_spread(after));
         for (build, (median, min, max)) in [("before", b), ("after", after_stats)] {

@@ -6,6 +6,25 @@ use crate::{Store, StoreError};
 
 /// Opens (creating or migrating if needed) the store named by `url`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_as(url, Access::ReadWrite).await
+}
+
+/// Opens the existing store named by `url` for `verify`: read-only, never
+/// migrated, never created. A missing, empty or foreign store is an error.
+/// See [`crate::sqlite::SqliteStore::open_for_verify`] and
+/// [`crate::postgres::PostgresStore::connect_for_verify`].
+pub async fn open_for_verify(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_as(url, Access::Verify).await
+}
+
+/// How a store is opened: as every command does, or only to be verified.
+#[derive(Clone, Copy)]
+enum Access {
+    ReadWrite,
+    Verify,
+}
+
+async fn open_as(url: &str, access: Access) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -18,25 +37,35 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
                     reason: "sqlite: needs a file path, e.g. sqlite:pgtrail.db".into(),
                 });
             }
-            let store = crate::sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
+            let path = std::path::Path::new(path);
+            let store = match access {
+                Access::ReadWrite => crate::sqlite::SqliteStore::open(path).await?,
+                Access::Verify => crate::sqlite::SqliteStore::open_for_verify(path).await?,
+            };
             return Ok(Arc::new(store));
         }
         #[cfg(not(feature = "sqlite"))]
         return Err(StoreError::Url {
             url: url.to_string(),
-            reason: format!("this build has no SQLite support ({path})"),
+            reason: format!(
+                "this build has no SQLite support ({path}, {})",
+                access.name()
+            ),
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
         {
-            let store = crate::postgres::PostgresStore::connect(url).await?;
+            let store = match access {
+                Access::ReadWrite => crate::postgres::PostgresStore::connect(url).await?,
+                Access::Verify => crate::postgres::PostgresStore::connect_for_verify(url).await?,
+            };
             return Ok(Arc::new(store));
         }
         #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Url {
             url: redact_url(url),
-            reason: "this build has no PostgreSQL support".into(),
+            reason: format!("this build has no PostgreSQL support ({})", access.name()),
         });
     }
     Err(StoreError::Url {
@@ -45,49 +74,14 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     })
 }
 
-/// Opens the existing store named by `url` for `verify`: read-only, never
-/// migrated, never created. A missing, empty or foreign store is an error.
-/// See [`crate::sqlite::SqliteStore::open_for_verify`] and
-/// [`crate::postgres::PostgresStore::connect_for_verify`].
-pub async fn open_for_verify(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        #[cfg(feature = "sqlite")]
-        {
-            if path.is_empty() {
-                return Err(StoreError::Url {
-                    url: url.to_string(),
-                    reason: "sqlite: needs a file path, e.g. sqlite:pgtrail.db".into(),
-                });
-            }
-            let store =
-                crate::sqlite::SqliteStore::open_for_verify(std::path::Path::new(path)).await?;
-            return Ok(Arc::new(store));
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+impl Access {
+    fn name(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "to open",
+            Access::Verify => "to verify",
         }
-        #[cfg(not(feature = "sqlite"))]
-        return Err(StoreError::Url {
-            url: url.to_string(),
-            reason: format!("this build has no SQLite support ({path})"),
-        });
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        #[cfg(feature = "postgres")]
-        {
-            let store = crate::postgres::PostgresStore::connect_for_verify(url).await?;
-            return Ok(Arc::new(store));
-        }
-        #[cfg(not(feature = "postgres"))]
-        return Err(StoreError::Url {
-            url: redact_url(url),
-            reason: "this build has no PostgreSQL support".into(),
-        });
-    }
-    Err(StoreError::Url {
-        url: redact_url(url),
-        reason: "expected sqlite:PATH or postgres://USER@HOST/DB".into(),
-    })
 }
 
 /// The URL with any password replaced by `***`, safe to print and log.

@@ -199,7 +199,7 @@ pub struct FilterArgs {
     /// Only this operation: INSERT, UPDATE, DELETE, TRUNCATE, or a command tag such as "CREATE TABLE".
     #[arg(long, value_name = "OP")]
     pub op: Option<String>,
-    /// Only this kind: row_change, ddl, statement, session, snapshot.
+    /// Only this kind: row_change, ddl, statement, session, snapshot, alarm, quarantine.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
     /// Only this capture path: trigger, cdc, proxy.
