@@ -8,6 +8,11 @@
 //!   verify_bench verify URL
 //!       one verify of the store at URL; prints `events seconds`.
 
+/// The allocator the `pgtrail` binary runs with, so both builds allocate as
+/// `pgtrail verify` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::Command;
 use std::time::Instant;
 

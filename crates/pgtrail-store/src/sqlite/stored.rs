@@ -227,7 +227,8 @@ fn compare_fts(
                  select seq, sql from (
                      select seq, case when json_valid(body) then json_extract(body, '$.sql')
                                       else pgtrail_deep_sql(body) end as sql
-                     from main.events where seq > {after} and seq <= {through})
+                     from main.events where seq > {after} and seq <= {through}
+                         and instr(body, '\"sql\":') > 0)
                  where sql is not null;
              drop table if exists temp.pgtrail_verify_fts_expected;
              create virtual table temp.pgtrail_verify_fts_expected
