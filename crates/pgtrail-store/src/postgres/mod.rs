@@ -64,28 +64,10 @@ impl PostgresStore {
     /// migrating schema `pgtrail` as needed. Refuses a store written by a
     /// newer pgtrail, a half-migrated one, and a foreign `pgtrail` schema.
     pub async fn connect(url: &str) -> Result<Self> {
-        let location = redact_url(url);
-        let mut config = ConnectConfig::parse(url).map_err(|e| StoreError::Url {
-            url: location.clone(),
-            reason: e.to_string(),
-        })?;
         // An append returns only once durable: a role or database setting of
         // `synchronous_commit = off` must not quietly weaken that.
-        config
-            .default_application_name("pgtrail")
-            .add_options("-c synchronous_commit=on");
-        let store = PostgresStore {
-            pool: Pool::new(config, MAX_CONNECTIONS),
-            location,
-            partitions_ready_through: AtomicI64::new(0),
-        };
-        let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
-            location: store.location.clone(),
-            // The whole chain in one line (the server's or rustls's words
-            // included), kept as text: the source would print it twice.
-            reason: describe_connect(&e),
-            source: None,
-        })?;
+        let store = Self::with_settings(url, "pgtrail", "-c synchronous_commit=on")?;
+        let mut client = store.first_connection().await?;
         schema::migrate(&mut client, &store.location).await?;
         drop(client);
         Ok(store)
@@ -96,29 +78,47 @@ impl PostgresStore {
     /// a database without a pgtrail store, or with another schema version
     /// than this build's, is an error.
     pub async fn connect_for_verify(url: &str) -> Result<Self> {
+        // Read-only transactions; and only the catalog on the search path,
+        // so nothing a database user created can stand in for a built-in.
+        let store = Self::with_settings(
+            url,
+            "pgtrail verify",
+            "-c default_transaction_read_only=on -c search_path=pg_catalog",
+        )?;
+        let mut client = store.first_connection().await?;
+        schema::check_for_verify(&mut client, &store.location).await?;
+        drop(client);
+        Ok(store)
+    }
+
+    /// The store for `url`, its sessions started with these settings; no
+    /// connection is made yet.
+    fn with_settings(url: &str, application_name: &str, options: &str) -> Result<Self> {
         let location = redact_url(url);
         let mut config = ConnectConfig::parse(url).map_err(|e| StoreError::Url {
             url: location.clone(),
             reason: e.to_string(),
         })?;
-        // Read-only transactions; and only the catalog on the search path,
-        // so nothing a database user created can stand in for a built-in.
         config
-            .default_application_name("pgtrail verify")
-            .add_options("-c default_transaction_read_only=on -c search_path=pg_catalog");
-        let store = PostgresStore {
+            .default_application_name(application_name)
+            .add_options(options);
+        Ok(PostgresStore {
             pool: Pool::new(config, MAX_CONNECTIONS),
             location,
             partitions_ready_through: AtomicI64::new(0),
-        };
-        let mut client = store.pool.get().await.map_err(|e| StoreError::Open {
-            location: store.location.clone(),
+        })
+    }
+
+    /// The first connection, so a store that cannot be reached fails when it
+    /// is opened, in one line.
+    async fn first_connection(&self) -> Result<pool::PooledClient<'_>> {
+        self.pool.get().await.map_err(|e| StoreError::Open {
+            location: self.location.clone(),
+            // The whole chain in one line (the server's or rustls's words
+            // included), kept as text: the source would print it twice.
             reason: describe_connect(&e),
             source: None,
-        })?;
-        schema::check_for_verify(&mut client, &store.location).await?;
-        drop(client);
-        Ok(store)
+        })
     }
 
     /// The schema version this build creates and understands.
