@@ -108,11 +108,14 @@ impl CdcError {
             CdcError::Io { .. } | CdcError::Closed => RetryPolicy::Reconnect,
             CdcError::Connect(source) if source.is_transient() => RetryPolicy::Reconnect,
             // Admin shutdown, crash recovery, too many connections, the server starting up.
-            CdcError::Server { fields, .. } => match fields.code() {
-                "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => RetryPolicy::Reconnect,
-                _ => RetryPolicy::Stop,
-            },
-            CdcError::Catalog { source, .. } if source.is_closed() || source.code().is_none() => {
+            CdcError::Server { fields, .. }
+                if pgtrail_connect::sqlstate_may_pass(fields.code()) =>
+            {
+                RetryPolicy::Reconnect
+            }
+            CdcError::Catalog { source, .. }
+                if source.code().is_none() || pgtrail_connect::postgres_error_may_pass(source) =>
+            {
                 RetryPolicy::Reconnect
             }
             _ => RetryPolicy::Stop,

@@ -25,6 +25,7 @@ mod conninfo;
 mod pgpass;
 mod stream;
 pub mod tls;
+mod transient;
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
@@ -36,6 +37,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 pub use stream::PgStream;
 pub use tls::{RootCerts, SslMode};
+pub use transient::{postgres_error_may_pass, sqlstate_may_pass};
 
 use conninfo::Params;
 use pgpass::Lookup;
@@ -155,10 +157,7 @@ impl ConnectError {
         match self {
             ConnectError::Io { .. } | ConnectError::Timeout { .. } => true,
             ConnectError::Server { source, .. } => match source.code() {
-                Some(code) => {
-                    let code = code.code();
-                    code.starts_with("08") || code == "53300" || code == "57P03"
-                }
+                Some(code) => sqlstate_may_pass(code.code()),
                 None => true,
             },
             _ => false,

@@ -68,6 +68,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying again later may succeed: the store could not be
+    /// reached or its backend failed (a server restarting, a disk full, a
+    /// lock held). A malformed URL, a foreign, newer or half-migrated store
+    /// and invalid input fail the same way every time.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Open { .. } | StoreError::Backend { .. })
+    }
+
     /// Wraps a backend error with what the store was doing.
     pub fn backend(
         location: impl Into<String>,

@@ -75,6 +75,18 @@ impl Error {
         move |source| Error::Postgres { context, source }
     }
 
+    /// Whether trying again later may succeed: the database unreachable,
+    /// restarting or out of a resource, a conflict between transactions, or
+    /// the store unreachable. The inbox keeps every captured row meanwhile.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Postgres { source, .. } => pgtrail_connect::postgres_error_may_pass(source),
+            Error::Connect { source, .. } => source.is_transient(),
+            Error::Store(store) => store.is_retryable(),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE of a database error, if this is one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
@@ -99,4 +111,26 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_may_pass_is_retried() {
+        let store_down = Error::Store(StoreError::Open {
+            location: "postgres://db/shop".into(),
+            reason: "connection refused".into(),
+            source: None,
+        });
+        assert!(store_down.is_retryable());
+        let bad_row = Error::BadInbox {
+            id: 7,
+            reason: "no image".into(),
+        };
+        assert!(!bad_row.is_retryable());
+        assert!(!Error::NotInstalled.is_retryable());
+        assert!(!Error::Store(StoreError::Invalid("x".into())).is_retryable());
+    }
 }

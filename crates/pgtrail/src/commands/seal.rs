@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::Utc;
 use pgtrail_store::postgres::PostgresStore;
-use pgtrail_store::{Store, StoreError};
+use pgtrail_store::Store;
 use tokio::sync::watch;
 
 use crate::cli::SealArgs;
@@ -84,7 +84,7 @@ pub(crate) async fn seal_part(
                 }
                 session = None;
             }
-            Err(error) if may_pass(&error) && !stopping => {
+            Err(error) if error.is_retryable() && !stopping => {
                 failures += 1;
                 session = None;
                 let message = format!("{:#}", anyhow::Error::new(error));
@@ -160,59 +160,4 @@ async fn seal_round(
         );
     }
     Ok(())
-}
-
-/// The one place deciding whether a failed seal may pass when tried again:
-/// the database unreachable, restarting or out of connections, a conflict
-/// between transactions, or the store unreachable.
-fn may_pass(error: &pgtrail_triggers::Error) -> bool {
-    match error {
-        pgtrail_triggers::Error::Postgres { source, .. } => postgres_may_pass(source),
-        pgtrail_triggers::Error::Connect { source, .. } => source.is_transient(),
-        pgtrail_triggers::Error::Store(StoreError::Open { .. } | StoreError::Backend { .. }) => {
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Connection problems and the SQLSTATEs of a server going away or busy.
-fn postgres_may_pass(error: &tokio_postgres::Error) -> bool {
-    if error.is_closed() {
-        return true;
-    }
-    match error.as_db_error() {
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08")
-                || code.starts_with("53")
-                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
-        }
-        // No server answer: an I/O failure (refused, reset) may pass; a bad URL will not.
-        None => std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_what_may_pass_is_retried() {
-        let store_down = pgtrail_triggers::Error::Store(StoreError::Open {
-            location: "postgres://db/shop".into(),
-            reason: "connection refused".into(),
-            source: None,
-        });
-        assert!(may_pass(&store_down));
-        let bad_row = pgtrail_triggers::Error::BadInbox {
-            id: 7,
-            reason: "no image".into(),
-        };
-        assert!(!may_pass(&bad_row));
-        assert!(!may_pass(&pgtrail_triggers::Error::NotInstalled));
-        assert!(!may_pass(&pgtrail_triggers::Error::Store(
-            StoreError::Invalid("x".into())
-        )));
-    }
 }
