@@ -17,9 +17,10 @@ use pgtrail_store::Store;
 use serde_json::Value;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::catalog::{self, Table};
 use crate::connection::{quote_literal, ConnectOptions, ReplicationConnection};
 use crate::mask::Masking;
-use crate::setup::{self, Table};
+use crate::slot;
 use crate::value::{to_json, TypeRegistry};
 use crate::CdcError;
 
@@ -43,7 +44,7 @@ pub async fn create_slot_with_baseline(
     masking: &Masking,
     store: &Arc<dyn Store>,
 ) -> Result<u64, CdcError> {
-    if setup::slot_exists(client, slot).await? {
+    if slot::slot_exists(client, slot).await? {
         return Err(CdcError::NotReady {
             problem: format!(
                 "slot '{slot}' exists already, so a baseline consistent with it cannot be taken"
@@ -63,7 +64,7 @@ pub async fn create_slot_with_baseline(
             detail: "no snapshot name returned".into(),
         })?;
     let mut types = TypeRegistry::builtin();
-    types.load(&setup::load_types(client).await?);
+    types.load(&catalog::load_types(client).await?);
     client
         .batch_execute(&format!(
             "begin isolation level repeatable read read only; set transaction snapshot {}",
@@ -117,7 +118,7 @@ async fn copy_table(
         })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(catalog("reading a table's columns"))?;
-    let key = setup::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
+    let key = catalog::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
     let messages = client
         .simple_query(&format!("select * from {quoted}"))
         .await
