@@ -17,21 +17,15 @@ use pgtrail_store::Store;
 use serde_json::Value;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::catalog::{self, catalog_error, Table};
 use crate::connection::{quote_literal, ConnectOptions, ReplicationConnection};
 use crate::mask::Masking;
-use crate::setup::{self, Table};
+use crate::slot;
 use crate::value::{to_json, TypeRegistry};
 use crate::CdcError;
 
 /// Events appended per batch while taking the baseline.
 const BATCH: usize = 5_000;
-
-fn catalog(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
-    move |source| CdcError::Catalog {
-        context: context.into(),
-        source,
-    }
-}
 
 /// Creates `slot` with an exported snapshot and stores every row of
 /// `tables` as of that snapshot. Returns the number of rows stored.
@@ -43,7 +37,7 @@ pub async fn create_slot_with_baseline(
     masking: &Masking,
     store: &Arc<dyn Store>,
 ) -> Result<u64, CdcError> {
-    if setup::slot_exists(client, slot).await? {
+    if slot::slot_exists(client, slot).await? {
         return Err(CdcError::NotReady {
             problem: format!(
                 "slot '{slot}' exists already, so a baseline consistent with it cannot be taken"
@@ -63,14 +57,14 @@ pub async fn create_slot_with_baseline(
             detail: "no snapshot name returned".into(),
         })?;
     let mut types = TypeRegistry::builtin();
-    types.load(&setup::load_types(client).await?);
+    types.load(&catalog::load_types(client).await?);
     client
         .batch_execute(&format!(
             "begin isolation level repeatable read read only; set transaction snapshot {}",
             quote_literal(&snapshot)
         ))
         .await
-        .map_err(catalog("importing the slot's snapshot"))?;
+        .map_err(catalog_error("importing the slot's snapshot"))?;
     let mut total = 0;
     let result = async {
         for table in tables {
@@ -97,9 +91,9 @@ async fn copy_table(
     let oid: i64 = client
         .query_one("select $1::text::regclass::oid::int8", &[&quoted])
         .await
-        .map_err(catalog("looking up a table"))?
+        .map_err(catalog_error("looking up a table"))?
         .try_get(0)
-        .map_err(catalog("looking up a table"))?;
+        .map_err(catalog_error("looking up a table"))?;
     let columns: Vec<(String, u32)> = client
         .query(
             "select attname::text, atttypid::int8 from pg_attribute \
@@ -107,7 +101,7 @@ async fn copy_table(
             &[&oid],
         )
         .await
-        .map_err(catalog("reading a table's columns"))?
+        .map_err(catalog_error("reading a table's columns"))?
         .iter()
         .map(|r| {
             Ok((
@@ -116,12 +110,12 @@ async fn copy_table(
             ))
         })
         .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(catalog("reading a table's columns"))?;
-    let key = setup::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
+        .map_err(catalog_error("reading a table's columns"))?;
+    let key = catalog::primary_key(client, u32::try_from(oid).unwrap_or(0)).await?;
     let messages = client
         .simple_query(&format!("select * from {quoted}"))
         .await
-        .map_err(catalog("reading a table for the baseline"))?;
+        .map_err(catalog_error("reading a table for the baseline"))?;
     let mut batch = Vec::new();
     let mut count = 0;
     for message in messages {

@@ -35,10 +35,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::assemble::{Assembler, CommittedTx, SpillDir};
+use crate::catalog::TableSelection;
 use crate::connection::{ConnectOptions, ReplicationConnection};
 use crate::mask::{self, Masking};
 use crate::pgoutput::{Decoder, PgOutput};
-use crate::setup::{self, TableSelection};
+use crate::setup;
 use crate::value::TypeRegistry;
 use crate::{CdcError, RetryPolicy};
 

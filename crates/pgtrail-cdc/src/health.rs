@@ -11,7 +11,7 @@
 use pgtrail_core::alarm::{self, Alarm};
 use tokio_postgres::Client;
 
-use crate::setup::catalog_error;
+use crate::catalog::catalog_error;
 use crate::CdcError;
 
 /// A slot with less than this share of `max_slot_wal_keep_size` left is

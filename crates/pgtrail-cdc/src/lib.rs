@@ -9,9 +9,10 @@
 //!   carried by pgtrail's logical messages (see [`context`]);
 //! - [`connection`] is the replication connection on `pgtrail-wire`;
 //! - [`baseline`] stores the rows as of the slot's start as `snapshot` events;
-//! - [`setup`] manages publication, slot and checks; [`triggers`] holds the
-//!   SQL of the context and DDL triggers; [`slot`] reports a slot's state
-//!   and lag for operators;
+//! - [`setup`] prepares, checks and undoes a database's capture over
+//!   [`catalog`] (server facts, tables, types), [`publication`] and [`slot`]
+//!   (which also reports a slot's state and lag for operators); [`triggers`]
+//!   holds the SQL of the context and DDL triggers;
 //! - [`consumer`] runs the loop: stream → assemble → append → confirm.
 //!
 //! The one durability rule: the flush position confirmed to Postgres never
@@ -21,6 +22,7 @@
 
 pub mod assemble;
 pub mod baseline;
+pub mod catalog;
 pub mod connection;
 pub mod consumer;
 pub mod context;
@@ -28,6 +30,7 @@ mod error;
 pub mod health;
 pub mod mask;
 pub mod pgoutput;
+pub mod publication;
 pub mod setup;
 pub mod slot;
 pub mod triggers;

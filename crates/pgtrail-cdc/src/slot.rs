@@ -1,5 +1,7 @@
-//! What an operator asks about a replication slot: is a consumer connected,
-//! how far has it confirmed, how far behind is it.
+//! pgtrail's replication slot: created by `--setup` (last, so it starts
+//! after every setup change), checked before streaming, dropped by `--drop`;
+//! and what an operator asks about it: is a consumer connected, how far has
+//! it confirmed, how far behind is it.
 //!
 //! Read from `pg_replication_slots` joined with `pg_stat_replication` on the
 //! consumer's walsender pid, on an ordinary connection, so it works whether
@@ -11,7 +13,7 @@
 
 use tokio_postgres::Client;
 
-use crate::setup::catalog_error;
+use crate::catalog::catalog_error;
 use crate::CdcError;
 
 /// One logical slot of the connected database.
@@ -68,4 +70,119 @@ pub async fn slot_status(client: &Client, names: &[String]) -> Result<Vec<SlotSt
         })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(catalog_error("reading replication slots"))
+}
+
+/// Checks that `slot` exists in this database, decodes with pgoutput and
+/// has no consumer streaming from it.
+pub async fn check_usable(client: &Client, slot: &str) -> Result<(), CdcError> {
+    let row = client
+        .query_opt(
+            "select plugin::text, active, active_pid from pg_replication_slots where slot_name = $1 and database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog_error("looking up the replication slot"))?;
+    let Some(row) = row else {
+        return Err(CdcError::NotReady {
+            problem: format!("replication slot '{slot}' does not exist in this database"),
+            hint: "run pgtrail capture with --setup once to create the slot and publication".into(),
+        });
+    };
+    let plugin: Option<String> = row.get(0);
+    if plugin.as_deref() != Some("pgoutput") {
+        return Err(CdcError::NotReady {
+            problem: format!("slot '{slot}' uses plugin {plugin:?}, pgtrail needs pgoutput"),
+            hint: "pick another --slot name, or drop that slot".into(),
+        });
+    }
+    let active: bool = row.get(1);
+    if active {
+        let pid: Option<i32> = row.get(2);
+        return Err(slot_in_use(slot, pid));
+    }
+    Ok(())
+}
+
+/// The error for a slot another process is streaming from.
+pub fn slot_in_use(slot: &str, pid: Option<i32>) -> CdcError {
+    CdcError::SlotInUse {
+        slot: slot.to_string(),
+        pid,
+    }
+}
+
+/// Whether a slot of that name exists (slot names are the cluster's).
+pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, CdcError> {
+    Ok(client
+        .query_opt(
+            "select 1 from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog_error("looking up the replication slot"))?
+        .is_some())
+}
+
+/// Creates `slot` with pgoutput unless it exists; returns whether it did.
+pub async fn create_if_missing(client: &Client, slot: &str) -> Result<bool, CdcError> {
+    if slot_exists(client, slot).await? {
+        return Ok(false);
+    }
+    client
+        .execute(
+            "select pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog_error(format!("creating replication slot '{slot}'")))?;
+    Ok(true)
+}
+
+/// Drops `slot` if it exists and no consumer streams from it; returns
+/// whether it did.
+pub async fn drop(client: &Client, slot: &str) -> Result<bool, CdcError> {
+    let Some(row) = client
+        .query_opt(
+            "select active_pid from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog_error("looking up the replication slot"))?
+    else {
+        return Ok(false);
+    };
+    let pid: Option<i32> = row.get(0);
+    if pid.is_some() {
+        return Err(slot_in_use(slot, pid));
+    }
+    client
+        .execute("select pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(catalog_error(format!("dropping slot '{slot}'")))?;
+    Ok(true)
+}
+
+/// How far a slot's confirmed position is behind the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLag {
+    /// Bytes of WAL between the current position and the confirmed one.
+    pub bytes: i64,
+    /// Whether a consumer is connected.
+    pub active: bool,
+}
+
+/// The lag of `slot`, or `None` if it does not exist.
+pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, CdcError> {
+    let row = client
+        .query_opt(
+            "select coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn), 0)::int8, active \
+             from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(catalog_error("reading slot lag"))?;
+    Ok(row.map(|r| SlotLag {
+        bytes: r.get(0),
+        active: r.get(1),
+    }))
 }

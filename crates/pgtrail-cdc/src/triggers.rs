@@ -18,8 +18,8 @@
 use pgtrail_core::config::IdentityConfig;
 use tokio_postgres::Client;
 
+use crate::catalog::{catalog_error, Table};
 use crate::connection::{quote_ident, quote_literal};
-use crate::setup::{catalog_error, Table};
 use crate::CdcError;
 
 /// The schema of the logical-replication objects.
@@ -314,6 +314,60 @@ pub async fn context_owner(client: &Client) -> Result<Option<String>, CdcError> 
         .await
         .map_err(catalog_error("looking up pgtrail's context function"))?;
     Ok(row.map(|row| row.get(0)))
+}
+
+/// Removes the context triggers, the DDL event triggers and schema
+/// [`SCHEMA`] (and the `cdc_*` functions older versions kept in `pgtrail`).
+/// Returns what was removed.
+pub async fn uninstall_context(client: &Client) -> Result<Vec<String>, CdcError> {
+    let mut removed = Vec::new();
+    let triggers = client
+        .query(
+            "select n.nspname::text, c.relname::text from pg_trigger t join pg_class c on c.oid = t.tgrelid \
+             join pg_namespace n on n.oid = c.relnamespace where t.tgname = 'pgtrail_cdc_context'",
+            &[],
+        )
+        .await
+        .map_err(catalog_error("listing context triggers"))?;
+    for row in &triggers {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        let sql = format!(
+            "drop trigger if exists pgtrail_cdc_context on {}.{}",
+            quote_ident(&schema),
+            quote_ident(&table)
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(catalog_error("dropping a context trigger"))?;
+        removed.push(format!("context trigger on {schema}.{table}"));
+    }
+    let had_functions: bool = client
+        .query_one(
+            "select exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where (n.nspname = 'pgtrail' and p.proname like 'cdc\\_%') or n.nspname = 'pgtrail_cdc')",
+            &[],
+        )
+        .await
+        .map_err(catalog_error("looking up pgtrail functions"))?
+        .get(0);
+    // PUBLIC's EXECUTE on pg_logical_emit_message stays revoked: whether to
+    // give it back is the operator's decision (docs/cdc.md).
+    client
+        .batch_execute(
+            "drop event trigger if exists pgtrail_cdc_ddl; drop event trigger if exists pgtrail_cdc_drop; \
+             drop function if exists pgtrail.cdc_context(); drop function if exists pgtrail.cdc_ddl(); \
+             drop function if exists pgtrail.cdc_emit(text, text, jsonb); \
+             drop function if exists pgtrail.cdc_statement_comment(text); \
+             drop function if exists pgtrail.set_context(text, jsonb); \
+             drop schema if exists pgtrail_cdc cascade;",
+        )
+        .await
+        .map_err(catalog_error("dropping pgtrail's context functions"))?;
+    if had_functions {
+        removed.push("context functions and DDL event triggers".into());
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer;
-use pgtrail_cdc::setup::{self, TableSelection};
+use pgtrail_cdc::slot;
 use pgtrail_cdc::CdcError;
 use pgtrail_core::filter::TableName;
 use pgtrail_testkit::{Cluster, ClusterOptions};
@@ -61,7 +62,7 @@ async fn a_slot_in_use_is_reported_as_such() -> anyhow::Result<()> {
     let first = Running::start(&db, store, db.capture_options());
     // Wait until the first consumer holds the slot.
     for _ in 0..100 {
-        if setup::slot_lag(&db.client, &db.slot)
+        if slot::slot_lag(&db.client, &db.slot)
             .await?
             .is_some_and(|l| l.active)
         {
@@ -87,7 +88,7 @@ async fn missing_replication_privilege_names_the_grant() -> anyhow::Result<()> {
     .await?;
     let url = db.url.replacen("postgres@", "plain@", 1);
     let client = ConnectOptions::parse(&url)?.connect_sql().await?;
-    let text = setup::check_ready(&client)
+    let text = catalog::check_ready(&client)
         .await
         .expect_err("refused")
         .to_string();
@@ -111,7 +112,7 @@ async fn wal_level_not_logical_names_the_fix() -> anyhow::Result<()> {
     let client = ConnectOptions::parse(&cluster.url("postgres"))?
         .connect_sql()
         .await?;
-    let text = setup::check_ready(&client)
+    let text = catalog::check_ready(&client)
         .await
         .expect_err("refused")
         .to_string();

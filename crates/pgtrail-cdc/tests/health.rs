@@ -3,8 +3,8 @@
 //! publication, the publication narrowed, the slot pushed past
 //! `max_slot_wal_keep_size`, the slot dropped.
 
+use pgtrail_cdc::catalog::TableSelection;
 use pgtrail_cdc::health;
-use pgtrail_cdc::setup::TableSelection;
 use pgtrail_core::alarm;
 use pgtrail_core::filter::TableName;
 

@@ -5,6 +5,7 @@ mod capture;
 mod common;
 mod connect;
 mod context;
+mod ddl;
 mod errors;
 mod forgery;
 mod health;

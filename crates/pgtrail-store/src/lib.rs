@@ -12,8 +12,11 @@
 //! `tests/conformance`, so every reader behaves the same on either.
 
 pub mod checkpoint;
+pub mod ddl;
 mod error;
+pub mod freshness;
 pub mod health;
+mod location;
 pub mod merkle;
 pub mod note;
 pub mod open;
@@ -33,7 +36,7 @@ use pgtrail_core::{Event, Filter, RowRef};
 
 pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair, TrustedKey};
 pub use error::StoreError;
-pub use open::{open, open_for_verify};
+pub use open::{open, open_for_verify, open_in_database};
 pub use verify::{
     verify, verify_with, verify_with_keys, Problem, ProblemKind, VerifyOptions, VerifyReport,
 };

@@ -32,7 +32,6 @@
 //!   the generator functions, DDL event triggers, roles and guards, in one
 //!   transaction: a lost connection leaves nothing behind.
 
-pub mod ddl;
 mod error;
 pub mod health;
 pub mod inbox;

@@ -2,7 +2,7 @@
 //! transaction; new tables in an auto-tracked schema are tracked.
 
 use pgtrail_core::Kind;
-use pgtrail_triggers::ddl::group_by_transaction;
+use pgtrail_store::ddl::group_by_transaction;
 use pgtrail_triggers::TrackOptions;
 
 use crate::support::Db;

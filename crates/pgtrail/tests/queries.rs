@@ -10,7 +10,8 @@ both_backends!(
     history_of_a_row,
     as_of_a_row,
     blame_of_a_row,
-    claims_show_as_claims
+    claims_show_as_claims,
+    ddl_by_transaction
 );
 
 fn seqs(events: &[pgtrail_core::Event]) -> Vec<i64> {
@@ -280,5 +281,40 @@ async fn claims_show_as_claims(trail: Trail) {
         serde_json::json!({"claimed": {"app_user": ["comment"]},
                            "vouched": ["backend_pid", "db_user"]}),
         "{json}"
+    );
+}
+
+async fn ddl_by_transaction(trail: Trail) {
+    trail.import_sample();
+    let groups = trail.run(&["ddl", "--format", "json"]).json();
+    let groups = groups.as_array().expect("an array of transactions");
+    let summary: Vec<(i64, &str, Vec<&str>)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["xid"].as_i64().expect("xid"),
+                g["actor"].as_str().expect("actor"),
+                g["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .map(|e| e["operation"].as_str().expect("operation"))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (741, "app_owner", vec!["CREATE TABLE"]),
+            (742, "app_owner", vec!["CREATE TABLE"]),
+            (750, "app_owner", vec!["ALTER TABLE"]),
+        ],
+        "oldest first, one group per transaction"
+    );
+    let text = trail.run(&["ddl", "--format", "table"]).stdout;
+    assert!(
+        text.contains("by app_owner  xid 750") && text.contains("ALTER TABLE"),
+        "{text}"
     );
 }

@@ -40,7 +40,7 @@ use tokio_postgres::Row;
 pub use append::append_in;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
-use crate::open::redact_url;
+use crate::location::redact_url;
 use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError, StoredEvent};
 use pool::{Pool, PooledClient};
 

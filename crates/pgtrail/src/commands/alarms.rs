@@ -21,7 +21,6 @@ use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_core::alarm::Alarm;
 use pgtrail_core::{Event, Source};
 use pgtrail_store::open::redact_url;
-use pgtrail_store::postgres::PostgresStore;
 use pgtrail_store::Store;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -119,8 +118,8 @@ async fn watch_triggers(db: &str, onsets: &mut Onsets) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut alarms = pgtrail_triggers::health::check(&client).await?;
-    let store = PostgresStore::connect(db).await?;
-    alarms.extend(pgtrail_store::health::recent_gap(&store, GAP_WINDOW).await?);
+    let store = pgtrail_store::open_in_database(db).await?;
+    alarms.extend(pgtrail_store::health::recent_gap(store.as_ref(), GAP_WINDOW).await?);
     for alarm in onsets.fresh(&alarms) {
         tracing::error!(alarm = %alarm.code, "{}", alarm.message);
         pgtrail_triggers::health::raise(&client, &alarm).await?;
@@ -223,9 +222,9 @@ pub(crate) async fn trigger_status(
     db: &str,
 ) -> anyhow::Result<(Vec<Alarm>, Vec<RecordedAlarm>)> {
     let mut now = pgtrail_triggers::health::check(client).await?;
-    let store = PostgresStore::connect(db).await?;
-    now.extend(pgtrail_store::health::recent_gap(&store, GAP_WINDOW).await?);
-    let mut recorded = recorded_in(&store, db).await?;
+    let store = pgtrail_store::open_in_database(db).await?;
+    now.extend(pgtrail_store::health::recent_gap(store.as_ref(), GAP_WINDOW).await?);
+    let mut recorded = recorded_in(store.as_ref(), db).await?;
     recorded.extend(
         pgtrail_triggers::health::pending_alarms(client)
             .await?

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use pgtrail_core::Kind;
-use pgtrail_triggers::ddl::{group_by_transaction, DdlTransaction};
+use pgtrail_store::ddl::{group_by_transaction, DdlTransaction};
 
 use crate::cli::{DdlArgs, FilterArgs};
 use crate::{describe, Context};

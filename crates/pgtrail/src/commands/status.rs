@@ -29,9 +29,11 @@ use chrono::{DateTime, Utc};
 use pgtrail_cdc::slot::{self, SlotStatus};
 use pgtrail_core::alarm::Alarm;
 use pgtrail_core::{Filter, Kind, Source};
+use pgtrail_store::freshness::{
+    self, duration_text, megabytes, LagFrom, NewestCheckpoint, SlotFacts, SlotWarning, MIB,
+};
 use pgtrail_store::open::redact_url;
-use pgtrail_store::postgres::PostgresStore;
-use pgtrail_store::{ChainHead, Checkpoint, CheckpointKind, Store};
+use pgtrail_store::Store;
 use pgtrail_triggers::Status;
 use serde::Serialize;
 
@@ -39,8 +41,6 @@ use super::alarms::{self, RecordedAlarm};
 use crate::cli::StatusArgs;
 use crate::output::Table;
 use crate::{describe, Context};
-
-const MIB: u64 = 1024 * 1024;
 
 /// What `pgtrail status` reports.
 #[derive(Debug, Serialize)]
@@ -106,16 +106,6 @@ struct CheckpointReport {
     warning: Option<String>,
 }
 
-/// One checkpoint as `status` shows it.
-#[derive(Debug, Serialize)]
-struct NewestCheckpoint {
-    seq: i64,
-    #[serde(with = "pgtrail_core::time::micros")]
-    created_at: DateTime<Utc>,
-    age_seconds: f64,
-    signed: bool,
-}
-
 /// One replication slot, as `status` and `capture --status` show it.
 #[derive(Debug, Serialize)]
 pub(crate) struct SlotReport {
@@ -128,10 +118,8 @@ pub(crate) struct SlotReport {
     lag_bytes: i64,
     /// Seconds behind, where it can be known (see `lag_seconds_from`).
     lag_seconds: Option<f64>,
-    /// `server`: the connected consumer's replay lag as Postgres measures
-    /// it; `store`: since the newest commit captured into the store (no
-    /// consumer connected, so the server cannot tell).
-    lag_seconds_from: Option<&'static str>,
+    /// `server` or `store`: see `LagFrom`.
+    lag_seconds_from: Option<LagFrom>,
     wal_status: Option<String>,
     lag_warn_bytes: u64,
     /// Set when the slot needs attention.
@@ -255,9 +243,7 @@ pub(crate) async fn slot_reports(
                 lag_seconds_from: None,
                 wal_status: None,
                 lag_warn_bytes,
-                warning: Some(format!(
-                    "slot '{name}' does not exist in this database (pgtrail capture --setup creates it)"
-                )),
+                warning: Some(SlotWarning::Missing { slot: name.clone() }.to_string()),
             }),
             None => {}
         }
@@ -266,43 +252,20 @@ pub(crate) async fn slot_reports(
 }
 
 async fn slot_report(found: &SlotStatus, lag_warn_bytes: u64, ctx: &Context) -> SlotReport {
-    let (lag_seconds, lag_seconds_from) = if found.active {
-        // The server forgets the lag once the consumer has caught up.
-        (
-            Some(found.replay_lag_seconds.unwrap_or(0.0)),
-            Some("server"),
-        )
-    } else if found.lag_bytes > 0 {
-        match seconds_since_last_capture(ctx).await {
-            Some(s) => (Some(s), Some("store")),
-            None => (None, None),
-        }
+    let facts = SlotFacts {
+        name: &found.name,
+        active: found.active,
+        lag_bytes: found.lag_bytes,
+        replay_lag_seconds: found.replay_lag_seconds,
+        wal_status: found.wal_status.as_deref(),
+    };
+    let newest_capture_commit = if facts.lag_from_store() {
+        newest_capture_commit(ctx).await
     } else {
-        (Some(0.0), None)
+        None
     };
-    let lag = u64::try_from(found.lag_bytes).unwrap_or(0);
-    let warning = match found.wal_status.as_deref() {
-        Some("lost") => Some(format!(
-            "slot '{}' lost WAL it needed: changes were skipped; recreate it (capture --drop, then --setup --baseline)",
-            found.name
-        )),
-        Some("unreserved") => Some(format!(
-            "slot '{}' is about to lose WAL it needs (max_slot_wal_keep_size): start the consumer",
-            found.name
-        )),
-        _ if lag > lag_warn_bytes => Some(format!(
-            "slot '{}' is {} behind, more than lag_warn_mb ({}){}",
-            found.name,
-            megabytes(lag),
-            megabytes(lag_warn_bytes),
-            if found.active {
-                ""
-            } else {
-                ": no consumer is connected (start `pgtrail run`)"
-            }
-        )),
-        _ => None,
-    };
+    let (lag_seconds, lag_seconds_from) =
+        freshness::slot_lag_seconds(&facts, newest_capture_commit, Utc::now());
     SlotReport {
         slot: found.name.clone(),
         exists: true,
@@ -314,25 +277,17 @@ async fn slot_report(found: &SlotStatus, lag_warn_bytes: u64, ctx: &Context) -> 
         lag_seconds_from,
         wal_status: found.wal_status.clone(),
         lag_warn_bytes,
-        warning,
+        warning: freshness::slot_warning(&facts, lag_warn_bytes).map(|w| w.to_string()),
     }
 }
 
-/// Seconds since the commit of the newest `cdc` event in the store, if any.
-async fn seconds_since_last_capture(ctx: &Context) -> Option<f64> {
+/// The commit time of the newest `cdc` event in the store, if any.
+async fn newest_capture_commit(ctx: &Context) -> Option<DateTime<Utc>> {
     let store = ctx.open_existing_store().await.ok()?;
-    let filter = Filter {
-        source: Some(Source::Cdc),
-        limit: Some(1),
-        ..Filter::default()
-    };
-    let newest = store.query(&filter).await.ok()?.into_iter().next()?;
-    let committed = newest.committed_at?;
-    Some((chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0)
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / MIB as f64)
+    freshness::newest_commit(store.as_ref(), Source::Cdc)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The slots as a table, then their warnings.
@@ -349,7 +304,7 @@ pub(crate) fn slots_text(slots: &[SlotReport]) -> String {
             s.confirmed_flush_lsn.clone().unwrap_or_else(|| "-".into()),
             megabytes(u64::try_from(s.lag_bytes).unwrap_or(0)),
             match (s.lag_seconds, s.lag_seconds_from) {
-                (Some(secs), Some("store")) => format!("{secs:.1} (newest captured commit)"),
+                (Some(secs), Some(LagFrom::Store)) => format!("{secs:.1} (newest captured commit)"),
                 (Some(secs), _) => format!("{secs:.1}"),
                 (None, _) => "-".into(),
             },
@@ -420,9 +375,7 @@ async fn quarantine_reports(
 ) -> Vec<QuarantineReport> {
     let mut reports = Vec::new();
     if triggers_installed {
-        let store = PostgresStore::connect(db)
-            .await
-            .map(|s| Arc::new(s) as Arc<dyn Store>);
+        let store = pgtrail_store::open_in_database(db).await;
         reports.push(quarantine_report(db, "triggers", store).await);
     }
     let url = &ctx.config.store.url;
@@ -573,9 +526,7 @@ async fn checkpoint_reports(
     let every = ctx.config.signing.checkpoint_interval()?;
     let mut reports = Vec::new();
     if triggers_installed {
-        let store = PostgresStore::connect(db)
-            .await
-            .map(|s| Arc::new(s) as Arc<dyn Store>);
+        let store = pgtrail_store::open_in_database(db).await;
         reports.push(checkpoint_report(db, "triggers", store, every).await);
     }
     let url = &ctx.config.store.url;
@@ -602,83 +553,30 @@ async fn checkpoint_report(
         let store = store?;
         Ok::<_, pgtrail_store::StoreError>((store.head().await?, store.checkpoints().await?))
     };
+    let (store, every_seconds) = (redact_url(url), every.as_secs());
     match read.await {
-        Ok((head, checkpoints)) => freshness(
-            redact_url(url),
-            holds,
-            head,
-            &checkpoints,
-            every,
-            Utc::now(),
-        ),
+        Ok((head, checkpoints)) => {
+            let found =
+                freshness::checkpoint_freshness(head.as_ref(), &checkpoints, every, Utc::now());
+            CheckpointReport {
+                warning: found.stale.map(|stale| format!("{store}: {stale}")),
+                store,
+                holds,
+                head_seq: found.head_seq,
+                newest: found.newest,
+                events_since: found.events_since,
+                checkpoint_every_seconds: every_seconds,
+            }
+        }
         Err(error) => CheckpointReport {
-            store: redact_url(url),
+            store,
             holds,
             head_seq: None,
             newest: None,
             events_since: 0,
-            checkpoint_every_seconds: every.as_secs(),
+            checkpoint_every_seconds: every_seconds,
             warning: Some(format!("cannot read the store's checkpoints: {error}")),
         },
-    }
-}
-
-/// How far the chain `head` ran past its newest head checkpoint, and
-/// whether that needs a warning at `now`.
-fn freshness(
-    store: String,
-    holds: &'static str,
-    head: Option<ChainHead>,
-    checkpoints: &[Checkpoint],
-    every: Duration,
-    now: DateTime<Utc>,
-) -> CheckpointReport {
-    let head_seq = head.map(|h| h.seq);
-    let newest = checkpoints
-        .iter()
-        .filter(|c| c.kind == CheckpointKind::Head)
-        .max_by_key(|c| (c.seq, c.created_at));
-    let covered = newest.map_or(0, |c| c.seq);
-    let events_since = head_seq.map_or(0, |h| (h - covered).max(0));
-    let age = newest.map(|c| (now - c.created_at).to_std().unwrap_or_default());
-    let warning = match (newest, age) {
-        _ if events_since == 0 => None,
-        (None, _) => Some(format!(
-            "{store}: no checkpoint covers its {events_since} event(s): removing the newest ones \
-             would go unnoticed; set [signing] private_key so `pgtrail run` signs checkpoints"
-        )),
-        (Some(c), Some(age)) if age > every * 2 => Some(format!(
-            "{store}: the newest checkpoint (event {}) is {} old, more than twice checkpoint_every ({}), \
-             and {events_since} event(s) arrived after it: is `pgtrail run` signing (private key, errors in its log)?",
-            c.seq,
-            seconds_text(age),
-            seconds_text(every),
-        )),
-        _ => None,
-    };
-    CheckpointReport {
-        store,
-        holds,
-        head_seq,
-        newest: newest.zip(age).map(|(c, age)| NewestCheckpoint {
-            seq: c.seq,
-            created_at: c.created_at,
-            age_seconds: age.as_secs_f64(),
-            signed: c.is_signed(),
-        }),
-        events_since,
-        checkpoint_every_seconds: every.as_secs(),
-        warning,
-    }
-}
-
-/// `95s` → `1m 35s`; whole seconds.
-fn seconds_text(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -702,7 +600,7 @@ fn checkpoints_text(reports: &[CheckpointReport]) -> String {
                     c.seq,
                     if c.signed { "" } else { " (unsigned)" }
                 ),
-                seconds_text(Duration::from_secs_f64(c.age_seconds)),
+                duration_text(Duration::from_secs_f64(c.age_seconds)),
             ),
             None => ("none".into(), "-".into()),
         };
@@ -729,59 +627,4 @@ fn checkpoints_text(reports: &[CheckpointReport]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn checkpoint(seq: i64, created_at: DateTime<Utc>) -> Checkpoint {
-        let mut c = Checkpoint::new(CheckpointKind::Head, seq, "ab".repeat(32), seq);
-        c.created_at = created_at;
-        c
-    }
-
-    fn head(seq: i64) -> Option<ChainHead> {
-        Some(ChainHead {
-            seq,
-            hash: "cd".repeat(32),
-        })
-    }
-
-    #[test]
-    fn a_stale_checkpoint_warns_only_when_events_came_after_it() {
-        let now = Utc::now();
-        let every = Duration::from_secs(600);
-        let old = [checkpoint(10, now - chrono::Duration::minutes(30))];
-        let report = |head_seq, checkpoints: &[Checkpoint]| {
-            freshness("s".into(), "store", head(head_seq), checkpoints, every, now)
-        };
-
-        let idle = report(10, &old);
-        assert_eq!(idle.events_since, 0);
-        assert!(idle.warning.is_none(), "nothing arrived: {idle:?}");
-
-        let behind = report(15, &old);
-        assert_eq!(behind.events_since, 5);
-        let newest = behind.newest.as_ref().expect("newest");
-        assert_eq!((newest.seq, newest.signed), (10, false));
-        assert!((newest.age_seconds - 1800.0).abs() < 1.0, "{newest:?}");
-        let warning = behind.warning.expect("stale");
-        assert!(
-            warning.contains("event 10") && warning.contains("30m 0s"),
-            "{warning}"
-        );
-
-        let fresh = [checkpoint(10, now - chrono::Duration::minutes(19))];
-        assert!(
-            report(15, &fresh).warning.is_none(),
-            "within twice the interval"
-        );
-
-        let none = report(3, &[]);
-        assert_eq!(none.events_since, 3);
-        assert!(none.warning.is_some_and(|w| w.contains("no checkpoint")));
-        let empty = freshness("s".into(), "store", None, &[], every, now);
-        assert!(empty.warning.is_none() && empty.head_seq.is_none());
-    }
 }
