@@ -621,3 +621,73 @@ async fn a_drainer_killed_mid_drain_loses_and_duplicates_nothing() {
     assert!(spool.is_empty());
     assert_stored_in_order(&store, &all.concat()).await;
 }
+
+/// Rewrites the first record of `segment` with `edit` applied to its
+/// payload and a recomputed header: what someone with write access to the
+/// spool directory (the pgtrail user, root) can do.
+fn forge_first_record(segment: &Path, edit: impl Fn(&str) -> String) {
+    use sha2::{Digest, Sha256};
+    let whole = std::fs::read(segment).expect("read");
+    let len = u32::from_le_bytes(whole[8..12].try_into().expect("4 bytes")) as usize;
+    let payload = std::str::from_utf8(&whole[24..24 + len]).expect("JSON");
+    let forged = edit(payload).into_bytes();
+    let forged_len = (forged.len() as u32).to_le_bytes();
+    let mut check = Sha256::new();
+    check.update(forged_len);
+    check.update(&forged);
+    let mut out = whole[..8].to_vec();
+    out.extend_from_slice(&forged_len);
+    out.extend_from_slice(&(!(forged.len() as u32)).to_le_bytes());
+    out.extend_from_slice(&check.finalize()[..8]);
+    out.extend_from_slice(&forged);
+    out.extend_from_slice(&whole[24 + len..]);
+    std::fs::write(segment, out).expect("write");
+}
+
+#[tokio::test]
+async fn whoever_can_write_the_spool_can_change_what_reaches_the_store() {
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let all = batches(2, 2);
+    {
+        let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
+        for batch in &all {
+            spool.push(batch).await.expect("push");
+        }
+    }
+    // The check is not a signature: an edit with a recomputed check reads
+    // as a good record, and the store seals what it is given. The spool is
+    // as trusted as the host and the user pgtrail runs as.
+    let segment = segment_files(&dir).remove(0);
+    forge_first_record(&segment, |json| {
+        json.replace(r#""db_user":"app""#, r#""db_user":"nobody""#)
+    });
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("a forged record opens");
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    let stored = chain(&store).await;
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[0].db_user.as_deref(), Some("nobody"));
+    assert!(verify(&store, None)
+        .await
+        .expect("verify")
+        .problems
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_spool_directory_of_another_user_is_refused() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return; // Giving a directory away needs root.
+    }
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    drop(Spool::open(&dir, SpoolOptions::default()).expect("open"));
+    // Someone else's directory, however private, is not ours to write.
+    std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown");
+    let error = Spool::open(&dir, SpoolOptions::default()).expect_err("refused");
+    assert!(
+        matches!(&error, SpoolError::NotPrivate { reason, .. } if reason.contains("uid 65534")),
+        "{error}"
+    );
+}
