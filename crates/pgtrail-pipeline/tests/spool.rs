@@ -691,3 +691,63 @@ async fn a_spool_directory_of_another_user_is_refused() {
         "{error}"
     );
 }
+
+const PUSHER_DIR: &str = "PGTRAIL_TEST_SPOOL_PUSHER_DIR";
+
+/// Not a test by itself: the pusher `a_pusher_killed_mid_push_*` runs in a
+/// child process and kills. It prints each batch's number once its push
+/// returned (was acknowledged). Without its environment it does nothing.
+#[tokio::test]
+async fn spool_pusher_child() {
+    let Ok(dir) = std::env::var(PUSHER_DIR) else {
+        return;
+    };
+    let spool = Spool::open(&dir, options(1 << 30, WhenFull::FailClosed)).expect("child: open");
+    for b in 0.. {
+        let batch: Vec<_> = (0..5).map(|i| statement(b * 5 + i)).collect();
+        spool.push(&batch).await.expect("child: push");
+        println!("{b}");
+    }
+}
+
+#[tokio::test]
+async fn a_pusher_killed_mid_push_keeps_every_acknowledged_batch() {
+    use std::io::BufRead;
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["spool_pusher_child", "--exact", "--nocapture"])
+        .env(PUSHER_DIR, &dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the pusher");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut acknowledged = 0usize;
+    let mut killed = false;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(n) = line.expect("read").trim().parse::<usize>() else {
+            continue; // libtest's own lines
+        };
+        acknowledged = n + 1;
+        if acknowledged == 150 && !killed {
+            child.kill().expect("SIGKILL");
+            killed = true;
+        }
+    }
+    child.wait().expect("reap");
+    assert!(killed && acknowledged >= 150);
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("reopen");
+    let waiting = spool.waiting().batches as usize;
+    // Every acknowledged batch is there; at most one more was fsync'd
+    // before its acknowledgement got out.
+    assert!(
+        (acknowledged..=acknowledged + 1).contains(&waiting),
+        "{acknowledged} acknowledged, {waiting} spooled"
+    );
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    let stored = chain(&store).await;
+    let expected: Vec<_> = (0..waiting * 5).map(|i| statement(i).sql.clone()).collect();
+    let found: Vec<_> = stored.iter().map(|e| e.sql.clone()).collect();
+    assert_eq!(found, expected, "every batch, in push order");
+}

@@ -15,6 +15,23 @@
 //! them. The spool becomes empty only after the store's `append` of its last
 //! batch returned, so a caller that sees it empty may go back to the store.
 //!
+//! A source's writer, per batch (one [`Spool::run`] task drains beside it):
+//!
+//! ```text
+//! if spool.is_empty() {
+//!     if let Ok(Ok(_)) = timeout(patience, store.append(&batch)).await {
+//!         return acknowledge();        // durable in the store
+//!     }
+//!     // Slow or down: spool it. If the abandoned append still commits,
+//!     // the spooled copy is skipped by id when it drains (or vice versa).
+//! }
+//! match spool.push(&batch).await {
+//!     Ok(Pushed::Spooled) => acknowledge(),         // durable in the spool
+//!     Ok(Pushed::Dropped { .. }) => serve_anyway(), // fail_open; reported later
+//!     Err(e) => refuse(e),                          // fail_closed, or a disk error
+//! }
+//! ```
+//!
 //! The spool is bounded ([`SpoolOptions::max_bytes`]). When a batch does not
 //! fit, [`WhenFull`] decides: refuse it (the caller refuses new work) or drop
 //! it, count it durably and, once the spool has drained, append an `alarm`
