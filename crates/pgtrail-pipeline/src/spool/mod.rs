@@ -462,10 +462,16 @@ impl Inner {
         let id = state.next_id;
         let path = self.segment_path(id);
         let mut file = dir::create_private(&path)?;
-        file.write_all(segment::MAGIC)
+        let made = file
+            .write_all(segment::MAGIC)
             .and_then(|()| file.sync_data())
-            .map_err(self.io("write to", &path))?;
-        dir::sync(&self.dir)?;
+            .map_err(self.io("write to", &path))
+            .and_then(|()| dir::sync(&self.dir));
+        if let Err(error) = made {
+            // No record is in it: gone, the next push tries afresh.
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
         state.next_id += 1;
         state.segments.push_back(Segment {
             id,
