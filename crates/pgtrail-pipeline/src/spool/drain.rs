@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use pgtrail_core::Event;
@@ -311,15 +311,5 @@ impl Spool {
                 }
             }
         }
-    }
-
-    /// The segment files' directory entries, for tests and tools.
-    pub fn segment_files(&self) -> Vec<PathBuf> {
-        let state = self.inner.lock();
-        state
-            .segments
-            .iter()
-            .map(|s| self.inner.segment_path(s.id))
-            .collect()
     }
 }
