@@ -42,6 +42,9 @@ pub const ACTOR_MISSING: &str = "actor_missing";
 /// Roles other than superusers and pgtrail's own may execute
 /// `pg_logical_emit_message`, so they could forge actors and DDL events.
 pub const MESSAGE_EMITTERS: &str = "message_emitters";
+/// The pipeline's on-disk spool was full with `fail_open`: batches were
+/// dropped instead of stored (how many and when are in the explanation).
+pub const SPOOL_DROPPED: &str = "spool_dropped";
 
 /// One condition that may make the trail incomplete.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

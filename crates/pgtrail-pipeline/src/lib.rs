@@ -9,5 +9,6 @@
 //! one retry policy and one way of logging it.
 
 pub mod retry;
+pub mod spool;
 
 pub use retry::{Backoff, Retryable};

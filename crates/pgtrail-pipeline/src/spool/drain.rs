@@ -1,0 +1,315 @@
+//! Draining: the oldest batch is appended to the store, then the drained
+//! position (`drained`: segment, offset and a check, rewritten in place and
+//! fsync'd) moves past it, and a segment drained to its end is deleted.
+//! Between the append and the move a crash replays the batch; the store
+//! skips event ids it already has, so the replay adds nothing.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use pgtrail_core::Event;
+use pgtrail_store::Store;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::{dir, read_at, segment, Inner, Position, Spool, SpoolError};
+use crate::retry::{until_done, Backoff};
+
+/// The file keeping the drained position.
+pub(super) const CURSOR_FILE: &str = "drained";
+const CURSOR_LEN: usize = 24;
+
+/// What a drain did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Batches appended to the store and removed from the spool.
+    pub batches: u64,
+    /// Their events.
+    pub events: u64,
+    /// `alarm` events appended to report dropped batches.
+    pub alarms: u64,
+    /// True when a stop ended it before the spool was empty.
+    pub stopped: bool,
+}
+
+fn cursor_check(bytes: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(bytes);
+    let mut out = [0; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// The drained position kept in `file`; `None` when there is none yet. A
+/// damaged one is ignored with a warning: draining then starts again at
+/// the oldest segment, which the store's idempotency makes harmless.
+pub(super) fn read_cursor(file: &File, dir: &Path) -> Result<Option<Position>, SpoolError> {
+    let mut bytes = [0; CURSOR_LEN];
+    let len = file
+        .metadata()
+        .map_err(|source| SpoolError::Io {
+            action: "read",
+            path: dir.join(CURSOR_FILE),
+            source,
+        })?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let whole = len == CURSOR_LEN as u64 && file.read_exact_at(&mut bytes, 0).is_ok();
+    if !whole || cursor_check(&bytes[..16]) != bytes[16..] {
+        tracing::warn!(
+            file = %dir.join(CURSOR_FILE).display(),
+            "spool: the drained position is unreadable; draining again from the oldest segment (the store skips what it already has)"
+        );
+        return Ok(None);
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    Ok(Some(Position {
+        segment: word(0),
+        offset: word(8),
+    }))
+}
+
+fn write_cursor(file: &File, at: Position) -> std::io::Result<()> {
+    let mut bytes = [0; CURSOR_LEN];
+    bytes[..8].copy_from_slice(&at.segment.to_le_bytes());
+    bytes[8..16].copy_from_slice(&at.offset.to_le_bytes());
+    let check = cursor_check(&bytes[..16]);
+    bytes[16..].copy_from_slice(&check);
+    file.write_all_at(&bytes, 0)?;
+    file.sync_data()
+}
+
+/// The oldest waiting batch.
+struct Next {
+    segment: u64,
+    offset: u64,
+    end: u64,
+    events: Vec<Event>,
+}
+
+impl Inner {
+    /// Reads the oldest waiting batch, checking it again (the file may
+    /// have been damaged since it was opened).
+    fn next(&self) -> Result<Option<Next>, SpoolError> {
+        let (id, offset, len) = {
+            let state = self.lock();
+            let Some(front) = state.segments.front() else {
+                return Ok(None);
+            };
+            let offset = match front.id == state.read.segment {
+                true => state.read.offset,
+                false => segment::HEADER,
+            };
+            (front.id, offset, front.len)
+        };
+        if offset >= len {
+            return Ok(None);
+        }
+        // Bytes before `len` are whole records that no one changes.
+        let path = self.segment_path(id);
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        let header = read_at(&path, offset, segment::RECORD_HEADER)?;
+        let payload_len = segment::payload_len(&header).map_err(|r| corrupt(r.into()))?;
+        let end = offset + segment::RECORD_HEADER + payload_len;
+        if end > len {
+            return Err(corrupt("record runs past the end of the segment".into()));
+        }
+        let bytes = read_at(&path, offset, end - offset)?;
+        let payload = segment::open_record(&bytes, &path, offset)?;
+        let events = serde_json::from_slice(payload)
+            .map_err(|e| corrupt(format!("not a batch of events: {e}")))?;
+        Ok(Some(Next {
+            segment: id,
+            offset,
+            end,
+            events,
+        }))
+    }
+
+    /// Records that the batch at `next` is in the store; deletes its
+    /// segment once drained to the end.
+    fn advance(&self, segment: u64, offset: u64, end: u64) -> Result<(), SpoolError> {
+        let mut state = self.lock();
+        let at = Position {
+            segment,
+            offset: end,
+        };
+        write_cursor(&state.cursor, at).map_err(|source| SpoolError::Io {
+            action: "write",
+            path: self.dir.join(CURSOR_FILE),
+            source,
+        })?;
+        state.read = at;
+        state.waiting.batches -= 1;
+        state.waiting.bytes -= end - offset;
+        let finished = state
+            .segments
+            .front()
+            .filter(|front| front.id == segment && front.len <= end)
+            .map(|front| front.len);
+        if let Some(len) = finished {
+            if state.segments.len() == 1 {
+                state.writer = None;
+            }
+            state.segments.pop_front();
+            state.waiting.disk_bytes -= len;
+            let path = self.segment_path(segment);
+            std::fs::remove_file(&path).map_err(|source| SpoolError::Io {
+                action: "remove",
+                path,
+                source,
+            })?;
+            dir::sync(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    work: impl FnOnce(&Inner) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    let inner = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || work(&inner))
+        .await
+        .map_err(|e| SpoolError::Task(e.to_string()))?
+}
+
+impl Spool {
+    /// Appends every waiting batch to `store`, oldest first, each removed
+    /// from the spool once the store's `append` returned; then reports
+    /// dropped batches, if any, with an `alarm` event. Store failures that
+    /// may pass are retried (`backoff`) until they pass or `stop` is asked;
+    /// a failure that will not pass ends the drain with the batch still
+    /// spooled. One drain runs at a time (others wait for it).
+    pub async fn drain(
+        &self,
+        store: &dyn Store,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Drained, SpoolError> {
+        let _one_at_a_time = self.inner.draining.lock().await;
+        let mut drained = Drained::default();
+        loop {
+            if *stop.borrow() {
+                drained.stopped = true;
+                return Ok(drained);
+            }
+            let Some(next) = blocking(&self.inner, Inner::next).await? else {
+                if self.report_drops(store, backoff, stop).await? {
+                    drained.alarms += 1;
+                    continue;
+                }
+                drained.stopped = *stop.borrow();
+                return Ok(drained);
+            };
+            let appended = until_done(
+                "Appending a spooled batch to the store",
+                "it stays in the spool, and newer batches wait behind it",
+                backoff,
+                stop,
+                || store.append(&next.events),
+            )
+            .await
+            .map_err(SpoolError::Store)?;
+            if appended.is_none() {
+                drained.stopped = true;
+                return Ok(drained);
+            }
+            let (segment, offset, end) = (next.segment, next.offset, next.end);
+            blocking(&self.inner, move |inner| {
+                inner.advance(segment, offset, end)
+            })
+            .await?;
+            drained.batches += 1;
+            drained.events += next.events.len() as u64;
+        }
+    }
+
+    /// Appends the alarm for dropped batches, if there are any; true when
+    /// one was appended.
+    async fn report_drops(
+        &self,
+        store: &dyn Store,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, SpoolError> {
+        let report = blocking(&self.inner, |inner| {
+            let mut state = inner.lock();
+            state.drops.start_report(&inner.dir)
+        })
+        .await?;
+        let Some(report) = report else {
+            return Ok(false);
+        };
+        let alarm = report.alarm(&self.inner.dir);
+        let appended = until_done(
+            "Appending the alarm for batches the full spool dropped",
+            "their count stays in the spool",
+            backoff,
+            stop,
+            || store.append(std::slice::from_ref(&alarm)),
+        )
+        .await
+        .map_err(SpoolError::Store)?;
+        if appended.is_none() {
+            return Ok(false);
+        }
+        blocking(&self.inner, |inner| {
+            let mut state = inner.lock();
+            state.drops.finish_report(&inner.dir)?;
+            state.waiting.dropped_events = state.drops.events();
+            Ok(())
+        })
+        .await?;
+        tracing::warn!(
+            dropped_events = report.events(),
+            "spool: the dropped batches are reported in the store (alarm spool_dropped)"
+        );
+        Ok(true)
+    }
+
+    /// Drains whenever something is pushed, until `stop` is asked: the
+    /// drainer a long-running source starts beside its spool.
+    pub async fn run(
+        &self,
+        store: &dyn Store,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Drained, SpoolError> {
+        let mut total = Drained::default();
+        loop {
+            let drained = self.drain(store, backoff, stop).await?;
+            total.batches += drained.batches;
+            total.events += drained.events;
+            total.alarms += drained.alarms;
+            if drained.stopped {
+                total.stopped = true;
+                return Ok(total);
+            }
+            // A push since the drain found the spool empty left a permit:
+            // this returns at once.
+            let pushed = self.inner.pushed.notified();
+            let asked = async {
+                if stop.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = pushed => {}
+                () = asked => {
+                    total.stopped = true;
+                    return Ok(total);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The on-disk spool: where a source that cannot wait for the store (the
+//! statement proxy; logical replication, so its slot does not hold WAL for
+//! hours) leaves batches while the store is slow or down, and from where a
+//! drainer moves them into the store, in order, once it is back.
+//!
+//! [`Spool::push`] returns only once the batch is fsync'd in the spool, so a
+//! source may acknowledge it then. [`Spool::drain`] appends the oldest batch
+//! to the store (through [`crate::retry::until_done`]), then records that it
+//! is done; a crash in between replays the batch, which the store skips
+//! (its events' ids are already stored).
+//!
+//! **The rule a caller follows: once anything is spooled, everything goes
+//! through the spool until it is empty** ([`Spool::is_empty`]): a batch
+//! appended directly while older ones wait in the spool would overtake
+//! them. The spool becomes empty only after the store's `append` of its last
+//! batch returned, so a caller that sees it empty may go back to the store.
+//!
+//! A source's writer, per batch (one [`Spool::run`] task drains beside it):
+//!
+//! ```text
+//! if spool.is_empty() {
+//!     if let Ok(Ok(_)) = timeout(patience, store.append(&batch)).await {
+//!         return acknowledge();        // durable in the store
+//!     }
+//!     // Slow or down: spool it. If the abandoned append still commits,
+//!     // the spooled copy is skipped by id when it drains (or vice versa).
+//! }
+//! match spool.push(&batch).await {
+//!     Ok(Pushed::Spooled) => acknowledge(),         // durable in the spool
+//!     Ok(Pushed::Dropped { .. }) => serve_anyway(), // fail_open; reported later
+//!     Err(e) => refuse(e),                          // fail_closed, or a disk error
+//! }
+//! ```
+//!
+//! The spool is bounded ([`SpoolOptions::max_bytes`]). When a batch does not
+//! fit, [`WhenFull`] decides: refuse it (the caller refuses new work) or drop
+//! it, count it durably and, once the spool has drained, append an `alarm`
+//! event ([`pgtrail_core::alarm::SPOOL_DROPPED`]) saying how many events
+//! were dropped and when. Never silent loss.
+//!
+//! On disk (a directory private to its user, one process at a time): segment
+//! files of records (see [`segment`]), the drained position (`drained`),
+//! drops not yet reported (`dropped.json`, `reporting.json`) and `lock`.
+
+mod dir;
+mod drain;
+mod dropped;
+mod segment;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pgtrail_core::{Event, Source};
+use pgtrail_store::StoreError;
+use tokio::sync::Notify;
+
+pub use drain::Drained;
+use dropped::Drops;
+
+/// What to do with a batch that does not fit in a full spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Refuse it: [`Spool::push`] returns [`SpoolError::Full`], and the
+    /// caller refuses the work that produced it (the proxy: the statement).
+    #[default]
+    FailClosed,
+    /// Drop it: [`Spool::push`] returns [`Pushed::Dropped`], the drop is
+    /// counted durably and reported by an `alarm` event once the spool has
+    /// drained.
+    FailOpen,
+}
+
+/// How a spool behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// Most bytes the segment files may hold together.
+    pub max_bytes: u64,
+    /// A new segment starts once the current one holds this much; drained
+    /// segments are deleted whole, so this is also the most drained bytes
+    /// that wait on disk for their segment to finish.
+    pub segment_bytes: u64,
+    /// What a full spool does.
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            when_full: WhenFull::FailClosed,
+        }
+    }
+}
+
+/// What became of a pushed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// It is durable in the spool: the source may acknowledge it.
+    Spooled,
+    /// The spool was full and the policy is [`WhenFull::FailOpen`]: it was
+    /// dropped, and the drop will be reported in the store.
+    Dropped {
+        /// Events in the dropped batch.
+        events: u64,
+    },
+}
+
+/// What the spool holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Waiting {
+    /// Batches not yet drained.
+    pub batches: u64,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Bytes of all segment files (drained records of unfinished segments
+    /// included): what [`SpoolOptions::max_bytes`] bounds.
+    pub disk_bytes: u64,
+    /// Events dropped and not yet reported in the store.
+    pub dropped_events: u64,
+}
+
+/// Why the spool failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A file operation failed.
+    #[error("spool: cannot {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory could be read or changed by someone else.
+    #[error("spool directory {path} is not private: {reason}")]
+    NotPrivate {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Another process has the spool open.
+    #[error("spool {path} is in use by another process (its lock is held)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A record does not check: the spool was damaged. Nothing after it is
+    /// read until someone decides what to do (see docs/operations.md).
+    #[error("spool file {path} is damaged at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What does not check.
+        reason: String,
+    },
+    /// The spool is full and its policy is [`WhenFull::FailClosed`].
+    #[error("spool {path} is full ({used} of {max_bytes} bytes used; the batch needs {needed}): refusing new work until it drains")]
+    Full {
+        /// The directory.
+        path: PathBuf,
+        /// Bytes the segment files hold.
+        used: u64,
+        /// The bound.
+        max_bytes: u64,
+        /// Bytes the batch needs.
+        needed: u64,
+    },
+    /// A batch too large for one record (4 GiB).
+    #[error("spool: a batch of {bytes} bytes is too large for one record")]
+    TooLarge {
+        /// Its size in JSON.
+        bytes: u64,
+    },
+    /// The batch could not be written as JSON.
+    #[error("spool: cannot encode the batch")]
+    Encode(#[source] serde_json::Error),
+    /// A write failed and could not be undone: the spool refuses further
+    /// pushes until it is reopened (which checks and repairs the tail).
+    #[error("spool {path} stopped taking batches after a failed write; reopen it")]
+    Broken {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The store refused a spooled batch in a way that will not pass.
+    #[error("spool: the store refused a spooled batch (it stays in the spool)")]
+    Store(#[source] StoreError),
+    /// A task of the spool ended abnormally.
+    #[error("spool: a background task failed: {0}")]
+    Task(String),
+}
+
+/// A spool directory, open for pushing and draining. Cheap to clone: clones
+/// share the same files.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: SpoolOptions,
+    state: Mutex<State>,
+    /// Woken by each push, for a drainer waiting for work.
+    pushed: Notify,
+    /// One drainer at a time.
+    draining: tokio::sync::Mutex<()>,
+    /// Held (flock) while open.
+    _lock: File,
+}
+
+/// A place in the spool: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    segment: u64,
+    offset: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    /// Bytes written (whole records only).
+    len: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Oldest first; the last one takes new records.
+    segments: VecDeque<Segment>,
+    /// The last segment, open for appending (`None` until the first push
+    /// after the spool emptied).
+    writer: Option<File>,
+    next_id: u64,
+    /// Everything before this was drained. A segment newer than
+    /// `read.segment` is read from its start.
+    read: Position,
+    /// The file keeping `read`.
+    cursor: File,
+    waiting: Waiting,
+    drops: Drops,
+    /// Set when a failed write could not be undone.
+    broken: bool,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`: checks the directory
+    /// is private, takes its lock, reads every waiting record, cuts off a
+    /// record a crash left unfinished (with a warning) and fails on a
+    /// damaged one, naming the file and offset.
+    pub fn open(dir: impl AsRef<Path>, options: SpoolOptions) -> Result<Spool, SpoolError> {
+        let dir = dir.as_ref().to_path_buf();
+        let lock = dir::prepare(&dir)?;
+        let cursor = dir::open_private(&dir.join(drain::CURSOR_FILE))?;
+        let read = drain::read_cursor(&cursor, &dir)?;
+        let mut state = State {
+            segments: VecDeque::new(),
+            writer: None,
+            next_id: read.map_or(1, |r| r.segment + 1),
+            read: read.unwrap_or(Position {
+                segment: 0,
+                offset: segment::HEADER,
+            }),
+            cursor,
+            waiting: Waiting::default(),
+            drops: Drops::load(&dir)?,
+            broken: false,
+        };
+        state.waiting.dropped_events = state.drops.events();
+        recover(&dir, &mut state)?;
+        tracing::info!(
+            dir = %dir.display(),
+            batches = state.waiting.batches,
+            bytes = state.waiting.bytes,
+            dropped_events = state.waiting.dropped_events,
+            "spool opened"
+        );
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                dir,
+                options,
+                state: Mutex::new(state),
+                pushed: Notify::new(),
+                draining: tokio::sync::Mutex::new(()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// True when every batch pushed has been appended to the store (and
+    /// nothing waits): a caller may append directly again.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().waiting.batches == 0
+    }
+
+    /// What waits in the spool.
+    pub fn waiting(&self) -> Waiting {
+        self.inner.lock().waiting
+    }
+
+    /// Writes `events` as one batch and returns once it is on disk
+    /// (fsync'd). Runs the file work on tokio's blocking pool.
+    pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
+        let batch = Batch::encode(events)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.push(batch))
+            .await
+            .map_err(|e| SpoolError::Task(e.to_string()))?
+    }
+
+    /// [`Spool::push`] for a thread that may block (not a tokio worker).
+    pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
+        self.inner.push(Batch::encode(events)?)
+    }
+}
+
+/// A batch made ready for the file.
+struct Batch {
+    record: Vec<u8>,
+    events: u64,
+    source: Option<Source>,
+}
+
+impl Batch {
+    fn encode(events: &[Event]) -> Result<Batch, SpoolError> {
+        let payload = serde_json::to_vec(events).map_err(SpoolError::Encode)?;
+        let record = segment::record(&payload).ok_or(SpoolError::TooLarge {
+            bytes: payload.len() as u64,
+        })?;
+        Ok(Batch {
+            record,
+            events: events.len() as u64,
+            source: events.first().map(|e| e.source),
+        })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves state that only advances
+        // after durable writes: still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn io(&self, action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError {
+        let path = path.to_path_buf();
+        move |source| SpoolError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    fn segment_path(&self, id: u64) -> PathBuf {
+        self.dir.join(segment::file_name(id))
+    }
+
+    fn push(&self, batch: Batch) -> Result<Pushed, SpoolError> {
+        if batch.events == 0 {
+            return Ok(Pushed::Spooled);
+        }
+        let mut state = self.lock();
+        if state.broken {
+            return Err(SpoolError::Broken {
+                path: self.dir.clone(),
+            });
+        }
+        let size = batch.record.len() as u64;
+        let rolls = match (&state.writer, state.segments.back()) {
+            (Some(_), Some(last)) => {
+                last.len > segment::HEADER && last.len + size > self.options.segment_bytes
+            }
+            _ => true,
+        };
+        let needed = size + if rolls { segment::HEADER } else { 0 };
+        if state.waiting.disk_bytes + needed > self.options.max_bytes {
+            return self.full(&mut state, &batch, needed);
+        }
+        if rolls {
+            self.start_segment(&mut state)?;
+        }
+        let State {
+            writer, segments, ..
+        } = &mut *state;
+        let (Some(file), Some(last)) = (writer.as_mut(), segments.back_mut()) else {
+            unreachable!("a segment was just started");
+        };
+        let path = self.segment_path(last.id);
+        let written = file
+            .write_all(&batch.record)
+            .and_then(|()| file.sync_data());
+        if let Err(error) = written {
+            // Cut the partial record off, so the file stays whole records;
+            // if even that fails, stop taking batches (reopening repairs).
+            if file
+                .set_len(last.len)
+                .and_then(|()| file.sync_data())
+                .is_err()
+            {
+                state.broken = true;
+            }
+            return Err(self.io("write to", &path)(error));
+        }
+        last.len += size;
+        state.waiting.batches += 1;
+        state.waiting.bytes += size;
+        state.waiting.disk_bytes += size;
+        drop(state);
+        self.pushed.notify_one();
+        Ok(Pushed::Spooled)
+    }
+
+    /// A batch that does not fit: refused or dropped, as the policy says.
+    fn full(&self, state: &mut State, batch: &Batch, needed: u64) -> Result<Pushed, SpoolError> {
+        match self.options.when_full {
+            WhenFull::FailClosed => Err(SpoolError::Full {
+                path: self.dir.clone(),
+                used: state.waiting.disk_bytes,
+                max_bytes: self.options.max_bytes,
+                needed,
+            }),
+            WhenFull::FailOpen => {
+                let first = state.drops.events() == 0;
+                state.drops.record(
+                    &self.dir,
+                    batch.events,
+                    batch.source.unwrap_or(Source::Proxy),
+                )?;
+                state.waiting.dropped_events = state.drops.events();
+                if first {
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        max_bytes = self.options.max_bytes,
+                        "spool full: dropping batches (fail_open) until it drains; the drops are reported in the store afterwards"
+                    );
+                }
+                Ok(Pushed::Dropped {
+                    events: batch.events,
+                })
+            }
+        }
+    }
+
+    /// Creates the next segment, its header on disk and its name in the
+    /// directory (both fsync'd) before any record goes in.
+    fn start_segment(&self, state: &mut State) -> Result<(), SpoolError> {
+        let id = state.next_id;
+        let path = self.segment_path(id);
+        let mut file = dir::create_private(&path)?;
+        let made = file
+            .write_all(segment::MAGIC)
+            .and_then(|()| file.sync_data())
+            .map_err(self.io("write to", &path))
+            .and_then(|()| dir::sync(&self.dir));
+        if let Err(error) = made {
+            // No record is in it: gone, the next push tries afresh.
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+        state.next_id += 1;
+        state.segments.push_back(Segment {
+            id,
+            len: segment::HEADER,
+        });
+        state.writer = Some(file);
+        state.waiting.disk_bytes += segment::HEADER;
+        Ok(())
+    }
+}
+
+/// Reads the segments on disk into `state`: drops segments drained before a
+/// crash, counts the waiting records, cuts a torn tail off the newest.
+fn recover(dir: &Path, state: &mut State) -> Result<(), SpoolError> {
+    let ids = dir::segment_ids(dir)?;
+    let newest = ids.last().copied();
+    for id in ids {
+        let path = dir.join(segment::file_name(id));
+        let is_newest = Some(id) == newest;
+        if id < state.read.segment || (id == state.read.segment && !is_newest) {
+            // Drained (the position moved past it, or to its end before it
+            // was deleted).
+            let bytes = std::fs::metadata(&path)
+                .map_err(|source| SpoolError::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if id < state.read.segment || bytes <= state.read.offset {
+                std::fs::remove_file(&path).map_err(|source| SpoolError::Io {
+                    action: "remove",
+                    path: path.clone(),
+                    source,
+                })?;
+                continue;
+            }
+        }
+        let bytes = std::fs::read(&path).map_err(|source| SpoolError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        if is_newest && bytes.len() < segment::MAGIC.len() {
+            // Created, but its header never made it to disk: no record was
+            // acknowledged in it.
+            tracing::warn!(file = %path.display(), "spool: removing a segment a crash left without its header");
+            std::fs::remove_file(&path).map_err(|source| SpoolError::Io {
+                action: "remove",
+                path: path.clone(),
+                source,
+            })?;
+            continue;
+        }
+        let start = if id == state.read.segment {
+            state.read.offset
+        } else {
+            segment::HEADER
+        };
+        let scanned = segment::scan(&bytes, start, is_newest, &path)?;
+        let mut len = bytes.len() as u64;
+        if scanned.torn > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                offset = scanned.end,
+                bytes = scanned.torn,
+                "spool: cutting off an unfinished record at the end (a crash interrupted its write; it was never acknowledged)"
+            );
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(scanned.end).and_then(|()| f.sync_all()))
+                .map_err(|source| SpoolError::Io {
+                    action: "truncate",
+                    path: path.clone(),
+                    source,
+                });
+            file?;
+            len = scanned.end;
+        }
+        state.waiting.batches += scanned.records;
+        state.waiting.bytes += scanned.bytes;
+        state.waiting.disk_bytes += len;
+        state.segments.push_back(Segment { id, len });
+        state.next_id = state.next_id.max(id + 1);
+    }
+    dir::sync(dir)?;
+    if let Some(last) = state.segments.back() {
+        let path = dir.join(segment::file_name(last.id));
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| SpoolError::Io {
+                action: "open",
+                path,
+                source,
+            })?;
+        state.writer = Some(file);
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `offset` of `path`.
+fn read_at(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, SpoolError> {
+    let io = |action, source| SpoolError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| io("open", e))?;
+    let mut bytes = vec![0; len as usize];
+    file.read_exact_at(&mut bytes, offset)
+        .map_err(|e| io("read", e))?;
+    Ok(bytes)
+}
