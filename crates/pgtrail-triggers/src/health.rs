@@ -24,7 +24,7 @@ const EVENT_TRIGGERS: &[(&str, bool)] = &[
 /// Every condition that leaves trigger capture incomplete now; empty when
 /// it is whole or not installed.
 pub async fn check(client: &impl GenericClient) -> Result<Vec<Alarm>> {
-    let Some(version) = crate::install::installed_version(client).await? else {
+    let Some(version) = crate::migrations::installed_version(client).await? else {
         return Ok(Vec::new());
     };
     let mut alarms = Vec::new();
@@ -126,7 +126,10 @@ pub async fn raise(client: &impl GenericClient, alarm: &Alarm) -> Result<()> {
 pub async fn pending_alarms(
     client: &impl GenericClient,
 ) -> Result<Vec<(Alarm, chrono::DateTime<chrono::Utc>)>> {
-    if crate::install::installed_version(client).await?.is_none() {
+    if crate::migrations::installed_version(client)
+        .await?
+        .is_none()
+    {
         return Ok(Vec::new());
     }
     let rows = client

@@ -19,6 +19,17 @@ use uuid::Uuid;
 /// is the whole row.
 pub const FULL_ROW_IDENTITY_KEY: &str = "pgtrail_identity";
 
+/// Where the captured rows waiting to be sealed are read, for an install at
+/// `version`: from migration 4 on, the view `pgtrail.pending` adds the rows
+/// of the shape tables (see sql/v4_shaped_row_capture.sql) to the inbox's.
+pub(crate) fn pending_rows(version: i32) -> &'static str {
+    if version >= 4 {
+        "pgtrail.pending"
+    } else {
+        "pgtrail.inbox"
+    }
+}
+
 /// One row of `pgtrail.inbox`, with what the sealer adds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxRow {

@@ -7,11 +7,12 @@
 //! two installs at once serialize, and a connection lost halfway leaves
 //! nothing of it behind.
 
-use pgtrail_connect::ConnectConfig;
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_store::postgres::PostgresStore;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
+pub use crate::connection::connect;
+pub use crate::migrations::installed_version;
 use crate::migrations::{self, MIGRATIONS};
 use crate::{Error, Result};
 
@@ -42,20 +43,6 @@ pub struct InstallReport {
     pub applied: Vec<&'static str>,
     /// Tracked tables whose capture was regenerated.
     pub regenerated: i32,
-}
-
-/// Connects to `url` (libpq URL or key=value, with the `PG*` environment,
-/// `~/.pgpass` and TLS as libpq would); the connection runs on a spawned task.
-pub async fn connect(url: &str) -> Result<Client> {
-    let mut config = ConnectConfig::parse(url).map_err(|source| Error::Connect {
-        target: pgtrail_store::open::redact_url(url),
-        source,
-    })?;
-    config.default_application_name("pgtrail");
-    config.connect().await.map_err(|source| Error::Connect {
-        target: config.describe(),
-        source,
-    })
 }
 
 /// Installs (or upgrades) trigger capture and the store in the database at `url`.
@@ -219,31 +206,6 @@ pub async fn uninstall(url: &str, drop_data: bool) -> Result<()> {
     tx.commit()
         .await
         .map_err(Error::pg("committing the uninstall"))
-}
-
-/// The installed migration version, or `None` when not installed.
-pub async fn installed_version(client: &impl GenericClient) -> Result<Option<i32>> {
-    let exists: bool = client
-        .query_one(
-            "select to_regclass('pgtrail.trigger_migrations') is not null",
-            &[],
-        )
-        .await
-        .map_err(Error::pg("reading the installed version"))?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    let row = client
-        .query_one("select max(version) from pgtrail.trigger_migrations", &[])
-        .await
-        .map_err(Error::pg("reading the installed version"))?;
-    Ok(row.get(0))
-}
-
-/// The installed version, or [`Error::NotInstalled`].
-pub(crate) async fn require_installed(client: &impl GenericClient) -> Result<i32> {
-    installed_version(client).await?.ok_or(Error::NotInstalled)
 }
 
 /// Checks the server version and the connected role's privileges, listing

@@ -32,6 +32,7 @@
 //!   the generator functions, DDL event triggers, roles and guards, in one
 //!   transaction: a lost connection leaves nothing behind.
 
+mod connection;
 mod error;
 pub mod health;
 pub mod inbox;
@@ -40,9 +41,10 @@ pub mod migrations;
 pub mod seal;
 pub mod track;
 
+pub use connection::connect;
 pub use error::Error;
-pub use install::{connect, install, uninstall, InstallOptions, InstallReport};
-pub use seal::{seal_all, seal_once, SealReport};
+pub use install::{install, uninstall, InstallOptions, InstallReport};
+pub use seal::{seal_all, seal_once, SealReport, Sealer};
 pub use track::{
     status, track, track_schema, untrack, CaptureMode, MaskMode, Status, TableStatus, TrackOptions,
     TrackedTable,

@@ -13,6 +13,9 @@
 //! they are not versioned, every install writes them.
 
 use pgtrail_core::config::IdentityConfig;
+use tokio_postgres::GenericClient;
+
+use crate::{Error, Result};
 
 /// One versioned step of the installed SQL.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +26,31 @@ pub struct Migration {
     pub name: &'static str,
     /// The SQL, run as one batch.
     pub sql: &'static str,
+}
+
+/// The installed migration version, or `None` when not installed.
+pub async fn installed_version(client: &impl GenericClient) -> Result<Option<i32>> {
+    let exists: bool = client
+        .query_one(
+            "select to_regclass('pgtrail.trigger_migrations') is not null",
+            &[],
+        )
+        .await
+        .map_err(Error::pg("reading the installed version"))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("select max(version) from pgtrail.trigger_migrations", &[])
+        .await
+        .map_err(Error::pg("reading the installed version"))?;
+    Ok(row.get(0))
+}
+
+/// The installed version, or [`Error::NotInstalled`].
+pub(crate) async fn require_installed(client: &impl GenericClient) -> Result<i32> {
+    installed_version(client).await?.ok_or(Error::NotInstalled)
 }
 
 /// Every migration, in order.

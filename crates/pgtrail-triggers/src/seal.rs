@@ -18,12 +18,15 @@
 //! even a sealer writing to another store cannot duplicate on retry.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pgtrail_core::json;
 use pgtrail_core::quarantine::quarantine;
 use pgtrail_store::postgres::append_in;
 use pgtrail_store::postgres::json::RawJson;
+use pgtrail_store::postgres::PostgresStore;
+use pgtrail_store::Store;
 use serde_json::Value;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Row, Transaction};
@@ -55,11 +58,107 @@ impl std::ops::AddAssign for SealReport {
     }
 }
 
-/// Seals everything that is final now, batch after batch.
+/// How often a [`Sealer`] creates the store's monthly partitions ahead.
+const PREPARE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How far ahead a [`Sealer`] creates the store's partitions.
+const PREPARE_AHEAD_DAYS: i64 = 62;
+
+/// The one owner of sealing a database's trigger capture: it connects
+/// (through `pgtrail-connect`, with the libpq environment), checks that
+/// trigger capture is installed, creates the store's partitions ahead (so
+/// events do not land in the default partition), and seals what is final.
+///
+/// A failed seal drops the connection, so the next one starts afresh; the
+/// inbox keeps every captured row meanwhile. Whether to try again, and
+/// when, is the caller's: [`Error::is_retryable`] says whether it may help.
+pub struct Sealer {
+    url: String,
+    client: Option<Client>,
+    store: Option<PostgresStore>,
+    prepared_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only its redacted form is shown.
+        f.debug_struct("Sealer")
+            .field("target", &self.target())
+            .field("connected", &self.client.is_some())
+            .field("prepared_at", &self.prepared_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// A sealer for the database at `url` (libpq URL or key=value); it
+    /// connects on its first seal.
+    pub fn new(url: impl Into<String>) -> Sealer {
+        Sealer {
+            url: url.into(),
+            client: None,
+            store: None,
+            prepared_at: None,
+        }
+    }
+
+    /// The database, for messages (without a password).
+    pub fn target(&self) -> String {
+        pgtrail_store::open::redact_url(&self.url)
+    }
+
+    /// Seals everything that is final now, batch after batch.
+    /// [`Error::NotInstalled`] when trigger capture is not (or no longer)
+    /// installed.
+    pub async fn seal(&mut self) -> Result<SealReport> {
+        let sealed = self.try_seal().await;
+        if sealed.is_err() {
+            self.client = None;
+            self.store = None;
+        }
+        sealed
+    }
+
+    async fn try_seal(&mut self) -> Result<SealReport> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self.client.insert(crate::connect(&self.url).await?),
+        };
+        let version = crate::migrations::require_installed(client).await?;
+        if self
+            .prepared_at
+            .is_none_or(|at| at.elapsed() >= PREPARE_EVERY)
+        {
+            // Only once trigger capture is there: opening the store creates it.
+            let store = match &self.store {
+                Some(store) => store,
+                None => self.store.insert(PostgresStore::connect(&self.url).await?),
+            };
+            // Without partitions ahead, events land in the default
+            // partition: a failure here (e.g. not the owner) must not stop
+            // sealing.
+            let until = Utc::now() + chrono::Duration::days(PREPARE_AHEAD_DAYS);
+            if let Err(e) = store.prepare_until(until).await {
+                tracing::warn!(error = %e, "Cannot create partitions ahead; events go to the default partition.");
+            }
+            self.prepared_at = Some(Instant::now());
+        }
+        seal_installed(client, version).await
+    }
+}
+
+/// Seals everything that is final now, batch after batch, over an open
+/// connection (`pgtrail seal`'s work without the store's partitions; see
+/// [`Sealer`]).
 pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
+    let version = crate::migrations::require_installed(client).await?;
+    seal_installed(client, version).await
+}
+
+async fn seal_installed(client: &mut Client, version: i32) -> Result<SealReport> {
     let mut total = SealReport::default();
     loop {
-        let report = seal_once(client, DEFAULT_BATCH_ROWS).await?;
+        let report = seal_batch(client, version, DEFAULT_BATCH_ROWS).await?;
         if report.transactions == 0 {
             return Ok(total);
         }
@@ -70,7 +169,11 @@ pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
 /// Seals the oldest final transactions, about `max_rows` rows of them (at
 /// least one transaction), in one database transaction.
 pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport> {
-    let version = crate::install::require_installed(client).await?;
+    let version = crate::migrations::require_installed(client).await?;
+    seal_batch(client, version, max_rows).await
+}
+
+async fn seal_batch(client: &mut Client, version: i32, max_rows: i64) -> Result<SealReport> {
     let tx = client
         .transaction()
         .await
@@ -78,34 +181,19 @@ pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport>
     tx.batch_execute("lock table pgtrail.inbox in share update exclusive mode")
         .await
         .map_err(Error::pg("locking the inbox"))?;
-    let source = pending_rows(version);
+    let source = inbox::pending_rows(version);
     let plan = plan(&tx, source, max_rows).await?;
     if plan.is_empty() {
         tx.commit().await.map_err(Error::pg("ending a seal"))?;
         return Ok(SealReport::default());
     }
-    let setting = tx
-        .query_one(
-            "select install_id, current_database()::text from pgtrail.capture_settings",
-            &[],
-        )
-        .await
-        .map_err(Error::pg("reading the install id"))?;
-    let (install_id, database): (Uuid, String) = (
-        setting
-            .try_get(0)
-            .map_err(Error::pg("reading the install id"))?,
-        setting
-            .try_get(1)
-            .map_err(Error::pg("reading the database name"))?,
-    );
-    let comment_user_keys = comment_user_keys(&tx).await?;
-    let head_before: i64 = tx
-        .query_one("select seq from pgtrail.chain_head", &[])
-        .await
-        .map_err(Error::pg("reading the chain's head"))?
-        .get(0);
-    let masking = masks_columns(&tx).await?;
+    let SealSettings {
+        install_id,
+        database,
+        head_before,
+        masking,
+        comment_user_keys,
+    } = SealSettings::read(&tx).await?;
     let mut redactor = pgtrail_sql::Redactor::default();
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
@@ -212,17 +300,6 @@ struct Pending {
     committed_at: Option<DateTime<Utc>>,
 }
 
-/// Where the captured rows waiting to be sealed are read, for an install at
-/// `version`: from migration 4 on, the view `pgtrail.pending` adds the rows
-/// of the shape tables (see sql/v4_shaped_row_capture.sql) to the inbox's.
-pub(crate) fn pending_rows(version: i32) -> &'static str {
-    if version >= 4 {
-        "pgtrail.pending"
-    } else {
-        "pgtrail.inbox"
-    }
-}
-
 /// The final transactions to seal now, in commit order, cut after about
 /// `max_rows` rows.
 async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<Pending>> {
@@ -277,41 +354,58 @@ async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<Vec<P
     Ok(chosen)
 }
 
-/// Whether any table is tracked (or any schema auto-tracked) with masked
-/// columns. Then row events' statement text loses all its constants: a
-/// masked value can reach the text of any captured statement (as an
-/// argument of a function that writes the masked table, say), so the rule
-/// is install-wide rather than per table.
-async fn masks_columns(tx: &Transaction<'_>) -> Result<bool> {
-    tx.query_one(
-        "select exists (select 1 from pgtrail.tracked where cardinality(masked) > 0) \
-             or exists (select 1 from pgtrail.auto_track where cardinality(masked) > 0)",
-        &[],
-    )
-    .await
-    .map(|row| row.get(0))
-    .map_err(Error::pg("looking for masked columns"))
+/// What a seal reads of the install besides the rows, in one round trip
+/// (plus one for the sqlcommenter keys where an install wrote them). Read
+/// in every seal, inside its transaction, never cached: a column masked a
+/// moment ago must already keep its values out of statement text.
+struct SealSettings {
+    install_id: Uuid,
+    database: String,
+    /// The chain's head before this seal appended.
+    head_before: i64,
+    /// Whether any table is tracked (or any schema auto-tracked) with
+    /// masked columns. Then row events' statement text loses all its
+    /// constants: a masked value can reach the text of any captured
+    /// statement (as an argument of a function that writes the masked
+    /// table, say), so the rule is install-wide rather than per table.
+    masking: bool,
+    /// The sqlcommenter keys naming the user, as the last install wrote
+    /// them from the configuration; the defaults for an install older than that.
+    comment_user_keys: Vec<String>,
 }
 
-/// The sqlcommenter keys naming the user, as the last install wrote them
-/// from the configuration; the defaults for an install older than that.
-async fn comment_user_keys(tx: &Transaction<'_>) -> Result<Vec<String>> {
-    let written = tx
-        .query_one(
-            "select to_regprocedure('pgtrail.comment_user_keys()') is not null",
-            &[],
-        )
-        .await
-        .map_err(Error::pg("looking for the sqlcommenter keys"))?
-        .try_get::<_, bool>(0)
-        .map_err(Error::pg("looking for the sqlcommenter keys"))?;
-    if !written {
-        return Ok(pgtrail_core::sql_comment::default_user_keys());
+impl SealSettings {
+    async fn read(tx: &Transaction<'_>) -> Result<SealSettings> {
+        let context = "reading the install's settings";
+        let row = tx
+            .query_one(
+                "select s.install_id, current_database()::text, \
+                        (select seq from pgtrail.chain_head), \
+                        exists (select 1 from pgtrail.tracked where cardinality(masked) > 0) \
+                          or exists (select 1 from pgtrail.auto_track where cardinality(masked) > 0), \
+                        to_regprocedure('pgtrail.comment_user_keys()') is not null \
+                 from pgtrail.capture_settings s",
+                &[],
+            )
+            .await
+            .map_err(Error::pg(context))?;
+        let keys_written: bool = row.try_get(4).map_err(Error::pg(context))?;
+        let comment_user_keys = if keys_written {
+            tx.query_one("select pgtrail.comment_user_keys()", &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(Error::pg("reading the sqlcommenter keys"))?
+        } else {
+            pgtrail_core::sql_comment::default_user_keys()
+        };
+        Ok(SealSettings {
+            install_id: row.try_get(0).map_err(Error::pg(context))?,
+            database: row.try_get(1).map_err(Error::pg(context))?,
+            head_before: row.try_get(2).map_err(Error::pg(context))?,
+            masking: row.try_get(3).map_err(Error::pg(context))?,
+            comment_user_keys,
+        })
     }
-    tx.query_one("select pgtrail.comment_user_keys()", &[])
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(Error::pg("reading the sqlcommenter keys"))
 }
 
 /// An inbox row as the sealer reads it. Every column is read with

@@ -149,7 +149,7 @@ pub async fn track(
     table: &TableName,
     options: &TrackOptions,
 ) -> Result<TrackedTable> {
-    crate::install::require_installed(client).await?;
+    crate::migrations::require_installed(client).await?;
     let oid = resolve(client, table).await?;
     track_oid(client, oid, &table.to_string(), options).await
 }
@@ -162,7 +162,7 @@ pub async fn track_schema(
     options: &TrackOptions,
     auto: bool,
 ) -> Result<Vec<TrackedTable>> {
-    crate::install::require_installed(client).await?;
+    crate::migrations::require_installed(client).await?;
     let exists: bool = client
         .query_one(
             "select exists (select 1 from pg_namespace where nspname = $1)",
@@ -219,7 +219,7 @@ pub async fn track_schema(
 
 /// Stops capturing `table`; returns whether it was tracked. The trail stays.
 pub async fn untrack(client: &Client, table: &TableName) -> Result<bool> {
-    crate::install::require_installed(client).await?;
+    crate::migrations::require_installed(client).await?;
     let oid = resolve(client, table).await?;
     let row = client
         .query_one("select pgtrail.untrack($1::oid::regclass)", &[&oid])
@@ -264,8 +264,8 @@ pub struct Status {
 
 /// Tracked tables with their event counts, and the inbox backlog.
 pub async fn status(client: &Client) -> Result<Status> {
-    let version = crate::install::require_installed(client).await?;
-    let pending = crate::seal::pending_rows(version);
+    let version = crate::migrations::require_installed(client).await?;
+    let pending = crate::inbox::pending_rows(version);
     let rows = client
         .query(
             &format!(

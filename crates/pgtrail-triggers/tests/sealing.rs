@@ -143,3 +143,63 @@ async fn writes_succeed_and_seal_without_a_partition_for_the_month() {
     assert_eq!(in_default, 1);
     assert!(db.store().await.head().await.expect("head").is_some());
 }
+
+#[tokio::test]
+async fn a_sealer_finds_no_install_without_creating_the_store() {
+    let db = Db::empty("sealer_no_install").await;
+    let mut sealer = pgtrail_triggers::Sealer::new(&db.url);
+    let refused = sealer.seal().await;
+    assert!(
+        matches!(refused, Err(pgtrail_triggers::Error::NotInstalled)),
+        "{refused:?}"
+    );
+    let store: bool = db
+        .client
+        .query_one("select to_regclass('pgtrail.events') is not null", &[])
+        .await
+        .expect("look for the store")
+        .get(0);
+    assert!(
+        !store,
+        "a sealer must not create the store where nothing is installed"
+    );
+}
+
+#[tokio::test]
+async fn a_sealer_whose_connection_is_killed_seals_everything_once_on_its_next_seal() {
+    let db = Db::installed("sealer_reconnects").await;
+    tracked_table(&db).await;
+    db.seal().await;
+    let mut sealer = pgtrail_triggers::Sealer::new(&db.url);
+    db.sql("insert into t values (1, 'before')").await;
+    assert_eq!(sealer.seal().await.expect("first seal").events, 1);
+
+    // The server ends the sealer's session (a restart, a failover, an
+    // operator): its next seal fails with an error that may pass, the one
+    // after connects again and seals what waited, once.
+    db.sql("insert into t values (2, 'while gone')").await;
+    db.sql(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where application_name like 'pgtrail%' and pid <> pg_backend_pid()",
+    )
+    .await;
+    match sealer.seal().await {
+        Err(error) => assert!(error.is_retryable(), "{error:?}"),
+        // The kill raced the seal's own reconnect: still sealed exactly once.
+        Ok(report) => assert_eq!(report.events, 1),
+    }
+    sealer.seal().await.expect("sealed after reconnecting");
+    db.sql("insert into t values (3, 'after')").await;
+    sealer.seal().await.expect("sealed again");
+    assert_eq!(
+        labels(&db.row_events("t").await),
+        ["before", "while gone", "after"]
+    );
+    let pending: i64 = db
+        .client
+        .query_one("select count(*) from pgtrail.pending", &[])
+        .await
+        .expect("count pending")
+        .get(0);
+    assert_eq!(pending, 0);
+}
