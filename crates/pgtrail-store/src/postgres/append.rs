@@ -112,6 +112,39 @@ pub async fn append_in(
     })
 }
 
+/// For `bench/store` only: the unsealed baseline. Writes `events` into
+/// `pgtrail.events` with the same row mapping and the same COPY as
+/// [`append_in`], numbered from `first_seq`, but without what sealing adds:
+/// no chain lock, no lookup of stored ids, no canonical encoding, no hash
+/// (the hash columns hold a placeholder). `bench/store` divides the two
+/// rates to price sealing alone.
+#[doc(hidden)]
+pub async fn copy_unsealed(
+    tx: &Transaction<'_>,
+    events: &[Event],
+    first_seq: i64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let sink = tx
+        .copy_in(&format!(
+            "copy pgtrail.events ({COLUMNS}) from stdin (format binary)"
+        ))
+        .await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
+    let placeholder = "0".repeat(64);
+    for (seq, event) in (first_seq..).zip(events) {
+        let mut event = event.clone();
+        event.seq = Some(seq);
+        event.prev_hash = Some(placeholder.clone());
+        event.hash = Some(placeholder.clone());
+        writer
+            .as_mut()
+            .write(&RowValues::of(&event).values())
+            .await?;
+    }
+    writer.as_mut().finish().await?;
+    Ok(())
+}
+
 /// `event` as Postgres will keep it (times in microseconds) with its
 /// canonical JSON, ready to be linked into the chain.
 ///

@@ -38,6 +38,8 @@ use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
 pub use append::append_in;
+#[doc(hidden)]
+pub use append::copy_unsealed;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::open::redact_url;
