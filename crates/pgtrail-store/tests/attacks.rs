@@ -127,7 +127,9 @@ impl Target {
             &format!(
                 "update events set body = replace(body, '\"app\"', '\"mallory\"') where seq = {seq}"
             ),
-            &format!("update pgtrail.events set db_user = 'mallory' where seq = {seq}"),
+            &format!(
+                "update pgtrail.events set body = replace(body::text, '\"app\"', '\"mallory\"')::json where seq = {seq}"
+            ),
         )
         .await;
     }
@@ -438,7 +440,7 @@ pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
     );
     t.tamper(
         "update events set body = replace(body, '\"mallory\"', '\"app\"') where seq = 3",
-        "update pgtrail.events set db_user = 'app' where seq = 3",
+        "update pgtrail.events set body = replace(body::text, '\"mallory\"', '\"app\"')::json where seq = 3",
     )
     .await;
 

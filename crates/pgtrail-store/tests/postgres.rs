@@ -79,10 +79,21 @@ async fn verify_names_each_kind_of_tampering() {
     let found = problem_after(
         &url,
         &store,
-        "update pgtrail.events set app_user = 'mallory' where seq = 4",
+        "update pgtrail.events set body = replace(body::text, '\"user1\"', '\"mallory\"')::json where seq = 4",
     )
     .await;
     assert_eq!(found, (ProblemKind::Modified, 4));
+
+    // A filter column is a copy of the body's field: edited alone, it
+    // misleads readers that filter on it, and verify says so.
+    let (store, url) = store_with_ten(&cluster, "copy edited").await;
+    let found = problem_after(
+        &url,
+        &store,
+        "update pgtrail.events set app_user = 'mallory' where seq = 4",
+    )
+    .await;
+    assert_eq!(found, (ProblemKind::Index, 4));
 
     let (store, url) = store_with_ten(&cluster, "removed").await;
     let found = problem_after(&url, &store, "delete from pgtrail.events where seq = 6").await;
@@ -94,11 +105,10 @@ async fn verify_names_each_kind_of_tampering() {
         &url,
         &store,
         "update pgtrail.events set seq = seq + 1 where seq >= 5;
-         insert into pgtrail.events select gen_random_uuid(), 5, source, kind, captured_at, db_user,
-             'mallory', client_addr, client_port, application_name, backend_pid, session_id, context,
-             database, schema_name, table_name, operation, objects, pk, old, new, changed, partial,
-             sql, params, command_tag, rows, duration_us, sqlstate, error, xid, lsn, committed_at,
-             tx_seq, hash, repeat('f', 64)
+         insert into pgtrail.events (id, seq, captured_at, source, kind, db_user, app_user,
+             schema_name, table_name, operation, pk, sql, xid, failed, body, prev_hash, hash)
+         select gen_random_uuid(), 5, captured_at, source, kind, db_user, 'mallory', schema_name,
+             table_name, operation, pk, sql, xid, failed, body, hash, repeat('f', 64)
          from pgtrail.events where seq = 4;",
     )
     .await;
@@ -158,21 +168,22 @@ async fn forged_event_with_a_valid_hash_is_found_as_inserted() {
         .batch_execute("update pgtrail.events set seq = seq + 1 where seq >= 5")
         .await
         .expect("renumber");
-    let json = serde_json::to_string(&forged).expect("json");
+    let body = pgtrail_core::canonical::CanonicalBody::of(&forged)
+        .as_str()
+        .to_string();
     client
         .execute(
             "insert into pgtrail.events (id, seq, source, kind, captured_at, app_user, db_user, schema_name, \
-             table_name, operation, pk, old, new, changed, prev_hash, hash) \
+             table_name, operation, pk, failed, body, prev_hash, hash) \
              select (e->>'id')::uuid, 5, e->>'source', e->>'kind', (e->>'captured_at')::timestamptz, \
              e->>'app_user', e->>'db_user', e->>'schema', e->>'table', e->>'operation', e->'pk', \
-             (e->'old')::json, (e->'new')::json, array['balance'], e->>'prev_hash', e->>'hash' \
+             false, $1::text::json, $2, $3 \
              from (select $1::text::jsonb as e) f",
-            &[&json],
+            &[&body, &forged.prev_hash, &forged.hash],
         )
         .await
         .expect("insert forged row");
-    // Through jsonb the numbers keep their text, so only the link can fail;
-    // either way the problem is at 5.
+    // Its body is canonical and its hash right, so only the link can fail.
     let report = verify(&store, None).await.expect("verify");
     let first = report.problems.first().expect("found");
     assert_eq!(first.seq, 5, "{first:?}");
@@ -863,4 +874,438 @@ async fn append_throughput() {
             n / total.as_secs_f64()
         );
     }
+}
+
+/// Events of every shape the capture paths make, for the migration tests:
+/// row images with odd number spellings, NUL and deep values, statements
+/// with SQL, params and errors, DDL with objects, context, and (from schema
+/// 3) provenance.
+fn varied_events(with_provenance: bool) -> Vec<Event> {
+    let at = pgtrail_core::time::truncate_micros(Utc::now() - chrono::Duration::hours(2));
+    let mut events = Vec::new();
+    for i in 0..30i64 {
+        let at = at + chrono::Duration::seconds(i);
+        let mut e = row_change(i, at);
+        e.client_addr = Some("10.0.0.7".into());
+        e.client_port = Some(5432);
+        e.backend_pid = Some(4000 + i as i32);
+        e.application_name = Some("billing".into());
+        e.session_id = Some(format!("s{}", i % 4));
+        e.database = Some("shop".into());
+        e.xid = Some(700 + i / 3);
+        e.lsn = Some(format!("0/{:X}", 0x1000 + i));
+        e.committed_at = Some(at);
+        e.tx_seq = Some(i % 3);
+        if i % 5 == 0 {
+            e.context = Some(
+                serde_json::from_str(r#"{"request":"r-1","route":"/pay","weird":1.50e3}"#)
+                    .expect("json"),
+            );
+            e.new = Some(
+                serde_json::from_str(r#"{"id":1,"doc":"a\u0000b","deep":[[[[{"x":[1,2.0]}]]]]}"#)
+                    .expect("json"),
+            );
+            e.partial = vec!["doc".into()];
+        }
+        if i % 7 == 3 {
+            e.operation = Some("DELETE".into());
+            e.new = None;
+            e.changed = Vec::new();
+        }
+        if with_provenance {
+            e.vouch_server_fields();
+        }
+        events.push(e);
+        if i % 4 == 1 {
+            let mut s = Event::at(Source::Proxy, Kind::Statement, at);
+            s.sql = Some(format!(
+                "update public.accounts set balance = $1 where id = {i} -- note"
+            ));
+            s.params = Some(vec![serde_json::json!("12.50"), serde_json::json!(null)]);
+            s.db_user = Some("app".into());
+            s.app_user = Some(format!("user{}", i % 3));
+            s.operation = Some("UPDATE".into());
+            s.command_tag = Some("UPDATE 1".into());
+            s.objects = vec!["public.accounts".into()];
+            s.rows = Some(1);
+            s.duration_us = Some(1200 + i);
+            if i % 8 == 1 {
+                s.sqlstate = Some("23505".into());
+                s.error = Some("duplicate key value violates unique constraint".into());
+                s.rows = None;
+            }
+            events.push(s);
+        }
+    }
+    let mut ddl = Event::at(
+        Source::Trigger,
+        Kind::Ddl,
+        at + chrono::Duration::seconds(40),
+    );
+    ddl.sql = Some("alter table public.accounts add column note text".into());
+    ddl.operation = Some("ALTER TABLE".into());
+    ddl.schema = Some("public".into());
+    ddl.table = Some("accounts".into());
+    ddl.objects = vec!["public.accounts".into()];
+    events.push(ddl);
+    let mut truncate = row_change(99, at + chrono::Duration::seconds(41));
+    truncate.operation = Some("TRUNCATE".into());
+    truncate.pk = None;
+    truncate.old = None;
+    truncate.new = None;
+    truncate.changed = Vec::new();
+    events.push(truncate);
+    events
+}
+
+/// Writes `events` into a store of schema `version` (1 to 3) as that
+/// pgtrail's append did: one wide row per event (each field in its own
+/// column, JSON as core's writer spells it, empty arrays as NULL), sealed
+/// onto the chain, and the chain head moved. Returns the sealed events.
+async fn write_wide_rows(
+    client: &tokio_postgres::Client,
+    version: i64,
+    events: &[Event],
+) -> Vec<Event> {
+    use pgtrail_core::json::{array_to_string, object_to_string};
+    let provenance_column = if version >= 3 { ", provenance" } else { "" };
+    let provenance_value = if version >= 3 {
+        ", $37::text::json"
+    } else {
+        ""
+    };
+    let insert = format!(
+        "insert into pgtrail.events (id, seq, source, kind, captured_at, db_user, app_user, \
+         client_addr, client_port, application_name, backend_pid, session_id, context, database, \
+         schema_name, table_name, operation, objects, pk, old, new, changed, partial, sql, params, \
+         command_tag, rows, duration_us, sqlstate, error, xid, lsn, committed_at, tx_seq, \
+         prev_hash, hash{provenance_column}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13::text::json, $14, $15, $16, $17, $18, $19::text::jsonb, $20::text::json, \
+         $21::text::json, $22, $23, $24, $25::text::json, $26, $27, $28, $29, $30, $31, $32, $33, \
+         $34, $35, $36{provenance_value})"
+    );
+    let mut prev_hash = "0".repeat(64);
+    let mut sealed = Vec::new();
+    for (seq, event) in (1..).zip(events) {
+        let mut e = event.clone();
+        e.captured_at = pgtrail_core::time::truncate_micros(e.captured_at);
+        e.committed_at = e.committed_at.map(pgtrail_core::time::truncate_micros);
+        pgtrail_core::canonical::seal(&mut e, seq, &prev_hash);
+        let object = |o: &Option<pgtrail_core::event::JsonObject>| o.as_ref().map(object_to_string);
+        let list = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
+        let provenance = e
+            .provenance
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("provenance"));
+        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 36] = [
+            &e.id,
+            &seq,
+            &e.source.as_str(),
+            &e.kind.as_str(),
+            &e.captured_at,
+            &e.db_user,
+            &e.app_user,
+            &e.client_addr,
+            &e.client_port,
+            &e.application_name,
+            &e.backend_pid,
+            &e.session_id,
+            &object(&e.context),
+            &e.database,
+            &e.schema,
+            &e.table,
+            &e.operation,
+            &list(&e.objects),
+            &object(&e.pk),
+            &object(&e.old),
+            &object(&e.new),
+            &list(&e.changed),
+            &list(&e.partial),
+            &e.sql,
+            &e.params.as_deref().map(array_to_string),
+            &e.command_tag,
+            &e.rows,
+            &e.duration_us,
+            &e.sqlstate,
+            &e.error,
+            &e.xid,
+            &e.lsn,
+            &e.committed_at,
+            &e.tx_seq,
+            &e.prev_hash,
+            &e.hash,
+        ];
+        let mut values = values.to_vec();
+        if version >= 3 {
+            values.push(&provenance);
+        }
+        client.execute(&insert, &values).await.expect("wide row");
+        prev_hash = e.hash.clone().expect("sealed");
+        sealed.push(e);
+    }
+    client
+        .execute(
+            "update pgtrail.chain_head set seq = $1, hash = $2",
+            &[&(sealed.len() as i64), &prev_hash],
+        )
+        .await
+        .expect("head");
+    sealed
+}
+
+/// Records checkpoints of `sealed` as a pgtrail of schema `version` did:
+/// a signed head checkpoint, and from schema 2 a signed note over the
+/// Merkle tree of the events.
+async fn write_old_checkpoints(
+    client: &tokio_postgres::Client,
+    version: i64,
+    sealed: &[Event],
+    key: &KeyPair,
+) -> Vec<Checkpoint> {
+    let head = sealed.last().expect("events");
+    let seq = head.seq.expect("sealed");
+    let hash = head.hash.clone().expect("sealed");
+    let mut written =
+        vec![Checkpoint::new(CheckpointKind::Head, seq, hash.clone(), seq).signed(key)];
+    if version >= 2 {
+        let store_id: String = client
+            .query_one("select id from pgtrail.store_identity", &[])
+            .await
+            .expect("store id")
+            .get(0);
+        let mut frontier = pgtrail_store::merkle::Frontier::new();
+        for event in sealed {
+            let leaf = pgtrail_store::merkle::event_leaf(event.hash.as_deref().expect("sealed"))
+                .expect("leaf");
+            frontier.push(leaf);
+        }
+        written.push(Checkpoint::signed_note(
+            CheckpointKind::Head,
+            &pgtrail_store::checkpoint::origin(&store_id),
+            &frontier,
+            &hash,
+            seq,
+            key,
+        ));
+    }
+    for c in &written {
+        if version >= 2 {
+            client
+                .execute(
+                    "insert into pgtrail.checkpoints (kind, seq, hash, count, created_at, public_key, signature, note, frontier) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[&c.kind.as_str(), &c.seq, &c.hash, &c.count, &c.created_at, &c.public_key, &c.signature, &c.note, &c.frontier],
+                )
+                .await
+                .expect("checkpoint");
+        } else {
+            client
+                .execute(
+                    "insert into pgtrail.checkpoints (kind, seq, hash, count, created_at, public_key, signature) \
+                     values ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&c.kind.as_str(), &c.seq, &c.hash, &c.count, &c.created_at, &c.public_key, &c.signature],
+                )
+                .await
+                .expect("checkpoint");
+        }
+    }
+    written
+}
+
+/// The readers' questions asked of the migration tests' stores.
+fn reader_filters(since: DateTime<Utc>) -> Vec<Filter> {
+    let table = pgtrail_core::filter::TableName::parse("public.accounts").expect("table");
+    vec![
+        Filter::default(),
+        Filter {
+            user: Some("user1".into()),
+            ..Default::default()
+        },
+        Filter {
+            table: Some(table.clone()),
+            pk: Some(pgtrail_core::filter::PkFilter::parse("id=3").expect("pk")),
+            ..Default::default()
+        },
+        Filter {
+            table: Some(table),
+            operation: Some("delete".into()),
+            ..Default::default()
+        },
+        Filter {
+            kind: Some(Kind::Statement),
+            failed: true,
+            ..Default::default()
+        },
+        Filter {
+            source: Some(Source::Trigger),
+            ..Default::default()
+        },
+        Filter {
+            search: Some("accounts balance".into()),
+            limit: Some(5),
+            ..Default::default()
+        },
+        Filter {
+            since: Some(since + chrono::Duration::seconds(10)),
+            until: Some(since + chrono::Duration::seconds(20)),
+            ..Default::default()
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the_same() {
+    let cluster = Cluster::start().expect("cluster");
+    let key = KeyPair::generate().expect("key");
+    for version in 1..PostgresStore::schema_version() {
+        let events = varied_events(version >= 3);
+        let url = cluster
+            .create_database(&format!("v{version}"))
+            .await
+            .expect("db");
+        PostgresStore::create_at_version(&url, version)
+            .await
+            .expect("old schema");
+        let client = raw(&url).await;
+        let sealed = write_wide_rows(&client, version, &events).await;
+        let checkpoints = write_old_checkpoints(&client, version, &sealed, &key).await;
+
+        // Readers verify the old store read-only only at its own version.
+        let refused = PostgresStore::connect_for_verify(&url).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Open { reason, .. }) if reason.contains(&format!("schema version {version}")) && reason.contains("migrate")),
+            "v{version}: {:?}",
+            refused.err()
+        );
+
+        let store = PostgresStore::connect(&url).await.expect("migrates");
+        let versions: i64 = client
+            .query_one("select max(version) from pgtrail.schema_migrations", &[])
+            .await
+            .expect("versions")
+            .get(0);
+        assert_eq!(versions, PostgresStore::schema_version());
+
+        let report = verify(&store, Some(&key.verifying_key()))
+            .await
+            .expect("verify");
+        assert!(report.ok(), "v{version}: {report:?}");
+        assert_eq!(report.events_checked, sealed.len() as u64);
+        assert_eq!(report.checkpoints_signed, checkpoints.len(), "v{version}");
+        let read_only = PostgresStore::connect_for_verify(&url)
+            .await
+            .expect("verify opens the migrated store");
+        assert!(verify(&read_only, Some(&key.verifying_key()))
+            .await
+            .expect("read-only verify")
+            .ok());
+
+        assert_eq!(
+            store.scan(0, 1000).await.expect("scan"),
+            sealed,
+            "v{version}"
+        );
+        assert_eq!(store.checkpoints().await.expect("checkpoints"), checkpoints);
+        // The same events appended to a new store: every reader answers alike.
+        let (reference, _) = fresh_store(&cluster, &format!("reference v{version}")).await;
+        reference.append(&events).await.expect("append");
+        assert_eq!(reference.scan(0, 1000).await.expect("scan"), sealed);
+        for filter in reader_filters(sealed[0].captured_at) {
+            let migrated = store.query(&filter).await.expect("query");
+            assert!(
+                !migrated.is_empty() || filter.failed,
+                "{filter:?} finds something"
+            );
+            assert_eq!(
+                migrated,
+                reference.query(&filter).await.expect("query"),
+                "v{version}: {filter:?}"
+            );
+        }
+        let row = pgtrail_core::RowRef {
+            table: pgtrail_core::filter::TableName::parse("public.accounts").expect("table"),
+            pk: pgtrail_core::filter::PkFilter::parse("id=5").expect("pk"),
+        };
+        let history = store.row_events(&row).await.expect("row events");
+        assert!(history
+            .iter()
+            .any(|e| e.operation.as_deref() == Some("TRUNCATE")));
+        assert_eq!(
+            history,
+            reference.row_events(&row).await.expect("row events")
+        );
+
+        // The chain goes on from the migrated head.
+        store.append(&batch(500, 3)).await.expect("append after");
+        assert!(verify(&store, None).await.expect("verify").ok());
+    }
+}
+
+/// Someone changed a sealed event in an old store (a column, with SQL)
+/// before it was migrated: the migration writes the body the columns say,
+/// keeps the stored hash, and verify still names the event.
+#[tokio::test]
+async fn tampering_before_the_migration_is_still_found_after_it() {
+    let cluster = Cluster::start().expect("cluster");
+    let version = PostgresStore::schema_version() - 1;
+    let url = cluster.create_database("tampered").await.expect("db");
+    PostgresStore::create_at_version(&url, version)
+        .await
+        .expect("old schema");
+    let client = raw(&url).await;
+    write_wide_rows(&client, version, &varied_events(true)).await;
+    client
+        .batch_execute(
+            "update pgtrail.events set new = '{\"id\":1,\"balance\":1000000}' where seq = 4;
+             update pgtrail.events set error = null where seq = 9;",
+        )
+        .await
+        .expect("tamper");
+    let store = PostgresStore::connect(&url).await.expect("migrates");
+    let report = verify(&store, None).await.expect("verify");
+    let found: Vec<_> = report.problems.iter().map(|p| (p.kind, p.seq)).collect();
+    assert_eq!(
+        found.first(),
+        Some(&(ProblemKind::Modified, 4)),
+        "{report:?}"
+    );
+}
+
+/// A row that is not an event stops the migration: the store stays at
+/// the old version rather than get a made-up body.
+#[tokio::test]
+async fn a_row_that_is_not_an_event_stops_the_migration() {
+    let cluster = Cluster::start().expect("cluster");
+    let version = PostgresStore::schema_version() - 1;
+    let url = cluster.create_database("undecodable").await.expect("db");
+    PostgresStore::create_at_version(&url, version)
+        .await
+        .expect("old schema");
+    let client = raw(&url).await;
+    write_wide_rows(&client, version, &varied_events(true)).await;
+    client
+        .batch_execute("update pgtrail.events set kind = 'bogus' where seq = 6")
+        .await
+        .expect("tamper");
+    let refused = PostgresStore::connect(&url).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Open { reason, .. }) if reason.contains("event 6")),
+        "{:?}",
+        refused.err()
+    );
+    let newest: i64 = client
+        .query_one("select max(version) from pgtrail.schema_migrations", &[])
+        .await
+        .expect("versions")
+        .get(0);
+    assert_eq!(newest, version);
+    let columns: i64 = client
+        .query_one(
+            "select count(*) from information_schema.columns where table_schema = 'pgtrail' and table_name = 'events' and column_name in ('body', 'new')",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .get(0);
+    assert_eq!(columns, 1, "the wide table is as it was");
 }

@@ -95,7 +95,8 @@ async fn verify_flags_a_superuser_who_edits_or_deletes_sealed_rows() {
     let store = db.store().await;
     assert!(verify(&store, None).await.expect("verify").ok());
 
-    db.sql("update pgtrail.events set app_user = 'mallory' where seq = (select max(seq) - 1 from pgtrail.events)")
+    db.sql("update pgtrail.events set body = replace(body::text, '\"table\":\"orders\"', '\"table\":\"invoices\"')::json \
+            where seq = (select max(seq) - 1 from pgtrail.events)")
         .await;
     let report = verify(&store, None).await.expect("verify");
     assert_eq!(

@@ -19,7 +19,9 @@ async fn verify_catches_a_modified_event(trail: Trail) {
 
     match trail.cluster {
         Some(_) => {
-            trail.psql("update pgtrail.events set app_user = 'mallory@example.com' where seq = 7");
+            trail.psql(
+                "update pgtrail.events set body = replace(body::text, 'alice@example.com', 'mallory@example.com')::json where seq = 7",
+            );
         }
         None => {
             let db = rusqlite::Connection::open(trail.sqlite_file()).expect("open sqlite");

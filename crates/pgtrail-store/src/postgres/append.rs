@@ -84,17 +84,14 @@ pub async fn append_in(
         ))
         .await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
-    for (mut event, body) in fresh {
+    for (event, body) in fresh {
         seq += 1;
         let hash = hex::encode(body.sealed_hash(seq, &prev_hash));
-        event.seq = Some(seq);
-        event.prev_hash = Some(prev_hash);
-        event.hash = Some(hash);
         writer
             .as_mut()
-            .write(&RowValues::of(&event).values())
+            .write(&RowValues::of(&event, body.as_str(), seq, &prev_hash, &hash).values())
             .await?;
-        prev_hash = event.hash.take().expect("set just above");
+        prev_hash = hash;
     }
     writer.as_mut().finish().await?;
 
@@ -110,6 +107,36 @@ pub async fn append_in(
             hash: prev_hash,
         }),
     })
+}
+
+/// For `bench/store` only: the unsealed baseline. Writes `events` into
+/// `pgtrail.events` with the same row mapping and the same COPY as
+/// [`append_in`], numbered from `first_seq`, but without what sealing adds:
+/// no chain lock, no lookup of stored ids, no canonical encoding, no hash
+/// (the hash columns hold a placeholder). The JSON is serde_json's.
+/// `bench/store` divides the two rates to price sealing alone.
+#[doc(hidden)]
+pub async fn copy_unsealed(
+    tx: &Transaction<'_>,
+    events: &[Event],
+    first_seq: i64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let sink = tx
+        .copy_in(&format!(
+            "copy pgtrail.events ({COLUMNS}) from stdin (format binary)"
+        ))
+        .await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
+    let placeholder = "0".repeat(64);
+    for (seq, event) in (first_seq..).zip(events) {
+        let body = serde_json::to_string(event)?;
+        writer
+            .as_mut()
+            .write(&RowValues::of(event, &body, seq, &placeholder, &placeholder).values())
+            .await?;
+    }
+    writer.as_mut().finish().await?;
+    Ok(())
 }
 
 /// `event` as Postgres will keep it (times in microseconds) with its

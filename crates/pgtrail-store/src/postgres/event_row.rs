@@ -1,78 +1,57 @@
-//! The mapping between an [`Event`] and a row of `pgtrail.events`: the
-//! column list (shared by COPY and SELECT), the column types of the binary
-//! COPY, and the decoding of a row back into the event that was hashed.
+//! The mapping between an [`Event`] and a row of `pgtrail.events` (schema
+//! 4): the event's canonical body once, in `body`, and beside it only what
+//! readers filter and look up by, the seal, and the partition key.
 //!
-//! Round-trip exactness is what keeps `verify` meaningful: timestamps are
-//! microseconds on both sides, json columns keep their text and serde_json
-//! (with `arbitrary_precision`) keeps number spelling, and empty arrays are
-//! stored as NULL and read back as empty (the event's JSON leaves both out).
+//! `body` is the text that was hashed (`CanonicalBody`, without `seq`,
+//! `prev_hash` and `hash`, which are columns): an event is read back from
+//! it alone. The other columns are copies of body fields for indexes and
+//! filters (and `failed`, derived from two of them); `verify` recomputes
+//! each from the body and reports any that differs.
 
-use pgtrail_core::event::Provenance;
+use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::{json, Event};
-use postgres_types::{Json, ToSql, Type};
+use postgres_types::{ToSql, Type};
 use serde_json::Value;
 use tokio_postgres::Row;
 
-use super::json::{JsonText, RawJson};
+use super::json::{JsonStr, JsonText, RawJson};
+use crate::Mismatch;
 
-/// Columns of `pgtrail.events`, in COPY and SELECT order.
-pub(super) const COLUMNS: &str = "id, seq, source, kind, captured_at, \
-    db_user, app_user, client_addr, client_port, application_name, backend_pid, session_id, context, \
-    database, schema_name, table_name, operation, objects, \
-    pk, old, new, changed, partial, \
-    sql, params, command_tag, rows, duration_us, sqlstate, error, \
-    xid, lsn, committed_at, tx_seq, \
-    prev_hash, hash, provenance";
+/// Columns of `pgtrail.events` in COPY order.
+pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
+    db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
+    body, prev_hash, hash";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 37] = [
+pub(super) static COLUMN_TYPES: [Type; 17] = [
     Type::UUID,
     Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
     Type::TIMESTAMPTZ,
-    // actor
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT4,
-    Type::TEXT,
-    Type::INT4,
-    Type::TEXT,
-    Type::JSON,
-    // target
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
-    Type::TEXT_ARRAY,
-    // row change
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
     Type::JSONB,
-    Type::JSON,
-    Type::JSON,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    // statement
-    Type::TEXT,
-    Type::JSON,
     Type::TEXT,
     Type::INT8,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    // transaction
-    Type::INT8,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::INT8,
-    // seal
-    Type::TEXT,
-    Type::TEXT,
-    // provenance (schema v3)
+    Type::BOOL,
     Type::JSON,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
-/// The values of one sealed event's row, borrowed from the event.
+/// What readers select: the event is its body plus the seal columns.
+pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
+
+/// What verify selects: [`READ_COLUMNS`], then every copied column.
+pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
+    id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
+    pk, sql, xid, failed";
+
+/// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
     event: &'a Event,
     seq: i64,
@@ -80,142 +59,86 @@ pub(super) struct RowValues<'a> {
     hash: &'a str,
     source: &'static str,
     kind: &'static str,
-    context: Option<JsonText>,
-    objects: Option<&'a [String]>,
     pk: Option<JsonText>,
-    old: Option<JsonText>,
-    new: Option<JsonText>,
-    changed: Option<&'a [String]>,
-    partial: Option<&'a [String]>,
-    params: Option<JsonText>,
-    provenance: Option<Json<&'a Provenance>>,
+    failed: bool,
+    body: JsonStr<'a>,
 }
 
 impl<'a> RowValues<'a> {
-    /// The row of `event`, which must be sealed.
-    pub(super) fn of(event: &'a Event) -> Self {
-        let non_empty = |v: &'a Vec<String>| (!v.is_empty()).then_some(v.as_slice());
-        let object = |o: &Option<_>| o.as_ref().map(|o| JsonText(json::object_to_string(o)));
+    /// The row of `event` sealed at `seq` after `prev_hash` with `hash`,
+    /// `body` being its canonical body (or, for the bench's baseline, any
+    /// JSON of it).
+    pub(super) fn of(
+        event: &'a Event,
+        body: &'a str,
+        seq: i64,
+        prev_hash: &'a str,
+        hash: &'a str,
+    ) -> Self {
         RowValues {
             event,
-            seq: event
-                .seq
-                .expect("events are sealed before they are written"),
-            prev_hash: event
-                .prev_hash
-                .as_deref()
-                .expect("events are sealed before they are written"),
-            hash: event
-                .hash
-                .as_deref()
-                .expect("events are sealed before they are written"),
+            seq,
+            prev_hash,
+            hash,
             source: event.source.as_str(),
             kind: event.kind.as_str(),
-            context: object(&event.context),
-            objects: non_empty(&event.objects),
-            pk: object(&event.pk),
-            old: object(&event.old),
-            new: object(&event.new),
-            changed: non_empty(&event.changed),
-            partial: non_empty(&event.partial),
-            params: event
-                .params
-                .as_ref()
-                .map(|p| JsonText(json::array_to_string(p))),
-            provenance: event.provenance.as_ref().map(Json),
+            pk: event.pk.as_ref().map(|pk| JsonText(canonical_pk(pk))),
+            failed: event.failed(),
+            body: JsonStr(body),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 37] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 17] {
         let e = self.event;
         [
             &e.id,
             &self.seq,
+            &e.captured_at,
             &self.source,
             &self.kind,
-            &e.captured_at,
             &e.db_user,
             &e.app_user,
-            &e.client_addr,
-            &e.client_port,
-            &e.application_name,
-            &e.backend_pid,
-            &e.session_id,
-            &self.context,
-            &e.database,
             &e.schema,
             &e.table,
             &e.operation,
-            &self.objects,
             &self.pk,
-            &self.old,
-            &self.new,
-            &self.changed,
-            &self.partial,
             &e.sql,
-            &self.params,
-            &e.command_tag,
-            &e.rows,
-            &e.duration_us,
-            &e.sqlstate,
-            &e.error,
             &e.xid,
-            &e.lsn,
-            &e.committed_at,
-            &e.tx_seq,
+            &self.failed,
+            &self.body,
             &self.prev_hash,
             &self.hash,
-            &self.provenance,
         ]
     }
 }
 
-/// How deep the JSON of a column may be nested. Postgres parses `json`
-/// and `jsonb` input recursively: with the default `max_stack_depth` (2MB)
-/// it accepts about 13,000 levels (arrays 14,500, objects 13,000): a store
-/// server with that setting takes any value up to this bound, with room for
-/// the row image around the column and a smaller stack.
+/// How deep the JSON of an event's field may be nested. Postgres parses
+/// `json` and `jsonb` input recursively: with the default `max_stack_depth`
+/// (2MB) it accepts about 13,000 levels (arrays 14,500, objects 13,000): a
+/// store server with that setting takes any body up to this bound (two
+/// levels more: the body and the field), with room for a smaller stack.
 pub(super) const MAX_JSON_DEPTH: usize = 10_000;
 
 /// Why this store cannot keep `event` as it is, if it cannot: a `text`
 /// column cannot hold NUL (nor can `jsonb`: `\u0000`), and JSON nested past
-/// [`MAX_JSON_DEPTH`] may exceed the server's stack. The `json` columns
-/// keep NUL as the escape `\u0000`, so row images and context with NUL are
-/// kept exactly.
+/// [`MAX_JSON_DEPTH`] may exceed the server's stack. The body is `json`,
+/// which keeps NUL as the escape `\u0000`: fields that are only in the
+/// body (row images, context, errors, ...) keep NUL exactly.
 pub(super) fn unstorable(event: &Event) -> Option<String> {
     let e = event;
     let texts = [
         ("db_user", &e.db_user),
         ("app_user", &e.app_user),
-        ("client_addr", &e.client_addr),
-        ("application_name", &e.application_name),
-        ("session_id", &e.session_id),
-        ("database", &e.database),
         ("schema", &e.schema),
         ("table", &e.table),
         ("operation", &e.operation),
         ("sql", &e.sql),
-        ("command_tag", &e.command_tag),
-        ("sqlstate", &e.sqlstate),
-        ("error", &e.error),
-        ("lsn", &e.lsn),
     ];
     let nul = |text: &str| text.contains('\0');
     if let Some((column, _)) = texts
         .iter()
         .find(|(_, text)| text.as_deref().is_some_and(nul))
-    {
-        return Some(format!("a Postgres text column cannot hold NUL ({column})"));
-    }
-    let lists = [
-        ("objects", &e.objects),
-        ("changed", &e.changed),
-        ("partial", &e.partial),
-    ];
-    if let Some((column, _)) = lists
-        .iter()
-        .find(|(_, list)| list.iter().any(|text| nul(text)))
     {
         return Some(format!("a Postgres text column cannot hold NUL ({column})"));
     }
@@ -262,198 +185,142 @@ pub(super) enum DecodeError {
     /// A column could not be read as its expected type.
     #[error("cannot read a stored event")]
     Column(#[from] tokio_postgres::Error),
-    /// A JSON column does not hold what pgtrail wrote there.
-    #[error("stored event {seq} has an invalid {column}")]
-    Json {
+    /// The body is not the JSON of an event.
+    #[error("stored event {seq} has an invalid body")]
+    Body {
         /// The event's position.
         seq: i64,
-        /// The column.
-        column: &'static str,
         /// What the reader found.
         #[source]
-        source: json::JsonError,
-    },
-    /// `source` or `kind` holds a value pgtrail does not know.
-    #[error("stored event {seq} has an invalid {column}: {reason}")]
-    Value {
-        /// The event's position.
-        seq: i64,
-        /// The column.
-        column: &'static str,
-        /// What is wrong.
-        reason: String,
+        source: serde_json::Error,
     },
 }
 
-/// The event stored in `row` (selected with [`COLUMNS`]), exactly as it was hashed.
+/// The event stored in `row` (selected with [`READ_COLUMNS`] first), exactly
+/// as it was hashed.
 pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
-    let seq: i64 = row.try_get(1)?;
-    let invalid = |column, reason| DecodeError::Value {
-        seq,
-        column,
-        reason,
-    };
-    let source: String = row.try_get(2)?;
-    let kind: String = row.try_get(3)?;
-    Ok(Event {
-        id: row.try_get(0)?,
-        seq: Some(seq),
-        source: source.parse().map_err(|r| invalid("source", r))?,
-        kind: kind.parse().map_err(|r| invalid("kind", r))?,
-        captured_at: row.try_get(4)?,
-        db_user: row.try_get(5)?,
-        app_user: row.try_get(6)?,
-        client_addr: row.try_get(7)?,
-        client_port: row.try_get(8)?,
-        application_name: row.try_get(9)?,
-        backend_pid: row.try_get(10)?,
-        session_id: row.try_get(11)?,
-        context: object(row, seq, 12, "context")?,
-        provenance: provenance(row, seq)?,
-        database: row.try_get(13)?,
-        schema: row.try_get(14)?,
-        table: row.try_get(15)?,
-        operation: row.try_get(16)?,
-        objects: array(row, 17)?,
-        pk: object(row, seq, 18, "pk")?,
-        old: object(row, seq, 19, "old")?,
-        new: object(row, seq, 20, "new")?,
-        changed: array(row, 21)?,
-        partial: array(row, 22)?,
-        sql: row.try_get(23)?,
-        params: match json_column(row, seq, 24, "params")? {
-            None => None,
-            Some(Value::Array(params)) => Some(params),
-            Some(_) => return Err(invalid("params", "not a JSON array".into())),
-        },
-        command_tag: row.try_get(25)?,
-        rows: row.try_get(26)?,
-        duration_us: row.try_get(27)?,
-        sqlstate: row.try_get(28)?,
-        error: row.try_get(29)?,
-        xid: row.try_get(30)?,
-        lsn: row.try_get(31)?,
-        committed_at: row.try_get(32)?,
-        tx_seq: row.try_get(33)?,
-        prev_hash: row.try_get(34)?,
-        hash: row.try_get(35)?,
-    })
+    let seq: i64 = row.try_get(0)?;
+    let RawJson(body) = row.try_get(1)?;
+    // The event's JSON fields go through core's reader (any depth, any key).
+    let mut event: Event =
+        serde_json::from_str(body).map_err(|source| DecodeError::Body { seq, source })?;
+    event.seq = Some(seq);
+    event.prev_hash = Some(row.try_get(2)?);
+    event.hash = Some(row.try_get(3)?);
+    Ok(event)
 }
 
-/// A json column, read with core's reader (any depth, any key).
-fn json_column(
-    row: &Row,
-    seq: i64,
-    index: usize,
-    column: &'static str,
-) -> Result<Option<Value>, DecodeError> {
-    let Some(RawJson(text)) = row.try_get(index)? else {
-        return Ok(None);
-    };
-    json::parse(text)
-        .map(Some)
-        .map_err(|source| DecodeError::Json {
-            seq,
-            column,
-            source,
-        })
-}
-
-fn object(
-    row: &Row,
-    seq: i64,
-    index: usize,
-    column: &'static str,
-) -> Result<Option<pgtrail_core::event::JsonObject>, DecodeError> {
-    match json_column(row, seq, index, column)? {
-        None => Ok(None),
-        Some(Value::Object(object)) => Ok(Some(object)),
-        Some(_) => Err(DecodeError::Value {
-            seq,
-            column,
-            reason: "not a JSON object".into(),
-        }),
-    }
-}
-
-/// The provenance column (schema v3): a small object pgtrail wrote itself.
-fn provenance(row: &Row, seq: i64) -> Result<Option<Provenance>, DecodeError> {
-    let Some(RawJson(text)) = row.try_get(36)? else {
-        return Ok(None);
-    };
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|e| DecodeError::Value {
-            seq,
-            column: "provenance",
-            reason: e.to_string(),
-        })
-}
-
-/// The json columns as the text Postgres keeps (after [`COLUMNS`], for
-/// verify): json keeps its input verbatim, so a duplicate key or an
-/// oddly spelled value would show to SQL readers while the event decoded
-/// from it, and hashed, says otherwise. Each must be the canonical encoding
-/// of its decoded value.
-pub(super) const JSON_TEXT: &str =
-    "context::text, old::text, new::text, params::text, provenance::text";
-
-/// A row selected with [`COLUMNS`] and [`JSON_TEXT`], as verify sees it.
+/// A row selected with [`VERIFY_COLUMNS`], as verify sees it: the event
+/// decoded from the body, the body's text (verify requires it to be the
+/// canonical body), and every copied column that is not what the body says.
 pub(super) fn stored_event(row: &Row) -> Result<crate::StoredEvent, tokio_postgres::Error> {
-    let seq: i64 = row.try_get(1)?;
+    let seq: i64 = row.try_get(0)?;
+    let body: Option<RawJson> = row.try_get(1)?;
     let event = event_from_row(row).map_err(|e| match e {
         DecodeError::Column(e) => {
             format!("a column does not decode: {}", super::schema::describe(&e))
         }
-        e @ (DecodeError::Value { .. } | DecodeError::Json { .. }) => {
-            let mut text = e.to_string();
-            if let Some(source) = std::error::Error::source(&e) {
-                text = format!("{text}: {source}");
-            }
-            text
-        }
+        // As the SQLite store says it.
+        DecodeError::Body { source, .. } => format!("its body is not an event: {source}"),
     });
-    let mut mismatches = Vec::new();
-    if let Ok(event) = &event {
-        // What the store writes for each: core's writer for captured
-        // values, serde for pgtrail's own provenance object.
-        let canonical: [(&str, Option<String>); 5] = [
-            (
-                "context",
-                event.context.as_ref().map(json::object_to_string),
-            ),
-            ("old", event.old.as_ref().map(json::object_to_string)),
-            ("new", event.new.as_ref().map(json::object_to_string)),
-            ("params", event.params.as_deref().map(json::array_to_string)),
-            (
-                "provenance",
-                event
-                    .provenance
-                    .as_ref()
-                    .and_then(|p| serde_json::to_string(p).ok()),
-            ),
-        ];
-        for (i, (column, expected)) in canonical.into_iter().enumerate() {
-            let found: Option<String> = row.try_get(COLUMN_TYPES.len() + i)?;
-            if found != expected {
-                let show = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
-                mismatches.push(crate::Mismatch {
-                    column: column.to_string(),
-                    found: show(found),
-                    expected: show(expected),
-                });
-            }
-        }
-    }
+    let mismatches = match &event {
+        Ok(event) => copied_mismatches(row, event)?,
+        Err(_) => Vec::new(),
+    };
     Ok(crate::StoredEvent {
         seq,
         event,
-        body: None,
+        body: body.map(|RawJson(text)| text.to_string()),
         mismatches,
     })
 }
 
-fn array(row: &Row, index: usize) -> Result<Vec<String>, DecodeError> {
-    let value: Option<Vec<String>> = row.try_get(index)?;
-    Ok(value.unwrap_or_default())
+/// The copied columns of `row` (after [`READ_COLUMNS`]) that differ from
+/// what [`RowValues`] would write for `event`, shown as SQL literals (text
+/// quoted, NULL bare), as the SQLite store shows its own.
+fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_postgres::Error> {
+    let quoted = |v: Option<&str>| v.map_or_else(|| "NULL".to_string(), |v| format!("'{v}'"));
+    let found_text = |i: usize| -> Result<String, tokio_postgres::Error> {
+        Ok(quoted(row.try_get::<_, Option<&str>>(i)?))
+    };
+    let mut compared: Vec<(&str, String, String)> = vec![
+        (
+            "id",
+            quoted(Some(&row.try_get::<_, uuid::Uuid>(4)?.to_string())),
+            quoted(Some(&event.id.to_string())),
+        ),
+        (
+            "captured_at",
+            quoted(Some(&pgtrail_core::time::format_micros(
+                &row.try_get::<_, chrono::DateTime<chrono::Utc>>(5)?,
+            ))),
+            quoted(Some(&pgtrail_core::time::format_micros(&event.captured_at))),
+        ),
+        (
+            "source",
+            found_text(6)?,
+            quoted(Some(event.source.as_str())),
+        ),
+        ("kind", found_text(7)?, quoted(Some(event.kind.as_str()))),
+        ("db_user", found_text(8)?, quoted(event.db_user.as_deref())),
+        (
+            "app_user",
+            found_text(9)?,
+            quoted(event.app_user.as_deref()),
+        ),
+        (
+            "schema_name",
+            found_text(10)?,
+            quoted(event.schema.as_deref()),
+        ),
+        (
+            "table_name",
+            found_text(11)?,
+            quoted(event.table.as_deref()),
+        ),
+        (
+            "operation",
+            found_text(12)?,
+            quoted(event.operation.as_deref()),
+        ),
+        ("sql", found_text(14)?, quoted(event.sql.as_deref())),
+        (
+            "xid",
+            row.try_get::<_, Option<i64>>(15)?
+                .map_or_else(|| "NULL".into(), |x| x.to_string()),
+            event.xid.map_or_else(|| "NULL".into(), |x| x.to_string()),
+        ),
+        (
+            "failed",
+            row.try_get::<_, bool>(16)?.to_string(),
+            event.failed().to_string(),
+        ),
+    ];
+    // jsonb keeps no text of its own (it respaces and reorders keys):
+    // compare the values.
+    let found_pk: Option<RawJson> = row.try_get(13)?;
+    let pk_matches = match (found_pk, &event.pk) {
+        (None, None) => true,
+        (Some(RawJson(found)), Some(pk)) => {
+            json::parse(found).is_ok_and(|v| json::eq(&v, &Value::Object(json::clone_object(pk))))
+        }
+        _ => false,
+    };
+    if !pk_matches {
+        let expected = event.pk.as_ref().map(canonical_pk);
+        compared.push((
+            "pk",
+            quoted(found_pk.map(|RawJson(t)| t)),
+            quoted(expected.as_deref()),
+        ));
+    }
+    Ok(compared
+        .into_iter()
+        .filter(|(_, found, expected)| found != expected)
+        .map(|(column, found, expected)| Mismatch {
+            column: column.to_string(),
+            found,
+            expected,
+        })
+        .collect())
 }

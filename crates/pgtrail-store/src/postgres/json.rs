@@ -2,10 +2,11 @@
 //!
 //! tokio-postgres's `Json<T>` goes through serde_json, which stops reading
 //! at 128 levels, reads its private number marker key as a number, and
-//! recurses once per level when writing. These two wrappers carry the text
+//! recurses once per level when writing. These wrappers carry the text
 //! instead: [`JsonText`] binds text written by core's writer, [`RawJson`]
-//! hands back the text Postgres sent for core's reader. The trigger sealer
-//! reads the audited database's row images with [`RawJson`] too.
+//! hands back the text Postgres sent for core's reader, [`JsonStr`] binds
+//! borrowed text (an event's body). The trigger sealer reads the audited
+//! database's row images with [`RawJson`] too.
 
 use std::error::Error;
 
@@ -20,6 +21,28 @@ const JSONB_VERSION: u8 = 1;
 pub struct JsonText(pub String);
 
 impl ToSql for JsonText {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[JSONB_VERSION]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
+}
+
+/// Borrowed JSON text to bind like [`JsonText`] (an event's body, written
+/// once by the canonical encoder and bound without a copy).
+#[derive(Debug)]
+pub struct JsonStr<'a>(pub &'a str);
+
+impl ToSql for JsonStr<'_> {
     fn to_sql(
         &self,
         ty: &Type,

@@ -28,6 +28,7 @@ mod partition;
 mod pool;
 mod query;
 mod schema;
+mod wide_row;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -38,6 +39,8 @@ use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
 pub use append::append_in;
+#[doc(hidden)]
+pub use append::copy_unsealed;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::location::redact_url;
@@ -71,6 +74,15 @@ impl PostgresStore {
         schema::migrate(&mut client, &store.location).await?;
         drop(client);
         Ok(store)
+    }
+
+    /// For tests of migrations: creates (or migrates) the store at `url` up
+    /// to schema `version` only, as the pgtrail of that version left it.
+    #[doc(hidden)]
+    pub async fn create_at_version(url: &str, version: i64) -> Result<()> {
+        let store = Self::with_settings(url, "pgtrail", "-c synchronous_commit=on")?;
+        let mut client = store.first_connection().await?;
+        schema::migrate_to(&mut client, &store.location, version).await
     }
 
     /// Connects to the store at `url` for `verify`: every transaction is

@@ -7,7 +7,7 @@ use pgtrail_core::filter::TableName;
 use pgtrail_core::{Filter, RowRef};
 use postgres_types::{Json, ToSql};
 
-use super::event_row::COLUMNS;
+use super::event_row::{READ_COLUMNS, VERIFY_COLUMNS};
 use super::schema::search_vector;
 
 /// A statement and the values of its `$n` parameters.
@@ -73,10 +73,8 @@ pub(super) fn filtered(filter: &Filter) -> Query {
         conditions.push(format!("captured_at < {}", q.bind(until)));
     }
     if filter.failed {
-        // As Event::failed: an error message, or a SQLSTATE outside class 00.
-        conditions.push(
-            "(error is not null or (sqlstate is not null and sqlstate not like '00%'))".into(),
-        );
+        // Event::failed, computed when the event was written.
+        conditions.push("failed".into());
     }
     if let Some(search) = &filter.search {
         conditions.push("sql is not null".into());
@@ -93,7 +91,7 @@ pub(super) fn filtered(filter: &Filter) -> Query {
             ));
         }
     }
-    q.sql = format!("select {COLUMNS} from pgtrail.events");
+    q.sql = format!("select {READ_COLUMNS} from pgtrail.events");
     if !conditions.is_empty() {
         q.sql.push_str(" where ");
         q.sql.push_str(&conditions.join(" and "));
@@ -117,9 +115,9 @@ pub(super) fn row_events(row: &RowRef) -> Query {
     let table = table.join(" and ");
     let pk = q.bind(Json(row.pk.0.clone()));
     q.sql = format!(
-        "select {COLUMNS} from pgtrail.events where {table} and pk = {pk} \
+        "select {READ_COLUMNS} from pgtrail.events where {table} and pk = {pk} \
          union all \
-         select {COLUMNS} from pgtrail.events where {table} and upper(operation) = 'TRUNCATE' \
+         select {READ_COLUMNS} from pgtrail.events where {table} and upper(operation) = 'TRUNCATE' \
              and pk is distinct from {pk} \
          order by seq"
     );
@@ -128,16 +126,12 @@ pub(super) fn row_events(row: &RowRef) -> Query {
 
 /// Sealed events after `$1`, ascending, at most `$2`.
 pub(super) fn scan() -> String {
-    format!("select {COLUMNS} from pgtrail.events where seq > $1 order by seq limit $2")
+    format!("select {READ_COLUMNS} from pgtrail.events where seq > $1 order by seq limit $2")
 }
 
-/// Like [`scan`], with the stored text of each json column after [`COLUMNS`]
-/// (see `event_row::JSON_TEXT`), for verify.
+/// Like [`scan`], with every column copied from the body, for verify.
 pub(super) fn scan_stored() -> String {
-    format!(
-        "select {COLUMNS}, {} from pgtrail.events where seq > $1 order by seq limit $2",
-        super::event_row::JSON_TEXT
-    )
+    format!("select {VERIFY_COLUMNS} from pgtrail.events where seq > $1 order by seq limit $2")
 }
 
 fn table_conditions(q: &mut Query, conditions: &mut Vec<String>, table: &TableName) {

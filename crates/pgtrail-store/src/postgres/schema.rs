@@ -27,6 +27,17 @@ pub(super) struct Migration {
     pub sql: &'static str,
     /// Tables it creates: checked to exist once it is recorded as applied.
     pub creates: &'static [&'static str],
+    /// Work on the stored rows that SQL cannot do, run after `sql`.
+    pub fill: Option<Fill>,
+    /// SQL run after `fill`, in the same transaction.
+    pub sql_after: &'static str,
+}
+
+/// Rewrites of stored rows done in Rust during a migration.
+#[derive(Clone, Copy)]
+pub(super) enum Fill {
+    /// Migration 4: each wide row's canonical body and `failed`.
+    Bodies,
 }
 
 /// The full-text vector of an event's SQL, as the index and the search both
@@ -169,6 +180,37 @@ alter table pgtrail.checkpoints add column frontier text;  -- Merkle frontier at
 /// none, and their body is unchanged: the column is NULL.
 const V3_PROVENANCE: &str = "alter table pgtrail.events add column provenance json;";
 
+/// Migration 4, first part: the lean table's new columns. Then each stored
+/// event's canonical body is written from its wide row ([`Fill::Bodies`]),
+/// and [`V4_LEAN_AFTER`] drops the columns the body made redundant.
+///
+/// The event's canonical body (the bytes that were hashed, without the seal)
+/// is kept once, in `body`; beside it only what indexes and filters need:
+/// `id`, `seq`, `captured_at` (partition key), `source`, `kind`, the users,
+/// the target (`schema_name`, `table_name`, `operation`, `pk`), `sql` (the
+/// full-text index's input, read without parsing the body), `xid` (the
+/// trigger path finds a transaction's events by it), `failed`, and the seal.
+/// Row images, context, params and the rest were columns of their own,
+/// written a second time by the store from the event beside the body the
+/// hash was computed from; now they are read from the body.
+///
+/// Every row is rewritten once, in one transaction: on a large store this
+/// takes a while and leaves the old row versions for VACUUM.
+const V4_LEAN_BEFORE: &str =
+    "alter table pgtrail.events add column body json, add column failed boolean;";
+
+/// Migration 4, last part (after the bodies are written).
+const V4_LEAN_AFTER: &str = r#"
+alter table pgtrail.events
+    drop column client_addr, drop column client_port, drop column application_name,
+    drop column backend_pid, drop column session_id, drop column context, drop column database,
+    drop column objects, drop column old, drop column new, drop column changed,
+    drop column partial, drop column params, drop column command_tag, drop column rows,
+    drop column duration_us, drop column sqlstate, drop column error, drop column lsn,
+    drop column committed_at, drop column tx_seq, drop column provenance,
+    alter column body set not null, alter column failed set not null;
+"#;
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -182,18 +224,32 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "chain_head",
             "checkpoints",
         ],
+        fill: None,
+        sql_after: "",
     },
     Migration {
         version: 2,
         name: "store identity; checkpoints as signed notes with a tree frontier",
         sql: V2_NOTES,
         creates: &["store_identity"],
+        fill: None,
+        sql_after: "",
     },
     Migration {
         version: 3,
         name: "event provenance",
         sql: V3_PROVENANCE,
         creates: &[],
+        fill: None,
+        sql_after: "",
+    },
+    Migration {
+        version: 4,
+        name: "lean events: the canonical body once, and the columns filters need",
+        sql: V4_LEAN_BEFORE,
+        creates: &[],
+        fill: Some(Fill::Bodies),
+        sql_after: V4_LEAN_AFTER,
     },
 ];
 
@@ -205,6 +261,16 @@ pub(super) fn latest_version() -> i64 {
 /// Brings the store's schema up to [`latest_version`], refusing states it
 /// must not touch.
 pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
+    migrate_to(client, location, latest_version()).await
+}
+
+/// Brings the store's schema up to version `target` (tests build stores
+/// of earlier versions with it).
+pub(super) async fn migrate_to(
+    client: &mut Client,
+    location: &str,
+    target: i64,
+) -> Result<(), StoreError> {
     let backend = |context: &str| {
         let context = context.to_string();
         move |e: tokio_postgres::Error| StoreError::backend(location, context, e)
@@ -218,7 +284,10 @@ pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<(), S
             .await
             .map_err(backend("taking the migration lock"))?;
         let current = current_version(&tx, location).await?;
-        let Some(next) = MIGRATIONS.iter().find(|m| m.version == current + 1) else {
+        let next = MIGRATIONS
+            .iter()
+            .find(|m| m.version == current + 1 && m.version <= target);
+        let Some(next) = next else {
             tx.commit().await.map_err(backend("checking the schema"))?;
             return Ok(());
         };
@@ -226,6 +295,15 @@ pub(super) async fn migrate(client: &mut Client, location: &str) -> Result<(), S
         tx.batch_execute(next.sql)
             .await
             .map_err(backend(&context))?;
+        match next.fill {
+            Some(Fill::Bodies) => super::wide_row::fill_bodies(&tx, location).await?,
+            None => {}
+        }
+        if !next.sql_after.is_empty() {
+            tx.batch_execute(next.sql_after)
+                .await
+                .map_err(backend(&context))?;
+        }
         tx.execute(
             "insert into pgtrail.schema_migrations (version, name) values ($1, $2)",
             &[&next.version, &next.name],
