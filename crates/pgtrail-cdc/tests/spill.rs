@@ -160,7 +160,9 @@ async fn assert_trail_equals_table(db: &TestDb, store: &dyn Store) -> anyhow::Re
             let doc: Option<String> = row.get(4);
             (
                 i64::from(id),
-                json!({"id": id, "n": n, "amount": amount, "note": note, "doc": doc}),
+                // numeric as a JSON number with exactly its digits.
+                json!({"id": id, "n": n, "note": note, "doc": doc,
+                       "amount": amount.map(|a| serde_json::from_str::<Value>(&a).expect("a number"))}),
             )
         })
         .collect();

@@ -19,6 +19,9 @@
 //!   publication narrowed, the slot dropped).
 //! - `connections`: passwords from `PGPASSWORD` and password files (scram
 //!   and md5), TLS at each `sslmode`, no cleartext password without TLS.
+//! - `events`: one event model on every path: the same rows captured by
+//!   triggers and logical replication carry the same values, and every
+//!   event either path stores fits `schema/event.schema.json`.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -26,6 +29,7 @@ mod alarms;
 mod checkpoints;
 mod connections;
 mod demo;
+mod events;
 mod failures;
 mod integrity;
 mod quarantine;
