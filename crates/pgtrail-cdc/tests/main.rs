@@ -8,7 +8,6 @@ mod context;
 mod errors;
 mod forgery;
 mod health;
-mod kill;
 mod oracle;
 mod restart;
 mod secrets;
