@@ -1,14 +1,17 @@
 //! From pgoutput's text values to JSON that keeps their meaning.
 //!
-//! The rule is: a JSON type only where it is exact. Booleans become `true` /
-//! `false`; integers and finite floats become JSON numbers carrying the exact
-//! digits Postgres printed (serde_json keeps number text verbatim); `numeric`
-//! and `money` stay strings so no reader rounds them through a float; `json`
-//! and `jsonb` become the JSON they hold; arrays become JSON arrays of
-//! converted elements. Everything else (timestamps with their zone, dates,
-//! intervals, uuid, bytea as `\x…` hex, ranges, enums, geometric and network
-//! types, composites) is the exact text Postgres printed. Domains convert
-//! like their base type.
+//! The rule is Postgres's own `to_jsonb`, so a row captured by logical
+//! replication reads the same as one captured by the triggers: booleans
+//! become `true` / `false`; integers, `numeric` and finite floats become JSON
+//! numbers carrying the exact digits Postgres printed (core's JSON keeps
+//! number text verbatim, never through an f64), `NaN` and the infinities
+//! stay strings; `json` and `jsonb` become the JSON they hold; arrays become
+//! JSON arrays of converted elements. Everything else (timestamps, dates,
+//! intervals, uuid, bytea as `\x…` hex, money, ranges, enums, geometric and
+//! network types, composites) is the text Postgres printed. Domains convert
+//! like their base type. Where this text differs from `to_jsonb`'s (it writes
+//! timestamps in ISO 8601 with a `T`), see docs/cdc.md, "How values are
+//! represented".
 //!
 //! The replication connection fixes `DateStyle=ISO`, `IntervalStyle=postgres`,
 //! `TimeZone=UTC` and `extra_float_digits=3`, so the text is deterministic.
@@ -25,8 +28,13 @@ pub enum ValueKind {
     Bool,
     /// Integer types → JSON number.
     Integer,
-    /// `real`, `double precision` → JSON number; NaN and infinities as strings.
+    /// `real`, `double precision`, `numeric` → JSON number; NaN and
+    /// infinities as strings.
     Float,
+    /// `timestamp` → ISO 8601 with a `T`, as `to_jsonb` writes it.
+    Timestamp,
+    /// `timestamptz` → ISO 8601 with a `T` and the zone as `+HH:MM`.
+    TimestampTz,
     /// The parsed JSON document.
     Json,
     /// An array of elements of a kind, split on a delimiter.
@@ -79,7 +87,9 @@ fn scalar_kind(oid: u32) -> Option<ValueKind> {
     Some(match oid {
         16 => ValueKind::Bool,
         20 | 21 | 23 | 26 | 28 | 5069 => ValueKind::Integer,
-        700 | 701 => ValueKind::Float,
+        700 | 701 | 1700 => ValueKind::Float,
+        1114 => ValueKind::Timestamp,
+        1184 => ValueKind::TimestampTz,
         114 | 3802 => ValueKind::Json,
         _ => return None,
     })
@@ -89,7 +99,9 @@ impl TypeRegistry {
     /// Built-in scalar types and their common arrays; enough without a catalog.
     pub fn builtin() -> Self {
         let mut kinds = HashMap::new();
-        for oid in [16, 20, 21, 23, 26, 28, 5069, 700, 701, 114, 3802] {
+        for oid in [
+            16, 20, 21, 23, 26, 28, 5069, 700, 701, 1700, 1114, 1184, 114, 3802,
+        ] {
             if let Some(kind) = scalar_kind(oid) {
                 kinds.insert(oid, kind);
             }
@@ -189,6 +201,8 @@ pub fn to_json(kind: &ValueKind, text: &str) -> Value {
             other => Value::String(other.to_string()),
         },
         ValueKind::Integer | ValueKind::Float => number(text),
+        ValueKind::Timestamp => Value::String(iso_8601(text, false)),
+        ValueKind::TimestampTz => Value::String(iso_8601(text, true)),
         // Core's reader: any depth, any key, numbers as written. A `json`
         // value that repeats a key cannot be an object here without losing
         // a member: it is kept as its text, as is anything not JSON.
@@ -211,6 +225,33 @@ fn number(text: &str) -> Value {
         Ok(n) => Value::Number(n),
         Err(_) => Value::String(text.to_string()),
     }
+}
+
+/// Postgres's ISO text of a timestamp (`2024-02-29 13:45:00.5+00`, as the
+/// replication session prints it with `DateStyle=ISO`) in the form its
+/// `to_jsonb` writes (`2024-02-29T13:45:00.5+00:00`): a `T` between date and
+/// time, and a zone of whole hours with its minutes. `infinity` and
+/// `-infinity` stay as they are; a ` BC` suffix is kept.
+fn iso_8601(text: &str, zoned: bool) -> String {
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return text.to_string();
+    }
+    let (stamp, era) = match text.strip_suffix(" BC") {
+        Some(stamp) => (stamp, " BC"),
+        None => (text, ""),
+    };
+    let mut out = stamp.replacen(' ', "T", 1);
+    if zoned {
+        // The zone starts at the last sign after the `T`: `+HH[:MM[:SS]]`.
+        let time_start = out.find('T').map_or(0, |t| t + 1);
+        if let Some(sign) = out[time_start..].rfind(['+', '-']) {
+            if out.len() - (time_start + sign) == 3 {
+                out.push_str(":00");
+            }
+        }
+    }
+    out.push_str(era);
+    out
 }
 
 fn array_to_json(items: &[ArrayItem], element: &ValueKind) -> Value {
@@ -341,15 +382,33 @@ mod tests {
             (
                 1700,
                 "12345678901234567890.0123456789",
-                r#""12345678901234567890.0123456789""#,
+                "12345678901234567890.0123456789",
             ),
             (790, "$1.00", r#""$1.00""#),
             (
                 1184,
                 "2024-02-29 13:45:00.123456+00",
-                r#""2024-02-29 13:45:00.123456+00""#,
+                r#""2024-02-29T13:45:00.123456+00:00""#,
             ),
-            (1114, "2024-02-29 13:45:00", r#""2024-02-29 13:45:00""#),
+            (
+                1184,
+                "2024-02-29 13:45:00+05:30",
+                r#""2024-02-29T13:45:00+05:30""#,
+            ),
+            (
+                1184,
+                "0044-03-15 12:00:00+00 BC",
+                r#""0044-03-15T12:00:00+00:00 BC""#,
+            ),
+            (1184, "infinity", r#""infinity""#),
+            (1114, "2024-02-29 13:45:00", r#""2024-02-29T13:45:00""#),
+            (1114, "-infinity", r#""-infinity""#),
+            (
+                1115,
+                r#"{"2024-02-29 13:45:00",NULL}"#,
+                r#"["2024-02-29T13:45:00",null]"#,
+            ),
+            (1082, "2024-02-29", r#""2024-02-29""#),
             (
                 2950,
                 "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
@@ -364,7 +423,11 @@ mod tests {
             (114, "not json", r#""not json""#),
             (3904, "[1,5)", r#""[1,5)""#),
             (1007, "{1,NULL,3}", "[1,null,3]"),
-            (1231, "{1.10,NaN}", r#"["1.10","NaN"]"#),
+            (1700, "12.50", "12.50"),
+            (1700, "-0.000", "-0.000"),
+            (1700, "NaN", r#""NaN""#),
+            (1700, "Infinity", r#""Infinity""#),
+            (1231, "{1.10,NaN}", r#"[1.10,"NaN"]"#),
             (
                 1009,
                 r#"{"a,b","c\"d",NULL,"NULL",plain}"#,
@@ -407,7 +470,10 @@ mod tests {
             to_json(registry.kind(50003), "{happy,sad}"),
             json!(["happy", "sad"])
         );
-        assert_eq!(to_json(registry.kind(50004), "1.50"), json!("1.50"));
+        assert_eq!(
+            serde_json::to_string(&to_json(registry.kind(50004), "1.50")).expect("serializes"),
+            "1.50"
+        );
         assert_eq!(registry.kind(99999), &ValueKind::Text);
     }
 

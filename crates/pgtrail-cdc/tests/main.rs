@@ -9,7 +9,6 @@ mod ddl;
 mod errors;
 mod forgery;
 mod health;
-mod kill;
 mod oracle;
 mod restart;
 mod secrets;

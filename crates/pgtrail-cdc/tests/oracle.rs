@@ -138,12 +138,21 @@ async fn same_value(
                 .await?
                 .get(0);
             let expected: Value = serde_json::from_str(&json)?;
-            // numeric arrays: pgtrail keeps elements as strings; compare element texts.
+            // Numbers compared by their text.
             normalize(&expected) == normalize(ours)
         }
         (Value::String(text), _) if ty == "jsonb" || ty == "json" => {
             serde_json::from_str::<Value>(text)? == *ours
         }
+        // pgtrail writes timestamps as to_jsonb does (ISO 8601 with a `T`),
+        // wal2json as the type's output: the same instant?
+        (Value::String(text), Value::String(our)) if ty.starts_with("timestamp") => client
+            .query_one(
+                &format!("select $1::text::{ty} = $2::text::{ty}"),
+                &[text, our],
+            )
+            .await?
+            .get(0),
         (Value::String(text), Value::String(our)) => text == our,
         (Value::String(text), Value::Number(n)) => text == &n.to_string(),
         (Value::Number(a), Value::Number(b)) => a.to_string() == b.to_string(),

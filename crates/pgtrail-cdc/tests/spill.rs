@@ -1,7 +1,8 @@
 //! Huge transactions with a small memory budget (1 MiB): spilled to disk,
 //! read back at commit, stored in several batches — and still exactly the
 //! committed changes, streamed (protocol 2 past `logical_decoding_work_mem`)
-//! or not, after rollbacks, and across kill -9 mid-transaction.
+//! or not, and after rollbacks. Kill -9 mid-transaction, which runs the
+//! `pgtrail` binary, is in the binary's tests (crates/pgtrail/tests/kill.rs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,6 @@ use pgtrail_store::Store;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::kill::{capture, pgtrail_binary};
 
 const SCHEMA: &str = "create table big (id int primary key, n int not null, amount numeric(38,10), note text, doc text);
      alter table big alter column doc set storage external;";
@@ -160,7 +160,9 @@ async fn assert_trail_equals_table(db: &TestDb, store: &dyn Store) -> anyhow::Re
             let doc: Option<String> = row.get(4);
             (
                 i64::from(id),
-                json!({"id": id, "n": n, "amount": amount, "note": note, "doc": doc}),
+                // numeric as a JSON number with exactly its digits.
+                json!({"id": id, "n": n, "note": note, "doc": doc,
+                       "amount": amount.map(|a| serde_json::from_str::<Value>(&a).expect("a number"))}),
             )
         })
         .collect();
@@ -285,112 +287,16 @@ async fn rolled_back_streamed_work_leaves_no_events_and_no_files() -> anyhow::Re
     db.client
         .batch_execute(&insert_rows(90_000, 90_000))
         .await?;
-    let mut progress = running.progress.clone();
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        progress.wait_for(|p| p.events >= 20_011),
-    )
-    .await??;
+    // The store's count, not the consumer's: after a reconnect (this
+    // machine under load) it appends some events again, which the store
+    // skips but the consumer counts.
+    wait_until_stored(store.as_ref(), 20_011).await;
     running.stop().await?;
     assert!(watch.most() >= 1, "the transactions were spilled");
     assert_eq!(spill_files(&spill_dir), 0, "no spill file left behind");
 
     let events = assert_trail_equals_table(&db, store.as_ref()).await?;
     assert_eq!(events.len(), 20_011, "only committed work");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_in_the_middle_of_a_huge_transaction_stores_it_exactly_once() -> anyhow::Result<()> {
-    let bin = tokio::task::spawn_blocking(pgtrail_binary).await?;
-    let db = TestDb::with_settings(
-        "cdc_spill_kill",
-        SCHEMA,
-        &[("logical_decoding_work_mem", "64kB")],
-    )
-    .await?;
-    db.setup(&db.setup_options()).await?;
-    // Smaller than the others: each restart decodes it from the start again.
-    const CHANGES: i64 = 60_000;
-    db.client
-        .batch_execute(&huge_transaction(CHANGES as i32 / 2))
-        .await?;
-    let target: String = db
-        .client
-        .query_one("select pg_current_wal_insert_lsn()::text", &[])
-        .await?
-        .get(0);
-    let spill_dir = db.dir.path().join("spill");
-    let spill_arg = spill_dir.display().to_string();
-    let flags = [
-        "--memory-limit-mb",
-        "1",
-        "--spill-dir",
-        &spill_arg,
-        "--batch-events",
-        "1000",
-    ];
-    let store = db.store().await;
-    let confirmed = || async {
-        let confirmed: bool = db
-            .client
-            .query_one(
-                "select confirmed_flush_lsn >= $1::text::pg_lsn from pg_replication_slots where slot_name = $2",
-                &[&target, &db.slot],
-            )
-            .await
-            .expect("slot query")
-            .get(0);
-        confirmed
-    };
-
-    // Kill the consumer each time it has stored another part of the
-    // transaction; small batches make more boundaries inside it.
-    let mut kills = 0;
-    let mut last = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while kills < 3 && Instant::now() < deadline {
-        let mut consumer = capture(&bin, &db, &flags);
-        loop {
-            let now = stored(store.as_ref()).await;
-            if now >= CHANGES || now >= last + CHANGES / 5 {
-                break;
-            }
-            if consumer.0.try_wait()?.is_some() {
-                // Exited (e.g. the slot was still held by the killed one's walsender): start again.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                consumer = capture(&bin, &db, &flags);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        drop(consumer); // SIGKILL
-        last = stored(store.as_ref()).await;
-        if last >= CHANGES {
-            break;
-        }
-        kills += 1;
-        assert!(
-            !confirmed().await,
-            "a partly stored transaction ({last} events) was confirmed"
-        );
-    }
-    assert!(kills >= 1, "killed mid-transaction at least once");
-
-    // One last run, until the slot confirmed the transaction.
-    let mut consumer = capture(&bin, &db, &flags);
-    while !confirmed().await {
-        assert!(Instant::now() < deadline, "capture did not catch up");
-        if consumer.0.try_wait()?.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            consumer = capture(&bin, &db, &flags);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(consumer);
-    assert_eq!(spill_files(&spill_dir), 0, "leftover spill files removed");
-
-    let events = assert_trail_equals_table(&db, store.as_ref()).await?;
-    assert_eq!(events.len() as i64, CHANGES);
     Ok(())
 }
 

@@ -1,5 +1,8 @@
 //! The checked-in JSON Schema (`schema/event.schema.json`) describes every
-//! event pgtrail serializes, and rejects what pgtrail would never write.
+//! field an event can have, and rejects what pgtrail would never write.
+//! Events captured from a real cluster by each path (triggers, logical
+//! replication: row changes, DDL, alarms, quarantine) are validated against
+//! it in `crates/pgtrail/tests/events.rs`.
 
 use pgtrail_core::canonical::seal;
 use pgtrail_core::event::Channel;
@@ -38,8 +41,14 @@ fn every_field() -> Event {
     e.operation = Some("UPDATE".into());
     e.objects = vec!["public.users".into()];
     e.pk = json!({"id": "1"}).as_object().cloned();
-    e.old = json!({"id": 1, "amount": "1.50"}).as_object().cloned();
-    e.new = json!({"id": 1, "amount": "2.50"}).as_object().cloned();
+    // numeric as a JSON number with its exact digits, as captured.
+    let amount = |text: &str| -> Value { serde_json::from_str(text).expect("a number") };
+    e.old = json!({"id": 1, "amount": amount("1.50")})
+        .as_object()
+        .cloned();
+    e.new = json!({"id": 1, "amount": amount("2.50")})
+        .as_object()
+        .cloned();
     e.changed = vec!["amount".into()];
     e.partial = vec!["blob".into()];
     e.sql = Some("update users set amount = $1".into());

@@ -19,6 +19,12 @@
 //!   publication narrowed, the slot dropped).
 //! - `connections`: passwords from `PGPASSWORD` and password files (scram
 //!   and md5), TLS at each `sslmode`, no cleartext password without TLS.
+//! - `events`: one event model on every path: the same rows captured by
+//!   triggers and logical replication carry the same values, and every
+//!   event either path stores fits `schema/event.schema.json`.
+//! - `kill`: `pgtrail capture` killed with SIGKILL during a write load and in
+//!   the middle of a huge spilled transaction: the store holds exactly the
+//!   changes the writer's ground-truth log says it committed.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -26,8 +32,10 @@ mod alarms;
 mod checkpoints;
 mod connections;
 mod demo;
+mod events;
 mod failures;
 mod integrity;
+mod kill;
 mod quarantine;
 mod queries;
 mod run;

@@ -139,3 +139,58 @@ fn blame_covers_a_column_added_later() {
     assert_eq!(phone.event.app_user.as_deref(), Some("frank"));
     assert_eq!(phone.value, Value::Null);
 }
+
+/// A row inserted by an older pgtrail (logical replication wrote `numeric`
+/// as a string) and updated by a newer one (a JSON number with the same
+/// digits, the whole new image as logical replication sends it): the
+/// unchanged amount is no change in history, keeps its first setter in
+/// blame, and reads as the same value as of any moment.
+#[test]
+fn numeric_as_string_then_as_number_is_one_value() {
+    let number = |text: &str| -> Value { serde_json::from_str(text).expect("a JSON number") };
+    let events = vec![
+        change(
+            "INSERT",
+            0,
+            "alice",
+            Value::Null,
+            json!({"id": 1, "name": "bob", "amount": "12.50", "rates": ["1.10", "NaN"]}),
+        ),
+        change(
+            "UPDATE",
+            10,
+            "carol",
+            json!({"id": 1}),
+            json!({"id": 1, "name": "robert", "amount": number("12.50"),
+                   "rates": [number("1.10"), "NaN"]}),
+        ),
+    ];
+    let h = history(&events);
+    let columns: Vec<&str> = h[0].changes.iter().map(|c| c.column.as_str()).collect();
+    assert_eq!(columns, ["name"], "{:?}", h[0].changes);
+
+    let lines = blame(&events).expect("row exists");
+    let who = |column: &str| {
+        lines
+            .iter()
+            .find(|l| l.column == column)
+            .and_then(|l| l.event.app_user.clone())
+            .expect("column blamed")
+    };
+    assert_eq!(who("amount"), "alice");
+    assert_eq!(who("rates"), "alice");
+    assert_eq!(who("name"), "carol");
+
+    for minute in [5, 15] {
+        match as_of(&events, at(minute)) {
+            AsOf::Existing { values, .. } => {
+                let amount = values.get("amount").expect("amount");
+                assert!(
+                    pgtrail_core::diff::same_value(amount, &number("12.50")),
+                    "{amount}"
+                );
+            }
+            other => panic!("expected the row, got {other:?}"),
+        }
+    }
+}
