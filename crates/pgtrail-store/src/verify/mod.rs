@@ -180,11 +180,13 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
     let mut copy_problems: Vec<Problem> = Vec::new();
     let mut copy_problems_left_out = 0usize;
     let mut walked_all = true;
+    let mut expected_indexes = crate::ExpectedIndexes::default();
     let mut after = expected_seq - 1;
     'walk: loop {
         let page = store.scan_stored(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq.max(after);
+        expected_indexes.extend(store.expected_indexes(&page).await?);
         for stored in page {
             let seq = stored.seq;
             report.events_checked += 1;
@@ -231,7 +233,9 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
     report.problems.extend(chain_problem);
 
     if walked_all {
-        let index_mismatches = store.check_indexes(start_seq, report.head_seq).await?;
+        let index_mismatches = store
+            .check_indexes(start_seq, report.head_seq, expected_indexes)
+            .await?;
         // Read after the index check: an append that index rows beyond the
         // walk came from has moved the head by now.
         let head_after = store.head().await?;
