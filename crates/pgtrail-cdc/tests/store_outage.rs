@@ -48,12 +48,19 @@ impl Store for FlakyStore {
     ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
         self.inner.scan_stored(after, limit).await
     }
+    async fn expected_indexes(
+        &self,
+        page: &[pgtrail_store::StoredEvent],
+    ) -> pgtrail_store::Result<pgtrail_store::ExpectedIndexes> {
+        self.inner.expected_indexes(page).await
+    }
     async fn check_indexes(
         &self,
         first: i64,
         last: i64,
+        expected: pgtrail_store::ExpectedIndexes,
     ) -> pgtrail_store::Result<Vec<(i64, pgtrail_store::Mismatch)>> {
-        self.inner.check_indexes(first, last).await
+        self.inner.check_indexes(first, last, expected).await
     }
     async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
         self.inner.head().await

@@ -38,7 +38,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// The leaf hash of an event, from its stored hash (hex); `None` when the
 /// stored hash is not 32 bytes of hex.
 pub fn event_leaf(event_hash_hex: &str) -> Option<Hash> {
-    let bytes: [u8; 32] = hex::decode(event_hash_hex).ok()?.try_into().ok()?;
+    let bytes = pgtrail_core::hex::decode_32(event_hash_hex)?;
     Some(leaf_hash(&bytes))
 }
 

@@ -40,7 +40,7 @@ pub fn event_hash(event: &Event) -> Hash {
     CanonicalBody::of(event).write_sealed(event.seq, event.prev_hash.as_deref(), |piece| {
         hasher.update(piece)
     });
-    hex::encode(hasher.finalize())
+    crate::hex::encode(&hasher.finalize())
 }
 
 /// Links `event` into a chain: sets `seq` and `prev_hash`, then `hash`.
@@ -48,7 +48,7 @@ pub fn seal(event: &mut Event, seq: i64, prev_hash: &str) {
     let hash = CanonicalBody::of(event).sealed_hash(seq, prev_hash);
     event.seq = Some(seq);
     event.prev_hash = Some(prev_hash.to_string());
-    event.hash = Some(hex::encode(hash));
+    event.hash = Some(crate::hex::encode(&hash));
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The reader: JSON text (RFC 8259) to a `Value`, with a heap stack of open
 //! arrays and objects instead of recursion.
 
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 /// Why a text is not JSON pgtrail can read.
@@ -121,7 +122,9 @@ impl<'a> Reader<'a> {
             // The value is complete: add it to what is open, closing every
             // array and object it completes.
             loop {
-                let repeated = match open.last() {
+                // One lookup per member: a repeated key is found where the
+                // member goes in.
+                let repeated = match open.last_mut() {
                     None => {
                         self.skip_whitespace();
                         if self.at != self.bytes.len() {
@@ -132,23 +135,28 @@ impl<'a> Reader<'a> {
                             duplicates: self.duplicates,
                         });
                     }
-                    Some(Open::Object(members, key)) if members.contains_key(key) => {
-                        Some(pointer(&open, key))
+                    Some(Open::Array(items)) => {
+                        items.push(value);
+                        None
                     }
-                    Some(_) => None,
-                };
-                if let (Some(path), false) = (&repeated, self.keep_last) {
-                    return Err(JsonError::DuplicateKey { path: path.clone() });
-                }
-                match open.last_mut() {
-                    Some(Open::Array(items)) => items.push(value),
-                    Some(Open::Object(members, key)) => {
-                        if let Some(dropped) = members.insert(std::mem::take(key), value) {
-                            let path = repeated.unwrap_or_default();
-                            self.duplicates.push(Duplicate { path, dropped });
+                    Some(Open::Object(members, key)) => match members.entry(std::mem::take(key)) {
+                        Entry::Vacant(slot) => {
+                            slot.insert(value);
+                            None
                         }
+                        Entry::Occupied(mut slot) if self.keep_last => {
+                            let dropped = std::mem::replace(slot.get_mut(), value);
+                            Some((slot.key().clone(), Some(dropped)))
+                        }
+                        Entry::Occupied(slot) => Some((slot.key().clone(), None)),
+                    },
+                };
+                if let Some((key, dropped)) = repeated {
+                    let path = pointer(&open, &key);
+                    match dropped {
+                        Some(dropped) => self.duplicates.push(Duplicate { path, dropped }),
+                        None => return Err(JsonError::DuplicateKey { path }),
                     }
-                    None => unreachable!("checked above"),
                 }
                 self.skip_whitespace();
                 let close = match (open.last_mut(), self.peek()) {

@@ -44,8 +44,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
 
 use crate::{
-    AppendReceipt, ChainHead, Checkpoint, Mismatch, PruneOutcome, Result, Store, StoreError,
-    StoredEvent,
+    AppendReceipt, ChainHead, Checkpoint, ExpectedIndexes, Mismatch, PruneOutcome, Result, Store,
+    StoreError, StoredEvent,
 };
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
@@ -111,6 +111,8 @@ struct Shared {
     wal: Option<wal::WalCheckpointer>,
     /// How readers open the file when opened for verify.
     read_only: Option<ReadOnly>,
+    /// The secret key of verify's full-text digests (see `stored`).
+    fts_key: std::hash::RandomState,
 }
 
 /// How a store opened for verify reads its file.
@@ -258,6 +260,7 @@ impl Shared {
             idle_readers: Mutex::new(Vec::new()),
             wal: Some(wal),
             read_only: None,
+            fts_key: std::hash::RandomState::new(),
         })
     }
 
@@ -342,6 +345,7 @@ impl Shared {
             idle_readers: Mutex::new(vec![conn]),
             wal: None,
             read_only: Some(mode),
+            fts_key: std::hash::RandomState::new(),
         })
     }
 
@@ -556,9 +560,29 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn check_indexes(&self, first: i64, last: i64) -> Result<Vec<(i64, Mismatch)>> {
-        self.read(move |conn, location| stored::check_fts(conn, first, last, location))
-            .await
+    async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
+        let page = stored::PageSql::of(page);
+        if page.is_empty() {
+            return Ok(ExpectedIndexes::default());
+        }
+        let shared = Arc::clone(&self.shared);
+        self.read(move |conn, location| {
+            stored::expected_fts(conn, &page, &shared.fts_key, location)
+        })
+        .await
+    }
+
+    async fn check_indexes(
+        &self,
+        first: i64,
+        last: i64,
+        expected: ExpectedIndexes,
+    ) -> Result<Vec<(i64, Mismatch)>> {
+        let shared = Arc::clone(&self.shared);
+        self.read(move |conn, location| {
+            stored::check_fts(conn, first, last, expected, &shared.fts_key, location)
+        })
+        .await
     }
 
     async fn head(&self) -> Result<Option<ChainHead>> {

@@ -4,22 +4,24 @@
 //!
 //! The full-text table is contentless, so its rows cannot be read back per
 //! event. Instead both sides are reduced to one digest per event: the index
-//! as stored, read once through an `fts5vocab` table (every word with its
-//! event and position), and the index the events' SQL should give, built a
-//! page at a time in a temporary FTS5 table with the same tokenizer. The
-//! digest of an event is the sum of a keyed hash of each (word, position):
-//! the key is random per run, so whoever edits the file cannot make two
-//! different word lists agree. Temporary tables live in the connection's
-//! own temporary database, so the store file is never written.
+//! the events' SQL should give, built a page of the walk at a time (from
+//! the SQL the walk decoded, so no body is read twice) in a temporary FTS5
+//! table with the same tokenizer, and after the walk the index as stored,
+//! read once through an `fts5vocab` table (every word with its event and
+//! position). The digest of an event is the sum of a keyed hash of each
+//! (word, position): the key is random per opened store, so whoever edits
+//! the file cannot make two different word lists agree. Temporary tables
+//! live in the connection's own temporary database, so the store file is
+//! never written.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 
 use pgtrail_core::Event;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::encode::{columns, Columns};
-use crate::{Mismatch, Result, StoreError, StoredEvent};
+use crate::{ExpectedIndexes, Mismatch, Result, StoreError, StoredEvent};
 
 /// The columns read, in this order.
 const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source, kind, \
@@ -29,8 +31,9 @@ const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source
 /// The tokenizer of `events_fts` (schema version 1), for the expected index.
 const TOKENIZER: &str = "unicode61 tokenchars '_'";
 
-/// Events read per page when building the expected full-text index.
-const FTS_PAGE: i64 = 20_000;
+/// Room reserved for a page of events: a page grown one event at a time
+/// copied itself over and over.
+const PAGE_CAPACITY: usize = 10_000;
 
 /// Sealed events with `seq > after`, as stored, each compared with its columns.
 pub fn scan(
@@ -43,7 +46,7 @@ pub fn scan(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut statement = conn.prepare_cached(SELECT).map_err(db)?;
     let mut rows = statement.query((after, limit)).map_err(db)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(PAGE_CAPACITY));
     while let Some(row) = rows.next().map_err(db)? {
         let seq: i64 = row.get(0).map_err(db)?;
         let body = match row.get_ref(1).map_err(db)? {
@@ -52,7 +55,7 @@ pub fn scan(
         };
         let blob_hex = |i: usize| -> Result<String> {
             Ok(match row.get_ref(i).map_err(db)? {
-                ValueRef::Blob(bytes) => hex::encode(bytes),
+                ValueRef::Blob(bytes) => pgtrail_core::hex::encode(bytes),
                 other => format!("{other:?}"),
             })
         };
@@ -121,40 +124,194 @@ fn show(value: ValueRef<'_>) -> String {
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(r) => r.to_string(),
         ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
-        ValueRef::Blob(b) => format!("x'{}'", hex::encode(b)),
+        ValueRef::Blob(b) => format!("x'{}'", pgtrail_core::hex::encode(b)),
     }
 }
 
-/// Compares `events_fts` with the SQL of events `first..=last`: one mismatch
-/// per event whose indexed words differ, and per indexed event outside the
-/// chain. See the module docs.
-pub fn check_fts(
+/// What `events_fts` should hold for one page of the walk: the SQL of each
+/// event as the walk decoded it, and the events whose body did not decode,
+/// whose SQL is read from the body as SQLite reads JSON.
+pub struct PageSql {
+    sql: Vec<(i64, String)>,
+    undecoded: Vec<i64>,
+}
+
+impl PageSql {
+    pub fn of(page: &[StoredEvent]) -> Self {
+        let mut sql = Vec::new();
+        let mut undecoded = Vec::new();
+        for stored in page {
+            match &stored.event {
+                Ok(event) => {
+                    if let Some(text) = &event.sql {
+                        sql.push((stored.seq, text.clone()));
+                    }
+                }
+                Err(_) => undecoded.push(stored.seq),
+            }
+        }
+        PageSql { sql, undecoded }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sql.is_empty() && self.undecoded.is_empty()
+    }
+}
+
+/// The keyed digest of one indexed word at its position.
+fn word_digest(key: &RandomState, term: ValueRef<'_>, offset: i64) -> u64 {
+    key.hash_one((term.as_bytes().ok(), offset))
+}
+
+/// Runs `f` with temporary tables allowed on `conn` (a pooled reader
+/// refuses writes even to its own temporary tables), then drops `tables`.
+fn with_temp_tables<T>(
     conn: &Connection,
-    first: i64,
-    last: i64,
+    tables: &[&str],
     location: &str,
-) -> Result<Vec<(i64, Mismatch)>> {
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
-    // A pooled reader refuses writes even to its own temporary tables.
     let query_only: bool = conn
         .pragma_query_value(None, "query_only", |r| r.get(0))
         .map_err(db("reading the connection's settings"))?;
     conn.pragma_update(None, "query_only", false)
         .map_err(db("allowing temporary tables"))?;
-    let result = compare_fts(conn, first, last, location);
+    let result = f();
+    let dropped = tables.iter().try_for_each(|table| {
+        conn.execute_batch(&format!("drop table if exists temp.{table}"))
+            .map_err(db("dropping temporary tables"))
+    });
     conn.pragma_update(None, "query_only", query_only)
         .map_err(db("restoring the connection's settings"))?;
-    result
+    let value = result?;
+    dropped?;
+    Ok(value)
+}
+
+/// The digests of the words `events_fts` should hold for one page (see the
+/// module docs), keyed with `key`: `(seq, digest)` of each event with words.
+pub fn expected_fts(
+    conn: &Connection,
+    page: &PageSql,
+    key: &RandomState,
+    location: &str,
+) -> Result<ExpectedIndexes> {
+    if page.is_empty() {
+        return Ok(ExpectedIndexes::default());
+    }
+    let tables = ["pgtrail_verify_fts_expected", "pgtrail_verify_fts"];
+    with_temp_tables(conn, &tables, location, || {
+        index_page(conn, page, key, location)
+    })
+}
+
+fn index_page(
+    conn: &Connection,
+    page: &PageSql,
+    key: &RandomState,
+    location: &str,
+) -> Result<ExpectedIndexes> {
+    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
+    let context = "indexing the events' SQL";
+    conn.execute_batch(&format!(
+        "drop table if exists temp.pgtrail_verify_fts;
+         create virtual table temp.pgtrail_verify_fts
+             using fts5 (sql, content = '', tokenize = \"{TOKENIZER}\");"
+    ))
+    .map_err(db(context))?;
+    {
+        let mut insert = conn
+            .prepare("insert into temp.pgtrail_verify_fts (rowid, sql) values (?1, ?2)")
+            .map_err(db(context))?;
+        for (seq, sql) in &page.sql {
+            insert.execute((seq, sql)).map_err(db(context))?;
+        }
+    }
+    if !page.undecoded.is_empty() {
+        // A body that is not an event: its SQL as SQLite's JSON functions
+        // read it, as readers of the file would. They stop at 1,000 levels;
+        // deeper, core's reader takes the statement.
+        conn.create_scalar_function(
+            "pgtrail_deep_sql",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let body = ctx.get::<String>(0)?;
+                Ok(match pgtrail_core::json::parse(&body) {
+                    Ok(serde_json::Value::Object(event)) => {
+                        event.get("sql").and_then(|s| s.as_str()).map(str::to_owned)
+                    }
+                    _ => None,
+                })
+            },
+        )
+        .map_err(db(context))?;
+        let mut insert = conn
+            .prepare(
+                "insert into temp.pgtrail_verify_fts (rowid, sql)
+                     select seq, sql from (
+                         select seq, case when json_valid(body) then json_extract(body, '$.sql')
+                                          else pgtrail_deep_sql(body) end as sql
+                         from main.events where seq = ?1 and instr(body, '\"sql\":') > 0)
+                     where sql is not null",
+            )
+            .map_err(db(context))?;
+        for seq in &page.undecoded {
+            insert.execute([seq]).map_err(db(context))?;
+        }
+    }
+    conn.execute_batch(
+        "drop table if exists temp.pgtrail_verify_fts_expected;
+         create virtual table temp.pgtrail_verify_fts_expected
+             using fts5vocab(temp, pgtrail_verify_fts, instance);",
+    )
+    .map_err(db(context))?;
+    let mut words = conn
+        .prepare("select term, doc, offset from temp.pgtrail_verify_fts_expected")
+        .map_err(db(context))?;
+    let mut rows = words.query([]).map_err(db(context))?;
+    // Words come in term order: each event's digest is summed by seq.
+    let mut by_seq = std::collections::HashMap::with_capacity(page.sql.len());
+    while let Some(row) = rows.next().map_err(db(context))? {
+        let doc: i64 = row.get(1).map_err(db(context))?;
+        let term = row.get_ref(0).map_err(db(context))?;
+        let offset: i64 = row.get(2).map_err(db(context))?;
+        let slot: &mut u64 = by_seq.entry(doc).or_default();
+        *slot = slot.wrapping_add(word_digest(key, term, offset));
+    }
+    let mut digests: Vec<(i64, u64)> = by_seq.into_iter().collect();
+    digests.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(ExpectedIndexes { words: digests })
+}
+
+/// Compares `events_fts` with what the walk expected of events
+/// `first..=last`: one mismatch per event whose indexed words differ, and
+/// per indexed event outside the chain. See the module docs.
+pub fn check_fts(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+    expected: ExpectedIndexes,
+    key: &RandomState,
+    location: &str,
+) -> Result<Vec<(i64, Mismatch)>> {
+    with_temp_tables(conn, &["pgtrail_verify_fts_words"], location, || {
+        compare_fts(conn, first, last, expected, key, location)
+    })
 }
 
 fn compare_fts(
     conn: &Connection,
     first: i64,
     last: i64,
+    expected: ExpectedIndexes,
+    key: &RandomState,
     location: &str,
 ) -> Result<Vec<(i64, Mismatch)>> {
     let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
-    let key = std::collections::hash_map::RandomState::new();
+    let context = "reading the full-text index";
     let mut mismatches = Vec::new();
     let span = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
     let mut stored = vec![0u64; span];
@@ -163,24 +320,24 @@ fn compare_fts(
          create virtual table temp.pgtrail_verify_fts_words
              using fts5vocab(main, events_fts, instance);",
     )
-    .map_err(db("reading the full-text index"))?;
+    .map_err(db(context))?;
     {
         let mut words = conn
             .prepare("select term, doc, offset from temp.pgtrail_verify_fts_words")
-            .map_err(db("reading the full-text index"))?;
-        let mut rows = words.query([]).map_err(db("reading the full-text index"))?;
+            .map_err(db(context))?;
+        let mut rows = words.query([]).map_err(db(context))?;
         let mut outside: Option<i64> = None;
-        while let Some(row) = rows.next().map_err(db("reading the full-text index"))? {
-            let doc: i64 = row.get(1).map_err(db("reading the full-text index"))?;
+        while let Some(row) = rows.next().map_err(db(context))? {
+            let doc: i64 = row.get(1).map_err(db(context))?;
             let slot = doc
                 .checked_sub(first)
                 .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| stored.get_mut(i));
             match slot {
                 Some(slot) => {
-                    let term = row.get_ref(0).map_err(db("reading the full-text index"))?;
-                    let offset: i64 = row.get(2).map_err(db("reading the full-text index"))?;
-                    *slot = slot.wrapping_add(key.hash_one((term.as_bytes().ok(), offset)));
+                    let term = row.get_ref(0).map_err(db(context))?;
+                    let offset: i64 = row.get(2).map_err(db(context))?;
+                    *slot = slot.wrapping_add(word_digest(key, term, offset));
                 }
                 None if outside != Some(doc) => {
                     outside = Some(doc);
@@ -198,97 +355,40 @@ fn compare_fts(
         }
     }
 
-    // SQLite's JSON functions stop at 1,000 levels; a captured value may be
-    // nested far deeper, so such a body's statement is read by core's reader.
-    conn.create_scalar_function(
-        "pgtrail_deep_sql",
-        1,
-        rusqlite::functions::FunctionFlags::SQLITE_UTF8
-            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            let body = ctx.get::<String>(0)?;
-            Ok(match pgtrail_core::json::parse(&body) {
-                Ok(serde_json::Value::Object(event)) => {
-                    event.get("sql").and_then(|s| s.as_str()).map(str::to_owned)
-                }
-                _ => None,
-            })
-        },
-    )
-    .map_err(db("indexing the events' SQL"))?;
-    let mut after = first - 1;
-    while after < last {
-        let through = after.saturating_add(FTS_PAGE).min(last);
-        conn.execute_batch(&format!(
-            "drop table if exists temp.pgtrail_verify_fts;
-             create virtual table temp.pgtrail_verify_fts
-                 using fts5 (sql, content = '', tokenize = \"{TOKENIZER}\");
-             insert into temp.pgtrail_verify_fts (rowid, sql)
-                 select seq, sql from (
-                     select seq, case when json_valid(body) then json_extract(body, '$.sql')
-                                      else pgtrail_deep_sql(body) end as sql
-                     from main.events where seq > {after} and seq <= {through}
-                         and instr(body, '\"sql\":') > 0)
-                 where sql is not null;
-             drop table if exists temp.pgtrail_verify_fts_expected;
-             create virtual table temp.pgtrail_verify_fts_expected
-                 using fts5vocab(temp, pgtrail_verify_fts, instance);"
-        ))
-        .map_err(db("indexing the events' SQL"))?;
-        let mut expected = vec![0u64; usize::try_from(through - after).unwrap_or(0)];
-        {
-            let mut words = conn
-                .prepare("select term, doc, offset from temp.pgtrail_verify_fts_expected")
-                .map_err(db("indexing the events' SQL"))?;
-            let mut rows = words.query([]).map_err(db("indexing the events' SQL"))?;
-            while let Some(row) = rows.next().map_err(db("indexing the events' SQL"))? {
-                let doc: i64 = row.get(1).map_err(db("indexing the events' SQL"))?;
-                let term = row.get_ref(0).map_err(db("indexing the events' SQL"))?;
-                let offset: i64 = row.get(2).map_err(db("indexing the events' SQL"))?;
-                if let Some(slot) = usize::try_from(doc - after - 1)
-                    .ok()
-                    .and_then(|i| expected.get_mut(i))
-                {
-                    *slot = slot.wrapping_add(key.hash_one((term.as_bytes().ok(), offset)));
-                }
-            }
+    let mut want_by_seq = expected.words;
+    // Pages come in order; sorted again in case they did not.
+    want_by_seq.sort_by_key(|(seq, _)| *seq);
+    let mut want_by_seq = want_by_seq
+        .into_iter()
+        .filter(|(seq, _)| (first..=last).contains(seq))
+        .peekable();
+    for (i, have) in stored.iter().enumerate() {
+        let seq = first + i as i64;
+        let mut want = 0u64;
+        while let Some((_, digest)) = want_by_seq.next_if(|(s, _)| *s == seq) {
+            want = want.wrapping_add(digest);
         }
-        for (i, want) in expected.iter().enumerate() {
-            let seq = after + 1 + i as i64;
-            let have = usize::try_from(seq - first)
-                .ok()
-                .and_then(|j| stored.get(j))
-                .copied()
-                .unwrap_or(0);
-            if have != *want {
-                let found = if have == 0 {
-                    "no words".to_string()
-                } else {
-                    "other words".to_string()
-                };
-                let expected = if *want == 0 {
-                    "no words (the event has no SQL)".to_string()
-                } else {
-                    "the words of its SQL".to_string()
-                };
-                mismatches.push((
-                    seq,
-                    Mismatch {
-                        column: "events_fts".into(),
-                        found,
-                        expected,
-                    },
-                ));
-            }
+        if *have != want {
+            let found = if *have == 0 {
+                "no words"
+            } else {
+                "other words"
+            };
+            let expected = if want == 0 {
+                "no words (the event has no SQL)"
+            } else {
+                "the words of its SQL"
+            };
+            mismatches.push((
+                seq,
+                Mismatch {
+                    column: "events_fts".into(),
+                    found: found.into(),
+                    expected: expected.into(),
+                },
+            ));
         }
-        after = through;
     }
-    conn.execute_batch(
-        "drop table if exists temp.pgtrail_verify_fts_expected;
-         drop table if exists temp.pgtrail_verify_fts;
-         drop table if exists temp.pgtrail_verify_fts_words;",
-    )
-    .map_err(db("dropping temporary tables"))?;
     mismatches.sort_by_key(|(seq, _)| *seq);
     Ok(mismatches)
 }

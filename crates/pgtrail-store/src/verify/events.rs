@@ -69,7 +69,8 @@ pub(super) fn check_event(
     }
     let stored_hash = event.hash.as_deref().unwrap_or_default();
     let stored_prev = event.prev_hash.as_deref().unwrap_or_default();
-    if hex::encode(body.sealed_hash(seq, stored_prev)) != stored_hash {
+    let hash = pgtrail_core::hex::encode_32(&body.sealed_hash(seq, stored_prev));
+    if hash.as_slice() != stored_hash.as_bytes() {
         return problem(
             ProblemKind::Modified,
             seq,

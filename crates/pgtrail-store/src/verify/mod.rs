@@ -180,58 +180,78 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
     let mut copy_problems: Vec<Problem> = Vec::new();
     let mut copy_problems_left_out = 0usize;
     let mut walked_all = true;
+    let mut expected_indexes = crate::ExpectedIndexes::default();
     let mut after = expected_seq - 1;
-    'walk: loop {
-        let page = store.scan_stored(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
+    let mut page = store.scan_stored(after, PAGE).await?;
+    while let Some(last) = page.last() {
         after = last.seq.max(after);
-        for stored in page {
-            let seq = stored.seq;
-            report.events_checked += 1;
-            report.head_seq = seq;
-            let stored_hash = stored
-                .event
-                .as_ref()
-                .ok()
-                .and_then(|e| e.hash.clone())
-                .unwrap_or_default();
-            if chain_problem.is_none() {
-                chain_problem = check_event(&stored, expected_seq, &prev_hash, &recent);
-            }
-            for problem in check_copies(&stored) {
-                if copy_problems.len() < MAX_COPY_PROBLEMS {
-                    copy_problems.push(problem);
-                } else {
-                    copy_problems_left_out += 1;
+        // The next page is read, and this one's index entries worked out,
+        // while this one is checked: on SQLite both run on threads of their
+        // own, so reading and checking overlap. The pages are the same as
+        // read one after the other.
+        let check = async {
+            for stored in &page {
+                let seq = stored.seq;
+                report.events_checked += 1;
+                report.head_seq = seq;
+                let stored_hash = stored
+                    .event
+                    .as_ref()
+                    .ok()
+                    .and_then(|e| e.hash.clone())
+                    .unwrap_or_default();
+                if chain_problem.is_none() {
+                    chain_problem = check_event(stored, expected_seq, &prev_hash, &recent);
+                }
+                for problem in check_copies(stored) {
+                    if copy_problems.len() < MAX_COPY_PROBLEMS {
+                        copy_problems.push(problem);
+                    } else {
+                        copy_problems_left_out += 1;
+                    }
+                }
+                if let Some(slot) = seen_at_checkpoints.get_mut(&seq) {
+                    *slot = stored_hash.clone();
+                }
+                if chain_problem.is_none() {
+                    tree.push(seq, &stored_hash);
+                }
+                if head_before.as_ref().is_some_and(|h| h.seq == seq) {
+                    head_hash_seen = Some(stored_hash.clone());
+                }
+                expected_seq = seq + 1;
+                prev_hash = stored_hash.clone();
+                recent.push_back((seq, stored_hash));
+                if recent.len() > 4096 {
+                    recent.pop_front();
+                }
+                if chain_problem.is_some() && seen_at_checkpoints.values().all(|h| !h.is_empty()) {
+                    // The first chain problem is what matters; keep walking
+                    // only to compare checkpoints, and stop when all are
+                    // compared.
+                    return false;
                 }
             }
-            if let Some(slot) = seen_at_checkpoints.get_mut(&seq) {
-                *slot = stored_hash.clone();
-            }
-            if chain_problem.is_none() {
-                tree.push(seq, &stored_hash);
-            }
-            if head_before.as_ref().is_some_and(|h| h.seq == seq) {
-                head_hash_seen = Some(stored_hash.clone());
-            }
-            expected_seq = seq + 1;
-            prev_hash = stored_hash.clone();
-            recent.push_back((seq, stored_hash));
-            if recent.len() > 4096 {
-                recent.pop_front();
-            }
-            if chain_problem.is_some() && seen_at_checkpoints.values().all(|h| !h.is_empty()) {
-                // The first chain problem is what matters; keep walking only to
-                // compare checkpoints, and stop when all are compared.
-                walked_all = false;
-                break 'walk;
-            }
+            true
+        };
+        let (next, expected, go_on) = tokio::join!(
+            store.scan_stored(after, PAGE),
+            store.expected_indexes(&page),
+            check
+        );
+        if !go_on {
+            walked_all = false;
+            break;
         }
+        expected_indexes.extend(expected?);
+        page = next?;
     }
     report.problems.extend(chain_problem);
 
     if walked_all {
-        let index_mismatches = store.check_indexes(start_seq, report.head_seq).await?;
+        let index_mismatches = store
+            .check_indexes(start_seq, report.head_seq, expected_indexes)
+            .await?;
         // Read after the index check: an append that index rows beyond the
         // walk came from has moved the head by now.
         let head_after = store.head().await?;
