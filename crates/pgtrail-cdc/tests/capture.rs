@@ -311,13 +311,15 @@ async fn baseline_is_consistent_with_the_stream() -> anyhow::Result<()> {
     db.setup(&options).await?;
     let store = db.store().await;
     let tables = setup::resolve_tables(&db.client, &options.selection).await?;
-    let rows = pgtrail_cdc::baseline::create_slot_with_baseline(
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let rows = pgtrail_pipeline::cdc::take_baseline(
         &db.connect_options(),
         &db.client,
         &db.slot,
         &tables,
         &pgtrail_cdc::mask::Masking::default(),
-        &store,
+        store.clone(),
+        stop,
     )
     .await?;
     assert_eq!(rows, 100);
@@ -387,11 +389,11 @@ async fn a_replication_role_that_is_not_superuser_can_set_up_and_capture() -> an
     let store = db.store().await;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let (progress_tx, mut progress) =
-        tokio::sync::watch::channel(pgtrail_cdc::consumer::Progress::default());
+        tokio::sync::watch::channel(pgtrail_pipeline::cdc::Progress::default());
     let capture = db.capture_options();
     let task = tokio::spawn({
         let store = store.clone();
-        async move { pgtrail_cdc::consumer::run(&connect, &capture, store, rx, Some(progress_tx)).await }
+        async move { pgtrail_pipeline::cdc::run(&connect, &capture, store, rx, Some(progress_tx)).await }
     });
     db.client
         .batch_execute("insert into owned values (1, 'x')")

@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
+use pgtrail_cdc::consumer::CaptureOptions;
 use pgtrail_cdc::setup::{self, ServerFacts, SetupOptions, TableSelection};
 use pgtrail_core::config::IdentityConfig;
+use pgtrail_pipeline::cdc::{self, Progress};
 use pgtrail_store::Store;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
@@ -579,8 +580,11 @@ fn start_consumer(url: &str, store: Arc<dyn Store>, options: CaptureOptions) -> 
     let (progress_tx, progress) = watch::channel(Progress::default());
     let connect = ConnectOptions::parse(url).expect("valid URL");
     let task = tokio::spawn(async move {
-        if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
-            eprintln!("consumer failed: {}", consumer::error_chain(&e));
+        if let Err(e) = cdc::run(&connect, &options, store, rx, Some(progress_tx)).await {
+            eprintln!(
+                "consumer failed: {}",
+                pgtrail_pipeline::retry::error_chain(&e)
+            );
         }
     });
     Consumer {
