@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
-use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::{Event, Filter, RowRef};
+use pgtrail_pipeline::cdc::{self, Progress};
 use pgtrail_store::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Store};
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use pgtrail_wire::Lsn;
@@ -241,8 +243,11 @@ impl Consumer {
             options.batch_events = n;
         }
         let task = tokio::spawn(async move {
-            if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
-                eprintln!("consumer failed: {}", consumer::error_chain(&e));
+            if let Err(e) = cdc::run(&connect, &options, store, rx, Some(progress_tx)).await {
+                eprintln!(
+                    "consumer failed: {}",
+                    pgtrail_pipeline::retry::error_chain(&e)
+                );
             }
         });
         Consumer {
@@ -254,7 +259,7 @@ impl Consumer {
 
     async fn wait_for(&mut self, lsn: Lsn) -> Instant {
         self.progress
-            .wait_for(|p| p.stored_lsn >= lsn)
+            .wait_for(|p| p.position >= lsn)
             .await
             .expect("consumer runs");
         Instant::now()
@@ -358,7 +363,7 @@ async fn main() {
         .batch_execute("vacuum analyze")
         .await
         .expect("vacuum");
-    let facts = setup::check_ready(&client).await.expect("ready");
+    let facts = catalog::check_ready(&client).await.expect("ready");
     let setup_options = |slot: &str, publication: &str, context: bool| SetupOptions {
         slot: slot.into(),
         publication: publication.into(),

@@ -834,7 +834,8 @@ pub fn approx_event_bytes(event: &Event) -> usize {
     std::mem::size_of::<Event>() + texts + lists + objects
 }
 
-fn object_bytes(object: &JsonObject) -> usize {
+/// Rough heap bytes of a JSON object, counted as [`approx_event_bytes`] does.
+pub fn object_bytes(object: &JsonObject) -> usize {
     object
         .iter()
         .map(|(key, value)| 64 + key.len() + value_bytes(value))

@@ -8,13 +8,16 @@
 //! transaction that imports it, so the baseline plus the stream is every
 //! state of every row, with no gap and no overlap. The replication
 //! connection must stay idle while the snapshot is in use.
-
-use std::sync::Arc;
+//!
+//! The rows go to the pipeline's queue in batches whose position is the
+//! number of rows handed over so far; the baseline is taken once the
+//! pipeline acknowledged the last.
 
 use pgtrail_core::event::JsonObject;
+use pgtrail_core::handover::{Acknowledged, Batch};
 use pgtrail_core::{Event, Kind, Source};
-use pgtrail_store::Store;
 use serde_json::Value;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::catalog::{self, catalog_error, Table};
@@ -24,18 +27,21 @@ use crate::slot;
 use crate::value::{to_json, TypeRegistry};
 use crate::CdcError;
 
-/// Events appended per batch while taking the baseline.
+/// Events per batch handed over while taking the baseline.
 const BATCH: usize = 5_000;
 
-/// Creates `slot` with an exported snapshot and stores every row of
-/// `tables` as of that snapshot. Returns the number of rows stored.
+/// Creates `slot` with an exported snapshot and hands every row of
+/// `tables` as of that snapshot to `batches`. Returns the number of rows
+/// once `acknowledged` says all are stored; fails if the pipeline stops
+/// before (its own error says why).
 pub async fn create_slot_with_baseline(
     connect: &ConnectOptions,
     client: &Client,
     slot: &str,
     tables: &[Table],
     masking: &Masking,
-    store: &Arc<dyn Store>,
+    batches: mpsc::Sender<Batch<u64>>,
+    mut acknowledged: watch::Receiver<Acknowledged<u64>>,
 ) -> Result<u64, CdcError> {
     if slot::slot_exists(client, slot).await? {
         return Err(CdcError::NotReady {
@@ -68,7 +74,16 @@ pub async fn create_slot_with_baseline(
     let mut total = 0;
     let result = async {
         for table in tables {
-            total += copy_table(client, table, &types, &masking, &system.dbname, store).await?;
+            total += copy_table(
+                client,
+                table,
+                &types,
+                &masking,
+                &system.dbname,
+                &batches,
+                total,
+            )
+            .await?;
         }
         Ok::<_, CdcError>(())
     }
@@ -76,7 +91,22 @@ pub async fn create_slot_with_baseline(
     let _ = client.batch_execute("commit").await;
     conn.close().await;
     result?;
+    drop(batches);
+    if acknowledged
+        .wait_for(|a| a.position >= total)
+        .await
+        .is_err()
+    {
+        return Err(pipeline_stopped());
+    }
     Ok(total)
+}
+
+fn pipeline_stopped() -> CdcError {
+    CdcError::Unexpected {
+        context: "storing the baseline".into(),
+        detail: "the pipeline stopped before storing every row".into(),
+    }
 }
 
 async fn copy_table(
@@ -85,7 +115,8 @@ async fn copy_table(
     types: &TypeRegistry,
     masking: &Masking,
     database: &str,
-    store: &Arc<dyn Store>,
+    batches: &mpsc::Sender<Batch<u64>>,
+    before: u64,
 ) -> Result<u64, CdcError> {
     let quoted = table.quoted();
     let oid: i64 = client
@@ -145,12 +176,25 @@ async fn copy_table(
         batch.push(event);
         count += 1;
         if batch.len() >= BATCH {
-            store.append(&batch).await?;
-            batch.clear();
+            hand_over(batches, std::mem::take(&mut batch), before + count).await?;
         }
     }
     if !batch.is_empty() {
-        store.append(&batch).await?;
+        hand_over(batches, batch, before + count).await?;
     }
     Ok(count)
+}
+
+/// Queues `events`, which end the baseline's `rows`th row.
+async fn hand_over(
+    batches: &mpsc::Sender<Batch<u64>>,
+    events: Vec<Event>,
+    rows: u64,
+) -> Result<(), CdcError> {
+    let batch = Batch {
+        events,
+        end: rows,
+        last_commit: None,
+    };
+    batches.send(batch).await.map_err(|_| pipeline_stopped())
 }

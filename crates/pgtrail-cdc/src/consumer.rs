@@ -1,20 +1,21 @@
-//! The consumer loop: stream → decode → assemble → append → confirm.
+//! The replication session: stream → decode → assemble → hand over →
+//! confirm.
 //!
-//! Two tasks. The reader owns the replication connection: it decodes and
-//! assembles transactions, groups them into batches (by size or age) and
-//! hands them over a bounded channel; it also answers keepalives and sends
-//! status updates, even while waiting for the writer, so the server never
-//! times the connection out. The writer appends each batch to the store —
-//! retrying with back-off for as long as the store is unavailable; the slot
-//! holds the WAL meanwhile — and only then publishes the batch's end LSN.
-//! The reader confirms (flush position) only what the writer published. A
-//! crash anywhere therefore replays from the last confirmed transaction, and
-//! the deterministic event ids let the store skip what it already has.
+//! The session owns the replication connection: it decodes and assembles
+//! transactions, groups them into batches (by size or age) and hands them
+//! to the pipeline's queue (`pgtrail-pipeline`, which appends them to the
+//! store); it also answers keepalives and sends status updates, even while
+//! the queue is full, so the server never times the connection out. It
+//! confirms (flush position) only what the pipeline acknowledged: the end
+//! LSN of the newest batch whose `append` returned. A crash anywhere
+//! therefore replays from the last confirmed transaction, and the
+//! deterministic event ids let the store skip what it already has. A stop
+//! while the store is down leaves the unstored changes in the slot.
 //!
 //! Memory stays near [`CaptureOptions::memory_limit`] end to end: the
 //! assembler spills the largest open transaction to disk past it (see
-//! [`crate::assemble`]), and a committed transaction is handed to the writer
-//! in batches bounded by events and by bytes, through a channel of a few
+//! [`crate::assemble`]), and a committed transaction is handed over in
+//! batches bounded by events and by bytes, through a queue of a few
 //! batches. A transaction split over several batches is confirmed only with
 //! its last one (a batch's end LSN is that of the last transaction it
 //! completes); after a crash between two of them the transaction replays and
@@ -22,26 +23,23 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use pgtrail_core::filter::{PkFilter, RowRef, TableName};
-use pgtrail_core::{Event, Kind};
-use pgtrail_store::{Store, StoreError};
+use pgtrail_core::handover::{Acknowledged, Batch};
+use pgtrail_core::Event;
 use pgtrail_wire::replication::{to_pg_epoch, ReplicationMessage, StandbyStatus};
 use pgtrail_wire::Lsn;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::assemble::{Assembler, CommittedTx, SpillDir};
 use crate::catalog::TableSelection;
 use crate::connection::{ConnectOptions, ReplicationConnection};
 use crate::mask::{self, Masking};
 use crate::pgoutput::{Decoder, PgOutput};
-use crate::setup;
 use crate::value::TypeRegistry;
-use crate::{CdcError, RetryPolicy};
+use crate::CdcError;
+use crate::{catalog, setup, slot};
 
 /// How the consumer runs.
 #[derive(Debug, Clone)]
@@ -62,7 +60,8 @@ pub struct CaptureOptions {
     pub lag_report_interval: Duration,
     /// A warning is logged when the slot lags more than this many bytes.
     pub lag_warn_bytes: u64,
-    /// First pause before retrying a failed store append or a lost connection.
+    /// First pause before retrying a failed store append or a lost
+    /// connection (the pipeline's back-off starts here).
     pub retry_pause: Duration,
     /// Bytes (counted roughly) of changes held in memory for open
     /// transactions before the largest is spilled to disk; batches to the
@@ -98,12 +97,12 @@ impl CaptureOptions {
         }
     }
 
-    /// Bytes (roughly) after which a batch is handed to the writer even if
+    /// Bytes (roughly) after which a batch is handed over even if
     /// it holds fewer than `batch_events`. About seven batches can be in
-    /// flight (pending, the channel's four, the writer's and the one being
-    /// freed), so that adds under half the budget — but at least a few MB,
+    /// flight (pending, the pipeline queue's four, the one being appended
+    /// and the one being freed), so that adds under half the budget — but at least a few MB,
     /// as every append costs an fsync.
-    fn batch_bytes(&self) -> usize {
+    pub fn batch_bytes(&self) -> usize {
         (self.memory_limit / 16).max(4 * 1024 * 1024)
     }
 }
@@ -118,61 +117,6 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 pub fn default_spill_dir() -> PathBuf {
     let uid = rustix::process::geteuid().as_raw();
     std::env::temp_dir().join(format!("pgtrail-spill-{uid}"))
-}
-
-/// What the writer has made durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// End LSN of the last transaction appended to the store.
-    pub stored_lsn: Lsn,
-    /// Commit time of that transaction.
-    pub stored_commit: Option<DateTime<Utc>>,
-    /// Events appended since start.
-    pub events: u64,
-}
-
-/// Runs capture until `shutdown` becomes true, reconnecting after transient
-/// failures. `progress` (optional) reports what is durable, for callers
-/// that wait for it (tests, status).
-pub async fn run(
-    connect: &ConnectOptions,
-    options: &CaptureOptions,
-    store: Arc<dyn Store>,
-    mut shutdown: watch::Receiver<bool>,
-    progress: Option<watch::Sender<Progress>>,
-) -> Result<(), CdcError> {
-    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
-    let mut pause = options.retry_pause;
-    let mut sessions = 0u32;
-    let mut in_use_retries = 0u32;
-    loop {
-        let started = Instant::now();
-        sessions += 1;
-        match session(connect, options, store.clone(), &mut shutdown, &progress).await {
-            Ok(()) => return Ok(()),
-            // After a lost connection the old walsender may hold the slot a moment longer.
-            Err(CdcError::SlotInUse { .. }) if sessions > 1 && in_use_retries < 20 => {
-                in_use_retries += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(options.retry_pause) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-            }
-            Err(error) if error.retry_policy() == RetryPolicy::Reconnect => {
-                in_use_retries = 0;
-                if started.elapsed() > Duration::from_secs(30) {
-                    pause = options.retry_pause;
-                }
-                tracing::warn!(error = %error_chain(&error), pause_ms = pause.as_millis() as u64, "Replication connection lost; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 /// The alarm recorded at start while roles other than superusers and
@@ -196,36 +140,22 @@ fn emitters_alarm(database: &str, roles: &[String]) -> Event {
 /// What the alarm of [`emitters_alarm`] says.
 pub use pgtrail_core::alarm::MESSAGE_EMITTERS;
 
-/// An error and its sources, one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-struct Batch {
-    events: Vec<Event>,
-    /// End of the last transaction the batch completes (earlier when it
-    /// holds only the first part of a large one).
-    end_lsn: Lsn,
-    last_commit: Option<DateTime<Utc>>,
-}
-
-async fn session(
+/// One replication session: streams from the slot, handing batches to
+/// `batches` and confirming what `acknowledged` says is stored, until
+/// `shutdown` turns true (`Ok`) or something fails. It starts from the
+/// acknowledged position. Before returning it closes `batches` and waits
+/// for the pipeline to finish what it was handed (the acknowledgement
+/// channel closes), then confirms that. Reconnecting is the caller's.
+pub async fn session(
     connect: &ConnectOptions,
     options: &CaptureOptions,
-    store: Arc<dyn Store>,
+    batches: mpsc::Sender<Batch<Lsn>>,
+    acknowledged: watch::Receiver<Acknowledged<Lsn>>,
     shutdown: &mut watch::Receiver<bool>,
-    progress: &watch::Sender<Progress>,
 ) -> Result<(), CdcError> {
     let catalog = connect.connect_sql().await?;
-    let facts = setup::check_ready(&catalog).await?;
-    let tables = setup::resolve_tables(&catalog, &options.selection).await?;
+    let facts = catalog::check_ready(&catalog).await?;
+    let tables = catalog::resolve_tables(&catalog, &options.selection).await?;
     let required = if options.selection.is_all() {
         Vec::new()
     } else {
@@ -233,7 +163,7 @@ async fn session(
     };
     setup::check_capture(&catalog, &options.slot, &options.publication, &required).await?;
     let mut types = TypeRegistry::builtin();
-    types.load(&setup::load_types(&catalog).await?);
+    types.load(&catalog::load_types(&catalog).await?);
     let masking = mask::keyed(&catalog, &options.masking).await?;
 
     // With the context trigger installed, every change should come with an
@@ -249,7 +179,7 @@ async fn session(
     let mut conn = ReplicationConnection::connect(connect).await?;
     let system = conn.identify_system().await?;
     let stream_id = format!("{}/{}", system.system_id, system.dbname);
-    let start = progress.borrow().stored_lsn;
+    let start = acknowledged.borrow().position;
     let mut start_alarms = Vec::new();
     if !emitters.is_empty() {
         tracing::warn!(roles = %emitters.join(", "), "Roles other than pgtrail's may emit logical messages, and so forge actors and DDL events");
@@ -265,7 +195,7 @@ async fn session(
         .await
     {
         if error.sqlstate() == Some("55006") {
-            return Err(setup::slot_in_use(&options.slot, None));
+            return Err(slot::slot_in_use(&options.slot, None));
         }
         return Err(error);
     }
@@ -278,14 +208,6 @@ async fn session(
     )
     .map_err(crate::assemble::AssembleError::from)?;
 
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
-    let writer = spawn_writer(
-        store,
-        batch_rx,
-        progress.clone(),
-        options.retry_pause,
-        shutdown.clone(),
-    );
     let mut reader = Reader {
         options,
         catalog,
@@ -310,25 +232,18 @@ async fn session(
         idle_lsn: start,
         last_status: Instant::now(),
         last_lag_report: Instant::now(),
-        progress: progress.subscribe(),
+        acknowledged,
     };
-    let result = reader.run(&mut conn, &batch_tx, shutdown).await;
-    drop(batch_tx);
-    let writer_result = writer.await;
+    let result = reader.run(&mut conn, &batches, shutdown).await;
+    // The pipeline finishes what it was handed (or stops) and then closes
+    // the acknowledgement channel.
+    drop(batches);
+    let mut finished = reader.acknowledged.clone();
+    while finished.changed().await.is_ok() {}
     if result.is_ok() {
-        // Confirm what the writer finished after the last status.
+        // Confirm what was stored after the last status.
         let _ = reader.send_status(&mut conn, false).await;
         conn.close().await;
-    }
-    match writer_result {
-        Ok(Err(error)) => return Err(error),
-        Err(join) => {
-            return Err(CdcError::Unexpected {
-                context: "writing to the store".into(),
-                detail: join.to_string(),
-            })
-        }
-        Ok(Ok(())) => {}
     }
     result
 }
@@ -348,7 +263,7 @@ struct Reader<'a> {
     pending_end: Lsn,
     pending_commit: Option<DateTime<Utc>>,
     pending_since: Option<Instant>,
-    /// End LSN of the last batch handed to the writer.
+    /// End LSN of the last batch handed over.
     sent_lsn: Lsn,
     /// Furthest WAL position received.
     received: Lsn,
@@ -358,14 +273,14 @@ struct Reader<'a> {
     idle_lsn: Lsn,
     last_status: Instant,
     last_lag_report: Instant,
-    progress: watch::Receiver<Progress>,
+    acknowledged: watch::Receiver<Acknowledged<Lsn>>,
 }
 
 impl Reader<'_> {
     async fn run(
         &mut self,
         conn: &mut ReplicationConnection,
-        batches: &mpsc::Sender<Batch>,
+        batches: &mpsc::Sender<Batch<Lsn>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), CdcError> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -396,7 +311,7 @@ impl Reader<'_> {
                         self.send_status(conn, false).await?;
                     }
                     if batches.is_closed() {
-                        return Err(CdcError::Unexpected { context: "writing to the store".into(), detail: "the writer stopped".into() });
+                        return Err(CdcError::Unexpected { context: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() });
                     }
                 }
                 _ = shutdown.changed() => {
@@ -411,7 +326,7 @@ impl Reader<'_> {
         &mut self,
         conn: &mut ReplicationConnection,
         message: ReplicationMessage,
-        batches: &mpsc::Sender<Batch>,
+        batches: &mpsc::Sender<Batch<Lsn>>,
     ) -> Result<(), CdcError> {
         match message {
             ReplicationMessage::XLogData {
@@ -448,14 +363,14 @@ impl Reader<'_> {
     }
 
     /// Moves a committed transaction's events into pending batches, handing
-    /// full ones to the writer as it goes, so a huge transaction never sits
+    /// full ones over as it goes, so a huge transaction never sits
     /// in memory whole. Only the batch holding its last event carries its
     /// end LSN. A transaction without events (PostgreSQL 14 sends empty
     /// ones) needs no batch: the idle keepalive position covers it.
     async fn emit(
         &mut self,
         conn: &mut ReplicationConnection,
-        batches: &mpsc::Sender<Batch>,
+        batches: &mpsc::Sender<Batch<Lsn>>,
         mut tx: CommittedTx,
     ) -> Result<(), CdcError> {
         let mut emitted = false;
@@ -505,7 +420,7 @@ impl Reader<'_> {
     async fn prepare(&mut self, message: &PgOutput) -> Result<(), CdcError> {
         let oids: Vec<u32> = match message {
             PgOutput::Relation { relation, .. } => {
-                let pk = setup::primary_key(&self.catalog, relation.oid).await?;
+                let pk = catalog::primary_key(&self.catalog, relation.oid).await?;
                 self.assembler.set_primary_key(relation.oid, pk);
                 relation.columns.iter().map(|c| c.type_oid).collect()
             }
@@ -522,34 +437,34 @@ impl Reader<'_> {
             .collect();
         if !unknown.is_empty() {
             self.tried_types.extend(unknown);
-            let rows = setup::load_types(&self.catalog).await?;
+            let rows = catalog::load_types(&self.catalog).await?;
             self.assembler.types_mut().load(&rows);
         }
         Ok(())
     }
 
-    /// Hands the pending transactions to the writer, answering the server
-    /// while the writer is busy.
+    /// Hands the pending transactions to the pipeline, answering the
+    /// server while its queue is full.
     async fn send_batch(
         &mut self,
         conn: &mut ReplicationConnection,
-        batches: &mpsc::Sender<Batch>,
+        batches: &mpsc::Sender<Batch<Lsn>>,
     ) -> Result<(), CdcError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let batch = Batch {
             events: std::mem::take(&mut self.pending),
-            end_lsn: self.pending_end,
+            end: self.pending_end,
             last_commit: self.pending_commit.take(),
         };
         self.pending_bytes = 0;
         self.pending_since = None;
-        self.sent_lsn = batch.end_lsn;
+        self.sent_lsn = batch.end;
         loop {
             tokio::select! {
                 permit = batches.reserve() => {
-                    let permit = permit.map_err(|_| CdcError::Unexpected { context: "writing to the store".into(), detail: "the writer stopped".into() })?;
+                    let permit = permit.map_err(|_| CdcError::Unexpected { context: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() })?;
                     permit.send(batch);
                     return Ok(());
                 }
@@ -558,22 +473,22 @@ impl Reader<'_> {
         }
     }
 
-    /// Confirms what is durable: the writer's position, or — when nothing
+    /// Confirms what is durable: the acknowledged position, or — when nothing
     /// is open, pending or in flight — the last idle keepalive position.
     async fn send_status(
         &mut self,
         conn: &mut ReplicationConnection,
         reply: bool,
     ) -> Result<(), CdcError> {
-        let progress = *self.progress.borrow();
-        let all_stored = progress.stored_lsn >= self.sent_lsn
+        let progress = *self.acknowledged.borrow();
+        let all_stored = progress.position >= self.sent_lsn
             && self.pending.is_empty()
             && !self.emitting
             && !self.assembler.in_transaction();
         let flush = if all_stored {
-            progress.stored_lsn.max(self.idle_lsn)
+            progress.position.max(self.idle_lsn)
         } else {
-            progress.stored_lsn
+            progress.position
         };
         let now_micros = Utc::now().timestamp_micros();
         conn.send_status(&StandbyStatus {
@@ -591,7 +506,7 @@ impl Reader<'_> {
             let lag_seconds = if lag_bytes == 0 || all_stored {
                 0.0
             } else {
-                progress.stored_commit.map_or(0.0, |t| {
+                progress.last_commit.map_or(0.0, |t| {
                     (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
                 })
             };
@@ -603,147 +518,4 @@ impl Reader<'_> {
         }
         Ok(())
     }
-}
-
-fn spawn_writer(
-    store: Arc<dyn Store>,
-    mut batches: mpsc::Receiver<Batch>,
-    progress: watch::Sender<Progress>,
-    retry_pause: Duration,
-    shutdown: watch::Receiver<bool>,
-) -> JoinHandle<Result<(), CdcError>> {
-    tokio::spawn(async move {
-        while let Some(mut batch) = batches.recv().await {
-            fill_unchanged_toast(store.as_ref(), &mut batch.events).await;
-            let count = batch.events.len() as u64;
-            if !append_until_stored(store.as_ref(), &batch.events, retry_pause, shutdown.clone())
-                .await?
-            {
-                // Not confirmed, so the slot still has these and the next start replays them.
-                tracing::warn!(
-                    events = count,
-                    "Stopping while the store is unavailable; unstored changes stay in the slot"
-                );
-                return Ok(());
-            }
-            progress.send_modify(|p| {
-                p.stored_lsn = p.stored_lsn.max(batch.end_lsn);
-                if batch.last_commit.is_some() {
-                    p.stored_commit = batch.last_commit;
-                }
-                p.events += count;
-            });
-            // Freeing a batch's events takes a while: not on the way from
-            // one append to the next.
-            tokio::task::spawn_blocking(move || drop(batch));
-        }
-        Ok(())
-    })
-}
-
-/// Appends `events`, retrying while the store fails in a way that may pass.
-/// Returns `false` if shutdown was asked for before the store came back.
-async fn append_until_stored(
-    store: &dyn Store,
-    events: &[Event],
-    retry_pause: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<bool, CdcError> {
-    let mut pause = retry_pause;
-    let mut failures = 0u32;
-    loop {
-        match store.append(events).await {
-            Ok(_) => {
-                if failures > 0 {
-                    tracing::info!(store = %store.location(), failures, "Store is back; appended the waiting batch");
-                }
-                return Ok(true);
-            }
-            Err(error @ StoreError::Invalid(_)) => return Err(error.into()),
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(store = %store.location(), error = %error_chain(&error), failures, "Store append failed; retrying (the slot keeps the WAL)");
-                // Some(true): shutdown asked; Some(false): no one can ask any more.
-                let shutdown_asked = tokio::select! {
-                    _ = tokio::time::sleep(pause) => None,
-                    stop = shutdown.wait_for(|stop| *stop) => Some(stop.is_ok()),
-                };
-                match shutdown_asked {
-                    Some(true) => return Ok(false),
-                    Some(false) => tokio::time::sleep(pause).await,
-                    None => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// Fills columns listed in `partial` (unchanged TOAST) from the row's latest
-/// known value: earlier in this batch, else in the store, newest first and
-/// never past a DELETE or TRUNCATE (the row did not exist then). What cannot
-/// be found stays listed in `partial`.
-async fn fill_unchanged_toast(store: &dyn Store, events: &mut [Event]) {
-    for i in 0..events.len() {
-        if events[i].partial.is_empty() || events[i].kind != Kind::RowChange {
-            continue;
-        }
-        let (Some(pk), Some(table)) = (events[i].pk.clone(), events[i].table.clone()) else {
-            continue;
-        };
-        let schema = events[i].schema.clone();
-        let same_row = |e: &Event| {
-            e.table.as_deref() == Some(table.as_str())
-                && e.schema == schema
-                && e.pk.as_ref() == Some(&pk)
-        };
-        let mut history: Vec<Event> = events[..i]
-            .iter()
-            .filter(|e| same_row(e))
-            .cloned()
-            .collect();
-        let row_ended_in_batch = history.iter().any(ends_row);
-        if !row_ended_in_batch {
-            let row = RowRef {
-                table: TableName {
-                    schema: schema.clone(),
-                    table: table.clone(),
-                },
-                pk: PkFilter(pk.clone()),
-            };
-            match store.row_events(&row).await {
-                Ok(mut stored) => {
-                    stored.append(&mut history);
-                    history = stored;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "Cannot read the row's last image; keeping columns as partial")
-                }
-            }
-        }
-        let event = &mut events[i];
-        let mut still_partial = Vec::new();
-        for column in std::mem::take(&mut event.partial) {
-            let value = history
-                .iter()
-                .rev()
-                .take_while(|e| !ends_row(e))
-                .find_map(|e| e.new.as_ref().and_then(|n| n.get(&column)));
-            match (value, event.new.as_mut()) {
-                (Some(value), Some(new)) => {
-                    new.insert(column, value.clone());
-                }
-                _ => still_partial.push(column),
-            }
-        }
-        event.partial = still_partial;
-    }
-}
-
-/// A DELETE or TRUNCATE: no earlier value of the row is current after it.
-fn ends_row(event: &Event) -> bool {
-    matches!(
-        event.operation.as_deref(),
-        Some("DELETE") | Some("TRUNCATE")
-    )
 }

@@ -1,4 +1,3 @@
-use pgtrail_store::StoreError;
 use pgtrail_wire::backend::ErrorFields;
 use pgtrail_wire::WireError;
 
@@ -77,9 +76,6 @@ pub enum CdcError {
     /// The stream could not be assembled into events.
     #[error("cannot assemble the change stream")]
     Assemble(#[from] AssembleError),
-    /// The store failed in a way retrying cannot fix.
-    #[error("store failed")]
-    Store(#[from] StoreError),
 }
 
 /// What the consumer does about an error.

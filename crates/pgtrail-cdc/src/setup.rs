@@ -14,13 +14,7 @@ use tokio_postgres::Client;
 use crate::catalog;
 use crate::{publication, slot, triggers, CdcError};
 
-// The types of this module's own signatures, and the names `consumer.rs`
-// (and the binary's `capture.rs`) call through `setup::`; they live with
-// their nouns now. (The functions: to remove once those callers name
-// `catalog` and `slot`.)
-pub use crate::catalog::{check_ready, load_types, primary_key, resolve_tables};
-pub use crate::catalog::{ServerFacts, Table, TableSelection};
-pub use crate::slot::slot_in_use;
+use crate::catalog::{ServerFacts, Table, TableSelection};
 
 /// Checks before streaming: the slot and publication exist, the slot is not
 /// in use, and the publication covers the selected tables.

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use pgtrail_cdc::setup;
+use pgtrail_cdc::{catalog, setup};
 use pgtrail_core::filter::TableName;
 use pgtrail_core::Kind;
 use serde_json::json;
@@ -318,14 +318,16 @@ async fn baseline_is_consistent_with_the_stream() -> anyhow::Result<()> {
     options.create_slot = false;
     db.setup(&options).await?;
     let store = db.store().await;
-    let tables = setup::resolve_tables(&db.client, &options.selection).await?;
-    let rows = pgtrail_cdc::baseline::create_slot_with_baseline(
+    let tables = catalog::resolve_tables(&db.client, &options.selection).await?;
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let rows = pgtrail_pipeline::cdc::take_baseline(
         &db.connect_options(),
         &db.client,
         &db.slot,
         &tables,
         &pgtrail_cdc::mask::Masking::default(),
-        &store,
+        store.clone(),
+        stop,
     )
     .await?;
     assert_eq!(rows, 100);
@@ -386,7 +388,7 @@ async fn a_replication_role_that_is_not_superuser_can_set_up_and_capture() -> an
     let url = db.url.replacen("postgres@", "capturer@", 1);
     let connect = pgtrail_cdc::connection::ConnectOptions::parse(&url)?;
     let client = connect.connect_sql().await?;
-    let facts = setup::check_ready(&client).await?;
+    let facts = catalog::check_ready(&client).await?;
     assert!(!facts.superuser);
     let mut options = db.setup_options();
     options.context = false; // event triggers need a superuser
@@ -395,11 +397,11 @@ async fn a_replication_role_that_is_not_superuser_can_set_up_and_capture() -> an
     let store = db.store().await;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let (progress_tx, mut progress) =
-        tokio::sync::watch::channel(pgtrail_cdc::consumer::Progress::default());
+        tokio::sync::watch::channel(pgtrail_pipeline::cdc::Progress::default());
     let capture = db.capture_options();
     let task = tokio::spawn({
         let store = store.clone();
-        async move { pgtrail_cdc::consumer::run(&connect, &capture, store, rx, Some(progress_tx)).await }
+        async move { pgtrail_pipeline::cdc::run(&connect, &capture, store, rx, Some(progress_tx)).await }
     });
     db.client
         .batch_execute("insert into owned values (1, 'x')")

@@ -4,21 +4,22 @@ use std::time::Duration;
 
 use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer;
 use pgtrail_cdc::slot;
-use pgtrail_cdc::CdcError;
 use pgtrail_core::filter::TableName;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use tokio::sync::watch;
 
 use crate::common::*;
 
-async fn run_once(db: &TestDb, options: pgtrail_cdc::consumer::CaptureOptions) -> CdcError {
+async fn run_once(
+    db: &TestDb,
+    options: pgtrail_cdc::consumer::CaptureOptions,
+) -> pgtrail_pipeline::PipelineError {
     let (_shutdown, rx) = watch::channel(false);
     let store = db.store().await;
     let result = tokio::time::timeout(
         Duration::from_secs(20),
-        consumer::run(&db.connect_options(), &options, store, rx, None),
+        pgtrail_pipeline::cdc::run(&db.connect_options(), &options, store, rx, None),
     )
     .await
     .expect("fails fast instead of hanging");

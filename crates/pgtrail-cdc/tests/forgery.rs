@@ -250,7 +250,7 @@ async fn a_setup_that_cannot_revoke_changes_nothing() -> anyhow::Result<()> {
         ))
         .await?;
     let capturer = db.session_as("capturer").await?;
-    let facts = pgtrail_cdc::setup::check_ready(&capturer).await?;
+    let facts = pgtrail_cdc::catalog::check_ready(&capturer).await?;
     let mut options = db.setup_options();
     options.selection.tables = vec![pgtrail_core::filter::TableName::parse("c")?];
     let error = pgtrail_cdc::setup::prepare(&capturer, &facts, &options)

@@ -330,12 +330,15 @@ async fn a_spill_that_cannot_be_written_stops_capture_and_loses_nothing() -> any
         .await?
         .get(0);
     let outcome = tokio::time::timeout(Duration::from_secs(120), running.task).await??;
-    let error = outcome.expect_err("capture stops");
+    let error = match outcome.expect_err("capture stops") {
+        pgtrail_pipeline::PipelineError::Cdc(error) => error,
+        other => panic!("not capture's own failure: {other:?}"),
+    };
     assert!(
         matches!(error.retry_policy(), pgtrail_cdc::RetryPolicy::Stop),
         "{error:?}"
     );
-    let text = pgtrail_cdc::consumer::error_chain(&error);
+    let text = pgtrail_pipeline::retry::error_chain(&error);
     assert!(
         text.contains("spill") && text.contains(&own_dir.display().to_string()),
         "{text}"

@@ -11,6 +11,7 @@ pub mod config;
 pub mod diff;
 pub mod event;
 pub mod filter;
+pub mod handover;
 pub mod hex;
 pub mod json;
 pub mod quarantine;

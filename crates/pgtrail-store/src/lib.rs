@@ -149,6 +149,14 @@ pub trait Store: Send + Sync {
     /// events of its table, oldest first: the input of history, as-of and blame.
     async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>>;
 
+    /// The row's newest values ([`row::newest_image`]), or `None` when it
+    /// has none or was deleted or truncated since: what the pipeline fills
+    /// a source's unchanged TOAST columns from when its cache misses. A
+    /// backend may answer from an index instead of the row's history.
+    async fn row_image(&self, row: &RowRef) -> Result<Option<pgtrail_core::event::JsonObject>> {
+        Ok(row::newest_image(&self.row_events(row).await?))
+    }
+
     /// Sealed events with `seq > after`, ascending, at most `limit`: the chain
     /// as stored, for verify and export.
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>>;

@@ -77,6 +77,13 @@ pub fn history(events: &[Event]) -> Vec<HistoryEntry> {
     entries
 }
 
+/// The row's newest values: its events replayed in order. `None` when it
+/// has none, or was deleted (or its table truncated) after the last one
+/// that gave it values. Columns no event showed (`partial`) are missing.
+pub fn newest_image(events: &[Event]) -> Option<JsonObject> {
+    events.iter().fold(None, apply)
+}
+
 /// The row's values after `event`, given its values before.
 fn apply(state: Option<JsonObject>, event: &Event) -> Option<JsonObject> {
     match effect(event) {

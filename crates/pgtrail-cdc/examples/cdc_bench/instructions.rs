@@ -142,7 +142,7 @@ pub async fn run() -> Value {
             Variant::None => {}
             Variant::Sql(sql) => client.batch_execute(sql).await.expect("variant"),
             Variant::Current => {
-                let tables = pgtrail_cdc::setup::resolve_tables(&client, &Default::default())
+                let tables = pgtrail_cdc::catalog::resolve_tables(&client, &Default::default())
                     .await
                     .expect("tables");
                 pgtrail_cdc::triggers::install_context(

@@ -25,10 +25,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgtrail_cdc::catalog::{self, ServerFacts, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
-use pgtrail_cdc::setup::{self, ServerFacts, SetupOptions, TableSelection};
+use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::IdentityConfig;
+use pgtrail_pipeline::cdc::{self, Progress};
 use pgtrail_store::Store;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
@@ -268,7 +270,7 @@ impl Target {
             .batch_execute("vacuum analyze")
             .await
             .expect("vacuum");
-        let facts = setup::check_ready(&client).await.expect("ready");
+        let facts = catalog::check_ready(&client).await.expect("ready");
         Target {
             durable,
             cluster,
@@ -303,7 +305,7 @@ impl Target {
                 active.recv = Some(recvlogical(&self.cluster, &self.url));
             }
             Config::ContextAlone => {
-                let tables = setup::resolve_tables(&self.client, &TableSelection::default())
+                let tables = catalog::resolve_tables(&self.client, &TableSelection::default())
                     .await
                     .expect("tables");
                 pgtrail_cdc::triggers::install_context(
@@ -579,8 +581,11 @@ fn start_consumer(url: &str, store: Arc<dyn Store>, options: CaptureOptions) -> 
     let (progress_tx, progress) = watch::channel(Progress::default());
     let connect = ConnectOptions::parse(url).expect("valid URL");
     let task = tokio::spawn(async move {
-        if let Err(e) = consumer::run(&connect, &options, store, rx, Some(progress_tx)).await {
-            eprintln!("consumer failed: {}", consumer::error_chain(&e));
+        if let Err(e) = cdc::run(&connect, &options, store, rx, Some(progress_tx)).await {
+            eprintln!(
+                "consumer failed: {}",
+                pgtrail_pipeline::retry::error_chain(&e)
+            );
         }
     });
     Consumer {

@@ -1,16 +1,20 @@
 //! Shared set-up: a cluster and a database per test (stopped and removed
-//! when the test ends), a consumer running into a SQLite store, and waiting
+//! when the test ends), capture running through the pipeline into a SQLite
+//! store, and waiting
 //! for events to arrive.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions, Progress};
-use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_cdc::CdcError;
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::Event;
+use pgtrail_pipeline::cdc::Progress;
+use pgtrail_pipeline::PipelineError;
 use pgtrail_store::Store;
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use tokio::sync::watch;
@@ -90,7 +94,7 @@ impl TestDb {
 
     /// Runs `--setup` with `options`.
     pub async fn setup(&self, options: &SetupOptions) -> Result<setup::SetupReport, CdcError> {
-        let facts = setup::check_ready(&self.client).await?;
+        let facts = catalog::check_ready(&self.client).await?;
         setup::prepare(&self.client, &facts, options).await
     }
 
@@ -116,7 +120,7 @@ impl TestDb {
 pub struct Running {
     pub shutdown: watch::Sender<bool>,
     pub progress: watch::Receiver<Progress>,
-    pub task: JoinHandle<Result<(), CdcError>>,
+    pub task: JoinHandle<Result<(), PipelineError>>,
 }
 
 impl Running {
@@ -125,7 +129,8 @@ impl Running {
         let (progress_tx, progress) = watch::channel(Progress::default());
         let connect = db.connect_options();
         let task = tokio::spawn(async move {
-            consumer::run(&connect, &options, store, shutdown_rx, Some(progress_tx)).await
+            pgtrail_pipeline::cdc::run(&connect, &options, store, shutdown_rx, Some(progress_tx))
+                .await
         });
         Running {
             shutdown,
@@ -134,7 +139,7 @@ impl Running {
         }
     }
 
-    pub async fn stop(self) -> Result<(), CdcError> {
+    pub async fn stop(self) -> Result<(), PipelineError> {
         let _ = self.shutdown.send(true);
         self.task.await.expect("consumer task does not panic")
     }

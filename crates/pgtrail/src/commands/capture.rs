@@ -2,23 +2,22 @@
 //!
 //! Thin: parses the options, runs the one-off actions (`--setup`,
 //! `--baseline`, `--drop`, `--status`) from `pgtrail_cdc::setup` and
-//! `pgtrail_cdc::baseline`, then runs `pgtrail_cdc::consumer::run` until
-//! Ctrl-C or SIGTERM. Diagnostics go to stderr; `--status` prints its
+//! `pgtrail_pipeline::cdc::take_baseline`, then runs
+//! `pgtrail_pipeline::cdc::run` until Ctrl-C or SIGTERM. Diagnostics go to stderr; `--status` prints its
 //! result on stdout. [`capture_part`] is the same consumer as a part of
 //! `pgtrail run`; flags and `[capture]` resolve in [`capture_options`] for both.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions};
+use pgtrail_cdc::consumer::CaptureOptions;
 use pgtrail_cdc::mask::Masking;
-use pgtrail_cdc::setup::{self, SetupOptions, TableSelection};
+use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::{CaptureConfig, IdentityConfig};
 use pgtrail_core::filter::TableName;
-use pgtrail_store::{Store, StoreError};
 use tokio::sync::watch;
 
 use crate::cli::{CaptureArgs, CaptureTuning};
@@ -99,7 +98,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         return Ok(crate::exit::ok());
     }
 
-    let facts = setup::check_ready(&client).await?;
+    let facts = catalog::check_ready(&client).await?;
     let selection = TableSelection {
         tables: args
             .tables
@@ -166,14 +165,15 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         }
         if args.baseline {
             let store = ctx.open_store().await?;
-            let tables = setup::resolve_tables(&client, &selection).await?;
-            let rows = pgtrail_cdc::baseline::create_slot_with_baseline(
+            let tables = catalog::resolve_tables(&client, &selection).await?;
+            let rows = pgtrail_pipeline::cdc::take_baseline(
                 &connect,
                 &client,
                 &options.slot,
                 &tables,
                 &masking,
-                &store,
+                store,
+                stop_on_signal(),
             )
             .await
             .context("cannot take the baseline")?;
@@ -189,11 +189,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
 
     let store = ctx.open_store().await?;
     options.selection = selection;
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(async move {
-        super::run::signal().await;
-        let _ = shutdown_tx.send(true);
-    });
+    let shutdown = stop_on_signal();
     eprintln!(
         "capturing database '{}' (slot '{}', publication '{}') into {}; Ctrl-C to stop",
         connect.dbname(),
@@ -201,7 +197,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         options.publication,
         store.location()
     );
-    consumer::run(&connect, &options, store, shutdown, None).await?;
+    pgtrail_pipeline::cdc::run(&connect, &options, store, shutdown, None).await?;
     eprintln!("stopped; everything received so far is stored and confirmed");
     Ok(crate::exit::ok())
 }
@@ -217,58 +213,34 @@ pub(crate) struct CapturePart {
 
 /// Streams into the store until `stop` turns true; the batch in hand is
 /// stored and confirmed before it returns. Lost connections and store
-/// outages are retried inside (`consumer::run`); what an operator must fix
-/// is returned.
+/// outages are waited out inside (`pgtrail_pipeline`); what an operator
+/// must fix is returned.
 pub(crate) async fn capture_part(
     part: CapturePart,
     ctx: Context,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let Some(store) = open_store_patiently(&ctx, stop.clone()).await? else {
+    let url = &ctx.config.store.url;
+    let opened = pgtrail_pipeline::store::open_patiently(
+        url,
+        "capture waits (the slot keeps the WAL)",
+        stop.clone(),
+    )
+    .await?;
+    let Some(store) = opened else {
         return Ok(());
     };
-    consumer::run(&part.connect, &part.options, store, stop, None)
+    pgtrail_pipeline::cdc::run(&part.connect, &part.options, store, stop, None)
         .await
         .with_context(|| format!("capture from slot '{}' stopped", part.options.slot))
 }
 
-/// Opens the store, retrying while a Postgres store is unreachable (it may
-/// be starting with the machine); `None` when stopped meanwhile. A SQLite
-/// file that cannot be opened will not open later either: that fails now.
-async fn open_store_patiently(
-    ctx: &Context,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Option<Arc<dyn Store>>> {
-    let remote = ctx.config.store.url.starts_with("postgres");
-    let mut pause = Duration::from_millis(500);
-    let mut failures = 0u32;
-    loop {
-        let error = match ctx.open_store().await {
-            Ok(store) => return Ok(Some(store)),
-            Err(error) => error,
-        };
-        let may_pass = remote
-            && error.chain().all(|cause| {
-                !matches!(
-                    cause.downcast_ref::<StoreError>(),
-                    Some(
-                        StoreError::Url { .. }
-                            | StoreError::Foreign { .. }
-                            | StoreError::TooNew { .. }
-                            | StoreError::HalfMigrated { .. }
-                            | StoreError::Invalid(_)
-                    )
-                )
-            });
-        if !may_pass {
-            return Err(error);
-        }
-        failures += 1;
-        tracing::warn!(failures, pause_ms = pause.as_millis() as u64, error = %format!("{error:#}"), "Cannot open the store; capture waits (the slot keeps the WAL).");
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(None),
-            _ = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(Duration::from_secs(30));
-    }
+/// A stop signal that turns true on Ctrl-C or SIGTERM.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        super::run::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    stop
 }

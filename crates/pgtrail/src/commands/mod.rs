@@ -32,7 +32,6 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_core::config::Config;
@@ -40,10 +39,6 @@ use pgtrail_store::Store;
 
 use crate::cli::{Cli, Command};
 use crate::output::Output;
-
-/// How long opening a store may take before pgtrail gives up (an unreachable
-/// host must fail fast, not hang a cron job).
-const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What every command gets besides its own arguments.
 #[derive(Debug, Clone)]
@@ -102,15 +97,8 @@ impl Context {
 
     /// Opens the configured store, creating an empty one if it does not exist.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let url = &self.config.store.url;
-        match tokio::time::timeout(OPEN_TIMEOUT, pgtrail_store::open(url)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => anyhow::bail!(
-                "cannot open store {}: no answer within {} seconds",
-                pgtrail_store::open::redact_url(url),
-                OPEN_TIMEOUT.as_secs()
-            ),
-        }
+        // Within a timeout: an unreachable host must fail fast, not hang a cron job.
+        Ok(pgtrail_pipeline::store::open(&self.config.store.url).await?)
     }
 }
 

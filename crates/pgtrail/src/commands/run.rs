@@ -7,10 +7,11 @@
 //! — and says so in the log, so a problem in one never pauses the other.
 //!
 //! A part that fails for good (an operator must act: a dropped slot, lost
-//! privileges) stops the others cleanly and the process exits with status 2.
-//! Keeping the rest running would leave that capture path silently dead
-//! behind a process that looks healthy; exiting hands the decision to the
-//! supervisor (systemd's `Restart=on-failure`) and to whoever reads its log.
+//! privileges) stops the others cleanly (`pgtrail_pipeline::supervise`)
+//! and the process exits with status 2. Keeping the rest running would
+//! leave that capture path silently dead behind a process that looks
+//! healthy; exiting hands the decision to the service manager (systemd's
+//! `Restart=on-failure`) and to whoever reads its log.
 //!
 //! Stopping is graceful: the stop signal reaches every part through one
 //! `watch` channel; the sealer seals once more, the consumer stores and
@@ -30,9 +31,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_cdc::connection::ConnectOptions;
+use pgtrail_pipeline::supervise::{PartError, PartFailure, Supervisor};
 use pgtrail_store::open::redact_url;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::alarms::{watch_part, CaptureTarget, Watch};
 use super::capture::{capture_options, capture_part, CapturePart};
@@ -91,16 +91,16 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }),
     };
 
-    let (stop_tx, stop) = watch::channel(false);
-    let mut parts = JoinSet::new();
+    let mut parts = Supervisor::<anyhow::Error>::new();
+    let stop = parts.stop_signal();
+    let stop_tx = parts.stopper();
     if let Some(part) = seal {
         eprintln!(
             "sealing trigger capture of {} every {} ms",
             redact_url(&part.db),
             part.interval.as_millis()
         );
-        let stop = stop.clone();
-        parts.spawn(async move { ("sealing", seal_part(part, stop).await) });
+        parts.spawn("sealing", seal_part(part, stop.clone()));
     }
     if let Some(part) = capture {
         eprintln!(
@@ -110,19 +110,13 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             part.options.publication,
             redact_url(&ctx.config.store.url)
         );
-        let (stop, ctx) = (stop.clone(), ctx.clone());
-        parts.spawn(async move { ("capture", capture_part(part, ctx, stop).await) });
+        parts.spawn("capture", capture_part(part, ctx.clone(), stop.clone()));
     }
-    {
-        let (stop, ctx) = (stop.clone(), ctx.clone());
-        parts.spawn(async move { ("alarms", watch_part(alarm_watch, ctx, stop).await) });
-    }
+    parts.spawn("alarms", watch_part(alarm_watch, ctx.clone(), stop));
     eprintln!("running; Ctrl-C to stop");
 
-    let mut failure: Option<anyhow::Error> = None;
-    let signals = signal_count();
-    tokio::pin!(signals);
-    loop {
+    let mut signals = signal_count();
+    let failure = loop {
         tokio::select! {
             count = signals.recv() => match count {
                 Some(1) => {
@@ -131,24 +125,9 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
                 _ => anyhow::bail!("interrupted twice: quit without waiting (unconfirmed changes stay in the slot and the inbox)"),
             },
-            joined = parts.join_next() => {
-                let Some(joined) = joined else { break };
-                let (name, result) = match joined {
-                    Ok(done) => done,
-                    Err(join) => ("a part", Err(anyhow::anyhow!("it panicked: {join}"))),
-                };
-                let result = match result {
-                    Ok(()) if !*stop.borrow() => Err(anyhow::anyhow!("it ended without being asked to")),
-                    other => other,
-                };
-                if let Err(error) = result {
-                    tracing::error!(part = name, error = %format!("{error:#}"), "A part of pgtrail run failed for good; stopping the others.");
-                    let _ = stop_tx.send(true);
-                    failure.get_or_insert(error.context(format!("{name} failed")));
-                }
-            }
+            failure = parts.join() => break failure,
         }
-    }
+    };
     // Signed after the parts stored what they had in hand, so it covers it.
     if let Some(checkpointer) = checkpointer {
         tokio::select! {
@@ -157,7 +136,13 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     match failure {
-        Some(error) => Err(error),
+        Some(PartFailure { part, error }) => {
+            let error = match error {
+                PartError::Failed(error) => error,
+                other => anyhow::anyhow!("{other}"),
+            };
+            Err(error.context(format!("{part} failed")))
+        }
         None => {
             eprintln!("stopped; everything captured so far is stored and confirmed");
             Ok(crate::exit::ok())
