@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use pgtrail_core::event::JsonObject;
 use pgtrail_core::filter::{canonical_pk, PkFilter, RowRef, TableName};
-use pgtrail_core::{Event, Kind};
+use pgtrail_core::{json, Event, Kind};
 use pgtrail_store::Store;
 
 use crate::retry::error_chain;
@@ -63,6 +63,16 @@ struct Entry {
     bytes: usize,
     /// When it was last touched; `order` holds older stamps too.
     stamp: u64,
+}
+
+// Images hold captured values nested as deep as Postgres allows: copied and
+// freed with core's heap-stack walks, never `Value`'s recursive ones.
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(image) = self.image.take() {
+            json::drop_object(image);
+        }
+    }
 }
 
 /// The newest images of recently changed rows.
@@ -133,12 +143,12 @@ impl ToastCache {
                 continue;
             };
             if event.partial.is_empty() {
-                let image = new.clone();
+                let image = json::clone_object(new);
                 self.remember(key, Some(image));
                 continue;
             }
             let known = match self.rows.get(&key) {
-                Some(entry) => entry.image.clone(),
+                Some(entry) => entry.image.as_ref().map(json::clone_object),
                 None if self.truncated.contains(&key.table) => None,
                 None => {
                     let row = RowRef {
@@ -160,7 +170,7 @@ impl ToastCache {
             let mut image = known.unwrap_or_default();
             event.partial.retain(|column| match image.get(column) {
                 Some(value) => {
-                    new.insert(column.clone(), value.clone());
+                    new.insert(column.clone(), json::clone(value));
                     false
                 }
                 None => true,
@@ -168,7 +178,9 @@ impl ToastCache {
             // The newest values: what the event shows over what was known,
             // so a column still partial keeps no stale value either way.
             for (column, value) in new.iter() {
-                image.insert(column.clone(), value.clone());
+                if let Some(replaced) = image.insert(column.clone(), json::clone(value)) {
+                    json::drop_deep(replaced);
+                }
             }
             self.remember(key, Some(image));
         }

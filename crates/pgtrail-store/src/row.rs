@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use pgtrail_core::diff::{diff_rows, FieldChange};
 use pgtrail_core::event::JsonObject;
-use pgtrail_core::{Event, Kind};
+use pgtrail_core::{json, Event, Kind};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -84,15 +84,29 @@ pub fn newest_image(events: &[Event]) -> Option<JsonObject> {
     events.iter().fold(None, apply)
 }
 
-/// The row's values after `event`, given its values before.
+/// The row's values after `event`, given its values before. Values may be
+/// nested thousands deep: copied and freed with core's heap-stack walks.
 fn apply(state: Option<JsonObject>, event: &Event) -> Option<JsonObject> {
     match effect(event) {
-        RowEffect::Created => Some(merged(None, event.new.as_ref())),
-        RowEffect::Updated => Some(merged(
-            state.as_ref().or(event.old.as_ref()),
-            event.new.as_ref(),
-        )),
-        RowEffect::Removed => None,
+        RowEffect::Created => {
+            if let Some(row) = state {
+                json::drop_object(row);
+            }
+            Some(merged(None, event.new.as_ref()))
+        }
+        RowEffect::Updated => match state {
+            Some(mut row) => {
+                overwrite(&mut row, event.new.as_ref());
+                Some(row)
+            }
+            None => Some(merged(event.old.as_ref(), event.new.as_ref())),
+        },
+        RowEffect::Removed => {
+            if let Some(row) = state {
+                json::drop_object(row);
+            }
+            None
+        }
         RowEffect::None => state,
     }
 }
@@ -100,11 +114,18 @@ fn apply(state: Option<JsonObject>, event: &Event) -> Option<JsonObject> {
 /// `base` with every column of `over` written on top. Columns the source
 /// could not see (`partial`) are not in `over`, so they keep `base`'s value.
 fn merged(base: Option<&JsonObject>, over: Option<&JsonObject>) -> JsonObject {
-    let mut out = base.cloned().unwrap_or_default();
-    for (k, v) in over.into_iter().flatten() {
-        out.insert(k.clone(), v.clone());
-    }
+    let mut out = base.map(json::clone_object).unwrap_or_default();
+    overwrite(&mut out, over);
     out
+}
+
+/// Writes every column of `over` into `row`.
+fn overwrite(row: &mut JsonObject, over: Option<&JsonObject>) {
+    for (k, v) in over.into_iter().flatten() {
+        if let Some(replaced) = row.insert(k.clone(), json::clone(v)) {
+            json::drop_deep(replaced);
+        }
+    }
 }
 
 /// The row at one moment.

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_store::open::redact_url;
-use pgtrail_store::postgres::PostgresStore;
 use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
 use pgtrail_store::{ChainHead, KeyPair, Store, TrustedKey};
 use tokio::sync::watch;
@@ -307,7 +306,7 @@ async fn open(target: &Target, ctx: &Context) -> anyhow::Result<Option<Arc<dyn S
                 return Ok(None);
             }
             drop(client);
-            Ok(Some(Arc::new(PostgresStore::connect(db).await?)))
+            Ok(Some(pgtrail_store::open_in_database(db).await?))
         }
     }
 }
