@@ -11,7 +11,6 @@
 use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::{json, Event};
 use postgres_types::{ToSql, Type};
-use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::json::{JsonStr, JsonText, RawJson};
@@ -239,88 +238,82 @@ pub(super) fn stored_event(row: &Row) -> Result<crate::StoredEvent, tokio_postgr
 /// what [`RowValues`] would write for `event`, shown as SQL literals (text
 /// quoted, NULL bare), as the SQLite store shows its own.
 fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_postgres::Error> {
-    let quoted = |v: Option<&str>| v.map_or_else(|| "NULL".to_string(), |v| format!("'{v}'"));
-    let found_text = |i: usize| -> Result<String, tokio_postgres::Error> {
-        Ok(quoted(row.try_get::<_, Option<&str>>(i)?))
-    };
-    let mut compared: Vec<(&str, String, String)> = vec![
-        (
-            "id",
-            quoted(Some(&row.try_get::<_, uuid::Uuid>(4)?.to_string())),
-            quoted(Some(&event.id.to_string())),
-        ),
-        (
-            "captured_at",
-            quoted(Some(&pgtrail_core::time::format_micros(
-                &row.try_get::<_, chrono::DateTime<chrono::Utc>>(5)?,
-            ))),
-            quoted(Some(&pgtrail_core::time::format_micros(&event.captured_at))),
-        ),
-        (
-            "source",
-            found_text(6)?,
-            quoted(Some(event.source.as_str())),
-        ),
-        ("kind", found_text(7)?, quoted(Some(event.kind.as_str()))),
-        ("db_user", found_text(8)?, quoted(event.db_user.as_deref())),
-        (
-            "app_user",
-            found_text(9)?,
-            quoted(event.app_user.as_deref()),
-        ),
-        (
-            "schema_name",
-            found_text(10)?,
-            quoted(event.schema.as_deref()),
-        ),
-        (
-            "table_name",
-            found_text(11)?,
-            quoted(event.table.as_deref()),
-        ),
-        (
-            "operation",
-            found_text(12)?,
-            quoted(event.operation.as_deref()),
-        ),
-        ("sql", found_text(14)?, quoted(event.sql.as_deref())),
-        (
-            "xid",
-            row.try_get::<_, Option<i64>>(15)?
-                .map_or_else(|| "NULL".into(), |x| x.to_string()),
-            event.xid.map_or_else(|| "NULL".into(), |x| x.to_string()),
-        ),
-        (
-            "failed",
-            row.try_get::<_, bool>(16)?.to_string(),
-            event.failed().to_string(),
-        ),
+    // Compared as typed values; the text of a mismatch is made only when
+    // there is one (verify reads every event: no strings per row).
+    fn quoted(v: Option<&str>) -> String {
+        v.map_or_else(|| "NULL".to_string(), |v| format!("'{v}'"))
+    }
+    fn number(v: Option<i64>) -> String {
+        v.map_or_else(|| "NULL".into(), |x| x.to_string())
+    }
+    let mut mismatches = Vec::new();
+    let mut check =
+        |column: &str, equal: bool, found: &dyn Fn() -> String, expected: &dyn Fn() -> String| {
+            if !equal {
+                mismatches.push(Mismatch {
+                    column: column.to_string(),
+                    found: found(),
+                    expected: expected(),
+                });
+            }
+        };
+
+    let id: uuid::Uuid = row.try_get(4)?;
+    check(
+        "id",
+        id == event.id,
+        &|| quoted(Some(&id.to_string())),
+        &|| quoted(Some(&event.id.to_string())),
+    );
+    let captured_at: chrono::DateTime<chrono::Utc> = row.try_get(5)?;
+    check(
+        "captured_at",
+        captured_at.timestamp_micros() == event.captured_at.timestamp_micros(),
+        &|| quoted(Some(&pgtrail_core::time::format_micros(&captured_at))),
+        &|| quoted(Some(&pgtrail_core::time::format_micros(&event.captured_at))),
+    );
+    let texts: [(&str, usize, Option<&str>); 8] = [
+        ("source", 6, Some(event.source.as_str())),
+        ("kind", 7, Some(event.kind.as_str())),
+        ("db_user", 8, event.db_user.as_deref()),
+        ("app_user", 9, event.app_user.as_deref()),
+        ("schema_name", 10, event.schema.as_deref()),
+        ("table_name", 11, event.table.as_deref()),
+        ("operation", 12, event.operation.as_deref()),
+        ("sql", 14, event.sql.as_deref()),
     ];
+    for (column, index, expected) in texts {
+        let found: Option<&str> = row.try_get(index)?;
+        check(column, found == expected, &|| quoted(found), &|| {
+            quoted(expected)
+        });
+    }
+    let xid: Option<i64> = row.try_get(15)?;
+    check("xid", xid == event.xid, &|| number(xid), &|| {
+        number(event.xid)
+    });
+    let failed: bool = row.try_get(16)?;
+    check(
+        "failed",
+        failed == event.failed(),
+        &|| failed.to_string(),
+        &|| event.failed().to_string(),
+    );
     // jsonb keeps no text of its own (it respaces and reorders keys):
     // compare the values.
     let found_pk: Option<RawJson> = row.try_get(13)?;
     let pk_matches = match (found_pk, &event.pk) {
         (None, None) => true,
         (Some(RawJson(found)), Some(pk)) => {
-            json::parse(found).is_ok_and(|v| json::eq(&v, &Value::Object(json::clone_object(pk))))
+            json::parse(found).is_ok_and(|v| v.as_object().is_some_and(|v| json::eq_object(v, pk)))
         }
         _ => false,
     };
-    if !pk_matches {
-        let expected = event.pk.as_ref().map(canonical_pk);
-        compared.push((
-            "pk",
-            quoted(found_pk.map(|RawJson(t)| t)),
-            quoted(expected.as_deref()),
-        ));
-    }
-    Ok(compared
-        .into_iter()
-        .filter(|(_, found, expected)| found != expected)
-        .map(|(column, found, expected)| Mismatch {
-            column: column.to_string(),
-            found,
-            expected,
-        })
-        .collect())
+    check(
+        "pk",
+        pk_matches,
+        &|| quoted(found_pk.map(|RawJson(t)| t)),
+        &|| quoted(event.pk.as_ref().map(canonical_pk).as_deref()),
+    );
+    Ok(mismatches)
 }
