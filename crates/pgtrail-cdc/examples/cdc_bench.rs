@@ -27,6 +27,7 @@ use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::{Event, Filter, RowRef};
 use pgtrail_pipeline::cdc::{self, Progress};
+use pgtrail_store::hooked::{AppendHook, Hooked};
 use pgtrail_store::{AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Store};
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use pgtrail_wire::Lsn;
@@ -152,17 +153,20 @@ impl Store for NullStore {
     }
 }
 
-/// Wraps a store and records, per event, how long after its commit the append returned.
-struct LagStore {
-    inner: Arc<dyn Store>,
+/// Records, per event, how long after its commit the store's append returned.
+struct LagHook {
     lags_ms: Mutex<Vec<f64>>,
 }
 
 #[async_trait]
-impl Store for LagStore {
-    async fn append(&self, events: &[Event]) -> pgtrail_store::Result<AppendReceipt> {
+impl AppendHook for LagHook {
+    async fn append(
+        &self,
+        inner: &dyn Store,
+        events: &[Event],
+    ) -> pgtrail_store::Result<AppendReceipt> {
         let commits: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.committed_at).collect();
-        let receipt = self.inner.append(events).await?;
+        let receipt = inner.append(events).await?;
         let now = Utc::now();
         let mut lags = self.lags_ms.lock().expect("not poisoned");
         lags.extend(
@@ -172,54 +176,6 @@ impl Store for LagStore {
                 .map(|c| (now - c).num_microseconds().unwrap_or(0) as f64 / 1000.0),
         );
         Ok(receipt)
-    }
-    async fn query(&self, filter: &Filter) -> pgtrail_store::Result<Vec<Event>> {
-        self.inner.query(filter).await
-    }
-    async fn row_events(&self, row: &RowRef) -> pgtrail_store::Result<Vec<Event>> {
-        self.inner.row_events(row).await
-    }
-    async fn scan(&self, after: i64, limit: usize) -> pgtrail_store::Result<Vec<Event>> {
-        self.inner.scan(after, limit).await
-    }
-    async fn scan_stored(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
-        self.inner.scan_stored(after, limit).await
-    }
-    async fn expected_indexes(
-        &self,
-        page: &[pgtrail_store::StoredEvent],
-    ) -> pgtrail_store::Result<pgtrail_store::ExpectedIndexes> {
-        self.inner.expected_indexes(page).await
-    }
-    async fn check_indexes(
-        &self,
-        first: i64,
-        last: i64,
-        expected: pgtrail_store::ExpectedIndexes,
-    ) -> pgtrail_store::Result<Vec<(i64, pgtrail_store::Mismatch)>> {
-        self.inner.check_indexes(first, last, expected).await
-    }
-    async fn head(&self) -> pgtrail_store::Result<Option<ChainHead>> {
-        self.inner.head().await
-    }
-    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> pgtrail_store::Result<()> {
-        self.inner.add_checkpoint(checkpoint).await
-    }
-    async fn checkpoints(&self) -> pgtrail_store::Result<Vec<Checkpoint>> {
-        self.inner.checkpoints().await
-    }
-    async fn prune(&self, through: i64) -> pgtrail_store::Result<PruneOutcome> {
-        self.inner.prune(through).await
-    }
-    async fn prepare_until(&self, until: DateTime<Utc>) -> pgtrail_store::Result<Vec<String>> {
-        self.inner.prepare_until(until).await
-    }
-    fn location(&self) -> String {
-        self.inner.location()
     }
 }
 
@@ -499,10 +455,12 @@ async fn main() {
         let inner = pgtrail_store::open(&format!("sqlite:{}", tmp.path().join("lag.db").display()))
             .await
             .expect("store");
-        let lag_store = Arc::new(LagStore {
+        let lag_store = Arc::new(Hooked::new(
             inner,
-            lags_ms: Mutex::new(Vec::new()),
-        });
+            LagHook {
+                lags_ms: Mutex::new(Vec::new()),
+            },
+        ));
         let consumer = Consumer::start(&url, "lag", "bench_lag", lag_store.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rate = 500u64;
@@ -517,7 +475,12 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         consumer.stop().await;
-        let mut lags = lag_store.lags_ms.lock().expect("not poisoned").clone();
+        let mut lags = lag_store
+            .hook()
+            .lags_ms
+            .lock()
+            .expect("not poisoned")
+            .clone();
         lags.sort_by(f64::total_cmp);
         let pct = |p: f64| {
             lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))

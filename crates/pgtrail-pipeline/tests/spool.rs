@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use pgtrail_core::{canonical_json, Event, Filter, Kind, RowRef, Source};
+use pgtrail_core::{canonical_json, Event, Kind, Source};
 use pgtrail_pipeline::spool::{Pushed, Spool, SpoolError, SpoolOptions, WhenFull};
 use pgtrail_pipeline::Backoff;
+use pgtrail_store::hooked::{AppendHook, Hooked};
 use pgtrail_store::postgres::PostgresStore;
 use pgtrail_store::sqlite::SqliteStore;
-use pgtrail_store::{
-    verify, AppendReceipt, ChainHead, Checkpoint, PruneOutcome, Store, StoreError, StoredEvent,
-};
+use pgtrail_store::{verify, AppendReceipt, Store, StoreError};
 use pgtrail_testkit::{Cluster, ClusterOptions};
 use tokio::sync::watch;
 
@@ -362,48 +361,22 @@ async fn a_full_spool_fails_open_and_the_store_learns_what_was_dropped() {
     assert_eq!(chain(&store).await.len(), stored.len());
 }
 
-/// A store whose append succeeds and then reports a failure that will not
+/// An append that succeeds and then reports a failure that will not
 /// pass: what a crash right after the store's commit looks like to the
 /// spool (the batch is in the store but not yet removed from the spool).
-struct CommitsThenFails(Arc<dyn Store>);
+struct CommitsThenFails;
 
 #[async_trait]
-impl Store for CommitsThenFails {
-    async fn append(&self, events: &[Event]) -> Result<AppendReceipt, StoreError> {
-        self.0.append(events).await?;
+impl AppendHook for CommitsThenFails {
+    async fn append(
+        &self,
+        inner: &dyn Store,
+        events: &[Event],
+    ) -> Result<AppendReceipt, StoreError> {
+        inner.append(events).await?;
         Err(StoreError::Invalid(
             "the process died after the commit".into(),
         ))
-    }
-    async fn query(&self, filter: &Filter) -> Result<Vec<Event>, StoreError> {
-        self.0.query(filter).await
-    }
-    async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>, StoreError> {
-        self.0.row_events(row).await
-    }
-    async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.0.scan(after, limit).await
-    }
-    async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.scan_stored(after, limit).await
-    }
-    async fn head(&self) -> Result<Option<ChainHead>, StoreError> {
-        self.0.head().await
-    }
-    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.0.add_checkpoint(checkpoint).await
-    }
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.0.checkpoints().await
-    }
-    async fn prune(&self, through: i64) -> Result<PruneOutcome, StoreError> {
-        self.0.prune(through).await
-    }
-    async fn prepare_until(&self, until: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-        self.0.prepare_until(until).await
-    }
-    fn location(&self) -> String {
-        self.0.location()
     }
 }
 
@@ -418,7 +391,7 @@ async fn a_crash_between_append_and_removal_replays_harmlessly() {
     }
     let store: Arc<dyn Store> = Arc::new(sqlite(tmp.path()).await);
     let (_tx, mut stop) = watch::channel(false);
-    let crashing = CommitsThenFails(Arc::clone(&store));
+    let crashing = Hooked::new(Arc::clone(&store), CommitsThenFails);
     let error = spool
         .drain(&crashing, &mut backoff(), &mut stop)
         .await

@@ -16,6 +16,7 @@ pub mod ddl;
 mod error;
 pub mod freshness;
 pub mod health;
+pub mod hooked;
 mod location;
 pub mod merkle;
 pub mod note;
