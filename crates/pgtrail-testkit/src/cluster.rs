@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::reaper::{self, DIR_PREFIX};
 use crate::{find_bindir, PgBinaries, ServerTls, TestkitError};
 
 /// Settings every test cluster runs with: logical replication on, durability
@@ -73,11 +74,11 @@ impl Cluster {
         let bins = find_bindir()?;
         let (dir, keep_dir) = match &options.data_dir {
             Some(dir) => (dir.clone(), true),
-            None => (
-                std::env::temp_dir()
-                    .join(format!("pgtrail-test-{}", uuid::Uuid::new_v4().simple())),
-                false,
-            ),
+            None => {
+                reaper::reap_once();
+                let name = format!("{DIR_PREFIX}{}", uuid::Uuid::new_v4().simple());
+                (std::env::temp_dir().join(name), false)
+            }
         };
         let mut cluster = Cluster {
             bins,
@@ -113,6 +114,19 @@ impl Cluster {
             }
         }
         Err(last_error.unwrap_or(TestkitError::NoBinaries))
+    }
+
+    /// Takes charge of the cluster in `dir` that a dead process left, so
+    /// dropping it stops the server (if it runs) and removes `dir`.
+    pub(crate) fn adopt(bins: PgBinaries, dir: PathBuf) -> Cluster {
+        let running = dir.join("data").join("postmaster.pid").is_file();
+        Cluster {
+            bins,
+            dir,
+            keep_dir: false,
+            port: 0,
+            running,
+        }
     }
 
     /// The TCP port the cluster listens on (127.0.0.1).
@@ -254,6 +268,10 @@ impl Cluster {
         let template = self.ensure_template()?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| io_error(format!("create {}", self.dir.display()), e))?;
+        if !self.keep_dir {
+            reaper::write_owner(&self.dir)
+                .map_err(|e| io_error(format!("write the owner of {}", self.dir.display()), e))?;
+        }
         let status = Command::new("cp")
             .args(["-a", path_str(&template), path_str(&self.data_dir())])
             .status()

@@ -10,14 +10,20 @@
 //! `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`.
 //! initdb runs once per machine and version: later clusters copy that
 //! template directory, which takes milliseconds instead of a second.
+//!
+//! A process killed before its clusters dropped (SIGKILL, abort, a stack
+//! overflow) leaves them running: the next process to start a cluster stops
+//! and removes them ([`reap_orphans`]).
 
 mod binaries;
 mod cluster;
 pub mod fuzz;
+mod reaper;
 mod tls;
 
 pub use binaries::{find_bindir, PgBinaries};
 pub use cluster::{Cluster, ClusterOptions};
+pub use reaper::reap_orphans;
 pub use tls::{ServerTls, TestCa};
 
 /// Why a cluster could not be provided.
