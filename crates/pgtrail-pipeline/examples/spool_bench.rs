@@ -1,5 +1,7 @@
 //! Spool push throughput: batches of 1, 100 and 1000 statement events, each
-//! push returning after its fsync. Run by `bench/pipeline/run`.
+//! push returning after its fsync, from one pusher; and batches of 1 from 32
+//! pushers at once (proxy sessions), which share fsyncs by group commit.
+//! Run by `bench/pipeline/run`.
 //!
 //!   spool_bench [--dir DIR] [--rounds R]
 //!
@@ -41,12 +43,38 @@ fn statement(i: usize) -> Event {
     e
 }
 
-/// Pushes this many batches of each size per round (about the same number
-/// of fsyncs' worth of time for each).
-fn pushes(size: usize) -> usize {
-    match size {
-        1 => 400,
-        100 => 200,
+/// One case: batches of `size` events pushed by `pushers` threads at once.
+#[derive(Clone, Copy)]
+struct Case {
+    size: usize,
+    pushers: usize,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        size: 1,
+        pushers: 1,
+    },
+    Case {
+        size: 100,
+        pushers: 1,
+    },
+    Case {
+        size: 1000,
+        pushers: 1,
+    },
+    Case {
+        size: 1,
+        pushers: 32,
+    },
+];
+
+/// Pushes per round of each case (about the same time for each).
+fn pushes(case: Case) -> usize {
+    match (case.size, case.pushers) {
+        (1, 1) => 400,
+        (1, _) => 3200,
+        (100, _) => 200,
         _ => 40,
     }
 }
@@ -72,18 +100,18 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let sizes = [1usize, 100, 1000];
-    let batches: Vec<Vec<Event>> = sizes
+    let batches: Vec<Vec<Event>> = CASES
         .iter()
-        .map(|&size| (0..size).map(statement).collect())
+        .map(|case| (0..case.size).map(statement).collect())
         .collect();
-    let mut push_rates = vec![Vec::new(); sizes.len()];
-    let mut encode_rates = vec![Vec::new(); sizes.len()];
+    let mut push_rates = vec![Vec::new(); CASES.len()];
+    let mut commit_shares = vec![Vec::new(); CASES.len()];
+    let mut encode_rates = vec![Vec::new(); CASES.len()];
     for round in 0..rounds {
-        for k in 0..sizes.len() {
-            let which = (k + round) % sizes.len();
-            let (size, batch) = (sizes[which], &batches[which]);
-            let spool_dir = dir.join(format!("round{round}-{size}"));
+        for k in 0..CASES.len() {
+            let which = (k + round) % CASES.len();
+            let (case, batch) = (CASES[which], &batches[which]);
+            let spool_dir = dir.join(format!("round{round}-{}x{}", case.size, case.pushers));
             let _ = std::fs::remove_dir_all(&spool_dir);
             let spool = Spool::open(
                 &spool_dir,
@@ -93,13 +121,20 @@ fn main() {
                 },
             )
             .expect("open the spool");
-            let n = pushes(size);
+            let n = pushes(case);
             let started = Instant::now();
-            for _ in 0..n {
-                spool.push_blocking(batch).expect("push");
-            }
+            std::thread::scope(|scope| {
+                for _ in 0..case.pushers {
+                    scope.spawn(|| {
+                        for _ in 0..n / case.pushers {
+                            spool.push_blocking(batch).expect("push");
+                        }
+                    });
+                }
+            });
             let took = started.elapsed().max(Duration::from_micros(1));
             push_rates[which].push(n as f64 / took.as_secs_f64());
+            commit_shares[which].push(spool.commits() as f64 / n as f64);
             drop(spool);
             std::fs::remove_dir_all(&spool_dir).expect("clean up");
 
@@ -108,7 +143,7 @@ fn main() {
                 std::hint::black_box(serde_json::to_vec(batch).expect("encode"));
             }
             let took = started.elapsed().max(Duration::from_micros(1));
-            encode_rates[which].push((n * size) as f64 / took.as_secs_f64());
+            encode_rates[which].push((n * case.size) as f64 / took.as_secs_f64());
         }
     }
     let bytes = |batch: &Vec<Event>| serde_json::to_vec(batch).expect("encode").len();
@@ -117,17 +152,21 @@ fn main() {
         dir.display()
     );
     println!(
-        "{:>6} {:>10} {:>28} {:>28} {:>28}",
-        "batch", "bytes", "pushes/s", "events/s", "encode only, events/s"
+        "{:>6} {:>8} {:>10} {:>28} {:>28} {:>16} {:>28}",
+        "batch", "pushers", "bytes", "pushes/s", "events/s", "fsyncs/push", "encode only, events/s"
     );
-    for (i, &size) in sizes.iter().enumerate() {
-        let events: Vec<f64> = push_rates[i].iter().map(|r| r * size as f64).collect();
+    for (i, case) in CASES.iter().enumerate() {
+        let events: Vec<f64> = push_rates[i].iter().map(|r| r * case.size as f64).collect();
+        let mut shares = commit_shares[i].clone();
+        shares.sort_by(f64::total_cmp);
         println!(
-            "{:>6} {:>10} {:>28} {:>28} {:>28}",
-            size,
+            "{:>6} {:>8} {:>10} {:>28} {:>28} {:>16.3} {:>28}",
+            case.size,
+            case.pushers,
             bytes(&batches[i]),
             median_and_spread(push_rates[i].clone()),
             median_and_spread(events),
+            shares[shares.len() / 2],
             median_and_spread(encode_rates[i].clone()),
         );
     }

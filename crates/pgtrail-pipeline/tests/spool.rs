@@ -143,6 +143,83 @@ async fn pushed_batches_drain_in_order_exactly_once() {
     assert_stored_in_order(&store, &[all.concat(), more.concat()].concat()).await;
 }
 
+/// Many sessions pushing at once (tasks and blocking threads, as the proxy's
+/// sessions will): their batches share fsyncs, each pusher's batches keep
+/// its order, and every acknowledged batch drains exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_that_arrive_together_share_a_commit_and_keep_each_pushers_order() {
+    const TASKS: usize = 16;
+    const THREADS: usize = 2;
+    const PUSHES: usize = 40;
+    let tmp = private_dir();
+    let spool = Spool::open(
+        tmp.path().join("spool"),
+        options(1 << 30, WhenFull::FailClosed),
+    )
+    .expect("open");
+    let mine = |pusher: usize| -> Vec<Event> {
+        (0..PUSHES)
+            .map(|n| {
+                let mut e = statement(n);
+                e.session_id = Some(format!("pusher {pusher}"));
+                e
+            })
+            .collect()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for pusher in 0..TASKS {
+        let (spool, events) = (spool.clone(), mine(pusher));
+        tasks.spawn(async move {
+            for event in events {
+                let pushed = spool.push(std::slice::from_ref(&event)).await;
+                assert_eq!(pushed.expect("push"), Pushed::Spooled);
+            }
+        });
+    }
+    let threads: Vec<_> = (TASKS..TASKS + THREADS)
+        .map(|pusher| {
+            let (spool, events) = (spool.clone(), mine(pusher));
+            std::thread::spawn(move || {
+                for event in events {
+                    let pushed = spool.push_blocking(std::slice::from_ref(&event));
+                    assert_eq!(pushed.expect("push"), Pushed::Spooled);
+                }
+            })
+        })
+        .collect();
+    while let Some(done) = tasks.join_next().await {
+        done.expect("pusher task");
+    }
+    for thread in threads {
+        thread.join().expect("pusher thread");
+    }
+    let pushes = ((TASKS + THREADS) * PUSHES) as u64;
+    assert_eq!(spool.waiting().batches, pushes);
+    assert!(
+        spool.commits() < pushes,
+        "{} commits for {pushes} pushes: none shared an fsync",
+        spool.commits()
+    );
+
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    let stored = chain(&store).await;
+    assert_eq!(stored.len() as u64, pushes, "each event exactly once");
+    for pusher in 0..TASKS + THREADS {
+        let session = format!("pusher {pusher}");
+        let order: Vec<_> = stored
+            .iter()
+            .filter(|e| e.session_id.as_deref() == Some(session.as_str()))
+            .map(|e| e.sql.clone())
+            .collect();
+        let pushed: Vec<_> = mine(pusher).iter().map(|e| e.sql.clone()).collect();
+        assert_eq!(order.len(), PUSHES, "{session}: all of its events");
+        assert_eq!(order, pushed, "{session}: in the order it pushed them");
+    }
+    let report = verify(&store, None).await.expect("verify runs");
+    assert!(report.problems.is_empty(), "verify: {:?}", report.problems);
+}
+
 #[tokio::test]
 async fn the_directory_and_files_are_private_and_one_process_writes_them() {
     let tmp = private_dir();

@@ -52,11 +52,11 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use pgtrail_core::{Event, Source};
 use pgtrail_store::StoreError;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 pub use drain::Drained;
 use dropped::Drops;
@@ -216,8 +216,90 @@ struct Inner {
     pushed: Notify,
     /// One drainer at a time.
     draining: tokio::sync::Mutex<()>,
+    /// Where pushes wait for the committer thread.
+    committer: Arc<Committer>,
     /// Held (flock) while open.
     _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.committer.close();
+    }
+}
+
+/// Group commit: pushes queue here, and one thread per spool writes all
+/// that queued with one write and one fsync, then answers each pusher.
+/// Pushes arriving during an fsync go together into the next, so many
+/// sessions pushing at once share fsyncs instead of taking turns.
+#[derive(Debug, Default)]
+struct Committer {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    batches: Vec<(Batch, oneshot::Sender<Result<Pushed, SpoolError>>)>,
+    /// The spool was dropped: the thread ends.
+    closed: bool,
+}
+
+impl Committer {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue(&self, batch: Batch) -> oneshot::Receiver<Result<Pushed, SpoolError>> {
+        let (answer, outcome) = oneshot::channel();
+        self.queue().batches.push((batch, answer));
+        self.arrived.notify_one();
+        outcome
+    }
+
+    fn close(&self) {
+        self.queue().closed = true;
+        self.arrived.notify_one();
+    }
+
+    /// The committer thread. It holds the spool only while committing
+    /// (a weak reference otherwise, and never while answering), so the
+    /// spool, and its lock, go as soon as its last handle is dropped.
+    fn run(&self, spool: Weak<Inner>) {
+        loop {
+            let queued = {
+                let mut queue = self.queue();
+                while queue.batches.is_empty() && !queue.closed {
+                    queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                if queue.batches.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.batches)
+            };
+            let (batches, answers): (Vec<Batch>, Vec<_>) = queued.into_iter().unzip();
+            let outcomes = match spool.upgrade() {
+                Some(inner) => inner.push_many(&batches),
+                None => batches
+                    .iter()
+                    .map(|_| Err(SpoolError::Task("the spool was closed".into())))
+                    .collect(),
+            };
+            for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                // A pusher that stopped waiting (its task was cancelled)
+                // has its batch spooled all the same.
+                let _ = answer.send(outcome);
+            }
+        }
+    }
+}
+
+/// Records written to the last segment but not yet fsync'd.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Their batches' indexes in the group.
+    batches: Vec<usize>,
 }
 
 /// A place in the spool: a segment and a byte offset in it.
@@ -251,6 +333,8 @@ struct State {
     drops: Drops,
     /// Set when a failed write could not be undone.
     broken: bool,
+    /// Group commits since the spool was opened.
+    commits: u64,
 }
 
 impl Spool {
@@ -275,6 +359,7 @@ impl Spool {
             waiting: Waiting::default(),
             drops: Drops::load(&dir)?,
             broken: false,
+            commits: 0,
         };
         state.waiting.dropped_events = state.drops.events();
         recover(&dir, &mut state)?;
@@ -285,16 +370,24 @@ impl Spool {
             dropped_events = state.waiting.dropped_events,
             "spool opened"
         );
-        Ok(Spool {
+        let committer = Arc::new(Committer::default());
+        let spool = Spool {
             inner: Arc::new(Inner {
                 dir,
                 options,
                 state: Mutex::new(state),
                 pushed: Notify::new(),
                 draining: tokio::sync::Mutex::new(()),
+                committer: Arc::clone(&committer),
                 _lock: lock,
             }),
-        })
+        };
+        let weak = Arc::downgrade(&spool.inner);
+        std::thread::Builder::new()
+            .name("pgtrail-spool".into())
+            .spawn(move || committer.run(weak))
+            .map_err(|e| SpoolError::Task(format!("cannot start the spool's committer: {e}")))?;
+        Ok(spool)
     }
 
     /// The spool's directory.
@@ -315,21 +408,36 @@ impl Spool {
 
     /// Writes `events` as one batch and returns once it is on disk
     /// (fsync'd). Runs the file work on tokio's blocking pool.
+    ///
+    /// Pushes that arrive together share one write and one fsync (group
+    /// commit): many sessions pushing at once cost one fsync per round, not
+    /// one each.
     pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        let batch = Batch::encode(events)?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.push(batch))
+        self.inner
+            .committer
+            .enqueue(Batch::encode(events)?)
             .await
-            .map_err(|e| SpoolError::Task(e.to_string()))?
+            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
     }
 
     /// [`Spool::push`] for a thread that may block (not a tokio worker).
     pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        self.inner.push(Batch::encode(events)?)
+        self.inner
+            .committer
+            .enqueue(Batch::encode(events)?)
+            .blocking_recv()
+            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
+    }
+
+    /// How many group commits (writes with their fsync) the spool made
+    /// since it was opened: fewer than pushes when pushes arrive together.
+    pub fn commits(&self) -> u64 {
+        self.inner.lock().commits
     }
 }
 
 /// A batch made ready for the file.
+#[derive(Debug)]
 struct Batch {
     record: Vec<u8>,
     events: u64,
@@ -370,59 +478,125 @@ impl Inner {
         self.dir.join(segment::file_name(id))
     }
 
-    fn push(&self, batch: Batch) -> Result<Pushed, SpoolError> {
-        if batch.events == 0 {
-            return Ok(Pushed::Spooled);
-        }
+    /// Writes `batches` in order and returns each one's outcome: spooled
+    /// once its bytes are fsync'd, refused or dropped when it does not fit.
+    fn push_many(&self, batches: &[Batch]) -> Vec<Result<Pushed, SpoolError>> {
+        let mut outcomes: Vec<Option<Result<Pushed, SpoolError>>> =
+            batches.iter().map(|_| None).collect();
+        let mut pending = Pending::default();
         let mut state = self.lock();
-        if state.broken {
-            return Err(SpoolError::Broken {
-                path: self.dir.clone(),
-            });
-        }
-        let size = batch.record.len() as u64;
-        let rolls = match (&state.writer, state.segments.back()) {
-            (Some(_), Some(last)) => {
-                last.len > segment::HEADER && last.len + size > self.options.segment_bytes
+        for (index, batch) in batches.iter().enumerate() {
+            if batch.events == 0 {
+                outcomes[index] = Some(Ok(Pushed::Spooled));
+                continue;
             }
-            _ => true,
-        };
-        let needed = size + if rolls { segment::HEADER } else { 0 };
-        if state.waiting.disk_bytes + needed > self.options.max_bytes {
-            return self.full(&mut state, &batch, needed);
+            if state.broken {
+                outcomes[index] = Some(Err(SpoolError::Broken {
+                    path: self.dir.clone(),
+                }));
+                continue;
+            }
+            let size = batch.record.len() as u64;
+            let written = pending.bytes.len() as u64;
+            let rolls = match (&state.writer, state.segments.back()) {
+                (Some(_), Some(last)) => {
+                    last.len + written > segment::HEADER
+                        && last.len + written + size > self.options.segment_bytes
+                }
+                _ => true,
+            };
+            let needed = size + if rolls { segment::HEADER } else { 0 };
+            if state.waiting.disk_bytes + written + needed > self.options.max_bytes {
+                outcomes[index] = Some(self.full(&mut state, batch, needed));
+                continue;
+            }
+            if rolls {
+                // What the old segment takes is made durable before the
+                // next segment starts.
+                self.commit(&mut state, &mut pending, &mut outcomes);
+                if state.broken {
+                    outcomes[index] = Some(Err(SpoolError::Broken {
+                        path: self.dir.clone(),
+                    }));
+                    continue;
+                }
+                if let Err(error) = self.start_segment(&mut state) {
+                    outcomes[index] = Some(Err(error));
+                    continue;
+                }
+            }
+            pending.bytes.extend_from_slice(&batch.record);
+            pending.batches.push(index);
         }
-        if rolls {
-            self.start_segment(&mut state)?;
+        self.commit(&mut state, &mut pending, &mut outcomes);
+        drop(state);
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome
+                    .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())))
+            })
+            .collect()
+    }
+
+    /// Writes the pending records to the last segment with one fsync and
+    /// settles their outcomes.
+    fn commit(
+        &self,
+        state: &mut State,
+        pending: &mut Pending,
+        outcomes: &mut [Option<Result<Pushed, SpoolError>>],
+    ) {
+        if pending.batches.is_empty() {
+            return;
         }
         let State {
-            writer, segments, ..
-        } = &mut *state;
+            writer,
+            segments,
+            waiting,
+            broken,
+            commits,
+            ..
+        } = state;
         let (Some(file), Some(last)) = (writer.as_mut(), segments.back_mut()) else {
-            unreachable!("a segment was just started");
+            unreachable!("records are pending only in a started segment");
         };
         let path = self.segment_path(last.id);
         let written = file
-            .write_all(&batch.record)
+            .write_all(&pending.bytes)
             .and_then(|()| file.sync_data());
-        if let Err(error) = written {
-            // Cut the partial record off, so the file stays whole records;
-            // if even that fails, stop taking batches (reopening repairs).
-            if file
-                .set_len(last.len)
-                .and_then(|()| file.sync_data())
-                .is_err()
-            {
-                state.broken = true;
+        match written {
+            Ok(()) => {
+                let size = pending.bytes.len() as u64;
+                last.len += size;
+                waiting.batches += pending.batches.len() as u64;
+                waiting.bytes += size;
+                waiting.disk_bytes += size;
+                *commits += 1;
+                for &index in &pending.batches {
+                    outcomes[index] = Some(Ok(Pushed::Spooled));
+                }
+                self.pushed.notify_one();
             }
-            return Err(self.io("write to", &path)(error));
+            Err(error) => {
+                // Cut the partial records off, so the file stays whole
+                // records; if even that fails, stop taking batches
+                // (reopening repairs).
+                if file
+                    .set_len(last.len)
+                    .and_then(|()| file.sync_data())
+                    .is_err()
+                {
+                    *broken = true;
+                }
+                for &index in &pending.batches {
+                    let source = std::io::Error::new(error.kind(), error.to_string());
+                    outcomes[index] = Some(Err(self.io("write to", &path)(source)));
+                }
+            }
         }
-        last.len += size;
-        state.waiting.batches += 1;
-        state.waiting.bytes += size;
-        state.waiting.disk_bytes += size;
-        drop(state);
-        self.pushed.notify_one();
-        Ok(Pushed::Spooled)
+        pending.bytes.clear();
+        pending.batches.clear();
     }
 
     /// A batch that does not fit: refused or dropped, as the policy says.
