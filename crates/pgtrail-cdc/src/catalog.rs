@@ -67,8 +67,8 @@ impl Table {
 pub(crate) fn catalog_error(
     action: impl Into<String>,
 ) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
-    let context = action.into();
-    move |source| CdcError::Catalog { context, source }
+    let action = action.into();
+    move |source| CdcError::Catalog { action, source }
 }
 
 /// Facts about the server that capture depends on.

@@ -5,7 +5,7 @@
 //! that was published and is no longer.
 //!
 //! None of these fires an event trigger (`pg_drop_replication_slot` is a
-//! function call; a slot is invalidated by the checkpointer), so they are
+//! function call; a slot is invalidated by the server's checkpointer), so they are
 //! noticed by looking, on an ordinary connection.
 
 use pgtrail_core::alarm::{self, Alarm};

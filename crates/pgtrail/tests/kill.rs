@@ -62,7 +62,7 @@ fn store_url(s: &Service) -> String {
 fn pgtrail_capture(s: &Service, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pgtrail"));
     command
-        .args(["--store", &store_url(s), "capture", "--db", &s.url])
+        .args(["--store", &store_url(s), "replicate", "--db", &s.url])
         .args(["--batch-wait-ms", "10"])
         .args(extra)
         .current_dir(s.dir.path())
@@ -81,7 +81,7 @@ fn capture(s: &Service, extra: &[&str]) -> Consumer {
 }
 
 fn set_up(s: &Service) {
-    let out = pgtrail_capture(s, &["--setup", "--context", "--no-stream"])
+    let out = pgtrail_capture(s, &["--setup", "--actor", "--no-stream"])
         .output()
         .expect("pgtrail runs");
     assert!(
@@ -570,7 +570,7 @@ async fn cli_setup_status_and_drop() {
 
     let out = run(&[
         "--setup",
-        "--context",
+        "--actor",
         "--tables",
         "public.t",
         "--baseline",

@@ -25,7 +25,7 @@ use pgtrail_store::Store;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::Context;
+use crate::Invocation;
 
 /// How often `pgtrail run` looks.
 pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(30);
@@ -79,7 +79,7 @@ impl Onsets {
 /// (a look that fails is logged and tried again).
 pub(crate) async fn watch_part(
     watch: Watch,
-    ctx: Context,
+    ctx: Invocation,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut triggers = Onsets::default();
@@ -130,7 +130,7 @@ async fn watch_triggers(db: &str, onsets: &mut Onsets) -> anyhow::Result<()> {
 
 async fn watch_capture(
     target: &CaptureTarget,
-    ctx: &Context,
+    ctx: &Invocation,
     onsets: &mut Onsets,
     published: &mut Vec<(String, String)>,
     store: &mut Option<Arc<dyn Store>>,

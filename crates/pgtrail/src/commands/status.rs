@@ -136,13 +136,13 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     // A slot nobody asked about is only shown when it exists.
     let (names, show_missing) = if args.slots.is_empty() {
         (
-            vec![ctx.config.capture.slot.clone()],
-            ctx.config.capture.db.is_some(),
+            vec![ctx.config.replication.slot.clone()],
+            ctx.config.replication.db.is_some(),
         )
     } else {
         (args.slots.clone(), true)
     };
-    let lag_warn_bytes = ctx.config.capture.lag_warn_mb.saturating_mul(MIB);
+    let lag_warn_bytes = ctx.config.replication.lag_warn_mb.saturating_mul(MIB);
     let slots = slot_reports(&client, &names, show_missing, lag_warn_bytes, ctx).await?;
     let checkpoints = checkpoint_reports(&args.db, triggers.is_some(), ctx).await?;
     let quarantine = quarantine_reports(&args.db, triggers.is_some(), ctx).await;
@@ -190,7 +190,7 @@ async fn alarm_reports(
             Err(error) => now.push(unknown("trigger capture", error)),
         }
     }
-    let publication = &ctx.config.capture.publication;
+    let publication = &ctx.config.replication.publication;
     for slot in slots {
         match alarms::capture_status(client, &slot.slot, publication).await {
             // What the slot's own warning says already is not repeated.

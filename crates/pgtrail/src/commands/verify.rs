@@ -14,10 +14,10 @@ use pgtrail_store::{StoreError, TrustedKey, VerifyOptions, VerifyReport};
 
 use super::checkpoint::{parse_trusted_key, trusted_keys, witness_path};
 use crate::cli::VerifyArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail verify`.
-pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let keys: Vec<TrustedKey> = if args.public_key.is_empty() {
         trusted_keys(&ctx.config.signing)?
     } else {
