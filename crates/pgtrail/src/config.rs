@@ -82,7 +82,11 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
     // Deserialize into Config first: that checks key names and types with
-    // line numbers, which the plain table would not.
+    // line numbers, which the plain table would not. An old and a new name
+    // at once is said first: serde would only call it a duplicate.
+    if let Ok(table) = text.parse::<toml::Table>() {
+        refuse_both_names(&table).with_context(|| path.display().to_string())?;
+    }
     if let Err(e) = toml::from_str::<Config>(&text) {
         let line = e
             .span()
@@ -97,11 +101,9 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
 /// Moves sections and keys under a deprecated name to their new name,
 /// warning once for each; both names at once is an error (which one meant?).
 fn rename_deprecated(table: &mut toml::Table) -> anyhow::Result<()> {
+    refuse_both_names(table)?;
     for (old, new) in RENAMED_SECTIONS {
         if let Some(section) = table.remove(*old) {
-            if table.contains_key(*new) {
-                bail!("both [{old}] and [{new}] are set: [{old}] is the old name of [{new}], keep one");
-            }
             tracing::warn!("[{old}] in the configuration is deprecated: call it [{new}].");
             table.insert(new.to_string(), section);
         }
@@ -112,11 +114,24 @@ fn rename_deprecated(table: &mut toml::Table) -> anyhow::Result<()> {
             continue;
         };
         if let Some(value) = section_table.remove(*old) {
-            if section_table.contains_key(*new) {
-                bail!("both [{section}] {old} and {new} are set: {old} is the old name of {new}, keep one");
-            }
             tracing::warn!("[{section}] {old} in the configuration is deprecated: call it {new}.");
             section_table.insert(new.to_string(), value);
+        }
+    }
+    Ok(())
+}
+
+/// An old and a new name at once: which one was meant?
+fn refuse_both_names(table: &toml::Table) -> anyhow::Result<()> {
+    for (old, new) in RENAMED_SECTIONS {
+        if table.contains_key(*old) && table.contains_key(*new) {
+            bail!("both [{old}] and [{new}] are set: [{old}] is the old name of [{new}], keep one");
+        }
+    }
+    for (section, old, new) in RENAMED_KEYS {
+        let both = |s: &toml::Value| s.get(*old).is_some() && s.get(*new).is_some();
+        if table.get(*section).is_some_and(both) {
+            bail!("both [{section}] {old} and {new} are set: {old} is the old name of {new}, keep one");
         }
     }
     Ok(())
@@ -301,7 +316,10 @@ mod tests {
         )
         .expect("write");
         let err = format!("{:#}", load(Some(&file), env(&[])).expect_err("both"));
-        assert!(err.contains("seal_interval_ms"), "{err}");
+        assert!(
+            err.contains("both [triggers] seal_interval_ms and drain_interval_ms"),
+            "{err}"
+        );
     }
 
     #[test]
