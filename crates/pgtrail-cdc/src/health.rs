@@ -159,7 +159,7 @@ fn slot_alarm(slot: &str, state: SlotState) -> Option<Alarm> {
             alarm::SLOT_INVALIDATED,
             format!(
                 "replication slot '{slot}' was invalidated ({reason}): WAL it needed is gone and \
-                 changes were skipped; recreate it (capture --drop, then --setup --baseline)"
+                 changes were skipped; recreate it (replicate --drop, then --setup --baseline)"
             ),
         ));
     }

@@ -71,7 +71,7 @@ impl MaskKey {
     }
 }
 
-/// Which columns are masked, and how (`[capture] mask`, `mask_redact`).
+/// Which columns are masked, and how (`[replication] mask`, `mask_redact`).
 #[derive(Debug, Clone, Default)]
 pub struct Masking {
     columns: HashMap<(String, String), Vec<(String, MaskMode)>>,
@@ -204,8 +204,8 @@ pub async fn load_key(client: &Client) -> Result<MaskKey, CdcError> {
         .get(0);
     if !exists {
         return Err(CdcError::NotReady {
-            problem: "masked columns are configured ([capture] mask) but the database has no masking key".into(),
-            hint: "run pgtrail capture --setup once: it creates the key (trigger capture's install does too, and both paths then share it)".into(),
+            problem: "masked columns are configured ([replication] mask) but the database has no masking key".into(),
+            hint: "run pgtrail replicate --setup once: it creates the key (trigger capture's install does too, and both paths then share it)".into(),
         });
     }
     let row = client

@@ -82,7 +82,7 @@ pub struct SetupReport {
     pub identity_full: Vec<String>,
     /// Tables without a key switched to FULL so their UPDATEs and DELETEs can be published.
     pub identity_full_for_keyless: Vec<String>,
-    /// With `--context`: roles other than superusers and the connected one
+    /// With `--actor`: roles other than superusers and the connected one
     /// that may still emit logical messages (granted explicitly), and so
     /// forge an actor or a DDL event.
     pub message_emitters: Vec<String>,

@@ -1,4 +1,4 @@
-//! The crash tests: `pgtrail capture` is killed with SIGKILL again and again
+//! The crash tests: `pgtrail replicate` is killed with SIGKILL again and again
 //! while a write load runs, or in the middle of one huge transaction. The
 //! writer keeps a ground-truth log of every change it committed (operation,
 //! table, key, written only after COMMIT returned); afterwards the store
@@ -44,7 +44,7 @@ fn change(table: &str, key: String, operation: &'static str) -> Change {
     }
 }
 
-/// A running `pgtrail capture`, killed with SIGKILL (and reaped) when dropped.
+/// A running `pgtrail replicate`, killed with SIGKILL (and reaped) when dropped.
 struct Consumer(Child);
 
 impl Drop for Consumer {
@@ -58,7 +58,7 @@ fn store_url(s: &Service) -> String {
     format!("sqlite:{}", s.store_file().display())
 }
 
-/// `pgtrail capture` of `s` (slot and publication `pgtrail`) with `extra` flags.
+/// `pgtrail replicate` of `s` (slot and publication `pgtrail`) with `extra` flags.
 fn pgtrail_capture(s: &Service, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pgtrail"));
     command

@@ -2,9 +2,9 @@
 //!
 //! Trigger capture (when installed): tracked tables, how they are captured,
 //! events so far, what waits to be sealed. Logical replication: pgtrail's
-//! slots in this database — the configured `[capture] slot` or `--slot` —
+//! slots in this database — the configured `[replication] slot` or `--slot` —
 //! with the consumer's pid, the confirmed position and the lag in bytes and
-//! seconds, and a warning past `[capture] lag_warn_mb`. Either part may be
+//! seconds, and a warning past `[replication] lag_warn_mb`. Either part may be
 //! absent; status still reports the other.
 //!
 //! Alarms (`alarms.rs`): what leaves the trail incomplete now — a capture
@@ -106,7 +106,7 @@ struct CheckpointReport {
     warning: Option<String>,
 }
 
-/// One replication slot, as `status` and `capture --status` show it.
+/// One replication slot, as `status` and `replicate --status` show it.
 #[derive(Debug, Serialize)]
 pub(crate) struct SlotReport {
     slot: String,

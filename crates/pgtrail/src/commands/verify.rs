@@ -36,13 +36,7 @@ pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
         Err(e @ (StoreError::Url { .. } | StoreError::Backend { .. })) => return Err(e.into()),
         Err(e) => {
             // Nothing there to vouch for is a failed check, not a new store.
-            let mut message = format!("FAILED: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(inner) = cause {
-                let _ = write!(message, ": {inner}");
-                cause = inner.source();
-            }
-            eprintln!("{message}");
+            eprintln!("FAILED: {:#}", anyhow::Error::from(e));
             return Ok(crate::exit::check_failed());
         }
     };
