@@ -38,7 +38,7 @@ use pgtrail_pipeline::checkpointer::{Checkpointer, Keys, Target};
 use pgtrail_pipeline::supervise::{PartError, PartFailure, Supervisor};
 use pgtrail_store::open::redact_url;
 
-use super::alarms::{watch_part, CaptureTarget, Watch};
+use super::alarms::{watch_part, ReplicationTarget, Watch};
 use super::checkpoint::{signing_key, trusted_keys, witness_path};
 use super::replicate::{replication_options, replication_part, ReplicationPart};
 use super::seal::{seal_part, SealPart};
@@ -91,8 +91,8 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let checkpointer = start_checkpointer(args, targets, ctx).await?;
 
     let alarm_watch = Watch {
-        seal_db: drain.as_ref().map(|part| part.db.clone()),
-        capture: replication.as_ref().map(|part| CaptureTarget {
+        drain_db: drain.as_ref().map(|part| part.db.clone()),
+        replication: replication.as_ref().map(|part| ReplicationTarget {
             connect: part.connect.clone(),
             slot: part.options.slot.clone(),
             publication: part.options.publication.clone(),
