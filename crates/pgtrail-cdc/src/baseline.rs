@@ -48,7 +48,7 @@ pub async fn create_slot_with_baseline(
             problem: format!(
                 "slot '{slot}' exists already, so a baseline consistent with it cannot be taken"
             ),
-            hint: "run pgtrail capture --drop first, then --setup --baseline".into(),
+            hint: "run pgtrail replicate --drop first, then --setup --baseline".into(),
         });
     }
     // Before the slot exists: a missing key must not leave a slot behind.

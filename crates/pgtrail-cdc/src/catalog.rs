@@ -67,8 +67,8 @@ impl Table {
 pub(crate) fn catalog_error(
     action: impl Into<String>,
 ) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
-    let context = action.into();
-    move |source| CdcError::Catalog { context, source }
+    let action = action.into();
+    move |source| CdcError::Catalog { action, source }
 }
 
 /// Facts about the server that capture depends on.
@@ -80,7 +80,7 @@ pub struct ServerFacts {
     pub superuser: bool,
 }
 
-/// The oldest server pgtrail captures from: PostgreSQL 14 brought pgoutput's
+/// The oldest server pgtrail replicates from: PostgreSQL 14 brought pgoutput's
 /// `messages` option (the actor and DDL) and protocol 2 (streaming).
 pub const MIN_VERSION_NUM: i32 = 140_000;
 
@@ -129,7 +129,7 @@ pub async fn check_ready(client: &Client) -> Result<ServerFacts, CdcError> {
     if version_num < MIN_VERSION_NUM {
         return Err(CdcError::NotReady {
             problem: format!(
-                "server_version_num is {version_num}; pgtrail capture needs PostgreSQL 14 or newer \
+                "server_version_num is {version_num}; pgtrail replicate needs PostgreSQL 14 or newer \
                  (pgoutput's logical messages and streaming)"
             ),
             hint: "upgrade PostgreSQL, or capture with triggers instead".into(),

@@ -1,7 +1,7 @@
 //! Who made a change: the actor pgtrail's logical messages carry.
 //!
 //! Logical decoding alone says what changed, never who changed it. With
-//! `--setup --context`, pgtrail installs (see [`crate::triggers`]) a BEFORE
+//! `--setup --actor`, pgtrail installs (see [`crate::triggers`]) a BEFORE
 //! ... FOR EACH STATEMENT trigger on every captured table that emits a
 //! transactional logical message ([`CONTEXT_PREFIX`]) holding the
 //! application user and context from the session settings, the session and

@@ -49,10 +49,10 @@ pub enum CdcError {
         detail: String,
     },
     /// A catalog query on the ordinary connection failed.
-    #[error("{context}")]
+    #[error("{action}")]
     Catalog {
-        /// What pgtrail was doing.
-        context: String,
+        /// What pgtrail was doing (its action).
+        action: String,
         /// The driver error.
         #[source]
         source: tokio_postgres::Error,

@@ -5,7 +5,7 @@
 //! that was published and is no longer.
 //!
 //! None of these fires an event trigger (`pg_drop_replication_slot` is a
-//! function call; a slot is invalidated by the checkpointer), so they are
+//! function call; a slot is invalidated by the server's checkpointer), so they are
 //! noticed by looking, on an ordinary connection.
 
 use pgtrail_core::alarm::{self, Alarm};
@@ -159,7 +159,7 @@ fn slot_alarm(slot: &str, state: SlotState) -> Option<Alarm> {
             alarm::SLOT_INVALIDATED,
             format!(
                 "replication slot '{slot}' was invalidated ({reason}): WAL it needed is gone and \
-                 changes were skipped; recreate it (capture --drop, then --setup --baseline)"
+                 changes were skipped; recreate it (replicate --drop, then --setup --baseline)"
             ),
         ));
     }

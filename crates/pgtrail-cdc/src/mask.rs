@@ -25,6 +25,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use crate::catalog::catalog_error;
 use crate::CdcError;
 
 /// How a masked column's values are replaced.
@@ -70,7 +71,7 @@ impl MaskKey {
     }
 }
 
-/// Which columns are masked, and how (`[capture] mask`, `mask_redact`).
+/// Which columns are masked, and how (`[replication] mask`, `mask_redact`).
 #[derive(Debug, Clone, Default)]
 pub struct Masking {
     columns: HashMap<(String, String), Vec<(String, MaskMode)>>,
@@ -190,13 +191,6 @@ fn jsonb_text(value: &Value) -> String {
     }
 }
 
-fn catalog(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CdcError {
-    move |source| CdcError::Catalog {
-        context: context.into(),
-        source,
-    }
-}
-
 /// Reads the masking key trigger capture (or [`ensure_key`]) keeps in the
 /// captured database.
 pub async fn load_key(client: &Client) -> Result<MaskKey, CdcError> {
@@ -206,12 +200,12 @@ pub async fn load_key(client: &Client) -> Result<MaskKey, CdcError> {
             &[],
         )
         .await
-        .map_err(catalog("looking for the masking key"))?
+        .map_err(catalog_error("looking for the masking key"))?
         .get(0);
     if !exists {
         return Err(CdcError::NotReady {
-            problem: "masked columns are configured ([capture] mask) but the database has no masking key".into(),
-            hint: "run pgtrail capture --setup once: it creates the key (trigger capture's install does too, and both paths then share it)".into(),
+            problem: "masked columns are configured ([replication] mask) but the database has no masking key".into(),
+            hint: "run pgtrail replicate --setup once: it creates the key (trigger capture's install does too, and both paths then share it)".into(),
         });
     }
     let row = client
@@ -220,7 +214,7 @@ pub async fn load_key(client: &Client) -> Result<MaskKey, CdcError> {
             &[],
         )
         .await
-        .map_err(catalog(
+        .map_err(catalog_error(
             "reading the masking key (the capture role must own schema pgtrail or be a superuser)",
         ))?;
     MaskKey::from_pads(row.get(0), row.get(1)).ok_or_else(|| CdcError::Unexpected {
@@ -267,7 +261,7 @@ pub async fn ensure_key(client: &Client) -> Result<(), CdcError> {
              revoke all on pgtrail.capture_settings from public;",
         )
         .await
-        .map_err(catalog("creating the masking key's table"))?;
+        .map_err(catalog_error("creating the masking key's table"))?;
     client
         .execute(
             "insert into pgtrail.capture_settings (install_id, mask_ipad, mask_opad) \
@@ -275,7 +269,7 @@ pub async fn ensure_key(client: &Client) -> Result<(), CdcError> {
             &[&pad(0x36), &pad(0x5c)],
         )
         .await
-        .map_err(catalog("storing the masking key"))?;
+        .map_err(catalog_error("storing the masking key"))?;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ pub async fn check(client: &Client, publication: &str, tables: &[Table]) -> Resu
     if !exists {
         return Err(CdcError::NotReady {
             problem: format!("publication '{publication}' does not exist"),
-            hint: "run pgtrail capture with --setup to create it".into(),
+            hint: "run pgtrail replicate with --setup to create it".into(),
         });
     }
     let missing = publication_missing(client, publication, tables).await?;
@@ -168,7 +168,7 @@ pub async fn check(client: &Client, publication: &str, tables: &[Table]) -> Resu
                 "publication '{publication}' lacks table(s) {}",
                 list.join(", ")
             ),
-            hint: "run pgtrail capture with --setup and the same --tables/--schema to add them"
+            hint: "run pgtrail replicate with --setup and the same --tables/--schema to add them"
                 .into(),
         });
     }

@@ -1,5 +1,5 @@
 //! Preparing a database for capture, checking it, and undoing it: the
-//! steps of `pgtrail capture --setup`, the checks before streaming and
+//! steps of `pgtrail replicate --setup`, the checks before streaming and
 //! `--drop`, over the [`catalog`], the [`publication`], the [`slot`] and
 //! the context [`triggers`].
 //!
@@ -16,9 +16,14 @@ use crate::{publication, slot, triggers, CdcError};
 
 use crate::catalog::{ServerFacts, Table, TableSelection};
 
+/// The old name of [`check_replication`], until `consumer.rs` is renamed
+/// after the merge.
+#[doc(hidden)]
+pub use self::check_replication as check_capture;
+
 /// Checks before streaming: the slot and publication exist, the slot is not
 /// in use, and the publication covers the selected tables.
-pub async fn check_capture(
+pub async fn check_replication(
     client: &Client,
     slot: &str,
     publication: &str,
@@ -28,7 +33,7 @@ pub async fn check_capture(
     publication::check(client, publication, tables).await
 }
 
-/// Removes the slot, the publication, the context triggers and functions.
+/// Removes the slot, the publication, the actor triggers and functions.
 /// Returns what was removed.
 pub async fn drop_all(
     client: &Client,
@@ -42,7 +47,7 @@ pub async fn drop_all(
     if publication::drop(client, publication).await? {
         removed.push(format!("publication {publication}"));
     }
-    removed.extend(triggers::uninstall_context(client).await?);
+    removed.extend(triggers::uninstall_actor(client).await?);
     Ok(removed)
 }
 
@@ -57,9 +62,10 @@ pub struct SetupOptions {
     pub selection: TableSelection,
     /// Set REPLICA IDENTITY FULL on every captured table (old images, TOAST filled).
     pub replica_identity_full: bool,
-    /// Install the context triggers and DDL event triggers.
+    /// Install the actor triggers and DDL event triggers (`--actor`; the field
+    /// keeps its old name until the callers are renamed after the merge).
     pub context: bool,
-    /// Session settings the context trigger reads.
+    /// Session settings the actor trigger reads.
     pub identity: IdentityConfig,
     /// Create the slot if missing (off when the baseline creates it with a snapshot).
     pub create_slot: bool,
@@ -76,14 +82,14 @@ pub struct SetupReport {
     pub identity_full: Vec<String>,
     /// Tables without a key switched to FULL so their UPDATEs and DELETEs can be published.
     pub identity_full_for_keyless: Vec<String>,
-    /// With `--context`: roles other than superusers and the connected one
+    /// With `--actor`: roles other than superusers and the connected one
     /// that may still emit logical messages (granted explicitly), and so
     /// forge an actor or a DDL event.
     pub message_emitters: Vec<String>,
 }
 
 /// Creates (or completes) the publication, the slot, and optionally the
-/// context triggers; idempotent. The slot is created last, so it starts
+/// actor triggers; idempotent. The slot is created last, so it starts
 /// after every setup change.
 pub async fn prepare(
     client: &Client,
@@ -119,7 +125,7 @@ pub async fn prepare(
     .await?;
     if options.context {
         report.message_emitters =
-            triggers::install_context(client, &options.identity, &tables).await?;
+            triggers::install_actor(client, &options.identity, &tables).await?;
     }
     if options.create_slot {
         report.slot_created = slot::create_if_missing(client, &options.slot).await?;

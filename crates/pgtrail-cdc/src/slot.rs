@@ -85,7 +85,8 @@ pub async fn check_usable(client: &Client, slot: &str) -> Result<(), CdcError> {
     let Some(row) = row else {
         return Err(CdcError::NotReady {
             problem: format!("replication slot '{slot}' does not exist in this database"),
-            hint: "run pgtrail capture with --setup once to create the slot and publication".into(),
+            hint: "run pgtrail replicate with --setup once to create the slot and publication"
+                .into(),
         });
     };
     let plugin: Option<String> = row.get(0);

@@ -1,4 +1,4 @@
-//! The SQL pgtrail installs for `--context`, in schema [`SCHEMA`] (trigger
+//! The SQL pgtrail installs for `--actor`, in schema [`SCHEMA`] (trigger
 //! capture owns schema `pgtrail`): the statement trigger that emits the
 //! actor as a transactional logical message before every captured statement
 //! (see [`crate::context`] for why), the DDL event trigger, and
@@ -25,10 +25,20 @@ use crate::CdcError;
 /// The schema of the logical-replication objects.
 pub const SCHEMA: &str = "pgtrail_cdc";
 
-/// Name of the statement trigger on each captured table.
-pub const CONTEXT_TRIGGER: &str = "pgtrail_cdc_context";
+/// Name of the actor trigger (a statement trigger) on each captured table.
+/// It keeps its installed name, `…_context`, from before the actor had its
+/// own word: renaming it would drop and recreate a trigger on every
+/// published table (ARCHITECTURE.md, "Glossary").
+pub const ACTOR_TRIGGER: &str = "pgtrail_cdc_context";
 
-/// The context trigger's expression of the statement's sqlcommenter comment.
+// The old names, until the files that call them (`consumer.rs`, the
+// benchmark) are renamed after the merge.
+#[doc(hidden)]
+pub use self::actor_trigger_owner as context_owner;
+#[doc(hidden)]
+pub use self::install_actor as install_context;
+
+/// The actor trigger's expression of the statement's sqlcommenter comment.
 const STATEMENT_COMMENT: &str = "case when pg_catalog.strpos(pg_catalog.current_query(), '*/') \
      operator(pg_catalog.>) 0 then pgtrail_cdc.statement_comment(pg_catalog.current_query()) end";
 
@@ -49,7 +59,7 @@ pub const MESSAGE_EMITTERS_SQL: &str = "select distinct case when a.grantee = 0 
 /// role set with SET ROLE ('none' when none), client_addr, client_port,
 /// application_name, backend_pid, context setting, statement comment, user
 /// setting 1, …]` (positions read by `Actor::parse`). Every name is
-/// schema-qualified: the context function runs as its owner without a
+/// schema-qualified: the actor function runs as its owner without a
 /// `search_path` of its own.
 fn actor_array(identity: &IdentityConfig, with_comment: bool) -> String {
     let read = |s: &String| format!("pg_catalog.current_setting({}, true)", quote_literal(s));
@@ -73,7 +83,7 @@ fn actor_array(identity: &IdentityConfig, with_comment: bool) -> String {
 
 /// The SQL of the context and DDL functions, for the session settings in
 /// `identity`. Run it in one transaction with [`repoint_and_revoke_sql`].
-pub fn context_functions_sql(identity: &IdentityConfig) -> String {
+pub fn actor_functions_sql(identity: &IdentityConfig) -> String {
     format!(
         r#"create schema if not exists pgtrail_cdc;
 revoke all on schema pgtrail_cdc from public;
@@ -171,7 +181,7 @@ create event trigger pgtrail_cdc_drop on sql_drop execute function pgtrail_cdc.d
 /// takes back the USAGE on schema `pgtrail` they granted to PUBLIC, and
 /// revokes PUBLIC's EXECUTE on every `pg_logical_emit_message` of this
 /// database. A REVOKE the connected role may not make is only a warning:
-/// [`install_context`] checks the outcome.
+/// [`install_actor`] checks the outcome.
 pub const REPOINT_AND_REVOKE_SQL: &str = r#"
 drop function if exists pgtrail.cdc_context();
 drop function if exists pgtrail.cdc_ddl();
@@ -194,15 +204,15 @@ end
 $do$;
 "#;
 
-/// Installs the context functions and the DDL event triggers, puts the
-/// statement trigger on each of `tables` (and moves every context trigger an
+/// Installs the actor functions and the DDL event triggers, puts the
+/// statement trigger on each of `tables` (and moves every actor trigger an
 /// earlier version installed to the new function), and revokes PUBLIC's
 /// EXECUTE on `pg_logical_emit_message` — all in one transaction, which is
 /// rolled back when the connected role cannot make the revoke (a
 /// superuser's job) or cannot emit messages itself. Returns the roles other
 /// than superusers and the connected one that may still emit messages
 /// (granted explicitly): each of them could forge an actor.
-pub async fn install_context(
+pub async fn install_actor(
     client: &Client,
     identity: &IdentityConfig,
     tables: &[Table],
@@ -210,13 +220,13 @@ pub async fn install_context(
     client
         .batch_execute("begin")
         .await
-        .map_err(catalog_error("starting the context install"))?;
+        .map_err(catalog_error("starting the actor install"))?;
     let result = install_in_transaction(client, identity, tables).await;
     let end = if result.is_ok() { "commit" } else { "rollback" };
     client
         .batch_execute(end)
         .await
-        .map_err(catalog_error("finishing the context install"))?;
+        .map_err(catalog_error("finishing the actor install"))?;
     result
 }
 
@@ -226,19 +236,19 @@ async fn install_in_transaction(
     tables: &[Table],
 ) -> Result<Vec<String>, CdcError> {
     client
-        .batch_execute(&context_functions_sql(identity))
+        .batch_execute(&actor_functions_sql(identity))
         .await
-        .map_err(catalog_error("installing pgtrail's context functions"))?;
+        .map_err(catalog_error("installing pgtrail's actor functions"))?;
     // The selected tables, and every table an earlier setup gave the trigger.
     let mut quoted: Vec<String> = tables.iter().map(Table::quoted).collect();
     let installed = client
         .query(
             "select n.nspname::text, c.relname::text from pg_trigger t join pg_class c on c.oid = t.tgrelid \
              join pg_namespace n on n.oid = c.relnamespace where t.tgname = $1",
-            &[&CONTEXT_TRIGGER],
+            &[&ACTOR_TRIGGER],
         )
         .await
-        .map_err(catalog_error("listing context triggers"))?;
+        .map_err(catalog_error("listing actor triggers"))?;
     for row in &installed {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
         let name = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
@@ -248,14 +258,14 @@ async fn install_in_transaction(
     }
     for table in &quoted {
         let sql = format!(
-            "create or replace trigger {CONTEXT_TRIGGER} before insert or update or delete or truncate on {table} \
+            "create or replace trigger {ACTOR_TRIGGER} before insert or update or delete or truncate on {table} \
              for each statement execute function pgtrail_cdc.context()",
         );
         client
             .batch_execute(&sql)
             .await
             .map_err(catalog_error(format!(
-                "adding the context trigger to {table}"
+                "adding the actor trigger to {table}"
             )))?;
     }
     client
@@ -281,7 +291,7 @@ async fn install_in_transaction(
                  (or may not emit messages itself): every role could forge the actor of its changes"
             ),
             hint: format!(
-                "run --setup --context as a superuser, or have a superuser run in this database: \
+                "run --setup --actor as a superuser, or have a superuser run in this database: \
                  revoke execute on function pg_logical_emit_message(boolean, text, text), \
                  pg_logical_emit_message(boolean, text, bytea) from public; \
                  grant execute on function pg_logical_emit_message(boolean, text, text) to {}",
@@ -302,9 +312,9 @@ pub async fn message_emitters(client: &Client, owner: &str) -> Result<Vec<String
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// Whether the context trigger is installed in this database, and its
+/// Whether the actor trigger is installed in this database, and its
 /// owner (the role allowed to emit messages).
-pub async fn context_owner(client: &Client) -> Result<Option<String>, CdcError> {
+pub async fn actor_trigger_owner(client: &Client) -> Result<Option<String>, CdcError> {
     let row = client
         .query_opt(
             "select pg_catalog.pg_get_userbyid(p.proowner)::text from pg_catalog.pg_proc p \
@@ -312,14 +322,14 @@ pub async fn context_owner(client: &Client) -> Result<Option<String>, CdcError> 
             &[],
         )
         .await
-        .map_err(catalog_error("looking up pgtrail's context function"))?;
+        .map_err(catalog_error("looking up pgtrail's actor function"))?;
     Ok(row.map(|row| row.get(0)))
 }
 
-/// Removes the context triggers, the DDL event triggers and schema
+/// Removes the actor triggers, the DDL event triggers and schema
 /// [`SCHEMA`] (and the `cdc_*` functions older versions kept in `pgtrail`).
 /// Returns what was removed.
-pub async fn uninstall_context(client: &Client) -> Result<Vec<String>, CdcError> {
+pub async fn uninstall_actor(client: &Client) -> Result<Vec<String>, CdcError> {
     let mut removed = Vec::new();
     let triggers = client
         .query(
@@ -328,7 +338,7 @@ pub async fn uninstall_context(client: &Client) -> Result<Vec<String>, CdcError>
             &[],
         )
         .await
-        .map_err(catalog_error("listing context triggers"))?;
+        .map_err(catalog_error("listing actor triggers"))?;
     for row in &triggers {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
         let sql = format!(
@@ -339,8 +349,8 @@ pub async fn uninstall_context(client: &Client) -> Result<Vec<String>, CdcError>
         client
             .batch_execute(&sql)
             .await
-            .map_err(catalog_error("dropping a context trigger"))?;
-        removed.push(format!("context trigger on {schema}.{table}"));
+            .map_err(catalog_error("dropping a actor trigger"))?;
+        removed.push(format!("actor trigger on {schema}.{table}"));
     }
     let had_functions: bool = client
         .query_one(
@@ -363,9 +373,9 @@ pub async fn uninstall_context(client: &Client) -> Result<Vec<String>, CdcError>
              drop schema if exists pgtrail_cdc cascade;",
         )
         .await
-        .map_err(catalog_error("dropping pgtrail's context functions"))?;
+        .map_err(catalog_error("dropping pgtrail's actor functions"))?;
     if had_functions {
-        removed.push("context functions and DDL event triggers".into());
+        removed.push("actor functions and DDL event triggers".into());
     }
     Ok(removed)
 }
@@ -381,7 +391,7 @@ mod tests {
             context_setting: "app.ctx".into(),
             ..IdentityConfig::default()
         };
-        let sql = context_functions_sql(&identity);
+        let sql = actor_functions_sql(&identity);
         let first = sql
             .find("current_setting('app.current_user', true)")
             .expect("first setting");

@@ -255,8 +255,8 @@ async fn a_setup_that_cannot_revoke_changes_nothing() -> anyhow::Result<()> {
     options.selection.tables = vec![pgtrail_core::filter::TableName::parse("c")?];
     let error = pgtrail_cdc::setup::prepare(&capturer, &facts, &options)
         .await
-        .expect_err("a non-superuser cannot install the context functions");
-    assert!(error.to_string().contains("context"), "{error}");
+        .expect_err("a non-superuser cannot install the actor functions");
+    assert!(error.to_string().contains("actor"), "{error}");
     let row = db
         .client
         .query_one(

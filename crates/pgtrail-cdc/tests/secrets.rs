@@ -178,7 +178,7 @@ async fn masking_without_a_key_is_refused_at_start_and_setup_creates_one() -> an
     let error = running.task.await?.expect_err("no key, no capture");
     assert!(error.to_string().contains("no masking key"), "{error}");
 
-    // What `pgtrail capture --setup` does when masks are configured.
+    // What `pgtrail replicate --setup` does when masks are configured.
     pgtrail_cdc::mask::ensure_key(&db.client).await?;
     let key: Vec<u8> = db
         .client

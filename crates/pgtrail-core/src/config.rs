@@ -39,10 +39,12 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Where application identity is read from.
     pub identity: IdentityConfig,
-    /// Trigger capture sealed by `pgtrail run`.
+    /// Trigger capture drained by `pgtrail run`.
     pub triggers: TriggersConfig,
-    /// Logical-replication capture (`pgtrail capture`, `pgtrail run`).
-    pub capture: CaptureConfig,
+    /// Logical replication (`pgtrail replicate`, `pgtrail run`); `[capture]`
+    /// is its deprecated alias.
+    #[serde(alias = "capture")]
+    pub replication: ReplicationConfig,
 }
 
 /// `[store]`
@@ -153,28 +155,30 @@ impl Default for IdentityConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TriggersConfig {
-    /// Database with trigger capture installed whose captured rows `pgtrail
-    /// run` seals (libpq URL); unset: `pgtrail run` seals only with `--db`.
+    /// Database with trigger capture installed whose inbox `pgtrail run`
+    /// drains (libpq URL); unset: `pgtrail run` drains only with `--db`.
     pub db: Option<String>,
-    /// Pause between seals, in milliseconds.
-    pub seal_interval_ms: u64,
+    /// Pause between drains, in milliseconds (`seal_interval_ms` is its
+    /// deprecated alias).
+    #[serde(alias = "seal_interval_ms")]
+    pub drain_interval_ms: u64,
 }
 
 impl Default for TriggersConfig {
     fn default() -> Self {
         TriggersConfig {
             db: None,
-            seal_interval_ms: 1000,
+            drain_interval_ms: 1000,
         }
     }
 }
 
-/// `[capture]`
+/// `[replication]` (formerly `[capture]`)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CaptureConfig {
+pub struct ReplicationConfig {
     /// Database captured through logical replication (libpq URL); unset:
-    /// `pgtrail run` captures only with `--capture-db`.
+    /// `pgtrail run` replicates only with `--replication-db`.
     pub db: Option<String>,
     /// Replication slot (one per consumer).
     pub slot: String,
@@ -200,9 +204,9 @@ pub struct CaptureConfig {
     pub mask_redact: Vec<String>,
 }
 
-impl Default for CaptureConfig {
+impl Default for ReplicationConfig {
     fn default() -> Self {
-        CaptureConfig {
+        ReplicationConfig {
             db: None,
             slot: "pgtrail".into(),
             publication: "pgtrail".into(),
@@ -267,7 +271,7 @@ impl Config {
         }
         for (key, url) in [
             ("triggers.db", &self.triggers.db),
-            ("capture.db", &self.capture.db),
+            ("replication.db", &self.replication.db),
         ] {
             if let Some(url) = url.as_deref() {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -279,7 +283,7 @@ impl Config {
             }
         }
         // Postgres's own rule for slot names.
-        let slot = &self.capture.slot;
+        let slot = &self.replication.slot;
         let valid_slot = !slot.is_empty()
             && slot.len() <= 63
             && slot
@@ -287,25 +291,25 @@ impl Config {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid_slot {
             return Err(ConfigError::Invalid {
-                key: "capture.slot".into(),
+                key: "replication.slot".into(),
                 reason: format!("'{slot}': use 1 to 63 lowercase letters, digits or _"),
             });
         }
-        if self.capture.publication.is_empty() {
+        if self.replication.publication.is_empty() {
             return Err(ConfigError::Invalid {
-                key: "capture.publication".into(),
+                key: "replication.publication".into(),
                 reason: "must not be empty".into(),
             });
         }
-        if self.capture.batch_events == 0 {
+        if self.replication.batch_events == 0 {
             return Err(ConfigError::Invalid {
-                key: "capture.batch_events".into(),
+                key: "replication.batch_events".into(),
                 reason: "must be at least 1".into(),
             });
         }
         for (key, names) in [
-            ("capture.mask", &self.capture.mask),
-            ("capture.mask_redact", &self.capture.mask_redact),
+            ("replication.mask", &self.replication.mask),
+            ("replication.mask_redact", &self.replication.mask_redact),
         ] {
             for name in names {
                 let parts: Vec<&str> = name.rsplitn(3, '.').collect();
@@ -319,9 +323,9 @@ impl Config {
                 }
             }
         }
-        if self.capture.memory_limit_mb == 0 {
+        if self.replication.memory_limit_mb == 0 {
             return Err(ConfigError::Invalid {
-                key: "capture.memory_limit_mb".into(),
+                key: "replication.memory_limit_mb".into(),
                 reason: "must be at least 1".into(),
             });
         }

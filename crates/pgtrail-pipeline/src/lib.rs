@@ -12,11 +12,13 @@
 //! - [`writer`]: the bounded queue, append with retry, acknowledgement;
 //! - [`toast`]: filling unchanged TOAST values from a bounded row cache;
 //! - [`cdc`]: logical-replication sessions with reconnects, and the baseline;
+//! - [`checkpointer`]: signing the head of each store `pgtrail run` writes to;
 //! - [`store`]: opening a store, waiting while a Postgres store is down;
 //! - [`supervise`]: the parts of `pgtrail run`, one stop signal, the first
 //!   failure for good.
 
 pub mod cdc;
+pub mod checkpointer;
 mod error;
 pub mod retry;
 pub mod spool;

@@ -40,3 +40,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         }),
     }
 }
+
+/// The file of a `sqlite:` store URL when it does not exist (yet); `None`
+/// for a file that exists and for any other store.
+pub fn missing_sqlite_file(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|path| !path.is_empty() && !std::path::Path::new(path).exists())
+}

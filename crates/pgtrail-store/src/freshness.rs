@@ -222,7 +222,7 @@ pub enum SlotWarning {
         slot: String,
         /// How far, in bytes of WAL.
         lag_bytes: u64,
-        /// `[capture] lag_warn_mb`, in bytes.
+        /// `[replication] lag_warn_mb`, in bytes.
         limit_bytes: u64,
         /// Whether a consumer is streaming from it.
         consumer_connected: bool,
@@ -234,11 +234,11 @@ impl fmt::Display for SlotWarning {
         match self {
             SlotWarning::Missing { slot } => write!(
                 f,
-                "slot '{slot}' does not exist in this database (pgtrail capture --setup creates it)"
+                "slot '{slot}' does not exist in this database (pgtrail replicate --setup creates it)"
             ),
             SlotWarning::Lost { slot } => write!(
                 f,
-                "slot '{slot}' lost WAL it needed: changes were skipped; recreate it (capture --drop, then --setup --baseline)"
+                "slot '{slot}' lost WAL it needed: changes were skipped; recreate it (replicate --drop, then --setup --baseline)"
             ),
             SlotWarning::Unreserved { slot } => write!(
                 f,

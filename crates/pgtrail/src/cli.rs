@@ -89,7 +89,9 @@ pub enum Command {
     /// Remove (optionally archive) events older than the retention window.
     Retention(RetentionArgs),
     /// Capture row changes and DDL from the WAL (logical replication) into the store.
-    Capture(CaptureArgs),
+    /// (`capture` is its deprecated alias.)
+    #[command(alias = "capture")]
+    Replicate(ReplicateArgs),
     /// Install trigger capture (and the store) into a database.
     Install(InstallArgs),
     /// Remove trigger capture from a database; the trail is kept unless --drop-data.
@@ -98,11 +100,13 @@ pub enum Command {
     Track(TrackArgs),
     /// Stop capturing tables with triggers; their trail is kept.
     Untrack(UntrackArgs),
-    /// Tracked tables, how they are captured, events so far, what waits to be sealed.
+    /// Tracked tables, how they are captured, events so far, what waits in the inbox.
     Status(StatusArgs),
-    /// Seal captured changes of finished transactions into the chain, once.
-    Seal(SealArgs),
-    /// Run capture until stopped: seal trigger capture and stream logical replication.
+    /// Drain trigger capture's inbox once: changes of finished transactions into the store.
+    /// (`seal` is its deprecated alias.)
+    #[command(alias = "seal")]
+    Drain(DrainArgs),
+    /// Run capture until stopped: drain trigger capture and stream logical replication.
     Run(RunArgs),
     /// Schema changes, grouped by transaction.
     Ddl(DdlArgs),
@@ -321,23 +325,23 @@ pub struct RetentionArgs {
     pub archive: Option<PathBuf>,
 }
 
-/// `pgtrail capture`
+/// `pgtrail replicate` (formerly `pgtrail capture`)
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Runs until interrupted (Ctrl-C / SIGTERM). A flush position is confirmed to Postgres only
 after the store has the events, so a restart resumes exactly where the store left off.
 Examples:
-  pgtrail capture --db postgres://pgtrail@db/shop --setup --context      # first run
-  pgtrail capture --db postgres://pgtrail@db/shop                        # later runs
-  pgtrail capture --db postgres://pgtrail@db/shop --setup --tables public.orders,public.users \\
+  pgtrail replicate --db postgres://pgtrail@db/shop --setup --actor        # first run
+  pgtrail replicate --db postgres://pgtrail@db/shop                        # later runs
+  pgtrail replicate --db postgres://pgtrail@db/shop --setup --tables public.orders,public.users \\
       --replica-identity full --baseline
-  pgtrail capture --db postgres://pgtrail@db/shop --status               # slot lag
-  pgtrail capture --db postgres://pgtrail@db/shop --drop                 # remove everything
+  pgtrail replicate --db postgres://pgtrail@db/shop --status               # slot lag
+  pgtrail replicate --db postgres://pgtrail@db/shop --drop                 # remove everything
 The password comes from PGPASSWORD or ~/.pgpass (PGPASSFILE), never put it in the URL (argv);
 TLS follows sslmode/sslrootcert (URL or PGSSLMODE/PGSSLROOTCERT), see docs/configuration.md.")]
-pub struct CaptureArgs {
-    /// Database to capture (libpq URL) [default: `[capture] db`]; the role needs REPLICATION,
-    /// and --setup needs ownership of the tables (a superuser for --context's DDL event triggers).
+pub struct ReplicateArgs {
+    /// Database to capture (libpq URL) [default: `[replication] db`]; the role needs REPLICATION,
+    /// and --setup needs ownership of the tables (a superuser for --actor's DDL event triggers).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
     pub db: Option<String>,
     /// Create or complete the publication and the slot (and more, see below) first.
@@ -352,55 +356,56 @@ pub struct CaptureArgs {
     /// With --setup: `full` records whole old rows on UPDATE/DELETE (costs WAL volume).
     #[arg(long, value_name = "IDENTITY", value_parser = ["full"])]
     pub replica_identity: Option<String>,
-    /// With --setup: install the statement triggers that record who made each change,
+    /// With --setup: install the actor triggers that record who made each change,
     /// and the DDL event triggers; revokes PUBLIC's EXECUTE on pg_logical_emit_message
     /// in this database, so that only pgtrail can send an actor (docs/cdc.md).
-    #[arg(long)]
-    pub context: bool,
+    /// (`--context` is its deprecated alias.)
+    #[arg(long, alias = "context")]
+    pub actor: bool,
     /// With --setup on a new slot: store the current rows as `snapshot` events first.
     #[arg(long)]
     pub baseline: bool,
     /// Set up (if asked) and exit without streaming.
     #[arg(long)]
     pub no_stream: bool,
-    /// Remove the slot, the publication and the context triggers, then exit.
+    /// Remove the slot, the publication and the actor triggers, then exit.
     #[arg(long, conflicts_with_all = ["setup", "baseline"])]
     pub drop: bool,
     /// Print the slot's lag and exit.
     #[arg(long, conflicts_with_all = ["setup", "baseline", "drop"])]
     pub status: bool,
     #[command(flatten)]
-    pub tuning: CaptureTuning,
+    pub tuning: ReplicationTuning,
 }
 
-/// Logical-replication settings shared by `capture` and `run`; each falls
-/// back to its `[capture]` key.
+/// Logical-replication settings shared by `replicate` and `run`; each falls
+/// back to its `[replication]` key.
 #[derive(Debug, Args, Default, Clone)]
-pub struct CaptureTuning {
-    /// Replication slot name [default: `[capture] slot`, pgtrail].
+pub struct ReplicationTuning {
+    /// Replication slot name [default: `[replication] slot`, pgtrail].
     #[arg(long, value_name = "NAME")]
     pub slot: Option<String>,
-    /// Publication name [default: `[capture] publication`, pgtrail].
+    /// Publication name [default: `[replication] publication`, pgtrail].
     #[arg(long, value_name = "NAME")]
     pub publication: Option<String>,
-    /// Warn when the slot lags more than this many megabytes [default: `[capture] lag_warn_mb`, 256].
+    /// Warn when the slot lags more than this many megabytes [default: `[replication] lag_warn_mb`, 256].
     #[arg(long, value_name = "MB")]
     pub lag_warn_mb: Option<u64>,
     /// Append a batch at this many events (or after --batch-wait-ms)
-    /// [default: `[capture] batch_events`, 5000].
+    /// [default: `[replication] batch_events`, 5000].
     #[arg(long, value_name = "N")]
     pub batch_events: Option<u64>,
     /// Append a batch when its oldest transaction waited this long
-    /// [default: `[capture] batch_wait_ms`, 100].
+    /// [default: `[replication] batch_wait_ms`, 100].
     #[arg(long, value_name = "MS")]
     pub batch_wait_ms: Option<u64>,
     /// Hold at most about this many megabytes of open transactions' changes
     /// in memory; the largest transaction past it is spilled to --spill-dir
-    /// [default: `[capture] memory_limit_mb`, 256].
+    /// [default: `[replication] memory_limit_mb`, 256].
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_limit_mb: Option<u64>,
     /// Directory for spill files of large transactions (created 0700, must be this user's)
-    /// [default: `[capture] spill_dir`, pgtrail-spill-UID in the temporary directory].
+    /// [default: `[replication] spill_dir`, pgtrail-spill-UID in the temporary directory].
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<std::path::PathBuf>,
 }
@@ -428,7 +433,7 @@ pub struct InstallArgs {
 /// `pgtrail uninstall`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Seals what is pending, then removes the capture triggers, the DDL event triggers and
+Drains what is pending, then removes the capture triggers, the DDL event triggers and
 pgtrail's functions. The trail (pgtrail.events, checkpoints) stays unless --drop-data.
 Example:
   pgtrail uninstall --db postgres://postgres@localhost/shop")]
@@ -507,7 +512,7 @@ pub struct UntrackArgs {
 #[command(after_help = "\
 Shows trigger capture (when installed) and pgtrail's replication slots: whether a consumer
 is connected, the confirmed position, and the lag in bytes and seconds, with a warning past
-`[capture] lag_warn_mb`, and each store's newest signed checkpoint, with a warning when it is stale.
+`[replication] lag_warn_mb`, and each store's newest signed checkpoint, with a warning when it is stale.
 Exit status: 0; with --check, 1 when anything carries a warning (for monitoring), 2 on error.
 Examples:
   pgtrail status --db postgres://pgtrail@localhost/shop
@@ -516,7 +521,7 @@ pub struct StatusArgs {
     /// Database (libpq URL).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
     pub db: String,
-    /// Replication slot to report (repeatable) [default: `[capture] slot`].
+    /// Replication slot to report (repeatable) [default: `[replication] slot`].
     #[arg(long = "slot", value_name = "NAME")]
     pub slots: Vec<String>,
     /// Exit with status 1 when a slot or a store's checkpoints carry a warning.
@@ -524,13 +529,14 @@ pub struct StatusArgs {
     pub check: bool,
 }
 
-/// `pgtrail seal`
+/// `pgtrail drain` (formerly `pgtrail seal`)
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Only transactions that are over are sealed, in commit order; the rest wait for the next run.
+Only transactions that are over are drained, in commit order: their events are appended
+to the store in the database and their inbox rows deleted; the rest wait for the next run.
 Example, from cron every minute (or keep `pgtrail run` going instead):
-  * * * * *  pgtrail seal --db postgres://pgtrail@localhost/shop")]
-pub struct SealArgs {
+  * * * * *  pgtrail drain --db postgres://pgtrail@localhost/shop")]
+pub struct DrainArgs {
     /// Database (libpq URL).
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
     pub db: String,
@@ -541,10 +547,11 @@ pub struct SealArgs {
 #[command(after_help = "\
 The one long-running process. It runs each configured part side by side until interrupted
 (Ctrl-C / SIGTERM):
-  - sealing: the trigger inbox of --db / `[triggers] db` (when trigger capture is installed
+  - draining: the trigger inbox of --db / `[triggers] db` (when trigger capture is installed
     there), every --interval-ms, and once more before it exits;
-  - logical replication: --capture-db / `[capture] db` into the store (--store / `[store] url`),
-    from a slot made by `pgtrail capture --setup`; the batch in hand is stored before it exits;
+  - logical replication: --replication-db / `[replication] db` into the store (--store /
+    `[store] url`), from a slot made by `pgtrail replicate --setup`; the batch in hand is
+    stored before it exits;
   - checkpoints, with a private key (--private-key / `[signing] private_key`): the head of each
     store written to is signed every `[signing] checkpoint_every` (10m) when it moved, and once
     more after the other parts stopped.
@@ -553,26 +560,32 @@ for good, the others stop cleanly and pgtrail exits with status 2, so that a sup
 (systemd Restart=on-failure) restarts it; it never keeps running with a part dead.
 Examples:
   pgtrail run --db postgres://pgtrail@localhost/shop
-  pgtrail run --capture-db postgres://pgtrail@localhost/shop --store sqlite:/var/lib/pgtrail/trail.db
-  pgtrail run                      # both from pgtrail.toml: [triggers] db, [capture] db")]
+  pgtrail run --replication-db postgres://pgtrail@localhost/shop --store sqlite:/var/lib/pgtrail/trail.db
+  pgtrail run                      # both from pgtrail.toml: [triggers] db, [replication] db
+Deprecated aliases: --capture-db (--replication-db), [capture] ([replication]),
+[triggers] seal_interval_ms (drain_interval_ms).")]
 pub struct RunArgs {
-    /// Database whose trigger capture to seal (libpq URL) [default: `[triggers] db`].
+    /// Database whose trigger capture to drain (libpq URL) [default: `[triggers] db`].
     #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
     pub db: Option<String>,
-    /// Pause between seals [default: `[triggers] seal_interval_ms`, 1000].
+    /// Pause between drains [default: `[triggers] drain_interval_ms`, 1000].
     #[arg(long, value_name = "MS")]
     pub interval_ms: Option<u64>,
-    /// Database to capture by logical replication (libpq URL) [default: `[capture] db`].
-    #[arg(long, value_name = "URL")]
-    pub capture_db: Option<String>,
+    /// Database to capture by logical replication (libpq URL) [default: `[replication] db`].
+    #[arg(long, alias = "capture-db", value_name = "URL")]
+    pub replication_db: Option<String>,
     #[command(flatten)]
-    pub capture: CaptureTuning,
+    pub replication: ReplicationTuning,
     /// Private key that signs checkpoints of the stores this process writes to, every
     /// `[signing] checkpoint_every` [default: `[signing] private_key`]. Without a key,
     /// no checkpoint is signed.
     #[arg(long, value_name = "FILE")]
     pub private_key: Option<PathBuf>,
 }
+
+/// The old name of [`DrainArgs`], for `commands/seal.rs` until it is
+/// renamed after the merge.
+pub type SealArgs = DrainArgs;
 
 /// `pgtrail ddl`
 #[derive(Debug, Args)]
@@ -607,4 +620,52 @@ pub struct DemoArgs {
     /// Listen on this port instead of a free one.
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_old_names_still_parse() {
+        assert!(matches!(
+            parse(&["pgtrail", "seal", "--db", "postgres://h/db"]),
+            Command::Drain(DrainArgs { db }) if db == "postgres://h/db"
+        ));
+        let Command::Replicate(args) = parse(&["pgtrail", "capture", "--setup", "--context"])
+        else {
+            panic!("capture is replicate");
+        };
+        assert!(args.setup && args.actor);
+        let Command::Run(args) = parse(&["pgtrail", "run", "--capture-db", "postgres://h/db"])
+        else {
+            panic!("run");
+        };
+        assert_eq!(args.replication_db.as_deref(), Some("postgres://h/db"));
+    }
+
+    #[test]
+    fn the_new_names_parse() {
+        assert!(matches!(
+            parse(&["pgtrail", "drain", "--db", "postgres://h/db"]),
+            Command::Drain(_)
+        ));
+        let Command::Replicate(args) = parse(&["pgtrail", "replicate", "--setup", "--actor"])
+        else {
+            panic!("replicate");
+        };
+        assert!(args.setup && args.actor);
+        let Command::Run(args) = parse(&["pgtrail", "run", "--replication-db", "postgres://h/db"])
+        else {
+            panic!("run");
+        };
+        assert_eq!(args.replication_db.as_deref(), Some("postgres://h/db"));
+    }
 }

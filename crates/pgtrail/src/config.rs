@@ -25,6 +25,14 @@ pub const DEFAULT_FILE: &str = "pgtrail.toml";
 /// Prefix of configuration environment variables.
 const ENV_PREFIX: &str = "PGTRAIL_";
 
+/// Sections renamed when each word came to mean one thing (ARCHITECTURE.md,
+/// "Glossary"): (old, new). The old name is still read, with a warning.
+const RENAMED_SECTIONS: &[(&str, &str)] = &[("capture", "replication")];
+
+/// Keys renamed likewise: (section, old, new).
+const RENAMED_KEYS: &[(&str, &str, &str)] =
+    &[("triggers", "seal_interval_ms", "drain_interval_ms")];
+
 /// A loaded configuration and where it came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -48,6 +56,7 @@ pub fn load(
         }
         None => (toml::Table::new(), None),
     };
+    rename_deprecated(&mut table)?;
     let origin = file
         .as_ref()
         .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
@@ -73,7 +82,11 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
     // Deserialize into Config first: that checks key names and types with
-    // line numbers, which the plain table would not.
+    // line numbers, which the plain table would not. An old and a new name
+    // at once is said first: serde would only call it a duplicate.
+    if let Ok(table) = text.parse::<toml::Table>() {
+        refuse_both_names(&table).with_context(|| path.display().to_string())?;
+    }
     if let Err(e) = toml::from_str::<Config>(&text) {
         let line = e
             .span()
@@ -85,11 +98,63 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
         .with_context(|| format!("cannot parse {}", path.display()))
 }
 
+/// Moves sections and keys under a deprecated name to their new name,
+/// warning once for each; both names at once is an error (which one meant?).
+fn rename_deprecated(table: &mut toml::Table) -> anyhow::Result<()> {
+    refuse_both_names(table)?;
+    for (old, new) in RENAMED_SECTIONS {
+        if let Some(section) = table.remove(*old) {
+            tracing::warn!("[{old}] in the configuration is deprecated: call it [{new}].");
+            table.insert(new.to_string(), section);
+        }
+    }
+    for (section, old, new) in RENAMED_KEYS {
+        let Some(section_table) = table.get_mut(*section).and_then(toml::Value::as_table_mut)
+        else {
+            continue;
+        };
+        if let Some(value) = section_table.remove(*old) {
+            tracing::warn!("[{section}] {old} in the configuration is deprecated: call it {new}.");
+            section_table.insert(new.to_string(), value);
+        }
+    }
+    Ok(())
+}
+
+/// An old and a new name at once: which one was meant?
+fn refuse_both_names(table: &toml::Table) -> anyhow::Result<()> {
+    for (old, new) in RENAMED_SECTIONS {
+        if table.contains_key(*old) && table.contains_key(*new) {
+            bail!("both [{old}] and [{new}] are set: [{old}] is the old name of [{new}], keep one");
+        }
+    }
+    for (section, old, new) in RENAMED_KEYS {
+        let both = |s: &toml::Value| s.get(*old).is_some() && s.get(*new).is_some();
+        if table.get(*section).is_some_and(both) {
+            bail!("both [{section}] {old} and {new} are set: {old} is the old name of {new}, keep one");
+        }
+    }
+    Ok(())
+}
+
+/// The current name of a section or key that may be given by its old name.
+fn current_name(section: &str, key: &str) -> (String, String) {
+    let section = RENAMED_SECTIONS
+        .iter()
+        .find(|(old, _)| *old == section)
+        .map_or(section, |(_, new)| new);
+    let key = RENAMED_KEYS
+        .iter()
+        .find(|(s, old, _)| *s == section && *old == key)
+        .map_or(key, |(_, _, new)| new);
+    (section.to_string(), key.to_string())
+}
+
 /// Applies `PGTRAIL_SECTION__KEY=value` variables to `table`; returns their names.
 ///
 /// A value starting with `[` is read as a TOML array (for list keys such as
 /// `identity.user_settings`); a key whose default is a number or a boolean
-/// (`capture.batch_events`) is read as one; anything else is a string.
+/// (`replication.batch_events`) is read as one; anything else is a string.
 fn overlay_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -110,6 +175,9 @@ fn overlay_env(
         let [section, key] = path.as_slice() else {
             bail!("environment variable {name}: expected PGTRAIL_SECTION__KEY, e.g. PGTRAIL_STORE__URL");
         };
+        // PGTRAIL_CAPTURE__DB still sets [replication] db.
+        let (section, key) = current_name(section, key);
+        let (section, key) = (&section, &key);
         let value = if value.trim_start().starts_with('[') {
             let wrapped: toml::Table = format!("v = {value}").parse().with_context(|| {
                 format!("environment variable {name}: not a TOML array: {value}")
@@ -181,30 +249,76 @@ mod tests {
     fn numbers_from_the_environment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("p.toml");
-        std::fs::write(&file, "[capture]\nslot = \"a\"\n").expect("write");
+        std::fs::write(&file, "[replication]\nslot = \"a\"\n").expect("write");
         let loaded = load(
             Some(&file),
             env(&[
-                ("PGTRAIL_CAPTURE__BATCH_EVENTS", "100"),
-                ("PGTRAIL_CAPTURE__DB", "postgres://u@h/db"),
+                ("PGTRAIL_REPLICATION__BATCH_EVENTS", "100"),
+                ("PGTRAIL_REPLICATION__DB", "postgres://u@h/db"),
             ]),
         )
         .expect("load");
-        assert_eq!(loaded.config.capture.batch_events, 100);
-        assert_eq!(loaded.config.capture.slot, "a");
+        assert_eq!(loaded.config.replication.batch_events, 100);
+        assert_eq!(loaded.config.replication.slot, "a");
         assert_eq!(
-            loaded.config.capture.db.as_deref(),
+            loaded.config.replication.db.as_deref(),
             Some("postgres://u@h/db")
         );
 
         let err = load(
             Some(&file),
-            env(&[("PGTRAIL_CAPTURE__LAG_WARN_MB", "lots")]),
+            env(&[("PGTRAIL_REPLICATION__LAG_WARN_MB", "lots")]),
         )
         .expect_err("not a number");
         assert!(
-            format!("{err:#}").contains("PGTRAIL_CAPTURE__LAG_WARN_MB"),
+            format!("{err:#}").contains("PGTRAIL_REPLICATION__LAG_WARN_MB"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn old_names_still_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "[capture]\nslot = \"a\"\n[triggers]\nseal_interval_ms = 250\n",
+        )
+        .expect("write");
+        let loaded = load(
+            Some(&file),
+            env(&[
+                // A number, read as one: the old section's defaults are found.
+                ("PGTRAIL_CAPTURE__BATCH_EVENTS", "100"),
+                ("PGTRAIL_TRIGGERS__SEAL_INTERVAL_MS", "300"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(loaded.config.replication.slot, "a");
+        assert_eq!(loaded.config.replication.batch_events, 100);
+        assert_eq!(loaded.config.triggers.drain_interval_ms, 300);
+
+        // The file alone, and the old environment name over a new section.
+        let loaded = load(Some(&file), env(&[])).expect("load");
+        assert_eq!(loaded.config.triggers.drain_interval_ms, 250);
+        std::fs::write(&file, "[replication]\nslot = \"a\"\n").expect("write");
+        let loaded = load(Some(&file), env(&[("PGTRAIL_CAPTURE__SLOT", "b")])).expect("load");
+        assert_eq!(loaded.config.replication.slot, "b");
+    }
+
+    #[test]
+    fn an_old_and_a_new_name_at_once_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "[triggers]\nseal_interval_ms = 250\ndrain_interval_ms = 100\n",
+        )
+        .expect("write");
+        let err = format!("{:#}", load(Some(&file), env(&[])).expect_err("both"));
+        assert!(
+            err.contains("both [triggers] seal_interval_ms and drain_interval_ms"),
+            "{err}"
         );
     }
 

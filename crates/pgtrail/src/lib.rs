@@ -13,7 +13,9 @@ mod describe;
 mod filters;
 pub mod output;
 
-pub use commands::{run, Context};
+#[doc(hidden)]
+pub use commands::Context;
+pub use commands::{run, Invocation};
 
 /// Exit statuses shared by every command.
 pub mod exit {

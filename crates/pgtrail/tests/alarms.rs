@@ -110,7 +110,7 @@ async fn trigger_capture_cut_fails_the_check_and_run_records_it() {
     std::fs::write(
         s.dir.path().join("pgtrail.toml"),
         format!(
-            "[store]\nurl = \"sqlite:{}\"\n[triggers]\ndb = \"{}\"\nseal_interval_ms = 100\n",
+            "[store]\nurl = \"sqlite:{}\"\n[triggers]\ndb = \"{}\"\ndrain_interval_ms = 100\n",
             s.store_file().display(),
             s.url
         ),
@@ -165,7 +165,7 @@ async fn logical_replication_cut_fails_the_check_and_run_records_it() {
         s.dir.path().join("pgtrail.toml"),
         format!(
             "[store]\nurl = \"{store}\"\n[signing]\nprivate_key = \"{key}\"\n\
-             [capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
+             [replication]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
             s.url
         ),
     )

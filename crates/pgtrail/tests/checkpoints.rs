@@ -111,7 +111,7 @@ impl Signed {
 async fn run_signs_checkpoints_that_catch_removed_events() {
     let s = Signed::new("cp_capture", "create table t (id int primary key, v text);").await;
     s.set_up_capture();
-    let capture = format!("[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n", s.url);
+    let capture = format!("[replication]\ndb = \"{}\"\nbatch_wait_ms = 10\n", s.url);
     let store_url = format!("sqlite:{}", s.store.display());
     s.config("1s", &capture);
 
@@ -213,7 +213,7 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
     .await;
     s.pgtrail(&["install", "--db", &s.url]).ok();
     s.pgtrail(&["track", "--db", &s.url, "public.t"]).ok();
-    let triggers = format!("[triggers]\ndb = \"{}\"\nseal_interval_ms = 100\n", s.url);
+    let triggers = format!("[triggers]\ndb = \"{}\"\ndrain_interval_ms = 100\n", s.url);
 
     // No key: run says checkpoints are off and how to turn them on.
     std::fs::write(
@@ -299,7 +299,7 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
     // Sealed while nothing signs, and older than twice the interval: a warning.
     let signed = fresh["newest"]["seq"].as_i64().expect("seq");
     s.insert(6..=8).await;
-    s.pgtrail(&["seal", "--db", &s.url]).ok();
+    s.pgtrail(&["drain", "--db", &s.url]).ok();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let stale = s.checkpoint_status("triggers");
     assert_eq!(stale["events_since"], 3, "{stale}");
@@ -329,7 +329,7 @@ fn an_unreadable_key_stops_run_at_start() {
             dir.path(),
             &[
                 "run",
-                "--capture-db",
+                "--replication-db",
                 "postgres://nobody@127.0.0.1:1/none",
                 "--private-key",
                 &key.display().to_string(),
@@ -471,7 +471,11 @@ async fn tampering_while_stopped_is_refused_by_checkpoint_and_run() {
         refused.stderr.contains("event 22") && refused.stderr.contains("modified"),
         "{refused:?}"
     );
-    let run = g.run(&["run", "--capture-db", "postgres://nobody@127.0.0.1:1/none"]);
+    let run = g.run(&[
+        "run",
+        "--replication-db",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr

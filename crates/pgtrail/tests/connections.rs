@@ -104,7 +104,7 @@ async fn every_part_logs_in_without_a_password_in_the_url(encryption: &str) {
     for args in [
         vec!["install", "--db", &url],
         vec!["--store", &url, "log"],
-        vec!["capture", "--db", &url, "--setup", "--no-stream"],
+        vec!["replicate", "--db", &url, "--setup", "--no-stream"],
     ] {
         let run = g.run(&args, none);
         assert_error_has(
@@ -120,10 +120,10 @@ async fn every_part_logs_in_without_a_password_in_the_url(encryption: &str) {
     g.cluster
         .psql(&g.db, "insert into public.items values (1, 'one')")
         .expect("insert");
-    g.run(&["seal", "--db", &url], &env).ok();
+    g.run(&["drain", "--db", &url], &env).ok();
     let events = g.run(&["--store", &url, "log"], &env).events();
     assert_eq!(events.len(), 1, "{events:?}");
-    g.run(&["capture", "--db", &url, "--setup", "--no-stream"], &env)
+    g.run(&["replicate", "--db", &url, "--setup", "--no-stream"], &env)
         .ok();
 
     // A password file, as libpq reads it (0600, host:port:db:user:password).

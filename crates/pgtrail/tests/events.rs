@@ -145,7 +145,7 @@ async fn both_paths_record_the_same_values_and_every_event_fits_the_schema() {
         &[
             "--store",
             &sqlite,
-            "capture",
+            "replicate",
             "--db",
             &s.url,
             "--setup",
@@ -153,7 +153,7 @@ async fn both_paths_record_the_same_values_and_every_event_fits_the_schema() {
             "public.v",
             "--replica-identity",
             "full",
-            "--context",
+            "--actor",
             "--no-stream",
         ],
     )
@@ -161,7 +161,7 @@ async fn both_paths_record_the_same_values_and_every_event_fits_the_schema() {
     std::fs::write(
         s.dir.path().join("pgtrail.toml"),
         format!(
-            "[store]\nurl = \"{sqlite}\"\n[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
+            "[store]\nurl = \"{sqlite}\"\n[replication]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
             s.url
         ),
     )
@@ -198,7 +198,7 @@ async fn both_paths_record_the_same_values_and_every_event_fits_the_schema() {
         )
         .await
         .expect("ddl");
-    pgtrail(&s, &["seal", "--db", &s.url]).ok();
+    pgtrail(&s, &["drain", "--db", &s.url]).ok();
     wait_until_confirmed(&s, &run).await;
     run.stop().await;
 

@@ -1,4 +1,4 @@
-//! The crash tests: `pgtrail capture` is killed with SIGKILL again and again
+//! The crash tests: `pgtrail replicate` is killed with SIGKILL again and again
 //! while a write load runs, or in the middle of one huge transaction. The
 //! writer keeps a ground-truth log of every change it committed (operation,
 //! table, key, written only after COMMIT returned); afterwards the store
@@ -44,7 +44,7 @@ fn change(table: &str, key: String, operation: &'static str) -> Change {
     }
 }
 
-/// A running `pgtrail capture`, killed with SIGKILL (and reaped) when dropped.
+/// A running `pgtrail replicate`, killed with SIGKILL (and reaped) when dropped.
 struct Consumer(Child);
 
 impl Drop for Consumer {
@@ -58,11 +58,11 @@ fn store_url(s: &Service) -> String {
     format!("sqlite:{}", s.store_file().display())
 }
 
-/// `pgtrail capture` of `s` (slot and publication `pgtrail`) with `extra` flags.
+/// `pgtrail replicate` of `s` (slot and publication `pgtrail`) with `extra` flags.
 fn pgtrail_capture(s: &Service, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pgtrail"));
     command
-        .args(["--store", &store_url(s), "capture", "--db", &s.url])
+        .args(["--store", &store_url(s), "replicate", "--db", &s.url])
         .args(["--batch-wait-ms", "10"])
         .args(extra)
         .current_dir(s.dir.path())
@@ -81,7 +81,7 @@ fn capture(s: &Service, extra: &[&str]) -> Consumer {
 }
 
 fn set_up(s: &Service) {
-    let out = pgtrail_capture(s, &["--setup", "--context", "--no-stream"])
+    let out = pgtrail_capture(s, &["--setup", "--actor", "--no-stream"])
         .output()
         .expect("pgtrail runs");
     assert!(
@@ -570,7 +570,7 @@ async fn cli_setup_status_and_drop() {
 
     let out = run(&[
         "--setup",
-        "--context",
+        "--actor",
         "--tables",
         "public.t",
         "--baseline",

@@ -22,7 +22,7 @@
 //! - `events`: one event model on every path: the same rows captured by
 //!   triggers and logical replication carry the same values, and every
 //!   event either path stores fits `schema/event.schema.json`.
-//! - `kill`: `pgtrail capture` killed with SIGKILL during a write load and in
+//! - `kill`: `pgtrail replicate` killed with SIGKILL during a write load and in
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,

@@ -42,7 +42,7 @@ async fn status_reports_quarantined_events() {
     app.batch_execute("insert into t values (2, 'b')")
         .await
         .expect("a later row");
-    pgtrail(&["seal", "--db", &s.url]).ok();
+    pgtrail(&["drain", "--db", &s.url]).ok();
 
     let status = pgtrail(&["status", "--db", &s.url, "--format", "json"]).json();
     let quarantine = triggers(&status);

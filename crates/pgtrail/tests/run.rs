@@ -136,7 +136,7 @@ async fn run_captures_across_a_stop_and_a_kill() {
     .await;
     s.set_up_capture();
     s.config(&format!(
-        "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
+        "[replication]\ndb = \"{}\"\nbatch_wait_ms = 10\n",
         s.url
     ));
 
@@ -200,6 +200,8 @@ async fn run_seals_triggers_and_captures_side_by_side() {
     .await;
     s.ok(&["install", "--db", &s.url]);
     s.ok(&["track", "--db", &s.url, "public.a"]);
+    // The configuration names before the glossary (`[capture]`,
+    // `seal_interval_ms`) still work: deprecated aliases.
     s.config(&format!(
         "[triggers]\ndb = \"{url}\"\nseal_interval_ms = 100\n[capture]\ndb = \"{url}\"\nbatch_wait_ms = 10\n",
         url = s.url
@@ -210,7 +212,7 @@ async fn run_seals_triggers_and_captures_side_by_side() {
     let (code, stderr) = s.start(&[]).wait().await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("error: capture failed") && stderr.contains("does not exist"),
+        stderr.contains("error: logical replication failed") && stderr.contains("does not exist"),
         "{stderr}"
     );
 
@@ -228,7 +230,7 @@ async fn run_seals_triggers_and_captures_side_by_side() {
     wait_for_sealed(&s, 20, &run).await;
     let stderr = run.stop().await;
     assert!(
-        stderr.contains("sealing trigger capture") && stderr.contains("capturing database"),
+        stderr.contains("draining trigger capture") && stderr.contains("capturing database"),
         "{stderr}"
     );
     assert_exactly(&s.cdc_events(), 20);
@@ -283,7 +285,7 @@ async fn a_store_outage_pauses_capture_only() {
         .await
         .expect("store db");
     s.config(&format!(
-        "[triggers]\ndb = \"{url}\"\nseal_interval_ms = 100\n[capture]\ndb = \"{url}\"\nbatch_wait_ms = 10\n",
+        "[triggers]\ndb = \"{url}\"\ndrain_interval_ms = 100\n[replication]\ndb = \"{url}\"\nbatch_wait_ms = 10\n",
         url = s.url
     ));
     let insert_a = |ids: std::ops::RangeInclusive<i32>| {
@@ -340,7 +342,7 @@ async fn status_shows_the_slot_and_its_lag() {
 
     s.set_up_capture();
     s.config(&format!(
-        "[capture]\ndb = \"{}\"\nbatch_wait_ms = 10\nlag_warn_mb = 1\n",
+        "[replication]\ndb = \"{}\"\nbatch_wait_ms = 10\nlag_warn_mb = 1\n",
         s.url
     ));
     let status = s.status();
@@ -421,13 +423,72 @@ async fn status_shows_the_slot_and_its_lag() {
     assert!(slot["lag_seconds"].as_f64().is_some(), "{slot}");
 }
 
+/// The command names before the glossary still work, as deprecated
+/// aliases: `pgtrail seal` drains, `pgtrail capture --setup --context` sets
+/// up logical replication with the actor triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_command_names_still_work() {
+    let s = Setup::new(
+        "old_names",
+        "create table a (id int primary key, v text); create table t (id int primary key, v text);",
+    )
+    .await;
+    s.ok(&["install", "--db", &s.url]);
+    s.ok(&["track", "--db", &s.url, "public.a"]);
+    s.client
+        .execute("insert into a (id, v) values (1, 'a')", &[])
+        .await
+        .expect("insert a");
+    let drained = s.ok(&["seal", "--db", &s.url]);
+    assert!(drained.contains("1 event(s)"), "{drained}");
+    let pending: i64 = s
+        .client
+        .query_one("select count(*) from pgtrail.pending", &[])
+        .await
+        .expect("inbox")
+        .get(0);
+    assert_eq!(pending, 0, "the old name drained the inbox");
+
+    s.ok(&[
+        "capture",
+        "--db",
+        &s.url,
+        "--setup",
+        "--context",
+        "--tables",
+        "public.t",
+        "--no-stream",
+    ]);
+    let triggers: i64 = s
+        .client
+        .query_one(
+            "select count(*) from pg_trigger where tgname = 'pgtrail_cdc_context' \
+             and tgrelid = 'public.t'::regclass",
+            &[],
+        )
+        .await
+        .expect("triggers")
+        .get(0);
+    assert_eq!(triggers, 1, "--context installed the actor trigger");
+    let slots: i64 = s
+        .client
+        .query_one(
+            "select count(*) from pg_replication_slots where slot_name = 'pgtrail'",
+            &[],
+        )
+        .await
+        .expect("slots")
+        .get(0);
+    assert_eq!(slots, 1, "the old name set up the slot");
+}
+
 #[test]
 fn run_without_anything_to_run_says_what_to_configure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = pgtrail_in(dir.path(), &["run"], &[], None);
     let line = run.error();
     assert!(
-        line.contains("nothing to run") && line.contains("[capture] db"),
+        line.contains("nothing to run") && line.contains("[replication] db"),
         "{line}"
     );
     assert!(!Path::new(&dir.path().join("pgtrail.db")).exists());

@@ -54,13 +54,13 @@ impl Service {
         }
     }
 
-    /// `pgtrail capture --setup` of table `t`: its publication and slot
+    /// `pgtrail replicate --setup` of table `t`: its publication and slot
     /// (without streaming of large transactions).
     pub fn set_up_capture(&self) {
         crate::support::pgtrail_in(
             self.dir.path(),
             &[
-                "capture",
+                "replicate",
                 "--db",
                 &self.url,
                 "--setup",

@@ -25,7 +25,7 @@ use pgtrail_store::Store;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::Context;
+use crate::Invocation;
 
 /// How often `pgtrail run` looks.
 pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(30);
@@ -43,14 +43,14 @@ const RECORDED_LIMIT: usize = 50;
 #[derive(Debug, Clone)]
 pub(crate) struct Watch {
     /// The database with trigger capture (`[triggers] db`).
-    pub seal_db: Option<String>,
+    pub drain_db: Option<String>,
     /// The database captured by logical replication, with its slot and publication.
-    pub capture: Option<CaptureTarget>,
+    pub replication: Option<ReplicationTarget>,
 }
 
 /// Logical replication's side of the watch.
 #[derive(Debug, Clone)]
-pub(crate) struct CaptureTarget {
+pub(crate) struct ReplicationTarget {
     pub connect: ConnectOptions,
     pub slot: String,
     pub publication: String,
@@ -79,7 +79,7 @@ impl Onsets {
 /// (a look that fails is logged and tried again).
 pub(crate) async fn watch_part(
     watch: Watch,
-    ctx: Context,
+    ctx: Invocation,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut triggers = Onsets::default();
@@ -90,14 +90,14 @@ pub(crate) async fn watch_part(
         if *stop.borrow() {
             return Ok(());
         }
-        if let Some(db) = &watch.seal_db {
+        if let Some(db) = &watch.drain_db {
             if let Err(error) = watch_triggers(db, &mut triggers).await {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot check trigger capture for alarms; trying again.");
             }
         }
-        if let Some(target) = &watch.capture {
+        if let Some(target) = &watch.replication {
             if let Err(error) =
-                watch_capture(target, &ctx, &mut capture, &mut published, &mut store).await
+                watch_replication(target, &ctx, &mut capture, &mut published, &mut store).await
             {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot check logical replication for alarms; trying again.");
             }
@@ -128,9 +128,9 @@ async fn watch_triggers(db: &str, onsets: &mut Onsets) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn watch_capture(
-    target: &CaptureTarget,
-    ctx: &Context,
+async fn watch_replication(
+    target: &ReplicationTarget,
+    ctx: &Invocation,
     onsets: &mut Onsets,
     published: &mut Vec<(String, String)>,
     store: &mut Option<Arc<dyn Store>>,

@@ -10,10 +10,10 @@ use pgtrail_store::row::{self, event_time, AsOf};
 
 use crate::cli::AsOfArgs;
 use crate::output::Table;
-use crate::{describe, Context};
+use crate::{describe, Invocation};
 
 /// Runs `pgtrail as-of`.
-pub async fn run(args: &AsOfArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &AsOfArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let row_ref = crate::filters::row(&args.table, &args.pk)?;
     let at = pgtrail_core::time::parse_time(&args.time, Utc::now()).context("TIME")?;
     let store = ctx.open_existing_store().await?;

@@ -7,10 +7,10 @@ use pgtrail_store::row::{self, event_time, BlameLine};
 
 use crate::cli::BlameArgs;
 use crate::output::Table;
-use crate::{describe, Context};
+use crate::{describe, Invocation};
 
 /// Runs `pgtrail blame`.
-pub async fn run(args: &BlameArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &BlameArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let row_ref = crate::filters::row(&args.table, &args.pk)?;
     let store = ctx.open_existing_store().await?;
     let events = store.row_events(&row_ref).await?;

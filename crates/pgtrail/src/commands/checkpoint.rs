@@ -5,7 +5,7 @@
 //!
 //! The key lookup ([`signing_key`], [`trusted_keys`], [`witness_path`]) and
 //! the signing itself (`pgtrail_store::signing::sign_head`) are shared with
-//! the checkpointing part of `pgtrail run` (`checkpointer.rs`) and with
+//! the checkpointer of `pgtrail run` (`pgtrail_pipeline::checkpointer`) and with
 //! `retention`: one code path checks and signs every checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
 use pgtrail_store::{KeyPair, TrustedKey};
 
 use crate::cli::CheckpointArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail checkpoint`.
-pub async fn run(args: &CheckpointArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &CheckpointArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let Some((key_path, key)) = signing_key(args.private_key.as_deref(), &ctx.config.signing)?
     else {
         anyhow::bail!(

@@ -9,10 +9,10 @@ use pgtrail_core::Kind;
 use pgtrail_store::ddl::{group_by_transaction, DdlTransaction};
 
 use crate::cli::{DdlArgs, FilterArgs};
-use crate::{describe, Context};
+use crate::{describe, Invocation};
 
 /// Runs `pgtrail ddl`.
-pub async fn run(args: &DdlArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &DdlArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let filter_args = FilterArgs {
         since: args.since.clone(),
         until: args.until.clone(),

@@ -12,7 +12,7 @@ use pgtrail_triggers::{InstallOptions, TrackOptions};
 
 use crate::cli::{DemoArgs, FilterArgs, HistoryArgs, LogArgs};
 use crate::output::{self, Format, Output};
-use crate::Context;
+use crate::Invocation;
 
 /// The session the demo plays, one transaction per step, each with the
 /// application user a web app would set.
@@ -35,7 +35,7 @@ const SESSION: &[(&str, &str)] = &[
 ];
 
 /// Runs `pgtrail demo`.
-pub async fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     eprintln!("starting a throwaway PostgreSQL…");
     let options = ClusterOptions {
         data_dir: args.data_dir.clone(),

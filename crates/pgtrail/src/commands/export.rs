@@ -15,13 +15,13 @@ use pgtrail_core::{Event, Filter};
 
 use crate::cli::ExportArgs;
 use crate::output::Format;
-use crate::Context;
+use crate::Invocation;
 
 /// Events read per round trip when walking the whole chain.
 const PAGE: usize = 10_000;
 
 /// Runs `pgtrail export`.
-pub async fn run(args: &ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ExportArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let filter = crate::filters::filter(&args.filter, None, Utc::now())?;
     let store = ctx.open_existing_store().await?;
     let (target, sink): (String, Box<dyn Write>) = match &args.out {

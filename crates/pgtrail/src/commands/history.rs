@@ -8,10 +8,10 @@ use pgtrail_store::row::{self, HistoryEntry};
 
 use crate::cli::HistoryArgs;
 use crate::output::Table;
-use crate::{describe, Context};
+use crate::{describe, Invocation};
 
 /// Runs `pgtrail history`.
-pub async fn run(args: &HistoryArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &HistoryArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let row_ref = crate::filters::row(&args.table, &args.pk)?;
     let store = ctx.open_existing_store().await?;
     let events = store.row_events(&row_ref).await?;

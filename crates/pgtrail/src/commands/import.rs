@@ -19,7 +19,7 @@ use pgtrail_store::Store;
 use serde::Serialize;
 
 use crate::cli::ImportArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Lines appended per store transaction.
 const BATCH: usize = 10_000;
@@ -36,7 +36,7 @@ struct ImportSummary {
 }
 
 /// Runs `pgtrail import`.
-pub async fn run(args: &ImportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ImportArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let (name, reader): (String, Box<dyn BufRead>) = if args.file == Path::new("-") {
         ("standard input".into(), Box::new(std::io::stdin().lock()))
     } else {

@@ -10,13 +10,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::InitArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// The configuration template.
 pub const TEMPLATE: &str = include_str!("../../../../pgtrail.example.toml");
 
 /// Runs `pgtrail init`.
-pub async fn run(args: &InitArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &InitArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let path = &ctx.config_target;
     let mut options = std::fs::OpenOptions::new();
     options.write(true);

@@ -9,10 +9,10 @@ use pgtrail_triggers::InstallOptions;
 
 use crate::cli::InstallArgs;
 use crate::output;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail install`.
-pub async fn run(args: &InstallArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &InstallArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let options = InstallOptions {
         identity: ctx.config.identity.clone(),
         target_version: None,

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use pgtrail_store::KeyPair;
 
 use crate::cli::KeygenArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail keygen`.
-pub async fn run(args: &KeygenArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &KeygenArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let private = args.out.clone();
     let mut public = private.clone().into_os_string();
     public.push(".pub");

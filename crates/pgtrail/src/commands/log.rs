@@ -7,10 +7,10 @@ use pgtrail_core::Event;
 
 use crate::cli::LogArgs;
 use crate::output::Table;
-use crate::{describe, Context};
+use crate::{describe, Invocation};
 
 /// Runs `pgtrail log`.
-pub async fn run(args: &LogArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &LogArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let filter = crate::filters::filter(&args.filter, Some(args.limit), Utc::now())?;
     let store = ctx.open_existing_store().await?;
     let events = store.query(&filter).await?;

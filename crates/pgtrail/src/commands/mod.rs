@@ -1,17 +1,15 @@
 //! One module per verb, and the dispatch from [`Command`] to them.
 //!
 //! Every verb has the same shape: `pub async fn run(args: &XArgs, ctx:
-//! &Context) -> anyhow::Result<ExitCode>`. [`Context`] carries what all of
-//! them share: the merged configuration and the output settings. Adding a
+//! &Invocation) -> anyhow::Result<ExitCode>`. [`Invocation`] (one run of
+//! the command line) carries what all of them share: the merged configuration and the output settings. Adding a
 //! verb: an args struct and a variant in `cli.rs`, a module here, one match
 //! arm in [`run`].
 
 mod alarms;
 mod as_of;
 mod blame;
-mod capture;
 mod checkpoint;
-mod checkpointer;
 mod ddl;
 mod demo;
 mod export;
@@ -21,6 +19,7 @@ mod init;
 mod install;
 mod keygen;
 mod log;
+mod replicate;
 mod retention;
 mod run;
 mod seal;
@@ -40,9 +39,13 @@ use pgtrail_store::Store;
 use crate::cli::{Cli, Command};
 use crate::output::Output;
 
+/// The old name of [`Invocation`], for the command files other branches
+/// edit (`seal.rs`, `status.rs`) until they are renamed after the merge.
+pub type Context = Invocation;
+
 /// What every command gets besides its own arguments.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub struct Invocation {
     /// The merged configuration: file, then `PGTRAIL_*` environment, then flags.
     pub config: Config,
     /// The configuration file that was read, if any.
@@ -53,25 +56,25 @@ pub struct Context {
     pub output: Output,
 }
 
-impl Context {
+impl Invocation {
     /// Loads the configuration named by `cli` and applies its flags.
     pub fn load(cli: &Cli) -> anyhow::Result<Self> {
         let loaded = crate::config::load(cli.config.as_deref(), std::env::vars())?;
-        let mut context = Context {
+        let mut invocation = Invocation {
             config: loaded.config,
             config_file: loaded.file,
-            ..Context::defaults(cli)
+            ..Invocation::defaults(cli)
         };
         if let Some(url) = &cli.store {
-            context.config.store.url = url.clone();
+            invocation.config.store.url = url.clone();
         }
-        Ok(context)
+        Ok(invocation)
     }
 
     /// Default configuration plus the flags: for `init`, which must work
     /// when the existing file is broken.
     pub fn defaults(cli: &Cli) -> Self {
-        Context {
+        Invocation {
             config: Config::default(),
             config_file: None,
             config_target: cli
@@ -102,19 +105,13 @@ impl Context {
     }
 }
 
-/// The file of a `sqlite:` store URL when it does not exist (yet); `None`
-/// for a file that exists and for any other store.
-pub(crate) fn missing_sqlite_file(url: &str) -> Option<&str> {
-    url.strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .filter(|path| !path.is_empty() && !std::path::Path::new(path).exists())
-}
+pub(crate) use pgtrail_pipeline::store::missing_sqlite_file;
 
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = match cli.command {
-        Command::Init(_) => Context::defaults(&cli),
-        _ => Context::load(&cli).context("cannot load the configuration")?,
+        Command::Init(_) => Invocation::defaults(&cli),
+        _ => Invocation::load(&cli).context("cannot load the configuration")?,
     };
     match &cli.command {
         Command::Init(args) => init::run(args, &ctx).await,
@@ -128,13 +125,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(args, &ctx).await,
         Command::Export(args) => export::run(args, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
-        Command::Capture(args) => capture::run(args, &ctx).await,
+        Command::Replicate(args) => replicate::run(args, &ctx).await,
         Command::Install(args) => install::run(args, &ctx).await,
         Command::Uninstall(args) => uninstall::run(args, &ctx).await,
         Command::Track(args) => track::run(args, &ctx).await,
         Command::Untrack(args) => track::untrack(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
-        Command::Seal(args) => seal::run(args, &ctx).await,
+        Command::Drain(args) => seal::run(args, &ctx).await,
         Command::Run(args) => run::run(args, &ctx).await,
         Command::Ddl(args) => ddl::run(args, &ctx).await,
         Command::Demo(args) => demo::run(args, &ctx).await,

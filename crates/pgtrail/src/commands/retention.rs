@@ -11,10 +11,10 @@ use pgtrail_store::signing::SignError;
 use pgtrail_store::KeyPair;
 
 use crate::cli::RetentionArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail retention`.
-pub async fn run(args: &RetentionArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &RetentionArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let keep_text = args
         .keep
         .clone()

@@ -1,8 +1,9 @@
 //! `pgtrail run`: the one long-running process.
 //!
 //! It runs each configured part as its own task, side by side, until Ctrl-C
-//! or SIGTERM: sealing trigger capture (`seal::seal_part`) and streaming
-//! logical replication into the store (`capture::capture_part`). Each part
+//! or SIGTERM: draining trigger capture's inbox (`seal::seal_part`) and
+//! streaming logical replication into the store
+//! (`replicate::replication_part`). Each part
 //! retries by itself what may pass — a database restarting, a store outage
 //! — and says so in the log, so a problem in one never pauses the other.
 //!
@@ -14,7 +15,7 @@
 //! `Restart=on-failure`) and to whoever reads its log.
 //!
 //! Stopping is graceful: the stop signal reaches every part through one
-//! `watch` channel; the sealer seals once more, the consumer stores and
+//! `watch` channel; the drain runs once more, the consumer stores and
 //! confirms the batch in hand. A second Ctrl-C exits at once, which loses
 //! nothing either: the slot and the inbox keep whatever was not confirmed.
 //!
@@ -22,69 +23,76 @@
 //! incomplete (a capture trigger dropped, the slot lost, …) and records
 //! each condition once, as an `alarm` event.
 //!
-//! With a private key, `checkpointer.rs` signs the head of each store the
-//! parts write to; it stops last, so its final checkpoint covers their final
-//! events.
+//! With a private key, `pgtrail_pipeline::checkpointer` signs the head of
+//! each store the parts write to; it stops last, so its final checkpoint
+//! covers their final events. A key that is named but cannot be read stops
+//! `run` before anything starts: running on unsigned after an operator asked
+//! for signatures would hide exactly what they wanted to catch.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_cdc::connection::ConnectOptions;
+use pgtrail_pipeline::checkpointer::{Checkpointer, Keys, Target};
 use pgtrail_pipeline::supervise::{PartError, PartFailure, Supervisor};
 use pgtrail_store::open::redact_url;
 
-use super::alarms::{watch_part, CaptureTarget, Watch};
-use super::capture::{capture_options, capture_part, CapturePart};
-use super::checkpointer::{Checkpointer, Target};
+use super::alarms::{watch_part, ReplicationTarget, Watch};
+use super::checkpoint::{signing_key, trusted_keys, witness_path};
+use super::replicate::{replication_options, replication_part, ReplicationPart};
 use super::seal::{seal_part, SealPart};
 use crate::cli::RunArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail run`.
-pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let seal_db = args.db.as_deref().or(ctx.config.triggers.db.as_deref());
-    let capture_db = args
-        .capture_db
+pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
+    let drain_db = args.db.as_deref().or(ctx.config.triggers.db.as_deref());
+    let replication_db = args
+        .replication_db
         .as_deref()
-        .or(ctx.config.capture.db.as_deref());
-    if seal_db.is_none() && capture_db.is_none() {
+        .or(ctx.config.replication.db.as_deref());
+    if drain_db.is_none() && replication_db.is_none() {
         anyhow::bail!(
-            "nothing to run: name the database to seal (--db, PGTRAIL_DB or [triggers] db) \
-             and/or the one to capture by logical replication (--capture-db or [capture] db)"
+            "nothing to run: name the database to drain (--db, PGTRAIL_DB or [triggers] db) \
+             and/or the one to capture by logical replication (--replication-db or [replication] db)"
         );
     }
-    let capture = match capture_db {
-        Some(db) => Some(CapturePart {
-            connect: ConnectOptions::parse(db).context("invalid capture database URL")?,
-            options: capture_options(&args.capture, &ctx.config.capture, &ctx.config.identity)?,
+    let replication = match replication_db {
+        Some(db) => Some(ReplicationPart {
+            connect: ConnectOptions::parse(db).context("invalid replication database URL")?,
+            options: replication_options(
+                &args.replication,
+                &ctx.config.replication,
+                &ctx.config.identity,
+            )?,
         }),
         None => None,
     };
-    let seal = seal_db.map(|db| SealPart {
+    let drain = drain_db.map(|db| SealPart {
         db: db.to_string(),
         interval: Duration::from_millis(
             args.interval_ms
-                .unwrap_or(ctx.config.triggers.seal_interval_ms)
+                .unwrap_or(ctx.config.triggers.drain_interval_ms)
                 .max(1),
         ),
-        alone: capture.is_none(),
+        alone: replication.is_none(),
     });
-    // Every store written to: the sealer's in its database, capture's at [store] url.
-    let targets = seal
+    // Every store written to: the drained database's own, and [store] url.
+    let targets = drain
         .iter()
-        .map(|part| Target::Sealed(part.db.clone()))
+        .map(|part| Target::InDatabase(part.db.clone()))
         .chain(
-            capture
+            replication
                 .iter()
-                .map(|_| Target::Capture(ctx.config.store.url.clone())),
+                .map(|_| Target::Url(ctx.config.store.url.clone())),
         )
         .collect();
-    let checkpointer = Checkpointer::start(args.private_key.as_deref(), targets, ctx).await?;
+    let checkpointer = start_checkpointer(args, targets, ctx).await?;
 
     let alarm_watch = Watch {
-        seal_db: seal.as_ref().map(|part| part.db.clone()),
-        capture: capture.as_ref().map(|part| CaptureTarget {
+        drain_db: drain.as_ref().map(|part| part.db.clone()),
+        replication: replication.as_ref().map(|part| ReplicationTarget {
             connect: part.connect.clone(),
             slot: part.options.slot.clone(),
             publication: part.options.publication.clone(),
@@ -94,15 +102,15 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut parts = Supervisor::<anyhow::Error>::new();
     let stop = parts.stop_signal();
     let stop_tx = parts.stopper();
-    if let Some(part) = seal {
+    if let Some(part) = drain {
         eprintln!(
-            "sealing trigger capture of {} every {} ms",
+            "draining trigger capture of {} every {} ms",
             redact_url(&part.db),
             part.interval.as_millis()
         );
-        parts.spawn("sealing", seal_part(part, stop.clone()));
+        parts.spawn("draining", seal_part(part, stop.clone()));
     }
-    if let Some(part) = capture {
+    if let Some(part) = replication {
         eprintln!(
             "capturing database '{}' (slot '{}', publication '{}') into {}",
             part.connect.dbname(),
@@ -110,7 +118,10 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             part.options.publication,
             redact_url(&ctx.config.store.url)
         );
-        parts.spawn("capture", capture_part(part, ctx.clone(), stop.clone()));
+        parts.spawn(
+            "logical replication",
+            replication_part(part, ctx.clone(), stop.clone()),
+        );
     }
     parts.spawn("alarms", watch_part(alarm_watch, ctx.clone(), stop));
     eprintln!("running; Ctrl-C to stop");
@@ -131,7 +142,14 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     // Signed after the parts stored what they had in hand, so it covers it.
     if let Some(checkpointer) = checkpointer {
         tokio::select! {
-            () = checkpointer.finish() => {}
+            signed = checkpointer.finish() => {
+                for (store, head) in signed {
+                    eprintln!(
+                        "signed a last checkpoint of {store} at event {} (hash {})",
+                        head.seq, head.hash
+                    );
+                }
+            }
             _ = signals.recv() => anyhow::bail!("interrupted again: quit without the last checkpoint"),
         }
     }
@@ -148,6 +166,52 @@ pub async fn run(args: &RunArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             Ok(crate::exit::ok())
         }
     }
+}
+
+/// Loads the signing key and starts the checkpointer on `targets`; `None`,
+/// after saying so, when no key is configured. A key that cannot be read,
+/// or a store whose chain disagrees with its signed checkpoints, is an
+/// error: nothing may run.
+async fn start_checkpointer(
+    args: &RunArgs,
+    targets: Vec<Target>,
+    ctx: &Invocation,
+) -> anyhow::Result<Option<Checkpointer>> {
+    let signing = &ctx.config.signing;
+    let every = signing
+        .checkpoint_interval()
+        .context("invalid [signing] checkpoint_every")?;
+    let Some((path, key)) = signing_key(args.private_key.as_deref(), signing)? else {
+        eprintln!(
+            "checkpoints: off, no private key (the newest events can then be removed unnoticed); \
+             make one with `pgtrail keygen --out FILE` and set [signing] private_key, \
+             PGTRAIL_SIGNING__PRIVATE_KEY or --private-key"
+        );
+        return Ok(None);
+    };
+    let keys = Keys {
+        key,
+        trusted: trusted_keys(signing)?,
+        witness: witness_path(None, signing),
+    };
+    let mut stores: Vec<String> = Vec::new();
+    for target in &targets {
+        let store = redact_url(target.location());
+        if !stores.contains(&store) {
+            stores.push(store);
+        }
+    }
+    eprintln!(
+        "signing checkpoints of {} every {} with {}",
+        stores.join(" and "),
+        signing.checkpoint_every,
+        path.display()
+    );
+    let checkpointer = Checkpointer::start(keys, targets, every).await.context(
+        "the store does not agree with its signed checkpoints: not starting. \
+             Run `pgtrail verify` to see what changed",
+    )?;
+    Ok(Some(checkpointer))
 }
 
 /// Counts Ctrl-C / SIGTERM deliveries: 1, 2, …

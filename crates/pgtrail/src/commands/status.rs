@@ -2,9 +2,9 @@
 //!
 //! Trigger capture (when installed): tracked tables, how they are captured,
 //! events so far, what waits to be sealed. Logical replication: pgtrail's
-//! slots in this database — the configured `[capture] slot` or `--slot` —
+//! slots in this database — the configured `[replication] slot` or `--slot` —
 //! with the consumer's pid, the confirmed position and the lag in bytes and
-//! seconds, and a warning past `[capture] lag_warn_mb`. Either part may be
+//! seconds, and a warning past `[replication] lag_warn_mb`. Either part may be
 //! absent; status still reports the other.
 //!
 //! Alarms (`alarms.rs`): what leaves the trail incomplete now — a capture
@@ -106,7 +106,7 @@ struct CheckpointReport {
     warning: Option<String>,
 }
 
-/// One replication slot, as `status` and `capture --status` show it.
+/// One replication slot, as `status` and `replicate --status` show it.
 #[derive(Debug, Serialize)]
 pub(crate) struct SlotReport {
     slot: String,
@@ -136,13 +136,13 @@ pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     // A slot nobody asked about is only shown when it exists.
     let (names, show_missing) = if args.slots.is_empty() {
         (
-            vec![ctx.config.capture.slot.clone()],
-            ctx.config.capture.db.is_some(),
+            vec![ctx.config.replication.slot.clone()],
+            ctx.config.replication.db.is_some(),
         )
     } else {
         (args.slots.clone(), true)
     };
-    let lag_warn_bytes = ctx.config.capture.lag_warn_mb.saturating_mul(MIB);
+    let lag_warn_bytes = ctx.config.replication.lag_warn_mb.saturating_mul(MIB);
     let slots = slot_reports(&client, &names, show_missing, lag_warn_bytes, ctx).await?;
     let checkpoints = checkpoint_reports(&args.db, triggers.is_some(), ctx).await?;
     let quarantine = quarantine_reports(&args.db, triggers.is_some(), ctx).await;
@@ -190,7 +190,7 @@ async fn alarm_reports(
             Err(error) => now.push(unknown("trigger capture", error)),
         }
     }
-    let publication = &ctx.config.capture.publication;
+    let publication = &ctx.config.replication.publication;
     for slot in slots {
         match alarms::capture_status(client, &slot.slot, publication).await {
             // What the slot's own warning says already is not repeated.

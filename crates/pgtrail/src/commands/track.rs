@@ -7,10 +7,10 @@ use pgtrail_triggers::{CaptureMode, MaskMode, TrackOptions, TrackedTable};
 
 use crate::cli::{TrackArgs, UntrackArgs};
 use crate::output;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail track`.
-pub async fn run(args: &TrackArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &TrackArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let client = pgtrail_triggers::connect(&args.db).await?;
     let options = TrackOptions {
         ignore: args.ignore.clone(),
@@ -57,7 +57,7 @@ pub async fn run(args: &TrackArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `pgtrail untrack`.
-pub async fn untrack(args: &UntrackArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn untrack(args: &UntrackArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let client = pgtrail_triggers::connect(&args.db).await?;
     for name in &args.tables {
         let table = crate::filters::table(name)?;

@@ -8,10 +8,10 @@ use pgtrail_triggers::install::uninstall_sql;
 
 use crate::cli::UninstallArgs;
 use crate::output;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail uninstall`.
-pub async fn run(args: &UninstallArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &UninstallArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         output::line(&uninstall_sql(args.drop_data))?;
         return Ok(crate::exit::ok());

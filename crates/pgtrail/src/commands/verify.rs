@@ -14,10 +14,10 @@ use pgtrail_store::{StoreError, TrustedKey, VerifyOptions, VerifyReport};
 
 use super::checkpoint::{parse_trusted_key, trusted_keys, witness_path};
 use crate::cli::VerifyArgs;
-use crate::Context;
+use crate::Invocation;
 
 /// Runs `pgtrail verify`.
-pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let keys: Vec<TrustedKey> = if args.public_key.is_empty() {
         trusted_keys(&ctx.config.signing)?
     } else {
@@ -36,13 +36,7 @@ pub async fn run(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Err(e @ (StoreError::Url { .. } | StoreError::Backend { .. })) => return Err(e.into()),
         Err(e) => {
             // Nothing there to vouch for is a failed check, not a new store.
-            let mut message = format!("FAILED: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(inner) = cause {
-                let _ = write!(message, ": {inner}");
-                cause = inner.source();
-            }
-            eprintln!("{message}");
+            eprintln!("FAILED: {:#}", anyhow::Error::from(e));
             return Ok(crate::exit::check_failed());
         }
     };

@@ -1,11 +1,13 @@
-//! `pgtrail capture`: logical-replication capture into the store.
+//! `pgtrail replicate` (formerly `pgtrail capture`, still an alias):
+//! logical replication into the store.
 //!
 //! Thin: parses the options, runs the one-off actions (`--setup`,
 //! `--baseline`, `--drop`, `--status`) from `pgtrail_cdc::setup` and
 //! `pgtrail_pipeline::cdc::take_baseline`, then runs
 //! `pgtrail_pipeline::cdc::run` until Ctrl-C or SIGTERM. Diagnostics go to stderr; `--status` prints its
-//! result on stdout. [`capture_part`] is the same consumer as a part of
-//! `pgtrail run`; flags and `[capture]` resolve in [`capture_options`] for both.
+//! result on stdout. [`replication_part`] is the same consumer as a part of
+//! `pgtrail run`; flags and `[replication]` resolve in [`replication_options`]
+//! for both.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,18 +18,18 @@ use pgtrail_cdc::connection::ConnectOptions;
 use pgtrail_cdc::consumer::CaptureOptions;
 use pgtrail_cdc::mask::Masking;
 use pgtrail_cdc::setup::{self, SetupOptions};
-use pgtrail_core::config::{CaptureConfig, IdentityConfig};
+use pgtrail_core::config::{IdentityConfig, ReplicationConfig};
 use pgtrail_core::filter::TableName;
 use tokio::sync::watch;
 
-use crate::cli::{CaptureArgs, CaptureTuning};
-use crate::Context;
+use crate::cli::{ReplicateArgs, ReplicationTuning};
+use crate::Invocation;
 
-/// The consumer's options: flags over `[capture]`, and `[identity]`'s
+/// The consumer's options: flags over `[replication]`, and `[identity]`'s
 /// sqlcommenter keys.
-pub(crate) fn capture_options(
-    tuning: &CaptureTuning,
-    config: &CaptureConfig,
+pub(crate) fn replication_options(
+    tuning: &ReplicationTuning,
+    config: &ReplicationConfig,
     identity: &IdentityConfig,
 ) -> anyhow::Result<CaptureOptions> {
     let mut options = CaptureOptions::new(
@@ -57,18 +59,21 @@ pub(crate) fn capture_options(
         options.spill_dir = dir;
     }
     options.masking = Masking::parse(&config.mask, &config.mask_redact)
-        .map_err(|reason| anyhow::anyhow!("[capture] mask: {reason}"))?;
+        .map_err(|reason| anyhow::anyhow!("[replication] mask: {reason}"))?;
     Ok(options)
 }
 
-/// Runs `pgtrail capture`.
-pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let Some(db) = args.db.as_deref().or(ctx.config.capture.db.as_deref()) else {
-        anyhow::bail!("no database to capture: give --db URL (or PGTRAIL_DB), or set [capture] db");
+/// Runs `pgtrail replicate`.
+pub async fn run(args: &ReplicateArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
+    let Some(db) = args.db.as_deref().or(ctx.config.replication.db.as_deref()) else {
+        anyhow::bail!(
+            "no database to capture: give --db URL (or PGTRAIL_DB), or set [replication] db"
+        );
     };
     let connect = ConnectOptions::parse(db)?;
     let client = connect.connect_sql().await?;
-    let mut options = capture_options(&args.tuning, &ctx.config.capture, &ctx.config.identity)?;
+    let mut options =
+        replication_options(&args.tuning, &ctx.config.replication, &ctx.config.identity)?;
 
     if args.status {
         let slots = super::status::slot_reports(
@@ -88,7 +93,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
         let removed = setup::drop_all(&client, &options.slot, &options.publication).await?;
         if removed.is_empty() {
             eprintln!(
-                "nothing to remove: no slot '{}', publication '{}' or context triggers",
+                "nothing to remove: no slot '{}', publication '{}' or actor triggers",
                 options.slot, options.publication
             );
         }
@@ -128,7 +133,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
             publication: options.publication.clone(),
             selection: selection.clone(),
             replica_identity_full: full,
-            context: args.context,
+            context: args.actor,
             identity: ctx.config.identity.clone(),
             create_slot: !args.baseline,
         };
@@ -146,9 +151,9 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
                 report.identity_full_for_keyless.join(", ")
             );
         }
-        if args.context {
+        if args.actor {
             eprintln!(
-                "context triggers installed (app user from {}); only superusers may emit logical \
+                "actor triggers installed (app user from {}); only superusers may emit logical \
                  messages in this database now",
                 ctx.config.identity.user_settings.join(", ")
             );
@@ -204,7 +209,7 @@ pub async fn run(args: &CaptureArgs, ctx: &Context) -> anyhow::Result<ExitCode> 
 
 /// What the logical-replication part of `pgtrail run` does.
 #[derive(Debug, Clone)]
-pub(crate) struct CapturePart {
+pub(crate) struct ReplicationPart {
     /// The database to capture.
     pub connect: ConnectOptions,
     /// Slot, publication, batching, lag warning.
@@ -215,15 +220,15 @@ pub(crate) struct CapturePart {
 /// stored and confirmed before it returns. Lost connections and store
 /// outages are waited out inside (`pgtrail_pipeline`); what an operator
 /// must fix is returned.
-pub(crate) async fn capture_part(
-    part: CapturePart,
-    ctx: Context,
+pub(crate) async fn replication_part(
+    part: ReplicationPart,
+    ctx: Invocation,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let url = &ctx.config.store.url;
     let opened = pgtrail_pipeline::store::open_patiently(
         url,
-        "capture waits (the slot keeps the WAL)",
+        "logical replication waits (the slot keeps the WAL)",
         stop.clone(),
     )
     .await?;
