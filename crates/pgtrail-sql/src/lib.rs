@@ -24,7 +24,20 @@
 //! literal is replaced. Text that cannot even be scanned (an unterminated
 //! quote, a NUL byte) is withheld whole, with [`WITHHELD`] in its place.
 
+mod cache;
+mod claims;
+mod class;
 mod literal;
+mod objects;
 mod redact;
+mod statement;
+mod token;
 
+pub use cache::{Analyzer, TextPolicy, MAX_CACHED_TEXT};
+pub use claims::{
+    startup_options, Claim, ClaimChannel, ClaimField, ClaimScope, ClaimTracker, ClaimValue, Held,
+};
+pub use class::{Class, ClassSet};
+pub use objects::{Access, Object, ObjectRef, Resolution, Resolver, SearchPath};
 pub use redact::{redact_constants, redact_secrets, Redaction, Redactor, REDACTED, WITHHELD};
+pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};

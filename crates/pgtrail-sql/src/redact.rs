@@ -1,9 +1,10 @@
 //! Redaction of statement text: secrets always, constants on request.
 
-use pg_query::protobuf::{ScanToken, Token};
+use pg_query::protobuf::Token;
 use pg_query::NodeRef;
 
 use crate::literal;
+use crate::token::Tok;
 
 /// What replaces a secret: a whole literal becomes `'<redacted>'`, a
 /// credential inside one `<redacted>`.
@@ -35,7 +36,18 @@ pub fn redact_secrets(sql: &str) -> (String, Redaction) {
     redact_secrets_at(sql, 0)
 }
 
+/// [`redact_secrets`] of a text whose parse outcome the caller already
+/// knows (the statement analyzer parsed it): the parser then runs only
+/// when a token names a secret, whose place the tree must show.
+pub(crate) fn redact_secrets_known(sql: &str, parsed: bool) -> (String, Redaction) {
+    redact_secrets_inner(sql, 0, Some(parsed))
+}
+
 fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
+    redact_secrets_inner(sql, depth, None)
+}
+
+fn redact_secrets_inner(sql: &str, depth: u8, known: Option<bool>) -> (String, Redaction) {
     let Ok(tokens) = pg_query::scan_tokens(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
@@ -44,12 +56,15 @@ fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
     // An option the tree marks as secret is named by a token: without such
     // a token the walk is skipped (the parse still decides the fallback).
     let named = tokens.iter().any(Tok::names_secret);
-    let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
-        if named {
-            secrets_in_tree(&tree, &tokens, &mut edits);
-        }
-        true
-    });
+    let parsed = match known {
+        Some(parsed) if !named => parsed,
+        _ => pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
+            if named {
+                secrets_in_tree(&tree, &tokens, &mut edits);
+            }
+            true
+        }),
+    };
     if !parsed {
         for (i, tok) in tokens.iter().enumerate() {
             if tok.is_string() {
@@ -282,49 +297,5 @@ impl Edits {
     }
     fn is_empty(&self) -> bool {
         self.whole.is_empty()
-    }
-}
-
-/// One scanned token with its text.
-struct Tok<'a> {
-    start: usize,
-    end: usize,
-    token: Token,
-    keyword: bool,
-    text: &'a str,
-}
-
-impl<'a> Tok<'a> {
-    fn new(sql: &'a str, token: &ScanToken) -> Option<Self> {
-        let start = usize::try_from(token.start).ok()?;
-        let end = usize::try_from(token.end).ok()?;
-        Some(Tok {
-            start,
-            end,
-            token: Token::try_from(token.token).ok()?,
-            keyword: token.keyword_kind != 0,
-            text: sql.get(start..end)?,
-        })
-    }
-    fn is_string(&self) -> bool {
-        matches!(self.token, Token::Sconst | Token::Usconst)
-    }
-    fn is_constant(&self) -> bool {
-        matches!(
-            self.token,
-            Token::Sconst
-                | Token::Usconst
-                | Token::Iconst
-                | Token::Fconst
-                | Token::Bconst
-                | Token::Xconst
-        )
-    }
-    fn is_comment(&self) -> bool {
-        matches!(self.token, Token::SqlComment | Token::CComment)
-    }
-    /// An identifier or keyword naming a secret (`password`, `"api_token"`).
-    fn names_secret(&self) -> bool {
-        (self.token == Token::Ident || self.keyword) && literal::is_secret_name(self.text)
     }
 }
