@@ -73,6 +73,7 @@ fn redact_secrets_inner(sql: &str, depth: u8, known: Option<bool>) -> (String, R
         }
     }
     secrets_by_name(&tokens, &mut edits);
+    secrets_in_set_config(&tokens, &mut edits);
     let outcome = match (parsed, edits.is_empty()) {
         (false, _) => Redaction::Unparsed,
         (true, true) => Redaction::Unchanged,
@@ -241,6 +242,41 @@ fn secrets_by_name(tokens: &[Tok], edits: &mut Edits) {
                 ")" => depth -= 1,
                 "," | ";" if depth == 0 => break,
                 _ if tokens[j].is_constant() => edits.whole(j),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `set_config('app.api_token', '…', …)`: the value argument's constants,
+/// when the setting's name (a literal) names a secret.
+fn secrets_in_set_config(tokens: &[Tok], edits: &mut Edits) {
+    let code: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !tokens[i].is_comment())
+        .collect();
+    for (k, &i) in code.iter().enumerate() {
+        if !tokens[i].text.eq_ignore_ascii_case("set_config") {
+            continue;
+        }
+        let at = |n: usize| code.get(k + n).map(|&j| &tokens[j]);
+        let names_secret = at(2)
+            .filter(|t| t.is_string())
+            .and_then(|t| literal::decode(t.text).1)
+            .is_some_and(|name| literal::is_secret_name(&name));
+        if !(at(1).is_some_and(|t| t.text == "(") && names_secret) {
+            continue;
+        }
+        // From the comma after the name to the next top-level comma.
+        let mut depth = 0i32;
+        let mut started = false;
+        for &j in &code[k + 3..] {
+            match tokens[j].text {
+                "," if depth == 0 && !started => started = true,
+                "(" => depth += 1,
+                ")" if depth == 0 => break,
+                ")" => depth -= 1,
+                "," if depth == 0 => break,
+                _ if started && tokens[j].is_constant() => edits.whole(j),
                 _ => {}
             }
         }

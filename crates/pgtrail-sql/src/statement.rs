@@ -551,6 +551,17 @@ fn objects_of(
             }
         }
     }
+    // libpg_query 18.1's walk stops at a RETURNING clause (its list of the
+    // nodes Postgres's walker takes predates Postgres 18's ReturningClause):
+    // each RETURNING list is summarized as a SELECT of its own.
+    if !code.is_empty() {
+        for returning in returning_lists(code) {
+            let text = format!("SELECT {}", &sql[returning]);
+            if let Ok(inner) = pg_query::summary(&text, pg_query::ParserOptions::DEFAULT, -1) {
+                objects.extend(objects_of(sql, "SelectStmt", false, &[], &inner));
+            }
+        }
+    }
     // A name reported both as a relation and as a CTE: keep the relation.
     objects.sort();
     objects.dedup();
@@ -562,6 +573,54 @@ fn objects_of(
     objects
         .retain(|o| !o.maybe_cte || !plain.contains(&(o.schema.clone(), o.name.clone(), o.access)));
     objects
+}
+
+/// The byte ranges of the expressions of every `RETURNING` clause (after
+/// Postgres 18's optional `WITH (OLD AS o, NEW AS n)`), each up to the
+/// parenthesis that closes the statement it belongs to.
+fn returning_lists(code: &[&Tok]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    for (k, tok) in code.iter().enumerate() {
+        if !tok.is_kw("RETURNING") {
+            continue;
+        }
+        let mut i = k + 1;
+        if code.get(i).is_some_and(|t| t.is_kw("WITH"))
+            && code.get(i + 1).is_some_and(|t| t.is("("))
+        {
+            let mut d = 0i32;
+            while let Some(t) = code.get(i) {
+                i += 1;
+                match t.text {
+                    "(" => d += 1,
+                    ")" => {
+                        d -= 1;
+                        if d == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(first) = code.get(i) else { continue };
+        let mut d = 0i32;
+        let mut end = first.start;
+        for t in &code[i..] {
+            match t.text {
+                "(" => d += 1,
+                ")" if d == 0 => break,
+                ")" => d -= 1,
+                ";" if d == 0 => break,
+                _ => {}
+            }
+            end = t.end;
+        }
+        if end > first.start {
+            out.push(first.start..end);
+        }
+    }
+    out
 }
 
 fn search_path_change(
