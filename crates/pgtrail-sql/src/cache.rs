@@ -23,6 +23,7 @@ use pgtrail_core::config::IdentityConfig;
 use crate::claims::{self, Claim, Names};
 use crate::redact;
 use crate::statement::{self, Analysis};
+use crate::token::Tok;
 
 /// Texts longer than this (bytes) are not cached.
 pub const MAX_CACHED_TEXT: usize = 16 * 1024;
@@ -86,9 +87,13 @@ impl Analyzer {
     /// [`Analyzer::analyze`] without the cache.
     pub fn analyze_uncached(&self, sql: &str) -> Analysis {
         let policy = self.policy;
-        let mut redact = |text: &str, parsed: bool| match policy {
-            TextPolicy::Constants => redact::redact_constants(text).0,
-            TextPolicy::Secrets => redact::redact_secrets_known(text, parsed).0,
+        let mut redact = |text: &str, tokens: Option<Vec<Tok>>, parsed: bool| match (policy, tokens)
+        {
+            (TextPolicy::Constants, _) => redact::redact_constants(text).0,
+            (TextPolicy::Secrets, Some(tokens)) => {
+                redact::redact_secrets_known(text, tokens, parsed).0
+            }
+            (TextPolicy::Secrets, None) => redact::redact_secrets(text).0,
         };
         statement::analyze(sql, &self.names, &mut redact)
     }

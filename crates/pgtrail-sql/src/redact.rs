@@ -39,19 +39,28 @@ pub fn redact_secrets(sql: &str) -> (String, Redaction) {
 /// [`redact_secrets`] of a text whose parse outcome the caller already
 /// knows (the statement analyzer parsed it): the parser then runs only
 /// when a token names a secret, whose place the tree must show.
-pub(crate) fn redact_secrets_known(sql: &str, parsed: bool) -> (String, Redaction) {
-    redact_secrets_inner(sql, 0, Some(parsed))
+/// `tokens` are `sql`'s, scanned by the caller (so the text is scanned once).
+pub(crate) fn redact_secrets_known(
+    sql: &str,
+    tokens: Vec<Tok>,
+    parsed: bool,
+) -> (String, Redaction) {
+    redact_secrets_inner(sql, tokens, 0, Some(parsed))
 }
 
 fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
-    redact_secrets_inner(sql, depth, None)
-}
-
-fn redact_secrets_inner(sql: &str, depth: u8, known: Option<bool>) -> (String, Redaction) {
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Some(tokens) = crate::token::scan(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
-    let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
+    redact_secrets_inner(sql, tokens, depth, None)
+}
+
+fn redact_secrets_inner(
+    sql: &str,
+    tokens: Vec<Tok>,
+    depth: u8,
+    known: Option<bool>,
+) -> (String, Redaction) {
     let mut edits = Edits::default();
     // An option the tree marks as secret is named by a token: without such
     // a token the walk is skipped (the parse still decides the fallback).

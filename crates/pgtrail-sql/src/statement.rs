@@ -154,12 +154,13 @@ pub struct Analysis {
     pub statements: Vec<Statement>,
 }
 
+/// Turns a statement's text into what may be stored, given its tokens
+/// (positions relative to the text; `None`: scan it again) and whether it
+/// parsed.
+pub(crate) type Redact<'a> = dyn FnMut(&str, Option<Vec<Tok>>, bool) -> String + 'a;
+
 /// Analyzes `sql`. `redact` turns a statement's text into what may be stored.
-pub(crate) fn analyze(
-    sql: &str,
-    names: &Names,
-    redact: &mut dyn FnMut(&str, bool) -> String,
-) -> Analysis {
+pub(crate) fn analyze(sql: &str, names: &Names, redact: &mut Redact<'_>) -> Analysis {
     let Some(tokens) = token::scan(sql) else {
         return unknown(sql, &[], names, redact);
     };
@@ -200,12 +201,7 @@ pub(crate) fn analyze(
 }
 
 /// The one statement of a text the parser rejected.
-fn unknown(
-    sql: &str,
-    tokens: &[Tok],
-    names: &Names,
-    redact: &mut dyn FnMut(&str, bool) -> String,
-) -> Analysis {
+fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) -> Analysis {
     let toks: Vec<&Tok> = tokens.iter().collect();
     let comment = claims::comment_pairs(&toks);
     let command = toks
@@ -218,7 +214,7 @@ fn unknown(
         parsed: false,
         statements: vec![Statement {
             span: trimmed(sql, 0..sql.len()),
-            sql: redact(sql, false),
+            sql: redact(sql, None, false),
             class: Class::Unknown,
             classes: ClassSet::of(Class::Unknown),
             command,
@@ -252,7 +248,7 @@ fn statement(
     toks: &[&Tok],
     summary: &pg_query::SummaryResult,
     names: &Names,
-    redact: &mut dyn FnMut(&str, bool) -> String,
+    redact: &mut Redact<'_>,
 ) -> Statement {
     let code: Vec<&Tok> = toks.iter().copied().filter(|t| !t.is_comment()).collect();
     let types = &summary.statement_types;
@@ -373,8 +369,20 @@ fn statement(
     let claims = claims::claims(names, &changes, &comment);
     let span = trimmed(sql, piece);
     let command = command_of(node, &code, has(Context::Ddl), deallocate.is_some());
+    // The statement's tokens, positioned in its own text, for the redactor.
+    let own: Vec<Tok> = toks
+        .iter()
+        .filter(|t| t.start >= span.start && t.end <= span.end)
+        .map(|t| Tok {
+            start: t.start - span.start,
+            end: t.end - span.start,
+            token: t.token,
+            keyword: t.keyword,
+            text: t.text,
+        })
+        .collect();
     Statement {
-        sql: redact(&sql[span.clone()], true),
+        sql: redact(&sql[span.clone()], Some(own), true),
         span,
         class,
         classes,
