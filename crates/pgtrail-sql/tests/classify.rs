@@ -382,11 +382,15 @@ fn several_statements_each_with_its_own_span() {
 
 #[test]
 fn text_the_parser_rejects_is_unknown_and_still_recorded() {
+    // Too deep for the parser's stack, and NUL bytes: rejected, never a panic.
+    let deep = format!("SELECT {}1{}", "(".repeat(20_000), ")".repeat(20_000));
     for sql in [
         "SELEC 1",
         "SELECT 1; SELEC 2",
         "SET pgtrail.user = 'x'",
         "select 'unterminated",
+        "SELECT set_config('pgtrail.user', 'x', false)\0",
+        deep.as_str(),
     ] {
         let a: Analysis = analyzer().analyze_uncached(sql);
         assert!(!a.parsed, "{sql}");
