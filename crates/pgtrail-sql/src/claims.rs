@@ -82,8 +82,13 @@ pub enum ClaimScope {
 pub enum ClaimValue {
     /// Set to this text.
     Set(String),
-    /// Set, but to a value the text does not show (a parameter, an expression).
+    /// Set, but to a value the text does not show (an expression, or a
+    /// parameter whose value is not known).
     Unknown,
+    /// Set to the value of parameter `$n` (1-based) of the statement: the
+    /// proxy fills it in from the Bind message or EXECUTE's arguments
+    /// ([`Claim::with_parameters`]); unfilled, it counts as unknown.
+    Parameter(u32),
     /// Reset to the default (`RESET`, `SET … TO DEFAULT`, `RESET ALL`, `DISCARD ALL`).
     Reset,
 }
@@ -343,35 +348,15 @@ fn set_config_call(code: &[&Tok], i: usize) -> Option<SettingChange> {
             return None;
         }
     }
-    // The arguments, split at top-level commas.
-    let mut args: Vec<Vec<&Tok>> = vec![Vec::new()];
-    let mut depth = 0usize;
-    let mut closed = false;
-    for tok in &code[i + 2..] {
-        match tok.text {
-            "(" | "[" => depth += 1,
-            ")" if depth == 0 => {
-                closed = true;
-                break;
-            }
-            ")" | "]" => depth = depth.saturating_sub(1),
-            "," if depth == 0 => {
-                args.push(Vec::new());
-                continue;
-            }
-            _ => {}
-        }
-        if let Some(arg) = args.last_mut() {
-            arg.push(tok);
-        }
-    }
-    if !closed || args.len() != 3 {
+    let args = call_args(code, i + 2)?;
+    if args.len() != 3 {
         return None;
     }
     let name = literal_arg(&args[0]).map(|n| n.to_ascii_lowercase());
-    let value = match literal_arg(&args[1]) {
-        Some(v) => ClaimValue::Set(v),
-        None => ClaimValue::Unknown,
+    let value = match (literal_arg(&args[1]), param_arg(&args[1])) {
+        (Some(v), _) => ClaimValue::Set(v),
+        (None, Some(n)) => ClaimValue::Parameter(n),
+        (None, None) => ClaimValue::Unknown,
     };
     // is_local: true, false, or a string Postgres reads as a boolean; an
     // expression counts as session-wide (the longer-lasting reading).
@@ -399,6 +384,84 @@ fn set_config_call(code: &[&Tok], i: usize) -> Option<SettingChange> {
             ClaimScope::Session
         },
     })
+}
+
+/// The arguments of a call whose `(` is just before `start`, split at
+/// top-level commas; `None` when the call is not closed.
+fn call_args<'t, 'a>(code: &'t [&'t Tok<'a>], start: usize) -> Option<Vec<Vec<&'t Tok<'a>>>> {
+    let mut args: Vec<Vec<&Tok>> = vec![Vec::new()];
+    let mut depth = 0usize;
+    for tok in code.get(start..)? {
+        match tok.text {
+            "(" | "[" => depth += 1,
+            ")" if depth == 0 => return Some(args),
+            ")" | "]" => depth = depth.saturating_sub(1),
+            "," if depth == 0 => {
+                args.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(arg) = args.last_mut() {
+            arg.push(*tok);
+        }
+    }
+    None
+}
+
+/// The arguments of `EXECUTE name (a, b, …)`: each a literal's value, or
+/// `None` for an expression.
+pub(crate) fn execute_args(code: &[&Tok]) -> Vec<Option<String>> {
+    if !code.get(2).is_some_and(|t| t.is("(")) {
+        return Vec::new();
+    }
+    call_args(code, 3)
+        .unwrap_or_default()
+        .iter()
+        .map(|arg| {
+            literal_arg(arg).or_else(|| match arg.as_slice() {
+                [t] if matches!(
+                    t.token,
+                    pg_query::protobuf::Token::Iconst | pg_query::protobuf::Token::Fconst
+                ) =>
+                {
+                    Some(t.text.to_string())
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// `$n` (optionally cast to text): the parameter's number.
+fn param_arg(arg: &[&Tok]) -> Option<u32> {
+    let (first, rest) = arg.split_first()?;
+    if first.token != pg_query::protobuf::Token::Param {
+        return None;
+    }
+    let text_cast = match rest {
+        [] => true,
+        [cast, ty] => cast.is("::") && matches!(ty.name().as_deref(), Some("text" | "varchar")),
+        _ => false,
+    };
+    text_cast.then(|| first.text.trim_start_matches('$').parse().ok())?
+}
+
+impl Claim {
+    /// The claim with a [`ClaimValue::Parameter`] value replaced by that
+    /// parameter's value from `params` (`None`: SQL NULL, a binary value,
+    /// or a parameter not sent, all of which leave the value unknown).
+    pub fn with_parameters(&self, params: &[Option<&str>]) -> Claim {
+        let mut claim = self.clone();
+        if let ClaimValue::Parameter(n) = claim.value {
+            claim.value = usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| params.get(i).copied().flatten())
+                .map_or(ClaimValue::Unknown, |v| ClaimValue::Set(v.to_string()));
+        }
+        claim
+    }
 }
 
 fn name_is_literal(arg: &[&Tok]) -> bool {
@@ -584,6 +647,11 @@ impl ClaimTracker {
             let key = (field_key(claim.field), claim.setting.clone());
             let held = match &claim.value {
                 ClaimValue::Reset => None,
+                ClaimValue::Parameter(_) => Some(Held {
+                    value: ClaimValue::Unknown,
+                    channel: claim.channel,
+                    setting: claim.setting.clone(),
+                }),
                 value => Some(Held {
                     value: value.clone(),
                     channel: claim.channel,

@@ -89,6 +89,14 @@ pub struct Statement {
     /// `EXECUTE name`: the name of the prepared statement it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execute: Option<String>,
+    /// `EXECUTE name (…)`: the literal values of its arguments (`None`
+    /// for an expression), which fill the prepared statement's `$n`.
+    #[serde(skip)]
+    pub execute_args: Vec<Option<String>>,
+    /// `PREPARE name AS …`: the claims the prepared statement makes each
+    /// time it is executed (not when prepared).
+    #[serde(skip)]
+    pub prepared_claims: Vec<Claim>,
     /// `DEALLOCATE` / `DISCARD ALL`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deallocate: Option<Deallocate>,
@@ -105,7 +113,7 @@ pub struct Statement {
 }
 
 /// What a prepared statement runs, for a statement that may be `EXECUTE`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Runs<'a> {
     /// The main class.
     pub class: Class,
@@ -113,6 +121,9 @@ pub struct Runs<'a> {
     pub classes: ClassSet,
     /// The relations.
     pub objects: &'a [ObjectRef],
+    /// The claims it makes (for EXECUTE: the prepared statement's, its
+    /// `$n` filled from EXECUTE's literal arguments).
+    pub claims: Vec<Claim>,
 }
 
 impl Statement {
@@ -126,18 +137,28 @@ impl Statement {
                 class: self.class,
                 classes: self.classes,
                 objects: &self.objects,
+                claims: self.claims.clone(),
             };
         };
+        let args: Vec<Option<&str>> = self.execute_args.iter().map(Option::as_deref).collect();
         match prepared(name) {
             Some(p) => Runs {
                 class: p.class,
                 classes: p.classes,
                 objects: &p.objects,
+                // EXECUTE's own comment, then what the prepared statement sets.
+                claims: self
+                    .claims
+                    .iter()
+                    .cloned()
+                    .chain(p.prepared_claims.iter().map(|c| c.with_parameters(&args)))
+                    .collect(),
             },
             None => Runs {
                 class: Class::Unknown,
                 classes: ClassSet::of(Class::Unknown),
                 objects: &[],
+                claims: self.claims.clone(),
             },
         }
     }
@@ -223,6 +244,8 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             functions: Vec::new(),
             prepare: None,
             execute: None,
+            execute_args: Vec::new(),
+            prepared_claims: Vec::new(),
             deallocate: None,
             search_path: None,
             claims: claims::claims(names, &[], &comment),
@@ -366,7 +389,20 @@ fn statement(
         });
     }
     let comment = claims::comment_pairs(toks);
-    let claims = claims::claims(names, &changes, &comment);
+    // A prepared statement's settings take effect when it is executed.
+    let (claims, prepared_claims) = if node == "PrepareStmt" {
+        (
+            claims::claims(names, &[], &comment),
+            claims::claims(names, &changes, &[]),
+        )
+    } else {
+        (claims::claims(names, &changes, &comment), Vec::new())
+    };
+    let execute_args = if execute.is_some() {
+        claims::execute_args(&code)
+    } else {
+        Vec::new()
+    };
     let span = trimmed(sql, piece);
     let command = command_of(node, &code, has(Context::Ddl), deallocate.is_some());
     // The statement's tokens, positioned in its own text, for the redactor.
@@ -392,6 +428,8 @@ fn statement(
         functions,
         prepare,
         execute,
+        execute_args,
+        prepared_claims,
         deallocate,
         search_path,
         claims,

@@ -128,7 +128,7 @@ fn values_the_text_does_not_show_are_unknown_never_guessed() {
     use ClaimChannel::*;
     use ClaimScope::*;
     assert_eq!(
-        claims("SELECT set_config('pgtrail.user', $1, false)"),
+        claims("SELECT set_config('pgtrail.user', $1::text || 'x', false)"),
         [user(
             ClaimValue::Unknown,
             SetConfig,
@@ -289,4 +289,52 @@ fn configured_names_are_the_ones_read() {
     assert_eq!(c("SET myapp.actor = 'x'").len(), 1);
     assert_eq!(c("SET pgtrail.\"user\" = 'x'"), []);
     assert_eq!(c("SELECT 1 /*actor='x',user='y'*/")[0].value, set("x"));
+}
+
+#[test]
+fn a_parameter_is_filled_from_bind_or_execute_and_prepare_claims_nothing_yet() {
+    // Extended protocol: Parse once, Bind each time with the user.
+    let c = claims("SELECT set_config('pgtrail.user', $1, true)");
+    assert_eq!(c[0].value, ClaimValue::Parameter(1));
+    assert_eq!(c[0].with_parameters(&[Some("alice")]).value, set("alice"));
+    // NULL, binary, or missing: unknown, never guessed.
+    assert_eq!(c[0].with_parameters(&[None]).value, ClaimValue::Unknown);
+    assert_eq!(c[0].with_parameters(&[]).value, ClaimValue::Unknown);
+    let mut t = ClaimTracker::new(&IdentityConfig::default());
+    t.apply(&c, false);
+    t.apply(
+        &claims("SELECT set_config('pgtrail.user', $1, false)"),
+        false,
+    );
+    assert_eq!(
+        t.app_user().map(|h| h.value.clone()),
+        Some(ClaimValue::Unknown)
+    );
+
+    // SQL-level PREPARE: nothing is set until EXECUTE, which fills $1.
+    let a = analyzer();
+    let prep = a
+        .analyze_uncached("PREPARE su (text) AS SELECT set_config('pgtrail.user', $1, false)")
+        .statements
+        .remove(0);
+    assert!(prep.claims.is_empty());
+    let exec = a.analyze_uncached("EXECUTE su('bob')").statements.remove(0);
+    let runs = exec.runs(|n| (n == "su").then_some(&prep));
+    assert_eq!(
+        runs.claims,
+        [user(
+            set("bob"),
+            ClaimChannel::SetConfig,
+            ClaimScope::Session,
+            Some("pgtrail.user")
+        )]
+    );
+    let exec = a
+        .analyze_uncached("EXECUTE su(lower(name))")
+        .statements
+        .remove(0);
+    assert_eq!(
+        exec.runs(|_| Some(&prep)).claims[0].value,
+        ClaimValue::Unknown
+    );
 }
