@@ -227,6 +227,8 @@ pub(crate) fn comment_pairs(tokens: &[&Tok]) -> Vec<(String, String)> {
     for (key, value) in &mut pairs {
         if literal::is_secret_name(key) {
             *value = REDACTED.to_string();
+        } else if let Some(redacted) = literal::redact_credentials(value, REDACTED) {
+            *value = redacted;
         }
     }
     pairs

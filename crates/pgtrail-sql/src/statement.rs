@@ -89,10 +89,11 @@ pub struct Statement {
     /// `EXECUTE name`: the name of the prepared statement it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execute: Option<String>,
-    /// `EXECUTE name (…)`: the literal values of its arguments (`None`
-    /// for an expression), which fill the prepared statement's `$n`.
+    /// `EXECUTE name (…)`: the literal values of its arguments, which fill
+    /// the prepared statement's `$n` in [`Statement::runs`]. Unredacted, so
+    /// private and never printed.
     #[serde(skip)]
-    pub execute_args: Vec<Option<String>>,
+    execute_args: ExecuteArgs,
     /// `PREPARE name AS …`: the claims the prepared statement makes each
     /// time it is executed (not when prepared).
     #[serde(skip)]
@@ -110,6 +111,17 @@ pub struct Statement {
     /// The pairs of its sqlcommenter comment (values of secret-named keys redacted).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comment: Vec<(String, String)>,
+}
+
+/// EXECUTE's literal arguments (`None` for an expression); Debug shows
+/// only how many there are.
+#[derive(Clone, Default, PartialEq)]
+struct ExecuteArgs(Vec<Option<String>>);
+
+impl std::fmt::Debug for ExecuteArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExecuteArgs({} withheld)", self.0.len())
+    }
 }
 
 /// What a prepared statement runs, for a statement that may be `EXECUTE`.
@@ -140,7 +152,7 @@ impl Statement {
                 claims: self.claims.clone(),
             };
         };
-        let args: Vec<Option<&str>> = self.execute_args.iter().map(Option::as_deref).collect();
+        let args: Vec<Option<&str>> = self.execute_args.0.iter().map(Option::as_deref).collect();
         match prepared(name) {
             Some(p) => Runs {
                 class: p.class,
@@ -244,7 +256,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             functions: Vec::new(),
             prepare: None,
             execute: None,
-            execute_args: Vec::new(),
+            execute_args: ExecuteArgs::default(),
             prepared_claims: Vec::new(),
             deallocate: None,
             search_path: None,
@@ -398,11 +410,11 @@ fn statement(
     } else {
         (claims::claims(names, &changes, &comment), Vec::new())
     };
-    let execute_args = if execute.is_some() {
+    let execute_args = ExecuteArgs(if execute.is_some() {
         claims::execute_args(&code)
     } else {
         Vec::new()
-    };
+    });
     let span = trimmed(sql, piece);
     let command = command_of(node, &code, has(Context::Ddl), deallocate.is_some());
     // The statement's tokens, positioned in its own text, for the redactor.

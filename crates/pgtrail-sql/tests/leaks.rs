@@ -19,6 +19,7 @@ fn no_output_carries_a_secret() {
         format!("SET app.api_token = '{SECRET}'"),
         format!("SELECT set_config('app.secret', '{SECRET}', false)"),
         format!("SELECT 1 /*user='alice',password='{SECRET}'*/"),
+        format!("SELECT 1 /*user='alice',db='postgres://u:{SECRET}@h/x'*/"),
         format!("BEGIN; ALTER ROLE app PASSWORD '{SECRET}'; COMMIT"),
         format!("PREPARE p AS SELECT * FROM t WHERE token = '{SECRET}'"),
         format!("DO $$BEGIN EXECUTE 'ALTER ROLE app PASSWORD ''{SECRET}'''; END$$"),
@@ -34,6 +35,25 @@ fn no_output_carries_a_secret() {
             for out in [&json, &debug] {
                 assert!(!out.contains("s3cr3t"), "{policy:?} {sql}: {out}");
             }
+        }
+    }
+}
+
+#[test]
+fn with_constants_redacted_no_constant_survives_anywhere() {
+    // EXECUTE's arguments are kept (they fill a prepared set_config's
+    // parameters) but never shown.
+    let mut analyzer = Analyzer::new(8, &IdentityConfig::default(), TextPolicy::Constants);
+    for sql in [
+        format!("EXECUTE p('{SECRET}')"),
+        format!("EXECUTE p(1, '{SECRET}')"),
+        format!("SELECT * FROM people WHERE ssn = '{SECRET}'"),
+    ] {
+        let analysis = analyzer.analyze(&sql);
+        let json = serde_json::to_string(&*analysis).expect("serializable");
+        let debug = format!("{analysis:?}");
+        for out in [&json, &debug] {
+            assert!(!out.contains("s3cr3t"), "{sql}: {out}");
         }
     }
 }
