@@ -1,6 +1,10 @@
 //! SQL understood by the real Postgres parser (`pg_query`, libpg_query):
-//! redaction of statement text before it enters the trail now, statement
-//! classification (for the statement proxy) later.
+//! redaction of statement text before it enters the trail, and what the
+//! statement proxy's events say about a statement: [`Analyzer`] turns a
+//! text into one [`Statement`] per statement (class in pgAudit's
+//! vocabulary, command, transaction control, objects, the application's
+//! claims), once per distinct text. See the `statement`, `class`,
+//! `objects` and `claims` modules for the rules and their limits.
 //!
 //! Kept out of `pgtrail-core` on purpose: libpg_query is a C build (and
 //! bindgen needs libclang), which only the crates that read statement text
