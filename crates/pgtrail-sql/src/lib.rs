@@ -1,6 +1,10 @@
 //! SQL understood by the real Postgres parser (`pg_query`, libpg_query):
-//! redaction of statement text before it enters the trail now, statement
-//! classification (for the statement proxy) later.
+//! redaction of statement text before it enters the trail, and what the
+//! statement proxy's events say about a statement: [`Analyzer`] turns a
+//! text into one [`Statement`] per statement (class in pgAudit's
+//! vocabulary, command, transaction control, objects, the application's
+//! claims), once per distinct text. See the `statement`, `class`,
+//! `objects` and `claims` modules for the rules and their limits.
 //!
 //! Kept out of `pgtrail-core` on purpose: libpg_query is a C build (and
 //! bindgen needs libclang), which only the crates that read statement text
@@ -24,7 +28,20 @@
 //! literal is replaced. Text that cannot even be scanned (an unterminated
 //! quote, a NUL byte) is withheld whole, with [`WITHHELD`] in its place.
 
+mod cache;
+mod claims;
+mod class;
 mod literal;
+mod objects;
 mod redact;
+mod statement;
+mod token;
 
+pub use cache::{Analyzer, TextPolicy, MAX_CACHED_TEXT};
+pub use claims::{
+    startup_options, Claim, ClaimChannel, ClaimField, ClaimScope, ClaimTracker, ClaimValue, Held,
+};
+pub use class::{Class, ClassSet};
+pub use objects::{Access, Object, ObjectRef, Resolution, Resolver, SearchPath};
 pub use redact::{redact_constants, redact_secrets, Redaction, Redactor, REDACTED, WITHHELD};
+pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};

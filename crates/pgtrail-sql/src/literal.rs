@@ -121,20 +121,30 @@ fn decode_quoted(text: &str, escapes: bool) -> Option<String> {
 
 /// Option and setting names whose values are secrets.
 pub(crate) fn is_secret_name(name: &str) -> bool {
-    let name = name.trim_matches('"').to_ascii_lowercase();
-    name == "pwd"
-        || [
-            "password",
-            "passwd",
-            "secret",
-            "token",
-            "credential",
-            "api_key",
-            "apikey",
-            "private_key",
-        ]
-        .iter()
-        .any(|word| name.contains(word))
+    // Called for every identifier of every statement: no allocation.
+    let name = name.trim_matches('"');
+    name.len() >= 3
+        && (name.eq_ignore_ascii_case("pwd")
+            || [
+                "password",
+                "passwd",
+                "secret",
+                "token",
+                "credential",
+                "api_key",
+                "apikey",
+                "private_key",
+            ]
+            .iter()
+            .any(|word| contains_ignore_case(name, word)))
+}
+
+/// Whether `haystack` contains `needle` (lower case ASCII), ignoring ASCII case.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Whether a value may hold a credential [`redact_credentials`] looks for,

@@ -1,9 +1,10 @@
 //! Redaction of statement text: secrets always, constants on request.
 
-use pg_query::protobuf::{ScanToken, Token};
+use pg_query::protobuf::Token;
 use pg_query::NodeRef;
 
 use crate::literal;
+use crate::token::Tok;
 
 /// What replaces a secret: a whole literal becomes `'<redacted>'`, a
 /// credential inside one `<redacted>`.
@@ -35,21 +36,44 @@ pub fn redact_secrets(sql: &str) -> (String, Redaction) {
     redact_secrets_at(sql, 0)
 }
 
+/// [`redact_secrets`] of a text whose parse outcome the caller already
+/// knows (the statement analyzer parsed it): the parser then runs only
+/// when a token names a secret, whose place the tree must show.
+/// `tokens` are `sql`'s, scanned by the caller (so the text is scanned once).
+pub(crate) fn redact_secrets_known(
+    sql: &str,
+    tokens: Vec<Tok>,
+    parsed: bool,
+) -> (String, Redaction) {
+    redact_secrets_inner(sql, tokens, 0, Some(parsed))
+}
+
 fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Some(tokens) = crate::token::scan(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
-    let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
+    redact_secrets_inner(sql, tokens, depth, None)
+}
+
+fn redact_secrets_inner(
+    sql: &str,
+    tokens: Vec<Tok>,
+    depth: u8,
+    known: Option<bool>,
+) -> (String, Redaction) {
     let mut edits = Edits::default();
     // An option the tree marks as secret is named by a token: without such
     // a token the walk is skipped (the parse still decides the fallback).
     let named = tokens.iter().any(Tok::names_secret);
-    let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
-        if named {
-            secrets_in_tree(&tree, &tokens, &mut edits);
-        }
-        true
-    });
+    let parsed = match known {
+        Some(parsed) if !named => parsed,
+        _ => pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
+            if named {
+                secrets_in_tree(&tree, &tokens, &mut edits);
+            }
+            true
+        }),
+    };
     if !parsed {
         for (i, tok) in tokens.iter().enumerate() {
             if tok.is_string() {
@@ -58,6 +82,7 @@ fn redact_secrets_at(sql: &str, depth: u8) -> (String, Redaction) {
         }
     }
     secrets_by_name(&tokens, &mut edits);
+    secrets_in_set_config(&tokens, &mut edits);
     let outcome = match (parsed, edits.is_empty()) {
         (false, _) => Redaction::Unparsed,
         (true, true) => Redaction::Unchanged,
@@ -232,6 +257,41 @@ fn secrets_by_name(tokens: &[Tok], edits: &mut Edits) {
     }
 }
 
+/// `set_config('app.api_token', '…', …)`: the value argument's constants,
+/// when the setting's name (a literal) names a secret.
+fn secrets_in_set_config(tokens: &[Tok], edits: &mut Edits) {
+    let code: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !tokens[i].is_comment())
+        .collect();
+    for (k, &i) in code.iter().enumerate() {
+        if !tokens[i].text.eq_ignore_ascii_case("set_config") {
+            continue;
+        }
+        let at = |n: usize| code.get(k + n).map(|&j| &tokens[j]);
+        let names_secret = at(2)
+            .filter(|t| t.is_string())
+            .and_then(|t| literal::decode(t.text).1)
+            .is_some_and(|name| literal::is_secret_name(&name));
+        if !(at(1).is_some_and(|t| t.text == "(") && names_secret) {
+            continue;
+        }
+        // From the comma after the name to the next top-level comma.
+        let mut depth = 0i32;
+        let mut started = false;
+        for &j in &code[k + 3..] {
+            match tokens[j].text {
+                "," if depth == 0 && !started => started = true,
+                "(" => depth += 1,
+                ")" if depth == 0 => break,
+                ")" => depth -= 1,
+                "," if depth == 0 => break,
+                _ if started && tokens[j].is_constant() => edits.whole(j),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A literal's or comment's text with the credentials inside it redacted,
 /// if it holds any: conninfo and URI credentials, and (for literals that
 /// mention a secret) the secrets of the statement the literal may hold,
@@ -282,49 +342,5 @@ impl Edits {
     }
     fn is_empty(&self) -> bool {
         self.whole.is_empty()
-    }
-}
-
-/// One scanned token with its text.
-struct Tok<'a> {
-    start: usize,
-    end: usize,
-    token: Token,
-    keyword: bool,
-    text: &'a str,
-}
-
-impl<'a> Tok<'a> {
-    fn new(sql: &'a str, token: &ScanToken) -> Option<Self> {
-        let start = usize::try_from(token.start).ok()?;
-        let end = usize::try_from(token.end).ok()?;
-        Some(Tok {
-            start,
-            end,
-            token: Token::try_from(token.token).ok()?,
-            keyword: token.keyword_kind != 0,
-            text: sql.get(start..end)?,
-        })
-    }
-    fn is_string(&self) -> bool {
-        matches!(self.token, Token::Sconst | Token::Usconst)
-    }
-    fn is_constant(&self) -> bool {
-        matches!(
-            self.token,
-            Token::Sconst
-                | Token::Usconst
-                | Token::Iconst
-                | Token::Fconst
-                | Token::Bconst
-                | Token::Xconst
-        )
-    }
-    fn is_comment(&self) -> bool {
-        matches!(self.token, Token::SqlComment | Token::CComment)
-    }
-    /// An identifier or keyword naming a secret (`password`, `"api_token"`).
-    fn names_secret(&self) -> bool {
-        (self.token == Token::Ident || self.keyword) && literal::is_secret_name(self.text)
     }
 }

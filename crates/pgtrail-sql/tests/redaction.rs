@@ -257,3 +257,14 @@ fn constants_are_all_replaced_for_masked_tables() {
         Redaction::Withheld
     );
 }
+
+#[test]
+fn set_config_of_a_secret_named_setting() {
+    let (out, _) = redacted(&format!(
+        "SELECT set_config('app.api_token', '{SECRET}', false), set_config('pgtrail.user', 'alice', true)"
+    ));
+    assert_eq!(
+        out,
+        "SELECT set_config('app.api_token', '<redacted>', false), set_config('pgtrail.user', 'alice', true)"
+    );
+}

@@ -1,0 +1,91 @@
+//! Scanner tokens with their text: what redaction splices at, and what
+//! classification reads the details of a statement from (the parser's
+//! summary names its kind, the tokens say e.g. COPY's direction).
+
+use pg_query::protobuf::{ScanToken, Token};
+
+use crate::literal;
+
+/// The tokens of `sql`, or `None` when it cannot be scanned.
+pub(crate) fn scan(sql: &str) -> Option<Vec<Tok<'_>>> {
+    let tokens = pg_query::scan_tokens(sql).ok()?;
+    Some(tokens.iter().filter_map(|t| Tok::new(sql, t)).collect())
+}
+
+/// One scanned token with its text.
+pub(crate) struct Tok<'a> {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) token: Token,
+    pub(crate) keyword: bool,
+    pub(crate) text: &'a str,
+}
+
+impl<'a> Tok<'a> {
+    pub(crate) fn new(sql: &'a str, token: &ScanToken) -> Option<Self> {
+        let start = usize::try_from(token.start).ok()?;
+        let end = usize::try_from(token.end).ok()?;
+        Some(Tok {
+            start,
+            end,
+            token: Token::try_from(token.token).ok()?,
+            keyword: token.keyword_kind != 0,
+            text: sql.get(start..end)?,
+        })
+    }
+    pub(crate) fn is_string(&self) -> bool {
+        matches!(self.token, Token::Sconst | Token::Usconst)
+    }
+    pub(crate) fn is_constant(&self) -> bool {
+        matches!(
+            self.token,
+            Token::Sconst
+                | Token::Usconst
+                | Token::Iconst
+                | Token::Fconst
+                | Token::Bconst
+                | Token::Xconst
+        )
+    }
+    pub(crate) fn is_comment(&self) -> bool {
+        matches!(self.token, Token::SqlComment | Token::CComment)
+    }
+    /// An identifier or keyword naming a secret (`password`, `"api_token"`).
+    pub(crate) fn names_secret(&self) -> bool {
+        (self.token == Token::Ident || self.keyword) && literal::is_secret_name(self.text)
+    }
+}
+
+impl Tok<'_> {
+    /// Whether this is the keyword `word` (given in upper case).
+    pub(crate) fn is_kw(&self, word: &str) -> bool {
+        self.keyword && self.text.eq_ignore_ascii_case(word)
+    }
+    /// Whether this is the punctuation or operator `text`.
+    pub(crate) fn is(&self, text: &str) -> bool {
+        self.text == text
+    }
+    /// The name an identifier or keyword stands for: folded to lower case
+    /// unless double-quoted (then unquoted). `None` for other tokens and
+    /// for `U&"…"` identifiers (not decoded).
+    pub(crate) fn name(&self) -> Option<String> {
+        if self.keyword {
+            return Some(self.text.to_ascii_lowercase());
+        }
+        if self.token != Token::Ident {
+            return None;
+        }
+        match self.text.strip_prefix('"') {
+            Some(quoted) => Some(quoted.strip_suffix('"')?.replace("\"\"", "\"")),
+            None if self.text.starts_with(['u', 'U']) && self.text.get(1..2) == Some("&") => None,
+            None => Some(self.text.to_ascii_lowercase()),
+        }
+    }
+    /// The value of a string literal token (`None` when not decoded).
+    pub(crate) fn string_value(&self) -> Option<String> {
+        if !self.is_string() {
+            return None;
+        }
+        literal::decode(self.text).1
+    }
+}
