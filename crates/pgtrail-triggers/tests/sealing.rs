@@ -203,3 +203,49 @@ async fn a_sealer_whose_connection_is_killed_seals_everything_once_on_its_next_s
         .get(0);
     assert_eq!(pending, 0);
 }
+
+/// A seal pass seals what was final when it began and ends, even while a
+/// writer keeps committing: chasing every newly final transaction kept a
+/// sealer sealing a few rows per database transaction for as long as the
+/// writer wrote. What the pass left is sealed by the next; every committed
+/// write is an event exactly once, in commit order.
+#[tokio::test]
+async fn a_seal_pass_ends_while_writers_keep_committing_and_loses_nothing() {
+    let db = Db::installed("pass_ends").await;
+    tracked_table(&db).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (db.session().await, stop.clone());
+        tokio::spawn(async move {
+            // Ground truth: the labels of committed transactions, in commit order.
+            let mut committed = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let label = format!("w{n}");
+                client
+                    .execute("insert into t values ($1, $2)", &[&n, &label])
+                    .await
+                    .expect("insert");
+                committed.push(label);
+                n += 1;
+            }
+            committed
+        })
+    };
+    // Let the writer get going, then seal while it writes.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), db.seal())
+        .await
+        .expect("a seal pass ends while the writer keeps committing");
+    assert!(pass.events > 0, "{pass:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let committed = writer.await.expect("writer");
+    assert!(
+        committed.len() > pass.events,
+        "the writer went on after the pass: {} committed, {} sealed by it",
+        committed.len(),
+        pass.events
+    );
+    assert_eq!(labels(&db.row_events("t").await), committed);
+}
