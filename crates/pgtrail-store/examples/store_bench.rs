@@ -34,6 +34,11 @@ struct Args {
     json_out: Option<String>,
     /// Leave out the plain side (halves the time and disk of a 10M run).
     skip_plain: bool,
+    /// Postgres, for profiling: leave out the sealed side.
+    skip_sealed: bool,
+    /// Postgres, for profiling: indexes of `pgtrail.events` dropped on both
+    /// sides once the schema is made (`pkey` drops the primary key).
+    drop_indexes: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +50,8 @@ fn parse_args() -> Args {
         backends: vec!["sqlite".into(), "postgres".into()],
         json_out: None,
         skip_plain: false,
+        skip_sealed: false,
+        drop_indexes: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,7 +64,11 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain"),
+            "--skip-sealed" => args.skip_sealed = true,
+            "--drop-index" => {
+                args.drop_indexes = value().split(',').map(String::from).collect()
+            }
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,..."),
         }
     }
     args
@@ -144,6 +155,16 @@ struct Figures {
     /// Postgres: WAL bytes written per event, each round.
     sealed_wal_bytes_per_event: Vec<f64>,
     plain_wal_bytes_per_event: Vec<f64>,
+    /// CPU µs per event (user + system), each round: the bench process
+    /// inside `append` (encode, hash, COPY encoding, driver), the database
+    /// backends of the side's database (parse, heap, indexes, WAL insert),
+    /// and the cluster's WAL writer, checkpointer and background writer.
+    sealed_client_us: Vec<f64>,
+    plain_client_us: Vec<f64>,
+    sealed_server_us: Vec<f64>,
+    plain_server_us: Vec<f64>,
+    sealed_background_us: Vec<f64>,
+    plain_background_us: Vec<f64>,
     history_p50_ms: f64,
     history_p95_ms: f64,
     user_since_p50_ms: f64,
@@ -159,15 +180,33 @@ fn batches(total: usize, batch: usize, now: DateTime<Utc>) -> impl Iterator<Item
         .map(move |start| generate(start..(start + batch).min(total), total, now))
 }
 
-/// Events per second spent inside `append` (generation is not timed).
-async fn ingest(store: &dyn Store, total: usize, batch: usize, now: DateTime<Utc>) -> f64 {
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`; 100
+/// on every Linux this runs on).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU seconds (user + system) process `pid` has used so far, all threads
+/// (`self` for this one); `None` once it is gone.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLOCK_TICKS)
+}
+
+/// Events per second spent inside `append` (generation is not timed), and
+/// the CPU seconds this process used inside it.
+async fn ingest(store: &dyn Store, total: usize, batch: usize, now: DateTime<Utc>) -> (f64, f64) {
     let mut busy = Duration::ZERO;
+    let mut cpu = 0.0;
     for events in batches(total, batch, now) {
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_seconds("self").unwrap_or(0.0));
         store.append(&events).await.expect("append");
         busy += start.elapsed();
+        cpu += cpu_seconds("self").unwrap_or(0.0) - cpu_start;
     }
-    total as f64 / busy.as_secs_f64()
+    (total as f64 / busy.as_secs_f64(), cpu)
 }
 
 fn percentile(mut samples: Vec<Duration>, p: f64) -> f64 {
@@ -351,7 +390,7 @@ async fn bench_sqlite(
             let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
                 .await
                 .expect("open");
-            let rate = ingest(&store, total, batch, now).await;
+            let (rate, _) = ingest(&store, total, batch, now).await;
             (rate, store)
         };
         let (plain_rate, (sealed_rate, store)) = if round % 2 == 0 {
@@ -397,18 +436,118 @@ async fn wal_now(client: &tokio_postgres::Client) -> String {
         .get(0)
 }
 
+/// CPU seconds used so far by each server process of database `db` (its
+/// backends), or with `db` empty, by the WAL writer, checkpointer and
+/// background writer.
+async fn server_cpu(
+    admin: &tokio_postgres::Client,
+    db: &str,
+) -> std::collections::HashMap<i32, f64> {
+    let rows = admin
+        .query(
+            "select pid from pg_stat_activity where case when $1 = '' \
+             then backend_type in ('walwriter', 'checkpointer', 'background writer') \
+             else datname = $1 and pid <> pg_backend_pid() end",
+            &[&db],
+        )
+        .await
+        .expect("server pids");
+    rows.iter()
+        .filter_map(|row| {
+            let pid: i32 = row.get(0);
+            Some((pid, cpu_seconds(&pid.to_string())?))
+        })
+        .collect()
+}
+
+/// CPU seconds the server processes of `db` (see [`server_cpu`]) used since
+/// `before`; a process that started since counts from zero.
+async fn server_cpu_since(
+    admin: &tokio_postgres::Client,
+    db: &str,
+    before: &std::collections::HashMap<i32, f64>,
+) -> f64 {
+    server_cpu(admin, db)
+        .await
+        .iter()
+        .map(|(pid, now)| now - before.get(pid).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// One side's figures in one round.
+struct Side {
+    per_s: f64,
+    wal_bytes_per_event: f64,
+    client_us: f64,
+    server_us: f64,
+    background_us: f64,
+}
+
+/// Where the CPU went while `total` events were written into `db`.
+struct CpuMeter {
+    db: String,
+    backends: std::collections::HashMap<i32, f64>,
+    background: std::collections::HashMap<i32, f64>,
+    wal_from: String,
+}
+
+impl CpuMeter {
+    async fn start(admin: &tokio_postgres::Client, db: &str) -> Self {
+        CpuMeter {
+            db: db.to_string(),
+            backends: server_cpu(admin, db).await,
+            background: server_cpu(admin, "").await,
+            wal_from: wal_now(admin).await,
+        }
+    }
+
+    async fn stop(
+        self,
+        admin: &tokio_postgres::Client,
+        total: usize,
+        per_s: f64,
+        client_s: f64,
+    ) -> Side {
+        let per_event = |seconds: f64| seconds * 1e6 / total as f64;
+        Side {
+            per_s,
+            wal_bytes_per_event: wal_since(admin, &self.wal_from).await / total as f64,
+            client_us: per_event(client_s),
+            server_us: per_event(server_cpu_since(admin, &self.db, &self.backends).await),
+            background_us: per_event(server_cpu_since(admin, "", &self.background).await),
+        }
+    }
+}
+
+/// Drops `indexes` of `pgtrail.events` in database `db` (profiling only:
+/// what each index costs per event).
+async fn drop_indexes(cluster: &pgtrail_testkit::Cluster, db: &str, indexes: &[String]) {
+    if indexes.is_empty() {
+        return;
+    }
+    let client = cluster.connect(db).await.expect("connect");
+    for index in indexes {
+        let sql = if index == "pkey" {
+            "alter table pgtrail.events drop constraint events_pkey".to_string()
+        } else {
+            format!("drop index pgtrail.\"{}\"", index.replace('"', "\"\""))
+        };
+        client.batch_execute(&sql).await.expect("drop index");
+    }
+}
+
 /// The baseline: the same events copied unsealed into the Postgres store's
 /// own schema in a fresh database (made by connecting the store: same
 /// table, partitions, indexes, full-text index, `synchronous_commit = on`),
 /// one binary COPY per batch with the store's row mapping
-/// (`postgres::copy_unsealed`). Returns events/s and WAL bytes per event.
+/// (`postgres::copy_unsealed`).
 async fn postgres_plain(
     cluster: &pgtrail_testkit::Cluster,
     admin: &tokio_postgres::Client,
-    total: usize,
-    batch: usize,
+    settings: &Args,
     now: DateTime<Utc>,
-) -> (f64, f64) {
+) -> Side {
+    let (total, batch) = (settings.events, settings.batch);
     let url = cluster.create_database("plain").await.expect("db");
     let db = url.rsplit('/').next().expect("db name").to_string();
     let store = pgtrail_store::postgres::PostgresStore::connect(&url)
@@ -421,52 +560,69 @@ async fn postgres_plain(
         .await
         .expect("partitions");
     drop(store);
+    drop_indexes(cluster, &db, &settings.drop_indexes).await;
     let mut client = cluster.connect(&db).await.expect("connect");
     client
         .batch_execute("set synchronous_commit = on")
         .await
         .expect("session");
-    let wal_from = wal_now(admin).await;
+    let meter = CpuMeter::start(admin, &db).await;
     let mut busy = Duration::ZERO;
+    let mut cpu = 0.0;
     let mut seq = 1;
     for chunk in batches(total, batch, now) {
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_seconds("self").unwrap_or(0.0));
         let tx = client.transaction().await.expect("tx");
         pgtrail_store::postgres::copy_unsealed(&tx, &chunk, seq)
             .await
             .expect("copy");
         tx.commit().await.expect("commit");
         busy += start.elapsed();
+        cpu += cpu_seconds("self").unwrap_or(0.0) - cpu_start;
         seq += chunk.len() as i64;
     }
-    let wal = wal_since(admin, &wal_from).await;
+    let side = meter
+        .stop(admin, total, total as f64 / busy.as_secs_f64(), cpu)
+        .await;
     drop(client);
     admin
         .batch_execute(&format!("drop database \"{db}\""))
         .await
         .expect("drop");
-    (total as f64 / busy.as_secs_f64(), wal / total as f64)
+    side
 }
 
 async fn postgres_sealed(
     cluster: &pgtrail_testkit::Cluster,
     admin: &tokio_postgres::Client,
-    total: usize,
-    batch: usize,
+    settings: &Args,
     now: DateTime<Utc>,
-) -> (f64, f64, pgtrail_store::postgres::PostgresStore, String) {
+) -> (Side, pgtrail_store::postgres::PostgresStore, String) {
+    let (total, batch) = (settings.events, settings.batch);
     let url = cluster.create_database("sealed").await.expect("db");
     let db = url.rsplit('/').next().expect("db name").to_string();
     let store = pgtrail_store::postgres::PostgresStore::connect(&url)
         .await
         .expect("open");
-    let wal_from = wal_now(admin).await;
-    let rate = ingest(&store, total, batch, now).await;
-    let wal = wal_since(admin, &wal_from).await;
-    (rate, wal / total as f64, store, db)
+    drop_indexes(cluster, &db, &settings.drop_indexes).await;
+    let meter = CpuMeter::start(admin, &db).await;
+    let (rate, cpu) = ingest(&store, total, batch, now).await;
+    (meter.stop(admin, total, rate, cpu).await, store, db)
 }
 
-async fn bench_postgres(total: usize, rounds: usize, batch: usize, now: DateTime<Utc>) -> Figures {
+/// A side left out (`--skip-plain`, `--skip-sealed`).
+fn skipped() -> Side {
+    Side {
+        per_s: f64::NAN,
+        wal_bytes_per_event: f64::NAN,
+        client_us: f64::NAN,
+        server_us: f64::NAN,
+        background_us: f64::NAN,
+    }
+}
+
+async fn bench_postgres(settings: &Args, now: DateTime<Utc>) -> Figures {
+    let (total, rounds) = (settings.events, settings.rounds);
     let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
         settings: [
             ("fsync", "on"),
@@ -496,26 +652,59 @@ async fn bench_postgres(total: usize, rounds: usize, batch: usize, now: DateTime
                 .await
                 .expect("drop");
         }
-        let ((plain, plain_wal), (sealed, sealed_wal, store, db)) = if round % 2 == 0 {
-            let p = postgres_plain(&cluster, &admin, total, batch, now).await;
-            (
-                p,
-                postgres_sealed(&cluster, &admin, total, batch, now).await,
-            )
+        let plain = || async {
+            if settings.skip_plain {
+                skipped()
+            } else {
+                postgres_plain(&cluster, &admin, settings, now).await
+            }
+        };
+        let sealed = || async {
+            if settings.skip_sealed {
+                (skipped(), None)
+            } else {
+                let (side, store, db) = postgres_sealed(&cluster, &admin, settings, now).await;
+                (side, Some((store, db)))
+            }
+        };
+        let (plain, (sealed, store)) = if round % 2 == 0 {
+            let p = plain().await;
+            (p, sealed().await)
         } else {
-            let s = postgres_sealed(&cluster, &admin, total, batch, now).await;
-            (postgres_plain(&cluster, &admin, total, batch, now).await, s)
+            let s = sealed().await;
+            (plain().await, s)
         };
         eprintln!(
-            "  round {}: sealed {sealed:.0}/s ({sealed_wal:.0} WAL bytes/event), plain {plain:.0}/s ({plain_wal:.0})",
-            round + 1
+            "  round {}: sealed {:.0}/s ({:.0} WAL bytes/event; CPU µs/event client {:.1}, backend {:.1}, WAL writer etc. {:.1}), \
+             plain {:.0}/s ({:.0}; {:.1}, {:.1}, {:.1})",
+            round + 1,
+            sealed.per_s,
+            sealed.wal_bytes_per_event,
+            sealed.client_us,
+            sealed.server_us,
+            sealed.background_us,
+            plain.per_s,
+            plain.wal_bytes_per_event,
+            plain.client_us,
+            plain.server_us,
+            plain.background_us,
         );
-        figures.sealed_per_s.push(sealed);
-        figures.plain_per_s.push(plain);
-        figures.seal_cost_ratio.push(plain / sealed);
-        figures.sealed_wal_bytes_per_event.push(sealed_wal);
-        figures.plain_wal_bytes_per_event.push(plain_wal);
-        last = Some((store, db));
+        figures.sealed_per_s.push(sealed.per_s);
+        figures.plain_per_s.push(plain.per_s);
+        figures.seal_cost_ratio.push(plain.per_s / sealed.per_s);
+        figures
+            .sealed_wal_bytes_per_event
+            .push(sealed.wal_bytes_per_event);
+        figures
+            .plain_wal_bytes_per_event
+            .push(plain.wal_bytes_per_event);
+        figures.sealed_client_us.push(sealed.client_us);
+        figures.plain_client_us.push(plain.client_us);
+        figures.sealed_server_us.push(sealed.server_us);
+        figures.plain_server_us.push(plain.server_us);
+        figures.sealed_background_us.push(sealed.background_us);
+        figures.plain_background_us.push(plain.background_us);
+        last = store;
     }
     if let Some((store, db)) = &last {
         let client = cluster.connect(db).await.expect("connect");
@@ -525,25 +714,36 @@ async fn bench_postgres(total: usize, rounds: usize, batch: usize, now: DateTime
     figures
 }
 
+/// The median of `values` (NaN, a side left out, ignored).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// `median (min–max)` of `values`.
 fn spread(values: &[f64], decimals: usize) -> String {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    if sorted.is_empty() {
+    let Some(median) = median(&sorted) else {
         return "-".into();
-    }
+    };
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    };
     format!(
         "{median:.decimals$} ({:.decimals$}–{:.decimals$})",
         sorted[0],
         sorted[n - 1]
     )
 }
+
+/// Issue 10's goals for the Postgres store.
+const GOAL_SEALED_PER_S: f64 = 100_000.0;
+const GOAL_SEAL_COST: f64 = 1.3;
 
 fn print(all: &[Figures]) {
     println!("\nmedian (min–max) over rounds; cost× = plain rate / sealed rate of the same round");
@@ -575,6 +775,58 @@ fn print(all: &[Figures]) {
             spread(&f.sealed_per_s, 0),
             spread(&f.plain_per_s, 0),
             spread(&f.seal_cost_ratio, 2),
+        );
+    }
+    for f in all.iter().filter(|f| !f.sealed_server_us.is_empty()) {
+        println!(
+            "\n{} CPU µs per event, median (min–max): client = this process inside append, \
+             backend = the side's database backends, WAL writer etc. = walwriter + checkpointer + bgwriter",
+            f.backend
+        );
+        println!(
+            "{:<8} | {:>20} {:>20} {:>20}",
+            "side", "client", "backend", "WAL writer etc."
+        );
+        for (side, client, server, background) in [
+            (
+                "sealed",
+                &f.sealed_client_us,
+                &f.sealed_server_us,
+                &f.sealed_background_us,
+            ),
+            (
+                "plain",
+                &f.plain_client_us,
+                &f.plain_server_us,
+                &f.plain_background_us,
+            ),
+        ] {
+            println!(
+                "{side:<8} | {:>20} {:>20} {:>20}",
+                spread(client, 1),
+                spread(server, 1),
+                spread(background, 1)
+            );
+        }
+    }
+    for f in all.iter().filter(|f| f.backend == "postgres") {
+        let verdict = |met: Option<bool>| match met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured",
+        };
+        let sealed = median(&f.sealed_per_s);
+        let ratio = median(&f.seal_cost_ratio);
+        println!("\ngoals (issue 10), Postgres, medians:");
+        println!(
+            "  sealed events/s >= {GOAL_SEALED_PER_S:.0}: {} -> {}",
+            sealed.map_or("-".into(), |v| format!("{v:.0}")),
+            verdict(sealed.map(|v| v >= GOAL_SEALED_PER_S))
+        );
+        println!(
+            "  sealing cost (plain/sealed) <= {GOAL_SEAL_COST:.1}x: {} -> {}",
+            ratio.map_or("-".into(), |v| format!("{v:.2}x")),
+            verdict(ratio.map(|v| v <= GOAL_SEAL_COST))
         );
     }
     println!(
@@ -610,7 +862,7 @@ async fn main() {
             "sqlite" => {
                 bench_sqlite(args.events, args.rounds, args.batch, now, args.skip_plain).await
             }
-            "postgres" => bench_postgres(args.events, args.rounds, args.batch, now).await,
+            "postgres" => bench_postgres(&args, now).await,
             other => panic!("unknown backend {other}"),
         });
     }

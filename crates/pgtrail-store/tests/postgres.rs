@@ -95,6 +95,27 @@ async fn verify_names_each_kind_of_tampering() {
     .await;
     assert_eq!(found, (ProblemKind::Index, 4));
 
+    // The row key (schema 5) is the row index's only entry for an event:
+    // moved to another key, the event would drop out of its row's history
+    // with body, hash and text columns untouched. Verify recomputes it.
+    let (store, url) = store_with_ten(&cluster, "row key moved").await;
+    let row = pgtrail_core::RowRef {
+        table: pgtrail_core::filter::TableName::parse("public.accounts").expect("table"),
+        pk: pgtrail_core::filter::PkFilter::parse("id=4").expect("pk"),
+    };
+    assert_eq!(store.row_events(&row).await.expect("history").len(), 1);
+    let found = problem_after(
+        &url,
+        &store,
+        "update pgtrail.events set row_key = row_key + 1 where seq = 4",
+    )
+    .await;
+    assert_eq!(found, (ProblemKind::Index, 4));
+    assert!(
+        store.row_events(&row).await.expect("history").is_empty(),
+        "what verify guards against: the event is gone from its history"
+    );
+
     let (store, url) = store_with_ten(&cluster, "removed").await;
     let found = problem_after(&url, &store, "delete from pgtrail.events where seq = 6").await;
     assert_eq!(found, (ProblemKind::Removed, 6));
@@ -610,7 +631,7 @@ async fn append_in_shares_the_callers_transaction() {
 
     // Rolled back: neither the events nor the inbox deletion happened.
     let tx = client.transaction().await.expect("begin");
-    let receipt = pgtrail_store::postgres::append_in(&tx, batch(1, 2))
+    let receipt = pgtrail_store::postgres::append_in(&tx, &batch(1, 2))
         .await
         .expect("append_in");
     assert_eq!(receipt.first_seq, Some(1));
@@ -619,7 +640,7 @@ async fn append_in_shares_the_callers_transaction() {
     assert_eq!(store.head().await.expect("head"), None);
 
     let tx = client.transaction().await.expect("begin");
-    let receipt = pgtrail_store::postgres::append_in(&tx, batch(1, 2))
+    let receipt = pgtrail_store::postgres::append_in(&tx, &batch(1, 2))
         .await
         .expect("append_in");
     tx.execute("delete from inbox", &[]).await.expect("delete");
@@ -632,6 +653,24 @@ async fn append_in_shares_the_callers_transaction() {
         .get(0);
     assert_eq!(left, 0);
     assert!(verify(&store, None).await.expect("verify").ok());
+
+    // It fails as Store::append does: a StoreError the caller classifies
+    // with is_retryable (here the caller's transaction had already failed;
+    // retried in a new one, the batch goes in).
+    let tx = client.transaction().await.expect("begin");
+    tx.batch_execute("select 1/0")
+        .await
+        .expect_err("division by zero");
+    let failed = pgtrail_store::postgres::append_in(&tx, &batch(3, 2))
+        .await
+        .expect_err("the transaction is aborted");
+    assert!(
+        matches!(&failed, pgtrail_store::StoreError::Backend { context, .. } if context == "appending 2 events"),
+        "{failed:?}"
+    );
+    assert!(failed.is_retryable());
+    drop(tx);
+    assert_eq!(store.head().await.expect("head").map(|h| h.seq), Some(2));
 }
 
 /// A database (or role) set to `synchronous_commit = off` must not make an
@@ -667,7 +706,7 @@ async fn appends_commit_synchronously_whatever_the_database_says() {
     );
     assert_eq!(before, "off", "the database's setting reaches new sessions");
     let tx = caller.transaction().await.expect("begin");
-    pgtrail_store::postgres::append_in(&tx, batch(3, 1))
+    pgtrail_store::postgres::append_in(&tx, &batch(3, 1))
         .await
         .expect("append_in");
     tx.commit().await.expect("commit");
@@ -1053,6 +1092,62 @@ async fn write_wide_rows(
     sealed
 }
 
+/// Writes `events` into a store of schema 4 as that pgtrail's append did:
+/// the lean row (the canonical body as `json`, the filter columns, no row
+/// key), sealed onto the chain, and the chain head moved. Returns the
+/// sealed events.
+async fn write_lean_rows(client: &tokio_postgres::Client, events: &[Event]) -> Vec<Event> {
+    let insert = "insert into pgtrail.events (id, seq, captured_at, source, kind, db_user, \
+        app_user, schema_name, table_name, operation, pk, sql, xid, failed, body, prev_hash, hash) \
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, $14, \
+        $15::text::json, $16, $17)";
+    let mut prev_hash = "0".repeat(64);
+    let mut sealed = Vec::new();
+    for (seq, event) in (1..).zip(events) {
+        let mut e = event.clone();
+        e.captured_at = pgtrail_core::time::truncate_micros(e.captured_at);
+        e.committed_at = e.committed_at.map(pgtrail_core::time::truncate_micros);
+        let body = pgtrail_core::canonical::CanonicalBody::of(&e).into_string();
+        pgtrail_core::canonical::seal(&mut e, seq, &prev_hash);
+        let pk = e.pk.as_ref().map(pgtrail_core::filter::canonical_pk);
+        client
+            .execute(
+                insert,
+                &[
+                    &e.id,
+                    &seq,
+                    &e.captured_at,
+                    &e.source.as_str(),
+                    &e.kind.as_str(),
+                    &e.db_user,
+                    &e.app_user,
+                    &e.schema,
+                    &e.table,
+                    &e.operation,
+                    &pk,
+                    &e.sql,
+                    &e.xid,
+                    &e.failed(),
+                    &body,
+                    &e.prev_hash,
+                    &e.hash,
+                ],
+            )
+            .await
+            .expect("lean row");
+        prev_hash = e.hash.clone().expect("sealed");
+        sealed.push(e);
+    }
+    client
+        .execute(
+            "update pgtrail.chain_head set seq = $1, hash = $2",
+            &[&(sealed.len() as i64), &prev_hash],
+        )
+        .await
+        .expect("head");
+    sealed
+}
+
 /// Records checkpoints of `sealed` as a pgtrail of schema `version` did:
 /// a signed head checkpoint, and from schema 2 a signed note over the
 /// Merkle tree of the events.
@@ -1167,7 +1262,11 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
             .await
             .expect("old schema");
         let client = raw(&url).await;
-        let sealed = write_wide_rows(&client, version, &events).await;
+        let sealed = if version >= 4 {
+            write_lean_rows(&client, &events).await
+        } else {
+            write_wide_rows(&client, version, &events).await
+        };
         let checkpoints = write_old_checkpoints(&client, version, &sealed, &key).await;
 
         // Readers verify the old store read-only only at its own version.
@@ -1247,7 +1346,8 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
 #[tokio::test]
 async fn tampering_before_the_migration_is_still_found_after_it() {
     let cluster = Cluster::start().expect("cluster");
-    let version = PostgresStore::schema_version() - 1;
+    // The last wide schema: migration 4 writes the bodies.
+    let version = 3;
     let url = cluster.create_database("tampered").await.expect("db");
     PostgresStore::create_at_version(&url, version)
         .await
@@ -1276,7 +1376,8 @@ async fn tampering_before_the_migration_is_still_found_after_it() {
 #[tokio::test]
 async fn a_row_that_is_not_an_event_stops_the_migration() {
     let cluster = Cluster::start().expect("cluster");
-    let version = PostgresStore::schema_version() - 1;
+    // The last wide schema: migration 4 writes the bodies.
+    let version = 3;
     let url = cluster.create_database("undecodable").await.expect("db");
     PostgresStore::create_at_version(&url, version)
         .await

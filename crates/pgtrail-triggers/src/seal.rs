@@ -268,9 +268,7 @@ async fn seal_batch(
             events.push(event);
         }
         events_total += events.len();
-        append_in(&tx, events)
-            .await
-            .map_err(Error::pg("appending sealed events"))?;
+        append_in(&tx, &events).await?;
     }
     // From migration 5, delete_sealed checks each transaction's events
     // are in the chain, among those after the head this seal started from.

@@ -14,7 +14,9 @@
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
 //! transaction (the trigger capture path deletes the inbox rows it seals) can
-//! commit both at once.
+//! commit both at once. It takes the batch and fails as `Store::append`
+//! does (a borrowed batch, [`StoreError`]), so every caller classifies its
+//! failures with [`StoreError::is_retryable`].
 
 use std::collections::HashSet;
 
@@ -27,7 +29,11 @@ use uuid::Uuid;
 use pgtrail_core::quarantine::quarantine;
 
 use super::event_row::{unstorable, RowValues, COLUMNS, COLUMN_TYPES};
-use crate::{AppendReceipt, ChainHead};
+use crate::{AppendReceipt, ChainHead, StoreError};
+
+/// The location [`append_in`]'s errors name: it writes through a
+/// transaction the caller opened, whose URL it does not know.
+const CALLERS_TRANSACTION: &str = "pgtrail.events (in the caller's transaction)";
 
 /// Seals `events` onto the store's chain and writes them, inside `tx`.
 ///
@@ -38,11 +44,32 @@ use crate::{AppendReceipt, ChainHead};
 /// `id` is already stored (or repeated in the batch) are skipped; incoming
 /// `seq`, `prev_hash` and `hash` are ignored, and times are truncated to
 /// microseconds, what Postgres keeps.
+///
+/// Fails as [`Store::append`](crate::Store::append) does: a
+/// [`StoreError::Backend`] when the server fails (retryable; nothing of the
+/// batch is kept once the caller rolls back, or drops, `tx`).
 pub async fn append_in(
     tx: &Transaction<'_>,
-    events: Vec<Event>,
+    events: &[Event],
+) -> Result<AppendReceipt, StoreError> {
+    append_rows(tx, events).await.map_err(|e| {
+        StoreError::backend(
+            CALLERS_TRANSACTION,
+            format!("appending {} events", events.len()),
+            e,
+        )
+    })
+}
+
+/// [`append_in`] with the server's error as it came, for the store (which
+/// names its own location).
+pub(super) async fn append_rows(
+    tx: &Transaction<'_>,
+    events: &[Event],
 ) -> Result<AppendReceipt, tokio_postgres::Error> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    // Encoded on the blocking pool, which needs its own copy.
+    let events = events.to_vec();
     let encoding =
         tokio::task::spawn_blocking(move || events.into_iter().map(encode).collect::<Vec<_>>());
     // Durable on commit even inside a caller's transaction on a connection

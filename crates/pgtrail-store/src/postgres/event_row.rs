@@ -1,11 +1,13 @@
 //! The mapping between an [`Event`] and a row of `pgtrail.events` (schema
-//! 4): the event's canonical body once, in `body`, and beside it only what
-//! readers filter and look up by, the seal, and the partition key.
+//! 5): the event's canonical body once, in `body` (`text`), and beside it
+//! only what readers filter and look up by (with the integer
+//! [`row_key`](super::row_key) the row index holds), the seal, and the
+//! partition key.
 //!
 //! `body` is the text that was hashed (`CanonicalBody`, without `seq`,
 //! `prev_hash` and `hash`, which are columns): an event is read back from
 //! it alone. The other columns are copies of body fields for indexes and
-//! filters (and `failed`, derived from two of them); `verify` recomputes
+//! filters (and `failed` and `row_key`, derived from them); `verify` recomputes
 //! each from the body and reports any that differs.
 
 use pgtrail_core::filter::canonical_pk;
@@ -14,15 +16,16 @@ use postgres_types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use super::json::{JsonStr, JsonText, RawJson};
+use super::row_key;
 use crate::Mismatch;
 
 /// Columns of `pgtrail.events` in COPY order.
 pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
     db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
-    body, prev_hash, hash";
+    body, prev_hash, hash, row_key";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 17] = [
+pub(super) static COLUMN_TYPES: [Type; 18] = [
     Type::UUID,
     Type::INT8,
     Type::TIMESTAMPTZ,
@@ -37,9 +40,10 @@ pub(super) static COLUMN_TYPES: [Type; 17] = [
     Type::TEXT,
     Type::INT8,
     Type::BOOL,
-    Type::JSON,
     Type::TEXT,
     Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
 ];
 
 /// What readers select: the event is its body plus the seal columns.
@@ -48,7 +52,7 @@ pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 /// What verify selects: [`READ_COLUMNS`], then every copied column.
 pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed";
+    pk, sql, xid, failed, row_key";
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
@@ -61,6 +65,7 @@ pub(super) struct RowValues<'a> {
     pk: Option<JsonText>,
     failed: bool,
     body: JsonStr<'a>,
+    row_key: Option<i64>,
 }
 
 impl<'a> RowValues<'a> {
@@ -74,6 +79,7 @@ impl<'a> RowValues<'a> {
         prev_hash: &'a str,
         hash: &'a str,
     ) -> Self {
+        let pk = event.pk.as_ref().map(|pk| JsonText(canonical_pk(pk)));
         RowValues {
             event,
             seq,
@@ -81,14 +87,15 @@ impl<'a> RowValues<'a> {
             hash,
             source: event.source.as_str(),
             kind: event.kind.as_str(),
-            pk: event.pk.as_ref().map(|pk| JsonText(canonical_pk(pk))),
+            row_key: row_key::of(event, pk.as_ref().map(|JsonText(pk)| pk.as_str())),
+            pk,
             failed: event.failed(),
             body: JsonStr(body),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 17] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 18] {
         let e = self.event;
         [
             &e.id,
@@ -108,6 +115,7 @@ impl<'a> RowValues<'a> {
             &self.body,
             &self.prev_hash,
             &self.hash,
+            &self.row_key,
         ]
     }
 }
@@ -298,6 +306,14 @@ fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_po
         failed == event.failed(),
         &|| failed.to_string(),
         &|| event.failed().to_string(),
+    );
+    let found_key: Option<i64> = row.try_get(17)?;
+    let expected_key = row_key::of_event(event);
+    check(
+        "row_key",
+        found_key == expected_key,
+        &|| number(found_key),
+        &|| number(expected_key),
     );
     // jsonb keeps no text of its own (it respaces and reorders keys):
     // compare the values.

@@ -55,11 +55,13 @@ impl ToSql for JsonStr<'_> {
         Ok(IsNull::No)
     }
 
-    accepts!(JSON, JSONB);
+    // TEXT: the body column (schema 5).
+    accepts!(JSON, JSONB, TEXT);
     to_sql_checked!();
 }
 
-/// The text of a `json` or `jsonb` value as Postgres sent it.
+/// The text of a `json` or `jsonb` value (or of a `text` column holding
+/// JSON, such as the body) as Postgres sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawJson<'a>(pub &'a str);
 
@@ -76,5 +78,6 @@ impl<'a> FromSql<'a> for RawJson<'a> {
         Ok(RawJson(std::str::from_utf8(text)?))
     }
 
-    accepts!(JSON, JSONB);
+    // TEXT: the body column (schema 5).
+    accepts!(JSON, JSONB, TEXT);
 }

@@ -27,6 +27,7 @@ pub mod json;
 mod partition;
 mod pool;
 mod query;
+mod row_key;
 mod schema;
 mod wide_row;
 
@@ -205,8 +206,7 @@ impl Store for PostgresStore {
         let context = format!("appending {} events", events.len());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.backend(&context))?;
-        // `append_in` encodes on the blocking pool, which needs its own copy.
-        let receipt = append_in(&tx, events.to_vec())
+        let receipt = append::append_rows(&tx, events)
             .await
             .map_err(self.backend(&context))?;
         tx.commit().await.map_err(self.backend(&context))?;

@@ -8,6 +8,7 @@ use pgtrail_core::{Filter, RowRef};
 use postgres_types::{Json, ToSql};
 
 use super::event_row::{READ_COLUMNS, VERIFY_COLUMNS};
+use super::row_key;
 use super::schema::search_vector;
 
 /// A statement and the values of its `$n` parameters.
@@ -45,6 +46,22 @@ pub(super) fn filtered(filter: &Filter) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
     if let Some(table) = &filter.table {
+        // The row index holds integer keys (`row_key`): one key for a row,
+        // a range for a table; the text columns still decide.
+        match &filter.pk {
+            Some(pk) => {
+                let key = row_key::row_key(&table.table, &pk.canonical());
+                conditions.push(format!("row_key = {}", q.bind(key)));
+            }
+            None => {
+                let (low, high) = row_key::table_key_range(&table.table);
+                conditions.push(format!(
+                    "row_key between {} and {}",
+                    q.bind(low),
+                    q.bind(high)
+                ));
+            }
+        }
         table_conditions(&mut q, &mut conditions, table);
     }
     if let Some(pk) = &filter.pk {
@@ -113,9 +130,10 @@ pub(super) fn row_events(row: &RowRef) -> Query {
     let mut table = Vec::new();
     table_conditions(&mut q, &mut table, &row.table);
     let table = table.join(" and ");
+    let key = q.bind(row_key::row_key(&row.table.table, &row.pk.canonical()));
     let pk = q.bind(Json(row.pk.0.clone()));
     q.sql = format!(
-        "select {READ_COLUMNS} from pgtrail.events where {table} and pk = {pk} \
+        "select {READ_COLUMNS} from pgtrail.events where row_key = {key} and {table} and pk = {pk} \
          union all \
          select {READ_COLUMNS} from pgtrail.events where {table} and upper(operation) = 'TRUNCATE' \
              and pk is distinct from {pk} \
