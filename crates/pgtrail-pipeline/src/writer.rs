@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgtrail_core::handover::{Acknowledged, Batch};
+use pgtrail_store::cpu::{self, Stage};
 use pgtrail_store::{Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -115,7 +116,11 @@ impl<P: Copy + Ord + Send + Sync + 'static> Writer<P> {
         let what = format!("Appending to the store {}", self.store.location());
         while let Some(mut batch) = batches.recv().await {
             if let Some(toast) = self.toast.as_mut() {
-                toast.fill(self.store.as_ref(), &mut batch.events).await;
+                cpu::metered(
+                    Stage::Toast,
+                    toast.fill(self.store.as_ref(), &mut batch.events),
+                )
+                .await;
             }
             let store = self.store.as_ref();
             let events = &batch.events;
@@ -124,7 +129,7 @@ impl<P: Copy + Ord + Send + Sync + 'static> Writer<P> {
                 self.meanwhile,
                 &mut self.backoff,
                 &mut self.stop,
-                || store.append(events),
+                || cpu::metered(Stage::Store, store.append(events)),
             )
             .await?;
             if appended.is_none() {

@@ -12,6 +12,7 @@
 //! `tests/conformance`, so every reader behaves the same on either.
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod ddl;
 mod error;
 pub mod freshness;

@@ -21,6 +21,7 @@ use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::encode::{prepare, ChainEnd, Prepared};
+use crate::cpu::{self, Stage};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -46,7 +47,8 @@ pub fn append(conn: &mut Connection, events: &[Event], location: &str) -> Result
     if expected < PIPELINE_MIN {
         // Encode before taking the write lock: other writers wait only for
         // the inserts.
-        let prepared: Vec<Prepared> = events.iter().map(prepare).collect();
+        let prepared: Vec<Prepared> =
+            cpu::measure(Stage::Encode, || events.iter().map(prepare).collect());
         return insert_all(conn, expected, [prepared], None, location);
     }
     std::thread::scope(|scope| {
@@ -82,7 +84,9 @@ fn encode_ahead<'a>(
     let mut end: Option<ChainEnd> = None;
     let mut asked = false;
     loop {
-        let mut chunk: Vec<Prepared> = events.by_ref().take(CHUNK).map(prepare).collect();
+        let mut chunk: Vec<Prepared> = cpu::measure(Stage::Encode, || {
+            events.by_ref().take(CHUNK).map(prepare).collect()
+        });
         if chunk.is_empty() {
             return;
         }
@@ -92,11 +96,13 @@ fn encode_ahead<'a>(
             asked = true;
         }
         if let Some(end) = &mut end {
-            for row in &mut chunk {
-                let link = end.next(&row.body);
-                *end = ChainEnd::after(&link);
-                row.link = Some(link);
-            }
+            cpu::measure(Stage::Encode, || {
+                for row in &mut chunk {
+                    let link = end.next(&row.body);
+                    *end = ChainEnd::after(&link);
+                    row.link = Some(link);
+                }
+            });
         }
         if out.send(chunk).is_err() {
             return; // the inserts failed and stopped listening
