@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::encode::{prepare, ChainEnd, Prepared};
+use super::encode::{prepare, prepare_ahead, Ahead, ChainEnd, Prepared};
 use crate::cpu::{self, Stage};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
@@ -70,6 +70,33 @@ pub fn append(conn: &mut Connection, events: &[Event], location: &str) -> Result
             spent: spent_tx,
         };
         insert_all(conn, expected, chunks, Some(helper), location)
+    })
+}
+
+/// Seals and stores `events`, encoded ahead into `ahead` (one each), atomically.
+/// Only the index columns are left to compute here; seals computed ahead
+/// are used where they fit the chain, the rest are hashed again.
+pub fn append_ahead(
+    conn: &mut Connection,
+    events: &[Event],
+    ahead: &[Ahead],
+    location: &str,
+) -> Result<AppendReceipt> {
+    let prepared: Vec<Prepared> = cpu::measure(Stage::Encode, || {
+        events
+            .iter()
+            .zip(ahead)
+            .map(|(event, ahead)| prepare_ahead(event, ahead))
+            .collect()
+    });
+    insert_all(conn, events.len(), [prepared], None, location)
+}
+
+/// The chain's end as `ChainEnd`, from a head in hex.
+pub fn chain_end(head: &ChainHead) -> Result<ChainEnd> {
+    Ok(ChainEnd {
+        seq: head.seq,
+        hash: decode_hash(&head.hash)?,
     })
 }
 
