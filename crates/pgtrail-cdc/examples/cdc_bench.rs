@@ -8,7 +8,8 @@
 //!     cdc_bench/writer.rs);
 //! (b) consumer throughput on the same pre-generated WAL: pg_recvlogical +
 //!     wal2json to /dev/null, and pgtrail into a null store, SQLite and the
-//!     Postgres store;
+//!     Postgres store, in alternating rounds with CPU per change per stage
+//!     (cdc_bench/throughput.rs);
 //! (c) end-to-end lag (commit → durably stored) p50/p99 at a steady rate;
 //! (i) on request (`--only i`): instructions per transaction of the context
 //!     trigger under callgrind (cdc_bench/instructions.rs).
@@ -38,6 +39,8 @@ use tokio::sync::watch;
 /// consumer runs on the allocator of the `pgtrail` binary.
 #[path = "cdc_bench/instructions.rs"]
 mod instructions;
+#[path = "cdc_bench/throughput.rs"]
+mod throughput;
 #[path = "cdc_bench/writer.rs"]
 mod writer;
 
@@ -51,6 +54,8 @@ struct Args {
     durable: bool,
     seconds: u64,
     rounds: u32,
+    /// (b): rounds of every consumer (`--rounds` too, when given).
+    throughput_rounds: u32,
     changes: u64,
     json: Option<String>,
     /// (a): length of one pgbench run, which durabilities, which configurations.
@@ -66,6 +71,7 @@ fn args() -> Args {
         durable: false,
         seconds: 10,
         rounds: 5,
+        throughput_rounds: 3,
         changes: 2_000_000,
         json: None,
         round_seconds: 2,
@@ -84,7 +90,10 @@ fn args() -> Args {
             }
             "--json" => args.json = it.next(),
             "--durable" => args.durable = true,
-            "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--rounds" => {
+                args.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N");
+                args.throughput_rounds = args.rounds;
+            }
             "--only" => args.only = it.next().expect("--only PARTS, e.g. ab"),
             "--round-seconds" => {
                 args.round_seconds = it
@@ -104,7 +113,7 @@ fn args() -> Args {
 }
 
 /// A store that keeps nothing: the decode-and-assemble rate alone.
-struct NullStore;
+pub(crate) struct NullStore;
 
 #[async_trait]
 impl Store for NullStore {
@@ -180,14 +189,19 @@ impl AppendHook for LagHook {
 }
 
 /// pgtrail consuming in this process.
-struct Consumer {
+pub(crate) struct Consumer {
     shutdown: watch::Sender<bool>,
     progress: watch::Receiver<Progress>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Consumer {
-    fn start(url: &str, slot: &str, publication: &str, store: Arc<dyn Store>) -> Consumer {
+    pub(crate) fn start(
+        url: &str,
+        slot: &str,
+        publication: &str,
+        store: Arc<dyn Store>,
+    ) -> Consumer {
         let (shutdown, rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let connect = ConnectOptions::parse(url).expect("valid URL");
@@ -213,7 +227,7 @@ impl Consumer {
         }
     }
 
-    async fn wait_for(&mut self, lsn: Lsn) -> Instant {
+    pub(crate) async fn wait_for(&mut self, lsn: Lsn) -> Instant {
         self.progress
             .wait_for(|p| p.position >= lsn)
             .await
@@ -221,7 +235,7 @@ impl Consumer {
         Instant::now()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
     }
@@ -235,7 +249,7 @@ async fn sql(url: &str) -> tokio_postgres::Client {
     client
 }
 
-async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
+pub(crate) async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     let text: String = client
         .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await
@@ -244,7 +258,7 @@ async fn current_lsn(client: &tokio_postgres::Client) -> Lsn {
     Lsn::parse(&text).expect("valid LSN")
 }
 
-fn recvlogical(cluster: &Cluster, url: &str, slot: &str, endpos: Option<Lsn>) -> Child {
+pub(crate) fn recvlogical(cluster: &Cluster, url: &str, slot: &str, endpos: Option<Lsn>) -> Child {
     let mut cmd = Command::new(cluster.binaries().program("pg_recvlogical"));
     cmd.args([
         "-d",
@@ -356,95 +370,12 @@ async fn main() {
         results.insert("instructions".into(), instructions::run().await);
     }
 
-    // (b) consumer throughput on the same WAL
+    // (b) consumer throughput on the same WAL (cdc_bench/throughput.rs)
     if args.only.contains('b') {
-        client
-            .batch_execute("create publication bench for table bulk")
-            .await
-            .expect("publication");
-        for (slot, plugin) in [
-            ("t_w2j", "wal2json"),
-            ("t_null", "pgoutput"),
-            ("t_sqlite", "pgoutput"),
-            ("t_pg", "pgoutput"),
-        ] {
-            client
-                .execute(
-                    "select pg_create_logical_replication_slot($1, $2)",
-                    &[&slot, &plugin],
-                )
-                .await
-                .expect("slot");
-        }
-        let per_tx = 1_000u64;
-        let transactions = args.changes / per_tx / 2;
-        let started = Instant::now();
-        for t in 0..transactions {
-            let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
-            client
-            .execute("insert into bulk select g, 0, md5(g::text) from generate_series($1::int, $2::int) g", &[&from, &to])
-            .await
-            .expect("insert");
-        }
-        for t in 0..transactions {
-            let (from, to) = ((t * per_tx + 1) as i32, ((t + 1) * per_tx) as i32);
-            client
-                .execute(
-                    "update bulk set n = n + 1 where id between $1 and $2",
-                    &[&from, &to],
-                )
-                .await
-                .expect("update");
-        }
-        let end = current_lsn(&client).await;
-        let changes = transactions * per_tx * 2;
-        println!("\n(b) consumer throughput: {changes} changes pre-generated in {:.1} s (inserts then updates, 1,000 per transaction)", started.elapsed().as_secs_f64());
-
-        let t0 = Instant::now();
-        let mut child = recvlogical(&cluster, &url, "t_w2j", Some(end));
-        tokio::task::block_in_place(|| child.wait()).expect("pg_recvlogical ends");
-        let w2j_rate = changes as f64 / t0.elapsed().as_secs_f64();
-
-        let store_db = cluster
-            .create_database("cdc_bench_store")
-            .await
-            .expect("store db");
-        let mut consumer_rates = serde_json::Map::new();
-        println!("{:<44} {:>12} {:>10}", "consumer", "changes/s", "ratio");
-        println!(
-            "{:<44} {:>12.0} {:>10}",
-            "pg_recvlogical + wal2json → /dev/null", w2j_rate, "1.00"
-        );
-        consumer_rates.insert("pg_recvlogical_wal2json".into(), json!(w2j_rate));
-        for (name, slot) in [
-            ("pgtrail → null store (decode only)", "t_null"),
-            ("pgtrail → SQLite store", "t_sqlite"),
-            ("pgtrail → Postgres store", "t_pg"),
-        ] {
-            let store: Arc<dyn Store> = match slot {
-                "t_null" => Arc::new(NullStore),
-                "t_sqlite" => pgtrail_store::open(&format!(
-                    "sqlite:{}",
-                    tmp.path().join("throughput.db").display()
-                ))
-                .await
-                .expect("sqlite store"),
-                _ => pgtrail_store::open(&store_db)
-                    .await
-                    .expect("postgres store"),
-            };
-            let t0 = Instant::now();
-            let mut consumer = Consumer::start(&url, slot, "bench", store);
-            let done = consumer.wait_for(end).await;
-            let rate = changes as f64 / (done - t0).as_secs_f64();
-            consumer.stop().await;
-            println!("{:<44} {:>12.0} {:>10.2}", name, rate, rate / w2j_rate);
-            consumer_rates.insert(slot.into(), json!(rate));
-        }
-        results.insert(
-            "consumer_changes_per_s".into(),
-            Value::Object(consumer_rates),
-        );
+        let rounds = args.throughput_rounds;
+        let consumers =
+            throughput::run(&cluster, &url, &client, args.changes, rounds, tmp.path()).await;
+        results.insert("consumer_throughput".into(), consumers);
     }
 
     // (c) lag at a steady rate

@@ -17,6 +17,7 @@ use pgtrail_cdc::consumer::{self, CaptureOptions};
 use pgtrail_cdc::mask::Masking;
 use pgtrail_cdc::{baseline, CdcError, RetryPolicy};
 use pgtrail_core::handover::Acknowledged;
+use pgtrail_store::cpu::{self, Stage};
 use pgtrail_store::Store;
 use pgtrail_wire::Lsn;
 use tokio::sync::watch;
@@ -118,12 +119,15 @@ async fn session(
         shutdown.clone(),
         Some(progress.clone()),
     );
-    let streamed = consumer::session(
-        connect,
-        options,
-        queue.batches,
-        queue.acknowledged,
-        shutdown,
+    let streamed = cpu::metered(
+        Stage::Decode,
+        consumer::session(
+            connect,
+            options,
+            queue.batches,
+            queue.acknowledged,
+            shutdown,
+        ),
     )
     .await;
     finish(writer.await)?;

@@ -9,13 +9,15 @@
 //! cannot be found stays listed in `partial`, so readers know the event
 //! does not show it; nothing is made up.
 //!
-//! Why the store is right on a miss: batches are filled and appended one
-//! after the other, and the cache is trimmed only once a batch is stored,
-//! so a row missing from the cache has all its events in the store. A
-//! TRUNCATE not yet stored blocks the store's answer for its table until
-//! it is.
+//! Why the store is right on a miss: batches are filled in the order they
+//! are appended, and a row is evicted only once the newest batch that
+//! touched it is stored ([`ToastCache::stored`] takes the [`ToastCache::mark`]
+//! of the newest stored batch), so a row missing from the cache has all its
+//! events in the store, even while the writer fills one batch ahead of the
+//! one being appended. A TRUNCATE not yet stored blocks the store's answer
+//! for its table until it is.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use pgtrail_core::event::JsonObject;
 use pgtrail_core::filter::{canonical_pk, PkFilter, RowRef, TableName};
@@ -85,8 +87,9 @@ pub struct ToastCache {
     order: VecDeque<(u64, RowKey)>,
     stamp: u64,
     bytes: usize,
-    /// Tables truncated in the batch being filled (not yet stored).
-    truncated: HashSet<Table>,
+    /// Tables truncated in batches not yet stored, with the stamp of the
+    /// truncation.
+    truncated: HashMap<Table, u64>,
 }
 
 impl ToastCache {
@@ -98,7 +101,7 @@ impl ToastCache {
             order: VecDeque::new(),
             stamp: 0,
             bytes: 0,
-            truncated: HashSet::new(),
+            truncated: HashMap::new(),
         }
     }
 
@@ -125,7 +128,8 @@ impl ToastCache {
             let table = (event.schema.clone(), table);
             if event.operation.as_deref() == Some("TRUNCATE") {
                 self.forget_table(&table);
-                self.truncated.insert(table);
+                self.stamp += 1;
+                self.truncated.insert(table, self.stamp);
                 continue;
             }
             let Some(pk) = event.pk.as_ref() else {
@@ -149,7 +153,7 @@ impl ToastCache {
             }
             let known = match self.rows.get(&key) {
                 Some(entry) => entry.image.as_ref().map(json::clone_object),
-                None if self.truncated.contains(&key.table) => None,
+                None if self.truncated.contains_key(&key.table) => None,
                 None => {
                     let row = RowRef {
                         table: TableName {
@@ -186,11 +190,23 @@ impl ToastCache {
         }
     }
 
-    /// The batch filled last is stored: the store answers for its rows and
-    /// truncations now, so the cache may shrink back to its bounds.
-    pub fn stored(&mut self) {
-        self.truncated.clear();
+    /// Where the cache stands after the batches filled so far: once the
+    /// batch filled last is stored, pass this to [`ToastCache::stored`].
+    pub fn mark(&self) -> u64 {
+        self.stamp
+    }
+
+    /// Every batch filled up to `mark` ([`ToastCache::mark`]) is stored:
+    /// the store answers for their rows and truncations now, so the cache
+    /// may shrink back to its bounds, keeping the rows of batches filled
+    /// since (not yet stored).
+    pub fn stored(&mut self, mark: u64) {
+        self.truncated.retain(|_, stamp| *stamp > mark);
         while self.rows.len() > self.bounds.rows || self.bytes > self.bounds.bytes {
+            match self.order.front() {
+                Some((stamp, _)) if *stamp <= mark => {}
+                _ => break,
+            }
             let Some((stamp, key)) = self.order.pop_front() else {
                 break;
             };

@@ -12,6 +12,7 @@
 //! `tests/conformance`, so every reader behaves the same on either.
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod ddl;
 mod error;
 pub mod freshness;
@@ -112,6 +113,68 @@ impl ExpectedIndexes {
     }
 }
 
+/// A batch made ready ahead of its append by [`Store::encode`]: the events,
+/// and what the store did to them ahead (its own business).
+pub struct EncodedBatch {
+    events: Vec<Event>,
+    ahead: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl EncodedBatch {
+    /// `events`, with nothing done ahead: [`Store::append_encoded`] appends
+    /// them as [`Store::append`] does.
+    pub fn new(events: Vec<Event>) -> Self {
+        EncodedBatch {
+            events,
+            ahead: None,
+        }
+    }
+
+    /// `events`, with what a store did to them ahead.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn with_ahead<T: Send + Sync + 'static>(events: Vec<Event>, ahead: T) -> Self {
+        EncodedBatch {
+            events,
+            ahead: Some(Box::new(ahead)),
+        }
+    }
+
+    /// What was done ahead, if it is of type `T`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn ahead<T: 'static>(&self) -> Option<&T> {
+        self.ahead.as_ref().and_then(|a| a.downcast_ref())
+    }
+
+    /// The events.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// True for a batch of no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events back.
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+}
+
+impl std::fmt::Debug for EncodedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedBatch")
+            .field("events", &self.events.len())
+            .field("ahead", &self.ahead.is_some())
+            .finish()
+    }
+}
+
 /// What [`Store::prune`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneOutcome {
@@ -141,6 +204,28 @@ pub trait Store: Send + Sync {
     /// May block the calling worker thread for the duration (SQLite, on a
     /// multi-threaded runtime); other tasks move to another thread.
     async fn append(&self, events: &[Event]) -> Result<AppendReceipt>;
+
+    /// Does ahead of [`Store::append_encoded`] the work on `events` that
+    /// needs neither the store nor its lock (canonical JSON, index columns),
+    /// so a writer can do it for one batch while the previous one is
+    /// appended. `chain` is where the chain will end once the batches
+    /// encoded before are appended (`None`: unknown); a store may seal the
+    /// events onto it ahead, and moves it to where they end. Seals made
+    /// ahead are only a guess: the append uses them where they fit the
+    /// chain under its lock and seals the rest again, so a wrong `chain`
+    /// costs time, never correctness. CPU-bound and blocking: call it off
+    /// the async workers. By default nothing is done ahead.
+    fn encode(&self, events: Vec<Event>, chain: &mut Option<ChainHead>) -> EncodedBatch {
+        *chain = None;
+        EncodedBatch::new(events)
+    }
+
+    /// Appends a batch made by [`Store::encode`] (of this store): the same
+    /// contract as [`Store::append`] of its events (the receipt too), and
+    /// the batch is borrowed, so a failed append is retried with it.
+    async fn append_encoded(&self, batch: &EncodedBatch) -> Result<AppendReceipt> {
+        self.append(batch.events()).await
+    }
 
     /// Events matching `filter`, newest first (highest `seq` first), at most
     /// `filter.limit`.

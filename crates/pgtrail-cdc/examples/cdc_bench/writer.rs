@@ -659,7 +659,7 @@ fn recvlogical(cluster: &Cluster, url: &str) -> std::process::Child {
 
 /// CPU seconds of every process of the server whose data directory is
 /// `data_dir`: the postmaster's children alive now, plus those it reaped.
-fn server_cpu_seconds(data_dir: &std::path::Path) -> f64 {
+pub(crate) fn server_cpu_seconds(data_dir: &std::path::Path) -> f64 {
     let Some(postmaster) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
@@ -706,13 +706,13 @@ fn ticks(fields: &[String], indexes: &[usize]) -> f64 {
 }
 
 /// User + system CPU seconds of process `pid` (all its threads), from /proc.
-fn cpu_seconds(pid: Option<u32>) -> f64 {
+pub(crate) fn cpu_seconds(pid: Option<u32>) -> f64 {
     pid.and_then(stat_fields)
         .map_or(0.0, |fields| ticks(&fields, &[11, 12]))
 }
 
 /// Median, min and max.
-fn spread(values: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(values: &[f64]) -> (f64, f64, f64) {
     if values.is_empty() {
         return (0.0, 0.0, 0.0);
     }

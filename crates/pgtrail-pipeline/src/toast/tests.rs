@@ -59,8 +59,9 @@ async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
 /// Fills a batch and stores it, as the writer does.
 async fn pass(cache: &mut ToastCache, store: &dyn Store, mut batch: Vec<Event>) -> Vec<Event> {
     cache.fill(store, &mut batch).await;
+    let mark = cache.mark();
     store.append(&batch).await.expect("append");
-    cache.stored();
+    cache.stored(mark);
     batch
 }
 
@@ -176,4 +177,62 @@ async fn what_no_one_saw_stays_partial() {
     let batch = pass(&mut cache, store.as_ref(), vec![touch(9, "never inserted")]).await;
     assert_eq!(body(&batch[0]), None, "no made-up value, no NULL");
     assert_eq!(batch[0].partial, ["body"]);
+}
+
+/// The writer fills batch N+1 while batch N is appended: storing N must not
+/// evict the rows of N+1, whose images the store does not have yet (the
+/// store's older image would be made up for batch N+2), nor forget a
+/// truncation in N+1.
+#[tokio::test]
+async fn rows_of_a_batch_filled_ahead_stay_until_it_is_stored() {
+    let (_dir, store) = store().await;
+    let mut cache = ToastCache::new(ToastBounds {
+        rows: 1,
+        bytes: usize::MAX,
+    });
+    pass(&mut cache, store.as_ref(), vec![insert(1, "old")]).await;
+
+    // Batch N, filled and about to be appended.
+    let mut n = vec![insert(2, "two")];
+    cache.fill(store.as_ref(), &mut n).await;
+    let n_mark = cache.mark();
+    // Batch N+1, filled ahead: row 1 gets a new body, table truncated after.
+    let mut ahead = vec![
+        change(
+            "UPDATE",
+            1,
+            Some(json!({"id": 1, "title": "t", "body": "new"})),
+            &[],
+        ),
+        change("TRUNCATE", 0, None, &[]),
+        insert(3, "three"),
+    ];
+    cache.fill(store.as_ref(), &mut ahead).await;
+    let ahead_mark = cache.mark();
+    store.append(&n).await.expect("append N");
+    cache.stored(n_mark);
+    assert_eq!(cache.len(), 1, "row 3 of the unstored batch stays");
+
+    // Batch N+2, before N+1 is stored: row 1 was truncated away in N+1; the
+    // store still holds its "old" body, which must not come back.
+    let mut next = vec![touch(1, "x"), touch(3, "y")];
+    cache.fill(store.as_ref(), &mut next).await;
+    assert_eq!(
+        body(&next[0]),
+        None,
+        "not the store's image from before the truncate"
+    );
+    assert_eq!(next[0].partial, ["body"]);
+    assert_eq!(
+        body(&next[1]),
+        Some(&json!("three")),
+        "from the batch filled ahead"
+    );
+
+    store.append(&ahead).await.expect("append N+1");
+    cache.stored(ahead_mark);
+    assert!(
+        cache.len() <= 2,
+        "back to the bound, but for batch N+2's rows"
+    );
 }

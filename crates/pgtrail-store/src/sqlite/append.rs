@@ -20,7 +20,8 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::encode::{prepare, ChainEnd, Prepared};
+use super::encode::{prepare, prepare_ahead, Ahead, ChainEnd, Prepared};
+use crate::cpu::{self, Stage};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
@@ -46,7 +47,8 @@ pub fn append(conn: &mut Connection, events: &[Event], location: &str) -> Result
     if expected < PIPELINE_MIN {
         // Encode before taking the write lock: other writers wait only for
         // the inserts.
-        let prepared: Vec<Prepared> = events.iter().map(prepare).collect();
+        let prepared: Vec<Prepared> =
+            cpu::measure(Stage::Encode, || events.iter().map(prepare).collect());
         return insert_all(conn, expected, [prepared], None, location);
     }
     std::thread::scope(|scope| {
@@ -71,6 +73,33 @@ pub fn append(conn: &mut Connection, events: &[Event], location: &str) -> Result
     })
 }
 
+/// Seals and stores `events`, encoded ahead into `ahead` (one each), atomically.
+/// Only the index columns are left to compute here; seals computed ahead
+/// are used where they fit the chain, the rest are hashed again.
+pub fn append_ahead(
+    conn: &mut Connection,
+    events: &[Event],
+    ahead: &[Ahead],
+    location: &str,
+) -> Result<AppendReceipt> {
+    let prepared: Vec<Prepared> = cpu::measure(Stage::Encode, || {
+        events
+            .iter()
+            .zip(ahead)
+            .map(|(event, ahead)| prepare_ahead(event, ahead))
+            .collect()
+    });
+    insert_all(conn, events.len(), [prepared], None, location)
+}
+
+/// The chain's end as `ChainEnd`, from a head in hex.
+pub fn chain_end(head: &ChainHead) -> Result<ChainEnd> {
+    Ok(ChainEnd {
+        seq: head.seq,
+        hash: decode_hash(&head.hash)?,
+    })
+}
+
 /// The encoding thread: chunks of prepared events, linked into the chain
 /// from the head the inserts send (unlinked if they send none).
 fn encode_ahead<'a>(
@@ -82,7 +111,9 @@ fn encode_ahead<'a>(
     let mut end: Option<ChainEnd> = None;
     let mut asked = false;
     loop {
-        let mut chunk: Vec<Prepared> = events.by_ref().take(CHUNK).map(prepare).collect();
+        let mut chunk: Vec<Prepared> = cpu::measure(Stage::Encode, || {
+            events.by_ref().take(CHUNK).map(prepare).collect()
+        });
         if chunk.is_empty() {
             return;
         }
@@ -92,11 +123,13 @@ fn encode_ahead<'a>(
             asked = true;
         }
         if let Some(end) = &mut end {
-            for row in &mut chunk {
-                let link = end.next(&row.body);
-                *end = ChainEnd::after(&link);
-                row.link = Some(link);
-            }
+            cpu::measure(Stage::Encode, || {
+                for row in &mut chunk {
+                    let link = end.next(&row.body);
+                    *end = ChainEnd::after(&link);
+                    row.link = Some(link);
+                }
+            });
         }
         if out.send(chunk).is_err() {
             return; // the inserts failed and stopped listening

@@ -25,8 +25,9 @@ use super::keys;
 pub struct Prepared<'a> {
     /// Every column but the body and the seal.
     pub columns: Columns<'a>,
-    /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`.
-    pub body: CanonicalBody,
+    /// Canonical JSON of the event without `seq`, `prev_hash` and `hash`
+    /// (borrowed when encoded ahead of the append, see [`Ahead`]).
+    pub body: Cow<'a, CanonicalBody>,
     /// The seal computed ahead, if any: valid only where it fits the chain.
     pub link: Option<Link>,
 }
@@ -114,8 +115,45 @@ impl ChainEnd {
 pub fn prepare(event: &Event) -> Prepared<'_> {
     Prepared {
         columns: columns(event),
-        body: CanonicalBody::of(event),
+        body: Cow::Owned(CanonicalBody::of(event)),
         link: None,
+    }
+}
+
+/// What is done to an event ahead of its append, on another thread than
+/// the inserts ([`crate::Store::encode`]): its body and, if the chain's end
+/// was known, its seal.
+pub struct Ahead {
+    pub body: CanonicalBody,
+    pub link: Option<Link>,
+}
+
+/// Encodes `events` ahead of their append, sealing them onto `chain` if it
+/// is known (and moving it to where they end).
+pub fn ahead(events: &[Event], chain: Option<&mut ChainEnd>) -> Vec<Ahead> {
+    let mut encoded: Vec<Ahead> = events
+        .iter()
+        .map(|event| Ahead {
+            body: CanonicalBody::of(event),
+            link: None,
+        })
+        .collect();
+    if let Some(end) = chain {
+        for row in &mut encoded {
+            let link = end.next(&row.body);
+            *end = ChainEnd::after(&link);
+            row.link = Some(link);
+        }
+    }
+    encoded
+}
+
+/// `event` with what was done to it ahead.
+pub fn prepare_ahead<'a>(event: &'a Event, ahead: &'a Ahead) -> Prepared<'a> {
+    Prepared {
+        columns: columns(event),
+        body: Cow::Borrowed(&ahead.body),
+        link: ahead.link,
     }
 }
 

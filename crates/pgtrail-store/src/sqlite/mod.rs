@@ -44,8 +44,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
 
 use crate::{
-    AppendReceipt, ChainHead, Checkpoint, ExpectedIndexes, Mismatch, PruneOutcome, Result, Store,
-    StoreError, StoredEvent,
+    AppendReceipt, ChainHead, Checkpoint, EncodedBatch, ExpectedIndexes, Mismatch, PruneOutcome,
+    Result, Store, StoreError, StoredEvent,
 };
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
@@ -204,21 +204,44 @@ impl SqliteStore {
     /// runtime has no thread to hand over to, so there the batch is copied
     /// to the blocking pool.
     async fn append_blocking(&self, events: &[Event]) -> Result<AppendReceipt> {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread);
-        if multi_thread {
-            let shared = &self.shared;
-            return tokio::task::block_in_place(|| {
-                let mut conn = shared
-                    .writer()?
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                append::append(&mut conn, events, &shared.location)
-            });
+        if let Some(appended) =
+            self.append_in_place(|conn, location| append::append(conn, events, location))
+        {
+            return appended;
         }
         let events = events.to_vec();
         self.write(move |conn, location| append::append(conn, &events, location))
             .await
+    }
+
+    /// Runs `append` with the writer connection where the caller is, on a
+    /// multi-threaded runtime (this worker hands its other tasks to another
+    /// thread and blocks); `None` on a current-thread runtime, which has no
+    /// thread to hand over to.
+    fn append_in_place(
+        &self,
+        append: impl FnOnce(&mut Connection, &str) -> Result<AppendReceipt>,
+    ) -> Option<Result<AppendReceipt>> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return None;
+        }
+        let shared = &self.shared;
+        Some(tokio::task::block_in_place(|| {
+            let mut conn = shared
+                .writer()?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            append(&mut conn, &shared.location)
+        }))
+    }
+
+    /// Wakes the WAL checkpointer after an append that wrote something.
+    fn appended(&self, receipt: &AppendReceipt) {
+        if let (Some(_), Some(wal)) = (receipt.first_seq, &self.shared.wal) {
+            wal.nudge();
+        }
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -532,9 +555,35 @@ impl Store for SqliteStore {
             });
         }
         let receipt = self.append_blocking(events).await?;
-        if let (Some(_), Some(wal)) = (receipt.first_seq, &self.shared.wal) {
-            wal.nudge();
-        }
+        self.appended(&receipt);
+        Ok(receipt)
+    }
+
+    fn encode(&self, events: Vec<Event>, chain: &mut Option<ChainHead>) -> EncodedBatch {
+        let mut end = chain.as_ref().and_then(|head| append::chain_end(head).ok());
+        let ahead = encode::ahead(&events, end.as_mut());
+        *chain = end.map(|end| ChainHead {
+            seq: end.seq,
+            hash: hex::encode(end.hash),
+        });
+        EncodedBatch::with_ahead(events, ahead)
+    }
+
+    async fn append_encoded(&self, batch: &EncodedBatch) -> Result<AppendReceipt> {
+        let events = batch.events();
+        let ahead = batch
+            .ahead::<Vec<encode::Ahead>>()
+            .filter(|ahead| ahead.len() == events.len() && !events.is_empty());
+        let Some(ahead) = ahead else {
+            return self.append(events).await;
+        };
+        let appended = self
+            .append_in_place(|conn, location| append::append_ahead(conn, events, ahead, location));
+        let Some(appended) = appended else {
+            return self.append(events).await;
+        };
+        let receipt = appended?;
+        self.appended(&receipt);
         Ok(receipt)
     }
 
