@@ -155,6 +155,57 @@ async fn run(
     keys: &Keys,
 ) -> Result<(), ProxyError> {
     let (mut client_read, mut client_write) = client.into_split();
+    let result = proxy(
+        id,
+        &mut client_read,
+        &mut client_write,
+        peer,
+        upstream,
+        sink,
+        keys,
+    )
+    .await;
+    if let Err(ProxyError::Session(error)) = &result {
+        // Tell the client why, as the server would: FATAL, protocol violation.
+        let mut message = BytesMut::new();
+        encode_fatal(
+            &mut message,
+            &format!("pgtrail proxy: {}", DisplayChain(error)),
+        );
+        let _ = client_write.write_all(&message).await;
+    }
+    result
+}
+
+/// An ErrorResponse: severity FATAL, SQLSTATE 08P01 (protocol violation).
+fn encode_fatal(buf: &mut BytesMut, message: &str) {
+    let mut body = BytesMut::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "08P01"),
+        (b'M', message),
+    ] {
+        body.put_u8(field);
+        // A NUL would end the field early (error texts can name tag '\0').
+        body.put_slice(value.replace('\0', "\\0").as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    buf.put_u8(b'E');
+    buf.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
+    buf.put_slice(&body);
+}
+
+async fn proxy(
+    id: u64,
+    client_read: &mut tokio::net::tcp::OwnedReadHalf,
+    client_write: &mut tokio::net::tcp::OwnedWriteHalf,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    sink: mpsc::Sender<Recorded>,
+    keys: &Keys,
+) -> Result<(), ProxyError> {
     let mut session = Session::new(upstream.session.clone(), SystemTime::now());
     let mut buf = vec![0u8; READ_SIZE];
     // Startup: answer SSLRequest/GSSENCRequest until a StartupMessage or a

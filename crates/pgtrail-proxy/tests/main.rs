@@ -411,7 +411,8 @@ async fn a_client_sending_garbage_is_dropped_and_others_are_served() {
     let n = tokio::time::timeout(Duration::from_secs(5), garbage.read_to_end(&mut rest))
         .await
         .expect("closed promptly");
-    assert!(n.is_ok_and(|n| n == 0), "nothing answered: {rest:?}");
+    assert!(n.is_ok(), "closed");
+    assert_fatal_protocol_violation(&rest);
 
     // A malformed message after a good login: only that session ends.
     let mut bad = TcpStream::connect(("127.0.0.1", s.proxy_port))
@@ -431,10 +432,12 @@ async fn a_client_sending_garbage_is_dropped_and_others_are_served() {
     bad.write_all(b"B\0\0\0\x0a\0\0\0\0\0\x05")
         .await
         .expect("send");
+    let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest))
         .await
         .expect("closed promptly");
-    assert!(n.is_ok());
+    assert!(n.is_ok(), "closed");
+    assert_fatal_protocol_violation(&rest);
 
     assert_eq!(
         steady
@@ -457,4 +460,25 @@ async fn a_client_sending_garbage_is_dropped_and_others_are_served() {
     assert!(records
         .iter()
         .all(|r| r.record.outcome == Outcome::Completed));
+}
+
+/// One ErrorResponse, FATAL, SQLSTATE 08P01, naming the proxy.
+fn assert_fatal_protocol_violation(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    assert!(bytes.starts_with(b"E"), "an ErrorResponse: {text}");
+    let mut buf = bytes::BytesMut::from(bytes);
+    let message = pgtrail_wire::backend::BackendMessage::decode(&mut buf)
+        .expect("well-formed")
+        .expect("whole");
+    let pgtrail_wire::backend::BackendMessage::ErrorResponse(fields) = message else {
+        panic!("not an ErrorResponse: {text}");
+    };
+    assert_eq!((fields.severity(), fields.code()), ("FATAL", "08P01"));
+    assert!(
+        fields
+            .message()
+            .starts_with("pgtrail proxy: malformed message from the client"),
+        "{fields}"
+    );
+    assert!(buf.is_empty(), "nothing after it");
 }
