@@ -364,35 +364,98 @@ async fn a_cancel_goes_to_the_right_backend() {
     );
 }
 
-#[tokio::test]
-async fn a_forged_cancel_key_is_not_forwarded() {
-    let mut s = setup().await;
-    let proxied = s.through_proxy().await;
-    let pid: i32 = proxied
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .get(0);
-    s.records(1).await;
-    let sleeper = tokio::spawn(async move { proxied.batch_execute("SELECT pg_sleep(1)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The right pid with a guessed key: dropped by the proxy.
-    let mut attacker = TcpStream::connect(("127.0.0.1", s.proxy_port))
+/// A raw session straight to `port`: logs in as postgres, returns the
+/// stream and the BackendKeyData body (pid and key).
+async fn raw_login(port: u16) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut packet = 16i32.to_be_bytes().to_vec();
-    packet.extend_from_slice(&80_877_102i32.to_be_bytes());
-    packet.extend_from_slice(&pid.to_be_bytes());
-    packet.extend_from_slice(&0x1234_5678i32.to_be_bytes());
-    attacker.write_all(&packet).await.expect("send");
-    let mut rest = Vec::new();
-    let _ = attacker.read_to_end(&mut rest).await;
-    sleeper
+    let mut startup = bytes::BytesMut::new();
+    pgtrail_wire::frontend::encode_startup(&mut startup, &[("user", "postgres")]);
+    stream.write_all(&startup).await.expect("startup");
+    let mut buf = bytes::BytesMut::new();
+    let mut key = None;
+    loop {
+        match pgtrail_wire::frame::decode_frame(&mut buf).expect("frames") {
+            Some(frame) if frame.tag == b'K' => key = Some(frame.body.to_vec()),
+            Some(frame) if frame.tag == b'Z' => break,
+            Some(_) => {}
+            None => {
+                let n = stream.read_buf(&mut buf).await.expect("read");
+                assert!(n > 0, "logged in");
+            }
+        }
+    }
+    (stream, key.expect("BackendKeyData"))
+}
+
+/// Runs `pg_sleep(1.5)` on a raw session while `cancel` sends a
+/// CancelRequest with `key` to `target_port`; returns the SQLSTATE if the
+/// statement failed.
+async fn sleep_while_cancelling(
+    stream: &mut TcpStream,
+    key: &[u8],
+    target_port: u16,
+) -> Option<String> {
+    let mut query = bytes::BytesMut::new();
+    pgtrail_wire::frontend::encode_query(&mut query, "SELECT pg_sleep(1.5)");
+    stream.write_all(&query).await.expect("query");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cancel = i32::try_from(8 + key.len())
+        .expect("small")
+        .to_be_bytes()
+        .to_vec();
+    cancel.extend_from_slice(&80_877_102i32.to_be_bytes());
+    cancel.extend_from_slice(key);
+    let mut canceller = TcpStream::connect(("127.0.0.1", target_port))
         .await
-        .expect("task")
-        .expect("the statement ran to completion");
-    let records = s.records(1).await;
-    assert_eq!(records[0].record.outcome, Outcome::Completed);
+        .expect("connect");
+    canceller.write_all(&cancel).await.expect("cancel");
+    let mut rest = Vec::new();
+    let _ = canceller.read_to_end(&mut rest).await;
+    let mut buf = bytes::BytesMut::new();
+    let mut sqlstate = None;
+    loop {
+        match pgtrail_wire::backend::BackendMessage::decode(&mut buf).expect("frames") {
+            Some(pgtrail_wire::backend::BackendMessage::ErrorResponse(e)) => {
+                sqlstate = Some(e.code().to_string())
+            }
+            Some(pgtrail_wire::backend::BackendMessage::ReadyForQuery(_)) => return sqlstate,
+            Some(_) => {}
+            None => {
+                let n = stream.read_buf(&mut buf).await.expect("read");
+                assert!(n > 0, "answered");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_for_a_backend_the_proxy_does_not_serve_is_dropped() {
+    let s = setup().await;
+    // A session straight to the server; its own key, sent through the proxy
+    // (as by a client who can reach only the proxy): not forwarded.
+    let (mut direct, key) = raw_login(s.cluster.port()).await;
+    assert_eq!(
+        sleep_while_cancelling(&mut direct, &key, s.proxy_port).await,
+        None,
+        "the statement ran to completion"
+    );
+    // The control: the same key sent to the server itself cancels.
+    assert_eq!(
+        sleep_while_cancelling(&mut direct, &key, s.cluster.port())
+            .await
+            .as_deref(),
+        Some("57014")
+    );
+    // And a proxied session's key, through the proxy, cancels.
+    let (mut proxied, key) = raw_login(s.proxy_port).await;
+    assert_eq!(
+        sleep_while_cancelling(&mut proxied, &key, s.proxy_port)
+            .await
+            .as_deref(),
+        Some("57014")
+    );
 }
 
 #[tokio::test]
