@@ -21,6 +21,7 @@ mod init;
 mod install;
 mod keygen;
 mod log;
+mod proxy;
 mod retention;
 mod run;
 mod seal;
@@ -129,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(args, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
         Command::Capture(args) => capture::run(args, &ctx).await,
+        Command::Proxy(args) => proxy::run(args, &ctx).await,
         Command::Install(args) => install::run(args, &ctx).await,
         Command::Uninstall(args) => uninstall::run(args, &ctx).await,
         Command::Track(args) => track::run(args, &ctx).await,
