@@ -149,8 +149,8 @@ pub enum BackendMessage {
     BackendKeyData {
         /// Backend process id.
         pid: i32,
-        /// Secret key.
-        secret: i32,
+        /// Secret key: 4 bytes in protocol 3.0, up to 256 in 3.2.
+        secret: Bytes,
     },
     /// `Z`
     ReadyForQuery(TransactionStatus),
@@ -176,6 +176,37 @@ pub enum BackendMessage {
     CopyData(Bytes),
     /// `c`
     CopyDone,
+    /// `1`: a Parse succeeded.
+    ParseComplete,
+    /// `2`: a Bind succeeded.
+    BindComplete,
+    /// `3`: a Close succeeded.
+    CloseComplete,
+    /// `n`: the described statement or portal returns no rows.
+    NoData,
+    /// `t`: parameter type OIDs of a described statement.
+    ParameterDescription(Vec<u32>),
+    /// `s`: an Execute stopped at its row limit; the portal can go on.
+    PortalSuspended,
+    /// `A`: a NOTIFY delivered to this session.
+    NotificationResponse {
+        /// The notifying backend's process id.
+        pid: i32,
+        /// The channel name.
+        channel: String,
+        /// The payload.
+        payload: String,
+    },
+    /// `v`: the server supports an older minor version or not all
+    /// `_pq_.` startup options.
+    NegotiateProtocolVersion {
+        /// The newest minor protocol version the server supports.
+        newest_minor: i32,
+        /// Protocol options the server did not recognise.
+        unrecognized: Vec<String>,
+    },
+    /// `V`: a FunctionCall's result; `None` is SQL NULL.
+    FunctionCallResponse(Option<Bytes>),
     /// Any other message, undecoded.
     Other(Frame),
 }
@@ -191,17 +222,23 @@ impl BackendMessage {
 
     /// Decodes one framed message.
     pub fn parse(frame: Frame) -> Result<BackendMessage, WireError> {
-        let mut r = Reader::new(frame.tag, &frame.body);
+        let body = frame.body.clone(); // a reference count, not a copy
+        let mut r = Reader::new(frame.tag, &body);
         let message = match frame.tag {
             b'R' => BackendMessage::Authentication(parse_auth(&mut r, &frame.body)?),
             b'S' => BackendMessage::ParameterStatus {
-                name: r.cstr("parameter name")?.to_string(),
-                value: r.cstr("parameter value")?.to_string(),
+                name: r.cstr_lossy("parameter name")?,
+                value: r.cstr_lossy("parameter value")?,
             },
-            b'K' => BackendMessage::BackendKeyData {
-                pid: r.i32("process id")?,
-                secret: r.i32("secret key")?,
-            },
+            b'K' => {
+                let pid = r.i32("process id")?;
+                let secret = take_rest(&mut r, &body);
+                // 3.0 sends 4 bytes; 3.2 allows up to 256.
+                if !(4..=MAX_CANCEL_KEY).contains(&secret.len()) {
+                    return Err(r.invalid("secret key", format!("{} bytes", secret.len())));
+                }
+                BackendMessage::BackendKeyData { pid, secret }
+            }
             b'Z' => BackendMessage::ReadyForQuery(match r.u8("transaction status")? {
                 b'I' => TransactionStatus::Idle,
                 b'T' => TransactionStatus::InTransaction,
@@ -214,16 +251,102 @@ impl BackendMessage {
             b'N' => BackendMessage::NoticeResponse(parse_error_fields(&mut r)?),
             b'T' => BackendMessage::RowDescription(parse_row_description(&mut r)?),
             b'D' => BackendMessage::DataRow(parse_data_row(&mut r, &frame.body)?),
-            b'C' => BackendMessage::CommandComplete(r.cstr("command tag")?.to_string()),
+            b'C' => BackendMessage::CommandComplete(r.cstr_lossy("command tag")?),
             b'I' => BackendMessage::EmptyQueryResponse,
             b'G' => BackendMessage::CopyInResponse(parse_copy_format(&mut r)?),
             b'H' => BackendMessage::CopyOutResponse(parse_copy_format(&mut r)?),
             b'W' => BackendMessage::CopyBothResponse(parse_copy_format(&mut r)?),
-            b'd' => BackendMessage::CopyData(frame.body),
+            b'd' => BackendMessage::CopyData(take_rest(&mut r, &body)),
             b'c' => BackendMessage::CopyDone,
+            b'1' => BackendMessage::ParseComplete,
+            b'2' => BackendMessage::BindComplete,
+            b'3' => BackendMessage::CloseComplete,
+            b'n' => BackendMessage::NoData,
+            b's' => BackendMessage::PortalSuspended,
+            b't' => {
+                let count = r.count_i16("parameter count")?;
+                let mut types = Vec::with_capacity(count.min(r.remaining().len() / 4));
+                for _ in 0..count {
+                    types.push(r.u32("parameter type")?);
+                }
+                BackendMessage::ParameterDescription(types)
+            }
+            b'A' => BackendMessage::NotificationResponse {
+                pid: r.i32("process id")?,
+                channel: r.cstr_lossy("channel")?,
+                payload: r.cstr_lossy("payload")?,
+            },
+            b'v' => {
+                let newest_minor = r.i32("newest minor version")?;
+                let count = r.count_i32("option count")?;
+                let mut unrecognized = Vec::with_capacity(count.min(r.remaining().len()));
+                for _ in 0..count {
+                    unrecognized.push(r.cstr_lossy("option name")?);
+                }
+                BackendMessage::NegotiateProtocolVersion {
+                    newest_minor,
+                    unrecognized,
+                }
+            }
+            b'V' => {
+                let len = r.i32("result length")?;
+                let value = match usize::try_from(len) {
+                    Err(_) => None,
+                    Ok(len) => {
+                        r.bytes(len, "result")?;
+                        Some(frame.body.slice(4..4 + len))
+                    }
+                };
+                BackendMessage::FunctionCallResponse(value)
+            }
             _ => BackendMessage::Other(frame),
         };
+        // Trailing bytes mean the two sides disagree on the message's shape.
+        if !r.is_empty() && !matches!(message, BackendMessage::Other(_)) {
+            return Err(r.invalid("length", format!("{} bytes left over", r.remaining().len())));
+        }
         Ok(message)
+    }
+}
+
+/// The longest cancel key protocol 3.2 allows.
+pub const MAX_CANCEL_KEY: usize = 256;
+
+/// A CommandComplete tag split into the command and its row count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandTag<'a> {
+    /// `SELECT`, `INSERT`, `CREATE TABLE`, …
+    pub command: &'a str,
+    /// Rows processed, for the commands whose tag carries a count.
+    pub rows: Option<u64>,
+}
+
+impl<'a> CommandTag<'a> {
+    /// Splits `tag`: `INSERT 0 5` is INSERT with 5 rows (the middle word is
+    /// the long-gone OID), `SELECT 3`, `UPDATE 2`, `DELETE 1`, `MERGE 4`,
+    /// `FETCH 10`, `MOVE 10`, `COPY 7` carry counts; other tags carry none.
+    pub fn parse(tag: &'a str) -> CommandTag<'a> {
+        const COUNTED: &[&str] = &[
+            "SELECT", "UPDATE", "DELETE", "MERGE", "FETCH", "MOVE", "COPY", "INSERT",
+        ];
+        let mut words = tag.split(' ');
+        let command = words.next().unwrap_or("");
+        if COUNTED.contains(&command) {
+            if let Some(rows) = tag.rsplit(' ').next().and_then(|n| n.parse().ok()) {
+                // `SELECT 3` but also `CREATE TABLE AS` reports `SELECT n`.
+                let expected_words = if command == "INSERT" { 3 } else { 2 };
+                if tag.split(' ').count() == expected_words {
+                    return CommandTag {
+                        command,
+                        rows: Some(rows),
+                    };
+                }
+            }
+        }
+        CommandTag {
+            command: tag,
+            rows: None,
+        }
     }
 }
 
@@ -248,10 +371,21 @@ fn parse_auth(r: &mut Reader<'_>, body: &Bytes) -> Result<AuthRequest, WireError
             }
             AuthRequest::Sasl { mechanisms }
         }
-        11 => AuthRequest::SaslContinue(body.slice(4..)),
-        12 => AuthRequest::SaslFinal(body.slice(4..)),
-        other => AuthRequest::Other(other),
+        11 => AuthRequest::SaslContinue(take_rest(r, body)),
+        12 => AuthRequest::SaslFinal(take_rest(r, body)),
+        other => {
+            // GSS continuation data and the like: kept undecoded.
+            take_rest(r, body);
+            AuthRequest::Other(other)
+        }
     })
+}
+
+/// The unread rest of `body`, marking it read.
+fn take_rest(r: &mut Reader<'_>, body: &Bytes) -> Bytes {
+    let rest = body.slice(body.len() - r.remaining().len()..);
+    let _ = r.bytes(r.remaining().len(), "rest");
+    rest
 }
 
 fn parse_error_fields(r: &mut Reader<'_>) -> Result<ErrorFields, WireError> {
@@ -261,7 +395,8 @@ fn parse_error_fields(r: &mut Reader<'_>) -> Result<ErrorFields, WireError> {
         if code == 0 {
             break;
         }
-        fields.push((code, r.cstr("field value")?.to_string()));
+        // Lossy: messages come in the client's encoding, which may not be UTF-8.
+        fields.push((code, r.cstr_lossy("field value")?));
     }
     Ok(ErrorFields { fields })
 }
@@ -361,7 +496,7 @@ mod tests {
                 b"K\0\0\0\x0c\0\0\x30\x39\0\0\0\x07",
                 BackendMessage::BackendKeyData {
                     pid: 12345,
-                    secret: 7,
+                    secret: Bytes::from_static(b"\0\0\0\x07"),
                 },
             ),
             (
@@ -443,8 +578,8 @@ mod tests {
     #[test]
     fn unknown_tags_are_kept_raw_and_bad_bodies_are_errors() {
         assert!(matches!(
-            decode_one(b"v\0\0\0\x06ab"),
-            BackendMessage::Other(Frame { tag: b'v', .. })
+            decode_one(b"x\0\0\0\x06ab"),
+            BackendMessage::Other(Frame { tag: b'x', .. })
         ));
         let mut buf = BytesMut::from(&b"Z\0\0\0\x05Q"[..]);
         assert!(BackendMessage::decode(&mut buf).is_err());
@@ -453,5 +588,120 @@ mod tests {
             BackendMessage::decode(&mut buf),
             Err(WireError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn extended_protocol_replies_decode() {
+        let cases: Vec<(&[u8], BackendMessage)> = vec![
+            (b"1\0\0\0\x04", BackendMessage::ParseComplete),
+            (b"2\0\0\0\x04", BackendMessage::BindComplete),
+            (b"3\0\0\0\x04", BackendMessage::CloseComplete),
+            (b"n\0\0\0\x04", BackendMessage::NoData),
+            (b"s\0\0\0\x04", BackendMessage::PortalSuspended),
+            (
+                b"t\0\0\0\x0e\0\x02\0\0\0\x17\0\0\0\x19",
+                BackendMessage::ParameterDescription(vec![23, 25]),
+            ),
+            (
+                b"A\0\0\0\x0f\0\0\0\x2ach\0hey\0",
+                BackendMessage::NotificationResponse {
+                    pid: 42,
+                    channel: "ch".into(),
+                    payload: "hey".into(),
+                },
+            ),
+            (
+                b"v\0\0\0\x13\0\0\0\x00\0\0\0\x01_pq_.x\0",
+                BackendMessage::NegotiateProtocolVersion {
+                    newest_minor: 0,
+                    unrecognized: vec!["_pq_.x".into()],
+                },
+            ),
+            (
+                b"V\0\0\0\x0a\0\0\0\x02ok",
+                BackendMessage::FunctionCallResponse(Some(Bytes::from_static(b"ok"))),
+            ),
+            (
+                b"V\0\0\0\x08\xff\xff\xff\xff",
+                BackendMessage::FunctionCallResponse(None),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(decode_one(bytes), expected, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn protocol_3_2_cancel_keys_are_variable_length() {
+        let mut bytes = b"K\0\0\0\x28\0\0\0\x09".to_vec();
+        bytes.extend_from_slice(&[7u8; 32]);
+        assert_eq!(
+            decode_one(&bytes),
+            BackendMessage::BackendKeyData {
+                pid: 9,
+                secret: Bytes::from(vec![7u8; 32]),
+            }
+        );
+        // Shorter than 4 or longer than 256 bytes is not a key.
+        for key_len in [0usize, 3, 257] {
+            let mut body = 9i32.to_be_bytes().to_vec();
+            body.extend(std::iter::repeat_n(1u8, key_len));
+            let frame = Frame {
+                tag: b'K',
+                body: Bytes::from(body),
+            };
+            assert!(BackendMessage::parse(frame).is_err(), "{key_len} bytes");
+        }
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        for bytes in [
+            &b"t\0\0\0\x0a\0\x02\0\0\0\x17"[..], // one type missing
+            b"t\0\0\0\x06\xff\xff",              // negative count
+            b"A\0\0\0\x0b\0\0\0\x2ach\0",        // payload missing
+            b"A\0\0\0\x0e\0\0\0\x2ach\0hey",     // no NUL
+            b"V\0\0\0\x0a\0\0\0\x05ok",          // value shorter than said
+            b"1\0\0\0\x05x",                     // trailing byte
+            b"Z\0\0\0\x06II",                    // trailing byte
+            b"C\0\0\0\x0aSELECT",                // no NUL
+            b"v\0\0\0\x0c\0\0\0\0\0\0\0\x05",    // options missing
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(BackendMessage::decode(&mut buf).is_err(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn command_tags_split_into_command_and_rows() {
+        for (tag, command, rows) in [
+            ("SELECT 3", "SELECT", Some(3)),
+            ("INSERT 0 5", "INSERT", Some(5)),
+            ("UPDATE 0", "UPDATE", Some(0)),
+            ("DELETE 12", "DELETE", Some(12)),
+            ("MERGE 4", "MERGE", Some(4)),
+            ("COPY 7", "COPY", Some(7)),
+            ("FETCH 10", "FETCH", Some(10)),
+            ("CREATE TABLE", "CREATE TABLE", None),
+            ("BEGIN", "BEGIN", None),
+            ("DEALLOCATE ALL", "DEALLOCATE ALL", None),
+            ("SELECT x", "SELECT x", None),
+            ("", "", None),
+        ] {
+            assert_eq!(
+                CommandTag::parse(tag),
+                CommandTag { command, rows },
+                "{tag}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_text_in_another_encoding_is_kept_lossily() {
+        let message = decode_one(b"E\0\0\0\x17SERROR\0C22P02\0Mb\xe9\0\0");
+        let BackendMessage::ErrorResponse(fields) = message else {
+            panic!("expected ErrorResponse, got {message:?}");
+        };
+        assert_eq!(fields.message(), "b\u{fffd}");
     }
 }

@@ -5,7 +5,7 @@
 //! does the same for the startup-phase messages a client sends first (no tag).
 //! [`Reader`] walks a body field by field with errors that name the field.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::WireError;
 
@@ -26,50 +26,100 @@ pub struct Frame {
     pub body: Bytes,
 }
 
-/// Splits one tagged message off `buf`, or returns `Ok(None)` if it has not
-/// fully arrived yet (the buffer is then left untouched).
-pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+/// The longest startup-phase packet accepted, length word included: the
+/// server's own `MAX_STARTUP_PACKET_LENGTH`.
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// One message exactly as it arrived (header and body), so a proxy forwards
+/// the very bytes it read and never re-encodes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    bytes: Bytes,
+}
+
+impl RawFrame {
+    /// The type byte.
+    pub fn tag(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// The whole message: tag, length, body.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The body (length prefix removed), sharing the same memory.
+    pub fn body(&self) -> Bytes {
+        self.bytes.slice(5..)
+    }
+
+    /// The message as a [`Frame`], for the typed decoders (no copy).
+    pub fn frame(&self) -> Frame {
+        Frame {
+            tag: self.tag(),
+            body: self.body(),
+        }
+    }
+}
+
+/// Splits one tagged message off `buf` with its header, or returns
+/// `Ok(None)` if it has not fully arrived yet (the buffer is then left
+/// untouched). A body longer than `max_body` is an error as soon as the
+/// header is seen: it is never buffered.
+pub fn split_frame(buf: &mut BytesMut, max_body: usize) -> Result<Option<RawFrame>, WireError> {
     if buf.len() < 5 {
         return Ok(None);
     }
     let tag = buf[0];
     let length = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    let body_len = checked_body_len(tag, length)?;
+    let body_len = checked_body_len(tag, length, max_body)?;
     if buf.len() < 5 + body_len {
         // A hint for the reader, bounded: the declared length is not trusted
         // until its bytes arrive, so a corrupt header cannot reserve a gigabyte.
         buf.reserve((5 + body_len - buf.len()).min(MAX_RESERVE));
         return Ok(None);
     }
-    buf.advance(5);
-    let body = buf.split_to(body_len).freeze();
-    Ok(Some(Frame { tag, body }))
+    Ok(Some(RawFrame {
+        bytes: buf.split_to(5 + body_len).freeze(),
+    }))
+}
+
+/// Splits one tagged message off `buf`, or returns `Ok(None)` if it has not
+/// fully arrived yet (the buffer is then left untouched).
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    Ok(split_frame(buf, MAX_BODY)?.map(|raw| raw.frame()))
 }
 
 /// Splits one untagged (startup-phase) message off `buf`: StartupMessage,
 /// SSLRequest, GSSENCRequest or CancelRequest. Returns the body, whose first
 /// four bytes are the protocol version or request code.
 pub fn decode_untagged(buf: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
+    Ok(split_startup(buf)?.map(|whole| whole.slice(4..)))
+}
+
+/// Splits one untagged (startup-phase) message off `buf` with its length
+/// word, for forwarding unchanged. Longer than [`MAX_STARTUP_PACKET`] is an
+/// error, as in the server: a client cannot make a proxy buffer more.
+pub fn split_startup(buf: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let length = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let body_len = checked_body_len(0, length)?;
+    let body_len = checked_body_len(0, length, MAX_STARTUP_PACKET - 4)?;
     if buf.len() < 4 + body_len {
         return Ok(None);
     }
-    buf.advance(4);
-    Ok(Some(buf.split_to(body_len).freeze()))
+    Ok(Some(buf.split_to(4 + body_len).freeze()))
 }
 
-fn checked_body_len(tag: u8, length: i32) -> Result<usize, WireError> {
+fn checked_body_len(tag: u8, length: i32, max_body: usize) -> Result<usize, WireError> {
     let bad = || WireError::BadLength {
         tag: char::from(tag),
         length: i64::from(length),
     };
     let length = usize::try_from(length).map_err(|_| bad())?;
     let body = length.checked_sub(4).ok_or_else(bad)?;
-    if body > MAX_BODY {
+    if body > max_body.min(MAX_BODY) {
         return Err(bad());
     }
     Ok(body)
@@ -176,6 +226,20 @@ impl<'a> Reader<'a> {
         usize::try_from(count).map_err(|_| self.invalid(field, format!("negative: {count}")))
     }
 
+    /// A NUL-terminated string in any encoding: bytes that are not UTF-8
+    /// become U+FFFD. For text a proxy only records (SQL, names, messages),
+    /// which a client in another `client_encoding` may send.
+    pub fn cstr_lossy(&mut self, field: &'static str) -> Result<String, WireError> {
+        let end = self
+            .rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.truncated(field))?;
+        let text = String::from_utf8_lossy(&self.rest[..end]).into_owned();
+        self.rest = &self.rest[end + 1..];
+        Ok(text)
+    }
+
     /// A NUL-terminated string (UTF-8; the server encoding is UTF-8 for pgtrail's connections).
     pub fn cstr(&mut self, field: &'static str) -> Result<&'a str, WireError> {
         let end = self
@@ -231,6 +295,42 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn raw_frames_keep_their_header_and_respect_the_maximum() {
+        let mut buf = BytesMut::from(&b"Q\0\0\0\x0dSELECT 1\0X\0\0\0\x04"[..]);
+        let raw = split_frame(&mut buf, 64).expect("valid").expect("complete");
+        assert_eq!(raw.tag(), b'Q');
+        assert_eq!(&raw.as_bytes()[..], b"Q\0\0\0\x0dSELECT 1\0");
+        assert_eq!(&raw.body()[..], b"SELECT 1\0");
+        // A body of 8 bytes over a maximum of 7 fails from the header alone.
+        let mut buf = BytesMut::from(&b"Q\0\0\0\x0c"[..]);
+        assert!(matches!(
+            split_frame(&mut buf, 7),
+            Err(WireError::BadLength {
+                tag: 'Q',
+                length: 12
+            })
+        ));
+    }
+
+    #[test]
+    fn startup_packets_are_bounded() {
+        let mut buf = BytesMut::from(&10_001i32.to_be_bytes()[..]);
+        assert!(split_startup(&mut buf).is_err(), "over 10,000 bytes");
+        let mut buf = BytesMut::from(&10_000i32.to_be_bytes()[..]);
+        assert_eq!(split_startup(&mut buf).expect("allowed"), None, "waits");
+        let mut buf = BytesMut::from(&3i32.to_be_bytes()[..]);
+        assert!(split_startup(&mut buf).is_err(), "shorter than itself");
+    }
+
+    #[test]
+    fn lossy_strings_accept_other_encodings() {
+        let mut r = Reader::new(b'Q', b"caf\xe9\0");
+        assert_eq!(r.cstr_lossy("query").expect("terminated"), "caf\u{fffd}");
+        let mut r = Reader::new(b'Q', b"no end");
+        assert!(r.cstr_lossy("query").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use pgtrail_testkit::fuzz::{cases, mutate, rng};
 use pgtrail_wire::auth::Authenticator;
 use pgtrail_wire::backend::{AuthRequest, BackendMessage};
 use pgtrail_wire::frame::{decode_frame, decode_untagged, Frame, MAX_BODY};
+use pgtrail_wire::frontend::{FrontendMessage, StartupRequest};
 use pgtrail_wire::replication::ReplicationMessage;
 
 /// A frame: the tag, the length (itself included), the body.
@@ -64,7 +65,57 @@ fn backend_corpus() -> Vec<Vec<u8>> {
         frame(b'd', &xlog_data(b"B\0\0\0\0")),
         frame(b'c', b""),
         frame(b'1', b""),
+        frame(b't', b"\0\x01\0\0\0\x17"),
+        frame(b'A', b"\0\0\0\x01ch\0payload\0"),
+        frame(b'v', b"\0\0\0\0\0\0\0\x01_pq_.x\0"),
+        frame(b'V', b"\0\0\0\x01x"),
     ]
+}
+
+/// One valid example of every message the frontend decoder gives a variant.
+fn frontend_corpus() -> Vec<Vec<u8>> {
+    vec![
+        frame(b'Q', b"SELECT 1\0"),
+        frame(b'P', b"s\0SELECT $1\0\0\x01\0\0\0\x17"),
+        frame(
+            b'B',
+            b"p\0s\0\0\x01\0\x01\0\x02\0\0\0\x01\x07\xff\xff\xff\xff\0\x01\0\0",
+        ),
+        frame(b'D', b"Pp\0"),
+        frame(b'E', b"p\0\0\0\0\x05"),
+        frame(b'C', b"Ss\0"),
+        frame(b'S', b""),
+        frame(b'H', b""),
+        frame(b'd', b"1\tx\n"),
+        frame(b'c', b""),
+        frame(b'f', b"no\0"),
+        frame(b'F', b"\0\0\x04\xd2\0\0\0\x01\0\0\0\x01x\0\0"),
+        frame(b'X', b""),
+        frame(b'p', b"secret\0"),
+    ]
+}
+
+#[test]
+fn mutated_frontend_messages_decode_or_fail_cleanly() {
+    let corpus = frontend_corpus();
+    for message in &corpus {
+        let mut buf = BytesMut::from(&message[..]);
+        let frame = decode_frame(&mut buf).expect("valid").expect("whole");
+        FrontendMessage::parse(frame).expect("the corpus is valid");
+    }
+    let mut rng = rng(0xF0F0_1111);
+    for _ in 0..cases(3000) {
+        let pick = rng.below(corpus.len());
+        let message = mutate(&mut rng, &corpus[pick]);
+        let mut buf = BytesMut::from(&message[..]);
+        while let Ok(Some(frame)) = decode_frame(&mut buf) {
+            let _ = FrontendMessage::parse(frame);
+        }
+        let mut buf = BytesMut::from(&message[..]);
+        if let Ok(Some(body)) = decode_untagged(&mut buf) {
+            let _ = StartupRequest::parse(&body);
+        }
+    }
 }
 
 fn xlog_data(payload: &[u8]) -> Vec<u8> {

@@ -112,6 +112,31 @@ pub enum Command {
     Ddl(DdlArgs),
     /// Start a throwaway Postgres with pgtrail, play a short session, show the trail.
     Demo(DemoArgs),
+    /// EXPERIMENTAL: proxy clients to a server, printing each statement as a JSON line.
+    Proxy(ProxyArgs),
+}
+
+/// `pgtrail proxy` (experimental)
+#[derive(Debug, Args)]
+#[command(after_help = "\
+EXPERIMENTAL: statements are printed to stdout as JSON lines, one per
+statement; nothing is written to the store yet, and the output format will
+change. SQL text goes through the secret redactor; parameter values are not
+printed. Clients connect to ADDR as if it were Postgres and log in as
+themselves (authentication passes through); no TLS toward clients yet.
+
+Example:
+  pgtrail proxy --listen 127.0.0.1:6432 --upstream 'postgres://db.internal:5432/postgres'
+  psql 'postgres://app@127.0.0.1:6432/shop'")]
+pub struct ProxyArgs {
+    /// Address to accept clients on, e.g. 127.0.0.1:6432 (port 0: any free port,
+    /// printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The server, as a libpq URL; only host, port and TLS settings (sslmode,
+    /// sslrootcert) are used, since each client logs in as itself.
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
 }
 
 /// `pgtrail init`

@@ -25,6 +25,8 @@
 //! - `kill`: `pgtrail replicate` killed with SIGKILL during a write load and in
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
+//! - `proxy`: `pgtrail proxy` (experimental) printing statements as JSON
+//!   lines, secrets in SQL redacted, parameter values not printed.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -36,6 +38,7 @@ mod events;
 mod failures;
 mod integrity;
 mod kill;
+mod proxy;
 mod quarantine;
 mod queries;
 mod run;

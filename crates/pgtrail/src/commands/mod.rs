@@ -19,6 +19,7 @@ mod init;
 mod install;
 mod keygen;
 mod log;
+mod proxy;
 mod replicate;
 mod retention;
 mod run;
@@ -126,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(args, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
         Command::Replicate(args) => replicate::run(args, &ctx).await,
+        Command::Proxy(args) => proxy::run(args, &ctx).await,
         Command::Install(args) => install::run(args, &ctx).await,
         Command::Uninstall(args) => uninstall::run(args, &ctx).await,
         Command::Track(args) => track::run(args, &ctx).await,
