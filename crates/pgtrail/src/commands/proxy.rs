@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::Context;
+use super::Invocation;
 use crate::cli::ProxyArgs;
 
 /// Records waiting to be printed before sessions wait for the printer.
 const QUEUE: usize = 1024;
 
-pub async fn run(args: &ProxyArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ProxyArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let upstream = Upstream::parse(&args.upstream).context("invalid --upstream")?;
     let listener = TcpListener::bind(&args.listen)
         .await
