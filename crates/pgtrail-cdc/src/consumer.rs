@@ -161,7 +161,7 @@ pub async fn session(
     } else {
         tables
     };
-    setup::check_capture(&catalog, &options.slot, &options.publication, &required).await?;
+    setup::check_replication(&catalog, &options.slot, &options.publication, &required).await?;
     let mut types = TypeRegistry::builtin();
     types.load(&catalog::load_types(&catalog).await?);
     let masking = mask::keyed(&catalog, &options.masking).await?;
@@ -170,8 +170,8 @@ pub async fn session(
     // actor, and only pgtrail's functions may emit one: checked at each
     // start, since a superuser may have granted EXECUTE on
     // pg_logical_emit_message since the setup.
-    let context_owner = crate::triggers::context_owner(&catalog).await?;
-    let emitters = match &context_owner {
+    let actor_owner = crate::triggers::actor_trigger_owner(&catalog).await?;
+    let emitters = match &actor_owner {
         Some(owner) => crate::triggers::message_emitters(&catalog, owner).await?,
         None => Vec::new(),
     };
@@ -214,7 +214,7 @@ pub async fn session(
         assembler: Assembler::new(&stream_id, &system.dbname, types)
             .with_spill(spill_dir, options.memory_limit)
             .with_comment_user_keys(&options.comment_user_keys)
-            .expecting_actor(context_owner.is_some())
+            .expecting_actor(actor_owner.is_some())
             .with_masking(masking),
         decoder: Decoder::new(),
         tried_types: HashSet::new(),

@@ -16,11 +16,6 @@ use crate::{publication, slot, triggers, CdcError};
 
 use crate::catalog::{ServerFacts, Table, TableSelection};
 
-/// The old name of [`check_replication`], until `consumer.rs` is renamed
-/// after the merge.
-#[doc(hidden)]
-pub use self::check_replication as check_capture;
-
 /// Checks before streaming: the slot and publication exist, the slot is not
 /// in use, and the publication covers the selected tables.
 pub async fn check_replication(

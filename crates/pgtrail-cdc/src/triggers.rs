@@ -31,13 +31,6 @@ pub const SCHEMA: &str = "pgtrail_cdc";
 /// published table (ARCHITECTURE.md, "Glossary").
 pub const ACTOR_TRIGGER: &str = "pgtrail_cdc_context";
 
-// The old names, until the files that call them (`consumer.rs`, the
-// benchmark) are renamed after the merge.
-#[doc(hidden)]
-pub use self::actor_trigger_owner as context_owner;
-#[doc(hidden)]
-pub use self::install_actor as install_context;
-
 /// The actor trigger's expression of the statement's sqlcommenter comment.
 const STATEMENT_COMMENT: &str = "case when pg_catalog.strpos(pg_catalog.current_query(), '*/') \
      operator(pg_catalog.>) 0 then pgtrail_cdc.statement_comment(pg_catalog.current_query()) end";

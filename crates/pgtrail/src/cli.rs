@@ -608,10 +608,6 @@ pub struct RunArgs {
     pub private_key: Option<PathBuf>,
 }
 
-/// The old name of [`DrainArgs`], for `commands/seal.rs` until it is
-/// renamed after the merge.
-pub type SealArgs = DrainArgs;
-
 /// `pgtrail ddl`
 #[derive(Debug, Args)]
 #[command(after_help = "\

@@ -13,8 +13,6 @@ mod describe;
 mod filters;
 pub mod output;
 
-#[doc(hidden)]
-pub use commands::Context;
 pub use commands::{run, Invocation};
 
 /// Exit statuses shared by every command.

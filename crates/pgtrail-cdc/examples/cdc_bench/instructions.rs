@@ -145,13 +145,9 @@ pub async fn run() -> Value {
                 let tables = pgtrail_cdc::catalog::resolve_tables(&client, &Default::default())
                     .await
                     .expect("tables");
-                pgtrail_cdc::triggers::install_context(
-                    &client,
-                    &IdentityConfig::default(),
-                    &tables,
-                )
-                .await
-                .expect("context trigger");
+                pgtrail_cdc::triggers::install_actor(&client, &IdentityConfig::default(), &tables)
+                    .await
+                    .expect("context trigger");
             }
         }
     }

@@ -308,7 +308,7 @@ impl Target {
                 let tables = catalog::resolve_tables(&self.client, &TableSelection::default())
                     .await
                     .expect("tables");
-                pgtrail_cdc::triggers::install_context(
+                pgtrail_cdc::triggers::install_actor(
                     &self.client,
                     &IdentityConfig::default(),
                     &tables,

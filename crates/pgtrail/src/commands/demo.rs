@@ -139,7 +139,7 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         }
     ))?;
 
-    let stop = super::seal::shutdown();
+    let stop = super::drain::shutdown();
     tokio::pin!(stop);
     loop {
         tokio::select! {

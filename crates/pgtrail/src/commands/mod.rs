@@ -12,6 +12,7 @@ mod blame;
 mod checkpoint;
 mod ddl;
 mod demo;
+mod drain;
 mod export;
 mod history;
 mod import;
@@ -23,7 +24,6 @@ mod proxy;
 mod replicate;
 mod retention;
 mod run;
-mod seal;
 mod status;
 mod track;
 mod uninstall;
@@ -39,10 +39,6 @@ use pgtrail_store::Store;
 
 use crate::cli::{Cli, Command};
 use crate::output::Output;
-
-/// The old name of [`Invocation`], for the command files other branches
-/// edit (`seal.rs`, `status.rs`) until they are renamed after the merge.
-pub type Context = Invocation;
 
 /// What every command gets besides its own arguments.
 #[derive(Debug, Clone)]
@@ -133,7 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Track(args) => track::run(args, &ctx).await,
         Command::Untrack(args) => track::untrack(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
-        Command::Drain(args) => seal::run(args, &ctx).await,
+        Command::Drain(args) => drain::run(args, &ctx).await,
         Command::Run(args) => run::run(args, &ctx).await,
         Command::Ddl(args) => ddl::run(args, &ctx).await,
         Command::Demo(args) => demo::run(args, &ctx).await,

@@ -1,7 +1,7 @@
 //! `pgtrail run`: the one long-running process.
 //!
 //! It runs each configured part as its own task, side by side, until Ctrl-C
-//! or SIGTERM: draining trigger capture's inbox (`seal::seal_part`) and
+//! or SIGTERM: draining trigger capture's inbox (`drain::drain_part`) and
 //! streaming logical replication into the store
 //! (`replicate::replication_part`). Each part
 //! retries by itself what may pass — a database restarting, a store outage
@@ -40,8 +40,8 @@ use pgtrail_store::open::redact_url;
 
 use super::alarms::{watch_part, ReplicationTarget, Watch};
 use super::checkpoint::{signing_key, trusted_keys, witness_path};
+use super::drain::{drain_part, DrainPart};
 use super::replicate::{replication_options, replication_part, ReplicationPart};
-use super::seal::{seal_part, SealPart};
 use crate::cli::RunArgs;
 use crate::Invocation;
 
@@ -69,7 +69,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         }),
         None => None,
     };
-    let drain = drain_db.map(|db| SealPart {
+    let drain = drain_db.map(|db| DrainPart {
         db: db.to_string(),
         interval: Duration::from_millis(
             args.interval_ms
@@ -108,7 +108,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             redact_url(&part.db),
             part.interval.as_millis()
         );
-        parts.spawn("draining", seal_part(part, stop.clone()));
+        parts.spawn("draining", drain_part(part, stop.clone()));
     }
     if let Some(part) = replication {
         eprintln!(

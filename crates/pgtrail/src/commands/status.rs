@@ -39,8 +39,9 @@ use serde::Serialize;
 
 use super::alarms::{self, RecordedAlarm};
 use crate::cli::StatusArgs;
+use crate::commands::Invocation;
+use crate::describe;
 use crate::output::Table;
-use crate::{describe, Context};
 
 /// What `pgtrail status` reports.
 #[derive(Debug, Serialize)]
@@ -127,7 +128,7 @@ pub(crate) struct SlotReport {
 }
 
 /// Runs `pgtrail status`.
-pub async fn run(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &StatusArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let client = pgtrail_triggers::connect(&args.db).await?;
     let triggers = match pgtrail_triggers::install::installed_version(&client).await? {
         Some(_) => Some(pgtrail_triggers::status(&client).await?),
@@ -175,7 +176,7 @@ async fn alarm_reports(
     db: &str,
     triggers_installed: bool,
     slots: &[SlotReport],
-    ctx: &Context,
+    ctx: &Invocation,
 ) -> (Vec<Alarm>, Vec<RecordedAlarm>) {
     let unknown = |what: &str, error: anyhow::Error| {
         Alarm::new("check_failed", format!("cannot check {what}: {error:#}"))
@@ -225,7 +226,7 @@ pub(crate) async fn slot_reports(
     names: &[String],
     show_missing: bool,
     lag_warn_bytes: u64,
-    ctx: &Context,
+    ctx: &Invocation,
 ) -> anyhow::Result<Vec<SlotReport>> {
     let found = slot::slot_status(client, names).await?;
     let mut reports = Vec::new();
@@ -251,7 +252,7 @@ pub(crate) async fn slot_reports(
     Ok(reports)
 }
 
-async fn slot_report(found: &SlotStatus, lag_warn_bytes: u64, ctx: &Context) -> SlotReport {
+async fn slot_report(found: &SlotStatus, lag_warn_bytes: u64, ctx: &Invocation) -> SlotReport {
     let facts = SlotFacts {
         name: &found.name,
         active: found.active,
@@ -282,7 +283,7 @@ async fn slot_report(found: &SlotStatus, lag_warn_bytes: u64, ctx: &Context) -> 
 }
 
 /// The commit time of the newest `cdc` event in the store, if any.
-async fn newest_capture_commit(ctx: &Context) -> Option<DateTime<Utc>> {
+async fn newest_capture_commit(ctx: &Invocation) -> Option<DateTime<Utc>> {
     let store = ctx.open_existing_store().await.ok()?;
     freshness::newest_commit(store.as_ref(), Source::Cdc)
         .await
@@ -371,7 +372,7 @@ fn alarms_text(now: &[Alarm], recorded: &[RecordedAlarm]) -> String {
 async fn quarantine_reports(
     db: &str,
     triggers_installed: bool,
-    ctx: &Context,
+    ctx: &Invocation,
 ) -> Vec<QuarantineReport> {
     let mut reports = Vec::new();
     if triggers_installed {
@@ -521,7 +522,7 @@ fn triggers_text(status: &Status) -> String {
 async fn checkpoint_reports(
     db: &str,
     triggers_installed: bool,
-    ctx: &Context,
+    ctx: &Invocation,
 ) -> anyhow::Result<Vec<CheckpointReport>> {
     let every = ctx.config.signing.checkpoint_interval()?;
     let mut reports = Vec::new();

@@ -17,9 +17,9 @@ use pgtrail_pipeline::retry::{self, Backoff};
 use pgtrail_triggers::Sealer;
 use tokio::sync::watch;
 
-use crate::cli::SealArgs;
+use crate::cli::DrainArgs;
+use crate::commands::Invocation;
 use crate::output;
-use crate::Context;
 
 /// Resolves on Ctrl-C or SIGTERM (`demo` waits on it too).
 pub(crate) use super::run::signal as shutdown;
@@ -27,8 +27,8 @@ pub(crate) use super::run::signal as shutdown;
 /// Longest pause between two attempts after failures.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
-/// Runs `pgtrail seal`.
-pub async fn run(args: &SealArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
+/// Runs `pgtrail drain`.
+pub async fn run(args: &DrainArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let report = Sealer::new(&args.db)
         .seal()
         .await
@@ -42,7 +42,7 @@ pub async fn run(args: &SealArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
 
 /// What the sealing part of `pgtrail run` does.
 #[derive(Debug, Clone)]
-pub(crate) struct SealPart {
+pub(crate) struct DrainPart {
     /// The database with trigger capture installed.
     pub db: String,
     /// Pause between seals.
@@ -53,8 +53,8 @@ pub(crate) struct SealPart {
 }
 
 /// Seals every `interval` until `stop` turns true, then once more.
-pub(crate) async fn seal_part(
-    part: SealPart,
+pub(crate) async fn drain_part(
+    part: DrainPart,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut sealer = Sealer::new(&part.db);
