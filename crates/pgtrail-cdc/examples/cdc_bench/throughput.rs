@@ -256,6 +256,18 @@ pub async fn run(
             med(Run::other),
         );
     }
+    // Issue 10's goals for (b), on the medians of the same rounds' ratios.
+    println!("\ngoals (issue 10), median ratio to wal2json:");
+    for (key, what, goal) in [
+        ("sqlite", "into SQLite", 1.0),
+        ("pg", "into the Postgres store", 0.5),
+    ] {
+        if let Some(i) = CONSUMERS.iter().position(|(k, _)| *k == key) {
+            let ratio = spread(&ratios[i]).0;
+            let verdict = if ratio >= goal { "met" } else { "not met" };
+            println!("  {what}: {ratio:.2}x (goal >= {goal:.1}x): {verdict}");
+        }
+    }
     Value::Object(out)
 }
 
