@@ -85,7 +85,7 @@ impl CaptureOptions {
             publication: publication.to_string(),
             selection: TableSelection::default(),
             batch_events: 5_000,
-            batch_wait: Duration::from_millis(100),
+            batch_wait: Duration::from_millis(50),
             status_interval: Duration::from_secs(1),
             lag_report_interval: Duration::from_secs(30),
             lag_warn_bytes: 256 * 1024 * 1024,

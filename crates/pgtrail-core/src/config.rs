@@ -211,7 +211,7 @@ impl Default for ReplicationConfig {
             slot: "pgtrail".into(),
             publication: "pgtrail".into(),
             batch_events: 5000,
-            batch_wait_ms: 100,
+            batch_wait_ms: 50,
             lag_warn_mb: 256,
             memory_limit_mb: 256,
             spill_dir: None,

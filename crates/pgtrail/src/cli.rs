@@ -421,7 +421,7 @@ pub struct ReplicationTuning {
     #[arg(long, value_name = "N")]
     pub batch_events: Option<u64>,
     /// Append a batch when its oldest transaction waited this long
-    /// [default: `[replication] batch_wait_ms`, 100].
+    /// [default: `[replication] batch_wait_ms`, 50].
     #[arg(long, value_name = "MS")]
     pub batch_wait_ms: Option<u64>,
     /// Hold at most about this many megabytes of open transactions' changes
