@@ -262,28 +262,52 @@ fn index_page(
             insert.execute([seq]).map_err(db(context))?;
         }
     }
-    conn.execute_batch(
-        "drop table if exists temp.pgtrail_verify_fts_expected;
-         create virtual table temp.pgtrail_verify_fts_expected
-             using fts5vocab(temp, pgtrail_verify_fts, instance);",
-    )
-    .map_err(db(context))?;
-    let mut words = conn
-        .prepare("select term, doc, offset from temp.pgtrail_verify_fts_expected")
-        .map_err(db(context))?;
-    let mut rows = words.query([]).map_err(db(context))?;
     // Words come in term order: each event's digest is summed by seq.
     let mut by_seq = std::collections::HashMap::with_capacity(page.sql.len());
-    while let Some(row) = rows.next().map_err(db(context))? {
-        let doc: i64 = row.get(1).map_err(db(context))?;
-        let term = row.get_ref(0).map_err(db(context))?;
-        let offset: i64 = row.get(2).map_err(db(context))?;
-        let slot: &mut u64 = by_seq.entry(doc).or_default();
-        *slot = slot.wrapping_add(word_digest(key, term, offset));
-    }
+    for_each_word(
+        conn,
+        "pgtrail_verify_fts_expected",
+        "temp, pgtrail_verify_fts",
+        key,
+        location,
+        |doc, digest| {
+            let slot: &mut u64 = by_seq.entry(doc).or_default();
+            *slot = slot.wrapping_add(digest);
+        },
+    )?;
     let mut digests: Vec<(i64, u64)> = by_seq.into_iter().collect();
     digests.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(ExpectedIndexes { words: digests })
+}
+
+/// Reads a full-text index word by word through the `fts5vocab` table
+/// `vocab` made over `index` ("schema, table"), handing each word's
+/// document (the event's seq) and digest to `each`.
+fn for_each_word(
+    conn: &Connection,
+    vocab: &str,
+    index: &str,
+    key: &RandomState,
+    location: &str,
+    mut each: impl FnMut(i64, u64),
+) -> Result<()> {
+    let db = |e: rusqlite::Error| StoreError::backend(location, "reading the full-text index", e);
+    conn.execute_batch(&format!(
+        "drop table if exists temp.{vocab};
+         create virtual table temp.{vocab} using fts5vocab({index}, instance);"
+    ))
+    .map_err(db)?;
+    let mut words = conn
+        .prepare(&format!("select term, doc, offset from temp.{vocab}"))
+        .map_err(db)?;
+    let mut rows = words.query([]).map_err(db)?;
+    while let Some(row) = rows.next().map_err(db)? {
+        let doc: i64 = row.get(1).map_err(db)?;
+        let term = row.get_ref(0).map_err(db)?;
+        let offset: i64 = row.get(2).map_err(db)?;
+        each(doc, word_digest(key, term, offset));
+    }
+    Ok(())
 }
 
 /// Compares `events_fts` with what the walk expected of events
@@ -310,35 +334,23 @@ fn compare_fts(
     key: &RandomState,
     location: &str,
 ) -> Result<Vec<(i64, Mismatch)>> {
-    let db = |context: &'static str| move |e| StoreError::backend(location, context, e);
-    let context = "reading the full-text index";
     let mut mismatches = Vec::new();
     let span = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
     let mut stored = vec![0u64; span];
-    conn.execute_batch(
-        "drop table if exists temp.pgtrail_verify_fts_words;
-         create virtual table temp.pgtrail_verify_fts_words
-             using fts5vocab(main, events_fts, instance);",
-    )
-    .map_err(db(context))?;
-    {
-        let mut words = conn
-            .prepare("select term, doc, offset from temp.pgtrail_verify_fts_words")
-            .map_err(db(context))?;
-        let mut rows = words.query([]).map_err(db(context))?;
-        let mut outside: Option<i64> = None;
-        while let Some(row) = rows.next().map_err(db(context))? {
-            let doc: i64 = row.get(1).map_err(db(context))?;
+    let mut outside: Option<i64> = None;
+    for_each_word(
+        conn,
+        "pgtrail_verify_fts_words",
+        "main, events_fts",
+        key,
+        location,
+        |doc, digest| {
             let slot = doc
                 .checked_sub(first)
                 .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| stored.get_mut(i));
             match slot {
-                Some(slot) => {
-                    let term = row.get_ref(0).map_err(db(context))?;
-                    let offset: i64 = row.get(2).map_err(db(context))?;
-                    *slot = slot.wrapping_add(word_digest(key, term, offset));
-                }
+                Some(slot) => *slot = slot.wrapping_add(digest),
                 None if outside != Some(doc) => {
                     outside = Some(doc);
                     mismatches.push((
@@ -352,8 +364,8 @@ fn compare_fts(
                 }
                 None => {}
             }
-        }
-    }
+        },
+    )?;
 
     let mut want_by_seq = expected.words;
     // Pages come in order; sorted again in case they did not.
