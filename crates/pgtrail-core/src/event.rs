@@ -250,6 +250,11 @@ pub struct Event {
         deserialize_with = "crate::json::fields::deserialize_params"
     )]
     pub params: Option<Vec<Value>>,
+    /// The statement's class in pgAudit's vocabulary (`READ`, `WRITE`,
+    /// `FUNCTION`, `ROLE`, `DDL`, `MISC`, `MISC_SET`, or `UNKNOWN` when the
+    /// parser rejected the text); an EXECUTE is classed by what it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     /// The command tag the server returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_tag: Option<String>,
@@ -324,6 +329,7 @@ impl Clone for Event {
             partial,
             sql,
             params,
+            class,
             command_tag,
             rows,
             duration_us,
@@ -365,6 +371,7 @@ impl Clone for Event {
             params: params
                 .as_ref()
                 .map(|params| params.iter().map(crate::json::clone).collect()),
+            class: class.clone(),
             command_tag: command_tag.clone(),
             rows: *rows,
             duration_us: *duration_us,
@@ -419,6 +426,7 @@ impl PartialEq for Event {
             partial,
             sql,
             params: _,
+            class,
             command_tag,
             rows,
             duration_us,
@@ -457,6 +465,7 @@ impl PartialEq for Event {
             && *partial == other.partial
             && *sql == other.sql
             && params
+            && *class == other.class
             && *command_tag == other.command_tag
             && *rows == other.rows
             && *duration_us == other.duration_us
@@ -524,6 +533,7 @@ impl Event {
             partial: Vec::new(),
             sql: None,
             params: None,
+            class: None,
             command_tag: None,
             rows: None,
             duration_us: None,

@@ -103,6 +103,7 @@ mod tests {
         e.sql = Some("update t set n = $1\n\t-- ✓".into());
         e.params = Some(vec![json!("x"), Value::Null]);
         e.command_tag = Some("UPDATE 1".into());
+        e.class = Some("WRITE".into());
         e.rows = Some(1);
         e.duration_us = Some(12);
         e.sqlstate = Some("00000".into());

@@ -69,6 +69,7 @@ impl CanonicalBody {
             partial,
             sql,
             params,
+            class,
             command_tag,
             rows,
             duration_us,
@@ -86,6 +87,7 @@ impl CanonicalBody {
         w.opt("backend_pid", backend_pid);
         w.field("captured_at", &format_micros(captured_at));
         w.list("changed", changed);
+        w.opt("class", class);
         w.opt("client_addr", client_addr);
         w.opt("client_port", client_port);
         w.opt("command_tag", command_tag);

@@ -93,6 +93,7 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
             Some(Value::Array(params)) => Some(params),
             Some(_) => return Err(invalid("params", "not a JSON array".into())),
         },
+        class: None,
         command_tag: row.try_get(25)?,
         rows: row.try_get(26)?,
         duration_us: row.try_get(27)?,
