@@ -45,6 +45,8 @@ pub struct Config {
     /// is its deprecated alias.
     #[serde(alias = "capture")]
     pub replication: ReplicationConfig,
+    /// The statement proxy (`pgtrail proxy`, `pgtrail run`).
+    pub proxy: ProxyConfig,
 }
 
 /// `[store]`
@@ -221,6 +223,169 @@ impl Default for ReplicationConfig {
     }
 }
 
+/// `[proxy]`: the statement proxy (docs/proxy.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    // --- where
+    /// Address clients connect to, e.g. `0.0.0.0:6432`; unset: `pgtrail
+    /// run` runs no proxy.
+    pub listen: Option<String>,
+    /// The server (libpq URL): only host, port and TLS settings (`sslmode`,
+    /// `sslrootcert`) are used; user, database and credentials are each
+    /// client's own.
+    pub upstream: Option<String>,
+
+    // --- nothing lost
+    /// When a statement's result may reach its client.
+    pub durability: Durability,
+    /// What happens to statements when neither the store nor the spool can
+    /// take their events.
+    pub when_full: WhenTrailFull,
+    /// The spool directory (created 0700); unset: `pgtrail-proxy-spool` in
+    /// the system's state directory (see docs/proxy.md).
+    pub spool_dir: Option<String>,
+    /// Most megabytes the spool may hold.
+    pub spool_max_mb: u64,
+
+    // --- what to log
+    /// `"all"`, `"failed"`, `"none"`, or a list of statement classes
+    /// (`read`, `write`, `function`, `role`, `ddl`, `misc`, `misc_set`,
+    /// `unknown`) and `failed`, e.g. `["write", "ddl", "role", "failed"]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub log: Vec<String>,
+    /// Ordered include/exclude rules, first match wins (docs/proxy.md).
+    pub rules: Vec<ProxyRule>,
+    /// Share (0.0 to 1.0) of READ statements logged that no rule chose.
+    pub sample_reads: f64,
+    /// Bind parameters in events: `none`, `hash` or `full`.
+    pub params: ParamsPolicy,
+    /// Literals in statement text: `keep` or `normalize` (each becomes `$n`).
+    pub literals: LiteralsPolicy,
+
+    // --- TLS toward clients
+    /// PEM certificate chain offered to clients; with `tls_key`, SSLRequest
+    /// and direct TLS are accepted.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: None,
+            upstream: None,
+            durability: Durability::default(),
+            when_full: WhenTrailFull::default(),
+            spool_dir: None,
+            spool_max_mb: 1024,
+            log: vec!["all".into()],
+            rules: Vec::new(),
+            sample_reads: 1.0,
+            params: ParamsPolicy::default(),
+            literals: LiteralsPolicy::default(),
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+        }
+    }
+}
+
+/// `[proxy] durability`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Results are never held for an fsync: each event is written to the
+    /// spool before its result is released (a crash of pgtrail loses none)
+    /// and made durable by group commit within milliseconds.
+    #[default]
+    Async,
+    /// A result is released only once its event is durable.
+    Strict,
+}
+
+/// `[proxy] when_full`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenTrailFull {
+    /// Refuse new statements with a clear SQLSTATE and message.
+    #[default]
+    FailClosed,
+    /// Serve them, and count and report every event dropped.
+    FailOpen,
+}
+
+/// `[proxy] params`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamsPolicy {
+    /// Parameter values are left out (their count and formats are kept).
+    #[default]
+    None,
+    /// Each value is replaced by its keyed hash.
+    Hash,
+    /// Values are kept (masked columns still masked).
+    Full,
+}
+
+/// `[proxy] literals`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiteralsPolicy {
+    /// The text as sent (secrets still redacted).
+    #[default]
+    Keep,
+    /// Every literal replaced by a placeholder.
+    Normalize,
+}
+
+/// One `[[proxy.rules]]` entry: statements matching every field set here
+/// are included or excluded; the first matching rule decides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyRule {
+    /// `include` or `exclude`.
+    pub action: RuleAction,
+    /// Database roles the rule applies to.
+    pub db_user: Vec<String>,
+    /// Application users (claimed) the rule applies to.
+    pub app_user: Vec<String>,
+    /// Databases the rule applies to.
+    pub database: Vec<String>,
+    /// Tables (`table` or `schema.table`) the statement touches.
+    pub table: Vec<String>,
+    /// Statement classes (as in `log`).
+    pub class: Vec<String>,
+}
+
+/// `include` or `exclude`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Log what matches.
+    #[default]
+    Include,
+    /// Do not log what matches.
+    Exclude,
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
 impl Config {
     /// Parses TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
@@ -323,6 +488,24 @@ impl Config {
                 }
             }
         }
+        if !(0.0..=1.0).contains(&self.proxy.sample_reads) {
+            return Err(ConfigError::Invalid {
+                key: "proxy.sample_reads".into(),
+                reason: "must be between 0.0 and 1.0".into(),
+            });
+        }
+        if self.proxy.tls_cert.is_some() != self.proxy.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "proxy.tls_cert".into(),
+                reason: "tls_cert and tls_key go together".into(),
+            });
+        }
+        if self.proxy.require_tls && self.proxy.tls_cert.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "proxy.require_tls".into(),
+                reason: "needs tls_cert and tls_key".into(),
+            });
+        }
         if self.replication.memory_limit_mb == 0 {
             return Err(ConfigError::Invalid {
                 key: "replication.memory_limit_mb".into(),
@@ -336,6 +519,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_section_reads_one_level_or_a_list() {
+        let config = Config::from_toml(
+            "[proxy]\nlisten = \"127.0.0.1:6432\"\nlog = \"failed\"\ndurability = \"strict\"\n",
+            "p.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.proxy.log, ["failed"]);
+        assert_eq!(config.proxy.durability, Durability::Strict);
+        let config = Config::from_toml(
+            "[proxy]\nlog = [\"write\", \"ddl\"]\n[[proxy.rules]]\naction = \"exclude\"\ndb_user = [\"health\"]\n",
+            "p.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.proxy.log, ["write", "ddl"]);
+        assert_eq!(config.proxy.rules[0].action, RuleAction::Exclude);
+        for bad in [
+            "[proxy]\nsample_reads = 2.0\n",
+            "[proxy]\nrequire_tls = true\n",
+            "[proxy]\ntls_cert = \"c.pem\"\n",
+            "[proxy]\ndurability = \"eventually\"\n",
+        ] {
+            assert!(Config::from_toml(bad, "p.toml").is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn checkpoint_every_is_a_positive_duration() {
