@@ -127,8 +127,8 @@ async fn ddl_secrets_are_redacted_and_masked_values_equal_trigger_captures() -> 
     }
 
     // The same row through trigger capture: the same masked value.
-    let mut sealer = pgtrail_triggers_client(&db.url).await?;
-    pgtrail_triggers::seal_all(&mut sealer).await?;
+    let mut drainer = pgtrail_triggers_client(&db.url).await?;
+    pgtrail_triggers::drain_all(&mut drainer).await?;
     let trigger_events = PostgresStore::connect(&db.url)
         .await?
         .scan(0, 10_000)

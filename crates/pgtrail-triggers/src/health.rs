@@ -108,7 +108,7 @@ pub async fn check(client: &impl GenericClient) -> Result<Vec<Alarm>> {
     Ok(alarms)
 }
 
-/// Records `alarm` in the chain: a row in the inbox that the sealer seals
+/// Records `alarm` in the chain: a row in the inbox that the drainer seals
 /// like any other (`pgtrail.raise_alarm`, executable by pgtrail_admin).
 pub async fn raise(client: &impl GenericClient, alarm: &Alarm) -> Result<()> {
     client

@@ -2,7 +2,7 @@
 //!
 //! The trigger stores what only it can see (the row images, the session
 //! settings as read, the key when the image does not hold its text); the
-//! sealer derives the rest here, off the write path: the event id,
+//! drainer derives the rest here, off the write path: the event id,
 //! `changed`, the key's values from the image, "unset" for empty settings,
 //! the commit time and the order inside the transaction. Pure functions,
 //! tested without a database. Rows written by older triggers (before
@@ -30,7 +30,7 @@ pub(crate) fn pending_rows(version: i32) -> &'static str {
     }
 }
 
-/// One row of `pgtrail.inbox`, with what the sealer adds.
+/// One row of `pgtrail.inbox`, with what the drainer adds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxRow {
     /// The row's id (order inside its transaction).
@@ -246,7 +246,7 @@ pub fn to_event(row: InboxRow, install_id: &Uuid, database: &str) -> Result<Even
 ///   new row, or the old one of a DELETE), values as text. Should one be
 ///   missing (a key column renamed after tracking, before `pgtrail track`
 ///   ran again), the whole row identifies the change, as for a table
-///   without a key, rather than stopping the sealer;
+///   without a key, rather than stopping the drainer;
 /// - nothing, for a table without a key: the whole row (the old one of an
 ///   UPDATE or DELETE, the new one of an INSERT), values as text.
 ///

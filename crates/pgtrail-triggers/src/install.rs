@@ -186,7 +186,7 @@ pub fn uninstall_sql(drop_data: bool) -> String {
 pub async fn uninstall(url: &str, drop_data: bool) -> Result<()> {
     let mut client = connect(url).await?;
     if !drop_data && installed_version(&client).await?.is_some() {
-        crate::seal::seal_all(&mut client).await?;
+        crate::drain::drain_all(&mut client).await?;
     }
     let tx = client
         .transaction()

@@ -20,7 +20,7 @@
 //!   composite type pgtrail makes with the table's columns) reproduces the
 //!   JSON exactly, row-mode triggers copy OLD/NEW into it and insert them
 //!   into the shape's narrow `pgtrail.inbox_<n>`, leaving `row_to_json`
-//!   (most of the trigger's cost before) to the sealer, which reads both
+//!   (most of the trigger's cost before) to the drainer, which reads both
 //!   through the view `pgtrail.pending`. A DDL event trigger makes a new
 //!   shape when a table's columns change, so each row is sealed with the
 //!   columns of its time.
@@ -33,18 +33,18 @@
 //!   transaction: a lost connection leaves nothing behind.
 
 mod connection;
+pub mod drain;
 mod error;
 pub mod health;
 pub mod inbox;
 pub mod install;
 pub mod migrations;
-pub mod seal;
 pub mod track;
 
 pub use connection::connect;
+pub use drain::{drain_all, drain_once, DrainReport, Drainer};
 pub use error::Error;
 pub use install::{install, uninstall, InstallOptions, InstallReport};
-pub use seal::{seal_all, seal_once, SealReport, Sealer};
 pub use track::{
     status, track, track_schema, untrack, CaptureMode, MaskMode, Status, TableStatus, TrackOptions,
     TrackedTable,

@@ -9,7 +9,7 @@
 //!
 //! After the migrations, [`identity_sql`] (re)writes the functions that
 //! read application identity (`app_user`, `app_context`) and name the
-//! sqlcommenter keys the sealer reads the user from, from configuration:
+//! sqlcommenter keys the drainer reads the user from, from configuration:
 //! they are not versioned, every install writes them.
 
 use pgtrail_core::config::IdentityConfig;
@@ -100,7 +100,7 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// `pgtrail.app_user()` and `pgtrail.app_context()`: the first non-empty
 /// of the configured session settings, else the last one as read. An
 /// empty value means unset (what a setting reads as after a `SET LOCAL`
-/// ended); the sealer reads it so, which spares the trigger a comparison.
+/// ended); the drainer reads it so, which spares the trigger a comparison.
 ///
 /// Row-mode capture functions inline these into their INSERT without a
 /// fixed `search_path`, so every name in them is schema-qualified, and

@@ -353,7 +353,7 @@ async fn status_counts_events_per_table() {
         .expect("track b");
     db.sql("insert into a select generate_series(1, 3); insert into b values (1)")
         .await;
-    db.seal().await;
+    db.drain().await;
     db.sql("insert into a values (4)").await;
     let status = pgtrail_triggers::status(&db.client).await.expect("status");
     assert_eq!(status.tables.len(), 2);

@@ -3,11 +3,11 @@
 
 mod capture;
 mod ddl;
+mod draining;
 mod identity;
 mod install;
 mod no_way_in;
 mod protection;
-mod sealing;
 mod secrets;
 mod shapes;
 mod support;

@@ -180,8 +180,8 @@ async fn pending_rows_are_deleted_only_once_sealed() {
     );
 
     // pgtrail_admin seals: append, then delete_sealed, in one transaction.
-    let mut sealer = db.session_as("admin").await;
-    let report = pgtrail_triggers::seal_all(&mut sealer)
+    let mut drainer = db.session_as("admin").await;
+    let report = pgtrail_triggers::drain_all(&mut drainer)
         .await
         .expect("pgtrail_admin seals");
     assert!(report.events >= 2, "{report:?}");

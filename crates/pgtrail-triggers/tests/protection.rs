@@ -29,7 +29,7 @@ async fn an_application_role_writes_its_tables_but_cannot_touch_the_trail() {
     app.batch_execute("insert into orders values (1, 10); update orders set total = 11")
         .await
         .expect("the application's writes succeed");
-    db.seal().await;
+    db.drain().await;
     for attack in [
         "update pgtrail.events set app_user = 'nobody'",
         "delete from pgtrail.events",
@@ -61,7 +61,7 @@ async fn the_guard_refuses_changes_even_after_a_mistaken_grant() {
     let db = Db::installed("guard").await;
     app_setup(&db).await;
     db.sql("insert into orders values (1, 10)").await;
-    db.seal().await;
+    db.drain().await;
     db.sql(
         "grant usage on schema pgtrail to app; grant all on all tables in schema pgtrail to app;",
     )
@@ -91,7 +91,7 @@ async fn verify_flags_a_superuser_who_edits_or_deletes_sealed_rows() {
     app_setup(&db).await;
     db.sql("insert into orders select i, i from generate_series(1, 5) i")
         .await;
-    db.seal().await;
+    db.drain().await;
     let store = db.store().await;
     assert!(verify(&store, None).await.expect("verify").ok());
 
@@ -109,7 +109,7 @@ async fn verify_flags_a_superuser_who_edits_or_deletes_sealed_rows() {
     app_setup(&db2).await;
     db2.sql("insert into orders select i, i from generate_series(1, 5) i")
         .await;
-    db2.seal().await;
+    db2.drain().await;
     db2.sql("delete from pgtrail.events where seq = (select max(seq) - 2 from pgtrail.events)")
         .await;
     let report = verify(&db2.store().await, None).await.expect("verify");

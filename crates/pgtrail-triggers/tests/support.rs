@@ -5,7 +5,7 @@ use pgtrail_core::Event;
 use pgtrail_store::postgres::PostgresStore;
 use pgtrail_store::Store;
 use pgtrail_testkit::Cluster;
-use pgtrail_triggers::{InstallOptions, SealReport};
+use pgtrail_triggers::{DrainReport, InstallOptions};
 use tokio_postgres::Client;
 
 /// A cluster, a database in it with pgtrail installed, and a superuser
@@ -61,9 +61,11 @@ impl Db {
     }
 
     /// Seals everything final.
-    pub async fn seal(&self) -> SealReport {
+    pub async fn drain(&self) -> DrainReport {
         let mut client = connect(&self.url).await;
-        pgtrail_triggers::seal_all(&mut client).await.expect("seal")
+        pgtrail_triggers::drain_all(&mut client)
+            .await
+            .expect("seal")
     }
 
     /// The store in this database.
@@ -75,7 +77,7 @@ impl Db {
 
     /// Seals, then returns every event of the chain, oldest first.
     pub async fn sealed_events(&self) -> Vec<Event> {
-        self.seal().await;
+        self.drain().await;
         self.store().await.scan(0, 100_000).await.expect("scan")
     }
 

@@ -97,7 +97,7 @@ async fn no_value_stops_trigger_capture() {
         .await
         .expect("a later row");
 
-    let report = db.seal().await;
+    let report = db.drain().await;
     assert!(report.events >= 7, "{report:?}");
     let pending: i64 = db
         .client

@@ -237,7 +237,7 @@ async fn run_signs_the_sealed_store_and_status_warns_when_stale() {
     );
     drop(unsigned);
 
-    // The sealer appends to the database's own store: that is what gets
+    // The drainer appends to the database's own store: that is what gets
     // signed. While the store refuses checkpoints, sealing goes on and the
     // failure is logged loudly; the next round after it is fixed signs.
     s.client

@@ -1,6 +1,6 @@
 //! `pgtrail status` reports quarantine events: an application role puts NUL
 //! in a sqlcommenter user, which a Postgres text column cannot hold; the
-//! sealer keeps the change as a quarantine event, later rows are sealed,
+//! drainer keeps the change as a quarantine event, later rows are sealed,
 //! `verify` passes and `status` shows the count and the newest.
 
 use crate::running::Service;

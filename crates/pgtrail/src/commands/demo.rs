@@ -96,8 +96,8 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         }
         eprintln!();
     }
-    let mut sealer = pgtrail_triggers::connect(&url).await?;
-    pgtrail_triggers::seal_all(&mut sealer).await?;
+    let mut drainer = pgtrail_triggers::connect(&url).await?;
+    pgtrail_triggers::drain_all(&mut drainer).await?;
 
     let mut shown = ctx.clone();
     shown.config.store.url = url.clone();
@@ -145,7 +145,7 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         tokio::select! {
             _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if let Err(e) = pgtrail_triggers::seal_all(&mut sealer).await {
+                if let Err(e) = pgtrail_triggers::drain_all(&mut drainer).await {
                     eprintln!("warning: sealing failed: {e:#}");
                 }
             }

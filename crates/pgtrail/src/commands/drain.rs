@@ -7,14 +7,14 @@
 //! Anything else (privileges, an inbox row that cannot be sealed, trigger
 //! capture removed) ends the part with the error, and `pgtrail run` exits.
 //! Connecting, checking the install, partitions and sealing itself are
-//! [`pgtrail_triggers::Sealer`]'s.
+//! [`pgtrail_triggers::Drainer`]'s.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use pgtrail_pipeline::retry::{self, Backoff};
-use pgtrail_triggers::Sealer;
+use pgtrail_triggers::Drainer;
 use tokio::sync::watch;
 
 use crate::cli::DrainArgs;
@@ -29,8 +29,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// Runs `pgtrail drain`.
 pub async fn run(args: &DrainArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
-    let report = Sealer::new(&args.db)
-        .seal()
+    let report = Drainer::new(&args.db)
+        .drain()
         .await
         .context("sealing failed")?;
     output::line(&format!(
@@ -57,14 +57,14 @@ pub(crate) async fn drain_part(
     part: DrainPart,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut sealer = Sealer::new(&part.db);
+    let mut drainer = Drainer::new(&part.db);
     // After a failure: the interval, doubling up to MAX_PAUSE (or the
     // interval, if longer).
     let mut backoff = Backoff::new(part.interval, MAX_PAUSE);
     let mut said_not_installed = false;
     loop {
         let stopping = *stop.borrow();
-        let pause = match sealer.seal().await {
+        let pause = match drainer.drain().await {
             Ok(report) => {
                 let failures = backoff.succeeded();
                 if failures > 0 {
@@ -82,7 +82,7 @@ pub(crate) async fn drain_part(
             Err(pgtrail_triggers::Error::NotInstalled) if !part.alone => {
                 if !said_not_installed {
                     tracing::warn!(
-                        db = %sealer.target(),
+                        db = %drainer.target(),
                         "Trigger capture is not installed in this database; sealing waits for `pgtrail install`."
                     );
                     said_not_installed = true;

@@ -33,7 +33,7 @@ fn labels(events: &[pgtrail_core::Event]) -> Vec<String> {
 async fn only_final_transactions_are_sealed_and_in_commit_order() {
     let db = Db::installed("commit_order").await;
     tracked_table(&db).await;
-    db.seal().await;
+    db.drain().await;
     let (t0, t1, t2) = (db.session().await, db.session().await, db.session().await);
     // xids in the order t0 < t1 < t2; commits in the order t2, t0, t1.
     t0.batch_execute("begin; insert into t values (0, 'first xid')")
@@ -50,11 +50,11 @@ async fn only_final_transactions_are_sealed_and_in_commit_order() {
     // t0 ended and its xid is below xmin, but t2 committed before it and
     // is not final yet (t1 holds xmin back): sealing t0 now would put t2
     // after it. Nothing is sealed.
-    let report = db.seal().await;
+    let report = db.drain().await;
     assert_eq!(report.events, 0, "{report:?}");
 
     t1.batch_execute("commit").await.expect("t1 commit");
-    let report = db.seal().await;
+    let report = db.drain().await;
     assert_eq!(report.transactions, 3);
     let events = db.row_events("t").await;
     assert_eq!(
@@ -88,7 +88,7 @@ async fn a_rolled_back_transaction_leaves_nothing_and_tx_seq_counts_inside_each_
 async fn concurrent_sealers_never_duplicate_and_the_chain_verifies() {
     let db = Db::installed("concurrent_seal").await;
     tracked_table(&db).await;
-    db.seal().await;
+    db.drain().await;
     let writer = db.session().await;
     for i in 0..300 {
         writer
@@ -98,8 +98,8 @@ async fn concurrent_sealers_never_duplicate_and_the_chain_verifies() {
     }
     let (mut a, mut b) = (connect(&db.url).await, connect(&db.url).await);
     let (ra, rb) = tokio::join!(
-        pgtrail_triggers::seal_all(&mut a),
-        pgtrail_triggers::seal_all(&mut b)
+        pgtrail_triggers::drain_all(&mut a),
+        pgtrail_triggers::drain_all(&mut b)
     );
     assert_eq!(ra.expect("seal a").events + rb.expect("seal b").events, 300);
     let store = db.store().await;
@@ -147,8 +147,8 @@ async fn writes_succeed_and_seal_without_a_partition_for_the_month() {
 #[tokio::test]
 async fn a_sealer_finds_no_install_without_creating_the_store() {
     let db = Db::empty("sealer_no_install").await;
-    let mut sealer = pgtrail_triggers::Sealer::new(&db.url);
-    let refused = sealer.seal().await;
+    let mut drainer = pgtrail_triggers::Drainer::new(&db.url);
+    let refused = drainer.drain().await;
     assert!(
         matches!(refused, Err(pgtrail_triggers::Error::NotInstalled)),
         "{refused:?}"
@@ -161,7 +161,7 @@ async fn a_sealer_finds_no_install_without_creating_the_store() {
         .get(0);
     assert!(
         !store,
-        "a sealer must not create the store where nothing is installed"
+        "a drainer must not create the store where nothing is installed"
     );
 }
 
@@ -169,12 +169,12 @@ async fn a_sealer_finds_no_install_without_creating_the_store() {
 async fn a_sealer_whose_connection_is_killed_seals_everything_once_on_its_next_seal() {
     let db = Db::installed("sealer_reconnects").await;
     tracked_table(&db).await;
-    db.seal().await;
-    let mut sealer = pgtrail_triggers::Sealer::new(&db.url);
+    db.drain().await;
+    let mut drainer = pgtrail_triggers::Drainer::new(&db.url);
     db.sql("insert into t values (1, 'before')").await;
-    assert_eq!(sealer.seal().await.expect("first seal").events, 1);
+    assert_eq!(drainer.drain().await.expect("first seal").events, 1);
 
-    // The server ends the sealer's session (a restart, a failover, an
+    // The server ends the drainer's session (a restart, a failover, an
     // operator): its next seal fails with an error that may pass, the one
     // after connects again and seals what waited, once.
     db.sql("insert into t values (2, 'while gone')").await;
@@ -183,14 +183,14 @@ async fn a_sealer_whose_connection_is_killed_seals_everything_once_on_its_next_s
          where application_name like 'pgtrail%' and pid <> pg_backend_pid()",
     )
     .await;
-    match sealer.seal().await {
+    match drainer.drain().await {
         Err(error) => assert!(error.is_retryable(), "{error:?}"),
         // The kill raced the seal's own reconnect: still sealed exactly once.
         Ok(report) => assert_eq!(report.events, 1),
     }
-    sealer.seal().await.expect("sealed after reconnecting");
+    drainer.drain().await.expect("sealed after reconnecting");
     db.sql("insert into t values (3, 'after')").await;
-    sealer.seal().await.expect("sealed again");
+    drainer.drain().await.expect("sealed again");
     assert_eq!(
         labels(&db.row_events("t").await),
         ["before", "while gone", "after"]
@@ -206,7 +206,7 @@ async fn a_sealer_whose_connection_is_killed_seals_everything_once_on_its_next_s
 
 /// A seal pass seals what was final when it began and ends, even while a
 /// writer keeps committing: chasing every newly final transaction kept a
-/// sealer sealing a few rows per database transaction for as long as the
+/// drainer sealing a few rows per database transaction for as long as the
 /// writer wrote. What the pass left is sealed by the next; every committed
 /// write is an event exactly once, in commit order.
 #[tokio::test]
@@ -234,7 +234,7 @@ async fn a_seal_pass_ends_while_writers_keep_committing_and_loses_nothing() {
     };
     // Let the writer get going, then seal while it writes.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), db.seal())
+    let pass = tokio::time::timeout(std::time::Duration::from_secs(60), db.drain())
         .await
         .expect("a seal pass ends while the writer keeps committing");
     assert!(pass.events > 0, "{pass:?}");

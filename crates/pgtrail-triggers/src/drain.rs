@@ -1,4 +1,4 @@
-//! Sealing: moving finished transactions' inbox rows into the store, in
+//! Draining: moving finished transactions' inbox rows into the store, in
 //! commit order.
 //!
 //! **What is final.** A transaction whose xid is below the snapshot's xmin
@@ -12,10 +12,10 @@
 //! xid order stands in for it (close, not exact: `pgtrail status` says so).
 //!
 //! **Exactly once.** One database transaction takes the inbox lock (one
-//! sealer at a time), reads the chosen rows, appends them through the
+//! drainer at a time), reads the chosen rows, appends them through the
 //! store's [`append_in`] in the same transaction, deletes them, and
 //! commits: all or nothing. Event ids are derived from the inbox row, so
-//! even a sealer writing to another store cannot duplicate on retry.
+//! even a drainer writing to another store cannot duplicate on retry.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,24 +44,24 @@ const CHUNK: i32 = 2_000;
 
 /// What a seal did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SealReport {
+pub struct DrainReport {
     /// Events appended to the chain.
     pub events: usize,
     /// Transactions they came from.
     pub transactions: usize,
 }
 
-impl std::ops::AddAssign for SealReport {
-    fn add_assign(&mut self, other: SealReport) {
+impl std::ops::AddAssign for DrainReport {
+    fn add_assign(&mut self, other: DrainReport) {
         self.events += other.events;
         self.transactions += other.transactions;
     }
 }
 
-/// How often a [`Sealer`] creates the store's monthly partitions ahead.
+/// How often a [`Drainer`] creates the store's monthly partitions ahead.
 const PREPARE_EVERY: Duration = Duration::from_secs(3600);
 
-/// How far ahead a [`Sealer`] creates the store's partitions.
+/// How far ahead a [`Drainer`] creates the store's partitions.
 const PREPARE_AHEAD_DAYS: i64 = 62;
 
 /// The one owner of sealing a database's trigger capture: it connects
@@ -72,17 +72,17 @@ const PREPARE_AHEAD_DAYS: i64 = 62;
 /// A failed seal drops the connection, so the next one starts afresh; the
 /// inbox keeps every captured row meanwhile. Whether to try again, and
 /// when, is the caller's: [`Error::is_retryable`] says whether it may help.
-pub struct Sealer {
+pub struct Drainer {
     url: String,
     client: Option<Client>,
     store: Option<PostgresStore>,
     prepared_at: Option<Instant>,
 }
 
-impl std::fmt::Debug for Sealer {
+impl std::fmt::Debug for Drainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: only its redacted form is shown.
-        f.debug_struct("Sealer")
+        f.debug_struct("Drainer")
             .field("target", &self.target())
             .field("connected", &self.client.is_some())
             .field("prepared_at", &self.prepared_at)
@@ -90,11 +90,11 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-impl Sealer {
-    /// A sealer for the database at `url` (libpq URL or key=value); it
+impl Drainer {
+    /// A drainer for the database at `url` (libpq URL or key=value); it
     /// connects on its first seal.
-    pub fn new(url: impl Into<String>) -> Sealer {
-        Sealer {
+    pub fn new(url: impl Into<String>) -> Drainer {
+        Drainer {
             url: url.into(),
             client: None,
             store: None,
@@ -110,7 +110,7 @@ impl Sealer {
     /// Seals everything that is final now, batch after batch.
     /// [`Error::NotInstalled`] when trigger capture is not (or no longer)
     /// installed.
-    pub async fn seal(&mut self) -> Result<SealReport> {
+    pub async fn drain(&mut self) -> Result<DrainReport> {
         let sealed = self.try_seal().await;
         if sealed.is_err() {
             self.client = None;
@@ -119,7 +119,7 @@ impl Sealer {
         sealed
     }
 
-    async fn try_seal(&mut self) -> Result<SealReport> {
+    async fn try_seal(&mut self) -> Result<DrainReport> {
         let client = match &mut self.client {
             Some(client) => client,
             None => self.client.insert(crate::connect(&self.url).await?),
@@ -149,8 +149,8 @@ impl Sealer {
 
 /// Seals everything that is final now, batch after batch, over an open
 /// connection (`pgtrail seal`'s work without the store's partitions; see
-/// [`Sealer`]).
-pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
+/// [`Drainer`]).
+pub async fn drain_all(client: &mut Client) -> Result<DrainReport> {
     let version = crate::migrations::require_installed(client).await?;
     seal_installed(client, version).await
 }
@@ -158,12 +158,12 @@ pub async fn seal_all(client: &mut Client) -> Result<SealReport> {
 /// One pass: batch after batch while a batch was cut at its size, so what
 /// was final when the pass began is sealed, and what became final while it
 /// ran waits for the next pass. Chasing every newly final transaction kept
-/// a busy sealer sealing a handful of events per database transaction, each
+/// a busy drainer sealing a handful of events per database transaction, each
 /// paying a seal's fixed cost on the server (reading the settings, choosing,
 /// locking, `delete_sealed`'s check): 991 µs of server CPU per event under
 /// one writer (bench/triggers/README.md, session 6).
-async fn seal_installed(client: &mut Client, version: i32) -> Result<SealReport> {
-    let mut total = SealReport::default();
+async fn seal_installed(client: &mut Client, version: i32) -> Result<DrainReport> {
+    let mut total = DrainReport::default();
     loop {
         let (report, more) = seal_batch(client, version, DEFAULT_BATCH_ROWS).await?;
         total += report;
@@ -175,7 +175,7 @@ async fn seal_installed(client: &mut Client, version: i32) -> Result<SealReport>
 
 /// Seals the oldest final transactions, about `max_rows` rows of them (at
 /// least one transaction), in one database transaction.
-pub async fn seal_once(client: &mut Client, max_rows: i64) -> Result<SealReport> {
+pub async fn drain_once(client: &mut Client, max_rows: i64) -> Result<DrainReport> {
     let version = crate::migrations::require_installed(client).await?;
     Ok(seal_batch(client, version, max_rows).await?.0)
 }
@@ -185,7 +185,7 @@ async fn seal_batch(
     client: &mut Client,
     version: i32,
     max_rows: i64,
-) -> Result<(SealReport, bool)> {
+) -> Result<(DrainReport, bool)> {
     let tx = client
         .transaction()
         .await
@@ -197,7 +197,7 @@ async fn seal_batch(
     let (plan, cut) = plan(&tx, source, max_rows).await?;
     if plan.is_empty() {
         tx.commit().await.map_err(Error::pg("ending a seal"))?;
-        return Ok((SealReport::default(), false));
+        return Ok((DrainReport::default(), false));
     }
     let SealSettings {
         install_id,
@@ -298,7 +298,7 @@ async fn seal_batch(
         "Sealed trigger events."
     );
     Ok((
-        SealReport {
+        DrainReport {
             events: events_total,
             transactions: plan.len(),
         },
@@ -421,7 +421,7 @@ impl SealSettings {
     }
 }
 
-/// An inbox row as the sealer reads it. Every column is read with
+/// An inbox row as the drainer reads it. Every column is read with
 /// `try_get` (a value of an unexpected type is an error naming the column
 /// and the row, never a panic), and JSON with core's reader: any depth, any
 /// key, numbers as written; of a key a `json` value repeats, the last value
