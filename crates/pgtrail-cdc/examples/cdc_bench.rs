@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::consumer::ReplicationOptions;
 use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_core::{Event, Filter, RowRef};
@@ -205,7 +205,7 @@ impl Consumer {
         let (shutdown, rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let connect = ConnectOptions::parse(url).expect("valid URL");
-        let mut options = CaptureOptions::new(slot, publication);
+        let mut options = ReplicationOptions::new(slot, publication);
         if let Some(n) = std::env::var("PGTRAIL_BENCH_BATCH")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -334,12 +334,12 @@ async fn main() {
         .await
         .expect("vacuum");
     let facts = catalog::check_ready(&client).await.expect("ready");
-    let setup_options = |slot: &str, publication: &str, context: bool| SetupOptions {
+    let setup_options = |slot: &str, publication: &str, actor: bool| SetupOptions {
         slot: slot.into(),
         publication: publication.into(),
         selection: TableSelection::default(),
         replica_identity_full: false,
-        context,
+        actor,
         identity: IdentityConfig::default(),
         create_slot: true,
     };

@@ -36,7 +36,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::context::{Actor, DdlMessage, CONTEXT_PREFIX, DDL_PREFIX};
+use crate::actor::{Actor, DdlMessage, CONTEXT_PREFIX, DDL_PREFIX};
 use crate::mask::Masking;
 use crate::pgoutput::{ColumnValue, OldKind, PgOutput, Relation, Tuple, Xid};
 use crate::value::{to_json, TypeRegistry};

@@ -59,7 +59,7 @@ pub async fn create_slot_with_baseline(
         .create_slot(slot, true)
         .await?
         .ok_or_else(|| CdcError::Unexpected {
-            context: "creating the slot".into(),
+            action: "creating the slot".into(),
             detail: "no snapshot name returned".into(),
         })?;
     let mut types = TypeRegistry::builtin();
@@ -104,7 +104,7 @@ pub async fn create_slot_with_baseline(
 
 fn pipeline_stopped() -> CdcError {
     CdcError::Unexpected {
-        context: "storing the baseline".into(),
+        action: "storing the baseline".into(),
         detail: "the pipeline stopped before storing every row".into(),
     }
 }

@@ -146,7 +146,7 @@ impl ReplicationConnection {
                 }
                 BackendMessage::ErrorResponse(fields) => {
                     return Err(CdcError::Server {
-                        context: format!(
+                        action: format!(
                             "logging in to {} as '{user}' for replication",
                             conn.target
                         ),
@@ -161,7 +161,7 @@ impl ReplicationConnection {
                 BackendMessage::ReadyForQuery(_) => return Ok(conn),
                 BackendMessage::ErrorResponse(fields) => {
                     return Err(CdcError::Server {
-                        context: "starting the replication session".into(),
+                        action: "starting the replication session".into(),
                         fields,
                     })
                 }
@@ -231,7 +231,7 @@ impl ReplicationConnection {
         }
         match error {
             Some(fields) => Err(CdcError::Server {
-                context: format!("running {}", first_word(sql)),
+                action: format!("running {}", first_word(sql)),
                 fields,
             }),
             None => Ok(rows),
@@ -242,7 +242,7 @@ impl ReplicationConnection {
     pub async fn identify_system(&mut self) -> Result<SystemInfo, CdcError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows.first().ok_or_else(|| CdcError::Unexpected {
-            context: "IDENTIFY_SYSTEM".into(),
+            action: "IDENTIFY_SYSTEM".into(),
             detail: "no row".into(),
         })?;
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
@@ -298,7 +298,7 @@ impl ReplicationConnection {
                     // Read up to ReadyForQuery so the connection stays usable.
                     while !matches!(self.recv().await?, BackendMessage::ReadyForQuery(_)) {}
                     return Err(CdcError::Server {
-                        context: format!("starting replication from slot '{slot}'"),
+                        action: format!("starting replication from slot '{slot}'"),
                         fields,
                     });
                 }
@@ -315,7 +315,7 @@ impl ReplicationConnection {
                 BackendMessage::CopyData(data) => return Ok(ReplicationMessage::parse(&data)?),
                 BackendMessage::ErrorResponse(fields) => {
                     return Err(CdcError::Server {
-                        context: "streaming changes".into(),
+                        action: "streaming changes".into(),
                         fields,
                     })
                 }
@@ -334,7 +334,7 @@ impl ReplicationConnection {
             None => Ok(None),
             Some(BackendMessage::CopyData(data)) => Ok(Some(ReplicationMessage::parse(&data)?)),
             Some(BackendMessage::ErrorResponse(fields)) => Err(CdcError::Server {
-                context: "streaming changes".into(),
+                action: "streaming changes".into(),
                 fields,
             }),
             Some(BackendMessage::CopyDone) => Err(CdcError::Closed),
@@ -359,13 +359,13 @@ impl ReplicationConnection {
     }
 }
 
-fn unexpected(context: &str, message: &BackendMessage) -> CdcError {
+fn unexpected(action: &str, message: &BackendMessage) -> CdcError {
     let detail = match message {
         BackendMessage::Other(frame) => format!("message '{}'", char::from(frame.tag)),
         other => format!("{other:?}").chars().take(80).collect(),
     };
     CdcError::Unexpected {
-        context: context.into(),
+        action: action.into(),
         detail,
     }
 }

@@ -12,7 +12,7 @@
 //! deterministic event ids let the store skip what it already has. A stop
 //! while the store is down leaves the unstored changes in the slot.
 //!
-//! Memory stays near [`CaptureOptions::memory_limit`] end to end: the
+//! Memory stays near [`ReplicationOptions::memory_limit`] end to end: the
 //! assembler spills the largest open transaction to disk past it (see
 //! [`crate::assemble`]), and a committed transaction is handed over in
 //! batches bounded by events and by bytes, through a queue of a few
@@ -43,7 +43,7 @@ use crate::{catalog, setup, slot};
 
 /// How the consumer runs.
 #[derive(Debug, Clone)]
-pub struct CaptureOptions {
+pub struct ReplicationOptions {
     /// Replication slot name.
     pub slot: String,
     /// Publication name.
@@ -77,10 +77,10 @@ pub struct CaptureOptions {
     pub masking: Masking,
 }
 
-impl CaptureOptions {
+impl ReplicationOptions {
     /// Defaults for `slot` and `publication`.
     pub fn new(slot: &str, publication: &str) -> Self {
-        CaptureOptions {
+        ReplicationOptions {
             slot: slot.to_string(),
             publication: publication.to_string(),
             selection: TableSelection::default(),
@@ -107,10 +107,10 @@ impl CaptureOptions {
     }
 }
 
-/// Default of [`CaptureOptions::memory_limit`]: 256 MiB.
+/// Default of [`ReplicationOptions::memory_limit`]: 256 MiB.
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
-/// Default of [`CaptureOptions::spill_dir`]: `pgtrail-spill-UID` in the
+/// Default of [`ReplicationOptions::spill_dir`]: `pgtrail-spill-UID` in the
 /// system's temporary directory, one per user, so no user shares (or can
 /// plant) another's; [`crate::assemble::SpillDir::open`] checks it is
 /// this user's.
@@ -148,7 +148,7 @@ pub use pgtrail_core::alarm::MESSAGE_EMITTERS;
 /// channel closes), then confirms that. Reconnecting is the caller's.
 pub async fn session(
     connect: &ConnectOptions,
-    options: &CaptureOptions,
+    options: &ReplicationOptions,
     batches: mpsc::Sender<Batch<Lsn>>,
     acknowledged: watch::Receiver<Acknowledged<Lsn>>,
     shutdown: &mut watch::Receiver<bool>,
@@ -249,7 +249,7 @@ pub async fn session(
 }
 
 struct Reader<'a> {
-    options: &'a CaptureOptions,
+    options: &'a ReplicationOptions,
     catalog: tokio_postgres::Client,
     assembler: Assembler,
     decoder: Decoder,
@@ -311,7 +311,7 @@ impl Reader<'_> {
                         self.send_status(conn, false).await?;
                     }
                     if batches.is_closed() {
-                        return Err(CdcError::Unexpected { context: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() });
+                        return Err(CdcError::Unexpected { action: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() });
                     }
                 }
                 _ = shutdown.changed() => {
@@ -464,7 +464,7 @@ impl Reader<'_> {
         loop {
             tokio::select! {
                 permit = batches.reserve() => {
-                    let permit = permit.map_err(|_| CdcError::Unexpected { context: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() })?;
+                    let permit = permit.map_err(|_| CdcError::Unexpected { action: "handing changes to the pipeline".into(), detail: "the pipeline stopped".into() })?;
                     permit.send(batch);
                     return Ok(());
                 }

@@ -33,18 +33,18 @@ pub enum CdcError {
     #[error("protocol error")]
     Wire(#[from] WireError),
     /// The server answered with an error.
-    #[error("{context}: {fields}")]
+    #[error("{action}: {fields}")]
     Server {
         /// What pgtrail was doing.
-        context: String,
+        action: String,
         /// The server's error fields.
         fields: ErrorFields,
     },
     /// The server sent something the protocol does not allow here.
-    #[error("unexpected message from the server while {context}: {detail}")]
+    #[error("unexpected message from the server while {action}: {detail}")]
     Unexpected {
         /// What pgtrail was doing.
-        context: String,
+        action: String,
         /// What arrived.
         detail: String,
     },

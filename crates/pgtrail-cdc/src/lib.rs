@@ -23,12 +23,12 @@
 //! Event ids derive from (stream, commit LSN, order in the transaction), so a
 //! replay after a crash produces the same ids and the store skips them.
 
+pub mod actor;
 pub mod assemble;
 pub mod baseline;
 pub mod catalog;
 pub mod connection;
 pub mod consumer;
-pub mod context;
 mod error;
 pub mod health;
 pub mod mask;

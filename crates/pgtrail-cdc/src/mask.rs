@@ -218,7 +218,7 @@ pub async fn load_key(client: &Client) -> Result<MaskKey, CdcError> {
             "reading the masking key (the capture role must own schema pgtrail or be a superuser)",
         ))?;
     MaskKey::from_pads(row.get(0), row.get(1)).ok_or_else(|| CdcError::Unexpected {
-        context: "reading the masking key".into(),
+        action: "reading the masking key".into(),
         detail: "pgtrail.capture_settings holds a key of the wrong size".into(),
     })
 }
@@ -242,7 +242,7 @@ pub async fn keyed(
 pub async fn ensure_key(client: &Client) -> Result<(), CdcError> {
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| CdcError::Unexpected {
-        context: "making a masking key".into(),
+        action: "making a masking key".into(),
         detail: e.to_string(),
     })?;
     let pad = |byte: u8| -> Vec<u8> {

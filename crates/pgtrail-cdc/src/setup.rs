@@ -57,9 +57,8 @@ pub struct SetupOptions {
     pub selection: TableSelection,
     /// Set REPLICA IDENTITY FULL on every captured table (old images, TOAST filled).
     pub replica_identity_full: bool,
-    /// Install the actor triggers and DDL event triggers (`--actor`; the field
-    /// keeps its old name until the callers are renamed after the merge).
-    pub context: bool,
+    /// Install the actor triggers and DDL event triggers (`--actor`).
+    pub actor: bool,
     /// Session settings the actor trigger reads.
     pub identity: IdentityConfig,
     /// Create the slot if missing (off when the baseline creates it with a snapshot).
@@ -118,7 +117,7 @@ pub async fn prepare(
         &tables,
     )
     .await?;
-    if options.context {
+    if options.actor {
         report.message_emitters =
             triggers::install_actor(client, &options.identity, &tables).await?;
     }

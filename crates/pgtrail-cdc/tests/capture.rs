@@ -391,7 +391,7 @@ async fn a_replication_role_that_is_not_superuser_can_set_up_and_capture() -> an
     let facts = catalog::check_ready(&client).await?;
     assert!(!facts.superuser);
     let mut options = db.setup_options();
-    options.context = false; // event triggers need a superuser
+    options.actor = false; // event triggers need a superuser
     setup::prepare(&client, &facts, &options).await?;
 
     let store = db.store().await;

@@ -148,7 +148,7 @@ async fn setup_again_upgrades_an_install_in_schema_pgtrail() -> anyhow::Result<(
     )
     .await?;
     let mut first = db.setup_options();
-    first.context = false;
+    first.actor = false;
     db.setup(&first).await?;
     db.client.batch_execute(OLD_INSTALL).await?;
     let store = db.store().await;

@@ -13,7 +13,7 @@ use crate::common::*;
 
 async fn run_once(
     db: &TestDb,
-    options: pgtrail_cdc::consumer::CaptureOptions,
+    options: pgtrail_cdc::consumer::ReplicationOptions,
 ) -> pgtrail_pipeline::PipelineError {
     let (_shutdown, rx) = watch::channel(false);
     let store = db.store().await;

@@ -25,7 +25,7 @@ async fn each_cut_of_the_slot_or_publication_is_an_alarm() -> anyhow::Result<()>
     )
     .await?;
     let mut options = db.setup_options();
-    options.context = false;
+    options.actor = false;
     options.selection = TableSelection {
         tables: vec![TableName::parse("t")?, TableName::parse("u")?],
         schemas: Vec::new(),

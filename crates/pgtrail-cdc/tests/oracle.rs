@@ -174,7 +174,7 @@ fn normalize(value: &Value) -> Value {
 async fn every_change_wal2json_sees_is_in_the_trail_with_equal_values() -> anyhow::Result<()> {
     let db = TestDb::new("cdc_oracle", SCHEMA).await?;
     let mut options = db.setup_options();
-    options.context = false;
+    options.actor = false;
     db.setup(&options).await?;
     let w2j_slot = format!("{}_w2j", db.slot);
     db.client

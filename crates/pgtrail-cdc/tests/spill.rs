@@ -187,7 +187,7 @@ struct Spilling {
     db: TestDb,
     store: Arc<dyn Store>,
     spill_dir: PathBuf,
-    options: pgtrail_cdc::consumer::CaptureOptions,
+    options: pgtrail_cdc::consumer::ReplicationOptions,
 }
 
 impl Spilling {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pgtrail_cdc::catalog::Table;
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::{self, CaptureOptions};
+use pgtrail_cdc::consumer::{self, ReplicationOptions};
 use pgtrail_cdc::mask::Masking;
 use pgtrail_cdc::{baseline, CdcError, RetryPolicy};
 use pgtrail_core::handover::Acknowledged;
@@ -55,7 +55,7 @@ impl Retryable for CdcError {
 /// for callers that wait for it (tests, status).
 pub async fn run(
     connect: &ConnectOptions,
-    options: &CaptureOptions,
+    options: &ReplicationOptions,
     store: Arc<dyn Store>,
     mut shutdown: watch::Receiver<bool>,
     progress: Option<watch::Sender<Progress>>,
@@ -104,7 +104,7 @@ pub async fn run(
 /// is the session's: the session only sees its queue close.
 async fn session(
     connect: &ConnectOptions,
-    options: &CaptureOptions,
+    options: &ReplicationOptions,
     store: Arc<dyn Store>,
     shutdown: &mut watch::Receiver<bool>,
     progress: &watch::Sender<Progress>,

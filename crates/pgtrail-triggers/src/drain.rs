@@ -353,7 +353,7 @@ async fn plan(tx: &Transaction<'_>, source: &str, max_rows: i64) -> Result<(Vec<
             return Ok((chosen, true));
         }
         let read = |source| Error::Postgres {
-            context: "reading a final transaction".into(),
+            action: "reading a final transaction".into(),
             source,
         };
         let pending = Pending {
@@ -505,7 +505,7 @@ fn unreadable_row(row: &Row, install_id: &Uuid, database: &str) -> Result<pgtrai
 /// Column `name` of a pending row, or an error that names both.
 fn column<'a, T: FromSql<'a>>(row: &'a Row, name: &str, id: Option<i64>) -> Result<T> {
     row.try_get(name).map_err(|source| Error::Postgres {
-        context: match id {
+        action: match id {
             Some(id) => format!("reading column {name} of inbox row {id}"),
             None => format!("reading column {name} of a pending row"),
         },

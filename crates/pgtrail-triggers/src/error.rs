@@ -1,4 +1,4 @@
-//! What can go wrong while installing, tracking or sealing.
+//! What can go wrong while installing, tracking or draining.
 
 use pgtrail_store::StoreError;
 
@@ -7,10 +7,10 @@ use pgtrail_store::StoreError;
 #[non_exhaustive]
 pub enum Error {
     /// A statement against the audited database failed.
-    #[error("{context}: {}", describe(.source))]
+    #[error("{action}: {}", describe(.source))]
     Postgres {
         /// What was being done.
-        context: String,
+        action: String,
         /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
@@ -70,9 +70,9 @@ pub enum Error {
 
 impl Error {
     /// Wraps a driver error with what was being done.
-    pub(crate) fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Postgres { context, source }
+    pub(crate) fn pg(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Postgres { action, source }
     }
 
     /// Whether trying again later may succeed: the database unreachable,

@@ -368,7 +368,7 @@ async fn track_oid(
                 message: db.message().trim_start_matches("pgtrail: ").to_string(),
             },
             _ => Error::Postgres {
-                context: format!("tracking {name}"),
+                action: format!("tracking {name}"),
                 source,
             },
         })?;

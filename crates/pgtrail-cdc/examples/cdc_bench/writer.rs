@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use pgtrail_cdc::catalog::{self, ServerFacts, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::consumer::ReplicationOptions;
 use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::IdentityConfig;
 use pgtrail_pipeline::cdc::{self, Progress};
@@ -322,7 +322,7 @@ impl Target {
                     publication: "bench".into(),
                     selection: TableSelection::default(),
                     replica_identity_full: false,
-                    context: config == Config::PgtrailContext,
+                    actor: config == Config::PgtrailContext,
                     identity: IdentityConfig::default(),
                     create_slot: true,
                 };
@@ -344,7 +344,7 @@ impl Target {
                     active.store_file = Some(file);
                     store
                 };
-                let mut options = CaptureOptions::new("writer", "bench");
+                let mut options = ReplicationOptions::new("writer", "bench");
                 if config == Config::PgtrailWait1s {
                     options.batch_wait = Duration::from_secs(1);
                 }
@@ -576,7 +576,7 @@ impl Target {
 }
 
 /// pgtrail consuming in this process.
-fn start_consumer(url: &str, store: Arc<dyn Store>, options: CaptureOptions) -> Consumer {
+fn start_consumer(url: &str, store: Arc<dyn Store>, options: ReplicationOptions) -> Consumer {
     let (shutdown, rx) = watch::channel(false);
     let (progress_tx, progress) = watch::channel(Progress::default());
     let connect = ConnectOptions::parse(url).expect("valid URL");

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Item;
-use crate::context::Actor;
+use crate::actor::Actor;
 use crate::pgoutput::Xid;
 
 /// Buffer of a spill file's reader and writer.

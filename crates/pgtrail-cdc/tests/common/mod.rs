@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::consumer::ReplicationOptions;
 use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_cdc::CdcError;
 use pgtrail_core::config::IdentityConfig;
@@ -86,7 +86,7 @@ impl TestDb {
             publication: self.publication.clone(),
             selection: TableSelection::default(),
             replica_identity_full: false,
-            context: true,
+            actor: true,
             identity: IdentityConfig::default(),
             create_slot: true,
         }
@@ -108,8 +108,8 @@ impl TestDb {
             .expect("store opens")
     }
 
-    pub fn capture_options(&self) -> CaptureOptions {
-        let mut options = CaptureOptions::new(&self.slot, &self.publication);
+    pub fn capture_options(&self) -> ReplicationOptions {
+        let mut options = ReplicationOptions::new(&self.slot, &self.publication);
         options.batch_wait = Duration::from_millis(20);
         options.retry_pause = Duration::from_millis(100);
         options
@@ -124,7 +124,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(db: &TestDb, store: Arc<dyn Store>, options: CaptureOptions) -> Running {
+    pub fn start(db: &TestDb, store: Arc<dyn Store>, options: ReplicationOptions) -> Running {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let connect = db.connect_options();

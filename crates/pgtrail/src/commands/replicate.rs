@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use pgtrail_cdc::catalog::{self, TableSelection};
 use pgtrail_cdc::connection::ConnectOptions;
-use pgtrail_cdc::consumer::CaptureOptions;
+use pgtrail_cdc::consumer::ReplicationOptions;
 use pgtrail_cdc::mask::Masking;
 use pgtrail_cdc::setup::{self, SetupOptions};
 use pgtrail_core::config::{IdentityConfig, ReplicationConfig};
@@ -31,8 +31,8 @@ pub(crate) fn replication_options(
     tuning: &ReplicationTuning,
     config: &ReplicationConfig,
     identity: &IdentityConfig,
-) -> anyhow::Result<CaptureOptions> {
-    let mut options = CaptureOptions::new(
+) -> anyhow::Result<ReplicationOptions> {
+    let mut options = ReplicationOptions::new(
         tuning.slot.as_deref().unwrap_or(&config.slot),
         tuning.publication.as_deref().unwrap_or(&config.publication),
     );
@@ -133,7 +133,7 @@ pub async fn run(args: &ReplicateArgs, ctx: &Invocation) -> anyhow::Result<ExitC
             publication: options.publication.clone(),
             selection: selection.clone(),
             replica_identity_full: full,
-            context: args.actor,
+            actor: args.actor,
             identity: ctx.config.identity.clone(),
             create_slot: !args.baseline,
         };
@@ -213,7 +213,7 @@ pub(crate) struct ReplicationPart {
     /// The database to capture.
     pub connect: ConnectOptions,
     /// Slot, publication, batching, lag warning.
-    pub options: CaptureOptions,
+    pub options: ReplicationOptions,
 }
 
 /// Streams into the store until `stop` turns true; the batch in hand is
