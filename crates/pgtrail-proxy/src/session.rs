@@ -27,6 +27,10 @@ pub struct SessionConfig {
     pub tls: bool,
     /// A StartupMessage that does not come over TLS is refused (28000).
     pub require_tls: bool,
+    /// How long the shell waits for the StartupMessage, TLS handshake
+    /// included (PostgreSQL's `authentication_timeout` default, 60 s), so a
+    /// client that connects and stalls does not hold a session for ever.
+    pub startup_timeout: std::time::Duration,
 }
 
 impl Default for SessionConfig {
@@ -36,6 +40,7 @@ impl Default for SessionConfig {
             max_pending: 100_000,
             tls: false,
             require_tls: false,
+            startup_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

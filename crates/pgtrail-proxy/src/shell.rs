@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// ClientHello, no common protocol version or cipher suite, …).
     #[error("TLS handshake with the client")]
     Handshake(#[source] std::io::Error),
+    /// The client sent no StartupMessage in time.
+    #[error("no StartupMessage in time")]
+    StartupTimeout,
     /// The protocol state machine ended the session.
     #[error("session ended by the proxy")]
     Session(#[from] SessionError),
@@ -231,7 +234,15 @@ async fn run(
     keys: &Keys,
 ) -> Result<(), ProxyError> {
     let mut session = Session::new(upstream.session_config(), SystemTime::now());
-    let (client, mut result) = start(&mut session, client, upstream.client_tls.as_ref()).await;
+    let (client, mut result) = match tokio::time::timeout(
+        upstream.session.startup_timeout,
+        start(&mut session, client, upstream.client_tls.as_ref()),
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(_) => (None, Err(ProxyError::StartupTimeout)),
+    };
     let Some(mut client) = client else {
         return result;
     };
@@ -253,14 +264,22 @@ async fn run(
         .await;
         client = client_read.unsplit(client_write);
     }
-    if let Err(ProxyError::Session(error)) = &result {
-        // Tell the client why, as the server would: a FATAL ErrorResponse.
-        let mut message = BytesMut::new();
-        encode_fatal(
-            &mut message,
+    // Tell the client why, as the server would: a FATAL ErrorResponse.
+    let fatal = match &result {
+        Err(ProxyError::Session(error)) => Some((
             error.sqlstate(),
-            &format!("pgtrail proxy: {}", DisplayChain(error)),
-        );
+            format!("pgtrail proxy: {}", DisplayChain(error)),
+        )),
+        // The reason (host, TLS) is for the operator's log, not the client.
+        Err(ProxyError::Connect(_)) => Some((
+            "08006",
+            "pgtrail proxy: cannot connect to the server".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((code, text)) = fatal {
+        let mut message = BytesMut::new();
+        encode_fatal(&mut message, code, &text);
         let _ = client.write_all(&message).await;
         let _ = client.flush().await;
     }
@@ -328,8 +347,8 @@ async fn report_login_failure(id: u64, peer: SocketAddr, session: &Session, upst
     }
 }
 
-/// A FATAL ErrorResponse with `code`: 08P01 (protocol violation), or 28000
-/// when the proxy refuses a login.
+/// A FATAL ErrorResponse with `code`: 08P01 (protocol violation), 28000
+/// when the proxy refuses a login, 08006 when the server cannot be reached.
 fn encode_fatal(buf: &mut BytesMut, code: &str, message: &str) {
     let mut body = BytesMut::new();
     for (field, value) in [
