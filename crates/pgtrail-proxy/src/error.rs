@@ -54,11 +54,36 @@ pub enum SessionError {
     /// which needs TLS configured on the proxy.
     #[error("the client started TLS directly, and TLS is not configured on this proxy")]
     DirectTls,
+    /// Bytes after an SSLRequest, before the proxy's `S`: they were sent in
+    /// the clear and must not be taken as coming over TLS (the
+    /// CVE-2021-23214 injection). PostgreSQL refuses them the same way.
+    #[error("received unencrypted data after the SSLRequest")]
+    PlaintextAfterTlsRequest,
+    /// A direct TLS handshake without the ALPN protocol `postgresql`.
+    #[error("a direct TLS connection must negotiate the ALPN protocol \"postgresql\"")]
+    NoAlpn,
+    /// The proxy refused the login itself, before the server saw a password:
+    /// a client in the clear where TLS is required, or a server asking for a
+    /// cleartext password over an unencrypted link.
+    #[error("{reason}")]
+    LoginRefused {
+        /// Why, for the client and the session's login error.
+        reason: String,
+    },
 }
 
 impl SessionError {
     pub(crate) fn malformed(side: Side) -> impl FnOnce(WireError) -> SessionError {
         move |source| SessionError::Malformed { side, source }
+    }
+
+    /// The SQLSTATE the client is told: 28000 (invalid authorization) for
+    /// a refused login, 08P01 (protocol violation) for everything else.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SessionError::LoginRefused { .. } => "28000",
+            _ => "08P01",
+        }
     }
 
     pub(crate) fn out_of_step(side: Side, detail: impl Into<String>) -> SessionError {

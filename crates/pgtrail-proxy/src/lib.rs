@@ -13,9 +13,12 @@
 //!   COPY, FunctionCall, and asynchronous messages.
 //! - Prepared statements and portals (module `prepared`) count only once
 //!   the server confirmed them.
-//! - [`serve`] is the thin tokio shell: accept, connect upstream, copy both
-//!   ways through a `Session`, forward CancelRequests, send records to a
-//!   bounded channel (a full channel blocks the session; nothing is dropped).
+//! - [`serve`] is the thin tokio shell: accept, run the TLS handshake the
+//!   session asks for ([`ClientTls`], module `tls`), connect upstream (TLS
+//!   per the upstream URL's `sslmode`), copy both ways through a `Session`,
+//!   forward CancelRequests, send records to a bounded channel (a full
+//!   channel blocks the session; nothing is dropped) and refused logins to
+//!   another ([`LoginFailure`]).
 //!
 //! Classification, redaction and the event pipeline come later and run off
 //! the forwarding path: a record carries the SQL text and the raw
@@ -28,13 +31,15 @@ mod replies;
 mod session;
 mod shell;
 mod startup;
+mod tls;
 
 pub use error::{SessionError, Side};
 pub use prepared::MAX_NAMES;
 pub use record::{Outcome, Protocol, StatementRecord, Step};
 pub use session::{Phase, Session, SessionConfig};
-pub use shell::{serve, ProxyError, Recorded, SessionContext, Upstream};
-pub use startup::{BackendKey, StartupInfo};
+pub use shell::{serve, LoginFailure, ProxyError, Recorded, SessionContext, Upstream};
+pub use startup::{BackendKey, StartupInfo, ALPN_POSTGRESQL};
+pub use tls::{ClientTls, TlsError};
 
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pgtrail_wire::backend::{BackendMessage, ErrorFields, TransactionStatus};
+use pgtrail_wire::backend::{AuthRequest, BackendMessage, ErrorFields, TransactionStatus};
 use pgtrail_wire::frame::{split_frame, split_startup};
 use pgtrail_wire::frontend::{FrontendMessage, StartupRequest};
 
 use crate::replies::Replies;
-use crate::startup::{BackendKey, Opening, StartupInfo};
+use crate::startup::{BackendKey, Links, Opening, StartupInfo, ALPN_POSTGRESQL, TLS_HANDSHAKE};
 use crate::{SessionError, Side, StatementRecord};
 
 /// Limits for one session.
@@ -22,6 +22,15 @@ pub struct SessionConfig {
     /// stop reading the client, so a pipelining client cannot grow the
     /// reply queue without bound.
     pub max_pending: usize,
+    /// A certificate is configured: SSLRequest is answered `S` and a direct
+    /// TLS handshake is accepted (the shell runs the handshake).
+    pub tls: bool,
+    /// A StartupMessage that does not come over TLS is refused (28000).
+    pub require_tls: bool,
+    /// How long the shell waits for the StartupMessage, TLS handshake
+    /// included (PostgreSQL's `authentication_timeout` default, 60 s), so a
+    /// client that connects and stalls does not hold a session for ever.
+    pub startup_timeout: std::time::Duration,
 }
 
 impl Default for SessionConfig {
@@ -29,6 +38,9 @@ impl Default for SessionConfig {
         SessionConfig {
             max_frame: 1 << 30,
             max_pending: 100_000,
+            tls: false,
+            require_tls: false,
+            startup_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -70,6 +82,14 @@ pub struct Session {
     login_error: Option<ErrorFields>,
     parameters: HashMap<String, String>,
     replies: Replies,
+    links: Links,
+    /// A TLS handshake the shell must run now: the ClientHello bytes
+    /// already read (direct TLS) or nothing (after SSLRequest and `S`).
+    tls_handshake: Option<Bytes>,
+    /// The handshake was direct (no SSLRequest first).
+    tls_direct: bool,
+    /// No packet has been handled yet: direct TLS is only the first bytes.
+    first_packet: bool,
 }
 
 impl Session {
@@ -87,6 +107,10 @@ impl Session {
             login_error: None,
             parameters: HashMap::new(),
             replies: Replies::new(now),
+            links: Links::default(),
+            tls_handshake: None,
+            tls_direct: false,
+            first_packet: true,
         }
     }
 
@@ -96,21 +120,52 @@ impl Session {
         loop {
             match self.phase {
                 Phase::Startup => {
+                    if self.tls_handshake.is_some() {
+                        return Err(SessionError::out_of_step(
+                            Side::Client,
+                            "data before the TLS handshake ran",
+                        ));
+                    }
                     // A TLS record (handshake, 0x16) instead of a length word.
-                    if self.client_in.first() == Some(&0x16) {
-                        return Err(SessionError::DirectTls);
+                    if self.client_in.first() == Some(&TLS_HANDSHAKE) {
+                        if !self.config.tls || !self.first_packet {
+                            return Err(SessionError::DirectTls);
+                        }
+                        self.tls_direct = true;
+                        self.tls_handshake = Some(self.client_in.split().freeze());
+                        return Ok(());
                     }
                     let Some(packet) = split_startup(&mut self.client_in)
                         .map_err(SessionError::malformed(Side::Client))?
                     else {
                         return Ok(());
                     };
+                    self.first_packet = false;
                     let request = StartupRequest::parse(&packet.slice(4..))
                         .map_err(SessionError::malformed(Side::Client))?;
                     match Opening::from(request) {
-                        // Without TLS or GSS configured: 'N', then the
-                        // client goes on in the clear or gives up.
-                        Opening::Refuse => self.to_client.put_u8(b'N'),
+                        Opening::Tls if self.links.client_tls => {
+                            // As the server: a second SSLRequest inside TLS
+                            // is not a protocol it speaks.
+                            return Err(SessionError::out_of_step(
+                                Side::Client,
+                                "an SSLRequest inside TLS",
+                            ));
+                        }
+                        Opening::Tls if self.config.tls => {
+                            // What the client sent after its SSLRequest
+                            // was sent in the clear: it must not be read
+                            // as if it came over TLS.
+                            if !self.client_in.is_empty() {
+                                return Err(SessionError::PlaintextAfterTlsRequest);
+                            }
+                            self.to_client.put_u8(b'S');
+                            self.tls_handshake = Some(Bytes::new());
+                            return Ok(());
+                        }
+                        // Without TLS or GSS: 'N', then the client goes on
+                        // in the clear or gives up, per its sslmode.
+                        Opening::Tls | Opening::Refuse => self.to_client.put_u8(b'N'),
                         Opening::Cancel(key) => {
                             self.phase = Phase::Cancel(key);
                             self.client_in.clear();
@@ -122,6 +177,11 @@ impl Session {
                                 return Err(SessionError::UnsupportedProtocol { major, minor });
                             }
                             self.startup = Some(info);
+                            if self.config.require_tls && !self.links.client_tls {
+                                return Err(self.refuse_login(
+                                    "this proxy requires TLS: connect with sslmode=require (or verify-full)",
+                                ));
+                            }
                             self.to_server.extend_from_slice(&packet);
                             self.phase = Phase::Authenticating;
                         }
@@ -180,6 +240,12 @@ impl Session {
         let message =
             BackendMessage::parse(raw.frame()).map_err(SessionError::malformed(Side::Server))?;
         match message {
+            BackendMessage::Authentication(AuthRequest::CleartextPassword) => {
+                // Not forwarded: the client never sends the password.
+                if let Some(reason) = self.links.cleartext_refusal() {
+                    return Err(self.refuse_login(reason));
+                }
+            }
             BackendMessage::Authentication(_)
             | BackendMessage::NoticeResponse(_)
             | BackendMessage::NegotiateProtocolVersion { .. } => {}
@@ -222,6 +288,55 @@ impl Session {
         if self.parameters.len() < MAX_PARAMETERS || self.parameters.contains_key(&name) {
             self.parameters.insert(name, value);
         }
+    }
+
+    /// The proxy refuses the login: the error is kept as the session's
+    /// login error (for the failed-login event) and ends the session.
+    fn refuse_login(&mut self, reason: &str) -> SessionError {
+        let error = SessionError::LoginRefused {
+            reason: reason.to_string(),
+        };
+        let message = format!("pgtrail proxy: {error}");
+        self.login_error = Some(ErrorFields {
+            fields: vec![
+                (b'S', "FATAL".into()),
+                (b'V', "FATAL".into()),
+                (b'C', error.sqlstate().into()),
+                (b'M', message),
+            ],
+        });
+        error
+    }
+
+    /// A TLS handshake to run now, before anything else is read from the
+    /// client: the bytes of it already read (a direct TLS ClientHello), or
+    /// none (after an SSLRequest; write [`Session::take_to_client`]'s `S`
+    /// first). Then call [`Session::tls_established`].
+    pub fn take_tls_handshake(&mut self) -> Option<Bytes> {
+        self.tls_handshake.take()
+    }
+
+    /// The handshake the session asked for succeeded, with this ALPN
+    /// protocol: the client's link is TLS from now on. A direct handshake
+    /// must have negotiated `postgresql`, as PostgreSQL 17 requires.
+    pub fn tls_established(&mut self, alpn: Option<&[u8]>) -> Result<(), SessionError> {
+        if self.tls_direct && alpn != Some(ALPN_POSTGRESQL) {
+            return Err(SessionError::NoAlpn);
+        }
+        self.links.client_tls = true;
+        Ok(())
+    }
+
+    /// Whether the client's link to the proxy runs over TLS.
+    pub fn client_tls(&self) -> bool {
+        self.links.client_tls
+    }
+
+    /// Tells the session how the proxy reached the server: over TLS or a
+    /// Unix socket (`private`), or plain TCP. A cleartext password is
+    /// forwarded only when both links are encrypted.
+    pub fn set_server_private(&mut self, private: bool) {
+        self.links.server_private = private;
     }
 
     /// The connection ended (either side closed, or an error): statements

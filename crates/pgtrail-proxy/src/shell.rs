@@ -1,5 +1,6 @@
-//! The tokio shell around [`Session`]: sockets, the upstream connection,
-//! cancel forwarding and the record sink. No protocol rule lives here.
+//! The tokio shell around [`Session`]: sockets, TLS handshakes toward
+//! clients, the upstream connection, cancel forwarding and the record sink.
+//! No protocol rule lives here.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -9,11 +10,13 @@ use std::time::SystemTime;
 
 use bytes::{BufMut, BytesMut};
 use pgtrail_connect::{ConnectConfig, ConnectError};
+use pgtrail_wire::backend::ErrorFields;
 use pgtrail_wire::frontend::CANCEL_REQUEST_CODE;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
+use crate::tls::{ClientStream, ClientTls};
 use crate::{BackendKey, Phase, Session, SessionConfig, SessionError, StatementRecord};
 
 /// Why the proxy or one of its sessions stopped.
@@ -29,6 +32,13 @@ pub enum ProxyError {
     /// A socket failed.
     #[error("i/o")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake with the client failed (not TLS, a malformed
+    /// ClientHello, no common protocol version or cipher suite, …).
+    #[error("TLS handshake with the client")]
+    Handshake(#[source] std::io::Error),
+    /// The client sent no StartupMessage in time.
+    #[error("no StartupMessage in time")]
+    StartupTimeout,
     /// The protocol state machine ended the session.
     #[error("session ended by the proxy")]
     Session(#[from] SessionError),
@@ -38,7 +48,8 @@ pub enum ProxyError {
     SinkClosed,
 }
 
-/// Where sessions go: the server, from a libpq connection string.
+/// Where sessions go: the server, from a libpq connection string; and how
+/// clients are served: the proxy's certificate, `require_tls`, limits.
 ///
 /// Only the address and TLS settings (`host`, `port`, `sslmode`,
 /// `sslrootcert`) are used: user, database and credentials are the
@@ -47,6 +58,9 @@ pub enum ProxyError {
 pub struct Upstream {
     connect: ConnectConfig,
     session: SessionConfig,
+    client_tls: Option<ClientTls>,
+    require_tls: bool,
+    login_failures: Option<mpsc::Sender<LoginFailure>>,
 }
 
 impl Upstream {
@@ -55,7 +69,40 @@ impl Upstream {
         Ok(Upstream {
             connect: ConnectConfig::parse(url).map_err(ProxyError::Upstream)?,
             session: SessionConfig::default(),
+            client_tls: None,
+            require_tls: false,
+            login_failures: None,
         })
+    }
+
+    /// Offers TLS to clients with this certificate: SSLRequest is answered
+    /// `S`, and PostgreSQL 17's direct TLS is accepted.
+    pub fn with_client_tls(mut self, tls: ClientTls) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
+    /// Refuses clients that do not use TLS (FATAL 28000 before anything
+    /// reaches the server). Without [`Upstream::with_client_tls`] every
+    /// login is refused.
+    pub fn require_tls(mut self, require: bool) -> Self {
+        self.require_tls = require;
+        self
+    }
+
+    /// Sends each refused login (by the server or by the proxy) to
+    /// `failures`; a full channel makes the ending session wait.
+    pub fn with_login_failures(mut self, failures: mpsc::Sender<LoginFailure>) -> Self {
+        self.login_failures = Some(failures);
+        self
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            tls: self.client_tls.is_some(),
+            require_tls: self.require_tls,
+            ..self.session.clone()
+        }
     }
 
     /// Limits for each session.
@@ -80,6 +127,38 @@ pub struct SessionContext {
     pub application_name: Option<String>,
     /// The backend's process id.
     pub backend_pid: Option<i32>,
+    /// The client's link to the proxy runs over TLS.
+    pub tls: bool,
+}
+
+impl SessionContext {
+    fn new(id: u64, client: SocketAddr, session: &Session) -> SessionContext {
+        let startup = session.startup();
+        let text = |value: Option<&str>| value.map(str::to_string);
+        SessionContext {
+            id,
+            client,
+            user: text(startup.and_then(|s| s.user())),
+            database: text(startup.and_then(|s| s.database())),
+            application_name: text(startup.and_then(|s| s.application_name())),
+            backend_pid: session.backend_key().map(|k| k.pid),
+            tls: session.client_tls(),
+        }
+    }
+}
+
+/// A login that did not succeed: refused by the server (wrong password
+/// 28P01, no `pg_hba.conf` entry or a role that cannot log in 28000, no
+/// such database 3D000, …) or by the proxy itself (28000: no TLS where it
+/// is required, a cleartext password over an unencrypted link).
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    /// Who tried, from where (user and database from the StartupMessage).
+    pub session: Arc<SessionContext>,
+    /// The error the client was sent.
+    pub error: ErrorFields,
+    /// When the login ended.
+    pub at: SystemTime,
 }
 
 /// A completed statement and the session it ran in.
@@ -142,7 +221,7 @@ impl std::fmt::Display for DisplayChain<'_> {
     }
 }
 
-fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+fn lock<'a, 's>(session: &'a Mutex<&'s mut Session>) -> std::sync::MutexGuard<'a, &'s mut Session> {
     session.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -154,36 +233,128 @@ async fn run(
     sink: mpsc::Sender<Recorded>,
     keys: &Keys,
 ) -> Result<(), ProxyError> {
-    let (mut client_read, mut client_write) = client.into_split();
-    let result = proxy(
-        id,
-        &mut client_read,
-        &mut client_write,
-        peer,
-        upstream,
-        sink,
-        keys,
+    let mut session = Session::new(upstream.session_config(), SystemTime::now());
+    let (client, mut result) = match tokio::time::timeout(
+        upstream.session.startup_timeout,
+        start(&mut session, client, upstream.client_tls.as_ref()),
     )
-    .await;
-    if let Err(ProxyError::Session(error)) = &result {
-        // Tell the client why, as the server would: FATAL, protocol violation.
+    .await
+    {
+        Ok(started) => started,
+        Err(_) => (None, Err(ProxyError::StartupTimeout)),
+    };
+    let Some(mut client) = client else {
+        return result;
+    };
+    if result.is_ok() {
+        if let Phase::Cancel(key) = session.phase() {
+            return cancel(upstream, key, keys).await;
+        }
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        result = proxy(
+            id,
+            &mut client_read,
+            &mut client_write,
+            peer,
+            upstream,
+            sink,
+            keys,
+            &mut session,
+        )
+        .await;
+        client = client_read.unsplit(client_write);
+    }
+    // Tell the client why, as the server would: a FATAL ErrorResponse.
+    let fatal = match &result {
+        Err(ProxyError::Session(error)) => Some((
+            error.sqlstate(),
+            format!("pgtrail proxy: {}", DisplayChain(error)),
+        )),
+        // The reason (host, TLS) is for the operator's log, not the client.
+        Err(ProxyError::Connect(_)) => Some((
+            "08006",
+            "pgtrail proxy: cannot connect to the server".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((code, text)) = fatal {
         let mut message = BytesMut::new();
-        encode_fatal(
-            &mut message,
-            &format!("pgtrail proxy: {}", DisplayChain(error)),
-        );
-        let _ = client_write.write_all(&message).await;
+        encode_fatal(&mut message, code, &text);
+        let _ = client.write_all(&message).await;
+        let _ = client.flush().await;
+    }
+    if *session.phase() != Phase::Ready {
+        report_login_failure(id, peer, &session, upstream).await;
     }
     result
 }
 
-/// An ErrorResponse: severity FATAL, SQLSTATE 08P01 (protocol violation).
-fn encode_fatal(buf: &mut BytesMut, message: &str) {
+/// Reads the client's opening packets (answering SSLRequest and
+/// GSSENCRequest) and runs the TLS handshake the session asks for, until a
+/// StartupMessage or a CancelRequest has arrived. Returns the client's
+/// stream unless the handshake consumed it.
+async fn start(
+    session: &mut Session,
+    tcp: TcpStream,
+    tls: Option<&ClientTls>,
+) -> (Option<ClientStream>, Result<(), ProxyError>) {
+    let mut client = ClientStream::Plain(tcp);
+    let mut buf = vec![0u8; 16 * 1024];
+    while *session.phase() == Phase::Startup {
+        let n = match client.read(&mut buf).await {
+            Ok(0) => return (Some(client), Ok(())),
+            Ok(n) => n,
+            Err(e) => return (Some(client), Err(e.into())),
+        };
+        if let Err(e) = session.client_data(&buf[..n], SystemTime::now()) {
+            return (Some(client), Err(e.into()));
+        }
+        if let Some(bytes) = session.take_to_client() {
+            if let Err(e) = client.write_all(&bytes).await {
+                return (Some(client), Err(e.into()));
+            }
+        }
+        if let Some(read) = session.take_tls_handshake() {
+            // The session asks for TLS only when it is configured.
+            let (Some(tls), ClientStream::Plain(tcp)) = (tls, client) else {
+                return (None, Err(SessionError::DirectTls.into()));
+            };
+            client = match tls.accept(tcp, read).await {
+                Ok(stream) => stream,
+                Err(e) => return (None, Err(ProxyError::Handshake(e))),
+            };
+            if let Err(e) = session.tls_established(client.alpn()) {
+                return (Some(client), Err(e.into()));
+            }
+        }
+    }
+    (Some(client), Ok(()))
+}
+
+/// Sends the session's login error, if it has one, to the login failure
+/// channel.
+async fn report_login_failure(id: u64, peer: SocketAddr, session: &Session, upstream: &Upstream) {
+    let (Some(error), Some(failures)) = (session.login_error(), &upstream.login_failures) else {
+        return;
+    };
+    let failure = LoginFailure {
+        session: Arc::new(SessionContext::new(id, peer, session)),
+        error: error.clone(),
+        at: SystemTime::now(),
+    };
+    if failures.send(failure).await.is_err() {
+        tracing::warn!(session = id, client = %peer, "Login failure not reported: nobody takes them");
+    }
+}
+
+/// A FATAL ErrorResponse with `code`: 08P01 (protocol violation), 28000
+/// when the proxy refuses a login, 08006 when the server cannot be reached.
+fn encode_fatal(buf: &mut BytesMut, code: &str, message: &str) {
     let mut body = BytesMut::new();
     for (field, value) in [
         (b'S', "FATAL"),
         (b'V', "FATAL"),
-        (b'C', "08P01"),
+        (b'C', code),
         (b'M', message),
     ] {
         body.put_u8(field);
@@ -197,31 +368,24 @@ fn encode_fatal(buf: &mut BytesMut, message: &str) {
     buf.put_slice(&body);
 }
 
-async fn proxy(
+/// Forwards a started session (its StartupMessage taken) both ways.
+#[allow(clippy::too_many_arguments)]
+async fn proxy<R, W>(
     id: u64,
-    client_read: &mut tokio::net::tcp::OwnedReadHalf,
-    client_write: &mut tokio::net::tcp::OwnedWriteHalf,
+    client_read: &mut R,
+    client_write: &mut W,
     peer: SocketAddr,
     upstream: &Upstream,
     sink: mpsc::Sender<Recorded>,
     keys: &Keys,
-) -> Result<(), ProxyError> {
-    let mut session = Session::new(upstream.session.clone(), SystemTime::now());
-    let mut buf = vec![0u8; READ_SIZE];
-    // Startup: answer SSLRequest/GSSENCRequest until a StartupMessage or a
-    // CancelRequest arrives.
-    while *session.phase() == Phase::Startup {
-        let n = client_read.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        session.client_data(&buf[..n], SystemTime::now())?;
-        if let Some(bytes) = session.take_to_client() {
-            client_write.write_all(&bytes).await?;
-        }
-    }
-    if let Phase::Cancel(key) = session.phase() {
-        return cancel(upstream, key, keys).await;
+    session: &mut Session,
+) -> Result<(), ProxyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if *session.phase() != Phase::Authenticating {
+        return Ok(());
     }
     let server = upstream
         .connect
@@ -229,6 +393,8 @@ async fn proxy(
         .await
         .map_err(ProxyError::Connect)?
         .stream;
+    session.set_server_private(server.is_private());
+    let client_tls = session.client_tls();
     let (mut server_read, mut server_write) = tokio::io::split(server);
     if let Some(bytes) = session.take_to_server() {
         server_write.write_all(&bytes).await?;
@@ -295,6 +461,7 @@ async fn proxy(
                         database: startup.database().map(str::to_string),
                         application_name: startup.application_name().map(str::to_string),
                         backend_pid: key.as_ref().map(|k| k.pid),
+                        tls: client_tls,
                     })
                 });
                 for record in records.drain(..) {
@@ -318,16 +485,9 @@ async fn proxy(
         lock_keys(keys).remove(key);
     }
     // Statements still waiting for replies are recorded as NoReply.
-    let mut session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
     session.close(SystemTime::now());
-    let context = Arc::new(SessionContext {
-        id,
-        client: peer,
-        user: startup.user().map(str::to_string),
-        database: startup.database().map(str::to_string),
-        application_name: startup.application_name().map(str::to_string),
-        backend_pid: key.as_ref().map(|k| k.pid),
-    });
+    let context = Arc::new(SessionContext::new(id, peer, session));
     while let Some(record) = session.next_record() {
         let recorded = Recorded {
             session: context.clone(),
