@@ -250,19 +250,42 @@ async fn run(
         if let Phase::Cancel(key) = session.phase() {
             return cancel(upstream, key, keys).await;
         }
-        let (mut client_read, mut client_write) = tokio::io::split(client);
-        result = proxy(
-            id,
-            &mut client_read,
-            &mut client_write,
-            peer,
-            upstream,
-            sink,
-            keys,
-            &mut session,
-        )
-        .await;
-        client = client_read.unsplit(client_write);
+        // Plain TCP splits for free; TLS through tokio's split (a lock).
+        match client {
+            ClientStream::Plain(tcp) => {
+                let (mut client_read, mut client_write) = tcp.into_split();
+                result = proxy(
+                    id,
+                    &mut client_read,
+                    &mut client_write,
+                    peer,
+                    upstream,
+                    sink,
+                    keys,
+                    &mut session,
+                )
+                .await;
+                match client_read.reunite(client_write) {
+                    Ok(tcp) => client = ClientStream::Plain(tcp),
+                    Err(_) => return result,
+                }
+            }
+            ClientStream::Tls(tls) => {
+                let (mut client_read, mut client_write) = tokio::io::split(*tls);
+                result = proxy(
+                    id,
+                    &mut client_read,
+                    &mut client_write,
+                    peer,
+                    upstream,
+                    sink,
+                    keys,
+                    &mut session,
+                )
+                .await;
+                client = ClientStream::Tls(Box::new(client_read.unsplit(client_write)));
+            }
+        }
     }
     // Tell the client why, as the server would: a FATAL ErrorResponse.
     let fatal = match &result {

@@ -520,6 +520,8 @@ fn tls_cluster() -> TlsCluster {
         "hostssl all md5_user 127.0.0.1/32 md5",
         "hostssl all clear_user 127.0.0.1/32 password",
         "hostssl all trust_user 127.0.0.1/32 trust",
+        // For channel binding over a plain upstream link only.
+        "hostnossl all scram_user 127.0.0.1/32 scram-sha-256",
         "hostnossl all all 127.0.0.1/32 reject",
     ];
     let cluster = Cluster::start_with(ClusterOptions {
@@ -744,6 +746,13 @@ async fn scram_channel_binding_through_the_proxy() {
             "{binding}"
         );
     }
+    // A plain upstream link (the proxy on the database host): the server
+    // offers no -PLUS, so `prefer` works and `require` cannot.
+    let plain = format!("postgres://x@127.0.0.1:{port}/postgres?sslmode=disable");
+    let plain = proxy(&plain, Some(t.pki.client_tls()), false).await;
+    assert_eq!(run(plain.port, "prefer").await.as_deref(), Ok("in"));
+    let error = run(plain.port, "require").await.expect_err("require");
+    assert!(error.contains("channel binding"), "{error}");
 }
 
 /// Attacker: anyone who can reach the port opens connections and stalls

@@ -123,11 +123,15 @@ EXPERIMENTAL: statements are printed to stdout as JSON lines, one per
 statement; nothing is written to the store yet, and the output format will
 change. SQL text goes through the secret redactor; parameter values are not
 printed. Clients connect to ADDR as if it were Postgres and log in as
-themselves (authentication passes through); no TLS toward clients yet.
+themselves (authentication passes through). With --tls-cert and --tls-key
+clients may use TLS (sslmode=require); --require-tls makes them. Toward the
+server, TLS follows the upstream URL's sslmode (and sslrootcert).
 
 Example:
   pgtrail proxy --listen 127.0.0.1:6432 --upstream 'postgres://db.internal:5432/postgres'
-  psql 'postgres://app@127.0.0.1:6432/shop'")]
+  psql 'postgres://app@127.0.0.1:6432/shop'
+  pgtrail proxy --listen 0.0.0.0:6432 --tls-cert proxy.crt --tls-key proxy.key --require-tls \
+      --upstream 'postgres://db.internal/postgres?sslmode=verify-full&sslrootcert=root.crt'")]
 pub struct ProxyArgs {
     /// Address to accept clients on, e.g. 127.0.0.1:6432 (port 0: any free port,
     /// printed on stderr).
@@ -137,6 +141,17 @@ pub struct ProxyArgs {
     /// sslrootcert) are used, since each client logs in as itself.
     #[arg(long, value_name = "URL")]
     pub upstream: String,
+    /// PEM certificate chain offered to clients (SSLRequest and PostgreSQL 17
+    /// direct TLS are then accepted); overrides `[proxy] tls_cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert; overrides `[proxy] tls_key`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse clients that do not use TLS (FATAL 28000 before anything
+    /// reaches the server); overrides `[proxy] require_tls`.
+    #[arg(long)]
+    pub require_tls: bool,
 }
 
 /// `pgtrail init`

@@ -26,7 +26,8 @@
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
 //! - `proxy`: `pgtrail proxy` (experimental) printing statements as JSON
-//!   lines, secrets in SQL redacted, parameter values not printed.
+//!   lines, secrets in SQL redacted, parameter values not printed; TLS
+//!   toward clients from `--tls-cert`/`--tls-key`/`--require-tls`.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 

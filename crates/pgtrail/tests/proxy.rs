@@ -102,3 +102,86 @@ async fn proxy_prints_each_statement_as_json() {
     assert_eq!(lines[2]["sql"], "DELETE FROM missing_table");
     assert_eq!(lines[2]["transaction_status"], "idle");
 }
+
+/// `pgtrail proxy --tls-cert --tls-key --require-tls`, with libpq: a client
+/// in the clear is refused (28000, nothing reaches the server), one with
+/// sslmode=verify-full against the proxy's certificate gets through.
+#[tokio::test]
+async fn proxy_serves_tls_from_flags_and_requires_it() {
+    let cluster = Cluster::start().expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = pgtrail_testkit::TestCa::new("pgtrail test CA").expect("ca");
+    let cert = ca.server(&["localhost"]).expect("cert");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let (cert_file, key_file) = (
+        write("proxy.crt", &cert.cert_pem),
+        write("proxy.key", &cert.key_pem),
+    );
+    let ca_file = write("ca.pem", &ca.cert_pem());
+    let err = dir.path().join("err");
+    let upstream = format!("{}?sslmode=disable", cluster.url("postgres"));
+    let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream])
+        .args([
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+            "--require-tls",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start pgtrail proxy");
+    let _proxy = Proxy(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        let text = std::fs::read_to_string(&err).unwrap_or_default();
+        if let Some(port) = text.lines().find_map(|l| {
+            l.split("listening on ")
+                .nth(1)?
+                .rsplit(':')
+                .next()
+                .map(str::to_string)
+        }) {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "not listening: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let psql = |sslmode: &str| {
+        let conninfo = format!(
+            "host=localhost port={port} user=postgres dbname=postgres sslmode={sslmode} sslrootcert={ca_file}"
+        );
+        Command::new(cluster.binaries().program("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-w",
+                "-d",
+                &conninfo,
+                "-c",
+                "SELECT 'through TLS'",
+            ])
+            .output()
+            .expect("psql")
+    };
+    let plain = psql("disable");
+    assert!(!plain.status.success());
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(stderr.contains("this proxy requires TLS"), "{stderr}");
+    let tls = psql("verify-full");
+    assert!(
+        tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tls.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&tls.stdout).trim(), "through TLS");
+}

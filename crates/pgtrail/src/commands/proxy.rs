@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use pgtrail_proxy::{serve, Outcome, Protocol, Recorded, Upstream};
+use pgtrail_proxy::{serve, ClientTls, Outcome, Protocol, Recorded, Upstream};
 use pgtrail_sql::Redactor;
 use pgtrail_wire::backend::TransactionStatus;
 use serde_json::{json, Value};
@@ -21,8 +21,9 @@ use crate::cli::ProxyArgs;
 /// Records waiting to be printed before sessions wait for the printer.
 const QUEUE: usize = 1024;
 
-pub async fn run(args: &ProxyArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ProxyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let upstream = Upstream::parse(&args.upstream).context("invalid --upstream")?;
+    let upstream = client_tls(upstream, args, &ctx.config.proxy)?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -54,6 +55,36 @@ pub async fn run(args: &ProxyArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// TLS toward clients: the flags, else `[proxy] tls_cert`, `tls_key`,
+/// `require_tls`.
+fn client_tls(
+    upstream: Upstream,
+    args: &ProxyArgs,
+    config: &pgtrail_core::config::ProxyConfig,
+) -> anyhow::Result<Upstream> {
+    let files = match (
+        &args.tls_cert,
+        &args.tls_key,
+        &config.tls_cert,
+        &config.tls_key,
+    ) {
+        (Some(cert), Some(key), _, _) => Some((cert.clone(), key.clone())),
+        (None, None, Some(cert), Some(key)) => Some((cert.into(), key.into())),
+        _ => None,
+    };
+    let require = args.require_tls || config.require_tls;
+    let Some((cert, key)) = files else {
+        anyhow::ensure!(
+            !require,
+            "--require-tls needs a certificate: --tls-cert and --tls-key (or [proxy] tls_cert and tls_key)"
+        );
+        return Ok(upstream);
+    };
+    let tls =
+        ClientTls::from_pem_files(&cert, &key).context("cannot use the proxy's TLS certificate")?;
+    Ok(upstream.with_client_tls(tls).require_tls(require))
 }
 
 fn time(at: SystemTime) -> String {
