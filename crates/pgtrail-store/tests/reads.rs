@@ -328,3 +328,88 @@ async fn postgres_finds_a_table_through_the_object_index() {
         assert_eq!(found.len(), 67, "{name}: 20,000 / 300, rounded up");
     }
 }
+
+/// Someone with the SQLite file deletes a statement's names from the
+/// object index (the statement vanishes from `--table patients`) or adds
+/// names to another (it shows up where it never was): verify names both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_verify_finds_an_edited_object_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("trail.db");
+    let store = pgtrail_store::sqlite::SqliteStore::open(&path)
+        .await
+        .expect("store");
+    store.append(&trail()).await.expect("append");
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let raw = rusqlite::Connection::open(&path).expect("raw");
+    raw.execute_batch(
+        "delete from events_objects where seq = 2;
+         insert into events_objects (name, seq) values ('\"patients\"', 3), ('\"x\"', 99);",
+    )
+    .expect("tamper");
+    let patients = Filter {
+        table: table("patients"),
+        ..Default::default()
+    };
+    assert_eq!(
+        sqls(&store, patients).await,
+        [
+            "select 2 from patients",
+            "select 1 from clinic.patients",
+            "select 'patients' from visits -- patients",
+            "select * from patients",
+        ],
+        "the edit misleads readers until verify runs"
+    );
+    let report = verify(&store, None).await.expect("verify");
+    let found: Vec<(i64, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.seq, p.detail.clone()))
+        .collect();
+    for (seq, what) in [
+        (2, "events_objects holds no names"),
+        (3, "events_objects holds other names"),
+        (99, "no such event in the chain"),
+    ] {
+        assert!(
+            found.iter().any(|(s, d)| *s == seq && d.contains(what)),
+            "{seq} {what}: {found:#?}"
+        );
+    }
+}
+
+/// The same edits on Postgres land on `object_names`, a copied column that
+/// verify recomputes from the hashed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_verify_finds_edited_object_names() {
+    let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
+    let url = cluster.create_database("objects").await.expect("db");
+    let store = pgtrail_store::postgres::PostgresStore::connect(&url)
+        .await
+        .expect("store");
+    store.append(&trail()).await.expect("append");
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let db = url.rsplit('/').next().expect("database in URL");
+    cluster
+        .psql(
+            db,
+            "update pgtrail.events set object_names = null where seq = 2; \
+             update pgtrail.events set object_names = '{\"\\\"patients\\\"\"}' where seq = 3",
+        )
+        .expect("tamper");
+    let report = verify(&store, None).await.expect("verify");
+    let found: Vec<(i64, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.seq, p.detail.clone()))
+        .collect();
+    for seq in [2, 3] {
+        assert!(
+            found
+                .iter()
+                .any(|(s, d)| *s == seq && d.contains("object_names holds")),
+            "{seq}: {found:#?}"
+        );
+    }
+}
