@@ -79,6 +79,56 @@ impl TableName {
     }
 }
 
+impl TableName {
+    /// The name under which stores index a relation a statement touched:
+    /// each part always double-quoted (`"patients"`, `"public"."patients"`),
+    /// so a bare name and a qualified one can never be the same text,
+    /// whatever characters the names hold.
+    pub fn index_name(&self) -> String {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&self.table)),
+            None => quote(&self.table),
+        }
+    }
+}
+
+/// The names under which stores index a statement's `objects` (each
+/// `schema.table` as the proxy writes it): every object's qualified
+/// [`TableName::index_name`] and its bare one, so `--table patients`
+/// finds it in any schema and `--table public.patients` only in `public`.
+/// Sorted and without repeats. An object that is not a table name (never
+/// written by pgtrail) is indexed by its whole text as a bare name.
+pub fn object_index_names(objects: &[String]) -> Vec<String> {
+    let mut names = Vec::with_capacity(objects.len() * 2);
+    for object in objects {
+        match TableName::parse(object) {
+            Ok(name) => {
+                if name.schema.is_some() {
+                    names.push(name.index_name());
+                }
+                names.push(
+                    TableName {
+                        schema: None,
+                        table: name.table,
+                    }
+                    .index_name(),
+                );
+            }
+            Err(_) => names.push(
+                TableName {
+                    schema: None,
+                    table: object.clone(),
+                }
+                .index_name(),
+            ),
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 impl std::fmt::Display for TableName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.schema {
@@ -162,14 +212,24 @@ pub struct RowRef {
 /// A search over events. Every set field must match; unset fields match all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
-    /// Only events on this table.
+    /// Only events on this table: a row change or DDL of it, or a statement
+    /// whose target it is or that touched it anywhere (its `objects`).
     pub table: Option<TableName>,
     /// Only events on the row with this key (usually with `table`).
     pub pk: Option<PkFilter>,
     /// Only events by this user: matches the application user or the database role.
     pub user: Option<String>,
+    /// Leave out events of this database role. Only the role the server
+    /// authenticated counts: an application's claimed user never hides an
+    /// event (a claim of the excluded name is still returned).
+    #[serde(default)]
+    pub not_user: Option<String>,
     /// Only this operation (INSERT, UPDATE, SELECT, CREATE TABLE, …), case-insensitive.
     pub operation: Option<String>,
+    /// Only statements of this class (READ, WRITE, FUNCTION, ROLE, DDL,
+    /// MISC, MISC_SET, UNKNOWN), case-insensitive.
+    #[serde(default)]
+    pub class: Option<String>,
     /// Only this kind of event.
     pub kind: Option<Kind>,
     /// Only events from this capture path.
@@ -178,7 +238,8 @@ pub struct Filter {
     pub since: Option<DateTime<Utc>>,
     /// Only events captured before this time.
     pub until: Option<DateTime<Utc>>,
-    /// Only failed statements.
+    /// Only failures: a statement or login with an error or a SQLSTATE
+    /// outside class 00 ([`crate::Event::failed`]).
     pub failed: bool,
     /// Only events whose SQL text contains all these words.
     pub search: Option<String>,
@@ -240,6 +301,36 @@ mod tests {
         for bad in ["", "a.b.c", ".x", "\"open"] {
             assert!(TableName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn object_names_are_indexed_bare_and_qualified_without_ambiguity() {
+        let objects = [
+            "public.patients".to_string(),
+            "billing.patients".to_string(),
+            r#""My Schema"."t.1""#.to_string(),
+        ];
+        assert_eq!(
+            object_index_names(&objects),
+            [
+                r#""My Schema"."t.1""#,
+                r#""billing"."patients""#,
+                r#""patients""#,
+                r#""public"."patients""#,
+                r#""t.1""#,
+            ]
+        );
+        // A table whose name holds a dot and quotes is not a qualified name.
+        let odd = TableName {
+            schema: None,
+            table: r#"public"."patients"#.into(),
+        };
+        assert_ne!(
+            odd.index_name(),
+            TableName::parse("public.patients")
+                .expect("ok")
+                .index_name()
+        );
     }
 
     #[test]

@@ -97,19 +97,25 @@ pub struct Mismatch {
 
 /// What the indexes [`Store::check_indexes`] checks should hold for the
 /// events walked, as [`Store::expected_indexes`] made it from them: for
-/// SQLite, a digest of the full-text words of each event's SQL, keyed with
-/// a secret of the opened store. Opaque: only the store that made it reads it.
+/// SQLite, a digest of the full-text words of each event's SQL and of the
+/// names each statement is indexed under, keyed with a secret of the
+/// opened store. Opaque: only the store that made it reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpectedIndexes {
     /// `(seq, digest)` of each event that should have something indexed.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) words: Vec<(i64, u64)>,
+    /// `(seq, digest)` of each statement that should have names in
+    /// SQLite's index of the relations statements touched.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) objects: Vec<(i64, u64)>,
 }
 
 impl ExpectedIndexes {
     /// Adds what another page of events expects.
     pub fn extend(&mut self, other: ExpectedIndexes) {
         self.words.extend(other.words);
+        self.objects.extend(other.objects);
     }
 }
 

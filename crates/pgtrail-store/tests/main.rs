@@ -13,5 +13,6 @@
 mod attacks;
 mod conformance;
 mod postgres;
+mod reads;
 mod sqlite;
 mod tamper;

@@ -1096,7 +1096,26 @@ async fn write_wide_rows(
 /// the lean row (the canonical body as `json`, the filter columns, no row
 /// key), sealed onto the chain, and the chain head moved. Returns the
 /// sealed events.
-async fn write_lean_rows(client: &tokio_postgres::Client, events: &[Event]) -> Vec<Event> {
+/// The row key schema 5 stores (FNV-1a of the table, then of the key), as
+/// the store computes it, for writing rows as a version-5 pgtrail did.
+fn v5_row_key(e: &Event) -> Option<i64> {
+    let fnv = |text: &str| {
+        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        (h ^ (h >> 32)) & 0xffff_ffff
+    };
+    let pk = e.pk.as_ref().map(pgtrail_core::filter::canonical_pk);
+    e.table
+        .as_deref()
+        .map(|t| ((fnv(t) << 32) | fnv(pk.as_deref().unwrap_or(""))) as i64)
+}
+
+async fn write_lean_rows(
+    client: &tokio_postgres::Client,
+    version: i64,
+    events: &[Event],
+) -> Vec<Event> {
     let insert = "insert into pgtrail.events (id, seq, captured_at, source, kind, db_user, \
         app_user, schema_name, table_name, operation, pk, sql, xid, failed, body, prev_hash, hash) \
         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, $14, \
@@ -1135,6 +1154,15 @@ async fn write_lean_rows(client: &tokio_postgres::Client, events: &[Event]) -> V
             )
             .await
             .expect("lean row");
+        if version >= 5 {
+            client
+                .execute(
+                    "update pgtrail.events set row_key = $1 where seq = $2",
+                    &[&v5_row_key(&e), &seq],
+                )
+                .await
+                .expect("row key");
+        }
         prev_hash = e.hash.clone().expect("sealed");
         sealed.push(e);
     }
@@ -1240,6 +1268,13 @@ fn reader_filters(since: DateTime<Utc>) -> Vec<Filter> {
             limit: Some(5),
             ..Default::default()
         },
+        // Statements that touched accounts: found through their objects
+        // alone (they name no target), indexed by migration 6.
+        Filter {
+            table: Some(pgtrail_core::filter::TableName::parse("accounts").expect("table")),
+            kind: Some(Kind::Statement),
+            ..Default::default()
+        },
         Filter {
             since: Some(since + chrono::Duration::seconds(10)),
             until: Some(since + chrono::Duration::seconds(20)),
@@ -1263,7 +1298,7 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
             .expect("old schema");
         let client = raw(&url).await;
         let sealed = if version >= 4 {
-            write_lean_rows(&client, &events).await
+            write_lean_rows(&client, version, &events).await
         } else {
             write_wide_rows(&client, version, &events).await
         };

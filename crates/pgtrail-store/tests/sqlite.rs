@@ -510,10 +510,93 @@ async fn a_version_4_store_gets_integer_keys_for_the_events_it_has() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// Version 8 indexes the objects of the statements already stored: they
+/// are found by `--table` after the migration as after a fresh append,
+/// and the store still verifies.
+#[tokio::test]
+async fn a_version_7_store_indexes_the_objects_of_its_statements() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let mut batch = events(0, 10);
+    for (i, e) in batch.iter_mut().enumerate() {
+        e.objects = if i % 2 == 0 {
+            vec!["public.orders".into(), "public.customers".into()]
+        } else {
+            vec!["public.orders".into(), r#""Odd Schema"."customers""#.into()]
+        };
+    }
+    // A DDL event's objects stay out of the index.
+    let mut ddl = Event::new(Source::Trigger, Kind::Ddl);
+    ddl.operation = Some("ALTER TABLE".into());
+    ddl.objects = vec!["public.customers".into()];
+    batch.push(ddl);
+    store.append(&batch).await.expect("append");
+    let by_table = |name: &str| Filter {
+        table: Some(TableName::parse(name).expect("table")),
+        ..Default::default()
+    };
+    let questions = [
+        "customers",
+        "public.customers",
+        r#""Odd Schema".customers"#,
+        "orders",
+    ];
+    let mut before = Vec::new();
+    for q in questions {
+        before.push(store.query(&by_table(q)).await.expect("query"));
+    }
+    assert_eq!(
+        before.iter().map(Vec::len).collect::<Vec<_>>(),
+        [10, 5, 5, 10],
+        "a JOINed table in any schema, or in the one named"
+    );
+    drop(store);
+    downgrade_to_v7(&scratch.raw());
+    let rows: i64 = scratch
+        .raw()
+        .query_row("select count(*) from events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 11, "the events are still there");
+
+    let store = scratch.open().await;
+    let (version, indexed): (i64, i64) = scratch
+        .raw()
+        .query_row(
+            "select (select max(version) from pgtrail_migrations), (select count(*) from events_objects)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(
+        indexed,
+        10 * 4,
+        "two objects of each statement, bare and qualified"
+    );
+    for (q, expected) in questions.iter().zip(&before) {
+        assert_eq!(
+            &store.query(&by_table(q)).await.expect("query"),
+            expected,
+            "{q}"
+        );
+    }
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
 /// Turns a store back into the version-5 layout: one row index over the
 /// whole chain.
+/// Undoes version 8 (the index of statements' objects).
+fn downgrade_to_v7(raw: &Connection) {
+    raw.execute_batch(
+        "drop table events_objects;
+         delete from pgtrail_migrations where version > 7; pragma user_version = 7;",
+    )
+    .expect("downgrade to version 7");
+}
+
 /// Undoes version 7 (store id, note checkpoints).
 fn downgrade_to_v6(raw: &Connection) {
+    downgrade_to_v7(raw);
     raw.execute_batch(
         "drop table store_identity;
          alter table checkpoints drop column note;

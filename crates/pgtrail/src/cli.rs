@@ -75,6 +75,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List events, newest first, filtered.
     Log(LogArgs),
+    /// Who connected from where through the proxy: failed logins first, then sessions.
+    Sessions(SessionsArgs),
     /// Every change to one row, newest first, with a field-level diff.
     History(HistoryArgs),
     /// One row as it was at a moment.
@@ -231,7 +233,8 @@ pub struct VerifyArgs {
 /// Filters shared by `log` and `export`.
 #[derive(Debug, Args, Default, Clone)]
 pub struct FilterArgs {
-    /// Only events on this table (`users` or `public.users`).
+    /// Only events on this table (`users` or `public.users`; without a schema, in any
+    /// schema). A statement matches if it touched the table anywhere (a JOIN, a subquery).
     #[arg(long, value_name = "TABLE")]
     pub table: Option<String>,
     /// Only events on the row with this key: `id=42`, or `a=1,b=x` for a composite key.
@@ -240,9 +243,16 @@ pub struct FilterArgs {
     /// Only events by this user (application user or database role).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+    /// Leave out events of this database role (the role the server authenticated;
+    /// an application's claimed user never hides an event).
+    #[arg(long, value_name = "ROLE")]
+    pub not_user: Option<String>,
     /// Only this operation: INSERT, UPDATE, DELETE, TRUNCATE, or a command tag such as "CREATE TABLE".
     #[arg(long, value_name = "OP")]
     pub op: Option<String>,
+    /// Only statements of this class: READ, WRITE, FUNCTION, ROLE, DDL, MISC, MISC_SET, UNKNOWN.
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<String>,
     /// Only this kind: row_change, ddl, statement, session, snapshot, alarm, quarantine.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
@@ -255,7 +265,7 @@ pub struct FilterArgs {
     /// Only events before this time (same forms as --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
-    /// Only failed statements.
+    /// Only failures: statements and logins with an error (a SQLSTATE outside class 00).
     #[arg(long)]
     pub failed: bool,
     /// Only events whose SQL text contains all these words.
@@ -270,13 +280,38 @@ Examples:
   pgtrail log --table public.users --since 2h
   pgtrail log --user alice@example.com --op UPDATE --limit 20
   pgtrail log --failed --format json
-  pgtrail log --search \"drop table\"")]
+  pgtrail log --search \"drop table\"
+  pgtrail log --kind statement --op DELETE --user alice --table public.orders --since 2026-03-01 --until 2026-03-02
+  pgtrail log --kind statement --op INSERT --failed --since 1d
+  pgtrail log --kind statement --op SELECT --table patients --not-user reporting")]
 pub struct LogArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// At most this many events (the newest).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
+}
+
+/// `pgtrail sessions`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the proxy's session events: failed logins (user, database, client address,
+SQLSTATE and message, how many, first and last time), then successful sessions
+grouped by user and client address.
+Examples:
+  pgtrail sessions --since 1d
+  pgtrail sessions --failed --user admin
+  pgtrail sessions --since 7d --format json")]
+pub struct SessionsArgs {
+    /// Only logins at or after this time: RFC 3339, a date, or a duration ago (`2h`, `7d`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only logins as this user (the database role, or an application user claimed at startup).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only failed logins.
+    #[arg(long)]
+    pub failed: bool,
 }
 
 /// `pgtrail history`

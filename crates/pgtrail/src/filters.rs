@@ -31,7 +31,14 @@ pub fn filter(
             .transpose()
             .context("--pk")?,
         user: args.user.clone(),
+        not_user: args.not_user.clone(),
         operation: args.op.clone(),
+        class: args
+            .class
+            .as_deref()
+            .map(class)
+            .transpose()
+            .context("--class")?,
         kind: args
             .kind
             .as_deref()
@@ -60,6 +67,26 @@ pub fn filter(
         search: args.search.clone(),
         limit,
     })
+}
+
+/// The statement classes `--class` takes (pgAudit's, and UNKNOWN for a
+/// statement the parser rejected).
+const CLASSES: [&str; 8] = [
+    "READ", "WRITE", "FUNCTION", "ROLE", "DDL", "MISC", "MISC_SET", "UNKNOWN",
+];
+
+/// A class argument, upper-cased; a misspelt class is refused rather than
+/// silently matching nothing.
+pub fn class(input: &str) -> anyhow::Result<String> {
+    let upper = input.trim().to_ascii_uppercase();
+    if CLASSES.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(anyhow!(
+            "unknown class '{input}': expected one of {}",
+            CLASSES.join(", ")
+        ))
+    }
 }
 
 /// A table argument.
@@ -104,5 +131,21 @@ mod tests {
         assert!(
             format!("{:#}", filter(&args, None, now).expect_err("bad kind")).contains("row_change")
         );
+        let args = FilterArgs {
+            class: Some("reads".into()),
+            ..FilterArgs::default()
+        };
+        let err = format!("{:#}", filter(&args, None, now).expect_err("bad class"));
+        assert!(err.starts_with("--class: unknown class 'reads'"), "{err}");
+    }
+
+    #[test]
+    fn class_is_case_insensitive() {
+        let args = FilterArgs {
+            class: Some("misc_set".into()),
+            ..FilterArgs::default()
+        };
+        let f = filter(&args, None, Utc::now()).expect("ok");
+        assert_eq!(f.class.as_deref(), Some("MISC_SET"));
     }
 }

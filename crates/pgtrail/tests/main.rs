@@ -45,5 +45,6 @@ mod queries;
 mod run;
 mod running;
 mod setup;
+mod statements;
 mod support;
 mod transfer;

@@ -120,6 +120,7 @@ fn help_shows_examples() {
     );
     for verb in [
         "log",
+        "sessions",
         "history",
         "as-of",
         "blame",

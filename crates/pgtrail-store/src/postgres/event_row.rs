@@ -22,10 +22,10 @@ use crate::Mismatch;
 /// Columns of `pgtrail.events` in COPY order.
 pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
     db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
-    body, prev_hash, hash, row_key";
+    body, prev_hash, hash, row_key, object_names";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 18] = [
+pub(super) static COLUMN_TYPES: [Type; 19] = [
     Type::UUID,
     Type::INT8,
     Type::TIMESTAMPTZ,
@@ -44,6 +44,7 @@ pub(super) static COLUMN_TYPES: [Type; 18] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
+    Type::TEXT_ARRAY,
 ];
 
 /// What readers select: the event is its body plus the seal columns.
@@ -52,7 +53,7 @@ pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 /// What verify selects: [`READ_COLUMNS`], then every copied column.
 pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed, row_key";
+    pk, sql, xid, failed, row_key, object_names";
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
@@ -66,6 +67,7 @@ pub(super) struct RowValues<'a> {
     failed: bool,
     body: JsonStr<'a>,
     row_key: Option<i64>,
+    object_names: Option<Vec<String>>,
 }
 
 impl<'a> RowValues<'a> {
@@ -91,11 +93,12 @@ impl<'a> RowValues<'a> {
             pk,
             failed: event.failed(),
             body: JsonStr(body),
+            object_names: object_names(event),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 18] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 19] {
         let e = self.event;
         [
             &e.id,
@@ -116,8 +119,19 @@ impl<'a> RowValues<'a> {
             &self.prev_hash,
             &self.hash,
             &self.row_key,
+            &self.object_names,
         ]
     }
+}
+
+/// The `object_names` column of `event`: its `objects` as the GIN index
+/// holds them (`pgtrail_core::filter::object_index_names`), NULL for an
+/// event that touched none (row changes, sessions), so the index keeps no
+/// entry for them. Statements only: `--table` keeps matching row changes
+/// and DDL by their own table, as before.
+pub(super) fn object_names(event: &Event) -> Option<Vec<String>> {
+    (event.kind == pgtrail_core::Kind::Statement && !event.objects.is_empty())
+        .then(|| pgtrail_core::filter::object_index_names(&event.objects))
 }
 
 /// How deep the JSON of an event's field may be nested. Postgres parses
@@ -143,6 +157,9 @@ pub(super) fn unstorable(event: &Event) -> Option<String> {
         ("sql", &e.sql),
     ];
     let nul = |text: &str| text.contains('\0');
+    if e.objects.iter().any(|o| nul(o)) {
+        return Some("a Postgres text column cannot hold NUL (objects)".into());
+    }
     if let Some((column, _)) = texts
         .iter()
         .find(|(_, text)| text.as_deref().is_some_and(nul))
@@ -314,6 +331,14 @@ fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_po
         found_key == expected_key,
         &|| number(found_key),
         &|| number(expected_key),
+    );
+    let found_names: Option<Vec<String>> = row.try_get(18)?;
+    let expected_names = object_names(event);
+    check(
+        "object_names",
+        found_names == expected_names,
+        &|| format!("{found_names:?}"),
+        &|| format!("{expected_names:?}"),
     );
     // jsonb keeps no text of its own (it respaces and reorders keys):
     // compare the values.

@@ -134,6 +134,23 @@ impl PostgresStore {
         })
     }
 
+    /// For tests and benchmarks: the plan Postgres chooses for `filter`'s
+    /// query (`EXPLAIN`, not run), one line per node.
+    #[doc(hidden)]
+    pub async fn explain(&self, filter: &Filter) -> Result<String> {
+        let q = query::filtered(filter);
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("explain {}", q.sql), &q.params())
+            .await
+            .map_err(|e| StoreError::backend(&self.location, "explaining a query", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     /// The schema version this build creates and understands.
     pub fn schema_version() -> i64 {
         schema::latest_version()

@@ -41,10 +41,32 @@ impl Query {
     }
 }
 
+/// Whether `filter` asks for a text no stored event can hold: a Postgres
+/// text or jsonb value cannot contain NUL, and the server refuses such a
+/// parameter instead of matching nothing.
+fn asks_for_nul(filter: &Filter) -> bool {
+    let nul = |s: &str| s.contains('\0');
+    let table = filter
+        .table
+        .as_ref()
+        .is_some_and(|t| nul(&t.table) || t.schema.as_deref().is_some_and(nul));
+    let pk = filter.pk.as_ref().is_some_and(|pk| nul(&pk.canonical()));
+    table
+        || pk
+        || [&filter.user, &filter.operation, &filter.class]
+            .into_iter()
+            .any(|v| v.as_deref().is_some_and(nul))
+}
+
 /// Events matching `filter`, newest first.
 pub(super) fn filtered(filter: &Filter) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
+    if asks_for_nul(filter) {
+        // Not even sent: the server would refuse the parameter.
+        q.sql = format!("select {READ_COLUMNS} from pgtrail.events where false");
+        return q;
+    }
     if let Some(table) = &filter.table {
         // The row index holds integer keys (`row_key`): one key for a row,
         // a range for a table; the text columns still decide.
@@ -52,17 +74,26 @@ pub(super) fn filtered(filter: &Filter) -> Query {
             Some(pk) => {
                 let key = row_key::row_key(&table.table, &pk.canonical());
                 conditions.push(format!("row_key = {}", q.bind(key)));
+                table_conditions(&mut q, &mut conditions, table);
             }
             None => {
+                // The table's events by the row index, or a statement that
+                // touched it anywhere by the object index: a BitmapOr of two
+                // index scans.
                 let (low, high) = row_key::table_key_range(&table.table);
-                conditions.push(format!(
+                let mut by_target = vec![format!(
                     "row_key between {} and {}",
                     q.bind(low),
                     q.bind(high)
+                )];
+                table_conditions(&mut q, &mut by_target, table);
+                let name = q.bind(vec![table.index_name()]);
+                conditions.push(format!(
+                    "(({}) or object_names @> {name}::text[])",
+                    by_target.join(" and ")
                 ));
             }
         }
-        table_conditions(&mut q, &mut conditions, table);
     }
     if let Some(pk) = &filter.pk {
         conditions.push(format!("pk = {}", q.bind(Json(pk.0.clone()))));
@@ -70,6 +101,20 @@ pub(super) fn filtered(filter: &Filter) -> Query {
     if let Some(user) = &filter.user {
         let p = q.bind(user.clone());
         conditions.push(format!("(app_user = {p} or db_user = {p})"));
+    }
+    // No stored role holds NUL: such a role excludes nothing.
+    if let Some(role) = filter.not_user.as_ref().filter(|r| !r.contains('\0')) {
+        // The database role only: a claimed application user never hides
+        // an event.
+        conditions.push(format!("db_user is distinct from {}", q.bind(role.clone())));
+    }
+    if let Some(class) = &filter.class {
+        // Read from the body, the bytes that were hashed: no copy of the
+        // class can disagree with the event.
+        conditions.push(format!(
+            "upper(body::json ->> 'class') = upper({})",
+            q.bind(class.clone())
+        ));
     }
     if let Some(operation) = &filter.operation {
         conditions.push(format!(

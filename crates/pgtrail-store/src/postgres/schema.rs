@@ -40,6 +40,8 @@ pub(super) enum Fill {
     Bodies,
     /// Migration 5: each row's `row_key`.
     RowKeys,
+    /// Migration 6: each statement's `object_names`.
+    ObjectNames,
 }
 
 /// The full-text vector of an event's SQL, as the index and the search both
@@ -232,6 +234,24 @@ create index events_row_key_idx on pgtrail.events (row_key) where row_key is not
 alter table pgtrail.events alter column body type text;
 "#;
 
+/// Migration 6, first part: `pgtrail log --table T` finds a proxy statement
+/// that touched `T` anywhere (a JOIN, a subquery), not only its target.
+/// `object_names` holds each relation of a statement's `objects` under its
+/// qualified name and its bare one, always double-quoted (`"public"."patients"`,
+/// `"patients"`, see `pgtrail_core::filter::object_index_names`), so one
+/// exact array containment answers either form. Then the statements already
+/// stored get theirs ([`Fill::ObjectNames`]) and [`V6_OBJECT_NAMES_AFTER`]
+/// builds the index.
+const V6_OBJECT_NAMES_BEFORE: &str = "alter table pgtrail.events add column object_names text[];";
+
+/// Migration 6, last part. GIN over the names, partial: only statements
+/// have them, so row changes cost the index nothing. Statements are the
+/// highest-volume events: without it, the question reads every statement.
+const V6_OBJECT_NAMES_AFTER: &str = "
+create index events_object_names_idx on pgtrail.events using gin (object_names)
+    with (gin_pending_list_limit = 32768) where object_names is not null;
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -280,6 +300,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         fill: Some(Fill::RowKeys),
         sql_after: V5_CHEAPER_APPEND_AFTER,
     },
+    Migration {
+        version: 6,
+        name: "an index of the relations each statement touched",
+        sql: V6_OBJECT_NAMES_BEFORE,
+        creates: &[],
+        fill: Some(Fill::ObjectNames),
+        sql_after: V6_OBJECT_NAMES_AFTER,
+    },
 ];
 
 /// The schema version this build writes.
@@ -327,6 +355,7 @@ pub(super) async fn migrate_to(
         match next.fill {
             Some(Fill::Bodies) => super::wide_row::fill_bodies(&tx, location).await?,
             Some(Fill::RowKeys) => fill_row_keys(&tx, location).await?,
+            Some(Fill::ObjectNames) => fill_object_names(&tx, location).await?,
             None => {}
         }
         if !next.sql_after.is_empty() {
@@ -420,6 +449,66 @@ async fn fill_row_keys(
              from unnest($1::uuid[], $2::timestamptz[], $3::int8[]) as b(id, captured_at, row_key) \
              where e.id = b.id and e.captured_at = b.captured_at",
             &[&ids, &times, &keys],
+        )
+        .await
+        .map_err(backend)?;
+    }
+}
+
+/// Migration 6's fill, inside its transaction: each stored statement's
+/// `object_names`, from the `objects` of its body, through one cursor as
+/// [`fill_row_keys`] does. A body that does not decode gets none: verify
+/// reports such a row anyway.
+async fn fill_object_names(
+    tx: &tokio_postgres::Transaction<'_>,
+    location: &str,
+) -> Result<(), StoreError> {
+    let backend = |e| StoreError::backend(location, "indexing statement objects (migration 6)", e);
+    tx.batch_execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
+        .await
+        .map_err(backend)?;
+    // Only bodies that name objects at all are parsed.
+    let portal = tx
+        .bind(
+            "select id, captured_at, body from pgtrail.events \
+             where kind = 'statement' and strpos(body, '\"objects\":') > 0",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, ROW_KEY_BATCH)
+            .await
+            .map_err(backend)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut times = Vec::with_capacity(rows.len());
+        let mut names = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let body: &str = row.try_get(2).map_err(backend)?;
+            let Ok(event) = serde_json::from_str::<pgtrail_core::Event>(body) else {
+                continue;
+            };
+            let Some(event_names) = super::event_row::object_names(&event) else {
+                continue;
+            };
+            ids.push(row.try_get::<_, uuid::Uuid>(0).map_err(backend)?);
+            times.push(
+                row.try_get::<_, chrono::DateTime<chrono::Utc>>(1)
+                    .map_err(backend)?,
+            );
+            // One text per event (a 2-D array needs equal lengths).
+            names.push(serde_json::to_string(&event_names).unwrap_or_default());
+        }
+        tx.execute(
+            "update pgtrail.events e \
+             set object_names = array(select json_array_elements_text(b.names::json)) \
+             from unnest($1::uuid[], $2::timestamptz[], $3::text[]) as b(id, captured_at, names) \
+             where e.id = b.id and e.captured_at = b.captured_at",
+            &[&ids, &times, &names],
         )
         .await
         .map_err(backend)?;

@@ -16,8 +16,8 @@
 use std::borrow::Cow;
 
 use pgtrail_core::canonical::CanonicalBody;
-use pgtrail_core::filter::canonical_pk;
-use pgtrail_core::Event;
+use pgtrail_core::filter::{canonical_pk, object_index_names};
+use pgtrail_core::{Event, Kind};
 
 use super::keys;
 
@@ -63,6 +63,9 @@ pub struct Columns<'a> {
     pub failed: bool,
     /// The statement text, for the full-text index.
     pub sql: Option<&'a str>,
+    /// The names of the relations a statement touched (empty for other
+    /// kinds of events), as `events_objects` indexes them (`pgtrail_core::filter::object_index_names`).
+    pub objects: Vec<String>,
 }
 
 /// An event's seal: its place in the chain and its hash.
@@ -181,6 +184,13 @@ pub fn columns(event: &Event) -> Columns<'_> {
         app_user: event.app_user.as_deref(),
         db_user: event.db_user.as_deref(),
         sql: event.sql.as_deref(),
+        // Statements only: `--table` keeps matching row changes and DDL by
+        // their own table, as before.
+        objects: if event.kind == Kind::Statement && !event.objects.is_empty() {
+            object_index_names(&event.objects)
+        } else {
+            Vec::new()
+        },
     }
 }
 

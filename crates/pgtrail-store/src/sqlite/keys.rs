@@ -53,7 +53,8 @@ pub fn user_key(user: &str) -> i64 {
     fnv1a(user) as i64
 }
 
-/// Makes `pgtrail_row_key(table, pk)` and `pgtrail_user_key(user)` callable
+/// Makes `pgtrail_row_key(table, pk)`, `pgtrail_user_key(user)` and
+/// `pgtrail_object_names(objects)` callable
 /// in SQL on `conn` (NULL in, NULL out): the migration that introduced the
 /// keys computes them for the events already stored. Nothing in the file
 /// refers to these functions, so `sqlite3` still reads it without them.
@@ -67,6 +68,21 @@ pub fn register(conn: &Connection, location: &str) -> Result<()> {
     .and_then(|()| {
         conn.create_scalar_function("pgtrail_user_key", 1, flags, |ctx| {
             Ok(ctx.get::<Option<String>>(0)?.map(|user| user_key(&user)))
+        })
+    })
+    .and_then(|()| {
+        // The object names of a statement's `objects` (a JSON array), as a
+        // JSON array: migration 8 indexes the statements already stored.
+        conn.create_scalar_function("pgtrail_object_names", 1, flags, |ctx| {
+            let Some(objects) = ctx.get::<Option<String>>(0)? else {
+                return Ok(None);
+            };
+            let objects: Vec<String> = serde_json::from_str(&objects)
+                .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+            let names = pgtrail_core::filter::object_index_names(&objects);
+            serde_json::to_string(&names)
+                .map(Some)
+                .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
         })
     })
     .map_err(|e| StoreError::backend(location, "registering the key functions", e))

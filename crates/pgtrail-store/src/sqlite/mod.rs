@@ -610,15 +610,19 @@ impl Store for SqliteStore {
     }
 
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
+        let objects = stored::expected_objects(page, &self.shared.fts_key);
         let page = stored::PageSql::of(page);
-        if page.is_empty() {
-            return Ok(ExpectedIndexes::default());
-        }
-        let shared = Arc::clone(&self.shared);
-        self.read(move |conn, location| {
-            stored::expected_fts(conn, &page, &shared.fts_key, location)
-        })
-        .await
+        let mut expected = if page.is_empty() {
+            ExpectedIndexes::default()
+        } else {
+            let shared = Arc::clone(&self.shared);
+            self.read(move |conn, location| {
+                stored::expected_fts(conn, &page, &shared.fts_key, location)
+            })
+            .await?
+        };
+        expected.objects = objects;
+        Ok(expected)
     }
 
     async fn check_indexes(
@@ -629,7 +633,20 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, Mismatch)>> {
         let shared = Arc::clone(&self.shared);
         self.read(move |conn, location| {
-            stored::check_fts(conn, first, last, expected, &shared.fts_key, location)
+            let mut expected = expected;
+            let objects = std::mem::take(&mut expected.objects);
+            let mut mismatches =
+                stored::check_fts(conn, first, last, expected, &shared.fts_key, location)?;
+            mismatches.extend(stored::check_objects(
+                conn,
+                first,
+                last,
+                objects,
+                &shared.fts_key,
+                location,
+            )?);
+            mismatches.sort_by_key(|(seq, _)| *seq);
+            Ok(mismatches)
         })
         .await
     }

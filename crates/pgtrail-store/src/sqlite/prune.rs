@@ -19,6 +19,8 @@ pub fn prune(conn: &mut Connection, through: i64, location: &str) -> Result<Prun
         .map_err(db("removing pruned events"))?;
     tx.execute("delete from events_fts where rowid <= ?1", [through])
         .map_err(db("removing pruned events from the full-text index"))?;
+    tx.execute("delete from events_objects where seq <= ?1", [through])
+        .map_err(db("removing pruned events from the object index"))?;
     tx.commit().map_err(db("committing the prune"))?;
     Ok(PruneOutcome {
         removed: removed as u64,

@@ -42,19 +42,33 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
-        c.table(table);
         match &filter.pk {
             Some(pk) => {
+                c.table(table);
                 let key = c.param(Value::Integer(keys::row_key(&table.table, &pk.canonical())));
                 c.require(format!("{} and row_key = {key}", in_stored_stretches()));
             }
             None => {
+                // The table's events through the row index, united with
+                // the statements that touched it (`events_objects`): two
+                // index lookups whose `seq`s are united, as for a row's
+                // events (one `or` would scan).
                 let (first, last) = keys::table_key_range(&table.table);
                 let first = c.param(Value::Integer(first));
                 let last = c.param(Value::Integer(last));
-                c.require(format!(
-                    "{} and row_key between {first} and {last}",
+                let name = c.param(Value::Text(table.table.clone()));
+                let mut by_target = format!(
+                    "select seq from events where {} and row_key between {first} and {last} \
+                     and table_name = {name}",
                     in_stored_stretches()
+                );
+                if let Some(schema) = &table.schema {
+                    let schema = c.param(Value::Text(schema.clone()));
+                    by_target.push_str(&format!(" and schema_name = {schema}"));
+                }
+                let object = c.param(Value::Text(table.index_name()));
+                c.require(format!(
+                    "seq in ({by_target} union select seq from events_objects where name = {object})"
                 ));
             }
         }
@@ -69,8 +83,20 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
         let p = c.param(Value::Text(user.clone()));
         c.require(format!("(app_user = {p} or db_user = {p})"));
     }
+    if let Some(role) = &filter.not_user {
+        // The database role only: a claimed application user never hides
+        // an event.
+        let p = c.param(Value::Text(role.clone()));
+        c.require(format!("db_user is not {p}"));
+    }
     if let Some(operation) = &filter.operation {
         c.equals("operation", operation.to_uppercase());
+    }
+    if let Some(class) = &filter.class {
+        // Read from the body, the bytes that were hashed: no copy of the
+        // class can disagree with the event.
+        let p = c.param(Value::Text(class.to_uppercase()));
+        c.require(format!("upper(json_extract(events.body, '$.class')) = {p}"));
     }
     if let Some(kind) = filter.kind {
         c.equals("kind", kind.as_str().into());
@@ -292,6 +318,36 @@ mod tests {
                 plan.contains("USING INDEX events_row (<expr>=? AND row_key"),
                 "{what}: {plan}"
             );
+        }
+    }
+
+    /// `--table` on statements is two lookups (the row index, and the
+    /// statements' objects by name), the events then read by `seq`: no
+    /// scan of the events, whatever else is filtered.
+    #[test]
+    fn a_table_search_seeks_the_object_index() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        for table in ["patients", "clinic.patients"] {
+            let filter = Filter {
+                table: Some(TableName::parse(table).expect("table")),
+                kind: Some(pgtrail_core::Kind::Statement),
+                operation: Some("SELECT".into()),
+                not_user: Some("reporting".into()),
+                limit: Some(100),
+                ..Default::default()
+            };
+            let plan = plan(&conn, query_sql(&filter));
+            assert!(
+                plan.contains("SEARCH events_objects USING PRIMARY KEY (name=?)"),
+                "{table}: {plan}"
+            );
+            assert!(
+                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{table}: {plan}"
+            );
+            assert!(!plan.contains("SCAN events"), "{table}: {plan}");
         }
     }
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "store identity; checkpoints as signed notes with a tree frontier",
         V7,
     ),
+    ("an index of the relations each statement touched", V8),
 ];
 
 /// The newest schema version this build understands.
@@ -180,6 +181,27 @@ create table store_identity (
 insert into store_identity (singleton, id) values (1, lower(hex(randomblob(16))));
 alter table checkpoints add column note text;
 alter table checkpoints add column frontier text;
+";
+
+/// Version 8. `pgtrail log --table T` finds a proxy statement that touched
+/// `T` anywhere (a JOIN, a subquery), not only its target: every relation
+/// in a statement's `objects` is indexed here under its qualified name and
+/// its bare one, always double-quoted (`"public"."patients"`, `"patients"`,
+/// see `pgtrail_core::filter::object_index_names`), so one exact lookup
+/// answers either form and the text decides, not a hash. Statements are
+/// the highest-volume events: without this, that question reads every
+/// statement's body. Statements already stored are indexed from their
+/// body by a function the writer registers.
+const V8: &str = "
+create table events_objects (
+    name text not null,
+    seq integer not null,
+    primary key (name, seq)
+) strict, without rowid;
+insert into events_objects (name, seq)
+    select names.value, events.seq
+    from events, json_each(pgtrail_object_names(json_extract(events.body, '$.objects'))) as names
+    where events.kind = 'statement' and json_type(events.body, '$.objects') = 'array';
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

@@ -24,6 +24,7 @@ mod proxy;
 mod replicate;
 mod retention;
 mod run;
+mod sessions;
 mod status;
 mod track;
 mod uninstall;
@@ -116,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoint(args) => checkpoint::run(args, &ctx).await,
         Command::Verify(args) => verify::run(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
+        Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::History(args) => history::run(args, &ctx).await,
         Command::AsOf(args) => as_of::run(args, &ctx).await,
         Command::Blame(args) => blame::run(args, &ctx).await,
