@@ -956,9 +956,10 @@ fn corrupted_and_reordered_frames_end_the_session_cleanly() {
         for _ in 0..1 + rng.below(4) {
             corrupt(rng, &mut messages);
         }
+        // Fields named one by one, the rest default: the config grows.
         let config = SessionConfig {
             max_frame: [64, 4096, 1 << 30][rng.below(3)],
-            max_pending: [4, 100_000][rng.below(2)],
+            ..config(rng)
         };
         let mut session = Session::new(config.clone(), UNIX_EPOCH);
         let client_in: Vec<u8> = messages
