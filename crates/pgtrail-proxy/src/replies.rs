@@ -18,7 +18,7 @@
 //! - During COPY FROM STDIN the server ignores Sync and Flush (libpq sends
 //!   them without knowing the command was a COPY).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -37,6 +37,8 @@ enum Expected {
         sql: Arc<str>,
         sent_at: SystemTime,
         part: u32,
+        /// An error ended the text: the server runs none of the rest.
+        over: bool,
     },
     Parse {
         name: String,
@@ -61,6 +63,8 @@ enum Expected {
         oid: u32,
         args: Parameters,
         sent_at: SystemTime,
+        /// Its result or error came; only ReadyForQuery is left.
+        over: bool,
     },
 }
 
@@ -198,6 +202,7 @@ impl Replies {
                 sql: Arc::from(sql),
                 sent_at: now,
                 part: 0,
+                over: false,
             },
             FrontendMessage::Parse { name, sql, .. } => Expected::Parse {
                 name,
@@ -223,6 +228,7 @@ impl Replies {
                 oid,
                 args,
                 sent_at: now,
+                over: false,
             },
         };
         if self.skip.is_some() {
@@ -257,9 +263,15 @@ impl Replies {
                 let record = self.current(now);
                 record.outcome = Outcome::Failed { step, error };
                 self.finish_current(now);
-                if let Some(Expected::Execute { .. }) = self.queue.front() {
-                    self.queue.pop_front();
-                    self.skip_until_sync(None, now);
+                match self.queue.front_mut() {
+                    Some(Expected::Execute { .. }) => {
+                        self.queue.pop_front();
+                        self.skip_until_sync(None, now);
+                    }
+                    Some(Expected::Query { over, .. } | Expected::FunctionCall { over, .. }) => {
+                        *over = true;
+                    }
+                    _ => {}
                 }
             }
             (Expected::Query { .. } | Expected::Execute { .. }, b'D') => {
@@ -342,6 +354,9 @@ impl Replies {
             (Expected::FunctionCall { .. }, b'V') => {
                 self.current(now);
                 self.finish_current(now);
+                if let Some(Expected::FunctionCall { over, .. }) = self.queue.front_mut() {
+                    *over = true;
+                }
             }
             (Expected::Query { .. } | Expected::FunctionCall { .. } | Expected::Sync, b'Z') => {
                 let status = match BackendMessage::parse(raw.frame()).map_err(malformed)? {
@@ -467,7 +482,9 @@ impl Replies {
         if self.current.is_none() {
             let started = self.last_done;
             let record = match self.queue.front() {
-                Some(Expected::Query { sql, sent_at, part }) => {
+                Some(Expected::Query {
+                    sql, sent_at, part, ..
+                }) => {
                     let mut r = StatementRecord::new(
                         Protocol::Simple { part: *part },
                         Some(sql.clone()),
@@ -494,7 +511,9 @@ impl Replies {
                     r.executions += 1;
                     r
                 }
-                Some(Expected::FunctionCall { oid, args, sent_at }) => {
+                Some(Expected::FunctionCall {
+                    oid, args, sent_at, ..
+                }) => {
                     let mut r =
                         StatementRecord::new(Protocol::FunctionCall { oid: *oid }, None, now);
                     r.started_at = started.max(*sent_at);
@@ -648,27 +667,67 @@ impl Replies {
     /// The connection ended: requests without a reply may or may not have
     /// run, and are recorded so.
     pub fn close(&mut self, now: SystemTime) {
+        // A portal run is one statement however many Executes it took: the
+        // ones still unanswered give it one record, not one each.
+        let mut recorded: HashSet<String> = HashSet::new();
         if let Some(mut record) = self.current.take() {
             if record.outcome == Outcome::Completed {
                 record.outcome = Outcome::NoReply;
             }
-            self.queue.pop_front();
+            if let Some(Expected::Execute { portal, .. }) = self.queue.pop_front() {
+                recorded.insert(portal);
+            }
             self.finish(record, now);
         }
+        // Parses and Binds sent but not confirmed still name the SQL of the
+        // Executes after them (a pipeline cut before its replies).
+        let mut statements: HashMap<String, Arc<str>> = HashMap::new();
+        let mut portals: HashMap<String, (String, Option<Arc<str>>, Parameters)> = HashMap::new();
         for expected in std::mem::take(&mut self.queue) {
             let record = match expected {
+                Expected::Query { over: true, .. } | Expected::FunctionCall { over: true, .. } => {
+                    None
+                }
                 Expected::Query { sql, part, .. } => Some(StatementRecord::new(
                     Protocol::Simple { part },
                     Some(sql),
                     now,
                 )),
+                Expected::Parse { name, sql } => {
+                    statements.insert(name, sql);
+                    None
+                }
+                Expected::Bind {
+                    portal,
+                    statement,
+                    params,
+                } => {
+                    let sql = statements
+                        .get(&statement)
+                        .cloned()
+                        .or_else(|| self.prepared.statement(&statement));
+                    recorded.remove(&portal);
+                    portals.insert(portal, (statement, sql, params));
+                    None
+                }
+                Expected::Execute { portal, .. } if recorded.contains(&portal) => None,
                 Expected::Execute { portal, .. } => {
                     let mut record = StatementRecord::new(Protocol::Extended, None, now);
-                    if let Some(bound) = self.prepared.portal_mut(&portal) {
+                    if let Some((statement, sql, params)) = portals.get(&portal) {
+                        record.sql = sql.clone();
+                        record.statement = Some(statement.clone());
+                        record.params = params.clone();
+                    } else if let Some(bound) = self.prepared.portal_mut(&portal) {
                         record.sql = bound.sql.clone();
                         record.statement = Some(bound.statement.clone());
                         record.params = bound.params.clone();
+                        if let Some(progress) = bound.progress.take() {
+                            record.rows_returned = progress.rows_returned;
+                            record.executions = progress.executions;
+                            record.started_at = progress.started_at;
+                        }
                     }
+                    recorded.insert(portal.clone());
                     record.portal = Some(portal);
                     Some(record)
                 }
@@ -691,6 +750,10 @@ impl Replies {
         }) = self.skip.take()
         {
             self.finish(failure, now);
+        }
+        // A run suspended by a row limit and never resumed ends here.
+        for (name, portal) in self.prepared.end_transaction() {
+            self.portal_gone(name, portal, now);
         }
         self.done.extend(self.unstamped.drain(..));
     }
