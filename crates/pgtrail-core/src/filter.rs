@@ -101,32 +101,39 @@ impl TableName {
 /// written by pgtrail) is indexed by its whole text as a bare name.
 pub fn object_index_names(objects: &[String]) -> Vec<String> {
     let mut names = Vec::with_capacity(objects.len() * 2);
-    for object in objects {
-        match TableName::parse(object) {
-            Ok(name) => {
-                if name.schema.is_some() {
-                    names.push(name.index_name());
-                }
-                names.push(
-                    TableName {
-                        schema: None,
-                        table: name.table,
-                    }
-                    .index_name(),
-                );
-            }
-            Err(_) => names.push(
-                TableName {
-                    schema: None,
-                    table: object.clone(),
-                }
-                .index_name(),
-            ),
+    for name in object_tables(objects) {
+        if name.schema.is_some() {
+            names.push(name.index_name());
         }
+        names.push(
+            TableName {
+                schema: None,
+                table: name.table,
+            }
+            .index_name(),
+        );
     }
     names.sort_unstable();
     names.dedup();
     names
+}
+
+/// A statement's `objects` as table names (sorted, without repeats): how
+/// the SQLite store indexes them. An object that is not a table name
+/// (never written by pgtrail) is its whole text as a bare name.
+pub fn object_tables(objects: &[String]) -> Vec<TableName> {
+    let mut tables: Vec<TableName> = objects
+        .iter()
+        .map(|object| {
+            TableName::parse(object).unwrap_or_else(|_| TableName {
+                schema: None,
+                table: object.clone(),
+            })
+        })
+        .collect();
+    tables.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+    tables.dedup();
+    tables
 }
 
 impl std::fmt::Display for TableName {

@@ -344,7 +344,8 @@ async fn sqlite_verify_finds_an_edited_object_index() {
     let raw = rusqlite::Connection::open(&path).expect("raw");
     raw.execute_batch(
         "delete from events_objects where seq = 2;
-         insert into events_objects (name, seq) values ('\"patients\"', 3), ('\"x\"', 99);",
+         insert into events_objects (table_name, schema_name, seq) \
+             values ('patients', 'public', 3), ('x', '', 99);",
     )
     .expect("tamper");
     let patients = Filter {
@@ -412,4 +413,80 @@ async fn postgres_verify_finds_edited_object_names() {
             "{seq}: {found:#?}"
         );
     }
+}
+
+/// What the object index costs a SQLite append of statements, and what a
+/// `--table` question then takes: statements touching two tables each,
+/// appended in batches of 1,000, against the same statements with no
+/// objects (nothing to index); rounds alternate. Indicative on a busy
+/// machine. Run with `--run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; prints figures"]
+async fn object_index_cost() {
+    const EVENTS: u32 = 100_000;
+    let make = |with_objects: bool| -> Vec<Event> {
+        (0..EVENTS)
+            .map(|i| {
+                let target = format!("public.t{}", i % 500);
+                let joined = format!("public.j{}", i % 300);
+                let objects: Vec<&str> = if with_objects {
+                    vec![&target, &joined]
+                } else {
+                    Vec::new()
+                };
+                let mut e = statement(
+                    t(0) + chrono::Duration::milliseconds(i64::from(i)),
+                    "app",
+                    "SELECT",
+                    "READ",
+                    &objects,
+                    "select * from t join j using (id) where id = $1",
+                    1,
+                );
+                e.schema = Some("public".into());
+                e.table = Some(format!("t{}", i % 500));
+                e
+            })
+            .collect()
+    };
+    let mut append = [Vec::new(), Vec::new()];
+    let mut lookup = Vec::new();
+    for _round in 0..3 {
+        for (side, with_objects) in [(0, false), (1, true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("t.db"))
+                .await
+                .expect("store");
+            let events = make(with_objects);
+            let started = std::time::Instant::now();
+            for batch in events.chunks(1_000) {
+                store.append(batch).await.expect("append");
+            }
+            append[side].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(EVENTS));
+            if with_objects {
+                let filter = Filter {
+                    table: table("j7"),
+                    limit: Some(100),
+                    ..Default::default()
+                };
+                let started = std::time::Instant::now();
+                let found = store.query(&filter).await.expect("query");
+                lookup.push(started.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(found.len(), 100);
+            }
+        }
+    }
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1] - v[0])
+    };
+    let (without, without_spread) = summary(&mut append[0]);
+    let (with, with_spread) = summary(&mut append[1]);
+    let (query, query_spread) = summary(&mut lookup);
+    println!(
+        "append, us/statement: without objects {without:.2} (spread {without_spread:.2}), \
+         with two objects indexed {with:.2} (spread {with_spread:.2}), {:.2}x\n\
+         log --table j7 --limit 100 among {EVENTS} statements: {query:.2} ms (spread {query_spread:.2})",
+        with / without
+    );
 }

@@ -30,7 +30,8 @@ const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, ki
      values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
      on conflict (id) do nothing";
 const INSERT_FTS: &str = "insert into events_fts (rowid, sql) values (?1, ?2)";
-const INSERT_OBJECT: &str = "insert into events_objects (name, seq) values (?1, ?2)";
+const INSERT_OBJECT: &str =
+    "insert into events_objects (table_name, schema_name, seq) values (?1, ?2, ?3)";
 const SELECT_HEAD: &str = "select seq, hash from chain_head where singleton = 1";
 const UPSERT_HEAD: &str = "insert into chain_head (singleton, seq, hash) values (1, ?1, ?2) \
      on conflict (singleton) do update set seq = excluded.seq, hash = excluded.hash";
@@ -217,14 +218,16 @@ fn insert_all<'a>(
                         StoreError::backend(location, format!("indexing the SQL of event {seq}"), e)
                     })?;
                 }
-                for name in &row.objects {
-                    insert_object.execute(params![name, seq]).map_err(|e| {
-                        StoreError::backend(
-                            location,
-                            format!("indexing the objects of event {seq}"),
-                            e,
-                        )
-                    })?;
+                for (schema, table) in &row.objects {
+                    insert_object
+                        .execute(params![table, schema, seq])
+                        .map_err(|e| {
+                            StoreError::backend(
+                                location,
+                                format!("indexing the objects of event {seq}"),
+                                e,
+                            )
+                        })?;
                 }
                 first_seq.get_or_insert(seq);
                 end = ChainEnd::after(&link);

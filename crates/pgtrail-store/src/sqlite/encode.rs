@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 use pgtrail_core::canonical::CanonicalBody;
-use pgtrail_core::filter::{canonical_pk, object_index_names};
+use pgtrail_core::filter::{canonical_pk, object_tables};
 use pgtrail_core::{Event, Kind};
 
 use super::keys;
@@ -63,9 +63,10 @@ pub struct Columns<'a> {
     pub failed: bool,
     /// The statement text, for the full-text index.
     pub sql: Option<&'a str>,
-    /// The names of the relations a statement touched (empty for other
-    /// kinds of events), as `events_objects` indexes them (`pgtrail_core::filter::object_index_names`).
-    pub objects: Vec<String>,
+    /// The relations a statement touched (empty for other kinds of
+    /// events), as `events_objects` indexes them: `(schema, table)`, the
+    /// schema empty where unknown (no Postgres schema is named '').
+    pub objects: Vec<(String, String)>,
 }
 
 /// An event's seal: its place in the chain and its hash.
@@ -187,7 +188,10 @@ pub fn columns(event: &Event) -> Columns<'_> {
         // Statements only: `--table` keeps matching row changes and DDL by
         // their own table, as before.
         objects: if event.kind == Kind::Statement && !event.objects.is_empty() {
-            object_index_names(&event.objects)
+            object_tables(&event.objects)
+                .into_iter()
+                .map(|t| (t.schema.unwrap_or_default(), t.table))
+                .collect()
         } else {
             Vec::new()
         },

@@ -54,7 +54,7 @@ pub fn user_key(user: &str) -> i64 {
 }
 
 /// Makes `pgtrail_row_key(table, pk)`, `pgtrail_user_key(user)` and
-/// `pgtrail_object_names(objects)` callable
+/// `pgtrail_object_tables(objects)` callable
 /// in SQL on `conn` (NULL in, NULL out): the migration that introduced the
 /// keys computes them for the events already stored. Nothing in the file
 /// refers to these functions, so `sqlite3` still reads it without them.
@@ -71,16 +71,19 @@ pub fn register(conn: &Connection, location: &str) -> Result<()> {
         })
     })
     .and_then(|()| {
-        // The object names of a statement's `objects` (a JSON array), as a
-        // JSON array: migration 8 indexes the statements already stored.
-        conn.create_scalar_function("pgtrail_object_names", 1, flags, |ctx| {
+        // A statement's `objects` (a JSON array) as `[schema, table]` pairs
+        // (a JSON array): migration 8 indexes the statements already stored.
+        conn.create_scalar_function("pgtrail_object_tables", 1, flags, |ctx| {
             let Some(objects) = ctx.get::<Option<String>>(0)? else {
                 return Ok(None);
             };
             let objects: Vec<String> = serde_json::from_str(&objects)
                 .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-            let names = pgtrail_core::filter::object_index_names(&objects);
-            serde_json::to_string(&names)
+            let pairs: Vec<(String, String)> = pgtrail_core::filter::object_tables(&objects)
+                .into_iter()
+                .map(|t| (t.schema.unwrap_or_default(), t.table))
+                .collect();
+            serde_json::to_string(&pairs)
                 .map(Some)
                 .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
         })

@@ -66,10 +66,13 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
                     let schema = c.param(Value::Text(schema.clone()));
                     by_target.push_str(&format!(" and schema_name = {schema}"));
                 }
-                let object = c.param(Value::Text(table.index_name()));
-                c.require(format!(
-                    "seq in ({by_target} union select seq from events_objects where name = {object})"
-                ));
+                let mut by_object =
+                    format!("select seq from events_objects where table_name = {name}");
+                if let Some(schema) = &table.schema {
+                    let schema = c.param(Value::Text(schema.clone()));
+                    by_object.push_str(&format!(" and schema_name = {schema}"));
+                }
+                c.require(format!("seq in ({by_target} union {by_object})"));
             }
         }
     }
@@ -340,7 +343,7 @@ mod tests {
             };
             let plan = plan(&conn, query_sql(&filter));
             assert!(
-                plan.contains("SEARCH events_objects USING PRIMARY KEY (name=?)"),
+                plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
             );
             assert!(

@@ -185,22 +185,24 @@ alter table checkpoints add column frontier text;
 
 /// Version 8. `pgtrail log --table T` finds a proxy statement that touched
 /// `T` anywhere (a JOIN, a subquery), not only its target: every relation
-/// in a statement's `objects` is indexed here under its qualified name and
-/// its bare one, always double-quoted (`"public"."patients"`, `"patients"`,
-/// see `pgtrail_core::filter::object_index_names`), so one exact lookup
-/// answers either form and the text decides, not a hash. Statements are
-/// the highest-volume events: without this, that question reads every
-/// statement's body. Statements already stored are indexed from their
-/// body by a function the writer registers.
+/// in a statement's `objects` is indexed here by table, then schema (empty
+/// where unknown; `pgtrail_core::filter::object_tables`), so `patients`
+/// is one range over every schema and `public.patients` one within it, and
+/// the names decide, not a hash. One entry per relation: each distinct
+/// name a batch touches dirties a leaf, and that is what an append pays.
+/// Statements are the highest-volume events: without this, that question
+/// reads every statement's body. Statements already stored are indexed
+/// from their body by a function the writer registers.
 const V8: &str = "
 create table events_objects (
-    name text not null,
+    table_name text not null,
+    schema_name text not null,
     seq integer not null,
-    primary key (name, seq)
+    primary key (table_name, schema_name, seq)
 ) strict, without rowid;
-insert into events_objects (name, seq)
-    select names.value, events.seq
-    from events, json_each(pgtrail_object_names(json_extract(events.body, '$.objects'))) as names
+insert into events_objects (table_name, schema_name, seq)
+    select json_extract(pairs.value, '$[1]'), json_extract(pairs.value, '$[0]'), events.seq
+    from events, json_each(pgtrail_object_tables(json_extract(events.body, '$.objects'))) as pairs
     where events.kind = 'statement' and json_type(events.body, '$.objects') = 'array';
 ";
 

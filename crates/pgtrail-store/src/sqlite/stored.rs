@@ -415,10 +415,10 @@ pub fn expected_objects(page: &[StoredEvent], key: &RandomState) -> Vec<(i64, u6
     page.iter()
         .filter_map(|stored| {
             let event = stored.event.as_ref().ok()?;
-            let names = columns(event).objects;
-            (!names.is_empty()).then(|| {
-                let digest = names.iter().fold(0u64, |sum, name| {
-                    sum.wrapping_add(key.hash_one(name.as_str()))
+            let tables = columns(event).objects;
+            (!tables.is_empty()).then(|| {
+                let digest = tables.iter().fold(0u64, |sum, (schema, table)| {
+                    sum.wrapping_add(key.hash_one((schema.as_str(), table.as_str())))
                 });
                 (stored.seq, digest)
             })
@@ -457,19 +457,23 @@ pub fn check_objects(
     let mut outside = std::collections::BTreeSet::new();
     {
         let mut names = conn
-            .prepare("select name, seq from events_objects")
+            .prepare("select table_name, schema_name, seq from events_objects")
             .map_err(db)?;
         let mut rows = names.query([]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
-            let seq: i64 = row.get(1).map_err(db)?;
+            let seq: i64 = row.get(2).map_err(db)?;
             if !(first..=last).contains(&seq) {
                 outside.insert(seq);
                 continue;
             }
-            let digest = match row.get_ref(0).map_err(db)? {
-                ValueRef::Text(name) => key.hash_one(String::from_utf8_lossy(name).as_ref()),
-                other => key.hash_one(show(other).as_str()),
+            let text = |i: usize| -> Result<String> {
+                Ok(match row.get_ref(i).map_err(db)? {
+                    ValueRef::Text(name) => String::from_utf8_lossy(name).into_owned(),
+                    other => show(other),
+                })
             };
+            let (table, schema) = (text(0)?, text(1)?);
+            let digest = key.hash_one((schema.as_str(), table.as_str()));
             let slot = stored.entry(seq).or_default();
             *slot = slot.wrapping_add(digest);
         }
