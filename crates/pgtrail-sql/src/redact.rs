@@ -123,7 +123,7 @@ fn redact_secrets_inner(
 /// parameter symbol `$n`, numbered after the parameters already there, and
 /// the credentials in its comments replaced.
 pub fn redact_constants(sql: &str) -> (String, Redaction) {
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Ok(tokens) = crate::token::scan_tokens(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
     let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();

@@ -8,8 +8,20 @@ use crate::literal;
 
 /// The tokens of `sql`, or `None` when it cannot be scanned.
 pub(crate) fn scan(sql: &str) -> Option<Vec<Tok<'_>>> {
-    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let tokens = scan_tokens(sql).ok()?;
     Some(tokens.iter().filter_map(|t| Tok::new(sql, t)).collect())
+}
+
+/// `pg_query::scan_tokens`, except for text without tokens (empty or
+/// blank), where libpg_query returns a null token array that pg_query 18.1
+/// turns into a slice: undefined behaviour, and an abort of the whole
+/// process in debug builds (a client sending an empty Query could stop the
+/// proxy). Nothing to scan gives no tokens.
+pub(crate) fn scan_tokens(sql: &str) -> pg_query::Result<Vec<ScanToken>> {
+    if sql.chars().all(char::is_whitespace) {
+        return Ok(Vec::new());
+    }
+    pg_query::scan_tokens(sql)
 }
 
 /// One scanned token with its text.

@@ -398,6 +398,7 @@ impl SessionRecorder {
                 app_user: user,
                 database: self.context.database.as_deref(),
                 objects: &ran.objects,
+                search_path: self.search_path().schemas(),
                 classes,
                 failed,
             },
@@ -405,7 +406,7 @@ impl SessionRecorder {
         );
 
         self.update(stmt, &analysis, part, &ran, record, completed, failed);
-        if multi && last_part || !multi {
+        if !multi || last_part {
             self.resync(record);
         }
         keep.then_some(event)
@@ -422,7 +423,7 @@ impl SessionRecorder {
         let runs = stmt.runs(prepared);
         let operation = match &stmt.execute {
             Some(name) => prepared(name)
-                .map(|p| p.command.clone())
+                .and_then(|p| p.prepared_command.clone())
                 .unwrap_or_else(|| stmt.command.clone()),
             None => stmt.command.clone(),
         };
@@ -605,6 +606,7 @@ impl SessionRecorder {
                 app_user: event.app_user.as_deref(),
                 database: self.context.database.as_deref(),
                 objects: &[],
+                search_path: &[],
                 classes: ClassSet::of(class),
                 failed,
             },

@@ -5,7 +5,8 @@
 //! - tables are matched against the statement's objects as the parser
 //!   names them (quoting folded as Postgres folds it) with their schema
 //!   resolved from the session's tracked `search_path`, never against the
-//!   text;
+//!   text; where the schema is only assumed (an unqualified name), an
+//!   include rule matches it in any schema of the path;
 //! - an `include` rule matches when the statement touches any of its tables
 //!   or has any of its classes; an `exclude` rule only when every table the
 //!   statement touches is one of its tables and every class it has is one of
@@ -17,7 +18,7 @@
 //!   ROLE, functions and failures are never sampled away.
 
 use pgtrail_core::config::{ProxyConfig, ProxyRule, RuleAction};
-use pgtrail_sql::{Class, ClassSet, Object};
+use pgtrail_sql::{Class, ClassSet, Object, Resolution};
 
 use super::EventsError;
 
@@ -97,16 +98,32 @@ impl TableName {
         }
     }
 
-    /// Whether `object` is this table. An object whose schema is unknown
-    /// (an empty `search_path`) matches by name only when `lenient`.
-    fn matches(&self, object: &Object, lenient: bool) -> bool {
+    /// Whether `object` is this table. `lenient` (include rules): an
+    /// unqualified name whose schema was assumed from the search_path
+    /// matches a rule naming any schema of that path (without the catalog
+    /// pgtrail cannot know which schema of the path holds the table: a
+    /// `SET search_path = other, public` must not hide `public.patients`),
+    /// and so does an unresolved one.
+    fn matches(&self, object: &Object, lenient: bool, facts: &Facts<'_>) -> bool {
         if object.name != self.name {
             return false;
         }
-        match (&self.schema, &object.schema) {
-            (None, _) => true,
-            (Some(a), Some(b)) => a == b,
-            (Some(_), None) => lenient,
+        let Some(schema) = &self.schema else {
+            return true;
+        };
+        if object.schema.as_ref() == Some(schema) {
+            return true;
+        }
+        if !lenient {
+            return false;
+        }
+        match object.resolution {
+            Resolution::Qualified | Resolution::Catalog => false,
+            Resolution::Unresolved => true,
+            Resolution::Assumed => facts
+                .search_path
+                .iter()
+                .any(|s| s == schema || (s == "$user" && facts.db_user == Some(schema.as_str()))),
         }
     }
 }
@@ -130,6 +147,8 @@ pub(crate) struct Facts<'a> {
     pub app_user: Option<&'a str>,
     pub database: Option<&'a str>,
     pub objects: &'a [Object],
+    /// The session's search_path when the statement ran.
+    pub search_path: &'a [String],
     pub classes: ClassSet,
     pub failed: bool,
 }
@@ -255,6 +274,7 @@ impl Policy {
             app_user: None,
             database,
             objects: &[],
+            search_path: &[],
             classes: ClassSet::default(),
             failed: false,
         };
@@ -322,7 +342,11 @@ impl Rule {
             return false;
         }
         if !self.tables.is_empty() {
-            let named = |o: &Object| self.tables.iter().any(|t| t.matches(o, self.include));
+            let named = |o: &Object| {
+                self.tables
+                    .iter()
+                    .any(|t| t.matches(o, self.include, facts))
+            };
             let hit = if self.include {
                 facts.objects.iter().any(named)
             } else {

@@ -105,8 +105,8 @@ fn a_select_maps_every_field_of_the_contract() {
     assert_eq!(e.rows, Some(3));
     assert_eq!(e.duration_us, Some(1500));
     assert_eq!(e.objects, ["app.customers", "public.orders"]);
-    // The first relation read is the target.
-    assert_eq!(e.qualified_table().as_deref(), Some("app.customers"));
+    // The first relation read (in the objects' order) is the target.
+    assert_eq!(e.qualified_table().as_deref(), Some("public.orders"));
     assert_eq!(e.db_user.as_deref(), Some("app"));
     assert_eq!(e.database.as_deref(), Some("shop"));
     assert_eq!(e.client_addr.as_deref(), Some("10.0.0.5"));
@@ -597,7 +597,7 @@ fn claims_set_config_set_local_and_comments() {
     );
 
     // A comment claims for its statement only.
-    let e = logged(&mut s, "SELECT 4 /*pgtrail_user='carol'*/", "SELECT 1");
+    let e = logged(&mut s, "SELECT 4 /*app_user='carol'*/", "SELECT 1");
     assert_eq!(e.app_user.as_deref(), Some("carol"));
     assert_eq!(
         e.provenance.as_ref().expect("p").channels("app_user"),
@@ -635,7 +635,7 @@ fn a_claim_whose_statement_failed_or_rolled_back_does_not_hold() {
     assert_eq!(logged(&mut s, "SELECT 1", "SELECT 1").app_user, None);
 
     // A multi-statement Query is one implicit transaction.
-    let sql = "SET pgtrail.user = 'mallory'; SELECT 1/0";
+    let sql = "SET pgtrail.\"user\" = 'mallory'; SELECT 1/0";
     s.prepare(sql);
     let mut first = simple(sql, 0, "SET");
     first.transaction_status = Some(TransactionStatus::Idle);
@@ -647,7 +647,7 @@ fn a_claim_whose_statement_failed_or_rolled_back_does_not_hold() {
     let mut begin = simple("BEGIN", 0, "BEGIN");
     begin.transaction_status = Some(TransactionStatus::InTransaction);
     s.statement(&begin);
-    let mut set = simple("SET pgtrail.user = 'mallory'", 0, "SET");
+    let mut set = simple("SET pgtrail.\"user\" = 'mallory'", 0, "SET");
     set.transaction_status = Some(TransactionStatus::InTransaction);
     s.statement(&set);
     logged(&mut s, "ROLLBACK", "ROLLBACK");
@@ -660,7 +660,7 @@ fn a_claim_whose_statement_failed_or_rolled_back_does_not_hold() {
 #[test]
 fn an_application_role_claiming_another_user_shows_as_a_claim() {
     let mut s = session(&ProxyConfig::default());
-    logged(&mut s, "SET pgtrail.user = 'admin@corp'", "SET");
+    logged(&mut s, "SET pgtrail.\"user\" = 'admin@corp'", "SET");
     let e = logged(&mut s, "DELETE FROM payments", "DELETE 9");
     assert_eq!(e.app_user.as_deref(), Some("admin@corp"));
     assert_eq!(e.db_user.as_deref(), Some("app"));
@@ -797,6 +797,9 @@ fn quoting_qualification_and_search_path_cannot_evade_a_table_rule() {
     // search_path: an unqualified name resolves to the path's schema.
     logged(&mut s, "SET search_path = other", "SET");
     assert!(run(&mut s, "SELECT * FROM patients", "SELECT 1").is_none());
+    // With public later in the path, patients may be public's: logged.
+    logged(&mut s, "SET search_path = other, public", "SET");
+    assert!(run(&mut s, "SELECT * FROM patients", "SELECT 1").is_some());
     assert!(run(&mut s, "SELECT * FROM public.patients", "SELECT 1").is_some());
     logged(&mut s, "SET search_path = public", "SET");
     assert!(run(&mut s, "SELECT * FROM patients", "SELECT 1").is_some());
