@@ -17,9 +17,9 @@
 //!   ways through a `Session`, forward CancelRequests, send records to a
 //!   bounded channel (a full channel blocks the session; nothing is dropped).
 //!
-//! Classification, redaction and the event pipeline come later and run off
-//! the forwarding path: a record carries the SQL text and the raw
-//! parameters.
+//! - [`Recorder`] and [`SessionRecorder`] (module `events`) turn records
+//!   into audit events off the forwarding path: classification, objects,
+//!   redaction, parameters, the application's claims, and what to log.
 
 mod error;
 mod events;

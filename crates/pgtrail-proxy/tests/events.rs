@@ -334,3 +334,17 @@ async fn table_rules_cannot_be_evaded_with_quoting_or_search_path() {
     assert!(logged.contains(&"INSERT INTO other.notes VALUES (1)"));
     assert!(logged.contains(&"SELECT * FROM other.missing"));
 }
+
+/// Attacker: a client sending a 1 MB statement. It runs, and its event is
+/// recorded in full (no panic, no truncation).
+#[tokio::test]
+async fn a_one_megabyte_statement_is_recorded() {
+    let mut s = setup(ProxyConfig::default()).await;
+    let client = s.connect("postgres").await;
+    let big = format!("SELECT length('{}')", "x".repeat(1 << 20));
+    client.simple_query(&big).await.expect("big");
+    let events = s.events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].class.as_deref(), Some("READ"));
+    assert_eq!(events[0].sql.as_deref().map(str::len), Some(big.len()));
+}

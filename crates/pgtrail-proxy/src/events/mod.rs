@@ -115,8 +115,7 @@ impl Recorder {
 
     /// A recorder for one client session.
     pub fn session(self: &Arc<Self>, context: Arc<SessionContext>) -> SessionRecorder {
-        let mut claims = ClaimTracker::new(&self.identity);
-        claims.apply(&[], false);
+        let claims = ClaimTracker::new(&self.identity);
         SessionRecorder {
             session_id: format!("{}-{}", self.start_id, context.id),
             application_name: context.application_name.clone(),

@@ -966,3 +966,58 @@ fn hostile_text_makes_an_event() {
         .expect("logged");
     assert_eq!(e.class.as_deref(), Some("READ"));
 }
+
+#[test]
+fn transaction_blocks_inside_one_query() {
+    let mut s = session(&ProxyConfig::default());
+    // The implicit transaction commits: the claim holds.
+    let sql = "SET pgtrail.\"user\" = 'erin'; SELECT 1";
+    s.prepare(sql);
+    s.statement(&simple(sql, 0, "SET"));
+    s.statement(&simple(sql, 1, "SELECT 1"));
+    assert_eq!(
+        logged(&mut s, "SELECT 2", "SELECT 1").app_user.as_deref(),
+        Some("erin")
+    );
+    // BEGIN inside a Query, left open: SET LOCAL holds until COMMIT.
+    let sql = "BEGIN; SET LOCAL pgtrail.\"user\" = 'frank'";
+    s.prepare(sql);
+    let mut first = simple(sql, 0, "BEGIN");
+    first.transaction_status = Some(TransactionStatus::InTransaction);
+    s.statement(&first);
+    let mut second = simple(sql, 1, "SET");
+    second.transaction_status = Some(TransactionStatus::InTransaction);
+    s.statement(&second);
+    let mut inside = simple("SELECT 3", 0, "SELECT 1");
+    inside.transaction_status = Some(TransactionStatus::InTransaction);
+    assert_eq!(
+        s.statement(&inside).expect("logged").app_user.as_deref(),
+        Some("frank")
+    );
+    logged(&mut s, "COMMIT", "COMMIT");
+    assert_eq!(
+        logged(&mut s, "SELECT 4", "SELECT 1").app_user.as_deref(),
+        Some("erin")
+    );
+    // SET LOCAL outside a block does nothing (Postgres warns).
+    logged(&mut s, "SET LOCAL pgtrail.\"user\" = 'gina'", "SET");
+    assert_eq!(
+        logged(&mut s, "SELECT 5", "SELECT 1").app_user.as_deref(),
+        Some("erin")
+    );
+    // A COMMIT of a failed block answers ROLLBACK: the SET is undone.
+    let mut begin = simple("BEGIN", 0, "BEGIN");
+    begin.transaction_status = Some(TransactionStatus::InTransaction);
+    s.statement(&begin);
+    let mut set = simple("SET pgtrail.\"user\" = 'hank'", 0, "SET");
+    set.transaction_status = Some(TransactionStatus::InTransaction);
+    s.statement(&set);
+    let mut bad = failed(simple("SELECT 1/0", 0, ""), "22012", "division by zero");
+    bad.transaction_status = Some(TransactionStatus::Failed);
+    s.statement(&bad);
+    logged(&mut s, "COMMIT", "ROLLBACK");
+    assert_eq!(
+        logged(&mut s, "SELECT 6", "SELECT 1").app_user.as_deref(),
+        Some("erin")
+    );
+}
