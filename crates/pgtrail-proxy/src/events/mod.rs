@@ -486,8 +486,12 @@ impl SessionRecorder {
             return;
         }
         if let Some(name) = &stmt.prepare {
-            self.prepared
-                .insert(name.clone(), (Arc::clone(analysis), part));
+            // Bounded as the protocol's names are: past the bound an EXECUTE
+            // is UNKNOWN (and logged whatever the level).
+            if self.prepared.len() < crate::MAX_NAMES || self.prepared.contains_key(name) {
+                self.prepared
+                    .insert(name.clone(), (Arc::clone(analysis), part));
+            }
         }
         match &stmt.deallocate {
             Some(pgtrail_sql::Deallocate::Name(name)) => {

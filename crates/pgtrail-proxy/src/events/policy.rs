@@ -15,7 +15,9 @@
 //! - an `exclude` rule cannot name `app_user` (refused at start): the
 //!   application user is a claim any role can make;
 //! - sampling only ever drops a pure READ that succeeded: writes, DDL,
-//!   ROLE, functions and failures are never sampled away.
+//!   ROLE, functions and failures are never sampled away;
+//! - a statement pgtrail cannot classify (UNKNOWN) is logged whatever the
+//!   level, like a failure.
 
 use pgtrail_core::config::{ProxyConfig, ProxyRule, RuleAction};
 use pgtrail_sql::{Class, ClassSet, Object, Resolution};
@@ -248,8 +250,11 @@ impl Policy {
                 return rule.include;
             }
         }
-        if facts.failed {
-            // Failures are always logged unless a rule said otherwise.
+        if facts.failed || facts.classes.contains(Class::Unknown) {
+            // Failures are always logged unless a rule said otherwise; so
+            // is what pgtrail could not classify (an EXECUTE of a statement
+            // the proxy lost track of could be anything: a client must not
+            // make a write UNKNOWN to slip past `log = ["write"]`).
             return true;
         }
         if !self.level.all && !facts.classes.intersects(self.level.classes) {

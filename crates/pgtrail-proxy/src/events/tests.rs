@@ -1021,3 +1021,25 @@ fn transaction_blocks_inside_one_query() {
         Some("erin")
     );
 }
+
+/// Attacker: an application role that makes the proxy lose track of a
+/// prepared statement (past the bound on names) so its EXECUTE is UNKNOWN,
+/// hoping `log = ["write"]` skips it: UNKNOWN is always logged.
+#[test]
+fn what_cannot_be_classified_is_logged_whatever_the_level() {
+    let config = ProxyConfig {
+        log: vec!["write".into()],
+        ..ProxyConfig::default()
+    };
+    let mut s = session(&config);
+    for i in 0..crate::MAX_NAMES {
+        run(&mut s, &format!("PREPARE p{i} AS SELECT {i}"), "PREPARE");
+    }
+    run(&mut s, "PREPARE wipe AS DELETE FROM payments", "PREPARE");
+    let e = run(&mut s, "EXECUTE wipe", "DELETE 9").expect("logged");
+    assert_eq!(e.class.as_deref(), Some("UNKNOWN"));
+    assert_eq!(e.sql.as_deref(), Some("EXECUTE wipe"));
+    // An Execute whose text the proxy never saw, likewise.
+    let r = StatementRecord::new(Protocol::Extended, None, t0());
+    assert!(s.statement(&r).is_some());
+}
