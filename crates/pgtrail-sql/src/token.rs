@@ -101,3 +101,23 @@ impl Tok<'_> {
         literal::decode(self.text).1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A client's empty or blank Query: pg_query 18.1 would make a slice of
+    /// libpg_query's null token array (an abort in debug builds).
+    #[test]
+    fn text_without_tokens_scans_to_nothing() {
+        for sql in ["", " ", "\n\t  "] {
+            assert_eq!(super::scan(sql).map(|t| t.len()), Some(0), "{sql:?}");
+            let _ = crate::redact_secrets(sql);
+            let _ = crate::redact_constants(sql);
+            let analyzer = crate::Analyzer::new(
+                2,
+                &pgtrail_core::config::IdentityConfig::default(),
+                crate::TextPolicy::Secrets,
+            );
+            let _ = analyzer.analyze_uncached(sql);
+        }
+    }
+}
