@@ -20,11 +20,12 @@
 //!   channel blocks the session; nothing is dropped) and refused logins to
 //!   another ([`LoginFailure`]).
 //!
-//! Classification, redaction and the event pipeline come later and run off
-//! the forwarding path: a record carries the SQL text and the raw
-//! parameters.
+//! - [`Recorder`] and [`SessionRecorder`] (module `events`) turn records
+//!   into audit events off the forwarding path: classification, objects,
+//!   redaction, parameters, the application's claims, and what to log.
 
 mod error;
+mod events;
 mod prepared;
 mod record;
 mod replies;
@@ -34,6 +35,7 @@ mod startup;
 mod tls;
 
 pub use error::{SessionError, Side};
+pub use events::{EventsError, Recorder, SessionRecorder, SessionStats};
 pub use prepared::MAX_NAMES;
 pub use record::{Outcome, Protocol, StatementRecord, Step};
 pub use session::{Phase, Session, SessionConfig};

@@ -123,7 +123,7 @@ fn redact_secrets_inner(
 /// parameter symbol `$n`, numbered after the parameters already there, and
 /// the credentials in its comments replaced.
 pub fn redact_constants(sql: &str) -> (String, Redaction) {
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Ok(tokens) = crate::token::scan_tokens(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
     let tokens: Vec<Tok> = tokens.iter().filter_map(|t| Tok::new(sql, t)).collect();
@@ -157,6 +157,16 @@ pub fn redact_constants(sql: &str) -> (String, Redaction) {
     }
     out.push_str(&sql[at..]);
     (out, Redaction::Redacted)
+}
+
+/// A value bound to a statement (a Bind parameter), with the credentials of
+/// a connection string in it redacted (`password=…`, `scheme://user:secret@…`),
+/// as they are in literals of statement text.
+pub fn redact_value(value: &str) -> String {
+    if !crate::literal::mentions_secret(value) {
+        return value.to_string();
+    }
+    crate::literal::redact_credentials(value, REDACTED).unwrap_or_else(|| value.to_string())
 }
 
 /// Redacts statement after statement, remembering the last one: the rows

@@ -15,6 +15,7 @@ use std::ops::Range;
 use pg_query::protobuf::summary_result::Context;
 use serde::Serialize;
 
+use crate::binds;
 use crate::claims::{self, Claim, ClaimScope, ClaimValue, Names, SettingChange};
 use crate::class::{self, Class, ClassSet, Level};
 use crate::objects::{Access, ObjectRef, SearchPath};
@@ -86,6 +87,10 @@ pub struct Statement {
     /// `PREPARE name AS …`: the name (class and objects are the prepared statement's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepare: Option<String>,
+    /// `PREPARE name AS …`: the command of the statement prepared (what an
+    /// `EXECUTE name` runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_command: Option<String>,
     /// `EXECUTE name`: the name of the prepared statement it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execute: Option<String>,
@@ -111,6 +116,10 @@ pub struct Statement {
     /// The pairs of its sqlcommenter comment (values of secret-named keys redacted).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comment: Vec<(String, String)>,
+    /// Which parameter binds which column: `(n, column)` for `$n` (see
+    /// the `binds` module for the rule and its limits).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<(u32, String)>,
 }
 
 /// EXECUTE's literal arguments (`None` for an expression); Debug shows
@@ -255,6 +264,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             objects: Vec::new(),
             functions: Vec::new(),
             prepare: None,
+            prepared_command: None,
             execute: None,
             execute_args: ExecuteArgs::default(),
             prepared_claims: Vec::new(),
@@ -262,6 +272,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             search_path: None,
             claims: claims::claims(names, &[], &comment),
             comment,
+            binds: Vec::new(),
         }],
     }
 }
@@ -416,7 +427,22 @@ fn statement(
         Vec::new()
     });
     let span = trimmed(sql, piece);
+    let binds = binds::binds(classified, &code);
     let command = command_of(node, &code, has(Context::Ddl), deallocate.is_some());
+    // PREPARE name [(types)] AS statement: the statement's own tag.
+    let prepared_command = prepare.as_ref().and_then(|_| {
+        let mut depth = 0i32;
+        let at = code.iter().position(|t| {
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth -= 1,
+                _ => {}
+            }
+            depth == 0 && t.is_kw("AS")
+        })?;
+        let inner = code.get(at + 1..)?;
+        Some(command_of(classified, inner, has(Context::Ddl), false))
+    });
     // The statement's tokens, positioned in its own text, for the redactor.
     let own: Vec<Tok> = toks
         .iter()
@@ -439,6 +465,7 @@ fn statement(
         objects,
         functions,
         prepare,
+        prepared_command,
         execute,
         execute_args,
         prepared_claims,
@@ -446,6 +473,7 @@ fn statement(
         search_path,
         claims,
         comment,
+        binds,
     }
 }
 

@@ -8,8 +8,20 @@ use crate::literal;
 
 /// The tokens of `sql`, or `None` when it cannot be scanned.
 pub(crate) fn scan(sql: &str) -> Option<Vec<Tok<'_>>> {
-    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let tokens = scan_tokens(sql).ok()?;
     Some(tokens.iter().filter_map(|t| Tok::new(sql, t)).collect())
+}
+
+/// `pg_query::scan_tokens`, except for text without tokens (empty or
+/// blank), where libpg_query returns a null token array that pg_query 18.1
+/// turns into a slice: undefined behaviour, and an abort of the whole
+/// process in debug builds (a client sending an empty Query could stop the
+/// proxy). Nothing to scan gives no tokens.
+pub(crate) fn scan_tokens(sql: &str) -> pg_query::Result<Vec<ScanToken>> {
+    if sql.chars().all(char::is_whitespace) {
+        return Ok(Vec::new());
+    }
+    pg_query::scan_tokens(sql)
 }
 
 /// One scanned token with its text.
@@ -87,5 +99,25 @@ impl Tok<'_> {
             return None;
         }
         literal::decode(self.text).1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A client's empty or blank Query: pg_query 18.1 would make a slice of
+    /// libpg_query's null token array (an abort in debug builds).
+    #[test]
+    fn text_without_tokens_scans_to_nothing() {
+        for sql in ["", " ", "\n\t  "] {
+            assert_eq!(super::scan(sql).map(|t| t.len()), Some(0), "{sql:?}");
+            let _ = crate::redact_secrets(sql);
+            let _ = crate::redact_constants(sql);
+            let analyzer = crate::Analyzer::new(
+                2,
+                &pgtrail_core::config::IdentityConfig::default(),
+                crate::TextPolicy::Secrets,
+            );
+            let _ = analyzer.analyze_uncached(sql);
+        }
     }
 }
