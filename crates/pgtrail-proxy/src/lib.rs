@@ -22,6 +22,7 @@
 //! parameters.
 
 mod error;
+mod events;
 mod prepared;
 mod record;
 mod replies;
@@ -30,6 +31,7 @@ mod shell;
 mod startup;
 
 pub use error::{SessionError, Side};
+pub use events::{EventsError, Recorder, SessionRecorder, SessionStats};
 pub use prepared::MAX_NAMES;
 pub use record::{Outcome, Protocol, StatementRecord, Step};
 pub use session::{Login, Phase, Session, SessionConfig, REFUSED_SQLSTATE};
