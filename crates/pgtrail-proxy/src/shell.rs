@@ -451,6 +451,8 @@ async fn proxy<T: Trail>(
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
+            // A refusal among them answered at once (nothing pending).
+            to_client(&client_write, &session, &traffic).await?;
             prepare::<T>(&recorder, texts);
             let n = client_read.read(&mut buf).await?;
             if n == 0 {
@@ -518,7 +520,12 @@ async fn proxy<T: Trail>(
                     Login::Failed(error) => Happened::LoginFailed { error, at },
                 };
                 let events = events::<T>(&recorder, std::iter::once(what));
-                write_events(trail, events).await?;
+                // A login whose event does not fit is refused, not held.
+                match trail.write(&events).await {
+                    Ok(()) => {}
+                    Err(TrailError::Full(reason)) => return Err(ProxyError::Refused(reason)),
+                    Err(TrailError::Failed(reason)) => return Err(ProxyError::Trail(reason)),
+                }
                 lock(&session).login_recorded();
             }
             if !parameters.is_empty() {
