@@ -592,3 +592,57 @@ async fn a_full_spool_fails_open_and_the_drop_is_an_alarm() {
     proxy.stop();
     verify(tmp.path(), &store);
 }
+
+/// `pgtrail run` with `[proxy] listen` runs the proxy as one of its parts:
+/// a statement through it is in the store, and SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgtrail_run_runs_the_proxy_as_a_part() {
+    let cluster = Cluster::start().expect("cluster");
+    marks_table(&cluster).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let stderr = tmp.path().join("run.err");
+    let spool = tmp.path().join("spool");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args(["--store", &store, "run"])
+        .env("PGTRAIL_PROXY__LISTEN", "127.0.0.1:0")
+        .env("PGTRAIL_PROXY__UPSTREAM", upstream(&cluster))
+        .env("PGTRAIL_PROXY__SPOOL_DIR", &spool)
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("start pgtrail run");
+    let mut run = Proxy {
+        child,
+        address: String::new(),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    run.address = loop {
+        if let Some(address) = run
+            .log()
+            .lines()
+            .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
+        {
+            break address;
+        }
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("pgtrail run exited ({status}): {}", run.log());
+        }
+        assert!(Instant::now() < deadline, "not listening: {}", run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = connect(&run.url())
+        .await
+        .expect("connect through run's proxy");
+    let (marker, sql) = statement(0, 0);
+    client.simple_query(&sql).await.expect("insert");
+    let acked = BTreeSet::from([marker]);
+    let counts = wait_for_trail(&store, &acked, &run).await;
+    assert_exactly_once(&acked, &counts);
+    drop(client);
+    run.stop();
+    verify(tmp.path(), &store);
+}
