@@ -566,6 +566,25 @@ async fn a_full_spool_fails_open_and_the_drop_is_an_alarm() {
             n += 1;
         }
     }
+    // `status --check` says so loudly meanwhile, and fails the check.
+    let spool = tmp.path().join("spool");
+    let status = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args([
+            "--store",
+            &store,
+            "status",
+            "--check",
+            "--db",
+            &upstream(&cluster),
+        ])
+        .env("PGTRAIL_PROXY__LISTEN", "127.0.0.1:0")
+        .env("PGTRAIL_PROXY__SPOOL_DIR", &spool)
+        .current_dir(tmp.path())
+        .output()
+        .expect("pgtrail status");
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("DROPPED"), "status: {said}");
+    assert!(!status.status.success(), "status --check fails: {said}");
     store_cluster.start_again();
     let deadline = Instant::now() + Duration::from_secs(120);
     let alarm = loop {

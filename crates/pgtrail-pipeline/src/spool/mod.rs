@@ -530,6 +530,25 @@ impl Spool {
         Ok(spool)
     }
 
+    /// What the spool in `dir` holds, read without opening it (the process
+    /// running it holds its lock): segment bytes (drained records of
+    /// unfinished segments included) and dropped events not yet reported.
+    /// An absent directory holds nothing.
+    pub fn peek(dir: &Path) -> Result<Waiting, SpoolError> {
+        let mut waiting = Waiting::default();
+        if !dir.exists() {
+            return Ok(waiting);
+        }
+        for id in dir::segment_ids(dir)? {
+            let path = dir.join(segment::file_name(id));
+            if let Ok(meta) = std::fs::metadata(&path) {
+                waiting.disk_bytes += meta.len();
+            }
+        }
+        waiting.dropped_events = Drops::load(dir)?.events();
+        Ok(waiting)
+    }
+
     /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
