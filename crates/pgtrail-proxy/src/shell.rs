@@ -574,7 +574,10 @@ async fn proxy<T: Trail>(
     let recorder = recorder
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(mut recorder) = recorder {
+    // A login refused by a full trail left no event and ends without one
+    // (its FATAL must not wait for room).
+    let refused = matches!(result, Err(ProxyError::Refused(_)));
+    if let (Some(mut recorder), false) = (recorder, refused) {
         let mut events: Vec<T::Event> = records
             .iter()
             .filter_map(|record| T::event(&mut recorder, Happened::Statement(record)))
