@@ -38,8 +38,11 @@ pub use error::{SessionError, Side};
 pub use events::{EventsError, Recorder, SessionRecorder, SessionStats};
 pub use prepared::MAX_NAMES;
 pub use record::{Outcome, Protocol, StatementRecord, Step};
-pub use session::{Phase, Session, SessionConfig};
-pub use shell::{serve, LoginFailure, ProxyError, Recorded, SessionContext, Upstream};
+pub use session::{Login, Phase, Session, SessionConfig, REFUSED_SQLSTATE};
+pub use shell::{
+    serve, serve_until, Happened, LoginFailure, ProxyError, Recorded, SessionContext, Traffic,
+    Trail, TrailError, Upstream,
+};
 pub use startup::{BackendKey, StartupInfo, ALPN_POSTGRESQL};
 pub use tls::{ClientTls, TlsError};
 

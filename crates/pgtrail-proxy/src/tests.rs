@@ -894,4 +894,5 @@ fn bytes_arriving_one_at_a_time_are_forwarded_by_whole_frames() {
 }
 
 mod fuzz;
+mod hold;
 mod startup_tls;

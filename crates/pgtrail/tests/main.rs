@@ -25,8 +25,10 @@
 //! - `kill`: `pgtrail replicate` killed with SIGKILL during a write load and in
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
-//! - `proxy`: `pgtrail proxy` (experimental) printing statements as JSON
-//!   lines, secrets in SQL redacted, parameter values not printed; TLS
+//! - `proxy`: `pgtrail proxy` recording through its spool into the store:
+//!   kill -9 under load in both durability modes, the store stopped while
+//!   clients run, a full spool failing closed (53400) and open (an alarm),
+//!   each statement whose result reached a client stored exactly once; TLS
 //!   toward clients from `--tls-cert`/`--tls-key`/`--require-tls`.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.

@@ -59,6 +59,45 @@ struct Report {
     alarms: Vec<Alarm>,
     /// Alarm events of the last `RECENT_HOURS`, oldest first.
     recent_alarms: Vec<RecordedAlarm>,
+    /// The statement proxy's spool, when `[proxy] listen` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxyReport>,
+}
+
+/// The statement proxy's spool: what waits for the store, what was dropped.
+#[derive(Debug, Serialize)]
+struct ProxyReport {
+    spool_dir: String,
+    /// Bytes of the spool's segment files.
+    spool_bytes: u64,
+    /// Events a full spool dropped (`fail_open`) not yet reported by an alarm.
+    dropped_events: u64,
+    /// Set when the spool cannot be read or events were dropped.
+    warning: Option<String>,
+}
+
+fn proxy_report(ctx: &Invocation) -> Option<ProxyReport> {
+    ctx.config.proxy.listen.as_ref()?;
+    let dir = super::proxy::spool_dir(&ctx.config.proxy);
+    let (spool_bytes, dropped_events, warning) =
+        match pgtrail_pipeline::spool::Spool::peek(&dir) {
+            Ok(w) if w.dropped_events > 0 => (
+                w.disk_bytes,
+                w.dropped_events,
+                Some(format!(
+                    "{} proxy events were DROPPED by the full spool (fail_open); an alarm reports them once it drains",
+                    w.dropped_events
+                )),
+            ),
+            Ok(w) => (w.disk_bytes, 0, None),
+            Err(error) => (0, 0, Some(format!("cannot read the spool: {error}"))),
+        };
+    Some(ProxyReport {
+        spool_dir: dir.display().to_string(),
+        spool_bytes,
+        dropped_events,
+        warning,
+    })
 }
 
 /// How many quarantine events one store holds, and the newest.
@@ -156,9 +195,11 @@ pub async fn run(args: &StatusArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
         quarantine,
         alarms,
         recent_alarms,
+        proxy: proxy_report(ctx),
     };
     ctx.output.document(&report, || text(&report))?;
-    let warned = report.slots.iter().any(|s| s.warning.is_some())
+    let warned = report.proxy.as_ref().is_some_and(|p| p.warning.is_some())
+        || report.slots.iter().any(|s| s.warning.is_some())
         || report.checkpoints.iter().any(|c| c.warning.is_some())
         || !report.alarms.is_empty()
         || !report.recent_alarms.is_empty();
@@ -342,6 +383,15 @@ fn text(report: &Report) -> String {
     }
     for q in &report.quarantine {
         out.push_str(&quarantine_text(q));
+    }
+    if let Some(p) = &report.proxy {
+        out.push_str(&format!(
+            "\nproxy: spool {} holds {} bytes waiting for the store\n",
+            p.spool_dir, p.spool_bytes
+        ));
+        if let Some(warning) = &p.warning {
+            out.push_str(&format!("  WARNING: {warning}\n"));
+        }
     }
     out.push_str(&alarms_text(&report.alarms, &report.recent_alarms));
     out
