@@ -62,6 +62,15 @@ enum Expected {
         args: Parameters,
         sent_at: SystemTime,
     },
+    /// COPY data the client sent before the server asked for it
+    /// (CopyInResponse): it belongs to the request before it if that turns
+    /// out to be a COPY FROM STDIN, and is ignored by the server otherwise.
+    /// Answers nothing.
+    CopyData {
+        bytes: u64,
+        /// Ended by CopyDone or CopyFail.
+        done: bool,
+    },
 }
 
 impl Expected {
@@ -75,6 +84,7 @@ impl Expected {
             Expected::Close { .. } => "Close",
             Expected::Sync => "Sync",
             Expected::FunctionCall { .. } => "FunctionCall",
+            Expected::CopyData { .. } => "CopyData",
         }
     }
 
@@ -88,6 +98,7 @@ impl Expected {
             Expected::Close { .. } => Step::Close,
             Expected::Sync => Step::Sync,
             Expected::FunctionCall { .. } => Step::FunctionCall,
+            Expected::CopyData { .. } => Step::Execute,
         }
     }
 }
@@ -167,16 +178,23 @@ impl Replies {
         }
         let expected = match message {
             FrontendMessage::CopyData(data) => {
-                if self.copy == Copy::In {
-                    if let Some(record) = &mut self.current {
-                        record.copy_bytes += data.len() as u64;
+                let bytes = data.len() as u64;
+                match self.copy {
+                    Copy::In => {
+                        if let Some(record) = &mut self.current {
+                            record.copy_bytes += bytes;
+                        }
                     }
+                    Copy::None if self.skip.is_none() => self.early_copy(bytes, false),
+                    _ => {}
                 }
                 return;
             }
             FrontendMessage::CopyDone | FrontendMessage::CopyFail(_) => {
-                if self.copy == Copy::In {
-                    self.copy = Copy::InDone;
+                match self.copy {
+                    Copy::In => self.copy = Copy::InDone,
+                    Copy::None if self.skip.is_none() => self.early_copy(0, true),
+                    _ => {}
                 }
                 return;
             }
@@ -237,6 +255,10 @@ impl Replies {
         let tag = raw.tag();
         if self.passthrough || matches!(tag, b'N' | b'A' | b'S') {
             return Ok(()); // asynchronous: answers nothing
+        }
+        // COPY data no COPY took: the server ignored it.
+        while let Some(Expected::CopyData { .. }) = self.queue.front() {
+            self.queue.pop_front();
         }
         let Some(front) = self.queue.front() else {
             // A FATAL error (shutdown, idle timeout) can come unasked.
@@ -303,11 +325,29 @@ impl Replies {
             (Expected::Query { .. } | Expected::Execute { .. }, b'G') => {
                 self.current(now);
                 self.copy = Copy::In;
-                // Syncs sent before the client saw CopyInResponse reach the
-                // server during the COPY, which ignores them.
-                while matches!(self.queue.get(1), Some(Expected::Sync)) {
+                // What the client sent after this request and before it saw
+                // CopyInResponse reached the server during the COPY: Syncs
+                // (libpq sends one with the Execute) are ignored, data
+                // counts, and a CopyDone ends the COPY; what follows it is
+                // ordinary traffic again.
+                let mut early = 0;
+                while let Some(next) = self.queue.get(1) {
+                    match *next {
+                        Expected::Sync => {}
+                        Expected::CopyData { bytes, done } => {
+                            early += bytes;
+                            if done {
+                                self.copy = Copy::InDone;
+                            }
+                        }
+                        _ => break,
+                    }
                     self.queue.remove(1);
+                    if self.copy == Copy::InDone {
+                        break;
+                    }
                 }
+                self.current(now).copy_bytes += early;
             }
             (Expected::Query { .. } | Expected::Execute { .. }, b'H') => {
                 self.current(now);
@@ -460,6 +500,20 @@ impl Replies {
             }
         }
         Ok(())
+    }
+
+    /// COPY data (or its end) before any CopyInResponse: kept in line with
+    /// the requests, consecutive data in one marker.
+    fn early_copy(&mut self, bytes: u64, end: bool) {
+        if let Some(Expected::CopyData { bytes: b, done }) = self.queue.back_mut() {
+            if !*done {
+                *b += bytes;
+                *done = end;
+                return;
+            }
+        }
+        self.queue
+            .push_back(Expected::CopyData { bytes, done: end });
     }
 
     /// The record for the front request, started on its first reply.
@@ -636,7 +690,10 @@ impl Replies {
                 record.outcome = NOT_RUN;
                 Some(record)
             }
-            Expected::Describe | Expected::Close { .. } | Expected::Sync => None,
+            Expected::Describe
+            | Expected::Close { .. }
+            | Expected::Sync
+            | Expected::CopyData { .. } => None,
         };
         if let Some(record) = record {
             let last_done = self.last_done;

@@ -733,6 +733,106 @@ fn copy_from_stdin_in_both_protocols() {
 }
 
 #[test]
+fn copy_data_sent_before_copy_in_response_counts() {
+    // Simple protocol: the client sends the COPY and its data in one go.
+    let mut conv = Conv::ready();
+    conv.client(
+        &[
+            query("COPY t FROM STDIN"),
+            copy_data(b"1\n"),
+            copy_data(b"22\n"),
+            copy_done(),
+            query("SELECT 1"),
+        ]
+        .concat(),
+    );
+    conv.server(&[copy_response(b'G'), complete("COPY 2"), ready(b'I')].concat());
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"1"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].rows, records[0].copy_bytes), (Some(2), 5));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 1"));
+
+    // Extended protocol, all at once: the Sync sent with the Execute is
+    // ignored by the server during the COPY, the one after CopyDone is not.
+    conv.client(
+        &[
+            parse("", "COPY t FROM STDIN"),
+            bind("", "", &[]),
+            execute("", 0),
+            sync(),
+            copy_data(b"3\n"),
+            copy_done(),
+            sync(),
+            parse("", "SELECT 2"),
+            bind("", "", &[]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat(),
+    );
+    conv.server(&[parse_complete(), bind_complete(), copy_response(b'G')].concat());
+    conv.server(&[complete("COPY 1"), ready(b'I')].concat());
+    conv.server(
+        &[
+            parse_complete(),
+            bind_complete(),
+            data_row(b"2"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].rows, records[0].copy_bytes), (Some(1), 2));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 2"));
+    assert_eq!(conv.session.pending_replies(), 0);
+
+    // Data after a statement that is no COPY: the server ignores it, and
+    // so does the queue.
+    conv.client(
+        &[
+            query("SELECT 3"),
+            copy_data(b"junk"),
+            copy_done(),
+            query("SELECT 4"),
+        ]
+        .concat(),
+    );
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"3"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"4"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 4"));
+    assert_eq!(records[1].copy_bytes, 0);
+}
+
+#[test]
 fn copy_to_stdout_counts_bytes() {
     let mut conv = Conv::ready();
     conv.client(&query("COPY t TO STDOUT"));
