@@ -27,11 +27,17 @@
 //!   changes the writer's ground-truth log says it committed.
 //! - `proxy`: `pgtrail proxy` (experimental) printing statements as JSON
 //!   lines, secrets in SQL redacted, parameter values not printed.
+//! - `clients` (with `clients_rust`): the client matrix: psql, pgbench,
+//!   psycopg 3, asyncpg, node-postgres, tokio-postgres and sqlx run their
+//!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see
+//!   the same results, and their marked statements must be in the trail.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
 mod alarms;
 mod checkpoints;
+mod clients;
+mod clients_rust;
 mod connections;
 mod demo;
 mod events;
