@@ -296,6 +296,11 @@ impl Replies {
                 let rows = parsed.rows;
                 let record = self.current(now);
                 record.rows = rows;
+                // A SELECT portal run in several row-limited Executes: the
+                // last one's tag counts only its own rows (PortalRunSelect).
+                if record.executions > 1 && tag.starts_with("SELECT") {
+                    record.rows = Some(record.rows_returned);
+                }
                 let sql = record.sql.clone();
                 record.command_tag = Some(tag.clone());
                 self.finish_current(now);

@@ -645,6 +645,8 @@ fn row_limited_executes_make_one_record() {
     let records = conv.records();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].rows_returned, records[0].executions), (3, 2));
+    // The last Execute's tag counts its own row; the statement returned 3.
+    assert_eq!(records[0].rows, Some(3));
     assert_eq!(records[0].outcome, Outcome::Completed);
     // Suspended, then closed: recorded as suspended.
     conv.client(
