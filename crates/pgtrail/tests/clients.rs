@@ -136,12 +136,22 @@ impl Client {
                 "mark_psycopg_dup",
             )
             .to_vec(),
-            Client::Asyncpg => usual(
-                "mark_asyncpg_insert",
-                "mark_asyncpg_select",
-                "mark_asyncpg_dup",
-            )
-            .to_vec(),
+            Client::Asyncpg => {
+                let mut marks = usual(
+                    "mark_asyncpg_insert",
+                    "mark_asyncpg_select",
+                    "mark_asyncpg_dup",
+                )
+                .to_vec();
+                // A cursor's portal fetched 4 rows at a time: one statement.
+                marks.push(ok("mark_asyncpg_cursor", "READ", 30));
+                // fetchval: Execute with a row limit of 1, never run to its end.
+                marks.push(Mark {
+                    times: 2,
+                    ..ok("mark_asyncpg_fetchval", "READ", 1)
+                });
+                marks
+            }
             Client::Node => usual("mark_node_insert", "mark_node_select", "mark_node_dup").to_vec(),
             Client::TokioPostgres => clients_rust::TOKIO_POSTGRES_MARKS.to_vec(),
             Client::Sqlx => clients_rust::SQLX_MARKS.to_vec(),
@@ -411,7 +421,13 @@ pub fn check_marks(records: &[Value], database: &str, marks: &[Mark]) -> Vec<Str
             let sqlstate = record["error"]["sqlstate"]
                 .as_str()
                 .or(record["sqlstate"].as_str());
-            let rows = record["rows"].as_u64();
+            // A portal left suspended (a row-limited Execute, then Sync or
+            // Close) has no command tag: the rows it returned count.
+            let rows = record["rows"].as_u64().or_else(|| {
+                (record["outcome"] == "suspended")
+                    .then(|| record["rows_returned"].as_u64())
+                    .flatten()
+            });
             let wrong_rows = mark.sqlstate.is_none() && rows != mark.rows;
             // `pgtrail proxy`'s JSON lines have no class yet; the store's
             // events will (issue 11: switch to `pgtrail log`).

@@ -22,7 +22,15 @@ impl Steps {
     }
 }
 
-pub const TOKIO_POSTGRES_MARKS: [Mark; 5] = [
+pub const TOKIO_POSTGRES_MARKS: [Mark; 6] = [
+    // A portal read 3 rows at a time: one statement, 8 rows.
+    Mark {
+        text: "mark_tokio_portal",
+        class: "READ",
+        rows: Some(8),
+        sqlstate: None,
+        times: 1,
+    },
     Mark {
         text: "mark_tokio_insert",
         class: "WRITE",
@@ -235,16 +243,19 @@ async fn tokio_postgres_steps(
         )
         .await?;
     let ids = transaction
-        .prepare("SELECT id FROM items WHERE id >= 100 ORDER BY id")
+        .prepare("SELECT id AS mark_tokio_portal FROM items WHERE id >= 100 ORDER BY id")
         .await?;
     let portal = transaction.bind(&ids, &[]).await?;
     let mut batches = Vec::new();
     loop {
+        // A short batch is the last: one more Execute would run the
+        // finished portal again (recorded on its own, with 0 rows).
         let batch = transaction.query_portal(&portal, 3).await?;
-        if batch.is_empty() {
+        let last = batch.len() < 3;
+        batches.push(batch.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>());
+        if last {
             break;
         }
-        batches.push(batch.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>());
     }
     transaction.commit().await?;
     step!(steps, "portal", json!(batches));

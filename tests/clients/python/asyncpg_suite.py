@@ -31,8 +31,10 @@ async def main():
         step("duplicate", error(e))
 
     # A named prepared statement, run several times.
-    stmt = await conn.prepare("SELECT name FROM items WHERE id = $1")
-    step("prepared", [await stmt.fetchval(1), await stmt.fetchval(2), await stmt.fetchval(3)])
+    # fetchval runs the portal with a row limit of 1: PortalSuspended, then
+    # Sync closes it.
+    stmt = await conn.prepare("SELECT name AS mark_asyncpg_fetchval FROM items WHERE id = $1")
+    step("prepared", [await stmt.fetchval(1), await stmt.fetchval(2)])
 
     # executemany: one Parse, then Bind/Execute per row, pipelined.
     await conn.executemany("INSERT INTO items (id, name) VALUES ($1, $2)", [(i, f"n{i}") for i in range(10, 40)])
@@ -46,7 +48,8 @@ async def main():
 
     # A cursor: the portal runs 4 rows at a time (PortalSuspended between).
     async with conn.transaction():
-        fetched = [r["id"] async for r in conn.cursor("SELECT id FROM items WHERE id >= 10 ORDER BY id", prefetch=4)]
+        query = "SELECT id AS mark_asyncpg_cursor FROM items WHERE id >= 10 ORDER BY id"
+        fetched = [r[0] async for r in conn.cursor(query, prefetch=4)]
         cur = await conn.cursor("SELECT id FROM items ORDER BY id")
         first = await cur.fetch(3)
         await cur.forward(5)
