@@ -51,11 +51,16 @@ def main():
 
     # Pipeline mode: several statements, one Sync; then an error mid-way
     # (the server skips to Sync: what follows the error does not run).
-    with conn.pipeline():
+    # A SET in the middle: its ParameterStatus arrives between results.
+    # p.sync() ends a batch with a Sync inside the pipeline.
+    with conn.pipeline() as p:
         c1 = conn.execute("UPDATE items SET name = upper(name) WHERE id <= 2")
+        conn.execute("SET application_name = 'matrix-pipeline'")
         c2 = conn.execute("SELECT name FROM items WHERE id = %s", (1,))
+        p.sync()
         conn.execute("INSERT INTO items (id, name) VALUES (%s, %s)", (100, "hundred"))
-    step("pipeline", [c1.rowcount, c2.fetchone()[0]])
+        c3 = conn.execute("SHOW application_name")
+    step("pipeline", [c1.rowcount, c2.fetchone()[0], c3.fetchone()[0]])
     try:
         with conn.pipeline():
             conn.execute("INSERT INTO items (id, name) VALUES (%s, %s)", (101, "a"))
