@@ -16,8 +16,11 @@
 //! on a machine without them; `PGTRAIL_TEST_PYTHON` names the Python to
 //! use (default `python3`); `PGTRAIL_TEST_DEBUG=1` prints every run's output.
 //!
-//! The trail check reads what `pgtrail proxy` prints (JSON lines, no store
-//! yet): rows and SQLSTATE are checked, the class once a record has one.
+//! The trail check reads the statements back from the store with `pgtrail
+//! log --kind statement --format json` when `pgtrail proxy` writes to one
+//! (it takes `--durability`), and then requires each event's class; a proxy
+//! without a store is checked on the JSON lines it prints (rows and
+//! SQLSTATE).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -228,6 +231,10 @@ struct Proxy {
     address: String,
     out: PathBuf,
     err: PathBuf,
+    /// The store the proxy writes its events to, when it has one (a
+    /// `pgtrail proxy` that knows `--durability`); else its JSON lines on
+    /// stdout are the record.
+    store: Option<String>,
 }
 
 impl Drop for Proxy {
@@ -243,8 +250,13 @@ impl Proxy {
     async fn start(cluster: &Cluster, dir: &Path) -> Proxy {
         let (out, err) = (dir.join("records"), dir.join("proxy.log"));
         let upstream = format!("{}?sslmode=disable", cluster.url("postgres"));
+        let store = writes_to_store().then(|| format!("sqlite:{}", dir.join("trail.db").display()));
+        let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream];
+        if let Some(store) = &store {
+            args.extend(["--store", store, "--log", "all"]);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream])
+            .args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("records file"))
@@ -256,6 +268,7 @@ impl Proxy {
             address: String::new(),
             out,
             err,
+            store,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -280,13 +293,54 @@ impl Proxy {
             .unwrap_or_else(|| panic!("a port in {:?}", self.address))
     }
 
-    /// Every record the proxy printed so far.
-    fn records(&self) -> Vec<Value> {
-        read(&self.out)
-            .lines()
+    /// Every statement recorded so far: read back from the store through
+    /// `pgtrail log` as a user would, or the JSON lines the proxy printed.
+    async fn records(&self) -> Vec<Value> {
+        let text = match &self.store {
+            None => read(&self.out),
+            Some(store) => {
+                // Async durability: events reach the store within a few ms
+                // of their result; give the group commit a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let run = crate::support::pgtrail_in(
+                    self.out.parent().unwrap_or(Path::new(".")),
+                    &[
+                        "--store",
+                        store,
+                        "log",
+                        "--kind",
+                        "statement",
+                        "--format",
+                        "json",
+                        "--limit",
+                        "1000000",
+                    ],
+                    &[],
+                    None,
+                );
+                run.ok().to_string()
+            }
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
     }
+
+    /// Whether records must carry a class: the store's events do.
+    fn classified(&self) -> bool {
+        self.store.is_some()
+    }
+}
+
+/// Whether this `pgtrail proxy` writes events to a store (issue 11's
+/// durable part: it then takes `--durability`).
+fn writes_to_store() -> bool {
+    Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args(["proxy", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--durability"))
+        .unwrap_or(false)
 }
 
 fn read(path: &Path) -> String {
@@ -401,7 +455,12 @@ fn raw_outputs_agree(direct: &str, proxied: &str) -> bool {
 }
 
 /// Which of `marks` the records of `database` do not bear out.
-pub fn check_marks(records: &[Value], database: &str, marks: &[Mark]) -> Vec<String> {
+pub fn check_marks(
+    records: &[Value],
+    database: &str,
+    marks: &[Mark],
+    classified: bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for mark in marks {
         let found: Vec<&Value> = records
@@ -429,12 +488,13 @@ pub fn check_marks(records: &[Value], database: &str, marks: &[Mark]) -> Vec<Str
                     .flatten()
             });
             let wrong_rows = mark.sqlstate.is_none() && rows != mark.rows;
-            // `pgtrail proxy`'s JSON lines have no class yet; the store's
-            // events will (issue 11: switch to `pgtrail log`).
-            let wrong_class = record
-                .get("class")
-                .and_then(Value::as_str)
-                .is_some_and(|c| c != mark.class);
+            // `pgtrail proxy`'s JSON lines have no class; the store's
+            // events must.
+            let class = record.get("class").and_then(Value::as_str);
+            let wrong_class = match class {
+                Some(class) => class != mark.class,
+                None => classified,
+            };
             if sqlstate != mark.sqlstate || wrong_rows || wrong_class {
                 problems.push(format!(
                     "{}: expected class {} rows {:?} sqlstate {:?}, recorded {record}",
@@ -507,7 +567,7 @@ async fn client_matrix_direct_and_through_the_proxy() {
     let elapsed = started.elapsed();
 
     let ports = [cluster.port(), proxy.port()];
-    let records = proxy.records();
+    let records = proxy.records().await;
     let mut problems = Vec::new();
     for client in &clients {
         let output = |side: Side| {
@@ -548,7 +608,7 @@ async fn client_matrix_direct_and_through_the_proxy() {
             continue;
         }
         let database = format!("{}_proxy", client.name());
-        for problem in check_marks(&records, &database, &client.marks()) {
+        for problem in check_marks(&records, &database, &client.marks(), proxy.classified()) {
             problems.push(format!("{} trail: {problem}", client.name()));
         }
     }
