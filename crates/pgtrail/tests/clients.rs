@@ -523,6 +523,12 @@ async fn client_matrix_direct_and_through_the_proxy() {
     let proxy = Proxy::start(&cluster, dir.path()).await;
     let admin = cluster.connect("postgres").await.expect("connect");
     let skip = skipped();
+    for name in &skip {
+        assert!(
+            CLIENTS.iter().any(|c| c.name() == name),
+            "PGTRAIL_TEST_SKIP_CLIENTS names no client {name:?}"
+        );
+    }
     let clients: Vec<Client> = CLIENTS
         .into_iter()
         .filter(|c| !skip.iter().any(|s| s == c.name()))
