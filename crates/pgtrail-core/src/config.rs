@@ -260,6 +260,16 @@ pub struct ProxyConfig {
     pub sample_reads: f64,
     /// Bind parameters in events: `none`, `hash` or `full`.
     pub params: ParamsPolicy,
+    /// File holding the key of `params = "hash"` (HMAC-SHA-256; at least 16
+    /// bytes, e.g. `head -c 32 /dev/urandom > key`): an unkeyed hash of a
+    /// parameter is reversed by hashing guesses, so `hash` needs a key.
+    pub params_hash_key_file: Option<String>,
+    /// Columns (`schema.table.column`) whose parameter values `params =
+    /// "full"` replaces by the keyed hash of `params_hash_key_file` (`***`
+    /// without a key), as `[replication] mask` masks them in row images.
+    pub mask: Vec<String>,
+    /// Columns whose parameter values become `***` (as `[replication] mask_redact`).
+    pub mask_redact: Vec<String>,
     /// Literals in statement text: `keep` or `normalize` (each becomes `$n`).
     pub literals: LiteralsPolicy,
 
@@ -286,11 +296,101 @@ impl Default for ProxyConfig {
             rules: Vec::new(),
             sample_reads: 1.0,
             params: ParamsPolicy::default(),
+            params_hash_key_file: None,
+            mask: Vec::new(),
+            mask_redact: Vec::new(),
             literals: LiteralsPolicy::default(),
             tls_cert: None,
             tls_key: None,
             require_tls: false,
         }
+    }
+}
+
+/// The statement classes `[proxy] log` and `[[proxy.rules]] class` name
+/// (pgAudit's, lower case; `failed` is a statement that failed).
+pub const PROXY_CLASSES: [&str; 9] = [
+    "read", "write", "function", "role", "ddl", "misc", "misc_set", "unknown", "failed",
+];
+
+impl ProxyConfig {
+    /// Checks `log`, `rules` and `params`: unknown class names are refused
+    /// (a typo would silently log nothing), `hash` needs its key.
+    pub fn validate_logging(&self) -> Result<(), ConfigError> {
+        let class_error = |key: &str, name: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: format!(
+                "unknown statement class '{name}' (expected one of: {})",
+                PROXY_CLASSES.join(", ")
+            ),
+        };
+        let level = |name: &str| name.to_ascii_lowercase();
+        match self
+            .log
+            .iter()
+            .map(|l| level(l))
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [] => {
+                return Err(ConfigError::Invalid {
+                    key: "proxy.log".into(),
+                    reason: "must not be empty (use \"none\" to log nothing)".into(),
+                })
+            }
+            [one] if one == "all" || one == "none" => {}
+            many => {
+                for name in many {
+                    if name == "all" || name == "none" {
+                        return Err(ConfigError::Invalid {
+                            key: "proxy.log".into(),
+                            reason: format!("'{name}' cannot be combined with classes"),
+                        });
+                    }
+                    if !PROXY_CLASSES.contains(&name.as_str()) {
+                        return Err(class_error("proxy.log", name));
+                    }
+                }
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let key = format!("proxy.rules[{i}].class");
+            for name in &rule.class {
+                if !PROXY_CLASSES.contains(&level(name).as_str()) {
+                    return Err(class_error(&key, name));
+                }
+            }
+            let empty = rule.db_user.is_empty()
+                && rule.app_user.is_empty()
+                && rule.database.is_empty()
+                && rule.table.is_empty()
+                && rule.class.is_empty();
+            if empty {
+                return Err(ConfigError::Invalid {
+                    key: format!("proxy.rules[{i}]"),
+                    reason:
+                        "a rule needs at least one of db_user, app_user, database, table, class"
+                            .into(),
+                });
+            }
+            for table in &rule.table {
+                if table.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: format!("proxy.rules[{i}].table"),
+                        reason: "empty table name".into(),
+                    });
+                }
+            }
+        }
+        if self.params == ParamsPolicy::Hash && self.params_hash_key_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "proxy.params".into(),
+                reason: "\"hash\" needs params_hash_key_file (an unkeyed hash of a value is \
+                         reversed by hashing guesses)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -475,6 +575,8 @@ impl Config {
         for (key, names) in [
             ("replication.mask", &self.replication.mask),
             ("replication.mask_redact", &self.replication.mask_redact),
+            ("proxy.mask", &self.proxy.mask),
+            ("proxy.mask_redact", &self.proxy.mask_redact),
         ] {
             for name in names {
                 let parts: Vec<&str> = name.rsplitn(3, '.').collect();
@@ -488,6 +590,7 @@ impl Config {
                 }
             }
         }
+        self.proxy.validate_logging()?;
         if !(0.0..=1.0).contains(&self.proxy.sample_reads) {
             return Err(ConfigError::Invalid {
                 key: "proxy.sample_reads".into(),

@@ -13,6 +13,7 @@
 //! - [`toast`]: filling unchanged TOAST values from a bounded row cache;
 //! - [`cdc`]: logical-replication sessions with reconnects, and the baseline;
 //! - [`checkpointer`]: signing the head of each store `pgtrail run` writes to;
+//! - [`proxy`]: the statement proxy's events through the spool into the store;
 //! - [`store`]: opening a store, waiting while a Postgres store is down;
 //! - [`supervise`]: the parts of `pgtrail run`, one stop signal, the first
 //!   failure for good.
@@ -20,6 +21,7 @@
 pub mod cdc;
 pub mod checkpointer;
 mod error;
+pub mod proxy;
 pub mod retry;
 pub mod spool;
 pub mod store;

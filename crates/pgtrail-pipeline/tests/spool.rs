@@ -742,7 +742,75 @@ async fn a_spool_directory_of_another_user_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn an_async_push_returns_once_written_and_is_fsynced_soon_after() {
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, options(1 << 20, WhenFull::FailClosed)).expect("open");
+    let all = batches(20, 3);
+    for batch in &all {
+        assert_eq!(
+            spool.push_async(batch).await.expect("push"),
+            Pushed::Spooled
+        );
+    }
+    // Written: counted, and readable from the file by the drainer.
+    assert_eq!(spool.waiting().batches, 20);
+    // The syncer catches up on its own, within a bound, with no push
+    // waiting for it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while spool.unsynced() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not fsync'd within 2 s: {} writes",
+            spool.unsynced()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // A durable push returns only once its write is covered by an fsync.
+    let extra = batches(2, 1);
+    spool.push(&extra[0]).await.expect("push");
+    assert_eq!(spool.unsynced(), 0, "push waits for the fsync");
+    spool.push_async(&extra[1]).await.expect("push");
+    spool.sync().await.expect("sync");
+    assert_eq!(spool.unsynced(), 0, "sync waits for the fsync");
+    let mut pushed = all.concat();
+    pushed.extend(extra.concat());
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    assert_stored_in_order(&store, &pushed).await;
+}
+
+#[tokio::test]
+async fn async_and_durable_pushes_share_one_order_and_the_bound() {
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, options(16 * 1024, WhenFull::FailClosed)).expect("open");
+    let mut pushed = Vec::new();
+    let mut refused = false;
+    for (n, batch) in batches(200, 2).iter().enumerate() {
+        let outcome = if n % 2 == 0 {
+            spool.push_async(batch).await
+        } else {
+            spool.push(batch).await
+        };
+        match outcome {
+            Ok(Pushed::Spooled) => pushed.extend(batch.iter().cloned()),
+            Err(SpoolError::Full { .. }) => {
+                refused = true;
+                break;
+            }
+            other => panic!("push {n}: {other:?}"),
+        }
+    }
+    assert!(refused, "a 16 KB spool fills");
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    assert_stored_in_order(&store, &pushed).await;
+}
+
 const PUSHER_DIR: &str = "PGTRAIL_TEST_SPOOL_PUSHER_DIR";
+const PUSHER_ASYNC: &str = "PGTRAIL_TEST_SPOOL_PUSHER_ASYNC";
 
 /// Not a test by itself: the pusher `a_pusher_killed_mid_push_*` runs in a
 /// child process and kills. It prints each batch's number once its push
@@ -753,19 +821,39 @@ async fn spool_pusher_child() {
         return;
     };
     let spool = Spool::open(&dir, options(1 << 30, WhenFull::FailClosed)).expect("child: open");
+    let written_only = std::env::var(PUSHER_ASYNC).is_ok();
     for b in 0.. {
         let batch: Vec<_> = (0..5).map(|i| statement(b * 5 + i)).collect();
-        spool.push(&batch).await.expect("child: push");
+        if written_only {
+            spool.push_async(&batch).await.expect("child: push");
+        } else {
+            spool.push(&batch).await.expect("child: push");
+        }
         println!("{b}");
     }
 }
 
 #[tokio::test]
 async fn a_pusher_killed_mid_push_keeps_every_acknowledged_batch() {
+    killed_pusher(false).await;
+}
+
+/// An async push is acknowledged once written, before its fsync: a kill -9
+/// of the process right after keeps it (the page cache is the kernel's).
+#[tokio::test]
+async fn an_async_pusher_killed_mid_push_keeps_every_acknowledged_batch() {
+    killed_pusher(true).await;
+}
+
+async fn killed_pusher(written_only: bool) {
     use std::io::BufRead;
     let tmp = private_dir();
     let dir = tmp.path().join("spool");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    if written_only {
+        command.env(PUSHER_ASYNC, "1");
+    }
+    let mut child = command
         .args(["spool_pusher_child", "--exact", "--nocapture"])
         .env(PUSHER_DIR, &dir)
         .stdout(std::process::Stdio::piped())
@@ -788,7 +876,7 @@ async fn a_pusher_killed_mid_push_keeps_every_acknowledged_batch() {
     assert!(killed && acknowledged >= 150);
     let spool = Spool::open(&dir, SpoolOptions::default()).expect("reopen");
     let waiting = spool.waiting().batches as usize;
-    // Every acknowledged batch is there; at most one more was fsync'd
+    // Every acknowledged batch is there; at most one more was written
     // before its acknowledgement got out.
     assert!(
         (acknowledged..=acknowledged + 1).contains(&waiting),

@@ -22,6 +22,7 @@
 //! parameters.
 
 mod error;
+mod events;
 mod prepared;
 mod record;
 mod replies;
@@ -30,10 +31,14 @@ mod shell;
 mod startup;
 
 pub use error::{SessionError, Side};
+pub use events::{EventsError, Recorder, SessionRecorder, SessionStats};
 pub use prepared::MAX_NAMES;
 pub use record::{Outcome, Protocol, StatementRecord, Step};
-pub use session::{Phase, Session, SessionConfig};
-pub use shell::{serve, ProxyError, Recorded, SessionContext, Upstream};
+pub use session::{Login, Phase, Session, SessionConfig, REFUSED_SQLSTATE};
+pub use shell::{
+    serve, serve_until, Happened, ProxyError, Recorded, SessionContext, Traffic, Trail, TrailError,
+    Upstream,
+};
 pub use startup::{BackendKey, StartupInfo};
 
 #[cfg(test)]

@@ -147,6 +147,9 @@ pub(crate) struct Replies {
     pub status: Option<TransactionStatus>,
     /// CopyBoth (replication) started: frames are only forwarded.
     passthrough: bool,
+    /// Records finished so far (unstamped, done or taken): the session
+    /// holds results back by this count.
+    pub finished: u64,
 }
 
 impl Replies {
@@ -163,6 +166,7 @@ impl Replies {
             backend_pid: None,
             status: None,
             passthrough: false,
+            finished: 0,
         }
     }
 
@@ -576,6 +580,7 @@ impl Replies {
     }
 
     fn finish(&mut self, mut record: StatementRecord, now: SystemTime) {
+        self.finished += 1;
         record.finished_at = now;
         record.backend_pid = self.backend_pid;
         self.last_done = now;
@@ -596,6 +601,17 @@ impl Replies {
             self.done.push_back(record);
         }
         self.last_done = now;
+    }
+
+    /// Hands the complete records over before the next ReadyForQuery,
+    /// without a transaction status (the session's hold-back limit).
+    pub fn release_unstamped(&mut self) {
+        self.done.extend(self.unstamped.drain(..));
+    }
+
+    /// Complete records waiting for the next ReadyForQuery.
+    pub fn unstamped(&self) -> usize {
+        self.unstamped.len()
     }
 
     /// A portal closed or dropped: a suspended run is recorded as such.

@@ -1,6 +1,7 @@
 //! [`Session`]: one client connection's protocol state, fed with bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -22,6 +23,17 @@ pub struct SessionConfig {
     /// stop reading the client, so a pipelining client cannot grow the
     /// reply queue without bound.
     pub max_pending: usize,
+    /// Hold results back until their events are recorded: a statement's
+    /// completion (and everything after it from the server) reaches the
+    /// client only after [`Session::recorded`] counted its record, and the
+    /// login's outcome only after [`Session::login_recorded`]. Off by
+    /// default for a bare state machine; the shell turns it on whenever it
+    /// records.
+    pub hold: bool,
+    /// Held bytes above which the completed records are handed over before
+    /// the next ReadyForQuery (without a transaction status) instead of
+    /// holding more.
+    pub max_held: usize,
 }
 
 impl Default for SessionConfig {
@@ -29,8 +41,32 @@ impl Default for SessionConfig {
         SessionConfig {
             max_frame: 1 << 30,
             max_pending: 100_000,
+            hold: false,
+            max_held: 256 * 1024,
         }
     }
+}
+
+/// How a login ended, as the server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// The first ReadyForQuery arrived.
+    Connected,
+    /// The server refused it (ErrorResponse before ReadyForQuery).
+    Failed(ErrorFields),
+}
+
+/// The SQLSTATE of a statement refused because the trail cannot take its
+/// event (`configuration_limit_exceeded`: the trail's bound is reached).
+pub const REFUSED_SQLSTATE: &str = "53400";
+
+/// What a held chunk of server bytes waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Need {
+    /// Records counted by [`Session::recorded`].
+    records: u64,
+    /// The login's event.
+    login: bool,
 }
 
 /// Where the session stands.
@@ -70,6 +106,27 @@ pub struct Session {
     login_error: Option<ErrorFields>,
     parameters: HashMap<String, String>,
     replies: Replies,
+    /// Server bytes waiting for their events, oldest first.
+    held: VecDeque<(Need, BytesMut)>,
+    held_bytes: usize,
+    /// Records the caller said are recorded.
+    recorded: u64,
+    login: Option<Login>,
+    login_known: bool,
+    login_recorded: bool,
+    /// SQL texts the client sent (Query, Parse), for the caller's analysis.
+    texts: VecDeque<Arc<str>>,
+    /// Refuse new statements with this message.
+    refusal: Option<String>,
+    /// Messages since the client's last Sync were forwarded (an extended
+    /// batch is refused whole or not at all).
+    in_batch: bool,
+    /// Swallowing a refused extended batch until its Sync.
+    refusing_batch: bool,
+    /// A refusal waits to be answered after the server's pending replies.
+    answer_due: Option<String>,
+    /// ParameterStatus reports since the login, for the caller.
+    reported: VecDeque<(String, String)>,
 }
 
 impl Session {
@@ -87,6 +144,18 @@ impl Session {
             login_error: None,
             parameters: HashMap::new(),
             replies: Replies::new(now),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            recorded: 0,
+            login: None,
+            login_known: false,
+            login_recorded: false,
+            texts: VecDeque::new(),
+            refusal: None,
+            in_batch: false,
+            refusing_batch: false,
+            answer_due: None,
+            reported: VecDeque::new(),
         }
     }
 
@@ -132,6 +201,11 @@ impl Session {
                     return Ok(());
                 }
                 Phase::Authenticating | Phase::Ready => {
+                    if self.answer_due.is_some() {
+                        // What the client sent after a refused statement
+                        // waits until the refusal is answered.
+                        return Ok(());
+                    }
                     let Some(raw) = split_frame(&mut self.client_in, self.config.max_frame)
                         .map_err(SessionError::malformed(Side::Client))?
                     else {
@@ -140,6 +214,15 @@ impl Session {
                     if self.phase == Phase::Ready {
                         let message = FrontendMessage::parse(raw.frame())
                             .map_err(SessionError::malformed(Side::Client))?;
+                        if self.refused(&message) {
+                            self.answer_refusal();
+                            continue;
+                        }
+                        if let FrontendMessage::Query(sql) | FrontendMessage::Parse { sql, .. } =
+                            &message
+                        {
+                            self.texts.push_back(Arc::from(sql.as_str()));
+                        }
                         self.replies.on_client(message, now);
                     }
                     // Authentication messages pass through undecoded.
@@ -168,11 +251,163 @@ impl Session {
                         self.parameter_status(&raw)?;
                     }
                     self.replies.on_server(&raw, now)?;
+                    // A running statement's rows never wait for the next
+                    // ReadyForQuery: the records completed before them are
+                    // handed over now, so the rows wait for their events'
+                    // write only.
+                    if matches!(raw.tag(), b'D' | b'd') && self.replies.unstamped() > 0 {
+                        self.replies.release_unstamped();
+                    }
                 }
             }
-            self.to_client.extend_from_slice(raw.as_bytes());
+            self.emit(raw.as_bytes());
+            if self.held_bytes > self.config.max_held && self.replies.unstamped() > 0 {
+                self.replies.release_unstamped();
+            }
+            self.answer_refusal();
         }
         Ok(())
+    }
+
+    /// Bytes for the client: forwarded now, or held behind events not yet
+    /// recorded (everything after a held byte is held too, in order).
+    fn emit(&mut self, bytes: &[u8]) {
+        let need = Need {
+            records: self.replies.finished,
+            login: self.login_known,
+        };
+        if !self.config.hold || (self.held.is_empty() && self.satisfied(need)) {
+            self.to_client.extend_from_slice(bytes);
+            return;
+        }
+        self.held_bytes += bytes.len();
+        match self.held.back_mut() {
+            Some((last, chunk)) if *last == need => chunk.extend_from_slice(bytes),
+            _ => self.held.push_back((need, BytesMut::from(bytes))),
+        }
+    }
+
+    fn satisfied(&self, need: Need) -> bool {
+        self.recorded >= need.records && (!need.login || self.login_recorded)
+    }
+
+    /// Whether `message` is swallowed by a refusal: a new statement (a
+    /// simple Query, a FunctionCall, an extended batch not yet started)
+    /// while [`Session::refuse_new`] is set, or the rest of a refused
+    /// batch. Sets the answer due when the refused part is complete.
+    fn refused(&mut self, message: &FrontendMessage) -> bool {
+        if self.refusing_batch {
+            match message {
+                FrontendMessage::Sync => {
+                    self.refusing_batch = false;
+                    self.answer_due = self.refusal.clone().or_else(|| Some(refusal_text()));
+                    return true;
+                }
+                FrontendMessage::Terminate => {
+                    self.refusing_batch = false;
+                    return false;
+                }
+                _ => return true,
+            }
+        }
+        let new_statement = match message {
+            FrontendMessage::Query(_) | FrontendMessage::FunctionCall { .. } => Some(true),
+            FrontendMessage::Parse { .. }
+            | FrontendMessage::Bind { .. }
+            | FrontendMessage::Describe { .. }
+            | FrontendMessage::Execute { .. }
+            | FrontendMessage::Close { .. } => Some(false),
+            _ => None,
+        };
+        match (new_statement, &self.refusal) {
+            (Some(answered_now), Some(refusal)) if !self.in_batch => {
+                if answered_now {
+                    self.answer_due = Some(refusal.clone());
+                } else {
+                    self.refusing_batch = true;
+                }
+                true
+            }
+            (Some(false), _) => {
+                self.in_batch = true;
+                false
+            }
+            _ => {
+                if matches!(message, FrontendMessage::Sync) {
+                    self.in_batch = false;
+                }
+                false
+            }
+        }
+    }
+
+    /// Answers a due refusal once the server answered everything forwarded
+    /// before it: ErrorResponse, then ReadyForQuery with the server's last
+    /// transaction status.
+    fn answer_refusal(&mut self) {
+        if self.answer_due.is_none() || self.replies.pending() > 0 {
+            return;
+        }
+        let Some(message) = self.answer_due.take() else {
+            return;
+        };
+        let mut reply = BytesMut::new();
+        encode_error(&mut reply, "ERROR", REFUSED_SQLSTATE, &message);
+        reply.put_u8(b'Z');
+        reply.put_i32(5);
+        reply.put_u8(match self.replies.status {
+            Some(TransactionStatus::InTransaction) => b'T',
+            Some(TransactionStatus::Failed) => b'E',
+            _ => b'I',
+        });
+        self.emit(&reply);
+    }
+
+    /// Refuse new statements (`Some(message)`, answered with SQLSTATE
+    /// [`REFUSED_SQLSTATE`]) or take them again (`None`). Statements
+    /// already forwarded run on and their results are held as usual; an
+    /// extended batch already started is let through to its Sync.
+    pub fn refuse_new(&mut self, refusal: Option<String>) {
+        self.refusal = refusal;
+    }
+
+    /// Whether new statements are refused.
+    pub fn refusing(&self) -> bool {
+        self.refusal.is_some()
+    }
+
+    /// The next SQL text the client sent (Query or Parse), oldest first,
+    /// for analysis while the server works.
+    pub fn next_text(&mut self) -> Option<Arc<str>> {
+        self.texts.pop_front()
+    }
+
+    /// The next ParameterStatus the server sent after the login (a `SET
+    /// search_path`, `application_name`), oldest first.
+    pub fn next_reported(&mut self) -> Option<(String, String)> {
+        self.reported.pop_front()
+    }
+
+    /// The login's outcome, once, when the server decided it.
+    pub fn take_login(&mut self) -> Option<Login> {
+        self.login.take()
+    }
+
+    /// The login's event is recorded: what was held for it may go.
+    pub fn login_recorded(&mut self) {
+        self.login_recorded = true;
+    }
+
+    /// `count` more records taken with [`Session::next_record`] are
+    /// recorded (or left out by the log rules): what was held for them may
+    /// go.
+    pub fn recorded(&mut self, count: u64) {
+        self.recorded += count;
+    }
+
+    /// Server bytes held back, waiting for events.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// A server message before the first ReadyForQuery.
@@ -188,10 +423,20 @@ impl Session {
                 self.replies.backend_pid = Some(pid);
                 self.backend_key = Some(BackendKey { pid, secret });
             }
-            BackendMessage::ErrorResponse(fields) => self.login_error = Some(fields),
+            BackendMessage::ErrorResponse(fields) => {
+                if !self.login_known {
+                    self.login_known = true;
+                    self.login = Some(Login::Failed(fields.clone()));
+                }
+                self.login_error = Some(fields);
+            }
             BackendMessage::ReadyForQuery(status) => {
                 self.replies.status = Some(status);
                 self.phase = Phase::Ready;
+                if !self.login_known {
+                    self.login_known = true;
+                    self.login = Some(Login::Connected);
+                }
             }
             _ => {
                 return Err(SessionError::out_of_step(
@@ -213,6 +458,9 @@ impl Session {
         if let BackendMessage::ParameterStatus { name, value } =
             BackendMessage::parse(raw.frame()).map_err(SessionError::malformed(Side::Server))?
         {
+            if self.reported.len() < MAX_PARAMETERS {
+                self.reported.push_back((name.clone(), value.clone()));
+            }
             self.set_parameter(name, value);
         }
         Ok(())
@@ -235,8 +483,18 @@ impl Session {
         (!self.to_server.is_empty()).then(|| self.to_server.split().freeze())
     }
 
-    /// Bytes to write to the client, if any.
+    /// Bytes to write to the client, if any: those held back whose events
+    /// are now recorded come out too, in order.
     pub fn take_to_client(&mut self) -> Option<Bytes> {
+        while let Some((need, _)) = self.held.front() {
+            if !self.satisfied(*need) {
+                break;
+            }
+            if let Some((_, chunk)) = self.held.pop_front() {
+                self.held_bytes -= chunk.len();
+                self.to_client.extend_from_slice(&chunk);
+            }
+        }
         (!self.to_client.is_empty()).then(|| self.to_client.split().freeze())
     }
 
@@ -246,9 +504,11 @@ impl Session {
     }
 
     /// Whether to read more from the client: false while too many requests
-    /// wait for replies ([`SessionConfig::max_pending`]).
+    /// wait for replies ([`SessionConfig::max_pending`]) or a refusal waits
+    /// for them (then call [`Session::client_data`] with nothing once it is
+    /// true again, to go on with what the client already sent).
     pub fn wants_client_data(&self) -> bool {
-        self.replies.pending() < self.config.max_pending
+        self.replies.pending() < self.config.max_pending && self.answer_due.is_none()
     }
 
     /// Requests sent to the server and not answered yet.
@@ -286,4 +546,29 @@ impl Session {
     pub fn transaction_status(&self) -> Option<TransactionStatus> {
         self.replies.status
     }
+}
+
+/// The refusal's message when none was given.
+fn refusal_text() -> String {
+    "pgtrail: the audit trail cannot take more events; statement refused".to_string()
+}
+
+/// An ErrorResponse with severity, SQLSTATE and message.
+pub(crate) fn encode_error(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    let mut body = BytesMut::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.put_u8(field);
+        // A NUL would end the field early.
+        body.put_slice(value.replace('\0', "\\0").as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    buf.put_u8(b'E');
+    buf.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
+    buf.put_slice(&body);
 }

@@ -14,7 +14,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use crate::{BackendKey, Phase, Session, SessionConfig, SessionError, StatementRecord};
+use crate::{
+    BackendKey, Login, Phase, Session, SessionConfig, SessionError, StartupInfo, StatementRecord,
+    REFUSED_SQLSTATE,
+};
+use pgtrail_wire::backend::ErrorFields;
 
 /// Why the proxy or one of its sessions stopped.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,13 @@ pub enum ProxyError {
     /// statements that would go unrecorded.
     #[error("the record sink is closed")]
     SinkClosed,
+    /// The trail failed for good: the session stops rather than run
+    /// statements that would go unrecorded.
+    #[error("the audit trail failed: {0}")]
+    Trail(String),
+    /// The trail is full (fail_closed): a new session is refused.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where sessions go: the server, from a libpq connection string.
@@ -91,6 +102,131 @@ pub struct Recorded {
     pub record: StatementRecord,
 }
 
+/// What a session's recorder is told, in the order it happened.
+#[derive(Debug)]
+pub enum Happened<'a> {
+    /// The login succeeded (first ReadyForQuery).
+    Connected {
+        /// When.
+        at: SystemTime,
+    },
+    /// The server refused the login.
+    LoginFailed {
+        /// Its ErrorResponse.
+        error: &'a ErrorFields,
+        /// When.
+        at: SystemTime,
+    },
+    /// The server reported a run-time parameter (at login for those it
+    /// sent then, afterwards as it changes).
+    Parameter {
+        /// E.g. `search_path`, `application_name`.
+        name: &'a str,
+        /// Its value.
+        value: &'a str,
+    },
+    /// A statement completed.
+    Statement(&'a StatementRecord),
+    /// The session ended.
+    Disconnected {
+        /// Its counts.
+        stats: &'a Traffic,
+        /// When.
+        at: SystemTime,
+    },
+}
+
+/// What went through one session, for its disconnect event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// When the client connected.
+    pub started_at: Option<SystemTime>,
+    /// Statements recorded (whether or not the log rules kept them).
+    pub statements: u64,
+    /// Bytes read from the client.
+    pub bytes_from_client: u64,
+    /// Bytes written to the client.
+    pub bytes_to_client: u64,
+}
+
+/// Why the trail did not take events.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrailError {
+    /// Full, and its policy refuses (fail_closed): the session holds the
+    /// results and tries again; new statements are refused meanwhile.
+    #[error("{0}")]
+    Full(String),
+    /// It failed for good (a disk error): the session ends rather than run
+    /// statements that would go unrecorded.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where the proxy's events go. The shell tells each session's recorder
+/// what happened (off the lock of the other direction, never across an
+/// await) and writes the events it makes with [`Trail::write`]; a result
+/// reaches the client only after `write` returned for its event.
+pub trait Trail: Send + Sync + 'static {
+    /// One session's recorder (its claims, search_path, statements).
+    type Recorder: Send + 'static;
+    /// What a recorder makes.
+    type Event: Send + 'static;
+
+    /// False when nothing is recorded (audit off): results are not held.
+    fn records(&self) -> bool {
+        true
+    }
+    /// A recorder for a new session, from its StartupMessage.
+    fn open(&self, context: Arc<SessionContext>, startup: &StartupInfo) -> Self::Recorder;
+    /// SQL text the client just sent (already forwarded to the server).
+    fn prepare(_recorder: &mut Self::Recorder, _sql: &str) {}
+    /// The event for what happened, if the log rules keep it.
+    fn event(recorder: &mut Self::Recorder, what: Happened<'_>) -> Option<Self::Event>;
+    /// Puts `events` in the trail; returns once they are as durable as the
+    /// trail promises.
+    fn write(
+        &self,
+        events: &[Self::Event],
+    ) -> impl std::future::Future<Output = Result<(), TrailError>> + Send;
+    /// Why new statements and logins are refused now, if they are.
+    fn refusal(&self) -> Option<String>;
+}
+
+/// A channel of [`Recorded`] statements is a trail: a full channel holds
+/// results until the receiver takes records; a closed one ends sessions.
+impl Trail for mpsc::Sender<Recorded> {
+    type Recorder = Arc<SessionContext>;
+    type Event = Recorded;
+
+    fn open(&self, context: Arc<SessionContext>, _startup: &StartupInfo) -> Self::Recorder {
+        context
+    }
+
+    fn event(recorder: &mut Self::Recorder, what: Happened<'_>) -> Option<Recorded> {
+        match what {
+            Happened::Statement(record) => Some(Recorded {
+                session: recorder.clone(),
+                record: record.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    async fn write(&self, events: &[Recorded]) -> Result<(), TrailError> {
+        for recorded in events {
+            self.send(recorded.clone())
+                .await
+                .map_err(|_| TrailError::Failed("the record sink is closed".into()))?;
+        }
+        Ok(())
+    }
+
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+}
+
 /// Backends of live sessions, for checking CancelRequests: only a key the
 /// proxy itself saw is forwarded.
 type Keys = Arc<Mutex<HashSet<BackendKey>>>;
@@ -98,25 +234,54 @@ type Keys = Arc<Mutex<HashSet<BackendKey>>>;
 const READ_SIZE: usize = 64 * 1024;
 
 /// Serves clients on `listener`, each proxied to `upstream` through a
-/// [`Session`]; completed statements go to `sink`. A full sink blocks the
-/// session that produced the record (its client waits for results); a closed
-/// sink ends sessions. One session's failure never affects another. Runs
-/// until `accept` fails.
-pub async fn serve(
+/// [`Session`]; what happens goes to `trail`, and each result reaches its
+/// client only once its event is in the trail. A full trail holds the
+/// results of statements that ran and refuses new ones; a failed trail
+/// ends sessions. One session's failure never affects another. Runs until
+/// `accept` fails.
+pub async fn serve<T: Trail>(
     listener: TcpListener,
     upstream: Upstream,
-    sink: mpsc::Sender<Recorded>,
+    trail: T,
 ) -> Result<(), ProxyError> {
+    serve_until(listener, upstream, Arc::new(trail), std::future::pending()).await
+}
+
+/// [`serve`] until `shutdown` completes: then it stops accepting, ends
+/// every session (a result still held never reaches its client) once the
+/// events of what it completed are written, and returns when all are.
+pub async fn serve_until<T: Trail>(
+    listener: TcpListener,
+    upstream: Upstream,
+    trail: Arc<T>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let mut upstream = upstream;
+    upstream.session.hold = trail.records();
     let upstream = Arc::new(upstream);
     let keys: Keys = Arc::default();
     let ids = AtomicU64::new(1);
-    loop {
-        let (client, peer) = listener.accept().await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut sessions = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    let result = loop {
+        let (client, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => break Err(ProxyError::Io(error)),
+            },
+            () = &mut shutdown => break Ok(()),
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
         let _ = client.set_nodelay(true);
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let (upstream, sink, keys) = (upstream.clone(), sink.clone(), keys.clone());
-        tokio::spawn(async move {
-            match run(id, client, peer, &upstream, sink, &keys).await {
+        let (upstream, trail, keys) = (upstream.clone(), trail.clone(), keys.clone());
+        let mut stopped = stopped.clone();
+        sessions.spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            match run(id, client, peer, &upstream, &*trail, &keys, stop).await {
                 Ok(()) => tracing::debug!(session = id, client = %peer, "Session ended"),
                 Err(error) => tracing::warn!(
                     session = id, client = %peer, error = %DisplayChain(&error),
@@ -124,7 +289,11 @@ pub async fn serve(
                 ),
             }
         });
-    }
+    };
+    drop(listener);
+    let _ = stop.send(true);
+    while sessions.join_next().await.is_some() {}
+    result
 }
 
 /// `error: cause: cause`, for logs.
@@ -146,13 +315,14 @@ fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
     session.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn run(
+async fn run<T: Trail>(
     id: u64,
     client: TcpStream,
     peer: SocketAddr,
     upstream: &Upstream,
-    sink: mpsc::Sender<Recorded>,
+    trail: &T,
     keys: &Keys,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let (mut client_read, mut client_write) = client.into_split();
     let result = proxy(
@@ -161,8 +331,9 @@ async fn run(
         &mut client_write,
         peer,
         upstream,
-        sink,
+        trail,
         keys,
+        stop,
     )
     .await;
     if let Err(ProxyError::Session(error)) = &result {
@@ -172,6 +343,11 @@ async fn run(
             &mut message,
             &format!("pgtrail proxy: {}", DisplayChain(error)),
         );
+        let _ = client_write.write_all(&message).await;
+    }
+    if let Err(ProxyError::Refused(reason) | ProxyError::Trail(reason)) = &result {
+        let mut message = BytesMut::new();
+        crate::session::encode_error(&mut message, "FATAL", REFUSED_SQLSTATE, reason);
         let _ = client_write.write_all(&message).await;
     }
     result
@@ -197,16 +373,19 @@ fn encode_fatal(buf: &mut BytesMut, message: &str) {
     buf.put_slice(&body);
 }
 
-async fn proxy(
+#[allow(clippy::too_many_arguments)]
+async fn proxy<T: Trail>(
     id: u64,
     client_read: &mut tokio::net::tcp::OwnedReadHalf,
     client_write: &mut tokio::net::tcp::OwnedWriteHalf,
     peer: SocketAddr,
     upstream: &Upstream,
-    sink: mpsc::Sender<Recorded>,
+    trail: &T,
     keys: &Keys,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let mut session = Session::new(upstream.session.clone(), SystemTime::now());
+    let started_at = SystemTime::now();
+    let mut session = Session::new(upstream.session.clone(), started_at);
     let mut buf = vec![0u8; READ_SIZE];
     // Startup: answer SSLRequest/GSSENCRequest until a StartupMessage or a
     // CancelRequest arrives.
@@ -235,29 +414,63 @@ async fn proxy(
     }
     let startup = session.startup().cloned().unwrap_or_default();
     let session = Mutex::new(session);
+    let client_write = tokio::sync::Mutex::new(&mut *client_write);
     let replies_read = Notify::new();
-    let mut context: Option<Arc<SessionContext>> = None;
-    let mut key: Option<BackendKey> = None;
+    let recorder: Mutex<Option<T::Recorder>> = Mutex::new(None);
+    let key: Mutex<Option<BackendKey>> = Mutex::new(None);
+    let traffic = Mutex::new(Traffic {
+        started_at: Some(started_at),
+        ..Traffic::default()
+    });
+    let context = |key: &Option<BackendKey>| {
+        Arc::new(SessionContext {
+            id,
+            client: peer,
+            user: startup.user().map(str::to_string),
+            database: startup.database().map(str::to_string),
+            application_name: startup.application_name().map(str::to_string),
+            backend_pid: key.as_ref().map(|k| k.pid),
+        })
+    };
 
     let client_to_server = async {
         let mut buf = vec![0u8; READ_SIZE];
         loop {
-            // Backpressure: a client that pipelines without reading waits.
+            // Backpressure: a client that pipelines without reading waits,
+            // and so does one whose refused statement waits for its answer.
             while !lock(&session).wants_client_data() {
                 replies_read.notified().await;
             }
-            let n = client_read.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<(), ProxyError>(());
-            }
-            let bytes = {
+            let (bytes, texts) = {
                 let mut session = lock(&session);
-                session.client_data(&buf[..n], SystemTime::now())?;
-                session.take_to_server()
+                session.refuse_new(trail.refusal());
+                // What the client sent while it was not read.
+                session.client_data(&[], SystemTime::now())?;
+                (session.take_to_server(), take_texts(&mut session))
             };
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
+            // A refusal among them answered at once (nothing pending).
+            to_client(&client_write, &session, &traffic).await?;
+            prepare::<T>(&recorder, texts);
+            let n = client_read.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), ProxyError>(());
+            }
+            lock_any(&traffic).bytes_from_client += n as u64;
+            let (bytes, texts) = {
+                let mut session = lock(&session);
+                session.refuse_new(trail.refusal());
+                session.client_data(&buf[..n], SystemTime::now())?;
+                (session.take_to_server(), take_texts(&mut session))
+            };
+            if let Some(bytes) = bytes {
+                server_write.write_all(&bytes).await?;
+            }
+            // A refusal answered at once (nothing pending).
+            to_client(&client_write, &session, &traffic).await?;
+            prepare::<T>(&recorder, texts);
         }
     };
     let server_to_client = async {
@@ -268,76 +481,187 @@ async fn proxy(
             if n == 0 {
                 return Ok::<(), ProxyError>(());
             }
-            let bytes = {
+            let (login, mut parameters) = {
                 let mut session = lock(&session);
                 session.server_data(&buf[..n], SystemTime::now())?;
                 while let Some(record) = session.next_record() {
                     records.push(record);
                 }
+                let mut parameters: Vec<(String, String)> =
+                    std::iter::from_fn(|| session.next_reported()).collect();
+                if session.phase() == &Phase::Ready && lock_any(&recorder).is_none() {
+                    for name in ["application_name", "search_path"] {
+                        if let Some(value) = session.parameter(name) {
+                            parameters.insert(0, (name.to_string(), value.to_string()));
+                        }
+                    }
+                }
+                let mut key = lock_any(&key);
                 if key.is_none() {
                     if let Some(seen) = session.backend_key() {
-                        key = Some(seen.clone());
+                        *key = Some(seen.clone());
                         lock_keys(keys).insert(seen.clone());
                     }
                 }
-                session.take_to_client()
+                (session.take_login(), parameters)
             };
             replies_read.notify_one();
-            if let Some(bytes) = bytes {
-                client_write.write_all(&bytes).await?;
+            if let Some(login) = &login {
+                let context = context(&lock_any(&key));
+                *lock_any(&recorder) = Some(trail.open(context, &startup));
+                if let Some(refusal) = trail.refusal() {
+                    // A full trail takes no new session: its connect event
+                    // would not fit.
+                    return Err(ProxyError::Refused(refusal));
+                }
+                let at = SystemTime::now();
+                let what = match login {
+                    Login::Connected => Happened::Connected { at },
+                    Login::Failed(error) => Happened::LoginFailed { error, at },
+                };
+                let events = events::<T>(&recorder, std::iter::once(what));
+                // A login whose event does not fit is refused, not held.
+                match trail.write(&events).await {
+                    Ok(()) => {}
+                    Err(TrailError::Full(reason)) => return Err(ProxyError::Refused(reason)),
+                    Err(TrailError::Failed(reason)) => return Err(ProxyError::Trail(reason)),
+                }
+                lock(&session).login_recorded();
+            }
+            if !parameters.is_empty() {
+                let told = events::<T>(
+                    &recorder,
+                    parameters
+                        .iter()
+                        .map(|(name, value)| Happened::Parameter { name, value }),
+                );
+                write_events(trail, told).await?;
+                parameters.clear();
             }
             if !records.is_empty() {
-                let context = context.get_or_insert_with(|| {
-                    Arc::new(SessionContext {
-                        id,
-                        client: peer,
-                        user: startup.user().map(str::to_string),
-                        database: startup.database().map(str::to_string),
-                        application_name: startup.application_name().map(str::to_string),
-                        backend_pid: key.as_ref().map(|k| k.pid),
-                    })
-                });
-                for record in records.drain(..) {
-                    let recorded = Recorded {
-                        session: context.clone(),
-                        record,
-                    };
-                    sink.send(recorded)
-                        .await
-                        .map_err(|_| ProxyError::SinkClosed)?;
-                }
+                lock_any(&traffic).statements += records.len() as u64;
+                let events = events::<T>(&recorder, records.iter().map(Happened::Statement));
+                write_events(trail, events).await?;
+                lock(&session).recorded(records.len() as u64);
+                records.clear();
             }
+            to_client(&client_write, &session, &traffic).await?;
+            // A refusal may have waited for these replies.
+            replies_read.notify_one();
         }
     };
-    // Either direction ending ends the session (the other is dropped).
+    // Either direction ending ends the session (the other is dropped), and
+    // so does the proxy's shutdown.
     let result = tokio::select! {
         result = client_to_server => result,
         result = server_to_client => result,
+        () = stop => Ok(()),
     };
+    let key = lock_any(&key).take();
     if let Some(key) = &key {
         lock_keys(keys).remove(key);
     }
-    // Statements still waiting for replies are recorded as NoReply.
+    // Statements still waiting for replies are recorded as NoReply; then
+    // the session's end.
     let mut session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
     session.close(SystemTime::now());
-    let context = Arc::new(SessionContext {
-        id,
-        client: peer,
-        user: startup.user().map(str::to_string),
-        database: startup.database().map(str::to_string),
-        application_name: startup.application_name().map(str::to_string),
-        backend_pid: key.as_ref().map(|k| k.pid),
-    });
+    let mut records = Vec::new();
     while let Some(record) = session.next_record() {
-        let recorded = Recorded {
-            session: context.clone(),
-            record,
-        };
-        if sink.send(recorded).await.is_err() {
-            return Err(ProxyError::SinkClosed);
-        }
+        records.push(record);
+    }
+    let mut traffic = traffic.into_inner().unwrap_or_else(PoisonError::into_inner);
+    traffic.statements += records.len() as u64;
+    let recorder = recorder
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(mut recorder) = recorder {
+        let mut events: Vec<T::Event> = records
+            .iter()
+            .filter_map(|record| T::event(&mut recorder, Happened::Statement(record)))
+            .collect();
+        let at = SystemTime::now();
+        events.extend(T::event(
+            &mut recorder,
+            Happened::Disconnected {
+                stats: &traffic,
+                at,
+            },
+        ));
+        write_events(trail, events).await?;
     }
     result
+}
+
+/// The texts the client sent, for the recorder.
+fn take_texts(session: &mut Session) -> Vec<Arc<str>> {
+    std::iter::from_fn(|| session.next_text()).collect()
+}
+
+fn prepare<T: Trail>(recorder: &Mutex<Option<T::Recorder>>, texts: Vec<Arc<str>>) {
+    if texts.is_empty() {
+        return;
+    }
+    if let Some(recorder) = lock_any(recorder).as_mut() {
+        for text in texts {
+            T::prepare(recorder, &text);
+        }
+    }
+}
+
+fn events<'a, T: Trail>(
+    recorder: &Mutex<Option<T::Recorder>>,
+    what: impl Iterator<Item = Happened<'a>>,
+) -> Vec<T::Event> {
+    match lock_any(recorder).as_mut() {
+        Some(recorder) => what.filter_map(|what| T::event(recorder, what)).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Writes events to the trail. A full trail is tried again until it takes
+/// them (the results they hold wait; new statements are refused meanwhile,
+/// by the client side reading [`Trail::refusal`]).
+async fn write_events<T: Trail>(trail: &T, events: Vec<T::Event>) -> Result<(), ProxyError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut wait = std::time::Duration::from_millis(5);
+    let mut warned = false;
+    loop {
+        match trail.write(&events).await {
+            Ok(()) => return Ok(()),
+            Err(TrailError::Failed(reason)) => return Err(ProxyError::Trail(reason)),
+            Err(TrailError::Full(reason)) => {
+                if !warned {
+                    tracing::warn!(%reason, "trail full: holding results until their events fit");
+                    warned = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Writes what the session releases to the client. Both directions call
+/// it (a refusal is answered from the client side), so bytes are taken
+/// under the writer's lock: taken in order, written in order.
+async fn to_client<W: AsyncWrite + Unpin>(
+    client_write: &tokio::sync::Mutex<W>,
+    session: &Mutex<Session>,
+    traffic: &Mutex<Traffic>,
+) -> Result<(), ProxyError> {
+    let mut writer = client_write.lock().await;
+    let bytes = lock(session).take_to_client();
+    if let Some(bytes) = bytes {
+        writer.write_all(&bytes).await?;
+        lock_any(traffic).bytes_to_client += bytes.len() as u64;
+    }
+    Ok(())
+}
+
+fn lock_any<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock_keys(keys: &Keys) -> std::sync::MutexGuard<'_, HashSet<BackendKey>> {

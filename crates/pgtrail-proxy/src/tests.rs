@@ -994,3 +994,4 @@ fn bytes_arriving_one_at_a_time_are_forwarded_by_whole_frames() {
 }
 
 mod fuzz;
+mod hold;

@@ -84,6 +84,30 @@ impl Analyzer {
         analysis
     }
 
+    /// The cached analysis of `sql`, if any (a hit counts as in
+    /// [`Analyzer::analyze`]; a miss is not counted: the caller analyzes
+    /// with [`Analyzer::analyze_uncached`], outside any lock it holds, and
+    /// hands the result to [`Analyzer::store`]).
+    pub fn cached(&mut self, sql: &str) -> Option<Arc<Analysis>> {
+        if let Some(found) = self.young.get(sql) {
+            self.hits += 1;
+            return Some(Arc::clone(found));
+        }
+        let (key, found) = self.old.remove_entry(sql)?;
+        self.hits += 1;
+        self.insert(key, Arc::clone(&found));
+        Some(found)
+    }
+
+    /// Caches `analysis` as the analysis of `sql` (a miss, counted), unless
+    /// the text is longer than [`MAX_CACHED_TEXT`].
+    pub fn store(&mut self, sql: &str, analysis: Arc<Analysis>) {
+        self.misses += 1;
+        if sql.len() <= MAX_CACHED_TEXT && !self.young.contains_key(sql) {
+            self.insert(sql.into(), analysis);
+        }
+    }
+
     /// [`Analyzer::analyze`] without the cache.
     pub fn analyze_uncached(&self, sql: &str) -> Analysis {
         let policy = self.policy;

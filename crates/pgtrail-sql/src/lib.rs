@@ -28,6 +28,7 @@
 //! literal is replaced. Text that cannot even be scanned (an unterminated
 //! quote, a NUL byte) is withheld whole, with [`WITHHELD`] in its place.
 
+mod binds;
 mod cache;
 mod claims;
 mod class;
@@ -43,5 +44,7 @@ pub use claims::{
 };
 pub use class::{Class, ClassSet};
 pub use objects::{Access, Object, ObjectRef, Resolution, Resolver, SearchPath};
-pub use redact::{redact_constants, redact_secrets, Redaction, Redactor, REDACTED, WITHHELD};
+pub use redact::{
+    redact_constants, redact_secrets, redact_value, Redaction, Redactor, REDACTED, WITHHELD,
+};
 pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};

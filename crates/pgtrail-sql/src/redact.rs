@@ -159,6 +159,16 @@ pub fn redact_constants(sql: &str) -> (String, Redaction) {
     (out, Redaction::Redacted)
 }
 
+/// A value bound to a statement (a Bind parameter), with the credentials of
+/// a connection string in it redacted (`password=…`, `scheme://user:secret@…`),
+/// as they are in literals of statement text.
+pub fn redact_value(value: &str) -> String {
+    if !crate::literal::mentions_secret(value) {
+        return value.to_string();
+    }
+    crate::literal::redact_credentials(value, REDACTED).unwrap_or_else(|| value.to_string())
+}
+
 /// Redacts statement after statement, remembering the last one: the rows
 /// of one statement carry the same text, so a batch mostly repeats it.
 #[derive(Debug, Default)]

@@ -15,6 +15,7 @@ use std::ops::Range;
 use pg_query::protobuf::summary_result::Context;
 use serde::Serialize;
 
+use crate::binds;
 use crate::claims::{self, Claim, ClaimScope, ClaimValue, Names, SettingChange};
 use crate::class::{self, Class, ClassSet, Level};
 use crate::objects::{Access, ObjectRef, SearchPath};
@@ -111,6 +112,10 @@ pub struct Statement {
     /// The pairs of its sqlcommenter comment (values of secret-named keys redacted).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comment: Vec<(String, String)>,
+    /// Which parameter binds which column: `(n, column)` for `$n` (see
+    /// the `binds` module for the rule and its limits).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<(u32, String)>,
 }
 
 /// EXECUTE's literal arguments (`None` for an expression); Debug shows
@@ -262,6 +267,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             search_path: None,
             claims: claims::claims(names, &[], &comment),
             comment,
+            binds: Vec::new(),
         }],
     }
 }
@@ -416,6 +422,7 @@ fn statement(
         Vec::new()
     });
     let span = trimmed(sql, piece);
+    let binds = binds::binds(classified, &code);
     let command = command_of(node, &code, has(Context::Ddl), deallocate.is_some());
     // The statement's tokens, positioned in its own text, for the redactor.
     let own: Vec<Tok> = toks
@@ -446,6 +453,7 @@ fn statement(
         search_path,
         claims,
         comment,
+        binds,
     }
 }
 

@@ -112,31 +112,48 @@ pub enum Command {
     Ddl(DdlArgs),
     /// Start a throwaway Postgres with pgtrail, play a short session, show the trail.
     Demo(DemoArgs),
-    /// EXPERIMENTAL: proxy clients to a server, printing each statement as a JSON line.
+    /// Statement audit at the wire: proxy clients to a server, recording every statement and login in the trail.
     Proxy(ProxyArgs),
 }
 
-/// `pgtrail proxy` (experimental)
+/// `pgtrail proxy`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-EXPERIMENTAL: statements are printed to stdout as JSON lines, one per
-statement; nothing is written to the store yet, and the output format will
-change. SQL text goes through the secret redactor; parameter values are not
-printed. Clients connect to ADDR as if it were Postgres and log in as
-themselves (authentication passes through); no TLS toward clients yet.
+Clients connect to ADDR as if it were Postgres and log in as themselves
+(authentication passes through). Every statement, login and disconnect is
+an event in the store (--store / [store] url), through a spool on disk:
+no result reaches a client before its statement's event is in the spool
+(durability async: written, fsync'd within milliseconds; strict: fsync'd
+first). A full spool (store away too long) refuses new statements with
+SQLSTATE 53400 (when_full = \"fail_closed\", the default) or drops events
+and reports them as an alarm (\"fail_open\"). Flags override [proxy] keys.
 
-Example:
+Examples:
   pgtrail proxy --listen 127.0.0.1:6432 --upstream 'postgres://db.internal:5432/postgres'
+  pgtrail --store sqlite:/var/lib/pgtrail/trail.db proxy --durability strict
+  pgtrail proxy --log none          # audit off: forward only
   psql 'postgres://app@127.0.0.1:6432/shop'")]
 pub struct ProxyArgs {
     /// Address to accept clients on, e.g. 127.0.0.1:6432 (port 0: any free port,
-    /// printed on stderr).
+    /// printed on stderr); default [proxy] listen.
     #[arg(long, value_name = "ADDR")]
-    pub listen: String,
+    pub listen: Option<String>,
     /// The server, as a libpq URL; only host, port and TLS settings (sslmode,
-    /// sslrootcert) are used, since each client logs in as itself.
+    /// sslrootcert) are used, since each client logs in as itself; default
+    /// [proxy] upstream.
     #[arg(long, value_name = "URL")]
-    pub upstream: String,
+    pub upstream: Option<String>,
+    /// When a result may reach its client: async (its event written to the
+    /// spool) or strict (fsync'd); default [proxy] durability.
+    #[arg(long, value_name = "MODE", value_parser = ["async", "strict"])]
+    pub durability: Option<String>,
+    /// What to record: all, none (audit off), failed, or classes
+    /// (write,ddl,role,…); default [proxy] log.
+    #[arg(long, value_name = "LEVEL", value_delimiter = ',')]
+    pub log: Vec<String>,
+    /// The spool directory; default [proxy] spool_dir.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<String>,
 }
 
 /// `pgtrail init`

@@ -25,8 +25,10 @@
 //! - `kill`: `pgtrail replicate` killed with SIGKILL during a write load and in
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
-//! - `proxy`: `pgtrail proxy` (experimental) printing statements as JSON
-//!   lines, secrets in SQL redacted, parameter values not printed.
+//! - `proxy`: `pgtrail proxy` recording through its spool into the store:
+//!   kill -9 under load in both durability modes, the store stopped while
+//!   clients run, a full spool failing closed (53400) and open (an alarm),
+//!   each statement whose result reached a client stored exactly once.
 //! - `clients` (with `clients_rust`): the client matrix: psql, pgbench,
 //!   psycopg 3, asyncpg, node-postgres, tokio-postgres and sqlx run their
 //!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see

@@ -1,104 +1,648 @@
-//! `pgtrail proxy` (experimental) as a user runs it: clients go through it
-//! to a real cluster, and each statement comes out as a JSON line, with
-//! secrets in SQL redacted and parameter values never printed.
+//! `pgtrail proxy` as a user runs it, its trail counted against ground
+//! truth: clients run statements through it, each carrying a unique marker
+//! (a literal), and remember which results they received. Whatever happens
+//! to pgtrail (kill -9 under load, in both durability modes), to the store
+//! (stopped while clients run) or to the spool (full), every statement
+//! whose result reached a client is in the store exactly once, and nothing
+//! is duplicated.
+//!
+//! These tests run the binary cargo builds for this package
+//! (`CARGO_BIN_EXE_pgtrail`).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgtrail_testkit::Cluster;
-use serde_json::Value;
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_testkit::{Cluster, ClusterOptions};
 
-/// Kills the proxy when the test ends, passing or not.
-struct Proxy(Child);
+/// A running `pgtrail proxy`, killed with SIGKILL (and reaped) when dropped.
+struct Proxy {
+    child: Child,
+    address: String,
+    stderr: PathBuf,
+}
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-#[tokio::test]
-async fn proxy_prints_each_statement_as_json() {
+impl Proxy {
+    /// Starts `pgtrail --store STORE proxy …` in `dir` and waits for
+    /// `listening on`.
+    fn start(dir: &Path, store: &str, upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let stderr = dir.join(format!(
+            "proxy-{}.err",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let spool = dir.join("spool");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgtrail"));
+        command
+            .args(["--store", store, "proxy", "--listen", "127.0.0.1:0"])
+            .args(["--upstream", upstream])
+            .args(["--spool-dir", spool.to_str().expect("utf-8 path")])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start pgtrail proxy");
+        let mut proxy = Proxy {
+            child,
+            address: String::new(),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        proxy.address = loop {
+            if let Some(address) = proxy
+                .log()
+                .lines()
+                .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
+            {
+                break address;
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!("pgtrail proxy exited ({status}): {}", proxy.log());
+            }
+            assert!(Instant::now() < deadline, "not listening: {}", proxy.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        proxy
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@{}/postgres", self.address)
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "clean stop: {status}: {}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "did not stop: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+fn upstream(cluster: &Cluster) -> String {
+    format!("{}?sslmode=disable", cluster.url("postgres"))
+}
+
+async fn connect(url: &str) -> Option<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
+
+/// The statement for marker `n` of client `c`: INSERTs and SELECTs,
+/// simple and extended protocol, the marker a literal in the text.
+fn statement(c: usize, n: usize) -> (String, String) {
+    let marker = format!("m{c}x{n}y");
+    let sql = if n % 2 == 0 {
+        format!("INSERT INTO marks (marker) VALUES ('{marker}')")
+    } else {
+        format!("SELECT '{marker}' AS marker")
+    };
+    (marker, sql)
+}
+
+/// Markers whose result reached a client: the ground truth.
+type Acked = Arc<Mutex<BTreeSet<String>>>;
+
+/// `clients` clients running marked statements through `url` until `stop`
+/// or their connection ends; each marker is added to `acked` once its
+/// result arrived. Returns the tasks.
+fn load(
+    url: &str,
+    clients: usize,
+    first: usize,
+    acked: &Acked,
+    refused: &Arc<Mutex<Vec<String>>>,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in first..first + clients {
+        let (url, acked, refused, stop) = (
+            url.to_string(),
+            acked.clone(),
+            refused.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            let Some(client) = connect(&url).await else {
+                return;
+            };
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (marker, sql) = statement(c, n);
+                let result = if n % 4 == 1 {
+                    // Extended protocol, the marker still in the text.
+                    client.query(&sql, &[]).await.map(drop)
+                } else {
+                    client.simple_query(&sql).await.map(drop)
+                };
+                match result {
+                    Ok(()) => {
+                        acked.lock().expect("lock").insert(marker);
+                    }
+                    Err(error) => match error.code() {
+                        Some(code) => {
+                            refused.lock().expect("lock").push(code.code().to_string());
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        None => return, // the connection ended
+                    },
+                }
+            }
+        });
+    }
+    tasks
+}
+
+/// Proxy statement events in `store` by marker: how many of each.
+async fn counts(store: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for event in events(store).await {
+        if event.source != Source::Proxy || event.kind != Kind::Statement {
+            continue;
+        }
+        if let Some(marker) = event.sql.as_deref().and_then(marker_of) {
+            *out.entry(marker).or_default() += 1;
+        }
+    }
+    out
+}
+
+async fn events(store: &str) -> Vec<Event> {
+    let Ok(store) = pgtrail_store::open(store).await else {
+        return Vec::new();
+    };
+    store.scan(0, 10_000_000).await.unwrap_or_default()
+}
+
+fn marker_of(sql: &str) -> Option<String> {
+    let start = sql.find("'m")? + 1;
+    let end = start + sql[start..].find('\'')?;
+    Some(sql[start..end].to_string())
+}
+
+/// Waits until every acknowledged marker is in the store.
+async fn wait_for_trail(
+    store: &str,
+    acked: &BTreeSet<String>,
+    proxy: &Proxy,
+) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = counts(store).await;
+        let missing = acked.iter().filter(|m| !counts.contains_key(*m)).count();
+        if missing == 0 {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged statements never reached the store: {}",
+            acked.len(),
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every acknowledged marker exactly once; nothing twice.
+fn assert_exactly_once(acked: &BTreeSet<String>, counts: &BTreeMap<String, usize>) {
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "duplicated events: {twice:?}");
+    for marker in acked {
+        assert_eq!(
+            counts.get(marker),
+            Some(&1),
+            "{marker}: its result reached the client"
+        );
+    }
+}
+
+fn verify(dir: &Path, store: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args(["--store", store, "verify"])
+        .current_dir(dir)
+        .output()
+        .expect("pgtrail verify");
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn marks_table(cluster: &Cluster) {
+    cluster
+        .psql(
+            "postgres",
+            "CREATE TABLE marks (id bigserial PRIMARY KEY, marker text NOT NULL)",
+        )
+        .expect("table");
+}
+
+/// kill -9 of pgtrail while 6 clients run INSERTs and SELECTs through it;
+/// restarted on the same spool and store, it drains: each statement whose
+/// result reached a client is stored once.
+async fn killed_under_load(durability: &str) {
     let cluster = Cluster::start().expect("cluster");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let upstream = format!("{}?sslmode=disable", cluster.url("postgres"));
+    marks_table(&cluster).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let proxy = Proxy::start(
+        tmp.path(),
+        &store,
+        &upstream(&cluster),
+        &["--durability", durability],
+        &[],
+    );
+
+    let acked: Acked = Arc::default();
+    let refused = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = load(&proxy.url(), 6, 0, &acked, &refused, &stop);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < 400 {
+        assert!(Instant::now() < deadline, "load too slow: {}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.kill9();
+    while tokio::time::timeout(Duration::from_secs(30), clients.join_next())
+        .await
+        .expect("clients end with the proxy")
+        .is_some()
+    {}
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        refused.lock().expect("lock").is_empty(),
+        "no statement failed"
+    );
+
+    let proxy = Proxy::start(
+        tmp.path(),
+        &store,
+        &upstream(&cluster),
+        &["--durability", durability],
+        &[],
+    );
+    let counts = wait_for_trail(&store, &acked, &proxy).await;
+    proxy.stop();
+    assert_exactly_once(&acked, &counts);
+    // The inserted rows the clients saw are in the table too (sanity of
+    // the ground truth).
+    let inserted = cluster
+        .psql("postgres", "SELECT count(*) FROM marks")
+        .expect("count");
+    let acked_inserts = acked.iter().filter(|m| {
+        m.split(['x', 'y'])
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n % 2 == 0)
+    });
+    assert!(inserted.trim().parse::<usize>().expect("number") >= acked_inserts.count());
+    verify(tmp.path(), &store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_and_duplicates_nothing_async() {
+    killed_under_load("async").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_and_duplicates_nothing_strict() {
+    killed_under_load("strict").await;
+}
+
+/// A Postgres store on its own cluster, stopped and started again on the
+/// same port.
+struct StoreCluster {
+    dir: PathBuf,
+    port: u16,
+    cluster: Option<Cluster>,
+}
+
+impl StoreCluster {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pgtrail-proxy-store-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let cluster = Cluster::start_with(ClusterOptions {
+            data_dir: Some(dir.clone()),
+            ..ClusterOptions::default()
+        })
+        .expect("store cluster");
+        StoreCluster {
+            dir,
+            port: cluster.port(),
+            cluster: Some(cluster),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop().expect("stop");
+        }
+    }
+
+    fn start_again(&mut self) {
+        self.cluster = Some(
+            Cluster::start_with(ClusterOptions {
+                data_dir: Some(self.dir.clone()),
+                port: Some(self.port),
+                ..ClusterOptions::default()
+            })
+            .expect("start again"),
+        );
+    }
+}
+
+impl Drop for StoreCluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The store goes away while clients run: results keep flowing (the events
+/// wait in the spool: the store's count does not move while the clients'
+/// does), and every event lands once it is back. A slow or absent store
+/// never holds a result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_goes_away_results_flow_and_events_land_when_it_is_back() {
+    let cluster = Cluster::start().expect("cluster");
+    marks_table(&cluster).await;
+    let mut store_cluster = StoreCluster::start();
+    let store = store_cluster.url();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start(tmp.path(), &store, &upstream(&cluster), &[], &[]);
+    let client = connect(&proxy.url()).await.expect("connect");
+    let mut acked = BTreeSet::new();
+    for n in 0..20 {
+        let (marker, sql) = statement(0, n);
+        client.simple_query(&sql).await.expect("statement");
+        acked.insert(marker);
+    }
+    wait_for_trail(&store, &acked, &proxy).await;
+
+    store_cluster.stop();
+    for n in 20..220 {
+        let (marker, sql) = statement(0, n);
+        client
+            .simple_query(&sql)
+            .await
+            .expect("results flow while the store is away");
+        acked.insert(marker);
+    }
+    // Their events wait in the spool meanwhile.
+    let spooled: u64 = std::fs::read_dir(tmp.path().join("spool"))
+        .expect("spool dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        spooled > 200 * 100,
+        "the events wait in the spool: {spooled} bytes"
+    );
+    store_cluster.start_again();
+    let counts = wait_for_trail(&store, &acked, &proxy).await;
+    proxy.stop();
+    assert_exactly_once(&acked, &counts);
+    verify(tmp.path(), &store);
+}
+
+/// The store away and the spool full (`spool_max_mb = 1`): fail_closed
+/// refuses new statements in-protocol with SQLSTATE 53400, and every
+/// statement that got a result is in the trail once the store is back; then
+/// statements are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
+    let cluster = Cluster::start().expect("cluster");
+    marks_table(&cluster).await;
+    let mut store_cluster = StoreCluster::start();
+    let store = store_cluster.url();
+    store_cluster.stop();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let env = [("PGTRAIL_PROXY__SPOOL_MAX_MB", "1")];
+    let proxy = Proxy::start(tmp.path(), &store, &upstream(&cluster), &[], &env);
+
+    let acked: Acked = Arc::default();
+    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = load(&proxy.url(), 4, 0, &acked, &refused, &stop);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while refused.lock().expect("lock").len() < 10 {
+        assert!(Instant::now() < deadline, "never refused: {}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    // A new login is refused too while the trail is full.
+    let url = proxy.url();
+    let login = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+    let error = match tokio::time::timeout(Duration::from_secs(30), login)
+        .await
+        .expect("a login is refused, not held")
+    {
+        Ok(_) => None,
+        Err(error) => error.code().map(|c| c.code().to_string()),
+    };
+    assert_eq!(
+        error.as_deref(),
+        Some("53400"),
+        "a new login gets FATAL 53400"
+    );
+
+    // Clients whose statement ran while the spool filled wait for its
+    // event to fit: they finish once the store is back.
+    store_cluster.start_again();
+    while tokio::time::timeout(Duration::from_secs(120), clients.join_next())
+        .await
+        .expect("held results are released once the spool drains")
+        .is_some()
+    {}
+    let codes: BTreeSet<_> = refused.lock().expect("lock").iter().cloned().collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["53400".to_string()]),
+        "refused with 53400 only"
+    );
+    let acked = acked.lock().expect("lock").clone();
+    let counts = wait_for_trail(&store, &acked, &proxy).await;
+    assert_exactly_once(&acked, &counts);
+    // Drained: statements are taken again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let login = tokio::time::timeout(Duration::from_secs(30), connect(&url));
+        if let Some(client) = login.await.expect("a login is answered") {
+            if client.simple_query("SELECT 'mafterxy'").await.is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "still refusing: {}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.stop();
+    verify(tmp.path(), &store);
+}
+
+/// fail_open: a full spool drops events and serves on; the drop is
+/// counted and lands in the store as an `alarm` event once it drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_fails_open_and_the_drop_is_an_alarm() {
+    let cluster = Cluster::start().expect("cluster");
+    marks_table(&cluster).await;
+    let mut store_cluster = StoreCluster::start();
+    let store = store_cluster.url();
+    store_cluster.stop();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("PGTRAIL_PROXY__SPOOL_MAX_MB", "1"),
+        ("PGTRAIL_PROXY__WHEN_FULL", "fail_open"),
+    ];
+    let proxy = Proxy::start(tmp.path(), &store, &upstream(&cluster), &[], &env);
+    let client = connect(&proxy.url()).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    // The spool counts drops durably in dropped.json before serving on.
+    while !tmp.path().join("spool").join("dropped.json").exists() {
+        assert!(Instant::now() < deadline, "never full: {}", proxy.log());
+        for _ in 0..100 {
+            let (_, sql) = statement(0, n);
+            client
+                .simple_query(&sql)
+                .await
+                .expect("served, full or not");
+            n += 1;
+        }
+    }
+    store_cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let alarm = loop {
+        let found = events(&store)
+            .await
+            .into_iter()
+            .find(|e| e.kind == Kind::Alarm);
+        if let Some(alarm) = found {
+            break alarm;
+        }
+        assert!(Instant::now() < deadline, "no alarm: {}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dropped = alarm
+        .context
+        .as_ref()
+        .and_then(|c| c.get("dropped_events"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or_default();
+    assert!(
+        dropped > 0,
+        "the alarm counts the dropped events: {alarm:?}"
+    );
+    proxy.stop();
+    verify(tmp.path(), &store);
+}
+
+/// `pgtrail run` with `[proxy] listen` runs the proxy as one of its parts:
+/// a statement through it is in the store, and SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgtrail_run_runs_the_proxy_as_a_part() {
+    let cluster = Cluster::start().expect("cluster");
+    marks_table(&cluster).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let stderr = tmp.path().join("run.err");
+    let spool = tmp.path().join("spool");
     let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream])
-        .current_dir(dir.path())
+        .args(["--store", &store, "run"])
+        .env("PGTRAIL_PROXY__LISTEN", "127.0.0.1:0")
+        .env("PGTRAIL_PROXY__UPSTREAM", upstream(&cluster))
+        .env("PGTRAIL_PROXY__SPOOL_DIR", &spool)
+        .current_dir(tmp.path())
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
-        .expect("start pgtrail proxy");
-    let _proxy = Proxy(child);
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let address = loop {
-        if let Some(address) = read(&err)
+        .expect("start pgtrail run");
+    let mut run = Proxy {
+        child,
+        address: String::new(),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    run.address = loop {
+        if let Some(address) = run
+            .log()
             .lines()
             .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
         {
             break address;
         }
-        assert!(Instant::now() < deadline, "not listening: {}", read(&err));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-
-    let url = format!("postgres://postgres@{address}/postgres");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect through the proxy");
-    tokio::spawn(connection);
-    client
-        .batch_execute("CREATE ROLE reporting LOGIN PASSWORD 'hunter2-secret'")
-        .await
-        .expect("create role");
-    let row = client
-        .query_one("SELECT $1::text AS card", &[&"4111-1111-1111-1111"])
-        .await
-        .expect("select");
-    assert_eq!(row.get::<_, &str>(0), "4111-1111-1111-1111");
-    let error = client
-        .batch_execute("DELETE FROM missing_table")
-        .await
-        .expect_err("no such table");
-    assert_eq!(error.code().map(|c| c.code()), Some("42P01"));
-
-    let lines: Vec<Value> = loop {
-        let text = read(&out);
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-            .collect();
-        if lines.len() >= 3 {
-            break lines;
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("pgtrail run exited ({status}): {}", run.log());
         }
-        assert!(Instant::now() < deadline, "three lines: {text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "not listening: {}", run.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let text = read(&out);
-    assert!(
-        !text.contains("hunter2-secret"),
-        "the password is redacted: {text}"
-    );
-    assert!(
-        !text.contains("4111"),
-        "parameter values are not printed: {text}"
-    );
-
-    assert_eq!(lines[0]["command_tag"], "CREATE ROLE");
-    assert_eq!(lines[0]["protocol"], "simple");
-    assert_eq!(lines[0]["db_user"], "postgres");
-    assert_eq!(lines[0]["client_addr"], "127.0.0.1");
-    assert!(lines[0]["backend_pid"].as_i64().is_some_and(|pid| pid > 0));
-    assert_eq!(lines[1]["sql"], "SELECT $1::text AS card");
-    assert_eq!(lines[1]["protocol"], "extended");
-    assert_eq!(lines[1]["param_formats"], serde_json::json!(["binary"]));
-    assert_eq!(lines[1]["rows_returned"], 1);
-    assert_eq!(lines[2]["outcome"], "failed");
-    assert_eq!(lines[2]["error"]["sqlstate"], "42P01");
-    assert_eq!(lines[2]["sql"], "DELETE FROM missing_table");
-    assert_eq!(lines[2]["transaction_status"], "idle");
+    let client = connect(&run.url())
+        .await
+        .expect("connect through run's proxy");
+    let (marker, sql) = statement(0, 0);
+    client.simple_query(&sql).await.expect("insert");
+    let acked = BTreeSet::from([marker]);
+    let counts = wait_for_trail(&store, &acked, &run).await;
+    assert_exactly_once(&acked, &counts);
+    drop(client);
+    run.stop();
+    verify(tmp.path(), &store);
 }

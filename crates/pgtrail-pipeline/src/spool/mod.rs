@@ -4,7 +4,10 @@
 //! drainer moves them into the store, in order, once it is back.
 //!
 //! [`Spool::push`] returns only once the batch is fsync'd in the spool, so a
-//! source may acknowledge it then. [`Spool::drain`] appends the oldest batch
+//! source may acknowledge it then. [`Spool::push_async`] returns once the
+//! batch is written (in the page cache: it survives a crash of the process,
+//! not of the machine) and the fsync follows within a few milliseconds, on
+//! a thread of its own: the statement proxy's `async` durability. [`Spool::drain`] appends the oldest batch
 //! to the store (through [`crate::retry::until_done`]), then records that it
 //! is done; a crash in between replays the batch, which the store skips
 //! (its events' ids are already stored).
@@ -228,19 +231,141 @@ impl Drop for Inner {
     }
 }
 
+type Answer = oneshot::Sender<Result<Pushed, SpoolError>>;
+
 /// Group commit: pushes queue here, and one thread per spool writes all
-/// that queued with one write and one fsync, then answers each pusher.
-/// Pushes arriving during an fsync go together into the next, so many
-/// sessions pushing at once share fsyncs instead of taking turns.
+/// that queued with one write, answers the async pushers, and hands the
+/// fsync to the [`Syncer`] thread, where durable pushers wait. Pushes
+/// arriving during a write or an fsync go together into the next, so many
+/// sessions pushing at once share writes and fsyncs instead of taking
+/// turns, and a write never waits for an fsync.
 #[derive(Debug, Default)]
 struct Committer {
     queue: Mutex<Queue>,
     arrived: Condvar,
+    syncer: Arc<Syncer>,
+}
+
+/// Fsyncs what the committer wrote, apart from it. Writes are numbered; a
+/// durable pusher waits for the fsync that follows its write's number.
+#[derive(Debug, Default)]
+struct Syncer {
+    state: Mutex<Syncing>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Syncing {
+    /// Writes made (group commits).
+    written: u64,
+    /// Writes covered by an fsync.
+    synced: u64,
+    /// The segment the last write went to, and its path.
+    file: Option<(Arc<File>, PathBuf)>,
+    /// Durable pushers, by the write they wait for.
+    waiters: Vec<(u64, Answer)>,
+    /// An fsync failed: what it said. The spool takes no more batches.
+    failed: Option<(std::io::ErrorKind, String, PathBuf)>,
+    closed: bool,
+}
+
+impl Syncer {
+    fn state(&self) -> MutexGuard<'_, Syncing> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write to `file` was made: returns its number.
+    fn written(&self, file: Arc<File>, path: PathBuf) -> u64 {
+        let mut state = self.state();
+        state.written += 1;
+        state.file = Some((file, path));
+        self.wake.notify_one();
+        state.written
+    }
+
+    /// Answers `answer` once write `seq` is fsync'd.
+    fn wait(&self, seq: u64, answer: Answer) {
+        let mut state = self.state();
+        if let Some(error) = &state.failed {
+            let _ = answer.send(Err(fsync_error(error)));
+        } else if state.synced >= seq {
+            let _ = answer.send(Ok(Pushed::Spooled));
+        } else {
+            state.waiters.push((seq, answer));
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.state().failed.is_some()
+    }
+
+    fn close(&self) {
+        self.state().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// The syncer thread: fsyncs the last written segment whenever writes
+    /// wait, then answers the pushers waiting for them. On close it still
+    /// fsyncs what was written.
+    fn run(&self) {
+        loop {
+            let (seq, file) = {
+                let mut state = self.state();
+                while state.written == state.synced && !state.closed {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                if state.written == state.synced || state.failed.is_some() {
+                    return;
+                }
+                (state.written, state.file.clone())
+            };
+            let result = match &file {
+                Some((file, _)) => file.sync_data(),
+                None => Ok(()),
+            };
+            let ready = {
+                let mut state = self.state();
+                match result {
+                    Ok(()) => state.synced = seq,
+                    Err(error) => {
+                        let path = file.map(|(_, path)| path).unwrap_or_default();
+                        tracing::error!(file = %path.display(), %error, "spool: fsync failed; the spool takes no more batches until it is reopened");
+                        state.failed = Some((error.kind(), error.to_string(), path));
+                    }
+                }
+                let failed = state.failed.clone();
+                let synced = state.synced;
+                let waiters = std::mem::take(&mut state.waiters);
+                let (ready, waiting): (Vec<_>, Vec<_>) = waiters
+                    .into_iter()
+                    .partition(|(s, _)| *s <= synced || failed.is_some());
+                state.waiters = waiting;
+                ready.into_iter().map(move |(_, answer)| {
+                    let outcome = match &failed {
+                        Some(error) => Err(fsync_error(error)),
+                        None => Ok(Pushed::Spooled),
+                    };
+                    (answer, outcome)
+                })
+            };
+            for (answer, outcome) in ready {
+                let _ = answer.send(outcome);
+            }
+        }
+    }
+}
+
+fn fsync_error((kind, message, path): &(std::io::ErrorKind, String, PathBuf)) -> SpoolError {
+    SpoolError::Io {
+        action: "fsync",
+        path: path.clone(),
+        source: std::io::Error::new(*kind, message.clone()),
+    }
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    batches: Vec<(Batch, oneshot::Sender<Result<Pushed, SpoolError>>)>,
+    batches: Vec<(Batch, Answer)>,
     /// The spool was dropped: the thread ends.
     closed: bool,
 }
@@ -260,6 +385,7 @@ impl Committer {
     fn close(&self) {
         self.queue().closed = true;
         self.arrived.notify_one();
+        self.syncer.close();
     }
 
     /// The committer thread. It holds the spool only while committing
@@ -285,10 +411,19 @@ impl Committer {
                     .map(|_| Err(SpoolError::Task("the spool was closed".into())))
                     .collect(),
             };
-            for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            // Every write of this group is numbered at most this.
+            let seq = self.syncer.state().written;
+            for ((answer, outcome), batch) in answers.into_iter().zip(outcomes).zip(&batches) {
                 // A pusher that stopped waiting (its task was cancelled)
                 // has its batch spooled all the same.
-                let _ = answer.send(outcome);
+                match outcome {
+                    Ok(Pushed::Spooled) if batch.durable && batch.events > 0 => {
+                        self.syncer.wait(seq, answer);
+                    }
+                    outcome => {
+                        let _ = answer.send(outcome);
+                    }
+                }
             }
         }
     }
@@ -321,8 +456,8 @@ struct State {
     /// Oldest first; the last one takes new records.
     segments: VecDeque<Segment>,
     /// The last segment, open for appending (`None` until the first push
-    /// after the spool emptied).
-    writer: Option<File>,
+    /// after the spool emptied); shared with the syncer thread.
+    writer: Option<Arc<File>>,
     next_id: u64,
     /// Everything before this was drained. A segment newer than
     /// `read.segment` is read from its start.
@@ -383,6 +518,11 @@ impl Spool {
             }),
         };
         let weak = Arc::downgrade(&spool.inner);
+        let syncer = Arc::clone(&committer.syncer);
+        std::thread::Builder::new()
+            .name("pgtrail-spool-sync".into())
+            .spawn(move || syncer.run())
+            .map_err(|e| SpoolError::Task(format!("cannot start the spool's syncer: {e}")))?;
         std::thread::Builder::new()
             .name("pgtrail-spool".into())
             .spawn(move || committer.run(weak))
@@ -415,7 +555,7 @@ impl Spool {
     pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
         self.inner
             .committer
-            .enqueue(Batch::encode(events)?)
+            .enqueue(Batch::encode(events, true)?)
             .await
             .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
     }
@@ -424,13 +564,46 @@ impl Spool {
     pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
         self.inner
             .committer
-            .enqueue(Batch::encode(events)?)
+            .enqueue(Batch::encode(events, true)?)
             .blocking_recv()
             .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
     }
 
-    /// How many group commits (writes with their fsync) the spool made
-    /// since it was opened: fewer than pushes when pushes arrive together.
+    /// Writes `events` as one batch and returns once it is written to the
+    /// spool's file (write(2): a crash of this process keeps it, a crash of
+    /// the machine may not). The fsync follows on the syncer thread, shared
+    /// with the writes around it, without this call waiting for it. The
+    /// same order, bound and policy as [`Spool::push`].
+    pub async fn push_async(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
+        self.inner
+            .committer
+            .enqueue(Batch::encode(events, false)?)
+            .await
+            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
+    }
+
+    /// Returns once everything written so far is fsync'd.
+    pub async fn sync(&self) -> Result<(), SpoolError> {
+        let syncer = &self.inner.committer.syncer;
+        let (answer, outcome) = oneshot::channel();
+        let seq = syncer.state().written;
+        syncer.wait(seq, answer);
+        outcome
+            .await
+            .map_err(|_| SpoolError::Task("the spool's fsync ended without an answer".into()))?
+            .map(|_| ())
+    }
+
+    /// Writes made and not yet covered by an fsync (0 once the syncer
+    /// caught up).
+    pub fn unsynced(&self) -> u64 {
+        let state = self.inner.committer.syncer.state();
+        state.written - state.synced
+    }
+
+    /// How many group commits (writes, each followed by an fsync shared
+    /// with the writes around it) the spool made since it was opened:
+    /// fewer than pushes when pushes arrive together.
     pub fn commits(&self) -> u64 {
         self.inner.lock().commits
     }
@@ -442,10 +615,12 @@ struct Batch {
     record: Vec<u8>,
     events: u64,
     source: Option<Source>,
+    /// The pusher waits for the fsync, not only the write.
+    durable: bool,
 }
 
 impl Batch {
-    fn encode(events: &[Event]) -> Result<Batch, SpoolError> {
+    fn encode(events: &[Event], durable: bool) -> Result<Batch, SpoolError> {
         let payload = serde_json::to_vec(events).map_err(SpoolError::Encode)?;
         let record = segment::record(&payload).ok_or(SpoolError::TooLarge {
             bytes: payload.len() as u64,
@@ -454,6 +629,7 @@ impl Batch {
             record,
             events: events.len() as u64,
             source: events.first().map(|e| e.source),
+            durable,
         })
     }
 }
@@ -479,12 +655,16 @@ impl Inner {
     }
 
     /// Writes `batches` in order and returns each one's outcome: spooled
-    /// once its bytes are fsync'd, refused or dropped when it does not fit.
+    /// once its bytes are written (the syncer fsyncs them), refused or
+    /// dropped when it does not fit.
     fn push_many(&self, batches: &[Batch]) -> Vec<Result<Pushed, SpoolError>> {
         let mut outcomes: Vec<Option<Result<Pushed, SpoolError>>> =
             batches.iter().map(|_| None).collect();
         let mut pending = Pending::default();
         let mut state = self.lock();
+        if self.committer.syncer.failed() {
+            state.broken = true;
+        }
         for (index, batch) in batches.iter().enumerate() {
             if batch.events == 0 {
                 outcomes[index] = Some(Ok(Pushed::Spooled));
@@ -512,8 +692,14 @@ impl Inner {
             }
             if rolls {
                 // What the old segment takes is made durable before the
-                // next segment starts.
+                // next segment starts (the syncer only knows the last one).
                 self.commit(&mut state, &mut pending, &mut outcomes);
+                if let Some(old) = &state.writer {
+                    if let Err(error) = old.sync_data() {
+                        tracing::error!(%error, "spool: fsync of a full segment failed; the spool takes no more batches until it is reopened");
+                        state.broken = true;
+                    }
+                }
                 if state.broken {
                     outcomes[index] = Some(Err(SpoolError::Broken {
                         path: self.dir.clone(),
@@ -539,8 +725,8 @@ impl Inner {
             .collect()
     }
 
-    /// Writes the pending records to the last segment with one fsync and
-    /// settles their outcomes.
+    /// Writes the pending records to the last segment with one write, hands
+    /// the fsync to the syncer and settles their outcomes.
     fn commit(
         &self,
         state: &mut State,
@@ -562,11 +748,12 @@ impl Inner {
             unreachable!("records are pending only in a started segment");
         };
         let path = self.segment_path(last.id);
-        let written = file
-            .write_all(&pending.bytes)
-            .and_then(|()| file.sync_data());
+        let written = (&**file).write_all(&pending.bytes);
         match written {
             Ok(()) => {
+                self.committer
+                    .syncer
+                    .written(Arc::clone(file), path.clone());
                 let size = pending.bytes.len() as u64;
                 last.len += size;
                 waiting.batches += pending.batches.len() as u64;
@@ -651,7 +838,7 @@ impl Inner {
             id,
             len: segment::HEADER,
         });
-        state.writer = Some(file);
+        state.writer = Some(Arc::new(file));
         state.waiting.disk_bytes += segment::HEADER;
         Ok(())
     }
@@ -743,7 +930,7 @@ fn recover(dir: &Path, state: &mut State) -> Result<(), SpoolError> {
                 path,
                 source,
             })?;
-        state.writer = Some(file);
+        state.writer = Some(Arc::new(file));
     }
     Ok(())
 }

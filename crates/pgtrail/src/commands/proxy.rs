@@ -1,134 +1,126 @@
-//! `pgtrail proxy` (experimental): the statement proxy in front of a
-//! server, printing each completed statement as a JSON line. Nothing goes
-//! to the store yet; that is the pipeline's part of issue 11.
+//! `pgtrail proxy`: the statement proxy in front of a server, its events
+//! through a spool into the store (`pgtrail_pipeline::proxy`). `pgtrail
+//! run` runs the same part when `[proxy] listen` is set.
 
-use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::Context as _;
-use chrono::{DateTime, SecondsFormat, Utc};
-use pgtrail_proxy::{serve, Outcome, Protocol, Recorded, Upstream};
-use pgtrail_sql::Redactor;
-use pgtrail_wire::backend::TransactionStatus;
-use serde_json::{json, Value};
+use pgtrail_core::config::{Durability, ProxyConfig};
+use pgtrail_pipeline::proxy::{audit_off, spool_options, ProxyPart};
+use pgtrail_pipeline::spool::Spool;
+use pgtrail_proxy::Upstream;
+use pgtrail_store::open::redact_url;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
+use super::run::signal;
 use super::Invocation;
 use crate::cli::ProxyArgs;
 
-/// Records waiting to be printed before sessions wait for the printer.
-const QUEUE: usize = 1024;
-
-pub async fn run(args: &ProxyArgs, _ctx: &Invocation) -> anyhow::Result<ExitCode> {
-    let upstream = Upstream::parse(&args.upstream).context("invalid --upstream")?;
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr().context("listening address")?;
-    eprintln!("pgtrail proxy (experimental): listening on {address}");
-    let (sink, mut records) = mpsc::channel(QUEUE);
-    let mut server = tokio::spawn(serve(listener, upstream, sink));
-    let mut redactor = Redactor::default();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            record = records.recv() => {
-                let Some(record) = record else { break };
-                let line = to_json(&record, &mut redactor).to_string();
-                let mut out = std::io::stdout().lock();
-                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    return Err(e).context("cannot write to stdout");
-                }
-            }
-            result = &mut server => {
-                result.context("the proxy stopped")?.context("the proxy stopped")?;
-                break;
-            }
-            _ = &mut ctrl_c => break,
+pub async fn run(args: &ProxyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
+    let mut config = ctx.config.proxy.clone();
+    if let Some(listen) = &args.listen {
+        config.listen = Some(listen.clone());
+    }
+    if let Some(upstream) = &args.upstream {
+        config.upstream = Some(upstream.clone());
+    }
+    if let Some(durability) = &args.durability {
+        config.durability = match durability.as_str() {
+            "strict" => Durability::Strict,
+            _ => Durability::Async,
+        };
+    }
+    if !args.log.is_empty() {
+        config.log = args.log.clone();
+    }
+    if let Some(dir) = &args.spool_dir {
+        config.spool_dir = Some(dir.clone());
+    }
+    let part = proxy_part(&config, ctx).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let mut task = tokio::spawn(pgtrail_pipeline::proxy::run(part, stop));
+    tokio::select! {
+        () = signal() => {
+            eprintln!("pgtrail proxy: stopping: no new clients; sessions end once their events are in the spool, which then drains (Ctrl-C again to quit at once)");
+            let _ = stop_tx.send(true);
+        }
+        result = &mut task => {
+            result.context("the proxy stopped")??;
+            anyhow::bail!("the proxy stopped without being asked to");
         }
     }
+    tokio::select! {
+        result = &mut task => result.context("the proxy stopped")??,
+        () = signal() => anyhow::bail!("interrupted twice: quit without waiting (events in the spool drain at the next start)"),
+    }
+    eprintln!("pgtrail proxy: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-fn time(at: SystemTime) -> String {
-    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Micros, true)
+/// Binds the listener and opens the spool `config` names, and says so on
+/// stderr (`pgtrail proxy: listening on ADDR`, which scripts wait for).
+pub(crate) async fn proxy_part(
+    config: &ProxyConfig,
+    ctx: &Invocation,
+) -> anyhow::Result<ProxyPart> {
+    let listen = config
+        .listen
+        .as_deref()
+        .context("no address to listen on: --listen or [proxy] listen")?;
+    let upstream_url = config
+        .upstream
+        .as_deref()
+        .context("no server to proxy to: --upstream or [proxy] upstream")?;
+    let upstream = Upstream::parse(upstream_url).context("invalid upstream URL")?;
+    let spool = if audit_off(config) {
+        eprintln!("pgtrail proxy: audit off (log = none): forwarding only, nothing recorded");
+        None
+    } else {
+        let dir = spool_dir(config);
+        let spool = Spool::open(&dir, spool_options(config))
+            .with_context(|| format!("cannot open the proxy's spool {}", dir.display()))?;
+        let waiting = spool.waiting();
+        eprintln!(
+            "pgtrail proxy: recording into {} through the spool {} ({} batches waiting; durability {}, when full {})",
+            redact_url(&ctx.config.store.url),
+            dir.display(),
+            waiting.batches,
+            match config.durability {
+                Durability::Async => "async",
+                Durability::Strict => "strict",
+            },
+            match config.when_full {
+                pgtrail_core::config::WhenTrailFull::FailClosed => "fail_closed",
+                pgtrail_core::config::WhenTrailFull::FailOpen => "fail_open",
+            },
+        );
+        Some(spool)
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr().context("listening address")?;
+    eprintln!("pgtrail proxy: listening on {address}");
+    Ok(ProxyPart {
+        listener,
+        upstream,
+        proxy: config.clone(),
+        identity: ctx.config.identity.clone(),
+        spool,
+        store_url: ctx.config.store.url.clone(),
+    })
 }
 
-/// One statement as JSON: the session, the statement (SQL through the secret
-/// redactor; parameter values never printed), the result.
-fn to_json(recorded: &Recorded, redactor: &mut Redactor) -> Value {
-    let session = &recorded.session;
-    let r = &recorded.record;
-    let (protocol, part, function_oid) = match r.protocol {
-        Protocol::Simple { part } => ("simple", Some(part), None),
-        Protocol::Extended => ("extended", None, None),
-        Protocol::FunctionCall { oid } => ("function_call", None, Some(oid)),
-    };
-    let (outcome, step, error) = match &r.outcome {
-        Outcome::Completed => ("completed", None, None),
-        Outcome::Failed { step, error } => (
-            "failed",
-            Some(format!("{step:?}").to_lowercase()),
-            Some(json!({
-                "severity": error.severity(),
-                "sqlstate": error.code(),
-                "message": error.message(),
-                "detail": error.detail(),
-            })),
-        ),
-        Outcome::NotRun => ("not_run", None, None),
-        Outcome::Suspended => ("suspended", None, None),
-        Outcome::NoReply => ("no_reply", None, None),
-    };
-    let status = r.transaction_status.map(|s| match s {
-        TransactionStatus::Idle => "idle",
-        TransactionStatus::InTransaction => "in_transaction",
-        TransactionStatus::Failed => "failed",
-    });
-    let formats: Vec<&str> = (0..r.params.values.len())
-        .map(|i| {
-            if r.params.format(i) == 1 {
-                "binary"
-            } else {
-                "text"
-            }
-        })
-        .collect();
-    let duration_us = r
-        .finished_at
-        .duration_since(r.started_at)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    json!({
-        "session_id": session.id,
-        "client_addr": session.client.ip().to_string(),
-        "client_port": session.client.port(),
-        "db_user": session.user,
-        "database": session.database,
-        "application_name": session.application_name,
-        "backend_pid": r.backend_pid.or(session.backend_pid),
-        "protocol": protocol,
-        "part": part,
-        "function_oid": function_oid,
-        "sql": r.sql.as_deref().map(|sql| redactor.redact(sql, false)),
-        "statement": r.statement,
-        "portal": r.portal,
-        "param_formats": formats,
-        "command_tag": r.command_tag,
-        "rows": r.rows,
-        "rows_returned": r.rows_returned,
-        "copy_bytes": r.copy_bytes,
-        "outcome": outcome,
-        "failed_at": step,
-        "error": error,
-        "started_at": time(r.started_at),
-        "duration_us": duration_us,
-        "transaction_status": status,
-    })
+/// `[proxy] spool_dir`, else `pgtrail-proxy-spool` in systemd's
+/// `$STATE_DIRECTORY`, else in the working directory.
+pub(crate) fn spool_dir(config: &ProxyConfig) -> PathBuf {
+    if let Some(dir) = &config.spool_dir {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("pgtrail-proxy-spool")
 }

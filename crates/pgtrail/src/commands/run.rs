@@ -1,9 +1,11 @@
 //! `pgtrail run`: the one long-running process.
 //!
 //! It runs each configured part as its own task, side by side, until Ctrl-C
-//! or SIGTERM: draining trigger capture's inbox (`drain::drain_part`) and
+//! or SIGTERM: draining trigger capture's inbox (`drain::drain_part`),
 //! streaming logical replication into the store
-//! (`replicate::replication_part`). Each part
+//! (`replicate::replication_part`) and, with `[proxy] listen`, the
+//! statement proxy (`pgtrail_pipeline::proxy`, through its spool into
+//! `[store] url`). Each part
 //! retries by itself what may pass — a database restarting, a store outage
 //! — and says so in the log, so a problem in one never pauses the other.
 //!
@@ -52,10 +54,12 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         .replication_db
         .as_deref()
         .or(ctx.config.replication.db.as_deref());
-    if drain_db.is_none() && replication_db.is_none() {
+    let proxy = ctx.config.proxy.listen.is_some();
+    if drain_db.is_none() && replication_db.is_none() && !proxy {
         anyhow::bail!(
-            "nothing to run: name the database to drain (--db, PGTRAIL_DB or [triggers] db) \
-             and/or the one to capture by logical replication (--replication-db or [replication] db)"
+            "nothing to run: name the database to drain (--db, PGTRAIL_DB or [triggers] db), \
+             the one to capture by logical replication (--replication-db or [replication] db) \
+             and/or the proxy's address ([proxy] listen)"
         );
     }
     let replication = match replication_db {
@@ -87,6 +91,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|_| Target::Url(ctx.config.store.url.clone())),
         )
+        .chain((proxy && replication.is_none()).then(|| Target::Url(ctx.config.store.url.clone())))
         .collect();
     let checkpointer = start_checkpointer(args, targets, ctx).await?;
 
@@ -99,9 +104,23 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         }),
     };
 
+    // Bound before anything starts: a port in use stops `run` at once.
+    let proxy_part = match proxy {
+        true => Some(super::proxy::proxy_part(&ctx.config.proxy, ctx).await?),
+        false => None,
+    };
+
     let mut parts = Supervisor::<anyhow::Error>::new();
     let stop = parts.stop_signal();
     let stop_tx = parts.stopper();
+    if let Some(part) = proxy_part {
+        let stop = stop.clone();
+        parts.spawn("proxy", async move {
+            pgtrail_pipeline::proxy::run(part, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
     if let Some(part) = drain {
         eprintln!(
             "draining trigger capture of {} every {} ms",
