@@ -17,7 +17,7 @@
 //! use (default `python3`); `PGTRAIL_TEST_DEBUG=1` prints every run's output.
 //!
 //! The trail check reads the statements back from the store with `pgtrail
-//! log --kind statement --format json` when `pgtrail proxy` writes to one
+//! log --kind statement --format jsonl` when `pgtrail proxy` writes to one
 //! (it takes `--durability`), and then requires each event's class; a proxy
 //! without a store is checked on the JSON lines it prints (rows and
 //! SQLSTATE).
@@ -293,15 +293,35 @@ impl Proxy {
             .unwrap_or_else(|| panic!("a port in {:?}", self.address))
     }
 
-    /// Every statement recorded so far: read back from the store through
-    /// `pgtrail log` as a user would, or the JSON lines the proxy printed.
-    async fn records(&self) -> Vec<Value> {
+    /// Stops the proxy as an operator does (SIGTERM): it takes no new
+    /// clients and exits once every event is in the store. A problem if it
+    /// does not within 60 s.
+    async fn stop(&mut self) -> Option<String> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return Some("cannot send SIGTERM to the proxy".into());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return None,
+                Ok(Some(status)) => return Some(format!("the proxy exited with {status}")),
+                Ok(None) if Instant::now() >= deadline => {
+                    return Some("the proxy did not stop within 60 s of SIGTERM".into())
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Some(format!("wait for the proxy: {e}")),
+            }
+        }
+    }
+
+    /// Every statement recorded: read back from the store through `pgtrail
+    /// log` as a user would, or the JSON lines the proxy printed.
+    fn records(&self) -> Vec<Value> {
         let text = match &self.store {
             None => read(&self.out),
             Some(store) => {
-                // Async durability: events reach the store within a few ms
-                // of their result; give the group commit a moment.
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 let run = crate::support::pgtrail_in(
                     self.out.parent().unwrap_or(Path::new(".")),
                     &[
@@ -311,7 +331,7 @@ impl Proxy {
                         "--kind",
                         "statement",
                         "--format",
-                        "json",
+                        "jsonl",
                         "--limit",
                         "1000000",
                     ],
@@ -520,7 +540,7 @@ fn skipped() -> Vec<String> {
 async fn client_matrix_direct_and_through_the_proxy() {
     let cluster = Cluster::start().expect("cluster");
     let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = Proxy::start(&cluster, dir.path()).await;
+    let mut proxy = Proxy::start(&cluster, dir.path()).await;
     let admin = cluster.connect("postgres").await.expect("connect");
     let skip = skipped();
     for name in &skip {
@@ -573,8 +593,9 @@ async fn client_matrix_direct_and_through_the_proxy() {
     let elapsed = started.elapsed();
 
     let ports = [cluster.port(), proxy.port()];
-    let records = proxy.records().await;
     let mut problems = Vec::new();
+    problems.extend(proxy.stop().await);
+    let records = proxy.records();
     for client in &clients {
         let output = |side: Side| {
             results
@@ -624,6 +645,19 @@ async fn client_matrix_direct_and_through_the_proxy() {
             eprintln!("== {} {}\n{}", client.name(), side.name(), run.output);
         }
         eprintln!("{} records", records.len());
+        let mut by_database = std::collections::BTreeMap::new();
+        for record in &records {
+            *by_database
+                .entry(record["database"].to_string())
+                .or_insert(0) += 1;
+        }
+        eprintln!("records by database: {by_database:?}");
+        if let Some(record) = records
+            .iter()
+            .find(|r| r["sql"].as_str().is_some_and(|s| s.contains("counter")))
+        {
+            eprintln!("a counter statement: {record}");
+        }
     }
     assert!(
         problems.is_empty(),

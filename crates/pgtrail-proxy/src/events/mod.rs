@@ -405,7 +405,7 @@ impl SessionRecorder {
         );
 
         self.update(stmt, &analysis, part, &ran, record, completed, failed);
-        if multi && last_part || !multi {
+        if !multi || last_part {
             self.resync(record);
         }
         keep.then_some(event)
