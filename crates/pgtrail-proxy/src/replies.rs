@@ -66,6 +66,15 @@ enum Expected {
         /// Its result or error came; only ReadyForQuery is left.
         over: bool,
     },
+    /// COPY data the client sent before the server asked for it
+    /// (CopyInResponse): it belongs to the request before it if that turns
+    /// out to be a COPY FROM STDIN, and is ignored by the server otherwise.
+    /// Answers nothing.
+    CopyData {
+        bytes: u64,
+        /// Ended by CopyDone or CopyFail.
+        done: bool,
+    },
 }
 
 impl Expected {
@@ -79,6 +88,7 @@ impl Expected {
             Expected::Close { .. } => "Close",
             Expected::Sync => "Sync",
             Expected::FunctionCall { .. } => "FunctionCall",
+            Expected::CopyData { .. } => "CopyData",
         }
     }
 
@@ -92,6 +102,7 @@ impl Expected {
             Expected::Close { .. } => Step::Close,
             Expected::Sync => Step::Sync,
             Expected::FunctionCall { .. } => Step::FunctionCall,
+            Expected::CopyData { .. } => Step::Execute,
         }
     }
 }
@@ -175,16 +186,23 @@ impl Replies {
         }
         let expected = match message {
             FrontendMessage::CopyData(data) => {
-                if self.copy == Copy::In {
-                    if let Some(record) = &mut self.current {
-                        record.copy_bytes += data.len() as u64;
+                let bytes = data.len() as u64;
+                match self.copy {
+                    Copy::In => {
+                        if let Some(record) = &mut self.current {
+                            record.copy_bytes += bytes;
+                        }
                     }
+                    Copy::None if self.skip.is_none() => self.early_copy(bytes, false),
+                    _ => {}
                 }
                 return;
             }
             FrontendMessage::CopyDone | FrontendMessage::CopyFail(_) => {
-                if self.copy == Copy::In {
-                    self.copy = Copy::InDone;
+                match self.copy {
+                    Copy::In => self.copy = Copy::InDone,
+                    Copy::None if self.skip.is_none() => self.early_copy(0, true),
+                    _ => {}
                 }
                 return;
             }
@@ -248,6 +266,10 @@ impl Replies {
         if self.passthrough || matches!(tag, b'N' | b'A' | b'S') {
             return Ok(()); // asynchronous: answers nothing
         }
+        // COPY data no COPY took: the server ignored it.
+        while let Some(Expected::CopyData { .. }) = self.queue.front() {
+            self.queue.pop_front();
+        }
         let Some(front) = self.queue.front() else {
             // A FATAL error (shutdown, idle timeout) can come unasked.
             if tag == b'E' {
@@ -290,6 +312,11 @@ impl Replies {
                 let rows = parsed.rows;
                 let record = self.current(now);
                 record.rows = rows;
+                // A SELECT portal run in several row-limited Executes: the
+                // last one's tag counts only its own rows (PortalRunSelect).
+                if record.executions > 1 && tag.starts_with("SELECT") {
+                    record.rows = Some(record.rows_returned);
+                }
                 let sql = record.sql.clone();
                 record.command_tag = Some(tag.clone());
                 self.finish_current(now);
@@ -319,11 +346,29 @@ impl Replies {
             (Expected::Query { .. } | Expected::Execute { .. }, b'G') => {
                 self.current(now);
                 self.copy = Copy::In;
-                // Syncs sent before the client saw CopyInResponse reach the
-                // server during the COPY, which ignores them.
-                while matches!(self.queue.get(1), Some(Expected::Sync)) {
+                // What the client sent after this request and before it saw
+                // CopyInResponse reached the server during the COPY: Syncs
+                // (libpq sends one with the Execute) are ignored, data
+                // counts, and a CopyDone ends the COPY; what follows it is
+                // ordinary traffic again.
+                let mut early = 0;
+                while let Some(next) = self.queue.get(1) {
+                    match *next {
+                        Expected::Sync => {}
+                        Expected::CopyData { bytes, done } => {
+                            early += bytes;
+                            if done {
+                                self.copy = Copy::InDone;
+                            }
+                        }
+                        _ => break,
+                    }
                     self.queue.remove(1);
+                    if self.copy == Copy::InDone {
+                        break;
+                    }
                 }
+                self.current(now).copy_bytes += early;
             }
             (Expected::Query { .. } | Expected::Execute { .. }, b'H') => {
                 self.current(now);
@@ -479,6 +524,20 @@ impl Replies {
             }
         }
         Ok(())
+    }
+
+    /// COPY data (or its end) before any CopyInResponse: kept in line with
+    /// the requests, consecutive data in one marker.
+    fn early_copy(&mut self, bytes: u64, end: bool) {
+        if let Some(Expected::CopyData { bytes: b, done }) = self.queue.back_mut() {
+            if !*done {
+                *b += bytes;
+                *done = end;
+                return;
+            }
+        }
+        self.queue
+            .push_back(Expected::CopyData { bytes, done: end });
     }
 
     /// The record for the front request, started on its first reply.
@@ -671,7 +730,10 @@ impl Replies {
                 record.outcome = NOT_RUN;
                 Some(record)
             }
-            Expected::Describe | Expected::Close { .. } | Expected::Sync => None,
+            Expected::Describe
+            | Expected::Close { .. }
+            | Expected::Sync
+            | Expected::CopyData { .. } => None,
         };
         if let Some(record) = record {
             let last_done = self.last_done;

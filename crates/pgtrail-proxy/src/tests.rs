@@ -645,6 +645,8 @@ fn row_limited_executes_make_one_record() {
     let records = conv.records();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].rows_returned, records[0].executions), (3, 2));
+    // The last Execute's tag counts its own row; the statement returned 3.
+    assert_eq!(records[0].rows, Some(3));
     assert_eq!(records[0].outcome, Outcome::Completed);
     // Suspended, then closed: recorded as suspended.
     conv.client(
@@ -730,6 +732,106 @@ fn copy_from_stdin_in_both_protocols() {
     let records = conv.records();
     assert_eq!(records.len(), 1);
     assert_eq!(failed_code(&records[0]), Some((Step::Execute, "22P02")));
+}
+
+#[test]
+fn copy_data_sent_before_copy_in_response_counts() {
+    // Simple protocol: the client sends the COPY and its data in one go.
+    let mut conv = Conv::ready();
+    conv.client(
+        &[
+            query("COPY t FROM STDIN"),
+            copy_data(b"1\n"),
+            copy_data(b"22\n"),
+            copy_done(),
+            query("SELECT 1"),
+        ]
+        .concat(),
+    );
+    conv.server(&[copy_response(b'G'), complete("COPY 2"), ready(b'I')].concat());
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"1"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].rows, records[0].copy_bytes), (Some(2), 5));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 1"));
+
+    // Extended protocol, all at once: the Sync sent with the Execute is
+    // ignored by the server during the COPY, the one after CopyDone is not.
+    conv.client(
+        &[
+            parse("", "COPY t FROM STDIN"),
+            bind("", "", &[]),
+            execute("", 0),
+            sync(),
+            copy_data(b"3\n"),
+            copy_done(),
+            sync(),
+            parse("", "SELECT 2"),
+            bind("", "", &[]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat(),
+    );
+    conv.server(&[parse_complete(), bind_complete(), copy_response(b'G')].concat());
+    conv.server(&[complete("COPY 1"), ready(b'I')].concat());
+    conv.server(
+        &[
+            parse_complete(),
+            bind_complete(),
+            data_row(b"2"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].rows, records[0].copy_bytes), (Some(1), 2));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 2"));
+    assert_eq!(conv.session.pending_replies(), 0);
+
+    // Data after a statement that is no COPY: the server ignores it, and
+    // so does the queue.
+    conv.client(
+        &[
+            query("SELECT 3"),
+            copy_data(b"junk"),
+            copy_done(),
+            query("SELECT 4"),
+        ]
+        .concat(),
+    );
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"3"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    conv.server(
+        &[
+            row_description(),
+            data_row(b"4"),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let records = conv.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 4"));
+    assert_eq!(records[1].copy_bytes, 0);
 }
 
 #[test]

@@ -30,11 +30,17 @@
 //!   clients run, a full spool failing closed (53400) and open (an alarm),
 //!   each statement whose result reached a client stored exactly once; TLS
 //!   toward clients from `--tls-cert`/`--tls-key`/`--require-tls`.
+//! - `clients` (with `clients_rust`): the client matrix: psql, pgbench,
+//!   psycopg 3, asyncpg, node-postgres, tokio-postgres and sqlx run their
+//!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see
+//!   the same results, and their marked statements must be in the trail.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
 mod alarms;
 mod checkpoints;
+mod clients;
+mod clients_rust;
 mod connections;
 mod demo;
 mod events;
