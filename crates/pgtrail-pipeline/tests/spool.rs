@@ -477,13 +477,53 @@ async fn a_crash_between_append_and_removal_replays_harmlessly() {
     assert_eq!(
         spool.waiting().batches,
         4,
-        "the first batch is still spooled"
+        "the batches appended together are still spooled"
     );
-    assert_eq!(chain(store.as_ref()).await.len(), 3, "and already stored");
-    // After a restart the first batch is appended again: the store skips it.
+    assert_eq!(chain(store.as_ref()).await.len(), 12, "and already stored");
+    // After a restart they are appended again: the store skips them.
     drop(spool);
     let spool = Spool::open(&dir, SpoolOptions::default()).expect("reopen");
     drain_all(&spool, store.as_ref()).await;
+    assert_stored_in_order(store.as_ref(), &all.concat()).await;
+}
+
+/// Counts the store's appends.
+struct CountsAppends(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl AppendHook for CountsAppends {
+    async fn append(
+        &self,
+        inner: &dyn Store,
+        events: &[Event],
+    ) -> Result<AppendReceipt, StoreError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.append(events).await
+    }
+}
+
+/// The proxy pushes a statement or two per batch: draining them one append
+/// (one store commit) each would take a few hundred a second. Consecutive
+/// batches go to the store together, in order, each still exactly once.
+#[tokio::test]
+async fn small_batches_drain_together_in_order() {
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
+    let all = batches(1_000, 1);
+    for batch in &all {
+        spool.push_async(batch).await.expect("push");
+    }
+    let store: Arc<dyn Store> = Arc::new(sqlite(tmp.path()).await);
+    let counting = Hooked::new(
+        Arc::clone(&store),
+        CountsAppends(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let drained = drain_all(&spool, &counting).await;
+    assert_eq!((drained.batches, drained.events), (1_000, 1_000));
+    let appends = counting.hook().0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(appends <= 10, "{appends} appends for 1,000 batches");
+    assert!(spool.is_empty());
     assert_stored_in_order(store.as_ref(), &all.concat()).await;
 }
 

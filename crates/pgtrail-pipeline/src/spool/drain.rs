@@ -1,6 +1,10 @@
-//! Draining: the oldest batch is appended to the store, then the drained
-//! position (`drained`: segment, offset and a check, rewritten in place and
-//! fsync'd) moves past it, and a segment drained to its end is deleted.
+//! Draining: the oldest batches (consecutive records of one segment, up to
+//! [`DRAIN_EVENTS`] events) are appended to the store in one append, then
+//! the drained position (`drained`: segment, offset and a check, rewritten
+//! in place and fsync'd) moves past them, and a segment drained to its end
+//! is deleted. Appending a run of batches at once matters for the proxy,
+//! whose sessions push a statement or two at a time: one append (and one
+//! store commit) per batch would drain only a few hundred events a second.
 //! Between the append and the move a crash replays the batch; the store
 //! skips event ids it already has, so the replay adds nothing.
 
@@ -16,6 +20,9 @@ use tokio::sync::watch;
 
 use super::{dir, read_at, segment, Inner, Position, Spool, SpoolError};
 use crate::retry::{until_done, Backoff};
+
+/// Most events one drain step appends together.
+pub const DRAIN_EVENTS: usize = 5_000;
 
 /// The file keeping the drained position.
 pub(super) const CURSOR_FILE: &str = "drained";
@@ -82,18 +89,23 @@ fn write_cursor(file: &File, at: Position) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// The oldest waiting batch.
+/// The oldest waiting batches: consecutive records of one segment.
 struct Next {
     segment: u64,
+    /// Where the first record starts.
     offset: u64,
+    /// Where the last record ends.
     end: u64,
+    /// How many records (batches as pushed).
+    batches: u64,
     events: Vec<Event>,
 }
 
 impl Inner {
-    /// Reads the oldest waiting batch, checking it again (the file may
-    /// have been damaged since it was opened).
-    fn next(&self) -> Result<Option<Next>, SpoolError> {
+    /// Reads the oldest waiting batches, up to `max_events` (at least one
+    /// batch), each checked again (the file may have been damaged since it
+    /// was opened).
+    fn next(&self, max_events: usize) -> Result<Option<Next>, SpoolError> {
         let (id, offset, len) = {
             let state = self.lock();
             let Some(front) = state.segments.front() else {
@@ -110,32 +122,32 @@ impl Inner {
         }
         // Bytes before `len` are whole records that no one changes.
         let path = self.segment_path(id);
-        let corrupt = |reason: String| SpoolError::Corrupt {
-            path: path.clone(),
-            offset,
-            reason,
-        };
-        let header = read_at(&path, offset, segment::RECORD_HEADER)?;
-        let payload_len = segment::payload_len(&header).map_err(|r| corrupt(r.into()))?;
-        let end = offset + segment::RECORD_HEADER + payload_len;
-        if end > len {
-            return Err(corrupt("record runs past the end of the segment".into()));
-        }
-        let bytes = read_at(&path, offset, end - offset)?;
-        let payload = segment::open_record(&bytes, &path, offset)?;
-        let events = serde_json::from_slice(payload)
-            .map_err(|e| corrupt(format!("not a batch of events: {e}")))?;
-        Ok(Some(Next {
+        let mut next = Next {
             segment: id,
             offset,
-            end,
-            events,
-        }))
+            end: offset,
+            batches: 0,
+            events: Vec::new(),
+        };
+        while next.end < len && (next.batches == 0 || next.events.len() < max_events) {
+            match read_record(&path, next.end, len) {
+                Ok((end, events)) => {
+                    next.events.extend(events);
+                    next.end = end;
+                    next.batches += 1;
+                }
+                // The records before a damaged one drain first; the damage
+                // is reported when it is the oldest.
+                Err(_) if next.batches > 0 => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Some(next))
     }
 
-    /// Records that the batch at `next` is in the store; deletes its
-    /// segment once drained to the end.
-    fn advance(&self, segment: u64, offset: u64, end: u64) -> Result<(), SpoolError> {
+    /// Records that the `batches` records from `offset` to `end` are in the
+    /// store; deletes their segment once drained to the end.
+    fn advance(&self, segment: u64, offset: u64, end: u64, batches: u64) -> Result<(), SpoolError> {
         let mut state = self.lock();
         let at = Position {
             segment,
@@ -147,7 +159,7 @@ impl Inner {
             source,
         })?;
         state.read = at;
-        state.waiting.batches -= 1;
+        state.waiting.batches -= batches;
         state.waiting.bytes -= end - offset;
         let finished = state
             .segments
@@ -170,6 +182,27 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Reads and checks the record at `at` of the segment at `path` (whose
+/// whole records end at `len`): where it ends and its events.
+fn read_record(path: &Path, at: u64, len: u64) -> Result<(u64, Vec<Event>), SpoolError> {
+    let corrupt = |reason: String| SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        offset: at,
+        reason,
+    };
+    let header = read_at(path, at, segment::RECORD_HEADER)?;
+    let payload_len = segment::payload_len(&header).map_err(|r| corrupt(r.into()))?;
+    let end = at + segment::RECORD_HEADER + payload_len;
+    if end > len {
+        return Err(corrupt("record runs past the end of the segment".into()));
+    }
+    let bytes = read_at(path, at, end - at)?;
+    let payload = segment::open_record(&bytes, path, at)?;
+    let events = serde_json::from_slice(payload)
+        .map_err(|e| corrupt(format!("not a batch of events: {e}")))?;
+    Ok((end, events))
 }
 
 /// Runs `work` on the blocking pool.
@@ -203,7 +236,7 @@ impl Spool {
                 drained.stopped = true;
                 return Ok(drained);
             }
-            let Some(next) = blocking(&self.inner, Inner::next).await? else {
+            let Some(next) = blocking(&self.inner, |inner| inner.next(DRAIN_EVENTS)).await? else {
                 if self.report_drops(store, backoff, stop).await? {
                     drained.alarms += 1;
                     continue;
@@ -212,8 +245,8 @@ impl Spool {
                 return Ok(drained);
             };
             let appended = until_done(
-                "Appending a spooled batch to the store",
-                "it stays in the spool, and newer batches wait behind it",
+                "Appending spooled batches to the store",
+                "they stay in the spool, and newer batches wait behind them",
                 backoff,
                 stop,
                 || store.append(&next.events),
@@ -224,12 +257,13 @@ impl Spool {
                 drained.stopped = true;
                 return Ok(drained);
             }
-            let (segment, offset, end) = (next.segment, next.offset, next.end);
+            let (segment, offset, end, batches) =
+                (next.segment, next.offset, next.end, next.batches);
             blocking(&self.inner, move |inner| {
-                inner.advance(segment, offset, end)
+                inner.advance(segment, offset, end, batches)
             })
             .await?;
-            drained.batches += 1;
+            drained.batches += batches;
             drained.events += next.events.len() as u64;
         }
     }

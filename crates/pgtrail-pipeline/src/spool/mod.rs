@@ -7,10 +7,12 @@
 //! source may acknowledge it then. [`Spool::push_async`] returns once the
 //! batch is written (in the page cache: it survives a crash of the process,
 //! not of the machine) and the fsync follows within a few milliseconds, on
-//! a thread of its own: the statement proxy's `async` durability. [`Spool::drain`] appends the oldest batch
-//! to the store (through [`crate::retry::until_done`]), then records that it
-//! is done; a crash in between replays the batch, which the store skips
-//! (its events' ids are already stored).
+//! a thread of its own: the statement proxy's `async` durability.
+//! [`Spool::drain`] appends the oldest batches (a run of them, up to
+//! [`DRAIN_EVENTS`] events, in one append) to the store (through
+//! [`crate::retry::until_done`]), then records that they are done; a crash
+//! in between replays them, which the store skips (their events' ids are
+//! already stored).
 //!
 //! **The rule a caller follows: once anything is spooled, everything goes
 //! through the spool until it is empty** ([`Spool::is_empty`]): a batch
@@ -61,7 +63,7 @@ use pgtrail_core::{Event, Source};
 use pgtrail_store::StoreError;
 use tokio::sync::{oneshot, Notify};
 
-pub use drain::Drained;
+pub use drain::{Drained, DRAIN_EVENTS};
 use dropped::Drops;
 
 /// What to do with a batch that does not fit in a full spool.
