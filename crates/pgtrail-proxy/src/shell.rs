@@ -476,7 +476,9 @@ async fn run<T: Trail>(
     };
     if let Some((code, text)) = fatal {
         let mut message = BytesMut::new();
-        encode_fatal(&mut message, code, &text);
+        // 08P01 (protocol violation), 28000 when the proxy refuses a login,
+        // 08006 when the server cannot be reached, 53400 when the trail is full.
+        crate::session::encode_error(&mut message, "FATAL", code, &text);
         let _ = client.write_all(&message).await;
         let _ = client.flush().await;
     }
@@ -563,27 +565,6 @@ async fn report_login_failure(id: u64, peer: SocketAddr, session: &Session, upst
     if failures.send(failure).await.is_err() {
         tracing::warn!(session = id, client = %peer, "Login failure not reported: nobody takes them");
     }
-}
-
-/// A FATAL ErrorResponse with `code`: 08P01 (protocol violation), 28000
-/// when the proxy refuses a login, 08006 when the server cannot be reached.
-fn encode_fatal(buf: &mut BytesMut, code: &str, message: &str) {
-    let mut body = BytesMut::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', code),
-        (b'M', message),
-    ] {
-        body.put_u8(field);
-        // A NUL would end the field early (error texts can name tag '\0').
-        body.put_slice(value.replace('\0', "\\0").as_bytes());
-        body.put_u8(0);
-    }
-    body.put_u8(0);
-    buf.put_u8(b'E');
-    buf.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
-    buf.put_slice(&body);
 }
 
 /// Forwards a started session (its StartupMessage taken) both ways.
