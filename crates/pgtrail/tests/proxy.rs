@@ -746,3 +746,69 @@ async fn proxy_serves_tls_from_flags_and_requires_it() {
     assert_eq!(refused[0].db_user.as_deref(), Some("postgres"));
     assert_eq!(refused[0].client_addr.as_deref(), Some("127.0.0.1"));
 }
+
+/// A login the server refuses (here: a database that does not exist,
+/// 3D000) is a failed CONNECT in the trail with who tried, from where, and
+/// the SQLSTATE; a successful session is a CONNECT and a DISCONNECT with
+/// its statement count.
+#[tokio::test]
+async fn failed_and_successful_logins_are_session_events_in_the_trail() {
+    let cluster = Cluster::start().expect("cluster");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let proxy = Proxy::start(tmp.path(), &store, &upstream(&cluster), &[], &[]);
+    let refused = tokio_postgres::connect(
+        &format!("postgres://postgres@{}/no_such_db", proxy.address),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("the server refuses the login");
+    assert_eq!(refused.code().map(|c| c.code()), Some("3D000"), "{refused}");
+    let client = connect(&proxy.url()).await.expect("connect");
+    client.simple_query("SELECT 1").await.expect("select");
+    drop(client);
+    // Let the session end before the proxy stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.stop();
+    let sessions: Vec<Event> = events(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.source == Source::Proxy && e.kind == Kind::Session)
+        .collect();
+    let failed: Vec<&Event> = sessions
+        .iter()
+        .filter(|e| e.sqlstate.as_deref() == Some("3D000"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{sessions:?}");
+    let failed = failed[0];
+    assert_eq!(failed.operation.as_deref(), Some("CONNECT"));
+    assert_eq!(failed.db_user.as_deref(), Some("postgres"));
+    assert_eq!(failed.database.as_deref(), Some("no_such_db"));
+    assert_eq!(failed.client_addr.as_deref(), Some("127.0.0.1"));
+    assert!(failed.client_port.is_some());
+    assert!(failed
+        .error
+        .as_deref()
+        .is_some_and(|m| m.contains("no_such_db")));
+    // The session that logged in: its CONNECT, then its DISCONNECT with
+    // the statement it ran.
+    let logged_in: Vec<&Event> = sessions
+        .iter()
+        .filter(|e| e.database.as_deref() == Some("postgres"))
+        .collect();
+    let ops: Vec<&str> = logged_in
+        .iter()
+        .filter_map(|e| e.operation.as_deref())
+        .collect();
+    assert_eq!(ops, ["CONNECT", "DISCONNECT"], "{sessions:?}");
+    assert!(logged_in.iter().all(|e| e.sqlstate.is_none()));
+    assert_eq!(
+        logged_in[1]
+            .context
+            .as_ref()
+            .and_then(|c| c.get("statements"))
+            .and_then(|n| n.as_u64()),
+        Some(1)
+    );
+}
