@@ -60,6 +60,12 @@ impl Proxy {
             command.env(name, value);
         }
         let child = command.spawn().expect("start pgtrail proxy");
+        Proxy::listening(child, stderr)
+    }
+
+    /// Waits until `child` (`pgtrail proxy`, or `pgtrail run` with a proxy
+    /// part) says `listening on` in `stderr`.
+    fn listening(child: Child, stderr: PathBuf) -> Self {
         let mut proxy = Proxy {
             child,
             address: String::new(),
@@ -75,7 +81,7 @@ impl Proxy {
                 break address;
             }
             if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("pgtrail proxy exited ({status}): {}", proxy.log());
+                panic!("pgtrail exited ({status}): {}", proxy.log());
             }
             assert!(Instant::now() < deadline, "not listening: {}", proxy.log());
             std::thread::sleep(Duration::from_millis(50));
@@ -633,26 +639,7 @@ async fn pgtrail_run_runs_the_proxy_as_a_part() {
         .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
         .expect("start pgtrail run");
-    let mut run = Proxy {
-        child,
-        address: String::new(),
-        stderr,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    run.address = loop {
-        if let Some(address) = run
-            .log()
-            .lines()
-            .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
-        {
-            break address;
-        }
-        if let Ok(Some(status)) = run.child.try_wait() {
-            panic!("pgtrail run exited ({status}): {}", run.log());
-        }
-        assert!(Instant::now() < deadline, "not listening: {}", run.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let run = Proxy::listening(child, stderr);
     let client = connect(&run.url())
         .await
         .expect("connect through run's proxy");
