@@ -47,6 +47,8 @@ pub struct Config {
     pub replication: ReplicationConfig,
     /// The statement proxy (`pgtrail proxy`, `pgtrail run`).
     pub proxy: ProxyConfig,
+    /// The HTTP API and dashboard (`pgtrail serve`, `pgtrail run`).
+    pub server: ServerConfig,
 }
 
 /// `[store]`
@@ -221,6 +223,15 @@ impl Default for ReplicationConfig {
             mask_redact: Vec::new(),
         }
     }
+}
+
+/// `[server]`: the HTTP API and dashboard (docs/dashboard.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to serve on, e.g. `127.0.0.1:8080`; `pgtrail run` serves
+    /// only when it is set.
+    pub listen: Option<String>,
 }
 
 /// `[proxy]`: the statement proxy (docs/proxy.md).

@@ -26,6 +26,8 @@ pub enum Source {
     Cdc,
     /// Seen on the wire by the pgtrail proxy.
     Proxy,
+    /// pgtrail's own HTTP server (`pgtrail serve`): its access records.
+    Server,
 }
 
 /// What sort of thing an event records.
@@ -48,6 +50,9 @@ pub enum Kind {
     /// A value a store could not take as captured: kept as raw bytes with the
     /// reason and the source position, so capture goes on and nothing is lost.
     Quarantine,
+    /// Someone read the trail through the dashboard or the HTTP API: who,
+    /// what they asked for, how many events it returned.
+    Access,
 }
 
 /// The way an application's claim about its actor reached pgtrail.
@@ -120,7 +125,7 @@ macro_rules! str_enum {
 }
 
 str_enum!(Channel { Setting => "setting", Comment => "comment", Proxy => "proxy" });
-str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy" });
+str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy", Server => "server" });
 str_enum!(Kind {
     RowChange => "row_change",
     Ddl => "ddl",
@@ -129,6 +134,7 @@ str_enum!(Kind {
     Snapshot => "snapshot",
     Alarm => "alarm",
     Quarantine => "quarantine",
+    Access => "access",
 });
 
 /// One audit event. See DESIGN.md, "The event".

@@ -116,6 +116,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Statement audit at the wire: proxy clients to a server, recording every statement and login in the trail.
     Proxy(ProxyArgs),
+    /// The dashboard and the HTTP API over the store.
+    Serve(ServeArgs),
 }
 
 /// `pgtrail proxy`
@@ -757,4 +759,16 @@ mod tests {
         };
         assert_eq!(args.replication_db.as_deref(), Some("postgres://h/db"));
     }
+}
+
+/// `pgtrail serve`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pgtrail serve                          # http://127.0.0.1:8080
+  pgtrail serve --listen 0.0.0.0:8080 --store postgres://pgtrail@db/audit")]
+pub struct ServeArgs {
+    /// Address to listen on [default: `[server] listen`, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }

@@ -24,6 +24,7 @@ mod proxy;
 mod replicate;
 mod retention;
 mod run;
+mod serve;
 mod sessions;
 mod status;
 mod track;
@@ -126,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => retention::run(args, &ctx).await,
         Command::Replicate(args) => replicate::run(args, &ctx).await,
         Command::Proxy(args) => proxy::run(args, &ctx).await,
+        Command::Serve(args) => serve::run(args, &ctx).await,
         Command::Install(args) => install::run(args, &ctx).await,
         Command::Uninstall(args) => uninstall::run(args, &ctx).await,
         Command::Track(args) => track::run(args, &ctx).await,
