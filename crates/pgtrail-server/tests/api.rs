@@ -751,3 +751,29 @@ async fn the_main_search_pages_the_same_over_a_postgres_store() {
     .await;
     assert_eq!(accesses(store.as_ref()).await.len(), seen.len().div_ceil(9));
 }
+
+#[tokio::test]
+async fn an_export_is_sent_a_page_at_a_time_not_built_whole() {
+    let h = sqlite().await;
+    let events: Vec<Event> = (0..2_300)
+        .map(|n| change(n, "erin", "big", "INSERT"))
+        .collect();
+    for chunk in events.chunks(1_000) {
+        h.store.append(chunk).await.expect("append");
+    }
+    let request = Request::get("/api/v1/events.ndjson?table=big")
+        .body(Body::empty())
+        .expect("request");
+    let response = router(h.state.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("chunk");
+        chunks.push(chunk.iter().filter(|b| **b == b'\n').count());
+    }
+    assert_eq!(chunks, [1_000, 1_000, 300], "one page per chunk");
+}
