@@ -777,3 +777,99 @@ async fn an_export_is_sent_a_page_at_a_time_not_built_whole() {
     }
     assert_eq!(chunks, [1_000, 1_000, 300], "one page per chunk");
 }
+
+#[tokio::test]
+async fn one_verify_at_a_time() {
+    let h = sqlite().await;
+    let events: Vec<Event> = (0..20_000)
+        .map(|n| change(n, "frank", "t", "INSERT"))
+        .collect();
+    for chunk in events.chunks(5_000) {
+        h.store.append(chunk).await.expect("append");
+    }
+    let app = router(h.state.clone());
+    let (status, _, _) = call_on(app.clone(), "POST", "/api/v1/verify").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, content_type, body) = call_on(app.clone(), "POST", "/api/v1/verify").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(content_type, "application/problem+json");
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (_, _, body) = call_on(app.clone(), "GET", "/api/v1/verify").await;
+            let progress: Value = serde_json::from_slice(&body).expect("json");
+            if progress["state"] != "running" {
+                return progress;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("verify finishes");
+    assert_eq!(done["ok"], true, "{done}");
+    // The events, and the access records appended while it walked.
+    assert!(
+        done["events_checked"].as_u64().is_some_and(|n| n >= 20_001),
+        "{done}"
+    );
+    let (status, _, _) = call_on(app, "POST", "/api/v1/verify").await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "another may start once it is done"
+    );
+}
+
+/// Indicative latency of a filtered search page over 100,000 events
+/// (`cargo nextest run -p pgtrail-server --run-ignored only -E
+/// 'test(search_latency)' --no-capture`).
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn search_latency() {
+    let h = sqlite().await;
+    for round in 0..20 {
+        let events: Vec<Event> = (0..5_000)
+            .map(|n| {
+                let n = round * 5_000 + n;
+                let user = ["alice", "bob", "carol", "dave"][(n % 4) as usize];
+                change(
+                    n,
+                    user,
+                    if n % 2 == 0 { "orders" } else { "users" },
+                    "UPDATE",
+                )
+            })
+            .collect();
+        h.store.append(&events).await.expect("append");
+    }
+    let app = router(h.state.clone());
+    for (name, uri) in [
+        (
+            "user+table page",
+            "/api/v1/events?user=carol&table=orders&limit=50",
+        ),
+        ("q= page", "/api/v1/events?q=user:dave%20op:update&limit=50"),
+        (
+            "deep cursor",
+            "/api/v1/events?user=bob&limit=50&before=50000",
+        ),
+        ("row history", "/api/v1/rows/orders/id=3/history"),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let started = std::time::Instant::now();
+            let (status, _, _) = call_on(app.clone(), "GET", uri).await;
+            assert_eq!(status, StatusCode::OK);
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{name}: median {:.2} ms, p95 {:.2} ms, min {:.2} ms, max {:.2} ms",
+            times[100], times[190], times[0], times[199]
+        );
+    }
+}
