@@ -849,6 +849,10 @@ async fn search_latency() {
     let app = router(h.state.clone());
     for (name, uri) in [
         (
+            "no match: mostly the access record",
+            "/api/v1/events?user=nobody&limit=1",
+        ),
+        (
             "user+table page",
             "/api/v1/events?user=carol&table=orders&limit=50",
         ),
@@ -860,7 +864,7 @@ async fn search_latency() {
         ("row history", "/api/v1/rows/orders/id=3/history"),
     ] {
         let mut times = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..100 {
             let started = std::time::Instant::now();
             let (status, _, _) = call_on(app.clone(), "GET", uri).await;
             assert_eq!(status, StatusCode::OK);
@@ -869,7 +873,7 @@ async fn search_latency() {
         times.sort_by(f64::total_cmp);
         println!(
             "{name}: median {:.2} ms, p95 {:.2} ms, min {:.2} ms, max {:.2} ms",
-            times[100], times[190], times[0], times[199]
+            times[50], times[95], times[0], times[99]
         );
     }
 }
