@@ -608,3 +608,66 @@ async fn five_hundred_concurrent_reads_are_each_recorded_once() {
     seen.sort_unstable();
     assert_eq!(seen, (0..500).collect::<Vec<i64>>());
 }
+
+/// Figures, not a check: access records per second from 64 concurrent
+/// readers, group-committed (`record_access`) against one `Store::append`
+/// each, alternating rounds. Run with
+/// `cargo nextest run -p pgtrail-server --run-ignored only -E 'test(access_records_per_second)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn access_records_per_second() {
+    const READERS: usize = 64;
+    const EACH: usize = 40;
+    let server = Server::new().await;
+    let state = server.state.clone();
+    let who = Principal::new("ann", Role::Auditor);
+    let access = || Access {
+        action: "search",
+        target: serde_json::json!({ "user": "alice", "table": "public.users" }),
+        results: Some(20),
+    };
+    let mut batched = Vec::new();
+    let mut single = Vec::new();
+    for _round in 0..5 {
+        for grouped in [true, false] {
+            let started = std::time::Instant::now();
+            let mut readers = tokio::task::JoinSet::new();
+            for _ in 0..READERS {
+                let state = state.clone();
+                let who = who.clone();
+                let access = access();
+                readers.spawn(async move {
+                    for _ in 0..EACH {
+                        if grouped {
+                            state
+                                .record_access(&who, access.clone())
+                                .await
+                                .expect("record");
+                        } else {
+                            let event = pgtrail_server::access::access_event(&who, access.clone());
+                            state.store.append(&[event]).await.expect("append");
+                        }
+                    }
+                });
+            }
+            while let Some(done) = readers.join_next().await {
+                done.expect("reader");
+            }
+            let rate = (READERS * EACH) as f64 / started.elapsed().as_secs_f64();
+            if grouped { &mut batched } else { &mut single }.push(rate);
+        }
+    }
+    for (name, rates) in [
+        ("group commit", &mut batched),
+        ("one append each", &mut single),
+    ] {
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "{name}: median {:.0} records/s (min {:.0}, max {:.0}) over {} rounds",
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1],
+            rates.len()
+        );
+    }
+}
