@@ -82,6 +82,10 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
+        // Only a child still running (an exited one's pid may be reused).
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -214,4 +218,62 @@ async fn no_store_no_token_and_no_plain_http_off_loopback() {
         None,
     );
     assert_eq!(half.code, 2, "--tls-cert needs --tls-key: {half:#?}");
+}
+
+#[tokio::test]
+async fn pgtrail_run_serves_the_dashboard_when_server_listen_is_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = store(dir.path()).await;
+    std::fs::write(
+        dir.path().join("pgtrail.toml"),
+        format!("[store]\nurl = \"{url}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .expect("config");
+    let stderr = dir.path().join("run.err");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr"))
+        .spawn()
+        .expect("start pgtrail run");
+    let mut serving = Serving {
+        child,
+        address: String::new(),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    serving.address = loop {
+        let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+        if let Some(address) = log
+            .lines()
+            .find_map(|l| l.split("listening on http://").nth(1))
+        {
+            break address.trim().to_string();
+        }
+        if let Ok(Some(status)) = serving.child.try_wait() {
+            panic!("pgtrail run exited ({status}): {log}");
+        }
+        assert!(Instant::now() < deadline, "not listening: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(get(&serving.address, "/readyz", None), 200);
+    // Loopback, no tokens: the local operator passes the door.
+    assert_eq!(get(&serving.address, "/api/v1/none", None), 404);
+
+    let pid = serving.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serving.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+    assert!(status.success(), "clean stop: {status}: {log}");
 }
