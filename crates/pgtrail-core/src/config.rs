@@ -232,6 +232,16 @@ pub struct ServerConfig {
     /// Address to serve on, e.g. `127.0.0.1:8080`; `pgtrail run` serves
     /// only when it is set.
     pub listen: Option<String>,
+    /// The tokens file (`pgtrail token`; SHA-256 of each token, 0600);
+    /// unset: `pgtrail-tokens.toml` beside the configuration file.
+    pub tokens_file: Option<String>,
+    /// PEM certificate chain served over HTTPS; with `tls_key`.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Serve plain HTTP on an address other than loopback (tokens and
+    /// session cookies then cross the network in clear): refused unless set.
+    pub insecure_http: bool,
 }
 
 /// `[proxy]`: the statement proxy (docs/proxy.md).

@@ -34,6 +34,9 @@
 //!   psycopg 3, asyncpg, node-postgres, tokio-postgres and sqlx run their
 //!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see
 //!   the same results, and their marked statements must be in the trail.
+//! - `tokens`: `pgtrail token` create/list/revoke, each recorded in the
+//!   trail, a running `pgtrail serve` obeying a revocation at once, and no
+//!   plain HTTP off loopback.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -55,4 +58,5 @@ mod running;
 mod setup;
 mod statements;
 mod support;
+mod tokens;
 mod transfer;
