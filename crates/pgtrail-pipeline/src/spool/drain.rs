@@ -148,16 +148,17 @@ impl Inner {
     /// Records that the `batches` records from `offset` to `end` are in the
     /// store; deletes their segment once drained to the end.
     fn advance(&self, segment: u64, offset: u64, end: u64, batches: u64) -> Result<(), SpoolError> {
-        let mut state = self.lock();
         let at = Position {
             segment,
             offset: end,
         };
-        write_cursor(&state.cursor, at).map_err(|source| SpoolError::Io {
+        // Outside the state's lock: pushes go on during this fsync.
+        write_cursor(&self.cursor, at).map_err(|source| SpoolError::Io {
             action: "write",
             path: self.dir.join(CURSOR_FILE),
             source,
         })?;
+        let mut state = self.lock();
         state.read = at;
         state.waiting.batches -= batches;
         state.waiting.bytes -= end - offset;
@@ -343,6 +344,13 @@ impl Spool {
                     total.stopped = true;
                     return Ok(total);
                 }
+            }
+            // Let more pushes gather (a stop asked meanwhile still drains
+            // what is there first).
+            let linger = self.inner.options.drain_linger;
+            if !linger.is_zero() {
+                let asked = stop.wait_for(|s| *s);
+                let _ = tokio::time::timeout(linger, asked).await;
             }
         }
     }
