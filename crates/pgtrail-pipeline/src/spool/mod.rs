@@ -269,8 +269,6 @@ struct Syncing {
     synced: u64,
     /// Fsyncs made.
     fsyncs: u64,
-    /// An fsync is under way (by the syncer thread or a durable pusher).
-    busy: bool,
     /// The segment the last write went to, and its path.
     file: Option<(Arc<File>, PathBuf)>,
     /// Durable pushers, by the write they wait for.
@@ -328,126 +326,59 @@ impl Syncer {
         loop {
             let (seq, file) = {
                 let mut state = self.state();
-                loop {
-                    while (state.written == state.synced || state.busy) && !state.closed {
-                        state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-                    }
-                    // Only async writes so far: let more gather.
-                    let since = std::time::Instant::now();
-                    while state.waiters.is_empty() && !state.closed {
-                        let left = ASYNC_SYNC_DELAY.saturating_sub(since.elapsed());
-                        if left.is_zero() {
-                            break;
-                        }
-                        state = match self.wake.wait_timeout(state, left) {
-                            Ok((state, _)) => state,
-                            Err(poisoned) => poisoned.into_inner().0,
-                        };
-                    }
-                    // A durable pusher may have fsync'd meanwhile, or be
-                    // fsyncing: then wait again.
-                    if state.closed || (!state.busy && state.written > state.synced) {
+                while state.written == state.synced && !state.closed {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                // Only async writes so far: let more gather.
+                let since = std::time::Instant::now();
+                while state.waiters.is_empty() && !state.closed {
+                    let left = ASYNC_SYNC_DELAY.saturating_sub(since.elapsed());
+                    if left.is_zero() {
                         break;
                     }
+                    state = match self.wake.wait_timeout(state, left) {
+                        Ok((state, _)) => state,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
                 }
-                // Closed with nothing left (or a pusher's fsync under way
-                // covering it), or an fsync failed: the thread ends.
-                if state.failed.is_some() || state.written == state.synced || state.busy {
+                if state.written == state.synced || state.failed.is_some() {
                     return;
                 }
-                state.busy = true;
                 (state.written, state.file.clone())
             };
-            self.fsync(seq, file);
-        }
-    }
-
-    /// Waits until write `seq` is fsync'd. When no fsync is under way the
-    /// caller makes it itself, for every write made so far (no hop to the
-    /// syncer thread and back: at one session, the whole cost of a durable
-    /// push is its fsync); otherwise it waits for the fsync under way or
-    /// the next, which the syncer thread makes.
-    async fn until_synced(&self, seq: u64) -> Result<Pushed, SpoolError> {
-        match self.lead_or_wait(seq) {
-            Synced::Done(pushed) => pushed,
-            Synced::Wait(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
-        }
-    }
-
-    /// [`Syncer::until_synced`] for a thread that may block.
-    fn until_synced_blocking(&self, seq: u64) -> Result<Pushed, SpoolError> {
-        match self.lead_or_wait(seq) {
-            Synced::Done(pushed) => pushed,
-            Synced::Wait(fsynced) => fsynced.blocking_recv().map_err(|_| no_fsync_answer())?,
-        }
-    }
-
-    /// Fsyncs here when nobody does, or registers to be answered.
-    fn lead_or_wait(&self, seq: u64) -> Synced {
-        let (target, file) = {
-            let mut state = self.state();
-            if let Some(error) = &state.failed {
-                return Synced::Done(Err(fsync_error(error)));
-            }
-            if state.synced >= seq {
-                return Synced::Done(Ok(Pushed::Spooled));
-            }
-            if state.busy {
-                let (answer, fsynced) = oneshot::channel();
-                state.waiters.push((seq, answer));
-                return Synced::Wait(fsynced);
-            }
-            state.busy = true;
-            (state.written, state.file.clone())
-        };
-        self.fsync(target, file);
-        let state = self.state();
-        Synced::Done(match &state.failed {
-            Some(error) => Err(fsync_error(error)),
-            None => Ok(Pushed::Spooled),
-        })
-    }
-
-    /// Fsyncs `file` for the writes up to `seq` (the caller set `busy`),
-    /// then answers the pushers it covers and wakes the syncer thread for
-    /// what was written meanwhile.
-    fn fsync(&self, seq: u64, file: Option<(Arc<File>, PathBuf)>) {
-        let result = match &file {
-            Some((file, _)) => file.sync_data(),
-            None => Ok(()),
-        };
-        let ready = {
-            let mut state = self.state();
-            state.busy = false;
-            state.fsyncs += 1;
-            match result {
-                Ok(()) => state.synced = state.synced.max(seq),
-                Err(error) => {
-                    let path = file.map(|(_, path)| path).unwrap_or_default();
-                    tracing::error!(file = %path.display(), %error, "spool: fsync failed; the spool takes no more batches until it is reopened");
-                    state.failed = Some((error.kind(), error.to_string(), path));
+            let result = match &file {
+                Some((file, _)) => file.sync_data(),
+                None => Ok(()),
+            };
+            let ready = {
+                let mut state = self.state();
+                state.fsyncs += 1;
+                match result {
+                    Ok(()) => state.synced = seq,
+                    Err(error) => {
+                        let path = file.map(|(_, path)| path).unwrap_or_default();
+                        tracing::error!(file = %path.display(), %error, "spool: fsync failed; the spool takes no more batches until it is reopened");
+                        state.failed = Some((error.kind(), error.to_string(), path));
+                    }
                 }
+                let failed = state.failed.clone();
+                let synced = state.synced;
+                let waiters = std::mem::take(&mut state.waiters);
+                let (ready, waiting): (Vec<_>, Vec<_>) = waiters
+                    .into_iter()
+                    .partition(|(s, _)| *s <= synced || failed.is_some());
+                state.waiters = waiting;
+                ready.into_iter().map(move |(_, answer)| {
+                    let outcome = match &failed {
+                        Some(error) => Err(fsync_error(error)),
+                        None => Ok(Pushed::Spooled),
+                    };
+                    (answer, outcome)
+                })
+            };
+            for (answer, outcome) in ready {
+                let _ = answer.send(outcome);
             }
-            if state.written > state.synced && state.failed.is_none() {
-                self.wake.notify_one();
-            }
-            let failed = state.failed.clone();
-            let synced = state.synced;
-            let waiters = std::mem::take(&mut state.waiters);
-            let (ready, waiting): (Vec<_>, Vec<_>) = waiters
-                .into_iter()
-                .partition(|(s, _)| *s <= synced || failed.is_some());
-            state.waiters = waiting;
-            ready.into_iter().map(move |(_, answer)| {
-                let outcome = match &failed {
-                    Some(error) => Err(fsync_error(error)),
-                    None => Ok(Pushed::Spooled),
-                };
-                (answer, outcome)
-            })
-        };
-        for (answer, outcome) in ready {
-            let _ = answer.send(outcome);
         }
     }
 }
@@ -597,7 +528,7 @@ impl Spool {
     pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
         match self.write(events, true)? {
             Written::Done(pushed) => Ok(pushed),
-            Written::Durable(seq) => self.inner.syncer.until_synced(seq).await,
+            Written::Fsync(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
         }
     }
 
@@ -605,7 +536,7 @@ impl Spool {
     pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
         match self.write(events, true)? {
             Written::Done(pushed) => Ok(pushed),
-            Written::Durable(seq) => self.inner.syncer.until_synced_blocking(seq),
+            Written::Fsync(fsynced) => fsynced.blocking_recv().map_err(|_| no_fsync_answer())?,
         }
     }
 
@@ -618,12 +549,12 @@ impl Spool {
     pub async fn push_async(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
         match self.write(events, false)? {
             Written::Done(pushed) => Ok(pushed),
-            Written::Durable(_) => unreachable!("an async push waits for no fsync"),
+            Written::Fsync(_) => unreachable!("an async push waits for no fsync"),
         }
     }
 
     /// Writes `events` as one record, on this thread; for a durable push
-    /// that was spooled, the number of the write to wait for.
+    /// that was spooled, also where its fsync will be answered.
     fn write(&self, events: &[Event], durable: bool) -> Result<Written, SpoolError> {
         let batch = Batch::encode(events)?;
         let pushed = self
@@ -635,7 +566,11 @@ impl Spool {
             return Ok(Written::Done(pushed));
         }
         // This write's number, or a later one's: waiting for that is safe.
-        Ok(Written::Durable(self.inner.syncer.state().written))
+        let syncer = &self.inner.syncer;
+        let seq = syncer.state().written;
+        let (answer, fsynced) = oneshot::channel();
+        syncer.wait(seq, answer);
+        Ok(Written::Fsync(fsynced))
     }
 
     /// Returns once everything written so far is fsync'd.
@@ -669,18 +604,12 @@ impl Spool {
 /// when no durable push waits.
 pub const ASYNC_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A durable pusher's fsync: made (its outcome), or under way elsewhere.
-enum Synced {
-    Done(Result<Pushed, SpoolError>),
-    Wait(oneshot::Receiver<Result<Pushed, SpoolError>>),
-}
-
 /// What a push's write left to wait for.
 enum Written {
     /// Nothing: this is its outcome.
     Done(Pushed),
-    /// The fsync covering this write number.
-    Durable(u64),
+    /// The fsync covering it.
+    Fsync(oneshot::Receiver<Result<Pushed, SpoolError>>),
 }
 
 fn no_fsync_answer() -> SpoolError {
