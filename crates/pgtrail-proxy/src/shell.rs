@@ -651,7 +651,8 @@ where
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
-            // A refusal among them answered at once (nothing pending).
+            // Anything the session answered itself (a refusal's answer
+            // comes back from the server, in order, through the other loop).
             to_client(&client_write, &session, &traffic).await?;
             prepare::<T>(&recorder, texts);
             let n = client_read.read(&mut buf).await?;
@@ -669,7 +670,7 @@ where
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
-            // A refusal answered at once (nothing pending).
+            // Anything the session answered itself, as above.
             to_client(&client_write, &session, &traffic).await?;
             prepare::<T>(&recorder, texts);
         }
@@ -748,7 +749,8 @@ where
                 records.clear();
             }
             to_client(&client_write, &session, &traffic).await?;
-            // A refusal may have waited for these replies.
+            // A client held back (pipelining, or a refusal waiting for its
+            // answer) may go on.
             replies_read.notify_one();
         }
     };
