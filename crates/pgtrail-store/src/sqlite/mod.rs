@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use pgtrail_core::search::Facets;
 use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
@@ -593,6 +594,12 @@ impl Store for SqliteStore {
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
         let filter = filter.clone();
         self.read(move |conn, location| query::query(conn, &filter, location))
+            .await
+    }
+
+    async fn facets(&self, filter: &Filter, top: usize) -> Result<Facets> {
+        let filter = filter.clone();
+        self.read(move |conn, location| query::facets(conn, &filter, top, location))
             .await
     }
 

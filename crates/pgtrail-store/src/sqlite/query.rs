@@ -8,6 +8,7 @@
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
 
 use pgtrail_core::filter::{search_words, AddrFilter, TableName};
+use pgtrail_core::search::{Facets, FACET_BOUND};
 use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
@@ -41,6 +42,67 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 
 /// The statement of [`query`] and its values.
 fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    filtered_sql(filter, EVENT_COLUMNS, limit)
+}
+
+/// How many of the events `filter` matches have each facet value: the
+/// newest [`FACET_BOUND`] of them at most, counted in one pass (the
+/// matches are read once, into a materialized table, then grouped five
+/// ways).
+pub fn facets(conn: &Connection, filter: &Filter, top: usize, location: &str) -> Result<Facets> {
+    let (sql, values) = facets_sql(filter);
+    let db = |e| StoreError::backend(location, "counting facets", e);
+    let mut statement = conn.prepare_cached(&sql).map_err(db)?;
+    let counts = statement
+        .query_map(params_from_iter(values), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            ))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    let counted: u64 = counts
+        .iter()
+        .filter(|(facet, _, _)| facet == "source")
+        .map(|(_, _, n)| n)
+        .sum();
+    let complete = counted < FACET_BOUND as u64;
+    Ok(Facets::from_counts(counts, counted, complete, top))
+}
+
+/// The statement of [`facets`] and its values.
+fn facets_sql(filter: &Filter) -> (String, Vec<Value>) {
+    let columns = "coalesce(events.app_user, events.db_user) as actor, \
+         case when events.table_name is null then null \
+              when events.schema_name is null then events.table_name \
+              else events.schema_name || '.' || events.table_name end as tbl, \
+         upper(events.operation) as op, events.source as source, events.failed as failed";
+    let (matches, values) = filtered_sql(filter, columns, FACET_BOUND as i64);
+    (
+        format!("with m as materialized ({matches}) {FACET_GROUPS}"),
+        values,
+    )
+}
+
+/// The five groupings of the matches `m` of [`facets_sql`], as
+/// `(facet, value, count)` rows.
+const FACET_GROUPS: &str = "\
+    select 'user', actor, count(*) from m where actor is not null group by actor \
+    union all select 'table', tbl, count(*) from m where tbl is not null group by tbl \
+    union all select 'operation', op, count(*) from m where op is not null group by op \
+    union all select 'source', source, count(*) from m group by source \
+    union all select 'outcome', case when failed then 'failed' else 'ok' end, count(*) \
+        from m group by 2";
+
+/// `select {columns}` of the events `filter` matches, newest first, at most
+/// `limit` (-1: all), and its values.
+fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
         match &filter.pk {
@@ -160,12 +222,9 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
             None => c.require("false".into()),
         }
     }
-    let limit = filter
-        .limit
-        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let p = c.param(Value::Integer(limit));
     let sql = format!(
-        "select {EVENT_COLUMNS} from {from}{} order by {order} desc limit {p}",
+        "select {columns} from {from}{} order by {order} desc limit {p}",
         c.where_sql()
     );
     (sql, c.values)
