@@ -110,6 +110,10 @@ pub struct ExpectedIndexes {
     /// SQLite's index of the relations statements touched.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) objects: Vec<(i64, u64)>,
+    /// Events per `(hour, facet, value)`, as SQLite's `facet_hours`
+    /// should count them.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) facets: std::collections::HashMap<(i64, &'static str, String), i64>,
 }
 
 impl ExpectedIndexes {
@@ -117,6 +121,9 @@ impl ExpectedIndexes {
     pub fn extend(&mut self, other: ExpectedIndexes) {
         self.words.extend(other.words);
         self.objects.extend(other.objects);
+        for (key, n) in other.facets {
+            *self.facets.entry(key).or_default() += n;
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 mod append;
 mod checkpoints;
 mod encode;
+mod facets;
 mod keys;
 mod prune;
 mod query;
@@ -620,6 +621,7 @@ impl Store for SqliteStore {
     }
 
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
+        let page_events = page;
         let objects = stored::expected_objects(page, &self.shared.fts_key);
         let page = stored::PageSql::of(page);
         let mut expected = if page.is_empty() {
@@ -632,6 +634,7 @@ impl Store for SqliteStore {
             .await?
         };
         expected.objects = objects;
+        expected.facets = stored::expected_facets(page_events);
         Ok(expected)
     }
 
@@ -645,6 +648,7 @@ impl Store for SqliteStore {
         self.read(move |conn, location| {
             let mut expected = expected;
             let objects = std::mem::take(&mut expected.objects);
+            let facet_counts = std::mem::take(&mut expected.facets);
             let mut mismatches =
                 stored::check_fts(conn, first, last, expected, &shared.fts_key, location)?;
             mismatches.extend(stored::check_objects(
@@ -655,6 +659,7 @@ impl Store for SqliteStore {
                 &shared.fts_key,
                 location,
             )?);
+            mismatches.extend(facets::check(conn, last, facet_counts, location)?);
             mismatches.sort_by_key(|(seq, _)| *seq);
             Ok(mismatches)
         })

@@ -53,6 +53,31 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
 /// matches are read once, into a materialized table, then grouped five
 /// ways).
 pub fn facets(conn: &Connection, filter: &Filter, top: usize, location: &str) -> Result<Facets> {
+    if super::facets::answers(filter) {
+        return super::facets::window(
+            conn,
+            filter,
+            top,
+            |conn, f| facet_counts(conn, f, location),
+            location,
+        );
+    }
+    let (counts, complete) = facet_counts(conn, filter, location)?;
+    let counted = counts
+        .iter()
+        .filter(|(facet, _, _)| facet == "source")
+        .map(|(_, _, n)| n)
+        .sum();
+    Ok(Facets::from_counts(counts, counted, complete, top))
+}
+
+/// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
+/// matches, and whether that was all of them.
+fn facet_counts(
+    conn: &Connection,
+    filter: &Filter,
+    location: &str,
+) -> Result<super::facets::Counted> {
     let (sql, values) = facets_sql(filter);
     let db = |e| StoreError::backend(location, "counting facets", e);
     let mut statement = conn.prepare_cached(&sql).map_err(db)?;
@@ -72,8 +97,7 @@ pub fn facets(conn: &Connection, filter: &Filter, top: usize, location: &str) ->
         .filter(|(facet, _, _)| facet == "source")
         .map(|(_, _, n)| n)
         .sum();
-    let complete = counted < FACET_BOUND as u64;
-    Ok(Facets::from_counts(counts, counted, complete, top))
+    Ok((counts, counted < FACET_BOUND as u64))
 }
 
 /// The statement of [`facets`] and its values.
