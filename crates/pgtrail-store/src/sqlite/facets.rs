@@ -66,8 +66,24 @@ pub fn add(counts: &mut Counts, row: &Columns<'_>, sign: i64) {
 const UPSERT: &str = "insert into facet_hours (hour, facet, value, count) values (?1, ?2, ?3, ?4) \
      on conflict (hour, facet, value) do update set count = count + excluded.count";
 
+/// Whether appends count facets: always, except in `bench/store`, which
+/// builds with the `bench-internals` feature to price them (a store written
+/// without them fails verify, as it should).
+#[cfg(feature = "bench-internals")]
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For `bench/store` only: appends of this process count facets or not.
+#[cfg(feature = "bench-internals")]
+pub fn count_for_bench(on: bool) {
+    COUNTING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Adds `counts` to the summary, inside the caller's transaction.
 pub fn write(conn: &Connection, counts: &Counts, location: &str) -> Result<()> {
+    #[cfg(feature = "bench-internals")]
+    if !COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut upsert = conn
         .prepare_cached(UPSERT)
         .map_err(|e| StoreError::backend(location, "preparing the facet count update", e))?;

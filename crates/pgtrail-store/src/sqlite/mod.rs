@@ -27,6 +27,8 @@ mod append;
 mod checkpoints;
 mod encode;
 mod facets;
+#[cfg(feature = "bench-internals")]
+pub use facets::count_for_bench;
 mod keys;
 mod prune;
 mod query;
