@@ -48,6 +48,7 @@ struct Args {
     backends: Vec<String>,
     seconds: u64,
     keep: Option<String>,
+    per_form: bool,
 }
 
 fn parse_args() -> Args {
@@ -57,6 +58,7 @@ fn parse_args() -> Args {
         backends: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
         keep: None,
+        per_form: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +69,7 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
             "--sqlite-file" => args.keep = Some(value()),
+            "--per-form" => args.per_form = true,
             other => panic!(
                 "unknown flag {other}; flags: --events N --rounds N --backends sqlite,postgres \
                  --seconds N (throughput run) --sqlite-file PATH (reuse or keep the SQLite store)"
@@ -255,9 +258,18 @@ impl Target for StoreTarget {
 
 /// The filtered searches of the search page, with random values.
 fn search_string(rng: &mut Lcg) -> String {
+    let form = rng.below(SEARCH_FORMS);
+    search_of_form(rng, form)
+}
+
+/// How many forms [`search_of_form`] has.
+const SEARCH_FORMS: u64 = 10;
+
+/// A search of one form, with random values.
+fn search_of_form(rng: &mut Lcg, form: u64) -> String {
     let user = format!("user{:03}@example.com", rng.below(USERS));
     let (schema, table) = table_name(rng.below(TABLES));
-    match rng.below(10) {
+    match form {
         0 => format!("user:{user} since:7d"),
         1 => format!("table:{schema}.{table} op:update"),
         2 => "db_user:reporting kind:statement since:1d".into(),
@@ -372,6 +384,27 @@ async fn measure_throughput(t: Arc<dyn Target>, seed: u64, seconds: u64) -> f64 
         total += task.await.expect("client");
     }
     total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Each form of search on its own: p50 and p95 of 30 runs.
+async fn per_form(t: &dyn Target) {
+    println!("| search form (example) | p50 ms | p95 ms |");
+    println!("| --- | --- | --- |");
+    for form in 0..SEARCH_FORMS {
+        let mut rng = Lcg(99 + form);
+        let mut samples = Vec::new();
+        let mut example = String::new();
+        for _ in 0..30 {
+            let q = search_of_form(&mut rng, form);
+            let start = Instant::now();
+            t.search(&q, None).await;
+            samples.push(start.elapsed());
+            example = q;
+        }
+        let p50 = percentile(&mut samples, 0.5);
+        let p95 = percentile(&mut samples, 0.95);
+        println!("| `{example}` | {p50:.2} | {p95:.2} |");
+    }
 }
 
 async fn rounds(t: Arc<dyn Target>, rounds: usize, seconds: u64, throughput: bool) -> Vec<Round> {
@@ -500,6 +533,10 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
         store: Arc::new(store),
         now,
     });
+    if args.per_form {
+        per_form(&*target).await;
+        return;
+    }
     let figures = rounds(target, args.rounds, args.seconds, true).await;
     print("sqlite", args.events, fill_rate, &figures);
 }
@@ -535,6 +572,9 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         store: Arc::new(store),
         now,
     });
+    if args.per_form {
+        per_form(&*target).await;
+    }
     let figures = rounds(target, args.rounds, args.seconds, true).await;
     print("postgres", args.events, Some(fill_rate), &figures);
 }

@@ -581,8 +581,18 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
 
 /// Turns a store back into the version-5 layout: one row index over the
 /// whole chain.
+/// Undoes version 10 (kinds and failures in chain order).
+fn downgrade_to_v9(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_kind; drop index events_failed;
+         delete from pgtrail_migrations where version > 9; pragma user_version = 9;",
+    )
+    .expect("downgrade to version 9");
+}
+
 /// Undoes version 9 (facet counts by the hour).
 fn downgrade_to_v8(raw: &Connection) {
+    downgrade_to_v9(raw);
     raw.execute_batch(
         "drop table facet_hours;
          delete from pgtrail_migrations where version > 8; pragma user_version = 8;",

@@ -469,11 +469,37 @@ mod tests {
                 plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
             );
+            // Each event found is one seek by `seq`: its row, or its entry
+            // in the index of kinds (schema 10), which leads to its row.
             assert!(
-                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"),
+                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)")
+                    || plan.contains("SEARCH events USING INDEX events_kind (kind=? AND seq=?)"),
                 "{table}: {plan}"
             );
             assert!(!plan.contains("SCAN events"), "{table}: {plan}");
+        }
+    }
+
+    /// The search page's rare kinds and failures walk an index in chain
+    /// order, never the whole chain backwards.
+    #[test]
+    fn kinds_and_failures_walk_their_index() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        for (q, index) in [
+            ("kind:session failed", "events_"),
+            ("kind:statement", "USING INDEX events_kind"),
+            ("failed", "USING INDEX events_failed"),
+        ] {
+            let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
+            filter.limit = Some(50);
+            let plan = plan(&conn, query_sql(&filter));
+            assert!(plan.contains(index), "{q}: {plan}");
+            assert!(
+                !plan.contains("SCAN events\n") && plan != "SCAN events",
+                "{q}: {plan}"
+            );
         }
     }
 }
