@@ -183,15 +183,12 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Valu
         c.require(format!("json_extract(events.body, '$.database') = {p}"));
     }
     if let Some(addr) = &filter.client_addr {
-        if addr.is_single() {
-            let p = c.param(Value::Text(addr.addr.to_string()));
-            c.require(format!("json_extract(events.body, '$.client_addr') = {p}"));
-        } else {
-            let p = c.param(Value::Text(addr.to_string()));
-            c.require(format!(
-                "pgtrail_in_block(json_extract(events.body, '$.client_addr'), {p})"
-            ));
-        }
+        // Compared as addresses, as Postgres's `<<=` does: `10.0.0.5`
+        // matches a stored `10.0.0.5/32`, and IPv6 in any spelling.
+        let p = c.param(Value::Text(addr.to_string()));
+        c.require(format!(
+            "pgtrail_in_block(json_extract(events.body, '$.client_addr'), {p})"
+        ));
     }
     if let Some(before) = filter.before_seq {
         let p = c.param(Value::Integer(before));
