@@ -1163,6 +1163,17 @@ async fn write_lean_rows(
                 .await
                 .expect("row key");
         }
+        if version >= 6 && e.kind == Kind::Statement && !e.objects.is_empty() {
+            // What schema 6's appender writes beside a statement.
+            let names = pgtrail_core::filter::object_index_names(&e.objects);
+            client
+                .execute(
+                    "update pgtrail.events set object_names = $1 where seq = $2",
+                    &[&names, &seq],
+                )
+                .await
+                .expect("object names");
+        }
         prev_hash = e.hash.clone().expect("sealed");
         sealed.push(e);
     }
