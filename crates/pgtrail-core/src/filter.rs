@@ -252,6 +252,13 @@ pub struct Filter {
     pub search: Option<String>,
     /// At most this many events (newest first).
     pub limit: Option<usize>,
+    /// Only events of this server backend (`backend_pid`, as the server
+    /// reported it): what links a proxy statement to its row changes.
+    #[serde(default)]
+    pub backend_pid: Option<i32>,
+    /// Only events of this transaction id (`xid`).
+    #[serde(default)]
+    pub xid: Option<i64>,
 }
 
 /// Splits a search string into words the way both stores index SQL text:

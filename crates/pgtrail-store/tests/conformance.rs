@@ -698,6 +698,179 @@ pub async fn retention_removes_a_prefix_and_verify_still_passes(store: &dyn Stor
     assert_eq!(again.removed, 0);
 }
 
+/// A proxy statement of session `session`'s transaction `tx` on backend
+/// `pid`, started at `at` and lasting `micros`.
+fn proxy_stmt(
+    at: DateTime<Utc>,
+    micros: i64,
+    sql: &str,
+    pid: i32,
+    session: &str,
+    tx: (u64, u64, DateTime<Utc>),
+) -> Event {
+    let mut e = statement(at, sql, "app", None);
+    e.backend_pid = Some(pid);
+    e.session_id = Some(session.into());
+    e.duration_us = Some(micros);
+    if sql.contains("users") {
+        e.objects = vec!["public.users".into()];
+        e.schema = Some("public".into());
+        e.table = Some("users".into());
+    }
+    e.context = obj(json!({
+        "tx": tx.0,
+        "tx_statement": tx.1,
+        "tx_started_at": pgtrail_core::time::format_micros(&tx.2),
+    }));
+    e
+}
+
+fn trigger_change(at: DateTime<Utc>, table: &str, op: &str, pid: i32, xid: i64) -> Event {
+    let mut e = change(at, table, 1, op, "ann", json!({}), json!({"id": "1"}));
+    e.backend_pid = Some(pid);
+    e.xid = Some(xid);
+    e
+}
+
+/// The link (`pgtrail_store::link`) on events as the paths write them:
+/// a statement and its transaction's rows found from either side, a pid
+/// reused, a write around the proxy, a claimed link.
+pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
+    use pgtrail_store::link::{self, TxId};
+    let ms = Duration::milliseconds;
+    let us = Duration::microseconds;
+    let t0 = t(2, 0);
+    let pid = 4242;
+    // Session s-1: an autocommit INSERT, then a block that updates.
+    let tx1 = (1, 0, t0);
+    let tx2 = |n| (2, n, t0 + ms(10));
+    let mut cdc = Event::at(Source::Cdc, Kind::RowChange, t0 + ms(30));
+    cdc.schema = Some("billing".into());
+    cdc.table = Some("ledger".into());
+    cdc.operation = Some("INSERT".into());
+    cdc.xid = Some(1002);
+    cdc.committed_at = Some(t0 + ms(14) + us(200));
+    // An application's claim of the block's transaction, on a row it
+    // wrote from another backend.
+    let mut forged = trigger_change(t0 + ms(40), "public.users", "DELETE", 9999, 1005);
+    forged.context = obj(json!({"tx": 2, "tx_started_at": "2026-03-02T10:00:00.010000Z"}));
+    let events = vec![
+        proxy_stmt(t0, 2000, "INSERT INTO users VALUES (1)", pid, "s-1", tx1),
+        trigger_change(t0 + ms(1), "public.users", "INSERT", pid, 1001),
+        proxy_stmt(t0 + ms(10), 300, "BEGIN", pid, "s-1", tx2(0)),
+        proxy_stmt(
+            t0 + ms(11),
+            1000,
+            "UPDATE users SET a = 1",
+            pid,
+            "s-1",
+            tx2(1),
+        ),
+        // The UPDATE's trigger also writes another table.
+        trigger_change(t0 + ms(11) + us(100), "public.users", "UPDATE", pid, 1002),
+        trigger_change(t0 + ms(11) + us(100), "public.log", "INSERT", pid, 1002),
+        proxy_stmt(t0 + ms(13), 300, "SELECT 1", pid, "s-1", tx2(2)),
+        proxy_stmt(t0 + ms(14), 300, "COMMIT", pid, "s-1", tx2(3)),
+        cdc,
+        // The pid reused by a later session.
+        proxy_stmt(
+            t0 + ms(1000),
+            900,
+            "INSERT INTO users VALUES (2)",
+            pid,
+            "s-2",
+            (1, 0, t0 + ms(1000)),
+        ),
+        trigger_change(t0 + ms(1000) + us(300), "public.users", "INSERT", pid, 1003),
+        // A write no statement of the proxy made (a direct connection).
+        trigger_change(t0 + ms(5000), "public.users", "DELETE", pid, 1004),
+        forged,
+    ];
+    store.append(&events).await.expect("append");
+    let skew = Duration::zero();
+    let sqls = |tx: &link::Transaction| -> Vec<String> {
+        tx.statements.iter().filter_map(|s| s.sql.clone()).collect()
+    };
+
+    let tx = link::transaction(store, &TxId::Xid(1002), skew)
+        .await
+        .expect("link")
+        .expect("found");
+    assert_eq!(
+        sqls(&tx),
+        ["BEGIN", "UPDATE users SET a = 1", "SELECT 1", "COMMIT"]
+    );
+    assert_eq!(tx.xids, [1002]);
+    assert_eq!(tx.backend_pid, Some(pid));
+    let tables: Vec<_> = tx.changes.iter().filter_map(|c| c.table.clone()).collect();
+    assert_eq!(
+        tables,
+        ["users", "log", "ledger"],
+        "trigger rows and the cdc row"
+    );
+    let made: Vec<_> = tx
+        .made_by
+        .iter()
+        .map(|m| m.and_then(|i| tx.statements[i].sql.clone()))
+        .collect();
+    let update = Some("UPDATE users SET a = 1".to_string());
+    assert_eq!(made, [update.clone(), update.clone(), None]);
+
+    // The proxy's id of the same transaction finds the same.
+    let id: TxId = format!("{pid}@2026-03-02T10:00:00.010Z")
+        .parse()
+        .expect("id");
+    let by_proxy = link::transaction(store, &id, skew)
+        .await
+        .expect("link")
+        .expect("found");
+    assert_eq!(sqls(&by_proxy), sqls(&tx));
+    assert_eq!(by_proxy.xids, [1002]);
+    assert_eq!(by_proxy.changes.len(), 3);
+    assert_eq!(
+        link::proxy_tx(&by_proxy.statements[0]).map(|t| t.0),
+        Some(id)
+    );
+
+    // The pid reused: the later session's own statement only.
+    let reused = link::transaction(store, &TxId::Xid(1003), skew)
+        .await
+        .expect("link")
+        .expect("found");
+    assert_eq!(sqls(&reused), ["INSERT INTO users VALUES (2)"]);
+
+    // A write around the proxy, and a claimed link: no statement.
+    for xid in [1004, 1005] {
+        let alone = link::transaction(store, &TxId::Xid(xid), skew)
+            .await
+            .expect("link")
+            .expect("found");
+        assert!(alone.statements.is_empty(), "{xid}: {:?}", sqls(&alone));
+    }
+    assert!(link::transaction(store, &TxId::Xid(77), skew)
+        .await
+        .expect("link")
+        .is_none());
+
+    // History's view: beside each change, its statement.
+    let changes: Vec<Event> = all(store)
+        .await
+        .into_iter()
+        .filter(|e| e.source == Source::Trigger)
+        .collect();
+    let beside: Vec<_> = link::statements_for(store, &changes, skew)
+        .await
+        .expect("link")
+        .iter()
+        .map(|s| s.as_ref().and_then(|s| s.sql.clone()))
+        .collect();
+    let insert = |n| Some(format!("INSERT INTO users VALUES ({n})"));
+    assert_eq!(
+        beside,
+        [insert(1), update.clone(), update, insert(2), None, None]
+    );
+}
+
 pub async fn concurrent_appends_keep_one_linear_chain(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for writer in 0..4 {
@@ -775,6 +948,11 @@ macro_rules! conformance {
             async fn retention_removes_a_prefix_and_verify_still_passes() {
                 let h = super::$backend().await;
                 super::retention_removes_a_prefix_and_verify_still_passes(&*h.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn link_finds_statements_and_their_row_changes() {
+                let h = super::$backend().await;
+                super::link_finds_statements_and_their_row_changes(&*h.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_appends_keep_one_linear_chain() {

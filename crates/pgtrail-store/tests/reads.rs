@@ -490,3 +490,48 @@ async fn object_index_cost() {
         with / without
     );
 }
+
+/// Attacker: someone with write access to the Postgres store who edits
+/// `backend_pid` (a copied column) to hide a statement from the link or
+/// lend it to another backend. Verify recomputes it from the hashed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_verify_finds_an_edited_backend_pid() {
+    let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
+    let url = cluster.create_database("pids").await.expect("db");
+    let store = pgtrail_store::postgres::PostgresStore::connect(&url)
+        .await
+        .expect("store");
+    let mut events = trail();
+    for (i, e) in events.iter_mut().enumerate() {
+        e.backend_pid = Some(4000 + i32::try_from(i).expect("small"));
+    }
+    store.append(&events).await.expect("append");
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let found = store
+        .query(&Filter {
+            backend_pid: Some(4001),
+            ..Default::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(found.iter().filter_map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    let db = url.rsplit('/').next().expect("database in URL");
+    cluster
+        .psql(
+            db,
+            "update pgtrail.events set backend_pid = null where seq = 2; \
+             update pgtrail.events set backend_pid = 1 where seq = 3",
+        )
+        .expect("tamper");
+    let report = verify(&store, None).await.expect("verify");
+    for seq in [2, 3] {
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.seq == seq && p.detail.contains("backend_pid holds")),
+            "{seq}: {:#?}",
+            report.problems
+        );
+    }
+}

@@ -581,8 +581,18 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
 
 /// Turns a store back into the version-5 layout: one row index over the
 /// whole chain.
+/// Undoes version 9 (the link's indexes).
+fn downgrade_to_v8(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_backend_pid; drop index events_xid;
+         delete from pgtrail_migrations where version > 8; pragma user_version = 8;",
+    )
+    .expect("downgrade to version 8");
+}
+
 /// Undoes version 8 (the index of statements' objects).
 fn downgrade_to_v7(raw: &Connection) {
+    downgrade_to_v8(raw);
     raw.execute_batch(
         "drop table events_objects;
          delete from pgtrail_migrations where version > 7; pragma user_version = 7;",

@@ -134,6 +134,12 @@ pub(super) fn filtered(filter: &Filter) -> Query {
     if let Some(until) = filter.until {
         conditions.push(format!("captured_at < {}", q.bind(until)));
     }
+    if let Some(pid) = filter.backend_pid {
+        conditions.push(format!("backend_pid = {}", q.bind(pid)));
+    }
+    if let Some(xid) = filter.xid {
+        conditions.push(format!("xid = {}", q.bind(xid)));
+    }
     if filter.failed {
         // Event::failed, computed when the event was written.
         conditions.push("failed".into());

@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         V7,
     ),
     ("an index of the relations each statement touched", V8),
+    (
+        "indexes of the backend and the transaction of each event",
+        V9,
+    ),
 ];
 
 /// The newest schema version this build understands.
@@ -204,6 +208,21 @@ insert into events_objects (table_name, schema_name, seq)
     select json_extract(pairs.value, '$[1]'), json_extract(pairs.value, '$[0]'), events.seq
     from events, json_each(pgtrail_object_tables(json_extract(events.body, '$.objects'))) as pairs
     where events.kind = 'statement' and json_type(events.body, '$.objects') = 'array';
+";
+
+/// Version 9. The link between a proxy statement and the row changes its
+/// transaction made (`pgtrail_store::link`) looks events up by the server
+/// backend that ran them (with the time) and by transaction id. Both are
+/// indexes over the body's own fields, the bytes that were hashed: no
+/// copy to write or to disagree with the event, and SQLite computes them
+/// (so `verify` has nothing more to hold them to; `PRAGMA integrity_check`
+/// does). The expressions in `query` must stay these ones, or SQLite stops
+/// using the indexes.
+const V9: &str = "
+create index events_backend_pid on events (json_extract(body, '$.backend_pid'), captured_at)
+    where json_extract(body, '$.backend_pid') is not null;
+create index events_xid on events (json_extract(body, '$.xid'))
+    where json_extract(body, '$.xid') is not null;
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).
