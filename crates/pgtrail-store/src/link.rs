@@ -39,8 +39,29 @@ use pgtrail_core::{Event, Filter, Kind, Source};
 
 use crate::{Result, Store};
 
+/// The events of every store matching `filter`, newest first (by time: the
+/// stores' `seq`s are their own). The trail may be split: trigger capture
+/// seals into the audited database's own store, the proxy and logical
+/// replication into `[store] url`.
+async fn query(stores: &[&dyn Store], filter: &Filter) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for store in stores {
+        events.extend(store.query(filter).await?);
+    }
+    events.sort_by_key(|e| std::cmp::Reverse((e.captured_at, e.seq, e.id)));
+    events.dedup_by_key(|e| e.id);
+    Ok(events)
+}
+
 /// How many of a backend's statements before a change are looked at.
 const AROUND: usize = 256;
+
+/// How far apart the proxy's clock and the server's may be, by default:
+/// what NTP keeps two hosts within. A window widened by it is used only
+/// when nothing falls inside the exact one.
+pub fn default_skew() -> Duration {
+    Duration::milliseconds(50)
+}
 
 /// A transaction to show: the server's, or the proxy's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +161,7 @@ pub fn proxy_tx(statement: &Event) -> Option<(TxId, String, u64)> {
 
 /// The transaction `id`, both sides; `None` when the store has nothing of it.
 pub async fn transaction(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     id: &TxId,
     skew: Duration,
 ) -> Result<Option<Transaction>> {
@@ -150,16 +171,18 @@ pub async fn transaction(
     let mut xids = Vec::new();
     match id {
         TxId::Xid(xid) => {
-            changes = trigger_changes(store, *xid, None).await?;
+            changes = trigger_changes(stores, *xid, None).await?;
             if changes.is_empty() {
                 // Logical replication only: no pid to link by.
-                changes = store
-                    .query(&Filter {
+                changes = query(
+                    stores,
+                    &Filter {
                         xid: Some(*xid),
                         source: Some(Source::Cdc),
                         ..Default::default()
-                    })
-                    .await?;
+                    },
+                )
+                .await?;
                 changes.reverse();
                 return Ok((!changes.is_empty()).then(|| Transaction {
                     xids: vec![*xid],
@@ -175,10 +198,10 @@ pub async fn transaction(
             changes.retain(|c| c.backend_pid == backend_pid);
             if let Some(pid) = backend_pid {
                 for (session, number, started) in
-                    proxy_txs_around(store, pid, &changes, skew).await?
+                    proxy_txs_around(stores, pid, &changes, skew).await?
                 {
                     statements.extend(
-                        proxy_statements(store, pid, Some((&session, number)), started).await?,
+                        proxy_statements(stores, pid, Some((&session, number)), started).await?,
                     );
                 }
             }
@@ -187,28 +210,28 @@ pub async fn transaction(
             backend_pid: pid,
             started_at,
         } => {
-            statements = proxy_statements(store, *pid, None, *started_at).await?;
+            statements = proxy_statements(stores, *pid, None, *started_at).await?;
             if statements.is_empty() {
                 return Ok(None);
             }
             backend_pid = Some(*pid);
             let (start, end) = window(&statements);
-            xids = xids_in_window(store, *pid, start, end, skew).await?;
+            xids = xids_in_window(stores, *pid, start, end, skew).await?;
             for xid in &xids {
-                changes.extend(trigger_changes(store, *xid, Some(*pid)).await?);
+                changes.extend(trigger_changes(stores, *xid, Some(*pid)).await?);
             }
         }
     }
-    statements.sort_by_key(|s| (s.captured_at, s.seq));
-    statements.dedup_by_key(|s| s.seq);
+    statements.sort_by_key(|s| (s.captured_at, s.seq, s.id));
+    statements.dedup_by_key(|s| s.id);
     if !statements.is_empty() {
         let (start, end) = window(&statements);
         for xid in &xids {
-            changes.extend(cdc_changes(store, *xid, start - skew, end + skew).await?);
+            changes.extend(cdc_changes(stores, *xid, start - skew, end + skew).await?);
         }
     }
-    changes.sort_by_key(|c| c.seq);
-    changes.dedup_by_key(|c| c.seq);
+    changes.sort_by_key(|c| (c.captured_at, c.seq, c.id));
+    changes.dedup_by_key(|c| c.id);
     let made_by = changes
         .iter()
         .map(|c| made_by(&statements, c, skew))
@@ -225,7 +248,7 @@ pub async fn transaction(
 /// For each of `changes` (a row's history, say), the proxy statement that
 /// made it, when the proxy saw it: one lookup per transaction.
 pub async fn statements_for(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     changes: &[Event],
     skew: Duration,
 ) -> Result<Vec<Option<Event>>> {
@@ -242,13 +265,13 @@ pub async fn statements_for(
         let at = match at {
             Some(at) => at,
             None => {
-                let tx_changes = trigger_changes(store, xid, Some(pid)).await?;
+                let tx_changes = trigger_changes(stores, xid, Some(pid)).await?;
                 let mut statements = Vec::new();
                 for (session, number, started) in
-                    proxy_txs_around(store, pid, &tx_changes, skew).await?
+                    proxy_txs_around(stores, pid, &tx_changes, skew).await?
                 {
                     statements.extend(
-                        proxy_statements(store, pid, Some((&session, number)), started).await?,
+                        proxy_statements(stores, pid, Some((&session, number)), started).await?,
                     );
                 }
                 found.push(((pid, xid), statements));
@@ -263,14 +286,16 @@ pub async fn statements_for(
 
 /// The trigger path's changes of `xid` (of backend `pid` when given), in
 /// chain order.
-async fn trigger_changes(store: &dyn Store, xid: i64, pid: Option<i32>) -> Result<Vec<Event>> {
-    let mut changes = store
-        .query(&Filter {
+async fn trigger_changes(stores: &[&dyn Store], xid: i64, pid: Option<i32>) -> Result<Vec<Event>> {
+    let mut changes = query(
+        stores,
+        &Filter {
             xid: Some(xid),
             source: Some(Source::Trigger),
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     changes.retain(|c| pid.is_none() || c.backend_pid == pid);
     changes.reverse();
     Ok(changes)
@@ -279,18 +304,20 @@ async fn trigger_changes(store: &dyn Store, xid: i64, pid: Option<i32>) -> Resul
 /// Logical replication's changes of the transaction `xid` (its 32 bits,
 /// as pgoutput sends it) that committed between `from` and `to`.
 async fn cdc_changes(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     xid: i64,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Event>> {
-    let mut changes = store
-        .query(&Filter {
+    let mut changes = query(
+        stores,
+        &Filter {
             xid: Some(xid & 0xFFFF_FFFF),
             source: Some(Source::Cdc),
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     changes.retain(|c| c.committed_at.is_some_and(|at| at >= from && at <= to));
     Ok(changes)
 }
@@ -318,7 +345,7 @@ fn window(statements: &[Event]) -> (DateTime<Utc>, DateTime<Utc>) {
 /// The proxy transactions (session, number, start) of backend `pid` with
 /// a statement running when the server received one of `changes`.
 async fn proxy_txs_around(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     pid: i32,
     changes: &[Event],
     skew: Duration,
@@ -326,16 +353,18 @@ async fn proxy_txs_around(
     let Some(last) = changes.iter().map(|c| c.captured_at).max() else {
         return Ok(Vec::new());
     };
-    let recent = store
-        .query(&Filter {
+    let recent = query(
+        stores,
+        &Filter {
             source: Some(Source::Proxy),
             kind: Some(Kind::Statement),
             backend_pid: Some(pid),
             until: Some(last + skew + Duration::microseconds(1)),
             limit: Some(AROUND),
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     let mut txs: Vec<(String, u64, DateTime<Utc>)> = Vec::new();
     for widen in [Duration::zero(), skew] {
         for statement in &recent {
@@ -364,7 +393,7 @@ async fn proxy_txs_around(
 /// been logged). Read forward in growing windows until the session's next
 /// transaction, another session on the pid, or now.
 async fn proxy_statements(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     pid: i32,
     tx: Option<(&str, u64)>,
     started: DateTime<Utc>,
@@ -376,15 +405,17 @@ async fn proxy_statements(
     let now = Utc::now();
     loop {
         let to = from + step;
-        let mut page = store
-            .query(&Filter {
+        let mut page = query(
+            stores,
+            &Filter {
                 source: Some(Source::Proxy),
                 backend_pid: Some(pid),
                 since: Some(from),
                 until: Some(to),
                 ..Default::default()
-            })
-            .await?;
+            },
+        )
+        .await?;
         page.reverse();
         let mut done = false;
         for event in page {
@@ -425,21 +456,23 @@ async fn proxy_statements(
 /// The xids of backend `pid`'s trigger changes in `[start, end]`; when
 /// there are none, those within `skew` of it.
 async fn xids_in_window(
-    store: &dyn Store,
+    stores: &[&dyn Store],
     pid: i32,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     skew: Duration,
 ) -> Result<Vec<i64>> {
-    let changes = store
-        .query(&Filter {
+    let changes = query(
+        stores,
+        &Filter {
             source: Some(Source::Trigger),
             backend_pid: Some(pid),
             since: Some(start - skew),
             until: Some(end + skew + Duration::microseconds(1)),
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     for widen in [Duration::zero(), skew] {
         let mut xids: Vec<i64> = changes
             .iter()

@@ -792,7 +792,7 @@ pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
         tx.statements.iter().filter_map(|s| s.sql.clone()).collect()
     };
 
-    let tx = link::transaction(store, &TxId::Xid(1002), skew)
+    let tx = link::transaction(&[store], &TxId::Xid(1002), skew)
         .await
         .expect("link")
         .expect("found");
@@ -820,7 +820,7 @@ pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
     let id: TxId = format!("{pid}@2026-03-02T10:00:00.010Z")
         .parse()
         .expect("id");
-    let by_proxy = link::transaction(store, &id, skew)
+    let by_proxy = link::transaction(&[store], &id, skew)
         .await
         .expect("link")
         .expect("found");
@@ -833,7 +833,7 @@ pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
     );
 
     // The pid reused: the later session's own statement only.
-    let reused = link::transaction(store, &TxId::Xid(1003), skew)
+    let reused = link::transaction(&[store], &TxId::Xid(1003), skew)
         .await
         .expect("link")
         .expect("found");
@@ -841,13 +841,13 @@ pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
 
     // A write around the proxy, and a claimed link: no statement.
     for xid in [1004, 1005] {
-        let alone = link::transaction(store, &TxId::Xid(xid), skew)
+        let alone = link::transaction(&[store], &TxId::Xid(xid), skew)
             .await
             .expect("link")
             .expect("found");
         assert!(alone.statements.is_empty(), "{xid}: {:?}", sqls(&alone));
     }
-    assert!(link::transaction(store, &TxId::Xid(77), skew)
+    assert!(link::transaction(&[store], &TxId::Xid(77), skew)
         .await
         .expect("link")
         .is_none());
@@ -858,7 +858,7 @@ pub async fn link_finds_statements_and_their_row_changes(store: &dyn Store) {
         .into_iter()
         .filter(|e| e.source == Source::Trigger)
         .collect();
-    let beside: Vec<_> = link::statements_for(store, &changes, skew)
+    let beside: Vec<_> = link::statements_for(&[store], &changes, skew)
         .await
         .expect("link")
         .iter()

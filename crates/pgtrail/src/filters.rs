@@ -66,6 +66,8 @@ pub fn filter(
         failed: args.failed,
         search: args.search.clone(),
         limit,
+        backend_pid: None,
+        xid: None,
     })
 }
 
