@@ -34,7 +34,6 @@
 //! statements' own keys and trigger changes' server fields.
 
 use chrono::{DateTime, Duration, Utc};
-use pgtrail_core::filter::TableName;
 use pgtrail_core::{Event, Filter, Kind, Source};
 
 use crate::{Result, Store};
@@ -216,7 +215,9 @@ pub async fn transaction(
             }
             backend_pid = Some(*pid);
             let (start, end) = window(&statements);
-            xids = xids_in_window(stores, *pid, start, end, skew).await?;
+            if !rolled_back(&statements) {
+                xids = xids_in_window(stores, id, start, end, skew).await?;
+            }
             for xid in &xids {
                 changes.extend(trigger_changes(stores, *xid, Some(*pid)).await?);
             }
@@ -342,8 +343,76 @@ fn window(statements: &[Event]) -> (DateTime<Utc>, DateTime<Utc>) {
     (start, end)
 }
 
-/// The proxy transactions (session, number, start) of backend `pid` with
-/// a statement running when the server received one of `changes`.
+/// The newest proxy statements of backend `pid` that started before `until`.
+async fn statements_before(
+    stores: &[&dyn Store],
+    pid: i32,
+    until: DateTime<Utc>,
+) -> Result<Vec<Event>> {
+    query(
+        stores,
+        &Filter {
+            source: Some(Source::Proxy),
+            kind: Some(Kind::Statement),
+            backend_pid: Some(pid),
+            until: Some(until + Duration::microseconds(1)),
+            limit: Some(AROUND),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// How much later than the server the proxy may stamp a statement's start
+/// on a busy host (it stamps once it handled the client's bytes).
+fn stamp_lag() -> Duration {
+    Duration::milliseconds(10)
+}
+
+/// The statement (of one backend's `statements`) that made `change`, by the
+/// order of the backend's statements: the last one that started before the
+/// server received the change's statement, if it ran until then (within
+/// `skew`); else the next one, if it started within `skew` after (the
+/// clocks differ). Failed statements made nothing that lasted. The next
+/// one is also taken when it started within [`stamp_lag`] after, made
+/// this kind of change to this table (an INSERT into it, for an inserted
+/// row), and the last one did not touch the table: the proxy stamped its
+/// start late.
+fn owner<'a>(statements: &'a [Event], change: &Event, skew: Duration) -> Option<&'a Event> {
+    let at = change.captured_at;
+    let mut ran: Vec<&Event> = statements
+        .iter()
+        .filter(|s| !s.failed() && !not_run(s))
+        .collect();
+    ran.sort_by_key(|s| (s.captured_at, s.seq));
+    let split = ran.partition_point(|s| s.captured_at <= at);
+    let last = split.checked_sub(1).and_then(|i| ran.get(i).copied());
+    let next = ran.get(split).copied();
+    let same =
+        |s: &Event| touched(s, change) && s.operation.is_some() && s.operation == change.operation;
+    if let (Some(l), Some(n)) = (last, next) {
+        if n.captured_at - at <= stamp_lag() && same(n) && !touched(l, change) {
+            return Some(n);
+        }
+    }
+    if let Some(l) = last.filter(|l| at <= span(l).1 + skew) {
+        return Some(l);
+    }
+    next.filter(|n| n.captured_at - at <= skew)
+}
+
+/// Whether `statement` named the table `change` is on among its objects.
+fn touched(statement: &Event, change: &Event) -> bool {
+    let Some(table) = &change.table else {
+        return false;
+    };
+    pgtrail_core::filter::object_tables(&statement.objects)
+        .iter()
+        .any(|o| o.table == *table && (o.schema.is_none() || o.schema == change.schema))
+}
+
+/// The proxy transactions (session, number, start) of backend `pid` whose
+/// statements were running when the server received one of `changes`.
 async fn proxy_txs_around(
     stores: &[&dyn Store],
     pid: i32,
@@ -353,35 +422,14 @@ async fn proxy_txs_around(
     let Some(last) = changes.iter().map(|c| c.captured_at).max() else {
         return Ok(Vec::new());
     };
-    let recent = query(
-        stores,
-        &Filter {
-            source: Some(Source::Proxy),
-            kind: Some(Kind::Statement),
-            backend_pid: Some(pid),
-            until: Some(last + skew + Duration::microseconds(1)),
-            limit: Some(AROUND),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let recent = statements_before(stores, pid, last + skew).await?;
     let mut txs: Vec<(String, u64, DateTime<Utc>)> = Vec::new();
-    for widen in [Duration::zero(), skew] {
-        for statement in &recent {
-            let (start, end) = span(statement);
-            let hit = changes
-                .iter()
-                .any(|c| c.captured_at >= start - widen && c.captured_at <= end + widen);
-            if let (true, Some((TxId::Proxy { started_at, .. }, session, number))) =
-                (hit, proxy_tx(statement))
-            {
-                if !txs.iter().any(|(s, n, _)| *s == session && *n == number) {
-                    txs.push((session, number, started_at));
-                }
+    for change in changes {
+        let found = owner(&recent, change, skew).and_then(proxy_tx);
+        if let Some((TxId::Proxy { started_at, .. }, session, number)) = found {
+            if !txs.iter().any(|(s, n, _)| *s == session && *n == number) {
+                txs.push((session, number, started_at));
             }
-        }
-        if !txs.is_empty() {
-            break;
         }
     }
     Ok(txs)
@@ -453,49 +501,66 @@ async fn proxy_statements(
     }
 }
 
-/// The xids of backend `pid`'s trigger changes in `[start, end]`; when
-/// there are none, those within `skew` of it.
+/// The xids of backend `pid`'s trigger changes made while a statement of
+/// the proxy transaction `id` was running (`[start, end]` its window): each
+/// change belongs to the statement of that backend running when the server
+/// received it ([`owner`]), so a neighbouring transaction's rows stay its own.
 async fn xids_in_window(
     stores: &[&dyn Store],
-    pid: i32,
+    id: &TxId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     skew: Duration,
 ) -> Result<Vec<i64>> {
+    let TxId::Proxy { backend_pid, .. } = id else {
+        return Ok(Vec::new());
+    };
     let changes = query(
         stores,
         &Filter {
             source: Some(Source::Trigger),
-            backend_pid: Some(pid),
+            backend_pid: Some(*backend_pid),
             since: Some(start - skew),
             until: Some(end + skew + Duration::microseconds(1)),
             ..Default::default()
         },
     )
     .await?;
-    for widen in [Duration::zero(), skew] {
-        let mut xids: Vec<i64> = changes
-            .iter()
-            .filter(|c| c.captured_at >= start - widen && c.captured_at <= end + widen)
-            .filter_map(|c| c.xid)
-            .collect();
-        xids.sort_unstable();
-        xids.dedup();
-        if !xids.is_empty() {
-            return Ok(xids);
-        }
-    }
-    Ok(Vec::new())
+    let recent = statements_before(stores, *backend_pid, end + skew).await?;
+    let mut xids: Vec<i64> = changes
+        .iter()
+        .filter(|c| {
+            owner(&recent, c, skew)
+                .and_then(proxy_tx)
+                .is_some_and(|(tx, _, _)| tx == *id)
+        })
+        .filter_map(|c| c.xid)
+        .collect();
+    xids.sort_unstable();
+    xids.dedup();
+    Ok(xids)
+}
+
+/// Whether the proxy saw the transaction end rolled back (a ROLLBACK, a
+/// COMMIT answered ROLLBACK, a failed statement outside a block): its
+/// rows are in neither the trigger nor the logical-replication path.
+fn rolled_back(statements: &[Event]) -> bool {
+    let Some(last) = statements.iter().max_by_key(|s| span(s).1) else {
+        return false;
+    };
+    let idle = last
+        .context
+        .as_ref()
+        .and_then(|c| c.get("transaction_status"))
+        .and_then(|s| s.as_str())
+        == Some("idle");
+    idle && (last.command_tag.as_deref() == Some("ROLLBACK") || last.failed())
 }
 
 /// Which of `statements` (one transaction's) made `change`: not a failed
 /// one; first one that touched its table, then with its operation, then
 /// running when the server received it (within `skew`), then the nearest.
 fn made_by(statements: &[Event], change: &Event, skew: Duration) -> Option<usize> {
-    let table = change.table.as_ref().map(|t| TableName {
-        schema: change.schema.clone(),
-        table: t.clone(),
-    });
     let at = change.captured_at;
     statements
         .iter()
@@ -503,11 +568,7 @@ fn made_by(statements: &[Event], change: &Event, skew: Duration) -> Option<usize
         .filter(|(_, s)| !s.failed() && !not_run(s))
         .filter_map(|(i, s)| {
             let (start, end) = span(s);
-            let touched = table.as_ref().is_some_and(|t| {
-                pgtrail_core::filter::object_tables(&s.objects)
-                    .iter()
-                    .any(|o| o.table == t.table && (o.schema.is_none() || o.schema == t.schema))
-            });
+            let touched = touched(s, change);
             let running = at >= start - skew && at <= end + skew;
             if !touched && !running {
                 return None;
