@@ -10,12 +10,13 @@
 //! when it was sent and how long it took (`captured_at`, `duration_us`),
 //! and in `context` which of its session's transactions it ran in (`tx`,
 //! `tx_statement`, `tx_started_at`; see docs/proxy.md). A backend runs one
-//! transaction at a time, so a proxy transaction's window (its first
-//! statement's start to its last statement's end) picks which xid of that
-//! pid it was: the xid of the trigger changes of that pid inside the
-//! window. Time only chooses among the pid's xids; from there on the
+//! statement at a time, so each change belongs to the statement of its
+//! backend that was running when the server received the change's
+//! statement ([`owner`]: by the order of the backend's statements), and a
+//! proxy transaction is the xid(s) of the changes its statements own. Time
+//! only chooses among one backend's statements; from the xid on, the
 //! server's pid and xid decide, so every change of that xid is linked,
-//! also one the window missed.
+//! also one no statement's span held.
 //!
 //! **Which statement made a change.** Inside one transaction, by what the
 //! statement touched (the change's table among its objects, then its
@@ -24,14 +25,14 @@
 //! received it. Failed statements made nothing that lasted.
 //!
 //! **Limits.** `skew` is how far the proxy's clock may be from the
-//! server's: windows are widened by it, and changes strictly inside a
-//! window win over those only inside the widened one. A pid reused by a
-//! later backend cannot be confused within the window, since the earlier
-//! backend had ended. Logical replication has no backend pid: its changes
-//! are linked only through a transaction found on the trigger path (its
-//! xid is the same transaction's, 32 bits, and its commit time must fall
-//! in the window). Claims (`pgtrail.context`) are never read: only proxy
-//! statements' own keys and trigger changes' server fields.
+//! server's ([`default_skew`]); beyond it a change is not linked rather
+//! than guessed. A pid reused by a later backend cannot be confused: the
+//! earlier session's statements had ended. Logical replication has no
+//! backend pid: its changes are linked only through a transaction found
+//! on the trigger path (its xid is the same transaction's, 32 bits, and
+//! its commit time must fall in the window). Claims (`pgtrail.context`)
+//! are never read: only proxy statements' own keys and trigger changes'
+//! server fields.
 
 use chrono::{DateTime, Duration, Utc};
 use pgtrail_core::{Event, Filter, Kind, Source};
