@@ -12,7 +12,7 @@
 //! `tx_statement`, `tx_started_at`; see docs/proxy.md). A backend runs one
 //! statement at a time, so each change belongs to the statement of its
 //! backend that was running when the server received the change's
-//! statement ([`owner`]: by the order of the backend's statements), and a
+//! statement (`owner`: by the order of the backend's statements), and a
 //! proxy transaction is the xid(s) of the changes its statements own. Time
 //! only chooses among one backend's statements; from the xid on, the
 //! server's pid and xid decide, so every change of that xid is linked,
