@@ -302,6 +302,15 @@ pub struct ProxyConfig {
     pub tls_key: Option<String>,
     /// Refuse clients that do not use TLS.
     pub require_tls: bool,
+
+    // --- writes around the proxy
+    /// With trigger capture also in `pgtrail run`, raise an alarm for each
+    /// transaction whose row changes came from a backend the proxy never
+    /// opened (docs/proxy.md). Turn off when the proxy fronts another
+    /// server than the one trigger capture audits.
+    pub bypass_alarm: bool,
+    /// Database roles allowed to write around the proxy (a migration role).
+    pub bypass_roles: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -324,6 +333,8 @@ impl Default for ProxyConfig {
             tls_cert: None,
             tls_key: None,
             require_tls: false,
+            bypass_alarm: true,
+            bypass_roles: Vec::new(),
         }
     }
 }

@@ -275,8 +275,17 @@ fn apply(
                 "only outcome:failed can be searched for (or failed)".into(),
             )),
         },
-        // The transaction filter lands with the proxy's link to row
-        // changes (issue 11); until then a tx: term is refused, not ignored.
+        // A transaction by the id the server gave it (the events' `xid`).
+        // The proxy's own `PID@TIME` form needs the link's window
+        // (`pgtrail log --tx`): a search box term matches stored fields.
+        "tx" => match value.trim().parse::<i64>() {
+            Ok(xid) if xid > 0 => set(term, &mut filter.xid, Some(xid)),
+            _ => Err(fail(
+                "tx: takes a transaction id (the xid of a row change or DDL); \
+                 for the proxy's PID@TIME use pgtrail log --tx"
+                    .into(),
+            )),
+        },
         _ => Err(fail(format!("{key}: is not supported yet"))),
     }
 }

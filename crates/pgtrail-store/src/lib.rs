@@ -18,6 +18,7 @@ mod error;
 pub mod freshness;
 pub mod health;
 pub mod hooked;
+pub mod link;
 mod location;
 pub mod merkle;
 pub mod note;

@@ -1291,6 +1291,15 @@ fn reader_filters(since: DateTime<Utc>) -> Vec<Filter> {
             until: Some(since + chrono::Duration::seconds(20)),
             ..Default::default()
         },
+        // The link's lookups, by columns migration 7 indexes (and fills).
+        Filter {
+            backend_pid: Some(4003),
+            ..Default::default()
+        },
+        Filter {
+            xid: Some(701),
+            ..Default::default()
+        },
     ]
 }
 

@@ -319,10 +319,19 @@ Examples:
   pgtrail log --search \"drop table\"
   pgtrail log --kind statement --op DELETE --user alice --table public.orders --since 2026-03-01 --until 2026-03-02
   pgtrail log --kind statement --op INSERT --failed --since 1d
-  pgtrail log --kind statement --op SELECT --table patients --not-user reporting")]
+  pgtrail log --kind statement --op SELECT --table patients --not-user reporting
+  pgtrail log --tx 7321                                  # a transaction by its xid
+  pgtrail log --tx 4242@2026-03-02T10:00:00.010000Z      # by the proxy's PID@TIME")]
 pub struct LogArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// One transaction, its statements (seen by the proxy) and its row changes
+    /// (trigger and logical replication) together, each change with the statement
+    /// that made it: an xid (as row changes show it), or the proxy's PID@TIME
+    /// (backend pid and the transaction's start, as statements show it in
+    /// `context`). The other filters do not apply.
+    #[arg(long, value_name = "ID")]
+    pub tx: Option<String>,
     /// At most this many events (the newest).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,

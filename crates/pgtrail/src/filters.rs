@@ -75,6 +75,8 @@ pub fn filter(
             .context("--ip")?,
         database: args.db.clone(),
         before_seq: args.before,
+        backend_pid: None,
+        xid: None,
     })
 }
 

@@ -190,6 +190,12 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     if let Some(until) = filter.until {
         conditions.push(format!("captured_at < {}", q.bind(until)));
     }
+    if let Some(pid) = filter.backend_pid {
+        conditions.push(format!("backend_pid = {}", q.bind(pid)));
+    }
+    if let Some(xid) = filter.xid {
+        conditions.push(format!("xid = {}", q.bind(xid)));
+    }
     if filter.failed {
         // Event::failed, computed when the event was written.
         conditions.push("failed".into());

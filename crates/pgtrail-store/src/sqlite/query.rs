@@ -226,6 +226,19 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Valu
     if filter.failed {
         c.require("failed = 1".into());
     }
+    // The expressions of the version 11 indexes, exactly (see `schema`).
+    if let Some(pid) = filter.backend_pid {
+        let p = c.param(Value::Integer(i64::from(pid)));
+        c.require(format!(
+            "json_extract(body, '$.backend_pid') is not null and json_extract(body, '$.backend_pid') = {p}"
+        ));
+    }
+    if let Some(xid) = filter.xid {
+        let p = c.param(Value::Integer(xid));
+        c.require(format!(
+            "json_extract(body, '$.xid') is not null and json_extract(body, '$.xid') = {p}"
+        ));
+    }
     // With a search, the full-text index drives: it yields matches newest
     // first and the limit stops it early, instead of collecting every match
     // of a common word before sorting.
@@ -442,6 +455,37 @@ mod tests {
                 "{what}: {plan}"
             );
         }
+    }
+
+    /// The link's lookups (a backend's events in a time window, a
+    /// transaction's events) seek the version 11 indexes.
+    #[test]
+    fn backend_and_transaction_lookups_seek_their_indexes() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let by_backend = Filter {
+            backend_pid: Some(4242),
+            since: Some(chrono::Utc::now()),
+            until: Some(chrono::Utc::now()),
+            ..Default::default()
+        };
+        let plan_backend = plan(&conn, query_sql(&by_backend));
+        assert!(
+            plan_backend.contains(
+                "USING INDEX events_backend_pid (<expr>=? AND captured_at>? AND captured_at<?)"
+            ),
+            "{plan_backend}"
+        );
+        let by_xid = Filter {
+            xid: Some(77),
+            ..Default::default()
+        };
+        let plan_xid = plan(&conn, query_sql(&by_xid));
+        assert!(
+            plan_xid.contains("USING INDEX events_xid (<expr>=?)"),
+            "{plan_xid}"
+        );
     }
 
     /// `--table` on statements is two lookups (the row index, and the

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("an index of the relations each statement touched", V8),
     ("facet counts by the hour", V9),
     ("kinds and failures in chain order", V10),
+    (
+        "indexes of the backend and the transaction of each event",
+        V11,
+    ),
 ];
 
 /// The newest schema version this build understands.
@@ -247,6 +251,21 @@ select hour, facet, value, count(*) from (
 const V10: &str = "
 create index events_kind on events (kind, seq);
 create index events_failed on events (seq) where failed = 1;
+";
+
+/// Version 11. The link between a proxy statement and the row changes its
+/// transaction made (`pgtrail_store::link`) looks events up by the server
+/// backend that ran them (with the time) and by transaction id. Both are
+/// indexes over the body's own fields, the bytes that were hashed: no
+/// copy to write or to disagree with the event, and SQLite computes them
+/// (so `verify` has nothing more to hold them to; `PRAGMA integrity_check`
+/// does). The expressions in `query` must stay these ones, or SQLite stops
+/// using the indexes.
+const V11: &str = "
+create index events_backend_pid on events (json_extract(body, '$.backend_pid'), captured_at)
+    where json_extract(body, '$.backend_pid') is not null;
+create index events_xid on events (json_extract(body, '$.xid'))
+    where json_extract(body, '$.xid') is not null;
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

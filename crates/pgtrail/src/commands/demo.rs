@@ -107,6 +107,7 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         &LogArgs {
             filter: FilterArgs::default(),
             limit: 20,
+            tx: None,
         },
         &shown,
     )

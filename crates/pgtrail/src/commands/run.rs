@@ -107,7 +107,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     };
 
     // Bound before anything starts: a port in use stops `run` at once.
-    let proxy_part = match proxy {
+    let mut proxy_part = match proxy {
         true => Some(super::proxy::proxy_part(&ctx.config.proxy, ctx).await?),
         false => None,
     };
@@ -123,6 +123,22 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             Some(super::serve::server_part(listen, &flags, store, ctx).await?)
         }
         None => None,
+    };
+    // The proxy and trigger capture both on: a row change from a backend
+    // the proxy never opened is a write around it (pgtrail_pipeline::bypass).
+    let bypass = match (&mut proxy_part, &drain) {
+        (Some(proxy), Some(drain)) if ctx.config.proxy.bypass_alarm => {
+            let backends = pgtrail_pipeline::bypass::Backends::new();
+            proxy.backends = Some(backends.clone());
+            Some(pgtrail_pipeline::bypass::BypassWatch {
+                store_url: drain.db.clone(),
+                backends,
+                roles: ctx.config.proxy.bypass_roles.clone(),
+                skew: pgtrail_store::link::default_skew(),
+                interval: drain.interval,
+            })
+        }
+        _ => None,
     };
 
     let mut parts = Supervisor::<anyhow::Error>::new();
@@ -165,6 +181,15 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             "logical replication",
             replication_part(part, ctx.clone(), stop.clone()),
         );
+    }
+    if let Some(watch) = bypass {
+        eprintln!("raising an alarm for writes around the proxy");
+        let stop = stop.clone();
+        parts.spawn("bypass alarm", async move {
+            pgtrail_pipeline::bypass::watch(watch, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     parts.spawn("alarms", watch_part(alarm_watch, ctx.clone(), stop));
     eprintln!("running; Ctrl-C to stop");
