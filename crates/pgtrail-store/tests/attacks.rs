@@ -105,7 +105,8 @@ impl Target {
         self.tamper(
             &format!(
                 "delete from events where seq > {seq}; delete from events_fts where rowid > {seq};
-                 update chain_head set seq = {seq}, hash = x'{hash}'; {RECOUNT_FACETS}"
+                 update chain_head set seq = {seq}, hash = x'{hash}'; {recount}",
+                recount = pgtrail_store::sqlite::RECOUNT_FACETS
             ),
             &format!(
                 "delete from pgtrail.events where seq > {seq};
@@ -418,20 +419,6 @@ pub async fn replaying_an_older_copy(mut t: Target) {
     assert!(why.contains("older copy"), "{why}");
 }
 
-/// SQLite's `facet_hours` recounted from the events, as an attacker with
-/// the file (or `prune`) would.
-const RECOUNT_FACETS: &str = "delete from facet_hours;
-insert into facet_hours (hour, facet, value, count)
-select captured_at / 3600000000, facet, value, count(*) from (
-    select captured_at, 'user' as facet, coalesce(app_user, db_user) as value from events
-        where coalesce(app_user, db_user) is not null
-    union all select captured_at, 'table', case when schema_name is null then table_name
-        else schema_name || '.' || table_name end from events where table_name is not null
-    union all select captured_at, 'operation', upper(operation) from events where operation is not null
-    union all select captured_at, 'source', source from events
-    union all select captured_at, 'outcome', case when failed then 'failed' else 'ok' end from events
-) group by 1, 2, 3;";
-
 /// An unsigned prune checkpoint is forged, first over events that are
 /// still there, then with those events deleted.
 pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
@@ -474,7 +461,7 @@ pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
             "{}",
             details(&report)
         );
-        t.tamper(RECOUNT_FACETS, "").await;
+        t.tamper(pgtrail_store::sqlite::RECOUNT_FACETS, "").await;
     }
     let report = t.verify(None, false).await;
     assert!(report.ok(), "{}", details(&report));

@@ -108,11 +108,13 @@ async fn invalid_arguments_name_the_flag_and_the_form() {
     let trail = Trail::new(Backend::Sqlite).await;
     trail.import_sample();
     let line = trail
-        .run(&["log", "--since", "yesterday"])
+        .run(&["log", "--since", "the day before yesterday"])
         .error()
         .to_string();
     assert!(
-        line.contains("--since") && line.contains("'yesterday'") && line.contains("7d"),
+        line.contains("--since")
+            && line.contains("'the day before yesterday'")
+            && line.contains("7d"),
         "{line}"
     );
     let line = trail

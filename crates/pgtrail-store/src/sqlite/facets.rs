@@ -146,6 +146,22 @@ pub fn before_prune(conn: &Connection, through: i64, location: &str) -> Result<(
     Ok(())
 }
 
+/// `facet_hours` recounted from every event, in SQL anyone with the file
+/// can run: the summary adds no trust (a careful attacker who deletes
+/// events recounts it; the chain and the checkpoints catch the deletion).
+/// The attack tests run it as such an attacker would.
+pub const RECOUNT_FACETS: &str = "delete from facet_hours;
+insert into facet_hours (hour, facet, value, count)
+select captured_at / 3600000000, facet, value, count(*) from (
+    select captured_at, 'user' as facet, coalesce(app_user, db_user) as value from events
+        where coalesce(app_user, db_user) is not null
+    union all select captured_at, 'table', case when schema_name is null then table_name
+        else schema_name || '.' || table_name end from events where table_name is not null
+    union all select captured_at, 'operation', upper(operation) from events where operation is not null
+    union all select captured_at, 'source', source from events
+    union all select captured_at, 'outcome', case when failed then 'failed' else 'ok' end from events
+) group by 1, 2, 3;";
+
 /// Whether the summary can answer `filter`: nothing but a time window.
 pub fn answers(filter: &Filter) -> bool {
     let window_only = Filter {

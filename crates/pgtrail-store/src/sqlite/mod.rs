@@ -29,6 +29,7 @@ mod encode;
 mod facets;
 #[cfg(feature = "bench-internals")]
 pub use facets::count_for_bench;
+pub use facets::RECOUNT_FACETS;
 mod keys;
 mod prune;
 mod query;

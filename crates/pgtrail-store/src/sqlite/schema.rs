@@ -260,12 +260,16 @@ create index events_failed on events (seq) where failed = 1;
 /// copy to write or to disagree with the event, and SQLite computes them
 /// (so `verify` has nothing more to hold them to; `PRAGMA integrity_check`
 /// does). The expressions in `query` must stay these ones, or SQLite stops
-/// using the indexes.
+/// using the indexes; `json_valid` first, because `json_extract` fails on
+/// a body nested deeper than SQLite's JSON parser goes (1,000 levels),
+/// and a failing index expression would fail the append of that event.
 const V11: &str = "
-create index events_backend_pid on events (json_extract(body, '$.backend_pid'), captured_at)
-    where json_extract(body, '$.backend_pid') is not null;
-create index events_xid on events (json_extract(body, '$.xid'))
-    where json_extract(body, '$.xid') is not null;
+create index events_backend_pid on events
+    ((case when json_valid(body) then json_extract(body, '$.backend_pid') end), captured_at)
+    where (case when json_valid(body) then json_extract(body, '$.backend_pid') end) is not null;
+create index events_xid on events
+    ((case when json_valid(body) then json_extract(body, '$.xid') end))
+    where (case when json_valid(body) then json_extract(body, '$.xid') end) is not null;
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).
