@@ -26,6 +26,55 @@ pub enum FilterError {
         /// What the user typed.
         input: String,
     },
+    /// A statement class that is not one of [`CLASSES`].
+    #[error("unknown class '{input}': expected one of READ, WRITE, FUNCTION, ROLE, DDL, MISC, MISC_SET, UNKNOWN")]
+    Class {
+        /// What the user typed.
+        input: String,
+    },
+    /// A client address that is neither an IP address nor a CIDR block.
+    #[error("invalid address '{input}': expected an IP address (10.1.2.3, ::1) or a CIDR block (10.0.0.0/8)")]
+    Address {
+        /// What the user typed.
+        input: String,
+    },
+}
+
+/// `input` as an error message shows it: at most `max` characters, control
+/// characters escaped, so a hostile argument cannot flood or garble a log
+/// or a page.
+pub fn shown(input: &str, max: usize) -> String {
+    let mut text = String::new();
+    for c in input.chars().take(max) {
+        if c.is_control() {
+            text.extend(c.escape_default());
+        } else {
+            text.push(c);
+        }
+    }
+    if input.chars().nth(max).is_some() {
+        text.push('…');
+    }
+    text
+}
+
+/// The statement classes a filter takes (pgAudit's, and UNKNOWN for a
+/// statement the parser rejected).
+pub const CLASSES: [&str; 8] = [
+    "READ", "WRITE", "FUNCTION", "ROLE", "DDL", "MISC", "MISC_SET", "UNKNOWN",
+];
+
+/// A class, upper-cased; a misspelt class is refused rather than silently
+/// matching nothing.
+pub fn parse_class(input: &str) -> Result<String, FilterError> {
+    let upper = input.trim().to_ascii_uppercase();
+    if CLASSES.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(FilterError::Class {
+            input: shown(input, 64),
+        })
+    }
 }
 
 /// A table, optionally qualified by its schema.
@@ -252,6 +301,102 @@ pub struct Filter {
     pub search: Option<String>,
     /// At most this many events (newest first).
     pub limit: Option<usize>,
+    /// Only events of this database role (the role the server
+    /// authenticated; unlike `user`, never the application's claimed user).
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// Only events from this client address or CIDR block.
+    #[serde(default)]
+    pub client_addr: Option<AddrFilter>,
+    /// Only events in this database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Only events with a `seq` lower than this: the cursor of the next
+    /// page, newest first (the last `seq` of the previous page).
+    #[serde(default)]
+    pub before_seq: Option<i64>,
+}
+
+/// A client address to match: one address, or a CIDR block of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrFilter {
+    /// The address, or the block's first address (host bits cleared).
+    pub addr: std::net::IpAddr,
+    /// The length of the block's prefix: 32 (IPv4) or 128 (IPv6) for one address.
+    pub prefix: u8,
+}
+
+impl AddrFilter {
+    /// Parses `10.1.2.3`, `::1`, `10.0.0.0/8` or `2001:db8::/32`. Host bits
+    /// set in a block (`10.1.2.3/8`) are cleared, as Postgres's `cidr` refuses
+    /// and `inet` keeps: the block is what was meant.
+    pub fn parse(input: &str) -> Result<Self, FilterError> {
+        let err = || FilterError::Address {
+            input: shown(input, 64),
+        };
+        let s = input.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| err())?;
+        let full = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => full,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= full)
+                .ok_or_else(err)?,
+            Some(_) => return Err(err()),
+        };
+        Ok(AddrFilter {
+            addr: network(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// True for a filter of one address (no block).
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Whether an event's `client_addr` (as Postgres prints an `inet`:
+    /// `10.1.2.3`, `::1`, perhaps with a `/32`) is in this block. Text
+    /// that is not an address is in no block.
+    pub fn contains(&self, client_addr: &str) -> bool {
+        let host = client_addr.split('/').next().unwrap_or_default();
+        match host.parse::<std::net::IpAddr>() {
+            Ok(addr) => {
+                addr.is_ipv4() == self.addr.is_ipv4() && network(addr, self.prefix) == self.addr
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for AddrFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+/// `addr` with the bits after the first `prefix` cleared.
+fn network(addr: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            std::net::IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            std::net::IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 /// Splits a search string into words the way both stores index SQL text:
@@ -338,6 +483,36 @@ mod tests {
                 .expect("ok")
                 .index_name()
         );
+    }
+
+    #[test]
+    fn addresses_and_blocks() {
+        let one = AddrFilter::parse("10.1.2.3").expect("ok");
+        assert!(one.is_single());
+        assert!(one.contains("10.1.2.3") && one.contains("10.1.2.3/32"));
+        assert!(!one.contains("10.1.2.4"));
+        let block = AddrFilter::parse("10.1.2.3/8").expect("ok");
+        assert_eq!(block.to_string(), "10.0.0.0/8");
+        assert!(block.contains("10.200.0.1") && !block.contains("11.0.0.1"));
+        assert!(!block.contains("::ffff:10.0.0.1") && !block.contains("[local]"));
+        let all = AddrFilter::parse("0.0.0.0/0").expect("ok");
+        assert!(all.contains("192.168.1.1") && !all.contains("::1"));
+        let v6 = AddrFilter::parse("2001:db8::/32").expect("ok");
+        assert!(v6.contains("2001:db8:1::7") && !v6.contains("2001:db9::1"));
+        assert!(AddrFilter::parse("::1").expect("ok").contains("::1"));
+        for bad in [
+            "",
+            "10.1.2",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "x/8",
+            "'; --",
+        ] {
+            assert!(AddrFilter::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -91,12 +91,59 @@ pub fn parse_duration(input: &str) -> Result<Duration, TimeError> {
         .ok_or_else(|| err("duration is too large"))
 }
 
-/// Parses a point in time: RFC 3339 (`2026-01-31T12:00:00Z`), a date
-/// (`2026-01-31`, midnight UTC), `now`, or a duration ago (`2h`, `7d`).
+/// What [`parse_time`] accepts, for error messages and help texts.
+pub const TIME_FORMS: &str = "RFC 3339 (2026-01-31T12:00:00Z), a date (2026-01-31), \
+psql's timestamptz (2026-01-31 12:00:00.5+00, +05:30), a duration ago (2h, 7d, 3 days ago), \
+now, today, yesterday, or last hour/day/week/month";
+
+/// Parses a point in time, in the words people use:
+/// - RFC 3339 (`2026-01-31T12:00:00Z`, `2026-01-31T13:00:00+01:00`);
+/// - what psql prints for a timestamptz (`2026-12-06 02:19:01.57915+00`,
+///   `+05:30`, `-08`), with a space or a `T`; without an offset, UTC;
+/// - a date (`2026-01-31`: midnight UTC);
+/// - `now`, `today` and `yesterday` (midnight UTC), `last hour`, `last day`,
+///   `last week` (7 days before `now`) and `last month` (30 days);
+/// - a duration before `now`: `2h`, `7d`, `90 min`, `3 days ago`.
+///
+/// Everything is truncated to microseconds, as events are.
 pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TimeError> {
+    let err = |reason| TimeError {
+        input: shown(input),
+        reason,
+    };
     let s = input.trim();
-    if s.eq_ignore_ascii_case("now") {
-        return Ok(truncate_micros(now));
+    if s.len() > 64 {
+        return Err(err("too long to be a time"));
+    }
+    let words: Vec<String> = s
+        .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let midnight = |t: DateTime<Utc>| t.date_naive().and_hms_opt(0, 0, 0).map(|m| m.and_utc());
+    match words.as_slice() {
+        ["now"] => return Ok(truncate_micros(now)),
+        ["today"] => return midnight(now).ok_or(err("out of range")),
+        ["yesterday"] => {
+            return midnight(now)
+                .and_then(|m| m.checked_sub_signed(Duration::days(1)))
+                .ok_or(err("out of range"))
+        }
+        ["last", unit] => {
+            let ago = match *unit {
+                "hour" => Duration::hours(1),
+                "day" => Duration::days(1),
+                "week" => Duration::days(7),
+                "month" => Duration::days(30),
+                _ => return Err(err("expected last hour, last day, last week or last month")),
+            };
+            return now
+                .checked_sub_signed(ago)
+                .map(truncate_micros)
+                .ok_or(err("too far in the past"));
+        }
+        _ => {}
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(truncate_micros(t.with_timezone(&Utc)));
@@ -106,21 +153,81 @@ pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Time
             return Ok(t.and_utc());
         }
     }
+    if let Some(t) = parse_timestamptz(s) {
+        return Ok(truncate_micros(t));
+    }
     if s.starts_with(|c: char| c.is_ascii_digit()) && s.ends_with(|c: char| c.is_ascii_alphabetic())
     {
-        let ago = parse_duration(s)?;
+        let amount = s.strip_suffix(" ago").unwrap_or(s);
+        let compact: String = amount.split_whitespace().collect();
+        let ago = parse_duration(&compact).map_err(|e| err(e.reason))?;
         return now
             .checked_sub_signed(ago)
             .map(truncate_micros)
-            .ok_or(TimeError {
-                input: input.to_string(),
-                reason: "too far in the past",
-            });
+            .ok_or(err("too far in the past"));
     }
-    Err(TimeError {
-        input: input.to_string(),
-        reason: "expected RFC 3339 (2026-01-31T12:00:00Z), a date (2026-01-31), or a duration ago (2h, 7d)",
-    })
+    Err(err(
+        "expected RFC 3339 (2026-01-31T12:00:00Z), a date (2026-01-31), psql's \
+         timestamptz (2026-01-31 12:00:00+00), a duration ago (2h, 7d), today, \
+         yesterday or last week",
+    ))
+}
+
+/// `input` as an error message shows it: at most 64 characters, control
+/// characters escaped, so a hostile argument cannot flood or garble a log.
+fn shown(input: &str) -> String {
+    crate::filter::shown(input, 64)
+}
+
+/// A timestamp as psql prints a timestamptz (`2026-12-06 02:19:01.57915+00`,
+/// `+05:30`, `-08`, historical `+00:53:28`), or the same with a `T`, a `Z`,
+/// ` UTC`, or no offset at all (UTC). Seconds and fraction are optional.
+fn parse_timestamptz(s: &str) -> Option<DateTime<Utc>> {
+    // The date is 10 bytes; an offset's sign comes after it.
+    let (date_time, offset_secs) = if let Some(rest) = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix('z'))
+        .or_else(|| s.strip_suffix(" UTC"))
+    {
+        (rest, 0)
+    } else {
+        match s.get(10..).and_then(|tail| tail.rfind(['+', '-'])) {
+            Some(at) => {
+                let at = at + 10;
+                let sign = if s.as_bytes()[at] == b'-' { -1 } else { 1 };
+                (s[..at].trim_end(), sign * offset_seconds(&s[at + 1..])?)
+            }
+            None => (s, 0),
+        }
+    };
+    let date_time = date_time.replacen('T', " ", 1);
+    let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|form| chrono::NaiveDateTime::parse_from_str(&date_time, form).ok())?;
+    naive
+        .and_utc()
+        .checked_sub_signed(Duration::seconds(offset_secs))
+}
+
+/// `HH`, `HH:MM`, `HHMM` or `HH:MM:SS` of an offset, in seconds.
+fn offset_seconds(text: &str) -> Option<i64> {
+    let digits = |t: &str| -> Option<i64> {
+        (t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let parts: Vec<&str> = if text.len() == 4 && !text.contains(':') {
+        vec![&text[..2], &text[2..]]
+    } else {
+        text.split(':').collect()
+    };
+    let (h, m, sec) = match parts.as_slice() {
+        [h] => (digits(h)?, 0, 0),
+        [h, m] => (digits(h)?, digits(m)?, 0),
+        [h, m, s] => (digits(h)?, digits(m)?, digits(s)?),
+        _ => return None,
+    };
+    (h <= 15 && m < 60 && sec < 60).then_some(h * 3600 + m * 60 + sec)
 }
 
 /// Serde for a required timestamp in the one text form.
@@ -248,7 +355,7 @@ mod tests {
     #[test]
     fn bad_times_say_what_is_expected() {
         for bad in [
-            "yesterday",
+            "tomorrow",
             "2x",
             "h2",
             "",
@@ -265,5 +372,80 @@ mod tests {
         assert_eq!(parse_duration("400d").expect("ok"), Duration::days(400));
         assert!(parse_duration("400").is_err());
         assert!(parse_duration("4y").is_err());
+    }
+
+    fn at(text: &str) -> String {
+        format_micros(&parse_time(text, now()).unwrap_or_else(|e| panic!("{text}: {e}")))
+    }
+
+    #[test]
+    fn psql_timestamptz_output() {
+        assert_eq!(
+            at("2026-12-06 02:19:01.57915+00"),
+            "2026-12-06T02:19:01.579150Z"
+        );
+        assert_eq!(
+            at("2026-12-06 07:49:01+05:30"),
+            "2026-12-06T02:19:01.000000Z"
+        );
+        assert_eq!(
+            at("2026-12-05 18:19:01.5-08"),
+            "2026-12-06T02:19:01.500000Z"
+        );
+        assert_eq!(
+            at("2026-12-06 02:19:01+0000"),
+            "2026-12-06T02:19:01.000000Z"
+        );
+        assert_eq!(
+            at("1890-01-01 00:53:28+00:53:28"),
+            "1890-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            at("2026-12-06 02:19:01.1234567+00"),
+            "2026-12-06T02:19:01.123456Z"
+        );
+        // Without an offset, UTC; a T or a space; minutes only.
+        assert_eq!(at("2026-12-06 02:19:01"), "2026-12-06T02:19:01.000000Z");
+        assert_eq!(at("2026-12-06T02:19"), "2026-12-06T02:19:00.000000Z");
+        assert_eq!(at("2026-12-06 02:19:01 UTC"), "2026-12-06T02:19:01.000000Z");
+        assert_eq!(at("2026-12-06 02:19:01Z"), "2026-12-06T02:19:01.000000Z");
+    }
+
+    #[test]
+    fn words_people_use() {
+        assert_eq!(at("now"), "2026-03-10T12:00:00.000000Z");
+        assert_eq!(at("today"), "2026-03-10T00:00:00.000000Z");
+        assert_eq!(at("Yesterday"), "2026-03-09T00:00:00.000000Z");
+        assert_eq!(at("last week"), "2026-03-03T12:00:00.000000Z");
+        assert_eq!(at("last_week"), at("last week"));
+        assert_eq!(at("last  hour"), "2026-03-10T11:00:00.000000Z");
+        assert_eq!(at("last day"), "2026-03-09T12:00:00.000000Z");
+        assert_eq!(at("last month"), "2026-02-08T12:00:00.000000Z");
+        assert_eq!(at("3 days ago"), "2026-03-07T12:00:00.000000Z");
+        assert_eq!(at("90 min"), "2026-03-10T10:30:00.000000Z");
+        assert_eq!(at("2h ago"), "2026-03-10T10:00:00.000000Z");
+    }
+
+    #[test]
+    fn hostile_times_are_refused_with_a_reason() {
+        let huge = "9".repeat(1 << 20);
+        for bad in [
+            "last year",
+            "2026-12-06 02:19:01+24",
+            "2026-12-06 02:19:01+05:3",
+            "2026-12-06 02:19:61+00",
+            "2026-02-30",
+            "'; drop table events; --",
+            "2026-12-06\u{0}",
+            "\u{7}now",
+            huge.as_str(),
+            "-2h",
+            "ago",
+            "last",
+        ] {
+            let e = parse_time(bad, now()).expect_err(bad);
+            assert!(e.to_string().starts_with("invalid time"), "{e}");
+            assert!(e.to_string().len() < 400, "the input is echoed whole");
+        }
     }
 }

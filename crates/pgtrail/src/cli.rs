@@ -279,7 +279,8 @@ pub struct FilterArgs {
     /// Only this capture path: trigger, cdc, proxy.
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<String>,
-    /// Only events at or after this time: RFC 3339, a date, or a duration ago (`2h`, `7d`).
+    /// Only events at or after this time: RFC 3339, a date, psql's timestamptz
+    /// (`2026-12-06 02:19:01+00`), a duration ago (`2h`, `7d`), today, yesterday, "last week".
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Only events before this time (same forms as --since).
@@ -291,6 +292,18 @@ pub struct FilterArgs {
     /// Only events whose SQL text contains all these words.
     #[arg(long, value_name = "TEXT")]
     pub search: Option<String>,
+    /// Only events of this database role (unlike --user, never the application's claimed user).
+    #[arg(long, value_name = "ROLE")]
+    pub db_user: Option<String>,
+    /// Only events from this client address or CIDR block (`10.1.2.3`, `10.0.0.0/8`).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<String>,
+    /// Only events in this database.
+    #[arg(long, value_name = "NAME")]
+    pub db: Option<String>,
+    /// Only events older than this seq: the next page after a page whose last event had it.
+    #[arg(long, value_name = "SEQ")]
+    pub before: Option<i64>,
 }
 
 /// `pgtrail log`

@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Utc};
-use pgtrail_core::filter::TableName;
+use pgtrail_core::filter::{parse_class, AddrFilter, TableName};
 use pgtrail_core::time::parse_time;
 use pgtrail_core::{Filter, Kind, PkFilter, RowRef, Source};
 
@@ -66,27 +66,22 @@ pub fn filter(
         failed: args.failed,
         search: args.search.clone(),
         limit,
+        db_user: args.db_user.clone(),
+        client_addr: args
+            .ip
+            .as_deref()
+            .map(AddrFilter::parse)
+            .transpose()
+            .context("--ip")?,
+        database: args.db.clone(),
+        before_seq: args.before,
     })
 }
-
-/// The statement classes `--class` takes (pgAudit's, and UNKNOWN for a
-/// statement the parser rejected).
-const CLASSES: [&str; 8] = [
-    "READ", "WRITE", "FUNCTION", "ROLE", "DDL", "MISC", "MISC_SET", "UNKNOWN",
-];
 
 /// A class argument, upper-cased; a misspelt class is refused rather than
 /// silently matching nothing.
 pub fn class(input: &str) -> anyhow::Result<String> {
-    let upper = input.trim().to_ascii_uppercase();
-    if CLASSES.contains(&upper.as_str()) {
-        Ok(upper)
-    } else {
-        Err(anyhow!(
-            "unknown class '{input}': expected one of {}",
-            CLASSES.join(", ")
-        ))
-    }
+    Ok(parse_class(input)?)
 }
 
 /// A table argument.
@@ -110,14 +105,11 @@ mod tests {
     fn bad_arguments_name_the_flag() {
         let now = Utc::now();
         let args = FilterArgs {
-            since: Some("yesterday".into()),
+            since: Some("tomorrow".into()),
             ..FilterArgs::default()
         };
         let err = format!("{:#}", filter(&args, None, now).expect_err("bad time"));
-        assert!(
-            err.starts_with("--since: invalid time 'yesterday'"),
-            "{err}"
-        );
+        assert!(err.starts_with("--since: invalid time 'tomorrow'"), "{err}");
         let args = FilterArgs {
             pk: Some("42".into()),
             ..FilterArgs::default()

@@ -53,9 +53,15 @@ fn asks_for_nul(filter: &Filter) -> bool {
     let pk = filter.pk.as_ref().is_some_and(|pk| nul(&pk.canonical()));
     table
         || pk
-        || [&filter.user, &filter.operation, &filter.class]
-            .into_iter()
-            .any(|v| v.as_deref().is_some_and(nul))
+        || [
+            &filter.user,
+            &filter.operation,
+            &filter.class,
+            &filter.db_user,
+            &filter.database,
+        ]
+        .into_iter()
+        .any(|v| v.as_deref().is_some_and(nul))
 }
 
 /// Events matching `filter`, newest first.
@@ -101,6 +107,26 @@ pub(super) fn filtered(filter: &Filter) -> Query {
     if let Some(user) = &filter.user {
         let p = q.bind(user.clone());
         conditions.push(format!("(app_user = {p} or db_user = {p})"));
+    }
+    if let Some(role) = &filter.db_user {
+        conditions.push(format!("db_user = {}", q.bind(role.clone())));
+    }
+    if let Some(database) = &filter.database {
+        conditions.push(format!(
+            "(body::json ->> 'database') = {}",
+            q.bind(database.clone())
+        ));
+    }
+    if let Some(addr) = &filter.client_addr {
+        // Bound as text and cast by the server: the block was parsed
+        // (and its host bits cleared) by `AddrFilter::parse`.
+        let block = q.bind(addr.to_string());
+        conditions.push(format!(
+            "pgtrail.client_inet(body::json ->> 'client_addr') <<= {block}::text::inet"
+        ));
+    }
+    if let Some(before) = filter.before_seq {
+        conditions.push(format!("seq < {}", q.bind(before)));
     }
     // No stored role holds NUL: such a role excludes nothing.
     if let Some(role) = filter.not_user.as_ref().filter(|r| !r.contains('\0')) {

@@ -252,6 +252,23 @@ create index events_object_names_idx on pgtrail.events using gin (object_names)
     with (gin_pending_list_limit = 32768) where object_names is not null;
 ";
 
+/// Migration 7: `ip:10.0.0.0/8` in a search. An event's `client_addr` is
+/// text (what Postgres printed for an `inet`, or the proxy's peer); this
+/// reads it as an `inet`, and text that is not one as NULL, so a stored
+/// value can never make a search fail. Immutable, so it can be indexed.
+const V7_CLIENT_INET: &str = "
+create function pgtrail.client_inet(addr text) returns inet
+    language plpgsql immutable strict parallel safe
+    set search_path = pg_catalog
+as $$
+begin
+    return addr::inet;
+exception when others then
+    return null;
+end
+$$;
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -307,6 +324,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         creates: &[],
         fill: Some(Fill::ObjectNames),
         sql_after: V6_OBJECT_NAMES_AFTER,
+    },
+    Migration {
+        version: 7,
+        name: "client addresses read as inet, for searches by CIDR block",
+        sql: V7_CLIENT_INET,
+        creates: &[],
+        fill: None,
+        sql_after: "",
     },
 ];
 

@@ -7,8 +7,9 @@
 //! string, so nothing a user types is ever FTS syntax. Events are rebuilt
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
 
-use pgtrail_core::filter::{search_words, TableName};
+use pgtrail_core::filter::{search_words, AddrFilter, TableName};
 use pgtrail_core::{Event, Filter, RowRef};
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
@@ -85,6 +86,30 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
         c.require(format!("(app_user_key = {key} or db_user_key = {key})"));
         let p = c.param(Value::Text(user.clone()));
         c.require(format!("(app_user = {p} or db_user = {p})"));
+    }
+    if let Some(role) = &filter.db_user {
+        let key = c.param(Value::Integer(keys::user_key(role)));
+        c.require(format!("db_user_key = {key}"));
+        c.equals("db_user", role.clone());
+    }
+    if let Some(database) = &filter.database {
+        let p = c.param(Value::Text(database.clone()));
+        c.require(format!("json_extract(events.body, '$.database') = {p}"));
+    }
+    if let Some(addr) = &filter.client_addr {
+        if addr.is_single() {
+            let p = c.param(Value::Text(addr.addr.to_string()));
+            c.require(format!("json_extract(events.body, '$.client_addr') = {p}"));
+        } else {
+            let p = c.param(Value::Text(addr.to_string()));
+            c.require(format!(
+                "pgtrail_in_block(json_extract(events.body, '$.client_addr'), {p})"
+            ));
+        }
+    }
+    if let Some(before) = filter.before_seq {
+        let p = c.param(Value::Integer(before));
+        c.require(format!("events.seq < {p}"));
     }
     if let Some(role) = &filter.not_user {
         // The database role only: a claimed application user never hides
@@ -188,6 +213,21 @@ pub fn scan(conn: &Connection, after: i64, limit: usize, location: &str) -> Resu
         vec![Value::Integer(after), Value::Integer(limit)],
         location,
     )
+}
+
+/// Makes `pgtrail_in_block(client_addr, block)` callable on a reader: true
+/// when the address is in the CIDR block (`AddrFilter::contains`). Only
+/// readers call it; nothing stored refers to it.
+pub fn register(conn: &Connection, location: &str) -> Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("pgtrail_in_block", 2, flags, |ctx| {
+        let addr = ctx.get::<Option<String>>(0)?;
+        let block = ctx.get::<String>(1)?;
+        let block = AddrFilter::parse(&block)
+            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+        Ok(addr.is_some_and(|addr| block.contains(&addr)))
+    })
+    .map_err(|e| StoreError::backend(location, "registering the reader functions", e))
 }
 
 /// The FTS5 query for `search`: every word as a quoted string, all required.
