@@ -128,7 +128,7 @@ async fn search_lists_newest_first_and_a_filter_narrows_the_list() {
     // The user the application claims is shown as a claim.
     assert!(page.body.contains("class=\"claim\""), "{}", page.body);
 
-    let page = get(&state, "/?user=bob").await;
+    let page = get(&state, "/?q=user:bob").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("/events/2\""), "{}", page.body);
     for other in ["/events/1\"", "/events/3\"", "/events/4\""] {
@@ -143,7 +143,7 @@ async fn search_lists_newest_first_and_a_filter_narrows_the_list() {
 #[tokio::test]
 async fn every_page_view_is_recorded_before_it_is_answered() {
     let (_dir, state) = trail().await;
-    assert_eq!(get(&state, "/?user=bob").await.status, StatusCode::OK);
+    assert_eq!(get(&state, "/?q=user:bob").await.status, StatusCode::OK);
     assert_eq!(get(&state, "/events/2").await.status, StatusCode::OK);
     assert_eq!(
         get(&state, "/rows/public.orders/id=1").await.status,
@@ -363,9 +363,9 @@ async fn hostile_search_input_is_a_bad_request_or_words_never_an_error_page_with
     for path in [
         "/?q=%27%3B%20drop%20table%20events%3B%20--",
         "/?q=%22%20OR%20*%20NEAR%2F3",
-        "/?kind=nonsense",
+        "/?q=kind:nonsense",
         "/?before=1%20or%201=1",
-        "/?table=a.b.c",
+        "/?q=table:a.b.c",
     ] {
         let page = get(&state, path).await;
         assert!(

@@ -85,12 +85,13 @@ struct RowPage {
     js: String,
 }
 
-/// A `datetime-local` value (`2026-12-06T02:19`, seconds optional) as UTC,
-/// or RFC 3339.
+/// A moment in any form the search box takes (`yesterday`, psql's
+/// timestamptz, RFC 3339, …) or a `datetime-local` value
+/// (`2026-12-06T02:19`, seconds optional) read as UTC.
 fn parse_at(text: &str) -> Result<DateTime<Utc>, PageError> {
     let text = text.trim();
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
+    if let Ok(at) = pgtrail_core::time::parse_time(text, Utc::now()) {
+        return Ok(at);
     }
     [
         "%Y-%m-%dT%H:%M",

@@ -3,9 +3,11 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::response::Response;
-use pgtrail_core::filter::TableName;
-use pgtrail_core::{Event, Filter, Kind, Source};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use pgtrail_core::search::parse_search;
+use pgtrail_core::{Event, Filter, Kind};
 use serde::Deserialize;
 
 use super::view::{self, query_string, EventLine};
@@ -19,23 +21,12 @@ const PAGE: usize = 50;
 /// How many new events one tail poll shows at most.
 const TAIL: usize = 50;
 
-/// The search page's query: the box (`q`) and the discrete filters links use.
+/// The search page's query: the box (`q`, the search language of
+/// `pgtrail_core::search`), the cursors, and the live tail switch.
 #[derive(Debug, Default, Deserialize)]
 pub struct SearchParams {
     #[serde(default)]
     q: String,
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    table: String,
-    #[serde(default)]
-    op: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    source: String,
-    #[serde(default)]
-    failed: String,
     #[serde(default)]
     before: String,
     #[serde(default)]
@@ -45,52 +36,18 @@ pub struct SearchParams {
 }
 
 impl SearchParams {
-    /// The filter these parameters ask for (at most `limit` events).
+    /// The filter the box asks for (at most `limit` events).
     fn filter(&self, limit: usize) -> Result<Filter, PageError> {
-        let bad = |e: String| PageError::BadRequest(e);
-        let mut filter = Filter::default();
-        let q = self.q.trim();
-        if !q.is_empty() {
-            filter.search = Some(q.to_string());
-        }
-        let set = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
-        if let Some(user) = set(&self.user) {
-            filter.user = Some(user);
-        }
-        if let Some(table) = set(&self.table) {
-            filter.table = Some(TableName::parse(&table).map_err(|e| bad(e.to_string()))?);
-        }
-        if let Some(op) = set(&self.op) {
-            filter.operation = Some(op);
-        }
-        if let Some(kind) = set(&self.kind) {
-            filter.kind = Some(kind.parse::<Kind>().map_err(bad)?);
-        }
-        if let Some(source) = set(&self.source) {
-            filter.source = Some(source.parse::<Source>().map_err(bad)?);
-        }
-        if matches!(self.failed.as_str(), "1" | "true" | "on") {
-            filter.failed = true;
-        }
+        let mut filter =
+            parse_search(&self.q, Utc::now()).map_err(|e| PageError::BadRequest(e.to_string()))?;
         filter.limit = Some(limit);
+        filter.before_seq = seq_param(&self.before, "before")?;
         Ok(filter)
     }
 
-    fn before(&self) -> Result<Option<i64>, PageError> {
-        seq_param(&self.before, "before")
-    }
-
-    /// The query string of these parameters but the cursors, plus `extra`.
+    /// The query string of this search (no cursor), plus `extra`.
     fn link(&self, extra: &[(&str, &str)]) -> String {
-        let mut pairs = vec![
-            ("q", self.q.as_str()),
-            ("user", self.user.as_str()),
-            ("table", self.table.as_str()),
-            ("op", self.op.as_str()),
-            ("kind", self.kind.as_str()),
-            ("source", self.source.as_str()),
-            ("failed", self.failed.as_str()),
-        ];
+        let mut pairs = vec![("q", self.q.as_str())];
         pairs.extend_from_slice(extra);
         query_string(&pairs)
     }
@@ -120,16 +77,14 @@ async fn results(
     principal: &Principal,
     params: &SearchParams,
 ) -> Result<(Results, Filter), PageError> {
-    let mut filter = params.filter(PAGE)?;
-    let before = params.before()?;
-    // Until the store's cursor lands: ask for enough to cut at `before`.
-    let events: Vec<Event> = page_before(state, &mut filter, before).await?;
+    let filter = params.filter(PAGE)?;
+    let events: Vec<Event> = state.store.query(&filter).await?;
     state
         .record_access(
             principal,
             Access {
                 action: "search",
-                target: serde_json::json!({ "filter": &filter, "before": before }),
+                target: serde_json::json!({ "q": &params.q, "filter": &filter }),
                 results: Some(events.len() as u64),
             },
         )
@@ -145,40 +100,14 @@ async fn results(
     Ok((Results { lines, older }, filter))
 }
 
-/// The events of `filter` with `seq < before`, newest first, at most a page.
-async fn page_before(
-    state: &AppState,
-    filter: &mut Filter,
-    before: Option<i64>,
-) -> Result<Vec<Event>, PageError> {
-    let Some(before) = before else {
-        return Ok(state.store.query(filter).await?);
-    };
-    let mut wanted = PAGE;
-    loop {
-        filter.limit = Some(wanted);
-        let events = state.store.query(filter).await?;
-        let exhausted = events.len() < wanted;
-        let page: Vec<Event> = events
-            .into_iter()
-            .filter(|e| e.seq.is_some_and(|s| s < before))
-            .take(PAGE)
-            .collect();
-        if page.len() == PAGE || exhausted {
-            filter.limit = Some(PAGE);
-            return Ok(page);
-        }
-        wanted = wanted.saturating_mul(4);
-    }
-}
-
 #[derive(Template)]
 #[template(path = "search.html")]
 struct SearchPage {
     principal: Principal,
     params_q: String,
     results: Results,
-    filters: Vec<(String, String)>,
+    /// Why the search was refused (shown above the box).
+    error: Option<String>,
     tail: Option<String>,
     tail_on: bool,
     tail_toggle: String,
@@ -191,10 +120,20 @@ pub async fn page(
     principal: Principal,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let (results, _) = results(&state, &principal, &params).await?;
-    let tail_on = !params.tail.is_empty();
-    let head = results.lines.first().map(|l| l.seq);
-    let head = match head {
+    let (results, error) = match results(&state, &principal, &params).await {
+        Ok((results, _)) => (results, None),
+        // A search the language refuses: the page again, with the reason.
+        Err(PageError::BadRequest(why)) => (
+            Results {
+                lines: Vec::new(),
+                older: None,
+            },
+            Some(why),
+        ),
+        Err(e) => return Err(e),
+    };
+    let tail_on = !params.tail.is_empty() && error.is_none();
+    let head = match results.lines.first().map(|l| l.seq) {
         Some(seq) => seq,
         None => state.store.head().await?.map_or(0, |h| h.seq),
     };
@@ -204,29 +143,23 @@ pub async fn page(
     } else {
         params.link(&[("tail", "1")])
     };
-    let filters = [
-        ("user", &params.user),
-        ("table", &params.table),
-        ("op", &params.op),
-        ("kind", &params.kind),
-        ("source", &params.source),
-        ("failed", &params.failed),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k.to_string(), v.clone()))
-    .collect();
-    html(&SearchPage {
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let page = html(&SearchPage {
         principal,
         params_q: params.q.clone(),
         results,
-        filters,
+        error,
         tail,
         tail_on,
         tail_toggle,
         css: super::asset_path("pgtrail.css"),
         js: super::asset_path("htmx.min.js"),
-    })
+    })?;
+    Ok((status, page).into_response())
 }
 
 #[derive(Template)]
@@ -281,7 +214,7 @@ pub async fn tail(
                 &principal,
                 Access {
                     action: "tail",
-                    target: serde_json::json!({ "filter": &filter, "after": after }),
+                    target: serde_json::json!({ "q": &params.q, "filter": &filter, "after": after }),
                     results: Some(events.len() as u64),
                 },
             )
