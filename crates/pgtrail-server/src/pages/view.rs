@@ -79,6 +79,14 @@ pub fn outcome(event: &Event) -> String {
 /// The application's user, marked as a claim unless the server vouches for it.
 pub fn who(event: &Event) -> Option<Who> {
     let name = event.app_user.clone()?;
+    // pgtrail serve's own records name the principal it authenticated.
+    if event.source == pgtrail_core::Source::Server {
+        return Some(Who {
+            name,
+            claimed: false,
+            via: "pgtrail serve".into(),
+        });
+    }
     let vouched = event
         .provenance
         .as_ref()
