@@ -192,7 +192,7 @@ fn identity(event: &Event) -> Vec<Identity> {
                 Some(p) if !p.channels(field).is_empty() => (
                     "claimed",
                     format!(
-                        "claimed by the application through {}",
+                        "by the application, through {}",
                         p.channels(field)
                             .iter()
                             .map(|c| c.as_str())
