@@ -134,6 +134,8 @@ pub fn pk_text(pk: &JsonObject) -> String {
             && !k.trim().is_empty()
             && k.trim() == k
             && !value_text(v).contains(',')
+            // The parser trims the whole key text.
+            && value_text(v).trim() == value_text(v)
             && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
     });
     if simple && !pk.is_empty() {
@@ -192,4 +194,38 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{k}={}", encode(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgtrail_core::filter::PkFilter;
+    use serde_json::json;
+
+    #[test]
+    fn keys_and_tables_in_links_read_back_as_the_same_row() {
+        for pk in [
+            json!({"id": "42"}),
+            json!({"a": "1", "b": "x,y"}),
+            json!({"note": "a=b"}),
+            json!({"we,ird": "v"}),
+            json!({"id": " padded "}),
+        ] {
+            let pk = pk.as_object().cloned().expect("object");
+            let text = pk_text(&pk);
+            assert_eq!(PkFilter::parse(&text).expect(&text).0, pk, "{text}");
+        }
+        for (schema, table) in [
+            (Some("public"), "orders"),
+            (Some("a.b"), "c\"d"),
+            (None, "t.1"),
+        ] {
+            let name = TableName {
+                schema: schema.map(str::to_string),
+                table: table.to_string(),
+            };
+            assert_eq!(TableName::parse(&table_text(&name)).expect("parses"), name);
+        }
+        assert_eq!(encode("a b/é?&"), "a%20b%2F%C3%A9%3F%26");
+    }
 }
