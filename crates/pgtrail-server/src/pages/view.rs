@@ -228,4 +228,17 @@ mod tests {
         }
         assert_eq!(encode("a b/é?&"), "a%20b%2F%C3%A9%3F%26");
     }
+
+    #[test]
+    fn a_viewer_never_sees_statement_parameters() {
+        let mut event = Event::new(pgtrail_core::Source::Proxy, pgtrail_core::Kind::Statement);
+        event.params = Some(vec![json!("secret")]);
+        let viewer = Principal {
+            name: "v".into(),
+            role: Role::Viewer,
+        };
+        assert_eq!(present(&viewer, event.clone()).params, None);
+        let auditor = Principal::local_operator();
+        assert!(present(&auditor, event).params.is_some());
+    }
 }
