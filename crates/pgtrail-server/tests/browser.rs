@@ -309,6 +309,47 @@ async fn browser_search_row_history_revert_sql_live_tail_and_refusal() {
     until(&client, "the live tail shows row 3", |s| s.contains("id=3")).await;
     screenshot(&client, "tail.png").await;
 
+    // "Older" swaps the next page in below the first, without a reload.
+    cluster
+        .psql(
+            &db,
+            "insert into public.orders select i, 'bulk', i from generate_series(10, 64) i",
+        )
+        .expect("bulk insert");
+    pgtrail(dir.path(), &["drain", "--db", &url]);
+    client
+        .goto(&format!("{base}/?q=table:orders"))
+        .await
+        .expect("search page");
+    assert_eq!(rows(&client).await.len(), 50);
+    client
+        .find(Locator::LinkText("Older"))
+        .await
+        .expect("older")
+        .click()
+        .await
+        .expect("click older");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let all = loop {
+        let all = rows(&client).await;
+        if all.len() > 50 || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // 2 inserts, 1 update, the live insert, 55 bulk inserts: each once.
+    assert_eq!(all.len(), 59, "{all:?}");
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 59, "no event twice");
+    assert!(client
+        .current_url()
+        .await
+        .expect("url")
+        .as_str()
+        .ends_with("table:orders"));
+
     // An event's page: the chain and every field.
     client
         .goto(&format!("{base}/events/1"))
