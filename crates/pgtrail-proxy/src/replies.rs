@@ -607,7 +607,7 @@ impl Replies {
     }
 
     /// ReadyForQuery: every record since the last one gets this status.
-    fn ready(&mut self, status: TransactionStatus, now: SystemTime) {
+    pub(crate) fn ready(&mut self, status: TransactionStatus, now: SystemTime) {
         if status == TransactionStatus::Idle {
             // Outside a transaction no protocol-level portal survives.
             for (name, portal) in self.prepared.end_transaction() {

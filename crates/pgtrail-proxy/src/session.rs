@@ -143,7 +143,8 @@ pub struct Session {
     in_batch: bool,
     /// Swallowing a refused extended batch until its Sync.
     refusing_batch: bool,
-    /// A refusal waits to be answered after the server's pending replies.
+    /// A refused statement's answer: the refusal's message, waiting for
+    /// the server's reply to [`ABORT_QUERY`] (see [`Session::refused`]).
     answer_due: Option<String>,
     /// ParameterStatus reports since the login, for the caller.
     reported: VecDeque<(String, String)>,
@@ -275,7 +276,6 @@ impl Session {
                         let message = FrontendMessage::parse(raw.frame())
                             .map_err(SessionError::malformed(Side::Client))?;
                         if self.refused(&message) {
-                            self.answer_refusal();
                             continue;
                         }
                         if let FrontendMessage::Query(sql) | FrontendMessage::Parse { sql, .. } =
@@ -307,6 +307,13 @@ impl Session {
                 }
                 Phase::Authenticating => self.startup_reply(&raw)?,
                 Phase::Ready => {
+                    if self.answer_due.is_some() && self.replies.pending() == 0 {
+                        // Everything forwarded before the refusal is
+                        // answered: this is the reply to ABORT_QUERY.
+                        if self.refusal_reply(&raw, now)? {
+                            continue;
+                        }
+                    }
                     if raw.tag() == b'S' {
                         self.parameter_status(&raw)?;
                     }
@@ -324,9 +331,47 @@ impl Session {
             if self.held_bytes > self.config.max_held && self.replies.unstamped() > 0 {
                 self.replies.release_unstamped();
             }
-            self.answer_refusal();
         }
         Ok(())
+    }
+
+    /// Handles `raw` as the server's reply to [`ABORT_QUERY`]: its error
+    /// becomes the refusal (SQLSTATE [`REFUSED_SQLSTATE`]); its
+    /// ReadyForQuery, with the server's own transaction status, ends the
+    /// answer. Whether `raw` was handled here (asynchronous messages are not).
+    fn refusal_reply(
+        &mut self,
+        raw: &pgtrail_wire::frame::RawFrame,
+        now: SystemTime,
+    ) -> Result<bool, SessionError> {
+        let message =
+            BackendMessage::parse(raw.frame()).map_err(SessionError::malformed(Side::Server))?;
+        match (raw.tag(), message) {
+            // The server going away (shutdown, terminated backend) says so itself.
+            (b'E', BackendMessage::ErrorResponse(fields))
+                if matches!(fields.severity(), "FATAL" | "PANIC") =>
+            {
+                Ok(false)
+            }
+            (b'E', _) => {
+                let message = self.answer_due.clone().unwrap_or_else(refusal_text);
+                let mut reply = BytesMut::new();
+                encode_error(&mut reply, "ERROR", REFUSED_SQLSTATE, &message);
+                self.emit(&reply);
+                Ok(true)
+            }
+            (b'Z', BackendMessage::ReadyForQuery(status)) => {
+                self.replies.ready(status, now);
+                self.answer_due = None;
+                self.emit(raw.as_bytes());
+                Ok(true)
+            }
+            (b'N' | b'A' | b'S', _) => Ok(false),
+            _ => Err(SessionError::out_of_step(
+                Side::Server,
+                "a reply to pgtrail's refusal query other than an error",
+            )),
+        }
     }
 
     /// Bytes for the client: forwarded now, or held behind events not yet
@@ -360,7 +405,7 @@ impl Session {
             match message {
                 FrontendMessage::Sync => {
                     self.refusing_batch = false;
-                    self.answer_due = self.refusal.clone().or_else(|| Some(refusal_text()));
+                    self.answer_with_abort(self.refusal.clone().unwrap_or_else(refusal_text));
                     return true;
                 }
                 FrontendMessage::Terminate => {
@@ -382,7 +427,8 @@ impl Session {
         match (new_statement, &self.refusal) {
             (Some(answered_now), Some(refusal)) if !self.in_batch => {
                 if answered_now {
-                    self.answer_due = Some(refusal.clone());
+                    let refusal = refusal.clone();
+                    self.answer_with_abort(refusal);
                 } else {
                     self.refusing_batch = true;
                 }
@@ -401,26 +447,22 @@ impl Session {
         }
     }
 
-    /// Answers a due refusal once the server answered everything forwarded
-    /// before it: ErrorResponse, then ReadyForQuery with the server's last
-    /// transaction status.
-    fn answer_refusal(&mut self) {
-        if self.answer_due.is_none() || self.replies.pending() > 0 {
-            return;
-        }
-        let Some(message) = self.answer_due.take() else {
-            return;
-        };
-        let mut reply = BytesMut::new();
-        encode_error(&mut reply, "ERROR", REFUSED_SQLSTATE, &message);
-        reply.put_u8(b'Z');
-        reply.put_i32(5);
-        reply.put_u8(match self.replies.status {
-            Some(TransactionStatus::InTransaction) => b'T',
-            Some(TransactionStatus::Failed) => b'E',
-            _ => b'I',
-        });
-        self.emit(&reply);
+    /// Answers a refused statement through the server: [`ABORT_QUERY`]
+    /// goes in its place, and its error, rewritten to the refusal, and
+    /// ReadyForQuery come back in order after everything forwarded before.
+    /// So the server decides the transaction status as for any failed
+    /// statement: inside a transaction block the refusal aborts it, and a
+    /// later COMMIT rolls back (answered `ROLLBACK`), just as if the
+    /// statement itself had failed. A client never commits a transaction
+    /// that is missing a statement it was told failed.
+    fn answer_with_abort(&mut self, message: String) {
+        let mut query = BytesMut::new();
+        query.put_u8(b'Q');
+        query.put_i32((4 + ABORT_QUERY.len() + 1) as i32);
+        query.put_slice(ABORT_QUERY.as_bytes());
+        query.put_u8(0);
+        self.to_server.extend_from_slice(&query);
+        self.answer_due = Some(message);
     }
 
     /// Refuse new statements (`Some(message)`, answered with SQLSTATE
@@ -664,6 +706,12 @@ impl Session {
 }
 
 /// The refusal's message when none was given.
+/// Sent to the server in place of a refused statement: it fails on any
+/// server in any transaction state, touches nothing, and says in the
+/// server's log why it is there.
+pub const ABORT_QUERY: &str =
+    "SELECT 'pgtrail refused a statement: the audit trail cannot take more events'::pg_catalog.int4";
+
 fn refusal_text() -> String {
     "pgtrail: the audit trail cannot take more events; statement refused".to_string()
 }

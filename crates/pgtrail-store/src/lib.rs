@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod retention;
 pub mod revert;
 pub mod row;
+pub mod sessions;
 pub mod signing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -41,7 +42,8 @@ pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair, TrustedKey};
 pub use error::StoreError;
 pub use open::{open, open_for_verify, open_in_database};
 pub use verify::{
-    verify, verify_with, verify_with_keys, Problem, ProblemKind, VerifyOptions, VerifyReport,
+    verify, verify_with, verify_with_keys, verify_with_progress, Problem, ProblemKind,
+    VerifyOptions, VerifyReport,
 };
 
 /// Result of store operations.

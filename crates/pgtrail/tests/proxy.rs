@@ -471,7 +471,9 @@ async fn the_store_goes_away_results_flow_and_events_land_when_it_is_back() {
 /// The store away and the spool full (`spool_max_mb = 1`): fail_closed
 /// refuses new statements in-protocol with SQLSTATE 53400, and every
 /// statement that got a result is in the trail once the store is back; then
-/// statements are served again.
+/// statements are served again. A refusal inside a transaction block fails
+/// the block on the server, as any failed statement would: a later COMMIT
+/// cannot commit the rest of it without the refused statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
     let cluster = Cluster::start().expect("cluster");
@@ -482,6 +484,12 @@ async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let env = [("PGTRAIL_PROXY__SPOOL_MAX_MB", "1")];
     let proxy = Proxy::start(tmp.path(), &store, &upstream(&cluster), &[], &env);
+    // A transaction block open when the trail fills.
+    let in_block = connect(&proxy.url()).await.expect("connect");
+    in_block
+        .batch_execute("BEGIN; INSERT INTO marks (marker) VALUES ('only with its block')")
+        .await
+        .expect("the block's first statement runs");
 
     let acked: Acked = Arc::default();
     let refused: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -493,6 +501,15 @@ async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
+    let error = in_block
+        .simple_query("INSERT INTO marks (marker) VALUES ('refused in the block')")
+        .await
+        .expect_err("refused while the trail is full");
+    assert_eq!(
+        error.code().map(|c| c.code()),
+        Some("53400"),
+        "refused in-protocol: {error}"
+    );
     // A new login is refused too while the trail is full.
     let url = proxy.url();
     let login = tokio_postgres::connect(&url, tokio_postgres::NoTls);
@@ -538,6 +555,22 @@ async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
         assert!(Instant::now() < deadline, "still refusing: {}", proxy.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The block failed with its refused statement: its COMMIT rolls back.
+    in_block
+        .simple_query("COMMIT")
+        .await
+        .expect("a COMMIT of a failed block is answered (ROLLBACK)");
+    let committed = cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM marks WHERE marker = 'only with its block'",
+        )
+        .expect("count");
+    assert_eq!(
+        committed.trim(),
+        "0",
+        "a block missing its refused statement was committed"
+    );
     proxy.stop();
     verify(tmp.path(), &store);
 }

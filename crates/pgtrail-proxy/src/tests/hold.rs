@@ -8,6 +8,7 @@ use super::{
     bind, complete, data_row, error, execute, login_ok, parse, parse_complete, query, ready,
     row_description, startup_message, sync,
 };
+use crate::session::ABORT_QUERY;
 use crate::{Login, Session, SessionConfig, REFUSED_SQLSTATE};
 
 fn held() -> Session {
@@ -203,22 +204,77 @@ fn error_code(bytes: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&rest[..end]).into_owned())
 }
 
+/// What the server answers to `ABORT_QUERY` in a session with `status`.
+fn abort_reply(status: u8) -> Vec<u8> {
+    let (code, after) = match status {
+        b'I' => ("22P02", b'I'),
+        b'T' => ("22P02", b'E'),
+        _ => ("25P02", b'E'),
+    };
+    [
+        error(code, "invalid input syntax for type integer"),
+        ready(after),
+    ]
+    .concat()
+}
+
 #[test]
-fn a_full_trail_refuses_a_new_query_in_protocol_and_forwards_nothing() {
+fn a_full_trail_refuses_a_new_query_in_protocol_and_the_server_only_sees_the_abort_query() {
     let mut s = ready_session();
     s.refuse_new(Some("pgtrail: the audit trail is full".into()));
     let sent = client(&mut s, &query("delete from payments"));
-    assert!(
-        sent.is_empty(),
-        "the refused statement never reaches the server"
+    assert_eq!(
+        sent,
+        query(ABORT_QUERY),
+        "the refused statement never reaches the server: the abort query goes in its place"
     );
+    assert!(
+        to_client(&mut s).is_empty(),
+        "answered when the server answers"
+    );
+    assert!(!s.wants_client_data(), "the client waits meanwhile");
+    server(&mut s, &abort_reply(b'I'));
     let answer = to_client(&mut s);
     assert_eq!(error_code(&answer).as_deref(), Some(REFUSED_SQLSTATE));
-    assert!(answer.ends_with(&ready(b'I')), "then ReadyForQuery");
-    assert!(s.next_record().is_none(), "it did not run: no record");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("integer"),
+        "the client sees the refusal, not the abort query's error"
+    );
+    assert!(
+        answer.ends_with(&ready(b'I')),
+        "then the server's ReadyForQuery"
+    );
+    assert!(s.next_record().is_none(), "nothing ran: no record");
+    assert!(s.wants_client_data());
     // Room again: statements flow.
     s.refuse_new(None);
     assert_eq!(client(&mut s, &query("select 1")), query("select 1"));
+}
+
+#[test]
+fn a_refusal_inside_a_transaction_block_leaves_it_failed_as_the_server_says() {
+    let mut s = ready_session();
+    client(&mut s, &query("begin"));
+    server(&mut s, &[complete("BEGIN"), ready(b'T')].concat());
+    assert!(s.next_record().is_some());
+    s.recorded(1);
+    to_client(&mut s);
+    s.refuse_new(Some("full".into()));
+    assert_eq!(
+        client(&mut s, &query("insert into t values (1)")),
+        query(ABORT_QUERY)
+    );
+    server(&mut s, &abort_reply(b'T'));
+    let answer = to_client(&mut s);
+    assert_eq!(error_code(&answer).as_deref(), Some(REFUSED_SQLSTATE));
+    assert!(
+        answer.ends_with(&ready(b'E')),
+        "the transaction is failed, so a COMMIT can only roll it back"
+    );
+    assert_eq!(
+        s.transaction_status(),
+        Some(pgtrail_wire::backend::TransactionStatus::Failed)
+    );
 }
 
 #[test]
@@ -234,7 +290,11 @@ fn a_refused_extended_batch_is_answered_at_its_sync_after_earlier_replies() {
         sync(),
     ]
     .concat();
-    assert!(client(&mut s, &batch).is_empty(), "nothing of it forwarded");
+    assert_eq!(
+        client(&mut s, &batch),
+        query(ABORT_QUERY),
+        "nothing of the batch forwarded, the abort query in its place"
+    );
     assert!(
         to_client(&mut s).is_empty(),
         "answered after the update's replies"
@@ -243,12 +303,17 @@ fn a_refused_extended_batch_is_answered_at_its_sync_after_earlier_replies() {
     server(&mut s, &[complete("UPDATE 1"), ready(b'T')].concat());
     assert!(s.next_record().is_some());
     s.recorded(1);
+    assert!(!s.wants_client_data(), "the refusal is not answered yet");
+    server(&mut s, &abort_reply(b'T'));
     let out = to_client(&mut s);
     let update = [complete("UPDATE 1"), ready(b'T')].concat();
     assert!(out.starts_with(&update), "the update's result first");
     let refusal = &out[update.len()..];
     assert_eq!(error_code(refusal).as_deref(), Some(REFUSED_SQLSTATE));
-    assert!(refusal.ends_with(&ready(b'T')), "the server's last status");
+    assert!(
+        refusal.ends_with(&ready(b'E')),
+        "the server's status: the block failed"
+    );
     assert!(s.wants_client_data());
 }
 
@@ -266,6 +331,6 @@ fn a_batch_already_started_runs_to_its_sync_when_the_trail_fills() {
         rest,
         "the batch's statement already began"
     );
-    // The next one is refused.
-    assert!(client(&mut s, &query("select 2")).is_empty());
+    // The next one is refused: the abort query goes in its place.
+    assert_eq!(client(&mut s, &query("select 2")), query(ABORT_QUERY));
 }

@@ -6,6 +6,8 @@
 //! carries a valid signature. Verify only reads: open the store with
 //! [`crate::open_for_verify`] so that nothing can write either.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ed25519_dalek::VerifyingKey;
 use pgtrail_core::GENESIS_HASH;
 use serde::Serialize;
@@ -127,6 +129,16 @@ pub async fn verify_with_keys(store: &dyn Store, trusted: &[VerifyingKey]) -> Re
 /// Walks the whole chain of `store`, its checkpoints and the Merkle tree
 /// they sign, and the options' witness and limits.
 pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<VerifyReport> {
+    verify_with_progress(store, options, &AtomicU64::new(0)).await
+}
+
+/// [`verify_with`], counting the events checked so far in `checked` as it
+/// walks (for a caller showing progress, such as the HTTP server).
+pub async fn verify_with_progress(
+    store: &dyn Store,
+    options: &VerifyOptions,
+    checked: &AtomicU64,
+) -> Result<VerifyReport> {
     let checkpoints = store.checkpoints().await?;
     let origin = store
         .store_id()
@@ -193,6 +205,7 @@ pub async fn verify_with(store: &dyn Store, options: &VerifyOptions) -> Result<V
             for stored in &page {
                 let seq = stored.seq;
                 report.events_checked += 1;
+                checked.store(report.events_checked, Ordering::Relaxed);
                 report.head_seq = seq;
                 let stored_hash = stored
                     .event

@@ -2,17 +2,15 @@
 //! logins first (someone guessing passwords, a service with a stale secret),
 //! then successful sessions grouped by user and client address.
 //!
-//! Read from the proxy's `session` events (`CONNECT`; a failed login has a
-//! SQLSTATE and message), grouped here: the store answers the time and user
-//! filters on its indexes, the grouping is small.
+//! The grouping is the store's read side (`pgtrail_store::sessions`), so
+//! the HTTP API answers the same.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
-use pgtrail_core::{Event, Filter, Kind, Source};
-use serde::Serialize;
+use chrono::Utc;
+use pgtrail_core::Filter;
+use pgtrail_store::sessions::{self, SessionReport};
 
 use crate::cli::{FilterArgs, SessionsArgs};
 use crate::output::Table;
@@ -21,134 +19,25 @@ use crate::{describe, Invocation};
 /// Login events read at most; past it the answer says it is partial.
 const MAX_EVENTS: usize = 1_000_000;
 
-/// Failed logins of one user, database, address and error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FailedLogins {
-    pub user: Option<String>,
-    pub database: Option<String>,
-    pub client_addr: Option<String>,
-    pub sqlstate: Option<String>,
-    pub error: Option<String>,
-    pub count: u64,
-    #[serde(with = "pgtrail_core::time::micros")]
-    pub first: DateTime<Utc>,
-    #[serde(with = "pgtrail_core::time::micros")]
-    pub last: DateTime<Utc>,
-}
-
-/// Successful sessions of one user from one address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Sessions {
-    pub user: Option<String>,
-    pub client_addr: Option<String>,
-    /// The databases they logged in to, sorted.
-    pub databases: Vec<String>,
-    pub count: u64,
-    #[serde(with = "pgtrail_core::time::micros")]
-    pub last: DateTime<Utc>,
-}
-
-/// What `pgtrail sessions` prints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    pub failed_logins: Vec<FailedLogins>,
-    pub sessions: Vec<Sessions>,
-    /// True when more login events matched than were read ([`MAX_EVENTS`]):
-    /// the counts cover only the newest ones.
-    pub partial: bool,
-}
-
 /// Runs `pgtrail sessions`.
 pub async fn run(args: &SessionsArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let filter_args = FilterArgs {
         since: args.since.clone(),
         user: args.user.clone(),
-        op: Some("CONNECT".into()),
         failed: args.failed,
         ..FilterArgs::default()
     };
-    let mut filter: Filter =
-        crate::filters::filter(&filter_args, Some(MAX_EVENTS + 1), Utc::now())?;
-    filter.kind = Some(Kind::Session);
-    filter.source = Some(Source::Proxy);
+    let filter: Filter = crate::filters::filter(&filter_args, None, Utc::now())?;
     let store = ctx.open_existing_store().await?;
-    let mut events = store.query(&filter).await?;
-    let partial = events.len() > MAX_EVENTS;
-    events.truncate(MAX_EVENTS);
-    if partial {
+    let report = sessions::read(store.as_ref(), filter, MAX_EVENTS).await?;
+    if report.partial {
         eprintln!(
             "pgtrail sessions: more than {MAX_EVENTS} logins match; \
              only the newest are counted (narrow with --since)"
         );
     }
-    let report = group(&events, partial);
     ctx.output.document(&report, || text(&report))?;
     Ok(crate::exit::ok())
-}
-
-/// Groups login events (any order): failed logins by user, database,
-/// address and error, newest last attempt first; sessions by user and
-/// address, most recent first.
-pub fn group(events: &[Event], partial: bool) -> Report {
-    type FailedKey = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let mut failed: BTreeMap<FailedKey, FailedLogins> = BTreeMap::new();
-    let mut ok: BTreeMap<(Option<String>, Option<String>), Sessions> = BTreeMap::new();
-    for e in events {
-        let at = e.captured_at;
-        if e.failed() {
-            let key = (
-                e.db_user.clone(),
-                e.database.clone(),
-                e.client_addr.clone(),
-                e.sqlstate.clone(),
-                e.error.clone(),
-            );
-            let entry = failed.entry(key).or_insert_with(|| FailedLogins {
-                user: e.db_user.clone(),
-                database: e.database.clone(),
-                client_addr: e.client_addr.clone(),
-                sqlstate: e.sqlstate.clone(),
-                error: e.error.clone(),
-                count: 0,
-                first: at,
-                last: at,
-            });
-            entry.count += 1;
-            entry.first = entry.first.min(at);
-            entry.last = entry.last.max(at);
-        } else {
-            let key = (e.db_user.clone(), e.client_addr.clone());
-            let entry = ok.entry(key).or_insert_with(|| Sessions {
-                user: e.db_user.clone(),
-                client_addr: e.client_addr.clone(),
-                databases: Vec::new(),
-                count: 0,
-                last: at,
-            });
-            entry.count += 1;
-            entry.last = entry.last.max(at);
-            if let Some(db) = &e.database {
-                if let Err(i) = entry.databases.binary_search(db) {
-                    entry.databases.insert(i, db.clone());
-                }
-            }
-        }
-    }
-    let mut failed_logins: Vec<FailedLogins> = failed.into_values().collect();
-    failed_logins.sort_by(|a, b| b.last.cmp(&a.last).then(b.count.cmp(&a.count)));
-    let mut sessions: Vec<Sessions> = ok.into_values().collect();
-    sessions.sort_by(|a, b| b.last.cmp(&a.last).then(b.count.cmp(&a.count)));
-    Report {
-        failed_logins,
-        sessions,
-        partial,
-    }
 }
 
 fn or_dash(v: &Option<String>) -> String {
@@ -156,7 +45,7 @@ fn or_dash(v: &Option<String>) -> String {
 }
 
 /// The report as two plain tables.
-pub fn text(report: &Report) -> String {
+pub fn text(report: &SessionReport) -> String {
     let mut out = String::new();
     if report.failed_logins.is_empty() {
         out.push_str("no failed logins\n");
@@ -208,6 +97,7 @@ pub fn text(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use pgtrail_core::{Event, Kind, Source};
 
     use super::*;
 
@@ -228,28 +118,12 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_grouped_and_come_first() {
+    fn failed_logins_are_printed_first() {
         let events = [
             login("admin", "10.0.0.9", 100, Some("28P01")),
             login("app", "10.0.0.2", 150, None),
-            login("admin", "10.0.0.9", 300, Some("28P01")),
-            login("admin", "10.0.0.9", 200, Some("28P01")),
-            login("app", "10.0.0.2", 120, None),
-            login("app", "10.0.0.3", 90, None),
         ];
-        let report = group(&events, false);
-        assert_eq!(report.failed_logins.len(), 1);
-        let f = &report.failed_logins[0];
-        assert_eq!(
-            (f.count, f.first.timestamp(), f.last.timestamp()),
-            (3, 100, 300)
-        );
-        assert_eq!(f.sqlstate.as_deref(), Some("28P01"));
-        assert_eq!(report.sessions.len(), 2);
-        assert_eq!(report.sessions[0].client_addr.as_deref(), Some("10.0.0.2"));
-        assert_eq!(report.sessions[0].count, 2);
-        assert_eq!(report.sessions[0].last.timestamp(), 150);
-        let text = text(&report);
+        let text = text(&sessions::group(&events, false));
         let failed_at = text.find("failed logins").expect("failed section");
         let sessions_at = text.find("\nsessions").expect("sessions section");
         assert!(failed_at < sessions_at, "{text}");
