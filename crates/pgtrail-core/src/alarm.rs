@@ -45,6 +45,9 @@ pub const MESSAGE_EMITTERS: &str = "message_emitters";
 /// The pipeline's on-disk spool was full with `fail_open`: batches were
 /// dropped instead of stored (how many and when are in the explanation).
 pub const SPOOL_DROPPED: &str = "spool_dropped";
+/// With the proxy and trigger capture both running, a row changed by a
+/// server backend the proxy never opened: a write around the proxy.
+pub const WRITE_BYPASSED_PROXY: &str = "write_bypassed_proxy";
 
 /// One condition that may make the trail incomplete.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

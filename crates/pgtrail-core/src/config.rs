@@ -232,6 +232,16 @@ pub struct ServerConfig {
     /// Address to serve on, e.g. `127.0.0.1:8080`; `pgtrail run` serves
     /// only when it is set.
     pub listen: Option<String>,
+    /// The tokens file (`pgtrail token`; SHA-256 of each token, 0600);
+    /// unset: `pgtrail-tokens.toml` beside the configuration file.
+    pub tokens_file: Option<String>,
+    /// PEM certificate chain served over HTTPS; with `tls_key`.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Serve plain HTTP on an address other than loopback (tokens and
+    /// session cookies then cross the network in clear): refused unless set.
+    pub insecure_http: bool,
 }
 
 /// `[proxy]`: the statement proxy (docs/proxy.md).
@@ -292,6 +302,15 @@ pub struct ProxyConfig {
     pub tls_key: Option<String>,
     /// Refuse clients that do not use TLS.
     pub require_tls: bool,
+
+    // --- writes around the proxy
+    /// With trigger capture also in `pgtrail run`, raise an alarm for each
+    /// transaction whose row changes came from a backend the proxy never
+    /// opened (docs/proxy.md). Turn off when the proxy fronts another
+    /// server than the one trigger capture audits.
+    pub bypass_alarm: bool,
+    /// Database roles allowed to write around the proxy (a migration role).
+    pub bypass_roles: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -314,6 +333,8 @@ impl Default for ProxyConfig {
             tls_cert: None,
             tls_key: None,
             require_tls: false,
+            bypass_alarm: true,
+            bypass_roles: Vec::new(),
         }
     }
 }

@@ -315,6 +315,13 @@ pub struct Filter {
     /// page, newest first (the last `seq` of the previous page).
     #[serde(default)]
     pub before_seq: Option<i64>,
+    /// Only events of this server backend (`backend_pid`, as the server
+    /// reported it): what links a proxy statement to its row changes.
+    #[serde(default)]
+    pub backend_pid: Option<i32>,
+    /// Only events of this transaction id (`xid`).
+    #[serde(default)]
+    pub xid: Option<i64>,
 }
 
 /// A client address to match: one address, or a CIDR block of them.

@@ -22,6 +22,7 @@
 //! stores bind each field as a parameter.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::filter::{parse_class, shown, AddrFilter, FilterError, PkFilter, TableName};
 use crate::time::parse_time;
@@ -274,8 +275,17 @@ fn apply(
                 "only outcome:failed can be searched for (or failed)".into(),
             )),
         },
-        // The transaction filter lands with the proxy's link to row
-        // changes (issue 11); until then a tx: term is refused, not ignored.
+        // A transaction by the id the server gave it (the events' `xid`).
+        // The proxy's own `PID@TIME` form needs the link's window
+        // (`pgtrail log --tx`): a search box term matches stored fields.
+        "tx" => match value.trim().parse::<i64>() {
+            Ok(xid) if xid > 0 => set(term, &mut filter.xid, Some(xid)),
+            _ => Err(fail(
+                "tx: takes a transaction id (the xid of a row change or DDL); \
+                 for the proxy's PID@TIME use pgtrail log --tx"
+                    .into(),
+            )),
+        },
         _ => Err(fail(format!("{key}: is not supported yet"))),
     }
 }
@@ -291,6 +301,108 @@ fn set<T: PartialEq + Default>(term: &str, field: &mut T, value: T) -> Result<()
     }
     *field = value;
     Ok(())
+}
+
+/// How many of the events a filter matches, per value of the fields a
+/// search narrows by: who (the actor: application user, else database
+/// role), which table, which operation, which capture path, and whether it
+/// failed. Each list is the top values by count (ties by value), at most
+/// the `top` asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facets {
+    /// Events counted.
+    pub counted: u64,
+    /// False when the count stopped at the store's bound ([`FACET_BOUND`]):
+    /// the counts are then of the newest `counted` matching events only.
+    pub complete: bool,
+    /// Per actor ([`crate::Event::actor`]).
+    pub users: Vec<FacetCount>,
+    /// Per table, `schema.table` (or `table` without a schema).
+    pub tables: Vec<FacetCount>,
+    /// Per operation (INSERT, SELECT, CREATE TABLE, …).
+    pub operations: Vec<FacetCount>,
+    /// Per capture path.
+    pub sources: Vec<FacetCount>,
+    /// `ok` and `failed` ([`crate::Event::failed`]).
+    pub outcomes: Vec<FacetCount>,
+}
+
+/// One value of a facet and how many events have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacetCount {
+    /// The value, as a search term takes it (`user:`, `table:`, `op:`, …).
+    pub value: String,
+    /// Events with it.
+    pub count: u64,
+}
+
+/// The most matching events a store reads to count facets when no summary
+/// answers the question: a facet request costs at most this, whatever the
+/// filter (the answer says when it stopped there).
+pub const FACET_BOUND: usize = 200_000;
+
+/// The facets the facet names ([`Facets`]'s lists) are stored under.
+pub const FACET_NAMES: [&str; 5] = ["user", "table", "operation", "source", "outcome"];
+
+impl Facets {
+    /// Facets from `(facet, value, count)` triples (facet one of
+    /// [`FACET_NAMES`]; others are ignored), each list cut to the `top`.
+    pub fn from_counts(
+        counts: impl IntoIterator<Item = (String, String, u64)>,
+        counted: u64,
+        complete: bool,
+        top: usize,
+    ) -> Facets {
+        let mut facets = Facets {
+            counted,
+            complete,
+            ..Facets::default()
+        };
+        for (facet, value, count) in counts {
+            let list = match facet.as_str() {
+                "user" => &mut facets.users,
+                "table" => &mut facets.tables,
+                "operation" => &mut facets.operations,
+                "source" => &mut facets.sources,
+                "outcome" => &mut facets.outcomes,
+                _ => continue,
+            };
+            if count > 0 {
+                list.push(FacetCount { value, count });
+            }
+        }
+        for list in [
+            &mut facets.users,
+            &mut facets.tables,
+            &mut facets.operations,
+            &mut facets.sources,
+            &mut facets.outcomes,
+        ] {
+            list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            list.truncate(top);
+        }
+        facets
+    }
+
+    /// The facet values of one event, `(facet, value)`: what stores count.
+    pub fn of_event(event: &crate::Event) -> Vec<(&'static str, String)> {
+        let mut values = Vec::with_capacity(5);
+        if let Some(actor) = event.actor() {
+            values.push(("user", actor.to_string()));
+        }
+        if let Some(table) = event.qualified_table() {
+            values.push(("table", table));
+        }
+        if let Some(op) = &event.operation {
+            values.push(("operation", op.to_uppercase()));
+        }
+        values.push(("source", event.source.as_str().to_string()));
+        values.push((
+            "outcome",
+            if event.failed() { "failed" } else { "ok" }.into(),
+        ));
+        values
+    }
 }
 
 #[cfg(test)]

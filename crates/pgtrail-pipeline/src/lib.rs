@@ -18,6 +18,7 @@
 //! - [`supervise`]: the parts of `pgtrail run`, one stop signal, the first
 //!   failure for good.
 
+pub mod bypass;
 pub mod cdc;
 pub mod checkpointer;
 mod error;

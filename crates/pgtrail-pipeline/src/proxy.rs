@@ -34,12 +34,17 @@ use pgtrail_store::open::redact_url;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bypass::{Backends, Seen};
 use crate::retry::Backoff;
 use crate::spool::{Pushed, Spool, SpoolError, SpoolOptions, WhenFull};
 
 /// How long a stopping proxy waits for the spool to drain into the store
 /// before it leaves the rest for the next start.
 pub const DRAIN_ON_STOP: Duration = Duration::from_secs(10);
+
+/// How long the drainer lets the proxy's events gather in the spool before
+/// it appends them to the store (they are safe in the spool meanwhile).
+pub const DRAIN_LINGER: Duration = Duration::from_millis(100);
 
 /// Why the proxy part stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,9 @@ pub struct ProxyPart {
     pub spool: Option<Spool>,
     /// The store the spool drains into.
     pub store_url: String,
+    /// Where the backends of the proxy's sessions are registered, for the
+    /// bypass alarm (`crate::bypass`).
+    pub backends: Option<Arc<Backends>>,
 }
 
 /// The spool options `[proxy]` asks for.
@@ -88,6 +96,10 @@ pub fn spool_options(proxy: &ProxyConfig) -> SpoolOptions {
             WhenTrailFull::FailClosed => WhenFull::FailClosed,
             WhenTrailFull::FailOpen => WhenFull::FailOpen,
         },
+        // Sessions push a statement or two at a time: draining each push
+        // into the store on its own cost a store transaction and two
+        // fsyncs per statement, the proxy's largest CPU cost (bench/proxy).
+        drain_linger: DRAIN_LINGER,
     }
 }
 
@@ -111,7 +123,10 @@ pub async fn run(part: ProxyPart, stop: watch::Receiver<bool>) -> Result<(), Pro
     };
     let Some(spool) = part.spool else {
         // Audit off: forward only.
-        return serve_until(part.listener, part.upstream, Arc::new(Off), shutdown)
+        let off = Off {
+            backends: part.backends,
+        };
+        return serve_until(part.listener, part.upstream, Arc::new(off), shutdown)
             .await
             .map_err(ProxyRunError::Proxy);
     };
@@ -124,6 +139,7 @@ pub async fn run(part: ProxyPart, stop: watch::Receiver<bool>) -> Result<(), Pro
         max_bytes: spool_options(&part.proxy).max_bytes,
         full: AtomicBool::new(false),
         dropped: AtomicU64::new(0),
+        backends: part.backends,
     });
 
     // The drainer stops after the proxy, so the last events drain too.
@@ -181,6 +197,21 @@ struct SpoolTrail {
     full: AtomicBool,
     /// Events dropped by a full spool (fail_open) since the start.
     dropped: AtomicU64,
+    backends: Option<Arc<Backends>>,
+}
+
+/// One session's recorder, and its backend registered while it lives.
+struct Session {
+    recorder: SessionRecorder,
+    _backend: Option<Seen>,
+}
+
+/// Registers the backend of a session that logged in.
+fn seen(backends: &Option<Arc<Backends>>, context: &SessionContext) -> Option<Seen> {
+    match (backends, context.backend_pid) {
+        (Some(backends), Some(pid)) => Some(backends.opened(pid)),
+        _ => None,
+    }
 }
 
 /// Room a full spool must have again before new statements are taken.
@@ -189,20 +220,25 @@ fn headroom(max_bytes: u64) -> u64 {
 }
 
 impl Trail for SpoolTrail {
-    type Recorder = SessionRecorder;
+    type Recorder = Session;
     type Event = Event;
 
-    fn open(&self, context: Arc<SessionContext>, startup: &StartupInfo) -> SessionRecorder {
-        let mut session = self.recorder.session(context);
-        session.startup(startup);
-        session
+    fn open(&self, context: Arc<SessionContext>, startup: &StartupInfo) -> Session {
+        let backend = seen(&self.backends, &context);
+        let mut recorder = self.recorder.session(context);
+        recorder.startup(startup);
+        Session {
+            recorder,
+            _backend: backend,
+        }
     }
 
-    fn prepare(recorder: &mut SessionRecorder, sql: &str) {
-        recorder.prepare(sql);
+    fn prepare(session: &mut Session, sql: &str) {
+        session.recorder.prepare(sql);
     }
 
-    fn event(recorder: &mut SessionRecorder, what: Happened<'_>) -> Option<Event> {
+    fn event(session: &mut Session, what: Happened<'_>) -> Option<Event> {
+        let recorder = &mut session.recorder;
         match what {
             Happened::Connected { at } => recorder.logs_session().then(|| recorder.connected(at)),
             Happened::LoginFailed { error, at } => recorder
@@ -270,20 +306,25 @@ impl Trail for SpoolTrail {
     }
 }
 
-/// Audit off (`log = "none"`): nothing recorded, nothing held.
-struct Off;
+/// Audit off (`log = "none"`): nothing recorded, nothing held (the
+/// sessions' backends are still registered for the bypass alarm).
+struct Off {
+    backends: Option<Arc<Backends>>,
+}
 
 impl Trail for Off {
-    type Recorder = ();
+    type Recorder = Option<Seen>;
     type Event = ();
 
     fn records(&self) -> bool {
         false
     }
 
-    fn open(&self, _context: Arc<SessionContext>, _startup: &StartupInfo) {}
+    fn open(&self, context: Arc<SessionContext>, _startup: &StartupInfo) -> Option<Seen> {
+        seen(&self.backends, &context)
+    }
 
-    fn event(_recorder: &mut (), _what: Happened<'_>) -> Option<()> {
+    fn event(_recorder: &mut Option<Seen>, _what: Happened<'_>) -> Option<()> {
         None
     }
 

@@ -49,6 +49,7 @@ fn options(max_bytes: u64, when_full: WhenFull) -> SpoolOptions {
         max_bytes,
         segment_bytes: 4096,
         when_full,
+        drain_linger: Duration::ZERO,
     }
 }
 

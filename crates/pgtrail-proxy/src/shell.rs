@@ -309,7 +309,18 @@ impl Trail for mpsc::Sender<Recorded> {
 /// proxy itself saw is forwarded.
 type Keys = Arc<Mutex<HashSet<BackendKey>>>;
 
+/// Read buffers start at this size, so an idle session holds little…
+const READ_START: usize = 4 * 1024;
+/// …and grow up to this one while reads fill them (bulk results, COPY).
 const READ_SIZE: usize = 64 * 1024;
+
+/// Grows `buf` when a read of `n` bytes filled it: the next read of a busy
+/// stream takes more at once.
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < READ_SIZE {
+        buf.resize((buf.len() * 4).min(READ_SIZE), 0);
+    }
+}
 
 /// Serves clients on `listener`, each proxied to `upstream` through a
 /// [`Session`]; what happens goes to `trail`, and each result reaches its
@@ -519,7 +530,7 @@ async fn start(
     tls: Option<&ClientTls>,
 ) -> (Option<ClientStream>, Result<(), ProxyError>) {
     let mut client = ClientStream::Plain(tcp);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_START];
     while *session.phase() == Phase::Startup {
         let n = match client.read(&mut buf).await {
             Ok(0) => return (Some(client), Ok(())),
@@ -623,7 +634,7 @@ where
     };
 
     let client_to_server = async {
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut buf = vec![0u8; READ_START];
         loop {
             // Backpressure: a client that pipelines without reading waits,
             // and so does one whose refused statement waits for its answer.
@@ -640,7 +651,8 @@ where
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
-            // A refusal among them answered at once (nothing pending).
+            // Anything the session answered itself (a refusal's answer
+            // comes back from the server, in order, through the other loop).
             to_client(&client_write, &session, &traffic).await?;
             prepare::<T>(&recorder, texts);
             let n = client_read.read(&mut buf).await?;
@@ -654,16 +666,17 @@ where
                 session.client_data(&buf[..n], SystemTime::now())?;
                 (session.take_to_server(), take_texts(&mut session))
             };
+            grow(&mut buf, n);
             if let Some(bytes) = bytes {
                 server_write.write_all(&bytes).await?;
             }
-            // A refusal answered at once (nothing pending).
+            // Anything the session answered itself, as above.
             to_client(&client_write, &session, &traffic).await?;
             prepare::<T>(&recorder, texts);
         }
     };
     let server_to_client = async {
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut buf = vec![0u8; READ_START];
         let mut records = Vec::new();
         loop {
             let n = server_read.read(&mut buf).await?;
@@ -673,6 +686,7 @@ where
             let (login, mut parameters) = {
                 let mut session = lock(&session);
                 session.server_data(&buf[..n], SystemTime::now())?;
+                grow(&mut buf, n);
                 while let Some(record) = session.next_record() {
                     records.push(record);
                 }
@@ -735,7 +749,8 @@ where
                 records.clear();
             }
             to_client(&client_write, &session, &traffic).await?;
-            // A refusal may have waited for these replies.
+            // A client held back (pipelining, or a refusal waiting for its
+            // answer) may go on.
             replies_read.notify_one();
         }
     };

@@ -6,23 +6,34 @@
 //! browser, the API and `pgtrail log` answer the same. It never writes a
 //! capture event; its only writes are its own access records.
 //!
-//! Layout: [`state`] (what every handler shares), [`auth`] (who is asking),
-//! [`access`] (the access records), [`api`] (JSON), [`pages`] (HTML, assets
-//! embedded), `health` (probes, the only routes without a principal).
+//! Layout: [`state`] (what every handler shares), [`auth`] (who is asking,
+//! the login page, CSRF), [`tokens`] (the tokens file), [`session`]
+//! (browser sessions), [`throttle`] (failed logins), [`access`] (the
+//! access records), [`headers`] (security headers), [`tls`], [`api`]
+//! (JSON), [`pages`] (HTML, assets embedded), `health` (probes and the
+//! login page: the only routes without a principal).
 
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod headers;
 mod health;
 pub mod pages;
+pub mod session;
 pub mod state;
+pub mod throttle;
+pub mod tls;
+pub mod tokens;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use state::AppState;
+pub use tls::ServerTls;
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,29 +45,53 @@ pub enum ServerError {
 /// Every route: probes, the API and the pages. Everything but the probes,
 /// unknown paths included, is behind `auth::authenticate`: a caller without
 /// a credential learns nothing, not even which paths exist.
+/// Every answer carries the security headers (`headers`).
 pub fn router(state: AppState) -> Router {
     let guarded = Router::new()
         .nest("/api/v1", api::routes())
         .merge(pages::routes())
+        .merge(auth::routes())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no such page\n") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ));
-    Router::new()
+    let tls = state.tls;
+    let router = Router::new()
         .merge(health::routes())
+        .merge(auth::login_routes())
         .merge(guarded)
-        .with_state(state)
+        .with_state(state);
+    headers::secure(router, tls)
 }
 
-/// Serves `state` on `listener` until `stop` completes; requests in flight
-/// finish first.
+/// Serves `state` on `listener` (plain HTTP) until `stop` completes;
+/// requests in flight finish first. Handlers see each client's address
+/// (`ConnectInfo<SocketAddr>`), which access records keep.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await?;
+    Ok(())
+}
+
+/// The same over TLS with `tls`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: ServerTls,
+    state: AppState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let state = state.with_tls(true);
+    // `tap_io` only so axum's `ConnectInfo` knows this listener's addresses.
+    let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| ());
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await?;
     Ok(())

@@ -75,12 +75,23 @@ async fn call(state: &AppState, method: &str, uri: &str) -> (StatusCode, String,
 }
 
 /// A call on one router (the server builds it once: the verify job lives in it).
+/// A POST carries the CSRF token a GET on the same origin answered with,
+/// as a same-origin script or curl would.
 async fn call_on(app: axum::Router, method: &str, uri: &str) -> (StatusCode, String, Vec<u8>) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .expect("request");
+    let mut request = Request::builder().method(method).uri(uri);
+    if method != "GET" {
+        let probe = Request::get("/api/v1/openapi.json")
+            .body(Body::empty())
+            .expect("request");
+        let answer = app.clone().oneshot(probe).await.expect("response");
+        let token = answer
+            .headers()
+            .get("x-csrf-token")
+            .cloned()
+            .expect("a GET answers with the CSRF token");
+        request = request.header("x-csrf-token", token);
+    }
+    let request = request.body(Body::empty()).expect("request");
     let response = app.oneshot(request).await.expect("response");
     let status = response.status();
     let content_type = response
@@ -875,5 +886,75 @@ async fn search_latency() {
             "{name}: median {:.2} ms, p95 {:.2} ms, min {:.2} ms, max {:.2} ms",
             times[50], times[95], times[0], times[99]
         );
+    }
+}
+
+/// A viewer's token reads statements without their parameters through
+/// every door of the API (a page, one event, both exports); an auditor's
+/// token reads them whole.
+#[tokio::test]
+async fn a_viewer_never_reads_statement_parameters_through_the_api() {
+    use axum::extract::connect_info::MockConnectInfo;
+    use pgtrail_server::auth::Role;
+    use pgtrail_server::tokens::TokenSet;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
+    let store = pgtrail_store::open::open(&url).await.expect("open store");
+    let tokens = dir.path().join("tokens.toml");
+    let mut set = TokenSet::load(&tokens).expect("load");
+    let viewer = set.create("viewer", Role::Viewer).expect("create");
+    let auditor = set.create("auditor", Role::Auditor).expect("create");
+    set.save(&tokens).expect("save");
+    let state = AppState::new(Arc::clone(&store), false).with_tokens_file(&tokens);
+
+    let mut statement = change(1, "alice", "users", "SELECT");
+    statement.source = Source::Proxy;
+    statement.kind = Kind::Statement;
+    statement.sql = Some("select * from users where ssn = $1".into());
+    statement.params = Some(vec![json!("123-45-6789")]);
+    store.append(&[statement]).await.expect("append");
+
+    let read = |token: String, uri: &'static str| {
+        let app = router(state.clone()).layer(MockConnectInfo(
+            "192.0.2.7:50123"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr"),
+        ));
+        async move {
+            let request = Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request");
+            let response = app.oneshot(request).await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    };
+    for uri in [
+        "/api/v1/events",
+        "/api/v1/events/1",
+        "/api/v1/events.ndjson",
+        "/api/v1/events.csv",
+    ] {
+        let shown = read(viewer.clone(), uri).await;
+        assert!(
+            shown.contains("ssn"),
+            "{uri}: the statement is shown: {shown}"
+        );
+        assert!(
+            !shown.contains("123-45-6789"),
+            "{uri}: a viewer read a parameter: {shown}"
+        );
+        if uri.contains("events") {
+            let whole = read(auditor.clone(), uri).await;
+            assert!(
+                whole.contains("123-45-6789"),
+                "{uri}: an auditor reads it: {whole}"
+            );
+        }
     }
 }

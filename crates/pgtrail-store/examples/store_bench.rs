@@ -39,6 +39,8 @@ struct Args {
     /// Postgres, for profiling: indexes of `pgtrail.events` dropped on both
     /// sides once the schema is made (`pkey` drops the primary key).
     drop_indexes: Vec<String>,
+    /// SQLite: price the facet counts by the hour (schema 9) instead.
+    facet_cost: bool,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +54,7 @@ fn parse_args() -> Args {
         skip_plain: false,
         skip_sealed: false,
         drop_indexes: Vec::new(),
+        facet_cost: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,11 +67,12 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
+            "--facet-cost" => args.facet_cost = true,
             "--skip-sealed" => args.skip_sealed = true,
             "--drop-index" => {
                 args.drop_indexes = value().split(',').map(String::from).collect()
             }
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,..."),
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost"),
         }
     }
     args
@@ -848,10 +852,50 @@ fn print(all: &[Figures]) {
     }
 }
 
+/// SQLite appends with and without the facet counts by the hour (schema
+/// 9), alternating rounds on fresh files: what the summary costs ingest.
+#[cfg(feature = "bench-internals")]
+async fn facet_cost(total: usize, rounds: usize, batch: usize, now: DateTime<Utc>) {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for side in 0..2 {
+            let counting = (side + round) % 2 == 0;
+            pgtrail_store::sqlite::count_for_bench(counting);
+            let dir = tempdir();
+            let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
+                .await
+                .expect("open");
+            let (rate, _) = ingest(&store, total, batch, now).await;
+            eprintln!(
+                "  round {}: {} facet counts {rate:.0} events/s",
+                round + 1,
+                if counting { "with" } else { "without" }
+            );
+            if counting { &mut with } else { &mut without }.push(rate);
+        }
+    }
+    pgtrail_store::sqlite::count_for_bench(true);
+    let ratios: Vec<f64> = without.iter().zip(&with).map(|(a, b)| a / b).collect();
+    println!("SQLite ingest, {total} events, {rounds} rounds (median, min–max):");
+    println!("| side | sealed events/s |");
+    println!("| --- | --- |");
+    println!("| without facet_hours | {} |", spread(&without, 0));
+    println!("| with facet_hours | {} |", spread(&with, 0));
+    println!("| cost (without ÷ with) | {} |", spread(&ratios, 2));
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
     let now = Utc::now();
+    if args.facet_cost {
+        #[cfg(feature = "bench-internals")]
+        facet_cost(args.events, args.rounds, args.batch, now).await;
+        #[cfg(not(feature = "bench-internals"))]
+        panic!("--facet-cost needs the bench-internals feature (bench/store/run --facet-cost builds it)");
+        #[allow(unreachable_code)]
+        return;
+    }
     let mut all = Vec::new();
     for backend in &args.backends {
         eprintln!(

@@ -49,6 +49,9 @@ impl<H: AppendHook> Store for Hooked<H> {
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
         self.inner.query(filter).await
     }
+    async fn facets(&self, filter: &Filter, top: usize) -> Result<pgtrail_core::search::Facets> {
+        self.inner.facets(filter, top).await
+    }
     async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
         self.inner.row_events(row).await
     }

@@ -18,6 +18,7 @@ mod error;
 pub mod freshness;
 pub mod health;
 pub mod hooked;
+pub mod link;
 mod location;
 pub mod merkle;
 pub mod note;
@@ -36,6 +37,7 @@ pub mod witness;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use pgtrail_core::search::Facets;
 use pgtrail_core::{Event, Filter, RowRef};
 
 pub use checkpoint::{Checkpoint, CheckpointKind, KeyPair, TrustedKey};
@@ -112,6 +114,10 @@ pub struct ExpectedIndexes {
     /// SQLite's index of the relations statements touched.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) objects: Vec<(i64, u64)>,
+    /// Events per `(hour, facet, value)`, as SQLite's `facet_hours`
+    /// should count them.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) facets: std::collections::HashMap<(i64, &'static str, String), i64>,
 }
 
 impl ExpectedIndexes {
@@ -119,6 +125,9 @@ impl ExpectedIndexes {
     pub fn extend(&mut self, other: ExpectedIndexes) {
         self.words.extend(other.words);
         self.objects.extend(other.objects);
+        for (key, n) in other.facets {
+            *self.facets.entry(key).or_default() += n;
+        }
     }
 }
 
@@ -239,6 +248,35 @@ pub trait Store: Send + Sync {
     /// Events matching `filter`, newest first (highest `seq` first), at most
     /// `filter.limit`.
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>>;
+
+    /// How many of the events `filter` matches have each value of the
+    /// search's facets (user, table, operation, source, outcome), the
+    /// `top` values of each; `filter.limit` is ignored. Bounded: a store
+    /// counts at most [`pgtrail_core::search::FACET_BOUND`] events (the
+    /// newest) unless it answers from a summary, and says which. By
+    /// default, counted from [`Store::query`].
+    async fn facets(&self, filter: &Filter, top: usize) -> Result<Facets> {
+        let bounded = Filter {
+            limit: Some(pgtrail_core::search::FACET_BOUND),
+            ..filter.clone()
+        };
+        let events = self.query(&bounded).await?;
+        let mut counts = std::collections::BTreeMap::<(&str, String), u64>::new();
+        for event in &events {
+            for (facet, value) in Facets::of_event(event) {
+                *counts.entry((facet, value)).or_default() += 1;
+            }
+        }
+        let counted = events.len() as u64;
+        Ok(Facets::from_counts(
+            counts
+                .into_iter()
+                .map(|((facet, value), n)| (facet.to_string(), value, n)),
+            counted,
+            events.len() < pgtrail_core::search::FACET_BOUND,
+            top,
+        ))
+    }
 
     /// Every event of one row (matching table and key), plus the TRUNCATE
     /// events of its table, oldest first: the input of history, as-of and blame.

@@ -1163,6 +1163,17 @@ async fn write_lean_rows(
                 .await
                 .expect("row key");
         }
+        if version >= 6 && e.kind == Kind::Statement && !e.objects.is_empty() {
+            // What schema 6's appender writes beside a statement.
+            let names = pgtrail_core::filter::object_index_names(&e.objects);
+            client
+                .execute(
+                    "update pgtrail.events set object_names = $1 where seq = $2",
+                    &[&names, &seq],
+                )
+                .await
+                .expect("object names");
+        }
         prev_hash = e.hash.clone().expect("sealed");
         sealed.push(e);
     }
@@ -1278,6 +1289,15 @@ fn reader_filters(since: DateTime<Utc>) -> Vec<Filter> {
         Filter {
             since: Some(since + chrono::Duration::seconds(10)),
             until: Some(since + chrono::Duration::seconds(20)),
+            ..Default::default()
+        },
+        // The link's lookups, by columns migration 7 indexes (and fills).
+        Filter {
+            backend_pid: Some(4003),
+            ..Default::default()
+        },
+        Filter {
+            xid: Some(701),
             ..Default::default()
         },
     ]

@@ -490,3 +490,139 @@ async fn object_index_cost() {
         with / without
     );
 }
+
+/// Attacker: someone with write access to the Postgres store who edits
+/// `backend_pid` (a copied column) to hide a statement from the link or
+/// lend it to another backend. Verify recomputes it from the hashed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_verify_finds_an_edited_backend_pid() {
+    let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
+    let url = cluster.create_database("pids").await.expect("db");
+    let store = pgtrail_store::postgres::PostgresStore::connect(&url)
+        .await
+        .expect("store");
+    let mut events = trail();
+    for (i, e) in events.iter_mut().enumerate() {
+        e.backend_pid = Some(4000 + i32::try_from(i).expect("small"));
+    }
+    store.append(&events).await.expect("append");
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let found = store
+        .query(&Filter {
+            backend_pid: Some(4001),
+            ..Default::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(found.iter().filter_map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    let db = url.rsplit('/').next().expect("database in URL");
+    cluster
+        .psql(
+            db,
+            "update pgtrail.events set backend_pid = null where seq = 2; \
+             update pgtrail.events set backend_pid = 1 where seq = 3",
+        )
+        .expect("tamper");
+    let report = verify(&store, None).await.expect("verify");
+    for seq in [2, 3] {
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.seq == seq && p.detail.contains("backend_pid holds")),
+            "{seq}: {:#?}",
+            report.problems
+        );
+    }
+}
+
+/// What the link's two SQLite indexes (schema 9: backend pid and time,
+/// xid; both over the body's fields) cost an append of row changes, and
+/// what the link's lookups then take: trigger-like row changes with a pid
+/// and an xid, appended in batches of 1,000, to a store with the indexes
+/// and one with them dropped; rounds alternate. Indicative on a busy
+/// machine. Run with `--run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; prints figures"]
+async fn link_index_cost() {
+    const EVENTS: u32 = 50_000;
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| {
+            let mut e = Event::at(
+                pgtrail_core::Source::Trigger,
+                Kind::RowChange,
+                t(0) + chrono::Duration::milliseconds(i64::from(i)),
+            );
+            e.schema = Some("public".into());
+            e.table = Some(format!("t{}", i % 50));
+            e.operation = Some("INSERT".into());
+            e.pk = serde_json::json!({"id": i.to_string()})
+                .as_object()
+                .cloned();
+            e.new = serde_json::json!({"id": i, "v": "some text"})
+                .as_object()
+                .cloned();
+            e.db_user = Some("app".into());
+            e.backend_pid = Some(1000 + i32::try_from(i % 64).expect("small"));
+            e.xid = Some(i64::from(i / 3));
+            e
+        })
+        .collect();
+    let mut append = [Vec::new(), Vec::new()];
+    let mut lookup = Vec::new();
+    for _round in 0..3 {
+        for (side, indexed) in [(0, false), (1, true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("t.db");
+            let store = pgtrail_store::sqlite::SqliteStore::open(&path)
+                .await
+                .expect("store");
+            if !indexed {
+                rusqlite::Connection::open(&path)
+                    .expect("raw")
+                    .execute_batch("drop index events_backend_pid; drop index events_xid;")
+                    .expect("drop");
+            }
+            let started = std::time::Instant::now();
+            for batch in events.chunks(1_000) {
+                store.append(batch).await.expect("append");
+            }
+            append[side].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(EVENTS));
+            if indexed {
+                let started = std::time::Instant::now();
+                let by_xid = store
+                    .query(&Filter {
+                        xid: Some(7_000),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("query");
+                let by_pid = store
+                    .query(&Filter {
+                        backend_pid: Some(1010),
+                        since: Some(t(0) + chrono::Duration::seconds(10)),
+                        until: Some(t(0) + chrono::Duration::seconds(20)),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("query");
+                lookup.push(started.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(by_xid.len(), 3);
+                assert!(!by_pid.is_empty());
+            }
+        }
+    }
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1] - v[0])
+    };
+    let (without, without_spread) = summary(&mut append[0]);
+    let (with, with_spread) = summary(&mut append[1]);
+    let (query, query_spread) = summary(&mut lookup);
+    println!(
+        "append, us/row change: without the link's indexes {without:.2} (spread {without_spread:.2}), \
+         with them {with:.2} (spread {with_spread:.2}), {:.2}x\n\
+         one xid's and one backend's 10 s among {EVENTS} events: {query:.2} ms (spread {query_spread:.2})",
+        with / without
+    );
+}

@@ -118,6 +118,9 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// The dashboard and the HTTP API over the store.
     Serve(ServeArgs),
+    /// API and dashboard tokens: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// `pgtrail proxy`
@@ -316,10 +319,19 @@ Examples:
   pgtrail log --search \"drop table\"
   pgtrail log --kind statement --op DELETE --user alice --table public.orders --since 2026-03-01 --until 2026-03-02
   pgtrail log --kind statement --op INSERT --failed --since 1d
-  pgtrail log --kind statement --op SELECT --table patients --not-user reporting")]
+  pgtrail log --kind statement --op SELECT --table patients --not-user reporting
+  pgtrail log --tx 7321                                  # a transaction by its xid
+  pgtrail log --tx 4242@2026-03-02T10:00:00.010000Z      # by the proxy's PID@TIME")]
 pub struct LogArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// One transaction, its statements (seen by the proxy) and its row changes
+    /// (trigger and logical replication) together, each change with the statement
+    /// that made it: an xid (as row changes show it), or the proxy's PID@TIME
+    /// (backend pid and the transaction's start, as statements show it in
+    /// `context`). The other filters do not apply.
+    #[arg(long, value_name = "ID")]
+    pub tx: Option<String>,
     /// At most this many events (the newest).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
@@ -784,4 +796,51 @@ pub struct ServeArgs {
     /// Address to listen on [default: `[server] listen`, else 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// PEM certificate chain to serve HTTPS with [default: `[server] tls_cert`].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: `[server] tls_key`].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback: tokens and
+    /// session cookies then cross the network in clear [`[server] insecure_http`].
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+/// `pgtrail token`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its SHA-256 is kept.
+    Create(TokenCreateArgs),
+    /// The tokens: name, role, created (never the tokens themselves).
+    List,
+    /// Revoke a token: the next request with it, and its sessions, are refused.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `pgtrail token create`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The token goes to `[server] tokens_file` (default: pgtrail-tokens.toml beside
+the configuration file, 0600), hashed; its creation is an access event in
+the store. Use it as `Authorization: Bearer TOKEN` or on the login page.
+
+Examples:
+  pgtrail token create --name alice --role auditor
+  pgtrail token create --name support-dashboard --role viewer")]
+pub struct TokenCreateArgs {
+    /// Who holds it: recorded with everything it reads (A-Z a-z 0-9 . _ @ -).
+    #[arg(long)]
+    pub name: String,
+    /// `auditor` sees everything stored; `viewer` no statement parameters.
+    #[arg(long, value_name = "auditor|viewer")]
+    pub role: String,
+}
+
+/// `pgtrail token revoke`
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's name.
+    pub name: String,
 }

@@ -75,6 +75,8 @@ pub fn filter(
             .context("--ip")?,
         database: args.db.clone(),
         before_seq: args.before,
+        backend_pid: None,
+        xid: None,
     })
 }
 
@@ -129,6 +131,51 @@ mod tests {
         };
         let err = format!("{:#}", filter(&args, None, now).expect_err("bad class"));
         assert!(err.starts_with("--class: unknown class 'reads'"), "{err}");
+    }
+
+    #[test]
+    fn search_box_filters_have_flags() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        let args = FilterArgs {
+            db_user: Some("app".into()),
+            ip: Some("10.1.2.3/8".into()),
+            db: Some("shop".into()),
+            before: Some(42),
+            since: Some("2026-12-06 02:19:01.57915+00".into()),
+            until: Some("last week".into()),
+            ..FilterArgs::default()
+        };
+        let f = filter(&args, Some(10), now).expect("ok");
+        assert_eq!(f.db_user.as_deref(), Some("app"));
+        assert_eq!(
+            f.client_addr.map(|a| a.to_string()).as_deref(),
+            Some("10.0.0.0/8")
+        );
+        assert_eq!(f.database.as_deref(), Some("shop"));
+        assert_eq!(f.before_seq, Some(42));
+        assert_eq!(
+            f.since
+                .map(|t| pgtrail_core::time::format_micros(&t))
+                .as_deref(),
+            Some("2026-12-06T02:19:01.579150Z")
+        );
+        assert_eq!(
+            f.until
+                .map(|t| pgtrail_core::time::format_micros(&t))
+                .as_deref(),
+            Some("2026-11-29T12:00:00.000000Z")
+        );
+        let args = FilterArgs {
+            ip: Some("10.0.0.0/33".into()),
+            ..FilterArgs::default()
+        };
+        let err = format!("{:#}", filter(&args, None, now).expect_err("bad address"));
+        assert!(
+            err.starts_with("--ip: invalid address '10.0.0.0/33'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,6 +57,24 @@ async fn demo_shows_the_trail_keeps_the_database_running_and_stops_on_ctrl_c() {
         "the history shows the update's new value: {shown}"
     );
 
+    // It serves the dashboard to the local operator and says where.
+    let dashboard = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("Dashboard: http://"))
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no dashboard address: {shown}"))
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&dashboard).expect("dashboard answers");
+    use std::io::{Read as _, Write as _};
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: {dashboard}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
     // The next commands it suggests work on the running database.
     let alice = pgtrail_in(
         dir.path(),

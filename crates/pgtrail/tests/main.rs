@@ -25,6 +25,10 @@
 //! - `kill`: `pgtrail replicate` killed with SIGKILL during a write load and in
 //!   the middle of a huge spilled transaction: the store holds exactly the
 //!   changes the writer's ground-truth log says it committed.
+//! - `link`: `pgtrail run` with the proxy and trigger capture of one
+//!   database: statements linked to their transactions' row changes (`log
+//!   --tx`, `history`), a claimed link refused, a write around the proxy
+//!   raising the bypass alarm.
 //! - `proxy`: `pgtrail proxy` recording through its spool into the store:
 //!   kill -9 under load in both durability modes, the store stopped while
 //!   clients run, a full spool failing closed (53400) and open (an alarm),
@@ -34,6 +38,9 @@
 //!   psycopg 3, asyncpg, node-postgres, tokio-postgres and sqlx run their
 //!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see
 //!   the same results, and their marked statements must be in the trail.
+//! - `tokens`: `pgtrail token` create/list/revoke, each recorded in the
+//!   trail, a running `pgtrail serve` obeying a revocation at once, and no
+//!   plain HTTP off loopback.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -47,6 +54,7 @@ mod events;
 mod failures;
 mod integrity;
 mod kill;
+mod link;
 mod proxy;
 mod quarantine;
 mod queries;
@@ -55,4 +63,5 @@ mod running;
 mod setup;
 mod statements;
 mod support;
+mod tokens;
 mod transfer;

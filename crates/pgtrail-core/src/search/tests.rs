@@ -186,7 +186,9 @@ fn errors_name_the_term_and_the_reason() {
     assert!(refused("failed:no").contains("failed alone"));
     assert!(refused("outcome:ok").contains("outcome:failed"));
     assert!(parse("outcome:failed").failed);
-    assert!(refused("tx:123").contains("not supported yet"));
+    assert_eq!(parse("tx:123").xid, Some(123));
+    assert!(refused("tx:4242@2026-12-06").contains("transaction id"));
+    assert!(refused("tx:-1").contains("transaction id"));
     assert!(refused("col:").contains("unknown key 'col'"));
 }
 

@@ -8,6 +8,7 @@
 //! Between the append and the move a crash replays the batch; the store
 //! skips event ids it already has, so the replay adds nothing.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -129,8 +130,14 @@ impl Inner {
             batches: 0,
             events: Vec::new(),
         };
+        // One read for the run (up to READ_AHEAD), not an open and two
+        // reads per record.
+        let ahead = ReadAhead {
+            start: offset,
+            bytes: read_at(&path, offset, (len - offset).min(READ_AHEAD))?,
+        };
         while next.end < len && (next.batches == 0 || next.events.len() < max_events) {
-            match read_record(&path, next.end, len) {
+            match read_record(&path, next.end, len, &ahead) {
                 Ok((end, events)) => {
                     next.events.extend(events);
                     next.end = end;
@@ -148,16 +155,17 @@ impl Inner {
     /// Records that the `batches` records from `offset` to `end` are in the
     /// store; deletes their segment once drained to the end.
     fn advance(&self, segment: u64, offset: u64, end: u64, batches: u64) -> Result<(), SpoolError> {
-        let mut state = self.lock();
         let at = Position {
             segment,
             offset: end,
         };
-        write_cursor(&state.cursor, at).map_err(|source| SpoolError::Io {
+        // Outside the state's lock: pushes go on during this fsync.
+        write_cursor(&self.cursor, at).map_err(|source| SpoolError::Io {
             action: "write",
             path: self.dir.join(CURSOR_FILE),
             source,
         })?;
+        let mut state = self.lock();
         state.read = at;
         state.waiting.batches -= batches;
         state.waiting.bytes -= end - offset;
@@ -184,21 +192,51 @@ impl Inner {
     }
 }
 
+/// Most bytes of a segment a drain step reads at once.
+const READ_AHEAD: u64 = 4 << 20;
+
+/// Bytes of a segment from `start`, read at once.
+struct ReadAhead {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// `n` bytes at `at` of the segment at `path`: from what was read
+    /// ahead, or read now when they are not all in it.
+    fn get(&self, path: &Path, at: u64, n: u64) -> Result<Cow<'_, [u8]>, SpoolError> {
+        let within = at
+            .checked_sub(self.start)
+            .and_then(|from| usize::try_from(from).ok())
+            .and_then(|from| Some(from..from.checked_add(usize::try_from(n).ok()?)?))
+            .and_then(|range| self.bytes.get(range));
+        match within {
+            Some(bytes) => Ok(Cow::Borrowed(bytes)),
+            None => Ok(Cow::Owned(read_at(path, at, n)?)),
+        }
+    }
+}
+
 /// Reads and checks the record at `at` of the segment at `path` (whose
 /// whole records end at `len`): where it ends and its events.
-fn read_record(path: &Path, at: u64, len: u64) -> Result<(u64, Vec<Event>), SpoolError> {
+fn read_record(
+    path: &Path,
+    at: u64,
+    len: u64,
+    ahead: &ReadAhead,
+) -> Result<(u64, Vec<Event>), SpoolError> {
     let corrupt = |reason: String| SpoolError::Corrupt {
         path: path.to_path_buf(),
         offset: at,
         reason,
     };
-    let header = read_at(path, at, segment::RECORD_HEADER)?;
+    let header = ahead.get(path, at, segment::RECORD_HEADER)?;
     let payload_len = segment::payload_len(&header).map_err(|r| corrupt(r.into()))?;
     let end = at + segment::RECORD_HEADER + payload_len;
     if end > len {
         return Err(corrupt("record runs past the end of the segment".into()));
     }
-    let bytes = read_at(path, at, end - at)?;
+    let bytes = ahead.get(path, at, end - at)?;
     let payload = segment::open_record(&bytes, path, at)?;
     let events = serde_json::from_slice(payload)
         .map_err(|e| corrupt(format!("not a batch of events: {e}")))?;
@@ -343,6 +381,13 @@ impl Spool {
                     total.stopped = true;
                     return Ok(total);
                 }
+            }
+            // Let more pushes gather (a stop asked meanwhile still drains
+            // what is there first).
+            let linger = self.inner.options.drain_linger;
+            if !linger.is_zero() {
+                let asked = stop.wait_for(|s| *s);
+                let _ = tokio::time::timeout(linger, asked).await;
             }
         }
     }

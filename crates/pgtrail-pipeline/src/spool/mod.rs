@@ -57,7 +57,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use pgtrail_core::{Event, Source};
 use pgtrail_store::StoreError;
@@ -90,6 +90,11 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// What a full spool does.
     pub when_full: WhenFull,
+    /// How long [`Spool::run`] lets pushes gather after one wakes it before
+    /// it drains them: one store append (a transaction and its fsyncs) per
+    /// linger instead of one per push. A push is acknowledged by the spool,
+    /// not the store, so this delays only when events appear in the store.
+    pub drain_linger: std::time::Duration,
 }
 
 impl Default for SpoolOptions {
@@ -98,6 +103,7 @@ impl Default for SpoolOptions {
             max_bytes: 1 << 30,
             segment_bytes: 64 << 20,
             when_full: WhenFull::FailClosed,
+            drain_linger: std::time::Duration::ZERO,
         }
     }
 }
@@ -221,35 +227,34 @@ struct Inner {
     pushed: Notify,
     /// One drainer at a time.
     draining: tokio::sync::Mutex<()>,
-    /// Where pushes wait for the committer thread.
-    committer: Arc<Committer>,
+    /// Where durable pushers wait for an fsync.
+    syncer: Arc<Syncer>,
+    /// The file keeping the drained position; written by the drainer only
+    /// (one at a time), outside `state`'s lock so a push never waits for
+    /// its fsync.
+    cursor: File,
     /// Held (flock) while open.
     _lock: File,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.committer.close();
+        self.syncer.close();
     }
 }
 
 type Answer = oneshot::Sender<Result<Pushed, SpoolError>>;
 
-/// Group commit: pushes queue here, and one thread per spool writes all
-/// that queued with one write, answers the async pushers, and hands the
-/// fsync to the [`Syncer`] thread, where durable pushers wait. Pushes
-/// arriving during a write or an fsync go together into the next, so many
-/// sessions pushing at once share writes and fsyncs instead of taking
-/// turns, and a write never waits for an fsync.
-#[derive(Debug, Default)]
-struct Committer {
-    queue: Mutex<Queue>,
-    arrived: Condvar,
-    syncer: Arc<Syncer>,
-}
-
-/// Fsyncs what the committer wrote, apart from it. Writes are numbered; a
-/// durable pusher waits for the fsync that follows its write's number.
+/// Group commit: each push writes its batch to the segment itself (one
+/// write(2) under the spool's lock, on the pusher's thread: no hop to
+/// another thread and back), and this one thread per spool fsyncs what was
+/// written, apart from the writes. Writes are numbered; a durable pusher
+/// waits for the fsync that follows its write's number. Pushes written
+/// during an fsync are covered together by the next one, so many sessions
+/// pushing at once share fsyncs instead of taking turns. With no durable
+/// pusher waiting, the fsync waits up to [`ASYNC_SYNC_DELAY`] for more
+/// writes: async pushes are fsync'd within a few milliseconds, a few
+/// hundred fsyncs a second at most instead of one per push.
 #[derive(Debug, Default)]
 struct Syncer {
     state: Mutex<Syncing>,
@@ -262,6 +267,8 @@ struct Syncing {
     written: u64,
     /// Writes covered by an fsync.
     synced: u64,
+    /// Fsyncs made.
+    fsyncs: u64,
     /// The segment the last write went to, and its path.
     file: Option<(Arc<File>, PathBuf)>,
     /// Durable pushers, by the write they wait for.
@@ -279,9 +286,13 @@ impl Syncer {
     /// A write to `file` was made: returns its number.
     fn written(&self, file: Arc<File>, path: PathBuf) -> u64 {
         let mut state = self.state();
+        // Only an idle syncer needs waking: a busy one looks again after
+        // its fsync, a delaying one is woken by a durable pusher.
+        if state.written == state.synced {
+            self.wake.notify_one();
+        }
         state.written += 1;
         state.file = Some((file, path));
-        self.wake.notify_one();
         state.written
     }
 
@@ -294,6 +305,8 @@ impl Syncer {
             let _ = answer.send(Ok(Pushed::Spooled));
         } else {
             state.waiters.push((seq, answer));
+            // Ends an async delay: someone waits now.
+            self.wake.notify_one();
         }
     }
 
@@ -316,6 +329,18 @@ impl Syncer {
                 while state.written == state.synced && !state.closed {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
+                // Only async writes so far: let more gather.
+                let since = std::time::Instant::now();
+                while state.waiters.is_empty() && !state.closed {
+                    let left = ASYNC_SYNC_DELAY.saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = match self.wake.wait_timeout(state, left) {
+                        Ok((state, _)) => state,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
                 if state.written == state.synced || state.failed.is_some() {
                     return;
                 }
@@ -327,6 +352,7 @@ impl Syncer {
             };
             let ready = {
                 let mut state = self.state();
+                state.fsyncs += 1;
                 match result {
                     Ok(()) => state.synced = seq,
                     Err(error) => {
@@ -365,72 +391,6 @@ fn fsync_error((kind, message, path): &(std::io::ErrorKind, String, PathBuf)) ->
     }
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    batches: Vec<(Batch, Answer)>,
-    /// The spool was dropped: the thread ends.
-    closed: bool,
-}
-
-impl Committer {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn enqueue(&self, batch: Batch) -> oneshot::Receiver<Result<Pushed, SpoolError>> {
-        let (answer, outcome) = oneshot::channel();
-        self.queue().batches.push((batch, answer));
-        self.arrived.notify_one();
-        outcome
-    }
-
-    fn close(&self) {
-        self.queue().closed = true;
-        self.arrived.notify_one();
-        self.syncer.close();
-    }
-
-    /// The committer thread. It holds the spool only while committing
-    /// (a weak reference otherwise, and never while answering), so the
-    /// spool, and its lock, go as soon as its last handle is dropped.
-    fn run(&self, spool: Weak<Inner>) {
-        loop {
-            let queued = {
-                let mut queue = self.queue();
-                while queue.batches.is_empty() && !queue.closed {
-                    queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner());
-                }
-                if queue.batches.is_empty() {
-                    return;
-                }
-                std::mem::take(&mut queue.batches)
-            };
-            let (batches, answers): (Vec<Batch>, Vec<_>) = queued.into_iter().unzip();
-            let outcomes = match spool.upgrade() {
-                Some(inner) => inner.push_many(&batches),
-                None => batches
-                    .iter()
-                    .map(|_| Err(SpoolError::Task("the spool was closed".into())))
-                    .collect(),
-            };
-            // Every write of this group is numbered at most this.
-            let seq = self.syncer.state().written;
-            for ((answer, outcome), batch) in answers.into_iter().zip(outcomes).zip(&batches) {
-                // A pusher that stopped waiting (its task was cancelled)
-                // has its batch spooled all the same.
-                match outcome {
-                    Ok(Pushed::Spooled) if batch.durable && batch.events > 0 => {
-                        self.syncer.wait(seq, answer);
-                    }
-                    outcome => {
-                        let _ = answer.send(outcome);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Records written to the last segment but not yet fsync'd.
 #[derive(Default)]
 struct Pending {
@@ -464,14 +424,10 @@ struct State {
     /// Everything before this was drained. A segment newer than
     /// `read.segment` is read from its start.
     read: Position,
-    /// The file keeping `read`.
-    cursor: File,
     waiting: Waiting,
     drops: Drops,
     /// Set when a failed write could not be undone.
     broken: bool,
-    /// Group commits since the spool was opened.
-    commits: u64,
 }
 
 impl Spool {
@@ -492,11 +448,9 @@ impl Spool {
                 segment: 0,
                 offset: segment::HEADER,
             }),
-            cursor,
             waiting: Waiting::default(),
             drops: Drops::load(&dir)?,
             broken: false,
-            commits: 0,
         };
         state.waiting.dropped_events = state.drops.events();
         recover(&dir, &mut state)?;
@@ -507,7 +461,7 @@ impl Spool {
             dropped_events = state.waiting.dropped_events,
             "spool opened"
         );
-        let committer = Arc::new(Committer::default());
+        let syncer = Arc::new(Syncer::default());
         let spool = Spool {
             inner: Arc::new(Inner {
                 dir,
@@ -515,20 +469,15 @@ impl Spool {
                 state: Mutex::new(state),
                 pushed: Notify::new(),
                 draining: tokio::sync::Mutex::new(()),
-                committer: Arc::clone(&committer),
+                syncer: Arc::clone(&syncer),
+                cursor,
                 _lock: lock,
             }),
         };
-        let weak = Arc::downgrade(&spool.inner);
-        let syncer = Arc::clone(&committer.syncer);
         std::thread::Builder::new()
             .name("pgtrail-spool-sync".into())
             .spawn(move || syncer.run())
             .map_err(|e| SpoolError::Task(format!("cannot start the spool's syncer: {e}")))?;
-        std::thread::Builder::new()
-            .name("pgtrail-spool".into())
-            .spawn(move || committer.run(weak))
-            .map_err(|e| SpoolError::Task(format!("cannot start the spool's committer: {e}")))?;
         Ok(spool)
     }
 
@@ -568,44 +517,65 @@ impl Spool {
     }
 
     /// Writes `events` as one batch and returns once it is on disk
-    /// (fsync'd). Runs the file work on tokio's blocking pool.
+    /// (fsync'd).
     ///
-    /// Pushes that arrive together share one write and one fsync (group
-    /// commit): many sessions pushing at once cost one fsync per round, not
-    /// one each.
+    /// The write happens on the caller's thread (one write(2) under the
+    /// spool's lock; when the segment is full, also the fsyncs that close
+    /// it and start the next, once per [`SpoolOptions::segment_bytes`]);
+    /// the fsync on the syncer thread. Pushes written while an fsync runs
+    /// share the next one (group commit): many sessions pushing at once
+    /// cost one fsync per round, not one each.
     pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        self.inner
-            .committer
-            .enqueue(Batch::encode(events, true)?)
-            .await
-            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
+        match self.write(events, true)? {
+            Written::Done(pushed) => Ok(pushed),
+            Written::Fsync(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
+        }
     }
 
     /// [`Spool::push`] for a thread that may block (not a tokio worker).
     pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        self.inner
-            .committer
-            .enqueue(Batch::encode(events, true)?)
-            .blocking_recv()
-            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
+        match self.write(events, true)? {
+            Written::Done(pushed) => Ok(pushed),
+            Written::Fsync(fsynced) => fsynced.blocking_recv().map_err(|_| no_fsync_answer())?,
+        }
     }
 
     /// Writes `events` as one batch and returns once it is written to the
     /// spool's file (write(2): a crash of this process keeps it, a crash of
-    /// the machine may not). The fsync follows on the syncer thread, shared
-    /// with the writes around it, without this call waiting for it. The
-    /// same order, bound and policy as [`Spool::push`].
+    /// the machine may not). The fsync follows on the syncer thread within
+    /// [`ASYNC_SYNC_DELAY`] and an fsync's time, shared with the writes
+    /// around it, without this call waiting for it. The same order, bound
+    /// and policy as [`Spool::push`].
     pub async fn push_async(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        self.inner
-            .committer
-            .enqueue(Batch::encode(events, false)?)
-            .await
-            .map_err(|_| SpoolError::Task("the spool's commit ended without an answer".into()))?
+        match self.write(events, false)? {
+            Written::Done(pushed) => Ok(pushed),
+            Written::Fsync(_) => unreachable!("an async push waits for no fsync"),
+        }
+    }
+
+    /// Writes `events` as one record, on this thread; for a durable push
+    /// that was spooled, also where its fsync will be answered.
+    fn write(&self, events: &[Event], durable: bool) -> Result<Written, SpoolError> {
+        let batch = Batch::encode(events)?;
+        let pushed = self
+            .inner
+            .push_many(std::slice::from_ref(&batch))
+            .pop()
+            .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())))?;
+        if !durable || pushed != Pushed::Spooled || batch.events == 0 {
+            return Ok(Written::Done(pushed));
+        }
+        // This write's number, or a later one's: waiting for that is safe.
+        let syncer = &self.inner.syncer;
+        let seq = syncer.state().written;
+        let (answer, fsynced) = oneshot::channel();
+        syncer.wait(seq, answer);
+        Ok(Written::Fsync(fsynced))
     }
 
     /// Returns once everything written so far is fsync'd.
     pub async fn sync(&self) -> Result<(), SpoolError> {
-        let syncer = &self.inner.committer.syncer;
+        let syncer = &self.inner.syncer;
         let (answer, outcome) = oneshot::channel();
         let seq = syncer.state().written;
         syncer.wait(seq, answer);
@@ -618,16 +588,32 @@ impl Spool {
     /// Writes made and not yet covered by an fsync (0 once the syncer
     /// caught up).
     pub fn unsynced(&self) -> u64 {
-        let state = self.inner.committer.syncer.state();
+        let state = self.inner.syncer.state();
         state.written - state.synced
     }
 
-    /// How many group commits (writes, each followed by an fsync shared
-    /// with the writes around it) the spool made since it was opened:
-    /// fewer than pushes when pushes arrive together.
+    /// How many group commits (fsyncs, each covering the writes made
+    /// before it) the spool made since it was opened: fewer than pushes
+    /// when pushes arrive together.
     pub fn commits(&self) -> u64 {
-        self.inner.lock().commits
+        self.inner.syncer.state().fsyncs
     }
+}
+
+/// How long the syncer lets async writes gather before it fsyncs them,
+/// when no durable push waits.
+pub const ASYNC_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What a push's write left to wait for.
+enum Written {
+    /// Nothing: this is its outcome.
+    Done(Pushed),
+    /// The fsync covering it.
+    Fsync(oneshot::Receiver<Result<Pushed, SpoolError>>),
+}
+
+fn no_fsync_answer() -> SpoolError {
+    SpoolError::Task("the spool's fsync ended without an answer".into())
 }
 
 /// A batch made ready for the file.
@@ -636,12 +622,10 @@ struct Batch {
     record: Vec<u8>,
     events: u64,
     source: Option<Source>,
-    /// The pusher waits for the fsync, not only the write.
-    durable: bool,
 }
 
 impl Batch {
-    fn encode(events: &[Event], durable: bool) -> Result<Batch, SpoolError> {
+    fn encode(events: &[Event]) -> Result<Batch, SpoolError> {
         let payload = serde_json::to_vec(events).map_err(SpoolError::Encode)?;
         let record = segment::record(&payload).ok_or(SpoolError::TooLarge {
             bytes: payload.len() as u64,
@@ -650,7 +634,6 @@ impl Batch {
             record,
             events: events.len() as u64,
             source: events.first().map(|e| e.source),
-            durable,
         })
     }
 }
@@ -683,7 +666,7 @@ impl Inner {
             batches.iter().map(|_| None).collect();
         let mut pending = Pending::default();
         let mut state = self.lock();
-        if self.committer.syncer.failed() {
+        if self.syncer.failed() {
             state.broken = true;
         }
         for (index, batch) in batches.iter().enumerate() {
@@ -762,7 +745,6 @@ impl Inner {
             segments,
             waiting,
             broken,
-            commits,
             ..
         } = state;
         let (Some(file), Some(last)) = (writer.as_mut(), segments.back_mut()) else {
@@ -772,15 +754,12 @@ impl Inner {
         let written = (&**file).write_all(&pending.bytes);
         match written {
             Ok(()) => {
-                self.committer
-                    .syncer
-                    .written(Arc::clone(file), path.clone());
+                self.syncer.written(Arc::clone(file), path.clone());
                 let size = pending.bytes.len() as u64;
                 last.len += size;
                 waiting.batches += pending.batches.len() as u64;
                 waiting.bytes += size;
                 waiting.disk_bytes += size;
-                *commits += 1;
                 for &index in &pending.batches {
                     outcomes[index] = Some(Ok(Pushed::Spooled));
                 }

@@ -128,6 +128,7 @@ impl Recorder {
             implicit: false,
             prepared: HashMap::new(),
             statements: 0,
+            tx: Tx::default(),
         }
     }
 
@@ -188,6 +189,54 @@ pub struct SessionRecorder {
     prepared: HashMap<String, (Arc<Analysis>, usize)>,
     /// Statements seen (the sampling draw's counter).
     statements: u64,
+    /// The transaction the statements run in, as the proxy sees it.
+    tx: Tx,
+}
+
+/// The session's transactions as the proxy sees them: what links a
+/// statement to the row changes its transaction made (docs/proxy.md, "One
+/// trail across paths"). A transaction ends when the session is out of a
+/// block after a statement; a Query of several statements or a pipeline
+/// without Sync may count as more than one (harmless: the link unites them
+/// by the server's xid), never two server transactions as one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tx {
+    /// The session's transaction number, from 1 (0: none yet).
+    number: u64,
+    /// The statement's place in it, from 0.
+    statement: u64,
+    /// When its first statement started, on the proxy's clock.
+    started_at: Option<SystemTime>,
+    /// A statement ran in it and it has not ended.
+    open: bool,
+}
+
+impl Tx {
+    /// A statement starting at `at` enters the open transaction or a new one.
+    fn enter(&mut self, at: SystemTime) {
+        if self.open {
+            self.statement += 1;
+        } else {
+            self.number += 1;
+            self.statement = 0;
+            self.started_at = Some(at);
+            self.open = true;
+        }
+    }
+
+    /// The proxy's own context keys, written after (over) any the
+    /// application claimed through `pgtrail.context`: a claim is never
+    /// taken for the link.
+    fn describe(&self, context: &mut JsonObject) {
+        context.insert("tx".into(), self.number.into());
+        context.insert("tx_statement".into(), self.statement.into());
+        if let Some(at) = self.started_at {
+            context.insert(
+                "tx_started_at".into(),
+                pgtrail_core::time::format_micros(&DateTime::<Utc>::from(at)).into(),
+            );
+        }
+    }
 }
 
 /// What a statement runs, owned (so the session may change afterwards).
@@ -280,6 +329,7 @@ impl SessionRecorder {
             return None;
         }
         self.statements += 1;
+        self.tx.enter(record.started_at);
         let completed = record.outcome == Outcome::Completed;
         let failed = matches!(record.outcome, Outcome::Failed { .. });
         let Some(sql) = record.sql.as_deref() else {
@@ -369,6 +419,7 @@ impl SessionRecorder {
             context.insert("transaction_status".into(), status_name(status).into());
         }
         context.insert("protocol".into(), protocol_name(record.protocol).into());
+        self.tx.describe(&mut context);
         match &record.outcome {
             Outcome::NotRun => {
                 context.insert("outcome".into(), "not_run".into());
@@ -408,6 +459,7 @@ impl SessionRecorder {
         if !multi || last_part {
             self.resync(record);
         }
+        self.tx.open = self.in_block;
         keep.then_some(event)
     }
 
@@ -601,6 +653,7 @@ impl SessionRecorder {
         if let Protocol::FunctionCall { oid } = record.protocol {
             context.insert("function_oid".into(), oid.into());
         }
+        self.tx.describe(&mut context);
         event.context = Some(context);
         event.vouch_server_fields();
         let keep = self.recorder.policy.keeps(
@@ -616,6 +669,7 @@ impl SessionRecorder {
             policy::draw(self.context.id, self.statements),
         );
         self.resync(record);
+        self.tx.open = self.in_block;
         keep.then_some(event)
     }
 

@@ -117,7 +117,13 @@ fn a_select_maps_every_field_of_the_contract() {
     assert!(e.session_id.as_deref().is_some_and(|id| id.ends_with("-7")));
     assert_eq!(
         e.context.as_ref().map(|c| Value::Object(c.clone())),
-        Some(json!({"transaction_status": "idle", "protocol": "simple"}))
+        Some(json!({
+            "transaction_status": "idle",
+            "protocol": "simple",
+            "tx": 1,
+            "tx_statement": 0,
+            "tx_started_at": "2027-01-15T08:00:00.000000Z",
+        }))
     );
     let provenance = e.provenance.as_ref().expect("provenance");
     assert_eq!(
@@ -683,7 +689,14 @@ fn claimed_context_joins_the_context_under_the_server_keys() {
     let context = Value::Object(e.context.clone().expect("context"));
     assert_eq!(
         context,
-        json!({"ticket": "T-1", "protocol": "simple", "transaction_status": "idle"})
+        json!({
+            "ticket": "T-1",
+            "protocol": "simple",
+            "transaction_status": "idle",
+            "tx": 2,
+            "tx_statement": 0,
+            "tx_started_at": "2027-01-15T08:00:00.000000Z",
+        })
     );
     assert_eq!(
         e.provenance.clone().expect("p").channels("context"),
@@ -1020,6 +1033,103 @@ fn transaction_blocks_inside_one_query() {
     assert_eq!(
         logged(&mut s, "SELECT 6", "SELECT 1").app_user.as_deref(),
         Some("erin")
+    );
+}
+
+fn tx_of(e: &Event) -> (u64, u64) {
+    let c = e.context.as_ref().expect("context");
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).expect(k);
+    (n("tx"), n("tx_statement"))
+}
+
+fn at(mut r: StatementRecord, ms: u64, status: TransactionStatus) -> StatementRecord {
+    r.started_at = t0() + Duration::from_millis(ms);
+    r.finished_at = r.started_at + Duration::from_micros(500);
+    r.transaction_status = Some(status);
+    r
+}
+
+/// The link's half on the proxy's side: each statement says which of the
+/// session's transactions it ran in, where in it, and when that began.
+#[test]
+fn statements_are_numbered_by_the_transaction_they_ran_in() {
+    use TransactionStatus::{Idle, InTransaction};
+    let mut s = session(&ProxyConfig::default());
+    let mut go = |r: StatementRecord| {
+        if let Some(sql) = r.sql.clone() {
+            s.prepare(&sql);
+        }
+        s.statement(&r).expect("logged")
+    };
+    // Autocommit: one transaction each.
+    assert_eq!(
+        tx_of(&go(at(
+            simple("INSERT INTO t VALUES (1)", 0, "INSERT 0 1"),
+            0,
+            Idle
+        ))),
+        (1, 0)
+    );
+    assert_eq!(
+        tx_of(&go(at(simple("SELECT 1", 0, "SELECT 1"), 1, Idle))),
+        (2, 0)
+    );
+    // An explicit block, COMMIT included.
+    let begin = go(at(simple("BEGIN", 0, "BEGIN"), 10, InTransaction));
+    let insert = go(at(
+        simple("INSERT INTO t VALUES (2)", 0, "INSERT 0 1"),
+        11,
+        InTransaction,
+    ));
+    let commit = go(at(simple("COMMIT", 0, "COMMIT"), 12, Idle));
+    assert_eq!(
+        [tx_of(&begin), tx_of(&insert), tx_of(&commit)],
+        [(3, 0), (3, 1), (3, 2)]
+    );
+    let started = |e: &Event| {
+        e.context
+            .as_ref()
+            .and_then(|c| c.get("tx_started_at"))
+            .cloned()
+    };
+    assert_eq!(started(&commit), started(&begin));
+    assert_eq!(started(&begin), Some(json!("2027-01-15T08:00:00.010000Z")));
+    // A Query of several statements is one implicit transaction.
+    let sql = "INSERT INTO t VALUES (3); UPDATE t SET a = 1";
+    let first = go(at(simple(sql, 0, "INSERT 0 1"), 20, Idle));
+    let second = go(at(simple(sql, 1, "UPDATE 1"), 20, Idle));
+    assert_eq!([tx_of(&first), tx_of(&second)], [(4, 0), (4, 1)]);
+    // A failed statement inside a block stays in it; ROLLBACK ends it.
+    go(at(simple("BEGIN", 0, "BEGIN"), 30, InTransaction));
+    let mut bad = failed(simple("SELECT 1/0", 0, ""), "22012", "division by zero");
+    bad = at(bad, 31, TransactionStatus::Failed);
+    assert_eq!(tx_of(&go(bad)), (5, 1));
+    assert_eq!(
+        tx_of(&go(at(simple("ROLLBACK", 0, "ROLLBACK"), 32, Idle))),
+        (5, 2)
+    );
+    assert_eq!(
+        tx_of(&go(at(simple("SELECT 2", 0, "SELECT 1"), 40, Idle))),
+        (6, 0)
+    );
+}
+
+/// Attacker: an application that claims a transaction of its choosing
+/// through `pgtrail.context`, hoping its statements are linked to another
+/// transaction's row changes. The proxy's keys are written over the claim.
+#[test]
+fn a_claimed_context_cannot_set_the_link() {
+    let mut s = session(&ProxyConfig::default());
+    logged(
+        &mut s,
+        "SET pgtrail.context = '{\"tx\": 99, \"tx_statement\": 7, \"tx_started_at\": \"2000-01-01T00:00:00Z\"}'",
+        "SET",
+    );
+    let e = logged(&mut s, "SELECT 1", "SELECT 1");
+    assert_eq!(tx_of(&e), (2, 0));
+    assert_eq!(
+        e.context.as_ref().and_then(|c| c.get("tx_started_at")),
+        Some(&json!("2027-01-15T08:00:00.000000Z"))
     );
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::params::{Params, DEFAULT_LIMIT, FILTER_PARAMS, MAX_LIMIT};
 use super::problem::{ApiResult, Problem};
 use crate::access::Access;
-use crate::auth::Principal;
+use crate::auth::{present, Principal};
 use crate::AppState;
 
 /// One page of a search.
@@ -35,7 +35,8 @@ pub async fn list(
     params.only(&allowed)?;
     let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut filter = params.filter(Utc::now())?;
-    let page = page(&state, &mut filter, limit).await?;
+    let mut page = page(&state, &mut filter, limit).await?;
+    page.events = present_all(&principal, page.events);
     state
         .record_access(
             &principal,
@@ -125,7 +126,15 @@ pub async fn one(
             },
         )
         .await?;
+    let event = present(&principal, event);
+    let mut transaction = transaction;
+    transaction.events = present_all(&principal, transaction.events);
     Ok(Json(EventView { event, transaction }))
+}
+
+/// What `principal`'s role may see of each of `events`.
+pub fn present_all(principal: &Principal, events: Vec<Event>) -> Vec<Event> {
+    events.into_iter().map(|e| present(principal, e)).collect()
 }
 
 /// The other events of `event`'s transaction: the same capture path,

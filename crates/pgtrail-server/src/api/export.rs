@@ -123,6 +123,7 @@ async fn export(
     };
     let pages = stream::unfold(Some(filter), move |cursor| {
         let state = state.clone();
+        let principal = principal.clone();
         async move {
             let mut filter = cursor?;
             filter.limit = Some(PAGE);
@@ -138,6 +139,7 @@ async fn export(
                     if events.is_empty() {
                         return None;
                     }
+                    let events = super::events::present_all(&principal, events);
                     Some((Ok(encode(&events, format)), next))
                 }
                 Err(error) => {

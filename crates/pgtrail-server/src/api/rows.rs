@@ -143,5 +143,5 @@ async fn read(
             },
         )
         .await?;
-    Ok(events)
+    Ok(super::events::present_all(principal, events))
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::params::{cursor, Params, FILTER_PARAMS};
 use super::problem::{ApiResult, Problem};
 use crate::access::Access;
-use crate::auth::Principal;
+use crate::auth::{present, Principal};
 use crate::AppState;
 
 /// How often the store's head is looked at.
@@ -71,6 +71,7 @@ pub async fn tail(
     let events = stream::unfold(
         Tail {
             state,
+            principal,
             filter,
             after,
             read_to: after,
@@ -80,6 +81,7 @@ pub async fn tail(
         |mut tail| async move {
             loop {
                 if let Some(event) = tail.ready.pop() {
+                    let event = present(&tail.principal, event);
                     let seq = event.seq.unwrap_or(tail.after);
                     tail.after = tail.after.max(seq);
                     let sse = Sse::default()
@@ -117,6 +119,8 @@ pub async fn tail(
 /// Where one tail is.
 struct Tail {
     state: AppState,
+    /// Whose tail: what its role may see of each event.
+    principal: Principal,
     filter: Filter,
     /// The last seq sent, or skipped as not matching.
     after: i64,

@@ -22,10 +22,10 @@ use crate::Mismatch;
 /// Columns of `pgtrail.events` in COPY order.
 pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
     db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
-    body, prev_hash, hash, row_key, object_names";
+    body, prev_hash, hash, row_key, object_names, backend_pid";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 19] = [
+pub(super) static COLUMN_TYPES: [Type; 20] = [
     Type::UUID,
     Type::INT8,
     Type::TIMESTAMPTZ,
@@ -45,6 +45,7 @@ pub(super) static COLUMN_TYPES: [Type; 19] = [
     Type::TEXT,
     Type::INT8,
     Type::TEXT_ARRAY,
+    Type::INT4,
 ];
 
 /// What readers select: the event is its body plus the seal columns.
@@ -53,7 +54,7 @@ pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 /// What verify selects: [`READ_COLUMNS`], then every copied column.
 pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed, row_key, object_names";
+    pk, sql, xid, failed, row_key, object_names, backend_pid";
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
@@ -98,7 +99,7 @@ impl<'a> RowValues<'a> {
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 19] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 20] {
         let e = self.event;
         [
             &e.id,
@@ -120,6 +121,7 @@ impl<'a> RowValues<'a> {
             &self.hash,
             &self.row_key,
             &self.object_names,
+            &e.backend_pid,
         ]
     }
 }
@@ -339,6 +341,13 @@ fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_po
         found_names == expected_names,
         &|| format!("{found_names:?}"),
         &|| format!("{expected_names:?}"),
+    );
+    let pid: Option<i32> = row.try_get(19)?;
+    check(
+        "backend_pid",
+        pid == event.backend_pid,
+        &|| number(pid.map(i64::from)),
+        &|| number(event.backend_pid.map(i64::from)),
     );
     // jsonb keeps no text of its own (it respaces and reorders keys):
     // compare the values.

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use pgtrail_connect::{ConnectConfig, ConnectError};
+use pgtrail_core::search::{Facets, FACET_BOUND};
 use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
@@ -228,6 +229,30 @@ impl Store for PostgresStore {
             .map_err(self.backend(&context))?;
         tx.commit().await.map_err(self.backend(&context))?;
         Ok(receipt)
+    }
+
+    async fn facets(&self, filter: &Filter, top: usize) -> Result<Facets> {
+        let q = query::facets(filter);
+        let client = self.client().await?;
+        let rows = client
+            .query(&q.sql, &q.params())
+            .await
+            .map_err(self.backend("counting facets"))?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let read = |e| StoreError::backend(&self.location, "reading facet counts", e);
+            let facet: String = row.try_get(0).map_err(read)?;
+            let value: String = row.try_get(1).map_err(read)?;
+            let count: i64 = row.try_get(2).map_err(read)?;
+            counts.push((facet, value, u64::try_from(count).unwrap_or(0)));
+        }
+        let counted: u64 = counts
+            .iter()
+            .filter(|(facet, _, _)| facet == "source")
+            .map(|(_, _, n)| n)
+            .sum();
+        let complete = counted < FACET_BOUND as u64;
+        Ok(Facets::from_counts(counts, counted, complete, top))
     }
 
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {

@@ -4,6 +4,7 @@
 
 use pgtrail_core::filter::search_words;
 use pgtrail_core::filter::TableName;
+use pgtrail_core::search::FACET_BOUND;
 use pgtrail_core::{Filter, RowRef};
 use postgres_types::{Json, ToSql};
 
@@ -66,11 +67,40 @@ fn asks_for_nul(filter: &Filter) -> bool {
 
 /// Events matching `filter`, newest first.
 pub(super) fn filtered(filter: &Filter) -> Query {
+    let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    filtered_with(filter, READ_COLUMNS, limit)
+}
+
+/// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
+/// matches at most: read once into a materialized table, grouped five ways.
+pub(super) fn facets(filter: &Filter) -> Query {
+    let columns = "coalesce(app_user, db_user) as actor, \
+         case when table_name is null then null \
+              when schema_name is null then table_name \
+              else schema_name || '.' || table_name end as tbl, \
+         upper(operation) as op, source, failed";
+    let mut q = filtered_with(filter, columns, Some(FACET_BOUND as i64));
+    q.sql = format!(
+        "with m as materialized ({}) \
+         select 'user', actor, count(*) from m where actor is not null group by actor \
+         union all select 'table', tbl, count(*) from m where tbl is not null group by tbl \
+         union all select 'operation', op, count(*) from m where op is not null group by op \
+         union all select 'source', source, count(*) from m group by source \
+         union all select 'outcome', case when failed then 'failed' else 'ok' end, count(*) \
+             from m group by 2",
+        q.sql
+    );
+    q
+}
+
+/// `select {columns}` of the events matching `filter`, newest first, at
+/// most `limit`.
+fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
     if asks_for_nul(filter) {
         // Not even sent: the server would refuse the parameter.
-        q.sql = format!("select {READ_COLUMNS} from pgtrail.events where false");
+        q.sql = format!("select {columns} from pgtrail.events where false");
         return q;
     }
     if let Some(table) = &filter.table {
@@ -160,6 +190,12 @@ pub(super) fn filtered(filter: &Filter) -> Query {
     if let Some(until) = filter.until {
         conditions.push(format!("captured_at < {}", q.bind(until)));
     }
+    if let Some(pid) = filter.backend_pid {
+        conditions.push(format!("backend_pid = {}", q.bind(pid)));
+    }
+    if let Some(xid) = filter.xid {
+        conditions.push(format!("xid = {}", q.bind(xid)));
+    }
     if filter.failed {
         // Event::failed, computed when the event was written.
         conditions.push("failed".into());
@@ -179,14 +215,13 @@ pub(super) fn filtered(filter: &Filter) -> Query {
             ));
         }
     }
-    q.sql = format!("select {READ_COLUMNS} from pgtrail.events");
+    q.sql = format!("select {columns} from pgtrail.events");
     if !conditions.is_empty() {
         q.sql.push_str(" where ");
         q.sql.push_str(&conditions.join(" and "));
     }
     q.sql.push_str(" order by seq desc");
-    if let Some(limit) = filter.limit {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    if let Some(limit) = limit {
         let p = q.bind(limit);
         q.sql.push_str(&format!(" limit {p}"));
     }

@@ -42,6 +42,8 @@ pub(super) enum Fill {
     RowKeys,
     /// Migration 6: each statement's `object_names`.
     ObjectNames,
+    /// Migration 8: each event's `backend_pid`.
+    BackendPids,
 }
 
 /// The full-text vector of an event's SQL, as the index and the search both
@@ -269,6 +271,22 @@ end
 $$;
 ";
 
+/// Migration 8: the link between a proxy statement and the row changes
+/// its transaction made (`pgtrail_store::link`) looks events up by the
+/// server backend that ran them, in a time window, and by transaction id.
+/// `backend_pid` comes back as a column copied from the body (verify holds
+/// it to the body, as the others), filled for the events stored before
+/// ([`Fill::BackendPids`]); then [`V8_LINK_AFTER`] builds the indexes.
+const V8_LINK: &str = "alter table pgtrail.events add column backend_pid int;";
+
+/// Migration 8, last part. Both indexes are partial, so events without a
+/// backend or a transaction cost them nothing.
+const V8_LINK_AFTER: &str = "
+create index events_backend_pid_idx on pgtrail.events (backend_pid, captured_at)
+    where backend_pid is not null;
+create index events_xid_idx on pgtrail.events (xid) where xid is not null;
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -333,6 +351,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         fill: None,
         sql_after: "",
     },
+    Migration {
+        version: 8,
+        name: "indexes of the backend and the transaction of each event",
+        sql: V8_LINK,
+        creates: &[],
+        fill: Some(Fill::BackendPids),
+        sql_after: V8_LINK_AFTER,
+    },
 ];
 
 /// The schema version this build writes.
@@ -381,6 +407,7 @@ pub(super) async fn migrate_to(
             Some(Fill::Bodies) => super::wide_row::fill_bodies(&tx, location).await?,
             Some(Fill::RowKeys) => fill_row_keys(&tx, location).await?,
             Some(Fill::ObjectNames) => fill_object_names(&tx, location).await?,
+            Some(Fill::BackendPids) => fill_backend_pids(&tx, location).await?,
             None => {}
         }
         if !next.sql_after.is_empty() {
@@ -534,6 +561,63 @@ async fn fill_object_names(
              from unnest($1::uuid[], $2::timestamptz[], $3::text[]) as b(id, captured_at, names) \
              where e.id = b.id and e.captured_at = b.captured_at",
             &[&ids, &times, &names],
+        )
+        .await
+        .map_err(backend)?;
+    }
+}
+
+/// Migration 8's fill, inside its transaction: each stored event's
+/// `backend_pid`, from its body, through one cursor as [`fill_row_keys`]
+/// does. Only bodies that name one are parsed; a body that does not decode
+/// gets none (verify reports such a row anyway).
+async fn fill_backend_pids(
+    tx: &tokio_postgres::Transaction<'_>,
+    location: &str,
+) -> Result<(), StoreError> {
+    let backend = |e| StoreError::backend(location, "copying backend pids (migration 8)", e);
+    tx.batch_execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
+        .await
+        .map_err(backend)?;
+    let portal = tx
+        .bind(
+            "select id, captured_at, body from pgtrail.events \
+             where strpos(body, '\"backend_pid\":') > 0",
+            &[],
+        )
+        .await
+        .map_err(backend)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, ROW_KEY_BATCH)
+            .await
+            .map_err(backend)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut times = Vec::with_capacity(rows.len());
+        let mut pids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let body: &str = row.try_get(2).map_err(backend)?;
+            let Ok(event) = serde_json::from_str::<pgtrail_core::Event>(body) else {
+                continue;
+            };
+            let Some(pid) = event.backend_pid else {
+                continue;
+            };
+            ids.push(row.try_get::<_, uuid::Uuid>(0).map_err(backend)?);
+            times.push(
+                row.try_get::<_, chrono::DateTime<chrono::Utc>>(1)
+                    .map_err(backend)?,
+            );
+            pids.push(pid);
+        }
+        tx.execute(
+            "update pgtrail.events e set backend_pid = b.pid \
+             from unnest($1::uuid[], $2::timestamptz[], $3::int4[]) as b(id, captured_at, pid) \
+             where e.id = b.id and e.captured_at = b.captured_at",
+            &[&ids, &times, &pids],
         )
         .await
         .map_err(backend)?;

@@ -21,6 +21,7 @@ use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::encode::{prepare, prepare_ahead, Ahead, ChainEnd, Prepared};
+use super::facets;
 use crate::cpu::{self, Stage};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
@@ -171,6 +172,7 @@ fn insert_all<'a>(
     }
     let mut first_seq = None;
     let mut received = 0;
+    let mut facet_counts = facets::Counts::new();
     {
         let mut insert = tx
             .prepare_cached(INSERT_EVENT)
@@ -229,6 +231,7 @@ fn insert_all<'a>(
                             )
                         })?;
                 }
+                facets::add(&mut facet_counts, &row.columns, 1);
                 first_seq.get_or_insert(seq);
                 end = ChainEnd::after(&link);
             }
@@ -249,6 +252,7 @@ fn insert_all<'a>(
         // Nothing new: the transaction rolls back having written nothing.
         return Ok(AppendReceipt { first_seq, head });
     }
+    facets::write(&tx, &facet_counts, location)?;
     tx.prepare_cached(UPSERT_HEAD)
         .and_then(|mut s| s.execute(params![end.seq, end.hash]))
         .map_err(db("moving the chain head"))?;

@@ -26,6 +26,9 @@
 mod append;
 mod checkpoints;
 mod encode;
+mod facets;
+#[cfg(feature = "bench-internals")]
+pub use facets::count_for_bench;
 mod keys;
 mod prune;
 mod query;
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use pgtrail_core::search::Facets;
 use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
@@ -596,6 +600,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn facets(&self, filter: &Filter, top: usize) -> Result<Facets> {
+        let filter = filter.clone();
+        self.read(move |conn, location| query::facets(conn, &filter, top, location))
+            .await
+    }
+
     async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
         let row = row.clone();
         self.read(move |conn, location| query::row_events(conn, &row, location))
@@ -613,6 +623,7 @@ impl Store for SqliteStore {
     }
 
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
+        let page_events = page;
         let objects = stored::expected_objects(page, &self.shared.fts_key);
         let page = stored::PageSql::of(page);
         let mut expected = if page.is_empty() {
@@ -625,6 +636,7 @@ impl Store for SqliteStore {
             .await?
         };
         expected.objects = objects;
+        expected.facets = stored::expected_facets(page_events);
         Ok(expected)
     }
 
@@ -638,6 +650,7 @@ impl Store for SqliteStore {
         self.read(move |conn, location| {
             let mut expected = expected;
             let objects = std::mem::take(&mut expected.objects);
+            let facet_counts = std::mem::take(&mut expected.facets);
             let mut mismatches =
                 stored::check_fts(conn, first, last, expected, &shared.fts_key, location)?;
             mismatches.extend(stored::check_objects(
@@ -648,6 +661,7 @@ impl Store for SqliteStore {
                 &shared.fts_key,
                 location,
             )?);
+            mismatches.extend(facets::check(conn, last, facet_counts, location)?);
             mismatches.sort_by_key(|(seq, _)| *seq);
             Ok(mismatches)
         })

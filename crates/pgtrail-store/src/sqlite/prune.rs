@@ -14,6 +14,7 @@ pub fn prune(conn: &mut Connection, through: i64, location: &str) -> Result<Prun
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("locking the store to prune it"))?;
+    super::facets::before_prune(&tx, through, location)?;
     let removed = tx
         .execute("delete from events where seq <= ?1", [through])
         .map_err(db("removing pruned events"))?;

@@ -8,6 +8,7 @@
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
 
 use pgtrail_core::filter::{search_words, AddrFilter, TableName};
+use pgtrail_core::search::{Facets, FACET_BOUND};
 use pgtrail_core::{Event, Filter, RowRef};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
@@ -41,6 +42,91 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 
 /// The statement of [`query`] and its values.
 fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    filtered_sql(filter, EVENT_COLUMNS, limit)
+}
+
+/// How many of the events `filter` matches have each facet value: the
+/// newest [`FACET_BOUND`] of them at most, counted in one pass (the
+/// matches are read once, into a materialized table, then grouped five
+/// ways).
+pub fn facets(conn: &Connection, filter: &Filter, top: usize, location: &str) -> Result<Facets> {
+    if super::facets::answers(filter) {
+        return super::facets::window(
+            conn,
+            filter,
+            top,
+            |conn, f| facet_counts(conn, f, location),
+            location,
+        );
+    }
+    let (counts, complete) = facet_counts(conn, filter, location)?;
+    let counted = counts
+        .iter()
+        .filter(|(facet, _, _)| facet == "source")
+        .map(|(_, _, n)| n)
+        .sum();
+    Ok(Facets::from_counts(counts, counted, complete, top))
+}
+
+/// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
+/// matches, and whether that was all of them.
+fn facet_counts(
+    conn: &Connection,
+    filter: &Filter,
+    location: &str,
+) -> Result<super::facets::Counted> {
+    let (sql, values) = facets_sql(filter);
+    let db = |e| StoreError::backend(location, "counting facets", e);
+    let mut statement = conn.prepare_cached(&sql).map_err(db)?;
+    let counts = statement
+        .query_map(params_from_iter(values), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            ))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    let counted: u64 = counts
+        .iter()
+        .filter(|(facet, _, _)| facet == "source")
+        .map(|(_, _, n)| n)
+        .sum();
+    Ok((counts, counted < FACET_BOUND as u64))
+}
+
+/// The statement of [`facets`] and its values.
+fn facets_sql(filter: &Filter) -> (String, Vec<Value>) {
+    let columns = "coalesce(events.app_user, events.db_user) as actor, \
+         case when events.table_name is null then null \
+              when events.schema_name is null then events.table_name \
+              else events.schema_name || '.' || events.table_name end as tbl, \
+         upper(events.operation) as op, events.source as source, events.failed as failed";
+    let (matches, values) = filtered_sql(filter, columns, FACET_BOUND as i64);
+    (
+        format!("with m as materialized ({matches}) {FACET_GROUPS}"),
+        values,
+    )
+}
+
+/// The five groupings of the matches `m` of [`facets_sql`], as
+/// `(facet, value, count)` rows.
+const FACET_GROUPS: &str = "\
+    select 'user', actor, count(*) from m where actor is not null group by actor \
+    union all select 'table', tbl, count(*) from m where tbl is not null group by tbl \
+    union all select 'operation', op, count(*) from m where op is not null group by op \
+    union all select 'source', source, count(*) from m group by source \
+    union all select 'outcome', case when failed then 'failed' else 'ok' end, count(*) \
+        from m group by 2";
+
+/// `select {columns}` of the events `filter` matches, newest first, at most
+/// `limit` (-1: all), and its values.
+fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
         match &filter.pk {
@@ -97,15 +183,12 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
         c.require(format!("json_extract(events.body, '$.database') = {p}"));
     }
     if let Some(addr) = &filter.client_addr {
-        if addr.is_single() {
-            let p = c.param(Value::Text(addr.addr.to_string()));
-            c.require(format!("json_extract(events.body, '$.client_addr') = {p}"));
-        } else {
-            let p = c.param(Value::Text(addr.to_string()));
-            c.require(format!(
-                "pgtrail_in_block(json_extract(events.body, '$.client_addr'), {p})"
-            ));
-        }
+        // Compared as addresses, as Postgres's `<<=` does: `10.0.0.5`
+        // matches a stored `10.0.0.5/32`, and IPv6 in any spelling.
+        let p = c.param(Value::Text(addr.to_string()));
+        c.require(format!(
+            "pgtrail_in_block(json_extract(events.body, '$.client_addr'), {p})"
+        ));
     }
     if let Some(before) = filter.before_seq {
         let p = c.param(Value::Integer(before));
@@ -143,6 +226,19 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
     if filter.failed {
         c.require("failed = 1".into());
     }
+    // The expressions of the version 11 indexes, exactly (see `schema`).
+    if let Some(pid) = filter.backend_pid {
+        let p = c.param(Value::Integer(i64::from(pid)));
+        c.require(format!(
+            "json_extract(body, '$.backend_pid') is not null and json_extract(body, '$.backend_pid') = {p}"
+        ));
+    }
+    if let Some(xid) = filter.xid {
+        let p = c.param(Value::Integer(xid));
+        c.require(format!(
+            "json_extract(body, '$.xid') is not null and json_extract(body, '$.xid') = {p}"
+        ));
+    }
     // With a search, the full-text index drives: it yields matches newest
     // first and the limit stops it early, instead of collecting every match
     // of a common word before sorting.
@@ -160,12 +256,9 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
             None => c.require("false".into()),
         }
     }
-    let limit = filter
-        .limit
-        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let p = c.param(Value::Integer(limit));
     let sql = format!(
-        "select {EVENT_COLUMNS} from {from}{} order by {order} desc limit {p}",
+        "select {columns} from {from}{} order by {order} desc limit {p}",
         c.where_sql()
     );
     (sql, c.values)
@@ -364,6 +457,37 @@ mod tests {
         }
     }
 
+    /// The link's lookups (a backend's events in a time window, a
+    /// transaction's events) seek the version 11 indexes.
+    #[test]
+    fn backend_and_transaction_lookups_seek_their_indexes() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let by_backend = Filter {
+            backend_pid: Some(4242),
+            since: Some(chrono::Utc::now()),
+            until: Some(chrono::Utc::now()),
+            ..Default::default()
+        };
+        let plan_backend = plan(&conn, query_sql(&by_backend));
+        assert!(
+            plan_backend.contains(
+                "USING INDEX events_backend_pid (<expr>=? AND captured_at>? AND captured_at<?)"
+            ),
+            "{plan_backend}"
+        );
+        let by_xid = Filter {
+            xid: Some(77),
+            ..Default::default()
+        };
+        let plan_xid = plan(&conn, query_sql(&by_xid));
+        assert!(
+            plan_xid.contains("USING INDEX events_xid (<expr>=?)"),
+            "{plan_xid}"
+        );
+    }
+
     /// `--table` on statements is two lookups (the row index, and the
     /// statements' objects by name), the events then read by `seq`: no
     /// scan of the events, whatever else is filtered.
@@ -386,11 +510,37 @@ mod tests {
                 plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
             );
+            // Each event found is one seek by `seq`: its row, or its entry
+            // in the index of kinds (schema 10), which leads to its row.
             assert!(
-                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"),
+                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid=?)")
+                    || plan.contains("SEARCH events USING INDEX events_kind (kind=? AND seq=?)"),
                 "{table}: {plan}"
             );
             assert!(!plan.contains("SCAN events"), "{table}: {plan}");
+        }
+    }
+
+    /// The search page's rare kinds and failures walk an index in chain
+    /// order, never the whole chain backwards.
+    #[test]
+    fn kinds_and_failures_walk_their_index() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        for (q, index) in [
+            ("kind:session failed", "events_"),
+            ("kind:statement", "USING INDEX events_kind"),
+            ("failed", "USING INDEX events_failed"),
+        ] {
+            let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
+            filter.limit = Some(50);
+            let plan = plan(&conn, query_sql(&filter));
+            assert!(plan.contains(index), "{q}: {plan}");
+            assert!(
+                !plan.contains("SCAN events\n") && plan != "SCAN events",
+                "{q}: {plan}"
+            );
         }
     }
 }

@@ -32,6 +32,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         V7,
     ),
     ("an index of the relations each statement touched", V8),
+    ("facet counts by the hour", V9),
+    ("kinds and failures in chain order", V10),
+    (
+        "indexes of the backend and the transaction of each event",
+        V11,
+    ),
 ];
 
 /// The newest schema version this build understands.
@@ -204,6 +210,62 @@ insert into events_objects (table_name, schema_name, seq)
     select json_extract(pairs.value, '$[1]'), json_extract(pairs.value, '$[0]'), events.seq
     from events, json_each(pgtrail_object_tables(json_extract(events.body, '$.objects'))) as pairs
     where events.kind = 'statement' and json_type(events.body, '$.objects') = 'array';
+";
+
+/// Version 9. The search page's facets (user, table, operation, source,
+/// outcome) over a week count from `facet_hours`, a summary by the hour
+/// that appends keep (see `facets`; `verify` recounts it from the events):
+/// a few hundred rows an hour instead of every event of the week. Filled
+/// here from the events stored, with `facets::facet_rows("true")`'s SQL.
+const V9: &str = "
+create table facet_hours (
+    hour integer not null,
+    facet text not null,
+    value text not null,
+    count integer not null,
+    primary key (hour, facet, value)
+) strict, without rowid;
+insert into facet_hours (hour, facet, value, count)
+select hour, facet, value, count(*) from (
+    select (captured_at - (((captured_at % 3600000000) + 3600000000) % 3600000000)) / 3600000000 as hour,
+        'user' as facet, coalesce(app_user, db_user) as value
+        from events where true and coalesce(app_user, db_user) is not null
+    union all select (captured_at - (((captured_at % 3600000000) + 3600000000) % 3600000000)) / 3600000000,
+        'table', case when schema_name is null then table_name else schema_name || '.' || table_name end
+        from events where true and table_name is not null
+    union all select (captured_at - (((captured_at % 3600000000) + 3600000000) % 3600000000)) / 3600000000,
+        'operation', upper(operation) from events where true and operation is not null
+    union all select (captured_at - (((captured_at % 3600000000) + 3600000000) % 3600000000)) / 3600000000,
+        'source', source from events where true
+    union all select (captured_at - (((captured_at % 3600000000) + 3600000000) % 3600000000)) / 3600000000,
+        'outcome', case when failed then 'failed' else 'ok' end from events where true
+) group by hour, facet, value;
+";
+
+/// Version 10. The search page's `kind:session failed` or `kind:statement`
+/// found its newest matches by reading the chain backwards until enough
+/// matched: at a million events, ~50,000 rows for failed logins. Kinds in
+/// chain order make that a walk of one kind's newest entries, and the
+/// failures (a few in a hundred) their own small index. Both are appended
+/// at their ends, so an append touches a leaf or two of each.
+const V10: &str = "
+create index events_kind on events (kind, seq);
+create index events_failed on events (seq) where failed = 1;
+";
+
+/// Version 11. The link between a proxy statement and the row changes its
+/// transaction made (`pgtrail_store::link`) looks events up by the server
+/// backend that ran them (with the time) and by transaction id. Both are
+/// indexes over the body's own fields, the bytes that were hashed: no
+/// copy to write or to disagree with the event, and SQLite computes them
+/// (so `verify` has nothing more to hold them to; `PRAGMA integrity_check`
+/// does). The expressions in `query` must stay these ones, or SQLite stops
+/// using the indexes.
+const V11: &str = "
+create index events_backend_pid on events (json_extract(body, '$.backend_pid'), captured_at)
+    where json_extract(body, '$.backend_pid') is not null;
+create index events_xid on events (json_extract(body, '$.xid'))
+    where json_extract(body, '$.xid') is not null;
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

@@ -279,7 +279,7 @@ fn index_page(
     digests.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(ExpectedIndexes {
         words: digests,
-        objects: Vec::new(),
+        ..ExpectedIndexes::default()
     })
 }
 
@@ -431,6 +431,19 @@ pub fn expected_objects(page: &[StoredEvent], key: &RandomState) -> Vec<(i64, u6
 /// removed hides the statement from `--table`, one added shows it where it
 /// never was), and per name of an event outside the chain. One pass over
 /// the whole index, in its own order.
+/// The facet counts by the hour the walked `page` should add to
+/// `facet_hours`, from the events it decoded (one that does not decode
+/// counts nowhere: verify reports it anyway).
+pub fn expected_facets(page: &[StoredEvent]) -> super::facets::Counts {
+    let mut counts = super::facets::Counts::new();
+    for stored in page {
+        if let Ok(event) = &stored.event {
+            super::facets::add(&mut counts, &columns(event), 1);
+        }
+    }
+    counts
+}
+
 pub fn check_objects(
     conn: &Connection,
     first: i64,

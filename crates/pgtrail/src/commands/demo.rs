@@ -107,6 +107,7 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         &LogArgs {
             filter: FilterArgs::default(),
             limit: 20,
+            tx: None,
         },
         &shown,
     )
@@ -121,9 +122,11 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
     )
     .await?;
 
+    let (dashboard, dashboard_stop) = dashboard(&shown).await;
     output::line(&format!(
         "\nThe demo database keeps running, and changes are sealed every second.\n\
          Connection string: {url}\n\
+         {dashboard}\n\
          Try:\n  \
            psql {url}\n  \
            pgtrail --store {url} log --user alice@example.com\n  \
@@ -151,7 +154,49 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
             }
         }
     }
+    if let Some(stop) = dashboard_stop {
+        let _ = stop.send(());
+    }
     drop(cluster);
     eprintln!("demo stopped");
     Ok(crate::exit::ok())
+}
+
+/// Serves the dashboard over the demo's store on 127.0.0.1:8080 (another
+/// free port if taken) until the sender is used; says where, or why not.
+async fn dashboard(ctx: &Invocation) -> (String, Option<tokio::sync::oneshot::Sender<()>>) {
+    let started = async {
+        let store = ctx.open_existing_store().await?;
+        let flags = crate::cli::ServeArgs {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
+        };
+        let part =
+            match super::serve::server_part("127.0.0.1:8080", &flags, store.clone(), ctx).await {
+                Ok(part) => part,
+                Err(_) => super::serve::server_part("127.0.0.1:0", &flags, store, ctx).await?,
+            };
+        anyhow::Ok(part)
+    };
+    match started.await {
+        Ok(part) => {
+            let address = part.address();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = part.run(stopped).await {
+                    eprintln!("warning: the dashboard stopped: {e}");
+                }
+            });
+            (format!("Dashboard: http://{address}/"), Some(stop))
+        }
+        Err(e) => (
+            format!("Dashboard: not started ({e:#}); try `pgtrail --store URL serve`"),
+            None,
+        ),
+    }
 }

@@ -27,6 +27,7 @@ mod run;
 mod serve;
 mod sessions;
 mod status;
+mod token;
 mod track;
 mod uninstall;
 mod verify;
@@ -128,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replicate(args) => replicate::run(args, &ctx).await,
         Command::Proxy(args) => proxy::run(args, &ctx).await,
         Command::Serve(args) => serve::run(args, &ctx).await,
+        Command::Token(command) => token::run(command, &ctx).await,
         Command::Install(args) => install::run(args, &ctx).await,
         Command::Uninstall(args) => uninstall::run(args, &ctx).await,
         Command::Track(args) => track::run(args, &ctx).await,

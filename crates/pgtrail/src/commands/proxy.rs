@@ -116,6 +116,7 @@ pub(crate) async fn proxy_part(
         identity: ctx.config.identity.clone(),
         spool,
         store_url: ctx.config.store.url.clone(),
+        backends: None,
     })
 }
 

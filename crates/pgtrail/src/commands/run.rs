@@ -5,7 +5,8 @@
 //! streaming logical replication into the store
 //! (`replicate::replication_part`) and, with `[proxy] listen`, the
 //! statement proxy (`pgtrail_pipeline::proxy`, through its spool into
-//! `[store] url`). Each part
+//! `[store] url`) and, with `[server] listen`, the dashboard and HTTP API
+//! (`serve::server_part`). Each part
 //! retries by itself what may pass — a database restarting, a store outage
 //! — and says so in the log, so a problem in one never pauses the other.
 //!
@@ -55,11 +56,12 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         .as_deref()
         .or(ctx.config.replication.db.as_deref());
     let proxy = ctx.config.proxy.listen.is_some();
-    if drain_db.is_none() && replication_db.is_none() && !proxy {
+    let server = ctx.config.server.listen.clone();
+    if drain_db.is_none() && replication_db.is_none() && !proxy && server.is_none() {
         anyhow::bail!(
             "nothing to run: name the database to drain (--db, PGTRAIL_DB or [triggers] db), \
-             the one to capture by logical replication (--replication-db or [replication] db) \
-             and/or the proxy's address ([proxy] listen)"
+             the one to capture by logical replication (--replication-db or [replication] db), \
+             the proxy's address ([proxy] listen) and/or the dashboard's ([server] listen)"
         );
     }
     let replication = match replication_db {
@@ -105,9 +107,38 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     };
 
     // Bound before anything starts: a port in use stops `run` at once.
-    let proxy_part = match proxy {
+    let mut proxy_part = match proxy {
         true => Some(super::proxy::proxy_part(&ctx.config.proxy, ctx).await?),
         false => None,
+    };
+    let server_part = match &server {
+        Some(listen) => {
+            let store = ctx.open_store().await?;
+            let flags = crate::cli::ServeArgs {
+                listen: None,
+                tls_cert: None,
+                tls_key: None,
+                insecure_http: false,
+            };
+            Some(super::serve::server_part(listen, &flags, store, ctx).await?)
+        }
+        None => None,
+    };
+    // The proxy and trigger capture both on: a row change from a backend
+    // the proxy never opened is a write around it (pgtrail_pipeline::bypass).
+    let bypass = match (&mut proxy_part, &drain) {
+        (Some(proxy), Some(drain)) if ctx.config.proxy.bypass_alarm => {
+            let backends = pgtrail_pipeline::bypass::Backends::new();
+            proxy.backends = Some(backends.clone());
+            Some(pgtrail_pipeline::bypass::BypassWatch {
+                store_url: drain.db.clone(),
+                backends,
+                roles: ctx.config.proxy.bypass_roles.clone(),
+                skew: pgtrail_store::link::default_skew(),
+                interval: drain.interval,
+            })
+        }
+        _ => None,
     };
 
     let mut parts = Supervisor::<anyhow::Error>::new();
@@ -119,6 +150,15 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             pgtrail_pipeline::proxy::run(part, stop)
                 .await
                 .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(part) = server_part {
+        let mut stop = stop.clone();
+        parts.spawn("dashboard", async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            part.run(stopped).await.map_err(anyhow::Error::from)
         });
     }
     if let Some(part) = drain {
@@ -141,6 +181,15 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             "logical replication",
             replication_part(part, ctx.clone(), stop.clone()),
         );
+    }
+    if let Some(watch) = bypass {
+        eprintln!("raising an alarm for writes around the proxy");
+        let stop = stop.clone();
+        parts.spawn("bypass alarm", async move {
+            pgtrail_pipeline::bypass::watch(watch, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     parts.spawn("alarms", watch_part(alarm_watch, ctx.clone(), stop));
     eprintln!("running; Ctrl-C to stop");

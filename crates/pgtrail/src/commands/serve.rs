@@ -1,13 +1,25 @@
 //! `pgtrail serve`: the dashboard and the HTTP API (`pgtrail_server`) over
-//! the configured store, until Ctrl-C.
+//! the configured store, until Ctrl-C; also a part of `pgtrail run` when
+//! `[server] listen` is set.
+//!
+//! Off loopback, plain HTTP would carry tokens and session cookies in
+//! clear: the server refuses to start so unless `--insecure-http` (or
+//! `[server] insecure_http`) says the operator means it (a TLS-terminating
+//! proxy in front, say).
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use pgtrail_server::AppState;
+use pgtrail_server::tokens::TokenSet;
+use pgtrail_server::{AppState, ServerTls};
+use pgtrail_store::Store;
 use tokio::net::TcpListener;
 
 use super::run::signal;
+use super::token::tokens_path;
 use super::Invocation;
 use crate::cli::ServeArgs;
 
@@ -21,14 +33,100 @@ pub async fn run(args: &ServeArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
         .or_else(|| ctx.config.server.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let store = ctx.open_existing_store().await?;
-    let listener = TcpListener::bind(&listen)
+    let part = server_part(&listen, args, store, ctx).await?;
+    part.run(signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bound, configured server, ready to run.
+pub struct ServerPart {
+    listener: TcpListener,
+    address: std::net::SocketAddr,
+    tls: Option<ServerTls>,
+    state: AppState,
+}
+
+impl ServerPart {
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Serves until `stop` completes.
+    pub async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), pgtrail_server::ServerError> {
+        match self.tls {
+            Some(tls) => pgtrail_server::serve_tls(self.listener, tls, self.state, stop).await,
+            None => pgtrail_server::serve(self.listener, self.state, stop).await,
+        }
+    }
+}
+
+/// Binds `listen` and loads what the server needs (TLS, the tokens file);
+/// refuses plain HTTP off loopback unless asked for. Flags in `args`
+/// override `[server]`.
+pub async fn server_part(
+    listen: &str,
+    args: &ServeArgs,
+    store: Arc<dyn Store>,
+    ctx: &Invocation,
+) -> anyhow::Result<ServerPart> {
+    let config = &ctx.config.server;
+    let cert = args
+        .tls_cert
+        .clone()
+        .or_else(|| config.tls_cert.as_ref().map(PathBuf::from));
+    let key = args
+        .tls_key
+        .clone()
+        .or_else(|| config.tls_key.as_ref().map(PathBuf::from));
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::from_pem_files(&cert, &key)
+                .context("cannot serve HTTPS ([server] tls_cert, tls_key)")?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("[server] tls_cert and tls_key go together: set both or neither"),
+    };
+    let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
-    eprintln!("pgtrail serve: listening on http://{address}");
-    let state = AppState::new(store, address.ip().is_loopback());
-    pgtrail_server::serve(listener, state, signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    let loopback = address.ip().is_loopback();
+    if !loopback && tls.is_none() && !(args.insecure_http || config.insecure_http) {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {address}: tokens and session cookies would cross \
+             the network in clear. Give a certificate (--tls-cert/--tls-key, [server] tls_cert/tls_key), \
+             listen on loopback, or, behind a proxy that terminates TLS, pass --insecure-http"
+        );
+    }
+    let tokens = tokens_path(ctx);
+    let count = TokenSet::load(&tokens)
+        .with_context(|| format!("cannot use the tokens file {}", tokens.display()))?
+        .entries()
+        .len();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("pgtrail serve: listening on {scheme}://{address}");
+    match (count, loopback) {
+        (0, true) => eprintln!(
+            "pgtrail serve: no tokens: requests are the local operator's (an auditor) \
+             until `pgtrail token create` makes one"
+        ),
+        (0, false) => eprintln!(
+            "pgtrail serve: no tokens in {}: nobody can get in until `pgtrail token create` makes one",
+            tokens.display()
+        ),
+        (n, _) => eprintln!("pgtrail serve: {n} token(s) in {}", tokens.display()),
+    }
+    let state = AppState::new(store, loopback).with_tokens_file(tokens);
+    Ok(ServerPart {
+        listener,
+        address,
+        tls,
+        state,
+    })
 }

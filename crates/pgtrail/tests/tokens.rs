@@ -1,0 +1,279 @@
+//! `pgtrail token` and `pgtrail serve` as an operator runs them: a token
+//! shown once and kept hashed, its creation and revocation in the trail, a
+//! running server obeying a revocation at once, and no plain HTTP off
+//! loopback unless asked for.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::pgtrail_in;
+
+/// An empty SQLite store in `dir`.
+async fn store(dir: &Path) -> String {
+    let url = format!("sqlite:{}", dir.join("trail.db").display());
+    pgtrail_store::open::open(&url).await.expect("store");
+    url
+}
+
+/// `GET path` with `token`; the status code.
+fn get(address: &str, path: &str, token: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"))
+}
+
+struct Serving {
+    child: Child,
+    address: String,
+    stderr: PathBuf,
+}
+
+impl Serving {
+    fn start(dir: &Path, url: &str) -> Serving {
+        let stderr = dir.join("serve.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+            .args(["--store", url, "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("start pgtrail serve");
+        let mut serving = Serving {
+            child,
+            address: String::new(),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        serving.address = loop {
+            let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+            if let Some(address) = log
+                .lines()
+                .find_map(|l| l.split("listening on http://").nth(1))
+            {
+                break address.trim().to_string();
+            }
+            if let Ok(Some(status)) = serving.child.try_wait() {
+                panic!("pgtrail serve exited ({status}): {log}");
+            }
+            assert!(Instant::now() < deadline, "not listening: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        serving
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Only a child still running (an exited one's pid may be reused).
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_shown_once_kept_hashed_recorded_and_revoked_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = store(dir.path()).await;
+    let env = [("USER", "ops")];
+    let created = pgtrail_in(
+        dir.path(),
+        &[
+            "--store", &url, "token", "create", "--name", "ann", "--role", "viewer",
+        ],
+        &env,
+        None,
+    );
+    let token = created.ok().trim().to_string();
+    assert!(token.starts_with("pgt_"), "{created:#?}");
+    let file = dir.path().join("pgtrail-tokens.toml");
+    let text = std::fs::read_to_string(&file).expect("tokens file");
+    assert!(!text.contains(&token[4..]), "the file keeps no token");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "0600: {mode:o}");
+
+    let again = pgtrail_in(
+        dir.path(),
+        &[
+            "--store", &url, "token", "create", "--name", "ann", "--role", "auditor",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(again.code, 2, "{again:#?}");
+    let listed = pgtrail_in(
+        dir.path(),
+        &["--store", &url, "--format", "jsonl", "token", "list"],
+        &env,
+        None,
+    );
+    let rows: Vec<serde_json::Value> = listed
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "ann");
+    assert_eq!(rows[0]["role"], "viewer");
+    assert!(!listed.stdout.contains("sha256"));
+
+    let server = Serving::start(dir.path(), &url);
+    assert_eq!(get(&server.address, "/api/v1/none", Some(&token)), 404);
+    assert_eq!(get(&server.address, "/api/v1/none", None), 401);
+    pgtrail_in(
+        dir.path(),
+        &["--store", &url, "token", "revoke", "ann"],
+        &env,
+        None,
+    )
+    .ok();
+    assert_eq!(get(&server.address, "/api/v1/none", Some(&token)), 401);
+    drop(server);
+
+    let trail = pgtrail_in(
+        dir.path(),
+        &[
+            "--store", &url, "--format", "jsonl", "log", "--kind", "access",
+        ],
+        &env,
+        None,
+    );
+    let operations: Vec<String> = trail
+        .events()
+        .iter()
+        .filter_map(|e| e.operation.clone())
+        .collect();
+    for expected in ["TOKEN_CREATE", "TOKEN_REVOKE", "LOGIN"] {
+        assert!(
+            operations.iter().any(|o| o == expected),
+            "{expected}: {operations:?}"
+        );
+    }
+    let create = trail
+        .events()
+        .into_iter()
+        .find(|e| e.operation.as_deref() == Some("TOKEN_CREATE"))
+        .expect("create");
+    assert_eq!(create.app_user.as_deref(), Some("ops"));
+    assert!(
+        !trail.stdout.contains(&token[4..]),
+        "the trail keeps no token"
+    );
+}
+
+#[tokio::test]
+async fn no_store_no_token_and_no_plain_http_off_loopback() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = format!("sqlite:{}", dir.path().join("none.db").display());
+    let refused = pgtrail_in(
+        dir.path(),
+        &[
+            "--store", &missing, "token", "create", "--name", "ann", "--role", "auditor",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(
+        !dir.path().join("pgtrail-tokens.toml").exists(),
+        "a token the trail cannot record is not made"
+    );
+
+    let url = store(dir.path()).await;
+    let plain = pgtrail_in(
+        dir.path(),
+        &["--store", &url, "serve", "--listen", "0.0.0.0:0"],
+        &[],
+        None,
+    );
+    assert_eq!(plain.code, 2, "{plain:#?}");
+    assert!(plain.stderr.contains("plain HTTP"), "{}", plain.stderr);
+    let half = pgtrail_in(
+        dir.path(),
+        &["--store", &url, "serve", "--tls-cert", "x.pem"],
+        &[],
+        None,
+    );
+    assert_eq!(half.code, 2, "--tls-cert needs --tls-key: {half:#?}");
+}
+
+#[tokio::test]
+async fn pgtrail_run_serves_the_dashboard_when_server_listen_is_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = store(dir.path()).await;
+    std::fs::write(
+        dir.path().join("pgtrail.toml"),
+        format!("[store]\nurl = \"{url}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .expect("config");
+    let stderr = dir.path().join("run.err");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr"))
+        .spawn()
+        .expect("start pgtrail run");
+    let mut serving = Serving {
+        child,
+        address: String::new(),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    serving.address = loop {
+        let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+        if let Some(address) = log
+            .lines()
+            .find_map(|l| l.split("listening on http://").nth(1))
+        {
+            break address.trim().to_string();
+        }
+        if let Ok(Some(status)) = serving.child.try_wait() {
+            panic!("pgtrail run exited ({status}): {log}");
+        }
+        assert!(Instant::now() < deadline, "not listening: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(get(&serving.address, "/readyz", None), 200);
+    // Loopback, no tokens: the local operator passes the door.
+    assert_eq!(get(&serving.address, "/api/v1/none", None), 404);
+
+    let pid = serving.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serving.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+    assert!(status.success(), "clean stop: {status}: {log}");
+}
