@@ -70,9 +70,10 @@ fn pgtrail(dir: &Path, args: &[&str]) -> String {
 }
 
 /// `pgtrail serve` on `listen`, and the address it says it listens on.
-fn serve(dir: &Path, store: &str, listen: &str) -> (Process, String) {
+fn serve(dir: &Path, store: &str, listen: &str, extra: &[&str]) -> (Process, String) {
     let mut child = Command::new(pgtrail_bin())
         .args(["--store", store, "serve", "--listen", listen])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -216,7 +217,7 @@ async fn browser_search_row_history_revert_sql_live_tail_and_refusal() {
         )
         .expect("changes");
     pgtrail(dir.path(), &["drain", "--db", &url]);
-    let (_server, address) = serve(dir.path(), &store, "127.0.0.1:0");
+    let (_server, address) = serve(dir.path(), &store, "127.0.0.1:0", &[]);
     let base = format!("http://{address}");
 
     // Search: all three changes, then `op:update` narrows to the one update.
@@ -359,16 +360,18 @@ async fn browser_search_row_history_revert_sql_live_tail_and_refusal() {
     assert!(source.contains("Its place in the chain"), "{source}");
     screenshot(&client, "event.png").await;
 
-    // Off loopback, a page without a credential is refused.
-    let (_open, address) = serve(dir.path(), &store, "0.0.0.0:0");
+    // Off loopback, a page without a credential is refused: the browser
+    // gets no event, only the door.
+    let (_open, address) = serve(dir.path(), &store, "0.0.0.0:0", &["--insecure-http"]);
     let port = address.rsplit(':').next().expect("port");
     client
         .goto(&format!("http://127.0.0.1:{port}/"))
         .await
         .expect("refused page");
     let source = client.source().await.expect("source");
-    assert!(source.contains("every request needs a token"), "{source}");
+    assert!(!source.contains("id=\"results\""), "{source}");
     assert!(!source.contains("orders"), "{source}");
+    screenshot(&client, "refused.png").await;
 
     client.close().await.expect("close browser");
 }

@@ -399,3 +399,28 @@ async fn hostile_search_input_is_a_bad_request_or_words_never_an_error_page_with
     let page = get(&state, &big).await;
     assert!(page.status == StatusCode::OK || page.status == StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn facets_count_the_search_and_each_narrows_it_with_a_click() {
+    let (_dir, state) = trail().await;
+    let page = get(&state, "/?q=table:orders").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let facets = &page.body[page.body.find("id=\"facets\"").expect("facets")..];
+    let facets = &facets[..facets.find("</aside>").expect("end")];
+    assert!(
+        facets.contains(">alice</a><span class=\"count\">2</span>"),
+        "{facets}"
+    );
+    assert!(
+        facets.contains(">bob</a><span class=\"count\">1</span>"),
+        "{facets}"
+    );
+    // Follow bob's link: the search gains user:bob and lists bob's change only.
+    let at = facets.find(">bob</a>").expect("bob");
+    let href_start = facets[..at].rfind("href=\"").expect("href") + 6;
+    let href = facets[href_start..at - 1].replace("&#38;", "&");
+    assert!(href.contains("table%3Aorders%20user%3Abob"), "{href}");
+    let narrowed = get(&state, &href).await;
+    assert!(narrowed.body.contains("/events/2\""), "{}", narrowed.body);
+    assert!(!narrowed.body.contains("/events/1\""), "{}", narrowed.body);
+}

@@ -10,6 +10,7 @@
 
 mod assets;
 mod event;
+mod facets;
 mod row;
 mod search;
 mod view;

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use pgtrail_core::search::parse_search;
+use pgtrail_core::search::{parse_search, Facets};
 use pgtrail_core::{Event, Filter, Kind};
 use serde::Deserialize;
 
@@ -76,9 +76,15 @@ async fn results(
     state: &AppState,
     principal: &Principal,
     params: &SearchParams,
-) -> Result<(Results, Filter), PageError> {
+    with_facets: bool,
+) -> Result<(Results, Option<Facets>), PageError> {
     let filter = params.filter(PAGE)?;
     let events: Vec<Event> = state.store.query(&filter).await?;
+    // Counted before the access record, so they count what the list shows.
+    let facets = match with_facets {
+        true => Some(state.store.facets(&filter, super::facets::TOP).await?),
+        false => None,
+    };
     state
         .record_access(
             principal,
@@ -97,7 +103,7 @@ async fn results(
         .into_iter()
         .map(|e| EventLine::new(&view::present(principal, e)))
         .collect();
-    Ok((Results { lines, older }, filter))
+    Ok((Results { lines, older }, facets))
 }
 
 #[derive(Template)]
@@ -106,6 +112,9 @@ struct SearchPage {
     principal: Principal,
     params_q: String,
     results: Results,
+    facets: Vec<super::facets::FacetView>,
+    facets_complete: bool,
+    facets_counted: u64,
     /// Why the search was refused (shown above the box).
     error: Option<String>,
     tail: Option<String>,
@@ -120,8 +129,8 @@ pub async fn page(
     principal: Principal,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let (results, error) = match results(&state, &principal, &params).await {
-        Ok((results, _)) => (results, None),
+    let (results, error, facets) = match results(&state, &principal, &params, true).await {
+        Ok((results, facets)) => (results, None, facets),
         // A search the language refuses: the page again, with the reason.
         Err(PageError::BadRequest(why)) => (
             Results {
@@ -129,6 +138,7 @@ pub async fn page(
                 older: None,
             },
             Some(why),
+            None,
         ),
         Err(e) => return Err(e),
     };
@@ -152,6 +162,12 @@ pub async fn page(
         principal,
         params_q: params.q.clone(),
         results,
+        facets_complete: facets.as_ref().is_none_or(|f| f.complete),
+        facets_counted: facets.as_ref().map_or(0, |f| f.counted),
+        facets: facets
+            .as_ref()
+            .map(|f| super::facets::views(f, &params.q))
+            .unwrap_or_default(),
         error,
         tail,
         tail_on,
@@ -174,7 +190,7 @@ pub async fn older(
     principal: Principal,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let (results, _) = results(&state, &principal, &params).await?;
+    let (results, _) = results(&state, &principal, &params, false).await?;
     html(&Older { results })
 }
 

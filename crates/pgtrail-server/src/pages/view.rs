@@ -6,15 +6,12 @@ use pgtrail_core::filter::{canonical_pk, TableName};
 use pgtrail_core::Event;
 use serde_json::Value;
 
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 
-/// `event` as `who` may see it: a viewer never sees statement parameters.
-// Until `auth::present` lands on main; then that one function decides.
-pub fn present(who: &Principal, mut event: Event) -> Event {
-    if who.role == Role::Viewer {
-        event.params = None;
-    }
-    event
+/// `event` as `who` may see it: `auth::present` decides, for the pages as
+/// for the API.
+pub fn present(who: &Principal, event: Event) -> Event {
+    crate::auth::present(who, event)
 }
 
 /// An identity as the page shows it: whether the server vouches for it.
@@ -199,6 +196,7 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
     use pgtrail_core::filter::PkFilter;
     use serde_json::json;
 
@@ -233,10 +231,7 @@ mod tests {
     fn a_viewer_never_sees_statement_parameters() {
         let mut event = Event::new(pgtrail_core::Source::Proxy, pgtrail_core::Kind::Statement);
         event.params = Some(vec![json!("secret")]);
-        let viewer = Principal {
-            name: "v".into(),
-            role: Role::Viewer,
-        };
+        let viewer = Principal::new("v", Role::Viewer);
         assert_eq!(present(&viewer, event.clone()).params, None);
         let auditor = Principal::local_operator();
         assert!(present(&auditor, event).params.is_some());
