@@ -26,6 +26,7 @@ pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod retention;
+pub mod revert;
 pub mod row;
 pub mod sessions;
 pub mod signing;

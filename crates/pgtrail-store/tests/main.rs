@@ -14,5 +14,6 @@ mod attacks;
 mod conformance;
 mod postgres;
 mod reads;
+mod revert;
 mod sqlite;
 mod tamper;
