@@ -121,6 +121,9 @@ pub async fn install_on(client: &mut Client, options: &InstallOptions) -> Result
     tx.batch_execute(&migrations::identity_sql(&options.identity))
         .await
         .map_err(Error::pg("writing the identity functions"))?;
+    tx.batch_execute(migrations::READER_GRANTS_SQL)
+        .await
+        .map_err(Error::pg("granting readers the store's functions"))?;
     let regenerated: i32 = if applied.is_empty() {
         0
     } else {
@@ -163,6 +166,7 @@ pub fn install_sql(options: &InstallOptions) -> String {
     }
     sql.push_str("\n-- application identity, from [identity] in pgtrail.toml\n");
     sql.push_str(&migrations::identity_sql(&options.identity));
+    sql.push_str(migrations::READER_GRANTS_SQL);
     sql.push_str("select pgtrail.reinstall_captures();\ncommit;\n");
     sql
 }

@@ -97,6 +97,21 @@ pub const UNINSTALL_SQL: &str = include_str!("../sql/uninstall.sql");
 /// Removes everything in schema `pgtrail`, the trail included.
 pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 
+/// Run after the migrations at every install: what the store's own
+/// migrations made for readers, which migration 2's `revoke execute on all
+/// functions ... from public` takes away when the store was created first
+/// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call.
+/// Only once pgtrail_reader exists and the function does.
+pub const READER_GRANTS_SQL: &str = "do $$
+begin
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader')
+        and pg_catalog.to_regprocedure('pgtrail.client_inet(text)') is not null then
+        grant execute on function pgtrail.client_inet(text) to pgtrail_reader;
+    end if;
+end
+$$;
+";
+
 /// `pgtrail.app_user()` and `pgtrail.app_context()`: the first non-empty
 /// of the configured session settings, else the last one as read. An
 /// empty value means unset (what a setting reads as after a `SET LOCAL`

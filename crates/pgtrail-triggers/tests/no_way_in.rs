@@ -396,3 +396,30 @@ async fn an_upgrade_from_4_with_rows_pending_seals_them_and_closes_the_holes() {
         .expect("verify");
     assert!(report.ok(), "{report:?}");
 }
+
+/// A login in pgtrail_reader searches by client address (`ip:`, `--ip`),
+/// which calls the store's `pgtrail.client_inet`: the install's revoke of
+/// every function from PUBLIC must not take that away from readers, and
+/// an application role still gets nothing.
+#[tokio::test]
+async fn a_reader_searches_by_client_address_and_an_application_cannot() {
+    let db = setup("reader_ip").await;
+    db.sql("create role auditor login in role pgtrail_reader")
+        .await;
+    let reader = db.session_as("auditor").await;
+    let row = reader
+        .query_one(
+            "select count(*) from pgtrail.events \
+             where pgtrail.client_inet(body::json ->> 'client_addr') <<= '10.0.0.0/8'::inet",
+            &[],
+        )
+        .await
+        .expect("a reader searches by address");
+    let _: i64 = row.get(0);
+    let app = db.session_as("app").await;
+    let err = app
+        .query_one("select pgtrail.client_inet('10.0.0.1')", &[])
+        .await
+        .expect_err("an application role has no reader's rights");
+    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+}
