@@ -21,6 +21,7 @@
 //! `pgtrail-cdc` runs its own replication protocol on (with the password
 //! and the policy its authenticator must follow).
 
+pub mod certificate;
 mod conninfo;
 mod pgpass;
 mod stream;

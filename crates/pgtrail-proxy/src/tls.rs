@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -23,29 +21,20 @@ use tokio_rustls::TlsAcceptor;
 use crate::startup::ALPN_POSTGRESQL;
 
 /// Why the proxy's certificate cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// The certificate or key file cannot be read or holds no PEM item.
-    #[error("cannot read {what} {path}: {reason}")]
-    Pem {
-        /// `certificate` or `private key`.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// rustls refused the pair (e.g. the key does not match the certificate).
-    #[error("cannot use the certificate and key")]
-    Config(#[source] rustls::Error),
-}
+pub use pgtrail_connect::certificate::CertificateError as TlsError;
 
 /// The certificate the proxy presents to clients, ready for handshakes.
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct ClientTls {
     acceptor: TlsAcceptor,
+}
+
+/// A client that offers ALPN must offer PostgreSQL's (as the server
+/// checks); one that offers none is accepted after an SSLRequest, and
+/// refused on a direct handshake by the session.
+fn alpn() -> Vec<Vec<u8>> {
+    vec![ALPN_POSTGRESQL.to_vec()]
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -58,65 +47,20 @@ impl ClientTls {
     /// Reads a PEM certificate chain (the proxy's certificate first) and its
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
-        let pem_error = |what, path: &Path| {
-            let path = path.display().to_string();
-            move |e: rustls::pki_types::pem::Error| TlsError::Pem {
-                what,
-                path,
-                reason: e.to_string(),
-            }
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(pem_error("certificate", cert))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pem_error("certificate", cert))?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(pem_error("private key", key))?;
-        Self::new(chain, key, &cert.display().to_string())
+        let config = pgtrail_connect::certificate::from_pem_files(cert, key, alpn())?;
+        Ok(Self::new(config))
     }
 
     /// The same from PEM text.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<ClientTls, TlsError> {
-        let pem_error = |what| {
-            move |e: rustls::pki_types::pem::Error| TlsError::Pem {
-                what,
-                path: "(PEM text)".into(),
-                reason: e.to_string(),
-            }
-        };
-        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pem_error("certificate"))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_error("private key"))?;
-        Self::new(chain, key, "(PEM text)")
+        let config = pgtrail_connect::certificate::from_pem(cert_pem, key_pem, alpn())?;
+        Ok(Self::new(config))
     }
 
-    fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        path: &str,
-    ) -> Result<ClientTls, TlsError> {
-        if chain.is_empty() {
-            return Err(TlsError::Pem {
-                what: "certificate",
-                path: path.to_string(),
-                reason: "no certificate in it".into(),
-            });
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(TlsError::Config)?;
-        // A client that offers ALPN must offer PostgreSQL's (as the server
-        // checks); one that offers none is accepted after an SSLRequest, and
-        // refused on a direct handshake by the session.
-        config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-        Ok(ClientTls {
+    fn new(config: ServerConfig) -> ClientTls {
+        ClientTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
-        })
+        }
     }
 
     /// Runs the server side of a handshake on `tcp`, `read` being the bytes

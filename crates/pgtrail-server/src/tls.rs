@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -21,23 +19,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 256;
 
 /// Why the certificate cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// The certificate or key file cannot be read or holds no PEM item.
-    #[error("cannot read {what} {path}: {reason}")]
-    Pem {
-        /// `certificate` or `private key`.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// rustls refused the pair (e.g. the key does not match the certificate).
-    #[error("cannot use the certificate and key: {0}")]
-    Config(#[source] rustls::Error),
-}
+pub use pgtrail_connect::certificate::CertificateError as TlsError;
 
 /// The server's certificate, ready for handshakes. Cheap to clone.
 #[derive(Clone)]
@@ -55,34 +37,8 @@ impl ServerTls {
     /// Reads a PEM certificate chain (the server's first) and its PEM
     /// private key (PKCS#8, PKCS#1 or SEC1).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
-        let pem_error = |what, path: &Path| {
-            let path = path.display().to_string();
-            move |e: rustls::pki_types::pem::Error| TlsError::Pem {
-                what,
-                path,
-                reason: e.to_string(),
-            }
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(pem_error("certificate", cert))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(pem_error("certificate", cert))?;
-        if chain.is_empty() {
-            return Err(TlsError::Pem {
-                what: "certificate",
-                path: cert.display().to_string(),
-                reason: "no certificate in it".into(),
-            });
-        }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(pem_error("private key", key))?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(TlsError::Config)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = pgtrail_connect::certificate::from_pem_files(cert, key, alpn)?;
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
         })
