@@ -10,6 +10,7 @@
 //! Migrations are append-only: once released, a migration's SQL never
 //! changes; a later change is a new migration.
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
 use crate::StoreError;
@@ -508,85 +509,69 @@ async fn fill_row_keys(
 }
 
 /// Migration 6's fill, inside its transaction: each stored statement's
-/// `object_names`, from the `objects` of its body, through one cursor as
-/// [`fill_row_keys`] does. A body that does not decode gets none: verify
-/// reports such a row anyway.
+/// `object_names`, from the `objects` of its body. Only bodies that name
+/// objects at all are parsed.
 async fn fill_object_names(
     tx: &tokio_postgres::Transaction<'_>,
     location: &str,
 ) -> Result<(), StoreError> {
-    let backend = |e| StoreError::backend(location, "indexing statement objects (migration 6)", e);
-    tx.batch_execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
-        .await
-        .map_err(backend)?;
-    // Only bodies that name objects at all are parsed.
-    let portal = tx
-        .bind(
-            "select id, captured_at, body from pgtrail.events \
-             where kind = 'statement' and strpos(body, '\"objects\":') > 0",
-            &[],
-        )
-        .await
-        .map_err(backend)?;
-    loop {
-        let rows = tx
-            .query_portal(&portal, ROW_KEY_BATCH)
-            .await
-            .map_err(backend)?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut times = Vec::with_capacity(rows.len());
-        let mut names = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let body: &str = row.try_get(2).map_err(backend)?;
-            let Ok(event) = serde_json::from_str::<pgtrail_core::Event>(body) else {
-                continue;
-            };
-            let Some(event_names) = super::event_row::object_names(&event) else {
-                continue;
-            };
-            ids.push(row.try_get::<_, uuid::Uuid>(0).map_err(backend)?);
-            times.push(
-                row.try_get::<_, chrono::DateTime<chrono::Utc>>(1)
-                    .map_err(backend)?,
-            );
-            // One text per event (a 2-D array needs equal lengths).
-            names.push(serde_json::to_string(&event_names).unwrap_or_default());
-        }
-        tx.execute(
-            "update pgtrail.events e \
-             set object_names = array(select json_array_elements_text(b.names::json)) \
-             from unnest($1::uuid[], $2::timestamptz[], $3::text[]) as b(id, captured_at, names) \
-             where e.id = b.id and e.captured_at = b.captured_at",
-            &[&ids, &times, &names],
-        )
-        .await
-        .map_err(backend)?;
-    }
+    fill_from_bodies(
+        tx,
+        location,
+        "indexing statement objects (migration 6)",
+        "select id, captured_at, body from pgtrail.events \
+         where kind = 'statement' and strpos(body, '\"objects\":') > 0",
+        "update pgtrail.events e \
+         set object_names = array(select json_array_elements_text(b.value::json)) \
+         from unnest($1::uuid[], $2::timestamptz[], $3::text[]) as b(id, captured_at, value) \
+         where e.id = b.id and e.captured_at = b.captured_at",
+        // One text per event (a 2-D array needs equal lengths).
+        |event| {
+            super::event_row::object_names(event)
+                .map(|names| serde_json::to_string(&names).unwrap_or_default())
+        },
+    )
+    .await
 }
 
 /// Migration 8's fill, inside its transaction: each stored event's
-/// `backend_pid`, from its body, through one cursor as [`fill_row_keys`]
-/// does. Only bodies that name one are parsed; a body that does not decode
-/// gets none (verify reports such a row anyway).
+/// `backend_pid`, from its body. Only bodies that name one are parsed.
 async fn fill_backend_pids(
     tx: &tokio_postgres::Transaction<'_>,
     location: &str,
 ) -> Result<(), StoreError> {
-    let backend = |e| StoreError::backend(location, "copying backend pids (migration 8)", e);
+    fill_from_bodies(
+        tx,
+        location,
+        "copying backend pids (migration 8)",
+        "select id, captured_at, body from pgtrail.events \
+         where strpos(body, '\"backend_pid\":') > 0",
+        "update pgtrail.events e set backend_pid = b.value \
+         from unnest($1::uuid[], $2::timestamptz[], $3::int4[]) as b(id, captured_at, value) \
+         where e.id = b.id and e.captured_at = b.captured_at",
+        |event| event.backend_pid,
+    )
+    .await
+}
+
+/// A migration's fill of a column copied from the body: walks the events
+/// `select` names (`id, captured_at, body`) through one cursor, as
+/// [`fill_row_keys`] does, and per batch runs `update` with the ids, times
+/// and `value` of each event (`$1`, `$2`, `$3`). A body that does not
+/// decode, or has no value, gets none: verify reports such a row anyway.
+async fn fill_from_bodies<T: ToSql + Sync>(
+    tx: &tokio_postgres::Transaction<'_>,
+    location: &str,
+    action: &'static str,
+    select: &str,
+    update: &str,
+    value: impl Fn(&pgtrail_core::Event) -> Option<T>,
+) -> Result<(), StoreError> {
+    let backend = |e| StoreError::backend(location, action, e);
     tx.batch_execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
         .await
         .map_err(backend)?;
-    let portal = tx
-        .bind(
-            "select id, captured_at, body from pgtrail.events \
-             where strpos(body, '\"backend_pid\":') > 0",
-            &[],
-        )
-        .await
-        .map_err(backend)?;
+    let portal = tx.bind(select, &[]).await.map_err(backend)?;
     loop {
         let rows = tx
             .query_portal(&portal, ROW_KEY_BATCH)
@@ -597,13 +582,13 @@ async fn fill_backend_pids(
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut times = Vec::with_capacity(rows.len());
-        let mut pids = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
         for row in &rows {
             let body: &str = row.try_get(2).map_err(backend)?;
             let Ok(event) = serde_json::from_str::<pgtrail_core::Event>(body) else {
                 continue;
             };
-            let Some(pid) = event.backend_pid else {
+            let Some(value) = value(&event) else {
                 continue;
             };
             ids.push(row.try_get::<_, uuid::Uuid>(0).map_err(backend)?);
@@ -611,16 +596,11 @@ async fn fill_backend_pids(
                 row.try_get::<_, chrono::DateTime<chrono::Utc>>(1)
                     .map_err(backend)?,
             );
-            pids.push(pid);
+            values.push(value);
         }
-        tx.execute(
-            "update pgtrail.events e set backend_pid = b.pid \
-             from unnest($1::uuid[], $2::timestamptz[], $3::int4[]) as b(id, captured_at, pid) \
-             where e.id = b.id and e.captured_at = b.captured_at",
-            &[&ids, &times, &pids],
-        )
-        .await
-        .map_err(backend)?;
+        tx.execute(update, &[&ids, &times, &values])
+            .await
+            .map_err(backend)?;
     }
 }
 
