@@ -958,3 +958,33 @@ async fn a_viewer_never_reads_statement_parameters_through_the_api() {
         }
     }
 }
+
+/// A transaction's events are found by its xid wherever they are in the
+/// chain: another writer may append hundreds of events between them.
+#[tokio::test]
+async fn a_transactions_events_are_found_however_far_apart_they_were_sealed() {
+    let h = sqlite().await;
+    let first = change(0, "alice", "orders", "INSERT");
+    h.store.append(&[first.clone()]).await.expect("append");
+    let between: Vec<Event> = (1..=600)
+        .map(|n| {
+            let mut e = change(n, "bob", "users", "INSERT");
+            e.xid = Some(5_000 + n);
+            e
+        })
+        .collect();
+    h.store.append(&between).await.expect("append");
+    let mut last = change(601, "alice", "orders", "UPDATE");
+    last.xid = first.xid;
+    h.store.append(&[last]).await.expect("append");
+    let (status, view) = get_json(&h.state, "/api/v1/events/1").await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["transaction"]["complete"], json!(true), "{view}");
+    let seqs: Vec<i64> = view["transaction"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["seq"].as_i64())
+        .collect();
+    assert_eq!(seqs, vec![602], "{view}");
+}

@@ -159,6 +159,36 @@ pub fn proxy_tx(statement: &Event) -> Option<(TxId, String, u64)> {
     ))
 }
 
+/// The other events of `event`'s transaction on its own capture path
+/// (the same source, database, xid and commit time: two clusters feeding
+/// one store may share an xid), oldest first, at most `limit`, and whether
+/// that is all of them. Found by the stores' xid index, wherever in the
+/// chain they are. None for an event without an xid.
+pub async fn same_transaction(
+    store: &dyn Store,
+    event: &Event,
+    limit: usize,
+) -> Result<(Vec<Event>, bool)> {
+    let Some(xid) = event.xid else {
+        return Ok((Vec::new(), true));
+    };
+    let filter = Filter {
+        xid: Some(xid),
+        source: Some(event.source),
+        database: event.database.clone(),
+        limit: Some(limit.saturating_add(2)),
+        ..Default::default()
+    };
+    let mut found = store.query(&filter).await?;
+    found.retain(|e| {
+        e.id != event.id && e.database == event.database && e.committed_at == event.committed_at
+    });
+    let complete = found.len() <= limit;
+    found.truncate(limit);
+    found.reverse();
+    Ok((found, complete))
+}
+
 /// The transaction `id`, both sides; `None` when the store has nothing of it.
 pub async fn transaction(
     stores: &[&dyn Store],

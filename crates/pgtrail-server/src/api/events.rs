@@ -79,17 +79,12 @@ pub struct EventView {
 pub struct Transaction {
     /// Chain order, the event itself left out.
     pub events: Vec<Event>,
-    /// False when the transaction may have more events than were looked
-    /// at (see [`TX_WINDOW`]).
+    /// False when the transaction has more than [`MAX_TX_EVENTS`] other events.
     pub complete: bool,
 }
 
-/// How far along the chain, either side of an event, the other events of
-/// its transaction are looked for. Capture seals a transaction's events
-/// together, so they are neighbours unless another writer appended
-/// between them. (To be replaced by the store's transaction filter,
-/// `Filter::xid`, once `pgtrail_store::link` is on main.)
-const TX_WINDOW: i64 = 500;
+/// Most of a transaction's other events shown with one event.
+const MAX_TX_EVENTS: usize = 1000;
 
 /// `GET /api/v1/events/{seq}`.
 pub async fn one(
@@ -137,35 +132,10 @@ pub fn present_all(principal: &Principal, events: Vec<Event>) -> Vec<Event> {
     events.into_iter().map(|e| present(principal, e)).collect()
 }
 
-/// The other events of `event`'s transaction: the same capture path,
-/// database, xid and commit time (as `pgtrail_store::ddl` tells
-/// transactions apart). None for an event without an xid.
+/// The other events of `event`'s transaction on its capture path
+/// (`pgtrail_store::link::same_transaction`).
 async fn transaction_of(state: &AppState, event: &Event) -> ApiResult<Transaction> {
-    let (Some(seq), Some(xid)) = (event.seq, event.xid) else {
-        return Ok(Transaction {
-            events: Vec::new(),
-            complete: true,
-        });
-    };
-    let from = (seq - TX_WINDOW - 1).max(0);
-    let window = usize::try_from(2 * TX_WINDOW + 1).unwrap_or(1001);
-    let around = state.store.scan(from, window).await?;
-    let same = |e: &Event| {
-        e.xid == Some(xid)
-            && e.source == event.source
-            && e.database == event.database
-            && e.committed_at == event.committed_at
-    };
-    // A transaction event at either end of the window may have more beyond it.
-    let reaches_edge = around.first().is_some_and(|e| same(e) && e.seq > Some(1))
-        || around
-            .last()
-            .is_some_and(|e| same(e) && around.len() == window);
-    Ok(Transaction {
-        events: around
-            .into_iter()
-            .filter(|e| e.seq != Some(seq) && same(e))
-            .collect(),
-        complete: !reaches_edge,
-    })
+    let (events, complete) =
+        pgtrail_store::link::same_transaction(state.store.as_ref(), event, MAX_TX_EVENTS).await?;
+    Ok(Transaction { events, complete })
 }

@@ -13,9 +13,8 @@ use crate::access::Access;
 use crate::auth::Principal;
 use crate::AppState;
 
-/// How far from the event, in seq, its transaction's other events are
-/// looked for (a transaction's events are appended together).
-const TX_WINDOW: i64 = 200;
+/// Most of a transaction's other events shown with one event.
+const MAX_TX_EVENTS: usize = 1000;
 
 /// Identity fields an application can set (shown as claims unless vouched).
 const CLAIMABLE: [&str; 3] = ["app_user", "application_name", "context"];
@@ -29,23 +28,13 @@ pub async fn by_seq(state: &AppState, seq: i64) -> Result<Option<Event>, PageErr
     Ok(found.into_iter().find(|e| e.seq == Some(seq)))
 }
 
-/// The other events of `event`'s transaction (same source, database and
-/// transaction id) within [`TX_WINDOW`] of it, oldest first.
+/// The other events of `event`'s transaction on its capture path (same
+/// source, database, xid and commit time), oldest first
+/// (`pgtrail_store::link::same_transaction`).
 pub async fn transaction_of(state: &AppState, event: &Event) -> Result<Vec<Event>, PageError> {
-    let (Some(xid), Some(seq)) = (event.xid, event.seq) else {
-        return Ok(Vec::new());
-    };
-    let from = (seq - TX_WINDOW).max(0);
-    let events = state.store.scan(from, (2 * TX_WINDOW) as usize).await?;
-    Ok(events
-        .into_iter()
-        .filter(|e| {
-            e.xid == Some(xid)
-                && e.source == event.source
-                && e.database == event.database
-                && e.seq != event.seq
-        })
-        .collect())
+    let (events, _) =
+        pgtrail_store::link::same_transaction(state.store.as_ref(), event, MAX_TX_EVENTS).await?;
+    Ok(events)
 }
 
 /// One identity field and who stands behind it.
@@ -66,7 +55,7 @@ struct EventPage {
     identity: Vec<Identity>,
     transaction: Vec<EventLine>,
     xid: Option<i64>,
-    window: i64,
+    window: usize,
     seq: i64,
     prev_hash: String,
     hash: String,
@@ -130,7 +119,7 @@ pub async fn page(
             .map(|e| EventLine::new(&view::present(&principal, e)))
             .collect(),
         xid: event.xid,
-        window: TX_WINDOW,
+        window: MAX_TX_EVENTS,
         seq,
         prev_hash: event.prev_hash.clone().unwrap_or_default(),
         hash: event.hash.clone().unwrap_or_default(),
