@@ -965,7 +965,10 @@ async fn a_viewer_never_reads_statement_parameters_through_the_api() {
 async fn a_transactions_events_are_found_however_far_apart_they_were_sealed() {
     let h = sqlite().await;
     let first = change(0, "alice", "orders", "INSERT");
-    h.store.append(&[first.clone()]).await.expect("append");
+    h.store
+        .append(std::slice::from_ref(&first))
+        .await
+        .expect("append");
     let between: Vec<Event> = (1..=600)
         .map(|n| {
             let mut e = change(n, "bob", "users", "INSERT");
@@ -987,4 +990,53 @@ async fn a_transactions_events_are_found_however_far_apart_they_were_sealed() {
         .filter_map(|e| e["seq"].as_i64())
         .collect();
     assert_eq!(seqs, vec![602], "{view}");
+}
+
+/// A proxy statement and the row change its transaction made, each seen
+/// from the other's event: the API shows them side by side (`linked`).
+#[tokio::test]
+async fn an_event_shows_the_statement_and_the_rows_it_changed_side_by_side() {
+    let h = sqlite().await;
+    let at = Utc
+        .with_ymd_and_hms(2026, 3, 2, 10, 0, 0)
+        .single()
+        .expect("time");
+    let pid = 4242;
+    let mut statement = Event::at(Source::Proxy, Kind::Statement, at);
+    statement.sql = Some("UPDATE users SET note = 'x' WHERE id = 1".into());
+    statement.operation = Some("UPDATE".into());
+    statement.schema = Some("public".into());
+    statement.table = Some("users".into());
+    statement.objects = vec!["public.users".into()];
+    statement.db_user = Some("app".into());
+    statement.backend_pid = Some(pid);
+    statement.session_id = Some("s-1".into());
+    statement.duration_us = Some(2_000);
+    let mut context = serde_json::Map::new();
+    context.insert("tx".into(), json!(1));
+    context.insert("tx_statement".into(), json!(0));
+    context.insert(
+        "tx_started_at".into(),
+        json!(pgtrail_core::time::format_micros(&at)),
+    );
+    statement.context = Some(context);
+    let mut row = change(1, "alice", "users", "UPDATE");
+    row.captured_at = at + chrono::Duration::microseconds(500);
+    row.backend_pid = Some(pid);
+    row.xid = Some(777);
+    h.store.append(&[statement, row]).await.expect("append");
+
+    for seq in [1, 2] {
+        let (status, view) = get_json(&h.state, &format!("/api/v1/events/{seq}")).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        let linked = &view["linked"];
+        assert_eq!(linked["xids"], json!([777]), "event {seq}: {view}");
+        assert_eq!(linked["statements"][0]["seq"], json!(1), "{view}");
+        assert_eq!(linked["changes"][0]["seq"], json!(2), "{view}");
+        assert_eq!(
+            linked["made_by"],
+            json!([0]),
+            "the UPDATE made the row: {view}"
+        );
+    }
 }

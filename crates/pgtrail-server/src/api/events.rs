@@ -72,6 +72,26 @@ pub async fn page(state: &AppState, filter: &mut Filter, limit: usize) -> ApiRes
 pub struct EventView {
     pub event: Event,
     pub transaction: Transaction,
+    /// Across capture paths: the proxy's statements of the event's
+    /// transaction and the row changes they made (`pgtrail_store::link`),
+    /// when the event is a proxy statement or a row change with an xid.
+    pub linked: Option<Linked>,
+}
+
+/// One transaction seen from both sides: what the proxy saw run and what
+/// row capture saw change.
+#[derive(Debug, Serialize)]
+pub struct Linked {
+    /// The transaction, as `pgtrail log --tx` takes it (an xid or `PID@TIME`).
+    pub tx: String,
+    pub xids: Vec<i64>,
+    pub backend_pid: Option<i32>,
+    /// The proxy's statements, oldest first.
+    pub statements: Vec<Event>,
+    /// The row changes, in chain order.
+    pub changes: Vec<Event>,
+    /// For each change, the index in `statements` of the one that made it.
+    pub made_by: Vec<Option<usize>>,
 }
 
 /// The other events of an event's transaction.
@@ -109,22 +129,54 @@ pub async fn one(
         .find(|e| e.seq == Some(seq))
         .ok_or_else(|| Problem::not_found(format!("no event {seq} in the trail")))?;
     let transaction = transaction_of(&state, &event).await?;
-    // Statement ↔ row changes (`pgtrail_store::link`) join the view here
-    // once it lands.
+    let linked = linked_of(&state, &event).await?;
+    let linked_count = linked
+        .as_ref()
+        .map_or(0, |l| l.statements.len() + l.changes.len());
     state
         .record_access(
             &principal,
             Access {
                 action: "event",
                 target: json!({ "seq": seq }),
-                results: Some(1 + transaction.events.len() as u64),
+                results: Some((1 + transaction.events.len() + linked_count) as u64),
             },
         )
         .await?;
     let event = present(&principal, event);
     let mut transaction = transaction;
     transaction.events = present_all(&principal, transaction.events);
-    Ok(Json(EventView { event, transaction }))
+    let linked = linked.map(|l| Linked {
+        statements: present_all(&principal, l.statements),
+        changes: present_all(&principal, l.changes),
+        ..l
+    });
+    Ok(Json(EventView {
+        event,
+        transaction,
+        linked,
+    }))
+}
+
+/// The statements and row changes of `event`'s transaction across capture
+/// paths: by the proxy's transaction for a proxy statement, by the xid for
+/// a row change.
+async fn linked_of(state: &AppState, event: &Event) -> ApiResult<Option<Linked>> {
+    use pgtrail_store::link::{self, TxId};
+    let id = match (link::proxy_tx(event), event.kind, event.xid) {
+        (Some((id, _, _)), _, _) => id,
+        (None, pgtrail_core::Kind::RowChange, Some(xid)) => TxId::Xid(xid),
+        _ => return Ok(None),
+    };
+    let found = link::transaction(&[state.store.as_ref()], &id, link::default_skew()).await?;
+    Ok(found.map(|t| Linked {
+        tx: id.to_string(),
+        xids: t.xids,
+        backend_pid: t.backend_pid,
+        statements: t.statements,
+        changes: t.changes,
+        made_by: t.made_by,
+    }))
 }
 
 /// What `principal`'s role may see of each of `events`.

@@ -123,6 +123,18 @@ fn components() -> Value {
                         "complete": { "type": "boolean" },
                     },
                 },
+                "linked": {
+                    "type": ["object", "null"],
+                    "description": "Across capture paths: the proxy's statements of the event's transaction and the row changes they made (pgtrail log --tx).",
+                    "properties": {
+                        "tx": { "type": "string", "description": "An xid, or the proxy's PID@TIME." },
+                        "xids": { "type": "array", "items": { "type": "integer" } },
+                        "backend_pid": { "type": ["integer", "null"] },
+                        "statements": events,
+                        "changes": events,
+                        "made_by": { "type": "array", "items": { "type": ["integer", "null"] }, "description": "For each change, the index in statements of the one that made it." },
+                    },
+                },
             },
         },
         "Csv": { "type": "string", "description": "A header line of every event field, then one line per event (RFC 4180)." },
