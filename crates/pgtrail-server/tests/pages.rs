@@ -424,3 +424,64 @@ async fn facets_count_the_search_and_each_narrows_it_with_a_click() {
     assert!(narrowed.body.contains("/events/2\""), "{}", narrowed.body);
     assert!(!narrowed.body.contains("/events/1\""), "{}", narrowed.body);
 }
+
+/// An event's page shows its transaction across capture paths: the
+/// proxy's statement beside the row change it made, and a row change no
+/// statement the proxy saw made (a write around the proxy) said as such.
+#[tokio::test]
+async fn an_event_page_shows_the_statement_beside_the_rows_it_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
+    let store = pgtrail_store::open::open(&url).await.expect("open store");
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let pid = 4242;
+    let mut statement = Event::at(Source::Proxy, Kind::Statement, at);
+    statement.sql = Some("UPDATE orders SET total = 12 WHERE id = 1".into());
+    statement.operation = Some("UPDATE".into());
+    statement.schema = Some("public".into());
+    statement.table = Some("orders".into());
+    statement.objects = vec!["public.orders".into()];
+    statement.backend_pid = Some(pid);
+    statement.session_id = Some("s-1".into());
+    statement.duration_us = Some(2_000);
+    statement.context = json!({"tx": 1, "tx_statement": 0,
+        "tx_started_at": pgtrail_core::time::format_micros(&at)})
+    .as_object()
+    .cloned();
+    let mut made = change(
+        "UPDATE",
+        "alice",
+        1,
+        json!({"id": 1, "total": 10}),
+        json!({"id": 1, "total": 12}),
+    );
+    made.captured_at = at + chrono::Duration::microseconds(500);
+    made.backend_pid = Some(pid);
+    made.xid = Some(777);
+    let mut around = change("DELETE", "mallory", 2, json!({"id": 2}), json!(null));
+    around.captured_at = at + chrono::Duration::seconds(30);
+    around.backend_pid = Some(9999);
+    around.xid = Some(778);
+    store
+        .append(&[statement, made, around])
+        .await
+        .expect("append");
+    let state = AppState::new(store, true);
+
+    let page = get(&state, "/events/2").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Across capture paths"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("UPDATE orders SET total = 12 WHERE id = 1"),
+        "the statement that made the change: {}",
+        page.body
+    );
+    assert!(page.body.contains(r#"href="/events/1""#), "{}", page.body);
+    let page = get(&state, "/events/3").await;
+    assert!(
+        page.body.contains("no statement the proxy saw"),
+        "a write around the proxy: {}",
+        page.body
+    );
+}

@@ -159,6 +159,22 @@ pub fn proxy_tx(statement: &Event) -> Option<(TxId, String, u64)> {
     ))
 }
 
+/// The transaction of `event` across capture paths, as [`transaction`]
+/// finds it: by the proxy's transaction for a proxy statement, by the xid
+/// for a row change. `None` for any other event, or when nothing is found.
+pub async fn transaction_of_event(
+    stores: &[&dyn Store],
+    event: &Event,
+    skew: Duration,
+) -> Result<Option<(TxId, Transaction)>> {
+    let id = match (proxy_tx(event), event.kind, event.xid) {
+        (Some((id, _, _)), _, _) => id,
+        (None, Kind::RowChange, Some(xid)) => TxId::Xid(xid),
+        _ => return Ok(None),
+    };
+    Ok(transaction(stores, &id, skew).await?.map(|t| (id, t)))
+}
+
 /// The other events of `event`'s transaction on its own capture path
 /// (the same source, database, xid and commit time: two clusters feeding
 /// one store may share an xid), oldest first, at most `limit`, and whether

@@ -159,17 +159,12 @@ pub async fn one(
 }
 
 /// The statements and row changes of `event`'s transaction across capture
-/// paths: by the proxy's transaction for a proxy statement, by the xid for
-/// a row change.
+/// paths (`pgtrail_store::link::transaction_of_event`).
 async fn linked_of(state: &AppState, event: &Event) -> ApiResult<Option<Linked>> {
-    use pgtrail_store::link::{self, TxId};
-    let id = match (link::proxy_tx(event), event.kind, event.xid) {
-        (Some((id, _, _)), _, _) => id,
-        (None, pgtrail_core::Kind::RowChange, Some(xid)) => TxId::Xid(xid),
-        _ => return Ok(None),
-    };
-    let found = link::transaction(&[state.store.as_ref()], &id, link::default_skew()).await?;
-    Ok(found.map(|t| Linked {
+    use pgtrail_store::link;
+    let found =
+        link::transaction_of_event(&[state.store.as_ref()], event, link::default_skew()).await?;
+    Ok(found.map(|(id, t)| Linked {
         tx: id.to_string(),
         xids: t.xids,
         backend_pid: t.backend_pid,

@@ -37,6 +37,54 @@ pub async fn transaction_of(state: &AppState, event: &Event) -> Result<Vec<Event
     Ok(events)
 }
 
+/// The event's transaction across capture paths: what the proxy saw run
+/// beside what row capture saw change (`pgtrail_store::link`).
+struct LinkedView {
+    /// As `pgtrail log --tx` takes it.
+    tx: String,
+    statements: Vec<EventLine>,
+    /// Each change, and the statement that made it (its seq and text), if
+    /// the proxy saw it.
+    changes: Vec<(EventLine, Option<(i64, String)>)>,
+}
+
+/// [`LinkedView`] of `event`, what `principal` may see of it.
+async fn linked_of(
+    state: &AppState,
+    principal: &Principal,
+    event: &Event,
+) -> Result<Option<(LinkedView, usize)>, PageError> {
+    use pgtrail_store::link;
+    let found =
+        link::transaction_of_event(&[state.store.as_ref()], event, link::default_skew()).await?;
+    let Some((id, tx)) = found else {
+        return Ok(None);
+    };
+    let shown = tx.statements.len() + tx.changes.len();
+    let statements: Vec<Event> = tx
+        .statements
+        .into_iter()
+        .map(|e| view::present(principal, e))
+        .collect();
+    let changes = tx
+        .changes
+        .into_iter()
+        .zip(tx.made_by)
+        .map(|(change, by)| {
+            let maker = by
+                .and_then(|i| statements.get(i))
+                .map(|s| (s.seq.unwrap_or_default(), s.sql.clone().unwrap_or_default()));
+            (EventLine::new(&view::present(principal, change)), maker)
+        })
+        .collect();
+    let view = LinkedView {
+        tx: id.to_string(),
+        statements: statements.iter().map(EventLine::new).collect(),
+        changes,
+    };
+    Ok(Some((view, shown)))
+}
+
 /// One identity field and who stands behind it.
 struct Identity {
     field: &'static str,
@@ -56,6 +104,7 @@ struct EventPage {
     transaction: Vec<EventLine>,
     xid: Option<i64>,
     window: usize,
+    linked: Option<LinkedView>,
     seq: i64,
     prev_hash: String,
     hash: String,
@@ -77,13 +126,20 @@ pub async fn page(
         Some(event) => transaction_of(&state, event).await?,
         None => Vec::new(),
     };
+    let linked = match &event {
+        Some(event) => linked_of(&state, &principal, event).await?,
+        None => None,
+    };
+    let linked_count = linked.as_ref().map_or(0, |(_, n)| *n);
     state
         .record_access(
             &principal,
             Access {
                 action: "event",
                 target: serde_json::json!({ "seq": seq }),
-                results: Some(u64::from(event.is_some()) + transaction.len() as u64),
+                results: Some(
+                    (usize::from(event.is_some()) + transaction.len() + linked_count) as u64,
+                ),
             },
         )
         .await?;
@@ -120,6 +176,7 @@ pub async fn page(
             .collect(),
         xid: event.xid,
         window: MAX_TX_EVENTS,
+        linked: linked.map(|(view, _)| view),
         seq,
         prev_hash: event.prev_hash.clone().unwrap_or_default(),
         hash: event.hash.clone().unwrap_or_default(),
