@@ -49,6 +49,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The HTTP API and dashboard (`pgtrail serve`, `pgtrail run`).
     pub server: ServerConfig,
+    /// `[[sinks]]`: where `pgtrail run` sends the sealed events on
+    /// (docs/integrations.md).
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// `[store]`
@@ -242,6 +245,67 @@ pub struct ServerConfig {
     /// Serve plain HTTP on an address other than loopback (tokens and
     /// session cookies then cross the network in clear): refused unless set.
     pub insecure_http: bool,
+}
+
+/// One `[[sinks]]` entry: a destination with its own cursor. Unknown keys
+/// are refused by the kind's own table (serde refuses them on a struct
+/// that flattens another only that way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkConfig {
+    /// Unique among the sinks: names its cursor and its line in `status`.
+    pub name: String,
+    /// Record format (`pgtrail_sink::format::Format`); each kind has a default.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// The destination and its settings.
+    #[serde(flatten)]
+    pub kind: SinkKind,
+}
+
+/// A sink's destination, by its `type` key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A rotating JSONL (or other line format) file a collector tails.
+    File(FileSinkConfig),
+    /// HTTP batches: Splunk HEC, Elasticsearch/OpenSearch `_bulk`, a webhook.
+    Http(HttpSinkConfig),
+    /// Syslog over UDP, TCP or TLS.
+    Syslog(SyslogSinkConfig),
+    /// NATS JetStream.
+    Nats(NatsSinkConfig),
+}
+
+/// `type = "file"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkConfig {
+    /// Directory the files are written in.
+    pub dir: String,
+}
+
+/// `type = "http"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSinkConfig {
+    /// Where batches are posted.
+    pub url: String,
+}
+
+/// `type = "syslog"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogSinkConfig {
+    /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`.
+    pub url: String,
+}
+
+/// `type = "nats"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSinkConfig {
+    /// `nats://HOST:PORT`.
+    pub url: String,
 }
 
 /// `[proxy]`: the statement proxy (docs/proxy.md).
@@ -654,6 +718,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sinks_are_a_list_of_tables_told_apart_by_type() {
+        let config = Config::from_toml(
+            "[[sinks]]\nname = \"siem\"\ntype = \"file\"\nformat = \"ocsf\"\ndir = \"/var/lib/pgtrail/out\"\n\
+             [[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n",
+            "s.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.sinks.len(), 2);
+        assert_eq!(config.sinks[0].format.as_deref(), Some("ocsf"));
+        assert!(
+            matches!(&config.sinks[0].kind, SinkKind::File(file) if file.dir == "/var/lib/pgtrail/out")
+        );
+        assert!(
+            matches!(&config.sinks[1].kind, SinkKind::Nats(nats) if nats.url == "nats://127.0.0.1:4222")
+        );
+        for bad in [
+            "[[sinks]]\nname = \"x\"\ntype = \"kafka\"\n",
+            "[[sinks]]\nname = \"x\"\ntype = \"file\"\ndir = \"d\"\ndirr = \"typo\"\n",
+        ] {
+            assert!(Config::from_toml(bad, "s.toml").is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn proxy_section_reads_one_level_or_a_list() {
