@@ -28,6 +28,9 @@ pub enum Source {
     Proxy,
     /// pgtrail's own HTTP server (`pgtrail serve`): its access records.
     Server,
+    /// Brought in from an older audit record (`pgtrail import --from`: a
+    /// pgAudit log, an audit table); `context.imported` says from where.
+    Import,
 }
 
 /// What sort of thing an event records.
@@ -66,6 +69,10 @@ pub enum Channel {
     Comment,
     /// What a client told pgtrail's proxy.
     Proxy,
+    /// Read from an older audit record by `pgtrail import`: pgtrail saw
+    /// none of it happen, so every actor field of an imported event is the
+    /// record's claim.
+    Import,
 }
 
 /// Actor fields the database server reports itself: an application cannot
@@ -124,8 +131,8 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Channel { Setting => "setting", Comment => "comment", Proxy => "proxy" });
-str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy", Server => "server" });
+str_enum!(Channel { Setting => "setting", Comment => "comment", Proxy => "proxy", Import => "import" });
+str_enum!(Source { Trigger => "trigger", Cdc => "cdc", Proxy => "proxy", Server => "server", Import => "import" });
 str_enum!(Kind {
     RowChange => "row_change",
     Ddl => "ddl",

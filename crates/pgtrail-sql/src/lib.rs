@@ -48,3 +48,10 @@ pub use redact::{
     redact_constants, redact_secrets, redact_value, Redaction, Redactor, REDACTED, WITHHELD,
 };
 pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};
+
+/// `name` as a double-quoted SQL identifier (inner quotes doubled), for SQL
+/// pgtrail writes around a name it was given: always quoted, so a keyword
+/// or a mixed-case name stays one identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

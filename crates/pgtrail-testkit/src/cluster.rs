@@ -324,11 +324,14 @@ impl Cluster {
     fn pg_ctl_start(&self, extra: &[(String, String)]) -> Result<(), TestkitError> {
         let mut options = format!("-p {} -k {}", self.port, self.dir.display());
         let overridden = |name: &str| extra.iter().any(|(k, _)| k == name);
+        // pg_ctl hands the options to a shell: quoted, a value may hold
+        // spaces (`log_line_prefix = '%m [%p] '`).
+        let shell_quoted = |value: &str| format!("'{}'", value.replace('\'', "'\\''"));
         for (name, value) in BASE_SETTINGS.iter().filter(|(name, _)| !overridden(name)) {
-            options.push_str(&format!(" -c {name}={value}"));
+            options.push_str(&format!(" -c {name}={}", shell_quoted(value)));
         }
         for (name, value) in extra {
-            options.push_str(&format!(" -c {name}={value}"));
+            options.push_str(&format!(" -c {name}={}", shell_quoted(value)));
         }
         let log = self.dir.join("postgres.log");
         let data = self.data_dir();

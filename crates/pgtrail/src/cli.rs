@@ -402,15 +402,59 @@ pub struct BlameArgs {
 /// `pgtrail import`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Each line is one event as JSON (the form `pgtrail export` writes). seq, prev_hash and
-hash are ignored: the store seals every event anew. Events whose id is already stored
-are skipped. A bad line stops the import; the batch it is in is not written.
+Without --from, each line is one event as JSON (the form `pgtrail export` writes). seq,
+prev_hash and hash are ignored: the store seals every event anew. Events whose id is
+already stored are skipped, so an import can be run again. A bad record stops the
+import; the batch it is in is not written (earlier batches are).
+--from pgaudit reads pgAudit's AUDIT lines from a server log (stderr with its
+log_line_prefix, csvlog or jsonlog) into statement events; --from table reads a
+trigger-fed audit table (audit.logged_actions, or JSONB old/new rows) into row changes.
+Imported events have source `import` and say where they came from in context.imported.
 Examples:
   pgtrail import examples/sample.jsonl
-  pgtrail --store sqlite:old.db export | pgtrail --store sqlite:new.db import -")]
+  pgtrail --store sqlite:old.db export | pgtrail --store sqlite:new.db import -
+  pgtrail import --from pgaudit /var/log/postgresql/postgresql-15-main.log \\
+      --log-line-prefix '%m [%p] %q%u@%d '
+  pgtrail import --from pgaudit postgresql.csv
+  pgtrail import --from table postgres://auditor@db/shop --table audit.logged_actions")]
 pub struct ImportArgs {
-    /// JSONL file to read, or `-` for standard input.
-    pub file: PathBuf,
+    /// The JSONL file (`-`: standard input), the server log, or the URL of
+    /// the audit table's database.
+    pub input: String,
+    /// What the input is.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub from: ImportFrom,
+    /// The server log's format [default: told from its first record].
+    #[arg(long, value_name = "stderr|csvlog|jsonlog")]
+    pub log_format: Option<String>,
+    /// The server's `log_line_prefix`, for a stderr log.
+    #[arg(long, value_name = "PREFIX", default_value = "%m [%p] ")]
+    pub log_line_prefix: String,
+    /// `log_timezone`'s offset from UTC, when the log writes times with a
+    /// zone abbreviation other than UTC (e.g. `+01:00` for CET).
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub log_utc_offset: Option<String>,
+    /// Keep the statement parameters pgAudit logged
+    /// (`pgaudit.log_parameter`); without it they are left out.
+    #[arg(long)]
+    pub keep_params: bool,
+    /// The audit table, `schema.table` (`--from table`).
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub table: Option<String>,
+    /// Only the audit table's rows with a key above this one.
+    #[arg(long, value_name = "KEY", default_value_t = 0)]
+    pub after: i64,
+}
+
+/// What `pgtrail import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFrom {
+    /// Events as JSON Lines.
+    Jsonl,
+    /// A server log with pgAudit's lines.
+    Pgaudit,
+    /// A trigger-fed audit table.
+    Table,
 }
 
 /// `pgtrail export`

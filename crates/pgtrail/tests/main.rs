@@ -52,6 +52,7 @@ mod connections;
 mod demo;
 mod events;
 mod failures;
+mod imports;
 mod integrity;
 mod kill;
 mod link;

@@ -1,4 +1,6 @@
-//! `pgtrail import FILE.jsonl`: appends events read from JSON Lines.
+//! `pgtrail import`: appends events read from JSON Lines, or, with
+//! `--from`, old audit history turned into events by `pgtrail_import`
+//! (pgAudit's lines in a server log, a trigger-fed audit table).
 //!
 //! Streams in batches of [`BATCH`] lines, so a file of any size runs in
 //! bounded memory. Each batch is parsed whole before it is appended, and the
@@ -18,7 +20,11 @@ use pgtrail_core::Event;
 use pgtrail_store::Store;
 use serde::Serialize;
 
-use crate::cli::ImportArgs;
+use pgtrail_import::pgaudit;
+use pgtrail_import::prefix::{parse_offset, LinePrefix};
+use pgtrail_import::table::AuditTable;
+
+use crate::cli::{ImportArgs, ImportFrom};
 use crate::Invocation;
 
 /// Lines appended per store transaction.
@@ -33,22 +39,28 @@ struct ImportSummary {
     duplicates: u64,
     /// The chain's last `seq` afterwards.
     head_seq: Option<i64>,
+    /// Log records read (`--from pgaudit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_read: Option<u64>,
+    /// Of them, pgAudit's (`--from pgaudit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_records: Option<u64>,
+    /// The audit table's last key read (`--from table`): `--after` resumes there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_key: Option<i64>,
 }
 
 /// Runs `pgtrail import`.
 pub async fn run(args: &ImportArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
-    let (name, reader): (String, Box<dyn BufRead>) = if args.file == Path::new("-") {
-        ("standard input".into(), Box::new(std::io::stdin().lock()))
-    } else {
-        let file = File::open(&args.file)
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        (
-            args.file.display().to_string(),
-            Box::new(BufReader::new(file)),
-        )
-    };
     let store = ctx.open_store().await?;
-    let summary = import(reader, &name, store.as_ref()).await?;
+    let summary = match args.from {
+        ImportFrom::Jsonl => {
+            let (name, reader) = open_input(&args.input)?;
+            import(reader, &name, store.as_ref()).await?
+        }
+        ImportFrom::Pgaudit => pgaudit(args, store.as_ref()).await?,
+        ImportFrom::Table => table(args, store.as_ref()).await?,
+    };
     ctx.output.document(&summary, || {
         format!(
             "imported {} events into {} ({} skipped as duplicates); the chain now ends at event {}\n",
@@ -59,6 +71,102 @@ pub async fn run(args: &ImportArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
         )
     })?;
     Ok(crate::exit::ok())
+}
+
+/// The file named `input`, or standard input for `-`.
+fn open_input(input: &str) -> anyhow::Result<(String, Box<dyn BufRead>)> {
+    if input == "-" {
+        return Ok(("standard input".into(), Box::new(std::io::stdin().lock())));
+    }
+    let file = File::open(Path::new(input)).with_context(|| format!("cannot open {input}"))?;
+    Ok((input.to_string(), Box::new(BufReader::new(file))))
+}
+
+/// `--from pgaudit`: a server log's AUDIT lines, batch by batch.
+async fn pgaudit(args: &ImportArgs, store: &dyn Store) -> anyhow::Result<ImportSummary> {
+    let (name, reader) = open_input(&args.input)?;
+    let options = pgaudit::Options {
+        format: args
+            .log_format
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("--log-format: {e}"))?,
+        prefix: LinePrefix::parse(&args.log_line_prefix)
+            .map_err(|e| anyhow::anyhow!("--log-line-prefix: {e}"))?,
+        utc_offset: match &args.log_utc_offset {
+            Some(text) => Some(parse_offset(text).with_context(|| {
+                format!("--log-utc-offset {text:?}: give it as +01:00, -0500 or +01")
+            })?),
+            None => None,
+        },
+        keep_params: args.keep_params,
+        origin: name.clone(),
+    };
+    let mut reader = pgaudit::Reader::new(reader, options);
+    let mut summary = ImportSummary {
+        head_seq: store.head().await?.map(|h| h.seq),
+        ..ImportSummary::default()
+    };
+    loop {
+        let batch = reader.next_batch(BATCH).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; nothing from that record on was imported ({} events before it were)",
+                summary.imported
+            )
+        })?;
+        if batch.is_empty() {
+            break;
+        }
+        let place = format!(
+            "{name} (after {} events)",
+            summary.imported + summary.duplicates
+        );
+        append(store, batch, &mut summary, &place).await?;
+    }
+    let stats = reader.stats();
+    summary.records_read = Some(stats.records);
+    summary.audit_records = Some(stats.audit_records);
+    Ok(summary)
+}
+
+/// `--from table`: an audit table's rows in key order, page by page.
+async fn table(args: &ImportArgs, store: &dyn Store) -> anyhow::Result<ImportSummary> {
+    let qualified = args
+        .table
+        .as_deref()
+        .context("--from table needs --table SCHEMA.TABLE: the audit table to read")?;
+    let client = pgtrail_import::table::connect(&args.input)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the audit table's database {}",
+                pgtrail_store::open::redact_url(&args.input)
+            )
+        })?;
+    let mut audit = AuditTable::open(&client, qualified).await?;
+    let mut summary = ImportSummary {
+        head_seq: store.head().await?.map(|h| h.seq),
+        ..ImportSummary::default()
+    };
+    let mut after = args.after;
+    loop {
+        let (events, last) = audit
+            .next_page(&client, after, BATCH as i64)
+            .await
+            .with_context(|| {
+                format!(
+                    "nothing after key {after} was imported ({} events before it were; resume with --after {after})",
+                    summary.imported
+                )
+            })?;
+        let Some(last) = last else { break };
+        let place = format!("{qualified} key {after}");
+        append(store, events, &mut summary, &place).await?;
+        after = last;
+        summary.last_key = Some(last);
+    }
+    Ok(summary)
 }
 
 async fn import(
@@ -90,18 +198,13 @@ async fn import(
         })?;
         batch.push(event.unsealed());
         if batch.len() == BATCH {
-            append(
-                store,
-                std::mem::take(&mut batch),
-                &mut summary,
-                name,
-                batch_start,
-            )
-            .await?;
+            let place = format!("{name} line {batch_start}");
+            append(store, std::mem::take(&mut batch), &mut summary, &place).await?;
         }
     }
     if !batch.is_empty() {
-        append(store, batch, &mut summary, name, batch_start).await?;
+        let place = format!("{name} line {batch_start}");
+        append(store, batch, &mut summary, &place).await?;
     }
     Ok(summary)
 }
@@ -110,13 +213,12 @@ async fn append(
     store: &dyn Store,
     batch: Vec<Event>,
     summary: &mut ImportSummary,
-    name: &str,
-    batch_start: usize,
+    batch_place: &str,
 ) -> anyhow::Result<()> {
     let size = batch.len() as u64;
     let receipt = store.append(&batch).await.with_context(|| {
         format!(
-            "cannot append the batch starting at {name} line {batch_start}; nothing of it was written ({} events before it were)",
+            "cannot append the batch starting at {batch_place}; nothing of it was written ({} events before it were)",
             summary.imported
         )
     })?;
