@@ -139,7 +139,7 @@ const MAX_WINDOW: i64 = 10_000;
 /// The events `filter` matches with `seq > after`, at most [`MAX_WINDOW`]
 /// positions on, newest first; the position they were read to; and whether
 /// that is the head. Nothing is read but the head when it has not moved.
-async fn newer(
+pub(crate) async fn newer(
     state: &AppState,
     filter: &Filter,
     after: i64,
