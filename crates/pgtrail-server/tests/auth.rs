@@ -472,7 +472,7 @@ async fn every_answer_carries_the_security_headers() {
             header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
             "nosniff"
         );
-        assert_eq!(header_of(&response, header::REFERRER_POLICY), "no-referrer");
+        assert_eq!(header_of(&response, header::REFERRER_POLICY), "same-origin");
         assert_eq!(header_of(&response, header::CACHE_CONTROL), "no-store");
     }
 }
