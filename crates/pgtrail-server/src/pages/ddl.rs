@@ -40,6 +40,10 @@ pub struct Command {
     /// The whole SQL, and its first line when it is long enough to collapse.
     pub sql: String,
     pub summary: Option<String>,
+    /// The same text as the command before it: trigger capture records the
+    /// whole query string the client sent (`current_query()`), so each
+    /// command of a script sent at once carries all of it.
+    pub same_as_above: bool,
     pub failed: bool,
     pub outcome: String,
 }
@@ -77,6 +81,7 @@ fn command(event: &Event) -> Command {
             format!("{} …", cut.trim_end())
         }),
         sql,
+        same_as_above: false,
         failed: event.failed(),
         outcome: view::outcome(event),
     }
@@ -101,7 +106,16 @@ fn migration(group: &DdlTransaction) -> Migration {
         events_link: group
             .xid
             .map(|xid| format!("/?{}", query_string(&[("q", &format!("tx:{xid}"))]))),
-        commands: group.events.iter().map(command).collect(),
+        commands: group
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut c = command(e);
+                c.same_as_above = i > 0 && !c.sql.is_empty() && group.events[i - 1].sql == e.sql;
+                c
+            })
+            .collect(),
         continued: false,
     }
 }
