@@ -1134,3 +1134,36 @@ async fn the_new_pages_are_refused_when_their_access_cannot_be_recorded() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_tail_open_when_its_token_is_revoked_shows_nothing_more() {
+    let g = guarded(migrations()).await;
+    let request = Request::get("/fragments/tail")
+        .header(header::HOST, "trail.example:8080")
+        .header(header::AUTHORIZATION, format!("Bearer {}", g.viewer));
+    let client: std::net::SocketAddr = "192.0.2.7:50123".parse().expect("addr");
+    let response = router(g.state.clone())
+        .layer(axum::extract::connect_info::MockConnectInfo(client))
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens = g._dir.path().join("tokens.toml");
+    let mut set = pgtrail_server::tokens::TokenSet::load(&tokens).expect("load");
+    set.revoke("vera").expect("revoke");
+    set.save(&tokens).expect("save");
+    let mut late = Event::new(Source::Proxy, Kind::Statement);
+    late.sql = Some("select 'after the revocation'".into());
+    g.state.store.append(&[late]).await.expect("append");
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use futures_util::StreamExt as _;
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends: {text}");
+    assert!(!text.contains("after the revocation"), "{text}");
+}

@@ -95,6 +95,10 @@ pub async fn tail(
                 if tail.caught_up {
                     tokio::time::sleep(POLL).await;
                 }
+                // A token revoked while the stream is open ends it.
+                if !crate::auth::still_admitted(&tail.state, &tail.principal) {
+                    return None;
+                }
                 match newer(&tail.state, &tail.filter, tail.after).await {
                     // Newest first: popped from the end, the oldest goes first.
                     Ok((events, read_to, caught_up)) => {

@@ -255,6 +255,11 @@ pub async fn tail(
             if tail.caught_up {
                 tokio::time::sleep(crate::api::tail::POLL).await;
             }
+            if !crate::auth::still_admitted(&tail.state, &tail.principal) {
+                // Its token was revoked (or the local operator's door
+                // closed) while the tab stayed open: nothing more is shown.
+                return None;
+            }
             let (events, read_to, caught_up) =
                 match crate::api::tail::newer(&tail.state, &tail.filter, tail.after).await {
                     Ok(found) => found,
