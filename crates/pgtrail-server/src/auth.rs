@@ -229,6 +229,23 @@ pub async fn authenticate(
     response
 }
 
+/// Whether `principal` would still get in now, as `auth::authenticate`
+/// decides at each request: a tail outlives the request that opened it, so
+/// it asks again before each look at the trail (the pages' and the API's
+/// tails).
+pub(crate) fn still_admitted(state: &AppState, principal: &Principal) -> bool {
+    let Ok(tokens) = state.tokens() else {
+        return false;
+    };
+    if tokens.is_empty() {
+        return state.local_operator && *principal.name == *Principal::local_operator().name;
+    }
+    tokens
+        .entries()
+        .iter()
+        .any(|e| e.name == principal.name && e.role == principal.role)
+}
+
 /// Handlers take `principal: Principal` as an argument.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = StatusCode;

@@ -1,5 +1,5 @@
 //! Security headers on every answer: a CSP that allows no inline script or
-//! style and no framing, nosniff, no referrer, and `no-store` (the trail's
+//! style and no framing, nosniff, no referrer to other sites, and `no-store` (the trail's
 //! contents stay out of browser and proxy caches). A handler that sets its
 //! own `Cache-Control` (an embedded asset) keeps it. Under TLS, HSTS.
 
@@ -23,7 +23,11 @@ pub fn secure<S: Clone + Send + Sync + 'static>(router: Router<S>, tls: bool) ->
         ))
         .layer(always(header::X_FRAME_OPTIONS, "DENY"))
         .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(always(header::REFERRER_POLICY, "no-referrer"))
+        // Not `no-referrer`: under it a browser sends `Origin: null` on a
+        // form's POST (Fetch, "serializing a request origin"), so the
+        // origin check refused the login form in Chromium. `same-origin`
+        // still sends no URL (which holds searches) to another site.
+        .layer(always(header::REFERRER_POLICY, "same-origin"))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

@@ -649,6 +649,66 @@ async fn ddl_sessions_status_and_verify_answer_and_are_recorded() {
     }
 }
 
+#[tokio::test]
+async fn failures_count_failed_logins_and_statements_per_user_and_address() {
+    let h = sqlite().await;
+    let at = Utc::now() - chrono::Duration::minutes(10);
+    let failed = Some(("28P01", "password authentication failed"));
+    let mut events = vec![
+        pgtrail_testkit::proxy_events::login(at, "admin", "shop", "203.0.113.9", failed),
+        pgtrail_testkit::proxy_events::login(at, "admin", "shop", "203.0.113.9", failed),
+        pgtrail_testkit::proxy_events::login(at, "root", "shop", "203.0.113.9", failed),
+        pgtrail_testkit::proxy_events::login(at, "app", "shop", "10.0.0.2", None),
+    ];
+    let mut statement = Event::at(Source::Proxy, Kind::Statement, at);
+    statement.db_user = Some("app".into());
+    statement.client_addr = Some("10.0.0.2".into());
+    statement.sqlstate = Some("23505".into());
+    statement.error = Some("duplicate key".into());
+    events.push(statement);
+    h.store.append(&events).await.expect("append");
+
+    let (status, found) = get_json(&h.state, "/api/v1/failures?since=1h").await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["logins_by_user"][0]["value"], "admin", "{found}");
+    assert_eq!(found["logins_by_user"][0]["count"], 2);
+    assert_eq!(found["logins_by_user"][1]["value"], "root");
+    assert_eq!(
+        found["logins_by_user"].as_array().map(Vec::len),
+        Some(2),
+        "a success is no failure"
+    );
+    assert_eq!(found["logins_by_addr"][0]["value"], "203.0.113.9");
+    assert_eq!(found["logins_by_addr"][0]["count"], 3);
+    assert_eq!(found["statements_by_user"][0]["value"], "app");
+    assert_eq!(found["statements_by_addr"][0]["count"], 1);
+    assert_eq!(found["partial"], false);
+    let (_, narrowed) = get_json(&h.state, "/api/v1/failures?ip=10.0.0.0/8").await;
+    assert_eq!(narrowed["logins_by_user"], json!([]), "{narrowed}");
+    let (_, none) = get_json(&h.state, "/api/v1/failures?until=2000-01-01").await;
+    assert_eq!(none["statements_by_user"], json!([]), "{none}");
+    assert_problem(
+        &h.state,
+        "/api/v1/failures?ip=nowhere",
+        StatusCode::BAD_REQUEST,
+        "ip",
+    )
+    .await;
+    assert_problem(
+        &h.state,
+        "/api/v1/failures?failed=1",
+        StatusCode::BAD_REQUEST,
+        "failed",
+    )
+    .await;
+    let actions: Vec<String> = accesses(h.store.as_ref())
+        .await
+        .iter()
+        .filter_map(|e| e.operation.clone())
+        .collect();
+    assert_eq!(actions, ["FAILURES"; 3], "one record per answered call");
+}
+
 /// A store whose appends fail: no access record can be written.
 struct FailingAppends;
 

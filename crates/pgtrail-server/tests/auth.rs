@@ -472,7 +472,7 @@ async fn every_answer_carries_the_security_headers() {
             header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
             "nosniff"
         );
-        assert_eq!(header_of(&response, header::REFERRER_POLICY), "no-referrer");
+        assert_eq!(header_of(&response, header::REFERRER_POLICY), "same-origin");
         assert_eq!(header_of(&response, header::CACHE_CONTROL), "no-store");
     }
 }
@@ -670,4 +670,34 @@ async fn access_records_per_second() {
             rates.len()
         );
     }
+}
+
+/// A tail outlives the request that opened it: a token revoked while it
+/// is open ends it before it shows anything more.
+#[tokio::test]
+async fn an_api_tail_open_when_its_token_is_revoked_ends() {
+    let server = Server::new().await;
+    let token = server.token("ann", Role::Viewer);
+    let response = server
+        .send(get_with(
+            "/api/v1/tail",
+            &[("authorization", &format!("Bearer {token}"))],
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    server.revoke("ann");
+    let mut late = Event::new(Source::Proxy, Kind::Statement);
+    late.sql = Some("select 'after the revocation'".into());
+    server.state.store.append(&[late]).await.expect("append");
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use futures_util::StreamExt as _;
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends: {text}");
+    assert!(!text.contains("after the revocation"), "{text}");
 }

@@ -375,3 +375,219 @@ async fn browser_search_row_history_revert_sql_live_tail_and_refusal() {
 
     client.close().await.expect("close browser");
 }
+
+/// The schema-change page shows a migration's commands grouped under its
+/// transaction (a long command collapsed, opened with a click, no
+/// script); the sessions page counts failed logins; and once a viewer's
+/// token exists, the viewer logs in and sees masked values masked and no
+/// statement parameters, where the local operator (an auditor) saw them.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_schema_changes_sessions_and_a_viewer_sees_masked_values_and_no_parameters() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let cluster = Cluster::start().expect("cluster");
+    let url = cluster.create_database("pages").await.expect("database");
+    let db = url.rsplit('/').next().expect("db").to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    cluster
+        .psql(
+            &db,
+            "create table public.orders (id int primary key, card text, total int)",
+        )
+        .expect("table");
+    pgtrail(dir.path(), &["install", "--db", &url]);
+    pgtrail(
+        dir.path(),
+        &[
+            "track",
+            "--db",
+            &url,
+            "public.orders",
+            "--mask",
+            "card",
+            "--mask-mode",
+            "redact",
+        ],
+    );
+    // A migration: three commands in one transaction, one of them long.
+    cluster
+        .psql(
+            &db,
+            "begin;
+             alter table public.orders add column shipped_at timestamptz;
+             create index orders_shipped_idx on public.orders (shipped_at);
+             create function public.order_total_positive() returns trigger language plpgsql as $$
+             begin
+               if new.total < 0 then raise exception 'total must not be negative'; end if;
+               return new;
+             end $$;
+             commit;",
+        )
+        .expect("migration");
+    cluster
+        .psql(
+            &db,
+            "insert into public.orders (id, card, total) values (1, '4111111111111111', 10)",
+        )
+        .expect("insert");
+    pgtrail(dir.path(), &["drain", "--db", &url]);
+    // What the proxy would record (no proxy runs here): logins, one
+    // failing, and a statement with parameters.
+    let store = pgtrail_store::open::open(&url).await.expect("store");
+    let now = chrono::Utc::now();
+    let failed = Some(("28P01", "password authentication failed for user \"admin\""));
+    let mut proxied = vec![
+        pgtrail_testkit::proxy_events::login(now, "admin", &db, "203.0.113.9", failed),
+        pgtrail_testkit::proxy_events::login(now, "admin", &db, "203.0.113.9", failed),
+        pgtrail_testkit::proxy_events::login(now, "app", &db, "10.0.0.2", None),
+        pgtrail_testkit::proxy_events::disconnect(now, "app", &db, "10.0.0.2", 95_000_000, 12),
+    ];
+    let mut statement = pgtrail_testkit::proxy_events::statement(
+        now,
+        "app",
+        "UPDATE",
+        "WRITE",
+        &["public.orders"],
+        "UPDATE orders SET total = $1 WHERE id = $2",
+        0,
+    );
+    statement.params = Some(vec![
+        serde_json::json!("param-secret-9731"),
+        serde_json::json!(1),
+    ]);
+    proxied.push(pgtrail_testkit::proxy_events::failed(
+        statement,
+        "23514",
+        "new row violates check constraint",
+    ));
+    let receipt = store.append(&proxied).await.expect("append");
+    let statement_seq = receipt.first_seq.expect("seq") + 4;
+    let (_server, address) = serve(dir.path(), &url, "127.0.0.1:0", &[]);
+    let base = format!("http://{address}");
+
+    // The schema-change page: one transaction, its commands in order.
+    client.goto(&format!("{base}/ddl")).await.expect("ddl page");
+    let source = until(&client, "ddl page", |s| s.contains("id=\"migrations\"")).await;
+    let sections = client
+        .find_all(Locator::Css("section.migration"))
+        .await
+        .expect("migrations");
+    assert_eq!(sections.len(), 1, "one transaction: {source}");
+    let commands = sections[0]
+        .find_all(Locator::Css("table.commands tbody tr"))
+        .await
+        .expect("commands");
+    assert_eq!(commands.len(), 3, "{source}");
+    let first = commands[0].text().await.expect("text");
+    assert!(first.contains("ALTER TABLE"), "{first}");
+    let second = commands[1].text().await.expect("text");
+    assert!(second.contains("CREATE INDEX"), "{second}");
+    // psql sent the migration as one query string, which trigger capture
+    // records for each command: shown once.
+    assert!(
+        second.contains("the same query string as above"),
+        "{second}"
+    );
+    // The long function is collapsed; a click opens it, no script needed.
+    let body = client
+        .find(Locator::Css("td.sql details pre"))
+        .await
+        .expect("collapsed sql");
+    assert!(!body.is_displayed().await.expect("displayed"));
+    client
+        .find(Locator::Css("td.sql details summary"))
+        .await
+        .expect("summary")
+        .click()
+        .await
+        .expect("open");
+    assert!(body.is_displayed().await.expect("displayed"));
+    assert!(body
+        .text()
+        .await
+        .expect("text")
+        .contains("total must not be negative"));
+    screenshot(&client, "ddl.png").await;
+    // Words over the SQL narrow; the transaction's events are one click away.
+    client
+        .goto(&format!("{base}/ddl?q=payroll"))
+        .await
+        .expect("ddl search");
+    until(&client, "no match", |s| s.contains("id=\"no-results\"")).await;
+
+    // The sessions page counts the failed logins per user and address.
+    client
+        .goto(&format!("{base}/sessions"))
+        .await
+        .expect("sessions page");
+    let source = until(&client, "sessions page", |s| {
+        s.contains("id=\"failed-logins\"")
+    })
+    .await;
+    assert!(
+        source.contains("1 min 35 s"),
+        "the disconnect's duration: {source}"
+    );
+    let counts = client
+        .find(Locator::Css("#failed-logins table.counts tbody tr"))
+        .await
+        .expect("counts")
+        .text()
+        .await
+        .expect("text");
+    assert!(counts.contains("admin") && counts.contains('2'), "{counts}");
+    // The local operator is an auditor: parameters are shown.
+    assert!(source.contains("param-secret-9731"), "{source}");
+    screenshot(&client, "sessions.png").await;
+
+    // A viewer's token: from now on only tokens get in.
+    let token = pgtrail(
+        dir.path(),
+        &[
+            "--store", &url, "token", "create", "--name", "vera", "--role", "viewer",
+        ],
+    );
+    let token = token.trim().to_string();
+    client
+        .goto(&format!("{base}/sessions"))
+        .await
+        .expect("refused");
+    let input = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("input[name=token]"))
+        .await
+        .expect("login form");
+    input.send_keys(&token).await.expect("type token");
+    input.send_keys("\u{E007}").await.expect("enter");
+    let source = until(&client, "the viewer's sessions page", |s| {
+        s.contains("vera (viewer)") && s.contains("id=\"failed-logins\"")
+    })
+    .await;
+    assert!(!source.contains("param-secret-9731"), "{source}");
+    client
+        .goto(&format!("{base}/events/{statement_seq}"))
+        .await
+        .expect("statement page");
+    let source = until(&client, "statement page", |s| {
+        s.contains("UPDATE orders SET total")
+    })
+    .await;
+    assert!(!source.contains("param-secret-9731"), "{source}");
+    // The masked card is masked on the search page and the row's page.
+    client
+        .goto(&format!("{base}/?q=table:orders"))
+        .await
+        .expect("search");
+    until(&client, "search as viewer", |s| s.contains("vera (viewer)")).await;
+    client
+        .goto(&format!("{base}/rows/public.orders/id=1"))
+        .await
+        .expect("row page");
+    let source = until(&client, "row page", |s| s.contains("id=\"history\"")).await;
+    assert!(source.contains("***"), "masked: {source}");
+    assert!(!source.contains("4111111111111111"), "{source}");
+    screenshot(&client, "viewer.png").await;
+    client.close().await.expect("close browser");
+}

@@ -131,6 +131,95 @@ pub fn group(events: &[Event], partial: bool) -> SessionReport {
     }
 }
 
+/// How often one user or one address failed, and when last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureCount {
+    /// The database role (as the client asked for it, for a failed login)
+    /// or the client address; `None` when the event names none.
+    pub value: Option<String>,
+    pub count: u64,
+    #[serde(with = "pgtrail_core::time::micros")]
+    pub last: DateTime<Utc>,
+}
+
+/// Failures counted per user and per address, the most first: who is
+/// guessing passwords, and from where; whose statements fail. What the
+/// dashboard's sessions page and `GET /api/v1/failures` show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureReport {
+    pub logins_by_user: Vec<FailureCount>,
+    pub logins_by_addr: Vec<FailureCount>,
+    pub statements_by_user: Vec<FailureCount>,
+    pub statements_by_addr: Vec<FailureCount>,
+    /// True when more failures matched than were read (the `max` of
+    /// [`failures`]): the counts cover only the newest ones.
+    pub partial: bool,
+}
+
+/// The failed logins and failed statements `filter` matches (its kind,
+/// source, operation and `failed` are set here), counted per user and per
+/// address, at most `top` of each; at most the newest `max` of each kind
+/// are read.
+pub async fn failures(
+    store: &dyn Store,
+    filter: Filter,
+    max: usize,
+    top: usize,
+) -> Result<FailureReport> {
+    let read = |kind: Kind, operation: Option<&str>| {
+        let filter = Filter {
+            kind: Some(kind),
+            source: Some(Source::Proxy),
+            operation: operation.map(str::to_string),
+            failed: true,
+            limit: Some(max.saturating_add(1)),
+            ..filter.clone()
+        };
+        async move { store.query(&filter).await }
+    };
+    let mut logins = read(Kind::Session, Some("CONNECT")).await?;
+    let mut statements = read(Kind::Statement, None).await?;
+    let partial = logins.len() > max || statements.len() > max;
+    logins.truncate(max);
+    statements.truncate(max);
+    Ok(FailureReport {
+        logins_by_user: count_by(&logins, |e| e.db_user.clone(), top),
+        logins_by_addr: count_by(&logins, |e| e.client_addr.clone(), top),
+        statements_by_user: count_by(&statements, |e| e.db_user.clone(), top),
+        statements_by_addr: count_by(&statements, |e| e.client_addr.clone(), top),
+        partial,
+    })
+}
+
+/// Failed events counted by `key`, the most first (ties: the latest
+/// first, then by name), at most `top`.
+pub fn count_by(
+    events: &[Event],
+    key: impl Fn(&Event) -> Option<String>,
+    top: usize,
+) -> Vec<FailureCount> {
+    let mut counts: BTreeMap<Option<String>, FailureCount> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.failed()) {
+        let value = key(e);
+        let entry = counts.entry(value.clone()).or_insert_with(|| FailureCount {
+            value,
+            count: 0,
+            last: e.captured_at,
+        });
+        entry.count += 1;
+        entry.last = entry.last.max(e.captured_at);
+    }
+    let mut counts: Vec<FailureCount> = counts.into_values().collect();
+    counts.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(b.last.cmp(&a.last))
+            .then(a.value.cmp(&b.value))
+    });
+    counts.truncate(top);
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -175,5 +264,30 @@ mod tests {
         assert_eq!(report.sessions[0].client_addr.as_deref(), Some("10.0.0.2"));
         assert_eq!(report.sessions[0].count, 2);
         assert_eq!(report.sessions[0].last.timestamp(), 150);
+    }
+
+    #[test]
+    fn failures_are_counted_per_user_and_per_address_the_most_first() {
+        let events = [
+            login("admin", "10.0.0.9", 100, Some("28P01")),
+            login("root", "10.0.0.9", 110, Some("28P01")),
+            login("admin", "10.0.0.9", 120, Some("28P01")),
+            login("app", "10.0.0.2", 130, Some("28P01")),
+            login("app", "10.0.0.2", 140, None),
+        ];
+        let by_user = count_by(&events, |e| e.db_user.clone(), 10);
+        let users: Vec<_> = by_user
+            .iter()
+            .map(|c| (c.value.as_deref().unwrap_or("-"), c.count))
+            .collect();
+        // The success is no failure; ties go to the latest.
+        assert_eq!(users, [("admin", 2), ("app", 1), ("root", 1)]);
+        assert_eq!(by_user[0].last.timestamp(), 120);
+        let by_addr = count_by(&events, |e| e.client_addr.clone(), 1);
+        assert_eq!(by_addr.len(), 1, "at most top");
+        assert_eq!(
+            (by_addr[0].value.as_deref(), by_addr[0].count),
+            (Some("10.0.0.9"), 3)
+        );
     }
 }

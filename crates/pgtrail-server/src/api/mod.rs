@@ -149,6 +149,20 @@ const SESSIONS: &[Param] = &[
     query("user", "string", "The user who logged in (or tried)."),
     query("failed", "boolean", "Only failed logins."),
 ];
+const FAILURES: &[Param] = &[
+    query("since", "string", "From this time."),
+    query("until", "string", "Before this time."),
+    query(
+        "user",
+        "string",
+        "The database role (or application user) who failed.",
+    ),
+    query(
+        "ip",
+        "string",
+        "A client address or CIDR block (10.0.0.0/8).",
+    ),
+];
 const TAIL: &[Param] = &[
     query(
         "after",
@@ -245,6 +259,15 @@ pub const ROUTES: &[Route] = &[
         params: &[SESSIONS],
         ok: (200, "application/json", "Sessions"),
         handler: || get(sessions::report),
+    },
+    Route {
+        method: "get",
+        path: "/failures",
+        summary:
+            "Failed logins and failed statements counted per user and per address, the most first",
+        params: &[FAILURES],
+        ok: (200, "application/json", "Failures"),
+        handler: || get(sessions::failures),
     },
     Route {
         method: "get",

@@ -101,6 +101,8 @@ fn components() -> Value {
     let events = json!({ "type": "array", "items": event_ref });
     let time = json!({ "type": "string", "format": "date-time" });
     let nullable_int = json!({ "type": ["integer", "null"] });
+    let failure_counts = json!({ "type": "array", "items": { "type": "object", "properties": {
+        "value": { "type": ["string", "null"] }, "count": { "type": "integer" }, "last": time } } });
     json!({
         "Event": event,
         "Page": {
@@ -187,6 +189,16 @@ fn components() -> Value {
             "properties": {
                 "failed_logins": { "type": "array", "items": { "type": "object" } },
                 "sessions": { "type": "array", "items": { "type": "object" } },
+                "partial": { "type": "boolean" },
+            },
+        },
+        "Failures": {
+            "type": "object",
+            "properties": {
+                "logins_by_user": failure_counts,
+                "logins_by_addr": failure_counts,
+                "statements_by_user": failure_counts,
+                "statements_by_addr": failure_counts,
                 "partial": { "type": "boolean" },
             },
         },

@@ -95,6 +95,10 @@ pub async fn tail(
                 if tail.caught_up {
                     tokio::time::sleep(POLL).await;
                 }
+                // A token revoked while the stream is open ends it.
+                if !crate::auth::still_admitted(&tail.state, &tail.principal) {
+                    return None;
+                }
                 match newer(&tail.state, &tail.filter, tail.after).await {
                     // Newest first: popped from the end, the oldest goes first.
                     Ok((events, read_to, caught_up)) => {
@@ -139,7 +143,7 @@ const MAX_WINDOW: i64 = 10_000;
 /// The events `filter` matches with `seq > after`, at most [`MAX_WINDOW`]
 /// positions on, newest first; the position they were read to; and whether
 /// that is the head. Nothing is read but the head when it has not moved.
-async fn newer(
+pub(crate) async fn newer(
     state: &AppState,
     filter: &Filter,
     after: i64,

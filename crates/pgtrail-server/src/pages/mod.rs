@@ -4,15 +4,19 @@
 //! them, so behaviour is in `hx-*` attributes and looks are in classes.
 //!
 //! Pages: the search (`/`), an event (`/events/{seq}`), a row
-//! (`/rows/{table}/{pk}`); fragments under `/fragments/` for htmx; assets
+//! (`/rows/{table}/{pk}`), schema changes (`/ddl`), sessions and failures
+//! (`/sessions`); fragments under `/fragments/` for htmx (the live tail is
+//! server-sent events through htmx's SSE extension); assets
 //! under `/assets/{hash}/{name}`. Every page or fragment that reads events
 //! records the access first (`AppState::record_access`).
 
 mod assets;
+mod ddl;
 mod event;
 mod facets;
 mod row;
 mod search;
+mod sessions;
 mod view;
 
 use askama::Template;
@@ -33,6 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/fragments/tail", get(search::tail))
         .route("/events/{seq}", get(event::page))
         .route("/rows/{table}/{pk}", get(row::page))
+        .route("/ddl", get(ddl::page))
+        .route("/sessions", get(sessions::page))
         .route("/assets/{hash}/{name}", get(assets::serve))
 }
 
@@ -70,16 +76,21 @@ impl IntoResponse for PageError {
             }
             PageError::Access(_) => (StatusCode::SERVICE_UNAVAILABLE, "Not recorded, not shown"),
         };
+        // A server error's detail (a store's message, a path) is logged,
+        // not shown: the page says only what failed.
+        let message = match &self {
+            PageError::BadRequest(_) | PageError::NotFound(_) => self.to_string(),
+            PageError::Store(_) => "The trail cannot be read just now; the server's log says why.".into(),
+            PageError::Render(_) => "The page cannot be rendered; the server's log says why.".into(),
+            PageError::Access(_) => "This view could not be recorded in the trail, so it is not shown; the server's log says why.".into(),
+        };
         if status.is_server_error() {
             tracing::error!(error = %self, "page failed");
         }
-        let page = ErrorPage {
-            title,
-            message: self.to_string(),
-        };
+        let page = ErrorPage { title, message };
         match page.render() {
             Ok(body) => (status, Html(body)).into_response(),
-            Err(_) => (status, self.to_string()).into_response(),
+            Err(_) => (status, title).into_response(),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The search page: one box, results newest first, "older" by cursor, and a
-//! live tail that polls for events newer than the newest shown.
+//! live tail of events newer than the newest shown, as server-sent events.
 
 use askama::Template;
+use std::convert::Infallible;
+
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures_util::stream;
 use pgtrail_core::search::{parse_search, Facets};
 use pgtrail_core::{Event, Filter, Kind};
 use serde::Deserialize;
@@ -18,7 +22,7 @@ use crate::AppState;
 
 /// Events per page (and per "older" fragment).
 const PAGE: usize = 50;
-/// How many new events one tail poll shows at most.
+/// How many new events one tail message shows at most.
 const TAIL: usize = 50;
 
 /// The search page's query: the box (`q`, the search language of
@@ -53,7 +57,7 @@ impl SearchParams {
     }
 }
 
-fn seq_param(text: &str, name: &str) -> Result<Option<i64>, PageError> {
+pub(super) fn seq_param(text: &str, name: &str) -> Result<Option<i64>, PageError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -122,6 +126,8 @@ struct SearchPage {
     tail_toggle: String,
     css: String,
     js: String,
+    /// htmx's SSE extension, loaded only with the live tail on.
+    sse_js: String,
 }
 
 pub async fn page(
@@ -174,6 +180,7 @@ pub async fn page(
         tail_toggle,
         css: super::asset_path("pgtrail.css"),
         js: super::asset_path("htmx.min.js"),
+        sse_js: super::asset_path("htmx-ext-sse.min.js"),
     })?;
     Ok((status, page).into_response())
 }
@@ -198,51 +205,118 @@ pub async fn older(
 #[template(path = "tail.html")]
 struct Tail {
     lines: Vec<EventLine>,
-    next: String,
     more: bool,
 }
 
-/// Events newer than `after` that the search matches, newest first, and the
-/// poller that asks again in two seconds from the newest one.
+/// Where one page's live tail is.
+struct Following {
+    state: AppState,
+    principal: Principal,
+    q: String,
+    filter: Filter,
+    /// Every match up to here was sent (or skipped as not matching).
+    after: i64,
+    /// False while the chain runs further past `after` than one read takes.
+    caught_up: bool,
+}
+
+/// The live tail: server-sent events (htmx's SSE extension swaps each in
+/// at the top of the list), one `events` message of rows per batch of
+/// new events the search matches, newest first; its `id` is the newest
+/// seq read, so a reconnecting browser's `Last-Event-ID` resumes after
+/// it. Each message that shows events records an access first; when that
+/// record cannot be written, the stream ends and shows nothing more.
 pub async fn tail(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let after = seq_param(&params.after, "after")?.unwrap_or(0);
-    let filter = params.filter(TAIL)?;
-    let events: Vec<Event> = state
-        .store
-        .query(&filter)
-        .await?
-        .into_iter()
-        .filter(|e| e.seq.is_some_and(|s| s > after))
-        // The tail's own access records would feed it forever.
-        .filter(|e| !(e.kind == Kind::Access && e.operation.as_deref() == Some("TAIL")))
-        .collect();
-    let more = events.len() == TAIL;
-    let newest = events.first().and_then(|e| e.seq).unwrap_or(after);
-    // A poll that found nothing showed nothing: only polls that show events
-    // are recorded (else an open tab writes an event every two seconds).
-    if !events.is_empty() {
-        state
-            .record_access(
-                &principal,
-                Access {
-                    action: "tail",
-                    target: serde_json::json!({ "q": &params.q, "filter": &filter, "after": after }),
-                    results: Some(events.len() as u64),
-                },
-            )
-            .await?;
-    }
-    let lines = events
-        .into_iter()
-        .map(|e| EventLine::new(&view::present(&principal, e)))
-        .collect();
-    html(&Tail {
-        lines,
-        next: params.link(&[("tail", "1"), ("after", &newest.to_string())]),
-        more,
-    })
+    let resume = match headers.get("last-event-id") {
+        Some(value) => seq_param(value.to_str().unwrap_or("x"), "Last-Event-ID")?,
+        None => seq_param(&params.after, "after")?,
+    };
+    let after = match resume {
+        Some(seq) => seq,
+        None => state.store.head().await?.map_or(0, |h| h.seq),
+    };
+    let mut filter = params.filter(TAIL)?;
+    filter.before_seq = None;
+    let following = Following {
+        state,
+        principal,
+        q: params.q,
+        filter,
+        after,
+        caught_up: true,
+    };
+    let messages = stream::unfold(following, |mut tail| async move {
+        loop {
+            if tail.caught_up {
+                tokio::time::sleep(crate::api::tail::POLL).await;
+            }
+            if !crate::auth::still_admitted(&tail.state, &tail.principal) {
+                // Its token was revoked (or the local operator's door
+                // closed) while the tab stayed open: nothing more is shown.
+                return None;
+            }
+            let (events, read_to, caught_up) =
+                match crate::api::tail::newer(&tail.state, &tail.filter, tail.after).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        tracing::warn!(%error, "live tail: cannot read the trail; trying again");
+                        tail.caught_up = true;
+                        continue;
+                    }
+                };
+            let from = tail.after;
+            tail.after = tail.after.max(read_to);
+            tail.caught_up = caught_up;
+            let events: Vec<Event> = events
+                .into_iter()
+                // The tail's own access records would feed it forever.
+                .filter(|e| !(e.kind == Kind::Access && e.operation.as_deref() == Some("TAIL")))
+                .collect();
+            if events.is_empty() {
+                continue;
+            }
+            let more = events.len() > TAIL;
+            let shown = events.len().min(TAIL);
+            let recorded = tail
+                .state
+                .record_access(
+                    &tail.principal,
+                    Access {
+                        action: "tail",
+                        target: serde_json::json!({ "q": &tail.q, "filter": &tail.filter, "after": from }),
+                        results: Some(shown as u64),
+                    },
+                )
+                .await;
+            if let Err(error) = recorded {
+                // Not recorded, not shown: the stream ends.
+                tracing::error!(%error, "live tail: the access cannot be recorded; ending the tail");
+                return None;
+            }
+            let lines = events
+                .into_iter()
+                .take(TAIL)
+                .map(|e| EventLine::new(&view::present(&tail.principal, e)))
+                .collect();
+            let message = match (Tail { lines, more }).render() {
+                Ok(rows) => Sse::default()
+                    .event("events")
+                    .id(tail.after.to_string())
+                    .data(rows),
+                Err(error) => {
+                    tracing::error!(%error, "live tail: cannot render");
+                    return None;
+                }
+            };
+            return Some((Ok::<_, Infallible>(message), tail));
+        }
+    });
+    Ok(axum::response::Sse::new(messages)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
