@@ -262,8 +262,15 @@ async fn seal_batch(
             };
             // A sqlcommenter comment names the user where no setting did.
             pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
-            // No secret, nor (where columns are masked) any row value, in statement text.
-            let constants = masking && event.kind == pgtrail_core::Kind::RowChange;
+            // No secret, nor (where columns are masked) any row value, in
+            // statement text: a DDL event's text is the client's whole query
+            // string, which may carry an INSERT of a masked value beside the
+            // migration, so it loses its constants too.
+            let constants = masking
+                && matches!(
+                    event.kind,
+                    pgtrail_core::Kind::RowChange | pgtrail_core::Kind::Ddl
+                );
             redactor.redact_in_place(&mut event.sql, constants);
             events.push(event);
         }

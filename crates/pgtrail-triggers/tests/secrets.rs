@@ -164,8 +164,17 @@ async fn statement_text_of_row_events_loses_passwords_and_with_masking_every_con
         .await;
     db.sql("select add_person(3, '987-65-4321'), log_order(4, '555-12-3456')")
         .await;
+    // A DDL event's text is the client's whole query string: a masked value
+    // sent in the same string as a migration must not ride in with it.
+    db.sql("create table later (id int); insert into people values (5, 'Cy', '111-22-3333')")
+        .await;
+    db.drain().await;
     let text = store_text(&db).await;
-    for value in ["123-45-6789", "987-65-4321", "555-12-3456", s10] {
+    assert!(text.contains("create table later"), "the DDL is recorded");
+    // Sealed first, so the store holds what it will ever hold of them.
+    // (555-12-3456 is an unmasked column's value in orders' row image: it
+    // may be there, just never in statement text, checked below.)
+    for value in ["123-45-6789", "987-65-4321", "111-22-3333", s10] {
         assert!(!text.contains(value), "{value} reached the store");
     }
     let people_events = db.row_events("people").await;
@@ -183,4 +192,14 @@ async fn statement_text_of_row_events_loses_passwords_and_with_masking_every_con
         orders_events.last().and_then(|e| e.sql.as_deref()),
         Some("select add_person($1, $2), log_order($3, $4)")
     );
+    for event in db.sealed_events().await {
+        let sql = event.sql.as_deref().unwrap_or_default();
+        assert!(
+            !["555-12-3456", "111-22-3333"]
+                .iter()
+                .any(|v| sql.contains(v)),
+            "a constant in the statement text of a {:?} event: {sql}",
+            event.kind
+        );
+    }
 }
