@@ -175,6 +175,8 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
              create role {role} login bypassrls; \
              create role monitor login in role pg_monitor; \
              create role bare login; \
+             create role second_su login superuser; \
+             create role role_maker login createrole; \
              create publication pgtrail for table public.docs, public.orders",
             hostile = quote(HOSTILE_TABLE),
             schema = quote(UNICODE_SCHEMA),
@@ -445,6 +447,112 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
         "nokey"
     ));
     assert!(on_role(&bare, "role_replication", "repl_role"));
+
+    assert!(on_role(&found, "role_superuser", "second_su"));
+    assert!(on_role(&found, "role_createrole", "role_maker"));
+    assert!(!on_role(&found, "role_superuser", "postgres"));
+
+    // Write rates measured now: the quiet table gets a burst while doctor
+    // samples; the keyless table's earlier writes fall outside the sample.
+    let mut sampling = std::process::Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+        .args([
+            "doctor",
+            "--db",
+            &url,
+            "--format",
+            "json",
+            "--sample",
+            "3",
+            "--busy-writes",
+            "50",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start doctor");
+    // Doctor took its first reading and sleeps, idle in its transaction
+    // (seen twice 300 ms apart: between its queries it is idle for microseconds).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sleeping = || {
+        cluster
+            .psql(
+                &db,
+                "select count(*) from pg_stat_activity where application_name = 'pgtrail doctor' \
+                 and state = 'idle in transaction' and query = 'release savepoint doctor'",
+            )
+            .expect("activity")
+            == "1"
+    };
+    loop {
+        if sleeping() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if sleeping() {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "doctor never started sampling"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    psql(
+        &cluster,
+        &db,
+        "insert into public.quiet select g, 'v' from generate_series(2, 1001) g",
+    );
+    let output = sampling.wait_with_output().expect("doctor ends");
+    let sampled: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let quiet = table(&sampled, "public", "quiet");
+    assert_eq!(quiet["window_from"], "sample", "{quiet:#}");
+    assert_eq!(quiet["inserts"], 1000, "{quiet:#}");
+    assert_eq!(quiet["recommendation"]["capture"], "logical_replication");
+    let nokey = table(&sampled, "public", "nokey");
+    assert_eq!(nokey["inserts"], 0, "{nokey:#}");
+    assert_eq!(nokey["recommendation"]["capture"], "row_triggers");
+
+    // Tracked by triggers (read from pg_trigger, not schema pgtrail), then a capture trigger disabled.
+    let install = pgtrail_in(dir.path(), &["install", "--db", &url], &[], None);
+    install.ok();
+    pgtrail_in(
+        dir.path(),
+        &["track", "--db", &url, "public.nokey"],
+        &[],
+        None,
+    )
+    .ok();
+    let (_, tracked) = report(dir.path(), &url_as(&url, "monitor"), &[]);
+    assert_eq!(
+        table(&tracked, "public", "nokey")["triggers"],
+        "row",
+        "{tracked:#}"
+    );
+    assert!(!on_table(&tracked, "table_not_captured", "public", "nokey"));
+    psql(
+        &cluster,
+        &db,
+        "alter table public.nokey disable trigger pgtrail_capture_insert",
+    );
+    let (code, disabled) = report(dir.path(), &url_as(&url, "monitor"), &[]);
+    assert_eq!(code, 3, "{disabled:#}");
+    assert!(on_table(
+        &disabled,
+        "capture_trigger_disabled",
+        "public",
+        "nokey"
+    ));
+    psql(
+        &cluster,
+        &db,
+        "alter table public.nokey enable trigger pgtrail_capture_insert",
+    );
 
     // A failure: the published table loses its identity (PostgreSQL would refuse its UPDATEs).
     psql(
