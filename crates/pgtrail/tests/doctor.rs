@@ -454,7 +454,7 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
 
     // Write rates measured now: the quiet table gets a burst while doctor
     // samples; the keyless table's earlier writes fall outside the sample.
-    let mut sampling = std::process::Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+    let sampling = std::process::Command::new(env!("CARGO_BIN_EXE_pgtrail"))
         .args([
             "doctor",
             "--db",
