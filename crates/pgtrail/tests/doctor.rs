@@ -117,7 +117,13 @@ fn psql(cluster: &Cluster, db: &str, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_one() {
     let cluster = Cluster::start_with(ClusterOptions {
-        settings: vec![("max_slot_wal_keep_size".into(), "1GB".into())],
+        settings: vec![
+            ("max_slot_wal_keep_size".into(), "1GB".into()),
+            (
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            ),
+        ],
         ..ClusterOptions::default()
     })
     .expect("cluster");
@@ -162,6 +168,7 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
         &format!(
             "create table public.orders (id int primary key, v text); \
              create table public.nokey (a int, b text); \
+             create table public.bulk (id int primary key, v text); \
              create table public.docs (id int primary key, body text); \
              create table public.y (id int); \
              create table public.{hostile} (id int primary key); \
@@ -198,6 +205,16 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
          update public.orders set v = v || '!'; \
          insert into public.nokey select g, 'b' from generate_series(1, 10) g",
     );
+    // A table written by statements of thousands of rows, as pg_stat_statements sees it.
+    psql(&cluster, &db, "create extension pg_stat_statements");
+    psql(
+        &cluster,
+        &db,
+        "insert into public.bulk select g, 'v' from generate_series(1, 2000) g",
+    );
+    for _ in 0..3 {
+        psql(&cluster, &db, "update public.bulk set v = v || '!'");
+    }
     // Values too long and too random to compress: stored out of line.
     psql(
         &cluster,
@@ -272,6 +289,27 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
         .as_str()
         .unwrap_or("")
         .contains("bench/triggers"));
+    // Bulk against single-row statements, when neither is busy.
+    let (_, unhurried) = report(dir.path(), &url, &["--busy-writes", "1000000000"]);
+    let bulk = table(&unhurried, "public", "bulk");
+    assert!(
+        bulk["rows_per_statement"].as_f64().unwrap_or(0.0) >= 1000.0,
+        "{bulk:#}"
+    );
+    assert_eq!(
+        bulk["recommendation"]["capture"], "statement_triggers",
+        "{bulk:#}"
+    );
+    assert!(bulk["recommendation"]["figure"]
+        .as_str()
+        .unwrap_or("")
+        .contains("bulk UPDATE of 200,000 rows"));
+    let quiet = table(&unhurried, "public", "quiet");
+    assert_eq!(quiet["rows_per_statement"], 1.0, "{quiet:#}");
+    assert_eq!(
+        quiet["recommendation"]["capture"], "row_triggers",
+        "{quiet:#}"
+    );
     // The inactive slot and the WAL it holds.
     let stale: Vec<&Value> = with_code(&found, "slot_inactive");
     assert_eq!(stale.len(), 1, "{found:#}");

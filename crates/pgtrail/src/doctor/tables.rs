@@ -104,6 +104,9 @@ pub struct TableFacts {
     /// `stats_reset`, `server_start` or `sample`.
     pub window_from: &'static str,
     pub writes_per_second: f64,
+    /// Rows written per INSERT, UPDATE or DELETE statement, from
+    /// `pg_stat_statements` when it is installed and readable.
+    pub rows_per_statement: Option<f64>,
     /// Trigger capture: `row`, `statement`, or `None` when not tracked.
     pub triggers: Option<&'static str>,
     pub triggers_enabled: bool,
@@ -176,6 +179,80 @@ where t.relkind in ('r', 'p') and not t.relispartition \
   and n.nspname <> all($1) and n.nspname not like 'pg\\_%' \
 order by 2, 3";
 
+/// Rows per statement from which a table's writes count as bulk.
+const BULK_ROWS_PER_STATEMENT: f64 = 100.0;
+
+/// The rows per write statement of each table that `pg_stat_statements`
+/// knows of, `(schema, table, rows per statement)`; empty when it is not
+/// installed. Statement texts are parsed with pgtrail's analyzer (the
+/// proxy's), never run; an unqualified name is taken as `public`'s.
+async fn statements(
+    look: &mut Look<'_>,
+) -> Result<Vec<(String, String, f64)>, tokio_postgres::Error> {
+    let schema: Option<String> = look
+        .client
+        .query_opt(
+            "select n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
+             where e.extname = 'pg_stat_statements'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(schema) = schema else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "select query, calls, rows from {}.pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and calls > 0 and rows > 0 and query ~* '^\\s*(with|insert|update|delete|merge)'",
+        pgtrail_cdc::connection::quote_ident(&schema)
+    );
+    let Some(rows) = look
+        .query(
+            "pg_stat_statements (rows per write statement)",
+            "pg_read_all_stats",
+            &sql,
+            &[],
+        )
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let analyzer = pgtrail_sql::Analyzer::new(
+        0,
+        &pgtrail_core::config::IdentityConfig::default(),
+        pgtrail_sql::TextPolicy::Constants,
+    );
+    let mut per_table: Vec<(String, String, i64, i64)> = Vec::new();
+    for r in &rows {
+        let (text, calls, written): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        let analysis = analyzer.analyze_uncached(&text);
+        for statement in &analysis.statements {
+            for object in statement
+                .objects
+                .iter()
+                .filter(|o| o.access == pgtrail_sql::Access::Write && !o.maybe_cte)
+            {
+                let schema = object.schema.clone().unwrap_or_else(|| "public".into());
+                match per_table
+                    .iter_mut()
+                    .find(|(s, n, _, _)| *s == schema && *n == object.name)
+                {
+                    Some(entry) => {
+                        entry.2 += calls;
+                        entry.3 += written;
+                    }
+                    None => per_table.push((schema, object.name.clone(), calls, written)),
+                }
+            }
+        }
+    }
+    Ok(per_table
+        .into_iter()
+        .map(|(schema, name, calls, written)| (schema, name, written as f64 / calls.max(1) as f64))
+        .collect())
+}
+
 const WINDOW: &str = "\
 select extract(epoch from now() - coalesce(d.stats_reset, pg_postmaster_start_time()))::float8, \
        d.stats_reset is not null \
@@ -228,6 +305,7 @@ pub async fn examine(
             }
         }
     };
+    let bulk = statements(look).await?;
     let mut tables = Vec::new();
     for r in &rows {
         let oid: i64 = r.get(0);
@@ -291,6 +369,7 @@ pub async fn examine(
             } else {
                 0.0
             },
+            rows_per_statement: None,
             triggers: if triggers.iter().any(|t| t == "row") {
                 Some("row")
             } else if triggers.is_empty() {
@@ -307,6 +386,10 @@ pub async fn examine(
                 figure: figures::ROW,
             },
         };
+        table.rows_per_statement = bulk
+            .iter()
+            .find(|(schema, name, _)| *schema == table.schema && *name == table.name)
+            .map(|(_, _, per)| *per);
         table.recommendation = recommend(&table, server, options.busy_writes_per_second);
         findings(look, &table);
         tables.push(table);
@@ -371,17 +454,26 @@ fn recommend(table: &TableFacts, server: &ServerFacts, busy: f64) -> Recommendat
             figure: figures::LOGICAL,
         };
     }
-    // No signal tells bulk writes from single-row ones yet; a table that is
-    // already on statement triggers was chosen so by someone who knew.
-    if table.triggers == Some("statement") {
+    // Bulk statements (pg_stat_statements says so), or a table someone who
+    // knew already put in statement mode.
+    let bulk = table
+        .rows_per_statement
+        .is_some_and(|per| per >= BULK_ROWS_PER_STATEMENT);
+    if bulk || table.triggers == Some("statement") {
+        let why = match table.rows_per_statement {
+            Some(per) if bulk => format!(
+                "written {per:.0} rows per statement (pg_stat_statements): statement triggers \
+                 write each statement's rows in one INSERT … SELECT"
+            ),
+            _ => "tracked in statement mode, the cheaper mode for bulk statements (and the \
+                  dearer one for single rows)"
+                .into(),
+        };
         let cost_us =
             rate * (figures::STATEMENT_TRIGGER_US_PER_WRITE + figures::DRAIN_US_PER_EVENT);
         return Recommendation {
             capture: Capture::StatementTriggers,
-            reason: format!(
-                "{rate_text}: tracked in statement mode, the cheaper mode for bulk statements \
-                 (and the dearer one for single rows)"
-            ),
+            reason: format!("{rate_text}: {why}"),
             cost: format!(
                 "at most ~{cost_us:.0} µs of server CPU per second ({}) if every write were a \
                  single-row statement; far less per row in bulk",
