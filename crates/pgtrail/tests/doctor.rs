@@ -192,6 +192,18 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
             role = quote(HOSTILE_ROLE),
         ),
     );
+    // A function planted where doctor's unqualified call would find it
+    // first, were `public` on its path: a closer match (oid) than the
+    // catalog's pg_relation_size(regclass). It must never run as doctor's role.
+    psql(
+        &cluster,
+        &db,
+        "grant create on schema public to app; \
+         set role app; \
+         create function public.pg_relation_size(oid) returns bigint language plpgsql \
+           as $$ begin raise exception 'pwned: a planted function ran'; end $$; \
+         reset role",
+    );
     // A slot nobody consumes, then WAL for it to hold.
     psql(
         &cluster,
@@ -227,6 +239,8 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
 
     let (code, found) = report(dir.path(), &url, &["--busy-writes", "20"]);
     assert_eq!(code, 1, "warnings, no failure: {found:#}");
+    assert!(!found.to_string().contains("pwned"), "{found:#}");
+    assert!(with_code(&found, "not_checked").is_empty(), "{found:#}");
     assert_eq!(found["summary"]["fail"], 0, "{found:#}");
     // Keyless table.
     assert!(on_table(

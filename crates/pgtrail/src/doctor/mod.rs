@@ -10,7 +10,8 @@
 //! Doctor only reads. Everything runs in one `READ ONLY` transaction, and
 //! every name read from the catalog is a value: bound as a parameter when
 //! sent back, quoted (`quote_ident`) when written into a fix, never
-//! executed. A query the role may not run (SQLSTATE 42501, or any other
+//! executed; `search_path` is `pg_catalog` alone, so no function or
+//! operator someone planted in another schema is called. A query the role may not run (SQLSTATE 42501, or any other
 //! server error) becomes a `not_checked` finding naming the privilege it
 //! needs, and the run goes on: doctor is meant to run as a role with
 //! `pg_monitor` and nothing else.
@@ -227,11 +228,15 @@ pub struct Options {
 /// Examines the database `client` is connected to. Errors are only those
 /// of the connection itself; what the role may not read is a finding.
 pub async fn examine(client: &Client, options: &Options) -> Result<Report, tokio_postgres::Error> {
-    // Nothing doctor sends can write, whatever a bug in it might build.
+    // Nothing doctor sends can write, whatever a bug in it might build; and
+    // only pg_catalog is searched, so a function planted in a schema on the
+    // path (`public.pg_relation_size(oid)`, a closer match than the
+    // catalog's `regclass` one) never runs as the role doctor runs as.
     client
         .batch_execute(
             "set application_name = 'pgtrail doctor'; \
              start transaction read only; \
+             set local search_path = pg_catalog, pg_temp; \
              set local statement_timeout = '30s'; \
              set local lock_timeout = '2s'",
         )
