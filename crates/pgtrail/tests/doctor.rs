@@ -628,6 +628,8 @@ async fn doctor_on_a_replica_wal_level_cluster_and_when_it_cannot_connect() {
         settings: vec![
             ("wal_level".into(), "replica".into()),
             ("track_commit_timestamp".into(), "off".into()),
+            // Debian's postgresql-NN-pgaudit (.ci/run installs it).
+            ("shared_preload_libraries".into(), "pgaudit".into()),
         ],
         ..ClusterOptions::default()
     })
@@ -654,8 +656,46 @@ async fn doctor_on_a_replica_wal_level_cluster_and_when_it_cannot_connect() {
     );
     assert_eq!(with_code(&found, "track_commit_timestamp_off").len(), 1);
 
-    // A managed service, as far as doctor can tell one: its admin role and its setting.
     let db = url.rsplit('/').next().expect("db").to_string();
+
+    // pgAudit loaded with its default pgaudit.log = none logs nothing; then set to log writes.
+    assert_eq!(found["server"]["pgaudit"], true, "{found:#}");
+    assert_eq!(
+        with_code(&found, "pgaudit_logs_nothing").len(),
+        1,
+        "{found:#}"
+    );
+    assert!(with_code(&found, "pgaudit_absent").is_empty());
+    psql(&cluster, &db, "alter system set pgaudit.log = 'write, ddl'");
+    psql(&cluster, &db, "select pg_reload_conf()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cluster.psql(&db, "show pgaudit.log").expect("show") != "write, ddl" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgaudit.log never reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, audited) = report(dir.path(), &url, &[]);
+    assert!(
+        with_code(&audited, "pgaudit_logs_nothing").is_empty(),
+        "{audited:#}"
+    );
+    let present = with_code(&audited, "pgaudit_present");
+    assert_eq!(present.len(), 1, "{audited:#}");
+    assert!(present[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("pgaudit.log = 'write, ddl'"));
+    // A role that may not read shared_preload_libraries still learns pgAudit is there.
+    psql(&cluster, &db, "create role bare login");
+    let (code, bare) = report(dir.path(), &url_as(&url, "bare"), &[]);
+    assert_eq!(code, 1, "{bare:#}");
+    assert_eq!(bare["server"]["pgaudit"], true, "{bare:#}");
+    assert_eq!(with_code(&bare, "not_checked").len(), 1, "{bare:#}");
+    psql(&cluster, &db, "drop role bare");
+
+    // A managed service, as far as doctor can tell one: its admin role and its setting.
     psql(
         &cluster,
         &db,
