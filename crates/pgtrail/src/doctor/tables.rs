@@ -155,7 +155,8 @@ select t.oid::int8, n.nspname::text, t.relname::text, t.relkind::text, t.relrepl
                and a.attlen = -1 and a.attstorage <> 'p' order by a.attnum), \
        p.rows::float8, coalesce(p.heap, 0)::int8, coalesce(p.toast, 0)::int8, \
        (select sum(s.avg_width)::int8 from pg_stats s \
-         where s.schemaname = n.nspname and s.tablename = t.relname), \
+         where s.schemaname = n.nspname and s.tablename = t.relname \
+           and s.inherited = (t.relkind = 'p')), \
        coalesce(p.ins, 0)::int8, coalesce(p.upd, 0)::int8, coalesce(p.del, 0)::int8, \
        array(select distinct case when (g.tgtype & 1) = 1 then 'row' else 'statement' end \
              from pg_trigger g where g.tgrelid = t.oid \
