@@ -169,6 +169,11 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
             "create table public.orders (id int primary key, v text); \
              create table public.nokey (a int, b text); \
              create table public.bulk (id int primary key, v text); \
+             create table public.parted (id int, at date, primary key (id, at)) partition by range (at); \
+             create table public.parted_2026 partition of public.parted \
+               for values from ('2026-01-01') to ('2027-01-01'); \
+             create table public.parted_2027 partition of public.parted \
+               for values from ('2027-01-01') to ('2028-01-01'); \
              create table public.docs (id int primary key, body text); \
              create table public.y (id int); \
              create table public.{hostile} (id int primary key); \
@@ -227,6 +232,11 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
     for _ in 0..3 {
         psql(&cluster, &db, "update public.bulk set v = v || '!'");
     }
+    psql(
+        &cluster,
+        &db,
+        "insert into public.parted select g, date '2026-06-01' + (g % 400) from generate_series(1, 300) g",
+    );
     // Values too long and too random to compress: stored out of line.
     psql(
         &cluster,
@@ -303,6 +313,15 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
         .as_str()
         .unwrap_or("")
         .contains("bench/triggers"));
+    // A partitioned table is one table, its partitions' writes summed.
+    let parted = table(&found, "public", "parted");
+    assert_eq!(parted["kind"], "partitioned", "{parted:#}");
+    assert_eq!(parted["inserts"], 300, "{parted:#}");
+    assert!(found["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .all(|t| t["name"] != "parted_2026"));
     // Bulk against single-row statements, when neither is busy.
     let (_, unhurried) = report(dir.path(), &url, &["--busy-writes", "1000000000"]);
     let bulk = table(&unhurried, "public", "bulk");
