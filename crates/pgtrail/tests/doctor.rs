@@ -543,15 +543,16 @@ async fn doctor_finds_each_problem_on_a_logical_cluster_and_nothing_on_a_clean_o
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start doctor");
-    // Doctor took its first reading and sleeps, idle in its transaction
-    // (seen twice 300 ms apart: between its queries it is idle for microseconds).
+    // Doctor took its first reading and sleeps outside any transaction,
+    // named so (seen twice 300 ms apart, to be sure).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let sleeping = || {
         cluster
             .psql(
                 &db,
-                "select count(*) from pg_stat_activity where application_name = 'pgtrail doctor' \
-                 and state = 'idle in transaction' and query = 'release savepoint doctor'",
+                "select count(*) from pg_stat_activity \
+                 where application_name = 'pgtrail doctor (sampling)' \
+                   and state = 'idle' and backend_xmin is null",
             )
             .expect("activity")
             == "1"

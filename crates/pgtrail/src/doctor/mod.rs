@@ -233,14 +233,9 @@ pub async fn examine(client: &Client, options: &Options) -> Result<Report, tokio
     // path (`public.pg_relation_size(oid)`, a closer match than the
     // catalog's `regclass` one) never runs as the role doctor runs as.
     client
-        .batch_execute(
-            "set application_name = 'pgtrail doctor'; \
-             start transaction read only; \
-             set local search_path = pg_catalog, pg_temp; \
-             set local statement_timeout = '30s'; \
-             set local lock_timeout = '2s'",
-        )
+        .batch_execute("set application_name = 'pgtrail doctor'")
         .await?;
+    begin(client).await?;
     let mut look = Look {
         client,
         findings: Vec::new(),
@@ -276,6 +271,18 @@ pub async fn examine(client: &Client, options: &Options) -> Result<Report, tokio
     })
 }
 
+/// Starts doctor's read-only transaction (see [`examine`]).
+async fn begin(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "start transaction read only; \
+             set local search_path = pg_catalog, pg_temp; \
+             set local statement_timeout = '30s'; \
+             set local lock_timeout = '2s'",
+        )
+        .await
+}
+
 /// One run's connection and the findings so far.
 pub struct Look<'a> {
     client: &'a Client,
@@ -283,6 +290,20 @@ pub struct Look<'a> {
 }
 
 impl Look<'_> {
+    /// Waits `seconds` outside any transaction (an open one would hold
+    /// back vacuum's horizon for as long), named so in `pg_stat_activity`,
+    /// then starts a new read-only transaction.
+    pub async fn pause(&mut self, seconds: u64) -> Result<(), tokio_postgres::Error> {
+        self.client
+            .batch_execute("rollback; set application_name = 'pgtrail doctor (sampling)'")
+            .await?;
+        tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+        self.client
+            .batch_execute("set application_name = 'pgtrail doctor'")
+            .await?;
+        begin(self.client).await
+    }
+
     /// Adds a finding.
     pub fn add(&mut self, finding: Finding) {
         self.findings.push(finding);

@@ -275,11 +275,7 @@ pub async fn examine(
     };
     let (window_seconds, window_from, counts) = match options.sample_seconds {
         Some(seconds) => {
-            tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
-            // Statistics are a snapshot per transaction; take a fresh one.
-            look.client
-                .batch_execute("select pg_stat_clear_snapshot()")
-                .await?;
+            look.pause(seconds).await?;
             let later = look
                 .query("the tables", "pg_monitor", TABLES, &params)
                 .await?
