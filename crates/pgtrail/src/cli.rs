@@ -104,6 +104,8 @@ pub enum Command {
     Untrack(UntrackArgs),
     /// Tracked tables, how they are captured, events so far, what waits in the inbox.
     Status(StatusArgs),
+    /// Inspect a database: what to capture and how, settings, slots, roles (only reads).
+    Doctor(DoctorArgs),
     /// Drain trigger capture's inbox once: changes of finished transactions into the store.
     /// (`seal` is its deprecated alias.)
     #[command(alias = "seal")]
@@ -691,6 +693,34 @@ pub struct StatusArgs {
     /// Exit with status 1 when a slot or a store's checkpoints carry a warning.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `pgtrail doctor`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the server's settings, replication slots, pgAudit, every user table (keys, replica
+identity, TOASTed columns, write rates since the statistics were reset) and the roles, and
+says per table which capture path to use and what it costs (figures from bench/README.md).
+Only reads, in a read-only transaction; a role with pg_monitor is enough, and what a role
+may not read is reported as `not_checked`, never an error. Findings and codes: docs/doctor.md.
+Exit status: 0 no warning, 1 warnings, 3 failures; 2 when doctor could not run (connection).
+Examples:
+  pgtrail doctor --db postgres://monitor@db/shop
+  pgtrail doctor --db postgres://monitor@db/shop --format json | jq '.findings[]'
+  pgtrail doctor --db postgres://monitor@db/shop --sample 60   # write rates measured now")]
+pub struct DoctorArgs {
+    /// Database (libpq URL).
+    #[arg(long, env = "PGTRAIL_DB", value_name = "URL")]
+    pub db: String,
+    /// Measure write rates over this many seconds now, instead of since the statistics were reset.
+    #[arg(long, value_name = "SECONDS")]
+    pub sample: Option<u64>,
+    /// A table with at least this many writes per second is busy (logical replication is advised).
+    #[arg(long, value_name = "N", default_value_t = 1000.0)]
+    pub busy_writes: f64,
+    /// Show info findings in plain output too (JSON always has them).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// `pgtrail drain` (formerly `pgtrail seal`)

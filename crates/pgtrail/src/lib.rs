@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 mod describe;
+pub mod doctor;
 mod filters;
 pub mod output;
 

@@ -41,6 +41,9 @@
 //! - `tokens`: `pgtrail token` create/list/revoke, each recorded in the
 //!   trail, a running `pgtrail serve` obeying a revocation at once, and no
 //!   plain HTTP off loopback.
+//! - `doctor`: `pgtrail doctor` on clusters set up to trigger each finding
+//!   (and a clean one), its JSON schema and exit codes, a `pg_monitor`-only
+//!   run that sends nothing but reads, and hostile table and role names.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -50,6 +53,7 @@ mod clients;
 mod clients_rust;
 mod connections;
 mod demo;
+mod doctor;
 mod events;
 mod failures;
 mod imports;

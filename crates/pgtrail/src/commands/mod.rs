@@ -12,6 +12,7 @@ mod blame;
 mod checkpoint;
 mod ddl;
 mod demo;
+mod doctor;
 mod drain;
 mod export;
 mod history;
@@ -135,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Track(args) => track::run(args, &ctx).await,
         Command::Untrack(args) => track::untrack(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
+        Command::Doctor(args) => doctor::run(args, &ctx).await,
         Command::Drain(args) => drain::run(args, &ctx).await,
         Command::Run(args) => run::run(args, &ctx).await,
         Command::Ddl(args) => ddl::run(args, &ctx).await,
