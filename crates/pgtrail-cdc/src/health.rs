@@ -114,7 +114,7 @@ pub async fn check(
     for (schema, table) in expected.iter().filter(|t| !published.contains(t)) {
         let exists: bool = client
             .query_one(
-                "select to_regclass(format('%I.%I', $1::text, $2::text)) is not null",
+                "select pg_catalog.to_regclass(pg_catalog.format('%I.%I', $1::text, $2::text)) is not null",
                 &[schema, table],
             )
             .await
