@@ -4,10 +4,11 @@
 //! Escaping, as the CEF specification has it: in the header `\` becomes
 //! `\\` and `|` becomes `\|`; in extension values `\` becomes `\\`, `=`
 //! becomes `\=`, and CR and LF become `\r` and `\n`. A header field cannot
-//! hold a line break at all, so there CR, LF and other control characters
-//! become a space (the exact value is in the extensions); in extension
-//! values control characters other than tab, CR and LF (which Postgres
-//! text cannot hold anyway, but a JSON value can) become U+FFFD. So no
+//! hold a line break at all, so there CR, LF and other ASCII control
+//! characters become a space (the exact value is in the extensions); in
+//! extension values C0 control characters other than tab, CR and LF
+//! (Postgres text cannot hold NUL; the JSON of a row image escapes them
+//! all) become U+FFFD. So no
 //! value can end the record, add a header field or start a key.
 //!
 //! Fields use CEF's dictionary where one fits (`rt`, `externalId`, `cat`,
@@ -145,13 +146,13 @@ fn header_field(out: &mut Vec<u8>, text: &str) {
         match c {
             '\\' => out.extend_from_slice(b"\\\\"),
             '|' => out.extend_from_slice(b"\\|"),
-            c if c.is_control() => out.push(b' '),
+            c if c.is_ascii_control() => out.push(b' '),
             c => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
         }
     }
 }
 
-/// An extension value: `\`, `=`, CR and LF escaped; other control
+/// An extension value: `\`, `=`, CR and LF escaped; other C0 control
 /// characters (but tab) U+FFFD.
 fn value(out: &mut Vec<u8>, text: &str) {
     let mut buf = [0u8; 4];
@@ -162,7 +163,7 @@ fn value(out: &mut Vec<u8>, text: &str) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.push(b'\t'),
-            c if c.is_control() => out.extend_from_slice("\u{fffd}".as_bytes()),
+            c if c < ' ' => out.extend_from_slice("\u{fffd}".as_bytes()),
             c => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
         }
     }

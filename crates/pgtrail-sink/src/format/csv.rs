@@ -6,7 +6,9 @@
 //! Spreadsheet formula injection: a text cell that starts with `=`, `+`,
 //! `-`, `@`, a tab or CR gets a leading `'`, so Excel, LibreOffice and
 //! Google Sheets show it as text instead of running it (numbers are
-//! written as numbers and are not changed). A checkpoint is a line with
+//! written as numbers and are not changed). A text cell that starts with
+//! `'` itself gets one more, so the guard can be undone exactly: a program
+//! reading the file drops one leading `'` from any text cell that has one. A checkpoint is a line with
 //! `kind` = `checkpoint`, its `seq`, `hash` and time, and the whole
 //! checkpoint (the signed note included) as JSON in `context`.
 
@@ -183,12 +185,11 @@ fn line(cells: &[Cell], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A text cell: neutralised against formulas, quoted when it holds a
-/// comma, a quote or a line break.
+/// A text cell: neutralised against formulas (see the module's comment),
+/// quoted when it holds a comma, a quote or a line break.
 pub fn text_cell(text: &str, out: &mut Vec<u8>) {
-    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote =
-        formula && text.contains([',', '"', '\n', '\r']) || text.contains([',', '"', '\n', '\r']);
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']);
+    let quote = text.contains([',', '"', '\n', '\r']);
     if quote {
         out.push(b'"');
     }
