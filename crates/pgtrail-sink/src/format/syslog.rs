@@ -264,11 +264,15 @@ pub(crate) fn hostname(name: &str) -> String {
     printable(name, 255)
 }
 
-/// This machine's name, or `-` when it cannot be read.
+/// This machine's name, or `-` when it cannot be read (read once).
 pub(crate) fn local_hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    hostname(name.trim())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        hostname(name.trim())
+    })
+    .clone()
 }
