@@ -280,3 +280,91 @@ async fn follow_with_filters_writes_what_export_would() {
         "the follow wrote exactly what a later export writes, in the same order"
     );
 }
+
+/// An application's hostile values through a real store: each format still
+/// writes one record per event (one line for the line formats), and the
+/// values come back.
+#[tokio::test]
+async fn hostile_values_in_the_store_stay_one_record_each() {
+    let trail = Trail::new(Backend::Sqlite).await;
+    let hostile = [
+        "x\nCEF:0|evil|evil|1|forged|forged|10|suser=root",
+        "y\r\n<13>1 2026-01-01T00:00:00Z evil evil - - - forged",
+        "] [pgtrail@32473 db_user=\"root\"] \\\" suser=root |",
+        "=HYPERLINK(\"http://evil.example\",\"click\")",
+    ];
+    let lines: String = hostile
+        .iter()
+        .map(|h| {
+            let mut e = Event::new(Source::Proxy, Kind::Statement);
+            e.db_user = Some("app".into());
+            e.app_user = Some(h.to_string());
+            e.sql = Some(h.to_string());
+            e.operation = Some(h.to_string());
+            e.new = serde_json::json!({ *h: h }).as_object().cloned();
+            serde_json::to_string(&e).expect("json") + "\n"
+        })
+        .collect();
+    trail
+        .run_stdin(&["import", "-", "--format", "json"], lines.as_bytes())
+        .ok();
+    for format in ["jsonl", "ocsf", "ecs", "cef", "syslog"] {
+        let run = trail.run(&["export", "--format", format]);
+        let records: Vec<&str> = run.ok().lines().collect();
+        assert_eq!(records.len(), hostile.len(), "{format}: {records:#?}");
+        for (record, h) in records.iter().zip(hostile) {
+            match format {
+                "cef" => {
+                    assert!(record.starts_with("CEF:0|pgtrail|pgtrail|"), "{record}");
+                    let extension = cef_extension(record);
+                    assert_eq!(extension.matches(" suser=").count(), 1, "{record}");
+                    assert!(extension.contains(" suser=app "), "{record}");
+                }
+                "syslog" => {
+                    assert!(record.starts_with('<'), "{record}");
+                    assert_eq!(record.matches("db_user=\"").count(), 1, "{record}");
+                    assert!(record.contains(" db_user=\"app\""), "{record}");
+                    let msg = &record[record.find("] {").expect("MSG") + 2..];
+                    let event: Event = serde_json::from_str(msg).expect("MSG is the event");
+                    assert_eq!(event.app_user.as_deref(), Some(h));
+                }
+                _ => {
+                    let value: Value = serde_json::from_str(record).expect("JSON");
+                    let sql = match format {
+                        "jsonl" => &value["sql"],
+                        "ocsf" => &value["query_info"]["query_string"],
+                        _ => &value["db"]["query"]["text"],
+                    };
+                    assert_eq!(sql, h, "{format}");
+                }
+            }
+        }
+    }
+    let csv = trail.run(&["export", "--format", "csv"]);
+    assert!(
+        csv.ok()
+            .contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\")\","),
+        "the formula is text: {}",
+        csv.stdout
+    );
+}
+
+/// What follows a CEF line's seventh unescaped `|`.
+fn cef_extension(line: &str) -> &str {
+    let mut pipes = 0;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '|' => {
+                pipes += 1;
+                if pipes == 7 {
+                    return &line[i + 1..];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("fewer than seven header fields: {line}")
+}
