@@ -556,6 +556,11 @@ fn ocsf_has_the_required_attributes_of_its_class() {
         assert_eq!(v["unmapped"]["seq"], event.seq.expect("sealed"), "{name}");
         assert_eq!(v["unmapped"]["hash"], json!(event.hash), "{name}");
         assert_eq!(
+            v["unmapped"]["captured_at"],
+            pgtrail_core::time::format_micros(&event.captured_at),
+            "{name}"
+        );
+        assert_eq!(
             v["status_id"],
             if event.failed() {
                 2

@@ -201,6 +201,11 @@ fn severity(level: Level) -> (i64, &'static str) {
 /// Every event field OCSF has no attribute for, by its own name.
 fn unmapped(u: &mut Obj<'_>, e: &Event) {
     u.opt_int("seq", e.seq);
+    // `time` is in milliseconds; the capture time to the microsecond.
+    u.str(
+        "captured_at",
+        &pgtrail_core::time::format_micros(&e.captured_at),
+    );
     u.str("source", e.source.as_str());
     u.str("kind", e.kind.as_str());
     u.opt_str("db_user", e.db_user.as_deref());
