@@ -47,7 +47,8 @@ pub struct Cli {
     )]
     pub store: Option<String>,
 
-    /// Output format [default: table on a terminal, jsonl when piped].
+    /// Output format [default: table on a terminal, jsonl when piped];
+    /// `export` also writes ocsf, ecs, cef, syslog and csv.
     #[arg(
         long,
         global = true,
@@ -55,11 +56,60 @@ pub struct Cli {
         value_enum,
         value_name = "FORMAT"
     )]
-    pub format: Option<Format>,
+    pub format: Option<FormatFlag>,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `--format` names: how a command prints its results (table, json,
+/// jsonl), or, for `export` only, the record format a SIEM takes (the same
+/// encoders as `[[sinks]]`, from `pgtrail_sink::format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatFlag {
+    /// Aligned columns, for reading.
+    Table,
+    /// One JSON document (`export`: one JSON array).
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// `export` only: OCSF 1.3 (Datastore Activity, Authentication), one per line.
+    Ocsf,
+    /// `export` only: Elastic Common Schema with OpenTelemetry `db.*`, one per line.
+    Ecs,
+    /// `export` only: ArcSight CEF, one per line.
+    Cef,
+    /// `export` only: RFC 5424 syslog messages, one per line.
+    Syslog,
+    /// `export` only: RFC 4180 CSV with a header line.
+    Csv,
+}
+
+impl FormatFlag {
+    /// The output format it names, if it is one (`None` for a record format).
+    pub fn output(self) -> Option<Format> {
+        match self {
+            FormatFlag::Table => Some(Format::Table),
+            FormatFlag::Json => Some(Format::Json),
+            FormatFlag::Jsonl => Some(Format::Jsonl),
+            _ => None,
+        }
+    }
+
+    /// The record format it names, if `export` writes it as records.
+    pub fn record(self) -> Option<pgtrail_sink::format::Format> {
+        use pgtrail_sink::format::Format as Record;
+        match self {
+            FormatFlag::Jsonl => Some(Record::Jsonl),
+            FormatFlag::Ocsf => Some(Record::Ocsf),
+            FormatFlag::Ecs => Some(Record::Ecs),
+            FormatFlag::Cef => Some(Record::Cef),
+            FormatFlag::Syslog => Some(Record::Syslog),
+            FormatFlag::Csv => Some(Record::Csv),
+            FormatFlag::Table | FormatFlag::Json => None,
+        }
+    }
 }
 
 /// The verbs.
@@ -462,16 +512,30 @@ pub enum ImportFrom {
 /// `pgtrail export`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Writes every field of every event, including seq, prev_hash and hash, oldest first.
+Writes every field of every event, including seq, prev_hash and hash, oldest first, as
+JSON Lines; --format json writes one JSON array, and --format ocsf|ecs|cef|syslog|csv
+the records a SIEM takes (docs/integrations.md has each format's field mapping).
+With --follow it keeps writing new events as they are sealed, each once, until Ctrl-C.
 Examples:
   pgtrail export --out trail.jsonl
-  pgtrail export --table public.users --since 7d > users-week.jsonl")]
+  pgtrail export --table public.users --since 7d > users-week.jsonl
+  pgtrail export --format ocsf --follow | vector --config vector.toml
+  pgtrail export --format csv --kind session --failed --out failed-logins.csv")]
 pub struct ExportArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// File to write [default: standard output].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// After the events there are, keep writing new ones as they are sealed
+    /// (each batch flushed), until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// Syslog facility for `--format syslog` [default: local0, and auth for
+    /// session events].
+    /// (`local0`…`local7`, `auth`, `authpriv`, `daemon`, `user`, `audit`.)
+    #[arg(long, value_name = "NAME")]
+    pub facility: Option<pgtrail_sink::format::Facility>,
 }
 
 /// `pgtrail retention`

@@ -5,6 +5,8 @@
 //! - `queries`: log, history, as-of and blame on the sample trail, the same
 //!   assertions on both backends.
 //! - `transfer`: import and export, round trips, bad input.
+//! - `formats`: `export --format` in each record format and `--follow`
+//!   (events appended while it runs, each written once; Ctrl-C).
 //! - `integrity`: verify, tampering, keys, checkpoints, retention.
 //! - `failures`: every error path a user can hit: one clear line, exit 2.
 //! - `setup`: init, the configuration layers, help text.
@@ -56,6 +58,7 @@ mod demo;
 mod doctor;
 mod events;
 mod failures;
+mod formats;
 mod imports;
 mod integrity;
 mod kill;

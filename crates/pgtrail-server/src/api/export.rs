@@ -6,9 +6,11 @@
 //! NDJSON is exact: one event per line, as the store holds it. CSV is for
 //! spreadsheets: one column per event field (objects and lists as compact
 //! JSON), RFC 4180 quoting, and any text cell starting with `=`, `+`, `-`,
-//! `@`, a tab or a carriage return prefixed with `'` so a spreadsheet shows
-//! it as text instead of running it as a formula (CSV injection). Use the
-//! NDJSON export where exact values matter.
+//! `@`, a tab, a carriage return or `'` prefixed with `'` so a spreadsheet
+//! shows it as text instead of running it as a formula (CSV injection).
+//! The CSV is written by `pgtrail_sink`'s `csv` encoder, so it is the same
+//! as `pgtrail export --format csv` and a CSV sink's. Use the NDJSON export
+//! where exact values matter.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::{stream, StreamExt as _};
 use pgtrail_core::{Event, Filter};
-use serde_json::{json, Value};
+use pgtrail_sink::format::{Encoder, Format as EncoderFormat};
+use serde_json::json;
 
 use super::params::{Params, FILTER_PARAMS};
 use super::problem::{ApiResult, Problem};
@@ -28,47 +31,8 @@ use crate::AppState;
 /// Events read per round trip.
 pub const PAGE: usize = 1_000;
 
-/// The CSV columns: every field of an event, in the schema's order.
-pub const CSV_COLUMNS: [&str; 38] = [
-    "seq",
-    "id",
-    "source",
-    "kind",
-    "captured_at",
-    "db_user",
-    "app_user",
-    "client_addr",
-    "client_port",
-    "application_name",
-    "backend_pid",
-    "session_id",
-    "context",
-    "provenance",
-    "database",
-    "schema",
-    "table",
-    "operation",
-    "objects",
-    "pk",
-    "old",
-    "new",
-    "changed",
-    "partial",
-    "sql",
-    "params",
-    "class",
-    "command_tag",
-    "rows",
-    "duration_us",
-    "sqlstate",
-    "error",
-    "xid",
-    "lsn",
-    "committed_at",
-    "tx_seq",
-    "prev_hash",
-    "hash",
-];
+/// The CSV columns (those of `pgtrail export --format csv`).
+pub use pgtrail_sink::format::CSV_COLUMNS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -168,6 +132,7 @@ async fn export(
 /// A page of events in the export's format.
 fn encode(events: &[Event], format: Format) -> Bytes {
     let mut out = Vec::with_capacity(events.len() * 512);
+    let csv = Encoder::new(EncoderFormat::Csv);
     for event in events {
         match format {
             Format::Ndjson => {
@@ -175,51 +140,16 @@ fn encode(events: &[Event], format: Format) -> Bytes {
                     out.push(b'\n');
                 }
             }
-            Format::Csv => out.extend_from_slice(csv_row(event).as_bytes()),
+            // The CSV encoder cannot fail (only JSON Lines goes through serde).
+            Format::Csv => {
+                let _ = csv.encode(event, &mut out);
+            }
         }
     }
     Bytes::from(out)
 }
 
 /// The CSV header line.
-pub fn csv_header() -> String {
-    let mut line = CSV_COLUMNS.join(",");
-    line.push_str("\r\n");
-    line
-}
-
-/// One event as a CSV line (CRLF-terminated, as RFC 4180 has it).
-pub fn csv_row(event: &Event) -> String {
-    let value = serde_json::to_value(event).unwrap_or(Value::Null);
-    let mut line = String::new();
-    for (i, column) in CSV_COLUMNS.iter().enumerate() {
-        if i > 0 {
-            line.push(',');
-        }
-        match value.get(column) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(text)) => line.push_str(&csv_text(text)),
-            Some(Value::Number(n)) => line.push_str(&n.to_string()),
-            Some(Value::Bool(b)) => line.push_str(if *b { "true" } else { "false" }),
-            Some(other) => line.push_str(&csv_text(&other.to_string())),
-        }
-    }
-    line.push_str("\r\n");
-    line
-}
-
-/// A text cell: neutralised against formulas, quoted when it holds a
-/// comma, a quote or a line break (quotes doubled).
-pub fn csv_text(text: &str) -> String {
-    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let cell = if formula {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    };
-    if cell.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell
-    }
+pub fn csv_header() -> Vec<u8> {
+    Encoder::new(EncoderFormat::Csv).header()
 }

@@ -82,7 +82,7 @@ impl Invocation {
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_FILE)),
-            output: Output::new(cli.format),
+            output: Output::new(cli.format.and_then(crate::cli::FormatFlag::output)),
         }
     }
 
@@ -114,6 +114,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(_) => Invocation::defaults(&cli),
         _ => Invocation::load(&cli).context("cannot load the configuration")?,
     };
+    if let Some(flag) = cli.format {
+        if flag.output().is_none() && !matches!(cli.command, Command::Export(_)) {
+            anyhow::bail!(
+                "--format {}: a record format, which only `pgtrail export` writes; \
+                 this command prints table, json or jsonl",
+                clap::ValueEnum::to_possible_value(&flag)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
     match &cli.command {
         Command::Init(args) => init::run(args, &ctx).await,
         Command::Keygen(args) => keygen::run(args, &ctx).await,
@@ -125,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AsOf(args) => as_of::run(args, &ctx).await,
         Command::Blame(args) => blame::run(args, &ctx).await,
         Command::Import(args) => import::run(args, &ctx).await,
-        Command::Export(args) => export::run(args, &ctx).await,
+        Command::Export(args) => export::run(args, cli.format, &ctx).await,
         Command::Retention(args) => retention::run(args, &ctx).await,
         Command::Replicate(args) => replicate::run(args, &ctx).await,
         Command::Proxy(args) => proxy::run(args, &ctx).await,
