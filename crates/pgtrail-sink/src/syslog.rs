@@ -181,10 +181,11 @@ impl SyslogSink {
     /// One RFC 5424 message (no framing) for `item`, appended to `out`.
     fn message(&self, item: &Item, out: &mut Vec<u8>) -> Result<(), SinkError> {
         if self.encoder.format() == Format::Syslog {
-            return Ok(match item {
+            match item {
                 Item::Event(event) => self.encoder.encode(event, out)?,
                 Item::Checkpoint(checkpoint) => self.encoder.encode_checkpoint(checkpoint, out)?,
-            });
+            }
+            return Ok(());
         }
         match item {
             Item::Event(event) => {

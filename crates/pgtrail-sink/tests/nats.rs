@@ -1,0 +1,306 @@
+//! The NATS JetStream sink against a real `nats-server -js` (Debian's
+//! `nats-server`) that each test starts on a free port with its own store
+//! directory, and restarts where the test says.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgtrail_core::config::NatsSinkConfig;
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_sink::format::{Encoder, Format};
+use pgtrail_sink::nats::NatsSink;
+use pgtrail_sink::sink::{Item, Sink, SinkError};
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A nats-server with JetStream, its store kept across restarts.
+struct NatsServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server; `config` is nats-server configuration text (e.g.
+    /// an `authorization` block), or empty.
+    fn start(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("nats.conf"), config).expect("config");
+        let mut server = NatsServer {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs nats-server under `timeout` (a test killed before its drop
+    /// cannot leave it running for long) and waits for its port.
+    fn run(&mut self) {
+        let child = Command::new("timeout")
+            .args([
+                "--kill-after=5",
+                "300",
+                "nats-server",
+                "-js",
+                "-a",
+                "127.0.0.1",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.path("jetstream"))
+            .arg("-c")
+            .arg(self.path("nats.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("nats-server.log")).expect("log"))
+            .spawn()
+            .expect("nats-server (Debian package nats-server) must be installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server did not listen: {}",
+                    std::fs::read_to_string(self.path("nats-server.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (SIGTERM: JetStream writes its state) and waits.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn config(&self) -> NatsSinkConfig {
+        NatsSinkConfig {
+            url: self.url(),
+            create_stream: true,
+            timeout_secs: 2,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn events(from: usize, count: usize) -> Vec<Item> {
+    (from..from + count)
+        .map(|n| {
+            let mut event = Event::new(Source::Trigger, Kind::RowChange);
+            event.seq = Some(n as i64 + 1);
+            // A table name a subject built from event fields would obey.
+            event.schema = Some("pgtrail.checkpoints".into());
+            event.table = Some(format!("a.*.>{n}"));
+            event.sql = Some(format!("INSERT INTO \"a.*.>\" VALUES ({n})\n"));
+            Item::Event(event)
+        })
+        .collect()
+}
+
+fn id_of(item: &Item) -> String {
+    match item {
+        Item::Event(event) => event.id.to_string(),
+        Item::Checkpoint(_) => panic!("not an event"),
+    }
+}
+
+/// What the stream holds: (subject, Nats-Msg-Id, the event) in order.
+async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    let (first, count) = (info.state.first_sequence, info.state.messages);
+    let mut out = Vec::new();
+    for seq in first..first + count {
+        let message = stream.get_raw_message(seq).await.expect("message");
+        let id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let event: Event = serde_json::from_slice(&message.payload).expect("payload is the event");
+        out.push((message.subject.to_string(), id, event));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_server_restart_mid_stream_ends_with_each_event_exactly_once() {
+    let mut server = NatsServer::start("");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 300);
+    let batches: Vec<&[Item]> = sent.chunks(25).collect();
+    for batch in &batches[..5] {
+        sink.deliver(batch).await.expect("before the restart");
+    }
+
+    server.stop();
+    let started = Instant::now();
+    let error = sink.deliver(batches[5]).await.expect_err("server is down");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "deliver must not hang"
+    );
+
+    server.run();
+    // The runner's back-off and retry of the same batch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sink.deliver(batches[5]).await {
+            Ok(()) => break,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("never recovered: {error}"),
+        }
+    }
+    // A runner killed after the acknowledgements and before its cursor was
+    // saved sends acknowledged batches again.
+    sink.deliver(batches[4]).await.expect("redelivery");
+    sink.deliver(batches[5]).await.expect("redelivery");
+    for batch in &batches[6..] {
+        sink.deliver(batch).await.expect("after the restart");
+    }
+
+    let held = stream_contents(&server.url(), &config.stream).await;
+    assert_eq!(held.len(), sent.len(), "exactly once");
+    for ((subject, msg_id, event), item) in held.iter().zip(&sent) {
+        assert_eq!(
+            subject, "pgtrail.events",
+            "the subject is the configured one"
+        );
+        assert_eq!(*msg_id, id_of(item));
+        assert_eq!(event.id.to_string(), id_of(item), "in order");
+    }
+}
+
+#[tokio::test]
+async fn a_server_down_at_start_is_waited_for_not_an_error() {
+    let mut server = NatsServer::start("");
+    server.stop();
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("down is not a setting to fix");
+    let sent = events(0, 10);
+    let error = sink.deliver(&sent).await.expect_err("down");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    server.run();
+    sink.deliver(&sent).await.expect("up");
+    assert_eq!(
+        stream_contents(&server.url(), &config.stream).await.len(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_without_showing_the_secret() {
+    let server = NatsServer::start(
+        "authorization {\n  user: pgtrail\n  password: \"right-horse-battery\"\n}\n",
+    );
+    let wrong = server.path("wrong-password");
+    std::fs::write(&wrong, "wrong-staple-secret\n").expect("write");
+    let mut config = server.config();
+    config.url = format!("nats://pgtrail:url-secret@127.0.0.1:{}", server.port);
+    config.user = Some("pgtrail".into());
+    config.password_file = Some(wrong.display().to_string());
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("wrong password");
+    let text = error.to_string();
+    assert!(matches!(error, SinkError::Refused { .. }), "{text}");
+    assert!(text.contains("authorization"), "{text}");
+    for secret in ["wrong-staple-secret", "right-horse-battery", "url-secret"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+
+    let right = server.path("password");
+    std::fs::write(&right, "right-horse-battery\n").expect("write");
+    config.url = format!("nats://127.0.0.1:{}", server.port);
+    config.password_file = Some(right.display().to_string());
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("right password");
+    assert!(!format!("{sink:?}").contains("right-horse-battery"));
+    sink.deliver(&events(0, 3)).await.expect("deliver");
+
+    config.password_file = Some(server.path("missing").display().to_string());
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("missing file");
+    assert!(
+        error.to_string().contains("cannot read password_file"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_stream_the_sink_stalls_and_says_why() {
+    let server = NatsServer::start("");
+    let mut config = server.config();
+    config.create_stream = false;
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let error = sink.deliver(&events(0, 2)).await.expect_err("no stream");
+    assert!(error.to_string().contains("create_stream"), "{error}");
+}
+
+#[tokio::test]
+async fn subjects_are_fixed_by_the_configuration() {
+    for (key, value) in [
+        ("subject", "pgtrail.*"),
+        ("subject", "pgtrail.>"),
+        ("subject", "pgtrail..events"),
+        ("checkpoint_subject", "pgtrail events"),
+        ("subject", "pgtrail.checkpoints"),
+    ] {
+        let mut config = NatsSinkConfig {
+            url: "nats://127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        match key {
+            "subject" => config.subject = value.into(),
+            _ => config.checkpoint_subject = value.into(),
+        }
+        let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+            .await
+            .expect_err(value)
+            .to_string();
+        assert!(error.contains("subject"), "{value}: {error}");
+    }
+}
