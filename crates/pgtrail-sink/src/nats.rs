@@ -186,7 +186,14 @@ impl NatsSink {
                     ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => self.refused(error),
                     _ => self.unavailable(error),
                 })?;
-            self.jetstream = Some(ContextBuilder::new().timeout(self.timeout).build(client));
+            // An acknowledgement given up on (a failed batch) holds its in-flight
+            // permit until ack_timeout: keep that as short as the batch's.
+            self.jetstream = Some(
+                ContextBuilder::new()
+                    .timeout(self.timeout)
+                    .ack_timeout(self.timeout)
+                    .build(client),
+            );
         }
         if !self.stream_checked {
             self.check_stream().await?;

@@ -209,6 +209,48 @@ async fn a_server_restart_mid_stream_ends_with_each_event_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_frozen_server_fails_the_batch_in_time_and_then_recovers() {
+    let server = NatsServer::start("");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 40);
+    sink.deliver(&sent[..20]).await.expect("before");
+    // Accepts nothing, answers nothing, closes nothing: a black hole.
+    let pid = server.child.as_ref().expect("running").id();
+    let server_pid = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-P", &pid.to_string(), "nats-server"])
+            .output()
+            .expect("pgrep")
+            .stdout,
+    )
+    .expect("utf-8");
+    let server_pid = server_pid.trim().to_string();
+    assert!(!server_pid.is_empty(), "nats-server under timeout");
+    let signal = |name: &str| {
+        Command::new("kill")
+            .args([name, &server_pid])
+            .status()
+            .expect("kill")
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let result = sink.deliver(&sent[20..]).await;
+    let waited = started.elapsed();
+    signal("-CONT");
+    let error = result.expect_err("frozen");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    sink.deliver(&sent[20..]).await.expect("thawed");
+    let held = stream_contents(&server.url(), &config.stream).await;
+    let ids: Vec<_> = held.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<_> = sent.iter().map(id_of).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
 async fn a_server_down_at_start_is_waited_for_not_an_error() {
     let mut server = NatsServer::start("");
     server.stop();
