@@ -46,9 +46,10 @@ const FACILITY_AUDIT: u8 = 13;
 /// The largest UDP payload over IPv4.
 const MAX_UDP_PAYLOAD: usize = 65_507;
 
-/// How long a new TLS connection is watched for the receiver refusing the
-/// client's certificate: in TLS 1.3 that refusal comes after the client
-/// thinks the handshake is done, and a batch written before it would be lost.
+/// How long a new TLS connection is watched, at least, for the receiver
+/// refusing the client's certificate: in TLS 1.3 that refusal comes after
+/// the client thinks the handshake is done, and a batch written before it
+/// would be lost. On a slow link the handshake's own duration is waited.
 const TLS_SETTLE: Duration = Duration::from_millis(300);
 
 /// How the messages travel.
@@ -273,6 +274,7 @@ impl SyslogSink {
                 match &self.tls {
                     None => Connection::Tcp(tcp),
                     Some((connector, name)) => {
+                        let started = std::time::Instant::now();
                         let mut tls = tokio::time::timeout(
                             self.timeout,
                             connector.connect(name.clone(), tcp),
@@ -280,7 +282,10 @@ impl SyslogSink {
                         .await
                         .map_err(|_| self.unavailable("no TLS handshake within timeout_secs"))?
                         .map_err(|e| self.unavailable(format!("TLS handshake failed: {e}")))?;
-                        if peer_closed_tls(&mut tls, TLS_SETTLE).await {
+                        let settle = started
+                            .elapsed()
+                            .clamp(TLS_SETTLE, self.timeout.max(TLS_SETTLE));
+                        if peer_closed_tls(&mut tls, settle).await {
                             return Err(self.unavailable(
                                 "the receiver closed the TLS connection after the handshake (did it refuse the client certificate?)",
                             ));
@@ -348,9 +353,11 @@ impl SyslogSink {
     }
 
     async fn send_datagrams(&mut self, items: &[Item]) -> Result<(), SinkError> {
-        let mut message = Vec::new();
+        // Every message is made before any is sent: an item that cannot be
+        // written fails the batch before part of it went out.
+        let mut datagrams = Vec::with_capacity(items.len());
         for item in items {
-            message.clear();
+            let mut message = Vec::new();
             self.message(item, &mut message)?;
             if message.len() > self.max_datagram {
                 let original = message.len();
@@ -360,10 +367,13 @@ impl SyslogSink {
                 tracing::warn!(destination = %self.destination(), %id, seq, bytes = original, max_datagram = self.max_datagram,
                     "Syslog message longer than a datagram: sent truncated (use tcp:// or tls:// for whole events)");
             }
-            let Some(Connection::Udp(socket)) = &self.connection else {
-                return Err(self.unavailable("no socket"));
-            };
-            match tokio::time::timeout(self.timeout, socket.send(&message)).await {
+            datagrams.push(message);
+        }
+        let Some(Connection::Udp(socket)) = &self.connection else {
+            return Err(self.unavailable("no socket"));
+        };
+        for message in &datagrams {
+            match tokio::time::timeout(self.timeout, socket.send(message)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(self.unavailable(e)),
                 Err(_) => {

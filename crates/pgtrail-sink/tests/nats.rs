@@ -346,3 +346,24 @@ async fn subjects_are_fixed_by_the_configuration() {
         assert!(error.contains("subject"), "{value}: {error}");
     }
 }
+
+/// Prints events/s (figures, not a check): `cargo nextest run -p
+/// pgtrail-sink --release --run-ignored ignored-only -E 'test(throughput)' --no-capture`.
+#[tokio::test]
+#[ignore]
+async fn throughput() {
+    let server = NatsServer::start("max_payload: 8MB\n");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 100_000);
+    for round in 0..3 {
+        let started = Instant::now();
+        for batch in sent.chunks(1000) {
+            sink.deliver(batch).await.expect("deliver");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("round {round}: {:.0} events/s", sent.len() as f64 / secs);
+    }
+}

@@ -463,3 +463,21 @@ fn settings_are_checked_before_any_connection() {
     config.hostname = Some("two words".into());
     assert!(bad(config).contains("hostname"));
 }
+
+/// Prints events/s (figures, not a check): `cargo nextest run -p
+/// pgtrail-sink --release --run-ignored ignored-only -E 'test(throughput)' --no-capture`.
+#[tokio::test]
+#[ignore]
+async fn throughput() {
+    let rsyslog = Rsyslog::start();
+    for scheme in ["tcp", "tls", "tcp", "tls"] {
+        let mut sink = sink(&rsyslog.config(scheme));
+        let sent = events(0, 100_000);
+        let started = Instant::now();
+        for batch in sent.chunks(1000) {
+            sink.deliver(batch).await.expect("deliver");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("{scheme}: {:.0} events/s", sent.len() as f64 / secs);
+    }
+}
