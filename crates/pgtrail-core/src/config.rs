@@ -816,6 +816,34 @@ mod tests {
     }
 
     #[test]
+    fn syslog_and_nats_sinks_take_their_keys_and_defaults() {
+        let config = Config::from_toml(
+            "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\nurl = \"tls://logs:6514\"\nca_file = \"ca.pem\"\n\
+             [[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"nats://h:4222\"\ncreate_stream = true\npassword_file = \"p\"\nuser = \"u\"\n",
+            "s.toml",
+        )
+        .expect("valid");
+        let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
+            panic!("syslog");
+        };
+        assert_eq!(syslog.ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!((syslog.timeout_secs, syslog.max_datagram), (10, 2048));
+        let SinkKind::Nats(nats) = &config.sinks[1].kind else {
+            panic!("nats");
+        };
+        assert!(nats.create_stream);
+        assert_eq!(nats.subject, "pgtrail.events");
+        assert_eq!(nats.checkpoint_subject, "pgtrail.checkpoints");
+        assert_eq!(nats.duplicate_window_secs, 600);
+        for bad in [
+            "[[sinks]]\nname = \"x\"\ntype = \"syslog\"\nurl = \"udp://h\"\nmax_datagrams = 9000\n",
+            "[[sinks]]\nname = \"x\"\ntype = \"nats\"\nurl = \"nats://h\"\npassword = \"inline\"\n",
+        ] {
+            assert!(Config::from_toml(bad, "s.toml").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn proxy_section_reads_one_level_or_a_list() {
         let config = Config::from_toml(
             "[proxy]\nlisten = \"127.0.0.1:6432\"\nlog = \"failed\"\ndurability = \"strict\"\n",

@@ -270,6 +270,7 @@ impl NatsSink {
         let Some(jetstream) = self.jetstream.clone() else {
             return Err(self.unavailable("not connected"));
         };
+        let mut duplicates = 0usize;
         for window in items.chunks(ACK_WINDOW) {
             let mut pending = Vec::with_capacity(window.len());
             for item in window {
@@ -284,8 +285,15 @@ impl NatsSink {
                 pending.push(ack);
             }
             for ack in pending {
-                ack.await.map_err(|e| self.publish_error(e))?;
+                let ack = ack.await.map_err(|e| self.publish_error(e))?;
+                duplicates += usize::from(ack.duplicate);
             }
+        }
+        if duplicates > 0 {
+            // A redelivery, or someone else published these ids first: only
+            // the stream's first copy of an id counts (docs/security.md).
+            tracing::info!(destination = %self.destination, duplicates, batch = items.len(),
+                "JetStream already held some of the batch's message ids and kept its first copies");
         }
         Ok(())
     }

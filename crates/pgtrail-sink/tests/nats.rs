@@ -311,6 +311,52 @@ async fn wrong_credentials_are_refused_without_showing_the_secret() {
 }
 
 #[tokio::test]
+async fn a_token_and_tls_are_used_as_configured() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = pgtrail_testkit::TestCa::new("nats test CA").expect("ca");
+    let server_tls = ca.server(&["localhost"]).expect("cert");
+    let file = |name: &str, text: &str| {
+        let path = certs.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", &ca.cert_pem());
+    let server = NatsServer::start(&format!(
+        "authorization {{ token: \"tok-3141592653\" }}\ntls {{ cert_file: \"{}\"\n key_file: \"{}\" }}\n",
+        file("server.pem", &server_tls.cert_pem),
+        file("server.key", &server_tls.key_pem),
+    ));
+    let mut config = server.config();
+    config.url = format!("nats://localhost:{}", server.port);
+    config.token_file = Some(file("token", "tok-3141592653\n"));
+    config.ca_file = Some(ca_file);
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("token over TLS");
+    sink.deliver(&events(0, 3)).await.expect("deliver");
+
+    // An impostor's certificate (another CA): nothing is sent to it.
+    let other = pgtrail_testkit::TestCa::new("impostor").expect("ca");
+    config.ca_file = Some(file("other.pem", &other.cert_pem()));
+    let error = match NatsSink::connect(&config, Encoder::new(Format::Jsonl)).await {
+        Err(error) => error,
+        Ok(mut sink) => sink.deliver(&events(3, 1)).await.expect_err("impostor"),
+    };
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert!(!error.to_string().contains("tok-3141592653"), "{error}");
+
+    // A wrong token: refused, and the token is not in the message.
+    config.ca_file = Some(certs.path().join("ca.pem").display().to_string());
+    config.token_file = Some(file("wrong", "tok-2718281828\n"));
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("wrong token");
+    assert!(matches!(error, SinkError::Refused { .. }), "{error}");
+    assert!(!error.to_string().contains("tok-"), "{error}");
+}
+
+#[tokio::test]
 async fn without_a_stream_the_sink_stalls_and_says_why() {
     let server = NatsServer::start("");
     let mut config = server.config();
