@@ -29,17 +29,27 @@ struct NatsServer {
 
 impl NatsServer {
     /// Starts a server; `config` is nats-server configuration text (e.g.
-    /// an `authorization` block), or empty.
+    /// an `authorization` block), or empty. A port another process took
+    /// between the choice and the bind is chosen again.
     fn start(config: &str) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("nats.conf"), config).expect("config");
         let mut server = NatsServer {
             dir,
-            port: free_port(),
+            port: 0,
             child: None,
         };
-        server.run();
-        server
+        for _ in 0..3 {
+            server.port = free_port();
+            if server.try_run() {
+                return server;
+            }
+        }
+        panic!("nats-server did not start: {}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("nats-server.log")).unwrap_or_default()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -50,10 +60,20 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Runs nats-server under `timeout` (a test killed before its drop
-    /// cannot leave it running for long) and waits for its port.
+    /// Runs nats-server again on its port (after [`NatsServer::stop`]).
     fn run(&mut self) {
-        let child = Command::new("timeout")
+        assert!(
+            self.try_run(),
+            "nats-server did not restart: {}",
+            self.log()
+        );
+    }
+
+    /// Runs nats-server under `timeout` (a test killed before its drop
+    /// cannot leave it running for long) and waits until it says it is
+    /// ready; `false` when it exited (its port taken).
+    fn try_run(&mut self) -> bool {
+        let mut child = Command::new("timeout")
             .args([
                 "--kill-after=5",
                 "300",
@@ -72,16 +92,18 @@ impl NatsServer {
             .stderr(std::fs::File::create(self.path("nats-server.log")).expect("log"))
             .spawn()
             .expect("nats-server (Debian package nats-server) must be installed");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                panic!(
-                    "nats-server did not listen: {}",
-                    std::fs::read_to_string(self.path("nats-server.log")).unwrap_or_default()
-                );
+        loop {
+            if self.log().contains("Server is ready") {
+                self.child = Some(child);
+                return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -9,6 +9,7 @@
 //! messages as they are, with the same framing.
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,9 @@ use pgtrail_sink::sink::{Item, Sink, SinkError};
 use pgtrail_sink::syslog::SyslogSink;
 use pgtrail_testkit::TestCa;
 use serde_json::Value;
+
+/// APP-NAME of the message a start-up probe sends.
+const PROBE_APP: &str = "testprobe";
 
 /// Longest a test waits for rsyslog to write what it received.
 const ARRIVAL: Duration = Duration::from_secs(15);
@@ -58,15 +62,26 @@ impl Rsyslog {
             std::fs::write(path(name), text).expect("write pem");
         }
         let mut rsyslog = Rsyslog {
-            udp: free_port(),
-            tcp: free_port(),
-            tls: free_port(),
+            udp: 0,
+            tcp: 0,
+            tls: 0,
             dir,
             child: None,
         };
-        rsyslog.write_config();
-        rsyslog.run();
-        rsyslog
+        // A port another process took between the choice and the bind is
+        // chosen again.
+        for _ in 0..3 {
+            (rsyslog.udp, rsyslog.tcp, rsyslog.tls) = (free_port(), free_port(), free_port());
+            rsyslog.write_config();
+            if rsyslog.try_run() {
+                return rsyslog;
+            }
+        }
+        panic!("rsyslogd did not start: {}", rsyslog.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("rsyslogd.log")).unwrap_or_default()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -106,9 +121,16 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out")
         std::fs::write(self.path("rsyslog.conf"), config).expect("write config");
     }
 
-    /// Starts rsyslogd (under `timeout`, so a test killed before its drop
-    /// cannot leave it running for long) and waits for both TCP inputs.
+    /// Runs rsyslogd again on its ports (after [`Rsyslog::stop`]).
     fn run(&mut self) {
+        assert!(self.try_run(), "rsyslogd did not restart: {}", self.log());
+    }
+
+    /// Starts rsyslogd (under `timeout`, so a test killed before its drop
+    /// cannot leave it running for long) and waits until a probe sent to
+    /// its TCP input was written: every input is active then, and any that
+    /// could not bind its port has said so (`false`).
+    fn try_run(&mut self) -> bool {
         let child = Command::new("timeout")
             .args(["--kill-after=5", "300", "rsyslogd", "-n", "-f"])
             .arg(self.path("rsyslog.conf"))
@@ -119,18 +141,30 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out")
             .spawn()
             .expect("rsyslogd (Debian package rsyslog) must be installed");
         self.child = Some(child);
+        let probe = format!("probe-{}", free_port());
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.tcp, self.tls] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if Instant::now() > deadline {
-                    panic!(
-                        "rsyslogd did not listen on {port}: {}",
-                        std::fs::read_to_string(self.path("rsyslogd.log")).unwrap_or_default()
-                    );
+        let mut sent = false;
+        while Instant::now() < deadline {
+            if !sent {
+                if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.tcp)) {
+                    let message = format!("<13>1 - - {PROBE_APP} - - - {probe}");
+                    sent = write!(tcp, "{} {message}", message.len()).is_ok();
                 }
-                std::thread::sleep(Duration::from_millis(50));
+            } else if self.raw_lines().iter().any(|line| line.contains(&probe)) {
+                let log = self.log();
+                if ["Address already in use", "could not", "failed"]
+                    .iter()
+                    .any(|error| log.contains(error))
+                {
+                    self.stop();
+                    return false;
+                }
+                return true;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        self.stop();
+        false
     }
 
     /// Stops rsyslogd (SIGTERM through `timeout`) and waits for it.
@@ -143,12 +177,22 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out")
         }
     }
 
-    /// Every message received so far, parsed.
-    fn received(&self) -> Vec<Value> {
+    fn raw_lines(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("received.jsonl"))
             .unwrap_or_default()
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every message received so far but the start-up probes, parsed.
+    fn received(&self) -> Vec<Value> {
+        self.raw_lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            })
+            .filter(|message| message["app"] != PROBE_APP)
             .collect()
     }
 
@@ -417,7 +461,8 @@ async fn a_receiver_that_never_reads_fails_the_batch_within_the_timeout() {
         ..Default::default()
     };
     let mut sink = sink(&config);
-    let big: Vec<Item> = (0..400)
+    // 13 MB: more than the kernel buffers on both ends take.
+    let big: Vec<Item> = (0..200)
         .map(|n| {
             let mut event = Event::new(Source::Proxy, Kind::Statement);
             event.seq = Some(n + 1);
@@ -429,8 +474,9 @@ async fn a_receiver_that_never_reads_fails_the_batch_within_the_timeout() {
     let error = sink.deliver(&big).await.expect_err("never read");
     assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
     assert!(error.to_string().contains("within timeout_secs"), "{error}");
+    // The timeout bounds the write; making the batch's frames comes first.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
