@@ -435,10 +435,19 @@ async fn a_receiver_outage_fails_the_batch_and_loses_nothing() {
     sink.deliver(&sent[10..20])
         .await
         .expect("after the restart");
-    sink.deliver(&sent[20..]).await.expect("and on");
-    let received = rsyslog.wait_for(sent.len());
+    sink.deliver(&sent[20..30]).await.expect("and on");
+    assert_eq!(rsyslog.wait_for(30).len(), 30);
+
+    // A restart between two batches: the sink's connection is dead, and a
+    // batch written into it would vanish behind an Ok. The close is seen
+    // first and the batch goes on a new connection.
+    rsyslog.stop();
+    rsyslog.run();
+    let more = events(30, 10);
+    sink.deliver(&more).await.expect("on a new connection");
+    let received = rsyslog.wait_for(40);
     let got: Vec<_> = received.iter().map(|m| parse(m).id).collect();
-    let want: Vec<_> = sent.iter().map(|i| event_of(i).id).collect();
+    let want: Vec<_> = sent.iter().chain(&more).map(|i| event_of(i).id).collect();
     assert_eq!(got, want, "every event, in order, once");
 }
 
