@@ -18,7 +18,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -142,6 +142,53 @@ pub(crate) fn client_config(
     // PostgreSQL 17's ALPN name; older servers ignore it.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Some(Arc::new(config)))
+}
+
+/// A client configuration for pgtrail's TLS clients other than libpq's (the
+/// syslog sink): the peer's certificate must chain to `roots` and name the
+/// host (`verify-full`'s rule), and `identity`, a PEM certificate chain file
+/// and its private key file, is presented when the peer asks for one.
+pub fn verified_client_config(
+    roots: &RootCerts,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, ConnectError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let store = Arc::new(root_store(SslMode::VerifyFull, roots)?);
+    let verifier = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+        .build()
+        .map_err(|e| tls_setup(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_setup(e.to_string()))?
+        .with_webpki_verifier(verifier);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let unreadable = |what: &str, path: &Path, reason: String| {
+                tls_setup(format!(
+                    "cannot read the client {what} {}: {reason}",
+                    path.display()
+                ))
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| unreadable("certificate", cert, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unreadable("certificate", cert, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(unreadable(
+                    "certificate",
+                    cert,
+                    "no certificate in it".into(),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| unreadable("private key", key, e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls_setup(e.to_string()))?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 fn tls_setup(reason: String) -> ConnectError {

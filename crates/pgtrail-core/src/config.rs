@@ -293,19 +293,91 @@ pub struct HttpSinkConfig {
 }
 
 /// `type = "syslog"`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyslogSinkConfig {
     /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`.
     pub url: String,
+    /// TLS: PEM file of the CA(s) the receiver's certificate must chain to;
+    /// unset: the system's trust store. The certificate must name the host.
+    pub ca_file: Option<String>,
+    /// TLS: PEM certificate chain presented when the receiver asks for one.
+    pub cert_file: Option<String>,
+    /// TLS: the private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// HOSTNAME in the messages; unset: this machine's host name.
+    pub hostname: Option<String>,
+    /// Seconds a connect or a batch's write may take before the batch fails.
+    pub timeout_secs: u64,
+    /// UDP: the largest datagram sent; a longer message is truncated with a
+    /// marker (and counted). RFC 5426 asks receivers for 2048 at least.
+    pub max_datagram: usize,
+}
+
+impl Default for SyslogSinkConfig {
+    fn default() -> Self {
+        SyslogSinkConfig {
+            url: String::new(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            hostname: None,
+            timeout_secs: 10,
+            max_datagram: 2048,
+        }
+    }
 }
 
 /// `type = "nats"`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsSinkConfig {
-    /// `nats://HOST:PORT`.
+    /// `nats://HOST:PORT` (`tls://` for TLS), or several, comma-separated.
     pub url: String,
+    /// Subject every event is published on (fixed: no event field chooses it).
+    pub subject: String,
+    /// Subject the signed checkpoints are published on.
+    pub checkpoint_subject: String,
+    /// JetStream stream taking both subjects; with `create_stream`, made
+    /// when missing (an existing stream is used as it is).
+    pub stream: String,
+    /// Create `stream` when it does not exist.
+    pub create_stream: bool,
+    /// Seconds JetStream remembers a `Nats-Msg-Id` for a stream it creates:
+    /// a redelivery within the window is stored once.
+    pub duplicate_window_secs: u64,
+    /// NATS credentials file (`.creds`: JWT and NKey seed).
+    pub credentials_file: Option<String>,
+    /// User name, with `password_file`.
+    pub user: Option<String>,
+    /// File holding the password of `user` (first line).
+    pub password_file: Option<String>,
+    /// File holding an authentication token (first line).
+    pub token_file: Option<String>,
+    /// PEM file of the CA(s) the server's certificate must chain to; set:
+    /// TLS is required.
+    pub ca_file: Option<String>,
+    /// Seconds a connect or a batch's acknowledgements may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        NatsSinkConfig {
+            url: String::new(),
+            subject: "pgtrail.events".into(),
+            checkpoint_subject: "pgtrail.checkpoints".into(),
+            stream: "PGTRAIL".into(),
+            create_stream: false,
+            duplicate_window_secs: 600,
+            credentials_file: None,
+            user: None,
+            password_file: None,
+            token_file: None,
+            ca_file: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// `[proxy]`: the statement proxy (docs/proxy.md).
@@ -738,6 +810,34 @@ mod tests {
         for bad in [
             "[[sinks]]\nname = \"x\"\ntype = \"kafka\"\n",
             "[[sinks]]\nname = \"x\"\ntype = \"file\"\ndir = \"d\"\ndirr = \"typo\"\n",
+        ] {
+            assert!(Config::from_toml(bad, "s.toml").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn syslog_and_nats_sinks_take_their_keys_and_defaults() {
+        let config = Config::from_toml(
+            "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\nurl = \"tls://logs:6514\"\nca_file = \"ca.pem\"\n\
+             [[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"nats://h:4222\"\ncreate_stream = true\npassword_file = \"p\"\nuser = \"u\"\n",
+            "s.toml",
+        )
+        .expect("valid");
+        let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
+            panic!("syslog");
+        };
+        assert_eq!(syslog.ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!((syslog.timeout_secs, syslog.max_datagram), (10, 2048));
+        let SinkKind::Nats(nats) = &config.sinks[1].kind else {
+            panic!("nats");
+        };
+        assert!(nats.create_stream);
+        assert_eq!(nats.subject, "pgtrail.events");
+        assert_eq!(nats.checkpoint_subject, "pgtrail.checkpoints");
+        assert_eq!(nats.duplicate_window_secs, 600);
+        for bad in [
+            "[[sinks]]\nname = \"x\"\ntype = \"syslog\"\nurl = \"udp://h\"\nmax_datagrams = 9000\n",
+            "[[sinks]]\nname = \"x\"\ntype = \"nats\"\nurl = \"nats://h\"\npassword = \"inline\"\n",
         ] {
             assert!(Config::from_toml(bad, "s.toml").is_err(), "{bad}");
         }

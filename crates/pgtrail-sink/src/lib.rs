@@ -11,6 +11,10 @@
 //!   `pgtrail export --format` and the sinks.
 //! - [`sink`]: the [`sink::Sink`] trait each destination implements, and
 //!   what it delivers ([`sink::Item`]).
+//! - [`syslog`]: RFC 5424 messages over UDP, TCP or TLS (octet counting).
+//! - [`nats`]: NATS JetStream, the event id as `Nats-Msg-Id`.
 
 pub mod format;
+pub mod nats;
 pub mod sink;
+pub mod syslog;

@@ -1,0 +1,417 @@
+//! The NATS JetStream sink: one message per event on a fixed subject, with
+//! the event id as `Nats-Msg-Id`.
+//!
+//! A batch is published pipelined (every message sent, then every
+//! acknowledgement awaited) and `deliver` is `Ok` only once JetStream
+//! acknowledged each one: the stream holds it. Any failure fails the whole
+//! batch, which the runner sends again; JetStream stores a message whose
+//! `Nats-Msg-Id` it saw within the stream's duplicate window only once, so
+//! at-least-once redelivery ends as exactly one copy in the stream.
+//!
+//! Subjects come from the configuration only, never from an event's fields:
+//! a table named `a.*.>` cannot choose where its events go. Checkpoints go
+//! to their own subject. Credentials are read from files and never logged.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::{Context, ContextBuilder, PublishErrorKind};
+use async_nats::jetstream::stream;
+use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pgtrail_core::config::NatsSinkConfig;
+
+use crate::format::Encoder;
+use crate::sink::{Item, Sink, SinkError};
+
+/// Acknowledgements awaited at a time: below the client's in-flight limit
+/// (5,000), which would otherwise hold a larger batch's publishes forever.
+const ACK_WINDOW: usize = 4096;
+
+/// Sends events to a NATS JetStream stream.
+pub struct NatsSink {
+    config: NatsSinkConfig,
+    /// `url` without any `user:password@`.
+    destination: String,
+    encoder: Encoder,
+    timeout: Duration,
+    jetstream: Option<Context>,
+    stream_checked: bool,
+}
+
+impl std::fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("destination", &self.destination)
+            .field("subject", &self.config.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSink {
+    /// A sink for `config`, writing payloads with `encoder`. Checks the
+    /// settings and tries to connect: wrong credentials are `Refused` here;
+    /// a server that is down is not an error (`deliver` connects later).
+    pub async fn connect(config: &NatsSinkConfig, encoder: Encoder) -> Result<Self, SinkError> {
+        let destination = format!("nats {}", without_userinfo(&config.url));
+        let invalid = |reason: String| SinkError::Refused {
+            destination: destination.clone(),
+            reason: format!("invalid nats sink settings: {reason}"),
+        };
+        if config.url.trim().is_empty() {
+            return Err(invalid("url is empty".into()));
+        }
+        for (key, subject) in [
+            ("subject", &config.subject),
+            ("checkpoint_subject", &config.checkpoint_subject),
+        ] {
+            if !is_publish_subject(subject) {
+                return Err(invalid(format!(
+                    "{key} {subject:?} must be dot-separated tokens of printable characters, without '*', '>' or spaces"
+                )));
+            }
+        }
+        if config.subject == config.checkpoint_subject {
+            return Err(invalid("subject and checkpoint_subject must differ".into()));
+        }
+        if !is_stream_name(&config.stream) {
+            return Err(invalid(format!(
+                "stream {:?} must be printable characters without '.', '*', '>', '/', '\\' or spaces",
+                config.stream
+            )));
+        }
+        if config.timeout_secs == 0 {
+            return Err(invalid("timeout_secs must be at least 1".into()));
+        }
+        if config.create_stream && config.duplicate_window_secs == 0 {
+            return Err(invalid(
+                "duplicate_window_secs must be at least 1: the window is what makes redelivery exactly once".into(),
+            ));
+        }
+        let mut sink = NatsSink {
+            config: config.clone(),
+            destination,
+            encoder,
+            timeout: Duration::from_secs(config.timeout_secs),
+            jetstream: None,
+            stream_checked: false,
+        };
+        // Check the credentials files now: a missing one is a setting to fix.
+        sink.options().await?;
+        match sink.open().await {
+            Ok(()) => {}
+            Err(refused @ SinkError::Refused { .. }) => return Err(refused),
+            Err(error) => {
+                tracing::warn!(destination = %sink.destination, %error, "NATS not reachable yet; will retry on delivery");
+            }
+        }
+        Ok(sink)
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Unavailable {
+            destination: self.destination.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn refused(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Refused {
+            destination: self.destination.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn options(&self) -> Result<ConnectOptions, SinkError> {
+        let config = &self.config;
+        let mut options = ConnectOptions::new()
+            .name("pgtrail")
+            .connection_timeout(self.timeout)
+            .request_timeout(Some(self.timeout))
+            // Reconnect soon after a server restart: the runner is waiting.
+            .reconnect_delay_callback(|attempts| Duration::from_millis(100u64 << attempts.min(4)))
+            .event_callback(|event| async move {
+                tracing::info!(%event, "NATS connection");
+            });
+        let secret = |key: &str, path: &str| -> Result<String, SinkError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| self.refused(format!("cannot read {key} {path}: {e}")))?;
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string();
+            if first.is_empty() {
+                return Err(self.refused(format!("{key} {path} is empty")));
+            }
+            Ok(first)
+        };
+        if let Some(path) = &config.credentials_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| self.refused(format!("cannot use credentials_file {path}: {e}")))?;
+        }
+        match (&config.user, &config.password_file) {
+            (Some(user), Some(path)) => {
+                let password = secret("password_file", path)?;
+                options = options.user_and_password(user.clone(), password);
+            }
+            (None, None) => {}
+            _ => return Err(self.refused("user and password_file go together")),
+        }
+        if let Some(path) = &config.token_file {
+            options = options.token(secret("token_file", path)?);
+        }
+        if let Some(path) = &config.ca_file {
+            options = options.add_root_certificates(path.into()).require_tls(true);
+        }
+        Ok(options)
+    }
+
+    /// Connects (when not connected) and makes sure the stream exists.
+    async fn open(&mut self) -> Result<(), SinkError> {
+        if self.jetstream.is_none() {
+            let options = self.options().await?;
+            let client = options
+                .connect(self.config.url.as_str())
+                .await
+                .map_err(|error| match error.kind() {
+                    ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                        self.refused(format!(
+                            "{error} (check user, password_file, token_file or credentials_file)"
+                        ))
+                    }
+                    ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => self.refused(error),
+                    _ => self.unavailable(error),
+                })?;
+            // An acknowledgement given up on (a failed batch) holds its in-flight
+            // permit until ack_timeout: keep that as short as the batch's.
+            self.jetstream = Some(
+                ContextBuilder::new()
+                    .timeout(self.timeout)
+                    .ack_timeout(self.timeout)
+                    .build(client),
+            );
+        }
+        if !self.stream_checked {
+            self.check_stream().await?;
+            self.stream_checked = true;
+        }
+        Ok(())
+    }
+
+    async fn check_stream(&self) -> Result<(), SinkError> {
+        let Some(jetstream) = &self.jetstream else {
+            return Err(self.unavailable("not connected"));
+        };
+        let name = &self.config.stream;
+        if self.config.create_stream {
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![
+                    self.config.subject.clone(),
+                    self.config.checkpoint_subject.clone(),
+                ],
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(self.config.duplicate_window_secs),
+                ..Default::default()
+            };
+            jetstream.get_or_create_stream(config).await.map_err(|e| {
+                self.unavailable(format!("cannot create or find stream {name}: {e}"))
+            })?;
+        } else {
+            jetstream.get_stream(name).await.map_err(|e| {
+                self.unavailable(format!(
+                    "cannot find stream {name} (create it, or set create_stream = true): {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The message for `item`: subject, `Nats-Msg-Id` and payload.
+    fn message(&self, item: &Item) -> Result<(String, HeaderMap, Bytes), SinkError> {
+        let mut payload = Vec::new();
+        let mut headers = HeaderMap::new();
+        let subject = match item {
+            Item::Event(event) => {
+                self.encoder.encode(event, &mut payload)?;
+                headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
+                headers.insert("Pgtrail-Kind", event.kind.as_str());
+                if let Some(seq) = event.seq {
+                    headers.insert("Pgtrail-Seq", seq.to_string().as_str());
+                }
+                &self.config.subject
+            }
+            Item::Checkpoint(checkpoint) => {
+                self.encoder.encode_checkpoint(checkpoint, &mut payload)?;
+                let id = format!(
+                    "checkpoint-{}-{}-{}",
+                    checkpoint.kind.as_str(),
+                    checkpoint.seq,
+                    checkpoint.hash
+                );
+                headers.insert("Nats-Msg-Id", id.as_str());
+                headers.insert("Pgtrail-Seq", checkpoint.seq.to_string().as_str());
+                &self.config.checkpoint_subject
+            }
+        };
+        // A message is already one record: no line end.
+        while matches!(payload.last(), Some(b'\n' | b'\r')) {
+            payload.pop();
+        }
+        Ok((subject.clone(), headers, Bytes::from(payload)))
+    }
+
+    async fn publish(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        self.open().await?;
+        let Some(jetstream) = self.jetstream.clone() else {
+            return Err(self.unavailable("not connected"));
+        };
+        let mut duplicates = 0usize;
+        for window in items.chunks(ACK_WINDOW) {
+            let mut pending = Vec::with_capacity(window.len());
+            for item in window {
+                let (subject, headers, payload) = self.message(item)?;
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .headers(headers)
+                    .payload(payload);
+                let ack = jetstream
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(|e| self.publish_error(e))?;
+                pending.push(ack);
+            }
+            for ack in pending {
+                let ack = ack.await.map_err(|e| self.publish_error(e))?;
+                duplicates += usize::from(ack.duplicate);
+            }
+        }
+        if duplicates > 0 {
+            // A redelivery, or someone else published these ids first: only
+            // the stream's first copy of an id counts (docs/security.md).
+            tracing::info!(destination = %self.destination, duplicates, batch = items.len(),
+                "JetStream already held some of the batch's message ids and kept its first copies");
+        }
+        Ok(())
+    }
+
+    fn publish_error(&self, error: async_nats::jetstream::context::PublishError) -> SinkError {
+        match error.kind() {
+            // Fixing these takes an operator: the sink stalls and says why.
+            PublishErrorKind::StreamNotFound => self.refused(format!(
+                "no stream takes subject {} ({error}): create stream {} or set create_stream = true",
+                self.config.subject, self.config.stream
+            )),
+            PublishErrorKind::MaxPayloadExceeded => self.refused(format!(
+                "{error}: raise max_payload on the NATS server"
+            )),
+            _ => self.unavailable(error),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    fn destination(&self) -> String {
+        self.destination.clone()
+    }
+
+    async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        // Every step has its own timeout; this bounds the sum for a batch
+        // whose windows each come close to it.
+        let limit = self.timeout * 3;
+        match tokio::time::timeout(limit, self.publish(items)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                if matches!(error, SinkError::Refused { .. }) {
+                    // The stream may be created meanwhile: look again next time.
+                    self.stream_checked = false;
+                }
+                Err(error)
+            }
+            Err(_) => Err(self.unavailable(format!(
+                "the batch was not acknowledged within {} s",
+                limit.as_secs()
+            ))),
+        }
+    }
+}
+
+/// A subject a message can be published on: non-empty dot-separated tokens
+/// of printable ASCII, no wildcard.
+pub(crate) fn is_publish_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| (33..=126).contains(&b) && b != b'*' && b != b'>')
+        })
+}
+
+fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| (33..=126).contains(&b) && !matches!(b, b'.' | b'*' | b'>' | b'/' | b'\\'))
+}
+
+/// `nats://user:secret@host:4222` as `nats://host:4222`, for messages.
+fn without_userinfo(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), one),
+            };
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}{rest}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_with_wildcards_or_empty_tokens_are_refused() {
+        for good in ["pgtrail.events", "audit", "a-b_c.d1"] {
+            assert!(is_publish_subject(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*",
+            "a.>",
+            "a b",
+            "a.\tb",
+            "pgtrail.é",
+        ] {
+            assert!(!is_publish_subject(bad), "{bad}");
+        }
+        assert!(is_stream_name("PGTRAIL"));
+        for bad in ["", "A.B", "A*", "A/B", "A B"] {
+            assert!(!is_stream_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn destination_never_shows_url_credentials() {
+        assert_eq!(
+            without_userinfo("nats://alice:s3cret@h1:4222,tls://tok@h2"),
+            "nats://h1:4222,tls://h2"
+        );
+        assert_eq!(without_userinfo("h:4222"), "h:4222");
+    }
+}

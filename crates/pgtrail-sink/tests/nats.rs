@@ -1,0 +1,437 @@
+//! The NATS JetStream sink against a real `nats-server -js` (Debian's
+//! `nats-server`) that each test starts on a free port with its own store
+//! directory, and restarts where the test says.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgtrail_core::config::NatsSinkConfig;
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_sink::format::{Encoder, Format};
+use pgtrail_sink::nats::NatsSink;
+use pgtrail_sink::sink::{Item, Sink, SinkError};
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A nats-server with JetStream, its store kept across restarts.
+struct NatsServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server; `config` is nats-server configuration text (e.g.
+    /// an `authorization` block), or empty. A port another process took
+    /// between the choice and the bind is chosen again.
+    fn start(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("nats.conf"), config).expect("config");
+        let mut server = NatsServer {
+            dir,
+            port: 0,
+            child: None,
+        };
+        for _ in 0..3 {
+            server.port = free_port();
+            if server.try_run() {
+                return server;
+            }
+        }
+        panic!("nats-server did not start: {}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("nats-server.log")).unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs nats-server again on its port (after [`NatsServer::stop`]).
+    fn run(&mut self) {
+        assert!(
+            self.try_run(),
+            "nats-server did not restart: {}",
+            self.log()
+        );
+    }
+
+    /// Runs nats-server under `timeout` (a test killed before its drop
+    /// cannot leave it running for long) and waits until it says it is
+    /// ready; `false` when it exited (its port taken).
+    fn try_run(&mut self) -> bool {
+        let mut child = Command::new("timeout")
+            .args([
+                "--kill-after=5",
+                "300",
+                "nats-server",
+                "-js",
+                "-a",
+                "127.0.0.1",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.path("jetstream"))
+            .arg("-c")
+            .arg(self.path("nats.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("nats-server.log")).expect("log"))
+            .spawn()
+            .expect("nats-server (Debian package nats-server) must be installed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.log().contains("Server is ready") {
+                self.child = Some(child);
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGTERM: JetStream writes its state) and waits.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn config(&self) -> NatsSinkConfig {
+        NatsSinkConfig {
+            url: self.url(),
+            create_stream: true,
+            timeout_secs: 2,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn events(from: usize, count: usize) -> Vec<Item> {
+    (from..from + count)
+        .map(|n| {
+            let mut event = Event::new(Source::Trigger, Kind::RowChange);
+            event.seq = Some(n as i64 + 1);
+            // A table name a subject built from event fields would obey.
+            event.schema = Some("pgtrail.checkpoints".into());
+            event.table = Some(format!("a.*.>{n}"));
+            event.sql = Some(format!("INSERT INTO \"a.*.>\" VALUES ({n})\n"));
+            Item::Event(event)
+        })
+        .collect()
+}
+
+fn id_of(item: &Item) -> String {
+    match item {
+        Item::Event(event) => event.id.to_string(),
+        Item::Checkpoint(_) => panic!("not an event"),
+    }
+}
+
+/// What the stream holds: (subject, Nats-Msg-Id, the event) in order.
+async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    let (first, count) = (info.state.first_sequence, info.state.messages);
+    let mut out = Vec::new();
+    for seq in first..first + count {
+        let message = stream.get_raw_message(seq).await.expect("message");
+        let id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let event: Event = serde_json::from_slice(&message.payload).expect("payload is the event");
+        out.push((message.subject.to_string(), id, event));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_server_restart_mid_stream_ends_with_each_event_exactly_once() {
+    let mut server = NatsServer::start("");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 300);
+    let batches: Vec<&[Item]> = sent.chunks(25).collect();
+    for batch in &batches[..5] {
+        sink.deliver(batch).await.expect("before the restart");
+    }
+
+    server.stop();
+    let started = Instant::now();
+    let error = sink.deliver(batches[5]).await.expect_err("server is down");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "deliver must not hang"
+    );
+
+    server.run();
+    // The runner's back-off and retry of the same batch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sink.deliver(batches[5]).await {
+            Ok(()) => break,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("never recovered: {error}"),
+        }
+    }
+    // A runner killed after the acknowledgements and before its cursor was
+    // saved sends acknowledged batches again.
+    sink.deliver(batches[4]).await.expect("redelivery");
+    sink.deliver(batches[5]).await.expect("redelivery");
+    for batch in &batches[6..] {
+        sink.deliver(batch).await.expect("after the restart");
+    }
+
+    let held = stream_contents(&server.url(), &config.stream).await;
+    assert_eq!(held.len(), sent.len(), "exactly once");
+    for ((subject, msg_id, event), item) in held.iter().zip(&sent) {
+        assert_eq!(
+            subject, "pgtrail.events",
+            "the subject is the configured one"
+        );
+        assert_eq!(*msg_id, id_of(item));
+        assert_eq!(event.id.to_string(), id_of(item), "in order");
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_server_fails_the_batch_in_time_and_then_recovers() {
+    let server = NatsServer::start("");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 40);
+    sink.deliver(&sent[..20]).await.expect("before");
+    // Accepts nothing, answers nothing, closes nothing: a black hole.
+    let pid = server.child.as_ref().expect("running").id();
+    let server_pid = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-P", &pid.to_string(), "nats-server"])
+            .output()
+            .expect("pgrep")
+            .stdout,
+    )
+    .expect("utf-8");
+    let server_pid = server_pid.trim().to_string();
+    assert!(!server_pid.is_empty(), "nats-server under timeout");
+    let signal = |name: &str| {
+        Command::new("kill")
+            .args([name, &server_pid])
+            .status()
+            .expect("kill")
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let result = sink.deliver(&sent[20..]).await;
+    let waited = started.elapsed();
+    signal("-CONT");
+    let error = result.expect_err("frozen");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    sink.deliver(&sent[20..]).await.expect("thawed");
+    let held = stream_contents(&server.url(), &config.stream).await;
+    let ids: Vec<_> = held.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<_> = sent.iter().map(id_of).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn a_server_down_at_start_is_waited_for_not_an_error() {
+    let mut server = NatsServer::start("");
+    server.stop();
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("down is not a setting to fix");
+    let sent = events(0, 10);
+    let error = sink.deliver(&sent).await.expect_err("down");
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    server.run();
+    sink.deliver(&sent).await.expect("up");
+    assert_eq!(
+        stream_contents(&server.url(), &config.stream).await.len(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_without_showing_the_secret() {
+    let server = NatsServer::start(
+        "authorization {\n  user: pgtrail\n  password: \"right-horse-battery\"\n}\n",
+    );
+    let wrong = server.path("wrong-password");
+    std::fs::write(&wrong, "wrong-staple-secret\n").expect("write");
+    let mut config = server.config();
+    config.url = format!("nats://pgtrail:url-secret@127.0.0.1:{}", server.port);
+    config.user = Some("pgtrail".into());
+    config.password_file = Some(wrong.display().to_string());
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("wrong password");
+    let text = error.to_string();
+    assert!(matches!(error, SinkError::Refused { .. }), "{text}");
+    assert!(text.contains("authorization"), "{text}");
+    for secret in ["wrong-staple-secret", "right-horse-battery", "url-secret"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+
+    let right = server.path("password");
+    std::fs::write(&right, "right-horse-battery\n").expect("write");
+    config.url = format!("nats://127.0.0.1:{}", server.port);
+    config.password_file = Some(right.display().to_string());
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("right password");
+    assert!(!format!("{sink:?}").contains("right-horse-battery"));
+    sink.deliver(&events(0, 3)).await.expect("deliver");
+
+    config.password_file = Some(server.path("missing").display().to_string());
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("missing file");
+    assert!(
+        error.to_string().contains("cannot read password_file"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_and_tls_are_used_as_configured() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = pgtrail_testkit::TestCa::new("nats test CA").expect("ca");
+    let server_tls = ca.server(&["localhost"]).expect("cert");
+    let file = |name: &str, text: &str| {
+        let path = certs.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", &ca.cert_pem());
+    let server = NatsServer::start(&format!(
+        "authorization {{ token: \"tok-3141592653\" }}\ntls {{ cert_file: \"{}\"\n key_file: \"{}\" }}\n",
+        file("server.pem", &server_tls.cert_pem),
+        file("server.key", &server_tls.key_pem),
+    ));
+    let mut config = server.config();
+    config.url = format!("nats://localhost:{}", server.port);
+    config.token_file = Some(file("token", "tok-3141592653\n"));
+    config.ca_file = Some(ca_file);
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("token over TLS");
+    sink.deliver(&events(0, 3)).await.expect("deliver");
+
+    // An impostor's certificate (another CA): nothing is sent to it.
+    let other = pgtrail_testkit::TestCa::new("impostor").expect("ca");
+    config.ca_file = Some(file("other.pem", &other.cert_pem()));
+    let error = match NatsSink::connect(&config, Encoder::new(Format::Jsonl)).await {
+        Err(error) => error,
+        Ok(mut sink) => sink.deliver(&events(3, 1)).await.expect_err("impostor"),
+    };
+    assert!(matches!(error, SinkError::Unavailable { .. }), "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert!(!error.to_string().contains("tok-3141592653"), "{error}");
+
+    // A wrong token: refused, and the token is not in the message.
+    config.ca_file = Some(certs.path().join("ca.pem").display().to_string());
+    config.token_file = Some(file("wrong", "tok-2718281828\n"));
+    let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect_err("wrong token");
+    assert!(matches!(error, SinkError::Refused { .. }), "{error}");
+    assert!(!error.to_string().contains("tok-"), "{error}");
+}
+
+#[tokio::test]
+async fn without_a_stream_the_sink_stalls_and_says_why() {
+    let server = NatsServer::start("");
+    let mut config = server.config();
+    config.create_stream = false;
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let error = sink.deliver(&events(0, 2)).await.expect_err("no stream");
+    assert!(error.to_string().contains("create_stream"), "{error}");
+}
+
+#[tokio::test]
+async fn subjects_are_fixed_by_the_configuration() {
+    for (key, value) in [
+        ("subject", "pgtrail.*"),
+        ("subject", "pgtrail.>"),
+        ("subject", "pgtrail..events"),
+        ("checkpoint_subject", "pgtrail events"),
+        ("subject", "pgtrail.checkpoints"),
+    ] {
+        let mut config = NatsSinkConfig {
+            url: "nats://127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        match key {
+            "subject" => config.subject = value.into(),
+            _ => config.checkpoint_subject = value.into(),
+        }
+        let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+            .await
+            .expect_err(value)
+            .to_string();
+        assert!(error.contains("subject"), "{value}: {error}");
+    }
+}
+
+/// Prints events/s (figures, not a check): `cargo nextest run -p
+/// pgtrail-sink --release --run-ignored ignored-only -E 'test(throughput)' --no-capture`.
+#[tokio::test]
+#[ignore]
+async fn throughput() {
+    let server = NatsServer::start("max_payload: 8MB\n");
+    let config = server.config();
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 100_000);
+    for round in 0..3 {
+        let started = Instant::now();
+        for batch in sent.chunks(1000) {
+            sink.deliver(batch).await.expect("deliver");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("round {round}: {:.0} events/s", sent.len() as f64 / secs);
+    }
+}
