@@ -25,6 +25,7 @@ pub mod note;
 pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod reports;
 pub mod retention;
 pub mod revert;
 pub mod row;
