@@ -2,7 +2,7 @@
 //! to trigger each report beside data that must not, the window and its
 //! edges, and the cap on the events read.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use pgtrail_core::{Event, Kind, Source};
 use pgtrail_store::reports::{self, Mention};
 use pgtrail_store::Store;
@@ -36,7 +36,7 @@ fn change(when: DateTime<Utc>, user: &str, table: &str, op: &str, id: usize) -> 
 /// - dave updates one order on Tuesday at 17:30 UTC (19:30 at +02:00);
 /// - carol logs in on Saturday;
 /// - after the window, mallory updates 500 orders (never counted).
-pub fn week() -> Vec<Event> {
+fn week() -> Vec<Event> {
     let mut events = Vec::new();
     for i in 0..150 {
         events.push(change(
