@@ -143,6 +143,9 @@ pub async fn start(
     params.only(&[])?;
     match begin(&state, &principal).await {
         Ok(progress) => Ok((StatusCode::ACCEPTED, Json(progress))),
+        Err(Begin::Viewer) => Err(Problem::forbidden(
+            "only an auditor may start a verify; a viewer may follow it with GET /api/v1/verify",
+        )),
         Err(Begin::Running) => Err(Problem::conflict(
             "a verify is running; follow it with GET /api/v1/verify",
         )),
@@ -154,6 +157,9 @@ pub async fn start(
 /// Why a verify did not start.
 #[derive(Debug)]
 pub(crate) enum Begin {
+    /// The principal is a viewer: a verify reads every event (and loads
+    /// the store), so only an auditor starts one.
+    Viewer,
     /// One is running already (one at a time per store).
     Running,
     Store(pgtrail_store::StoreError),
@@ -171,6 +177,9 @@ pub(crate) fn current(state: &AppState) -> Progress {
 /// (an access event `VERIFY_RESULT`, [`last_recorded`] reads it back), so
 /// the integrity page shows the last result after a restart.
 pub(crate) async fn begin(state: &AppState, principal: &Principal) -> Result<Progress, Begin> {
+    if principal.role != crate::auth::Role::Auditor {
+        return Err(Begin::Viewer);
+    }
     let job = job_of(state);
     if job.running() {
         return Err(Begin::Running);

@@ -327,6 +327,11 @@ pub async fn start(
         Ok(_) => StatusCode::ACCEPTED,
         // The one running is shown: a second start joins it.
         Err(Begin::Running) => StatusCode::CONFLICT,
+        Err(Begin::Viewer) => {
+            return Err(PageError::Forbidden(
+                "only an auditor may start a verify".into(),
+            ))
+        }
         Err(Begin::Store(error)) => return Err(error.into()),
         Err(Begin::Access(error)) => return Err(error.into()),
     };
