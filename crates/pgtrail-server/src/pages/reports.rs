@@ -363,7 +363,8 @@ async fn run(
             (results, r.scanned)
         }
         _ => {
-            if get("table").is_none_or(|t| t.trim().is_empty()) {
+            // The form alone until it is filled in.
+            if asked.values().all(|v| v.trim().is_empty()) {
                 return Ok(None);
             }
             let p = reports::WhoReadParams::parse(&get, now).map_err(bad)?;
