@@ -29,8 +29,12 @@ use crate::{Result, Store};
 
 /// The longest window a report reads.
 pub const MAX_WINDOW_DAYS: i64 = 92;
-/// The most events one report reads; past it, the report says it was capped.
+/// The most events a report that lists events reads (after hours, who
+/// read); past it, the report says it was capped.
 pub const MAX_SCAN: usize = 200_000;
+/// The most events a report that only counts reads (bulk changes, DELETE
+/// spikes: the store counts them in SQL, no event is decoded).
+pub const MAX_COUNT: usize = 5_000_000;
 /// The most events a report lists one by one (its counts cover them all).
 pub const MAX_LISTED: usize = 200;
 /// Events read per page.
@@ -179,8 +183,27 @@ async fn scan(
     }
 }
 
+/// The user of an event that names none.
+const UNKNOWN: &str = "(unknown)";
+
 fn actor(event: &Event) -> String {
-    event.actor().unwrap_or("(unknown)").to_string()
+    event.actor().unwrap_or(UNKNOWN).to_string()
+}
+
+/// The events `filter` matches counted by the store
+/// ([`Store::activity_counts`], in SQL), at most `cap`.
+async fn counted(
+    store: &dyn Store,
+    filter: &Filter,
+    cap: usize,
+) -> Result<(Vec<crate::ActivityCount>, Scanned)> {
+    let (counts, events) = store.activity_counts(filter, cap).await?;
+    let scanned = Scanned {
+        events,
+        capped: events >= cap as u64,
+        cap: cap as u64,
+    };
+    Ok((counts, scanned))
 }
 
 /// A report's listing of one event.
@@ -270,12 +293,13 @@ pub async fn bulk_changes(
         table: params.table.clone(),
         ..params.window.filter()
     };
+    let (counts, scanned) = counted(store, &filter, cap).await?;
     let mut groups: HashMap<(String, String, String), BulkRow> = HashMap::new();
-    let scanned = scan(store, filter, cap, |e| {
+    for c in counts {
         let key = (
-            actor(e),
-            e.qualified_table().unwrap_or_default(),
-            e.operation.clone().unwrap_or_default(),
+            c.actor.unwrap_or_else(|| UNKNOWN.into()),
+            c.table.unwrap_or_default(),
+            c.operation.unwrap_or_default(),
         );
         let row = groups
             .entry(key)
@@ -284,14 +308,13 @@ pub async fn bulk_changes(
                 table: table.clone(),
                 operation: op.clone(),
                 rows: 0,
-                first: e.captured_at,
-                last: e.captured_at,
+                first: c.first,
+                last: c.last,
             });
-        row.rows += 1;
-        row.first = row.first.min(e.captured_at);
-        row.last = row.last.max(e.captured_at);
-    })
-    .await?;
+        row.rows += c.events;
+        row.first = row.first.min(c.first);
+        row.last = row.last.max(c.last);
+    }
     let mut rows: Vec<BulkRow> = groups
         .into_values()
         .filter(|r| r.rows > params.threshold)
@@ -575,18 +598,20 @@ pub async fn delete_spikes(
         table: params.table.clone(),
         ..params.window.filter()
     };
+    let (counts, scanned) = counted(store, &filter, cap).await?;
     // (table, hour) -> (deletes, by user); table -> deletes.
     let mut hours: HashMap<(String, i64), (u64, HashMap<String, u64>)> = HashMap::new();
     let mut totals: HashMap<String, u64> = HashMap::new();
-    let scanned = scan(store, filter, cap, |e| {
-        let table = e.qualified_table().unwrap_or_default();
-        let hour = e.captured_at.timestamp().div_euclid(3600);
-        let slot = hours.entry((table.clone(), hour)).or_default();
-        slot.0 += 1;
-        *slot.1.entry(actor(e)).or_default() += 1;
-        *totals.entry(table).or_default() += 1;
-    })
-    .await?;
+    for c in counts {
+        let table = c.table.unwrap_or_default();
+        let slot = hours.entry((table.clone(), c.hour)).or_default();
+        slot.0 += c.events;
+        *slot
+            .1
+            .entry(c.actor.unwrap_or_else(|| UNKNOWN.into()))
+            .or_default() += c.events;
+        *totals.entry(table).or_default() += c.events;
+    }
     let window = params.window;
     let span = (window.until - window.since).num_seconds();
     let window_hours = (span + 3599).div_euclid(3600).max(1) as f64;

@@ -3,9 +3,9 @@
 //! edges, and the cap on the events read.
 
 use chrono::{DateTime, TimeZone, Utc};
-use pgtrail_core::{Event, Kind, Source};
+use pgtrail_core::{Event, Filter, Kind, Source};
 use pgtrail_store::reports::{self, Mention};
-use pgtrail_store::Store;
+use pgtrail_store::{ActivityCount, Store};
 use pgtrail_testkit::proxy_events::{login, statement};
 use serde_json::json;
 
@@ -335,9 +335,155 @@ pub async fn who_read_lists_reads_of_the_table_and_which_name_the_key(store: &dy
     assert_eq!(r.naming_key, 1);
 }
 
+/// The groups of `events` as `Store::activity_counts` should answer them,
+/// sorted.
+fn groups_of(events: &[Event]) -> Vec<ActivityCount> {
+    let mut groups: Vec<ActivityCount> = Vec::new();
+    for e in events {
+        let one = ActivityCount::of(e);
+        match groups.iter_mut().find(|g| {
+            (&g.actor, &g.table, &g.operation, g.hour)
+                == (&one.actor, &one.table, &one.operation, one.hour)
+        }) {
+            Some(g) => {
+                g.events += 1;
+                g.first = g.first.min(one.first);
+                g.last = g.last.max(one.last);
+            }
+            None => groups.push(one),
+        }
+    }
+    sorted(groups)
+}
+
+fn sorted(mut groups: Vec<ActivityCount>) -> Vec<ActivityCount> {
+    groups.sort_by(|a, b| {
+        (&a.actor, &a.table, &a.operation, a.hour).cmp(&(&b.actor, &b.table, &b.operation, b.hour))
+    });
+    groups
+}
+
+pub async fn activity_counts_are_the_events_counted(store: &dyn Store) {
+    let mut events = week();
+    // No actor, no table, a lower-case operation, a fraction of a second.
+    let mut odd = Event::at(
+        Source::Cdc,
+        Kind::RowChange,
+        at(5, 23, 59) + chrono::Duration::microseconds(999_999),
+    );
+    odd.operation = Some("delete".into());
+    events.push(odd);
+    let mut bare = change(at(5, 0, 0), "x", "logs", "INSERT", 1);
+    bare.schema = None;
+    events.push(bare);
+    store.append(&events).await.expect("append");
+    let window = |f: Filter| Filter {
+        since: Some(at(2, 0, 0)),
+        until: Some(at(9, 0, 0)),
+        ..f
+    };
+    for filter in [
+        window(Filter::default()),
+        window(Filter {
+            kind: Some(Kind::RowChange),
+            operation: Some("DELETE".into()),
+            ..Filter::default()
+        }),
+        window(Filter {
+            table: Some(pgtrail_core::filter::TableName::parse("orders").expect("table")),
+            ..Filter::default()
+        }),
+        Filter {
+            user: Some("mallory".into()),
+            ..Filter::default()
+        },
+    ] {
+        let all = store
+            .query(&Filter {
+                limit: None,
+                ..filter.clone()
+            })
+            .await
+            .expect("query");
+        let (counts, counted) = store
+            .activity_counts(&filter, reports::MAX_COUNT)
+            .await
+            .expect("counts");
+        assert_eq!(counted, all.len() as u64, "{filter:?}");
+        assert_eq!(sorted(counts), groups_of(&all), "{filter:?}");
+        // Capped: the newest 100 only.
+        let (counts, counted) = store.activity_counts(&filter, 100).await.expect("counts");
+        assert_eq!(counted, 100.min(all.len() as u64));
+        let newest: Vec<Event> = all.into_iter().take(100).collect();
+        assert_eq!(sorted(counts), groups_of(&newest), "{filter:?} capped");
+    }
+}
+
+/// A store that answers only the required methods: `activity_counts` is
+/// the trait's default, counted from `query`.
+struct QueryOnly(std::sync::Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for QueryOnly {
+    async fn append(
+        &self,
+        events: &[Event],
+    ) -> pgtrail_store::Result<pgtrail_store::AppendReceipt> {
+        self.0.append(events).await
+    }
+    async fn query(&self, filter: &Filter) -> pgtrail_store::Result<Vec<Event>> {
+        self.0.query(filter).await
+    }
+    async fn row_events(&self, row: &pgtrail_core::RowRef) -> pgtrail_store::Result<Vec<Event>> {
+        self.0.row_events(row).await
+    }
+    async fn scan(&self, after: i64, limit: usize) -> pgtrail_store::Result<Vec<Event>> {
+        self.0.scan(after, limit).await
+    }
+    async fn scan_stored(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> pgtrail_store::Result<Vec<pgtrail_store::StoredEvent>> {
+        self.0.scan_stored(after, limit).await
+    }
+    async fn head(&self) -> pgtrail_store::Result<Option<pgtrail_store::ChainHead>> {
+        self.0.head().await
+    }
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &pgtrail_store::Checkpoint,
+    ) -> pgtrail_store::Result<()> {
+        self.0.add_checkpoint(checkpoint).await
+    }
+    async fn checkpoints(&self) -> pgtrail_store::Result<Vec<pgtrail_store::Checkpoint>> {
+        self.0.checkpoints().await
+    }
+    async fn prune(&self, through: i64) -> pgtrail_store::Result<pgtrail_store::PruneOutcome> {
+        self.0.prune(through).await
+    }
+    async fn prepare_until(&self, until: DateTime<Utc>) -> pgtrail_store::Result<Vec<String>> {
+        self.0.prepare_until(until).await
+    }
+    fn location(&self) -> String {
+        self.0.location()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_activity_counts_page_through_query() {
+    let h = crate::conformance::sqlite().await;
+    activity_counts_are_the_events_counted(&QueryOnly(h.store.clone())).await;
+}
+
 macro_rules! reports {
     ($backend:ident) => {
         mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn activity_counts_are_the_events_counted() {
+                let h = crate::conformance::$backend().await;
+                super::activity_counts_are_the_events_counted(&*h.store).await;
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn bulk_changes_name_who_went_over_the_threshold() {
                 let h = crate::conformance::$backend().await;

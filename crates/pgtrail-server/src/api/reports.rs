@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use pgtrail_store::reports::{self, ParamError, MAX_SCAN};
+use pgtrail_store::reports::{self, ParamError, MAX_COUNT, MAX_SCAN};
 use serde::Serialize;
 use serde_json::json;
 
@@ -48,7 +48,7 @@ pub async fn bulk_changes(
 ) -> ApiResult<Json<reports::BulkReport>> {
     params.only(&["since", "until", "threshold", "table"])?;
     let p = reports::BulkParams::parse(&|n| params.get(n), Utc::now()).map_err(bad)?;
-    let report = reports::bulk_changes(state.store.as_ref(), &p, MAX_SCAN).await?;
+    let report = reports::bulk_changes(state.store.as_ref(), &p, MAX_COUNT).await?;
     record(&state, &principal, "bulk-changes", &p, report.rows.len()).await?;
     Ok(Json(report))
 }
@@ -74,7 +74,7 @@ pub async fn delete_spikes(
 ) -> ApiResult<Json<reports::SpikeReport>> {
     params.only(&["since", "until", "multiple", "min", "table"])?;
     let p = reports::SpikeParams::parse(&|n| params.get(n), Utc::now()).map_err(bad)?;
-    let report = reports::delete_spikes(state.store.as_ref(), &p, MAX_SCAN).await?;
+    let report = reports::delete_spikes(state.store.as_ref(), &p, MAX_COUNT).await?;
     record(&state, &principal, "delete-spikes", &p, report.spikes.len()).await?;
     Ok(Json(report))
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use pgtrail_store::reports::{self, Line, Mention, Scanned, MAX_SCAN};
+use pgtrail_store::reports::{self, Line, Mention, Scanned, MAX_COUNT, MAX_SCAN};
 
 use super::view::time;
 use super::{html, PageError};
@@ -234,7 +234,7 @@ async fn run(
     let answer = match name {
         "bulk-changes" => {
             let p = reports::BulkParams::parse(&get, now).map_err(bad)?;
-            let r = reports::bulk_changes(store, &p, MAX_SCAN).await?;
+            let r = reports::bulk_changes(store, &p, MAX_COUNT).await?;
             record(state, principal, name, &p, r.rows.len()).await?;
             let results = Results {
                 summary: vec![format!(
@@ -324,7 +324,7 @@ async fn run(
         }
         "delete-spikes" => {
             let p = reports::SpikeParams::parse(&get, now).map_err(bad)?;
-            let r = reports::delete_spikes(store, &p, MAX_SCAN).await?;
+            let r = reports::delete_spikes(store, &p, MAX_COUNT).await?;
             record(state, principal, name, &p, r.spikes.len()).await?;
             let results = Results {
                 summary: vec![format!(
