@@ -510,3 +510,58 @@ macro_rules! reports {
 
 reports!(sqlite);
 reports!(postgres);
+
+/// Indicative figures: the bulk-changes report over N row changes in
+/// SQLite, counted in SQL (`activity_counts`) against the trait's default
+/// (decoding every event through `query`), alternating, 5 rounds each.
+/// `PGTRAIL_REPORTS_N=200000 cargo nextest run -p pgtrail-store --test main
+/// -E 'test(reports_timing)' --run-ignored only --no-capture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn reports_timing() {
+    let n: usize = std::env::var("PGTRAIL_REPORTS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let h = crate::conformance::sqlite().await;
+    let users = ["alice", "bob", "carol", "dave", "mallory"];
+    let ops = ["INSERT", "UPDATE", "DELETE"];
+    for start in (0..n).step_by(5_000) {
+        let batch: Vec<Event> = (start..(start + 5_000).min(n))
+            .map(|i| {
+                let when = at(2, 0, 0) + chrono::Duration::seconds((i % 600_000) as i64);
+                change(when, users[i % 5], ["orders", "logs"][i % 2], ops[i % 3], i)
+            })
+            .collect();
+        h.store.append(&batch).await.expect("append");
+    }
+    let pairs = [WEEK[0], WEEK[1]];
+    let p = reports::BulkParams::parse(&texts(&pairs), now()).expect("params");
+    let default = QueryOnly(h.store.clone());
+    let (mut sql, mut paged) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let a = reports::bulk_changes(h.store.as_ref(), &p, reports::MAX_COUNT)
+            .await
+            .expect("sql");
+        sql.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        let b = reports::bulk_changes(&default, &p, reports::MAX_COUNT)
+            .await
+            .expect("paged");
+        paged.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(a.rows, b.rows);
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (m, lo, hi) = stats(&mut sql);
+    println!(
+        "bulk-changes over {n} events, SQL aggregate: median {m:.0} ms (min {lo:.0}, max {hi:.0})"
+    );
+    let (m, lo, hi) = stats(&mut paged);
+    println!(
+        "bulk-changes over {n} events, paged query:   median {m:.0} ms (min {lo:.0}, max {hi:.0})"
+    );
+}
