@@ -263,16 +263,23 @@ fn result_access(outcome: &Result<VerifyReport, String>, checked: u64, head_seq:
     }
 }
 
-/// The last verify result recorded in the trail by a server (any server on
-/// this store, before a restart too): when, by whom, and its target
+/// How far back [`last_recorded`] looks.
+pub const RESULT_DAYS: i64 = 7;
+
+/// The last verify result recorded in the trail by a server in the last
+/// [`RESULT_DAYS`] days (any server on this store, before a restart too): when, by whom, and its target
 /// (`ok`, `events_checked`, `problems`, …).
 pub(crate) async fn last_recorded(
     store: &dyn pgtrail_store::Store,
 ) -> Result<Option<pgtrail_core::Event>, pgtrail_store::StoreError> {
+    // Bounded by time (indexed in both stores): without it, a store where
+    // no verify was recorded would be read through all its access events.
+    let since = Utc::now() - chrono::Duration::days(RESULT_DAYS);
     let filter = pgtrail_core::Filter {
         kind: Some(pgtrail_core::Kind::Access),
         source: Some(pgtrail_core::Source::Server),
         operation: Some(RESULT_OPERATION.into()),
+        since: Some(since),
         limit: Some(1),
         ..pgtrail_core::Filter::default()
     };

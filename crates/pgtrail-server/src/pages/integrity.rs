@@ -12,6 +12,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
 use pgtrail_core::{Event, Filter, Kind, Source};
 use serde_json::Value;
 
@@ -22,6 +23,9 @@ use crate::api::status;
 use crate::api::verify::{self, Begin, Progress};
 use crate::auth::{CsrfToken, Principal, Role};
 use crate::AppState;
+
+/// How far back the newest event of each capture path is looked for.
+const CAPTURE_HOURS: i64 = 24;
 
 /// Signed checkpoints listed, newest first.
 const CHECKPOINTS_SHOWN: usize = 10;
@@ -221,10 +225,14 @@ pub async fn page(
         })
         .collect();
     let mut capture = Vec::new();
+    // Bounded by time (the stores index it): a path with no event lately
+    // would otherwise be looked for through the whole trail.
+    let lately = Utc::now() - chrono::Duration::hours(CAPTURE_HOURS);
     for source in [Source::Trigger, Source::Cdc, Source::Proxy] {
         let newest = store
             .query(&Filter {
                 source: Some(source),
+                since: Some(lately),
                 limit: Some(1),
                 ..Filter::default()
             })
@@ -302,13 +310,27 @@ pub async fn page(
 }
 
 /// `GET /fragments/verify`: the verify's progress (polled while it runs).
+/// Its last answer, the result, is recorded as the API's `GET /verify`
+/// is; the polls before it showed only a count (an open tab would
+/// otherwise write a record every second).
 pub async fn progress(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
 ) -> Result<Response, PageError> {
-    html(&VerifyFragment {
-        verify: last_verify(&state).await?,
-    })
+    let verify = last_verify(&state).await?;
+    if verify.state != "running" {
+        state
+            .record_access(
+                &principal,
+                Access {
+                    action: "verify",
+                    target: serde_json::json!({ "state": verify.state }),
+                    results: None,
+                },
+            )
+            .await?;
+    }
+    html(&VerifyFragment { verify })
 }
 
 /// `POST /integrity/verify`: starts a verify (auditors only). htmx gets
