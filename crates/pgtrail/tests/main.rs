@@ -4,6 +4,7 @@
 //! - `support`: the harness (a store per test, running the binary).
 //! - `queries`: log, history, as-of and blame on the sample trail, the same
 //!   assertions on both backends.
+//! - `reports`: `pgtrail report`, the dashboard's reports from the CLI.
 //! - `transfer`: import and export, round trips, bad input.
 //! - `integrity`: verify, tampering, keys, checkpoints, retention.
 //! - `failures`: every error path a user can hit: one clear line, exit 2.
@@ -58,6 +59,7 @@ mod link;
 mod proxy;
 mod quarantine;
 mod queries;
+mod reports;
 mod run;
 mod running;
 mod setup;
