@@ -770,7 +770,8 @@ async fn the_openapi_document_lists_every_route_and_every_route_answers() {
             .replace("{seq}", "1")
             .replace("{table}", "orders")
             .replace("{pk}", "id=0")
-            .replace("as-of", "as-of?at=now");
+            .replace("as-of", "as-of?at=now")
+            .replace("who-read", "who-read?table=orders");
         if route.path == "/tail" {
             continue; // never ends; tested above
         }

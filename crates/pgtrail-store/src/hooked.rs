@@ -52,6 +52,13 @@ impl<H: AppendHook> Store for Hooked<H> {
     async fn facets(&self, filter: &Filter, top: usize) -> Result<pgtrail_core::search::Facets> {
         self.inner.facets(filter, top).await
     }
+    async fn activity_counts(
+        &self,
+        filter: &Filter,
+        cap: usize,
+    ) -> Result<(Vec<crate::ActivityCount>, u64)> {
+        self.inner.activity_counts(filter, cap).await
+    }
     async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
         self.inner.row_events(row).await
     }

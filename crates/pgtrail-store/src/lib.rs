@@ -25,6 +25,7 @@ pub mod note;
 pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod reports;
 pub mod retention;
 pub mod revert;
 pub mod row;
@@ -193,6 +194,41 @@ impl std::fmt::Debug for EncodedBatch {
     }
 }
 
+/// Events counted by who, table, operation and hour, as
+/// [`Store::activity_counts`] answers: the input of the reports that count
+/// ([`reports`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityCount {
+    /// The application user if known, else the database role ([`Event::actor`]).
+    pub actor: Option<String>,
+    /// `schema.table`, or the table alone without a schema.
+    pub table: Option<String>,
+    /// The operation, upper-cased.
+    pub operation: Option<String>,
+    /// The hour they were captured in, in hours since 1970 (UTC).
+    pub hour: i64,
+    /// How many.
+    pub events: u64,
+    /// The first and last capture time among them.
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+impl ActivityCount {
+    /// The group of `event`, counting it once.
+    pub fn of(event: &Event) -> Self {
+        ActivityCount {
+            actor: event.actor().map(str::to_string),
+            table: event.qualified_table(),
+            operation: event.operation.as_deref().map(str::to_uppercase),
+            hour: event.captured_at.timestamp().div_euclid(3600),
+            events: 1,
+            first: event.captured_at,
+            last: event.captured_at,
+        }
+    }
+}
+
 /// What [`Store::prune`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneOutcome {
@@ -276,6 +312,50 @@ pub trait Store: Send + Sync {
             events.len() < pgtrail_core::search::FACET_BOUND,
             top,
         ))
+    }
+
+    /// The events `filter` matches counted by actor, table, operation and
+    /// hour ([`ActivityCount`], in no order), and how many were counted:
+    /// at most `cap`, the newest (`filter.limit` is ignored). Bounded: the
+    /// work by `cap`, the answer by the groups. Backends count in SQL; by
+    /// default, counted from [`Store::query`] a page at a time.
+    async fn activity_counts(
+        &self,
+        filter: &Filter,
+        cap: usize,
+    ) -> Result<(Vec<ActivityCount>, u64)> {
+        const PAGE: usize = 2_000;
+        let mut groups = std::collections::HashMap::<_, ActivityCount>::new();
+        let mut page_filter = filter.clone();
+        let mut counted = 0usize;
+        while counted < cap {
+            let want = PAGE.min(cap - counted);
+            page_filter.limit = Some(want);
+            let page = self.query(&page_filter).await?;
+            for event in &page {
+                let one = ActivityCount::of(event);
+                let key = (
+                    one.actor.clone(),
+                    one.table.clone(),
+                    one.operation.clone(),
+                    one.hour,
+                );
+                groups
+                    .entry(key)
+                    .and_modify(|g| {
+                        g.events += 1;
+                        g.first = g.first.min(one.first);
+                        g.last = g.last.max(one.last);
+                    })
+                    .or_insert(one);
+            }
+            counted += page.len();
+            match page.last().and_then(|e| e.seq) {
+                Some(seq) if page.len() == want => page_filter.before_seq = Some(seq),
+                _ => break,
+            }
+        }
+        Ok((groups.into_values().collect(), counted as u64))
     }
 
     /// Every event of one row (matching table and key), plus the TRUNCATE

@@ -7,6 +7,7 @@
 //!   rewrites or replays what was signed; run against both backends.
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
+//! - `reports`: the compliance reports, shaped data on both backends.
 //! - `tamper`: one suite of attacks on the stored data, run against both;
 //!   `verify` must name each.
 
@@ -14,6 +15,7 @@ mod attacks;
 mod conformance;
 mod postgres;
 mod reads;
+mod reports;
 mod revert;
 mod sqlite;
 mod tamper;

@@ -127,6 +127,8 @@ pub enum Command {
     Log(LogArgs),
     /// Who connected from where through the proxy: failed logins first, then sessions.
     Sessions(SessionsArgs),
+    /// Compliance reports: bulk changes, after hours, DELETE spikes, who read a row.
+    Report(ReportArgs),
     /// Every change to one row, newest first, with a field-level diff.
     History(HistoryArgs),
     /// One row as it was at a moment.
@@ -409,6 +411,62 @@ pub struct SessionsArgs {
     /// Only failed logins.
     #[arg(long)]
     pub failed: bool,
+}
+
+/// `pgtrail report`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The dashboard's reports (/reports) and the API's (/api/v1/reports/NAME), from the
+same functions. A window is at most 92 days; a report says when it stopped at its
+cap on the events read.
+Examples:
+  pgtrail report bulk-changes --since 24h --threshold 100
+  pgtrail report after-hours --since 7d --hours 08-18 --days mon-fri --tz +02:00
+  pgtrail report delete-spikes --since 7d --multiple 3 --min 10
+  pgtrail report who-read --table public.patients --pk id=42 --since 30d")]
+pub struct ReportArgs {
+    /// Which report.
+    #[arg(value_enum)]
+    pub name: ReportName,
+    /// From this time (the forms of `log --since`); each report has its own default span.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time (now by default).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// bulk-changes: more rows than this (100).
+    #[arg(long, value_name = "ROWS")]
+    pub threshold: Option<String>,
+    /// bulk-changes, delete-spikes: only this table; who-read: the table read (required).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// after-hours: working hours (08-18).
+    #[arg(long, value_name = "FROM-TO")]
+    pub hours: Option<String>,
+    /// after-hours: working days (mon-fri, or mon,tue,sat).
+    #[arg(long, value_name = "DAYS")]
+    pub days: Option<String>,
+    /// after-hours: a UTC offset (UTC, +02:00, -05:30).
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub tz: Option<String>,
+    /// delete-spikes: times the table's usual hourly rate (3).
+    #[arg(long, value_name = "N")]
+    pub multiple: Option<String>,
+    /// delete-spikes: at least this many DELETEs in the hour (10).
+    #[arg(long, value_name = "N")]
+    pub min: Option<String>,
+    /// who-read: the row's key (id=42).
+    #[arg(long, value_name = "KEY")]
+    pub pk: Option<String>,
+}
+
+/// The reports of `pgtrail report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportName {
+    BulkChanges,
+    AfterHours,
+    DeleteSpikes,
+    WhoRead,
 }
 
 /// `pgtrail history`

@@ -4,6 +4,7 @@
 //! - `support`: the harness (a store per test, running the binary).
 //! - `queries`: log, history, as-of and blame on the sample trail, the same
 //!   assertions on both backends.
+//! - `reports`: `pgtrail report`, the dashboard's reports from the CLI.
 //! - `transfer`: import and export, round trips, bad input.
 //! - `formats`: `export --format` in each record format and `--follow`
 //!   (events appended while it runs, each written once; Ctrl-C).
@@ -66,6 +67,7 @@ mod link;
 mod proxy;
 mod quarantine;
 mod queries;
+mod reports;
 mod run;
 mod running;
 mod setup;

@@ -17,6 +17,7 @@ pub mod export;
 pub mod openapi;
 pub mod params;
 pub mod problem;
+pub mod reports;
 pub mod rows;
 pub mod sessions;
 pub mod status;
@@ -178,6 +179,59 @@ const TAIL: &[Param] = &[
     },
 ];
 
+const WINDOW: &[Param] = &[
+    query("since", "string", "From this time (the same forms as the event filters'); by default a report's own span before until. At most 92 days before until."),
+    query("until", "string", "Before this time; now by default."),
+];
+const BULK: &[Param] = &[
+    query("threshold", "integer", "Report a user's changes of one table with one operation above this many rows (100 by default)."),
+    query("table", "string", "Only this table."),
+];
+const AFTER_HOURS: &[Param] = &[
+    query(
+        "hours",
+        "string",
+        "Working hours, `08-18` by default (from 08:00 to 18:00; `22-06` runs past midnight).",
+    ),
+    query(
+        "days",
+        "string",
+        "Working days: `mon-fri` by default, or a list `mon,tue,sat`.",
+    ),
+    query(
+        "tz",
+        "string",
+        "A UTC offset: `UTC` by default, `+02:00`, `-05:30`.",
+    ),
+];
+const SPIKES: &[Param] = &[
+    query(
+        "multiple",
+        "integer",
+        "Flag an hour above this multiple of the table's usual hourly DELETEs (3 by default).",
+    ),
+    query(
+        "min",
+        "integer",
+        "And with at least this many DELETEs (10 by default).",
+    ),
+    query("table", "string", "Only this table."),
+];
+const WHO_READ: &[Param] = &[
+    Param {
+        name: "table",
+        at: In::Query,
+        required: true,
+        kind: "string",
+        description: "The table read: `table` or `schema.table`.",
+    },
+    query(
+        "pk",
+        "string",
+        "The row's key (`id=42`): each read says whether its text or parameters name it.",
+    ),
+];
+
 /// Every route of the API.
 pub const ROUTES: &[Route] = &[
     Route {
@@ -292,6 +346,39 @@ pub const ROUTES: &[Route] = &[
         params: &[],
         ok: (202, "application/json", "Verify"),
         handler: || post(verify::start),
+    },
+    Route {
+        method: "get",
+        path: "/reports/bulk-changes",
+        summary:
+            "Users whose row changes of one table with one operation exceed a threshold in a window",
+        params: &[WINDOW, BULK],
+        ok: (200, "application/json", "BulkReport"),
+        handler: || get(reports::bulk_changes),
+    },
+    Route {
+        method: "get",
+        path: "/reports/after-hours",
+        summary: "Events by user outside working hours",
+        params: &[WINDOW, AFTER_HOURS],
+        ok: (200, "application/json", "AfterHoursReport"),
+        handler: || get(reports::after_hours),
+    },
+    Route {
+        method: "get",
+        path: "/reports/delete-spikes",
+        summary: "Hours in which a table's DELETEs rose above a multiple of its usual rate",
+        params: &[WINDOW, SPIKES],
+        ok: (200, "application/json", "SpikeReport"),
+        handler: || get(reports::delete_spikes),
+    },
+    Route {
+        method: "get",
+        path: "/reports/who-read",
+        summary: "The proxy's logged reads of a table, and which name a row's key",
+        params: &[WINDOW, WHO_READ],
+        ok: (200, "application/json", "WhoReadReport"),
+        handler: || get(reports::who_read),
     },
     Route {
         method: "get",

@@ -80,6 +80,20 @@ pub fn openapi() -> Value {
     })
 }
 
+/// A report's schema: its own `properties`, the parameters it ran with and
+/// what it read (`scanned.capped`: it stopped at the cap).
+fn report(properties: Value) -> Value {
+    let mut all = json!({
+        "params": { "type": "object" },
+        "scanned": { "type": "object", "properties": {
+            "events": { "type": "integer" }, "capped": { "type": "boolean" }, "cap": { "type": "integer" } } },
+    });
+    if let (Value::Object(all), Value::Object(own)) = (&mut all, properties) {
+        all.extend(own);
+    }
+    json!({ "type": "object", "properties": all })
+}
+
 /// `get /rows/{table}/{pk}/as-of` → `getRowsTablePkAsOf`.
 fn operation_id(method: &str, path: &str) -> String {
     let mut id = method.to_string();
@@ -222,6 +236,30 @@ fn components() -> Value {
                 "report": { "type": ["object", "null"] },
             },
         },
+        "BulkReport": report(json!({
+            "rows": { "type": "array", "items": { "type": "object", "properties": {
+                "user": { "type": "string" }, "table": { "type": "string" }, "operation": { "type": "string" },
+                "rows": { "type": "integer" }, "first": time, "last": time } } },
+        })),
+        "AfterHoursReport": report(json!({
+            "users": { "type": "array", "items": { "type": "object", "properties": {
+                "user": { "type": "string" }, "events": { "type": "integer" }, "first": time, "last": time } } },
+            "events": { "type": "array", "items": { "type": "object" }, "description": "The newest of them, at most 200." },
+        })),
+        "SpikeReport": report(json!({
+            "spikes": { "type": "array", "items": { "type": "object", "properties": {
+                "table": { "type": "string" }, "hour": time, "deletes": { "type": "integer" },
+                "usual_per_hour": { "type": "number" }, "users": { "type": "array" } } } },
+            "tables": { "type": "integer" },
+        })),
+        "WhoReadReport": report(json!({
+            "reads": { "type": "array", "items": { "type": "object", "properties": {
+                "line": { "type": "object" }, "sql": { "type": ["string", "null"] }, "rows": nullable_int,
+                "failed": { "type": "boolean" },
+                "mentions": { "enum": ["text", "params", "no", "unknown"], "description": "Whether the statement's text or parameters name every value of the key: a read that does not may still have read the row." } } } },
+            "total": { "type": "integer" },
+            "naming_key": { "type": "integer" },
+        })),
         "OpenApi": { "type": "object" },
         "Problem": {
             "type": "object",

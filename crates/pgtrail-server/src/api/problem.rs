@@ -64,6 +64,16 @@ impl Problem {
         )
     }
 
+    /// The caller's role may not do this (a viewer starting a verify).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(
+            "forbidden",
+            "Not allowed for this role",
+            StatusCode::FORBIDDEN,
+            detail.into(),
+        )
+    }
+
     /// The request conflicts with what is going on (a verify already running).
     pub fn conflict(detail: impl Into<String>) -> Self {
         Problem::new(

@@ -67,7 +67,25 @@ pub async fn status(
     params: Params,
 ) -> ApiResult<Json<Status>> {
     params.only(&[])?;
-    let store = state.store.as_ref();
+    let status = compute(state.store.as_ref()).await?;
+    state
+        .record_access(
+            &principal,
+            Access {
+                action: "status",
+                target: json!({}),
+                results: Some(status.recent_alarms.len() as u64),
+            },
+        )
+        .await?;
+    Ok(Json(status))
+}
+
+/// The store's state, as `GET /status` answers it and the integrity page
+/// shows it (one computation, so they agree).
+pub(crate) async fn compute(
+    store: &dyn pgtrail_store::Store,
+) -> Result<Status, pgtrail_store::StoreError> {
     let now = Utc::now();
     let head = store.head().await?;
     let checkpoints = store.checkpoints().await?;
@@ -75,17 +93,7 @@ pub async fn status(
     let gap = pgtrail_store::health::recent_gap(store, GAP_WINDOW).await?;
     let since = now - chrono::Duration::hours(RECENT_HOURS);
     let recent_alarms = pgtrail_store::health::recent_alarms(store, since, RECENT_LIMIT).await?;
-    state
-        .record_access(
-            &principal,
-            Access {
-                action: "status",
-                target: json!({}),
-                results: Some(recent_alarms.len() as u64),
-            },
-        )
-        .await?;
-    Ok(Json(Status {
+    Ok(Status {
         store: store.location(),
         head: head.map(|h| Head {
             seq: h.seq,
@@ -99,5 +107,5 @@ pub async fn status(
         },
         alarms: gap.into_iter().collect(),
         recent_alarms,
-    }))
+    })
 }

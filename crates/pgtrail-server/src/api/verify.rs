@@ -141,25 +141,69 @@ pub async fn start(
     params: Params,
 ) -> ApiResult<(StatusCode, Json<Progress>)> {
     params.only(&[])?;
-    let job = job_of(&state);
-    let running = || Problem::conflict("a verify is running; follow it with GET /api/v1/verify");
-    if job.running() {
-        return Err(running());
+    match begin(&state, &principal).await {
+        Ok(progress) => Ok((StatusCode::ACCEPTED, Json(progress))),
+        Err(Begin::Viewer) => Err(Problem::forbidden(
+            "only an auditor may start a verify; a viewer may follow it with GET /api/v1/verify",
+        )),
+        Err(Begin::Running) => Err(Problem::conflict(
+            "a verify is running; follow it with GET /api/v1/verify",
+        )),
+        Err(Begin::Store(error)) => Err(error.into()),
+        Err(Begin::Access(error)) => Err(error.into()),
     }
-    let head_seq = state.store.head().await?.map_or(0, |h| h.seq);
+}
+
+/// Why a verify did not start.
+#[derive(Debug)]
+pub(crate) enum Begin {
+    /// The principal is a viewer: a verify reads every event (and loads
+    /// the store), so only an auditor starts one.
+    Viewer,
+    /// One is running already (one at a time per store).
+    Running,
+    Store(pgtrail_store::StoreError),
+    Access(crate::access::AccessError),
+}
+
+/// The progress of the verify of `state`'s store (the API's and the
+/// integrity page's: the same job).
+pub(crate) fn current(state: &AppState) -> Progress {
+    job_of(state).progress()
+}
+
+/// Starts a verify of `state`'s store by `principal` in the background,
+/// recording the start first; when it ends, its outcome is recorded too
+/// (an access event `VERIFY_RESULT`, [`last_recorded`] reads it back), so
+/// the integrity page shows the last result after a restart.
+pub(crate) async fn begin(state: &AppState, principal: &Principal) -> Result<Progress, Begin> {
+    if principal.role != crate::auth::Role::Auditor {
+        return Err(Begin::Viewer);
+    }
+    let job = job_of(state);
+    if job.running() {
+        return Err(Begin::Running);
+    }
+    let head_seq = state
+        .store
+        .head()
+        .await
+        .map_err(Begin::Store)?
+        .map_or(0, |h| h.seq);
     state
         .record_access(
-            &principal,
+            principal,
             Access {
                 action: "verify",
                 target: json!({ "start": true, "head_seq": head_seq }),
                 results: None,
             },
         )
-        .await?;
+        .await
+        .map_err(Begin::Access)?;
     let mut guard = job.0.lock().unwrap_or_else(|e| e.into_inner());
     if guard.as_ref().is_some_and(|run| run.outcome.is_none()) {
-        return Err(running());
+        return Err(Begin::Running);
     }
     let checked = Arc::new(AtomicU64::new(0));
     *guard = Some(Run {
@@ -170,19 +214,74 @@ pub async fn start(
         outcome: None,
     });
     drop(guard);
-    let (store, finished) = (Arc::clone(&state.store), job.clone());
+    let (state, principal, finished) = (state.clone(), principal.clone(), job.clone());
     tokio::spawn(async move {
         let options = VerifyOptions::default();
-        let outcome = pgtrail_store::verify_with_progress(store.as_ref(), &options, &checked)
+        let outcome = pgtrail_store::verify_with_progress(state.store.as_ref(), &options, &checked)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "api: verify could not run");
                 "the store could not be read to the end; the server's log says why".to_string()
             });
-        let mut guard = finished.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(run) = guard.as_mut() {
-            run.outcome = Some((Utc::now(), outcome));
+        let result = result_access(&outcome, checked.load(Ordering::Relaxed), head_seq);
+        {
+            let mut guard = finished.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(run) = guard.as_mut() {
+                run.outcome = Some((Utc::now(), outcome));
+            }
+        }
+        // Shown live from the job either way; the record is for after a restart.
+        if let Err(error) = state.record_access(&principal, result).await {
+            tracing::error!(%error, "the verify's result was not recorded in the trail");
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(job.progress())))
+    Ok(job.progress())
+}
+
+/// The operation of the access event that records a verify's outcome.
+pub const RESULT_OPERATION: &str = "VERIFY_RESULT";
+
+fn result_access(outcome: &Result<VerifyReport, String>, checked: u64, head_seq: i64) -> Access {
+    let target = match outcome {
+        Ok(report) => json!({
+            "ok": report.ok(),
+            "events_checked": report.events_checked,
+            "head_seq": report.head_seq,
+            "checkpoints": report.checkpoints,
+            "problems": report.problems.len(),
+            "first_problem": report.problems.first().map(|p| json!({ "seq": p.seq, "detail": p.detail })),
+            "signatures_checked": false,
+        }),
+        Err(error) => {
+            json!({ "ok": false, "events_checked": checked, "head_seq": head_seq, "error": error })
+        }
+    };
+    Access {
+        action: "verify_result",
+        target,
+        results: Some(checked),
+    }
+}
+
+/// How far back [`last_recorded`] looks.
+pub const RESULT_DAYS: i64 = 7;
+
+/// The last verify result recorded in the trail by a server in the last
+/// [`RESULT_DAYS`] days (any server on this store, before a restart too): when, by whom, and its target
+/// (`ok`, `events_checked`, `problems`, …).
+pub(crate) async fn last_recorded(
+    store: &dyn pgtrail_store::Store,
+) -> Result<Option<pgtrail_core::Event>, pgtrail_store::StoreError> {
+    // Bounded by time (indexed in both stores): without it, a store where
+    // no verify was recorded would be read through all its access events.
+    let since = Utc::now() - chrono::Duration::days(RESULT_DAYS);
+    let filter = pgtrail_core::Filter {
+        kind: Some(pgtrail_core::Kind::Access),
+        source: Some(pgtrail_core::Source::Server),
+        operation: Some(RESULT_OPERATION.into()),
+        since: Some(since),
+        limit: Some(1),
+        ..pgtrail_core::Filter::default()
+    };
+    Ok(store.query(&filter).await?.into_iter().next())
 }

@@ -14,6 +14,8 @@ mod assets;
 mod ddl;
 mod event;
 mod facets;
+mod integrity;
+mod reports;
 mod row;
 mod search;
 mod sessions;
@@ -40,6 +42,11 @@ pub fn routes() -> Router<AppState> {
         .route("/ddl", get(ddl::page))
         .route("/sessions", get(sessions::page))
         .route("/assets/{hash}/{name}", get(assets::serve))
+        .route("/integrity", get(integrity::page))
+        .route("/integrity/verify", axum::routing::post(integrity::start))
+        .route("/fragments/verify", get(integrity::progress))
+        .route("/reports", get(reports::index))
+        .route("/reports/{name}", get(reports::page))
 }
 
 /// Why a page could not be answered.
@@ -49,6 +56,9 @@ pub enum PageError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The principal's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("cannot read the trail: {0}")]
     Store(#[from] pgtrail_store::StoreError),
     /// The access could not be recorded: the read is refused, not served unrecorded.
@@ -71,6 +81,7 @@ impl IntoResponse for PageError {
         let (status, title) = match &self {
             PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            PageError::Forbidden(_) => (StatusCode::FORBIDDEN, "Not allowed"),
             PageError::Store(_) | PageError::Render(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Server error")
             }

@@ -255,6 +255,35 @@ impl Store for PostgresStore {
         Ok(Facets::from_counts(counts, counted, complete, top))
     }
 
+    async fn activity_counts(
+        &self,
+        filter: &Filter,
+        cap: usize,
+    ) -> Result<(Vec<crate::ActivityCount>, u64)> {
+        let q = query::activity_counts(filter, cap);
+        let client = self.client().await?;
+        let rows = client
+            .query(&q.sql, &q.params())
+            .await
+            .map_err(self.backend("counting activity"))?;
+        let mut groups = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let read = |e| StoreError::backend(&self.location, "reading activity counts", e);
+            let events: i64 = row.try_get(4).map_err(read)?;
+            groups.push(crate::ActivityCount {
+                actor: row.try_get(0).map_err(read)?,
+                table: row.try_get(1).map_err(read)?,
+                operation: row.try_get(2).map_err(read)?,
+                hour: row.try_get(3).map_err(read)?,
+                events: u64::try_from(events).unwrap_or(0),
+                first: row.try_get(5).map_err(read)?,
+                last: row.try_get(6).map_err(read)?,
+            });
+        }
+        let counted = groups.iter().map(|g| g.events).sum();
+        Ok((groups, counted))
+    }
+
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
         let q = query::filtered(filter);
         let client = self.client().await?;

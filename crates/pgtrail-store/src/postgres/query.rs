@@ -93,6 +93,27 @@ pub(super) fn facets(filter: &Filter) -> Query {
     q
 }
 
+/// The newest `cap` events `filter` matches, read once into a
+/// materialized table and grouped by actor, table, operation and hour:
+/// `(actor, tbl, op, hour, count, first, last)` rows.
+pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
+    let columns = "coalesce(app_user, db_user) as actor, \
+         case when table_name is null then null \
+              when schema_name is null then table_name \
+              else schema_name || '.' || table_name end as tbl, \
+         upper(operation) as op, captured_at as at";
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let mut q = filtered_with(filter, columns, Some(cap));
+    q.sql = format!(
+        "with m as materialized ({}) \
+         select actor, tbl, op, floor(extract(epoch from at) / 3600)::bigint as hour, \
+                count(*), min(at), max(at) \
+         from m group by actor, tbl, op, 4",
+        q.sql
+    );
+    q
+}
+
 /// `select {columns}` of the events matching `filter`, newest first, at
 /// most `limit`.
 fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {

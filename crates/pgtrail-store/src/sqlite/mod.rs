@@ -607,6 +607,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn activity_counts(
+        &self,
+        filter: &Filter,
+        cap: usize,
+    ) -> Result<(Vec<crate::ActivityCount>, u64)> {
+        let filter = filter.clone();
+        self.read(move |conn, location| query::activity_counts(conn, &filter, cap, location))
+            .await
+    }
+
     async fn row_events(&self, row: &RowRef) -> Result<Vec<Event>> {
         let row = row.clone();
         self.read(move |conn, location| query::row_events(conn, &row, location))

@@ -124,6 +124,60 @@ const FACET_GROUPS: &str = "\
     union all select 'outcome', case when failed then 'failed' else 'ok' end, count(*) \
         from m group by 2";
 
+/// [`crate::Store::activity_counts`]: the newest `cap` events `filter`
+/// matches, read once into a materialized table and grouped by actor,
+/// table, operation and hour; and how many were counted.
+pub fn activity_counts(
+    conn: &Connection,
+    filter: &Filter,
+    cap: usize,
+    location: &str,
+) -> Result<(Vec<crate::ActivityCount>, u64)> {
+    let (sql, values) = activity_sql(filter, cap);
+    let db = |e| StoreError::backend(location, "counting activity", e);
+    let mut statement = conn.prepare_cached(&sql).map_err(db)?;
+    let time = |micros: i64| {
+        chrono::DateTime::from_timestamp_micros(micros).unwrap_or(chrono::DateTime::UNIX_EPOCH)
+    };
+    let groups = statement
+        .query_map(params_from_iter(values), |row| {
+            Ok(crate::ActivityCount {
+                actor: row.get(0)?,
+                table: row.get(1)?,
+                operation: row.get(2)?,
+                hour: row.get(3)?,
+                events: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                first: time(row.get(5)?),
+                last: time(row.get(6)?),
+            })
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    let counted = groups.iter().map(|g| g.events).sum();
+    Ok((groups, counted))
+}
+
+/// The statement of [`activity_counts`] and its values.
+fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
+    let columns = "coalesce(events.app_user, events.db_user) as actor, \
+         case when events.table_name is null then null \
+              when events.schema_name is null then events.table_name \
+              else events.schema_name || '.' || events.table_name end as tbl, \
+         upper(events.operation) as op, events.captured_at as at";
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let (matches, values) = filtered_sql(filter, columns, cap);
+    // Hours as Rust's `div_euclid` counts them, before 1970 too.
+    let sql = format!(
+        "with m as materialized ({matches}) \
+         select actor, tbl, op, \
+                case when at >= 0 then at / 3600000000 else (at + 1) / 3600000000 - 1 end as hour, \
+                count(*), min(at), max(at) \
+         from m group by actor, tbl, op, hour"
+    );
+    (sql, values)
+}
+
 /// `select {columns}` of the events `filter` matches, newest first, at most
 /// `limit` (-1: all), and its values.
 fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Value>) {

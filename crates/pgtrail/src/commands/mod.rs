@@ -23,6 +23,7 @@ mod keygen;
 mod log;
 mod proxy;
 mod replicate;
+mod report;
 mod retention;
 mod run;
 mod serve;
@@ -132,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
+        Command::Report(args) => report::run(args, &ctx).await,
         Command::History(args) => history::run(args, &ctx).await,
         Command::AsOf(args) => as_of::run(args, &ctx).await,
         Command::Blame(args) => blame::run(args, &ctx).await,
