@@ -90,7 +90,9 @@ impl IntoResponse for PageError {
         // A server error's detail (a store's message, a path) is logged,
         // not shown: the page says only what failed.
         let message = match &self {
-            PageError::BadRequest(_) | PageError::NotFound(_) => self.to_string(),
+            PageError::BadRequest(_) | PageError::NotFound(_) | PageError::Forbidden(_) => {
+                self.to_string()
+            }
             PageError::Store(_) => "The trail cannot be read just now; the server's log says why.".into(),
             PageError::Render(_) => "The page cannot be rendered; the server's log says why.".into(),
             PageError::Access(_) => "This view could not be recorded in the trail, so it is not shown; the server's log says why.".into(),
