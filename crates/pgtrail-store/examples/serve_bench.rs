@@ -1,45 +1,58 @@
-//! `bench/serve`: the read side the dashboard and the API stand on, at the
-//! level of the shared read functions (`parse_search` + `Store::query`,
-//! `Store::facets`, `Store::row_events` + `row::history`), on a store of
-//! each kind filled with a realistic mix: row changes over a few hundred
-//! tables, proxy statements (some failing), sessions and failed logins, a
-//! few DDL, a few hundred users, three databases, clients in a few
-//! networks, over 30 days.
+//! `bench/serve`: the dashboard and the API as a user meets them, over
+//! HTTP: a real `pgtrail serve` (tokens on, so every request is
+//! authenticated, and every read recorded as an access event through the
+//! server's group commit, as in production) on a store of each kind
+//! filled with a realistic mix: row changes over a few hundred tables,
+//! proxy statements (some failing), sessions and failed logins, a few
+//! DDL, a few hundred users, three databases, clients in a few networks,
+//! over 30 days.
 //!
-//! Goals (issue 12, item 8): filtered search p95 ≤ 50 ms, facet counts over
-//! the last 7 days p95 ≤ 200 ms, a row's history p95 ≤ 20 ms, and ≥ 1,000
-//! filtered searches/s on 2 cores with SQLite. Each round runs every
-//! measurement once (the order rotating); the table shows the median of
-//! the rounds and their spread (min–max).
+//! The load generator is this program: a small HTTP/1.1 client over
+//! tokio with keep-alive connections (one per concurrent client), so the
+//! bench needs nothing installed and asks exactly the questions the
+//! dashboard asks. Latencies are taken one request at a time on one
+//! connection; throughput from a fixed number of concurrent connections.
 //!
-//! The HTTP layer comes later: [`Target`] is the hook. Each measurement
-//! asks a `Target` (a search string, a facet request, a row), and
-//! [`StoreTarget`] answers from the store; an HTTP target that sends the
-//! same questions to `pgtrail serve` (`/api/v1/events?q=…`) plugs in
-//! beside it without touching the measurements.
+//! Goals (issue 12, item 8): filtered search p95 ≤ 50 ms, facet counts
+//! over the last 7 days p95 ≤ 200 ms, a row's page p95 ≤ 20 ms, ≥ 1,000
+//! filtered searches/s on 2 cores with SQLite, the search page ≤ 100 kB.
+//! Each round runs every measurement once (the order rotating); the table
+//! shows the median of the rounds and their spread (min–max).
+//!
+//! `--target store` asks the same questions of the store's read functions
+//! in process (no HTTP, no access records), as the bench did before the
+//! server existed: the difference is what the server adds.
+//!
+//! Stores are kept for the next run in `--cache DIR` (SQLite: one file per
+//! size; a file whose fill did not finish is refilled). Postgres runs in a
+//! throwaway cluster and is filled each run.
 //!
 //! Run through `bench/serve/run` (release build).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use pgtrail_core::filter::{PkFilter, TableName};
 use pgtrail_core::search::parse_search;
 use pgtrail_core::{Event, Kind, RowRef, Source};
 use pgtrail_store::{row, Store};
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 const TABLES: u64 = 300;
 const ROWS_PER_TABLE: u64 = 5_000;
 const USERS: u64 = 300;
 const ROLES: [&str; 5] = ["app", "app", "app", "reporting", "etl"];
 const DATABASES: [&str; 3] = ["shop", "shop", "crm"];
-const BATCH: usize = 1_000;
+/// Events per append while filling: batched appends through `Store::append`.
+const BATCH: usize = 10_000;
 const PAGE: usize = 50;
 
 struct Args {
@@ -47,8 +60,11 @@ struct Args {
     rounds: usize,
     backends: Vec<String>,
     seconds: u64,
-    keep: Option<String>,
+    cache: Option<PathBuf>,
     per_form: bool,
+    http: bool,
+    pgtrail: PathBuf,
+    clients: usize,
 }
 
 fn parse_args() -> Args {
@@ -57,8 +73,11 @@ fn parse_args() -> Args {
         rounds: 3,
         backends: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
-        keep: None,
+        cache: None,
         per_form: false,
+        http: true,
+        pgtrail: PathBuf::from("target/release/pgtrail"),
+        clients: 8,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,11 +87,22 @@ fn parse_args() -> Args {
             "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
-            "--sqlite-file" => args.keep = Some(value()),
+            "--cache" => args.cache = Some(PathBuf::from(value())),
             "--per-form" => args.per_form = true,
+            "--target" => {
+                args.http = match value().as_str() {
+                    "http" => true,
+                    "store" => false,
+                    other => panic!("--target http|store, not {other}"),
+                }
+            }
+            "--pgtrail" => args.pgtrail = PathBuf::from(value()),
+            "--clients" => args.clients = value().parse().expect("--clients N"),
             other => panic!(
                 "unknown flag {other}; flags: --events N --rounds N --backends sqlite,postgres \
-                 --seconds N (throughput run) --sqlite-file PATH (reuse or keep the SQLite store)"
+                 --seconds N (throughput run) --clients N (throughput connections) \
+                 --cache DIR (keep and reuse SQLite stores) --target http|store \
+                 --pgtrail PATH (the binary to serve) --per-form"
             ),
         }
     }
@@ -213,17 +243,19 @@ async fn fill(store: &dyn Store, total: usize, now: DateTime<Utc>) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// What a measurement asks. [`StoreTarget`] answers from a store; an HTTP
-/// target (next session) answers the same questions through the API.
+/// What a measurement asks. [`HttpTarget`] asks `pgtrail serve`;
+/// [`StoreTarget`] asks the store's read functions in process.
 #[async_trait]
 trait Target: Send + Sync {
-    /// One page of a search (newest first, [`PAGE`] events, before `before`):
-    /// the events' seqs.
-    async fn search(&self, q: &str, before: Option<i64>) -> Vec<i64>;
-    /// The facets of a search, top 10: events counted.
-    async fn facets(&self, q: &str) -> u64;
-    /// A row's history: versions.
+    /// One page of a search through the API (newest first, [`PAGE`]
+    /// events, before `before`): the cursor of the next page.
+    async fn search(&self, q: &str, before: Option<i64>) -> Option<i64>;
+    /// The search page for `q` (its results and its facets): bytes.
+    async fn search_page(&self, q: &str) -> usize;
+    /// A row's history through the API: bytes (versions in process).
     async fn history(&self, row: &RowRef) -> usize;
+    /// A row's page: bytes (versions in process).
+    async fn row_page(&self, row: &RowRef) -> usize;
 }
 
 struct StoreTarget {
@@ -233,43 +265,313 @@ struct StoreTarget {
 
 #[async_trait]
 impl Target for StoreTarget {
-    async fn search(&self, q: &str, before: Option<i64>) -> Vec<i64> {
+    async fn search(&self, q: &str, before: Option<i64>) -> Option<i64> {
         let mut filter = parse_search(q, self.now).expect("search parses");
-        filter.limit = Some(PAGE);
+        filter.limit = Some(PAGE + 1);
         filter.before_seq = before;
         let events = self.store.query(&filter).await.expect("search");
-        events.iter().filter_map(|e| e.seq).collect()
+        (events.len() > PAGE)
+            .then(|| events.get(PAGE - 1).and_then(|e| e.seq))
+            .flatten()
     }
 
-    async fn facets(&self, q: &str) -> u64 {
-        let filter = parse_search(q, self.now).expect("search parses");
-        self.store
-            .facets(&filter, 10)
-            .await
-            .expect("facets")
-            .counted
+    async fn search_page(&self, q: &str) -> usize {
+        let mut filter = parse_search(q, self.now).expect("search parses");
+        filter.limit = Some(PAGE);
+        let events = self.store.query(&filter).await.expect("search");
+        let facets = self.store.facets(&filter, 8).await.expect("facets");
+        events.len() + facets.counted as usize
     }
 
     async fn history(&self, row: &RowRef) -> usize {
         let events = self.store.row_events(row).await.expect("row events");
         row::history(&events).len()
     }
+
+    async fn row_page(&self, row: &RowRef) -> usize {
+        self.history(row).await
+    }
 }
 
-/// The filtered searches of the search page, with random values.
-fn search_string(rng: &mut Lcg) -> String {
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    stream: BufReader<TcpStream>,
+}
+
+impl Connection {
+    async fn open(port: u16) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    /// `GET path` with `token`: the status, the body, and whether the
+    /// server keeps the connection open.
+    async fn get(&mut self, path: &str, token: &str) -> std::io::Result<(u16, Vec<u8>, bool)> {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("status line"))?;
+        let (mut length, mut chunked, mut keep) = (None, false, true);
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(bad("headers cut"));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').ok_or_else(|| bad("header"))?;
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse::<usize>().ok(),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => keep = !value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| bad("chunk size"))?;
+                if size == 0 {
+                    // Trailers, then the empty line.
+                    loop {
+                        line.clear();
+                        if self.stream.read_line(&mut line).await? <= 2 {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let start = body.len();
+                body.resize(start + size + 2, 0);
+                self.stream.read_exact(&mut body[start..]).await?;
+                body.truncate(start + size);
+            }
+        } else if let Some(length) = length {
+            body.resize(length, 0);
+            self.stream.read_exact(&mut body).await?;
+        } else {
+            self.stream.read_to_end(&mut body).await?;
+            keep = false;
+        }
+        Ok((status, body, keep))
+    }
+}
+
+/// Asks a running `pgtrail serve` over HTTP, with a token.
+struct HttpTarget {
+    port: u16,
+    token: String,
+    /// Idle keep-alive connections.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl HttpTarget {
+    /// `GET path`, which must answer 200: the body.
+    async fn get(&self, path: &str) -> Vec<u8> {
+        let idle = self.idle.lock().expect("idle connections").pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => Connection::open(self.port).await.expect("connect to serve"),
+        };
+        let (status, body, keep) = connection
+            .get(path, &self.token)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        );
+        if keep {
+            self.idle.lock().expect("idle connections").push(connection);
+        }
+        body
+    }
+}
+
+/// `text` percent-encoded for a query string or a path segment.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn row_path(row: &RowRef) -> String {
+    let table = match &row.table.schema {
+        Some(schema) => format!("{schema}.{}", row.table.table),
+        None => row.table.table.clone(),
+    };
+    format!("{}/{}", encode(&table), encode(&row.pk.canonical()))
+}
+
+/// The `"next":` cursor of an API page, read from the end of the body
+/// (the bench does not decode the events it asked for).
+fn next_cursor(body: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.rfind("\"next\":")? + "\"next\":".len();
+    let rest = text[at..].trim_start();
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[async_trait]
+impl Target for HttpTarget {
+    async fn search(&self, q: &str, before: Option<i64>) -> Option<i64> {
+        let mut path = format!("/api/v1/events?q={}&limit={PAGE}", encode(q));
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        next_cursor(&self.get(&path).await)
+    }
+
+    async fn search_page(&self, q: &str) -> usize {
+        self.get(&format!("/?q={}", encode(q))).await.len()
+    }
+
+    async fn history(&self, row: &RowRef) -> usize {
+        self.get(&format!("/api/v1/rows/{}/history", row_path(row)))
+            .await
+            .len()
+    }
+
+    async fn row_page(&self, row: &RowRef) -> usize {
+        self.get(&format!("/rows/{}", row_path(row))).await.len()
+    }
+}
+
+/// The search page's weight: its HTML and every asset it links
+/// (`/assets/…`), as a first visit downloads them.
+async fn page_weight(t: &HttpTarget) -> (usize, Vec<(String, usize)>) {
+    let html = t.get("/").await;
+    let text = String::from_utf8_lossy(&html);
+    let mut assets = Vec::new();
+    for (at, _) in text.match_indices("\"/assets/") {
+        let path: String = text[at + 1..].chars().take_while(|&c| c != '"').collect();
+        if assets.iter().all(|(p, _)| *p != path) {
+            let size = t.get(&path).await.len();
+            assets.push((path, size));
+        }
+    }
+    (html.len(), assets)
+}
+
+/// A running `pgtrail serve` over a store; killed on drop.
+struct Server {
+    child: std::process::Child,
+    target: Arc<HttpTarget>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a token (`pgtrail token create`, which records its creation in
+/// the store) in `dir`'s tokens file and starts `pgtrail serve` on a free
+/// loopback port over `store_url`; waits until it answers.
+async fn serve(pgtrail: &Path, store_url: &str, dir: &Path) -> Server {
+    let tokens = dir.join("tokens.toml");
+    let _ = std::fs::remove_file(&tokens);
+    let config = dir.join("pgtrail.toml");
+    std::fs::write(&config, "").expect("empty config");
+    let command = |args: &[&str]| {
+        let mut c = std::process::Command::new(pgtrail);
+        c.arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("PGTRAIL_STORE", store_url)
+            .env("PGTRAIL_SERVER__TOKENS_FILE", &tokens);
+        c
+    };
+    let out = command(&["token", "create", "--name", "bench", "--role", "auditor"])
+        .output()
+        .expect("run pgtrail token create");
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("token")
+        .trim()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start pgtrail serve");
+    let mut server = Server {
+        child,
+        target: Arc::new(HttpTarget {
+            port,
+            token,
+            idle: Mutex::new(Vec::new()),
+        }),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(mut c) = Connection::open(port).await {
+            if let Ok((200, _, _)) = c.get("/healthz", "").await {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("pgtrail serve exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "pgtrail serve did not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+}
+
+/// The searches of the search page, with random values.
+fn search_string(rng: &mut Lcg, now: DateTime<Utc>) -> String {
     let form = rng.below(SEARCH_FORMS);
-    search_of_form(rng, form)
+    search_of_form(rng, form, now)
 }
 
 /// How many forms [`search_of_form`] has.
 const SEARCH_FORMS: u64 = 10;
 
-/// A search of one form, with random values.
-fn search_of_form(rng: &mut Lcg, form: u64) -> String {
+/// A search of one form, with random values. Times are written out
+/// (`since:2026-11-29T12:00:00Z` for `since:7d` before the bench's fixed
+/// "now"), so a store kept from an earlier day is searched in the window
+/// it holds; the server parses both forms with the same parser.
+fn search_of_form(rng: &mut Lcg, form: u64, now: DateTime<Utc>) -> String {
     let user = format!("user{:03}@example.com", rng.below(USERS));
     let (schema, table) = table_name(rng.below(TABLES));
-    match form {
+    let q = match form {
         0 => format!("user:{user} since:7d"),
         1 => format!("table:{schema}.{table} op:update"),
         2 => "db_user:reporting kind:statement since:1d".into(),
@@ -280,7 +582,22 @@ fn search_of_form(rng: &mut Lcg, form: u64) -> String {
         7 => "kind:session failed".into(),
         8 => "-user:app op:delete since:1d".into(),
         _ => format!("table:{table} since:yesterday"),
-    }
+    };
+    absolute(&q, now)
+}
+
+/// `q` with each `since:`/`until:` value written as an RFC 3339 time.
+fn absolute(q: &str, now: DateTime<Utc>) -> String {
+    q.split(' ')
+        .map(|term| match term.split_once(':') {
+            Some((key @ ("since" | "until"), value)) => {
+                let at = pgtrail_core::time::parse_time(value, now).expect("time word");
+                format!("{key}:{}", at.to_rfc3339_opts(SecondsFormat::Secs, true))
+            }
+            _ => term.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn random_row(rng: &mut Lcg) -> RowRef {
@@ -291,88 +608,114 @@ fn random_row(rng: &mut Lcg) -> RowRef {
     }
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i].as_secs_f64() * 1000.0
+/// p50, p95 and p99 of one measurement in one round (ms).
+#[derive(Default, Clone, Copy)]
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
 }
 
-/// One round's figures (ms, and searches/s).
+fn latency(samples: &mut [Duration]) -> Latency {
+    samples.sort();
+    let at = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Latency {
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+    }
+}
+
+/// One round's figures.
 #[derive(Default, Clone)]
 struct Round {
-    search_p50: f64,
-    search_p95: f64,
-    next_page_p95: f64,
-    facets_p50: f64,
-    facets_p95: f64,
-    facets_user_p95: f64,
-    history_p50: f64,
-    history_p95: f64,
+    search: Latency,
+    next_page: Latency,
+    search_page: Latency,
+    facets_week: Latency,
+    facets_user: Latency,
+    history: Latency,
+    row_page: Latency,
     searches_per_s: f64,
 }
 
-async fn measure_searches(t: &dyn Target, seed: u64, round: &mut Round) {
+/// Times `ask` once.
+async fn timed<F: std::future::Future>(ask: F) -> Duration {
+    let start = Instant::now();
+    ask.await;
+    start.elapsed()
+}
+
+async fn measure_searches(t: &dyn Target, seed: u64, now: DateTime<Utc>, round: &mut Round) {
     let mut rng = Lcg(seed);
-    let (mut first, mut next) = (Vec::new(), Vec::new());
-    for _ in 0..300 {
-        let q = search_string(&mut rng);
+    let (mut first, mut next, mut pages) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..300 {
+        let q = search_string(&mut rng, now);
         let start = Instant::now();
-        let page = t.search(&q, None).await;
+        let cursor = t.search(&q, None).await;
         first.push(start.elapsed());
-        if let Some(&last) = page.last() {
-            let start = Instant::now();
-            t.search(&q, Some(last)).await;
-            next.push(start.elapsed());
+        if let Some(cursor) = cursor {
+            next.push(timed(t.search(&q, Some(cursor))).await);
+        }
+        // The page also counts the search's facets: one in three.
+        if i % 3 == 0 {
+            pages.push(timed(t.search_page(&q)).await);
         }
     }
-    round.search_p50 = percentile(&mut first, 0.5);
-    round.search_p95 = percentile(&mut first, 0.95);
-    round.next_page_p95 = percentile(&mut next, 0.95);
+    round.search = latency(&mut first);
+    round.next_page = latency(&mut next);
+    round.search_page = latency(&mut pages);
 }
 
-async fn measure_facets(t: &dyn Target, seed: u64, round: &mut Round) {
+async fn measure_facets(t: &dyn Target, seed: u64, now: DateTime<Utc>, round: &mut Round) {
     let mut rng = Lcg(seed);
     let (mut week, mut by_user) = (Vec::new(), Vec::new());
-    for _ in 0..40 {
-        let start = Instant::now();
-        t.facets("since:7d").await;
-        week.push(start.elapsed());
-        let q = format!("user:user{:03}@example.com since:7d", rng.below(USERS));
-        let start = Instant::now();
-        t.facets(&q).await;
-        by_user.push(start.elapsed());
+    let q = absolute("since:7d", now);
+    for _ in 0..60 {
+        week.push(timed(t.search_page(&q)).await);
+        let q = absolute(
+            &format!("user:user{:03}@example.com since:7d", rng.below(USERS)),
+            now,
+        );
+        by_user.push(timed(t.search_page(&q)).await);
     }
-    round.facets_p50 = percentile(&mut week, 0.5);
-    round.facets_p95 = percentile(&mut week, 0.95);
-    round.facets_user_p95 = percentile(&mut by_user, 0.95);
+    round.facets_week = latency(&mut week);
+    round.facets_user = latency(&mut by_user);
 }
 
-async fn measure_history(t: &dyn Target, seed: u64, round: &mut Round) {
+async fn measure_rows(t: &dyn Target, seed: u64, round: &mut Round) {
     let mut rng = Lcg(seed);
-    let mut samples = Vec::new();
+    let (mut api, mut page) = (Vec::new(), Vec::new());
     for _ in 0..300 {
         let row = random_row(&mut rng);
-        let start = Instant::now();
-        t.history(&row).await;
-        samples.push(start.elapsed());
+        api.push(timed(t.history(&row)).await);
+        page.push(timed(t.row_page(&row)).await);
     }
-    round.history_p50 = percentile(&mut samples, 0.5);
-    round.history_p95 = percentile(&mut samples, 0.95);
+    round.history = latency(&mut api);
+    round.row_page = latency(&mut page);
 }
 
-/// Filtered searches per second from 8 concurrent clients for `seconds`
-/// (the runtime has 2 worker threads; SQLite reads run on its blocking
-/// pool, so the machine's 2 cores are what bounds it).
-async fn measure_throughput(t: Arc<dyn Target>, seed: u64, seconds: u64) -> f64 {
+/// Filtered searches (the API's first page) per second from `clients`
+/// concurrent connections for `seconds`.
+async fn measure_throughput(
+    t: Arc<dyn Target>,
+    seed: u64,
+    now: DateTime<Utc>,
+    clients: usize,
+    seconds: u64,
+) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for client in 0..8u64 {
+    for client in 0..clients as u64 {
         let t = Arc::clone(&t);
         tasks.push(tokio::spawn(async move {
             let mut rng = Lcg(seed ^ (client + 1).wrapping_mul(0x51_7CC1));
             let mut done = 0u64;
             while Instant::now() < deadline {
-                t.search(&search_string(&mut rng), None).await;
+                t.search(&search_string(&mut rng, now), None).await;
                 done += 1;
             }
             done
@@ -386,54 +729,64 @@ async fn measure_throughput(t: Arc<dyn Target>, seed: u64, seconds: u64) -> f64 
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Each form of search on its own: p50 and p95 of 30 runs.
-async fn per_form(t: &dyn Target) {
-    println!("| search form (example) | p50 ms | p95 ms |");
-    println!("| --- | --- | --- |");
+/// Each form of search on its own: p50, p95 and p99 of 30 runs.
+async fn per_form(t: &dyn Target, now: DateTime<Utc>) {
+    println!("| search form (example) | p50 ms | p95 ms | p99 ms |");
+    println!("| --- | --- | --- | --- |");
     for form in 0..SEARCH_FORMS {
         let mut rng = Lcg(99 + form);
         let mut samples = Vec::new();
         let mut example = String::new();
         for _ in 0..30 {
-            let q = search_of_form(&mut rng, form);
-            let start = Instant::now();
-            t.search(&q, None).await;
-            samples.push(start.elapsed());
+            let q = search_of_form(&mut rng, form, now);
+            samples.push(timed(t.search(&q, None)).await);
             example = q;
         }
-        let p50 = percentile(&mut samples, 0.5);
-        let p95 = percentile(&mut samples, 0.95);
-        println!("| `{example}` | {p50:.2} | {p95:.2} |");
+        let l = latency(&mut samples);
+        println!(
+            "| `{example}` | {:.2} | {:.2} | {:.2} |",
+            l.p50, l.p95, l.p99
+        );
     }
 }
 
-async fn rounds(t: Arc<dyn Target>, rounds: usize, seconds: u64, throughput: bool) -> Vec<Round> {
+async fn rounds(t: Arc<dyn Target>, args: &Args, now: DateTime<Utc>) -> Vec<Round> {
     let mut out = Vec::new();
-    for r in 0..rounds {
+    for r in 0..args.rounds {
         let mut round = Round::default();
         let seed = 7 + r as u64;
         // The order rotates, so no measurement always runs first.
         for step in 0..3 {
             match (step + r) % 3 {
-                0 => measure_searches(&*t, seed, &mut round).await,
-                1 => measure_facets(&*t, seed, &mut round).await,
-                _ => measure_history(&*t, seed, &mut round).await,
+                0 => measure_searches(&*t, seed, now, &mut round).await,
+                1 => measure_facets(&*t, seed, now, &mut round).await,
+                _ => measure_rows(&*t, seed, &mut round).await,
             }
         }
-        if throughput {
-            round.searches_per_s = measure_throughput(Arc::clone(&t), seed, seconds).await;
-        }
+        round.searches_per_s =
+            measure_throughput(Arc::clone(&t), seed, now, args.clients, args.seconds).await;
         eprintln!(
-            "  round {}: search p95 {:.1} ms, facets 7d p95 {:.1} ms, history p95 {:.1} ms, {:.0} searches/s",
+            "  round {}: search p95 {:.1} ms, search page p95 {:.1} ms, facets 7d p95 {:.1} ms, \
+             row page p95 {:.1} ms, {:.0} searches/s (load {})",
             r + 1,
-            round.search_p95,
-            round.facets_p95,
-            round.history_p95,
-            round.searches_per_s
+            round.search.p95,
+            round.search_page.p95,
+            round.facets_week.p95,
+            round.row_page.p95,
+            round.searches_per_s,
+            load()
         );
         out.push(round);
     }
     out
+}
+
+/// The machine's load average over the last minute.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn median_spread(values: Vec<f64>) -> (f64, f64, f64) {
@@ -442,83 +795,128 @@ fn median_spread(values: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-fn print(backend: &str, events: usize, fill_rate: Option<f64>, rounds: &[Round]) {
+fn print(backend: &str, events: usize, fill_rate: Option<f64>, args: &Args, rounds: &[Round]) {
     println!();
+    let how = if args.http {
+        "over HTTP (pgtrail serve, token auth, access records on)"
+    } else {
+        "in process (the store's read functions)"
+    };
     match fill_rate {
-        Some(rate) => println!("{backend}, {events} events (filled at {rate:.0} events/s)"),
-        None => println!("{backend}, {events} events (store reused)"),
+        Some(rate) => println!("{backend}, {events} events (filled at {rate:.0} events/s), {how}"),
+        None => println!("{backend}, {events} events (store reused), {how}"),
     }
-    println!("| measure | goal | median | min–max | goal ÷ median |");
+    println!("| measure | goal | median of rounds | min–max | goal ÷ median |");
     println!("| --- | --- | --- | --- | --- |");
-    let row = |name: &str, goal: Option<f64>, pick: &dyn Fn(&Round) -> f64, higher: bool| {
+    let row = |name: &str, goal: Option<f64>, pick: &dyn Fn(&Round) -> f64| {
         let (median, min, max) = median_spread(rounds.iter().map(pick).collect());
         let (goal_text, ratio) = match goal {
-            Some(g) if higher => (format!("≥ {g:.0}"), format!("{:.2}", median / g)),
             Some(g) => (format!("≤ {g:.0} ms"), format!("{:.1}", g / median)),
             None => ("—".into(), "—".into()),
         };
         println!("| {name} | {goal_text} | {median:.2} | {min:.2}–{max:.2} | {ratio} |");
     };
-    row(
-        "filtered search p95 (ms)",
-        Some(50.0),
-        &|r| r.search_p95,
-        false,
+    let latency_rows = |name: &str, goal: Option<f64>, pick: fn(&Round) -> Latency| {
+        row(&format!("{name} p50 (ms)"), None, &|r| pick(r).p50);
+        row(&format!("{name} p95 (ms)"), goal, &|r| pick(r).p95);
+        row(&format!("{name} p99 (ms)"), None, &|r| pick(r).p99);
+    };
+    latency_rows("filtered search, API", Some(50.0), |r| r.search);
+    latency_rows("next page, API", None, |r| r.next_page);
+    latency_rows("search page (results + facets)", None, |r| r.search_page);
+    latency_rows("facets, last 7 days (search page)", Some(200.0), |r| {
+        r.facets_week
+    });
+    latency_rows("facets, one user's 7 days (search page)", None, |r| {
+        r.facets_user
+    });
+    latency_rows("row page", Some(20.0), |r| r.row_page);
+    latency_rows("row history, API", None, |r| r.history);
+    let (median, min, max) = median_spread(rounds.iter().map(|r| r.searches_per_s).collect());
+    let goal = (backend == "sqlite").then_some(1000.0);
+    println!(
+        "| filtered searches/s, API, {} connections | {} | {median:.0} | {min:.0}–{max:.0} | {} |",
+        args.clients,
+        goal.map_or("—".into(), |g| format!("≥ {g:.0}")),
+        goal.map_or("—".into(), |g| format!("{:.2}", median / g)),
     );
-    row("filtered search p50 (ms)", None, &|r| r.search_p50, false);
-    row("next page p95 (ms)", None, &|r| r.next_page_p95, false);
-    row(
-        "facets, last 7 days, p95 (ms)",
-        Some(200.0),
-        &|r| r.facets_p95,
-        false,
-    );
-    row(
-        "facets, last 7 days, p50 (ms)",
-        None,
-        &|r| r.facets_p50,
-        false,
-    );
-    row(
-        "facets, one user's 7 days, p95 (ms)",
-        None,
-        &|r| r.facets_user_p95,
-        false,
-    );
-    row(
-        "row history p95 (ms)",
-        Some(20.0),
-        &|r| r.history_p95,
-        false,
-    );
-    row("row history p50 (ms)", None, &|r| r.history_p50, false);
-    if rounds.iter().any(|r| r.searches_per_s > 0.0) {
-        let goal = (backend == "sqlite").then_some(1000.0);
-        row(
-            "filtered searches/s, 8 clients",
-            goal,
-            &|r| r.searches_per_s,
-            true,
-        );
-    }
     println!("(goal ÷ median above 1 meets the goal; for searches/s, median ÷ goal)");
 }
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir_in(std::env::var("BENCH_TMP").unwrap_or_else(|_| ".".into()))
-        .expect("tempdir")
+async fn report_weight(t: &HttpTarget) {
+    let (html, assets) = page_weight(t).await;
+    let total = html + assets.iter().map(|(_, n)| n).sum::<usize>();
+    println!(
+        "search page weight: {:.1} kB (goal ≤ 100 kB): HTML {:.1} kB{}",
+        total as f64 / 1000.0,
+        html as f64 / 1000.0,
+        assets
+            .iter()
+            .map(|(p, n)| format!(
+                ", {} {:.1} kB",
+                p.rsplit('/').next().unwrap_or(p),
+                *n as f64 / 1000.0
+            ))
+            .collect::<String>()
+    );
+}
+
+/// Runs the rounds on `store` (over HTTP through `store_url`, or in
+/// process) and prints them.
+async fn measure(
+    backend: &str,
+    store: Arc<dyn Store>,
+    store_url: &str,
+    args: &Args,
+    fill_rate: Option<f64>,
+    now: DateTime<Utc>,
+    work: &Path,
+) {
+    let server;
+    let target: Arc<dyn Target> = if args.http {
+        server = serve(&args.pgtrail, store_url, work).await;
+        report_weight(&server.target).await;
+        server.target.clone()
+    } else {
+        Arc::new(StoreTarget { store, now })
+    };
+    if args.per_form {
+        per_form(&*target, now).await;
+        return;
+    }
+    let figures = rounds(target, args, now).await;
+    print(backend, args.events, fill_rate, args, &figures);
+}
+
+fn bench_dir() -> PathBuf {
+    PathBuf::from(std::env::var("BENCH_TMP").unwrap_or_else(|_| ".".into()))
 }
 
 async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
-    let dir = tempdir();
-    let path = match &args.keep {
-        Some(path) => std::path::PathBuf::from(path),
-        None => dir.path().join("trail.db"),
-    };
+    let scratch = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let dir = args.cache.clone().unwrap_or_else(|| scratch.path().into());
+    std::fs::create_dir_all(&dir).expect("cache directory");
+    let path = dir.join(format!("serve-{}.db", args.events));
+    // Written once the fill finished: a file without it is refilled.
+    let done = dir.join(format!("serve-{}.db.done", args.events));
+    if path.exists() && !done.exists() {
+        eprintln!("sqlite: {} was not finished; filling again", path.display());
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
     let existed = path.exists();
+    let opened = Instant::now();
     let store = pgtrail_store::sqlite::SqliteStore::open(&path)
         .await
         .expect("open");
+    if existed {
+        eprintln!(
+            "sqlite: reusing {} (opened and migrated in {:.1} s)",
+            path.display(),
+            opened.elapsed().as_secs_f64()
+        );
+    }
     let fill_rate = if existed {
         None
     } else {
@@ -527,18 +925,21 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
             args.events,
             path.display()
         );
-        Some(fill(&store, args.events, now).await)
+        let rate = fill(&store, args.events, now).await;
+        std::fs::write(&done, "").expect("mark the fill done");
+        Some(rate)
     };
-    let target: Arc<dyn Target> = Arc::new(StoreTarget {
-        store: Arc::new(store),
+    let url = format!("sqlite:{}", path.display());
+    measure(
+        "sqlite",
+        Arc::new(store),
+        &url,
+        args,
+        fill_rate,
         now,
-    });
-    if args.per_form {
-        per_form(&*target).await;
-        return;
-    }
-    let figures = rounds(target, args.rounds, args.seconds, true).await;
-    print("sqlite", args.events, fill_rate, &figures);
+        scratch.path(),
+    )
+    .await;
 }
 
 async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
@@ -568,15 +969,17 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         .batch_execute("vacuum analyze pgtrail.events")
         .await
         .expect("analyze");
-    let target: Arc<dyn Target> = Arc::new(StoreTarget {
-        store: Arc::new(store),
+    let scratch = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    measure(
+        "postgres",
+        Arc::new(store),
+        &url,
+        args,
+        Some(fill_rate),
         now,
-    });
-    if args.per_form {
-        per_form(&*target).await;
-    }
-    let figures = rounds(target, args.rounds, args.seconds, true).await;
-    print("postgres", args.events, Some(fill_rate), &figures);
+        scratch.path(),
+    )
+    .await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -587,10 +990,11 @@ async fn main() {
         .expect("valid")
         .with_timezone(&Utc);
     println!(
-        "bench/serve: {} events, {} rounds, {} cores",
+        "bench/serve: {} events, {} rounds, {} cores, load {}",
         args.events,
         args.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
     );
     for backend in &args.backends {
         match backend.as_str() {

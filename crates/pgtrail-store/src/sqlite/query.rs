@@ -45,7 +45,7 @@ fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_sql(filter, EVENT_COLUMNS, limit)
+    filtered_sql(filter, EVENT_COLUMNS, limit, false)
 }
 
 /// How many of the events `filter` matches have each facet value: the
@@ -107,11 +107,24 @@ fn facets_sql(filter: &Filter) -> (String, Vec<Value>) {
               when events.schema_name is null then events.table_name \
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.source as source, events.failed as failed";
-    let (matches, values) = filtered_sql(filter, columns, FACET_BOUND as i64);
+    let (matches, values) =
+        filtered_sql(filter, columns, FACET_BOUND as i64, reads_by_time(filter));
     (
         format!("with m as materialized ({matches}) {FACET_GROUPS}"),
         values,
     )
+}
+
+/// Whether the facets of `filter` are best read through the time index:
+/// a time window, and neither `failed` nor `kind:`, whose indexes in chain
+/// order hold fewer candidates than a week of events (the user, table,
+/// row, backend and transaction lookups are chosen either way; a search
+/// is driven by the full-text index).
+fn reads_by_time(filter: &Filter) -> bool {
+    (filter.since.is_some() || filter.until.is_some())
+        && !filter.failed
+        && filter.kind.is_none()
+        && filter.search.is_none()
 }
 
 /// The five groupings of the matches `m` of [`facets_sql`], as
@@ -179,8 +192,13 @@ fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
 }
 
 /// `select {columns}` of the events `filter` matches, newest first, at most
-/// `limit` (-1: all), and its values.
-fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Value>) {
+/// `limit` (-1: all), and its values. `by_time`: sort by `+seq`, which no
+/// index can order by, so SQLite reads a time window through
+/// `events_captured_at` and sorts its matches; `order by seq` walks the
+/// chain backwards from the newest event until `limit` matches, which for
+/// a bound far above the matches (facets) means to the window's start or
+/// through the whole chain.
+fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
     if let Some(table) = &filter.table {
         match &filter.pk {
@@ -299,7 +317,7 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64) -> (String, Vec<Valu
     // first and the limit stops it early, instead of collecting every match
     // of a common word before sorting.
     let mut from = "events".to_string();
-    let mut order = "seq";
+    let mut order = if by_time { "+seq" } else { "seq" };
     if let Some(search) = &filter.search {
         match fts_query(search) {
             Some(matcher) => {
@@ -583,6 +601,36 @@ mod tests {
                 "{table}: {plan}"
             );
             assert!(!plan.contains("SCAN events"), "{table}: {plan}");
+        }
+    }
+
+    /// The facets of a time window (the search page counts them for every
+    /// search, and for the partial hours at a week's edges) read the
+    /// window through the time index: walking the chain backwards from the
+    /// newest event read every event after the window's start, or all of
+    /// them when the matches are fewer than the bound. `failed` keeps its
+    /// own index.
+    #[test]
+    fn facets_of_a_time_window_seek_the_time_index() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        register(&conn, ":memory:").expect("reader functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let now = chrono::Utc::now();
+        for (q, index) in [
+            ("since:2h", "USING INDEX events_captured_at (captured_at>?)"),
+            ("ip:10.0.4.0/24 since:2h", "USING INDEX events_captured_at"),
+            (
+                "-user:app op:delete since:1d",
+                "USING INDEX events_captured_at",
+            ),
+            ("user:alice since:7d", "USING INDEX events_app_user"),
+            ("failed since:7d", "USING INDEX events_failed"),
+        ] {
+            let filter = pgtrail_core::search::parse_search(q, now).expect(q);
+            let plan = plan(&conn, facets_sql(&filter));
+            assert!(plan.contains(index), "{q}: {plan}");
+            assert!(!plan.lines().any(|l| l == "SCAN events"), "{q}: {plan}");
         }
     }
 
