@@ -179,6 +179,7 @@ pub async fn start(
                 tracing::warn!(%error, "api: verify could not run");
                 "the store could not be read to the end; the server's log says why".to_string()
             });
+        crate::metrics::verified(outcome.as_ref().is_ok_and(VerifyReport::ok));
         let mut guard = finished.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(run) = guard.as_mut() {
             run.outcome = Some((Utc::now(), outcome));
