@@ -500,16 +500,19 @@ impl Reader<'_> {
         })
         .await?;
         self.last_status = Instant::now();
+        let lag_bytes = self.server_end.0.saturating_sub(flush.0);
+        let lag_seconds = if lag_bytes == 0 || all_stored {
+            0.0
+        } else {
+            progress.last_commit.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            })
+        };
+        // For /metrics at every status update, the log line less often.
+        metrics::gauge!("pgtrail_replication_lag_bytes").set(lag_bytes as f64);
+        metrics::gauge!("pgtrail_replication_lag_seconds").set(lag_seconds);
         if self.last_lag_report.elapsed() >= self.options.lag_report_interval {
             self.last_lag_report = Instant::now();
-            let lag_bytes = self.server_end.0.saturating_sub(flush.0);
-            let lag_seconds = if lag_bytes == 0 || all_stored {
-                0.0
-            } else {
-                progress.last_commit.map_or(0.0, |t| {
-                    (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
-                })
-            };
             if lag_bytes > self.options.lag_warn_bytes {
                 tracing::warn!(slot = %self.options.slot, lag_bytes, lag_seconds, confirmed = %flush, "Capture is falling behind");
             } else {

@@ -49,6 +49,26 @@ pub const SPOOL_DROPPED: &str = "spool_dropped";
 /// server backend the proxy never opened: a write around the proxy.
 pub const WRITE_BYPASSED_PROXY: &str = "write_bypassed_proxy";
 
+/// Every code above: what `/metrics` names an alarm by (`alarm` label; a
+/// code not listed here counts as `other`, so no label comes from data).
+pub const ALL: [&str; 15] = [
+    CAPTURE_TRIGGER_DROPPED,
+    CAPTURE_TRIGGER_DISABLED,
+    EVENT_TRIGGER_DISABLED,
+    TABLE_NOT_TRACKED,
+    PENDING_ROWS_DELETED,
+    SLOT_DROPPED,
+    SLOT_INVALIDATED,
+    SLOT_NEAR_LIMIT,
+    PUBLICATION_INCOMPLETE,
+    TABLE_NOT_PUBLISHED,
+    SEQ_GAP,
+    ACTOR_MISSING,
+    MESSAGE_EMITTERS,
+    SPOOL_DROPPED,
+    WRITE_BYPASSED_PROXY,
+];
+
 /// One condition that may make the trail incomplete.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Alarm {

@@ -49,6 +49,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The HTTP API and dashboard (`pgtrail serve`, `pgtrail run`).
     pub server: ServerConfig,
+    /// `[metrics]`: where `pgtrail run` serves `/metrics` without a server
+    /// (docs/metrics.md).
+    pub metrics: MetricsConfig,
     /// `[[sinks]]`: where `pgtrail run` sends the sealed events on
     /// (docs/integrations.md).
     pub sinks: Vec<SinkConfig>,
@@ -245,6 +248,18 @@ pub struct ServerConfig {
     /// Serve plain HTTP on an address other than loopback (tokens and
     /// session cookies then cross the network in clear): refused unless set.
     pub insecure_http: bool,
+}
+
+/// `[metrics]`: Prometheus metrics (docs/metrics.md). `pgtrail serve`,
+/// and `pgtrail run` with `[server] listen`, serve `/metrics` on the
+/// server's listener; `listen` here gives `pgtrail run` a listener that
+/// serves only `/metrics` (the same tokens, TLS and loopback rules as
+/// `[server]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address for `/metrics` alone, e.g. `127.0.0.1:9187`.
+    pub listen: Option<String>,
 }
 
 /// One `[[sinks]]` entry: a destination with its own cursor. Unknown keys

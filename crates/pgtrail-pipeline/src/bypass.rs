@@ -214,7 +214,9 @@ async fn step(
         };
         let alarms = judge(&page, part, alarmed);
         if !alarms.is_empty() {
+            let started = std::time::Instant::now();
             store.append(&alarms).await?;
+            pgtrail_store::metrics::Tally::of(&alarms).record(started.elapsed());
         }
         *after = last;
         if page.len() < PAGE {

@@ -30,11 +30,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgtrail_core::handover::{Acknowledged, Batch};
 use pgtrail_core::GENESIS_HASH;
 use pgtrail_store::cpu::{self, Stage};
+use pgtrail_store::metrics::Tally;
 use pgtrail_store::{ChainHead, EncodedBatch, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -261,10 +262,14 @@ impl<P: Copy + Ord + Send + Sync + 'static> Appender<P> {
                 self.meanwhile,
                 &mut self.backoff,
                 &mut self.stop,
-                || cpu::metered(Stage::Store, store.append_encoded(events)),
+                || async {
+                    let started = Instant::now();
+                    let receipt = cpu::metered(Stage::Store, store.append_encoded(events)).await?;
+                    Ok((receipt, started.elapsed()))
+                },
             )
             .await?;
-            let Some(receipt) = appended else {
+            let Some((receipt, took)) = appended else {
                 tracing::warn!(
                     events = batch.events.len(),
                     "Stopping while the store is unavailable; unstored changes stay with the source ({})",
@@ -272,6 +277,7 @@ impl<P: Copy + Ord + Send + Sync + 'static> Appender<P> {
                 );
                 return Ok(());
             };
+            Tally::of(batch.events.events()).record(took);
             if let Ok(mut head) = self.progress.head.lock() {
                 *head = receipt.head;
             }

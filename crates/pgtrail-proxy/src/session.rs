@@ -456,6 +456,8 @@ impl Session {
     /// statement itself had failed. A client never commits a transaction
     /// that is missing a statement it was told failed.
     fn answer_with_abort(&mut self, message: String) {
+        // Rare (a full trail): the lookup per refusal costs nothing that matters.
+        metrics::counter!("pgtrail_proxy_refused_total").increment(1);
         let mut query = BytesMut::new();
         query.put_u8(b'Q');
         query.put_i32((4 + ABORT_QUERY.len() + 1) as i32);

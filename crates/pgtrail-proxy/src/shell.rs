@@ -71,6 +71,76 @@ pub struct Upstream {
     client_tls: Option<ClientTls>,
     require_tls: bool,
     login_failures: Option<mpsc::Sender<LoginFailure>>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+/// The proxy's `/metrics` handles (docs/metrics.md), looked up once when
+/// it starts serving, not per statement: open sessions, how each ended,
+/// and the latency the proxy adds to a result.
+#[derive(Debug)]
+struct ProxyMetrics {
+    open: metrics::Gauge,
+    closed: metrics::Counter,
+    login_failed: metrics::Counter,
+    refused: metrics::Counter,
+    cancel: metrics::Counter,
+    trail_failed: metrics::Counter,
+    error: metrics::Counter,
+    added_latency: metrics::Histogram,
+}
+
+impl ProxyMetrics {
+    fn new() -> ProxyMetrics {
+        let ended = |outcome: &'static str| metrics::counter!("pgtrail_proxy_sessions_total", "outcome" => outcome);
+        ProxyMetrics {
+            open: metrics::gauge!("pgtrail_proxy_sessions"),
+            closed: ended("closed"),
+            login_failed: ended("login_failed"),
+            refused: ended("refused"),
+            cancel: ended("cancel"),
+            trail_failed: ended("trail_failed"),
+            error: ended("error"),
+            added_latency: metrics::histogram!("pgtrail_proxy_added_latency_seconds"),
+        }
+    }
+
+    /// Counts a connection that ended with `result`.
+    fn ended(&self, result: &Result<(), ProxyError>, ending: Ending) {
+        let counter = match result {
+            _ if ending.cancel => &self.cancel,
+            Err(ProxyError::Refused(_)) => &self.refused,
+            _ if ending.login_failed => &self.login_failed,
+            Err(ProxyError::Trail(_) | ProxyError::SinkClosed) => &self.trail_failed,
+            Ok(()) => &self.closed,
+            Err(_) => &self.error,
+        };
+        counter.increment(1);
+    }
+}
+
+/// What a connection's end was, besides its result.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ending {
+    /// It was a CancelRequest.
+    cancel: bool,
+    /// Its login failed (refused by the server or the proxy).
+    login_failed: bool,
+}
+
+/// One open connection on `pgtrail_proxy_sessions`, until dropped.
+struct Open<'a>(&'a metrics::Gauge);
+
+impl<'a> Open<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Open<'a> {
+        gauge.increment(1.0);
+        Open(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl Upstream {
@@ -82,6 +152,7 @@ impl Upstream {
             client_tls: None,
             require_tls: false,
             login_failures: None,
+            metrics: Arc::new(ProxyMetrics::new()),
         })
     }
 
@@ -347,6 +418,7 @@ pub async fn serve_until<T: Trail>(
 ) -> Result<(), ProxyError> {
     let mut upstream = upstream;
     upstream.session.hold = trail.records();
+    upstream.metrics = Arc::new(ProxyMetrics::new());
     let upstream = Arc::new(upstream);
     let keys: Keys = Arc::default();
     let ids = AtomicU64::new(1);
@@ -370,7 +442,21 @@ pub async fn serve_until<T: Trail>(
             let stop = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            match run(id, client, peer, &upstream, &*trail, &keys, stop).await {
+            let _open = Open::new(&upstream.metrics.open);
+            let mut ending = Ending::default();
+            let result = run(
+                id,
+                client,
+                peer,
+                &upstream,
+                &*trail,
+                &keys,
+                stop,
+                &mut ending,
+            )
+            .await;
+            upstream.metrics.ended(&result, ending);
+            match result {
                 Ok(()) => tracing::debug!(session = id, client = %peer, "Session ended"),
                 Err(error) => tracing::warn!(
                     session = id, client = %peer, error = %DisplayChain(&error),
@@ -404,6 +490,7 @@ fn lock<'a, 's>(session: &'a Mutex<&'s mut Session>) -> std::sync::MutexGuard<'a
     session.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<T: Trail>(
     id: u64,
     client: TcpStream,
@@ -412,6 +499,7 @@ async fn run<T: Trail>(
     trail: &T,
     keys: &Keys,
     stop: impl std::future::Future<Output = ()>,
+    ending: &mut Ending,
 ) -> Result<(), ProxyError> {
     let mut session = Session::new(upstream.session_config(), SystemTime::now());
     let (client, mut result) = match tokio::time::timeout(
@@ -428,6 +516,7 @@ async fn run<T: Trail>(
     };
     if result.is_ok() {
         if let Phase::Cancel(key) = session.phase() {
+            ending.cancel = true;
             return cancel(upstream, key, keys).await;
         }
         // Plain TCP splits for free; TLS through tokio's split (a lock).
@@ -494,6 +583,7 @@ async fn run<T: Trail>(
         let _ = client.flush().await;
     }
     if *session.phase() != Phase::Ready {
+        ending.login_failed = session.login_error().is_some();
         if let Err(ProxyError::Session(SessionError::LoginRefused { .. })) = &result {
             record_refused_login(id, peer, &session, trail).await;
         }
@@ -683,6 +773,9 @@ where
             if n == 0 {
                 return Ok::<(), ProxyError>(());
             }
+            // From the server's reply to the client's copy: decoding,
+            // the events' write to the trail, the write to the client.
+            let replied = std::time::Instant::now();
             let (login, mut parameters) = {
                 let mut session = lock(&session);
                 session.server_data(&buf[..n], SystemTime::now())?;
@@ -741,6 +834,7 @@ where
                 write_events(trail, told).await?;
                 parameters.clear();
             }
+            let completed = records.len();
             if !records.is_empty() {
                 lock_any(&traffic).statements += records.len() as u64;
                 let events = events::<T>(&recorder, records.iter().map(Happened::Statement));
@@ -749,6 +843,13 @@ where
                 records.clear();
             }
             to_client(&client_write, &session, &traffic).await?;
+            if completed > 0 {
+                // Once per statement whose result this read completed.
+                upstream
+                    .metrics
+                    .added_latency
+                    .record_many(replied.elapsed().as_secs_f64(), completed);
+            }
             // A client held back (pipelining, or a refusal waiting for its
             // answer) may go on.
             replies_read.notify_one();

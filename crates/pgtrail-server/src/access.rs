@@ -168,9 +168,8 @@ async fn write_batches(store: Arc<dyn Store>, mut inbox: mpsc::Receiver<Pending>
 }
 
 async fn append(store: &dyn Store, events: &[Event]) -> Result<(), AccessError> {
-    store
-        .append(events)
-        .await
-        .map(|_| ())
-        .map_err(AccessError::from)
+    let started = std::time::Instant::now();
+    store.append(events).await.map_err(AccessError::from)?;
+    pgtrail_store::metrics::Tally::of(events).record(started.elapsed());
+    Ok(())
 }

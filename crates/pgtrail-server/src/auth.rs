@@ -492,10 +492,14 @@ fn too_many(wait: std::time::Duration) -> Response {
     response
 }
 
-/// No credential: pages go to the login page, the API gets 401.
+/// No credential: pages go to the login page, the API and `/metrics` (a
+/// scraper, which would follow the redirect to HTML) get 401.
 fn unauthenticated(request: &Request) -> Response {
     let path = request.uri().path();
-    if !path.starts_with("/api/") && matches!(*request.method(), Method::GET | Method::HEAD) {
+    if !path.starts_with("/api/")
+        && path != "/metrics"
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+    {
         let next = request
             .uri()
             .path_and_query()

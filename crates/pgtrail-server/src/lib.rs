@@ -11,13 +11,15 @@
 //! (browser sessions), [`throttle`] (failed logins), [`access`] (the
 //! access records), [`headers`] (security headers), [`tls`], [`api`]
 //! (JSON), [`pages`] (HTML, assets embedded), `health` (probes and the
-//! login page: the only routes without a principal).
+//! login page: the only routes without a principal), [`metrics`]
+//! (`/metrics` for Prometheus, behind the same door).
 
 pub mod access;
 pub mod api;
 pub mod auth;
 pub mod headers;
 mod health;
+pub mod metrics;
 pub mod pages;
 pub mod session;
 pub mod state;
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::routes())
         .merge(pages::routes())
         .merge(auth::routes())
+        .merge(metrics::routes())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no such page\n") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -63,6 +66,47 @@ pub fn router(state: AppState) -> Router {
         .merge(guarded)
         .with_state(state);
     headers::secure(router, tls)
+}
+
+/// `/metrics` alone, behind the same door as [`router`] (`[metrics]
+/// listen` of `pgtrail run` without a dashboard); every other path is 404
+/// to a caller who got in.
+pub fn metrics_router(state: AppState) -> Router {
+    let guarded = metrics::routes()
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only /metrics here\n") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let tls = state.tls;
+    headers::secure(guarded.with_state(state), tls)
+}
+
+/// Serves [`metrics_router`] on `listener`, over TLS with `tls`, until
+/// `stop` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    state: AppState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    match tls {
+        Some(tls) => {
+            let state = state.with_tls(true);
+            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| ());
+            let app = metrics_router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+        None => {
+            let app = metrics_router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Serves `state` on `listener` (plain HTTP) until `stop` completes;

@@ -21,6 +21,7 @@ pub mod hooked;
 pub mod link;
 mod location;
 pub mod merkle;
+pub mod metrics;
 pub mod note;
 pub mod open;
 #[cfg(feature = "postgres")]

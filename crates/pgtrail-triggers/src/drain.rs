@@ -77,6 +77,8 @@ pub struct Drainer {
     client: Option<Client>,
     store: Option<PostgresStore>,
     prepared_at: Option<Instant>,
+    /// When the inbox's backlog was last measured for `/metrics`.
+    measured_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Drainer {
@@ -99,6 +101,7 @@ impl Drainer {
             client: None,
             store: None,
             prepared_at: None,
+            measured_at: None,
         }
     }
 
@@ -143,7 +146,44 @@ impl Drainer {
             }
             self.prepared_at = Some(Instant::now());
         }
-        seal_installed(client, version).await
+        let report = seal_installed(client, version).await?;
+        if self
+            .measured_at
+            .is_none_or(|at| at.elapsed() >= MEASURE_EVERY)
+        {
+            self.measured_at = Some(Instant::now());
+            measure_backlog(client, version).await;
+        }
+        Ok(report)
+    }
+}
+
+/// How often a [`Drainer`] measures the inbox's backlog for `/metrics`
+/// (a scan of the pending rows, as each seal's plan makes).
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets `pgtrail_trigger_pending_rows` and
+/// `pgtrail_trigger_oldest_pending_seconds` (0 when nothing waits): what
+/// waits after a pass is what the next passes have to seal. A failure only
+/// leaves the last values (logged): the seal itself succeeded.
+async fn measure_backlog(client: &Client, version: i32) {
+    let pending = inbox::pending_rows(version);
+    let measured = client
+        .query_one(
+            &format!(
+                "select count(*), coalesce(extract(epoch from clock_timestamp() - min(captured_at))::float8, 0) \
+                 from {pending}"
+            ),
+            &[],
+        )
+        .await
+        .and_then(|row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, f64>(1)?)));
+    match measured {
+        Ok((rows, oldest)) => {
+            metrics::gauge!("pgtrail_trigger_pending_rows").set(rows as f64);
+            metrics::gauge!("pgtrail_trigger_oldest_pending_seconds").set(oldest.max(0.0));
+        }
+        Err(error) => tracing::debug!(%error, "Cannot measure the inbox's backlog."),
     }
 }
 
@@ -234,6 +274,9 @@ async fn seal_batch(
         .await
         .map_err(Error::pg("reading the inbox"))?;
     let mut events_total = 0;
+    // For /metrics, recorded once the commit made them durable.
+    let mut tally = pgtrail_store::metrics::Tally::default();
+    let mut appending = Duration::ZERO;
     loop {
         let rows = tx
             .query_portal(&portal, CHUNK)
@@ -275,7 +318,10 @@ async fn seal_batch(
             events.push(event);
         }
         events_total += events.len();
+        let started = Instant::now();
         append_in(&tx, &events).await?;
+        appending += started.elapsed();
+        tally.add(&events);
     }
     // From migration 5, delete_sealed checks each transaction's events
     // are in the chain, among those after the head this seal started from.
@@ -298,7 +344,9 @@ async fn seal_batch(
         .await,
     };
     deleted.map_err(Error::pg("removing sealed rows from the inbox"))?;
+    let started = Instant::now();
     tx.commit().await.map_err(Error::pg("committing a seal"))?;
+    tally.record(appending + started.elapsed());
     tracing::debug!(
         events = events_total,
         transactions = plan.len(),

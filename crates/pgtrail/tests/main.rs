@@ -49,6 +49,10 @@
 //!   run that sends nothing but reads, and hostile table and role names.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
+//! - `metrics`: `/metrics` scraped from a real `pgtrail run` after trigger
+//!   and proxy capture: counters moved by exactly what was captured, the
+//!   text format, the token rule, no access event per scrape, no label
+//!   from data and no secret in the exposition.
 
 mod alarms;
 mod checkpoints;
@@ -64,6 +68,7 @@ mod imports;
 mod integrity;
 mod kill;
 mod link;
+mod metrics;
 mod proxy;
 mod quarantine;
 mod queries;

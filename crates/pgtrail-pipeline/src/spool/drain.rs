@@ -13,8 +13,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pgtrail_core::Event;
+use pgtrail_store::metrics::Tally;
 use pgtrail_store::Store;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -180,6 +182,7 @@ impl Inner {
             }
             state.segments.pop_front();
             state.waiting.disk_bytes -= len;
+            self.size.set(state.waiting.disk_bytes as f64);
             let path = self.segment_path(segment);
             std::fs::remove_file(&path).map_err(|source| SpoolError::Io {
                 action: "remove",
@@ -287,14 +290,19 @@ impl Spool {
                 "they stay in the spool, and newer batches wait behind them",
                 backoff,
                 stop,
-                || store.append(&next.events),
+                || async {
+                    let started = Instant::now();
+                    store.append(&next.events).await?;
+                    Ok(started.elapsed())
+                },
             )
             .await
             .map_err(SpoolError::Store)?;
-            if appended.is_none() {
+            let Some(took) = appended else {
                 drained.stopped = true;
                 return Ok(drained);
-            }
+            };
+            Tally::of(&next.events).record(took);
             let (segment, offset, end, batches) =
                 (next.segment, next.offset, next.end, next.batches);
             blocking(&self.inner, move |inner| {
@@ -328,13 +336,18 @@ impl Spool {
             "their count stays in the spool",
             backoff,
             stop,
-            || store.append(std::slice::from_ref(&alarm)),
+            || async {
+                let started = Instant::now();
+                store.append(std::slice::from_ref(&alarm)).await?;
+                Ok(started.elapsed())
+            },
         )
         .await
         .map_err(SpoolError::Store)?;
-        if appended.is_none() {
+        let Some(took) = appended else {
             return Ok(false);
-        }
+        };
+        Tally::of(std::slice::from_ref(&alarm)).record(took);
         blocking(&self.inner, |inner| {
             let mut state = inner.lock();
             state.drops.finish_report(&inner.dir)?;

@@ -235,6 +235,9 @@ struct Inner {
     cursor: File,
     /// Held (flock) while open.
     _lock: File,
+    /// `pgtrail_spool_bytes`: the segment files' bytes (what `max_bytes`
+    /// bounds), set under `state`'s lock as they change.
+    size: metrics::Gauge,
 }
 
 impl Drop for Inner {
@@ -462,6 +465,8 @@ impl Spool {
             "spool opened"
         );
         let syncer = Arc::new(Syncer::default());
+        let size = metrics::gauge!("pgtrail_spool_bytes");
+        size.set(state.waiting.disk_bytes as f64);
         let spool = Spool {
             inner: Arc::new(Inner {
                 dir,
@@ -472,6 +477,7 @@ impl Spool {
                 syncer: Arc::clone(&syncer),
                 cursor,
                 _lock: lock,
+                size,
             }),
         };
         std::thread::Builder::new()
@@ -719,6 +725,7 @@ impl Inner {
             pending.batches.push(index);
         }
         self.commit(&mut state, &mut pending, &mut outcomes);
+        self.size.set(state.waiting.disk_bytes as f64);
         drop(state);
         outcomes
             .into_iter()

@@ -88,6 +88,8 @@ pub struct Recorder {
     normalize: bool,
     /// Unique per proxy process and start: the prefix of session ids.
     start_id: String,
+    /// `pgtrail_proxy_statements_total` per class, looked up once.
+    class_counters: Vec<(Class, metrics::Counter)>,
 }
 
 impl Recorder {
@@ -110,6 +112,13 @@ impl Recorder {
             params,
             normalize: proxy.literals == LiteralsPolicy::Normalize,
             start_id: format!("{:x}.{:x}", started.as_micros(), std::process::id()),
+            class_counters: Class::ALL
+                .into_iter()
+                .map(|class| {
+                    let counter = metrics::counter!("pgtrail_proxy_statements_total", "class" => class.as_str());
+                    (class, counter)
+                })
+                .collect(),
         })
     }
 
@@ -129,6 +138,14 @@ impl Recorder {
             prepared: HashMap::new(),
             statements: 0,
             tx: Tx::default(),
+        }
+    }
+
+    /// Counts a statement of `class` on `/metrics` (whether or not the log
+    /// rules keep its event).
+    fn count(&self, class: Class) {
+        if let Some((_, counter)) = self.class_counters.iter().find(|(c, _)| *c == class) {
+            counter.increment(1);
         }
     }
 
@@ -357,6 +374,7 @@ impl SessionRecorder {
         }
 
         let ran = self.ran(stmt, record);
+        self.recorder.count(ran.class);
         // The user as it stood before the statement (or its comment's).
         let app_user = self
             .claims
@@ -620,6 +638,7 @@ impl SessionRecorder {
             Protocol::FunctionCall { .. } => Class::Function,
             _ => Class::Unknown,
         };
+        self.recorder.count(class);
         let mut event = self.base(Kind::Statement, record.started_at);
         event.backend_pid = record.backend_pid.or(self.context.backend_pid);
         event.class = Some(class.as_str().to_string());

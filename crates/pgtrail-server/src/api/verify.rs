@@ -223,6 +223,7 @@ pub(crate) async fn begin(state: &AppState, principal: &Principal) -> Result<Pro
                 tracing::warn!(%error, "api: verify could not run");
                 "the store could not be read to the end; the server's log says why".to_string()
             });
+        crate::metrics::verified(outcome.as_ref().is_ok_and(VerifyReport::ok));
         let result = result_access(&outcome, checked.load(Ordering::Relaxed), head_seq);
         {
             let mut guard = finished.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -164,7 +164,9 @@ async fn watch_replication(
             tracing::error!(alarm = %alarm.code, "{}", alarm.message);
         }
         let events: Vec<Event> = fresh.iter().map(|a| a.event(Source::Cdc)).collect();
+        let started = std::time::Instant::now();
         store.append(&events).await?;
+        pgtrail_store::metrics::Tally::of(&events).record(started.elapsed());
     }
     onsets.remember(&alarms);
     Ok(())

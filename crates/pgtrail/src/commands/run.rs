@@ -6,7 +6,9 @@
 //! (`replicate::replication_part`) and, with `[proxy] listen`, the
 //! statement proxy (`pgtrail_pipeline::proxy`, through its spool into
 //! `[store] url`) and, with `[server] listen`, the dashboard and HTTP API
-//! (`serve::server_part`). Each part
+//! (`serve::server_part`), which serves `/metrics` too; with `[metrics]
+//! listen` and no server, a listener for `/metrics` alone (docs/metrics.md).
+//! Each part
 //! retries by itself what may pass — a database restarting, a store outage
 //! — and says so in the log, so a problem in one never pauses the other.
 //!
@@ -95,6 +97,8 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         )
         .chain((proxy && replication.is_none()).then(|| Target::Url(ctx.config.store.url.clone())))
         .collect();
+    // Before any part looks its metrics up (docs/metrics.md).
+    pgtrail_server::metrics::install()?;
     let checkpointer = start_checkpointer(args, targets, ctx).await?;
 
     let alarm_watch = Watch {
@@ -121,6 +125,25 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
                 insecure_http: false,
             };
             Some(super::serve::server_part(listen, &flags, store, ctx).await?)
+        }
+        None => None,
+    };
+    // `/metrics` on its own listener (the server's serves it too).
+    let metrics_part = match &ctx.config.metrics.listen {
+        Some(listen) => {
+            let store = ctx.open_store().await?;
+            let flags = crate::cli::ServeArgs {
+                listen: None,
+                tls_cert: None,
+                tls_key: None,
+                insecure_http: false,
+            };
+            let part = super::serve::server_part(listen, &flags, store, ctx)
+                .await
+                .context("[metrics] listen")?
+                .metrics_only();
+            eprintln!("metrics: serving /metrics on {}", part.address());
+            Some(part)
         }
         None => None,
     };
@@ -155,6 +178,15 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     if let Some(part) = server_part {
         let mut stop = stop.clone();
         parts.spawn("dashboard", async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            part.run(stopped).await.map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(part) = metrics_part {
+        let mut stop = stop.clone();
+        parts.spawn("metrics", async move {
             let stopped = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };

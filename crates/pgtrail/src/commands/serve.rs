@@ -33,6 +33,8 @@ pub async fn run(args: &ServeArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
         .or_else(|| ctx.config.server.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let store = ctx.open_existing_store().await?;
+    // `/metrics`: what this process does (its reads, its verify runs).
+    pgtrail_server::metrics::install()?;
     let part = server_part(&listen, args, store, ctx).await?;
     part.run(signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -44,6 +46,8 @@ pub struct ServerPart {
     address: std::net::SocketAddr,
     tls: Option<ServerTls>,
     state: AppState,
+    /// Serves `/metrics` alone (`[metrics] listen`).
+    metrics_only: bool,
 }
 
 impl ServerPart {
@@ -52,11 +56,20 @@ impl ServerPart {
         self.address
     }
 
+    /// Serves `/metrics` and nothing else, under the same rules.
+    pub fn metrics_only(mut self) -> Self {
+        self.metrics_only = true;
+        self
+    }
+
     /// Serves until `stop` completes.
     pub async fn run(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), pgtrail_server::ServerError> {
+        if self.metrics_only {
+            return pgtrail_server::serve_metrics(self.listener, self.tls, self.state, stop).await;
+        }
         match self.tls {
             Some(tls) => pgtrail_server::serve_tls(self.listener, tls, self.state, stop).await,
             None => pgtrail_server::serve(self.listener, self.state, stop).await,
@@ -128,5 +141,6 @@ pub async fn server_part(
         address,
         tls,
         state,
+        metrics_only: false,
     })
 }
