@@ -179,7 +179,7 @@ fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let (matches, values) = filtered_sql(filter, columns, cap);
+    let (matches, values) = filtered_sql(filter, columns, cap, reads_by_time(filter));
     // Hours as Rust's `div_euclid` counts them, before 1970 too.
     let sql = format!(
         "with m as materialized ({matches}) \
