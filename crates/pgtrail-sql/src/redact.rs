@@ -159,6 +159,73 @@ pub fn redact_constants(sql: &str) -> (String, Redaction) {
     (out, Redaction::Redacted)
 }
 
+/// A query string that holds a schema change, for an install whose columns
+/// are masked: each statement that reads or writes data (a query, DML,
+/// `COPY`, `CALL`, `DO`, `EXECUTE`, `CREATE TABLE … AS`) loses its constants,
+/// as [`redact_constants`] does, since a masked value can only appear there as
+/// a constant; each schema change keeps its text with its secrets redacted,
+/// as [`redact_secrets`] does, so a function's body or a column's default
+/// stays readable. A text that cannot be split into statements loses every
+/// constant.
+pub fn redact_constants_outside_ddl(sql: &str) -> (String, Redaction) {
+    let Ok(pieces) = pg_query::split_with_parser(sql) else {
+        return redact_constants(sql);
+    };
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    let mut outcome = Redaction::Unchanged;
+    for piece in pieces {
+        let start = piece.as_ptr() as usize - sql.as_ptr() as usize;
+        let (text, redaction) = if touches_data(piece) {
+            redact_constants(piece)
+        } else {
+            redact_secrets(piece)
+        };
+        if redaction == Redaction::Withheld {
+            return (WITHHELD.to_string(), Redaction::Withheld);
+        }
+        if redaction != Redaction::Unchanged {
+            outcome = Redaction::Redacted;
+        }
+        out.push_str(&sql[at..start]);
+        out.push_str(&text);
+        at = start + piece.len();
+    }
+    out.push_str(&sql[at..]);
+    (out, outcome)
+}
+
+/// Whether one statement reads or writes rows (so its constants may be
+/// data); a statement that does not parse counts as one.
+fn touches_data(statement: &str) -> bool {
+    use pg_query::NodeEnum as N;
+    let Ok(tree) = pg_query::parse(statement, pg_query::ParserOptions::DEFAULT) else {
+        return true;
+    };
+    tree.protobuf.stmts.iter().any(|raw| {
+        match raw.stmt.as_ref().and_then(|node| node.node.as_ref()) {
+            Some(
+                N::SelectStmt(_)
+                | N::InsertStmt(_)
+                | N::UpdateStmt(_)
+                | N::DeleteStmt(_)
+                | N::MergeStmt(_)
+                | N::CopyStmt(_)
+                | N::CallStmt(_)
+                | N::DoStmt(_)
+                | N::ExecuteStmt(_)
+                | N::PrepareStmt(_)
+                | N::ExplainStmt(_)
+                | N::CreateTableAsStmt(_)
+                | N::DeclareCursorStmt(_)
+                | N::VariableSetStmt(_),
+            ) => true,
+            Some(_) => false,
+            None => true,
+        }
+    })
+}
+
 /// A value bound to a statement (a Bind parameter), with the credentials of
 /// a connection string in it redacted (`password=…`, `scheme://user:secret@…`),
 /// as they are in literals of statement text.
@@ -352,5 +419,31 @@ impl Edits {
     }
     fn is_empty(&self) -> bool {
         self.whole.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod outside_ddl_tests {
+    use super::*;
+
+    #[test]
+    fn schema_changes_keep_their_text_and_data_statements_lose_constants() {
+        let (text, _) = redact_constants_outside_ddl(
+            "create function f() returns int language sql as $$ select 1 $$;\n\
+             insert into people values (1, '123-45-6789'); alter role a password 'pw'",
+        );
+        assert_eq!(
+            text,
+            "create function f() returns int language sql as $$ select 1 $$;\n\
+             insert into people values ($1, $2); alter role a password '<redacted>'"
+        );
+        let (text, _) =
+            redact_constants_outside_ddl("create table t as select '123-45-6789' as ssn");
+        assert!(!text.contains("123-45-6789"), "{text}");
+        let (text, _) = redact_constants_outside_ddl("create table t (x int; insert '123-45-6789'");
+        assert!(
+            !text.contains("123-45-6789"),
+            "unsplittable text loses every constant: {text}"
+        );
     }
 }

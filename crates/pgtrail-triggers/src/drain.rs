@@ -306,15 +306,18 @@ async fn seal_batch(
             // A sqlcommenter comment names the user where no setting did.
             pgtrail_core::sql_comment::apply(&mut event, &comment_user_keys);
             // No secret, nor (where columns are masked) any row value, in
-            // statement text: a DDL event's text is the client's whole query
+            // statement text. A DDL event's text is the client's whole query
             // string, which may carry an INSERT of a masked value beside the
-            // migration, so it loses its constants too.
-            let constants = masking
-                && matches!(
-                    event.kind,
-                    pgtrail_core::Kind::RowChange | pgtrail_core::Kind::Ddl
-                );
-            redactor.redact_in_place(&mut event.sql, constants);
+            // migration: its data statements lose their constants, its
+            // schema changes keep their text.
+            if masking && event.kind == pgtrail_core::Kind::Ddl {
+                if let Some(sql) = event.sql.as_mut() {
+                    *sql = pgtrail_sql::redact_constants_outside_ddl(sql).0;
+                }
+            } else {
+                let constants = masking && event.kind == pgtrail_core::Kind::RowChange;
+                redactor.redact_in_place(&mut event.sql, constants);
+            }
             events.push(event);
         }
         events_total += events.len();

@@ -166,11 +166,21 @@ async fn statement_text_of_row_events_loses_passwords_and_with_masking_every_con
         .await;
     // A DDL event's text is the client's whole query string: a masked value
     // sent in the same string as a migration must not ride in with it.
-    db.sql("create table later (id int); insert into people values (5, 'Cy', '111-22-3333')")
+    db.sql("create table later (id int, note text default 'n/a'); insert into people values (5, 'Cy', '111-22-3333')")
         .await;
     db.drain().await;
+    let ddl: Vec<pgtrail_core::Event> = db
+        .sealed_events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == Kind::Ddl)
+        .collect();
+    assert_eq!(
+        ddl.last().and_then(|e| e.sql.as_deref()),
+        Some("create table later (id int, note text default 'n/a'); insert into people values ($1, $2, $3)"),
+        "the schema change keeps its text, the data statement beside it loses its constants"
+    );
     let text = store_text(&db).await;
-    assert!(text.contains("create table later"), "the DDL is recorded");
     // Sealed first, so the store holds what it will ever hold of them.
     // (555-12-3456 is an unmasked column's value in orders' row image: it
     // may be there, just never in statement text, checked below.)
