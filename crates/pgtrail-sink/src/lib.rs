@@ -11,6 +11,15 @@
 //!   `pgtrail export --format` and the sinks.
 //! - [`sink`]: the [`sink::Sink`] trait each destination implements, and
 //!   what it delivers ([`sink::Item`]).
+//! - [`runner`]: one sink's delivery loop in `pgtrail run`; [`cursor`]: its
+//!   persisted place; [`open`]: a sink and its runner from `[[sinks]]`.
+//! - [`file`]: a rotating line file; [`http`]: Splunk HEC, `_bulk`, a
+//!   signed webhook.
 
+pub mod cursor;
+pub mod file;
 pub mod format;
+pub mod http;
+pub mod open;
+pub mod runner;
 pub mod sink;
