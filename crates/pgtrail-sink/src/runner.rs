@@ -84,6 +84,88 @@ pub async fn lag(store: &dyn Store, cursor_seq: i64) -> Result<Lag, StoreError> 
     Ok(Lag { events, seconds })
 }
 
+/// Where one `[[sinks]]` entry stands, as `pgtrail status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SinkStatus {
+    /// The sink's name.
+    pub name: String,
+    /// The store it reads (without password).
+    pub store: String,
+    /// Its cursor file.
+    pub cursor: String,
+    /// The last event delivered (0: none yet; `None`: unknown).
+    pub delivered_seq: Option<i64>,
+    /// When the destination last took a batch.
+    pub delivered_at: Option<chrono::DateTime<Utc>>,
+    /// Events sealed and not delivered.
+    pub lag_events: Option<i64>,
+    /// Age of the oldest of them.
+    pub lag_seconds: Option<f64>,
+    /// The last failed delivery, until one goes through.
+    pub last_error: Option<LastError>,
+    /// Set when the sink needs attention: failing, stalled on a refused
+    /// cursor, or its store unreadable.
+    pub warning: Option<String>,
+}
+
+/// Reads the cursor of `config` and its store: how far behind it is, its
+/// last error, and a warning when its cursor would be refused.
+pub async fn status(config: &pgtrail_core::config::SinkConfig, default_store: &str) -> SinkStatus {
+    let store_url = config.store.as_deref().unwrap_or(default_store);
+    let mut report = SinkStatus {
+        name: config.name.clone(),
+        store: redact_url(store_url),
+        cursor: String::new(),
+        delivered_seq: None,
+        delivered_at: None,
+        lag_events: None,
+        lag_seconds: None,
+        last_error: None,
+        warning: None,
+    };
+    let dir = match crate::cursor::state_dir(config.state_dir.as_deref(), store_url) {
+        Ok(dir) => dir,
+        Err(reason) => {
+            report.warning = Some(reason);
+            return report;
+        }
+    };
+    let path = crate::cursor::path(&dir, &config.name);
+    report.cursor = path.display().to_string();
+    let read = async {
+        let store = pgtrail_store::open(store_url).await?;
+        let store_id = store
+            .store_id()
+            .await?
+            .ok_or_else(|| CursorError::NoStoreId(store.location()))?;
+        let cursor = Cursor::load(&path)?.unwrap_or_else(|| Cursor::start(&store_id));
+        let checked = cursor.check(store.as_ref(), &store_id, &path).await;
+        let lag = lag(store.as_ref(), cursor.seq).await?;
+        Ok::<_, CursorError>((cursor, checked, lag))
+    };
+    match read.await {
+        Ok((cursor, checked, lag)) => {
+            report.delivered_seq = Some(cursor.seq);
+            report.delivered_at = cursor.delivered_at;
+            report.lag_events = Some(lag.events);
+            report.lag_seconds = Some(lag.seconds);
+            report.warning = match (&checked, &cursor.last_error) {
+                (Err(refused), _) => Some(format!("stalled: {refused}")),
+                (Ok(()), Some(error)) => Some(format!(
+                    "failing since {} ({} attempts): {}",
+                    error.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    error.failures,
+                    error.message
+                )),
+                (Ok(()), None) => None,
+            };
+            report.last_error = cursor.last_error;
+        }
+        Err(error) => report.warning = Some(format!("cannot read: {error}")),
+    }
+    report
+}
+
 fn age_seconds(event: &Event) -> f64 {
     let age = Utc::now() - event.captured_at;
     (age.num_milliseconds().max(0) as f64) / 1000.0

@@ -41,6 +41,10 @@
 //! - `tokens`: `pgtrail token` create/list/revoke, each recorded in the
 //!   trail, a running `pgtrail serve` obeying a revocation at once, and no
 //!   plain HTTP off loopback.
+//! - `sinks`: `pgtrail run` delivering to a file and a signed webhook,
+//!   killed with SIGKILL mid-delivery while events are appended: every
+//!   event at each destination, in order; a failing collector's log
+//!   without its token.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 
@@ -61,6 +65,7 @@ mod queries;
 mod run;
 mod running;
 mod setup;
+mod sinks;
 mod statements;
 mod support;
 mod tokens;
