@@ -145,10 +145,10 @@ async fn deliver(config: &SinkConfig, store_url: &str, head: i64, state: &Path) 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let task = tokio::spawn(runner.run(stopped));
-    while !Cursor::load(&cursor)
+    while Cursor::load(&cursor)
         .ok()
         .flatten()
-        .is_some_and(|c| c.seq >= head)
+        .is_none_or(|c| c.seq < head)
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
