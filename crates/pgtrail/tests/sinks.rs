@@ -299,3 +299,76 @@ async fn a_refusing_collector_is_logged_and_shown_without_its_token() {
     assert_eq!(cursor.seq, 0, "nothing counted as delivered");
     assert!(!format!("{cursor:?}").contains(token));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_sinks_lag_and_why_one_is_stalled() {
+    let s = crate::running::Service::new("sinkstatus", "create table t (id int primary key)").await;
+    let url = format!("sqlite:{}", s.store_file().display());
+    let store = pgtrail_store::open(&url).await.expect("store");
+    store.append(&events(25)).await.expect("events");
+    // A port nothing listens on: the webhook cannot be reached.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    std::fs::write(
+        s.dir.path().join("pgtrail.toml"),
+        format!(
+            "[store]\nurl = \"{url}\"\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\ndir = \"out\"\n\n\
+             [[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{closed}/hook\"\n"
+        ),
+    )
+    .expect("config");
+    let run = Running::start(s.dir.path(), &[]);
+    let start = Instant::now();
+    while delivered(s.dir.path(), "file") < 25
+        || Cursor::load(&s.dir.path().join("trail.db.sinks/hook.cursor"))
+            .ok()
+            .flatten()
+            .is_none_or(|c| c.last_error.is_none())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+
+    let status = crate::support::pgtrail_in(
+        s.dir.path(),
+        &["status", "--db", &s.url, "--format", "json"],
+        &[],
+        None,
+    );
+    let report: Value = serde_json::from_str(status.ok()).expect("json");
+    let sinks = report["sinks"].as_array().expect("sinks");
+    assert_eq!(sinks.len(), 2, "{report}");
+    assert_eq!(sinks[0]["name"], "file");
+    assert_eq!(sinks[0]["delivered_seq"], 25);
+    assert_eq!(sinks[0]["lag_events"], 0);
+    assert!(sinks[0]["warning"].is_null(), "{report}");
+    assert_eq!(sinks[1]["name"], "hook");
+    assert_eq!(sinks[1]["delivered_seq"], 0);
+    assert_eq!(sinks[1]["lag_events"], 25);
+    assert!(sinks[1]["lag_seconds"].as_f64().is_some_and(|s| s >= 0.0));
+    let warning = sinks[1]["warning"].as_str().expect("a warning");
+    assert!(
+        warning.contains("failing") && warning.contains("cannot connect"),
+        "{warning}"
+    );
+
+    let checked = crate::support::pgtrail_in(
+        s.dir.path(),
+        &["status", "--db", &s.url, "--check", "--format", "table"],
+        &[],
+        None,
+    );
+    assert_eq!(checked.code, 1, "{}", checked.stderr);
+    assert!(
+        checked.stdout.contains("sinks:") && checked.stdout.contains("WARNING: sink hook"),
+        "{}",
+        checked.stdout
+    );
+}
