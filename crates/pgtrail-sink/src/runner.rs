@@ -29,7 +29,7 @@ use pgtrail_store::{Store, StoreError};
 use tokio::sync::watch;
 
 use crate::cursor::{Cursor, CursorError, LastError};
-use crate::sink::{Item, Sink};
+use crate::sink::{Item, Sink, SinkError};
 
 /// How long an idle runner waits before looking for new events.
 pub const IDLE: Duration = Duration::from_millis(200);
@@ -374,13 +374,30 @@ impl Place {
                             self.name,
                             destination
                         );
-                        log_failure(
-                            &format!("sink {}: delivering", self.name),
-                            &meanwhile,
-                            &error,
-                            backoff.failures(),
-                            pause,
-                        );
+                        if let SinkError::Refused { .. } = error {
+                            // Will not pass by itself: said loudly at once.
+                            tracing::error!(
+                                sink = %self.name,
+                                failures = backoff.failures(),
+                                pause_ms = pause.as_millis() as u64,
+                                error = %error_chain(&error),
+                                "sink {}: the destination refused the batch; fix it (or the token); {meanwhile}. Retrying.",
+                                self.name
+                            );
+                        } else {
+                            log_failure(
+                                &format!("sink {}: delivering", self.name),
+                                &meanwhile,
+                                &error,
+                                backoff.failures(),
+                                pause,
+                            );
+                        }
+                        // The lag keeps growing while stalled.
+                        if let Ok(now) = lag(store.as_ref(), cursor.seq).await {
+                            lag_events.set(now.events as f64);
+                            lag_seconds.set(now.seconds);
+                        }
                         cursor.last_error = Some(LastError {
                             at: Utc::now(),
                             message: error_chain(&error),
