@@ -372,3 +372,123 @@ async fn bulk_retries_a_batch_with_failed_items_and_indexes_each_event_once_by_i
         assert_eq!(first["index"]["_index"], "audit");
     }
 }
+
+/// A TLS server that answers every request 200 and keeps the bodies.
+async fn tls_receiver(tls: pgtrail_testkit::ServerTls, bodies: Arc<Mutex<Vec<Vec<u8>>>>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let config = pgtrail_connect::certificate::from_pem(
+        &tls.cert_pem,
+        &tls.key_pem,
+        vec![b"http/1.1".to_vec()],
+    )
+    .expect("server TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let (acceptor, bodies) = (acceptor.clone(), bodies.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    return; // a client that does not trust us
+                };
+                let mut buffer = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 8192];
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buffer.len() < end + 4 + length {
+                        continue;
+                    }
+                    bodies
+                        .lock()
+                        .expect("lock")
+                        .push(buffer[end + 4..end + 4 + length].to_vec());
+                    buffer.drain(..end + 4 + length);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_goes_only_to_a_server_the_configured_ca_vouches_for() {
+    let (dir, _url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 30).await;
+    let ca = pgtrail_testkit::TestCa::new("pgtrail sink test CA").expect("CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let port = tls_receiver(
+        ca.server(&["localhost"]).expect("server cert"),
+        bodies.clone(),
+    )
+    .await;
+    let items: Vec<pgtrail_sink::sink::Item> = store
+        .scan(0, 30)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(pgtrail_sink::sink::Item::Event)
+        .collect();
+
+    let trusting = sink_config(&format!(
+        "[[sinks]]\nname = \"tls\"\ntype = \"http\"\nurl = \"https://localhost:{port}/hook\"\nca_file = \"{}\"\ntimeout_secs = 5\n",
+        ca_file.display()
+    ));
+    let mut sink = pgtrail_sink::open::open(&trusting).expect("sink");
+    sink.deliver(&items[..10])
+        .await
+        .expect("delivered over TLS");
+    sink.deliver(&items[10..])
+        .await
+        .expect("again, on the kept connection");
+    let received: Vec<Value> = bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|b| serde_json::from_slice::<Vec<Value>>(b).expect("array"))
+        .collect();
+    assert_eq!(received.len(), 30);
+
+    // Without the CA (the system's roots), the same server is not trusted.
+    let system = sink_config(&format!(
+        "[[sinks]]\nname = \"tls\"\ntype = \"http\"\nurl = \"https://localhost:{port}/hook\"\ntimeout_secs = 5\n"
+    ));
+    match pgtrail_sink::open::open(&system) {
+        // No system roots on this machine: refused at setup, as clearly.
+        Err(error) => assert!(error.to_string().contains("CA"), "{error}"),
+        Ok(mut sink) => {
+            let error = sink
+                .deliver(&items[..1])
+                .await
+                .expect_err("an unknown issuer");
+            assert!(error.to_string().contains("TLS"), "{error}");
+        }
+    }
+    assert_eq!(
+        bodies.lock().expect("lock").len(),
+        2,
+        "nothing reached the untrusted server"
+    );
+}
