@@ -18,6 +18,8 @@ use common::{append_events, runner_for, sqlite_store, until};
 /// deliveries (refused for one in two, unreachable for the other).
 struct Recording {
     taken: Arc<Mutex<Vec<i64>>>,
+    /// Every item taken: `e<seq>` or `c<seq>`.
+    shapes: Arc<Mutex<Vec<String>>>,
     failures: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
 }
@@ -49,9 +51,14 @@ impl Sink for Recording {
             });
         }
         let mut taken = self.taken.lock().expect("lock");
+        let mut shapes = self.shapes.lock().expect("lock");
         for item in items {
-            if let Item::Event(event) = item {
-                taken.push(event.seq.expect("sealed"));
+            match item {
+                Item::Event(event) => {
+                    taken.push(event.seq.expect("sealed"));
+                    shapes.push(format!("e{}", event.seq.expect("sealed")));
+                }
+                Item::Checkpoint(checkpoint) => shapes.push(format!("c{}", checkpoint.seq)),
             }
         }
         Ok(())
@@ -59,13 +66,20 @@ impl Sink for Recording {
 }
 
 fn recording(failures: usize) -> (Recording, Arc<Mutex<Vec<i64>>>) {
+    let (sink, taken, _) = recording_all(failures);
+    (sink, taken)
+}
+
+fn recording_all(failures: usize) -> (Recording, Arc<Mutex<Vec<i64>>>, Arc<Mutex<Vec<String>>>) {
     let taken = Arc::new(Mutex::new(Vec::new()));
+    let shapes = Arc::new(Mutex::new(Vec::new()));
     let sink = Recording {
         taken: taken.clone(),
+        shapes: shapes.clone(),
         failures: Arc::new(AtomicUsize::new(failures)),
         calls: Arc::new(AtomicUsize::new(0)),
     };
-    (sink, taken)
+    (sink, taken, shapes)
 }
 
 #[tokio::test]
@@ -222,4 +236,63 @@ async fn a_cursor_of_another_store_or_an_edited_one_is_refused() {
         "stalled, nothing delivered"
     );
     assert_eq!(Cursor::load(&path).expect("read"), Some(skipped));
+}
+
+/// A checkpoint of `store` at `seq` (unsigned: the runner hands on what
+/// the store holds).
+async fn checkpoint_at(store: &dyn pgtrail_store::Store, seq: i64) {
+    let event = store.scan(seq - 1, 1).await.expect("scan").remove(0);
+    let checkpoint = pgtrail_store::Checkpoint {
+        kind: pgtrail_store::CheckpointKind::Head,
+        seq,
+        hash: event.hash.clone().expect("sealed"),
+        count: seq,
+        created_at: chrono::Utc::now(),
+        public_key: None,
+        signature: None,
+        note: None,
+        frontier: None,
+    };
+    store.add_checkpoint(&checkpoint).await.expect("checkpoint");
+}
+
+#[tokio::test]
+async fn checkpoints_go_out_right_after_the_events_they_cover_and_once() {
+    let (dir, url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 50).await;
+    checkpoint_at(store.as_ref(), 20).await;
+    checkpoint_at(store.as_ref(), 50).await;
+    let (sink, _, shapes) = recording_all(1);
+    let mut runner = runner_for(&url, dir.path(), Box::new(sink));
+    runner.batch = 15;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("both checkpoints", || {
+        shapes.lock().expect("lock").len() >= 52
+    })
+    .await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+    let mut expected: Vec<String> = (1..=20).map(|s| format!("e{s}")).collect();
+    expected.push("c20".into());
+    expected.extend((21..=50).map(|s| format!("e{s}")));
+    expected.push("c50".into());
+    assert_eq!(*shapes.lock().expect("lock"), expected);
+
+    // A heartbeat checkpoint made later, with no new event: sent alone,
+    // once, after a restart too.
+    checkpoint_at(store.as_ref(), 50).await;
+    let (sink, _, shapes) = recording_all(0);
+    let runner = runner_for(&url, dir.path(), Box::new(sink));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("the heartbeat", || !shapes.lock().expect("lock").is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+    assert_eq!(*shapes.lock().expect("lock"), ["c50"]);
+    let cursor = Cursor::load(&pgtrail_sink::cursor::path(dir.path(), "test"))
+        .expect("read")
+        .expect("saved");
+    assert_eq!((cursor.seq, cursor.checkpoints), (50, 3));
 }
