@@ -70,7 +70,10 @@ fn recording(failures: usize) -> (Recording, Arc<Mutex<Vec<i64>>>) {
     (sink, taken)
 }
 
-fn recording_all(failures: usize) -> (Recording, Arc<Mutex<Vec<i64>>>, Arc<Mutex<Vec<String>>>) {
+/// What a [`Recording`] took, shared with the test.
+type Taken<T> = Arc<Mutex<Vec<T>>>;
+
+fn recording_all(failures: usize) -> (Recording, Taken<i64>, Taken<String>) {
     let taken = Arc::new(Mutex::new(Vec::new()));
     let shapes = Arc::new(Mutex::new(Vec::new()));
     let sink = Recording {
