@@ -190,6 +190,10 @@ async fn kill_9_during_delivery_loses_no_event_at_the_file_or_the_webhook() {
         run.0.wait().expect("reaped");
         kills += 1;
     }
+    // Enough events for the 1 MB file to rotate at least once.
+    while store.head().await.expect("head").map_or(0, |h| h.seq) < 6_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     appending.store(false, Ordering::SeqCst);
     appender.await.expect("appender");
     let head = store.head().await.expect("head").expect("events").seq;
