@@ -272,6 +272,18 @@ pub struct SinkConfig {
     /// Record format (`pgtrail_sink::format::Format`); each kind has a default.
     #[serde(default)]
     pub format: Option<String>,
+    /// The store it reads (`sqlite:PATH` or `postgres://…`); `[store] url`
+    /// when unset.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Directory of its cursor file (`<name>.cursor`); beside a SQLite
+    /// store (`<store file>.sinks/`) when unset, required for a Postgres
+    /// store.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// Most items handed to the destination at once (default 1000).
+    #[serde(default)]
+    pub batch: Option<usize>,
     /// The destination and its settings.
     #[serde(flatten)]
     pub kind: SinkKind,
@@ -297,14 +309,48 @@ pub enum SinkKind {
 pub struct FileSinkConfig {
     /// Directory the files are written in.
     pub dir: String,
+    /// Name of the current file without its extension (default
+    /// `pgtrail-events`): `<prefix>.<ext>` is written, rotated files are
+    /// `<prefix>-<UTC time>-<first seq>.<ext>`.
+    pub prefix: Option<String>,
+    /// Rotate once the current file reaches this many megabytes (default
+    /// 100; 0: never by size).
+    pub rotate_mb: Option<u64>,
+    /// Rotate once the current file is this old (`1h`, `1d`; default
+    /// never by time).
+    pub rotate_every: Option<String>,
 }
 
 /// `type = "http"`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSinkConfig {
-    /// Where batches are posted.
+    /// Where batches are posted (`http://` or `https://`). For `splunk`
+    /// the HEC base or its `/services/collector/event` URL; for
+    /// `elasticsearch` the cluster (or index) URL `_bulk` is added to.
     pub url: String,
+    /// `webhook` (default), `splunk` (HEC) or `elasticsearch` (also
+    /// OpenSearch: `_bulk`).
+    pub api: Option<String>,
+    /// File holding the secret: the HEC token, the `_bulk` API key or
+    /// basic credentials (`user:password`), the webhook's HMAC key.
+    pub secret_file: Option<String>,
+    /// Environment variable holding the secret, instead of a file.
+    pub secret_env: Option<String>,
+    /// Webhook body: `array` (a JSON array, default) or `ndjson`.
+    pub body: Option<String>,
+    /// `_bulk`: the index written to (default `pgtrail-events`).
+    pub index: Option<String>,
+    /// Splunk HEC: `sourcetype` (default `pgtrail:event`), `source`
+    /// (default `pgtrail`), `index` (default: the token's).
+    pub sourcetype: Option<String>,
+    /// Splunk HEC `source`.
+    pub source: Option<String>,
+    /// Seconds a request may take (default 30).
+    pub timeout_secs: Option<u64>,
+    /// PEM file of the CA certificates to trust for `https://` (default:
+    /// the system's).
+    pub ca_file: Option<String>,
 }
 
 /// `type = "syslog"`.

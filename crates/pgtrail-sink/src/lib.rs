@@ -13,8 +13,17 @@
 //!   what it delivers ([`sink::Item`]).
 //! - [`syslog`]: RFC 5424 messages over UDP, TCP or TLS (octet counting).
 //! - [`nats`]: NATS JetStream, the event id as `Nats-Msg-Id`.
+//! - [`runner`]: one sink's delivery loop in `pgtrail run`; [`cursor`]: its
+//!   persisted place; [`open`]: a sink and its runner from `[[sinks]]`.
+//! - [`file`]: a rotating line file; [`http`]: Splunk HEC, `_bulk`, a
+//!   signed webhook.
 
+pub mod cursor;
+pub mod file;
 pub mod format;
+pub mod http;
 pub mod nats;
+pub mod open;
+pub mod runner;
 pub mod sink;
 pub mod syslog;

@@ -47,6 +47,10 @@
 //! - `doctor`: `pgtrail doctor` on clusters set up to trigger each finding
 //!   (and a clean one), its JSON schema and exit codes, a `pg_monitor`-only
 //!   run that sends nothing but reads, and hostile table and role names.
+//! - `sinks`: `pgtrail run` delivering to a file and a signed webhook,
+//!   killed with SIGKILL mid-delivery while events are appended: every
+//!   event at each destination, in order; a failing collector's log
+//!   without its token.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 //! - `metrics`: `/metrics` scraped from a real `pgtrail run` after trigger
@@ -76,6 +80,7 @@ mod reports;
 mod run;
 mod running;
 mod setup;
+mod sinks;
 mod statements;
 mod support;
 mod tokens;

@@ -28,6 +28,11 @@
 //! incomplete (a capture trigger dropped, the slot lost, …) and records
 //! each condition once, as an `alarm` event.
 //!
+//! Each `[[sinks]]` entry runs as its own part (`pgtrail_sink::runner`):
+//! it only reads its store after its cursor, so capture never waits for
+//! it, and a sink that fails keeps retrying (stalled, logged, its lag in
+//! `status`) without stopping the others.
+//!
 //! With a private key, `pgtrail_pipeline::checkpointer` signs the head of
 //! each store the parts write to; it stops last, so its final checkpoint
 //! covers their final events. A key that is named but cannot be read stops
@@ -59,13 +64,23 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         .or(ctx.config.replication.db.as_deref());
     let proxy = ctx.config.proxy.listen.is_some();
     let server = ctx.config.server.listen.clone();
-    if drain_db.is_none() && replication_db.is_none() && !proxy && server.is_none() {
+    let sinks = &ctx.config.sinks;
+    if drain_db.is_none()
+        && replication_db.is_none()
+        && !proxy
+        && server.is_none()
+        && sinks.is_empty()
+    {
         anyhow::bail!(
             "nothing to run: name the database to drain (--db, PGTRAIL_DB or [triggers] db), \
              the one to capture by logical replication (--replication-db or [replication] db), \
-             the proxy's address ([proxy] listen) and/or the dashboard's ([server] listen)"
+             the proxy's address ([proxy] listen), the dashboard's ([server] listen) \
+             and/or [[sinks]]"
         );
     }
+    // Every sink checked before anything starts: a typo is an error now,
+    // not a sink that silently never delivers.
+    pgtrail_sink::open::check_all(sinks, &ctx.config.store.url).await?;
     let replication = match replication_db {
         Some(db) => Some(ReplicationPart {
             connect: ConnectOptions::parse(db).context("invalid replication database URL")?,
@@ -221,6 +236,23 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             pgtrail_pipeline::bypass::watch(watch, stop)
                 .await
                 .map_err(anyhow::Error::from)
+        });
+    }
+    for sink in sinks {
+        let runner = pgtrail_sink::open::runner(sink, &ctx.config.store.url).await?;
+        eprintln!(
+            "sink {}: delivering {} to {} (cursor {})",
+            runner.name,
+            redact_url(&runner.store_url),
+            runner.sink.destination(),
+            runner.cursor_path.display()
+        );
+        // A part's name lives as long as the process; a few sinks at most.
+        let name: &'static str = Box::leak(format!("sink {}", runner.name).into_boxed_str());
+        let stop = stop.clone();
+        parts.spawn(name, async move {
+            runner.run(stop).await;
+            Ok(())
         });
     }
     parts.spawn("alarms", watch_part(alarm_watch, ctx.clone(), stop));

@@ -62,6 +62,9 @@ struct Report {
     /// The statement proxy's spool, when `[proxy] listen` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<ProxyReport>,
+    /// Each `[[sinks]]` entry: how far behind its store, its last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sinks: Vec<pgtrail_sink::runner::SinkStatus>,
 }
 
 /// The statement proxy's spool: what waits for the store, what was dropped.
@@ -196,10 +199,12 @@ pub async fn run(args: &StatusArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
         alarms,
         recent_alarms,
         proxy: proxy_report(ctx),
+        sinks: sink_reports(ctx).await,
     };
     ctx.output.document(&report, || text(&report))?;
     let warned = report.proxy.as_ref().is_some_and(|p| p.warning.is_some())
         || report.slots.iter().any(|s| s.warning.is_some())
+        || report.sinks.iter().any(|s| s.warning.is_some())
         || report.checkpoints.iter().any(|c| c.warning.is_some())
         || !report.alarms.is_empty()
         || !report.recent_alarms.is_empty();
@@ -393,7 +398,51 @@ fn text(report: &Report) -> String {
             out.push_str(&format!("  WARNING: {warning}\n"));
         }
     }
+    if !report.sinks.is_empty() {
+        out.push_str("\nsinks:\n");
+        out.push_str(&sinks_text(&report.sinks));
+    }
     out.push_str(&alarms_text(&report.alarms, &report.recent_alarms));
+    out
+}
+
+/// Each sink's place, read from its cursor file and its store.
+async fn sink_reports(ctx: &Invocation) -> Vec<pgtrail_sink::runner::SinkStatus> {
+    let mut reports = Vec::new();
+    for sink in &ctx.config.sinks {
+        reports.push(pgtrail_sink::runner::status(sink, &ctx.config.store.url).await);
+    }
+    reports
+}
+
+fn sinks_text(sinks: &[pgtrail_sink::runner::SinkStatus]) -> String {
+    let mut table = Table::new(&[
+        "sink",
+        "delivered",
+        "behind",
+        "oldest waiting",
+        "last delivery",
+    ]);
+    for sink in sinks {
+        let known = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+        table.push(vec![
+            sink.name.clone(),
+            known(sink.delivered_seq),
+            known(sink.lag_events),
+            sink.lag_seconds.map_or("?".into(), |s| {
+                duration_text(Duration::from_secs_f64(s.max(0.0)))
+            }),
+            sink.delivered_at.map_or("never".into(), |at| {
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
+        ]);
+    }
+    let mut out = table.render();
+    for sink in sinks {
+        if let Some(warning) = &sink.warning {
+            out.push_str(&format!("  WARNING: sink {}: {warning}\n", sink.name));
+        }
+    }
     out
 }
 

@@ -1,0 +1,693 @@
+//! The HTTP sink: each batch one POST, to Splunk's HTTP Event Collector,
+//! to Elasticsearch/OpenSearch `_bulk`, or to a webhook that checks an
+//! HMAC-SHA256 signature.
+//!
+//! `Ok` only on a 2xx answer (and, for `_bulk`, no failed item): the
+//! destination then holds the batch. Timeouts, closed connections, 408,
+//! 429 and 5xx are [`SinkError::Unavailable`]; any other answer is
+//! [`SinkError::Refused`]. The runner retries both with the same items,
+//! so a destination that keeps refusing stalls the sink loudly rather than
+//! losing events. The event id is the idempotency key: `_bulk` indexes
+//! each event under `_id` = its id (a retry overwrites, never duplicates);
+//! HEC and webhook receivers deduplicate by the `id` field.
+//!
+//! One keep-alive HTTP/1.1 connection per sink (hyper), TLS by rustls
+//! with the system's roots or `ca_file`. The secret (HEC token, `_bulk`
+//! credentials, HMAC key) is never in an error or log line: answers are
+//! quoted with it blanked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::format::{Encoder, Format};
+use crate::sink::{Item, Sink, SinkError};
+
+/// The header carrying the webhook body's signature.
+pub const SIGNATURE_HEADER: &str = "x-pgtrail-signature";
+/// The header carrying the time the webhook signature covers.
+pub const TIMESTAMP_HEADER: &str = "x-pgtrail-timestamp";
+
+/// Which API the batches are posted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Api {
+    /// A generic webhook: the records as a JSON array (or NDJSON), signed.
+    Webhook {
+        /// NDJSON (one record per line) rather than a JSON array.
+        ndjson: bool,
+    },
+    /// Splunk HTTP Event Collector (`/services/collector/event`).
+    Splunk {
+        /// HEC `sourcetype`.
+        sourcetype: String,
+        /// HEC `source`.
+        source: String,
+        /// HEC `index` (`None`: the token's default).
+        index: Option<String>,
+        /// HEC `host`.
+        host: String,
+    },
+    /// Elasticsearch / OpenSearch `_bulk`.
+    Bulk {
+        /// The index written to.
+        index: String,
+    },
+}
+
+/// How the HTTP sink posts.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// The URL posted to (for `Splunk` and `Bulk`, the path is completed).
+    pub url: String,
+    /// The API.
+    pub api: Api,
+    /// The secret (token, credentials or HMAC key), if any.
+    pub secret: Option<Secret>,
+    /// Most time one request may take, connecting included.
+    pub timeout: Duration,
+    /// CA certificates to trust (PEM), instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// A secret that prints as `***`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why an HTTP sink could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    /// The URL is not one the sink can post to.
+    #[error("invalid URL {url}: {reason}")]
+    Url {
+        /// The URL (without credentials).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// TLS could not be set up.
+    #[error("TLS for {url}: {reason}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The format cannot be posted to this API.
+    #[error("{api} takes JSON records: use format jsonl, ocsf or ecs, not {format}")]
+    Format {
+        /// The API.
+        api: &'static str,
+        /// The format asked for.
+        format: Format,
+    },
+}
+
+/// Posts batches over HTTP.
+pub struct HttpSink {
+    api: Api,
+    uri: Uri,
+    authority: String,
+    host: String,
+    port: u16,
+    tls: Option<TlsConnector>,
+    secret: Option<Secret>,
+    timeout: Duration,
+    encoder: Encoder,
+    connection: Option<SendRequest<Full<Bytes>>>,
+    record: Vec<u8>,
+}
+
+impl HttpSink {
+    /// A sink posting `format` records as `options` say; connects on the
+    /// first delivery.
+    pub fn new(options: HttpOptions, format: Format) -> Result<Self, HttpSetupError> {
+        let json = matches!(format, Format::Jsonl | Format::Ocsf | Format::Ecs);
+        match &options.api {
+            Api::Bulk { .. } if !json => {
+                return Err(HttpSetupError::Format {
+                    api: "_bulk",
+                    format,
+                })
+            }
+            Api::Webhook { ndjson: false } if !json => {
+                return Err(HttpSetupError::Format {
+                    api:
+                        "a webhook with a JSON array body (body = \"ndjson\" takes any line format)",
+                    format,
+                })
+            }
+            _ => {}
+        }
+        let shown = redact(&options.url);
+        let bad = |reason: &str| HttpSetupError::Url {
+            url: shown.clone(),
+            reason: reason.to_string(),
+        };
+        let given: Uri = options.url.parse().map_err(|_| bad("not a URL"))?;
+        let https = match given.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad("expected http:// or https://")),
+        };
+        let host = given.host().ok_or_else(|| bad("no host"))?.to_string();
+        if given.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("credentials in the URL: use secret_file or secret_env"));
+        }
+        let port = given.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let path = given.path().trim_end_matches('/');
+        let path = match &options.api {
+            Api::Splunk { .. } if !path.ends_with("/services/collector/event") => {
+                format!("{path}/services/collector/event")
+            }
+            Api::Bulk { .. } if !path.ends_with("/_bulk") => format!("{path}/_bulk"),
+            _ if path.is_empty() => "/".to_string(),
+            _ => path.to_string(),
+        };
+        let path_and_query = match given.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let uri = Uri::builder()
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        let tls = match https {
+            true => Some(tls_connector(options.ca_file.as_deref()).map_err(|reason| {
+                HttpSetupError::Tls {
+                    url: shown.clone(),
+                    reason,
+                }
+            })?),
+            false => None,
+        };
+        let authority = match given.port_u16() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        Ok(HttpSink {
+            api: options.api,
+            uri,
+            authority,
+            host,
+            port,
+            tls,
+            secret: options.secret,
+            timeout: options.timeout,
+            encoder: Encoder::new(format),
+            connection: None,
+            record: Vec::new(),
+        })
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Unavailable {
+            destination: self.destination(),
+            reason: self.blank(&reason.to_string()),
+        }
+    }
+
+    fn refused(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Refused {
+            destination: self.destination(),
+            reason: self.blank(&reason.to_string()),
+        }
+    }
+
+    /// `text` with the secret blanked, should a destination echo it.
+    fn blank(&self, text: &str) -> String {
+        match &self.secret {
+            Some(Secret(secret)) if !secret.is_empty() => text.replace(secret.as_str(), "***"),
+            _ => text.to_string(),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SinkError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(tls) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| self.refused(format!("not a TLS server name: {e}")))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.unavailable(format!("TLS: {e}")))?;
+                self.handshake(stream).await
+            }
+            None => self.handshake(tcp).await,
+        }
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, SinkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unavailable(format!("HTTP handshake: {e}")))?;
+        tokio::spawn(async move {
+            // Ends when the sender is dropped or the peer closes.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// The request body of a batch, and its content type.
+    fn body(&mut self, items: &[Item]) -> Result<(Vec<u8>, &'static str), SinkError> {
+        let mut body = Vec::with_capacity(items.len() * 600);
+        match self.api.clone() {
+            Api::Webhook { ndjson: true } => {
+                for item in items {
+                    self.encode(item)?;
+                    body.extend_from_slice(&self.record);
+                    if body.last() != Some(&b'\n') {
+                        body.push(b'\n');
+                    }
+                }
+                Ok((body, "application/x-ndjson"))
+            }
+            Api::Webhook { ndjson: false } => {
+                body.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    self.encode(item)?;
+                    body.extend_from_slice(trim_newline(&self.record));
+                }
+                body.push(b']');
+                Ok((body, "application/json"))
+            }
+            Api::Splunk {
+                sourcetype,
+                source,
+                index,
+                host,
+            } => {
+                let json = matches!(
+                    self.encoder.format(),
+                    Format::Jsonl | Format::Ocsf | Format::Ecs
+                );
+                for item in items {
+                    self.encode(item)?;
+                    let record = trim_newline(&self.record);
+                    let time = match item {
+                        Item::Event(event) => event.captured_at,
+                        Item::Checkpoint(checkpoint) => checkpoint.created_at,
+                    };
+                    let text;
+                    let event: &RawValue = if json {
+                        raw(record).map_err(|e| self.refused(e))?
+                    } else {
+                        text = serde_json::to_string(&String::from_utf8_lossy(record))
+                            .map_err(|e| self.refused(e))?;
+                        raw(text.as_bytes()).map_err(|e| self.refused(e))?
+                    };
+                    let envelope = HecEvent {
+                        time: time.timestamp_micros() as f64 / 1e6,
+                        host: &host,
+                        source: &source,
+                        sourcetype: &sourcetype,
+                        index: index.as_deref(),
+                        event,
+                    };
+                    serde_json::to_writer(&mut body, &envelope).map_err(|e| self.refused(e))?;
+                    body.push(b'\n');
+                }
+                Ok((body, "application/json"))
+            }
+            Api::Bulk { index } => {
+                for item in items {
+                    let id = match item {
+                        Item::Event(event) => event.id.to_string(),
+                        Item::Checkpoint(c) => format!(
+                            "checkpoint-{}-{}-{}",
+                            c.kind.as_str(),
+                            c.seq,
+                            c.created_at.timestamp_micros()
+                        ),
+                    };
+                    let action = serde_json::json!({"index": {"_index": index, "_id": id}});
+                    serde_json::to_writer(&mut body, &action).map_err(|e| self.refused(e))?;
+                    body.push(b'\n');
+                    self.encode(item)?;
+                    body.extend_from_slice(trim_newline(&self.record));
+                    body.push(b'\n');
+                }
+                Ok((body, "application/x-ndjson"))
+            }
+        }
+    }
+
+    fn encode(&mut self, item: &Item) -> Result<(), SinkError> {
+        self.record.clear();
+        match item {
+            Item::Event(event) => self.encoder.encode(event, &mut self.record)?,
+            Item::Checkpoint(checkpoint) => self
+                .encoder
+                .encode_checkpoint(checkpoint, &mut self.record)?,
+        }
+        Ok(())
+    }
+
+    async fn post(
+        &mut self,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), SinkError> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(header::HOST, &self.authority)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(
+                header::USER_AGENT,
+                concat!("pgtrail/", env!("CARGO_PKG_VERSION")),
+            );
+        match (&self.api, &self.secret) {
+            (Api::Splunk { .. }, Some(Secret(token))) => {
+                request = request.header(header::AUTHORIZATION, format!("Splunk {token}"));
+            }
+            (Api::Bulk { .. }, Some(Secret(credentials))) => {
+                request = request.header(header::AUTHORIZATION, bulk_authorization(credentials));
+            }
+            (Api::Webhook { .. }, Some(Secret(key))) => {
+                let timestamp = chrono::Utc::now().timestamp().to_string();
+                request = request
+                    .header(
+                        SIGNATURE_HEADER,
+                        signature(key.as_bytes(), &timestamp, &body),
+                    )
+                    .header(TIMESTAMP_HEADER, timestamp);
+            }
+            _ => {}
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.refused(format!("cannot build the request: {e}")))?;
+        // A kept connection the peer closed is replaced before sending.
+        let mut sender = match self.connection.take() {
+            Some(mut sender) => match sender.ready().await {
+                Ok(()) => sender,
+                Err(_) => self.connect().await?,
+            },
+            None => self.connect().await?,
+        };
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unavailable(format!("request failed: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.unavailable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        self.connection = Some(sender);
+        Ok((status, body))
+    }
+
+    /// What a `_bulk` answer with `errors: true` says: the failed items
+    /// and whether all of them may pass by themselves.
+    fn bulk_failures(&self, body: &[u8]) -> Result<(), SinkError> {
+        let answer: BulkAnswer = serde_json::from_slice(body).map_err(|e| {
+            self.refused(format!(
+                "_bulk answered something that is not its JSON: {e}"
+            ))
+        })?;
+        if !answer.errors {
+            return Ok(());
+        }
+        let failed: Vec<(u16, String)> = answer
+            .items
+            .iter()
+            .filter_map(|item| item.values().next())
+            .filter(|outcome| !(200..300).contains(&outcome.status))
+            .map(|outcome| {
+                let reason = outcome
+                    .error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                (outcome.status, reason)
+            })
+            .collect();
+        let transient = failed
+            .iter()
+            .all(|(status, _)| *status == 429 || *status >= 500);
+        let first = failed
+            .first()
+            .map(|(status, reason)| format!("{status} {}", clip(reason)))
+            .unwrap_or_else(|| "errors flag set without a failed item".into());
+        let reason = format!(
+            "{} of {} items failed (the batch is sent again whole; the event id as _id makes it idempotent), first: {first}",
+            failed.len(),
+            answer.items.len()
+        );
+        Err(match transient && !failed.is_empty() {
+            true => self.unavailable(reason),
+            false => self.refused(reason),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct HecEvent<'a> {
+    time: f64,
+    host: &'a str,
+    source: &'a str,
+    sourcetype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<&'a str>,
+    event: &'a RawValue,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkAnswer {
+    errors: bool,
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkOutcome>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkOutcome {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+fn raw(bytes: &[u8]) -> Result<&RawValue, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+fn trim_newline(record: &[u8]) -> &[u8] {
+    record.strip_suffix(b"\n").unwrap_or(record)
+}
+
+/// `_bulk` credentials: `user:password` is HTTP basic, anything else an
+/// Elasticsearch API key (its encoded form).
+fn bulk_authorization(credentials: &str) -> String {
+    use base64::Engine as _;
+    match credentials.contains(':') {
+        true => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ),
+        false => format!("ApiKey {credentials}"),
+    }
+}
+
+/// The webhook signature: `sha256=` and the hex HMAC-SHA256, keyed with
+/// `key`, of `<timestamp>.<body>`: the time is signed with the body, so a
+/// receiver that refuses old timestamps refuses a replayed request.
+pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a webhook request as a receiver should: the signature over the
+/// timestamp and body (in constant time), and the timestamp within `skew`
+/// of `now` (Unix seconds). For receivers written in Rust, and the tests.
+pub fn verify_signature(
+    key: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+    now: i64,
+    skew: i64,
+) -> bool {
+    let Ok(sent) = timestamp.parse::<i64>() else {
+        return false;
+    };
+    if (now - sent).abs() > skew {
+        return false;
+    }
+    let Some(hex_mac) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(given) = hex::decode(hex_mac) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+/// A short quote of an answer.
+fn clip(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// `url` without a user or password, for messages.
+fn redact(url: &str) -> String {
+    pgtrail_store::open::redact_url(url)
+}
+
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: no certificate", path.display()));
+            }
+        }
+        None => {
+            let loaded = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                return Err("no system CA certificate found: set ca_file".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    fn destination(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.uri)
+    }
+
+    async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (body, content_type) = self.body(items)?;
+        let timeout = self.timeout;
+        let answer = tokio::time::timeout(timeout, self.post(body, content_type)).await;
+        let (status, body) = match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                self.connection = None;
+                return Err(error);
+            }
+            Err(_) => {
+                self.connection = None;
+                return Err(
+                    self.unavailable(format!("no answer within {} s", timeout.as_secs_f64()))
+                );
+            }
+        };
+        let quote = || clip(&String::from_utf8_lossy(&body));
+        if status.is_success() {
+            return match self.api {
+                Api::Bulk { .. } => self.bulk_failures(&body),
+                _ => Ok(()),
+            };
+        }
+        let reason = format!("HTTP {status}: {}", quote());
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            Err(self.unavailable(reason))
+        } else {
+            Err(self.refused(reason))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_checks_only_with_its_key_body_and_a_fresh_timestamp() {
+        let signed = signature(b"key", "1000", b"[1]");
+        assert!(signed.starts_with("sha256=") && signed.len() == 7 + 64);
+        assert!(verify_signature(b"key", "1000", b"[1]", &signed, 1010, 300));
+        assert!(
+            !verify_signature(b"key", "1000", b"[2]", &signed, 1010, 300),
+            "forged body"
+        );
+        assert!(
+            !verify_signature(b"other", "1000", b"[1]", &signed, 1010, 300),
+            "other key"
+        );
+        assert!(
+            !verify_signature(b"key", "1001", b"[1]", &signed, 1010, 300),
+            "other time"
+        );
+        assert!(
+            !verify_signature(b"key", "1000", b"[1]", &signed, 2000, 300),
+            "replayed late"
+        );
+    }
+
+    #[test]
+    fn bulk_credentials_are_basic_or_an_api_key() {
+        assert_eq!(bulk_authorization("elastic:pw"), "Basic ZWxhc3RpYzpwdw==");
+        assert_eq!(bulk_authorization("a2V5"), "ApiKey a2V5");
+    }
+}

@@ -1,0 +1,63 @@
+//! What the sink tests share: a real SQLite store with events in it, a
+//! runner on it, waiting for a condition.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_pipeline::retry::Backoff;
+use pgtrail_sink::runner::Runner;
+use pgtrail_sink::sink::Sink;
+use pgtrail_store::Store;
+
+/// A fresh SQLite store in its own directory.
+pub async fn sqlite_store() -> (tempfile::TempDir, String, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
+    let store = pgtrail_store::open(&url).await.expect("open store");
+    (dir, url, store)
+}
+
+/// Appends `n` statement events (with text that needs escaping).
+pub async fn append_events(store: &dyn Store, n: usize) -> Vec<Event> {
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut event = Event::new(Source::Proxy, Kind::Statement);
+            event.sql = Some(format!("SELECT {i} /* \"quoted\"\n line */"));
+            event.db_user = Some("app".into());
+            event
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        store.append(chunk).await.expect("append");
+    }
+    events
+}
+
+/// A runner of `sink` on `url`, its cursor in `dir`, quick back-off.
+pub fn runner_for(url: &str, dir: &Path, sink: Box<dyn Sink>) -> Runner {
+    Runner {
+        name: "test".into(),
+        store_url: url.to_string(),
+        sink,
+        cursor_path: pgtrail_sink::cursor::path(dir, "test"),
+        batch: 100,
+        idle: Duration::from_millis(20),
+        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
+    }
+}
+
+/// Waits (up to 30 s) for `done`.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
