@@ -2,9 +2,7 @@
 //! `nats-server`) that each test starts on a free port with its own store
 //! directory, and restarts where the test says.
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgtrail_core::config::NatsSinkConfig;
@@ -12,124 +10,16 @@ use pgtrail_core::{Event, Kind, Source};
 use pgtrail_sink::format::{Encoder, Format};
 use pgtrail_sink::nats::NatsSink;
 use pgtrail_sink::sink::{Item, Sink, SinkError};
+use pgtrail_testkit::nats::NatsServer;
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A nats-server with JetStream, its store kept across restarts.
-struct NatsServer {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Starts a server; `config` is nats-server configuration text (e.g.
-    /// an `authorization` block), or empty. A port another process took
-    /// between the choice and the bind is chosen again.
-    fn start(config: &str) -> NatsServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("nats.conf"), config).expect("config");
-        let mut server = NatsServer {
-            dir,
-            port: 0,
-            child: None,
-        };
-        for _ in 0..3 {
-            server.port = free_port();
-            if server.try_run() {
-                return server;
-            }
-        }
-        panic!("nats-server did not start: {}", server.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("nats-server.log")).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Runs nats-server again on its port (after [`NatsServer::stop`]).
-    fn run(&mut self) {
-        assert!(
-            self.try_run(),
-            "nats-server did not restart: {}",
-            self.log()
-        );
-    }
-
-    /// Runs nats-server under `timeout` (a test killed before its drop
-    /// cannot leave it running for long) and waits until it says it is
-    /// ready; `false` when it exited (its port taken).
-    fn try_run(&mut self) -> bool {
-        let mut child = Command::new("timeout")
-            .args([
-                "--kill-after=5",
-                "300",
-                "nats-server",
-                "-js",
-                "-a",
-                "127.0.0.1",
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(self.path("jetstream"))
-            .arg("-c")
-            .arg(self.path("nats.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("nats-server.log")).expect("log"))
-            .spawn()
-            .expect("nats-server (Debian package nats-server) must be installed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.log().contains("Server is ready") {
-                self.child = Some(child);
-                return true;
-            }
-            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (SIGTERM: JetStream writes its state) and waits.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    fn config(&self) -> NatsSinkConfig {
-        NatsSinkConfig {
-            url: self.url(),
-            create_stream: true,
-            timeout_secs: 2,
-            ..Default::default()
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
+/// A sink configuration for `server`: the stream made if missing, short
+/// timeouts.
+fn sink_config(server: &NatsServer) -> NatsSinkConfig {
+    NatsSinkConfig {
+        url: server.url(),
+        create_stream: true,
+        timeout_secs: 2,
+        ..Default::default()
     }
 }
 
@@ -178,7 +68,7 @@ async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)
 #[tokio::test]
 async fn a_server_restart_mid_stream_ends_with_each_event_exactly_once() {
     let mut server = NatsServer::start("");
-    let config = server.config();
+    let config = sink_config(&server);
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
         .expect("connect");
@@ -233,14 +123,14 @@ async fn a_server_restart_mid_stream_ends_with_each_event_exactly_once() {
 #[tokio::test]
 async fn a_frozen_server_fails_the_batch_in_time_and_then_recovers() {
     let server = NatsServer::start("");
-    let config = server.config();
+    let config = sink_config(&server);
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
         .expect("connect");
     let sent = events(0, 40);
     sink.deliver(&sent[..20]).await.expect("before");
     // Accepts nothing, answers nothing, closes nothing: a black hole.
-    let pid = server.child.as_ref().expect("running").id();
+    let pid = server.pid().expect("running");
     let server_pid = String::from_utf8(
         Command::new("pgrep")
             .args(["-P", &pid.to_string(), "nats-server"])
@@ -276,7 +166,7 @@ async fn a_frozen_server_fails_the_batch_in_time_and_then_recovers() {
 async fn a_server_down_at_start_is_waited_for_not_an_error() {
     let mut server = NatsServer::start("");
     server.stop();
-    let config = server.config();
+    let config = sink_config(&server);
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
         .expect("down is not a setting to fix");
@@ -298,8 +188,8 @@ async fn wrong_credentials_are_refused_without_showing_the_secret() {
     );
     let wrong = server.path("wrong-password");
     std::fs::write(&wrong, "wrong-staple-secret\n").expect("write");
-    let mut config = server.config();
-    config.url = format!("nats://pgtrail:url-secret@127.0.0.1:{}", server.port);
+    let mut config = sink_config(&server);
+    config.url = format!("nats://pgtrail:url-secret@127.0.0.1:{}", server.port());
     config.user = Some("pgtrail".into());
     config.password_file = Some(wrong.display().to_string());
     let error = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
@@ -314,7 +204,7 @@ async fn wrong_credentials_are_refused_without_showing_the_secret() {
 
     let right = server.path("password");
     std::fs::write(&right, "right-horse-battery\n").expect("write");
-    config.url = format!("nats://127.0.0.1:{}", server.port);
+    config.url = format!("nats://127.0.0.1:{}", server.port());
     config.password_file = Some(right.display().to_string());
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
@@ -348,8 +238,8 @@ async fn a_token_and_tls_are_used_as_configured() {
         file("server.pem", &server_tls.cert_pem),
         file("server.key", &server_tls.key_pem),
     ));
-    let mut config = server.config();
-    config.url = format!("nats://localhost:{}", server.port);
+    let mut config = sink_config(&server);
+    config.url = format!("nats://localhost:{}", server.port());
     config.token_file = Some(file("token", "tok-3141592653\n"));
     config.ca_file = Some(ca_file);
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
@@ -381,7 +271,7 @@ async fn a_token_and_tls_are_used_as_configured() {
 #[tokio::test]
 async fn without_a_stream_the_sink_stalls_and_says_why() {
     let server = NatsServer::start("");
-    let mut config = server.config();
+    let mut config = sink_config(&server);
     config.create_stream = false;
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
@@ -421,7 +311,7 @@ async fn subjects_are_fixed_by_the_configuration() {
 #[ignore]
 async fn throughput() {
     let server = NatsServer::start("max_payload: 8MB\n");
-    let config = server.config();
+    let config = sink_config(&server);
     let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
         .await
         .expect("connect");

@@ -251,8 +251,8 @@ impl Cluster {
             write("server.key", &tls.key_pem)?;
             for (name, value) in [
                 ("ssl", "on"),
-                ("ssl_cert_file", "'server.crt'"),
-                ("ssl_key_file", "'server.key'"),
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
             ] {
                 settings.push((name.to_string(), value.to_string()));
             }

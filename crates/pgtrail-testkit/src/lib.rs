@@ -18,6 +18,7 @@
 mod binaries;
 mod cluster;
 pub mod fuzz;
+pub mod nats;
 pub mod proxy_events;
 mod reaper;
 mod tls;

@@ -376,3 +376,80 @@ async fn status_shows_each_sinks_lag_and_why_one_is_stalled() {
         checked.stdout
     );
 }
+
+/// A NATS JetStream sink in `pgtrail run`, killed with SIGKILL in the middle
+/// of delivering while events are appended, and the NATS server restarted
+/// once between two kills: the stream ends with each event exactly once
+/// (redeliveries dropped by `Nats-Msg-Id`), as many messages as events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once() {
+    let mut nats = pgtrail_testkit::nats::NatsServer::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
+    let store = pgtrail_store::open(&url).await.expect("store");
+    store.append(&events(500)).await.expect("first events");
+    std::fs::write(
+        dir.path().join("pgtrail.toml"),
+        format!(
+            "[store]\nurl = \"{url}\"\n\n\
+             [[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\ncreate_stream = true\ntimeout_secs = 2\nbatch = 250\n",
+            nats.url()
+        ),
+    )
+    .expect("config");
+    let appending = Arc::new(AtomicBool::new(true));
+    let appender = {
+        let (store, appending) = (store.clone(), appending.clone());
+        tokio::spawn(async move {
+            while appending.load(Ordering::SeqCst) {
+                store.append(&events(50)).await.expect("append");
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+    for round in 0..3u64 {
+        let before = delivered(dir.path(), "bus");
+        let mut run = Running::start(dir.path(), &[]);
+        let start = Instant::now();
+        while delivered(dir.path(), "bus") <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no delivery: {}",
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(23 * round)).await;
+        run.0.kill().expect("SIGKILL");
+        run.0.wait().expect("reaped");
+        if round == 1 {
+            // The server goes away and comes back with its stream on disk.
+            nats.stop();
+            nats.run();
+        }
+    }
+    appending.store(false, Ordering::SeqCst);
+    appender.await.expect("appender");
+    let head = store.head().await.expect("head").expect("events").seq;
+
+    let run = Running::start(dir.path(), &[]);
+    let start = Instant::now();
+    while delivered(dir.path(), "bus") < head {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not caught up: {}",
+            run.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream("PGTRAIL").await.expect("stream");
+    let messages = stream.info().await.expect("info").state.messages;
+    assert_eq!(
+        messages, head as u64,
+        "one message per event: none lost, redeliveries dropped"
+    );
+}
