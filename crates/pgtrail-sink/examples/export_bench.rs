@@ -3,7 +3,8 @@
 //! same run. Sinks come from a TOML file of `[[sinks]]` entries (any kind
 //! `pgtrail_sink::open` builds), with `${OUT}` replaced by a fresh
 //! directory each round and `${RECEIVER}` by the URL of an in-process HTTP
-//! receiver that takes every batch (`_bulk` answers without errors).
+//! receiver that takes every batch (`_bulk` answers without errors), and
+//! `${NATS}` by the URL of a nats-server given in `BENCH_NATS_URL`.
 //! Rounds alternate the sinks and the ingest; median and spread printed.
 //!
 //! Usage: export_bench [--events N] [--rounds N] [--ingest N]
@@ -201,7 +202,23 @@ async fn main() {
     let text = text
         .replace("${OUT}", &out.display().to_string())
         .replace("${RECEIVER}", &receiver);
-    let sinks = Config::from_toml(&text, "sinks.toml").expect("sinks").sinks;
+    // `${NATS}`: the nats-server bench/export/run starts (BENCH_NATS_URL);
+    // without one, those sinks are left out and the run says so.
+    let text = match std::env::var("BENCH_NATS_URL") {
+        Ok(url) => text.replace("${NATS}", &url),
+        Err(_) => text,
+    };
+    let mut sinks = Config::from_toml(&text, "sinks.toml").expect("sinks").sinks;
+    sinks.retain(|sink| {
+        let unresolved = format!("{:?}", sink.kind).contains("${NATS}");
+        if unresolved {
+            eprintln!(
+                "sink {}: no nats-server (BENCH_NATS_URL), left out",
+                sink.name
+            );
+        }
+        !unresolved
+    });
     println!(
         "store {} ({head} events); {} rounds",
         store_path.display(),

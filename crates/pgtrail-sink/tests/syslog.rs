@@ -9,10 +9,6 @@
 //! messages as they are, with the same framing.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgtrail_core::config::SyslogSinkConfig;
@@ -20,224 +16,33 @@ use pgtrail_core::{Event, Kind, Source};
 use pgtrail_sink::format::{Encoder, Format};
 use pgtrail_sink::sink::{Item, Sink, SinkError};
 use pgtrail_sink::syslog::SyslogSink;
+use pgtrail_testkit::rsyslog::Rsyslog;
 use pgtrail_testkit::TestCa;
 use serde_json::Value;
 
-/// APP-NAME of the message a start-up probe sends.
-const PROBE_APP: &str = "testprobe";
-
-/// Longest a test waits for rsyslog to write what it received.
-const ARRIVAL: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A running rsyslogd with three inputs, writing into `received.jsonl`.
-struct Rsyslog {
-    dir: tempfile::TempDir,
-    udp: u16,
-    tcp: u16,
-    tls: u16,
-    child: Option<Child>,
-}
-
-impl Rsyslog {
-    fn start() -> Rsyslog {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = TestCa::new("rsyslog test CA").expect("ca");
-        let server = ca.server(&["localhost"]).expect("server cert");
-        let client = ca.server(&["pgtrail-sink"]).expect("client cert");
-        let path = |name: &str| dir.path().join(name);
-        for (name, text) in [
-            ("ca.pem", ca.cert_pem()),
-            ("server.pem", server.cert_pem.clone()),
-            ("server.key", server.key_pem.clone()),
-            ("client.pem", client.cert_pem.clone()),
-            ("client.key", client.key_pem.clone()),
-        ] {
-            std::fs::write(path(name), text).expect("write pem");
-        }
-        let mut rsyslog = Rsyslog {
-            udp: 0,
-            tcp: 0,
-            tls: 0,
-            dir,
-            child: None,
-        };
-        // A port another process took between the choice and the bind is
-        // chosen again.
-        for _ in 0..3 {
-            (rsyslog.udp, rsyslog.tcp, rsyslog.tls) = (free_port(), free_port(), free_port());
-            rsyslog.write_config();
-            if rsyslog.try_run() {
-                return rsyslog;
-            }
-        }
-        panic!("rsyslogd did not start: {}", rsyslog.log());
+fn sink_config(rsyslog: &Rsyslog, scheme: &str) -> SyslogSinkConfig {
+    let port = match scheme {
+        "udp" => rsyslog.udp,
+        "tcp" => rsyslog.tcp,
+        _ => rsyslog.tls,
+    };
+    let host = if scheme == "tls" {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    let mut config = SyslogSinkConfig {
+        url: format!("{scheme}://{host}:{port}"),
+        hostname: Some("db1.example".into()),
+        timeout_secs: 2,
+        ..Default::default()
+    };
+    if scheme == "tls" {
+        config.ca_file = Some(rsyslog.path("ca.pem").display().to_string());
+        config.cert_file = Some(rsyslog.path("client.pem").display().to_string());
+        config.key_file = Some(rsyslog.path("client.key").display().to_string());
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("rsyslogd.log")).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write_config(&self) {
-        let d = self.dir.path().display();
-        let config = format!(
-            r#"global(workDirectory="{d}" maxMessageSize="4m"
-       parser.escapeControlCharactersOnReceive="off"
-       defaultNetstreamDriverCAFile="{d}/ca.pem"
-       defaultNetstreamDriverCertFile="{d}/server.pem"
-       defaultNetstreamDriverKeyFile="{d}/server.key")
-module(load="imudp")
-module(load="imptcp")
-module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
-template(name="line" type="list") {{
-  constant(value="{{\"app\":\"") property(name="app-name" format="json")
-  constant(value="\",\"msgid\":\"") property(name="msgid" format="json")
-  constant(value="\",\"sd\":\"") property(name="structured-data" format="json")
-  constant(value="\",\"msg\":\"") property(name="msg" format="json")
-  constant(value="\",\"raw\":\"") property(name="rawmsg" format="json")
-  constant(value="\"}}\n")
-}}
-ruleset(name="out") {{
-  action(type="omfile" file="{d}/received.jsonl" template="line" asyncWriting="off" flushOnTXEnd="on")
-}}
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="out")
-input(type="imptcp" address="127.0.0.1" port="{tcp}" ruleset="out")
-input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out")
-"#,
-            udp = self.udp,
-            tcp = self.tcp,
-            tls = self.tls,
-        );
-        std::fs::write(self.path("rsyslog.conf"), config).expect("write config");
-    }
-
-    /// Runs rsyslogd again on its ports (after [`Rsyslog::stop`]).
-    fn run(&mut self) {
-        assert!(self.try_run(), "rsyslogd did not restart: {}", self.log());
-    }
-
-    /// Starts rsyslogd (under `timeout`, so a test killed before its drop
-    /// cannot leave it running for long) and waits until a probe sent to
-    /// its TCP input was written: every input is active then, and any that
-    /// could not bind its port has said so (`false`).
-    fn try_run(&mut self) -> bool {
-        let child = Command::new("timeout")
-            .args(["--kill-after=5", "300", "rsyslogd", "-n", "-f"])
-            .arg(self.path("rsyslog.conf"))
-            .arg("-i")
-            .arg(self.path("rsyslogd.pid"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("rsyslogd.log")).expect("log"))
-            .spawn()
-            .expect("rsyslogd (Debian package rsyslog) must be installed");
-        self.child = Some(child);
-        let probe = format!("probe-{}", free_port());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut sent = false;
-        while Instant::now() < deadline {
-            if !sent {
-                if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.tcp)) {
-                    let message = format!("<13>1 - - {PROBE_APP} - - - {probe}");
-                    sent = write!(tcp, "{} {message}", message.len()).is_ok();
-                }
-            } else if self.raw_lines().iter().any(|line| line.contains(&probe)) {
-                let log = self.log();
-                if ["Address already in use", "could not", "failed"]
-                    .iter()
-                    .any(|error| log.contains(error))
-                {
-                    self.stop();
-                    return false;
-                }
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.stop();
-        false
-    }
-
-    /// Stops rsyslogd (SIGTERM through `timeout`) and waits for it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    fn raw_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("received.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Every message received so far but the start-up probes, parsed.
-    fn received(&self) -> Vec<Value> {
-        self.raw_lines()
-            .iter()
-            .map(|line| {
-                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-            })
-            .filter(|message| message["app"] != PROBE_APP)
-            .collect()
-    }
-
-    /// Waits until at least `count` messages arrived, and returns them all.
-    fn wait_for(&self, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + ARRIVAL;
-        loop {
-            let received = self.received();
-            if received.len() >= count || Instant::now() > deadline {
-                return received;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn config(&self, scheme: &str) -> SyslogSinkConfig {
-        let port = match scheme {
-            "udp" => self.udp,
-            "tcp" => self.tcp,
-            _ => self.tls,
-        };
-        let host = if scheme == "tls" {
-            "localhost"
-        } else {
-            "127.0.0.1"
-        };
-        let mut config = SyslogSinkConfig {
-            url: format!("{scheme}://{host}:{port}"),
-            hostname: Some("db1.example".into()),
-            timeout_secs: 2,
-            ..Default::default()
-        };
-        if scheme == "tls" {
-            config.ca_file = Some(self.path("ca.pem").display().to_string());
-            config.cert_file = Some(self.path("client.pem").display().to_string());
-            config.key_file = Some(self.path("client.key").display().to_string());
-        }
-        config
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    config
 }
 
 fn sink(config: &SyslogSinkConfig) -> SyslogSink {
@@ -297,7 +102,7 @@ fn parse(message: &Value) -> Event {
 #[tokio::test]
 async fn tcp_delivers_every_event_in_order_and_no_value_forges_a_record() {
     let rsyslog = Rsyslog::start();
-    let mut sink = sink(&rsyslog.config("tcp"));
+    let mut sink = sink(&sink_config(&rsyslog, "tcp"));
     let sent = events(0, 60);
     for batch in sent.chunks(7) {
         sink.deliver(batch).await.expect("deliver");
@@ -331,7 +136,7 @@ async fn tcp_delivers_every_event_in_order_and_no_value_forges_a_record() {
 async fn tls_needs_the_receivers_ca_and_presents_the_client_certificate() {
     let rsyslog = Rsyslog::start();
     let sent = events(0, 20);
-    let mut sink = sink(&rsyslog.config("tls"));
+    let mut sink = sink(&sink_config(&rsyslog, "tls"));
     assert!(sink.destination().starts_with("syslog tls://localhost:"));
     sink.deliver(&sent[..10]).await.expect("deliver");
     sink.deliver(&sent[10..]).await.expect("deliver");
@@ -347,21 +152,21 @@ async fn tls_needs_the_receivers_ca_and_presents_the_client_certificate() {
     let other = TestCa::new("impostor CA").expect("ca");
     let other_ca = rsyslog.path("other-ca.pem");
     std::fs::write(&other_ca, other.cert_pem()).expect("write");
-    let mut config = rsyslog.config("tls");
+    let mut config = sink_config(&rsyslog, "tls");
     config.ca_file = Some(other_ca.display().to_string());
     let error = sink_error(&config, &sent[..1]).await;
     assert!(error.contains("TLS handshake failed"), "{error}");
 
     // Without the client certificate rsyslog refuses the connection: the
     // batch fails rather than being written into a connection it drops.
-    let mut config = rsyslog.config("tls");
+    let mut config = sink_config(&rsyslog, "tls");
     config.cert_file = None;
     config.key_file = None;
     let error = sink_error(&config, &sent[..1]).await;
     assert!(error.contains("cannot reach"), "{error}");
 
     // The name checked is the one in the url.
-    let mut config = rsyslog.config("tls");
+    let mut config = sink_config(&rsyslog, "tls");
     config.url = format!("tls://127.0.0.1:{}", rsyslog.tls);
     sink_error(&config, &sent[..1]).await;
 
@@ -384,7 +189,7 @@ async fn sink_error(config: &SyslogSinkConfig, items: &[Item]) -> String {
 #[tokio::test]
 async fn udp_sends_one_datagram_per_event_and_truncates_a_long_one_visibly() {
     let rsyslog = Rsyslog::start();
-    let mut sink = sink(&rsyslog.config("udp"));
+    let mut sink = sink(&sink_config(&rsyslog, "udp"));
     let mut sent = events(0, 10);
     sink.deliver(&sent).await.expect("deliver");
     let received = rsyslog.wait_for(sent.len());
@@ -417,7 +222,7 @@ async fn udp_sends_one_datagram_per_event_and_truncates_a_long_one_visibly() {
 #[tokio::test]
 async fn a_receiver_outage_fails_the_batch_and_loses_nothing() {
     let mut rsyslog = Rsyslog::start();
-    let mut sink = sink(&rsyslog.config("tcp"));
+    let mut sink = sink(&sink_config(&rsyslog, "tcp"));
     let sent = events(0, 30);
     sink.deliver(&sent[..10]).await.expect("before the outage");
     assert_eq!(rsyslog.wait_for(10).len(), 10);
@@ -526,7 +331,7 @@ fn settings_are_checked_before_any_connection() {
 async fn throughput() {
     let rsyslog = Rsyslog::start();
     for scheme in ["tcp", "tls", "tcp", "tls"] {
-        let mut sink = sink(&rsyslog.config(scheme));
+        let mut sink = sink(&sink_config(&rsyslog, scheme));
         let sent = events(0, 100_000);
         let started = Instant::now();
         for batch in sent.chunks(1000) {

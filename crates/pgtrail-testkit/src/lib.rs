@@ -21,6 +21,7 @@ pub mod fuzz;
 pub mod nats;
 pub mod proxy_events;
 mod reaper;
+pub mod rsyslog;
 mod tls;
 
 pub use binaries::{find_bindir, PgBinaries};
