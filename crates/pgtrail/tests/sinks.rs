@@ -377,41 +377,51 @@ async fn status_shows_each_sinks_lag_and_why_one_is_stalled() {
     );
 }
 
-/// A NATS JetStream sink in `pgtrail run`, killed with SIGKILL in the middle
-/// of delivering while events are appended, and the NATS server restarted
-/// once between two kills: the stream ends with each event exactly once
-/// (redeliveries dropped by `Nats-Msg-Id`), as many messages as events.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once() {
-    let mut nats = pgtrail_testkit::nats::NatsServer::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
+/// A store beside `dir`'s `pgtrail.toml`, holding `first` events, whose
+/// `[[sinks]]` part (`sink_toml`, after `[store]`) the caller names.
+async fn store_with_sink(
+    dir: &Path,
+    first: usize,
+    sink_toml: &str,
+) -> Arc<dyn pgtrail_store::Store> {
+    let url = format!("sqlite:{}", dir.join("trail.db").display());
     let store = pgtrail_store::open(&url).await.expect("store");
-    store.append(&events(500)).await.expect("first events");
+    store.append(&events(first)).await.expect("first events");
     std::fs::write(
-        dir.path().join("pgtrail.toml"),
-        format!(
-            "[store]\nurl = \"{url}\"\n\n\
-             [[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\ncreate_stream = true\ntimeout_secs = 2\nbatch = 250\n",
-            nats.url()
-        ),
+        dir.join("pgtrail.toml"),
+        format!("[store]\nurl = \"{url}\"\n\n{sink_toml}"),
     )
     .expect("config");
+    store
+}
+
+/// `pgtrail run` in `dir`, killed with SIGKILL `rounds` times in the middle
+/// of `sink`'s delivery while `batch` events at a time are appended, with
+/// `between(round)` called after each kill; then run once more until the
+/// sink caught up with the head, which is returned.
+async fn killed_while_delivering(
+    dir: &Path,
+    store: &Arc<dyn pgtrail_store::Store>,
+    sink: &str,
+    batch: usize,
+    rounds: u64,
+    mut between: impl FnMut(u64),
+) -> i64 {
     let appending = Arc::new(AtomicBool::new(true));
     let appender = {
         let (store, appending) = (store.clone(), appending.clone());
         tokio::spawn(async move {
             while appending.load(Ordering::SeqCst) {
-                store.append(&events(50)).await.expect("append");
+                store.append(&events(batch)).await.expect("append");
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         })
     };
-    for round in 0..3u64 {
-        let before = delivered(dir.path(), "bus");
-        let mut run = Running::start(dir.path(), &[]);
+    for round in 0..rounds {
+        let before = delivered(dir, sink);
+        let mut run = Running::start(dir, &[]);
         let start = Instant::now();
-        while delivered(dir.path(), "bus") <= before {
+        while delivered(dir, sink) <= before {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "no delivery: {}",
@@ -419,22 +429,19 @@ async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(23 * round)).await;
+        // At a moment that differs each round.
+        tokio::time::sleep(Duration::from_millis(19 * round)).await;
         run.0.kill().expect("SIGKILL");
         run.0.wait().expect("reaped");
-        if round == 1 {
-            // The server goes away and comes back with its stream on disk.
-            nats.stop();
-            nats.run();
-        }
+        between(round);
     }
     appending.store(false, Ordering::SeqCst);
     appender.await.expect("appender");
     let head = store.head().await.expect("head").expect("events").seq;
 
-    let run = Running::start(dir.path(), &[]);
+    let run = Running::start(dir, &[]);
     let start = Instant::now();
-    while delivered(dir.path(), "bus") < head {
+    while delivered(dir, sink) < head {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "not caught up: {}",
@@ -443,6 +450,30 @@ async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     run.stop().await;
+    head
+}
+
+/// A NATS JetStream sink in `pgtrail run`, killed with SIGKILL in the middle
+/// of delivering while events are appended, and the NATS server restarted
+/// once between two kills: the stream ends with each event exactly once
+/// (redeliveries dropped by `Nats-Msg-Id`), as many messages as events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once() {
+    let mut nats = pgtrail_testkit::nats::NatsServer::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = format!(
+        "[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\ncreate_stream = true\ntimeout_secs = 2\nbatch = 250\n",
+        nats.url()
+    );
+    let store = store_with_sink(dir.path(), 500, &sink).await;
+    let head = killed_while_delivering(dir.path(), &store, "bus", 50, 3, |round| {
+        if round == 1 {
+            // The server goes away and comes back with its stream on disk.
+            nats.stop();
+            nats.run();
+        }
+    })
+    .await;
 
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client);
@@ -463,63 +494,18 @@ async fn kill_9_and_a_nats_restart_leave_each_event_in_the_stream_exactly_once()
 async fn kill_9_and_a_receiver_restart_lose_no_event_at_rsyslog() {
     let mut rsyslog = pgtrail_testkit::rsyslog::Rsyslog::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite:{}", dir.path().join("trail.db").display());
-    let store = pgtrail_store::open(&url).await.expect("store");
-    store.append(&events(300)).await.expect("first events");
-    std::fs::write(
-        dir.path().join("pgtrail.toml"),
-        format!(
-            "[store]\nurl = \"{url}\"\n\n\
-             [[sinks]]\nname = \"siem\"\ntype = \"syslog\"\nurl = \"tcp://127.0.0.1:{}\"\ntimeout_secs = 2\nbatch = 100\n",
-            rsyslog.tcp
-        ),
-    )
-    .expect("config");
-    let appending = Arc::new(AtomicBool::new(true));
-    let appender = {
-        let (store, appending) = (store.clone(), appending.clone());
-        tokio::spawn(async move {
-            while appending.load(Ordering::SeqCst) {
-                store.append(&events(30)).await.expect("append");
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-        })
-    };
-    for round in 0..3u64 {
-        let before = delivered(dir.path(), "siem");
-        let mut run = Running::start(dir.path(), &[]);
-        let start = Instant::now();
-        while delivered(dir.path(), "siem") <= before {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no delivery: {}",
-                run.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(19 * round)).await;
-        run.0.kill().expect("SIGKILL");
-        run.0.wait().expect("reaped");
+    let sink = format!(
+        "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\nurl = \"tcp://127.0.0.1:{}\"\ntimeout_secs = 2\nbatch = 100\n",
+        rsyslog.tcp
+    );
+    let store = store_with_sink(dir.path(), 300, &sink).await;
+    killed_while_delivering(dir.path(), &store, "siem", 30, 3, |round| {
         if round == 1 {
             rsyslog.stop();
             rsyslog.run();
         }
-    }
-    appending.store(false, Ordering::SeqCst);
-    appender.await.expect("appender");
-    let head = store.head().await.expect("head").expect("events").seq;
-
-    let run = Running::start(dir.path(), &[]);
-    let start = Instant::now();
-    while delivered(dir.path(), "siem") < head {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "not caught up: {}",
-            run.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    run.stop().await;
+    })
+    .await;
 
     let expected: HashSet<String> = store
         .scan(0, 1_000_000)
