@@ -114,6 +114,23 @@ fn audit_logs(cluster: &Cluster) -> Vec<std::path::PathBuf> {
     }
 }
 
+/// `pgtrail import --from pgaudit FILE` with the cluster's prefix, its summary.
+fn import_pgaudit(trail: &Trail, file: &str) -> serde_json::Value {
+    trail
+        .run(&[
+            "--format",
+            "json",
+            "import",
+            "--from",
+            "pgaudit",
+            file,
+            "--log-line-prefix",
+            PREFIX,
+            "--keep-params",
+        ])
+        .json()
+}
+
 fn exported(trail: &Trail) -> Vec<Event> {
     trail.run(&["export"]).events()
 }
@@ -166,19 +183,7 @@ async fn pgaudit_logs_in_every_format_import_as_the_same_statements_without_the_
     for log in &logs {
         let trail = Trail::new(Backend::Sqlite).await;
         let file = log.to_str().expect("path");
-        let report = trail
-            .run(&[
-                "--format",
-                "json",
-                "import",
-                "--from",
-                "pgaudit",
-                file,
-                "--log-line-prefix",
-                PREFIX,
-                "--keep-params",
-            ])
-            .json();
+        let report = import_pgaudit(&trail, file);
         let events = exported(&trail);
         assert!(!events.is_empty(), "{file}: {report}");
         assert_eq!(report["imported"], events.len(), "{file}: {report}");
@@ -252,19 +257,7 @@ async fn pgaudit_logs_in_every_format_import_as_the_same_statements_without_the_
         );
         trail.run(&["verify"]).ok();
         // Again: the same records, the same ids, nothing added.
-        let again = trail
-            .run(&[
-                "--format",
-                "json",
-                "import",
-                "--from",
-                "pgaudit",
-                file,
-                "--log-line-prefix",
-                PREFIX,
-                "--keep-params",
-            ])
-            .json();
+        let again = import_pgaudit(&trail, file);
         assert_eq!(again["imported"], 0, "{again}");
         assert_eq!(again["duplicates"], events.len(), "{again}");
         summaries.push((file.to_string(), summary(&events)));
