@@ -45,8 +45,8 @@ pub use claims::{
 pub use class::{Class, ClassSet};
 pub use objects::{Access, Object, ObjectRef, Resolution, Resolver, SearchPath};
 pub use redact::{
-    redact_constants, redact_constants_outside_ddl, redact_secrets, redact_value, Redaction,
-    Redactor, REDACTED, WITHHELD,
+    redact_constants, redact_constants_outside_ddl, redact_secrets, redact_value, RedactMode,
+    Redaction, Redactor, REDACTED, WITHHELD,
 };
 pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};
 

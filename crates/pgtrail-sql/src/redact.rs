@@ -240,31 +240,42 @@ pub fn redact_value(value: &str) -> String {
 /// of one statement carry the same text, so a batch mostly repeats it.
 #[derive(Debug, Default)]
 pub struct Redactor {
-    last: Option<(bool, String, String)>,
+    last: Option<(RedactMode, String, String)>,
+}
+
+/// Which redaction a [`Redactor`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedactMode {
+    /// [`redact_secrets`].
+    Secrets,
+    /// [`redact_constants`] (which leaves no literal, so no secret literal
+    /// either).
+    Constants,
+    /// [`redact_constants_outside_ddl`].
+    ConstantsOutsideDdl,
 }
 
 impl Redactor {
-    /// [`redact_secrets`], or with `constants` [`redact_constants`] (which
-    /// leaves no literal, so no secret literal either).
-    pub fn redact(&mut self, sql: &str, constants: bool) -> String {
-        if let Some((c, input, output)) = &self.last {
-            if *c == constants && input == sql {
+    /// `sql` redacted as `mode` says.
+    pub fn redact(&mut self, sql: &str, mode: RedactMode) -> String {
+        if let Some((last, input, output)) = &self.last {
+            if *last == mode && input == sql {
                 return output.clone();
             }
         }
-        let (output, _) = if constants {
-            redact_constants(sql)
-        } else {
-            redact_secrets(sql)
+        let (output, _) = match mode {
+            RedactMode::Secrets => redact_secrets(sql),
+            RedactMode::Constants => redact_constants(sql),
+            RedactMode::ConstantsOutsideDdl => redact_constants_outside_ddl(sql),
         };
-        self.last = Some((constants, sql.to_string(), output.clone()));
+        self.last = Some((mode, sql.to_string(), output.clone()));
         output
     }
 
     /// Redacts an optional statement text in place.
-    pub fn redact_in_place(&mut self, sql: &mut Option<String>, constants: bool) {
+    pub fn redact_in_place(&mut self, sql: &mut Option<String>, mode: RedactMode) {
         if let Some(text) = sql.as_mut() {
-            *text = self.redact(text, constants);
+            *text = self.redact(text, mode);
         }
     }
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use pgtrail_core::json;
 use pgtrail_core::quarantine::quarantine;
+use pgtrail_sql::{RedactMode, Redactor};
 use pgtrail_store::postgres::append_in;
 use pgtrail_store::postgres::json::RawJson;
 use pgtrail_store::postgres::PostgresStore;
@@ -246,7 +247,7 @@ async fn seal_batch(
         masking,
         comment_user_keys,
     } = SealSettings::read(&tx).await?;
-    let mut redactor = pgtrail_sql::Redactor::default();
+    let mut redactor = Redactor::default();
     let xids: Vec<i64> = plan.iter().map(|t| t.xid).collect();
     let committed: HashMap<i64, Option<DateTime<Utc>>> =
         plan.iter().map(|t| (t.xid, t.committed_at)).collect();
@@ -310,14 +311,12 @@ async fn seal_batch(
             // string, which may carry an INSERT of a masked value beside the
             // migration: its data statements lose their constants, its
             // schema changes keep their text.
-            if masking && event.kind == pgtrail_core::Kind::Ddl {
-                if let Some(sql) = event.sql.as_mut() {
-                    *sql = pgtrail_sql::redact_constants_outside_ddl(sql).0;
-                }
-            } else {
-                let constants = masking && event.kind == pgtrail_core::Kind::RowChange;
-                redactor.redact_in_place(&mut event.sql, constants);
-            }
+            let mode = match (masking, event.kind) {
+                (true, pgtrail_core::Kind::RowChange) => RedactMode::Constants,
+                (true, pgtrail_core::Kind::Ddl) => RedactMode::ConstantsOutsideDdl,
+                _ => RedactMode::Secrets,
+            };
+            redactor.redact_in_place(&mut event.sql, mode);
             events.push(event);
         }
         events_total += events.len();
