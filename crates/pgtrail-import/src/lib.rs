@@ -17,6 +17,11 @@
 //! Ids are derived from the record (its text, or its table and key), so a
 //! second import of the same history adds nothing.
 
+use std::collections::BTreeMap;
+
+use pgtrail_core::event::{Channel, Provenance, SERVER_FIELDS};
+use pgtrail_core::Event;
+
 mod csv;
 mod id;
 pub mod pgaudit;
@@ -49,4 +54,29 @@ pub enum ImportError {
     /// The table's columns match no layout pgtrail knows.
     #[error("{0}")]
     Layout(String),
+}
+
+/// Every actor field of an imported event is the old record's claim.
+pub(crate) fn claimed_by_the_record(event: &Event) -> Provenance {
+    let present = |field: &str| match field {
+        "backend_pid" => event.backend_pid.is_some(),
+        "client_addr" => event.client_addr.is_some(),
+        "client_port" => event.client_port.is_some(),
+        "db_user" => event.db_user.is_some(),
+        _ => false,
+    };
+    let mut claimed = BTreeMap::new();
+    for field in SERVER_FIELDS.into_iter().filter(|f| present(f)) {
+        claimed.insert(field.to_string(), vec![Channel::Import]);
+    }
+    if event.app_user.is_some() {
+        claimed.insert("app_user".into(), vec![Channel::Import]);
+    }
+    if event.application_name.is_some() {
+        claimed.insert("application_name".into(), vec![Channel::Import]);
+    }
+    Provenance {
+        claimed,
+        vouched: Vec::new(),
+    }
 }

@@ -18,16 +18,15 @@
 //! string with every statement of a multi-statement query, so another
 //! statement's line carries the password in clear.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use pgtrail_core::event::{Channel, Provenance, SERVER_FIELDS};
 use pgtrail_core::{Event, Kind, Source};
 use serde_json::{json, Value};
 
 use crate::prefix::{parse_log_time, LinePrefix};
-use crate::{csv, id, ImportError};
+use crate::{claimed_by_the_record, csv, id, ImportError};
 
 /// Records whose ids are told apart from identical ones (see `Reader::seen`).
 const SEEN_WINDOW: usize = 100_000;
@@ -546,31 +545,6 @@ impl<R: BufRead> Reader<R> {
         event.context = Some(context);
         event.provenance = Some(claimed_by_the_record(&event));
         Ok(event)
-    }
-}
-
-/// Every actor field of an imported event is the old record's claim.
-pub(crate) fn claimed_by_the_record(event: &Event) -> Provenance {
-    let present = |field: &str| match field {
-        "backend_pid" => event.backend_pid.is_some(),
-        "client_addr" => event.client_addr.is_some(),
-        "client_port" => event.client_port.is_some(),
-        "db_user" => event.db_user.is_some(),
-        _ => false,
-    };
-    let mut claimed = BTreeMap::new();
-    for field in SERVER_FIELDS.into_iter().filter(|f| present(f)) {
-        claimed.insert(field.to_string(), vec![Channel::Import]);
-    }
-    if event.app_user.is_some() {
-        claimed.insert("app_user".into(), vec![Channel::Import]);
-    }
-    if event.application_name.is_some() {
-        claimed.insert("application_name".into(), vec![Channel::Import]);
-    }
-    Provenance {
-        claimed,
-        vouched: Vec::new(),
     }
 }
 

@@ -29,8 +29,7 @@ use pgtrail_core::{Event, Kind, Source};
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
-use crate::pgaudit::claimed_by_the_record;
-use crate::{id, ImportError};
+use crate::{claimed_by_the_record, id, ImportError};
 
 /// Column name candidates of the `jsonb` layout, by role, first match wins.
 pub const JSONB_COLUMNS: &[(&str, &[&str])] = &[

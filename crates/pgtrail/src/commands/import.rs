@@ -50,6 +50,16 @@ struct ImportSummary {
     last_key: Option<i64>,
 }
 
+impl ImportSummary {
+    /// Nothing imported yet into `store`, whose chain ends where it ends.
+    async fn from_head(store: &dyn Store) -> anyhow::Result<Self> {
+        Ok(ImportSummary {
+            head_seq: store.head().await?.map(|h| h.seq),
+            ..ImportSummary::default()
+        })
+    }
+}
+
 /// Runs `pgtrail import`.
 pub async fn run(args: &ImportArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store().await?;
@@ -104,10 +114,7 @@ async fn pgaudit(args: &ImportArgs, store: &dyn Store) -> anyhow::Result<ImportS
         origin: name.clone(),
     };
     let mut reader = pgaudit::Reader::new(reader, options);
-    let mut summary = ImportSummary {
-        head_seq: store.head().await?.map(|h| h.seq),
-        ..ImportSummary::default()
-    };
+    let mut summary = ImportSummary::from_head(store).await?;
     loop {
         let batch = reader.next_batch(BATCH).map_err(|e| {
             anyhow::anyhow!(
@@ -145,10 +152,7 @@ async fn table(args: &ImportArgs, store: &dyn Store) -> anyhow::Result<ImportSum
             )
         })?;
     let mut audit = AuditTable::open(&client, qualified).await?;
-    let mut summary = ImportSummary {
-        head_seq: store.head().await?.map(|h| h.seq),
-        ..ImportSummary::default()
-    };
+    let mut summary = ImportSummary::from_head(store).await?;
     let mut after = args.after;
     loop {
         let (events, last) = audit
@@ -174,10 +178,7 @@ async fn import(
     name: &str,
     store: &dyn Store,
 ) -> anyhow::Result<ImportSummary> {
-    let mut summary = ImportSummary {
-        head_seq: store.head().await?.map(|h| h.seq),
-        ..ImportSummary::default()
-    };
+    let mut summary = ImportSummary::from_head(store).await?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut batch_start = 1;
     for (index, line) in reader.lines().enumerate() {
