@@ -374,10 +374,8 @@ fn first_word(sql: &str) -> &str {
     sql.split_whitespace().next().unwrap_or("")
 }
 
-/// Quotes an SQL identifier (`"…"`, doubling inner quotes).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// Quotes an SQL identifier (`"…"`, doubling inner quotes): pgtrail-sql's.
+pub use pgtrail_sql::quote_ident;
 
 /// Quotes an SQL string literal (`'…'`, doubling inner quotes).
 pub fn quote_literal(text: &str) -> String {
