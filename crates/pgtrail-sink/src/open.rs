@@ -141,9 +141,15 @@ pub async fn runner(config: &SinkConfig, default_store: &str) -> Result<Runner, 
     })
 }
 
-/// Checks the entries together: names unique and valid, each one opens.
-pub async fn check_all(configs: &[SinkConfig], default_store: &str) -> Result<(), OpenError> {
+/// The runners of all the entries, checked together: names unique and
+/// valid, each one opens. Made once, before anything starts, so a typo is
+/// an error at once and no sink is opened twice.
+pub async fn runners(
+    configs: &[SinkConfig],
+    default_store: &str,
+) -> Result<Vec<Runner>, OpenError> {
     let mut seen = std::collections::HashSet::new();
+    let mut runners = Vec::with_capacity(configs.len());
     for config in configs {
         if !seen.insert(config.name.as_str()) {
             return Err(OpenError::Invalid {
@@ -152,9 +158,9 @@ pub async fn check_all(configs: &[SinkConfig], default_store: &str) -> Result<()
                 reason: "two sinks have this name (each has its own cursor)".into(),
             });
         }
-        runner(config, default_store).await?;
+        runners.push(runner(config, default_store).await?);
     }
-    Ok(())
+    Ok(runners)
 }
 
 fn format(config: &SinkConfig) -> Result<Format, OpenError> {

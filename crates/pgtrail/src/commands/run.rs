@@ -78,9 +78,9 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
              and/or [[sinks]]"
         );
     }
-    // Every sink checked before anything starts: a typo is an error now,
-    // not a sink that silently never delivers.
-    pgtrail_sink::open::check_all(sinks, &ctx.config.store.url).await?;
+    // Every sink checked and opened before anything starts: a typo is an
+    // error now, not a sink that silently never delivers.
+    let sink_runners = pgtrail_sink::open::runners(sinks, &ctx.config.store.url).await?;
     let replication = match replication_db {
         Some(db) => Some(ReplicationPart {
             connect: ConnectOptions::parse(db).context("invalid replication database URL")?,
@@ -238,8 +238,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::from)
         });
     }
-    for sink in sinks {
-        let runner = pgtrail_sink::open::runner(sink, &ctx.config.store.url).await?;
+    for runner in sink_runners {
         eprintln!(
             "sink {}: delivering {} to {} (cursor {})",
             runner.name,
