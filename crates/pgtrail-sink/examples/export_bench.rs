@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pgtrail_core::config::{Config, SinkConfig};
+use pgtrail_core::config::{Config, SinkConfig, SinkKind};
 use pgtrail_core::{Event, Kind, Source};
 use pgtrail_sink::cursor::Cursor;
 use pgtrail_store::Store;
@@ -210,7 +210,7 @@ async fn main() {
     };
     let mut sinks = Config::from_toml(&text, "sinks.toml").expect("sinks").sinks;
     sinks.retain(|sink| {
-        let unresolved = format!("{:?}", sink.kind).contains("${NATS}");
+        let unresolved = matches!(&sink.kind, SinkKind::Nats(nats) if nats.url.contains("${NATS}"));
         if unresolved {
             eprintln!(
                 "sink {}: no nats-server (BENCH_NATS_URL), left out",
