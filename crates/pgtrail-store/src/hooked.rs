@@ -94,6 +94,18 @@ impl<H: AppendHook> Store for Hooked<H> {
     async fn store_id(&self) -> Result<Option<String>> {
         self.inner.store_id().await
     }
+    async fn subtree_hashes(
+        &self,
+        trees: &[crate::merkle::Subtree],
+    ) -> Result<Vec<crate::merkle::Hash>> {
+        self.inner.subtree_hashes(trees).await
+    }
+    async fn add_tree_nodes(
+        &self,
+        nodes: &[(crate::merkle::Subtree, crate::merkle::Hash)],
+    ) -> Result<()> {
+        self.inner.add_tree_nodes(nodes).await
+    }
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.inner.prune(through).await
     }

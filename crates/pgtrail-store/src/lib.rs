@@ -26,6 +26,7 @@ pub mod note;
 pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod proof;
 pub mod reports;
 pub mod retention;
 pub mod revert;
@@ -414,6 +415,32 @@ pub trait Store: Send + Sync {
 
     /// All checkpoints, oldest first.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// The hashes of perfect subtrees of the events' Merkle tree (leaf `i`
+    /// is the event `seq = i + 1`; see `merkle`), in the order asked: what
+    /// proofs are made of (`proof`). From the interior nodes the store keeps
+    /// ([`Store::add_tree_nodes`]) where it has them, else from the events'
+    /// hashes, else (leaves retention removed) from the newest prune
+    /// checkpoint's frontier. An error when none of those covers a subtree.
+    ///
+    /// This default reads every leaf; the stores answer from their nodes.
+    async fn subtree_hashes(&self, trees: &[merkle::Subtree]) -> Result<Vec<merkle::Hash>> {
+        let mut out = Vec::with_capacity(trees.len());
+        for tree in trees {
+            out.push(proof::subtree_from_events(self, *tree).await?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps interior nodes of the Merkle tree for proofs: the subtrees of
+    /// height [`merkle::NODE_HEIGHT_STEP`] and its multiples that a walk of
+    /// the chain completed (`signing::check_chain`). A node already kept is
+    /// left as it is (and `verify` checks every kept node). Durable on
+    /// return. A no-op for a store that keeps none.
+    async fn add_tree_nodes(&self, nodes: &[(merkle::Subtree, merkle::Hash)]) -> Result<()> {
+        let _ = nodes;
+        Ok(())
+    }
 
     /// The store's random id, made when its schema was created or upgraded
     /// to signed notes; checkpoints name it in their origin. `None` for a

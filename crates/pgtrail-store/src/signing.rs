@@ -21,7 +21,7 @@ use pgtrail_core::canonical::event_hash;
 use pgtrail_core::GENESIS_HASH;
 
 use crate::checkpoint::{origin, trusted_signer, NoteCheckpoint, TrustedKey};
-use crate::merkle::{event_leaf, Frontier, Hash};
+use crate::merkle::{event_leaf, Frontier, Hash, Subtree, NODE_HEIGHT_STEP};
 use crate::{Checkpoint, CheckpointKind, KeyPair, Store, StoreError};
 
 /// How many events are read per round trip.
@@ -59,6 +59,9 @@ pub struct CheckedChain {
     pub hash: String,
     /// The newest trusted checkpoint's size, if any.
     pub newest_trusted: Option<i64>,
+    /// The interior nodes for proofs (`merkle::NODE_HEIGHT_STEP`) that the
+    /// walk completed, up to the point asked for: [`sign_head`] keeps them.
+    pub nodes: Vec<(Subtree, Hash)>,
 }
 
 /// Checks `store` from its newest checkpoint signed by one of `trusted`
@@ -216,6 +219,8 @@ pub async fn check_chain(
         None => Some(head.as_ref().map_or(0, |h| h.seq)),
     };
     let mut after = expected - 1;
+    let mut nodes = Vec::new();
+    let stop_nodes = through;
     'walk: loop {
         let page = store.scan(after, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -247,7 +252,11 @@ pub async fn check_chain(
             let leaf = event_leaf(stored)
                 .ok_or_else(|| refuse(format!("event {seq} has no valid hash")))?;
             if let Some(frontier) = frontier.as_mut() {
-                frontier.push(leaf);
+                frontier.push_seeing(leaf, |tree, hash| {
+                    if tree.height % NODE_HEIGHT_STEP == 0 && stop_nodes.is_none_or(|s| seq <= s) {
+                        nodes.push((tree, *hash));
+                    }
+                });
             }
             let root = frontier.as_ref().map(Frontier::root);
             if let Some(pin) = pinned.get(&seq) {
@@ -297,6 +306,7 @@ pub async fn check_chain(
         frontier,
         hash,
         newest_trusted,
+        nodes,
     })
 }
 
@@ -387,6 +397,10 @@ pub async fn sign_head(
         // Pruned before notes: the old format, which the witness cannot hold.
         None => Checkpoint::new(CheckpointKind::Head, size, chain.hash, size).signed(signer.key),
     };
+    // The nodes first: a checkpoint is never stored without the nodes its
+    // proofs read (a crash between the two leaves nodes, which are kept
+    // as they are and checked by verify).
+    store.add_tree_nodes(&chain.nodes).await?;
     record(store, &checkpoint, signer.witness).await?;
     Ok(Signed::New(checkpoint))
 }
