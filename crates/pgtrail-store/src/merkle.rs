@@ -376,6 +376,23 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The frontier of the tree of `size` leaves from the hashes of
+    /// `Subtree::cover(0, size)` (a store's [`crate::Store::subtree_hashes`]):
+    /// how a walk resumes at a size no checkpoint kept a frontier for.
+    pub fn from_subtrees(size: u64, hashes: Vec<Hash>) -> Result<Self, ProofError> {
+        if hashes.len() != size.count_ones() as usize {
+            return Err(ProofError(format!(
+                "a tree of {size} leaves has {} frontier hashes, not {}",
+                size.count_ones(),
+                hashes.len()
+            )));
+        }
+        Ok(Frontier {
+            size,
+            nodes: hashes,
+        })
+    }
+
     /// The perfect subtrees it holds, largest first, with their hashes:
     /// what a proof may use in place of leaves retention removed.
     pub fn subtrees(&self) -> Vec<(Subtree, Hash)> {
@@ -640,6 +657,11 @@ mod tests {
             );
         }
         assert_eq!(frontier.subtrees().len(), 3, "70 = 64 + 4 + 2");
+        let hashes = frontier.subtrees().into_iter().map(|(_, h)| h).collect();
+        assert_eq!(
+            Frontier::from_subtrees(70, hashes).expect("frontier"),
+            frontier
+        );
     }
 
     #[test]
