@@ -12,11 +12,13 @@
 //! access records), [`headers`] (security headers), [`tls`], [`api`]
 //! (JSON), [`pages`] (HTML, assets embedded), `health` (probes and the
 //! login page: the only routes without a principal), [`metrics`]
-//! (`/metrics` for Prometheus, behind the same door).
+//! (`/metrics` for Prometheus, behind the same door), [`capture`] (what the
+//! audited databases say of capture, through a probe the binary gives).
 
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod capture;
 pub mod headers;
 mod health;
 pub mod metrics;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub(crate) local_csrf: Arc<str>,
     /// The access records' writer, started by the first record.
     pub(crate) access: Arc<OnceLock<AccessWriter>>,
+    /// Reads the audited databases' capture state (see `capture`).
+    pub(crate) capture: Option<Arc<dyn crate::capture::CaptureProbe>>,
 }
 
 impl AppState {
@@ -45,7 +47,14 @@ impl AppState {
             throttle: Arc::default(),
             local_csrf: local_csrf.into(),
             access: Arc::default(),
+            capture: None,
         }
+    }
+
+    /// Shows what `probe` reads of the audited databases on the integrity page.
+    pub fn with_capture_probe(mut self, probe: Arc<dyn crate::capture::CaptureProbe>) -> Self {
+        self.capture = Some(probe);
+        self
     }
 
     /// Takes tokens from `path` (`[server] tokens_file`), re-read when it changes.

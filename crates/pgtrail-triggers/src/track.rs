@@ -324,6 +324,39 @@ pub async fn status(client: &Client) -> Result<Status> {
     })
 }
 
+/// Trigger capture's state at a glance, cheap enough for a page load:
+/// [`status`] without the per-table event counts (which read every event).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backlog {
+    /// Tracked tables.
+    pub tables: i64,
+    /// Inbox rows waiting to be sealed.
+    pub pending: i64,
+    /// Seconds since the oldest of them was captured (0 when none waits).
+    pub oldest_pending_seconds: f64,
+}
+
+/// Tracked tables and the inbox's backlog (what the dashboard's integrity
+/// page shows of trigger capture).
+pub async fn backlog(client: &Client) -> Result<Backlog> {
+    let version = crate::migrations::require_installed(client).await?;
+    let pending = crate::inbox::pending_rows(version);
+    let row = client
+        .query_one(
+            &format!(
+                "select (select count(*) from pgtrail.tracked), count(*),                  coalesce(extract(epoch from pg_catalog.clock_timestamp() - min(captured_at))::float8, 0)                  from {pending}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::pg("reading the inbox"))?;
+    Ok(Backlog {
+        tables: row.get(0),
+        pending: row.get(1),
+        oldest_pending_seconds: row.get::<_, f64>(2).max(0.0),
+    })
+}
+
 /// The oid of `table`, or a clear error when there is no such table.
 async fn resolve(client: &Client, table: &TableName) -> Result<u32> {
     let row = client

@@ -51,6 +51,8 @@
 //!   killed with SIGKILL mid-delivery while events are appended: every
 //!   event at each destination, in order; a failing collector's log
 //!   without its token.
+//! - `capture_status`: the dashboard's integrity page reading tracked
+//!   tables, the inbox's backlog and the slot from the configured databases.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 //! - `metrics`: `/metrics` scraped from a real `pgtrail run` after trigger
@@ -59,6 +61,7 @@
 //!   from data and no secret in the exposition.
 
 mod alarms;
+mod capture_status;
 mod checkpoints;
 mod clients;
 mod clients_rust;

@@ -177,3 +177,89 @@ async fn wait_until_received(client: &tokio_postgres::Client, lsn: &str, run: &R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A running `pgtrail serve` (or `run` with `[server] listen`) and the
+/// address it listens on; stopped with SIGTERM when dropped.
+pub struct Serving {
+    pub child: Child,
+    pub address: String,
+    pub stderr: PathBuf,
+}
+
+impl Serving {
+    /// Starts `pgtrail args` in `dir` with a clean environment and waits
+    /// until it says where it listens (plain HTTP).
+    pub fn start(dir: &Path, args: &[&str]) -> Serving {
+        let stderr = dir.join("serve.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("start pgtrail");
+        let mut serving = Serving {
+            child,
+            address: String::new(),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        serving.address = loop {
+            let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
+            if let Some(address) = log
+                .lines()
+                .find_map(|l| l.split("listening on http://").nth(1))
+            {
+                break address.trim().to_string();
+            }
+            if let Ok(Some(status)) = serving.child.try_wait() {
+                panic!("pgtrail {args:?} exited ({status}): {log}");
+            }
+            assert!(Instant::now() < deadline, "not listening: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        serving
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Only a child still running (an exited one's pid may be reused).
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` over plain HTTP with an optional bearer `token`: the status
+/// code and the body.
+pub fn http_get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}

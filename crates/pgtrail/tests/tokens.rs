@@ -3,12 +3,11 @@
 //! running server obeying a revocation at once, and no plain HTTP off
 //! loopback unless asked for.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::running::{http_get, Serving};
 use crate::support::pgtrail_in;
 
 /// An empty SQLite store in `dir`.
@@ -20,77 +19,7 @@ async fn store(dir: &Path) -> String {
 
 /// `GET path` with `token`; the status code.
 fn get(address: &str, path: &str, token: Option<&str>) -> u16 {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {answer}"))
-}
-
-struct Serving {
-    child: Child,
-    address: String,
-    stderr: PathBuf,
-}
-
-impl Serving {
-    fn start(dir: &Path, url: &str) -> Serving {
-        let stderr = dir.join("serve.err");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-            .args(["--store", url, "serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr"))
-            .spawn()
-            .expect("start pgtrail serve");
-        let mut serving = Serving {
-            child,
-            address: String::new(),
-            stderr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        serving.address = loop {
-            let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
-            if let Some(address) = log
-                .lines()
-                .find_map(|l| l.split("listening on http://").nth(1))
-            {
-                break address.trim().to_string();
-            }
-            if let Ok(Some(status)) = serving.child.try_wait() {
-                panic!("pgtrail serve exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "not listening: {log}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        serving
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        // Only a child still running (an exited one's pid may be reused).
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+    http_get(address, path, token).0
 }
 
 #[tokio::test]
@@ -140,7 +69,10 @@ async fn a_token_is_shown_once_kept_hashed_recorded_and_revoked_at_once() {
     assert_eq!(rows[0]["role"], "viewer");
     assert!(!listed.stdout.contains("sha256"));
 
-    let server = Serving::start(dir.path(), &url);
+    let server = Serving::start(
+        dir.path(),
+        &["--store", &url, "serve", "--listen", "127.0.0.1:0"],
+    );
     assert_eq!(get(&server.address, "/api/v1/none", Some(&token)), 404);
     assert_eq!(get(&server.address, "/api/v1/none", None), 401);
     pgtrail_in(
@@ -229,36 +161,7 @@ async fn pgtrail_run_serves_the_dashboard_when_server_listen_is_set() {
         format!("[store]\nurl = \"{url}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .expect("config");
-    let stderr = dir.path().join("run.err");
-    let child = Command::new(env!("CARGO_BIN_EXE_pgtrail"))
-        .arg("run")
-        .current_dir(dir.path())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("stderr"))
-        .spawn()
-        .expect("start pgtrail run");
-    let mut serving = Serving {
-        child,
-        address: String::new(),
-        stderr,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    serving.address = loop {
-        let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
-        if let Some(address) = log
-            .lines()
-            .find_map(|l| l.split("listening on http://").nth(1))
-        {
-            break address.trim().to_string();
-        }
-        if let Ok(Some(status)) = serving.child.try_wait() {
-            panic!("pgtrail run exited ({status}): {log}");
-        }
-        assert!(Instant::now() < deadline, "not listening: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut serving = Serving::start(dir.path(), &["run"]);
     assert_eq!(get(&serving.address, "/readyz", None), 200);
     // Loopback, no tokens: the local operator passes the door.
     assert_eq!(get(&serving.address, "/api/v1/none", None), 404);

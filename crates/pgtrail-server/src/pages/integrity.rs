@@ -5,6 +5,9 @@
 //! the API's verify job (`api::verify::begin`, one at a time per store)
 //! and a fragment htmx polls for its progress.
 //!
+//! With a probe of the audited databases (`capture`), the capture section
+//! shows tracked tables, rows waiting to be sealed and the slot's lag.
+//!
 //! The store's state is `api::status::compute`, what `GET /api/v1/status`
 //! answers, so the page and the API agree.
 
@@ -22,6 +25,7 @@ use crate::access::Access;
 use crate::api::status;
 use crate::api::verify::{self, Begin, Progress};
 use crate::auth::{CsrfToken, Principal, Role};
+use crate::capture::CapturePath;
 use crate::AppState;
 
 /// How far back the newest event of each capture path is looked for.
@@ -171,6 +175,54 @@ pub struct CaptureLine {
     pub seq: i64,
 }
 
+/// One capture path as its database reports it (see `capture`).
+pub struct ProbeLine {
+    pub path: &'static str,
+    pub database: String,
+    pub detail: String,
+    pub warning: String,
+    pub error: String,
+}
+
+impl ProbeLine {
+    fn of(found: &CapturePath) -> Self {
+        let mut parts = Vec::new();
+        if let Some(n) = found.tables_tracked {
+            parts.push(format!("{n} tables tracked"));
+        }
+        if let Some(n) = found.pending_rows {
+            let oldest = found
+                .oldest_pending_seconds
+                .filter(|_| n > 0)
+                .map(|s| format!(" (the oldest {s:.0} s old)"))
+                .unwrap_or_default();
+            parts.push(format!("{n} rows waiting to be sealed{oldest}"));
+        }
+        if let Some(slot) = &found.slot {
+            let state = match found.slot_active {
+                Some(true) => "a consumer holds it",
+                Some(false) => "no consumer holds it",
+                None => "state unknown",
+            };
+            parts.push(format!("slot {slot}: {state}"));
+        }
+        if let Some(bytes) = found.lag_bytes {
+            let seconds = found
+                .lag_seconds
+                .map(|s| format!(", {s:.1} s"))
+                .unwrap_or_default();
+            parts.push(format!("{bytes} bytes of WAL behind{seconds}"));
+        }
+        ProbeLine {
+            path: found.path,
+            database: found.database.clone(),
+            detail: parts.join("; "),
+            warning: found.warning.clone().unwrap_or_default(),
+            error: found.error.clone().unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "integrity.html")]
 struct IntegrityPage {
@@ -188,6 +240,8 @@ struct IntegrityPage {
     gaps: Vec<String>,
     alarms: Vec<AlarmLine>,
     capture: Vec<CaptureLine>,
+    /// `None`: the server was given no probe of the audited databases.
+    probed: Option<Vec<ProbeLine>>,
     css: String,
     js: String,
 }
@@ -249,6 +303,10 @@ pub async fn page(
             });
         }
     }
+    let probed = match &state.capture {
+        Some(probe) => Some(probe.probe().await.iter().map(ProbeLine::of).collect()),
+        None => None,
+    };
     let verify = last_verify(&state).await?;
     let alarms: Vec<AlarmLine> = found
         .recent_alarms
@@ -304,6 +362,7 @@ pub async fn page(
         gaps: found.alarms.into_iter().map(|a| a.message).collect(),
         alarms,
         capture,
+        probed,
         css: super::asset_path("pgtrail.css"),
         js: super::asset_path("htmx.min.js"),
     })

@@ -9,6 +9,7 @@
 mod alarms;
 mod as_of;
 mod blame;
+mod capture_probe;
 mod checkpoint;
 mod ddl;
 mod demo;

@@ -135,7 +135,10 @@ pub async fn server_part(
         ),
         (n, _) => eprintln!("pgtrail serve: {n} token(s) in {}", tokens.display()),
     }
-    let state = AppState::new(store, loopback).with_tokens_file(tokens);
+    let mut state = AppState::new(store, loopback).with_tokens_file(tokens);
+    if let Some(probe) = super::capture_probe::ConfigProbe::from_config(&ctx.config) {
+        state = state.with_capture_probe(Arc::new(probe));
+    }
     Ok(ServerPart {
         listener,
         address,
