@@ -333,8 +333,42 @@ pub async fn bulk_changes(
 
 // ---------------------------------------------------------------- after hours
 
+/// Where working hours are kept: a fixed UTC offset, or a named zone
+/// whose offset changes with summer time (the IANA database, built in).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    /// `+02:00`, `UTC`.
+    Fixed(FixedOffset),
+    /// `Europe/Berlin`, `America/New_York`.
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `at`'s weekday (Monday = 0) and hour in this zone.
+    pub fn day_and_hour(&self, at: DateTime<Utc>) -> (u32, u32) {
+        match self {
+            Zone::Fixed(offset) => {
+                let local = at.with_timezone(offset);
+                (local.weekday().num_days_from_monday(), local.hour())
+            }
+            Zone::Named(tz) => {
+                let local = at.with_timezone(tz);
+                (local.weekday().num_days_from_monday(), local.hour())
+            }
+        }
+    }
+
+    /// `at` as local time in this zone, formatted with `format`.
+    pub fn format(&self, at: DateTime<Utc>, format: &str) -> String {
+        match self {
+            Zone::Fixed(offset) => at.with_timezone(offset).format(format).to_string(),
+            Zone::Named(tz) => at.with_timezone(tz).format(format).to_string(),
+        }
+    }
+}
+
 /// Working hours: from `start` to `end` o'clock (an `end` before `start`
-/// runs past midnight) on `days`, at a fixed UTC `offset`.
+/// runs past midnight) on `days`, in the zone `zone`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AfterHoursParams {
     pub window: Window,
@@ -342,37 +376,35 @@ pub struct AfterHoursParams {
     pub end: u32,
     /// Working days, Monday = 0.
     pub days: BTreeSet<u32>,
-    /// The offset as given back (`+02:00`).
+    /// The zone as given back (`+02:00`, `Europe/Berlin`).
     pub tz: String,
     #[serde(skip)]
-    pub offset: FixedOffset,
+    pub zone: Zone,
 }
 
 impl AfterHoursParams {
     /// `since`, `until` (7 days by default), `hours` (`08-18` by default:
     /// from 08:00 to 18:00), `days` (`mon-fri` by default, or a list:
     /// `mon,tue,sat`), `tz` (a UTC offset, `UTC` by default: `+02:00`,
-    /// `-0530`, `Z`).
+    /// `-0530`, `Z`; or an IANA zone name: `Europe/Berlin`).
     pub fn parse(get: Texts<'_, '_>, now: DateTime<Utc>) -> Result<Self, ParamError> {
         let window = Window::parse(get, now, Duration::days(7))?;
         let (start, end) = hours(text(get, "hours").unwrap_or("08-18"))?;
         let days = days(text(get, "days").unwrap_or("mon-fri"))?;
-        let (tz, offset) = offset(text(get, "tz").unwrap_or("UTC"))?;
+        let (tz, zone) = zone(text(get, "tz").unwrap_or("UTC"))?;
         Ok(AfterHoursParams {
             window,
             start,
             end,
             days,
             tz,
-            offset,
+            zone,
         })
     }
 
     /// Whether `at` is inside working hours.
     pub fn working(&self, at: DateTime<Utc>) -> bool {
-        let local = at.with_timezone(&self.offset);
-        let day = local.weekday().num_days_from_monday();
-        let hour = local.hour();
+        let (day, hour) = self.zone.day_and_hour(at);
         let in_hours = if self.start <= self.end {
             (self.start..self.end).contains(&hour)
         } else {
@@ -435,13 +467,28 @@ fn days(t: &str) -> Result<BTreeSet<u32>, ParamError> {
     Ok(set)
 }
 
-/// A fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`, `+5`. (Named zones
-/// with summer time are not known to this build: give the offset.)
+/// A zone: an IANA name (`Europe/Berlin`: its summer time followed), or a
+/// fixed UTC offset (see [`offset`]).
+fn zone(t: &str) -> Result<(String, Zone), ParamError> {
+    if t.contains('/') {
+        let tz: chrono_tz::Tz = t.parse().map_err(|_| {
+            bad(
+                "tz",
+                "expected an IANA time zone such as Europe/Berlin, or a UTC offset such as +02:00",
+            )
+        })?;
+        return Ok((tz.name().to_string(), Zone::Named(tz)));
+    }
+    let (text, offset) = offset(t)?;
+    Ok((text, Zone::Fixed(offset)))
+}
+
+/// A fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`, `+5`.
 fn offset(t: &str) -> Result<(String, FixedOffset), ParamError> {
     let err = || {
         bad(
             "tz",
-            "expected a UTC offset such as +02:00, -05:30 or UTC (named zones are not supported)",
+            "expected a UTC offset such as +02:00, -05:30 or UTC, or an IANA time zone such as Europe/Berlin",
         )
     };
     if t.eq_ignore_ascii_case("utc") || t == "Z" || t.eq_ignore_ascii_case("gmt") {
@@ -873,6 +920,29 @@ mod tests {
         assert_eq!(days("mon-fri").expect("days").len(), 5);
         assert_eq!(days("fri-mon").expect("days").len(), 4);
         assert!(days("funday").is_err());
+    }
+
+    #[test]
+    fn a_named_zone_follows_summer_time() {
+        let pairs = [("hours", "08-18"), ("tz", "Europe/Berlin")];
+        let p = AfterHoursParams::parse(&get(&pairs), now()).expect("params");
+        assert_eq!(p.tz, "Europe/Berlin");
+        let at = |month, day, h, m| {
+            Utc.with_ymd_and_hms(2026, month, day, h, m, 0)
+                .single()
+                .expect("time")
+        };
+        // Wednesday 2026-07-15, 06:30 UTC: 08:30 in Berlin's summer (+02:00).
+        assert!(p.working(at(7, 15, 6, 30)));
+        // Wednesday 2026-01-14, 06:30 UTC: 07:30 in Berlin's winter (+01:00).
+        assert!(!p.working(at(1, 14, 6, 30)));
+        // A fixed +01:00 gets July wrong, which is why names are taken.
+        let fixed = [("hours", "08-18"), ("tz", "+01:00")];
+        let p = AfterHoursParams::parse(&get(&fixed), now()).expect("params");
+        assert!(!p.working(at(7, 15, 6, 30)));
+        for bad in ["Europe/Nowhere", "Berlin/Europe", "../etc/passwd"] {
+            assert!(zone(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

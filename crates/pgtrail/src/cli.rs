@@ -446,8 +446,8 @@ pub struct ReportArgs {
     /// after-hours: working days (mon-fri, or mon,tue,sat).
     #[arg(long, value_name = "DAYS")]
     pub days: Option<String>,
-    /// after-hours: a UTC offset (UTC, +02:00, -05:30).
-    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    /// after-hours: a time zone (Europe/Berlin) or a UTC offset (UTC, +02:00, -05:30).
+    #[arg(long, value_name = "ZONE", allow_hyphen_values = true)]
     pub tz: Option<String>,
     /// delete-spikes: times the table's usual hourly rate (3).
     #[arg(long, value_name = "N")]

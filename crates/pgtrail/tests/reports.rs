@@ -108,10 +108,12 @@ async fn reports_from_the_command_line(trail: Trail) {
     assert!(text.contains("not the rows they returned"), "{text}");
 
     let error = trail
-        .run(&["report", "after-hours", "--tz", "Europe/Paris"])
+        .run(&["report", "after-hours", "--tz", "Europe/Atlantis"])
         .error()
         .to_string();
     assert!(error.contains("--tz"), "{error}");
+    let named = trail.run(&["report", "after-hours", "--tz", "Europe/Paris"]);
+    assert!(named.ok().contains("\"tz\":\"Europe/Paris\""), "{named:?}");
     let error = trail
         .run(&["report", "bulk-changes", "--since", "2020-01-01"])
         .error()

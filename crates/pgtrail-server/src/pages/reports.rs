@@ -310,7 +310,7 @@ async fn run(
                         vec![
                             seq_cell(l.seq),
                             cell(time(l.at)),
-                            cell(l.at.with_timezone(&p.offset).format("%a %H:%M").to_string()),
+                            cell(p.zone.format(l.at, "%a %H:%M")),
                             cell(&l.user),
                             cell(l.kind.to_string()),
                             cell(l.table.clone().unwrap_or_default()),
