@@ -147,6 +147,10 @@ pub async fn apply(
             }
         }
     };
+    // The interior nodes over the events about to go are kept first: once
+    // their leaves are gone, they (and the prune checkpoint's frontier)
+    // are all a proof of an older tree size can be made from.
+    store.add_tree_nodes(&chain.nodes).await?;
     record(store, &checkpoint, witness).await?;
     let pruned = store.prune(through).await?;
     outcome.removed = pruned.removed;
