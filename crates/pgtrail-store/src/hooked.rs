@@ -106,6 +106,13 @@ impl<H: AppendHook> Store for Hooked<H> {
     ) -> Result<()> {
         self.inner.add_tree_nodes(nodes).await
     }
+    async fn tree_nodes(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<crate::tree::TreeNode>> {
+        self.inner.tree_nodes(after, limit).await
+    }
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.inner.prune(through).await
     }

@@ -35,6 +35,7 @@ pub mod sessions;
 pub mod signing;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod tree;
 pub mod verify;
 pub mod witness;
 
@@ -440,6 +441,15 @@ pub trait Store: Send + Sync {
     async fn add_tree_nodes(&self, nodes: &[(merkle::Subtree, merkle::Hash)]) -> Result<()> {
         let _ = nodes;
         Ok(())
+    }
+
+    /// The kept interior nodes ([`Store::add_tree_nodes`]) after
+    /// `(height, idx)`, by height then index, at most `limit`, as stored:
+    /// what `verify` checks against the tree it recomputes. Empty for a
+    /// store that keeps none.
+    async fn tree_nodes(&self, after: (i64, i64), limit: usize) -> Result<Vec<tree::TreeNode>> {
+        let _ = (after, limit);
+        Ok(Vec::new())
     }
 
     /// The store's random id, made when its schema was created or upgraded

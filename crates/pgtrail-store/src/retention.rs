@@ -10,7 +10,8 @@
 //! frontier there, so `verify` can start from it and later roots still
 //! compute. With a key the prune checkpoint is a signed note (and goes to
 //! the witness); without one it is unsigned, and `verify` says the removed
-//! prefix is not proven.
+//! prefix is not proven. The Merkle tree's kept nodes (`crate::tree`) are
+//! never removed: those over the events about to go are written first.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -147,6 +148,10 @@ pub async fn apply(
             }
         }
     };
+    // The interior nodes over the events about to go are kept first: once
+    // their leaves are gone, they (and the prune checkpoint's frontier)
+    // are all a proof of an older tree size can be made from.
+    store.add_tree_nodes(&chain.nodes).await?;
     record(store, &checkpoint, witness).await?;
     let pruned = store.prune(through).await?;
     outcome.removed = pruned.removed;

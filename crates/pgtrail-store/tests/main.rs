@@ -10,6 +10,8 @@
 //! - `reports`: the compliance reports, shaped data on both backends.
 //! - `tamper`: one suite of attacks on the stored data, run against both;
 //!   `verify` must name each.
+//! - `tree`: the Merkle tree's kept nodes, proofs made from them, and
+//!   attacks on them; run against both.
 
 mod attacks;
 mod conformance;
@@ -19,3 +21,4 @@ mod reports;
 mod revert;
 mod sqlite;
 mod tamper;
+mod tree;

@@ -1174,6 +1174,16 @@ async fn write_lean_rows(
                 .await
                 .expect("object names");
         }
+        if version >= 8 {
+            // What schema 8's appender writes beside an event.
+            client
+                .execute(
+                    "update pgtrail.events set backend_pid = $1 where seq = $2",
+                    &[&e.backend_pid, &seq],
+                )
+                .await
+                .expect("backend pid");
+        }
         prev_hash = e.hash.clone().expect("sealed");
         sealed.push(e);
     }

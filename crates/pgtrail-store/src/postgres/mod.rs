@@ -29,6 +29,7 @@ mod pool;
 mod query;
 mod row_key;
 mod schema;
+mod tree;
 mod wide_row;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -430,6 +431,50 @@ impl Store for PostgresStore {
         row.try_get(0)
             .map(Some)
             .map_err(self.backend("reading the store's id"))
+    }
+
+    async fn subtree_hashes(
+        &self,
+        trees: &[crate::merkle::Subtree],
+    ) -> Result<Vec<crate::merkle::Hash>> {
+        let context = "reading the Merkle tree";
+        let mut client = self.client().await?;
+        // One snapshot: a prune running meanwhile cannot remove leaves
+        // between two rounds.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(self.backend(context))?;
+        let hashes = tree::subtree_hashes(&tx, trees, &self.location).await?;
+        tx.commit().await.map_err(self.backend(context))?;
+        Ok(hashes)
+    }
+
+    async fn add_tree_nodes(
+        &self,
+        nodes: &[(crate::merkle::Subtree, crate::merkle::Hash)],
+    ) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        tree::add(&*client, nodes)
+            .await
+            .map_err(self.backend("keeping the Merkle tree's nodes"))
+    }
+
+    async fn tree_nodes(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<crate::tree::TreeNode>> {
+        let client = self.client().await?;
+        tree::list(&*client, after, limit)
+            .await
+            .map_err(self.backend("reading the Merkle tree's nodes"))
     }
 
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {

@@ -45,6 +45,8 @@ pub(super) enum Fill {
     ObjectNames,
     /// Migration 8: each event's `backend_pid`.
     BackendPids,
+    /// Migration 9: the Merkle tree's nodes over the stored events.
+    TreeNodes,
 }
 
 /// The full-text vector of an event's SQL, as the index and the search both
@@ -288,6 +290,20 @@ create index events_backend_pid_idx on pgtrail.events (backend_pid, captured_at)
 create index events_xid_idx on pgtrail.events (xid) where xid is not null;
 ";
 
+/// Migration 9: the Merkle tree's interior nodes of height 8, 16, 24, ...
+/// (`crate::tree`): a proof of any event reads a few dozen of them and at
+/// most a few thousand event hashes, instead of every hash under it. Then
+/// the nodes of the events already stored are filled
+/// ([`Fill::TreeNodes`], `super::tree::fill`).
+const V9_TREE_NODES: &str = "
+create table pgtrail.tree_nodes (
+    height int not null,
+    idx bigint not null,
+    hash bytea not null check (length(hash) = 32),
+    primary key (height, idx)
+);
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -360,6 +376,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         fill: Some(Fill::BackendPids),
         sql_after: V8_LINK_AFTER,
     },
+    Migration {
+        version: 9,
+        name: "interior nodes of the Merkle tree, for proofs",
+        sql: V9_TREE_NODES,
+        creates: &["tree_nodes"],
+        fill: Some(Fill::TreeNodes),
+        sql_after: "",
+    },
 ];
 
 /// The schema version this build writes.
@@ -409,6 +433,7 @@ pub(super) async fn migrate_to(
             Some(Fill::RowKeys) => fill_row_keys(&tx, location).await?,
             Some(Fill::ObjectNames) => fill_object_names(&tx, location).await?,
             Some(Fill::BackendPids) => fill_backend_pids(&tx, location).await?,
+            Some(Fill::TreeNodes) => super::tree::fill(&tx, location).await?,
             None => {}
         }
         if !next.sql_after.is_empty() {

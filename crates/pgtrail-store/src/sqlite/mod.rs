@@ -35,6 +35,7 @@ mod prune;
 mod query;
 mod schema;
 mod stored;
+mod tree;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -695,6 +696,36 @@ impl Store for SqliteStore {
 
     async fn store_id(&self) -> Result<Option<String>> {
         self.read(checkpoints::store_id).await
+    }
+
+    async fn subtree_hashes(
+        &self,
+        trees: &[crate::merkle::Subtree],
+    ) -> Result<Vec<crate::merkle::Hash>> {
+        let trees = trees.to_vec();
+        self.read(move |conn, location| tree::subtree_hashes(conn, &trees, location))
+            .await
+    }
+
+    async fn add_tree_nodes(
+        &self,
+        nodes: &[(crate::merkle::Subtree, crate::merkle::Hash)],
+    ) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let nodes = nodes.to_vec();
+        self.write(move |conn, location| tree::add(conn, &nodes, location))
+            .await
+    }
+
+    async fn tree_nodes(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<crate::tree::TreeNode>> {
+        self.read(move |conn, location| tree::list(conn, after, limit, location))
+            .await
     }
 
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {

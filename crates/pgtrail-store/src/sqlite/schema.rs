@@ -38,6 +38,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "indexes of the backend and the transaction of each event",
         V11,
     ),
+    (TREE_NODES, V12),
 ];
 
 /// The newest schema version this build understands.
@@ -272,6 +273,23 @@ create index events_xid on events
     where (case when json_valid(body) then json_extract(body, '$.xid') end) is not null;
 ";
 
+/// The name of version 12, whose migration also fills the nodes in
+/// (`super::tree::fill`).
+pub(super) const TREE_NODES: &str = "interior nodes of the Merkle tree, for proofs";
+
+/// Version 12. The Merkle tree's interior nodes of height 8, 16, 24, ...
+/// (`crate::tree`): a proof of any event reads a few dozen of them and at
+/// most a few thousand event hashes, instead of every hash under it.
+/// Filled for the events already stored in the same transaction.
+const V12: &str = "
+create table tree_nodes (
+    height integer not null,
+    idx integer not null,
+    hash blob not null check (length(hash) = 32),
+    primary key (height, idx)
+) strict, without rowid;
+";
+
 /// The shift of `seq` that numbers the row index's stretches (version 6).
 pub const ROW_STRETCH_SHIFT: u32 = 19;
 
@@ -351,6 +369,9 @@ pub fn migrate(conn: &mut Connection, location: &str) -> Result<()> {
         tx.execute_batch(sql).map_err(|e| {
             StoreError::backend(location, format!("applying migration {next} ({name})"), e)
         })?;
+        if name == TREE_NODES {
+            super::tree::fill(&tx, location)?;
+        }
         tx.execute(
             "insert into pgtrail_migrations (version, name, applied_at) values (?1, ?2, ?3)",
             rusqlite::params![next, name, chrono::Utc::now().timestamp_micros()],

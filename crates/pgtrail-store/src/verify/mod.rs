@@ -17,6 +17,7 @@ use crate::{CheckpointKind, Result, Store};
 
 mod checkpoints;
 mod events;
+mod tree_nodes;
 
 use checkpoints::check_checkpoint;
 use events::{check_copies, check_event};
@@ -49,6 +50,8 @@ pub enum ProblemKind {
     Index,
     /// `chain_head` is not the last event of the chain.
     Head,
+    /// A kept node of the Merkle tree is not the hash of the events under it.
+    TreeNode,
 }
 
 /// The first thing found wrong.
@@ -166,6 +169,7 @@ pub async fn verify_with_progress(
     });
     let tree = checkpoints::Tree::start(start, origin.as_deref(), &options.keys, &mut report);
     let mut tree = tree;
+    let mut nodes = tree_nodes::Nodes::start(start);
     let (mut expected_seq, mut prev_hash) = match start {
         Some(c) => (c.seq + 1, c.hash.clone()),
         None => (1, GENESIS_HASH.to_string()),
@@ -228,6 +232,7 @@ pub async fn verify_with_progress(
                 }
                 if chain_problem.is_none() {
                     tree.push(seq, &stored_hash);
+                    nodes.push(&stored_hash);
                 }
                 if head_before.as_ref().is_some_and(|h| h.seq == seq) {
                     head_hash_seen = Some(stored_hash.clone());
@@ -259,6 +264,7 @@ pub async fn verify_with_progress(
         expected_indexes.extend(expected?);
         page = next?;
     }
+    let chain_ok = chain_problem.is_none();
     report.problems.extend(chain_problem);
 
     if walked_all {
@@ -306,6 +312,9 @@ pub async fn verify_with_progress(
         });
     }
     report.problems.extend(copy_problems);
+    nodes
+        .check(store, walked_all && chain_ok, &mut report)
+        .await?;
 
     let trusted = &options.keys;
     for checkpoint in &checkpoints {
