@@ -27,6 +27,7 @@ pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proof;
+pub mod proof_file;
 pub mod reports;
 pub mod retention;
 pub mod revert;
