@@ -35,6 +35,15 @@ use crate::checkpoint::{CheckpointKind, NoteCheckpoint};
 use crate::merkle::{self, Hash};
 use crate::note::{key_id, SignedNote, TreeHead};
 
+/// The key a proof is checked with (re-exported for the CLI).
+pub use ed25519_dalek::VerifyingKey as PublicKey;
+
+/// A public key from its 64 hex characters (what a `.pub` file holds).
+pub fn public_key_from_hex(text: &str) -> Option<PublicKey> {
+    let bytes = pgtrail_core::hex::decode_32(text.trim())?;
+    PublicKey::from_bytes(&bytes).ok()
+}
+
 /// The first line of a proof file.
 pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
 
