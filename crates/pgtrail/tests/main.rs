@@ -73,6 +73,7 @@ mod integrity;
 mod kill;
 mod link;
 mod metrics;
+mod proofs;
 mod proxy;
 mod quarantine;
 mod queries;
