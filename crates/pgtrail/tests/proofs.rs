@@ -314,6 +314,14 @@ async fn the_independent_verifier_agrees(trail: Trail) {
         assert!(out.status.success(), "{out:?}");
         assert!(stdout.contains(&format!("entry {seq} ")), "{stdout}");
     }
+    // Under another key, it fails.
+    let other = trail.path("other.key").display().to_string();
+    trail.run(&["keygen", "--out", &other]).ok();
+    let out = python(
+        &trail.path("proof-7.tlog-proof").display().to_string(),
+        &format!("{other}.pub"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     // Tampered copies: one edit in each part, and an event moved to another
     // index; the Python verifier refuses each, as verify-proof does.
     let text = std::fs::read_to_string(trail.path("proof-7.tlog-proof")).expect("read");
