@@ -19,6 +19,7 @@ crate::both_backends!(
     a_proof_under_a_key_the_auditor_did_not_get_fails,
     an_event_altered_after_its_checkpoint_gets_no_verifying_proof,
     the_independent_verifier_agrees,
+    proofs_outlive_retention,
 );
 
 /// The sample trail, a key pair, and a checkpoint of all 20 events.
@@ -287,6 +288,47 @@ async fn an_event_altered_after_its_checkpoint_gets_no_verifying_proof(trail: Tr
     // Other events' proofs still verify: they hold the stored hash of 7.
     let other = prove(&trail, "3", &public);
     verify_proof(auditor.path(), &other, &public, "table").ok();
+}
+
+async fn proofs_outlive_retention(trail: Trail) {
+    let public = signed_sample(&trail);
+    let before = prove(&trail, "7", &public);
+    // One event of today, then retention removes the 20 from March 2026.
+    let mut recent =
+        pgtrail_core::Event::new(pgtrail_core::Source::Trigger, pgtrail_core::Kind::Ddl);
+    recent.operation = Some("CREATE INDEX".into());
+    recent.sql = Some("create index on users (email)".into());
+    trail
+        .run_stdin(
+            &["import", "-"],
+            format!("{}\n", serde_json::to_string(&recent).expect("json")).as_bytes(),
+        )
+        .ok();
+    let key = trail.path("signing.key").display().to_string();
+    let signing = [("PGTRAIL_SIGNING__PRIVATE_KEY", key.as_str())];
+    let pruned = trail
+        .run_env(
+            &["retention", "--keep", "30d", "--format", "json"],
+            &signing,
+        )
+        .json();
+    assert_eq!(pruned["removed"], 20, "{pruned}");
+
+    let gone = trail.run(&["prove", "7", "--public-key", &public]);
+    assert!(gone.error().contains("removed by retention"), "{gone:?}");
+    // The proof made before still verifies: it needs no store.
+    let auditor = tempfile::tempdir().expect("tempdir");
+    verify_proof(auditor.path(), &before, &public, "table").ok();
+    // A kept event is proven under a new checkpoint, its proof's hashes
+    // of the removed part coming from the prune checkpoint's frontier.
+    trail.run_env(&["checkpoint"], &signing).ok();
+    let after = prove(&trail, "21", &public);
+    let words = verify_proof(auditor.path(), &after, &public, "table");
+    assert!(
+        words.ok().starts_with("event 21, a CREATE INDEX (DDL) by"),
+        "{words:?}"
+    );
+    assert!(python(&after, &public).status.success());
 }
 
 /// The Python verifier written from docs/proofs.md.
