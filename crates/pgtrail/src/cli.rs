@@ -325,7 +325,7 @@ Examples:
   pgtrail prove 18342 --out event-18342.tlog-proof
   pgtrail prove 0190f1c2-7b7e-7cc4-9c53-3f2b8f0e2a11 --public-key signing.key.pub > proof.tlog-proof")]
 pub struct ProveArgs {
-    /// The event: its seq (chain position) or its id (a UUID; found by reading the chain).
+    /// The event: its seq (chain position) or its id (a UUID).
     #[arg(value_name = "SEQ|EVENT_ID")]
     pub event: String,
     /// File to write [default: stdout].

@@ -23,9 +23,6 @@ use super::checkpoint::{parse_trusted_key, signing_key, trusted_keys};
 use crate::cli::{ProveArgs, VerifyProofArgs};
 use crate::Invocation;
 
-/// Events read per page when looking an event up by id.
-const PAGE: usize = 2_000;
-
 /// Runs `pgtrail prove`.
 pub async fn run(args: &ProveArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     let keys = keys(args, ctx)?;
@@ -123,7 +120,7 @@ fn keys(args: &ProveArgs, ctx: &Invocation) -> anyhow::Result<Vec<TrustedKey>> {
     Ok(keys)
 }
 
-/// The event `wanted` names: a seq, or an id found by reading the chain.
+/// The event `wanted` names: its seq, or its id.
 async fn find_event(store: &dyn Store, wanted: &str) -> anyhow::Result<Event> {
     let location = store.location();
     if !wanted.is_empty() && wanted.bytes().all(|b| b.is_ascii_digit()) {
@@ -148,18 +145,13 @@ async fn find_event(store: &dyn Store, wanted: &str) -> anyhow::Result<Event> {
     }
     let id = uuid::Uuid::parse_str(wanted)
         .with_context(|| format!("'{wanted}' is neither an event's seq nor its id (a UUID)"))?;
-    // No store looks events up by id: read the chain once, a page at a time.
-    let mut after = 0;
-    loop {
-        let page = store.scan(after, PAGE).await?;
-        let Some(last) = page.last().and_then(|e| e.seq) else {
-            anyhow::bail!("no event with id {id} in {location} (retention may have removed it)");
-        };
-        if let Some(event) = page.into_iter().find(|e| e.id == id) {
-            return Ok(event);
-        }
-        after = last;
-    }
+    let Some(seq) = store.seq_of_id(id).await? else {
+        anyhow::bail!("no event with id {id} in {location} (retention may have removed it)");
+    };
+    let found = store.scan(seq - 1, 1).await?.into_iter().next();
+    found
+        .filter(|e| e.seq == Some(seq) && e.id == id)
+        .with_context(|| format!("event {seq} (id {id}) could not be read from {location}"))
 }
 
 /// What `verify-proof --format json` prints.
