@@ -71,6 +71,9 @@ impl<H: AppendHook> Store for Hooked<H> {
     async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         self.inner.scan_stored(after, limit).await
     }
+    async fn seq_of_id(&self, id: uuid::Uuid) -> Result<Option<i64>> {
+        self.inner.seq_of_id(id).await
+    }
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
         self.inner.expected_indexes(page).await
     }

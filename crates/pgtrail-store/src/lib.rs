@@ -27,6 +27,7 @@ pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proof;
+pub mod proof_file;
 pub mod reports;
 pub mod retention;
 pub mod revert;
@@ -376,6 +377,23 @@ pub trait Store: Send + Sync {
     /// Sealed events with `seq > after`, ascending, at most `limit`: the chain
     /// as stored, for verify and export.
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The `seq` of the event with this id; `None` when the store has none
+    /// (or retention removed it). Backends look it up by their id index; the
+    /// default reads the chain.
+    async fn seq_of_id(&self, id: uuid::Uuid) -> Result<Option<i64>> {
+        let mut after = 0;
+        loop {
+            let page = self.scan(after, 2_000).await?;
+            let Some(last) = page.last().and_then(|e| e.seq) else {
+                return Ok(None);
+            };
+            if let Some(event) = page.iter().find(|e| e.id == id) {
+                return Ok(event.seq);
+            }
+            after = last;
+        }
+    }
 
     /// Sealed events with `seq > after`, ascending, at most `limit`, as
     /// stored: each row decoded and compared with every copy of its fields

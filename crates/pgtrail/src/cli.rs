@@ -123,6 +123,11 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Check that no event was modified, removed, inserted or reordered.
     Verify(VerifyArgs),
+    /// Write a proof file that one event is in the log a signed checkpoint covers.
+    Prove(ProveArgs),
+    /// Check a proof file offline, with the store's public key only.
+    #[command(name = "verify-proof")]
+    VerifyProof(VerifyProofArgs),
     /// List events, newest first, filtered.
     Log(LogArgs),
     /// Who connected from where through the proxy: failed logins first, then sessions.
@@ -305,6 +310,50 @@ pub struct VerifyArgs {
     /// the chain.
     #[arg(long, value_name = "FILE")]
     pub archive: Option<PathBuf>,
+}
+
+/// `pgtrail prove`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes one self-contained file (C2SP tlog-proof, see docs/proofs.md): the event's
+canonical JSON, its inclusion proof in the Merkle tree, and the newest checkpoint signed
+by a trusted key that covers it. Hand the auditor the file, and the public key through
+another channel; they run `pgtrail verify-proof FILE --public-key KEY`, with no store.
+Exit status: 0 when written, 1 when the store no longer matches the signed checkpoint
+(nothing is written: run `pgtrail verify`), 2 on error.
+Examples:
+  pgtrail prove 18342 --out event-18342.tlog-proof
+  pgtrail prove 0190f1c2-7b7e-7cc4-9c53-3f2b8f0e2a11 --public-key signing.key.pub > proof.tlog-proof")]
+pub struct ProveArgs {
+    /// The event: its seq (chain position) or its id (a UUID).
+    #[arg(value_name = "SEQ|EVENT_ID")]
+    pub event: String,
+    /// File to write [default: stdout].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Public key whose checkpoints may be used, as for `verify` (repeat it;
+    /// `FILE@N` for a retired key) [default: `[signing] public_key`,
+    /// `previous_public_keys` and the public half of `[signing] private_key`].
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Vec<String>,
+}
+
+/// `pgtrail verify-proof`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads no store and no network: the file and the key are all it uses. Prints what the
+proof shows in plain words. Exit status: 0 when it verifies, 1 when it does not (the
+reason is printed), 2 on error (a file or key that cannot be read).
+Example:
+  pgtrail verify-proof event-18342.tlog-proof --public-key signing.key.pub")]
+pub struct VerifyProofArgs {
+    /// The proof file `pgtrail prove` wrote.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The store's public key: a file of 64 hex characters (`keygen`'s
+    /// `.pub`), or those 64 hex characters themselves.
+    #[arg(long, value_name = "KEY")]
+    pub public_key: String,
 }
 
 /// Filters shared by `log` and `export`.

@@ -76,6 +76,7 @@ mod integrity;
 mod kill;
 mod link;
 mod metrics;
+mod proofs;
 mod proxy;
 mod quarantine;
 mod queries;

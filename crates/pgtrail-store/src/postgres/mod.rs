@@ -319,6 +319,15 @@ impl Store for PostgresStore {
         self.decode(&rows)
     }
 
+    async fn seq_of_id(&self, id: uuid::Uuid) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("select seq from pgtrail.events where id = $1", &[&id])
+            .await
+            .map_err(self.backend("looking an event up by id"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;

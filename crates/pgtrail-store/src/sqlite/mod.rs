@@ -634,6 +634,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn seq_of_id(&self, id: uuid::Uuid) -> Result<Option<i64>> {
+        self.read(move |conn, location| query::seq_of_id(conn, id, location))
+            .await
+    }
+
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
         let page_events = page;
         let objects = stored::expected_objects(page, &self.shared.fts_key);

@@ -382,6 +382,18 @@ pub fn scan(conn: &Connection, after: i64, limit: usize, location: &str) -> Resu
     )
 }
 
+/// The seq of the event with this id, by the id's unique index.
+pub fn seq_of_id(conn: &Connection, id: uuid::Uuid, location: &str) -> Result<Option<i64>> {
+    use rusqlite::OptionalExtension as _;
+    conn.query_row(
+        "select seq from events where id = ?1",
+        [id.as_bytes().as_slice()],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(|e| StoreError::backend(location, "looking an event up by id", e))
+}
+
 /// Makes `pgtrail_in_block(client_addr, block)` callable on a reader: true
 /// when the address is in the CIDR block (`AddrFilter::contains`). Only
 /// readers call it; nothing stored refers to it.

@@ -22,6 +22,7 @@ mod init;
 mod install;
 mod keygen;
 mod log;
+mod prove;
 mod proxy;
 mod replicate;
 mod report;
@@ -132,6 +133,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args, &ctx).await,
         Command::Checkpoint(args) => checkpoint::run(args, &ctx).await,
         Command::Verify(args) => verify::run(args, &ctx).await,
+        Command::Prove(args) => prove::run(args, &ctx).await,
+        Command::VerifyProof(args) => prove::verify(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::Report(args) => report::run(args, &ctx).await,
