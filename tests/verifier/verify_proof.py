@@ -222,6 +222,8 @@ def verify(data, public):
         for name, kid, sig in sigs
     ):
         raise Refused("the checkpoint is not signed by this key under its origin")
+    if not origin.startswith("pgtrail/store/"):
+        raise Refused(f"the origin {origin} is not a pgtrail store")
     if index + 1 == size and pgtrail[2] != event_hash.hex():
         raise Refused("the checkpoint names another hash for its last event")
     return event, origin, size, pgtrail[3]

@@ -293,6 +293,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn events_read_as_what_they_record() {
+        let mut e = Event::new(pgtrail_core::Source::Trigger, Kind::RowChange);
+        e.schema = Some("public".into());
+        e.table = Some("accounts".into());
+        e.operation = Some("DELETE".into());
+        e.pk = serde_json::from_str(r#"{"id": "42"}"#).expect("json");
+        assert_eq!(what(&e), "a DELETE on public.accounts id=42");
+        e.operation = Some("UPDATE".into());
+        assert_eq!(what(&e), "an UPDATE on public.accounts id=42");
+        let mut s = Event::new(pgtrail_core::Source::Proxy, Kind::Statement);
+        s.class = Some("READ".into());
+        s.sql = Some(format!("select\n  {}", "x, ".repeat(40)));
+        let said = what(&s);
+        assert!(said.starts_with("a READ statement `select x, x,"), "{said}");
+        assert!(said.chars().count() < 110, "{said}");
+    }
+
+    #[test]
     fn numbers_read_in_thousands() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
