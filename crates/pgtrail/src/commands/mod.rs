@@ -10,6 +10,7 @@ mod alarms;
 mod as_of;
 mod blame;
 mod checkpoint;
+mod consistency;
 mod ddl;
 mod demo;
 mod doctor;
@@ -131,6 +132,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args, &ctx).await,
         Command::Checkpoint(args) => checkpoint::run(args, &ctx).await,
         Command::Verify(args) => verify::run(args, &ctx).await,
+        Command::Consistency(args) => consistency::run(args, &ctx).await,
+        Command::VerifyConsistency(args) => consistency::check(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::Report(args) => report::run(args, &ctx).await,
