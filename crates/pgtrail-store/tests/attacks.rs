@@ -20,7 +20,7 @@ use pgtrail_store::{
 /// A store, how to reach its raw storage, and a directory for the key's
 /// witness and copies.
 pub struct Target {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     backend: Backend,
     dir: tempfile::TempDir,
     _cluster: Option<pgtrail_testkit::Cluster>,
@@ -65,7 +65,7 @@ impl Target {
     }
 
     /// Runs the attacker's SQL: `sqlite` on the file, `postgres` in the database.
-    async fn tamper(&self, sqlite: &str, postgres: &str) {
+    pub(crate) async fn tamper(&self, sqlite: &str, postgres: &str) {
         match &self.backend {
             Backend::Sqlite(path) => rusqlite::Connection::open(path)
                 .expect("open file")
@@ -83,7 +83,7 @@ impl Target {
 
     /// Removes events after `seq` and points `chain_head` at event `seq`,
     /// as an attacker hiding the newest events would.
-    async fn truncate_after(&self, seq: i64) {
+    pub(crate) async fn truncate_after(&self, seq: i64) {
         // The hash of event `seq` (the genesis hash for an empty chain),
         // so chain_head agrees with what is left, as an attacker would make it.
         let kept = match seq {
@@ -116,7 +116,7 @@ impl Target {
         .await;
     }
 
-    async fn delete_checkpoints_after(&self, seq: i64) {
+    pub(crate) async fn delete_checkpoints_after(&self, seq: i64) {
         self.tamper(
             &format!("delete from checkpoints where seq > {seq}"),
             &format!("delete from pgtrail.checkpoints where seq > {seq}"),
@@ -125,7 +125,7 @@ impl Target {
     }
 
     /// Changes who did event `seq`, leaving its stored hash.
-    async fn edit_event(&self, seq: i64) {
+    pub(crate) async fn edit_event(&self, seq: i64) {
         self.tamper(
             &format!(
                 "update events set body = replace(body, '\"app\"', '\"mallory\"') where seq = {seq}"
@@ -138,7 +138,7 @@ impl Target {
     }
 
     /// A copy of the store as it is now, to put back later.
-    async fn snapshot(&self) {
+    pub(crate) async fn snapshot(&self) {
         match &self.backend {
             Backend::Sqlite(path) => {
                 let copy = self.dir.path().join("copy.db");
@@ -160,7 +160,7 @@ impl Target {
     }
 
     /// Puts the copy in the store's place, as restoring an old backup does.
-    async fn restore_snapshot(&mut self) {
+    pub(crate) async fn restore_snapshot(&mut self) {
         match &self.backend {
             Backend::Sqlite(_) => {
                 let copy = self.dir.path().join("copy.db");
@@ -186,12 +186,12 @@ impl Target {
 
     /// Appends `n` events through the store (sealed, hashed and chained as
     /// pgtrail does: an attacker can run the same code).
-    async fn append(&self, n: usize, who: &str) {
+    pub(crate) async fn append(&self, n: usize, who: &str) {
         let events: Vec<Event> = (0..n).map(|_| event(who, Utc::now())).collect();
         self.store.append(&events).await.expect("append");
     }
 
-    async fn sign(&self, key: &KeyPair) -> Result<Signed, SignError> {
+    pub(crate) async fn sign(&self, key: &KeyPair) -> Result<Signed, SignError> {
         let signer = Signer {
             key,
             trusted: &[],
@@ -200,7 +200,7 @@ impl Target {
         sign_head(&*self.store, &signer, false).await
     }
 
-    async fn verify(&self, key: Option<&KeyPair>, witness: bool) -> VerifyReport {
+    pub(crate) async fn verify(&self, key: Option<&KeyPair>, witness: bool) -> VerifyReport {
         let options = VerifyOptions {
             keys: key
                 .map(|k| TrustedKey::current(k.verifying_key()))
@@ -208,6 +208,7 @@ impl Target {
                 .collect(),
             witness: witness.then(|| self.witness()),
             max_unsigned: None,
+            ..VerifyOptions::default()
         };
         verify_with(&*self.store, &options).await.expect("verify")
     }
@@ -224,7 +225,7 @@ fn event(who: &str, at: chrono::DateTime<Utc>) -> Event {
 
 /// Ten events, a signed checkpoint, five more, another, three unsigned:
 /// checkpoints at 10 and 15 in the store and the witness, head at 18.
-async fn story(t: &Target) -> KeyPair {
+pub(crate) async fn story(t: &Target) -> KeyPair {
     let key = KeyPair::generate().expect("key");
     story_with(t, &key).await;
     key
@@ -238,7 +239,7 @@ async fn story_with(t: &Target, key: &KeyPair) {
     t.append(3, "app").await;
 }
 
-fn details(report: &VerifyReport) -> String {
+pub(crate) fn details(report: &VerifyReport) -> String {
     report
         .problems
         .iter()
@@ -272,6 +273,7 @@ pub async fn an_untouched_store_passes_every_check(t: Target) {
         keys: vec![TrustedKey::current(key.verifying_key())],
         witness: Some(t.witness()),
         max_unsigned: Some(2),
+        ..VerifyOptions::default()
     };
     let report = verify_with(&*t.store, &strict).await.expect("verify");
     assert_eq!(
@@ -618,6 +620,7 @@ pub async fn a_retired_key_signs_nothing_after_its_rotation(t: Target) {
         keys: keys.clone(),
         witness: Some(t.witness()),
         max_unsigned: None,
+        ..VerifyOptions::default()
     };
     let report = verify_with(&*t.store, &options).await.expect("verify");
     assert!(report.ok(), "{}", details(&report));

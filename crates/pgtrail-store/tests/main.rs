@@ -5,6 +5,8 @@
 //!   against both (the same test bodies).
 //! - `attacks`: someone with the store (and no signing key) removes,
 //!   rewrites or replays what was signed; run against both backends.
+//! - `memory`: consistency between checkpoints, and the verifier's memory
+//!   of the last sound checkpoint (rollback, fork, incremental verify).
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
 //! - `reports`: the compliance reports, shaped data on both backends.
@@ -15,6 +17,7 @@
 
 mod attacks;
 mod conformance;
+mod memory;
 mod postgres;
 mod reads;
 mod reports;

@@ -128,6 +128,11 @@ pub enum Command {
     /// Check a proof file offline, with the store's public key only.
     #[command(name = "verify-proof")]
     VerifyProof(VerifyProofArgs),
+    /// Print the proof that the log at one checkpoint extends an older one.
+    Consistency(ConsistencyArgs),
+    /// Check a consistency proof offline against the old checkpoint and the key.
+    #[command(name = "verify-consistency")]
+    VerifyConsistency(VerifyConsistencyArgs),
     /// List events, newest first, filtered.
     Log(LogArgs),
     /// Who connected from where through the proxy: failed logins first, then sessions.
@@ -310,6 +315,45 @@ pub struct VerifyArgs {
     /// the chain.
     #[arg(long, value_name = "FILE")]
     pub archive: Option<PathBuf>,
+    /// The verifier's memory of the last checkpoint it found sound: the
+    /// store must extend it, and only newer events are walked [default:
+    /// `$XDG_STATE_HOME/pgtrail/verify/<origin>.json`, or under
+    /// `~/.local/state`]. Keep it where the store's admins cannot write.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_state")]
+    pub state: Option<PathBuf>,
+    /// Neither read nor write the verifier's memory.
+    #[arg(long)]
+    pub no_state: bool,
+    /// Walk every event, even those a remembered checkpoint covers.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `pgtrail consistency`.
+#[derive(Debug, Args)]
+pub struct ConsistencyArgs {
+    /// The old checkpoint: its size (a checkpoint in the store), or a file
+    /// holding its signed note.
+    #[arg(value_name = "OLD")]
+    pub old: String,
+    /// The new checkpoint's size [default: the newest checkpoint].
+    #[arg(value_name = "NEW")]
+    pub new: Option<u64>,
+}
+
+/// `pgtrail verify-consistency`.
+#[derive(Debug, Args)]
+pub struct VerifyConsistencyArgs {
+    /// The proof, as `pgtrail consistency` printed it.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The old checkpoint's signed note, which the holder kept.
+    #[arg(long, value_name = "FILE")]
+    pub old: PathBuf,
+    /// Public key both checkpoints must be signed with (hex file); repeat it
+    /// to accept any of several (a key rotation).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub public_key: Vec<PathBuf>,
 }
 
 /// `pgtrail prove`

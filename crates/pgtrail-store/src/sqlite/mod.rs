@@ -678,7 +678,7 @@ impl Store for SqliteStore {
                 &shared.fts_key,
                 location,
             )?);
-            mismatches.extend(facets::check(conn, last, facet_counts, location)?);
+            mismatches.extend(facets::check(conn, first, last, facet_counts, location)?);
             mismatches.sort_by_key(|(seq, _)| *seq);
             Ok(mismatches)
         })

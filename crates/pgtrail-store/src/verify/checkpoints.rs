@@ -58,6 +58,18 @@ impl Tree {
         }
     }
 
+    /// The tree where an incremental walk resumes: `frontier`, checked
+    /// against the remembered root (`consistency::resume`).
+    pub(super) fn resumed(frontier: Frontier) -> Tree {
+        let size = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
+        let roots = HashMap::from([(size, frontier.root())]);
+        Tree {
+            frontier: Some(frontier),
+            wanted: HashSet::new(),
+            roots,
+        }
+    }
+
     /// Notes the sizes whose roots will be compared.
     pub(super) fn want(
         &mut self,

@@ -16,8 +16,10 @@ use crate::checkpoint::TrustedKey;
 use crate::{CheckpointKind, Result, Store};
 
 mod checkpoints;
+pub mod consistency;
 mod events;
 mod tree_nodes;
+pub mod state;
 
 use checkpoints::check_checkpoint;
 use events::{check_copies, check_event};
@@ -52,6 +54,12 @@ pub enum ProblemKind {
     Head,
     /// A kept node of the Merkle tree is not the hash of the events under it.
     TreeNode,
+    /// The log is smaller than a checkpoint before it, or than the one this
+    /// verifier saw: an older copy of the store was put back.
+    Rollback,
+    /// A checkpoint does not extend the one before it, or the one this
+    /// verifier saw: the log was rewritten and signed again.
+    Fork,
 }
 
 /// The first thing found wrong.
@@ -89,6 +97,19 @@ pub struct VerifyReport {
     /// whose signature was not checked (no key): their removal is not
     /// proven. With a key such a checkpoint is a problem instead.
     pub unverified_prefix: Option<i64>,
+    /// The walk resumed after this event, the size of the checkpoint the
+    /// verifier remembered (incremental verify): the events up to it were
+    /// checked by an earlier run, and are not read again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<i64>,
+    /// The size of the checkpoint the verifier remembered, which the store
+    /// was shown to extend (absent when nothing was remembered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remembered_size: Option<i64>,
+    /// The note of the newest head checkpoint the walk reached: what the
+    /// verifier remembers when nothing was found wrong.
+    #[serde(skip)]
+    pub newest_note: Option<String>,
 }
 
 /// What [`verify_with`] checks besides the chain.
@@ -101,6 +122,12 @@ pub struct VerifyOptions {
     pub witness: Option<std::path::PathBuf>,
     /// Fail when more events than this follow the newest signed checkpoint.
     pub max_unsigned: Option<u64>,
+    /// The checkpoint this verifier saw sound on its last run: the store
+    /// must extend it, and only the events after it are walked.
+    pub remembered: Option<state::Remembered>,
+    /// Walk every event even when a remembered checkpoint would let the
+    /// walk resume after it (the store must still extend it).
+    pub full: bool,
 }
 
 impl VerifyReport {
@@ -174,6 +201,39 @@ pub async fn verify_with_progress(
         Some(c) => (c.seq + 1, c.hash.clone()),
         None => (1, GENESIS_HASH.to_string()),
     };
+    let first = expected_seq - 1;
+
+    // The checkpoint remembered from the last run: the store must extend
+    // it; then the walk resumes after it unless asked for a full one.
+    let mut memory_problems = Vec::new();
+    if let Some(remembered) = &options.remembered {
+        let chain_end = store.head().await?.map_or(0, |h| h.seq);
+        let size = i64::try_from(remembered.size()).unwrap_or(i64::MAX);
+        report.remembered_size = Some(size);
+        if let Some(problem) = consistency::check_remembered(
+            store,
+            remembered,
+            &checkpoints,
+            origin.as_deref(),
+            chain_end,
+        )
+        .await?
+        {
+            memory_problems.push(problem);
+        } else if !options.full && size > first {
+            match consistency::resume(store, remembered).await? {
+                Ok(frontier) => {
+                    // The kept nodes are computed on from the same place.
+                    nodes = tree_nodes::Nodes::resumed(frontier.clone());
+                    tree = checkpoints::Tree::resumed(frontier);
+                    expected_seq = size + 1;
+                    prev_hash = remembered.checkpoint.head_hash.clone();
+                    report.resumed_after = Some(size);
+                }
+                Err(problem) => memory_problems.push(problem),
+            }
+        }
+    }
     report.head_seq = expected_seq - 1;
     tree.want(&checkpoints, witness.as_ref().map(|w| w.notes.as_slice()));
 
@@ -315,6 +375,7 @@ pub async fn verify_with_progress(
     nodes
         .check(store, walked_all && chain_ok, &mut report)
         .await?;
+    report.problems.extend(memory_problems);
 
     let trusted = &options.keys;
     for checkpoint in &checkpoints {
@@ -331,6 +392,21 @@ pub async fn verify_with_progress(
             report.checkpoints_signed += 1;
         }
     }
+    report.problems.extend(
+        consistency::check_consecutive(
+            store,
+            &checkpoints,
+            origin.as_deref(),
+            first.max(report.resumed_after.unwrap_or(0)),
+            report.head_seq,
+        )
+        .await?,
+    );
+    report.newest_note = checkpoints
+        .iter()
+        .rev()
+        .filter(|c| c.kind == CheckpointKind::Head && c.seq <= report.head_seq)
+        .find_map(|c| c.note.clone());
     checkpoints::check_coverage(&checkpoints, options, &mut report);
     if let Some(witness) = &witness {
         checkpoints::check_witness(

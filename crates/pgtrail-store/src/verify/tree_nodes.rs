@@ -46,6 +46,16 @@ impl Nodes {
         }
     }
 
+    /// From `frontier`, where an incremental verify resumes: nodes before
+    /// it are not checked (the walk that remembered it did).
+    pub(super) fn resumed(frontier: Frontier) -> Nodes {
+        Nodes {
+            start: frontier.size(),
+            frontier: Some(frontier),
+            computed: HashMap::new(),
+        }
+    }
+
     /// Adds the next event's stored hash (hex).
     pub(super) fn push(&mut self, hash: &str) {
         let Some(frontier) = self.frontier.as_mut() else {

@@ -11,6 +11,7 @@ mod as_of;
 mod blame;
 mod capture_probe;
 mod checkpoint;
+mod consistency;
 mod ddl;
 mod demo;
 mod doctor;
@@ -135,6 +136,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args, &ctx).await,
         Command::Prove(args) => prove::run(args, &ctx).await,
         Command::VerifyProof(args) => prove::verify(args, &ctx).await,
+        Command::Consistency(args) => consistency::run(args, &ctx).await,
+        Command::VerifyConsistency(args) => consistency::check(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::Report(args) => report::run(args, &ctx).await,

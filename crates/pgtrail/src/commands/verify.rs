@@ -5,11 +5,19 @@
 //! the witness. Exit 1 when anything is wrong, including when there is no
 //! store to verify: the store is opened read-only and never created or
 //! migrated. `--archive FILE` checks a retention archive instead.
+//!
+//! The verifier remembers the last checkpoint it found sound in a state
+//! file of its own (`--state`, by default under the user's state
+//! directory): the next run fails, naming a rollback or a fork, unless the
+//! store extends it, and walks only the events after it (`--full` walks
+//! them all). The store is never written.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use pgtrail_store::retention::ArchiveReport;
+use pgtrail_store::verify::state::{self, VerifierState};
 use pgtrail_store::{StoreError, TrustedKey, VerifyOptions, VerifyReport};
 
 use super::checkpoint::{parse_trusted_key, trusted_keys, witness_path};
@@ -53,14 +61,54 @@ pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
             crate::exit::check_failed()
         });
     }
+    let state_path = if args.no_state {
+        None
+    } else if let Some(path) = &args.state {
+        Some(path.clone())
+    } else {
+        match store.store_id().await? {
+            Some(id) => state::default_path(&pgtrail_store::checkpoint::origin(&id)),
+            // A store from before signed notes has no tree to remember.
+            None => None,
+        }
+    };
+    let remembered = match &state_path {
+        Some(path) => VerifierState::load(path)?,
+        None => None,
+    };
     let options = VerifyOptions {
         keys,
         witness: witness_path(args.witness.as_deref(), &ctx.config.signing),
         max_unsigned: args.max_unsigned,
+        remembered,
+        full: args.full,
     };
     let report = pgtrail_store::verify_with(store.as_ref(), &options).await?;
-    ctx.output
-        .document(&report, || text(&location, options.keys.len(), &report))?;
+    // Only a sound store is remembered; a failed run leaves the memory as
+    // it was, so the next run is held to the same checkpoint.
+    let mut saved = None;
+    if let (true, Some(path), Some(note)) = (report.ok(), &state_path, &report.newest_note) {
+        let state = VerifierState::of(note, chrono::Utc::now())
+            .map_err(|e| anyhow::anyhow!("the newest checkpoint does not parse: {e}"))?;
+        state.save(path).with_context(|| {
+            format!(
+                "cannot remember the verified checkpoint in {}",
+                path.display()
+            )
+        })?;
+        saved = Some((state.size, path.clone()));
+    }
+    ctx.output.document(&report, || {
+        let mut out = text(&location, options.keys.len(), &report);
+        if let Some((size, path)) = &saved {
+            let _ = writeln!(
+                out,
+                "remembered: the checkpoint at event {size}, in {}",
+                path.display()
+            );
+        }
+        out
+    })?;
     Ok(if report.ok() {
         crate::exit::ok()
     } else {
@@ -80,6 +128,18 @@ fn text(location: &str, keys: usize, report: &VerifyReport) -> String {
         "{location}: checked {} events up to #{}, {} checkpoints{signatures}",
         report.events_checked, report.head_seq, report.checkpoints
     );
+    if let Some(size) = report.remembered_size {
+        let _ = match report.resumed_after {
+            Some(after) => writeln!(
+                out,
+                "resumed after event {after}, the checkpoint this verifier saw sound before: events up to it were checked then and are not read again (--full walks them all)"
+            ),
+            None => writeln!(
+                out,
+                "checked against the checkpoint at event {size} this verifier saw sound before"
+            ),
+        };
+    }
     if let Some(witnessed) = report.witnessed {
         let _ = writeln!(out, "witness: {witnessed} checkpoints of this store");
     }
