@@ -51,6 +51,36 @@ pub async fn range_hashes<S: Store + ?Sized>(
     Ok(out)
 }
 
+/// [`consistency`] from the events' hashes alone, never the kept nodes:
+/// what `verify` falls back to when a proof from the nodes fails, to tell
+/// a wrong node (a damaged cache) from a log that does not extend.
+pub async fn consistency_from_events<S: Store + ?Sized>(
+    store: &S,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>> {
+    let ranges = merkle::consistency_ranges(old, new).map_err(invalid)?;
+    let mut out = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        let mut hashes = Vec::new();
+        for tree in Subtree::cover(start, end) {
+            hashes.push(subtree_from_events(store, tree).await?);
+        }
+        out.push(merkle::fold(&hashes));
+    }
+    Ok(out)
+}
+
+/// The frontier at `size` from the events' hashes alone (see
+/// [`consistency_from_events`]).
+pub async fn frontier_from_events<S: Store + ?Sized>(store: &S, size: u64) -> Result<Frontier> {
+    let mut hashes = Vec::new();
+    for tree in Subtree::cover(0, size) {
+        hashes.push(subtree_from_events(store, tree).await?);
+    }
+    Frontier::from_subtrees(size, hashes).map_err(invalid)
+}
+
 /// A subtree's hash from the events' stored hashes, or, where retention
 /// removed them, from the newest prune checkpoint's frontier (its subtrees
 /// are the only ones of the removed part a proof of a kept event needs).

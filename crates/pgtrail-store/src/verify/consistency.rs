@@ -179,13 +179,10 @@ pub(super) async fn check_consecutive(
         // A proof the store cannot give (leaves retention removed that no
         // kept node or prune frontier stands for) proves nothing either
         // way: the walk's roots and the checkpoint checks still hold.
-        let Ok(hashes) = proof::consistency(store, old_size, new_size).await else {
-            continue;
-        };
-        if let Err(merkle::ProofError(reason)) =
-            merkle::verify_consistency(old_size, new_size, &old.tree.root, &new.tree.root, &hashes)
-        {
-            problems.push(Problem {
+        match checked(store, old_size, new_size, &old.tree.root, &new.tree.root).await {
+            Checked::Holds | Checked::Unavailable(_) => {}
+            Checked::NodeWrong => problems.push(node_wrong(old_size, new_size)),
+            Checked::Fails(reason) => problems.push(Problem {
                 kind: ProblemKind::Fork,
                 seq: new.seq(),
                 detail: format!(
@@ -193,7 +190,7 @@ pub(super) async fn check_consecutive(
                     when(new),
                     when(old)
                 ),
-            });
+            }),
         }
     }
     Ok(problems)
@@ -252,20 +249,10 @@ pub(super) async fn check_remembered(
             ),
         );
     }
-    let checked = match proof::consistency(store, size, newest.tree.size).await {
-        Ok(hashes) => merkle::verify_consistency(
-            size,
-            newest.tree.size,
-            remembered.root(),
-            &newest.tree.root,
-            &hashes,
-        )
-        .map_err(|e| e.0),
-        Err(e) => Err(format!("the store cannot give the proof: {e}")),
-    };
-    match checked {
-        Ok(()) => Ok(None),
-        Err(reason) => problem(
+    match checked(store, size, newest.tree.size, remembered.root(), &newest.tree.root).await {
+        Checked::Holds => Ok(None),
+        Checked::NodeWrong => Ok(Some(node_wrong(size, newest.tree.size))),
+        Checked::Fails(reason) | Checked::Unavailable(reason) => problem(
             ProblemKind::Fork,
             newest.seq(),
             format!(
@@ -295,20 +282,78 @@ pub(super) async fn resume(
         ),
     }
     };
-    let hashes = match store.subtree_hashes(&Subtree::cover(0, size)).await {
-        Ok(hashes) => hashes,
-        Err(e) => return Ok(Err(fork(format!("the store cannot give it: {e}")))),
+    let from_nodes = match store.subtree_hashes(&Subtree::cover(0, size)).await {
+        Ok(hashes) => Frontier::from_subtrees(size, hashes).ok(),
+        Err(_) => None,
     };
-    let frontier = match Frontier::from_subtrees(size, hashes) {
-        Ok(frontier) => frontier,
-        Err(e) => return Ok(Err(fork(e.0))),
-    };
-    if frontier.root() != *remembered.root() {
-        return Ok(Err(fork(
-            "its root differs (an event before it was rewritten)".into(),
-        )));
+    if let Some(frontier) = from_nodes.filter(|f| f.root() == *remembered.root()) {
+        return Ok(Ok(frontier));
     }
-    Ok(Ok(frontier))
+    // The kept nodes do not give it: the events' hashes tell a damaged
+    // node (reported by the caller's check as such) from a rewritten log.
+    match proof::frontier_from_events(store, size).await {
+        Ok(frontier) if frontier.root() == *remembered.root() => Ok(Ok(frontier)),
+        Ok(_) => Ok(Err(fork(
+            "its root differs (an event before it was rewritten)".into(),
+        ))),
+        Err(e) => Ok(Err(fork(format!("the store cannot give it: {e}")))),
+    }
+}
+
+/// What a consistency proof from the store showed.
+enum Checked {
+    Holds,
+    /// The proof from the kept nodes failed and the one from the events'
+    /// hashes holds: a kept node is wrong, the log is not.
+    NodeWrong,
+    /// Neither holds: the log does not extend.
+    Fails(String),
+    /// The store cannot give a proof (leaves retention removed).
+    Unavailable(String),
+}
+
+/// The proof from `old` to `new` from the store (its kept nodes), checked
+/// against both roots; when it fails, again from the events' hashes alone.
+async fn checked(
+    store: &dyn Store,
+    old: u64,
+    new: u64,
+    old_root: &merkle::Hash,
+    new_root: &merkle::Hash,
+) -> Checked {
+    let check = |hashes: &[merkle::Hash]| {
+        merkle::verify_consistency(old, new, old_root, new_root, hashes).map_err(|e| e.0)
+    };
+    // `Some(reason)`: the nodes gave a proof, and it failed.
+    let failed = match proof::consistency(store, old, new).await {
+        Ok(hashes) => match check(&hashes) {
+            Ok(()) => return Checked::Holds,
+            Err(reason) => Some(reason),
+        },
+        Err(_) => None,
+    };
+    match (
+        proof::consistency_from_events(store, old, new).await,
+        failed,
+    ) {
+        (Ok(hashes), failed) => match check(&hashes) {
+            Ok(()) if failed.is_some() => Checked::NodeWrong,
+            Ok(()) => Checked::Holds,
+            Err(reason) => Checked::Fails(reason),
+        },
+        (Err(_), Some(reason)) => Checked::Fails(reason),
+        (Err(e), None) => Checked::Unavailable(format!("the store cannot give the proof: {e}")),
+    }
+}
+
+fn node_wrong(old: u64, new: u64) -> Problem {
+    Problem {
+        kind: ProblemKind::TreeNode,
+        seq: i64::try_from(new).unwrap_or(i64::MAX),
+        detail: format!(
+            "the consistency proof from event {old} to event {new} made from the kept Merkle tree nodes fails, and the same proof from the events' hashes holds: a kept node was altered (the log itself extends)"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use crate::{CheckpointKind, Result, Store};
 mod checkpoints;
 pub mod consistency;
 mod events;
-mod tree_nodes;
 pub mod state;
+mod tree_nodes;
 
 use checkpoints::check_checkpoint;
 use events::{check_copies, check_event};
