@@ -9,6 +9,8 @@
 //! - `formats`: `export --format` in each record format and `--follow`
 //!   (events appended while it runs, each written once; Ctrl-C).
 //! - `integrity`: verify, tampering, keys, checkpoints, retention.
+//! - `memory`: verify's state file (incremental verify, a rollback named)
+//!   and `pgtrail consistency` / `verify-consistency`.
 //! - `failures`: every error path a user can hit: one clear line, exit 2.
 //! - `setup`: init, the configuration layers, help text.
 //! - `run`: `pgtrail run` sealing and streaming side by side, restarts,
@@ -75,6 +77,7 @@ mod imports;
 mod integrity;
 mod kill;
 mod link;
+mod memory;
 mod metrics;
 mod proofs;
 mod proxy;
