@@ -38,6 +38,7 @@ fn keys(key: &Path, witness: &Path) -> Keys {
         key: KeyPair::load(key).expect("load key"),
         trusted: Vec::new(),
         witness: Some(witness.to_path_buf()),
+        witness_servers: Vec::new(),
     }
 }
 

@@ -123,6 +123,8 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Check that no event was modified, removed, inserted or reordered.
     Verify(VerifyArgs),
+    /// Run a witness server (C2SP tlog-witness): cosign logs' checkpoints that only grew.
+    Witness(WitnessArgs),
     /// List events, newest first, filtered.
     Log(LogArgs),
     /// Who connected from where through the proxy: failed logins first, then sessions.
@@ -305,6 +307,41 @@ pub struct VerifyArgs {
     /// the chain.
     #[arg(long, value_name = "FILE")]
     pub archive: Option<PathBuf>,
+}
+
+/// `pgtrail witness`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs on another host than the store, under another administrator: it keeps the latest
+checkpoint of each log in --state and cosigns a new one only when a consistency proof shows
+the log grew from it (C2SP tlog-witness, POST /add-checkpoint). Not the witness file of
+`pgtrail verify --witness`.
+Example:
+  pgtrail keygen --out /etc/pgtrail-witness/witness.key
+  pgtrail witness --key /etc/pgtrail-witness/witness.key --name witness.example.com/w1 --print-vkey
+  pgtrail witness --listen 0.0.0.0:7380 --state /var/lib/pgtrail-witness \\
+    --key /etc/pgtrail-witness/witness.key --name witness.example.com/w1 \\
+    --log pgtrail/store/0f3c...=/etc/pgtrail-witness/store.key.pub")]
+pub struct WitnessArgs {
+    /// Address to listen on (`host:port`; port 0 picks a free one, printed on stdout).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory holding the latest checkpoint of each log (one file per log).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The witness's private key file (`pgtrail keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The witness's name in its cosignatures (a key name: no spaces, no `+`).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A log it cosigns: its origin (`pgtrail/store/<store id>`, see `pgtrail status`) and
+    /// the public key file its checkpoints are signed with. Repeat for several logs.
+    #[arg(long, value_name = "ORIGIN=FILE")]
+    pub log: Vec<String>,
+    /// Print the witness's vkey (for `[signing] witnesses` and `verify --witness-key`) and exit.
+    #[arg(long)]
+    pub print_vkey: bool,
 }
 
 /// Filters shared by `log` and `export`.

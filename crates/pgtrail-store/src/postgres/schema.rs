@@ -288,6 +288,19 @@ create index events_backend_pid_idx on pgtrail.events (backend_pid, captured_at)
 create index events_xid_idx on pgtrail.events (xid) where xid is not null;
 ";
 
+/// Witness servers' cosignatures (C2SP `tlog-cosignature`) of checkpoints:
+/// the exact checkpoint text each covers, and the signature line.
+const COSIGNATURES: &str = "
+create table pgtrail.cosignatures (
+    seq bigint not null,
+    checkpoint text not null,
+    line text not null,
+    received_at timestamptz not null,
+    unique (checkpoint, line)
+);
+create index cosignatures_seq_idx on pgtrail.cosignatures (seq);
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -359,6 +372,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         creates: &[],
         fill: Some(Fill::BackendPids),
         sql_after: V8_LINK_AFTER,
+    },
+    // Issue 14's contract numbers this V10, after the kept tree nodes
+    // (V9): the lead renumbers at merge; it is self-contained.
+    Migration {
+        version: 9,
+        name: "witness servers' cosignatures of checkpoints",
+        sql: COSIGNATURES,
+        creates: &["cosignatures"],
+        fill: None,
+        sql_after: "",
     },
 ];
 

@@ -38,6 +38,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "indexes of the backend and the transaction of each event",
         V11,
     ),
+    // Issue 14's contract numbers this V13, after the kept tree nodes
+    // (V12): the lead renumbers at merge; it is self-contained.
+    ("witness servers' cosignatures of checkpoints", COSIGNATURES),
 ];
 
 /// The newest schema version this build understands.
@@ -270,6 +273,19 @@ create index events_backend_pid on events
 create index events_xid on events
     ((case when json_valid(body) then json_extract(body, '$.xid') end))
     where (case when json_valid(body) then json_extract(body, '$.xid') end) is not null;
+";
+
+/// Witness servers' cosignatures (C2SP `tlog-cosignature`) of checkpoints:
+/// the exact checkpoint text each covers, and the signature line.
+const COSIGNATURES: &str = "
+create table cosignatures (
+    seq integer not null,
+    checkpoint text not null,
+    line text not null,
+    received_at integer not null,
+    unique (checkpoint, line)
+);
+create index cosignatures_seq on cosignatures (seq);
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

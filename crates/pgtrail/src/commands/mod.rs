@@ -33,6 +33,7 @@ mod token;
 mod track;
 mod uninstall;
 mod verify;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +113,8 @@ pub(crate) use pgtrail_pipeline::store::missing_sqlite_file;
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = match cli.command {
-        Command::Init(_) => Invocation::defaults(&cli),
+        // A witness host has no pgtrail.toml: its flags say everything.
+        Command::Init(_) | Command::Witness(_) => Invocation::defaults(&cli),
         _ => Invocation::load(&cli).context("cannot load the configuration")?,
     };
     if let Some(flag) = cli.format {
@@ -131,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args, &ctx).await,
         Command::Checkpoint(args) => checkpoint::run(args, &ctx).await,
         Command::Verify(args) => verify::run(args, &ctx).await,
+        Command::Witness(args) => witness::run(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::Report(args) => report::run(args, &ctx).await,
