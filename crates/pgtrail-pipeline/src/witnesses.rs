@@ -77,14 +77,18 @@ impl Witnesses {
     }
 
     /// Submits `checkpoint` of `store` to every witness and keeps their
-    /// cosignatures; logs and counts failures, never fails.
-    pub async fn submit(&mut self, store: &dyn Store, checkpoint: &Checkpoint, location: &str) {
-        if self.servers.is_empty() {
-            return;
-        }
+    /// cosignatures; logs and counts failures, never fails. What each
+    /// witness did, by name.
+    pub async fn submit(
+        &mut self,
+        store: &dyn Store,
+        checkpoint: &Checkpoint,
+        location: &str,
+    ) -> Vec<(String, Result<(), String>)> {
+        let mut outcomes = Vec::new();
         let Some(Ok(parsed)) = checkpoint.parsed_note() else {
             // A checkpoint from before notes: nothing a witness reads.
-            return;
+            return outcomes;
         };
         for (server, sizes) in &mut self.servers {
             let name = server.key.name.clone();
@@ -109,7 +113,7 @@ impl Witnesses {
                     .map_err(|e| format!("cannot keep its cosignature: {e}")),
                 Err(error) => Err(error),
             };
-            match kept {
+            match &kept {
                 Ok(()) => {
                     metrics::counter!(SUBMISSIONS, "witness" => name.clone(), "result" => "ok")
                         .increment(1);
@@ -121,7 +125,9 @@ impl Witnesses {
                     tracing::warn!(store = %location, witness = %name, url = %server.url, error = %error, "A witness did not cosign the checkpoint; the next checkpoint is submitted next round.");
                 }
             }
+            outcomes.push((name, kept));
         }
+        outcomes
     }
 }
 
@@ -149,13 +155,7 @@ async fn submit_one(
                 .await
                 .map_err(|e| format!("cannot build the consistency proof from {old}: {e}"))?
         };
-        let mut body = format!("old {old}\n");
-        for hash in &proof {
-            body.push_str(&BASE64.encode(hash));
-            body.push('\n');
-        }
-        body.push('\n');
-        body.push_str(&checkpoint.note.to_text());
+        let body = request_body(old, &proof, &checkpoint.note.to_text());
         let (status, answer) = post(&server.url, body).await?;
         match status {
             200 => {
@@ -189,8 +189,21 @@ async fn submit_one(
     Err("the witness moved twice during one submission".into())
 }
 
+/// An `add-checkpoint` body: `old <size>`, the proof's hashes, a blank
+/// line, the signed checkpoint.
+pub fn request_body(old: u64, proof: &[pgtrail_store::merkle::Hash], note: &str) -> String {
+    let mut body = format!("old {old}\n");
+    for hash in proof {
+        body.push_str(&BASE64.encode(hash));
+        body.push('\n');
+    }
+    body.push('\n');
+    body.push_str(note);
+    body
+}
+
 /// POSTs `body` to `<url>/add-checkpoint`; the status and the answer.
-async fn post(url: &str, body: String) -> Result<(u16, String), String> {
+pub async fn post(url: &str, body: String) -> Result<(u16, String), String> {
     let uri: hyper::Uri = format!("{url}/add-checkpoint")
         .parse()
         .map_err(|e| format!("bad url: {e}"))?;

@@ -208,6 +208,96 @@ pub fn parse_lines(text: &str) -> Result<Vec<NoteSignature>, CosignatureError> {
         .map_err(CosignatureError)
 }
 
+/// What `verify --witness-key` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CosignatureCheck {
+    /// The newest checkpoint's size, if the store has a note checkpoint.
+    pub newest_seq: Option<i64>,
+    /// The given witnesses with a valid cosignature of the newest
+    /// checkpoint's exact text, and when each cosigned it.
+    pub newest_cosigners: Vec<(String, DateTime<Utc>)>,
+    /// Older checkpoints with at least one valid cosignature of a given key.
+    pub older_cosigned: usize,
+    /// What is wrong: too few cosignatures of the newest checkpoint, or a
+    /// kept cosignature of a given key that does not verify.
+    pub problems: Vec<String>,
+}
+
+/// Checks the cosignatures kept in `store`: the newest note checkpoint of
+/// the store's own log must carry valid cosignatures of at least `min` of
+/// `witnesses` over its exact text, and no kept cosignature of one of them,
+/// on any checkpoint, may fail to verify (it was altered).
+pub async fn check<S: crate::Store + ?Sized>(
+    store: &S,
+    witnesses: &[WitnessKey],
+    min: usize,
+) -> crate::Result<CosignatureCheck> {
+    let mut out = CosignatureCheck::default();
+    let Some(id) = store.store_id().await? else {
+        out.problems
+            .push("the store has no id, so no checkpoint a witness could cosign".into());
+        return Ok(out);
+    };
+    let origin = crate::checkpoint::origin(&id);
+    let checkpoints: Vec<_> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter_map(|c| crate::signing::note_of(&c, &origin).map(|n| (c.seq, n)))
+        .collect();
+    let newest = checkpoints.len().checked_sub(1);
+    for (at, (seq, parsed)) in checkpoints.iter().enumerate() {
+        let kept = store.cosignatures(*seq).await?;
+        let mut cosigners: Vec<(String, DateTime<Utc>)> = Vec::new();
+        for stored in kept.iter().filter(|k| k.checkpoint == parsed.note.text) {
+            let lines = match parse_lines(&stored.line) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    out.problems.push(format!(
+                        "checkpoint at event {seq}: a kept cosignature is not a signature line ({e})"
+                    ));
+                    continue;
+                }
+            };
+            for line in &lines {
+                let Some(witness) = witnesses
+                    .iter()
+                    .find(|w| w.name == line.name && w.key_id() == line.key_id)
+                else {
+                    continue;
+                };
+                match verify_one(&parsed.note.text, line, witness) {
+                    Ok(time) if !cosigners.iter().any(|(n, _)| *n == witness.name) => {
+                        cosigners.push((witness.name.clone(), time));
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.problems.push(format!(
+                        "checkpoint at event {seq}: {e}: the cosignature or the checkpoint was altered"
+                    )),
+                }
+            }
+        }
+        if Some(at) == newest {
+            out.newest_seq = Some(*seq);
+            if cosigners.len() < min {
+                out.problems.push(format!(
+                    "the newest checkpoint (event {seq}) has {} valid cosignature(s) of the given \
+                     witnesses, fewer than the {min} required",
+                    cosigners.len()
+                ));
+            }
+            out.newest_cosigners = cosigners;
+        } else if !cosigners.is_empty() {
+            out.older_cosigned += 1;
+        }
+    }
+    if newest.is_none() && min > 0 {
+        out.problems
+            .push("no signed checkpoint: nothing a witness cosigned".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,6 +289,7 @@ Examples:
   pgtrail verify --public-key signing.key.pub
   pgtrail verify --public-key new.key.pub --public-key old.key.pub@120000   # across a key rotation
   pgtrail verify --public-key signing.key.pub --witness /mnt/witness/pgtrail.notes --max-unsigned 10000
+  pgtrail verify --public-key signing.key.pub --witness-key \"$(cat w1.vkey)\" --witness-key \"$(cat w2.vkey)\" --min-cosignatures 2
   pgtrail verify --public-key signing.key.pub --archive archive/pgtrail-000000000001-000000005000.jsonl.gz")]
 pub struct VerifyArgs {
     /// Public key that checkpoints must be signed with; repeat it to trust
@@ -300,6 +301,14 @@ pub struct VerifyArgs {
     /// Witness file the store must agree with [default: `[signing] witness`].
     #[arg(long, value_name = "FILE")]
     pub witness: Option<PathBuf>,
+    /// A witness server's vkey (`pgtrail witness --print-vkey`): the newest checkpoint must
+    /// carry its cosignature. Repeat for several witnesses.
+    #[arg(long, value_name = "VKEY")]
+    pub witness_key: Vec<String>,
+    /// With --witness-key: how many of those witnesses must have cosigned the newest
+    /// checkpoint [default: 1].
+    #[arg(long, value_name = "N", requires = "witness_key")]
+    pub min_cosignatures: Option<usize>,
     /// Fail when more than N events follow the newest signed checkpoint.
     #[arg(long, value_name = "N")]
     pub max_unsigned: Option<u64>,

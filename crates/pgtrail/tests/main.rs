@@ -51,6 +51,9 @@
 //!   killed with SIGKILL mid-delivery while events are appended: every
 //!   event at each destination, in order; a failing collector's log
 //!   without its token.
+//! - `witnesses`: two `pgtrail witness` processes cosigning what the
+//!   checkpointer submits, and refusing a fork and a rollback of the log;
+//!   `verify --witness-key --min-cosignatures`.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 //! - `metrics`: `/metrics` scraped from a real `pgtrail run` after trigger
@@ -85,3 +88,4 @@ mod statements;
 mod support;
 mod tokens;
 mod transfer;
+mod witnesses;

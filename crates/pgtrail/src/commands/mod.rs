@@ -33,6 +33,7 @@ mod token;
 mod track;
 mod uninstall;
 mod verify;
+mod verify_cosignatures;
 mod witness;
 
 use std::path::PathBuf;

@@ -61,7 +61,8 @@ pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
     let report = pgtrail_store::verify_with(store.as_ref(), &options).await?;
     ctx.output
         .document(&report, || text(&location, options.keys.len(), &report))?;
-    Ok(if report.ok() {
+    let cosigned = super::verify_cosignatures::check(args, store.as_ref(), &ctx.output).await?;
+    Ok(if report.ok() && cosigned {
         crate::exit::ok()
     } else {
         crate::exit::check_failed()
