@@ -581,8 +581,18 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
 
 /// Turns a store back into the version-5 layout: one row index over the
 /// whole chain.
+/// Undoes version 12 (witness servers' cosignatures).
+fn downgrade_to_v11(raw: &Connection) {
+    raw.execute_batch(
+        "drop table cosignatures;
+         delete from pgtrail_migrations where version > 11; pragma user_version = 11;",
+    )
+    .expect("downgrade to version 11");
+}
+
 /// Undoes version 11 (the link's indexes).
 fn downgrade_to_v10(raw: &Connection) {
+    downgrade_to_v11(raw);
     raw.execute_batch(
         "drop index events_backend_pid; drop index events_xid;
          delete from pgtrail_migrations where version > 10; pragma user_version = 10;",
