@@ -868,6 +868,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn witness_servers_are_a_list_of_url_and_vkey() {
+        let config = Config::from_toml(
+            "[[signing.witnesses]]\nurl = \"http://w1:7380\"\nvkey = \"w1+00+AA\"\n\
+             [[signing.witnesses]]\nurl = \"http://w2:7380\"\nvkey = \"w2+00+AA\"\n",
+            "w.toml",
+        )
+        .expect("valid");
+        let urls: Vec<&str> = config
+            .signing
+            .witnesses
+            .iter()
+            .map(|w| w.url.as_str())
+            .collect();
+        assert_eq!(urls, ["http://w1:7380", "http://w2:7380"]);
+        let typo = "[[signing.witnesses]]\nurl = \"http://w1\"\nvkey = \"v\"\nkey = \"x\"\n";
+        assert!(Config::from_toml(typo, "w.toml").is_err());
+        assert!(Config::default().signing.witnesses.is_empty());
+    }
+
+    #[test]
     fn sinks_are_a_list_of_tables_told_apart_by_type() {
         let config = Config::from_toml(
             "[[sinks]]\nname = \"siem\"\ntype = \"file\"\nformat = \"ocsf\"\ndir = \"/var/lib/pgtrail/out\"\n\

@@ -417,6 +417,41 @@ mod tests {
         ));
     }
 
+    /// Two submissions from the same size at once: one is cosigned, the
+    /// other finds the size moved (the race the spec warns about).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_never_roll_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = KeyPair::generate().expect("key");
+        let leaves = ["a", "b", "c", "d", "e", "f", "g"];
+        let w = std::sync::Arc::new(witness(dir.path(), &log).expect("open"));
+        w.add_checkpoint(&body(0, &[], &note(&log, &tree(&leaves[..3]))), 1)
+            .await
+            .expect("first");
+        // A (size 7) and B (size 3, the size held) both from old 3: if B
+        // were checked before A was stored and stored after, it would roll
+        // the witness back to 3.
+        for _ in 0..10 {
+            let small = body(3, &[], &note(&log, &tree(&leaves[..3])));
+            let large = body(3, &proof(&leaves, 3, 7), &note(&log, &tree(&leaves)));
+            let (a, b) = (w.clone(), w.clone());
+            let (x, y) = tokio::join!(
+                tokio::spawn(async move { a.add_checkpoint(&large, 2).await }),
+                tokio::spawn(async move { b.add_checkpoint(&small, 2).await }),
+            );
+            let (x, y) = (x.expect("task"), y.expect("task"));
+            assert!(x.is_ok(), "{x:?}");
+            let latest = w.logs[ORIGIN].latest.lock().await;
+            assert_eq!(latest.as_ref().map(|l| l.size), Some(7), "{y:?}");
+            drop(latest);
+            // Back to a fresh witness at 3 for the next round.
+            *w.logs[ORIGIN].latest.lock().await = Some(Latest {
+                size: 3,
+                root: tree(&leaves[..3]).root(),
+            });
+        }
+    }
+
     #[tokio::test]
     async fn a_tampered_state_file_stops_the_witness() {
         let dir = tempfile::tempdir().expect("tempdir");
