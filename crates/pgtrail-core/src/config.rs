@@ -94,9 +94,23 @@ pub struct SigningConfig {
     /// Witness file: every signed checkpoint is also appended here (keep it
     /// off the store's host); `verify` checks the store against it.
     pub witness: Option<String>,
+    /// Witness servers (`pgtrail witness`, C2SP tlog-witness) `pgtrail run`
+    /// submits each new checkpoint to; their cosignatures are kept in the
+    /// store for `verify --witness-key`.
+    pub witnesses: Vec<WitnessServer>,
     /// How often `pgtrail run` signs a checkpoint of each store it writes
     /// to (when the head moved), e.g. `10m`; `status` warns past twice this.
     pub checkpoint_every: String,
+}
+
+/// One of `[[signing.witnesses]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessServer {
+    /// Its submission prefix: `http://host:port` (`/add-checkpoint` is appended).
+    pub url: String,
+    /// Its verifier key, `<name>+<key id>+<key>` (`pgtrail witness --print-vkey`).
+    pub vkey: String,
 }
 
 impl Default for SigningConfig {
@@ -106,6 +120,7 @@ impl Default for SigningConfig {
             public_key: None,
             previous_public_keys: Vec::new(),
             witness: None,
+            witnesses: Vec::new(),
             checkpoint_every: "10m".into(),
         }
     }
@@ -851,6 +866,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn witness_servers_are_a_list_of_url_and_vkey() {
+        let config = Config::from_toml(
+            "[[signing.witnesses]]\nurl = \"http://w1:7380\"\nvkey = \"w1+00+AA\"\n\
+             [[signing.witnesses]]\nurl = \"http://w2:7380\"\nvkey = \"w2+00+AA\"\n",
+            "w.toml",
+        )
+        .expect("valid");
+        let urls: Vec<&str> = config
+            .signing
+            .witnesses
+            .iter()
+            .map(|w| w.url.as_str())
+            .collect();
+        assert_eq!(urls, ["http://w1:7380", "http://w2:7380"]);
+        let typo = "[[signing.witnesses]]\nurl = \"http://w1\"\nvkey = \"v\"\nkey = \"x\"\n";
+        assert!(Config::from_toml(typo, "w.toml").is_err());
+        assert!(Config::default().signing.witnesses.is_empty());
+    }
 
     #[test]
     fn sinks_are_a_list_of_tables_told_apart_by_type() {

@@ -32,12 +32,13 @@ use std::time::Duration;
 
 use pgtrail_store::open::redact_url;
 use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
-use pgtrail_store::{ChainHead, KeyPair, Store, StoreError, TrustedKey};
+use pgtrail_store::{ChainHead, Checkpoint, KeyPair, Store, StoreError, TrustedKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::retry::{self, Backoff, Retryable};
+use crate::witnesses::{WitnessServer, Witnesses};
 
 /// Longest time one store's round may take: a store that hangs must not
 /// hold up the final checkpoint of the others, nor the process's exit.
@@ -76,6 +77,8 @@ pub struct Keys {
     pub trusted: Vec<TrustedKey>,
     /// The witness file every checkpoint is also appended to.
     pub witness: Option<PathBuf>,
+    /// Witness servers every new checkpoint is submitted to.
+    pub witness_servers: Vec<WitnessServer>,
 }
 
 /// Why a store's checkpoint was not signed.
@@ -139,7 +142,7 @@ impl Checkpointer {
                 // A URL store opens without waiting for trigger capture.
                 Some(same) if matches!(target, Target::Url(_)) => same.target = target,
                 Some(_) => {}
-                None => stores.push(Tracked::new(target, interval)),
+                None => stores.push(Tracked::new(target, interval, &keys.witness_servers)),
             }
         }
         for tracked in &mut stores {
@@ -179,15 +182,18 @@ struct Tracked {
     /// After a failure: how soon to try again.
     backoff: Backoff,
     due: Instant,
+    /// The witness servers, and what each holds of this store's log.
+    witnesses: Witnesses,
 }
 
 impl Tracked {
-    fn new(target: Target, interval: Duration) -> Self {
+    fn new(target: Target, interval: Duration, witnesses: &[WitnessServer]) -> Self {
         Tracked {
             target,
             store: None,
             backoff: Backoff::new(FIRST_RETRY.min(interval), interval),
             due: Instant::now(),
+            witnesses: Witnesses::new(witnesses.to_vec()),
         }
     }
 }
@@ -229,6 +235,20 @@ async fn round(
     let location = redact_url(tracked.target.location());
     let outcome = tokio::time::timeout(ROUND_TIMEOUT, sign(tracked, keys, only_if_moved)).await;
     let result = outcome.unwrap_or(Err(CheckpointError::Timeout));
+    // Outside the round's timeout: the checkpoint is stored whatever the
+    // witnesses do, and each submission has its own timeout.
+    if let (Ok(Some(checkpoint)), Some(store)) = (&result, tracked.store.clone()) {
+        tracked
+            .witnesses
+            .submit(store.as_ref(), checkpoint, &location)
+            .await;
+    }
+    let result = result.map(|signed| {
+        signed.map(|checkpoint| ChainHead {
+            seq: checkpoint.seq,
+            hash: checkpoint.hash,
+        })
+    });
     let pause = match &result {
         Ok(signed) => {
             let failures = tracked.backoff.succeeded();
@@ -269,12 +289,12 @@ async fn round(
 }
 
 /// Opens the store if needed, checks its chain and signs its head; the new
-/// checkpoint's head, if one was signed.
+/// checkpoint, if one was signed.
 async fn sign(
     tracked: &mut Tracked,
     keys: &Keys,
     only_if_moved: bool,
-) -> Result<Option<ChainHead>, CheckpointError> {
+) -> Result<Option<Checkpoint>, CheckpointError> {
     let store = match &tracked.store {
         Some(store) => store.clone(),
         None => {
@@ -291,10 +311,7 @@ async fn sign(
     };
     match sign_head(store.as_ref(), &signer, only_if_moved).await? {
         Signed::Empty | Signed::Unchanged => Ok(None),
-        Signed::New(checkpoint) => Ok(Some(ChainHead {
-            seq: checkpoint.seq,
-            hash: checkpoint.hash,
-        })),
+        Signed::New(checkpoint) => Ok(Some(checkpoint)),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod spool;
 pub mod store;
 pub mod supervise;
 pub mod toast;
+pub mod witnesses;
 pub mod writer;
 
 pub use error::PipelineError;

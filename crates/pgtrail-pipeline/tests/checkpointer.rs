@@ -38,6 +38,7 @@ fn keys(key: &Path, witness: &Path) -> Keys {
         key: KeyPair::load(key).expect("load key"),
         trusted: Vec::new(),
         witness: Some(witness.to_path_buf()),
+        witness_servers: Vec::new(),
     }
 }
 
@@ -151,4 +152,51 @@ async fn an_older_copy_put_back_is_refused_at_start() {
         checkpoint_seqs(&db).await.is_empty(),
         "nothing was signed over the older copy"
     );
+}
+
+/// Witness servers that refuse connections or never answer: checkpoints
+/// are signed and stored all the same, within the submission timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_that_are_down_never_stop_checkpoints() {
+    use pgtrail_pipeline::witnesses::{WitnessServer, SUBMIT_TIMEOUT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("trail.db");
+    let key = new_key(dir.path());
+    append(&db, 0, 3).await;
+    // A port nobody listens on, and a listener that never accepts.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let vkey = pgtrail_store::cosignature::WitnessKey {
+        name: "w".into(),
+        key: KeyPair::generate().expect("key").verifying_key(),
+    }
+    .to_vkey();
+    let mut keys = keys(&key, &dir.path().join("witness.notes"));
+    keys.witness_servers = vec![
+        WitnessServer::parse(&closed_url, &vkey).expect("witness"),
+        WitnessServer::parse(&silent_url, &vkey).expect("witness"),
+    ];
+    let started = std::time::Instant::now();
+    let running = Checkpointer::start(
+        keys,
+        vec![Target::Url(format!("sqlite:{}", db.display()))],
+        INTERVAL,
+    )
+    .await
+    .expect("start");
+    assert!(
+        started.elapsed() < SUBMIT_TIMEOUT * 2,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(checkpoint_seqs(&db).await, [3], "signed at start");
+    append(&db, 3, 2).await;
+    assert_eq!(running.finish().await.len(), 1);
+    assert_eq!(checkpoint_seqs(&db).await, [3, 5]);
+    let store = SqliteStore::open(&db).await.expect("open");
+    assert!(store.cosignatures(5).await.expect("kept").is_empty());
+    drop(silent);
 }

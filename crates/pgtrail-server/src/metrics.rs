@@ -137,6 +137,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "histogram",
         "Seconds one delivery of a sink took, by sink.",
     ),
+    (
+        "pgtrail_witness_submissions_total",
+        "counter",
+        "Checkpoints submitted to witness servers ([signing] witnesses), by witness and result (ok: cosigned and kept; failed: refused, unreachable or not kept).",
+    ),
 ];
 
 /// Buckets of the `_seconds` histograms without their own: 100 µs to 30 s.

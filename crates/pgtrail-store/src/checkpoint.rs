@@ -297,6 +297,20 @@ impl KeyPair {
         self.signing.verifying_key()
     }
 
+    /// The key pair of a 32-byte secret (test vectors).
+    #[cfg(test)]
+    pub(crate) fn from_secret(secret: [u8; 32]) -> Self {
+        KeyPair {
+            signing: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// The private half, for signing other formats than checkpoints (a
+    /// witness server's cosignatures).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// Reads a private key file written by [`KeyPair::save`].
     pub fn load(path: &Path) -> Result<Self, StoreError> {
         let bytes = read_hex_key(path, "private")?;

@@ -116,6 +116,15 @@ impl<H: AppendHook> Store for Hooked<H> {
     ) -> Result<Vec<crate::tree::TreeNode>> {
         self.inner.tree_nodes(after, limit).await
     }
+    async fn add_cosignature(
+        &self,
+        cosignature: &crate::cosignature::StoredCosignature,
+    ) -> Result<()> {
+        self.inner.add_cosignature(cosignature).await
+    }
+    async fn cosignatures(&self, seq: i64) -> Result<Vec<crate::cosignature::StoredCosignature>> {
+        self.inner.cosignatures(seq).await
+    }
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.inner.prune(through).await
     }

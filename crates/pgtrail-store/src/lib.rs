@@ -12,6 +12,7 @@
 //! `tests/conformance`, so every reader behaves the same on either.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod cpu;
 pub mod ddl;
 mod error;
@@ -467,6 +468,23 @@ pub trait Store: Send + Sync {
     /// store that keeps none.
     async fn tree_nodes(&self, after: (i64, i64), limit: usize) -> Result<Vec<tree::TreeNode>> {
         let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
+    /// Keeps a witness server's cosignature of a checkpoint (durable on
+    /// return; the same line for the same checkpoint is kept once). A store
+    /// that keeps none says so: a cosignature is never dropped silently.
+    async fn add_cosignature(&self, cosignature: &cosignature::StoredCosignature) -> Result<()> {
+        let _ = cosignature;
+        Err(StoreError::Invalid(
+            "this store keeps no witness cosignatures".into(),
+        ))
+    }
+
+    /// The cosignatures kept for the checkpoints of size `seq`, in the
+    /// order they were received.
+    async fn cosignatures(&self, seq: i64) -> Result<Vec<cosignature::StoredCosignature>> {
+        let _ = seq;
         Ok(Vec::new())
     }
 

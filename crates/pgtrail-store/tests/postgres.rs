@@ -1163,6 +1163,16 @@ async fn write_lean_rows(
                 .await
                 .expect("row key");
         }
+        if version >= 8 {
+            // What schema 8's appender writes beside each event.
+            client
+                .execute(
+                    "update pgtrail.events set backend_pid = $1 where seq = $2",
+                    &[&e.backend_pid, &seq],
+                )
+                .await
+                .expect("backend pid");
+        }
         if version >= 6 && e.kind == Kind::Statement && !e.objects.is_empty() {
             // What schema 6's appender writes beside a statement.
             let names = pgtrail_core::filter::object_index_names(&e.objects);

@@ -579,8 +579,18 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// Undoes version 13 (witness servers' cosignatures).
+fn downgrade_to_v12(raw: &Connection) {
+    raw.execute_batch(
+        "drop table cosignatures;
+         delete from pgtrail_migrations where version > 12; pragma user_version = 12;",
+    )
+    .expect("downgrade to version 12");
+}
+
 /// Undoes version 12 (the Merkle tree's kept nodes).
 fn downgrade_to_v11(raw: &Connection) {
+    downgrade_to_v12(raw);
     raw.execute_batch(
         "drop table tree_nodes;
          delete from pgtrail_migrations where version > 11; pragma user_version = 11;",
@@ -588,8 +598,6 @@ fn downgrade_to_v11(raw: &Connection) {
     .expect("downgrade to v11");
 }
 
-/// Turns a store back into the version-5 layout: one row index over the
-/// whole chain.
 /// Undoes version 11 (the link's indexes).
 fn downgrade_to_v10(raw: &Connection) {
     downgrade_to_v11(raw);

@@ -133,6 +133,8 @@ pub enum Command {
     /// Check a consistency proof offline against the old checkpoint and the key.
     #[command(name = "verify-consistency")]
     VerifyConsistency(VerifyConsistencyArgs),
+    /// Run a witness server (C2SP tlog-witness): cosign logs' checkpoints that only grew.
+    Witness(WitnessArgs),
     /// List events, newest first, filtered.
     Log(LogArgs),
     /// Who connected from where through the proxy: failed logins first, then sessions.
@@ -297,6 +299,7 @@ Examples:
   pgtrail verify --public-key signing.key.pub
   pgtrail verify --public-key new.key.pub --public-key old.key.pub@120000   # across a key rotation
   pgtrail verify --public-key signing.key.pub --witness /mnt/witness/pgtrail.notes --max-unsigned 10000
+  pgtrail verify --public-key signing.key.pub --witness-key \"$(cat w1.vkey)\" --witness-key \"$(cat w2.vkey)\" --min-cosignatures 2
   pgtrail verify --public-key signing.key.pub --archive archive/pgtrail-000000000001-000000005000.jsonl.gz")]
 pub struct VerifyArgs {
     /// Public key that checkpoints must be signed with; repeat it to trust
@@ -308,6 +311,14 @@ pub struct VerifyArgs {
     /// Witness file the store must agree with [default: `[signing] witness`].
     #[arg(long, value_name = "FILE")]
     pub witness: Option<PathBuf>,
+    /// A witness server's vkey (`pgtrail witness --print-vkey`): the newest checkpoint must
+    /// carry its cosignature. Repeat for several witnesses.
+    #[arg(long, value_name = "VKEY")]
+    pub witness_key: Vec<String>,
+    /// With --witness-key: how many of those witnesses must have cosigned the newest
+    /// checkpoint [default: 1].
+    #[arg(long, value_name = "N", requires = "witness_key")]
+    pub min_cosignatures: Option<usize>,
     /// Fail when more than N events follow the newest signed checkpoint.
     #[arg(long, value_name = "N")]
     pub max_unsigned: Option<u64>,
@@ -398,6 +409,41 @@ pub struct VerifyProofArgs {
     /// `.pub`), or those 64 hex characters themselves.
     #[arg(long, value_name = "KEY")]
     pub public_key: String,
+}
+
+/// `pgtrail witness`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Runs on another host than the store, under another administrator: it keeps the latest
+checkpoint of each log in --state and cosigns a new one only when a consistency proof shows
+the log grew from it (C2SP tlog-witness, POST /add-checkpoint). Not the witness file of
+`pgtrail verify --witness`.
+Example:
+  pgtrail keygen --out /etc/pgtrail-witness/witness.key
+  pgtrail witness --key /etc/pgtrail-witness/witness.key --name witness.example.com/w1 --print-vkey
+  pgtrail witness --listen 0.0.0.0:7380 --state /var/lib/pgtrail-witness \\
+    --key /etc/pgtrail-witness/witness.key --name witness.example.com/w1 \\
+    --log pgtrail/store/0f3c...=/etc/pgtrail-witness/store.key.pub")]
+pub struct WitnessArgs {
+    /// Address to listen on (`host:port`; port 0 picks a free one, printed on stdout).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory holding the latest checkpoint of each log (one file per log).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The witness's private key file (`pgtrail keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The witness's name in its cosignatures (a key name: no spaces, no `+`).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A log it cosigns: its origin (`pgtrail/store/<store id>`, see `pgtrail status`) and
+    /// the public key file its checkpoints are signed with. Repeat for several logs.
+    #[arg(long, value_name = "ORIGIN=FILE")]
+    pub log: Vec<String>,
+    /// Print the witness's vkey (for `[signing] witnesses` and `verify --witness-key`) and exit.
+    #[arg(long)]
+    pub print_vkey: bool,
 }
 
 /// Filters shared by `log` and `export`.

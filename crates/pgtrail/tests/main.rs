@@ -55,6 +55,9 @@
 //!   without its token.
 //! - `capture_status`: the dashboard's integrity page reading tracked
 //!   tables, the inbox's backlog and the slot from the configured databases.
+//! - `witnesses`: two `pgtrail witness` processes cosigning what the
+//!   checkpointer submits, and refusing a fork and a rollback of the log;
+//!   `verify --witness-key --min-cosignatures`.
 //! - `checkpoints`: `pgtrail run` signing checkpoints (while events arrive,
 //!   not when idle, at stop), what they catch, `pgtrail status` on their age.
 //! - `metrics`: `/metrics` scraped from a real `pgtrail run` after trigger
@@ -92,3 +95,4 @@ mod statements;
 mod support;
 mod tokens;
 mod transfer;
+mod witnesses;

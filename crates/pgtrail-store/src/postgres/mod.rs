@@ -421,6 +421,52 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn add_cosignature(
+        &self,
+        cosignature: &crate::cosignature::StoredCosignature,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "insert into pgtrail.cosignatures (seq, checkpoint, line, received_at) \
+                 values ($1, $2, $3, $4) on conflict do nothing",
+                &[
+                    &cosignature.seq,
+                    &cosignature.checkpoint,
+                    &cosignature.line,
+                    &cosignature.received_at,
+                ],
+            )
+            .await
+            .map_err(self.backend("recording a cosignature"))?;
+        Ok(())
+    }
+
+    async fn cosignatures(&self, seq: i64) -> Result<Vec<crate::cosignature::StoredCosignature>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select checkpoint, line, received_at from pgtrail.cosignatures \
+                 where seq = $1 order by ctid",
+                &[&seq],
+            )
+            .await
+            .map_err(self.backend("reading cosignatures"))?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = |e: tokio_postgres::Error| {
+                    StoreError::backend(&self.location, "reading cosignatures", e)
+                };
+                Ok(crate::cosignature::StoredCosignature {
+                    seq,
+                    checkpoint: row.try_get(0).map_err(corrupt)?,
+                    line: row.try_get(1).map_err(corrupt)?,
+                    received_at: row.try_get(2).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
     async fn store_id(&self) -> Result<Option<String>> {
         let client = self.client().await?;
         let row = client

@@ -304,6 +304,19 @@ create table pgtrail.tree_nodes (
 );
 ";
 
+/// Witness servers' cosignatures (C2SP `tlog-cosignature`) of checkpoints:
+/// the exact checkpoint text each covers, and the signature line.
+const COSIGNATURES: &str = "
+create table pgtrail.cosignatures (
+    seq bigint not null,
+    checkpoint text not null,
+    line text not null,
+    received_at timestamptz not null,
+    unique (checkpoint, line)
+);
+create index cosignatures_seq_idx on pgtrail.cosignatures (seq);
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -382,6 +395,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: V9_TREE_NODES,
         creates: &["tree_nodes"],
         fill: Some(Fill::TreeNodes),
+        sql_after: "",
+    },
+    Migration {
+        version: 10,
+        name: "witness servers' cosignatures of checkpoints",
+        sql: COSIGNATURES,
+        creates: &["cosignatures"],
+        fill: None,
         sql_after: "",
     },
 ];

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection};
 
+use crate::cosignature::StoredCosignature;
 use crate::{Checkpoint, CheckpointKind, Result, StoreError};
 
 /// Records `checkpoint` durably (its own transaction, fsync'd on commit).
@@ -94,4 +95,58 @@ pub fn store_id(conn: &Connection, location: &str) -> Result<Option<String>> {
     conn.query_row("select id from store_identity", [], |r| r.get(0))
         .map(Some)
         .map_err(|e| StoreError::backend(location, "reading the store's id", e))
+}
+
+/// Keeps a cosignature (once per checkpoint text and line).
+pub fn add_cosignature(
+    conn: &Connection,
+    cosignature: &StoredCosignature,
+    location: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "insert or ignore into cosignatures (seq, checkpoint, line, received_at) \
+         values (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            cosignature.seq,
+            cosignature.checkpoint,
+            cosignature.line,
+            cosignature.received_at.timestamp_micros(),
+        ])
+    })
+    .map_err(|e| StoreError::backend(location, "recording a cosignature", e))?;
+    Ok(())
+}
+
+/// The cosignatures of the checkpoints of size `seq`, oldest first.
+pub fn cosignatures(conn: &Connection, seq: i64, location: &str) -> Result<Vec<StoredCosignature>> {
+    let db = |e| StoreError::backend(location, "reading cosignatures", e);
+    let mut statement = conn
+        .prepare_cached(
+            "select checkpoint, line, received_at from cosignatures where seq = ?1 order by rowid",
+        )
+        .map_err(db)?;
+    let rows = statement
+        .query_map([seq], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (checkpoint, line, received_at) = row.map_err(db)?;
+        out.push(StoredCosignature {
+            seq,
+            checkpoint,
+            line,
+            received_at: chrono::DateTime::from_timestamp_micros(received_at).ok_or_else(|| {
+                StoreError::backend(location, "reading cosignatures", "an invalid time")
+            })?,
+        });
+    }
+    Ok(out)
 }

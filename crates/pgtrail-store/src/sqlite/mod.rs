@@ -733,6 +733,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn add_cosignature(
+        &self,
+        cosignature: &crate::cosignature::StoredCosignature,
+    ) -> Result<()> {
+        let cosignature = cosignature.clone();
+        self.write(move |conn, location| checkpoints::add_cosignature(conn, &cosignature, location))
+            .await
+    }
+
+    async fn cosignatures(&self, seq: i64) -> Result<Vec<crate::cosignature::StoredCosignature>> {
+        self.read(move |conn, location| checkpoints::cosignatures(conn, seq, location))
+            .await
+    }
+
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.write(move |conn, location| prune::prune(conn, through, location))
             .await

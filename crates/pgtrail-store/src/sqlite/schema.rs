@@ -39,6 +39,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         V11,
     ),
     (TREE_NODES, V12),
+    ("witness servers' cosignatures of checkpoints", COSIGNATURES),
 ];
 
 /// The newest schema version this build understands.
@@ -288,6 +289,19 @@ create table tree_nodes (
     hash blob not null check (length(hash) = 32),
     primary key (height, idx)
 ) strict, without rowid;
+";
+
+/// Witness servers' cosignatures (C2SP `tlog-cosignature`) of checkpoints:
+/// the exact checkpoint text each covers, and the signature line.
+const COSIGNATURES: &str = "
+create table cosignatures (
+    seq integer not null,
+    checkpoint text not null,
+    line text not null,
+    received_at integer not null,
+    unique (checkpoint, line)
+) strict;
+create index cosignatures_seq on cosignatures (seq);
 ";
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).

@@ -36,6 +36,8 @@ mod token;
 mod track;
 mod uninstall;
 mod verify;
+mod verify_cosignatures;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +117,8 @@ pub(crate) use pgtrail_pipeline::store::missing_sqlite_file;
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = match cli.command {
-        Command::Init(_) => Invocation::defaults(&cli),
+        // A witness host has no pgtrail.toml: its flags say everything.
+        Command::Init(_) | Command::Witness(_) => Invocation::defaults(&cli),
         _ => Invocation::load(&cli).context("cannot load the configuration")?,
     };
     if let Some(flag) = cli.format {
@@ -138,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyProof(args) => prove::verify(args, &ctx).await,
         Command::Consistency(args) => consistency::run(args, &ctx).await,
         Command::VerifyConsistency(args) => consistency::check(args, &ctx).await,
+        Command::Witness(args) => witness::run(args, &ctx).await,
         Command::Log(args) => log::run(args, &ctx).await,
         Command::Sessions(args) => sessions::run(args, &ctx).await,
         Command::Report(args) => report::run(args, &ctx).await,

@@ -320,10 +320,19 @@ async fn start_checkpointer(
         );
         return Ok(None);
     };
+    let mut witness_servers = Vec::new();
+    for (i, server) in signing.witnesses.iter().enumerate() {
+        witness_servers.push(
+            pgtrail_pipeline::witnesses::WitnessServer::parse(&server.url, &server.vkey)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("[[signing.witnesses]] entry {}", i + 1))?,
+        );
+    }
     let keys = Keys {
         key,
         trusted: trusted_keys(signing)?,
         witness: witness_path(None, signing),
+        witness_servers,
     };
     let mut stores: Vec<String> = Vec::new();
     for target in &targets {

@@ -87,7 +87,10 @@ pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
     // Only a sound store is remembered; a failed run leaves the memory as
     // it was, so the next run is held to the same checkpoint.
     let mut saved = None;
-    if let (true, Some(path), Some(note)) = (report.ok(), &state_path, &report.newest_note) {
+    let (cosigned, witnesses) = super::verify_cosignatures::check(args, store.as_ref()).await?;
+    if let (true, Some(path), Some(note)) =
+        (report.ok() && cosigned, &state_path, &report.newest_note)
+    {
         let state = VerifierState::of(note, chrono::Utc::now())
             .map_err(|e| anyhow::anyhow!("the newest checkpoint does not parse: {e}"))?;
         state.save(path).with_context(|| {
@@ -109,7 +112,8 @@ pub async fn run(args: &VerifyArgs, ctx: &Invocation) -> anyhow::Result<ExitCode
         }
         out
     })?;
-    Ok(if report.ok() {
+    super::verify_cosignatures::print(&witnesses, &ctx.output);
+    Ok(if report.ok() && cosigned {
         crate::exit::ok()
     } else {
         crate::exit::check_failed()

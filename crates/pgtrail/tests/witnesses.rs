@@ -1,0 +1,327 @@
+//! Two `pgtrail witness` processes and a store whose checkpoints `pgtrail
+//! run`'s checkpointer signs and submits to both: both cosign, `verify
+//! --witness-key` holds; then whoever holds the store file and the signing
+//! key forks the log (a copy grown with other events, re-signed with the
+//! same key) and rolls it back (an older, smaller checkpoint): each witness
+//! refuses each, and verify with two required cosignatures fails on the
+//! fork. A witness's state file edited on disk stops it; a malformed
+//! request gets 400 and the witness keeps cosigning.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pgtrail_core::{Event, Kind, Source};
+use pgtrail_pipeline::checkpointer::{Checkpointer, Keys, Target};
+use pgtrail_pipeline::witnesses::{post, request_body, WitnessServer};
+use pgtrail_store::signing::{sign_head, Signed, Signer};
+use pgtrail_store::sqlite::SqliteStore;
+use pgtrail_store::{Checkpoint, KeyPair, Store};
+
+use crate::support::pgtrail_in;
+
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+fn events(tag: &str, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let mut e = Event::new(Source::Proxy, Kind::Statement);
+            e.db_user = Some("app".into());
+            e.sql = Some(format!(
+                "update accounts set owner = '{tag}' where id = {i}"
+            ));
+            e
+        })
+        .collect()
+}
+
+/// Copies a closed SQLite store (its WAL too, if one was left).
+fn copy_store(from: &Path, to: &Path) {
+    std::fs::copy(from, to).expect("copy");
+    for suffix in ["-wal", "-shm"] {
+        let side = format!("{}{suffix}", from.display());
+        if Path::new(&side).exists() {
+            std::fs::copy(&side, format!("{}{suffix}", to.display())).expect("copy");
+        }
+    }
+}
+
+async fn append(path: &Path, tag: &str, n: usize) {
+    let store = SqliteStore::open(path).await.expect("open");
+    store.append(&events(tag, n)).await.expect("append");
+}
+
+/// A running `pgtrail witness`, killed when dropped.
+struct WitnessProcess {
+    child: Child,
+    url: String,
+    vkey: String,
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn witness_command(dir: &Path, n: usize, origin: &str, log_key: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgtrail"));
+    command
+        .args(["witness", "--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.join(format!("state{n}")))
+        .arg("--key")
+        .arg(dir.join(format!("witness{n}.key")))
+        .args(["--name", &format!("witness{n}.example")])
+        .arg("--log")
+        .arg(format!("{origin}={}", log_key.display()))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn start_witness(dir: &Path, n: usize, origin: &str, log_key: &Path) -> WitnessProcess {
+    let key_path = dir.join(format!("witness{n}.key"));
+    if !key_path.exists() {
+        KeyPair::generate()
+            .expect("key")
+            .save(&key_path, &dir.join(format!("witness{n}.key.pub")))
+            .expect("save");
+    }
+    let vkey = pgtrail_in(
+        dir,
+        &[
+            "witness",
+            "--key",
+            &key_path.display().to_string(),
+            "--name",
+            &format!("witness{n}.example"),
+            "--print-vkey",
+        ],
+        &[],
+        None,
+    )
+    .ok()
+    .trim()
+    .to_string();
+    let mut child = witness_command(dir, n, origin, log_key)
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the witness did not start: {line:?}"))
+        .to_string();
+    WitnessProcess {
+        child,
+        url: format!("http://{address}"),
+        vkey,
+    }
+}
+
+fn verify(dir: &Path, db: &Path, public: &Path, vkeys: &[&str], min: usize) -> (i32, String) {
+    let mut args = vec![
+        "--format".to_string(),
+        "table".into(),
+        "verify".into(),
+        "--public-key".into(),
+        public.display().to_string(),
+    ];
+    for vkey in vkeys {
+        args.push("--witness-key".into());
+        args.push((*vkey).to_string());
+    }
+    args.push("--min-cosignatures".into());
+    args.push(min.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = format!("sqlite:{}", db.display());
+    let run = pgtrail_in(dir, &args, &[("PGTRAIL_STORE", url.as_str())], None);
+    (run.code, format!("{}{}", run.stdout, run.stderr))
+}
+
+/// Signs the head of the store at `path` with `key` (no witness servers).
+async fn sign(path: &Path, key: &KeyPair) -> Checkpoint {
+    let store = SqliteStore::open(path).await.expect("open");
+    let signer = Signer {
+        key,
+        trusted: &[],
+        witness: None,
+    };
+    match sign_head(&store, &signer, false).await.expect("sign") {
+        Signed::New(checkpoint) => checkpoint,
+        other => panic!("nothing signed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_witnesses_cosign_and_refuse_a_fork_and_a_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let db = dir.join("trail.db");
+    let key_path = dir.join("signing.key");
+    let public = dir.join("signing.key.pub");
+    KeyPair::generate()
+        .expect("key")
+        .save(&key_path, &public)
+        .expect("save");
+    append(&db, "alice", 10).await;
+    // The store as it was at 10 events: what the forger starts from.
+    let copy = dir.join("copy.db");
+    copy_store(&db, &copy);
+    let origin = {
+        let store = SqliteStore::open(&db).await.expect("open");
+        pgtrail_store::checkpoint::origin(&store.store_id().await.expect("id").expect("an id"))
+    };
+    let witnesses = [
+        start_witness(dir, 1, &origin, &public),
+        start_witness(dir, 2, &origin, &public),
+    ];
+    let servers: Vec<WitnessServer> = witnesses
+        .iter()
+        .map(|w| WitnessServer::parse(&w.url, &w.vkey).expect("witness"))
+        .collect();
+
+    // The checkpointer signs at start (10 events) and at the stop (20),
+    // submitting each to both witnesses.
+    let keys = Keys {
+        key: KeyPair::load(&key_path).expect("load"),
+        trusted: Vec::new(),
+        witness: None,
+        witness_servers: servers.clone(),
+    };
+    let checkpointer = Checkpointer::start(
+        keys,
+        vec![Target::Url(format!("sqlite:{}", db.display()))],
+        INTERVAL,
+    )
+    .await
+    .expect("start");
+    append(&db, "alice", 10).await;
+    checkpointer.finish().await;
+    {
+        let store = SqliteStore::open(&db).await.expect("open");
+        for seq in [10, 20] {
+            let kept = store.cosignatures(seq).await.expect("cosignatures");
+            assert_eq!(kept.len(), 2, "both witnesses cosigned {seq}: {kept:?}");
+        }
+    }
+    let vkeys: Vec<&str> = witnesses.iter().map(|w| w.vkey.as_str()).collect();
+    let (code, out) = verify(dir, &db, &public, &vkeys, 2);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cosigned by 2 of 2"), "{out}");
+
+    let key = KeyPair::load(&key_path).expect("load");
+    // A fork at a larger size: from event 11 on other events, re-signed at
+    // 25 with the same key; the proof from 20 is the fork's own.
+    let fork = dir.join("fork.db");
+    copy_store(&copy, &fork);
+    append(&fork, "mallory", 15).await;
+    let forked = sign(&fork, &key).await;
+    let fork_store = SqliteStore::open(&fork).await.expect("open");
+    let proof = pgtrail_store::proof::consistency(&fork_store, 20, 25)
+        .await
+        .expect("proof");
+    let note = forked.note.clone().expect("note");
+    for w in &witnesses {
+        let (status, answer) = post(&w.url, request_body(20, &proof, &note))
+            .await
+            .expect("post");
+        assert_eq!(status, 422, "a fork past 20 is refused: {answer}");
+    }
+    // A fork at the size the witnesses hold (20): another root.
+    let same = dir.join("same.db");
+    copy_store(&copy, &same);
+    append(&same, "mallory", 10).await;
+    let same_note = sign(&same, &key).await.note.expect("note");
+    for w in &witnesses {
+        let (status, answer) = post(&w.url, request_body(20, &[], &same_note))
+            .await
+            .expect("post");
+        assert_eq!(status, 409, "another root at 20 is refused: {answer}");
+        assert_eq!(answer, "20\n");
+    }
+    // A rollback: the old store signed again at 10 events.
+    let rolled_note = sign(&copy, &key).await.note.expect("note");
+    for w in &witnesses {
+        for old in [10, 20] {
+            let (status, answer) = post(&w.url, request_body(old, &[], &rolled_note))
+                .await
+                .expect("post");
+            assert!(
+                status == 409 || status == 400,
+                "a rollback to 10 from {old} is refused: {status} {answer}"
+            );
+        }
+    }
+    // The checkpointer's own client against the fork: nothing cosigned.
+    let mut client = pgtrail_pipeline::witnesses::Witnesses::new(servers.clone());
+    let outcomes = client.submit(&fork_store, &forked, "fork").await;
+    assert!(outcomes.iter().all(|(_, o)| o.is_err()), "{outcomes:?}");
+    assert!(fork_store.cosignatures(25).await.expect("kept").is_empty());
+    // The forger copies the real cosignatures onto the forked checkpoint.
+    let real = SqliteStore::open(&db)
+        .await
+        .expect("open")
+        .cosignatures(20)
+        .await
+        .expect("kept");
+    for mut cosignature in real {
+        cosignature.seq = forked.seq;
+        cosignature.checkpoint = pgtrail_store::note::SignedNote::parse(&note)
+            .expect("note")
+            .text;
+        fork_store.add_cosignature(&cosignature).await.expect("add");
+    }
+    drop(fork_store);
+    let (code, out) = verify(dir, &fork, &public, &vkeys, 2);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fewer than the 2 required"), "{out}");
+    assert!(out.contains("altered"), "{out}");
+
+    // A malformed request: 400, and the witness still cosigns.
+    for w in &witnesses {
+        let (status, _) = post(&w.url, "old 1\nnot a hash\n\n".into())
+            .await
+            .expect("post");
+        assert_eq!(status, 400);
+        let (status, answer) = post(&w.url, "\u{0}\u{1}garbage".into())
+            .await
+            .expect("post");
+        assert_eq!(status, 400, "{answer}");
+    }
+    append(&db, "alice", 5).await;
+    let grown = sign(&db, &key).await;
+    let mut client = pgtrail_pipeline::witnesses::Witnesses::new(servers);
+    let store = SqliteStore::open(&db).await.expect("open");
+    let outcomes = client.submit(&store, &grown, "trail").await;
+    assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+    assert_eq!(store.cosignatures(25).await.expect("kept").len(), 2);
+    drop(store);
+    let (code, out) = verify(dir, &db, &public, &vkeys, 2);
+    assert_eq!(code, 0, "{out}");
+
+    // Someone with the witness's disk lowers its state to 10, hoping it
+    // then cosigns the rolled-back log: it refuses to start.
+    let [first, _second] = witnesses;
+    drop(first);
+    let state = std::fs::read_dir(dir.join("state1"))
+        .expect("state dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "checkpoint"))
+        .expect("a state file");
+    let text = std::fs::read_to_string(&state).expect("read");
+    std::fs::write(&state, text.replacen("\n25\n", "\n10\n", 1)).expect("write");
+    let output = witness_command(dir, 1, &origin, &public)
+        .output()
+        .expect("run");
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refuses to start"), "{stderr}");
+}
