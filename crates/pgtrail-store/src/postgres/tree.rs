@@ -3,6 +3,7 @@
 //! the resolver is one round trip, its node ranges and its leaf ranges
 //! sent as arrays in two pipelined queries.
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Transaction};
 
 use crate::merkle::{Frontier, Hash, Subtree};
@@ -16,14 +17,18 @@ pub(super) async fn subtree_hashes(
     location: &str,
 ) -> Result<Vec<Hash>> {
     let db = |e| StoreError::backend(location, "reading the Merkle tree", e);
+    // `query_typed`: one round trip a query, where `query` prepares first.
     let row = tx
-        .query_one(
+        .query_typed(
             "select (select seq from pgtrail.chain_head), (select min(seq) from pgtrail.events), \
              to_regclass('pgtrail.tree_nodes') is not null",
             &[],
         )
         .await
-        .map_err(db)?;
+        .map_err(db)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Invalid("the chain's size could not be read".into()))?;
     let size: Option<i64> = row.try_get(0).map_err(db)?;
     let first: Option<i64> = row.try_get(1).map_err(db)?;
     let has_nodes: bool = row.try_get(2).map_err(db)?;
@@ -60,11 +65,15 @@ pub(super) async fn subtree_hashes(
             if heights.is_empty() || !has_nodes {
                 return Ok(Vec::new());
             }
-            tx.query(
+            tx.query_typed(
                 "select n.height, n.idx, n.hash from pgtrail.tree_nodes n \
                  join unnest($1::int[], $2::bigint[], $3::bigint[]) as r(height, lo, hi) \
                  on n.height = r.height and n.idx between r.lo and r.hi",
-                &[&heights, &node_first, &node_last],
+                &[
+                    (&heights, Type::INT4_ARRAY),
+                    (&node_first, Type::INT8_ARRAY),
+                    (&node_last, Type::INT8_ARRAY),
+                ],
             )
             .await
         };
@@ -72,10 +81,13 @@ pub(super) async fn subtree_hashes(
             if leaf_first.is_empty() {
                 return Ok(Vec::new());
             }
-            tx.query(
+            tx.query_typed(
                 "select e.seq, e.hash from unnest($1::bigint[], $2::bigint[]) as r(lo, hi) \
                  join pgtrail.events e on e.seq between r.lo and r.hi",
-                &[&leaf_first, &leaf_last],
+                &[
+                    (&leaf_first, Type::INT8_ARRAY),
+                    (&leaf_last, Type::INT8_ARRAY),
+                ],
             )
             .await
         };
