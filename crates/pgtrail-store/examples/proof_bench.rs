@@ -454,7 +454,7 @@ async fn proofs(store: &dyn Store, key: &TrustedKey, count: usize, budget: f64, 
     let note_text = checkpoint.note.clone().expect("note");
     let size = note.tree.size;
     let mut rng = Lcg(7 ^ size);
-    let (mut make, mut check) = (Vec::new(), Vec::new());
+    let (mut make, mut check, mut made) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     while make.len() < count && started.elapsed().as_secs_f64() < budget {
         let index = rng.next() % size;
@@ -470,8 +470,13 @@ async fn proofs(store: &dyn Store, key: &TrustedKey, count: usize, budget: f64, 
             .await
             .expect("proof");
         make.push(start.elapsed());
+        made.push((event, proof, index));
+    }
+    // Each proof verified in turn until `count` verifications (the slow
+    // path makes few proofs in the budget; verifying is the same work).
+    for (event, proof, index) in made.iter().cycle().take(count) {
         let start = Instant::now();
-        verify_proof(&event, &proof, &note_text, key, index);
+        verify_proof(event, proof, &note_text, key, *index);
         check.push(start.elapsed());
     }
     let row = |what: &str, s: &[Duration], goal: &str| {
@@ -489,7 +494,7 @@ async fn proofs(store: &dyn Store, key: &TrustedKey, count: usize, budget: f64, 
         "p95 ≤ 50 ms",
     );
     row(
-        "verify a proof (event hash, note signature, inclusion)",
+        "verify a proof (note signature, event hash, inclusion)",
         &check,
         "≤ 5 ms",
     );
