@@ -164,6 +164,28 @@ impl Store for NoNodes {
     async fn add_tree_nodes(&self, _nodes: &[(Subtree, Hash)]) -> Result<()> {
         Ok(())
     }
+    async fn tree_nodes(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<pgtrail_store::tree::TreeNode>> {
+        self.0.tree_nodes(after, limit).await
+    }
+    async fn seq_of_id(&self, id: uuid::Uuid) -> Result<Option<i64>> {
+        self.0.seq_of_id(id).await
+    }
+    async fn add_cosignature(
+        &self,
+        cosignature: &pgtrail_store::cosignature::StoredCosignature,
+    ) -> Result<()> {
+        self.0.add_cosignature(cosignature).await
+    }
+    async fn cosignatures(
+        &self,
+        seq: i64,
+    ) -> Result<Vec<pgtrail_store::cosignature::StoredCosignature>> {
+        self.0.cosignatures(seq).await
+    }
     async fn prune(&self, through: i64) -> Result<PruneOutcome> {
         self.0.prune(through).await
     }
