@@ -108,6 +108,14 @@ impl Tree {
     fn root_at(&self, seq: i64) -> Option<&Hash> {
         self.roots.get(&seq)
     }
+
+    /// Whether the walk computed the root at `size` and it is `root`.
+    pub(super) fn computed(&self, size: u64, root: &Hash) -> bool {
+        i64::try_from(size)
+            .ok()
+            .and_then(|seq| self.root_at(seq))
+            .is_some_and(|r| r == root)
+    }
 }
 
 pub(super) fn check_checkpoint(

@@ -399,6 +399,7 @@ pub async fn verify_with_progress(
             origin.as_deref(),
             first.max(report.resumed_after.unwrap_or(0)),
             report.head_seq,
+            &tree,
         )
         .await?,
     );
