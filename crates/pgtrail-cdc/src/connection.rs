@@ -24,9 +24,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::CdcError;
 
-/// Output settings every pgtrail replication session uses.
+/// Output settings every pgtrail replication session uses, and the
+/// catalog-only search path of all pgtrail's sessions
+/// ([`pgtrail_connect::SEARCH_PATH`]), spelled out here because the
+/// replication connection logs in without `ConnectConfig::connect`.
 pub const SESSION_OPTIONS: &str =
-    "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex";
+    "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex -c search_path=pg_catalog,pg_temp";
 
 /// How much the read buffer grows by when it runs low.
 const READ_CHUNK: usize = 256 * 1024;
