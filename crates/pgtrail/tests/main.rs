@@ -57,6 +57,10 @@
 //!   and proxy capture: counters moved by exactly what was captured, the
 //!   text format, the token rule, no access event per scrape, no label
 //!   from data and no secret in the exposition.
+//! - `planted`: an application role shadows every built-in function
+//!   pgtrail's sources call, and common operators, in `public` and puts
+//!   `public` first on its database's path; install, track, both capture
+//!   paths, drain, status, doctor, import and verify run none of them.
 
 mod alarms;
 mod checkpoints;
@@ -73,6 +77,7 @@ mod integrity;
 mod kill;
 mod link;
 mod metrics;
+mod planted;
 mod proxy;
 mod quarantine;
 mod queries;
