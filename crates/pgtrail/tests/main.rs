@@ -60,7 +60,8 @@
 //! - `planted`: an application role shadows every built-in function
 //!   pgtrail's sources call, and common operators, in `public` and puts
 //!   `public` first on its database's path; install, track, both capture
-//!   paths, drain, status, doctor, import and verify run none of them.
+//!   paths, drain, status, doctor, import and verify run none of them;
+//!   an audit table's row security policy never runs inside an import.
 
 mod alarms;
 mod checkpoints;

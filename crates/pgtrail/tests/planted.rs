@@ -509,3 +509,78 @@ async fn no_object_an_application_plants_runs_in_any_pgtrail_session() {
         "planted objects ran inside pgtrail's work: {ran:#?}"
     );
 }
+
+/// The audit table's owner adds a row security policy whose function
+/// records who ran it; `import --from table` as a role that may only read
+/// the table refuses the table instead of running the policy as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_never_runs_a_table_owners_policy() {
+    let cluster = Cluster::start().expect("cluster");
+    let url = cluster.create_database("policy").await.expect("database");
+    let admin = safe_client(&url).await;
+    admin
+        .batch_execute(
+            "create role app login; create role auditor login; \
+             grant create on schema public to app; \
+             set role app; \
+             create table public.ran (fn text, who name); \
+             grant insert on public.ran to public; \
+             create function public.watch() returns boolean language plpgsql as $$ \
+               begin insert into public.ran values ('policy', current_user); return true; end $$; \
+             create table public.audit_log (id bigserial primary key, table_name text not null, \
+                 operation text not null, old_data jsonb, new_data jsonb, changed_by text, \
+                 changed_at timestamptz not null default pg_catalog.now()); \
+             insert into public.audit_log (table_name, operation, new_data, changed_by) \
+                 values ('public.orders', 'INSERT', '{\"id\": 1}', 'ann'); \
+             alter table public.audit_log enable row level security; \
+             create policy everyone on public.audit_log using (public.watch()); \
+             grant select on public.audit_log to auditor; \
+             reset role",
+        )
+        .await
+        .expect("the owner's table");
+    // The policy does run for a reader whose session allows it.
+    let auditor_url = url.replace("postgres@", "auditor@");
+    let (auditor, connection) = tokio_postgres::connect(&auditor_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect as auditor");
+    tokio::spawn(connection);
+    auditor
+        .batch_execute("select * from public.audit_log")
+        .await
+        .expect("read");
+    let ran: i64 = admin
+        .query_one("select count(*) from public.ran where who = 'auditor'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(ran > 0, "the policy runs as its reader");
+    admin
+        .batch_execute("delete from public.ran")
+        .await
+        .expect("clear");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", dir.path().join("trail.db").display());
+    let run = pgtrail(
+        dir.path(),
+        &[
+            "--store",
+            &store,
+            "import",
+            "--from",
+            "table",
+            &auditor_url,
+            "--table",
+            "public.audit_log",
+        ],
+    );
+    let line = run.error();
+    assert!(line.contains("row-level security"), "{line}");
+    let ran: i64 = admin
+        .query_one("select count(*) from public.ran", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(ran, 0, "the owner's policy ran inside the import");
+}
