@@ -11,7 +11,8 @@
 //!
 //! The session fixes the settings that shape text output (`DateStyle`,
 //! `IntervalStyle`, `TimeZone=UTC`, `extra_float_digits`), since pgoutput
-//! prints values with the walsender's settings.
+//! prints values with the walsender's settings, and the catalog-only
+//! `search_path` of every pgtrail session.
 
 use bytes::BytesMut;
 use pgtrail_connect::{ConnectConfig, PgStream};
@@ -116,6 +117,13 @@ impl ReplicationConnection {
             .config
             .application_name()
             .unwrap_or("pgtrail capture");
+        // Last, so it wins: the catalog-only search path of every pgtrail
+        // session (this login does not go through `ConnectConfig::connect`).
+        let session_options = format!(
+            "{} {}",
+            options.config.options().unwrap_or(SESSION_OPTIONS),
+            pgtrail_connect::SEARCH_PATH
+        );
         encode_startup(
             &mut conn.write,
             &[
@@ -124,10 +132,7 @@ impl ReplicationConnection {
                 ("replication", "database"),
                 ("application_name", application_name),
                 ("client_encoding", "UTF8"),
-                (
-                    "options",
-                    options.config.options().unwrap_or(SESSION_OPTIONS),
-                ),
+                ("options", session_options.as_str()),
             ],
         );
         conn.flush().await?;

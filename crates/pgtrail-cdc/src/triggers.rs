@@ -144,11 +144,12 @@ $fn$;
 revoke all on function pgtrail_cdc.ddl() from public;
 
 -- Sets the actor for the rest of the current transaction (a claim, as any
--- setting is).
+-- setting is). Runs with the caller's rights on the caller's path, so it
+-- has no search_path of its own; its names are qualified all the same.
 create or replace function pgtrail_cdc.set_context(app_user text, context jsonb default null) returns void
 language sql as $fn$
   select pg_catalog.set_config({user_setting}, coalesce(app_user, ''), true),
-         pg_catalog.set_config({context_setting}, coalesce(context::text, ''), true);
+         pg_catalog.set_config({context_setting}, coalesce(context::pg_catalog.text, ''), true);
 $fn$;
 grant execute on function pgtrail_cdc.set_context(text, jsonb) to public;
 

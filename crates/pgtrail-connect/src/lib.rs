@@ -16,7 +16,11 @@
 //!   unless `require_auth=password` allows it; a missing password is one
 //!   error naming where pgtrail looked.
 //!
-//! [`ConnectConfig::connect`] gives a tokio-postgres client;
+//! [`ConnectConfig::connect`] gives a tokio-postgres client, a session of
+//! pgtrail's own: its `search_path` is [`SEARCH_PATH`] whatever the URL,
+//! the role or the database say, so no function, operator or table a
+//! database user created in `public` (or any schema) can stand in for a
+//! built-in in pgtrail's queries and run with pgtrail's rights;
 //! [`ConnectConfig::connect_stream`] gives the negotiated stream that
 //! `pgtrail-cdc` runs its own replication protocol on (with the password
 //! and the policy its authenticator must follow).
@@ -47,6 +51,13 @@ use stream::{AuthGuard, AuthPolicy, Refusal};
 /// How long to wait for a server when neither the string nor
 /// `PGCONNECT_TIMEOUT` says: a stuck connect never blocks a retry loop.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `search_path` of every session pgtrail opens for its own queries,
+/// as startup options (after the user's, so it wins over them and over
+/// `ALTER ROLE/DATABASE … SET search_path`). `pg_catalog` first; `pg_temp`
+/// named last, since an unlisted `pg_temp` is searched first for tables.
+/// Names of pgtrail's own objects are schema-qualified in every query.
+pub const SEARCH_PATH: &str = "-c search_path=pg_catalog,pg_temp";
 
 /// Where libpq looks for a server's socket when no host is named.
 const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
@@ -442,9 +453,12 @@ impl ConnectConfig {
         if let Some(name) = &self.application_name {
             config.application_name(name);
         }
-        if let Some(options) = &self.options {
-            config.options(options);
-        }
+        // The user's options, then the search path that keeps every
+        // unqualified name in pgtrail's queries on the catalog.
+        config.options(&match &self.options {
+            Some(options) => format!("{options} {SEARCH_PATH}"),
+            None => SEARCH_PATH.to_string(),
+        });
         let Connected { stream, login } = connected;
         let policy = login.policy();
         let (guarded, refusal) = AuthGuard::new(stream, policy);

@@ -226,12 +226,24 @@ pub async fn check_server(client: &Client) -> Result<()> {
         )
         .await
         .map_err(Error::pg("checking the server"))?;
-    let version_num: i32 = row.get(0);
+    // A value of an unexpected type (a planted stand-in's) is an error, not a panic.
+    let get = |source| Error::Postgres {
+        action: "checking the server".into(),
+        source,
+    };
+    let version_num: i32 = row.try_get(0).map_err(get)?;
     if version_num < MIN_SERVER_VERSION {
-        return Err(Error::UnsupportedVersion { found: row.get(1) });
+        return Err(Error::UnsupportedVersion {
+            found: row.try_get(1).map_err(get)?,
+        });
     }
-    let (role, superuser, createrole, create_db, roles_exist): (String, bool, bool, bool, bool) =
-        (row.get(2), row.get(3), row.get(4), row.get(5), row.get(6));
+    let (role, superuser, createrole, create_db, roles_exist): (String, bool, bool, bool, bool) = (
+        row.try_get(2).map_err(get)?,
+        row.try_get(3).map_err(get)?,
+        row.try_get(4).map_err(get)?,
+        row.try_get(5).map_err(get)?,
+        row.try_get(6).map_err(get)?,
+    );
     let missing = missing_privileges(superuser, createrole, create_db, roles_exist);
     if missing.is_empty() {
         Ok(())

@@ -357,13 +357,16 @@ pub async fn backlog(client: &Client) -> Result<Backlog> {
     })
 }
 
-/// The oid of `table`, or a clear error when there is no such table.
+/// The oid of `table`, or a clear error when there is no such table. An
+/// unqualified name is a table in `public`, as for `replicate --tables`:
+/// pgtrail's sessions have only the catalog on their search path, and the
+/// application's path is not pgtrail's to follow.
 async fn resolve(client: &Client, table: &TableName) -> Result<u32> {
+    let schema = table.schema.as_deref().unwrap_or("public");
     let row = client
         .query_one(
-            "select case when $1::text is null then to_regclass(quote_ident($2)) \
-                         else to_regclass(quote_ident($1) || '.' || quote_ident($2)) end::oid",
-            &[&table.schema, &table.table],
+            "select to_regclass(quote_ident($1) || '.' || quote_ident($2))::oid",
+            &[&schema, &table.table],
         )
         .await
         .map_err(Error::pg(format!("looking up {table}")))?;

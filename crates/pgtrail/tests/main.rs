@@ -64,6 +64,11 @@
 //!   and proxy capture: counters moved by exactly what was captured, the
 //!   text format, the token rule, no access event per scrape, no label
 //!   from data and no secret in the exposition.
+//! - `planted`: an application role shadows every built-in function
+//!   pgtrail's sources call, and common operators, in `public` and puts
+//!   `public` first on its database's path; install, track, both capture
+//!   paths, drain, status, doctor, import and verify run none of them;
+//!   an audit table's row security policy never runs inside an import.
 
 mod alarms;
 mod capture_status;
@@ -82,6 +87,7 @@ mod kill;
 mod link;
 mod memory;
 mod metrics;
+mod planted;
 mod proofs;
 mod proxy;
 mod quarantine;

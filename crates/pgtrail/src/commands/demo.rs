@@ -71,7 +71,7 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
     )
     .await
     .context("installing pgtrail")?;
-    let mut client = pgtrail_triggers::connect(&url).await?;
+    let client = pgtrail_triggers::connect(&url).await?;
     if fresh {
         pgtrail_triggers::track_schema(
             &client,
@@ -84,9 +84,15 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
         )
         .await?;
         eprintln!("pgtrail installed; new tables in schema public are tracked (updated_at alone is ignored)\n");
+        // The application's own session: pgtrail's keep only the catalog
+        // on their search path.
+        let mut app = cluster
+            .connect("shop")
+            .await
+            .context("connecting to the demo database")?;
         for (user, sql) in SESSION {
             eprintln!("  as {user:<18} {sql}");
-            let tx = client.transaction().await?;
+            let tx = app.transaction().await?;
             tx.execute("select set_config('pgtrail.user', $1, true)", &[user])
                 .await?;
             tx.batch_execute(sql)
