@@ -409,6 +409,15 @@ pub struct VerifyProofArgs {
     /// `.pub`), or those 64 hex characters themselves.
     #[arg(long, value_name = "KEY")]
     pub public_key: String,
+    /// A witness server's verifier key (`name+keyid+base64`, what
+    /// `pgtrail witness --print-vkey` prints) whose cosignature of the
+    /// proof's checkpoint is required; repeat for several.
+    #[arg(long, value_name = "VKEY")]
+    pub witness_key: Vec<String>,
+    /// How many of the --witness-key witnesses must have cosigned (all of
+    /// them when not given).
+    #[arg(long, value_name = "N", requires = "witness_key")]
+    pub min_cosignatures: Option<usize>,
 }
 
 /// `pgtrail witness`

@@ -147,6 +147,99 @@ fn verify(dir: &Path, db: &Path, public: &Path, vkeys: &[&str], min: usize) -> (
 }
 
 /// Signs the head of the store at `path` with `key` (no witness servers).
+/// A proof of event 15 carries both witnesses' cosignatures of its
+/// checkpoint: `verify-proof --witness-key` requires them offline, and a
+/// cosignature edited in the file, or one missing, fails it.
+fn proof_carries_the_cosignatures(dir: &Path, db: &Path, public: &Path, vkeys: &[&str]) {
+    let store = format!("sqlite:{}", db.display());
+    let file = dir.join("event15.tlog-proof");
+    let public = public.to_str().expect("utf8");
+    pgtrail_in(
+        dir,
+        &[
+            "--store",
+            &store,
+            "prove",
+            "15",
+            "--public-key",
+            public,
+            "--out",
+            file.to_str().expect("utf8"),
+        ],
+        &[],
+        None,
+    )
+    .ok();
+    let check = |file: &Path, keys: &[&str], min: Option<&str>| {
+        let mut args = vec![
+            "verify-proof".to_string(),
+            file.display().to_string(),
+            "--public-key".into(),
+            public.to_string(),
+        ];
+        for key in keys {
+            args.push("--witness-key".into());
+            args.push((*key).to_string());
+        }
+        if let Some(min) = min {
+            args.push("--min-cosignatures".into());
+            args.push(min.into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pgtrail_in(dir, &args, &[], None)
+    };
+    let both = check(&file, vkeys, None);
+    assert_eq!(both.code, 0, "{both:?}");
+    let verdict: serde_json::Value = serde_json::from_str(&both.stdout).expect("json");
+    let cosigners: Vec<&str> = verdict["cosigned_by"]
+        .as_array()
+        .expect("cosigners")
+        .iter()
+        .filter_map(|c| c["witness"].as_str())
+        .collect();
+    assert_eq!(cosigners, ["witness1.example", "witness2.example"], "{verdict}");
+    // The same file without witness keys: the store's signature alone.
+    assert_eq!(check(&file, &[], None).code, 0);
+
+    // One cosignature line edited: that witness no longer counts.
+    let text = std::fs::read_to_string(&file).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.last().expect("a line");
+    let mut edited_last = last.to_string();
+    let flip = edited_last.len() - 5;
+    let c = if &edited_last[flip..=flip] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    edited_last.replace_range(flip..=flip, c);
+    let edited = dir.join("edited.tlog-proof");
+    std::fs::write(&edited, text.replace(last, &edited_last)).expect("write");
+    let refused = check(&edited, vkeys, None);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stdout.contains("1 of the 2 witness cosignatures"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        check(&edited, vkeys, Some("1")).code,
+        0,
+        "one of two suffices when asked"
+    );
+
+    // Both cosignatures cut: the store's key alone still verifies, a
+    // required witness does not.
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.starts_with("\u{2014} witness"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let stripped = dir.join("stripped.tlog-proof");
+    std::fs::write(&stripped, cut).expect("write");
+    assert_eq!(check(&stripped, &[], None).code, 0);
+    assert_eq!(check(&stripped, vkeys, Some("1")).code, 1);
+}
+
 async fn sign(path: &Path, key: &KeyPair) -> Checkpoint {
     let store = SqliteStore::open(path).await.expect("open");
     let signer = Signer {
@@ -216,6 +309,7 @@ async fn two_witnesses_cosign_and_refuse_a_fork_and_a_rollback() {
     let (code, out) = verify(dir, &db, &public, &vkeys, 2);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("cosigned by 2 of 2"), "{out}");
+    proof_carries_the_cosignatures(dir, &db, &public, &vkeys);
 
     let key = KeyPair::load(&key_path).expect("load");
     // A fork at a larger size: from event 11 on other events, re-signed at

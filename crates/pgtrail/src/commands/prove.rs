@@ -53,7 +53,8 @@ pub async fn run(args: &ProveArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
              or wait for the checkpointer of `pgtrail run`"
         );
     };
-    let note = checkpoint.note.as_deref().unwrap_or_default();
+    let note = with_cosignatures(store.as_ref(), checkpoint).await?;
+    let note = note.as_str();
     let size = u64::try_from(checkpoint.seq).context("a checkpoint's size is negative")?;
     let index = u64::try_from(seq - 1).context("an event's seq is not positive")?;
     let hashes = pgtrail_store::proof::inclusion(store.as_ref(), index, size)
@@ -92,6 +93,25 @@ pub async fn run(args: &ProveArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
         }
     }
     Ok(crate::exit::ok())
+}
+
+/// The checkpoint's note with the witness servers' cosignatures the store
+/// keeps for its exact text appended as signature lines: a C2SP note any
+/// signed-note reader checks, each cosignature over the same text.
+async fn with_cosignatures(
+    store: &dyn Store,
+    checkpoint: &pgtrail_store::Checkpoint,
+) -> anyhow::Result<String> {
+    let mut note = checkpoint.note.clone().unwrap_or_default();
+    let text = pgtrail_store::note::SignedNote::parse(&note)
+        .map_err(|e| anyhow::anyhow!("the checkpoint's note does not parse: {e}"))?
+        .text;
+    for cosignature in store.cosignatures(checkpoint.seq).await? {
+        if cosignature.checkpoint == text && !note.contains(&cosignature.line) {
+            note.push_str(&cosignature.line);
+        }
+    }
+    Ok(note)
 }
 
 /// The keys whose checkpoints `prove` may use: `--public-key`, else the
@@ -162,6 +182,59 @@ struct Verdict {
     reason: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     proven: Option<Proven>,
+    /// The required witnesses whose cosignature of the checkpoint holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cosigned_by: Vec<Cosigner>,
+}
+
+/// A witness server that cosigned the proof's checkpoint, and when.
+#[derive(Debug, Serialize)]
+struct Cosigner {
+    witness: String,
+    #[serde(with = "pgtrail_core::time::micros")]
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The cosignatures `args` requires, checked on the proof's checkpoint:
+/// those that hold, or why too few do.
+fn cosigners(
+    args: &VerifyProofArgs,
+    file: &ProofFile,
+) -> anyhow::Result<Result<Vec<Cosigner>, String>> {
+    use pgtrail_store::cosignature::{self, WitnessKey};
+    let keys: Vec<WitnessKey> = args
+        .witness_key
+        .iter()
+        .map(|k| WitnessKey::parse_vkey(k).context("--witness-key"))
+        .collect::<anyhow::Result<_>>()?;
+    let min = args.min_cosignatures.unwrap_or(keys.len());
+    if min > keys.len() {
+        anyhow::bail!(
+            "--min-cosignatures {min} is more than the {} --witness-key given",
+            keys.len()
+        );
+    }
+    let note = pgtrail_store::note::SignedNote::parse(&file.checkpoint)
+        .map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+    let mut held = Vec::new();
+    let mut missing = Vec::new();
+    for key in &keys {
+        match cosignature::verify(&note, key) {
+            Ok(at) => held.push(Cosigner {
+                witness: key.name.clone(),
+                at,
+            }),
+            Err(e) => missing.push(e.0),
+        }
+    }
+    if held.len() < min {
+        return Ok(Err(format!(
+            "the checkpoint has {} of the {min} witness cosignatures required: {}",
+            held.len(),
+            missing.join("; ")
+        )));
+    }
+    Ok(Ok(held))
 }
 
 /// Runs `pgtrail verify-proof`.
@@ -169,18 +242,35 @@ pub async fn verify(args: &VerifyProofArgs, ctx: &Invocation) -> anyhow::Result<
     let key = public_key(&args.public_key)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let verdict = String::from_utf8(bytes)
+    let file = String::from_utf8(bytes)
         .map_err(|_| ProofFileError::Malformed("it is not UTF-8 text".into()))
-        .and_then(|text| ProofFile::parse(&text))
-        .and_then(|file| file.verify(&key));
+        .and_then(|text| ProofFile::parse(&text));
+    let verdict = match file {
+        Ok(file) => match file.verify(&key) {
+            Ok(proven) => match cosigners(args, &file)? {
+                Ok(held) => Ok((proven, held)),
+                Err(reason) => Err(ProofFileError::Invalid(reason)),
+            },
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
     let name = args.file.display().to_string();
     match verdict {
-        Ok(proven) => {
-            let text = plain_words(&proven);
+        Ok((proven, cosigned_by)) => {
+            let mut text = plain_words(&proven);
+            for c in &cosigned_by {
+                text.push_str(&format!(
+                    "Cosigned by the witness {} at {}: it saw no other log at that size, nor one smaller.\n",
+                    c.witness,
+                    pgtrail_core::time::format_micros(&c.at)
+                ));
+            }
             let verdict = Verdict {
                 ok: true,
                 reason: None,
                 proven: Some(proven),
+                cosigned_by,
             };
             ctx.output.document(&verdict, || text)?;
             Ok(crate::exit::ok())
@@ -190,6 +280,7 @@ pub async fn verify(args: &VerifyProofArgs, ctx: &Invocation) -> anyhow::Result<
                 ok: false,
                 reason: Some(e.to_string()),
                 proven: None,
+                cosigned_by: Vec::new(),
             };
             ctx.output
                 .document(&verdict, || format!("FAILED: {name}: {e}\n"))?;
