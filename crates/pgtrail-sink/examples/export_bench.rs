@@ -294,7 +294,10 @@ async fn main() {
         println!(
             "{:<20} {:<7} {:>28}",
             sink.name,
-            sink.format.as_deref().unwrap_or("jsonl"),
+            sink.format.as_deref().unwrap_or(match sink.kind {
+                SinkKind::Syslog(_) => "syslog",
+                _ => "jsonl",
+            }),
             spread(rates)
         );
     }
