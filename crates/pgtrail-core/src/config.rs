@@ -366,6 +366,11 @@ pub struct HttpSinkConfig {
     /// PEM file of the CA certificates to trust for `https://` (default:
     /// the system's).
     pub ca_file: Option<String>,
+    /// Requests under way at once, each on its own connection (default 4
+    /// for `splunk` and `elasticsearch`, 1 for a webhook, which then gets
+    /// requests in chain order); `batch` is the most events in one request.
+    /// The cursor moves only past a delivery all of whose requests succeeded.
+    pub max_in_flight: Option<usize>,
 }
 
 /// `type = "syslog"`.

@@ -3,12 +3,14 @@
 //! same run. Sinks come from a TOML file of `[[sinks]]` entries (any kind
 //! `pgtrail_sink::open` builds), with `${OUT}` replaced by a fresh
 //! directory each round and `${RECEIVER}` by the URL of an in-process HTTP
-//! receiver that takes every batch (`_bulk` answers without errors), and
-//! `${NATS}` by the URL of a nats-server given in `BENCH_NATS_URL`.
+//! receiver that takes every batch (`_bulk` answers without errors),
+//! `${SYSLOG_TCP}` by the `tcp://` URL of an in-process receiver that
+//! reads and drops the stream, and `${NATS}` by the URL of a nats-server
+//! given in `BENCH_NATS_URL`.
 //! Rounds alternate the sinks and the ingest; median and spread printed.
 //!
 //! Usage: export_bench [--events N] [--rounds N] [--ingest N]
-//!                     [--store PATH] [--sinks FILE]
+//!                     [--store PATH] [--sinks FILE] [--only NAME,NAME]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ struct Args {
     ingest: usize,
     store: Option<PathBuf>,
     sinks: Option<PathBuf>,
+    /// Only the sinks of these names.
+    only: Option<Vec<String>>,
 }
 
 fn parse_args() -> Args {
@@ -53,6 +57,7 @@ fn parse_args() -> Args {
         ingest: 200_000,
         store: None,
         sinks: None,
+        only: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -66,6 +71,7 @@ fn parse_args() -> Args {
             "--ingest" => args.ingest = number(),
             "--store" => args.store = Some(PathBuf::from(&value)),
             "--sinks" => args.sinks = Some(PathBuf::from(&value)),
+            "--only" => args.only = Some(value.split(',').map(str::to_string).collect()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -137,6 +143,26 @@ async fn receiver() -> String {
     url
 }
 
+/// A TCP receiver that reads and drops whatever it is sent (the syslog
+/// rows: what is measured is the sink, not a receiver's disk). Returns its
+/// `tcp://` URL.
+async fn tcp_receiver() -> String {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("tcp://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 256 * 1024];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
 /// Delivers the whole store through `config`; events/s.
 async fn deliver(config: &SinkConfig, store_url: &str, head: i64, state: &Path) -> f64 {
     let mut config = config.clone();
@@ -201,7 +227,8 @@ async fn main() {
     let out = tmp.join("export-out");
     let text = text
         .replace("${OUT}", &out.display().to_string())
-        .replace("${RECEIVER}", &receiver);
+        .replace("${RECEIVER}", &receiver)
+        .replace("${SYSLOG_TCP}", &tcp_receiver().await);
     // `${NATS}`: the nats-server bench/export/run starts (BENCH_NATS_URL);
     // without one, those sinks are left out and the run says so.
     let text = match std::env::var("BENCH_NATS_URL") {
@@ -209,6 +236,9 @@ async fn main() {
         Err(_) => text,
     };
     let mut sinks = Config::from_toml(&text, "sinks.toml").expect("sinks").sinks;
+    if let Some(only) = &args.only {
+        sinks.retain(|sink| only.contains(&sink.name));
+    }
     sinks.retain(|sink| {
         let unresolved = matches!(&sink.kind, SinkKind::Nats(nats) if nats.url.contains("${NATS}"));
         if unresolved {
@@ -264,7 +294,10 @@ async fn main() {
         println!(
             "{:<20} {:<7} {:>28}",
             sink.name,
-            sink.format.as_deref().unwrap_or("jsonl"),
+            sink.format.as_deref().unwrap_or(match sink.kind {
+                SinkKind::Syslog(_) => "syslog",
+                _ => "jsonl",
+            }),
             spread(rates)
         );
     }

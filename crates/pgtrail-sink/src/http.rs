@@ -11,10 +11,14 @@
 //! each event under `_id` = its id (a retry overwrites, never duplicates);
 //! HEC and webhook receivers deduplicate by the `id` field.
 //!
-//! One keep-alive HTTP/1.1 connection per sink (hyper), TLS by rustls
-//! with the system's roots or `ca_file`. The secret (HEC token, `_bulk`
-//! credentials, HMAC key) is never in an error or log line: answers are
-//! quoted with it blanked.
+//! A delivery is split into requests of at most `batch` records, up to
+//! `max_in_flight` of them under way at once, each on its own keep-alive
+//! HTTP/1.1 connection (hyper); it is `Ok` only once every one of them
+//! was. With more than one in flight, requests may arrive out of chain
+//! order; a request holding a checkpoint waits for the ones before it.
+//! TLS by rustls with the system's roots or `ca_file`. The secret (HEC
+//! token, `_bulk` credentials, HMAC key) is never in an error or log line:
+//! answers are quoted with it blanked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +84,15 @@ pub struct HttpOptions {
     pub timeout: Duration,
     /// CA certificates to trust (PEM), instead of the system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Most records in one request.
+    pub request_events: usize,
+    /// Most requests of one delivery under way at once, each on its own
+    /// keep-alive connection.
+    pub max_in_flight: usize,
 }
+
+/// Requests in flight at once by default for Splunk HEC and `_bulk`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 
 /// A secret that prints as `***`.
 #[derive(Clone)]
@@ -123,6 +135,17 @@ pub enum HttpSetupError {
 
 /// Posts batches over HTTP.
 pub struct HttpSink {
+    endpoint: Arc<Endpoint>,
+    encoder: Encoder,
+    /// Idle keep-alive connections, reused by the next requests.
+    idle: Vec<SendRequest<Full<Bytes>>>,
+    record: Vec<u8>,
+    request_events: usize,
+    max_in_flight: usize,
+}
+
+/// Where and how requests go; shared by the requests in flight.
+struct Endpoint {
     api: Api,
     uri: Uri,
     authority: String,
@@ -131,9 +154,6 @@ pub struct HttpSink {
     tls: Option<TlsConnector>,
     secret: Option<Secret>,
     timeout: Duration,
-    encoder: Encoder,
-    connection: Option<SendRequest<Full<Bytes>>>,
-    record: Vec<u8>,
 }
 
 impl HttpSink {
@@ -204,79 +224,32 @@ impl HttpSink {
             None => host.clone(),
         };
         Ok(HttpSink {
-            api: options.api,
-            uri,
-            authority,
-            host,
-            port,
-            tls,
-            secret: options.secret,
-            timeout: options.timeout,
+            endpoint: Arc::new(Endpoint {
+                api: options.api,
+                uri,
+                authority,
+                host,
+                port,
+                tls,
+                secret: options.secret,
+                timeout: options.timeout,
+            }),
             encoder: Encoder::new(format),
-            connection: None,
+            idle: Vec::new(),
             record: Vec::new(),
+            request_events: options.request_events.max(1),
+            max_in_flight: options.max_in_flight.max(1),
         })
     }
 
-    fn unavailable(&self, reason: impl std::fmt::Display) -> SinkError {
-        SinkError::Unavailable {
-            destination: self.destination(),
-            reason: self.blank(&reason.to_string()),
-        }
-    }
-
     fn refused(&self, reason: impl std::fmt::Display) -> SinkError {
-        SinkError::Refused {
-            destination: self.destination(),
-            reason: self.blank(&reason.to_string()),
-        }
-    }
-
-    /// `text` with the secret blanked, should a destination echo it.
-    fn blank(&self, text: &str) -> String {
-        match &self.secret {
-            Some(Secret(secret)) if !secret.is_empty() => text.replace(secret.as_str(), "***"),
-            _ => text.to_string(),
-        }
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SinkError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            Some(tls) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .map_err(|e| self.refused(format!("not a TLS server name: {e}")))?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| self.unavailable(format!("TLS: {e}")))?;
-                self.handshake(stream).await
-            }
-            None => self.handshake(tcp).await,
-        }
-    }
-
-    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, SinkError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unavailable(format!("HTTP handshake: {e}")))?;
-        tokio::spawn(async move {
-            // Ends when the sender is dropped or the peer closes.
-            let _ = connection.await;
-        });
-        Ok(sender)
+        self.endpoint.refused(reason)
     }
 
     /// The request body of a batch, and its content type.
     fn body(&mut self, items: &[Item]) -> Result<(Vec<u8>, &'static str), SinkError> {
         let mut body = Vec::with_capacity(items.len() * 600);
-        match self.api.clone() {
+        match self.endpoint.api.clone() {
             Api::Webhook { ndjson: true } => {
                 for item in items {
                     self.encode(item)?;
@@ -348,9 +321,12 @@ impl HttpSink {
                             c.created_at.timestamp_micros()
                         ),
                     };
-                    let action = serde_json::json!({"index": {"_index": index, "_id": id}});
-                    serde_json::to_writer(&mut body, &action).map_err(|e| self.refused(e))?;
-                    body.push(b'\n');
+                    // {"index":{"_index":…,"_id":…}}, written directly.
+                    body.extend_from_slice(b"{\"index\":{\"_index\":");
+                    crate::format::json_string(&mut body, &index);
+                    body.extend_from_slice(b",\"_id\":");
+                    crate::format::json_string(&mut body, &id);
+                    body.extend_from_slice(b"}}\n");
                     self.encode(item)?;
                     body.extend_from_slice(trim_newline(&self.record));
                     body.push(b'\n');
@@ -370,12 +346,112 @@ impl HttpSink {
         }
         Ok(())
     }
+}
+
+impl Endpoint {
+    fn unavailable(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Unavailable {
+            destination: self.destination(),
+            reason: self.blank(&reason.to_string()),
+        }
+    }
+
+    fn refused(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Refused {
+            destination: self.destination(),
+            reason: self.blank(&reason.to_string()),
+        }
+    }
+
+    /// `text` with the secret blanked, should a destination echo it.
+    fn blank(&self, text: &str) -> String {
+        match &self.secret {
+            Some(Secret(secret)) if !secret.is_empty() => text.replace(secret.as_str(), "***"),
+            _ => text.to_string(),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SinkError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| self.unavailable(format!("cannot connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(tls) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .map_err(|e| self.refused(format!("not a TLS server name: {e}")))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.unavailable(format!("TLS: {e}")))?;
+                self.handshake(stream).await
+            }
+            None => self.handshake(tcp).await,
+        }
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, SinkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unavailable(format!("HTTP handshake: {e}")))?;
+        tokio::spawn(async move {
+            // Ends when the sender is dropped or the peer closes.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Posts `body` on `sender` (a new connection when `None` or closed)
+    /// within the timeout and judges the answer. Returns the connection
+    /// for reuse when the exchange completed.
+    async fn send(
+        self: Arc<Self>,
+        sender: Option<SendRequest<Full<Bytes>>>,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> (Result<(), SinkError>, Option<SendRequest<Full<Bytes>>>) {
+        let answer =
+            tokio::time::timeout(self.timeout, self.post(sender, body, content_type)).await;
+        let (status, body, sender) = match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return (Err(error), None),
+            Err(_) => {
+                let error =
+                    self.unavailable(format!("no answer within {} s", self.timeout.as_secs_f64()));
+                return (Err(error), None);
+            }
+        };
+        (self.judge(status, &body), Some(sender))
+    }
+
+    /// `Ok` for a 2xx answer (with no failed item, for `_bulk`).
+    fn judge(&self, status: StatusCode, body: &[u8]) -> Result<(), SinkError> {
+        if status.is_success() {
+            return match self.api {
+                Api::Bulk { .. } => self.bulk_failures(body),
+                _ => Ok(()),
+            };
+        }
+        let reason = format!("HTTP {status}: {}", clip(&String::from_utf8_lossy(body)));
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            Err(self.unavailable(reason))
+        } else {
+            Err(self.refused(reason))
+        }
+    }
 
     async fn post(
-        &mut self,
+        &self,
+        sender: Option<SendRequest<Full<Bytes>>>,
         body: Vec<u8>,
         content_type: &str,
-    ) -> Result<(StatusCode, Bytes), SinkError> {
+    ) -> Result<(StatusCode, Bytes, SendRequest<Full<Bytes>>), SinkError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -407,7 +483,7 @@ impl HttpSink {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.refused(format!("cannot build the request: {e}")))?;
         // A kept connection the peer closed is replaced before sending.
-        let mut sender = match self.connection.take() {
+        let mut sender = match sender {
             Some(mut sender) => match sender.ready().await {
                 Ok(()) => sender,
                 Err(_) => self.connect().await?,
@@ -425,8 +501,7 @@ impl HttpSink {
             .await
             .map_err(|e| self.unavailable(format!("reading the answer: {e}")))?
             .to_bytes();
-        self.connection = Some(sender);
-        Ok((status, body))
+        Ok((status, body, sender))
     }
 
     /// What a `_bulk` answer with `errors: true` says: the failed items
@@ -612,48 +687,83 @@ fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector, Stri
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-#[async_trait]
-impl Sink for HttpSink {
+impl Endpoint {
     fn destination(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}{}", self.authority, self.uri)
     }
+}
 
+#[async_trait]
+impl Sink for HttpSink {
+    fn destination(&self) -> String {
+        self.endpoint.destination()
+    }
+
+    /// Posts the items in requests of at most `request_events` records,
+    /// up to `max_in_flight` at once, and is `Ok` only once every request
+    /// was answered with success. A request holding a checkpoint is sent
+    /// only after the requests before it succeeded, so a checkpoint never
+    /// arrives ahead of an event it covers that may still fail.
     async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
         if items.is_empty() {
             return Ok(());
         }
-        let (body, content_type) = self.body(items)?;
-        let timeout = self.timeout;
-        let answer = tokio::time::timeout(timeout, self.post(body, content_type)).await;
-        let (status, body) = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => {
-                self.connection = None;
-                return Err(error);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut first_error: Option<(usize, SinkError)> = None;
+        for (n, chunk) in items.chunks(self.request_events).enumerate() {
+            let barrier = chunk.iter().any(|item| matches!(item, Item::Checkpoint(_)));
+            while !in_flight.is_empty() && (barrier || in_flight.len() >= self.max_in_flight) {
+                self.settle(&mut in_flight, &mut first_error).await;
             }
-            Err(_) => {
-                self.connection = None;
-                return Err(
-                    self.unavailable(format!("no answer within {} s", timeout.as_secs_f64()))
-                );
+            if first_error.is_some() {
+                break;
             }
-        };
-        let quote = || clip(&String::from_utf8_lossy(&body));
-        if status.is_success() {
-            return match self.api {
-                Api::Bulk { .. } => self.bulk_failures(&body),
-                _ => Ok(()),
-            };
+            let (body, content_type) = self.body(chunk)?;
+            let sender = self.idle.pop();
+            let endpoint = Arc::clone(&self.endpoint);
+            in_flight.spawn(async move { (n, endpoint.send(sender, body, content_type).await) });
         }
-        let reason = format!("HTTP {status}: {}", quote());
-        if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-        {
-            Err(self.unavailable(reason))
-        } else {
-            Err(self.refused(reason))
+        while !in_flight.is_empty() {
+            self.settle(&mut in_flight, &mut first_error).await;
+        }
+        match first_error {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+type Answer = (
+    usize,
+    (Result<(), SinkError>, Option<SendRequest<Full<Bytes>>>),
+);
+
+impl HttpSink {
+    /// Waits for one request in flight: its connection goes back to the
+    /// idle ones, its error is kept (the first request's, in order).
+    async fn settle(
+        &mut self,
+        in_flight: &mut tokio::task::JoinSet<Answer>,
+        first_error: &mut Option<(usize, SinkError)>,
+    ) {
+        let (n, outcome) = match in_flight.join_next().await {
+            Some(Ok((n, (outcome, sender)))) => {
+                self.idle.extend(sender);
+                (n, outcome)
+            }
+            Some(Err(joined)) => (
+                usize::MAX,
+                Err(self
+                    .endpoint
+                    .unavailable(format!("a request's task ended: {joined}"))),
+            ),
+            None => return,
+        };
+        if let Err(error) = outcome {
+            if first_error.as_ref().is_none_or(|(first, _)| n < *first) {
+                *first_error = Some((n, error));
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The NATS JetStream sink: one message per event on a fixed subject, with
 //! the event id as `Nats-Msg-Id`.
 //!
-//! A batch is published pipelined (every message sent, then every
-//! acknowledgement awaited) and `deliver` is `Ok` only once JetStream
+//! A batch is published pipelined (up to `ACK_WINDOW` acknowledgements
+//! awaited at once, sliding) and `deliver` is `Ok` only once JetStream
 //! acknowledged each one: the stream holds it. Any failure fails the whole
 //! batch, which the runner sends again; JetStream stores a message whose
 //! `Nats-Msg-Id` it saw within the stream's duplicate window only once, so
@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::{Context, ContextBuilder, PublishErrorKind};
+use async_nats::jetstream::context::{Context, ContextBuilder, PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::stream;
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use async_trait::async_trait;
@@ -24,7 +24,7 @@ use pgtrail_core::config::NatsSinkConfig;
 use crate::format::Encoder;
 use crate::sink::{Item, Sink, SinkError};
 
-/// Acknowledgements awaited at a time: below the client's in-flight limit
+/// Acknowledgements awaited at once: below the client's in-flight limit
 /// (5,000), which would otherwise hold a larger batch's publishes forever.
 const ACK_WINDOW: usize = 4096;
 
@@ -270,24 +270,29 @@ impl NatsSink {
         let Some(jetstream) = self.jetstream.clone() else {
             return Err(self.unavailable("not connected"));
         };
+        // A sliding window: a message is sent as soon as fewer than
+        // ACK_WINDOW acknowledgements are awaited (they come in order), so
+        // the server never waits for the next publish.
         let mut duplicates = 0usize;
-        for window in items.chunks(ACK_WINDOW) {
-            let mut pending = Vec::with_capacity(window.len());
-            for item in window {
-                let (subject, headers, payload) = self.message(item)?;
-                let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .headers(headers)
-                    .payload(payload);
-                let ack = jetstream
-                    .send_publish(subject, publish)
-                    .await
-                    .map_err(|e| self.publish_error(e))?;
-                pending.push(ack);
+        let mut pending = std::collections::VecDeque::with_capacity(ACK_WINDOW.min(items.len()));
+        for item in items {
+            if pending.len() >= ACK_WINDOW {
+                if let Some(ack) = pending.pop_front() {
+                    duplicates += self.acknowledged(ack).await?;
+                }
             }
-            for ack in pending {
-                let ack = ack.await.map_err(|e| self.publish_error(e))?;
-                duplicates += usize::from(ack.duplicate);
-            }
+            let (subject, headers, payload) = self.message(item)?;
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .headers(headers)
+                .payload(payload);
+            let ack = jetstream
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| self.publish_error(e))?;
+            pending.push_back(ack);
+        }
+        for ack in pending {
+            duplicates += self.acknowledged(ack).await?;
         }
         if duplicates > 0 {
             // A redelivery, or someone else published these ids first: only
@@ -296,6 +301,12 @@ impl NatsSink {
                 "JetStream already held some of the batch's message ids and kept its first copies");
         }
         Ok(())
+    }
+
+    /// Awaits one acknowledgement: 1 when JetStream already held the id.
+    async fn acknowledged(&self, ack: PublishAckFuture) -> Result<usize, SinkError> {
+        let ack = ack.await.map_err(|e| self.publish_error(e))?;
+        Ok(usize::from(ack.duplicate))
     }
 
     fn publish_error(&self, error: async_nats::jetstream::context::PublishError) -> SinkError {

@@ -9,7 +9,7 @@ use pgtrail_core::config::{FileSinkConfig, HttpSinkConfig, SinkConfig, SinkKind}
 use crate::cursor;
 use crate::file::{FileOptions, FileSink, DEFAULT_ROTATE_BYTES};
 use crate::format::{Encoder, Format, FormatError};
-use crate::http::{Api, HttpOptions, HttpSetupError, HttpSink, Secret};
+use crate::http::{Api, HttpOptions, HttpSetupError, HttpSink, Secret, DEFAULT_MAX_IN_FLIGHT};
 use crate::nats::NatsSink;
 use crate::runner::{backoff, Runner, IDLE};
 use crate::sink::{Sink, SinkError};
@@ -120,6 +120,7 @@ pub async fn runner(config: &SinkConfig, default_store: &str) -> Result<Runner, 
     })?;
     let default_batch = match config.kind {
         SinkKind::File(_) => 10_000,
+        SinkKind::Http(_) => DEFAULT_HTTP_BATCH,
         _ => 1_000,
     };
     let batch = config.batch.unwrap_or(default_batch);
@@ -130,6 +131,12 @@ pub async fn runner(config: &SinkConfig, default_store: &str) -> Result<Runner, 
             reason: "must be at least 1".into(),
         });
     }
+    // An HTTP sink's `batch` is one request; a delivery holds as many
+    // requests as may be in flight at once.
+    let batch = match &config.kind {
+        SinkKind::Http(http) => batch.saturating_mul(max_in_flight(config, http)?),
+        _ => batch,
+    };
     Ok(Runner {
         name: config.name.clone(),
         store_url,
@@ -281,7 +288,31 @@ fn http_options(config: &SinkConfig, http: &HttpSinkConfig) -> Result<HttpOption
         secret,
         timeout: Duration::from_secs(http.timeout_secs.unwrap_or(30).max(1)),
         ca_file: http.ca_file.as_ref().map(PathBuf::from),
+        request_events: config.batch.unwrap_or(DEFAULT_HTTP_BATCH).max(1),
+        max_in_flight: max_in_flight(config, http)?,
     })
+}
+
+/// Events in one HTTP request unless `batch` says otherwise.
+const DEFAULT_HTTP_BATCH: usize = 1_000;
+
+/// Requests an HTTP sink keeps in flight (`max_in_flight`, 1 to 64). By
+/// default 4 for Splunk HEC and `_bulk`, which index by time and by id, so
+/// the order requests arrive in does not matter; 1 for a webhook, whose
+/// receiver may rely on getting events in chain order.
+fn max_in_flight(config: &SinkConfig, http: &HttpSinkConfig) -> Result<usize, OpenError> {
+    match http.max_in_flight {
+        None => Ok(match http.api.as_deref() {
+            Some("splunk" | "elasticsearch" | "opensearch") => DEFAULT_MAX_IN_FLIGHT,
+            _ => 1,
+        }),
+        Some(n @ 1..=64) => Ok(n),
+        Some(n) => Err(OpenError::Invalid {
+            sink: config.name.clone(),
+            key: "max_in_flight",
+            reason: format!("{n}: from 1 to 64"),
+        }),
+    }
 }
 
 /// The secret named by `secret_file` or `secret_env` (one line, the

@@ -26,7 +26,7 @@ use pgtrail_pipeline::retry::{error_chain, log_failure, sleep_or_stop, Backoff};
 use pgtrail_store::checkpoint::Checkpoint;
 use pgtrail_store::open::redact_url;
 use pgtrail_store::{Store, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::cursor::{Cursor, CursorError, LastError};
 use crate::sink::{Item, Sink, SinkError};
@@ -258,107 +258,54 @@ impl Place {
         let lag_seconds = metrics::gauge!("pgtrail_sink_lag_seconds", "sink" => label.clone());
         let batch_seconds = metrics::histogram!("pgtrail_sink_batch_seconds", "sink" => label);
 
-        let mut backoff = self.backoff.clone();
-        let mut checkpoints: Vec<Checkpoint> = Vec::new();
-        let mut checkpoints_read: Option<Instant> = None;
-        let what = format!("sink {}: reading the store", self.name);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let events = match store.scan(cursor.seq, self.batch.max(1)).await {
-                Ok(events) => events,
-                Err(error) => {
-                    let pause = backoff.failed();
-                    log_failure(
-                        &what,
-                        "nothing is skipped",
-                        &error,
-                        backoff.failures(),
-                        pause,
-                    );
-                    if sleep_or_stop(pause, &mut stop).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            // Checkpoints are read again when events came (a checkpoint
-            // may cover them) and every few seconds when idle.
-            let stale = checkpoints_read.is_none_or(|at| at.elapsed() >= CHECKPOINTS_EVERY);
-            if !events.is_empty() || stale {
-                match store.checkpoints().await {
-                    Ok(all) => {
-                        checkpoints = all;
-                        checkpoints_read = Some(Instant::now());
-                    }
-                    Err(error) => {
-                        let pause = backoff.failed();
-                        log_failure(
-                            &what,
-                            "nothing is skipped",
-                            &error,
-                            backoff.failures(),
-                            pause,
-                        );
-                        if sleep_or_stop(pause, &mut stop).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            match events.first() {
-                Some(oldest) => {
-                    lag_seconds.set(age_seconds(oldest));
-                    if let Ok(Some(head)) = store.head().await {
-                        lag_events.set((head.seq - cursor.seq).max(0) as f64);
-                    }
-                }
-                None => {
-                    lag_events.set(0.0);
-                    lag_seconds.set(0.0);
-                }
-            }
-            let pending = checkpoints.get(cursor.checkpoints..).unwrap_or_default();
-            let (items, sent_checkpoints) = interleave(cursor.seq, events, pending);
-            if items.is_empty() {
-                if sleep_or_stop(self.idle, &mut stop).await {
-                    return;
-                }
-                continue;
-            }
-            let last_event = items.iter().rev().find_map(|item| match item {
-                Item::Event(event) => Some(event),
-                Item::Checkpoint(_) => None,
-            });
-            let (next_seq, next_hash) = match last_event {
-                Some(event) => (event.seq.unwrap_or(cursor.seq), event.hash.clone()),
-                None => (cursor.seq, cursor.hash.clone()),
-            };
-            let events_in_batch = items
-                .iter()
-                .filter(|item| matches!(item, Item::Event(_)))
-                .count();
+        // The next batch is read from the store while this one is
+        // delivered; the reader only reads, and the cursor below moves
+        // only past batches the destination took, in order.
+        let (ahead, mut batches) = mpsc::channel(1);
+        let reader = ReadAhead {
+            name: self.name.clone(),
+            store: Arc::clone(&store),
+            seq: cursor.seq,
+            checkpoints: cursor.checkpoints,
+            batch: self.batch.max(1),
+            idle: self.idle,
+            backoff: self.backoff.clone(),
+            lag_events: lag_events.clone(),
+            lag_seconds: lag_seconds.clone(),
+        };
+        let _reader = AbortOnDrop(tokio::spawn(reader.run(ahead)));
 
+        let mut backoff = self.backoff.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = batches.recv() => batch,
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            let Some(batch) = batch else {
+                // The reader ended: it never does unless it panicked.
+                tracing::error!(sink = %self.name, "sink stopped: its store reader ended");
+                return;
+            };
             // The same items until the destination takes them.
             loop {
                 let started = Instant::now();
                 let outcome = tokio::select! {
-                    outcome = sink.deliver(&items) => outcome,
+                    outcome = sink.deliver(&batch.items) => outcome,
                     _ = stop.wait_for(|stop| *stop) => return,
                 };
                 match outcome {
                     Ok(()) => {
                         batch_seconds.record(started.elapsed().as_secs_f64());
-                        delivered.increment(events_in_batch as u64);
+                        delivered.increment(batch.events as u64);
                         let failures = backoff.succeeded();
                         if failures > 0 {
                             tracing::info!(sink = %self.name, failures, "sink delivers again");
                         }
-                        cursor.seq = next_seq;
-                        cursor.hash = next_hash;
-                        cursor.checkpoints += sent_checkpoints;
+                        if let Some((seq, hash)) = &batch.last_event {
+                            cursor.seq = *seq;
+                            cursor.hash = hash.clone();
+                        }
+                        cursor.checkpoints += batch.checkpoints;
                         cursor.delivered_at = Some(Utc::now());
                         cursor.last_error = None;
                         self.save(&cursor);
@@ -367,10 +314,14 @@ impl Place {
                     Err(error) => {
                         failed.increment(1);
                         let pause = backoff.failed();
+                        let last = batch
+                            .last_event
+                            .as_ref()
+                            .map_or(cursor.seq, |(seq, _)| *seq);
                         let meanwhile = format!(
                             "events {}..={} are handed again, never skipped (sink {} stalls until {} takes them)",
                             cursor.seq + 1,
-                            next_seq,
+                            last,
                             self.name,
                             destination
                         );
@@ -477,6 +428,129 @@ impl Place {
         if let Err(error) = cursor.save(&self.cursor_path) {
             tracing::warn!(sink = %self.name, error = %error, "cannot save the sink's cursor; events after the saved one will be delivered again after a restart");
         }
+    }
+}
+
+/// A batch read from the store, and where the cursor stands once the
+/// destination took it.
+struct Batch {
+    items: Vec<Item>,
+    /// How many of the items are events.
+    events: usize,
+    /// The `seq` and hash of its last event (`None`: checkpoints only).
+    last_event: Option<(i64, Option<String>)>,
+    /// How many checkpoints it holds.
+    checkpoints: usize,
+}
+
+/// Reads the store ahead of delivery, one batch at a time, in chain order.
+/// It starts at the cursor and never skips: what it hands over is every
+/// event after the previous batch, with the checkpoints they complete.
+struct ReadAhead {
+    name: String,
+    store: Arc<dyn Store>,
+    /// The last event read (handed to the channel).
+    seq: i64,
+    /// Checkpoints read (handed to the channel).
+    checkpoints: usize,
+    batch: usize,
+    idle: Duration,
+    backoff: Backoff,
+    lag_events: metrics::Gauge,
+    lag_seconds: metrics::Gauge,
+}
+
+impl ReadAhead {
+    /// Reads until the delivering side is gone.
+    async fn run(mut self, batches: mpsc::Sender<Batch>) {
+        let mut checkpoints: Vec<Checkpoint> = Vec::new();
+        let mut checkpoints_read: Option<Instant> = None;
+        let what = format!("sink {}: reading the store", self.name);
+        loop {
+            let events = match self.store.scan(self.seq, self.batch).await {
+                Ok(events) => events,
+                Err(error) => {
+                    self.failed(&what, &error).await;
+                    continue;
+                }
+            };
+            // Checkpoints are read again when events came (a checkpoint
+            // may cover them) and every few seconds when idle.
+            let stale = checkpoints_read.is_none_or(|at| at.elapsed() >= CHECKPOINTS_EVERY);
+            if !events.is_empty() || stale {
+                match self.store.checkpoints().await {
+                    Ok(all) => {
+                        checkpoints = all;
+                        checkpoints_read = Some(Instant::now());
+                    }
+                    Err(error) => {
+                        self.failed(&what, &error).await;
+                        continue;
+                    }
+                }
+            }
+            self.backoff.succeeded();
+            match events.first() {
+                Some(oldest) => {
+                    self.lag_seconds.set(age_seconds(oldest));
+                    if let Ok(Some(head)) = self.store.head().await {
+                        self.lag_events.set((head.seq - self.seq).max(0) as f64);
+                    }
+                }
+                None => {
+                    self.lag_events.set(0.0);
+                    self.lag_seconds.set(0.0);
+                }
+            }
+            let pending = checkpoints.get(self.checkpoints..).unwrap_or_default();
+            let (items, sent_checkpoints) = interleave(self.seq, events, pending);
+            if items.is_empty() {
+                tokio::time::sleep(self.idle).await;
+                continue;
+            }
+            let last_event = items.iter().rev().find_map(|item| match item {
+                Item::Event(event) => Some((event.seq.unwrap_or(self.seq), event.hash.clone())),
+                Item::Checkpoint(_) => None,
+            });
+            let events = items
+                .iter()
+                .filter(|item| matches!(item, Item::Event(_)))
+                .count();
+            if let Some((seq, _)) = &last_event {
+                self.seq = *seq;
+            }
+            self.checkpoints += sent_checkpoints;
+            let batch = Batch {
+                items,
+                events,
+                last_event,
+                checkpoints: sent_checkpoints,
+            };
+            if batches.send(batch).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn failed(&mut self, what: &str, error: &StoreError) {
+        let pause = self.backoff.failed();
+        log_failure(
+            what,
+            "nothing is skipped",
+            error,
+            self.backoff.failures(),
+            pause,
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Ends a task when its owner is done with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

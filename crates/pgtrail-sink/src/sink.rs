@@ -50,7 +50,9 @@ pub trait Sink: Send {
     /// Where it sends to, for logs and `status` (never a secret).
     fn destination(&self) -> String;
 
-    /// Delivers `items` in order; `Ok` only once the destination holds all
+    /// Delivers `items` (handed in chain order; a sink with requests in
+    /// flight at once may have them arrive otherwise, never a checkpoint
+    /// ahead of its events); `Ok` only once the destination holds all
     /// of them as durably as it can say (a file fsync'd, an HTTP 2xx, a
     /// JetStream acknowledgement, a TCP stream written and flushed). On
     /// `Err` the same items come again after a back-off.

@@ -19,7 +19,7 @@ use pgtrail_sink::http::{verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use common::{append_events, runner_for, sqlite_store, until};
+use common::{append_events, checkpoint_at, runner_for, sqlite_store, until};
 
 /// What the receiver does with the next request.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ enum Answer {
     Status(u16, &'static str),
     /// Answers after this long (past the sink's timeout).
     Late(Duration),
+    /// Takes the request after this long (within the sink's timeout).
+    Slow(Duration),
 }
 
 /// A request the receiver took (answered 2xx).
@@ -46,6 +48,9 @@ struct Receiver {
     index: HashMap<String, Value>,
     /// `_bulk`: per-item failures to answer, one list per request.
     bulk_failures: VecDeque<Vec<(usize, u16)>>,
+    /// Requests being handled now, and the most at once.
+    handling: usize,
+    most_at_once: usize,
 }
 
 type Shared = Arc<Mutex<Receiver>>;
@@ -74,8 +79,26 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let answer = shared.lock().expect("lock").script.pop_front();
+    let answer = {
+        let mut receiver = shared.lock().expect("lock");
+        receiver.handling += 1;
+        receiver.most_at_once = receiver.most_at_once.max(receiver.handling);
+        receiver.script.pop_front()
+    };
+    let response = answer_with(&shared, answer, uri, headers, body).await;
+    shared.lock().expect("lock").handling -= 1;
+    response
+}
+
+async fn answer_with(
+    shared: &Shared,
+    answer: Option<Answer>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     match answer {
+        Some(Answer::Slow(pause)) => tokio::time::sleep(pause).await,
         Some(Answer::Late(pause)) => {
             tokio::time::sleep(pause).await;
             return StatusCode::OK.into_response();
@@ -370,6 +393,91 @@ async fn bulk_retries_a_batch_with_failed_items_and_indexes_each_event_once_by_i
             serde_json::from_slice(taken.body.split(|b| *b == b'\n').next().expect("line"))
                 .expect("action");
         assert_eq!(first["index"]["_index"], "audit");
+    }
+}
+
+#[tokio::test]
+async fn requests_in_flight_at_once_lose_nothing_and_a_checkpoint_waits_for_its_events() {
+    let (dir, url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 200).await;
+    checkpoint_at(store.as_ref(), 50).await;
+    let shared = Shared::default();
+    // The first request is slow and the fifth fails: the ones after them
+    // are answered meanwhile, and the failed delivery comes again whole.
+    // The first delivery's third request holds the checkpoint at 50.
+    shared.lock().expect("lock").script = VecDeque::from([
+        Answer::Slow(Duration::from_millis(300)),
+        Answer::Slow(Duration::from_millis(50)),
+        Answer::Slow(Duration::from_millis(50)),
+        Answer::Slow(Duration::from_millis(50)),
+        Answer::Status(503, "busy"),
+    ]);
+    let base = receiver(shared.clone(), 0).await;
+    let config = sink_config(&format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{base}/hook\"\nbatch = 20\nmax_in_flight = 4\ntimeout_secs = 5\nstate_dir = \"{}\"\n",
+        dir.path().display()
+    ));
+    let mut runner = pgtrail_sink::open::runner(&config, &url)
+        .await
+        .expect("runner");
+    assert_eq!(runner.batch, 80, "a delivery is max_in_flight requests");
+    runner.backoff = pgtrail_pipeline::retry::Backoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+    );
+    let cursor_path = runner.cursor_path.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("all delivered", || {
+        Cursor::load(&cursor_path)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.seq == 200 && c.checkpoints == 1)
+    })
+    .await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+
+    let expected = ids_in_order(store.as_ref()).await;
+    let receiver = shared.lock().expect("lock");
+    assert!(
+        receiver.most_at_once > 1,
+        "requests were in flight at once ({})",
+        receiver.most_at_once
+    );
+    assert_eq!(receiver.refused, 1);
+    // Records in the order the receiver took them.
+    let mut records: Vec<Value> = Vec::new();
+    for taken in &receiver.taken {
+        let batch: Vec<Value> = serde_json::from_slice(&taken.body).expect("a JSON array");
+        assert!(batch.len() <= 20, "at most `batch` records per request");
+        records.extend(batch);
+    }
+    let ids: Vec<String> = records
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect();
+    let mut arrived = first_sightings(ids.clone());
+    assert_ne!(arrived, expected, "requests arrived out of chain order");
+    arrived.sort();
+    let mut all = expected.clone();
+    all.sort();
+    assert_eq!(arrived, all, "every event arrived");
+    // The checkpoint came only after every event it covers had arrived.
+    let at = records
+        .iter()
+        .position(|r| r.get("checkpoint").is_some())
+        .expect("the checkpoint arrived");
+    assert_eq!(records[at]["checkpoint"]["seq"], 50);
+    let before: std::collections::HashSet<&str> = records[..at]
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    for id in &expected[..50] {
+        assert!(
+            before.contains(id.as_str()),
+            "event {id} before its checkpoint"
+        );
     }
 }
 

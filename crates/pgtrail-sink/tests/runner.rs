@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use pgtrail_sink::cursor::{Cursor, CursorError};
 use pgtrail_sink::sink::{Item, Sink, SinkError};
 
-use common::{append_events, runner_for, sqlite_store, until};
+use common::{append_events, checkpoint_at, runner_for, sqlite_store, until};
 
 /// A destination that keeps what it took and fails the first `failures`
 /// deliveries (refused for one in two, unreachable for the other).
@@ -239,24 +239,6 @@ async fn a_cursor_of_another_store_or_an_edited_one_is_refused() {
         "stalled, nothing delivered"
     );
     assert_eq!(Cursor::load(&path).expect("read"), Some(skipped));
-}
-
-/// A checkpoint of `store` at `seq` (unsigned: the runner hands on what
-/// the store holds).
-async fn checkpoint_at(store: &dyn pgtrail_store::Store, seq: i64) {
-    let event = store.scan(seq - 1, 1).await.expect("scan").remove(0);
-    let checkpoint = pgtrail_store::Checkpoint {
-        kind: pgtrail_store::CheckpointKind::Head,
-        seq,
-        hash: event.hash.clone().expect("sealed"),
-        count: seq,
-        created_at: chrono::Utc::now(),
-        public_key: None,
-        signature: None,
-        note: None,
-        frontier: None,
-    };
-    store.add_checkpoint(&checkpoint).await.expect("checkpoint");
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ mod ocsf;
 mod syslog;
 
 pub use csv::COLUMNS as CSV_COLUMNS;
+pub(crate) use json::string as json_string;
 pub use syslog::{Facility, SD_ID};
 
 /// pgtrail's version, as the records name it (OCSF `metadata.product`,

@@ -61,3 +61,21 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A checkpoint of `store` at `seq` (unsigned: the runner hands on what
+/// the store holds).
+pub async fn checkpoint_at(store: &dyn Store, seq: i64) {
+    let event = store.scan(seq - 1, 1).await.expect("scan").remove(0);
+    let checkpoint = pgtrail_store::Checkpoint {
+        kind: pgtrail_store::CheckpointKind::Head,
+        seq,
+        hash: event.hash.clone().expect("sealed"),
+        count: seq,
+        created_at: chrono::Utc::now(),
+        public_key: None,
+        signature: None,
+        note: None,
+        frontier: None,
+    };
+    store.add_checkpoint(&checkpoint).await.expect("checkpoint");
+}
