@@ -197,7 +197,11 @@ fn proof_carries_the_cosignatures(dir: &Path, db: &Path, public: &Path, vkeys: &
         .iter()
         .filter_map(|c| c["witness"].as_str())
         .collect();
-    assert_eq!(cosigners, ["witness1.example", "witness2.example"], "{verdict}");
+    assert_eq!(
+        cosigners,
+        ["witness1.example", "witness2.example"],
+        "{verdict}"
+    );
     // The same file without witness keys: the store's signature alone.
     assert_eq!(check(&file, &[], None).code, 0);
 
