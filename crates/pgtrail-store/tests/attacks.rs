@@ -184,6 +184,22 @@ impl Target {
         }
     }
 
+    /// The store opened again (its migrations run).
+    pub(crate) async fn reopen(&mut self) {
+        self.store = match &self.backend {
+            Backend::Sqlite(path) => Arc::new(
+                pgtrail_store::sqlite::SqliteStore::open(path)
+                    .await
+                    .expect("open"),
+            ),
+            Backend::Postgres(url) => Arc::new(
+                pgtrail_store::postgres::PostgresStore::connect(url)
+                    .await
+                    .expect("open"),
+            ),
+        };
+    }
+
     /// Appends `n` events through the store (sealed, hashed and chained as
     /// pgtrail does: an attacker can run the same code).
     pub(crate) async fn append(&self, n: usize, who: &str) {

@@ -6,8 +6,6 @@
 //! a proof that verifies out of it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use pgtrail_core::{Event, Kind, Source};
@@ -15,82 +13,35 @@ use pgtrail_store::checkpoint::TrustedKey;
 use pgtrail_store::merkle::{self, Hash, Subtree};
 use pgtrail_store::signing::{sign_head, Signed, Signer};
 use pgtrail_store::{
-    proof, retention, verify_with, Checkpoint, KeyPair, ProblemKind, Store, VerifyOptions,
-    VerifyReport,
+    proof, retention, verify_with, Checkpoint, KeyPair, ProblemKind, VerifyOptions, VerifyReport,
 };
 
-pub struct Target {
-    store: Arc<dyn Store>,
-    backend: Backend,
-    _dir: tempfile::TempDir,
-    _cluster: Option<pgtrail_testkit::Cluster>,
-}
+use crate::attacks::details;
 
-enum Backend {
-    Sqlite(PathBuf),
-    Postgres(String),
+/// The attacks' target (`crate::attacks::Target`: either store and the
+/// attacker's raw SQL on it), with what these tests add: appends in bulk,
+/// signing without a witness file, the kept nodes.
+pub struct Target(crate::attacks::Target);
+
+impl std::ops::Deref for Target {
+    type Target = crate::attacks::Target;
+    fn deref(&self) -> &crate::attacks::Target {
+        &self.0
+    }
 }
 
 pub async fn sqlite() -> Target {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("trail.db");
-    let store = pgtrail_store::sqlite::SqliteStore::open(&path)
-        .await
-        .expect("open");
-    Target {
-        store: Arc::new(store),
-        backend: Backend::Sqlite(path),
-        _dir: dir,
-        _cluster: None,
-    }
+    Target(crate::attacks::sqlite().await)
 }
 
 pub async fn postgres() -> Target {
-    let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
-    let url = cluster.create_database("tree").await.expect("database");
-    let store = pgtrail_store::postgres::PostgresStore::connect(&url)
-        .await
-        .expect("open");
-    Target {
-        store: Arc::new(store),
-        backend: Backend::Postgres(url),
-        _dir: tempfile::tempdir().expect("tempdir"),
-        _cluster: Some(cluster),
-    }
+    Target(crate::attacks::postgres().await)
 }
 
 impl Target {
-    /// Runs the attacker's SQL: `sqlite` on the file, `postgres` in the database.
-    async fn tamper(&self, sqlite: &str, postgres: &str) {
-        match &self.backend {
-            Backend::Sqlite(path) => rusqlite::Connection::open(path)
-                .expect("open file")
-                .execute_batch(sqlite)
-                .expect("tamper"),
-            Backend::Postgres(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect");
-                tokio::spawn(connection);
-                client.batch_execute(postgres).await.expect("tamper");
-            }
-        }
-    }
-
     /// The store opened again (migrations run).
     async fn reopen(&mut self) {
-        self.store = match &self.backend {
-            Backend::Sqlite(path) => Arc::new(
-                pgtrail_store::sqlite::SqliteStore::open(path)
-                    .await
-                    .expect("open"),
-            ),
-            Backend::Postgres(url) => Arc::new(
-                pgtrail_store::postgres::PostgresStore::connect(url)
-                    .await
-                    .expect("open"),
-            ),
-        };
+        self.0.reopen().await;
     }
 
     async fn append_at(&self, n: usize, at: DateTime<Utc>) {
@@ -158,15 +109,6 @@ fn event(at: DateTime<Utc>) -> Event {
     e.operation = Some("UPDATE".into());
     e.command_tag = Some("UPDATE 1".into());
     e
-}
-
-fn details(report: &VerifyReport) -> String {
-    report
-        .problems
-        .iter()
-        .map(|p| format!("{:?} at {}: {}", p.kind, p.seq, p.detail))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Interior nodes of heights 8, 16, ... in a tree of `n` leaves.
