@@ -41,20 +41,9 @@ use serde_json::json;
 
 const BATCH: usize = 10_000;
 
-/// A deterministic pseudo-random stream (the same data every run).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "common/lcg.rs"]
+mod lcg;
+use lcg::Lcg;
 
 /// Event `i`: ~400 bytes, mostly row changes, every tenth a statement (the
 /// mix of `bench/store`), one a second back from `now` per 1,000 events, so

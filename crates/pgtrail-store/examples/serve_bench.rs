@@ -109,19 +109,11 @@ fn parse_args() -> Args {
     args
 }
 
-/// A deterministic pseudo-random stream (same data every run).
-struct Lcg(u64);
+#[path = "common/lcg.rs"]
+mod lcg;
+use lcg::Lcg;
+
 impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.below(from.len() as u64) as usize]
     }

@@ -78,20 +78,9 @@ fn parse_args() -> Args {
     args
 }
 
-/// A deterministic pseudo-random stream (no dependency, same data every run).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "common/lcg.rs"]
+mod lcg;
+use lcg::Lcg;
 
 const TABLES: u64 = 20;
 const ROWS_PER_TABLE: u64 = 50_000;

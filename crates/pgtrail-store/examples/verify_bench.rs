@@ -21,20 +21,9 @@ use pgtrail_core::{Event, Kind, Source};
 use pgtrail_store::Store;
 use serde_json::json;
 
-/// A deterministic pseudo-random stream (the same data every run).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "common/lcg.rs"]
+mod lcg;
+use lcg::Lcg;
 
 /// The mix of `bench/store`: row changes, every tenth a statement with SQL.
 fn generate(range: std::ops::Range<usize>, now: DateTime<Utc>) -> Vec<Event> {

@@ -17,23 +17,7 @@ async fn verify_catches_a_modified_event(trail: Trail) {
         "{clean:?}"
     );
 
-    match trail.cluster {
-        Some(_) => {
-            trail.psql(
-                "update pgtrail.events set body = replace(body::text, 'alice@example.com', 'mallory@example.com')::json where seq = 7",
-            );
-        }
-        None => {
-            let db = rusqlite::Connection::open(trail.sqlite_file()).expect("open sqlite");
-            let changed = db
-                .execute(
-                    "update events set body = replace(body, 'alice@example.com', 'mallory@example.com') where seq = 7",
-                    [],
-                )
-                .expect("tamper");
-            assert_eq!(changed, 1);
-        }
-    }
+    trail.edit_stored_body(7, "alice@example.com", "mallory@example.com");
     let tampered = trail.run(&["verify", "--format", "table"]);
     assert_eq!(tampered.code, 1, "{tampered:?}");
     assert!(

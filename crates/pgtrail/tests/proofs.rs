@@ -227,23 +227,7 @@ async fn an_event_altered_after_its_checkpoint_gets_no_verifying_proof(trail: Tr
     let genuine_text = std::fs::read_to_string(&genuine).expect("read");
     std::fs::remove_file(&genuine).expect("remove");
     // Someone with the store file changes who made event 7.
-    match trail.cluster {
-        Some(_) => {
-            trail.psql(
-                "update pgtrail.events set body = replace(body::text, 'alice@example.com', 'mallory@example.com')::json where seq = 7",
-            );
-        }
-        None => {
-            let db = rusqlite::Connection::open(trail.sqlite_file()).expect("open sqlite");
-            let changed = db
-                .execute(
-                    "update events set body = replace(body, 'alice@example.com', 'mallory@example.com') where seq = 7",
-                    [],
-                )
-                .expect("tamper");
-            assert_eq!(changed, 1);
-        }
-    }
+    trail.edit_stored_body(7, "alice@example.com", "mallory@example.com");
     // prove refuses and writes nothing.
     let out = trail.path("proof-7.tlog-proof");
     let refused = trail.run(&[

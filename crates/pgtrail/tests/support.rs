@@ -185,6 +185,29 @@ impl Trail {
         cluster.psql(db, sql).expect("psql")
     }
 
+    /// Replaces `from` with `to` in event `seq`'s stored body, its hash left
+    /// as it was: someone with the store file (or the schema) editing who
+    /// did it.
+    pub fn edit_stored_body(&self, seq: i64, from: &str, to: &str) {
+        match self.cluster {
+            Some(_) => {
+                self.psql(&format!(
+                    "update pgtrail.events set body = replace(body::text, '{from}', '{to}')::json where seq = {seq}"
+                ));
+            }
+            None => {
+                let db = rusqlite::Connection::open(self.sqlite_file()).expect("open sqlite");
+                let changed = db
+                    .execute(
+                        "update events set body = replace(body, ?1, ?2) where seq = ?3",
+                        rusqlite::params![from, to, seq],
+                    )
+                    .expect("tamper");
+                assert_eq!(changed, 1);
+            }
+        }
+    }
+
     /// The SQLite store's file.
     pub fn sqlite_file(&self) -> PathBuf {
         PathBuf::from(self.url.strip_prefix("sqlite:").expect("a SQLite trail"))
