@@ -170,6 +170,10 @@ async fn the_page_shows_checkpoints_alarms_and_capture_and_is_recorded() {
     assert!(!page.contains("<b>mallory"));
     // Capture: the trigger path's newest event.
     assert!(page.contains("<td>trigger</td>"), "{page}");
+    assert!(
+        page.contains("no cosignature kept for the newest checkpoint"),
+        "{page}"
+    );
     // The auditor sees the button; the read was recorded.
     assert!(page.contains("id=\"verify-now\""));
     let recorded = t
@@ -182,6 +186,47 @@ async fn the_page_shows_checkpoints_alarms_and_capture_and_is_recorded() {
         .await
         .expect("query");
     assert_eq!(recorded.len(), 1);
+}
+
+/// A witness server's cosignature of the newest checkpoint is listed with
+/// the time it states; one of another text (an older or a forged
+/// checkpoint) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lists_the_witnesses_that_cosigned_the_newest_checkpoint() {
+    use pgtrail_store::cosignature::{cosign, line_text, StoredCosignature};
+    let t = trail().await;
+    let checkpoint = t.store.checkpoints().await.expect("checkpoints")[0].clone();
+    let note = pgtrail_store::note::SignedNote::parse(checkpoint.note.as_deref().expect("a note"))
+        .expect("parse");
+    let witness = pgtrail_store::KeyPair::generate().expect("key");
+    let when = Utc
+        .with_ymd_and_hms(2026, 3, 1, 11, 0, 0)
+        .single()
+        .expect("time");
+    let keep = |text: &str, name: &str| {
+        let line = cosign(text, name, &witness, when.timestamp() as u64);
+        StoredCosignature {
+            seq: checkpoint.seq,
+            checkpoint: text.to_string(),
+            line: line_text(&line),
+            received_at: Utc::now(),
+        }
+    };
+    t.store
+        .add_cosignature(&keep(&note.text, "witness1.example"))
+        .await
+        .expect("keep");
+    t.store
+        .add_cosignature(&keep("another/log\n40\nAAAA\n", "forger.example"))
+        .await
+        .expect("keep");
+    let (status, page) = get(&t.state, "/integrity").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("cosigned by witness1.example at 2026-03-01 11:00:00"),
+        "{page}"
+    );
+    assert!(!page.contains("forger.example"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

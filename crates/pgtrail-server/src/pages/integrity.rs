@@ -242,6 +242,10 @@ struct IntegrityPage {
     capture: Vec<CaptureLine>,
     /// `None`: the server was given no probe of the audited databases.
     probed: Option<Vec<ProbeLine>>,
+    /// The witness servers whose cosignature of the newest signed
+    /// checkpoint the store keeps, with the time each states (listed, not
+    /// verified: the server holds no witness key).
+    cosigners: Vec<String>,
     css: String,
     js: String,
 }
@@ -278,6 +282,7 @@ pub async fn page(
                 .unwrap_or_default(),
         })
         .collect();
+    let cosigners = cosigners(store, checkpoints.first().map(|c| c.seq)).await?;
     let mut capture = Vec::new();
     // Bounded by time (the stores index it): a path with no event lately
     // would otherwise be looked for through the whole trail.
@@ -363,9 +368,54 @@ pub async fn page(
         alarms,
         capture,
         probed,
+        cosigners,
         css: super::asset_path("pgtrail.css"),
         js: super::asset_path("htmx.min.js"),
     })
+}
+
+/// The witnesses' cosignatures the store keeps for the newest signed
+/// checkpoint's exact text (the checkpoint at `seq`): "name at time".
+async fn cosigners(
+    store: &dyn pgtrail_store::Store,
+    seq: Option<i64>,
+) -> Result<Vec<String>, PageError> {
+    let Some(seq) = seq else {
+        return Ok(Vec::new());
+    };
+    let Some(note) = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .rev()
+        .find(|c| c.seq == seq && c.note.is_some())
+        .and_then(|c| c.note)
+        .and_then(|n| pgtrail_store::note::SignedNote::parse(&n).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for kept in store.cosignatures(seq).await? {
+        if kept.checkpoint != note.text {
+            continue;
+        }
+        let Ok(lines) = pgtrail_store::cosignature::parse_lines(&kept.line) else {
+            continue;
+        };
+        for line in lines {
+            // A cosignature's blob after the key id: 8 bytes of time, then the signature.
+            let stated = line
+                .signature
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(time)
+                .unwrap_or_else(|| "an unreadable time".into());
+            out.push(format!("{} at {stated}", line.name));
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /fragments/verify`: the verify's progress (polled while it runs).
