@@ -280,23 +280,8 @@ fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-/// A Postgres cluster as `bench/store` runs it: fsync on.
-fn cluster() -> pgtrail_testkit::Cluster {
-    pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
-        settings: [
-            ("fsync", "on"),
-            ("synchronous_commit", "on"),
-            ("full_page_writes", "on"),
-            ("shared_buffers", "1GB"),
-            ("max_wal_size", "4GB"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..Default::default()
-    })
-    .expect("cluster")
-}
+#[path = "common/cluster.rs"]
+mod cluster;
 
 /// Appends events `from..to`, signing the head every `sign_every` events
 /// and at the end: seconds spent appending and signing.
@@ -347,7 +332,7 @@ async fn extend(
 async fn ingest(args: &Args) {
     let now = Utc::now();
     for backend in &args.backends {
-        let pg = (backend == "postgres").then(cluster);
+        let pg = (backend == "postgres").then(cluster::durable);
         let (mut kept, mut not, mut ratio, mut sign_kept, mut sign_not) =
             (vec![], vec![], vec![], vec![], vec![]);
         eprintln!(
@@ -557,7 +542,7 @@ async fn big(args: &Args) {
         .with_timezone(&Utc);
     let backend = args.backends[0].as_str();
     let dir = tempdir();
-    let pg = (backend == "postgres").then(cluster);
+    let pg = (backend == "postgres").then(cluster::durable);
     let (store, key_path): (Arc<dyn Store>, PathBuf) = match &pg {
         None => {
             let path = args

@@ -78,6 +78,8 @@ fn parse_args() -> Args {
     args
 }
 
+#[path = "common/cluster.rs"]
+mod cluster;
 #[path = "common/lcg.rs"]
 mod lcg;
 use lcg::Lcg;
@@ -616,20 +618,7 @@ fn skipped() -> Side {
 
 async fn bench_postgres(settings: &Args, now: DateTime<Utc>) -> Figures {
     let (total, rounds) = (settings.events, settings.rounds);
-    let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
-        settings: [
-            ("fsync", "on"),
-            ("synchronous_commit", "on"),
-            ("full_page_writes", "on"),
-            ("shared_buffers", "1GB"),
-            ("max_wal_size", "4GB"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..Default::default()
-    })
-    .expect("cluster");
+    let cluster = cluster::durable();
     let admin = cluster.connect("postgres").await.expect("connect");
     let mut figures = Figures {
         backend: "postgres".into(),
