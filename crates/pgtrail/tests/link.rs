@@ -25,12 +25,7 @@ fn events(s: &Service, args: &[&str]) -> Vec<Event> {
 async fn listening(run: &Running) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(address) = run.stderr().lines().find_map(|l| {
-            l.split("listening on ")
-                .nth(1)
-                .map(str::trim)
-                .map(str::to_string)
-        }) {
+        if let Some(address) = crate::running::address_in(&run.stderr(), "listening on ") {
             return address;
         }
         assert!(Instant::now() < deadline, "not listening: {}", run.stderr());

@@ -113,11 +113,7 @@ async fn until(
 async fn address_after(run: &Running, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(address) = run
-            .stderr()
-            .lines()
-            .find_map(|l| l.split(prefix).nth(1).map(|a| a.trim().to_string()))
-        {
+        if let Some(address) = crate::running::address_in(&run.stderr(), prefix) {
             return address;
         }
         assert!(Instant::now() < deadline, "no '{prefix}': {}", run.stderr());

@@ -178,6 +178,15 @@ async fn wait_until_received(client: &tokio_postgres::Client, lsn: &str, run: &R
     }
 }
 
+/// The address after `prefix` on a whole line of a process's `log`: stderr
+/// is unbuffered, so a line can be read before its end (the port) is
+/// written, and a line without its newline is not taken.
+pub fn address_in(log: &str, prefix: &str) -> Option<String> {
+    log.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .find_map(|l| l.split(prefix).nth(1).map(|a| a.trim().to_string()))
+}
+
 /// A running `pgtrail serve` (or `run` with `[server] listen`) and the
 /// address it listens on; stopped with SIGTERM when dropped.
 pub struct Serving {
@@ -208,11 +217,8 @@ impl Serving {
         let deadline = Instant::now() + Duration::from_secs(60);
         serving.address = loop {
             let log = std::fs::read_to_string(&serving.stderr).unwrap_or_default();
-            if let Some(address) = log
-                .lines()
-                .find_map(|l| l.split("listening on http://").nth(1))
-            {
-                break address.trim().to_string();
+            if let Some(address) = address_in(&log, "listening on http://") {
+                break address;
             }
             if let Ok(Some(status)) = serving.child.try_wait() {
                 panic!("pgtrail {args:?} exited ({status}): {log}");
