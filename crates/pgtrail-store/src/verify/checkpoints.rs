@@ -7,17 +7,22 @@ use std::collections::{HashMap, HashSet};
 
 use super::{Problem, ProblemKind, VerifyOptions, VerifyReport};
 use crate::checkpoint::{trusted_signer, NoteCheckpoint, TrustedKey};
-use crate::merkle::{event_leaf, Frontier, Hash};
+use crate::merkle::{event_leaf, Frontier, Hash, NODE_HEIGHT_STEP};
 use crate::{Checkpoint, CheckpointKind};
 
-/// The Merkle tree, grown while the chain is walked, and its roots at the
-/// sizes that checkpoints and the witness name.
+/// The Merkle tree, grown while the chain is walked: its roots at the
+/// sizes that checkpoints and the witness name, and the interior nodes it
+/// completes at the heights the store keeps (`tree_nodes` holds the kept
+/// ones to them). One frontier for both, so each leaf is hashed once.
 pub(super) struct Tree {
     /// `None` when the walk starts at a prune checkpoint made before notes
     /// (no frontier): roots cannot be computed.
     frontier: Option<Frontier>,
+    /// Leaves before the walk: nodes ending there cannot be checked.
+    start: u64,
     wanted: HashSet<i64>,
     roots: HashMap<i64, Hash>,
+    nodes: HashMap<(u32, u64), Hash>,
 }
 
 impl Tree {
@@ -52,9 +57,11 @@ impl Tree {
             roots.insert(c.seq, f.root());
         }
         Tree {
+            start: frontier.as_ref().map_or(0, Frontier::size),
             frontier,
             wanted: HashSet::new(),
             roots,
+            nodes: HashMap::new(),
         }
     }
 
@@ -64,9 +71,11 @@ impl Tree {
         let size = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
         let roots = HashMap::from([(size, frontier.root())]);
         Tree {
+            start: frontier.size(),
             frontier: Some(frontier),
             wanted: HashSet::new(),
             roots,
+            nodes: HashMap::new(),
         }
     }
 
@@ -91,8 +100,13 @@ impl Tree {
         let Some(frontier) = self.frontier.as_mut() else {
             return;
         };
+        let nodes = &mut self.nodes;
         match event_leaf(hash) {
-            Some(leaf) => frontier.push(leaf),
+            Some(leaf) => frontier.push_seeing(leaf, |tree, hash| {
+                if tree.height % NODE_HEIGHT_STEP == 0 {
+                    nodes.insert((tree.height, tree.index()), *hash);
+                }
+            }),
             None => {
                 // A broken hash is the chain check's to report; the tree
                 // stops here so no root is claimed past it.
@@ -103,6 +117,17 @@ impl Tree {
         if self.wanted.contains(&seq) {
             self.roots.insert(seq, frontier.root());
         }
+    }
+
+    /// Leaves before the walk, and leaves the tree holds now (`None` when
+    /// it holds none: no node can be checked).
+    pub(super) fn walked(&self) -> Option<(u64, u64)> {
+        Some((self.start, self.frontier.as_ref()?.size()))
+    }
+
+    /// The node at `height`, `index` if the walk completed it.
+    pub(super) fn node(&self, height: u32, index: u64) -> Option<&Hash> {
+        self.nodes.get(&(height, index))
     }
 
     fn root_at(&self, seq: i64) -> Option<&Hash> {

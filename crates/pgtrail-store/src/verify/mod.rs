@@ -194,9 +194,7 @@ pub async fn verify_with_progress(
             .rev()
             .find(|c| c.kind == CheckpointKind::Prune && c.seq == f - 1)
     });
-    let tree = checkpoints::Tree::start(start, origin.as_deref(), &options.keys, &mut report);
-    let mut tree = tree;
-    let mut nodes = tree_nodes::Nodes::start(start);
+    let mut tree = checkpoints::Tree::start(start, origin.as_deref(), &options.keys, &mut report);
     let (mut expected_seq, mut prev_hash) = match start {
         Some(c) => (c.seq + 1, c.hash.clone()),
         None => (1, GENESIS_HASH.to_string()),
@@ -223,8 +221,6 @@ pub async fn verify_with_progress(
         } else if !options.full && size > first {
             match consistency::resume(store, remembered).await? {
                 Ok(frontier) => {
-                    // The kept nodes are computed on from the same place.
-                    nodes = tree_nodes::Nodes::resumed(frontier.clone());
                     tree = checkpoints::Tree::resumed(frontier);
                     expected_seq = size + 1;
                     prev_hash = remembered.checkpoint.head_hash.clone();
@@ -292,7 +288,6 @@ pub async fn verify_with_progress(
                 }
                 if chain_problem.is_none() {
                     tree.push(seq, &stored_hash);
-                    nodes.push(&stored_hash);
                 }
                 if head_before.as_ref().is_some_and(|h| h.seq == seq) {
                     head_hash_seen = Some(stored_hash.clone());
@@ -372,9 +367,7 @@ pub async fn verify_with_progress(
         });
     }
     report.problems.extend(copy_problems);
-    nodes
-        .check(store, walked_all && chain_ok, &mut report)
-        .await?;
+    tree_nodes::check(&tree, store, walked_all && chain_ok, &mut report).await?;
     report.problems.extend(memory_problems);
 
     let trusted = &options.keys;

@@ -9,97 +9,40 @@
 //! retention removed cannot be checked (their leaves are gone); proofs of
 //! the events kept use the prune checkpoint's frontier there, not them.
 
-use std::collections::HashMap;
-
+use super::checkpoints::Tree;
 use super::{Problem, ProblemKind, VerifyReport};
-use crate::merkle::{event_leaf, Frontier, Hash, NODE_HEIGHT_STEP};
-use crate::{Checkpoint, Result, Store};
+use crate::{Result, Store};
 
 /// Nodes read per round trip.
 const PAGE: usize = 10_000;
 /// Node problems reported at most (then one that counts the rest).
 const MAX_PROBLEMS: usize = 20;
 
-/// The nodes the walk completes, to hold the kept ones to.
-pub(super) struct Nodes {
-    frontier: Option<Frontier>,
-    /// Leaves before the walk: nodes ending there cannot be checked.
-    start: u64,
-    computed: HashMap<(u32, u64), Hash>,
-}
-
-impl Nodes {
-    /// From the chain's start, or the frontier of the prune checkpoint the
-    /// walk starts at (`None` if it has none: nothing can be checked).
-    pub(super) fn start(prune: Option<&Checkpoint>) -> Nodes {
-        let frontier = match prune {
-            None => Some(Frontier::new()),
-            Some(c) => c
-                .frontier
-                .as_deref()
-                .and_then(|text| Frontier::decode(u64::try_from(c.seq).ok()?, text).ok()),
-        };
-        Nodes {
-            start: frontier.as_ref().map_or(0, Frontier::size),
-            frontier,
-            computed: HashMap::new(),
-        }
-    }
-
-    /// From `frontier`, where an incremental verify resumes: nodes before
-    /// it are not checked (the walk that remembered it did).
-    pub(super) fn resumed(frontier: Frontier) -> Nodes {
-        Nodes {
-            start: frontier.size(),
-            frontier: Some(frontier),
-            computed: HashMap::new(),
-        }
-    }
-
-    /// Adds the next event's stored hash (hex).
-    pub(super) fn push(&mut self, hash: &str) {
-        let Some(frontier) = self.frontier.as_mut() else {
-            return;
-        };
-        let Some(leaf) = event_leaf(hash) else {
-            // The chain check reports it; no node past it is claimed.
-            self.frontier = None;
-            return;
-        };
-        let computed = &mut self.computed;
-        frontier.push_seeing(leaf, |tree, hash| {
-            if tree.height % NODE_HEIGHT_STEP == 0 {
-                computed.insert((tree.height, tree.index()), *hash);
-            }
-        });
-    }
-
-    /// Reads every kept node and reports those that are not the tree's.
-    /// `walked_all`: the walk reached the chain's end, so a node past the
-    /// walk is past the chain.
-    pub(super) async fn check(
-        &self,
-        store: &dyn Store,
-        walked_all: bool,
-        report: &mut VerifyReport,
-    ) -> Result<()> {
-        let Some(frontier) = &self.frontier else {
-            return Ok(());
-        };
-        let walked = frontier.size();
-        // Nodes kept by a checkpoint made while verify walked may cover
-        // events appended since: past the walk, not past the chain.
-        let head = store.head().await?.map_or(0, |h| h.seq);
-        let end = walked.max(u64::try_from(head).unwrap_or(0));
-        let mut problems = Vec::new();
-        let mut left_out = 0usize;
-        let mut after = (i64::MIN, i64::MIN);
-        loop {
-            let page = store.tree_nodes(after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = (last.height, last.idx);
-            for node in &page {
-                let problem = match node.subtree() {
+/// Reads every kept node and reports those that are not the nodes `computed`
+/// completed in the walk. `walked_all`: the walk reached the chain's end,
+/// so a node past the walk is past the chain.
+pub(super) async fn check(
+    computed: &Tree,
+    store: &dyn Store,
+    walked_all: bool,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let Some((start, walked)) = computed.walked() else {
+        return Ok(());
+    };
+    // Nodes kept by a checkpoint made while verify walked may cover
+    // events appended since: past the walk, not past the chain.
+    let head = store.head().await?.map_or(0, |h| h.seq);
+    let end = walked.max(u64::try_from(head).unwrap_or(0));
+    let mut problems = Vec::new();
+    let mut left_out = 0usize;
+    let mut after = (i64::MIN, i64::MIN);
+    loop {
+        let page = store.tree_nodes(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = (last.height, last.idx);
+        for node in &page {
+            let problem = match node.subtree() {
                     None => Some((
                         0,
                         format!(
@@ -110,7 +53,7 @@ impl Nodes {
                     Some(tree) => {
                         let (first, last) = (tree.start + 1, tree.end());
                         let seq = i64::try_from(last).unwrap_or(i64::MAX);
-                        match self.computed.get(&(tree.height, tree.index())) {
+                        match computed.node(tree.height, tree.index()) {
                             Some(hash) if node.hash.as_slice() == hash.as_slice() => None,
                             Some(_) => Some((
                                 seq,
@@ -119,7 +62,7 @@ impl Nodes {
                                     node.height, node.idx
                                 ),
                             )),
-                            None if tree.end() <= self.start => None,
+                            None if tree.end() <= start => None,
                             None if walked_all && tree.end() > end => Some((
                                 seq,
                                 format!(
@@ -132,29 +75,26 @@ impl Nodes {
                         }
                     }
                 };
-                if let Some((seq, detail)) = problem {
-                    if problems.len() < MAX_PROBLEMS {
-                        problems.push(Problem {
-                            kind: ProblemKind::TreeNode,
-                            seq,
-                            detail,
-                        });
-                    } else {
-                        left_out += 1;
-                    }
+            if let Some((seq, detail)) = problem {
+                if problems.len() < MAX_PROBLEMS {
+                    problems.push(Problem {
+                        kind: ProblemKind::TreeNode,
+                        seq,
+                        detail,
+                    });
+                } else {
+                    left_out += 1;
                 }
             }
         }
-        if left_out > 0 {
-            problems.push(Problem {
-                kind: ProblemKind::TreeNode,
-                seq: problems.last().map_or(0, |p| p.seq),
-                detail: format!(
-                    "and {left_out} more kept Merkle tree nodes that are not the tree's"
-                ),
-            });
-        }
-        report.problems.extend(problems);
-        Ok(())
     }
+    if left_out > 0 {
+        problems.push(Problem {
+            kind: ProblemKind::TreeNode,
+            seq: problems.last().map_or(0, |p| p.seq),
+            detail: format!("and {left_out} more kept Merkle tree nodes that are not the tree's"),
+        });
+    }
+    report.problems.extend(problems);
+    Ok(())
 }
