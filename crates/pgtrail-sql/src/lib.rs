@@ -35,6 +35,7 @@ mod class;
 mod literal;
 mod objects;
 mod redact;
+mod shape;
 mod statement;
 mod token;
 
