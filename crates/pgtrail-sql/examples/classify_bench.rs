@@ -1,7 +1,9 @@
 //! What the statement analyzer costs per statement, distinct (analyzed:
 //! summary parse, tokens, classification, claims, redaction) and repeated
 //! (a cache hit), on a mix of realistic statements, in rounds that
-//! alternate the two. Run by `bench/classify/run`.
+//! alternate the two. Then the simple protocol's case: each text new (new
+//! literals), its shape cached, against the full analysis of the same
+//! texts. Run by `bench/classify/run`.
 //!
 //! Usage: classify_bench [--rounds R] [--json PATH]
 
@@ -150,6 +152,8 @@ fn main() {
         median(&mut all_distinct),
         median(&mut all_repeated)
     );
+    let simple = simple_protocol(rounds, &identity);
+    json.extend(simple);
     if let Some(path) = json_path {
         let body = format!("[{}]\n", json.join(",\n"));
         if let Err(e) = std::fs::write(&path, body) {
@@ -157,4 +161,103 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// pgbench's TPC-B statements as `-M simple` sends them, `{}` standing for
+/// the literals that change every time.
+const SIMPLE: &[(&str, &str)] = &[
+    ("simple select", "SELECT abalance FROM pgbench_accounts WHERE aid = {};"),
+    ("simple update accounts", "UPDATE pgbench_accounts SET abalance = abalance + {} WHERE aid = {};"),
+    ("simple update tellers", "UPDATE pgbench_tellers SET tbalance = tbalance + {} WHERE tid = {};"),
+    ("simple insert history", "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({}, {}, {}, {}, CURRENT_TIMESTAMP);"),
+    ("simple orm insert", "INSERT INTO \"orders\" (\"user_id\", \"total\", \"status\") VALUES ({}, '{}.50', 'paid {}') RETURNING \"orders\".\"id\""),
+];
+
+/// Per statement of [`SIMPLE`]: what a text with new literals costs, full
+/// analysis against a shape hit, in alternating rounds; the JSON rows.
+fn simple_protocol(rounds: u32, identity: &IdentityConfig) -> Vec<String> {
+    const TEXTS: usize = 2000;
+    println!(
+        "\n{:<24} {:>26}  {:>24}",
+        "new literals each time", "full analysis (range)", "shape hit (range)"
+    );
+    let mut json = Vec::new();
+    let mut all_full = Vec::new();
+    let mut all_shape = Vec::new();
+    for (name, template) in SIMPLE {
+        let texts: Vec<String> = (0..TEXTS)
+            .map(|i| {
+                template
+                    .split("{}")
+                    .enumerate()
+                    .map(|(k, part)| {
+                        if k == 0 {
+                            part.to_string()
+                        } else {
+                            format!("{}{part}", 1 + (i * 7919 + k * 104_729) % 99_991)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut analyzer = Analyzer::new(1024, identity, TextPolicy::Secrets);
+        analyzer.analyze(&texts[0]);
+        let (mut full, mut shape) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Alternate which side goes first, so a noisy moment hits both.
+            let full_first = round % 2 == 0;
+            if full_first {
+                full.push(per_text(&texts, |sql| {
+                    black_box(analyzer.analyze_uncached(sql));
+                }));
+            }
+            shape.push(per_text(&texts, |sql| {
+                black_box(analyzer.analyze(sql));
+            }));
+            if !full_first {
+                full.push(per_text(&texts, |sql| {
+                    black_box(analyzer.analyze_uncached(sql));
+                }));
+            }
+        }
+        let (fmin, fmax) = (
+            *full.iter().min().expect("rounds"),
+            *full.iter().max().expect("rounds"),
+        );
+        let (smin, smax) = (
+            *shape.iter().min().expect("rounds"),
+            *shape.iter().max().expect("rounds"),
+        );
+        let f = median(&mut full);
+        let s = median(&mut shape);
+        all_full.push(f);
+        all_shape.push(s);
+        println!(
+            "{name:<24} {f:>10.2?} ({fmin:.2?}–{fmax:.2?})  {s:>10.2?} ({smin:.2?}–{smax:.2?})"
+        );
+        json.push(format!(
+            "{{\"statement\":\"{name}\",\"full_ns\":{},\"full_min_ns\":{},\"full_max_ns\":{},\"shape_hit_ns\":{},\"shape_hit_min_ns\":{},\"shape_hit_max_ns\":{}}}",
+            f.as_nanos(), fmin.as_nanos(), fmax.as_nanos(), s.as_nanos(), smin.as_nanos(), smax.as_nanos()
+        ));
+        let (hits, misses) = analyzer.stats();
+        assert_eq!(
+            misses, 1,
+            "{name}: every text but the first is a shape hit ({hits} hits)"
+        );
+    }
+    println!(
+        "median over statements: full {:.2?}, shape hit {:.2?} ({rounds} rounds of {TEXTS} texts)",
+        median(&mut all_full),
+        median(&mut all_shape)
+    );
+    json
+}
+
+/// The time per text of `f` over `texts`.
+fn per_text(texts: &[String], mut f: impl FnMut(&str)) -> Duration {
+    let start = Instant::now();
+    for sql in texts {
+        f(black_box(sql));
+    }
+    start.elapsed() / texts.len() as u32
 }

@@ -14,6 +14,14 @@
 //! generation, costs O(1) per lookup and needs no linked list. Texts
 //! longer than [`MAX_CACHED_TEXT`] are analyzed every time (a long INSERT
 //! of literal rows rarely repeats, and would crowd out the rest).
+//!
+//! Behind the exact texts, a second cache of the same size is keyed on a
+//! text's shape (its constants' values scanned out, see `shape`): a text
+//! missing from the first whose shape was analyzed before takes that
+//! analysis with its own span and stored text (redacted again when it may
+//! hold a secret; under [`TextPolicy::Constants`] the stored text is the
+//! shape's anyway). That is what makes the simple protocol's texts, new
+//! literals each time, cost a scan instead of a parse.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +29,9 @@ use std::sync::Arc;
 use pgtrail_core::config::IdentityConfig;
 
 use crate::claims::{self, Claim, Names};
-use crate::redact;
 use crate::statement::{self, Analysis};
-use crate::token::Tok;
+use crate::token::{self, Tok};
+use crate::{literal, redact, shape};
 
 /// Texts longer than this (bytes) are not cached.
 pub const MAX_CACHED_TEXT: usize = 16 * 1024;
@@ -43,9 +51,8 @@ pub enum TextPolicy {
 pub struct Analyzer {
     names: Names,
     policy: TextPolicy,
-    capacity: usize,
-    young: HashMap<Box<str>, Arc<Analysis>>,
-    old: HashMap<Box<str>, Arc<Analysis>>,
+    texts: Generations,
+    shapes: Generations,
     hits: u64,
     misses: u64,
 }
@@ -57,9 +64,8 @@ impl Analyzer {
         Analyzer {
             names: Names::new(identity),
             policy,
-            capacity: capacity.max(2),
-            young: HashMap::new(),
-            old: HashMap::new(),
+            texts: Generations::new(capacity),
+            shapes: Generations::new(capacity),
             hits: 0,
             misses: 0,
         }
@@ -67,45 +73,65 @@ impl Analyzer {
 
     /// What the statements of `sql` are (see [`Analysis`]).
     pub fn analyze(&mut self, sql: &str) -> Arc<Analysis> {
-        if let Some(found) = self.young.get(sql) {
-            self.hits += 1;
-            return Arc::clone(found);
-        }
-        if let Some((key, found)) = self.old.remove_entry(sql) {
-            self.hits += 1;
-            self.insert(key, Arc::clone(&found));
+        if let Some(found) = self.cached(sql) {
             return found;
         }
-        self.misses += 1;
         let analysis = Arc::new(self.analyze_uncached(sql));
-        if sql.len() <= MAX_CACHED_TEXT {
-            self.insert(sql.into(), Arc::clone(&analysis));
-        }
+        self.store(sql, Arc::clone(&analysis));
         analysis
     }
 
-    /// The cached analysis of `sql`, if any (a hit counts as in
-    /// [`Analyzer::analyze`]; a miss is not counted: the caller analyzes
-    /// with [`Analyzer::analyze_uncached`], outside any lock it holds, and
-    /// hands the result to [`Analyzer::store`]).
+    /// The cached analysis of `sql` or of its shape, if any (a hit counts
+    /// as in [`Analyzer::analyze`]; a miss is not counted: the caller
+    /// analyzes with [`Analyzer::analyze_uncached`], outside any lock it
+    /// holds, and hands the result to [`Analyzer::store`]).
     pub fn cached(&mut self, sql: &str) -> Option<Arc<Analysis>> {
-        if let Some(found) = self.young.get(sql) {
+        if let Some(found) = self.texts.get(sql) {
             self.hits += 1;
-            return Some(Arc::clone(found));
+            return Some(found);
         }
-        let (key, found) = self.old.remove_entry(sql)?;
+        if sql.len() > MAX_CACHED_TEXT {
+            return None;
+        }
+        let template = self.shapes.get(&shape::key(sql)?)?;
+        let found = self.reshape(&template, sql)?;
         self.hits += 1;
-        self.insert(key, Arc::clone(&found));
-        Some(found)
+        Some(Arc::new(found))
     }
 
-    /// Caches `analysis` as the analysis of `sql` (a miss, counted), unless
-    /// the text is longer than [`MAX_CACHED_TEXT`].
+    /// Caches `analysis` as the analysis of `sql` (a miss, counted), and of
+    /// its shape, unless the text is longer than [`MAX_CACHED_TEXT`].
     pub fn store(&mut self, sql: &str, analysis: Arc<Analysis>) {
         self.misses += 1;
-        if sql.len() <= MAX_CACHED_TEXT && !self.young.contains_key(sql) {
-            self.insert(sql.into(), analysis);
+        if sql.len() > MAX_CACHED_TEXT {
+            return;
         }
+        // Only a parse's one statement is a shape's (see `shape`).
+        if analysis.parsed && analysis.statements.len() == 1 {
+            if let Some(key) = shape::key(sql) {
+                self.shapes.put(key.into(), Arc::clone(&analysis));
+            }
+        }
+        self.texts.put(sql.into(), analysis);
+    }
+
+    /// The analysis of `sql` from `template`, the analysis of another text
+    /// of its shape: the same but for the span and the stored text.
+    fn reshape(&self, template: &Analysis, sql: &str) -> Option<Analysis> {
+        let mut analysis = template.clone();
+        let [statement] = analysis.statements.as_mut_slice() else {
+            return None;
+        };
+        statement.span = statement::trimmed(sql, 0..sql.len());
+        let text = sql.get(statement.span.clone())?;
+        statement.sql = match self.policy {
+            // Every constant is a `$n` already: the shape's text is this one's.
+            TextPolicy::Constants => std::mem::take(&mut statement.sql),
+            // No secret name, no credential: the text is stored as written.
+            TextPolicy::Secrets if !literal::mentions_secret(text) => text.to_string(),
+            TextPolicy::Secrets => redact::redact_secrets_known(text, token::scan(text)?, true).0,
+        };
+        Some(analysis)
     }
 
     /// [`Analyzer::analyze`] without the cache.
@@ -135,12 +161,52 @@ impl Analyzer {
 
     /// Texts cached now.
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.texts.len()
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Two generations of at most `capacity / 2` entries each (see the module
+/// documentation).
+#[derive(Debug)]
+struct Generations {
+    capacity: usize,
+    young: HashMap<Box<str>, Arc<Analysis>>,
+    old: HashMap<Box<str>, Arc<Analysis>>,
+}
+
+impl Generations {
+    fn new(capacity: usize) -> Generations {
+        Generations {
+            capacity: capacity.max(2),
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    /// The entry of `key`, moved to the young generation if it was old.
+    fn get(&mut self, key: &str) -> Option<Arc<Analysis>> {
+        if let Some(found) = self.young.get(key) {
+            return Some(Arc::clone(found));
+        }
+        let (key, found) = self.old.remove_entry(key)?;
+        self.insert(key, Arc::clone(&found));
+        Some(found)
+    }
+
+    /// Adds `key` unless the young generation has it.
+    fn put(&mut self, key: Box<str>, analysis: Arc<Analysis>) {
+        if !self.young.contains_key(&key) {
+            self.insert(key, analysis);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
     }
 
     fn insert(&mut self, key: Box<str>, analysis: Arc<Analysis>) {

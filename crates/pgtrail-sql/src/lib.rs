@@ -3,7 +3,8 @@
 //! statement proxy's events say about a statement: [`Analyzer`] turns a
 //! text into one [`Statement`] per statement (class in pgAudit's
 //! vocabulary, command, transaction control, objects, the application's
-//! claims), once per distinct text. See the `statement`, `class`,
+//! claims), once per distinct text (or per shape: texts that differ only
+//! in their literals share one parse, see `shape`). See the `statement`, `class`,
 //! `objects` and `claims` modules for the rules and their limits.
 //!
 //! Kept out of `pgtrail-core` on purpose: libpg_query is a C build (and
@@ -35,6 +36,7 @@ mod class;
 mod literal;
 mod objects;
 mod redact;
+mod shape;
 mod statement;
 mod token;
 

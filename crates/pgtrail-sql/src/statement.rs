@@ -277,7 +277,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
     }
 }
 
-fn trimmed(sql: &str, span: Range<usize>) -> Range<usize> {
+pub(crate) fn trimmed(sql: &str, span: Range<usize>) -> Range<usize> {
     let text = &sql[span.clone()];
     let start = span.start + (text.len() - text.trim_start().len());
     let end = span.start

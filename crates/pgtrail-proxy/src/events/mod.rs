@@ -138,6 +138,7 @@ impl Recorder {
             prepared: HashMap::new(),
             statements: 0,
             tx: Tx::default(),
+            ahead: None,
         }
     }
 
@@ -208,6 +209,10 @@ pub struct SessionRecorder {
     statements: u64,
     /// The transaction the statements run in, as the proxy sees it.
     tx: Tx,
+    /// The text `prepare` analyzed last, and its analysis: the next
+    /// `statement`, if of that text, takes it instead of asking the shared
+    /// cache again (a text answered by its shape is not cached as itself).
+    ahead: Option<(Box<str>, Arc<Analysis>)>,
 }
 
 /// The session's transactions as the proxy sees them: what links a
@@ -316,7 +321,7 @@ impl SessionRecorder {
     /// overlaps the server's work instead of delaying the result.
     pub fn prepare(&mut self, sql: &str) {
         if !self.recorder.is_off() {
-            let _ = self.recorder.analyze(sql);
+            self.ahead = Some((sql.into(), self.recorder.analyze(sql)));
         }
     }
 
@@ -352,7 +357,11 @@ impl SessionRecorder {
         let Some(sql) = record.sql.as_deref() else {
             return self.without_text(record);
         };
-        let analysis = self.recorder.analyze(sql);
+        // Taken, so an idle session holds no text.
+        let analysis = match self.ahead.take() {
+            Some((text, analysis)) if *text == *sql => analysis,
+            _ => self.recorder.analyze(sql),
+        };
         let (part, last_part) = match record.protocol {
             Protocol::Simple { part } => {
                 let part = usize::try_from(part).unwrap_or(usize::MAX);

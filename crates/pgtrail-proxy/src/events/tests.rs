@@ -428,6 +428,37 @@ fn literals_are_kept_or_normalized() {
     assert_eq!(e.sql.as_deref(), Some("SELECT * FROM t WHERE name = $1"));
 }
 
+/// The simple protocol's texts, new literals each time, share one analysis
+/// (the analyzer's shape cache), and each event still has its own text,
+/// class and table: a DELETE after cached SELECTs of the same literals is
+/// a WRITE.
+#[test]
+fn texts_differing_in_literals_share_an_analysis_but_not_their_text() {
+    let mut s = session(&ProxyConfig::default());
+    for aid in [1, 42, 977] {
+        let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid}");
+        let e = logged(&mut s, &sql, "SELECT 1");
+        assert_eq!(e.sql.as_deref(), Some(sql.as_str()));
+        assert_eq!(e.class.as_deref(), Some("READ"));
+    }
+    assert_eq!(s.recorder.cache_stats(), (2, 1));
+    let e = logged(
+        &mut s,
+        "DELETE FROM pgbench_accounts WHERE aid = 42",
+        "DELETE 1",
+    );
+    assert_eq!(e.class.as_deref(), Some("WRITE"));
+    assert_eq!(e.table.as_deref(), Some("pgbench_accounts"));
+    // A quote inside a comment does not hide the rest from the scan.
+    let e = logged(
+        &mut s,
+        "SELECT abalance FROM pgbench_accounts /* ' */ WHERE aid = 1 -- '",
+        "SELECT 1",
+    );
+    assert_eq!(e.class.as_deref(), Some("READ"));
+    assert_eq!(s.recorder.cache_stats(), (2, 3));
+}
+
 fn key_file(dir: &std::path::Path) -> String {
     let path = dir.join("params.key");
     std::fs::write(&path, b"0123456789abcdef0123456789abcdef\n").expect("key");
