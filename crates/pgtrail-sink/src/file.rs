@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use pgtrail_store::RawEvent;
+
 use crate::format::{Encoder, Format};
 use crate::sink::{Item, Sink, SinkError};
 
@@ -236,10 +238,48 @@ impl Sink for FileSink {
                         .encode_checkpoint(checkpoint, &mut self.buffer)?;
                 }
             }
-            if self.buffer.len() > start && self.buffer.last() != Some(&b'\n') {
-                self.buffer.push(b'\n');
-            }
+            end_line(&mut self.buffer, start);
         }
+        self.write_buffer(first_seq)
+    }
+
+    fn reads_raw(&self) -> bool {
+        self.encoder.format() == Format::Jsonl
+    }
+
+    async fn deliver_raw(&mut self, items: &[Item<RawEvent>]) -> Result<(), SinkError> {
+        // As `deliver`, each event written from its stored body.
+        self.buffer.clear();
+        let mut first_seq = None;
+        for item in items {
+            let start = self.buffer.len();
+            match item {
+                Item::Event(raw) => {
+                    first_seq = first_seq.or(Some(raw.seq));
+                    self.encoder.encode_raw(raw, &mut self.buffer)?;
+                }
+                Item::Checkpoint(checkpoint) => {
+                    self.encoder
+                        .encode_checkpoint(checkpoint, &mut self.buffer)?;
+                }
+            }
+            end_line(&mut self.buffer, start);
+        }
+        self.write_buffer(first_seq)
+    }
+}
+
+/// Ends the record written after `start` with a newline if it has none.
+fn end_line(buffer: &mut Vec<u8>, start: usize) {
+    if buffer.len() > start && buffer.last() != Some(&b'\n') {
+        buffer.push(b'\n');
+    }
+}
+
+impl FileSink {
+    /// Writes the encoded batch in one write and one fsync, rotating
+    /// first when the current file is due.
+    fn write_buffer(&mut self, first_seq: Option<i64>) -> Result<(), SinkError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
