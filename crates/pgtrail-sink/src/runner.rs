@@ -79,7 +79,7 @@ pub async fn lag(store: &dyn Store, cursor_seq: i64) -> Result<Lag, StoreError> 
             .scan(cursor_seq, 1)
             .await?
             .first()
-            .map_or(0.0, |event| age_seconds(event)),
+            .map_or(0.0, age_seconds),
     };
     Ok(Lag { events, seconds })
 }
@@ -477,8 +477,8 @@ impl Events {
     /// How long ago the oldest was captured (`None`: no events).
     fn oldest_age(&self) -> Option<f64> {
         match self {
-            Events::Decoded(events) => events.first().map(|event| age_seconds(event)),
-            Events::Raw(events) => events.first().map(|event| age_seconds(event)),
+            Events::Decoded(events) => events.first().map(age_seconds),
+            Events::Raw(events) => events.first().map(age_seconds),
         }
     }
 }
