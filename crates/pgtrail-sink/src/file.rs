@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 
 use pgtrail_store::RawEvent;
 
-use crate::format::{Encoder, Format};
-use crate::sink::{Item, Sink, SinkError};
+use crate::format::{Encoder, Format, FormatError};
+use crate::sink::{Item, Sealed, Sink, SinkError};
 
 /// Default size at which the current file is rotated.
 pub const DEFAULT_ROTATE_BYTES: u64 = 100 * 1024 * 1024;
@@ -222,24 +222,7 @@ impl Sink for FileSink {
     }
 
     async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
-        // Encoded before anything is written: a record that cannot be
-        // written fails the batch with nothing of it in the file.
-        self.buffer.clear();
-        let mut first_seq = None;
-        for item in items {
-            let start = self.buffer.len();
-            match item {
-                Item::Event(event) => {
-                    first_seq = first_seq.or(event.seq);
-                    self.encoder.encode(event, &mut self.buffer)?;
-                }
-                Item::Checkpoint(checkpoint) => {
-                    self.encoder
-                        .encode_checkpoint(checkpoint, &mut self.buffer)?;
-                }
-            }
-            end_line(&mut self.buffer, start);
-        }
+        let first_seq = self.encode(items, Encoder::encode)?;
         self.write_buffer(first_seq)
     }
 
@@ -248,31 +231,40 @@ impl Sink for FileSink {
     }
 
     async fn deliver_raw(&mut self, items: &[Item<RawEvent>]) -> Result<(), SinkError> {
-        // As `deliver`, each event written from its stored body.
+        // Each event written from its stored body.
+        let first_seq = self.encode(items, Encoder::encode_raw)?;
+        self.write_buffer(first_seq)
+    }
+}
+
+impl FileSink {
+    /// Encodes `items` into the buffer (events with `event`), before
+    /// anything is written: a record that cannot be written fails the
+    /// batch with nothing of it in the file. Returns the first event's seq.
+    fn encode<E: Sealed>(
+        &mut self,
+        items: &[Item<E>],
+        event: impl Fn(&Encoder, &E, &mut Vec<u8>) -> Result<(), FormatError>,
+    ) -> Result<Option<i64>, SinkError> {
         self.buffer.clear();
         let mut first_seq = None;
         for item in items {
             let start = self.buffer.len();
             match item {
-                Item::Event(raw) => {
-                    first_seq = first_seq.or(Some(raw.seq));
-                    self.encoder.encode_raw(raw, &mut self.buffer)?;
+                Item::Event(sealed) => {
+                    first_seq = first_seq.or(sealed.seq());
+                    event(&self.encoder, sealed, &mut self.buffer)?;
                 }
                 Item::Checkpoint(checkpoint) => {
                     self.encoder
                         .encode_checkpoint(checkpoint, &mut self.buffer)?;
                 }
             }
-            end_line(&mut self.buffer, start);
+            if self.buffer.len() > start && self.buffer.last() != Some(&b'\n') {
+                self.buffer.push(b'\n');
+            }
         }
-        self.write_buffer(first_seq)
-    }
-}
-
-/// Ends the record written after `start` with a newline if it has none.
-fn end_line(buffer: &mut Vec<u8>, start: usize) {
-    if buffer.len() > start && buffer.last() != Some(&b'\n') {
-        buffer.push(b'\n');
+        Ok(first_seq)
     }
 }
 
