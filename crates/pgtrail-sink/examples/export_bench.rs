@@ -8,6 +8,9 @@
 //! reads and drops the stream, and `${NATS}` by the URL of a nats-server
 //! given in `BENCH_NATS_URL`.
 //! Rounds alternate the sinks and the ingest; median and spread printed.
+//! A sink whose name ends in `-decoded` is handed decoded events even if
+//! it reads them as stored (`Sink::reads_raw`): the path before the raw
+//! read, measured beside it in the same rounds.
 //!
 //! Usage: export_bench [--events N] [--rounds N] [--ingest N]
 //!                     [--store PATH] [--sinks FILE] [--only NAME,NAME]
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 use pgtrail_core::config::{Config, SinkConfig, SinkKind};
 use pgtrail_core::{Event, Kind, Source};
 use pgtrail_sink::cursor::Cursor;
+use pgtrail_sink::sink::{Item, Sink, SinkError};
 use pgtrail_store::Store;
 use serde_json::json;
 
@@ -163,13 +167,31 @@ async fn tcp_receiver() -> String {
     url
 }
 
+/// A sink handed decoded events even where it reads raw ones: the read
+/// and encoding path before `Store::scan_raw`, for the `-decoded` rows.
+struct Decoded(Box<dyn Sink>);
+
+#[async_trait::async_trait]
+impl Sink for Decoded {
+    fn destination(&self) -> String {
+        self.0.destination()
+    }
+
+    async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        self.0.deliver(items).await
+    }
+}
+
 /// Delivers the whole store through `config`; events/s.
 async fn deliver(config: &SinkConfig, store_url: &str, head: i64, state: &Path) -> f64 {
     let mut config = config.clone();
     config.state_dir = Some(state.display().to_string());
-    let runner = pgtrail_sink::open::runner(&config, store_url)
+    let mut runner = pgtrail_sink::open::runner(&config, store_url)
         .await
         .expect("sink opens");
+    if config.name.ends_with("-decoded") {
+        runner.sink = Box::new(Decoded(runner.sink));
+    }
     let cursor = runner.cursor_path.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let start = Instant::now();

@@ -22,8 +22,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::format::{Encoder, Format};
-use crate::sink::{Item, Sink, SinkError};
+use pgtrail_store::RawEvent;
+
+use crate::format::{Encoder, Format, FormatError};
+use crate::sink::{Item, Sealed, Sink, SinkError};
 
 /// Default size at which the current file is rotated.
 pub const DEFAULT_ROTATE_BYTES: u64 = 100 * 1024 * 1024;
@@ -220,16 +222,38 @@ impl Sink for FileSink {
     }
 
     async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
-        // Encoded before anything is written: a record that cannot be
-        // written fails the batch with nothing of it in the file.
+        let first_seq = self.encode(items, Encoder::encode)?;
+        self.write_buffer(first_seq)
+    }
+
+    fn reads_raw(&self) -> bool {
+        self.encoder.format() == Format::Jsonl
+    }
+
+    async fn deliver_raw(&mut self, items: &[Item<RawEvent>]) -> Result<(), SinkError> {
+        // Each event written from its stored body.
+        let first_seq = self.encode(items, Encoder::encode_raw)?;
+        self.write_buffer(first_seq)
+    }
+}
+
+impl FileSink {
+    /// Encodes `items` into the buffer (events with `event`), before
+    /// anything is written: a record that cannot be written fails the
+    /// batch with nothing of it in the file. Returns the first event's seq.
+    fn encode<E: Sealed>(
+        &mut self,
+        items: &[Item<E>],
+        event: impl Fn(&Encoder, &E, &mut Vec<u8>) -> Result<(), FormatError>,
+    ) -> Result<Option<i64>, SinkError> {
         self.buffer.clear();
         let mut first_seq = None;
         for item in items {
             let start = self.buffer.len();
             match item {
-                Item::Event(event) => {
-                    first_seq = first_seq.or(event.seq);
-                    self.encoder.encode(event, &mut self.buffer)?;
+                Item::Event(sealed) => {
+                    first_seq = first_seq.or(sealed.seq());
+                    event(&self.encoder, sealed, &mut self.buffer)?;
                 }
                 Item::Checkpoint(checkpoint) => {
                     self.encoder
@@ -240,6 +264,14 @@ impl Sink for FileSink {
                 self.buffer.push(b'\n');
             }
         }
+        Ok(first_seq)
+    }
+}
+
+impl FileSink {
+    /// Writes the encoded batch in one write and one fsync, rotating
+    /// first when the current file is due.
+    fn write_buffer(&mut self, first_seq: Option<i64>) -> Result<(), SinkError> {
         if self.buffer.is_empty() {
             return Ok(());
         }

@@ -21,7 +21,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pgtrail_core::config::NatsSinkConfig;
 
-use crate::format::Encoder;
+use pgtrail_store::checkpoint::Checkpoint;
+use pgtrail_store::RawEvent;
+
+use crate::format::raw::{self, Members};
+use crate::format::{Encoder, Format, FormatError};
 use crate::sink::{Item, Sink, SinkError};
 
 /// Acknowledgements awaited at once: below the client's in-flight limit
@@ -232,40 +236,77 @@ impl NatsSink {
     }
 
     /// The message for `item`: subject, `Nats-Msg-Id` and payload.
-    fn message(&self, item: &Item) -> Result<(String, HeaderMap, Bytes), SinkError> {
+    fn message(&self, item: &Item) -> Result<Message, SinkError> {
         let mut payload = Vec::new();
-        let mut headers = HeaderMap::new();
-        let subject = match item {
+        match item {
             Item::Event(event) => {
                 self.encoder.encode(event, &mut payload)?;
-                headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
-                headers.insert("Pgtrail-Kind", event.kind.as_str());
-                if let Some(seq) = event.seq {
-                    headers.insert("Pgtrail-Seq", seq.to_string().as_str());
-                }
-                &self.config.subject
+                let seq = event.seq.unwrap_or_default();
+                Ok(self.event_message(&event.id.to_string(), event.kind.as_str(), seq, payload))
             }
-            Item::Checkpoint(checkpoint) => {
-                self.encoder.encode_checkpoint(checkpoint, &mut payload)?;
-                let id = format!(
-                    "checkpoint-{}-{}-{}",
-                    checkpoint.kind.as_str(),
-                    checkpoint.seq,
-                    checkpoint.hash
-                );
-                headers.insert("Nats-Msg-Id", id.as_str());
-                headers.insert("Pgtrail-Seq", checkpoint.seq.to_string().as_str());
-                &self.config.checkpoint_subject
-            }
-        };
-        // A message is already one record: no line end.
-        while matches!(payload.last(), Some(b'\n' | b'\r')) {
-            payload.pop();
+            Item::Checkpoint(checkpoint) => self.checkpoint_message(checkpoint),
         }
-        Ok((subject.clone(), headers, Bytes::from(payload)))
     }
 
-    async fn publish(&mut self, items: &[Item]) -> Result<(), SinkError> {
+    /// The same for an event as stored: its id and kind read from the
+    /// body's members, the payload its `jsonl` line, never decoded.
+    fn raw_message(&self, item: &Item<RawEvent>) -> Result<Message, SinkError> {
+        let raw = match item {
+            Item::Event(raw) => raw,
+            Item::Checkpoint(checkpoint) => return self.checkpoint_message(checkpoint),
+        };
+        let stored = |reason: &str| FormatError::Stored {
+            seq: raw.seq,
+            reason: reason.to_string(),
+        };
+        let members = Members::of(&raw.body).map_err(|reason| stored(&reason))?;
+        let id = members
+            .plain_str("id")
+            .ok_or_else(|| stored("its body has no id (the message id)"))?;
+        let kind = members
+            .plain_str("kind")
+            .ok_or_else(|| stored("its body has no kind"))?;
+        let mut payload = Vec::with_capacity(raw.body.len() + 200);
+        if self.encoder.format() == Format::Jsonl {
+            raw::jsonl(raw, &members, &mut payload);
+        } else {
+            self.encoder.encode_raw(raw, &mut payload)?;
+        }
+        Ok(self.event_message(id, kind, raw.seq, payload))
+    }
+
+    fn event_message(&self, id: &str, kind: &str, seq: i64, payload: Vec<u8>) -> Message {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        headers.insert("Pgtrail-Kind", kind);
+        headers.insert("Pgtrail-Seq", seq.to_string().as_str());
+        (self.config.subject.clone(), headers, record(payload))
+    }
+
+    fn checkpoint_message(&self, checkpoint: &Checkpoint) -> Result<Message, SinkError> {
+        let mut payload = Vec::new();
+        self.encoder.encode_checkpoint(checkpoint, &mut payload)?;
+        let id = format!(
+            "checkpoint-{}-{}-{}",
+            checkpoint.kind.as_str(),
+            checkpoint.seq,
+            checkpoint.hash
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("Pgtrail-Seq", checkpoint.seq.to_string().as_str());
+        Ok((
+            self.config.checkpoint_subject.clone(),
+            headers,
+            record(payload),
+        ))
+    }
+
+    async fn publish<T>(
+        &mut self,
+        items: &[T],
+        message: impl Fn(&Self, &T) -> Result<Message, SinkError>,
+    ) -> Result<(), SinkError> {
         self.open().await?;
         let Some(jetstream) = self.jetstream.clone() else {
             return Err(self.unavailable("not connected"));
@@ -281,7 +322,7 @@ impl NatsSink {
                     duplicates += self.acknowledged(ack).await?;
                 }
             }
-            let (subject, headers, payload) = self.message(item)?;
+            let (subject, headers, payload) = message(self, item)?;
             let publish = async_nats::jetstream::message::PublishMessage::build()
                 .headers(headers)
                 .payload(payload);
@@ -331,13 +372,33 @@ impl Sink for NatsSink {
     }
 
     async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        self.deliver_with(items, Self::message).await
+    }
+
+    fn reads_raw(&self) -> bool {
+        self.encoder.format() == Format::Jsonl
+    }
+
+    async fn deliver_raw(&mut self, items: &[Item<RawEvent>]) -> Result<(), SinkError> {
+        self.deliver_with(items, Self::raw_message).await
+    }
+}
+
+impl NatsSink {
+    /// Publishes `items` (each made a message by `message`) within the
+    /// batch's time limit.
+    async fn deliver_with<T: Sync>(
+        &mut self,
+        items: &[T],
+        message: impl Fn(&Self, &T) -> Result<Message, SinkError> + Send,
+    ) -> Result<(), SinkError> {
         if items.is_empty() {
             return Ok(());
         }
         // Every step has its own timeout; this bounds the sum for a batch
         // whose windows each come close to it.
         let limit = self.timeout * 3;
-        match tokio::time::timeout(limit, self.publish(items)).await {
+        match tokio::time::timeout(limit, self.publish(items, message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 if matches!(error, SinkError::Refused { .. }) {
@@ -352,6 +413,17 @@ impl Sink for NatsSink {
             ))),
         }
     }
+}
+
+/// A message: subject, headers and payload.
+type Message = (String, HeaderMap, Bytes);
+
+/// A record as a payload: a message is already one record, no line end.
+fn record(mut payload: Vec<u8>) -> Bytes {
+    while matches!(payload.last(), Some(b'\n' | b'\r')) {
+        payload.pop();
+    }
+    Bytes::from(payload)
 }
 
 /// A subject a message can be published on: non-empty dot-separated tokens

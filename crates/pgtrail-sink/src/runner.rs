@@ -25,11 +25,11 @@ use pgtrail_core::Event;
 use pgtrail_pipeline::retry::{error_chain, log_failure, sleep_or_stop, Backoff};
 use pgtrail_store::checkpoint::Checkpoint;
 use pgtrail_store::open::redact_url;
-use pgtrail_store::{Store, StoreError};
+use pgtrail_store::{RawEvent, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
 use crate::cursor::{Cursor, CursorError, LastError};
-use crate::sink::{Item, Sink, SinkError};
+use crate::sink::{Item, Sealed, Sink, SinkError};
 
 /// How long an idle runner waits before looking for new events.
 pub const IDLE: Duration = Duration::from_millis(200);
@@ -166,8 +166,11 @@ pub async fn status(config: &pgtrail_core::config::SinkConfig, default_store: &s
     report
 }
 
-fn age_seconds(event: &Event) -> f64 {
-    let age = Utc::now() - event.captured_at;
+fn age_seconds(event: &impl Sealed) -> f64 {
+    let Some(captured_at) = event.captured_at() else {
+        return 0.0;
+    };
+    let age = Utc::now() - captured_at;
     (age.num_milliseconds().max(0) as f64) / 1000.0
 }
 
@@ -176,16 +179,16 @@ fn age_seconds(event: &Event) -> f64 {
 /// delivered) each placed right after the last event it covers. A
 /// checkpoint whose events are not all in hand waits, and so do the ones
 /// after it. Returns the items and how many checkpoints they hold.
-pub fn interleave(
+pub fn interleave<E: Sealed>(
     cursor_seq: i64,
-    events: Vec<Event>,
+    events: Vec<E>,
     pending: &[Checkpoint],
-) -> (Vec<Item>, usize) {
+) -> (Vec<Item<E>>, usize) {
     let mut items = Vec::with_capacity(events.len() + pending.len());
     let mut next = 0;
     let mut covered = cursor_seq;
     for event in events {
-        let seq = event.seq.unwrap_or_default();
+        let seq = event.seq().unwrap_or_default();
         while next < pending.len() && pending[next].seq < seq && pending[next].seq <= covered {
             items.push(Item::Checkpoint(pending[next].clone()));
             next += 1;
@@ -264,6 +267,7 @@ impl Place {
         let (ahead, mut batches) = mpsc::channel(1);
         let reader = ReadAhead {
             name: self.name.clone(),
+            raw: sink.reads_raw(),
             store: Arc::clone(&store),
             seq: cursor.seq,
             checkpoints: cursor.checkpoints,
@@ -289,8 +293,14 @@ impl Place {
             // The same items until the destination takes them.
             loop {
                 let started = Instant::now();
+                let delivery = async {
+                    match &batch.items {
+                        Items::Decoded(items) => sink.deliver(items).await,
+                        Items::Raw(items) => sink.deliver_raw(items).await,
+                    }
+                };
                 let outcome = tokio::select! {
-                    outcome = sink.deliver(&batch.items) => outcome,
+                    outcome = delivery => outcome,
                     _ = stop.wait_for(|stop| *stop) => return,
                 };
                 match outcome {
@@ -434,7 +444,7 @@ impl Place {
 /// A batch read from the store, and where the cursor stands once the
 /// destination took it.
 struct Batch {
-    items: Vec<Item>,
+    items: Items,
     /// How many of the items are events.
     events: usize,
     /// The `seq` and hash of its last event (`None`: checkpoints only).
@@ -443,12 +453,44 @@ struct Batch {
     checkpoints: usize,
 }
 
+/// A batch's items: events decoded, or as stored for a sink that
+/// [`Sink::reads_raw`].
+enum Items {
+    Decoded(Vec<Item>),
+    Raw(Vec<Item<RawEvent>>),
+}
+
+/// Events read from the store, decoded or as stored.
+enum Events {
+    Decoded(Vec<Event>),
+    Raw(Vec<RawEvent>),
+}
+
+impl Events {
+    fn is_empty(&self) -> bool {
+        match self {
+            Events::Decoded(events) => events.is_empty(),
+            Events::Raw(events) => events.is_empty(),
+        }
+    }
+
+    /// How long ago the oldest was captured (`None`: no events).
+    fn oldest_age(&self) -> Option<f64> {
+        match self {
+            Events::Decoded(events) => events.first().map(age_seconds),
+            Events::Raw(events) => events.first().map(age_seconds),
+        }
+    }
+}
+
 /// Reads the store ahead of delivery, one batch at a time, in chain order.
 /// It starts at the cursor and never skips: what it hands over is every
 /// event after the previous batch, with the checkpoints they complete.
 struct ReadAhead {
     name: String,
     store: Arc<dyn Store>,
+    /// Read events as stored (`Store::scan_raw`), not decoded.
+    raw: bool,
     /// The last event read (handed to the channel).
     seq: i64,
     /// Checkpoints read (handed to the channel).
@@ -467,7 +509,19 @@ impl ReadAhead {
         let mut checkpoints_read: Option<Instant> = None;
         let what = format!("sink {}: reading the store", self.name);
         loop {
-            let events = match self.store.scan(self.seq, self.batch).await {
+            let read = match self.raw {
+                true => self
+                    .store
+                    .scan_raw(self.seq, self.batch)
+                    .await
+                    .map(Events::Raw),
+                false => self
+                    .store
+                    .scan(self.seq, self.batch)
+                    .await
+                    .map(Events::Decoded),
+            };
+            let events = match read {
                 Ok(events) => events,
                 Err(error) => {
                     self.failed(&what, &error).await;
@@ -490,9 +544,9 @@ impl ReadAhead {
                 }
             }
             self.backoff.succeeded();
-            match events.first() {
-                Some(oldest) => {
-                    self.lag_seconds.set(age_seconds(oldest));
+            match events.oldest_age() {
+                Some(age) => {
+                    self.lag_seconds.set(age);
                     if let Ok(Some(head)) = self.store.head().await {
                         self.lag_events.set((head.seq - self.seq).max(0) as f64);
                     }
@@ -503,33 +557,51 @@ impl ReadAhead {
                 }
             }
             let pending = checkpoints.get(self.checkpoints..).unwrap_or_default();
-            let (items, sent_checkpoints) = interleave(self.seq, events, pending);
-            if items.is_empty() {
+            let batch = match events {
+                Events::Decoded(events) => self.batch(events, pending, Items::Decoded),
+                Events::Raw(events) => self.batch(events, pending, Items::Raw),
+            };
+            let Some(batch) = batch else {
                 tokio::time::sleep(self.idle).await;
                 continue;
-            }
-            let last_event = items.iter().rev().find_map(|item| match item {
-                Item::Event(event) => Some((event.seq.unwrap_or(self.seq), event.hash.clone())),
-                Item::Checkpoint(_) => None,
-            });
-            let events = items
-                .iter()
-                .filter(|item| matches!(item, Item::Event(_)))
-                .count();
-            if let Some((seq, _)) = &last_event {
-                self.seq = *seq;
-            }
-            self.checkpoints += sent_checkpoints;
-            let batch = Batch {
-                items,
-                events,
-                last_event,
-                checkpoints: sent_checkpoints,
             };
             if batches.send(batch).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// The next batch: `events` with the `pending` checkpoints they
+    /// complete (`None` when there is nothing to hand over); moves the
+    /// reader past them.
+    fn batch<E: Sealed>(
+        &mut self,
+        events: Vec<E>,
+        pending: &[Checkpoint],
+        items: fn(Vec<Item<E>>) -> Items,
+    ) -> Option<Batch> {
+        let (list, sent_checkpoints) = interleave(self.seq, events, pending);
+        if list.is_empty() {
+            return None;
+        }
+        let last_event = list.iter().rev().find_map(|item| match item {
+            Item::Event(event) => Some((event.seq().unwrap_or(self.seq), event.hash())),
+            Item::Checkpoint(_) => None,
+        });
+        let events = list
+            .iter()
+            .filter(|item| matches!(item, Item::Event(_)))
+            .count();
+        if let Some((seq, _)) = &last_event {
+            self.seq = *seq;
+        }
+        self.checkpoints += sent_checkpoints;
+        Some(Batch {
+            items: items(list),
+            events,
+            last_event,
+            checkpoints: sent_checkpoints,
+        })
     }
 
     async fn failed(&mut self, what: &str, error: &StoreError) {

@@ -68,6 +68,9 @@ impl<H: AppendHook> Store for Hooked<H> {
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.inner.scan(after, limit).await
     }
+    async fn scan_raw(&self, after: i64, limit: usize) -> Result<Vec<crate::RawEvent>> {
+        self.inner.scan_raw(after, limit).await
+    }
     async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         self.inner.scan_stored(after, limit).await
     }

@@ -66,6 +66,24 @@ pub struct ChainHead {
     pub hash: String,
 }
 
+/// A sealed event as stored, not decoded: its canonical body (the bytes
+/// that were hashed, without the seal fields) and its seal, from
+/// [`Store::scan_raw`]. For readers that pass events on as JSON (the
+/// `jsonl` sinks): they splice the seal into the body instead of decoding
+/// and encoding every event. The body is handed as stored, whatever it
+/// holds: checking it is `verify`'s job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Its `seq`.
+    pub seq: i64,
+    /// The stored body: canonical JSON without `seq`, `prev_hash`, `hash`.
+    pub body: String,
+    /// Its `prev_hash`, hex.
+    pub prev_hash: String,
+    /// Its `hash`, hex.
+    pub hash: String,
+}
+
 /// What [`Store::append`] sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendReceipt {
@@ -378,6 +396,23 @@ pub trait Store: Send + Sync {
     /// Sealed events with `seq > after`, ascending, at most `limit`: the chain
     /// as stored, for verify and export.
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The same events as [`Store::scan`], not decoded: each body as stored
+    /// with its seal. Both backends read the columns directly; the default
+    /// (for wrappers that do not forward it) encodes what `scan` decoded.
+    async fn scan_raw(&self, after: i64, limit: usize) -> Result<Vec<RawEvent>> {
+        Ok(self
+            .scan(after, limit)
+            .await?
+            .iter()
+            .map(|event| RawEvent {
+                seq: event.seq.unwrap_or_default(),
+                body: pgtrail_core::canonical::CanonicalBody::of(event).into_string(),
+                prev_hash: event.prev_hash.clone().unwrap_or_default(),
+                hash: event.hash.clone().unwrap_or_default(),
+            })
+            .collect())
+    }
 
     /// The `seq` of the event with this id; `None` when the store has none
     /// (or retention removed it). Backends look it up by their id index; the

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use pgtrail_core::{Event, Kind};
 use pgtrail_store::checkpoint::Checkpoint;
+use pgtrail_store::RawEvent;
 use serde::{Deserialize, Serialize};
 
 mod cef;
@@ -23,6 +24,7 @@ mod csv;
 mod ecs;
 mod json;
 mod ocsf;
+pub(crate) mod raw;
 mod syslog;
 
 pub use csv::COLUMNS as CSV_COLUMNS;
@@ -98,6 +100,14 @@ pub enum FormatError {
     /// A format name nobody knows.
     #[error("unknown format {0:?}: one of jsonl, ocsf, ecs, cef, syslog, csv")]
     Unknown(String),
+    /// An event as stored could not be read (its body is not an event).
+    #[error("cannot read event {seq} as stored: {reason}")]
+    Stored {
+        /// The event's place in the chain.
+        seq: i64,
+        /// What went wrong.
+        reason: String,
+    },
     /// The event could not be encoded.
     #[error("cannot write event {seq} as {format}: {reason}")]
     Encode {
@@ -195,6 +205,25 @@ impl Encoder {
                 reason,
             }
         })
+    }
+
+    /// Appends one record for an event as stored ([`RawEvent`]): for
+    /// `jsonl` the stored body with its seal spliced in, never decoded (the
+    /// same bytes as [`Encoder::encode`] of the decoded event); the other
+    /// formats decode it first.
+    pub fn encode_raw(&self, raw: &RawEvent, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let failed = |reason| FormatError::Stored {
+            seq: raw.seq,
+            reason,
+        };
+        match self.format {
+            Format::Jsonl => {
+                let members = raw::Members::of(&raw.body).map_err(failed)?;
+                raw::jsonl(raw, &members, out);
+                Ok(())
+            }
+            _ => self.encode(&raw::decode(raw).map_err(failed)?, out),
+        }
     }
 
     /// Appends one record for a signed checkpoint, in the same format: the

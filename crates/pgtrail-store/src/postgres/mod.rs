@@ -27,6 +27,7 @@ pub mod json;
 mod partition;
 mod pool;
 mod query;
+mod raw;
 mod row_key;
 mod schema;
 mod tree;
@@ -326,6 +327,18 @@ impl Store for PostgresStore {
             .await
             .map_err(self.backend("looking an event up by id"))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn scan_raw(&self, after: i64, limit: usize) -> Result<Vec<crate::RawEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(raw::SCAN, &[&after, &limit])
+            .await
+            .map_err(self.backend(format!("reading events after {after}")))?;
+        rows.iter()
+            .map(|row| raw::raw_event(row).map_err(self.backend("reading events")))
+            .collect()
     }
 
     async fn scan_stored(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {

@@ -33,6 +33,7 @@ pub use facets::RECOUNT_FACETS;
 mod keys;
 mod prune;
 mod query;
+mod raw;
 mod schema;
 mod stored;
 mod tree;
@@ -626,6 +627,11 @@ impl Store for SqliteStore {
 
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(move |conn, location| query::scan(conn, after, limit, location))
+            .await
+    }
+
+    async fn scan_raw(&self, after: i64, limit: usize) -> Result<Vec<crate::RawEvent>> {
+        self.read(move |conn, location| raw::scan(conn, after, limit, location))
             .await
     }
 
