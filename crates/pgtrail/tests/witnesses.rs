@@ -423,3 +423,90 @@ async fn two_witnesses_cosign_and_refuse_a_fork_and_a_rollback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refuses to start"), "{stderr}");
 }
+
+/// `pgtrail checkpoint`, run by hand (or from cron) with
+/// `[[signing.witnesses]]`, submits what it signs as the checkpointer does;
+/// a witness that is down leaves the checkpoint signed and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_command_submits_to_the_witnesses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let db = dir.join("trail.db");
+    let key_path = dir.join("signing.key");
+    let public = dir.join("signing.key.pub");
+    KeyPair::generate()
+        .expect("key")
+        .save(&key_path, &public)
+        .expect("save");
+    append(&db, "alice", 10).await;
+    let origin = {
+        let store = SqliteStore::open(&db).await.expect("open");
+        pgtrail_store::checkpoint::origin(&store.store_id().await.expect("id").expect("an id"))
+    };
+    let witness = start_witness(dir, 1, &origin, &public);
+    let config = dir.join("pgtrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite:{}\"\n\n[signing]\nprivate_key = \"{}\"\n\n\
+             [[signing.witnesses]]\nurl = \"{}\"\nvkey = \"{}\"\n",
+            db.display(),
+            key_path.display(),
+            witness.url,
+            witness.vkey
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let checkpoint = |format| {
+        pgtrail_in(
+            dir,
+            &["--config", &config, "--format", format, "checkpoint"],
+            &[],
+            None,
+        )
+    };
+
+    let first = checkpoint("table");
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("cosigned by the witness witness1.example"),
+        "{}",
+        first.stdout
+    );
+    let kept = |seq| {
+        let db = db.clone();
+        async move {
+            let store = SqliteStore::open(&db).await.expect("open");
+            store.cosignatures(seq).await.expect("cosignatures")
+        }
+    };
+    assert_eq!(kept(10).await.len(), 1);
+    let vkey = witness.vkey.clone();
+    let vkeys = [vkey.as_str()];
+    let (code, out) = verify(dir, &db, &public, &vkeys, 1);
+    assert_eq!(code, 0, "{out}");
+
+    // The witness goes away: the next checkpoint is still signed and kept,
+    // the command says which witness did not cosign, and verify requiring
+    // it fails on that checkpoint.
+    drop(witness);
+    append(&db, "alice", 5).await;
+    let second = checkpoint("json");
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let document: serde_json::Value = serde_json::from_str(&second.stdout).expect("json");
+    assert_eq!(document["seq"], 15, "{document}");
+    assert_eq!(document["cosigned_by"], serde_json::json!([]), "{document}");
+    assert!(
+        second
+            .stderr
+            .contains("the witness witness1.example did not cosign the checkpoint"),
+        "{}",
+        second.stderr
+    );
+    assert!(kept(15).await.is_empty());
+    let (code, out) = verify(dir, &db, &public, &vkeys, 1);
+    assert_eq!(code, 1, "{out}");
+}

@@ -1,7 +1,9 @@
 //! `pgtrail checkpoint`: checks the chain against what was signed before,
 //! then signs the chain's current head as a note, stores it and appends it
 //! to the witness, so that rewriting the chain up to here later cannot go
-//! unnoticed.
+//! unnoticed; then submits it to the witness servers of
+//! `[[signing.witnesses]]` and keeps their cosignatures, as `pgtrail run`'s
+//! checkpointer does.
 //!
 //! The key lookup ([`signing_key`], [`trusted_keys`], [`witness_path`]) and
 //! the signing itself (`pgtrail_store::signing::sign_head`) are shared with
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pgtrail_core::config::SigningConfig;
+use pgtrail_pipeline::witnesses::{WitnessServer, Witnesses};
 use pgtrail_store::checkpoint::load_public_key;
 use pgtrail_store::signing::{sign_head, SignError, Signed, Signer};
 use pgtrail_store::{KeyPair, TrustedKey};
@@ -32,6 +35,7 @@ pub async fn run(args: &CheckpointArgs, ctx: &Invocation) -> anyhow::Result<Exit
     tracing::debug!(key = %key_path.display(), "Signing with this key.");
     let trusted = trusted_keys(&ctx.config.signing)?;
     let witness = witness_path(args.witness.as_deref(), &ctx.config.signing);
+    let servers = witness_servers(&ctx.config.signing)?;
     let store = ctx.open_existing_store().await?;
     let signer = Signer {
         key: &key,
@@ -55,7 +59,26 @@ pub async fn run(args: &CheckpointArgs, ctx: &Invocation) -> anyhow::Result<Exit
         }
         Err(e) => return Err(e.into()),
     };
-    ctx.output.document(&checkpoint, || {
+    // A witness that is down or refuses never undoes the checkpoint: it is
+    // signed and stored; the next one is submitted again.
+    let location = store.location();
+    let outcomes = Witnesses::new(servers)
+        .submit(store.as_ref(), &checkpoint, &location)
+        .await;
+    let mut cosigned = Vec::new();
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(()) => cosigned.push(name),
+            Err(error) => {
+                eprintln!("pgtrail: the witness {name} did not cosign the checkpoint: {error}")
+            }
+        }
+    }
+    let document = Document {
+        checkpoint: &checkpoint,
+        cosigned_by: &cosigned,
+    };
+    ctx.output.document(&document, || {
         format!(
             "signed checkpoint at event {} (hash {}) in {}{}\n",
             checkpoint.seq,
@@ -65,9 +88,35 @@ pub async fn run(args: &CheckpointArgs, ctx: &Invocation) -> anyhow::Result<Exit
                 .as_ref()
                 .map(|w| format!(", witnessed in {}", w.display()))
                 .unwrap_or_default()
-        )
+        ) + &cosigned
+            .iter()
+            .map(|name| format!("cosigned by the witness {name}\n"))
+            .collect::<String>()
     })?;
     Ok(crate::exit::ok())
+}
+
+/// What `--format json` prints: the checkpoint and the witnesses that
+/// cosigned it.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    checkpoint: &'a pgtrail_store::Checkpoint,
+    cosigned_by: &'a [String],
+}
+
+/// The witness servers of `[[signing.witnesses]]`.
+pub(crate) fn witness_servers(config: &SigningConfig) -> anyhow::Result<Vec<WitnessServer>> {
+    config
+        .witnesses
+        .iter()
+        .enumerate()
+        .map(|(i, server)| {
+            WitnessServer::parse(&server.url, &server.vkey)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("[[signing.witnesses]] entry {}", i + 1))
+        })
+        .collect()
 }
 
 /// The witness named by `flag` or `[signing] witness`.

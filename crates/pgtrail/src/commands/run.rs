@@ -49,7 +49,7 @@ use pgtrail_pipeline::supervise::{PartError, PartFailure, Supervisor};
 use pgtrail_store::open::redact_url;
 
 use super::alarms::{watch_part, ReplicationTarget, Watch};
-use super::checkpoint::{signing_key, trusted_keys, witness_path};
+use super::checkpoint::{signing_key, trusted_keys, witness_path, witness_servers};
 use super::drain::{drain_part, DrainPart};
 use super::replicate::{replication_options, replication_part, ReplicationPart};
 use crate::cli::RunArgs;
@@ -320,19 +320,11 @@ async fn start_checkpointer(
         );
         return Ok(None);
     };
-    let mut witness_servers = Vec::new();
-    for (i, server) in signing.witnesses.iter().enumerate() {
-        witness_servers.push(
-            pgtrail_pipeline::witnesses::WitnessServer::parse(&server.url, &server.vkey)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("[[signing.witnesses]] entry {}", i + 1))?,
-        );
-    }
     let keys = Keys {
         key,
         trusted: trusted_keys(signing)?,
         witness: witness_path(None, signing),
-        witness_servers,
+        witness_servers: witness_servers(signing)?,
     };
     let mut stores: Vec<String> = Vec::new();
     for target in &targets {
