@@ -841,7 +841,16 @@ async fn keyed_searches_find_the_newest_matches_found_either_way() {
     store.append(&keyed_mix()).await.expect("append");
     let all = stored(&store).await;
     let table = |name: &str| Some(TableName::parse(name).expect("table"));
-    let cases: [(Filter, Matches); 5] = [
+    let cases: [(Filter, Matches); 6] = [
+        (
+            // With words, the full-text index drives and the table filters.
+            Filter {
+                table: table("orders"),
+                search: Some("tenant_id".into()),
+                ..Default::default()
+            },
+            |e: &Event| e.table.as_deref() == Some("orders") || !e.objects.is_empty(),
+        ),
         (
             Filter {
                 user: Some("user7@example.com".into()),
