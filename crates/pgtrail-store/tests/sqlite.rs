@@ -579,8 +579,20 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// Undoes version 14 (tables and users in chain order).
+fn downgrade_to_v13(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_table; drop index events_app_user; drop index events_db_user;
+         create index events_app_user on events (app_user_key, captured_at) where app_user_key is not null;
+         create index events_db_user on events (db_user_key, captured_at) where db_user_key is not null;
+         delete from pgtrail_migrations where version > 13; pragma user_version = 13;",
+    )
+    .expect("downgrade to version 13");
+}
+
 /// Undoes version 13 (witness servers' cosignatures).
 fn downgrade_to_v12(raw: &Connection) {
+    downgrade_to_v13(raw);
     raw.execute_batch(
         "drop table cosignatures;
          delete from pgtrail_migrations where version > 12; pragma user_version = 12;",
@@ -791,6 +803,169 @@ async fn a_large_batch_around_stored_events_links_only_the_new_ones() {
     assert_eq!(chain.last().and_then(|e| e.hash.clone()), Some(head.hash));
     let report = verify(&store, None).await.expect("verify");
     assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// A mix where a table is found two ways (its own events, statements that
+/// touched it) and a user two ways (as application user, as database
+/// role), for the searches that walk a key's index newest first.
+fn keyed_mix() -> Vec<Event> {
+    (0..90)
+        .map(|n| {
+            let mut e = event(n);
+            if n % 3 == 0 {
+                e.table = Some("items".into());
+                e.objects = vec!["public.orders".into()];
+            }
+            if n % 5 == 0 {
+                e.app_user = None;
+                e.db_user = Some("user7@example.com".into());
+            }
+            if n % 2 == 0 {
+                e.operation = Some("DELETE".into());
+            }
+            e
+        })
+        .collect()
+}
+
+/// Which events a filter should match, written out by hand.
+type Matches = fn(&Event) -> bool;
+
+/// The keyed searches (schema 14) give what a reading of every event
+/// gives: the newest matches, in chain order, page after page, whichever
+/// way each was found.
+#[tokio::test]
+async fn keyed_searches_find_the_newest_matches_found_either_way() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&keyed_mix()).await.expect("append");
+    let all = stored(&store).await;
+    let table = |name: &str| Some(TableName::parse(name).expect("table"));
+    let cases: [(Filter, Matches); 6] = [
+        (
+            // With words, the full-text index drives and the table filters.
+            Filter {
+                table: table("orders"),
+                search: Some("tenant_id".into()),
+                ..Default::default()
+            },
+            |e: &Event| e.table.as_deref() == Some("orders") || !e.objects.is_empty(),
+        ),
+        (
+            Filter {
+                user: Some("user7@example.com".into()),
+                ..Default::default()
+            },
+            |e: &Event| {
+                e.app_user.as_deref() == Some("user7@example.com")
+                    || e.db_user.as_deref() == Some("user7@example.com")
+            },
+        ),
+        (
+            Filter {
+                table: table("orders"),
+                ..Default::default()
+            },
+            |e: &Event| e.table.as_deref() == Some("orders") || !e.objects.is_empty(),
+        ),
+        (
+            Filter {
+                table: table("public.orders"),
+                operation: Some("delete".into()),
+                ..Default::default()
+            },
+            |e: &Event| {
+                (e.table.as_deref() == Some("orders") || !e.objects.is_empty())
+                    && e.operation.as_deref() == Some("DELETE")
+            },
+        ),
+        (
+            Filter {
+                table: table("items"),
+                user: Some("user7@example.com".into()),
+                ..Default::default()
+            },
+            |e: &Event| {
+                e.table.as_deref() == Some("items")
+                    && (e.app_user.as_deref() == Some("user7@example.com")
+                        || e.db_user.as_deref() == Some("user7@example.com"))
+            },
+        ),
+        (
+            Filter {
+                db_user: Some("app".into()),
+                operation: Some("DELETE".into()),
+                ..Default::default()
+            },
+            |e: &Event| {
+                e.db_user.as_deref() == Some("app") && e.operation.as_deref() == Some("DELETE")
+            },
+        ),
+    ];
+    for (filter, matches) in cases {
+        let expected: Vec<i64> = all
+            .iter()
+            .rev()
+            .filter(|e| matches(e))
+            .filter_map(|e| e.seq)
+            .collect();
+        assert!(expected.len() > 4, "{filter:?} matches enough to page");
+        let mut found = Vec::new();
+        let mut page = Filter {
+            limit: Some(4),
+            ..filter.clone()
+        };
+        loop {
+            let events = store.query(&page).await.expect("query");
+            if events.is_empty() {
+                break;
+            }
+            found.extend(events.iter().filter_map(|e| e.seq));
+            page.before_seq = events.last().and_then(|e| e.seq);
+        }
+        assert_eq!(found, expected, "{filter:?}");
+    }
+}
+
+/// A table or user name made of SQL is a value, never SQL: it matches
+/// nothing and breaks nothing, whichever way the search walks.
+#[tokio::test]
+async fn hostile_table_and_user_names_match_nothing() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&keyed_mix()).await.expect("append");
+    for hostile in [
+        r#"orders' or '1'='1"#,
+        r#"orders") union select seq from events --"#,
+        "orders; drop table events",
+        &"x".repeat(100_000),
+    ] {
+        for filter in [
+            Filter {
+                table: Some(TableName {
+                    schema: None,
+                    table: hostile.to_string(),
+                }),
+                ..Default::default()
+            },
+            Filter {
+                user: Some(hostile.to_string()),
+                ..Default::default()
+            },
+            Filter {
+                db_user: Some(hostile.to_string()),
+                limit: Some(50),
+                ..Default::default()
+            },
+        ] {
+            let found = store
+                .query(&filter)
+                .await
+                .expect("a hostile name is only a value");
+            assert!(found.is_empty(), "{hostile:.40}: {found:?}");
+        }
+    }
+    assert_eq!(stored(&store).await.len(), 90, "nothing was dropped");
 }
 
 #[tokio::test]

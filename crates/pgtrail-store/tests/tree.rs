@@ -305,7 +305,7 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
     let (_, root) = t.sign(&key).await;
     // As a store from before the nodes: no table, an older schema.
     t.tamper(
-        "drop table cosignatures; drop table tree_nodes; \
+        "drop table cosignatures; drop table tree_nodes; drop index events_table; \
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
         "drop table pgtrail.cosignatures; drop table pgtrail.tree_nodes; \
          delete from pgtrail.schema_migrations where version >= 9;",

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(search::page))
         .route("/fragments/events", get(search::older))
+        .route("/fragments/facets", get(search::facets))
         .route("/fragments/tail", get(search::tail))
         .route("/events/{seq}", get(event::page))
         .route("/rows/{table}/{pk}", get(row::page))

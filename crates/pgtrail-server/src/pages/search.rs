@@ -1,5 +1,8 @@
 //! The search page: one box, results newest first, "older" by cursor, and a
 //! live tail of events newer than the newest shown, as server-sent events.
+//! The facets of the search come in a second request (`/fragments/facets`,
+//! htmx on load): counting up to 200,000 matches must not hold the results
+//! back.
 
 use askama::Template;
 use std::convert::Infallible;
@@ -10,7 +13,7 @@ use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::stream;
-use pgtrail_core::search::{parse_search, Facets};
+use pgtrail_core::search::parse_search;
 use pgtrail_core::{Event, Filter, Kind};
 use serde::Deserialize;
 
@@ -80,15 +83,9 @@ async fn results(
     state: &AppState,
     principal: &Principal,
     params: &SearchParams,
-    with_facets: bool,
-) -> Result<(Results, Option<Facets>), PageError> {
+) -> Result<Results, PageError> {
     let filter = params.filter(PAGE)?;
     let events: Vec<Event> = state.store.query(&filter).await?;
-    // Counted before the access record, so they count what the list shows.
-    let facets = match with_facets {
-        true => Some(state.store.facets(&filter, super::facets::TOP).await?),
-        false => None,
-    };
     state
         .record_access(
             principal,
@@ -107,7 +104,7 @@ async fn results(
         .into_iter()
         .map(|e| EventLine::new(&view::present(principal, e)))
         .collect();
-    Ok((Results { lines, older }, facets))
+    Ok(Results { lines, older })
 }
 
 #[derive(Template)]
@@ -116,9 +113,8 @@ struct SearchPage {
     principal: Principal,
     params_q: String,
     results: Results,
-    facets: Vec<super::facets::FacetView>,
-    facets_complete: bool,
-    facets_counted: u64,
+    /// The query string of the search's facets fragment, when it is valid.
+    facets: Option<String>,
     /// Why the search was refused (shown above the box).
     error: Option<String>,
     tail: Option<String>,
@@ -135,8 +131,8 @@ pub async fn page(
     principal: Principal,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let (results, error, facets) = match results(&state, &principal, &params, true).await {
-        Ok((results, facets)) => (results, None, facets),
+    let (results, error) = match results(&state, &principal, &params).await {
+        Ok(results) => (results, None),
         // A search the language refuses: the page again, with the reason.
         Err(PageError::BadRequest(why)) => (
             Results {
@@ -144,7 +140,6 @@ pub async fn page(
                 older: None,
             },
             Some(why),
-            None,
         ),
         Err(e) => return Err(e),
     };
@@ -167,13 +162,8 @@ pub async fn page(
     let page = html(&SearchPage {
         principal,
         params_q: params.q.clone(),
+        facets: error.is_none().then(|| params.link(&[])),
         results,
-        facets_complete: facets.as_ref().is_none_or(|f| f.complete),
-        facets_counted: facets.as_ref().map_or(0, |f| f.counted),
-        facets: facets
-            .as_ref()
-            .map(|f| super::facets::views(f, &params.q))
-            .unwrap_or_default(),
         error,
         tail,
         tail_on,
@@ -197,8 +187,45 @@ pub async fn older(
     principal: Principal,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, PageError> {
-    let (results, _) = results(&state, &principal, &params, false).await?;
+    let results = results(&state, &principal, &params).await?;
     html(&Older { results })
+}
+
+#[derive(Template)]
+#[template(path = "facets.html")]
+struct FacetsFragment {
+    facets: Vec<super::facets::FacetView>,
+    complete: bool,
+    counted: u64,
+}
+
+/// The facets of a search, for the search page's second request: counts
+/// of the matching events by user, table, operation, source and outcome,
+/// each value a link that narrows the search. Counts tell of the events,
+/// so the access is recorded first, as for the results.
+pub async fn facets(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, PageError> {
+    let mut filter = params.filter(PAGE)?;
+    filter.limit = None;
+    let facets = state.store.facets(&filter, super::facets::TOP).await?;
+    state
+        .record_access(
+            &principal,
+            Access {
+                action: "facets",
+                target: serde_json::json!({ "q": &params.q, "filter": &filter }),
+                results: Some(facets.counted),
+            },
+        )
+        .await?;
+    html(&FacetsFragment {
+        facets: super::facets::views(&facets, &params.q),
+        complete: facets.complete,
+        counted: facets.counted,
+    })
 }
 
 #[derive(Template)]

@@ -198,8 +198,27 @@ fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
 /// chain backwards from the newest event until `limit` matches, which for
 /// a bound far above the matches (facets) means to the window's start or
 /// through the whole chain.
+///
+/// A table, a user or a database role (without a search, which the
+/// full-text index drives) is a key whose index is in chain order (schema
+/// 14): the newest matches are found by walking it newest first, every
+/// other condition a filter written so no index can take it (`+column`),
+/// and the walk stops at `limit` matches. A key found two ways (a table's
+/// own events and the statements that touched it; a user as application
+/// user or as database role) is one walk per way, each stopping at
+/// `limit`, their `seq`s united: the newest `limit` of the union are among
+/// them.
 fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
+    // A row (`pk`) is found through the row index, a search through the
+    // full-text index: both narrower than any key's walk.
+    let keyed = filter.search.is_none()
+        && filter.pk.is_none()
+        && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
+    // `+` keeps a condition off the indexes when a key's walk drives.
+    let plus = if keyed { "+" } else { "" };
+    // The ways the newest matches are found, when a key drives.
+    let mut walks: Vec<String> = Vec::new();
     if let Some(table) = &filter.table {
         match &filter.pk {
             Some(pk) => {
@@ -208,30 +227,32 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
                 c.require(format!("{} and row_key = {key}", in_stored_stretches()));
             }
             None => {
-                // The table's events through the row index, united with
-                // the statements that touched it (`events_objects`): two
-                // index lookups whose `seq`s are united, as for a row's
-                // events (one `or` would scan).
-                let (first, last) = keys::table_key_range(&table.table);
-                let first = c.param(Value::Integer(first));
-                let last = c.param(Value::Integer(last));
+                // The table's own events, and the statements that touched
+                // it (`events_objects`).
                 let name = c.param(Value::Text(table.table.clone()));
-                let mut by_target = format!(
-                    "select seq from events where {} and row_key between {first} and {last} \
-                     and table_name = {name}",
-                    in_stored_stretches()
+                let schema = table
+                    .schema
+                    .as_ref()
+                    .map(|schema| c.param(Value::Text(schema.clone())));
+                let in_schema = |column: &str| match &schema {
+                    Some(schema) => format!(" and {column} = {schema}"),
+                    None => String::new(),
+                };
+                let by_object = format!(
+                    "seq in (select seq from events_objects where table_name = {name}{})",
+                    in_schema("schema_name")
                 );
-                if let Some(schema) = &table.schema {
-                    let schema = c.param(Value::Text(schema.clone()));
-                    by_target.push_str(&format!(" and schema_name = {schema}"));
+                if keyed {
+                    walks = vec![
+                        format!("table_name = {name}{}", in_schema("schema_name")),
+                        by_object,
+                    ];
+                } else {
+                    c.require(format!(
+                        "((+table_name = {name}{}) or +{by_object})",
+                        in_schema("+schema_name")
+                    ));
                 }
-                let mut by_object =
-                    format!("select seq from events_objects where table_name = {name}");
-                if let Some(schema) = &table.schema {
-                    let schema = c.param(Value::Text(schema.clone()));
-                    by_object.push_str(&format!(" and schema_name = {schema}"));
-                }
-                c.require(format!("seq in ({by_target} union {by_object})"));
             }
         }
     }
@@ -240,14 +261,21 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
     }
     if let Some(user) = &filter.user {
         // The keys find the candidates; the names decide (keys can collide).
-        let key = c.param(Value::Integer(keys::user_key(user)));
-        c.require(format!("(app_user_key = {key} or db_user_key = {key})"));
         let p = c.param(Value::Text(user.clone()));
+        if walks.is_empty() && keyed {
+            let key = c.param(Value::Integer(keys::user_key(user)));
+            walks = vec![
+                format!("app_user_key = {key}"),
+                format!("db_user_key = {key}"),
+            ];
+        }
         c.require(format!("(app_user = {p} or db_user = {p})"));
     }
     if let Some(role) = &filter.db_user {
-        let key = c.param(Value::Integer(keys::user_key(role)));
-        c.require(format!("db_user_key = {key}"));
+        if walks.is_empty() && keyed {
+            let key = c.param(Value::Integer(keys::user_key(role)));
+            walks = vec![format!("db_user_key = {key}")];
+        }
         c.equals("db_user", role.clone());
     }
     if let Some(database) = &filter.database {
@@ -286,21 +314,21 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
         ));
     }
     if let Some(kind) = filter.kind {
-        c.equals("kind", kind.as_str().into());
+        c.equals(&format!("{plus}kind"), kind.as_str().into());
     }
     if let Some(source) = filter.source {
         c.equals("source", source.as_str().into());
     }
     if let Some(since) = filter.since {
         let p = c.param(Value::Integer(since.timestamp_micros()));
-        c.require(format!("captured_at >= {p}"));
+        c.require(format!("{plus}captured_at >= {p}"));
     }
     if let Some(until) = filter.until {
         let p = c.param(Value::Integer(until.timestamp_micros()));
-        c.require(format!("captured_at < {p}"));
+        c.require(format!("{plus}captured_at < {p}"));
     }
     if filter.failed {
-        c.require("failed = 1".into());
+        c.require(format!("{plus}failed = 1"));
     }
     // The expressions of the version 11 indexes, exactly (see `schema`).
     if let Some(pid) = filter.backend_pid {
@@ -317,7 +345,7 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
     // first and the limit stops it early, instead of collecting every match
     // of a common word before sorting.
     let mut from = "events".to_string();
-    let mut order = if by_time { "+seq" } else { "seq" };
+    let mut order = if by_time && !keyed { "+seq" } else { "seq" };
     if let Some(search) = &filter.search {
         match fts_query(search) {
             Some(matcher) => {
@@ -331,10 +359,32 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
         }
     }
     let p = c.param(Value::Integer(limit));
-    let sql = format!(
-        "select {columns} from {from}{} order by {order} desc limit {p}",
-        c.where_sql()
-    );
+    if let [walk] = walks.as_slice() {
+        c.require(walk.clone());
+    }
+    let sql = if walks.len() > 1 {
+        let branches: Vec<String> = walks
+            .iter()
+            .map(|walk| {
+                let mut clauses = c.clauses.clone();
+                clauses.push(walk.clone());
+                format!(
+                    "select seq from (select events.seq from events where {} \
+                     order by seq desc limit {p})",
+                    clauses.join(" and ")
+                )
+            })
+            .collect();
+        format!(
+            "select {columns} from events where seq in ({}) order by seq desc limit {p}",
+            branches.join(" union all ")
+        )
+    } else {
+        format!(
+            "select {columns} from {from}{} order by {order} desc limit {p}",
+            c.where_sql()
+        )
+    };
     (sql, c.values)
 }
 
@@ -357,7 +407,7 @@ fn row_events_sql(row: &RowRef) -> (String, Vec<Value>) {
     let stretches = in_stored_stretches();
     c.require(format!(
         "seq in (select seq from events where {stretches} and row_key = {key} \
-         and table_name = {table} and pk = {pk} \
+         and +table_name = {table} and pk = {pk} \
          union all select seq from events where table_name = {table} and operation = 'TRUNCATE')"
     ));
     if let Some(schema) = &row.table.schema {
@@ -447,9 +497,10 @@ impl Conditions {
     }
 
     /// The table and, when the schema is given, the schema: an unqualified
-    /// name matches the table in any schema.
+    /// name matches the table in any schema. A filter on a row found by
+    /// its key: `+`, so the table's index (schema 14) never takes over.
     fn table(&mut self, table: &TableName) {
-        self.equals("table_name", table.table.clone());
+        self.equals("+table_name", table.table.clone());
         if let Some(schema) = &table.schema {
             self.equals("schema_name", schema.clone());
         }
@@ -527,22 +578,24 @@ mod tests {
         let table = TableName::parse("public.orders").expect("table");
         let pk = PkFilter::parse("id=7").expect("pk");
         let row = RowRef {
-            table: table.clone(),
+            table,
             pk: pk.clone(),
         };
         let by_row = Filter {
-            table: Some(table.clone()),
+            table: Some(row.table.clone()),
             pk: Some(pk),
             ..Default::default()
         };
-        let by_table = Filter {
-            table: Some(table),
-            ..Default::default()
+        // A user beside the row: the row index is still the narrower.
+        let by_row_and_user = Filter {
+            user: Some("alice".into()),
+            since: Some(chrono::Utc::now()),
+            ..by_row.clone()
         };
         for (what, sql) in [
             ("row events", row_events_sql(&row)),
             ("filter by row", query_sql(&by_row)),
-            ("filter by table", query_sql(&by_table)),
+            ("filter by row and user", query_sql(&by_row_and_user)),
         ] {
             let plan = plan(&conn, sql);
             assert!(
@@ -666,6 +719,82 @@ mod tests {
                 !plan.contains("SCAN events\n") && plan != "SCAN events",
                 "{q}: {plan}"
             );
+        }
+    }
+
+    /// The search page's keyed forms find their newest 50 by walking the
+    /// key's index in chain order, newest first, and stop there: no sort of
+    /// every candidate (`TEMP B-TREE`), no range of the time index, and the
+    /// other conditions (a kind, a time window, a failure) never take over.
+    #[test]
+    fn keyed_searches_walk_their_index_newest_first() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        register(&conn, ":memory:").expect("reader functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let now = chrono::Utc::now();
+        for (q, indexes) in [
+            (
+                "user:user064@example.com since:7d",
+                &[
+                    "events_app_user (app_user_key=?",
+                    "events_db_user (db_user_key=?",
+                ][..],
+            ),
+            (
+                "table:public.t_078 op:update",
+                &[
+                    "events_table (table_name=?",
+                    "events_objects USING PRIMARY KEY (table_name=? AND schema_name=?",
+                ],
+            ),
+            (
+                "db_user:reporting kind:statement since:1d",
+                &["events_db_user (db_user_key=?"],
+            ),
+            (
+                "db:crm user:user011@example.com",
+                &[
+                    "events_app_user (app_user_key=?",
+                    "events_db_user (db_user_key=?",
+                ],
+            ),
+            (
+                "table:t_193 since:1d failed",
+                &[
+                    "events_table (table_name=?",
+                    "events_objects USING PRIMARY KEY (table_name=?",
+                ],
+            ),
+            (
+                "table:t_193 user:alice kind:statement",
+                &["events_table (table_name=?"],
+            ),
+        ] {
+            let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+            filter.limit = Some(50);
+            filter.before_seq = Some(1_000_000);
+            for (what, sql) in [
+                ("search", query_sql(&filter)),
+                ("facets", facets_sql(&filter)),
+            ] {
+                let plan = plan(&conn, sql);
+                for index in indexes {
+                    assert!(plan.contains(index), "{what} {q}: {plan}");
+                }
+                for other in [
+                    "events_captured_at",
+                    "events_kind",
+                    "events_failed",
+                    "TEMP B-TREE FOR ORDER BY",
+                ] {
+                    assert!(!plan.contains(other), "{what} {q}: {plan}");
+                }
+                assert!(
+                    !plan.lines().any(|l| l.ends_with("SCAN events")),
+                    "{what} {q}: {plan}"
+                );
+            }
         }
     }
 }
