@@ -634,15 +634,6 @@ impl Event {
         }
     }
 
-    /// The event as another capture path would have produced it: the
-    /// random `id` and `nonce` cleared (to compare the same change seen
-    /// twice, as trigger and CDC conformance do).
-    pub fn without_identity(mut self) -> Self {
-        self.id = Uuid::nil();
-        self.nonce = None;
-        self
-    }
-
     /// The event as it was before a store sealed it: no `seq`, `prev_hash` or `hash`.
     pub fn unsealed(mut self) -> Self {
         self.seq = None;
