@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pgtrail_core::canonical::commit::{self, Digest32, PARTS};
 use pgtrail_core::canonical::canonical_json;
+use pgtrail_core::canonical::commit::{self, Digest32, PARTS};
 use pgtrail_core::event::JsonObject;
 use pgtrail_core::Event;
 use serde_json::{Map, Value};
@@ -159,8 +159,9 @@ pub fn open(extra: &[u8]) -> Result<Opened, DisclosureError> {
         .remove("event")
         .map(|e| pgtrail_core::json::to_string(&e))
         .unwrap_or_default();
-    let event: Event = serde_json::from_str(&event_text)
-        .map_err(|e| DisclosureError::Malformed(format!("the extra's event is not an event: {e}")))?;
+    let event: Event = serde_json::from_str(&event_text).map_err(|e| {
+        DisclosureError::Malformed(format!("the extra's event is not an event: {e}"))
+    })?;
     if event.nonce.is_some() || event.hash.is_some() {
         return Err(malformed("the extra's event carries its nonce or its hash"));
     }
@@ -176,7 +177,10 @@ pub fn open(extra: &[u8]) -> Result<Opened, DisclosureError> {
     for part in PARTS {
         let shown = commit::part(&event, part);
         let shown_columns: Vec<&String> = shown.map(|o| o.keys().collect()).unwrap_or_default();
-        let salted: Vec<&String> = salts.get(part).map(|c| c.keys().collect()).unwrap_or_default();
+        let salted: Vec<&String> = salts
+            .get(part)
+            .map(|c| c.keys().collect())
+            .unwrap_or_default();
         if shown_columns != salted {
             return Err(DisclosureError::Malformed(format!(
                 "the salts of {part} are not exactly one per value it shows"
@@ -185,7 +189,10 @@ pub fn open(extra: &[u8]) -> Result<Opened, DisclosureError> {
         let Some(hidden) = withheld.get(part) else {
             continue;
         };
-        if hidden.keys().any(|c| shown.is_some_and(|o| o.contains_key(c))) {
+        if hidden
+            .keys()
+            .any(|c| shown.is_some_and(|o| o.contains_key(c)))
+        {
             return Err(DisclosureError::Malformed(format!(
                 "a column of {part} is both shown and withheld"
             )));

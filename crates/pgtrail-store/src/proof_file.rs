@@ -389,8 +389,12 @@ mod tests {
             e.operation = Some("DELETE".into());
             e.app_user = Some(format!("user{seq}@example.com"));
             e.pk = Some(row(json!({"id": seq.to_string()})));
-            e.old = Some(row(json!({"id": seq, "ssn": SSN, "salary": 85000, "active": true})));
-            e.new = Some(row(json!({"id": seq, "ssn": SSN, "salary": 91000.50, "active": false})));
+            e.old = Some(row(
+                json!({"id": seq, "ssn": SSN, "salary": 85000, "active": true}),
+            ));
+            e.new = Some(row(
+                json!({"id": seq, "ssn": SSN, "salary": 91000.50, "active": false}),
+            ));
             if !v2 {
                 e.nonce = None;
             }
@@ -626,75 +630,131 @@ mod tests {
     #[test]
     fn edits_to_a_redacted_file_fail() {
         let (events, leaves, note, key) = chain(4);
-        let file = ProofFile::build_redacted(
-            &events[2],
-            &redact(&["ssn"]),
-            proof(&leaves, 2),
-            &note,
-        )
-        .expect("build");
+        let file =
+            ProofFile::build_redacted(&events[2], &redact(&["ssn"]), proof(&leaves, 2), &note)
+                .expect("build");
         let genuine = extra_json(&file);
         let salt_of_salary = genuine["salts"]["new"]["salary"].clone();
         let withheld_ssn = genuine["withheld"]["new"]["ssn"].clone();
         let random_hex = Value::String("5a".repeat(32));
         type Edit = Box<dyn Fn(&mut Value)>;
         let edits: Vec<(&str, Edit)> = vec![
-            ("a revealed value", Box::new(|v| v["event"]["new"]["salary"] = json!(1))),
-            ("a revealed key value", Box::new(|v| v["event"]["pk"]["id"] = json!("9"))),
-            ("an actor field", Box::new(|v| v["event"]["app_user"] = json!("mallory"))),
-            ("a salt", Box::new({
-                let r = random_hex.clone();
-                move |v| v["salts"]["new"]["salary"] = r.clone()
-            })),
-            ("a withheld commitment", Box::new({
-                let r = random_hex.clone();
-                move |v| v["withheld"]["new"]["ssn"] = r.clone()
-            })),
-            ("withheld moved to revealed, its commitment as the salt", Box::new({
-                let c = withheld_ssn.clone();
-                move |v| {
-                    v["withheld"]["new"].as_object_mut().expect("o").remove("ssn");
-                    v["event"]["new"]["ssn"] = json!(SSN);
-                    v["salts"]["new"]["ssn"] = c.clone();
-                }
-            })),
-            ("a guessed value for a withheld field, with some salt", Box::new({
-                let r = random_hex.clone();
-                move |v| {
-                    v["withheld"]["new"].as_object_mut().expect("o").remove("ssn");
-                    v["event"]["new"]["ssn"] = json!("123-45-6789");
-                    v["salts"]["new"]["ssn"] = r.clone();
-                }
-            })),
-            ("revealed moved to withheld, its salt as the commitment", Box::new({
-                let s = salt_of_salary.clone();
-                move |v| {
-                    v["event"]["new"].as_object_mut().expect("o").remove("salary");
-                    v["salts"]["new"].as_object_mut().expect("o").remove("salary");
-                    v["withheld"]["new"]["salary"] = s.clone();
-                }
-            })),
-            ("a withheld field dropped", Box::new(|v| {
-                v["withheld"]["old"].as_object_mut().expect("o").remove("ssn");
-            })),
-            ("a salt dropped", Box::new(|v| {
-                v["salts"]["old"].as_object_mut().expect("o").remove("salary");
-            })),
-            ("a column both shown and withheld", Box::new({
-                let c = withheld_ssn.clone();
-                move |v| v["withheld"]["new"]["salary"] = c.clone()
-            })),
-            ("a nonce added", Box::new(|v| v["event"]["nonce"] = json!("00".repeat(16)))),
+            (
+                "a revealed value",
+                Box::new(|v| v["event"]["new"]["salary"] = json!(1)),
+            ),
+            (
+                "a revealed key value",
+                Box::new(|v| v["event"]["pk"]["id"] = json!("9")),
+            ),
+            (
+                "an actor field",
+                Box::new(|v| v["event"]["app_user"] = json!("mallory")),
+            ),
+            (
+                "a salt",
+                Box::new({
+                    let r = random_hex.clone();
+                    move |v| v["salts"]["new"]["salary"] = r.clone()
+                }),
+            ),
+            (
+                "a withheld commitment",
+                Box::new({
+                    let r = random_hex.clone();
+                    move |v| v["withheld"]["new"]["ssn"] = r.clone()
+                }),
+            ),
+            (
+                "withheld moved to revealed, its commitment as the salt",
+                Box::new({
+                    let c = withheld_ssn.clone();
+                    move |v| {
+                        v["withheld"]["new"]
+                            .as_object_mut()
+                            .expect("o")
+                            .remove("ssn");
+                        v["event"]["new"]["ssn"] = json!(SSN);
+                        v["salts"]["new"]["ssn"] = c.clone();
+                    }
+                }),
+            ),
+            (
+                "a guessed value for a withheld field, with some salt",
+                Box::new({
+                    let r = random_hex.clone();
+                    move |v| {
+                        v["withheld"]["new"]
+                            .as_object_mut()
+                            .expect("o")
+                            .remove("ssn");
+                        v["event"]["new"]["ssn"] = json!("123-45-6789");
+                        v["salts"]["new"]["ssn"] = r.clone();
+                    }
+                }),
+            ),
+            (
+                "revealed moved to withheld, its salt as the commitment",
+                Box::new({
+                    let s = salt_of_salary.clone();
+                    move |v| {
+                        v["event"]["new"]
+                            .as_object_mut()
+                            .expect("o")
+                            .remove("salary");
+                        v["salts"]["new"]
+                            .as_object_mut()
+                            .expect("o")
+                            .remove("salary");
+                        v["withheld"]["new"]["salary"] = s.clone();
+                    }
+                }),
+            ),
+            (
+                "a withheld field dropped",
+                Box::new(|v| {
+                    v["withheld"]["old"]
+                        .as_object_mut()
+                        .expect("o")
+                        .remove("ssn");
+                }),
+            ),
+            (
+                "a salt dropped",
+                Box::new(|v| {
+                    v["salts"]["old"]
+                        .as_object_mut()
+                        .expect("o")
+                        .remove("salary");
+                }),
+            ),
+            (
+                "a column both shown and withheld",
+                Box::new({
+                    let c = withheld_ssn.clone();
+                    move |v| v["withheld"]["new"]["salary"] = c.clone()
+                }),
+            ),
+            (
+                "a nonce added",
+                Box::new(|v| v["event"]["nonce"] = json!("00".repeat(16))),
+            ),
             ("the seq moved", Box::new(|v| v["event"]["seq"] = json!(2))),
-            ("another part name", Box::new(|v| {
-                let old = v["withheld"]["old"].clone();
-                v["withheld"].as_object_mut().expect("o").remove("old");
-                v["withheld"]["context"] = old;
-            })),
-            ("an uppercase salt", Box::new({
-                let s = salt_of_salary.as_str().expect("hex").to_uppercase();
-                move |v| v["salts"]["new"]["salary"] = json!(s.clone())
-            })),
+            (
+                "another part name",
+                Box::new(|v| {
+                    let old = v["withheld"]["old"].clone();
+                    v["withheld"].as_object_mut().expect("o").remove("old");
+                    v["withheld"]["context"] = old;
+                }),
+            ),
+            (
+                "an uppercase salt",
+                Box::new({
+                    let s = salt_of_salary.as_str().expect("hex").to_uppercase();
+                    move |v| v["salts"]["new"]["salary"] = json!(s.clone())
+                }),
+            ),
         ];
         for (what, edit) in edits {
             let mut value = genuine.clone();
@@ -705,7 +765,9 @@ mod tests {
             assert!(verdict.is_err(), "{what}: still verifies");
         }
         // The genuine file, re-encoded the same way, still verifies.
-        assert!(with_extra(&file, &genuine).verify(&key.verifying_key()).is_ok());
+        assert!(with_extra(&file, &genuine)
+            .verify(&key.verifying_key())
+            .is_ok());
         // Whitespace (a second spelling of the same disclosure) is refused.
         let mut spaced = file.clone();
         spaced.extra = serde_json::to_vec_pretty(&genuine).expect("json");
@@ -719,15 +781,22 @@ mod tests {
         // anyone can black out a copy. Revealing or changing one cannot be
         // done (edits_to_a_redacted_file_fail).
         let (events, leaves, note, key) = chain(3);
-        let file = ProofFile::build_redacted(&events[0], &redact(&["ssn"]), proof(&leaves, 0), &note)
-            .expect("build");
+        let file =
+            ProofFile::build_redacted(&events[0], &redact(&["ssn"]), proof(&leaves, 0), &note)
+                .expect("build");
         let mut value = extra_json(&file);
         let salt = commit::digest_from_hex(value["salts"]["new"]["salary"].as_str().expect("s"))
             .expect("hex");
         let salary = value["event"]["new"]["salary"].clone();
         let c = hex::encode(commit::commit_value(&salt, &salary));
-        value["event"]["new"].as_object_mut().expect("o").remove("salary");
-        value["salts"]["new"].as_object_mut().expect("o").remove("salary");
+        value["event"]["new"]
+            .as_object_mut()
+            .expect("o")
+            .remove("salary");
+        value["salts"]["new"]
+            .as_object_mut()
+            .expect("o")
+            .remove("salary");
         value["withheld"]["new"]["salary"] = json!(c);
         let proven = with_extra(&file, &value)
             .verify(&key.verifying_key())
@@ -741,7 +810,11 @@ mod tests {
         let (events, leaves, note, key) = chain_v1(3);
         let event = &events[1];
         let file = ProofFile::build(event, proof(&leaves, 1), &note).expect("build");
-        assert_eq!(file.extra, canonical_json(event), "the v1 layout, unchanged");
+        assert_eq!(
+            file.extra,
+            canonical_json(event),
+            "the v1 layout, unchanged"
+        );
         let proven = file.verify(&key.verifying_key()).expect("verifies");
         assert_eq!(&proven.event, event);
         let err = ProofFile::build_redacted(event, &redact(&["ssn"]), proof(&leaves, 1), &note)

@@ -245,7 +245,7 @@ fn attacks() -> Vec<Attack> {
             ),
             postgres: Sql(
                 "update pgtrail.events set body = replace(body::text, \
-                 ',\"nonce\":\"' || (body->>'nonce') || '\"', '')::json where seq = 3",
+                 ',\"nonce\":\"' || (body::json->>'nonce') || '\"', '')::json where seq = 3",
             ),
             expect_sqlite: (Modified, 3, "no longer matches its hash"),
             expect_postgres: (Modified, 3, "no longer matches its hash"),

@@ -441,7 +441,14 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
 
     // Event 27 is the sample's event 7 (an UPDATE of Alice's name) as v2.
     let out = trail.path("redacted.tlog-proof").display().to_string();
-    let args = ["prove", "27", "--redact", "name,role", "--public-key", &public];
+    let args = [
+        "prove",
+        "27",
+        "--redact",
+        "name,role",
+        "--public-key",
+        &public,
+    ];
     trail.run(&[&args[..], &["--out", &out]].concat()).ok();
     let text = std::fs::read_to_string(&out).expect("read");
     let report = verify_proof(auditor.path(), &out, &public, "json").json();
@@ -451,8 +458,13 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
         serde_json::json!(["new.name", "new.role", "old.name", "old.role"]),
         "{report}"
     );
-    assert_eq!(report["event"]["new"], serde_json::json!({"email": "alice@example.com", "id": 1}));
-    let words = verify_proof(auditor.path(), &out, &public, "table").ok().to_string();
+    assert_eq!(
+        report["event"]["new"],
+        serde_json::json!({"email": "alice@example.com", "id": 1})
+    );
+    let words = verify_proof(auditor.path(), &out, &public, "table")
+        .ok()
+        .to_string();
     assert!(
         words.contains("withheld: new.name, new.role, old.name, old.role \u{2014} their commitments are in the file"),
         "{words}"
@@ -460,13 +472,20 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
     let python_out = python(&out, &public);
     let python_said = String::from_utf8_lossy(&python_out.stdout);
     assert!(python_out.status.success(), "{python_out:?}");
-    assert!(python_said.contains("entry 27 ") && python_said.contains("withheld: new.name, new.role, old.name, old.role"), "{python_said}");
+    assert!(
+        python_said.contains("entry 27 ")
+            && python_said.contains("withheld: new.name, new.role, old.name, old.role"),
+        "{python_said}"
+    );
 
     // Neither the withheld values ("Alice", "Alice Smith") nor the nonce,
     // in the file or in its decoded extra.
     let extra = String::from_utf8(extra_of(&text)).expect("utf8");
     for secret in ["Alice", nonces[6].as_str()] {
-        assert!(!text.contains(secret) && !extra.contains(secret), "{secret} in {extra}");
+        assert!(
+            !text.contains(secret) && !extra.contains(secret),
+            "{secret} in {extra}"
+        );
     }
 
     // The same event unredacted shows every value; the old v1 event 7
@@ -475,16 +494,24 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
     let report = verify_proof(auditor.path(), &whole, &public, "json").json();
     assert_eq!(report["event"]["new"]["name"], "Alice Smith", "{report}");
     assert!(report.get("withheld").is_none(), "{report}");
-    assert!(!std::fs::read_to_string(&whole).expect("read").contains(&nonces[6]));
+    assert!(!std::fs::read_to_string(&whole)
+        .expect("read")
+        .contains(&nonces[6]));
     let old = prove(&trail, "7", &public);
-    assert_eq!(verify_proof(auditor.path(), &old, &public, "json").json()["ok"], true);
+    assert_eq!(
+        verify_proof(auditor.path(), &old, &public, "json").json()["ok"],
+        true
+    );
     assert!(python(&old, &public).status.success());
 
     // What cannot be withheld: an old event, a column the event lacks.
     let v1 = trail.run(&["prove", "7", "--redact", "name", "--public-key", &public]);
     assert!(v1.error().contains("before hash version 2"), "{v1:?}");
     let missing = trail.run(&["prove", "27", "--redact", "salary", "--public-key", &public]);
-    assert!(missing.error().contains("no column 'salary'"), "{missing:?}");
+    assert!(
+        missing.error().contains("no column 'salary'"),
+        "{missing:?}"
+    );
 
     // Forgeries both verifiers refuse: a revealed value edited, a withheld
     // value claimed with a guessed value and some salt, a withheld
@@ -497,7 +524,10 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
     edited["event"]["new"]["email"] = serde_json::json!("mallory@example.com");
     forgeries.push(("a revealed value", edited));
     let mut claimed = genuine.clone();
-    claimed["withheld"]["new"].as_object_mut().expect("o").remove("name");
+    claimed["withheld"]["new"]
+        .as_object_mut()
+        .expect("o")
+        .remove("name");
     claimed["event"]["new"]["name"] = serde_json::json!("Bob");
     claimed["salts"]["new"]["name"] = some_hex.clone();
     forgeries.push(("a withheld value claimed", claimed));
@@ -514,7 +544,10 @@ async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
         let run = verify_proof(auditor.path(), &file, &public, "table");
         assert_eq!(run.code, 1, "{what}: {run:?}");
         let out = python(&file, &public);
-        assert_eq!(out.status.code(), Some(1), "python accepted {what}: {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "python accepted {what}: {out:?}"
+        );
     }
 }
-

@@ -185,12 +185,17 @@ mod tests {
                 mac.update(format!("{part}\0{column}").as_bytes());
                 let salt = mac.finalize().into_bytes();
                 let json = serde_json::to_vec(value).expect("a value serializes");
-                let c = Sha256::new().chain_update(salt).chain_update(json).finalize();
+                let c = Sha256::new()
+                    .chain_update(salt)
+                    .chain_update(json)
+                    .finalize();
                 *value = Value::String(hex::encode(c));
             }
         }
         let committed = serde_json::to_vec(&value).expect("a value serializes");
-        hex::encode(Sha256::digest([b"pgtrail-event-v2\n".as_slice(), &committed].concat()))
+        hex::encode(Sha256::digest(
+            [b"pgtrail-event-v2\n".as_slice(), &committed].concat(),
+        ))
     }
 
     #[test]
@@ -239,11 +244,21 @@ mod tests {
         assert_ne!(Event::new(Source::Proxy, Kind::Session).nonce, e.nonce);
         seal(&mut e, 1, GENESIS_HASH);
         let committed = String::from_utf8(committed_json(&e).expect("v2")).expect("utf8");
-        assert!(!committed.contains(&nonce) && !committed.contains("nonce"), "{committed}");
-        assert!(!committed.contains("123456789012345678901234567890.5"), "{committed}");
-        assert!(canonical_json(&e).windows(32).any(|w| w == nonce.as_bytes()));
+        assert!(
+            !committed.contains(&nonce) && !committed.contains("nonce"),
+            "{committed}"
+        );
+        assert!(
+            !committed.contains("123456789012345678901234567890.5"),
+            "{committed}"
+        );
+        assert!(canonical_json(&e)
+            .windows(32)
+            .any(|w| w == nonce.as_bytes()));
         // The stored body keeps the nonce and the real values.
-        assert!(CanonicalBody::of(&e).as_str().contains(&format!(",\"nonce\":\"{nonce}\",")));
+        assert!(CanonicalBody::of(&e)
+            .as_str()
+            .contains(&format!(",\"nonce\":\"{nonce}\",")));
     }
 
     #[test]
@@ -265,7 +280,8 @@ mod tests {
         assert_ne!(event_hash(&edited), sealed);
         // A committed form passed off as a v1 event with hex values: the
         // v1 hash of it is not the v2 hash.
-        let forged: Event = serde_json::from_slice(&committed_json(&e).expect("v2")).expect("event");
+        let forged: Event =
+            serde_json::from_slice(&committed_json(&e).expect("v2")).expect("event");
         assert_ne!(event_hash(&forged), sealed);
     }
 
@@ -275,7 +291,12 @@ mod tests {
         let text = serde_json::to_string(&e).expect("json");
         let nonce = e.nonce.clone().expect("nonce");
         assert_eq!(serde_json::from_str::<Event>(&text).expect("reads"), e);
-        for bad in [nonce.to_uppercase(), nonce[1..].to_string(), format!("{nonce}0"), "x".repeat(32)] {
+        for bad in [
+            nonce.to_uppercase(),
+            nonce[1..].to_string(),
+            format!("{nonce}0"),
+            "x".repeat(32),
+        ] {
             let changed = text.replace(&nonce, &bad);
             let err = serde_json::from_str::<Event>(&changed).expect_err("refused");
             assert!(err.to_string().contains("nonce"), "{err}");

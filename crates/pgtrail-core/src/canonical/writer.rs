@@ -156,15 +156,17 @@ impl CanonicalBody {
             prev_hash_at,
             seq_at,
         };
-        let committed = nonce
-            .as_deref()
-            .and_then(commit::nonce_bytes)
-            .map(|nonce| {
-                // Every edit lies before the splice points (pk is the last
-                // part, right before `prev_hash`).
-                let edits = [(new_at, true), (nonce_at, false), (old_at, true), (pk_at, true)];
-                body.committed(&edits, &values, &commit::Salter::new(&nonce))
-            });
+        let committed = nonce.as_deref().and_then(commit::nonce_bytes).map(|nonce| {
+            // Every edit lies before the splice points (pk is the last
+            // part, right before `prev_hash`).
+            let edits = [
+                (new_at, true),
+                (nonce_at, false),
+                (old_at, true),
+                (pk_at, true),
+            ];
+            body.committed(&edits, &values, &commit::Salter::new(&nonce))
+        });
         CanonicalBody { body, committed }
     }
 
