@@ -2,6 +2,9 @@
 """An independent verifier of pgtrail proof files, written from
 docs/proofs.md ("File formats", "The proof file") alone, with the Python 3
 standard library only (Ed25519 verification is RFC 8032 in pure Python).
+It checks both event hash versions: an `extra` holding a version 1 event's
+canonical JSON, and a version 2 disclosure (the event, salts, and the
+commitments of withheld values), whose withheld fields it names.
 
     python3 verify_proof.py FILE PUBLIC_KEY
 
@@ -20,6 +23,9 @@ import sys
 HEADER = "c2sp.org/tlog-proof@v1"
 DECIMAL = re.compile(r"(0|[1-9][0-9]*)\Z")
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+V2_PREFIX = b"pgtrail-event-v2\n"
+PARTS = ("new", "old", "pk")
 EM_DASH = "\u2014"
 
 
@@ -194,6 +200,105 @@ def no_repeated_keys(pairs):
     return dict(pairs)
 
 
+class Number:
+    """A JSON number as written: its text is what the canonical form keeps."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+def no_constant(name):
+    raise Refused(f"{name} is not JSON")
+
+
+def read_json(raw):
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=no_repeated_keys,
+            parse_int=Number,
+            parse_float=Number,
+            parse_constant=no_constant,
+        )
+    except ValueError as e:
+        raise Refused(f"the extra bytes are not JSON: {e}") from None
+
+
+def canonical(value):
+    """Canonical JSON: keys in code point (= UTF-8 byte) order, no
+    whitespace, numbers as written, only '"', '\\' and control characters
+    escaped."""
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return "{" + ",".join(canonical(k) + ":" + canonical(v) for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, Number):
+        return value.text
+    return json.dumps(value, ensure_ascii=False)
+
+
+def digests(value, what):
+    """`salts` or `withheld`: parts (pk, old, new) of column -> 64 hex."""
+    if not isinstance(value, dict):
+        raise Refused(f"{what} is not an object")
+    for part, columns in value.items():
+        if part not in PARTS or not isinstance(columns, dict) or not columns:
+            raise Refused(f"{what}.{part} is not a part with members")
+        for column, digest in columns.items():
+            if not isinstance(digest, str) or not HEX64.match(digest):
+                raise Refused(f"{what}.{part}.{column} is not 64 lowercase hex")
+    return value
+
+
+def open_extra(extra):
+    """The event the extra shows, its hash (32 bytes), the withheld fields."""
+    doc = read_json(extra)
+    if not isinstance(doc, dict):
+        raise Refused("the extra is not a JSON object")
+    if "event" not in doc:
+        # Version 1: the event's canonical JSON, hashed as it is.
+        if "nonce" in doc:
+            raise Refused("a version 1 extra holds a nonce")
+        return doc, hashlib.sha256(extra).digest(), []
+    # Version 2: a disclosure.
+    if sorted(doc) != ["event", "salts", "withheld"]:
+        raise Refused("the disclosure's members are not event, salts and withheld")
+    if canonical(doc).encode("utf-8") != extra:
+        raise Refused("the disclosure is not in its canonical form")
+    event = doc["event"]
+    if not isinstance(event, dict) or "nonce" in event or "hash" in event:
+        raise Refused("the disclosure's event is not an event without nonce and hash")
+    salts = digests(doc["salts"], "salts")
+    withheld = digests(doc["withheld"], "withheld")
+    committed = dict(event)
+    for part in PARTS:
+        shown = event.get(part)
+        hidden = withheld.get(part, {})
+        if shown is not None and not isinstance(shown, dict):
+            raise Refused(f"the event's {part} is not an object")
+        if sorted(shown or {}) != sorted(salts.get(part, {})):
+            raise Refused(f"the salts of {part} are not one per value shown")
+        if hidden and shown is None:
+            raise Refused(f"{part} values are withheld from an event without {part}")
+        if set(hidden) & set(shown or {}):
+            raise Refused(f"a column of {part} is both shown and withheld")
+        if shown is None:
+            continue
+        commitments = dict(hidden)
+        for column, value in shown.items():
+            salt = bytes.fromhex(salts[part][column])
+            value_json = canonical(value).encode("utf-8")
+            commitments[column] = hashlib.sha256(salt + value_json).hexdigest()
+        committed[part] = commitments
+    preimage = V2_PREFIX + canonical(committed).encode("utf-8")
+    names = sorted(f"{part}.{column}" for part, cols in withheld.items() for column in cols)
+    return event, hashlib.sha256(preimage).digest(), names
+
+
 def verify(data, public):
     try:
         text = data.decode("utf-8")
@@ -202,13 +307,10 @@ def verify(data, public):
     extra, index, proof, note = parse(text)
     signed, origin, size, root, pgtrail, sigs = parse_note(note)
 
-    event_hash = hashlib.sha256(extra).digest()
-    try:
-        event = json.loads(extra.decode("utf-8"), object_pairs_hook=no_repeated_keys)
-    except ValueError as e:
-        raise Refused(f"the extra bytes are not JSON: {e}") from None
+    event, event_hash, withheld = open_extra(extra)
     seq, prev = event.get("seq"), event.get("prev_hash")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq != index + 1:
+    seq = int(seq.text) if isinstance(seq, Number) and INTEGER.match(seq.text) else None
+    if seq != index + 1:
         raise Refused(f"the event's seq {seq!r} is not index + 1 = {index + 1}")
     if not isinstance(prev, str) or not HEX64.match(prev) or (seq == 1 and prev != "0" * 64):
         raise Refused("the event's prev_hash is not a link of a chain")
@@ -226,7 +328,7 @@ def verify(data, public):
         raise Refused(f"the origin {origin} is not a pgtrail store")
     if index + 1 == size and pgtrail[2] != event_hash.hex():
         raise Refused("the checkpoint names another hash for its last event")
-    return event, origin, size, pgtrail[3]
+    return event, origin, size, pgtrail[3], withheld
 
 
 def main(argv):
@@ -241,7 +343,7 @@ def main(argv):
     with open(argv[1], "rb") as f:
         data = f.read()
     try:
-        event, origin, size, time = verify(data, bytes.fromhex(key_text))
+        event, origin, size, time, withheld = verify(data, bytes.fromhex(key_text))
     except Refused as e:
         print(f"FAILED: {e}")
         return 1
@@ -252,6 +354,8 @@ def main(argv):
         f"{event.get('operation', event.get('kind'))} on {table or '-'} by {who} "
         f"at {event.get('captured_at')}"
     )
+    if withheld:
+        print(f"withheld: {', '.join(withheld)} {EM_DASH} their commitments are in the file")
     return 0
 
 

@@ -244,6 +244,16 @@ pub struct Event {
         deserialize_with = "crate::json::fields::deserialize_object"
     )]
     pub new: Option<JsonObject>,
+    /// 16 random bytes (lowercase hex) that salt the commitments of the
+    /// `pk`, `old` and `new` values: an event with a nonce is hashed as
+    /// version 2 (`canonical::commit`), so a proof can withhold a value.
+    /// Absent on events from before hash version 2; never in a proof file.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::fields::deserialize_nonce"
+    )]
+    pub nonce: Option<String>,
     /// Columns whose value changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
@@ -338,6 +348,7 @@ impl Clone for Event {
             pk,
             old,
             new,
+            nonce,
             changed,
             partial,
             sql,
@@ -378,6 +389,7 @@ impl Clone for Event {
             pk: object(pk),
             old: object(old),
             new: object(new),
+            nonce: nonce.clone(),
             changed: changed.clone(),
             partial: partial.clone(),
             sql: sql.clone(),
@@ -435,6 +447,7 @@ impl PartialEq for Event {
             pk,
             old,
             new,
+            nonce,
             changed,
             partial,
             sql,
@@ -474,6 +487,7 @@ impl PartialEq for Event {
             && object(pk, &other.pk)
             && object(old, &other.old)
             && object(new, &other.new)
+            && *nonce == other.nonce
             && *changed == other.changed
             && *partial == other.partial
             && *sql == other.sql
@@ -542,6 +556,7 @@ impl Event {
             pk: None,
             old: None,
             new: None,
+            nonce: new_nonce(),
             changed: Vec::new(),
             partial: Vec::new(),
             sql: None,
@@ -626,4 +641,14 @@ impl Event {
         self.hash = None;
         self
     }
+}
+
+/// A fresh nonce: 16 random bytes in lowercase hex. Should the system's
+/// random source fail (it does not on a working Linux), the event is left
+/// without one and is hashed whole (version 1): it is still sealed and
+/// verified, it only cannot be proven with values withheld.
+fn new_nonce() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(crate::hex::encode(&bytes))
 }

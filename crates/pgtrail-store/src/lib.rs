@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod cosignature;
 pub mod cpu;
 pub mod ddl;
+pub mod disclosure;
 mod error;
 pub mod freshness;
 pub mod health;

@@ -1027,6 +1027,8 @@ async fn write_wide_rows(
     let mut sealed = Vec::new();
     for (seq, event) in (1..).zip(events) {
         let mut e = event.clone();
+        // Wide rows predate hash version 2: their events had no nonce.
+        e.nonce = None;
         e.captured_at = pgtrail_core::time::truncate_micros(e.captured_at);
         e.committed_at = e.committed_at.map(pgtrail_core::time::truncate_micros);
         pgtrail_core::canonical::seal(&mut e, seq, &prev_hash);

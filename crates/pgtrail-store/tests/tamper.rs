@@ -236,6 +236,35 @@ fn attacks() -> Vec<Attack> {
             expect_postgres: (Modified, 3, "no longer matches its hash"),
         },
         Attack {
+            // Hash version 2 is chosen by the nonce: without it the event
+            // would be hashed whole (version 1), which it was not.
+            name: "nonce stripped (a downgrade to hash version 1)",
+            sqlite: Sql(
+                "update events set body = replace(body, \
+                 ',\"nonce\":\"' || json_extract(body, '$.nonce') || '\"', '') where seq = 3",
+            ),
+            postgres: Sql(
+                "update pgtrail.events set body = replace(body::text, \
+                 ',\"nonce\":\"' || (body::json->>'nonce') || '\"', '')::json where seq = 3",
+            ),
+            expect_sqlite: (Modified, 3, "no longer matches its hash"),
+            expect_postgres: (Modified, 3, "no longer matches its hash"),
+        },
+        Attack {
+            // The value's commitment, and so the hash, no longer matches.
+            name: "a row value edited, nonce kept",
+            sqlite: Sql(
+                "update events set body = replace(body, '\"new\":{\"n\":3}', \
+                 '\"new\":{\"n\":4}') where seq = 3",
+            ),
+            postgres: Sql(
+                "update pgtrail.events set body = replace(body::text, '\"new\":{\"n\":3}', \
+                 '\"new\":{\"n\":4}')::json where seq = 3",
+            ),
+            expect_sqlite: (Modified, 3, "no longer matches its hash"),
+            expect_postgres: (Modified, 3, "no longer matches its hash"),
+        },
+        Attack {
             name: "whitespace in the body",
             sqlite: Sql(
                 "update events set body = replace(body, '\"n\":3', '\"n\": 3') where seq = 3",

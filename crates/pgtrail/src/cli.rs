@@ -370,14 +370,15 @@ pub struct VerifyConsistencyArgs {
 /// `pgtrail prove`
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Writes one self-contained file (C2SP tlog-proof, see docs/proofs.md): the event's
-canonical JSON, its inclusion proof in the Merkle tree, and the newest checkpoint signed
+Writes one self-contained file (C2SP tlog-proof, see docs/proofs.md): the event (without
+the values --redact withholds), its inclusion proof in the Merkle tree, and the newest checkpoint signed
 by a trusted key that covers it. Hand the auditor the file, and the public key through
 another channel; they run `pgtrail verify-proof FILE --public-key KEY`, with no store.
 Exit status: 0 when written, 1 when the store no longer matches the signed checkpoint
 (nothing is written: run `pgtrail verify`), 2 on error.
 Examples:
   pgtrail prove 18342 --out event-18342.tlog-proof
+  pgtrail prove 18342 --redact ssn,salary --out event-18342.tlog-proof
   pgtrail prove 0190f1c2-7b7e-7cc4-9c53-3f2b8f0e2a11 --public-key signing.key.pub > proof.tlog-proof")]
 pub struct ProveArgs {
     /// The event: its seq (chain position) or its id (a UUID).
@@ -391,6 +392,12 @@ pub struct ProveArgs {
     /// `previous_public_keys` and the public half of `[signing] private_key`].
     #[arg(long, value_name = "FILE")]
     pub public_key: Vec<String>,
+    /// Withhold these columns' values from the event's pk, old and new: the
+    /// file keeps each one's salted commitment, so the proof still verifies
+    /// and says which fields were withheld (events recorded since hash
+    /// version 2 only; a column the event does not have is an error).
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub redact: Vec<String>,
 }
 
 /// `pgtrail verify-proof`

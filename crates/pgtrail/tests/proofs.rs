@@ -5,6 +5,13 @@
 //! after its checkpoint and making a proof of it. The independent Python
 //! verifier (`tests/verifier/verify_proof.py`, written from the docs alone)
 //! accepts the same proofs and refuses the same tampering.
+//!
+//! Redaction (`prove --redact`): on a store whose first events were written
+//! before hash version 2 (the sample has no nonces) and whose later ones
+//! were not, the old events still verify and prove whole, the new ones
+//! prove with values withheld, both verifiers accept those files and name
+//! what they withhold, and neither accepts one where a revealed value was
+//! edited or a withheld one claimed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +27,7 @@ crate::both_backends!(
     an_event_altered_after_its_checkpoint_gets_no_verifying_proof,
     the_independent_verifier_agrees,
     proofs_outlive_retention,
+    redacted_proofs_verify_and_withhold_what_they_say,
 );
 
 /// The sample trail, a key pair, and a checkpoint of all 20 events.
@@ -378,4 +386,168 @@ fn flip_in_line(text: &str, line: usize, column: usize) -> String {
     chars[column] = if chars[column] == 'A' { 'B' } else { 'A' };
     lines[line] = chars.into_iter().collect();
     lines.join("\n")
+}
+
+/// The sample again as events recorded since hash version 2: fresh ids,
+/// each with a nonce (returned in order). Appended after the sample, so the
+/// store holds version 1 events (1-20) and then version 2 ones (21-40).
+fn import_v2_sample(trail: &Trail) -> Vec<String> {
+    let mut nonces = Vec::new();
+    let mut lines = String::new();
+    for mut event in crate::support::sample_events() {
+        let fresh = pgtrail_core::Event::new(event.source, event.kind);
+        event.id = fresh.id;
+        nonces.push(fresh.nonce.clone().expect("a new event has a nonce"));
+        event.nonce = fresh.nonce.clone();
+        lines.push_str(&serde_json::to_string(&event).expect("json"));
+        lines.push('\n');
+    }
+    let path = trail.path("sample-v2.jsonl");
+    std::fs::write(&path, lines).expect("write");
+    let summary = trail
+        .run(&["import", &path.display().to_string(), "--format", "json"])
+        .json();
+    assert_eq!(summary["imported"], 20, "{summary}");
+    nonces
+}
+
+/// The decoded `extra` of a proof file.
+fn extra_of(text: &str) -> Vec<u8> {
+    ProofFile::parse(text).expect("a proof file").extra
+}
+
+/// `text` with its extra replaced by `extra`.
+fn with_extra(text: &str, extra: &serde_json::Value) -> String {
+    let mut file = ProofFile::parse(text).expect("a proof file");
+    file.extra = pgtrail_core::json::to_string(extra).into_bytes();
+    file.to_text()
+}
+
+async fn redacted_proofs_verify_and_withhold_what_they_say(trail: Trail) {
+    let key = trail.path("signing.key").display().to_string();
+    trail.run(&["keygen", "--out", &key]).ok();
+    let public = format!("{key}.pub");
+    trail.import_sample();
+    let nonces = import_v2_sample(&trail);
+    trail
+        .run_env(
+            &["checkpoint"],
+            &[("PGTRAIL_SIGNING__PRIVATE_KEY", key.as_str())],
+        )
+        .ok();
+    // The whole store, old and new events, verifies.
+    trail.run(&["verify"]).ok();
+    let auditor = tempfile::tempdir().expect("tempdir");
+
+    // Event 27 is the sample's event 7 (an UPDATE of Alice's name) as v2.
+    let out = trail.path("redacted.tlog-proof").display().to_string();
+    let args = [
+        "prove",
+        "27",
+        "--redact",
+        "name,role",
+        "--public-key",
+        &public,
+    ];
+    trail.run(&[&args[..], &["--out", &out]].concat()).ok();
+    let text = std::fs::read_to_string(&out).expect("read");
+    let report = verify_proof(auditor.path(), &out, &public, "json").json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["withheld"],
+        serde_json::json!(["new.name", "new.role", "old.name", "old.role"]),
+        "{report}"
+    );
+    assert_eq!(
+        report["event"]["new"],
+        serde_json::json!({"email": "alice@example.com", "id": 1})
+    );
+    let words = verify_proof(auditor.path(), &out, &public, "table")
+        .ok()
+        .to_string();
+    assert!(
+        words.contains("withheld: new.name, new.role, old.name, old.role \u{2014} their commitments are in the file"),
+        "{words}"
+    );
+    let python_out = python(&out, &public);
+    let python_said = String::from_utf8_lossy(&python_out.stdout);
+    assert!(python_out.status.success(), "{python_out:?}");
+    assert!(
+        python_said.contains("entry 27 ")
+            && python_said.contains("withheld: new.name, new.role, old.name, old.role"),
+        "{python_said}"
+    );
+
+    // Neither the withheld values ("Alice", "Alice Smith") nor the nonce,
+    // in the file or in its decoded extra.
+    let extra = String::from_utf8(extra_of(&text)).expect("utf8");
+    for secret in ["Alice", nonces[6].as_str()] {
+        assert!(
+            !text.contains(secret) && !extra.contains(secret),
+            "{secret} in {extra}"
+        );
+    }
+
+    // The same event unredacted shows every value; the old v1 event 7
+    // proves whole, as before, under both verifiers.
+    let whole = prove(&trail, "27", &public);
+    let report = verify_proof(auditor.path(), &whole, &public, "json").json();
+    assert_eq!(report["event"]["new"]["name"], "Alice Smith", "{report}");
+    assert!(report.get("withheld").is_none(), "{report}");
+    assert!(!std::fs::read_to_string(&whole)
+        .expect("read")
+        .contains(&nonces[6]));
+    let old = prove(&trail, "7", &public);
+    assert_eq!(
+        verify_proof(auditor.path(), &old, &public, "json").json()["ok"],
+        true
+    );
+    assert!(python(&old, &public).status.success());
+
+    // What cannot be withheld: an old event, a column the event lacks.
+    let v1 = trail.run(&["prove", "7", "--redact", "name", "--public-key", &public]);
+    assert!(v1.error().contains("before hash version 2"), "{v1:?}");
+    let missing = trail.run(&["prove", "27", "--redact", "salary", "--public-key", &public]);
+    assert!(
+        missing.error().contains("no column 'salary'"),
+        "{missing:?}"
+    );
+
+    // Forgeries both verifiers refuse: a revealed value edited, a withheld
+    // value claimed with a guessed value and some salt, a withheld
+    // commitment edited, a salt edited.
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&extra_of(&text)).expect("the extra is JSON");
+    let some_hex = serde_json::json!("ab".repeat(32));
+    let mut forgeries: Vec<(&str, serde_json::Value)> = Vec::new();
+    let mut edited = genuine.clone();
+    edited["event"]["new"]["email"] = serde_json::json!("mallory@example.com");
+    forgeries.push(("a revealed value", edited));
+    let mut claimed = genuine.clone();
+    claimed["withheld"]["new"]
+        .as_object_mut()
+        .expect("o")
+        .remove("name");
+    claimed["event"]["new"]["name"] = serde_json::json!("Bob");
+    claimed["salts"]["new"]["name"] = some_hex.clone();
+    forgeries.push(("a withheld value claimed", claimed));
+    let mut commitment = genuine.clone();
+    commitment["withheld"]["old"]["role"] = some_hex.clone();
+    forgeries.push(("a withheld commitment", commitment));
+    let mut salt = genuine.clone();
+    salt["salts"]["pk"]["id"] = some_hex.clone();
+    forgeries.push(("a salt", salt));
+    for (what, extra) in forgeries {
+        let path = auditor.path().join("forged.tlog-proof");
+        std::fs::write(&path, with_extra(&text, &extra)).expect("write");
+        let file = path.display().to_string();
+        let run = verify_proof(auditor.path(), &file, &public, "table");
+        assert_eq!(run.code, 1, "{what}: {run:?}");
+        let out = python(&file, &public);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "python accepted {what}: {out:?}"
+        );
+    }
 }

@@ -7,9 +7,15 @@
 //! never rounded through a float. The hash is SHA-256 of those bytes, in hex:
 //! Postgres's `sha256()` can recompute it in SQL.
 //!
+//! An event with a `nonce` (every event made since hash version 2) is
+//! hashed over its **committed form** instead, where each `pk`/`old`/`new`
+//! value is a salted commitment (see [`commit`]), so a proof can withhold a
+//! value; an event without one (version 1) is hashed as above.
+//!
 //! There is one writer of that form, [`CanonicalBody`] (see `writer`); the
 //! functions here and both stores go through it.
 
+pub mod commit;
 mod writer;
 
 use sha2::{Digest, Sha256};
@@ -34,13 +40,26 @@ pub fn canonical_json(event: &Event) -> Vec<u8> {
     out
 }
 
-/// SHA-256 (hex) of the canonical JSON of `event`.
+/// The hash (hex) of `event` with the seal fields it carries: SHA-256 of
+/// its canonical JSON (version 1) or of its committed form (version 2).
 pub fn event_hash(event: &Event) -> Hash {
     let mut hasher = Sha256::new();
-    CanonicalBody::of(event).write_sealed(event.seq, event.prev_hash.as_deref(), |piece| {
+    CanonicalBody::of(event).write_hashed(event.seq, event.prev_hash.as_deref(), |piece| {
         hasher.update(piece)
     });
     crate::hex::encode(&hasher.finalize())
+}
+
+/// The bytes a version 2 event's hash is over, after `commit::V2_PREFIX`:
+/// its committed form with the seal fields it carries, built from the
+/// definition (`commit::committed_event`) rather than the sealing path's
+/// single pass. `None` for an event without a nonce.
+pub fn committed_json(event: &Event) -> Option<Vec<u8>> {
+    let salter = commit::salter_of(event)?;
+    let committed = commit::committed_event(event, |part, column, value| {
+        commit::commit_value(&salter.salt(part, column), value)
+    });
+    Some(canonical_json(&committed))
 }
 
 /// Links `event` into a chain: sets `seq` and `prev_hash`, then `hash`.
@@ -132,13 +151,51 @@ mod tests {
             String::from_utf8_lossy(&canonical_json(&sealed)),
             String::from_utf8_lossy(&expected)
         );
-        let hash = hex::encode(Sha256::digest(&expected));
+        let hash = reference_hash(&sealed);
         assert_eq!(sealed.hash.as_deref(), Some(hash.as_str()));
         assert_eq!(event_hash(&sealed), hash);
         assert_eq!(hex::encode(body.sealed_hash(seq, prev)), hash);
+        assert_eq!(body.is_committed(), event.nonce.is_some());
+        if let Some(committed) = committed_json(&sealed) {
+            let preimage = [commit::V2_PREFIX, committed.as_slice()].concat();
+            assert_eq!(hex::encode(Sha256::digest(&preimage)), hash);
+        }
 
         let back: Event = serde_json::from_str(body.as_str()).expect("body parses");
         assert_eq!(back, unsealed);
+    }
+
+    /// The hash as hash version 2 defines it, through a `Value` and the
+    /// `hmac` crate: v1 without a nonce, else over the committed form.
+    fn reference_hash(event: &Event) -> String {
+        use hmac::{Hmac, Mac};
+        let mut value = serde_json::to_value(event).expect("an Event serializes");
+        let object = value.as_object_mut().expect("an object");
+        object.remove("hash");
+        let Some(nonce) = object.remove("nonce") else {
+            return hex::encode(Sha256::digest(reference_json(event)));
+        };
+        let nonce = hex::decode(nonce.as_str().expect("a string")).expect("hex");
+        for part in ["pk", "old", "new"] {
+            let Some(Value::Object(members)) = object.get_mut(part) else {
+                continue;
+            };
+            for (column, value) in members.iter_mut() {
+                let mut mac = Hmac::<Sha256>::new_from_slice(&nonce).expect("key");
+                mac.update(format!("{part}\0{column}").as_bytes());
+                let salt = mac.finalize().into_bytes();
+                let json = serde_json::to_vec(value).expect("a value serializes");
+                let c = Sha256::new()
+                    .chain_update(salt)
+                    .chain_update(json)
+                    .finalize();
+                *value = Value::String(hex::encode(c));
+            }
+        }
+        let committed = serde_json::to_vec(&value).expect("a value serializes");
+        hex::encode(Sha256::digest(
+            [b"pgtrail-event-v2\n".as_slice(), &committed].concat(),
+        ))
     }
 
     #[test]
@@ -174,6 +231,76 @@ mod tests {
     fn matches_the_reference_fully_populated() {
         assert_matches_reference(&full(), 42, &"ab".repeat(32));
         assert_matches_reference(&full(), i64::MIN, GENESIS_HASH);
+        let mut v1 = full();
+        v1.nonce = None;
+        assert_matches_reference(&v1, 42, &"ab".repeat(32));
+    }
+
+    #[test]
+    fn new_events_are_version_2_and_the_nonce_is_not_in_the_committed_form() {
+        let mut e = full();
+        let nonce = e.nonce.clone().expect("a new event has a nonce");
+        assert!(commit::nonce_bytes(&nonce).is_some(), "{nonce}");
+        assert_ne!(Event::new(Source::Proxy, Kind::Session).nonce, e.nonce);
+        seal(&mut e, 1, GENESIS_HASH);
+        let committed = String::from_utf8(committed_json(&e).expect("v2")).expect("utf8");
+        assert!(
+            !committed.contains(&nonce) && !committed.contains("nonce"),
+            "{committed}"
+        );
+        assert!(
+            !committed.contains("123456789012345678901234567890.5"),
+            "{committed}"
+        );
+        assert!(canonical_json(&e)
+            .windows(32)
+            .any(|w| w == nonce.as_bytes()));
+        // The stored body keeps the nonce and the real values.
+        assert!(CanonicalBody::of(&e)
+            .as_str()
+            .contains(&format!(",\"nonce\":\"{nonce}\",")));
+    }
+
+    #[test]
+    fn stripping_or_changing_the_nonce_changes_the_hash() {
+        let mut e = full();
+        seal(&mut e, 3, GENESIS_HASH);
+        let sealed = e.hash.clone().expect("sealed");
+        assert_eq!(event_hash(&e), sealed);
+        let mut stripped = e.clone();
+        stripped.nonce = None;
+        assert_ne!(event_hash(&stripped), sealed, "a downgrade to v1");
+        let mut other = e.clone();
+        other.nonce = Some("0".repeat(32));
+        assert_ne!(event_hash(&other), sealed);
+        let mut edited = e.clone();
+        if let Some(new) = edited.new.as_mut() {
+            new.insert("id".into(), json!(2));
+        }
+        assert_ne!(event_hash(&edited), sealed);
+        // A committed form passed off as a v1 event with hex values: the
+        // v1 hash of it is not the v2 hash.
+        let forged: Event =
+            serde_json::from_slice(&committed_json(&e).expect("v2")).expect("event");
+        assert_ne!(event_hash(&forged), sealed);
+    }
+
+    #[test]
+    fn a_nonce_is_read_only_in_its_one_spelling() {
+        let e = full();
+        let text = serde_json::to_string(&e).expect("json");
+        let nonce = e.nonce.clone().expect("nonce");
+        assert_eq!(serde_json::from_str::<Event>(&text).expect("reads"), e);
+        for bad in [
+            nonce.to_uppercase(),
+            nonce[1..].to_string(),
+            format!("{nonce}0"),
+            "x".repeat(32),
+        ] {
+            let changed = text.replace(&nonce, &bad);
+            let err = serde_json::from_str::<Event>(&changed).expect_err("refused");
+            assert!(err.to_string().contains("nonce"), "{err}");
+        }
     }
 
     #[test]
@@ -255,10 +382,7 @@ mod tests {
             e.prev_hash = prev;
             e.hash = Some("e".repeat(64));
             assert_eq!(canonical_json(&e), reference_json(&e));
-            assert_eq!(
-                event_hash(&e),
-                hex::encode(Sha256::digest(reference_json(&e)))
-            );
+            assert_eq!(event_hash(&e), reference_hash(&e));
         }
     }
 

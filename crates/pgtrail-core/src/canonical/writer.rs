@@ -16,10 +16,12 @@
 //! `to_value` form on full, sparse and awkward events.
 
 use std::io::Write;
+use std::ops::Range;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::commit;
 use crate::time::format_micros;
 use crate::Event;
 
@@ -27,12 +29,29 @@ use crate::Event;
 const BODY_CAPACITY: usize = 768;
 
 /// The canonical JSON of an event without `seq`, `prev_hash` and `hash`,
-/// and where `seq` and `prev_hash` go when it is sealed.
+/// and where `seq` and `prev_hash` go when it is sealed; for a version 2
+/// event (one with a nonce) also its committed form (`super::commit`),
+/// which is what its hash is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalBody {
+    body: Spliced,
+    committed: Option<Spliced>,
+}
+
+/// A JSON text and where `prev_hash` and `seq` are spliced into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spliced {
     text: String,
     prev_hash_at: usize,
     seq_at: usize,
+}
+
+/// Where a row value was written in the body: its part (index into
+/// `commit::PARTS`), its column and its bytes.
+struct ValueSpan<'a> {
+    part: usize,
+    column: &'a str,
+    range: Range<usize>,
 }
 
 impl CanonicalBody {
@@ -41,6 +60,7 @@ impl CanonicalBody {
         let mut w = FieldWriter {
             buf: Vec::with_capacity(BODY_CAPACITY),
         };
+        let mut values = Vec::new();
         // Keys in byte order, exactly as a serde_json map (BTreeMap) sorts them.
         let Event {
             id,
@@ -65,6 +85,7 @@ impl CanonicalBody {
             pk,
             old,
             new,
+            nonce,
             changed,
             partial,
             sql,
@@ -100,16 +121,19 @@ impl CanonicalBody {
         w.field("id", id);
         w.field("kind", kind.as_str());
         w.opt("lsn", lsn);
-        w.object("new", new);
+        let new_at = w.members(0, new, &mut values);
+        let nonce_start = w.buf.len();
+        w.opt("nonce", nonce);
+        let nonce_at = nonce_start..w.buf.len();
         w.list("objects", objects);
-        w.object("old", old);
+        let old_at = w.members(1, old, &mut values);
         w.opt("operation", operation);
         if let Some(params) = params {
             w.key("params");
             crate::json::write_array(params, &mut w.buf);
         }
         w.list("partial", partial);
-        w.object("pk", pk);
+        let pk_at = w.members(2, pk, &mut values);
         let prev_hash_at = w.buf.len();
         w.opt("provenance", provenance);
         w.opt("rows", rows);
@@ -127,31 +151,75 @@ impl CanonicalBody {
         // so never a splice point) becomes the opening brace.
         w.buf[0] = b'{';
         w.buf.push(b'}');
-        CanonicalBody {
+        let body = Spliced {
             text: String::from_utf8(w.buf).expect("serde_json writes UTF-8"),
             prev_hash_at,
             seq_at,
-        }
+        };
+        let committed = nonce.as_deref().and_then(commit::nonce_bytes).map(|nonce| {
+            // Every edit lies before the splice points (pk is the last
+            // part, right before `prev_hash`).
+            let edits = [
+                (new_at, true),
+                (nonce_at, false),
+                (old_at, true),
+                (pk_at, true),
+            ];
+            body.committed(&edits, &values, &commit::Salter::new(&nonce))
+        });
+        CanonicalBody { body, committed }
     }
 
-    /// The canonical JSON of the unsealed event.
+    /// The canonical JSON of the unsealed event (with its nonce and values:
+    /// what a store keeps).
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.body.text
     }
 
     /// The canonical JSON of the unsealed event, owned.
     pub fn into_string(self) -> String {
-        self.text
+        self.body.text
+    }
+
+    /// Whether the event's hash is version 2 (over its committed form).
+    pub fn is_committed(&self) -> bool {
+        self.committed.is_some()
     }
 
     /// Feeds the canonical JSON of the event with these seal fields (left
     /// out when `None`) to `sink`, in pieces.
-    pub fn write_sealed(
+    pub fn write_sealed(&self, seq: Option<i64>, prev_hash: Option<&str>, sink: impl FnMut(&[u8])) {
+        self.body.write_sealed(seq, prev_hash, sink);
+    }
+
+    /// Feeds what the event's hash is over to `sink`: the canonical JSON
+    /// with these seal fields (version 1), or `commit::V2_PREFIX` and the
+    /// committed form with them (version 2).
+    pub fn write_hashed(
         &self,
         seq: Option<i64>,
         prev_hash: Option<&str>,
         mut sink: impl FnMut(&[u8]),
     ) {
+        match &self.committed {
+            None => self.body.write_sealed(seq, prev_hash, sink),
+            Some(committed) => {
+                sink(commit::V2_PREFIX);
+                committed.write_sealed(seq, prev_hash, sink);
+            }
+        }
+    }
+
+    /// The hash of the event sealed at `seq` after `prev_hash`.
+    pub fn sealed_hash(&self, seq: i64, prev_hash: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        self.write_hashed(Some(seq), Some(prev_hash), |piece| hasher.update(piece));
+        hasher.finalize().into()
+    }
+}
+
+impl Spliced {
+    fn write_sealed(&self, seq: Option<i64>, prev_hash: Option<&str>, mut sink: impl FnMut(&[u8])) {
         let body = self.text.as_bytes();
         sink(&body[..self.prev_hash_at]);
         if let Some(prev_hash) = prev_hash {
@@ -170,12 +238,65 @@ impl CanonicalBody {
         sink(&body[self.seq_at..]);
     }
 
-    /// SHA-256 of the canonical JSON of the event sealed at `seq` after `prev_hash`.
-    pub fn sealed_hash(&self, seq: i64, prev_hash: &str) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        self.write_sealed(Some(seq), Some(prev_hash), |piece| hasher.update(piece));
-        hasher.finalize().into()
+    /// The committed form of this body: each edit's range (in order, all
+    /// before the splice points) left out, and for a part its members
+    /// written again with each value's commitment in its place.
+    fn committed(
+        &self,
+        edits: &[(Range<usize>, bool)],
+        values: &[ValueSpan<'_>],
+        salter: &commit::Salter,
+    ) -> Spliced {
+        let body = self.text.as_bytes();
+        let mut out = Vec::with_capacity(body.len() + 72 * values.len());
+        let mut from = 0;
+        let mut parts = 0;
+        for (range, is_part) in edits {
+            out.extend_from_slice(&body[from..range.start]);
+            if *is_part && !range.is_empty() {
+                write_commitments(parts, body, values, salter, &mut out);
+            }
+            parts += usize::from(*is_part);
+            from = range.end;
+        }
+        let shift = out.len() as isize - from as isize;
+        out.extend_from_slice(&body[from..]);
+        let moved = |at: usize| at.saturating_add_signed(shift);
+        Spliced {
+            text: String::from_utf8(out).expect("hex digits and body pieces are UTF-8"),
+            prev_hash_at: moved(self.prev_hash_at),
+            seq_at: moved(self.seq_at),
+        }
     }
+}
+
+/// Writes a part's member again (`,"new":{"col":"<commitment>",…}`): its
+/// key and column names as in the body, each value's commitment (over the
+/// value's bytes in `body`) in place of the value.
+fn write_commitments(
+    part: usize,
+    body: &[u8],
+    values: &[ValueSpan<'_>],
+    salter: &commit::Salter,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(commit::PARTS[part].as_bytes());
+    out.extend_from_slice(b"\":{");
+    let mut first = true;
+    for span in values.iter().filter(|v| v.part == part) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        crate::json::write_str(span.column, out);
+        out.extend_from_slice(b":\"");
+        let salt = salter.salt(commit::PARTS[part], span.column);
+        let commitment = commit::commitment(&salt, &body[span.range.clone()]);
+        out.extend_from_slice(&crate::hex::encode_32(&commitment));
+        out.push(b'"');
+    }
+    out.push(b'}');
 }
 
 /// Writes `text` as a JSON string; hashes (hex) need no escaping, so the
@@ -209,6 +330,38 @@ impl FieldWriter {
             self.key(key);
             crate::json::write_object(object, &mut self.buf);
         }
+    }
+
+    /// A part's object (left out when unset), member by member, as
+    /// `json::write_object` writes it; where each value went is pushed to
+    /// `values`. Returns the range of the whole entry (empty when unset).
+    fn members<'a>(
+        &mut self,
+        part: usize,
+        value: &'a Option<crate::event::JsonObject>,
+        values: &mut Vec<ValueSpan<'a>>,
+    ) -> Range<usize> {
+        let start = self.buf.len();
+        if let Some(object) = value {
+            self.key(commit::PARTS[part]);
+            self.buf.push(b'{');
+            for (i, (column, value)) in object.iter().enumerate() {
+                if i > 0 {
+                    self.buf.push(b',');
+                }
+                crate::json::write_str(column, &mut self.buf);
+                self.buf.push(b':');
+                let at = self.buf.len();
+                crate::json::write(value, &mut self.buf);
+                values.push(ValueSpan {
+                    part,
+                    column,
+                    range: at..self.buf.len(),
+                });
+            }
+            self.buf.push(b'}');
+        }
+        start..self.buf.len()
     }
 
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {

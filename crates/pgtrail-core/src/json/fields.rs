@@ -73,3 +73,20 @@ pub(crate) fn deserialize_params<'de, D: Deserializer<'de>>(
         Some(_) => Err(D::Error::custom("expected a JSON array")),
     }
 }
+
+/// Reads an event's `nonce`: exactly 32 lowercase hex characters, the one
+/// spelling `Event::new` writes (another would be a second preimage of the
+/// same commitments).
+pub(crate) fn deserialize_nonce<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if crate::canonical::commit::nonce_bytes(&text).is_none() {
+        return Err(D::Error::custom(
+            "the nonce is not 32 lowercase hex characters",
+        ));
+    }
+    Ok(Some(text))
+}

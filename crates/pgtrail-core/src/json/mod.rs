@@ -27,6 +27,7 @@ pub(crate) mod fields;
 use serde_json::{Map, Value};
 
 pub use read::{parse, parse_captured, Duplicate, JsonError, Parsed};
+pub(crate) use write::write_str;
 pub use write::{array_to_string, object_to_string, to_string, write, write_array, write_object};
 
 /// Levels below which the std recursive `Clone`/`PartialEq` are used: far

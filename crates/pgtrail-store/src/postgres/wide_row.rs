@@ -85,6 +85,7 @@ pub(super) fn event_from_row(row: &Row) -> Result<Event, DecodeError> {
         pk: object(row, seq, 18, "pk")?,
         old: object(row, seq, 19, "old")?,
         new: object(row, seq, 20, "new")?,
+        nonce: None,
         changed: array(row, 21)?,
         partial: array(row, 22)?,
         sql: row.try_get(23)?,

@@ -60,7 +60,7 @@ pub async fn run(args: &ProveArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
     let hashes = pgtrail_store::proof::inclusion(store.as_ref(), index, size)
         .await
         .with_context(|| format!("cannot make the inclusion proof of event {seq}"))?;
-    let file = ProofFile::build(&event, hashes, note)?;
+    let file = ProofFile::build_redacted(&event, &args.redact, hashes, note)?;
 
     // The file must verify under the key that signed its checkpoint.
     let signer = trusted_signer(checkpoint, &keys)
@@ -310,6 +310,7 @@ fn plain_words(p: &Proven) -> String {
         "event {}, {} by {} at {}, is entry {} of the log {} whose signed size was {} at {}{kind}.\n\
          OK: it was recorded as shown (hash {}) and has not been altered since that checkpoint, \
          signed by the key with id {}.\n\
+         {}\
          This shows the event is in the log; it does not show that the log holds every change \
          (see docs/proofs.md).\n",
         thousands(p.entry),
@@ -322,6 +323,19 @@ fn plain_words(p: &Proven) -> String {
         pgtrail_core::time::format_micros(&p.checkpoint_time),
         p.event_hash,
         p.key_id,
+        withheld(&p.withheld),
+    )
+}
+
+/// The sentence on withheld fields, empty when the file shows them all.
+fn withheld(fields: &[String]) -> String {
+    if fields.is_empty() {
+        return String::new();
+    }
+    format!(
+        "withheld: {} \u{2014} their commitments are in the file, their values are not; \
+         they are covered by the hash all the same.\n",
+        fields.join(", ")
     )
 }
 
