@@ -177,6 +177,42 @@ async fn every_change_wal2json_sees_is_in_the_trail_with_equal_values() -> anyho
     options.actor = false;
     db.setup(&options).await?;
     let w2j_slot = format!("{}_w2j", db.slot);
+    // Servers from the November 2026 minor releases (15.20, …) decode only
+    // with the plugins `output_plugin_libraries` lists (pgoutput and
+    // test_decoding by default); older ones have no such setting. The
+    // check reads the server's configuration, not the session's.
+    let restricted = db
+        .client
+        .query_opt(
+            "select 1 from pg_catalog.pg_settings where name = 'output_plugin_libraries'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if restricted {
+        db.client
+            .batch_execute(
+                "alter system set output_plugin_libraries = 'pgoutput', 'test_decoding', 'wal2json'",
+            )
+            .await?;
+        db.client
+            .batch_execute("select pg_catalog.pg_reload_conf()")
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !db
+            .client
+            .query_one("show output_plugin_libraries", &[])
+            .await?
+            .get::<_, String>(0)
+            .contains("wal2json")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the configuration was not reloaded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     db.client
         .execute(
             "select pg_create_logical_replication_slot($1, 'wal2json')",

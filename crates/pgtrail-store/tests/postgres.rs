@@ -1330,7 +1330,13 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
     let cluster = Cluster::start().expect("cluster");
     let key = KeyPair::generate().expect("key");
     for version in 1..PostgresStore::schema_version() {
-        let events = varied_events(version >= 3);
+        let mut events = varied_events(version >= 3);
+        if version < 4 {
+            // Wide rows predate hash version 2: their events had no nonce.
+            for e in &mut events {
+                e.nonce = None;
+            }
+        }
         let url = cluster
             .create_database(&format!("v{version}"))
             .await
