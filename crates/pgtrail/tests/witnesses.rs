@@ -8,7 +8,7 @@
 //! request gets 400 and the witness keeps cosigning.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -244,6 +244,33 @@ fn proof_carries_the_cosignatures(dir: &Path, db: &Path, public: &Path, vkeys: &
     assert_eq!(check(&stripped, vkeys, Some("1")).code, 1);
 }
 
+/// A store of 10 events at `dir/trail.db` and a signing key pair beside it.
+struct Log {
+    db: PathBuf,
+    key_path: PathBuf,
+    public: PathBuf,
+}
+
+async fn log_of_ten(dir: &Path) -> Log {
+    let log = Log {
+        db: dir.join("trail.db"),
+        key_path: dir.join("signing.key"),
+        public: dir.join("signing.key.pub"),
+    };
+    KeyPair::generate()
+        .expect("key")
+        .save(&log.key_path, &log.public)
+        .expect("save");
+    append(&log.db, "alice", 10).await;
+    log
+}
+
+/// The origin line of the store's checkpoints.
+async fn origin_of(db: &Path) -> String {
+    let store = SqliteStore::open(db).await.expect("open");
+    pgtrail_store::checkpoint::origin(&store.store_id().await.expect("id").expect("an id"))
+}
+
 async fn sign(path: &Path, key: &KeyPair) -> Checkpoint {
     let store = SqliteStore::open(path).await.expect("open");
     let signer = Signer {
@@ -261,21 +288,15 @@ async fn sign(path: &Path, key: &KeyPair) -> Checkpoint {
 async fn two_witnesses_cosign_and_refuse_a_fork_and_a_rollback() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let db = dir.join("trail.db");
-    let key_path = dir.join("signing.key");
-    let public = dir.join("signing.key.pub");
-    KeyPair::generate()
-        .expect("key")
-        .save(&key_path, &public)
-        .expect("save");
-    append(&db, "alice", 10).await;
+    let Log {
+        db,
+        key_path,
+        public,
+    } = log_of_ten(dir).await;
     // The store as it was at 10 events: what the forger starts from.
     let copy = dir.join("copy.db");
     copy_store(&db, &copy);
-    let origin = {
-        let store = SqliteStore::open(&db).await.expect("open");
-        pgtrail_store::checkpoint::origin(&store.store_id().await.expect("id").expect("an id"))
-    };
+    let origin = origin_of(&db).await;
     let witnesses = [
         start_witness(dir, 1, &origin, &public),
         start_witness(dir, 2, &origin, &public),
@@ -431,18 +452,12 @@ async fn two_witnesses_cosign_and_refuse_a_fork_and_a_rollback() {
 async fn the_checkpoint_command_submits_to_the_witnesses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let db = dir.join("trail.db");
-    let key_path = dir.join("signing.key");
-    let public = dir.join("signing.key.pub");
-    KeyPair::generate()
-        .expect("key")
-        .save(&key_path, &public)
-        .expect("save");
-    append(&db, "alice", 10).await;
-    let origin = {
-        let store = SqliteStore::open(&db).await.expect("open");
-        pgtrail_store::checkpoint::origin(&store.store_id().await.expect("id").expect("an id"))
-    };
+    let Log {
+        db,
+        key_path,
+        public,
+    } = log_of_ten(dir).await;
+    let origin = origin_of(&db).await;
     let witness = start_witness(dir, 1, &origin, &public);
     let config = dir.join("pgtrail.toml");
     std::fs::write(
