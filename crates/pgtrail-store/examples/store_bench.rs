@@ -43,6 +43,11 @@ struct Args {
     facet_cost: bool,
 }
 
+/// `--hash-v1`: events are made without a nonce, so they are hashed whole
+/// (version 1) instead of value by value (version 2): the same binary's
+/// two hash versions, side by side.
+static HASH_V1: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn parse_args() -> Args {
     let mut args = Args {
         events: 1_000_000,
@@ -68,11 +73,12 @@ fn parse_args() -> Args {
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
             "--facet-cost" => args.facet_cost = true,
+            "--hash-v1" => HASH_V1.store(true, std::sync::atomic::Ordering::Relaxed),
             "--skip-sealed" => args.skip_sealed = true,
             "--drop-index" => {
                 args.drop_indexes = value().split(',').map(String::from).collect()
             }
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost"),
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1"),
         }
     }
     args
@@ -93,47 +99,61 @@ const USERS: u64 = 500;
 /// whichever batch asks for it, so batches are made just before they are
 /// timed and never all held in memory (10M events would not fit twice).
 fn generate(range: std::ops::Range<usize>, total: usize, now: DateTime<Utc>) -> Vec<Event> {
-    let span_us = 30 * 86_400 * 1_000_000i64;
+    let hash_v1 = HASH_V1.load(std::sync::atomic::Ordering::Relaxed);
     range
         .map(|i| {
-            let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            rng.next();
-            let n = total;
-            let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / n as i64);
-            let user = format!("user{}@example.com", rng.below(USERS));
-            if i % 10 == 9 {
-                let mut e = Event::at(Source::Proxy, Kind::Statement, at);
-                let table = format!("table_{}", rng.below(TABLES));
-                e.sql = Some(format!(
-                    "SELECT id, name, balance FROM public.{table} WHERE customer_id = $1 AND status = 'open' ORDER BY created_at DESC LIMIT {}",
-                    rng.below(100)
-                ));
-                e.db_user = Some("app".into());
-                e.app_user = Some(user);
-                e.operation = Some("SELECT".into());
-                e.rows = Some(rng.below(100) as i64);
-                e.duration_us = Some(rng.below(5_000) as i64);
-                return e;
+            let mut e = event(i, total, now);
+            if hash_v1 {
+                e.nonce = None;
             }
-            let mut e = Event::at(Source::Trigger, Kind::RowChange, at);
-            let id = rng.below(ROWS_PER_TABLE);
-            e.schema = Some("public".into());
-            e.table = Some(format!("table_{}", rng.below(TABLES)));
-            e.pk = json!({ "id": id.to_string() }).as_object().cloned();
-            e.db_user = Some("app".into());
-            e.app_user = Some(user);
-            e.client_addr = Some("10.0.0.12".into());
-            e.application_name = Some("billing-api".into());
-            e.backend_pid = Some(1000 + rng.below(50) as i32);
-            e.xid = Some(100_000 + i as i64);
-            e.operation = Some("UPDATE".into());
-            let balance = format!("{}.{:02}", rng.below(100_000), rng.below(100));
-            e.old = json!({"id": id, "status": "open", "balance": "10.00", "name": "Customer name here"}).as_object().cloned();
-            e.new = json!({"id": id, "status": "open", "balance": balance, "name": "Customer name here"}).as_object().cloned();
-            e.changed = vec!["balance".into()];
             e
         })
         .collect()
+}
+
+/// Event `i` of `total`.
+fn event(i: usize, total: usize, now: DateTime<Utc>) -> Event {
+    let span_us = 30 * 86_400 * 1_000_000i64;
+    let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.next();
+    let n = total;
+    let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / n as i64);
+    let user = format!("user{}@example.com", rng.below(USERS));
+    if i % 10 == 9 {
+        let mut e = Event::at(Source::Proxy, Kind::Statement, at);
+        let table = format!("table_{}", rng.below(TABLES));
+        e.sql = Some(format!(
+            "SELECT id, name, balance FROM public.{table} WHERE customer_id = $1 AND status = 'open' ORDER BY created_at DESC LIMIT {}",
+            rng.below(100)
+        ));
+        e.db_user = Some("app".into());
+        e.app_user = Some(user);
+        e.operation = Some("SELECT".into());
+        e.rows = Some(rng.below(100) as i64);
+        e.duration_us = Some(rng.below(5_000) as i64);
+        return e;
+    }
+    let mut e = Event::at(Source::Trigger, Kind::RowChange, at);
+    let id = rng.below(ROWS_PER_TABLE);
+    e.schema = Some("public".into());
+    e.table = Some(format!("table_{}", rng.below(TABLES)));
+    e.pk = json!({ "id": id.to_string() }).as_object().cloned();
+    e.db_user = Some("app".into());
+    e.app_user = Some(user);
+    e.client_addr = Some("10.0.0.12".into());
+    e.application_name = Some("billing-api".into());
+    e.backend_pid = Some(1000 + rng.below(50) as i32);
+    e.xid = Some(100_000 + i as i64);
+    e.operation = Some("UPDATE".into());
+    let balance = format!("{}.{:02}", rng.below(100_000), rng.below(100));
+    e.old = json!({"id": id, "status": "open", "balance": "10.00", "name": "Customer name here"})
+        .as_object()
+        .cloned();
+    e.new = json!({"id": id, "status": "open", "balance": balance, "name": "Customer name here"})
+        .as_object()
+        .cloned();
+    e.changed = vec!["balance".into()];
+    e
 }
 
 /// One backend's figures over all rounds.

@@ -18,8 +18,6 @@
 pub mod commit;
 mod writer;
 
-use sha2::{Digest, Sha256};
-
 use crate::Event;
 
 pub use writer::CanonicalBody;
@@ -43,11 +41,8 @@ pub fn canonical_json(event: &Event) -> Vec<u8> {
 /// The hash (hex) of `event` with the seal fields it carries: SHA-256 of
 /// its canonical JSON (version 1) or of its committed form (version 2).
 pub fn event_hash(event: &Event) -> Hash {
-    let mut hasher = Sha256::new();
-    CanonicalBody::of(event).write_hashed(event.seq, event.prev_hash.as_deref(), |piece| {
-        hasher.update(piece)
-    });
-    crate::hex::encode(&hasher.finalize())
+    let hash = CanonicalBody::of(event).hash_with(event.seq, event.prev_hash.as_deref());
+    crate::hex::encode(&hash)
 }
 
 /// The bytes a version 2 event's hash is over, after `commit::V2_PREFIX`:
@@ -77,6 +72,7 @@ mod tests {
 
     use super::*;
     use crate::{Kind, Source};
+    use sha2::{Digest, Sha256};
 
     /// The canonical form as it was first defined: through a `Value`.
     fn reference_json(event: &Event) -> Vec<u8> {

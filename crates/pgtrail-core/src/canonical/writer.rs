@@ -31,12 +31,24 @@ const BODY_CAPACITY: usize = 768;
 /// The canonical JSON of an event without `seq`, `prev_hash` and `hash`,
 /// and where `seq` and `prev_hash` go when it is sealed; for a version 2
 /// event (one with a nonce) also its committed form (`super::commit`),
-/// which is what its hash is over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// which is what its hash is over, kept as SHA-256 already fed with all of
+/// it before `prev_hash`: that part never changes, and the rest of the
+/// committed form is the body's own rest (every value comes before the
+/// splice points), so the committed text itself is never kept.
+#[derive(Debug, Clone)]
 pub struct CanonicalBody {
     body: Spliced,
-    committed: Option<Spliced>,
+    committed: Option<Sha256>,
 }
+
+impl PartialEq for CanonicalBody {
+    fn eq(&self, other: &Self) -> bool {
+        let state = |c: &Option<Sha256>| c.clone().map(|h| <[u8; 32]>::from(h.finalize()));
+        self.body == other.body && state(&self.committed) == state(&other.committed)
+    }
+}
+
+impl Eq for CanonicalBody {}
 
 /// A JSON text and where `prev_hash` and `seq` are spliced into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +59,12 @@ struct Spliced {
 }
 
 /// Where a row value was written in the body: its part (index into
-/// `commit::PARTS`), its column and its bytes.
+/// `commit::PARTS`), its column, where its member starts (the column's
+/// quoted name) and its value's bytes.
 struct ValueSpan<'a> {
     part: usize,
     column: &'a str,
+    member_at: usize,
     range: Range<usize>,
 }
 
@@ -165,7 +179,7 @@ impl CanonicalBody {
                 (old_at, true),
                 (pk_at, true),
             ];
-            body.committed(&edits, &values, &commit::Salter::new(&nonce))
+            body.committed_prefix(&edits, &values, &commit::Salter::new(&nonce))
         });
         CanonicalBody { body, committed }
     }
@@ -192,36 +206,46 @@ impl CanonicalBody {
         self.body.write_sealed(seq, prev_hash, sink);
     }
 
-    /// Feeds what the event's hash is over to `sink`: the canonical JSON
-    /// with these seal fields (version 1), or `commit::V2_PREFIX` and the
-    /// committed form with them (version 2).
-    pub fn write_hashed(
-        &self,
-        seq: Option<i64>,
-        prev_hash: Option<&str>,
-        mut sink: impl FnMut(&[u8]),
-    ) {
+    /// The hash of the event with these seal fields (left out when
+    /// `None`): SHA-256 of its canonical JSON (version 1), or of
+    /// `commit::V2_PREFIX` and its committed form (version 2).
+    pub fn hash_with(&self, seq: Option<i64>, prev_hash: Option<&str>) -> [u8; 32] {
         match &self.committed {
-            None => self.body.write_sealed(seq, prev_hash, sink),
-            Some(committed) => {
-                sink(commit::V2_PREFIX);
-                committed.write_sealed(seq, prev_hash, sink);
+            None => {
+                let mut hasher = Sha256::new();
+                self.body
+                    .write_sealed(seq, prev_hash, |piece| hasher.update(piece));
+                hasher.finalize().into()
+            }
+            Some(prefix) => {
+                let mut hasher = prefix.clone();
+                self.body
+                    .write_sealed_rest(seq, prev_hash, |piece| hasher.update(piece));
+                hasher.finalize().into()
             }
         }
     }
 
     /// The hash of the event sealed at `seq` after `prev_hash`.
     pub fn sealed_hash(&self, seq: i64, prev_hash: &str) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        self.write_hashed(Some(seq), Some(prev_hash), |piece| hasher.update(piece));
-        hasher.finalize().into()
+        self.hash_with(Some(seq), Some(prev_hash))
     }
 }
 
 impl Spliced {
     fn write_sealed(&self, seq: Option<i64>, prev_hash: Option<&str>, mut sink: impl FnMut(&[u8])) {
+        sink(&self.text.as_bytes()[..self.prev_hash_at]);
+        self.write_sealed_rest(seq, prev_hash, sink);
+    }
+
+    /// What `write_sealed` writes from `prev_hash` on.
+    fn write_sealed_rest(
+        &self,
+        seq: Option<i64>,
+        prev_hash: Option<&str>,
+        mut sink: impl FnMut(&[u8]),
+    ) {
         let body = self.text.as_bytes();
-        sink(&body[..self.prev_hash_at]);
         if let Some(prev_hash) = prev_hash {
             sink(b",\"prev_hash\":");
             write_json_str(prev_hash, &mut sink);
@@ -238,65 +262,62 @@ impl Spliced {
         sink(&body[self.seq_at..]);
     }
 
-    /// The committed form of this body: each edit's range (in order, all
-    /// before the splice points) left out, and for a part its members
-    /// written again with each value's commitment in its place.
-    fn committed(
+    /// SHA-256 fed with `commit::V2_PREFIX` and the committed form of this
+    /// body up to `prev_hash`: each edit's range (in order, all before the
+    /// splice points) left out, and for a part its members written again
+    /// with each value's commitment in its place.
+    fn committed_prefix(
         &self,
         edits: &[(Range<usize>, bool)],
         values: &[ValueSpan<'_>],
         salter: &commit::Salter,
-    ) -> Spliced {
+    ) -> Sha256 {
         let body = self.text.as_bytes();
-        let mut out = Vec::with_capacity(body.len() + 72 * values.len());
+        let mut hasher = Sha256::new();
+        hasher.update(commit::V2_PREFIX);
         let mut from = 0;
         let mut parts = 0;
         for (range, is_part) in edits {
-            out.extend_from_slice(&body[from..range.start]);
+            hasher.update(&body[from..range.start]);
             if *is_part && !range.is_empty() {
-                write_commitments(parts, body, values, salter, &mut out);
+                hash_commitments(parts, body, values, salter, &mut hasher);
             }
             parts += usize::from(*is_part);
             from = range.end;
         }
-        let shift = out.len() as isize - from as isize;
-        out.extend_from_slice(&body[from..]);
-        let moved = |at: usize| at.saturating_add_signed(shift);
-        Spliced {
-            text: String::from_utf8(out).expect("hex digits and body pieces are UTF-8"),
-            prev_hash_at: moved(self.prev_hash_at),
-            seq_at: moved(self.seq_at),
-        }
+        hasher.update(&body[from..self.prev_hash_at]);
+        hasher
     }
 }
 
-/// Writes a part's member again (`,"new":{"col":"<commitment>",…}`): its
-/// key and column names as in the body, each value's commitment (over the
-/// value's bytes in `body`) in place of the value.
-fn write_commitments(
+/// Feeds a part's member again (`,"new":{"col":"<commitment>",…}`) to
+/// `hasher`: its key and column names as in the body, each value's
+/// commitment (over the value's bytes in `body`) in place of the value.
+fn hash_commitments(
     part: usize,
     body: &[u8],
     values: &[ValueSpan<'_>],
     salter: &commit::Salter,
-    out: &mut Vec<u8>,
+    hasher: &mut Sha256,
 ) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(commit::PARTS[part].as_bytes());
-    out.extend_from_slice(b"\":{");
+    hasher.update(b",\"");
+    hasher.update(commit::PARTS[part].as_bytes());
+    hasher.update(b"\":{");
     let mut first = true;
     for span in values.iter().filter(|v| v.part == part) {
         if !first {
-            out.push(b',');
+            hasher.update(b",");
         }
         first = false;
-        crate::json::write_str(span.column, out);
-        out.extend_from_slice(b":\"");
+        // `"column":` as the body spells it, then the quoted commitment.
         let salt = salter.salt(commit::PARTS[part], span.column);
         let commitment = commit::commitment(&salt, &body[span.range.clone()]);
-        out.extend_from_slice(&crate::hex::encode_32(&commitment));
-        out.push(b'"');
+        let mut quoted = [b'"'; 66];
+        quoted[1..65].copy_from_slice(&crate::hex::encode_32(&commitment));
+        hasher.update(&body[span.member_at..span.range.start]);
+        hasher.update(quoted);
     }
-    out.push(b'}');
+    hasher.update(b"}");
 }
 
 /// Writes `text` as a JSON string; hashes (hex) need no escaping, so the
@@ -349,6 +370,7 @@ impl FieldWriter {
                 if i > 0 {
                     self.buf.push(b',');
                 }
+                let member_at = self.buf.len();
                 crate::json::write_str(column, &mut self.buf);
                 self.buf.push(b':');
                 let at = self.buf.len();
@@ -356,6 +378,7 @@ impl FieldWriter {
                 values.push(ValueSpan {
                     part,
                     column,
+                    member_at,
                     range: at..self.buf.len(),
                 });
             }
