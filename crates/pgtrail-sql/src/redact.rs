@@ -67,7 +67,7 @@ fn redact_secrets_inner(
     let named = tokens.iter().any(Tok::names_secret);
     let parsed = match known {
         Some(parsed) if !named => parsed,
-        _ => pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
+        _ => crate::strings::parse(sql).is_ok_and(|tree| {
             if named {
                 secrets_in_tree(&tree, &tokens, &mut edits);
             }
