@@ -191,7 +191,7 @@ impl Analyzer {
         }
         let redact = |mode| {
             strings::under(mode, || match self.policy {
-                TextPolicy::Secrets => redact::redact_secrets(text),
+                TextPolicy::Secrets => redact::redact_secrets_in_mode(text),
                 TextPolicy::Constants => redact::redact_constants(text),
             })
         };
@@ -213,7 +213,7 @@ impl Analyzer {
             (TextPolicy::Secrets, Some(tokens)) => {
                 redact::redact_secrets_known(text, tokens, parsed).0
             }
-            (TextPolicy::Secrets, None) => redact::redact_secrets(text).0,
+            (TextPolicy::Secrets, None) => redact::redact_secrets_in_mode(text).0,
         };
         statement::analyze(sql, &self.names, &mut redact)
     }

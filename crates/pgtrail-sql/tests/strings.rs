@@ -127,3 +127,18 @@ fn the_cache_never_answers_one_mode_with_the_other() {
     analyzer.analyze_in(plain, StandardStrings::Off);
     assert_eq!(analyzer.len(), before);
 }
+
+/// The redaction every capture path stores statement text through (the
+/// trigger drainer's `current_query()` too): a password one reading finds
+/// is not stored through the other.
+#[test]
+fn redact_secrets_withholds_what_the_two_readings_redact_differently() {
+    let (text, _) =
+        pgtrail_sql::redact_secrets(r"alter role app password 'Xq7\'Zk9; select 1 -- '");
+    assert_eq!(text, WITHHELD);
+    // Read alike: redacted as before.
+    let (text, _) = pgtrail_sql::redact_secrets(r"alter role app password 'Xq7\\Zk9'");
+    assert_eq!(text, "alter role app password '<redacted>'");
+    let (text, _) = pgtrail_sql::redact_secrets(r"select 'a\b' from t");
+    assert_eq!(text, r"select 'a\b' from t");
+}

@@ -424,7 +424,9 @@ impl SessionRecorder {
         }
         if let Outcome::Failed { error, .. } = &record.outcome {
             event.sqlstate = Some(error.code().to_string());
-            let sensitive = !analysis.parsed || text.contains(REDACTED);
+            // An ambiguous text's error may quote what one reading takes
+            // for a literal (a password's tail).
+            let sensitive = !analysis.parsed || analysis.ambiguous || text.contains(REDACTED);
             event.error = Some(scrub_error(error.message(), sensitive));
         }
         event.sql = Some(text);
