@@ -887,15 +887,12 @@ fn pipeline(address: &str, user: &str, messages: &[u8]) -> Vec<u8> {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let mut startup = 196_608u32.to_be_bytes().to_vec();
-    for part in ["user", user, "database", "postgres", ""] {
-        startup.extend_from_slice(part.as_bytes());
-        startup.push(0);
-    }
-    let len = u32::try_from(startup.len() + 4).expect("small");
-    let mut packet = len.to_be_bytes().to_vec();
-    packet.extend(startup);
-    stream.write_all(&packet).expect("startup");
+    let mut startup = Default::default();
+    pgtrail_wire::frontend::encode_startup(
+        &mut startup,
+        &[("user", user), ("database", "postgres")],
+    );
+    stream.write_all(&startup).expect("startup");
     let read_until_ready = |stream: &mut std::net::TcpStream| {
         let mut tags = Vec::new();
         let mut header = [0u8; 5];
