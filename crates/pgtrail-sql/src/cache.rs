@@ -170,10 +170,13 @@ impl Analyzer {
 
     /// [`Analyzer::analyze_in`] without the cache.
     pub fn analyze_uncached_in(&self, sql: &str, mode: StandardStrings) -> Analysis {
-        let expected = strings::under(mode, || self.analyze_once(sql));
         if !strings::mode_matters(sql) {
-            return expected;
+            // Read alike in both modes (or, holding `U&'…'`, an error when
+            // off, which runs nothing): read `on`, so the one cache entry
+            // is the same whichever session made it.
+            return strings::under(StandardStrings::On, || self.analyze_once(sql));
         }
+        let expected = strings::under(mode, || self.analyze_once(sql));
         let other = strings::under(mode.other(), || self.analyze_once(sql));
         if other == expected {
             return expected;

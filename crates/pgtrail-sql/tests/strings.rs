@@ -142,3 +142,17 @@ fn redact_secrets_withholds_what_the_two_readings_redact_differently() {
     let (text, _) = pgtrail_sql::redact_secrets(r"select 'a\b' from t");
     assert_eq!(text, r"select 'a\b' from t");
 }
+
+/// `U&'…'` is an error with the setting off (the server runs nothing of
+/// the text), and has no backslash to read differently otherwise: it is
+/// read `on` whatever the session's mode, so its one cache entry is the
+/// same whichever session made it.
+#[test]
+fn a_text_without_a_backslash_is_read_on_in_either_mode() {
+    let sql = "delete from t where a = U&'x'";
+    for mode in MODES {
+        let a = analyze(sql, mode);
+        assert!(a.parsed && !a.ambiguous, "{mode:?}: {a:?}");
+        assert_eq!(a.statements[0].class, Class::Write);
+    }
+}
