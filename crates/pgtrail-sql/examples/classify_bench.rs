@@ -36,6 +36,8 @@ fn statements() -> Vec<(&'static str, String)> {
         ("long insert 100 rows", format!("INSERT INTO customers (id, name, email, balance, created_at) VALUES {}", rows.join(", "))),
         ("ddl", "ALTER TABLE public.orders ADD COLUMN paid_at timestamptz DEFAULT now()".into()),
         ("role password", "ALTER ROLE app WITH LOGIN PASSWORD 's3cret' VALID UNTIL '2030-01-01'".into()),
+        // A backslash: read with standard_conforming_strings on and off.
+        ("backslash literal", r"SELECT id FROM files WHERE path LIKE 'C:\Users\%' AND owner = $1".into()),
     ]
 }
 

@@ -22,6 +22,13 @@
 //! hold a secret; under [`TextPolicy::Constants`] the stored text is the
 //! shape's anyway). That is what makes the simple protocol's texts, new
 //! literals each time, cost a scan instead of a parse.
+//!
+//! Each text is read in a `standard_conforming_strings` mode (the
+//! session's, as the server last reported it). A text without a backslash
+//! reads the same in both and is analyzed once; one with a backslash is
+//! analyzed in both (see `reading`), has no shape, and is cached per mode
+//! (its analysis follows the expected mode's statements): an analysis made
+//! for one mode is never handed to a lookup in the other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +37,9 @@ use pgtrail_core::config::IdentityConfig;
 
 use crate::claims::{self, Claim, Names};
 use crate::statement::{self, Analysis};
+use crate::strings::{self, StandardStrings};
 use crate::token::{self, Tok};
-use crate::{literal, redact, shape};
+use crate::{literal, reading, redact, shape};
 
 /// Texts longer than this (bytes) are not cached.
 pub const MAX_CACHED_TEXT: usize = 16 * 1024;
@@ -52,6 +60,8 @@ pub struct Analyzer {
     names: Names,
     policy: TextPolicy,
     texts: Generations,
+    /// Texts with a backslash read with `standard_conforming_strings` off.
+    texts_off: Generations,
     shapes: Generations,
     hits: u64,
     misses: u64,
@@ -65,28 +75,45 @@ impl Analyzer {
             names: Names::new(identity),
             policy,
             texts: Generations::new(capacity),
+            texts_off: Generations::new(capacity),
             shapes: Generations::new(capacity),
             hits: 0,
             misses: 0,
         }
     }
 
-    /// What the statements of `sql` are (see [`Analysis`]).
+    /// What the statements of `sql` are (see [`Analysis`]), read with
+    /// `standard_conforming_strings` on.
     pub fn analyze(&mut self, sql: &str) -> Arc<Analysis> {
-        if let Some(found) = self.cached(sql) {
+        self.analyze_in(sql, StandardStrings::On)
+    }
+
+    /// What the statements of `sql` are, read in `mode` (and in the other
+    /// mode too when that could read differently: see [`Analysis::ambiguous`]).
+    pub fn analyze_in(&mut self, sql: &str, mode: StandardStrings) -> Arc<Analysis> {
+        if let Some(found) = self.cached(sql, mode) {
             return found;
         }
-        let analysis = Arc::new(self.analyze_uncached(sql));
-        self.store(sql, Arc::clone(&analysis));
+        let analysis = Arc::new(self.analyze_uncached_in(sql, mode));
+        self.store(sql, mode, Arc::clone(&analysis));
         analysis
     }
 
-    /// The cached analysis of `sql` or of its shape, if any (a hit counts
-    /// as in [`Analyzer::analyze`]; a miss is not counted: the caller
-    /// analyzes with [`Analyzer::analyze_uncached`], outside any lock it
-    /// holds, and hands the result to [`Analyzer::store`]).
-    pub fn cached(&mut self, sql: &str) -> Option<Arc<Analysis>> {
-        if let Some(found) = self.texts.get(sql) {
+    /// The exact-text generations a text read in `mode` is cached in.
+    fn texts_for(&mut self, sql: &str, mode: StandardStrings) -> &mut Generations {
+        if mode == StandardStrings::Off && strings::mode_matters(sql) {
+            &mut self.texts_off
+        } else {
+            &mut self.texts
+        }
+    }
+
+    /// The cached analysis of `sql` read in `mode`, or of its shape, if any
+    /// (a hit counts as in [`Analyzer::analyze`]; a miss is not counted:
+    /// the caller analyzes with [`Analyzer::analyze_uncached_in`], outside any
+    /// lock it holds, and hands the result to [`Analyzer::store`]).
+    pub fn cached(&mut self, sql: &str, mode: StandardStrings) -> Option<Arc<Analysis>> {
+        if let Some(found) = self.texts_for(sql, mode).get(sql) {
             self.hits += 1;
             return Some(found);
         }
@@ -99,20 +126,22 @@ impl Analyzer {
         Some(Arc::new(found))
     }
 
-    /// Caches `analysis` as the analysis of `sql` (a miss, counted), and of
-    /// its shape, unless the text is longer than [`MAX_CACHED_TEXT`].
-    pub fn store(&mut self, sql: &str, analysis: Arc<Analysis>) {
+    /// Caches `analysis` as the analysis of `sql` read in `mode` (a miss,
+    /// counted), and of its shape, unless the text is longer than
+    /// [`MAX_CACHED_TEXT`].
+    pub fn store(&mut self, sql: &str, mode: StandardStrings, analysis: Arc<Analysis>) {
         self.misses += 1;
         if sql.len() > MAX_CACHED_TEXT {
             return;
         }
-        // Only a parse's one statement is a shape's (see `shape`).
+        // Only a parse's one statement is a shape's (see `shape`; a text
+        // with a backslash has none).
         if analysis.parsed && analysis.statements.len() == 1 {
             if let Some(key) = shape::key(sql) {
                 self.shapes.put(key.into(), Arc::clone(&analysis));
             }
         }
-        self.texts.put(sql.into(), analysis);
+        self.texts_for(sql, mode).put(sql.into(), analysis);
     }
 
     /// The analysis of `sql` from `template`, the analysis of another text
@@ -136,6 +165,50 @@ impl Analyzer {
 
     /// [`Analyzer::analyze`] without the cache.
     pub fn analyze_uncached(&self, sql: &str) -> Analysis {
+        self.analyze_uncached_in(sql, StandardStrings::On)
+    }
+
+    /// [`Analyzer::analyze_in`] without the cache.
+    pub fn analyze_uncached_in(&self, sql: &str, mode: StandardStrings) -> Analysis {
+        if !strings::mode_matters(sql) {
+            // Read alike in both modes (or, holding `U&'…'`, an error when
+            // off, which runs nothing): read `on`, so the one cache entry
+            // is the same whichever session made it.
+            return strings::under(StandardStrings::On, || self.analyze_once(sql));
+        }
+        let expected = strings::under(mode, || self.analyze_once(sql));
+        let other = strings::under(mode.other(), || self.analyze_once(sql));
+        if other == expected {
+            return expected;
+        }
+        reading::ambiguous(expected, other, self.stored_whole(sql))
+    }
+
+    /// What an ambiguous text's statements store (see `reading`): the text
+    /// as written when it cannot hold a secret, else what both readings
+    /// redact it to if they agree, else nothing.
+    fn stored_whole(&self, sql: &str) -> String {
+        let text = &sql[statement::trimmed(sql, 0..sql.len())];
+        if self.policy == TextPolicy::Secrets && !literal::mentions_secret(text) {
+            return text.to_string();
+        }
+        let redact = |mode| {
+            strings::under(mode, || match self.policy {
+                TextPolicy::Secrets => redact::redact_secrets_in_mode(text),
+                TextPolicy::Constants => redact::redact_constants(text),
+            })
+        };
+        let (on, outcome) = redact(StandardStrings::On);
+        let (off, _) = redact(StandardStrings::Off);
+        if on == off && outcome != redact::Redaction::Withheld {
+            on
+        } else {
+            redact::WITHHELD.to_string()
+        }
+    }
+
+    /// The analysis of `sql` in the thread's mode.
+    fn analyze_once(&self, sql: &str) -> Analysis {
         let policy = self.policy;
         let mut redact = |text: &str, tokens: Option<Vec<Tok>>, parsed: bool| match (policy, tokens)
         {
@@ -143,7 +216,7 @@ impl Analyzer {
             (TextPolicy::Secrets, Some(tokens)) => {
                 redact::redact_secrets_known(text, tokens, parsed).0
             }
-            (TextPolicy::Secrets, None) => redact::redact_secrets(text).0,
+            (TextPolicy::Secrets, None) => redact::redact_secrets_in_mode(text).0,
         };
         statement::analyze(sql, &self.names, &mut redact)
     }
@@ -161,7 +234,7 @@ impl Analyzer {
 
     /// Texts cached now.
     pub fn len(&self) -> usize {
-        self.texts.len()
+        self.texts.len() + self.texts_off.len()
     }
 
     /// Whether nothing is cached.

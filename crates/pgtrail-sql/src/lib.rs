@@ -35,9 +35,11 @@ mod claims;
 mod class;
 mod literal;
 mod objects;
+mod reading;
 mod redact;
 mod shape;
 mod statement;
+mod strings;
 mod token;
 
 pub use cache::{Analyzer, TextPolicy, MAX_CACHED_TEXT};
@@ -51,6 +53,7 @@ pub use redact::{
     Redaction, Redactor, REDACTED, WITHHELD,
 };
 pub use statement::{Analysis, Deallocate, Runs, Statement, Transaction};
+pub use strings::{mode_matters, StandardStrings};
 
 /// `name` as a double-quoted SQL identifier (inner quotes doubled), for SQL
 /// pgtrail writes around a name it was given: always quoted, so a keyword

@@ -17,12 +17,15 @@ pub(crate) enum Quoting {
 /// A string literal token's quoting and value; `None` for values this
 /// module does not decode (they are then replaced whole when in doubt).
 pub(crate) fn decode(token: &str) -> (Quoting, Option<String>) {
+    // A plain literal escapes with backslashes when the thread reads in
+    // `standard_conforming_strings = off` (see `strings`).
+    let escapes = crate::strings::current() == crate::strings::StandardStrings::Off;
     let lower = token.get(..2).map(str::to_ascii_lowercase);
     match lower.as_deref() {
         Some("e'") => (Quoting::Escape, decode_quoted(&token[1..], true)),
-        Some("n'") => (Quoting::Standard, decode_quoted(&token[1..], false)),
+        Some("n'") => (Quoting::Standard, decode_quoted(&token[1..], escapes)),
         Some("u&") => (Quoting::Other, None),
-        _ if token.starts_with('\'') => (Quoting::Standard, decode_quoted(token, false)),
+        _ if token.starts_with('\'') => (Quoting::Standard, decode_quoted(token, escapes)),
         _ if token.starts_with('$') => {
             let Some(end) = token[1..].find('$') else {
                 return (Quoting::Other, None);
@@ -43,10 +46,17 @@ pub(crate) fn decode(token: &str) -> (Quoting, Option<String>) {
 }
 
 /// The literal for `value`, written the way the original was where that is
-/// safe (a dollar quote keeps its tag), else as a standard `'…'` literal.
+/// safe (a dollar quote keeps its tag), else as a standard `'…'` literal
+/// (`E'…'` for a value with a backslash read in `standard_conforming_strings
+/// = off`, so the literal reads the same whatever the setting).
 pub(crate) fn encode(quoting: &Quoting, value: &str) -> String {
     match quoting {
         Quoting::Dollar(tag) if !value.contains(tag.as_str()) => format!("{tag}{value}{tag}"),
+        _ if value.contains('\\')
+            && crate::strings::current() == crate::strings::StandardStrings::Off =>
+        {
+            format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+        }
         _ => format!("'{}'", value.replace('\'', "''")),
     }
 }

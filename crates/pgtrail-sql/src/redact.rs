@@ -4,6 +4,7 @@ use pg_query::protobuf::Token;
 use pg_query::NodeRef;
 
 use crate::literal;
+use crate::strings;
 use crate::token::Tok;
 
 /// What replaces a secret: a whole literal becomes `'<redacted>'`, a
@@ -31,8 +32,25 @@ pub enum Redaction {
 }
 
 /// `sql` with its secrets replaced (see the crate documentation), and what
-/// was done.
+/// was done. A text the server may read two ways (a backslash, with
+/// `standard_conforming_strings` on or off, see `strings`) is redacted in
+/// both, and withheld unless both give the same text: a secret one reading
+/// finds is never stored by the other.
 pub fn redact_secrets(sql: &str) -> (String, Redaction) {
+    let (text, outcome) = redact_secrets_in_mode(sql);
+    if !strings::mode_matters(sql) || outcome == Redaction::Withheld {
+        return (text, outcome);
+    }
+    let other = strings::under(strings::current().other(), || redact_secrets_in_mode(sql).0);
+    if other == text {
+        (text, outcome)
+    } else {
+        (WITHHELD.to_string(), Redaction::Withheld)
+    }
+}
+
+/// [`redact_secrets`] in the thread's mode alone.
+pub(crate) fn redact_secrets_in_mode(sql: &str) -> (String, Redaction) {
     redact_secrets_at(sql, 0)
 }
 
@@ -67,7 +85,7 @@ fn redact_secrets_inner(
     let named = tokens.iter().any(Tok::names_secret);
     let parsed = match known {
         Some(parsed) if !named => parsed,
-        _ => pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).is_ok_and(|tree| {
+        _ => crate::strings::parse(sql).is_ok_and(|tree| {
             if named {
                 secrets_in_tree(&tree, &tokens, &mut edits);
             }

@@ -28,8 +28,9 @@
 //! Anything this scanner is not sure of gives no shape, and the text is
 //! analyzed by the full parse: `E'…'`, `B'…'`, `X'…'`, `N'…'` and `U&`
 //! strings or identifiers, exponents, `0x1F`, `1_000`, `1.`, `.5`, an
-//! unterminated quote or comment, a NUL byte, a text without constants
-//! (the exact-text cache already answers it).
+//! unterminated quote or comment, a NUL byte, a backslash anywhere (it
+//! reads differently when `standard_conforming_strings` is off), a text
+//! without constants (the exact-text cache already answers it).
 
 /// Marker of a string constant (a NUL never occurs in a statement text, and
 /// a text holding one has no shape).
@@ -47,7 +48,9 @@ const SHAPED: &[&str] = &[
 /// The shape of `sql` (see the module documentation), or `None`.
 pub(crate) fn key(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    if b.contains(&0) {
+    // A backslash may read differently with `standard_conforming_strings`
+    // off (see `strings`): such a text is parsed in each mode, never shaped.
+    if b.contains(&0) || crate::strings::mode_matters(sql) {
         return None;
     }
     let mut out = String::with_capacity(sql.len());
@@ -292,6 +295,10 @@ mod tests {
             "(select 1)",
             "select * from t",
             "select 1\0",
+            // A backslash reads differently with standard_conforming_strings off.
+            "select 'a\\'' ; delete from t where 1 = 1 -- '",
+            "select 'a\\b' where 1 = 1",
+            "select 1 -- \\",
         ] {
             assert_eq!(key(sql), None, "{sql:?}");
         }

@@ -19,6 +19,7 @@ use crate::binds;
 use crate::claims::{self, Claim, ClaimScope, ClaimValue, Names, SettingChange};
 use crate::class::{self, Class, ClassSet, Level};
 use crate::objects::{Access, ObjectRef, SearchPath};
+use crate::strings;
 use crate::token::{self, Tok};
 
 /// A transaction-control statement.
@@ -194,6 +195,12 @@ pub struct Analysis {
     pub parsed: bool,
     /// The statements, in order.
     pub statements: Vec<Statement>,
+    /// The text reads differently with `standard_conforming_strings` on
+    /// and off, and the server may have run either reading: every
+    /// statement carries both readings' classes and objects, and the whole
+    /// text (see the `reading` module).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ambiguous: bool,
 }
 
 /// Turns a statement's text into what may be stored, given its tokens
@@ -211,14 +218,8 @@ pub(crate) fn analyze(sql: &str, names: &Names, redact: &mut Redact<'_>) -> Anal
         .skip_while(|t| !t.is(";"))
         .any(|t| !t.is(";") && !t.is_comment());
     let pieces: Vec<Range<usize>> = if several {
-        match pg_query::split_with_parser(sql) {
-            Ok(pieces) => pieces
-                .iter()
-                .map(|p| {
-                    let start = p.as_ptr() as usize - sql.as_ptr() as usize;
-                    start..start + p.len()
-                })
-                .collect(),
+        match strings::split(sql) {
+            Ok(pieces) => pieces,
             Err(_) => return unknown(sql, &tokens, names, redact),
         }
     } else {
@@ -231,7 +232,7 @@ pub(crate) fn analyze(sql: &str, names: &Names, redact: &mut Redact<'_>) -> Anal
             .filter(|t| t.start >= piece.start && t.end <= piece.end)
             .collect();
         let text = &sql[piece.clone()];
-        let Ok(summary) = pg_query::summary(text, pg_query::ParserOptions::DEFAULT, -1) else {
+        let Ok(summary) = strings::summary(text) else {
             return unknown(sql, &tokens, names, redact);
         };
         statements.push(statement(sql, piece, &toks, &summary, names, redact));
@@ -239,6 +240,7 @@ pub(crate) fn analyze(sql: &str, names: &Names, redact: &mut Redact<'_>) -> Anal
     Analysis {
         parsed: true,
         statements,
+        ambiguous: false,
     }
 }
 
@@ -274,6 +276,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             comment,
             binds: Vec::new(),
         }],
+        ambiguous: false,
     }
 }
 
@@ -630,9 +633,7 @@ fn objects_of(
         });
         if let Some(start) = query.and_then(|t| code.iter().find(|n| n.start > t.start)) {
             let end = code.last().map_or(start.end, |t| t.end);
-            if let Ok(inner) =
-                pg_query::summary(&sql[start.start..end], pg_query::ParserOptions::DEFAULT, -1)
-            {
+            if let Ok(inner) = strings::summary(&sql[start.start..end]) {
                 objects.extend(objects_of(sql, "SelectStmt", false, &[], &inner));
             }
         }
@@ -643,7 +644,7 @@ fn objects_of(
     if !code.is_empty() {
         for returning in returning_lists(code) {
             let text = format!("SELECT {}", &sql[returning]);
-            if let Ok(inner) = pg_query::summary(&text, pg_query::ParserOptions::DEFAULT, -1) {
+            if let Ok(inner) = strings::summary(&text) {
                 objects.extend(objects_of(sql, "SelectStmt", false, &[], &inner));
             }
         }

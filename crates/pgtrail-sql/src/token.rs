@@ -12,7 +12,8 @@ pub(crate) fn scan(sql: &str) -> Option<Vec<Tok<'_>>> {
     Some(tokens.iter().filter_map(|t| Tok::new(sql, t)).collect())
 }
 
-/// `pg_query::scan_tokens`, except for text without tokens (empty or
+/// `pg_query::scan_tokens` in the thread's `standard_conforming_strings`
+/// mode (see `strings`), except for text without tokens (empty or
 /// blank), where libpg_query returns a null token array that pg_query 18.1
 /// turns into a slice: undefined behaviour, and an abort of the whole
 /// process in debug builds (a client sending an empty Query could stop the
@@ -21,7 +22,7 @@ pub(crate) fn scan_tokens(sql: &str) -> pg_query::Result<Vec<ScanToken>> {
     if sql.chars().all(char::is_whitespace) {
         return Ok(Vec::new());
     }
-    pg_query::scan_tokens(sql)
+    crate::strings::scan_tokens(sql)
 }
 
 /// One scanned token with its text.

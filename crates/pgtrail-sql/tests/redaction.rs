@@ -117,6 +117,12 @@ fn odd_quoting_of_the_secret() {
         format!("ALTER ROLE \"pässwörd-ü\" PASSWORD 'ünïcødé-{SECRET}-日本'"),
     ] {
         let (out, _) = redacted(&sql);
+        // A U&'…' literal is an error with standard_conforming_strings
+        // off: the two readings differ, and the text is withheld.
+        if sql.contains("U&") {
+            assert_eq!(out, pgtrail_sql::WITHHELD);
+            continue;
+        }
         assert!(
             out.contains("PASSWORD") && out.contains("<redacted>"),
             "{out}"

@@ -844,3 +844,211 @@ async fn failed_and_successful_logins_are_session_events_in_the_trail() {
         Some(1)
     );
 }
+
+/// A `select` of a string when `standard_conforming_strings` is on; when it
+/// is off, a `select` of `'` and then a DELETE of every row of `table`.
+fn hidden_delete(table: &str) -> String {
+    format!(r"select '\'' ; delete from {table}; -- '")
+}
+
+/// The same in one statement (a Parse takes only one): a `select` of a
+/// string when on, a DELETE in a WITH when off.
+fn hidden_delete_in_one_statement(table: &str) -> String {
+    format!(
+        r"with x as (select '\''), d as (delete from {table} returning 1) select * from x, d -- ') select * from x"
+    )
+}
+
+/// One frame of the frontend protocol.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = u32::try_from(body.len() + 4).expect("small frame");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Parse, Bind and Execute of `sql` (unnamed statement and portal), no Sync.
+fn parse_bind_execute(sql: &str) -> Vec<u8> {
+    let mut parse = b"\0".to_vec();
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(b"\0\0\0");
+    let mut out = frame(b'P', &parse);
+    out.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    out.extend(frame(b'E', b"\0\0\0\0\0"));
+    out
+}
+
+/// Logs in as `user` with the frontend protocol, sends `messages` then a
+/// Sync, and returns every backend frame's tag up to ReadyForQuery.
+fn pipeline(address: &str, user: &str, messages: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut startup = Default::default();
+    pgtrail_wire::frontend::encode_startup(
+        &mut startup,
+        &[("user", user), ("database", "postgres")],
+    );
+    stream.write_all(&startup).expect("startup");
+    let read_until_ready = |stream: &mut std::net::TcpStream| {
+        let mut tags = Vec::new();
+        let mut header = [0u8; 5];
+        loop {
+            stream.read_exact(&mut header).expect("frame header");
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let mut body = vec![0u8; usize::try_from(len).expect("len") - 4];
+            stream.read_exact(&mut body).expect("frame body");
+            tags.push(header[0]);
+            if header[0] == b'Z' {
+                return tags;
+            }
+        }
+    };
+    read_until_ready(&mut stream);
+    let mut batch = messages.to_vec();
+    batch.extend(frame(b'S', b""));
+    stream.write_all(&batch).expect("pipeline");
+    let tags = read_until_ready(&mut stream);
+    let _ = stream.write_all(&frame(b'X', b""));
+    tags
+}
+
+/// Attacker: an application role (`app`) behind a proxy that logs only
+/// writes (`log = ["write", "role"]`) turns `standard_conforming_strings`
+/// off, in every way a session can, to make a DELETE read as a SELECT of a
+/// string (issue 11). Each DELETE really runs (its rows are gone) and the
+/// trail holds a WRITE event naming its table, marked ambiguous. A
+/// password set while the setting is off is stored nowhere, not even in
+/// part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_hidden_with_standard_conforming_strings_off_are_in_the_trail() {
+    let cluster = Cluster::start().expect("cluster");
+    let admin = cluster.connect("postgres").await.expect("admin");
+    admin
+        .batch_execute(
+            "create role app login;
+             create table t_a (id int); create table t_b (id int); create table t_c (id int);
+             create table t_d (id int); create table t_e (id int);
+             insert into t_a values (1); insert into t_b values (1); insert into t_c values (1);
+             insert into t_d values (1); insert into t_e values (1);
+             grant all on t_a, t_b, t_c, t_d, t_e to app;",
+        )
+        .await
+        .expect("schema");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let config = tmp.path().join("pgtrail.toml");
+    std::fs::write(&config, "[proxy]\nlog = [\"write\", \"role\"]\n").expect("config");
+    let config = config.to_str().expect("utf-8 path").to_string();
+    let proxy = Proxy::start(
+        tmp.path(),
+        &store,
+        &upstream(&cluster),
+        &[],
+        &[("PGTRAIL_CONFIG", &config)],
+    );
+    let app = format!("postgres://app@{}/postgres", proxy.address);
+
+    // (a) SET, then the text in the next message.
+    let a = connect(&app).await.expect("connect a");
+    a.simple_query("set standard_conforming_strings = off")
+        .await
+        .expect("set");
+    a.simple_query(&hidden_delete("t_a")).await.expect("a");
+    // The password case, in the same session (the setting is off).
+    a.simple_query(r"alter role app password 'Xq7\'Zk9'")
+        .await
+        .expect("password");
+
+    // (b) SET and the text in one Query: the server reads the whole
+    // message with the setting still on, so no DELETE runs; the proxy
+    // cannot tell, and records the union (WRITE, ambiguous).
+    let b = connect(&app).await.expect("connect b");
+    b.simple_query(&format!(
+        "set standard_conforming_strings = off; {}",
+        hidden_delete("t_b")
+    ))
+    .await
+    .expect("b");
+
+    // (c) Extended protocol: the SET and the text in one pipeline, no Sync
+    // between (the proxy hears the new setting only at ReadyForQuery).
+    let mut c = parse_bind_execute("set standard_conforming_strings = off");
+    c.extend(parse_bind_execute(&hidden_delete_in_one_statement("t_c")));
+    let tags = pipeline(&proxy.address, "app", &c);
+    assert!(!tags.contains(&b'E'), "the pipeline ran: {tags:?}");
+
+    // (d) Startup options.
+    let d = connect(&format!(
+        "{app}?options=-c%20standard_conforming_strings%3Doff"
+    ))
+    .await
+    .expect("connect d");
+    d.simple_query(&hidden_delete("t_d")).await.expect("d");
+
+    // (e) set_config.
+    let e = connect(&app).await.expect("connect e");
+    e.simple_query("select set_config('standard_conforming_strings', 'off', false)")
+        .await
+        .expect("set_config");
+    e.simple_query(&hidden_delete("t_e")).await.expect("e");
+
+    // The attack happened: every DELETE but (b)'s ran.
+    for (table, rows) in [("t_a", 0), ("t_b", 1), ("t_c", 0), ("t_d", 0), ("t_e", 0)] {
+        let row = admin
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .expect("count");
+        assert_eq!(row.get::<_, i64>(0), rows, "{table}");
+    }
+
+    // And the trail holds a WRITE event for each, marked ambiguous.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let statements = loop {
+        let statements: Vec<Event> = events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.source == Source::Proxy && e.kind == Kind::Statement)
+            .collect();
+        let written = |table: &str| {
+            statements.iter().any(|e| {
+                e.class.as_deref() == Some("WRITE")
+                    && e.objects.iter().any(|o| o.contains(table))
+                    && e.context
+                        .as_ref()
+                        .and_then(|c| c.get("ambiguous"))
+                        .and_then(|v| v.as_str())
+                        == Some("standard_conforming_strings")
+            })
+        };
+        if ["t_a", "t_b", "t_c", "t_d", "t_e"]
+            .iter()
+            .all(|t| written(t))
+        {
+            break statements;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing WRITE events: {statements:#?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The password statement is recorded (ROLE) without any part of the password.
+    assert!(
+        statements
+            .iter()
+            .any(|e| e.class.as_deref() == Some("ROLE")),
+        "{statements:#?}"
+    );
+    for event in &statements {
+        let text = serde_json::to_string(event).expect("json");
+        assert!(!text.contains("Xq7") && !text.contains("Zk9"), "{text}");
+    }
+    drop((a, b, d, e));
+    proxy.stop();
+    verify(tmp.path(), &store);
+}

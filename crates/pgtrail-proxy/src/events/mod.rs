@@ -27,7 +27,7 @@ use pgtrail_core::config::{IdentityConfig, LiteralsPolicy, ProxyConfig};
 use pgtrail_core::event::{Channel, Event, JsonObject, Kind, Source};
 use pgtrail_sql::{
     Analysis, Analyzer, Claim, ClaimScope, ClaimTracker, ClaimValue, Class, ClassSet, Object,
-    SearchPath, Statement, TextPolicy, Transaction, REDACTED,
+    SearchPath, StandardStrings, Statement, TextPolicy, Transaction, REDACTED,
 };
 use pgtrail_wire::backend::{ErrorFields, TransactionStatus};
 use serde_json::Value;
@@ -138,6 +138,7 @@ impl Recorder {
             prepared: HashMap::new(),
             statements: 0,
             tx: Tx::default(),
+            strings: StandardStrings::On,
             ahead: None,
         }
     }
@@ -156,14 +157,14 @@ impl Recorder {
         self.policy.level.none
     }
 
-    /// The analysis of `sql`, from the cache or made now.
-    fn analyze(&self, sql: &str) -> Arc<Analysis> {
+    /// The analysis of `sql` read in `mode`, from the cache or made now.
+    fn analyze(&self, sql: &str, mode: StandardStrings) -> Arc<Analysis> {
         let lock = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = lock().cached(sql) {
+        if let Some(found) = lock().cached(sql, mode) {
             return found;
         }
-        let analysis = Arc::new(self.parser.analyze_uncached(sql));
-        lock().store(sql, Arc::clone(&analysis));
+        let analysis = Arc::new(self.parser.analyze_uncached_in(sql, mode));
+        lock().store(sql, mode, Arc::clone(&analysis));
         analysis
     }
 
@@ -209,6 +210,10 @@ pub struct SessionRecorder {
     statements: u64,
     /// The transaction the statements run in, as the proxy sees it.
     tx: Tx,
+    /// `standard_conforming_strings` as the server last reported it: the
+    /// mode a text is expected to be read in (a text that could read
+    /// differently is read in both, see `pgtrail_sql::Analysis::ambiguous`).
+    strings: StandardStrings,
     /// The text `prepare` analyzed last, and its analysis: the next
     /// `statement`, if of that text, takes it instead of asking the shared
     /// cache again (a text answered by its shape is not cached as itself).
@@ -301,7 +306,8 @@ impl SessionRecorder {
 
     /// A ParameterStatus from the server: `search_path` (reported by
     /// servers that report it) replaces the tracked one; `application_name`
-    /// the name sent at startup.
+    /// the name sent at startup; `standard_conforming_strings` the mode the
+    /// next texts are read in.
     pub fn parameter_status(&mut self, name: &str, value: &str) {
         match name {
             "search_path" => {
@@ -312,6 +318,11 @@ impl SessionRecorder {
                 };
             }
             "application_name" => self.application_name = Some(value.to_string()),
+            "standard_conforming_strings" => {
+                if let Some(mode) = StandardStrings::from_setting(value) {
+                    self.strings = mode;
+                }
+            }
             _ => {}
         }
     }
@@ -321,7 +332,7 @@ impl SessionRecorder {
     /// overlaps the server's work instead of delaying the result.
     pub fn prepare(&mut self, sql: &str) {
         if !self.recorder.is_off() {
-            self.ahead = Some((sql.into(), self.recorder.analyze(sql)));
+            self.ahead = Some((sql.into(), self.recorder.analyze(sql, self.strings)));
         }
     }
 
@@ -360,7 +371,7 @@ impl SessionRecorder {
         // Taken, so an idle session holds no text.
         let analysis = match self.ahead.take() {
             Some((text, analysis)) if *text == *sql => analysis,
-            _ => self.recorder.analyze(sql),
+            _ => self.recorder.analyze(sql, self.strings),
         };
         let (part, last_part) = match record.protocol {
             Protocol::Simple { part } => {
@@ -413,7 +424,9 @@ impl SessionRecorder {
         }
         if let Outcome::Failed { error, .. } = &record.outcome {
             event.sqlstate = Some(error.code().to_string());
-            let sensitive = !analysis.parsed || text.contains(REDACTED);
+            // An ambiguous text's error may quote what one reading takes
+            // for a literal (a password's tail).
+            let sensitive = !analysis.parsed || analysis.ambiguous || text.contains(REDACTED);
             event.error = Some(scrub_error(error.message(), sensitive));
         }
         event.sql = Some(text);
@@ -446,6 +459,10 @@ impl SessionRecorder {
             context.insert("transaction_status".into(), status_name(status).into());
         }
         context.insert("protocol".into(), protocol_name(record.protocol).into());
+        if analysis.ambiguous {
+            // The server may have read the text either way (see docs/proxy.md).
+            context.insert("ambiguous".into(), "standard_conforming_strings".into());
+        }
         self.tx.describe(&mut context);
         match &record.outcome {
             Outcome::NotRun => {

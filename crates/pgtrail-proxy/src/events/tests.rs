@@ -1185,3 +1185,59 @@ fn what_cannot_be_classified_is_logged_whatever_the_level() {
     let r = StatementRecord::new(Protocol::Extended, None, t0());
     assert!(s.statement(&r).is_some());
 }
+
+/// Attacker: a session with `standard_conforming_strings` off (reported or
+/// not yet) hides a DELETE in what reads as a SELECT of a string with it
+/// on. Under `log = ["write"]` every part the server reports is a WRITE on
+/// the table, marked ambiguous, whichever mode the proxy expected.
+#[test]
+fn a_delete_hidden_behind_a_backslash_is_a_logged_write() {
+    let config = ProxyConfig {
+        log: vec!["write".into()],
+        ..ProxyConfig::default()
+    };
+    let sql = r"select '\'' ; delete from pay; -- '";
+    for reported in [None, Some("off")] {
+        let mut s = session(&config);
+        if let Some(value) = reported {
+            s.parameter_status("standard_conforming_strings", value);
+        }
+        // The server read it with the setting off: two statements.
+        let mut first = simple(sql, 0, "SELECT 1");
+        first.transaction_status = Some(TransactionStatus::InTransaction);
+        for (part, record) in [(0, first), (1, simple(sql, 1, "DELETE 3"))] {
+            let e = s
+                .statement(&record)
+                .unwrap_or_else(|| panic!("{reported:?}: part {part} not logged"));
+            assert_eq!(e.class.as_deref(), Some("WRITE"), "{reported:?} {part}");
+            assert_eq!(e.objects, ["public.pay"], "{reported:?} {part}");
+            assert_eq!(e.sql.as_deref(), Some(sql));
+            let context = e.context.as_ref().expect("context");
+            assert_eq!(
+                context.get("ambiguous"),
+                Some(&json!("standard_conforming_strings"))
+            );
+        }
+    }
+    // A password read both ways: the text is withheld, and so is what the
+    // server's error quotes (with the setting on, the password's tail).
+    let mut s = session(&ProxyConfig::default());
+    let sql = r"alter role app password 'Xq7\'Zk9'";
+    let e = s
+        .statement(&failed(
+            simple(sql, 0, ""),
+            "42601",
+            "unterminated quoted string at or near \"'Zk9'\"",
+        ))
+        .expect("logged");
+    let text = serde_json::to_string(&e).expect("json");
+    assert!(!text.contains("Xq7") && !text.contains("Zk9"), "{text}");
+    assert_eq!(e.class.as_deref(), Some("ROLE"));
+    // The same text without a backslash reads one way: no mark.
+    let mut s = session(&ProxyConfig::default());
+    let e = logged(&mut s, "select ''''", "SELECT 1");
+    assert!(e
+        .context
+        .as_ref()
+        .is_some_and(|c| !c.contains_key("ambiguous")));
+}
