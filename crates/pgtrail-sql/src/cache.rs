@@ -195,7 +195,7 @@ impl Analyzer {
         let redact = |mode| {
             strings::under(mode, || match self.policy {
                 TextPolicy::Secrets => redact::redact_secrets_in_mode(text),
-                TextPolicy::Constants => redact::redact_constants(text),
+                TextPolicy::Constants => redact::redact_constants_in_mode(text),
             })
         };
         let (on, outcome) = redact(StandardStrings::On);
@@ -212,7 +212,7 @@ impl Analyzer {
         let policy = self.policy;
         let mut redact = |text: &str, tokens: Option<Vec<Tok>>, parsed: bool| match (policy, tokens)
         {
-            (TextPolicy::Constants, _) => redact::redact_constants(text).0,
+            (TextPolicy::Constants, _) => redact::redact_constants_in_mode(text).0,
             (TextPolicy::Secrets, Some(tokens)) => {
                 redact::redact_secrets_known(text, tokens, parsed).0
             }

@@ -37,15 +37,41 @@ pub enum Redaction {
 /// both, and withheld unless both give the same text: a secret one reading
 /// finds is never stored by the other.
 pub fn redact_secrets(sql: &str) -> (String, Redaction) {
-    let (text, outcome) = redact_secrets_in_mode(sql);
-    if !strings::mode_matters(sql) || outcome == Redaction::Withheld {
+    in_both_modes(sql, redact_secrets_in_mode, Unreadable::Withholds)
+}
+
+/// What [`in_both_modes`] makes of a text the other mode cannot scan.
+#[derive(PartialEq)]
+enum Unreadable {
+    /// Withheld, as any disagreement.
+    Withholds,
+    /// The readable reading kept: the server can have run only that one
+    /// (the constants of a statement that ran: the trigger drainer's
+    /// [`Redactor`]).
+    KeepsTheReadable,
+}
+
+/// `redact` of `sql` in the thread's mode and, when the text may read
+/// differently in the other (`strings::mode_matters`), in that one too:
+/// [`WITHHELD`] unless both readings give the same text, so what one reading
+/// hides is never stored by the other.
+fn in_both_modes(
+    sql: &str,
+    redact: impl Fn(&str) -> (String, Redaction),
+    unreadable: Unreadable,
+) -> (String, Redaction) {
+    let (text, outcome) = redact(sql);
+    if !strings::mode_matters(sql) {
         return (text, outcome);
     }
-    let other = strings::under(strings::current().other(), || redact_secrets_in_mode(sql).0);
-    if other == text {
-        (text, outcome)
-    } else {
-        (WITHHELD.to_string(), Redaction::Withheld)
+    let (other, other_outcome) = strings::under(strings::current().other(), || redact(sql));
+    let keeps_readable = unreadable == Unreadable::KeepsTheReadable;
+    match (outcome, other_outcome) {
+        (Redaction::Withheld, Redaction::Withheld) => (text, outcome),
+        (Redaction::Withheld, _) if keeps_readable => (other, other_outcome),
+        (_, Redaction::Withheld) if keeps_readable => (text, outcome),
+        _ if other == text => (text, outcome),
+        _ => (WITHHELD.to_string(), Redaction::Withheld),
     }
 }
 
@@ -139,8 +165,15 @@ fn redact_secrets_inner(
 
 /// `sql` with every constant (string, number, bit string) replaced by a
 /// parameter symbol `$n`, numbered after the parameters already there, and
-/// the credentials in its comments replaced.
+/// the credentials in its comments replaced. A text with a backslash is
+/// redacted in both `standard_conforming_strings` modes, and withheld
+/// unless they agree (a literal one reading ends early leaks in the other).
 pub fn redact_constants(sql: &str) -> (String, Redaction) {
+    in_both_modes(sql, redact_constants_in_mode, Unreadable::Withholds)
+}
+
+/// [`redact_constants`] in the thread's mode alone.
+pub(crate) fn redact_constants_in_mode(sql: &str) -> (String, Redaction) {
     let Ok(tokens) = crate::token::scan_tokens(sql) else {
         return (WITHHELD.to_string(), Redaction::Withheld);
     };
@@ -184,20 +217,31 @@ pub fn redact_constants(sql: &str) -> (String, Redaction) {
 /// a constant; each schema change keeps its text with its secrets redacted,
 /// as [`redact_secrets`] does, so a function's body or a column's default
 /// stays readable. A text that cannot be split into statements loses every
-/// constant.
+/// constant. Both `standard_conforming_strings` modes, as
+/// [`redact_constants`].
 pub fn redact_constants_outside_ddl(sql: &str) -> (String, Redaction) {
-    let Ok(pieces) = pg_query::split_with_parser(sql) else {
-        return redact_constants(sql);
+    in_both_modes(
+        sql,
+        redact_constants_outside_ddl_in_mode,
+        Unreadable::Withholds,
+    )
+}
+
+/// [`redact_constants_outside_ddl`] in the thread's mode alone.
+fn redact_constants_outside_ddl_in_mode(sql: &str) -> (String, Redaction) {
+    let Ok(ranges) = strings::split(sql) else {
+        return redact_constants_in_mode(sql);
     };
     let mut out = String::with_capacity(sql.len());
     let mut at = 0;
     let mut outcome = Redaction::Unchanged;
-    for piece in pieces {
-        let start = piece.as_ptr() as usize - sql.as_ptr() as usize;
+    for range in ranges {
+        let start = range.start;
+        let piece = &sql[range];
         let (text, redaction) = if touches_data(piece) {
-            redact_constants(piece)
+            redact_constants_in_mode(piece)
         } else {
-            redact_secrets(piece)
+            redact_secrets_in_mode(piece)
         };
         if redaction == Redaction::Withheld {
             return (WITHHELD.to_string(), Redaction::Withheld);
@@ -217,7 +261,7 @@ pub fn redact_constants_outside_ddl(sql: &str) -> (String, Redaction) {
 /// data); a statement that does not parse counts as one.
 fn touches_data(statement: &str) -> bool {
     use pg_query::NodeEnum as N;
-    let Ok(tree) = pg_query::parse(statement, pg_query::ParserOptions::DEFAULT) else {
+    let Ok(tree) = strings::parse(statement) else {
         return true;
     };
     tree.protobuf.stmts.iter().any(|raw| {
@@ -283,8 +327,16 @@ impl Redactor {
         }
         let (output, _) = match mode {
             RedactMode::Secrets => redact_secrets(sql),
-            RedactMode::Constants => redact_constants(sql),
-            RedactMode::ConstantsOutsideDdl => redact_constants_outside_ddl(sql),
+            // The trigger drainer's texts ran (they fired the trigger): a
+            // reading the server could not scan is not the one it ran.
+            RedactMode::Constants => {
+                in_both_modes(sql, redact_constants_in_mode, Unreadable::KeepsTheReadable)
+            }
+            RedactMode::ConstantsOutsideDdl => in_both_modes(
+                sql,
+                redact_constants_outside_ddl_in_mode,
+                Unreadable::KeepsTheReadable,
+            ),
         };
         self.last = Some((mode, sql.to_string(), output.clone()));
         output

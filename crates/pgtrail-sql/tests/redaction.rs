@@ -254,6 +254,14 @@ fn constants_are_all_replaced_for_masked_tables() {
     let (out, _) = redact_constants(
         "INSERT INTO users VALUES (E'123\\'45', $$x$$, B'101', X'1F', U&'\\0041')",
     );
+    // `U&'…'` cannot be scanned with standard_conforming_strings off: a
+    // statement that may have failed is withheld; one that ran (the
+    // trigger drainer's) can only have been read with it on.
+    assert_eq!(out, WITHHELD);
+    let out = pgtrail_sql::Redactor::default().redact(
+        "INSERT INTO users VALUES (E'123\\'45', $$x$$, B'101', X'1F', U&'\\0041')",
+        pgtrail_sql::RedactMode::Constants,
+    );
     assert_eq!(out, "INSERT INTO users VALUES ($1, $2, $3, $4, $5)");
     let (out, _) =
         redact_constants("DO $$ BEGIN UPDATE users SET ssn = '1'; END $$; -- password=hunter2");

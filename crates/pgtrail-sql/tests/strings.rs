@@ -156,3 +156,36 @@ fn a_text_without_a_backslash_is_read_on_in_either_mode() {
         assert_eq!(a.statements[0].class, Class::Write);
     }
 }
+
+#[test]
+fn constants_hidden_from_one_reading_are_never_stored() {
+    // With standard_conforming_strings off the server reads two literals,
+    // the second the masked value; read with it on, `secret` is a bare
+    // word between literals, and replacing constants alone would keep it.
+    // The trigger and logical-replication paths store statement text
+    // through these two when columns are masked.
+    let sql = r"update pay set note = '\'' , 'secret-4242' -- '";
+    for (name, redact) in [
+        (
+            "redact_constants",
+            pgtrail_sql::redact_constants as fn(&str) -> _,
+        ),
+        (
+            "redact_constants_outside_ddl",
+            pgtrail_sql::redact_constants_outside_ddl,
+        ),
+    ] {
+        let (text, _) = redact(sql);
+        assert!(!text.contains("4242"), "{name} stored {text:?}");
+    }
+    for mode in [
+        pgtrail_sql::RedactMode::Constants,
+        pgtrail_sql::RedactMode::ConstantsOutsideDdl,
+    ] {
+        let text = pgtrail_sql::Redactor::default().redact(sql, mode);
+        assert!(!text.contains("4242"), "the trigger drainer's {mode:?} stored {text:?}");
+    }
+    // A text the modes read alike keeps its shape.
+    let (text, _) = pgtrail_sql::redact_constants(r"update pay set note = E'a\'b' where id = 7");
+    assert_eq!(text, "update pay set note = $1 where id = $2");
+}
