@@ -11,10 +11,10 @@
 //! full, a JetStream error) fails the attempt.
 //!
 //! Someone who reads the event subject sees the reply subjects and could
-//! answer first: [`Attempt::finish`] refuses non-duplicate sequences that do
-//! not rise in publishing order (one connection's messages are stored in
-//! order), and the sink looks up the last message's sequence in the stream
-//! before the delivery counts.
+//! answer first: [`Attempt::finish`] refuses new sequences that do not
+//! rise in publishing order (one connection's messages are stored in
+//! order), and the sink checks what it returns against the stream before
+//! the delivery counts.
 
 use async_nats::StatusCode;
 use serde::Deserialize;
@@ -138,30 +138,46 @@ impl Attempt {
         Ok(true)
     }
 
-    /// Once [`Attempt::is_done`]: the last message's acknowledgement, after
-    /// checking that the stream's new sequences rise in publishing order;
-    /// how many were duplicates. `None` for an empty attempt.
-    pub fn finish(&self) -> Result<Option<(Ack, usize)>, Refusal> {
-        let mut last_new = 0;
-        let mut duplicates = 0;
-        for ack in self.acks.iter().flatten() {
+    /// Once [`Attempt::is_done`]: what the stream acknowledged, after
+    /// checking that its new sequences rise in publishing order.
+    pub fn finish(&self) -> Result<Acknowledged, Refusal> {
+        let mut summary = Acknowledged::default();
+        for (index, ack) in self.acks.iter().enumerate() {
+            let Some(ack) = ack else {
+                return Err(Refusal::Unreadable("not every message acknowledged".into()));
+            };
             if ack.duplicate {
-                duplicates += 1;
-            } else if ack.seq <= last_new {
+                summary.duplicates += 1;
+                summary.last_duplicate = Some((index, *ack));
+            } else if ack.seq <= summary.last_new {
                 return Err(Refusal::Unreadable(format!(
-                    "stream sequence {} acknowledged after {last_new}",
-                    ack.seq
+                    "stream sequence {} acknowledged after {}",
+                    ack.seq, summary.last_new
                 )));
             } else {
-                last_new = ack.seq;
+                if summary.new == 0 {
+                    summary.first_new = ack.seq;
+                }
+                summary.new += 1;
+                summary.last_new = ack.seq;
             }
         }
-        match self.acks.last() {
-            Some(Some(last)) => Ok(Some((*last, duplicates))),
-            Some(None) => Err(Refusal::Unreadable("not every message acknowledged".into())),
-            None => Ok(None),
-        }
+        Ok(summary)
     }
+}
+
+/// What the stream acknowledged of an attempt.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Acknowledged {
+    /// Messages stored now, at sequences `first_new..=last_new`
+    /// (rising, not always consecutive).
+    pub new: usize,
+    pub first_new: u64,
+    pub last_new: u64,
+    /// Messages the stream already held.
+    pub duplicates: usize,
+    /// The last of those: its index in the attempt, and its PubAck.
+    pub last_duplicate: Option<(usize, Ack)>,
 }
 
 /// A PubAck, or a JetStream error, as the server writes them.
@@ -238,16 +254,12 @@ mod tests {
         }
         assert!(attempt.is_done());
         assert_eq!(attempt.in_flight(), 0);
+        let summary = attempt.finish().expect("in order");
         assert_eq!(
-            attempt.finish(),
-            Ok(Some((
-                Ack {
-                    seq: 12,
-                    duplicate: false
-                },
-                0
-            )))
+            (summary.new, summary.first_new, summary.last_new),
+            (3, 10, 12)
         );
+        assert_eq!((summary.duplicates, summary.last_duplicate), (0, None));
     }
 
     #[test]
@@ -317,15 +329,21 @@ mod tests {
             )
             .expect("duplicate");
         attempt.reply(&replies[2], None, &ack(21)).expect("ack");
+        let summary = attempt.finish().expect("rising");
         assert_eq!(
-            attempt.finish(),
-            Ok(Some((
+            (summary.new, summary.first_new, summary.last_new),
+            (2, 20, 21)
+        );
+        assert_eq!(summary.duplicates, 1);
+        assert_eq!(
+            summary.last_duplicate,
+            Some((
+                1,
                 Ack {
-                    seq: 21,
-                    duplicate: false
-                },
-                1
-            )))
+                    seq: 5,
+                    duplicate: true
+                }
+            ))
         );
 
         // A forger answering with sequences of its own choosing.

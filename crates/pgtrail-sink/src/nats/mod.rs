@@ -38,7 +38,7 @@ use crate::format::raw::{self, Members};
 use crate::format::{Encoder, Format, FormatError};
 use crate::sink::{Item, Sink, SinkError};
 
-use acks::{Ack, Attempt, Refusal};
+use acks::{Ack, Acknowledged, Attempt, Refusal};
 
 /// Acknowledgements awaited at once: well below the reply subscription's
 /// capacity (65,536 messages), past which the client drops replies.
@@ -57,6 +57,9 @@ pub struct NatsSink {
     stream_checked: bool,
     /// Delivery attempts so far: each has its own reply subjects.
     attempts: u64,
+    /// The stream's last sequence when last looked at (0: not yet): a
+    /// later delivery's new messages come after it.
+    stream_last: u64,
 }
 
 /// A connection to NATS and what the sink keeps of it.
@@ -130,6 +133,7 @@ impl NatsSink {
             connection: None,
             stream_checked: false,
             attempts: 0,
+            stream_last: 0,
         };
         // Check the credentials files now: a missing one is a setting to fix.
         sink.options().await?;
@@ -365,7 +369,6 @@ impl NatsSink {
         // A sliding window: a message is sent as soon as fewer than
         // ACK_WINDOW acknowledgements are awaited, so the server never
         // waits for the next publish.
-        let mut last_id = String::new();
         for item in items {
             while attempt.in_flight() >= ACK_WINDOW {
                 self.acknowledgement(&mut attempt).await?;
@@ -375,10 +378,6 @@ impl NatsSink {
                 headers,
                 payload,
             } = message(self, item)?;
-            if let Some(id) = headers.get("Nats-Msg-Id") {
-                last_id.clear();
-                last_id.push_str(id.as_str());
-            }
             client
                 .publish_with_reply_and_headers(subject, attempt.next_reply(), headers, payload)
                 .await
@@ -392,10 +391,17 @@ impl NatsSink {
         while !attempt.is_done() {
             self.acknowledgement(&mut attempt).await?;
         }
-        let Some((last, duplicates)) = attempt.finish().map_err(|r| self.refusal(r))? else {
-            return Ok(());
-        };
-        self.check_held(last, &last_id).await?;
+        let acknowledged = attempt.finish().map_err(|r| self.refusal(r))?;
+        self.check_new(&acknowledged).await?;
+        if let Some((index, ack)) = acknowledged.last_duplicate {
+            let id = message(self, &items[index])?
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            self.check_held(ack, &id).await?;
+        }
+        let duplicates = acknowledged.duplicates;
         if duplicates > 0 {
             // A redelivery, or someone else published these ids first: only
             // the stream's first copy of an id counts (docs/security.md).
@@ -441,9 +447,48 @@ impl NatsSink {
         }
     }
 
-    /// Asks the stream for the message at `last.seq`: it must be the one
-    /// sent last (`id`), or an acknowledgement was forged. A duplicate
-    /// whose first copy the stream's limits removed since is taken.
+    /// Checks the new sequences against the stream's state (one cheap
+    /// request, no message read): stored after the previous delivery, and
+    /// no further than its last sequence. Forged acknowledgements that
+    /// claim sequences the stream never gave fail the delivery.
+    async fn check_new(&mut self, acknowledged: &Acknowledged) -> Result<(), SinkError> {
+        if acknowledged.new == 0 {
+            return Ok(());
+        }
+        let name = &self.config.stream;
+        let last = self.stream_state().await?.last_sequence;
+        let room = last.saturating_sub(self.stream_last);
+        if acknowledged.first_new <= self.stream_last
+            || acknowledged.last_new > last
+            || acknowledged.new as u64 > room
+        {
+            return Err(self.refused(format!(
+                "{} messages acknowledged as stored at sequences {}..={} of stream {name}, which went from {} to {last}: \
+                 someone else answers on the sink's reply subjects (give only JetStream publish rights on _INBOX.>)",
+                acknowledged.new, acknowledged.first_new, acknowledged.last_new, self.stream_last
+            )));
+        }
+        self.stream_last = last;
+        Ok(())
+    }
+
+    /// The stream's state (its first and last sequences).
+    async fn stream_state(&self) -> Result<stream::State, SinkError> {
+        let Some(Connection { jetstream, .. }) = &self.connection else {
+            return Err(self.unavailable("not connected"));
+        };
+        let name = &self.config.stream;
+        let stream = jetstream
+            .get_stream(name)
+            .await
+            .map_err(|e| self.unavailable(format!("cannot look up stream {name}: {e}")))?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    /// Asks the stream for the message at `last.seq` (a duplicate's
+    /// acknowledgement; reading a message costs the server a block load,
+    /// so only on redelivery): it must be `id`, or the acknowledgement was
+    /// forged. A first copy the stream's limits removed since is taken.
     async fn check_held(&self, last: Ack, id: &str) -> Result<(), SinkError> {
         let Some(Connection { jetstream, .. }) = &self.connection else {
             return Err(self.unavailable("not connected"));
@@ -466,13 +511,7 @@ impl NatsSink {
                 _ => Err(forged()),
             },
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound && last.duplicate => {
-                let first = jetstream
-                    .get_stream(name)
-                    .await
-                    .map_err(|e| self.unavailable(format!("cannot look up stream {name}: {e}")))?
-                    .cached_info()
-                    .state
-                    .first_sequence;
+                let first = self.stream_state().await?.first_sequence;
                 match last.seq < first {
                     true => Ok(()),
                     false => Err(forged()),
@@ -529,15 +568,20 @@ impl NatsSink {
         if items.is_empty() {
             return Ok(());
         }
-        // Every step has its own timeout; this bounds the sum for a batch
-        // whose windows each come close to it.
-        let limit = self.timeout * 3;
+        // Every wait has its own timeout; this bounds the sum for a batch
+        // whose waits each come close to it: three times the timeout per
+        // 1,000 messages begun, so a large batch to a slow server still
+        // passes.
+        let thousands = u32::try_from(items.len().div_ceil(1000)).unwrap_or(u32::MAX);
+        let limit = self.timeout.saturating_mul(3).saturating_mul(thousands);
         match tokio::time::timeout(limit, self.publish(items, message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 if matches!(error, SinkError::Refused { .. }) {
-                    // The stream may be created meanwhile: look again next time.
+                    // The stream may be created (again) meanwhile: look
+                    // again next time, its sequences from the start.
                     self.stream_checked = false;
+                    self.stream_last = 0;
                 }
                 Err(error)
             }
