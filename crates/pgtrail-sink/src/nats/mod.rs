@@ -249,10 +249,16 @@ impl NatsSink {
         Ok(())
     }
 
+    /// The JetStream context of the connection.
+    fn jetstream(&self) -> Result<&Context, SinkError> {
+        match &self.connection {
+            Some(connection) => Ok(&connection.jetstream),
+            None => Err(self.unavailable("not connected")),
+        }
+    }
+
     async fn check_stream(&self) -> Result<(), SinkError> {
-        let Some(Connection { jetstream, .. }) = &self.connection else {
-            return Err(self.unavailable("not connected"));
-        };
+        let jetstream = self.jetstream()?;
         let name = &self.config.stream;
         if self.config.create_stream {
             let config = stream::Config {
@@ -474,9 +480,7 @@ impl NatsSink {
 
     /// The stream's state (its first and last sequences).
     async fn stream_state(&self) -> Result<stream::State, SinkError> {
-        let Some(Connection { jetstream, .. }) = &self.connection else {
-            return Err(self.unavailable("not connected"));
-        };
+        let jetstream = self.jetstream()?;
         let name = &self.config.stream;
         let stream = jetstream
             .get_stream(name)
@@ -490,9 +494,7 @@ impl NatsSink {
     /// so only on redelivery): it must be `id`, or the acknowledgement was
     /// forged. A first copy the stream's limits removed since is taken.
     async fn check_held(&self, last: Ack, id: &str) -> Result<(), SinkError> {
-        let Some(Connection { jetstream, .. }) = &self.connection else {
-            return Err(self.unavailable("not connected"));
-        };
+        let jetstream = self.jetstream()?;
         let name = &self.config.stream;
         let stream = jetstream
             .get_stream_no_info(name)
