@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::message::StreamMessage;
 use pgtrail_core::config::NatsSinkConfig;
 use pgtrail_core::{Event, Kind, Source};
 use pgtrail_sink::format::{Encoder, Format};
@@ -44,8 +45,8 @@ fn id_of(item: &Item) -> String {
     }
 }
 
-/// What the stream holds: (subject, Nats-Msg-Id, the event) in order.
-async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)> {
+/// The messages the stream holds, in order.
+async fn stream_messages(url: &str, stream: &str) -> Vec<StreamMessage> {
     let client = async_nats::connect(url).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client);
     let mut stream = jetstream.get_stream(stream).await.expect("stream");
@@ -53,7 +54,15 @@ async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)
     let (first, count) = (info.state.first_sequence, info.state.messages);
     let mut out = Vec::new();
     for seq in first..first + count {
-        let message = stream.get_raw_message(seq).await.expect("message");
+        out.push(stream.get_raw_message(seq).await.expect("message"));
+    }
+    out
+}
+
+/// What the stream holds: (subject, Nats-Msg-Id, the event) in order.
+async fn stream_contents(url: &str, stream: &str) -> Vec<(String, String, Event)> {
+    let mut out = Vec::new();
+    for message in stream_messages(url, stream).await {
         let id = message
             .headers
             .get("Nats-Msg-Id")
@@ -148,6 +157,21 @@ async fn a_frozen_server_fails_the_batch_in_time_and_then_recovers() {
             .expect("kill")
     };
     signal("-STOP");
+    // kill returns before every thread stopped: wait until they all did.
+    let stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{server_pid}/task")).expect("tasks");
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stopped() {
+        assert!(Instant::now() < deadline, "nats-server did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let started = Instant::now();
     let result = sink.deliver(&sent[20..]).await;
     let waited = started.elapsed();
@@ -302,6 +326,128 @@ async fn subjects_are_fixed_by_the_configuration() {
             .expect_err(value)
             .to_string();
         assert!(error.contains("subject"), "{value}: {error}");
+    }
+}
+
+/// Makes stream PGTRAIL as the test says, before any sink does.
+async fn make_stream(url: &str, config: async_nats::jetstream::stream::Config) {
+    let client = async_nats::connect(url).await.expect("connect");
+    async_nats::jetstream::new(client)
+        .create_stream(config)
+        .await
+        .expect("stream");
+}
+
+#[tokio::test]
+async fn a_full_stream_fails_the_batch_with_jetstreams_reason() {
+    let server = NatsServer::start("");
+    let config = sink_config(&server);
+    make_stream(
+        &server.url(),
+        async_nats::jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![config.subject.clone(), config.checkpoint_subject.clone()],
+            max_messages: 5,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 8);
+    let error = sink.deliver(&sent).await.expect_err("the stream is full");
+    assert!(matches!(error, SinkError::Refused { .. }), "{error}");
+    assert!(
+        error.to_string().contains("maximum messages exceeded"),
+        "{error}"
+    );
+    // Handed again (the runner's retry), it fails again: never counted.
+    let error = sink.deliver(&sent).await.expect_err("still full");
+    assert!(error.to_string().contains("maximum messages"), "{error}");
+    assert_eq!(
+        stream_contents(&server.url(), &config.stream).await.len(),
+        5
+    );
+}
+
+/// An attacker who reads the event subject answers every message on its
+/// reply subject before JetStream can, with acknowledgements it makes up.
+/// The stream takes only the checkpoint subject, so it holds no event: no
+/// forged acknowledgement may make a delivery count.
+#[tokio::test]
+async fn forged_acknowledgements_do_not_count_for_events_the_stream_lacks() {
+    use futures_util::StreamExt as _;
+
+    let server = NatsServer::start("");
+    let mut config = sink_config(&server);
+    config.create_stream = false;
+    make_stream(
+        &server.url(),
+        async_nats::jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![config.checkpoint_subject.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    // One real message at sequence 1, for forgeries that point at it.
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client.clone());
+    jetstream
+        .publish(config.checkpoint_subject.clone(), "real".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let forgeries = [
+        r#"{"stream":"PGTRAIL","seq":SEQ}"#,
+        r#"{"stream":"PGTRAIL","seq":1,"duplicate":true}"#,
+        r#"{"stream":"PGTRAIL","seq":SEQ,"duplicate":true}"#,
+    ];
+    let mut sink = NatsSink::connect(&config, Encoder::new(Format::Jsonl))
+        .await
+        .expect("connect");
+    let sent = events(0, 20);
+    for forgery in forgeries {
+        let mut seen = client.subscribe(config.subject.clone()).await.expect("sub");
+        // A round trip after the subscription: the server has it.
+        jetstream
+            .get_stream(&config.stream)
+            .await
+            .expect("round trip");
+        let forger = client.clone();
+        let attacker = tokio::spawn(async move {
+            let mut seq = 100;
+            while let Some(message) = seen.next().await {
+                seq += 1;
+                if let Some(reply) = message.reply {
+                    let ack = forgery.replace("SEQ", &seq.to_string());
+                    forger.publish(reply, ack.into()).await.expect("forge");
+                }
+            }
+        });
+        let error = sink
+            .deliver(&sent)
+            .await
+            .expect_err("the stream holds none of them");
+        attacker.abort();
+        assert!(
+            matches!(error, SinkError::Refused { .. }),
+            "{forgery}: {error}"
+        );
+        assert!(
+            error.to_string().contains("someone else answers"),
+            "{forgery}: {error}"
+        );
+        let held: Vec<_> = stream_messages(&server.url(), &config.stream)
+            .await
+            .into_iter()
+            .map(|message| message.payload)
+            .collect();
+        assert_eq!(held, ["real"], "{forgery}");
     }
 }
 

@@ -8,17 +8,27 @@
 //! `Nats-Msg-Id` it saw within the stream's duplicate window only once, so
 //! at-least-once redelivery ends as exactly one copy in the stream.
 //!
+//! The messages are core NATS publishes whose reply subjects the sink
+//! subscribes to once per connection ([`acks`]); a JetStream request per
+//! message (a reply inbox, a future and a timer each) cost more than the
+//! rest of the sink. Before a delivery counts, the stream is asked for the
+//! last message's sequence: an acknowledgement forged by someone who reads
+//! the subject does not move the cursor past an event the stream lacks.
+//!
 //! Subjects come from the configuration only, never from an event's fields:
 //! a table named `a.*.>` cannot choose where its events go. Checkpoints go
 //! to their own subject. Credentials are read from files and never logged.
 
+mod acks;
+
 use std::time::Duration;
 
-use async_nats::jetstream::context::{Context, ContextBuilder, PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::stream;
-use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
+use async_nats::jetstream::context::{Context, ContextBuilder};
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap, Subject, Subscriber};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use pgtrail_core::config::NatsSinkConfig;
 
 use pgtrail_store::checkpoint::Checkpoint;
@@ -28,9 +38,11 @@ use crate::format::raw::{self, Members};
 use crate::format::{Encoder, Format, FormatError};
 use crate::sink::{Item, Sink, SinkError};
 
-/// Acknowledgements awaited at once: below the client's in-flight limit
-/// (5,000), which would otherwise hold a larger batch's publishes forever.
-const ACK_WINDOW: usize = 4096;
+use acks::{Ack, Acknowledged, Attempt, Refusal};
+
+/// Acknowledgements awaited at once: well below the reply subscription's
+/// capacity (65,536 messages), past which the client drops replies.
+const ACK_WINDOW: usize = 16_384;
 
 /// Sends events to a NATS JetStream stream.
 pub struct NatsSink {
@@ -39,8 +51,25 @@ pub struct NatsSink {
     destination: String,
     encoder: Encoder,
     timeout: Duration,
-    jetstream: Option<Context>,
+    /// `subject` and `checkpoint_subject`, made once.
+    subjects: (Subject, Subject),
+    connection: Option<Connection>,
     stream_checked: bool,
+    /// Delivery attempts so far: each has its own reply subjects.
+    attempts: u64,
+    /// The stream's last sequence when last looked at (0: not yet): a
+    /// later delivery's new messages come after it.
+    stream_last: u64,
+}
+
+/// A connection to NATS and what the sink keeps of it.
+struct Connection {
+    client: Client,
+    jetstream: Context,
+    /// `_INBOX.` and 128 random bits: the reply subjects' prefix.
+    replies: String,
+    /// Subscribed to `replies.>` (kept across reconnects by the client).
+    acks: Subscriber,
 }
 
 impl std::fmt::Debug for NatsSink {
@@ -97,8 +126,14 @@ impl NatsSink {
             destination,
             encoder,
             timeout: Duration::from_secs(config.timeout_secs),
-            jetstream: None,
+            subjects: (
+                Subject::from(config.subject.as_str()),
+                Subject::from(config.checkpoint_subject.as_str()),
+            ),
+            connection: None,
             stream_checked: false,
+            attempts: 0,
+            stream_last: 0,
         };
         // Check the credentials files now: a missing one is a setting to fix.
         sink.options().await?;
@@ -176,7 +211,7 @@ impl NatsSink {
 
     /// Connects (when not connected) and makes sure the stream exists.
     async fn open(&mut self) -> Result<(), SinkError> {
-        if self.jetstream.is_none() {
+        if self.connection.is_none() {
             let options = self.options().await?;
             let client = options
                 .connect(self.config.url.as_str())
@@ -190,14 +225,22 @@ impl NatsSink {
                     ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => self.refused(error),
                     _ => self.unavailable(error),
                 })?;
-            // An acknowledgement given up on (a failed batch) holds its in-flight
-            // permit until ack_timeout: keep that as short as the batch's.
-            self.jetstream = Some(
-                ContextBuilder::new()
+            let mut random = [0u8; 16];
+            getrandom::getrandom(&mut random)
+                .map_err(|e| self.unavailable(format!("no random reply subject: {e}")))?;
+            let replies = format!("_INBOX.{}", hex::encode(random));
+            let acks = client
+                .subscribe(format!("{replies}.>"))
+                .await
+                .map_err(|e| self.unavailable(format!("cannot subscribe to its replies: {e}")))?;
+            self.connection = Some(Connection {
+                jetstream: ContextBuilder::new()
                     .timeout(self.timeout)
-                    .ack_timeout(self.timeout)
-                    .build(client),
-            );
+                    .build(client.clone()),
+                client,
+                replies,
+                acks,
+            });
         }
         if !self.stream_checked {
             self.check_stream().await?;
@@ -206,10 +249,16 @@ impl NatsSink {
         Ok(())
     }
 
+    /// The JetStream context of the connection.
+    fn jetstream(&self) -> Result<&Context, SinkError> {
+        match &self.connection {
+            Some(connection) => Ok(&connection.jetstream),
+            None => Err(self.unavailable("not connected")),
+        }
+    }
+
     async fn check_stream(&self) -> Result<(), SinkError> {
-        let Some(jetstream) = &self.jetstream else {
-            return Err(self.unavailable("not connected"));
-        };
+        let jetstream = self.jetstream()?;
         let name = &self.config.stream;
         if self.config.create_stream {
             let config = stream::Config {
@@ -280,7 +329,11 @@ impl NatsSink {
         headers.insert("Nats-Msg-Id", id);
         headers.insert("Pgtrail-Kind", kind);
         headers.insert("Pgtrail-Seq", seq.to_string().as_str());
-        (self.config.subject.clone(), headers, record(payload))
+        Message {
+            subject: self.subjects.0.clone(),
+            headers,
+            payload: record(payload),
+        }
     }
 
     fn checkpoint_message(&self, checkpoint: &Checkpoint) -> Result<Message, SinkError> {
@@ -295,11 +348,11 @@ impl NatsSink {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
         headers.insert("Pgtrail-Seq", checkpoint.seq.to_string().as_str());
-        Ok((
-            self.config.checkpoint_subject.clone(),
+        Ok(Message {
+            subject: self.subjects.1.clone(),
             headers,
-            record(payload),
-        ))
+            payload: record(payload),
+        })
     }
 
     async fn publish<T>(
@@ -308,33 +361,53 @@ impl NatsSink {
         message: impl Fn(&Self, &T) -> Result<Message, SinkError>,
     ) -> Result<(), SinkError> {
         self.open().await?;
-        let Some(jetstream) = self.jetstream.clone() else {
+        self.attempts += 1;
+        let Some(connection) = self.connection.as_mut() else {
             return Err(self.unavailable("not connected"));
         };
+        let client = connection.client.clone();
+        let mut attempt = Attempt::new(
+            &connection.replies,
+            self.attempts,
+            &self.config.stream,
+            items.len(),
+        );
         // A sliding window: a message is sent as soon as fewer than
-        // ACK_WINDOW acknowledgements are awaited (they come in order), so
-        // the server never waits for the next publish.
-        let mut duplicates = 0usize;
-        let mut pending = std::collections::VecDeque::with_capacity(ACK_WINDOW.min(items.len()));
+        // ACK_WINDOW acknowledgements are awaited, so the server never
+        // waits for the next publish.
         for item in items {
-            if pending.len() >= ACK_WINDOW {
-                if let Some(ack) = pending.pop_front() {
-                    duplicates += self.acknowledged(ack).await?;
-                }
+            while attempt.in_flight() >= ACK_WINDOW {
+                self.acknowledgement(&mut attempt).await?;
             }
-            let (subject, headers, payload) = message(self, item)?;
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .headers(headers)
-                .payload(payload);
-            let ack = jetstream
-                .send_publish(subject, publish)
+            let Message {
+                subject,
+                headers,
+                payload,
+            } = message(self, item)?;
+            client
+                .publish_with_reply_and_headers(subject, attempt.next_reply(), headers, payload)
                 .await
-                .map_err(|e| self.publish_error(e))?;
-            pending.push_back(ack);
+                .map_err(|e| match e.kind() {
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                        self.refused(format!("{e}: raise max_payload on the NATS server"))
+                    }
+                    _ => self.unavailable(e),
+                })?;
         }
-        for ack in pending {
-            duplicates += self.acknowledged(ack).await?;
+        while !attempt.is_done() {
+            self.acknowledgement(&mut attempt).await?;
         }
+        let acknowledged = attempt.finish().map_err(|r| self.refusal(r))?;
+        self.check_new(&acknowledged).await?;
+        if let Some((index, ack)) = acknowledged.last_duplicate {
+            let id = message(self, &items[index])?
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            self.check_held(ack, &id).await?;
+        }
+        let duplicates = acknowledged.duplicates;
         if duplicates > 0 {
             // A redelivery, or someone else published these ids first: only
             // the stream's first copy of an id counts (docs/security.md).
@@ -344,23 +417,125 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Awaits one acknowledgement: 1 when JetStream already held the id.
-    async fn acknowledged(&self, ack: PublishAckFuture) -> Result<usize, SinkError> {
-        let ack = ack.await.map_err(|e| self.publish_error(e))?;
-        Ok(usize::from(ack.duplicate))
+    /// Waits for replies until one acknowledges a message of `attempt`;
+    /// fails after `timeout` without any.
+    async fn acknowledgement(&mut self, attempt: &mut Attempt) -> Result<(), SinkError> {
+        let timeout = self.timeout;
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(self.unavailable("not connected"));
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let Some(reply) = connection.acks.next().await else {
+                    return Err(None);
+                };
+                match attempt.reply(reply.subject.as_str(), reply.status, &reply.payload) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => continue,
+                    Err(refusal) => return Err(Some(refusal)),
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Some(refusal))) => Err(self.refusal(refusal)),
+            Ok(Err(None)) => {
+                // The client closed the subscription: connect again next time.
+                self.connection = None;
+                Err(self.unavailable("the connection closed"))
+            }
+            Err(_) => Err(self.unavailable(format!(
+                "{} of the batch's messages not acknowledged within {} s",
+                attempt.in_flight(),
+                timeout.as_secs()
+            ))),
+        }
     }
 
-    fn publish_error(&self, error: async_nats::jetstream::context::PublishError) -> SinkError {
-        match error.kind() {
+    /// Checks the new sequences against the stream's state (one cheap
+    /// request, no message read): stored after the previous delivery, and
+    /// no further than its last sequence. Forged acknowledgements that
+    /// claim sequences the stream never gave fail the delivery.
+    async fn check_new(&mut self, acknowledged: &Acknowledged) -> Result<(), SinkError> {
+        if acknowledged.new == 0 {
+            return Ok(());
+        }
+        let name = &self.config.stream;
+        let last = self.stream_state().await?.last_sequence;
+        let room = last.saturating_sub(self.stream_last);
+        if acknowledged.first_new <= self.stream_last
+            || acknowledged.last_new > last
+            || acknowledged.new as u64 > room
+        {
+            return Err(self.refused(format!(
+                "{} messages acknowledged as stored at sequences {}..={} of stream {name}, which went from {} to {last}: \
+                 someone else answers on the sink's reply subjects (give only JetStream publish rights on _INBOX.>)",
+                acknowledged.new, acknowledged.first_new, acknowledged.last_new, self.stream_last
+            )));
+        }
+        self.stream_last = last;
+        Ok(())
+    }
+
+    /// The stream's state (its first and last sequences).
+    async fn stream_state(&self) -> Result<stream::State, SinkError> {
+        let jetstream = self.jetstream()?;
+        let name = &self.config.stream;
+        let stream = jetstream
+            .get_stream(name)
+            .await
+            .map_err(|e| self.unavailable(format!("cannot look up stream {name}: {e}")))?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    /// Asks the stream for the message at `last.seq` (a duplicate's
+    /// acknowledgement; reading a message costs the server a block load,
+    /// so only on redelivery): it must be `id`, or the acknowledgement was
+    /// forged. A first copy the stream's limits removed since is taken.
+    async fn check_held(&self, last: Ack, id: &str) -> Result<(), SinkError> {
+        let jetstream = self.jetstream()?;
+        let name = &self.config.stream;
+        let stream = jetstream
+            .get_stream_no_info(name)
+            .await
+            .map_err(|e| self.unavailable(format!("cannot look up stream {name}: {e}")))?;
+        let forged = || {
+            self.refused(format!(
+                "the acknowledgement of message {id} names sequence {} of stream {name}, which does not hold it: \
+                 someone else answers on the sink's reply subjects (give only JetStream publish rights on _INBOX.>)",
+                last.seq
+            ))
+        };
+        match stream.get_raw_message(last.seq).await {
+            Ok(held) => match held.headers.get("Nats-Msg-Id") {
+                Some(held_id) if held_id.as_str() == id => Ok(()),
+                _ => Err(forged()),
+            },
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound && last.duplicate => {
+                let first = self.stream_state().await?.first_sequence;
+                match last.seq < first {
+                    true => Ok(()),
+                    false => Err(forged()),
+                }
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Err(forged()),
+            Err(e) => Err(self.unavailable(format!(
+                "cannot read sequence {} of stream {name}: {e}",
+                last.seq
+            ))),
+        }
+    }
+
+    fn refusal(&self, refusal: Refusal) -> SinkError {
+        match refusal {
             // Fixing these takes an operator: the sink stalls and says why.
-            PublishErrorKind::StreamNotFound => self.refused(format!(
-                "no stream takes subject {} ({error}): create stream {} or set create_stream = true",
+            Refusal::NoStream => self.refused(format!(
+                "no stream takes subject {}: create stream {} or set create_stream = true",
                 self.config.subject, self.config.stream
             )),
-            PublishErrorKind::MaxPayloadExceeded => self.refused(format!(
-                "{error}: raise max_payload on the NATS server"
-            )),
-            _ => self.unavailable(error),
+            // A full stream, a message too large…: JetStream says which.
+            _ => self.refused(refusal),
         }
     }
 }
@@ -395,15 +570,20 @@ impl NatsSink {
         if items.is_empty() {
             return Ok(());
         }
-        // Every step has its own timeout; this bounds the sum for a batch
-        // whose windows each come close to it.
-        let limit = self.timeout * 3;
+        // Every wait has its own timeout; this bounds the sum for a batch
+        // whose waits each come close to it: three times the timeout per
+        // 1,000 messages begun, so a large batch to a slow server still
+        // passes.
+        let thousands = u32::try_from(items.len().div_ceil(1000)).unwrap_or(u32::MAX);
+        let limit = self.timeout.saturating_mul(3).saturating_mul(thousands);
         match tokio::time::timeout(limit, self.publish(items, message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 if matches!(error, SinkError::Refused { .. }) {
-                    // The stream may be created meanwhile: look again next time.
+                    // The stream may be created (again) meanwhile: look
+                    // again next time, its sequences from the start.
                     self.stream_checked = false;
+                    self.stream_last = 0;
                 }
                 Err(error)
             }
@@ -415,8 +595,12 @@ impl NatsSink {
     }
 }
 
-/// A message: subject, headers and payload.
-type Message = (String, HeaderMap, Bytes);
+/// A message to publish.
+struct Message {
+    subject: Subject,
+    headers: HeaderMap,
+    payload: Bytes,
+}
 
 /// A record as a payload: a message is already one record, no line end.
 fn record(mut payload: Vec<u8>) -> Bytes {
