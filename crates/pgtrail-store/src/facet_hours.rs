@@ -95,6 +95,32 @@ pub fn split(filter: &Filter) -> Split {
     }
 }
 
+/// Events counted in `counts` (`(facet, value, count)`): every event has
+/// one source.
+pub fn counted<'a>(counts: impl IntoIterator<Item = &'a (String, String, u64)>) -> u64 {
+    counts
+        .into_iter()
+        .filter(|(facet, _, _)| facet == "source")
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// The facets of `counts`, a value counted in several parts (whole hours,
+/// edges) added up, each list cut to the `top`.
+pub fn total(
+    counts: impl IntoIterator<Item = (String, String, u64)>,
+    complete: bool,
+    top: usize,
+) -> Facets {
+    let mut totals = HashMap::<(String, String), u64>::new();
+    for (facet, value, n) in counts {
+        *totals.entry((facet, value)).or_default() += n;
+    }
+    let counts: Vec<_> = totals.into_iter().map(|((f, v), n)| (f, v, n)).collect();
+    let events = counted(&counts);
+    Facets::from_counts(counts, events, complete, top)
+}
+
 /// `facet` as one of [`FACET_NAMES`], or `None` for a name no event has.
 pub fn static_facet(facet: &str) -> Option<&'static str> {
     FACET_NAMES.into_iter().find(|f| *f == facet)

@@ -64,12 +64,28 @@ pub(super) fn counts_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Coun
     counts
 }
 
+/// Whether appends count facets: always, except in `bench/store`, which
+/// builds with the `bench-internals` feature to price them (a store written
+/// without them fails verify, as it should).
+#[cfg(feature = "bench-internals")]
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For `bench/store` only: appends of this process count facets or not.
+#[cfg(feature = "bench-internals")]
+pub fn count_for_bench(on: bool) {
+    COUNTING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Adds `counts` to the summary, inside the appender's transaction: one
 /// statement for the batch.
 pub(super) async fn write(
     tx: &Transaction<'_>,
     counts: &Counts,
 ) -> Result<(), tokio_postgres::Error> {
+    #[cfg(feature = "bench-internals")]
+    if !COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     if counts.is_empty() {
         return Ok(());
     }
@@ -155,21 +171,7 @@ pub(super) async fn window(
         complete &= whole;
         counts.extend(edge_counts);
     }
-    let mut totals = std::collections::HashMap::<(String, String), u64>::new();
-    for (facet, value, n) in counts {
-        *totals.entry((facet, value)).or_default() += n;
-    }
-    let counted = totals
-        .iter()
-        .filter(|((facet, _), _)| facet == "source")
-        .map(|(_, n)| n)
-        .sum();
-    Ok(Facets::from_counts(
-        totals.into_iter().map(|((f, v), n)| (f, v, n)),
-        counted,
-        complete,
-        top,
-    ))
+    Ok(facet_hours::total(counts, complete, top))
 }
 
 /// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
@@ -189,12 +191,8 @@ pub(super) async fn count_events(
             u64::try_from(count).unwrap_or(0),
         ));
     }
-    let counted: u64 = counts
-        .iter()
-        .filter(|(facet, _, _)| facet == "source")
-        .map(|(_, _, n)| n)
-        .sum();
-    Ok((counts, counted < FACET_BOUND as u64))
+    let complete = facet_hours::counted(&counts) < FACET_BOUND as u64;
+    Ok((counts, complete))
 }
 
 /// Compares the summary with `expected`, the counts of the events `verify`

@@ -46,6 +46,8 @@ use tokio_postgres::Row;
 pub use append::append_in;
 #[doc(hidden)]
 pub use append::copy_unsealed;
+#[cfg(feature = "bench-internals")]
+pub use facets::count_for_bench;
 pub use facets::RECOUNT_FACETS;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
@@ -207,6 +209,18 @@ impl PostgresStore {
     }
 }
 
+/// A read-only transaction that sees one snapshot throughout.
+async fn snapshot<'a>(
+    client: &'a mut PooledClient<'_>,
+) -> std::result::Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// A connection error as one line, the server's or rustls's words included.
 fn describe_connect(e: &ConnectError) -> String {
     let mut text = e.to_string();
@@ -241,13 +255,7 @@ impl Store for PostgresStore {
         let context = "counting facets";
         let mut client = self.client().await?;
         if crate::facet_hours::answers(filter) {
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(self.backend(context))?;
+            let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
             let facets = facets::window(&tx, filter, top)
                 .await
                 .map_err(self.backend(context))?;
@@ -257,11 +265,7 @@ impl Store for PostgresStore {
         let (counts, complete) = facets::count_events(&*client, filter)
             .await
             .map_err(self.backend(context))?;
-        let counted = counts
-            .iter()
-            .filter(|(facet, _, _)| facet == "source")
-            .map(|(_, _, n)| n)
-            .sum();
+        let counted = crate::facet_hours::counted(&counts);
         Ok(Facets::from_counts(counts, counted, complete, top))
     }
 
@@ -280,13 +284,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<(i64, crate::Mismatch)>> {
         let context = "checking the facet counts";
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(self.backend(context))?;
+        let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
         let mismatches = facets::check(&tx, first, last, expected.facets)
             .await
             .map_err(self.backend(context))?;
@@ -546,13 +544,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         // One snapshot: a prune running meanwhile cannot remove leaves
         // between two rounds.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(self.backend(context))?;
+        let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
         let hashes = tree::subtree_hashes(&tx, trees, &self.location).await?;
         tx.commit().await.map_err(self.backend(context))?;
         Ok(hashes)

@@ -11,8 +11,6 @@
 //! answered from it ([`answers`]); the partial hours at the window's edges
 //! are counted from the events.
 
-use std::collections::HashMap;
-
 use pgtrail_core::search::Facets;
 use pgtrail_core::Filter;
 use rusqlite::{params, Connection};
@@ -165,8 +163,7 @@ pub fn window(
     let db = |e| StoreError::backend(location, "counting facets by the hour", e);
     let tx = conn.unchecked_transaction().map_err(db)?;
     let split = crate::facet_hours::split(filter);
-    let mut totals: HashMap<(String, String), u64> = HashMap::new();
-    let mut complete = true;
+    let mut counts: Counted = (Vec::new(), true);
     if let Some((first_hour, end_hour)) = split.hours {
         let mut statement = tx
             .prepare_cached(
@@ -177,30 +174,20 @@ pub fn window(
         let mut rows = statement.query(params![first_hour, end_hour]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let n: i64 = row.get(2).map_err(db)?;
-            *totals
-                .entry((row.get(0).map_err(db)?, row.get(1).map_err(db)?))
-                .or_default() += u64::try_from(n).unwrap_or(0);
+            counts.0.push((
+                row.get(0).map_err(db)?,
+                row.get(1).map_err(db)?,
+                u64::try_from(n).unwrap_or(0),
+            ));
         }
     }
     for edge_filter in split.edges {
-        let (counts, whole) = edge(&tx, &edge_filter)?;
-        complete &= whole;
-        for (facet, value, n) in counts {
-            *totals.entry((facet, value)).or_default() += n;
-        }
+        let (edge_counts, whole) = edge(&tx, &edge_filter)?;
+        counts.1 &= whole;
+        counts.0.extend(edge_counts);
     }
     tx.finish().map_err(db)?;
-    let counted = totals
-        .iter()
-        .filter(|((facet, _), _)| facet == "source")
-        .map(|(_, n)| n)
-        .sum();
-    Ok(Facets::from_counts(
-        totals.into_iter().map(|((f, v), n)| (f, v, n)),
-        counted,
-        complete,
-        top,
-    ))
+    Ok(crate::facet_hours::total(counts.0, counts.1, top))
 }
 
 /// Compares the summary with `expected`, the counts of the events `verify`
