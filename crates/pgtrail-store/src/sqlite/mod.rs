@@ -89,13 +89,8 @@ impl Default for SqliteOptions {
 
 /// Page cache of each reader connection, in KiB.
 const READER_CACHE_KIB: u32 = 16 * 1024;
-/// Reader connections kept open between calls: as many as a busy server
-/// runs reads at once, so that none is opened per request. A connection
-/// opened anew parses the schema, prepares its statements and starts with
-/// an empty page cache (every page read again through the kernel): with 4
-/// kept and 8 concurrent searches (`bench/serve`), that churn was the
-/// largest share of the server's CPU. Idle ones hold only what they cached.
-const IDLE_READERS: usize = 16;
+/// Reader connections kept open between calls.
+const IDLE_READERS: usize = 4;
 /// Prepared statements kept per connection (queries vary with the filter).
 const STATEMENT_CACHE: usize = 64;
 
