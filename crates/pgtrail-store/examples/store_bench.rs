@@ -39,7 +39,7 @@ struct Args {
     /// Postgres, for profiling: indexes of `pgtrail.events` dropped on both
     /// sides once the schema is made (`pkey` drops the primary key).
     drop_indexes: Vec<String>,
-    /// SQLite: price the facet counts by the hour (schema 9) instead.
+    /// Price the facet counts by the hour (SQLite schema 9, Postgres 11) instead.
     facet_cost: bool,
 }
 
@@ -850,36 +850,57 @@ fn print(all: &[Figures]) {
     }
 }
 
-/// SQLite appends with and without the facet counts by the hour (schema
-/// 9), alternating rounds on fresh files: what the summary costs ingest.
+/// Appends with and without the facet counts by the hour (SQLite schema
+/// 9, Postgres schema 11), alternating rounds on fresh stores of each
+/// backend asked for: what the summary costs ingest.
 #[cfg(feature = "bench-internals")]
-async fn facet_cost(total: usize, rounds: usize, batch: usize, now: DateTime<Utc>) {
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        for side in 0..2 {
-            let counting = (side + round) % 2 == 0;
-            pgtrail_store::sqlite::count_for_bench(counting);
-            let dir = tempdir();
-            let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
-                .await
-                .expect("open");
-            let (rate, _) = ingest(&store, total, batch, now).await;
-            eprintln!(
-                "  round {}: {} facet counts {rate:.0} events/s",
-                round + 1,
-                if counting { "with" } else { "without" }
-            );
-            if counting { &mut with } else { &mut without }.push(rate);
+async fn facet_cost(args: &Args, now: DateTime<Utc>) {
+    let (total, rounds, batch) = (args.events, args.rounds, args.batch);
+    for backend in &args.backends {
+        let cluster = (backend == "postgres").then(cluster::durable);
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            for side in 0..2 {
+                let counting = (side + round) % 2 == 0;
+                let dir = tempdir();
+                let store: Box<dyn Store> = match &cluster {
+                    None => {
+                        pgtrail_store::sqlite::count_for_bench(counting);
+                        Box::new(
+                            pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
+                                .await
+                                .expect("open"),
+                        )
+                    }
+                    Some(cluster) => {
+                        pgtrail_store::postgres::count_for_bench(counting);
+                        let url = cluster.create_database("facets").await.expect("db");
+                        Box::new(
+                            pgtrail_store::postgres::PostgresStore::connect(&url)
+                                .await
+                                .expect("open"),
+                        )
+                    }
+                };
+                let (rate, _) = ingest(store.as_ref(), total, batch, now).await;
+                eprintln!(
+                    "  {backend} round {}: {} facet counts {rate:.0} events/s",
+                    round + 1,
+                    if counting { "with" } else { "without" }
+                );
+                if counting { &mut with } else { &mut without }.push(rate);
+            }
         }
+        pgtrail_store::sqlite::count_for_bench(true);
+        pgtrail_store::postgres::count_for_bench(true);
+        let ratios: Vec<f64> = without.iter().zip(&with).map(|(a, b)| a / b).collect();
+        println!("{backend} ingest, {total} events, {rounds} rounds (median, min–max):");
+        println!("| side | sealed events/s |");
+        println!("| --- | --- |");
+        println!("| without facet_hours | {} |", spread(&without, 0));
+        println!("| with facet_hours | {} |", spread(&with, 0));
+        println!("| cost (without ÷ with) | {} |", spread(&ratios, 2));
     }
-    pgtrail_store::sqlite::count_for_bench(true);
-    let ratios: Vec<f64> = without.iter().zip(&with).map(|(a, b)| a / b).collect();
-    println!("SQLite ingest, {total} events, {rounds} rounds (median, min–max):");
-    println!("| side | sealed events/s |");
-    println!("| --- | --- |");
-    println!("| without facet_hours | {} |", spread(&without, 0));
-    println!("| with facet_hours | {} |", spread(&with, 0));
-    println!("| cost (without ÷ with) | {} |", spread(&ratios, 2));
 }
 
 #[tokio::main]
@@ -888,7 +909,7 @@ async fn main() {
     let now = Utc::now();
     if args.facet_cost {
         #[cfg(feature = "bench-internals")]
-        facet_cost(args.events, args.rounds, args.batch, now).await;
+        facet_cost(&args, now).await;
         #[cfg(not(feature = "bench-internals"))]
         panic!("--facet-cost needs the bench-internals feature (bench/store/run --facet-cost builds it)");
         #[allow(unreachable_code)]

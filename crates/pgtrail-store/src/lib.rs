@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod ddl;
 pub mod disclosure;
 mod error;
+pub mod facet_hours;
 pub mod freshness;
 pub mod health;
 pub mod hooked;
@@ -139,10 +140,10 @@ pub struct ExpectedIndexes {
     /// SQLite's index of the relations statements touched.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) objects: Vec<(i64, u64)>,
-    /// Events per `(hour, facet, value)`, as SQLite's `facet_hours`
+    /// Events per `(hour, facet, value)`, as the store's `facet_hours`
     /// should count them.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    pub(crate) facets: std::collections::HashMap<(i64, &'static str, String), i64>,
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) facets: facet_hours::Counts,
 }
 
 impl ExpectedIndexes {

@@ -100,7 +100,7 @@ impl Target {
             Some(e) => e.hash.clone().expect("hash"),
             None => pgtrail_core::GENESIS_HASH.to_string(),
         };
-        // What is derived from the events (SQLite's facet counts) is made
+        // What is derived from the events (the facet counts) is made
         // to agree too: the attacker leaves nothing a recount would catch.
         self.tamper(
             &format!(
@@ -110,7 +110,8 @@ impl Target {
             ),
             &format!(
                 "delete from pgtrail.events where seq > {seq};
-                 update pgtrail.chain_head set seq = {seq}, hash = '{hash}';"
+                 update pgtrail.chain_head set seq = {seq}, hash = '{hash}'; {recount}",
+                recount = pgtrail_store::postgres::RECOUNT_FACETS
             ),
         )
         .await;
@@ -152,7 +153,8 @@ impl Target {
                     "",
                     "create table public.copy_events as table pgtrail.events;
                      create table public.copy_checkpoints as table pgtrail.checkpoints;
-                     create table public.copy_head as table pgtrail.chain_head;",
+                     create table public.copy_head as table pgtrail.chain_head;
+                     create table public.copy_facets as table pgtrail.facet_hours;",
                 )
                 .await
             }
@@ -177,7 +179,8 @@ impl Target {
                     "delete from pgtrail.events; insert into pgtrail.events select * from public.copy_events;
                      delete from pgtrail.checkpoints;
                      insert into pgtrail.checkpoints overriding system value select * from public.copy_checkpoints;
-                     delete from pgtrail.chain_head; insert into pgtrail.chain_head select * from public.copy_head;",
+                     delete from pgtrail.chain_head; insert into pgtrail.chain_head select * from public.copy_head;
+                     delete from pgtrail.facet_hours; insert into pgtrail.facet_hours select * from public.copy_facets;",
                 )
                 .await
             }
@@ -470,17 +473,19 @@ pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
         "delete from pgtrail.events where seq <= 5;",
     )
     .await;
-    if matches!(t.backend, Backend::Sqlite(_)) {
-        // SQLite's facet counts by the hour still count the deleted events:
-        // a prune made by hand must recount them too, as `prune` does.
-        let report = t.verify(None, false).await;
-        assert!(
-            details(&report).contains("facet_hours (outcome 'ok'"),
-            "{}",
-            details(&report)
-        );
-        t.tamper(pgtrail_store::sqlite::RECOUNT_FACETS, "").await;
-    }
+    // The facet counts by the hour still count the deleted events: a
+    // prune made by hand must recount them too, as `prune` does.
+    let report = t.verify(None, false).await;
+    assert!(
+        details(&report).contains("facet_hours (outcome 'ok'"),
+        "{}",
+        details(&report)
+    );
+    t.tamper(
+        pgtrail_store::sqlite::RECOUNT_FACETS,
+        pgtrail_store::postgres::RECOUNT_FACETS,
+    )
+    .await;
     let report = t.verify(None, false).await;
     assert!(report.ok(), "{}", details(&report));
     assert_eq!(

@@ -234,8 +234,12 @@ async fn signed_head_checkpoint_catches_a_rewritten_tail() {
         .await
         .expect("hash of 5")
         .get(0);
+    // A careful attacker recounts the facet summary too.
     client
-        .batch_execute("delete from pgtrail.events where seq > 5")
+        .batch_execute(&format!(
+            "delete from pgtrail.events where seq > 5; {}",
+            pgtrail_store::postgres::RECOUNT_FACETS
+        ))
         .await
         .expect("delete tail");
     client
@@ -1492,4 +1496,145 @@ async fn a_row_that_is_not_an_event_stops_the_migration() {
         .expect("columns")
         .get(0);
     assert_eq!(columns, 1, "the wide table is as it was");
+}
+
+/// Facets of `store` over `filter`, counted from the events (a filter the
+/// summary cannot answer: a role no event has is left out).
+async fn facets_from_events(
+    store: &PostgresStore,
+    filter: &Filter,
+) -> pgtrail_core::search::Facets {
+    let mut f = filter.clone();
+    f.not_user = Some("nobody at all".into());
+    store.facets(&f, 100).await.expect("facets")
+}
+
+/// Version 11 counts facets by the hour, as SQLite does: a store from
+/// before gets the counts of its events, the summary answers a time window
+/// exactly as counting the events does (edges of partial hours included),
+/// prune recounts, and whoever edits a count with the store's credentials
+/// is named by verify.
+#[tokio::test]
+async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "facet hours").await;
+    let start = Utc::now() - chrono::Duration::hours(30);
+    let events: Vec<Event> = (0..300)
+        .map(|n| {
+            // Every 6 minutes over 30 hours, some late (an earlier time
+            // after a later one), some failed, some without a table.
+            let minutes = n * 6 - if n % 17 == 0 { 90 } else { 0 };
+            let mut e = row_change(n, start + chrono::Duration::minutes(minutes));
+            if n % 11 == 0 {
+                e.kind = Kind::Statement;
+                e.sql = Some("select 1".into());
+                e.sqlstate = Some("42P01".into());
+                e.error = Some("relation does not exist".into());
+            }
+            if n % 13 == 0 {
+                e.table = None;
+                e.schema = None;
+            }
+            e
+        })
+        .collect();
+    store.append(&events[..150]).await.expect("append");
+    // The first 150 as a version 10 store holds them: no summary.
+    raw(&url)
+        .await
+        .batch_execute(
+            "drop table pgtrail.facet_hours; \
+             delete from pgtrail.schema_migrations where version = 11",
+        )
+        .await
+        .expect("back to version 10");
+    drop(store);
+    let store = PostgresStore::connect(&url).await.expect("migrate to 11");
+    store.append(&events[150..]).await.expect("append");
+
+    let at = |minutes: i64| {
+        Some(start + chrono::Duration::minutes(minutes) + chrono::Duration::seconds(7))
+    };
+    for (since, until) in [
+        (None, None),
+        (at(0), None),
+        (at(95), at(1201)),
+        (None, at(600)),
+        (at(61), at(62)),
+        (at(600), at(300)),
+    ] {
+        let window = Filter {
+            since,
+            until,
+            ..Filter::default()
+        };
+        let summed = store.facets(&window, 100).await.expect("facets");
+        assert_eq!(
+            summed,
+            facets_from_events(&store, &window).await,
+            "{since:?}..{until:?}"
+        );
+        assert!(summed.complete);
+    }
+    let everything = store.facets(&Filter::default(), 3).await.expect("facets");
+    assert_eq!(everything.counted, 300);
+    assert!(verify(&store, None).await.expect("verify").ok());
+
+    // Someone with the store's credentials edits the counts, to hide a
+    // user's activity or invent a table's: verify names the count.
+    let tamperer = raw(&url).await;
+    tamperer
+        .batch_execute("create table saved as select * from pgtrail.facet_hours")
+        .await
+        .expect("save");
+    for (tamper, says) in [
+        (
+            "update pgtrail.facet_hours set count = count + 5 where facet = 'user' \
+             and value = (select max(value) from pgtrail.facet_hours where facet = 'user')",
+            "facet_hours (user ",
+        ),
+        (
+            "delete from pgtrail.facet_hours where facet = 'outcome' and value = 'failed'",
+            "facet_hours (outcome 'failed'",
+        ),
+        (
+            "insert into pgtrail.facet_hours values (1, 'table', 'public.secret', 1)",
+            "facet_hours (table 'public.secret' in the hour from 1970-01-01T01:00:00.000000Z) holds 1, but the event says 0",
+        ),
+    ] {
+        tamperer.batch_execute(tamper).await.expect("tamper");
+        let report = verify(&store, None).await.expect("verify");
+        let details: Vec<String> = report.problems.iter().map(|p| p.detail.clone()).collect();
+        assert!(!report.ok(), "{tamper}");
+        assert!(
+            report.problems.iter().all(|p| p.kind == ProblemKind::Index),
+            "{details:?}"
+        );
+        assert!(details.iter().any(|d| d.contains(says)), "{tamper}: {details:?}");
+        tamperer
+            .batch_execute(
+                "delete from pgtrail.facet_hours; \
+                 insert into pgtrail.facet_hours select * from saved",
+            )
+            .await
+            .expect("restore");
+        assert!(verify(&store, None).await.expect("verify").ok());
+    }
+
+    // A prune recounts the hours it touched.
+    store.prune(100).await.expect("prune");
+    let all = Filter::default();
+    assert_eq!(
+        store.facets(&all, 100).await.expect("facets"),
+        facets_from_events(&store, &all).await
+    );
+    assert_eq!(store.facets(&all, 100).await.expect("facets").counted, 200);
+    let window = Filter {
+        since: at(0),
+        ..Filter::default()
+    };
+    assert_eq!(
+        store.facets(&window, 100).await.expect("facets"),
+        facets_from_events(&store, &window).await
+    );
 }

@@ -307,7 +307,8 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
     t.tamper(
         "drop table cosignatures; drop table tree_nodes; drop index events_table; \
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
-        "drop table pgtrail.cosignatures; drop table pgtrail.tree_nodes; \
+        "drop table pgtrail.facet_hours; drop table pgtrail.cosignatures; \
+         drop table pgtrail.tree_nodes; \
          delete from pgtrail.schema_migrations where version >= 9;",
     )
     .await;

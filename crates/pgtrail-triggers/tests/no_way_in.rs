@@ -423,3 +423,58 @@ async fn a_reader_searches_by_client_address_and_an_application_cannot() {
         .expect_err("an application role has no reader's rights");
     assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
 }
+
+/// The facet summary (`pgtrail.facet_hours`, store schema 11): a reader
+/// reads it, the sealer (`pgtrail_admin`) adds its batches to it, and an
+/// application role can neither read who did what nor edit the counts.
+#[tokio::test]
+async fn the_facet_summary_is_read_by_readers_kept_by_the_sealer_and_closed_to_applications() {
+    let db = setup("facet_summary").await;
+    let app = db.session_as("app").await;
+    app.batch_execute("insert into orders values (1, 10), (2, 20)")
+        .await
+        .expect("writes");
+    let mut drainer = db.session_as("admin").await;
+    pgtrail_triggers::drain_all(&mut drainer)
+        .await
+        .expect("pgtrail_admin seals, counting facets");
+    let counted = one_i64(
+        &db.client,
+        "select coalesce(sum(count), 0)::bigint from pgtrail.facet_hours \
+         where facet = 'table' and value = 'public.orders'",
+    )
+    .await;
+    // The two row changes and the DDL that made the table.
+    let events = one_i64(
+        &db.client,
+        "select count(*) from pgtrail.events \
+         where schema_name = 'public' and table_name = 'orders'",
+    )
+    .await;
+    assert!(events >= 2, "{events}");
+    assert_eq!(counted, events);
+
+    db.sql("create role auditor login in role pgtrail_reader")
+        .await;
+    let reader = db.session_as("auditor").await;
+    let row = reader
+        .query_one("select count(*) from pgtrail.facet_hours", &[])
+        .await
+        .expect("a reader reads the summary");
+    assert!(row.get::<_, i64>(0) > 0);
+    let err = reader
+        .batch_execute("update pgtrail.facet_hours set count = 0")
+        .await
+        .expect_err("a reader edits nothing");
+    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+
+    for attack in [
+        "select count(*) from pgtrail.facet_hours",
+        "update pgtrail.facet_hours set count = 0",
+        "insert into pgtrail.facet_hours values (1, 'user', 'mallory', 1)",
+        "delete from pgtrail.facet_hours",
+    ] {
+        let err = app.batch_execute(attack).await.expect_err(attack);
+        assert_eq!(sqlstate(&err), Some("42501"), "{attack}: {err:?}");
+    }
+}

@@ -9,7 +9,8 @@
 //! `seq` stays gap-free and each event links to the one before it. Under
 //! that lock, events whose id is already stored are dropped (a retried
 //! batch is not duplicated), the rest are hashed in order from their
-//! ready-made bytes, copied in, and the head moves. The caller's
+//! ready-made bytes, copied in, their facet counts are added to
+//! `facet_hours` (`super::facets`), and the head moves. The caller's
 //! transaction makes it all or nothing.
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
@@ -105,6 +106,8 @@ pub(super) async fn append_rows(
     // Each event is hashed just before its row is written, so the server
     // works on the rows already sent while the next ones are hashed.
     let first_seq = seq + 1;
+    // The facet summary gains these events in the same transaction.
+    let facet_counts = super::facets::counts_of(fresh.iter().map(|(event, _)| event));
     let sink = tx
         .copy_in(&format!(
             "copy pgtrail.events ({COLUMNS}) from stdin (format binary)"
@@ -121,6 +124,7 @@ pub(super) async fn append_rows(
         prev_hash = hash;
     }
     writer.as_mut().finish().await?;
+    super::facets::write(tx, &facet_counts).await?;
 
     tx.execute(
         "update pgtrail.chain_head set seq = $1, hash = $2",

@@ -23,6 +23,7 @@
 
 mod append;
 mod event_row;
+mod facets;
 pub mod json;
 mod partition;
 mod pool;
@@ -38,17 +39,22 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use pgtrail_connect::{ConnectConfig, ConnectError};
-use pgtrail_core::search::{Facets, FACET_BOUND};
+use pgtrail_core::search::Facets;
 use pgtrail_core::{Event, Filter, RowRef};
 use tokio_postgres::Row;
 
 pub use append::append_in;
 #[doc(hidden)]
 pub use append::copy_unsealed;
+#[cfg(feature = "bench-internals")]
+pub use facets::count_for_bench;
+pub use facets::RECOUNT_FACETS;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::location::redact_url;
-use crate::{AppendReceipt, ChainHead, PruneOutcome, Result, Store, StoreError, StoredEvent};
+use crate::{
+    AppendReceipt, ChainHead, ExpectedIndexes, PruneOutcome, Result, Store, StoreError, StoredEvent,
+};
 use pool::{Pool, PooledClient};
 
 /// How far ahead an appending store makes sure monthly partitions exist.
@@ -203,6 +209,18 @@ impl PostgresStore {
     }
 }
 
+/// A read-only transaction that sees one snapshot throughout.
+async fn snapshot<'a>(
+    client: &'a mut PooledClient<'_>,
+) -> std::result::Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// A connection error as one line, the server's or rustls's words included.
 fn describe_connect(e: &ConnectError) -> String {
     let mut text = e.to_string();
@@ -234,27 +252,44 @@ impl Store for PostgresStore {
     }
 
     async fn facets(&self, filter: &Filter, top: usize) -> Result<Facets> {
-        let q = query::facets(filter);
-        let client = self.client().await?;
-        let rows = client
-            .query(&q.sql, &q.params())
-            .await
-            .map_err(self.backend("counting facets"))?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let read = |e| StoreError::backend(&self.location, "reading facet counts", e);
-            let facet: String = row.try_get(0).map_err(read)?;
-            let value: String = row.try_get(1).map_err(read)?;
-            let count: i64 = row.try_get(2).map_err(read)?;
-            counts.push((facet, value, u64::try_from(count).unwrap_or(0)));
+        let context = "counting facets";
+        let mut client = self.client().await?;
+        if crate::facet_hours::answers(filter) {
+            let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
+            let facets = facets::window(&tx, filter, top)
+                .await
+                .map_err(self.backend(context))?;
+            tx.commit().await.map_err(self.backend(context))?;
+            return Ok(facets);
         }
-        let counted: u64 = counts
-            .iter()
-            .filter(|(facet, _, _)| facet == "source")
-            .map(|(_, _, n)| n)
-            .sum();
-        let complete = counted < FACET_BOUND as u64;
+        let (counts, complete) = facets::count_events(&*client, filter)
+            .await
+            .map_err(self.backend(context))?;
+        let counted = crate::facet_hours::counted(&counts);
         Ok(Facets::from_counts(counts, counted, complete, top))
+    }
+
+    async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
+        Ok(ExpectedIndexes {
+            facets: facets::counts_of(page.iter().filter_map(|s| s.event.as_ref().ok())),
+            ..ExpectedIndexes::default()
+        })
+    }
+
+    async fn check_indexes(
+        &self,
+        first: i64,
+        last: i64,
+        expected: ExpectedIndexes,
+    ) -> Result<Vec<(i64, crate::Mismatch)>> {
+        let context = "checking the facet counts";
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
+        let mismatches = facets::check(&tx, first, last, expected.facets)
+            .await
+            .map_err(self.backend(context))?;
+        tx.commit().await.map_err(self.backend(context))?;
+        Ok(mismatches)
     }
 
     async fn activity_counts(
@@ -509,13 +544,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         // One snapshot: a prune running meanwhile cannot remove leaves
         // between two rounds.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(self.backend(context))?;
+        let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
         let hashes = tree::subtree_hashes(&tx, trees, &self.location).await?;
         tx.commit().await.map_err(self.backend(context))?;
         Ok(hashes)

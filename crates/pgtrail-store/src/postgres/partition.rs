@@ -182,13 +182,22 @@ pub(super) struct Pruned {
 
 /// Removes events with `seq <= through`: drops each monthly partition that
 /// holds no later event (and past months' empty ones), then deletes the
-/// remaining such rows one by one.
+/// remaining such rows one by one, and recounts the facet summary's hours
+/// they were in.
 pub(super) async fn prune(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
     through: i64,
 ) -> Result<Pruned, tokio_postgres::Error> {
     lock_chain_head(tx).await?;
+    // The facet summary's hours the pruned events were counted in.
+    let newest_pruned: Option<DateTime<Utc>> = tx
+        .query_one(
+            "select max(captured_at) from pgtrail.events where seq <= $1",
+            &[&through],
+        )
+        .await?
+        .get(0);
     let current = Month::of(now);
     let mut pruned = Pruned {
         removed: 0,
@@ -219,6 +228,7 @@ pub(super) async fn prune(
     pruned.removed += tx
         .execute("delete from pgtrail.events where seq <= $1", &[&through])
         .await?;
+    super::facets::after_prune(tx, newest_pruned).await?;
     Ok(pruned)
 }
 

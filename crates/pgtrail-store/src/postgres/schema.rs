@@ -13,6 +13,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
+use super::facets::facet_rows;
 use crate::StoreError;
 
 /// Key of the advisory lock that serializes migrations ("pgtrail" in ASCII).
@@ -317,6 +318,37 @@ create table pgtrail.cosignatures (
 create index cosignatures_seq_idx on pgtrail.cosignatures (seq);
 ";
 
+/// Migration 11: facet counts by the hour (`super::facets`), filled here
+/// from the events stored; kept by every append after. The trigger sealer
+/// appends as `pgtrail_admin`, so that role may add to it (and readers
+/// read it) when trigger capture is installed; an install after this
+/// migration grants the same (`pgtrail_triggers` `READER_GRANTS_SQL`).
+const V11_FACET_HOURS: &str = concat!(
+    "
+create table pgtrail.facet_hours (
+    hour bigint not null,              -- hours since 1970-01-01 UTC
+    facet text not null,               -- user | table | operation | source | outcome
+    value text not null,
+    count bigint not null,
+    primary key (hour, facet, value)
+);
+insert into pgtrail.facet_hours (hour, facet, value, count)
+select hour, facet, value, count(*) from (",
+    facet_rows!(),
+    ") r group by 1, 2, 3;
+do $$
+begin
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+        grant select on pgtrail.facet_hours to pgtrail_reader;
+    end if;
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+        grant select, insert, update on pgtrail.facet_hours to pgtrail_admin;
+    end if;
+end
+$$;
+"
+);
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -402,6 +434,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "witness servers' cosignatures of checkpoints",
         sql: COSIGNATURES,
         creates: &["cosignatures"],
+        fill: None,
+        sql_after: "",
+    },
+    Migration {
+        version: 11,
+        name: "facet counts by the hour",
+        sql: V11_FACET_HOURS,
+        creates: &["facet_hours"],
         fill: None,
         sql_after: "",
     },

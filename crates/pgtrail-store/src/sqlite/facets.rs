@@ -11,8 +11,6 @@
 //! answered from it ([`answers`]); the partial hours at the window's edges
 //! are counted from the events.
 
-use std::collections::HashMap;
-
 use pgtrail_core::search::Facets;
 use pgtrail_core::Filter;
 use rusqlite::{params, Connection};
@@ -23,16 +21,7 @@ use crate::{Mismatch, Result, StoreError};
 /// `(facet, value, count)` rows and whether they counted every match.
 pub type Counted = (Vec<(String, String, u64)>, bool);
 
-/// Microseconds in an hour: the summary's grain.
-pub const HOUR_US: i64 = 3_600_000_000;
-
-/// `(hour, facet, value)` → events, as the summary holds them.
-pub type Counts = HashMap<(i64, &'static str, String), i64>;
-
-/// The hour an event captured at `captured_at` (µs) is counted in.
-pub fn hour(captured_at: i64) -> i64 {
-    captured_at.div_euclid(HOUR_US)
-}
+pub use crate::facet_hours::{answers, hour, Counts, HOUR_US};
 
 /// Adds one event's facet values to `counts` (`sign` -1 takes it away):
 /// what `Facets::of_event` counts, from the columns the store writes.
@@ -162,17 +151,6 @@ select captured_at / 3600000000, facet, value, count(*) from (
     union all select captured_at, 'outcome', case when failed then 'failed' else 'ok' end from events
 ) group by 1, 2, 3;";
 
-/// Whether the summary can answer `filter`: nothing but a time window.
-pub fn answers(filter: &Filter) -> bool {
-    let window_only = Filter {
-        since: filter.since,
-        until: filter.until,
-        limit: filter.limit,
-        ..Filter::default()
-    };
-    *filter == window_only
-}
-
 /// The facets of a time window: whole hours from the summary, the partial
 /// hours at its edges counted from the events by `edge` (bounded), read in one transaction so both halves see the same events.
 pub fn window(
@@ -184,17 +162,9 @@ pub fn window(
 ) -> Result<Facets> {
     let db = |e| StoreError::backend(location, "counting facets by the hour", e);
     let tx = conn.unchecked_transaction().map_err(db)?;
-    let since = filter.since.map(|t| t.timestamp_micros());
-    let until = filter.until.map(|t| t.timestamp_micros());
-    // Whole hours: from the first hour starting at or after `since` to the
-    // last one ending at or before `until`.
-    let first_hour = since.map_or(i64::MIN, |s| {
-        s.div_euclid(HOUR_US) + i64::from(s.rem_euclid(HOUR_US) != 0)
-    });
-    let end_hour = until.map_or(i64::MAX, |u| u.div_euclid(HOUR_US));
-    let mut totals: HashMap<(String, String), u64> = HashMap::new();
-    let mut complete = true;
-    if first_hour < end_hour {
+    let split = crate::facet_hours::split(filter);
+    let mut counts: Counted = (Vec::new(), true);
+    if let Some((first_hour, end_hour)) = split.hours {
         let mut statement = tx
             .prepare_cached(
                 "select facet, value, sum(count) from facet_hours \
@@ -204,59 +174,20 @@ pub fn window(
         let mut rows = statement.query(params![first_hour, end_hour]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let n: i64 = row.get(2).map_err(db)?;
-            *totals
-                .entry((row.get(0).map_err(db)?, row.get(1).map_err(db)?))
-                .or_default() += u64::try_from(n).unwrap_or(0);
-        }
-        // The edges: before the first whole hour, and from the end of the
-        // last one.
-        let to_time =
-            |hour: i64| chrono::DateTime::from_timestamp_micros(hour.saturating_mul(HOUR_US));
-        let mut edges = Vec::new();
-        if let Some(since) = filter.since {
-            edges.push(Filter {
-                since: Some(since),
-                until: to_time(first_hour),
-                ..Filter::default()
-            });
-        }
-        if let Some(until) = filter.until {
-            edges.push(Filter {
-                since: to_time(end_hour),
-                until: Some(until),
-                ..Filter::default()
-            });
-        }
-        for edge_filter in edges {
-            if edge_filter.since == edge_filter.until {
-                continue;
-            }
-            let (counts, whole) = edge(&tx, &edge_filter)?;
-            complete &= whole;
-            for (facet, value, n) in counts {
-                *totals.entry((facet, value)).or_default() += n;
-            }
-        }
-    } else {
-        // Within one hour: the events themselves.
-        let (counts, whole) = edge(&tx, filter)?;
-        complete &= whole;
-        for (facet, value, n) in counts {
-            *totals.entry((facet, value)).or_default() += n;
+            counts.0.push((
+                row.get(0).map_err(db)?,
+                row.get(1).map_err(db)?,
+                u64::try_from(n).unwrap_or(0),
+            ));
         }
     }
+    for edge_filter in split.edges {
+        let (edge_counts, whole) = edge(&tx, &edge_filter)?;
+        counts.1 &= whole;
+        counts.0.extend(edge_counts);
+    }
     tx.finish().map_err(db)?;
-    let counted = totals
-        .iter()
-        .filter(|((facet, _), _)| facet == "source")
-        .map(|(_, n)| n)
-        .sum();
-    Ok(Facets::from_counts(
-        totals.into_iter().map(|((f, v), n)| (f, v, n)),
-        counted,
-        complete,
-        top,
-    ))
+    Ok(crate::facet_hours::total(counts.0, counts.1, top))
 }
 
 /// Compares the summary with `expected`, the counts of the events `verify`
@@ -296,7 +227,7 @@ pub fn check(
         let mut rows = newer.query([last]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let facet: String = row.get(1).map_err(db)?;
-            let Some(facet) = static_facet(&facet) else {
+            let Some(facet) = crate::facet_hours::static_facet(&facet) else {
                 continue;
             };
             *expected
@@ -334,7 +265,7 @@ pub fn check(
             .map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let facet: String = row.get(1).map_err(db)?;
-            let Some(facet) = static_facet(&facet) else {
+            let Some(facet) = crate::facet_hours::static_facet(&facet) else {
                 continue;
             };
             *expected
@@ -342,58 +273,24 @@ pub fn check(
                 .or_default() += row.get::<_, i64>(3).map_err(db)?;
         }
     }
-    let mut mismatches = Vec::new();
+    let mut stored = Vec::new();
     {
-        let mut stored = tx
+        let mut statement = tx
             .prepare("select hour, facet, value, count from facet_hours where hour >= ?1")
             .map_err(db)?;
-        let mut rows = stored.query([from_hour.unwrap_or(i64::MIN)]).map_err(db)?;
+        let mut rows = statement
+            .query([from_hour.unwrap_or(i64::MIN)])
+            .map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
-            let hour: i64 = row.get(0).map_err(db)?;
-            let facet: String = row.get(1).map_err(db)?;
-            let value: String = row.get(2).map_err(db)?;
-            let count: i64 = row.get(3).map_err(db)?;
-            let want = static_facet(&facet)
-                .and_then(|f| expected.remove(&(hour, f, value.clone())))
-                .unwrap_or(0);
-            if want != count {
-                mismatches.push(mismatch(last, hour, &facet, &value, count, want));
-            }
+            stored.push((
+                row.get(0).map_err(db)?,
+                row.get(1).map_err(db)?,
+                row.get(2).map_err(db)?,
+                row.get(3).map_err(db)?,
+            ));
         }
     }
-    for ((hour, facet, value), want) in expected {
-        if want != 0 {
-            mismatches.push(mismatch(last, hour, facet, &value, 0, want));
-        }
-    }
+    let mismatches = crate::facet_hours::compare(stored, expected, last);
     tx.finish().map_err(db)?;
     Ok(mismatches)
-}
-
-fn static_facet(facet: &str) -> Option<&'static str> {
-    pgtrail_core::search::FACET_NAMES
-        .into_iter()
-        .find(|f| *f == facet)
-}
-
-fn mismatch(
-    last: i64,
-    hour: i64,
-    facet: &str,
-    value: &str,
-    found: i64,
-    expected: i64,
-) -> (i64, Mismatch) {
-    let at = chrono::DateTime::from_timestamp_micros(hour.saturating_mul(HOUR_US)).map_or_else(
-        || hour.to_string(),
-        |t| pgtrail_core::time::format_micros(&t),
-    );
-    (
-        last,
-        Mismatch {
-            column: format!("facet_hours ({facet} '{value}' in the hour from {at})"),
-            found: found.to_string(),
-            expected: expected.to_string(),
-        },
-    )
 }

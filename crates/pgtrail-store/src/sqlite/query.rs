@@ -63,11 +63,7 @@ pub fn facets(conn: &Connection, filter: &Filter, top: usize, location: &str) ->
         );
     }
     let (counts, complete) = facet_counts(conn, filter, location)?;
-    let counted = counts
-        .iter()
-        .filter(|(facet, _, _)| facet == "source")
-        .map(|(_, _, n)| n)
-        .sum();
+    let counted = crate::facet_hours::counted(&counts);
     Ok(Facets::from_counts(counts, counted, complete, top))
 }
 
@@ -92,12 +88,8 @@ fn facet_counts(
         .map_err(db)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db)?;
-    let counted: u64 = counts
-        .iter()
-        .filter(|(facet, _, _)| facet == "source")
-        .map(|(_, _, n)| n)
-        .sum();
-    Ok((counts, counted < FACET_BOUND as u64))
+    let complete = crate::facet_hours::counted(&counts) < FACET_BOUND as u64;
+    Ok((counts, complete))
 }
 
 /// The statement of [`facets`] and its values.
