@@ -394,7 +394,9 @@ impl Facets {
             values.push(("table", table));
         }
         if let Some(op) = &event.operation {
-            values.push(("operation", op.to_uppercase()));
+            // ASCII only, as both stores' SQL uppercases it (the summaries
+            // are recounted in SQL): Unicode's would make "ß" "SS".
+            values.push(("operation", op.to_ascii_uppercase()));
         }
         values.push(("source", event.source.as_str().to_string()));
         values.push((

@@ -183,7 +183,10 @@ fn constants_hidden_from_one_reading_are_never_stored() {
         pgtrail_sql::RedactMode::ConstantsOutsideDdl,
     ] {
         let text = pgtrail_sql::Redactor::default().redact(sql, mode);
-        assert!(!text.contains("4242"), "the trigger drainer's {mode:?} stored {text:?}");
+        assert!(
+            !text.contains("4242"),
+            "the trigger drainer's {mode:?} stored {text:?}"
+        );
     }
     // A text the modes read alike keeps its shape.
     let (text, _) = pgtrail_sql::redact_constants(r"update pay set note = E'a\'b' where id = 7");

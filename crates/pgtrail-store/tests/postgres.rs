@@ -1535,6 +1535,13 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
                 e.table = None;
                 e.schema = None;
             }
+            if n % 19 == 0 {
+                // Imports carry operations as written: the summary's
+                // uppercase must be the same in SQL and in Rust (ASCII
+                // only; Unicode's would make "STRASSE", Postgres's
+                // upper() depends on the locale).
+                e.operation = Some("straße".into());
+            }
             e
         })
         .collect();

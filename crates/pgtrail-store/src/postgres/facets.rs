@@ -27,7 +27,8 @@ macro_rules! facet_rows {
              ('user', coalesce(e.app_user, e.db_user)), \
              ('table', case when e.schema_name is null then e.table_name \
                  else e.schema_name || '.' || e.table_name end), \
-             ('operation', upper(e.operation)), \
+             ('operation', translate(e.operation, 'abcdefghijklmnopqrstuvwxyz', \
+                 'ABCDEFGHIJKLMNOPQRSTUVWXYZ')), \
              ('source', e.source), \
              ('outcome', case when e.failed then 'failed' else 'ok' end) \
          ) as f(facet, value) where f.value is not null"

@@ -78,7 +78,7 @@ pub(super) fn facets(filter: &Filter) -> Query {
          case when table_name is null then null \
               when schema_name is null then table_name \
               else schema_name || '.' || table_name end as tbl, \
-         upper(operation) as op, source, failed";
+         translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, source, failed";
     let mut q = filtered_with(filter, columns, Some(FACET_BOUND as i64));
     q.sql = format!(
         "with m as materialized ({}) \
@@ -101,7 +101,7 @@ pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
          case when table_name is null then null \
               when schema_name is null then table_name \
               else schema_name || '.' || table_name end as tbl, \
-         upper(operation) as op, captured_at as at";
+         translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let mut q = filtered_with(filter, columns, Some(cap));
     q.sql = format!(
