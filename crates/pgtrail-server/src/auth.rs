@@ -101,12 +101,15 @@ impl Principal {
 
 /// What `principal` may see of `event`: every event the API and the pages
 /// show goes through here. A viewer gets no statement parameters (nor the
-/// raw copy a quarantine event keeps of its original, which holds them);
-/// masked values were masked at capture and stay as stored. An auditor
-/// gets the event as stored.
+/// raw copy a quarantine event keeps of its original, which holds them)
+/// and no nonce (with it, a redacted proof's withheld values could be
+/// tested against their commitments: docs/proofs.md); masked values were
+/// masked at capture and stay as stored. An auditor gets the event as
+/// stored.
 pub fn present(principal: &Principal, mut event: Event) -> Event {
     if principal.role == Role::Viewer {
         event.params = None;
+        event.nonce = None;
         if event.kind == Kind::Quarantine {
             if let Some(context) = event.context.as_mut() {
                 if context.remove("raw_base64").is_some() {

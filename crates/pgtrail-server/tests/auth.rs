@@ -490,6 +490,13 @@ fn a_viewer_sees_no_parameters_an_auditor_sees_them() {
     assert!(!serde_json::to_string(&shown)
         .expect("json")
         .contains("123-45-6789"));
+    // Nor the nonce, which would let a viewer holding a redacted proof of
+    // the event test guesses of its withheld values.
+    let nonce = event.nonce.clone().expect("a new event has a nonce");
+    assert_eq!(shown.nonce, None);
+    assert!(!serde_json::to_string(&shown)
+        .expect("json")
+        .contains(&nonce));
 
     // The quarantine copy of a statement holds its parameters too.
     let quarantined = pgtrail_core::quarantine::quarantine(&event, "refused");
