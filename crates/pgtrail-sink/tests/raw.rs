@@ -212,25 +212,34 @@ fn start_child(url: &str, out: &Path) -> Child {
         .expect("start the runner")
 }
 
-/// Every line of the sink's files, oldest file first.
+/// Every line of the sink's files, oldest file first. Read while the
+/// runner writes, a file can be rotated (renamed) between the listing and
+/// its reading: the whole read is then made again.
 fn delivered(out: &Path) -> Vec<String> {
-    let mut names: Vec<_> = std::fs::read_dir(out)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
+    loop {
+        match read_delivered(out) {
+            Ok(lines) => return lines,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn read_delivered(out: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(out)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            names.push(path);
+        }
+    }
     // Rotated names carry their time; the current file is the newest.
     names.sort_by_key(|p| (p.ends_with("pgtrail-events.jsonl"), p.clone()));
-    names
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read")
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut lines = Vec::new();
+    for name in &names {
+        lines.extend(std::fs::read_to_string(name)?.lines().map(str::to_string));
+    }
+    Ok(lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
