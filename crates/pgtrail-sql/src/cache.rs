@@ -192,18 +192,10 @@ impl Analyzer {
         if self.policy == TextPolicy::Secrets && !literal::mentions_secret(text) {
             return text.to_string();
         }
-        let redact = |mode| {
-            strings::under(mode, || match self.policy {
-                TextPolicy::Secrets => redact::redact_secrets_in_mode(text),
-                TextPolicy::Constants => redact::redact_constants_in_mode(text),
-            })
-        };
-        let (on, outcome) = redact(StandardStrings::On);
-        let (off, _) = redact(StandardStrings::Off);
-        if on == off && outcome != redact::Redaction::Withheld {
-            on
-        } else {
-            redact::WITHHELD.to_string()
+        // Both redact in both modes and withhold unless they agree.
+        match self.policy {
+            TextPolicy::Secrets => redact::redact_secrets(text).0,
+            TextPolicy::Constants => redact::redact_constants(text).0,
         }
     }
 
