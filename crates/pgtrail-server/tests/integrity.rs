@@ -246,8 +246,13 @@ async fn verify_now_runs_in_the_background_and_the_result_outlives_the_server() 
     // A new server on the same store (a restart) reads the result back
     // from the trail. (The verify job is per process and store: a fresh
     // store path stands for a fresh process.)
+    // `VACUUM INTO` takes a consistent snapshot, WAL included; a plain
+    // file copy could catch the running server mid-checkpoint (torn pages).
     let copy = t.dir.path().join("copy.db");
-    std::fs::copy(t.db(), &copy).expect("copy store");
+    rusqlite::Connection::open(t.db())
+        .expect("open")
+        .execute("VACUUM INTO ?1", [copy.display().to_string()])
+        .expect("snapshot store");
     let url = format!("sqlite:{}", copy.display());
     let store = pgtrail_store::open::open(&url).await.expect("open copy");
     let restarted = AppState::new(store, true);
