@@ -16,7 +16,13 @@
 //! HTTP/1.1 connection (hyper); it is `Ok` only once every one of them
 //! was. With more than one in flight, requests may arrive out of chain
 //! order; a request holding a checkpoint waits for the ones before it.
-//! TLS by rustls with the system's roots or `ca_file`. The secret (HEC
+//! TLS by rustls with the system's roots or `ca_file`.
+//!
+//! Bodies are assembled as bytes: each record is encoded straight into the
+//! body (`jsonl` from the stored event, its seal spliced in, as the file
+//! sink writes it: [`Sink::reads_raw`]), and HEC's envelope and `_bulk`'s
+//! action line are written around it from prefixes made once, never
+//! parsed or serialized again. The secret (HEC
 //! token, `_bulk` credentials, HMAC key) is never in an error or log line:
 //! answers are quoted with it blanked.
 
@@ -30,15 +36,15 @@ use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use pgtrail_core::Event;
+use pgtrail_store::RawEvent;
 use rustls::pki_types::ServerName;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::format::{Encoder, Format};
-use crate::sink::{Item, Sink, SinkError};
+use crate::format::{raw, Encoder, Format, FormatError};
+use crate::sink::{Item, Sealed, Sink, SinkError};
 
 /// The header carrying the webhook body's signature.
 pub const SIGNATURE_HEADER: &str = "x-pgtrail-signature";
@@ -139,7 +145,13 @@ pub struct HttpSink {
     encoder: Encoder,
     /// Idle keep-alive connections, reused by the next requests.
     idle: Vec<SendRequest<Full<Bytes>>>,
+    /// A record before it is escaped or wrapped.
     record: Vec<u8>,
+    /// What goes before each record: HEC's envelope up to `"event":`,
+    /// `_bulk`'s action line up to `"_id":` (empty for a webhook).
+    envelope: Vec<u8>,
+    /// `_bulk`: each record needs its id.
+    bulk: bool,
     request_events: usize,
     max_in_flight: usize,
 }
@@ -160,7 +172,7 @@ impl HttpSink {
     /// A sink posting `format` records as `options` say; connects on the
     /// first delivery.
     pub fn new(options: HttpOptions, format: Format) -> Result<Self, HttpSetupError> {
-        let json = matches!(format, Format::Jsonl | Format::Ocsf | Format::Ecs);
+        let json = is_json(format);
         match &options.api {
             Api::Bulk { .. } if !json => {
                 return Err(HttpSetupError::Format {
@@ -223,7 +235,10 @@ impl HttpSink {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
+        let envelope = envelope(&options.api);
         Ok(HttpSink {
+            bulk: matches!(options.api, Api::Bulk { .. }),
+            envelope,
             endpoint: Arc::new(Endpoint {
                 api: options.api,
                 uri,
@@ -246,14 +261,20 @@ impl HttpSink {
         self.endpoint.refused(reason)
     }
 
-    /// The request body of a batch, and its content type.
-    fn body(&mut self, items: &[Item]) -> Result<(Vec<u8>, &'static str), SinkError> {
-        let mut body = Vec::with_capacity(items.len() * 600);
-        match self.endpoint.api.clone() {
+    /// The request body of a batch, and its content type. Each record is
+    /// encoded straight into the body; HEC and `_bulk` wrap it in their
+    /// envelope written as bytes (prefixes made once in [`HttpSink::new`]),
+    /// never parsed again.
+    fn body<E: Postable>(
+        &mut self,
+        items: &[Item<E>],
+    ) -> Result<(Vec<u8>, &'static str), SinkError> {
+        let endpoint = Arc::clone(&self.endpoint);
+        let mut body = Vec::with_capacity(items.len() * 700);
+        match &endpoint.api {
             Api::Webhook { ndjson: true } => {
                 for item in items {
-                    self.encode(item)?;
-                    body.extend_from_slice(&self.record);
+                    self.encode(item, &mut body)?;
                     if body.last() != Some(&b'\n') {
                         body.push(b'\n');
                     }
@@ -266,86 +287,200 @@ impl HttpSink {
                     if i > 0 {
                         body.push(b',');
                     }
-                    self.encode(item)?;
-                    body.extend_from_slice(trim_newline(&self.record));
+                    self.encode(item, &mut body)?;
+                    trim_newline(&mut body);
                 }
                 body.push(b']');
                 Ok((body, "application/json"))
             }
-            Api::Splunk {
-                sourcetype,
-                source,
-                index,
-                host,
-            } => {
-                let json = matches!(
-                    self.encoder.format(),
-                    Format::Jsonl | Format::Ocsf | Format::Ecs
-                );
+            Api::Splunk { .. } => {
+                let json = is_json(self.encoder.format());
                 for item in items {
-                    self.encode(item)?;
-                    let record = trim_newline(&self.record);
-                    let time = match item {
-                        Item::Event(event) => event.captured_at,
-                        Item::Checkpoint(checkpoint) => checkpoint.created_at,
+                    // {"host":…,"source":…,"sourcetype":…,"event":<record>,"time":…}
+                    body.extend_from_slice(&self.envelope);
+                    let facts = match json {
+                        true => {
+                            let facts = self.encode(item, &mut body)?;
+                            trim_newline(&mut body);
+                            facts
+                        }
+                        false => {
+                            let mut record = std::mem::take(&mut self.record);
+                            record.clear();
+                            let facts = self.encode(item, &mut record);
+                            crate::format::json_string(
+                                &mut body,
+                                &String::from_utf8_lossy(trim_newline_of(&record)),
+                            );
+                            self.record = record;
+                            facts?
+                        }
                     };
-                    let text;
-                    let event: &RawValue = if json {
-                        raw(record).map_err(|e| self.refused(e))?
-                    } else {
-                        text = serde_json::to_string(&String::from_utf8_lossy(record))
-                            .map_err(|e| self.refused(e))?;
-                        raw(text.as_bytes()).map_err(|e| self.refused(e))?
+                    let Some(micros) = facts.micros else {
+                        return Err(self.refused(format!(
+                            "event {} has no captured_at for HEC's time",
+                            facts.seq
+                        )));
                     };
-                    let envelope = HecEvent {
-                        time: time.timestamp_micros() as f64 / 1e6,
-                        host: &host,
-                        source: &source,
-                        sourcetype: &sourcetype,
-                        index: index.as_deref(),
-                        event,
-                    };
-                    serde_json::to_writer(&mut body, &envelope).map_err(|e| self.refused(e))?;
-                    body.push(b'\n');
+                    body.extend_from_slice(b",\"time\":");
+                    body.extend_from_slice((micros as f64 / 1e6).to_string().as_bytes());
+                    body.extend_from_slice(b"}\n");
                 }
                 Ok((body, "application/json"))
             }
-            Api::Bulk { index } => {
+            Api::Bulk { .. } => {
                 for item in items {
-                    let id = match item {
-                        Item::Event(event) => event.id.to_string(),
-                        Item::Checkpoint(c) => format!(
-                            "checkpoint-{}-{}-{}",
-                            c.kind.as_str(),
-                            c.seq,
-                            c.created_at.timestamp_micros()
-                        ),
+                    let start = body.len();
+                    let mut record = std::mem::take(&mut self.record);
+                    record.clear();
+                    let facts = self.encode(item, &mut record);
+                    let facts = match facts {
+                        Ok(facts) => facts,
+                        Err(error) => {
+                            self.record = record;
+                            return Err(error);
+                        }
+                    };
+                    let Some(id) = facts.id.as_deref() else {
+                        self.record = record;
+                        body.truncate(start);
+                        return Err(self.refused(format!(
+                            "event {} has no plain id for _bulk's _id",
+                            facts.seq
+                        )));
                     };
                     // {"index":{"_index":…,"_id":…}}, written directly.
-                    body.extend_from_slice(b"{\"index\":{\"_index\":");
-                    crate::format::json_string(&mut body, &index);
-                    body.extend_from_slice(b",\"_id\":");
-                    crate::format::json_string(&mut body, &id);
+                    body.extend_from_slice(&self.envelope);
+                    crate::format::json_string(&mut body, id);
                     body.extend_from_slice(b"}}\n");
-                    self.encode(item)?;
-                    body.extend_from_slice(trim_newline(&self.record));
+                    body.extend_from_slice(trim_newline_of(&record));
                     body.push(b'\n');
+                    self.record = record;
                 }
                 Ok((body, "application/x-ndjson"))
             }
         }
     }
 
-    fn encode(&mut self, item: &Item) -> Result<(), SinkError> {
-        self.record.clear();
+    /// Appends `item`'s record to `out`; what the envelopes need of it.
+    fn encode<E: Postable>(
+        &mut self,
+        item: &Item<E>,
+        out: &mut Vec<u8>,
+    ) -> Result<Facts, SinkError> {
         match item {
-            Item::Event(event) => self.encoder.encode(event, &mut self.record)?,
-            Item::Checkpoint(checkpoint) => self
-                .encoder
-                .encode_checkpoint(checkpoint, &mut self.record)?,
+            Item::Event(event) => Ok(event.encode(&self.encoder, out, self.bulk)?),
+            Item::Checkpoint(c) => {
+                self.encoder.encode_checkpoint(c, out)?;
+                Ok(Facts {
+                    seq: c.seq,
+                    id: self.bulk.then(|| {
+                        format!(
+                            "checkpoint-{}-{}-{}",
+                            c.kind.as_str(),
+                            c.seq,
+                            c.created_at.timestamp_micros()
+                        )
+                    }),
+                    micros: Some(c.created_at.timestamp_micros()),
+                })
+            }
         }
-        Ok(())
     }
+
+    /// Posts the items in requests of at most `request_events` records,
+    /// up to `max_in_flight` at once, and is `Ok` only once every request
+    /// was answered with success. A request holding a checkpoint is sent
+    /// only after the requests before it succeeded, so a checkpoint never
+    /// arrives ahead of an event it covers that may still fail.
+    async fn post_all<E: Postable>(&mut self, items: &[Item<E>]) -> Result<(), SinkError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut first_error: Option<(usize, SinkError)> = None;
+        for (n, chunk) in items.chunks(self.request_events).enumerate() {
+            let barrier = chunk.iter().any(|item| matches!(item, Item::Checkpoint(_)));
+            while !in_flight.is_empty() && (barrier || in_flight.len() >= self.max_in_flight) {
+                self.settle(&mut in_flight, &mut first_error).await;
+            }
+            if first_error.is_some() {
+                break;
+            }
+            let (body, content_type) = self.body(chunk)?;
+            let records = chunk.len();
+            let sender = self.idle.pop();
+            let endpoint = Arc::clone(&self.endpoint);
+            in_flight.spawn(async move {
+                (n, endpoint.send(sender, body, content_type, records).await)
+            });
+        }
+        while !in_flight.is_empty() {
+            self.settle(&mut in_flight, &mut first_error).await;
+        }
+        match first_error {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the HEC and `_bulk` envelopes need of a record.
+struct Facts {
+    /// The event's (or checkpoint's) `seq`, for errors.
+    seq: i64,
+    /// Its `_bulk` `_id` (only asked for by `_bulk`).
+    id: Option<String>,
+    /// Its time, microseconds since the epoch (HEC's `time`).
+    micros: Option<i64>,
+}
+
+/// An event the HTTP sink posts: decoded, or as stored (`jsonl` spliced
+/// from the stored body, as the file sink writes it).
+trait Postable: Sealed {
+    /// Appends its record to `out`; `id`: whether `_bulk` needs its id.
+    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError>;
+}
+
+impl Postable for Event {
+    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError> {
+        encoder.encode(self, out)?;
+        Ok(Facts {
+            seq: self.seq.unwrap_or_default(),
+            id: id.then(|| self.id.to_string()),
+            micros: Some(self.captured_at.timestamp_micros()),
+        })
+    }
+}
+
+impl Postable for RawEvent {
+    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError> {
+        if encoder.format() != Format::Jsonl {
+            let event = raw::decode(self).map_err(|reason| FormatError::Stored {
+                seq: self.seq,
+                reason,
+            })?;
+            return Postable::encode(&event, encoder, out, id);
+        }
+        // One pass over the stored body gives the line, the id and the time.
+        let members = raw::Members::of(&self.body).map_err(|reason| FormatError::Stored {
+            seq: self.seq,
+            reason,
+        })?;
+        raw::jsonl(self, &members, out);
+        Ok(Facts {
+            seq: self.seq,
+            id: match id {
+                true => members.plain_str("id").map(str::to_string),
+                false => None,
+            },
+            micros: members.captured_at().map(|t| t.timestamp_micros()),
+        })
+    }
+}
+
+fn is_json(format: Format) -> bool {
+    matches!(format, Format::Jsonl | Format::Ocsf | Format::Ecs)
 }
 
 impl Endpoint {
@@ -412,6 +547,7 @@ impl Endpoint {
         sender: Option<SendRequest<Full<Bytes>>>,
         body: Vec<u8>,
         content_type: &'static str,
+        records: usize,
     ) -> (Result<(), SinkError>, Option<SendRequest<Full<Bytes>>>) {
         let answer =
             tokio::time::timeout(self.timeout, self.post(sender, body, content_type)).await;
@@ -424,14 +560,15 @@ impl Endpoint {
                 return (Err(error), None);
             }
         };
-        (self.judge(status, &body), Some(sender))
+        (self.judge(status, &body, records), Some(sender))
     }
 
-    /// `Ok` for a 2xx answer (with no failed item, for `_bulk`).
-    fn judge(&self, status: StatusCode, body: &[u8]) -> Result<(), SinkError> {
+    /// `Ok` for a 2xx answer (for `_bulk`: an outcome for each of the
+    /// `records` sent, none failed).
+    fn judge(&self, status: StatusCode, body: &[u8], records: usize) -> Result<(), SinkError> {
         if status.is_success() {
             return match self.api {
-                Api::Bulk { .. } => self.bulk_failures(body),
+                Api::Bulk { .. } => self.bulk_failures(body, records),
                 _ => Ok(()),
             };
         }
@@ -504,16 +641,25 @@ impl Endpoint {
         Ok((status, body, sender))
     }
 
-    /// What a `_bulk` answer with `errors: true` says: the failed items
-    /// and whether all of them may pass by themselves.
-    fn bulk_failures(&self, body: &[u8]) -> Result<(), SinkError> {
+    /// What a `_bulk` answer says: `Ok` when it has an outcome for every
+    /// one of the `records` sent and `errors: false`; else the failed
+    /// items and whether all of them may pass by themselves. An answer
+    /// with fewer outcomes than records (a proxy's, a truncated one) does
+    /// not say the others were indexed: refused, the batch sent again.
+    fn bulk_failures(&self, body: &[u8], records: usize) -> Result<(), SinkError> {
         let answer: BulkAnswer = serde_json::from_slice(body).map_err(|e| {
             self.refused(format!(
                 "_bulk answered something that is not its JSON: {e}"
             ))
         })?;
         if !answer.errors {
-            return Ok(());
+            return match answer.items.len() == records {
+                true => Ok(()),
+                false => Err(self.refused(format!(
+                    "_bulk answered {} outcomes for {records} items: the others are not known to be indexed",
+                    answer.items.len()
+                ))),
+            };
         }
         let failed: Vec<(u16, String)> = answer
             .items
@@ -548,17 +694,6 @@ impl Endpoint {
     }
 }
 
-#[derive(Serialize)]
-struct HecEvent<'a> {
-    time: f64,
-    host: &'a str,
-    source: &'a str,
-    sourcetype: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index: Option<&'a str>,
-    event: &'a RawValue,
-}
-
 #[derive(serde::Deserialize)]
 struct BulkAnswer {
     errors: bool,
@@ -573,11 +708,47 @@ struct BulkOutcome {
     error: Option<serde_json::Value>,
 }
 
-fn raw(bytes: &[u8]) -> Result<&RawValue, serde_json::Error> {
-    serde_json::from_slice(bytes)
+/// What goes before each record (see [`HttpSink::envelope`]), made once.
+fn envelope(api: &Api) -> Vec<u8> {
+    use crate::format::json_string;
+    let mut out = Vec::new();
+    match api {
+        Api::Webhook { .. } => {}
+        Api::Splunk {
+            sourcetype,
+            source,
+            index,
+            host,
+        } => {
+            out.extend_from_slice(b"{\"host\":");
+            json_string(&mut out, host);
+            out.extend_from_slice(b",\"source\":");
+            json_string(&mut out, source);
+            out.extend_from_slice(b",\"sourcetype\":");
+            json_string(&mut out, sourcetype);
+            if let Some(index) = index {
+                out.extend_from_slice(b",\"index\":");
+                json_string(&mut out, index);
+            }
+            out.extend_from_slice(b",\"event\":");
+        }
+        Api::Bulk { index } => {
+            out.extend_from_slice(b"{\"index\":{\"_index\":");
+            json_string(&mut out, index);
+            out.extend_from_slice(b",\"_id\":");
+        }
+    }
+    out
 }
 
-fn trim_newline(record: &[u8]) -> &[u8] {
+/// Drops the record's line end at the end of `body`.
+fn trim_newline(body: &mut Vec<u8>) {
+    if body.last() == Some(&b'\n') {
+        body.pop();
+    }
+}
+
+fn trim_newline_of(record: &[u8]) -> &[u8] {
     record.strip_suffix(b"\n").unwrap_or(record)
 }
 
@@ -700,37 +871,19 @@ impl Sink for HttpSink {
         self.endpoint.destination()
     }
 
-    /// Posts the items in requests of at most `request_events` records,
-    /// up to `max_in_flight` at once, and is `Ok` only once every request
-    /// was answered with success. A request holding a checkpoint is sent
-    /// only after the requests before it succeeded, so a checkpoint never
-    /// arrives ahead of an event it covers that may still fail.
+    /// Posts the items: see [`HttpSink::post_all`].
     async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut in_flight = tokio::task::JoinSet::new();
-        let mut first_error: Option<(usize, SinkError)> = None;
-        for (n, chunk) in items.chunks(self.request_events).enumerate() {
-            let barrier = chunk.iter().any(|item| matches!(item, Item::Checkpoint(_)));
-            while !in_flight.is_empty() && (barrier || in_flight.len() >= self.max_in_flight) {
-                self.settle(&mut in_flight, &mut first_error).await;
-            }
-            if first_error.is_some() {
-                break;
-            }
-            let (body, content_type) = self.body(chunk)?;
-            let sender = self.idle.pop();
-            let endpoint = Arc::clone(&self.endpoint);
-            in_flight.spawn(async move { (n, endpoint.send(sender, body, content_type).await) });
-        }
-        while !in_flight.is_empty() {
-            self.settle(&mut in_flight, &mut first_error).await;
-        }
-        match first_error {
-            Some((_, error)) => Err(error),
-            None => Ok(()),
-        }
+        self.post_all(items).await
+    }
+
+    /// `jsonl` records are the stored bodies with their seal spliced in
+    /// (as the file sink writes them): no event is decoded.
+    fn reads_raw(&self) -> bool {
+        self.encoder.format() == Format::Jsonl
+    }
+
+    async fn deliver_raw(&mut self, items: &[Item<RawEvent>]) -> Result<(), SinkError> {
+        self.post_all(items).await
     }
 }
 

@@ -251,9 +251,31 @@ impl Place {
             cursor = %self.cursor_path.display(),
             "sink starting"
         );
-        let Some((store, mut cursor)) = self.start(&mut stop).await else {
+        let Some((store, cursor)) = self.start(&mut stop).await else {
             return;
         };
+        let mut saver = Saver {
+            name: self.name.clone(),
+            path: self.cursor_path.clone(),
+            pending: None,
+        };
+        self.deliver_batches(sink, &mut stop, store, cursor, &mut saver)
+            .await;
+        // Stopped: the last save lands before the runner ends.
+        saver.wait().await;
+    }
+
+    /// Delivers batch after batch until stopped, the cursor saved (by
+    /// `saver`) after each batch the destination took.
+    async fn deliver_batches(
+        &self,
+        sink: &mut dyn Sink,
+        stop: &mut watch::Receiver<bool>,
+        store: Arc<dyn Store>,
+        mut cursor: Cursor,
+        saver: &mut Saver,
+    ) {
+        let destination = sink.destination();
         let label = self.name.clone();
         let delivered = metrics::counter!("pgtrail_sink_delivered_total", "sink" => label.clone());
         let failed = metrics::counter!("pgtrail_sink_failures_total", "sink" => label.clone());
@@ -318,7 +340,9 @@ impl Place {
                         cursor.checkpoints += batch.checkpoints;
                         cursor.delivered_at = Some(Utc::now());
                         cursor.last_error = None;
-                        self.save(&cursor);
+                        // Saved (fsync'd) on a blocking thread while the
+                        // next batch goes out.
+                        saver.save(&cursor).await;
                         break;
                     }
                     Err(error) => {
@@ -364,8 +388,8 @@ impl Place {
                             message: error_chain(&error),
                             failures: backoff.failures(),
                         });
-                        self.save(&cursor);
-                        if sleep_or_stop(pause, &mut stop).await {
+                        saver.save(&cursor).await;
+                        if sleep_or_stop(pause, stop).await {
                             return;
                         }
                     }
@@ -430,13 +454,40 @@ impl Place {
         }
         Ok((store, cursor))
     }
+}
 
-    /// Persists `cursor`; a failure is logged and the next batch tries
-    /// again (the file then lags: events after it go out again, never
-    /// fewer).
-    fn save(&self, cursor: &Cursor) {
-        if let Err(error) = cursor.save(&self.cursor_path) {
-            tracing::warn!(sink = %self.name, error = %error, "cannot save the sink's cursor; events after the saved one will be delivered again after a restart");
+/// Persists a sink's cursor on a blocking thread, so a batch's fsyncs
+/// overlap the next batch's delivery. One save at a time, in the order
+/// asked: a save starts only once the one before it ended, so the file
+/// never moves back, and it only ever holds a cursor the destination
+/// took (a kill -9 meanwhile leaves the one before: those events go out
+/// again after a restart, never fewer).
+struct Saver {
+    name: String,
+    path: PathBuf,
+    pending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Saver {
+    /// Starts saving `cursor` once the save before it ended. A failure is
+    /// logged and the next batch tries again (the file then lags: events
+    /// after it go out again, never fewer).
+    async fn save(&mut self, cursor: &Cursor) {
+        self.wait().await;
+        let (cursor, path, name) = (cursor.clone(), self.path.clone(), self.name.clone());
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            if let Err(error) = cursor.save(&path) {
+                tracing::warn!(sink = %name, error = %error, "cannot save the sink's cursor; events after the saved one will be delivered again after a restart");
+            }
+        }));
+    }
+
+    /// Waits for the save under way, if any.
+    async fn wait(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            if let Err(error) = pending.await {
+                tracing::warn!(sink = %self.name, error = %error, "saving the sink's cursor ended abnormally; events after the saved one will be delivered again after a restart");
+            }
         }
     }
 }

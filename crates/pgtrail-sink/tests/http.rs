@@ -48,6 +48,9 @@ struct Receiver {
     index: HashMap<String, Value>,
     /// `_bulk`: per-item failures to answer, one list per request.
     bulk_failures: VecDeque<Vec<(usize, u16)>>,
+    /// `_bulk`: answers that claim success for the first item only (a
+    /// proxy or receiver that lies), before honest ones.
+    bulk_short_answers: usize,
     /// Requests being handled now, and the most at once.
     handling: usize,
     most_at_once: usize,
@@ -143,6 +146,11 @@ async fn answer_with(
             }
         }
         let errors = !failures.is_empty();
+        if receiver.bulk_short_answers > 0 {
+            receiver.bulk_short_answers -= 1;
+            receiver.refused += 1;
+            items.truncate(1);
+        }
         receiver.taken.push(Taken {
             path: uri.path().into(),
             headers,
@@ -599,4 +607,129 @@ async fn https_goes_only_to_a_server_the_configured_ca_vouches_for() {
         2,
         "nothing reached the untrusted server"
     );
+}
+
+#[tokio::test]
+async fn a_bulk_answer_claiming_success_for_fewer_items_than_sent_is_refused() {
+    let (dir, url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 30).await;
+    let shared = Shared::default();
+    // A receiver (or someone in the middle) answers 200, `errors: false`,
+    // with an outcome for the first item only, twice: the others are not
+    // known to be indexed.
+    shared.lock().expect("lock").bulk_short_answers = 2;
+    let base = receiver(shared.clone(), 0).await;
+    let config = sink_config(&format!(
+        "[[sinks]]\nname = \"es\"\ntype = \"http\"\napi = \"elasticsearch\"\nurl = \"{base}\"\nmax_in_flight = 1\n"
+    ));
+    let sink = pgtrail_sink::open::open(&config).await.expect("sink");
+    let mut runner = runner_for(&url, dir.path(), sink);
+    runner.batch = 10;
+    runner.backoff =
+        pgtrail_pipeline::retry::Backoff::new(Duration::from_millis(300), Duration::from_secs(1));
+    let cursor_path = pgtrail_sink::cursor::path(dir.path(), "test");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("the short answer refused", || {
+        Cursor::load(&cursor_path)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.last_error.is_some())
+    })
+    .await;
+    let cursor = Cursor::load(&cursor_path).expect("read").expect("saved");
+    assert_eq!(
+        cursor.seq, 0,
+        "the cursor stays before the unconfirmed items"
+    );
+    let message = cursor.last_error.expect("error").message;
+    assert!(message.contains("1 outcomes for 10 items"), "{message}");
+    until("all delivered", || {
+        Cursor::load(&cursor_path)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.seq == 30)
+    })
+    .await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+    let receiver = shared.lock().expect("lock");
+    assert_eq!(receiver.refused, 2);
+    assert_eq!(receiver.taken.len(), 5, "the first batch sent 3 times");
+    assert_eq!(receiver.index.len(), 30, "each event indexed, by its id");
+}
+
+#[tokio::test]
+async fn stored_events_are_posted_as_the_same_bodies_as_decoded_ones() {
+    let (dir, _url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 25).await;
+    checkpoint_at(store.as_ref(), 10).await;
+    let decoded: Vec<pgtrail_sink::sink::Item> = store
+        .scan(0, 25)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(pgtrail_sink::sink::Item::Event)
+        .collect();
+    let raw: Vec<pgtrail_sink::sink::Item<pgtrail_store::RawEvent>> = store
+        .scan_raw(0, 25)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(pgtrail_sink::sink::Item::Event)
+        .collect();
+    let checkpoint = store.checkpoints().await.expect("checkpoints").remove(0);
+    let mut decoded = decoded;
+    let mut raw = raw;
+    decoded.insert(10, pgtrail_sink::sink::Item::Checkpoint(checkpoint.clone()));
+    raw.insert(10, pgtrail_sink::sink::Item::Checkpoint(checkpoint));
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "k").expect("key");
+    for (api, extra) in [
+        ("webhook", String::new()),
+        ("webhook", "body = \"ndjson\"\n".to_string()),
+        (
+            "webhook",
+            format!("secret_file = \"{}\"\n", key_file.display()),
+        ),
+        (
+            "splunk",
+            format!(
+                "index = \"main\"\nsecret_file = \"{}\"\n",
+                key_file.display()
+            ),
+        ),
+        ("elasticsearch", String::new()),
+    ] {
+        let shared = Shared::default();
+        let base = receiver(shared.clone(), 0).await;
+        let config = sink_config(&format!(
+            "[[sinks]]\nname = \"s\"\ntype = \"http\"\napi = \"{api}\"\nurl = \"{base}/x\"\n{extra}"
+        ));
+        let mut sink = pgtrail_sink::open::open(&config).await.expect("sink");
+        assert!(sink.reads_raw(), "{api} {extra}: jsonl reads stored events");
+        sink.deliver(&decoded).await.expect("decoded delivered");
+        sink.deliver_raw(&raw).await.expect("stored delivered");
+        let receiver = shared.lock().expect("lock");
+        assert_eq!(receiver.taken.len(), 2);
+        assert!(!receiver.taken[0].body.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&receiver.taken[0].body),
+            String::from_utf8_lossy(&receiver.taken[1].body),
+            "{api} {extra}: the same body either way"
+        );
+        // Each body is what its API reads: one JSON value per line, or
+        // one array.
+        let body = &receiver.taken[1].body;
+        let values: Vec<Value> = serde_json::Deserializer::from_slice(body)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .expect("JSON");
+        let records = match (api, values.as_slice()) {
+            ("webhook", [Value::Array(records)]) => records.len(),
+            ("elasticsearch", lines) => lines.len() / 2,
+            (_, lines) => lines.len(),
+        };
+        assert_eq!(records, 26, "{api} {extra}: 25 events and a checkpoint");
+    }
 }

@@ -281,3 +281,73 @@ async fn checkpoints_go_out_right_after_the_events_they_cover_and_once() {
         .expect("saved");
     assert_eq!((cursor.seq, cursor.checkpoints), (50, 3));
 }
+
+/// A destination that, on each delivery, reads the cursor file the runner
+/// saves meanwhile (on another thread) and keeps what it saw next to the
+/// last event it had taken.
+struct Watching {
+    cursor_path: std::path::PathBuf,
+    /// The last event taken before each delivery, and the cursor then.
+    seen: Taken<(i64, i64)>,
+    last_taken: i64,
+}
+
+#[async_trait]
+impl Sink for Watching {
+    fn destination(&self) -> String {
+        "memory".into()
+    }
+
+    async fn deliver(&mut self, items: &[Item]) -> Result<(), SinkError> {
+        let saved = Cursor::load(&self.cursor_path)
+            .expect("a whole cursor file, never a torn one")
+            .map_or(0, |c| c.seq);
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((self.last_taken, saved));
+        for item in items {
+            if let Item::Event(event) = item {
+                self.last_taken = event.seq.expect("sealed");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_cursor_saved_while_the_next_batch_goes_never_passes_a_taken_event_nor_moves_back() {
+    let (dir, url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 600).await;
+    let cursor_path = pgtrail_sink::cursor::path(dir.path(), "test");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Watching {
+        cursor_path: cursor_path.clone(),
+        seen: seen.clone(),
+        last_taken: 0,
+    };
+    let mut runner = runner_for(&url, dir.path(), Box::new(sink));
+    runner.batch = 10;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("60 deliveries", || seen.lock().expect("lock").len() >= 60).await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+
+    let seen = seen.lock().expect("lock").clone();
+    let mut before = 0;
+    for (taken, saved) in &seen {
+        assert!(
+            saved <= taken,
+            "cursor {saved} passed the events taken ({taken})"
+        );
+        assert!(
+            *saved >= before,
+            "cursor moved back from {before} to {saved}"
+        );
+        before = *saved;
+    }
+    // Once stopped, the last batch taken is saved.
+    let last = Cursor::load(&cursor_path).expect("read").expect("saved");
+    assert_eq!(last.seq, 600);
+}
