@@ -150,8 +150,8 @@ pub struct HttpSink {
     /// What goes before each record: HEC's envelope up to `"event":`,
     /// `_bulk`'s action line up to `"_id":` (empty for a webhook).
     envelope: Vec<u8>,
-    /// `_bulk`: each record needs its id.
-    bulk: bool,
+    /// What the envelope needs of each record besides it.
+    needs: Needs,
     request_events: usize,
     max_in_flight: usize,
 }
@@ -237,7 +237,10 @@ impl HttpSink {
         };
         let envelope = envelope(&options.api);
         Ok(HttpSink {
-            bulk: matches!(options.api, Api::Bulk { .. }),
+            needs: Needs {
+                id: matches!(options.api, Api::Bulk { .. }),
+                time: matches!(options.api, Api::Splunk { .. }),
+            },
             envelope,
             endpoint: Arc::new(Endpoint {
                 api: options.api,
@@ -369,12 +372,12 @@ impl HttpSink {
         out: &mut Vec<u8>,
     ) -> Result<Facts, SinkError> {
         match item {
-            Item::Event(event) => Ok(event.encode(&self.encoder, out, self.bulk)?),
+            Item::Event(event) => Ok(event.encode(&self.encoder, out, self.needs)?),
             Item::Checkpoint(c) => {
                 self.encoder.encode_checkpoint(c, out)?;
                 Ok(Facts {
                     seq: c.seq,
-                    id: self.bulk.then(|| {
+                    id: self.needs.id.then(|| {
                         format!(
                             "checkpoint-{}-{}-{}",
                             c.kind.as_str(),
@@ -435,32 +438,56 @@ struct Facts {
     micros: Option<i64>,
 }
 
+/// Which [`Facts`] an API's envelope needs (the others are left `None`).
+#[derive(Clone, Copy)]
+struct Needs {
+    /// `_bulk`'s `_id`.
+    id: bool,
+    /// HEC's `time`.
+    time: bool,
+}
+
 /// An event the HTTP sink posts: decoded, or as stored (`jsonl` spliced
 /// from the stored body, as the file sink writes it).
 trait Postable: Sealed {
-    /// Appends its record to `out`; `id`: whether `_bulk` needs its id.
-    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError>;
+    /// Appends its record to `out`, and returns the facts `needs` asks.
+    fn encode(
+        &self,
+        encoder: &Encoder,
+        out: &mut Vec<u8>,
+        needs: Needs,
+    ) -> Result<Facts, FormatError>;
 }
 
 impl Postable for Event {
-    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError> {
+    fn encode(
+        &self,
+        encoder: &Encoder,
+        out: &mut Vec<u8>,
+        needs: Needs,
+    ) -> Result<Facts, FormatError> {
         encoder.encode(self, out)?;
         Ok(Facts {
             seq: self.seq.unwrap_or_default(),
-            id: id.then(|| self.id.to_string()),
+            id: needs.id.then(|| self.id.to_string()),
             micros: Some(self.captured_at.timestamp_micros()),
         })
     }
 }
 
 impl Postable for RawEvent {
-    fn encode(&self, encoder: &Encoder, out: &mut Vec<u8>, id: bool) -> Result<Facts, FormatError> {
+    fn encode(
+        &self,
+        encoder: &Encoder,
+        out: &mut Vec<u8>,
+        needs: Needs,
+    ) -> Result<Facts, FormatError> {
         if encoder.format() != Format::Jsonl {
             let event = raw::decode(self).map_err(|reason| FormatError::Stored {
                 seq: self.seq,
                 reason,
             })?;
-            return Postable::encode(&event, encoder, out, id);
+            return Postable::encode(&event, encoder, out, needs);
         }
         // One pass over the stored body gives the line, the id and the time.
         let members = raw::Members::of(&self.body).map_err(|reason| FormatError::Stored {
@@ -470,11 +497,15 @@ impl Postable for RawEvent {
         raw::jsonl(self, &members, out);
         Ok(Facts {
             seq: self.seq,
-            id: match id {
+            id: match needs.id {
                 true => members.plain_str("id").map(str::to_string),
                 false => None,
             },
-            micros: members.captured_at().map(|t| t.timestamp_micros()),
+            // Parsed only for HEC: the text to a time costs.
+            micros: match needs.time {
+                true => members.captured_at().map(|t| t.timestamp_micros()),
+                false => None,
+            },
         })
     }
 }

@@ -733,3 +733,74 @@ async fn stored_events_are_posted_as_the_same_bodies_as_decoded_ones() {
         assert_eq!(records, 26, "{api} {extra}: 25 events and a checkpoint");
     }
 }
+
+#[tokio::test]
+async fn a_failed_request_among_requests_in_flight_holds_the_cursor_before_it() {
+    let (dir, url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 30).await;
+    let shared = Shared::default();
+    // Three requests of 10 in flight: the first to arrive is slow, the
+    // second fails, the third is taken meanwhile.
+    shared.lock().expect("lock").script = VecDeque::from([
+        Answer::Slow(Duration::from_millis(200)),
+        Answer::Status(503, "busy"),
+    ]);
+    let base = receiver(shared.clone(), 0).await;
+    let config = sink_config(&format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{base}/hook\"\nbatch = 10\nmax_in_flight = 3\nstate_dir = \"{}\"\n",
+        dir.path().display()
+    ));
+    let mut runner = pgtrail_sink::open::runner(&config, &url)
+        .await
+        .expect("runner");
+    runner.backoff =
+        pgtrail_pipeline::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(1));
+    let cursor_path = runner.cursor_path.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runner.run(stopped));
+    until("the failure recorded", || {
+        Cursor::load(&cursor_path)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.last_error.is_some())
+    })
+    .await;
+    let cursor = Cursor::load(&cursor_path).expect("read").expect("saved");
+    assert_eq!(
+        cursor.seq, 0,
+        "two requests were taken, one failed: the cursor stays before it"
+    );
+    until("all delivered", || {
+        Cursor::load(&cursor_path)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.seq == 30 && c.last_error.is_none())
+    })
+    .await;
+    stop.send(true).expect("stop");
+    task.await.expect("runner ends");
+
+    let expected = ids_in_order(store.as_ref()).await;
+    let receiver = shared.lock().expect("lock");
+    assert_eq!(receiver.refused, 1);
+    let ids: Vec<String> = receiver
+        .taken
+        .iter()
+        .flat_map(|taken| {
+            serde_json::from_slice::<Vec<Value>>(&taken.body)
+                .expect("a JSON array")
+                .into_iter()
+                .map(|r| r["id"].as_str().expect("id").to_string())
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        50,
+        "the two taken requests sent again with the failed one"
+    );
+    let mut arrived = first_sightings(ids);
+    arrived.sort();
+    let mut all = expected;
+    all.sort();
+    assert_eq!(arrived, all, "every event arrived");
+}

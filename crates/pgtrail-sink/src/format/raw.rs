@@ -144,7 +144,8 @@ pub(crate) fn decode(raw: &RawEvent) -> Result<Event, String> {
 fn json_string(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len() + 2);
     super::json::string(&mut out, text);
-    String::from_utf8_lossy(&out).into_owned()
+    // Escaping a `str` leaves it UTF-8: no lossy pass, no second copy.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Each field of `Event` and its place in the order serde writes them (the
