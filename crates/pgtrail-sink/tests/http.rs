@@ -183,6 +183,14 @@ async fn ids_in_order(store: &dyn pgtrail_store::Store) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the cursor file at `path` says `done`.
+async fn until_cursor(what: &str, path: &std::path::Path, done: impl Fn(&Cursor) -> bool) {
+    until(what, || {
+        Cursor::load(path).ok().flatten().is_some_and(|c| done(&c))
+    })
+    .await
+}
+
 /// `ids` with each id's first sighting only.
 fn first_sightings(ids: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
@@ -298,11 +306,8 @@ async fn splunk_hec_gets_its_envelope_and_token_and_the_token_is_never_in_an_err
     let cursor_path = pgtrail_sink::cursor::path(dir.path(), "test");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(runner.run(stopped));
-    until("the refusal recorded", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.last_error.is_some())
+    until_cursor("the refusal recorded", &cursor_path, |c| {
+        c.last_error.is_some()
     })
     .await;
     let error = Cursor::load(&cursor_path)
@@ -373,13 +378,7 @@ async fn bulk_retries_a_batch_with_failed_items_and_indexes_each_event_once_by_i
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(runner.run(stopped));
     let cursor_path = pgtrail_sink::cursor::path(dir.path(), "test");
-    until("all delivered", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.seq == 200)
-    })
-    .await;
+    until_cursor("all delivered", &cursor_path, |c| c.seq == 200).await;
     stop.send(true).expect("stop");
     task.await.expect("runner ends");
 
@@ -436,11 +435,8 @@ async fn requests_in_flight_at_once_lose_nothing_and_a_checkpoint_waits_for_its_
     let cursor_path = runner.cursor_path.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(runner.run(stopped));
-    until("all delivered", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.seq == 200 && c.checkpoints == 1)
+    until_cursor("all delivered", &cursor_path, |c| {
+        c.seq == 200 && c.checkpoints == 1
     })
     .await;
     stop.send(true).expect("stop");
@@ -630,11 +626,8 @@ async fn a_bulk_answer_claiming_success_for_fewer_items_than_sent_is_refused() {
     let cursor_path = pgtrail_sink::cursor::path(dir.path(), "test");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(runner.run(stopped));
-    until("the short answer refused", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.last_error.is_some())
+    until_cursor("the short answer refused", &cursor_path, |c| {
+        c.last_error.is_some()
     })
     .await;
     let cursor = Cursor::load(&cursor_path).expect("read").expect("saved");
@@ -644,13 +637,7 @@ async fn a_bulk_answer_claiming_success_for_fewer_items_than_sent_is_refused() {
     );
     let message = cursor.last_error.expect("error").message;
     assert!(message.contains("1 outcomes for 10 items"), "{message}");
-    until("all delivered", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.seq == 30)
-    })
-    .await;
+    until_cursor("all delivered", &cursor_path, |c| c.seq == 30).await;
     stop.send(true).expect("stop");
     task.await.expect("runner ends");
     let receiver = shared.lock().expect("lock");
@@ -758,11 +745,8 @@ async fn a_failed_request_among_requests_in_flight_holds_the_cursor_before_it() 
     let cursor_path = runner.cursor_path.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(runner.run(stopped));
-    until("the failure recorded", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.last_error.is_some())
+    until_cursor("the failure recorded", &cursor_path, |c| {
+        c.last_error.is_some()
     })
     .await;
     let cursor = Cursor::load(&cursor_path).expect("read").expect("saved");
@@ -770,11 +754,8 @@ async fn a_failed_request_among_requests_in_flight_holds_the_cursor_before_it() 
         cursor.seq, 0,
         "two requests were taken, one failed: the cursor stays before it"
     );
-    until("all delivered", || {
-        Cursor::load(&cursor_path)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.seq == 30 && c.last_error.is_none())
+    until_cursor("all delivered", &cursor_path, |c| {
+        c.seq == 30 && c.last_error.is_none()
     })
     .await;
     stop.send(true).expect("stop");
