@@ -785,3 +785,58 @@ async fn a_failed_request_among_requests_in_flight_holds_the_cursor_before_it() 
     all.sort();
     assert_eq!(arrived, all, "every event arrived");
 }
+
+/// Someone with the store file puts a line break and a `delete` action
+/// into a stored body (a "scalar" the raw splice only delimits): spliced
+/// as stored, it would become a line of its own in the `_bulk` body, run
+/// with the sink's credentials. The event goes through the decoder
+/// instead, which refuses the body: nothing is posted, the error names it.
+#[tokio::test]
+async fn a_line_break_edited_into_a_stored_body_cannot_add_a_bulk_action() {
+    let (dir, _url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 3).await;
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("trail.db")).expect("open the file");
+    db.execute(
+        "update events set body = replace(body, '\"db_user\":\"app\"', '\"db_user\":1' || char(10) || '{\"delete\":{\"_index\":\"audit\",\"_id\":\"victim\"}}') where seq = 2",
+        [],
+    )
+    .expect("edit the body");
+    drop(db);
+    let store = pgtrail_store::open(&format!("sqlite:{}", dir.path().join("trail.db").display()))
+        .await
+        .expect("reopen");
+    let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+    assert!(raw[1].body.contains("\n{\"delete\""), "the edit is stored");
+    let items: Vec<pgtrail_sink::sink::Item<pgtrail_store::RawEvent>> = raw
+        .into_iter()
+        .map(pgtrail_sink::sink::Item::Event)
+        .collect();
+    for (api, extra) in [
+        ("elasticsearch", "index = \"audit\"\n"),
+        ("webhook", "body = \"ndjson\"\n"),
+    ] {
+        let shared = Shared::default();
+        let base = receiver(shared.clone(), 0).await;
+        let config = sink_config(&format!(
+            "[[sinks]]\nname = \"s\"\ntype = \"http\"\napi = \"{api}\"\nurl = \"{base}/x\"\n{extra}"
+        ));
+        let mut sink = pgtrail_sink::open::open(&config).await.expect("sink");
+        let error = sink.deliver_raw(&items).await.expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                pgtrail_sink::sink::SinkError::Format(pgtrail_sink::format::FormatError::Stored {
+                    seq: 2,
+                    ..
+                })
+            ),
+            "{api}: {error}"
+        );
+        assert_eq!(
+            shared.lock().expect("lock").most_at_once,
+            0,
+            "{api}: nothing was posted"
+        );
+    }
+}
