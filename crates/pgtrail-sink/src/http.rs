@@ -494,15 +494,11 @@ impl Postable for RawEvent {
             seq: self.seq,
             reason,
         })?;
-        let start = out.len();
-        raw::jsonl(self, &members, out);
-        // The splice only delimits values: a body edited in the store file
-        // could hold a line break, which would make a line of its own in
-        // an NDJSON or `_bulk` body (an action run with the sink's
-        // credentials). Such an event goes through the decoder instead,
-        // which writes it on one line or refuses it.
-        if out[start..out.len() - 1].contains(&b'\n') {
-            out.truncate(start);
+        // A line break edited into a stored body would be a line of its
+        // own in an NDJSON or `_bulk` body (an action run with the sink's
+        // credentials): such an event goes through the decoder, which
+        // writes it on one line or refuses it.
+        if !raw::jsonl_on_one_line(self, &members, out) {
             let event = raw::decode(self).map_err(|reason| FormatError::Stored {
                 seq: self.seq,
                 reason,

@@ -174,6 +174,64 @@ async fn a_body_edited_in_the_store_file_is_delivered_as_stored() {
     assert!(!report.ok(), "verify flags the edited event: {report:?}");
 }
 
+/// Someone with the store file puts a line break into a stored body, to
+/// make a collector tailing the file read a record of their own. As JSON
+/// whitespace the event is written on one line (through the decoder); as
+/// a second "record" after a value the body is no longer an event and the
+/// batch is refused, naming it, with nothing of it in the file.
+#[tokio::test]
+async fn a_line_break_edited_into_a_stored_body_never_makes_a_second_line() {
+    for (edit, forged) in [
+        ("'\"db_user\":' || char(10) || '\"mallory\"'", false),
+        (
+            "'\"db_user\":1' || char(13) || char(10) || '{\"seq\":99,\"db_user\":\"forged\"}'",
+            true,
+        ),
+    ] {
+        let (dir, _url, store) = sqlite_store().await;
+        append_events(store.as_ref(), 3).await;
+        drop(store);
+        let db = rusqlite::Connection::open(dir.path().join("trail.db")).expect("open the file");
+        db.execute(
+            &format!("update events set body = replace(body, '\"db_user\":\"app\"', {edit}) where seq = 2"),
+            [],
+        )
+        .expect("edit the body");
+        drop(db);
+        let store =
+            pgtrail_store::open(&format!("sqlite:{}", dir.path().join("trail.db").display()))
+                .await
+                .expect("reopen");
+        let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+        assert!(raw[1].body.contains('\n'), "the edit is stored");
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut sink = FileSink::new(options(out.path()), Format::Jsonl);
+        let items: Vec<Item<_>> = raw.iter().cloned().map(Item::Event).collect();
+        let delivered = sink.deliver_raw(&items).await;
+        let text = std::fs::read_to_string(sink.current_path()).unwrap_or_default();
+        if forged {
+            let error = delivered.expect_err("refused");
+            assert!(
+                matches!(
+                    error,
+                    pgtrail_sink::sink::SinkError::Format(
+                        pgtrail_sink::format::FormatError::Stored { seq: 2, .. }
+                    )
+                ),
+                "names seq 2: {error}"
+            );
+            assert!(!text.contains("forged"), "nothing of it written: {text}");
+        } else {
+            delivered.expect("delivered");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            let edited: Value = serde_json::from_str(lines[1]).expect("a JSON line");
+            assert_eq!(edited["seq"], 2);
+            assert_eq!(edited["db_user"], "mallory", "delivered as stored");
+        }
+    }
+}
+
 fn options(dir: &Path) -> FileOptions {
     FileOptions {
         dir: dir.to_path_buf(),

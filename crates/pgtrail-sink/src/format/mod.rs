@@ -219,8 +219,10 @@ impl Encoder {
         match self.format {
             Format::Jsonl => {
                 let members = raw::Members::of(&raw.body).map_err(failed)?;
-                raw::jsonl(raw, &members, out);
-                Ok(())
+                if raw::jsonl_on_one_line(raw, &members, out) {
+                    return Ok(());
+                }
+                self.encode(&raw::decode(raw).map_err(failed)?, out)
             }
             _ => self.encode(&raw::decode(raw).map_err(failed)?, out),
         }

@@ -94,6 +94,24 @@ impl<'a> Members<'a> {
     }
 }
 
+/// Appends the event's `jsonl` line from its stored body, as [`jsonl`]
+/// does, unless that line would hold a line break: then appends nothing
+/// and returns false. The splice only delimits values, so a body edited in
+/// the store file could carry a line break (as JSON whitespace, or inside
+/// a "scalar" the splice does not parse), which a reader of lines would
+/// take as a second record: a forged event in a tailed file, an action of
+/// its own in a `_bulk` body. Such an event goes through the decoder.
+pub(crate) fn jsonl_on_one_line(raw: &RawEvent, members: &Members<'_>, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    jsonl(raw, members, out);
+    let end = out.len() - usize::from(out.last() == Some(&b'\n'));
+    if out[start..end].iter().any(|&b| b == b'\n' || b == b'\r') {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
 /// Appends the `jsonl` line of `raw` (whose body `members` split) to `out`.
 pub(crate) fn jsonl(raw: &RawEvent, members: &Members<'_>, out: &mut Vec<u8>) {
     let ranks = field_ranks();
