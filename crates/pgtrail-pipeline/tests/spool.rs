@@ -930,3 +930,75 @@ async fn killed_pusher(written_only: bool) {
     let found: Vec<_> = stored.iter().map(|e| e.sql.clone()).collect();
     assert_eq!(found, expected, "every batch, in push order");
 }
+
+/// Counts the events of each append.
+struct AppendSizes(std::sync::Mutex<Vec<usize>>);
+
+#[async_trait]
+impl AppendHook for AppendSizes {
+    async fn append(
+        &self,
+        inner: &dyn Store,
+        events: &[Event],
+    ) -> Result<AppendReceipt, StoreError> {
+        self.0.lock().expect("sizes").push(events.len());
+        inner.append(events).await
+    }
+}
+
+#[tokio::test]
+async fn batches_past_the_kept_bound_drain_from_the_file_in_order() {
+    use pgtrail_pipeline::spool::{DRAIN_EVENTS, KEPT_EVENTS};
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
+    // Kept, kept up to the bound, over it (the file only), kept again.
+    let sizes = [DRAIN_EVENTS, KEPT_EVENTS - DRAIN_EVENTS - 5, 10, 5];
+    let mut at = 0;
+    let all: Vec<Vec<Event>> = sizes
+        .iter()
+        .map(|&n| {
+            at += n;
+            (at - n..at).map(statement).collect()
+        })
+        .collect();
+    for batch in &all {
+        spool.push_async(batch).await.expect("push");
+    }
+    let store: Arc<dyn Store> = Arc::new(sqlite(tmp.path()).await);
+    let counting = Hooked::new(Arc::clone(&store), AppendSizes(Default::default()));
+    let drained = drain_all(&spool, &counting).await;
+    assert_eq!(drained.events as usize, at);
+    assert_eq!(
+        *counting.hook().0.lock().expect("sizes"),
+        [DRAIN_EVENTS, KEPT_EVENTS - DRAIN_EVENTS - 5 + 10, 5],
+        "memory, then memory and the file in one run, then memory"
+    );
+    assert!(spool.is_empty());
+    // And what is pushed afterwards drains too.
+    let more = vec![statement(at)];
+    spool.push_async(&more).await.expect("push");
+    drain_all(&spool, store.as_ref()).await;
+    assert_stored_in_order(store.as_ref(), &[all.concat(), more].concat()).await;
+}
+
+#[tokio::test]
+async fn an_edit_of_the_spool_file_while_it_is_open_does_not_reach_the_store() {
+    // Someone who can write the spool file while pgtrail runs: the drain
+    // takes the batches it kept as pushed, not the file's (a restart reads
+    // the file: see whoever_can_write_the_spool_can_change_what_reaches_the_store).
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let all = batches(2, 2);
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
+    for batch in &all {
+        spool.push(batch).await.expect("push");
+    }
+    let segment = segment_files(&dir).remove(0);
+    forge_first_record(&segment, |json| {
+        json.replace(r#""db_user":"app""#, r#""db_user":"nobody""#)
+    });
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    assert_stored_in_order(&store, &all.concat()).await;
+}
