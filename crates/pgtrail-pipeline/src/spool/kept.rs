@@ -14,11 +14,16 @@ use pgtrail_core::Event;
 /// away leaves at most this many in memory (the rest wait on disk only).
 pub const KEPT_EVENTS: usize = 2 * super::DRAIN_EVENTS;
 
+/// Most record bytes kept at once: large events (row images of a
+/// replication source) fill this bound before [`KEPT_EVENTS`].
+pub const KEPT_BYTES: u64 = 16 << 20;
+
 /// The kept batches, in the order their records were written.
 #[derive(Debug, Default)]
 pub(super) struct Kept {
     records: VecDeque<Record>,
     events: usize,
+    bytes: u64,
 }
 
 /// One kept batch and where its record lies.
@@ -32,12 +37,14 @@ pub(super) struct Record {
 
 impl Kept {
     /// Keeps the events of the record just written at `offset..end` of
-    /// `segment`, if they fit under [`KEPT_EVENTS`].
+    /// `segment`, if they fit under [`KEPT_EVENTS`] and [`KEPT_BYTES`].
     pub(super) fn keep(&mut self, segment: u64, offset: u64, end: u64, events: Vec<Event>) {
-        if self.events + events.len() > KEPT_EVENTS {
+        let bytes = end.saturating_sub(offset);
+        if self.events + events.len() > KEPT_EVENTS || self.bytes + bytes > KEPT_BYTES {
             return;
         }
         self.events += events.len();
+        self.bytes += bytes;
         self.records.push_back(Record {
             segment,
             offset,
@@ -81,6 +88,7 @@ impl Kept {
     fn pop(&mut self) -> Option<Record> {
         let record = self.records.pop_front()?;
         self.events -= record.events.len();
+        self.bytes -= record.end - record.offset;
         Some(record)
     }
 }
@@ -122,12 +130,18 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_kept_past_the_bound() {
+    fn nothing_is_kept_past_the_bounds() {
         let mut kept = Kept::default();
         kept.keep(1, 8, 100, events(KEPT_EVENTS));
         kept.keep(1, 100, 200, events(1));
         let run = kept.take_run(1, 8, 200, usize::MAX);
         assert_eq!(run.len(), 1, "only the batch that fitted");
         assert_eq!(kept.events, 0);
+        // One large event fills the byte bound.
+        kept.keep(1, 200, 200 + KEPT_BYTES, events(1));
+        kept.keep(1, 200 + KEPT_BYTES, 300 + KEPT_BYTES, events(1));
+        let run = kept.take_run(1, 200, 300 + KEPT_BYTES, usize::MAX);
+        assert_eq!(run.len(), 1, "only the batch that fitted");
+        assert_eq!((kept.events, kept.bytes), (0, 0));
     }
 }

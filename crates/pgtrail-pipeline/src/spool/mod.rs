@@ -67,7 +67,7 @@ use tokio::sync::{oneshot, Notify};
 pub use drain::{Drained, DRAIN_EVENTS};
 use dropped::Drops;
 use kept::Kept;
-pub use kept::KEPT_EVENTS;
+pub use kept::{KEPT_BYTES, KEPT_EVENTS};
 
 /// What to do with a batch that does not fit in a full spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
