@@ -488,17 +488,17 @@ async fn a_crash_between_append_and_removal_replays_harmlessly() {
     assert_stored_in_order(store.as_ref(), &all.concat()).await;
 }
 
-/// Counts the store's appends.
-struct CountsAppends(std::sync::atomic::AtomicUsize);
+/// Records how many events each of the store's appends took.
+struct AppendSizes(std::sync::Mutex<Vec<usize>>);
 
 #[async_trait]
-impl AppendHook for CountsAppends {
+impl AppendHook for AppendSizes {
     async fn append(
         &self,
         inner: &dyn Store,
         events: &[Event],
     ) -> Result<AppendReceipt, StoreError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.lock().expect("sizes").push(events.len());
         inner.append(events).await
     }
 }
@@ -516,13 +516,10 @@ async fn small_batches_drain_together_in_order() {
         spool.push_async(batch).await.expect("push");
     }
     let store: Arc<dyn Store> = Arc::new(sqlite(tmp.path()).await);
-    let counting = Hooked::new(
-        Arc::clone(&store),
-        CountsAppends(std::sync::atomic::AtomicUsize::new(0)),
-    );
+    let counting = Hooked::new(Arc::clone(&store), AppendSizes(Default::default()));
     let drained = drain_all(&spool, &counting).await;
     assert_eq!((drained.batches, drained.events), (1_000, 1_000));
-    let appends = counting.hook().0.load(std::sync::atomic::Ordering::Relaxed);
+    let appends = counting.hook().0.lock().expect("sizes").len();
     assert!(appends <= 10, "{appends} appends for 1,000 batches");
     assert!(spool.is_empty());
     assert_stored_in_order(store.as_ref(), &all.concat()).await;
@@ -735,25 +732,38 @@ fn forge_first_record(segment: &Path, edit: impl Fn(&str) -> String) {
     std::fs::write(segment, out).expect("write");
 }
 
-#[tokio::test]
-async fn whoever_can_write_the_spool_can_change_what_reaches_the_store() {
-    let tmp = private_dir();
-    let dir = tmp.path().join("spool");
+/// Pushes two batches of two events to a spool in `dir`, then forges the
+/// first record (`db_user` "nobody", its check recomputed) while the spool
+/// is open, or (`restart`) after it was closed, and opens it again.
+async fn spool_with_a_forged_record(dir: &Path, restart: bool) -> (Spool, Vec<Event>) {
     let all = batches(2, 2);
-    {
-        let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
-        for batch in &all {
-            spool.push(batch).await.expect("push");
-        }
+    let spool = Spool::open(dir, SpoolOptions::default()).expect("open");
+    for batch in &all {
+        spool.push(batch).await.expect("push");
     }
-    // The check is not a signature: an edit with a recomputed check reads
-    // as a good record, and the store seals what it is given. The spool is
-    // as trusted as the host and the user pgtrail runs as.
-    let segment = segment_files(&dir).remove(0);
+    let spool = if restart {
+        drop(spool);
+        None
+    } else {
+        Some(spool)
+    };
+    let segment = segment_files(dir).remove(0);
     forge_first_record(&segment, |json| {
         json.replace(r#""db_user":"app""#, r#""db_user":"nobody""#)
     });
-    let spool = Spool::open(&dir, SpoolOptions::default()).expect("a forged record opens");
+    let spool = spool.unwrap_or_else(|| {
+        Spool::open(dir, SpoolOptions::default()).expect("a forged record opens")
+    });
+    (spool, all.concat())
+}
+
+#[tokio::test]
+async fn whoever_can_write_the_spool_can_change_what_reaches_the_store() {
+    let tmp = private_dir();
+    // The check is not a signature: an edit with a recomputed check reads
+    // as a good record, and the store seals what it is given. The spool is
+    // as trusted as the host and the user pgtrail runs as.
+    let (spool, _) = spool_with_a_forged_record(&tmp.path().join("spool"), true).await;
     let store = sqlite(tmp.path()).await;
     drain_all(&spool, &store).await;
     let stored = chain(&store).await;
@@ -929,4 +939,52 @@ async fn killed_pusher(written_only: bool) {
     let expected: Vec<_> = (0..waiting * 5).map(|i| statement(i).sql.clone()).collect();
     let found: Vec<_> = stored.iter().map(|e| e.sql.clone()).collect();
     assert_eq!(found, expected, "every batch, in push order");
+}
+
+#[tokio::test]
+async fn batches_past_the_kept_bound_drain_from_the_file_in_order() {
+    use pgtrail_pipeline::spool::{DRAIN_EVENTS, KEPT_EVENTS};
+    let tmp = private_dir();
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, SpoolOptions::default()).expect("open");
+    // Kept, kept up to the bound, over it (the file only), kept again.
+    let sizes = [DRAIN_EVENTS, KEPT_EVENTS - DRAIN_EVENTS - 5, 10, 5];
+    let mut at = 0;
+    let all: Vec<Vec<Event>> = sizes
+        .iter()
+        .map(|&n| {
+            at += n;
+            (at - n..at).map(statement).collect()
+        })
+        .collect();
+    for batch in &all {
+        spool.push_async(batch).await.expect("push");
+    }
+    let store: Arc<dyn Store> = Arc::new(sqlite(tmp.path()).await);
+    let counting = Hooked::new(Arc::clone(&store), AppendSizes(Default::default()));
+    let drained = drain_all(&spool, &counting).await;
+    assert_eq!(drained.events as usize, at);
+    assert_eq!(
+        *counting.hook().0.lock().expect("sizes"),
+        [DRAIN_EVENTS, KEPT_EVENTS - DRAIN_EVENTS - 5 + 10, 5],
+        "memory, then memory and the file in one run, then memory"
+    );
+    assert!(spool.is_empty());
+    // And what is pushed afterwards drains too.
+    let more = vec![statement(at)];
+    spool.push_async(&more).await.expect("push");
+    drain_all(&spool, store.as_ref()).await;
+    assert_stored_in_order(store.as_ref(), &[all.concat(), more].concat()).await;
+}
+
+#[tokio::test]
+async fn an_edit_of_the_spool_file_while_it_is_open_does_not_reach_the_store() {
+    // Someone who can write the spool file while pgtrail runs: the drain
+    // takes the batches it kept as pushed, not the file's (a restart reads
+    // the file: see whoever_can_write_the_spool_can_change_what_reaches_the_store).
+    let tmp = private_dir();
+    let (spool, pushed) = spool_with_a_forged_record(&tmp.path().join("spool"), false).await;
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    assert_stored_in_order(&store, &pushed).await;
 }

@@ -106,11 +106,12 @@ struct Next {
 
 impl Inner {
     /// Reads the oldest waiting batches, up to `max_events` (at least one
-    /// batch), each checked again (the file may have been damaged since it
-    /// was opened).
+    /// batch): those still kept in memory as they were pushed, then from
+    /// the file, each record read checked again (the file may have been
+    /// damaged since it was opened).
     fn next(&self, max_events: usize) -> Result<Option<Next>, SpoolError> {
-        let (id, offset, len) = {
-            let state = self.lock();
+        let (id, offset, len, kept) = {
+            let mut state = self.lock();
             let Some(front) = state.segments.front() else {
                 return Ok(None);
             };
@@ -118,13 +119,17 @@ impl Inner {
                 true => state.read.offset,
                 false => segment::HEADER,
             };
-            (front.id, offset, front.len)
+            let (id, len) = (front.id, front.len);
+            if offset >= len {
+                return Ok(None);
+            }
+            (
+                id,
+                offset,
+                len,
+                state.kept.take_run(id, offset, len, max_events),
+            )
         };
-        if offset >= len {
-            return Ok(None);
-        }
-        // Bytes before `len` are whole records that no one changes.
-        let path = self.segment_path(id);
         let mut next = Next {
             segment: id,
             offset,
@@ -132,11 +137,26 @@ impl Inner {
             batches: 0,
             events: Vec::new(),
         };
+        for record in kept {
+            next.events.extend(record.events);
+            next.end = record.end;
+            next.batches += 1;
+        }
+        if next.end >= len || (next.batches > 0 && next.events.len() >= max_events) {
+            return Ok(Some(next));
+        }
+        // Bytes before `len` are whole records that no one changes.
+        let path = self.segment_path(id);
         // One read for the run (up to READ_AHEAD), not an open and two
         // reads per record.
+        let bytes = match read_at(&path, next.end, (len - next.end).min(READ_AHEAD)) {
+            Ok(bytes) => bytes,
+            Err(_) if next.batches > 0 => return Ok(Some(next)),
+            Err(error) => return Err(error),
+        };
         let ahead = ReadAhead {
-            start: offset,
-            bytes: read_at(&path, offset, (len - offset).min(READ_AHEAD))?,
+            start: next.end,
+            bytes,
         };
         while next.end < len && (next.batches == 0 || next.events.len() < max_events) {
             match read_record(&path, next.end, len, &ahead) {
@@ -270,6 +290,23 @@ impl Spool {
         backoff: &mut Backoff,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Drained, SpoolError> {
+        self.drain_lingering(store, backoff, stop, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// [`Spool::drain`], letting pushes gather for `linger` after each
+    /// append that took fewer than [`DRAIN_EVENTS`] events. Without it a
+    /// drainer that keeps up appends whatever came during the previous
+    /// append: a few dozen events per store transaction, whose fixed costs
+    /// (commit, fsyncs, pages rewritten) were most of the proxy's CPU per
+    /// statement (bench/proxy/cpu).
+    async fn drain_lingering(
+        &self,
+        store: &dyn Store,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+        linger: std::time::Duration,
+    ) -> Result<Drained, SpoolError> {
         let _one_at_a_time = self.inner.draining.lock().await;
         let mut drained = Drained::default();
         loop {
@@ -311,6 +348,10 @@ impl Spool {
             .await?;
             drained.batches += batches;
             drained.events += next.events.len() as u64;
+            if !linger.is_zero() && next.events.len() < DRAIN_EVENTS {
+                let asked = stop.wait_for(|s| *s);
+                let _ = tokio::time::timeout(linger, asked).await;
+            }
         }
     }
 
@@ -371,8 +412,9 @@ impl Spool {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Drained, SpoolError> {
         let mut total = Drained::default();
+        let linger = self.inner.options.drain_linger;
         loop {
-            let drained = self.drain(store, backoff, stop).await?;
+            let drained = self.drain_lingering(store, backoff, stop, linger).await?;
             total.batches += drained.batches;
             total.events += drained.events;
             total.alarms += drained.alarms;
@@ -397,7 +439,6 @@ impl Spool {
             }
             // Let more pushes gather (a stop asked meanwhile still drains
             // what is there first).
-            let linger = self.inner.options.drain_linger;
             if !linger.is_zero() {
                 let asked = stop.wait_for(|s| *s);
                 let _ = tokio::time::timeout(linger, asked).await;

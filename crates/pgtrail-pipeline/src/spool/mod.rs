@@ -50,6 +50,7 @@
 mod dir;
 mod drain;
 mod dropped;
+mod kept;
 mod segment;
 
 use std::collections::VecDeque;
@@ -65,6 +66,8 @@ use tokio::sync::{oneshot, Notify};
 
 pub use drain::{Drained, DRAIN_EVENTS};
 use dropped::Drops;
+use kept::Kept;
+pub use kept::{KEPT_BYTES, KEPT_EVENTS};
 
 /// What to do with a batch that does not fit in a full spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,8 +93,9 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// What a full spool does.
     pub when_full: WhenFull,
-    /// How long [`Spool::run`] lets pushes gather after one wakes it before
-    /// it drains them: one store append (a transaction and its fsyncs) per
+    /// How long [`Spool::run`] lets pushes gather after one wakes it, and
+    /// after each append of fewer than [`DRAIN_EVENTS`] events, before it
+    /// drains them: one store append (a transaction and its fsyncs) per
     /// linger instead of one per push. A push is acknowledged by the spool,
     /// not the store, so this delays only when events appear in the store.
     pub drain_linger: std::time::Duration,
@@ -286,12 +290,14 @@ impl Syncer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A write to `file` was made: returns its number.
-    fn written(&self, file: Arc<File>, path: PathBuf) -> u64 {
+    /// A write to `file` was made: returns its number. A durable pusher
+    /// (`waits`) wakes the syncer when it waits ([`Syncer::wait`]), right
+    /// after: one wake-up per strict push, not two.
+    fn written(&self, file: Arc<File>, path: PathBuf, waits: bool) -> u64 {
         let mut state = self.state();
         // Only an idle syncer needs waking: a busy one looks again after
         // its fsync, a delaying one is woken by a durable pusher.
-        if state.written == state.synced {
+        if state.written == state.synced && !waits {
             self.wake.notify_one();
         }
         state.written += 1;
@@ -394,12 +400,16 @@ fn fsync_error((kind, message, path): &(std::io::ErrorKind, String, PathBuf)) ->
     }
 }
 
-/// Records written to the last segment but not yet fsync'd.
+/// Records to write to the last segment with one write.
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
     /// Their batches' indexes in the group.
     batches: Vec<usize>,
+    /// Each record's length and its events, for [`Kept`] once written.
+    copies: Vec<(u64, Option<Vec<Event>>)>,
+    /// The pusher waits for the fsync (and wakes the syncer itself).
+    durable: bool,
 }
 
 /// A place in the spool: a segment and a byte offset in it.
@@ -429,6 +439,8 @@ struct State {
     read: Position,
     waiting: Waiting,
     drops: Drops,
+    /// Batches written and not drained, kept for the drainer.
+    kept: Kept,
     /// Set when a failed write could not be undone.
     broken: bool,
 }
@@ -453,6 +465,7 @@ impl Spool {
             }),
             waiting: Waiting::default(),
             drops: Drops::load(&dir)?,
+            kept: Kept::default(),
             broken: false,
         };
         state.waiting.dropped_events = state.drops.events();
@@ -562,10 +575,10 @@ impl Spool {
     /// Writes `events` as one record, on this thread; for a durable push
     /// that was spooled, also where its fsync will be answered.
     fn write(&self, events: &[Event], durable: bool) -> Result<Written, SpoolError> {
-        let batch = Batch::encode(events)?;
+        let mut batch = Batch::encode(events)?;
         let pushed = self
             .inner
-            .push_many(std::slice::from_ref(&batch))
+            .push_many(std::slice::from_mut(&mut batch), durable)
             .pop()
             .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())))?;
         if !durable || pushed != Pushed::Spooled || batch.events == 0 {
@@ -628,6 +641,8 @@ struct Batch {
     record: Vec<u8>,
     events: u64,
     source: Option<Source>,
+    /// Its events, for [`Kept`] (taken when the record is pending).
+    copy: Option<Vec<Event>>,
 }
 
 impl Batch {
@@ -640,6 +655,7 @@ impl Batch {
             record,
             events: events.len() as u64,
             source: events.first().map(|e| e.source),
+            copy: Some(events.to_vec()),
         })
     }
 }
@@ -667,15 +683,18 @@ impl Inner {
     /// Writes `batches` in order and returns each one's outcome: spooled
     /// once its bytes are written (the syncer fsyncs them), refused or
     /// dropped when it does not fit.
-    fn push_many(&self, batches: &[Batch]) -> Vec<Result<Pushed, SpoolError>> {
+    fn push_many(&self, batches: &mut [Batch], durable: bool) -> Vec<Result<Pushed, SpoolError>> {
         let mut outcomes: Vec<Option<Result<Pushed, SpoolError>>> =
             batches.iter().map(|_| None).collect();
-        let mut pending = Pending::default();
+        let mut pending = Pending {
+            durable,
+            ..Pending::default()
+        };
         let mut state = self.lock();
         if self.syncer.failed() {
             state.broken = true;
         }
-        for (index, batch) in batches.iter().enumerate() {
+        for (index, batch) in batches.iter_mut().enumerate() {
             if batch.events == 0 {
                 outcomes[index] = Some(Ok(Pushed::Spooled));
                 continue;
@@ -723,6 +742,7 @@ impl Inner {
             }
             pending.bytes.extend_from_slice(&batch.record);
             pending.batches.push(index);
+            pending.copies.push((size, batch.copy.take()));
         }
         self.commit(&mut state, &mut pending, &mut outcomes);
         self.size.set(state.waiting.disk_bytes as f64);
@@ -751,6 +771,7 @@ impl Inner {
             writer,
             segments,
             waiting,
+            kept,
             broken,
             ..
         } = state;
@@ -761,7 +782,15 @@ impl Inner {
         let written = (&**file).write_all(&pending.bytes);
         match written {
             Ok(()) => {
-                self.syncer.written(Arc::clone(file), path.clone());
+                self.syncer
+                    .written(Arc::clone(file), path.clone(), pending.durable);
+                let mut at = last.len;
+                for (len, copy) in pending.copies.drain(..) {
+                    if let Some(events) = copy {
+                        kept.keep(last.id, at, at + len, events);
+                    }
+                    at += len;
+                }
                 let size = pending.bytes.len() as u64;
                 last.len += size;
                 waiting.batches += pending.batches.len() as u64;
@@ -791,6 +820,7 @@ impl Inner {
         }
         pending.bytes.clear();
         pending.batches.clear();
+        pending.copies.clear();
     }
 
     /// A batch that does not fit: refused or dropped, as the policy says.
