@@ -62,6 +62,7 @@ struct Args {
     seconds: u64,
     cache: Option<PathBuf>,
     per_form: bool,
+    throughput_only: bool,
     http: bool,
     pgtrail: PathBuf,
     clients: usize,
@@ -75,6 +76,7 @@ fn parse_args() -> Args {
         seconds: 10,
         cache: None,
         per_form: false,
+        throughput_only: false,
         http: true,
         pgtrail: PathBuf::from("target/release/pgtrail"),
         clients: 8,
@@ -89,6 +91,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
             "--cache" => args.cache = Some(PathBuf::from(value())),
             "--per-form" => args.per_form = true,
+            "--throughput-only" => args.throughput_only = true,
             "--target" => {
                 args.http = match value().as_str() {
                     "http" => true,
@@ -102,7 +105,8 @@ fn parse_args() -> Args {
                 "unknown flag {other}; flags: --events N --rounds N --backends sqlite,postgres \
                  --seconds N (throughput run) --clients N (throughput connections) \
                  --cache DIR (keep and reuse SQLite stores) --target http|store \
-                 --pgtrail PATH (the binary to serve) --per-form"
+                 --pgtrail PATH (the binary to serve) --per-form \
+                 --throughput-only (skip the latencies: for A/B runs and profiles)"
             ),
         }
     }
@@ -645,7 +649,7 @@ struct Round {
     facets_user: Latency,
     history: Latency,
     row_page: Latency,
-    searches_per_s: f64,
+    throughput: Throughput,
 }
 
 /// Times `ask` once.
@@ -707,15 +711,46 @@ async fn measure_rows(t: &dyn Target, seed: u64, round: &mut Round) {
     round.row_page = latency(&mut page);
 }
 
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`self` for this one); `None` where there is no such
+/// file. Ticks are USER_HZ, which Linux fixes at 100 for `/proc`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: `) S ppid …`;
+    // utime and stime are fields 14 and 15 of the whole line.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// What one throughput run measured.
+#[derive(Default, Clone, Copy)]
+struct Throughput {
+    searches_per_s: f64,
+    /// CPU of the process serving (the server over HTTP; this process in
+    /// process) per search, ms: what holds on a busy machine.
+    server_cpu_ms: f64,
+    /// CPU of the load generator (this process) per search, ms; 0 in
+    /// process, where it is part of the above.
+    client_cpu_ms: f64,
+}
+
 /// Filtered searches (the API's first page) per second from `clients`
-/// concurrent connections for `seconds`.
+/// concurrent connections for `seconds`, and the CPU per search of the
+/// server (`server_pid`, or this process in process) and of this load
+/// generator.
 async fn measure_throughput(
     t: Arc<dyn Target>,
     seed: u64,
     now: DateTime<Utc>,
     clients: usize,
     seconds: u64,
-) -> f64 {
+    server_pid: Option<u32>,
+) -> Throughput {
+    let server = server_pid.map_or("self".to_string(), |pid| pid.to_string());
+    let server_before = cpu_time(&server);
+    let client_before = cpu_time("self");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for client in 0..clients as u64 {
@@ -735,7 +770,22 @@ async fn measure_throughput(
     for task in tasks {
         total += task.await.expect("client");
     }
-    total as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed();
+    let per_search = |before: Option<Duration>, pid: &str| match (before, cpu_time(pid)) {
+        (Some(before), Some(after)) if total > 0 => {
+            (after - before).as_secs_f64() * 1000.0 / total as f64
+        }
+        _ => f64::NAN,
+    };
+    Throughput {
+        searches_per_s: total as f64 / elapsed.as_secs_f64(),
+        server_cpu_ms: per_search(server_before, &server),
+        client_cpu_ms: if server_pid.is_some() {
+            per_search(client_before, "self")
+        } else {
+            0.0
+        },
+    }
 }
 
 /// Each form of search on its own: p50, p95 and p99 of 30 runs.
@@ -759,30 +809,47 @@ async fn per_form(t: &dyn Target, now: DateTime<Utc>) {
     }
 }
 
-async fn rounds(t: Arc<dyn Target>, args: &Args, now: DateTime<Utc>) -> Vec<Round> {
+async fn rounds(
+    t: Arc<dyn Target>,
+    args: &Args,
+    now: DateTime<Utc>,
+    server_pid: Option<u32>,
+) -> Vec<Round> {
     let mut out = Vec::new();
     for r in 0..args.rounds {
         let mut round = Round::default();
         let seed = 7 + r as u64;
         // The order rotates, so no measurement always runs first.
-        for step in 0..3 {
+        let steps = if args.throughput_only { 0 } else { 3 };
+        for step in 0..steps {
             match (step + r) % 3 {
                 0 => measure_searches(&*t, seed, now, &mut round).await,
                 1 => measure_facets(&*t, seed, now, &mut round).await,
                 _ => measure_rows(&*t, seed, &mut round).await,
             }
         }
-        round.searches_per_s =
-            measure_throughput(Arc::clone(&t), seed, now, args.clients, args.seconds).await;
+        let load_before = load();
+        round.throughput = measure_throughput(
+            Arc::clone(&t),
+            seed,
+            now,
+            args.clients,
+            args.seconds,
+            server_pid,
+        )
+        .await;
         eprintln!(
             "  round {}: search p95 {:.1} ms, search page p95 {:.1} ms, facets 7d p95 {:.1} ms, \
-             row page p95 {:.1} ms, {:.0} searches/s (load {})",
+             row page p95 {:.1} ms, {:.0} searches/s, CPU per search: server {:.2} ms, \
+             load generator {:.2} ms (load {load_before} → {})",
             r + 1,
             round.search.p95,
             round.search_page.p95,
             round.facets_week.p95,
             round.row_page.p95,
-            round.searches_per_s,
+            round.throughput.searches_per_s,
+            round.throughput.server_cpu_ms,
+            round.throughput.client_cpu_ms,
             load()
         );
         out.push(round);
@@ -838,7 +905,8 @@ fn print(backend: &str, events: usize, fill_rate: Option<f64>, args: &Args, roun
     latency_rows("facets, one user's 7 days", None, |r| r.facets_user);
     latency_rows("row page", Some(20.0), |r| r.row_page);
     latency_rows("row history, API", None, |r| r.history);
-    let (median, min, max) = median_spread(rounds.iter().map(|r| r.searches_per_s).collect());
+    let (median, min, max) =
+        median_spread(rounds.iter().map(|r| r.throughput.searches_per_s).collect());
     let goal = (backend == "sqlite").then_some(1000.0);
     println!(
         "| filtered searches/s, API, {} connections | {} | {median:.0} | {min:.0}–{max:.0} | {} |",
@@ -846,6 +914,12 @@ fn print(backend: &str, events: usize, fill_rate: Option<f64>, args: &Args, roun
         goal.map_or("—".into(), |g| format!("≥ {g:.0}")),
         goal.map_or("—".into(), |g| format!("{:.2}", median / g)),
     );
+    row("server CPU per search, throughput run (ms)", None, &|r| {
+        r.throughput.server_cpu_ms
+    });
+    row("load generator CPU per search (ms)", None, &|r| {
+        r.throughput.client_cpu_ms
+    });
     println!("(goal ÷ median above 1 meets the goal; for searches/s, median ÷ goal)");
 }
 
@@ -879,18 +953,18 @@ async fn measure(
     work: &Path,
 ) {
     let server;
-    let target: Arc<dyn Target> = if args.http {
+    let (target, server_pid): (Arc<dyn Target>, _) = if args.http {
         server = serve(&args.pgtrail, store_url, work).await;
         report_weight(&server.target).await;
-        server.target.clone()
+        (server.target.clone(), Some(server.child.id()))
     } else {
-        Arc::new(StoreTarget { store, now })
+        (Arc::new(StoreTarget { store, now }), None)
     };
     if args.per_form {
         per_form(&*target, now).await;
         return;
     }
-    let figures = rounds(target, args, now).await;
+    let figures = rounds(target, args, now, server_pid).await;
     print(backend, args.events, fill_rate, args, &figures);
 }
 

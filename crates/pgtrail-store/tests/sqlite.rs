@@ -1261,3 +1261,53 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
 
     // Whoever edits the counts is named by verify.
 }
+
+/// Readers stay open between reads (kept warm for the server): a reader
+/// kept from before must see what another process appended since, after
+/// the file grew and the log was copied back into it, and a body someone
+/// rewrote in the file, not the page it cached before.
+#[tokio::test]
+async fn kept_readers_see_growth_checkpoints_and_edits_made_by_others() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&events(1, 10)).await.expect("append");
+    // Readers are taken and kept warm by these reads.
+    let filter = Filter::default();
+    let (first, _) = tokio::join!(store.query(&filter), store.query(&filter));
+    assert_eq!(first.expect("query").len(), 10);
+
+    // Another process appends enough to grow the file well past what the
+    // readers read, and copies its log back into the file.
+    let other = scratch.open().await;
+    for batch in 0..5 {
+        other
+            .append(&events(11 + batch * 1000, 1000))
+            .await
+            .expect("append elsewhere");
+    }
+    drop(other);
+    scratch
+        .raw()
+        .query_row("pragma wal_checkpoint(truncate)", [], |_| Ok(()))
+        .expect("checkpoint");
+    let all = store.query(&filter).await.expect("query");
+    assert_eq!(all.len(), 5010);
+    assert_eq!(all.first().and_then(|e| e.seq), Some(5010));
+    assert_eq!(stored(&store).await.len(), 5010);
+
+    // Someone with the file rewrites a body: the kept readers read the new
+    // bytes (which verify then reports), not the page they read before.
+    scratch
+        .raw()
+        .execute(
+            "update events set body = replace(body, 'shipped', 'SHIPPED') where seq = 3",
+            [],
+        )
+        .expect("tamper");
+    let third = store.scan(2, 1).await.expect("scan");
+    assert_eq!(
+        third[0].params.as_ref().and_then(|p| p.first()).cloned(),
+        Some(json!("SHIPPED"))
+    );
+    assert_eq!(first_problem(&store).await, (ProblemKind::Modified, 3));
+}

@@ -89,8 +89,10 @@ impl Default for SqliteOptions {
 
 /// Page cache of each reader connection, in KiB.
 const READER_CACHE_KIB: u32 = 16 * 1024;
-/// Reader connections kept open between calls.
-const IDLE_READERS: usize = 4;
+/// Reader connections kept open between calls: more than the server's
+/// concurrent reads, so none is opened per request (a new one reads the
+/// schema and prepares its statements again).
+const IDLE_READERS: usize = 16;
 /// Prepared statements kept per connection (queries vary with the filter).
 const STATEMENT_CACHE: usize = 64;
 
