@@ -116,9 +116,23 @@ pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
 
 /// `select {columns}` of the events matching `filter`, newest first, at
 /// most `limit`.
+///
+/// A table, a user or a database role (without a row or a search, which
+/// their own indexes drive) is a key with an index in chain order (schema
+/// 12, `(key, seq)`): its newest matches are one walk of that index newest
+/// first, stopping at `limit`. A key found two ways (a table's own events
+/// and the statements that touched it; a user as application user or as
+/// database role) is one walk per way, each limited, the second excluding
+/// what the first finds so no event comes twice; the newest `limit` of the
+/// union are among them.
 fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
+    let keyed = filter.search.is_none()
+        && filter.pk.is_none()
+        && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
+    // The ways the newest matches are found, when a key drives.
+    let mut walks: Vec<String> = Vec::new();
     if asks_for_nul(filter) {
         // Not even sent: the server would refuse the parameter.
         q.sql = format!("select {columns} from pgtrail.events where false");
@@ -133,10 +147,24 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
                 conditions.push(format!("row_key = {}", q.bind(key)));
                 table_conditions(&mut q, &mut conditions, table);
             }
+            None if keyed => {
+                // Its own events by `(table_name, seq)`; the statements
+                // that touched it by the object index, which has no order:
+                // the planner walks the chain backwards for them or gathers
+                // them by bitmap, as it judges from the array statistics.
+                let mut own = Vec::new();
+                table_conditions(&mut q, &mut own, table);
+                let own = own.join(" and ");
+                let name = q.bind(vec![table.index_name()]);
+                walks = vec![
+                    own.clone(),
+                    format!("object_names @> {name}::text[] and ({own}) is not true"),
+                ];
+            }
             None => {
-                // The table's events by the row index, or a statement that
-                // touched it anywhere by the object index: a BitmapOr of two
-                // index scans.
+                // With a search (the full-text index drives): the table's
+                // events by the row index, or a statement that touched it
+                // anywhere by the object index: a BitmapOr of two scans.
                 let (low, high) = row_key::table_key_range(&table.table);
                 let mut by_target = vec![format!(
                     "row_key between {} and {}",
@@ -157,10 +185,22 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     }
     if let Some(user) = &filter.user {
         let p = q.bind(user.clone());
-        conditions.push(format!("(app_user = {p} or db_user = {p})"));
+        if keyed && walks.is_empty() {
+            walks = vec![
+                format!("app_user = {p}"),
+                format!("db_user = {p} and app_user is distinct from {p}"),
+            ];
+        } else {
+            conditions.push(format!("(app_user = {p} or db_user = {p})"));
+        }
     }
     if let Some(role) = &filter.db_user {
-        conditions.push(format!("db_user = {}", q.bind(role.clone())));
+        let role = format!("db_user = {}", q.bind(role.clone()));
+        if keyed && walks.is_empty() {
+            walks = vec![role];
+        } else {
+            conditions.push(role);
+        }
     }
     if let Some(database) = &filter.database {
         conditions.push(format!(
@@ -236,17 +276,44 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
             ));
         }
     }
-    q.sql = format!("select {columns} from pgtrail.events");
-    if !conditions.is_empty() {
-        q.sql.push_str(" where ");
-        q.sql.push_str(&conditions.join(" and "));
+    let limit = match limit {
+        Some(limit) => format!(" limit {}", q.bind(limit)),
+        None => String::new(),
+    };
+    if let [walk] = walks.as_slice() {
+        conditions.push(walk.clone());
     }
-    q.sql.push_str(" order by seq desc");
-    if let Some(limit) = limit {
-        let p = q.bind(limit);
-        q.sql.push_str(&format!(" limit {p}"));
+    if walks.len() > 1 {
+        let branches: Vec<String> = walks
+            .iter()
+            .map(|walk| {
+                format!(
+                    "(select * from pgtrail.events{} order by seq desc{limit})",
+                    where_clause(conditions.iter().chain([walk]))
+                )
+            })
+            .collect();
+        q.sql = format!(
+            "select {columns} from ({}) as events order by seq desc{limit}",
+            branches.join(" union all ")
+        );
+    } else {
+        q.sql = format!(
+            "select {columns} from pgtrail.events{} order by seq desc{limit}",
+            where_clause(conditions.iter())
+        );
     }
     q
+}
+
+/// ` where a and b ...`, or nothing without conditions.
+fn where_clause<'a>(conditions: impl Iterator<Item = &'a String>) -> String {
+    let conditions: Vec<&str> = conditions.map(String::as_str).collect();
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" where {}", conditions.join(" and "))
+    }
 }
 
 /// The events of one row plus the TRUNCATEs of its table, oldest first. Two
