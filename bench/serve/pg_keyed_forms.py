@@ -18,36 +18,51 @@ W7 = "'2026-11-30 00:00:00+00'"; W1 = "'2026-12-06 00:00:00+00'"; W2 = "'2026-12
 def single(where, limit=50, cols=COLS):
     return f"select {cols} from pgtrail.events where {where} order by seq desc limit {limit}"
 
-def union(common, walks, limit=50, cols=COLS, orders=("seq", "seq")):
-    c = f"{common} and " if common else ""
-    br = " union all ".join(f"(select * from pgtrail.events where {c}{w} order by {o} desc limit {limit})" for w, o in zip(walks, orders))
-    return f"select {cols} from ({br}) as events order by seq desc limit {limit}"
+def branch(walk, ordered, bounds, others):
+    # An ordered walk's other conditions in coalesce(…, false): query.rs Walk::select.
+    parts = [walk] + bounds + ([f"coalesce({' and '.join(others)}, false)"] if ordered and others else others)
+    return "from pgtrail.events where " + " and ".join(parts)
 
-def user_old(u, common): return single(f"(app_user = '{u}' or db_user = '{u}')" + (f" and {common}" if common else ""))
-def user_new(u, common, limit=50, cols=COLS):
-    return union(common, [f"app_user = '{u}'", f"db_user = '{u}' and app_user is distinct from '{u}'"], limit, cols)
+def keyed(walks, bounds, others, limit=50, cols=COLS):
+    br = [branch(w, o, bounds, others) for w, o in walks]
+    if len(br) == 1:
+        return f"select {cols} {br[0]} order by seq desc limit {limit}"
+    inner = " union all ".join(f"(select * {b} order by seq desc limit {limit})" for b in br)
+    return f"select {cols} from ({inner}) as events order by seq desc limit {limit}"
+
+def both(old_key, bounds, others):
+    return " and ".join([old_key] + bounds + others)
+def user_old(u, bounds=[], others=[]): return single(both(f"(app_user = '{u}' or db_user = '{u}')", bounds, others))
+def user_new(u, bounds=[], others=[], limit=50, cols=COLS):
+    return keyed([(f"app_user = '{u}'", True), (f"db_user = '{u}' and app_user is distinct from '{u}'", True)], bounds, others, limit, cols)
 def own(t, schema): return f"table_name = 't_{t:03d}'" + (f" and schema_name = '{schema}'" if schema else "")
 def obj(t, schema): return f"""object_names @> array['{f'"{schema}".' if schema else ''}"t_{t:03d}"']::text[]"""
-def table_old(t, schema, common):
+def table_old(t, schema, bounds=[], others=[]):
     lo = t * 4294967296; hi = lo + 0xffffffff
-    return single(f"((row_key between {lo} and {hi} and {own(t, schema)}) or {obj(t, schema)})" + (f" and {common}" if common else ""))
-def table_new(t, schema, common):
-    return union(common, [own(t, schema), f"{obj(t, schema)} and ({own(t, schema)}) is not true"], orders=["seq", "seq + 0"])
+    return single(both(f"((row_key between {lo} and {hi} and {own(t, schema)}) or {obj(t, schema)})", bounds, others))
+def table_new(t, schema, bounds=[], others=[]):
+    return keyed([(own(t, schema), True), (f"{obj(t, schema)} and ({own(t, schema)}) is not true", False)], bounds, others)
 
 FACET = "seq, coalesce(app_user, db_user) as actor, source, failed"
+W = lambda since, until=None: [f"captured_at >= {since}"] + ([f"captured_at < {until}"] if until else [])
+U64, U11 = "user064@example.com", "user011@example.com"
 forms = {
-    "user:user064": (user_old("user064@example.com", ""), user_new("user064@example.com", "")),
-    "user:user064 since:7d": (user_old("user064@example.com", f"captured_at >= {W7}"), user_new("user064@example.com", f"captured_at >= {W7}")),
-    "table:t_078": (table_old(78, None, ""), table_new(78, None, "")),
-    "table:public.t_078 op:update": (table_old(78, "public", "upper(operation) = upper('update')"), table_new(78, "public", "upper(operation) = upper('update')")),
-    "user:nobody (no events)": (user_old("nobody@example.com", ""), user_new("nobody@example.com", "")),
-    "table:t_999 (no events)": (table_old(999, None, ""), table_new(999, None, "")),
-    "db_user:reporting kind:statement since:1d": (single(f"db_user = 'reporting' and kind = 'statement' and captured_at >= {W1}"),) * 2,
-    "db:crm user:user011": (user_old("user011@example.com", "(body::json ->> 'database') = 'crm'"), user_new("user011@example.com", "(body::json ->> 'database') = 'crm'")),
-    "table:t_193 since:yesterday": (table_old(193, None, f"captured_at >= {W2} and captured_at < {W1}"), table_new(193, None, f"captured_at >= {W2} and captured_at < {W1}")),
+    "user:user064": (user_old(U64), user_new(U64)),
+    "user:user064 since:7d": (user_old(U64, W(W7)), user_new(U64, W(W7))),
+    "table:t_078": (table_old(78, None), table_new(78, None)),
+    "table:public.t_078 op:update": (table_old(78, "public", [], ["upper(operation) = upper('update')"]),
+                                     table_new(78, "public", [], ["upper(operation) = upper('update')"])),
+    "user:nobody (no events)": (user_old("nobody@example.com"), user_new("nobody@example.com")),
+    "table:t_999 (no events)": (table_old(999, None), table_new(999, None)),
+    "db_user:reporting kind:statement since:1d": (
+        single(both("db_user = 'reporting'", W(W1), ["kind = 'statement'"])),
+        keyed([("db_user = 'reporting'", True)], W(W1), ["kind = 'statement'"])),
+    "db:crm user:user011": (user_old(U11, [], ["(body::json ->> 'database') = 'crm'"]),
+                            user_new(U11, [], ["(body::json ->> 'database') = 'crm'"])),
+    "table:t_193 since:yesterday": (table_old(193, None, W(W2, W1)), table_new(193, None, W(W2, W1))),
     "facets' rows of user:user064 since:7d (bound 200,000)": (
-        single(f"(app_user = 'user064@example.com' or db_user = 'user064@example.com') and captured_at >= {W7}", 200000, FACET),
-        user_new("user064@example.com", f"captured_at >= {W7}", 200000, FACET)),
+        single(both(f"(app_user = '{U64}' or db_user = '{U64}')", W(W7), []), 200000, FACET),
+        user_new(U64, W(W7), [], 200000, FACET)),
 }
 
 def psql(db, sql, *extra):

@@ -132,7 +132,10 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         && filter.pk.is_none()
         && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
     // The ways the newest matches are found, when a key drives.
-    let mut walks: Vec<String> = Vec::new();
+    let mut walks: Vec<Walk> = Vec::new();
+    // The cursor and the time window: kept apart from the other conditions
+    // so a walk still bounds by them (the index's `seq`, the partitions).
+    let mut bounds = Vec::new();
     if asks_for_nul(filter) {
         // Not even sent: the server would refuse the parameter.
         q.sql = format!("select {columns} from pgtrail.events where false");
@@ -157,8 +160,13 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
                 let own = own.join(" and ");
                 let name = q.bind(vec![table.index_name()]);
                 walks = vec![
-                    own.clone(),
-                    format!("object_names @> {name}::text[] and ({own}) is not true"),
+                    Walk::ordered(own.clone()),
+                    Walk {
+                        condition: format!(
+                            "object_names @> {name}::text[] and ({own}) is not true"
+                        ),
+                        ordered: false,
+                    },
                 ];
             }
             None => {
@@ -187,8 +195,8 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         let p = q.bind(user.clone());
         if keyed && walks.is_empty() {
             walks = vec![
-                format!("app_user = {p}"),
-                format!("db_user = {p} and app_user is distinct from {p}"),
+                Walk::ordered(format!("app_user = {p}")),
+                Walk::ordered(format!("db_user = {p} and app_user is distinct from {p}")),
             ];
         } else {
             conditions.push(format!("(app_user = {p} or db_user = {p})"));
@@ -197,7 +205,7 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     if let Some(role) = &filter.db_user {
         let role = format!("db_user = {}", q.bind(role.clone()));
         if keyed && walks.is_empty() {
-            walks = vec![role];
+            walks = vec![Walk::ordered(role)];
         } else {
             conditions.push(role);
         }
@@ -217,7 +225,7 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         ));
     }
     if let Some(before) = filter.before_seq {
-        conditions.push(format!("seq < {}", q.bind(before)));
+        bounds.push(format!("seq < {}", q.bind(before)));
     }
     // No stored role holds NUL: such a role excludes nothing.
     if let Some(role) = filter.not_user.as_ref().filter(|r| !r.contains('\0')) {
@@ -246,10 +254,10 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         conditions.push(format!("source = {}", q.bind(source.as_str())));
     }
     if let Some(since) = filter.since {
-        conditions.push(format!("captured_at >= {}", q.bind(since)));
+        bounds.push(format!("captured_at >= {}", q.bind(since)));
     }
     if let Some(until) = filter.until {
-        conditions.push(format!("captured_at < {}", q.bind(until)));
+        bounds.push(format!("captured_at < {}", q.bind(until)));
     }
     if let Some(pid) = filter.backend_pid {
         conditions.push(format!("backend_pid = {}", q.bind(pid)));
@@ -280,35 +288,69 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         Some(limit) => format!(" limit {}", q.bind(limit)),
         None => String::new(),
     };
-    if let [walk] = walks.as_slice() {
-        conditions.push(walk.clone());
-    }
-    if walks.len() > 1 {
-        let branches: Vec<String> = walks
-            .iter()
-            .map(|walk| {
-                format!(
-                    "(select * from pgtrail.events{} order by seq desc{limit})",
-                    where_clause(conditions.iter().chain([walk]))
-                )
-            })
-            .collect();
-        q.sql = format!(
-            "select {columns} from ({}) as events order by seq desc{limit}",
-            branches.join(" union all ")
-        );
-    } else {
+    if walks.is_empty() {
+        conditions.extend(bounds);
         q.sql = format!(
             "select {columns} from pgtrail.events{} order by seq desc{limit}",
-            where_clause(conditions.iter())
+            where_clause(&conditions)
         );
+        return q;
     }
+    let branches: Vec<String> = walks
+        .iter()
+        .map(|walk| walk.select(&bounds, &conditions))
+        .collect();
+    q.sql = match branches.as_slice() {
+        [branch] => format!("select {columns} {branch} order by seq desc{limit}"),
+        _ => format!(
+            "select {columns} from ({}) as events order by seq desc{limit}",
+            branches
+                .iter()
+                .map(|branch| format!("(select * {branch} order by seq desc{limit})"))
+                .collect::<Vec<_>>()
+                .join(" union all ")
+        ),
+    };
     q
 }
 
+/// One way a keyed search finds its matches.
+struct Walk {
+    condition: String,
+    /// Through an index `(key, seq)`, in chain order (not the object
+    /// index: GIN has none).
+    ordered: bool,
+}
+
+impl Walk {
+    fn ordered(condition: String) -> Self {
+        Walk {
+            condition,
+            ordered: true,
+        }
+    }
+
+    /// `from pgtrail.events where …` of this way. On an ordered walk the
+    /// other conditions are wrapped in `coalesce(…, false)` (the same
+    /// rows): the planner then judges them as matching half the key's
+    /// events, not the 0.5% it guesses for an expression it has no
+    /// statistics of, and walks the index newest first, stopping at the
+    /// limit, instead of reading every event of the key to sort them: the
+    /// role SQLite's `+column` plays (`bench/serve/pg_keyed_forms.py`).
+    fn select(&self, bounds: &[String], others: &[String]) -> String {
+        let mut all = vec![self.condition.clone()];
+        all.extend(bounds.iter().cloned());
+        if self.ordered && !others.is_empty() {
+            all.push(format!("coalesce({}, false)", others.join(" and ")));
+        } else {
+            all.extend(others.iter().cloned());
+        }
+        format!("from pgtrail.events{}", where_clause(&all))
+    }
+}
+
 /// ` where a and b ...`, or nothing without conditions.
-fn where_clause<'a>(conditions: impl Iterator<Item = &'a String>) -> String {
-    let conditions: Vec<&str> = conditions.map(String::as_str).collect();
+fn where_clause(conditions: &[String]) -> String {
     if conditions.is_empty() {
         String::new()
     } else {
