@@ -22,7 +22,7 @@ async fn fresh_store(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
 }
 
 /// A direct connection for tampering, as a superuser with psql would.
-async fn raw(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn raw(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect");

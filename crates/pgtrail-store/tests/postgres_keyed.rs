@@ -12,6 +12,8 @@ use pgtrail_store::sqlite::SqliteStore;
 use pgtrail_store::Store;
 use pgtrail_testkit::Cluster;
 
+use crate::postgres::raw;
+
 /// Users as application user, as database role, and as both; hostile
 /// names among them, stored so an exact match has something to find.
 const APP_USERS: [Option<&str>; 6] = [
@@ -302,12 +304,4 @@ async fn a_reader_searches_and_writes_nothing() {
         assert_eq!(code.as_deref(), Some("42501"), "{attack}: {refused:?}");
     }
     assert_eq!(seqs(&store, &Filter::default()).await.len(), 400);
-}
-
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
 }
