@@ -9,6 +9,8 @@
 //!   of the last sound checkpoint (rollback, fork, incremental verify).
 //! - `sqlite`, `postgres`: what only one backend has (files, partitions,
 //!   migrations, tampering with the raw storage).
+//! - `postgres_keyed`: the Postgres store's keyed searches (schema 12)
+//!   answer as SQLite's do; hostile keys and the reader role.
 //! - `reports`: the compliance reports, shaped data on both backends.
 //! - `tamper`: one suite of attacks on the stored data, run against both;
 //!   `verify` must name each.
@@ -19,6 +21,7 @@ mod attacks;
 mod conformance;
 mod memory;
 mod postgres;
+mod postgres_keyed;
 mod reads;
 mod reports;
 mod revert;

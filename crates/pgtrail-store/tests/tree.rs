@@ -308,7 +308,8 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
         "drop table cosignatures; drop table tree_nodes; drop index events_table; \
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
         "drop table pgtrail.facet_hours; drop table pgtrail.cosignatures; \
-         drop table pgtrail.tree_nodes; \
+         drop table pgtrail.tree_nodes; drop index pgtrail.events_table_seq_idx, \
+         pgtrail.events_app_user_seq_idx, pgtrail.events_db_user_seq_idx; \
          delete from pgtrail.schema_migrations where version >= 9;",
     )
     .await;

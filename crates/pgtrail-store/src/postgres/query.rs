@@ -116,9 +116,26 @@ pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
 
 /// `select {columns}` of the events matching `filter`, newest first, at
 /// most `limit`.
+///
+/// A table, a user or a database role (without a row or a search, which
+/// their own indexes drive) is a key with an index in chain order (schema
+/// 12, `(key, seq)`): its newest matches are one walk of that index newest
+/// first, stopping at `limit`. A key found two ways (a table's own events
+/// and the statements that touched it; a user as application user or as
+/// database role) is one walk per way, each limited, the second excluding
+/// what the first finds so no event comes twice; the newest `limit` of the
+/// union are among them.
 fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
+    let keyed = filter.search.is_none()
+        && filter.pk.is_none()
+        && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
+    // The ways the newest matches are found, when a key drives.
+    let mut walks: Vec<Walk> = Vec::new();
+    // The cursor and the time window: kept apart from the other conditions
+    // so a walk still bounds by them (the index's `seq`, the partitions).
+    let mut bounds = Vec::new();
     if asks_for_nul(filter) {
         // Not even sent: the server would refuse the parameter.
         q.sql = format!("select {columns} from pgtrail.events where false");
@@ -133,10 +150,29 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
                 conditions.push(format!("row_key = {}", q.bind(key)));
                 table_conditions(&mut q, &mut conditions, table);
             }
+            None if keyed => {
+                // Its own events by `(table_name, seq)`; the statements
+                // that touched it by the object index, which has no order:
+                // the planner walks the chain backwards for them or gathers
+                // them by bitmap, as it judges from the array statistics.
+                let mut own = Vec::new();
+                table_conditions(&mut q, &mut own, table);
+                let own = own.join(" and ");
+                let name = q.bind(vec![table.index_name()]);
+                walks = vec![
+                    Walk::ordered(own.clone()),
+                    Walk {
+                        condition: format!(
+                            "object_names @> {name}::text[] and ({own}) is not true"
+                        ),
+                        ordered: false,
+                    },
+                ];
+            }
             None => {
-                // The table's events by the row index, or a statement that
-                // touched it anywhere by the object index: a BitmapOr of two
-                // index scans.
+                // With a search (the full-text index drives): the table's
+                // events by the row index, or a statement that touched it
+                // anywhere by the object index: a BitmapOr of two scans.
                 let (low, high) = row_key::table_key_range(&table.table);
                 let mut by_target = vec![format!(
                     "row_key between {} and {}",
@@ -157,10 +193,22 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
     }
     if let Some(user) = &filter.user {
         let p = q.bind(user.clone());
-        conditions.push(format!("(app_user = {p} or db_user = {p})"));
+        if keyed && walks.is_empty() {
+            walks = vec![
+                Walk::ordered(format!("app_user = {p}")),
+                Walk::ordered(format!("db_user = {p} and app_user is distinct from {p}")),
+            ];
+        } else {
+            conditions.push(format!("(app_user = {p} or db_user = {p})"));
+        }
     }
     if let Some(role) = &filter.db_user {
-        conditions.push(format!("db_user = {}", q.bind(role.clone())));
+        let role = format!("db_user = {}", q.bind(role.clone()));
+        if keyed && walks.is_empty() {
+            walks = vec![Walk::ordered(role)];
+        } else {
+            conditions.push(role);
+        }
     }
     if let Some(database) = &filter.database {
         conditions.push(format!(
@@ -177,7 +225,7 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         ));
     }
     if let Some(before) = filter.before_seq {
-        conditions.push(format!("seq < {}", q.bind(before)));
+        bounds.push(format!("seq < {}", q.bind(before)));
     }
     // No stored role holds NUL: such a role excludes nothing.
     if let Some(role) = filter.not_user.as_ref().filter(|r| !r.contains('\0')) {
@@ -206,10 +254,10 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         conditions.push(format!("source = {}", q.bind(source.as_str())));
     }
     if let Some(since) = filter.since {
-        conditions.push(format!("captured_at >= {}", q.bind(since)));
+        bounds.push(format!("captured_at >= {}", q.bind(since)));
     }
     if let Some(until) = filter.until {
-        conditions.push(format!("captured_at < {}", q.bind(until)));
+        bounds.push(format!("captured_at < {}", q.bind(until)));
     }
     if let Some(pid) = filter.backend_pid {
         conditions.push(format!("backend_pid = {}", q.bind(pid)));
@@ -236,17 +284,78 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
             ));
         }
     }
-    q.sql = format!("select {columns} from pgtrail.events");
-    if !conditions.is_empty() {
-        q.sql.push_str(" where ");
-        q.sql.push_str(&conditions.join(" and "));
+    let limit = match limit {
+        Some(limit) => format!(" limit {}", q.bind(limit)),
+        None => String::new(),
+    };
+    if walks.is_empty() {
+        conditions.extend(bounds);
+        q.sql = format!(
+            "select {columns} from pgtrail.events{} order by seq desc{limit}",
+            where_clause(&conditions)
+        );
+        return q;
     }
-    q.sql.push_str(" order by seq desc");
-    if let Some(limit) = limit {
-        let p = q.bind(limit);
-        q.sql.push_str(&format!(" limit {p}"));
-    }
+    let branches: Vec<String> = walks
+        .iter()
+        .map(|walk| walk.select(&bounds, &conditions))
+        .collect();
+    q.sql = match branches.as_slice() {
+        [branch] => format!("select {columns} {branch} order by seq desc{limit}"),
+        _ => format!(
+            "select {columns} from ({}) as events order by seq desc{limit}",
+            branches
+                .iter()
+                .map(|branch| format!("(select * {branch} order by seq desc{limit})"))
+                .collect::<Vec<_>>()
+                .join(" union all ")
+        ),
+    };
     q
+}
+
+/// One way a keyed search finds its matches.
+struct Walk {
+    condition: String,
+    /// Through an index `(key, seq)`, in chain order (not the object
+    /// index: GIN has none).
+    ordered: bool,
+}
+
+impl Walk {
+    fn ordered(condition: String) -> Self {
+        Walk {
+            condition,
+            ordered: true,
+        }
+    }
+
+    /// `from pgtrail.events where …` of this way. On an ordered walk the
+    /// other conditions are wrapped in `coalesce(…, false)` (the same
+    /// rows): the planner then judges them as matching half the key's
+    /// events, not the 0.5% it guesses for an expression it has no
+    /// statistics of, and walks the index newest first, stopping at the
+    /// limit, instead of reading every event of the key to sort them: the
+    /// role SQLite's `+column` plays (`bench/serve/pg_keyed_forms.py`).
+    fn select(&self, bounds: &[String], others: &[String]) -> String {
+        let mut all = vec![self.condition.clone()];
+        all.extend(bounds.iter().cloned());
+        if self.ordered && !others.is_empty() {
+            all.push(format!("coalesce({}, false)", others.join(" and ")));
+        } else {
+            all.extend(others.iter().cloned());
+        }
+        format!("from pgtrail.events{}", where_clause(&all))
+    }
+}
+
+/// ` where a and b ...`, or nothing without conditions.
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" where {}", conditions.join(" and "))
+    }
 }
 
 /// The events of one row plus the TRUNCATEs of its table, oldest first. Two
