@@ -19,7 +19,9 @@ use pgtrail_sink::http::{verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use common::{append_events, checkpoint_at, runner_for, sqlite_store, until};
+use common::{
+    append_events, checkpoint_at, runner_for, sqlite_store, store_with_edited_body, until,
+};
 
 /// What the receiver does with the next request.
 #[derive(Debug, Clone)]
@@ -793,20 +795,10 @@ async fn a_failed_request_among_requests_in_flight_holds_the_cursor_before_it() 
 /// instead, which refuses the body: nothing is posted, the error names it.
 #[tokio::test]
 async fn a_line_break_edited_into_a_stored_body_cannot_add_a_bulk_action() {
-    let (dir, _url, store) = sqlite_store().await;
-    append_events(store.as_ref(), 3).await;
-    drop(store);
-    let db = rusqlite::Connection::open(dir.path().join("trail.db")).expect("open the file");
-    db.execute(
-        "update events set body = replace(body, '\"db_user\":\"app\"', '\"db_user\":1' || char(10) || '{\"delete\":{\"_index\":\"audit\",\"_id\":\"victim\"}}') where seq = 2",
-        [],
+    let (_dir, _store, raw) = store_with_edited_body(
+        r#"'"db_user":1' || char(10) || '{"delete":{"_index":"audit","_id":"victim"}}'"#,
     )
-    .expect("edit the body");
-    drop(db);
-    let store = pgtrail_store::open(&format!("sqlite:{}", dir.path().join("trail.db").display()))
-        .await
-        .expect("reopen");
-    let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+    .await;
     assert!(raw[1].body.contains("\n{\"delete\""), "the edit is stored");
     let items: Vec<pgtrail_sink::sink::Item<pgtrail_store::RawEvent>> = raw
         .into_iter()

@@ -17,7 +17,7 @@ use pgtrail_sink::format::{Encoder, Format};
 use pgtrail_sink::sink::{Item, Sink};
 use serde_json::{json, Value};
 
-use common::{append_events, runner_for, sqlite_store};
+use common::{append_events, runner_for, sqlite_store, store_with_edited_body};
 
 /// Events with every field, awkward text and numbers, a deep row image.
 fn awkward_events() -> Vec<Event> {
@@ -127,20 +127,8 @@ async fn raw_jsonl_is_byte_for_byte_the_decoded_jsonl() {
 /// longer matches, which is what `verify` reports.
 #[tokio::test]
 async fn a_body_edited_in_the_store_file_is_delivered_as_stored() {
-    let (dir, _url, store) = sqlite_store().await;
-    append_events(store.as_ref(), 3).await;
-    drop(store);
-    let db = rusqlite::Connection::open(dir.path().join("trail.db")).expect("open the file");
-    db.execute(
-        "update events set body = replace(body, '\"db_user\":\"app\"', '\"db_user\":\"mallory\",\"zz_extra\":[1,{\"a\":\"}\"}]') where seq = 2",
-        [],
-    )
-    .expect("edit the body");
-    drop(db);
-    let store = pgtrail_store::open(&format!("sqlite:{}", dir.path().join("trail.db").display()))
-        .await
-        .expect("reopen");
-    let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+    let (_dir, store, raw) =
+        store_with_edited_body(r#"'"db_user":"mallory","zz_extra":[1,{"a":"}"}]'"#).await;
     let out = tempfile::tempdir().expect("tempdir");
     let mut sink = FileSink::new(options(out.path()), Format::Jsonl);
     assert!(sink.reads_raw());
@@ -182,27 +170,13 @@ async fn a_body_edited_in_the_store_file_is_delivered_as_stored() {
 #[tokio::test]
 async fn a_line_break_edited_into_a_stored_body_never_makes_a_second_line() {
     for (edit, forged) in [
-        ("'\"db_user\":' || char(10) || '\"mallory\"'", false),
+        (r#"'"db_user":' || char(10) || '"mallory"'"#, false),
         (
-            "'\"db_user\":1' || char(13) || char(10) || '{\"seq\":99,\"db_user\":\"forged\"}'",
+            r#"'"db_user":1' || char(13) || char(10) || '{"seq":99,"db_user":"forged"}'"#,
             true,
         ),
     ] {
-        let (dir, _url, store) = sqlite_store().await;
-        append_events(store.as_ref(), 3).await;
-        drop(store);
-        let db = rusqlite::Connection::open(dir.path().join("trail.db")).expect("open the file");
-        db.execute(
-            &format!("update events set body = replace(body, '\"db_user\":\"app\"', {edit}) where seq = 2"),
-            [],
-        )
-        .expect("edit the body");
-        drop(db);
-        let store =
-            pgtrail_store::open(&format!("sqlite:{}", dir.path().join("trail.db").display()))
-                .await
-                .expect("reopen");
-        let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+        let (_dir, _store, raw) = store_with_edited_body(edit).await;
         assert!(raw[1].body.contains('\n'), "the edit is stored");
         let out = tempfile::tempdir().expect("tempdir");
         let mut sink = FileSink::new(options(out.path()), Format::Jsonl);

@@ -21,6 +21,38 @@ pub async fn sqlite_store() -> (tempfile::TempDir, String, Arc<dyn Store>) {
     (dir, url, store)
 }
 
+/// A store of three events whose second body someone with the file has
+/// edited: its `"db_user":"app"` replaced by `with` (an SQL expression).
+/// Returns the store reopened and its events as stored.
+pub async fn store_with_edited_body(
+    with: &str,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn Store>,
+    Vec<pgtrail_store::RawEvent>,
+) {
+    let (dir, _url, store) = sqlite_store().await;
+    append_events(store.as_ref(), 3).await;
+    drop(store);
+    let file = dir.path().join("trail.db");
+    let db = rusqlite::Connection::open(&file).expect("open the file");
+    let edited = db
+        .execute(
+            &format!(
+                "update events set body = replace(body, '\"db_user\":\"app\"', {with}) where seq = 2"
+            ),
+            [],
+        )
+        .expect("edit the body");
+    assert_eq!(edited, 1, "one body edited");
+    drop(db);
+    let store = pgtrail_store::open(&format!("sqlite:{}", file.display()))
+        .await
+        .expect("reopen");
+    let raw = store.scan_raw(0, 10).await.expect("scan_raw");
+    (dir, store, raw)
+}
+
 /// Appends `n` statement events (with text that needs escaping).
 pub async fn append_events(store: &dyn Store, n: usize) -> Vec<Event> {
     let events: Vec<Event> = (0..n)
