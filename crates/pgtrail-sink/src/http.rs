@@ -482,41 +482,34 @@ impl Postable for RawEvent {
         out: &mut Vec<u8>,
         needs: Needs,
     ) -> Result<Facts, FormatError> {
-        if encoder.format() != Format::Jsonl {
-            let event = raw::decode(self).map_err(|reason| FormatError::Stored {
-                seq: self.seq,
-                reason,
-            })?;
-            return Postable::encode(&event, encoder, out, needs);
-        }
-        // One pass over the stored body gives the line, the id and the time.
-        let members = raw::Members::of(&self.body).map_err(|reason| FormatError::Stored {
+        let stored = |reason| FormatError::Stored {
             seq: self.seq,
             reason,
-        })?;
-        // A line break edited into a stored body would be a line of its
-        // own in an NDJSON or `_bulk` body (an action run with the sink's
-        // credentials): such an event goes through the decoder, which
-        // writes it on one line or refuses it.
-        if !raw::jsonl_on_one_line(self, &members, out) {
-            let event = raw::decode(self).map_err(|reason| FormatError::Stored {
-                seq: self.seq,
-                reason,
-            })?;
-            return Postable::encode(&event, encoder, out, needs);
+        };
+        if encoder.format() == Format::Jsonl {
+            // One pass over the stored body gives the line, the id and the
+            // time. A line break edited into a stored body would be a line
+            // of its own in an NDJSON or `_bulk` body (an action run with
+            // the sink's credentials): such an event goes through the
+            // decoder below, which writes it on one line or refuses it.
+            let members = raw::Members::of(&self.body).map_err(stored)?;
+            if raw::jsonl_on_one_line(self, &members, out) {
+                return Ok(Facts {
+                    seq: self.seq,
+                    id: match needs.id {
+                        true => members.plain_str("id").map(str::to_string),
+                        false => None,
+                    },
+                    // Parsed only for HEC: the text to a time costs.
+                    micros: match needs.time {
+                        true => members.captured_at().map(|t| t.timestamp_micros()),
+                        false => None,
+                    },
+                });
+            }
         }
-        Ok(Facts {
-            seq: self.seq,
-            id: match needs.id {
-                true => members.plain_str("id").map(str::to_string),
-                false => None,
-            },
-            // Parsed only for HEC: the text to a time costs.
-            micros: match needs.time {
-                true => members.captured_at().map(|t| t.timestamp_micros()),
-                false => None,
-            },
-        })
+        let event = raw::decode(self).map_err(stored)?;
+        Postable::encode(&event, encoder, out, needs)
     }
 }
 
