@@ -272,12 +272,11 @@ impl HttpSink {
         &mut self,
         items: &[Item<E>],
     ) -> Result<(Vec<u8>, &'static str), SinkError> {
-        let endpoint = Arc::clone(&self.endpoint);
         let mut body = Vec::with_capacity(items.len() * 700);
-        match &endpoint.api {
+        match &self.endpoint.api {
             Api::Webhook { ndjson: true } => {
                 for item in items {
-                    self.encode(item, &mut body)?;
+                    Self::encode(&self.encoder, self.needs, item, &mut body)?;
                     if body.last() != Some(&b'\n') {
                         body.push(b'\n');
                     }
@@ -290,7 +289,7 @@ impl HttpSink {
                     if i > 0 {
                         body.push(b',');
                     }
-                    self.encode(item, &mut body)?;
+                    Self::encode(&self.encoder, self.needs, item, &mut body)?;
                     trim_newline(&mut body);
                 }
                 body.push(b']');
@@ -303,20 +302,19 @@ impl HttpSink {
                     body.extend_from_slice(&self.envelope);
                     let facts = match json {
                         true => {
-                            let facts = self.encode(item, &mut body)?;
+                            let facts = Self::encode(&self.encoder, self.needs, item, &mut body)?;
                             trim_newline(&mut body);
                             facts
                         }
                         false => {
-                            let mut record = std::mem::take(&mut self.record);
-                            record.clear();
-                            let facts = self.encode(item, &mut record);
+                            self.record.clear();
+                            let facts =
+                                Self::encode(&self.encoder, self.needs, item, &mut self.record)?;
                             crate::format::json_string(
                                 &mut body,
-                                &String::from_utf8_lossy(trim_newline_of(&record)),
+                                &String::from_utf8_lossy(trim_newline_of(&self.record)),
                             );
-                            self.record = record;
-                            facts?
+                            facts
                         }
                     };
                     let Some(micros) = facts.micros else {
@@ -333,20 +331,9 @@ impl HttpSink {
             }
             Api::Bulk { .. } => {
                 for item in items {
-                    let start = body.len();
-                    let mut record = std::mem::take(&mut self.record);
-                    record.clear();
-                    let facts = self.encode(item, &mut record);
-                    let facts = match facts {
-                        Ok(facts) => facts,
-                        Err(error) => {
-                            self.record = record;
-                            return Err(error);
-                        }
-                    };
+                    self.record.clear();
+                    let facts = Self::encode(&self.encoder, self.needs, item, &mut self.record)?;
                     let Some(id) = facts.id.as_deref() else {
-                        self.record = record;
-                        body.truncate(start);
                         return Err(self.refused(format!(
                             "event {} has no plain id for _bulk's _id",
                             facts.seq
@@ -356,9 +343,8 @@ impl HttpSink {
                     body.extend_from_slice(&self.envelope);
                     crate::format::json_string(&mut body, id);
                     body.extend_from_slice(b"}}\n");
-                    body.extend_from_slice(trim_newline_of(&record));
+                    body.extend_from_slice(trim_newline_of(&self.record));
                     body.push(b'\n');
-                    self.record = record;
                 }
                 Ok((body, "application/x-ndjson"))
             }
@@ -366,18 +352,20 @@ impl HttpSink {
     }
 
     /// Appends `item`'s record to `out`; what the envelopes need of it.
+    /// (Not a method: `out` may be the sink's own `record` buffer.)
     fn encode<E: Postable>(
-        &mut self,
+        encoder: &Encoder,
+        needs: Needs,
         item: &Item<E>,
         out: &mut Vec<u8>,
     ) -> Result<Facts, SinkError> {
         match item {
-            Item::Event(event) => Ok(event.encode(&self.encoder, out, self.needs)?),
+            Item::Event(event) => Ok(event.encode(encoder, out, needs)?),
             Item::Checkpoint(c) => {
-                self.encoder.encode_checkpoint(c, out)?;
+                encoder.encode_checkpoint(c, out)?;
                 Ok(Facts {
                     seq: c.seq,
-                    id: self.needs.id.then(|| {
+                    id: needs.id.then(|| {
                         format!(
                             "checkpoint-{}-{}-{}",
                             c.kind.as_str(),
