@@ -209,23 +209,21 @@ impl Encoder {
 
     /// Appends one record for an event as stored ([`RawEvent`]): for
     /// `jsonl` the stored body with its seal spliced in, never decoded (the
-    /// same bytes as [`Encoder::encode`] of the decoded event); the other
-    /// formats decode it first.
+    /// same bytes as [`Encoder::encode`] of the decoded event) unless that
+    /// line would hold a line break; the other formats, and such a body,
+    /// decode it first.
     pub fn encode_raw(&self, raw: &RawEvent, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let failed = |reason| FormatError::Stored {
             seq: raw.seq,
             reason,
         };
-        match self.format {
-            Format::Jsonl => {
-                let members = raw::Members::of(&raw.body).map_err(failed)?;
-                if raw::jsonl_on_one_line(raw, &members, out) {
-                    return Ok(());
-                }
-                self.encode(&raw::decode(raw).map_err(failed)?, out)
+        if self.format == Format::Jsonl {
+            let members = raw::Members::of(&raw.body).map_err(failed)?;
+            if raw::jsonl_on_one_line(raw, &members, out) {
+                return Ok(());
             }
-            _ => self.encode(&raw::decode(raw).map_err(failed)?, out),
         }
+        self.encode(&raw::decode(raw).map_err(failed)?, out)
     }
 
     /// Appends one record for a signed checkpoint, in the same format: the
