@@ -5,6 +5,10 @@
 //!       interior nodes kept (`Store::add_tree_nodes` real) against a
 //!       wrapper whose `add_tree_nodes` does nothing, rounds alternated on
 //!       fresh stores; median and spread of events/s and their ratio.
+//!       With `--whole-issue` the side without nodes also hashes its events
+//!       as version 1 (no nonce, no per-value commitments), so the ratio is
+//!       the store before issue 14 against today's: the tree and hash
+//!       version 2 priced together.
 //!   proof_bench big --backend sqlite|postgres --sizes 1000000,10000000 [--store PATH]
 //!                   [--proofs N] [--proof-seconds S] [--add 10000,100000] [--full-verify]
 //!       for each size: fills (or extends) one store to it, signing a
@@ -198,6 +202,7 @@ struct Args {
     proof_seconds: f64,
     add: Vec<usize>,
     full_verify: bool,
+    whole_issue: bool,
 }
 
 fn list(text: &str) -> Vec<usize> {
@@ -220,6 +225,7 @@ fn parse_args() -> Args {
         proof_seconds: 120.0,
         add: vec![10_000, 100_000],
         full_verify: false,
+        whole_issue: false,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -236,6 +242,7 @@ fn parse_args() -> Args {
             "--proof-seconds" => args.proof_seconds = value().parse().expect("--proof-seconds S"),
             "--add" => args.add = list(&value()),
             "--full-verify" => args.full_verify = true,
+            "--whole-issue" => args.whole_issue = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -291,7 +298,7 @@ async fn extend(
     from: usize,
     to: usize,
     sign_every: usize,
-    now: DateTime<Utc>,
+    make: &dyn Fn(usize) -> Event,
     progress: bool,
 ) -> (f64, f64) {
     let signer = Signer {
@@ -304,7 +311,7 @@ async fn extend(
     let mut first = from;
     while first < to {
         let last = (first + BATCH).min(to);
-        let events: Vec<Event> = (first..last).map(|i| event(i, now)).collect();
+        let events: Vec<Event> = (first..last).map(make).collect();
         let start = Instant::now();
         store.append(&events).await.expect("append");
         appending += start.elapsed();
@@ -372,7 +379,13 @@ async fn ingest(args: &Args) {
                     0,
                     args.events,
                     args.sign_every,
-                    now,
+                    &|i| {
+                        let mut e = event(i, now);
+                        if !keep && args.whole_issue {
+                            e.nonce = None;
+                        }
+                        e
+                    },
                     false,
                 )
                 .await;
@@ -401,7 +414,12 @@ async fn ingest(args: &Args) {
         println!("| side | events/s | of which signing, s |");
         println!("| --- | --- | --- |");
         println!(
-            "| nodes not kept (add_tree_nodes a no-op) | {} | {} |",
+            "| nodes not kept (add_tree_nodes a no-op){} | {} | {} |",
+            if args.whole_issue {
+                ", hash version 1"
+            } else {
+                ""
+            },
             spread(&not, 0),
             spread(&sign_not, 1)
         );
@@ -584,7 +602,16 @@ async fn big(args: &Args) {
         let head = store.head().await.expect("head").map_or(0, |h| h.seq) as usize;
         if head < size {
             eprintln!("big: {backend}: filling {head} → {size}");
-            let (a, s) = extend(store.as_ref(), &key, head, size, 1_000_000, now, true).await;
+            let (a, s) = extend(
+                store.as_ref(),
+                &key,
+                head,
+                size,
+                1_000_000,
+                &|i| event(i, now),
+                true,
+            )
+            .await;
             eprintln!(
                 "  filled at {:.0} events/s ({a:.0} s appending, {s:.0} s signing)",
                 (size - head) as f64 / (a + s)
