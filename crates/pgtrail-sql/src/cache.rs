@@ -176,12 +176,79 @@ impl Analyzer {
             // is the same whichever session made it.
             return strings::under(StandardStrings::On, || self.analyze_once(sql));
         }
+        let suspects = strings::multibyte_suspects(sql);
+        if !suspects.is_empty() {
+            return self.analyze_multibyte(sql, mode, &suspects);
+        }
         let expected = strings::under(mode, || self.analyze_once(sql));
         let other = strings::under(mode.other(), || self.analyze_once(sql));
         if other == expected {
             return expected;
         }
-        reading::ambiguous(expected, other, self.stored_whole(sql))
+        reading::ambiguous(expected, vec![other], self.stored_whole(sql))
+    }
+
+    /// A text with backslashes that may be the second bytes of characters
+    /// (`strings::multibyte_suspects`): read in both modes with every
+    /// choice of which of them are backslashes (a byte chosen not to be
+    /// one reads as a letter, so spans stay the same), up to
+    /// [`reading::MAX_SUSPECTS`]; past that, the text is unreadable. When
+    /// every reading is the expected one but for the stored text, that is
+    /// the analysis; else they are merged as for
+    /// `standard_conforming_strings`, with the text withheld where a
+    /// reading could hide a secret or a constant.
+    fn analyze_multibyte(&self, sql: &str, mode: StandardStrings, suspects: &[usize]) -> Analysis {
+        let expected = strings::under(mode, || self.analyze_once(sql));
+        if suspects.len() > reading::MAX_SUSPECTS {
+            let other = strings::under(mode.other(), || self.analyze_once(sql));
+            return reading::unreadable(expected, other, self.stored_multibyte(sql));
+        }
+        let mut readings = Vec::new();
+        for choice in 0..1u32 << suspects.len() {
+            let mut text = sql.as_bytes().to_vec();
+            for (bit, &at) in suspects.iter().enumerate() {
+                if choice & 1 << bit != 0 {
+                    text[at] = b'x';
+                }
+            }
+            // Replacing an ASCII byte by another keeps the text UTF-8.
+            let Ok(text) = String::from_utf8(text) else {
+                continue;
+            };
+            for reading_mode in [mode, mode.other()] {
+                if choice == 0 && reading_mode == mode {
+                    continue;
+                }
+                let analysis = strings::under(reading_mode, || self.analyze_once(&text));
+                if !reading::same_but_text(&analysis, &expected) {
+                    readings.push(analysis);
+                }
+            }
+        }
+        let stored = self.stored_multibyte(sql);
+        if readings.is_empty() {
+            let mut analysis = expected;
+            if stored == redact::WITHHELD {
+                for statement in &mut analysis.statements {
+                    statement.sql = stored.clone();
+                }
+            }
+            return analysis;
+        }
+        let mut analysis = reading::ambiguous(expected, readings, stored);
+        analysis.encoding_ambiguous = true;
+        analysis
+    }
+
+    /// What a text with multibyte suspects stores: as written when it can
+    /// hold no secret and constants are kept; else nothing, since which of
+    /// its bytes are literals depends on a reading the proxy cannot know.
+    fn stored_multibyte(&self, sql: &str) -> String {
+        let text = &sql[statement::trimmed(sql, 0..sql.len())];
+        if self.policy == TextPolicy::Secrets && !literal::mentions_secret(text) {
+            return text.to_string();
+        }
+        redact::WITHHELD.to_string()
     }
 
     /// What an ambiguous text's statements store (see `reading`): the text

@@ -38,15 +38,25 @@ const WEIGHT: [Class; 8] = [
     Class::Unknown,
 ];
 
-/// The analysis of a text whose `expected` and `other` readings differ;
+/// Most backslashes a text may hold that may be second bytes of
+/// characters (`strings::multibyte_suspects`) and still be read every way
+/// (2^n readings in each mode); a text with more is [`unreadable`].
+pub(crate) const MAX_SUSPECTS: usize = 4;
+
+/// The analysis of a text whose `expected` reading and `others` differ;
 /// `stored` is the text each statement keeps (decided by the caller, who
-/// knows the text policy).
-pub(crate) fn ambiguous(expected: Analysis, other: Analysis, stored: String) -> Analysis {
-    let (mut base, readings) = match (expected.parsed, other.parsed) {
-        (false, true) => (other.clone(), vec![other]),
-        (true, false) => (expected.clone(), vec![expected]),
-        _ => (expected.clone(), vec![expected, other]),
+/// knows the text policy). Readings the parser rejects run nothing, so
+/// only the parsed ones count, unless none parsed.
+pub(crate) fn ambiguous(expected: Analysis, others: Vec<Analysis>, stored: String) -> Analysis {
+    let mut all = Vec::with_capacity(others.len() + 1);
+    all.push(expected);
+    all.extend(others);
+    let readings: Vec<Analysis> = if all.iter().any(|r| r.parsed) {
+        all.into_iter().filter(|r| r.parsed).collect()
+    } else {
+        all
     };
+    let mut base = readings[0].clone();
     let mut classes = ClassSet::default();
     let mut objects = Vec::new();
     let mut functions = Vec::new();
@@ -80,4 +90,30 @@ pub(crate) fn ambiguous(expected: Analysis, other: Analysis, stored: String) -> 
     }
     base.ambiguous = true;
     base
+}
+
+/// A text with too many ways to read it (more than [`MAX_SUSPECTS`]
+/// suspect backslashes): the two modes' readings merged, then every
+/// statement also UNKNOWN (logged whatever the level) and naming no object
+/// (so no rule excluding some tables can match it).
+pub(crate) fn unreadable(expected: Analysis, other: Analysis, stored: String) -> Analysis {
+    let mut analysis = ambiguous(expected, vec![other], stored);
+    for statement in &mut analysis.statements {
+        statement.classes.insert(Class::Unknown);
+        statement.objects.clear();
+    }
+    analysis.encoding_ambiguous = true;
+    analysis
+}
+
+/// Whether two readings are the same analysis but for the text they store
+/// (a reading with a byte replaced stores that byte).
+pub(crate) fn same_but_text(a: &Analysis, b: &Analysis) -> bool {
+    a.parsed == b.parsed
+        && a.statements.len() == b.statements.len()
+        && a.statements.iter().zip(&b.statements).all(|(x, y)| {
+            let mut x = x.clone();
+            x.sql.clone_from(&y.sql);
+            x == *y
+        })
 }

@@ -201,6 +201,24 @@ pub struct Analysis {
     /// text (see the `reading` module).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ambiguous: bool,
+    /// Of an ambiguous text: a reading that differs takes a backslash for
+    /// the second byte of a character in a client encoding such as SJIS
+    /// (`strings::multibyte_suspects`), not only the other
+    /// `standard_conforming_strings` mode.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encoding_ambiguous: bool,
+}
+
+impl Analysis {
+    /// Why an ambiguous text is: the setting whose value the proxy could
+    /// not know, as `context.ambiguous` names it.
+    pub fn ambiguity(&self) -> Option<&'static str> {
+        match (self.ambiguous, self.encoding_ambiguous) {
+            (false, _) => None,
+            (true, true) => Some("client_encoding"),
+            (true, false) => Some("standard_conforming_strings"),
+        }
+    }
 }
 
 /// Turns a statement's text into what may be stored, given its tokens
@@ -241,6 +259,7 @@ pub(crate) fn analyze(sql: &str, names: &Names, redact: &mut Redact<'_>) -> Anal
         parsed: true,
         statements,
         ambiguous: false,
+        encoding_ambiguous: false,
     }
 }
 
@@ -277,6 +296,7 @@ fn unknown(sql: &str, tokens: &[Tok], names: &Names, redact: &mut Redact<'_>) ->
             binds: Vec::new(),
         }],
         ambiguous: false,
+        encoding_ambiguous: false,
     }
 }
 

@@ -65,6 +65,29 @@ pub fn mode_matters(sql: &str) -> bool {
     sql.as_bytes().contains(&b'\\')
 }
 
+/// The byte offsets of the backslashes in `sql` that may not be
+/// backslashes at all. In the client encodings SJIS, BIG5, GBK, GB18030
+/// and JOHAB a character's second byte may be 0x5C; the server converts
+/// the text to its own encoding before reading it, so that byte is part of
+/// a character there, while the proxy, which gets the text decoded as
+/// UTF-8 (what is not UTF-8 replaced), sees a backslash after a non-ASCII
+/// character (U+FFFD, or a character the two bytes before happen to make
+/// in UTF-8). In an `E'…'` literal that backslash would escape the quote
+/// that ends the literal for the server. The session's encoding cannot
+/// settle it: like `standard_conforming_strings`, a SET earlier in the
+/// same pipeline changes it before the proxy hears (see `cache`).
+pub fn multibyte_suspects(sql: &str) -> Vec<usize> {
+    let mut suspects = Vec::new();
+    let mut previous_ascii = true;
+    for (at, c) in sql.char_indices() {
+        if c == '\\' && !previous_ascii {
+            suspects.push(at);
+        }
+        previous_ascii = c.is_ascii();
+    }
+    suspects
+}
+
 thread_local! {
     static MODE: Cell<StandardStrings> = const { Cell::new(StandardStrings::On) };
 }

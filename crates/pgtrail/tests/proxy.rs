@@ -879,41 +879,185 @@ fn parse_bind_execute(sql: &str) -> Vec<u8> {
     out
 }
 
-/// Logs in as `user` with the frontend protocol, sends `messages` then a
-/// Sync, and returns every backend frame's tag up to ReadyForQuery.
-fn pipeline(address: &str, user: &str, messages: &[u8]) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut startup = Default::default();
-    pgtrail_wire::frontend::encode_startup(
-        &mut startup,
-        &[("user", user), ("database", "postgres")],
-    );
-    stream.write_all(&startup).expect("startup");
-    let read_until_ready = |stream: &mut std::net::TcpStream| {
+/// A client session speaking raw frontend protocol (texts need not be
+/// UTF-8, pipelines need no client library's consent).
+struct RawSession(std::net::TcpStream);
+
+impl RawSession {
+    /// Logs in as `user` to database `postgres` (trust).
+    fn login(address: &str, user: &str) -> RawSession {
+        let stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut startup = Default::default();
+        pgtrail_wire::frontend::encode_startup(
+            &mut startup,
+            &[("user", user), ("database", "postgres")],
+        );
+        let mut session = RawSession(stream);
+        session.send(&startup);
+        session
+    }
+
+    /// Sends `bytes` and returns every backend frame's tag up to
+    /// ReadyForQuery.
+    fn send(&mut self, bytes: &[u8]) -> Vec<u8> {
+        use std::io::{Read, Write};
+        self.0.write_all(bytes).expect("send");
         let mut tags = Vec::new();
         let mut header = [0u8; 5];
         loop {
-            stream.read_exact(&mut header).expect("frame header");
+            self.0.read_exact(&mut header).expect("frame header");
             let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
             let mut body = vec![0u8; usize::try_from(len).expect("len") - 4];
-            stream.read_exact(&mut body).expect("frame body");
+            self.0.read_exact(&mut body).expect("frame body");
             tags.push(header[0]);
             if header[0] == b'Z' {
                 return tags;
             }
         }
-    };
-    read_until_ready(&mut stream);
+    }
+}
+
+impl Drop for RawSession {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.0.write_all(&frame(b'X', b""));
+    }
+}
+
+/// Logs in as `user` with the frontend protocol, sends `messages` then a
+/// Sync, and returns every backend frame's tag up to ReadyForQuery.
+fn pipeline(address: &str, user: &str, messages: &[u8]) -> Vec<u8> {
     let mut batch = messages.to_vec();
     batch.extend(frame(b'S', b""));
-    stream.write_all(&batch).expect("pipeline");
-    let tags = read_until_ready(&mut stream);
-    let _ = stream.write_all(&frame(b'X', b""));
-    tags
+    RawSession::login(address, user).send(&batch)
+}
+
+/// Logs in as `user`, sends each of `texts` as a simple Query (raw bytes:
+/// they need not be UTF-8) and returns each one's backend frame tags up to
+/// its ReadyForQuery.
+fn simple_queries(address: &str, user: &str, texts: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut session = RawSession::login(address, user);
+    texts
+        .iter()
+        .map(|text| {
+            let mut body = text.to_vec();
+            body.push(0);
+            session.send(&frame(b'Q', &body))
+        })
+        .collect()
+}
+
+/// Attacker: an application role (`app`) behind a proxy that logs only
+/// DDL (`log = ["ddl"]`) sets a client encoding whose characters may end
+/// in the byte 0x5C (SJIS), and sends `select E'<c>'; drop table victim;
+/// --'` where `<c>` is such a character. The server converts the text
+/// first and runs the DROP; to a reader of the bytes as UTF-8 the 0x5C is
+/// a backslash escaping the quote, and the DROP is inside a string. The
+/// DROP runs, and the trail holds it as DDL naming `victim`, marked
+/// ambiguous by `client_encoding`. The same text without the high byte
+/// has a real `\'`, which the server refuses in such an encoding
+/// (`backslash_quote`): it drops nothing, and the trail names no table
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_hidden_by_a_multibyte_encoding_is_in_the_trail() {
+    let cluster = Cluster::start().expect("cluster");
+    let admin = cluster.connect("postgres").await.expect("admin");
+    admin
+        .batch_execute(
+            "create role app login;
+             create table victim (id int); create table bystander (id int);
+             alter table victim owner to app; alter table bystander owner to app;",
+        )
+        .await
+        .expect("schema");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
+    let config = tmp.path().join("pgtrail.toml");
+    std::fs::write(&config, "[proxy]\nlog = [\"ddl\"]\n").expect("config");
+    let config = config.to_str().expect("utf-8 path").to_string();
+    let proxy = Proxy::start(
+        tmp.path(),
+        &store,
+        &upstream(&cluster),
+        &[],
+        &[("PGTRAIL_CONFIG", &config)],
+    );
+    let hidden = |table: &str, character: &[u8]| {
+        [
+            &b"select E'"[..],
+            character,
+            b"'; drop table ",
+            table.as_bytes(),
+            b"; --'",
+        ]
+        .concat()
+    };
+    // SJIS 0x81 0x5C is one character for the server.
+    let attack = hidden("victim", &[0x81, 0x5C]);
+    // The same with a lone backslash: a `\'` the server refuses (22P06).
+    let harmless = hidden("bystander", b"\\");
+    let answers = simple_queries(
+        &proxy.address,
+        "app",
+        &[b"set client_encoding = 'SJIS'", &attack, &harmless],
+    );
+    assert!(
+        !answers[0].contains(&b'E') && !answers[1].contains(&b'E') && answers[2].contains(&b'E'),
+        "{answers:?}"
+    );
+    // The attack happened: the server dropped victim, and not bystander.
+    let exists = |table: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one("select to_regclass($1) is not null", &[&table])
+                .await
+                .expect("to_regclass")
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(!exists("victim").await, "the DROP ran");
+    assert!(
+        exists("bystander").await,
+        "a real backslash hides the DROP from the server too"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let statements = loop {
+        let statements: Vec<Event> = events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.source == Source::Proxy && e.kind == Kind::Statement)
+            .collect();
+        if statements.iter().any(|e| {
+            e.class.as_deref() == Some("DDL")
+                && e.objects.iter().any(|o| o.contains("victim"))
+                && e.context
+                    .as_ref()
+                    .and_then(|c| c.get("ambiguous"))
+                    .and_then(|v| v.as_str())
+                    == Some("client_encoding")
+        }) {
+            break statements;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the DROP of victim is not in the trail: {statements:#?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !statements
+            .iter()
+            .any(|e| e.objects.iter().any(|o| o.contains("bystander"))),
+        "the harmless text, failed, names no table: {statements:#?}"
+    );
+    proxy.stop();
+    verify(tmp.path(), &store);
 }
 
 /// Attacker: an application role (`app`) behind a proxy that logs only

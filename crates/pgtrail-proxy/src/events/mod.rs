@@ -459,9 +459,9 @@ impl SessionRecorder {
             context.insert("transaction_status".into(), status_name(status).into());
         }
         context.insert("protocol".into(), protocol_name(record.protocol).into());
-        if analysis.ambiguous {
+        if let Some(setting) = analysis.ambiguity() {
             // The server may have read the text either way (see docs/proxy.md).
-            context.insert("ambiguous".into(), "standard_conforming_strings".into());
+            context.insert("ambiguous".into(), setting.into());
         }
         self.tx.describe(&mut context);
         match &record.outcome {
