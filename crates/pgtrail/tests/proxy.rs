@@ -36,6 +36,23 @@ impl Drop for Proxy {
 impl Proxy {
     /// Starts `pgtrail --store STORE proxy …` in `dir` and waits for
     /// `listening on`.
+    /// A proxy in front of `cluster` with `[proxy] <setting>` in its
+    /// config file and a SQLite store in `dir`; the store's URL.
+    fn logging(dir: &Path, cluster: &Cluster, setting: &str) -> (Self, String) {
+        let store = format!("sqlite:{}", dir.join("trail.db").display());
+        let config = dir.join("pgtrail.toml");
+        std::fs::write(&config, format!("[proxy]\n{setting}\n")).expect("config");
+        let config = config.to_str().expect("utf-8 path");
+        let proxy = Proxy::start(
+            dir,
+            &store,
+            &upstream(cluster),
+            &[],
+            &[("PGTRAIL_CONFIG", config)],
+        );
+        (proxy, store)
+    }
+
     fn start(dir: &Path, store: &str, upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stderr = dir.join(format!(
             "proxy-{}.err",
@@ -974,17 +991,7 @@ async fn a_drop_hidden_by_a_multibyte_encoding_is_in_the_trail() {
         .await
         .expect("schema");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
-    let config = tmp.path().join("pgtrail.toml");
-    std::fs::write(&config, "[proxy]\nlog = [\"ddl\"]\n").expect("config");
-    let config = config.to_str().expect("utf-8 path").to_string();
-    let proxy = Proxy::start(
-        tmp.path(),
-        &store,
-        &upstream(&cluster),
-        &[],
-        &[("PGTRAIL_CONFIG", &config)],
-    );
+    let (proxy, store) = Proxy::logging(tmp.path(), &cluster, r#"log = ["ddl"]"#);
     let hidden = |table: &str, character: &[u8]| {
         [
             &b"select E'"[..],
@@ -1083,17 +1090,7 @@ async fn writes_hidden_with_standard_conforming_strings_off_are_in_the_trail() {
         .await
         .expect("schema");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = format!("sqlite:{}", tmp.path().join("trail.db").display());
-    let config = tmp.path().join("pgtrail.toml");
-    std::fs::write(&config, "[proxy]\nlog = [\"write\", \"role\"]\n").expect("config");
-    let config = config.to_str().expect("utf-8 path").to_string();
-    let proxy = Proxy::start(
-        tmp.path(),
-        &store,
-        &upstream(&cluster),
-        &[],
-        &[("PGTRAIL_CONFIG", &config)],
-    );
+    let (proxy, store) = Proxy::logging(tmp.path(), &cluster, r#"log = ["write", "role"]"#);
     let app = format!("postgres://app@{}/postgres", proxy.address);
 
     // (a) SET, then the text in the next message.
