@@ -896,6 +896,43 @@ fn parse_bind_execute(sql: &str) -> Vec<u8> {
     out
 }
 
+/// The proxy's statement events in `store` once `done` holds of them,
+/// polled for up to a minute; `awaited` names what for the failure.
+async fn statements_when(
+    store: &str,
+    proxy: &Proxy,
+    awaited: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let statements: Vec<Event> = events(store)
+            .await
+            .into_iter()
+            .filter(|e| e.source == Source::Proxy && e.kind == Kind::Statement)
+            .collect();
+        if done(&statements) {
+            return statements;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{awaited} is not in the trail: {statements:#?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `event`'s text was read both ways for `setting`.
+fn ambiguous_by(event: &Event, setting: &str) -> bool {
+    event
+        .context
+        .as_ref()
+        .and_then(|c| c.get("ambiguous"))
+        .and_then(|v| v.as_str())
+        == Some(setting)
+}
+
 /// A client session speaking raw frontend protocol (texts need not be
 /// UTF-8, pipelines need no client library's consent).
 struct RawSession(std::net::TcpStream);
@@ -1029,34 +1066,17 @@ async fn a_drop_hidden_by_a_multibyte_encoding_is_in_the_trail() {
     assert!(!exists("victim").await, "the DROP ran");
     assert!(
         exists("bystander").await,
-        "a real backslash hides the DROP from the server too"
+        "the server refused the real backslash"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let statements = loop {
-        let statements: Vec<Event> = events(&store)
-            .await
-            .into_iter()
-            .filter(|e| e.source == Source::Proxy && e.kind == Kind::Statement)
-            .collect();
-        if statements.iter().any(|e| {
+    let statements = statements_when(&store, &proxy, "the DROP of victim", |statements| {
+        statements.iter().any(|e| {
             e.class.as_deref() == Some("DDL")
                 && e.objects.iter().any(|o| o.contains("victim"))
-                && e.context
-                    .as_ref()
-                    .and_then(|c| c.get("ambiguous"))
-                    .and_then(|v| v.as_str())
-                    == Some("client_encoding")
-        }) {
-            break statements;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the DROP of victim is not in the trail: {statements:#?}\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+                && ambiguous_by(e, "client_encoding")
+        })
+    })
+    .await;
     assert!(
         !statements
             .iter()
@@ -1147,37 +1167,16 @@ async fn writes_hidden_with_standard_conforming_strings_off_are_in_the_trail() {
     }
 
     // And the trail holds a WRITE event for each, marked ambiguous.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let statements = loop {
-        let statements: Vec<Event> = events(&store)
-            .await
-            .into_iter()
-            .filter(|e| e.source == Source::Proxy && e.kind == Kind::Statement)
-            .collect();
-        let written = |table: &str| {
+    let statements = statements_when(&store, &proxy, "a WRITE event", |statements| {
+        ["t_a", "t_b", "t_c", "t_d", "t_e"].iter().all(|table| {
             statements.iter().any(|e| {
                 e.class.as_deref() == Some("WRITE")
                     && e.objects.iter().any(|o| o.contains(table))
-                    && e.context
-                        .as_ref()
-                        .and_then(|c| c.get("ambiguous"))
-                        .and_then(|v| v.as_str())
-                        == Some("standard_conforming_strings")
+                    && ambiguous_by(e, "standard_conforming_strings")
             })
-        };
-        if ["t_a", "t_b", "t_c", "t_d", "t_e"]
-            .iter()
-            .all(|t| written(t))
-        {
-            break statements;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "missing WRITE events: {statements:#?}\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        })
+    })
+    .await;
     // The password statement is recorded (ROLE) without any part of the password.
     assert!(
         statements
