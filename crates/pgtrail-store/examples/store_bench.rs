@@ -322,8 +322,9 @@ async fn sqlite_plain(
                 .prepare_cached(
                     "insert into events (seq, id, captured_at, source, kind, schema_name, \
                      table_name, pk, app_user, db_user, operation, failed, body, prev_hash, hash, row_key, \
-                     app_user_key, db_user_key) \
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+                     app_user_key, db_user_key, client_addr, database, backend_pid, xid) \
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+                     ?19, ?20, ?21, ?22) \
                      on conflict (id) do nothing",
                 )
                 .expect("prepare");
@@ -358,6 +359,10 @@ async fn sqlite_plain(
                         row_key,
                         user_key(&e.app_user),
                         user_key(&e.db_user),
+                        e.client_addr.as_deref().and_then(addr_key),
+                        e.database,
+                        e.backend_pid,
+                        e.xid,
                     ])
                     .expect("insert");
                 if let Some(sql) = &e.sql {
@@ -369,6 +374,15 @@ async fn sqlite_plain(
         busy += start.elapsed();
     }
     total as f64 / busy.as_secs_f64()
+}
+
+/// The `client_addr` column's key of an address (SQLite schema 15): the
+/// family byte, then the address.
+fn addr_key(addr: &str) -> Option<Vec<u8>> {
+    match addr.split('/').next()?.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => Some([&[4u8][..], &v4.octets()].concat()),
+        std::net::IpAddr::V6(v6) => Some([&[6u8][..], &v6.octets()].concat()),
+    }
 }
 
 fn tempdir() -> tempfile::TempDir {

@@ -26,7 +26,8 @@ use crate::{ExpectedIndexes, Mismatch, Result, StoreError, StoredEvent};
 /// The columns read, in this order.
 const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source, kind, \
      schema_name, table_name, pk, app_user, db_user, operation, failed, row_key, \
-     app_user_key, db_user_key from events where seq > ?1 order by seq limit ?2";
+     app_user_key, db_user_key, client_addr, database, backend_pid, xid \
+     from events where seq > ?1 order by seq limit ?2";
 
 /// The tokenizer of `events_fts` (schema version 1), for the expected index.
 const TOKENIZER: &str = "unicode61 tokenchars '_'";
@@ -96,7 +97,7 @@ pub fn scan(
 }
 
 /// The stored columns from `id` on, as `encode` makes them, in [`SELECT`] order.
-fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 14] {
+fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 18] {
     let text = |v: Option<&'a str>| v.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()));
     let int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
     [
@@ -114,6 +115,15 @@ fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 14]
         ("row_key", int(c.row_key)),
         ("app_user_key", int(c.app_user_key)),
         ("db_user_key", int(c.db_user_key)),
+        (
+            "client_addr",
+            c.client_addr
+                .as_ref()
+                .map_or(ValueRef::Null, |k| ValueRef::Blob(k.as_bytes())),
+        ),
+        ("database", text(c.database)),
+        ("backend_pid", int(c.backend_pid.map(i64::from))),
+        ("xid", int(c.xid)),
     ]
 }
 
