@@ -83,6 +83,18 @@ impl AddrKey {
         &self.bytes[..usize::from(self.len)]
     }
 
+    /// The address this is the key of.
+    pub fn addr(&self) -> IpAddr {
+        match self.as_bytes() {
+            [4, a, b, c, d] => IpAddr::from([*a, *b, *c, *d]),
+            _ => {
+                let mut v6 = [0u8; 16];
+                v6.copy_from_slice(&self.bytes[1..]);
+                IpAddr::from(v6)
+            }
+        }
+    }
+
     /// The key as the column holds it, if it is one.
     pub fn from_bytes(bytes: &[u8]) -> Option<AddrKey> {
         match bytes {

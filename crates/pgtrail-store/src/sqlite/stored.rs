@@ -21,6 +21,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::encode::{columns, Columns};
+use super::keys::AddrKey;
 use crate::{ExpectedIndexes, Mismatch, Result, StoreError, StoredEvent};
 
 /// The columns read, in this order.
@@ -80,8 +81,8 @@ pub fn scan(
                 if found != want {
                     mismatches.push(Mismatch {
                         column: column.to_string(),
-                        found: show(found),
-                        expected: show(want),
+                        found: show(column, found),
+                        expected: show(column, want),
                     });
                 }
             }
@@ -127,8 +128,14 @@ fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 18]
     ]
 }
 
-/// A stored value for a message: text quoted, blobs in hex.
-fn show(value: ValueRef<'_>) -> String {
+/// A stored value of `column` for a message: text quoted, blobs in hex,
+/// an address key as the address.
+fn show(column: &str, value: ValueRef<'_>) -> String {
+    if let (ValueRef::Blob(b), "client_addr") = (value, column) {
+        if let Some(key) = AddrKey::from_bytes(b) {
+            return format!("{} (x'{}')", key.addr(), pgtrail_core::hex::encode(b));
+        }
+    }
     match value {
         ValueRef::Null => "NULL".into(),
         ValueRef::Integer(i) => i.to_string(),
@@ -513,7 +520,7 @@ pub fn check_objects(
             let text = |i: usize| -> Result<String> {
                 Ok(match row.get_ref(i).map_err(db)? {
                     ValueRef::Text(name) => String::from_utf8_lossy(name).into_owned(),
-                    other => show(other),
+                    other => show("", other),
                 })
             };
             let (table, schema) = (text(0)?, text(1)?);
