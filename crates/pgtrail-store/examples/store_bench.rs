@@ -41,6 +41,9 @@ struct Args {
     drop_indexes: Vec<String>,
     /// Price the facet counts by the hour (SQLite schema 9, Postgres 11) instead.
     facet_cost: bool,
+    /// `--migrate FILE`: open the SQLite store FILE (migrating it to this
+    /// build's schema) and print the time and CPU that took, instead.
+    migrate: Option<String>,
 }
 
 /// `--hash-v1`: events are made without a nonce, so they are hashed whole
@@ -60,6 +63,7 @@ fn parse_args() -> Args {
         skip_sealed: false,
         drop_indexes: Vec::new(),
         facet_cost: false,
+        migrate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,12 +77,13 @@ fn parse_args() -> Args {
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
             "--facet-cost" => args.facet_cost = true,
+            "--migrate" => args.migrate = Some(value()),
             "--hash-v1" => HASH_V1.store(true, std::sync::atomic::Ordering::Relaxed),
             "--skip-sealed" => args.skip_sealed = true,
             "--drop-index" => {
                 args.drop_indexes = value().split(',').map(String::from).collect()
             }
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1"),
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1 --migrate FILE"),
         }
     }
     args
@@ -921,6 +926,24 @@ async fn facet_cost(args: &Args, now: DateTime<Utc>) {
 async fn main() {
     let args = parse_args();
     let now = Utc::now();
+    if let Some(path) = &args.migrate {
+        // A store upgrade is a one-time cost: docs/operations.md quotes this.
+        let (start, cpu_start) = (Instant::now(), cpu_seconds("self").unwrap_or(0.0));
+        let store = pgtrail_store::sqlite::SqliteStore::open(std::path::Path::new(path))
+            .await
+            .expect("open (and migrate) the store");
+        let cpu = cpu_seconds("self").unwrap_or(0.0) - cpu_start;
+        drop(store);
+        println!(
+            "opened {path} (migrated to schema {}): {:.1} s, {cpu:.1} s CPU, load {}",
+            pgtrail_store::sqlite::SCHEMA_VERSION,
+            start.elapsed().as_secs_f64(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        return;
+    }
     if args.facet_cost {
         #[cfg(feature = "bench-internals")]
         facet_cost(&args, now).await;

@@ -340,8 +340,10 @@ const EVENT_COLUMNS: &str = "the client, database, backend and transaction as co
 /// (`keys::AddrKey`: family byte, then the address; NULL for text that is
 /// not an address, which no block contains) instead of every body of the
 /// window parsed. Copies of the body like the other columns, so `verify`
-/// holds them to it. Each index ends with the rowid, `seq`: one address's
-/// or database's events are in chain order, walked newest first (see
+/// holds them to it. An address's entries are in time order, so `ip:`
+/// with a time window reads only the window's matches, one range per
+/// address of the block; a database's are in chain order (the rowid,
+/// `seq`, ends the entry), walked newest first like a user's (see
 /// `query::filtered_sql`). The events stored are filled from their body
 /// here, with `pgtrail_addr_key` (`keys::register`) for the address;
 /// this rewrites every row once.
@@ -364,7 +366,7 @@ drop index events_backend_pid;
 drop index events_xid;
 create index events_backend_pid on events (backend_pid, captured_at) where backend_pid is not null;
 create index events_xid on events (xid) where xid is not null;
-create index events_client_addr on events (client_addr) where client_addr is not null;
+create index events_client_addr on events (client_addr, captured_at) where client_addr is not null;
 create index events_database on events (database) where database is not null;
 ";
 
