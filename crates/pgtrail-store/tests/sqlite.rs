@@ -730,7 +730,7 @@ async fn ip_searches_answer_as_the_address_filter_does() {
     store.append(&all).await.expect("append");
     for q in CLIENT_QUESTIONS.iter().filter(|q| q.starts_with("ip:")) {
         let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
-        let block = filter.client_addr.clone().expect("a block");
+        let block = filter.client_addr.expect("a block");
         let expected: Vec<i64> = (1..=all.len() as i64)
             .rev()
             .filter(|seq| {

@@ -7,10 +7,9 @@
 //! string, so nothing a user types is ever FTS syntax. Events are rebuilt
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
 
-use pgtrail_core::filter::{search_words, AddrFilter, TableName};
+use pgtrail_core::filter::{search_words, TableName};
 use pgtrail_core::search::{Facets, FACET_BOUND};
 use pgtrail_core::{Event, Filter, RowRef};
-use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
@@ -557,22 +556,6 @@ fn blob(key: &AddrKey) -> Value {
     Value::Blob(key.as_bytes().to_vec())
 }
 
-/// Makes `pgtrail_in_block(client_addr, block)` callable on a reader: true
-/// when the address is in the CIDR block (`AddrFilter::contains`), for
-/// whoever reads the file with SQL (since schema 15 the queries compare
-/// the `client_addr` column instead). Nothing stored refers to it.
-pub fn register(conn: &Connection, location: &str) -> Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("pgtrail_in_block", 2, flags, |ctx| {
-        let addr = ctx.get::<Option<String>>(0)?;
-        let block = ctx.get::<String>(1)?;
-        let block = AddrFilter::parse(&block)
-            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-        Ok(addr.is_some_and(|addr| block.contains(&addr)))
-    })
-    .map_err(|e| StoreError::backend(location, "registering the reader functions", e))
-}
-
 /// The FTS5 query for `search`: every word as a quoted string, all required.
 /// `None` when the search has no words at all.
 pub fn fts_query(search: &str) -> Option<String> {
@@ -792,7 +775,6 @@ mod tests {
     fn facets_of_a_time_window_seek_the_time_index() {
         let mut conn = Connection::open_in_memory().expect("memory db");
         keys::register(&conn, ":memory:").expect("functions");
-        register(&conn, ":memory:").expect("reader functions");
         schema::migrate(&mut conn, ":memory:").expect("schema");
         let now = chrono::Utc::now();
         for (q, index) in [
@@ -843,7 +825,6 @@ mod tests {
     fn keyed_searches_walk_their_index_newest_first() {
         let mut conn = Connection::open_in_memory().expect("memory db");
         keys::register(&conn, ":memory:").expect("functions");
-        register(&conn, ":memory:").expect("reader functions");
         schema::migrate(&mut conn, ":memory:").expect("schema");
         let now = chrono::Utc::now();
         for (q, indexes) in [
@@ -965,7 +946,8 @@ mod tests {
         assert!(!database_drives(&filter, false));
         let plan = plan(&conn, query_sql(&filter, None));
         assert!(!plan.contains("events_database"), "{plan}");
-        let block = keys::block_range(&AddrFilter::parse("10.0.4.0/24").expect("block"));
+        let block = pgtrail_core::filter::AddrFilter::parse("10.0.4.0/24").expect("block");
+        let block = keys::block_range(&block);
         let mut statement = conn
             .prepare(&format!("explain query plan {ADDRESSES_IN_BLOCK}"))
             .expect("statement");
