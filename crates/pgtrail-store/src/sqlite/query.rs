@@ -37,17 +37,54 @@ fn in_stored_stretches() -> String {
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
     let addrs = addr_walks(conn, filter, location)?;
-    let (sql, values) = query_sql(filter, addrs.as_deref());
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    if addrs.as_ref().is_some_and(|a| !a.is_empty()) && limit <= ADDR_PROBE_LIMIT {
+        // A block most recent clients are in (the usual case) has its
+        // newest matches among the newest events: reading those costs less
+        // than one range per address.
+        let (sql, values) = query_sql(filter, None, Some(ADDR_PROBE));
+        let recent = read_events(conn, &sql, values, location)?;
+        if recent.len() >= limit {
+            return Ok(recent);
+        }
+    }
+    let (sql, values) = query_sql(filter, addrs.as_deref(), None);
     read_events(conn, &sql, values, location)
 }
 
-/// The statement of [`query`] and its values.
-fn query_sql(filter: &Filter, addrs: Option<&[AddrKey]>) -> (String, Vec<Value>) {
+/// The statement of [`query`] and its values; `newest`: only among the
+/// newest events of the chain.
+fn query_sql(
+    filter: &Filter,
+    addrs: Option<&[AddrKey]>,
+    newest: Option<i64>,
+) -> (String, Vec<Value>) {
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_sql(filter, addrs, EVENT_COLUMNS, limit, false)
+    let (sql, values) = filtered_sql(filter, addrs, EVENT_COLUMNS, limit, false);
+    match newest {
+        // The matches among the newest `n` events: when there are `limit`
+        // of them, they are the newest `limit` matches of all.
+        Some(n) => (
+            sql.replacen(
+                " from events where ",
+                &format!(
+                    " from (select seq as recent_seq from events order by seq desc limit {n}) \
+                     as recent join events on events.seq = recent.recent_seq where "
+                ),
+                1,
+            ),
+            values,
+        ),
+        None => (sql, values),
+    }
 }
+
+/// An `ip:` search for at most this many events first looks among the
+/// newest [`ADDR_PROBE`] events of the chain.
+const ADDR_PROBE_LIMIT: usize = 200;
+const ADDR_PROBE: i64 = 2_000;
 
 /// A block with more distinct addresses stored than this is read as a
 /// range of the chain, not one walk per address.
@@ -690,8 +727,11 @@ mod tests {
         };
         for (what, sql) in [
             ("row events", row_events_sql(&row)),
-            ("filter by row", query_sql(&by_row, None)),
-            ("filter by row and user", query_sql(&by_row_and_user, None)),
+            ("filter by row", query_sql(&by_row, None, None)),
+            (
+                "filter by row and user",
+                query_sql(&by_row_and_user, None, None),
+            ),
         ] {
             let plan = plan(&conn, sql);
             assert!(
@@ -714,7 +754,7 @@ mod tests {
             until: Some(chrono::Utc::now()),
             ..Default::default()
         };
-        let plan_backend = plan(&conn, query_sql(&by_backend, None));
+        let plan_backend = plan(&conn, query_sql(&by_backend, None, None));
         assert!(
             plan_backend.contains(
                 "USING INDEX events_backend_pid (backend_pid=? AND captured_at>? AND captured_at<?)"
@@ -725,7 +765,7 @@ mod tests {
             xid: Some(77),
             ..Default::default()
         };
-        let plan_xid = plan(&conn, query_sql(&by_xid, None));
+        let plan_xid = plan(&conn, query_sql(&by_xid, None, None));
         assert!(
             plan_xid.contains("USING INDEX events_xid (xid=?)"),
             "{plan_xid}"
@@ -749,7 +789,7 @@ mod tests {
                 limit: Some(100),
                 ..Default::default()
             };
-            let plan = plan(&conn, query_sql(&filter, None));
+            let plan = plan(&conn, query_sql(&filter, None, None));
             assert!(
                 plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
@@ -808,7 +848,7 @@ mod tests {
         ] {
             let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
             filter.limit = Some(50);
-            let plan = plan(&conn, query_sql(&filter, None));
+            let plan = plan(&conn, query_sql(&filter, None, None));
             assert!(plan.contains(index), "{q}: {plan}");
             assert!(
                 !plan.contains("SCAN events\n") && plan != "SCAN events",
@@ -869,7 +909,7 @@ mod tests {
             filter.limit = Some(50);
             filter.before_seq = Some(1_000_000);
             for (what, sql) in [
-                ("search", query_sql(&filter, None)),
+                ("search", query_sql(&filter, None, None)),
                 ("facets", facets_sql(&filter, None)),
             ] {
                 let plan = plan(&conn, sql);
@@ -927,7 +967,7 @@ mod tests {
             let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
             filter.limit = Some(50);
             for (what, sql) in [
-                ("search", query_sql(&filter, addrs)),
+                ("search", query_sql(&filter, addrs, None)),
                 ("facets", facets_sql(&filter, addrs)),
             ] {
                 let plan = plan(&conn, sql);
@@ -944,7 +984,7 @@ mod tests {
         // A database in a time window is read through the window.
         let filter = pgtrail_core::search::parse_search("db:crm since:1d", now).expect("q");
         assert!(!database_drives(&filter, false));
-        let plan = plan(&conn, query_sql(&filter, None));
+        let plan = plan(&conn, query_sql(&filter, None, None));
         assert!(!plan.contains("events_database"), "{plan}");
         let block = pgtrail_core::filter::AddrFilter::parse("10.0.4.0/24").expect("block");
         let block = keys::block_range(&block);
