@@ -70,8 +70,7 @@ fn query_sql(
             sql.replacen(
                 " from events where ",
                 &format!(
-                    " from (select seq as recent_seq from events order by seq desc limit {n}) \
-                     as recent join events on events.seq = recent.recent_seq where "
+                    " from events where events.seq > (select max(seq) from events) - {n} and "
                 ),
                 1,
             ),
@@ -981,6 +980,17 @@ mod tests {
                 );
             }
         }
+        // The first look of a limited `ip:` search reads the newest events
+        // of the chain, newest first, and stops at the limit.
+        let mut filter =
+            pgtrail_core::search::parse_search("ip:10.0.4.0/24 since:2h", now).expect("q");
+        filter.limit = Some(51);
+        let plan = plan(&conn, query_sql(&filter, None, Some(ADDR_PROBE)));
+        assert!(
+            plan.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         // A database in a time window is read through the window.
         let filter = pgtrail_core::search::parse_search("db:crm since:1d", now).expect("q");
         assert!(!database_drives(&filter, false));
