@@ -985,12 +985,12 @@ mod tests {
         let mut filter =
             pgtrail_core::search::parse_search("ip:10.0.4.0/24 since:2h", now).expect("q");
         filter.limit = Some(51);
-        let plan = plan(&conn, query_sql(&filter, None, Some(ADDR_PROBE)));
+        let first_look = plan(&conn, query_sql(&filter, None, Some(ADDR_PROBE)));
         assert!(
-            plan.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
-            "{plan}"
+            first_look.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{first_look}"
         );
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        assert!(!first_look.contains("TEMP B-TREE"), "{first_look}");
         // A database in a time window is read through the window.
         let filter = pgtrail_core::search::parse_search("db:crm since:1d", now).expect("q");
         assert!(!database_drives(&filter, false));
