@@ -41,6 +41,9 @@ struct Args {
     drop_indexes: Vec<String>,
     /// Price the facet counts by the hour (SQLite schema 9, Postgres 11) instead.
     facet_cost: bool,
+    /// `--migrate FILE`: open the SQLite store FILE (migrating it to this
+    /// build's schema) and print the time and CPU that took, instead.
+    migrate: Option<String>,
 }
 
 /// `--hash-v1`: events are made without a nonce, so they are hashed whole
@@ -60,6 +63,7 @@ fn parse_args() -> Args {
         skip_sealed: false,
         drop_indexes: Vec::new(),
         facet_cost: false,
+        migrate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,12 +77,13 @@ fn parse_args() -> Args {
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
             "--facet-cost" => args.facet_cost = true,
+            "--migrate" => args.migrate = Some(value()),
             "--hash-v1" => HASH_V1.store(true, std::sync::atomic::Ordering::Relaxed),
             "--skip-sealed" => args.skip_sealed = true,
             "--drop-index" => {
                 args.drop_indexes = value().split(',').map(String::from).collect()
             }
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1"),
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1 --migrate FILE"),
         }
     }
     args
@@ -322,8 +327,9 @@ async fn sqlite_plain(
                 .prepare_cached(
                     "insert into events (seq, id, captured_at, source, kind, schema_name, \
                      table_name, pk, app_user, db_user, operation, failed, body, prev_hash, hash, row_key, \
-                     app_user_key, db_user_key) \
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+                     app_user_key, db_user_key, client_addr, database, backend_pid, xid) \
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+                     ?19, ?20, ?21, ?22) \
                      on conflict (id) do nothing",
                 )
                 .expect("prepare");
@@ -358,6 +364,10 @@ async fn sqlite_plain(
                         row_key,
                         user_key(&e.app_user),
                         user_key(&e.db_user),
+                        e.client_addr.as_deref().and_then(addr_key),
+                        e.database,
+                        e.backend_pid,
+                        e.xid,
                     ])
                     .expect("insert");
                 if let Some(sql) = &e.sql {
@@ -369,6 +379,15 @@ async fn sqlite_plain(
         busy += start.elapsed();
     }
     total as f64 / busy.as_secs_f64()
+}
+
+/// The `client_addr` column's key of an address (SQLite schema 15): the
+/// family byte, then the address.
+fn addr_key(addr: &str) -> Option<Vec<u8>> {
+    match addr.split('/').next()?.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => Some([&[4u8][..], &v4.octets()].concat()),
+        std::net::IpAddr::V6(v6) => Some([&[6u8][..], &v6.octets()].concat()),
+    }
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -405,20 +424,24 @@ async fn bench_sqlite(
             let store = pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
                 .await
                 .expect("open");
-            let (rate, _) = ingest(&store, total, batch, now).await;
-            (rate, store)
+            let (rate, cpu) = ingest(&store, total, batch, now).await;
+            (rate, cpu, store)
         };
-        let (plain_rate, (sealed_rate, store)) = if round % 2 == 0 {
+        let (plain_rate, (sealed_rate, sealed_cpu, store)) = if round % 2 == 0 {
             let p = plain().await;
             (p, sealed().await)
         } else {
             let s = sealed().await;
             (plain().await, s)
         };
+        // This process's CPU inside `append`: the encoding thread, SQLite
+        // and the WAL checkpoints included.
+        let sealed_us = sealed_cpu * 1e6 / total as f64;
         eprintln!(
-            "  round {}: sealed {sealed_rate:.0}/s, plain {plain_rate:.0}/s",
+            "  round {}: sealed {sealed_rate:.0}/s ({sealed_us:.1} µs CPU/event), plain {plain_rate:.0}/s",
             round + 1
         );
+        figures.sealed_client_us.push(sealed_us);
         figures.sealed_per_s.push(sealed_rate);
         figures.plain_per_s.push(plain_rate);
         figures.seal_cost_ratio.push(plain_rate / sealed_rate);
@@ -907,6 +930,24 @@ async fn facet_cost(args: &Args, now: DateTime<Utc>) {
 async fn main() {
     let args = parse_args();
     let now = Utc::now();
+    if let Some(path) = &args.migrate {
+        // A store upgrade is a one-time cost: docs/operations.md quotes this.
+        let (start, cpu_start) = (Instant::now(), cpu_seconds("self").unwrap_or(0.0));
+        let store = pgtrail_store::sqlite::SqliteStore::open(std::path::Path::new(path))
+            .await
+            .expect("open (and migrate) the store");
+        let cpu = cpu_seconds("self").unwrap_or(0.0) - cpu_start;
+        drop(store);
+        println!(
+            "opened {path} (migrated to schema {}): {:.1} s, {cpu:.1} s CPU, load {}",
+            pgtrail_store::sqlite::SCHEMA_VERSION,
+            start.elapsed().as_secs_f64(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        return;
+    }
     if args.facet_cost {
         #[cfg(feature = "bench-internals")]
         facet_cost(&args, now).await;

@@ -84,6 +84,14 @@ fn reseal(raw: &Connection, mut event: Event, seq: i64, prev_hash: &str) {
     .expect("move chain_head");
 }
 
+/// The newest migration the file records as applied.
+fn recorded_version(raw: &Connection) -> i64 {
+    raw.query_row("select max(version) from pgtrail_migrations", [], |r| {
+        r.get(0)
+    })
+    .expect("version")
+}
+
 async fn stored(store: &SqliteStore) -> Vec<Event> {
     store.scan(0, usize::MAX).await.expect("scan")
 }
@@ -402,11 +410,7 @@ async fn an_older_store_is_migrated_on_open() {
     .expect("downgrade");
 
     let store = scratch.open().await;
-    let version: i64 = raw
-        .query_row("select max(version) from pgtrail_migrations", [], |r| {
-            r.get(0)
-        })
-        .expect("version");
+    let version = recorded_version(&raw);
     let index: i64 = raw
         .query_row(
             "select count(*) from sqlite_schema where name in ('events_truncates', 'events_readable')",
@@ -486,12 +490,7 @@ async fn a_version_4_store_gets_integer_keys_for_the_events_it_has() {
     downgrade_to_v4(&scratch.raw());
 
     let store = scratch.open().await;
-    let version: i64 = scratch
-        .raw()
-        .query_row("select max(version) from pgtrail_migrations", [], |r| {
-            r.get(0)
-        })
-        .expect("version");
+    let version = recorded_version(&scratch.raw());
     assert_eq!(version, SCHEMA_VERSION);
     for (filter, expected) in filters.iter().zip(&before) {
         assert_eq!(
@@ -579,8 +578,271 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// Undoes version 15 (the client, database, backend and transaction as
+/// columns): the body-expression indexes of version 11 come back.
+fn downgrade_to_v14(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_backend_pid; drop index events_xid;
+         drop index events_client_addr; drop index events_database;
+         alter table events drop column client_addr;
+         alter table events drop column database;
+         alter table events drop column backend_pid;
+         alter table events drop column xid;
+         create index events_backend_pid on events
+             ((case when json_valid(body) then json_extract(body, '$.backend_pid') end), captured_at)
+             where (case when json_valid(body) then json_extract(body, '$.backend_pid') end) is not null;
+         create index events_xid on events
+             ((case when json_valid(body) then json_extract(body, '$.xid') end))
+             where (case when json_valid(body) then json_extract(body, '$.xid') end) is not null;
+         delete from pgtrail_migrations where version > 14; pragma user_version = 14;",
+    )
+    .expect("downgrade to version 14");
+}
+
+/// Events from many clients, databases, backends and transactions, with
+/// client addresses that are no address (a zone id, a name, a prefix).
+fn clients(from: i64, count: i64) -> Vec<Event> {
+    (from..from + count)
+        .map(|n| {
+            let mut e = event(n);
+            e.client_addr = Some(match n % 9 {
+                0 => "fe80::1%eth0".into(),
+                1 => "not an address".into(),
+                2 => format!("2001:db8::{:x}", n % 40),
+                3 => format!("10.0.{}.{}/32", n % 3, n % 50),
+                4 => format!("::ffff:10.0.4.{}", n % 50),
+                _ => format!("10.0.{}.{}", n % 7, n % 60),
+            });
+            e.database = (n % 5 != 0).then(|| ["crm", "shop", "hr"][(n % 3) as usize].into());
+            e.backend_pid = (n % 4 != 0).then_some(1000 + (n % 13) as i32);
+            e.xid = (n % 6 != 0).then_some(50_000 + n / 3);
+            e
+        })
+        .collect()
+}
+
+/// What `ip:`, `db:` and the link's lookups answer, by question.
+async fn client_answers(store: &SqliteStore, questions: &[&str]) -> Vec<Vec<i64>> {
+    let now = chrono::Utc::now();
+    let mut answers = Vec::new();
+    for q in questions {
+        let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+        filter.limit = Some(40);
+        answers.push(seqs_of(store.query(&filter).await.expect(q)));
+    }
+    for (pid, xid) in [(1003, 50_010), (1012, 50_100)] {
+        let by_pid = Filter {
+            backend_pid: Some(pid),
+            ..Default::default()
+        };
+        let by_xid = Filter {
+            xid: Some(xid),
+            ..Default::default()
+        };
+        answers.push(seqs_of(store.query(&by_pid).await.expect("pid")));
+        answers.push(seqs_of(store.query(&by_xid).await.expect("xid")));
+    }
+    answers
+}
+
+fn seqs_of(events: Vec<Event>) -> Vec<i64> {
+    events.iter().map(|e| e.seq.expect("sealed")).collect()
+}
+
+/// `ip:` blocks small and large (the walks, and the range past
+/// `ADDR_WALKS` addresses), IPv6 and IPv4-mapped, and `db:`.
+const CLIENT_QUESTIONS: &[&str] = &[
+    "ip:10.0.4.0/24",
+    "ip:10.0.4.9",
+    "ip:10.0.0.0/8",
+    "ip:0.0.0.0/0",
+    "ip:::/0",
+    "ip:2001:db8::/32",
+    "ip:::ffff:10.0.4.0/120",
+    "ip:10.0.1.0/24 kind:statement",
+    "ip:10.0.0.0/8 db:crm",
+    "db:crm",
+    "db:hr op:update",
+    "ip:10.0.4.0/24 since:7d",
+    "db:shop since:7d",
+];
+
+/// Version 15 fills its columns from the bodies of the events stored: the
+/// same answers before and after, the store verifies, and the columns are
+/// what an append writes.
+#[tokio::test]
+async fn a_version_14_store_gets_client_and_link_columns_for_its_events() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&clients(0, 400)).await.expect("append");
+    let before = client_answers(&store, CLIENT_QUESTIONS).await;
+    assert!(
+        before.iter().all(|a| !a.is_empty()),
+        "every question finds something: {before:?}"
+    );
+    let columns = "select seq, client_addr, database, backend_pid, xid from events order by seq";
+    let read_columns = |raw: &Connection| {
+        let mut statement = raw.prepare(columns).expect("columns");
+        statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .expect("query")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("rows")
+    };
+    let appended = read_columns(&scratch.raw());
+    assert_eq!(
+        appended.iter().filter(|c| c.1.is_none()).count(),
+        (0..400).filter(|n| n % 9 < 2).count(),
+        "a zone id and a name are no address"
+    );
+    drop(store);
+    downgrade_to_v14(&scratch.raw());
+
+    let store = scratch.open().await;
+    let version = recorded_version(&scratch.raw());
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(read_columns(&scratch.raw()), appended);
+    assert_eq!(client_answers(&store, CLIENT_QUESTIONS).await, before);
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+/// A row image nested deeper than SQLite's JSON parser goes: version 15
+/// fills that event's columns from the event as `verify` decodes it, so
+/// the store still verifies and the event is found by `ip:` and its
+/// backend.
+#[tokio::test]
+async fn a_deep_event_gets_its_columns_in_the_migration() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let mut deep = event(1);
+    let mut value = json!(1);
+    for _ in 0..1_100 {
+        value = json!([value]);
+    }
+    deep.new = json!({ "doc": value }).as_object().cloned();
+    deep.client_addr = Some("10.7.7.7".into());
+    deep.database = Some("deep".into());
+    deep.backend_pid = Some(777);
+    deep.xid = Some(7_777);
+    store
+        .append(&[event(0), deep, event(2)])
+        .await
+        .expect("append");
+    let valid: i64 = scratch
+        .raw()
+        .query_row(
+            "select count(*) from events where json_valid(body)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(valid, 2, "SQLite's JSON does not read the deep body");
+    drop(store);
+    downgrade_to_v14(&scratch.raw());
+
+    let store = scratch.open().await;
+    assert_eq!(recorded_version(&scratch.raw()), SCHEMA_VERSION);
+    let now = chrono::Utc::now();
+    for q in ["ip:10.7.7.0/24", "ip:10.7.7.7", "db:deep"] {
+        let filter = pgtrail_core::search::parse_search(q, now).expect(q);
+        assert_eq!(seqs_of(store.query(&filter).await.expect(q)), [2], "{q}");
+    }
+    let by_pid = Filter {
+        backend_pid: Some(777),
+        xid: Some(7_777),
+        ..Default::default()
+    };
+    assert_eq!(seqs_of(store.query(&by_pid).await.expect("pid")), [2]);
+    let report = verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// What `ip:` answers is what `AddrFilter::contains` says of every event,
+/// whichever way the store reads it (a walk per address, a range).
+#[tokio::test]
+async fn ip_searches_answer_as_the_address_filter_does() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let all = clients(0, 400);
+    store.append(&all).await.expect("append");
+    for q in CLIENT_QUESTIONS.iter().filter(|q| q.starts_with("ip:")) {
+        let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
+        let block = filter.client_addr.expect("a block");
+        let expected: Vec<i64> = (1..=all.len() as i64)
+            .rev()
+            .filter(|seq| {
+                let e = &all[*seq as usize - 1];
+                block.contains(e.client_addr.as_deref().unwrap_or_default())
+                    && filter.kind.is_none_or(|k| k == e.kind)
+                    && filter
+                        .database
+                        .as_ref()
+                        .is_none_or(|d| e.database.as_ref() == Some(d))
+            })
+            .collect();
+        // All of them; and the newest 5, found among the newest events or,
+        // for a block with fewer there, by the address index.
+        for limit in [None, Some(5)] {
+            filter.limit = limit;
+            let want = &expected[..limit.unwrap_or(expected.len()).min(expected.len())];
+            assert_eq!(
+                seqs_of(store.query(&filter).await.expect(q)),
+                want,
+                "{q} {limit:?}"
+            );
+        }
+    }
+}
+
+/// Hostile `ip:` values: not an address, a prefix too long or absurd, an
+/// IPv6 zone, SQL: each a clear error before the store is asked. Blocks
+/// as wide as they come answer without scanning forever.
+#[tokio::test]
+async fn hostile_ip_values_are_refused_or_match_nothing() {
+    let now = chrono::Utc::now();
+    for q in [
+        "ip:not-an-address",
+        "ip:10.0.0.0/33",
+        "ip:10.0.0.0/99999999999999999999",
+        "ip:::/129",
+        "ip:fe80::1%eth0",
+        "ip:10.0.0.1/-1",
+        "ip:10.0.0.1/",
+        "ip:' or 1=1 --",
+        "ip:10.0.0.0/8/8",
+    ] {
+        let err = pgtrail_core::search::parse_search(q, now).expect_err(q);
+        assert!(err.to_string().contains("address"), "{q}: {err}");
+    }
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    store.append(&clients(0, 200)).await.expect("append");
+    for q in [
+        "ip:0.0.0.0/0",
+        "ip:::/0",
+        "ip:ffff::/16",
+        "ip:255.255.255.255",
+    ] {
+        let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+        filter.limit = Some(10);
+        let found = store.query(&filter).await.expect(q);
+        assert!(found.len() <= 10, "{q}");
+        let facets = store.facets(&filter, 5).await.expect(q);
+        drop(facets);
+    }
+}
+
 /// Undoes version 14 (tables and users in chain order).
 fn downgrade_to_v13(raw: &Connection) {
+    downgrade_to_v14(raw);
     raw.execute_batch(
         "drop index events_table; drop index events_app_user; drop index events_db_user;
          create index events_app_user on events (app_user_key, captured_at) where app_user_key is not null;
@@ -684,12 +946,7 @@ async fn a_version_5_store_finds_rows_across_stretches_of_the_chain() {
     downgrade_to_v5(&scratch.raw());
 
     let store = scratch.open().await;
-    let version: i64 = scratch
-        .raw()
-        .query_row("select max(version) from pgtrail_migrations", [], |r| {
-            r.get(0)
-        })
-        .expect("version");
+    let version = recorded_version(&scratch.raw());
     assert_eq!(version, SCHEMA_VERSION);
     // Move the chain to the end of the first stretch, so the next batch
     // spans the boundary at seq 524,288. (This breaks the chain: lookups

@@ -36,6 +36,10 @@ fn fixture() -> Vec<Event> {
                 e.sqlstate = Some("23505".into());
             }
             e.duration_us = Some(100 + i);
+            e.client_addr = Some("10.0.4.7".into());
+            e.database = Some("crm".into());
+            e.backend_pid = Some(4242);
+            e.xid = Some(900 + i);
             e
         })
         .collect()
@@ -173,6 +177,43 @@ fn attacks() -> Vec<Attack> {
             sqlite: Sql("update events set db_user_key = null where seq = 3"),
             postgres: Nothing,
             expect_sqlite: (Index, 3, "db_user_key holds NULL"),
+            expect_postgres: (Index, 0, ""),
+        },
+        // SQLite schema 15's copies: an edit hides the event from `ip:`,
+        // `db:` and the statement-to-rows link, or plants it in another's.
+        Attack {
+            name: "client_addr moved out of its block (hidden from ip:)",
+            sqlite: Sql("update events set client_addr = x'040a090909' where seq = 3"),
+            postgres: Nothing, // an index over the body there, no copy
+            expect_sqlite: (Index, 3, "client_addr holds 10.9.9.9"),
+            expect_postgres: (Index, 0, ""),
+        },
+        Attack {
+            name: "client_addr removed",
+            sqlite: Sql("update events set client_addr = null where seq = 3"),
+            postgres: Nothing,
+            expect_sqlite: (Index, 3, "client_addr holds NULL"),
+            expect_postgres: (Index, 0, ""),
+        },
+        Attack {
+            name: "database edited (hidden from db:)",
+            sqlite: Sql("update events set database = 'other' where seq = 3"),
+            postgres: Nothing,
+            expect_sqlite: (Index, 3, "database holds 'other'"),
+            expect_postgres: (Index, 0, ""),
+        },
+        Attack {
+            name: "backend_pid edited (the statement-to-rows link broken)",
+            sqlite: Sql("update events set backend_pid = 1 where seq = 3"),
+            postgres: Nothing,
+            expect_sqlite: (Index, 3, "backend_pid holds 1"),
+            expect_postgres: (Index, 0, ""),
+        },
+        Attack {
+            name: "xid edited (moved to another transaction)",
+            sqlite: Sql("update events set xid = 904 where seq = 3"),
+            postgres: Nothing,
+            expect_sqlite: (Index, 3, "xid holds 904"),
             expect_postgres: (Index, 0, ""),
         },
         Attack {

@@ -306,6 +306,12 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
     // As a store from before the nodes: no table, an older schema.
     t.tamper(
         "drop table cosignatures; drop table tree_nodes; drop index events_table; \
+         drop index events_client_addr; drop index events_database; \
+         drop index events_backend_pid; drop index events_xid; \
+         alter table events drop column client_addr; alter table events drop column database; \
+         alter table events drop column backend_pid; alter table events drop column xid; \
+         create index events_backend_pid on events ((json_extract(body, '$.backend_pid'))); \
+         create index events_xid on events ((json_extract(body, '$.xid'))); \
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
         "drop table pgtrail.facet_hours; drop table pgtrail.cosignatures; \
          drop table pgtrail.tree_nodes; drop index pgtrail.events_table_seq_idx, \

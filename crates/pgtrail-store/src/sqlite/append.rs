@@ -27,8 +27,9 @@ use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
 const INSERT_EVENT: &str = "insert into events (seq, id, captured_at, source, kind, schema_name, \
      table_name, pk, app_user, db_user, operation, failed, body, prev_hash, hash, row_key, \
-     app_user_key, db_user_key) \
-     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+     app_user_key, db_user_key, client_addr, database, backend_pid, xid) \
+     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22) \
      on conflict (id) do nothing";
 const INSERT_FTS: &str = "insert into events_fts (rowid, sql) values (?1, ?2)";
 const INSERT_OBJECT: &str =
@@ -208,6 +209,10 @@ fn insert_all<'a>(
                         row.row_key,
                         row.app_user_key,
                         row.db_user_key,
+                        row.client_addr.as_ref().map(|k| k.as_bytes()),
+                        row.database,
+                        row.backend_pid,
+                        row.xid,
                     ])
                     .map_err(|e| {
                         StoreError::backend(location, format!("inserting event {seq}"), e)

@@ -58,6 +58,13 @@ pub struct Columns<'a> {
     pub row_key: Option<i64>,
     pub app_user_key: Option<i64>,
     pub db_user_key: Option<i64>,
+    /// The client's address as an index key (see `keys::AddrKey`), `None`
+    /// for text that is not an address (schema 15, like the three below:
+    /// `ip:`, `db:` and the link between a statement and its rows).
+    pub client_addr: Option<keys::AddrKey>,
+    pub database: Option<&'a str>,
+    pub backend_pid: Option<i32>,
+    pub xid: Option<i64>,
     /// Upper-cased, so filters compare case-insensitively on an index.
     pub operation: Option<Cow<'a, str>>,
     pub failed: bool,
@@ -184,6 +191,10 @@ pub fn columns(event: &Event) -> Columns<'_> {
         table: event.table.as_deref(),
         app_user: event.app_user.as_deref(),
         db_user: event.db_user.as_deref(),
+        client_addr: event.client_addr.as_deref().and_then(keys::addr_key),
+        database: event.database.as_deref(),
+        backend_pid: event.backend_pid,
+        xid: event.xid,
         sql: event.sql.as_deref(),
         // Statements only: `--table` keeps matching row changes and DDL by
         // their own table, as before.
@@ -225,7 +236,19 @@ mod tests {
         e.pk = json!({"b": 2, "a": "x"}).as_object().cloned();
         e.sql = Some("update t set n = 1".into());
         e.sqlstate = Some("23505".into());
+        e.client_addr = Some("10.0.4.7".into());
+        e.database = Some("crm".into());
+        e.backend_pid = Some(4242);
+        e.xid = Some(77);
         let prepared = prepare(&e);
+        assert_eq!(
+            prepared.client_addr.map(|k| k.as_bytes().to_vec()),
+            Some(vec![4, 10, 0, 4, 7])
+        );
+        assert_eq!(
+            (prepared.database, prepared.backend_pid, prepared.xid),
+            (Some("crm"), Some(4242), Some(77))
+        );
         assert_eq!(prepared.operation.as_deref(), Some("UPDATE"));
         assert_eq!(prepared.pk, e.pk.as_ref().map(canonical_pk));
         let pk_text = prepared.pk.as_deref().expect("a key");

@@ -400,16 +400,13 @@ impl Shared {
             return Ok(conn);
         }
         if let Some(mode) = self.read_only {
-            let conn = connect_read_only(&self.path, &self.location, &self.options, mode)?;
-            query::register(&conn, &self.location)?;
-            return Ok(conn);
+            return connect_read_only(&self.path, &self.location, &self.options, mode);
         }
         let conn = connect(&self.path, &self.location, &self.options)?;
         conn.execute_batch(&format!(
             "pragma query_only = true; pragma cache_size = -{READER_CACHE_KIB};"
         ))
         .map_err(|e| StoreError::backend(self.location.as_str(), "setting up a reader", e))?;
-        query::register(&conn, &self.location)?;
         Ok(conn)
     }
 

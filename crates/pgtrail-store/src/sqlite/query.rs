@@ -7,14 +7,14 @@
 //! string, so nothing a user types is ever FTS syntax. Events are rebuilt
 //! from `body` plus the `seq`, `prev_hash` and `hash` columns.
 
-use pgtrail_core::filter::{search_words, AddrFilter, TableName};
+use pgtrail_core::filter::{search_words, TableName};
 use pgtrail_core::search::{Facets, FACET_BOUND};
 use pgtrail_core::{Event, Filter, RowRef};
-use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 
-use super::{keys, schema};
+use super::keys::{self, AddrKey};
+use super::schema;
 use crate::{Result, StoreError};
 
 const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
@@ -36,16 +36,128 @@ fn in_stored_stretches() -> String {
 
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
-    let (sql, values) = query_sql(filter);
+    let addrs = addr_walks(conn, filter, location)?;
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    if addrs.as_ref().is_some_and(|a| !a.is_empty()) && limit <= ADDR_PROBE_LIMIT {
+        // A block most recent clients are in (the usual case) has its
+        // newest matches among the newest events: reading those costs less
+        // than one range per address.
+        let (sql, values) = query_sql(filter, None, Some(ADDR_PROBE));
+        let recent = read_events(conn, &sql, values, location)?;
+        if recent.len() >= limit {
+            return Ok(recent);
+        }
+    }
+    let (sql, values) = query_sql(filter, addrs.as_deref(), None);
     read_events(conn, &sql, values, location)
 }
 
-/// The statement of [`query`] and its values.
-fn query_sql(filter: &Filter) -> (String, Vec<Value>) {
+/// The statement of [`query`] and its values; `newest`: only among the
+/// newest events of the chain.
+fn query_sql(
+    filter: &Filter,
+    addrs: Option<&[AddrKey]>,
+    newest: Option<i64>,
+) -> (String, Vec<Value>) {
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_sql(filter, EVENT_COLUMNS, limit, false)
+    let (sql, values) = filtered_sql(filter, addrs, EVENT_COLUMNS, limit, false);
+    match newest {
+        // The matches among the newest `n` events: when there are `limit`
+        // of them, they are the newest `limit` matches of all.
+        Some(n) => (
+            sql.replacen(
+                " from events where ",
+                &format!(
+                    " from events where events.seq > (select max(seq) from events) - {n} and "
+                ),
+                1,
+            ),
+            values,
+        ),
+        None => (sql, values),
+    }
+}
+
+/// An `ip:` search for at most this many events first looks among the
+/// newest [`ADDR_PROBE`] events of the chain.
+const ADDR_PROBE_LIMIT: usize = 200;
+const ADDR_PROBE: i64 = 2_000;
+
+/// A block with more distinct addresses stored than this is read as a
+/// range of the chain, not one walk per address.
+const ADDR_WALKS: usize = 32;
+
+/// The addresses stored in `filter`'s `ip:` block, one walk each, when no
+/// other key finds the newest matches ([`no_other_key`]) and the block
+/// holds at most [`ADDR_WALKS`] of them; `None`: `ip:` is a condition on
+/// each event read. Found by a skip-scan of the address index, one seek
+/// per address.
+fn addr_walks(conn: &Connection, filter: &Filter, location: &str) -> Result<Option<Vec<AddrKey>>> {
+    let Some(block) = &filter.client_addr else {
+        return Ok(None);
+    };
+    if !no_other_key(filter) {
+        return Ok(None);
+    }
+    let (first, last) = keys::block_range(block);
+    if first == last {
+        return Ok(Some(vec![first]));
+    }
+    let db = |e| StoreError::backend(location, "listing the addresses of a block", e);
+    let mut statement = conn.prepare_cached(ADDRESSES_IN_BLOCK).map_err(db)?;
+    let found = statement
+        .query_map(
+            rusqlite::params![first.as_bytes(), last.as_bytes(), ADDR_WALKS as i64 + 2],
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .map_err(db)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db)?;
+    if found.len() > ADDR_WALKS {
+        return Ok(None);
+    }
+    Ok(Some(
+        found
+            .iter()
+            .filter_map(|k| AddrKey::from_bytes(k))
+            .collect(),
+    ))
+}
+
+/// The distinct addresses stored from `?1` to `?2`, at most `?3 - 1`:
+/// each the least address after the one before.
+const ADDRESSES_IN_BLOCK: &str = "with recursive stored(k) as (\
+         select (select min(client_addr) from events \
+                 where client_addr >= ?1 and client_addr <= ?2) \
+         union all \
+         select (select min(client_addr) from events \
+                 where client_addr > stored.k and client_addr <= ?2) \
+         from stored where stored.k is not null limit ?3\
+     ) select k from stored where k is not null";
+
+/// Whether no search, row, table or user finds `filter`'s newest matches:
+/// then `ip:` or `db:` may.
+fn no_other_key(filter: &Filter) -> bool {
+    filter.search.is_none()
+        && filter.pk.is_none()
+        && filter.table.is_none()
+        && filter.user.is_none()
+        && filter.db_user.is_none()
+}
+
+/// Whether `db:` finds `filter`'s newest matches by a walk of its index:
+/// no other key does, and no time window bounds the read (the few
+/// databases of a server each hold a large part of the events: the time
+/// index or the chain read a window's events for less than a walk of a
+/// database's entries).
+fn database_drives(filter: &Filter, by_time: bool) -> bool {
+    filter.database.is_some()
+        && no_other_key(filter)
+        && !by_time
+        && filter.since.is_none()
+        && filter.until.is_none()
 }
 
 /// How many of the events `filter` matches have each facet value: the
@@ -74,7 +186,8 @@ fn facet_counts(
     filter: &Filter,
     location: &str,
 ) -> Result<super::facets::Counted> {
-    let (sql, values) = facets_sql(filter);
+    let addrs = addr_walks(conn, filter, location)?;
+    let (sql, values) = facets_sql(filter, addrs.as_deref());
     let db = |e| StoreError::backend(location, "counting facets", e);
     let mut statement = conn.prepare_cached(&sql).map_err(db)?;
     let counts = statement
@@ -93,14 +206,19 @@ fn facet_counts(
 }
 
 /// The statement of [`facets`] and its values.
-fn facets_sql(filter: &Filter) -> (String, Vec<Value>) {
+fn facets_sql(filter: &Filter, addrs: Option<&[AddrKey]>) -> (String, Vec<Value>) {
     let columns = "coalesce(events.app_user, events.db_user) as actor, \
          case when events.table_name is null then null \
               when events.schema_name is null then events.table_name \
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.source as source, events.failed as failed";
-    let (matches, values) =
-        filtered_sql(filter, columns, FACET_BOUND as i64, reads_by_time(filter));
+    let (matches, values) = filtered_sql(
+        filter,
+        addrs,
+        columns,
+        FACET_BOUND as i64,
+        reads_by_time(filter),
+    );
     (
         format!("with m as materialized ({matches}) {FACET_GROUPS}"),
         values,
@@ -138,7 +256,8 @@ pub fn activity_counts(
     cap: usize,
     location: &str,
 ) -> Result<(Vec<crate::ActivityCount>, u64)> {
-    let (sql, values) = activity_sql(filter, cap);
+    let addrs = addr_walks(conn, filter, location)?;
+    let (sql, values) = activity_sql(filter, addrs.as_deref(), cap);
     let db = |e| StoreError::backend(location, "counting activity", e);
     let mut statement = conn.prepare_cached(&sql).map_err(db)?;
     let time = |micros: i64| {
@@ -164,14 +283,14 @@ pub fn activity_counts(
 }
 
 /// The statement of [`activity_counts`] and its values.
-fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
+fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (String, Vec<Value>) {
     let columns = "coalesce(events.app_user, events.db_user) as actor, \
          case when events.table_name is null then null \
               when events.schema_name is null then events.table_name \
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let (matches, values) = filtered_sql(filter, columns, cap, reads_by_time(filter));
+    let (matches, values) = filtered_sql(filter, addrs, columns, cap, reads_by_time(filter));
     // Hours as Rust's `div_euclid` counts them, before 1970 too.
     let sql = format!(
         "with m as materialized ({matches}) \
@@ -200,15 +319,35 @@ fn activity_sql(filter: &Filter, cap: usize) -> (String, Vec<Value>) {
 /// user or as database role) is one walk per way, each stopping at
 /// `limit`, their `seq`s united: the newest `limit` of the union are among
 /// them.
-fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (String, Vec<Value>) {
+///
+/// Without those, `ip:` and `db:` drive (schema 15): a block is one walk
+/// per address stored in it (`addrs`, from [`addr_walks`]), each reading
+/// the address's entries in a time window, if any, from the index
+/// `(client_addr, captured_at)` and sorting them (an address's events in a
+/// week are few; in a 2h window of a busy store, the time index's range
+/// is mostly other clients); a database without a time window is one walk
+/// newest first, like a user.
+fn filtered_sql(
+    filter: &Filter,
+    addrs: Option<&[AddrKey]>,
+    columns: &str,
+    limit: i64,
+    by_time: bool,
+) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
+    let by_addr = addrs.filter(|_| filter.client_addr.is_some());
+    let by_database = by_addr.is_none() && database_drives(filter, by_time);
     // A row (`pk`) is found through the row index, a search through the
     // full-text index: both narrower than any key's walk.
-    let keyed = filter.search.is_none()
+    let keyed = (filter.search.is_none()
         && filter.pk.is_none()
-        && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
+        && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some()))
+        || by_addr.is_some()
+        || by_database;
     // `+` keeps a condition off the indexes when a key's walk drives.
     let plus = if keyed { "+" } else { "" };
+    // An address's index holds the time: its walks read only a window.
+    let time_plus = if by_addr.is_some() { "" } else { plus };
     // The ways the newest matches are found, when a key drives.
     let mut walks: Vec<String> = Vec::new();
     if let Some(table) = &filter.table {
@@ -272,16 +411,30 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
     }
     if let Some(database) = &filter.database {
         let p = c.param(Value::Text(database.clone()));
-        c.require(format!("{} = {p}", body_field("events.body", "database")));
+        if by_database {
+            walks = vec![format!("database = {p}")];
+        } else {
+            c.require(format!("+database = {p}"));
+        }
     }
-    if let Some(addr) = &filter.client_addr {
+    if let Some(block) = &filter.client_addr {
         // Compared as addresses, as Postgres's `<<=` does: `10.0.0.5`
-        // matches a stored `10.0.0.5/32`, and IPv6 in any spelling.
-        let p = c.param(Value::Text(addr.to_string()));
-        c.require(format!(
-            "pgtrail_in_block({}, {p})",
-            body_field("events.body", "client_addr")
-        ));
+        // matches a stored `10.0.0.5/32`, and IPv6 in any spelling (the
+        // column holds the address, `keys::AddrKey`).
+        match by_addr {
+            Some([]) => c.require("false".into()),
+            Some(addrs) => {
+                walks = addrs
+                    .iter()
+                    .map(|k| format!("client_addr = {}", c.param(blob(k))))
+                    .collect();
+            }
+            None => {
+                let (first, last) = keys::block_range(block);
+                let (first, last) = (c.param(blob(&first)), c.param(blob(&last)));
+                c.require(format!("+client_addr between {first} and {last}"));
+            }
+        }
     }
     if let Some(before) = filter.before_seq {
         let p = c.param(Value::Integer(before));
@@ -313,25 +466,23 @@ fn filtered_sql(filter: &Filter, columns: &str, limit: i64, by_time: bool) -> (S
     }
     if let Some(since) = filter.since {
         let p = c.param(Value::Integer(since.timestamp_micros()));
-        c.require(format!("{plus}captured_at >= {p}"));
+        c.require(format!("{time_plus}captured_at >= {p}"));
     }
     if let Some(until) = filter.until {
         let p = c.param(Value::Integer(until.timestamp_micros()));
-        c.require(format!("{plus}captured_at < {p}"));
+        c.require(format!("{time_plus}captured_at < {p}"));
     }
     if filter.failed {
         c.require(format!("{plus}failed = 1"));
     }
-    // The expressions of the version 11 indexes, exactly (see `schema`).
+    // The link's lookups, on the version 15 indexes.
     if let Some(pid) = filter.backend_pid {
         let p = c.param(Value::Integer(i64::from(pid)));
-        let pid = body_field("body", "backend_pid");
-        c.require(format!("{pid} is not null and {pid} = {p}"));
+        c.require(format!("backend_pid = {p}"));
     }
     if let Some(xid) = filter.xid {
         let p = c.param(Value::Integer(xid));
-        let xid = body_field("body", "xid");
-        c.require(format!("{xid} is not null and {xid} = {p}"));
+        c.require(format!("xid = {p}"));
     }
     // With a search, the full-text index drives: it yields matches newest
     // first and the limit stops it early, instead of collecting every match
@@ -436,19 +587,9 @@ pub fn seq_of_id(conn: &Connection, id: uuid::Uuid, location: &str) -> Result<Op
     .map_err(|e| StoreError::backend(location, "looking an event up by id", e))
 }
 
-/// Makes `pgtrail_in_block(client_addr, block)` callable on a reader: true
-/// when the address is in the CIDR block (`AddrFilter::contains`). Only
-/// readers call it; nothing stored refers to it.
-pub fn register(conn: &Connection, location: &str) -> Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("pgtrail_in_block", 2, flags, |ctx| {
-        let addr = ctx.get::<Option<String>>(0)?;
-        let block = ctx.get::<String>(1)?;
-        let block = AddrFilter::parse(&block)
-            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-        Ok(addr.is_some_and(|addr| block.contains(&addr)))
-    })
-    .map_err(|e| StoreError::backend(location, "registering the reader functions", e))
+/// An address key as a bound value.
+fn blob(key: &AddrKey) -> Value {
+    Value::Blob(key.as_bytes().to_vec())
 }
 
 /// The FTS5 query for `search`: every word as a quoted string, all required.
@@ -535,8 +676,7 @@ fn read_events(
 /// A top-level field of an event's body, or NULL when the body is no JSON
 /// SQLite can read (a row image nested deeper than its 1,000 levels, which
 /// Postgres accepts): such an event never matches, and never fails the
-/// query or, in an index expression, the append that stores it. The
-/// version 11 indexes are over exactly this expression.
+/// query.
 fn body_field(body: &str, field: &str) -> String {
     format!("(case when json_valid({body}) then json_extract({body}, '$.{field}') end)")
 }
@@ -586,8 +726,11 @@ mod tests {
         };
         for (what, sql) in [
             ("row events", row_events_sql(&row)),
-            ("filter by row", query_sql(&by_row)),
-            ("filter by row and user", query_sql(&by_row_and_user)),
+            ("filter by row", query_sql(&by_row, None, None)),
+            (
+                "filter by row and user",
+                query_sql(&by_row_and_user, None, None),
+            ),
         ] {
             let plan = plan(&conn, sql);
             assert!(
@@ -598,7 +741,7 @@ mod tests {
     }
 
     /// The link's lookups (a backend's events in a time window, a
-    /// transaction's events) seek the version 11 indexes.
+    /// transaction's events) seek the version 15 column indexes.
     #[test]
     fn backend_and_transaction_lookups_seek_their_indexes() {
         let mut conn = Connection::open_in_memory().expect("memory db");
@@ -610,10 +753,10 @@ mod tests {
             until: Some(chrono::Utc::now()),
             ..Default::default()
         };
-        let plan_backend = plan(&conn, query_sql(&by_backend));
+        let plan_backend = plan(&conn, query_sql(&by_backend, None, None));
         assert!(
             plan_backend.contains(
-                "USING INDEX events_backend_pid (<expr>=? AND captured_at>? AND captured_at<?)"
+                "USING INDEX events_backend_pid (backend_pid=? AND captured_at>? AND captured_at<?)"
             ),
             "{plan_backend}"
         );
@@ -621,9 +764,9 @@ mod tests {
             xid: Some(77),
             ..Default::default()
         };
-        let plan_xid = plan(&conn, query_sql(&by_xid));
+        let plan_xid = plan(&conn, query_sql(&by_xid, None, None));
         assert!(
-            plan_xid.contains("USING INDEX events_xid (<expr>=?)"),
+            plan_xid.contains("USING INDEX events_xid (xid=?)"),
             "{plan_xid}"
         );
     }
@@ -645,7 +788,7 @@ mod tests {
                 limit: Some(100),
                 ..Default::default()
             };
-            let plan = plan(&conn, query_sql(&filter));
+            let plan = plan(&conn, query_sql(&filter, None, None));
             assert!(
                 plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
@@ -671,7 +814,6 @@ mod tests {
     fn facets_of_a_time_window_seek_the_time_index() {
         let mut conn = Connection::open_in_memory().expect("memory db");
         keys::register(&conn, ":memory:").expect("functions");
-        register(&conn, ":memory:").expect("reader functions");
         schema::migrate(&mut conn, ":memory:").expect("schema");
         let now = chrono::Utc::now();
         for (q, index) in [
@@ -685,7 +827,7 @@ mod tests {
             ("failed since:7d", "USING INDEX events_failed"),
         ] {
             let filter = pgtrail_core::search::parse_search(q, now).expect(q);
-            let plan = plan(&conn, facets_sql(&filter));
+            let plan = plan(&conn, facets_sql(&filter, None));
             assert!(plan.contains(index), "{q}: {plan}");
             assert!(!plan.lines().any(|l| l == "SCAN events"), "{q}: {plan}");
         }
@@ -705,7 +847,7 @@ mod tests {
         ] {
             let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
             filter.limit = Some(50);
-            let plan = plan(&conn, query_sql(&filter));
+            let plan = plan(&conn, query_sql(&filter, None, None));
             assert!(plan.contains(index), "{q}: {plan}");
             assert!(
                 !plan.contains("SCAN events\n") && plan != "SCAN events",
@@ -722,7 +864,6 @@ mod tests {
     fn keyed_searches_walk_their_index_newest_first() {
         let mut conn = Connection::open_in_memory().expect("memory db");
         keys::register(&conn, ":memory:").expect("functions");
-        register(&conn, ":memory:").expect("reader functions");
         schema::migrate(&mut conn, ":memory:").expect("schema");
         let now = chrono::Utc::now();
         for (q, indexes) in [
@@ -767,8 +908,8 @@ mod tests {
             filter.limit = Some(50);
             filter.before_seq = Some(1_000_000);
             for (what, sql) in [
-                ("search", query_sql(&filter)),
-                ("facets", facets_sql(&filter)),
+                ("search", query_sql(&filter, None, None)),
+                ("facets", facets_sql(&filter, None)),
             ] {
                 let plan = plan(&conn, sql);
                 for index in indexes {
@@ -788,5 +929,91 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `ip:` reads its index, one range per address of a block (in a
+    /// time window, only the window's entries); the block's addresses are
+    /// found one seek each. `db:` without a window walks its index newest
+    /// first.
+    #[test]
+    fn address_and_database_searches_walk_their_index_newest_first() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let now = chrono::Utc::now();
+        let two = [
+            keys::addr_key("10.0.4.1").expect("address"),
+            keys::addr_key("10.0.4.9").expect("address"),
+        ];
+        for (q, addrs, index) in [
+            (
+                "ip:10.0.4.0/24",
+                Some(&two[..]),
+                "events_client_addr (client_addr=?)",
+            ),
+            (
+                "ip:10.0.4.1 kind:statement failed",
+                Some(&two[..1]),
+                "events_client_addr (client_addr=?)",
+            ),
+            (
+                "ip:10.0.4.0/24 since:2h",
+                Some(&two[..]),
+                "events_client_addr (client_addr=? AND captured_at>?)",
+            ),
+            ("db:crm op:delete", None, "events_database (database=?)"),
+        ] {
+            let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+            filter.limit = Some(50);
+            for (what, sql) in [
+                ("search", query_sql(&filter, addrs, None)),
+                ("facets", facets_sql(&filter, addrs)),
+            ] {
+                let plan = plan(&conn, sql);
+                assert!(plan.contains(index), "{what} {q}: {plan}");
+                for other in ["events_captured_at", "events_kind", "events_failed"] {
+                    assert!(!plan.contains(other), "{what} {q}: {plan}");
+                }
+                assert!(
+                    !plan.lines().any(|l| l.ends_with("SCAN events")),
+                    "{what} {q}: {plan}"
+                );
+            }
+        }
+        // The first look of a limited `ip:` search reads the newest events
+        // of the chain, newest first, and stops at the limit.
+        let mut filter =
+            pgtrail_core::search::parse_search("ip:10.0.4.0/24 since:2h", now).expect("q");
+        filter.limit = Some(51);
+        let first_look = plan(&conn, query_sql(&filter, None, Some(ADDR_PROBE)));
+        assert!(
+            first_look.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{first_look}"
+        );
+        assert!(!first_look.contains("TEMP B-TREE"), "{first_look}");
+        // A database in a time window is read through the window.
+        let filter = pgtrail_core::search::parse_search("db:crm since:1d", now).expect("q");
+        assert!(!database_drives(&filter, false));
+        let plan = plan(&conn, query_sql(&filter, None, None));
+        assert!(!plan.contains("events_database"), "{plan}");
+        let block = pgtrail_core::filter::AddrFilter::parse("10.0.4.0/24").expect("block");
+        let block = keys::block_range(&block);
+        let mut statement = conn
+            .prepare(&format!("explain query plan {ADDRESSES_IN_BLOCK}"))
+            .expect("statement");
+        let steps = statement
+            .query_map(
+                rusqlite::params![block.0.as_bytes(), block.1.as_bytes(), 34],
+                |r| r.get::<_, String>(3),
+            )
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan rows")
+            .join("\n");
+        assert!(
+            steps.contains("SEARCH events USING COVERING INDEX events_client_addr (client_addr>? AND client_addr<?)"),
+            "{steps}"
+        );
+        assert!(!steps.contains("SCAN events"), "{steps}");
     }
 }

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (TREE_NODES, V12),
     ("witness servers' cosignatures of checkpoints", COSIGNATURES),
     ("tables and users in chain order", V14),
+    (EVENT_COLUMNS, V15),
 ];
 
 /// The newest schema version this build understands.
@@ -256,7 +257,7 @@ create index events_kind on events (kind, seq);
 create index events_failed on events (seq) where failed = 1;
 ";
 
-/// Version 11. The link between a proxy statement and the row changes its
+/// Version 11 (its indexes replaced by column indexes in version 15). The link between a proxy statement and the row changes its
 /// transaction made (`pgtrail_store::link`) looks events up by the server
 /// backend that ran them (with the time) and by transaction id. Both are
 /// indexes over the body's own fields, the bytes that were hashed: no
@@ -326,6 +327,86 @@ create index events_app_user on events (app_user_key, seq, captured_at) where ap
 create index events_db_user on events (db_user_key, seq, captured_at) where db_user_key is not null;
 create index events_table on events (table_name) where table_name is not null;
 ";
+
+/// The name of version 15, whose migration also fills the columns of the
+/// events whose body SQLite's JSON functions cannot read
+/// ([`fill_unreadable`]).
+const EVENT_COLUMNS: &str = "the client, database, backend and transaction as columns";
+
+/// Version 15. `ip:`, `db:` and the link between a statement and its rows
+/// read columns instead of the body: an append writes them from the event
+/// (the version 11 indexes parsed every body with SQLite's JSON to index
+/// it, a tenth of an append), and `ip:` is a range of `client_addr` keys
+/// (`keys::AddrKey`: family byte, then the address; NULL for text that is
+/// not an address, which no block contains) instead of every body of the
+/// window parsed. Copies of the body like the other columns, so `verify`
+/// holds them to it. An address's entries are in time order, so `ip:`
+/// with a time window reads only the window's matches, one range per
+/// address of the block; a database's are in chain order (the rowid,
+/// `seq`, ends the entry), walked newest first like a user's (see
+/// `query::filtered_sql`). The events stored are filled from their body
+/// here, with `pgtrail_addr_key` (`keys::register`) for the address;
+/// this rewrites every row once.
+const V15: &str = "
+alter table events add column client_addr blob;
+alter table events add column database text;
+alter table events add column backend_pid integer;
+alter table events add column xid integer;
+update events set
+    client_addr = case when json_type(body, '$.client_addr') = 'text'
+        then pgtrail_addr_key(json_extract(body, '$.client_addr')) end,
+    database = case when json_type(body, '$.database') = 'text'
+        then json_extract(body, '$.database') end,
+    backend_pid = case when json_type(body, '$.backend_pid') = 'integer'
+        then json_extract(body, '$.backend_pid') end,
+    xid = case when json_type(body, '$.xid') = 'integer'
+        then json_extract(body, '$.xid') end
+    where json_valid(body);
+drop index events_backend_pid;
+drop index events_xid;
+create index events_backend_pid on events (backend_pid, captured_at) where backend_pid is not null;
+create index events_xid on events (xid) where xid is not null;
+create index events_client_addr on events (client_addr, captured_at) where client_addr is not null;
+create index events_database on events (database) where database is not null;
+";
+
+/// Fills version 15's columns of the events whose body SQLite's JSON
+/// functions do not read (nested deeper than 1,000 levels) from the event
+/// as `verify` decodes it, so they agree. A body that is no event keeps
+/// NULLs; `verify` names it anyway.
+fn fill_unreadable(conn: &Connection, location: &str) -> Result<()> {
+    let db = |e| StoreError::backend(location, "filling the columns of deep events", e);
+    let mut select = conn
+        .prepare("select seq, body from events where not json_valid(body)")
+        .map_err(db)?;
+    let mut update = conn
+        .prepare(
+            "update events set client_addr = ?2, database = ?3, backend_pid = ?4, xid = ?5 \
+             where seq = ?1",
+        )
+        .map_err(db)?;
+    let mut rows = select.query([]).map_err(db)?;
+    while let Some(row) = rows.next().map_err(db)? {
+        let seq: i64 = row.get(0).map_err(db)?;
+        let Ok(body) = row.get_ref(1).and_then(|v| Ok(v.as_str()?)) else {
+            continue;
+        };
+        let Ok(event) = serde_json::from_str::<pgtrail_core::Event>(body) else {
+            continue;
+        };
+        let c = super::encode::columns(&event);
+        update
+            .execute(rusqlite::params![
+                seq,
+                c.client_addr.as_ref().map(|k| k.as_bytes()),
+                c.database,
+                c.backend_pid,
+                c.xid,
+            ])
+            .map_err(db)?;
+    }
+    Ok(())
+}
 
 /// The shift of `seq` that numbers the row index's stretches (version 6).
 pub const ROW_STRETCH_SHIFT: u32 = 19;
@@ -408,6 +489,9 @@ pub fn migrate(conn: &mut Connection, location: &str) -> Result<()> {
         })?;
         if name == TREE_NODES {
             super::tree::fill(&tx, location)?;
+        }
+        if name == EVENT_COLUMNS {
+            fill_unreadable(&tx, location)?;
         }
         tx.execute(
             "insert into pgtrail_migrations (version, name, applied_at) values (?1, ?2, ?3)",

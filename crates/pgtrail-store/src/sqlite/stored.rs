@@ -21,12 +21,14 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
 use super::encode::{columns, Columns};
+use super::keys::AddrKey;
 use crate::{ExpectedIndexes, Mismatch, Result, StoreError, StoredEvent};
 
 /// The columns read, in this order.
 const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source, kind, \
      schema_name, table_name, pk, app_user, db_user, operation, failed, row_key, \
-     app_user_key, db_user_key from events where seq > ?1 order by seq limit ?2";
+     app_user_key, db_user_key, client_addr, database, backend_pid, xid \
+     from events where seq > ?1 order by seq limit ?2";
 
 /// The tokenizer of `events_fts` (schema version 1), for the expected index.
 const TOKENIZER: &str = "unicode61 tokenchars '_'";
@@ -79,8 +81,8 @@ pub fn scan(
                 if found != want {
                     mismatches.push(Mismatch {
                         column: column.to_string(),
-                        found: show(found),
-                        expected: show(want),
+                        found: show(column, found),
+                        expected: show(column, want),
                     });
                 }
             }
@@ -96,7 +98,7 @@ pub fn scan(
 }
 
 /// The stored columns from `id` on, as `encode` makes them, in [`SELECT`] order.
-fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 14] {
+fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 18] {
     let text = |v: Option<&'a str>| v.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()));
     let int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
     [
@@ -114,11 +116,26 @@ fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 14]
         ("row_key", int(c.row_key)),
         ("app_user_key", int(c.app_user_key)),
         ("db_user_key", int(c.db_user_key)),
+        (
+            "client_addr",
+            c.client_addr
+                .as_ref()
+                .map_or(ValueRef::Null, |k| ValueRef::Blob(k.as_bytes())),
+        ),
+        ("database", text(c.database)),
+        ("backend_pid", int(c.backend_pid.map(i64::from))),
+        ("xid", int(c.xid)),
     ]
 }
 
-/// A stored value for a message: text quoted, blobs in hex.
-fn show(value: ValueRef<'_>) -> String {
+/// A stored value of `column` for a message: text quoted, blobs in hex,
+/// an address key as the address.
+fn show(column: &str, value: ValueRef<'_>) -> String {
+    if let (ValueRef::Blob(b), "client_addr") = (value, column) {
+        if let Some(key) = AddrKey::from_bytes(b) {
+            return format!("{} (x'{}')", key.addr(), pgtrail_core::hex::encode(b));
+        }
+    }
     match value {
         ValueRef::Null => "NULL".into(),
         ValueRef::Integer(i) => i.to_string(),
@@ -503,7 +520,7 @@ pub fn check_objects(
             let text = |i: usize| -> Result<String> {
                 Ok(match row.get_ref(i).map_err(db)? {
                     ValueRef::Text(name) => String::from_utf8_lossy(name).into_owned(),
-                    other => show(other),
+                    other => show("", other),
                 })
             };
             let (table, schema) = (text(0)?, text(1)?);
