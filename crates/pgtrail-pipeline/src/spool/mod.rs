@@ -290,10 +290,11 @@ impl Syncer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A write to `file` was made: returns its number. A durable pusher
-    /// (`waits`) wakes the syncer when it waits ([`Syncer::wait`]), right
-    /// after: one wake-up per strict push, not two.
-    fn written(&self, file: Arc<File>, path: PathBuf, waits: bool) -> u64 {
+    /// A write to `file` (at `path()`) was made: returns its number. A
+    /// durable pusher (`waits`) wakes the syncer when it waits
+    /// ([`Syncer::wait`]), right after: one wake-up per strict push, not
+    /// two. The path is made only when the segment changed, not per push.
+    fn written(&self, file: &Arc<File>, path: impl FnOnce() -> PathBuf, waits: bool) -> u64 {
         let mut state = self.state();
         // Only an idle syncer needs waking: a busy one looks again after
         // its fsync, a delaying one is woken by a durable pusher.
@@ -301,7 +302,9 @@ impl Syncer {
             self.wake.notify_one();
         }
         state.written += 1;
-        state.file = Some((file, path));
+        if !matches!(&state.file, Some((last, _)) if Arc::ptr_eq(last, file)) {
+            state.file = Some((Arc::clone(file), path()));
+        }
         state.written
     }
 
@@ -819,12 +822,12 @@ impl Inner {
         let (Some(file), Some(last)) = (writer.as_mut(), segments.back_mut()) else {
             unreachable!("records are pending only in a started segment");
         };
-        let path = self.segment_path(last.id);
         let written = (&**file).write_all(&pending.bytes);
         match written {
             Ok(()) => {
+                let segment = last.id;
                 self.syncer
-                    .written(Arc::clone(file), path.clone(), pending.durable);
+                    .written(file, || self.segment_path(segment), pending.durable);
                 let mut at = last.len;
                 for (len, copy) in pending.copies.drain(..) {
                     if let Some(events) = copy {
@@ -853,6 +856,7 @@ impl Inner {
                 {
                     *broken = true;
                 }
+                let path = self.segment_path(last.id);
                 for &index in &pending.batches {
                     let source = std::io::Error::new(error.kind(), error.to_string());
                     outcomes[index] = Some(Err(self.io("write to", &path)(source)));
