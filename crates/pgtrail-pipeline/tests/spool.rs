@@ -355,12 +355,18 @@ async fn a_flipped_byte_mid_file_is_an_error_naming_file_and_offset() {
     );
 }
 
+/// A fail-closed spool in `tmp` that is full after a few of the 20
+/// batches returned with it.
+fn small_closed_spool(tmp: &tempfile::TempDir) -> (Spool, Vec<Vec<Event>>) {
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, options(8_000, WhenFull::FailClosed)).expect("open");
+    (spool, batches(20, 5))
+}
+
 #[tokio::test]
 async fn a_full_spool_fails_closed() {
     let tmp = private_dir();
-    let dir = tmp.path().join("spool");
-    let all = batches(20, 5);
-    let spool = Spool::open(&dir, options(8_000, WhenFull::FailClosed)).expect("open");
+    let (spool, all) = small_closed_spool(&tmp);
     let mut spooled = Vec::new();
     let error = loop {
         let batch = &all[spooled.len()];
@@ -391,9 +397,7 @@ async fn a_full_spool_fails_closed() {
 #[tokio::test]
 async fn taking_pushes_store_the_events_and_hand_back_a_refused_batch() {
     let tmp = private_dir();
-    let dir = tmp.path().join("spool");
-    let all = batches(20, 5);
-    let spool = Spool::open(&dir, options(8_000, WhenFull::FailClosed)).expect("open");
+    let (spool, all) = small_closed_spool(&tmp);
     let mut spooled = Vec::new();
     let (refused, error) = loop {
         let mut batch = all[spooled.len()].clone();
