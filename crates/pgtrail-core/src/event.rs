@@ -533,8 +533,10 @@ impl Event {
 
     /// A new event captured at `captured_at` (truncated to microseconds).
     pub fn at(source: Source, kind: Kind, captured_at: DateTime<Utc>) -> Self {
+        let mut random = [0u8; RANDOM_BYTES];
+        let (id, nonce) = identity(crate::random::fill(&mut random).then_some(&random));
         Event {
-            id: Uuid::now_v7(),
+            id,
             seq: None,
             source,
             kind,
@@ -556,7 +558,7 @@ impl Event {
             pk: None,
             old: None,
             new: None,
-            nonce: new_nonce(),
+            nonce,
             changed: Vec::new(),
             partial: Vec::new(),
             sql: None,
@@ -643,12 +645,53 @@ impl Event {
     }
 }
 
-/// A fresh nonce: 16 random bytes in lowercase hex. Should the system's
-/// random source fail (it does not on a working Linux), the event is left
-/// without one and is hashed whole (version 1): it is still sealed and
-/// verified, it only cannot be proven with values withheld.
-fn new_nonce() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).ok()?;
-    Some(crate::hex::encode(&bytes))
+/// Random bytes an event takes: 16 for its nonce, 10 for its id.
+const RANDOM_BYTES: usize = 16 + 10;
+
+/// A new event's id (UUIDv7: the time now in milliseconds, 74 random bits)
+/// and nonce (16 random bytes in lowercase hex), from `random`.
+///
+/// Should the system's random source fail (it does not on a working
+/// Linux), there is no `random`: the event is left without a nonce and is
+/// hashed whole (version 1): it is still sealed and verified, it only
+/// cannot be proven with values withheld. Its id is then made unique by a
+/// counter of this process instead (an id is not secret).
+fn identity(random: Option<&[u8; RANDOM_BYTES]>) -> (Uuid, Option<String>) {
+    let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+    match random {
+        Some(random) => {
+            let (nonce, id_bits) = random.split_at(16);
+            let mut bits = [0u8; 10];
+            bits.copy_from_slice(id_bits);
+            let id = uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid();
+            (id, Some(crate::hex::encode(nonce)))
+        }
+        None => {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut bits = [0u8; 10];
+            bits[..4].copy_from_slice(&std::process::id().to_be_bytes());
+            bits[4..].copy_from_slice(&count.to_be_bytes()[2..]);
+            let id = uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid();
+            (id, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_random_bytes_an_event_has_no_nonce_and_still_a_unique_id() {
+        let made: Vec<(Uuid, Option<String>)> = (0..1_000).map(|_| identity(None)).collect();
+        assert!(made.iter().all(|(_, nonce)| nonce.is_none()));
+        assert!(made.iter().all(|(id, _)| id.get_version_num() == 7));
+        let ids: std::collections::HashSet<Uuid> = made.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), made.len(), "fallback ids repeated");
+        // Such an event is hashed whole (version 1), as before nonces.
+        let mut event = Event::new(Source::Proxy, Kind::Statement);
+        event.nonce = made[0].1.clone();
+        assert!(crate::canonical::commit::salter_of(&event).is_none());
+    }
 }

@@ -15,6 +15,7 @@ pub mod handover;
 pub mod hex;
 pub mod json;
 pub mod quarantine;
+pub mod random;
 pub mod search;
 pub mod sql_comment;
 pub mod time;

@@ -263,11 +263,11 @@ impl Trail for SpoolTrail {
         }
     }
 
-    async fn write(&self, events: &[Event]) -> Result<(), TrailError> {
+    async fn write(&self, events: &mut Vec<Event>) -> Result<(), TrailError> {
         let pushed = if self.strict {
-            self.spool.push(events).await
+            self.spool.push_taking(events).await
         } else {
-            self.spool.push_async(events).await
+            self.spool.push_async_taking(events).await
         };
         match pushed {
             // The refusal ends only once the spool has room again (see
@@ -328,7 +328,8 @@ impl Trail for Off {
         None
     }
 
-    async fn write(&self, _events: &[()]) -> Result<(), TrailError> {
+    async fn write(&self, events: &mut Vec<()>) -> Result<(), TrailError> {
+        events.clear();
         Ok(())
     }
 

@@ -355,12 +355,18 @@ async fn a_flipped_byte_mid_file_is_an_error_naming_file_and_offset() {
     );
 }
 
+/// A fail-closed spool in `tmp` that is full after a few of the 20
+/// batches returned with it.
+fn small_closed_spool(tmp: &tempfile::TempDir) -> (Spool, Vec<Vec<Event>>) {
+    let dir = tmp.path().join("spool");
+    let spool = Spool::open(&dir, options(8_000, WhenFull::FailClosed)).expect("open");
+    (spool, batches(20, 5))
+}
+
 #[tokio::test]
 async fn a_full_spool_fails_closed() {
     let tmp = private_dir();
-    let dir = tmp.path().join("spool");
-    let all = batches(20, 5);
-    let spool = Spool::open(&dir, options(8_000, WhenFull::FailClosed)).expect("open");
+    let (spool, all) = small_closed_spool(&tmp);
     let mut spooled = Vec::new();
     let error = loop {
         let batch = &all[spooled.len()];
@@ -383,6 +389,50 @@ async fn a_full_spool_fails_closed() {
     spooled.push(after.clone());
     assert_stored_in_order(&store, &spooled.concat()).await;
     assert!(chain(&store).await.iter().all(|e| e.kind != Kind::Alarm));
+}
+
+/// The proxy's pushes take their events (no copy for the kept batch): a
+/// spooled batch leaves the caller's vector empty and reaches the store as
+/// pushed; a batch a full spool refuses comes back whole, to be tried again.
+#[tokio::test]
+async fn taking_pushes_store_the_events_and_hand_back_a_refused_batch() {
+    let tmp = private_dir();
+    let (spool, all) = small_closed_spool(&tmp);
+    let mut spooled = Vec::new();
+    let (refused, error) = loop {
+        let mut batch = all[spooled.len()].clone();
+        let pushed = if spooled.len() % 2 == 0 {
+            spool.push_taking(&mut batch).await
+        } else {
+            spool.push_async_taking(&mut batch).await
+        };
+        match pushed {
+            Ok(Pushed::Spooled) => {
+                assert!(batch.is_empty(), "a spooled batch is taken");
+                spooled.push(all[spooled.len()].clone());
+            }
+            Ok(other) => panic!("fail_closed never drops: {other:?}"),
+            Err(error) => break (batch, error),
+        }
+    };
+    assert!(matches!(error, SpoolError::Full { .. }), "{error}");
+    assert!(spooled.len() > 2);
+    assert_eq!(
+        refused,
+        all[spooled.len()],
+        "the refused batch comes back whole"
+    );
+    let store = sqlite(tmp.path()).await;
+    drain_all(&spool, &store).await;
+    let mut again = refused;
+    spool
+        .push_async_taking(&mut again)
+        .await
+        .expect("room again");
+    assert!(again.is_empty());
+    spooled.push(all[spooled.len()].clone());
+    drain_all(&spool, &store).await;
+    assert_stored_in_order(&store, &spooled.concat()).await;
 }
 
 #[tokio::test]

@@ -332,11 +332,12 @@ pub trait Trail: Send + Sync + 'static {
     fn prepare(_recorder: &mut Self::Recorder, _sql: &str) {}
     /// The event for what happened, if the log rules keep it.
     fn event(recorder: &mut Self::Recorder, what: Happened<'_>) -> Option<Self::Event>;
-    /// Puts `events` in the trail; returns once they are as durable as the
-    /// trail promises.
+    /// Puts `events` in the trail, taking them out of the vector (no
+    /// copy); returns once they are as durable as the trail promises. On
+    /// [`TrailError::Full`] `events` is left as it was, to be tried again.
     fn write(
         &self,
-        events: &[Self::Event],
+        events: &mut Vec<Self::Event>,
     ) -> impl std::future::Future<Output = Result<(), TrailError>> + Send;
     /// Why new statements and logins are refused now, if they are.
     fn refusal(&self) -> Option<String>;
@@ -362,9 +363,9 @@ impl Trail for mpsc::Sender<Recorded> {
         }
     }
 
-    async fn write(&self, events: &[Recorded]) -> Result<(), TrailError> {
-        for recorded in events {
-            self.send(recorded.clone())
+    async fn write(&self, events: &mut Vec<Recorded>) -> Result<(), TrailError> {
+        for recorded in std::mem::take(events) {
+            self.send(recorded)
                 .await
                 .map_err(|_| TrailError::Failed("the record sink is closed".into()))?;
         }
@@ -815,9 +816,9 @@ where
                     Login::Connected => Happened::Connected { at },
                     Login::Failed(error) => Happened::LoginFailed { error, at },
                 };
-                let events = events::<T>(&recorder, std::iter::once(what));
+                let mut events = events::<T>(&recorder, std::iter::once(what));
                 // A login whose event does not fit is refused, not held.
-                match trail.write(&events).await {
+                match trail.write(&mut events).await {
                     Ok(()) => {}
                     Err(TrailError::Full(reason)) => return Err(ProxyError::Refused(reason)),
                     Err(TrailError::Failed(reason)) => return Err(ProxyError::Trail(reason)),
@@ -929,14 +930,14 @@ fn events<'a, T: Trail>(
 /// Writes events to the trail. A full trail is tried again until it takes
 /// them (the results they hold wait; new statements are refused meanwhile,
 /// by the client side reading [`Trail::refusal`]).
-async fn write_events<T: Trail>(trail: &T, events: Vec<T::Event>) -> Result<(), ProxyError> {
+async fn write_events<T: Trail>(trail: &T, mut events: Vec<T::Event>) -> Result<(), ProxyError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut wait = std::time::Duration::from_millis(5);
     let mut warned = false;
     loop {
-        match trail.write(&events).await {
+        match trail.write(&mut events).await {
             Ok(()) => return Ok(()),
             Err(TrailError::Failed(reason)) => return Err(ProxyError::Trail(reason)),
             Err(TrailError::Full(reason)) => {

@@ -137,6 +137,9 @@ impl Inner {
             batches: 0,
             events: Vec::new(),
         };
+        // One allocation for the run, not a doubling per kept record.
+        next.events
+            .reserve(kept.iter().map(|record| record.events.len()).sum());
         for record in kept {
             next.events.extend(record.events);
             next.end = record.end;

@@ -290,10 +290,11 @@ impl Syncer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A write to `file` was made: returns its number. A durable pusher
-    /// (`waits`) wakes the syncer when it waits ([`Syncer::wait`]), right
-    /// after: one wake-up per strict push, not two.
-    fn written(&self, file: Arc<File>, path: PathBuf, waits: bool) -> u64 {
+    /// A write to `file` (at `path()`) was made: returns its number. A
+    /// durable pusher (`waits`) wakes the syncer when it waits
+    /// ([`Syncer::wait`]), right after: one wake-up per strict push, not
+    /// two. The path is made only when the segment changed, not per push.
+    fn written(&self, file: &Arc<File>, path: impl FnOnce() -> PathBuf, waits: bool) -> u64 {
         let mut state = self.state();
         // Only an idle syncer needs waking: a busy one looks again after
         // its fsync, a delaying one is woken by a durable pusher.
@@ -301,7 +302,9 @@ impl Syncer {
             self.wake.notify_one();
         }
         state.written += 1;
-        state.file = Some((file, path));
+        if !matches!(&state.file, Some((last, _)) if Arc::ptr_eq(last, file)) {
+            state.file = Some((Arc::clone(file), path()));
+        }
         state.written
     }
 
@@ -572,13 +575,52 @@ impl Spool {
         }
     }
 
+    /// [`Spool::push`] that takes the events out of `events` (left empty)
+    /// instead of copying them for the drainer's kept batch: no copy, and
+    /// they are freed once, where they are appended. On an error `events`
+    /// is left as it was, for a caller that tries a full spool again.
+    pub async fn push_taking(&self, events: &mut Vec<Event>) -> Result<Pushed, SpoolError> {
+        match self.write_taking(events, true)? {
+            Written::Done(pushed) => Ok(pushed),
+            Written::Fsync(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
+        }
+    }
+
+    /// [`Spool::push_async`] that takes the events out of `events`, as
+    /// [`Spool::push_taking`] does.
+    pub async fn push_async_taking(&self, events: &mut Vec<Event>) -> Result<Pushed, SpoolError> {
+        match self.write_taking(events, false)? {
+            Written::Done(pushed) => Ok(pushed),
+            Written::Fsync(_) => unreachable!("an async push waits for no fsync"),
+        }
+    }
+
     /// Writes `events` as one record, on this thread; for a durable push
     /// that was spooled, also where its fsync will be answered.
     fn write(&self, events: &[Event], durable: bool) -> Result<Written, SpoolError> {
         let mut batch = Batch::encode(events)?;
+        batch.copy = Some(events.to_vec());
+        self.write_batch(&mut batch, durable)
+    }
+
+    /// [`Spool::write`] moving the events into the batch; they come back
+    /// to `events` when the batch was not taken.
+    fn write_taking(&self, events: &mut Vec<Event>, durable: bool) -> Result<Written, SpoolError> {
+        let mut batch = Batch::encode(events)?;
+        batch.copy = Some(std::mem::take(events));
+        let written = self.write_batch(&mut batch, durable);
+        if written.is_err() {
+            if let Some(back) = batch.copy.take() {
+                *events = back;
+            }
+        }
+        written
+    }
+
+    fn write_batch(&self, batch: &mut Batch, durable: bool) -> Result<Written, SpoolError> {
         let pushed = self
             .inner
-            .push_many(std::slice::from_mut(&mut batch), durable)
+            .push_many(std::slice::from_mut(batch), durable)
             .pop()
             .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())))?;
         if !durable || pushed != Pushed::Spooled || batch.events == 0 {
@@ -641,11 +683,13 @@ struct Batch {
     record: Vec<u8>,
     events: u64,
     source: Option<Source>,
-    /// Its events, for [`Kept`] (taken when the record is pending).
+    /// Its events, for [`Kept`] (taken when the record is pending): a
+    /// copy, or the pushed events themselves.
     copy: Option<Vec<Event>>,
 }
 
 impl Batch {
+    /// The record of `events`, without its events yet.
     fn encode(events: &[Event]) -> Result<Batch, SpoolError> {
         let payload = serde_json::to_vec(events).map_err(SpoolError::Encode)?;
         let record = segment::record(&payload).ok_or(SpoolError::TooLarge {
@@ -655,7 +699,7 @@ impl Batch {
             record,
             events: events.len() as u64,
             source: events.first().map(|e| e.source),
-            copy: Some(events.to_vec()),
+            copy: None,
         })
     }
 }
@@ -778,12 +822,12 @@ impl Inner {
         let (Some(file), Some(last)) = (writer.as_mut(), segments.back_mut()) else {
             unreachable!("records are pending only in a started segment");
         };
-        let path = self.segment_path(last.id);
         let written = (&**file).write_all(&pending.bytes);
         match written {
             Ok(()) => {
+                let segment = last.id;
                 self.syncer
-                    .written(Arc::clone(file), path.clone(), pending.durable);
+                    .written(file, || self.segment_path(segment), pending.durable);
                 let mut at = last.len;
                 for (len, copy) in pending.copies.drain(..) {
                     if let Some(events) = copy {
@@ -812,6 +856,7 @@ impl Inner {
                 {
                     *broken = true;
                 }
+                let path = self.segment_path(last.id);
                 for &index in &pending.batches {
                     let source = std::io::Error::new(error.kind(), error.to_string());
                     outcomes[index] = Some(Err(self.io("write to", &path)(source)));

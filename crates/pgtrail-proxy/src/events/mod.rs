@@ -127,6 +127,7 @@ impl Recorder {
         let claims = ClaimTracker::new(&self.identity);
         SessionRecorder {
             session_id: format!("{}-{}", self.start_id, context.id),
+            client_addr: context.client.ip().to_string(),
             application_name: context.application_name.clone(),
             recorder: Arc::clone(self),
             context,
@@ -194,6 +195,8 @@ pub struct SessionRecorder {
     recorder: Arc<Recorder>,
     context: Arc<SessionContext>,
     session_id: String,
+    /// The client's address as text, made once (every event carries it).
+    client_addr: String,
     application_name: Option<String>,
     /// The path a RESET returns to (startup options, else Postgres's default).
     default_path: SearchPath,
@@ -723,7 +726,7 @@ impl SessionRecorder {
         let mut event = Event::at(Source::Proxy, kind, DateTime::<Utc>::from(at));
         event.db_user = self.context.user.clone();
         event.database = self.context.database.clone();
-        event.client_addr = Some(self.context.client.ip().to_string());
+        event.client_addr = Some(self.client_addr.clone());
         event.client_port = Some(i32::from(self.context.client.port()));
         event.application_name = self.application_name.clone();
         if event.application_name.is_some() {
