@@ -66,7 +66,6 @@ pub struct AccessSpool {
 
 struct Shared {
     spool: Spool,
-    store: Arc<dyn Store>,
     stop: watch::Sender<bool>,
     drainer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,11 +81,10 @@ impl AccessSpool {
     ) -> Result<AccessSpool, SpoolError> {
         let spool = Spool::open(dir, options)?;
         let (stop, stopped) = watch::channel(false);
-        let drainer = tokio::spawn(drain(spool.clone(), store.clone(), stopped));
+        let drainer = tokio::spawn(drain(spool.clone(), store, stopped));
         Ok(AccessSpool {
             inner: Arc::new(Shared {
                 spool,
-                store,
                 stop,
                 drainer: Mutex::new(Some(drainer)),
             }),
@@ -156,11 +154,6 @@ impl AccessSpool {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         true
-    }
-
-    /// The store the records drain into.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
     }
 
     fn drainer_running(&self) -> bool {

@@ -390,3 +390,24 @@ async fn searches_over_a_postgres_store_are_recorded_through_the_spool() {
     let order: Vec<String> = trail.searches().await.into_iter().map(|(u, _)| u).collect();
     assert_eq!(order, asked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_searches_are_each_recorded_once() {
+    let trail = Arc::new(Trail::new(spool_options(), Gate::default()).await);
+    let mut searches = tokio::task::JoinSet::new();
+    for user in users(200) {
+        let trail = Arc::clone(&trail);
+        searches.spawn(async move { (trail.search(&user).await.0, user) });
+    }
+    let mut answered = Vec::new();
+    while let Some(done) = searches.join_next().await {
+        let (status, user) = done.expect("task");
+        assert_eq!(status, StatusCode::OK);
+        answered.push(user);
+    }
+    trail.drained().await;
+    let mut stored: Vec<String> = trail.searches().await.into_iter().map(|(u, _)| u).collect();
+    answered.sort_unstable();
+    stored.sort_unstable();
+    assert_eq!(stored, answered, "each once");
+}

@@ -282,9 +282,10 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
     };
     // The servers stopped answering: their last access records drain.
     if let Some(access) = &access {
-        access
-            .finish(pgtrail_server::access_spool::DRAIN_ON_STOP)
-            .await;
+        tokio::select! {
+            _ = access.finish(pgtrail_server::access_spool::DRAIN_ON_STOP) => {}
+            _ = signals.recv() => anyhow::bail!("interrupted again: quit with access records in the spool (they reach the store at the next start)"),
+        }
     }
     // Signed after the parts stored what they had in hand, so it covers it.
     if let Some(checkpointer) = checkpointer {
