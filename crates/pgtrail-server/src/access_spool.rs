@@ -79,7 +79,8 @@ impl AccessSpool {
         options: SpoolOptions,
         store: Arc<dyn Store>,
     ) -> Result<AccessSpool, SpoolError> {
-        let spool = Spool::open(dir, options)?;
+        let size = metrics::gauge!("pgtrail_access_spool_bytes");
+        let spool = Spool::open_measured(dir, options, size)?;
         let (stop, stopped) = watch::channel(false);
         let drainer = tokio::spawn(drain(spool.clone(), store, stopped));
         Ok(AccessSpool {
