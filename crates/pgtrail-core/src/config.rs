@@ -263,6 +263,11 @@ pub struct ServerConfig {
     /// Serve plain HTTP on an address other than loopback (tokens and
     /// session cookies then cross the network in clear): refused unless set.
     pub insecure_http: bool,
+    /// Where access records are made durable before a read is answered
+    /// (a spool, created 0700, drained into the store in batches); unset:
+    /// `pgtrail-server-spool-<listen address>` in the system's state
+    /// directory (see docs/dashboard.md).
+    pub access_spool_dir: Option<String>,
 }
 
 /// `[metrics]`: Prometheus metrics (docs/metrics.md). `pgtrail serve`,

@@ -3,11 +3,14 @@
 //! from where, what they asked for, how many events it returned), and so
 //! do logins, failed logins and logouts.
 //!
-//! Group commit: one writer task takes every access record waiting and
-//! appends them in one `Store::append`, then answers each caller; while
-//! it appends, the next batch gathers. A read is answered only after its
-//! record is durable, and refused (503) when the store cannot take it:
-//! never served unrecorded.
+//! A read is answered only after its record is durable, and refused (503)
+//! when it cannot be made durable: never served unrecorded. Durable means,
+//! with an access spool (`AppState::with_access_spool`, what `pgtrail
+//! serve` and `pgtrail run` give), fsync'd in the spool, which drains into
+//! the store in batches ([`crate::access_spool`]); without one, appended to
+//! the store by a group commit: one writer task takes every access record
+//! waiting and appends them in one `Store::append`, then answers each
+//! caller; while it appends, the next batch gathers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +49,12 @@ pub struct Access {
 #[error("cannot record this access in the trail: {0}")]
 pub struct AccessError(Arc<str>);
 
+impl AccessError {
+    pub(crate) fn new(reason: impl std::fmt::Display) -> Self {
+        AccessError(reason.to_string().into())
+    }
+}
+
 impl From<pgtrail_store::StoreError> for AccessError {
     fn from(error: pgtrail_store::StoreError) -> Self {
         AccessError(error.to_string().into())
@@ -69,8 +78,12 @@ impl AppState {
         self.record(access_event(who, access)).await
     }
 
-    /// Appends `event` (an access event) through the group-commit writer.
+    /// Makes `event` (an access event) durable: in the access spool, else
+    /// in the store through the group-commit writer.
     pub(crate) async fn record(&self, event: Event) -> Result<(), AccessError> {
+        if let Some(spool) = &self.access_spool {
+            return spool.push(event).await;
+        }
         let writer = self
             .access
             .get_or_init(|| AccessWriter::start(self.store.clone()));

@@ -9,13 +9,15 @@
 //! Layout: [`state`] (what every handler shares), [`auth`] (who is asking,
 //! the login page, CSRF), [`tokens`] (the tokens file), [`session`]
 //! (browser sessions), [`throttle`] (failed logins), [`access`] (the
-//! access records), [`headers`] (security headers), [`tls`], [`api`]
+//! access records), [`access_spool`] (where they are made durable),
+//! [`headers`] (security headers), [`tls`], [`api`]
 //! (JSON), [`pages`] (HTML, assets embedded), `health` (probes and the
 //! login page: the only routes without a principal), [`metrics`]
 //! (`/metrics` for Prometheus, behind the same door), [`capture`] (what the
 //! audited databases say of capture, through a probe the binary gives).
 
 pub mod access;
+pub mod access_spool;
 pub mod api;
 pub mod auth;
 pub mod capture;

@@ -98,6 +98,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Bytes of the spool's segment files (what [proxy] spool_max_mb bounds).",
     ),
     (
+        "pgtrail_access_spool_bytes",
+        "gauge",
+        "Bytes of the server's access spool: reads' access records not yet in the store (refused when it is full, at 256 MiB).",
+    ),
+    (
         "pgtrail_alarms_total",
         "counter",
         "Alarm events appended by this process, by alarm code.",

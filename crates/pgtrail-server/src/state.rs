@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use pgtrail_store::Store;
 
 use crate::access::AccessWriter;
+use crate::access_spool::AccessSpool;
 use crate::session::Sessions;
 use crate::throttle::Throttle;
 use crate::tokens::{TokenSet, TokensFile};
@@ -26,8 +27,11 @@ pub struct AppState {
     pub(crate) throttle: Arc<Throttle>,
     /// The local operator's CSRF token (they have no session).
     pub(crate) local_csrf: Arc<str>,
-    /// The access records' writer, started by the first record.
+    /// The access records' writer, started by the first record (without
+    /// an access spool).
     pub(crate) access: Arc<OnceLock<AccessWriter>>,
+    /// Where access records are made durable, when set.
+    pub(crate) access_spool: Option<AccessSpool>,
     /// Reads the audited databases' capture state (see `capture`).
     pub(crate) capture: Option<Arc<dyn crate::capture::CaptureProbe>>,
 }
@@ -47,6 +51,7 @@ impl AppState {
             throttle: Arc::default(),
             local_csrf: local_csrf.into(),
             access: Arc::default(),
+            access_spool: None,
             capture: None,
         }
     }
@@ -54,6 +59,13 @@ impl AppState {
     /// Shows what `probe` reads of the audited databases on the integrity page.
     pub fn with_capture_probe(mut self, probe: Arc<dyn crate::capture::CaptureProbe>) -> Self {
         self.capture = Some(probe);
+        self
+    }
+
+    /// Records reads into `spool` (fsync'd there before a read is answered,
+    /// drained into its store in batches) instead of one store append each.
+    pub fn with_access_spool(mut self, spool: AccessSpool) -> Self {
+        self.access_spool = Some(spool);
         self
     }
 

@@ -44,8 +44,9 @@
 //!   suites (`tests/clients/`) direct and through `pgtrail proxy`, must see
 //!   the same results, and their marked statements must be in the trail.
 //! - `tokens`: `pgtrail token` create/list/revoke, each recorded in the
-//!   trail, a running `pgtrail serve` obeying a revocation at once, and no
-//!   plain HTTP off loopback.
+//!   trail, a running `pgtrail serve` obeying a revocation at once, no
+//!   plain HTTP off loopback, and a server killed with SIGKILL right after
+//!   answering searches: every one recorded once after a restart.
 //! - `doctor`: `pgtrail doctor` on clusters set up to trigger each finding
 //!   (and a clean one), its JSON schema and exit codes, a `pg_monitor`-only
 //!   run that sends nothing but reads, and hostile table and role names.

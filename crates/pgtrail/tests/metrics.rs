@@ -288,6 +288,8 @@ async fn a_scrape_of_pgtrail_run_counts_exactly_what_was_captured_and_leaks_noth
         ("pgtrail_events_appended_total", "counter"),
         ("pgtrail_proxy_sessions", "gauge"),
         ("pgtrail_spool_bytes", "gauge"),
+        // The dashboard's access spool beside the proxy's, on its own gauge.
+        ("pgtrail_access_spool_bytes", "gauge"),
         ("pgtrail_alarms_total", "counter"),
     ] {
         assert_eq!(after.types.get(family).map(String::as_str), Some(kind));

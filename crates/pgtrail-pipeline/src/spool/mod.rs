@@ -239,8 +239,8 @@ struct Inner {
     cursor: File,
     /// Held (flock) while open.
     _lock: File,
-    /// `pgtrail_spool_bytes`: the segment files' bytes (what `max_bytes`
-    /// bounds), set under `state`'s lock as they change.
+    /// `pgtrail_spool_bytes` (or the gauge given to `open_measured`): the
+    /// segment files' bytes (what `max_bytes` bounds), set under `state`'s lock as they change.
     size: metrics::Gauge,
 }
 
@@ -454,6 +454,17 @@ impl Spool {
     /// record a crash left unfinished (with a warning) and fails on a
     /// damaged one, naming the file and offset.
     pub fn open(dir: impl AsRef<Path>, options: SpoolOptions) -> Result<Spool, SpoolError> {
+        Self::open_measured(dir, options, metrics::gauge!("pgtrail_spool_bytes"))
+    }
+
+    /// [`Spool::open`], its segment files' bytes kept on `size` instead of
+    /// `pgtrail_spool_bytes`: for a second spool in the process (the
+    /// server's access records), which must not overwrite the proxy's.
+    pub fn open_measured(
+        dir: impl AsRef<Path>,
+        options: SpoolOptions,
+        size: metrics::Gauge,
+    ) -> Result<Spool, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         let lock = dir::prepare(&dir)?;
         let cursor = dir::open_private(&dir.join(drain::CURSOR_FILE))?;
@@ -481,7 +492,6 @@ impl Spool {
             "spool opened"
         );
         let syncer = Arc::new(Syncer::default());
-        let size = metrics::gauge!("pgtrail_spool_bytes");
         size.set(state.waiting.disk_bytes as f64);
         let spool = Spool {
             inner: Arc::new(Inner {

@@ -108,6 +108,10 @@ pub async fn run(args: &DemoArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> 
     let mut shown = ctx.clone();
     shown.config.store.url = url.clone();
     shown.output = Output::new(Some(Format::Table));
+    // The dashboard's access records wait beside the throwaway cluster,
+    // not in the working directory.
+    let spool = cluster.dir().join("pgtrail-server-spool");
+    shown.config.server.access_spool_dir = Some(spool.display().to_string());
     output::line("$ pgtrail log")?;
     super::log::run(
         &LogArgs {
@@ -179,15 +183,19 @@ async fn dashboard(ctx: &Invocation) -> (String, Option<tokio::sync::oneshot::Se
             tls_key: None,
             insecure_http: false,
         };
-        let part =
-            match super::serve::server_part("127.0.0.1:8080", &flags, store.clone(), ctx).await {
-                Ok(part) => part,
-                Err(_) => super::serve::server_part("127.0.0.1:0", &flags, store, ctx).await?,
-            };
-        anyhow::Ok(part)
+        let access = super::serve::access_spool("127.0.0.1:8080", store.clone(), ctx)?;
+        let first =
+            super::serve::server_part("127.0.0.1:8080", &flags, store.clone(), access.clone(), ctx);
+        let part = match first.await {
+            Ok(part) => part,
+            Err(_) => {
+                super::serve::server_part("127.0.0.1:0", &flags, store, access.clone(), ctx).await?
+            }
+        };
+        anyhow::Ok((part, access))
     };
     match started.await {
-        Ok(part) => {
+        Ok((part, access)) => {
             let address = part.address();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
@@ -197,6 +205,9 @@ async fn dashboard(ctx: &Invocation) -> (String, Option<tokio::sync::oneshot::Se
                 if let Err(e) = part.run(stopped).await {
                     eprintln!("warning: the dashboard stopped: {e}");
                 }
+                access
+                    .finish(pgtrail_server::access_spool::DRAIN_ON_STOP)
+                    .await;
             });
             (format!("Dashboard: http://{address}/"), Some(stop))
         }

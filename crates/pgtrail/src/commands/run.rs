@@ -130,22 +130,18 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         true => Some(super::proxy::proxy_part(&ctx.config.proxy, ctx).await?),
         false => None,
     };
-    let server_part = match &server {
-        Some(listen) => {
-            let store = ctx.open_store().await?;
-            let flags = crate::cli::ServeArgs {
-                listen: None,
-                tls_cert: None,
-                tls_key: None,
-                insecure_http: false,
-            };
-            Some(super::serve::server_part(listen, &flags, store, ctx).await?)
-        }
+    // One access spool (apart from the proxy's) for the dashboard and the
+    // `/metrics` listener, named after the first; finished once they stopped.
+    let access = match server.as_ref().or(ctx.config.metrics.listen.as_ref()) {
+        Some(listen) => Some(super::serve::access_spool(
+            listen,
+            ctx.open_store().await?,
+            ctx,
+        )?),
         None => None,
     };
-    // `/metrics` on its own listener (the server's serves it too).
-    let metrics_part = match &ctx.config.metrics.listen {
-        Some(listen) => {
+    let server_part = match (&server, &access) {
+        (Some(listen), Some(access)) => {
             let store = ctx.open_store().await?;
             let flags = crate::cli::ServeArgs {
                 listen: None,
@@ -153,14 +149,28 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
                 tls_key: None,
                 insecure_http: false,
             };
-            let part = super::serve::server_part(listen, &flags, store, ctx)
+            Some(super::serve::server_part(listen, &flags, store, access.clone(), ctx).await?)
+        }
+        _ => None,
+    };
+    // `/metrics` on its own listener (the server's serves it too).
+    let metrics_part = match (&ctx.config.metrics.listen, &access) {
+        (Some(listen), Some(access)) => {
+            let store = ctx.open_store().await?;
+            let flags = crate::cli::ServeArgs {
+                listen: None,
+                tls_cert: None,
+                tls_key: None,
+                insecure_http: false,
+            };
+            let part = super::serve::server_part(listen, &flags, store, access.clone(), ctx)
                 .await
                 .context("[metrics] listen")?
                 .metrics_only();
             eprintln!("metrics: serving /metrics on {}", part.address());
             Some(part)
         }
-        None => None,
+        _ => None,
     };
     // The proxy and trigger capture both on: a row change from a backend
     // the proxy never opened is a write around it (pgtrail_pipeline::bypass).
@@ -270,6 +280,13 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
             failure = parts.join() => break failure,
         }
     };
+    // The servers stopped answering: their last access records drain.
+    if let Some(access) = &access {
+        tokio::select! {
+            _ = access.finish(pgtrail_server::access_spool::DRAIN_ON_STOP) => {}
+            _ = signals.recv() => anyhow::bail!("interrupted again: quit with access records in the spool (they reach the store at the next start)"),
+        }
+    }
     // Signed after the parts stored what they had in hand, so it covers it.
     if let Some(checkpointer) = checkpointer {
         tokio::select! {

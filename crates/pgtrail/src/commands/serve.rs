@@ -13,6 +13,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use pgtrail_core::config::ServerConfig;
+use pgtrail_server::access_spool::{self, AccessSpool, DRAIN_ON_STOP};
 use pgtrail_server::tokens::TokenSet;
 use pgtrail_server::{AppState, ServerTls};
 use pgtrail_store::Store;
@@ -35,9 +37,50 @@ pub async fn run(args: &ServeArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
     let store = ctx.open_existing_store().await?;
     // `/metrics`: what this process does (its reads, its verify runs).
     pgtrail_server::metrics::install()?;
-    let part = server_part(&listen, args, store, ctx).await?;
-    part.run(signal()).await?;
+    let access = access_spool(&listen, store.clone(), ctx)?;
+    let part = server_part(&listen, args, store, access.clone(), ctx).await?;
+    let served = part.run(signal()).await;
+    access.finish(DRAIN_ON_STOP).await;
+    served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[server] access_spool_dir`, else `pgtrail-server-spool-<listen>` in
+/// systemd's `$STATE_DIRECTORY`, else in the working directory: apart from
+/// the proxy's spool, and one per address (two servers cannot listen on
+/// one address, so they never want the same spool; a server that listens
+/// there again drains what a crash left).
+pub(crate) fn access_spool_dir(config: &ServerConfig, listen: &str) -> PathBuf {
+    if let Some(dir) = &config.access_spool_dir {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let address: String = listen
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || c == '.' {
+            true => c,
+            false => '-',
+        })
+        .collect();
+    base.join(format!("pgtrail-server-spool-{address}"))
+}
+
+/// Opens the access spool of a server listening on `listen` and starts its
+/// drainer into `store` (which first drains what a previous run left).
+pub(crate) fn access_spool(
+    listen: &str,
+    store: Arc<dyn Store>,
+    ctx: &Invocation,
+) -> anyhow::Result<AccessSpool> {
+    let dir = access_spool_dir(&ctx.config.server, listen);
+    AccessSpool::open(&dir, access_spool::spool_options(), store).with_context(|| {
+        format!(
+            "cannot open the access spool {} ([server] access_spool_dir)",
+            dir.display()
+        )
+    })
 }
 
 /// A bound, configured server, ready to run.
@@ -79,11 +122,13 @@ impl ServerPart {
 
 /// Binds `listen` and loads what the server needs (TLS, the tokens file);
 /// refuses plain HTTP off loopback unless asked for. Flags in `args`
-/// override `[server]`.
+/// override `[server]`. Reads are recorded into `access` (its caller
+/// finishes it once the part stopped).
 pub async fn server_part(
     listen: &str,
     args: &ServeArgs,
     store: Arc<dyn Store>,
+    access: AccessSpool,
     ctx: &Invocation,
 ) -> anyhow::Result<ServerPart> {
     let config = &ctx.config.server;
@@ -135,7 +180,9 @@ pub async fn server_part(
         ),
         (n, _) => eprintln!("pgtrail serve: {n} token(s) in {}", tokens.display()),
     }
-    let mut state = AppState::new(store, loopback).with_tokens_file(tokens);
+    let mut state = AppState::new(store, loopback)
+        .with_tokens_file(tokens)
+        .with_access_spool(access);
     if let Some(probe) = super::capture_probe::ConfigProbe::from_config(&ctx.config) {
         state = state.with_capture_probe(Arc::new(probe));
     }
