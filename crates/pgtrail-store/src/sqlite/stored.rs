@@ -30,6 +30,18 @@ const SELECT: &str = "select seq, body, prev_hash, hash, id, captured_at, source
      app_user_key, db_user_key, client_addr, database, backend_pid, xid \
      from events where seq > ?1 order by seq limit ?2";
 
+/// [`SELECT`] on a store verified at a version before 15 (verify never
+/// migrates), which has no `client_addr`, `database`, `backend_pid` and
+/// `xid` columns: nothing there can mislead a search, so the other
+/// columns are all there is to check.
+const SELECT_BEFORE_15: &str = "select seq, body, prev_hash, hash, id, captured_at, source, kind, \
+     schema_name, table_name, pk, app_user, db_user, operation, failed, row_key, \
+     app_user_key, db_user_key \
+     from events where seq > ?1 order by seq limit ?2";
+
+/// The columns schema 15 added, last in [`expected_values`].
+const COLUMNS_OF_15: usize = 4;
+
 /// The tokenizer of `events_fts` (schema version 1), for the expected index.
 const TOKENIZER: &str = "unicode61 tokenchars '_'";
 
@@ -46,7 +58,19 @@ pub fn scan(
 ) -> Result<Vec<StoredEvent>> {
     let db = |e| StoreError::backend(location, "reading events to verify", e);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut statement = conn.prepare_cached(SELECT).map_err(db)?;
+    let has_columns_of_15: bool = conn
+        .query_row(
+            "select count(*) > 0 from pragma_table_info('events') where name = 'client_addr'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let (select, checked) = if has_columns_of_15 {
+        (SELECT, EXPECTED_COLUMNS)
+    } else {
+        (SELECT_BEFORE_15, EXPECTED_COLUMNS - COLUMNS_OF_15)
+    };
+    let mut statement = conn.prepare_cached(select).map_err(db)?;
     let mut rows = statement.query((after, limit)).map_err(db)?;
     let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(PAGE_CAPACITY));
     while let Some(row) = rows.next().map_err(db)? {
@@ -76,7 +100,8 @@ pub fn scan(
         let mut mismatches = Vec::new();
         if let Ok(event) = &event {
             let expected = columns(event);
-            for (i, (column, want)) in expected_values(&expected).into_iter().enumerate() {
+            let values = expected_values(&expected);
+            for (i, (column, want)) in values.into_iter().take(checked).enumerate() {
                 let found = row.get_ref(i + 4).map_err(db)?;
                 if found != want {
                     mismatches.push(Mismatch {
@@ -97,8 +122,11 @@ pub fn scan(
     Ok(out)
 }
 
+/// How many columns [`expected_values`] gives.
+const EXPECTED_COLUMNS: usize = 18;
+
 /// The stored columns from `id` on, as `encode` makes them, in [`SELECT`] order.
-fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); 18] {
+fn expected_values<'a>(c: &'a Columns<'a>) -> [(&'static str, ValueRef<'a>); EXPECTED_COLUMNS] {
     let text = |v: Option<&'a str>| v.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()));
     let int = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
     [
