@@ -557,16 +557,15 @@ impl Spool {
     /// the fsync on the syncer thread. Pushes written while an fsync runs
     /// share the next one (group commit): many sessions pushing at once
     /// cost one fsync per round, not one each.
+    /// The events are copied for the drainer's kept batch:
+    /// [`Spool::push_taking`] moves them instead.
     pub async fn push(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        match self.write(events, true)? {
-            Written::Done(pushed) => Ok(pushed),
-            Written::Fsync(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
-        }
+        self.push_taking(&mut events.to_vec()).await
     }
 
     /// [`Spool::push`] for a thread that may block (not a tokio worker).
     pub fn push_blocking(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        match self.write(events, true)? {
+        match self.write(&mut events.to_vec(), true)? {
             Written::Done(pushed) => Ok(pushed),
             Written::Fsync(fsynced) => fsynced.blocking_recv().map_err(|_| no_fsync_answer())?,
         }
@@ -579,10 +578,7 @@ impl Spool {
     /// around it, without this call waiting for it. The same order, bound
     /// and policy as [`Spool::push`].
     pub async fn push_async(&self, events: &[Event]) -> Result<Pushed, SpoolError> {
-        match self.write(events, false)? {
-            Written::Done(pushed) => Ok(pushed),
-            Written::Fsync(_) => unreachable!("an async push waits for no fsync"),
-        }
+        self.push_async_taking(&mut events.to_vec()).await
     }
 
     /// [`Spool::push`] that takes the events out of `events` (left empty)
@@ -590,7 +586,7 @@ impl Spool {
     /// they are freed once, where they are appended. On an error `events`
     /// is left as it was, for a caller that tries a full spool again.
     pub async fn push_taking(&self, events: &mut Vec<Event>) -> Result<Pushed, SpoolError> {
-        match self.write_taking(events, true)? {
+        match self.write(events, true)? {
             Written::Done(pushed) => Ok(pushed),
             Written::Fsync(fsynced) => fsynced.await.map_err(|_| no_fsync_answer())?,
         }
@@ -599,40 +595,33 @@ impl Spool {
     /// [`Spool::push_async`] that takes the events out of `events`, as
     /// [`Spool::push_taking`] does.
     pub async fn push_async_taking(&self, events: &mut Vec<Event>) -> Result<Pushed, SpoolError> {
-        match self.write_taking(events, false)? {
+        match self.write(events, false)? {
             Written::Done(pushed) => Ok(pushed),
             Written::Fsync(_) => unreachable!("an async push waits for no fsync"),
         }
     }
 
-    /// Writes `events` as one record, on this thread; for a durable push
-    /// that was spooled, also where its fsync will be answered.
-    fn write(&self, events: &[Event], durable: bool) -> Result<Written, SpoolError> {
-        let mut batch = Batch::encode(events)?;
-        batch.copy = Some(events.to_vec());
-        self.write_batch(&mut batch, durable)
-    }
-
-    /// [`Spool::write`] moving the events into the batch; they come back
-    /// to `events` when the batch was not taken.
-    fn write_taking(&self, events: &mut Vec<Event>, durable: bool) -> Result<Written, SpoolError> {
+    /// Writes `events` as one record, on this thread, moving them into the
+    /// batch (they come back to `events` when the batch was not taken);
+    /// for a durable push that was spooled, also where its fsync will be
+    /// answered.
+    fn write(&self, events: &mut Vec<Event>, durable: bool) -> Result<Written, SpoolError> {
         let mut batch = Batch::encode(events)?;
         batch.copy = Some(std::mem::take(events));
-        let written = self.write_batch(&mut batch, durable);
-        if written.is_err() {
-            if let Some(back) = batch.copy.take() {
-                *events = back;
-            }
-        }
-        written
-    }
-
-    fn write_batch(&self, batch: &mut Batch, durable: bool) -> Result<Written, SpoolError> {
         let pushed = self
             .inner
-            .push_many(std::slice::from_mut(batch), durable)
+            .push_many(std::slice::from_mut(&mut batch), durable)
             .pop()
-            .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())))?;
+            .unwrap_or_else(|| Err(SpoolError::Task("a batch was left undecided".into())));
+        let pushed = match pushed {
+            Ok(pushed) => pushed,
+            Err(error) => {
+                if let Some(back) = batch.copy.take() {
+                    *events = back;
+                }
+                return Err(error);
+            }
+        };
         if !durable || pushed != Pushed::Spooled || batch.events == 0 {
             return Ok(Written::Done(pushed));
         }
