@@ -53,7 +53,7 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 }
 
 /// The statement of [`query`] and its values; `newest`: only among the
-/// newest events of the chain.
+/// newest events of the chain (see [`filtered_sql`]).
 fn query_sql(
     filter: &Filter,
     addrs: Option<&[AddrKey]>,
@@ -62,22 +62,7 @@ fn query_sql(
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let (sql, values) = filtered_sql(filter, addrs, EVENT_COLUMNS, limit, false);
-    match newest {
-        // The matches among the newest `n` events: when there are `limit`
-        // of them, they are the newest `limit` matches of all.
-        Some(n) => (
-            sql.replacen(
-                " from events where ",
-                &format!(
-                    " from events where events.seq > (select max(seq) from events) - {n} and "
-                ),
-                1,
-            ),
-            values,
-        ),
-        None => (sql, values),
-    }
+    filtered_sql(filter, addrs, newest, EVENT_COLUMNS, limit, false)
 }
 
 /// An `ip:` search for at most this many events first looks among the
@@ -215,6 +200,7 @@ fn facets_sql(filter: &Filter, addrs: Option<&[AddrKey]>) -> (String, Vec<Value>
     let (matches, values) = filtered_sql(
         filter,
         addrs,
+        None,
         columns,
         FACET_BOUND as i64,
         reads_by_time(filter),
@@ -290,7 +276,7 @@ fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (Stri
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let (matches, values) = filtered_sql(filter, addrs, columns, cap, reads_by_time(filter));
+    let (matches, values) = filtered_sql(filter, addrs, None, columns, cap, reads_by_time(filter));
     // Hours as Rust's `div_euclid` counts them, before 1970 too.
     let sql = format!(
         "with m as materialized ({matches}) \
@@ -327,14 +313,23 @@ fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (Stri
 /// week are few; in a 2h window of a busy store, the time index's range
 /// is mostly other clients); a database without a time window is one walk
 /// newest first, like a user.
+///
+/// `newest`: only among the newest `n` events of the chain (a rowid
+/// range), the first look of a limited `ip:` search.
 fn filtered_sql(
     filter: &Filter,
     addrs: Option<&[AddrKey]>,
+    newest: Option<i64>,
     columns: &str,
     limit: i64,
     by_time: bool,
 ) -> (String, Vec<Value>) {
     let mut c = Conditions::default();
+    if let Some(n) = newest {
+        // The matches among the newest `n` events: when there are `limit`
+        // of them, they are the newest `limit` matches of all.
+        c.require(format!("events.seq > (select max(seq) from events) - {n}"));
+    }
     let by_addr = addrs.filter(|_| filter.client_addr.is_some());
     let by_database = by_addr.is_none() && database_drives(filter, by_time);
     // A row (`pk`) is found through the row index, a search through the
