@@ -167,3 +167,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args, &ctx).await,
     }
 }
+
+/// Where pgtrail keeps a directory of state (a spool): `configured`, else
+/// `name` in systemd's `$STATE_DIRECTORY`, else in the working directory.
+pub(crate) fn state_dir(configured: Option<&str>, name: &str) -> PathBuf {
+    if let Some(dir) = configured {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(name)
+}

@@ -140,11 +140,5 @@ fn client_tls(upstream: Upstream, config: &ProxyConfig) -> anyhow::Result<Upstre
 /// `[proxy] spool_dir`, else `pgtrail-proxy-spool` in systemd's
 /// `$STATE_DIRECTORY`, else in the working directory.
 pub(crate) fn spool_dir(config: &ProxyConfig) -> PathBuf {
-    if let Some(dir) = &config.spool_dir {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("STATE_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("pgtrail-proxy-spool")
+    super::state_dir(config.spool_dir.as_deref(), "pgtrail-proxy-spool")
 }

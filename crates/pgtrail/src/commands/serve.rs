@@ -51,12 +51,6 @@ pub async fn run(args: &ServeArgs, ctx: &Invocation) -> anyhow::Result<ExitCode>
 /// one address, so they never want the same spool; a server that listens
 /// there again drains what a crash left).
 pub(crate) fn access_spool_dir(config: &ServerConfig, listen: &str) -> PathBuf {
-    if let Some(dir) = &config.access_spool_dir {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("STATE_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
     let address: String = listen
         .chars()
         .map(|c| match c.is_ascii_alphanumeric() || c == '.' {
@@ -64,7 +58,10 @@ pub(crate) fn access_spool_dir(config: &ServerConfig, listen: &str) -> PathBuf {
             false => '-',
         })
         .collect();
-    base.join(format!("pgtrail-server-spool-{address}"))
+    super::state_dir(
+        config.access_spool_dir.as_deref(),
+        &format!("pgtrail-server-spool-{address}"),
+    )
 }
 
 /// Opens the access spool of a server listening on `listen` and starts its
