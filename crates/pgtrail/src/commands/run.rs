@@ -130,43 +130,37 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         true => Some(super::proxy::proxy_part(&ctx.config.proxy, ctx).await?),
         false => None,
     };
-    // One access spool (apart from the proxy's) for the dashboard and the
-    // `/metrics` listener, named after the first; finished once they stopped.
-    let access = match server.as_ref().or(ctx.config.metrics.listen.as_ref()) {
-        Some(listen) => Some(super::serve::access_spool(
-            listen,
-            ctx.open_store().await?,
-            ctx,
-        )?),
+    // One store and one access spool (apart from the proxy's) for the
+    // dashboard and the `/metrics` listener, the spool named after the
+    // first; finished once they stopped.
+    let served = match server.as_ref().or(ctx.config.metrics.listen.as_ref()) {
+        Some(listen) => {
+            let store = ctx.open_store().await?;
+            let access = super::serve::access_spool(listen, store.clone(), ctx)?;
+            Some((store, access))
+        }
         None => None,
     };
-    let server_part = match (&server, &access) {
-        (Some(listen), Some(access)) => {
-            let store = ctx.open_store().await?;
-            let flags = crate::cli::ServeArgs {
-                listen: None,
-                tls_cert: None,
-                tls_key: None,
-                insecure_http: false,
-            };
-            Some(super::serve::server_part(listen, &flags, store, access.clone(), ctx).await?)
-        }
+    let flags = crate::cli::ServeArgs {
+        listen: None,
+        tls_cert: None,
+        tls_key: None,
+        insecure_http: false,
+    };
+    let server_part = match (&server, &served) {
+        (Some(listen), Some((store, access))) => Some(
+            super::serve::server_part(listen, &flags, store.clone(), access.clone(), ctx).await?,
+        ),
         _ => None,
     };
     // `/metrics` on its own listener (the server's serves it too).
-    let metrics_part = match (&ctx.config.metrics.listen, &access) {
-        (Some(listen), Some(access)) => {
-            let store = ctx.open_store().await?;
-            let flags = crate::cli::ServeArgs {
-                listen: None,
-                tls_cert: None,
-                tls_key: None,
-                insecure_http: false,
-            };
-            let part = super::serve::server_part(listen, &flags, store, access.clone(), ctx)
-                .await
-                .context("[metrics] listen")?
-                .metrics_only();
+    let metrics_part = match (&ctx.config.metrics.listen, &served) {
+        (Some(listen), Some((store, access))) => {
+            let part =
+                super::serve::server_part(listen, &flags, store.clone(), access.clone(), ctx)
+                    .await
+                    .context("[metrics] listen")?
+                    .metrics_only();
             eprintln!("metrics: serving /metrics on {}", part.address());
             Some(part)
         }
@@ -281,7 +275,7 @@ pub async fn run(args: &RunArgs, ctx: &Invocation) -> anyhow::Result<ExitCode> {
         }
     };
     // The servers stopped answering: their last access records drain.
-    if let Some(access) = &access {
+    if let Some((_, access)) = &served {
         tokio::select! {
             _ = access.finish(pgtrail_server::access_spool::DRAIN_ON_STOP) => {}
             _ = signals.recv() => anyhow::bail!("interrupted again: quit with access records in the spool (they reach the store at the next start)"),
