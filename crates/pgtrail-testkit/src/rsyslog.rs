@@ -173,10 +173,18 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out")
         }
     }
 
+    /// The complete lines of `received.jsonl`. rsyslogd may be caught
+    /// halfway through writing a line (its buffer is larger than a write
+    /// can be atomic for); that tail is left for the next look.
     fn raw_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("received.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.path("received.jsonl")).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        complete
             .lines()
+            .filter(|line| !line.is_empty())
             .map(str::to_string)
             .collect()
     }
