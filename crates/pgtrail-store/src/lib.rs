@@ -35,6 +35,7 @@ pub mod reports;
 pub mod retention;
 pub mod revert;
 pub mod row;
+pub mod seq_hours;
 pub mod sessions;
 pub mod signing;
 #[cfg(feature = "sqlite")]
@@ -144,6 +145,10 @@ pub struct ExpectedIndexes {
     /// should count them.
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) facets: facet_hours::Counts,
+    /// The `seq` range of each hour, as the store's `seq_hours` should
+    /// hold it.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) seq_hours: seq_hours::Ranges,
 }
 
 impl ExpectedIndexes {
@@ -154,6 +159,7 @@ impl ExpectedIndexes {
         for (key, n) in other.facets {
             *self.facets.entry(key).or_default() += n;
         }
+        self.seq_hours.extend(other.seq_hours);
     }
 }
 
