@@ -105,8 +105,9 @@ impl Target {
         self.tamper(
             &format!(
                 "delete from events where seq > {seq}; delete from events_fts where rowid > {seq};
-                 update chain_head set seq = {seq}, hash = x'{hash}'; {recount}",
-                recount = pgtrail_store::sqlite::RECOUNT_FACETS
+                 update chain_head set seq = {seq}, hash = x'{hash}'; {recount} {ranges}",
+                recount = pgtrail_store::sqlite::RECOUNT_FACETS,
+                ranges = pgtrail_store::sqlite::RECOUNT_SEQ_HOURS
             ),
             &format!(
                 "delete from pgtrail.events where seq > {seq};
@@ -482,7 +483,11 @@ pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
         details(&report)
     );
     t.tamper(
-        pgtrail_store::sqlite::RECOUNT_FACETS,
+        &format!(
+            "{} {}",
+            pgtrail_store::sqlite::RECOUNT_FACETS,
+            pgtrail_store::sqlite::RECOUNT_SEQ_HOURS
+        ),
         pgtrail_store::postgres::RECOUNT_FACETS,
     )
     .await;

@@ -578,9 +578,19 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// Undoes version 16 (the seq range of each capture hour).
+fn downgrade_to_v15(raw: &Connection) {
+    raw.execute_batch(
+        "drop table seq_hours;
+         delete from pgtrail_migrations where version > 15; pragma user_version = 15;",
+    )
+    .expect("downgrade to version 15");
+}
+
 /// Undoes version 15 (the client, database, backend and transaction as
 /// columns): the body-expression indexes of version 11 come back.
 fn downgrade_to_v14(raw: &Connection) {
+    downgrade_to_v15(raw);
     raw.execute_batch(
         "drop index events_backend_pid; drop index events_xid;
          drop index events_client_addr; drop index events_database;
@@ -1517,6 +1527,178 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
     assert_eq!(store.facets(&all, 100).await.expect("facets").counted, 200);
 
     // Whoever edits the counts is named by verify.
+}
+
+/// `seq_hours` as the events say it should be: hour → (least, greatest
+/// seq), from every event stored.
+async fn seq_ranges_of(store: &SqliteStore) -> Vec<(i64, i64, i64)> {
+    let mut ranges = std::collections::BTreeMap::<i64, (i64, i64)>::new();
+    for e in stored(store).await {
+        let seq = e.seq.expect("sealed");
+        let hour = e.captured_at.timestamp_micros().div_euclid(3_600_000_000);
+        let range = ranges.entry(hour).or_insert((seq, seq));
+        *range = (range.0.min(seq), range.1.max(seq));
+    }
+    ranges.into_iter().map(|(h, (f, l))| (h, f, l)).collect()
+}
+
+fn seq_hours_in(raw: &Connection) -> Vec<(i64, i64, i64)> {
+    raw.prepare("select hour, first_seq, last_seq from seq_hours order by hour")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .expect("seq_hours")
+}
+
+/// Version 16's `seq_hours` is filled by the migration, kept by appends
+/// (events captured out of chain order, before 1970 too), recomputed by a
+/// prune, and checked by verify. The attack: someone with the file narrows
+/// an hour's range (or deletes it) so a windowed search misses an event;
+/// the search does miss it, and verify names `seq_hours` and the hour.
+#[tokio::test]
+async fn seq_ranges_by_the_hour_are_filled_kept_pruned_and_verified() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let events: Vec<Event> = (0..300)
+        .map(|n| {
+            let mut e = event(n);
+            // Every 6 minutes over 30 hours, some late by 90 minutes, and
+            // an import from before 1970.
+            let minutes = n * 6 - if n % 17 == 0 { 90 } else { 0 };
+            e.captured_at = if n % 41 == 0 {
+                chrono::DateTime::UNIX_EPOCH - chrono::Duration::minutes(n)
+            } else {
+                start + chrono::Duration::minutes(minutes)
+            };
+            e
+        })
+        .collect();
+    store.append(&events[..150]).await.expect("append");
+    drop(store);
+    downgrade_to_v15(&scratch.raw());
+    let store = scratch.open().await;
+    assert_eq!(seq_hours_in(&scratch.raw()), seq_ranges_of(&store).await);
+    for batch in events[150..].chunks(40) {
+        store.append(batch).await.expect("append");
+    }
+    assert_eq!(seq_hours_in(&scratch.raw()), seq_ranges_of(&store).await);
+    assert!(verify(&store, None).await.expect("verify").ok());
+
+    // The attack. Hour 3 of the trail holds events 31..40 and the late
+    // event 51 (n = 34 and 51 are late): narrowing it past 31 hides 31.
+    let hour_start = start + chrono::Duration::hours(3);
+    let window = Filter {
+        since: Some(hour_start),
+        until: Some(hour_start + chrono::Duration::hours(1)),
+        ..Filter::default()
+    };
+    let in_hour = seqs_of(store.query(&window).await.expect("query"));
+    let hour = hour_start.timestamp() / 3600;
+    let (first, last): (i64, i64) = scratch
+        .raw()
+        .query_row(
+            "select first_seq, last_seq from seq_hours where hour = ?1",
+            [hour],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the hour's range");
+    assert_eq!(in_hour.last(), Some(&first));
+    assert_eq!(in_hour.first(), Some(&last));
+    let raw = scratch.raw();
+    raw.execute_batch("create temp table saved as select * from seq_hours")
+        .expect("save");
+    for (tamper, hidden, says) in [
+        (
+            format!("update seq_hours set first_seq = first_seq + 1 where hour = {hour}"),
+            vec![first],
+            format!(
+                "seq_hours (the hour from 2026-03-01T13:00:00.000000Z) holds seq {} to {last}, \
+                 but the event says seq {first} to {last}",
+                first + 1
+            ),
+        ),
+        (
+            format!("delete from seq_hours where hour = {hour}"),
+            in_hour.clone(),
+            format!(
+                "seq_hours (the hour from 2026-03-01T13:00:00.000000Z) holds NULL, \
+                 but the event says seq {first} to {last}"
+            ),
+        ),
+        (
+            "insert into seq_hours values (1, 2, 3)".to_string(),
+            vec![],
+            "seq_hours (the hour from 1970-01-01T01:00:00.000000Z) holds seq 2 to 3".to_string(),
+        ),
+    ] {
+        raw.execute_batch(&tamper).expect("tamper");
+        let found = seqs_of(store.query(&window).await.expect("query"));
+        let missed: Vec<i64> = in_hour
+            .iter()
+            .copied()
+            .filter(|s| !found.contains(s))
+            .collect();
+        assert_eq!(missed, hidden, "{tamper}");
+        let report = verify(&store, None).await.expect("verify");
+        let details: Vec<String> = report.problems.iter().map(|p| p.detail.clone()).collect();
+        assert!(!report.ok(), "{tamper}");
+        assert!(
+            report.problems.iter().all(|p| p.kind == ProblemKind::Index),
+            "{details:?}"
+        );
+        assert!(
+            details.iter().any(|d| d.contains(&says)),
+            "{tamper}: {details:?}"
+        );
+        raw.execute_batch("delete from seq_hours; insert into seq_hours select * from saved")
+            .expect("restore");
+        assert!(verify(&store, None).await.expect("verify").ok());
+    }
+
+    // A prune recomputes the hours it touched: the hour at its edge keeps
+    // the events left, the hours before it go, and windows still find
+    // what is left.
+    let chain = stored(&store).await;
+    let through = 100;
+    let head = &chain[through - 1];
+    store
+        .add_checkpoint(&Checkpoint::new(
+            CheckpointKind::Prune,
+            through as i64,
+            head.hash.clone().expect("sealed"),
+            through as i64,
+        ))
+        .await
+        .expect("checkpoint");
+    store.prune(through as i64).await.expect("prune");
+    assert_eq!(seq_hours_in(&scratch.raw()), seq_ranges_of(&store).await);
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let left = stored(&store).await;
+    for hours in [(0, 11), (9, 10), (10, 11), (12, 40), (-500_000, 0)] {
+        let window = Filter {
+            since: Some(start + chrono::Duration::hours(hours.0)),
+            until: Some(start + chrono::Duration::hours(hours.1)),
+            ..Filter::default()
+        };
+        let mut expected: Vec<i64> = left
+            .iter()
+            .filter(|e| {
+                window.since.is_none_or(|s| e.captured_at >= s)
+                    && window.until.is_none_or(|u| e.captured_at < u)
+            })
+            .filter_map(|e| e.seq)
+            .collect();
+        expected.reverse();
+        assert_eq!(
+            seqs_of(store.query(&window).await.expect("query")),
+            expected,
+            "{hours:?}"
+        );
+    }
 }
 
 /// Readers stay open between reads (kept warm for the server): a reader

@@ -21,7 +21,7 @@ use pgtrail_core::{Event, GENESIS_HASH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::encode::{prepare, prepare_ahead, Ahead, ChainEnd, Prepared};
-use super::facets;
+use super::{facets, seq_hours};
 use crate::cpu::{self, Stage};
 use crate::{AppendReceipt, ChainHead, Result, StoreError};
 
@@ -174,6 +174,7 @@ fn insert_all<'a>(
     let mut first_seq = None;
     let mut received = 0;
     let mut facet_counts = facets::Counts::new();
+    let mut ranges = crate::seq_hours::Ranges::default();
     {
         let mut insert = tx
             .prepare_cached(INSERT_EVENT)
@@ -237,6 +238,7 @@ fn insert_all<'a>(
                         })?;
                 }
                 facets::add(&mut facet_counts, &row.columns, 1);
+                ranges.add(seq, row.captured_at);
                 first_seq.get_or_insert(seq);
                 end = ChainEnd::after(&link);
             }
@@ -258,6 +260,7 @@ fn insert_all<'a>(
         return Ok(AppendReceipt { first_seq, head });
     }
     facets::write(&tx, &facet_counts, location)?;
+    seq_hours::write(&tx, &ranges, location)?;
     tx.prepare_cached(UPSERT_HEAD)
         .and_then(|mut s| s.execute(params![end.seq, end.hash]))
         .map_err(db("moving the chain head"))?;

@@ -35,6 +35,8 @@ mod prune;
 mod query;
 mod raw;
 mod schema;
+mod seq_hours;
+pub use seq_hours::RECOUNT_SEQ_HOURS;
 mod stored;
 mod tree;
 mod wal;
@@ -659,6 +661,7 @@ impl Store for SqliteStore {
         };
         expected.objects = objects;
         expected.facets = stored::expected_facets(page_events);
+        expected.seq_hours = stored::expected_seq_hours(page_events);
         Ok(expected)
     }
 
@@ -673,6 +676,7 @@ impl Store for SqliteStore {
             let mut expected = expected;
             let objects = std::mem::take(&mut expected.objects);
             let facet_counts = std::mem::take(&mut expected.facets);
+            let ranges = std::mem::take(&mut expected.seq_hours);
             let mut mismatches =
                 stored::check_fts(conn, first, last, expected, &shared.fts_key, location)?;
             mismatches.extend(stored::check_objects(
@@ -684,6 +688,7 @@ impl Store for SqliteStore {
                 location,
             )?);
             mismatches.extend(facets::check(conn, first, last, facet_counts, location)?);
+            mismatches.extend(seq_hours::check(conn, first, last, ranges, location)?);
             mismatches.sort_by_key(|(seq, _)| *seq);
             Ok(mismatches)
         })

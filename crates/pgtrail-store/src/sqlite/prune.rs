@@ -22,6 +22,7 @@ pub fn prune(conn: &mut Connection, through: i64, location: &str) -> Result<Prun
         .map_err(db("removing pruned events from the full-text index"))?;
     tx.execute("delete from events_objects where seq <= ?1", [through])
         .map_err(db("removing pruned events from the object index"))?;
+    super::seq_hours::after_prune(&tx, through, location)?;
     tx.commit().map_err(db("committing the prune"))?;
     Ok(PruneOutcome {
         removed: removed as u64,

@@ -15,6 +15,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use super::keys::{self, AddrKey};
 use super::schema;
+use super::seq_hours::{self, Window};
 use crate::{Result, StoreError};
 
 const EVENT_COLUMNS: &str = "events.seq, events.body, events.prev_hash, events.hash";
@@ -36,19 +37,23 @@ fn in_stored_stretches() -> String {
 
 /// Events matching `filter`, newest first.
 pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<Event>> {
+    let window = seq_hours::window(conn, filter, location)?;
+    if window == Window::Empty {
+        return Ok(Vec::new());
+    }
     let addrs = addr_walks(conn, filter, location)?;
     let limit = filter.limit.unwrap_or(usize::MAX);
     if addrs.as_ref().is_some_and(|a| !a.is_empty()) && limit <= ADDR_PROBE_LIMIT {
         // A block most recent clients are in (the usual case) has its
         // newest matches among the newest events: reading those costs less
         // than one range per address.
-        let (sql, values) = query_sql(filter, None, Some(ADDR_PROBE));
+        let (sql, values) = query_sql(filter, window, None, Some(ADDR_PROBE));
         let recent = read_events(conn, &sql, values, location)?;
         if recent.len() >= limit {
             return Ok(recent);
         }
     }
-    let (sql, values) = query_sql(filter, addrs.as_deref(), None);
+    let (sql, values) = query_sql(filter, window, addrs.as_deref(), None);
     read_events(conn, &sql, values, location)
 }
 
@@ -56,13 +61,19 @@ pub fn query(conn: &Connection, filter: &Filter, location: &str) -> Result<Vec<E
 /// newest events of the chain (see [`filtered_sql`]).
 fn query_sql(
     filter: &Filter,
+    window: Window,
     addrs: Option<&[AddrKey]>,
     newest: Option<i64>,
 ) -> (String, Vec<Value>) {
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_sql(filter, addrs, newest, EVENT_COLUMNS, limit, false)
+    let walk = Walk {
+        window,
+        addrs,
+        newest,
+    };
+    filtered_sql(filter, &walk, EVENT_COLUMNS, limit)
 }
 
 /// An `ip:` search for at most this many events first looks among the
@@ -134,13 +145,12 @@ fn no_other_key(filter: &Filter) -> bool {
 
 /// Whether `db:` finds `filter`'s newest matches by a walk of its index:
 /// no other key does, and no time window bounds the read (the few
-/// databases of a server each hold a large part of the events: the time
-/// index or the chain read a window's events for less than a walk of a
+/// databases of a server each hold a large part of the events: the
+/// window's `seq` range of the chain reads them for less than a walk of a
 /// database's entries).
-fn database_drives(filter: &Filter, by_time: bool) -> bool {
+fn database_drives(filter: &Filter) -> bool {
     filter.database.is_some()
         && no_other_key(filter)
-        && !by_time
         && filter.since.is_none()
         && filter.until.is_none()
 }
@@ -171,8 +181,12 @@ fn facet_counts(
     filter: &Filter,
     location: &str,
 ) -> Result<super::facets::Counted> {
+    let window = seq_hours::window(conn, filter, location)?;
+    if window == Window::Empty {
+        return Ok((Vec::new(), true));
+    }
     let addrs = addr_walks(conn, filter, location)?;
-    let (sql, values) = facets_sql(filter, addrs.as_deref());
+    let (sql, values) = facets_sql(filter, window, addrs.as_deref());
     let db = |e| StoreError::backend(location, "counting facets", e);
     let mut statement = conn.prepare_cached(&sql).map_err(db)?;
     let counts = statement
@@ -191,36 +205,22 @@ fn facet_counts(
 }
 
 /// The statement of [`facets`] and its values.
-fn facets_sql(filter: &Filter, addrs: Option<&[AddrKey]>) -> (String, Vec<Value>) {
+fn facets_sql(filter: &Filter, window: Window, addrs: Option<&[AddrKey]>) -> (String, Vec<Value>) {
     let columns = "coalesce(events.app_user, events.db_user) as actor, \
          case when events.table_name is null then null \
               when events.schema_name is null then events.table_name \
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.source as source, events.failed as failed";
-    let (matches, values) = filtered_sql(
-        filter,
+    let walk = Walk {
+        window,
         addrs,
-        None,
-        columns,
-        FACET_BOUND as i64,
-        reads_by_time(filter),
-    );
+        newest: None,
+    };
+    let (matches, values) = filtered_sql(filter, &walk, columns, FACET_BOUND as i64);
     (
         format!("with m as materialized ({matches}) {FACET_GROUPS}"),
         values,
     )
-}
-
-/// Whether the facets of `filter` are best read through the time index:
-/// a time window, and neither `failed` nor `kind:`, whose indexes in chain
-/// order hold fewer candidates than a week of events (the user, table,
-/// row, backend and transaction lookups are chosen either way; a search
-/// is driven by the full-text index).
-fn reads_by_time(filter: &Filter) -> bool {
-    (filter.since.is_some() || filter.until.is_some())
-        && !filter.failed
-        && filter.kind.is_none()
-        && filter.search.is_none()
 }
 
 /// The five groupings of the matches `m` of [`facets_sql`], as
@@ -242,8 +242,12 @@ pub fn activity_counts(
     cap: usize,
     location: &str,
 ) -> Result<(Vec<crate::ActivityCount>, u64)> {
+    let window = seq_hours::window(conn, filter, location)?;
+    if window == Window::Empty {
+        return Ok((Vec::new(), 0));
+    }
     let addrs = addr_walks(conn, filter, location)?;
-    let (sql, values) = activity_sql(filter, addrs.as_deref(), cap);
+    let (sql, values) = activity_sql(filter, window, addrs.as_deref(), cap);
     let db = |e| StoreError::backend(location, "counting activity", e);
     let mut statement = conn.prepare_cached(&sql).map_err(db)?;
     let time = |micros: i64| {
@@ -269,14 +273,24 @@ pub fn activity_counts(
 }
 
 /// The statement of [`activity_counts`] and its values.
-fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (String, Vec<Value>) {
+fn activity_sql(
+    filter: &Filter,
+    window: Window,
+    addrs: Option<&[AddrKey]>,
+    cap: usize,
+) -> (String, Vec<Value>) {
     let columns = "coalesce(events.app_user, events.db_user) as actor, \
          case when events.table_name is null then null \
               when events.schema_name is null then events.table_name \
               else events.schema_name || '.' || events.table_name end as tbl, \
          upper(events.operation) as op, events.captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let (matches, values) = filtered_sql(filter, addrs, None, columns, cap, reads_by_time(filter));
+    let walk = Walk {
+        window,
+        addrs,
+        newest: None,
+    };
+    let (matches, values) = filtered_sql(filter, &walk, columns, cap);
     // Hours as Rust's `div_euclid` counts them, before 1970 too.
     let sql = format!(
         "with m as materialized ({matches}) \
@@ -288,13 +302,21 @@ fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (Stri
     (sql, values)
 }
 
+/// How [`filtered_sql`] reads: the `seq` range of the filter's time
+/// window, the addresses of an `ip:` block, the newest events only.
+struct Walk<'a> {
+    /// From `seq_hours` (never [`Window::Empty`]: that reads nothing).
+    window: Window,
+    /// The addresses of an `ip:` block, one walk each ([`addr_walks`]).
+    addrs: Option<&'a [AddrKey]>,
+    /// Only among the newest `n` events of the chain.
+    newest: Option<i64>,
+}
+
 /// `select {columns}` of the events `filter` matches, newest first, at most
-/// `limit` (-1: all), and its values. `by_time`: sort by `+seq`, which no
-/// index can order by, so SQLite reads a time window through
-/// `events_captured_at` and sorts its matches; `order by seq` walks the
-/// chain backwards from the newest event until `limit` matches, which for
-/// a bound far above the matches (facets) means to the window's start or
-/// through the whole chain.
+/// `limit` (-1: all), and its values. Without a key, `order by seq` walks
+/// the chain backwards from the newest event (of the window) until
+/// `limit` matches.
 ///
 /// A table, a user or a database role (without a search, which the
 /// full-text index drives) is a key whose index is in chain order (schema
@@ -314,16 +336,25 @@ fn activity_sql(filter: &Filter, addrs: Option<&[AddrKey]>, cap: usize) -> (Stri
 /// is mostly other clients); a database without a time window is one walk
 /// newest first, like a user.
 ///
+/// A time window is a `seq` range (`window`, from `seq_hours`, schema
+/// 16) on every walk: each index ends in the rowid, so a walk newest first
+/// seeks to the window's end and stops at its start, instead of reading
+/// on to the chain's start when the window holds fewer matches than the
+/// limit. The window's own `captured_at` condition still decides, off the
+/// index (`+`), except where an index holds the time after its key
+/// (`ip:`, a backend). Facets and activity (bound 200,000) read a
+/// window's range of the chain newest first too: measured at 1M events,
+/// that read `since:2h` in 5.6 ms where the time index and a sort took
+/// 13 ms (bench/README.md, session 15), and no form read slower.
+///
 /// `newest`: only among the newest `n` events of the chain (a rowid
 /// range), the first look of a limited `ip:` search.
-fn filtered_sql(
-    filter: &Filter,
-    addrs: Option<&[AddrKey]>,
-    newest: Option<i64>,
-    columns: &str,
-    limit: i64,
-    by_time: bool,
-) -> (String, Vec<Value>) {
+fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (String, Vec<Value>) {
+    let Walk {
+        window,
+        addrs,
+        newest,
+    } = *walk;
     let mut c = Conditions::default();
     if let Some(n) = newest {
         // The matches among the newest `n` events: when there are `limit`
@@ -331,7 +362,7 @@ fn filtered_sql(
         c.require(format!("events.seq > (select max(seq) from events) - {n}"));
     }
     let by_addr = addrs.filter(|_| filter.client_addr.is_some());
-    let by_database = by_addr.is_none() && database_drives(filter, by_time);
+    let by_database = by_addr.is_none() && database_drives(filter);
     // A row (`pk`) is found through the row index, a search through the
     // full-text index: both narrower than any key's walk.
     let keyed = (filter.search.is_none()
@@ -341,8 +372,20 @@ fn filtered_sql(
         || by_database;
     // `+` keeps a condition off the indexes when a key's walk drives.
     let plus = if keyed { "+" } else { "" };
-    // An address's index holds the time: its walks read only a window.
-    let time_plus = if by_addr.is_some() { "" } else { plus };
+    // An address's or a backend's index holds the time after the key: its
+    // walks read only a window. Otherwise a window is read as its `seq`
+    // range, unless through the time index.
+    let seqs = match window {
+        Window::Seqs(first, last) => Some((first, last)),
+        Window::Unbounded | Window::Empty => None,
+    };
+    let time_plus = if by_addr.is_some() || filter.backend_pid.is_some() {
+        ""
+    } else if keyed || seqs.is_some() {
+        "+"
+    } else {
+        ""
+    };
     // The ways the newest matches are found, when a key drives.
     let mut walks: Vec<String> = Vec::new();
     if let Some(table) = &filter.table {
@@ -483,7 +526,7 @@ fn filtered_sql(
     // first and the limit stops it early, instead of collecting every match
     // of a common word before sorting.
     let mut from = "events".to_string();
-    let mut order = if by_time && !keyed { "+seq" } else { "seq" };
+    let mut order = "seq";
     if let Some(search) = &filter.search {
         match fts_query(search) {
             Some(matcher) => {
@@ -495,6 +538,19 @@ fn filtered_sql(
             // Nothing searchable (only punctuation): no event's SQL contains it.
             None => c.require("false".into()),
         }
+    }
+    if let Some((first, last)) = seqs {
+        // On the full-text index's rowid, so the search seeks it there.
+        let seq = if filter.search.is_some() {
+            "events_fts.rowid"
+        } else {
+            "events.seq"
+        };
+        let (first, last) = (
+            c.param(Value::Integer(first)),
+            c.param(Value::Integer(last)),
+        );
+        c.require(format!("{seq} between {first} and {last}"));
     }
     let p = c.param(Value::Integer(limit));
     if let [walk] = walks.as_slice() {
@@ -683,6 +739,16 @@ mod tests {
 
     use super::*;
 
+    /// The window a filter's time window would read at a million events
+    /// (plans do not depend on the values).
+    fn seqs(filter: &Filter) -> Window {
+        if filter.since.is_some() || filter.until.is_some() {
+            Window::Seqs(1, 1_000_000)
+        } else {
+            Window::Unbounded
+        }
+    }
+
     fn plan(conn: &Connection, (sql, values): (String, Vec<Value>)) -> String {
         let mut statement = conn
             .prepare(&format!("explain query plan {sql}"))
@@ -721,10 +787,13 @@ mod tests {
         };
         for (what, sql) in [
             ("row events", row_events_sql(&row)),
-            ("filter by row", query_sql(&by_row, None, None)),
+            (
+                "filter by row",
+                query_sql(&by_row, seqs(&by_row), None, None),
+            ),
             (
                 "filter by row and user",
-                query_sql(&by_row_and_user, None, None),
+                query_sql(&by_row_and_user, seqs(&by_row_and_user), None, None),
             ),
         ] {
             let plan = plan(&conn, sql);
@@ -748,7 +817,7 @@ mod tests {
             until: Some(chrono::Utc::now()),
             ..Default::default()
         };
-        let plan_backend = plan(&conn, query_sql(&by_backend, None, None));
+        let plan_backend = plan(&conn, query_sql(&by_backend, seqs(&by_backend), None, None));
         assert!(
             plan_backend.contains(
                 "USING INDEX events_backend_pid (backend_pid=? AND captured_at>? AND captured_at<?)"
@@ -759,7 +828,7 @@ mod tests {
             xid: Some(77),
             ..Default::default()
         };
-        let plan_xid = plan(&conn, query_sql(&by_xid, None, None));
+        let plan_xid = plan(&conn, query_sql(&by_xid, seqs(&by_xid), None, None));
         assert!(
             plan_xid.contains("USING INDEX events_xid (xid=?)"),
             "{plan_xid}"
@@ -783,7 +852,7 @@ mod tests {
                 limit: Some(100),
                 ..Default::default()
             };
-            let plan = plan(&conn, query_sql(&filter, None, None));
+            let plan = plan(&conn, query_sql(&filter, seqs(&filter), None, None));
             assert!(
                 plan.contains("SEARCH events_objects USING PRIMARY KEY (table_name=?"),
                 "{table}: {plan}"
@@ -799,32 +868,75 @@ mod tests {
         }
     }
 
-    /// The facets of a time window (the search page counts them for every
-    /// search, and for the partial hours at a week's edges) read the
-    /// window through the time index: walking the chain backwards from the
-    /// newest event read every event after the window's start, or all of
-    /// them when the matches are fewer than the bound. `failed` keeps its
-    /// own index.
+    /// A time window is a `seq` range on every walk (schema 16): the four
+    /// windowed forms of the search page (each slow at 10M events before)
+    /// and the facets of a window seek their index to the window's end
+    /// and walk it newest first, stopping at its start: no range of the
+    /// time index, no sort of the window's events (`TEMP B-TREE`).
     #[test]
-    fn facets_of_a_time_window_seek_the_time_index() {
+    fn windowed_searches_walk_their_seq_range() {
         let mut conn = Connection::open_in_memory().expect("memory db");
         keys::register(&conn, ":memory:").expect("functions");
         schema::migrate(&mut conn, ":memory:").expect("schema");
         let now = chrono::Utc::now();
-        for (q, index) in [
-            ("since:2h", "USING INDEX events_captured_at (captured_at>?)"),
-            ("ip:10.0.4.0/24 since:2h", "USING INDEX events_captured_at"),
+        for (q, walks) in [
             (
                 "-user:app op:delete since:1d",
-                "USING INDEX events_captured_at",
+                &["SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"][..],
             ),
-            ("user:alice since:7d", "USING INDEX events_app_user"),
-            ("failed since:7d", "USING INDEX events_failed"),
+            (
+                "failed since:7d",
+                &["SEARCH events USING INDEX events_failed (seq>? AND seq<?)"],
+            ),
+            (
+                "db_user:reporting kind:statement since:1d",
+                &["USING INDEX events_db_user (db_user_key=? AND seq>? AND seq<?)"],
+            ),
+            (
+                "table:t_193 since:yesterday",
+                &[
+                    "USING INDEX events_table (table_name=? AND rowid>? AND rowid<?)",
+                    "events_objects USING PRIMARY KEY (table_name=?",
+                ],
+            ),
+            (
+                "kind:statement until:yesterday",
+                &["USING INDEX events_kind (kind=? AND seq>? AND seq<?)"],
+            ),
+            (
+                "user:alice since:7d",
+                &[
+                    "USING INDEX events_app_user (app_user_key=? AND seq>? AND seq<?)",
+                    "USING INDEX events_db_user (db_user_key=? AND seq>? AND seq<?)",
+                ],
+            ),
+            (
+                "since:2h",
+                &["SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"],
+            ),
+            (
+                "drop customer_id since:1d",
+                &["events_fts VIRTUAL TABLE INDEX"],
+            ),
         ] {
-            let filter = pgtrail_core::search::parse_search(q, now).expect(q);
-            let plan = plan(&conn, facets_sql(&filter, None));
-            assert!(plan.contains(index), "{q}: {plan}");
-            assert!(!plan.lines().any(|l| l == "SCAN events"), "{q}: {plan}");
+            let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+            filter.limit = Some(50);
+            for (what, sql) in [
+                ("search", query_sql(&filter, seqs(&filter), None, None)),
+                ("facets", facets_sql(&filter, seqs(&filter), None)),
+            ] {
+                let plan = plan(&conn, sql);
+                for walk in walks {
+                    assert!(plan.contains(walk), "{what} {q}: {plan}");
+                }
+                for other in ["events_captured_at", "TEMP B-TREE FOR ORDER BY"] {
+                    assert!(!plan.contains(other), "{what} {q}: {plan}");
+                }
+                assert!(
+                    !plan.lines().any(|l| l.ends_with("SCAN events")),
+                    "{what} {q}: {plan}"
+                );
+            }
         }
     }
 
@@ -842,7 +954,7 @@ mod tests {
         ] {
             let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
             filter.limit = Some(50);
-            let plan = plan(&conn, query_sql(&filter, None, None));
+            let plan = plan(&conn, query_sql(&filter, seqs(&filter), None, None));
             assert!(plan.contains(index), "{q}: {plan}");
             assert!(
                 !plan.contains("SCAN events\n") && plan != "SCAN events",
@@ -903,8 +1015,8 @@ mod tests {
             filter.limit = Some(50);
             filter.before_seq = Some(1_000_000);
             for (what, sql) in [
-                ("search", query_sql(&filter, None, None)),
-                ("facets", facets_sql(&filter, None)),
+                ("search", query_sql(&filter, seqs(&filter), None, None)),
+                ("facets", facets_sql(&filter, seqs(&filter), None)),
             ] {
                 let plan = plan(&conn, sql);
                 for index in indexes {
@@ -961,8 +1073,8 @@ mod tests {
             let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
             filter.limit = Some(50);
             for (what, sql) in [
-                ("search", query_sql(&filter, addrs, None)),
-                ("facets", facets_sql(&filter, addrs)),
+                ("search", query_sql(&filter, seqs(&filter), addrs, None)),
+                ("facets", facets_sql(&filter, seqs(&filter), addrs)),
             ] {
                 let plan = plan(&conn, sql);
                 assert!(plan.contains(index), "{what} {q}: {plan}");
@@ -980,16 +1092,19 @@ mod tests {
         let mut filter =
             pgtrail_core::search::parse_search("ip:10.0.4.0/24 since:2h", now).expect("q");
         filter.limit = Some(51);
-        let first_look = plan(&conn, query_sql(&filter, None, Some(ADDR_PROBE)));
+        let first_look = plan(
+            &conn,
+            query_sql(&filter, seqs(&filter), None, Some(ADDR_PROBE)),
+        );
         assert!(
-            first_look.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            first_look.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?"),
             "{first_look}"
         );
         assert!(!first_look.contains("TEMP B-TREE"), "{first_look}");
         // A database in a time window is read through the window.
         let filter = pgtrail_core::search::parse_search("db:crm since:1d", now).expect("q");
-        assert!(!database_drives(&filter, false));
-        let plan = plan(&conn, query_sql(&filter, None, None));
+        assert!(!database_drives(&filter));
+        let plan = plan(&conn, query_sql(&filter, seqs(&filter), None, None));
         assert!(!plan.contains("events_database"), "{plan}");
         let block = pgtrail_core::filter::AddrFilter::parse("10.0.4.0/24").expect("block");
         let block = keys::block_range(&block);

@@ -499,6 +499,18 @@ pub fn expected_facets(page: &[StoredEvent]) -> super::facets::Counts {
     counts
 }
 
+/// The `seq` range of each hour the events of one page were captured in,
+/// as `seq_hours` should hold it.
+pub fn expected_seq_hours(page: &[StoredEvent]) -> crate::seq_hours::Ranges {
+    let mut ranges = crate::seq_hours::Ranges::default();
+    for stored in page {
+        if let Ok(event) = &stored.event {
+            ranges.add(stored.seq, event.captured_at.timestamp_micros());
+        }
+    }
+    ranges
+}
+
 pub fn check_objects(
     conn: &Connection,
     first: i64,

@@ -1,0 +1,191 @@
+//! The `seq` range of each capture hour (`seq_hours`, schema version 16;
+//! the contract is `crate::seq_hours`): appends widen the hours of their
+//! batch in the same transaction, searches read a window's `seq` bounds
+//! from it before walking ([`window`]), a prune recomputes the hours it
+//! touched, and `verify` recomputes every hour from the events walked.
+
+use pgtrail_core::Filter;
+use rusqlite::{params, Connection};
+
+use crate::facet_hours::HOUR_US;
+use crate::seq_hours::{window_hours, Ranges};
+use crate::{Mismatch, Result, StoreError};
+
+/// The hour of `captured_at` in SQL, as `facet_hours::hour` (Rust's
+/// `div_euclid`) counts it, before 1970 too. Migration 16 fills the table
+/// with the same expression (`schema::V16`).
+const HOUR: &str = "case when captured_at >= 0 then captured_at / 3600000000 \
+     else (captured_at + 1) / 3600000000 - 1 end";
+
+const UPSERT: &str = "insert into seq_hours (hour, first_seq, last_seq) values (?1, ?2, ?3) \
+     on conflict (hour) do update set first_seq = min(first_seq, excluded.first_seq), \
+     last_seq = max(last_seq, excluded.last_seq)";
+
+/// `seq_hours` rebuilt from every event (migration 16's fill), in SQL
+/// anyone with the file can run: the summary adds no trust (a careful
+/// attacker who deletes events rebuilds it; the chain and the checkpoints
+/// catch the deletion). The attack tests run it as such an attacker would.
+pub const RECOUNT_SEQ_HOURS: &str = "delete from seq_hours;
+insert into seq_hours (hour, first_seq, last_seq)
+select case when captured_at >= 0 then captured_at / 3600000000
+            else (captured_at + 1) / 3600000000 - 1 end as h,
+       min(seq), max(seq)
+from events group by h;";
+
+/// Widens the stored hours by a batch's `ranges`, inside the caller's
+/// transaction: one statement per hour the batch touched.
+pub fn write(conn: &Connection, ranges: &Ranges, location: &str) -> Result<()> {
+    let db = |e| StoreError::backend(location, "recording the seq range of an hour", e);
+    let mut upsert = conn.prepare_cached(UPSERT).map_err(db)?;
+    for (hour, (first, last)) in &ranges.0 {
+        upsert.execute(params![hour, first, last]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Where a search's time window lies in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// No `since` or `until`: the whole chain.
+    Unbounded,
+    /// No event was captured in the window's hours (or the window is empty).
+    Empty,
+    /// Every event of the window has its `seq` in `first..=last`.
+    Seqs(i64, i64),
+}
+
+/// The `seq` bounds of `filter`'s time window: one range read of the
+/// window's hours. Read before the search, outside its statement: the
+/// events appended since have greater `seq`s than any the bounds hold, so
+/// the search sees the window as it was when the bounds were read.
+pub fn window(conn: &Connection, filter: &Filter, location: &str) -> Result<Window> {
+    if filter.since.is_none() && filter.until.is_none() {
+        return Ok(Window::Unbounded);
+    }
+    let Some((first_hour, last_hour)) = window_hours(filter.since, filter.until) else {
+        return Ok(Window::Empty);
+    };
+    let bounds: (Option<i64>, Option<i64>) = conn
+        .prepare_cached(
+            "select min(first_seq), max(last_seq) from seq_hours where hour between ?1 and ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![first_hour, last_hour], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(|e| StoreError::backend(location, "reading the seq range of a time window", e))?;
+    Ok(match bounds {
+        (Some(first), Some(last)) => Window::Seqs(first, last),
+        _ => Window::Empty,
+    })
+}
+
+/// After a prune of `seq <= through` deleted its events (in the prune's
+/// transaction): every hour that held a pruned event (its `first_seq` is
+/// at most `through`) is recomputed from the events left in it, or
+/// removed when none are left. A later `seq` may hold an earlier time, so
+/// the hours are found by their range, not by time.
+pub fn after_prune(conn: &Connection, through: i64, location: &str) -> Result<()> {
+    let db = |e| StoreError::backend(location, "recomputing the seq ranges after a prune", e);
+    let touched = conn
+        .prepare("select hour from seq_hours where first_seq <= ?1")
+        .and_then(|mut s| {
+            s.query_map([through], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db)?;
+    let mut delete = conn
+        .prepare_cached("delete from seq_hours where hour = ?1")
+        .map_err(db)?;
+    // The hour's events through the time index: the hour at a prune's
+    // edge holds an hour of events at most.
+    let mut recompute = conn
+        .prepare_cached(
+            "insert into seq_hours (hour, first_seq, last_seq) \
+             select ?1, min(seq), max(seq) from events \
+             where captured_at >= ?2 and captured_at < ?3 having count(*) > 0",
+        )
+        .map_err(db)?;
+    for hour in touched {
+        delete.execute([hour]).map_err(db)?;
+        let start = hour.saturating_mul(HOUR_US);
+        let end = hour.saturating_add(1).saturating_mul(HOUR_US);
+        recompute.execute(params![hour, start, end]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Compares `seq_hours` with `expected`, the ranges of the events `verify`
+/// walked (`first..=last`). Events appended after the walk are added to
+/// what is expected, so an append beside verify is no mismatch. When the
+/// walk resumed after stored events (incremental verify), only the hours
+/// from the walk's earliest on are compared, with the earlier events in
+/// them added from their columns.
+pub fn check(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+    mut expected: Ranges,
+    location: &str,
+) -> Result<Vec<(i64, Mismatch)>> {
+    let db = |e| StoreError::backend(location, "reading the seq ranges of the hours", e);
+    // A store verified at an older version (before 16) has no summary:
+    // nothing there can mislead a search, and `pgtrail log` builds it.
+    let has_summary: bool = conn
+        .query_row(
+            "select count(*) > 0 from sqlite_schema where type = 'table' and name = 'seq_hours'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !has_summary {
+        return Ok(Vec::new());
+    }
+    let tx = conn.unchecked_transaction().map_err(db)?;
+    let ranges_of = |sql: &str, values: &[i64]| -> Result<Ranges> {
+        let mut statement = tx
+            .prepare(&format!(
+                "select {HOUR} as h, min(seq), max(seq) from events where {sql} group by h"
+            ))
+            .map_err(db)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?)))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        Ok(Ranges(rows))
+    };
+    expected.extend(ranges_of("seq > ?1", &[last])?);
+    let resumed: bool = tx
+        .query_row(
+            "select exists (select 1 from events where seq < ?1)",
+            [first],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let from_hour = if resumed {
+        let Some(&from_hour) = expected.0.keys().next() else {
+            return Ok(Vec::new()); // no event walked: no hour to compare
+        };
+        let older = ranges_of(
+            "seq < ?1 and captured_at >= ?2",
+            &[first, from_hour.saturating_mul(HOUR_US)],
+        )?;
+        expected.extend(older);
+        from_hour
+    } else {
+        i64::MIN
+    };
+    let stored = tx
+        .prepare("select hour, first_seq, last_seq from seq_hours where hour >= ?1 order by hour")
+        .and_then(|mut s| {
+            s.query_map([from_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<(i64, i64, i64)>>>()
+        })
+        .map_err(db)?;
+    tx.finish().map_err(db)?;
+    Ok(crate::seq_hours::compare(stored, expected, last))
+}
