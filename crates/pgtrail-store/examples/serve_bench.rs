@@ -5,7 +5,8 @@
 //! filled with a realistic mix: row changes over a few hundred tables,
 //! proxy statements (some failing), sessions and failed logins, a few
 //! DDL, a few hundred users, three databases, clients in a few networks,
-//! over 30 days.
+//! over 30 days (`--days N`: fewer make each day as full as a larger
+//! store's, to see a big store's windows without filling one).
 //!
 //! The load generator is this program: a small HTTP/1.1 client over
 //! tokio with keep-alive connections (one per concurrent client), so the
@@ -57,6 +58,9 @@ const PAGE: usize = 50;
 
 struct Args {
     events: usize,
+    /// The days the events span (30): fewer make each day as full as a
+    /// larger store's (1M over 3 days: a day as full as 10M over 30).
+    days: i64,
     rounds: usize,
     backends: Vec<String>,
     seconds: u64,
@@ -71,6 +75,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         events: 1_000_000,
+        days: 30,
         rounds: 3,
         backends: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
@@ -86,6 +91,7 @@ fn parse_args() -> Args {
         let mut value = || it.next().expect("flag value");
         match flag.as_str() {
             "--events" => args.events = value().parse().expect("--events N"),
+            "--days" => args.days = value().parse().expect("--days N"),
             "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
@@ -102,7 +108,8 @@ fn parse_args() -> Args {
             "--pgtrail" => args.pgtrail = PathBuf::from(value()),
             "--clients" => args.clients = value().parse().expect("--clients N"),
             other => panic!(
-                "unknown flag {other}; flags: --events N --rounds N --backends sqlite,postgres \
+                "unknown flag {other}; flags: --events N --days N (the span, 30) --rounds N \
+                 --backends sqlite,postgres \
                  --seconds N (throughput run) --clients N (throughput connections) \
                  --cache DIR (keep and reuse SQLite stores) --target http|store \
                  --pgtrail PATH (the binary to serve) --per-form \
@@ -137,8 +144,8 @@ fn client(rng: &mut Lcg) -> String {
 }
 
 /// Event `i` of `total`, the same whichever batch asks for it.
-fn event(i: usize, total: usize, now: DateTime<Utc>) -> Event {
-    let span_us = 30 * 86_400 * 1_000_000i64;
+fn event(i: usize, total: usize, days: i64, now: DateTime<Utc>) -> Event {
+    let span_us = days * 86_400 * 1_000_000i64;
     let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     rng.next();
     let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / total as i64);
@@ -220,12 +227,12 @@ fn event(i: usize, total: usize, now: DateTime<Utc>) -> Event {
 }
 
 /// Fills `store` with `total` events; returns events/s.
-async fn fill(store: &dyn Store, total: usize, now: DateTime<Utc>) -> f64 {
+async fn fill(store: &dyn Store, total: usize, days: i64, now: DateTime<Utc>) -> f64 {
     let start = Instant::now();
     let mut last_report = Instant::now();
     for first in (0..total).step_by(BATCH) {
         let events: Vec<Event> = (first..(first + BATCH).min(total))
-            .map(|i| event(i, total, now))
+            .map(|i| event(i, total, days, now))
             .collect();
         store.append(&events).await.expect("append");
         if last_report.elapsed() > Duration::from_secs(30) {
@@ -595,6 +602,32 @@ fn search_of_form(rng: &mut Lcg, form: u64, now: DateTime<Utc>) -> String {
     absolute(&q, now)
 }
 
+/// How many forms [`sparse_form`] has.
+#[cfg(feature = "bench-internals")]
+const SPARSE_FORMS: u64 = 7;
+
+/// A search whose time window holds fewer matches than a page (a rare
+/// filter, a quiet window, the oldest day, a window past the newest
+/// event): a walk newest first that cannot stop at the window's start
+/// reads on to the chain's start (SQLite schema 16 bounds it by
+/// `seq_hours`). At 1M events over 30 days each holds 0 to ~30 matches.
+#[cfg(feature = "bench-internals")]
+fn sparse_form(rng: &mut Lcg, form: u64, now: DateTime<Utc>) -> String {
+    let user = format!("user{:03}@example.com", rng.below(USERS));
+    let (_, table) = table_name(rng.below(TABLES));
+    let later = (now + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let q = match form {
+        0 => format!("table:{table} op:delete since:1d"),
+        1 => "failed since:2h".into(),
+        2 => "db_user:etl kind:ddl since:1d".into(),
+        3 => "kind:session failed since:1d".into(),
+        4 => format!("user:{user} op:delete since:1d"),
+        5 => "op:delete until:29d".into(),
+        _ => format!("since:{later}"),
+    };
+    absolute(&q, now)
+}
+
 /// `q` with each `since:`/`until:` value written as an RFC 3339 time.
 fn absolute(q: &str, now: DateTime<Utc>) -> String {
     q.split(' ')
@@ -788,8 +821,12 @@ async fn measure_throughput(
     }
 }
 
-/// Each form of search on its own: p50, p95 and p99 of 30 runs.
-async fn per_form(t: &dyn Target, now: DateTime<Utc>) {
+/// Each form of search on its own: p50, p95 and p99 of 30 runs. In
+/// process on SQLite with `bench-internals`, also the windows that hold
+/// fewer matches than a page, each search once with its walks bounded by
+/// `seq_hours` and once without (as schema 15 read), the order
+/// alternating.
+async fn per_form(t: &dyn Target, now: DateTime<Utc>, in_process_sqlite: bool) {
     println!("| search form (example) | p50 ms | p95 ms | p99 ms |");
     println!("| --- | --- | --- | --- |");
     for form in 0..SEARCH_FORMS {
@@ -805,6 +842,46 @@ async fn per_form(t: &dyn Target, now: DateTime<Utc>) {
         println!(
             "| `{example}` | {:.2} | {:.2} | {:.2} |",
             l.p50, l.p95, l.p99
+        );
+    }
+    #[cfg(feature = "bench-internals")]
+    if in_process_sqlite {
+        sparse_windows(t, now).await;
+    }
+    #[cfg(not(feature = "bench-internals"))]
+    let _ = in_process_sqlite;
+}
+
+/// [`per_form`]'s second table: [`sparse_form`]s with and without `seq_hours`.
+#[cfg(feature = "bench-internals")]
+async fn sparse_windows(t: &dyn Target, now: DateTime<Utc>) {
+    println!();
+    println!("| window with few matches (example) | matches | without seq_hours p50 / p95 ms | with p50 / p95 ms |");
+    println!("| --- | --- | --- | --- |");
+    for form in 0..SPARSE_FORMS {
+        let mut rng = Lcg(7 + form);
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        let (mut example, mut matches) = (String::new(), 0);
+        for i in 0..20 {
+            let q = sparse_form(&mut rng, form, now);
+            for bounded in [i % 2 == 0, i % 2 != 0] {
+                pgtrail_store::sqlite::read_seq_hours_for_bench(bounded);
+                let start = Instant::now();
+                matches = t.search_page(&q).await;
+                let took = start.elapsed();
+                if bounded {
+                    with.push(took)
+                } else {
+                    without.push(took)
+                }
+            }
+            example = q;
+        }
+        pgtrail_store::sqlite::read_seq_hours_for_bench(true);
+        let (a, b) = (latency(&mut without), latency(&mut with));
+        println!(
+            "| `{example}` | {matches} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            a.p50, a.p95, b.p50, b.p95
         );
     }
 }
@@ -961,7 +1038,7 @@ async fn measure(
         (Arc::new(StoreTarget { store, now }), None)
     };
     if args.per_form {
-        per_form(&*target, now).await;
+        per_form(&*target, now, !args.http && backend == "sqlite").await;
         return;
     }
     let figures = rounds(target, args, now, server_pid).await;
@@ -976,9 +1053,13 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
     let scratch = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let dir = args.cache.clone().unwrap_or_else(|| scratch.path().into());
     std::fs::create_dir_all(&dir).expect("cache directory");
-    let path = dir.join(format!("serve-{}.db", args.events));
+    let name = match args.days {
+        30 => format!("serve-{}.db", args.events),
+        days => format!("serve-{}-{days}d.db", args.events),
+    };
+    let path = dir.join(&name);
     // Written once the fill finished: a file without it is refilled.
-    let done = dir.join(format!("serve-{}.db.done", args.events));
+    let done = dir.join(format!("{name}.done"));
     if path.exists() && !done.exists() {
         eprintln!("sqlite: {} was not finished; filling again", path.display());
         for suffix in ["", "-wal", "-shm"] {
@@ -1005,7 +1086,7 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
             args.events,
             path.display()
         );
-        let rate = fill(&store, args.events, now).await;
+        let rate = fill(&store, args.events, args.days, now).await;
         std::fs::write(&done, "").expect("mark the fill done");
         Some(rate)
     };
@@ -1040,7 +1121,7 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         .await
         .expect("partitions");
     eprintln!("postgres: filling {} events", args.events);
-    let fill_rate = fill(&store, args.events, now).await;
+    let fill_rate = fill(&store, args.events, args.days, now).await;
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect");

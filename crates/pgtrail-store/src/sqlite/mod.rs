@@ -36,6 +36,8 @@ mod query;
 mod raw;
 mod schema;
 mod seq_hours;
+#[cfg(feature = "bench-internals")]
+pub use seq_hours::read_for_bench as read_seq_hours_for_bench;
 pub use seq_hours::RECOUNT_SEQ_HOURS;
 mod stored;
 mod tree;

@@ -356,10 +356,28 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
         newest,
     } = *walk;
     let mut c = Conditions::default();
+    let mut seqs = match window {
+        Window::Seqs(first, last) => Some((first, last)),
+        Window::Unbounded | Window::Empty => None,
+    };
     if let Some(n) = newest {
         // The matches among the newest `n` events: when there are `limit`
-        // of them, they are the newest `limit` matches of all.
-        c.require(format!("events.seq > (select max(seq) from events) - {n}"));
+        // of them, they are the newest `limit` matches of all. With a
+        // window, one lower bound, the greater: SQLite seeks the rowid to
+        // one of two and only checks the other.
+        let newest = format!("(select max(seq) from events) - {n}");
+        match seqs.take() {
+            Some((first, last)) => {
+                let (first, last) = (
+                    c.param(Value::Integer(first)),
+                    c.param(Value::Integer(last)),
+                );
+                c.require(format!(
+                    "events.seq > max({newest}, {first} - 1) and events.seq <= {last}"
+                ));
+            }
+            None => c.require(format!("events.seq > {newest}")),
+        }
     }
     let by_addr = addrs.filter(|_| filter.client_addr.is_some());
     let by_database = by_addr.is_none() && database_drives(filter);
@@ -374,14 +392,10 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
     let plus = if keyed { "+" } else { "" };
     // An address's or a backend's index holds the time after the key: its
     // walks read only a window. Otherwise a window is read as its `seq`
-    // range, unless through the time index.
-    let seqs = match window {
-        Window::Seqs(first, last) => Some((first, last)),
-        Window::Unbounded | Window::Empty => None,
-    };
+    // range.
     let time_plus = if by_addr.is_some() || filter.backend_pid.is_some() {
         ""
-    } else if keyed || seqs.is_some() {
+    } else if keyed || window != Window::Unbounded {
         "+"
     } else {
         ""
