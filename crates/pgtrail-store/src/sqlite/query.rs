@@ -421,8 +421,18 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
                     Some(schema) => format!(" and {column} = {schema}"),
                     None => String::new(),
                 };
+                // The window's range inside the list too: without it the
+                // list holds every statement on the table since the start.
+                let in_window = match seqs {
+                    Some((first, last)) => format!(
+                        " and seq between {} and {}",
+                        c.param(Value::Integer(first)),
+                        c.param(Value::Integer(last))
+                    ),
+                    None => String::new(),
+                };
                 let by_object = format!(
-                    "seq in (select seq from events_objects where table_name = {name}{})",
+                    "seq in (select seq from events_objects where table_name = {name}{}{in_window})",
                     in_schema("schema_name")
                 );
                 if keyed {
@@ -911,6 +921,14 @@ mod tests {
                 &[
                     "USING INDEX events_table (table_name=? AND rowid>? AND rowid<?)",
                     "events_objects USING PRIMARY KEY (table_name=?",
+                ],
+            ),
+            (
+                "table:public.t_078 since:1d",
+                &[
+                    "USING INDEX events_table (table_name=? AND rowid>? AND rowid<?)",
+                    "events_objects USING PRIMARY KEY \
+                     (table_name=? AND schema_name=? AND seq>? AND seq<?)",
                 ],
             ),
             (
