@@ -41,6 +41,8 @@ struct Args {
     drop_indexes: Vec<String>,
     /// Price the facet counts by the hour (SQLite schema 9, Postgres 11) instead.
     facet_cost: bool,
+    /// Price SQLite's `seq_hours` (schema 16) instead.
+    seq_hours_cost: bool,
     /// `--migrate FILE`: open the SQLite store FILE (migrating it to this
     /// build's schema) and print the time and CPU that took, instead.
     migrate: Option<String>,
@@ -63,6 +65,7 @@ fn parse_args() -> Args {
         skip_sealed: false,
         drop_indexes: Vec::new(),
         facet_cost: false,
+        seq_hours_cost: false,
         migrate: None,
     };
     let mut it = std::env::args().skip(1);
@@ -77,13 +80,14 @@ fn parse_args() -> Args {
             "--json" => args.json_out = Some(value()),
             "--skip-plain" => args.skip_plain = true,
             "--facet-cost" => args.facet_cost = true,
+            "--seq-hours-cost" => args.seq_hours_cost = true,
             "--migrate" => args.migrate = Some(value()),
             "--hash-v1" => HASH_V1.store(true, std::sync::atomic::Ordering::Relaxed),
             "--skip-sealed" => args.skip_sealed = true,
             "--drop-index" => {
                 args.drop_indexes = value().split(',').map(String::from).collect()
             }
-            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --hash-v1 --migrate FILE"),
+            other => panic!("unknown flag {other}; flags: --events N --rounds N --big-sqlite N --batch N --backends sqlite,postgres --json FILE --skip-plain --skip-sealed --drop-index NAME,... --facet-cost --seq-hours-cost --hash-v1 --migrate FILE"),
         }
     }
     args
@@ -873,30 +877,60 @@ fn print(all: &[Figures]) {
     }
 }
 
-/// Appends with and without the facet counts by the hour (SQLite schema
-/// 9, Postgres schema 11), alternating rounds on fresh stores of each
-/// backend asked for: what the summary costs ingest.
+/// A summary the append keeps beside the events, priced by [`summary_cost`].
 #[cfg(feature = "bench-internals")]
-async fn facet_cost(args: &Args, now: DateTime<Utc>) {
+#[derive(Clone, Copy)]
+enum Summary {
+    /// The facet counts by the hour (SQLite schema 9, Postgres schema 11).
+    Facets,
+    /// The `seq` range of each hour (SQLite schema 16).
+    SeqHours,
+}
+
+#[cfg(feature = "bench-internals")]
+impl Summary {
+    fn name(self) -> &'static str {
+        match self {
+            Summary::Facets => "facet_hours",
+            Summary::SeqHours => "seq_hours",
+        }
+    }
+
+    /// Appends of this process keep the summary on `backend`, or not.
+    fn keep(self, backend: &str, on: bool) {
+        match (self, backend) {
+            (Summary::Facets, "postgres") => pgtrail_store::postgres::count_for_bench(on),
+            (Summary::Facets, _) => pgtrail_store::sqlite::count_for_bench(on),
+            (Summary::SeqHours, "postgres") => {
+                panic!("--seq-hours-cost prices SQLite's seq_hours: --backends sqlite")
+            }
+            (Summary::SeqHours, _) => pgtrail_store::sqlite::keep_seq_hours_for_bench(on),
+        }
+    }
+}
+
+/// Appends with and without `summary`, alternating rounds on fresh stores
+/// of each backend asked for: what the summary costs ingest, in events/s
+/// and in this process's CPU per event inside `append`.
+#[cfg(feature = "bench-internals")]
+async fn summary_cost(args: &Args, now: DateTime<Utc>, summary: Summary) {
     let (total, rounds, batch) = (args.events, args.rounds, args.batch);
     for backend in &args.backends {
         let cluster = (backend == "postgres").then(cluster::durable);
         let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut cpu_with, mut cpu_without) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             for side in 0..2 {
                 let counting = (side + round) % 2 == 0;
+                summary.keep(backend, counting);
                 let dir = tempdir();
                 let store: Box<dyn Store> = match &cluster {
-                    None => {
-                        pgtrail_store::sqlite::count_for_bench(counting);
-                        Box::new(
-                            pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
-                                .await
-                                .expect("open"),
-                        )
-                    }
+                    None => Box::new(
+                        pgtrail_store::sqlite::SqliteStore::open(&dir.path().join("trail.db"))
+                            .await
+                            .expect("open"),
+                    ),
                     Some(cluster) => {
-                        pgtrail_store::postgres::count_for_bench(counting);
                         let url = cluster.create_database("facets").await.expect("db");
                         Box::new(
                             pgtrail_store::postgres::PostgresStore::connect(&url)
@@ -905,24 +939,41 @@ async fn facet_cost(args: &Args, now: DateTime<Utc>) {
                         )
                     }
                 };
-                let (rate, _) = ingest(store.as_ref(), total, batch, now).await;
+                let (rate, cpu) = ingest(store.as_ref(), total, batch, now).await;
+                let cpu_us = cpu * 1e6 / total as f64;
                 eprintln!(
-                    "  {backend} round {}: {} facet counts {rate:.0} events/s",
+                    "  {backend} round {}: {} {} {rate:.0} events/s, {cpu_us:.1} µs CPU/event, load {}",
                     round + 1,
-                    if counting { "with" } else { "without" }
+                    if counting { "with" } else { "without" },
+                    summary.name(),
+                    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
                 );
                 if counting { &mut with } else { &mut without }.push(rate);
+                if counting {
+                    &mut cpu_with
+                } else {
+                    &mut cpu_without
+                }
+                .push(cpu_us);
             }
         }
-        pgtrail_store::sqlite::count_for_bench(true);
-        pgtrail_store::postgres::count_for_bench(true);
+        summary.keep(backend, true);
+        let name = summary.name();
         let ratios: Vec<f64> = without.iter().zip(&with).map(|(a, b)| a / b).collect();
         println!("{backend} ingest, {total} events, {rounds} rounds (median, min–max):");
-        println!("| side | sealed events/s |");
-        println!("| --- | --- |");
-        println!("| without facet_hours | {} |", spread(&without, 0));
-        println!("| with facet_hours | {} |", spread(&with, 0));
-        println!("| cost (without ÷ with) | {} |", spread(&ratios, 2));
+        println!("| side | sealed events/s | µs CPU/event in append |");
+        println!("| --- | --- | --- |");
+        println!(
+            "| without {name} | {} | {} |",
+            spread(&without, 0),
+            spread(&cpu_without, 1)
+        );
+        println!(
+            "| with {name} | {} | {} |",
+            spread(&with, 0),
+            spread(&cpu_with, 1)
+        );
+        println!("| cost (without ÷ with) | {} | |", spread(&ratios, 2));
     }
 }
 
@@ -948,11 +999,20 @@ async fn main() {
         );
         return;
     }
-    if args.facet_cost {
+    if args.facet_cost || args.seq_hours_cost {
         #[cfg(feature = "bench-internals")]
-        facet_cost(&args, now).await;
+        summary_cost(
+            &args,
+            now,
+            if args.facet_cost {
+                Summary::Facets
+            } else {
+                Summary::SeqHours
+            },
+        )
+        .await;
         #[cfg(not(feature = "bench-internals"))]
-        panic!("--facet-cost needs the bench-internals feature (bench/store/run --facet-cost builds it)");
+        panic!("--facet-cost and --seq-hours-cost need the bench-internals feature (bench/store/run builds it)");
         #[allow(unreachable_code)]
         return;
     }

@@ -36,9 +36,11 @@ mod query;
 mod raw;
 mod schema;
 mod seq_hours;
-#[cfg(feature = "bench-internals")]
-pub use seq_hours::read_for_bench as read_seq_hours_for_bench;
 pub use seq_hours::RECOUNT_SEQ_HOURS;
+#[cfg(feature = "bench-internals")]
+pub use seq_hours::{
+    keep_for_bench as keep_seq_hours_for_bench, read_for_bench as read_seq_hours_for_bench,
+};
 mod stored;
 mod tree;
 mod wal;

@@ -32,9 +32,25 @@ select case when captured_at >= 0 then captured_at / 3600000000
        min(seq), max(seq)
 from events group by h;";
 
+/// Whether appends keep the summary: always, except in `bench/store`,
+/// which builds with the `bench-internals` feature to price it (a store
+/// written without it fails verify, as it should).
+#[cfg(feature = "bench-internals")]
+static KEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For `bench/store` only: appends of this process keep `seq_hours` or not.
+#[cfg(feature = "bench-internals")]
+pub fn keep_for_bench(on: bool) {
+    KEEPING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Widens the stored hours by a batch's `ranges`, inside the caller's
 /// transaction: one statement per hour the batch touched.
 pub fn write(conn: &Connection, ranges: &Ranges, location: &str) -> Result<()> {
+    #[cfg(feature = "bench-internals")]
+    if !KEEPING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let db = |e| StoreError::backend(location, "recording the seq range of an hour", e);
     let mut upsert = conn.prepare_cached(UPSERT).map_err(db)?;
     for (hour, (first, last)) in &ranges.0 {
