@@ -1418,6 +1418,19 @@ async fn append_throughput() {
 
 /// Facets of `store` over `filter`, counted from the events (a filter the
 /// summary cannot answer: a role no event has is left out).
+/// What verify says after `tamper`: it fails, every problem in an index
+/// (a summary beside the events), and these are the sentences.
+async fn index_problems(store: &SqliteStore, tamper: &str) -> Vec<String> {
+    let report = verify(store, None).await.expect("verify");
+    let details: Vec<String> = report.problems.iter().map(|p| p.detail.clone()).collect();
+    assert!(!report.ok(), "{tamper}");
+    assert!(
+        report.problems.iter().all(|p| p.kind == ProblemKind::Index),
+        "{tamper}: {details:?}"
+    );
+    details
+}
+
 async fn facets_from_events(store: &SqliteStore, filter: &Filter) -> pgtrail_core::search::Facets {
     let mut f = filter.clone();
     f.not_user = Some("nobody at all".into());
@@ -1505,13 +1518,7 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         ),
     ] {
         report_of(tamper);
-        let report = verify(&store, None).await.expect("verify");
-        let details: Vec<String> = report.problems.iter().map(|p| p.detail.clone()).collect();
-        assert!(!report.ok(), "{tamper}");
-        assert!(
-            report.problems.iter().all(|p| p.kind == ProblemKind::Index),
-            "{details:?}"
-        );
+        let details = index_problems(&store, tamper).await;
         assert!(details.iter().any(|d| d.contains(says)), "{tamper}: {details:?}");
         report_of("delete from facet_hours; insert into facet_hours select * from saved");
         assert!(verify(&store, None).await.expect("verify").ok());
@@ -1643,13 +1650,7 @@ async fn seq_ranges_by_the_hour_are_filled_kept_pruned_and_verified() {
             .filter(|s| !found.contains(s))
             .collect();
         assert_eq!(missed, hidden, "{tamper}");
-        let report = verify(&store, None).await.expect("verify");
-        let details: Vec<String> = report.problems.iter().map(|p| p.detail.clone()).collect();
-        assert!(!report.ok(), "{tamper}");
-        assert!(
-            report.problems.iter().all(|p| p.kind == ProblemKind::Index),
-            "{details:?}"
-        );
+        let details = index_problems(&store, &tamper).await;
         assert!(
             details.iter().any(|d| d.contains(&says)),
             "{tamper}: {details:?}"

@@ -82,14 +82,9 @@ pub fn all(conn: &Connection, location: &str) -> Result<Vec<Checkpoint>> {
 
 /// The store's random id (schema 7 on); `None` in an older store.
 pub fn store_id(conn: &Connection, location: &str) -> Result<Option<String>> {
-    let has_table: i64 = conn
-        .query_row(
-            "select count(*) from sqlite_schema where type = 'table' and name = 'store_identity'",
-            [],
-            |r| r.get(0),
-        )
+    let has_table = super::schema::has_table(conn, "store_identity")
         .map_err(|e| StoreError::backend(location, "looking for the store's id", e))?;
-    if has_table == 0 {
+    if !has_table {
         return Ok(None);
     }
     conn.query_row("select id from store_identity", [], |r| r.get(0))

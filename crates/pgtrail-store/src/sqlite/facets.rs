@@ -204,14 +204,7 @@ pub fn check(
     location: &str,
 ) -> Result<Vec<(i64, Mismatch)>> {
     let db = |e| StoreError::backend(location, "reading the facet counts", e);
-    let has_summary: bool = conn
-        .query_row(
-            "select count(*) > 0 from sqlite_schema where type = 'table' and name = 'facet_hours'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    if !has_summary {
+    if !super::schema::has_table(conn, "facet_hours").map_err(db)? {
         return Ok(Vec::new());
     }
     let tx = conn.unchecked_transaction().map_err(db)?;
@@ -237,14 +230,7 @@ pub fn check(
     }
     // Events stored before the walk's first (an incremental walk): their
     // rows in the walk's hours, as the summary counted them.
-    let resumed: bool = tx
-        .query_row(
-            "select exists (select 1 from events where seq < ?1)",
-            [first],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    let from_hour = if resumed {
+    let from_hour = if super::stored::walk_resumed(&tx, first).map_err(db)? {
         match expected.keys().map(|(hour, _, _)| *hour).min() {
             Some(hour) => Some(hour),
             // No event walked: no hour to compare.

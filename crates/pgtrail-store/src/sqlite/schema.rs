@@ -578,11 +578,15 @@ fn current_version(conn: &Connection, location: &str) -> Result<i64> {
 }
 
 fn has_migrations_table(conn: &Connection, location: &str) -> Result<bool> {
-    conn.query_row(
-        "select count(*) from sqlite_schema where type = 'table' and name = 'pgtrail_migrations'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-    .map_err(|e| StoreError::backend(location, "looking for the migrations table", e))
+    has_table(conn, "pgtrail_migrations")
+        .map_err(|e| StoreError::backend(location, "looking for the migrations table", e))
+}
+
+/// Whether the file has the table `name`: a store verified at the version
+/// it has (never migrated) may be older than the table.
+pub fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "select count(*) > 0 from sqlite_schema where type = 'table' and name = ?1",
+    )?
+    .query_row([name], |r| r.get(0))
 }

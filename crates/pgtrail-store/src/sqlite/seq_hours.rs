@@ -165,14 +165,7 @@ pub fn check(
     let db = |e| StoreError::backend(location, "reading the seq ranges of the hours", e);
     // A store verified at an older version (before 16) has no summary:
     // nothing there can mislead a search, and `pgtrail log` builds it.
-    let has_summary: bool = conn
-        .query_row(
-            "select count(*) > 0 from sqlite_schema where type = 'table' and name = 'seq_hours'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    if !has_summary {
+    if !super::schema::has_table(conn, "seq_hours").map_err(db)? {
         return Ok(Vec::new());
     }
     let tx = conn.unchecked_transaction().map_err(db)?;
@@ -192,14 +185,7 @@ pub fn check(
         Ok(Ranges(rows))
     };
     expected.extend(ranges_of("seq > ?1", &[last])?);
-    let resumed: bool = tx
-        .query_row(
-            "select exists (select 1 from events where seq < ?1)",
-            [first],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    let from_hour = if resumed {
+    let from_hour = if super::stored::walk_resumed(&tx, first).map_err(db)? {
         let Some(&from_hour) = expected.0.keys().next() else {
             return Ok(Vec::new()); // no event walked: no hour to compare
         };

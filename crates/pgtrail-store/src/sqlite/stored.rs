@@ -388,12 +388,7 @@ fn compare_fts(
     let mut outside: Option<i64> = None;
     // A walk that resumed after stored events (incremental verify) leaves
     // their words to the run that checked them.
-    let resumed: bool = conn
-        .query_row(
-            "select exists (select 1 from events where seq < ?1)",
-            [first],
-            |r| r.get(0),
-        )
+    let resumed = walk_resumed(conn, first)
         .map_err(|e| StoreError::backend(location, "reading the chain's start", e))?;
     for_each_word(
         conn,
@@ -499,6 +494,17 @@ pub fn expected_facets(page: &[StoredEvent]) -> super::facets::Counts {
     counts
 }
 
+/// Whether events before `first` are stored: a verify walk that starts at
+/// `first` then resumed after them (incremental verify), and leaves what
+/// concerns them to the run that checked them.
+pub fn walk_resumed(conn: &Connection, first: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "select exists (select 1 from events where seq < ?1)",
+        [first],
+        |r| r.get(0),
+    )
+}
+
 /// The `seq` range of each hour the events of one page were captured in,
 /// as `seq_hours` should hold it.
 pub fn expected_seq_hours(page: &[StoredEvent]) -> crate::seq_hours::Ranges {
@@ -522,14 +528,7 @@ pub fn check_objects(
     let db = |e| StoreError::backend(location, "reading the index of statements' objects", e);
     // A store verified at an older version (before 8) has no such index:
     // nothing there can mislead a reader, and `pgtrail log` builds it.
-    let has_index: bool = conn
-        .query_row(
-            "select count(*) > 0 from sqlite_schema where type = 'table' and name = 'events_objects'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
-    if !has_index {
+    if !super::schema::has_table(conn, "events_objects").map_err(db)? {
         return Ok(Vec::new());
     }
     let mut stored: std::collections::HashMap<i64, u64> = std::collections::HashMap::new();
@@ -537,13 +536,7 @@ pub fn check_objects(
     let mut outside = std::collections::BTreeSet::new();
     // A walk that resumed after stored events (incremental verify) leaves
     // their names to the run that checked them.
-    let resumed: bool = conn
-        .query_row(
-            "select exists (select 1 from events where seq < ?1)",
-            [first],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
+    let resumed = walk_resumed(conn, first).map_err(db)?;
     {
         let mut names = conn
             .prepare("select table_name, schema_name, seq from events_objects")

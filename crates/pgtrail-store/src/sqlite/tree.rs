@@ -215,12 +215,8 @@ fn newest_prune_frontier(conn: &Connection, location: &str) -> Result<Option<Fro
 /// Whether the store has the table (a store opened for verify is read at
 /// the schema it has, perhaps older than version 12).
 fn has_table(conn: &Connection, location: &str) -> Result<bool> {
-    conn.prepare_cached(
-        "select count(*) from sqlite_schema where type = 'table' and name = 'tree_nodes'",
-    )
-    .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-    .map(|n| n > 0)
-    .map_err(|e| StoreError::backend(location, "looking for the Merkle tree's nodes", e))
+    super::schema::has_table(conn, "tree_nodes")
+        .map_err(|e| StoreError::backend(location, "looking for the Merkle tree's nodes", e))
 }
 
 fn as_i64(n: u64) -> i64 {
