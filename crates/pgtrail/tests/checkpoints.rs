@@ -188,10 +188,14 @@ async fn run_signs_checkpoints_that_catch_removed_events() {
                  update chain_head set seq = 22, hash = (select hash from events where seq = 22);",
             )
             .expect("tamper with the copy");
-        // The facet counts are recounted too, as a careful attacker would.
+        // The facet counts and the hours' seq ranges are recounted too,
+        // as a careful attacker would.
         unsigned
             .execute_batch(pgtrail_store::sqlite::RECOUNT_FACETS)
             .expect("recount the copy's facets");
+        unsigned
+            .execute_batch(pgtrail_store::sqlite::RECOUNT_SEQ_HOURS)
+            .expect("recount the copy's seq ranges");
         db.execute("delete from events where seq > 22", [])
             .expect("tamper");
     }

@@ -343,9 +343,10 @@ struct Walk<'a> {
 /// limit. The window's own `captured_at` condition still decides, off the
 /// index (`+`), except where an index holds the time after its key
 /// (`ip:`, a backend). Facets and activity (bound 200,000) read a
-/// window's range of the chain newest first too: measured at 1M events,
-/// that read `since:2h` in 5.6 ms where the time index and a sort took
-/// 13 ms (bench/README.md, session 15), and no form read slower.
+/// window's range of the chain newest first too, where schema 15 read the
+/// time index and sorted: measured at 1M events, no form read slower, and
+/// `since:2h` or a week in under half the time (bench/README.md, session
+/// 15).
 ///
 /// `newest`: only among the newest `n` events of the chain (a rowid
 /// range), the first look of a limited `ip:` search.
