@@ -25,7 +25,8 @@
 //!
 //! Stores are kept for the next run in `--cache DIR` (SQLite: one file per
 //! size; a file whose fill did not finish is refilled). Postgres runs in a
-//! throwaway cluster and is filled each run.
+//! throwaway cluster and is filled each run, or with `--pg-dir DIR` in a
+//! cluster kept in DIR whose filled database is reused (and migrated).
 //!
 //! Run through `bench/serve/run` (release build).
 
@@ -61,6 +62,7 @@ struct Args {
     backends: Vec<String>,
     seconds: u64,
     cache: Option<PathBuf>,
+    pg_dir: Option<PathBuf>,
     per_form: bool,
     throughput_only: bool,
     http: bool,
@@ -75,6 +77,7 @@ fn parse_args() -> Args {
         backends: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
         cache: None,
+        pg_dir: None,
         per_form: false,
         throughput_only: false,
         http: true,
@@ -90,6 +93,7 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
             "--cache" => args.cache = Some(PathBuf::from(value())),
+            "--pg-dir" => args.pg_dir = Some(PathBuf::from(value())),
             "--per-form" => args.per_form = true,
             "--throughput-only" => args.throughput_only = true,
             "--target" => {
@@ -104,7 +108,8 @@ fn parse_args() -> Args {
             other => panic!(
                 "unknown flag {other}; flags: --events N --rounds N --backends sqlite,postgres \
                  --seconds N (throughput run) --clients N (throughput connections) \
-                 --cache DIR (keep and reuse SQLite stores) --target http|store \
+                 --cache DIR (keep and reuse SQLite stores) \
+                 --pg-dir DIR (keep and reuse the Postgres cluster) --target http|store \
                  --pgtrail PATH (the binary to serve) --per-form \
                  --throughput-only (skip the latencies: for A/B runs and profiles)"
             ),
@@ -1024,6 +1029,8 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
 
 async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
     let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
+        // Kept in --pg-dir (and reused) when given, else a throwaway one.
+        data_dir: args.pg_dir.clone(),
         settings: [("shared_buffers", "1GB"), ("max_wal_size", "4GB")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1031,16 +1038,35 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         ..Default::default()
     })
     .expect("cluster");
-    let url = cluster.create_database("serve").await.expect("database");
+    // The database's name, written once its fill finished.
+    let done = args
+        .pg_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("serve-{}.database", args.events)));
+    let filled = done.as_ref().and_then(|d| std::fs::read_to_string(d).ok());
+    let url = match &filled {
+        Some(db) => cluster.url(db.trim()),
+        None => cluster.create_database("serve").await.expect("database"),
+    };
+    // Connecting migrates a reused store to this build's schema.
+    let opened = Instant::now();
     let store = pgtrail_store::postgres::PostgresStore::connect(&url)
         .await
         .expect("open");
-    store
-        .prepare_until(now + chrono::Duration::days(1))
-        .await
-        .expect("partitions");
-    eprintln!("postgres: filling {} events", args.events);
-    let fill_rate = fill(&store, args.events, now).await;
+    let fill_rate = if filled.is_some() {
+        eprintln!(
+            "postgres: reusing {url} (opened and migrated in {:.1} s)",
+            opened.elapsed().as_secs_f64()
+        );
+        None
+    } else {
+        store
+            .prepare_until(now + chrono::Duration::days(1))
+            .await
+            .expect("partitions");
+        eprintln!("postgres: filling {} events", args.events);
+        Some(fill(&store, args.events, now).await)
+    };
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -1049,13 +1075,17 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         .batch_execute("vacuum analyze pgtrail.events")
         .await
         .expect("analyze");
+    if let (Some(done), None) = (&done, &filled) {
+        let db = url.rsplit('/').next().expect("a database in the url");
+        std::fs::write(done, db).expect("mark the fill done");
+    }
     let scratch = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     measure(
         "postgres",
         Arc::new(store),
         &url,
         args,
-        Some(fill_rate),
+        fill_rate,
         now,
         scratch.path(),
     )

@@ -234,11 +234,13 @@ async fn signed_head_checkpoint_catches_a_rewritten_tail() {
         .await
         .expect("hash of 5")
         .get(0);
-    // A careful attacker recounts the facet summary too.
+    // A careful attacker recounts the facet summary and the hours' ranges
+    // too.
     client
         .batch_execute(&format!(
-            "delete from pgtrail.events where seq > 5; {}",
-            pgtrail_store::postgres::RECOUNT_FACETS
+            "delete from pgtrail.events where seq > 5; {} {}",
+            pgtrail_store::postgres::RECOUNT_FACETS,
+            pgtrail_store::postgres::RECOMPUTE_SEQ_HOURS
         ))
         .await
         .expect("delete tail");
@@ -1557,7 +1559,7 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
     raw(&url)
         .await
         .batch_execute(
-            "drop table pgtrail.facet_hours; \
+            "drop table pgtrail.facet_hours, pgtrail.seq_hours; \
              drop index pgtrail.events_table_seq_idx, pgtrail.events_app_user_seq_idx, \
                  pgtrail.events_db_user_seq_idx; \
              delete from pgtrail.schema_migrations where version >= 11",

@@ -181,7 +181,8 @@ pub(super) async fn count_events(
     client: &impl GenericClient,
     filter: &Filter,
 ) -> Result<(Vec<(String, String, u64)>, bool), tokio_postgres::Error> {
-    let q = query::facets(filter);
+    let window = super::seq_hours::window(client, filter).await?;
+    let q = query::facets(filter, window);
     let rows = client.query(&q.sql, &q.params()).await?;
     let mut counts = Vec::with_capacity(rows.len());
     for row in &rows {
