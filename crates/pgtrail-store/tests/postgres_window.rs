@@ -123,9 +123,12 @@ async fn scanned(store: &dyn Store, filter: &Filter) -> Vec<i64> {
         .collect()
 }
 
+/// A time window, `(since, until)`.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Windows: hour-aligned and not, open at either end, inside one hour, over
 /// the imported history only, empty and inverted.
-fn windows() -> Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+fn windows() -> Vec<Window> {
     let at = |minutes: i64| Some(start() + Duration::minutes(minutes));
     vec![
         (at(0), None),
