@@ -1034,7 +1034,8 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
     let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
         // Kept in --pg-dir (and reused) when given, else a throwaway one.
         data_dir: args.pg_dir.clone(),
-        settings: [("shared_buffers", "1GB"), ("max_wal_size", "4GB")]
+        // 1 GB of WAL at most: a 10M store is ~11 GB, and the disk is shared.
+        settings: [("shared_buffers", "1GB"), ("max_wal_size", "1GB")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
