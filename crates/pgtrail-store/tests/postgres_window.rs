@@ -14,6 +14,7 @@ use pgtrail_store::{verify, ProblemKind, Store};
 use pgtrail_testkit::Cluster;
 
 use crate::postgres::raw;
+use crate::postgres_keyed::seqs;
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, 20, 0, 0)
@@ -88,16 +89,6 @@ fn out_of_order_batches() -> Vec<Vec<Event>> {
         .collect();
     batches.push(import);
     batches
-}
-
-async fn seqs(store: &dyn Store, filter: &Filter) -> Vec<i64> {
-    store
-        .query(filter)
-        .await
-        .unwrap_or_else(|e| panic!("{filter:?}: {e}"))
-        .iter()
-        .map(|e| e.seq.unwrap_or(-1))
-        .collect()
 }
 
 /// What a full scan answers for `filter`: the same search without its time
@@ -186,9 +177,8 @@ fn forms() -> Vec<Filter> {
     ]
 }
 
-async fn store_with_events(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
-    let url = cluster.create_database(name).await.expect("database");
-    let store = PostgresStore::connect(&url).await.expect("store");
+/// Appends [`out_of_order_batches`] to `store`, into monthly partitions.
+async fn append_out_of_order(store: &PostgresStore) {
     store
         .prepare_until(start() + Duration::days(5))
         .await
@@ -196,6 +186,12 @@ async fn store_with_events(cluster: &Cluster, name: &str) -> (PostgresStore, Str
     for batch in out_of_order_batches() {
         store.append(&batch).await.expect("append");
     }
+}
+
+async fn store_with_events(cluster: &Cluster, name: &str) -> (PostgresStore, String) {
+    let url = cluster.create_database(name).await.expect("database");
+    let store = PostgresStore::connect(&url).await.expect("store");
+    append_out_of_order(&store).await;
     (store, url)
 }
 
@@ -360,13 +356,7 @@ async fn a_narrowed_hour_hides_an_event_and_verify_names_it() {
         .await
         .expect("roles");
     let store = PostgresStore::connect(&url).await.expect("migrates to 13");
-    store
-        .prepare_until(start() + Duration::days(5))
-        .await
-        .expect("partitions");
-    for batch in out_of_order_batches() {
-        store.append(&batch).await.expect("append");
-    }
+    append_out_of_order(&store).await;
     assert!(verify(&store, None).await.expect("verify").ok());
 
     // The reader searches a window through the table, and writes nothing.

@@ -14,7 +14,8 @@
 use pgtrail_core::Filter;
 use tokio_postgres::{GenericClient, Transaction};
 
-use crate::facet_hours::{self, HOUR_US};
+use super::facets::{compared_from, pruned_hours};
+use crate::facet_hours::HOUR_US;
 use crate::seq_hours::{compare, window_hours, Ranges};
 use crate::{Mismatch, StoredEvent};
 
@@ -127,16 +128,14 @@ pub(super) async fn after_prune(
     tx: &Transaction<'_>,
     newest: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let Some(newest) = newest else {
+    let Some((last_hour, below)) = pruned_hours(newest) else {
         return Ok(());
     };
-    let last_hour = facet_hours::hour(newest.timestamp_micros());
     tx.execute(
         "delete from pgtrail.seq_hours where hour <= $1",
         &[&last_hour],
     )
     .await?;
-    let below = chrono::DateTime::from_timestamp_micros((last_hour + 1).saturating_mul(HOUR_US));
     tx.execute(
         concat!(
             "insert into pgtrail.seq_hours (hour, first_seq, last_seq) ",
@@ -172,23 +171,11 @@ pub(super) async fn check(
         &mut expected,
         tx.query(seq_hour_rows!("seq > $1"), &[&last]).await?,
     )?;
-    let resumed: bool = tx
-        .query_one(
-            "select exists (select 1 from pgtrail.events where seq < $1)",
-            &[&first],
-        )
-        .await?
-        .try_get(0)?;
-    let from_hour = if resumed {
-        match expected.0.keys().next() {
-            Some(hour) => *hour,
-            // No event walked: no hour to compare.
-            None => return Ok(Vec::new()),
-        }
-    } else {
-        i64::MIN
+    let least = expected.0.keys().next().copied();
+    let Some(from_hour) = compared_from(tx, first, least).await? else {
+        return Ok(Vec::new());
     };
-    if resumed {
+    if from_hour != i64::MIN {
         let from = chrono::DateTime::from_timestamp_micros(from_hour.saturating_mul(HOUR_US));
         add(
             &mut expected,
