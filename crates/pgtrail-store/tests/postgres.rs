@@ -1656,3 +1656,60 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         facets_from_events(&store, &window).await
     );
 }
+
+/// An `ip:` search in a parallel plan (the planner's choice on a large
+/// store, forced here by making parallelism free): the address function's
+/// exception block cannot run in a parallel worker, so since migration 14
+/// it runs in the leader, and the search answers instead of failing with
+/// "cannot start subtransactions during a parallel operation".
+#[tokio::test]
+async fn an_ip_search_in_a_parallel_plan_answers() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "parallel ip").await;
+    let events: Vec<Event> = (0..3000)
+        .map(|i| {
+            let mut e = Event::new(Source::Proxy, Kind::Session);
+            e.client_addr = Some(match i % 3 {
+                0 => format!("10.0.{}.{}", i % 7, i % 250),
+                1 => format!("192.168.1.{}", i % 250),
+                _ => "not an address".into(),
+            });
+            e
+        })
+        .collect();
+    store.append(&events).await.expect("append");
+    let db = url.rsplit('/').next().expect("database");
+    let admin = raw(&url).await;
+    admin
+        .batch_execute("analyze pgtrail.events")
+        .await
+        .expect("analyze");
+    admin
+        .batch_execute(&format!(
+            "alter database {db} set parallel_setup_cost = 0; \
+             alter database {db} set parallel_tuple_cost = 0; \
+             alter database {db} set min_parallel_table_scan_size = 0; \
+             alter database {db} set max_parallel_workers_per_gather = 2"
+        ))
+        .await
+        .expect("parallelism made free");
+    // New sessions, with the database's settings.
+    let store = PostgresStore::connect(&url).await.expect("store");
+    let filter = Filter {
+        client_addr: Some(pgtrail_core::filter::AddrFilter::parse("10.0.3.0/24").expect("block")),
+        ..Filter::default()
+    };
+    // Not vacuous: a filter without the function is scanned in parallel.
+    let sessions = Filter {
+        kind: Some(Kind::Session),
+        ..Filter::default()
+    };
+    let plan = store.explain(&sessions).await.expect("explain");
+    assert!(plan.contains("Parallel Seq Scan"), "{plan}");
+    let found = store.query(&filter).await.expect("an ip search answers");
+    assert_eq!(found.len(), 3000 / 21 + 1);
+    assert!(found.iter().all(|e| e
+        .client_addr
+        .as_deref()
+        .is_some_and(|a| a.starts_with("10.0.3."))));
+}

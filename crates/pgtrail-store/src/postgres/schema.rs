@@ -397,6 +397,14 @@ $$;
 "
 );
 
+/// Migration 14: `pgtrail.client_inet` runs in the leader only. Its
+/// exception block starts a subtransaction, which a parallel worker cannot:
+/// declared `parallel safe`, a parallel plan of an `ip:` search (the
+/// planner's choice on a large store) failed with "cannot start
+/// subtransactions during a parallel operation".
+const V14_CLIENT_INET_RESTRICTED: &str =
+    "alter function pgtrail.client_inet(text) parallel restricted;";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -506,6 +514,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "the seq range of each capture hour, for windowed searches",
         sql: V13_SEQ_HOURS,
         creates: &["seq_hours"],
+        fill: None,
+        sql_after: "",
+    },
+    Migration {
+        version: 14,
+        name: "client addresses read in the leader of a parallel plan",
+        sql: V14_CLIENT_INET_RESTRICTED,
+        creates: &[],
         fill: None,
         sql_after: "",
     },
