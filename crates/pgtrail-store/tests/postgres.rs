@@ -1363,6 +1363,13 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
                 .await
                 .expect("hourly counts");
         }
+        if version >= 13 {
+            // And the seq range of each hour.
+            client
+                .batch_execute(pgtrail_store::postgres::RECOMPUTE_SEQ_HOURS)
+                .await
+                .expect("hourly ranges");
+        }
         let checkpoints = write_old_checkpoints(&client, version, &sealed, &key).await;
 
         // Readers verify the old store read-only only at its own version.

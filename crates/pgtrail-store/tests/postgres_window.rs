@@ -38,6 +38,7 @@ fn out_of_order_batches() -> Vec<Vec<Event>> {
             .get((n % 3) as usize)
             .map(|u| u.to_string());
         e.db_user = Some(["app", "reporting", "etl", "app"][(n % 4) as usize].into());
+        e.client_addr = Some(format!("10.0.{}.{}", n % 4, n % 200));
         match kind {
             Kind::RowChange => {
                 e.schema = Some("public".into());
@@ -138,7 +139,8 @@ fn windows() -> Vec<Window> {
 }
 
 /// The forms a search takes: the window alone, by table, by user, by
-/// role and kind, failures, an excluded role with an operation.
+/// role and kind, failures, an excluded role with an operation, words, a
+/// client block, a kind and a source.
 fn forms() -> Vec<Filter> {
     let name = |s: &str| Some(s.to_string());
     vec![
@@ -172,6 +174,15 @@ fn forms() -> Vec<Filter> {
         },
         Filter {
             search: name("accounts"),
+            ..Filter::default()
+        },
+        Filter {
+            client_addr: pgtrail_core::filter::AddrFilter::parse("10.0.1.0/24").ok(),
+            ..Filter::default()
+        },
+        Filter {
+            kind: Some(Kind::Session),
+            source: Some(Source::Proxy),
             ..Filter::default()
         },
     ]

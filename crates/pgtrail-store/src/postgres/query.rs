@@ -301,6 +301,14 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         None => String::new(),
     };
     if walks.is_empty() {
+        // A time window and no index but the chain's: the window's `seq`
+        // range is the walk. The other conditions go in `coalesce(…,
+        // false)`, as on a keyed walk, so the planner walks the range newest
+        // first and stops at the limit instead of reading and sorting the
+        // whole window (which, no event matching, both plans read alike).
+        if matches!(window, Window::Seq(..)) && !conditions.is_empty() && only_the_chain(filter) {
+            conditions = vec![format!("coalesce({}, false)", conditions.join(" and "))];
+        }
         conditions.extend(bounds);
         q.sql = format!(
             "select {columns} from pgtrail.events{} order by seq desc{limit}",
@@ -324,6 +332,18 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         ),
     };
     q
+}
+
+/// Whether no index but the chain's own (`seq`) serves `filter`: no key, no
+/// row, no words, no backend or transaction.
+fn only_the_chain(filter: &Filter) -> bool {
+    filter.search.is_none()
+        && filter.table.is_none()
+        && filter.pk.is_none()
+        && filter.user.is_none()
+        && filter.db_user.is_none()
+        && filter.backend_pid.is_none()
+        && filter.xid.is_none()
 }
 
 /// One way a keyed search finds its matches.
