@@ -143,6 +143,8 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
     // The cursor and the time window: kept apart from the other conditions
     // so a walk still bounds by them (the index's `seq`, the partitions).
     let mut bounds = Vec::new();
+    // The time window's own conditions, apart from its `seq` range.
+    let mut times = Vec::new();
     if asks_for_nul(filter) || window == Window::Empty {
         // Not even sent: the server would refuse the parameter; or no
         // event was captured in the window.
@@ -262,10 +264,10 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         conditions.push(format!("source = {}", q.bind(source.as_str())));
     }
     if let Some(since) = filter.since {
-        bounds.push(format!("captured_at >= {}", q.bind(since)));
+        times.push(format!("captured_at >= {}", q.bind(since)));
     }
     if let Some(until) = filter.until {
-        bounds.push(format!("captured_at < {}", q.bind(until)));
+        times.push(format!("captured_at < {}", q.bind(until)));
     }
     if let Window::Seq(first, last) = window {
         bounds.push(format!("seq >= {}", q.bind(first)));
@@ -301,14 +303,21 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         None => String::new(),
     };
     if walks.is_empty() {
-        // A time window and no index but the chain's: the window's `seq`
-        // range is the walk. The other conditions go in `coalesce(…,
-        // false)`, as on a keyed walk, so the planner walks the range newest
-        // first and stops at the limit instead of reading and sorting the
-        // whole window (which, no event matching, both plans read alike).
-        if matches!(window, Window::Seq(..)) && !conditions.is_empty() && only_the_chain(filter) {
+        if matches!(window, Window::Seq(..)) && only_the_chain(filter) {
+            // A time window and no index but the chain's: the window's `seq`
+            // range is the walk. Every other condition, the capture times
+            // included, goes in `coalesce(…, false)`, as on a keyed walk, so
+            // the planner walks the range newest first and stops at the
+            // limit instead of reading and sorting the whole window through
+            // the time index (which, no event matching, both plans read
+            // alike). Outside, the time condition would count the window a
+            // second time in the planner's estimate (it does not know that
+            // the range and the times select the same events), and make a
+            // walk look slow.
+            conditions.append(&mut times);
             conditions = vec![format!("coalesce({}, false)", conditions.join(" and "))];
         }
+        conditions.extend(times);
         conditions.extend(bounds);
         q.sql = format!(
             "select {columns} from pgtrail.events{} order by seq desc{limit}",
@@ -318,7 +327,7 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
     }
     let branches: Vec<String> = walks
         .iter()
-        .map(|walk| walk.select(&bounds, &conditions))
+        .map(|walk| walk.select(&[times.clone(), bounds.clone()].concat(), &conditions))
         .collect();
     q.sql = match branches.as_slice() {
         [branch] => format!("select {columns} {branch} order by seq desc{limit}"),
