@@ -140,10 +140,10 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
     // The ways the newest matches are found, when a key drives.
     let mut walks: Vec<Walk> = Vec::new();
-    // The cursor and the time window: kept apart from the other conditions
-    // so a walk still bounds by them (the index's `seq`, the partitions).
+    // The cursor and the window's `seq` range: kept apart from the other
+    // conditions so a walk still bounds by them (the index's `seq`).
     let mut bounds = Vec::new();
-    // The time window's own conditions, apart from its `seq` range.
+    // The window's capture times, likewise (the partitions).
     let mut times = Vec::new();
     if asks_for_nul(filter) || window == Window::Empty {
         // Not even sent: the server would refuse the parameter; or no
@@ -325,9 +325,10 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         );
         return q;
     }
+    let bounds = [times, bounds].concat();
     let branches: Vec<String> = walks
         .iter()
-        .map(|walk| walk.select(&[times.clone(), bounds.clone()].concat(), &conditions))
+        .map(|walk| walk.select(&bounds, &conditions))
         .collect();
     q.sql = match branches.as_slice() {
         [branch] => format!("select {columns} {branch} order by seq desc{limit}"),
