@@ -118,34 +118,35 @@ pub(super) async fn after_prune(
     tx: &Transaction<'_>,
     newest: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let Some((last_hour, below)) = pruned_hours(newest) else {
+    let insert = format!(
+        "insert into pgtrail.facet_hours (hour, facet, value, count) {}",
+        grouped("e.captured_at < $1")
+    );
+    redo_pruned_hours(tx, newest, "pgtrail.facet_hours", &insert).await
+}
+
+/// After a prune, a summary by the hour (`table`, a fixed name) made
+/// true again: every hour up to `newest`'s, the capture time of the newest
+/// pruned event (none pruned: `None`, nothing to do), deleted and written
+/// again by `insert`, which reads the events left captured before `$1`.
+pub(super) async fn redo_pruned_hours(
+    tx: &Transaction<'_>,
+    newest: Option<chrono::DateTime<chrono::Utc>>,
+    table: &str,
+    insert: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(newest) = newest else {
         return Ok(());
     };
+    let last_hour = facet_hours::hour(newest.timestamp_micros());
     tx.execute(
-        "delete from pgtrail.facet_hours where hour <= $1",
+        &format!("delete from {table} where hour <= $1"),
         &[&last_hour],
     )
     .await?;
-    tx.execute(
-        &format!(
-            "insert into pgtrail.facet_hours (hour, facet, value, count) {}",
-            grouped("e.captured_at < $1")
-        ),
-        &[&below],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The hours a prune touched, given `newest`, the capture time of the
-/// newest pruned event (none pruned: `None`): every hour up to its, and the
-/// time those hours end at, for recounting them from the events left.
-pub(super) fn pruned_hours(
-    newest: Option<chrono::DateTime<chrono::Utc>>,
-) -> Option<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
-    let last_hour = facet_hours::hour(newest?.timestamp_micros());
     let below = chrono::DateTime::from_timestamp_micros((last_hour + 1).saturating_mul(HOUR_US));
-    Some((last_hour, below))
+    tx.execute(insert, &[&below]).await?;
+    Ok(())
 }
 
 /// The facets of a time window (see `facet_hours::answers`): whole hours

@@ -14,7 +14,7 @@
 use pgtrail_core::Filter;
 use tokio_postgres::{GenericClient, Transaction};
 
-use super::facets::{compared_from, pruned_hours};
+use super::facets::{compared_from, redo_pruned_hours};
 use crate::facet_hours::HOUR_US;
 use crate::seq_hours::{compare, window_hours, Ranges};
 use crate::{Mismatch, StoredEvent};
@@ -128,23 +128,11 @@ pub(super) async fn after_prune(
     tx: &Transaction<'_>,
     newest: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let Some((last_hour, below)) = pruned_hours(newest) else {
-        return Ok(());
-    };
-    tx.execute(
-        "delete from pgtrail.seq_hours where hour <= $1",
-        &[&last_hour],
-    )
-    .await?;
-    tx.execute(
-        concat!(
-            "insert into pgtrail.seq_hours (hour, first_seq, last_seq) ",
-            seq_hour_rows!("captured_at < $1")
-        ),
-        &[&below],
-    )
-    .await?;
-    Ok(())
+    let insert = concat!(
+        "insert into pgtrail.seq_hours (hour, first_seq, last_seq) ",
+        seq_hour_rows!("captured_at < $1")
+    );
+    redo_pruned_hours(tx, newest, "pgtrail.seq_hours", insert).await
 }
 
 /// Compares the table with `expected`, the ranges of the events `verify`
