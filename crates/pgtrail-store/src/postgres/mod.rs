@@ -52,6 +52,8 @@ pub use append::copy_unsealed;
 #[cfg(feature = "bench-internals")]
 pub use facets::count_for_bench;
 pub use facets::RECOUNT_FACETS;
+#[cfg(feature = "bench-internals")]
+pub use seq_hours::keep_seq_hours_for_bench;
 pub use seq_hours::RECOMPUTE_SEQ_HOURS;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};

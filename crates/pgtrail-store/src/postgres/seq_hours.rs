@@ -92,12 +92,29 @@ pub(super) fn ranges_of(page: &[StoredEvent]) -> Ranges {
     ranges
 }
 
+/// Whether appends keep `seq_hours`: always, except in `bench/store`,
+/// which builds with the `bench-internals` feature to price it (a store
+/// written without it fails verify, as it should).
+#[cfg(feature = "bench-internals")]
+static KEEPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For `bench/store` only: appends of this process keep `seq_hours` or not
+/// (the name SQLite's hook has).
+#[cfg(feature = "bench-internals")]
+pub fn keep_seq_hours_for_bench(on: bool) {
+    KEEPING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Widens the hours of `ranges` (a batch just sealed), inside the
 /// appender's transaction: one statement for the batch.
 pub(super) async fn write(
     tx: &Transaction<'_>,
     ranges: &Ranges,
 ) -> Result<(), tokio_postgres::Error> {
+    #[cfg(feature = "bench-internals")]
+    if !KEEPING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     if ranges.0.is_empty() {
         return Ok(());
     }
