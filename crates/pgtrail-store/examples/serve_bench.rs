@@ -26,7 +26,8 @@
 //!
 //! Stores are kept for the next run in `--cache DIR` (SQLite: one file per
 //! size; a file whose fill did not finish is refilled). Postgres runs in a
-//! throwaway cluster and is filled each run.
+//! throwaway cluster and is filled each run, or with `--pg-dir DIR` in a
+//! cluster kept in DIR whose filled database is reused (and migrated).
 //!
 //! Run through `bench/serve/run` (release build).
 
@@ -65,6 +66,7 @@ struct Args {
     backends: Vec<String>,
     seconds: u64,
     cache: Option<PathBuf>,
+    pg_dir: Option<PathBuf>,
     per_form: bool,
     throughput_only: bool,
     http: bool,
@@ -80,6 +82,7 @@ fn parse_args() -> Args {
         backends: vec!["sqlite".into(), "postgres".into()],
         seconds: 10,
         cache: None,
+        pg_dir: None,
         per_form: false,
         throughput_only: false,
         http: true,
@@ -96,6 +99,7 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--seconds" => args.seconds = value().parse().expect("--seconds N"),
             "--cache" => args.cache = Some(PathBuf::from(value())),
+            "--pg-dir" => args.pg_dir = Some(PathBuf::from(value())),
             "--per-form" => args.per_form = true,
             "--throughput-only" => args.throughput_only = true,
             "--target" => {
@@ -111,7 +115,8 @@ fn parse_args() -> Args {
                 "unknown flag {other}; flags: --events N --days N (the span, 30) --rounds N \
                  --backends sqlite,postgres \
                  --seconds N (throughput run) --clients N (throughput connections) \
-                 --cache DIR (keep and reuse SQLite stores) --target http|store \
+                 --cache DIR (keep and reuse SQLite stores) \
+                 --pg-dir DIR (keep and reuse the Postgres cluster) --target http|store \
                  --pgtrail PATH (the binary to serve) --per-form \
                  --throughput-only (skip the latencies: for A/B runs and profiles)"
             ),
@@ -148,7 +153,10 @@ fn event(i: usize, total: usize, days: i64, now: DateTime<Utc>) -> Event {
     let span_us = days * 86_400 * 1_000_000i64;
     let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     rng.next();
-    let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / total as i64);
+    // In i128: `span_us * i` overflows i64 past ~3.5M events, and the
+    // times wrapped (a 10M store then held no event of the last 19 days).
+    let elapsed = i64::try_from(i128::from(span_us) * i as i128 / total as i128).unwrap_or(span_us);
+    let at = now - chrono::Duration::microseconds(span_us - elapsed);
     let roll = rng.below(1000);
     let user = format!("user{:03}@example.com", rng.below(USERS));
     let role = rng.pick(&ROLES).to_string();
@@ -1105,23 +1113,45 @@ async fn bench_sqlite(args: &Args, now: DateTime<Utc>) {
 
 async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
     let cluster = pgtrail_testkit::Cluster::start_with(pgtrail_testkit::ClusterOptions {
-        settings: [("shared_buffers", "1GB"), ("max_wal_size", "4GB")]
+        // Kept in --pg-dir (and reused) when given, else a throwaway one.
+        data_dir: args.pg_dir.clone(),
+        // 1 GB of WAL at most: a 10M store is ~11 GB, and the disk is shared.
+        settings: [("shared_buffers", "1GB"), ("max_wal_size", "1GB")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ..Default::default()
     })
     .expect("cluster");
-    let url = cluster.create_database("serve").await.expect("database");
+    // The database's name, written once its fill finished.
+    let done = args
+        .pg_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("serve-{}.database", args.events)));
+    let filled = done.as_ref().and_then(|d| std::fs::read_to_string(d).ok());
+    let url = match &filled {
+        Some(db) => cluster.url(db.trim()),
+        None => cluster.create_database("serve").await.expect("database"),
+    };
+    // Connecting migrates a reused store to this build's schema.
+    let opened = Instant::now();
     let store = pgtrail_store::postgres::PostgresStore::connect(&url)
         .await
         .expect("open");
-    store
-        .prepare_until(now + chrono::Duration::days(1))
-        .await
-        .expect("partitions");
-    eprintln!("postgres: filling {} events", args.events);
-    let fill_rate = fill(&store, args.events, args.days, now).await;
+    let fill_rate = if filled.is_some() {
+        eprintln!(
+            "postgres: reusing {url} (opened and migrated in {:.1} s)",
+            opened.elapsed().as_secs_f64()
+        );
+        None
+    } else {
+        store
+            .prepare_until(now + chrono::Duration::days(1))
+            .await
+            .expect("partitions");
+        eprintln!("postgres: filling {} events", args.events);
+        Some(fill(&store, args.events, args.days, now).await)
+    };
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -1130,13 +1160,17 @@ async fn bench_postgres(args: &Args, now: DateTime<Utc>) {
         .batch_execute("vacuum analyze pgtrail.events")
         .await
         .expect("analyze");
+    if let (Some(done), None) = (&done, &filled) {
+        let db = url.rsplit('/').next().expect("a database in the url");
+        std::fs::write(done, db).expect("mark the fill done");
+    }
     let scratch = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     measure(
         "postgres",
         Arc::new(store),
         &url,
         args,
-        Some(fill_rate),
+        fill_rate,
         now,
         scratch.path(),
     )

@@ -111,8 +111,9 @@ impl Target {
             ),
             &format!(
                 "delete from pgtrail.events where seq > {seq};
-                 update pgtrail.chain_head set seq = {seq}, hash = '{hash}'; {recount}",
-                recount = pgtrail_store::postgres::RECOUNT_FACETS
+                 update pgtrail.chain_head set seq = {seq}, hash = '{hash}'; {recount} {ranges}",
+                recount = pgtrail_store::postgres::RECOUNT_FACETS,
+                ranges = pgtrail_store::postgres::RECOUNT_SEQ_HOURS
             ),
         )
         .await;
@@ -155,7 +156,8 @@ impl Target {
                     "create table public.copy_events as table pgtrail.events;
                      create table public.copy_checkpoints as table pgtrail.checkpoints;
                      create table public.copy_head as table pgtrail.chain_head;
-                     create table public.copy_facets as table pgtrail.facet_hours;",
+                     create table public.copy_facets as table pgtrail.facet_hours;
+                     create table public.copy_seq_hours as table pgtrail.seq_hours;",
                 )
                 .await
             }
@@ -181,7 +183,8 @@ impl Target {
                      delete from pgtrail.checkpoints;
                      insert into pgtrail.checkpoints overriding system value select * from public.copy_checkpoints;
                      delete from pgtrail.chain_head; insert into pgtrail.chain_head select * from public.copy_head;
-                     delete from pgtrail.facet_hours; insert into pgtrail.facet_hours select * from public.copy_facets;",
+                     delete from pgtrail.facet_hours; insert into pgtrail.facet_hours select * from public.copy_facets;
+                     delete from pgtrail.seq_hours; insert into pgtrail.seq_hours select * from public.copy_seq_hours;",
                 )
                 .await
             }
@@ -488,7 +491,11 @@ pub async fn a_forged_unsigned_prune_checkpoint(t: Target) {
             pgtrail_store::sqlite::RECOUNT_FACETS,
             pgtrail_store::sqlite::RECOUNT_SEQ_HOURS
         ),
-        pgtrail_store::postgres::RECOUNT_FACETS,
+        &format!(
+            "{} {}",
+            pgtrail_store::postgres::RECOUNT_FACETS,
+            pgtrail_store::postgres::RECOUNT_SEQ_HOURS
+        ),
     )
     .await;
     let report = t.verify(None, false).await;

@@ -11,6 +11,8 @@
 //!   migrations, tampering with the raw storage).
 //! - `postgres_keyed`: the Postgres store's keyed searches (schema 12)
 //!   answer as SQLite's do; hostile keys and the reader role.
+//! - `postgres_window`: the Postgres store's time windows (schema 13,
+//!   `seq_hours`): out-of-order capture, the migration, prune, attacks.
 //! - `reports`: the compliance reports, shaped data on both backends.
 //! - `tamper`: one suite of attacks on the stored data, run against both;
 //!   `verify` must name each.
@@ -22,6 +24,7 @@ mod conformance;
 mod memory;
 mod postgres;
 mod postgres_keyed;
+mod postgres_window;
 mod reads;
 mod reports;
 mod revert;

@@ -234,11 +234,13 @@ async fn signed_head_checkpoint_catches_a_rewritten_tail() {
         .await
         .expect("hash of 5")
         .get(0);
-    // A careful attacker recounts the facet summary too.
+    // A careful attacker recounts the facet summary and the hours' ranges
+    // too.
     client
         .batch_execute(&format!(
-            "delete from pgtrail.events where seq > 5; {}",
-            pgtrail_store::postgres::RECOUNT_FACETS
+            "delete from pgtrail.events where seq > 5; {} {}",
+            pgtrail_store::postgres::RECOUNT_FACETS,
+            pgtrail_store::postgres::RECOUNT_SEQ_HOURS
         ))
         .await
         .expect("delete tail");
@@ -1361,6 +1363,13 @@ async fn every_earlier_schema_with_events_and_checkpoints_migrates_and_reads_the
                 .await
                 .expect("hourly counts");
         }
+        if version >= 13 {
+            // And the seq range of each hour.
+            client
+                .batch_execute(pgtrail_store::postgres::RECOUNT_SEQ_HOURS)
+                .await
+                .expect("hourly ranges");
+        }
         let checkpoints = write_old_checkpoints(&client, version, &sealed, &key).await;
 
         // Readers verify the old store read-only only at its own version.
@@ -1557,7 +1566,7 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
     raw(&url)
         .await
         .batch_execute(
-            "drop table pgtrail.facet_hours; \
+            "drop table pgtrail.facet_hours, pgtrail.seq_hours; \
              drop index pgtrail.events_table_seq_idx, pgtrail.events_app_user_seq_idx, \
                  pgtrail.events_db_user_seq_idx; \
              delete from pgtrail.schema_migrations where version >= 11",
@@ -1653,4 +1662,61 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         store.facets(&window, 100).await.expect("facets"),
         facets_from_events(&store, &window).await
     );
+}
+
+/// An `ip:` search in a parallel plan (the planner's choice on a large
+/// store, forced here by making parallelism free): the address function's
+/// exception block cannot run in a parallel worker, so since migration 14
+/// it runs in the leader, and the search answers instead of failing with
+/// "cannot start subtransactions during a parallel operation".
+#[tokio::test]
+async fn an_ip_search_in_a_parallel_plan_answers() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "parallel ip").await;
+    let events: Vec<Event> = (0..3000)
+        .map(|i| {
+            let mut e = Event::new(Source::Proxy, Kind::Session);
+            e.client_addr = Some(match i % 3 {
+                0 => format!("10.0.{}.{}", i % 7, i % 250),
+                1 => format!("192.168.1.{}", i % 250),
+                _ => "not an address".into(),
+            });
+            e
+        })
+        .collect();
+    store.append(&events).await.expect("append");
+    let db = url.rsplit('/').next().expect("database");
+    let admin = raw(&url).await;
+    admin
+        .batch_execute("analyze pgtrail.events")
+        .await
+        .expect("analyze");
+    admin
+        .batch_execute(&format!(
+            "alter database {db} set parallel_setup_cost = 0; \
+             alter database {db} set parallel_tuple_cost = 0; \
+             alter database {db} set min_parallel_table_scan_size = 0; \
+             alter database {db} set max_parallel_workers_per_gather = 2"
+        ))
+        .await
+        .expect("parallelism made free");
+    // New sessions, with the database's settings.
+    let store = PostgresStore::connect(&url).await.expect("store");
+    let filter = Filter {
+        client_addr: Some(pgtrail_core::filter::AddrFilter::parse("10.0.3.0/24").expect("block")),
+        ..Filter::default()
+    };
+    // Not vacuous: a filter without the function is scanned in parallel.
+    let sessions = Filter {
+        kind: Some(Kind::Session),
+        ..Filter::default()
+    };
+    let plan = store.explain(&sessions).await.expect("explain");
+    assert!(plan.contains("Parallel Seq Scan"), "{plan}");
+    let found = store.query(&filter).await.expect("an ip search answers");
+    assert_eq!(found.len(), 3000 / 21 + 1);
+    assert!(found.iter().all(|e| e
+        .client_addr
+        .as_deref()
+        .is_some_and(|a| a.starts_with("10.0.3."))));
 }

@@ -74,7 +74,8 @@ fn mixed_events() -> Vec<Event> {
         .collect()
 }
 
-async fn seqs(store: &dyn Store, filter: &Filter) -> Vec<i64> {
+/// The `seq` of each event `filter` finds, in the order found.
+pub(crate) async fn seqs(store: &dyn Store, filter: &Filter) -> Vec<i64> {
     store
         .query(filter)
         .await

@@ -101,7 +101,8 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// migrations made for readers, which migration 2's `revoke execute on all
 /// functions ... from public` takes away when the store was created first
 /// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call;
-/// and the facet summary (`pgtrail.facet_hours`, store schema 11), which
+/// the facet summary (`pgtrail.facet_hours`, store schema 11) and the
+/// hours' `seq` ranges (`pgtrail.seq_hours`, store schema 13), which
 /// readers read and the sealer (`pgtrail_admin`) adds each batch to.
 /// Only once the roles and the objects exist.
 pub const READER_GRANTS_SQL: &str = "do $$
@@ -116,6 +117,14 @@ begin
         end if;
         if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
             grant select, insert, update on pgtrail.facet_hours to pgtrail_admin;
+        end if;
+    end if;
+    if pg_catalog.to_regclass('pgtrail.seq_hours') is not null then
+        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+            grant select on pgtrail.seq_hours to pgtrail_reader;
+        end if;
+        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+            grant select, insert, update on pgtrail.seq_hours to pgtrail_admin;
         end if;
     end if;
 end

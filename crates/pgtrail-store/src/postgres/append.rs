@@ -10,7 +10,8 @@
 //! that lock, events whose id is already stored are dropped (a retried
 //! batch is not duplicated), the rest are hashed in order from their
 //! ready-made bytes, copied in, their facet counts are added to
-//! `facet_hours` (`super::facets`), and the head moves. The caller's
+//! `facet_hours` (`super::facets`), their hours' `seq` ranges widened in
+//! `seq_hours` (`super::seq_hours`), and the head moves. The caller's
 //! transaction makes it all or nothing.
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use pgtrail_core::quarantine::quarantine;
 
 use super::event_row::{unstorable, RowValues, COLUMNS, COLUMN_TYPES};
+use crate::seq_hours::Ranges;
 use crate::{AppendReceipt, ChainHead, StoreError};
 
 /// The location [`append_in`]'s errors name: it writes through a
@@ -114,8 +116,11 @@ pub(super) async fn append_rows(
         ))
         .await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
+    // And each hour's seq range (`super::seq_hours`) widens to hold them.
+    let mut seq_ranges = Ranges::default();
     for (event, body) in fresh {
         seq += 1;
+        seq_ranges.add(seq, event.captured_at.timestamp_micros());
         let hash = hex::encode(body.sealed_hash(seq, &prev_hash));
         writer
             .as_mut()
@@ -125,6 +130,7 @@ pub(super) async fn append_rows(
     }
     writer.as_mut().finish().await?;
     super::facets::write(tx, &facet_counts).await?;
+    super::seq_hours::write(tx, &seq_ranges).await?;
 
     tx.execute(
         "update pgtrail.chain_head set seq = $1, hash = $2",

@@ -118,24 +118,34 @@ pub(super) async fn after_prune(
     tx: &Transaction<'_>,
     newest: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), tokio_postgres::Error> {
+    let insert = format!(
+        "insert into pgtrail.facet_hours (hour, facet, value, count) {}",
+        grouped("e.captured_at < $1")
+    );
+    redo_pruned_hours(tx, newest, "pgtrail.facet_hours", &insert).await
+}
+
+/// After a prune, a summary by the hour (`table`, a fixed name) made
+/// true again: every hour up to `newest`'s, the capture time of the newest
+/// pruned event (none pruned: `None`, nothing to do), deleted and written
+/// again by `insert`, which reads the events left captured before `$1`.
+pub(super) async fn redo_pruned_hours(
+    tx: &Transaction<'_>,
+    newest: Option<chrono::DateTime<chrono::Utc>>,
+    table: &str,
+    insert: &str,
+) -> Result<(), tokio_postgres::Error> {
     let Some(newest) = newest else {
         return Ok(());
     };
     let last_hour = facet_hours::hour(newest.timestamp_micros());
     tx.execute(
-        "delete from pgtrail.facet_hours where hour <= $1",
+        &format!("delete from {table} where hour <= $1"),
         &[&last_hour],
     )
     .await?;
     let below = chrono::DateTime::from_timestamp_micros((last_hour + 1).saturating_mul(HOUR_US));
-    tx.execute(
-        &format!(
-            "insert into pgtrail.facet_hours (hour, facet, value, count) {}",
-            grouped("e.captured_at < $1")
-        ),
-        &[&below],
-    )
-    .await?;
+    tx.execute(insert, &[&below]).await?;
     Ok(())
 }
 
@@ -181,7 +191,8 @@ pub(super) async fn count_events(
     client: &impl GenericClient,
     filter: &Filter,
 ) -> Result<(Vec<(String, String, u64)>, bool), tokio_postgres::Error> {
-    let q = query::facets(filter);
+    let window = super::seq_hours::window(client, filter).await?;
+    let q = query::facets(filter, window);
     let rows = client.query(&q.sql, &q.params()).await?;
     let mut counts = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -233,23 +244,11 @@ pub(super) async fn check(
         &mut expected,
         tx.query(&grouped("e.seq > $1"), &[&last]).await?,
     )?;
-    let resumed: bool = tx
-        .query_one(
-            "select exists (select 1 from pgtrail.events where seq < $1)",
-            &[&first],
-        )
-        .await?
-        .try_get(0)?;
-    let from_hour = if resumed {
-        match expected.keys().map(|(hour, _, _)| *hour).min() {
-            Some(hour) => hour,
-            // No event walked: no hour to compare.
-            None => return Ok(Vec::new()),
-        }
-    } else {
-        i64::MIN
+    let least = expected.keys().map(|(hour, _, _)| *hour).min();
+    let Some(from_hour) = compared_from(tx, first, least).await? else {
+        return Ok(Vec::new());
     };
-    if resumed {
+    if from_hour != i64::MIN {
         let from = chrono::DateTime::from_timestamp_micros(from_hour.saturating_mul(HOUR_US));
         add(
             &mut expected,
@@ -276,4 +275,24 @@ pub(super) async fn check(
         ));
     }
     Ok(facet_hours::compare(stored, expected, last))
+}
+
+/// The first hour a check of a summary by the hour compares, for a walk of
+/// `first..` whose events and those appended after fall in hours from
+/// `least` on: every hour (`i64::MIN`) when the walk started at the chain's
+/// start, else `least` (the walk resumed after stored events: earlier hours
+/// hold events it did not see), or `None` when there is no hour to compare.
+pub(super) async fn compared_from(
+    tx: &Transaction<'_>,
+    first: i64,
+    least: Option<i64>,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let resumed: bool = tx
+        .query_one(
+            "select exists (select 1 from pgtrail.events where seq < $1)",
+            &[&first],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(if resumed { least } else { Some(i64::MIN) })
 }

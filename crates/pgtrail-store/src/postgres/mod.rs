@@ -7,6 +7,8 @@
 //!   COPY; [`append_in`] lets another writer share the transaction.
 //! - [`event_row`]: an event to a row and back, exactly.
 //! - [`query`]: the readers' SQL, every value bound as a parameter.
+//! - [`seq_hours`]: the `seq` range of each capture hour, which bounds the
+//!   walks of a time window.
 //! - [`partition`]: monthly partitions made ahead and dropped by retention.
 //! - [`pool`]: a few connections, so concurrent calls do not queue on one.
 //!
@@ -31,6 +33,7 @@ mod query;
 mod raw;
 mod row_key;
 mod schema;
+mod seq_hours;
 mod tree;
 mod wide_row;
 
@@ -49,6 +52,9 @@ pub use append::copy_unsealed;
 #[cfg(feature = "bench-internals")]
 pub use facets::count_for_bench;
 pub use facets::RECOUNT_FACETS;
+#[cfg(feature = "bench-internals")]
+pub use seq_hours::keep_seq_hours_for_bench;
+pub use seq_hours::RECOUNT_SEQ_HOURS;
 
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::location::redact_url;
@@ -147,8 +153,8 @@ impl PostgresStore {
     /// query (`EXPLAIN`, not run), one line per node.
     #[doc(hidden)]
     pub async fn explain(&self, filter: &Filter) -> Result<String> {
-        let q = query::filtered(filter);
         let client = self.client().await?;
+        let q = self.filtered(&client, filter).await?;
         let rows = client
             .query(&format!("explain {}", q.sql), &q.params())
             .await
@@ -197,6 +203,15 @@ impl PostgresStore {
     ) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
         let context = context.into();
         move |e| StoreError::backend(&self.location, context, e)
+    }
+
+    /// The query of the events matching `filter`, its time window read as
+    /// a `seq` range from `seq_hours`.
+    async fn filtered(&self, client: &PooledClient<'_>, filter: &Filter) -> Result<query::Query> {
+        let window = seq_hours::window(&**client, filter)
+            .await
+            .map_err(self.backend("reading the seq range of a time window"))?;
+        Ok(query::filtered(filter, window))
     }
 
     fn decode(&self, rows: &[Row]) -> Result<Vec<Event>> {
@@ -272,6 +287,7 @@ impl Store for PostgresStore {
     async fn expected_indexes(&self, page: &[StoredEvent]) -> Result<ExpectedIndexes> {
         Ok(ExpectedIndexes {
             facets: facets::counts_of(page.iter().filter_map(|s| s.event.as_ref().ok())),
+            seq_hours: seq_hours::ranges_of(page),
             ..ExpectedIndexes::default()
         })
     }
@@ -282,12 +298,17 @@ impl Store for PostgresStore {
         last: i64,
         expected: ExpectedIndexes,
     ) -> Result<Vec<(i64, crate::Mismatch)>> {
-        let context = "checking the facet counts";
+        let context = "checking the facet counts and the seq ranges of the hours";
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
-        let mismatches = facets::check(&tx, first, last, expected.facets)
+        let mut mismatches = facets::check(&tx, first, last, expected.facets)
             .await
             .map_err(self.backend(context))?;
+        mismatches.extend(
+            seq_hours::check(&tx, first, last, expected.seq_hours)
+                .await
+                .map_err(self.backend(context))?,
+        );
         tx.commit().await.map_err(self.backend(context))?;
         Ok(mismatches)
     }
@@ -297,8 +318,11 @@ impl Store for PostgresStore {
         filter: &Filter,
         cap: usize,
     ) -> Result<(Vec<crate::ActivityCount>, u64)> {
-        let q = query::activity_counts(filter, cap);
         let client = self.client().await?;
+        let window = seq_hours::window(&*client, filter)
+            .await
+            .map_err(self.backend("reading the seq range of a time window"))?;
+        let q = query::activity_counts(filter, window, cap);
         let rows = client
             .query(&q.sql, &q.params())
             .await
@@ -322,8 +346,8 @@ impl Store for PostgresStore {
     }
 
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
-        let q = query::filtered(filter);
         let client = self.client().await?;
+        let q = self.filtered(&client, filter).await?;
         let rows = client
             .query(&q.sql, &q.params())
             .await

@@ -183,7 +183,7 @@ pub(super) struct Pruned {
 /// Removes events with `seq <= through`: drops each monthly partition that
 /// holds no later event (and past months' empty ones), then deletes the
 /// remaining such rows one by one, and recounts the facet summary's hours
-/// they were in.
+/// they were in and recomputes their `seq` ranges.
 pub(super) async fn prune(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
@@ -229,6 +229,7 @@ pub(super) async fn prune(
         .execute("delete from pgtrail.events where seq <= $1", &[&through])
         .await?;
     super::facets::after_prune(tx, newest_pruned).await?;
+    super::seq_hours::after_prune(tx, newest_pruned).await?;
     Ok(pruned)
 }
 

@@ -11,6 +11,7 @@ use postgres_types::{Json, ToSql};
 use super::event_row::{READ_COLUMNS, VERIFY_COLUMNS};
 use super::row_key;
 use super::schema::search_vector;
+use super::seq_hours::Window;
 
 /// A statement and the values of its `$n` parameters.
 pub(super) struct Query {
@@ -65,21 +66,22 @@ fn asks_for_nul(filter: &Filter) -> bool {
         .any(|v| v.as_deref().is_some_and(nul))
 }
 
-/// Events matching `filter`, newest first.
-pub(super) fn filtered(filter: &Filter) -> Query {
+/// Events matching `filter`, newest first, within `window` (the stretch
+/// of the chain its time window lies in, `super::seq_hours`).
+pub(super) fn filtered(filter: &Filter, window: Window) -> Query {
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_with(filter, READ_COLUMNS, limit)
+    filtered_with(filter, window, READ_COLUMNS, limit)
 }
 
 /// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
 /// matches at most: read once into a materialized table, grouped five ways.
-pub(super) fn facets(filter: &Filter) -> Query {
+pub(super) fn facets(filter: &Filter, window: Window) -> Query {
     let columns = "coalesce(app_user, db_user) as actor, \
          case when table_name is null then null \
               when schema_name is null then table_name \
               else schema_name || '.' || table_name end as tbl, \
          translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, source, failed";
-    let mut q = filtered_with(filter, columns, Some(FACET_BOUND as i64));
+    let mut q = filtered_with(filter, window, columns, Some(FACET_BOUND as i64));
     q.sql = format!(
         "with m as materialized ({}) \
          select 'user', actor, count(*) from m where actor is not null group by actor \
@@ -96,14 +98,14 @@ pub(super) fn facets(filter: &Filter) -> Query {
 /// The newest `cap` events `filter` matches, read once into a
 /// materialized table and grouped by actor, table, operation and hour:
 /// `(actor, tbl, op, hour, count, first, last)` rows.
-pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
+pub(super) fn activity_counts(filter: &Filter, window: Window, cap: usize) -> Query {
     let columns = "coalesce(app_user, db_user) as actor, \
          case when table_name is null then null \
               when schema_name is null then table_name \
               else schema_name || '.' || table_name end as tbl, \
          translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let mut q = filtered_with(filter, columns, Some(cap));
+    let mut q = filtered_with(filter, window, columns, Some(cap));
     q.sql = format!(
         "with m as materialized ({}) \
          select actor, tbl, op, floor(extract(epoch from at) / 3600)::bigint as hour, \
@@ -125,7 +127,12 @@ pub(super) fn activity_counts(filter: &Filter, cap: usize) -> Query {
 /// database role) is one walk per way, each limited, the second excluding
 /// what the first finds so no event comes twice; the newest `limit` of the
 /// union are among them.
-fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
+///
+/// A time window also bounds every walk by the `seq` range of its hours
+/// (`window`): capture time is not monotone in `seq`, so the time
+/// condition alone cannot stop a walk newest first where the window
+/// starts; the range can, and the index seeks to its end.
+fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i64>) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
     let keyed = filter.search.is_none()
@@ -133,11 +140,14 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some());
     // The ways the newest matches are found, when a key drives.
     let mut walks: Vec<Walk> = Vec::new();
-    // The cursor and the time window: kept apart from the other conditions
-    // so a walk still bounds by them (the index's `seq`, the partitions).
+    // The cursor and the window's `seq` range: kept apart from the other
+    // conditions so a walk still bounds by them (the index's `seq`).
     let mut bounds = Vec::new();
-    if asks_for_nul(filter) {
-        // Not even sent: the server would refuse the parameter.
+    // The window's capture times, likewise (the partitions).
+    let mut times = Vec::new();
+    if asks_for_nul(filter) || window == Window::Empty {
+        // Not even sent: the server would refuse the parameter; or no
+        // event was captured in the window.
         q.sql = format!("select {columns} from pgtrail.events where false");
         return q;
     }
@@ -254,10 +264,14 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         conditions.push(format!("source = {}", q.bind(source.as_str())));
     }
     if let Some(since) = filter.since {
-        bounds.push(format!("captured_at >= {}", q.bind(since)));
+        times.push(format!("captured_at >= {}", q.bind(since)));
     }
     if let Some(until) = filter.until {
-        bounds.push(format!("captured_at < {}", q.bind(until)));
+        times.push(format!("captured_at < {}", q.bind(until)));
+    }
+    if let Window::Seq(first, last) = window {
+        bounds.push(format!("seq >= {}", q.bind(first)));
+        bounds.push(format!("seq <= {}", q.bind(last)));
     }
     if let Some(pid) = filter.backend_pid {
         conditions.push(format!("backend_pid = {}", q.bind(pid)));
@@ -289,6 +303,21 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         None => String::new(),
     };
     if walks.is_empty() {
+        if matches!(window, Window::Seq(..)) && only_the_chain(filter) {
+            // A time window and no index but the chain's: the window's `seq`
+            // range is the walk. Every other condition, the capture times
+            // included, goes in `coalesce(…, false)`, as on a keyed walk, so
+            // the planner walks the range newest first and stops at the
+            // limit instead of reading and sorting the whole window through
+            // the time index (which, no event matching, both plans read
+            // alike). Outside, the time condition would count the window a
+            // second time in the planner's estimate (it does not know that
+            // the range and the times select the same events), and make a
+            // walk look slow.
+            conditions.append(&mut times);
+            conditions = vec![format!("coalesce({}, false)", conditions.join(" and "))];
+        }
+        conditions.extend(times);
         conditions.extend(bounds);
         q.sql = format!(
             "select {columns} from pgtrail.events{} order by seq desc{limit}",
@@ -296,6 +325,7 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         );
         return q;
     }
+    let bounds = [times, bounds].concat();
     let branches: Vec<String> = walks
         .iter()
         .map(|walk| walk.select(&bounds, &conditions))
@@ -312,6 +342,18 @@ fn filtered_with(filter: &Filter, columns: &str, limit: Option<i64>) -> Query {
         ),
     };
     q
+}
+
+/// Whether no index but the chain's own (`seq`) serves `filter`: no key, no
+/// row, no words, no backend or transaction.
+fn only_the_chain(filter: &Filter) -> bool {
+    filter.search.is_none()
+        && filter.table.is_none()
+        && filter.pk.is_none()
+        && filter.user.is_none()
+        && filter.db_user.is_none()
+        && filter.backend_pid.is_none()
+        && filter.xid.is_none()
 }
 
 /// One way a keyed search finds its matches.

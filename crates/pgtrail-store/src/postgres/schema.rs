@@ -14,6 +14,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
 use super::facets::facet_rows;
+use super::seq_hours::seq_hour_rows;
 use crate::StoreError;
 
 /// Key of the advisory lock that serializes migrations ("pgtrail" in ASCII).
@@ -367,6 +368,43 @@ create index events_db_user_seq_idx on pgtrail.events (db_user, seq)
     where db_user is not null;
 ";
 
+/// Migration 13: the `seq` range of each capture hour (`super::seq_hours`),
+/// filled here from the events stored; kept by every append after. A
+/// windowed search reads the range of its hours and walks only that stretch
+/// of the chain. The trigger sealer appends as `pgtrail_admin`, so that
+/// role may add to it, as to `facet_hours`; readers read it. Nothing else:
+/// application roles have no right on schema `pgtrail`.
+const V13_SEQ_HOURS: &str = concat!(
+    "
+create table pgtrail.seq_hours (
+    hour bigint primary key,           -- hours since 1970-01-01 UTC
+    first_seq bigint not null,         -- least seq captured in the hour
+    last_seq bigint not null           -- greatest seq captured in the hour
+);
+insert into pgtrail.seq_hours (hour, first_seq, last_seq) ",
+    seq_hour_rows!("true"),
+    ";
+do $$
+begin
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+        grant select on pgtrail.seq_hours to pgtrail_reader;
+    end if;
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+        grant select, insert, update on pgtrail.seq_hours to pgtrail_admin;
+    end if;
+end
+$$;
+"
+);
+
+/// Migration 14: `pgtrail.client_inet` runs in the leader only. Its
+/// exception block starts a subtransaction, which a parallel worker cannot:
+/// declared `parallel safe`, a parallel plan of an `ip:` search (the
+/// planner's choice on a large store) failed with "cannot start
+/// subtransactions during a parallel operation".
+const V14_CLIENT_INET_RESTRICTED: &str =
+    "alter function pgtrail.client_inet(text) parallel restricted;";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -467,6 +505,22 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "indexes of tables and users in chain order, for keyed searches",
         sql: V12_KEYED_WALKS,
+        creates: &[],
+        fill: None,
+        sql_after: "",
+    },
+    Migration {
+        version: 13,
+        name: "the seq range of each capture hour, for windowed searches",
+        sql: V13_SEQ_HOURS,
+        creates: &["seq_hours"],
+        fill: None,
+        sql_after: "",
+    },
+    Migration {
+        version: 14,
+        name: "client addresses read in the leader of a parallel plan",
+        sql: V14_CLIENT_INET_RESTRICTED,
         creates: &[],
         fill: None,
         sql_after: "",
