@@ -902,7 +902,7 @@ impl Summary {
             (Summary::Facets, "postgres") => pgtrail_store::postgres::count_for_bench(on),
             (Summary::Facets, _) => pgtrail_store::sqlite::count_for_bench(on),
             (Summary::SeqHours, "postgres") => {
-                panic!("--seq-hours-cost prices SQLite's seq_hours: --backends sqlite")
+                pgtrail_store::postgres::keep_seq_hours_for_bench(on)
             }
             (Summary::SeqHours, _) => pgtrail_store::sqlite::keep_seq_hours_for_bench(on),
         }
