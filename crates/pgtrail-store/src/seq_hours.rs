@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use pgtrail_core::Filter;
 
 use crate::facet_hours::{hour, HOUR_US};
 use crate::Mismatch;
@@ -79,6 +80,38 @@ pub fn window_hours(
         }
     }
     Some((first, last))
+}
+
+/// Where a search's time window lies in the chain, as a store answers it
+/// from its `seq_hours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// No `since` or `until`: the whole chain.
+    Unbounded,
+    /// No event was captured in the window's hours (or the window is empty).
+    Empty,
+    /// Every event of the window has its `seq` in `first..=last`.
+    Seqs(i64, i64),
+}
+
+impl Window {
+    /// The hours, inclusive, whose ranges a store reads for `filter`'s
+    /// window, or the answer when there is nothing to read.
+    pub fn hours_to_read(filter: &Filter) -> Result<(i64, i64), Window> {
+        if filter.since.is_none() && filter.until.is_none() {
+            return Err(Window::Unbounded);
+        }
+        window_hours(filter.since, filter.until).ok_or(Window::Empty)
+    }
+
+    /// The window from the least `first_seq` and the greatest `last_seq`
+    /// of its hours (`None`: no hour holds an event).
+    pub fn from_bounds(first: Option<i64>, last: Option<i64>) -> Window {
+        match (first, last) {
+            (Some(first), Some(last)) => Window::Seqs(first, last),
+            _ => Window::Empty,
+        }
+    }
 }
 
 /// Compares what a store's `seq_hours` holds (`stored`: `(hour, first,

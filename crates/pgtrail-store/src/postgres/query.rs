@@ -269,7 +269,7 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
     if let Some(until) = filter.until {
         times.push(format!("captured_at < {}", q.bind(until)));
     }
-    if let Window::Seq(first, last) = window {
+    if let Window::Seqs(first, last) = window {
         bounds.push(format!("seq >= {}", q.bind(first)));
         bounds.push(format!("seq <= {}", q.bind(last)));
     }
@@ -303,7 +303,7 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         None => String::new(),
     };
     if walks.is_empty() {
-        if matches!(window, Window::Seq(..)) && only_the_chain(filter) {
+        if matches!(window, Window::Seqs(..)) && only_the_chain(filter) {
             // A time window and no index but the chain's: the window's `seq`
             // range is the walk. Every other condition, the capture times
             // included, goes in `coalesce(…, false)`, as on a keyed walk, so

@@ -16,7 +16,8 @@ use tokio_postgres::{GenericClient, Transaction};
 
 use super::facets::{compared_from, redo_pruned_hours};
 use crate::facet_hours::HOUR_US;
-use crate::seq_hours::{compare, window_hours, Ranges};
+pub(super) use crate::seq_hours::Window;
+use crate::seq_hours::{compare, Ranges};
 use crate::{Mismatch, StoredEvent};
 
 /// `(hour, first_seq, last_seq)` of the events matching the condition
@@ -46,27 +47,14 @@ pub const RECOUNT_SEQ_HOURS: &str = concat!(
     ";"
 );
 
-/// Where a filter's events lie on the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Window {
-    /// No time window: anywhere.
-    All,
-    /// Within `seq` `first..=last`: the window's hours hold no other.
-    Seq(i64, i64),
-    /// Nowhere: no event was captured in the window's hours.
-    Empty,
-}
-
 /// The stretch of the chain holding every event of `filter`'s time window.
 pub(super) async fn window(
     client: &impl GenericClient,
     filter: &Filter,
 ) -> Result<Window, tokio_postgres::Error> {
-    if filter.since.is_none() && filter.until.is_none() {
-        return Ok(Window::All);
-    }
-    let Some((first_hour, last_hour)) = window_hours(filter.since, filter.until) else {
-        return Ok(Window::Empty);
+    let (first_hour, last_hour) = match Window::hours_to_read(filter) {
+        Ok(hours) => hours,
+        Err(answer) => return Ok(answer),
     };
     let row = client
         .query_one(
@@ -75,10 +63,7 @@ pub(super) async fn window(
             &[&first_hour, &last_hour],
         )
         .await?;
-    Ok(match (row.try_get(0)?, row.try_get(1)?) {
-        (Some(first), Some(last)) => Window::Seq(first, last),
-        _ => Window::Empty,
-    })
+    Ok(Window::from_bounds(row.try_get(0)?, row.try_get(1)?))
 }
 
 /// The ranges of the events of `page`, as `seq_hours` should hold them.

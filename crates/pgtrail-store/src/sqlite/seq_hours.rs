@@ -8,7 +8,8 @@ use pgtrail_core::Filter;
 use rusqlite::{params, Connection};
 
 use crate::facet_hours::HOUR_US;
-use crate::seq_hours::{window_hours, Ranges};
+use crate::seq_hours::Ranges;
+pub use crate::seq_hours::Window;
 use crate::{Mismatch, Result, StoreError};
 
 /// The hour of `captured_at` in SQL, as `facet_hours::hour` (Rust's
@@ -59,17 +60,6 @@ pub fn write(conn: &Connection, ranges: &Ranges, location: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where a search's time window lies in the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// No `since` or `until`: the whole chain.
-    Unbounded,
-    /// No event was captured in the window's hours (or the window is empty).
-    Empty,
-    /// Every event of the window has its `seq` in `first..=last`.
-    Seqs(i64, i64),
-}
-
 /// Whether searches read the summary: always, except in `bench/serve`,
 /// which builds with the `bench-internals` feature to compare a window's
 /// walks with and without their `seq` range in one process.
@@ -92,11 +82,9 @@ pub fn window(conn: &Connection, filter: &Filter, location: &str) -> Result<Wind
     if !READING.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(Window::Unbounded);
     }
-    if filter.since.is_none() && filter.until.is_none() {
-        return Ok(Window::Unbounded);
-    }
-    let Some((first_hour, last_hour)) = window_hours(filter.since, filter.until) else {
-        return Ok(Window::Empty);
+    let (first_hour, last_hour) = match Window::hours_to_read(filter) {
+        Ok(hours) => hours,
+        Err(answer) => return Ok(answer),
     };
     let bounds: (Option<i64>, Option<i64>) = conn
         .prepare_cached(
@@ -108,10 +96,7 @@ pub fn window(conn: &Connection, filter: &Filter, location: &str) -> Result<Wind
             })
         })
         .map_err(|e| StoreError::backend(location, "reading the seq range of a time window", e))?;
-    Ok(match bounds {
-        (Some(first), Some(last)) => Window::Seqs(first, last),
-        _ => Window::Empty,
-    })
+    Ok(Window::from_bounds(bounds.0, bounds.1))
 }
 
 /// After a prune of `seq <= through` deleted its events (in the prune's
