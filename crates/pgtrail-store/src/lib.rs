@@ -128,18 +128,19 @@ pub struct Mismatch {
 }
 
 /// What the indexes [`Store::check_indexes`] checks should hold for the
-/// events walked, as [`Store::expected_indexes`] made it from them: for
-/// SQLite, a digest of the full-text words of each event's SQL and of the
-/// names each statement is indexed under, keyed with a secret of the
-/// opened store. Opaque: only the store that made it reads it.
+/// events walked, as [`Store::expected_indexes`] made it from them: a
+/// digest of the names each statement is indexed under and, for SQLite, of
+/// the full-text words of each event's SQL, keyed with a secret of the
+/// opened store; the summaries by the hour. Opaque: only the store that
+/// made it reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpectedIndexes {
     /// `(seq, digest)` of each event that should have something indexed.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) words: Vec<(i64, u64)>,
-    /// `(seq, digest)` of each statement that should have names in
-    /// SQLite's index of the relations statements touched.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    /// `(seq, digest)` of each statement that should have names in the
+    /// store's index of the relations statements touched.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) objects: Vec<(i64, u64)>,
     /// Events per `(hour, facet, value)`, as the store's `facet_hours`
     /// should count them.

@@ -157,7 +157,8 @@ impl Target {
                      create table public.copy_checkpoints as table pgtrail.checkpoints;
                      create table public.copy_head as table pgtrail.chain_head;
                      create table public.copy_facets as table pgtrail.facet_hours;
-                     create table public.copy_seq_hours as table pgtrail.seq_hours;",
+                     create table public.copy_seq_hours as table pgtrail.seq_hours;
+                     create table public.copy_objects as table pgtrail.events_objects;",
                 )
                 .await
             }
@@ -184,7 +185,8 @@ impl Target {
                      insert into pgtrail.checkpoints overriding system value select * from public.copy_checkpoints;
                      delete from pgtrail.chain_head; insert into pgtrail.chain_head select * from public.copy_head;
                      delete from pgtrail.facet_hours; insert into pgtrail.facet_hours select * from public.copy_facets;
-                     delete from pgtrail.seq_hours; insert into pgtrail.seq_hours select * from public.copy_seq_hours;",
+                     delete from pgtrail.seq_hours; insert into pgtrail.seq_hours select * from public.copy_seq_hours;
+                     delete from pgtrail.events_objects; insert into pgtrail.events_objects select * from public.copy_objects;",
                 )
                 .await
             }

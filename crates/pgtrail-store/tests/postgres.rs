@@ -1566,7 +1566,7 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
     raw(&url)
         .await
         .batch_execute(
-            "drop table pgtrail.facet_hours, pgtrail.seq_hours; \
+            "drop table pgtrail.facet_hours, pgtrail.seq_hours, pgtrail.events_objects; \
              drop index pgtrail.events_table_seq_idx, pgtrail.events_app_user_seq_idx, \
                  pgtrail.events_db_user_seq_idx; \
              delete from pgtrail.schema_migrations where version >= 11",

@@ -299,13 +299,14 @@ async fn the_migration_fills_the_ranges_and_prune_keeps_them_true() {
     assert!(old.is_err(), "a version 12 store is not this build's");
     let batches = out_of_order_batches();
     {
-        // Appended as version 12 did: no ranges kept. The table is made
-        // for the append (this build writes it) and dropped after.
+        // Appended as version 12 did: no ranges kept. The tables are made
+        // for the append (this build writes them) and dropped after.
         let client = raw(&url).await;
         client
             .batch_execute(
                 "create table pgtrail.seq_hours (hour bigint primary key, \
-                 first_seq bigint not null, last_seq bigint not null)",
+                 first_seq bigint not null, last_seq bigint not null); \
+                 create table pgtrail.events_objects (name text, seq bigint)",
             )
             .await
             .expect("scratch table");
@@ -316,7 +317,7 @@ async fn the_migration_fills_the_ranges_and_prune_keeps_them_true() {
                 .await
                 .expect("append as version 12");
         }
-        tx.batch_execute("drop table pgtrail.seq_hours")
+        tx.batch_execute("drop table pgtrail.seq_hours, pgtrail.events_objects")
             .await
             .expect("drop scratch table");
         tx.commit().await.expect("commit");
@@ -342,6 +343,29 @@ async fn the_migration_fills_the_ranges_and_prune_keeps_them_true() {
         "a prune recomputes the hours it touched"
     );
     assert_windows_answer_as_a_scan(&store).await;
+    // And the relations of the pruned statements go with them (schema 15,
+    // filled by the migration above from the bodies of statements
+    // appended without them).
+    let left: i64 = raw(&url)
+        .await
+        .query_one(
+            "select count(*) from pgtrail.events_objects where seq <= 250",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    // Without a checkpoint, verify can only say the prefix is gone; no
+    // index names an event that is not there.
+    let report = verify(&store, None).await.expect("verify");
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind == ProblemKind::Removed && p.seq == 1),
+        "{report:#?}"
+    );
 }
 
 /// Whoever may write the table (the appending `pgtrail_admin`, or someone

@@ -275,8 +275,9 @@ reads!(sqlite);
 reads!(postgres);
 
 /// Statements are the trail's highest-volume events: on a store of some
-/// size the Postgres planner answers `--table` from the object index, not
-/// by reading every statement.
+/// size the Postgres planner answers `--table` by walking the statements
+/// that touched the table newest first (`events_objects`), not by reading
+/// every statement, nor every statement of the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_finds_a_table_through_the_object_index() {
     let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
@@ -314,12 +315,15 @@ async fn postgres_finds_a_table_through_the_object_index() {
             ..Default::default()
         };
         let plan = store.explain(&filter).await.expect("explain");
+        // One walk of the statements that touched it, newest first,
+        // stopping at the page: no sort of every statement of the table.
         // The events are in the default partition (March 2026); the
         // monthly partitions made ahead are empty, and scanning those is free.
         assert!(
-            plan.contains("Bitmap Index Scan on events_default_object_names_idx"),
+            plan.contains("Index Only Scan Backward using events_objects_pkey"),
             "{name}: {plan}"
         );
+        assert!(!plan.contains("->  Sort "), "{name}: {plan}");
         assert!(
             !plan.contains("Seq Scan on events_default"),
             "{name}: {plan}"
@@ -380,10 +384,14 @@ async fn sqlite_verify_finds_an_edited_object_index() {
     }
 }
 
-/// The same edits on Postgres land on `object_names`, a copied column that
-/// verify recomputes from the hashed body.
+/// The same edits on Postgres, whose index of the relations statements
+/// touched is `pgtrail.events_objects` (quoted names, bare and qualified):
+/// the store's owner (or anyone granted it) deletes a statement's names,
+/// gives another statement a name it never touched, and names an event
+/// that is not in the chain. Readers are misled until verify names all
+/// three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_verify_finds_edited_object_names() {
+async fn postgres_verify_finds_an_edited_object_index() {
     let cluster = pgtrail_testkit::Cluster::start().expect("cluster");
     let url = cluster.create_database("objects").await.expect("db");
     let store = pgtrail_store::postgres::PostgresStore::connect(&url)
@@ -395,22 +403,39 @@ async fn postgres_verify_finds_edited_object_names() {
     cluster
         .psql(
             db,
-            "update pgtrail.events set object_names = null where seq = 2; \
-             update pgtrail.events set object_names = '{\"\\\"patients\\\"\"}' where seq = 3",
+            r#"delete from pgtrail.events_objects where seq = 2;
+               insert into pgtrail.events_objects (name, seq)
+                   values ('"patients"', 3), ('"x"', 99);"#,
         )
         .expect("tamper");
+    let patients = Filter {
+        table: table("patients"),
+        ..Default::default()
+    };
+    assert_eq!(
+        sqls(&store, patients).await,
+        [
+            "select 2 from patients",
+            "select 1 from clinic.patients",
+            "select 'patients' from visits -- patients",
+            "select * from patients",
+        ],
+        "the edit misleads readers until verify runs"
+    );
     let report = verify(&store, None).await.expect("verify");
     let found: Vec<(i64, String)> = report
         .problems
         .iter()
         .map(|p| (p.seq, p.detail.clone()))
         .collect();
-    for seq in [2, 3] {
+    for (seq, what) in [
+        (2, "events_objects holds no names"),
+        (3, "events_objects holds other names"),
+        (99, "no such event in the chain"),
+    ] {
         assert!(
-            found
-                .iter()
-                .any(|(s, d)| *s == seq && d.contains("object_names holds")),
-            "{seq}: {found:#?}"
+            found.iter().any(|(s, d)| *s == seq && d.contains(what)),
+            "{seq} {what}: {found:#?}"
         );
     }
 }

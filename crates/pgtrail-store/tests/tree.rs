@@ -313,7 +313,8 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
          create index events_backend_pid on events ((json_extract(body, '$.backend_pid'))); \
          create index events_xid on events ((json_extract(body, '$.xid'))); \
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
-        "drop table pgtrail.facet_hours, pgtrail.seq_hours; drop table pgtrail.cosignatures; \
+        "drop table pgtrail.facet_hours, pgtrail.seq_hours, pgtrail.events_objects; \
+         drop table pgtrail.cosignatures; \
          drop table pgtrail.tree_nodes; drop index pgtrail.events_table_seq_idx, \
          pgtrail.events_app_user_seq_idx, pgtrail.events_db_user_seq_idx; \
          delete from pgtrail.schema_migrations where version >= 9;",

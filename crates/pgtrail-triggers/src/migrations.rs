@@ -101,32 +101,35 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// migrations made for readers, which migration 2's `revoke execute on all
 /// functions ... from public` takes away when the store was created first
 /// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call;
-/// the facet summary (`pgtrail.facet_hours`, store schema 11) and the
-/// hours' `seq` ranges (`pgtrail.seq_hours`, store schema 13), which
-/// readers read and the sealer (`pgtrail_admin`) adds each batch to.
-/// Only once the roles and the objects exist.
+/// the tables the store keeps beside the events, which readers read and
+/// the sealer (`pgtrail_admin`) adds to with each batch: the facet summary
+/// (`pgtrail.facet_hours`, store schema 11), the hours' `seq` ranges
+/// (`pgtrail.seq_hours`, 13), the relations statements touched
+/// (`pgtrail.events_objects`, 15). Only once the roles and the objects
+/// exist. Every table the appender writes needs its line here, or every
+/// sealed batch fails.
 pub const READER_GRANTS_SQL: &str = "do $$
+declare
+    kept record;
 begin
     if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader')
         and pg_catalog.to_regprocedure('pgtrail.client_inet(text)') is not null then
         grant execute on function pgtrail.client_inet(text) to pgtrail_reader;
     end if;
-    if pg_catalog.to_regclass('pgtrail.facet_hours') is not null then
-        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
-            grant select on pgtrail.facet_hours to pgtrail_reader;
+    for kept in select * from (values
+            ('facet_hours', 'select, insert, update'),
+            ('seq_hours', 'select, insert, update'),
+            ('events_objects', 'select, insert')) as t(name, sealer)
+    loop
+        if pg_catalog.to_regclass(pg_catalog.format('pgtrail.%I', kept.name)) is not null then
+            if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+                execute pg_catalog.format('grant select on pgtrail.%I to pgtrail_reader', kept.name);
+            end if;
+            if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+                execute pg_catalog.format('grant %s on pgtrail.%I to pgtrail_admin', kept.sealer, kept.name);
+            end if;
         end if;
-        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
-            grant select, insert, update on pgtrail.facet_hours to pgtrail_admin;
-        end if;
-    end if;
-    if pg_catalog.to_regclass('pgtrail.seq_hours') is not null then
-        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
-            grant select on pgtrail.seq_hours to pgtrail_reader;
-        end if;
-        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
-            grant select, insert, update on pgtrail.seq_hours to pgtrail_admin;
-        end if;
-    end if;
+    end loop;
 end
 $$;
 ";

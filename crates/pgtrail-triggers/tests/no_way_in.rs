@@ -478,3 +478,70 @@ async fn the_facet_summary_is_read_by_readers_kept_by_the_sealer_and_closed_to_a
         assert_eq!(sqlstate(&err), Some("42501"), "{attack}: {err:?}");
     }
 }
+
+/// The index of the relations statements touched
+/// (`pgtrail.events_objects`, store schema 15), which `table:` walks: a
+/// reader reads it; the sealer (`pgtrail_admin`) may add a batch's names,
+/// never remove or rename one (which would hide a statement from
+/// `table:`); an application role can do nothing with it.
+#[tokio::test]
+async fn the_statements_relations_are_read_by_readers_added_to_by_the_sealer_and_closed_to_applications(
+) {
+    let db = setup("events_objects").await;
+    db.sql(
+        r#"insert into pgtrail.events_objects (name, seq) values ('"orders"', 1);
+           create role auditor login in role pgtrail_reader;"#,
+    )
+    .await;
+    let reader = db.session_as("auditor").await;
+    let seen = reader
+        .query_one("select count(*) from pgtrail.events_objects", &[])
+        .await
+        .expect("a reader reads the index");
+    assert_eq!(seen.get::<_, i64>(0), 1);
+    let admin = db.session_as("admin").await;
+    admin
+        .batch_execute("begin; insert into pgtrail.events_objects values ('\"x\"', 2); rollback")
+        .await
+        .expect("the sealer adds names");
+    let app = db.session_as("app").await;
+    for (who, client, attacks) in [
+        (
+            "reader",
+            &reader,
+            vec![
+                "insert into pgtrail.events_objects values ('\"x\"', 2)",
+                "update pgtrail.events_objects set name = '\"x\"'",
+                "delete from pgtrail.events_objects",
+            ],
+        ),
+        (
+            "sealer",
+            &admin,
+            vec![
+                "update pgtrail.events_objects set name = '\"x\"'",
+                "delete from pgtrail.events_objects",
+                "truncate pgtrail.events_objects",
+            ],
+        ),
+        (
+            "application",
+            &app,
+            vec![
+                "select count(*) from pgtrail.events_objects",
+                "insert into pgtrail.events_objects values ('\"x\"', 2)",
+                "delete from pgtrail.events_objects",
+            ],
+        ),
+    ] {
+        for attack in attacks {
+            let err = client
+                .batch_execute(attack)
+                .await
+                .expect_err(&format!("{who}: {attack}"));
+            assert_eq!(sqlstate(&err), Some("42501"), "{who}: {attack}: {err:?}");
+        }
+    }
+    let left = one_i64(&db.client, "select count(*) from pgtrail.events_objects").await;
+    assert_eq!(left, 1, "nothing was removed");
+}

@@ -11,7 +11,8 @@
 //! batch is not duplicated), the rest are hashed in order from their
 //! ready-made bytes, copied in, their facet counts are added to
 //! `facet_hours` (`super::facets`), their hours' `seq` ranges widened in
-//! `seq_hours` (`super::seq_hours`), and the head moves. The caller's
+//! `seq_hours` (`super::seq_hours`), their statements' relations indexed
+//! (`super::objects`), and the head moves. The caller's
 //! transaction makes it all or nothing.
 //!
 //! [`append_in`] is public so that a writer with its own work in the same
@@ -116,11 +117,14 @@ pub(super) async fn append_rows(
         ))
         .await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COLUMN_TYPES));
-    // And each hour's seq range (`super::seq_hours`) widens to hold them.
+    // And each hour's seq range (`super::seq_hours`) widens to hold them,
+    // and each statement's relations are indexed (`super::objects`).
     let mut seq_ranges = Ranges::default();
+    let mut objects = super::objects::Rows::default();
     for (event, body) in fresh {
         seq += 1;
         seq_ranges.add(seq, event.captured_at.timestamp_micros());
+        objects.add(seq, &event);
         let hash = hex::encode(body.sealed_hash(seq, &prev_hash));
         writer
             .as_mut()
@@ -131,6 +135,7 @@ pub(super) async fn append_rows(
     writer.as_mut().finish().await?;
     super::facets::write(tx, &facet_counts).await?;
     super::seq_hours::write(tx, &seq_ranges).await?;
+    super::objects::write(tx, &objects).await?;
 
     tx.execute(
         "update pgtrail.chain_head set seq = $1, hash = $2",

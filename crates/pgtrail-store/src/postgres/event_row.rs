@@ -22,10 +22,10 @@ use crate::Mismatch;
 /// Columns of `pgtrail.events` in COPY order.
 pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
     db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
-    body, prev_hash, hash, row_key, object_names, backend_pid";
+    body, prev_hash, hash, row_key, backend_pid";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 20] = [
+pub(super) static COLUMN_TYPES: [Type; 19] = [
     Type::UUID,
     Type::INT8,
     Type::TIMESTAMPTZ,
@@ -44,7 +44,6 @@ pub(super) static COLUMN_TYPES: [Type; 20] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
-    Type::TEXT_ARRAY,
     Type::INT4,
 ];
 
@@ -54,7 +53,7 @@ pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 /// What verify selects: [`READ_COLUMNS`], then every copied column.
 pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed, row_key, object_names, backend_pid";
+    pk, sql, xid, failed, row_key, backend_pid";
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
@@ -68,7 +67,6 @@ pub(super) struct RowValues<'a> {
     failed: bool,
     body: JsonStr<'a>,
     row_key: Option<i64>,
-    object_names: Option<Vec<String>>,
 }
 
 impl<'a> RowValues<'a> {
@@ -94,12 +92,11 @@ impl<'a> RowValues<'a> {
             pk,
             failed: event.failed(),
             body: JsonStr(body),
-            object_names: object_names(event),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 20] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 19] {
         let e = self.event;
         [
             &e.id,
@@ -120,17 +117,17 @@ impl<'a> RowValues<'a> {
             &self.prev_hash,
             &self.hash,
             &self.row_key,
-            &self.object_names,
             &e.backend_pid,
         ]
     }
 }
 
-/// The `object_names` column of `event`: its `objects` as the GIN index
-/// holds them (`pgtrail_core::filter::object_index_names`), NULL for an
-/// event that touched none (row changes, sessions), so the index keeps no
-/// entry for them. Statements only: `--table` keeps matching row changes
-/// and DDL by their own table, as before.
+/// The names `events_objects` holds for `event` (`super::objects`): its
+/// `objects` as `--table` looks them up
+/// (`pgtrail_core::filter::object_index_names`), `None` for an event that
+/// touched none (row changes, sessions). Statements only: `--table` keeps
+/// matching row changes and DDL by their own table. Migration 6 also
+/// filled the `object_names` column (dropped by 15) with it.
 pub(super) fn object_names(event: &Event) -> Option<Vec<String>> {
     (event.kind == pgtrail_core::Kind::Statement && !event.objects.is_empty())
         .then(|| pgtrail_core::filter::object_index_names(&event.objects))
@@ -334,15 +331,7 @@ fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_po
         &|| number(found_key),
         &|| number(expected_key),
     );
-    let found_names: Option<Vec<String>> = row.try_get(18)?;
-    let expected_names = object_names(event);
-    check(
-        "object_names",
-        found_names == expected_names,
-        &|| format!("{found_names:?}"),
-        &|| format!("{expected_names:?}"),
-    );
-    let pid: Option<i32> = row.try_get(19)?;
+    let pid: Option<i32> = row.try_get(18)?;
     check(
         "backend_pid",
         pid == event.backend_pid,

@@ -9,6 +9,8 @@
 //! - [`query`]: the readers' SQL, every value bound as a parameter.
 //! - [`seq_hours`]: the `seq` range of each capture hour, which bounds the
 //!   walks of a time window.
+//! - [`objects`]: the relations each statement touched, in chain order,
+//!   which `table:` walks.
 //! - [`partition`]: monthly partitions made ahead and dropped by retention.
 //! - [`pool`]: a few connections, so concurrent calls do not queue on one.
 //!
@@ -27,6 +29,7 @@ mod append;
 mod event_row;
 mod facets;
 pub mod json;
+mod objects;
 mod partition;
 mod pool;
 mod query;
@@ -76,6 +79,9 @@ pub struct PostgresStore {
     /// partitions exist (0: not yet), so appends create the current and next
     /// month's partitions once instead of filling the default partition.
     partitions_ready_through: AtomicI64,
+    /// Keys the digests `verify` compares `events_objects` by
+    /// (`objects::check`): random per process.
+    objects_key: std::hash::RandomState,
 }
 
 impl PostgresStore {
@@ -134,6 +140,7 @@ impl PostgresStore {
             pool: Pool::new(config, MAX_CONNECTIONS),
             location,
             partitions_ready_through: AtomicI64::new(0),
+            objects_key: std::hash::RandomState::new(),
         })
     }
 
@@ -288,6 +295,7 @@ impl Store for PostgresStore {
         Ok(ExpectedIndexes {
             facets: facets::counts_of(page.iter().filter_map(|s| s.event.as_ref().ok())),
             seq_hours: seq_hours::ranges_of(page),
+            objects: objects::expected(page, &self.objects_key),
             ..ExpectedIndexes::default()
         })
     }
@@ -298,7 +306,8 @@ impl Store for PostgresStore {
         last: i64,
         expected: ExpectedIndexes,
     ) -> Result<Vec<(i64, crate::Mismatch)>> {
-        let context = "checking the facet counts and the seq ranges of the hours";
+        let context =
+            "checking the facet counts, the seq ranges of the hours and the statements' relations";
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await.map_err(self.backend(context))?;
         let mut mismatches = facets::check(&tx, first, last, expected.facets)
@@ -309,6 +318,12 @@ impl Store for PostgresStore {
                 .await
                 .map_err(self.backend(context))?,
         );
+        mismatches.extend(
+            objects::check(&tx, first, last, expected.objects, &self.objects_key)
+                .await
+                .map_err(self.backend(context))?,
+        );
+        mismatches.sort_by_key(|(seq, _)| *seq);
         tx.commit().await.map_err(self.backend(context))?;
         Ok(mismatches)
     }

@@ -183,7 +183,8 @@ pub(super) struct Pruned {
 /// Removes events with `seq <= through`: drops each monthly partition that
 /// holds no later event (and past months' empty ones), then deletes the
 /// remaining such rows one by one, and recounts the facet summary's hours
-/// they were in and recomputes their `seq` ranges.
+/// they were in, recomputes their `seq` ranges, and removes the index rows
+/// of their statements' relations.
 pub(super) async fn prune(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
@@ -230,6 +231,7 @@ pub(super) async fn prune(
         .await?;
     super::facets::after_prune(tx, newest_pruned).await?;
     super::seq_hours::after_prune(tx, newest_pruned).await?;
+    super::objects::after_prune(tx, through).await?;
     Ok(pruned)
 }
 

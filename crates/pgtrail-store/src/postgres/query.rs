@@ -162,27 +162,26 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
             }
             None if keyed => {
                 // Its own events by `(table_name, seq)`; the statements
-                // that touched it by the object index, which has no order:
-                // the planner walks the chain backwards for them or gathers
-                // them by bitmap, as it judges from the array statistics.
+                // that touched it by `events_objects`' `(name, seq)`: two
+                // walks newest first.
                 let mut own = Vec::new();
                 table_conditions(&mut q, &mut own, table);
                 let own = own.join(" and ");
-                let name = q.bind(vec![table.index_name()]);
+                let name = q.bind(table.index_name());
                 walks = vec![
                     Walk::ordered(own.clone()),
                     Walk {
-                        condition: format!(
-                            "object_names @> {name}::text[] and ({own}) is not true"
-                        ),
-                        ordered: false,
+                        condition: format!("({own}) is not true"),
+                        touched: Some(name),
                     },
                 ];
             }
             None => {
                 // With a search (the full-text index drives): the table's
                 // events by the row index, or a statement that touched it
-                // anywhere by the object index: a BitmapOr of two scans.
+                // by `events_objects`, read first into an array (an
+                // InitPlan), which the `seq` index takes: a BitmapOr of
+                // two scans.
                 let (low, high) = row_key::table_key_range(&table.table);
                 let mut by_target = vec![format!(
                     "row_key between {} and {}",
@@ -190,9 +189,10 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
                     q.bind(high)
                 )];
                 table_conditions(&mut q, &mut by_target, table);
-                let name = q.bind(vec![table.index_name()]);
+                let name = q.bind(table.index_name());
                 conditions.push(format!(
-                    "(({}) or object_names @> {name}::text[])",
+                    "(({}) or seq = any(array(select seq from pgtrail.events_objects \
+                     where name = {name})))",
                     by_target.join(" and ")
                 ));
             }
@@ -325,10 +325,9 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         );
         return q;
     }
-    let bounds = [times, bounds].concat();
     let branches: Vec<String> = walks
         .iter()
-        .map(|walk| walk.select(&bounds, &conditions))
+        .map(|walk| walk.select(&bounds, &times, &conditions))
         .collect();
     q.sql = match branches.as_slice() {
         [branch] => format!("select {columns} {branch} order by seq desc{limit}"),
@@ -336,7 +335,7 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
             "select {columns} from ({}) as events order by seq desc{limit}",
             branches
                 .iter()
-                .map(|branch| format!("(select * {branch} order by seq desc{limit})"))
+                .map(|branch| format!("(select events.* {branch} order by seq desc{limit})"))
                 .collect::<Vec<_>>()
                 .join(" union all ")
         ),
@@ -356,38 +355,53 @@ fn only_the_chain(filter: &Filter) -> bool {
         && filter.xid.is_none()
 }
 
-/// One way a keyed search finds its matches.
+/// One way a keyed search finds its matches: a walk newest first of an
+/// index `(key, seq)`, in chain order.
 struct Walk {
     condition: String,
-    /// Through an index `(key, seq)`, in chain order (not the object
-    /// index: GIN has none).
-    ordered: bool,
+    /// The walk is of `events_objects` for the name bound here (the
+    /// statements that touched a table), each joined to its event by
+    /// `seq`; else of an index of the events by `condition`.
+    touched: Option<String>,
 }
 
 impl Walk {
     fn ordered(condition: String) -> Self {
         Walk {
             condition,
-            ordered: true,
+            touched: None,
         }
     }
 
-    /// `from pgtrail.events where …` of this way. On an ordered walk the
-    /// other conditions are wrapped in `coalesce(…, false)` (the same
-    /// rows): the planner then judges them as matching half the key's
-    /// events, not the 0.5% it guesses for an expression it has no
+    /// `from … where …` of this way, bounded by `bounds` (on `seq`) and
+    /// `times`. The other conditions are wrapped in `coalesce(…, false)`
+    /// (the same rows): the planner then judges them as matching half the
+    /// key's events, not the 0.5% it guesses for an expression it has no
     /// statistics of, and walks the index newest first, stopping at the
     /// limit, instead of reading every event of the key to sort them: the
     /// role SQLite's `+column` plays (`bench/serve/pg_keyed_forms.py`).
-    fn select(&self, bounds: &[String], others: &[String]) -> String {
+    fn select(&self, bounds: &[String], times: &[String], others: &[String]) -> String {
         let mut all = vec![self.condition.clone()];
         all.extend(bounds.iter().cloned());
-        if self.ordered && !others.is_empty() {
+        all.extend(times.iter().cloned());
+        if !others.is_empty() {
             all.push(format!("coalesce({}, false)", others.join(" and ")));
-        } else {
-            all.extend(others.iter().cloned());
         }
-        format!("from pgtrail.events{}", where_clause(&all))
+        match &self.touched {
+            None => format!("from pgtrail.events{}", where_clause(&all)),
+            // The `seq` bounds go inside too: Postgres carries an equality
+            // across a join, not a range, and the walk must seek to them.
+            Some(name) => {
+                let mut touched = vec![format!("name = {name}")];
+                touched.extend(bounds.iter().cloned());
+                format!(
+                    "from (select seq as touched_seq from pgtrail.events_objects{}) as touched \
+                     join pgtrail.events on seq = touched_seq{}",
+                    where_clause(&touched),
+                    where_clause(&all)
+                )
+            }
+        }
     }
 }
 

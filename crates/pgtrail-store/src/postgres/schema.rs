@@ -49,6 +49,8 @@ pub(super) enum Fill {
     BackendPids,
     /// Migration 9: the Merkle tree's nodes over the stored events.
     TreeNodes,
+    /// Migration 15: the relations each stored statement touched.
+    EventsObjects,
 }
 
 /// The full-text vector of an event's SQL, as the index and the search both
@@ -405,6 +407,34 @@ $$;
 const V14_CLIENT_INET_RESTRICTED: &str =
     "alter function pgtrail.client_inet(text) parallel restricted;";
 
+/// Migration 15: the relations each statement touched, in chain order
+/// (`super::objects`), filled from the statements' bodies
+/// ([`Fill::EventsObjects`]); the `object_names` column and its GIN index
+/// go (a GIN index has no order: `table:` sorted every statement that
+/// ever touched the table to return the newest page). The trigger sealer
+/// appends as `pgtrail_admin`, so that role may add to it; readers read it.
+const V15_EVENTS_OBJECTS_BEFORE: &str = "
+create table pgtrail.events_objects (
+    name text not null,                -- quoted, bare or qualified (object_index_names)
+    seq bigint not null,
+    primary key (name, seq)
+);
+";
+const V15_EVENTS_OBJECTS_AFTER: &str = "
+drop index if exists pgtrail.events_object_names_idx;
+alter table pgtrail.events drop column if exists object_names;
+do $$
+begin
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+        grant select on pgtrail.events_objects to pgtrail_reader;
+    end if;
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+        grant select, insert on pgtrail.events_objects to pgtrail_admin;
+    end if;
+end
+$$;
+";
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -525,6 +555,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         fill: None,
         sql_after: "",
     },
+    Migration {
+        version: 15,
+        name: "the relations each statement touched, in chain order",
+        sql: V15_EVENTS_OBJECTS_BEFORE,
+        creates: &["events_objects"],
+        fill: Some(Fill::EventsObjects),
+        sql_after: V15_EVENTS_OBJECTS_AFTER,
+    },
 ];
 
 /// The schema version this build writes.
@@ -575,6 +613,9 @@ pub(super) async fn migrate_to(
             Some(Fill::ObjectNames) => fill_object_names(&tx, location).await?,
             Some(Fill::BackendPids) => fill_backend_pids(&tx, location).await?,
             Some(Fill::TreeNodes) => super::tree::fill(&tx, location).await?,
+            Some(Fill::EventsObjects) => {
+                super::objects::fill(&tx).await.map_err(backend(&context))?
+            }
             None => {}
         }
         if !next.sql_after.is_empty() {
