@@ -788,7 +788,23 @@ async fn search_finds_words_inside_qualified_names_and_never_errors() {
     let (store, _) = fresh_store(&cluster, "search").await;
     let mut e = Event::new(Source::Proxy, Kind::Statement);
     e.sql = Some("UPDATE public.accounts SET owner = 'alice@example.com' WHERE id = 42".into());
-    store.append(&[e]).await.expect("append");
+    // Words past a lexeme's 2,047 bytes and text past the 200,000 indexed
+    // characters never fail an append; the other words stay searchable.
+    let mut long = Event::new(Source::Proxy, Kind::Statement);
+    long.sql = Some(format!(
+        "select '\\x{}' from ledger -- {}",
+        "ab".repeat(2_000),
+        "pad ".repeat(60_000)
+    ));
+    store.append(&[e, long]).await.expect("append");
+    let ledger = store
+        .query(&Filter {
+            search: Some("ledger".into()),
+            ..Filter::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(ledger.len(), 1);
     let search = |s: &str| Filter {
         search: Some(s.into()),
         ..Filter::default()
@@ -1182,13 +1198,16 @@ async fn write_lean_rows(
                 .expect("backend pid");
         }
         if version >= 6 && e.kind == Kind::Statement && !e.objects.is_empty() {
-            // What schema 6's appender writes beside a statement.
+            // What schema 6's appender writes beside a statement (from 15,
+            // in a table of its own).
             let names = pgtrail_core::filter::object_index_names(&e.objects);
+            let write = if version >= 15 {
+                "insert into pgtrail.events_objects (name, seq) select unnest($1::text[]), $2"
+            } else {
+                "update pgtrail.events set object_names = $1 where seq = $2"
+            };
             client
-                .execute(
-                    "update pgtrail.events set object_names = $1 where seq = $2",
-                    &[&names, &seq],
-                )
+                .execute(write, &[&names, &seq])
                 .await
                 .expect("object names");
         }

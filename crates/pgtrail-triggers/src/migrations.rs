@@ -100,7 +100,9 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// Run after the migrations at every install: what the store's own
 /// migrations made for readers, which migration 2's `revoke execute on all
 /// functions ... from public` takes away when the store was created first
-/// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call;
+/// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call,
+/// and `pgtrail.sql_words` and `pgtrail.sql_words_query` (store schema
+/// 16), which searches of SQL text call;
 /// the tables the store keeps beside the events, which readers read and
 /// the sealer (`pgtrail_admin`) adds to with each batch: the facet summary
 /// (`pgtrail.facet_hours`, store schema 11), the hours' `seq` ranges
@@ -112,10 +114,16 @@ pub const READER_GRANTS_SQL: &str = "do $$
 declare
     kept record;
 begin
-    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader')
-        and pg_catalog.to_regprocedure('pgtrail.client_inet(text)') is not null then
-        grant execute on function pgtrail.client_inet(text) to pgtrail_reader;
-    end if;
+    for kept in select * from (values
+            ('pgtrail.client_inet(text)'),
+            ('pgtrail.sql_words(text)'),
+            ('pgtrail.sql_words_query(text)')) as t(name)
+    loop
+        if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader')
+            and pg_catalog.to_regprocedure(kept.name) is not null then
+            execute pg_catalog.format('grant execute on function %s to pgtrail_reader', kept.name);
+        end if;
+    end loop;
     for kept in select * from (values
             ('facet_hours', 'select, insert, update'),
             ('seq_hours', 'select, insert, update'),

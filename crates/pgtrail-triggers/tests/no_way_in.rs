@@ -398,9 +398,10 @@ async fn an_upgrade_from_4_with_rows_pending_seals_them_and_closes_the_holes() {
 }
 
 /// A login in pgtrail_reader searches by client address (`ip:`, `--ip`),
-/// which calls the store's `pgtrail.client_inet`: the install's revoke of
-/// every function from PUBLIC must not take that away from readers, and
-/// an application role still gets nothing.
+/// which calls the store's `pgtrail.client_inet`, and by words of SQL
+/// text (`pgtrail.sql_words`): the install's revoke of every function from
+/// PUBLIC must not take those away from readers, and an application role
+/// still gets nothing.
 #[tokio::test]
 async fn a_reader_searches_by_client_address_and_an_application_cannot() {
     let db = setup("reader_ip").await;
@@ -416,12 +417,33 @@ async fn a_reader_searches_by_client_address_and_an_application_cannot() {
         .await
         .expect("a reader searches by address");
     let _: i64 = row.get(0);
-    let app = db.session_as("app").await;
-    let err = app
-        .query_one("select pgtrail.client_inet('10.0.0.1')", &[])
+    // And by the words of the SQL (store schema 16): the DDL that made
+    // `orders` is found, once sealed.
+    let mut drainer = db.session_as("admin").await;
+    pgtrail_triggers::drain_all(&mut drainer)
         .await
-        .expect_err("an application role has no reader's rights");
-    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+        .expect("pgtrail_admin seals");
+    let row = reader
+        .query_one(
+            "select count(*) from pgtrail.events where sql is not null \
+             and pgtrail.sql_words(sql) @@ pgtrail.sql_words_query('create ORDERS')",
+            &[],
+        )
+        .await
+        .expect("a reader searches SQL text");
+    assert!(row.get::<_, i64>(0) >= 1);
+    let app = db.session_as("app").await;
+    for call in [
+        "select pgtrail.client_inet('10.0.0.1')",
+        "select pgtrail.sql_words('select 1')",
+        "select pgtrail.sql_words_query('orders')",
+    ] {
+        let err = app
+            .query_one(call, &[])
+            .await
+            .expect_err("an application role has no reader's rights");
+        assert_eq!(sqlstate(&err), Some("42501"), "{call}: {err:?}");
+    }
 }
 
 /// The facet summary (`pgtrail.facet_hours`, store schema 11): a reader

@@ -10,7 +10,6 @@ use postgres_types::{Json, ToSql};
 
 use super::event_row::{READ_COLUMNS, VERIFY_COLUMNS};
 use super::row_key;
-use super::schema::search_vector;
 use super::seq_hours::Window;
 
 /// A statement and the values of its `$n` parameters.
@@ -289,12 +288,12 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         // No word left (only punctuation): every event with SQL contains
         // all of the zero words, so the condition above is the whole filter.
         if !words.is_empty() {
-            // plainto_tsquery ANDs the words and reads no operators; the same
-            // cleaning as the indexed side keeps both tokenized alike.
+            // The server cuts the search into words as it cut the SQL
+            // (schema 16, `pgtrail.sql_words`), every word required; no
+            // character of it is read as query syntax.
             let p = q.bind(words.join(" "));
             conditions.push(format!(
-                "{} @@ plainto_tsquery('simple', regexp_replace({p}, '[^[:alnum:]_]+', ' ', 'g'))",
-                search_vector!()
+                "pgtrail.sql_words(sql) @@ pgtrail.sql_words_query({p})"
             ));
         }
     }

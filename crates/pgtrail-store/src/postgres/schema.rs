@@ -53,19 +53,14 @@ pub(super) enum Fill {
     EventsObjects,
 }
 
-/// The full-text vector of an event's SQL, as the index and the search both
-/// compute it. SQL text is cut into the words `search_words` also uses (runs
-/// of letters, digits and `_`) before Postgres's parser sees it: otherwise
-/// `public.accounts` or `alice@example.com` would each be one token, and a
-/// search for `accounts` would miss them. Only the first 200,000 characters
-/// are indexed, so that a huge statement can never exceed tsvector's 1 MB
-/// limit and fail its append.
+/// The full-text vector of an event's SQL up to schema 15, kept for
+/// migration 1's index (which migration 16 replaces): Postgres's parser
+/// split words at `_`, so `customer_id` was two common words.
 macro_rules! search_vector {
     () => {
         "to_tsvector('simple', regexp_replace(left(sql, 200000), '[^[:alnum:]_]+', ' ', 'g'))"
     };
 }
-pub(super) use search_vector;
 
 /// Migration 1: the events table, the chain head and the checkpoints.
 const V1_EVENTS: &str = concat!(
@@ -435,6 +430,50 @@ end
 $$;
 ";
 
+/// Migration 16: SQL text is searched by the words SQLite's index and
+/// `search_words` cut it into: runs of letters, digits and `_`, lowercased
+/// (`pgtrail.sql_words`, the index's expression), and a search is those
+/// words of the search text, all required (`pgtrail.sql_words_query`,
+/// the same cut, so both sides agree on every character). The index of
+/// migration 1 ran Postgres's parser, which splits at `_`: `customer_id`
+/// found "customer … id" anywhere (SQLite does not), and `t_011` was `t`
+/// and `011`, words in nearly every statement, whose long posting lists
+/// every such search read. Only the first 200,000 characters are indexed
+/// (at most 800 kB of words, under tsvector's 1 MB); a word longer than
+/// 2,047 bytes (a lexeme's limit) is not indexed, so no statement can fail
+/// its append. Readers call both functions; nobody else needs them.
+const V16_SQL_WORDS: &str = r#"
+create or replace function pgtrail.sql_words(sql text) returns tsvector
+    language sql immutable strict parallel safe
+    set search_path = pg_catalog
+as $$
+    select array_to_tsvector(array(
+        select distinct word
+        from regexp_split_to_table(lower(left(sql, 200000)), '[^[:alnum:]_]+') as word
+        where word <> '' and octet_length(word) <= 2047))
+$$;
+create or replace function pgtrail.sql_words_query(search text) returns tsquery
+    language sql immutable strict parallel safe
+    set search_path = pg_catalog
+as $$
+    select coalesce(string_agg('''' || word || '''', ' & '), '')::tsquery
+    from unnest(tsvector_to_array(pgtrail.sql_words(search))) as word
+$$;
+revoke execute on function pgtrail.sql_words(text), pgtrail.sql_words_query(text) from public;
+do $do$
+begin
+    if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
+        grant execute on function pgtrail.sql_words(text), pgtrail.sql_words_query(text)
+            to pgtrail_reader;
+    end if;
+end
+$do$;
+drop index if exists pgtrail.events_sql_search_idx;
+-- A large pending list: most GIN work happens in (auto)vacuum, not in appends.
+create index if not exists events_sql_words_idx on pgtrail.events using gin (pgtrail.sql_words(sql))
+    with (gin_pending_list_limit = 32768) where sql is not null;
+"#;
+
 /// Every migration this build knows, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -562,6 +601,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         creates: &["events_objects"],
         fill: Some(Fill::EventsObjects),
         sql_after: V15_EVENTS_OBJECTS_AFTER,
+    },
+    Migration {
+        version: 16,
+        name: "SQL text searched by the words SQLite cuts it into",
+        sql: V16_SQL_WORDS,
+        creates: &[],
+        fill: None,
+        sql_after: "",
     },
 ];
 
