@@ -27,7 +27,6 @@ use pgtrail_sql::{RedactMode, Redactor};
 use pgtrail_store::postgres::append_in;
 use pgtrail_store::postgres::json::RawJson;
 use pgtrail_store::postgres::PostgresStore;
-use pgtrail_store::Store;
 use serde_json::Value;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Row, Transaction};
@@ -142,7 +141,9 @@ impl Drainer {
             // partition: a failure here (e.g. not the owner) must not stop
             // sealing.
             let until = Utc::now() + chrono::Duration::days(PREPARE_AHEAD_DAYS);
-            if let Err(e) = store.prepare_until(until).await {
+            // Never moves rows waiting in the default partition (that
+            // would stall sealing): `pgtrail retention` does.
+            if let Err(e) = store.prepare_ahead(until).await {
                 tracing::warn!(error = %e, "Cannot create partitions ahead; events go to the default partition.");
             }
             self.prepared_at = Some(Instant::now());

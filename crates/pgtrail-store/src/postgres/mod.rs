@@ -191,9 +191,28 @@ impl PostgresStore {
         self.partitions_ready_through
             .store(wanted, Ordering::Relaxed);
         let ahead = now + chrono::Duration::days(PARTITION_DAYS_AHEAD);
-        if let Err(e) = Store::prepare_until(self, ahead).await {
+        if let Err(e) = self.prepare_ahead(ahead).await {
             tracing::warn!(store = %self.location, error = %e, "Could not create partitions ahead; events go to the default partition until retention runs");
         }
+    }
+
+    /// Creates the partitions of the months from now to `until` that have
+    /// none, except a month whose events wait in the default partition
+    /// (`pgtrail retention` moves them: [`Store::prepare_until`]). For
+    /// processes that append: it never moves rows, so it holds the chain
+    /// head only briefly. Returns the names of the partitions created.
+    pub async fn prepare_ahead(&self, until: DateTime<Utc>) -> Result<Vec<String>> {
+        let context = format!(
+            "creating partitions up to {}",
+            pgtrail_core::time::format_micros(&until)
+        );
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.backend(&context))?;
+        let created = partition::prepare_ahead(&tx, Utc::now(), until)
+            .await
+            .map_err(self.backend(&context))?;
+        tx.commit().await.map_err(self.backend(&context))?;
+        Ok(created)
     }
 
     async fn client(&self) -> Result<PooledClient<'_>> {

@@ -134,16 +134,55 @@ pub(super) async fn prepare_until(
     Ok(created)
 }
 
+/// Creates the partitions of the months from now to `until` that have
+/// none and no rows waiting in the default partition; returns the names of
+/// those created. What a process that appends runs (the store's first
+/// append, the trigger drainer): it holds the chain head, so it must stay
+/// short whatever the default partition holds. Moving waiting rows (an
+/// import of old history, months when partitions could not be made)
+/// rewrites every one of them under that lock, minutes at millions of
+/// rows, with capture stalled: that is [`prepare_until`]'s, which
+/// `pgtrail retention` runs.
+pub(super) async fn prepare_ahead(
+    tx: &Transaction<'_>,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    lock_chain_head(tx).await?;
+    let existing = monthly_partitions(tx).await?;
+    let mut created = Vec::new();
+    let mut month = Month::of(now);
+    while month <= Month::of(until) {
+        if !existing.contains(&month) {
+            if rows_waiting(tx, month).await? {
+                tracing::info!(
+                    month = %month.partition_name(),
+                    "Events of this month wait in the default partition; `pgtrail retention` moves them into a partition of their own."
+                );
+            } else {
+                create_partition(tx, month).await?;
+                created.push(month.partition_name());
+            }
+        }
+        month = month.next();
+    }
+    Ok(created)
+}
+
+/// Whether events of `month` are in the default partition.
+async fn rows_waiting(tx: &Transaction<'_>, month: Month) -> Result<bool, tokio_postgres::Error> {
+    tx.query_one(
+        "select exists (select 1 from pgtrail.events_default where captured_at >= $1 and captured_at < $2)",
+        &[&month.start(), &month.next().start()],
+    )
+    .await?
+    .try_get(0)
+}
+
 /// Creates one month's partition, moving its rows out of the default one.
 async fn create_partition(tx: &Transaction<'_>, month: Month) -> Result<(), tokio_postgres::Error> {
     let (from, to) = (month.start(), month.next().start());
-    let waiting: bool = tx
-        .query_one(
-            "select exists (select 1 from pgtrail.events_default where captured_at >= $1 and captured_at < $2)",
-            &[&from, &to],
-        )
-        .await?
-        .get(0);
+    let waiting = rows_waiting(tx, month).await?;
     if waiting {
         tx.batch_execute(
             "create temporary table if not exists pgtrail_moving (like pgtrail.events) on commit drop",
