@@ -1754,3 +1754,87 @@ async fn an_ip_search_in_a_parallel_plan_answers() {
         .as_deref()
         .is_some_and(|a| a.starts_with("10.0.3."))));
 }
+
+/// A search for words on a chain long enough to be read in slices
+/// (schema 16, `word_slices`: blocks of 2^16 events and up): every page,
+/// for a word in many statements (the newest slice fills the page), for a
+/// word in three (every slice is read, down to the first event), and in a
+/// time window, is what a full read of the chain finds, newest first.
+#[tokio::test]
+async fn a_search_for_words_reads_the_chain_in_slices_and_misses_nothing() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "word slices").await;
+    let start = Utc::now() - chrono::Duration::days(2);
+    let total: i64 = 140_000;
+    let mut sqls = Vec::new();
+    let mut batch = Vec::new();
+    for i in 1..=total {
+        let at = start + chrono::Duration::seconds(i);
+        let mut e = Event::at(Source::Proxy, Kind::Session, at);
+        let sql = match i {
+            _ if i % 500 == 0 => Some(format!("select * from needle where customer_id = {i}")),
+            5 | 70_001 | 139_999 => Some("select lonely_column from t".to_string()),
+            _ if i % 7 == 0 => Some("select 1".to_string()),
+            _ => None,
+        };
+        if let Some(sql) = &sql {
+            e.kind = Kind::Statement;
+            e.sql = Some(sql.clone());
+        }
+        sqls.push((i, sql));
+        batch.push(e);
+        if batch.len() == 10_000 {
+            store.append(&batch).await.expect("append");
+            batch.clear();
+        }
+    }
+    // The index holds each event's blocks as the slices ask for them.
+    let blocks: String = raw(&url)
+        .await
+        .query_one("select pgtrail.sql_index_words('x', 139999)::text", &[])
+        .await
+        .expect("words")
+        .get(0);
+    assert_eq!(blocks, "'#16_2' '#20_0' '#24_0' 'x'");
+
+    let expected = |word: &str, since: Option<i64>| -> Vec<i64> {
+        sqls.iter()
+            .rev()
+            .filter(|(i, sql)| {
+                since.is_none_or(|s| *i >= s)
+                    && sql.as_deref().is_some_and(|sql| {
+                        sql.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                            .any(|w| w == word)
+                    })
+            })
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    for (word, since) in [
+        ("needle", None),
+        ("lonely_column", None),
+        ("needle", Some(100_000)),
+        ("customer_id", Some(139_000)),
+    ] {
+        let mut found = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .query(&Filter {
+                    search: Some(word.into()),
+                    since: since.map(|s| start + chrono::Duration::seconds(s)),
+                    before_seq: before,
+                    limit: Some(50),
+                    ..Filter::default()
+                })
+                .await
+                .expect("search");
+            found.extend(page.iter().filter_map(|e| e.seq));
+            match page.last().and_then(|e| e.seq) {
+                Some(last) if page.len() == 50 => before = Some(last),
+                _ => break,
+            }
+        }
+        assert_eq!(found, expected(word, since), "{word} since {since:?}");
+    }
+}

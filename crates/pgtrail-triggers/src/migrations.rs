@@ -101,8 +101,8 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// migrations made for readers, which migration 2's `revoke execute on all
 /// functions ... from public` takes away when the store was created first
 /// (a fresh install): `pgtrail.client_inet`, which `ip:` searches call,
-/// and `pgtrail.sql_words` and `pgtrail.sql_words_query` (store schema
-/// 16), which searches of SQL text call;
+/// and `pgtrail.sql_words`, `sql_index_words` and `sql_words_query`
+/// (store schema 16), which searches of SQL text call;
 /// the tables the store keeps beside the events, which readers read and
 /// the sealer (`pgtrail_admin`) adds to with each batch: the facet summary
 /// (`pgtrail.facet_hours`, store schema 11), the hours' `seq` ranges
@@ -117,6 +117,7 @@ begin
     for kept in select * from (values
             ('pgtrail.client_inet(text)'),
             ('pgtrail.sql_words(text)'),
+            ('pgtrail.sql_index_words(text, bigint)'),
             ('pgtrail.sql_words_query(text)')) as t(name)
     loop
         if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader')

@@ -39,6 +39,7 @@ mod schema;
 mod seq_hours;
 mod tree;
 mod wide_row;
+mod word_slices;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -65,6 +66,7 @@ use crate::{
     AppendReceipt, ChainHead, ExpectedIndexes, PruneOutcome, Result, Store, StoreError, StoredEvent,
 };
 use pool::{Pool, PooledClient};
+use seq_hours::Window;
 
 /// How far ahead an appending store makes sure monthly partitions exist.
 const PARTITION_DAYS_AHEAD: i64 = 40;
@@ -237,7 +239,55 @@ impl PostgresStore {
         let window = seq_hours::window(&**client, filter)
             .await
             .map_err(self.backend("reading the seq range of a time window"))?;
-        Ok(query::filtered(filter, window))
+        Ok(query::filtered(filter, window, None))
+    }
+
+    /// The events of a search for words (`query::searches_words`), newest
+    /// first: the slices of `word_slices` in turn, until one fills the
+    /// page (without a limit, the whole range at once).
+    async fn by_slices(&self, client: &PooledClient<'_>, filter: &Filter) -> Result<Vec<Row>> {
+        let context = "searching SQL text";
+        let window = seq_hours::window(&**client, filter)
+            .await
+            .map_err(self.backend("reading the seq range of a time window"))?;
+        let (first, mut last) = match window {
+            Window::Empty => return Ok(Vec::new()),
+            Window::Seqs(first, last) => (first, last),
+            Window::Unbounded => {
+                let head: i64 = client
+                    .query_one("select seq from pgtrail.chain_head", &[])
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(self.backend(context))?;
+                (1, head)
+            }
+        };
+        if let Some(before) = filter.before_seq {
+            last = last.min(before.saturating_sub(1));
+        }
+        let (Some(limit), true) = (filter.limit, first <= last) else {
+            let q = query::filtered(filter, window, None);
+            return client
+                .query(&q.sql, &q.params())
+                .await
+                .map_err(self.backend(context));
+        };
+        let mut rows = Vec::new();
+        for slice in word_slices::slices(first, last) {
+            let q = query::filtered(
+                filter,
+                Window::Seqs(slice.first, last),
+                slice.blocks.as_deref(),
+            );
+            rows = client
+                .query(&q.sql, &q.params())
+                .await
+                .map_err(self.backend(context))?;
+            if rows.len() >= limit {
+                break;
+            }
+        }
+        Ok(rows)
     }
 
     fn decode(&self, rows: &[Row]) -> Result<Vec<Event>> {
@@ -381,6 +431,10 @@ impl Store for PostgresStore {
 
     async fn query(&self, filter: &Filter) -> Result<Vec<Event>> {
         let client = self.client().await?;
+        if query::searches_words(filter) {
+            let rows = self.by_slices(&client, filter).await?;
+            return self.decode(&rows);
+        }
         let q = self.filtered(&client, filter).await?;
         let rows = client
             .query(&q.sql, &q.params())

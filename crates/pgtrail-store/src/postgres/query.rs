@@ -66,10 +66,20 @@ fn asks_for_nul(filter: &Filter) -> bool {
 }
 
 /// Events matching `filter`, newest first, within `window` (the stretch
-/// of the chain its time window lies in, `super::seq_hours`).
-pub(super) fn filtered(filter: &Filter, window: Window) -> Query {
+/// of the chain its time window lies in, `super::seq_hours`), and with
+/// words, in `blocks` of the chain (`super::word_slices`) if given.
+pub(super) fn filtered(filter: &Filter, window: Window, blocks: Option<&str>) -> Query {
     let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-    filtered_with(filter, window, READ_COLUMNS, limit)
+    filtered_with(filter, window, blocks, READ_COLUMNS, limit)
+}
+
+/// Whether `filter` searches SQL text for words (read a slice of the chain
+/// at a time: `super::word_slices`).
+pub(super) fn searches_words(filter: &Filter) -> bool {
+    filter
+        .search
+        .as_deref()
+        .is_some_and(|search| !search_words(search).is_empty())
 }
 
 /// `(facet, value, count)` of the newest [`FACET_BOUND`] events `filter`
@@ -80,7 +90,7 @@ pub(super) fn facets(filter: &Filter, window: Window) -> Query {
               when schema_name is null then table_name \
               else schema_name || '.' || table_name end as tbl, \
          translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, source, failed";
-    let mut q = filtered_with(filter, window, columns, Some(FACET_BOUND as i64));
+    let mut q = filtered_with(filter, window, None, columns, Some(FACET_BOUND as i64));
     q.sql = format!(
         "with m as materialized ({}) \
          select 'user', actor, count(*) from m where actor is not null group by actor \
@@ -104,7 +114,7 @@ pub(super) fn activity_counts(filter: &Filter, window: Window, cap: usize) -> Qu
               else schema_name || '.' || table_name end as tbl, \
          translate(operation, 'abcdefghijklmnopqrstuvwxyz', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ') as op, captured_at as at";
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let mut q = filtered_with(filter, window, columns, Some(cap));
+    let mut q = filtered_with(filter, window, None, columns, Some(cap));
     q.sql = format!(
         "with m as materialized ({}) \
          select actor, tbl, op, floor(extract(epoch from at) / 3600)::bigint as hour, \
@@ -131,7 +141,13 @@ pub(super) fn activity_counts(filter: &Filter, window: Window, cap: usize) -> Qu
 /// (`window`): capture time is not monotone in `seq`, so the time
 /// condition alone cannot stop a walk newest first where the window
 /// starts; the range can, and the index seeks to its end.
-fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i64>) -> Query {
+fn filtered_with(
+    filter: &Filter,
+    window: Window,
+    blocks: Option<&str>,
+    columns: &str,
+    limit: Option<i64>,
+) -> Query {
     let mut q = Query::new();
     let mut conditions = Vec::new();
     let keyed = filter.search.is_none()
@@ -290,11 +306,18 @@ fn filtered_with(filter: &Filter, window: Window, columns: &str, limit: Option<i
         if !words.is_empty() {
             // The server cuts the search into words as it cut the SQL
             // (schema 16, `pgtrail.sql_words`), every word required; no
-            // character of it is read as query syntax.
+            // character of it is read as query syntax. The blocks of a
+            // slice are required too, so the index fetches only matches
+            // inside it.
             let p = q.bind(words.join(" "));
-            conditions.push(format!(
-                "pgtrail.sql_words(sql) @@ pgtrail.sql_words_query({p})"
-            ));
+            let query = match blocks {
+                Some(blocks) => format!(
+                    "(pgtrail.sql_words_query({p}) && {}::text::tsquery)",
+                    q.bind(blocks.to_string())
+                ),
+                None => format!("pgtrail.sql_words_query({p})"),
+            };
+            conditions.push(format!("pgtrail.sql_index_words(sql, seq) @@ {query}"));
         }
     }
     let limit = match limit {

@@ -432,16 +432,18 @@ $$;
 
 /// Migration 16: SQL text is searched by the words SQLite's index and
 /// `search_words` cut it into: runs of letters, digits and `_`, lowercased
-/// (`pgtrail.sql_words`, the index's expression), and a search is those
-/// words of the search text, all required (`pgtrail.sql_words_query`,
-/// the same cut, so both sides agree on every character). The index of
+/// (`pgtrail.sql_words`), and a search is those words of the search text,
+/// all required (`pgtrail.sql_words_query`, the same cut, so both sides
+/// agree on every character). The index holds them and the blocks of the
+/// chain the event is in (`pgtrail.sql_index_words`), so a search reads
+/// the newest slice of the chain first (`super::word_slices`). The index of
 /// migration 1 ran Postgres's parser, which splits at `_`: `customer_id`
 /// found "customer … id" anywhere (SQLite does not), and `t_011` was `t`
 /// and `011`, words in nearly every statement, whose long posting lists
 /// every such search read. Only the first 200,000 characters are indexed
 /// (at most 800 kB of words, under tsvector's 1 MB); a word longer than
 /// 2,047 bytes (a lexeme's limit) is not indexed, so no statement can fail
-/// its append. Readers call both functions; nobody else needs them.
+/// its append. Readers call the three functions; nobody else needs them.
 const V16_SQL_WORDS: &str = r#"
 create or replace function pgtrail.sql_words(sql text) returns tsvector
     language sql immutable strict parallel safe
@@ -452,6 +454,13 @@ as $$
         from regexp_split_to_table(lower(left(sql, 200000)), '[^[:alnum:]_]+') as word
         where word <> '' and octet_length(word) <= 2047))
 $$;
+create or replace function pgtrail.sql_index_words(sql text, seq bigint) returns tsvector
+    language sql immutable strict parallel safe
+    set search_path = pg_catalog
+as $$
+    select pgtrail.sql_words(sql) || array_to_tsvector(array[
+        '#16_' || (seq >> 16), '#20_' || (seq >> 20), '#24_' || (seq >> 24)])
+$$;
 create or replace function pgtrail.sql_words_query(search text) returns tsquery
     language sql immutable strict parallel safe
     set search_path = pg_catalog
@@ -459,18 +468,21 @@ as $$
     select coalesce(string_agg('''' || word || '''', ' & '), '')::tsquery
     from unnest(tsvector_to_array(pgtrail.sql_words(search))) as word
 $$;
-revoke execute on function pgtrail.sql_words(text), pgtrail.sql_words_query(text) from public;
+revoke execute on function pgtrail.sql_words(text), pgtrail.sql_index_words(text, bigint),
+    pgtrail.sql_words_query(text) from public;
 do $do$
 begin
     if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
-        grant execute on function pgtrail.sql_words(text), pgtrail.sql_words_query(text)
+        grant execute on function pgtrail.sql_words(text),
+            pgtrail.sql_index_words(text, bigint), pgtrail.sql_words_query(text)
             to pgtrail_reader;
     end if;
 end
 $do$;
 drop index if exists pgtrail.events_sql_search_idx;
 -- A large pending list: most GIN work happens in (auto)vacuum, not in appends.
-create index if not exists events_sql_words_idx on pgtrail.events using gin (pgtrail.sql_words(sql))
+create index if not exists events_sql_words_idx on pgtrail.events
+    using gin (pgtrail.sql_index_words(sql, seq))
     with (gin_pending_list_limit = 32768) where sql is not null;
 "#;
 
