@@ -1796,6 +1796,27 @@ async fn a_search_for_words_reads_the_chain_in_slices_and_misses_nothing() {
         .expect("words")
         .get(0);
     assert_eq!(blocks, "'#16_2' '#20_0' '#24_0' 'x'");
+    // And the same words as a search is cut into (two functions, one
+    // cut), whatever the text.
+    for text in [
+        "SELECT a_b, \"Mixed\"Case FROM s.t -- ünïcode  x",
+        "",
+        "  ..  ",
+        &format!("{} tail", "w".repeat(3000)),
+    ] {
+        let same: bool = raw(&url)
+            .await
+            .query_one(
+                "select pgtrail.sql_words($1) = array_to_tsvector(array( \
+                     select w from unnest(tsvector_to_array(pgtrail.sql_index_words($1, 7))) as w \
+                     where w not like '#%'))",
+                &[&text],
+            )
+            .await
+            .expect("words")
+            .get(0);
+        assert!(same, "{text:?}");
+    }
 
     let expected = |word: &str, since: Option<i64>| -> Vec<i64> {
         sqls.iter()

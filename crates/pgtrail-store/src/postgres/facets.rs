@@ -287,12 +287,21 @@ pub(super) async fn compared_from(
     first: i64,
     least: Option<i64>,
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    let resumed: bool = tx
-        .query_one(
-            "select exists (select 1 from pgtrail.events where seq < $1)",
-            &[&first],
-        )
-        .await?
-        .try_get(0)?;
+    let resumed = walk_resumed(tx, first).await?;
     Ok(if resumed { least } else { Some(i64::MIN) })
+}
+
+/// Whether events before `first` are stored: a verify walk that starts at
+/// `first` then resumed after them (incremental verify), and leaves what
+/// concerns them to the run that checked them.
+pub(super) async fn walk_resumed(
+    tx: &Transaction<'_>,
+    first: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    tx.query_one(
+        "select exists (select 1 from pgtrail.events where seq < $1)",
+        &[&first],
+    )
+    .await?
+    .try_get(0)
 }

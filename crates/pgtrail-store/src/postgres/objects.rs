@@ -146,13 +146,7 @@ pub(super) async fn check(
         .query_one("select seq from pgtrail.chain_head", &[])
         .await?
         .try_get(0)?;
-    let resumed: bool = tx
-        .query_one(
-            "select exists (select 1 from pgtrail.events where seq < $1)",
-            &[&first],
-        )
-        .await?
-        .try_get(0)?;
+    let resumed = super::facets::walk_resumed(tx, first).await?;
     let rows = tx
         .query("select name, seq from pgtrail.events_objects", &[])
         .await?;
