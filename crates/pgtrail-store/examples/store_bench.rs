@@ -125,8 +125,10 @@ fn event(i: usize, total: usize, now: DateTime<Utc>) -> Event {
     let span_us = 30 * 86_400 * 1_000_000i64;
     let mut rng = Lcg(42 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     rng.next();
-    let n = total;
-    let at = now - chrono::Duration::microseconds(span_us - span_us * i as i64 / n as i64);
+    // In i128: `span_us * i` overflows i64 past ~3.5M events (release
+    // builds wrap: the 10M pass had its times scrambled until session 16).
+    let elapsed = i64::try_from(i128::from(span_us) * i as i128 / total as i128).unwrap_or(span_us);
+    let at = now - chrono::Duration::microseconds(span_us - elapsed);
     let user = format!("user{}@example.com", rng.below(USERS));
     if i % 10 == 9 {
         let mut e = Event::at(Source::Proxy, Kind::Statement, at);
