@@ -265,12 +265,16 @@ impl PostgresStore {
         if let Some(before) = filter.before_seq {
             last = last.min(before.saturating_sub(1));
         }
-        let (Some(limit), true) = (filter.limit, first <= last) else {
-            let q = query::filtered(filter, window, None);
-            return client
-                .query(&q.sql, &q.params())
-                .await
-                .map_err(self.backend(context));
+        let limit = match filter.limit {
+            Some(limit) if first <= last => limit,
+            // Every match is wanted, or none can be: one query.
+            _ => {
+                let q = query::filtered(filter, window, None);
+                return client
+                    .query(&q.sql, &q.params())
+                    .await
+                    .map_err(self.backend(context));
+            }
         };
         let mut rows = Vec::new();
         for slice in word_slices::slices(first, last) {
