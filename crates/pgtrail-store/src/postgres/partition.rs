@@ -128,7 +128,8 @@ pub(super) async fn prepare_until(
 
     let mut created = Vec::new();
     for month in wanted.into_iter().filter(|m| !existing.contains(m)) {
-        create_partition(tx, month).await?;
+        let waiting = rows_waiting(tx, month).await?;
+        create_partition(tx, month, waiting).await?;
         created.push(month.partition_name());
     }
     Ok(created)
@@ -160,7 +161,7 @@ pub(super) async fn prepare_ahead(
                     "Events of this month wait in the default partition; `pgtrail retention` moves them into a partition of their own."
                 );
             } else {
-                create_partition(tx, month).await?;
+                create_partition(tx, month, false).await?;
                 created.push(month.partition_name());
             }
         }
@@ -179,10 +180,14 @@ async fn rows_waiting(tx: &Transaction<'_>, month: Month) -> Result<bool, tokio_
     .try_get(0)
 }
 
-/// Creates one month's partition, moving its rows out of the default one.
-async fn create_partition(tx: &Transaction<'_>, month: Month) -> Result<(), tokio_postgres::Error> {
+/// Creates one month's partition, moving its rows out of the default one
+/// when `waiting` (the caller asked [`rows_waiting`]).
+async fn create_partition(
+    tx: &Transaction<'_>,
+    month: Month,
+    waiting: bool,
+) -> Result<(), tokio_postgres::Error> {
     let (from, to) = (month.start(), month.next().start());
-    let waiting = rows_waiting(tx, month).await?;
     if waiting {
         tx.batch_execute(
             "create temporary table if not exists pgtrail_moving (like pgtrail.events) on commit drop",
