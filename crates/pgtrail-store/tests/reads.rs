@@ -333,6 +333,43 @@ async fn postgres_finds_a_table_through_the_object_index() {
     }
 }
 
+/// After `trail()`'s object index was edited the same way on either store
+/// (statement 2's names deleted, `patients` given to statement 3, a name
+/// for event 99, which is not in the chain): `--table patients` is misled
+/// until verify runs, and verify names all three.
+async fn assert_misled_then_named(store: &dyn Store) {
+    let patients = Filter {
+        table: table("patients"),
+        ..Default::default()
+    };
+    assert_eq!(
+        sqls(store, patients).await,
+        [
+            "select 2 from patients",
+            "select 1 from clinic.patients",
+            "select 'patients' from visits -- patients",
+            "select * from patients",
+        ],
+        "the edit misleads readers until verify runs"
+    );
+    let report = verify(store, None).await.expect("verify");
+    let found: Vec<(i64, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.seq, p.detail.clone()))
+        .collect();
+    for (seq, what) in [
+        (2, "events_objects holds no names"),
+        (3, "events_objects holds other names"),
+        (99, "no such event in the chain"),
+    ] {
+        assert!(
+            found.iter().any(|(s, d)| *s == seq && d.contains(what)),
+            "{seq} {what}: {found:#?}"
+        );
+    }
+}
+
 /// Someone with the SQLite file deletes a statement's names from the
 /// object index (the statement vanishes from `--table patients`) or adds
 /// names to another (it shows up where it never was): verify names both.
@@ -352,36 +389,7 @@ async fn sqlite_verify_finds_an_edited_object_index() {
              values ('patients', 'public', 3), ('x', '', 99);",
     )
     .expect("tamper");
-    let patients = Filter {
-        table: table("patients"),
-        ..Default::default()
-    };
-    assert_eq!(
-        sqls(&store, patients).await,
-        [
-            "select 2 from patients",
-            "select 1 from clinic.patients",
-            "select 'patients' from visits -- patients",
-            "select * from patients",
-        ],
-        "the edit misleads readers until verify runs"
-    );
-    let report = verify(&store, None).await.expect("verify");
-    let found: Vec<(i64, String)> = report
-        .problems
-        .iter()
-        .map(|p| (p.seq, p.detail.clone()))
-        .collect();
-    for (seq, what) in [
-        (2, "events_objects holds no names"),
-        (3, "events_objects holds other names"),
-        (99, "no such event in the chain"),
-    ] {
-        assert!(
-            found.iter().any(|(s, d)| *s == seq && d.contains(what)),
-            "{seq} {what}: {found:#?}"
-        );
-    }
+    assert_misled_then_named(&store).await;
 }
 
 /// The same edits on Postgres, whose index of the relations statements
@@ -408,36 +416,7 @@ async fn postgres_verify_finds_an_edited_object_index() {
                    values ('"patients"', 3), ('"x"', 99);"#,
         )
         .expect("tamper");
-    let patients = Filter {
-        table: table("patients"),
-        ..Default::default()
-    };
-    assert_eq!(
-        sqls(&store, patients).await,
-        [
-            "select 2 from patients",
-            "select 1 from clinic.patients",
-            "select 'patients' from visits -- patients",
-            "select * from patients",
-        ],
-        "the edit misleads readers until verify runs"
-    );
-    let report = verify(&store, None).await.expect("verify");
-    let found: Vec<(i64, String)> = report
-        .problems
-        .iter()
-        .map(|p| (p.seq, p.detail.clone()))
-        .collect();
-    for (seq, what) in [
-        (2, "events_objects holds no names"),
-        (3, "events_objects holds other names"),
-        (99, "no such event in the chain"),
-    ] {
-        assert!(
-            found.iter().any(|(s, d)| *s == seq && d.contains(what)),
-            "{seq} {what}: {found:#?}"
-        );
-    }
+    assert_misled_then_named(&store).await;
 }
 
 /// What the object index costs a SQLite append of statements, and what a
