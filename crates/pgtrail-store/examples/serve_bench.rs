@@ -1037,6 +1037,14 @@ async fn measure(
     now: DateTime<Utc>,
     work: &Path,
 ) {
+    // The fill is the chain's first `events` events; what follows are the
+    // access records of earlier HTTP runs on a reused store, at the head,
+    // inside the windows of the forms near "now".
+    let head = store.head().await.expect("head").map_or(0, |h| h.seq);
+    eprintln!(
+        "{backend}: {head} events, {} of them access records of earlier runs",
+        (head - args.events as i64).max(0)
+    );
     let server;
     let (target, server_pid): (Arc<dyn Target>, _) = if args.http {
         server = serve(&args.pgtrail, store_url, work).await;

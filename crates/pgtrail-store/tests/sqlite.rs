@@ -578,8 +578,87 @@ async fn a_version_7_store_indexes_the_objects_of_its_statements() {
     assert!(verify(&store, None).await.expect("verify").ok());
 }
 
+/// `op:` walks its own index from version 17. A store from before gets
+/// the index on open, and its searches by operation find what the events
+/// say: newest first, case as stored or not, in a window, beside a
+/// role left out, stepping over events without an operation.
+#[tokio::test]
+async fn a_version_16_store_finds_operations_through_their_index() {
+    let scratch = Scratch::new();
+    let store = scratch.open().await;
+    let start = chrono::Utc::now() - chrono::Duration::hours(10);
+    let operations = ["INSERT", "update", "DELETE", "delete", "UPDATE"];
+    let all: Vec<Event> = (0..120i64)
+        .map(|n| {
+            let mut e = event(n);
+            e.operation = (n % 7 != 0).then(|| operations[n as usize % 5].to_string());
+            e.db_user = Some(if n % 3 == 0 { "app" } else { "etl" }.into());
+            e.captured_at = start + chrono::Duration::minutes(n * 5);
+            e
+        })
+        .collect();
+    store.append(&all).await.expect("append");
+    drop(store);
+    downgrade_to_v16(&scratch.raw());
+    let store = scratch.open().await;
+    assert_eq!(recorded_version(&scratch.raw()), SCHEMA_VERSION);
+    let since = start + chrono::Duration::hours(4);
+    let questions = [
+        ("op:delete", None, None, 200),
+        ("op:update limit 5", None, None, 5),
+        ("-user:app op:delete since:4h", Some("app"), Some(since), 7),
+        ("op:truncate", None, None, 200),
+    ];
+    for (q, not_user, since, limit) in questions {
+        let operation = q
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("op:"))
+            .expect("op");
+        let filter = Filter {
+            operation: Some(operation.into()),
+            not_user: not_user.map(str::to_string),
+            since,
+            limit: Some(limit),
+            ..Default::default()
+        };
+        let found: Vec<String> = store
+            .query(&filter)
+            .await
+            .expect("query")
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        let expected: Vec<String> = all
+            .iter()
+            .rev()
+            .filter(|e| {
+                e.operation
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(operation))
+                    && not_user.is_none_or(|u| e.db_user.as_deref() != Some(u))
+                    && since.is_none_or(|s| e.captured_at >= s)
+            })
+            .take(limit)
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(found, expected, "{q}");
+        assert_eq!(expected.is_empty(), operation == "truncate", "{q}");
+    }
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
+/// Undoes version 17 (the index of operations in chain order).
+fn downgrade_to_v16(raw: &Connection) {
+    raw.execute_batch(
+        "drop index events_operation;
+         delete from pgtrail_migrations where version > 16; pragma user_version = 16;",
+    )
+    .expect("downgrade to version 16");
+}
+
 /// Undoes version 16 (the seq range of each capture hour).
 fn downgrade_to_v15(raw: &Connection) {
+    downgrade_to_v16(raw);
     raw.execute_batch(
         "drop table seq_hours;
          delete from pgtrail_migrations where version > 15; pragma user_version = 15;",

@@ -305,7 +305,8 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
     let (_, root) = t.sign(&key).await;
     // As a store from before the nodes: no table, an older schema.
     t.tamper(
-        "drop table seq_hours; drop table cosignatures; drop table tree_nodes; drop index events_table; \
+        "drop index events_operation; drop table seq_hours; drop table cosignatures; drop table tree_nodes; \
+         drop index events_table; \
          drop index events_client_addr; drop index events_database; \
          drop index events_backend_pid; drop index events_xid; \
          alter table events drop column client_addr; alter table events drop column database; \

@@ -155,6 +155,21 @@ fn database_drives(filter: &Filter) -> bool {
         && filter.until.is_none()
 }
 
+/// Whether `op:` finds `filter`'s newest matches by a walk of its index
+/// (schema 17), when no key of [`filtered_sql`] does: not with a kind or
+/// a failure, whose indexes drive as before (a failure is rarer than any
+/// operation; an operation of another kind than the one asked for would
+/// be walked to its end), nor a backend or a transaction (their lookups
+/// are narrower).
+fn operation_drives(filter: &Filter) -> bool {
+    filter.operation.is_some()
+        && no_other_key(filter)
+        && filter.kind.is_none()
+        && !filter.failed
+        && filter.backend_pid.is_none()
+        && filter.xid.is_none()
+}
+
 /// How many of the events `filter` matches have each facet value: the
 /// newest [`FACET_BOUND`] of them at most, counted in one pass (the
 /// matches are read once, into a materialized table, then grouped five
@@ -384,11 +399,13 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
     let by_database = by_addr.is_none() && database_drives(filter);
     // A row (`pk`) is found through the row index, a search through the
     // full-text index: both narrower than any key's walk.
-    let keyed = (filter.search.is_none()
+    let by_key = (filter.search.is_none()
         && filter.pk.is_none()
         && (filter.table.is_some() || filter.user.is_some() || filter.db_user.is_some()))
         || by_addr.is_some()
         || by_database;
+    let by_operation = !by_key && operation_drives(filter);
+    let keyed = by_key || by_operation;
     // `+` keeps a condition off the indexes when a key's walk drives.
     let plus = if keyed { "+" } else { "" };
     // An address's or a backend's index holds the time after the key: its
@@ -510,7 +527,15 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
         c.require(format!("db_user is not {p}"));
     }
     if let Some(operation) = &filter.operation {
-        c.equals("operation", operation.to_uppercase());
+        let p = c.param(Value::Text(operation.to_uppercase()));
+        if by_operation {
+            // `+` on the value: SQLite compares a bare parameter with
+            // `events_truncates`'s `operation = 'TRUNCATE'` and would then
+            // compile the statement again at every run.
+            walks = vec![format!("operation = +{p}")];
+        } else {
+            c.require(format!("+operation = {p}"));
+        }
     }
     if let Some(class) = &filter.class {
         // Read from the body, the bytes that were hashed: no copy of the
@@ -907,7 +932,7 @@ mod tests {
         for (q, walks) in [
             (
                 "-user:app op:delete since:1d",
-                &["SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"][..],
+                &["USING INDEX events_operation (operation=? AND rowid>? AND rowid<?)"][..],
             ),
             (
                 "failed since:7d",
@@ -984,6 +1009,10 @@ mod tests {
             ("kind:session failed", "events_"),
             ("kind:statement", "USING INDEX events_kind"),
             ("failed", "USING INDEX events_failed"),
+            // An operation beside them is checked on each event (schema 17's
+            // index would walk every event of the operation).
+            ("kind:session op:connect", "USING INDEX events_kind"),
+            ("failed op:update", "USING INDEX events_failed"),
         ] {
             let mut filter = pgtrail_core::search::parse_search(q, chrono::Utc::now()).expect(q);
             filter.limit = Some(50);
@@ -1043,6 +1072,7 @@ mod tests {
                 "table:t_193 user:alice kind:statement",
                 &["events_table (table_name=?"],
             ),
+            ("op:delete", &["events_operation (operation=?"]),
         ] {
             let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
             filter.limit = Some(50);
@@ -1062,6 +1092,9 @@ mod tests {
                     "TEMP B-TREE FOR ORDER BY",
                 ] {
                     assert!(!plan.contains(other), "{what} {q}: {plan}");
+                }
+                if !q.starts_with("op:") {
+                    assert!(!plan.contains("events_operation"), "{what} {q}: {plan}");
                 }
                 assert!(
                     !plan.lines().any(|l| l.ends_with("SCAN events")),
@@ -1158,5 +1191,53 @@ mod tests {
             "{steps}"
         );
         assert!(!steps.contains("SCAN events"), "{steps}");
+    }
+
+    /// A cached search is not compiled again for each value it is run
+    /// with. SQLite recompiles a statement at every bind of a parameter the
+    /// planner compared with a partial index's condition (`operation = ?`
+    /// against `events_truncates`'s `operation = 'TRUNCATE'`): that was
+    /// 3.5% of the server's time in a bench/serve profile, for one form in
+    /// ten. The first run may compile once (values bound for the first time).
+    #[test]
+    fn cached_searches_are_not_compiled_again_for_each_value() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let now = chrono::Utc::now();
+        for pair in [
+            ["op:update", "op:delete"],
+            [
+                "-user:app op:delete since:1d",
+                "-user:etl op:update since:1d",
+            ],
+            ["table:t_1 op:update", "table:t_2 op:delete"],
+            ["user:a since:7d", "user:b since:7d"],
+            ["ip:10.0.4.0/24 since:2h", "ip:10.0.5.0/24 since:2h"],
+            ["t_011 customer_id", "t_012 customer_id"],
+            ["db:crm user:a", "db:shop user:b"],
+            ["kind:session failed", "kind:statement failed"],
+            ["table:t_1 since:1d", "table:t_2 since:1d"],
+            ["db_user:a kind:ddl since:1d", "db_user:b kind:ddl since:1d"],
+        ] {
+            let statements: Vec<_> = pair
+                .iter()
+                .map(|q| {
+                    let mut filter = pgtrail_core::search::parse_search(q, now).expect(q);
+                    filter.limit = Some(51);
+                    query_sql(&filter, seqs(&filter), None, None)
+                })
+                .collect();
+            assert_eq!(statements[0].0, statements[1].0, "{pair:?}: one statement");
+            let mut statement = conn.prepare(&statements[0].0).expect("prepare");
+            for (_, values) in statements.iter().cycle().take(6) {
+                let mut rows = statement
+                    .query(params_from_iter(values.clone()))
+                    .expect("query");
+                while rows.next().expect("row").is_some() {}
+            }
+            let compiled = statement.get_status(rusqlite::StatementStatus::RePrepare);
+            assert!(compiled <= 1, "{pair:?}: compiled again {compiled} times");
+        }
     }
 }
