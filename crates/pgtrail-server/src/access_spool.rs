@@ -39,8 +39,11 @@ use crate::access::AccessError;
 /// How long the drainer lets access records gather before it appends them
 /// (and after each append): at most one store commit per linger, so a
 /// record shows in the store within about this (plus an append) of its
-/// read. Chosen from bench/serve (bench/README.md, "Session 14").
-pub const DRAIN_LINGER: Duration = Duration::from_millis(200);
+/// read. Chosen from bench/serve (bench/README.md, "Session 14"; 1 s
+/// instead of 200 ms since session 17: each commit empties every reader's
+/// page cache, and at 1,000 searches/s five a second cost ~10% of the
+/// server's CPU).
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// How long a stopping server waits for its records to reach the store
 /// before it leaves the rest for the next start.
