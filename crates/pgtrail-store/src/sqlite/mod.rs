@@ -53,6 +53,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pgtrail_core::search::Facets;
 use pgtrail_core::{Event, Filter, RowRef};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::runtime::RuntimeFlavor;
 
@@ -497,8 +498,23 @@ fn connect(path: &Path, location: &str, options: &SqliteOptions) -> Result<Conne
     })?;
     conn.busy_timeout(options.busy_timeout)
         .map_err(|e| StoreError::backend(location, "setting the busy timeout", e))?;
+    stable_plans(&conn, location)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// Plans that never depend on the values bound (SQLite's query planner
+/// stability guarantee). Without it, a statement whose planner looked at
+/// a value (a parameter compared with a partial index's condition) is
+/// compiled again at every run: rusqlite clears a cached statement's
+/// bindings when it is put back, which SQLite takes as new values. That
+/// was every search in a bench/serve profile at 10M events, ~10% of the
+/// server's CPU (bench/README.md, session 17). The walks are chosen in
+/// `query::filtered_sql`, not by the values.
+pub(super) fn stable_plans(conn: &Connection, location: &str) -> Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
+        .map_err(|e| StoreError::backend(location, "asking for stable query plans", e))
 }
 
 /// Opens a read-only connection for verify: `mode=ro` or `immutable=1`,
@@ -534,6 +550,7 @@ fn connect_read_only(
         },
         _ => StoreError::backend(location, "setting up a read-only connection", e),
     })?;
+    stable_plans(&conn, location)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }

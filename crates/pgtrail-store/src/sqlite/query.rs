@@ -529,10 +529,7 @@ fn filtered_sql(filter: &Filter, walk: &Walk, columns: &str, limit: i64) -> (Str
     if let Some(operation) = &filter.operation {
         let p = c.param(Value::Text(operation.to_uppercase()));
         if by_operation {
-            // `+` on the value: SQLite compares a bare parameter with
-            // `events_truncates`'s `operation = 'TRUNCATE'` and would then
-            // compile the statement again at every run.
-            walks = vec![format!("operation = +{p}")];
+            walks = vec![format!("operation = {p}")];
         } else {
             c.require(format!("+operation = {p}"));
         }
@@ -799,6 +796,15 @@ mod tests {
         }
     }
 
+    /// An empty store in memory, its connection set up as the store's are.
+    fn memory_store() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        super::super::stable_plans(&conn, ":memory:").expect("stable plans");
+        keys::register(&conn, ":memory:").expect("functions");
+        schema::migrate(&mut conn, ":memory:").expect("schema");
+        conn
+    }
+
     fn plan(conn: &Connection, (sql, values): (String, Vec<Value>)) -> String {
         let mut statement = conn
             .prepare(&format!("explain query plan {sql}"))
@@ -815,9 +821,7 @@ mod tests {
     /// for word, or SQLite silently scans: these plans would show it.
     #[test]
     fn row_lookups_seek_the_row_index() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         let table = TableName::parse("public.orders").expect("table");
         let pk = PkFilter::parse("id=7").expect("pk");
         let row = RowRef {
@@ -858,9 +862,7 @@ mod tests {
     /// transaction's events) seek the version 15 column indexes.
     #[test]
     fn backend_and_transaction_lookups_seek_their_indexes() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         let by_backend = Filter {
             backend_pid: Some(4242),
             since: Some(chrono::Utc::now()),
@@ -890,9 +892,7 @@ mod tests {
     /// scan of the events, whatever else is filtered.
     #[test]
     fn a_table_search_seeks_the_object_index() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         for table in ["patients", "clinic.patients"] {
             let filter = Filter {
                 table: Some(TableName::parse(table).expect("table")),
@@ -925,9 +925,7 @@ mod tests {
     /// time index, no sort of the window's events (`TEMP B-TREE`).
     #[test]
     fn windowed_searches_walk_their_seq_range() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         let now = chrono::Utc::now();
         for (q, walks) in [
             (
@@ -1002,9 +1000,7 @@ mod tests {
     /// order, never the whole chain backwards.
     #[test]
     fn kinds_and_failures_walk_their_index() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         for (q, index) in [
             ("kind:session failed", "events_"),
             ("kind:statement", "USING INDEX events_kind"),
@@ -1031,9 +1027,7 @@ mod tests {
     /// other conditions (a kind, a time window, a failure) never take over.
     #[test]
     fn keyed_searches_walk_their_index_newest_first() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         let now = chrono::Utc::now();
         for (q, indexes) in [
             (
@@ -1110,9 +1104,7 @@ mod tests {
     /// first.
     #[test]
     fn address_and_database_searches_walk_their_index_newest_first() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+        let conn = memory_store();
         let now = chrono::Utc::now();
         let two = [
             keys::addr_key("10.0.4.1").expect("address"),
@@ -1193,17 +1185,17 @@ mod tests {
         assert!(!steps.contains("SCAN events"), "{steps}");
     }
 
-    /// A cached search is not compiled again for each value it is run
-    /// with. SQLite recompiles a statement at every bind of a parameter the
-    /// planner compared with a partial index's condition (`operation = ?`
-    /// against `events_truncates`'s `operation = 'TRUNCATE'`): that was
-    /// 3.5% of the server's time in a bench/serve profile, for one form in
-    /// ten. The first run may compile once (values bound for the first time).
+    /// A cached search is not compiled again each time it runs. SQLite
+    /// recompiles a statement whose planner looked at a bound value (a
+    /// parameter compared with a partial index's condition) whenever its
+    /// bindings change, and rusqlite clears them when it puts a statement
+    /// back in its cache: without stable plans (`stable_plans`) every
+    /// search was compiled twice, ~10% of the server's CPU in a bench/serve
+    /// profile. The first run may compile once more (values bound for the
+    /// first time).
     #[test]
-    fn cached_searches_are_not_compiled_again_for_each_value() {
-        let mut conn = Connection::open_in_memory().expect("memory db");
-        keys::register(&conn, ":memory:").expect("functions");
-        schema::migrate(&mut conn, ":memory:").expect("schema");
+    fn cached_searches_are_not_compiled_again_for_each_run() {
+        let conn = memory_store();
         let now = chrono::Utc::now();
         for pair in [
             ["op:update", "op:delete"],
@@ -1229,14 +1221,16 @@ mod tests {
                 })
                 .collect();
             assert_eq!(statements[0].0, statements[1].0, "{pair:?}: one statement");
-            let mut statement = conn.prepare(&statements[0].0).expect("prepare");
-            for (_, values) in statements.iter().cycle().take(6) {
+            let mut compiled = 0;
+            for (sql, values) in statements.iter().cycle().take(6) {
+                let mut statement = conn.prepare_cached(sql).expect("prepare");
                 let mut rows = statement
                     .query(params_from_iter(values.clone()))
                     .expect("query");
                 while rows.next().expect("row").is_some() {}
+                drop(rows);
+                compiled = statement.get_status(rusqlite::StatementStatus::RePrepare);
             }
-            let compiled = statement.get_status(rusqlite::StatementStatus::RePrepare);
             assert!(compiled <= 1, "{pair:?}: compiled again {compiled} times");
         }
     }
