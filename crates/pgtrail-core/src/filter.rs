@@ -372,14 +372,21 @@ impl AddrFilter {
     /// `10.1.2.3`, `::1`, perhaps with a `/32`) is in this block. Text
     /// that is not an address is in no block.
     pub fn contains(&self, client_addr: &str) -> bool {
-        let host = client_addr.split('/').next().unwrap_or_default();
-        match host.parse::<std::net::IpAddr>() {
-            Ok(addr) => {
+        match host_addr(client_addr) {
+            Some(addr) => {
                 addr.is_ipv4() == self.addr.is_ipv4() && network(addr, self.prefix) == self.addr
             }
-            Err(_) => false,
+            None => false,
         }
     }
+}
+
+/// The address an event's `client_addr` names, as every `ip:` reads it:
+/// the text before any `/` (`10.1.2.3/32` is `10.1.2.3`); `None` for text
+/// that is not an address (a host name, a zone id), which is in no block.
+pub fn host_addr(client_addr: &str) -> Option<std::net::IpAddr> {
+    let host = client_addr.split('/').next().unwrap_or_default();
+    host.parse().ok()
 }
 
 impl std::fmt::Display for AddrFilter {

@@ -1362,6 +1362,14 @@ fn reader_filters(since: DateTime<Utc>) -> Vec<Filter> {
             xid: Some(701),
             ..Default::default()
         },
+        // Events stored before schema 17 have no address column: `ip:`
+        // reads their body.
+        Filter {
+            client_addr: Some(
+                pgtrail_core::filter::AddrFilter::parse("10.0.0.0/24").expect("block"),
+            ),
+            ..Default::default()
+        },
     ]
 }
 
@@ -1601,6 +1609,8 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         .await
         .batch_execute(
             "drop table pgtrail.facet_hours, pgtrail.seq_hours, pgtrail.events_objects; \
+             alter table pgtrail.events drop column client_addr; \
+             drop table pgtrail.column_starts; drop function pgtrail.body_client_inet(text); \
              drop index pgtrail.events_table_seq_idx, pgtrail.events_app_user_seq_idx, \
                  pgtrail.events_db_user_seq_idx; \
              delete from pgtrail.schema_migrations where version >= 11",
@@ -1696,6 +1706,92 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         store.facets(&window, 100).await.expect("facets"),
         facets_from_events(&store, &window).await
     );
+}
+
+/// `ip:` compares the `client_addr` column (schema 17) and reads the body
+/// only of events stored before it. Someone who can write the table (its
+/// owner) edits the column to move an event out of a search, or empties
+/// it, or deletes where the column starts so the older events are not
+/// read: each misleads `ip:` until verify names it.
+#[tokio::test]
+async fn an_edited_client_address_misleads_ip_until_verify_names_it() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, url) = fresh_store(&cluster, "client addr").await;
+    let session = |i: i64| {
+        let mut e = Event::new(Source::Proxy, Kind::Session);
+        e.client_addr = Some(match i % 3 {
+            0 => format!("10.0.0.{i}"),
+            1 => format!("10.0.0.{i}/32"),
+            _ => "not an address".into(),
+        });
+        e
+    };
+    store
+        .append(&(1..=6).map(session).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    let admin = raw(&url).await;
+    // As a store from before schema 17: the first six events have no
+    // column, the column starts at 7.
+    admin
+        .batch_execute(
+            "update pgtrail.events set client_addr = null;
+             update pgtrail.column_starts set first_seq = 7 where name = 'client_addr'",
+        )
+        .await
+        .expect("as before schema 17");
+    store
+        .append(&(7..=12).map(session).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    assert!(verify(&store, None).await.expect("verify").ok());
+    let block = Filter {
+        client_addr: Some(pgtrail_core::filter::AddrFilter::parse("10.0.0.0/24").expect("block")),
+        ..Default::default()
+    };
+    let seqs = |events: Vec<Event>| events.iter().filter_map(|e| e.seq).collect::<Vec<_>>();
+    let all = [12, 10, 9, 7, 6, 4, 3, 1];
+    assert_eq!(seqs(store.query(&block).await.expect("ip")), all);
+
+    for (tamper, seq, found) in [
+        (
+            "update pgtrail.events set client_addr = '192.168.9.9' where seq = 9",
+            9,
+            &[12, 10, 7, 6, 4, 3, 1][..],
+        ),
+        (
+            "update pgtrail.events set client_addr = null where seq = 10",
+            10,
+            &[12, 9, 7, 6, 4, 3, 1],
+        ),
+        ("delete from pgtrail.column_starts", 1, &[12, 10, 9, 7]),
+    ] {
+        admin.batch_execute(tamper).await.expect("tamper");
+        assert_eq!(
+            seqs(store.query(&block).await.expect("ip")),
+            found,
+            "{tamper}"
+        );
+        let report = verify(&store, None).await.expect("verify");
+        assert!(
+            report.problems.iter().any(|p| p.seq == seq
+                && p.kind == ProblemKind::Index
+                && p.detail.contains("client_addr")),
+            "{tamper}: {:#?}",
+            report.problems
+        );
+        // Put back for the next.
+        admin
+            .batch_execute(
+                "update pgtrail.events set client_addr = null where seq < 7;
+                 update pgtrail.events set client_addr = '10.0.0.9' where seq = 9;
+                 update pgtrail.events set client_addr = '10.0.0.10' where seq = 10;
+                 insert into pgtrail.column_starts values ('client_addr', 7) on conflict do nothing",
+            )
+            .await
+            .expect("put back");
+        assert!(verify(&store, None).await.expect("verify").ok(), "{tamper}");
+    }
 }
 
 /// An `ip:` search in a parallel plan (the planner's choice on a large

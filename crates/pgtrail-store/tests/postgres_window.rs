@@ -306,7 +306,8 @@ async fn the_migration_fills_the_ranges_and_prune_keeps_them_true() {
             .batch_execute(
                 "create table pgtrail.seq_hours (hour bigint primary key, \
                  first_seq bigint not null, last_seq bigint not null); \
-                 create table pgtrail.events_objects (name text, seq bigint)",
+                 create table pgtrail.events_objects (name text, seq bigint); \
+                 alter table pgtrail.events add column client_addr inet",
             )
             .await
             .expect("scratch table");
@@ -317,9 +318,12 @@ async fn the_migration_fills_the_ranges_and_prune_keeps_them_true() {
                 .await
                 .expect("append as version 12");
         }
-        tx.batch_execute("drop table pgtrail.seq_hours, pgtrail.events_objects")
-            .await
-            .expect("drop scratch table");
+        tx.batch_execute(
+            "drop table pgtrail.seq_hours, pgtrail.events_objects; \
+             alter table pgtrail.events drop column client_addr",
+        )
+        .await
+        .expect("drop scratch table");
         tx.commit().await.expect("commit");
     }
     let store = PostgresStore::connect(&url).await.expect("migrates to 13");

@@ -107,7 +107,9 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// the sealer (`pgtrail_admin`) adds to with each batch: the facet summary
 /// (`pgtrail.facet_hours`, store schema 11), the hours' `seq` ranges
 /// (`pgtrail.seq_hours`, 13), the relations statements touched
-/// (`pgtrail.events_objects`, 15). Only once the roles and the objects
+/// (`pgtrail.events_objects`, 15); and for readers only, where each
+/// copied column starts (`pgtrail.column_starts`, 17), which `ip:` reads.
+/// Only once the roles and the objects
 /// exist. Every table the appender writes needs its line here, or every
 /// sealed batch fails.
 pub const READER_GRANTS_SQL: &str = "do $$
@@ -116,6 +118,7 @@ declare
 begin
     for kept in select * from (values
             ('pgtrail.client_inet(text)'),
+            ('pgtrail.body_client_inet(text)'),
             ('pgtrail.sql_words(text)'),
             ('pgtrail.sql_index_words(text, bigint)'),
             ('pgtrail.sql_words_query(text)')) as t(name)
@@ -128,13 +131,15 @@ begin
     for kept in select * from (values
             ('facet_hours', 'select, insert, update'),
             ('seq_hours', 'select, insert, update'),
-            ('events_objects', 'select, insert')) as t(name, sealer)
+            ('events_objects', 'select, insert'),
+            ('column_starts', null)) as t(name, sealer)
     loop
         if pg_catalog.to_regclass(pg_catalog.format('pgtrail.%I', kept.name)) is not null then
             if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
                 execute pg_catalog.format('grant select on pgtrail.%I to pgtrail_reader', kept.name);
             end if;
-            if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
+            if kept.sealer is not null
+                and exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_admin') then
                 execute pg_catalog.format('grant %s on pgtrail.%I to pgtrail_admin', kept.sealer, kept.name);
             end if;
         end if;

@@ -10,6 +10,8 @@
 //! filters (and `failed` and `row_key`, derived from them); `verify` recomputes
 //! each from the body and reports any that differs.
 
+use std::net::IpAddr;
+
 use pgtrail_core::filter::canonical_pk;
 use pgtrail_core::{json, Event};
 use postgres_types::{ToSql, Type};
@@ -22,10 +24,10 @@ use crate::Mismatch;
 /// Columns of `pgtrail.events` in COPY order.
 pub(super) const COLUMNS: &str = "id, seq, captured_at, source, kind, \
     db_user, app_user, schema_name, table_name, operation, pk, sql, xid, failed, \
-    body, prev_hash, hash, row_key, backend_pid";
+    body, prev_hash, hash, row_key, backend_pid, client_addr";
 
 /// Types of [`COLUMNS`], for the binary COPY.
-pub(super) static COLUMN_TYPES: [Type; 19] = [
+pub(super) static COLUMN_TYPES: [Type; 20] = [
     Type::UUID,
     Type::INT8,
     Type::TIMESTAMPTZ,
@@ -45,6 +47,7 @@ pub(super) static COLUMN_TYPES: [Type; 19] = [
     Type::TEXT,
     Type::INT8,
     Type::INT4,
+    Type::INET,
 ];
 
 /// What readers select: the event is its body plus the seal columns.
@@ -53,7 +56,8 @@ pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 /// What verify selects: [`READ_COLUMNS`], then every copied column.
 pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed, row_key, backend_pid";
+    pk, sql, xid, failed, row_key, backend_pid, client_addr, \
+    coalesce(seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr'), true)";
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {
@@ -67,6 +71,7 @@ pub(super) struct RowValues<'a> {
     failed: bool,
     body: JsonStr<'a>,
     row_key: Option<i64>,
+    client_addr: Option<IpAddr>,
 }
 
 impl<'a> RowValues<'a> {
@@ -92,11 +97,12 @@ impl<'a> RowValues<'a> {
             pk,
             failed: event.failed(),
             body: JsonStr(body),
+            client_addr: client_addr(event),
         }
     }
 
     /// The values in [`COLUMNS`] order.
-    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 19] {
+    pub(super) fn values(&self) -> [&(dyn ToSql + Sync); 20] {
         let e = self.event;
         [
             &e.id,
@@ -118,8 +124,19 @@ impl<'a> RowValues<'a> {
             &self.hash,
             &self.row_key,
             &e.backend_pid,
+            &self.client_addr,
         ]
     }
+}
+
+/// The `client_addr` column of `event` (schema 17): the address its
+/// `client_addr` names, as every `ip:` reads it; NULL for none, or for
+/// text that is no address (in no block).
+pub(super) fn client_addr(event: &Event) -> Option<IpAddr> {
+    event
+        .client_addr
+        .as_deref()
+        .and_then(pgtrail_core::filter::host_addr)
 }
 
 /// The names `events_objects` holds for `event` (`super::objects`): its
@@ -337,6 +354,17 @@ fn copied_mismatches(row: &Row, event: &Event) -> Result<Vec<Mismatch>, tokio_po
         pid == event.backend_pid,
         &|| number(pid.map(i64::from)),
         &|| number(event.backend_pid.map(i64::from)),
+    );
+    // Written from schema 17 on: an event stored before may have NULL
+    // (`ip:` reads its body), any other must have what the body names.
+    let addr: Option<IpAddr> = row.try_get(19)?;
+    let written: bool = row.try_get(20)?;
+    let expected_addr = client_addr(event);
+    check(
+        "client_addr",
+        addr == expected_addr || (addr.is_none() && !written),
+        &|| quoted(addr.map(|a| a.to_string()).as_deref()),
+        &|| quoted(expected_addr.map(|a| a.to_string()).as_deref()),
     );
     // jsonb keeps no text of its own (it respaces and reorders keys):
     // compare the values.

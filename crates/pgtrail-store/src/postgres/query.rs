@@ -243,10 +243,15 @@ fn filtered_with(
     }
     if let Some(addr) = &filter.client_addr {
         // Bound as text and cast by the server: the block was parsed
-        // (and its host bits cleared) by `AddrFilter::parse`.
+        // (and its host bits cleared) by `AddrFilter::parse`. The column
+        // (schema 17); the body of an event stored before it, whose
+        // column is NULL (`pgtrail.column_starts`).
         let block = q.bind(addr.to_string());
         conditions.push(format!(
-            "pgtrail.client_inet(body::json ->> 'client_addr') <<= {block}::text::inet"
+            "(client_addr <<= {block}::text::inet \
+             or (client_addr is null \
+                 and seq < (select first_seq from pgtrail.column_starts where name = 'client_addr') \
+                 and pgtrail.body_client_inet(body) <<= {block}::text::inet))"
         ));
     }
     if let Some(before) = filter.before_seq {

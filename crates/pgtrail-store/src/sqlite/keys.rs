@@ -109,8 +109,7 @@ impl AddrKey {
 /// reads it (the address before any `/`): `None` for text that is not an
 /// address (a zone id, a host name), which is in no block.
 pub fn addr_key(client_addr: &str) -> Option<AddrKey> {
-    let host = client_addr.split('/').next().unwrap_or_default();
-    host.parse::<IpAddr>().ok().map(AddrKey::of)
+    pgtrail_core::filter::host_addr(client_addr).map(AddrKey::of)
 }
 
 /// The first and last keys of `block`'s addresses.
