@@ -500,14 +500,14 @@ create index if not exists events_sql_words_idx on pgtrail.events
 /// events, ~16 µs a row: JSON, then `client_inet`'s subtransaction; the
 /// dashboard's own access records fill a recent window). The append
 /// writes it (`event_row::client_addr`: the address before any `/`, as
-/// `AddrFilter::contains` and SQLite's column read it); the events stored
-/// before keep NULL, which would mean a rewrite of every row to fill, so
-/// `column_starts` says from which `seq` the column holds, and `ip:`
-/// reads the body below it (`body_client_inet`, which answers NULL where
-/// Postgres cannot read the body as JSON: a string holding `\u0000`; the
-/// few such events stored get their column filled here instead,
-/// [`Fill::ClientAddrs`]). `verify` holds the column to the body, and
-/// NULL below that `seq` only.
+/// `AddrFilter::contains` and SQLite's column read it). Filling every
+/// stored row would rewrite them all, so only the newest 100,000 are
+/// filled here (the recent windows a dashboard searches most), and
+/// `column_starts` says from which `seq` the column holds; below it `ip:`
+/// reads the body (`body_client_inet`, which answers NULL where Postgres
+/// cannot read the body as JSON: a string holding `\u0000`; such events
+/// below get their column filled too, [`Fill::ClientAddrs`]). `verify`
+/// holds the column to the body, and NULL below that `seq` only.
 const V17_CLIENT_ADDR: &str = "
 alter table pgtrail.events add column client_addr inet;
 create function pgtrail.body_client_inet(body text) returns inet
@@ -526,7 +526,7 @@ create table pgtrail.column_starts (
     first_seq bigint not null          -- the first seq whose row has it written
 );
 insert into pgtrail.column_starts (name, first_seq)
-    select 'client_addr', coalesce(max(seq), 0) + 1 from pgtrail.events;
+    select 'client_addr', greatest(coalesce(max(seq), 0) + 1 - 100000, 1) from pgtrail.events;
 do $$
 begin
     if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
@@ -880,10 +880,11 @@ async fn fill_backend_pids(
     .await
 }
 
-/// Migration 17's fill: the `client_addr` column of the stored events whose
-/// body Postgres's JSON cannot read (a string holding `\u0000`), where
-/// `ip:` could not read the address from the body. The others keep NULL:
-/// `ip:` reads their body.
+/// Migration 17's fill: the `client_addr` column of the newest stored
+/// events (from `column_starts`), and of those whose body Postgres's JSON
+/// cannot read (a string holding `\u0000`), where `ip:` could not read
+/// the address from the body. The others keep NULL: `ip:` reads their
+/// body.
 async fn fill_unreadable_client_addrs(
     tx: &tokio_postgres::Transaction<'_>,
     location: &str,
@@ -893,7 +894,8 @@ async fn fill_unreadable_client_addrs(
         location,
         "copying client addresses (migration 17)",
         "select id, captured_at, body from pgtrail.events \
-         where strpos(body, '\\u0000') > 0",
+         where seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr') \
+            or strpos(body, '\\u0000') > 0",
         "update pgtrail.events e set client_addr = b.value \
          from unnest($1::uuid[], $2::timestamptz[], $3::inet[]) as b(id, captured_at, value) \
          where e.id = b.id and e.captured_at = b.captured_at",
