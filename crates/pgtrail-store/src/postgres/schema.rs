@@ -730,7 +730,7 @@ pub(super) async fn migrate_to(
             Some(Fill::RowKeys) => fill_row_keys(&tx, location).await?,
             Some(Fill::ObjectNames) => fill_object_names(&tx, location).await?,
             Some(Fill::BackendPids) => fill_backend_pids(&tx, location).await?,
-            Some(Fill::ClientAddrs) => fill_unreadable_client_addrs(&tx, location).await?,
+            Some(Fill::ClientAddrs) => fill_client_addrs(&tx, location).await?,
             Some(Fill::TreeNodes) => super::tree::fill(&tx, location).await?,
             Some(Fill::EventsObjects) => {
                 super::objects::fill(&tx).await.map_err(backend(&context))?
@@ -885,7 +885,7 @@ async fn fill_backend_pids(
 /// cannot read (a string holding `\u0000`), where `ip:` could not read
 /// the address from the body. The others keep NULL: `ip:` reads their
 /// body.
-async fn fill_unreadable_client_addrs(
+async fn fill_client_addrs(
     tx: &tokio_postgres::Transaction<'_>,
     location: &str,
 ) -> Result<(), StoreError> {
