@@ -1708,6 +1708,64 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
     );
 }
 
+/// One stored event with a `\u0000` string (a row value, an imported
+/// line), which Postgres's JSON refuses to read, must not make `db:` or
+/// `class:` searches fail for everyone: they answer, and find it. A search
+/// value holding NUL (no stored text can) finds nothing, without an error.
+#[tokio::test]
+async fn a_nul_in_one_event_breaks_no_search_by_database_or_class() {
+    let cluster = Cluster::start().expect("cluster");
+    let (store, _url) = fresh_store(&cluster, "nul bodies").await;
+    let mut row = row_change(1, Utc::now());
+    row.database = Some("shop".into());
+    row.new = Some(serde_json::from_str(r#"{"id":1,"doc":"a\u0000b"}"#).expect("json"));
+    let mut statement = Event::new(Source::Proxy, Kind::Statement);
+    statement.database = Some("shop".into());
+    statement.class = Some("WRITE".into());
+    statement.sql = Some("update t set doc = $1".into());
+    statement.params = Some(vec![serde_json::json!("x\u{0}y")]);
+    let mut other = Event::new(Source::Proxy, Kind::Statement);
+    other.database = Some("crm".into());
+    other.class = Some("READ".into());
+    store
+        .append(&[row, statement, other])
+        .await
+        .expect("append");
+    let count = |filter: Filter| {
+        let store = &store;
+        async move {
+            store
+                .query(&filter)
+                .await
+                .expect("the search answers")
+                .len()
+        }
+    };
+    let shop = Filter {
+        database: Some("shop".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(shop).await, 2);
+    let writes = Filter {
+        class: Some("write".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(writes).await, 1);
+    for hostile in [
+        Filter {
+            database: Some("sh\0op".into()),
+            ..Default::default()
+        },
+        Filter {
+            class: Some("wr\0ite".into()),
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(count(hostile).await, 0);
+    }
+    assert!(verify(&store, None).await.expect("verify").ok());
+}
+
 /// `ip:` compares the `client_addr` column (schema 17) and reads the body
 /// only of events stored before it. Someone who can write the table (its
 /// owner) edits the column to move an event out of a search, or empties

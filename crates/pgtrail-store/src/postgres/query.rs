@@ -236,10 +236,11 @@ fn filtered_with(
         }
     }
     if let Some(database) = &filter.database {
-        conditions.push(format!(
-            "(body::json ->> 'database') = {}",
-            q.bind(database.clone())
-        ));
+        conditions.push(match database.contains('\0') {
+            // Postgres text holds no NUL: no stored database can be it.
+            true => "false".into(),
+            false => format!("{} = {}", body_field("database"), q.bind(database.clone())),
+        });
     }
     if let Some(addr) = &filter.client_addr {
         // Bound as text and cast by the server: the block was parsed
@@ -266,10 +267,14 @@ fn filtered_with(
     if let Some(class) = &filter.class {
         // Read from the body, the bytes that were hashed: no copy of the
         // class can disagree with the event.
-        conditions.push(format!(
-            "upper(body::json ->> 'class') = upper({})",
-            q.bind(class.clone())
-        ));
+        conditions.push(match class.contains('\0') {
+            true => "false".into(),
+            false => format!(
+                "upper({}) = upper({})",
+                body_field("class"),
+                q.bind(class.clone())
+            ),
+        });
     }
     if let Some(operation) = &filter.operation {
         conditions.push(format!(
@@ -368,6 +373,16 @@ fn filtered_with(
         ),
     };
     q
+}
+
+/// A top-level text field of an event's body, as SQL. Postgres's JSON
+/// refuses a body with a `\u0000` string anywhere ("unsupported Unicode
+/// escape sequence"): read as is, one such event made every search with
+/// this condition fail. It is read with that escape replaced (`\ufffd`),
+/// which changes no field a search compares (Postgres text holds no NUL,
+/// so no filter value can be one).
+fn body_field(key: &'static str) -> String {
+    format!("(replace(body, '\\u0000', '\\ufffd')::json ->> '{key}')")
 }
 
 /// Whether no index but the chain's own (`seq`) serves `filter`: no key, no
