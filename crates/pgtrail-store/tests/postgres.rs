@@ -1610,7 +1610,7 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
         .batch_execute(
             "drop table pgtrail.facet_hours, pgtrail.seq_hours, pgtrail.events_objects; \
              alter table pgtrail.events drop column client_addr; \
-             drop table pgtrail.column_starts; drop function pgtrail.body_client_inet(text); \
+             drop table pgtrail.column_starts; \
              drop index pgtrail.events_table_seq_idx, pgtrail.events_app_user_seq_idx, \
                  pgtrail.events_db_user_seq_idx; \
              delete from pgtrail.schema_migrations where version >= 11",
@@ -1709,15 +1709,17 @@ async fn facet_counts_by_the_hour_are_filled_kept_and_verified() {
 }
 
 /// One stored event with a `\u0000` string (a row value, an imported
-/// line), which Postgres's JSON refuses to read, must not make `db:` or
-/// `class:` searches fail for everyone: they answer, and find it. A search
-/// value holding NUL (no stored text can) finds nothing, without an error.
+/// line), which Postgres's JSON refuses to read, must not make `db:`,
+/// `class:` or `ip:` (of events stored before the address column) searches
+/// fail for everyone: they answer, and find it. A search value holding NUL
+/// (no stored text can) finds nothing, without an error.
 #[tokio::test]
-async fn a_nul_in_one_event_breaks_no_search_by_database_or_class() {
+async fn a_nul_in_one_event_breaks_no_search_by_database_class_or_address() {
     let cluster = Cluster::start().expect("cluster");
-    let (store, _url) = fresh_store(&cluster, "nul bodies").await;
+    let (store, url) = fresh_store(&cluster, "nul bodies").await;
     let mut row = row_change(1, Utc::now());
     row.database = Some("shop".into());
+    row.client_addr = Some("10.0.0.1".into());
     row.new = Some(serde_json::from_str(r#"{"id":1,"doc":"a\u0000b"}"#).expect("json"));
     let mut statement = Event::new(Source::Proxy, Kind::Statement);
     statement.database = Some("shop".into());
@@ -1751,6 +1753,20 @@ async fn a_nul_in_one_event_breaks_no_search_by_database_or_class() {
         ..Default::default()
     };
     assert_eq!(count(writes).await, 1);
+    // As if stored before schema 17: `ip:` reads its body.
+    raw(&url)
+        .await
+        .batch_execute(
+            "update pgtrail.events set client_addr = null where seq = 1;
+             update pgtrail.column_starts set first_seq = 2 where name = 'client_addr'",
+        )
+        .await
+        .expect("as before schema 17");
+    let block = Filter {
+        client_addr: Some(pgtrail_core::filter::AddrFilter::parse("10.0.0.0/24").expect("block")),
+        ..Default::default()
+    };
+    assert_eq!(count(block).await, 1);
     for hostile in [
         Filter {
             database: Some("sh\0op".into()),

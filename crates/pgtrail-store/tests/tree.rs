@@ -316,7 +316,7 @@ async fn an_upgraded_store_fills_its_nodes(mut t: Target) {
          delete from pgtrail_migrations where version >= 12; pragma user_version = 11;",
         "drop table pgtrail.facet_hours, pgtrail.seq_hours, pgtrail.events_objects; \
          alter table pgtrail.events drop column client_addr; \
-         drop table pgtrail.column_starts; drop function pgtrail.body_client_inet(text); \
+         drop table pgtrail.column_starts; \
          drop table pgtrail.cosignatures; \
          drop table pgtrail.tree_nodes; drop index pgtrail.events_table_seq_idx, \
          pgtrail.events_app_user_seq_idx, pgtrail.events_db_user_seq_idx; \

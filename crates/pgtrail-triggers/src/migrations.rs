@@ -118,7 +118,6 @@ declare
 begin
     for kept in select * from (values
             ('pgtrail.client_inet(text)'),
-            ('pgtrail.body_client_inet(text)'),
             ('pgtrail.sql_words(text)'),
             ('pgtrail.sql_index_words(text, bigint)'),
             ('pgtrail.sql_words_query(text)')) as t(name)

@@ -236,10 +236,11 @@ fn filtered_with(
         }
     }
     if let Some(database) = &filter.database {
-        conditions.push(match database.contains('\0') {
-            // Postgres text holds no NUL: no stored database can be it.
-            true => "false".into(),
-            false => format!("{} = {}", body_field("database"), q.bind(database.clone())),
+        // Postgres text holds no NUL: no stored database can be it.
+        conditions.push(if database.contains('\0') {
+            "false".into()
+        } else {
+            format!("{} = {}", body_field("database"), q.bind(database.clone()))
         });
     }
     if let Some(addr) = &filter.client_addr {
@@ -252,7 +253,8 @@ fn filtered_with(
             "(client_addr <<= {block}::text::inet \
              or (client_addr is null \
                  and seq < (select first_seq from pgtrail.column_starts where name = 'client_addr') \
-                 and pgtrail.body_client_inet(body) <<= {block}::text::inet))"
+                 and pgtrail.client_inet({}) <<= {block}::text::inet))",
+            body_field("client_addr")
         ));
     }
     if let Some(before) = filter.before_seq {
@@ -267,13 +269,14 @@ fn filtered_with(
     if let Some(class) = &filter.class {
         // Read from the body, the bytes that were hashed: no copy of the
         // class can disagree with the event.
-        conditions.push(match class.contains('\0') {
-            true => "false".into(),
-            false => format!(
+        conditions.push(if class.contains('\0') {
+            "false".into()
+        } else {
+            format!(
                 "upper({}) = upper({})",
                 body_field("class"),
                 q.bind(class.clone())
-            ),
+            )
         });
     }
     if let Some(operation) = &filter.operation {

@@ -51,8 +51,7 @@ pub(super) enum Fill {
     TreeNodes,
     /// Migration 15: the relations each stored statement touched.
     EventsObjects,
-    /// Migration 17: the client address of each stored event whose body
-    /// Postgres cannot read as JSON.
+    /// Migration 17: the client address of the newest stored events.
     ClientAddrs,
 }
 
@@ -503,24 +502,12 @@ create index if not exists events_sql_words_idx on pgtrail.events
 /// `AddrFilter::contains` and SQLite's column read it). Filling every
 /// stored row would rewrite them all, so only the newest 100,000 are
 /// filled here (the recent windows a dashboard searches most), and
-/// `column_starts` says from which `seq` the column holds; below it `ip:`
-/// reads the body (`body_client_inet`, which answers NULL where Postgres
-/// cannot read the body as JSON: a string holding `\u0000`; such events
-/// below get their column filled too, [`Fill::ClientAddrs`]). `verify`
-/// holds the column to the body, and NULL below that `seq` only.
+/// `column_starts` says from which `seq` the column holds
+/// ([`Fill::ClientAddrs`]); below it `ip:` reads the body as `db:` does
+/// (`query::body_field`). `verify` holds the column to the body, and NULL
+/// below that `seq` only.
 const V17_CLIENT_ADDR: &str = "
 alter table pgtrail.events add column client_addr inet;
-create function pgtrail.body_client_inet(body text) returns inet
-    language plpgsql immutable strict parallel restricted
-    set search_path = pg_catalog
-as $fn$
-begin
-    return (body::json ->> 'client_addr')::inet;
-exception when others then
-    return null;
-end
-$fn$;
-revoke execute on function pgtrail.body_client_inet(text) from public;
 create table pgtrail.column_starts (
     name text primary key,             -- a column of pgtrail.events
     first_seq bigint not null          -- the first seq whose row has it written
@@ -531,7 +518,6 @@ do $$
 begin
     if exists (select from pg_catalog.pg_roles where rolname = 'pgtrail_reader') then
         grant select on pgtrail.column_starts to pgtrail_reader;
-        grant execute on function pgtrail.body_client_inet(text) to pgtrail_reader;
     end if;
 end
 $$;
@@ -881,9 +867,7 @@ async fn fill_backend_pids(
 }
 
 /// Migration 17's fill: the `client_addr` column of the newest stored
-/// events (from `column_starts`), and of those whose body Postgres's JSON
-/// cannot read (a string holding `\u0000`), where `ip:` could not read
-/// the address from the body. The others keep NULL: `ip:` reads their
+/// events (from `column_starts`). The others keep NULL: `ip:` reads their
 /// body.
 async fn fill_client_addrs(
     tx: &tokio_postgres::Transaction<'_>,
@@ -894,8 +878,7 @@ async fn fill_client_addrs(
         location,
         "copying client addresses (migration 17)",
         "select id, captured_at, body from pgtrail.events \
-         where seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr') \
-            or strpos(body, '\\u0000') > 0",
+         where seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr')",
         "update pgtrail.events e set client_addr = b.value \
          from unnest($1::uuid[], $2::timestamptz[], $3::inet[]) as b(id, captured_at, value) \
          where e.id = b.id and e.captured_at = b.captured_at",
