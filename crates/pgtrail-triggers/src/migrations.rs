@@ -109,9 +109,8 @@ pub const DROP_DATA_SQL: &str = "drop schema if exists pgtrail cascade;\n";
 /// (`pgtrail.seq_hours`, 13), the relations statements touched
 /// (`pgtrail.events_objects`, 15); and for readers only, where each
 /// copied column starts (`pgtrail.column_starts`, 17), which `ip:` reads.
-/// Only once the roles and the objects
-/// exist. Every table the appender writes needs its line here, or every
-/// sealed batch fails.
+/// Only once the roles and the objects exist. Every table the appender
+/// writes needs its line here, or every sealed batch fails.
 pub const READER_GRANTS_SQL: &str = "do $$
 declare
     kept record;

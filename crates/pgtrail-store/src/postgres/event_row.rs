@@ -53,11 +53,26 @@ pub(super) static COLUMN_TYPES: [Type; 20] = [
 /// What readers select: the event is its body plus the seal columns.
 pub(super) const READ_COLUMNS: &str = "seq, body, prev_hash, hash";
 
-/// What verify selects: [`READ_COLUMNS`], then every copied column.
-pub(super) const VERIFY_COLUMNS: &str = "seq, body, prev_hash, hash, \
-    id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
-    pk, sql, xid, failed, row_key, backend_pid, client_addr, \
-    coalesce(seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr'), true)";
+/// The first `seq` whose row has its `client_addr` column written (schema
+/// 17), as a scalar subquery: the rows below hold NULL there, and `ip:`
+/// reads their body. Migration 17's fill, `ip:` and verify all ask this.
+macro_rules! client_addr_start {
+    () => {
+        "(select first_seq from pgtrail.column_starts where name = 'client_addr')"
+    };
+}
+pub(super) use client_addr_start;
+
+/// What verify selects: [`READ_COLUMNS`], then every copied column, then
+/// whether the row's `client_addr` is written ([`client_addr_start`]).
+pub(super) const VERIFY_COLUMNS: &str = concat!(
+    "seq, body, prev_hash, hash, \
+     id, captured_at, source, kind, db_user, app_user, schema_name, table_name, operation, \
+     pk, sql, xid, failed, row_key, backend_pid, client_addr, \
+     coalesce(seq >= ",
+    client_addr_start!(),
+    ", true)"
+);
 
 /// The values of one sealed event's row, borrowed from the event and its body.
 pub(super) struct RowValues<'a> {

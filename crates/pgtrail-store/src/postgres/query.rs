@@ -8,7 +8,7 @@ use pgtrail_core::search::FACET_BOUND;
 use pgtrail_core::{Filter, RowRef};
 use postgres_types::{Json, ToSql};
 
-use super::event_row::{READ_COLUMNS, VERIFY_COLUMNS};
+use super::event_row::{client_addr_start, READ_COLUMNS, VERIFY_COLUMNS};
 use super::row_key;
 use super::seq_hours::Window;
 
@@ -252,9 +252,10 @@ fn filtered_with(
         conditions.push(format!(
             "(client_addr <<= {block}::text::inet \
              or (client_addr is null \
-                 and seq < (select first_seq from pgtrail.column_starts where name = 'client_addr') \
+                 and seq < {start} \
                  and pgtrail.client_inet({}) <<= {block}::text::inet))",
-            body_field("client_addr")
+            body_field("client_addr"),
+            start = client_addr_start!(),
         ));
     }
     if let Some(before) = filter.before_seq {

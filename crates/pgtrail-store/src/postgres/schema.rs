@@ -13,6 +13,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
+use super::event_row::client_addr_start;
 use super::facets::facet_rows;
 use super::seq_hours::seq_hour_rows;
 use crate::StoreError;
@@ -877,8 +878,10 @@ async fn fill_client_addrs(
         tx,
         location,
         "copying client addresses (migration 17)",
-        "select id, captured_at, body from pgtrail.events \
-         where seq >= (select first_seq from pgtrail.column_starts where name = 'client_addr')",
+        concat!(
+            "select id, captured_at, body from pgtrail.events where seq >= ",
+            client_addr_start!()
+        ),
         "update pgtrail.events e set client_addr = b.value \
          from unnest($1::uuid[], $2::timestamptz[], $3::inet[]) as b(id, captured_at, value) \
          where e.id = b.id and e.captured_at = b.captured_at",
